@@ -1,0 +1,24 @@
+"""cdrtrace: *57 call trace for telephone carriers, from switch CDR streams.
+
+    import cdrtrace
+    store = cdrtrace.open("/var/lib/cdrtrace", create=True)
+    cdrtrace.ingest(store, ["Master.csv"], zone="America/Denver")
+    result = store.trace("303-555-0110")      # the customer's view: no caller identity
+    print(result.announcement)
+"""
+from .errors import (AccessError, CdrTraceError, NativeModuleError, NumberError, ParseError,
+                     SourceError, StoreError, TraceError)
+from .formats import CallBatch, Disposition, Presentation
+from .ingest import IngestSummary, ingest
+from .parse import FormatError, make_parser
+from .store import Store, open  # noqa: A004
+from .trace import ANNOUNCEMENTS, CustomerStatus, Outcome, TraceResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open", "Store", "ingest", "IngestSummary", "make_parser", "CallBatch", "Outcome",
+    "TraceResult", "CustomerStatus", "ANNOUNCEMENTS", "Presentation", "Disposition",
+    "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
+    "AccessError", "NativeModuleError", "FormatError",
+]

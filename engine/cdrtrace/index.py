@@ -1,0 +1,100 @@
+"""The last-call index: per line, its most recent received calls, newest first (LMDB).
+
+Key: the line's packed number, 8 bytes big-endian (so key order is numeric order).
+Value: up to `keep` 40-byte entries (ENTRY_DTYPE), newest first. A received call is
+indexed under its dialled line, its redirecting line and the line that finally rang
+(rule R2); calls that never alerted the line are not indexed (rule R3).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _index
+from .formats import CallBatch
+
+ENTRY_DTYPE = np.dtype([
+    ("start_us", "<i8"),
+    ("calling", "<u8"),
+    ("call_id", "<u8"),
+    ("offset", "<i8"),
+    ("source", "<u4"),
+    ("feed", "<u2"),
+    ("presentation", "u1"),
+    ("flags", "u1"),
+])
+assert ENTRY_DTYPE.itemsize == 40
+
+ANSWERED, FORWARDED = 0x01, 0x02
+ROLE_DIALLED, ROLE_REDIRECTING, ROLE_FINAL = 0, 1, 2
+ROLE_NAMES = ("dialled", "redirecting", "final")
+DEFAULT_KEEP = 4
+
+
+def line_key(packed: int) -> bytes:
+    return int(packed).to_bytes(8, "big")
+
+
+def decode(value: bytes | None) -> np.ndarray:
+    """The entries of one stored value (newest first)."""
+    if not value:
+        return np.empty(0, ENTRY_DTYPE)
+    return np.frombuffer(value, ENTRY_DTYPE)
+
+
+def entries_for_batch(batch: CallBatch, source: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lines, entries) for every (line, received call) pair in the batch."""
+    c = batch.columns
+    received = c["received"] & (c["called"] != 0)
+    redirected = received & (c["redirecting"] != 0)
+    rang = received & (c["final"] != 0) & (c["final"] != c["redirecting"])
+    parts = [(received, c["called"], ROLE_DIALLED),
+             (redirected, c["redirecting"], ROLE_REDIRECTING),
+             (rang, c["final"], ROLE_FINAL)]
+    total = int(received.sum() + redirected.sum() + rang.sum())
+    lines = np.empty(total, np.uint64)
+    entries = np.empty(total, ENTRY_DTYPE)
+    at = 0
+    for mask, line_column, role in parts:
+        idx = np.flatnonzero(mask)
+        n = len(idx)
+        if n == 0:
+            continue
+        part = entries[at:at + n]
+        lines[at:at + n] = line_column[idx]
+        part["start_us"] = c["start_us"][idx]
+        part["calling"] = c["calling"][idx]
+        part["call_id"] = c["call_id"][idx]
+        part["offset"] = c["offset"][idx]
+        part["source"] = source
+        part["feed"] = c["feed"][idx]
+        part["presentation"] = c["presentation"][idx]
+        flags = (c["answer_us"][idx] != 0).astype(np.uint8) | (role << 2)
+        flags |= (c["redirecting"][idx] != 0).astype(np.uint8) << 1
+        flags |= c["disposition"][idx].astype(np.uint8) << 4
+        part["flags"] = flags
+        at += n
+    return lines, entries
+
+
+def sort_by_line(lines: np.ndarray, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(lines, kind="stable")
+    # gathering 40-byte rows as opaque void items is ~10x faster than a structured gather
+    return lines[order], np.take(entries.view("V40"), order).view(ENTRY_DTYPE)
+
+
+def write_batch(txn, db, batch: CallBatch, source: int, keep: int = DEFAULT_KEEP) -> int:
+    """Merge a batch into the index inside txn; returns the number of (line, call) pairs."""
+    lines, entries = sort_by_line(*entries_for_batch(batch, source))
+    return write_entries(txn, db, lines, entries, keep)
+
+
+def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP) -> int:
+    """Merge (line, entry) pairs, sorted by line, into the index inside txn."""
+    if len(lines) == 0:
+        return 0
+    cursor = txn.cursor(db)
+    append = not cursor.last() or cursor.key() < line_key(lines[0])
+    stored = None if append else dict(cursor.getmulti(_index.line_keys(lines)))
+    pairs = _index.merge(lines, entries.view(np.uint8).reshape(-1, 40), stored, keep)
+    cursor.putmulti(pairs, append=append)
+    return len(lines)

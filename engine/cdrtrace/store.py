@@ -1,0 +1,250 @@
+"""The store: one LMDB environment holding the last-call index and the trace evidence.
+
+Sub-databases: meta (settings, counters), index (line -> last calls), traces (trace id
+-> evidence record, JSON), line_traces (line + trace id), traced (line + call id ->
+trace id: a call is traced once per line), sources (source id -> provenance).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from . import index, numbers, timezones
+from .errors import AccessError, NumberError, StoreError, TraceError
+from .formats import Disposition, Presentation
+from .parse import normalize_number
+from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, customer_status
+
+FORMAT_VERSION = 1
+INITIAL_MAP_SIZE = 64 << 20
+_DBS = ("meta", "index", "traces", "line_traces", "traced", "sources")
+DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1,
+            "min_ring_seconds": 0.0, "keep": index.DEFAULT_KEEP}
+
+
+def _u64(value: int) -> bytes:
+    return int(value).to_bytes(8, "big")
+
+
+def open(path: str | os.PathLike, create: bool = False, **settings) -> Store:  # noqa: A001
+    """Open the store at path (a directory); create it if asked. settings apply at creation."""
+    return Store(path, create=create, **settings)
+
+
+class Store:
+    """A cdrtrace store. Safe to share between threads of one process."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = False, **settings):
+        self.path = Path(path)
+        unknown = set(settings) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown store settings: {', '.join(sorted(unknown))}")
+        exists = (self.path / "data.mdb").exists()
+        if not exists and not create:
+            raise StoreError(f"no cdrtrace store at {self.path} (create one with `cdrtrace init`)")
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.env = lmdb.open(str(self.path), max_dbs=len(_DBS) + 2,
+                                 map_size=INITIAL_MAP_SIZE, subdir=True, create=create)
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        with self.env.begin(write=True) as txn:
+            self.db = {name: self.env.open_db(name.encode(), txn=txn, create=create or not exists)
+                       for name in _DBS}
+            meta = self.db["meta"]
+            version = txn.get(b"version", db=meta)
+            if version is None:
+                if not create:
+                    raise StoreError(f"{self.path} is not a cdrtrace store")
+                txn.put(b"version", str(FORMAT_VERSION).encode(), db=meta)
+                config = {**DEFAULTS, **settings}
+                timezones.get_zone(config["zone"])
+                txn.put(b"config", json.dumps(config).encode(), db=meta)
+            elif int(version) != FORMAT_VERSION:
+                raise StoreError(f"{self.path} has store format {int(version)}; "
+                                 f"this cdrtrace reads format {FORMAT_VERSION}")
+            self.config = json.loads(txn.get(b"config", db=meta))
+
+    # ------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write(self, work):
+        """Run work(txn) in one durable write transaction, growing the map when full."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+
+    def read(self):
+        """A read transaction (a consistent snapshot)."""
+        try:
+            return self.env.begin()
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)
+            return self.env.begin()
+
+    def _next(self, txn, counter: bytes) -> int:
+        value = int(txn.get(counter, b"0", db=self.db["meta"])) + 1
+        txn.put(counter, str(value).encode(), db=self.db["meta"])
+        return value
+
+    def line(self, text: str) -> int:
+        """A line as its packed number; NumberError if it is not a telephone line."""
+        packed = normalize_number(str(text), self.config["country_code"])
+        if packed == 0:
+            raise NumberError(f"not a telephone line: {text!r}")
+        return packed
+
+    def register_source(self, name: str, size: int | None) -> int:
+        def work(txn):
+            source = self._next(txn, b"next_source")
+            txn.put(source.to_bytes(4, "big"), json.dumps(
+                {"name": name, "size": size, "ingested_at": time.time()}).encode(),
+                db=self.db["sources"])
+            return source
+        return self.write(work)
+
+    def source_name(self, txn, source: int) -> str | None:
+        value = txn.get(int(source).to_bytes(4, "big"), db=self.db["sources"])
+        return json.loads(value)["name"] if value else None
+
+    # ------------------------------------------------------------ index
+
+    def index_stat(self) -> dict:
+        with self.read() as txn:
+            stat = txn.stat(self.db["index"])
+        return {"lines": stat["entries"],
+                "bytes": (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"])
+                * stat["psize"]}
+
+    def last_calls_raw(self, line_key: bytes, txn=None) -> np.ndarray:
+        """The index entries of a line (ENTRY_DTYPE, newest first): the trace lookup path."""
+        if txn is None:
+            with self.read() as txn:
+                return index.decode(txn.get(line_key, db=self.db["index"]))
+        return index.decode(txn.get(line_key, db=self.db["index"]))
+
+    def last_calls(self, line: str, analyst: str) -> list[dict]:
+        """The analyst's view of a line's last calls, with numbers. Needs an analyst name."""
+        if not analyst or not str(analyst).strip():
+            raise AccessError("reading caller numbers needs an analyst identity")
+        key = index.line_key(self.line(line))
+        with self.read() as txn:
+            return [self._call_view(txn, e) for e in self.last_calls_raw(key, txn)]
+
+    def _call_view(self, txn, e) -> dict:
+        flags = int(e["flags"])
+        return {
+            "start": timezones.format_utc(int(e["start_us"])),
+            "start_us": int(e["start_us"]),
+            "calling": numbers.format_number(int(e["calling"])) or None,
+            "presentation": Presentation(int(e["presentation"])).name.lower(),
+            "answered": bool(flags & index.ANSWERED),
+            "forwarded": bool(flags & index.FORWARDED),
+            "indexed_as": index.ROLE_NAMES[(flags >> 2) & 3],
+            "disposition": Disposition(flags >> 4).name.lower(),
+            "call_id": f"{int(e['call_id']):016x}",
+            "feed": int(e["feed"]),
+            "source": self.source_name(txn, int(e["source"])),
+            "offset": int(e["offset"]),
+        }
+
+    # ------------------------------------------------------------ trace
+
+    def trace(self, line: str, at: str | int | None = None) -> TraceResult:
+        """*57: trace the last received call to line before `at` (default now).
+
+        A trace record is committed durably before this returns, whatever the outcome.
+        """
+        packed = self.line(line)
+        key = index.line_key(packed)
+        if at is None:
+            at_us = time.time_ns() // 1000
+        elif isinstance(at, int):
+            at_us = at
+        else:
+            at_us = timezones.parse_instant(at, self.config["zone"])
+        keep = self.config["keep"]
+
+        def work(txn):
+            entries = self.last_calls_raw(key, txn)
+            before = entries[entries["start_us"] <= at_us]
+            call = original = None
+            if len(before) == 0:
+                if len(entries) >= keep:
+                    raise TraceError(
+                        f"the index holds the last {keep} calls of {line} and all began after "
+                        f"{timezones.format_utc(at_us)}; older calls are no longer held")
+                outcome = Outcome.NO_CALL
+            else:
+                e = before[0]
+                call = self._call_view(txn, e)
+                outcome = (Outcome.SUCCESS if int(e["calling"]) and
+                           int(e["presentation"]) != Presentation.UNAVAILABLE
+                           else Outcome.UNTRACEABLE)
+                traced_key = key + _u64(int(e["call_id"]))
+                if outcome is Outcome.SUCCESS:
+                    original = txn.get(traced_key, db=self.db["traced"])
+                    if original is not None:
+                        outcome = Outcome.ALREADY_TRACED
+            number = self._next(txn, b"next_trace")
+            trace_id = f"T{number:08d}"
+            record = {
+                "trace_id": trace_id, "line": numbers.format_number(packed),
+                "activated_us": at_us, "traced_at_us": time.time_ns() // 1000,
+                "outcome": outcome.value, "call": call, "enrichment": None,
+                "original_trace": original.decode() if original else None,
+            }
+            txn.put(_u64(number), json.dumps(record).encode(), db=self.db["traces"])
+            txn.put(key + _u64(number), b"", db=self.db["line_traces"])
+            if outcome is Outcome.SUCCESS:
+                txn.put(key + _u64(int(e["call_id"])), trace_id.encode(), db=self.db["traced"])
+            return record
+
+        record = self.write(work)
+        return TraceResult(record["trace_id"], record["line"], Outcome(record["outcome"]),
+                           timezones.format_utc(at_us),
+                           timezones.format_utc(record["call"]["start_us"])
+                           if record["call"] else None)
+
+    def trace_records(self, line: str | None = None) -> list[dict]:
+        """Full trace records (with numbers): for the Call Identification Center only."""
+        with self.read() as txn:
+            if line is None:
+                return [json.loads(v) for _, v in txn.cursor(self.db["traces"])]
+            key = index.line_key(self.line(line))
+            cursor = txn.cursor(self.db["line_traces"])
+            records = []
+            if cursor.set_range(key):
+                for k, _ in cursor:
+                    if k[:8] != key:
+                        break
+                    records.append(json.loads(txn.get(k[8:], db=self.db["traces"])))
+            return records
+
+    def status(self, line: str) -> CustomerStatus:
+        """The customer's view: their traces and progress per pseudonymous origin."""
+        records = self.trace_records(line)
+        return customer_status(numbers.format_number(self.line(line)), records,
+                               self.config["threshold"])
+
+
+__all__ = ["Store", "open", "StoreError", "NumberError", "TraceError", "AccessError"]

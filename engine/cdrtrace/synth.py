@@ -1,0 +1,264 @@
+"""Realistic generated switch traffic with planted harassment campaigns (and their truth).
+
+Traffic: skewed per-line volume, a daily rhythm, an answered / unanswered / busy /
+failed mix, restricted and unavailable callers, forwarded calls, Latin-1 and quoted
+caller names. Campaigns: repeat callers planted against victim lines, each call followed
+by a *57 a few seconds after it ends, with no other call to the victim in between.
+Vectorised: numpy for the numbers, Arrow compute kernels for the text.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import timezones
+from .errors import CdrTraceError
+
+AREAS = np.array([303, 720, 212, 415, 312, 617, 206, 512, 404, 305, 602, 702, 503, 214, 919])
+CALLER_AREAS = np.array([201, 305, 469, 646, 818, 917, 929, 347, 408, 510, 650, 773])
+# hour-of-day weights: quiet nights, morning and late-afternoon peaks
+HOUR_WEIGHTS = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 4, 5, 5.5, 5.5,
+                         5, 5, 5.2, 5.5, 6, 6, 5, 4, 3.2, 2.6, 2, 1.4])
+DISPOSITIONS = np.array([b"ANSWERED", b"NO ANSWER", b"CANCEL", b"BUSY", b"FAILED", b"CONGESTION"],
+                        dtype=object)
+DISPOSITION_P = np.array([0.60, 0.19, 0.06, 0.08, 0.05, 0.02])
+FIRST = [b"Pat", b"Lee", b"Sam", b"Ana", b"Jos\xe9", b"Ren\xe9e", b"Chris", b"M\xfcller", b"Kim",
+         b"Jordan", b'Robert "Bob"', b"O'Neil", b"Zo\xeb", b"Taylor", b"Ngozi", b"Wei"]
+LAST = [b"Doe", b"Smith", b"Garc\xeda", b"Nguyen", b"Brown", b"Okafor", b"Novak", b"Patel",
+        b"Jones, Jr.", b"Kowalski", b"Lef\xe8vre", b"Chen"]
+CHUNK_ROWS = 1 << 20
+MIN_CAMPAIGNS = 3
+
+
+class SynthError(CdrTraceError, ValueError):
+    pass
+
+
+def _distinct_numbers(rng, count, areas, salt):
+    """count distinct 10-digit NANP numbers (area + 7 digits starting 2-9)."""
+    space = len(areas) * 8_000_000
+    if count > space:
+        raise SynthError(f"at most {space} distinct numbers can be generated")
+    multiplier = 2_654_435_761  # odd and coprime with the space (no factor 2, 3, 5)
+    while np.gcd(multiplier, space) != 1:
+        multiplier += 2
+    v = (np.arange(count, dtype=np.int64) * multiplier + salt) % space
+    return areas[v // 8_000_000] * 10_000_000 + 2_000_000 + v % 8_000_000
+
+
+def _local_seconds(utc_seconds, zone):
+    if zone == "UTC":
+        return utc_seconds
+    starts, offsets = timezones.zone_table(zone)
+    return utc_seconds + offsets[np.searchsorted(starts, utc_seconds, side="right") - 1]
+
+
+def _quoted(values):
+    return pc.binary_join_element_wise(b'"', values, b'"', b"")
+
+
+def _stamp(seconds, zone):
+    local = pa.array(_local_seconds(seconds, zone).astype("datetime64[s]"))
+    return pc.cast(pc.strftime(local, format="%Y-%m-%d %H:%M:%S"), pa.binary())
+
+
+def _text(ints):
+    return pc.cast(pc.cast(pa.array(ints), pa.string()), pa.binary())
+
+
+def generate(calls: int, lines: int, seed: int = 1, start: str = "2026-03-02", days: int = 1,
+             zone: str = "UTC", campaigns: int | None = None):
+    """The traffic as numpy columns (sorted by end time, as a switch writes) and the truth."""
+    if calls < 1 or lines < 1:
+        raise SynthError("--calls and --lines must be at least 1")
+    if days < 1:
+        raise SynthError("--days must be at least 1")
+    timezones.get_zone(zone)
+    rng = np.random.default_rng(seed)
+    t0 = int(dt.datetime.fromisoformat(start).replace(tzinfo=dt.timezone.utc).timestamp())
+    line_numbers = _distinct_numbers(rng, lines, AREAS, int(rng.integers(1 << 30)))
+    pool = max(1000, lines * 3)
+    caller_numbers = _distinct_numbers(rng, pool, CALLER_AREAS, int(rng.integers(1 << 30)))
+
+    if campaigns is None:
+        campaigns = max(MIN_CAMPAIGNS, min(lines // 4, calls // 2000))
+    campaigns = min(campaigns, max(1, lines // 2))
+    planted = _plant(rng, campaigns, lines, t0, days)
+    n = calls - len(planted["line"])
+    if n < 0:
+        raise SynthError(f"{calls} calls are too few for {campaigns} campaigns")
+
+    weights = rng.lognormal(0.0, 1.3, lines)
+    weights[planted["victims"]] *= 0.05          # victims are ordinary, quiet lines
+    cum = np.cumsum(weights)
+    line_idx = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1]), lines - 1)
+    hour = rng.choice(24, n, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
+    start_s = (t0 + rng.integers(0, days, n) * 86400 + hour * 3600
+               + rng.integers(0, 3600, n)).astype(np.int64)
+    caller_idx = np.minimum((pool * rng.random(n) ** 2.2).astype(np.int64), pool - 1)
+    disp = rng.choice(len(DISPOSITIONS), n, p=DISPOSITION_P)
+
+    # keep the planted calls the last call to their victim until their trace
+    busy_until = {}
+    for v, s, e in zip(planted["line"], planted["start"], planted["trace_at"]):
+        busy_until.setdefault(int(v), []).append((int(s) - 120, int(e) + 1))
+    keep = np.ones(n, bool)
+    victims = np.fromiter(busy_until, np.int64)
+    hit = np.flatnonzero(np.isin(line_idx, victims))
+    for i in hit:
+        for lo, hi in busy_until[int(line_idx[i])]:
+            if lo <= start_s[i] + 120 and start_s[i] <= hi:
+                keep[i] = False
+    line_idx, start_s, caller_idx, disp = line_idx[keep], start_s[keep], caller_idx[keep], disp[keep]
+    n = len(line_idx)
+
+    pres = rng.choice(3, n, p=[0.91, 0.06, 0.03])    # allowed, restricted, unavailable
+    forwarded = rng.random(n) < 0.04
+    columns = {
+        "line": np.concatenate([line_numbers[line_idx], line_numbers[planted["line"]]]),
+        "caller": np.concatenate([caller_numbers[caller_idx], planted["caller"]]),
+        "start": np.concatenate([start_s, planted["start"]]),
+        "disposition": np.concatenate([disp, planted["disposition"]]),
+        "presentation": np.concatenate([pres, planted["presentation"]]),
+        "forwarded": np.concatenate([forwarded, np.zeros(len(planted["line"]), bool)]),
+    }
+    total = len(columns["line"])
+    d = columns["disposition"]
+    ring = np.where(d == 0, rng.integers(2, 25, total),
+                    np.where(d == 1, rng.integers(20, 45, total),
+                             np.where(d == 2, rng.integers(1, 20, total), rng.integers(0, 3, total))))
+    ring[len(start_s):] = planted["ring"]
+    talk = np.where(d == 0, np.minimum(rng.lognormal(4.2, 1.1, total), 7200).astype(np.int64), 0)
+    talk[len(start_s):] = planted["talk"]
+    columns["answer"] = np.where(d == 0, columns["start"] + ring, 0)
+    columns["end"] = columns["start"] + ring + talk
+    columns["billsec"] = talk
+    fwd_to = line_numbers[rng.integers(0, lines, total)]
+    via = line_numbers[rng.integers(0, lines, total)]
+    columns["final"] = np.where(columns["forwarded"], fwd_to, columns["line"])
+    columns["redirecting"] = np.where(columns["forwarded"] & (rng.random(total) < 0.5), via,
+                                      np.where(columns["forwarded"], columns["line"], 0))
+    columns["first"] = rng.integers(0, len(FIRST), total)
+    columns["last"] = rng.integers(0, len(LAST), total)
+    order = np.argsort(columns["end"], kind="stable")
+    columns = {k: v[order] for k, v in columns.items()}
+    columns["seq"] = np.arange(total, dtype=np.int64)
+    truth = {"seed": seed, "calls": total, "lines": lines, "zone": zone, "start": start,
+             "days": days, "campaigns": planted["truth"]}
+    return columns, truth
+
+
+def _plant(rng, campaigns, lines, t0, days):
+    """Harassment campaigns: victim, repeat caller, and calls spread over the period."""
+    victims = rng.choice(lines, campaigns, replace=False)
+    harassers = _distinct_numbers(rng, campaigns, np.array([888]), int(rng.integers(1 << 30)))
+    span = days * 86400
+    rows = {k: [] for k in ("line", "caller", "start", "disposition", "presentation", "ring",
+                            "talk", "trace_at")}
+    truth = []
+    for c in range(campaigns):
+        victim = int(victims[c // 4 * 4]) if c % 4 == 3 else int(victims[c])  # some victims get two
+        count = int(rng.choice([2, 3, 3, 4, 5]))
+        restricted = bool(rng.random() < 0.3)
+        # a victim's second campaign takes the other half of each 20-minute slot
+        first_slot = 1200 if c % 4 == 3 else 600
+        slots = np.sort(rng.choice(np.arange(first_slot, span - 900, 1200), count, replace=False))
+        calls = []
+        for s in slots:
+            start = t0 + int(s) + int(rng.integers(0, 300))
+            disposition = int(rng.choice([0, 1, 2], p=[0.5, 0.3, 0.2]))
+            ring = int(rng.integers(3, 20))
+            talk = int(rng.integers(5, 90)) if disposition == 0 else 0
+            trace_at = start + ring + talk + 10 + int(rng.integers(0, 50))
+            for key, value in (("line", victim), ("caller", int(harassers[c])), ("start", start),
+                               ("disposition", disposition), ("presentation", int(restricted)),
+                               ("ring", ring), ("talk", talk), ("trace_at", trace_at)):
+                rows[key].append(value)
+            calls.append({"start_s": start, "trace_at_s": trace_at})
+        truth.append({"victim_index": victim, "origin": f"+1{int(harassers[c])}",
+                      "presentation": "restricted" if restricted else "allowed", "calls": calls})
+    out = {k: np.asarray(v, np.int64) for k, v in rows.items()}
+    out["truth"] = truth
+    out["victims"] = np.unique(out["line"])
+    return out
+
+
+def format_asterisk(columns, lo: int, hi: int, zone: str = "UTC", width: int = 18) -> bytes:
+    """Rows lo..hi as Asterisk cdr_csv bytes (strings quoted, answer empty when unanswered)."""
+    c = {k: v[lo:hi] for k, v in columns.items()}
+    n = hi - lo
+    pres = c["presentation"]
+    number = _text(c["caller"])
+    src = pc.if_else(pa.array(pres == 0), number,
+                     pc.if_else(pa.array(pres == 1), pa.scalar(b"anonymous"),
+                                pa.scalar(b"")))
+    first = pa.array(np.array(FIRST, dtype=object)[c["first"]], pa.binary())
+    last = pa.array(np.array(LAST, dtype=object)[c["last"]], pa.binary())
+    name = pc.replace_substring(pc.binary_join_element_wise(first, last, b" "), b'"', b'""')
+    name = pc.if_else(pa.array(pres == 0), name, pa.scalar(b"Anonymous"))
+    clid_number = pc.if_else(pa.array(pres == 2), pa.scalar(b""), number)
+    clid = pc.binary_join_element_wise(b'""', name, b'"" <', clid_number, b">", b"")
+    line = _text(c["line"])
+    hexseq = pc.cast(pc.utf8_lpad(pc.cast(pa.array(c["seq"]), pa.string()), 8, "0"), pa.binary())
+    dstchannel = pc.binary_join_element_wise(b"PJSIP/", _text(c["final"]), b"-", hexseq, b"")
+    answered = c["answer"] != 0
+    answer = pc.if_else(pa.array(answered),
+                        _quoted(_stamp(np.where(answered, c["answer"], c["start"]), zone)),
+                        pa.scalar(b""))
+    uniqueid = pc.binary_join_element_wise(_text(c["start"]), b".", _text(c["seq"]), b"")
+    redirecting = pc.if_else(pa.array(c["redirecting"] != 0), _text(c["redirecting"]),
+                             pa.scalar(b""))
+    fields = [
+        _quoted(pa.array([b""] * n, pa.binary())),  # accountcode
+        _quoted(src), _quoted(line), _quoted(pa.array([b"from-pstn"] * n, pa.binary())),
+        _quoted(clid), _quoted(pc.binary_join_element_wise(b"PJSIP/trunk-", hexseq, b"")),
+        _quoted(dstchannel), _quoted(pa.array([b"Dial"] * n, pa.binary())),
+        _quoted(pc.binary_join_element_wise(b"PJSIP/", line, b",30,tT", b"")),
+        _quoted(_stamp(c["start"], zone)), answer, _quoted(_stamp(c["end"], zone)),
+        _text(c["end"] - c["start"]), _text(c["billsec"]),
+        _quoted(pa.array(DISPOSITIONS[c["disposition"]], pa.binary())),
+        _quoted(pa.array([b"DOCUMENTATION"] * n, pa.binary())),
+        _quoted(uniqueid), _quoted(redirecting),
+        _quoted(pa.array([b""] * n, pa.binary())), _quoted(uniqueid), _text(c["seq"] % 1000),
+    ][:width]
+    rows = pc.binary_join_element_wise(*fields, b",")
+    rows = pc.binary_join_element_wise(rows, pa.array([b"\n"] * n, pa.binary()), b"")
+    rows = pc.cast(rows, pa.large_binary())
+    offsets = np.frombuffer(rows.buffers()[1], np.int64, n + 1, rows.offset * 8)
+    return rows.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+
+
+def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "asterisk",
+          zone: str = "UTC", start: str = "2026-03-02", days: int = 1,
+          campaigns: int | None = None) -> dict:
+    """Write the traffic to out and the campaigns' truth to out + '.truth.json'."""
+    if fmt != "asterisk":
+        raise SynthError(f"synth cannot write format {fmt!r} yet (known: asterisk)")
+    columns, truth = generate(calls, lines, seed, start, days, zone, campaigns)
+    out = Path(out)
+    total = len(columns["line"])
+    with open(out, "wb") as f:
+        for lo in range(0, total, CHUNK_ROWS):
+            f.write(format_asterisk(columns, lo, min(total, lo + CHUNK_ROWS), zone))
+    iso = timezones.format_utc
+    truth["format"] = fmt
+    for campaign in truth["campaigns"]:
+        campaign["victim"] = f"+1{int(_victim_number(columns, campaign))}"
+        for call in campaign["calls"]:
+            call["start"] = iso(call.pop("start_s") * 1_000_000)
+            call["trace_at"] = iso(call.pop("trace_at_s") * 1_000_000)
+        del campaign["victim_index"]
+    Path(str(out) + ".truth.json").write_text(json.dumps(truth, indent=1))
+    return truth
+
+
+def _victim_number(columns, campaign):
+    first = campaign["calls"][0]["start_s"]
+    origin = int(campaign["origin"][2:])
+    hit = np.flatnonzero((columns["start"] == first) & (columns["caller"] == origin))
+    return columns["line"][hit[0]]

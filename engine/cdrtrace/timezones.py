@@ -1,0 +1,92 @@
+"""Feed time zones: switch local wall time to UTC, exactly as zoneinfo does with fold=0.
+
+The native parser cannot call zoneinfo without the GIL, so each zone becomes a table of
+UTC transition instants and the offset in force from each; the reference converts with
+zoneinfo itself and the tests hold the two equal (DST gaps and the repeated autumn hour
+included: fold=0 takes the earlier instant, and a wall time in a spring-forward gap is
+read with the offset before the change).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import zoneinfo
+
+import numpy as np
+
+from .errors import CdrTraceError
+
+MIN_YEAR, MAX_YEAR = 1970, 2099
+_UTC = _dt.timezone.utc
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
+
+
+class ZoneError(CdrTraceError, ValueError):
+    """The feed names a time zone this machine does not know."""
+
+
+def get_zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ZoneError(f"unknown time zone {name!r} (use an IANA name such as America/Denver)") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def zone_table(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(utc_start_seconds, offset_seconds) for each period of constant offset, 1969-2100.
+
+    The first period starts at int64 min. Found by probing every day and bisecting each
+    change to the second.
+    """
+    zone = get_zone(name)
+
+    def offset_at(t: int) -> int:
+        return int(_dt.datetime.fromtimestamp(t, zone).utcoffset().total_seconds())
+
+    start = int(_dt.datetime(MIN_YEAR - 1, 12, 1, tzinfo=_UTC).timestamp())
+    stop = int(_dt.datetime(MAX_YEAR + 1, 1, 2, tzinfo=_UTC).timestamp())
+    starts = [np.iinfo(np.int64).min]
+    offsets = [offset_at(start)]
+    step = 86400
+    t = start
+    while t < stop:
+        nxt = t + step
+        off = offset_at(nxt)
+        if off != offsets[-1]:
+            lo, hi = t, nxt  # offset_at(lo) == offsets[-1], offset_at(hi) == off
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if offset_at(mid) == offsets[-1]:
+                    lo = mid
+                else:
+                    hi = mid
+            starts.append(hi)
+            offsets.append(off)
+        t = nxt
+    return np.asarray(starts, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+
+
+def local_to_utc_seconds(year, month, day, hour, minute, second, zone_name: str) -> int:
+    """Reference conversion with zoneinfo (fold=0)."""
+    local = _dt.datetime(year, month, day, hour, minute, second, tzinfo=get_zone(zone_name))
+    return int((local - _EPOCH).total_seconds())
+
+
+def format_utc(us: int) -> str:
+    """ISO-8601 UTC text for microseconds since the epoch."""
+    return (_EPOCH + _dt.timedelta(microseconds=int(us))).isoformat().replace("+00:00", "Z")
+
+
+def parse_instant(text: str, zone_name: str = "UTC") -> int:
+    """ISO-8601 instant to UTC microseconds; without an offset it is read in zone_name."""
+    from .errors import TraceError
+
+    try:
+        value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise TraceError(f"not an ISO-8601 time: {text!r}") from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=get_zone(zone_name))
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds

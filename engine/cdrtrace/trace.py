@@ -1,0 +1,150 @@
+"""Trace policy (TRACE_RULES §1-2): resolve *57 against the index, outcomes, announcements.
+
+Everything in this module that reaches the customer (TraceResult, CustomerStatus, their
+repr and JSON) is built without the caller's number, name or address.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+
+from .formats import Presentation
+from .timezones import format_utc
+
+
+class Outcome(str, enum.Enum):
+    SUCCESS = "success"
+    UNTRACEABLE = "untraceable"
+    NO_CALL = "no_call"
+    ALREADY_TRACED = "already_traced"
+    PENDING = "pending"
+
+
+# Fixed announcement per outcome (rule R10): a stable id the switch plays, and its text.
+ANNOUNCEMENTS = {
+    Outcome.SUCCESS: ("COT-SUCCESS", "Your call trace was successful. The call has been recorded "
+                      "for the Call Identification Center. Please contact them to take action."),
+    Outcome.UNTRACEABLE: ("COT-UNTRACEABLE", "Your call trace was not successful. The last call "
+                          "to your line cannot be traced."),
+    Outcome.NO_CALL: ("COT-NO-CALL", "Your call trace was not successful. There is no recent "
+                      "incoming call to trace."),
+    Outcome.ALREADY_TRACED: ("COT-ALREADY-TRACED", "The last call to your line has already been "
+                             "traced. It does not need to be traced again."),
+    Outcome.PENDING: ("COT-PENDING", "Your call trace request has been received and will be "
+                      "completed shortly."),
+}
+
+DEFAULT_THRESHOLD = 3
+
+
+def outcome_for(entry) -> Outcome:
+    """Success or untraceable for the call a trace resolved to (rules R4, R5)."""
+    if int(entry["calling"]) == 0 or int(entry["presentation"]) == Presentation.UNAVAILABLE:
+        return Outcome.UNTRACEABLE
+    return Outcome.SUCCESS
+
+
+def origin_labels(count: int) -> list[str]:
+    """Pseudonymous labels for origins: Caller A..Z, then Caller AA, AB, ..."""
+    labels = []
+    for i in range(count):
+        name, n = "", i
+        while True:
+            name = chr(ord("A") + n % 26) + name
+            n = n // 26 - 1
+            if n < 0:
+                break
+        labels.append(f"Caller {name}")
+    return labels
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceResult:
+    """What the customer and the switch learn from a trace: never the caller's identity."""
+
+    trace_id: str
+    line: str
+    outcome: Outcome
+    activated_at: str
+    call_time: str | None
+
+    @property
+    def announcement_id(self) -> str:
+        return ANNOUNCEMENTS[self.outcome][0]
+
+    @property
+    def announcement(self) -> str:
+        return ANNOUNCEMENTS[self.outcome][1]
+
+    @property
+    def successful(self) -> bool:
+        return self.outcome is Outcome.SUCCESS
+
+    def to_dict(self) -> dict:
+        return {"trace_id": self.trace_id, "line": self.line, "outcome": self.outcome.value,
+                "announcement_id": self.announcement_id, "announcement": self.announcement,
+                "activated_at": self.activated_at, "call_time": self.call_time}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+@dataclasses.dataclass(frozen=True)
+class OriginProgress:
+    label: str
+    traced_calls: int
+    threshold: int
+    first_call: str
+    last_call: str
+
+    @property
+    def eligible_for_action(self) -> bool:
+        return self.traced_calls >= self.threshold
+
+    def to_dict(self) -> dict:
+        return {"origin": self.label, "traced_calls": self.traced_calls,
+                "threshold": self.threshold, "eligible_for_action": self.eligible_for_action,
+                "first_call": self.first_call, "last_call": self.last_call}
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomerStatus:
+    """A customer's view of their line: their traces and progress per pseudonymous origin."""
+
+    line: str
+    traces: tuple[dict, ...]
+    progress: tuple[OriginProgress, ...]
+
+    @property
+    def eligible_for_action(self) -> bool:
+        return any(p.eligible_for_action for p in self.progress)
+
+    def to_dict(self) -> dict:
+        return {"line": self.line, "traces": list(self.traces),
+                "progress": [p.to_dict() for p in self.progress],
+                "eligible_for_action": self.eligible_for_action}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def customer_status(line: str, records: list[dict], threshold: int) -> CustomerStatus:
+    """Build the customer's view from the line's trace records (in trace order)."""
+    traces = tuple({
+        "trace_id": r["trace_id"],
+        "activated_at": format_utc(r["activated_us"]),
+        "call_time": format_utc(r["call"]["start_us"]) if r.get("call") else None,
+        "outcome": r["outcome"],
+    } for r in records)
+    per_origin: dict[str, dict[str, int]] = {}
+    for r in records:
+        if r["outcome"] == Outcome.SUCCESS.value:
+            calls = per_origin.setdefault(r["call"]["calling"], {})
+            calls[r["call"]["call_id"]] = r["call"]["start_us"]
+    labels = origin_labels(len(per_origin))
+    progress = tuple(
+        OriginProgress(label, len(calls), threshold, format_utc(min(calls.values())),
+                       format_utc(max(calls.values())))
+        for label, calls in zip(labels, per_origin.values()))
+    return CustomerStatus(line, traces, progress)

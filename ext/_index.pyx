@@ -1,0 +1,119 @@
+# cython: language_level=3
+"""Native kernels of the last-call index: per-line merge of new calls into stored values.
+
+A value is the concatenation of up to `keep` Entry structs (40 bytes each), newest
+first. The merge is a union deduplicated by call id, ordered by a total order
+(start desc, call id desc, then the remaining bytes), cut to `keep`: the same result
+whatever the order or repetition of the input, which makes ingest idempotent and
+order-independent.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t, int64_t
+from libc.string cimport memcpy, memcmp
+
+from _cdr cimport Entry
+
+DEF_KEEP = 4
+
+cdef enum:
+    ENTRY_SIZE = 40
+    MAX_KEEP = 64
+
+
+cdef inline int rank_before(const Entry* a, const Entry* b) noexcept nogil:
+    """True if a ranks ahead of b (newer first)."""
+    if a.start_us != b.start_us:
+        return a.start_us > b.start_us
+    if a.call_id != b.call_id:
+        return a.call_id > b.call_id
+    return memcmp(<const char*>&a.offset, <const char*>&b.offset,
+                  ENTRY_SIZE - 24) < 0
+
+
+cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept nogil:
+    """Insert e into top (sorted, unique call ids, at most keep)."""
+    cdef int i, pos
+    for i in range(n[0]):
+        if top[i].call_id == e.call_id and top[i].start_us == e.start_us:
+            if rank_before(e, &top[i]):
+                top[i] = e[0]   # same place in the order: only the tie-break differs
+            return
+    pos = n[0]
+    while pos > 0 and rank_before(e, &top[pos - 1]):
+        pos -= 1
+    if pos >= keep:
+        return
+    i = n[0] if n[0] < keep else keep - 1
+    while i > pos:
+        top[i] = top[i - 1]
+        i -= 1
+    top[pos] = e[0]
+    if n[0] < keep:
+        n[0] += 1
+
+
+cdef inline bytes key_bytes(uint64_t v):
+    cdef unsigned char buf[8]
+    cdef int b
+    for b in range(8):
+        buf[7 - b] = <unsigned char>(v >> (8 * b))
+    return PyBytes_FromStringAndSize(<char*>buf, 8)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def line_keys(const uint64_t[::1] lines not None):
+    """Big-endian 8-byte keys (key order = numeric order) of the distinct lines of a
+    line-sorted array."""
+    cdef Py_ssize_t i, n = lines.shape[0]
+    keys = []
+    for i in range(n):
+        if i == 0 or lines[i] != lines[i - 1]:
+            keys.append(key_bytes(lines[i]))
+    return keys
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entries not None,
+          dict stored, int keep=DEF_KEEP):
+    """(key, value) pairs for putmulti: each line's stored value merged with its new entries.
+
+    lines is sorted; entries[i] (40 bytes) belongs to lines[i]. stored maps a key to its
+    current value (None or absent when the lines are new to the index).
+    """
+    if keep < 1 or keep > MAX_KEEP:
+        raise ValueError(f"keep must be 1..{MAX_KEEP}")
+    cdef Py_ssize_t n = lines.shape[0]
+    if entries.shape[0] != n or (n and entries.shape[1] != ENTRY_SIZE):
+        raise ValueError("entries must be one row of 40 bytes per line")
+    cdef Entry top[MAX_KEEP]
+    cdef Entry e
+    cdef int count
+    cdef Py_ssize_t i = 0, j, m, nold
+    cdef const char* old
+    cdef uint64_t line
+    pairs = []
+    while i < n:
+        line = lines[i]
+        if i and line < lines[i - 1]:
+            raise ValueError("lines must be sorted")
+        key = key_bytes(line)
+        count = 0
+        if stored is not None:
+            value = stored.get(key)
+            if value is not None:
+                old = PyBytes_AS_STRING(value)
+                nold = PyBytes_GET_SIZE(value) // ENTRY_SIZE
+                for m in range(nold):
+                    memcpy(&e, old + m * ENTRY_SIZE, ENTRY_SIZE)
+                    offer(top, &count, keep, &e)
+        j = i
+        while j < n and lines[j] == line:
+            memcpy(&e, &entries[j, 0], ENTRY_SIZE)
+            offer(top, &count, keep, &e)
+            j += 1
+        pairs.append((key, PyBytes_FromStringAndSize(<char*>top, count * ENTRY_SIZE)))
+        i = j
+    return pairs
