@@ -368,8 +368,9 @@ cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
             while True:
                 q = <const char*>memchr(q, b'"', end - q)
                 if q == NULL:
+                    rec_end[0] = end
                     if not final:
-                        return ERR_UNTERMINATED if end - r > MAX_RECORD else ST_NEED_MORE
+                        return ERR_TOO_LONG if end - r > MAX_RECORD else ST_NEED_MORE
                     return ERR_UNTERMINATED
                 if q + 1 < end and q[1] == b'"':
                     q += 2
@@ -384,6 +385,7 @@ cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
             k += 1
             p = q + 1
             if p < end and p[0] != b',' and p[0] != b'\n' and p[0] != b'\r':
+                rec_end[0] = p
                 return ERR_AFTER_QUOTE
         else:
             s = p
@@ -392,6 +394,7 @@ cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
                 if c == b',' or c == b'\n' or c == b'\r':
                     break
                 if c == b'"':
+                    rec_end[0] = p
                     return ERR_QUOTE_UNQUOTED
                 p += 1
             if k < MAX_FIELDS:
@@ -402,6 +405,7 @@ cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
         # p is at a delimiter or the buffer end
         if p >= end:
             if not final:
+                rec_end[0] = end
                 return ERR_TOO_LONG if end - r > MAX_RECORD else ST_NEED_MORE
             rec_end[0] = end
             next_rec[0] = end
@@ -417,6 +421,7 @@ cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
         # c == '\r'
         if p + 1 < end:
             if p[1] != b'\n':
+                rec_end[0] = p
                 return ERR_CR
             rec_end[0] = p
             next_rec[0] = p + 2
@@ -667,6 +672,7 @@ cdef class AsteriskParser:
                             p = end
                         break
                     detail = 0
+                    rec_end = p
                     status = tokenize(p, end, final, fields, &nf, &rec_end, &next_rec)
                     if status == ST_NEED_MORE:
                         break
@@ -683,6 +689,10 @@ cdef class AsteriskParser:
                     # Reject the first physical line only, so a stray quote cannot
                     # swallow the good records after it.
                     nl = <const char*>memchr(p, b'\n', end - p)
+                    if nl != NULL and rec_end > nl:
+                        # a quote opened on this line ran past its end into records
+                        # that do not fit: the quote is the fault, not what follows
+                        status = ERR_UNTERMINATED
                     rejects[nrej].record = record
                     rejects[nrej].offset = base_offset + (p - base)
                     rejects[nrej].start = p - base

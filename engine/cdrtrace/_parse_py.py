@@ -53,7 +53,9 @@ def hash_bytes(h: int, data: bytes) -> int:
 
 
 def tokenize(buf: bytes, r: int, final: bool):
-    """Return (status, fields, record_end, next_record); fields are (bytes, quoted)."""
+    """Return (status, fields, record_end, next_record); fields are (bytes, quoted).
+
+    On an error, record_end is where the error was found."""
     end = len(buf)
     p = r
     fields = []
@@ -63,9 +65,9 @@ def tokenize(buf: bytes, r: int, final: bool):
             while True:
                 q = buf.find(b'"', q)
                 if q < 0:
-                    if not final and end - r <= MAX_RECORD:
-                        return NEED_MORE, None, None, None
-                    return ERR_UNTERMINATED, None, None, None
+                    if not final:
+                        return (ERR_TOO_LONG if end - r > MAX_RECORD else NEED_MORE), None, end, None
+                    return ERR_UNTERMINATED, None, end, None
                 if q + 1 < end and buf[q + 1] == 0x22:
                     q += 2
                     continue
@@ -75,17 +77,17 @@ def tokenize(buf: bytes, r: int, final: bool):
             fields.append((buf[p + 1:q], True))
             p = q + 1
             if p < end and buf[p] not in b",\n\r":
-                return ERR_AFTER_QUOTE, None, None, None
+                return ERR_AFTER_QUOTE, None, p, None
         else:
             s = p
             while p < end and buf[p] not in b",\n\r":
                 if buf[p] == 0x22:
-                    return ERR_QUOTE_UNQUOTED, None, None, None
+                    return ERR_QUOTE_UNQUOTED, None, p, None
                 p += 1
             fields.append((buf[s:p], False))
         if p >= end:
             if not final:
-                return (ERR_TOO_LONG if end - r > MAX_RECORD else NEED_MORE), None, None, None
+                return (ERR_TOO_LONG if end - r > MAX_RECORD else NEED_MORE), None, end, None
             rec_end, nxt = end, end
             break
         c = buf[p]
@@ -97,7 +99,7 @@ def tokenize(buf: bytes, r: int, final: bool):
             break
         if p + 1 < end:
             if buf[p + 1] != 0x0A:
-                return ERR_CR, None, None, None
+                return ERR_CR, None, p, None
             rec_end, nxt = p, p + 2
             break
         if not final:
@@ -105,7 +107,7 @@ def tokenize(buf: bytes, r: int, final: bool):
         rec_end, nxt = p, end
         break
     if rec_end - r > MAX_RECORD:
-        return ERR_TOO_LONG, None, None, None
+        return ERR_TOO_LONG, None, rec_end, None
     return 0, fields, rec_end, nxt
 
 
@@ -283,6 +285,8 @@ class AsteriskParser:
                 p = nxt
                 continue
             nl = buf.find(b"\n", p)
+            if nl >= 0 and rec_end is not None and rec_end > nl:
+                status = ERR_UNTERMINATED   # a quote ran past its line into a bad record
             if nl < 0 and not final and end - p <= MAX_RECORD:
                 self.record -= 1
                 break

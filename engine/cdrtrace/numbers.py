@@ -50,7 +50,7 @@ def normalize(text: str | bytes, country_code: int = 1) -> int:
     """
     if isinstance(text, bytes):
         text = text.decode("latin-1")
-    s = text.strip()
+    s = text.strip(" \t")
     plus = s.startswith("+")
     if plus:
         s = s[1:]

@@ -1,0 +1,174 @@
+"""The `cdrtrace` command. Expected failures print one line and exit 2; --json everywhere."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import ingest as ingest_mod
+from .errors import CdrTraceError
+
+EXIT_FAILURE = 2
+
+
+def _store(args, create=False):
+    from .store import Store
+
+    path = args.db or os.environ.get("CDRTRACE_DB")
+    if not path:
+        raise CdrTraceError("no store given: use --db PATH or set CDRTRACE_DB")
+    return Store(path, create=create)
+
+
+def _emit(args, payload, text: str) -> None:
+    print(json.dumps(payload, indent=1) if args.json else text)
+
+
+def _progress_bar():
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, size: int | None) -> None:
+        if size:
+            sys.stderr.write(f"\r  {done / size:6.1%}  {done / 1e6:,.0f} of {size / 1e6:,.0f} MB")
+        else:
+            sys.stderr.write(f"\r  {done / 1e6:,.0f} MB")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_init(args):
+    store = _store(args, create=True)
+    _emit(args, {"store": str(store.path), "config": store.config},
+          f"store ready at {store.path}")
+
+
+def cmd_ingest(args):
+    store = _store(args)
+    show = _progress_bar()
+    summary = ingest_mod.ingest(store, args.sources, fmt=args.format, zone=args.tz,
+                                country_code=args.country_code, rejects_path=args.rejects,
+                                progress=show)
+    if show:
+        sys.stderr.write("\n")
+    text = (f"records {summary.records:,}  indexed {summary.indexed:,}  "
+            f"rejected {summary.rejected:,}  bytes {summary.bytes:,}  "
+            f"seconds {summary.seconds:.2f}  records/s {summary.records_per_second:,.0f}")
+    if summary.rejects_path:
+        text += f"\nrejected records written to {summary.rejects_path}"
+    _emit(args, summary.to_dict(), text)
+
+
+def cmd_trace(args):
+    result = _store(args).trace(args.line, at=args.at)
+    _emit(args, result.to_dict(),
+          f"{result.trace_id}  {result.outcome.value}  [{result.announcement_id}] "
+          f"{result.announcement}")
+
+
+def cmd_status(args):
+    status = _store(args).status(args.line)
+    lines = [f"line {status.line}: {len(status.traces)} trace(s)"]
+    for t in status.traces:
+        lines.append(f"  {t['trace_id']}  activated {t['activated_at']}  "
+                     f"call {t['call_time'] or '-'}  {t['outcome']}")
+    for p in status.progress:
+        lines.append(f"  {p.label}: {p.traced_calls} of {p.threshold} traced calls"
+                     + ("  - you may request action" if p.eligible_for_action else ""))
+    _emit(args, status.to_dict(), "\n".join(lines))
+
+
+def cmd_last_calls(args):
+    calls = _store(args).last_calls(args.line, analyst=args.analyst)
+    rows = [f"{c['start']}  {c['calling'] or '(none)':>16}  {c['presentation']:<11} "
+            f"{c['disposition']:<10} {c['indexed_as']}" for c in calls]
+    _emit(args, calls, "\n".join(rows) or "no calls held for this line")
+
+
+def cmd_synth(args):
+    from . import synth
+
+    truth = synth.write(args.out, args.calls, args.lines, seed=args.seed, fmt=args.format,
+                        zone=args.tz, start=args.start, days=args.days,
+                        campaigns=args.campaigns)
+    summary = {"out": args.out, "truth": args.out + ".truth.json", "calls": truth["calls"],
+               "campaigns": len(truth["campaigns"])}
+    _emit(args, summary, f"wrote {truth['calls']:,} calls to {args.out} "
+                         f"({len(truth['campaigns'])} planted campaigns in {summary['truth']})")
+
+
+def cmd_demo(args):
+    from . import demo
+
+    demo.run(json_output=args.json, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument("--db", help="store directory (default: $CDRTRACE_DB)")
+    parser = argparse.ArgumentParser(prog="cdrtrace", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="create a store")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--format", default="asterisk")
+    p.add_argument("--tz", help="IANA zone of the switch's local times (default: the store's)")
+    p.add_argument("--country-code", type=int, help="country code for national numbers")
+    p.add_argument("--rejects", help="JSON-lines file for malformed records")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("trace", parents=[common], help="*57: trace the last call to LINE")
+    p.add_argument("line")
+    p.add_argument("--at", help="activation time, ISO-8601 (default: now)")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("status", parents=[common], help="a customer's traces and progress")
+    p.add_argument("line")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("last-calls", parents=[common], help="analyst: a line's last calls")
+    p.add_argument("line")
+    p.add_argument("--analyst", required=True, help="the analyst's identity")
+    p.set_defaults(func=cmd_last_calls)
+
+    p = sub.add_parser("synth", parents=[common], help="generate realistic CDR traffic")
+    p.add_argument("--format", default="asterisk")
+    p.add_argument("--calls", type=int, default=100_000)
+    p.add_argument("--lines", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tz", default="UTC")
+    p.add_argument("--start", default="2026-03-02", help="first day (YYYY-MM-DD)")
+    p.add_argument("--days", type=int, default=1)
+    p.add_argument("--campaigns", type=int, help="planted harassment campaigns")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("demo", parents=[common], help="a day of traffic, *57 traces, reports")
+    p.add_argument("--keep", metavar="DIR", help="build the demo store in DIR and keep it")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CdrTraceError as exc:
+        print(f"cdrtrace: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("cdrtrace: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Shared helpers: Asterisk cdr_csv lines built field by field, and fresh stores."""
+from __future__ import annotations
+
+import pytest
+
+import cdrtrace
+
+FIELDS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+          "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
+          "uniqueid", "userfield", "peeraccount", "linkedid", "sequence")
+UNQUOTED = {"duration", "billsec", "sequence"}
+
+
+def q(value: str | bytes) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("latin-1")
+    return b'"' + value.replace(b'"', b'""') + b'"'
+
+
+def cdr(columns: int = 18, **values) -> bytes:
+    """One Asterisk cdr_csv record (no line end) with sensible defaults."""
+    v = {
+        "accountcode": "", "src": "3035550142", "dst": "3035550110", "dcontext": "from-pstn",
+        "clid": '"Pat Doe" <3035550142>', "channel": "PJSIP/trunk-0000001a",
+        "dstchannel": "PJSIP/3035550110-0000001b", "lastapp": "Dial",
+        "lastdata": "PJSIP/1001,30,tT", "start": "2026-03-02 14:03:11",
+        "answer": "2026-03-02 14:03:15", "end": "2026-03-02 14:04:20", "duration": "69",
+        "billsec": "65", "disposition": "ANSWERED", "amaflags": "DOCUMENTATION",
+        "uniqueid": None, "userfield": "", "peeraccount": "", "linkedid": "", "sequence": "7",
+    }
+    v.update(values)
+    if v["uniqueid"] is None:
+        v["uniqueid"] = f"{v['start']}|{v['src']}|{v['dst']}|{v['disposition']}"
+    if v["disposition"] != "ANSWERED" and "answer" not in values:
+        v["answer"] = ""
+    out = []
+    for name in FIELDS[:columns]:
+        value = v[name]
+        if isinstance(value, bytes):
+            out.append(value)
+        elif name in UNQUOTED or (name == "answer" and value == ""):
+            out.append(value.encode())
+        else:
+            out.append(q(value))
+    return b",".join(out)
+
+
+def cdr_file(tmp_path, *records: bytes, name="Master.csv", end=b"\n") -> str:
+    path = tmp_path / name
+    path.write_bytes(b"".join(r + end for r in records))
+    return str(path)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = cdrtrace.open(tmp_path / "store", create=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ingest_records(store, tmp_path):
+    counter = iter(range(10_000))
+
+    def run(*records: bytes, **kwargs):
+        path = cdr_file(tmp_path, *records, name=f"cdr-{next(counter)}.csv")
+        return cdrtrace.ingest(store, [path], **kwargs)
+
+    return run

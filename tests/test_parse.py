@@ -1,0 +1,321 @@
+"""The native Asterisk parser: every layout, the ugly cases, exact errors, and equality with
+the pure-Python reference on generated and mutated input, fed in arbitrary chunks."""
+from __future__ import annotations
+
+import json
+import base64
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import cdrtrace
+from cdrtrace import _parse, _parse_py, numbers, parse, synth, timezones
+from cdrtrace.formats import COLUMN_NAMES, CallBatch, Disposition, Presentation
+
+from conftest import cdr, cdr_file, q
+
+
+def native(zone="UTC", **kw):
+    starts, offsets = timezones.zone_table(zone)
+    return _parse.AsteriskParser(starts, offsets, **kw)
+
+
+def parse_all(data: bytes, zone="UTC", chunks=None, parser=None, **kw):
+    """Parse data in the given chunk sizes (None: all at once); return (rows, rejects)."""
+    p = parser or native(zone, **kw)
+    sizes = list(chunks or [len(data)])
+    carry, pos, rows, rejects = b"", 0, [], []
+    while True:
+        size = sizes.pop(0) if sizes else len(data)
+        block = data[pos:pos + size]
+        pos += len(block)
+        final = pos >= len(data)
+        cols, bad, consumed = p.feed(carry + block, final)
+        carry = (carry + block)[consumed:]
+        rows += [dict(zip(COLUMN_NAMES, values))
+                 for values in zip(*(cols[n].tolist() for n in COLUMN_NAMES))]
+        rejects += bad
+        if final:
+            assert carry == b"" or not carry.strip(b"\r\n"), carry
+            return rows, rejects
+
+
+def reference(data: bytes, zone="UTC", **kw):
+    return parse_all(data, parser=_parse_py.AsteriskParser(zone, **kw))
+
+
+# ------------------------------------------------------------------ layouts and values
+
+@pytest.mark.parametrize("columns", [16, 17, 18, 19, 20, 21])
+def test_every_column_layout_parses(columns):
+    rows, rejects = parse_all(cdr(columns) + b"\n")
+    assert rejects == []
+    (row,) = rows
+    assert numbers.format_number(row["calling"]) == "+13035550142"
+    assert numbers.format_number(row["called"]) == "+13035550110"
+    assert row["disposition"] == Disposition.ANSWERED and row["received"]
+    assert row["start_us"] == 1772460191 * 1_000_000
+    assert row["answer_us"] == 1772460195 * 1_000_000
+    assert row["offset"] == 0 and row["record"] == 1
+
+
+def test_documentation_example_line():
+    line = (b'"","3035550142","3035550110","from-pstn","""Pat Doe"" <3035550142>",'
+            b'"PJSIP/trunk-0000001a","PJSIP/1001-0000001b","Dial","PJSIP/1001,30,tT",'
+            b'"2026-03-02 14:03:11",,"2026-03-02 14:03:20",9,0,"NO ANSWER","DOCUMENTATION",'
+            b'"1772460191.52",""')
+    (row,), rejects = parse_all(line)   # no newline at the end
+    assert rejects == []
+    assert row["answer_us"] == 0 and row["disposition"] == Disposition.NO_ANSWER
+    assert row["received"]
+    assert numbers.format_number(row["final"]) == "1001"   # the extension that rang
+
+
+def test_quotes_commas_newlines_and_latin1_inside_fields():
+    record = cdr(clid=q(b'"Jos\xe9 ""JJ"" N\xfa\xf1ez, Jr.\nline two" <3035550142>'),
+                 lastdata="PJSIP/1001,30,tT")
+    rows, rejects = parse_all(record + b"\r\n" + cdr(src="7205550101") + b"\r\n")
+    assert rejects == [] and len(rows) == 2
+    assert rows[1]["offset"] == len(record) + 2
+
+
+def test_crlf_and_missing_final_newline():
+    data = cdr() + b"\r\n" + cdr(src="7205550101")
+    rows, rejects = parse_all(data)
+    assert [numbers.format_number(r["calling"]) for r in rows] == ["+13035550142", "+17205550101"]
+
+
+def test_blank_lines_are_not_records():
+    rows, rejects = parse_all(b"\n\r\n" + cdr() + b"\n\n")
+    assert len(rows) == 1 and rejects == [] and rows[0]["record"] == 1
+
+
+@pytest.mark.parametrize("disposition,received", [
+    ("ANSWERED", True), ("NO ANSWER", True), ("CANCEL", True), ("BUSY", False),
+    ("FAILED", False), ("CONGESTION", False), ("UNKNOWN", False)])
+def test_disposition_decides_received(disposition, received):
+    (row,), _ = parse_all(cdr(disposition=disposition))
+    assert bool(row["received"]) is received
+
+
+def test_minimum_ring_time_applies_to_unanswered_calls_only():
+    short = cdr(disposition="NO ANSWER", end="2026-03-02 14:03:13", duration="2", billsec="0")
+    answered = cdr(end="2026-03-02 14:03:13", duration="2", billsec="0",
+                   answer="2026-03-02 14:03:12")
+    rows, _ = parse_all(short + b"\n" + answered, min_ring_seconds=5)
+    assert [bool(r["received"]) for r in rows] == [False, True]
+    rows, _ = parse_all(short, min_ring_seconds=0)
+    assert rows[0]["received"]
+
+
+@pytest.mark.parametrize("src,clid,userfield,calling,presentation", [
+    ("3035550142", '"Pat" <3035550142>', "", "+13035550142", Presentation.ALLOWED),
+    ("anonymous", '"Anonymous" <3035550142>', "", "+13035550142", Presentation.RESTRICTED),
+    ("anonymous", '"Anonymous" <>', "", "", Presentation.UNAVAILABLE),
+    ("", '"" <>', "", "", Presentation.UNAVAILABLE),
+    ("OUT OF AREA", '"OUT OF AREA" <OUT OF AREA>', "", "", Presentation.UNAVAILABLE),
+    ("Restricted", '"Restricted"', "", "", Presentation.UNAVAILABLE),
+    ("3035550142", '"Pat" <3035550142>', "prohib_passed_screen", "+13035550142",
+     Presentation.RESTRICTED),
+    ("3035550142", '"Pat" <3035550142>', "unavailable", "+13035550142", Presentation.UNAVAILABLE),
+    ("+44 20 7946 0018", '"" <>', "allowed", "+442079460018", Presentation.ALLOWED),
+])
+def test_caller_number_and_presentation(src, clid, userfield, calling, presentation):
+    (row,), _ = parse_all(cdr(src=src, clid=clid, userfield=userfield))
+    assert numbers.format_number(row["calling"]) == calling
+    assert row["presentation"] == presentation
+
+
+def test_forwarding_columns():
+    record = cdr(dst="3035550110", userfield="3035550177",
+                 dstchannel="PJSIP/7205550199-00000042")
+    (row,), _ = parse_all(record)
+    assert numbers.format_number(row["redirecting"]) == "+13035550177"
+    assert numbers.format_number(row["final"]) == "+17205550199"
+    (row,), _ = parse_all(cdr(dstchannel="Local/1002@from-internal-00000001;1"))
+    assert numbers.format_number(row["final"]) == "1002"
+    (row,), _ = parse_all(cdr(dstchannel="PJSIP/trunk-0000001b"))
+    assert row["final"] == 0
+
+
+def test_call_id_from_uniqueid_is_stable_and_distinct():
+    a, b = cdr(uniqueid="1772460191.52"), cdr(uniqueid="1772460191.53")
+    rows, _ = parse_all(a + b"\n" + b + b"\n" + a)
+    assert rows[0]["call_id"] == rows[2]["call_id"] != rows[1]["call_id"]
+    rows16, _ = parse_all(cdr(16) + b"\n" + cdr(16) + b"\r\n")  # no uniqueid: hash of the record
+    assert rows16[0]["call_id"] == rows16[1]["call_id"]
+
+
+def test_arrow_batch_is_zero_copy():
+    cols, _, _ = native().feed(cdr() + b"\n" + cdr(src="7205550101") + b"\n", True)
+    arrow = CallBatch(cols).to_arrow()
+    assert arrow.num_rows == 2 and arrow.schema.names == list(COLUMN_NAMES)
+    for name in ("start_us", "calling", "call_id"):
+        assert arrow.column(name).buffers()[1].address == cols[name].ctypes.data
+    assert arrow.column("calling").type == pa.uint64()
+
+
+# ------------------------------------------------------------------ time zones
+
+@pytest.mark.parametrize("local,utc", [
+    ("2026-03-02 14:03:11", "2026-03-02T21:03:11Z"),    # MST, UTC-7
+    ("2026-07-02 14:03:11", "2026-07-02T20:03:11Z"),    # MDT, UTC-6
+    ("2026-11-01 01:30:00", "2026-11-01T07:30:00Z"),    # repeated hour: the earlier instant
+    ("2026-11-01 02:30:00", "2026-11-01T09:30:00Z"),
+    ("2026-03-08 02:30:00", "2026-03-08T09:30:00Z"),    # spring gap: offset before the change
+    ("2026-03-08 03:00:00", "2026-03-08T09:00:00Z"),
+])
+def test_local_times_convert_across_dst(local, utc):
+    (row,), _ = parse_all(cdr(start=local, end=local, answer=local), zone="America/Denver")
+    assert timezones.format_utc(row["start_us"]) == utc
+    (ref,), _ = reference(cdr(start=local, end=local, answer=local), zone="America/Denver")
+    assert ref["start_us"] == row["start_us"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.datetimes(min_value=__import__("datetime").datetime(1970, 1, 2),
+                    max_value=__import__("datetime").datetime(2099, 12, 30)),
+       st.sampled_from(["America/Denver", "Europe/London", "Australia/Lord_Howe",
+                        "America/St_Johns", "Asia/Kolkata", "UTC"]))
+def test_zone_table_matches_zoneinfo(moment, zone):
+    stamp = moment.strftime("%Y-%m-%d %H:%M:%S")
+    (row,), _ = parse_all(cdr(start=stamp, end=stamp, answer=stamp), zone=zone)
+    expected = timezones.local_to_utc_seconds(moment.year, moment.month, moment.day,
+                                              moment.hour, moment.minute, moment.second, zone)
+    assert row["start_us"] == expected * 1_000_000
+
+
+# ------------------------------------------------------------------ rejects
+
+@pytest.mark.parametrize("record,reason", [
+    (b"just,three,fields", "wrong field count: 3 (expected 16 to 21)"),
+    (cdr() + b',"x","y","z","w"', "wrong field count: 22 (expected 16 to 21)"),
+    (cdr(start="2026-02-30 10:00:00"), "bad timestamp in column 10"),
+    (cdr(answer="2026-03-02 14:03"), "bad timestamp in column 11"),
+    (cdr(end="yesterday"), "bad timestamp in column 12"),
+    (cdr(start="1969-12-31 23:59:59"), "bad timestamp in column 10"),
+    (cdr(duration="-4"), "bad duration in column 13"),
+    (cdr(billsec="1.5"), "bad duration in column 14"),
+    (cdr(disposition="ANSWERD"), "unknown disposition in column 15"),
+    (cdr(clid=q(b'"Pat\x00" <3035550142>')), "NUL byte"),
+    (cdr(dcontext=b'"from-pstn"x'), "unexpected character after closing quote"),
+    (cdr(duration=b'6"9'), "quote inside unquoted field"),
+    (cdr(lastapp=b'"Di\ral"').replace(b'"Di\ral"', b"Di\ral"), "carriage return inside a record"),
+])
+def test_malformed_records_are_rejected_with_exact_reasons(record, reason):
+    good = cdr(src="7205550101")
+    data = good + b"\n" + record + b"\n" + good + b"\n"
+    rows, rejects = parse_all(data)
+    assert len(rows) == 2, "the good records around a bad one are kept"
+    assert rejects == [(2, len(good) + 1, reason, record)]
+    assert reference(data) == (rows, rejects)
+
+
+def test_unterminated_quote_loses_only_its_own_line():
+    good = [cdr(src=f"720555010{i}") for i in range(4)]
+    broken = good[1][:36]   # cut inside the quoted "from-pstn"
+    assert broken.endswith(b"\"from-p")
+    data = b"\n".join([good[0], broken, good[2], good[3]]) + b"\n"
+    rows, rejects = parse_all(data)
+    assert [numbers.format_number(r["calling"]) for r in rows] == [
+        "+17205550100", "+17205550102", "+17205550103"]
+    assert [r[2] for r in rejects] == ["unterminated quote"]
+    assert rejects[0][1] == len(good[0]) + 1
+    assert reference(data) == (rows, rejects)
+
+
+def test_quote_open_at_end_of_input():
+    data = cdr() + b'\n"","3035550142","unterminated'
+    rows, rejects = parse_all(data)
+    assert len(rows) == 1 and [r[2] for r in rejects] == ["unterminated quote"]
+
+
+def test_record_over_64_kib_is_rejected_and_parsing_resumes():
+    huge = cdr(lastdata="x" * 70_000)
+    data = cdr() + b"\n" + huge + b"\n" + cdr(src="7205550101") + b"\n"
+    for chunks in (None, [4096] * 100, [65_000, 10, 70_000]):
+        rows, rejects = parse_all(data, chunks=chunks)
+        assert len(rows) == 2
+        assert [(r[0], r[1], r[2]) for r in rejects] == [(2, len(cdr()) + 1, "record over 64 KiB")]
+        assert len(rejects[0][3]) == 65536
+
+
+def test_ingest_writes_rejects_file_and_counts(store, tmp_path):
+    bad = cdr(disposition="ANSWERD")
+    path = cdr_file(tmp_path, cdr(), bad, cdr(src="7205550101"))
+    summary = cdrtrace.ingest(store, [path], rejects_path=tmp_path / "rejects.jsonl")
+    assert (summary.records, summary.rejected, summary.indexed) == (3, 1, 2)
+    (entry,) = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert entry == {"source": path, "record": 2, "offset": len(cdr()) + 1,
+                     "reason": "unknown disposition in column 15",
+                     "raw_b64": base64.b64encode(bad).decode()}
+
+
+# ------------------------------------------------------------------ native == reference
+
+def _sample(seed: int, n: int = 300) -> bytes:
+    columns, _ = synth.generate(n, 60, seed=seed, campaigns=3)
+    return synth.format_asterisk(columns, 0, len(columns["line"]), zone="America/Denver")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), chunk=st.integers(1, 5000))
+def test_native_equals_reference_on_generated_traffic_in_any_chunking(seed, chunk):
+    data = _sample(seed, 120)
+    ref = reference(data, zone="America/Denver")
+    assert ref[1] == [] and len(ref[0]) == data.count(b"\n")   # synth writes no newline in a field
+    assert parse_all(data, zone="America/Denver", chunks=[chunk] * (len(data) // chunk + 2)) == ref
+
+
+BASE = _sample(7, 40)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, len(BASE) - 1),
+                                st.sampled_from([b'"', b",", b"\n", b"\r", b"\x00", b"", b"9",
+                                                 b"\xe9", b"<", b"-", b" ", b'""', b"\r\n"]),
+                                st.integers(0, 3)), min_size=1, max_size=8),
+       chunk=st.integers(1, 3000))
+def test_native_equals_reference_on_mutated_bytes(edits, chunk):
+    data = bytearray(BASE)
+    for pos, insert, delete in edits:
+        pos = min(pos, len(data))
+        data[pos:pos + delete] = insert
+    data = bytes(data)
+    ref = reference(data, zone="America/Denver")
+    got = parse_all(data, zone="America/Denver", chunks=[chunk] * (len(data) // chunk + 2))
+    assert got == ref
+    # nothing good is lost: every record the mutation did not touch still parses
+    assert len(got[0]) + len(got[1]) >= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_native_equals_reference_on_arbitrary_bytes(data):
+    assert parse_all(data) == reference(data)
+
+
+# ------------------------------------------------------------------ module selection
+
+def test_reference_is_selected_only_on_request(monkeypatch):
+    monkeypatch.setenv("CDRTRACE_PURE", "1")
+    assert isinstance(parse.make_parser(), _parse_py.AsteriskParser)
+    monkeypatch.delenv("CDRTRACE_PURE")
+    assert isinstance(parse.make_parser(), _parse.AsteriskParser)
+
+
+def test_missing_native_module_fails_loudly(monkeypatch):
+    monkeypatch.setattr(parse, "_native", None)
+    monkeypatch.setattr(parse, "_native_error", ImportError("no module named cdrtrace._parse"),
+                        raising=False)
+    with pytest.raises(cdrtrace.NativeModuleError, match="native parser did not import"):
+        parse.make_parser()
+
+
+def test_unknown_format_and_zone():
+    with pytest.raises(cdrtrace.FormatError, match="unknown format 'bogus' \\(known: asterisk\\)"):
+        parse.make_parser("bogus")
+    with pytest.raises(cdrtrace.CdrTraceError, match="unknown time zone 'Mars/Base'"):
+        parse.make_parser(zone="Mars/Base")
