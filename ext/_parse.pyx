@@ -155,6 +155,7 @@ cdef uint64_t normalize(const char* p, Py_ssize_t n, int cc) noexcept nogil:
             body[i] = digits[i]
         nb = nd
     elif cc != 1 and digits[0] == b'0' and nd >= 8:
+        kind = 1
         t = cc
         while t > 0 and ncc < 8:
             ccd[ncc] = <char>(48 + t % 10)

@@ -22,13 +22,15 @@ def cdr(columns: int = 18, **values) -> bytes:
     v = {
         "accountcode": "", "src": "3035550142", "dst": "3035550110", "dcontext": "from-pstn",
         "clid": '"Pat Doe" <3035550142>', "channel": "PJSIP/trunk-0000001a",
-        "dstchannel": "PJSIP/3035550110-0000001b", "lastapp": "Dial",
+        "dstchannel": None, "lastapp": "Dial",
         "lastdata": "PJSIP/1001,30,tT", "start": "2026-03-02 14:03:11",
         "answer": "2026-03-02 14:03:15", "end": "2026-03-02 14:04:20", "duration": "69",
         "billsec": "65", "disposition": "ANSWERED", "amaflags": "DOCUMENTATION",
         "uniqueid": None, "userfield": "", "peeraccount": "", "linkedid": "", "sequence": "7",
     }
     v.update(values)
+    if v["dstchannel"] is None:   # the dialled line rang: not a forward
+        v["dstchannel"] = f"PJSIP/{v['dst']}-0000001b"
     if v["uniqueid"] is None:
         v["uniqueid"] = f"{v['start']}|{v['src']}|{v['dst']}|{v['disposition']}"
     if v["disposition"] != "ANSWERED" and "answer" not in values:

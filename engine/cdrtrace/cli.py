@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from . import ingest as ingest_mod
+from .ingest import ingest as run_ingest
 from .errors import CdrTraceError
 
 EXIT_FAILURE = 2
@@ -48,9 +48,9 @@ def cmd_init(args):
 def cmd_ingest(args):
     store = _store(args)
     show = _progress_bar()
-    summary = ingest_mod.ingest(store, args.sources, fmt=args.format, zone=args.tz,
-                                country_code=args.country_code, rejects_path=args.rejects,
-                                progress=show)
+    summary = run_ingest(store, args.sources, fmt=args.format, zone=args.tz,
+                         country_code=args.country_code, rejects_path=args.rejects,
+                         progress=show)
     if show:
         sys.stderr.write("\n")
     text = (f"records {summary.records:,}  indexed {summary.indexed:,}  "

@@ -55,8 +55,12 @@ class Store:
         except lmdb.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         with self.env.begin(write=True) as txn:
-            self.db = {name: self.env.open_db(name.encode(), txn=txn, create=create or not exists)
-                       for name in _DBS}
+            try:
+                self.db = {name: self.env.open_db(name.encode(), txn=txn, create=create)
+                           for name in _DBS}
+            except lmdb.NotFoundError:
+                self.env.close()
+                raise StoreError(f"{self.path} is not a cdrtrace store") from None
             meta = self.db["meta"]
             version = txn.get(b"version", db=meta)
             if version is None:

@@ -1,0 +1,114 @@
+"""The `cdrtrace` command: every subcommand, JSON output, one-line failures."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cdrtrace import cli
+
+from conftest import cdr, cdr_file
+
+
+def run(*argv, env=None):
+    """Run the installed command in a subprocess: exit code, stdout, stderr."""
+    proc = subprocess.run([sys.executable, "-m", "cdrtrace.cli", *argv], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_full_cycle_with_json(tmp_path, capsys):
+    db = str(tmp_path / "db")
+    path = cdr_file(tmp_path, cdr(), cdr(disposition="ANSWERD"))
+    assert cli.main(["init", "--db", db]) == 0
+    assert cli.main(["ingest", path, "--db", db, "--tz", "America/Denver", "--json"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    assert (summary["records"], summary["indexed"], summary["rejected"]) == (2, 1, 1)
+    assert summary["rejects_path"].endswith("rejects.jsonl")
+    assert cli.main(["trace", "303-555-0110", "--at", "2026-03-03T00:00:00Z", "--db", db,
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["outcome"] == "success" and result["call_time"] == "2026-03-02T21:03:11Z"
+    assert cli.main(["status", "3035550110", "--db", db, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["progress"][0]["origin"] == "Caller A"
+    assert cli.main(["last-calls", "3035550110", "--analyst", "ann", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["calling"] == "+13035550142"
+
+
+def test_text_output_and_environment_store(tmp_path, capsys, monkeypatch):
+    db = str(tmp_path / "db")
+    monkeypatch.setenv("CDRTRACE_DB", db)
+    cli.main(["init"])
+    cli.main(["ingest", cdr_file(tmp_path, cdr())])
+    out = capsys.readouterr().out
+    assert "records 1  indexed 1  rejected 0" in out
+    cli.main(["trace", "3035550110", "--at", "2026-03-03T00:00:00Z"])
+    assert "success  [COT-SUCCESS] Your call trace was successful." in capsys.readouterr().out
+    cli.main(["status", "3035550110"])
+    assert "Caller A: 1 of 3 traced calls" in capsys.readouterr().out
+
+
+def test_stdin_source(tmp_path):
+    db = str(tmp_path / "db")
+    assert run("init", "--db", db)[0] == 0
+    proc = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "ingest", "-", "--db", db,
+                           "--json"], input=cdr() + b"\n", capture_output=True, check=True)
+    assert json.loads(proc.stdout)["indexed"] == 1
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["trace", "3035550110"], "cdrtrace: error: no store given: use --db PATH or set CDRTRACE_DB"),
+    (["trace", "3035550110", "--db", "{tmp}/none"],
+     "cdrtrace: error: no cdrtrace store at {tmp}/none (create one with `cdrtrace init`)"),
+    (["trace", "not-a-line", "--db", "{db}"], "cdrtrace: error: not a telephone line: 'not-a-line'"),
+    (["ingest", "{tmp}/missing.csv", "--db", "{db}"],
+     "cdrtrace: error: cannot read {tmp}/missing.csv: no such file"),
+    (["ingest", "{tmp}", "--db", "{db}"], "cdrtrace: error: cannot read {tmp}: it is a directory"),
+    (["ingest", "-", "--format", "cucm", "--db", "{db}"],
+     "cdrtrace: error: unknown format 'cucm' (known: asterisk)"),
+    (["ingest", "-", "--tz", "Mars/Base", "--db", "{db}"],
+     "cdrtrace: error: unknown time zone 'Mars/Base' (use an IANA name such as America/Denver)"),
+    (["last-calls", "3035550110", "--analyst", "", "--db", "{db}"],
+     "cdrtrace: error: reading caller numbers needs an analyst identity"),
+    (["trace", "3035550110", "--at", "teatime", "--db", "{db}"],
+     "cdrtrace: error: not an ISO-8601 time: 'teatime'"),
+])
+def test_expected_failures_print_one_line_and_exit_2(tmp_path, argv, message):
+    db = str(tmp_path / "db")
+    run("init", "--db", db)
+    argv = [a.format(tmp=tmp_path, db=db) for a in argv]
+    code, out, err = run(*argv, env={"CDRTRACE_DB": ""})
+    assert code == 2
+    assert err == message.format(tmp=tmp_path, db=db) + "\n"
+    assert "Traceback" not in err + out
+
+
+def test_synth_writes_traffic_and_truth(tmp_path):
+    out = tmp_path / "t.csv"
+    code, stdout, _ = run("synth", "--calls", "5000", "--lines", "500", "--seed", "4",
+                          "--out", str(out), "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    truth = json.loads((tmp_path / "t.csv.truth.json").read_text())
+    assert summary["calls"] == truth["calls"] == out.read_bytes().count(b"\n")
+    assert len(truth["campaigns"]) == summary["campaigns"] >= 3
+    assert all(c["victim"].startswith("+1") and len(c["calls"]) >= 2 for c in truth["campaigns"])
+
+
+def test_demo_plays_every_outcome_and_finds_the_planted_campaigns():
+    code, out, err = run("demo", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    outcomes = [t["outcome"] for t in report["traces"]]
+    assert {"success", "already_traced", "untraceable", "no_call"} <= set(outcomes)
+    eligible = [r for r in report["repeat_origins"] if r["eligible"]]
+    assert eligible and all(r["traced_calls"] >= 3 for r in eligible)
+    for status in report["status"]:
+        assert "origin" not in json.dumps(status).replace('"origin": "Caller', "")
+    code, text, _ = run("demo")
+    assert code == 0 and "dials *57" in text and "repeat origins" in text

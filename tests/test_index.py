@@ -1,0 +1,159 @@
+"""The last-call index: what is indexed, how much is kept, idempotence, order, crashes."""
+from __future__ import annotations
+
+import random
+
+import lmdb
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import cdrtrace
+from cdrtrace import index, synth
+
+from conftest import cdr, cdr_file
+
+
+def dump(store) -> list[tuple[bytes, bytes]]:
+    with store.read() as txn:
+        return list(txn.cursor(store.db["index"]))
+
+
+def identity(store):
+    """The index without provenance (source id and byte offset)."""
+    out = []
+    for key, value in dump(store):
+        e = index.decode(value)
+        out.append((key, [(int(x["start_us"]), int(x["calling"]), int(x["call_id"]),
+                           int(x["presentation"]), int(x["flags"]), int(x["feed"])) for x in e]))
+    return out
+
+
+def test_only_received_calls_are_indexed(store, ingest_records):
+    summary = ingest_records(
+        cdr(dst="3035550101", disposition="ANSWERED"),
+        cdr(dst="3035550102", disposition="NO ANSWER"),
+        cdr(dst="3035550103", disposition="CANCEL"),
+        cdr(dst="3035550104", disposition="BUSY"),
+        cdr(dst="3035550105", disposition="FAILED"),
+        cdr(dst="3035550106", disposition="CONGESTION"),
+        cdr(dst="s"),                                    # no indexable line
+    )
+    assert summary.records == 7 and summary.indexed == 3
+    assert [int.from_bytes(k, "big") for k, _ in dump(store)] == [
+        store.line(n) for n in ("3035550101", "3035550102", "3035550103")]
+
+
+def test_forwarded_call_is_indexed_under_every_line(store, ingest_records):
+    ingest_records(cdr(dst="3035550110", userfield="3035550177",
+                       dstchannel="PJSIP/7205550199-0001"))
+    for line, role in (("3035550110", "dialled"), ("3035550177", "redirecting"),
+                       ("7205550199", "final")):
+        (call,) = store.last_calls(line, analyst="ann")
+        assert call["indexed_as"] == role and call["calling"] == "+13035550142"
+        assert call["forwarded"]
+
+
+def test_keeps_the_newest_four_calls_newest_first(store, ingest_records):
+    calls = [cdr(start=f"2026-03-02 10:0{i}:00", end=f"2026-03-02 10:0{i}:30") for i in range(7)]
+    random.Random(1).shuffle(calls)
+    ingest_records(*calls[:3])
+    ingest_records(*calls[3:])
+    starts = [c["start"] for c in store.last_calls("3035550110", analyst="ann")]
+    assert starts == [f"2026-03-02T10:0{i}:00Z" for i in (6, 5, 4, 3)]
+    assert store.index_stat()["lines"] == 1
+
+
+def test_ingesting_the_same_file_twice_leaves_the_index_byte_identical(store, tmp_path):
+    columns, _ = synth.generate(3000, 400, seed=5)
+    path = tmp_path / "day.csv"
+    path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    cdrtrace.ingest(store, [str(path)])
+    first = dump(store)
+    assert len(first) > 300
+    cdrtrace.ingest(store, [str(path)], chunk_bytes=7919)   # other chunk boundaries too
+    assert dump(store) == first
+    cdrtrace.ingest(store, [str(path)], chunk_bytes=7919, batch_pairs=500)
+    assert dump(store) == first
+
+
+def test_same_source_replayed_is_byte_identical(tmp_path):
+    """Provenance included: the same bytes from the same source id give the same index."""
+    columns, _ = synth.generate(2000, 300, seed=8)
+    data = synth.format_asterisk(columns, 0, len(columns["line"]))
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    parser = cdrtrace.make_parser()
+    cols, _, _ = parser.feed(data, True)
+    batch = cdrtrace.CallBatch(cols, 1)
+    store.write(lambda txn: index.write_batch(txn, store.db["index"], batch, 1))
+    once = dump(store)
+    store.write(lambda txn: index.write_batch(txn, store.db["index"], batch, 1))
+    assert dump(store) == once
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(seed=st.integers(0, 1000), shuffle=st.randoms(use_true_random=False),
+       batch_pairs=st.integers(1, 400))
+def test_shuffled_records_give_the_same_index(tmp_path_factory, seed, shuffle, batch_pairs):
+    columns, _ = synth.generate(800, 60, seed=seed, campaigns=3)   # busy lines: eviction matters
+    rows = synth.format_asterisk(columns, 0, len(columns["line"])).splitlines(keepends=True)
+    shuffled = rows[:]
+    shuffle.shuffle(shuffled)
+    folder = tmp_path_factory.mktemp("shuffle")
+    stores = []
+    for name, lines in (("ordered", rows), ("shuffled", shuffled)):
+        (folder / f"{name}.csv").write_bytes(b"".join(lines))
+        store = cdrtrace.open(folder / name, create=True)
+        cdrtrace.ingest(store, [str(folder / f"{name}.csv")], batch_pairs=batch_pairs)
+        stores.append(store)
+    assert identity(stores[0]) == identity(stores[1])
+    assert len(identity(stores[0])) > 20
+
+
+def test_a_failed_batch_leaves_the_last_committed_state(store, tmp_path, monkeypatch):
+    first = cdr_file(tmp_path, cdr(dst="3035550101"), name="a.csv")
+    cdrtrace.ingest(store, [first])
+    before = dump(store)
+    original = index.write_entries
+
+    def crash(txn, db, lines, entries, keep=4):
+        original(txn, db, lines, entries, keep)   # written inside the transaction...
+        raise OSError("power lost")               # ...which never commits
+
+    monkeypatch.setattr(index, "write_entries", crash)
+    second = cdr_file(tmp_path, cdr(dst="3035550102"), cdr(dst="3035550101",
+                      start="2026-03-02 15:00:00", end="2026-03-02 15:01:00"), name="b.csv")
+    with pytest.raises(OSError, match="power lost"):
+        cdrtrace.ingest(store, [second])
+    assert dump(store) == before
+
+
+def test_map_grows_instead_of_failing(tmp_path):
+    store = cdrtrace.open(tmp_path / "small", create=True)
+    store.env.set_mapsize(1 << 20)            # 1 MiB: far too small for what follows
+    columns, _ = synth.generate(40_000, 20_000, seed=2)
+    path = tmp_path / "big.csv"
+    path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    summary = cdrtrace.ingest(store, [str(path)])
+    assert summary.indexed > 30_000
+    assert store.env.info()["map_size"] > 1 << 20
+    roomy = cdrtrace.open(tmp_path / "roomy", create=True)
+    cdrtrace.ingest(roomy, [str(path)])
+    assert dump(store) == dump(roomy)
+
+
+def test_merge_rejects_unsorted_lines():
+    entries = np.zeros(2, index.ENTRY_DTYPE)
+    with pytest.raises(ValueError, match="lines must be sorted"):
+        index._index.merge(np.array([5, 3], np.uint64), entries.view(np.uint8).reshape(-1, 40),
+                           None, 4)
+
+
+def test_store_errors(tmp_path):
+    with pytest.raises(cdrtrace.StoreError, match="no cdrtrace store at .*cdrtrace init"):
+        cdrtrace.open(tmp_path / "missing")
+    env = lmdb.open(str(tmp_path / "foreign"), max_dbs=8)
+    env.close()
+    with pytest.raises(cdrtrace.StoreError, match="is not a cdrtrace store"):
+        cdrtrace.open(tmp_path / "foreign")

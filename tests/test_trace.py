@@ -1,0 +1,212 @@
+"""The trace rules of TRACE_RULES.md (R1-R5, R8-R10 and §2), one scenario each."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import cdrtrace
+from cdrtrace import ANNOUNCEMENTS, Outcome
+
+from conftest import cdr
+
+LINE = "3035550110"
+AFTER = "2026-03-02T23:00:00Z"
+
+
+def call(minute: int, **kw) -> bytes:
+    """A call to LINE starting at 14:MM:00 and lasting 30 s."""
+    kw.setdefault("dst", LINE)
+    return cdr(start=f"2026-03-02 14:{minute:02d}:00", end=f"2026-03-02 14:{minute:02d}:30",
+               answer=kw.pop("answer", f"2026-03-02 14:{minute:02d}:05"), **kw)
+
+
+# R1: answered or not
+@pytest.mark.parametrize("disposition", ["ANSWERED", "NO ANSWER", "CANCEL"])
+def test_r1_r3_a_call_that_rang_is_traced_answered_or_not(store, ingest_records, disposition):
+    ingest_records(call(3, disposition=disposition,
+                        answer="2026-03-02 14:03:05" if disposition == "ANSWERED" else ""))
+    result = store.trace(LINE, at=AFTER)
+    assert result.outcome is Outcome.SUCCESS
+    assert result.call_time == "2026-03-02T14:03:00Z"
+
+
+# R3: calls that never alerted the line are not received
+@pytest.mark.parametrize("disposition", ["BUSY", "FAILED", "CONGESTION"])
+def test_r3_a_call_that_never_rang_is_not_the_last_call(store, ingest_records, disposition):
+    ingest_records(call(3, src="7205550101"), call(9, src="7205550102", disposition=disposition))
+    result = store.trace(LINE, at=AFTER)
+    assert result.outcome is Outcome.SUCCESS and result.call_time == "2026-03-02T14:03:00Z"
+    (record,) = store.trace_records(LINE)
+    assert record["call"]["calling"] == "+17205550101"
+
+
+def test_r3_no_received_call_is_no_call(store, ingest_records):
+    ingest_records(call(3, disposition="BUSY"))
+    result = store.trace(LINE, at=AFTER)
+    assert result.outcome is Outcome.NO_CALL and result.call_time is None
+
+
+def test_r3_minimum_ring_time_is_configurable(tmp_path):
+    store = cdrtrace.open(tmp_path / "s", create=True, min_ring_seconds=10)
+    path = tmp_path / "c.csv"
+    path.write_bytes(call(3, src="7205550101") + b"\n" +
+                     cdr(dst=LINE, src="7205550102", disposition="CANCEL",
+                         start="2026-03-02 14:09:00", end="2026-03-02 14:09:04") + b"\n")
+    cdrtrace.ingest(store, [str(path)])
+    store.trace(LINE, at=AFTER)
+    assert store.trace_records(LINE)[0]["call"]["calling"] == "+17205550101"
+
+
+# R2: forwarded calls
+def test_r2_forwarded_call_traceable_from_each_line_once(store, ingest_records):
+    ingest_records(call(3, userfield="3035550177", dstchannel="PJSIP/7205550199-0001"))
+    for line in (LINE, "3035550177", "7205550199"):
+        assert store.trace(line, at=AFTER).outcome is Outcome.SUCCESS
+        assert store.trace(line, at=AFTER).outcome is Outcome.ALREADY_TRACED
+
+
+# R4: unavailable
+def test_r4_unavailable_caller_is_untraceable_and_masks_earlier_calls(store, ingest_records):
+    ingest_records(call(3, src="7205550101"), call(9, src="anonymous", clid='"Anonymous" <>'))
+    result = store.trace(LINE, at=AFTER)
+    assert result.outcome is Outcome.UNTRACEABLE
+    assert result.call_time == "2026-03-02T14:09:00Z"
+    assert store.trace(LINE, at="2026-03-02T14:05:00Z").outcome is Outcome.SUCCESS
+
+
+# R5: restricted
+def test_r5_restricted_caller_is_traced(store, ingest_records):
+    ingest_records(call(3, src="anonymous", clid='"Anonymous" <7205550101>'))
+    assert store.trace(LINE, at=AFTER).outcome is Outcome.SUCCESS
+    (record,) = store.trace_records(LINE)
+    assert record["call"]["presentation"] == "restricted"
+    assert record["call"]["calling"] == "+17205550101"
+
+
+# §2: only the most recent call, the time of the trace
+def test_trace_resolves_the_newest_call_before_activation(store, ingest_records):
+    ingest_records(call(3, src="7205550101"), call(9, src="7205550102"),
+                   call(20, src="7205550103"))
+    store.trace(LINE, at="2026-03-02T14:10:00Z")
+    store.trace(LINE, at="2026-03-02 14:20:30")           # no offset: the store's zone (UTC)
+    store.trace(LINE, at="2026-03-02T07:08:00-07:00")     # 14:08 UTC
+    callers = [r["call"]["calling"] for r in store.trace_records(LINE)]
+    assert callers == ["+17205550102", "+17205550103", "+17205550101"]
+
+
+def test_no_call_before_any_call(store, ingest_records):
+    ingest_records(call(3))
+    assert store.trace(LINE, at="2026-03-02T14:00:00Z").outcome is Outcome.NO_CALL
+    assert store.trace("7205550100", at=AFTER).outcome is Outcome.NO_CALL
+
+
+def test_a_trace_older_than_the_held_calls_is_refused_clearly(store, ingest_records):
+    ingest_records(*(call(m, src=f"72055501{m:02d}") for m in range(10, 16)))
+    with pytest.raises(cdrtrace.TraceError, match="the index holds the last 4 calls of "
+                       "3035550110 and all began after 2026-03-02T14:05:00Z"):
+        store.trace(LINE, at="2026-03-02T14:05:00Z")
+
+
+def test_bad_line_and_time_are_clear_errors(store):
+    with pytest.raises(cdrtrace.NumberError, match="not a telephone line: 'hello'"):
+        store.trace("hello")
+    with pytest.raises(cdrtrace.TraceError, match="not an ISO-8601 time: 'noon'"):
+        store.trace(LINE, at="noon")
+
+
+# §2: once per call per line; R8: three distinct traced calls
+def test_r8_progress_counts_distinct_traced_calls_per_origin(store, ingest_records):
+    harasser, other = "7205550666", "7205550777"
+    ingest_records(call(1, src=harasser))
+    assert store.trace(LINE, at="2026-03-02T14:02:00Z").successful
+    assert store.trace(LINE, at="2026-03-02T14:02:10Z").outcome is Outcome.ALREADY_TRACED
+    ingest_records(call(5, src=other))
+    store.trace(LINE, at="2026-03-02T14:06:00Z")
+    ingest_records(call(10, src=harasser, disposition="NO ANSWER", answer=""))
+    store.trace(LINE, at="2026-03-02T14:11:00Z")
+    status = store.status(LINE)
+    assert [(p.label, p.traced_calls, p.eligible_for_action) for p in status.progress] == [
+        ("Caller A", 2, False), ("Caller B", 1, False)]
+    assert not status.eligible_for_action
+    ingest_records(call(30, src=harasser))
+    store.trace(LINE, at="2026-03-02T14:31:00Z")
+    status = store.status(LINE)
+    assert [(p.label, p.traced_calls, p.eligible_for_action) for p in status.progress] == [
+        ("Caller A", 3, True), ("Caller B", 1, False)]
+    assert status.eligible_for_action
+    assert [t["outcome"] for t in status.traces] == [
+        "success", "already_traced", "success", "success", "success"]
+
+
+def test_r8_threshold_is_configurable(tmp_path):
+    store = cdrtrace.open(tmp_path / "s", create=True, threshold=2)
+    path = tmp_path / "c.csv"
+    path.write_bytes(call(1, src="7205550666") + b"\n")
+    cdrtrace.ingest(store, [str(path)])
+    store.trace(LINE, at=AFTER)
+    (progress,) = store.status(LINE).progress
+    assert (progress.traced_calls, progress.threshold, progress.eligible_for_action) == (1, 2, False)
+
+
+# R9: dates and times kept
+def test_r9_trace_record_keeps_call_and_trace_times_and_evidence(store, ingest_records, tmp_path):
+    ingest_records(call(3, src="7205550101", uniqueid="1772460180.7"))
+    result = store.trace(LINE, at="2026-03-02T14:04:00Z")
+    (record,) = store.trace_records(LINE)
+    assert record["trace_id"] == result.trace_id
+    assert record["activated_us"] == 1772460240 * 10**6
+    assert record["call"]["start_us"] == 1772460180 * 10**6
+    assert record["call"]["calling"] == "+17205550101"
+    assert record["call"]["answered"] is True and record["call"]["forwarded"] is False
+    assert record["call"]["source"].endswith(".csv") and record["call"]["offset"] == 0
+    assert record["call"]["feed"] == 0 and len(record["call"]["call_id"]) == 16
+    assert record["traced_at_us"] >= record["activated_us"]
+
+
+def test_success_is_durable_before_the_announcement(tmp_path):
+    """A trace in a child process that exits right after returning is on disk."""
+    db = tmp_path / "s"
+    store = cdrtrace.open(db, create=True)
+    path = tmp_path / "c.csv"
+    path.write_bytes(call(3) + b"\n")
+    cdrtrace.ingest(store, [str(path)])
+    store.close()
+    code = ("import cdrtrace, os, sys; r = cdrtrace.open(sys.argv[1]).trace(sys.argv[2], "
+            "at='2026-03-02T15:00:00Z'); print(r.outcome.value, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code, str(db), LINE], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "success"
+    reopened = cdrtrace.open(db)
+    assert [r["outcome"] for r in reopened.trace_records(LINE)] == ["success"]
+
+
+# R10: a fixed announcement per outcome
+def test_r10_every_outcome_has_a_fixed_announcement(store, ingest_records):
+    ingest_records(call(3))
+    result = store.trace(LINE, at=AFTER)
+    assert (result.announcement_id, result.announcement) == ANNOUNCEMENTS[Outcome.SUCCESS]
+    assert json.loads(result.to_json())["announcement_id"] == "COT-SUCCESS"
+    ids = [ANNOUNCEMENTS[o][0] for o in Outcome]
+    assert len(set(ids)) == len(Outcome)
+    for outcome in Outcome:
+        text = ANNOUNCEMENTS[outcome][1]
+        assert ("not successful" in text) == (outcome in (Outcome.UNTRACEABLE, Outcome.NO_CALL))
+
+
+def test_extensions_and_numbers_never_collide(store, ingest_records):
+    ingest_records(call(3, dst="1001", src="7205550101"),
+                   call(4, dst="+1 (303) 555-1001", src="7205550102"))
+    store.trace("1001", at=AFTER)
+    store.trace("13035551001", at=AFTER)
+    assert store.trace_records("1001")[0]["call"]["calling"] == "+17205550101"
+    assert store.trace_records("303.555.1001")[0]["call"]["calling"] == "+17205550102"
+
+
+def test_analyst_view_needs_an_identity(store, ingest_records):
+    ingest_records(call(3))
+    with pytest.raises(cdrtrace.AccessError, match="needs an analyst identity"):
+        store.last_calls(LINE, analyst="  ")
+    assert store.last_calls(LINE, analyst="ann")[0]["calling"] == "+13035550142"
