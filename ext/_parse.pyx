@@ -8,8 +8,8 @@ The contract is the one of cdrtrace._parse_py (the pure-Python reference).
 """
 cimport cython
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, uint32_t, INT64_MIN
-from libc.string cimport memchr, memcmp
-from libc.stdlib cimport malloc, free
+from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.stdlib cimport malloc, realloc, free
 
 import numpy as np
 cimport numpy as cnp
@@ -24,6 +24,7 @@ cnp.import_array()
 
 cdef enum:
     MAX_RECORD = 65536
+    MIN_RECORD = 59          # 15 commas, start and end (19 each), 2 durations, "BUSY"
     MAX_FIELDS = 22          # one more than the widest layout, to detect too many
     MIN_COLUMNS = 16
     MAX_COLUMNS = 21
@@ -59,6 +60,8 @@ cdef struct Reject:
     int detail           # field count, or the 1-based column of a bad field
 
 cdef struct Zone:
+    char last_date[10]           # the date part last converted, and its day number
+    int64_t last_days
     const int64_t* starts        # UTC second each period starts
     const int64_t* offsets       # offset in force, seconds
     const int64_t* local_starts  # starts + offsets
@@ -96,8 +99,24 @@ cdef inline uint64_t pack_number(int kind, const char* d, int n) noexcept nogil:
     return (<uint64_t>kind << 62) | (<uint64_t>n << 56) | v
 
 
-cdef uint64_t normalize(const char* p, Py_ssize_t n, int cc) noexcept nogil:
+cdef inline uint64_t normalize(const char* p, Py_ssize_t n, int cc) noexcept nogil:
     """Same rules as cdrtrace.numbers.normalize; 0 when not a number."""
+    # Fast path: NANP 10 digits (or 11 with the leading 1), nothing else, the common case;
+    # a leading 0 may be the 011 international prefix and takes the general path.
+    cdef Py_ssize_t k
+    cdef uint64_t v = 0
+    if cc == 1 and ((n == 10 and p[0] != b'0') or (n == 11 and p[0] == b'1')):
+        for k in range(n):
+            if p[k] < b'0' or p[k] > b'9':
+                return normalize_general(p, n, cc)
+            v = v * 10 + <uint64_t>(p[k] - 48)
+        if n == 10:
+            v += 10000000000ULL
+        return (<uint64_t>1 << 62) | (<uint64_t>11 << 56) | v
+    return normalize_general(p, n, cc)
+
+
+cdef uint64_t normalize_general(const char* p, Py_ssize_t n, int cc) noexcept nogil:
     cdef char digits[24]
     cdef char ccd[8]
     cdef char body[24]
@@ -233,18 +252,27 @@ cdef inline int two(const char* p) noexcept nogil:
 cdef int parse_timestamp(Span s, Zone* z, int64_t* out) noexcept nogil:
     """'YYYY-MM-DD HH:MM:SS' local time -> UTC microseconds. 0 ok, -1 bad."""
     cdef const char* p = s.p
-    if s.n != 19 or p[4] != b'-' or p[7] != b'-' or p[10] != b' ' or p[13] != b':' or p[16] != b':':
+    if s.n != 19 or p[10] != b' ' or p[13] != b':' or p[16] != b':':
         return -1
-    cdef int y1 = two(p), y2 = two(p + 2), mo = two(p + 5), d = two(p + 8)
     cdef int h = two(p + 11), mi = two(p + 14), sec = two(p + 17)
-    if y1 < 0 or y2 < 0 or mo < 0 or d < 0 or h < 0 or mi < 0 or sec < 0:
+    if h < 0 or mi < 0 or sec < 0 or h > 23 or mi > 59 or sec > 59:
         return -1
-    cdef int y = y1 * 100 + y2
-    if y < 1970 or y > 2099 or mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo):
-        return -1
-    if h > 23 or mi > 59 or sec > 59:
-        return -1
-    cdef int64_t local = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
+    cdef int y1, y2, mo, d, y
+    if memcmp(p, z.last_date, 10) != 0:
+        if p[4] != b'-' or p[7] != b'-':
+            return -1
+        y1 = two(p)
+        y2 = two(p + 2)
+        mo = two(p + 5)
+        d = two(p + 8)
+        if y1 < 0 or y2 < 0 or mo < 0 or d < 0:
+            return -1
+        y = y1 * 100 + y2
+        if y < 1970 or y > 2099 or mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo):
+            return -1
+        z.last_days = days_from_civil(y, mo, d)
+        memcpy(z.last_date, p, 10)
+    cdef int64_t local = z.last_days * 86400 + h * 3600 + mi * 60 + sec
     out[0] = local_to_utc(z, local) * 1000000
     return 0
 
@@ -440,14 +468,14 @@ cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
 
 cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Zone* z, int cc,
                  int64_t min_ring_us, uint16_t feed, Columns* out, Py_ssize_t i,
-                 int* bad_column) noexcept nogil:
+                 int* bad_column, bint check_nul) noexcept nogil:
     """Fill row i of out from the fields of one Asterisk cdr_csv record."""
     cdef int64_t start, answer = 0, end_, v
     cdef int disp
     cdef uint64_t calling, called, redirecting = 0, final_ = 0, h
     cdef int pres = PRES_ALLOWED
     cdef Span uf
-    if memchr(r, 0, rec_end - r) != NULL:
+    if check_nul and memchr(r, 0, rec_end - r) != NULL:
         return ERR_NUL
     if nf < MIN_COLUMNS or nf > MAX_COLUMNS:
         bad_column[0] = nf
@@ -570,6 +598,7 @@ cdef class AsteriskParser:
         self.zone.local_starts = &l[0]
         self.zone.n = starts.shape[0]
         self.zone.last = 0
+        memset(self.zone.last_date, 0, 10)   # never a valid date: the first one is parsed
         self.country_code = country_code
         self.feed_id = feed_id
         self.min_ring_us = <int64_t>(min_ring_seconds * 1e6)
@@ -587,16 +616,10 @@ cdef class AsteriskParser:
         cdef const char* end = base + size
         cdef const char* p = base
         cdef const char* nl
-        cdef Py_ssize_t capacity = 1
-        # Every record and every rejected unit holds at least one byte and ends at a
-        # newline or the buffer end, so lines + 1 bounds both.
-        nl = base
-        while nl < end:
-            nl = <const char*>memchr(nl, b'\n', end - nl)
-            if nl == NULL:
-                break
-            capacity += 1
-            nl += 1
+        # A valid record holds at least MIN_RECORD bytes (rows are also guarded below).
+        # np.empty pages that are never written cost no memory.
+        cdef Py_ssize_t capacity = size // MIN_RECORD + 1
+        cdef Py_ssize_t reject_capacity = 16
         cols = {
             "start_us": np.empty(capacity, np.int64),
             "answer_us": np.empty(capacity, np.int64),
@@ -636,7 +659,8 @@ cdef class AsteriskParser:
         out.offset = &a_offset[0]
         out.record = &a_record[0]
 
-        cdef Reject* rejects = <Reject*>malloc(capacity * sizeof(Reject))
+        cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
+        cdef Reject* grown
         if rejects == NULL:
             raise MemoryError()
         cdef Py_ssize_t nrows = 0, nrej = 0
@@ -651,8 +675,10 @@ cdef class AsteriskParser:
         cdef int64_t min_ring = self.min_ring_us
         cdef bint skipping = self.skipping
         cdef Zone* z = &self.zone
+        cdef bint has_nul, out_of_memory = False
         try:
             with nogil:
+                has_nul = memchr(base, 0, size) != NULL
                 if skipping:
                     nl = <const char*>memchr(p, b'\n', end - p)
                     if nl == NULL:
@@ -679,8 +705,11 @@ cdef class AsteriskParser:
                         break
                     if status == ST_OK:
                         status = extract(p, rec_end, fields, nf, z, cc, min_ring, feed,
-                                         &out, nrows, &detail)
+                                         &out, nrows, &detail, has_nul)
                     record += 1
+                    if status == ST_OK and nrows >= capacity:   # cannot happen: guard anyway
+                        out_of_memory = True
+                        break
                     if status == ST_OK:
                         out.offset[nrows] = base_offset + (p - base)
                         out.record[nrows] = record
@@ -689,6 +718,13 @@ cdef class AsteriskParser:
                         continue
                     # Reject the first physical line only, so a stray quote cannot
                     # swallow the good records after it.
+                    if nrej == reject_capacity:
+                        grown = <Reject*>realloc(rejects, 2 * reject_capacity * sizeof(Reject))
+                        if grown == NULL:
+                            out_of_memory = True
+                            break
+                        rejects = grown
+                        reject_capacity *= 2
                     nl = <const char*>memchr(p, b'\n', end - p)
                     if nl != NULL and rec_end > nl:
                         # a quote opened on this line ran past its end into records
@@ -715,6 +751,8 @@ cdef class AsteriskParser:
                     if rejects[nrej].length > MAX_RECORD:
                         rejects[nrej].length = MAX_RECORD
                     nrej += 1
+            if out_of_memory:
+                raise MemoryError("parser output capacity exceeded")
             consumed = p - base
             self.offset = base_offset + consumed
             self.record = record
