@@ -23,6 +23,8 @@ ENTRY_DTYPE = np.dtype([
     ("flags", "u1"),
 ])
 assert ENTRY_DTYPE.itemsize == 40
+EMPTY = np.empty(0, ENTRY_DTYPE)
+EMPTY.flags.writeable = False
 
 ANSWERED, FORWARDED = 0x01, 0x02
 ROLE_DIALLED, ROLE_REDIRECTING, ROLE_FINAL = 0, 1, 2
@@ -36,9 +38,7 @@ def line_key(packed: int) -> bytes:
 
 def decode(value: bytes | None) -> np.ndarray:
     """The entries of one stored value (newest first)."""
-    if not value:
-        return np.empty(0, ENTRY_DTYPE)
-    return np.frombuffer(value, ENTRY_DTYPE)
+    return np.frombuffer(value, ENTRY_DTYPE) if value else EMPTY
 
 
 def entries_for_batch(batch: CallBatch, source: int) -> tuple[np.ndarray, np.ndarray]:

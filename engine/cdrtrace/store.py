@@ -1,8 +1,9 @@
 """The store: one LMDB environment holding the last-call index and the trace evidence.
 
-Sub-databases: meta (settings, counters), index (line -> last calls), traces (trace id
--> evidence record, JSON), line_traces (line + trace id), traced (line + call id ->
-trace id: a call is traced once per line), sources (source id -> provenance).
+Sub-databases: meta (settings, counters), index (line -> last calls), traces (trace
+number -> evidence record, JSON), by_line (line + "t" + trace number -> "", and line +
+"c" + call id -> trace id: a call is traced once per line), sources (source id ->
+provenance). A trace touches only traces and by_line, so its commit writes few pages.
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ from .formats import Disposition, Presentation
 from .parse import normalize_number
 from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, customer_status
 
+_frombuffer = np.frombuffer
 FORMAT_VERSION = 1
 INITIAL_MAP_SIZE = 64 << 20
-_DBS = ("meta", "index", "traces", "line_traces", "traced", "sources")
+_DBS = ("meta", "index", "traces", "by_line", "sources")
+_TRACE, _CALL = b"t", b"c"
 DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1,
             "min_ring_seconds": 0.0, "keep": index.DEFAULT_KEEP}
 
@@ -74,6 +77,7 @@ class Store:
                 raise StoreError(f"{self.path} has store format {int(version)}; "
                                  f"this cdrtrace reads format {FORMAT_VERSION}")
             self.config = json.loads(txn.get(b"config", db=meta))
+        self._index_db = self.db["index"]
 
     # ------------------------------------------------------------ plumbing
 
@@ -140,11 +144,16 @@ class Store:
                 * stat["psize"]}
 
     def last_calls_raw(self, line_key: bytes, txn=None) -> np.ndarray:
-        """The index entries of a line (ENTRY_DTYPE, newest first): the trace lookup path."""
+        """The index entries of a line (ENTRY_DTYPE, newest first): the trace lookup path.
+
+        Pass a read transaction to look up many lines in one snapshot (and save its cost).
+        """
         if txn is None:
             with self.read() as txn:
-                return index.decode(txn.get(line_key, db=self.db["index"]))
-        return index.decode(txn.get(line_key, db=self.db["index"]))
+                value = txn.get(line_key, db=self._index_db)
+        else:
+            value = txn.get(line_key, db=self._index_db)
+        return _frombuffer(value, index.ENTRY_DTYPE) if value else index.EMPTY
 
     def last_calls(self, line: str, analyst: str) -> list[dict]:
         """The analyst's view of a line's last calls, with numbers. Needs an analyst name."""
@@ -204,12 +213,13 @@ class Store:
                 outcome = (Outcome.SUCCESS if int(e["calling"]) and
                            int(e["presentation"]) != Presentation.UNAVAILABLE
                            else Outcome.UNTRACEABLE)
-                traced_key = key + _u64(int(e["call_id"]))
+                traced_key = key + _CALL + _u64(int(e["call_id"]))
                 if outcome is Outcome.SUCCESS:
-                    original = txn.get(traced_key, db=self.db["traced"])
+                    original = txn.get(traced_key, db=self.db["by_line"])
                     if original is not None:
                         outcome = Outcome.ALREADY_TRACED
-            number = self._next(txn, b"next_trace")
+            cursor = txn.cursor(self.db["traces"])
+            number = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
             trace_id = f"T{number:08d}"
             record = {
                 "trace_id": trace_id, "line": numbers.format_number(packed),
@@ -217,10 +227,10 @@ class Store:
                 "outcome": outcome.value, "call": call, "enrichment": None,
                 "original_trace": original.decode() if original else None,
             }
-            txn.put(_u64(number), json.dumps(record).encode(), db=self.db["traces"])
-            txn.put(key + _u64(number), b"", db=self.db["line_traces"])
+            cursor.put(_u64(number), json.dumps(record).encode(), append=True)
+            txn.put(key + _TRACE + _u64(number), b"", db=self.db["by_line"])
             if outcome is Outcome.SUCCESS:
-                txn.put(key + _u64(int(e["call_id"])), trace_id.encode(), db=self.db["traced"])
+                txn.put(traced_key, trace_id.encode(), db=self.db["by_line"])
             return record
 
         record = self.write(work)
@@ -234,14 +244,14 @@ class Store:
         with self.read() as txn:
             if line is None:
                 return [json.loads(v) for _, v in txn.cursor(self.db["traces"])]
-            key = index.line_key(self.line(line))
-            cursor = txn.cursor(self.db["line_traces"])
+            prefix = index.line_key(self.line(line)) + _TRACE
+            cursor = txn.cursor(self.db["by_line"])
             records = []
-            if cursor.set_range(key):
+            if cursor.set_range(prefix):
                 for k, _ in cursor:
-                    if k[:8] != key:
+                    if not k.startswith(prefix):
                         break
-                    records.append(json.loads(txn.get(k[8:], db=self.db["traces"])))
+                    records.append(json.loads(txn.get(k[9:], db=self.db["traces"])))
             return records
 
     def status(self, line: str) -> CustomerStatus:
