@@ -37,12 +37,18 @@ def cdr_bytes(cdr_path) -> bytes:
     return cdr_path.read_bytes()
 
 
+@pytest.fixture(scope="session")
+def n_records(cdr_bytes) -> int:
+    """Records in the input (synth writes no newline inside a field)."""
+    return cdr_bytes.count(b"\n")
+
+
 def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
     write = terminalreporter.write_line
     write("")
-    write(f"cdrtrace side by side ({RECORDS:,} records, {LINES:,} lines; medians)")
+    write(f"cdrtrace side by side (about {RECORDS:,} records, {LINES:,} lines; medians)")
     for group, rows in RESULTS.items():
         ours = rows.get("cdrtrace")
         write(f"  [{group}]")

@@ -19,7 +19,7 @@ import pytest
 import cdrtrace
 from cdrtrace import index
 
-from .conftest import LINES, RECORDS, record
+from .conftest import LINES, record
 
 FIELDS = ["accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
           "lastdata", "start", "answer", "end", "duration", "billsec", "disposition",
@@ -38,7 +38,7 @@ def run(benchmark, group, name, fn, rounds=3, setup=None, per=1, rate_of=None, *
 
 # ---------------------------------------------------------------- parse only
 
-def test_parse_cdrtrace(benchmark, cdr_bytes):
+def test_parse_cdrtrace(benchmark, cdr_bytes, n_records):
     def parse():
         parser = cdrtrace.make_parser()
         view = memoryview(cdr_bytes)
@@ -54,10 +54,10 @@ def test_parse_cdrtrace(benchmark, cdr_bytes):
             if final:
                 break
         return n
-    assert run(benchmark, "parse", "cdrtrace", parse, rounds=5, rate_of=RECORDS) == RECORDS
+    assert run(benchmark, "parse", "cdrtrace", parse, rounds=5, rate_of=n_records) == n_records
 
 
-def test_parse_pyarrow_needed_columns(benchmark, cdr_bytes):
+def test_parse_pyarrow_needed_columns(benchmark, cdr_bytes, n_records):
     def parse():
         table = pacsv.read_csv(
             io.BytesIO(cdr_bytes),
@@ -69,14 +69,14 @@ def test_parse_pyarrow_needed_columns(benchmark, cdr_bytes):
                               "start": pa.timestamp("s"), "disposition": pa.string()}))
         return table.num_rows
     assert run(benchmark, "parse", "pyarrow read_csv, 4 typed columns, 1 thread", parse,
-               rounds=5, rate_of=RECORDS) == RECORDS
+               rounds=5, rate_of=n_records) == n_records
 
 
-def test_parse_python_csv(benchmark, cdr_bytes):
+def test_parse_python_csv(benchmark, cdr_bytes, n_records):
     def parse():
         return sum(1 for _ in csv.reader(io.StringIO(cdr_bytes.decode("latin-1"))))
     assert run(benchmark, "parse", "python csv module", parse, rounds=2,
-               rate_of=RECORDS) == RECORDS
+               rate_of=n_records) == n_records
 
 
 # ---------------------------------------------------------------- ingest end to end
@@ -88,7 +88,7 @@ def scratch():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_ingest_cdrtrace_fresh_store(benchmark, cdr_path, scratch):
+def test_ingest_cdrtrace_fresh_store(benchmark, cdr_path, scratch, n_records):
     stores = iter(range(100))
 
     def setup():
@@ -101,20 +101,20 @@ def test_ingest_cdrtrace_fresh_store(benchmark, cdr_path, scratch):
         store.close()
         return summary, stat
 
-    summary, stat = run(benchmark, "ingest", "cdrtrace", ingest, setup=setup, rate_of=RECORDS)
-    assert summary.records == RECORDS and summary.rejected == 0
-    record("ingest", "cdrtrace", benchmark.stats.stats.median, rate=RECORDS /
+    summary, stat = run(benchmark, "ingest", "cdrtrace", ingest, setup=setup, rate_of=n_records)
+    assert summary.records == n_records and summary.rejected == 0
+    record("ingest", "cdrtrace", benchmark.stats.stats.median, rate=n_records /
            benchmark.stats.stats.median, index_bytes_per_line=round(stat["bytes"] / stat["lines"]))
 
 
-def test_ingest_cdrtrace_steady_state(benchmark, cdr_path, scratch):
+def test_ingest_cdrtrace_steady_state(benchmark, cdr_path, scratch, n_records):
     store = cdrtrace.open(scratch / "steady", create=True)
     cdrtrace.ingest(store, [str(cdr_path)])
     run(benchmark, "ingest (store already holds every line)", "cdrtrace",
-        lambda: cdrtrace.ingest(store, [str(cdr_path)]), rate_of=RECORDS)
+        lambda: cdrtrace.ingest(store, [str(cdr_path)]), rate_of=n_records)
 
 
-def test_ingest_duckdb_last_call(benchmark, cdr_path):
+def test_ingest_duckdb_last_call(benchmark, cdr_path, n_records):
     columns = ", ".join(f"'{f}': 'VARCHAR'" for f in FIELDS)
     query = f"""
         SELECT dst AS line, arg_max(src, "start") AS calling, max("start") AS start
@@ -127,10 +127,10 @@ def test_ingest_duckdb_last_call(benchmark, cdr_path):
         con.execute("SET threads = 1")
         return con.sql(query).to_arrow_table().num_rows
     assert run(benchmark, "ingest", "duckdb read_csv > arg_max > arrow, 1 thread (unpersisted)",
-               pipeline, rate_of=RECORDS) > LINES // 3
+               pipeline, rate_of=n_records) > LINES // 3
 
 
-def test_ingest_python_csv_dict(benchmark, cdr_path):
+def test_ingest_python_csv_dict(benchmark, cdr_path, n_records):
     def pipeline():
         last = {}
         with open(cdr_path, encoding="latin-1", newline="") as f:
@@ -141,7 +141,7 @@ def test_ingest_python_csv_dict(benchmark, cdr_path):
                         last[row[2]] = (row[9], row[1])
         return len(last)
     assert run(benchmark, "ingest", "python csv + dict (unpersisted)", pipeline, rounds=2,
-               rate_of=RECORDS) > LINES // 3
+               rate_of=n_records) > LINES // 3
 
 
 # ---------------------------------------------------------------- lookup

@@ -54,10 +54,7 @@ def _run(folder: Path, json_output: bool) -> dict:
     victims = {}
     events = []
     for campaign in truth["campaigns"]:
-        first = campaign["calls"][0]["start_s"]
-        row = np.flatnonzero((columns["start"] == first)
-                             & (columns["caller"] == int(campaign["origin"][2:])))[0]
-        victim = f"+1{int(columns['line'][row])}"
+        victim = campaign["victim"]
         victims.setdefault(victim, 0)
         victims[victim] += 1
         events += [(call["trace_at_s"], victim) for call in campaign["calls"]]

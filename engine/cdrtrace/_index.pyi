@@ -1,0 +1,6 @@
+"""Native kernels of the last-call index (ext/_index.pyx)."""
+import numpy as np
+
+def line_keys(lines: np.ndarray) -> list[bytes]: ...
+def merge(lines: np.ndarray, entries: np.ndarray, stored: dict[bytes, bytes] | None,
+          keep: int = ...) -> list[tuple[bytes, bytes]]: ...
