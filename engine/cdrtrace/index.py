@@ -88,13 +88,26 @@ def write_batch(txn, db, batch: CallBatch, source: int, keep: int = DEFAULT_KEEP
     return write_entries(txn, db, lines, entries, keep)
 
 
-def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP) -> int:
-    """Merge (line, entry) pairs, sorted by line, into the index inside txn."""
-    if len(lines) == 0:
-        return 0
+SLICE_PAIRS = 1 << 17   # Python key/value objects alive at once while writing
+
+
+def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP,
+                  slice_pairs: int = SLICE_PAIRS) -> int:
+    """Merge (line, entry) pairs, sorted by line, into the index inside txn.
+
+    Works through the pairs in slices that end on a line boundary, so the Python
+    objects py-lmdb needs stay bounded whatever the size of the transaction.
+    """
+    rows = entries.view(np.uint8).reshape(-1, 40)
     cursor = txn.cursor(db)
-    append = not cursor.last() or cursor.key() < line_key(lines[0])
-    stored = None if append else dict(cursor.getmulti(_index.line_keys(lines)))
-    pairs = _index.merge(lines, entries.view(np.uint8).reshape(-1, 40), stored, keep)
-    cursor.putmulti(pairs, append=append)
+    lo = 0
+    while lo < len(lines):
+        hi = min(len(lines), lo + slice_pairs)
+        if hi < len(lines):   # do not split a line's entries between slices
+            hi = int(np.searchsorted(lines, lines[hi - 1], side="right"))
+        part = lines[lo:hi]
+        append = not cursor.last() or cursor.key() < line_key(part[0])
+        stored = None if append else dict(cursor.getmulti(_index.line_keys(part)))
+        cursor.putmulti(_index.merge(part, rows[lo:hi], stored, keep), append=append)
+        lo = hi
     return len(lines)

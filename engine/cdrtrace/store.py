@@ -54,7 +54,8 @@ class Store:
             self.path.mkdir(parents=True, exist_ok=True)
         try:
             self.env = lmdb.open(str(self.path), max_dbs=len(_DBS) + 2,
-                                 map_size=INITIAL_MAP_SIZE, subdir=True, create=create)
+                                 map_size=INITIAL_MAP_SIZE, subdir=True, create=create,
+                                 writemap=True)
         except lmdb.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         with self.env.begin(write=True) as txn:
