@@ -77,11 +77,12 @@ def line_keys(const uint64_t[::1] lines not None):
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entries not None,
-          dict stored, int keep=DEF_KEEP):
+          list keys, list stored, int keep=DEF_KEEP):
     """(key, value) pairs for putmulti: each line's stored value merged with its new entries.
 
-    lines is sorted; entries[i] (40 bytes) belongs to lines[i]. stored maps a key to its
-    current value (None or absent when the lines are new to the index).
+    lines is sorted; entries[i] (40 bytes) belongs to lines[i]. keys, if given, are the
+    distinct lines' keys (line_keys(lines)); stored is what getmulti returned for them:
+    (key, value) pairs in key order for the lines already indexed, None when none are.
     """
     if keep < 1 or keep > MAX_KEEP:
         raise ValueError(f"keep must be 1..{MAX_KEEP}")
@@ -91,7 +92,8 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
     cdef Entry top[MAX_KEEP]
     cdef Entry e
     cdef int count
-    cdef Py_ssize_t i = 0, j, m, nold
+    cdef Py_ssize_t i = 0, j, m, nold, g = 0, s = 0
+    cdef Py_ssize_t nstored = len(stored) if stored is not None else 0
     cdef const char* old
     cdef uint64_t line
     pairs = []
@@ -99,16 +101,17 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
         line = lines[i]
         if i and line < lines[i - 1]:
             raise ValueError("lines must be sorted")
-        key = key_bytes(line)
+        key = keys[g] if keys is not None else key_bytes(line)
+        g += 1
         count = 0
-        if stored is not None:
-            value = stored.get(key)
-            if value is not None:
-                old = PyBytes_AS_STRING(value)
-                nold = PyBytes_GET_SIZE(value) // ENTRY_SIZE
-                for m in range(nold):
-                    memcpy(&e, old + m * ENTRY_SIZE, ENTRY_SIZE)
-                    offer(top, &count, keep, &e)
+        if s < nstored and stored[s][0] == key:
+            value = stored[s][1]
+            s += 1
+            old = PyBytes_AS_STRING(value)
+            nold = PyBytes_GET_SIZE(value) // ENTRY_SIZE
+            for m in range(nold):
+                memcpy(&e, old + m * ENTRY_SIZE, ENTRY_SIZE)
+                offer(top, &count, keep, &e)
         j = i
         while j < n and lines[j] == line:
             memcpy(&e, &entries[j, 0], ENTRY_SIZE)
@@ -116,4 +119,6 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
             j += 1
         pairs.append((key, PyBytes_FromStringAndSize(<char*>top, count * ENTRY_SIZE)))
         i = j
+    if s != nstored:
+        raise ValueError("stored values must be the getmulti result for these lines, in order")
     return pairs

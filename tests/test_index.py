@@ -147,7 +147,7 @@ def test_merge_rejects_unsorted_lines():
     entries = np.zeros(2, index.ENTRY_DTYPE)
     with pytest.raises(ValueError, match="lines must be sorted"):
         index._index.merge(np.array([5, 3], np.uint64), entries.view(np.uint8).reshape(-1, 40),
-                           None, 4)
+                           None, None, 4)
 
 
 def test_store_errors(tmp_path):

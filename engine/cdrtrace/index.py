@@ -77,7 +77,8 @@ def entries_for_batch(batch: CallBatch, source: int) -> tuple[np.ndarray, np.nda
 
 
 def sort_by_line(lines: np.ndarray, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(lines, kind="stable")
+    # the merge's result does not depend on the order within a line: no stable sort needed
+    order = np.argsort(lines)
     # gathering 40-byte rows as opaque void items is ~10x faster than a structured gather
     return lines[order], np.take(entries.view("V40"), order).view(ENTRY_DTYPE)
 
@@ -107,7 +108,11 @@ def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = D
             hi = int(np.searchsorted(lines, lines[hi - 1], side="right"))
         part = lines[lo:hi]
         append = not cursor.last() or cursor.key() < line_key(part[0])
-        stored = None if append else dict(cursor.getmulti(_index.line_keys(part)))
-        cursor.putmulti(_index.merge(part, rows[lo:hi], stored, keep), append=append)
+        if append:
+            pairs = _index.merge(part, rows[lo:hi], None, None, keep)
+        else:
+            keys = _index.line_keys(part)
+            pairs = _index.merge(part, rows[lo:hi], keys, cursor.getmulti(keys), keep)
+        cursor.putmulti(pairs, append=append)
         lo = hi
     return len(lines)
