@@ -242,6 +242,19 @@ def test_record_over_64_kib_is_rejected_and_parsing_resumes():
         assert len(rejects[0][3]) == 65536
 
 
+@pytest.mark.parametrize("chunk_bytes", [1000, 70_000, 4 << 20])
+def test_ingest_in_any_chunk_size_keeps_every_good_record(store, tmp_path, chunk_bytes):
+    records = [cdr(src=f"72055501{i:02d}", dst=f"30355501{i:02d}") for i in range(40)]
+    records[7] = cdr(lastdata="x" * 70_000)          # over 64 KiB
+    records[20] = cdr(clid=q(b'"Multi\nline" <3035550142>'), dst="3035550199")
+    path = cdr_file(tmp_path, *records, end=b"\r\n")
+    summary = cdrtrace.ingest(store, [path], chunk_bytes=chunk_bytes,
+                              rejects_path=tmp_path / "r.jsonl")
+    assert (summary.records, summary.rejected, summary.bytes) == (40, 1, len(open(path, "rb").read()))
+    assert summary.indexed == 39
+    assert store.last_calls("3035550199", analyst="ann")[0]["calling"] == "+13035550142"
+
+
 def test_ingest_writes_rejects_file_and_counts(store, tmp_path):
     bad = cdr(disposition="ANSWERD")
     path = cdr_file(tmp_path, cdr(), bad, cdr(src="7205550101"))

@@ -15,7 +15,7 @@ from .parse import make_parser
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
 import numpy as np
 
-from .sources import CHUNK_BYTES, RejectsWriter, chunks, open_source
+from .sources import CHUNK_BYTES, ChunkReader, RejectsWriter, open_source
 
 
 @dataclasses.dataclass
@@ -95,15 +95,13 @@ class _Pending:
 def _ingest_stream(store, stream, parser, source, name, rejects, summary, chunk_bytes, size,
                    progress, batch_pairs=BATCH_PAIRS):
     pending = _Pending(store)
-    carry = b""
+    reader = ChunkReader(stream, chunk_bytes)
     done = 0
-    blocks = chunks(stream, chunk_bytes)
     while True:
-        block = next(blocks, None)
-        final = block is None
-        buffer = carry + block if block is not None else carry
-        columns, bad, consumed = parser.feed(buffer, final)
-        carry = buffer[consumed:]
+        got = reader.fill()
+        with reader.pending() as buffer:
+            columns, bad, consumed = parser.feed(buffer, reader.eof)
+        reader.consume(consumed)
         batch = CallBatch(columns, source)
         if len(batch):
             pending.add(*index.entries_for_batch(batch, source))
@@ -111,10 +109,10 @@ def _ingest_stream(store, stream, parser, source, name, rejects, summary, chunk_
             summary.indexed += pending.commit()
         summary.records += len(batch) + len(bad)
         rejects.write(name, bad)
-        if final:
+        done += got
+        summary.bytes += got
+        if reader.eof:
             summary.indexed += pending.commit()
             return
-        done += len(block)
-        summary.bytes += len(block)
         if progress:
             progress(done, size)

@@ -5,7 +5,7 @@ import base64
 import json
 import os
 import sys
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from .errors import SourceError
 
@@ -27,15 +27,41 @@ def open_source(name: str) -> tuple[BinaryIO, int | None]:
     return stream, os.fstat(stream.fileno()).st_size
 
 
-def chunks(stream: BinaryIO, size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    while True:
-        try:
-            block = stream.read(size)
-        except OSError as exc:
-            raise SourceError(f"read failed: {exc.strerror}") from None
-        if not block:
-            return
-        yield block
+class ChunkReader:
+    """Reads a stream into one reusable buffer: each fill keeps the bytes the parser has
+    not consumed (a record cut by the chunk boundary) and reads after them. No copy of
+    the data beyond that tail; the buffer grows only if a single record outgrows it."""
+
+    def __init__(self, stream: BinaryIO, size: int = CHUNK_BYTES):
+        self.stream = stream
+        self.buffer = bytearray(size)
+        self.start = self.end = 0
+        self.eof = False
+
+    def fill(self) -> int:
+        """Read more after the unconsumed bytes; return how many were read (0 at the end)."""
+        tail = self.end - self.start
+        if self.start:
+            self.buffer[:tail] = self.buffer[self.start:self.end]
+        elif tail == len(self.buffer):
+            self.buffer.extend(bytes(len(self.buffer)))
+        self.start, self.end = 0, tail
+        with memoryview(self.buffer) as view:
+            try:
+                got = self.stream.readinto(view[tail:])
+            except OSError as exc:
+                raise SourceError(f"read failed: {exc.strerror}") from None
+        got = got or 0
+        self.end += got
+        self.eof = got == 0
+        return got
+
+    def pending(self) -> memoryview:
+        """The bytes read and not yet consumed (release the view before the next fill)."""
+        return memoryview(self.buffer)[self.start:self.end]
+
+    def consume(self, count: int) -> None:
+        self.start += count
 
 
 class RejectsWriter:
