@@ -29,7 +29,7 @@ cdef enum:
     MIN_COLUMNS = 16
     MAX_COLUMNS = 21
 
-# Reason codes; messages in REASONS (same order as cdrtrace._parse_py.REASONS).
+# Reason codes; their messages are cdrtrace.errors.REJECT_REASONS, in this order.
 cdef enum Status:
     ST_OK = 0
     ST_NEED_MORE = -1
@@ -548,19 +548,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Zone* z, i
     return ST_OK
 
 
-REASONS = (
-    "",
-    "wrong field count: {detail} (expected 16 to 21)",
-    "unterminated quote",
-    "unexpected character after closing quote",
-    "quote inside unquoted field",
-    "carriage return inside a record",
-    "NUL byte",
-    "record over 64 KiB",
-    "bad timestamp in column {detail}",
-    "bad duration in column {detail}",
-    "unknown disposition in column {detail}",
-)
+from cdrtrace.errors import REJECT_REASONS as REASONS  # indexed by the codes above
 
 
 cdef class AsteriskParser:

@@ -8,24 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import numbers, timezones
+from .errors import REJECT_REASONS
 from .formats import COLUMNS, Disposition, Presentation
 
 MAX_RECORD = 65536
 MIN_COLUMNS, MAX_COLUMNS = 16, 21
 
-REASONS = (
-    "",
-    "wrong field count: {detail} (expected 16 to 21)",
-    "unterminated quote",
-    "unexpected character after closing quote",
-    "quote inside unquoted field",
-    "carriage return inside a record",
-    "NUL byte",
-    "record over 64 KiB",
-    "bad timestamp in column {detail}",
-    "bad duration in column {detail}",
-    "unknown disposition in column {detail}",
-)
+REASONS = REJECT_REASONS   # shared with the native parser: one table of messages
 (ERR_FIELD_COUNT, ERR_UNTERMINATED, ERR_AFTER_QUOTE, ERR_QUOTE_UNQUOTED, ERR_CR, ERR_NUL,
  ERR_TOO_LONG, ERR_TIMESTAMP, ERR_DURATION, ERR_DISPOSITION) = range(1, 11)
 NEED_MORE = -1

@@ -1,5 +1,20 @@
 """One exception hierarchy; each class also inherits the matching built-in."""
 
+# Why a CDR record was rejected, indexed by the parsers' reason codes (1-10).
+REJECT_REASONS = (
+    "",
+    "wrong field count: {detail} (expected 16 to 21)",
+    "unterminated quote",
+    "unexpected character after closing quote",
+    "quote inside unquoted field",
+    "carriage return inside a record",
+    "NUL byte",
+    "record over 64 KiB",
+    "bad timestamp in column {detail}",
+    "bad duration in column {detail}",
+    "unknown disposition in column {detail}",
+)
+
 
 class CdrTraceError(Exception):
     """Root of every error cdrtrace raises on purpose."""
