@@ -9,7 +9,7 @@ order-independent.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport uint64_t, int64_t
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memcmp
 
 from _cdr cimport Entry

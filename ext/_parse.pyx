@@ -7,7 +7,7 @@ GIL; it creates no Python object per record. Errors are collected in a C array
 The contract is the one of cdrtrace._parse_py (the pure-Python reference).
 """
 cimport cython
-from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, uint32_t, INT64_MIN
+from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, INT64_MIN
 from libc.string cimport memchr, memcmp, memcpy, memset
 from libc.stdlib cimport malloc, realloc, free
 
@@ -580,10 +580,10 @@ cdef class AsteriskParser:
         self._tz = (starts, offsets, local)
         cdef const int64_t[::1] s = starts
         cdef const int64_t[::1] o = offsets
-        cdef const int64_t[::1] l = local
+        cdef const int64_t[::1] loc = local
         self.zone.starts = &s[0]
         self.zone.offsets = &o[0]
-        self.zone.local_starts = &l[0]
+        self.zone.local_starts = &loc[0]
         self.zone.n = starts.shape[0]
         self.zone.last = 0
         memset(self.zone.last_date, 0, 10)   # never a valid date: the first one is parsed

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from cdrtrace import cli
-
 from conftest import cdr, cdr_file
 
 

@@ -6,11 +6,11 @@ import random
 import lmdb
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import index, synth
-
 from conftest import cdr, cdr_file
 
 

@@ -2,18 +2,17 @@
 the pure-Python reference on generated and mutated input, fed in arbitrary chunks."""
 from __future__ import annotations
 
-import json
 import base64
+import json
 
-import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import _parse, _parse_py, numbers, parse, synth, timezones
 from cdrtrace.formats import COLUMN_NAMES, CallBatch, Disposition, Presentation
-
 from conftest import cdr, cdr_file, q
 
 
@@ -34,8 +33,8 @@ def parse_all(data: bytes, zone="UTC", chunks=None, parser=None, **kw):
         final = pos >= len(data)
         cols, bad, consumed = p.feed(carry + block, final)
         carry = (carry + block)[consumed:]
-        rows += [dict(zip(COLUMN_NAMES, values))
-                 for values in zip(*(cols[n].tolist() for n in COLUMN_NAMES))]
+        rows += [dict(zip(COLUMN_NAMES, values, strict=True))
+                 for values in zip(*(cols[n].tolist() for n in COLUMN_NAMES), strict=True)]
         rejects += bad
         if final:
             assert carry == b"" or not carry.strip(b"\r\n"), carry

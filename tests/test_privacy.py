@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import cli, synth

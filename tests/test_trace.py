@@ -9,7 +9,6 @@ import pytest
 
 import cdrtrace
 from cdrtrace import ANNOUNCEMENTS, Outcome
-
 from conftest import cdr
 
 LINE = "3035550110"

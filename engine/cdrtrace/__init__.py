@@ -6,8 +6,16 @@
     result = store.trace("303-555-0110")      # the customer's view: no caller identity
     print(result.announcement)
 """
-from .errors import (AccessError, CdrTraceError, NativeModuleError, NumberError, ParseError,
-                     SourceError, StoreError, TraceError)
+from .errors import (
+                     AccessError,
+                     CdrTraceError,
+                     NativeModuleError,
+                     NumberError,
+                     ParseError,
+                     SourceError,
+                     StoreError,
+                     TraceError,
+)
 from .formats import CallBatch, Disposition, Presentation
 from .ingest import IngestSummary, ingest
 from .parse import FormatError, make_parser

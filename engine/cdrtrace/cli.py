@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from .ingest import ingest as run_ingest
 from .errors import CdrTraceError
+from .ingest import ingest as run_ingest
 
 EXIT_FAILURE = 2
 

@@ -6,16 +6,16 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+
+import numpy as np
 
 from . import index
 from .formats import CallBatch
 from .parse import make_parser
+from .sources import ChunkReader, RejectsWriter, open_source
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
-import numpy as np
-
-from .sources import CHUNK_BYTES, ChunkReader, RejectsWriter, open_source
 
 
 @dataclasses.dataclass

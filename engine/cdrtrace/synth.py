@@ -130,7 +130,7 @@ def generate(calls: int, lines: int, seed: int = 1, start: str = "2026-03-02", d
 
     # keep the planted calls the last call to their victim until their trace
     busy_until = {}
-    for v, s, e in zip(planted["line"], planted["start"], planted["trace_at"]):
+    for v, s, e in zip(planted["line"], planted["start"], planted["trace_at"], strict=True):
         busy_until.setdefault(int(v), []).append((int(s) - 120, int(e) + 1))
     keep = np.ones(n, bool)
     victims = np.fromiter(busy_until, np.int64)

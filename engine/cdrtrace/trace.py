@@ -146,5 +146,5 @@ def customer_status(line: str, records: list[dict], threshold: int) -> CustomerS
     progress = tuple(
         OriginProgress(label, len(calls), threshold, format_utc(min(calls.values())),
                        format_utc(max(calls.values())))
-        for label, calls in zip(labels, per_origin.values()))
+        for label, calls in zip(labels, per_origin.values(), strict=True))
     return CustomerStatus(line, traces, progress)
