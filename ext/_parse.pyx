@@ -17,17 +17,14 @@ cimport numpy as cnp
 from _cdr cimport (
     PRES_ALLOWED, PRES_RESTRICTED, PRES_UNAVAILABLE,
     DISP_ANSWERED, DISP_NO_ANSWER, DISP_CANCELLED, DISP_BUSY, DISP_FAILED,
-    DISP_CONGESTION, DISP_UNKNOWN,
+    DISP_CONGESTION, DISP_REJECTED, DISP_UNALLOCATED, DISP_UNKNOWN,
 )
 
 cnp.import_array()
 
 cdef enum:
     MAX_RECORD = 65536
-    MIN_RECORD = 59          # 15 commas, start and end (19 each), 2 durations, "BUSY"
-    MAX_FIELDS = 22          # one more than the widest layout, to detect too many
-    MIN_COLUMNS = 16
-    MAX_COLUMNS = 21
+    MAX_FIELDS = 1024        # one more than the widest layout, to detect too many
 
 # Reason codes; their messages are cdrtrace.errors.REJECT_REASONS, in this order.
 cdef enum Status:
@@ -43,6 +40,50 @@ cdef enum Status:
     ERR_TIMESTAMP = 8
     ERR_DURATION = 9
     ERR_DISPOSITION = 10
+    ERR_CAUSE = 11
+
+cdef enum TimeKind:
+    TIME_LOCAL = 0       # 'YYYY-MM-DD HH:MM:SS' in the feed's zone
+    TIME_EPOCH = 1       # integer UTC seconds, 0 = none
+    TIME_COMPACT = 2     # 'YYYYMMDDhhmmss[.fff]' in the feed's zone
+
+cdef enum DispKind:
+    DK_ASTERISK = 0      # ANSWERED, NO ANSWER, ...
+    DK_CUCM = 1          # connect time, else destination / origination Q.850 causes
+    DK_BROADWORKS = 2    # answerIndicator, else terminationCause
+
+cdef enum PresKind:
+    PK_NONE = 0
+    PK_ASTERISK_USERFIELD = 1   # CALLERID(pres) names, or a Diversion number
+    PK_PUBLIC_PRIVATE = 2       # BroadWorks callingPresentationIndicator
+
+cdef struct Dialect:
+    int min_cols
+    int max_cols
+    int end_required
+    int time_kind
+    int disp_kind
+    int pres_kind
+    # 0-based column of each canonical field, -1 when the layout has none
+    int c_calling
+    int c_clid
+    int c_called
+    int c_redirecting
+    int c_redirecting2
+    int c_final
+    int c_channel
+    int c_start
+    int c_answer
+    int c_end
+    int c_duration
+    int c_billsec
+    int c_disposition
+    int c_orig_cause
+    int c_dest_cause
+    int c_callid
+    int c_callid2
+    int c_presentation
+    int c_direction
 
 cdef const char* EMPTY = b""
 
@@ -466,67 +507,196 @@ cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
     return ST_OK
 
 
-cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Zone* z, int cc,
-                 int64_t min_ring_us, uint16_t feed, Columns* out, Py_ssize_t i,
+cdef inline Span col(Span* f, int nf, int c) noexcept nogil:
+    """Field c of the record, or an empty span when the layout or the record lacks it."""
+    cdef Span empty
+    if 0 <= c < nf:
+        return f[c]
+    empty.p = EMPTY
+    empty.n = 0
+    empty.quoted = 0
+    return empty
+
+
+cdef int parse_time(int kind, Span s, Zone* z, int64_t* out) noexcept nogil:
+    """A time field in the dialect's form -> UTC microseconds. 0 ok, 1 none, -1 bad."""
+    cdef int64_t v
+    cdef Span digits
+    cdef Py_ssize_t i
+    cdef int64_t frac = 0, scale = 100000
+    if s.n == 0:
+        return 1
+    if kind == TIME_LOCAL:
+        return parse_timestamp(s, z, out)
+    if kind == TIME_EPOCH:
+        if parse_uint(s, &v) != 0 or v >= 4102444800LL:
+            return -1
+        if v == 0:
+            return 1
+        out[0] = v * 1000000
+        return 0
+    # TIME_COMPACT: YYYYMMDDhhmmss[.f{1,6}]
+    if s.n < 14 or (s.n > 14 and (s.p[14] != b'.' or s.n == 15 or s.n > 21)):
+        return -1
+    for i in range(15, s.n):
+        if s.p[i] < b'0' or s.p[i] > b'9':
+            return -1
+        frac += (s.p[i] - 48) * scale
+        scale //= 10
+    digits.p = s.p
+    digits.n = 14
+    if compact_timestamp(digits, z, out) != 0:
+        return -1
+    out[0] += frac
+    return 0
+
+
+cdef int compact_timestamp(Span s, Zone* z, int64_t* out) noexcept nogil:
+    cdef const char* p = s.p
+    cdef int y1 = two(p), y2 = two(p + 2), mo = two(p + 4), d = two(p + 6)
+    cdef int h = two(p + 8), mi = two(p + 10), sec = two(p + 12)
+    if y1 < 0 or y2 < 0 or mo < 0 or d < 0 or h < 0 or mi < 0 or sec < 0:
+        return -1
+    cdef int y = y1 * 100 + y2
+    if y < 1970 or y > 2099 or mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo):
+        return -1
+    if h > 23 or mi > 59 or sec > 59:
+        return -1
+    out[0] = local_to_utc(z, days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) * 1000000
+    return 0
+
+
+cdef int cause_disposition(int64_t cause) noexcept nogil:
+    """Q.850 cause of a call that was not connected -> disposition."""
+    if cause == 18 or cause == 19:
+        return DISP_NO_ANSWER
+    if cause == 17:
+        return DISP_BUSY
+    if cause == 21:
+        return DISP_REJECTED
+    if cause == 1:
+        return DISP_UNALLOCATED
+    return DISP_FAILED
+
+
+cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d, Zone* z,
+                 int cc, int64_t min_ring_us, uint16_t feed, Columns* out, Py_ssize_t i,
                  int* bad_column, bint check_nul) noexcept nogil:
-    """Fill row i of out from the fields of one Asterisk cdr_csv record."""
-    cdef int64_t start, answer = 0, end_, v
-    cdef int disp
+    """Fill row i of out from one record, as the dialect's column map says."""
+    cdef int64_t start, answer = 0, end_ = 0, v, dest = 0, orig = 0
+    cdef int disp, t
     cdef uint64_t calling, called, redirecting = 0, final_ = 0, h
     cdef int pres = PRES_ALLOWED
-    cdef Span uf
+    cdef Span s
     if check_nul and memchr(r, 0, rec_end - r) != NULL:
         return ERR_NUL
-    if nf < MIN_COLUMNS or nf > MAX_COLUMNS:
+    if nf < d.min_cols or nf > d.max_cols:
         bad_column[0] = nf
         return ERR_FIELD_COUNT
-    if parse_timestamp(f[9], z, &start) != 0:
-        bad_column[0] = 10
+    if parse_time(d.time_kind, col(f, nf, d.c_start), z, &start) != 0:
+        bad_column[0] = d.c_start + 1
         return ERR_TIMESTAMP
-    if f[10].n != 0 and parse_timestamp(f[10], z, &answer) != 0:
-        bad_column[0] = 11
-        return ERR_TIMESTAMP
-    if parse_timestamp(f[11], z, &end_) != 0:
-        bad_column[0] = 12
-        return ERR_TIMESTAMP
-    if parse_uint(f[12], &v) != 0:
-        bad_column[0] = 13
+    if d.c_answer >= 0:
+        t = parse_time(d.time_kind, col(f, nf, d.c_answer), z, &answer)
+        if t < 0:
+            bad_column[0] = d.c_answer + 1
+            return ERR_TIMESTAMP
+        if t == 1:
+            answer = 0
+    end_ = start
+    if d.c_end >= 0:
+        t = parse_time(d.time_kind, col(f, nf, d.c_end), z, &end_)
+        if t < 0 or (t == 1 and d.end_required):
+            bad_column[0] = d.c_end + 1
+            return ERR_TIMESTAMP
+        if t == 1:
+            end_ = start
+    if d.c_duration >= 0 and parse_uint(col(f, nf, d.c_duration), &v) != 0:
+        bad_column[0] = d.c_duration + 1
         return ERR_DURATION
-    if parse_uint(f[13], &v) != 0:
-        bad_column[0] = 14
+    if d.c_billsec >= 0 and parse_uint(col(f, nf, d.c_billsec), &v) != 0:
+        bad_column[0] = d.c_billsec + 1
         return ERR_DURATION
-    disp = disposition_code(f[14])
+    if d.c_dest_cause >= 0:
+        s = col(f, nf, d.c_dest_cause)
+        if s.n and parse_uint(s, &dest) != 0:
+            bad_column[0] = d.c_dest_cause + 1
+            return ERR_CAUSE
+    if d.c_orig_cause >= 0:
+        s = col(f, nf, d.c_orig_cause)
+        if s.n and parse_uint(s, &orig) != 0:
+            bad_column[0] = d.c_orig_cause + 1
+            return ERR_CAUSE
+    if d.disp_kind == DK_ASTERISK:
+        disp = disposition_code(col(f, nf, d.c_disposition))
+    elif d.disp_kind == DK_CUCM:   # connected, else the causes (CDR_FORMATS.md table)
+        if answer:
+            disp = DISP_ANSWERED
+        elif dest == 0 and orig == 16:
+            disp = DISP_CANCELLED
+        else:
+            disp = cause_disposition(dest)
+    else:                          # DK_BROADWORKS: answerIndicator, then terminationCause
+        s = col(f, nf, d.c_disposition)
+        if span_starts_nocase(s, b"yes", 3):
+            disp = DISP_ANSWERED
+        elif span_is(s, b"No", 2):
+            disp = DISP_CANCELLED if dest == 16 else cause_disposition(dest)
+        else:
+            disp = -1
     if disp < 0:
-        bad_column[0] = 15
+        bad_column[0] = d.c_disposition + 1
         return ERR_DISPOSITION
 
-    calling = normalize(f[1].p, f[1].n, cc)
-    if calling == 0:
-        calling = clid_number(f[4], cc)
-        if calling == 0:
-            pres = PRES_UNAVAILABLE
-        elif f[1].n > 0:
+    s = col(f, nf, d.c_calling)
+    calling = normalize(s.p, s.n, cc)
+    if calling == 0 and d.c_clid >= 0:
+        calling = clid_number(col(f, nf, d.c_clid), cc)
+        if calling != 0 and s.n > 0:
             pres = PRES_RESTRICTED   # 'anonymous' shown, the number is in the caller id
-    called = normalize(f[2].p, f[2].n, cc)
-    final_ = channel_number(f[6], cc)
-    if final_ == called:
-        final_ = 0
-    if nf >= 18:
-        uf = f[17]
-        if span_starts_nocase(uf, b"prohib", 6):
+    if calling == 0:
+        pres = PRES_UNAVAILABLE
+    s = col(f, nf, d.c_called)
+    called = normalize(s.p, s.n, cc)
+    if d.c_redirecting >= 0:
+        s = col(f, nf, d.c_redirecting)
+        redirecting = normalize(s.p, s.n, cc)
+    if redirecting == 0 and d.c_redirecting2 >= 0:
+        s = col(f, nf, d.c_redirecting2)
+        redirecting = normalize(s.p, s.n, cc)
+    if d.c_channel >= 0:
+        final_ = channel_number(col(f, nf, d.c_channel), cc)
+    elif d.c_final >= 0:
+        s = col(f, nf, d.c_final)
+        final_ = normalize(s.p, s.n, cc)
+    if d.pres_kind == PK_ASTERISK_USERFIELD and d.c_presentation < nf:
+        s = col(f, nf, d.c_presentation)
+        if span_starts_nocase(s, b"prohib", 6):
             if pres == PRES_ALLOWED:
                 pres = PRES_RESTRICTED
-        elif span_starts_nocase(uf, b"unavailable", 11):
+        elif span_starts_nocase(s, b"unavailable", 11):
             pres = PRES_UNAVAILABLE
-        elif span_starts_nocase(uf, b"allowed", 7):
+        elif span_starts_nocase(s, b"allowed", 7):
             pass
-        else:
-            redirecting = normalize(uf.p, uf.n, cc)
-            if redirecting == called:
-                redirecting = 0
-    if nf >= 17 and f[16].n > 0:
+        elif redirecting == 0:
+            redirecting = normalize(s.p, s.n, cc)   # operators put a Diversion number here
+    elif d.pres_kind == PK_PUBLIC_PRIVATE:
+        if span_starts_nocase(col(f, nf, d.c_presentation), b"priv", 4) and pres == PRES_ALLOWED:
+            pres = PRES_RESTRICTED
+    if redirecting == called:
+        redirecting = 0
+    if final_ == called:
+        final_ = 0
+    if d.c_direction >= 0 and not span_starts_nocase(col(f, nf, d.c_direction), b"terminating", 11):
+        called = redirecting = final_ = 0     # not an incoming call: nothing to index
+    s = col(f, nf, d.c_callid)
+    if s.n > 0:
         h = hash_bytes(14695981039346656037ULL ^ feed, b"u", 1)
-        h = hash_bytes(h, f[16].p, f[16].n)
+        h = hash_bytes(h, s.p, s.n)
+        if d.c_callid2 >= 0:
+            s = col(f, nf, d.c_callid2)
+            h = hash_bytes(h, b"|", 1)
+            h = hash_bytes(h, s.p, s.n)
     else:
         h = hash_bytes(14695981039346656037ULL ^ feed, b"r", 1)
         h = hash_bytes(h, r, rec_end - r)
@@ -540,9 +710,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Zone* z, i
     out.redirecting[i] = redirecting
     out.final[i] = final_
     out.disposition[i] = disp
-    out.received[i] = (disp == DISP_ANSWERED or
-                       ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED)
-                        and end_ - start >= min_ring_us))
+    out.received[i] = called != 0 and (
+        disp == DISP_ANSWERED or
+        ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED) and end_ - start >= min_ring_us))
     out.call_id[i] = h
     out.feed[i] = feed
     return ST_OK
@@ -551,10 +721,21 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Zone* z, i
 from cdrtrace.errors import REJECT_REASONS as REASONS  # indexed by the codes above
 
 
-cdef class AsteriskParser:
-    """Streaming parser for Asterisk cdr_csv (16 to 21 columns).
+DIALECT_FIELDS = (
+    "min_cols", "max_cols", "end_required", "time_kind", "disp_kind", "pres_kind",
+    "c_calling", "c_clid", "c_called", "c_redirecting", "c_redirecting2", "c_final",
+    "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
+    "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
+    "c_presentation", "c_direction",
+)
 
-    feed(buffer, final) parses every complete record in buffer and returns
+
+cdef class CdrParser:
+    """Streaming parser for one CSV dialect: the column map of a switch format.
+
+    dialect maps each name in DIALECT_FIELDS to an int (columns 0-based, -1 absent);
+    cdrtrace.formats builds it from a format's definition and, where the format has
+    one, its header. feed(buffer, final) parses every complete record in buffer and returns
     (columns, rejects, consumed): columns is a dict of numpy arrays (the canonical
     record), rejects a list of (record, offset, reason, raw bytes), and consumed the
     number of bytes used; the caller keeps buffer[consumed:] and prepends it to the
@@ -565,12 +746,32 @@ cdef class AsteriskParser:
     cdef readonly int country_code
     cdef readonly int feed_id
     cdef readonly int64_t min_ring_us
+    cdef readonly str expected_fields
     cdef bint skipping
     cdef object _tz
     cdef Zone zone
+    cdef Dialect dialect
+    cdef Py_ssize_t min_record
 
-    def __init__(self, tz_starts, tz_offsets, int country_code=1, int feed_id=0,
-                 double min_ring_seconds=0.0):
+    def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
+                 int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0):
+        missing = [name for name in DIALECT_FIELDS if name not in dialect]
+        if missing:
+            raise ValueError(f"dialect lacks {', '.join(missing)}")
+        if sizeof(Dialect) != len(DIALECT_FIELDS) * sizeof(int):
+            raise SystemError("Dialect must be exactly the ints of DIALECT_FIELDS")
+        cdef int* slot = &self.dialect.min_cols
+        for k, name in enumerate(DIALECT_FIELDS):    # the struct is these ints, in order
+            slot[k] = dialect[name]
+        cdef Dialect d = self.dialect
+        if d.min_cols < 1 or d.max_cols < d.min_cols or d.max_cols > MAX_FIELDS - 1:
+            raise ValueError(f"dialect column counts must be 1 <= min <= max <= {MAX_FIELDS - 1}")
+        if d.c_start < 0 or d.c_called < 0:
+            raise ValueError("dialect needs a start time and a called number column")
+        self.expected_fields = (str(d.min_cols) if d.min_cols == d.max_cols
+                                else f"{d.min_cols} to {d.max_cols}")
+        # each record holds its separators, a start time and a line end at least
+        self.min_record = d.min_cols + (19 if d.time_kind == TIME_LOCAL else 1)
         starts = np.ascontiguousarray(tz_starts, dtype=np.int64)
         offsets = np.ascontiguousarray(tz_offsets, dtype=np.int64)
         if starts.shape[0] == 0 or starts.shape[0] != offsets.shape[0]:
@@ -590,7 +791,7 @@ cdef class AsteriskParser:
         self.country_code = country_code
         self.feed_id = feed_id
         self.min_ring_us = <int64_t>(min_ring_seconds * 1e6)
-        self.offset = 0
+        self.offset = start_offset   # where the records begin (after a header)
         self.record = 0
         self.skipping = False
 
@@ -604,9 +805,9 @@ cdef class AsteriskParser:
         cdef const char* end = base + size
         cdef const char* p = base
         cdef const char* nl
-        # A valid record holds at least MIN_RECORD bytes (rows are also guarded below).
+        # A valid record holds at least min_record bytes (rows are also guarded below).
         # np.empty pages that are never written cost no memory.
-        cdef Py_ssize_t capacity = size // MIN_RECORD + 1
+        cdef Py_ssize_t capacity = size // self.min_record + 1
         cdef Py_ssize_t reject_capacity = 16
         cols = {
             "start_us": np.empty(capacity, np.int64),
@@ -692,8 +893,8 @@ cdef class AsteriskParser:
                     if status == ST_NEED_MORE:
                         break
                     if status == ST_OK:
-                        status = extract(p, rec_end, fields, nf, z, cc, min_ring, feed,
-                                         &out, nrows, &detail, has_nul)
+                        status = extract(p, rec_end, fields, nf, &self.dialect, z, cc,
+                                         min_ring, feed, &out, nrows, &detail, has_nul)
                     record += 1
                     if status == ST_OK and nrows >= capacity:   # cannot happen: guard anyway
                         out_of_memory = True
@@ -751,7 +952,8 @@ cdef class AsteriskParser:
                 errors.append((
                     rejects[k].record,
                     rejects[k].offset,
-                    REASONS[rejects[k].code].format(detail=rejects[k].detail),
+                    REASONS[rejects[k].code].format(detail=rejects[k].detail,
+                                                    expected=self.expected_fields),
                     bytes(buffer[rejects[k].start:rejects[k].start + rejects[k].length]),
                 ))
             return rows, errors, consumed

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import _parse, _parse_py, numbers, parse, synth, timezones
-from cdrtrace.formats import COLUMN_NAMES, CallBatch, Disposition, Presentation
+from cdrtrace.formats import ASTERISK, COLUMN_NAMES, CallBatch, Disposition, Presentation
 from conftest import cdr, cdr_file, q
 
 
 def native(zone="UTC", **kw):
     starts, offsets = timezones.zone_table(zone)
-    return _parse.AsteriskParser(starts, offsets, **kw)
+    return _parse.CdrParser(ASTERISK.dialect(), starts, offsets, **kw)
 
 
 def parse_all(data: bytes, zone="UTC", chunks=None, parser=None, **kw):
@@ -42,7 +42,7 @@ def parse_all(data: bytes, zone="UTC", chunks=None, parser=None, **kw):
 
 
 def reference(data: bytes, zone="UTC", **kw):
-    return parse_all(data, parser=_parse_py.AsteriskParser(zone, **kw))
+    return parse_all(data, parser=_parse_py.CdrParser(ASTERISK.dialect(), zone, **kw))
 
 
 # ------------------------------------------------------------------ layouts and values
@@ -313,9 +313,9 @@ def test_native_equals_reference_on_arbitrary_bytes(data):
 
 def test_reference_is_selected_only_on_request(monkeypatch):
     monkeypatch.setenv("CDRTRACE_PURE", "1")
-    assert isinstance(parse.make_parser(), _parse_py.AsteriskParser)
+    assert isinstance(parse.make_parser(), _parse_py.CdrParser)
     monkeypatch.delenv("CDRTRACE_PURE")
-    assert isinstance(parse.make_parser(), _parse.AsteriskParser)
+    assert isinstance(parse.make_parser(), _parse.CdrParser)
 
 
 def test_missing_native_module_fails_loudly(monkeypatch):
@@ -327,7 +327,8 @@ def test_missing_native_module_fails_loudly(monkeypatch):
 
 
 def test_unknown_format_and_zone():
-    with pytest.raises(cdrtrace.FormatError, match="unknown format 'bogus' \\(known: asterisk\\)"):
+    with pytest.raises(cdrtrace.FormatError,
+                       match="unknown format 'bogus' \\(known: asterisk, cucm, broadworks\\)"):
         parse.make_parser("bogus")
     with pytest.raises(cdrtrace.CdrTraceError, match="unknown time zone 'Mars/Base'"):
         parse.make_parser(zone="Mars/Base")

@@ -5,18 +5,29 @@ mutated input. Selected for debugging with CDRTRACE_PURE=1; never a silent fallb
 """
 from __future__ import annotations
 
+import calendar
+
 import numpy as np
 
 from . import numbers, timezones
 from .errors import REJECT_REASONS
-from .formats import COLUMNS, Disposition, Presentation
+from .formats import (
+    COLUMNS,
+    DK_ASTERISK,
+    DK_CUCM,
+    PK_ASTERISK_USERFIELD,
+    PK_PUBLIC_PRIVATE,
+    TIME_EPOCH,
+    TIME_LOCAL,
+    Disposition,
+    Presentation,
+)
 
 MAX_RECORD = 65536
-MIN_COLUMNS, MAX_COLUMNS = 16, 21
 
 REASONS = REJECT_REASONS   # shared with the native parser: one table of messages
 (ERR_FIELD_COUNT, ERR_UNTERMINATED, ERR_AFTER_QUOTE, ERR_QUOTE_UNQUOTED, ERR_CR, ERR_NUL,
- ERR_TOO_LONG, ERR_TIMESTAMP, ERR_DURATION, ERR_DISPOSITION) = range(1, 11)
+ ERR_TOO_LONG, ERR_TIMESTAMP, ERR_DURATION, ERR_DISPOSITION, ERR_CAUSE) = range(1, 12)
 NEED_MORE = -1
 
 DISPOSITIONS = {
@@ -100,21 +111,50 @@ def tokenize(buf: bytes, r: int, final: bool):
     return 0, fields, rec_end, nxt
 
 
+def _date_time(y, mo, d, h, mi, sec, zone):
+    if not (timezones.MIN_YEAR <= y <= timezones.MAX_YEAR) or not (1 <= mo <= 12):
+        return None
+    if not (1 <= d <= calendar.monthrange(y, mo)[1]) or h > 23 or mi > 59 or sec > 59:
+        return None
+    return timezones.local_to_utc_seconds(y, mo, d, h, mi, sec, zone) * 1_000_000
+
+
+def _digits(text: str) -> bool:
+    return len(text) > 0 and all("0" <= c <= "9" for c in text)
+
+
 def _timestamp(text: bytes, zone: str):
     s = text.decode("latin-1")
     if len(s) != 19 or s[4] != "-" or s[7] != "-" or s[10] != " " or s[13] != ":" or s[16] != ":":
         return None
     parts = (s[0:4], s[5:7], s[8:10], s[11:13], s[14:16], s[17:19])
-    if not all(len(x) > 0 and all("0" <= c <= "9" for c in x) for x in parts):
+    if not all(_digits(x) for x in parts):
         return None
-    y, mo, d, h, mi, sec = (int(x) for x in parts)
-    if not (timezones.MIN_YEAR <= y <= timezones.MAX_YEAR) or not (1 <= mo <= 12):
-        return None
-    import calendar
+    return _date_time(*(int(x) for x in parts), zone)
 
-    if not (1 <= d <= calendar.monthrange(y, mo)[1]) or h > 23 or mi > 59 or sec > 59:
-        return None
-    return timezones.local_to_utc_seconds(y, mo, d, h, mi, sec, zone) * 1_000_000
+
+def _time(kind: int, text: bytes, zone: str):
+    """(status, microseconds): 0 ok, 1 none, -1 bad (as the native parse_time)."""
+    if not text:
+        return 1, 0
+    if kind == TIME_LOCAL:
+        us = _timestamp(text, zone)
+        return (-1, 0) if us is None else (0, us)
+    if kind == TIME_EPOCH:
+        v = _uint(text)
+        if v is None or v >= 4102444800:
+            return -1, 0
+        return (1, 0) if v == 0 else (0, v * 1_000_000)
+    s = text.decode("latin-1")       # TIME_COMPACT
+    if len(s) < 14 or (len(s) > 14 and (s[14] != "." or len(s) == 15 or len(s) > 21)):
+        return -1, 0
+    if not _digits(s[:14]) or (len(s) > 15 and not _digits(s[15:])):
+        return -1, 0
+    us = _date_time(int(s[0:4]), int(s[4:6]), int(s[6:8]), int(s[8:10]), int(s[10:12]),
+                    int(s[12:14]), zone)
+    if us is None:
+        return -1, 0
+    return 0, us + (int(s[15:].ljust(6, "0")) if len(s) > 15 else 0)
 
 
 def _uint(text: bytes):
@@ -152,48 +192,89 @@ def _channel_number(text: bytes, cc: int) -> int:
     return numbers.normalize(rest[:cut], cc)
 
 
-def extract(raw: bytes, fields, zone: str, cc: int, min_ring_us: int, feed: int):
-    """(status, detail, row) for one tokenized record."""
+def _cause_disposition(cause: int) -> Disposition:
+    return {18: Disposition.NO_ANSWER, 19: Disposition.NO_ANSWER, 17: Disposition.BUSY,
+            21: Disposition.REJECTED, 1: Disposition.UNALLOCATED}.get(cause, Disposition.FAILED)
+
+
+def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, feed: int):
+    """(status, detail, row) for one tokenized record, as the dialect d maps it."""
     if b"\x00" in raw:
         return ERR_NUL, 0, None
     nf = len(fields)
-    if not MIN_COLUMNS <= nf <= MAX_COLUMNS:
+    if not d["min_cols"] <= nf <= d["max_cols"]:
         return ERR_FIELD_COUNT, nf, None
-    v = [f[0] for f in fields]
-    start = _timestamp(v[9], zone)
-    if start is None:
-        return ERR_TIMESTAMP, 10, None
+
+    def col(name):
+        c = d[f"c_{name}"]
+        return fields[c][0] if 0 <= c < nf else b""
+
+    status, start = _time(d["time_kind"], col("start"), zone)
+    if status != 0:
+        return ERR_TIMESTAMP, d["c_start"] + 1, None
     answer = 0
-    if v[10]:
-        answer = _timestamp(v[10], zone)
-        if answer is None:
-            return ERR_TIMESTAMP, 11, None
-    end = _timestamp(v[11], zone)
-    if end is None:
-        return ERR_TIMESTAMP, 12, None
-    if _uint(v[12]) is None:
-        return ERR_DURATION, 13, None
-    if _uint(v[13]) is None:
-        return ERR_DURATION, 14, None
-    disp = DISPOSITIONS.get(v[14])
+    if d["c_answer"] >= 0:
+        status, answer = _time(d["time_kind"], col("answer"), zone)
+        if status < 0:
+            return ERR_TIMESTAMP, d["c_answer"] + 1, None
+    end = start
+    if d["c_end"] >= 0:
+        status, end = _time(d["time_kind"], col("end"), zone)
+        if status < 0 or (status == 1 and d["end_required"]):
+            return ERR_TIMESTAMP, d["c_end"] + 1, None
+        if status == 1:
+            end = start
+    for name in ("duration", "billsec"):
+        if d[f"c_{name}"] >= 0 and _uint(col(name)) is None:
+            return ERR_DURATION, d[f"c_{name}"] + 1, None
+    causes = {}
+    for name in ("dest_cause", "orig_cause"):
+        causes[name] = 0
+        if d[f"c_{name}"] >= 0 and col(name):
+            value = _uint(col(name))
+            if value is None:
+                return ERR_CAUSE, d[f"c_{name}"] + 1, None
+            causes[name] = value
+    if d["disp_kind"] == DK_ASTERISK:
+        disp = DISPOSITIONS.get(col("disposition"))
+    elif d["disp_kind"] == DK_CUCM:
+        if answer:
+            disp = Disposition.ANSWERED
+        elif causes["dest_cause"] == 0 and causes["orig_cause"] == 16:
+            disp = Disposition.CANCELLED
+        else:
+            disp = _cause_disposition(causes["dest_cause"])
+    else:
+        indicator = col("disposition")
+        if indicator.lower().startswith(b"yes"):
+            disp = Disposition.ANSWERED
+        elif indicator == b"No":
+            disp = (Disposition.CANCELLED if causes["dest_cause"] == 16
+                    else _cause_disposition(causes["dest_cause"]))
+        else:
+            disp = None
     if disp is None:
-        return ERR_DISPOSITION, 15, None
+        return ERR_DISPOSITION, d["c_disposition"] + 1, None
 
     pres = Presentation.ALLOWED
-    calling = numbers.normalize(v[1], cc)
-    if calling == 0:
-        calling = _clid_number(v[4], cc)
-        if calling == 0:
-            pres = Presentation.UNAVAILABLE
-        elif v[1]:
+    calling = numbers.normalize(col("calling"), cc)
+    if calling == 0 and d["c_clid"] >= 0:
+        calling = _clid_number(col("clid"), cc)
+        if calling and col("calling"):
             pres = Presentation.RESTRICTED
-    called = numbers.normalize(v[2], cc)
-    final = _channel_number(v[6], cc)
-    if final == called:
-        final = 0
-    redirecting = 0
-    if nf >= 18:
-        uf = v[17].lower()
+    if calling == 0:
+        pres = Presentation.UNAVAILABLE
+    called = numbers.normalize(col("called"), cc)
+    redirecting = numbers.normalize(col("redirecting"), cc) if d["c_redirecting"] >= 0 else 0
+    if redirecting == 0 and d["c_redirecting2"] >= 0:
+        redirecting = numbers.normalize(col("redirecting2"), cc)
+    final = 0
+    if d["c_channel"] >= 0:
+        final = _channel_number(col("channel"), cc)
+    elif d["c_final"] >= 0:
+        final = numbers.normalize(col("final"), cc)
+    if d["pres_kind"] == PK_ASTERISK_USERFIELD and d["c_presentation"] < nf:
+        uf = col("presentation").lower()
         if uf.startswith(b"prohib"):
             if pres == Presentation.ALLOWED:
                 pres = Presentation.RESTRICTED
@@ -201,17 +282,26 @@ def extract(raw: bytes, fields, zone: str, cc: int, min_ring_us: int, feed: int)
             pres = Presentation.UNAVAILABLE
         elif uf.startswith(b"allowed"):
             pass
-        else:
-            redirecting = numbers.normalize(v[17], cc)
-            if redirecting == called:
-                redirecting = 0
+        elif redirecting == 0:
+            redirecting = numbers.normalize(col("presentation"), cc)
+    elif d["pres_kind"] == PK_PUBLIC_PRIVATE:
+        if col("presentation").lower().startswith(b"priv") and pres == Presentation.ALLOWED:
+            pres = Presentation.RESTRICTED
+    if redirecting == called:
+        redirecting = 0
+    if final == called:
+        final = 0
+    if d["c_direction"] >= 0 and not col("direction").lower().startswith(b"terminating"):
+        called = redirecting = final = 0
     seed = 14695981039346656037 ^ feed
-    if nf >= 17 and v[16]:
-        call_id = _hash_chain(seed, b"u", v[16])
+    if col("callid"):
+        call_id = _hash_chain(seed, b"u", col("callid"))
+        if d["c_callid2"] >= 0:
+            call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
     else:
         call_id = _hash_chain(seed, b"r", raw)
-    received = disp == Disposition.ANSWERED or (
-        disp in (Disposition.NO_ANSWER, Disposition.CANCELLED) and end - start >= min_ring_us)
+    received = called != 0 and (disp == Disposition.ANSWERED or (
+        disp in (Disposition.NO_ANSWER, Disposition.CANCELLED) and end - start >= min_ring_us))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,
                disposition=int(disp), received=received, call_id=call_id, feed=feed)
@@ -223,17 +313,20 @@ def _hash_chain(seed: int, tag: bytes, data: bytes) -> int:
     return hash_bytes(hash_bytes(seed, tag), data)
 
 
-class AsteriskParser:
-    """Same contract as cdrtrace._parse.AsteriskParser, in plain Python."""
+class CdrParser:
+    """Same contract as cdrtrace._parse.CdrParser, in plain Python."""
 
-    def __init__(self, zone: str = "UTC", country_code: int = 1, feed_id: int = 0,
-                 min_ring_seconds: float = 0.0):
+    def __init__(self, dialect: dict, zone: str = "UTC", country_code: int = 1, feed_id: int = 0,
+                 min_ring_seconds: float = 0.0, start_offset: int = 0):
         timezones.get_zone(zone)
+        self.dialect = dialect
+        self.expected_fields = (str(dialect["min_cols"]) if dialect["min_cols"] == dialect["max_cols"]
+                                else f"{dialect['min_cols']} to {dialect['max_cols']}")
         self.zone = zone
         self.country_code = country_code
         self.feed_id = feed_id
         self.min_ring_us = int(min_ring_seconds * 1e6)
-        self.offset = 0
+        self.offset = start_offset
         self.record = 0
         self.skipping = False
 
@@ -264,7 +357,7 @@ class AsteriskParser:
                 break
             detail = 0
             if status == 0:
-                status, detail, row = extract(buf[p:rec_end], fields, self.zone,
+                status, detail, row = extract(buf[p:rec_end], fields, self.dialect, self.zone,
                                               self.country_code, self.min_ring_us, self.feed_id)
             self.record += 1
             if status == 0:
@@ -284,7 +377,8 @@ class AsteriskParser:
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             rejects.append((self.record, self.offset + p,
-                            REASONS[status].format(detail=detail), raw[:MAX_RECORD]))
+                            REASONS[status].format(detail=detail, expected=self.expected_fields),
+                            raw[:MAX_RECORD]))
             if nl < 0:
                 if not final:
                     self.skipping = True

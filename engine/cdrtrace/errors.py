@@ -1,9 +1,9 @@
 """One exception hierarchy; each class also inherits the matching built-in."""
 
-# Why a CDR record was rejected, indexed by the parsers' reason codes (1-10).
+# Why a CDR record was rejected, indexed by the parsers' reason codes (1-11).
 REJECT_REASONS = (
     "",
-    "wrong field count: {detail} (expected 16 to 21)",
+    "wrong field count: {detail} (expected {expected})",
     "unterminated quote",
     "unexpected character after closing quote",
     "quote inside unquoted field",
@@ -13,6 +13,7 @@ REJECT_REASONS = (
     "bad timestamp in column {detail}",
     "bad duration in column {detail}",
     "unknown disposition in column {detail}",
+    "bad cause in column {detail}",
 )
 
 

@@ -1,10 +1,13 @@
 """The canonical call record every switch format is parsed into, and the format registry."""
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 import numpy as np
 import pyarrow as pa
+
+from .errors import CdrTraceError
 
 
 class Presentation(enum.IntEnum):
@@ -47,7 +50,94 @@ COLUMNS = (
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 ARROW_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype))) for name, dtype in COLUMNS])
 
-FORMATS = ("asterisk",)
+# ------------------------------------------------------------------ switch formats
+# A format is a dialect: which column holds which canonical field, and how its times,
+# dispositions and presentation are written. The native parser takes the resolved map.
+
+TIME_LOCAL, TIME_EPOCH, TIME_COMPACT = 0, 1, 2
+DK_ASTERISK, DK_CUCM, DK_BROADWORKS = 0, 1, 2
+PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE = 0, 1, 2
+ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
+         "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
+         "dest_cause", "callid", "callid2", "presentation", "direction")
+ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
+                    "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
+                    "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
+                    "linkedid", "sequence")
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """A switch CDR layout. columns: fixed positional names, or None when a header row
+    names them (header_lines lines precede the records)."""
+
+    name: str
+    roles: dict                 # canonical role -> column name
+    time_kind: int
+    disp_kind: int
+    pres_kind: int = PK_NONE
+    end_required: bool = False
+    columns: tuple | None = None
+    min_cols: int = 0
+    header_lines: int = 0
+    required: tuple = ()        # roles the header must name
+
+    def dialect(self, header: list[str] | None = None) -> dict:
+        """The native parser's column map, from the fixed columns or the header."""
+        names = list(self.columns) if self.columns is not None else header
+        if names is None:
+            raise FormatError(f"{self.name} files start with a header row naming the columns")
+        where = {name: i for i, name in enumerate(names)}
+        missing = [self.roles[r] for r in self.required if self.roles[r] not in where]
+        if missing:
+            raise FormatError(f"{self.name} header lacks the column(s) {', '.join(missing)}")
+        dialect = {"min_cols": self.min_cols or len(names), "max_cols": len(names),
+                   "end_required": int(self.end_required), "time_kind": self.time_kind,
+                   "disp_kind": self.disp_kind, "pres_kind": self.pres_kind}
+        for role in ROLES:
+            dialect[f"c_{role}"] = where.get(self.roles.get(role, ""), -1)
+        return dialect
+
+
+class FormatError(CdrTraceError, ValueError):
+    """An unknown format name, or a file that does not fit its format."""
+
+
+ASTERISK = Format(
+    "asterisk", columns=ASTERISK_COLUMNS, min_cols=16, time_kind=TIME_LOCAL,
+    disp_kind=DK_ASTERISK, pres_kind=PK_ASTERISK_USERFIELD, end_required=True,
+    roles={"calling": "src", "clid": "clid", "called": "dst", "channel": "dstchannel",
+           "start": "start", "answer": "answer", "end": "end", "duration": "duration",
+           "billsec": "billsec", "disposition": "disposition", "callid": "uniqueid",
+           "presentation": "userfield"})
+
+# Cisco Unified CM: header row of names, then a row of types; UTC epoch seconds; one
+# record per call with the original, last redirecting and final called numbers.
+CUCM = Format(
+    "cucm", header_lines=2, time_kind=TIME_EPOCH, disp_kind=DK_CUCM,
+    roles={"calling": "callingPartyNumber", "called": "originalCalledPartyNumber",
+           "redirecting": "lastRedirectDn", "final": "finalCalledPartyNumber",
+           "start": "dateTimeOrigination", "answer": "dateTimeConnect",
+           "end": "dateTimeDisconnect", "duration": "duration",
+           "orig_cause": "origCause_value", "dest_cause": "destCause_value",
+           "callid": "globalCallID_callManagerId", "callid2": "globalCallID_callId"},
+    required=("calling", "called", "final", "start", "answer", "orig_cause", "dest_cause",
+              "callid", "callid2"))
+
+# BroadWorks: header row; only terminating records are incoming calls; times are
+# YYYYMMDDhhmmss.mmm in GMT (userTimeZone is the user's zone, for display only).
+BROADWORKS = Format(
+    "broadworks", header_lines=1, time_kind=TIME_COMPACT, disp_kind=DK_BROADWORKS,
+    pres_kind=PK_PUBLIC_PRIVATE,
+    roles={"calling": "callingNumber", "called": "calledNumber",
+           "redirecting": "redirectingNumber", "redirecting2": "originalCalledNumber",
+           "final": "userNumber", "start": "startTime", "answer": "answerTime",
+           "end": "releaseTime", "disposition": "answerIndicator",
+           "dest_cause": "terminationCause", "callid": "recordId",
+           "presentation": "callingPresentationIndicator", "direction": "direction"},
+    required=("calling", "called", "final", "start", "disposition", "callid", "direction"))
+
+FORMATS = {f.name: f for f in (ASTERISK, CUCM, BROADWORKS)}
 
 
 class CallBatch:

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import index
 from .formats import CallBatch
-from .parse import make_parser
+from .parse import MAX_HEADER, get_format, make_parser, read_header
 from .sources import ChunkReader, RejectsWriter, open_source
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
@@ -54,10 +54,16 @@ def ingest(store, sources: Iterable[str], fmt: str = "asterisk", zone: str | Non
         for name in sources:
             stream, size = open_source(name)
             try:
-                parser = make_parser(fmt, zone, country_code, feed_id, cfg["min_ring_seconds"])
+                reader = ChunkReader(stream, chunk_bytes)
+                reader.fill()
+                with reader.pending() as head:
+                    header, skip = read_header(get_format(fmt), bytes(head[:MAX_HEADER]), name)
+                reader.consume(skip)
+                parser = make_parser(fmt, zone, country_code, feed_id, cfg["min_ring_seconds"],
+                                     header, start_offset=skip)
                 source = store.register_source(name if name != "-" else "<stdin>", size)
-                _ingest_stream(store, stream, parser, source, name, rejects, summary,
-                               chunk_bytes, size, progress, batch_pairs)
+                _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
+                               progress, batch_pairs)
             finally:
                 if stream is not sys.stdin.buffer:
                     stream.close()
@@ -92,13 +98,13 @@ class _Pending:
         return self.store.write(lambda txn: index.write_entries(txn, db, lines, entries, keep))
 
 
-def _ingest_stream(store, stream, parser, source, name, rejects, summary, chunk_bytes, size,
-                   progress, batch_pairs=BATCH_PAIRS):
+def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
+                   batch_pairs=BATCH_PAIRS):
+    """Parse what the reader holds, index it, read more; until the end of the source."""
     pending = _Pending(store)
-    reader = ChunkReader(stream, chunk_bytes)
-    done = 0
+    done = reader.end            # the first fill was read to find the header
+    summary.bytes += done
     while True:
-        got = reader.fill()
         with reader.pending() as buffer:
             columns, bad, consumed = parser.feed(buffer, reader.eof)
         reader.consume(consumed)
@@ -109,10 +115,11 @@ def _ingest_stream(store, stream, parser, source, name, rejects, summary, chunk_
             summary.indexed += pending.commit()
         summary.records += len(batch) + len(bad)
         rejects.write(name, bad)
-        done += got
-        summary.bytes += got
         if reader.eof:
             summary.indexed += pending.commit()
             return
         if progress:
             progress(done, size)
+        got = reader.fill()
+        done += got
+        summary.bytes += got

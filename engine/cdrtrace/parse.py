@@ -1,11 +1,12 @@
 """Parsers by format name: the native core, or the reference when CDRTRACE_PURE=1."""
 from __future__ import annotations
 
+import csv
 import os
 
 from . import timezones
-from .errors import CdrTraceError, NativeModuleError
-from .formats import FORMATS
+from .errors import NativeModuleError
+from .formats import FORMATS, Format, FormatError
 
 try:
     from . import _parse as _native
@@ -13,9 +14,7 @@ except ImportError as exc:  # never fall back silently
     _native = None
     _native_error = exc
 
-
-class FormatError(CdrTraceError, ValueError):
-    """An unknown CDR format name."""
+MAX_HEADER = 1 << 16
 
 
 def use_reference() -> bool:
@@ -32,17 +31,43 @@ def native():
     return _native
 
 
-def make_parser(fmt: str = "asterisk", zone: str = "UTC", country_code: int = 1,
-                feed_id: int = 0, min_ring_seconds: float = 0.0):
-    """A streaming parser: feed(buffer, final) -> (columns, rejects, consumed)."""
-    if fmt not in FORMATS:
-        raise FormatError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    if use_reference():
-        from ._parse_py import AsteriskParser as Reference
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise FormatError(f"unknown format {name!r} (known: {', '.join(FORMATS)})") from None
 
-        return Reference(zone, country_code, feed_id, min_ring_seconds)
+
+def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[str] | None, int]:
+    """(column names, header bytes) at the start of a source; (None, 0) for a headerless format."""
+    if not fmt.header_lines:
+        return None, 0
+    pos, lines = 0, []
+    for _ in range(fmt.header_lines):
+        nl = head.find(b"\n", pos, MAX_HEADER)
+        if nl < 0:
+            raise FormatError(f"{source}: no complete {fmt.name} header "
+                              f"({fmt.header_lines} line(s)) in its first {MAX_HEADER} bytes")
+        lines.append(head[pos:nl].rstrip(b"\r"))
+        pos = nl + 1
+    names = next(csv.reader([lines[0].decode("latin-1")]), [])
+    return [name.strip() for name in names], pos
+
+
+def make_parser(fmt: str = "asterisk", zone: str = "UTC", country_code: int = 1,
+                feed_id: int = 0, min_ring_seconds: float = 0.0, header: list[str] | None = None,
+                start_offset: int = 0):
+    """A streaming parser: feed(buffer, final) -> (columns, rejects, consumed).
+
+    Header formats (CUCM, BroadWorks) need the header's column names (read_header)."""
+    dialect = get_format(fmt).dialect(header)
+    if use_reference():
+        from ._parse_py import CdrParser as Reference
+
+        return Reference(dialect, zone, country_code, feed_id, min_ring_seconds, start_offset)
     starts, offsets = timezones.zone_table(zone)
-    return native().AsteriskParser(starts, offsets, country_code, feed_id, min_ring_seconds)
+    return native().CdrParser(dialect, starts, offsets, country_code, feed_id, min_ring_seconds,
+                              start_offset)
 
 
 def normalize_number(text, country_code: int = 1) -> int:
