@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 import cdrtrace
+from cdrtrace.formats import COLUMN_NAMES
 
 FIELDS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
           "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
@@ -45,6 +46,26 @@ def cdr(columns: int = 18, **values) -> bytes:
         else:
             out.append(q(value))
     return b",".join(out)
+
+
+def parse_all(data: bytes, chunks=None, parser=None):
+    """Parse data in the given chunk sizes (None: all at once); return (rows, rejects)."""
+    p = parser
+    sizes = list(chunks or [len(data)])
+    carry, pos, rows, rejects = b"", 0, [], []
+    while True:
+        size = sizes.pop(0) if sizes else len(data)
+        block = data[pos:pos + size]
+        pos += len(block)
+        final = pos >= len(data)
+        cols, bad, consumed = p.feed(carry + block, final)
+        carry = (carry + block)[consumed:]
+        rows += [dict(zip(COLUMN_NAMES, values, strict=True))
+                 for values in zip(*(cols[n].tolist() for n in COLUMN_NAMES), strict=True)]
+        rejects += bad
+        if final:
+            assert carry == b"" or not carry.strip(b"\r\n"), carry
+            return rows, rejects
 
 
 def cdr_file(tmp_path, *records: bytes, name="Master.csv", end=b"\n") -> str:

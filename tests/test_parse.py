@@ -14,31 +14,16 @@ import cdrtrace
 from cdrtrace import _parse, _parse_py, numbers, parse, synth, timezones
 from cdrtrace.formats import ASTERISK, COLUMN_NAMES, CallBatch, Disposition, Presentation
 from conftest import cdr, cdr_file, q
+from conftest import parse_all as _parse_all
+
+
+def parse_all(data: bytes, zone="UTC", chunks=None, parser=None, **kw):
+    return _parse_all(data, chunks=chunks, parser=parser or native(zone, **kw))
 
 
 def native(zone="UTC", **kw):
     starts, offsets = timezones.zone_table(zone)
     return _parse.CdrParser(ASTERISK.dialect(), starts, offsets, **kw)
-
-
-def parse_all(data: bytes, zone="UTC", chunks=None, parser=None, **kw):
-    """Parse data in the given chunk sizes (None: all at once); return (rows, rejects)."""
-    p = parser or native(zone, **kw)
-    sizes = list(chunks or [len(data)])
-    carry, pos, rows, rejects = b"", 0, [], []
-    while True:
-        size = sizes.pop(0) if sizes else len(data)
-        block = data[pos:pos + size]
-        pos += len(block)
-        final = pos >= len(data)
-        cols, bad, consumed = p.feed(carry + block, final)
-        carry = (carry + block)[consumed:]
-        rows += [dict(zip(COLUMN_NAMES, values, strict=True))
-                 for values in zip(*(cols[n].tolist() for n in COLUMN_NAMES), strict=True)]
-        rejects += bad
-        if final:
-            assert carry == b"" or not carry.strip(b"\r\n"), carry
-            return rows, rejects
 
 
 def reference(data: bytes, zone="UTC", **kw):

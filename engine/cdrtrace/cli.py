@@ -7,6 +7,7 @@ import os
 import sys
 
 from .errors import CdrTraceError
+from .formats import FORMATS
 from .ingest import ingest as run_ingest
 
 EXIT_FAILURE = 2
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--format", default="asterisk")
+    p.add_argument("--format", default="asterisk", help=f"one of: {', '.join(FORMATS)}")
     p.add_argument("--tz", help="IANA zone of the switch's local times (default: the store's)")
     p.add_argument("--country-code", type=int, help="country code for national numbers")
     p.add_argument("--rejects", help="JSON-lines file for malformed records")
@@ -138,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_last_calls)
 
     p = sub.add_parser("synth", parents=[common], help="generate realistic CDR traffic")
-    p.add_argument("--format", default="asterisk")
+    p.add_argument("--format", default="asterisk", help=f"one of: {', '.join(FORMATS)}")
     p.add_argument("--calls", type=int, default=100_000)
     p.add_argument("--lines", type=int, default=20_000)
     p.add_argument("--seed", type=int, default=1)

@@ -255,36 +255,34 @@ def format_asterisk(columns, lo: int, hi: int, zone: str = "UTC", width: int = 1
         [b'"DOCUMENTATION"'], [Q, uniqueid, Q], [Q, redirecting, Q],
         [Q, Q], [Q, uniqueid, Q], [_text(c["seq"] % 1000)],
     ][:width]
-    pieces = []
+    parts = []
     for i, field in enumerate(columns_):
-        for piece in ([b","] if i else []) + field + ([b"\n"] if i == width - 1 else []):
-            if isinstance(piece, bytes) and pieces and isinstance(pieces[-1], bytes):
-                pieces[-1] += piece          # adjacent literals become one
-            else:
-                pieces.append(piece)
-    rows = pc.cast(pc.binary_join_element_wise(*pieces, b""), pa.large_binary())
-    offsets = np.frombuffer(rows.buffers()[1], np.int64, n + 1, rows.offset * 8)
-    return rows.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+        parts += ([b","] if i else []) + field
+    return _join_rows(parts, n)
 
 
 def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "asterisk",
           zone: str = "UTC", start: str = "2026-03-02", days: int = 1,
           campaigns: int | None = None) -> dict:
     """Write the traffic to out and the campaigns' truth to out + '.truth.json'."""
-    if fmt != "asterisk":
-        raise SynthError(f"synth cannot write format {fmt!r} yet (known: asterisk)")
+    writers = {"asterisk": (b"", lambda c, lo, hi: format_asterisk(c, lo, hi, zone)),
+               "cucm": (cucm_header(), format_cucm),
+               "broadworks": (broadworks_header(), format_broadworks)}
+    if fmt not in writers:
+        raise SynthError(f"synth cannot write format {fmt!r} (known: {', '.join(writers)})")
+    header, formatter = writers[fmt]
     columns, truth = generate(calls, lines, seed, start, days, zone, campaigns)
     out = Path(out)
     total = len(columns["line"])
     # Arrow's kernels release the GIL: format the next chunk while this one is written
     with open(out, "wb") as f, concurrent.futures.ThreadPoolExecutor(2) as pool:
-        pending = [pool.submit(format_asterisk, columns, lo, min(total, lo + CHUNK_ROWS), zone)
+        f.write(header)
+        pending = [pool.submit(formatter, columns, lo, min(total, lo + CHUNK_ROWS))
                    for lo in range(0, total, CHUNK_ROWS)[:2]]
         for lo in range(2 * CHUNK_ROWS, total + 2 * CHUNK_ROWS, CHUNK_ROWS):
             f.write(pending.pop(0).result())
             if lo < total:
-                pending.append(pool.submit(format_asterisk, columns, lo,
-                                           min(total, lo + CHUNK_ROWS), zone))
+                pending.append(pool.submit(formatter, columns, lo, min(total, lo + CHUNK_ROWS)))
     iso = timezones.format_utc
     truth["format"] = fmt
     for campaign in truth["campaigns"]:
@@ -293,3 +291,172 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
             call["trace_at"] = iso(call.pop("trace_at_s") * 1_000_000)
     Path(str(out) + ".truth.json").write_text(json.dumps(truth, indent=1))
     return truth
+
+
+# ------------------------------------------------------------------ Cisco Unified CM
+
+CUCM_FIELDS_11 = (
+    "cdrRecordType globalCallID_callManagerId globalCallID_callId origLegCallIdentifier "
+    "dateTimeOrigination origNodeId origSpan origIpAddr callingPartyNumber "
+    "callingPartyUnicodeLoginUserID origCause_location origCause_value origPrecedenceLevel "
+    "origMediaTransportAddress_IP origMediaTransportAddress_Port origMediaCap_payloadCapability "
+    "origMediaCap_maxFramesPerPacket origMediaCap_g723BitRate origVideoCap_Codec "
+    "origVideoCap_Bandwidth origVideoCap_Resolution origVideoTransportAddress_IP "
+    "origVideoTransportAddress_Port origRSVPAudioStat origRSVPVideoStat destLegIdentifier "
+    "destNodeId destSpan destIpAddr originalCalledPartyNumber finalCalledPartyNumber "
+    "finalCalledPartyUnicodeLoginUserID destCause_location destCause_value destPrecedenceLevel "
+    "destMediaTransportAddress_IP destMediaTransportAddress_Port destMediaCap_payloadCapability "
+    "destMediaCap_maxFramesPerPacket destMediaCap_g723BitRate destVideoCap_Codec "
+    "destVideoCap_Bandwidth destVideoCap_Resolution destVideoTransportAddress_IP "
+    "destVideoTransportAddress_Port destRSVPAudioStat destRSVPVideoStat dateTimeConnect "
+    "dateTimeDisconnect lastRedirectDn pkid originalCalledPartyNumberPartition "
+    "callingPartyNumberPartition finalCalledPartyNumberPartition lastRedirectDnPartition "
+    "duration origDeviceName destDeviceName origCallTerminationOnBehalfOf "
+    "destCallTerminationOnBehalfOf origCalledPartyRedirectOnBehalfOf "
+    "lastRedirectRedirectOnBehalfOf origCalledPartyRedirectReason lastRedirectRedirectReason "
+    "destConversationId globalCallId_ClusterID joinOnBehalfOf comment authCodeDescription "
+    "authorizationLevel clientMatterCode origDTMFMethod destDTMFMethod callSecuredStatus "
+    "origConversationId origMediaCap_Bandwidth destMediaCap_Bandwidth authorizationCodeValue "
+    "outpulsedCallingPartyNumber outpulsedCalledPartyNumber origIpv4v6Addr destIpv4v6Addr "
+    "origVideoCap_Codec_Channel2 origVideoCap_Bandwidth_Channel2 origVideoCap_Resolution_Channel2 "
+    "origVideoTransportAddress_IP_Channel2 origVideoTransportAddress_Port_Channel2 "
+    "origVideoChannel_Role_Channel2 destVideoCap_Codec_Channel2 destVideoCap_Bandwidth_Channel2 "
+    "destVideoCap_Resolution_Channel2 destVideoTransportAddress_IP_Channel2 "
+    "destVideoTransportAddress_Port_Channel2 destVideoChannel_Role_Channel2 IncomingProtocolID "
+    "IncomingProtocolCallRef OutgoingProtocolID OutgoingProtocolCallRef currentRoutingReason "
+    "origRoutingReason lastRedirectingRoutingReason huntPilotPartition huntPilotDN "
+    "calledPartyPatternUsage IncomingICID IncomingOrigIOI IncomingTermIOI OutgoingICID "
+    "OutgoingOrigIOI OutgoingTermIOI outpulsedOriginalCalledPartyNumber "
+    "outpulsedLastRedirectingNumber wasCallQueued totalWaitTimeInQueue callingPartyNumber_uri "
+    "originalCalledPartyNumber_uri finalCalledPartyNumber_uri lastRedirectDn_uri "
+    "mobileCallingPartyNumber finalMobileCalledPartyNumber origMobileDeviceName "
+    "destMobileDeviceName origMobileCallDuration destMobileCallDuration mobileCallType "
+    "originalCalledPartyPattern finalCalledPartyPattern lastRedirectingPartyPattern "
+    "huntPilotPattern").split()
+assert len(CUCM_FIELDS_11) == 129
+CUCM_FIELDS = {129: CUCM_FIELDS_11,                                            # to release 11
+               131: CUCM_FIELDS_11 + ["origDeviceType", "destDeviceType"],     # 12.x
+               133: CUCM_FIELDS_11 + ["origDeviceType", "destDeviceType",      # 12.5(1)SU1+
+                                      "origDeviceSessionID", "destDeviceSessionID"]}
+CUCM_INTEGERS = {
+    "cdrRecordType", "globalCallID_callManagerId", "globalCallID_callId",
+    "origLegCallIdentifier", "dateTimeOrigination", "origNodeId", "origSpan", "origIpAddr",
+    "origCause_location", "origCause_value", "origPrecedenceLevel", "destLegIdentifier",
+    "destNodeId", "destSpan", "destIpAddr", "destCause_location", "destCause_value",
+    "destPrecedenceLevel", "dateTimeConnect", "dateTimeDisconnect", "duration",
+    "origCalledPartyRedirectReason", "lastRedirectRedirectReason"}
+# synth disposition index (ANSWERED, NO ANSWER, CANCEL, BUSY, FAILED, CONGESTION) ->
+# (origCause_value, destCause_value) of a call that was not connected
+CUCM_CAUSES = np.array([[16, 16], [0, 19], [16, 0], [0, 17], [0, 41], [0, 34]])
+BROADWORKS_CAUSES = np.array([b"016", b"019", b"016", b"017", b"041", b"034"], dtype=object)
+
+
+def format_cucm(columns, lo: int, hi: int, fields: int = 129) -> bytes:
+    """Rows lo..hi as CUCM CDR records: integers unquoted, strings quoted, UTC epoch times."""
+    names = CUCM_FIELDS[fields]
+    c = {k: v[lo:hi] for k, v in columns.items()}
+    pres = c["presentation"]
+    d = c["disposition"]
+    answered = c["answer"] != 0
+    causes = np.where(answered[:, None], [16, 16], CUCM_CAUSES[d])
+    values = {
+        "cdrRecordType": b"1", "globalCallID_callManagerId": b"1",
+        "globalCallID_callId": _text(c["seq"] + 1000), "origLegCallIdentifier": _text(c["seq"]),
+        "dateTimeOrigination": _text(c["start"]),
+        "callingPartyNumber": pc.if_else(pa.array(pres == 2), pa.scalar(b""), _text(c["caller"])),
+        "origCause_value": _text(causes[:, 0]), "destCause_value": _text(causes[:, 1]),
+        "originalCalledPartyNumber": _text(c["line"]), "finalCalledPartyNumber": _text(c["final"]),
+        "dateTimeConnect": _text(c["answer"]), "dateTimeDisconnect": _text(c["end"]),
+        "lastRedirectDn": pc.if_else(pa.array(c["redirecting"] != 0), _text(c["redirecting"]),
+                                     pa.scalar(b"")),
+        "duration": _text(c["billsec"]), "origDeviceName": b"SEP001122334455",
+    }
+    parts = []
+    for i, name in enumerate(names):
+        quoted = name not in CUCM_INTEGERS
+        value = values.get(name, b"" if quoted else b"0")
+        parts += ([b","] if i else []) + ([b'"', value, b'"'] if quoted else [value])
+    return _join_rows(parts, hi - lo)
+
+
+def cucm_header(fields: int = 129) -> bytes:
+    names = CUCM_FIELDS[fields]
+    types = [("INTEGER" if n in CUCM_INTEGERS else "VARCHAR(50)") for n in names]
+    types[names.index("pkid")] = "UNIQUEIDENTIFIER"
+    return (",".join(f'"{n}"' for n in names) + "\n" + ",".join(types) + "\n").encode()
+
+
+# ------------------------------------------------------------------ BroadWorks
+
+BROADWORKS_FIELDS = (
+    "recordId serviceProvider type userNumber groupNumber direction callingNumber "
+    "callingPresentationIndicator calledNumber startTime userTimeZone answerIndicator answerTime "
+    "releaseTime terminationCause networkType carrierIdentificationCode dialedDigits "
+    "callCategory networkCallType networkTranslatedNumber networkTranslatedGroup releasingParty "
+    "route networkCallID codec accessDeviceAddress accessCallID spare failoverCorrelationID "
+    "spare group department accountCode authorizationCode originalCalledNumber "
+    "originalCalledPresentationIndicator originalCalledReason redirectingNumber "
+    "redirectingPresentationIndicator redirectingReason chargeIndicator typeOfNetwork").split()
+
+
+def _compact(seconds, millis):
+    s = _stamp(seconds, "UTC")           # 'YYYY-MM-DD HH:MM:SS' -> 'YYYYMMDDhhmmss.mmm'
+    parts = [pc.binary_slice(s, a, b) for a, b in ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16),
+                                                  (17, 19))]
+    frac = pc.cast(pc.utf8_lpad(pc.cast(pa.array(millis), pa.string()), 3, "0"), pa.binary())
+    return pc.binary_join_element_wise(*parts, b".", frac, b"")
+
+
+def format_broadworks(columns, lo: int, hi: int) -> bytes:
+    """Rows lo..hi as BroadWorks terminating records (unquoted, GMT compact times)."""
+    c = {k: v[lo:hi] for k, v in columns.items()}
+    n = hi - lo
+    pres = c["presentation"]
+    answered = c["answer"] != 0
+    millis = np.zeros(n, np.int64)     # whole seconds: the same instants as other formats
+    user = pc.binary_join_element_wise(b"+1", _text(c["final"]), b"")
+    values = {
+        "recordId": pc.binary_join_element_wise(b"00", _text(c["seq"] + 10**9), b"", b""),
+        "serviceProvider": b"sp1", "type": b"Normal", "userNumber": user,
+        "groupNumber": b"grp1", "direction": b"Terminating",
+        "callingNumber": pc.if_else(pa.array(pres == 2), pa.scalar(b""),
+                                    pc.binary_join_element_wise(b"+1", _text(c["caller"]), b"")),
+        "callingPresentationIndicator": pc.if_else(pa.array(pres == 1), pa.scalar(b"Private"),
+                                                   pa.scalar(b"Public")),
+        "calledNumber": _text(c["line"]),
+        "startTime": _compact(c["start"], millis), "userTimeZone": b"1-000000",
+        "answerIndicator": pc.if_else(pa.array(answered), pa.scalar(b"Yes"), pa.scalar(b"No")),
+        "answerTime": pc.if_else(pa.array(answered), _compact(np.where(answered, c["answer"],
+                                                                       c["start"]), millis),
+                                 pa.scalar(b"")),
+        "releaseTime": _compact(c["end"], millis),
+        "terminationCause": pc.if_else(pa.array(answered), pa.scalar(b"016"), pa.array(
+            BROADWORKS_CAUSES[c["disposition"]], pa.binary())),
+        "originalCalledNumber": pc.if_else(pa.array(c["redirecting"] != 0), _text(c["line"]),
+                                           pa.scalar(b"")),
+        "redirectingNumber": pc.if_else(pa.array(c["redirecting"] != 0), _text(c["redirecting"]),
+                                        pa.scalar(b"")),
+        "chargeIndicator": b"y",
+    }
+    parts = []
+    for i, name in enumerate(BROADWORKS_FIELDS):
+        parts += ([b","] if i else []) + [values.get(name, b"")]
+    return _join_rows(parts, n)
+
+
+def broadworks_header() -> bytes:
+    return (",".join(BROADWORKS_FIELDS) + "\n").encode()
+
+
+def _join_rows(parts, n: int) -> bytes:
+    """One row per element from literal and column pieces (adjacent literals merged), each
+    row ending in a newline; the rows' bytes back to back."""
+    pieces = []
+    for piece in [*parts, b"\n"]:
+        if isinstance(piece, bytes) and pieces and isinstance(pieces[-1], bytes):
+            pieces[-1] += piece
+        else:
+            pieces.append(piece)
+    rows = pc.cast(pc.binary_join_element_wise(*pieces, b""), pa.large_binary())
+    offsets = np.frombuffer(rows.buffers()[1], np.int64, n + 1, rows.offset * 8)
+    return rows.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]

@@ -1,0 +1,304 @@
+"""Every switch format: the same calls give the same index and traces; each format's own
+rules (CUCM causes and header names, BroadWorks direction and presentation); the native
+parser equals the reference on each dialect, generated and mutated."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cdrtrace
+from cdrtrace import _parse, _parse_py, index, parse, synth, timezones
+from cdrtrace.formats import BROADWORKS, CUCM, Disposition
+from cdrtrace.timezones import format_utc
+from conftest import parse_all
+
+FORMATS = ("asterisk", "cucm", "broadworks")
+
+
+def write(columns, fmt: str, path, cucm_fields: int = 129, zone: str = "America/Denver"):
+    n = len(columns["line"])
+    if fmt == "asterisk":
+        data = synth.format_asterisk(columns, 0, n, zone)
+    elif fmt == "cucm":
+        data = synth.cucm_header(cucm_fields) + synth.format_cucm(columns, 0, n, cucm_fields)
+    else:
+        data = synth.broadworks_header() + synth.format_broadworks(columns, 0, n)
+    path.write_bytes(data)
+    return str(path)
+
+
+def projection(store):
+    """Per line: its received calls as (start, calling, answered, disposition), sorted."""
+    out = {}
+    with store.read() as txn:
+        for key, value in txn.cursor(store.db["index"]):
+            entries = index.decode(value)
+            out[key] = sorted((int(e["start_us"]), int(e["calling"]), int(e["flags"]) & 1,
+                               int(e["flags"]) >> 4) for e in entries)
+    return out
+
+
+@pytest.fixture(scope="module")
+def same_calls(tmp_path_factory):
+    columns, truth = synth.generate(4000, 300, seed=11, campaigns=8)
+    folder = tmp_path_factory.mktemp("formats")
+    stores = {}
+    for fmt, extra in [("asterisk", {}), ("cucm", {"cucm_fields": 129}),
+                       ("cucm", {"cucm_fields": 133}), ("broadworks", {})]:
+        name = f"{fmt}-{extra.get('cucm_fields', '')}"
+        path = write(columns, fmt, folder / f"{name}.csv", **extra)
+        store = cdrtrace.open(folder / name, create=True, keep=64)   # keep all: no ties cut
+        zone = "America/Denver" if fmt == "asterisk" else "UTC"
+        summary = cdrtrace.ingest(store, [path], fmt=fmt, zone=zone)
+        assert summary.rejected == 0 and summary.records == len(columns["line"])
+        stores[name] = store
+    return columns, truth, stores
+
+
+def test_the_same_calls_in_every_format_give_the_same_index(same_calls):
+    _, _, stores = same_calls
+    views = {name: projection(store) for name, store in stores.items()}
+    first = views["asterisk-"]
+    assert len(first) > 250
+    for name, view in views.items():
+        assert view == first, name
+
+
+def test_the_same_calls_in_every_format_give_the_same_traces(same_calls):
+    columns, truth, stores = same_calls
+    at = format_utc(int(columns["end"].max() + 60) * 1_000_000)
+    lines = sorted({f"+1{int(x)}" for x in columns["line"]})[:120]
+    outcomes = {name: [(s.trace(line, at=at).outcome.value, s.trace(line, at=at).outcome.value)
+                       for line in lines] for name, s in stores.items()}
+    first = outcomes["asterisk-"]
+    assert {"success", "already_traced"} <= {o for pair in first for o in pair}
+    for name, got in outcomes.items():
+        assert got == first, name
+
+
+# ------------------------------------------------------------------ CUCM
+
+def cucm_file(tmp_path, rows: list[dict], fields: int = 129, order=None):
+    """A CUCM file from dicts of the columns that matter (others empty or 0)."""
+    names = synth.CUCM_FIELDS[fields]
+    order = order or list(range(len(names)))
+    out = io.StringIO()
+    out.write(",".join(f'"{names[i]}"' for i in order) + "\n")
+    out.write(",".join("INTEGER" if names[i] in synth.CUCM_INTEGERS else "VARCHAR(50)"
+                       for i in order) + "\n")
+    for row in rows:
+        cells = []
+        for i in order:
+            name = names[i]
+            value = str(row.get(name, "0" if name in synth.CUCM_INTEGERS else ""))
+            cells.append(value if name in synth.CUCM_INTEGERS else f'"{value}"')
+        out.write(",".join(cells) + "\r\n")
+    path = tmp_path / "cdr_StandAloneCluster_01_202603021403_1"
+    path.write_text(out.getvalue(), encoding="latin-1")
+    return str(path)
+
+
+def cucm_row(call_id, start, connect=0, orig=16, dest=16, calling="3035550142",
+             original="3035550110", final="3035550110", redirect="", end=None):
+    return {"globalCallID_callManagerId": 1, "globalCallID_callId": call_id,
+            "dateTimeOrigination": start, "dateTimeConnect": connect,
+            "dateTimeDisconnect": end or start + 30, "callingPartyNumber": calling,
+            "originalCalledPartyNumber": original, "finalCalledPartyNumber": final,
+            "lastRedirectDn": redirect, "origCause_value": orig, "destCause_value": dest,
+            "duration": 0}
+
+
+T0 = 1772460180   # 2026-03-02T14:03:00Z
+
+
+@pytest.mark.parametrize("connect,orig,dest,received,disposition", [
+    (T0 + 5, 16, 16, True, Disposition.ANSWERED),
+    (0, 0, 19, True, Disposition.NO_ANSWER),
+    (0, 0, 18, True, Disposition.NO_ANSWER),
+    (0, 16, 0, True, Disposition.CANCELLED),        # the caller cleared while it rang
+    (0, 0, 17, False, Disposition.BUSY),
+    (0, 0, 21, False, Disposition.REJECTED),
+    (0, 0, 1, False, Disposition.UNALLOCATED),
+    (0, 0, 41, False, Disposition.FAILED),
+])
+def test_cucm_causes_decide_received(tmp_path, connect, orig, dest, received, disposition):
+    path = cucm_file(tmp_path, [cucm_row(7, T0, connect, orig, dest)])
+    header, skip = parse.read_header(CUCM, open(path, "rb").read())
+    cols, bad, _ = parse.make_parser("cucm", header=header, start_offset=skip).feed(
+        open(path, "rb").read()[skip:], True)
+    assert bad == []
+    assert (bool(cols["received"][0]), int(cols["disposition"][0])) == (received, disposition)
+    assert cols["offset"][0] == skip and cols["start_us"][0] == T0 * 10**6
+
+
+@pytest.mark.parametrize("fields", [129, 131, 133])
+def test_cucm_maps_by_header_name_in_any_release_or_order(tmp_path, fields):
+    names = synth.CUCM_FIELDS[fields]
+    order = list(range(len(names)))
+    random.Random(fields).shuffle(order)
+    path = cucm_file(tmp_path, [cucm_row(9, T0, T0 + 4, original="3035550110",
+                                         redirect="3035550177", final="7205550199")],
+                     fields, order)
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [path], fmt="cucm")
+    assert (summary.records, summary.rejected, summary.indexed) == (1, 0, 3)
+    for line, role in (("3035550110", "dialled"), ("3035550177", "redirecting"),
+                       ("7205550199", "final")):
+        (call,) = store.last_calls(line, analyst="ann")
+        assert (call["indexed_as"], call["calling"], call["answered"]) == (role, "+13035550142", True)
+        assert store.trace(line, at=format_utc((T0 + 60) * 10**6)).successful
+
+
+def test_cucm_header_lacking_a_needed_column_is_a_clear_error(tmp_path):
+    path = tmp_path / "cdr.csv"
+    path.write_bytes(b'"cdrRecordType","dateTimeOrigination"\nINTEGER,INTEGER\n1,1772460180\n')
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    with pytest.raises(cdrtrace.FormatError, match="cucm header lacks the column\\(s\\) "
+                       "callingPartyNumber, originalCalledPartyNumber, finalCalledPartyNumber"):
+        cdrtrace.ingest(store, [str(path)], fmt="cucm")
+    path.write_bytes(b'"cdrRecordType"')
+    with pytest.raises(cdrtrace.FormatError, match="no complete cucm header \\(2 line\\(s\\)\\)"):
+        cdrtrace.ingest(store, [str(path)], fmt="cucm")
+
+
+def test_cucm_bad_records_are_rejected_with_positions(tmp_path):
+    rows = [cucm_row(1, T0), cucm_row(2, T0, dest="x9"), cucm_row(3, T0)]
+    path = cucm_file(tmp_path, rows)
+    raw = open(path, "rb").read()
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [path], fmt="cucm", rejects_path=tmp_path / "r.jsonl")
+    assert (summary.records, summary.rejected) == (3, 1)
+    (reject,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert reject["record"] == 2 and reject["reason"] == "bad cause in column 34"
+    assert raw[reject["offset"]:].startswith(b"0,1,2,0,1772460180,")
+
+
+# ------------------------------------------------------------------ BroadWorks
+
+def broadworks_file(tmp_path, rows: list[dict]):
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(synth.BROADWORKS_FIELDS)
+    for row in rows:
+        writer.writerow([row.get(name, "") for name in synth.BROADWORKS_FIELDS])
+    path = tmp_path / "BW-CDR-20260302140000.csv"
+    path.write_text(out.getvalue())
+    return str(path)
+
+
+def bw_row(record_id, direction="Terminating", calling="+17205550101", pres="Public",
+           user="+13035550110", called="3035550110", start="20260302140300.398",
+           answer="20260302140305.001", indicator="Yes", cause="016", redirecting=""):
+    return {"recordId": record_id, "userNumber": user, "direction": direction,
+            "callingNumber": calling, "callingPresentationIndicator": pres,
+            "calledNumber": called, "startTime": start, "userTimeZone": "1-060000",
+            "answerIndicator": indicator, "answerTime": answer,
+            "releaseTime": "20260302140400.000", "terminationCause": cause,
+            "redirectingNumber": redirecting}
+
+
+def test_broadworks_terminating_records_are_the_incoming_calls(tmp_path):
+    rows = [bw_row("0001", direction="Originating", user="+17205550101", calling="+17205550101",
+                   called="3035550110"),
+            bw_row("0002", pres="Private", calling="+17205550102")]
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [broadworks_file(tmp_path, rows)], fmt="broadworks")
+    assert (summary.records, summary.rejected, summary.indexed) == (2, 0, 1)
+    (call,) = store.last_calls("3035550110", analyst="ann")
+    assert (call["calling"], call["presentation"]) == ("+17205550102", "restricted")
+    assert call["start_us"] == 1772460180398000          # GMT, with the milliseconds
+    result = store.trace("3035550110", at="2026-03-02T15:00:00Z")
+    assert result.successful and result.call_time == "2026-03-02T14:03:00.398000Z"
+
+
+@pytest.mark.parametrize("indicator,cause,received,disposition", [
+    ("Yes", "016", True, Disposition.ANSWERED),
+    ("Yes-PostRedirection", "016", True, Disposition.ANSWERED),
+    ("No", "016", True, Disposition.CANCELLED),
+    ("No", "019", True, Disposition.NO_ANSWER),
+    ("No", "018", True, Disposition.NO_ANSWER),
+    ("No", "017", False, Disposition.BUSY),
+    ("No", "021", False, Disposition.REJECTED),
+    ("No", "001", False, Disposition.UNALLOCATED),
+])
+def test_broadworks_answer_indicator_and_cause(tmp_path, indicator, cause, received, disposition):
+    path = broadworks_file(tmp_path, [bw_row("1", indicator=indicator, cause=cause,
+                                             answer="" if indicator == "No" else "20260302140305.0")])
+    data = open(path, "rb").read()
+    header, skip = parse.read_header(BROADWORKS, data)
+    cols, bad, _ = parse.make_parser("broadworks", header=header, start_offset=skip).feed(
+        data[skip:], True)
+    assert bad == []
+    assert (bool(cols["received"][0]), int(cols["disposition"][0])) == (received, disposition)
+
+
+def test_broadworks_forwarded_call_and_bad_time(tmp_path):
+    rows = [bw_row("1", called="3035550110", user="+17205550199", redirecting="3035550177"),
+            bw_row("2", start="2026-03-02 14:03:00")]
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [broadworks_file(tmp_path, rows)], fmt="broadworks",
+                              rejects_path=tmp_path / "r.jsonl")
+    assert (summary.records, summary.rejected, summary.indexed) == (2, 1, 3)
+    assert "bad timestamp in column 10" in (tmp_path / "r.jsonl").read_text()
+    roles = {store.last_calls(n, analyst="a")[0]["indexed_as"]
+             for n in ("3035550110", "3035550177", "7205550199")}
+    assert roles == {"dialled", "redirecting", "final"}
+
+
+# ------------------------------------------------------------------ native == reference
+
+def both(fmt: str, data: bytes, chunk: int):
+    header, skip = parse.read_header(cdrtrace.formats.FORMATS[fmt], data)
+    dialect = cdrtrace.formats.FORMATS[fmt].dialect(header)
+    starts, offsets = timezones.zone_table("UTC")
+    native = _parse.CdrParser(dialect, starts, offsets, start_offset=skip)
+    ref = _parse_py.CdrParser(dialect, "UTC", start_offset=skip)
+    body = data[skip:]
+    return (parse_all(body, parser=native, chunks=[chunk] * (len(body) // chunk + 2)),
+            parse_all(body, parser=ref))
+
+
+SAMPLES = {}
+
+
+def sample(fmt: str) -> bytes:
+    if fmt not in SAMPLES:
+        columns, _ = synth.generate(40, 20, seed=3, campaigns=3)
+        n = len(columns["line"])
+        SAMPLES[fmt] = (synth.cucm_header() + synth.format_cucm(columns, 0, n) if fmt == "cucm"
+                        else synth.broadworks_header() + synth.format_broadworks(columns, 0, n))
+    return SAMPLES[fmt]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fmt=st.sampled_from(["cucm", "broadworks"]),
+       edits=st.lists(st.tuples(st.floats(0, 1), st.sampled_from(
+           [b'"', b",", b"\n", b"\r", b"\x00", b"", b"9", b"\xe9", b".", b"-", b"No", b"x"]),
+           st.integers(0, 3)), max_size=6),
+       chunk=st.integers(1, 4000))
+def test_native_equals_reference_for_header_formats(fmt, edits, chunk):
+    data = bytearray(sample(fmt))
+    header_end = data.index(b"\n", data.index(b"\n") + 1 if fmt == "cucm" else 0) + 1
+    for where, insert, delete in edits:   # mutate the records, keep the header
+        pos = header_end + int(where * (len(data) - header_end))
+        data[pos:pos + delete] = insert
+    native, reference = both(fmt, bytes(data), chunk)
+    assert native == reference
+    if not edits:
+        assert native[1] == [] and len(native[0]) == bytes(data).count(b"\n") - (
+            2 if fmt == "cucm" else 1)
+
+
+@pytest.mark.parametrize("command", ["ingest", "synth"])
+def test_every_format_is_listed_by_the_command(capsys, command):
+    from cdrtrace import cli
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    assert "one of: asterisk, cucm, broadworks" in " ".join(capsys.readouterr().out.split())
+    assert set(FORMATS) == set(cdrtrace.formats.FORMATS)
