@@ -51,15 +51,18 @@ cdef enum DispKind:
     DK_ASTERISK = 0      # ANSWERED, NO ANSWER, ...
     DK_CUCM = 1          # connect time, else destination / origination Q.850 causes
     DK_BROADWORKS = 2    # answerIndicator, else terminationCause
+    DK_Q850_NAME = 3     # FreeSWITCH hangup_cause names (answer time first)
 
 cdef enum PresKind:
     PK_NONE = 0
     PK_ASTERISK_USERFIELD = 1   # CALLERID(pres) names, or a Diversion number
     PK_PUBLIC_PRIVATE = 2       # BroadWorks callingPresentationIndicator
+    PK_SIP_PRIVACY = 3          # SIP Privacy header value: 'id' withholds the identity
 
 cdef struct Dialect:
     int min_cols
     int max_cols
+    int lenient_quotes
     int end_required
     int time_kind
     int disp_kind
@@ -84,6 +87,7 @@ cdef struct Dialect:
     int c_callid2
     int c_presentation
     int c_direction
+    int c_progress
 
 cdef const char* EMPTY = b""
 
@@ -365,6 +369,17 @@ cdef inline bint span_starts_nocase(Span s, const char* lower, Py_ssize_t n) noe
     return True
 
 
+cdef bint span_contains_id(Span s) noexcept nogil:
+    """A SIP Privacy value ('id', 'id;critical', 'user;id') that withholds the identity."""
+    cdef Py_ssize_t i
+    for i in range(s.n - 1):
+        if ((s.p[i] == b'i' or s.p[i] == b'I') and (s.p[i + 1] == b'd' or s.p[i + 1] == b'D')
+                and (i == 0 or s.p[i - 1] == b';' or s.p[i - 1] == b' ')
+                and (i + 2 == s.n or s.p[i + 2] == b';' or s.p[i + 2] == b' ')):
+            return True
+    return False
+
+
 cdef int disposition_code(Span s) noexcept nogil:
     if span_is(s, b"ANSWERED", 8):
         return DISP_ANSWERED
@@ -424,15 +439,25 @@ cdef uint64_t channel_number(Span s, int cc) noexcept nogil:
 
 # ---------------------------------------------------------------- records
 
-cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
+cdef int tokenize(const char* r, const char* end, bint final, bint lenient, Span* f, int* nf,
                   const char** rec_end, const char** next_rec) noexcept nogil:
-    """Split one record into fields. ST_OK, ST_NEED_MORE or an error code."""
+    """Split one record into fields. ST_OK, ST_NEED_MORE or an error code.
+
+    lenient (FreeSWITCH): quotes inside values are not doubled, so a quote ends a
+    field only where a comma or the line end follows it; spaces before an opening
+    quote are skipped."""
     cdef const char* p = r
     cdef const char* q
     cdef const char* s
     cdef int k = 0
     cdef char c
     while True:
+        if lenient:
+            s = p
+            while s < end and s[0] == b' ':
+                s += 1
+            if s < end and s[0] == b'"':
+                p = s
         if p < end and p[0] == b'"':
             q = p + 1
             while True:
@@ -442,11 +467,15 @@ cdef int tokenize(const char* r, const char* end, bint final, Span* f, int* nf,
                     if not final:
                         return ERR_TOO_LONG if end - r > MAX_RECORD else ST_NEED_MORE
                     return ERR_UNTERMINATED
-                if q + 1 < end and q[1] == b'"':
-                    q += 2
-                    continue
                 if q + 1 == end and not final:
                     return ST_NEED_MORE
+                if lenient:
+                    if q + 1 < end and q[1] != b',' and q[1] != b'\n' and q[1] != b'\r':
+                        q += 1          # a quote inside the value
+                        continue
+                elif q + 1 < end and q[1] == b'"':
+                    q += 2
+                    continue
                 break
             if k < MAX_FIELDS:
                 f[k].p = p + 1
@@ -579,6 +608,33 @@ cdef int cause_disposition(int64_t cause) noexcept nogil:
     return DISP_FAILED
 
 
+cdef int q850_name_disposition(Span s, bint answered, bint alerted) noexcept nogil:
+    """FreeSWITCH hangup_cause (CDR_FORMATS.md table); -1 if it is not a cause name."""
+    cdef Py_ssize_t i
+    if s.n == 0 or s.n > 48:
+        return -1
+    for i in range(s.n):
+        if not ((s.p[i] >= b'A' and s.p[i] <= b'Z') or s.p[i] == b'_' or
+                (s.p[i] >= b'0' and s.p[i] <= b'9')):
+            return -1
+    if answered:
+        return DISP_ANSWERED
+    if span_is(s, b"ORIGINATOR_CANCEL", 17):
+        return DISP_CANCELLED
+    if span_is(s, b"NO_ANSWER", 9) or span_is(s, b"NO_USER_RESPONSE", 16):
+        return DISP_NO_ANSWER
+    if span_is(s, b"USER_BUSY", 9):
+        return DISP_BUSY
+    if span_is(s, b"CALL_REJECTED", 13):
+        return DISP_REJECTED
+    if span_is(s, b"UNALLOCATED_NUMBER", 18):
+        return DISP_UNALLOCATED
+    if span_is(s, b"NORMAL_CLEARING", 15):
+        # unanswered normal clearing: the caller hung up; it rang only if alerting is logged
+        return DISP_CANCELLED if alerted else DISP_UNKNOWN
+    return DISP_FAILED
+
+
 cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d, Zone* z,
                  int cc, int64_t min_ring_us, uint16_t feed, Columns* out, Py_ssize_t i,
                  int* bad_column, bint check_nul) noexcept nogil:
@@ -636,6 +692,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             disp = DISP_CANCELLED
         else:
             disp = cause_disposition(dest)
+    elif d.disp_kind == DK_Q850_NAME:
+        disp = q850_name_disposition(col(f, nf, d.c_disposition), answer != 0,
+                                     col(f, nf, d.c_progress).n > 0)
     else:                          # DK_BROADWORKS: answerIndicator, then terminationCause
         s = col(f, nf, d.c_disposition)
         if span_starts_nocase(s, b"yes", 3):
@@ -683,6 +742,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     elif d.pres_kind == PK_PUBLIC_PRIVATE:
         if span_starts_nocase(col(f, nf, d.c_presentation), b"priv", 4) and pres == PRES_ALLOWED:
             pres = PRES_RESTRICTED
+    elif d.pres_kind == PK_SIP_PRIVACY:
+        if span_contains_id(col(f, nf, d.c_presentation)) and pres == PRES_ALLOWED:
+            pres = PRES_RESTRICTED
     if redirecting == called:
         redirecting = 0
     if final_ == called:
@@ -722,11 +784,11 @@ from cdrtrace.errors import REJECT_REASONS as REASONS  # indexed by the codes ab
 
 
 DIALECT_FIELDS = (
-    "min_cols", "max_cols", "end_required", "time_kind", "disp_kind", "pres_kind",
-    "c_calling", "c_clid", "c_called", "c_redirecting", "c_redirecting2", "c_final",
-    "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
+    "min_cols", "max_cols", "lenient_quotes", "end_required", "time_kind", "disp_kind",
+    "pres_kind", "c_calling", "c_clid", "c_called", "c_redirecting", "c_redirecting2",
+    "c_final", "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
-    "c_presentation", "c_direction",
+    "c_presentation", "c_direction", "c_progress",
 )
 
 
@@ -865,6 +927,7 @@ cdef class CdrParser:
         cdef bint skipping = self.skipping
         cdef Zone* z = &self.zone
         cdef bint has_nul, out_of_memory = False
+        cdef bint lenient = self.dialect.lenient_quotes
         try:
             with nogil:
                 has_nul = memchr(base, 0, size) != NULL
@@ -889,7 +952,7 @@ cdef class CdrParser:
                         break
                     detail = 0
                     rec_end = p
-                    status = tokenize(p, end, final, fields, &nf, &rec_end, &next_rec)
+                    status = tokenize(p, end, final, lenient, fields, &nf, &rec_end, &next_rec)
                     if status == ST_NEED_MORE:
                         break
                     if status == ST_OK:

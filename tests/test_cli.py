@@ -69,7 +69,7 @@ def test_stdin_source(tmp_path):
      "cdrtrace: error: cannot read {tmp}/missing.csv: no such file"),
     (["ingest", "{tmp}", "--db", "{db}"], "cdrtrace: error: cannot read {tmp}: it is a directory"),
     (["ingest", "-", "--format", "sonus", "--db", "{db}"],
-     "cdrtrace: error: unknown format 'sonus' (known: asterisk, cucm, broadworks)"),
+     "cdrtrace: error: unknown format 'sonus' (known: asterisk, asterisk-custom, freeswitch, cucm, broadworks)"),
     (["ingest", "-", "--tz", "Mars/Base", "--db", "{db}"],
      "cdrtrace: error: unknown time zone 'Mars/Base' (use an IANA name such as America/Denver)"),
     (["last-calls", "3035550110", "--analyst", "", "--db", "{db}"],

@@ -13,18 +13,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cdrtrace
-from cdrtrace import _parse, _parse_py, index, parse, synth, timezones
-from cdrtrace.formats import BROADWORKS, CUCM, Disposition
+from cdrtrace import _parse, _parse_py, index, numbers, parse, synth, timezones
+from cdrtrace.formats import BROADWORKS, CUCM, Disposition, Presentation
 from cdrtrace.timezones import format_utc
 from conftest import parse_all
 
-FORMATS = ("asterisk", "cucm", "broadworks")
+FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks")
 
 
 def write(columns, fmt: str, path, cucm_fields: int = 129, zone: str = "America/Denver"):
     n = len(columns["line"])
     if fmt == "asterisk":
         data = synth.format_asterisk(columns, 0, n, zone)
+    elif fmt == "asterisk-custom":
+        data = synth.format_asterisk_custom(columns, 0, n, zone)
+    elif fmt == "freeswitch":
+        data = synth.format_freeswitch(columns, 0, n, zone)
     elif fmt == "cucm":
         data = synth.cucm_header(cucm_fields) + synth.format_cucm(columns, 0, n, cucm_fields)
     else:
@@ -33,14 +37,16 @@ def write(columns, fmt: str, path, cucm_fields: int = 129, zone: str = "America/
     return str(path)
 
 
-def projection(store):
+def projection(store, dialled_only=False):
     """Per line: its received calls as (start, calling, answered, disposition), sorted."""
     out = {}
     with store.read() as txn:
         for key, value in txn.cursor(store.db["index"]):
-            entries = index.decode(value)
-            out[key] = sorted((int(e["start_us"]), int(e["calling"]), int(e["flags"]) & 1,
-                               int(e["flags"]) >> 4) for e in entries)
+            entries = [e for e in index.decode(value)
+                       if not dialled_only or (int(e["flags"]) >> 2) & 3 == index.ROLE_DIALLED]
+            if entries:
+                out[key] = sorted((int(e["start_us"]), int(e["calling"]), int(e["flags"]) & 1,
+                                   int(e["flags"]) >> 4) for e in entries)
     return out
 
 
@@ -49,12 +55,13 @@ def same_calls(tmp_path_factory):
     columns, truth = synth.generate(4000, 300, seed=11, campaigns=8)
     folder = tmp_path_factory.mktemp("formats")
     stores = {}
-    for fmt, extra in [("asterisk", {}), ("cucm", {"cucm_fields": 129}),
-                       ("cucm", {"cucm_fields": 133}), ("broadworks", {})]:
+    for fmt, extra in [("asterisk", {}), ("asterisk-custom", {}), ("freeswitch", {}),
+                       ("cucm", {"cucm_fields": 129}), ("cucm", {"cucm_fields": 133}),
+                       ("broadworks", {})]:
         name = f"{fmt}-{extra.get('cucm_fields', '')}"
         path = write(columns, fmt, folder / f"{name}.csv", **extra)
         store = cdrtrace.open(folder / name, create=True, keep=64)   # keep all: no ties cut
-        zone = "America/Denver" if fmt == "asterisk" else "UTC"
+        zone = "America/Denver" if fmt in ("asterisk", "asterisk-custom", "freeswitch") else "UTC"
         summary = cdrtrace.ingest(store, [path], fmt=fmt, zone=zone)
         assert summary.rejected == 0 and summary.records == len(columns["line"])
         stores[name] = store
@@ -63,11 +70,14 @@ def same_calls(tmp_path_factory):
 
 def test_the_same_calls_in_every_format_give_the_same_index(same_calls):
     _, _, stores = same_calls
-    views = {name: projection(store) for name, store in stores.items()}
+    views = {name: projection(store) for name, store in stores.items() if name != "freeswitch-"}
     first = views["asterisk-"]
     assert len(first) > 250
     for name, view in views.items():
         assert view == first, name
+    # FreeSWITCH's templates name only the dialled number (forwarding needs an operator's
+    # rdnis column), so its index is the dialled-line part of the others'
+    assert projection(stores["freeswitch-"]) == projection(stores["asterisk-"], dialled_only=True)
 
 
 def test_the_same_calls_in_every_format_give_the_same_traces(same_calls):
@@ -75,7 +85,7 @@ def test_the_same_calls_in_every_format_give_the_same_traces(same_calls):
     at = format_utc(int(columns["end"].max() + 60) * 1_000_000)
     lines = sorted({f"+1{int(x)}" for x in columns["line"]})[:120]
     outcomes = {name: [(s.trace(line, at=at).outcome.value, s.trace(line, at=at).outcome.value)
-                       for line in lines] for name, s in stores.items()}
+                       for line in lines] for name, s in stores.items() if name != "freeswitch-"}
     first = outcomes["asterisk-"]
     assert {"success", "already_traced"} <= {o for pair in first for o in pair}
     for name, got in outcomes.items():
@@ -251,6 +261,62 @@ def test_broadworks_forwarded_call_and_bad_time(tmp_path):
     assert roles == {"dialled", "redirecting", "final"}
 
 
+# ------------------------------------------------------------------ FreeSWITCH
+
+FS = ('"{name}","{number}","3035550110","public","2026-03-02 14:03:11","{answer}",'
+      '"2026-03-02 14:03:29","18","{billsec}","{cause}","0c4a2b9e-08d1-11ef-9a3c-6b1f2d3e4f50","",""'
+      ',"PCMU","PCMU"')
+
+
+def fs_parse(data: bytes):
+    return parse_all(data, parser=parse.make_parser("freeswitch", zone="America/Denver"))
+
+
+def test_freeswitch_recovers_unescaped_quotes_in_names():
+    line = FS.format(name='Robert "Bob" O"Neil, Jr.', number="7205550101",
+                     answer="2026-03-02 14:03:15", billsec="14", cause="NORMAL_CLEARING")
+    (row,), bad = fs_parse(line.encode("latin-1") + b"\r\n")
+    assert bad == []
+    assert numbers.format_number(row["calling"]) == "+17205550101"
+    assert row["disposition"] == Disposition.ANSWERED and row["start_us"] == 1772485391 * 10**6
+
+
+def test_freeswitch_default_template_with_its_stray_space():
+    line = ('"Pat","7205550101","3035550110","default","2026-03-02 14:03:11","",'
+            '"2026-03-02 14:03:29","18","0","ORIGINATOR_CANCEL","uuid-1","", "acct"')
+    (row,), bad = fs_parse(line.encode())
+    assert bad == [] and row["disposition"] == Disposition.CANCELLED and row["received"]
+
+
+@pytest.mark.parametrize("cause,answered,received,disposition", [
+    ("NORMAL_CLEARING", True, True, Disposition.ANSWERED),
+    ("ORIGINATOR_CANCEL", False, True, Disposition.CANCELLED),
+    ("NO_ANSWER", False, True, Disposition.NO_ANSWER),
+    ("NO_USER_RESPONSE", False, True, Disposition.NO_ANSWER),
+    ("USER_BUSY", False, False, Disposition.BUSY),
+    ("CALL_REJECTED", False, False, Disposition.REJECTED),
+    ("UNALLOCATED_NUMBER", False, False, Disposition.UNALLOCATED),
+    ("NORMAL_TEMPORARY_FAILURE", False, False, Disposition.FAILED),
+    ("NORMAL_CLEARING", False, False, Disposition.UNKNOWN),   # no alerting column: unknown
+])
+def test_freeswitch_hangup_causes(cause, answered, received, disposition):
+    line = FS.format(name="Pat", number="7205550101", cause=cause, billsec="0",
+                     answer="2026-03-02 14:03:15" if answered else "")
+    (row,), bad = fs_parse(line.encode())
+    assert bad == []
+    assert (bool(row["received"]), row["disposition"]) == (received, disposition)
+
+
+def test_freeswitch_anonymous_is_unavailable_and_bad_cause_rejected():
+    good = FS.format(name="Anonymous", number="anonymous", answer="", billsec="0",
+                     cause="ORIGINATOR_CANCEL")
+    bad_cause = FS.format(name="Pat", number="7205550101", answer="", billsec="0",
+                          cause="hung up")
+    rows, bad = fs_parse((good + "\n" + bad_cause + "\n").encode())
+    assert [r["presentation"] for r in rows] == [Presentation.UNAVAILABLE]
+    assert [(r[0], r[2]) for r in bad] == [(2, "unknown disposition in column 10")]
+
+
 # ------------------------------------------------------------------ native == reference
 
 def both(fmt: str, data: bytes, chunk: int):
@@ -271,28 +337,36 @@ def sample(fmt: str) -> bytes:
     if fmt not in SAMPLES:
         columns, _ = synth.generate(40, 20, seed=3, campaigns=3)
         n = len(columns["line"])
-        SAMPLES[fmt] = (synth.cucm_header() + synth.format_cucm(columns, 0, n) if fmt == "cucm"
-                        else synth.broadworks_header() + synth.format_broadworks(columns, 0, n))
+        SAMPLES[fmt] = {
+            "cucm": lambda: synth.cucm_header() + synth.format_cucm(columns, 0, n),
+            "broadworks": lambda: synth.broadworks_header() + synth.format_broadworks(columns, 0, n),
+            "freeswitch": lambda: synth.format_freeswitch(columns, 0, n),
+            "asterisk-custom": lambda: synth.format_asterisk_custom(columns, 0, n),
+        }[fmt]()
     return SAMPLES[fmt]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fmt=st.sampled_from(["cucm", "broadworks"]),
+HEADER_LINES = {"cucm": 2, "broadworks": 1, "freeswitch": 0, "asterisk-custom": 0}
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fmt=st.sampled_from(sorted(HEADER_LINES)),
        edits=st.lists(st.tuples(st.floats(0, 1), st.sampled_from(
            [b'"', b",", b"\n", b"\r", b"\x00", b"", b"9", b"\xe9", b".", b"-", b"No", b"x"]),
            st.integers(0, 3)), max_size=6),
        chunk=st.integers(1, 4000))
-def test_native_equals_reference_for_header_formats(fmt, edits, chunk):
+def test_native_equals_reference_for_every_format(fmt, edits, chunk):
     data = bytearray(sample(fmt))
-    header_end = data.index(b"\n", data.index(b"\n") + 1 if fmt == "cucm" else 0) + 1
+    header_end = 0
+    for _ in range(HEADER_LINES[fmt]):
+        header_end = data.index(b"\n", header_end) + 1
     for where, insert, delete in edits:   # mutate the records, keep the header
         pos = header_end + int(where * (len(data) - header_end))
         data[pos:pos + delete] = insert
     native, reference = both(fmt, bytes(data), chunk)
     assert native == reference
     if not edits:
-        assert native[1] == [] and len(native[0]) == bytes(data).count(b"\n") - (
-            2 if fmt == "cucm" else 1)
+        assert native[1] == [] and len(native[0]) == bytes(data).count(b"\n") - HEADER_LINES[fmt]
 
 
 @pytest.mark.parametrize("command", ["ingest", "synth"])
@@ -300,5 +374,6 @@ def test_every_format_is_listed_by_the_command(capsys, command):
     from cdrtrace import cli
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
-    assert "one of: asterisk, cucm, broadworks" in " ".join(capsys.readouterr().out.split())
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "one of: asterisk, asterisk-custom, freeswitch, cucm, broadworks" in help_text
     assert set(FORMATS) == set(cdrtrace.formats.FORMATS)

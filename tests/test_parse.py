@@ -313,7 +313,8 @@ def test_missing_native_module_fails_loudly(monkeypatch):
 
 def test_unknown_format_and_zone():
     with pytest.raises(cdrtrace.FormatError,
-                       match="unknown format 'bogus' \\(known: asterisk, cucm, broadworks\\)"):
+                       match="unknown format 'bogus' \\(known: asterisk, asterisk-custom, "
+                             "freeswitch, cucm, broadworks\\)"):
         parse.make_parser("bogus")
     with pytest.raises(cdrtrace.CdrTraceError, match="unknown time zone 'Mars/Base'"):
         parse.make_parser(zone="Mars/Base")

@@ -6,6 +6,7 @@ mutated input. Selected for debugging with CDRTRACE_PURE=1; never a silent fallb
 from __future__ import annotations
 
 import calendar
+import re
 
 import numpy as np
 
@@ -15,8 +16,10 @@ from .formats import (
     COLUMNS,
     DK_ASTERISK,
     DK_CUCM,
+    DK_Q850_NAME,
     PK_ASTERISK_USERFIELD,
     PK_PUBLIC_PRIVATE,
+    PK_SIP_PRIVACY,
     TIME_EPOCH,
     TIME_LOCAL,
     Disposition,
@@ -52,14 +55,21 @@ def hash_bytes(h: int, data: bytes) -> int:
     return h ^ (h >> 31)
 
 
-def tokenize(buf: bytes, r: int, final: bool):
+def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False):
     """Return (status, fields, record_end, next_record); fields are (bytes, quoted).
 
-    On an error, record_end is where the error was found."""
+    On an error, record_end is where the error was found. lenient: quotes inside
+    values are not doubled; a quote ends a field only before a comma or line end."""
     end = len(buf)
     p = r
     fields = []
     while True:
+        if lenient:
+            s = p
+            while s < end and buf[s] == 0x20:
+                s += 1
+            if s < end and buf[s] == 0x22:
+                p = s
         if p < end and buf[p] == 0x22:
             q = p + 1
             while True:
@@ -68,11 +78,15 @@ def tokenize(buf: bytes, r: int, final: bool):
                     if not final:
                         return (ERR_TOO_LONG if end - r > MAX_RECORD else NEED_MORE), None, end, None
                     return ERR_UNTERMINATED, None, end, None
-                if q + 1 < end and buf[q + 1] == 0x22:
-                    q += 2
-                    continue
                 if q + 1 == end and not final:
                     return NEED_MORE, None, None, None
+                if lenient:
+                    if q + 1 < end and buf[q + 1] not in b",\n\r":
+                        q += 1
+                        continue
+                elif q + 1 < end and buf[q + 1] == 0x22:
+                    q += 2
+                    continue
                 break
             fields.append((buf[p + 1:q], True))
             p = q + 1
@@ -192,6 +206,28 @@ def _channel_number(text: bytes, cc: int) -> int:
     return numbers.normalize(rest[:cut], cc)
 
 
+Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposition.NO_ANSWER,
+              b"NO_USER_RESPONSE": Disposition.NO_ANSWER, b"USER_BUSY": Disposition.BUSY,
+              b"CALL_REJECTED": Disposition.REJECTED,
+              b"UNALLOCATED_NUMBER": Disposition.UNALLOCATED}
+
+
+def _q850_name_disposition(name: bytes, answered: bool, alerted: bool):
+    if not 0 < len(name) <= 48 or not all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
+                                          for c in name):
+        return None
+    if answered:
+        return Disposition.ANSWERED
+    if name == b"NORMAL_CLEARING":
+        return Disposition.CANCELLED if alerted else Disposition.UNKNOWN
+    return Q850_NAMES.get(name, Disposition.FAILED)
+
+
+def _privacy_withholds_id(value: bytes) -> bool:
+    """'id' as a token of the SIP Privacy value, tokens separated by ';' or spaces."""
+    return any(token.lower() == b"id" for token in re.split(rb"[; ]", value))
+
+
 def _cause_disposition(cause: int) -> Disposition:
     return {18: Disposition.NO_ANSWER, 19: Disposition.NO_ANSWER, 17: Disposition.BUSY,
             21: Disposition.REJECTED, 1: Disposition.UNALLOCATED}.get(cause, Disposition.FAILED)
@@ -244,6 +280,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             disp = Disposition.CANCELLED
         else:
             disp = _cause_disposition(causes["dest_cause"])
+    elif d["disp_kind"] == DK_Q850_NAME:
+        disp = _q850_name_disposition(col("disposition"), answer != 0, bool(col("progress")))
     else:
         indicator = col("disposition")
         if indicator.lower().startswith(b"yes"):
@@ -286,6 +324,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             redirecting = numbers.normalize(col("presentation"), cc)
     elif d["pres_kind"] == PK_PUBLIC_PRIVATE:
         if col("presentation").lower().startswith(b"priv") and pres == Presentation.ALLOWED:
+            pres = Presentation.RESTRICTED
+    elif d["pres_kind"] == PK_SIP_PRIVACY:
+        if _privacy_withholds_id(col("presentation")) and pres == Presentation.ALLOWED:
             pres = Presentation.RESTRICTED
     if redirecting == called:
         redirecting = 0
@@ -352,7 +393,7 @@ class CdrParser:
                 if final:
                     p = end
                 break
-            status, fields, rec_end, nxt = tokenize(buf, p, final)
+            status, fields, rec_end, nxt = tokenize(buf, p, final, bool(self.dialect["lenient_quotes"]))
             if status == NEED_MORE:
                 break
             detail = 0

@@ -55,11 +55,11 @@ ARROW_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype))) for name,
 # dispositions and presentation are written. The native parser takes the resolved map.
 
 TIME_LOCAL, TIME_EPOCH, TIME_COMPACT = 0, 1, 2
-DK_ASTERISK, DK_CUCM, DK_BROADWORKS = 0, 1, 2
-PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE = 0, 1, 2
+DK_ASTERISK, DK_CUCM, DK_BROADWORKS, DK_Q850_NAME = 0, 1, 2, 3
+PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY = 0, 1, 2, 3
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
-         "dest_cause", "callid", "callid2", "presentation", "direction")
+         "dest_cause", "callid", "callid2", "presentation", "direction", "progress")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -81,6 +81,7 @@ class Format:
     min_cols: int = 0
     header_lines: int = 0
     required: tuple = ()        # roles the header must name
+    lenient_quotes: bool = False  # quotes inside values are not doubled (FreeSWITCH)
 
     def dialect(self, header: list[str] | None = None) -> dict:
         """The native parser's column map, from the fixed columns or the header."""
@@ -92,6 +93,7 @@ class Format:
         if missing:
             raise FormatError(f"{self.name} header lacks the column(s) {', '.join(missing)}")
         dialect = {"min_cols": self.min_cols or len(names), "max_cols": len(names),
+                   "lenient_quotes": int(self.lenient_quotes),
                    "end_required": int(self.end_required), "time_kind": self.time_kind,
                    "disp_kind": self.disp_kind, "pres_kind": self.pres_kind}
         for role in ROLES:
@@ -137,7 +139,29 @@ BROADWORKS = Format(
            "presentation": "callingPresentationIndicator", "direction": "direction"},
     required=("calling", "called", "final", "start", "disposition", "callid", "direction"))
 
-FORMATS = {f.name: f for f in (ASTERISK, CUCM, BROADWORKS)}
+# Asterisk cdr_custom's legacy default mapping: every field quoted but sequence.
+ASTERISK_CUSTOM = dataclasses.replace(
+    ASTERISK, name="asterisk-custom", min_cols=0,
+    columns=("clid", "src", "dst", "dcontext", "channel", "dstchannel", "lastapp", "lastdata",
+             "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
+             "accountcode", "uniqueid", "userfield", "sequence"))
+
+# FreeSWITCH mod_cdr_csv: the shipped 'example' template (15 fields); the compiled-in
+# 'default' template is its first 13 (with a stray space, skipped). Values are not
+# escaped: a quote inside a caller name is recovered by where it sits.
+FREESWITCH = Format(
+    "freeswitch", lenient_quotes=True, min_cols=13, time_kind=TIME_LOCAL,
+    disp_kind=DK_Q850_NAME, end_required=True,
+    columns=("caller_id_name", "caller_id_number", "destination_number", "context",
+             "start_stamp", "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause",
+             "uuid", "bleg_uuid", "accountcode", "read_codec", "write_codec"),
+    roles={"calling": "caller_id_number", "called": "destination_number",
+           "start": "start_stamp", "answer": "answer_stamp", "end": "end_stamp",
+           "duration": "duration", "billsec": "billsec", "disposition": "hangup_cause",
+           "callid": "uuid", "progress": "progress_stamp", "presentation": "sip_Privacy",
+           "redirecting": "rdnis"})
+
+FORMATS = {f.name: f for f in (ASTERISK, ASTERISK_CUSTOM, FREESWITCH, CUCM, BROADWORKS)}
 
 
 class CallBatch:

@@ -9,6 +9,7 @@ Vectorised: numpy for the numbers, Arrow compute kernels for the text.
 from __future__ import annotations
 
 import concurrent.futures
+import csv
 import datetime as dt
 import json
 from pathlib import Path
@@ -266,6 +267,8 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
           campaigns: int | None = None) -> dict:
     """Write the traffic to out and the campaigns' truth to out + '.truth.json'."""
     writers = {"asterisk": (b"", lambda c, lo, hi: format_asterisk(c, lo, hi, zone)),
+               "asterisk-custom": (b"", lambda c, lo, hi: format_asterisk_custom(c, lo, hi, zone)),
+               "freeswitch": (b"", lambda c, lo, hi: format_freeswitch(c, lo, hi, zone)),
                "cucm": (cucm_header(), format_cucm),
                "broadworks": (broadworks_header(), format_broadworks)}
     if fmt not in writers:
@@ -291,6 +294,52 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
             call["trace_at"] = iso(call.pop("trace_at_s") * 1_000_000)
     Path(str(out) + ".truth.json").write_text(json.dumps(truth, indent=1))
     return truth
+
+
+# ------------------------------------------------------------------ FreeSWITCH, cdr_custom
+
+FREESWITCH_CAUSES = np.array([b"NORMAL_CLEARING", b"NO_ANSWER", b"ORIGINATOR_CANCEL", b"USER_BUSY",
+                              b"NORMAL_TEMPORARY_FAILURE", b"RECOVERY_ON_TIMER_EXPIRE"],
+                             dtype=object)
+
+
+def format_freeswitch(columns, lo: int, hi: int, zone: str = "UTC", width: int = 15) -> bytes:
+    """mod_cdr_csv 'example' template (15 fields), or the compiled-in 'default' (13, with
+    its stray space). Values are not escaped: quotes in names stay single."""
+    if width not in (13, 15):
+        raise SynthError("FreeSWITCH templates have 13 (default) or 15 (example) fields")
+    c = {k: v[lo:hi] for k, v in columns.items()}
+    pres = c["presentation"]
+    first = pa.array(np.array(FIRST, dtype=object)[c["first"]], pa.binary())
+    last = pa.array(np.array(LAST, dtype=object)[c["last"]], pa.binary())
+    name = pc.if_else(pa.array(pres == 0), pc.binary_join_element_wise(first, last, b" "),
+                      pa.scalar(b"Anonymous"))
+    number = pc.if_else(pa.array(pres == 2), pa.scalar(b"anonymous"), _text(c["caller"]))
+    answered = c["answer"] != 0
+    answer = pc.if_else(pa.array(answered), _stamp(np.where(answered, c["answer"], c["start"]),
+                                                   zone), pa.scalar(b""))
+    uuid = pc.binary_join_element_wise(b"0c4a2b9e-08d1-11ef-9a3c-", _text(c["seq"] + 10**11), b"")
+    cause = pa.array(FREESWITCH_CAUSES[c["disposition"]], pa.binary())
+    values = [name, number, _text(c["line"]), b"public", _stamp(c["start"], zone), answer,
+              _stamp(c["end"], zone), _text(c["end"] - c["start"]), _text(c["billsec"]), cause,
+              uuid, b"", b"", b"PCMU", b"PCMU"][:width]
+    parts = []
+    for i, value in enumerate(values):
+        sep = b"" if i == 0 else (b", " if width == 13 and i == 12 else b",")
+        parts += [sep + b'"', value, b'"']
+    return _join_rows(parts, hi - lo)
+
+
+def format_asterisk_custom(columns, lo: int, hi: int, zone: str = "UTC") -> bytes:
+    """Asterisk cdr_custom's legacy default mapping: all quoted but sequence."""
+    rows = format_asterisk(columns, lo, hi, zone, width=21).splitlines()
+    order = [4, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 16, 17, 20]
+    out = []
+    for row in rows:
+        cells = next(csv.reader([row.decode("latin-1")]))
+        quoted = ['"' + cells[i].replace('"', '""') + '"' for i in order[:-1]]
+        out.append(",".join(quoted + [cells[order[-1]]]).encode("latin-1"))
+    return b"\n".join(out) + b"\n"
 
 
 # ------------------------------------------------------------------ Cisco Unified CM
