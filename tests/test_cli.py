@@ -15,6 +15,7 @@ from conftest import cdr, cdr_file
 def run(*argv, env=None):
     """Run the installed command in a subprocess: exit code, stdout, stderr."""
     proc = subprocess.run([sys.executable, "-m", "cdrtrace.cli", *argv], capture_output=True,
+                          stdin=subprocess.DEVNULL,
                           text=True, env={**os.environ, **(env or {})})
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -67,7 +68,11 @@ def test_stdin_source(tmp_path):
     (["trace", "not-a-line", "--db", "{db}"], "cdrtrace: error: not a telephone line: 'not-a-line'"),
     (["ingest", "{tmp}/missing.csv", "--db", "{db}"],
      "cdrtrace: error: cannot read {tmp}/missing.csv: no such file"),
-    (["ingest", "{tmp}", "--db", "{db}"], "cdrtrace: error: cannot read {tmp}: it is a directory"),
+    (["ingest", "{tmp}", "--db", "{db}"], "cdrtrace: error: no files in directory {tmp}"),
+    (["ingest", "{tmp}/*.cdr", "--db", "{db}"], "cdrtrace: error: no file matches {tmp}/*.cdr"),
+    (["ingest", "-", "--format", "auto", "--db", "{db}"],
+     "cdrtrace: error: cannot tell the format of -: it looks like none of asterisk, "
+     "asterisk-custom, freeswitch, cucm, broadworks (name it with --format)"),
     (["ingest", "-", "--format", "sonus", "--db", "{db}"],
      "cdrtrace: error: unknown format 'sonus' (known: asterisk, asterisk-custom, freeswitch, cucm, broadworks)"),
     (["ingest", "-", "--tz", "Mars/Base", "--db", "{db}"],

@@ -51,7 +51,7 @@ def cmd_ingest(args):
     show = _progress_bar()
     summary = run_ingest(store, args.sources, fmt=args.format, zone=args.tz,
                          country_code=args.country_code, rejects_path=args.rejects,
-                         progress=show)
+                         progress=show, force=args.force)
     if show:
         sys.stderr.write("\n")
     text = (f"records {summary.records:,}  indexed {summary.indexed:,}  "
@@ -59,6 +59,8 @@ def cmd_ingest(args):
             f"seconds {summary.seconds:.2f}  records/s {summary.records_per_second:,.0f}")
     if summary.rejects_path:
         text += f"\nrejected records written to {summary.rejects_path}"
+    for name in summary.skipped:
+        text += f"\nskipped {name}: already ingested (--force to ingest it again)"
     _emit(args, summary.to_dict(), text)
 
 
@@ -117,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
-    p.add_argument("sources", nargs="+", metavar="SOURCE")
-    p.add_argument("--format", default="asterisk", help=f"one of: {', '.join(FORMATS)}")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="files, directories, globs or '-'; gzip, bzip2, xz and zstd are read as is")
+    p.add_argument("--format", default="asterisk",
+                   help=f"one of: {', '.join(FORMATS)}; or auto")
+    p.add_argument("--force", action="store_true", help="ingest files already ingested")
     p.add_argument("--tz", help="IANA zone of the switch's local times (default: the store's)")
     p.add_argument("--country-code", type=int, help="country code for national numbers")
     p.add_argument("--rejects", help="JSON-lines file for malformed records")

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from . import index
+from .errors import SourceError
 from .formats import CallBatch
-from .parse import MAX_HEADER, get_format, make_parser, read_header
-from .sources import ChunkReader, RejectsWriter, open_source
+from .parse import MAX_HEADER, detect_format, get_format, make_parser, read_header
+from .sources import ChunkReader, RejectsWriter, expand, identity, open_source
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
 
@@ -27,6 +28,7 @@ class IngestSummary:
     bytes: int = 0
     seconds: float = 0.0
     rejects_path: str | None = None
+    skipped: list = dataclasses.field(default_factory=list)   # already ingested
 
     @property
     def records_per_second(self) -> float:
@@ -40,10 +42,13 @@ class IngestSummary:
 
 
 def ingest(store, sources: Iterable[str], fmt: str = "asterisk", zone: str | None = None,
+           force: bool = False,
            country_code: int | None = None, feed_id: int = 0,
            rejects_path: str | os.PathLike | None = None, chunk_bytes: int = 4 << 20, batch_pairs: int = BATCH_PAIRS,
            progress: Callable[[int, int | None], None] | None = None) -> IngestSummary:
-    """Ingest CDR sources (paths, '-' for stdin) into the store's index."""
+    """Ingest CDR sources into the store's index: files, directories, globs, '-' for stdin,
+    compressed or not. fmt may be 'auto'. A file whose content was already ingested is
+    skipped (listed in summary.skipped) unless force is set."""
     cfg = store.config
     zone = zone or cfg["zone"]
     country_code = country_code or cfg["country_code"]
@@ -51,17 +56,27 @@ def ingest(store, sources: Iterable[str], fmt: str = "asterisk", zone: str | Non
     summary = IngestSummary()
     started = time.perf_counter()
     try:
-        for name in sources:
+        for name in expand(list(sources)):
             stream, size = open_source(name)
             try:
+                ident = identity(name)
+                if not force and store.source_with_identity(ident):
+                    summary.skipped.append(name)
+                    continue
                 reader = ChunkReader(stream, chunk_bytes)
-                reader.fill()
+                try:
+                    reader.fill()
+                except SourceError as exc:
+                    raise SourceError(f"cannot read {name}: {exc}") from None
                 with reader.pending() as head:
-                    header, skip = read_header(get_format(fmt), bytes(head[:MAX_HEADER]), name)
+                    first = bytes(head[:MAX_HEADER])
+                source_fmt = detect_format(first, name) if fmt == "auto" else fmt
+                header, skip = read_header(get_format(source_fmt), first, name)
                 reader.consume(skip)
-                parser = make_parser(fmt, zone, country_code, feed_id, cfg["min_ring_seconds"],
-                                     header, start_offset=skip)
-                source = store.register_source(name if name != "-" else "<stdin>", size)
+                parser = make_parser(source_fmt, zone, country_code, feed_id,
+                                     cfg["min_ring_seconds"], header, start_offset=skip)
+                source = store.register_source(name if name != "-" else "<stdin>", size, ident,
+                                               source_fmt)
                 _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
                                progress, batch_pairs)
             finally:
@@ -120,6 +135,9 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             return
         if progress:
             progress(done, size)
-        got = reader.fill()
+        try:
+            got = reader.fill()
+        except SourceError as exc:
+            raise SourceError(f"cannot read {name}: {exc}") from None
         done += got
         summary.bytes += got

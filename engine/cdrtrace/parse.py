@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 from . import timezones
 from .errors import NativeModuleError
@@ -36,6 +37,35 @@ def get_format(name: str) -> Format:
         return FORMATS[name]
     except KeyError:
         raise FormatError(f"unknown format {name!r} (known: {', '.join(FORMATS)})") from None
+
+
+def detect_format(head: bytes, source: str = "source") -> str:
+    """The format of a source from its first bytes, or FormatError naming the candidates."""
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    if first.startswith(b'"cdrRecordType"'):
+        return "cucm"
+    text = first.decode("latin-1")
+    names = {n.strip() for n in next(csv.reader([text]), [])}
+    if {"recordId", "direction", "callingNumber", "startTime"} <= names:
+        return "broadworks"
+    fields = next(csv.reader([text], skipinitialspace=True), [])
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+    matches = []
+    if 16 <= len(fields) <= 21 and stamp.match(fields[9]) and fields[14] in ASTERISK_DISPOSITIONS:
+        matches.append("asterisk")
+    if len(fields) == 19 and stamp.match(fields[8]) and fields[13] in ASTERISK_DISPOSITIONS:
+        matches.append("asterisk-custom")
+    if len(fields) in (13, 15) and stamp.match(fields[4]) and re.match(r"^[A-Z_0-9]+$", fields[9]):
+        matches.append("freeswitch")
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise FormatError(f"{source} could be {' or '.join(matches)}: name it with --format")
+    raise FormatError(f"cannot tell the format of {source}: it looks like none of "
+                      f"{', '.join(FORMATS)} (name it with --format)")
+
+
+ASTERISK_DISPOSITIONS = {"ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION", "CANCEL", "UNKNOWN"}
 
 
 def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[str] | None, int]:

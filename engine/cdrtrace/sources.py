@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import base64
+import bz2
+import glob
+import gzip
+import hashlib
+import io
 import json
+import lzma
 import os
 import sys
 from typing import BinaryIO
@@ -12,19 +18,113 @@ from .errors import SourceError
 CHUNK_BYTES = 16 << 20
 
 
+GLOB_CHARS = set("*?[")
+IDENTITY_SAMPLE = 1 << 20
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
+          (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+def expand(names: list[str]) -> list[str]:
+    """Sources as given: '-' (stdin), files, directories (their files in name order) and
+    glob patterns (matches in name order)."""
+    out = []
+    for name in names:
+        if name == "-":
+            out.append(name)
+        elif os.path.isdir(name):
+            files = sorted(os.path.join(name, f) for f in os.listdir(name)
+                           if not f.startswith(".") and os.path.isfile(os.path.join(name, f)))
+            if not files:
+                raise SourceError(f"no files in directory {name}")
+            out += files
+        elif GLOB_CHARS & set(name) and not os.path.exists(name):
+            matches = sorted(glob.glob(name))
+            if not matches:
+                raise SourceError(f"no file matches {name}")
+            out += matches
+        else:
+            out.append(name)
+    return out
+
+
 def open_source(name: str) -> tuple[BinaryIO, int | None]:
-    """(binary stream, size or None); '-' is stdin."""
+    """(binary stream of CDR bytes, file size or None); '-' is stdin. gzip, bzip2, xz and
+    zstd sources are recognised by their first bytes and decompressed as they stream."""
     if name == "-":
-        return sys.stdin.buffer, None
-    try:
-        stream = open(name, "rb")  # noqa: SIM115 - closed by the caller
-    except FileNotFoundError:
-        raise SourceError(f"cannot read {name}: no such file") from None
-    except IsADirectoryError:
-        raise SourceError(f"cannot read {name}: it is a directory") from None
-    except OSError as exc:
-        raise SourceError(f"cannot read {name}: {exc.strerror}") from None
-    return stream, os.fstat(stream.fileno()).st_size
+        raw = sys.stdin.buffer
+    else:
+        try:
+            raw = open(name, "rb")  # noqa: SIM115 - closed by the caller
+        except FileNotFoundError:
+            raise SourceError(f"cannot read {name}: no such file") from None
+        except IsADirectoryError:
+            raise SourceError(f"cannot read {name}: it is a directory") from None
+        except OSError as exc:
+            raise SourceError(f"cannot read {name}: {exc.strerror}") from None
+    head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
+    kind = next((k for magic, k in _MAGIC if head.startswith(magic)), None)
+    size = os.fstat(raw.fileno()).st_size if name != "-" else None
+    if kind is None:
+        return raw, size
+    if kind == "gzip":
+        stream = gzip.GzipFile(fileobj=raw)
+    elif kind == "bzip2":
+        stream = bz2.BZ2File(raw)
+    elif kind == "xz":
+        stream = lzma.LZMAFile(raw)
+    else:
+        import zstandard  # a dependency: the stdlib has no zstd before Python 3.14
+
+        stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+    return _Decompressing(stream, raw, kind), None
+
+
+class _Decompressing(io.RawIOBase):
+    """A decompressing stream whose errors name the compression, closing its file too."""
+
+    def __init__(self, stream, raw, kind: str):
+        self.stream, self.raw, self.kind = stream, raw, kind
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self.stream.readinto(buffer)
+        except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+            raise SourceError(f"corrupt {self.kind} data ({exc})") from None
+        except Exception as exc:   # zstandard.ZstdError is not an OSError
+            if type(exc).__name__ == "ZstdError":
+                raise SourceError(f"corrupt {self.kind} data ({exc})") from None
+            raise
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stream.close()
+            if self.raw is not sys.stdin.buffer:
+                self.raw.close()
+        super().close()
+
+
+def identity(name: str) -> str | None:
+    """A content identity for skipping a re-ingested file: its size and a hash of its first
+    and last MiB and 64 blocks between. CDR files are append-only logs, so a file whose
+    size and samples match is the same file. None for stdin."""
+    if name == "-":
+        return None
+    size = os.path.getsize(name)
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(name, "rb") as f:
+        digest.update(f.read(IDENTITY_SAMPLE))
+        if size > 2 * IDENTITY_SAMPLE:
+            for i in range(1, 65):
+                f.seek(size * i // 65)
+                digest.update(f.read(4096))
+            f.seek(size - IDENTITY_SAMPLE)
+            digest.update(f.read(IDENTITY_SAMPLE))
+        elif size > IDENTITY_SAMPLE:
+            digest.update(f.read())
+    return digest.hexdigest()
 
 
 class ChunkReader:
@@ -49,8 +149,10 @@ class ChunkReader:
         with memoryview(self.buffer) as view:
             try:
                 got = self.stream.readinto(view[tail:])
+            except SourceError:
+                raise
             except OSError as exc:
-                raise SourceError(f"read failed: {exc.strerror}") from None
+                raise SourceError(f"read failed: {exc.strerror or exc}") from None
         got = got or 0
         self.end += got
         self.eof = got == 0

@@ -123,14 +123,27 @@ class Store:
             raise NumberError(f"not a telephone line: {text!r}")
         return packed
 
-    def register_source(self, name: str, size: int | None) -> int:
+    def register_source(self, name: str, size: int | None, identity: str | None = None,
+                        fmt: str | None = None) -> int:
+        """A new source id; its identity (if any) marks the content as ingested."""
         def work(txn):
             source = self._next(txn, b"next_source")
             txn.put(source.to_bytes(4, "big"), json.dumps(
-                {"name": name, "size": size, "ingested_at": time.time()}).encode(),
-                db=self.db["sources"])
+                {"name": name, "size": size, "format": fmt, "identity": identity,
+                 "ingested_at": time.time()}).encode(), db=self.db["sources"])
+            if identity:
+                txn.put(b"identity:" + identity.encode(), source.to_bytes(4, "big"),
+                        db=self.db["sources"])
             return source
         return self.write(work)
+
+    def source_with_identity(self, identity: str | None) -> dict | None:
+        """The source already ingested with this content identity, if any."""
+        if not identity:
+            return None
+        with self.read() as txn:
+            source = txn.get(b"identity:" + identity.encode(), db=self.db["sources"])
+            return json.loads(txn.get(source, db=self.db["sources"])) if source else None
 
     def source_name(self, txn, source: int) -> str | None:
         value = txn.get(int(source).to_bytes(4, "big"), db=self.db["sources"])

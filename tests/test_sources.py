@@ -1,0 +1,110 @@
+"""Sources: compressed streams, directories and globs in name order, stdin, skipping what
+was already ingested (by content, not name), and --format auto."""
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import shutil
+import subprocess
+import sys
+
+import pytest
+import zstandard
+from test_formats import projection, write
+
+import cdrtrace
+from cdrtrace import synth
+from cdrtrace.parse import detect_format
+
+COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+               ".zst": zstandard.ZstdCompressor().compress}
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("day")
+    columns, _ = synth.generate(3000, 400, seed=21)
+    path = folder / "Master.csv"
+    write(columns, "asterisk", path, zone="UTC")
+    return columns, path
+
+
+def fresh(tmp_path, name="s"):
+    return cdrtrace.open(tmp_path / name, create=True)
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_compressed_sources_give_the_same_index(tmp_path, day, suffix):
+    _, plain = day
+    packed = tmp_path / f"Master.csv{suffix}"
+    packed.write_bytes(COMPRESSORS[suffix](plain.read_bytes()))
+    a, b = fresh(tmp_path, "a"), fresh(tmp_path, "b")
+    cdrtrace.ingest(a, [str(plain)])
+    summary = cdrtrace.ingest(b, [str(packed)], chunk_bytes=65536)
+    assert summary.bytes == plain.stat().st_size and summary.rejected == 0
+    assert projection(a) == projection(b)
+
+
+def test_compressed_stdin(tmp_path, day):
+    _, plain = day
+    db = tmp_path / "db"
+    fresh(tmp_path, "db").close()
+    proc = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "ingest", "-", "--db", str(db),
+                           "--json"], input=gzip.compress(plain.read_bytes()),
+                          capture_output=True, check=True)
+    assert b'"rejected": 0' in proc.stdout and plain.read_bytes().count(b"\n") > 2000
+
+
+def test_corrupt_compressed_source_is_a_clear_error(tmp_path, day):
+    _, plain = day
+    broken = tmp_path / "Master.csv.gz"
+    data = gzip.compress(plain.read_bytes())
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(cdrtrace.SourceError, match=f"cannot read {broken}: corrupt gzip data"):
+        cdrtrace.ingest(fresh(tmp_path), [str(broken)], chunk_bytes=65536)
+
+
+def test_directories_and_globs_in_name_order(tmp_path, day):
+    columns, _ = day
+    n = len(columns["line"])
+    folder = tmp_path / "cdr"
+    folder.mkdir()
+    cuts = [0, n // 3, 2 * n // 3, n]
+    for i in range(3):
+        (folder / f"Master-{i}.csv").write_bytes(synth.format_asterisk(columns, cuts[i], cuts[i + 1]))
+    (folder / ".hidden").write_text("not a CDR")
+    s = fresh(tmp_path)
+    summary = cdrtrace.ingest(s, [str(folder)])
+    assert (summary.sources, summary.records, summary.rejected) == (3, n, 0)
+    names = [r["name"] for r in (__import__("json").loads(v) for k, v in
+                                 s.read().cursor(s.db["sources"]) if len(k) == 4)]
+    assert names == [str(folder / f"Master-{i}.csv") for i in range(3)]
+    g = fresh(tmp_path, "g")
+    assert cdrtrace.ingest(g, [str(folder / "Master-*.csv")]).records == n
+    assert projection(g) == projection(s)
+
+
+def test_reingest_is_skipped_by_content_not_name(tmp_path, day):
+    _, plain = day
+    s = fresh(tmp_path)
+    first = cdrtrace.ingest(s, [str(plain)])
+    copy = tmp_path / "renamed.csv"
+    shutil.copy(plain, copy)
+    again = cdrtrace.ingest(s, [str(plain), str(copy)])
+    assert (again.sources, again.records, again.skipped) == (0, 0, [str(plain), str(copy)])
+    forced = cdrtrace.ingest(s, [str(copy)], force=True)
+    assert forced.records == first.records
+    grown = tmp_path / "grown.csv"
+    grown.write_bytes(plain.read_bytes() + plain.read_bytes().splitlines(keepends=True)[0])
+    assert cdrtrace.ingest(s, [str(grown)]).skipped == []    # new content: ingested
+
+
+@pytest.mark.parametrize("fmt", ["asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks"])
+def test_auto_detects_every_format(tmp_path, day, fmt):
+    columns, _ = day
+    path = tmp_path / f"cdr.{fmt}"
+    write(columns, fmt, path, zone="UTC")
+    assert detect_format(path.read_bytes()[:65536]) == fmt
+    summary = cdrtrace.ingest(fresh(tmp_path), [str(path)], fmt="auto", zone="UTC")
+    assert summary.rejected == 0 and summary.records == len(columns["line"])
