@@ -52,16 +52,29 @@ cdef enum DispKind:
     DK_CUCM = 1          # connect time, else destination / origination Q.850 causes
     DK_BROADWORKS = 2    # answerIndicator, else terminationCause
     DK_Q850_NAME = 3     # FreeSWITCH hangup_cause names (answer time first)
+    DK_VOCABULARY = 4    # a configured table: value -> disposition
 
 cdef enum PresKind:
     PK_NONE = 0
     PK_ASTERISK_USERFIELD = 1   # CALLERID(pres) names, or a Diversion number
     PK_PUBLIC_PRIVATE = 2       # BroadWorks callingPresentationIndicator
     PK_SIP_PRIVACY = 3          # SIP Privacy header value: 'id' withholds the identity
+    PK_VOCABULARY = 4           # a configured table: value -> presentation
+
+    MAX_WORDS = 64              # entries of a configured vocabulary
+    MAX_WORD = 48               # bytes of a vocabulary value
+
+cdef struct Vocabulary:
+    int n
+    int length[MAX_WORDS]
+    int code[MAX_WORDS]
+    char word[MAX_WORDS][MAX_WORD]
 
 cdef struct Dialect:
     int min_cols
     int max_cols
+    int delimiter
+    int quote
     int lenient_quotes
     int end_required
     int time_kind
@@ -439,8 +452,9 @@ cdef uint64_t channel_number(Span s, int cc) noexcept nogil:
 
 # ---------------------------------------------------------------- records
 
-cdef int tokenize(const char* r, const char* end, bint final, bint lenient, Span* f, int* nf,
-                  const char** rec_end, const char** next_rec) noexcept nogil:
+cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char delim,
+                  char quote, Span* f, int* nf, const char** rec_end,
+                  const char** next_rec) noexcept nogil:
     """Split one record into fields. ST_OK, ST_NEED_MORE or an error code.
 
     lenient (FreeSWITCH): quotes inside values are not doubled, so a quote ends a
@@ -456,12 +470,12 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, Span
             s = p
             while s < end and s[0] == b' ':
                 s += 1
-            if s < end and s[0] == b'"':
+            if s < end and s[0] == quote:
                 p = s
-        if p < end and p[0] == b'"':
+        if p < end and p[0] == quote:
             q = p + 1
             while True:
-                q = <const char*>memchr(q, b'"', end - q)
+                q = <const char*>memchr(q, quote, end - q)
                 if q == NULL:
                     rec_end[0] = end
                     if not final:
@@ -470,10 +484,10 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, Span
                 if q + 1 == end and not final:
                     return ST_NEED_MORE
                 if lenient:
-                    if q + 1 < end and q[1] != b',' and q[1] != b'\n' and q[1] != b'\r':
+                    if q + 1 < end and q[1] != delim and q[1] != b'\n' and q[1] != b'\r':
                         q += 1          # a quote inside the value
                         continue
-                elif q + 1 < end and q[1] == b'"':
+                elif q + 1 < end and q[1] == quote:
                     q += 2
                     continue
                 break
@@ -483,16 +497,16 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, Span
                 f[k].quoted = 1
             k += 1
             p = q + 1
-            if p < end and p[0] != b',' and p[0] != b'\n' and p[0] != b'\r':
+            if p < end and p[0] != delim and p[0] != b'\n' and p[0] != b'\r':
                 rec_end[0] = p
                 return ERR_AFTER_QUOTE
         else:
             s = p
             while p < end:
                 c = p[0]
-                if c == b',' or c == b'\n' or c == b'\r':
+                if c == delim or c == b'\n' or c == b'\r':
                     break
-                if c == b'"':
+                if c == quote:
                     rec_end[0] = p
                     return ERR_QUOTE_UNQUOTED
                 p += 1
@@ -510,7 +524,7 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, Span
             next_rec[0] = end
             break
         c = p[0]
-        if c == b',':
+        if c == delim:
             p += 1
             continue
         if c == b'\n':
@@ -635,9 +649,19 @@ cdef int q850_name_disposition(Span s, bint answered, bint alerted) noexcept nog
     return DISP_FAILED
 
 
+cdef int lookup(Vocabulary* v, Span s) noexcept nogil:
+    """The code of a configured value (exact bytes), or -1."""
+    cdef int k
+    for k in range(v.n):
+        if v.length[k] == s.n and memcmp(v.word[k], s.p, s.n) == 0:
+            return v.code[k]
+    return -1
+
+
 cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d, Zone* z,
                  int cc, int64_t min_ring_us, uint16_t feed, Columns* out, Py_ssize_t i,
-                 int* bad_column, bint check_nul) noexcept nogil:
+                 int* bad_column, bint check_nul, Vocabulary* dispositions,
+                 Vocabulary* presentations) noexcept nogil:
     """Fill row i of out from one record, as the dialect's column map says."""
     cdef int64_t start, answer = 0, end_ = 0, v, dest = 0, orig = 0
     cdef int disp, t
@@ -692,6 +716,10 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             disp = DISP_CANCELLED
         else:
             disp = cause_disposition(dest)
+    elif d.disp_kind == DK_VOCABULARY:
+        disp = lookup(dispositions, col(f, nf, d.c_disposition))
+        if disp == DISP_ANSWERED and d.c_answer >= 0 and not answer:
+            disp = -1            # 'answered' without an answer time cannot be trusted
     elif d.disp_kind == DK_Q850_NAME:
         disp = q850_name_disposition(col(f, nf, d.c_disposition), answer != 0,
                                      col(f, nf, d.c_progress).n > 0)
@@ -742,6 +770,10 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     elif d.pres_kind == PK_PUBLIC_PRIVATE:
         if span_starts_nocase(col(f, nf, d.c_presentation), b"priv", 4) and pres == PRES_ALLOWED:
             pres = PRES_RESTRICTED
+    elif d.pres_kind == PK_VOCABULARY:
+        t = lookup(presentations, col(f, nf, d.c_presentation))
+        if t == PRES_UNAVAILABLE or (t == PRES_RESTRICTED and pres == PRES_ALLOWED):
+            pres = t
     elif d.pres_kind == PK_SIP_PRIVACY:
         if span_contains_id(col(f, nf, d.c_presentation)) and pres == PRES_ALLOWED:
             pres = PRES_RESTRICTED
@@ -783,8 +815,22 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
 from cdrtrace.errors import REJECT_REASONS as REASONS  # indexed by the codes above
 
 
+cdef fill_vocabulary(Vocabulary* v, dict words, str what):
+    """Copy a {bytes value: code} table into the C vocabulary."""
+    if len(words) > MAX_WORDS:
+        raise ValueError(f"at most {MAX_WORDS} {what} values")
+    v.n = 0
+    for word, code in words.items():
+        if not isinstance(word, bytes) or not 0 < len(word) <= MAX_WORD:
+            raise ValueError(f"{what} values must be 1 to {MAX_WORD} bytes: {word!r}")
+        memcpy(v.word[v.n], <const char*>word, len(word))
+        v.length[v.n] = len(word)
+        v.code[v.n] = code
+        v.n += 1
+
+
 DIALECT_FIELDS = (
-    "min_cols", "max_cols", "lenient_quotes", "end_required", "time_kind", "disp_kind",
+    "min_cols", "max_cols", "delimiter", "quote", "lenient_quotes", "end_required", "time_kind", "disp_kind",
     "pres_kind", "c_calling", "c_clid", "c_called", "c_redirecting", "c_redirecting2",
     "c_final", "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
@@ -813,10 +859,13 @@ cdef class CdrParser:
     cdef object _tz
     cdef Zone zone
     cdef Dialect dialect
+    cdef Vocabulary dispositions
+    cdef Vocabulary presentations
     cdef Py_ssize_t min_record
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
-                 int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0):
+                 int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0,
+                 dict dispositions=None, dict presentations=None):
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -826,6 +875,8 @@ cdef class CdrParser:
         for k, name in enumerate(DIALECT_FIELDS):    # the struct is these ints, in order
             slot[k] = dialect[name]
         cdef Dialect d = self.dialect
+        fill_vocabulary(&self.dispositions, dispositions or {}, "disposition")
+        fill_vocabulary(&self.presentations, presentations or {}, "presentation")
         if d.min_cols < 1 or d.max_cols < d.min_cols or d.max_cols > MAX_FIELDS - 1:
             raise ValueError(f"dialect column counts must be 1 <= min <= max <= {MAX_FIELDS - 1}")
         if d.c_start < 0 or d.c_called < 0:
@@ -928,6 +979,8 @@ cdef class CdrParser:
         cdef Zone* z = &self.zone
         cdef bint has_nul, out_of_memory = False
         cdef bint lenient = self.dialect.lenient_quotes
+        cdef char delim = <char>self.dialect.delimiter
+        cdef char quote = <char>self.dialect.quote
         try:
             with nogil:
                 has_nul = memchr(base, 0, size) != NULL
@@ -952,12 +1005,14 @@ cdef class CdrParser:
                         break
                     detail = 0
                     rec_end = p
-                    status = tokenize(p, end, final, lenient, fields, &nf, &rec_end, &next_rec)
+                    status = tokenize(p, end, final, lenient, delim, quote, fields, &nf,
+                                      &rec_end, &next_rec)
                     if status == ST_NEED_MORE:
                         break
                     if status == ST_OK:
                         status = extract(p, rec_end, fields, nf, &self.dialect, z, cc,
-                                         min_ring, feed, &out, nrows, &detail, has_nul)
+                                         min_ring, feed, &out, nrows, &detail, has_nul,
+                                         &self.dispositions, &self.presentations)
                     record += 1
                     if status == ST_OK and nrows >= capacity:   # cannot happen: guard anyway
                         out_of_memory = True

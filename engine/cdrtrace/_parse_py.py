@@ -17,9 +17,11 @@ from .formats import (
     DK_ASTERISK,
     DK_CUCM,
     DK_Q850_NAME,
+    DK_VOCABULARY,
     PK_ASTERISK_USERFIELD,
     PK_PUBLIC_PRIVATE,
     PK_SIP_PRIVACY,
+    PK_VOCABULARY,
     TIME_EPOCH,
     TIME_LOCAL,
     Disposition,
@@ -55,7 +57,8 @@ def hash_bytes(h: int, data: bytes) -> int:
     return h ^ (h >> 31)
 
 
-def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False):
+def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False, delim: int = 0x2C,
+             quote: int = 0x22):
     """Return (status, fields, record_end, next_record); fields are (bytes, quoted).
 
     On an error, record_end is where the error was found. lenient: quotes inside
@@ -68,12 +71,12 @@ def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False):
             s = p
             while s < end and buf[s] == 0x20:
                 s += 1
-            if s < end and buf[s] == 0x22:
+            if s < end and buf[s] == quote:
                 p = s
-        if p < end and buf[p] == 0x22:
+        if p < end and buf[p] == quote:
             q = p + 1
             while True:
-                q = buf.find(b'"', q)
+                q = buf.find(bytes([quote]), q)
                 if q < 0:
                     if not final:
                         return (ERR_TOO_LONG if end - r > MAX_RECORD else NEED_MORE), None, end, None
@@ -81,21 +84,21 @@ def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False):
                 if q + 1 == end and not final:
                     return NEED_MORE, None, None, None
                 if lenient:
-                    if q + 1 < end and buf[q + 1] not in b",\n\r":
+                    if q + 1 < end and buf[q + 1] not in (delim, 0x0A, 0x0D):
                         q += 1
                         continue
-                elif q + 1 < end and buf[q + 1] == 0x22:
+                elif q + 1 < end and buf[q + 1] == quote:
                     q += 2
                     continue
                 break
             fields.append((buf[p + 1:q], True))
             p = q + 1
-            if p < end and buf[p] not in b",\n\r":
+            if p < end and buf[p] not in (delim, 0x0A, 0x0D):
                 return ERR_AFTER_QUOTE, None, p, None
         else:
             s = p
-            while p < end and buf[p] not in b",\n\r":
-                if buf[p] == 0x22:
+            while p < end and buf[p] not in (delim, 0x0A, 0x0D):
+                if buf[p] == quote:
                     return ERR_QUOTE_UNQUOTED, None, p, None
                 p += 1
             fields.append((buf[s:p], False))
@@ -105,7 +108,7 @@ def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False):
             rec_end, nxt = end, end
             break
         c = buf[p]
-        if c == 0x2C:
+        if c == delim:
             p += 1
             continue
         if c == 0x0A:
@@ -233,7 +236,8 @@ def _cause_disposition(cause: int) -> Disposition:
             21: Disposition.REJECTED, 1: Disposition.UNALLOCATED}.get(cause, Disposition.FAILED)
 
 
-def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, feed: int):
+def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, feed: int,
+            dispositions: dict | None = None, presentations: dict | None = None):
     """(status, detail, row) for one tokenized record, as the dialect d maps it."""
     if b"\x00" in raw:
         return ERR_NUL, 0, None
@@ -280,6 +284,10 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             disp = Disposition.CANCELLED
         else:
             disp = _cause_disposition(causes["dest_cause"])
+    elif d["disp_kind"] == DK_VOCABULARY:
+        disp = (dispositions or {}).get(col("disposition"))
+        if disp == Disposition.ANSWERED and d["c_answer"] >= 0 and not answer:
+            disp = None
     elif d["disp_kind"] == DK_Q850_NAME:
         disp = _q850_name_disposition(col("disposition"), answer != 0, bool(col("progress")))
     else:
@@ -325,6 +333,11 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     elif d["pres_kind"] == PK_PUBLIC_PRIVATE:
         if col("presentation").lower().startswith(b"priv") and pres == Presentation.ALLOWED:
             pres = Presentation.RESTRICTED
+    elif d["pres_kind"] == PK_VOCABULARY:
+        value = (presentations or {}).get(col("presentation"))
+        if value == Presentation.UNAVAILABLE or (value == Presentation.RESTRICTED
+                                                 and pres == Presentation.ALLOWED):
+            pres = Presentation(value)
     elif d["pres_kind"] == PK_SIP_PRIVACY:
         if _privacy_withholds_id(col("presentation")) and pres == Presentation.ALLOWED:
             pres = Presentation.RESTRICTED
@@ -358,7 +371,9 @@ class CdrParser:
     """Same contract as cdrtrace._parse.CdrParser, in plain Python."""
 
     def __init__(self, dialect: dict, zone: str = "UTC", country_code: int = 1, feed_id: int = 0,
-                 min_ring_seconds: float = 0.0, start_offset: int = 0):
+                 min_ring_seconds: float = 0.0, start_offset: int = 0,
+                 dispositions: dict | None = None, presentations: dict | None = None):
+        self.vocab = (dispositions or {}, presentations or {})
         timezones.get_zone(zone)
         self.dialect = dialect
         self.expected_fields = (str(dialect["min_cols"]) if dialect["min_cols"] == dialect["max_cols"]
@@ -393,13 +408,15 @@ class CdrParser:
                 if final:
                     p = end
                 break
-            status, fields, rec_end, nxt = tokenize(buf, p, final, bool(self.dialect["lenient_quotes"]))
+            status, fields, rec_end, nxt = tokenize(buf, p, final, bool(self.dialect["lenient_quotes"]),
+                                                    self.dialect["delimiter"], self.dialect["quote"])
             if status == NEED_MORE:
                 break
             detail = 0
             if status == 0:
                 status, detail, row = extract(buf[p:rec_end], fields, self.dialect, self.zone,
-                                              self.country_code, self.min_ring_us, self.feed_id)
+                                              self.country_code, self.min_ring_us, self.feed_id,
+                                              *self.vocab)
             self.record += 1
             if status == 0:
                 row["offset"] = self.offset + p

@@ -46,12 +46,23 @@ def cmd_init(args):
           f"store ready at {store.path}")
 
 
+def _config(args, store=None):
+    from . import config
+
+    return config.load(config.find(args.config, store.path if store else None))
+
+
 def cmd_ingest(args):
     store = _store(args)
+    cfg = _config(args, store)
+    feed = cfg.feed(args.feed) if args.feed else None
+    fmt = args.format
+    if fmt is not None and fmt != "auto":
+        fmt = cfg.format(fmt) if fmt in cfg.dialects else fmt
     show = _progress_bar()
-    summary = run_ingest(store, args.sources, fmt=args.format, zone=args.tz,
+    summary = run_ingest(store, args.sources, fmt=fmt, zone=args.tz,
                          country_code=args.country_code, rejects_path=args.rejects,
-                         progress=show, force=args.force)
+                         progress=show, force=args.force, feed=feed)
     if show:
         sys.stderr.write("\n")
     text = (f"records {summary.records:,}  indexed {summary.indexed:,}  "
@@ -90,6 +101,22 @@ def cmd_last_calls(args):
     _emit(args, calls, "\n".join(rows) or "no calls held for this line")
 
 
+def cmd_feeds(args):
+    store = None
+    if args.db or os.environ.get("CDRTRACE_DB"):
+        store = _store(args)
+    cfg = _config(args, store)
+    rows = [feed.describe() for feed in cfg.feeds.values()]
+    if store is not None:
+        for row in rows:
+            row["feed_id"] = store.feed_id(row["feed"])
+    text = "\n".join(
+        f"{r['feed']:<20} {r['format']:<16} {r['zone']:<20} +{r['country_code']:<4} "
+        f"served {','.join(r['served']) or 'all'}  min ring {r['min_ring_seconds']:g} s"
+        for r in rows) or f"no feeds configured ({cfg.path or 'no cdrtrace.toml found'})"
+    _emit(args, rows, text)
+
+
 def cmd_synth(args):
     from . import synth
 
@@ -112,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON")
     common.add_argument("--db", help="store directory (default: $CDRTRACE_DB)")
+    common.add_argument("--config", help="cdrtrace.toml with feeds and dialects "
+                        "(default: $CDRTRACE_CONFIG, or cdrtrace.toml in the store)")
     parser = argparse.ArgumentParser(prog="cdrtrace", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -121,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="files, directories, globs or '-'; gzip, bzip2, xz and zstd are read as is")
-    p.add_argument("--format", default="asterisk",
-                   help=f"one of: {', '.join(FORMATS)}; or auto")
+    p.add_argument("--format", help=f"one of: {', '.join(FORMATS)}; auto; or a configured "
+                   "dialect (default: the feed's, else asterisk)")
+    p.add_argument("--feed", help="a feed of cdrtrace.toml: its format, zone, country code, "
+                   "served lines and minimum ring time")
     p.add_argument("--force", action="store_true", help="ingest files already ingested")
     p.add_argument("--tz", help="IANA zone of the switch's local times (default: the store's)")
     p.add_argument("--country-code", type=int, help="country code for national numbers")
@@ -142,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("line")
     p.add_argument("--analyst", required=True, help="the analyst's identity")
     p.set_defaults(func=cmd_last_calls)
+
+    p = sub.add_parser("feeds", parents=[common], help="list the configured feeds")
+    p.set_defaults(func=cmd_feeds)
 
     p = sub.add_parser("synth", parents=[common], help="generate realistic CDR traffic")
     p.add_argument("--format", default="asterisk", help=f"one of: {', '.join(FORMATS)}")

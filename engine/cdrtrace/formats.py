@@ -55,8 +55,8 @@ ARROW_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype))) for name,
 # dispositions and presentation are written. The native parser takes the resolved map.
 
 TIME_LOCAL, TIME_EPOCH, TIME_COMPACT = 0, 1, 2
-DK_ASTERISK, DK_CUCM, DK_BROADWORKS, DK_Q850_NAME = 0, 1, 2, 3
-PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY = 0, 1, 2, 3
+DK_ASTERISK, DK_CUCM, DK_BROADWORKS, DK_Q850_NAME, DK_VOCABULARY = 0, 1, 2, 3, 4
+PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY = 0, 1, 2, 3, 4
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress")
@@ -82,6 +82,15 @@ class Format:
     header_lines: int = 0
     required: tuple = ()        # roles the header must name
     lenient_quotes: bool = False  # quotes inside values are not doubled (FreeSWITCH)
+    delimiter: str = ","
+    quote: str = '"'
+    dispositions: dict = dataclasses.field(default_factory=dict)   # value -> Disposition
+    presentations: dict = dataclasses.field(default_factory=dict)  # value -> Presentation
+
+    def vocabularies(self) -> tuple[dict, dict]:
+        """The configured value tables as the parsers take them: {bytes: int}."""
+        return ({k.encode("latin-1"): int(v) for k, v in self.dispositions.items()},
+                {k.encode("latin-1"): int(v) for k, v in self.presentations.items()})
 
     def dialect(self, header: list[str] | None = None) -> dict:
         """The native parser's column map, from the fixed columns or the header."""
@@ -93,6 +102,7 @@ class Format:
         if missing:
             raise FormatError(f"{self.name} header lacks the column(s) {', '.join(missing)}")
         dialect = {"min_cols": self.min_cols or len(names), "max_cols": len(names),
+                   "delimiter": ord(self.delimiter), "quote": ord(self.quote),
                    "lenient_quotes": int(self.lenient_quotes),
                    "end_required": int(self.end_required), "time_kind": self.time_kind,
                    "disp_kind": self.disp_kind, "pres_kind": self.pres_kind}
@@ -151,7 +161,7 @@ ASTERISK_CUSTOM = dataclasses.replace(
 # escaped: a quote inside a caller name is recovered by where it sits.
 FREESWITCH = Format(
     "freeswitch", lenient_quotes=True, min_cols=13, time_kind=TIME_LOCAL,
-    disp_kind=DK_Q850_NAME, end_required=True,
+    disp_kind=DK_Q850_NAME, pres_kind=PK_SIP_PRIVACY, end_required=True,
     columns=("caller_id_name", "caller_id_number", "destination_number", "context",
              "start_stamp", "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause",
              "uuid", "bleg_uuid", "accountcode", "read_codec", "write_codec"),

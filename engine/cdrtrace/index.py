@@ -41,12 +41,38 @@ def decode(value: bytes | None) -> np.ndarray:
     return np.frombuffer(value, ENTRY_DTYPE) if value else EMPTY
 
 
-def entries_for_batch(batch: CallBatch, source: int) -> tuple[np.ndarray, np.ndarray]:
-    """(lines, entries) for every (line, received call) pair in the batch."""
+_POW10 = np.array([10 ** k for k in range(20)], dtype=np.uint64)
+
+
+def served_mask(lines: np.ndarray, prefixes) -> np.ndarray:
+    """Which lines start with one of the prefixes ('+1303' for E.164 numbers, bare digits
+    for extensions and other numbers)."""
+    kind = lines >> np.uint64(62)
+    length = ((lines >> np.uint64(56)) & np.uint64(63)).astype(np.int64)
+    value = lines & np.uint64((1 << 56) - 1)
+    mask = np.zeros(len(lines), bool)
+    for prefix in prefixes:
+        e164 = prefix.startswith("+")
+        digits = prefix.lstrip("+")
+        want = int(digits)
+        room = length - len(digits)
+        ok = (room >= 0) & ((kind == 1) if e164 else (kind >= 2))
+        shift = _POW10[np.clip(room, 0, 19)]
+        mask |= ok & (value // shift == np.uint64(want))
+    return mask
+
+
+def entries_for_batch(batch: CallBatch, source: int, served=()) -> tuple[np.ndarray, np.ndarray]:
+    """(lines, entries) for every (line, received call) pair in the batch; with served
+    prefixes, only the lines this carrier serves."""
     c = batch.columns
     received = c["received"] & (c["called"] != 0)
     redirected = received & (c["redirecting"] != 0)
     rang = received & (c["final"] != 0) & (c["final"] != c["redirecting"])
+    if served:
+        received = received & served_mask(c["called"], served)
+        redirected = redirected & served_mask(c["redirecting"], served)
+        rang = rang & served_mask(c["final"], served)
     parts = [(received, c["called"], ROLE_DIALLED),
              (redirected, c["redirecting"], ROLE_REDIRECTING),
              (rang, c["final"], ROLE_FINAL)]

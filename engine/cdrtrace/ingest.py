@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from . import index
+from .config import Feed
 from .errors import SourceError
-from .formats import CallBatch
+from .formats import CallBatch, Format
 from .parse import MAX_HEADER, detect_format, get_format, make_parser, read_header
 from .sources import ChunkReader, RejectsWriter, expand, identity, open_source
 
@@ -41,8 +42,8 @@ class IngestSummary:
         return d
 
 
-def ingest(store, sources: Iterable[str], fmt: str = "asterisk", zone: str | None = None,
-           force: bool = False,
+def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
+           zone: str | None = None, force: bool = False, feed: Feed | None = None,
            country_code: int | None = None, feed_id: int = 0,
            rejects_path: str | os.PathLike | None = None, chunk_bytes: int = 4 << 20, batch_pairs: int = BATCH_PAIRS,
            progress: Callable[[int, int | None], None] | None = None) -> IngestSummary:
@@ -50,8 +51,16 @@ def ingest(store, sources: Iterable[str], fmt: str = "asterisk", zone: str | Non
     compressed or not. fmt may be 'auto'. A file whose content was already ingested is
     skipped (listed in summary.skipped) unless force is set."""
     cfg = store.config
+    if feed is not None:   # the feed's settings, unless given explicitly
+        fmt = fmt or feed.format
+        zone = zone or feed.zone
+        country_code = country_code or feed.country_code
+        feed_id = feed_id or store.feed_id(feed.name)
+    fmt = fmt or "asterisk"
     zone = zone or cfg["zone"]
     country_code = country_code or cfg["country_code"]
+    min_ring = feed.min_ring_seconds if feed is not None else cfg["min_ring_seconds"]
+    served = feed.served if feed is not None else ()
     rejects = RejectsWriter(rejects_path or store.path / "rejects.jsonl")
     summary = IngestSummary()
     started = time.perf_counter()
@@ -70,15 +79,16 @@ def ingest(store, sources: Iterable[str], fmt: str = "asterisk", zone: str | Non
                     raise SourceError(f"cannot read {name}: {exc}") from None
                 with reader.pending() as head:
                     first = bytes(head[:MAX_HEADER])
-                source_fmt = detect_format(first, name) if fmt == "auto" else fmt
-                header, skip = read_header(get_format(source_fmt), first, name)
+                form = (fmt if isinstance(fmt, Format) else
+                        get_format(detect_format(first, name) if fmt == "auto" else fmt))
+                header, skip = read_header(form, first, name)
                 reader.consume(skip)
-                parser = make_parser(source_fmt, zone, country_code, feed_id,
-                                     cfg["min_ring_seconds"], header, start_offset=skip)
+                parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
+                                     start_offset=skip)
                 source = store.register_source(name if name != "-" else "<stdin>", size, ident,
-                                               source_fmt)
+                                               form.name)
                 _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
-                               progress, batch_pairs)
+                               progress, batch_pairs, served)
             finally:
                 if stream is not sys.stdin.buffer:
                     stream.close()
@@ -114,7 +124,7 @@ class _Pending:
 
 
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
-                   batch_pairs=BATCH_PAIRS):
+                   batch_pairs=BATCH_PAIRS, served=()):
     """Parse what the reader holds, index it, read more; until the end of the source."""
     pending = _Pending(store)
     done = reader.end            # the first fill was read to find the header
@@ -125,7 +135,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
         reader.consume(consumed)
         batch = CallBatch(columns, source)
         if len(batch):
-            pending.add(*index.entries_for_batch(batch, source))
+            pending.add(*index.entries_for_batch(batch, source, served))
         if pending.count >= batch_pairs:
             summary.indexed += pending.commit()
         summary.records += len(batch) + len(bad)

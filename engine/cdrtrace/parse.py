@@ -80,24 +80,29 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
                               f"({fmt.header_lines} line(s)) in its first {MAX_HEADER} bytes")
         lines.append(head[pos:nl].rstrip(b"\r"))
         pos = nl + 1
-    names = next(csv.reader([lines[0].decode("latin-1")]), [])
+    names = next(csv.reader([lines[0].decode("latin-1")], delimiter=fmt.delimiter,
+                            quotechar=fmt.quote), [])
     return [name.strip() for name in names], pos
 
 
-def make_parser(fmt: str = "asterisk", zone: str = "UTC", country_code: int = 1,
+def make_parser(fmt: str | Format = "asterisk", zone: str = "UTC", country_code: int = 1,
                 feed_id: int = 0, min_ring_seconds: float = 0.0, header: list[str] | None = None,
                 start_offset: int = 0):
     """A streaming parser: feed(buffer, final) -> (columns, rejects, consumed).
 
-    Header formats (CUCM, BroadWorks) need the header's column names (read_header)."""
-    dialect = get_format(fmt).dialect(header)
+    fmt is a format name or a Format (a configured dialect). Header formats (CUCM,
+    BroadWorks) need the header's column names (read_header)."""
+    form = fmt if isinstance(fmt, Format) else get_format(fmt)
+    dialect = form.dialect(header)
+    dispositions, presentations = form.vocabularies()
     if use_reference():
         from ._parse_py import CdrParser as Reference
 
-        return Reference(dialect, zone, country_code, feed_id, min_ring_seconds, start_offset)
+        return Reference(dialect, zone, country_code, feed_id, min_ring_seconds, start_offset,
+                         dispositions, presentations)
     starts, offsets = timezones.zone_table(zone)
     return native().CdrParser(dialect, starts, offsets, country_code, feed_id, min_ring_seconds,
-                              start_offset)
+                              start_offset, dispositions, presentations)
 
 
 def normalize_number(text, country_code: int = 1) -> int:

@@ -137,6 +137,25 @@ class Store:
             return source
         return self.write(work)
 
+    def feed_id(self, name: str) -> int:
+        """The store's number for a feed (1, 2, ...), kept with every call it ingests."""
+        key = b"feed:" + name.encode()
+        with self.read() as txn:
+            known = txn.get(key, db=self.db["meta"])
+        if known:
+            return int(known)
+
+        def work(txn):
+            existing = txn.get(key, db=self.db["meta"])
+            if existing:
+                return int(existing)
+            number = self._next(txn, b"next_feed")
+            if number > 65535:
+                raise StoreError("a store holds at most 65535 feeds")
+            txn.put(key, str(number).encode(), db=self.db["meta"])
+            return number
+        return self.write(work)
+
     def source_with_identity(self, identity: str | None) -> dict | None:
         """The source already ingested with this content identity, if any."""
         if not identity:

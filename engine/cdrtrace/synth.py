@@ -106,7 +106,7 @@ def generate(calls: int, lines: int, seed: int = 1, start: str = "2026-03-02", d
         raise SynthError("--days must be at least 1")
     timezones.get_zone(zone)
     rng = np.random.default_rng(seed)
-    t0 = int(dt.datetime.fromisoformat(start).replace(tzinfo=dt.timezone.utc).timestamp())
+    t0 = int(dt.datetime.fromisoformat(start).replace(tzinfo=dt.UTC).timestamp())
     line_numbers = _distinct_numbers(rng, lines, AREAS, int(rng.integers(1 << 30)))
     pool = max(1000, lines * 3)
     caller_numbers = _distinct_numbers(rng, pool, CALLER_AREAS, int(rng.integers(1 << 30)))

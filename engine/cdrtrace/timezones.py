@@ -17,7 +17,7 @@ import numpy as np
 from .errors import CdrTraceError
 
 MIN_YEAR, MAX_YEAR = 1970, 2099
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
 
 

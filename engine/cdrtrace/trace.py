@@ -13,7 +13,7 @@ from .formats import Presentation
 from .timezones import format_utc
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     SUCCESS = "success"
     UNTRACEABLE = "untraceable"
     NO_CALL = "no_call"

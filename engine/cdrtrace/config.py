@@ -1,0 +1,225 @@
+"""cdrtrace.toml: the carrier's feeds (one per switch) and configured CSV dialects.
+
+    [feeds.denver-pbx]
+    format = "asterisk"              # a built-in format or a [dialects.NAME]
+    zone = "America/Denver"
+    country_code = 1
+    served = ["+1303", "+1720"]      # only these lines are indexed (optional)
+    min_ring_seconds = 0
+
+    [dialects.acme]                  # a switch that needs configuration, not code
+    base = "asterisk"                # optional: start from a built-in format
+    columns = ["id", "from", "to", "begin", "connect", "finish", "status", "privacy"]
+    header = false                   # true: the first line names the columns
+    delimiter = ";"
+    quote = '"'
+    time = "local"                   # local (YYYY-MM-DD HH:MM:SS) | epoch | compact
+    [dialects.acme.fields]           # canonical field -> column
+    calling = "from"
+    called = "to"
+    start = "begin"
+    answer = "connect"
+    end = "finish"
+    disposition = "status"
+    presentation = "privacy"
+    callid = "id"
+    [dialects.acme.dispositions]     # value -> answered, no_answer, cancelled, busy, ...
+    OK = "answered"
+    [dialects.acme.presentations]    # value -> allowed, restricted, unavailable
+    hidden = "restricted"
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+
+from . import timezones
+from .errors import CdrTraceError
+from .formats import (
+    DK_VOCABULARY,
+    FORMATS,
+    PK_VOCABULARY,
+    ROLES,
+    TIME_COMPACT,
+    TIME_EPOCH,
+    TIME_LOCAL,
+    Disposition,
+    Format,
+    Presentation,
+)
+
+TIMES = {"local": TIME_LOCAL, "epoch": TIME_EPOCH, "compact": TIME_COMPACT}
+FEED_KEYS = {"format", "zone", "country_code", "served", "min_ring_seconds"}
+DIALECT_KEYS = {"base", "columns", "header", "delimiter", "quote", "time", "fields",
+                "dispositions", "presentations", "min_columns", "end_required",
+                "lenient_quotes"}
+
+
+class ConfigError(CdrTraceError, ValueError):
+    """cdrtrace.toml is missing, malformed, or names something that does not exist."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Feed:
+    """One switch's CDR stream and how to read it."""
+
+    name: str
+    format: Format
+    zone: str = "UTC"
+    country_code: int = 1
+    served: tuple[str, ...] = ()
+    min_ring_seconds: float = 0.0
+
+    def describe(self) -> dict:
+        return {"feed": self.name, "format": self.format.name, "zone": self.zone,
+                "country_code": self.country_code, "served": list(self.served),
+                "min_ring_seconds": self.min_ring_seconds}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    path: Path | None
+    feeds: dict[str, Feed]
+    dialects: dict[str, Format]
+
+    def feed(self, name: str) -> Feed:
+        try:
+            return self.feeds[name]
+        except KeyError:
+            where = self.path or "cdrtrace.toml"
+            known = ", ".join(self.feeds) or "none"
+            raise ConfigError(f"no feed {name!r} in {where} (feeds: {known})") from None
+
+    def format(self, name: str) -> Format:
+        return self.dialects.get(name) or FORMATS[name]
+
+
+def find(explicit: str | None = None, store_path: str | os.PathLike | None = None) -> Path | None:
+    """The config file: explicit, $CDRTRACE_CONFIG, or cdrtrace.toml in the store."""
+    if explicit or os.environ.get("CDRTRACE_CONFIG"):
+        path = Path(explicit or os.environ["CDRTRACE_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"no config file at {path}")
+        return path
+    if store_path is not None and (Path(store_path) / "cdrtrace.toml").is_file():
+        return Path(store_path) / "cdrtrace.toml"
+    return None
+
+
+def load(path: str | os.PathLike | None) -> Config:
+    """Read and check a cdrtrace.toml; an absent file is an empty configuration."""
+    if path is None:
+        return Config(None, {}, {})
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    unknown = set(raw) - {"feeds", "dialects"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    dialects = {name: _dialect(path, name, spec) for name, spec in raw.get("dialects", {}).items()}
+    feeds = {name: _feed(path, name, spec, dialects) for name, spec in raw.get("feeds", {}).items()}
+    return Config(path, feeds, dialects)
+
+
+def _check_keys(path, where: str, spec: dict, allowed: set) -> None:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: {where} must be a table")
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"{path}: {where}: unknown key(s) {', '.join(sorted(unknown))}")
+
+
+def _feed(path, name: str, spec: dict, dialects: dict) -> Feed:
+    where = f"feeds.{name}"
+    _check_keys(path, where, spec, FEED_KEYS)
+    fmt_name = spec.get("format", "asterisk")
+    fmt = dialects.get(fmt_name) or FORMATS.get(fmt_name)
+    if fmt is None:
+        known = ", ".join([*FORMATS, *dialects])
+        raise ConfigError(f"{path}: {where}: unknown format {fmt_name!r} (known: {known})")
+    zone = spec.get("zone", "UTC")
+    try:
+        timezones.get_zone(zone)
+    except CdrTraceError as exc:
+        raise ConfigError(f"{path}: {where}: {exc}") from None
+    served = spec.get("served", [])
+    if not isinstance(served, list) or not all(isinstance(p, str) and p.lstrip("+").isdigit()
+                                               for p in served):
+        raise ConfigError(f"{path}: {where}: served must be a list of number prefixes "
+                          "such as \"+1303\"")
+    country_code = spec.get("country_code", 1)
+    ring = spec.get("min_ring_seconds", 0)
+    if not isinstance(country_code, int) or not 1 <= country_code <= 999:
+        raise ConfigError(f"{path}: {where}: country_code must be 1 to 999")
+    if not isinstance(ring, (int, float)) or ring < 0:
+        raise ConfigError(f"{path}: {where}: min_ring_seconds must be a number >= 0")
+    return Feed(name, fmt, zone, country_code, tuple(served), float(ring))
+
+
+def _dialect(path, name: str, spec: dict) -> Format:
+    where = f"dialects.{name}"
+    _check_keys(path, where, spec, DIALECT_KEYS)
+    if name in FORMATS:
+        raise ConfigError(f"{path}: {where}: {name!r} is a built-in format; choose another name")
+    base = FORMATS.get(spec.get("base", ""))
+    if "base" in spec and base is None:
+        raise ConfigError(f"{path}: {where}: unknown base format {spec['base']!r}")
+    fields = spec.get("fields", {})
+    bad = set(fields) - set(ROLES)
+    if bad:
+        raise ConfigError(f"{path}: {where}.fields: unknown field(s) {', '.join(sorted(bad))} "
+                          f"(fields: {', '.join(ROLES)})")
+    roles = {**(base.roles if base else {}), **fields}
+    for needed in ("calling", "called", "start"):
+        if needed not in roles:
+            raise ConfigError(f"{path}: {where}.fields: needs {needed}")
+    header = spec.get("header", base.columns is None if base else False)
+    columns = spec.get("columns", base.columns if base else None)
+    if not header and not columns:
+        raise ConfigError(f"{path}: {where}: give columns, or header = true")
+    time = spec.get("time")
+    if time is not None and time not in TIMES:
+        raise ConfigError(f"{path}: {where}: time must be one of {', '.join(TIMES)}")
+    for key in ("delimiter", "quote"):
+        if key in spec and (not isinstance(spec[key], str) or len(spec[key].encode()) != 1):
+            raise ConfigError(f"{path}: {where}: {key} must be one character")
+    dispositions = _vocabulary(path, f"{where}.dispositions", spec.get("dispositions", {}),
+                               Disposition)
+    presentations = _vocabulary(path, f"{where}.presentations", spec.get("presentations", {}),
+                                Presentation)
+    if not dispositions and not base and "disposition" in roles:
+        raise ConfigError(f"{path}: {where}: a disposition column needs a dispositions table")
+    template = base or Format(name, roles, TIME_LOCAL, DK_VOCABULARY)
+    return dataclasses.replace(
+        template, name=name, roles=roles,
+        columns=None if header else tuple(columns),
+        header_lines=1 if header else 0,
+        # a base format's own column list keeps its minimum; new columns are all required
+        min_cols=spec.get("min_columns", template.min_cols
+                          if columns is not None and tuple(columns) == template.columns else 0),
+        time_kind=TIMES[time] if time else template.time_kind,
+        disp_kind=DK_VOCABULARY if dispositions else template.disp_kind,
+        pres_kind=PK_VOCABULARY if presentations else template.pres_kind,
+        delimiter=spec.get("delimiter", template.delimiter),
+        quote=spec.get("quote", template.quote),
+        end_required=spec.get("end_required", template.end_required),
+        lenient_quotes=spec.get("lenient_quotes", template.lenient_quotes),
+        dispositions=dispositions, presentations=presentations,
+        required=tuple(r for r in ("calling", "called", "start") if r in roles))
+
+
+def _vocabulary(path, where: str, table: dict, kind) -> dict:
+    out = {}
+    names = {m.name.lower(): m for m in kind}
+    for value, meaning in table.items():
+        if not isinstance(meaning, str) or meaning.lower() not in names:
+            raise ConfigError(f"{path}: {where}: {value!r} = {meaning!r}: must be one of "
+                              f"{', '.join(names)}")
+        out[value] = names[meaning.lower()]
+    return out

@@ -1,0 +1,175 @@
+"""cdrtrace.toml: feeds (format, zone, country code, served lines, ring time, feed id) and
+configured dialects (a new switch by configuration, not code)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import cdrtrace
+from cdrtrace import _parse_py, config, parse
+from cdrtrace.formats import Disposition, Presentation
+from conftest import cdr, parse_all
+
+ACME = """
+[dialects.acme]
+header = true
+delimiter = ";"
+time = "epoch"
+[dialects.acme.fields]
+callid = "id"
+calling = "from"
+called = "to"
+start = "begin"
+answer = "connect"
+end = "finish"
+disposition = "status"
+presentation = "privacy"
+[dialects.acme.dispositions]
+OK = "answered"
+NOREPLY = "no_answer"
+ABANDON = "cancelled"
+BUSY = "busy"
+[dialects.acme.presentations]
+hidden = "restricted"
+none = "unavailable"
+"""
+
+ACME_CDRS = (b"id;from;to;begin;connect;finish;status;privacy\n"
+             b"1;7205550101;3035550110;1772460180;1772460185;1772460240;OK;\n"
+             b"2;7205550102;3035550111;1772460180;0;1772460200;ABANDON;hidden\n"
+             b"3;7205550103;3035550112;1772460180;0;1772460181;BUSY;\n"
+             b"4;;3035550113;1772460180;0;1772460200;NOREPLY;none\n"
+             b"5;7205550105;3035550114;1772460180;0;1772460200;LOST;\n")
+
+
+def write(tmp_path, text, name="cdrtrace.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_configured_dialect_reads_a_new_switch(tmp_path):
+    cfg = config.load(write(tmp_path, ACME))
+    src = tmp_path / "acme.cdr"
+    src.write_bytes(ACME_CDRS)
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [str(src)], fmt=cfg.format("acme"),
+                              rejects_path=tmp_path / "r.jsonl")
+    assert (summary.records, summary.rejected, summary.indexed) == (5, 1, 3)
+    assert "unknown disposition in column 7" in (tmp_path / "r.jsonl").read_text()
+    at = "2026-03-02T15:00:00Z"
+    assert store.trace("3035550110", at=at).outcome.value == "success"
+    assert store.trace("3035550111", at=at).outcome.value == "success"       # restricted
+    assert store.last_calls("3035550111", analyst="a")[0]["presentation"] == "restricted"
+    assert store.trace("3035550112", at=at).outcome.value == "no_call"       # busy
+    assert store.trace("3035550113", at=at).outcome.value == "untraceable"   # unavailable
+
+
+def test_dialect_native_equals_reference(tmp_path):
+    form = config.load(write(tmp_path, ACME)).format("acme")
+    header, skip = parse.read_header(form, ACME_CDRS)
+    native = parse.make_parser(form, header=header, start_offset=skip)
+    d1, d2 = form.vocabularies()
+    reference = _parse_py.CdrParser(form.dialect(header), "UTC", start_offset=skip,
+                                    dispositions=d1, presentations=d2)
+    got = parse_all(ACME_CDRS[skip:], parser=native, chunks=[7] * 100)
+    assert got == parse_all(ACME_CDRS[skip:], parser=reference)
+    assert [r["disposition"] for r in got[0]] == [Disposition.ANSWERED, Disposition.CANCELLED,
+                                                  Disposition.BUSY, Disposition.NO_ANSWER]
+    assert got[0][3]["presentation"] == Presentation.UNAVAILABLE
+
+
+def test_freeswitch_with_the_operators_extra_columns(tmp_path):
+    text = """
+[dialects.fs-extended]
+base = "freeswitch"
+columns = ["caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
+           "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid",
+           "bleg_uuid", "accountcode", "read_codec", "write_codec", "progress_stamp",
+           "sip_Privacy", "rdnis"]
+"""
+    form = config.load(write(tmp_path, text)).format("fs-extended")
+    line = ('"Pat","7205550101","3035550110","public","2026-03-02 14:03:11","",'
+            '"2026-03-02 14:03:29","18","0","NORMAL_CLEARING","u-1","","","PCMU","PCMU",'
+            '"2026-03-02 14:03:13","id","3035550177"\n')
+    (row,), bad = parse_all(line.encode(), parser=parse.make_parser(form))
+    assert bad == []
+    assert row["disposition"] == Disposition.CANCELLED and row["received"]    # it rang
+    assert row["presentation"] == Presentation.RESTRICTED
+    assert cdrtrace.numbers.format_number(row["redirecting"]) == "+13035550177"
+
+
+def test_feeds_set_format_zone_served_lines_and_feed_id(tmp_path):
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    write(tmp_path / "s", """
+[feeds.denver]
+format = "asterisk"
+zone = "America/Denver"
+served = ["+1303"]
+min_ring_seconds = 5
+
+[feeds.other]
+format = "cucm"
+""")
+    cfg = config.load(config.find(None, store.path))
+    src = tmp_path / "m.csv"
+    src.write_bytes(b"\n".join([
+        cdr(dst="3035550110"), cdr(dst="7205550110"),
+        cdr(dst="3035550111", disposition="CANCEL", end="2026-03-02 14:03:13"),   # 2 s ring
+    ]) + b"\n")
+    summary = cdrtrace.ingest(store, [str(src)], feed=cfg.feed("denver"))
+    assert (summary.records, summary.indexed) == (3, 1)
+    (call,) = store.last_calls("3035550110", analyst="a")
+    assert call["feed"] == store.feed_id("denver") == 1 and store.feed_id("other") == 2
+    assert call["start"] == "2026-03-02T21:03:11Z"          # read in the feed's zone
+    assert store.last_calls("7205550110", analyst="a") == []   # not served by this carrier
+    assert store.last_calls("3035550111", analyst="a") == []   # rang 2 s < 5 s
+
+
+def test_feeds_command_and_ingest_by_feed(tmp_path):
+    db = tmp_path / "s"
+    cdrtrace.open(db, create=True).close()
+    write(db, '[feeds.denver]\nformat = "asterisk"\nzone = "America/Denver"\nserved = ["+1303"]\n')
+    src = tmp_path / "m.csv"
+    src.write_bytes(cdr() + b"\n")
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "cdrtrace.cli", *argv, "--db", str(db)],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    listed = json.loads(run("feeds", "--json").stdout)
+    assert listed == [{"feed": "denver", "format": "asterisk", "zone": "America/Denver",
+                       "country_code": 1, "served": ["+1303"], "min_ring_seconds": 0.0,
+                       "feed_id": 1}]
+    assert json.loads(run("ingest", str(src), "--feed", "denver", "--json").stdout)["indexed"] == 1
+    proc = run("ingest", str(src), "--feed", "boston")
+    assert proc.returncode == 2
+    assert proc.stderr == f"cdrtrace: error: no feed 'boston' in {db}/cdrtrace.toml (feeds: denver)\n"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[feeds.a]\nformat = 'sonus'\n", "feeds.a: unknown format 'sonus' (known: asterisk, "
+     "asterisk-custom, freeswitch, cucm, broadworks)"),
+    ("[feeds.a]\nzone = 'Mars/Base'\n", "feeds.a: unknown time zone 'Mars/Base'"),
+    ("[feeds.a]\nserved = '+1303'\n", "feeds.a: served must be a list of number prefixes"),
+    ("[feeds.a]\ncolour = 'red'\n", "feeds.a: unknown key(s) colour"),
+    ("[switches]\n", "unknown section(s) switches"),
+    ("[dialects.x]\ncolumns = ['a']\n[dialects.x.fields]\ncalling = 'a'\n",
+     "dialects.x.fields: needs called"),
+    ("[dialects.x]\ncolumns = ['a']\n[dialects.x.fields]\ncaller = 'a'\n",
+     "dialects.x.fields: unknown field(s) caller"),
+    ("[dialects.x]\nbase = 'asterisk'\n[dialects.x.dispositions]\nOK = 'fine'\n",
+     "dialects.x.dispositions: 'OK' = 'fine': must be one of answered, no_answer"),
+    ("[dialects.asterisk]\n", "dialects.asterisk: 'asterisk' is a built-in format"),
+    ("[dialects.x]\nbase = 'asterisk'\ndelimiter = ';;'\n", "dialects.x: delimiter must be one character"),
+    ("not toml [", "is not valid TOML"),
+])
+def test_config_errors_say_where(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    assert str(info.value).startswith(f"{path}: ") or str(info.value).startswith(f"{path} ")
+    assert message in str(info.value)
