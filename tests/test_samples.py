@@ -1,12 +1,14 @@
 """The hand-built sample in data/samples: every record's expected result."""
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
 import cdrtrace
+from cdrtrace.parse import detect_format
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "samples" / "asterisk" / "Master.csv"
 AT = "2026-11-02T00:00:00Z"
@@ -53,3 +55,64 @@ def test_sample_traces(sample_store, line, outcome, call_time, calling, presenta
         assert (record["call"]["calling"], record["call"]["presentation"]) == (calling, presentation)
     else:
         assert calling is None
+
+
+# ------------------------------------------------------------------ the other formats
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+OTHER = {
+    # format: (file, zone, records, [(record, reason)], {line: (outcome, call time)})
+    "cucm": ("cucm/cdr_StandAloneCluster_01_202603021403_1", "UTC", 9,
+             [(8, "bad cause in column 34")],
+             {"3035550110": ("success", "2026-03-02T14:03:00Z"),
+              "3035550111": ("success", "2026-03-02T14:13:00Z"),
+              "3035550112": ("success", "2026-03-02T14:23:00Z"),
+              "3035550113": ("no_call", None),
+              "3035550120": ("success", "2026-03-02T14:43:00Z"),
+              "3035550121": ("success", "2026-03-02T14:43:00Z"),
+              "7205550199": ("success", "2026-03-02T14:43:00Z"),
+              "3035550114": ("untraceable", "2026-03-02T14:53:00Z"),
+              "3035550115": ("no_call", None),
+              "3035550116": ("no_call", None),
+              "2001": ("success", "2026-03-02T15:13:00Z")}),
+    "broadworks": ("broadworks/BW-CDR-20260302140000-2-000001.csv", "UTC", 7,
+                   [(7, "bad timestamp in column 10")],
+                   {"3035550110": ("success", "2026-03-02T14:03:00.125000Z"),
+                    "3035550111": ("success", "2026-03-02T14:20:00Z"),
+                    "3035550120": ("success", "2026-03-02T14:30:00Z"),
+                    "3035550121": ("success", "2026-03-02T14:30:00Z"),
+                    "7205550199": ("success", "2026-03-02T14:30:00Z"),
+                    "3035550112": ("no_call", None),
+                    "3035550113": ("untraceable", "2026-03-02T14:50:00Z"),
+                    "3035550114": ("no_call", None),
+                    "7205550101": ("no_call", None)}),       # its originating record
+    "freeswitch": ("freeswitch/Master.csv", "America/Denver", 7,
+                   [(6, "unknown disposition in column 10")],
+                   {"3035550110": ("success", "2026-03-02T14:03:00Z"),
+                    "3035550111": ("success", "2026-03-02T14:10:00Z"),
+                    "3035550112": ("untraceable", "2026-03-02T14:20:00Z"),
+                    "3035550113": ("no_call", None),
+                    "3035550114": ("success", "2026-03-02T14:40:00Z"),
+                    "3035550115": ("no_call", None),
+                    "3035550116": ("success", "2026-11-01T07:30:00Z")}),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(OTHER))
+def test_other_format_samples(tmp_path, fmt):
+    name, zone, records, rejected, traces = OTHER[fmt]
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    path = SAMPLES / name
+    summary = cdrtrace.ingest(store, [str(path)], fmt=fmt, zone=zone,
+                              rejects_path=tmp_path / "r.jsonl")
+    assert (summary.records, summary.rejected) == (records, len(rejected))
+    got = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [(r["record"], r["reason"]) for r in got] == rejected
+    data = path.read_bytes()
+    for r in got:   # the offset points at the rejected record's own bytes
+        assert data[r["offset"]:].startswith(base64.b64decode(r["raw_b64"])[:20])
+    assert detect_format(data[:65536]) == fmt
+    assert cdrtrace.ingest(store, [str(path)], fmt="auto", zone=zone).skipped == [str(path)]
+    for line, expected in traces.items():
+        result = store.trace(line, at=AT)
+        assert (result.outcome.value, result.call_time) == expected, line
