@@ -57,6 +57,8 @@ def pytest_terminal_summary(terminalreporter):
             shown = (f"{rate / 1e6:8.2f} M rec/s" if rate else f"{row['seconds'] * 1e6:10.2f} us/op")
             extra = "  ".join(f"{k} {v}" for k, v in row.items() if k not in ("seconds", "rate"))
             ratio = ""
-            if ours and name != "cdrtrace":
+            if ours and name != "cdrtrace" and name.startswith("cdrtrace "):
+                ratio = f"  {ours['seconds'] / row['seconds']:.2f} of the Asterisk rate"
+            elif ours and name != "cdrtrace":
                 ratio = f"  cdrtrace is {row['seconds'] / ours['seconds']:.2f}x the speed of this"
             write(f"    {name:<34}{shown}  {extra}{ratio}")

@@ -107,7 +107,6 @@ cdef const char* EMPTY = b""
 cdef struct Span:
     const char* p
     Py_ssize_t n
-    int quoted
 
 cdef struct Reject:
     int64_t record
@@ -453,13 +452,14 @@ cdef uint64_t channel_number(Span s, int cc) noexcept nogil:
 # ---------------------------------------------------------------- records
 
 cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char delim,
-                  char quote, Span* f, int* nf, const char** rec_end,
+                  char quote, int keep_fields, Span* f, int* nf, const char** rec_end,
                   const char** next_rec) noexcept nogil:
     """Split one record into fields. ST_OK, ST_NEED_MORE or an error code.
 
     lenient (FreeSWITCH): quotes inside values are not doubled, so a quote ends a
     field only where a comma or the line end follows it; spaces before an opening
-    quote are skipped."""
+    quote are skipped. Only the first keep_fields spans are stored (the columns the
+    dialect reads); the rest are counted."""
     cdef const char* p = r
     cdef const char* q
     cdef const char* s
@@ -475,7 +475,8 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char
         if p < end and p[0] == quote:
             q = p + 1
             while True:
-                q = <const char*>memchr(q, quote, end - q)
+                if q >= end or q[0] != quote:   # an empty field needs no memchr call
+                    q = <const char*>memchr(q, quote, end - q)
                 if q == NULL:
                     rec_end[0] = end
                     if not final:
@@ -491,15 +492,23 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char
                     q += 2
                     continue
                 break
-            if k < MAX_FIELDS:
+            if k < keep_fields:
                 f[k].p = p + 1
                 f[k].n = q - p - 1
-                f[k].quoted = 1
             k += 1
             p = q + 1
             if p < end and p[0] != delim and p[0] != b'\n' and p[0] != b'\r':
                 rec_end[0] = p
                 return ERR_AFTER_QUOTE
+        elif (p + 1 < end and p[1] == delim and p[0] != delim and p[0] != quote
+              and p[0] != b'\n' and p[0] != b'\r'):
+            # a one-byte unquoted field ('0' in most CUCM columns): no scan loop
+            if k < keep_fields:
+                f[k].p = p
+                f[k].n = 1
+            k += 1
+            p += 2
+            continue
         else:
             s = p
             while p < end:
@@ -510,10 +519,9 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char
                     rec_end[0] = p
                     return ERR_QUOTE_UNQUOTED
                 p += 1
-            if k < MAX_FIELDS:
+            if k < keep_fields:
                 f[k].p = s
                 f[k].n = p - s
-                f[k].quoted = 0
             k += 1
         # p is at a delimiter or the buffer end
         if p >= end:
@@ -557,7 +565,6 @@ cdef inline Span col(Span* f, int nf, int c) noexcept nogil:
         return f[c]
     empty.p = EMPTY
     empty.n = 0
-    empty.quoted = 0
     return empty
 
 
@@ -862,6 +869,7 @@ cdef class CdrParser:
     cdef Vocabulary dispositions
     cdef Vocabulary presentations
     cdef Py_ssize_t min_record
+    cdef int keep_fields
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
                  int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0,
@@ -881,6 +889,8 @@ cdef class CdrParser:
             raise ValueError(f"dialect column counts must be 1 <= min <= max <= {MAX_FIELDS - 1}")
         if d.c_start < 0 or d.c_called < 0:
             raise ValueError("dialect needs a start time and a called number column")
+        # the highest column any role reads, + 1: spans past it are never stored
+        self.keep_fields = 1 + max(dialect[name] for name in DIALECT_FIELDS if name.startswith("c_"))
         self.expected_fields = (str(d.min_cols) if d.min_cols == d.max_cols
                                 else f"{d.min_cols} to {d.max_cols}")
         # each record holds its separators, a start time and a line end at least
@@ -981,6 +991,7 @@ cdef class CdrParser:
         cdef bint lenient = self.dialect.lenient_quotes
         cdef char delim = <char>self.dialect.delimiter
         cdef char quote = <char>self.dialect.quote
+        cdef int keep_fields = self.keep_fields
         try:
             with nogil:
                 has_nul = memchr(base, 0, size) != NULL
@@ -1005,8 +1016,8 @@ cdef class CdrParser:
                         break
                     detail = 0
                     rec_end = p
-                    status = tokenize(p, end, final, lenient, delim, quote, fields, &nf,
-                                      &rec_end, &next_rec)
+                    status = tokenize(p, end, final, lenient, delim, quote, keep_fields,
+                                      fields, &nf, &rec_end, &next_rec)
                     if status == ST_NEED_MORE:
                         break
                     if status == ST_OK:

@@ -377,3 +377,16 @@ def test_every_format_is_listed_by_the_command(capsys, command):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "one of: asterisk, asterisk-custom, freeswitch, cucm, broadworks" in help_text
     assert set(FORMATS) == set(cdrtrace.formats.FORMATS)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fmt=st.sampled_from(sorted(FORMATS)), body=st.binary(max_size=600),
+       chunk=st.integers(1, 700))
+def test_fuzz_every_dialect_on_arbitrary_bytes(fmt, body, chunk):
+    """No crash, no hang, and no record the reference disagrees with, whatever the bytes."""
+    form = cdrtrace.formats.FORMATS[fmt]
+    header = sample(fmt).split(b"\n", form.header_lines)[:form.header_lines] if form.header_lines else []
+    data = b"".join(line + b"\n" for line in header) + body
+    native, reference = both(fmt, data, chunk)
+    assert native == reference
+
