@@ -61,6 +61,12 @@ def test_sample_traces(sample_store, line, outcome, call_time, calling, presenta
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 OTHER = {
+    "asterisk-custom": ("asterisk-custom/Master.csv", "UTC", 4,
+                        [(4, "bad duration in column 13")],
+                        {"3035550110": ("success", "2026-03-02T14:03:00Z"),
+                         "3035550111": ("success", "2026-03-02T14:10:00Z"),   # restricted
+                         "3035550112": ("no_call", None),
+                         "3035550113": ("no_call", None)}),
     # format: (file, zone, records, [(record, reason)], {line: (outcome, call time)})
     "cucm": ("cucm/cdr_StandAloneCluster_01_202603021403_1", "UTC", 9,
              [(8, "bad cause in column 34")],
