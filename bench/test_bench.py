@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 import cdrtrace
-from cdrtrace.sources import ChunkReader
+from cdrtrace.sources import reader_for
 
 from .conftest import LINES, record
 
@@ -38,26 +38,28 @@ def run(benchmark, group, name, fn, rounds=3, setup=None, per=1, rate_of=None, *
 
 # ---------------------------------------------------------------- parse only
 
-def test_parse_cdrtrace(benchmark, cdr_bytes, n_records):
-    def parse():   # the way ingest reads: chunks into one reused buffer
+def test_parse_cdrtrace(benchmark, cdr_path, cdr_bytes, n_records):
+    def parse():   # the way ingest reads a file: mapped, a window at a time
         parser = cdrtrace.make_parser()
-        reader = ChunkReader(io.BytesIO(cdr_bytes), CHUNK)
-        n = 0
-        while True:
-            reader.fill()
-            with reader.pending() as buffer:
-                cols, bad, used = parser.feed(buffer, reader.eof)
-            reader.consume(used)
-            n += len(cols["start_us"]) + len(bad)
-            if reader.eof:
-                return n
+        with open(cdr_path, "rb") as stream:
+            reader = reader_for(stream, CHUNK)
+            n = 0
+            while True:
+                reader.fill()
+                with reader.pending() as buffer:
+                    cols, bad, used = parser.feed(buffer, reader.eof)
+                reader.consume(used)
+                n += len(cols["start_us"]) + len(bad)
+                if reader.eof:
+                    reader.close()
+                    return n
     assert run(benchmark, "parse", "cdrtrace", parse, rounds=5, rate_of=n_records) == n_records
 
 
-def test_parse_pyarrow_needed_columns(benchmark, cdr_bytes, n_records):
+def test_parse_pyarrow_needed_columns(benchmark, cdr_path, n_records):
     def parse():
         table = pacsv.read_csv(
-            io.BytesIO(cdr_bytes),
+            str(cdr_path),
             read_options=pacsv.ReadOptions(column_names=FIELDS, use_threads=False,
                                            block_size=CHUNK),
             convert_options=pacsv.ConvertOptions(

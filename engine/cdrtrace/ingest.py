@@ -15,7 +15,7 @@ from .config import Feed
 from .errors import SourceError
 from .formats import CallBatch, Format
 from .parse import MAX_HEADER, detect_format, get_format, make_parser, read_header
-from .sources import ChunkReader, RejectsWriter, expand, identity, open_source
+from .sources import RejectsWriter, expand, identity, open_source, reader_for
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
 
@@ -67,12 +67,13 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     try:
         for name in expand(list(sources)):
             stream, size = open_source(name)
+            reader = None
             try:
                 ident = identity(name)
                 if not force and store.source_with_identity(ident):
                     summary.skipped.append(name)
                     continue
-                reader = ChunkReader(stream, chunk_bytes)
+                reader = reader_for(stream, chunk_bytes)
                 try:
                     reader.fill()
                 except SourceError as exc:
@@ -90,6 +91,8 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                 _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
                                progress, batch_pairs, served)
             finally:
+                if reader is not None:
+                    reader.close()
                 if stream is not sys.stdin.buffer:
                     stream.close()
             summary.sources += 1

@@ -9,7 +9,9 @@ import hashlib
 import io
 import json
 import lzma
+import mmap
 import os
+import stat
 import sys
 from typing import BinaryIO
 
@@ -164,6 +166,55 @@ class ChunkReader:
 
     def consume(self, count: int) -> None:
         self.start += count
+
+    def close(self) -> None:
+        """Nothing to release: the buffer is ordinary memory."""
+
+
+class MappedReader:
+    """The ChunkReader interface over a memory-mapped regular file: the parser reads the
+    page cache in place (no copy), a window at a time; pages behind the window are
+    released so resident memory stays bounded."""
+
+    def __init__(self, stream: BinaryIO, size: int = CHUNK_BYTES):
+        self.map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        self.window = size
+        self.start = self.end = 0
+        self.eof = False
+        self.released = 0
+
+    def fill(self) -> int:
+        """Extend the window by up to one chunk; return how many bytes were added."""
+        total = len(self.map)
+        got = min(total, max(self.end, self.start) + self.window) - self.end
+        self.end += got
+        self.eof = got == 0
+        behind = (self.start // mmap.PAGESIZE) * mmap.PAGESIZE
+        if behind - self.released >= 4 * self.window:   # drop what the parser is done with
+            self.map.madvise(mmap.MADV_DONTNEED, self.released, behind - self.released)
+            self.released = behind
+        return got
+
+    def pending(self) -> memoryview:
+        return memoryview(self.map)[self.start:self.end]
+
+    def consume(self, count: int) -> None:
+        self.start += count
+
+    def close(self) -> None:
+        self.map.close()
+
+
+def reader_for(stream: BinaryIO, size: int = CHUNK_BYTES):
+    """A MappedReader for a plain regular file, else a ChunkReader (pipes, compressed)."""
+    try:
+        if (isinstance(stream, io.BufferedReader) and stream is not sys.stdin.buffer
+                and os.fstat(stream.fileno()).st_size > 0
+                and stat.S_ISREG(os.fstat(stream.fileno()).st_mode)):
+            return MappedReader(stream, size)
+    except (OSError, ValueError):
+        pass
+    return ChunkReader(stream, size)
 
 
 class RejectsWriter:
