@@ -36,8 +36,13 @@ def test_customer_outputs_never_contain_caller_identity(tmp_path_factory, capsys
     db = folder / "store"
     store = cdrtrace.open(db, create=True)
     cdrtrace.ingest(store, [str(path)])
-
     callers = set(int(c) for c in columns["caller"])
+    subscribers = sorted(callers)[::2]           # half the callers are this carrier's
+    (folder / "directory.csv").write_text("number,name,address,served\n" + "".join(
+        f'{n},"Quinn Subscriber{i}","{i} Maple Road, Springfield",true\n'
+        for i, n in enumerate(subscribers)))
+    store.import_directory(folder / "directory.csv", operator="ops")
+
     rng = np.random.default_rng(seed)
     lines = sorted(set(int(x) for x in rng.choice(columns["line"], 40)))
     at = format_utc(int(columns["end"].max() + 60) * 1_000_000)
@@ -59,12 +64,14 @@ def test_customer_outputs_never_contain_caller_identity(tmp_path_factory, capsys
 
     assert {cdrtrace.Outcome.SUCCESS, cdrtrace.Outcome.ALREADY_TRACED} <= outcomes
     text = "\n".join(outputs)
-    records = cdrtrace.open(db).trace_records()
+    records = cdrtrace.open(db).trace_records(analyst="cic")
     traced = {r["call"]["calling"] for r in records if r["call"] and r["call"]["calling"]}
     assert traced, "some traces captured a number"
     # the search finds identity where it is meant to be: the analyst's evidence records
     analyst_text = repr(records)
     assert all(any(f in analyst_text for f in forms(int(n[2:]))) for n in traced)
+    assert "Maple Road" in analyst_text and "Subscriber" in analyst_text
+    assert "Maple" not in text and "Subscriber" not in text and "Springfield" not in text
     for number in callers:
         for form in forms(number):
             assert form not in text, f"caller number {form} reached a customer"

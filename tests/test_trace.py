@@ -38,7 +38,7 @@ def test_r3_a_call_that_never_rang_is_not_the_last_call(store, ingest_records, d
     ingest_records(call(3, src="7205550101"), call(9, src="7205550102", disposition=disposition))
     result = store.trace(LINE, at=AFTER)
     assert result.outcome is Outcome.SUCCESS and result.call_time == "2026-03-02T14:03:00Z"
-    (record,) = store.trace_records(LINE)
+    (record,) = store.trace_records(LINE, analyst="cic")
     assert record["call"]["calling"] == "+17205550101"
 
 
@@ -56,7 +56,7 @@ def test_r3_minimum_ring_time_is_configurable(tmp_path):
                          start="2026-03-02 14:09:00", end="2026-03-02 14:09:04") + b"\n")
     cdrtrace.ingest(store, [str(path)])
     store.trace(LINE, at=AFTER)
-    assert store.trace_records(LINE)[0]["call"]["calling"] == "+17205550101"
+    assert store.trace_records(LINE, analyst="cic")[0]["call"]["calling"] == "+17205550101"
 
 
 # R2: forwarded calls
@@ -80,7 +80,7 @@ def test_r4_unavailable_caller_is_untraceable_and_masks_earlier_calls(store, ing
 def test_r5_restricted_caller_is_traced(store, ingest_records):
     ingest_records(call(3, src="anonymous", clid='"Anonymous" <7205550101>'))
     assert store.trace(LINE, at=AFTER).outcome is Outcome.SUCCESS
-    (record,) = store.trace_records(LINE)
+    (record,) = store.trace_records(LINE, analyst="cic")
     assert record["call"]["presentation"] == "restricted"
     assert record["call"]["calling"] == "+17205550101"
 
@@ -92,7 +92,7 @@ def test_trace_resolves_the_newest_call_before_activation(store, ingest_records)
     store.trace(LINE, at="2026-03-02T14:10:00Z")
     store.trace(LINE, at="2026-03-02 14:20:30")           # no offset: the store's zone (UTC)
     store.trace(LINE, at="2026-03-02T07:08:00-07:00")     # 14:08 UTC
-    callers = [r["call"]["calling"] for r in store.trace_records(LINE)]
+    callers = [r["call"]["calling"] for r in store.trace_records(LINE, analyst="cic")]
     assert callers == ["+17205550102", "+17205550103", "+17205550101"]
 
 
@@ -154,7 +154,7 @@ def test_r8_threshold_is_configurable(tmp_path):
 def test_r9_trace_record_keeps_call_and_trace_times_and_evidence(store, ingest_records, tmp_path):
     ingest_records(call(3, src="7205550101", uniqueid="1772460180.7"))
     result = store.trace(LINE, at="2026-03-02T14:04:00Z")
-    (record,) = store.trace_records(LINE)
+    (record,) = store.trace_records(LINE, analyst="cic")
     assert record["trace_id"] == result.trace_id
     assert record["activated_us"] == 1772460240 * 10**6
     assert record["call"]["start_us"] == 1772460180 * 10**6
@@ -179,7 +179,7 @@ def test_success_is_durable_before_the_announcement(tmp_path):
                          text=True, check=True).stdout
     assert out.strip() == "success"
     reopened = cdrtrace.open(db)
-    assert [r["outcome"] for r in reopened.trace_records(LINE)] == ["success"]
+    assert [r["outcome"] for r in reopened.trace_records(LINE, analyst="cic")] == ["success"]
 
 
 # R10: a fixed announcement per outcome
@@ -200,8 +200,8 @@ def test_extensions_and_numbers_never_collide(store, ingest_records):
                    call(4, dst="+1 (303) 555-1001", src="7205550102"))
     store.trace("1001", at=AFTER)
     store.trace("13035551001", at=AFTER)
-    assert store.trace_records("1001")[0]["call"]["calling"] == "+17205550101"
-    assert store.trace_records("303.555.1001")[0]["call"]["calling"] == "+17205550102"
+    assert store.trace_records("1001", analyst="cic")[0]["call"]["calling"] == "+17205550101"
+    assert store.trace_records("303.555.1001", analyst="cic")[0]["call"]["calling"] == "+17205550102"
 
 
 def test_analyst_view_needs_an_identity(store, ingest_records):

@@ -40,3 +40,38 @@ def repeat_origins(traces: pa.Table, threshold: int = 3) -> pa.Table:
         GROUP BY line, origin
         ORDER BY traced_calls DESC, line, origin
     """, params=[threshold]).to_arrow_table()
+
+
+def hot_origins(traces: pa.Table, min_lines: int = 2) -> pa.Table:
+    """Origins traced by many different lines (serial harassers, robocallers), ranked."""
+    con = duckdb.connect()
+    con.register("traces", traces)
+    return con.sql("""
+        SELECT origin,
+               count(DISTINCT line) AS lines,
+               count(DISTINCT line || call_id) AS traced_calls,
+               make_timestamp(min(call_start_us)) AS first_call,
+               make_timestamp(max(call_start_us)) AS last_call
+        FROM traces
+        WHERE outcome = 'success'
+        GROUP BY origin
+        HAVING count(DISTINCT line) >= ?
+        ORDER BY lines DESC, traced_calls DESC, origin
+    """, params=[min_lines]).to_arrow_table()
+
+
+def timeline(traces: pa.Table, line: str, origin: str) -> pa.Table:
+    """One line and one origin: every traced call and every trace, in time order."""
+    con = duckdb.connect()
+    con.register("traces", traces)
+    return con.sql("""
+        SELECT make_timestamp(call_start_us) AS call_time,
+               make_timestamp(activated_us) AS trace_time,
+               trace_id, outcome
+        FROM traces
+        WHERE line = ? AND origin = ?
+        ORDER BY call_start_us, activated_us, trace_id
+    """, params=[line, origin]).to_arrow_table()
+
+
+REPORTS = {"repeat-origins": repeat_origins, "hot-origins": hot_origins, "timeline": timeline}

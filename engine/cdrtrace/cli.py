@@ -9,6 +9,7 @@ import sys
 from .errors import CdrTraceError
 from .formats import FORMATS
 from .ingest import ingest as run_ingest
+from .timezones import format_utc
 
 EXIT_FAILURE = 2
 
@@ -117,6 +118,75 @@ def cmd_feeds(args):
     _emit(args, rows, text)
 
 
+def cmd_directory(args):
+    rows = _store(args).import_directory(args.file, operator=args.operator)
+    _emit(args, {"rows": rows, "file": args.file}, f"directory replaced: {rows:,} subscribers")
+
+
+def cmd_disclose(args):
+    authority = {"kind": args.kind, "reference": args.reference, "agency": args.agency,
+                 "officer": args.officer, "case_number": args.case_number}
+    records = _store(args).disclose(authority, analyst=args.analyst, trace_ids=args.trace,
+                                    line=args.line)
+    text = "\n".join(
+        f"{r['trace_id']}  line {r['line']}  call {format_utc(r['call']['start_us'])}  "
+        f"from {r['call']['calling']} ({r['call']['presentation']})"
+        + (f"  {r['enrichment']['name']}, {r['enrichment']['address']}" if r["enrichment"] else "")
+        for r in records) or "no successful traces to disclose"
+    _emit(args, records, text)
+
+
+def cmd_audit(args):
+    store = _store(args)
+    if args.action == "verify":
+        count = store.audit_verify()
+        _emit(args, {"entries": count, "verified": True},
+              f"audit log verified: {count:,} entries, chain intact")
+        return
+    lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in store.audit_entries())
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(lines)
+    else:
+        sys.stdout.write(lines)
+
+
+def cmd_report(args):
+    from . import analytics
+
+    store = _store(args)
+    table = analytics.trace_table(store.trace_records(analyst=args.analyst))
+    if args.name == "repeat-origins":
+        result = analytics.repeat_origins(table, store.config["threshold"])
+    elif args.name == "hot-origins":
+        result = analytics.hot_origins(table, args.min_lines)
+    else:
+        if not args.line or not args.origin:
+            raise CdrTraceError("the timeline report needs --line and --origin")
+        result = analytics.timeline(table, numbers_format(store, args.line),
+                                    numbers_format(store, args.origin))
+    if args.csv:
+        import pyarrow.csv as pacsv
+
+        buffer = __import__("io").BytesIO()
+        pacsv.write_csv(result, buffer)
+        sys.stdout.write(buffer.getvalue().decode())
+        return
+    rows = [{k: (str(v) if not isinstance(v, (int, float, bool, str, type(None))) else v)
+             for k, v in row.items()} for row in result.to_pylist()]
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in result.column_names}
+    text = "  ".join(c.ljust(widths[c]) for c in result.column_names)
+    for r in rows:
+        text += "\n" + "  ".join(str(r[c]).ljust(widths[c]) for c in result.column_names)
+    _emit(args, rows, text)
+
+
+def numbers_format(store, text: str) -> str:
+    from .numbers import format_number
+
+    return format_number(store.line(text))
+
+
 def cmd_synth(args):
     from . import synth
 
@@ -173,6 +243,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("line")
     p.add_argument("--analyst", required=True, help="the analyst's identity")
     p.set_defaults(func=cmd_last_calls)
+
+    p = sub.add_parser("directory", parents=[common], help="the subscriber directory (R6)")
+    p.add_argument("action", choices=["import"])
+    p.add_argument("file", help="CSV or Parquet: number, name, address, served")
+    p.add_argument("--operator", required=True, help="who imports it (audited)")
+    p.set_defaults(func=cmd_directory)
+
+    p = sub.add_parser("disclose", parents=[common],
+                       help="release trace records under a legal authority (audited)")
+    p.add_argument("--trace", action="append", help="a trace id (repeatable)")
+    p.add_argument("--line", help="every successful trace of this line")
+    p.add_argument("--kind", help="subpoena, court_order or law_enforcement_request")
+    p.add_argument("--reference", help="the authority's reference")
+    p.add_argument("--agency")
+    p.add_argument("--officer")
+    p.add_argument("--case-number")
+    p.add_argument("--analyst", required=True)
+    p.set_defaults(func=cmd_disclose)
+
+    p = sub.add_parser("audit", parents=[common], help="verify or export the audit log")
+    p.add_argument("action", choices=["verify", "export"])
+    p.add_argument("--out", help="export: JSON-lines file (default: standard output)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")
+    p.add_argument("name", choices=["repeat-origins", "hot-origins", "timeline"])
+    p.add_argument("--analyst", required=True)
+    p.add_argument("--line", help="timeline: the customer's line")
+    p.add_argument("--origin", help="timeline: the calling number")
+    p.add_argument("--min-lines", type=int, default=2, help="hot-origins: lines at least")
+    p.add_argument("--csv", action="store_true", help="print CSV")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("feeds", parents=[common], help="list the configured feeds")
     p.set_defaults(func=cmd_feeds)

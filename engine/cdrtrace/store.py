@@ -15,7 +15,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from . import index, numbers, timezones
+from . import audit, directory, index, numbers, timezones
 from .errors import AccessError, NumberError, StoreError, TraceError
 from .formats import Disposition, Presentation
 from .parse import normalize_number
@@ -24,7 +24,9 @@ from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, cust
 _frombuffer = np.frombuffer
 FORMAT_VERSION = 1
 INITIAL_MAP_SIZE = 64 << 20
-_DBS = ("meta", "index", "traces", "by_line", "sources")
+_DBS = ("meta", "index", "traces", "by_line", "sources", "directory", "audit")
+AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
+AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE, _CALL = b"t", b"c"
 DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1,
             "min_ring_seconds": 0.0, "keep": index.DEFAULT_KEEP}
@@ -61,11 +63,14 @@ class Store:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         with self.env.begin(write=True) as txn:
             try:
-                self.db = {name: self.env.open_db(name.encode(), txn=txn, create=create)
-                           for name in _DBS}
+                meta_db = self.env.open_db(b"meta", txn=txn, create=create)
             except lmdb.NotFoundError:
                 self.env.close()
                 raise StoreError(f"{self.path} is not a cdrtrace store") from None
+            # sub-databases added by later releases are created on first open
+            self.db = {name: self.env.open_db(name.encode(), txn=txn, create=True)
+                       for name in _DBS if name != "meta"}
+            self.db["meta"] = meta_db
             meta = self.db["meta"]
             version = txn.get(b"version", db=meta)
             if version is None:
@@ -190,12 +195,85 @@ class Store:
         return _frombuffer(value, index.ENTRY_DTYPE) if value else index.EMPTY
 
     def last_calls(self, line: str, analyst: str) -> list[dict]:
-        """The analyst's view of a line's last calls, with numbers. Needs an analyst name."""
-        if not analyst or not str(analyst).strip():
-            raise AccessError("reading caller numbers needs an analyst identity")
+        """The analyst's view of a line's last calls, with numbers; audited."""
+        actor = _identity(analyst, "reading caller numbers")
         key = index.line_key(self.line(line))
+
+        def work(txn):
+            calls = [self._call_view(txn, e) for e in self.last_calls_raw(key, txn)]
+            self._audit(txn, actor, "read_last_calls", line=numbers.format_number(
+                int.from_bytes(key, "big")), calls=len(calls))
+            return calls
+        return self.write(work)
+
+    # ------------------------------------------------------------ directory, audit, disclosure
+
+    def _audit(self, txn, actor: str, action: str, **details) -> dict:
+        return audit.append(txn, self.db["audit"], self.db["meta"], actor, action, **details)
+
+    def _directory_import(self, txn) -> int | None:
+        value = txn.get(b"directory_import", db=self.db["meta"])
+        return int(value) if value else None
+
+    def import_directory(self, path: str | os.PathLike, operator: str) -> int:
+        """Replace the subscriber directory with a CSV or Parquet file; returns its rows."""
+        actor = _identity(operator, "importing the directory")
+        pairs = directory.entries(directory.read(path), self.config["country_code"], str(path))
+
+        def work(txn):
+            txn.drop(self.db["directory"], delete=False)
+            txn.cursor(self.db["directory"]).putmulti(pairs, append=True)
+            number = self._next(txn, b"directory_import")
+            self._audit(txn, actor, "directory_import", file=str(path), rows=len(pairs),
+                        import_number=number)
+            return len(pairs)
+        return self.write(work)
+
+    def disclose(self, authority: dict, *, analyst: str, trace_ids=None,
+                 line: str | None = None) -> list[dict]:
+        """Release trace records (numbers, enrichment) under a recorded legal authority.
+
+        authority: kind (subpoena, court_order, law_enforcement_request), reference,
+        agency, officer, case_number. Anything missing: refused, and the refusal audited."""
+        actor = _identity(analyst, "a disclosure")
+        authority = {k: (str(v).strip() if v is not None else "") for k, v in
+                     (authority or {}).items()}
+        missing = [f for f in AUTHORITY_FIELDS if not authority.get(f)]
+        problem = None
+        if missing:
+            problem = f"the legal authority lacks {', '.join(missing)}"
+        elif authority["kind"] not in AUTHORITY_KINDS:
+            problem = (f"the legal authority's kind must be one of {', '.join(AUTHORITY_KINDS)}, "
+                       f"not {authority['kind']!r}")
+        elif not trace_ids and line is None:
+            problem = "name the trace ids or the line to disclose"
+        if problem:
+            self.write(lambda txn: self._audit(txn, actor, "disclosure_refused", reason=problem,
+                                               authority=authority))
+            raise AccessError(f"disclosure refused: {problem}")
+        records = self._trace_records(line) if line is not None else self._trace_records()
+        if trace_ids:
+            wanted = set(trace_ids)
+            records = [r for r in records if r["trace_id"] in wanted]
+            unknown = wanted - {r["trace_id"] for r in records}
+            if unknown:
+                self.write(lambda txn: self._audit(txn, actor, "disclosure_refused",
+                                                   reason="unknown trace ids",
+                                                   trace_ids=sorted(unknown), authority=authority))
+                raise AccessError(f"disclosure refused: no trace {', '.join(sorted(unknown))}")
+        records = [r for r in records if r["outcome"] == Outcome.SUCCESS.value]
+        self.write(lambda txn: self._audit(txn, actor, "disclosure", authority=authority,
+                                           trace_ids=[r["trace_id"] for r in records]))
+        return records
+
+    def audit_verify(self) -> int:
+        """Check the audit chain; the number of entries, or AuditError saying where."""
         with self.read() as txn:
-            return [self._call_view(txn, e) for e in self.last_calls_raw(key, txn)]
+            return audit.verify(txn, self.db["audit"], self.db["meta"])
+
+    def audit_entries(self) -> list[dict]:
+        with self.read() as txn:
+            return [entry for _, entry in audit.entries(txn, self.db["audit"])]
 
     def _call_view(self, txn, e) -> dict:
         flags = int(e["flags"])
@@ -255,10 +333,16 @@ class Store:
             cursor = txn.cursor(self.db["traces"])
             number = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
             trace_id = f"T{number:08d}"
+            enrichment = None
+            if outcome is Outcome.SUCCESS:   # R6: a served caller's entry, as it is now
+                entry = txn.get(_u64(int(e["calling"])), db=self.db["directory"])
+                if entry is not None and json.loads(entry)["served"]:
+                    enrichment = json.loads(entry)
+                    enrichment["directory_import"] = self._directory_import(txn)
             record = {
                 "trace_id": trace_id, "line": numbers.format_number(packed),
                 "activated_us": at_us, "traced_at_us": time.time_ns() // 1000,
-                "outcome": outcome.value, "call": call, "enrichment": None,
+                "outcome": outcome.value, "call": call, "enrichment": enrichment,
                 "original_trace": original.decode() if original else None,
             }
             cursor.put(_u64(number), json.dumps(record).encode(), append=True)
@@ -273,8 +357,16 @@ class Store:
                            timezones.format_utc(record["call"]["start_us"])
                            if record["call"] else None)
 
-    def trace_records(self, line: str | None = None) -> list[dict]:
-        """Full trace records (with numbers): for the Call Identification Center only."""
+    def trace_records(self, line: str | None = None, *, analyst: str) -> list[dict]:
+        """Full trace records (numbers, enrichment): for the Call Identification Center.
+        The read is audited under the analyst's identity."""
+        actor = _identity(analyst, "reading trace records")
+        records = self._trace_records(line)
+        self.write(lambda txn: self._audit(txn, actor, "read_trace_records", line=line,
+                                           traces=len(records)))
+        return records
+
+    def _trace_records(self, line: str | None = None) -> list[dict]:
         with self.read() as txn:
             if line is None:
                 return [json.loads(v) for _, v in txn.cursor(self.db["traces"])]
@@ -290,9 +382,15 @@ class Store:
 
     def status(self, line: str) -> CustomerStatus:
         """The customer's view: their traces and progress per pseudonymous origin."""
-        records = self.trace_records(line)
+        records = self._trace_records(line)
         return customer_status(numbers.format_number(self.line(line)), records,
                                self.config["threshold"])
+
+
+def _identity(who: str | None, what: str) -> str:
+    if not who or not str(who).strip():
+        raise AccessError(f"{what} needs an analyst identity")
+    return str(who).strip()
 
 
 __all__ = ["Store", "open", "StoreError", "NumberError", "TraceError", "AccessError"]

@@ -1,0 +1,66 @@
+"""The carrier's subscriber directory (rule R6): number -> name, address, served.
+
+Imported in bulk from CSV or Parquet (columns number, name, address, served), replacing
+the previous import in one transaction. A successful trace snapshots the caller's entry
+into its evidence record when the caller is served by this carrier, so later directory
+changes never rewrite evidence.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import CdrTraceError
+from .parse import normalize_number
+
+COLUMNS = ("number", "name", "address", "served")
+TRUE = {"1", "true", "yes", "y", "t"}
+FALSE = {"0", "false", "no", "n", "f", ""}
+
+
+class DirectoryError(CdrTraceError, ValueError):
+    """A directory file that cannot be imported; the message says which row."""
+
+
+def read(path: str | Path) -> pa.Table:
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".parquet":
+            table = pq.read_table(path)
+        else:
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in COLUMNS}))
+    except FileNotFoundError:
+        raise DirectoryError(f"cannot read {path}: no such file") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DirectoryError(f"cannot read {path}: {exc}") from None
+    missing = [c for c in ("number", "name", "address") if c not in table.column_names]
+    if missing:
+        raise DirectoryError(f"{path} lacks the column(s) {', '.join(missing)} "
+                             f"(expected {', '.join(COLUMNS)})")
+    return table
+
+
+def entries(table: pa.Table, country_code: int, source: str = "directory"):
+    """(key, value) pairs sorted by key, or DirectoryError naming the first bad row."""
+    numbers = table.column("number").cast(pa.string()).to_pylist()
+    names = table.column("name").cast(pa.string()).to_pylist()
+    addresses = table.column("address").cast(pa.string()).to_pylist()
+    served = (table.column("served").cast(pa.string()).to_pylist()
+              if "served" in table.column_names else ["true"] * len(numbers))
+    pairs = {}
+    for row, (number, name, address, flag) in enumerate(
+            zip(numbers, names, addresses, served, strict=True), start=2):
+        packed = normalize_number(number or "", country_code)
+        if packed == 0:
+            raise DirectoryError(f"{source} row {row}: not a telephone number: {number!r}")
+        flag = (flag or "").strip().lower()
+        if flag not in TRUE | FALSE:
+            raise DirectoryError(f"{source} row {row}: served must be true or false, not {flag!r}")
+        pairs[packed.to_bytes(8, "big")] = json.dumps(
+            {"name": name or "", "address": address or "", "served": flag in TRUE}).encode()
+    return sorted(pairs.items())

@@ -1,0 +1,195 @@
+"""Call Identification Center (R6, R7): directory enrichment snapshotted into evidence,
+audited identifying reads, disclosure only under a legal authority, a tamper-evident
+audit log."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import cdrtrace
+from cdrtrace import AccessError
+from cdrtrace.audit import AuditError
+from conftest import cdr
+
+LINE = "3035550110"
+AT = "2026-03-02T23:00:00Z"
+AUTHORITY = {"kind": "subpoena", "reference": "SUB-2026-0042", "agency": "Denver PD",
+             "officer": "Det. R. Alvarez", "case_number": "26-001234"}
+
+
+def directory_file(tmp_path, rows, name="directory.csv"):
+    path = tmp_path / name
+    path.write_text("number,name,address,served\n" + "".join(f"{r}\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def traced(store, ingest_records, tmp_path):
+    """Two calls to LINE: one from a served subscriber, then a trace of each."""
+    store.import_directory(directory_file(tmp_path, [
+        '303-555-0142,"Pat Doe","1 Elm St, Denver CO",true',
+        '+17205550199,"Lee Smith","9 Oak Ave",false']), operator="ops")
+    ingest_records(cdr(src="3035550142", start="2026-03-02 14:03:00", end="2026-03-02 14:04:00"))
+    first = store.trace(LINE, at="2026-03-02T14:05:00Z")
+    ingest_records(cdr(src="7205550199", start="2026-03-02 15:03:00", end="2026-03-02 15:04:00"))
+    second = store.trace(LINE, at="2026-03-02T15:05:00Z")
+    return store, first, second
+
+
+def test_r6_served_callers_are_snapshotted_into_evidence(traced, tmp_path):
+    store, first, second = traced
+    records = {r["trace_id"]: r for r in store.trace_records(LINE, analyst="ann")}
+    snap = records[first.trace_id]["enrichment"]
+    assert (snap["name"], snap["address"], snap["directory_import"]) == (
+        "Pat Doe", "1 Elm St, Denver CO", 1)
+    assert records[second.trace_id]["enrichment"] is None       # not served by this carrier
+    store.import_directory(directory_file(tmp_path, ['3035550142,"Pat Doe-Jones","2 Elm St",yes'],
+                                          "v2.csv"), operator="ops")
+    again = {r["trace_id"]: r for r in store.trace_records(LINE, analyst="ann")}
+    assert again[first.trace_id]["enrichment"]["name"] == "Pat Doe"   # evidence unchanged
+
+
+def test_r7_customer_outputs_hold_no_name_or_address(traced):
+    store, first, second = traced
+    text = " ".join([repr(first), first.to_json(), repr(second), second.to_json(),
+                     repr(store.status(LINE)), store.status(LINE).to_json()])
+    for secret in ("Pat", "Doe", "Elm", "Denver CO", "Lee", "Smith", "Oak", "3035550142",
+                   "7205550199"):
+        assert secret not in text
+
+
+def test_directory_import_errors_say_which_row(store, tmp_path):
+    bad = directory_file(tmp_path, ['3035550142,"Pat","1 Elm",true', 'hello,"X","Y",true'])
+    with pytest.raises(cdrtrace.CdrTraceError, match=f"{bad} row 3: not a telephone number: 'hello'"):
+        store.import_directory(bad, operator="ops")
+    path = tmp_path / "bad.csv"
+    path.write_text("number,name\n3035550142,Pat\n")
+    with pytest.raises(cdrtrace.CdrTraceError, match="lacks the column\\(s\\) address"):
+        store.import_directory(str(path), operator="ops")
+    flags = directory_file(tmp_path, ['3035550142,"Pat","1 Elm",maybe'], "flags.csv")
+    with pytest.raises(cdrtrace.CdrTraceError, match="row 2: served must be true or false"):
+        store.import_directory(flags, operator="ops")
+
+
+def test_identifying_reads_are_audited(traced):
+    store, _, _ = traced
+    store.last_calls(LINE, analyst="ann")
+    store.trace_records(LINE, analyst="bob")
+    actions = [(e["actor"], e["action"]) for e in store.audit_entries()]
+    assert actions[-2:] == [("ann", "read_last_calls"), ("bob", "read_trace_records")]
+    assert actions[0] == ("ops", "directory_import")
+    with pytest.raises(AccessError, match="reading trace records needs an analyst identity"):
+        store.trace_records(LINE, analyst="")
+    assert store.audit_verify() == len(actions)
+
+
+def test_disclosure_under_authority_is_audited(traced):
+    store, first, second = traced
+    released = store.disclose(AUTHORITY, analyst="ann", trace_ids=[first.trace_id])
+    assert [(r["call"]["calling"], r["enrichment"]["name"]) for r in released] == [
+        ("+13035550142", "Pat Doe")]
+    entry = store.audit_entries()[-1]
+    assert (entry["action"], entry["details"]["authority"], entry["details"]["trace_ids"]) == (
+        "disclosure", AUTHORITY, [first.trace_id])
+    by_line = store.disclose(AUTHORITY, analyst="ann", line=LINE)
+    assert [r["trace_id"] for r in by_line] == [first.trace_id, second.trace_id]
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"kind": None}, "the legal authority lacks kind"),
+    ({"reference": ""}, "the legal authority lacks reference"),
+    ({"agency": " "}, "the legal authority lacks agency"),
+    ({"officer": None, "case_number": None}, "the legal authority lacks officer, case_number"),
+    ({"kind": "hunch"}, "the legal authority's kind must be one of subpoena, court_order, "
+                        "law_enforcement_request, not 'hunch'"),
+])
+def test_disclosure_refusals_are_audited(traced, change, reason):
+    store, first, _ = traced
+    authority = {**AUTHORITY, **change}
+    with pytest.raises(AccessError) as info:
+        store.disclose(authority, analyst="ann", trace_ids=[first.trace_id])
+    assert str(info.value) == f"disclosure refused: {reason}"
+    entry = store.audit_entries()[-1]
+    assert (entry["action"], entry["actor"], entry["details"]["reason"]) == (
+        "disclosure_refused", "ann", reason)
+
+
+def test_disclosure_of_an_unknown_trace_is_refused(traced):
+    store, _, _ = traced
+    with pytest.raises(AccessError, match="disclosure refused: no trace T99999999"):
+        store.disclose(AUTHORITY, analyst="ann", trace_ids=["T99999999"])
+    assert store.audit_entries()[-1]["action"] == "disclosure_refused"
+
+
+# ------------------------------------------------------------------ tamper evidence
+
+def tamper(store, how):
+    db = store.db["audit"]
+    with store.env.begin(write=True) as txn:
+        items = list(txn.cursor(db))
+        key = lambda n: n.to_bytes(8, "big")   # noqa: E731
+        if how == "alter":
+            entry = json.loads(items[1][1])
+            entry["actor"] = "mallory"
+            txn.put(items[1][0], json.dumps(entry).encode(), db=db)
+        elif how == "delete":
+            txn.delete(items[1][0], db=db)
+        elif how == "insert":
+            forged = json.loads(items[1][1])
+            for n in range(len(items), 1, -1):       # shift entries 2.. up by one
+                txn.put(key(n + 1), txn.get(key(n), db=db), db=db)
+            forged["seq"] = 2
+            txn.put(key(2), json.dumps(forged).encode(), db=db)
+        elif how == "reorder":
+            txn.put(items[1][0], items[2][1], db=db)
+            txn.put(items[2][0], items[1][1], db=db)
+        elif how == "truncate":
+            txn.delete(items[-1][0], db=db)
+
+
+@pytest.mark.parametrize("how,message", [
+    ("alter", "audit log broken at entry 2: its content was altered"),
+    ("delete", "audit log broken at entry 2: found entry 3 under key 3"),
+    ("insert", "audit log broken at entry 3: found entry 2 under key 3"),
+    ("reorder", "audit log broken at entry 2: found entry 3 under key 2"),
+    ("truncate", "audit log broken at its end: the head says entry"),
+])
+def test_audit_verify_detects_tampering(traced, how, message):
+    store, _, _ = traced
+    for analyst in ("ann", "bob", "cy"):
+        store.last_calls(LINE, analyst=analyst)
+    assert store.audit_verify() == 4
+    tamper(store, how)
+    with pytest.raises(AuditError) as info:
+        store.audit_verify()
+    assert str(info.value).startswith(message)
+
+
+def test_cli_disclose_audit_and_reports(traced, tmp_path):
+    store, first, _ = traced
+    db = str(store.path)
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "cdrtrace.cli", *argv, "--db", db],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    proc = run("disclose", "--trace", first.trace_id, "--kind", "court_order", "--analyst", "ann")
+    assert proc.returncode == 2 and proc.stderr == (
+        "cdrtrace: error: disclosure refused: the legal authority lacks reference, agency, "
+        "officer, case_number\n")
+    proc = run("disclose", "--trace", first.trace_id, "--kind", "court_order", "--reference", "CO-7",
+               "--agency", "DPD", "--officer", "Alvarez", "--case-number", "26-1", "--analyst",
+               "ann", "--json")
+    assert json.loads(proc.stdout)[0]["enrichment"]["address"] == "1 Elm St, Denver CO"
+    assert run("audit", "verify").stdout.startswith("audit log verified: ")
+    exported = [json.loads(x) for x in run("audit", "export").stdout.splitlines()]
+    assert [e["action"] for e in exported][-2:] == ["disclosure_refused", "disclosure"]
+    report = json.loads(run("report", "repeat-origins", "--analyst", "ann", "--json").stdout)
+    assert {(r["origin"], r["traced_calls"]) for r in report} == {("+13035550142", 1),
+                                                                  ("+17205550199", 1)}
+    timeline = run("report", "timeline", "--analyst", "ann", "--line", LINE, "--origin",
+                   "303-555-0142")
+    assert first.trace_id in timeline.stdout and timeline.returncode == 0
