@@ -193,3 +193,58 @@ def test_cli_disclose_audit_and_reports(traced, tmp_path):
     timeline = run("report", "timeline", "--analyst", "ann", "--line", LINE, "--origin",
                    "303-555-0142")
     assert first.trace_id in timeline.stdout and timeline.returncode == 0
+
+
+# ------------------------------------------------------------------ cases (R8, R9)
+
+def test_case_by_pseudonym_with_waiver_makes_the_customer_eligible(traced):
+    store, first, second = traced
+    (a, b) = store.status(LINE).progress
+    assert (a.label, a.traced_calls, a.eligible_for_action) == ("Caller A", 1, False)
+    case = store.open_case(LINE, "Caller B", agency="Denver PD", officer="Alvarez",
+                           case_number="26-001234", analyst="ann", waive_reason="death threat")
+    assert (case["case_id"], case["origin"], case["waiver"]) == (
+        "C000001", "+17205550199", {"reason": "death threat", "by": "ann"})
+    progress = {p.label: p for p in store.status(LINE).progress}
+    assert progress["Caller B"].eligible_for_action and progress["Caller B"].waived
+    assert not progress["Caller A"].eligible_for_action
+    assert "7205550199" not in store.status(LINE).to_json()        # the customer's view
+    shown = store.case("C000001", analyst="bob")
+    assert [t["trace_id"] for t in shown["timeline"]] == [second.trace_id]
+    assert shown["timeline"][0]["call_time"] == "2026-03-02T15:03:00Z"
+    actions = [e["action"] for e in store.audit_entries()]
+    assert actions[-2:] == ["case_open", "case_read"]
+
+
+def test_case_by_number_and_errors(traced):
+    store, first, _ = traced
+    case = store.open_case(LINE, "303 555 0142", agency="DPD", officer="Alvarez",
+                           case_number="26-9", analyst="ann")
+    assert case["origin"] == "+13035550142" and case["waiver"] is None
+    assert [c["case_id"] for c in store.cases(analyst="ann")] == ["C000001"]
+    with pytest.raises(cdrtrace.TraceError, match="has no origin 'Caller Q' \\(its origins: "
+                       "Caller A, Caller B\\)"):
+        store.open_case(LINE, "Caller Q", agency="DPD", officer="A", case_number="1",
+                        analyst="ann")
+    with pytest.raises(cdrtrace.TraceError, match="a case needs officer, case_number"):
+        store.open_case(LINE, "Caller A", agency="DPD", officer="", case_number=" ",
+                        analyst="ann")
+    with pytest.raises(cdrtrace.TraceError, match="no case C000009"):
+        store.case("C000009", analyst="ann")
+
+
+def test_cli_cases(traced):
+    store, _, _ = traced
+    db = str(store.path)
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "cdrtrace.cli", *argv, "--db", db],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    opened = run("case", "open", LINE, "--origin", "Caller A", "--agency", "DPD", "--officer",
+                 "Alvarez", "--case-number", "26-7", "--analyst", "ann")
+    assert opened.stdout.startswith("C000001 opened: line +13035550110, origin +13035550142")
+    shown = run("case", "show", "C000001", "--analyst", "ann")
+    assert "call 2026-03-02T14:03:00Z  traced 2026-03-02T14:05:00Z" in shown.stdout
+    listed = json.loads(run("case", "list", "--analyst", "ann", "--json").stdout)
+    assert [c["case_number"] for c in listed] == ["26-7"]

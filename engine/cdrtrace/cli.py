@@ -136,6 +136,33 @@ def cmd_disclose(args):
     _emit(args, records, text)
 
 
+def cmd_case(args):
+    store = _store(args)
+    if args.action == "open":
+        if not args.line or not args.origin:
+            raise CdrTraceError("case open needs LINE and --origin")
+        case = store.open_case(args.line, args.origin, agency=args.agency, officer=args.officer,
+                               case_number=args.case_number, analyst=args.analyst,
+                               waive_reason=args.waive)
+        _emit(args, case, f"{case['case_id']} opened: line {case['line']}, origin "
+                          f"{case['origin']}, {case['agency']} case {case['case_number']}"
+                          + ("  (threshold waived)" if case["waiver"] else ""))
+    elif args.action == "show":
+        if not args.line:
+            raise CdrTraceError("case show needs the case id")
+        case = store.case(args.line, analyst=args.analyst)
+        text = (f"{case['case_id']}: line {case['line']}, origin {case['origin']}, "
+                f"{case['agency']} case {case['case_number']} (officer {case['officer']})")
+        for t in case["timeline"]:
+            text += f"\n  call {t['call_time']}  traced {t['trace_time']}  {t['trace_id']}  {t['outcome']}"
+        _emit(args, case, text)
+    else:
+        cases = store.cases(analyst=args.analyst)
+        _emit(args, cases, "\n".join(
+            f"{c['case_id']}  {c['line']}  {c['origin']}  {c['agency']}  {c['case_number']}"
+            + ("  waived" if c["waiver"] else "") for c in cases) or "no cases")
+
+
 def cmd_audit(args):
     store = _store(args)
     if args.action == "verify":
@@ -261,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case-number")
     p.add_argument("--analyst", required=True)
     p.set_defaults(func=cmd_disclose)
+
+    p = sub.add_parser("case", parents=[common], help="open, show or list CIC cases")
+    p.add_argument("action", choices=["open", "show", "list"])
+    p.add_argument("line", nargs="?", help="open: the customer's line; show: the case id")
+    p.add_argument("--origin", help="open: 'Caller A' (the customer's label) or a number")
+    p.add_argument("--agency")
+    p.add_argument("--officer")
+    p.add_argument("--case-number")
+    p.add_argument("--waive", metavar="REASON", help="open: waive the threshold (threats)")
+    p.add_argument("--analyst", required=True)
+    p.set_defaults(func=cmd_case)
 
     p = sub.add_parser("audit", parents=[common], help="verify or export the audit log")
     p.add_argument("action", choices=["verify", "export"])

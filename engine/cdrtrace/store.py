@@ -19,12 +19,12 @@ from . import audit, directory, index, numbers, timezones
 from .errors import AccessError, NumberError, StoreError, TraceError
 from .formats import Disposition, Presentation
 from .parse import normalize_number
-from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, customer_status
+from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, customer_status, origin_labels
 
 _frombuffer = np.frombuffer
 FORMAT_VERSION = 1
 INITIAL_MAP_SIZE = 64 << 20
-_DBS = ("meta", "index", "traces", "by_line", "sources", "directory", "audit")
+_DBS = ("meta", "index", "traces", "by_line", "sources", "directory", "audit", "cases")
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE, _CALL = b"t", b"c"
@@ -266,6 +266,83 @@ class Store:
                                            trace_ids=[r["trace_id"] for r in records]))
         return records
 
+    # ------------------------------------------------------------ cases (R8, R9)
+
+    def _origin(self, line: str, origin: str) -> str:
+        """An origin named by the customer's label ('Caller A') or by number -> E.164 text."""
+        label = str(origin).strip()
+        if label.lower().startswith("caller "):
+            records = self._trace_records(line)
+            order = []
+            for r in records:
+                if r["outcome"] == Outcome.SUCCESS.value and r["call"]["calling"] not in order:
+                    order.append(r["call"]["calling"])
+            labels = origin_labels(len(order))
+            for name, number in zip(labels, order, strict=True):
+                if name.lower() == label.lower():
+                    return number
+            raise TraceError(f"line {line} has no origin {label!r} "
+                             f"(its origins: {', '.join(labels) or 'none'})")
+        return numbers.format_number(self.line(label))
+
+    def open_case(self, line: str, origin: str, *, agency: str, officer: str, case_number: str,
+                  analyst: str, waive_reason: str | None = None) -> dict:
+        """Open a case for a line and an origin; waive_reason lets the customer request
+        action before the threshold (threatening calls)."""
+        actor = _identity(analyst, "opening a case")
+        missing = [n for n, v in (("agency", agency), ("officer", officer),
+                                  ("case_number", case_number)) if not v or not str(v).strip()]
+        if missing:
+            raise TraceError(f"a case needs {', '.join(missing)}")
+        line_text = numbers.format_number(self.line(line))
+        number = self._origin(line, origin)
+
+        def work(txn):
+            cursor = txn.cursor(self.db["cases"])
+            seq = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
+            case = {"case_id": f"C{seq:06d}", "line": line_text, "origin": number,
+                    "agency": agency.strip(), "officer": officer.strip(),
+                    "case_number": case_number.strip(), "opened_by": actor,
+                    "opened_us": time.time_ns() // 1000,
+                    "waiver": ({"reason": waive_reason.strip(), "by": actor}
+                               if waive_reason and waive_reason.strip() else None)}
+            cursor.put(seq.to_bytes(8, "big"), json.dumps(case).encode(), append=True)
+            self._audit(txn, actor, "case_open", case_id=case["case_id"], line=line_text,
+                        origin=number, waived=case["waiver"] is not None)
+            return case
+        return self.write(work)
+
+    def _cases(self, line: str | None = None) -> list[dict]:
+        with self.read() as txn:
+            cases = [json.loads(v) for _, v in txn.cursor(self.db["cases"])]
+        if line is not None:
+            line_text = numbers.format_number(self.line(line))
+            cases = [c for c in cases if c["line"] == line_text]
+        return cases
+
+    def cases(self, *, analyst: str) -> list[dict]:
+        actor = _identity(analyst, "listing cases")
+        cases = self._cases()
+        self.write(lambda txn: self._audit(txn, actor, "case_list", cases=len(cases)))
+        return cases
+
+    def case(self, case_id: str, *, analyst: str) -> dict:
+        """A case and its timeline: every trace between its line and origin, in order."""
+        actor = _identity(analyst, "reading a case")
+        found = [c for c in self._cases() if c["case_id"] == case_id]
+        if not found:
+            raise TraceError(f"no case {case_id}")
+        case = found[0]
+        timeline = sorted(
+            ({"trace_id": r["trace_id"], "outcome": r["outcome"],
+              "call_time": timezones.format_utc(r["call"]["start_us"]),
+              "trace_time": timezones.format_utc(r["activated_us"])}
+             for r in self._trace_records(case["line"])
+             if r["call"] and r["call"]["calling"] == case["origin"]),
+            key=lambda t: (t["call_time"], t["trace_time"], t["trace_id"]))
+        self.write(lambda txn: self._audit(txn, actor, "case_read", case_id=case_id))
+        return {**case, "timeline": timeline}
+
     def audit_verify(self) -> int:
         """Check the audit chain; the number of entries, or AuditError saying where."""
         with self.read() as txn:
@@ -383,8 +460,9 @@ class Store:
     def status(self, line: str) -> CustomerStatus:
         """The customer's view: their traces and progress per pseudonymous origin."""
         records = self._trace_records(line)
+        waived = {c["origin"] for c in self._cases(line) if c["waiver"]}
         return customer_status(numbers.format_number(self.line(line)), records,
-                               self.config["threshold"])
+                               self.config["threshold"], waived)
 
 
 def _identity(who: str | None, what: str) -> str:

@@ -97,14 +97,16 @@ class OriginProgress:
     threshold: int
     first_call: str
     last_call: str
+    waived: bool = False     # the CIC waived the threshold (threatening calls)
 
     @property
     def eligible_for_action(self) -> bool:
-        return self.traced_calls >= self.threshold
+        return self.waived or self.traced_calls >= self.threshold
 
     def to_dict(self) -> dict:
         return {"origin": self.label, "traced_calls": self.traced_calls,
-                "threshold": self.threshold, "eligible_for_action": self.eligible_for_action,
+                "threshold": self.threshold, "threshold_waived": self.waived,
+                "eligible_for_action": self.eligible_for_action,
                 "first_call": self.first_call, "last_call": self.last_call}
 
 
@@ -129,7 +131,8 @@ class CustomerStatus:
         return json.dumps(self.to_dict())
 
 
-def customer_status(line: str, records: list[dict], threshold: int) -> CustomerStatus:
+def customer_status(line: str, records: list[dict], threshold: int,
+                    waived: set | frozenset = frozenset()) -> CustomerStatus:
     """Build the customer's view from the line's trace records (in trace order)."""
     traces = tuple({
         "trace_id": r["trace_id"],
@@ -145,6 +148,6 @@ def customer_status(line: str, records: list[dict], threshold: int) -> CustomerS
     labels = origin_labels(len(per_origin))
     progress = tuple(
         OriginProgress(label, len(calls), threshold, format_utc(min(calls.values())),
-                       format_utc(max(calls.values())))
-        for label, calls in zip(labels, per_origin.values(), strict=True))
+                       format_utc(max(calls.values())), origin in waived)
+        for label, (origin, calls) in zip(labels, per_origin.items(), strict=True))
     return CustomerStatus(line, traces, progress)
