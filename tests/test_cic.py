@@ -248,3 +248,18 @@ def test_cli_cases(traced):
     assert "call 2026-03-02T14:03:00Z  traced 2026-03-02T14:05:00Z" in shown.stdout
     listed = json.loads(run("case", "list", "--analyst", "ann", "--json").stdout)
     assert [c["case_number"] for c in listed] == ["26-7"]
+
+
+def test_purge_removes_old_trace_records_and_is_audited(traced):
+    store, first, second = traced
+    now = 1772460180 * 10**6 + 30 * 60 * 10**6 + 15 * 60 * 10**6   # 2026-03-02T14:48Z
+    result = store.purge(operator="ops", older_than_days=30 / 86400 * 60, now_us=now)
+    assert result == {"traces": 1, "before": "2026-03-02T14:18:00Z"}
+    assert [r["trace_id"] for r in store.trace_records(LINE, analyst="a")] == [second.trace_id]
+    assert [t["trace_id"] for t in store.status(LINE).traces] == [second.trace_id]
+    entry = [e for e in store.audit_entries() if e["action"] == "purge"][0]
+    assert (entry["actor"], entry["details"]["traces"]) == ("ops", 1)
+    assert store.audit_verify() > 0
+    assert store.purge(operator="ops", now_us=now)["traces"] == 0     # 365 days by default
+    with pytest.raises(AccessError, match="a purge needs an operator identity"):
+        store.purge(operator=" ")

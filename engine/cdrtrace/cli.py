@@ -163,6 +163,12 @@ def cmd_case(args):
             + ("  waived" if c["waiver"] else "") for c in cases) or "no cases")
 
 
+def cmd_purge(args):
+    result = _store(args).purge(operator=args.operator, older_than_days=args.older_than)
+    _emit(args, result, f"purged {result['traces']:,} trace records activated before "
+                        f"{result['before']}")
+
+
 def cmd_audit(args):
     store = _store(args)
     if args.action == "verify":
@@ -299,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--waive", metavar="REASON", help="open: waive the threshold (threats)")
     p.add_argument("--analyst", required=True)
     p.set_defaults(func=cmd_case)
+
+    p = sub.add_parser("purge", parents=[common], help="remove trace records past retention")
+    p.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="retention in days (default: the store's retention_days, 365)")
+    p.add_argument("--operator", required=True)
+    p.set_defaults(func=cmd_purge)
 
     p = sub.add_parser("audit", parents=[common], help="verify or export the audit log")
     p.add_argument("action", choices=["verify", "export"])

@@ -29,7 +29,7 @@ AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE, _CALL = b"t", b"c"
 DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1,
-            "min_ring_seconds": 0.0, "keep": index.DEFAULT_KEEP}
+            "min_ring_seconds": 0.0, "keep": index.DEFAULT_KEEP, "retention_days": 365}
 
 
 def _u64(value: int) -> bytes:
@@ -83,7 +83,7 @@ class Store:
             elif int(version) != FORMAT_VERSION:
                 raise StoreError(f"{self.path} has store format {int(version)}; "
                                  f"this cdrtrace reads format {FORMAT_VERSION}")
-            self.config = json.loads(txn.get(b"config", db=meta))
+            self.config = {**DEFAULTS, **json.loads(txn.get(b"config", db=meta))}
         self._index_db = self.db["index"]
 
     # ------------------------------------------------------------ plumbing
@@ -217,7 +217,7 @@ class Store:
 
     def import_directory(self, path: str | os.PathLike, operator: str) -> int:
         """Replace the subscriber directory with a CSV or Parquet file; returns its rows."""
-        actor = _identity(operator, "importing the directory")
+        actor = _identity(operator, "importing the directory", "operator")
         pairs = directory.entries(directory.read(path), self.config["country_code"], str(path))
 
         def work(txn):
@@ -265,6 +265,34 @@ class Store:
         self.write(lambda txn: self._audit(txn, actor, "disclosure", authority=authority,
                                            trace_ids=[r["trace_id"] for r in records]))
         return records
+
+    def purge(self, *, operator: str, older_than_days: float | None = None,
+              now_us: int | None = None) -> dict:
+        """Remove trace records activated before the retention period (the store's
+        retention_days unless given), with their per-line entries; audited."""
+        actor = _identity(operator, "a purge", "operator")
+        days = self.config["retention_days"] if older_than_days is None else older_than_days
+        if days < 0:
+            raise TraceError("the retention period cannot be negative")
+        cutoff = (now_us or time.time_ns() // 1000) - int(days * 86400 * 1_000_000)
+
+        def work(txn):
+            removed = set()
+            cursor = txn.cursor(self.db["traces"])
+            for key, value in list(cursor):
+                if json.loads(value)["activated_us"] < cutoff:
+                    removed.add(key)
+                    txn.delete(key, db=self.db["traces"])
+            if removed:
+                ids = {f"T{int.from_bytes(k, 'big'):08d}".encode() for k in removed}
+                for key, value in list(txn.cursor(self.db["by_line"])):
+                    if (key[8:9] == _TRACE and key[9:] in removed) or (
+                            key[8:9] == _CALL and value in ids):
+                        txn.delete(key, db=self.db["by_line"])
+            self._audit(txn, actor, "purge", retention_days=days,
+                        before=timezones.format_utc(cutoff), traces=len(removed))
+            return {"traces": len(removed), "before": timezones.format_utc(cutoff)}
+        return self.write(work)
 
     # ------------------------------------------------------------ cases (R8, R9)
 
@@ -465,9 +493,9 @@ class Store:
                                self.config["threshold"], waived)
 
 
-def _identity(who: str | None, what: str) -> str:
+def _identity(who: str | None, what: str, role: str = "analyst") -> str:
     if not who or not str(who).strip():
-        raise AccessError(f"{what} needs an analyst identity")
+        raise AccessError(f"{what} needs an {role} identity")
     return str(who).strip()
 
 
