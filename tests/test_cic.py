@@ -187,7 +187,8 @@ def test_cli_disclose_audit_and_reports(traced, tmp_path):
     assert run("audit", "verify").stdout.startswith("audit log verified: ")
     exported = [json.loads(x) for x in run("audit", "export").stdout.splitlines()]
     assert [e["action"] for e in exported][-2:] == ["disclosure_refused", "disclosure"]
-    report = json.loads(run("report", "repeat-origins", "--analyst", "ann", "--json").stdout)
+    report = json.loads(run("report", "repeat-origins", "--analyst", "ann", "--min-calls", "1",
+                            "--json").stdout)
     assert {(r["origin"], r["traced_calls"]) for r in report} == {("+13035550142", 1),
                                                                   ("+17205550199", 1)}
     timeline = run("report", "timeline", "--analyst", "ann", "--line", LINE, "--origin",
@@ -263,3 +264,19 @@ def test_purge_removes_old_trace_records_and_is_audited(traced):
     assert store.purge(operator="ops", now_us=now)["traces"] == 0     # 365 days by default
     with pytest.raises(AccessError, match="a purge needs an operator identity"):
         store.purge(operator=" ")
+
+
+def test_report_rows_agree_with_the_evidence_records(traced):
+    store, first, second = traced
+    store.trace(LINE, at="2026-03-02T16:00:00Z")          # already traced: no new success
+    records = store.trace_records(analyst="ann")
+    table = store.trace_table(analyst="ann").to_pylist()
+    assert [f"T{r['trace']:08d}" for r in table] == [r["trace_id"] for r in records]
+    assert [r["call_start_us"] for r in table] == [r["call"]["start_us"] for r in records]
+    from cdrtrace import analytics
+    rows = analytics.repeat_origins(store.trace_table(analyst="ann"), min_calls=1).to_pylist()
+    assert sorted((r["line"], r["origin"], r["traced_calls"]) for r in rows) == [
+        ("+13035550110", "+13035550142", 1), ("+13035550110", "+17205550199", 1)]
+    now = (1772460180 + 45 * 60) * 10**6
+    store.purge(operator="ops", older_than_days=30 * 60 / 86400, now_us=now)
+    assert [r["trace"] for r in store.trace_table(analyst="ann").to_pylist()] == [2, 3]

@@ -1,77 +1,76 @@
-"""Call Identification Center reports: DuckDB over Arrow tables of trace records."""
+"""Call Identification Center reports: DuckDB over Arrow tables of trace rows.
+
+The rows (cdrtrace.trace_rows) carry numbers packed as integers; DuckDB groups on those
+and formats only the rows a report returns.
+"""
 from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
 
-TRACE_SCHEMA = pa.schema([
-    ("trace_id", pa.string()), ("line", pa.string()), ("activated_us", pa.int64()),
-    ("outcome", pa.string()), ("origin", pa.string()), ("call_id", pa.string()),
-    ("call_start_us", pa.int64()),
-])
+_MASK = (1 << 56) - 1
+_MACROS = f"""
+CREATE MACRO number_text(x) AS CASE
+    WHEN x = 0 THEN NULL
+    WHEN (x >> 62) = 1 THEN '+' || lpad(CAST(x & {_MASK}::UBIGINT AS VARCHAR),
+                                        CAST((x >> 56) & 63 AS INTEGER), '0')
+    ELSE lpad(CAST(x & {_MASK}::UBIGINT AS VARCHAR), CAST((x >> 56) & 63 AS INTEGER), '0')
+END;
+CREATE MACRO outcome_text(o) AS CASE o WHEN 1 THEN 'success' WHEN 2 THEN 'untraceable'
+    WHEN 3 THEN 'no_call' WHEN 4 THEN 'already_traced' ELSE 'pending' END;
+"""
 
 
-def trace_table(records: list[dict]) -> pa.Table:
-    """Trace records as an Arrow table (identifying: the origin is the caller's number)."""
-    calls = [r.get("call") or {} for r in records]
-    return pa.table({
-        "trace_id": [r["trace_id"] for r in records],
-        "line": [r["line"] for r in records],
-        "activated_us": [r["activated_us"] for r in records],
-        "outcome": [r["outcome"] for r in records],
-        "origin": [c.get("calling") for c in calls],
-        "call_id": [c.get("call_id") for c in calls],
-        "call_start_us": [c.get("start_us") for c in calls],
-    }, schema=TRACE_SCHEMA)
+REPEAT_COLUMNS = ("line", "origin", "call_id", "call_start_us", "outcome")
 
 
-def repeat_origins(traces: pa.Table, threshold: int = 3) -> pa.Table:
-    """Per (line, origin): distinct successfully traced calls, first and last, eligible."""
+def _connect(traces: pa.Table):
     con = duckdb.connect()
+    con.execute(_MACROS)
     con.register("traces", traces)
-    return con.sql("""
-        SELECT line, origin,
-               count(DISTINCT call_id) AS traced_calls,
-               make_timestamp(min(call_start_us)) AS first_call,
-               make_timestamp(max(call_start_us)) AS last_call,
-               count(DISTINCT call_id) >= ? AS eligible
-        FROM traces
-        WHERE outcome = 'success'
-        GROUP BY line, origin
+    return con
+
+
+def repeat_origins(traces: pa.Table, threshold: int = 3, min_calls: int = 2) -> pa.Table:
+    """Per (line, origin) traced at least min_calls times: distinct successfully traced
+    calls, first and last call, eligible (at least threshold)."""
+    return _connect(traces).sql("""
+        WITH grouped AS (
+            SELECT line, origin, count(DISTINCT call_id) AS traced_calls,
+                   min(call_start_us) AS first_us, max(call_start_us) AS last_us
+            FROM traces WHERE outcome = 1 GROUP BY line, origin
+            HAVING count(DISTINCT call_id) >= $min_calls)
+        SELECT number_text(line) AS line, number_text(origin) AS origin, traced_calls,
+               make_timestamp(first_us) AS first_call, make_timestamp(last_us) AS last_call,
+               traced_calls >= $threshold AS eligible
+        FROM grouped
         ORDER BY traced_calls DESC, line, origin
-    """, params=[threshold]).to_arrow_table()
+    """, params={"threshold": threshold, "min_calls": min_calls}).to_arrow_table()
 
 
 def hot_origins(traces: pa.Table, min_lines: int = 2) -> pa.Table:
     """Origins traced by many different lines (serial harassers, robocallers), ranked."""
-    con = duckdb.connect()
-    con.register("traces", traces)
-    return con.sql("""
-        SELECT origin,
-               count(DISTINCT line) AS lines,
-               count(DISTINCT line || call_id) AS traced_calls,
-               make_timestamp(min(call_start_us)) AS first_call,
-               make_timestamp(max(call_start_us)) AS last_call
-        FROM traces
-        WHERE outcome = 'success'
-        GROUP BY origin
-        HAVING count(DISTINCT line) >= ?
+    return _connect(traces).sql("""
+        WITH grouped AS (
+            SELECT origin, count(DISTINCT line) AS lines,
+                   count(DISTINCT (line, call_id)) AS traced_calls,
+                   min(call_start_us) AS first_us, max(call_start_us) AS last_us
+            FROM traces WHERE outcome = 1 GROUP BY origin HAVING count(DISTINCT line) >= ?)
+        SELECT number_text(origin) AS origin, lines, traced_calls,
+               make_timestamp(first_us) AS first_call, make_timestamp(last_us) AS last_call
+        FROM grouped
         ORDER BY lines DESC, traced_calls DESC, origin
     """, params=[min_lines]).to_arrow_table()
 
 
-def timeline(traces: pa.Table, line: str, origin: str) -> pa.Table:
-    """One line and one origin: every traced call and every trace, in time order."""
-    con = duckdb.connect()
-    con.register("traces", traces)
-    return con.sql("""
+def timeline(traces: pa.Table, line: int, origin: int) -> pa.Table:
+    """One line and one origin (packed numbers): every traced call and trace, in order."""
+    return _connect(traces).sql("""
         SELECT make_timestamp(call_start_us) AS call_time,
                make_timestamp(activated_us) AS trace_time,
-               trace_id, outcome
+               'T' || lpad(CAST(trace AS VARCHAR), 8, '0') AS trace_id,
+               outcome_text(outcome) AS outcome
         FROM traces
-        WHERE line = ? AND origin = ?
-        ORDER BY call_start_us, activated_us, trace_id
+        WHERE line = ?::UBIGINT AND origin = ?::UBIGINT
+        ORDER BY call_start_us, activated_us, trace
     """, params=[line, origin]).to_arrow_table()
-
-
-REPORTS = {"repeat-origins": repeat_origins, "hot-origins": hot_origins, "timeline": timeline}

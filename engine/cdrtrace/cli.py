@@ -188,16 +188,16 @@ def cmd_report(args):
     from . import analytics
 
     store = _store(args)
-    table = analytics.trace_table(store.trace_records(analyst=args.analyst))
+    table = store.trace_table(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS
+                              if args.name != "timeline" else trace_rows_fields())
     if args.name == "repeat-origins":
-        result = analytics.repeat_origins(table, store.config["threshold"])
+        result = analytics.repeat_origins(table, store.config["threshold"], args.min_calls)
     elif args.name == "hot-origins":
         result = analytics.hot_origins(table, args.min_lines)
     else:
         if not args.line or not args.origin:
             raise CdrTraceError("the timeline report needs --line and --origin")
-        result = analytics.timeline(table, numbers_format(store, args.line),
-                                    numbers_format(store, args.origin))
+        result = analytics.timeline(table, store.line(args.line), store.line(args.origin))
     if args.csv:
         import pyarrow.csv as pacsv
 
@@ -214,10 +214,10 @@ def cmd_report(args):
     _emit(args, rows, text)
 
 
-def numbers_format(store, text: str) -> str:
-    from .numbers import format_number
+def trace_rows_fields():
+    from .trace_rows import FIELDS
 
-    return format_number(store.line(text))
+    return FIELDS
 
 
 def cmd_synth(args):
@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--line", help="timeline: the customer's line")
     p.add_argument("--origin", help="timeline: the calling number")
     p.add_argument("--min-lines", type=int, default=2, help="hot-origins: lines at least")
+    p.add_argument("--min-calls", type=int, default=2,
+                   help="repeat-origins: traced calls at least (default 2)")
     p.add_argument("--csv", action="store_true", help="print CSV")
     p.set_defaults(func=cmd_report)
 

@@ -100,8 +100,9 @@ def _run(folder: Path, json_output: bool) -> dict:
             for p in status.progress)
         say(f"  {victim}: {len(status.traces)} traces; {progress}")
 
-    records = store.trace_records(analyst="demo analyst")
-    table = analytics.repeat_origins(analytics.trace_table(records), store.config["threshold"])
+    table = analytics.repeat_origins(
+        store.trace_table(analyst="demo analyst", columns=analytics.REPEAT_COLUMNS),
+        store.config["threshold"])
     say("\nCall Identification Center, repeat origins (analyst view, identifying):")
     say(f"  {'line':<14} {'origin':<14} {'traced':>6}  {'first call':<20} {'last call':<20} eligible")
     for row in table.to_pylist():

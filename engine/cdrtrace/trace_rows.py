@@ -1,0 +1,80 @@
+"""Trace records in columnar form for the Call Identification Center's reports.
+
+Beside each JSON evidence record, a trace appends one fixed-width row (ROW_DTYPE) to a
+block of BLOCK rows (one LMDB value per block, small enough to stay inline in a page).
+Reading every trace for a report costs one bytes object per block and numpy copies:
+no Python object per trace. Numbers stay packed (cdrtrace.numbers) until the report's
+final projection, where DuckDB formats them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+ROW_DTYPE = np.dtype([
+    ("trace", "<u8"), ("line", "<u8"), ("origin", "<u8"), ("call_id", "<u8"),
+    ("call_start_us", "<i8"), ("activated_us", "<i8"),
+    ("outcome", "u1"), ("presentation", "u1"), ("enriched", "u1"), ("pad", "V5"),
+])
+assert ROW_DTYPE.itemsize == 56
+BLOCK = 32                     # 32 x 56 = 1792 bytes: inline in a 4 KiB page
+OUTCOME_CODES = {"success": 1, "untraceable": 2, "no_call": 3, "already_traced": 4,
+                 "pending": 5}
+OUTCOME_NAMES = {v: k for k, v in OUTCOME_CODES.items()}
+
+
+def block_key(trace: int) -> bytes:
+    return ((trace - 1) // BLOCK).to_bytes(8, "big")
+
+
+def append(txn, db, rows: np.ndarray) -> None:
+    """Append rows (sorted by trace number) to their blocks inside the caller's txn."""
+    rows = np.asarray(rows, ROW_DTYPE)
+    blocks = (rows["trace"] - 1) // BLOCK
+    for block in np.unique(blocks):
+        part = rows[blocks == block]
+        key = int(block).to_bytes(8, "big")
+        txn.put(key, (txn.get(key, db=db) or b"") + part.tobytes(), db=db)
+
+
+def read_all(txn, db) -> np.ndarray:
+    """Every row, in trace order. With a buffers=True transaction the blocks are views
+    into the map and this makes exactly one copy."""
+    views = [np.frombuffer(v, np.uint8) for v in txn.cursor(db).iternext(keys=False)]
+    if not views:
+        return np.empty(0, ROW_DTYPE)
+    return np.concatenate(views).view(ROW_DTYPE)
+
+
+def rewrite(txn, db, keep) -> int:
+    """Keep only rows for which keep(rows) is true (retention); returns rows removed."""
+    removed = 0
+    for key, value in list(txn.cursor(db)):
+        rows = np.frombuffer(value, ROW_DTYPE)
+        mask = keep(rows)
+        if not mask.all():
+            removed += int((~mask).sum())
+            if mask.any():
+                txn.put(key, rows[mask].tobytes(), db=db)
+            else:
+                txn.delete(key, db=db)
+    return removed
+
+
+FIELDS = tuple(name for name in ROW_DTYPE.names if name != "pad")
+
+
+def to_arrow(rows: np.ndarray, columns=FIELDS) -> pa.Table:
+    """Columns as Arrow (each a contiguous copy of one field: vectorised, not per row)."""
+    return pa.table({name: pa.array(np.ascontiguousarray(rows[name])) for name in columns})
+
+
+def bulk_load(txn, db, rows: np.ndarray) -> None:
+    """Load rows into an empty table, a block per BLOCK rows (rows numbered 1, 2, ...)."""
+    rows = np.asarray(rows, ROW_DTYPE)
+    if len(rows) and not (rows["trace"] == np.arange(1, len(rows) + 1)).all():
+        raise ValueError("bulk_load takes rows numbered 1, 2, ... in order")
+    raw = rows.tobytes()
+    step = BLOCK * ROW_DTYPE.itemsize
+    txn.cursor(db).putmulti(((i // step).to_bytes(8, "big"), raw[i:i + step])
+                            for i in range(0, len(raw), step))
