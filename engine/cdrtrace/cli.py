@@ -188,8 +188,8 @@ def cmd_report(args):
     from . import analytics
 
     store = _store(args)
-    table = store.trace_table(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS
-                              if args.name != "timeline" else trace_rows_fields())
+    table = (store.trace_table(analyst=args.analyst) if args.name == "timeline" else
+             store.trace_table(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS))
     if args.name == "repeat-origins":
         result = analytics.repeat_origins(table, store.config["threshold"], args.min_calls)
     elif args.name == "hot-origins":
@@ -212,12 +212,6 @@ def cmd_report(args):
     for r in rows:
         text += "\n" + "  ".join(str(r[c]).ljust(widths[c]) for c in result.column_names)
     _emit(args, rows, text)
-
-
-def trace_rows_fields():
-    from .trace_rows import FIELDS
-
-    return FIELDS
 
 
 def cmd_synth(args):
