@@ -255,7 +255,7 @@ def test_purge_removes_old_trace_records_and_is_audited(traced):
     store, first, second = traced
     now = 1772460180 * 10**6 + 30 * 60 * 10**6 + 15 * 60 * 10**6   # 2026-03-02T14:48Z
     result = store.purge(operator="ops", older_than_days=30 / 86400 * 60, now_us=now)
-    assert result == {"traces": 1, "before": "2026-03-02T14:18:00Z"}
+    assert result == {"traces": 1, "before": "2026-03-02T14:18:00Z", "archive_days": 0}
     assert [r["trace_id"] for r in store.trace_records(LINE, analyst="a")] == [second.trace_id]
     assert [t["trace_id"] for t in store.status(LINE).traces] == [second.trace_id]
     entry = [e for e in store.audit_entries() if e["action"] == "purge"][0]
@@ -280,3 +280,40 @@ def test_report_rows_agree_with_the_evidence_records(traced):
     now = (1772460180 + 45 * 60) * 10**6
     store.purge(operator="ops", older_than_days=30 * 60 / 86400, now_us=now)
     assert [r["trace"] for r in store.trace_table(analyst="ann").to_pylist()] == [2, 3]
+
+
+# ------------------------------------------------------------------ the call archive
+
+def test_call_archive_by_day_query_and_retention(tmp_path):
+    from cdrtrace import synth
+
+    archive_dir = tmp_path / "archive"
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(archive_dir),
+                          archive_retention_days=2)
+    columns, truth = synth.generate(6000, 300, seed=8, days=3, campaigns=4)
+    path = tmp_path / "three-days.csv"
+    path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    cdrtrace.ingest(store, [str(path)])
+    days = sorted(p.name for p in archive_dir.iterdir())
+    assert days == ["day=2026-03-02", "day=2026-03-03", "day=2026-03-04"]
+    campaign = truth["campaigns"][0]
+    calls = store.archived_calls(campaign["victim"], analyst="ann", origin=campaign["origin"])
+    assert len(calls) == len(campaign["calls"])                    # every planted call
+    import datetime as dt
+    epoch = dt.datetime(1970, 1, 1)
+    assert [int((t - epoch).total_seconds()) for t in calls.column("start").to_pylist()] == [
+        c["start_s"] for c in campaign["calls"]]
+    victim_all = store.archived_calls(campaign["victim"], analyst="ann")
+    assert len(victim_all) >= len(campaign["calls"])
+    now = 1772409600 * 10**6 + 4 * 86400 * 10**6                  # 2026-03-06T00:00Z
+    recent = store.archived_calls(campaign["victim"], analyst="ann", days=3, now_us=now)
+    assert all(str(t) >= "2026-03-03" for t in recent.column("start").to_pylist())
+    assert store.audit_entries()[-1]["action"] == "read_archive"
+    result = store.purge(operator="ops", now_us=now)
+    assert result["archive_days"] == 2                             # keeps the last 2 days
+    assert sorted(p.name for p in archive_dir.iterdir()) == ["day=2026-03-04"]
+
+
+def test_archive_is_optional(store):
+    with pytest.raises(cdrtrace.StoreError, match="keeps no call archive"):
+        store.archived_calls(LINE, analyst="ann")

@@ -63,7 +63,7 @@ def cmd_ingest(args):
     show = _progress_bar()
     summary = run_ingest(store, args.sources, fmt=fmt, zone=args.tz,
                          country_code=args.country_code, rejects_path=args.rejects,
-                         progress=show, force=args.force, feed=feed)
+                         progress=show, force=args.force, feed=feed, archive=args.archive)
     if show:
         sys.stderr.write("\n")
     text = (f"records {summary.records:,}  indexed {summary.indexed:,}  "
@@ -188,6 +188,12 @@ def cmd_report(args):
     from . import analytics
 
     store = _store(args)
+    if args.name == "calls":
+        if not args.line:
+            raise CdrTraceError("the calls report needs --line")
+        result = store.archived_calls(args.line, analyst=args.analyst, origin=args.origin,
+                                      days=args.days)
+        return _print_table(args, result)
     table = (store.trace_table(analyst=args.analyst) if args.name == "timeline" else
              store.trace_table(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS))
     if args.name == "repeat-origins":
@@ -198,6 +204,10 @@ def cmd_report(args):
         if not args.line or not args.origin:
             raise CdrTraceError("the timeline report needs --line and --origin")
         result = analytics.timeline(table, store.line(args.line), store.line(args.origin))
+    _print_table(args, result)
+
+
+def _print_table(args, result):
     if args.csv:
         import pyarrow.csv as pacsv
 
@@ -252,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feed", help="a feed of cdrtrace.toml: its format, zone, country code, "
                    "served lines and minimum ring time")
     p.add_argument("--force", action="store_true", help="ingest files already ingested")
+    p.add_argument("--archive", metavar="DIR", help="also append every call to a Parquet "
+                   "archive partitioned by day (default: the store's archive_dir)")
     p.add_argument("--tz", help="IANA zone of the switch's local times (default: the store's)")
     p.add_argument("--country-code", type=int, help="country code for national numbers")
     p.add_argument("--rejects", help="JSON-lines file for malformed records")
@@ -312,11 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")
-    p.add_argument("name", choices=["repeat-origins", "hot-origins", "timeline"])
+    p.add_argument("name", choices=["repeat-origins", "hot-origins", "timeline", "calls"])
     p.add_argument("--analyst", required=True)
-    p.add_argument("--line", help="timeline: the customer's line")
-    p.add_argument("--origin", help="timeline: the calling number")
+    p.add_argument("--line", help="timeline, calls: the customer's line")
+    p.add_argument("--origin", help="timeline, calls: the calling number")
     p.add_argument("--min-lines", type=int, default=2, help="hot-origins: lines at least")
+    p.add_argument("--days", type=float, help="calls: only the last DAYS days")
     p.add_argument("--min-calls", type=int, default=2,
                    help="repeat-origins: traced calls at least (default 2)")
     p.add_argument("--csv", action="store_true", help="print CSV")

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from . import index
+from .archive import ArchiveWriter
 from .config import Feed
 from .errors import SourceError
 from .formats import CallBatch, Format
@@ -44,6 +45,7 @@ class IngestSummary:
 
 def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
            zone: str | None = None, force: bool = False, feed: Feed | None = None,
+           archive: str | os.PathLike | None = None,
            country_code: int | None = None, feed_id: int = 0,
            rejects_path: str | os.PathLike | None = None, chunk_bytes: int = 4 << 20, batch_pairs: int = BATCH_PAIRS,
            progress: Callable[[int, int | None], None] | None = None) -> IngestSummary:
@@ -60,6 +62,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     zone = zone or cfg["zone"]
     country_code = country_code or cfg["country_code"]
     min_ring = feed.min_ring_seconds if feed is not None else cfg["min_ring_seconds"]
+    archive = archive or cfg.get("archive_dir")
     served = feed.served if feed is not None else ()
     rejects = RejectsWriter(rejects_path or store.path / "rejects.jsonl")
     summary = IngestSummary()
@@ -88,8 +91,11 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                                      start_offset=skip)
                 source = store.register_source(name if name != "-" else "<stdin>", size, ident,
                                                form.name)
+                archiver = ArchiveWriter(archive, source) if archive else None
                 _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
-                               progress, batch_pairs, served)
+                               progress, batch_pairs, served, archiver)
+                if archiver is not None:
+                    archiver.close()
             finally:
                 if reader is not None:
                     reader.close()
@@ -127,7 +133,7 @@ class _Pending:
 
 
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
-                   batch_pairs=BATCH_PAIRS, served=()):
+                   batch_pairs=BATCH_PAIRS, served=(), archiver=None):
     """Parse what the reader holds, index it, read more; until the end of the source."""
     pending = _Pending(store)
     done = reader.end            # the first fill was read to find the header
@@ -139,6 +145,8 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
         batch = CallBatch(columns, source)
         if len(batch):
             pending.add(*index.entries_for_batch(batch, source, served))
+            if archiver is not None:
+                archiver.add(batch)
         if pending.count >= batch_pairs:
             summary.indexed += pending.commit()
         summary.records += len(batch) + len(bad)

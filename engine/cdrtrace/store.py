@@ -15,7 +15,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from . import audit, directory, index, numbers, timezones, trace_rows
+from . import archive, audit, directory, index, numbers, timezones, trace_rows
 from .errors import AccessError, NumberError, StoreError, TraceError
 from .formats import Disposition, Presentation
 from .parse import normalize_number
@@ -30,7 +30,8 @@ AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE, _CALL = b"t", b"c"
 DEFAULTS = {"threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1,
-            "min_ring_seconds": 0.0, "keep": index.DEFAULT_KEEP, "retention_days": 365}
+            "min_ring_seconds": 0.0, "keep": index.DEFAULT_KEEP, "retention_days": 365,
+            "archive_dir": None, "archive_retention_days": 90}
 
 
 def _u64(value: int) -> bytes:
@@ -292,10 +293,32 @@ class Store:
                     if (key[8:9] == _TRACE and key[9:] in removed) or (
                             key[8:9] == _CALL and value in ids):
                         txn.delete(key, db=self.db["by_line"])
+            archive_days = 0
+            if self.config["archive_dir"]:
+                keep_days = self.config["archive_retention_days"]
+                archive_days = archive.purge(self.config["archive_dir"], (
+                    now_us or time.time_ns() // 1000) - int(keep_days * 86400 * 1_000_000))
             self._audit(txn, actor, "purge", retention_days=days,
-                        before=timezones.format_utc(cutoff), traces=len(removed))
-            return {"traces": len(removed), "before": timezones.format_utc(cutoff)}
+                        before=timezones.format_utc(cutoff), traces=len(removed),
+                        archive_days=archive_days)
+            return {"traces": len(removed), "before": timezones.format_utc(cutoff),
+                    "archive_days": archive_days}
         return self.write(work)
+
+    def archived_calls(self, line: str, *, analyst: str, origin: str | None = None,
+                       days: float | None = None, now_us: int | None = None):
+        """Every archived call to a line (from one origin, in the last days); audited."""
+        actor = _identity(analyst, "reading the call archive")
+        if not self.config["archive_dir"]:
+            raise StoreError("this store keeps no call archive (set archive_dir)")
+        since = None
+        if days is not None:
+            since = (now_us or time.time_ns() // 1000) - int(days * 86400 * 1_000_000)
+        table = archive.calls(self.config["archive_dir"], self.line(line),
+                              self.line(origin) if origin else None, since)
+        self.write(lambda txn: self._audit(txn, actor, "read_archive", line=line, origin=origin,
+                                           calls=table.num_rows))
+        return table
 
     # ------------------------------------------------------------ cases (R8, R9)
 

@@ -1,0 +1,95 @@
+"""The optional call archive: every parsed call as Parquet, partitioned by day (hive-style,
+day=YYYY-MM-DD/), so analysts can ask "every call from this origin to this line in the
+last 30 days" through DuckDB, and Spark or any Parquet engine can read the same files.
+Numbers stay packed (cdrtrace.numbers); queries format them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .formats import CallBatch
+
+DAY_US = 86_400 * 1_000_000
+FLUSH_ROWS = 1 << 18
+
+
+class ArchiveWriter:
+    """Collects a source's batches per day and writes them as Parquet files."""
+
+    def __init__(self, root: str | os.PathLike, source: int):
+        self.root = Path(root)
+        self.source = source
+        self.pending: dict[int, list[pa.RecordBatch]] = {}
+        self.rows: dict[int, int] = {}
+        self.files = 0
+
+    def add(self, batch: CallBatch) -> None:
+        if not len(batch):
+            return
+        days = batch["start_us"] // DAY_US
+        record = batch.to_arrow()
+        for day in np.unique(days):
+            part = record.filter(pa.array(days == day))
+            self.pending.setdefault(int(day), []).append(part)
+            self.rows[int(day)] = self.rows.get(int(day), 0) + part.num_rows
+            if self.rows[int(day)] >= FLUSH_ROWS:
+                self._flush(int(day))
+
+    def close(self) -> None:
+        for day in list(self.pending):
+            self._flush(day)
+
+    def _flush(self, day: int) -> None:
+        batches = self.pending.pop(day, [])
+        self.rows.pop(day, None)
+        if not batches:
+            return
+        folder = self.root / f"day={np.datetime64(day, 'D')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.files += 1
+        path = folder / f"source-{self.source:06d}-{self.files:05d}.parquet"
+        pq.write_table(pa.Table.from_batches(batches), path, compression="zstd")
+
+
+def calls(root: str | os.PathLike, line: int, origin: int | None = None,
+          since_us: int | None = None) -> pa.Table:
+    """Every archived call to a line (as dialled, redirecting or final), optionally from
+    one origin and since a time, oldest first."""
+    root = Path(root)
+    if not any(root.glob("day=*/*.parquet")):
+        return pa.table({"start": pa.array([], pa.timestamp("us"))})
+    where = ["(called = $line OR redirecting = $line OR final = $line)"]
+    params = {"line": line}
+    if origin is not None:
+        where.append("calling = $origin")
+        params["origin"] = origin
+    if since_us is not None:
+        where.append("start_us >= $since")
+        params["since"] = since_us
+    con = duckdb.connect()
+    return con.sql(f"""
+        SELECT make_timestamp(start_us) AS start, make_timestamp(NULLIF(answer_us, 0)) AS answer,
+               make_timestamp(end_us) AS "end", calling, presentation, disposition, received,
+               feed, record
+        FROM read_parquet('{root.as_posix()}/day=*/*.parquet', hive_partitioning = true)
+        WHERE {' AND '.join(where)}
+        ORDER BY start_us, record
+    """, params=params).to_arrow_table()
+
+
+def purge(root: str | os.PathLike, before_us: int) -> int:
+    """Remove whole days older than before_us; returns the number of days removed."""
+    removed = 0
+    cutoff = np.datetime64(before_us // DAY_US, "D")
+    for folder in Path(root).glob("day=*"):
+        if np.datetime64(folder.name[4:], "D") < cutoff:
+            shutil.rmtree(folder)
+            removed += 1
+    return removed
