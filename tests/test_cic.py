@@ -317,3 +317,22 @@ def test_call_archive_by_day_query_and_retention(tmp_path):
 def test_archive_is_optional(store):
     with pytest.raises(cdrtrace.StoreError, match="keeps no call archive"):
         store.archived_calls(LINE, analyst="ann")
+
+
+def test_timeline_joins_archived_calls_and_traces(tmp_path):
+    from cdrtrace import analytics
+
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(tmp_path / "archive"))
+    harasser = "7205550666"
+    for minute in (3, 30):
+        path = tmp_path / f"m{minute}.csv"
+        path.write_bytes(cdr(src=harasser, start=f"2026-03-02 14:{minute:02d}:00",
+                             end=f"2026-03-02 14:{minute:02d}:20", disposition="NO ANSWER") + b"\n")
+        cdrtrace.ingest(store, [str(path)])
+        if minute == 3:
+            store.trace(LINE, at="2026-03-02T14:05:00Z")
+    table = analytics.timeline(store.trace_table(analyst="ann"), store.line(LINE),
+                               store.line(harasser), store.config["archive_dir"])
+    events = [(str(r["time"])[11:16], r["event"], r["outcome"]) for r in table.to_pylist()]
+    assert events == [("14:03", "call", "no_answer"), ("14:05", "trace", "success"),
+                      ("14:30", "call", "no_answer")]

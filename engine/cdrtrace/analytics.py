@@ -5,6 +5,8 @@ and formats only the rows a report returns.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pyarrow as pa
 
@@ -63,14 +65,33 @@ def hot_origins(traces: pa.Table, min_lines: int = 2) -> pa.Table:
     """, params=[min_lines]).to_arrow_table()
 
 
-def timeline(traces: pa.Table, line: int, origin: int) -> pa.Table:
-    """One line and one origin (packed numbers): every traced call and trace, in order."""
-    return _connect(traces).sql("""
-        SELECT make_timestamp(call_start_us) AS call_time,
-               make_timestamp(activated_us) AS trace_time,
-               'T' || lpad(CAST(trace AS VARCHAR), 8, '0') AS trace_id,
-               outcome_text(outcome) AS outcome
-        FROM traces
-        WHERE line = ?::UBIGINT AND origin = ?::UBIGINT
-        ORDER BY call_start_us, activated_us, trace
-    """, params=[line, origin]).to_arrow_table()
+def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.Table:
+    """One line and one origin (packed numbers): every trace and, when a call archive is
+    kept, every call, in time order. Columns: time, event ('call' or 'trace'), trace_id,
+    outcome (a trace's outcome or a call's disposition), call_time."""
+    con = _connect(traces)
+    calls = "SELECT NULL::BIGINT AS t, NULL AS event, NULL AS trace_id, NULL AS outcome, " \
+            "NULL::BIGINT AS call_us WHERE false"
+    if archive_root is not None and any(Path(archive_root).glob("day=*/*.parquet")):
+        calls = f"""
+            SELECT start_us AS t, 'call' AS event, NULL AS trace_id,
+                   CASE disposition WHEN 1 THEN 'answered' WHEN 2 THEN 'no_answer'
+                        WHEN 3 THEN 'cancelled' WHEN 4 THEN 'busy' WHEN 5 THEN 'failed'
+                        WHEN 6 THEN 'congestion' WHEN 7 THEN 'rejected'
+                        WHEN 8 THEN 'unallocated' ELSE 'unknown' END AS outcome,
+                   start_us AS call_us
+            FROM read_parquet('{Path(archive_root).as_posix()}/day=*/*.parquet',
+                              hive_partitioning = true)
+            WHERE (called = $line OR redirecting = $line OR final = $line)
+              AND calling = $origin AND received"""
+    return con.sql(f"""
+        SELECT make_timestamp(t) AS time, event, trace_id, outcome,
+               make_timestamp(call_us) AS call_time
+        FROM (
+            SELECT activated_us AS t, 'trace' AS event,
+                   'T' || lpad(CAST(trace AS VARCHAR), 8, '0') AS trace_id,
+                   outcome_text(outcome) AS outcome, call_start_us AS call_us
+            FROM traces WHERE line = $line::UBIGINT AND origin = $origin::UBIGINT
+            UNION ALL {calls})
+        ORDER BY t, event
+    """, params={"line": line, "origin": origin}).to_arrow_table()

@@ -203,7 +203,8 @@ def cmd_report(args):
     else:
         if not args.line or not args.origin:
             raise CdrTraceError("the timeline report needs --line and --origin")
-        result = analytics.timeline(table, store.line(args.line), store.line(args.origin))
+        result = analytics.timeline(table, store.line(args.line), store.line(args.origin),
+                                    store.config["archive_dir"])
     _print_table(args, result)
 
 
