@@ -275,6 +275,7 @@ def test_report_rows_agree_with_the_evidence_records(traced):
     assert [r["call_start_us"] for r in table] == [r["call"]["start_us"] for r in records]
     from cdrtrace import analytics
     rows = analytics.repeat_origins(store.trace_table(analyst="ann"), min_calls=1).to_pylist()
+    assert analytics.repeat_origins(store.trace_columns(analyst="ann"), min_calls=1).to_pylist() == rows
     assert sorted((r["line"], r["origin"], r["traced_calls"]) for r in rows) == [
         ("+13035550110", "+13035550142", 1), ("+13035550110", "+17205550199", 1)]
     now = (1772460180 + 45 * 60) * 10**6
@@ -336,3 +337,35 @@ def test_timeline_joins_archived_calls_and_traces(tmp_path):
     events = [(str(r["time"])[11:16], r["event"], r["outcome"]) for r in table.to_pylist()]
     assert events == [("14:03", "call", "no_answer"), ("14:05", "trace", "success"),
                       ("14:30", "call", "no_answer")]
+
+
+def test_trace_rows_compaction_keeps_every_row_in_order(tmp_path, monkeypatch):
+    import lmdb
+    import numpy as np
+
+    from cdrtrace import trace_rows
+
+    monkeypatch.setattr(trace_rows, "SEGMENT", 64)
+    env = lmdb.open(str(tmp_path / "env"), max_dbs=4)
+    blocks, segments, meta = (env.open_db(n) for n in (b"b", b"s", b"m"))
+    rows = np.zeros(300, trace_rows.ROW_DTYPE)
+    rows["trace"] = np.arange(1, 301)
+    rows["activated_us"] = np.arange(300) * 10
+
+    def read():
+        with env.begin(buffers=True) as txn:
+            return trace_rows.read_all(txn, blocks, segments).copy()
+
+    for stop in (50, 130, 200, 300):                  # traces arrive; reports run between
+        with env.begin(write=True) as txn:
+            for n in range(int(read()["trace"][-1]) if len(read()) else 0, stop):
+                trace_rows.append(txn, blocks, rows[n:n + 1])
+            moved = trace_rows.compact(txn, blocks, segments, meta)
+        assert moved % 64 == 0
+        assert (read() == rows[:stop]).all()
+    with env.begin() as txn:
+        assert txn.stat(segments)["entries"] == 4      # traces 1..256
+    with env.begin(write=True) as txn:                 # retention drops the oldest 100
+        for db in (blocks, segments):
+            trace_rows.rewrite(txn, db, lambda r: r["activated_us"] >= 1000)
+    assert (read() == rows[100:]).all()

@@ -1,7 +1,9 @@
 """Call Identification Center reports: DuckDB over Arrow tables of trace rows.
 
 The rows (cdrtrace.trace_rows) carry numbers packed as integers; DuckDB groups on those
-and formats only the rows a report returns.
+and formats only the rows a report returns. A report takes the rows as an Arrow table
+(Store.trace_table) or as numpy column views (Store.trace_columns, which DuckDB scans in
+place); both give the same result as a pyarrow.Table.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ CREATE MACRO outcome_text(o) AS CASE o WHEN 1 THEN 'success' WHEN 2 THEN 'untrac
 REPEAT_COLUMNS = ("line", "origin", "call_id", "call_start_us", "outcome")
 
 
-def _connect(traces: pa.Table):
+def _connect(traces):
     con = duckdb.connect()
     con.execute(_MACROS)
     con.register("traces", traces)

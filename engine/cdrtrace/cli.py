@@ -194,8 +194,8 @@ def cmd_report(args):
         result = store.archived_calls(args.line, analyst=args.analyst, origin=args.origin,
                                       days=args.days)
         return _print_table(args, result)
-    table = (store.trace_table(analyst=args.analyst) if args.name == "timeline" else
-             store.trace_table(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS))
+    table = (store.trace_columns(analyst=args.analyst) if args.name == "timeline" else
+             store.trace_columns(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS))
     if args.name == "repeat-origins":
         result = analytics.repeat_origins(table, store.config["threshold"], args.min_calls)
     elif args.name == "hot-origins":

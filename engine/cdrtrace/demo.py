@@ -101,7 +101,7 @@ def _run(folder: Path, json_output: bool) -> dict:
         say(f"  {victim}: {len(status.traces)} traces; {progress}")
 
     table = analytics.repeat_origins(
-        store.trace_table(analyst="demo analyst", columns=analytics.REPEAT_COLUMNS),
+        store.trace_columns(analyst="demo analyst", columns=analytics.REPEAT_COLUMNS),
         store.config["threshold"])
     say("\nCall Identification Center, repeat origins (analyst view, identifying):")
     say(f"  {'line':<14} {'origin':<14} {'traced':>6}  {'first call':<20} {'last call':<20} eligible")

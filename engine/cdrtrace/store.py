@@ -25,7 +25,7 @@ _frombuffer = np.frombuffer
 FORMAT_VERSION = 1
 INITIAL_MAP_SIZE = 64 << 20
 _DBS = ("meta", "index", "traces", "by_line", "sources", "directory", "audit", "cases",
-        "trace_rows")
+        "trace_rows", "trace_segments")
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE, _CALL = b"t", b"c"
@@ -285,8 +285,8 @@ class Store:
                 if json.loads(value)["activated_us"] < cutoff:
                     removed.add(key)
                     txn.delete(key, db=self.db["traces"])
-            trace_rows.rewrite(txn, self.db["trace_rows"],
-                               lambda rows: rows["activated_us"] >= cutoff)
+            for db in (self.db["trace_rows"], self.db["trace_segments"]):
+                trace_rows.rewrite(txn, db, lambda rows: rows["activated_us"] >= cutoff)
             if removed:
                 ids = {f"T{int.from_bytes(k, 'big'):08d}".encode() for k in removed}
                 for key, value in list(txn.cursor(self.db["by_line"])):
@@ -397,14 +397,24 @@ class Store:
         self.write(lambda txn: self._audit(txn, actor, "case_read", case_id=case_id))
         return {**case, "timeline": timeline}
 
+    def report_rows(self, *, analyst: str) -> np.ndarray:
+        """Every trace as packed rows (trace_rows.ROW_DTYPE), identifying: audited."""
+        actor = _identity(analyst, "reading trace records")
+        self.write(lambda txn: trace_rows.compact(txn, self.db["trace_rows"],
+                                                  self.db["trace_segments"], self.db["meta"]))
+        with self.env.begin(buffers=True) as txn:   # views into the map: one copy in all
+            rows = trace_rows.read_all(txn, self.db["trace_rows"], self.db["trace_segments"])
+        self.write(lambda txn: self._audit(txn, actor, "read_trace_table", traces=len(rows)))
+        return rows
+
     def trace_table(self, *, analyst: str, columns=trace_rows.FIELDS):
         """Every trace as an Arrow table of packed numbers (identifying: audited);
         columns narrows it to what a report reads."""
-        actor = _identity(analyst, "reading trace records")
-        with self.env.begin(buffers=True) as txn:   # views into the map: one copy in all
-            rows = trace_rows.read_all(txn, self.db["trace_rows"])
-        self.write(lambda txn: self._audit(txn, actor, "read_trace_table", traces=len(rows)))
-        return trace_rows.to_arrow(rows, columns)
+        return trace_rows.to_arrow(self.report_rows(analyst=analyst), columns)
+
+    def trace_columns(self, *, analyst: str, columns=trace_rows.FIELDS) -> dict:
+        """The same as numpy views over one copy of the rows: what reports hand DuckDB."""
+        return trace_rows.columns_of(self.report_rows(analyst=analyst), columns)
 
     def audit_verify(self) -> int:
         """Check the audit chain; the number of entries, or AuditError saying where."""

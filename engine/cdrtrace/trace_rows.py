@@ -18,6 +18,7 @@ ROW_DTYPE = np.dtype([
 ])
 assert ROW_DTYPE.itemsize == 56
 BLOCK = 32                     # 32 x 56 = 1792 bytes: inline in a 4 KiB page
+SEGMENT = 1 << 16              # rows per compacted segment (3.5 MiB, overflow pages)
 OUTCOME_CODES = {"success": 1, "untraceable": 2, "no_call": 3, "already_traced": 4,
                  "pending": 5}
 OUTCOME_NAMES = {v: k for k, v in OUTCOME_CODES.items()}
@@ -37,13 +38,42 @@ def append(txn, db, rows: np.ndarray) -> None:
         txn.put(key, (txn.get(key, db=db) or b"") + part.tobytes(), db=db)
 
 
-def read_all(txn, db) -> np.ndarray:
-    """Every row, in trace order. With a buffers=True transaction the blocks are views
-    into the map and this makes exactly one copy."""
-    views = [np.frombuffer(v, np.uint8) for v in txn.cursor(db).iternext(keys=False)]
-    if not views:
-        return np.empty(0, ROW_DTYPE)
-    return np.concatenate(views).view(ROW_DTYPE)
+def read_all(txn, db, segments_db=None) -> np.ndarray:
+    """Every row, in trace order: compacted segments, then blocks. With a buffers=True
+    transaction the values are views into the map and joining them is the one copy."""
+    parts = list(txn.cursor(segments_db).iternext(keys=False)) if segments_db else []
+    parts += txn.cursor(db).iternext(keys=False)
+    return np.frombuffer(b"".join(parts), ROW_DTYPE)
+
+
+def compact(txn, db, segments_db, meta_db) -> int:
+    """Move every complete run of SEGMENT traces from blocks into one segment value, so a
+    report iterates a few large values instead of many small ones. Returns rows moved."""
+    done = int(txn.get(b"segments_done", b"0", db=meta_db))       # segments written so far
+    cursor = txn.cursor(db)
+    if not cursor.last():
+        return 0
+    last_trace = int(np.frombuffer(cursor.value(), ROW_DTYPE)["trace"][-1])
+    complete = last_trace // SEGMENT                               # segments fully traced
+    if complete <= done:
+        return 0
+    first_block, end_block = done * SEGMENT // BLOCK, complete * SEGMENT // BLOCK
+    keys, values = [], []
+    if cursor.set_range(first_block.to_bytes(8, "big")):
+        for key, value in cursor:
+            if int.from_bytes(key, "big") >= end_block:
+                break
+            keys.append(bytes(key))
+            values.append(bytes(value))
+    rows = np.frombuffer(b"".join(values), ROW_DTYPE)
+    segment_of = (rows["trace"] - 1) // SEGMENT
+    for segment in range(done, complete):
+        txn.put(segment.to_bytes(8, "big"), rows[segment_of == segment].tobytes(),
+                db=segments_db)
+    for key in keys:
+        txn.delete(key, db=db)
+    txn.put(b"segments_done", str(complete).encode(), db=meta_db)
+    return len(rows)
 
 
 def rewrite(txn, db, keep) -> int:
@@ -62,6 +92,11 @@ def rewrite(txn, db, keep) -> int:
 
 
 FIELDS = tuple(name for name in ROW_DTYPE.names if name != "pad")
+
+
+def columns_of(rows: np.ndarray, columns=FIELDS) -> dict:
+    """The fields as numpy views (strided, no copy): DuckDB scans them in place."""
+    return {name: rows[name] for name in columns}
 
 
 def to_arrow(rows: np.ndarray, columns=FIELDS) -> pa.Table:
