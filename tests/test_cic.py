@@ -369,3 +369,25 @@ def test_trace_rows_compaction_keeps_every_row_in_order(tmp_path, monkeypatch):
         for db in (blocks, segments):
             trace_rows.rewrite(txn, db, lambda r: r["activated_us"] >= 1000)
     assert (read() == rows[100:]).all()
+
+
+def test_directory_from_parquet_and_hot_origins(store, ingest_records, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cdrtrace import analytics
+
+    pq.write_table(pa.table({"number": ["+17205550666"], "name": ["Robo Caller Inc"],
+                             "address": ["PO Box 1"], "served": ["true"]}),
+                   tmp_path / "directory.parquet")
+    assert store.import_directory(tmp_path / "directory.parquet", operator="ops") == 1
+    for i, line in enumerate(("3035550110", "3035550111", "3035550112")):
+        ingest_records(cdr(src="7205550666", dst=line, start=f"2026-03-02 14:0{i}:00",
+                           end=f"2026-03-02 14:0{i}:30"))
+        assert store.trace(line, at=AT).successful
+    ingest_records(cdr(src="7205550777", dst="3035550113"))
+    store.trace("3035550113", at=AT)
+    hot = analytics.hot_origins(store.trace_columns(analyst="ann")).to_pylist()
+    assert [(r["origin"], r["lines"], r["traced_calls"]) for r in hot] == [("+17205550666", 3, 3)]
+    (record,) = [r for r in store.trace_records("3035550110", analyst="ann")]
+    assert record["enrichment"]["name"] == "Robo Caller Inc"
