@@ -28,8 +28,6 @@ class Disposition(enum.IntEnum):
     UNKNOWN = 9
 
 
-RECEIVED_DISPOSITIONS = frozenset({Disposition.ANSWERED, Disposition.NO_ANSWER, Disposition.CANCELLED})
-
 # name, numpy dtype: one canonical columnar record for every format.
 COLUMNS = (
     ("start_us", np.int64),       # UTC microseconds

@@ -13,7 +13,6 @@ parser implements the same rules and is tested against it.
 from __future__ import annotations
 
 NONE, E164, EXTENSION, OTHER = 0, 1, 2, 3
-KIND_NAMES = {NONE: "none", E164: "e164", EXTENSION: "extension", OTHER: "other"}
 MAX_DIGITS = 15
 MAX_EXTENSION_DIGITS = 7
 MIN_E164_DIGITS = 7
@@ -80,12 +79,3 @@ def normalize(text: str | bytes, country_code: int = 1) -> int:
         return 0
     return pack(kind, body)
 
-
-def parse_line(text: str, country_code: int = 1) -> int:
-    """Normalise a line the customer or switch names; raise NumberError if it is not one."""
-    from .errors import NumberError
-
-    packed = normalize(text, country_code)
-    if packed == 0:
-        raise NumberError(f"not a telephone line: {text!r}")
-    return packed

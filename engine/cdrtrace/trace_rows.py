@@ -21,7 +21,6 @@ BLOCK = 32                     # 32 x 56 = 1792 bytes: inline in a 4 KiB page
 SEGMENT = 1 << 16              # rows per compacted segment (3.5 MiB, overflow pages)
 OUTCOME_CODES = {"success": 1, "untraceable": 2, "no_call": 3, "already_traced": 4,
                  "pending": 5}
-OUTCOME_NAMES = {v: k for k, v in OUTCOME_CODES.items()}
 
 
 def block_key(trace: int) -> bytes:
