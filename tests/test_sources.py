@@ -108,3 +108,29 @@ def test_auto_detects_every_format(tmp_path, day, fmt):
     assert detect_format(path.read_bytes()[:65536]) == fmt
     summary = cdrtrace.ingest(fresh(tmp_path), [str(path)], fmt="auto", zone="UTC")
     assert summary.rejected == 0 and summary.records == len(columns["line"])
+
+
+def test_a_crash_mid_file_does_not_mark_it_ingested(tmp_path, day, monkeypatch):
+    """Only the transaction with a file's last records marks its content as ingested, so
+    rerunning after a crash ingests the rest instead of skipping the file."""
+    _, plain = day
+    s = fresh(tmp_path)
+    calls = {"n": 0}
+    original = cdrtrace.index.write_entries
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cdrtrace.index, "write_entries", crash_on_second_batch)
+    with pytest.raises(OSError, match="killed"):
+        cdrtrace.ingest(s, [str(plain)], batch_pairs=500, chunk_bytes=65536)
+    monkeypatch.setattr(cdrtrace.index, "write_entries", original)
+    rerun = cdrtrace.ingest(s, [str(plain)], batch_pairs=500, chunk_bytes=65536)
+    assert rerun.skipped == [] and rerun.records > 0
+    whole = fresh(tmp_path, "whole")
+    cdrtrace.ingest(whole, [str(plain)])
+    assert projection(s) == projection(whole)
+    assert cdrtrace.ingest(s, [str(plain)]).skipped == [str(plain)]

@@ -93,7 +93,8 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                                                form.name)
                 archiver = ArchiveWriter(archive, source) if archive else None
                 _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
-                               progress, batch_pairs, served, archiver)
+                               progress, batch_pairs, served, archiver,
+                               finish=lambda txn, s=source, i=ident: store.mark_ingested(txn, s, i))
                 if archiver is not None:
                     archiver.close()
             finally:
@@ -122,18 +123,29 @@ class _Pending:
         self.entries.append(entries)
         self.count += len(lines)
 
-    def commit(self) -> int:
-        if not self.count:
+    def commit(self, finish=None) -> int:
+        """Write the pending pairs in one transaction; finish(txn), if given, runs in it
+        (the source's completion mark commits with its last records)."""
+        if not self.count and finish is None:
             return 0
-        lines, entries = index.sort_by_line(np.concatenate(self.lines),
-                                            np.concatenate(self.entries))
+        if self.count:
+            lines, entries = index.sort_by_line(np.concatenate(self.lines),
+                                                np.concatenate(self.entries))
+        else:
+            lines = entries = None
         self.lines, self.entries, self.count = [], [], 0
         db, keep = self.store.db["index"], self.store.config["keep"]
-        return self.store.write(lambda txn: index.write_entries(txn, db, lines, entries, keep))
+
+        def work(txn):
+            written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
+            if finish is not None:
+                finish(txn)
+            return written
+        return self.store.write(work)
 
 
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
-                   batch_pairs=BATCH_PAIRS, served=(), archiver=None):
+                   batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None):
     """Parse what the reader holds, index it, read more; until the end of the source."""
     pending = _Pending(store)
     done = reader.end            # the first fill was read to find the header
@@ -152,7 +164,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
         summary.records += len(batch) + len(bad)
         rejects.write(name, bad)
         if reader.eof:
-            summary.indexed += pending.commit()
+            summary.indexed += pending.commit(finish)
             return
         if progress:
             progress(done, size)

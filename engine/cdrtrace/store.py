@@ -132,17 +132,21 @@ class Store:
 
     def register_source(self, name: str, size: int | None, identity: str | None = None,
                         fmt: str | None = None) -> int:
-        """A new source id; its identity (if any) marks the content as ingested."""
+        """A new source id. Its content counts as ingested only once mark_ingested runs in
+        the transaction that commits its last records (a crash before that re-ingests)."""
         def work(txn):
             source = self._next(txn, b"next_source")
             txn.put(source.to_bytes(4, "big"), json.dumps(
                 {"name": name, "size": size, "format": fmt, "identity": identity,
                  "ingested_at": time.time()}).encode(), db=self.db["sources"])
-            if identity:
-                txn.put(b"identity:" + identity.encode(), source.to_bytes(4, "big"),
-                        db=self.db["sources"])
             return source
         return self.write(work)
+
+    def mark_ingested(self, txn, source: int, identity: str | None) -> None:
+        """Inside the final write transaction of a source: its content is now in the store."""
+        if identity:
+            txn.put(b"identity:" + identity.encode(), source.to_bytes(4, "big"),
+                    db=self.db["sources"])
 
     def feed_id(self, name: str) -> int:
         """The store's number for a feed (1, 2, ...), kept with every call it ingests."""
