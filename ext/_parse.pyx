@@ -873,7 +873,7 @@ cdef class CdrParser:
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
                  int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0,
-                 dict dispositions=None, dict presentations=None):
+                 dict dispositions=None, dict presentations=None, int64_t start_record=0):
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -915,7 +915,7 @@ cdef class CdrParser:
         self.feed_id = feed_id
         self.min_ring_us = <int64_t>(min_ring_seconds * 1e6)
         self.offset = start_offset   # where the records begin (after a header)
-        self.record = 0
+        self.record = start_record   # records before start_offset (a resumed source)
         self.skipping = False
 
     @cython.boundscheck(False)

@@ -372,7 +372,8 @@ class CdrParser:
 
     def __init__(self, dialect: dict, zone: str = "UTC", country_code: int = 1, feed_id: int = 0,
                  min_ring_seconds: float = 0.0, start_offset: int = 0,
-                 dispositions: dict | None = None, presentations: dict | None = None):
+                 dispositions: dict | None = None, presentations: dict | None = None,
+                 start_record: int = 0):
         self.vocab = (dispositions or {}, presentations or {})
         timezones.get_zone(zone)
         self.dialect = dialect
@@ -383,7 +384,7 @@ class CdrParser:
         self.feed_id = feed_id
         self.min_ring_us = int(min_ring_seconds * 1e6)
         self.offset = start_offset
-        self.record = 0
+        self.record = start_record
         self.skipping = False
 
     def feed(self, buffer, final: bool = False):

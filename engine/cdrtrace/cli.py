@@ -14,13 +14,18 @@ from .timezones import format_utc
 EXIT_FAILURE = 2
 
 
+_OPENED: list = []   # stores a command opened; main() closes them
+
+
 def _store(args, create=False):
     from .store import Store
 
     path = args.db or os.environ.get("CDRTRACE_DB")
     if not path:
         raise CdrTraceError("no store given: use --db PATH or set CDRTRACE_DB")
-    return Store(path, create=create)
+    store = Store(path, create=create)
+    _OPENED.append(store)
+    return store
 
 
 def _emit(args, payload, text: str) -> None:
@@ -369,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        while _OPENED:
+            _OPENED.pop().close()
     return 0
 
 

@@ -3,6 +3,7 @@ write transaction per batch (a crash leaves the last committed batch)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ class IngestSummary:
     seconds: float = 0.0
     rejects_path: str | None = None
     skipped: list = dataclasses.field(default_factory=list)   # already ingested
+    resumed: list = dataclasses.field(default_factory=list)   # continued after a crash
 
     @property
     def records_per_second(self) -> float:
@@ -87,14 +89,25 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                         get_format(detect_format(first, name) if fmt == "auto" else fmt))
                 header, skip = read_header(form, first, name)
                 reader.consume(skip)
+                # an interrupted earlier run of this content resumes where it committed
+                resume = store.position(ident.encode()) if ident and not force else None
+                if resume:
+                    _skip(reader, resume["offset"] - skip, name)
+                    skip, source = resume["offset"], resume["source"]
+                    summary.resumed.append(name)
+                else:
+                    source = store.register_source(name if name != "-" else "<stdin>", size,
+                                                   ident, form.name)
                 parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
-                                     start_offset=skip)
-                source = store.register_source(name if name != "-" else "<stdin>", size, ident,
-                                               form.name)
+                                     start_offset=skip,
+                                     start_record=resume["record"] if resume else 0)
                 archiver = ArchiveWriter(archive, source) if archive else None
+                checkpoint = (functools.partial(store.save_position, key=ident.encode(),
+                                                source=source) if ident else None)
                 _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
                                progress, batch_pairs, served, archiver,
-                               finish=lambda txn, s=source, i=ident: store.mark_ingested(txn, s, i))
+                               finish=lambda txn, s=source, i=ident: store.mark_ingested(txn, s, i),
+                               checkpoint=checkpoint)
                 if archiver is not None:
                     archiver.close()
             finally:
@@ -117,6 +130,8 @@ class _Pending:
     def __init__(self, store):
         self.store = store
         self.lines, self.entries, self.count = [], [], 0
+        self.position = (0, 0)      # (offset, record) up to which the source is pending
+        self.checkpoint = None      # checkpoint(txn, offset=, record=): saved with the commit
 
     def add(self, lines, entries):
         self.lines.append(lines)
@@ -140,14 +155,32 @@ class _Pending:
             written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
             if finish is not None:
                 finish(txn)
+            elif self.checkpoint is not None:
+                self.checkpoint(txn, offset=self.position[0], record=self.position[1])
             return written
         return self.store.write(work)
 
 
+def _skip(reader, count: int, name: str) -> None:
+    """Pass over count bytes the store already holds (a resumed source)."""
+    while count > 0:
+        available = reader.end - reader.start
+        if available >= count:
+            reader.consume(count)
+            return
+        reader.consume(available)
+        count -= available
+        if reader.fill() == 0:
+            raise SourceError(f"cannot resume {name}: it is shorter than its saved position")
+
+
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
-                   batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None):
-    """Parse what the reader holds, index it, read more; until the end of the source."""
+                   batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None,
+                   checkpoint=None):
+    """Parse what the reader holds, index it, read more; until the end of the source.
+    Each mid-source commit saves the source's position in the same transaction."""
     pending = _Pending(store)
+    pending.checkpoint = checkpoint
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
     while True:
@@ -159,6 +192,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             pending.add(*index.entries_for_batch(batch, source, served))
             if archiver is not None:
                 archiver.add(batch)
+        pending.position = (parser.offset, parser.record)   # all before it: pending or in
         if pending.count >= batch_pairs:
             summary.indexed += pending.commit()
         summary.records += len(batch) + len(bad)

@@ -87,7 +87,7 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
 
 def make_parser(fmt: str | Format = "asterisk", zone: str = "UTC", country_code: int = 1,
                 feed_id: int = 0, min_ring_seconds: float = 0.0, header: list[str] | None = None,
-                start_offset: int = 0):
+                start_offset: int = 0, start_record: int = 0):
     """A streaming parser: feed(buffer, final) -> (columns, rejects, consumed).
 
     fmt is a format name or a Format (a configured dialect). Header formats (CUCM,
@@ -99,10 +99,10 @@ def make_parser(fmt: str | Format = "asterisk", zone: str = "UTC", country_code:
         from ._parse_py import CdrParser as Reference
 
         return Reference(dialect, zone, country_code, feed_id, min_ring_seconds, start_offset,
-                         dispositions, presentations)
+                         dispositions, presentations, start_record)
     starts, offsets = timezones.zone_table(zone)
     return native().CdrParser(dialect, starts, offsets, country_code, feed_id, min_ring_seconds,
-                              start_offset, dispositions, presentations)
+                              start_offset, dispositions, presentations, start_record)
 
 
 def normalize_number(text, country_code: int = 1) -> int:

@@ -142,11 +142,24 @@ class Store:
             return source
         return self.write(work)
 
+    def position(self, key: bytes) -> dict | None:
+        """Where an interrupted source stopped: {source, offset, record}, or None."""
+        with self.read() as txn:
+            value = txn.get(b"position:" + key, db=self.db["sources"])
+        return json.loads(value) if value else None
+
+    def save_position(self, txn, key: bytes, source: int, offset: int, record: int) -> None:
+        """Inside an index commit: the source is committed up to offset (exactly once)."""
+        txn.put(b"position:" + key, json.dumps(
+            {"source": source, "offset": offset, "record": record}).encode(),
+            db=self.db["sources"])
+
     def mark_ingested(self, txn, source: int, identity: str | None) -> None:
         """Inside the final write transaction of a source: its content is now in the store."""
         if identity:
             txn.put(b"identity:" + identity.encode(), source.to_bytes(4, "big"),
                     db=self.db["sources"])
+            txn.delete(b"position:" + identity.encode(), db=self.db["sources"])
 
     def feed_id(self, name: str) -> int:
         """The store's number for a feed (1, 2, ...), kept with every call it ingests."""
