@@ -62,3 +62,55 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     assert projection(store) == expected
     assert store.position(ident) is None                      # finished: no position left
     assert f"[{str(path)!r}]" in final.stdout                 # and the content is marked
+
+
+READER = """
+import sys, random, cdrtrace
+from cdrtrace import index
+store = cdrtrace.open(sys.argv[1])
+lines = [int(x) for x in sys.argv[2].split(",")]
+done = 0
+while done < 30000:
+    with store.read() as txn:
+        for line in random.sample(lines, 50):
+            entries = store.last_calls_raw(index.line_key(line), txn)
+            assert list(entries["start_us"]) == sorted(entries["start_us"], reverse=True)
+            done += 1
+print("ok", done)
+"""
+
+
+def test_readers_run_beside_the_writer_and_a_second_writer_is_refused(tmp_path):
+    columns, _ = synth.generate(300_000, 20_000, seed=7)
+    path = tmp_path / "Master.csv"
+    path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    db = tmp_path / "store"
+    cdrtrace.open(db, create=True).close()
+    lines = ",".join(str(cdrtrace.numbers.normalize(str(n))) for n in set(columns["line"][:2000]))
+    writer = subprocess.Popen([sys.executable, "-c", INGEST, str(db), str(path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(db), lines],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    for reader in readers:
+        out, err = reader.communicate(timeout=120)
+        assert reader.returncode == 0 and out.startswith("ok"), err
+
+
+def test_a_second_writer_is_refused_clearly(tmp_path):
+    db = tmp_path / "store"
+    store = cdrtrace.open(db, create=True)
+    src = tmp_path / "m.csv"
+    columns = synth.generate(100, 20, seed=1)[0]
+    src.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    with store.writer("ingest"):               # a long write holds the store
+        second = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "ingest", str(src),
+                                 "--db", str(db)], capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL)
+        assert second.returncode == 2
+        assert second.stderr == (f"cdrtrace: error: {db} is being written by ingest "
+                                 f"(pid {os.getpid()}); one writer at a time\n")
+        assert store.trace("3035550110", at="2026-03-03T00:00:00Z")   # traces still work
+    assert cdrtrace.ingest(store, [str(src)]).records > 0              # released

@@ -2,6 +2,7 @@
 write transaction per batch (a crash leaves the last committed batch)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -69,6 +70,8 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     rejects = RejectsWriter(rejects_path or store.path / "rejects.jsonl")
     summary = IngestSummary()
     started = time.perf_counter()
+    held = contextlib.ExitStack()
+    held.enter_context(store.writer("ingest"))   # one ingest at a time; a second is refused
     try:
         for name in expand(list(sources)):
             stream, size = open_source(name)
@@ -118,6 +121,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
             summary.sources += 1
     finally:
         rejects.close()
+        held.close()
     summary.seconds = time.perf_counter() - started
     summary.rejected = rejects.count
     summary.rejects_path = rejects.path if rejects.count else None

@@ -7,6 +7,9 @@ provenance). A trace touches only traces and by_line, so its commit writes few p
 """
 from __future__ import annotations
 
+import builtins
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -160,6 +163,28 @@ class Store:
             txn.put(b"identity:" + identity.encode(), source.to_bytes(4, "big"),
                     db=self.db["sources"])
             txn.delete(b"position:" + identity.encode(), db=self.db["sources"])
+
+    @contextlib.contextmanager
+    def writer(self, what: str = "ingest"):
+        """Hold the store's writer lock for a long write (an ingest): a second writer is
+        refused with a clear error instead of waiting on LMDB's lock. Readers never wait."""
+        path = self.path / "writer.lock"
+        handle = builtins.open(path, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise StoreError(f"{self.path} is being written by {holder}; "
+                                 "one writer at a time") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{what} (pid {os.getpid()})")
+            handle.flush()
+            yield
+        finally:
+            handle.close()   # closing releases the lock
 
     def feed_id(self, name: str) -> int:
         """The store's number for a feed (1, 2, ...), kept with every call it ingests."""
