@@ -173,3 +173,27 @@ def test_config_errors_say_where(tmp_path, text, message):
         config.load(path)
     assert str(info.value).startswith(f"{path}: ") or str(info.value).startswith(f"{path} ")
     assert message in str(info.value)
+
+
+def test_stats_per_feed_with_watermark_and_lag(tmp_path):
+    db = tmp_path / "s"
+    store = cdrtrace.open(db, create=True)
+    write(db, '[feeds.denver]\nzone = "America/Denver"\n[feeds.boston]\nzone = "America/New_York"\n')
+    cfg = config.load(config.find(None, db))
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_bytes(cdr(start="2026-03-02 14:00:00", end="2026-03-02 14:01:00") + b"\n" +
+                  cdr(start="2026-03-02 15:00:00", end="2026-03-02 15:01:00") + b"\nbad\n")
+    b.write_bytes(cdr(start="2026-03-02 09:30:00", end="2026-03-02 09:31:00") + b"\n")
+    cdrtrace.ingest(store, [str(a)], feed=cfg.feed("denver"), rejects_path=tmp_path / "r")
+    cdrtrace.ingest(store, [str(b)], feed=cfg.feed("boston"))
+    now = 1772470800 * 10**6                                   # 2026-03-02T17:00:00Z
+    feeds = {f["feed"]: f for f in store.stats(now_us=now)["feeds"]}
+    assert (feeds["denver"]["records"], feeds["denver"]["rejected"]) == (3, 1)
+    assert feeds["denver"]["watermark"] == "2026-03-02T22:00:00Z"     # 15:00 in Denver
+    assert feeds["boston"]["watermark"] == "2026-03-02T14:30:00Z"     # 09:30 in Boston
+    assert feeds["boston"]["lag_seconds"] == 9000.0
+    assert store.stats()["index"]["lines"] == 1
+    store.close()
+    out = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "stats", "--db", str(db),
+                          "--json"], capture_output=True, text=True, check=True).stdout
+    assert {f["feed"] for f in json.loads(out)["feeds"]} == {"denver", "boston"}

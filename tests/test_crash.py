@@ -61,6 +61,8 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     store = cdrtrace.open(db)
     assert projection(store) == expected
     assert store.position(ident) is None                      # finished: no position left
+    (feed,) = store.stats()["feeds"]                          # counted once, kills or not
+    assert feed["records"] == len(columns["line"]) and feed["rejected"] == 0
     assert f"[{str(path)!r}]" in final.stdout                 # and the content is marked
 
 

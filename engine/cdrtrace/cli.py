@@ -107,6 +107,15 @@ def cmd_last_calls(args):
     _emit(args, calls, "\n".join(rows) or "no calls held for this line")
 
 
+def cmd_stats(args):
+    stats = _store(args).stats()
+    lines = [f"{f['feed']:<20} records {f['records']:,}  rejected {f['rejected']:,}  "
+             f"watermark {f['watermark'] or '-'}  lag {f['lag_seconds'] if f['lag_seconds'] is not None else '-'} s"
+             for f in stats["feeds"]]
+    lines.append(f"index: {stats['index']['lines']:,} lines, {stats['index']['bytes']:,} bytes")
+    _emit(args, stats, "\n".join(lines))
+
+
 def cmd_feeds(args):
     store = None
     if args.db or os.environ.get("CDRTRACE_DB"):
@@ -340,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeat-origins: traced calls at least (default 2)")
     p.add_argument("--csv", action="store_true", help="print CSV")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("stats", parents=[common], help="per feed: records, rejects, watermark, lag")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("feeds", parents=[common], help="list the configured feeds")
     p.set_defaults(func=cmd_feeds)

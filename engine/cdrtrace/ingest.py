@@ -136,16 +136,27 @@ class _Pending:
         self.lines, self.entries, self.count = [], [], 0
         self.position = (0, 0)      # (offset, record) up to which the source is pending
         self.checkpoint = None      # checkpoint(txn, offset=, record=): saved with the commit
+        self.feed = 0               # the feed whose counters commit with these pairs
+        self.records = self.rejected = 0
+        self.newest = None          # newest call start among the pending records
 
     def add(self, lines, entries):
         self.lines.append(lines)
         self.entries.append(entries)
         self.count += len(lines)
 
+    def note(self, batch, rejected: int) -> None:
+        """Count a parsed chunk toward the feed's statistics (committed with its pairs)."""
+        self.records += len(batch) + rejected
+        self.rejected += rejected
+        if len(batch):
+            newest = int(batch["start_us"].max())
+            self.newest = newest if self.newest is None else max(self.newest, newest)
+
     def commit(self, finish=None) -> int:
         """Write the pending pairs in one transaction; finish(txn), if given, runs in it
         (the source's completion mark commits with its last records)."""
-        if not self.count and finish is None:
+        if not self.count and finish is None and not self.records:
             return 0
         if self.count:
             lines, entries = index.sort_by_line(np.concatenate(self.lines),
@@ -154,9 +165,13 @@ class _Pending:
             lines = entries = None
         self.lines, self.entries, self.count = [], [], 0
         db, keep = self.store.db["index"], self.store.config["keep"]
+        counts = (self.records, self.rejected, self.newest)
+        self.records = self.rejected = 0
+        self.newest = None
 
         def work(txn):
             written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
+            self.store.count_feed(txn, self.feed, *counts)
             if finish is not None:
                 finish(txn)
             elif self.checkpoint is not None:
@@ -185,6 +200,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
     Each mid-source commit saves the source's position in the same transaction."""
     pending = _Pending(store)
     pending.checkpoint = checkpoint
+    pending.feed = parser.feed_id
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
     while True:
@@ -197,6 +213,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             if archiver is not None:
                 archiver.add(batch)
         pending.position = (parser.offset, parser.record)   # all before it: pending or in
+        pending.note(batch, len(bad))
         if pending.count >= batch_pairs:
             summary.indexed += pending.commit()
         summary.records += len(batch) + len(bad)

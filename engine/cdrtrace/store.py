@@ -145,6 +145,38 @@ class Store:
             return source
         return self.write(work)
 
+    def count_feed(self, txn, feed: int, records: int, rejected: int, newest: int | None) -> None:
+        """Inside an index commit: the feed's counters and watermark move with its data."""
+        key = f"feedstats:{feed}".encode()
+        stats = json.loads(txn.get(key, b"{}", db=self.db["meta"]))
+        stats["records"] = stats.get("records", 0) + records
+        stats["rejected"] = stats.get("rejected", 0) + rejected
+        if newest is not None:
+            stats["watermark_us"] = max(stats.get("watermark_us", newest), newest)
+        stats["last_commit_us"] = time.time_ns() // 1000
+        txn.put(key, json.dumps(stats).encode(), db=self.db["meta"])
+
+    def stats(self, now_us: int | None = None) -> dict:
+        """Per feed: records, rejects, watermark (newest call start) and its lag; the index."""
+        now_us = now_us or time.time_ns() // 1000
+        feeds = []
+        with self.read() as txn:
+            names = {0: "(no feed)"}
+            for key, value in txn.cursor(self.db["meta"]):
+                if key.startswith(b"feed:"):
+                    names[int(value)] = key[5:].decode()
+            for key, value in txn.cursor(self.db["meta"]):
+                if key.startswith(b"feedstats:"):
+                    number, stats = int(key[10:]), json.loads(value)
+                    mark = stats.get("watermark_us")
+                    feeds.append({
+                        "feed": names.get(number, str(number)), "feed_id": number,
+                        "records": stats["records"], "rejected": stats["rejected"],
+                        "watermark": timezones.format_utc(mark) if mark else None,
+                        "lag_seconds": round((now_us - mark) / 1e6, 1) if mark else None,
+                        "last_commit": timezones.format_utc(stats["last_commit_us"])})
+        return {"feeds": sorted(feeds, key=lambda f: f["feed_id"]), "index": self.index_stat()}
+
     def position(self, key: bytes) -> dict | None:
         """Where an interrupted source stopped: {source, offset, record}, or None."""
         with self.read() as txn:
