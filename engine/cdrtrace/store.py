@@ -22,7 +22,7 @@ from . import archive, audit, directory, index, numbers, timezones, trace_rows
 from .errors import AccessError, NumberError, StoreError, TraceError
 from .formats import Disposition, Presentation
 from .parse import normalize_number
-from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, customer_status, origin_labels
+from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, customer_status, origin_labels, outcome_for
 
 _frombuffer = np.frombuffer
 FORMAT_VERSION = 1
@@ -546,9 +546,7 @@ class Store:
             else:
                 e = before[0]
                 call = self._call_view(txn, e)
-                outcome = (Outcome.SUCCESS if int(e["calling"]) and
-                           int(e["presentation"]) != Presentation.UNAVAILABLE
-                           else Outcome.UNTRACEABLE)
+                outcome = outcome_for(e)
                 traced_key = key + _CALL + _u64(int(e["call_id"]))
                 if outcome is Outcome.SUCCESS:
                     original = txn.get(traced_key, db=self.db["by_line"])

@@ -60,9 +60,6 @@ def _local_seconds(utc_seconds, zone):
     return utc_seconds + offsets[np.searchsorted(starts, utc_seconds, side="right") - 1]
 
 
-def _quoted(values):
-    return pc.binary_join_element_wise(b'"', values, b'"', b"")
-
 
 def _stamp(seconds, zone):
     """'YYYY-MM-DD HH:MM:SS' in the zone's local time, digits written by numpy

@@ -23,9 +23,6 @@ OUTCOME_CODES = {"success": 1, "untraceable": 2, "no_call": 3, "already_traced":
                  "pending": 5}
 
 
-def block_key(trace: int) -> bytes:
-    return ((trace - 1) // BLOCK).to_bytes(8, "big")
-
 
 def append(txn, db, rows: np.ndarray) -> None:
     """Append rows (sorted by trace number) to their blocks inside the caller's txn."""
