@@ -143,6 +143,7 @@ def test_feeds_command_and_ingest_by_feed(tmp_path):
     listed = json.loads(run("feeds", "--json").stdout)
     assert listed == [{"feed": "denver", "format": "asterisk", "zone": "America/Denver",
                        "country_code": 1, "served": ["+1303"], "min_ring_seconds": 0.0,
+                       "cdr_delay_seconds": None,
                        "feed_id": 1}]
     assert json.loads(run("ingest", str(src), "--feed", "denver", "--json").stdout)["indexed"] == 1
     proc = run("ingest", str(src), "--feed", "boston")

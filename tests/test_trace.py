@@ -105,7 +105,7 @@ def test_no_call_before_any_call(store, ingest_records):
 def test_a_trace_older_than_the_held_calls_is_refused_clearly(store, ingest_records):
     ingest_records(*(call(m, src=f"72055501{m:02d}") for m in range(10, 16)))
     with pytest.raises(cdrtrace.TraceError, match="the index holds the last 4 calls of "
-                       "3035550110 and all began after 2026-03-02T14:05:00Z"):
+                       r"\+13035550110 and all began after 2026-03-02T14:05:00Z"):
         store.trace(LINE, at="2026-03-02T14:05:00Z")
 
 

@@ -65,6 +65,11 @@ def cmd_ingest(args):
     fmt = args.format
     if fmt is not None and fmt != "auto":
         fmt = cfg.format(fmt) if fmt in cfg.dialects else fmt
+    from . import kafka
+
+    streaming = [name for name in args.sources if kafka.is_kafka(name)]
+    if args.follow or streaming:
+        return _stream(args, store, fmt, feed)
     show = _progress_bar()
     summary = run_ingest(store, args.sources, fmt=fmt, zone=args.tz,
                          country_code=args.country_code, rejects_path=args.rejects,
@@ -81,8 +86,48 @@ def cmd_ingest(args):
     _emit(args, summary.to_dict(), text)
 
 
+def _stream(args, store, fmt, feed):
+    """ingest --follow FILE | --follow - | kafka://...: run until SIGTERM/SIGINT (or
+    --until-idle), logging one line per interval to stderr."""
+    import logging
+    import signal
+    import threading
+
+    from . import kafka, stream
+
+    if len(args.sources) != 1:
+        raise CdrTraceError("a streaming ingest takes one source: --follow FILE, --follow - "
+                            "or kafka://BROKERS/TOPIC?group=NAME")
+    if fmt == "auto":
+        raise CdrTraceError("a streaming ingest needs --format or --feed (auto reads a whole file)")
+    name = args.sources[0]
+    options = stream.StreamOptions(
+        batch_records=args.batch_records, batch_ms=args.batch_ms,
+        cdr_delay_s=args.cdr_delay,
+        log_every_s=args.log_every, idle_exit_s=args.until_idle)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s cdrtrace %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    common = dict(fmt=fmt or "asterisk", zone=args.tz, country_code=args.country_code, feed=feed,
+                  options=options, stop=stop, rejects_path=args.rejects)
+    if feed is not None and args.format is None:
+        common["fmt"] = feed.format
+    if kafka.is_kafka(name):
+        summary = kafka.consume(store, name, **common)
+    elif name == "-":
+        summary = stream.stream_stdin(store, **common)
+    else:
+        summary = stream.follow(store, name, **common)
+    _emit(args, summary.to_dict(),
+          f"records {summary.records:,}  indexed {summary.indexed:,}  rejected {summary.rejected:,}  "
+          f"commits {summary.commits:,}  pending traces resolved {summary.resolved:,}  "
+          f"seconds {summary.seconds:.2f}")
+
+
 def cmd_trace(args):
-    result = _store(args).trace(args.line, at=args.at)
+    result = _store(args).trace(args.line, at=args.at, wait=args.wait)
     _emit(args, result.to_dict(),
           f"{result.trace_id}  {result.outcome.value}  [{result.announcement_id}] "
           f"{result.announcement}")
@@ -109,7 +154,9 @@ def cmd_last_calls(args):
 
 def cmd_stats(args):
     stats = _store(args).stats()
-    lines = [f"{f['feed']:<20} records {f['records']:,}  rejected {f['rejected']:,}  "
+    lines = [f"{f['feed']:<20} {'live' if f['live'] else 'idle'}  records {f['records']:,}  "
+             f"records/s {f['records_per_second'] if f['records_per_second'] is not None else '-'}  "
+             f"rejected {f['rejected']:,}  "
              f"watermark {f['watermark'] or '-'}  lag {f['lag_seconds'] if f['lag_seconds'] is not None else '-'} s"
              for f in stats["feeds"]]
     lines.append(f"index: {stats['index']['lines']:,} lines, {stats['index']['bytes']:,} bytes")
@@ -282,11 +329,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tz", help="IANA zone of the switch's local times (default: the store's)")
     p.add_argument("--country-code", type=int, help="country code for national numbers")
     p.add_argument("--rejects", help="JSON-lines file for malformed records")
+    live = p.add_argument_group("streaming (--follow FILE, --follow -, kafka://BROKERS/TOPIC?group=NAME)")
+    live.add_argument("--follow", action="store_true", help="follow the file as the switch "
+                      "appends to it, through rotation and truncation ('-': stream stdin)")
+    live.add_argument("--batch-records", type=int, default=20_000, metavar="N",
+                      help="commit a micro-batch at N records (default 20000) ...")
+    live.add_argument("--batch-ms", type=float, default=50.0, metavar="T",
+                      help="... or when its oldest record is T ms old (default 50)")
+    live.add_argument("--cdr-delay", type=float, metavar="SECONDS", help="how late the switch "
+                      "writes a call's CDR (default: the feed's, else 2)")
+    live.add_argument("--log-every", type=float, default=10.0, metavar="SECONDS",
+                      help="one log line per interval (default 10)")
+    live.add_argument("--until-idle", type=float, metavar="SECONDS",
+                      help="stop once the source has had nothing new for SECONDS")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("trace", parents=[common], help="*57: trace the last call to LINE")
     p.add_argument("line")
     p.add_argument("--at", help="activation time, ISO-8601 (default: now)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="if a live feed "
+                   "has not caught up with the activation time, wait this long before the "
+                   "trace is recorded as pending (default 0)")
     p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("status", parents=[common], help="a customer's traces and progress")

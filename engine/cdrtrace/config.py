@@ -6,6 +6,7 @@
     country_code = 1
     served = ["+1303", "+1720"]      # only these lines are indexed (optional)
     min_ring_seconds = 0
+    cdr_delay_seconds = 2            # live feeds: how late the switch writes a CDR
 
     [dialects.acme]                  # a switch that needs configuration, not code
     base = "asterisk"                # optional: start from a built-in format
@@ -51,7 +52,7 @@ from .formats import (
 )
 
 TIMES = {"local": TIME_LOCAL, "epoch": TIME_EPOCH, "compact": TIME_COMPACT}
-FEED_KEYS = {"format", "zone", "country_code", "served", "min_ring_seconds"}
+FEED_KEYS = {"format", "zone", "country_code", "served", "min_ring_seconds", "cdr_delay_seconds"}
 DIALECT_KEYS = {"base", "columns", "header", "delimiter", "quote", "time", "fields",
                 "dispositions", "presentations", "min_columns", "end_required",
                 "lenient_quotes"}
@@ -71,11 +72,13 @@ class Feed:
     country_code: int = 1
     served: tuple[str, ...] = ()
     min_ring_seconds: float = 0.0
+    cdr_delay_seconds: float | None = None   # how late the switch writes a CDR (live feeds)
 
     def describe(self) -> dict:
         return {"feed": self.name, "format": self.format.name, "zone": self.zone,
                 "country_code": self.country_code, "served": list(self.served),
-                "min_ring_seconds": self.min_ring_seconds}
+                "min_ring_seconds": self.min_ring_seconds,
+                "cdr_delay_seconds": self.cdr_delay_seconds}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +162,12 @@ def _feed(path, name: str, spec: dict, dialects: dict) -> Feed:
         raise ConfigError(f"{path}: {where}: country_code must be 1 to 999")
     if not isinstance(ring, (int, float)) or ring < 0:
         raise ConfigError(f"{path}: {where}: min_ring_seconds must be a number >= 0")
-    return Feed(name, fmt, zone, country_code, tuple(served), float(ring))
+    delay = spec.get("cdr_delay_seconds")
+    if delay is not None and (not isinstance(delay, (int, float)) or isinstance(delay, bool)
+                              or delay < 0):
+        raise ConfigError(f"{path}: {where}: cdr_delay_seconds must be a number >= 0")
+    return Feed(name, fmt, zone, country_code, tuple(served), float(ring),
+                None if delay is None else float(delay))
 
 
 def _dialect(path, name: str, spec: dict) -> Format:

@@ -26,9 +26,12 @@ from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, cust
 
 _frombuffer = np.frombuffer
 FORMAT_VERSION = 1
+LIVE_TIMEOUT = 10.0      # seconds without a heartbeat after which a live feed counts as gone
+PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
+RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
 INITIAL_MAP_SIZE = 64 << 20
 _DBS = ("meta", "index", "traces", "by_line", "sources", "directory", "audit", "cases",
-        "trace_rows", "trace_segments")
+        "trace_rows", "trace_segments", "pending")
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE, _CALL = b"t", b"c"
@@ -149,18 +152,29 @@ class Store:
         """Inside an index commit: the feed's counters and watermark move with its data."""
         key = f"feedstats:{feed}".encode()
         stats = json.loads(txn.get(key, b"{}", db=self.db["meta"]))
+        now_us = time.time_ns() // 1000
         stats["records"] = stats.get("records", 0) + records
         stats["rejected"] = stats.get("rejected", 0) + rejected
         if newest is not None:
             stats["watermark_us"] = max(stats.get("watermark_us", newest), newest)
-        stats["last_commit_us"] = time.time_ns() // 1000
+        # records/s over the last RATE_WINDOW seconds of commits
+        start, counted = stats.get("window", (now_us, 0))
+        counted += records
+        if now_us - start >= RATE_WINDOW * 1e6:
+            stats["records_per_second"] = round(counted / ((now_us - start) / 1e6))
+            start, counted = now_us, 0
+        stats["window"] = (start, counted)
+        stats["last_commit_us"] = now_us
         txn.put(key, json.dumps(stats).encode(), db=self.db["meta"])
 
     def stats(self, now_us: int | None = None) -> dict:
-        """Per feed: records, rejects, watermark (newest call start) and its lag; the index."""
+        """Per feed: records, records/s, rejects, watermark (newest call start, or for a live
+        feed idle at its end, the moment it was idle minus its CDR delay) and its lag; the
+        index."""
         now_us = now_us or time.time_ns() // 1000
         feeds = []
         with self.read() as txn:
+            live = self.live_feeds(txn, now_us)
             names = {0: "(no feed)"}
             for key, value in txn.cursor(self.db["meta"]):
                 if key.startswith(b"feed:"):
@@ -168,10 +182,16 @@ class Store:
             for key, value in txn.cursor(self.db["meta"]):
                 if key.startswith(b"feedstats:"):
                     number, stats = int(key[10:]), json.loads(value)
-                    mark = stats.get("watermark_us")
+                    mark = live[number]["watermark_us"] if number in live else stats.get("watermark_us")
+                    start, counted = stats.get("window", (now_us, 0))
+                    rate = stats.get("records_per_second")
+                    if rate is None and now_us - start >= 1e6:
+                        rate = round(counted / ((now_us - start) / 1e6))
                     feeds.append({
                         "feed": names.get(number, str(number)), "feed_id": number,
-                        "records": stats["records"], "rejected": stats["rejected"],
+                        "live": number in live, "source": live[number]["source"] if number in live else None,
+                        "records": stats["records"], "records_per_second": rate,
+                        "rejected": stats["rejected"],
                         "watermark": timezones.format_utc(mark) if mark else None,
                         "lag_seconds": round((now_us - mark) / 1e6, 1) if mark else None,
                         "last_commit": timezones.format_utc(stats["last_commit_us"])})
@@ -183,11 +203,17 @@ class Store:
             value = txn.get(b"position:" + key, db=self.db["sources"])
         return json.loads(value) if value else None
 
-    def save_position(self, txn, key: bytes, source: int, offset: int, record: int) -> None:
-        """Inside an index commit: the source is committed up to offset (exactly once)."""
+    def save_position(self, txn, key: bytes, source: int, offset: int, record: int,
+                      **extra) -> None:
+        """Inside an index commit: the source is committed up to offset (exactly once).
+        extra: what else identifies the position (a followed file's device and inode)."""
         txn.put(b"position:" + key, json.dumps(
-            {"source": source, "offset": offset, "record": record}).encode(),
+            {"source": source, "offset": offset, "record": record, **extra}).encode(),
             db=self.db["sources"])
+
+    def clear_position(self, txn, key: bytes) -> None:
+        """Inside the commit that finishes a source: nothing of it is left to resume."""
+        txn.delete(b"position:" + key, db=self.db["sources"])
 
     def mark_ingested(self, txn, source: int, identity: str | None) -> None:
         """Inside the final write transaction of a source: its content is now in the store."""
@@ -518,74 +544,194 @@ class Store:
 
     # ------------------------------------------------------------ trace
 
-    def trace(self, line: str, at: str | int | None = None) -> TraceResult:
+    def _at_us(self, at: str | int | None) -> int:
+        if at is None:
+            return time.time_ns() // 1000
+        if isinstance(at, int):
+            return at
+        return timezones.parse_instant(at, self.config["zone"])
+
+    def trace(self, line: str, at: str | int | None = None, wait: float = 0.0) -> TraceResult:
         """*57: trace the last received call to line before `at` (default now).
 
         A trace record is committed durably before this returns, whatever the outcome.
+        While a live feed that may carry the line's calls has not caught up with `at`
+        (TRACE_RULES 2a), this waits up to `wait` seconds for it; if it is still behind,
+        the trace is recorded as pending and resolves by the normal rules once the feed
+        passes `at` (resolve_pending, run by the live ingest and by status).
         """
         packed = self.line(line)
         key = index.line_key(packed)
-        if at is None:
-            at_us = time.time_ns() // 1000
-        elif isinstance(at, int):
-            at_us = at
-        else:
-            at_us = timezones.parse_instant(at, self.config["zone"])
-        keep = self.config["keep"]
+        at_us = self._at_us(at)
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            behind = self._behind(packed, at_us)
+            if not behind or time.monotonic() >= deadline:
+                break
+            time.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
 
         def work(txn):
-            entries = self.last_calls_raw(key, txn)
-            before = entries[entries["start_us"] <= at_us]
-            call = original = None
-            if len(before) == 0:
-                if len(entries) >= keep:
-                    raise TraceError(
-                        f"the index holds the last {keep} calls of {line} and all began after "
-                        f"{timezones.format_utc(at_us)}; older calls are no longer held")
-                outcome = Outcome.NO_CALL
-            else:
-                e = before[0]
-                call = self._call_view(txn, e)
-                outcome = outcome_for(e)
-                traced_key = key + _CALL + _u64(int(e["call_id"]))
-                if outcome is Outcome.SUCCESS:
-                    original = txn.get(traced_key, db=self.db["by_line"])
-                    if original is not None:
-                        outcome = Outcome.ALREADY_TRACED
-            cursor = txn.cursor(self.db["traces"])
-            number = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
-            trace_id = f"T{number:08d}"
-            enrichment = None
-            if outcome is Outcome.SUCCESS:   # R6: a served caller's entry, as it is now
-                entry = txn.get(_u64(int(e["calling"])), db=self.db["directory"])
-                if entry is not None and json.loads(entry)["served"]:
-                    enrichment = json.loads(entry)
-                    enrichment["directory_import"] = self._directory_import(txn)
-            record = {
-                "trace_id": trace_id, "line": numbers.format_number(packed),
-                "activated_us": at_us, "traced_at_us": time.time_ns() // 1000,
-                "outcome": outcome.value, "call": call, "enrichment": enrichment,
-                "original_trace": original.decode() if original else None,
-            }
-            cursor.put(_u64(number), json.dumps(record).encode(), append=True)
-            row = np.zeros(1, trace_rows.ROW_DTYPE)
-            row["trace"], row["line"], row["activated_us"] = number, packed, at_us
-            row["outcome"] = trace_rows.OUTCOME_CODES[outcome.value]
-            if call is not None:
-                row["origin"], row["call_id"] = int(e["calling"]), int(e["call_id"])
-                row["call_start_us"], row["presentation"] = int(e["start_us"]), int(e["presentation"])
-                row["enriched"] = enrichment is not None
-            trace_rows.append(txn, self.db["trace_rows"], row)
-            txn.put(key + _TRACE + _u64(number), b"", db=self.db["by_line"])
-            if outcome is Outcome.SUCCESS:
-                txn.put(traced_key, trace_id.encode(), db=self.db["by_line"])
-            return record
+            if behind and self._behind(packed, at_us, txn):
+                return self._record_trace(txn, key, packed, at_us, pending=True)
+            return self._record_trace(txn, key, packed, at_us)
 
-        record = self.write(work)
+        return self._result(self.write(work))
+
+    @staticmethod
+    def _result(record: dict) -> TraceResult:
         return TraceResult(record["trace_id"], record["line"], Outcome(record["outcome"]),
-                           timezones.format_utc(at_us),
+                           timezones.format_utc(record["activated_us"]),
                            timezones.format_utc(record["call"]["start_us"])
                            if record["call"] else None)
+
+    def _resolve(self, txn, key: bytes, at_us: int):
+        """The normal rules (R1-R5): (outcome, the call's view, its entry, earlier trace id)."""
+        keep = self.config["keep"]
+        entries = self.last_calls_raw(key, txn)
+        before = entries[entries["start_us"] <= at_us]
+        if len(before) == 0:
+            if len(entries) >= keep:
+                raise TraceError(
+                    f"the index holds the last {keep} calls of "
+                    f"{numbers.format_number(int.from_bytes(key, 'big'))} and all began after "
+                    f"{timezones.format_utc(at_us)}; older calls are no longer held")
+            return Outcome.NO_CALL, None, None, None
+        e = before[0]
+        outcome = outcome_for(e)
+        original = None
+        if outcome is Outcome.SUCCESS:
+            original = txn.get(key + _CALL + _u64(int(e["call_id"])), db=self.db["by_line"])
+            if original is not None:
+                outcome = Outcome.ALREADY_TRACED
+        return outcome, self._call_view(txn, e), e, original
+
+    def _enrichment(self, txn, calling: int) -> dict | None:
+        """R6: a served caller's directory entry, as it is now (snapshotted as evidence)."""
+        entry = txn.get(_u64(calling), db=self.db["directory"])
+        if entry is None or not json.loads(entry)["served"]:
+            return None
+        enrichment = json.loads(entry)
+        enrichment["directory_import"] = self._directory_import(txn)
+        return enrichment
+
+    def _record_trace(self, txn, key: bytes, packed: int, at_us: int, pending: bool = False,
+                      number: int | None = None) -> dict:
+        """Resolve and write one trace's evidence record and report row. A pending trace
+        is written with no call; resolving it later (number given) rewrites both."""
+        if pending:
+            outcome, call, e, original = Outcome.PENDING, None, None, None
+        else:
+            outcome, call, e, original = self._resolve(txn, key, at_us)
+        cursor = txn.cursor(self.db["traces"])
+        resolving = number is not None
+        if not resolving:
+            number = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
+        trace_id = f"T{number:08d}"
+        enrichment = self._enrichment(txn, int(e["calling"])) if outcome is Outcome.SUCCESS else None
+        record = {
+            "trace_id": trace_id, "line": numbers.format_number(packed),
+            "activated_us": at_us, "traced_at_us": time.time_ns() // 1000,
+            "outcome": outcome.value, "call": call, "enrichment": enrichment,
+            "original_trace": original.decode() if original else None,
+        }
+        row = np.zeros(1, trace_rows.ROW_DTYPE)
+        row["trace"], row["line"], row["activated_us"] = number, packed, at_us
+        row["outcome"] = trace_rows.OUTCOME_CODES[outcome.value]
+        if call is not None:
+            row["origin"], row["call_id"] = int(e["calling"]), int(e["call_id"])
+            row["call_start_us"], row["presentation"] = int(e["start_us"]), int(e["presentation"])
+            row["enriched"] = enrichment is not None
+        if pending:
+            txn.put(_u64(at_us) + _u64(number), key, db=self.db["pending"])
+        if outcome is Outcome.SUCCESS:
+            txn.put(key + _CALL + _u64(int(e["call_id"])), trace_id.encode(), db=self.db["by_line"])
+        if resolving:   # a pending trace resolved: same id, its record completed
+            earlier = json.loads(txn.get(_u64(number), db=self.db["traces"]))
+            record["traced_at_us"] = earlier["traced_at_us"]
+            record["resolved_at_us"] = time.time_ns() // 1000
+            txn.put(_u64(number), json.dumps(record).encode(), db=self.db["traces"])
+            trace_rows.replace(txn, self.db["trace_rows"], self.db["trace_segments"], row)
+            return record
+        cursor.put(_u64(number), json.dumps(record).encode(), append=True)
+        trace_rows.append(txn, self.db["trace_rows"], row)
+        txn.put(key + _TRACE + _u64(number), b"", db=self.db["by_line"])
+        return record
+
+    # ------------------------------------------------------------ live feeds
+
+    def heartbeat(self, txn, feed: int, *, idle_seen_us: int | None, delay_us: int,
+                  served=(), source: str = "") -> None:
+        """Inside a live ingest's commit: the feed is attached. Its watermark is the newest
+        call start ingested or, once its source was seen idle at its end, that moment
+        minus the feed's CDR delay, whichever is later (TRACE_RULES 2a)."""
+        key = f"live:{feed}".encode()
+        old = json.loads(txn.get(key, b"{}", db=self.db["meta"]))
+        idle = max(idle_seen_us or 0, old.get("idle_seen_us", 0) if old.get("pid") == os.getpid() else 0)
+        txn.put(key, json.dumps({
+            "pid": os.getpid(), "heartbeat_us": time.time_ns() // 1000, "idle_seen_us": idle,
+            "delay_us": delay_us, "served": list(served), "source": source}).encode(),
+            db=self.db["meta"])
+
+    def detach(self, txn, feed: int) -> None:
+        """Inside the live ingest's last commit: the feed is no longer live (its data is
+        complete as ingested; traces no longer wait for it)."""
+        txn.delete(f"live:{feed}".encode(), db=self.db["meta"])
+
+    def live_feeds(self, txn=None, now_us: int | None = None) -> dict:
+        """feed id -> {watermark_us, served, heartbeat_us, ...} for feeds whose live ingest
+        has heart-beaten within LIVE_TIMEOUT (a crashed follower stops counting)."""
+        if txn is None:
+            with self.read() as txn:
+                return self.live_feeds(txn, now_us)
+        now_us = now_us or time.time_ns() // 1000
+        feeds = {}
+        cursor = txn.cursor(self.db["meta"])
+        if cursor.set_range(b"live:"):
+            for key, value in cursor:
+                if not key.startswith(b"live:"):
+                    break
+                live = json.loads(value)
+                if now_us - live["heartbeat_us"] > LIVE_TIMEOUT * 1e6:
+                    continue
+                feed = int(key[5:])
+                stats = json.loads(txn.get(f"feedstats:{feed}".encode(), b"{}", db=self.db["meta"]))
+                live["watermark_us"] = max(stats.get("watermark_us", 0),
+                                           live["idle_seen_us"] - live["delay_us"] if live["idle_seen_us"] else 0)
+                feeds[feed] = live
+        return feeds
+
+    def _behind(self, packed: int, at_us: int, txn=None) -> bool:
+        """Is a live feed that may carry calls to this line behind at_us?"""
+        for live in self.live_feeds(txn).values():
+            if live["served"] and not index.served_mask(np.array([packed], np.uint64), live["served"])[0]:
+                continue
+            if live["watermark_us"] < at_us:
+                return True
+        return False
+
+    def resolve_pending(self) -> list[TraceResult]:
+        """Resolve every pending trace whose live feeds have passed its activation time (or
+        are no longer live), by the normal rules; their outcomes then show in status."""
+        if not self._has_pending():
+            return []
+
+        def work(txn):
+            done = []
+            for k, key in list(txn.cursor(self.db["pending"])):
+                at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
+                packed = int.from_bytes(key, "big")
+                if self._behind(packed, at_us, txn):
+                    continue
+                try:
+                    record = self._record_trace(txn, bytes(key), packed, at_us, number=number)
+                except TraceError as exc:   # the call was pushed out of the index meanwhile
+                    record = json.loads(txn.get(_u64(number), db=self.db["traces"]))
+                    record["error"] = str(exc)
+                    txn.put(_u64(number), json.dumps(record).encode(), db=self.db["traces"])
+                txn.delete(k, db=self.db["pending"])
+                done.append(record)
+            return done
+        return [self._result(r) for r in self.write(work)]
 
     def trace_records(self, line: str | None = None, *, analyst: str) -> list[dict]:
         """Full trace records (numbers, enrichment): for the Call Identification Center.
@@ -595,6 +741,10 @@ class Store:
         self.write(lambda txn: self._audit(txn, actor, "read_trace_records", line=line,
                                            traces=len(records)))
         return records
+
+    def _has_pending(self) -> bool:
+        with self.read() as txn:
+            return txn.stat(self.db["pending"])["entries"] > 0
 
     def _trace_records(self, line: str | None = None) -> list[dict]:
         with self.read() as txn:
@@ -612,6 +762,8 @@ class Store:
 
     def status(self, line: str) -> CustomerStatus:
         """The customer's view: their traces and progress per pseudonymous origin."""
+        if self._has_pending():
+            self.resolve_pending()
         records = self._trace_records(line)
         waived = {c["origin"] for c in self._cases(line) if c["waiver"]}
         return customer_status(numbers.format_number(self.line(line)), records,

@@ -34,6 +34,24 @@ def append(txn, db, rows: np.ndarray) -> None:
         txn.put(key, (txn.get(key, db=db) or b"") + part.tobytes(), db=db)
 
 
+def replace(txn, db, segments_db, row: np.ndarray) -> None:
+    """Rewrite one trace's row in place (a pending trace resolved), in its block or, if
+    that block was compacted meanwhile, in its segment."""
+    row = np.asarray(row, ROW_DTYPE)
+    number = int(row["trace"][0])
+    for table, key in ((db, (number - 1) // BLOCK), (segments_db, (number - 1) // SEGMENT)):
+        value = txn.get(key.to_bytes(8, "big"), db=table)
+        if value is None:
+            continue
+        rows = np.frombuffer(value, ROW_DTYPE).copy()
+        at = np.flatnonzero(rows["trace"] == number)
+        if len(at):
+            rows[at[0]] = row[0]
+            txn.put(key.to_bytes(8, "big"), rows.tobytes(), db=table)
+            return
+    raise KeyError(f"no report row for trace {number}")
+
+
 def read_all(txn, db, segments_db=None) -> np.ndarray:
     """Every row, in trace order: compacted segments, then blocks. With a buffers=True
     transaction the values are views into the map and joining them is the one copy."""

@@ -1,0 +1,184 @@
+"""Kafka source: `kafka://BROKERS/TOPIC[,TOPIC...]?group=NAME[&librdkafka.setting=value]`.
+
+A consumer group member (confluent-kafka, librdkafka) reads CDR lines, one per message or
+several per message, from one topic per switch feed or a topic partitioned by line.
+
+Exactly once: each partition's next offset commits in the same LMDB write transaction as
+the records read before it. On assignment the consumer starts each partition from the
+offset the store holds, whatever Kafka's group offsets say (or under whatever group); Kafka's offsets are committed
+only after the LMDB commit that contains their records (for the group's tooling and lag
+monitors), so they are never ahead of the store.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.parse
+
+import numpy as np
+
+from .errors import SourceError
+from .formats import Format
+from .stream import LiveFeed, StreamOptions, StreamSummary, _idle_too_long
+
+log = logging.getLogger("cdrtrace.stream")
+SCHEME = "kafka://"
+
+
+def is_kafka(name: str) -> bool:
+    return name.startswith(SCHEME)
+
+
+def parse_url(url: str) -> tuple[str, list[str], str, dict]:
+    """(bootstrap servers, topics, group, extra librdkafka settings) of a kafka:// URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "kafka" or not parts.netloc:
+        raise SourceError(f"{url}: expected kafka://BROKER[,BROKER...]/TOPIC?group=NAME")
+    topics = [t for t in parts.path.strip("/").split(",") if t]
+    if not topics:
+        raise SourceError(f"{url}: no topic (kafka://BROKERS/TOPIC?group=NAME)")
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    group = query.pop("group", "")
+    if not group:
+        raise SourceError(f"{url}: no consumer group (add ?group=NAME)")
+    return parts.netloc, topics, group, query
+
+
+class _Partition:
+    """One assigned partition: its parser (records numbered on per partition), its source
+    id, and the next offset to read."""
+
+    def __init__(self, live: LiveFeed, store, key: bytes, name: str, saved: dict | None):
+        if saved:
+            self.source, self.next = saved["source"], saved["offset"]
+            record = saved["record"]
+        else:
+            self.source = store.register_source(name, None, None, live.form.name)
+            self.next, record = None, 0
+        self.key, self.name = key, name
+        self.parser = live.new_parser(None, 0, record)
+        self.dirty = False
+
+
+def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
+            feed=None, options: StreamOptions | None = None, stop: threading.Event | None = None,
+            rejects_path=None, settings: dict | None = None) -> StreamSummary:
+    """Consume CDRs from Kafka into the store until stop is set (or the topic has been
+    idle options.idle_exit_s)."""
+    try:
+        from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    except ImportError:   # pragma: no cover - a dependency; a broken install says so
+        raise SourceError("Kafka sources need confluent-kafka (pip install confluent-kafka)") from None
+    brokers, topics, group, extra = parse_url(url)
+    options = options or StreamOptions()
+    stop = stop or threading.Event()
+    live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
+                    rejects_path=rejects_path, label=f"kafka {','.join(topics)}")
+    partitions: dict[tuple[str, int], _Partition] = {}
+
+    def key_of(topic: str, partition: int) -> bytes:
+        # the store's own record of what it holds, per topic partition: another group
+        # name (a redeployment) must not make it ingest the topic again
+        return f"kafka:{topic}/{partition}".encode()
+
+    def save_offsets(txn):
+        for part in partitions.values():
+            if part.dirty:
+                store.save_position(txn, part.key, source=part.source, offset=part.next,
+                                    record=part.parser.record)
+
+    def commit(detach=False):
+        live.commit(detach=detach, extra=save_offsets)
+        done = [TopicPartition(t, p, part.next) for (t, p), part in partitions.items() if part.dirty]
+        for part in partitions.values():
+            part.dirty = False
+        if done:   # after the store holds them: Kafka's group offsets never run ahead
+            try:
+                consumer.commit(offsets=done, asynchronous=True)
+            except KafkaException as exc:
+                log.warning("kafka: group offset commit failed (the store holds them): %s", exc)
+
+    def on_assign(c, assigned):
+        for tp in assigned:
+            key = key_of(tp.topic, tp.partition)
+            part = _Partition(live, store, key, f"kafka://{brokers}/{tp.topic}[{tp.partition}]",
+                              store.position(key))
+            partitions[(tp.topic, tp.partition)] = part
+            if part.next is not None:
+                tp.offset = part.next          # the store's offset, not the group's
+        c.assign(assigned)
+
+    def on_revoke(c, revoked):
+        if any(p.dirty for p in partitions.values()):
+            commit()
+        for tp in revoked:
+            partitions.pop((tp.topic, tp.partition), None)
+
+    config = {"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False,
+              "auto.offset.reset": "earliest", "enable.partition.eof": False, **extra,
+              **(settings or {})}
+    try:
+        consumer = Consumer(config)
+    except KafkaException as exc:
+        raise SourceError(f"{url}: {exc}") from None
+    with store.writer(f"kafka {url}"):
+        consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+        idle_since = None
+        try:
+            while not stop.is_set():
+                messages = consumer.consume(num_messages=options.batch_records,
+                                            timeout=options.poll_ms / 1000)
+                good = []
+                for m in messages:
+                    error = m.error()
+                    if error is None:
+                        good.append(m)
+                    elif error.fatal() or error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                                           KafkaError.TOPIC_AUTHORIZATION_FAILED):
+                        raise SourceError(f"{url}: {error.str()}")
+                    else:
+                        log.warning("kafka %s: %s", url, error.str())
+                if not good:
+                    if partitions:         # assigned and caught up: the feed is idle
+                        live.idle()
+                        idle_since = idle_since or time.monotonic()
+                        if _idle_too_long(options, idle_since):
+                            break
+                    continue
+                idle_since = None
+                _feed_messages(live, partitions, good)
+                if live.due():
+                    commit()
+        finally:
+            try:
+                commit(detach=True)
+            finally:
+                consumer.close()
+                live.finish()
+    return live.summary
+
+
+def _feed_messages(live: LiveFeed, partitions: dict, messages) -> None:
+    """Parse a consumed batch, partition by partition: each partition's payloads are joined
+    into one buffer (a line end added where a payload lacks one) and parsed at once; the
+    records' byte positions map back to their message offsets (the calls' provenance)."""
+    by_partition: dict[tuple[str, int], list] = {}
+    for m in messages:
+        by_partition.setdefault((m.topic(), m.partition()), []).append(m)
+    for tp, group in by_partition.items():
+        part = partitions.get(tp)
+        if part is None:      # revoked meanwhile; the new owner reads them from the store's offset
+            continue
+        payloads = [m.value() or b"" for m in group]
+        payloads = [p if p.endswith(b"\n") else p + b"\n" for p in payloads]
+        sizes = np.fromiter((len(p) for p in payloads), np.int64, len(payloads))
+        base = part.parser.offset
+        starts = base + np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        offsets = np.fromiter((m.offset() for m in group), np.int64, len(group))
+        live.use(part.name, part.source, part.parser)
+        live.feed(b"".join(payloads), final=True,
+                  offsets=lambda byte_offsets, s=starts, o=offsets:
+                  o[np.searchsorted(s, byte_offsets, side="right") - 1])
+        part.next = int(offsets[-1]) + 1
+        part.dirty = True

@@ -1,0 +1,442 @@
+"""Streaming ingest: follow a CDR file as the switch appends to it (through rotation and
+truncation), read stdin while the pipe is open, or consume Kafka (cdrtrace.kafka).
+
+Every live source shares LiveFeed: records are parsed as bytes arrive and committed in
+micro-batches (N records or T milliseconds, whichever first). Each commit carries, in the
+same LMDB write transaction, the source's position (exactly once through crashes), the
+feed's counters and watermark, and the feed's heartbeat, which marks it live so traces
+activated after its watermark wait or are recorded as pending (TRACE_RULES 2a). After each
+commit, pending traces the feed has caught up with are resolved.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import select
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import index, timezones
+from .errors import SourceError
+from .formats import CallBatch, Format
+from .ingest import _Pending
+from .parse import MAX_HEADER, get_format, make_parser, read_header
+from .sources import ChunkReader, RejectsWriter
+
+log = logging.getLogger("cdrtrace.stream")
+DEFAULT_CDR_DELAY = 2.0   # seconds: a switch writes a CDR this soon after the call ends
+
+
+@dataclasses.dataclass
+class StreamOptions:
+    """How a live feed batches, beats and reports."""
+
+    batch_records: int = 20_000     # commit when this many records are waiting ...
+    batch_ms: float = 50.0          # ... or the oldest waiting record is this old
+    poll_ms: float = 10.0           # how often an idle source is looked at again
+    heartbeat_s: float = 1.0        # an idle feed still commits its heartbeat this often
+    cdr_delay_s: float | None = None  # how late the switch writes a CDR (default: the
+                                      # feed's cdr_delay_seconds, else DEFAULT_CDR_DELAY)
+    log_every_s: float = 10.0       # one log line per interval, never per record
+    idle_exit_s: float | None = None  # stop once the source has been idle this long
+    chunk_bytes: int = 4 << 20
+
+    def __post_init__(self):
+        if self.batch_records < 1:
+            raise ValueError("batch_records must be at least 1")
+        if self.batch_ms <= 0 or self.poll_ms <= 0 or self.heartbeat_s <= 0:
+            raise ValueError("batch_ms, poll_ms and heartbeat_s must be positive")
+        if self.cdr_delay_s is not None and self.cdr_delay_s < 0:
+            raise ValueError("cdr_delay_s must not be negative")
+
+
+@dataclasses.dataclass
+class StreamSummary:
+    records: int = 0
+    indexed: int = 0
+    rejected: int = 0
+    commits: int = 0
+    rotations: int = 0
+    truncations: int = 0
+    resolved: int = 0             # pending traces resolved by this feed
+    seconds: float = 0.0
+    resumed: bool = False
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+class LiveFeed:
+    """The part every live source shares: the parser of the current source, the
+    uncommitted micro-batch, heartbeats, pending-trace resolution and the interval log."""
+
+    def __init__(self, store, fmt: str | Format = "asterisk", zone: str | None = None,
+                 country_code: int | None = None, feed=None, feed_id: int = 0,
+                 options: StreamOptions | None = None, rejects_path=None, label: str = "stream"):
+        cfg = store.config
+        if feed is not None:
+            fmt, zone = feed.format, zone or feed.zone
+            country_code = country_code or feed.country_code
+            feed_id = feed_id or store.feed_id(feed.name)
+        self.store = store
+        self.form = fmt if isinstance(fmt, Format) else get_format(fmt)
+        self.zone = zone or cfg["zone"]
+        self.country_code = country_code or cfg["country_code"]
+        self.min_ring = feed.min_ring_seconds if feed is not None else cfg["min_ring_seconds"]
+        self.served = feed.served if feed is not None else ()
+        self.options = options or StreamOptions()
+        delay = self.options.cdr_delay_s
+        if delay is None:
+            delay = getattr(feed, "cdr_delay_seconds", None)
+        self.delay_us = int((DEFAULT_CDR_DELAY if delay is None else delay) * 1e6)
+        self.feed_id = feed_id
+        self.label = label
+        self.rejects = RejectsWriter(rejects_path or store.path / "rejects.jsonl")
+        self.summary = StreamSummary()
+        self.parser = None
+        self.source = 0
+        self.name = label
+        self.checkpoint = None      # checkpoint(txn, offset, record): the source's position
+        self.pending = _Pending(store)
+        self.pending.feed = feed_id
+        self.first_waiting = None   # monotonic time the oldest uncommitted record arrived
+        self.last_commit = 0.0
+        self.idle_seen_us = None    # wall time the source was last seen idle at its end
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.logged_records = 0
+
+    # ---------------------------------------------------------------- sources
+
+    def start_source(self, name: str, source: int, header=None, offset: int = 0,
+                     record: int = 0, checkpoint=None) -> None:
+        """Parse a new source (a file generation, a pipe, a partition) from offset."""
+        self.use(name, source, self.new_parser(header, offset, record), checkpoint)
+
+    def new_parser(self, header=None, offset: int = 0, record: int = 0):
+        return make_parser(self.form, self.zone, self.country_code, self.feed_id, self.min_ring,
+                           header, start_offset=offset, start_record=record)
+
+    def use(self, name: str, source: int, parser, checkpoint=None) -> None:
+        """Parse the next bytes as this source's (sources that interleave: partitions)."""
+        self.parser, self.name, self.source, self.checkpoint = parser, name, source, checkpoint
+
+    def feed(self, buffer, final: bool = False, offsets=None) -> int:
+        """Parse complete records in buffer (all of it when final); returns bytes consumed.
+        offsets, if given, maps the batch's byte offsets to the source's own positions
+        (Kafka message offsets)."""
+        columns, bad, consumed = self.parser.feed(buffer, final)
+        batch = CallBatch(columns, self.source)
+        if offsets is not None:
+            if len(batch):
+                columns["offset"] = offsets(columns["offset"])
+            if bad:
+                where = offsets(np.array([b[1] for b in bad], np.int64))
+                bad = [(r, int(o), reason, raw) for (r, _, reason, raw), o in zip(bad, where, strict=True)]
+        if len(batch):
+            self.pending.add(*index.entries_for_batch(batch, self.source, self.served))
+        self.pending.position = (self.parser.offset, self.parser.record)
+        self.pending.note(batch, len(bad))
+        self.rejects.write(self.name, bad)
+        got = len(batch) + len(bad)
+        self.summary.records += got
+        self.summary.rejected += len(bad)
+        if got and self.first_waiting is None:
+            self.first_waiting = time.monotonic()
+        return consumed
+
+    # ---------------------------------------------------------------- commits
+
+    def due(self) -> bool:
+        """Is the micro-batch full, or its oldest record T milliseconds old?"""
+        if self.first_waiting is None:
+            return time.monotonic() - self.last_commit >= self.options.heartbeat_s
+        return (self.pending.records >= self.options.batch_records
+                or (time.monotonic() - self.first_waiting) * 1000 >= self.options.batch_ms)
+
+    def idle(self) -> None:
+        """The source has nothing more for now: the store is complete up to this moment
+        (less the CDR delay); commit what waits and beat."""
+        self.idle_seen_us = time.time_ns() // 1000
+        if self.first_waiting is not None or time.monotonic() - self.last_commit >= self.options.heartbeat_s:
+            self.commit()
+
+    def commit(self, detach: bool = False, extra=None) -> None:
+        """One write transaction: the waiting records, the feed's counters, the source's
+        position (extra(txn) for a source that keeps its own), the heartbeat."""
+        store, position, checkpoint = self.store, self.pending.position, self.checkpoint
+
+        def finish(txn):
+            if checkpoint is not None:
+                checkpoint(txn, offset=position[0], record=position[1])
+            if extra is not None:
+                extra(txn)
+            if detach:
+                store.detach(txn, self.feed_id)
+            else:
+                store.heartbeat(txn, self.feed_id, idle_seen_us=self.idle_seen_us,
+                                delay_us=self.delay_us, served=self.served, source=self.name)
+        self.summary.indexed += self.pending.commit(finish)
+        self.summary.commits += 1
+        self.first_waiting = None
+        self.last_commit = time.monotonic()
+        self.summary.resolved += len(store.resolve_pending())
+        if not detach:       # the last commit is logged by finish
+            self.maybe_log()
+
+    def maybe_log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_log < self.options.log_every_s:
+            return
+        rate = (self.summary.records - self.logged_records) / max(now - self.last_log, 1e-9)
+        feed = next((f for f in self.store.stats()["feeds"] if f["feed_id"] == self.feed_id), None)
+        mark = timezones.parse_instant(feed["watermark"], "UTC") if feed and feed["watermark"] else None
+        log.info("%s: %d records (%.0f/s), %d rejected, %d commits, watermark %s (lag %s s), "
+                 "%d pending traces resolved", self.label, self.summary.records, rate,
+                 self.summary.rejected, self.summary.commits,
+                 timezones.format_utc(mark) if mark else "-",
+                 f"{(time.time_ns() // 1000 - mark) / 1e6:.1f}" if mark else "-",
+                 self.summary.resolved)
+        self.last_log, self.logged_records = now, self.summary.records
+
+    def close(self) -> StreamSummary:
+        """Commit what waits and detach: the feed's data is complete as ingested."""
+        self.commit(detach=True)
+        return self.finish()
+
+    def finish(self) -> StreamSummary:
+        self.rejects.close()
+        self.summary.seconds = time.monotonic() - self.started
+        self.maybe_log(force=True)
+        return self.summary
+
+
+# -------------------------------------------------------------------- follow a file
+
+def _file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _find_generation(path: str, dev: int, ino: int) -> str | None:
+    """The file that is (dev, ino): path itself or a rotated sibling (Master.csv.1, ...)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    candidates = [os.path.abspath(path)]
+    try:
+        candidates += sorted(e.path for e in os.scandir(directory)
+                             if e.path != os.path.abspath(path))
+    except OSError:
+        pass
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if _file_id(st) == (dev, ino):
+            return candidate
+    return None
+
+
+class _Generation:
+    """One open generation of a followed file (one inode), read from offset on."""
+
+    def __init__(self, live: LiveFeed, path: str, handle, offset: int, source: int,
+                 record: int, header, key: bytes):
+        self.path, self.handle = path, handle
+        self.id = _file_id(os.fstat(handle.fileno()))
+        self.reader = ChunkReader(handle, live.options.chunk_bytes)
+        self.read_to = offset                         # bytes of the file read so far
+        store = live.store
+
+        def checkpoint(txn, offset, record, dev=self.id[0], ino=self.id[1]):
+            store.save_position(txn, key, source=source, offset=offset, record=record,
+                                dev=dev, ino=ino)
+        live.start_source(path, source, header, offset, record, checkpoint)
+
+    def pump(self, live: LiveFeed, final: bool = False) -> int:
+        """Read what the file has now and parse it; returns bytes read."""
+        got = self.reader.fill()
+        self.read_to += got
+        with self.reader.pending() as buffer:
+            consumed = live.feed(buffer, final=final and got == 0)
+        self.reader.consume(consumed)
+        return got
+
+
+def follow(store, path: str, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
+           feed=None, options: StreamOptions | None = None, stop: threading.Event | None = None,
+           rejects_path=None) -> StreamSummary:
+    """Follow a CDR file as the switch appends to it, until stop is set (or the file has
+    been idle options.idle_exit_s). Records split across writes wait for their end; a
+    partial last line waits until the switch completes it. Rotation (the file renamed and
+    a new one created) drains the old file, its last partial line included, then reads the
+    new one from its start; truncation (copytruncate) restarts at offset 0. The position
+    (file identity and offset) commits with the index, so a restart resumes exactly where
+    the last commit ended, even if the file was rotated meanwhile."""
+    options = options or StreamOptions()
+    stop = stop or threading.Event()
+    live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
+                    rejects_path=rejects_path, label=f"follow {path}")
+    key = b"follow:" + os.path.abspath(path).encode()
+    with store.writer(f"follow {path}"):
+        saved = store.position(key)
+        generation = None
+        if saved and "ino" in saved:
+            found = _find_generation(path, saved["dev"], saved["ino"])
+            if found is not None:
+                generation = _open_generation(live, found, key, saved)
+                live.summary.resumed = True
+        idle_since = None
+        try:
+            while not stop.is_set():
+                if generation is None:
+                    generation = _open_generation(live, path, key, None)
+                    if generation is None:       # not there yet: a new file will appear
+                        live.idle()
+                        idle_since = idle_since or time.monotonic()
+                        if _idle_too_long(options, idle_since):
+                            break
+                        stop.wait(options.poll_ms / 1000)
+                        continue
+                got = generation.pump(live)
+                if got:
+                    idle_since = None
+                    if live.due():
+                        live.commit()
+                    continue
+                change = _changed(path, generation)
+                if change == "rotated":
+                    stop.wait(options.poll_ms / 1000)     # the switch's last write to it
+                    while generation.pump(live):
+                        pass
+                    generation.pump(live, final=True)     # its partial last line, if any
+                    live.commit(extra=lambda txn: store.clear_position(txn, key))
+                    generation.handle.close()
+                    generation = None
+                    live.summary.rotations += 1
+                    log.info("follow %s: rotated; reading the new file", path)
+                    continue
+                if change == "truncated":
+                    generation.pump(live, final=True)     # its partial last line, if any
+                    live.commit(extra=lambda txn: store.clear_position(txn, key))
+                    generation.handle.close()
+                    generation = None
+                    live.summary.truncations += 1
+                    log.info("follow %s: truncated; reading it from the start", path)
+                    continue
+                live.idle()
+                idle_since = idle_since or time.monotonic()
+                if _idle_too_long(options, idle_since):
+                    break
+                stop.wait(options.poll_ms / 1000)
+        finally:
+            if generation is not None:
+                generation.handle.close()
+            live.close()
+    return live.summary
+
+
+def _idle_too_long(options: StreamOptions, idle_since: float) -> bool:
+    return options.idle_exit_s is not None and time.monotonic() - idle_since >= options.idle_exit_s
+
+
+def _changed(path: str, generation: _Generation) -> str | None:
+    """'rotated' if path now names another file (or none), 'truncated' if it shrank below
+    what was read, else None."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "rotated"
+    if _file_id(st) != generation.id:
+        return "rotated"
+    if st.st_size < generation.read_to:
+        return "truncated"
+    return None
+
+
+def _open_generation(live: LiveFeed, path: str, key: bytes, saved: dict | None):
+    """Open path for following: from the saved position, or from the start as a new
+    source. None if the file does not exist yet or its header is not complete yet."""
+    try:
+        handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by follow
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
+    header, skip = None, 0
+    st = os.fstat(handle.fileno())
+    if saved is not None and st.st_size < saved["offset"]:
+        log.warning("follow %s: the file is shorter than the saved position; reading it "
+                    "from the start", path)
+        saved = None
+    if live.form.header_lines:
+        first = os.pread(handle.fileno(), MAX_HEADER, 0)
+        if first.count(b"\n") < live.form.header_lines:
+            handle.close()                        # the header is still being written
+            return None
+        header, skip = read_header(live.form, first, path)
+    if saved is not None:
+        offset, record, source = saved["offset"], saved["record"], saved["source"]
+    else:
+        offset, record = skip, 0
+        source = live.store.register_source(f"{path} (inode {st.st_ino})", None, None,
+                                            live.form.name)
+    handle.seek(offset)
+    return _Generation(live, path, handle, offset, source, record, header, key)
+
+
+# -------------------------------------------------------------------- stdin
+
+def stream_stdin(store, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
+                 feed=None, options: StreamOptions | None = None,
+                 stop: threading.Event | None = None, stream=None, rejects_path=None) -> StreamSummary:
+    """Ingest a pipe as it flows: records are committed (visible to trace) in micro-batches
+    while the pipe is still open. A pipe cannot be re-read, so a crash loses what was
+    read and not committed; use follow or Kafka where exactly-once matters."""
+    options = options or StreamOptions()
+    stop = stop or threading.Event()
+    raw = stream if stream is not None else sys.stdin.buffer.raw
+    live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
+                    rejects_path=rejects_path, label="stdin")
+    with store.writer("stream stdin"):
+        reader = ChunkReader(raw, options.chunk_bytes)
+        header_pending = bool(live.form.header_lines)
+        source = store.register_source("<stdin stream>", None, None, live.form.name)
+        if not header_pending:
+            live.start_source("<stdin>", source)
+        idle_since = None
+        try:
+            while not stop.is_set():
+                ready, _, _ = select.select([raw], [], [], options.poll_ms / 1000)
+                if not ready:
+                    live.idle()
+                    idle_since = idle_since or time.monotonic()
+                    if _idle_too_long(options, idle_since):
+                        break
+                    continue
+                idle_since = None
+                got = reader.fill()
+                if header_pending:
+                    with reader.pending() as head:
+                        first = bytes(head[:MAX_HEADER])
+                    if first.count(b"\n") < live.form.header_lines and got:
+                        continue
+                    header, skip = read_header(live.form, first, "<stdin>")
+                    reader.consume(skip)
+                    live.start_source("<stdin>", source, header, skip)
+                    header_pending = False
+                with reader.pending() as buffer:
+                    consumed = live.feed(buffer, final=got == 0)
+                reader.consume(consumed)
+                if got == 0:
+                    break                                  # the pipe closed
+                if live.due():
+                    live.commit()
+        finally:
+            live.close()
+    return live.summary

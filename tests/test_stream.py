@@ -1,0 +1,368 @@
+"""Streaming ingest: follow (appends, split records, partial lines, rotation, truncation,
+restart), stdin while the pipe is open, micro-batching, live feeds and pending traces."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import cdrtrace
+from cdrtrace import index, stream
+from cdrtrace.stream import StreamOptions
+from cdrtrace.trace import Outcome
+from conftest import cdr
+
+WAIT = 10.0   # seconds a test waits for something that normally takes milliseconds
+
+
+def stamp(seconds_from_now: float) -> str:
+    t = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds_from_now)
+    return t.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def record(i: int, start: str = "2026-03-02 14:03:11", dst: str | None = None, **kw) -> bytes:
+    return cdr(start=start, answer="", end=start, src=f"30355{i:05d}",
+               dst=dst or f"72055{i:05d}", disposition="NO ANSWER", uniqueid=f"u{i}", **kw) + b"\n"
+
+
+def calls_to(store, line: str) -> np.ndarray:
+    return store.last_calls_raw(index.line_key(store.line(line)))
+
+
+def wait_until(condition, timeout: float = WAIT) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.002)
+    return time.monotonic() - started
+
+
+class Runner:
+    """Run a streaming source in a thread; stop it and collect its summary."""
+
+    def __init__(self, target, **kwargs):
+        self.stop = threading.Event()
+        self.result, self.error = None, None
+
+        def run():
+            try:
+                self.result = target(stop=self.stop, **kwargs)
+            except BaseException as exc:   # noqa: BLE001 - re-raised in finish
+                self.error = exc
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def append(path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
+def index_snapshot(store) -> dict:
+    """The index minus provenance (source ids differ between runs)."""
+    with store.read() as txn:
+        out = {}
+        for key, value in txn.cursor(store.db["index"]):
+            e = index.decode(value)
+            out[bytes(key)] = [(int(x["start_us"]), int(x["calling"]), int(x["call_id"]))
+                               for x in e]
+    return out
+
+
+FAST = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=3600)
+
+
+# ------------------------------------------------------------------ follow
+
+def test_follow_sees_appends_split_records_and_partial_lines(store, tmp_path):
+    path = tmp_path / "Master.csv"
+    path.write_bytes(b"")
+    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    first = record(1)
+    append(path, first[:25])                       # a record split across writes
+    time.sleep(0.02)
+    assert len(calls_to(store, "7205500001")) == 0
+    append(path, first[25:])
+    wait_until(lambda: len(calls_to(store, "7205500001")) == 1)
+    second = record(2)
+    append(path, second[:-1])                      # a partial last line: not yet a record
+    time.sleep(0.05)
+    assert len(calls_to(store, "7205500002")) == 0
+    append(path, b"\n")
+    wait_until(lambda: len(calls_to(store, "7205500002")) == 1)
+    summary = run.finish()
+    assert summary.records == 2 and summary.rejected == 0 and summary.commits >= 2
+    assert store.stats()["feeds"][0]["records"] == 2
+
+
+def test_follow_waits_for_the_file_and_follows_rotation_and_truncation(store, tmp_path):
+    path = tmp_path / "Master.csv"
+    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    time.sleep(0.05)                               # the file does not exist yet
+    append(path, record(1) + record(2))
+    wait_until(lambda: len(calls_to(store, "7205500002")) == 1)
+    # rotation: renamed, the switch's last write lands in the old file, a new file appears
+    os.rename(path, tmp_path / "Master.csv.1")
+    append(tmp_path / "Master.csv.1", record(3)[:-1])   # partial last line of the old file
+    append(path, record(4))
+    wait_until(lambda: len(calls_to(store, "7205500004")) == 1)
+    assert len(calls_to(store, "7205500003")) == 1      # drained, partial line included
+    # truncation (copytruncate): the file shrinks and is written from the start again
+    append(path, record(5))
+    wait_until(lambda: len(calls_to(store, "7205500005")) == 1)
+    with open(path, "r+b") as f:
+        f.truncate(0)
+    append(path, record(6))
+    wait_until(lambda: len(calls_to(store, "7205500006")) == 1)
+    summary = run.finish()
+    assert summary.rotations == 1 and summary.truncations == 1
+    assert summary.records == 6 and summary.rejected == 0
+
+
+def test_follow_resumes_exactly_where_it_committed(store, tmp_path):
+    path = tmp_path / "Master.csv"
+    records = [record(i) for i in range(1, 41)]
+    append(path, b"".join(records[:10]))
+    once = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, idle_exit_s=0.1)
+    assert stream.follow(store, str(path), options=once).records == 10
+    append(path, b"".join(records[10:20]) + records[20][:30])
+    second = stream.follow(store, str(path), options=once)
+    assert second.resumed and second.records == 10        # the partial record waits
+    # rotated while nobody followed: the old generation is found by its inode and drained
+    append(path, records[20][30:] + b"".join(records[21:30]))
+    os.rename(path, tmp_path / "Master.csv.1")
+    append(path, b"".join(records[30:]))
+    third = stream.follow(store, str(path), options=once)
+    assert third.resumed and third.records == 20 and third.rotations == 1
+    assert store.stats()["feeds"][0]["records"] == 40
+    # the same records ingested in one batch give the same index: none lost, none twice
+    other = cdrtrace.open(tmp_path / "batch", create=True)
+    (tmp_path / "all.csv").write_bytes(b"".join(records))
+    cdrtrace.ingest(other, [str(tmp_path / "all.csv")])
+    assert index_snapshot(store) == index_snapshot(other)
+    other.close()
+
+
+def test_follow_a_header_format(store, tmp_path):
+    path = tmp_path / "cdr.csv"
+    sample = open(os.path.join(os.path.dirname(__file__), "..", "data", "samples", "broadworks",
+                               os.listdir(os.path.join(os.path.dirname(__file__), "..", "data",
+                                                       "samples", "broadworks"))[0]), "rb").read()
+    head, _, body = sample.partition(b"\n")
+    append(path, head[:10])                        # the header is still being written
+    run = Runner(stream.follow, store=store, path=str(path), fmt="broadworks", options=FAST)
+    time.sleep(0.03)
+    append(path, head[10:] + b"\n" + body)
+    batch = cdrtrace.open(tmp_path / "batch", create=True)
+    (tmp_path / "whole.csv").write_bytes(sample)
+    expected = cdrtrace.ingest(batch, [str(tmp_path / "whole.csv")], fmt="broadworks").records
+    wait_until(lambda: store.stats()["feeds"] and store.stats()["feeds"][0]["records"] == expected)
+    run.finish()
+    assert index_snapshot(store) == index_snapshot(batch)
+    batch.close()
+
+
+# ------------------------------------------------------------------ stdin
+
+def test_stdin_records_are_visible_while_the_pipe_is_open(store):
+    read_end, write_end = os.pipe()
+    source = io.FileIO(read_end, "rb")
+    run = Runner(stream.stream_stdin, store=store, stream=source, options=FAST)
+    os.write(write_end, record(1) + record(2)[:20])
+    wait_until(lambda: len(calls_to(store, "7205500001")) == 1)
+    assert len(calls_to(store, "7205500002")) == 0
+    os.write(write_end, record(2)[20:])
+    wait_until(lambda: len(calls_to(store, "7205500002")) == 1)
+    os.write(write_end, b"garbage without enough columns")   # the last line, then the end
+    os.close(write_end)
+    run.thread.join(WAIT)
+    assert not run.thread.is_alive()               # the pipe's end ends the stream
+    summary = run.result
+    source.close()
+    assert summary.records == 3 and summary.rejected == 1
+    assert not store.live_feeds()                   # detached: its data is complete
+
+
+# ------------------------------------------------------------------ micro-batching
+
+def test_micro_batches_close_at_n_records_or_t_milliseconds(store):
+    live = stream.LiveFeed(store, options=StreamOptions(batch_records=5, batch_ms=60_000))
+    live.start_source("test", 1)
+    live.feed(b"".join(record(i) for i in range(4)))
+    assert not live.due()
+    live.feed(record(4))
+    assert live.due()                               # N records
+    live.commit()
+    assert not live.due() and len(calls_to(store, "7205500004")) == 1
+    timed = stream.LiveFeed(store, options=StreamOptions(batch_records=1000, batch_ms=30))
+    timed.start_source("test", 1)
+    timed.feed(record(7))
+    assert not timed.due()
+    time.sleep(0.04)
+    assert timed.due()                              # T milliseconds
+    with pytest.raises(ValueError):
+        StreamOptions(batch_records=0)
+
+
+def test_one_log_line_per_interval(store, tmp_path, caplog):
+    path = tmp_path / "Master.csv"
+    options = StreamOptions(batch_ms=1, poll_ms=1, heartbeat_s=0.01, log_every_s=0.2,
+                            idle_exit_s=0.5)
+    append(path, b"".join(record(i) for i in range(200)))
+    with caplog.at_level(logging.INFO, logger="cdrtrace.stream"):
+        summary = stream.follow(store, str(path), options=options)
+    lines = [r for r in caplog.records if r.name == "cdrtrace.stream"]
+    assert summary.records == 200 and summary.commits > 10
+    assert 1 <= len(lines) <= 5                     # per interval, not per record or commit
+    assert "records" in lines[-1].getMessage()
+
+
+# ------------------------------------------------------------------ pending traces
+
+def test_batch_data_never_pends(store, ingest_records):
+    ingest_records(record(1, start=stamp(-60)))
+    result = store.trace("7205500001", at=stamp(3600))
+    assert result.outcome is Outcome.SUCCESS
+
+
+def test_a_trace_ahead_of_a_live_feed_pends_then_resolves(store, tmp_path):
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-30), dst="7205550100"))
+    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
+    assert store.live_feeds()
+    result = store.trace("7205550100", at=stamp(-5))       # the feed is at -30 s
+    assert result.outcome is Outcome.PENDING
+    assert result.announcement_id == "COT-PENDING"
+    assert store.status("7205550100").traces[0]["outcome"] == "pending"
+    # the harassing call's CDR arrives late, then a later call passes the activation time
+    append(path, record(2, start=stamp(-10), dst="7205550100"))
+    append(path, record(3, start=stamp(-1), dst="7205559999"))
+    wait_until(lambda: store.status("7205550100").traces[0]["outcome"] != "pending")
+    status = store.status("7205550100")
+    assert status.traces[0]["outcome"] == "success"
+    assert status.traces[0]["trace_id"] == result.trace_id
+    records = store.trace_records("7205550100", analyst="cic-1")
+    assert records[0]["call"]["calling"] == "+13035500002" and records[0]["resolved_at_us"]
+    rows = store.trace_table(analyst="cic-1").to_pydict()
+    assert rows["outcome"] == [1] and rows["call_id"][0] != 0      # the report row too
+    run.finish()
+
+
+def test_a_trace_waits_for_the_feed_to_catch_up(store, tmp_path):
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-30), dst="7205550100"))
+    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
+    at = stamp(-5)
+
+    def late_cdrs():
+        time.sleep(0.3)
+        append(path, record(2, start=stamp(-10), dst="7205550100") + record(3, start=stamp(0)))
+    threading.Thread(target=late_cdrs).start()
+    started = time.monotonic()
+    result = store.trace("7205550100", at=at, wait=5)
+    assert result.outcome is Outcome.SUCCESS and 0.25 < time.monotonic() - started < 5
+    records = store.trace_records("7205550100", analyst="cic-1")
+    assert records[0]["call"]["calling"] == "+13035500002"
+    run.finish()
+
+
+def test_an_idle_feed_watermark_is_last_seen_idle_minus_the_delay(store, tmp_path):
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-30), dst="7205550100"))
+    options = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=0.5)
+    run = Runner(stream.follow, store=store, path=str(path), options=options)
+    wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
+    result = store.trace("7205550100", at=stamp(0), wait=5)   # idle: no newer call comes
+    assert result.outcome is Outcome.SUCCESS
+    live = store.live_feeds()[0]
+    assert live["watermark_us"] == live["idle_seen_us"] - 500_000
+    run.finish()
+
+
+def test_pending_traces_resolve_when_the_feed_detaches_and_stale_feeds_do_not_count(
+        store, tmp_path, monkeypatch):
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-30), dst="7205550100"))
+    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
+    assert store.trace("7205550100", at=stamp(-5)).outcome is Outcome.PENDING
+    summary = run.finish()                          # the follower stops: data is complete
+    assert summary.resolved == 1
+    assert store.status("7205550100").traces[0]["outcome"] == "success"
+    assert not store.live_feeds()
+    # a follower that died without detaching stops counting once its heartbeat is stale
+    store.write(lambda txn: store.heartbeat(txn, 7, idle_seen_us=None, delay_us=0))
+    assert 7 in store.live_feeds()
+    monkeypatch.setattr(cdrtrace.store, "LIVE_TIMEOUT", 0.0)
+    time.sleep(0.001)
+    assert 7 not in store.live_feeds()
+
+
+def test_a_live_feed_serving_other_lines_does_not_hold_a_trace(tmp_path):
+    from cdrtrace.config import Feed
+    from cdrtrace.formats import ASTERISK
+
+    s = cdrtrace.open(tmp_path / "store", create=True)
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-30), dst="7205550100"))
+    feed = Feed("denver", ASTERISK, served=("+1720",))
+    run = Runner(stream.follow, store=s, path=str(path), feed=feed, options=FAST)
+    wait_until(lambda: len(calls_to(s, "7205550100")) == 1)
+    assert s.trace("7205550100", at=stamp(-5)).outcome is Outcome.PENDING
+    assert s.trace("3035550100", at=stamp(-5)).outcome is Outcome.NO_CALL   # not its line
+    run.finish()
+    s.close()
+
+
+# ------------------------------------------------------------------ the command
+
+def test_cli_follow_stops_cleanly_on_sigterm_and_trace_waits(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "db")
+    env = {**os.environ, "CDRTRACE_DB": db}
+    subprocess.run([sys.executable, "-m", "cdrtrace.cli", "init"], env=env, check=True,
+                   capture_output=True)
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-30), dst="7205550100"))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "cdrtrace.cli", "ingest", "--follow", str(path), "--batch-ms", "5",
+         "--cdr-delay", "3600", "--log-every", "0.2", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = cdrtrace.open(db)
+    wait_until(lambda: store.live_feeds() and len(calls_to(store, "7205550100")) == 1)
+    traced = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "trace", "7205550100", "--at",
+                             stamp(-5).replace(" ", "T") + "Z", "--wait", "0.2", "--json"],
+                            env=env, capture_output=True, text=True, check=True)
+    assert json.loads(traced.stdout)["outcome"] == "pending"
+    append(path, record(2, start=stamp(0)))
+    time.sleep(0.3)
+    follower.send_signal(signal.SIGTERM)
+    out, err = follower.communicate(timeout=WAIT)
+    assert follower.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["records"] == 2 and summary["resolved"] == 1
+    assert "follow" in err and "records" in err          # the interval log, on stderr
+    assert not store.live_feeds()
+    assert store.status("7205550100").traces[0]["outcome"] == "success"
+    store.close()
