@@ -332,8 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     live = p.add_argument_group("streaming (--follow FILE, --follow -, kafka://BROKERS/TOPIC?group=NAME)")
     live.add_argument("--follow", action="store_true", help="follow the file as the switch "
                       "appends to it, through rotation and truncation ('-': stream stdin)")
-    live.add_argument("--batch-records", type=int, default=20_000, metavar="N",
-                      help="commit a micro-batch at N records (default 20000) ...")
+    live.add_argument("--batch-records", type=int, default=200_000, metavar="N",
+                      help="commit a micro-batch at N records (default 200000) ...")
     live.add_argument("--batch-ms", type=float, default=50.0, metavar="T",
                       help="... or when its oldest record is T ms old (default 50)")
     live.add_argument("--cdr-delay", type=float, metavar="SECONDS", help="how late the switch "

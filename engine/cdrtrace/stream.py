@@ -35,9 +35,9 @@ DEFAULT_CDR_DELAY = 2.0   # seconds: a switch writes a CDR this soon after the c
 class StreamOptions:
     """How a live feed batches, beats and reports."""
 
-    batch_records: int = 20_000     # commit when this many records are waiting ...
+    batch_records: int = 200_000    # commit when this many records are waiting ...
     batch_ms: float = 50.0          # ... or the oldest waiting record is this old
-    poll_ms: float = 10.0           # how often an idle source is looked at again
+    poll_ms: float = 5.0            # how often an idle source is looked at again
     heartbeat_s: float = 1.0        # an idle feed still commits its heartbeat this often
     cdr_delay_s: float | None = None  # how late the switch writes a CDR (default: the
                                       # feed's cdr_delay_seconds, else DEFAULT_CDR_DELAY)
