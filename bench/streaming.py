@@ -157,7 +157,9 @@ def latency(kind: str, lines: list[bytes], rate: int, seconds: float, batch_ms: 
             "max_ms": float(values.max()),
             "rss_anon_mb_after_2s": round(warm[0] / 1024, 1) if warm else None,
             "rss_anon_mb_end": round(warm[-1] / 1024, 1) if warm else None,
-            "rss_anon_mb_peak": round(max(anon) / 1024, 1) if anon else None}
+            "rss_anon_mb_peak": round(max(anon) / 1024, 1) if anon else None,
+            "rss_anon_mb_quartiles": [round(warm[int(q * (len(warm) - 1))] / 1024, 1)
+                                      for q in (0, 0.25, 0.5, 0.75, 1)] if warm else None}
 
 
 def sustained(records: int, workdir: Path) -> dict:
@@ -212,7 +214,7 @@ def main(argv=None) -> int:
         for name, r in results["latency"].items():
             print(f"  {name:<18} p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
                   f"max {r['max_ms']:7.1f} ms  lost {r['lost']}  anon RSS {r['rss_anon_mb_after_2s']}"
-                  f" -> {r['rss_anon_mb_end']} MB (peak {r['rss_anon_mb_peak']})")
+                  f" -> {r['rss_anon_mb_end']} MB (quartiles {r['rss_anon_mb_quartiles']})")
         print(f"  cdrtrace p99 is {peer['p99_ms'] / ours['p99_ms']:.2f}x lower than the peer's; "
               f"target p99 <= 100 ms: {'met' if ours['p99_ms'] <= 100 else 'missed'}")
         s = results["sustained"]

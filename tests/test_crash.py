@@ -116,3 +116,46 @@ def test_a_second_writer_is_refused_clearly(tmp_path):
                                  f"(pid {os.getpid()}); one writer at a time\n")
         assert store.trace("3035550110", at="2026-03-03T00:00:00Z")   # traces still work
     assert cdrtrace.ingest(store, [str(src)]).records > 0              # released
+
+
+def test_sigkill_a_follower_while_the_switch_writes_and_rotates(tmp_path):
+    """A follower killed at random moments while the file grows and rotates, restarted
+    each time: the store ends equal to one batch ingest of everything written."""
+    columns, _ = synth.generate(40_000, 5_000, seed=7)
+    data = synth.format_asterisk(columns, 0, len(columns["line"]))
+    cut = data.index(b"\n", len(data) // 2) + 1
+    halves = (data[:cut], data[cut:])
+    path = tmp_path / "Master.csv"
+    db = tmp_path / "killed"
+    cdrtrace.open(db, create=True).close()
+    follow = [sys.executable, "-m", "cdrtrace.cli", "ingest", "--follow", str(path), "--db", str(db),
+              "--batch-records", "2000", "--batch-ms", "5", "--log-every", "3600"]
+    rng = random.Random(11)
+    step = 1 << 20
+    for gen, half in enumerate(halves):
+        if gen == 1:
+            os.rename(path, tmp_path / "Master.csv.1")       # the switch rotates
+        written = 0
+        while written < len(half):
+            proc = subprocess.Popen(follow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for _ in range(rng.randint(1, 4)):                # the switch writes meanwhile,
+                piece = half[written:written + rng.randint(1, step)]   # cutting records anywhere
+                with open(path, "ab") as f:
+                    f.write(piece)
+                written += len(piece)
+                time.sleep(rng.uniform(0.0, 0.1))
+            time.sleep(rng.uniform(0.2, 0.6))
+            proc.kill()
+            proc.wait()
+    final = subprocess.run([*follow, "--until-idle", "0.5", "--json"], capture_output=True,
+                           text=True, check=True)
+    assert '"records"' in final.stdout
+    (tmp_path / "all.csv").write_bytes(data)
+    whole = cdrtrace.open(tmp_path / "whole", create=True)
+    cdrtrace.ingest(whole, [str(tmp_path / "all.csv")])
+    store = cdrtrace.open(db)
+    assert projection(store) == projection(whole)
+    (feed,) = store.stats()["feeds"]
+    assert feed["records"] == len(columns["line"]) and feed["rejected"] == 0
+    store.close()
+    whole.close()
