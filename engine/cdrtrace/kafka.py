@@ -88,14 +88,14 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
                 store.save_position(txn, part.key, source=part.source, offset=part.next,
                                     record=part.parser.record)
 
-    def commit(detach=False):
+    def commit(detach=False, wait=False):
         live.commit(detach=detach, extra=save_offsets)
         done = [TopicPartition(t, p, part.next) for (t, p), part in partitions.items() if part.dirty]
         for part in partitions.values():
             part.dirty = False
         if done:   # after the store holds them: Kafka's group offsets never run ahead
             try:
-                consumer.commit(offsets=done, asynchronous=True)
+                consumer.commit(offsets=done, asynchronous=not wait)
             except KafkaException as exc:
                 log.warning("kafka: group offset commit failed (the store holds them): %s", exc)
 
@@ -111,7 +111,7 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
 
     def on_revoke(c, revoked):
         if any(p.dirty for p in partitions.values()):
-            commit()
+            commit(wait=True)
         for tp in revoked:
             partitions.pop((tp.topic, tp.partition), None)
 
@@ -152,7 +152,7 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
                     commit()
         finally:
             try:
-                commit(detach=True)
+                commit(detach=True, wait=True)   # before close: the group sees the last offsets
             finally:
                 consumer.close()
                 live.finish()

@@ -94,9 +94,30 @@ def _text(ints):
     return pc.cast(pc.cast(pa.array(ints), pa.string()), pa.binary())
 
 
+CHUNK_CALLS = 1_000_000     # calls generated at a time by generate_chunks (~0.5 GB at peak)
+SLICE_SECONDS = 600         # the period is cut into 10-minute slices, drawn in time order
+
+
 def generate(calls: int, lines: int, seed: int = 1, start: str = "2026-03-02", days: int = 1,
              zone: str = "UTC", campaigns: int | None = None):
     """The traffic as numpy columns (sorted by end time, as a switch writes) and the truth."""
+    chunks, truth = generate_chunks(calls, lines, seed, start, days, zone, campaigns)
+    parts = list(chunks)
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.argsort(columns["end"], kind="stable")
+    columns = {k: v[order] for k, v in columns.items()}
+    columns["seq"] = np.arange(len(order), dtype=np.int64)
+    return columns, truth
+
+
+def generate_chunks(calls: int, lines: int, seed: int = 1, start: str = "2026-03-02",
+                    days: int = 1, zone: str = "UTC", campaigns: int | None = None,
+                    chunk_calls: int = CHUNK_CALLS):
+    """(iterator of column chunks, truth): the traffic in time order, a few million calls
+    at a time, so memory stays bounded at any size (100 M calls and more). Each chunk is
+    sorted by end time; a call that ends after the next chunk's first calls is written
+    before them, as a switch writes a long call late. truth["calls"] is filled in as the
+    chunks are drawn (complete once the iterator is exhausted)."""
     if calls < 1 or lines < 1:
         raise SynthError("--calls and --lines must be at least 1")
     if days < 1:
@@ -119,19 +140,51 @@ def generate(calls: int, lines: int, seed: int = 1, start: str = "2026-03-02", d
     weights = rng.lognormal(0.0, 1.3, lines)
     weights[planted["victims"]] *= 0.05          # victims are ordinary, quiet lines
     cum = np.cumsum(weights)
-    line_idx = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1]), lines - 1)
-    hour = rng.choice(24, n, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
-    start_s = (t0 + rng.integers(0, days, n) * 86400 + hour * 3600
-               + rng.integers(0, 3600, n)).astype(np.int64)
-    caller_idx = np.minimum((pool * rng.random(n) ** 2.2).astype(np.int64), pool - 1)
-    disp = rng.choice(len(DISPOSITIONS), n, p=DISPOSITION_P)
-
-    # keep the planted calls the last call to their victim until their trace
-    busy_until = {}
+    # calls per 10-minute slice, by the daily rhythm; chunks are runs of whole slices
+    slice_p = np.tile(np.repeat(HOUR_WEIGHTS, 3600 // SLICE_SECONDS), days)
+    per_slice = rng.multinomial(n, slice_p / slice_p.sum())
+    busy_until = {}   # keep the planted calls the last call to their victim until their trace
     for v, s, e in zip(planted["line"], planted["start"], planted["trace_at"], strict=True):
         busy_until.setdefault(int(v), []).append((int(s) - 120, int(e) + 1))
-    keep = np.ones(n, bool)
     victims = np.fromiter(busy_until, np.int64)
+    truth = {"seed": seed, "calls": 0, "lines": lines, "zone": zone, "start": start,
+             "days": days, "campaigns": planted["truth"]}
+    for campaign in planted["truth"]:
+        campaign["victim"] = f"+1{int(line_numbers[campaign.pop('victim_index')])}"
+
+    def chunks():
+        first, seq = 0, 0
+        bounds = np.cumsum(per_slice)
+        while first < len(per_slice):
+            last = first + 1                      # whole slices up to about chunk_calls
+            while last < len(per_slice) and bounds[last] - (bounds[first - 1] if first else 0) <= chunk_calls:
+                last += 1
+            lo_t, hi_t = t0 + first * SLICE_SECONDS, t0 + last * SLICE_SECONDS
+            counts = per_slice[first:last]
+            columns = _draw(rng, counts, lo_t, line_numbers, caller_numbers, cum, pool,
+                            planted, lo_t, hi_t, busy_until, victims, lines)
+            count = len(columns["line"])
+            columns["seq"] = np.arange(seq, seq + count, dtype=np.int64)
+            seq += count
+            truth["calls"] = seq
+            first = last
+            if count:
+                yield columns
+
+    return chunks(), truth
+
+
+def _draw(rng, counts, t_first, line_numbers, caller_numbers, cum, pool, planted, lo_t, hi_t,
+          busy_until, victims, lines):
+    """The calls of consecutive slices (counts per slice from t_first), with the planted
+    calls that start in [lo_t, hi_t); sorted by end time."""
+    n = int(counts.sum())
+    line_idx = np.minimum(np.searchsorted(cum, rng.random(n) * cum[-1]), lines - 1)
+    start_s = (t_first + np.repeat(np.arange(len(counts)) * SLICE_SECONDS, counts)
+               + rng.integers(0, SLICE_SECONDS, n)).astype(np.int64)
+    caller_idx = np.minimum((pool * rng.random(n) ** 2.2).astype(np.int64), pool - 1)
+    disp = rng.choice(len(DISPOSITIONS), n, p=DISPOSITION_P)
+    keep = np.ones(n, bool)
     hit = np.flatnonzero(np.isin(line_idx, victims))
     for i in hit:
         for lo, hi in busy_until[int(line_idx[i])]:
@@ -139,25 +192,27 @@ def generate(calls: int, lines: int, seed: int = 1, start: str = "2026-03-02", d
                 keep[i] = False
     line_idx, start_s, caller_idx, disp = line_idx[keep], start_s[keep], caller_idx[keep], disp[keep]
     n = len(line_idx)
+    mine = (planted["start"] >= lo_t) & (planted["start"] < hi_t)
+    p = {k: v[mine] for k, v in planted.items() if isinstance(v, np.ndarray) and k != "victims"}
 
     pres = rng.choice(3, n, p=[0.91, 0.06, 0.03])    # allowed, restricted, unavailable
     forwarded = rng.random(n) < 0.04
     columns = {
-        "line": np.concatenate([line_numbers[line_idx], line_numbers[planted["line"]]]),
-        "caller": np.concatenate([caller_numbers[caller_idx], planted["caller"]]),
-        "start": np.concatenate([start_s, planted["start"]]),
-        "disposition": np.concatenate([disp, planted["disposition"]]),
-        "presentation": np.concatenate([pres, planted["presentation"]]),
-        "forwarded": np.concatenate([forwarded, np.zeros(len(planted["line"]), bool)]),
+        "line": np.concatenate([line_numbers[line_idx], line_numbers[p["line"]]]),
+        "caller": np.concatenate([caller_numbers[caller_idx], p["caller"]]),
+        "start": np.concatenate([start_s, p["start"]]),
+        "disposition": np.concatenate([disp, p["disposition"]]),
+        "presentation": np.concatenate([pres, p["presentation"]]),
+        "forwarded": np.concatenate([forwarded, np.zeros(len(p["line"]), bool)]),
     }
     total = len(columns["line"])
     d = columns["disposition"]
     ring = np.where(d == 0, rng.integers(2, 25, total),
                     np.where(d == 1, rng.integers(20, 45, total),
                              np.where(d == 2, rng.integers(1, 20, total), rng.integers(0, 3, total))))
-    ring[len(start_s):] = planted["ring"]
+    ring[n:] = p["ring"]
     talk = np.where(d == 0, np.minimum(rng.lognormal(4.2, 1.1, total), 7200).astype(np.int64), 0)
-    talk[len(start_s):] = planted["talk"]
+    talk[n:] = p["talk"]
     columns["answer"] = np.where(d == 0, columns["start"] + ring, 0)
     columns["end"] = columns["start"] + ring + talk
     columns["billsec"] = talk
@@ -169,13 +224,7 @@ def generate(calls: int, lines: int, seed: int = 1, start: str = "2026-03-02", d
     columns["first"] = rng.integers(0, len(FIRST), total)
     columns["last"] = rng.integers(0, len(LAST), total)
     order = np.argsort(columns["end"], kind="stable")
-    columns = {k: v[order] for k, v in columns.items()}
-    columns["seq"] = np.arange(total, dtype=np.int64)
-    for campaign in planted["truth"]:
-        campaign["victim"] = f"+1{int(line_numbers[campaign.pop('victim_index')])}"
-    truth = {"seed": seed, "calls": total, "lines": lines, "zone": zone, "start": start,
-             "days": days, "campaigns": planted["truth"]}
-    return columns, truth
+    return {k: v[order] for k, v in columns.items()}
 
 
 def _plant(rng, campaigns, lines, t0, days):
@@ -271,18 +320,21 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
     if fmt not in writers:
         raise SynthError(f"synth cannot write format {fmt!r} (known: {', '.join(writers)})")
     header, formatter = writers[fmt]
-    columns, truth = generate(calls, lines, seed, start, days, zone, campaigns)
+    chunks, truth = generate_chunks(calls, lines, seed, start, days, zone, campaigns)
     out = Path(out)
-    total = len(columns["line"])
-    # Arrow's kernels release the GIL: format the next chunk while this one is written
+    # Arrow's kernels release the GIL: format the next piece while this one is written.
+    # Chunks are drawn one at a time, so memory stays bounded whatever the size.
     with open(out, "wb") as f, concurrent.futures.ThreadPoolExecutor(2) as pool:
         f.write(header)
-        pending = [pool.submit(formatter, columns, lo, min(total, lo + CHUNK_ROWS))
-                   for lo in range(0, total, CHUNK_ROWS)[:2]]
-        for lo in range(2 * CHUNK_ROWS, total + 2 * CHUNK_ROWS, CHUNK_ROWS):
-            f.write(pending.pop(0).result())
-            if lo < total:
+        pending = []
+        for columns in chunks:
+            total = len(columns["line"])
+            for lo in range(0, total, CHUNK_ROWS):
                 pending.append(pool.submit(formatter, columns, lo, min(total, lo + CHUNK_ROWS)))
+                if len(pending) > 2:
+                    f.write(pending.pop(0).result())
+        for piece in pending:
+            f.write(piece.result())
     iso = timezones.format_utc
     truth["format"] = fmt
     for campaign in truth["campaigns"]:
