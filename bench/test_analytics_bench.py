@@ -55,7 +55,8 @@ def test_repeat_origins_duckdb_ready_arrow(benchmark, loaded):
 
 
 def test_repeat_origins_pandas(benchmark, loaded):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # a test dependency, for this peer
+
     _, ready, expected = loaded
     frame = ready.to_pandas()
     benchmark.group = GROUP

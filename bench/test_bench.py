@@ -1,24 +1,20 @@
 """cdrtrace beside what a carrier would otherwise use, in the same run (PERFORMANCE.md)."""
 from __future__ import annotations
 
-import csv
-import io
 import random
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import lmdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import pytest
 
 import cdrtrace
 from cdrtrace.sources import reader_for
 
+from . import peers
 from .conftest import LINES, record
 
 FIELDS = ["accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
@@ -57,25 +53,13 @@ def test_parse_cdrtrace(benchmark, cdr_path, cdr_bytes, n_records):
 
 
 def test_parse_pyarrow_needed_columns(benchmark, cdr_path, n_records):
-    def parse():
-        table = pacsv.read_csv(
-            str(cdr_path),
-            read_options=pacsv.ReadOptions(column_names=FIELDS, use_threads=False,
-                                           block_size=CHUNK),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=["src", "dst", "start", "disposition"],
-                column_types={"src": pa.string(), "dst": pa.string(),
-                              "start": pa.timestamp("s"), "disposition": pa.string()}))
-        return table.num_rows
-    assert run(benchmark, "parse", "pyarrow read_csv, 4 typed columns, 1 thread", parse,
-               rounds=5, rate_of=n_records) == n_records
+    assert run(benchmark, "parse", "pyarrow read_csv, 4 typed columns, 1 thread",
+               lambda: peers.parse_pyarrow(cdr_path), rounds=5, rate_of=n_records) == n_records
 
 
 def test_parse_python_csv(benchmark, cdr_bytes, n_records):
-    def parse():
-        return sum(1 for _ in csv.reader(io.StringIO(cdr_bytes.decode("latin-1"))))
-    assert run(benchmark, "parse", "python csv module", parse, rounds=2,
-               rate_of=n_records) == n_records
+    assert run(benchmark, "parse", "python csv module", lambda: peers.parse_python_csv(cdr_bytes),
+               rounds=2, rate_of=n_records) == n_records
 
 
 # ---------------------------------------------------------------- ingest end to end
@@ -115,32 +99,28 @@ def test_ingest_cdrtrace_steady_state(benchmark, cdr_path, scratch, n_records):
 
 
 def test_ingest_duckdb_last_call(benchmark, cdr_path, n_records):
-    columns = ", ".join(f"'{f}': 'VARCHAR'" for f in FIELDS)
-    query = f"""
-        SELECT dst AS line, arg_max(src, "start") AS calling, max("start") AS start
-        FROM read_csv('{cdr_path}', header=false, columns={{{columns}}}, auto_detect=false)
-        WHERE disposition IN ('ANSWERED', 'NO ANSWER', 'CANCEL')
-        GROUP BY dst"""
-
-    def pipeline():
-        con = duckdb.connect()
-        con.execute("SET threads = 1")
-        return con.sql(query).to_arrow_table().num_rows
     assert run(benchmark, "ingest", "duckdb read_csv > arg_max > arrow, 1 thread (unpersisted)",
-               pipeline, rate_of=n_records) > LINES // 3
+               lambda: peers.ingest_duckdb(cdr_path, 1), rate_of=n_records) > LINES // 3
 
 
 def test_ingest_python_csv_dict(benchmark, cdr_path, n_records):
-    def pipeline():
-        last = {}
-        with open(cdr_path, encoding="latin-1", newline="") as f:
-            for row in csv.reader(f):
-                if row[14] in ("ANSWERED", "NO ANSWER", "CANCEL"):
-                    seen = last.get(row[2])
-                    if seen is None or row[9] >= seen[0]:
-                        last[row[2]] = (row[9], row[1])
-        return len(last)
-    assert run(benchmark, "ingest", "python csv + dict (unpersisted)", pipeline, rounds=2,
+    assert len(run(benchmark, "ingest", "python csv + dict (unpersisted)",
+                   lambda: peers.ingest_python_csv_dict(cdr_path), rounds=2,
+                   rate_of=n_records)) > LINES // 3
+
+
+def test_ingest_pyarrow_numpy_lmdb(benchmark, cdr_path, scratch, n_records):
+    dbs = iter(range(100))
+    assert run(benchmark, "ingest", "pyarrow read_csv + numpy + py-lmdb putmulti",
+               lambda d: peers.ingest_pyarrow_numpy_lmdb(cdr_path, d),
+               setup=lambda: ((scratch / f"pal-{next(dbs)}",), {}), rate_of=n_records) > LINES // 3
+
+
+def test_ingest_sqlite_upsert(benchmark, cdr_path, scratch, n_records):
+    dbs = iter(range(100))
+    assert run(benchmark, "ingest", "python csv + SQLite UPSERT, one transaction",
+               lambda d: peers.ingest_sqlite_upsert(cdr_path, d), rounds=1,
+               setup=lambda: ((scratch / f"upsert-{next(dbs)}.sqlite",), {}),
                rate_of=n_records) > LINES // 3
 
 
