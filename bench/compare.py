@@ -128,6 +128,7 @@ def input_file(records: int, lines: int, seed: int = 2026) -> Path:
     if not path.exists():
         partial = path.with_suffix(".partial")
         synth.write(partial, records, lines, seed=seed)
+        Path(f"{partial}.truth.json").rename(f"{path}.truth.json")
         partial.rename(path)
     return path
 

@@ -3,6 +3,7 @@ time; the final store equals an uninterrupted run's, and resumed runs continue f
 position committed with the index (issue 5)."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import duckdb
 from test_formats import projection
 
 import cdrtrace
@@ -18,7 +20,8 @@ from cdrtrace import sources, synth
 INGEST = """
 import sys, cdrtrace
 store = cdrtrace.open(sys.argv[1])
-summary = cdrtrace.ingest(store, [sys.argv[2]], chunk_bytes=65536, batch_pairs=3000)
+summary = cdrtrace.ingest(store, [sys.argv[2]], chunk_bytes=65536, batch_pairs=3000,
+                          archive=sys.argv[3] if len(sys.argv) > 3 else None)
 print("resumed" if summary.resumed else "fresh", summary.skipped)
 """
 
@@ -26,8 +29,13 @@ print("resumed" if summary.resumed else "fresh", summary.skipped)
 def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     columns, _ = synth.generate(400_000, 20_000, seed=99, campaigns=5)
     path = tmp_path / "Master.csv"
-    path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    rows = synth.format_asterisk(columns, 0, len(columns["line"])).splitlines(keepends=True)
+    bad = list(range(5, len(rows), 9973))              # malformed records among the good
+    for i in bad:
+        rows[i] = b'"not","a","cdr"\n'
+    path.write_bytes(b"".join(rows))
     ident = sources.identity(str(path)).encode()
+    archive = tmp_path / "archive"
 
     whole = cdrtrace.open(tmp_path / "whole", create=True)
     cdrtrace.ingest(whole, [str(path)])
@@ -42,7 +50,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     rng = random.Random(5)
     checkpoints_seen, finished = 0, False
     for _ in range(20):
-        proc = subprocess.Popen([sys.executable, "-c", INGEST, str(db), str(path)],
+        proc = subprocess.Popen([sys.executable, "-c", INGEST, str(db), str(path), str(archive)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(startup + rng.uniform(0.0, 0.25))   # a random moment of the run
         if proc.poll() is None:
@@ -54,7 +62,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
         store.close()
         if finished:
             break
-    final = subprocess.run([sys.executable, "-c", INGEST, str(db), str(path)],
+    final = subprocess.run([sys.executable, "-c", INGEST, str(db), str(path), str(archive)],
                            capture_output=True, text=True, check=True)
     print(f"kills that left a committed position: {checkpoints_seen}")
     assert checkpoints_seen >= 1, "no kill landed between two commits"
@@ -62,8 +70,17 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     assert projection(store) == expected
     assert store.position(ident) is None                      # finished: no position left
     (feed,) = store.stats()["feeds"]                          # counted once, kills or not
-    assert feed["records"] == len(columns["line"]) and feed["rejected"] == 0
-    assert f"[{str(path)!r}]" in final.stdout                 # and the content is marked
+    assert feed["records"] == len(rows) and feed["rejected"] == len(bad)
+    again = subprocess.run([sys.executable, "-c", INGEST, str(db), str(path), str(archive)],
+                           capture_output=True, text=True, check=True)
+    assert final.stdout.startswith(("resumed", "fresh")) or f"[{str(path)!r}]" in final.stdout
+    assert f"[{str(path)!r}]" in again.stdout                 # and the content is marked
+    # the rejects file and the archive hold each record exactly once, kills or not
+    rejected = [json.loads(line)["record"] for line in open(db / "rejects.jsonl")]
+    assert sorted(rejected) == [i + 1 for i in bad]            # records count from 1
+    archived = duckdb.sql(f"SELECT count(*), count(DISTINCT record) FROM "
+                          f"read_parquet('{archive}/day=*/*.parquet')").fetchall()[0]
+    assert archived == (len(rows) - len(bad), len(rows) - len(bad))
 
 
 READER = """

@@ -245,7 +245,7 @@ def test_ingest_writes_rejects_file_and_counts(store, tmp_path):
     summary = cdrtrace.ingest(store, [path], rejects_path=tmp_path / "rejects.jsonl")
     assert (summary.records, summary.rejected, summary.indexed) == (3, 1, 2)
     (entry,) = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
-    assert entry == {"source": path, "record": 2, "offset": len(cdr()) + 1,
+    assert entry == {"source": path, "source_id": 1, "record": 2, "offset": len(cdr()) + 1,
                      "reason": "unknown disposition in column 15",
                      "raw_b64": base64.b64encode(bad).decode()}
 

@@ -21,14 +21,32 @@ FLUSH_ROWS = 1 << 18
 
 
 class ArchiveWriter:
-    """Collects a source's batches per day and writes them as Parquet files."""
+    """Collects a source's batches per day and writes them as Parquet files, numbered
+    source-SSSSSS-NNNNN. Ingest flushes it before each index commit and commits the file
+    count with the source's position, so a resumed ingest deletes the files written after
+    the last commit (prune) and numbers on: every call is archived exactly once."""
 
-    def __init__(self, root: str | os.PathLike, source: int):
+    def __init__(self, root: str | os.PathLike, source: int, files: int = 0):
         self.root = Path(root)
         self.source = source
         self.pending: dict[int, list[pa.RecordBatch]] = {}
         self.rows: dict[int, int] = {}
-        self.files = 0
+        self.files = files
+
+    def prune(self) -> int:
+        """Delete this source's files numbered after self.files (written past the last
+        commit by an interrupted run); returns how many."""
+        removed = 0
+        for path in self.root.glob(f"day=*/source-{self.source:06d}-*.parquet"):
+            if int(path.stem.rsplit("-", 1)[1]) > self.files:
+                path.unlink()
+                removed += 1
+        return removed
+
+    def flush(self) -> None:
+        """Write every pending day (before the index commit that covers these calls)."""
+        for day in list(self.pending):
+            self._flush(day)
 
     def add(self, batch: CallBatch) -> None:
         if not len(batch):
@@ -43,8 +61,7 @@ class ArchiveWriter:
                 self._flush(int(day))
 
     def close(self) -> None:
-        for day in list(self.pending):
-            self._flush(day)
+        self.flush()
 
     def _flush(self, day: int) -> None:
         batches = self.pending.pop(day, [])

@@ -92,21 +92,29 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                         get_format(detect_format(first, name) if fmt == "auto" else fmt))
                 header, skip = read_header(form, first, name)
                 reader.consume(skip)
-                # an interrupted earlier run of this content resumes where it committed
+                # an interrupted earlier run of this content resumes where it committed;
+                # what it wrote past that commit (rejects, archive files) is taken back
                 resume = store.position(ident.encode()) if ident and not force else None
                 if resume:
                     _skip(reader, resume["offset"] - skip, name)
                     skip, source = resume["offset"], resume["source"]
                     summary.resumed.append(name)
+                    rejects.forget(source, resume["record"])
+                elif (source := store.unfinished_source(ident) if ident and not force else None):
+                    rejects.forget(source, 0)      # killed before its first commit: again
                 else:
                     source = store.register_source(name if name != "-" else "<stdin>", size,
                                                    ident, form.name)
                 parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
                                      start_offset=skip,
                                      start_record=resume["record"] if resume else 0)
-                archiver = ArchiveWriter(archive, source) if archive else None
-                checkpoint = (functools.partial(store.save_position, key=ident.encode(),
-                                                source=source) if ident else None)
+                archiver = None
+                if archive:
+                    archiver = ArchiveWriter(archive, source,
+                                             resume.get("archive_files", 0) if resume else 0)
+                    archiver.prune()
+                checkpoint = (functools.partial(_checkpoint, store, ident.encode(), source, archiver)
+                              if ident else None)
                 _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
                                progress, batch_pairs, served, archiver,
                                finish=lambda txn, s=source, i=ident: store.mark_ingested(txn, s, i),
@@ -180,6 +188,12 @@ class _Pending:
         return self.store.write(work)
 
 
+def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, record: int) -> None:
+    """The source's position, and how many archive files hold its calls up to it."""
+    store.save_position(txn, key, source=source, offset=offset, record=record,
+                        archive_files=archiver.files if archiver is not None else 0)
+
+
 def _skip(reader, count: int, name: str) -> None:
     """Pass over count bytes the store already holds (a resumed source)."""
     while count > 0:
@@ -191,6 +205,14 @@ def _skip(reader, count: int, name: str) -> None:
         count -= available
         if reader.fill() == 0:
             raise SourceError(f"cannot resume {name}: it is shorter than its saved position")
+
+
+def _flush_before_commit(rejects, archiver) -> None:
+    """What the commit's records produced besides the index reaches disk first: after a
+    crash, the resumed run takes back whatever lies past the committed position."""
+    rejects.flush()
+    if archiver is not None:
+        archiver.flush()
 
 
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
@@ -214,11 +236,13 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
                 archiver.add(batch)
         pending.position = (parser.offset, parser.record)   # all before it: pending or in
         pending.note(batch, len(bad))
+        rejects.write(name, bad, source)
         if pending.count >= batch_pairs:
+            _flush_before_commit(rejects, archiver)
             summary.indexed += pending.commit()
         summary.records += len(batch) + len(bad)
-        rejects.write(name, bad)
         if reader.eof:
+            _flush_before_commit(rejects, archiver)
             summary.indexed += pending.commit(finish)
             return
         if progress:

@@ -218,24 +218,63 @@ def reader_for(stream: BinaryIO, size: int = CHUNK_BYTES):
 
 
 class RejectsWriter:
-    """Malformed records as JSON lines: source, record, offset, reason, raw (base64)."""
+    """Malformed records as JSON lines: source (name and the store's id), record, offset,
+    reason, raw (base64)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         self._file = None
         self.count = 0
+        self._dirty = False
 
-    def write(self, source: str, rejects) -> None:
+    def flush(self) -> None:
+        """Make what was written durable (before the index commit that covers it)."""
+        if self._file is not None and self._dirty:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._dirty = False
+
+    def forget(self, source_id: int, after_record: int) -> int:
+        """Take back the rejects of source_id numbered after after_record: an interrupted
+        run wrote them past its last commit, and the resumed run writes them again.
+        Returns how many were removed."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            return 0
+        kept = []
+        for line in lines:
+            if not line.endswith("\n"):
+                continue                      # a line cut by the crash
+            entry = json.loads(line)
+            if not (entry.get("source_id") == source_id and entry["record"] > after_record):
+                kept.append(line)
+        if len(kept) != len(lines):
+            partial = self.path + ".partial"
+            with open(partial, "w", encoding="utf-8") as f:
+                f.writelines(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, self.path)
+        return len(lines) - len(kept)
+
+    def write(self, source: str, rejects, source_id: int | None = None) -> None:
         if not rejects:
             return
         if self._file is None:
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         for record, offset, reason, raw in rejects:
             self._file.write(json.dumps({
-                "source": source, "record": record, "offset": offset, "reason": reason,
+                "source": source, "source_id": source_id, "record": record, "offset": offset,
+                "reason": reason,
                 "raw_b64": base64.b64encode(raw).decode("ascii"),
             }) + "\n")
         self.count += len(rejects)
+        self._dirty = True
 
     def close(self) -> None:
         if self._file is not None:

@@ -271,6 +271,24 @@ class Store:
             source = txn.get(b"identity:" + identity.encode(), db=self.db["sources"])
             return json.loads(txn.get(source, db=self.db["sources"])) if source else None
 
+    def unfinished_source(self, identity: str) -> int | None:
+        """A source registered for this content whose ingest was killed before its first
+        commit (no position, not marked ingested): a rerun reuses its id."""
+        with self.read() as txn:
+            if txn.get(b"identity:" + identity.encode(), db=self.db["sources"]):
+                return None
+            if txn.get(b"position:" + identity.encode(), db=self.db["sources"]):
+                return None
+            for key, value in txn.cursor(self.db["sources"]):
+                if len(key) == 4 and json.loads(value).get("identity") == identity:
+                    return int.from_bytes(key, "big")
+        return None
+
+    def source_label(self, source: int) -> str | None:
+        """The name a source was registered under."""
+        with self.read() as txn:
+            return self.source_name(txn, source)
+
     def source_name(self, txn, source: int) -> str | None:
         value = txn.get(int(source).to_bytes(4, "big"), db=self.db["sources"])
         return json.loads(value)["name"] if value else None

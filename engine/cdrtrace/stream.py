@@ -143,7 +143,7 @@ class LiveFeed:
             self.pending.add(*index.entries_for_batch(batch, self.source, self.served))
         self.pending.position = (self.parser.offset, self.parser.record)
         self.pending.note(batch, len(bad))
-        self.rejects.write(self.name, bad)
+        self.rejects.write(self.name, bad, self.source)
         got = len(batch) + len(bad)
         self.summary.records += got
         self.summary.rejected += len(bad)
@@ -171,6 +171,7 @@ class LiveFeed:
         """One write transaction: the waiting records, the feed's counters, the source's
         position (extra(txn) for a source that keeps its own), the heartbeat."""
         store, position, checkpoint = self.store, self.pending.position, self.checkpoint
+        self.rejects.flush()              # durable before the commit that covers them
 
         def finish(txn):
             if checkpoint is not None:
@@ -245,9 +246,9 @@ def _find_generation(path: str, dev: int, ino: int) -> str | None:
 class _Generation:
     """One open generation of a followed file (one inode), read from offset on."""
 
-    def __init__(self, live: LiveFeed, path: str, handle, offset: int, source: int,
+    def __init__(self, live: LiveFeed, label: str, handle, offset: int, source: int,
                  record: int, header, key: bytes):
-        self.path, self.handle = path, handle
+        self.handle = handle
         self.id = _file_id(os.fstat(handle.fileno()))
         self.reader = ChunkReader(handle, live.options.chunk_bytes)
         self.read_to = offset                         # bytes of the file read so far
@@ -256,7 +257,7 @@ class _Generation:
         def checkpoint(txn, offset, record, dev=self.id[0], ino=self.id[1]):
             store.save_position(txn, key, source=source, offset=offset, record=record,
                                 dev=dev, ino=ino)
-        live.start_source(path, source, header, offset, record, checkpoint)
+        live.start_source(label, source, header, offset, record, checkpoint)
 
     def pump(self, live: LiveFeed, final: bool = False) -> int:
         """Read what the file has now and parse it; returns bytes read."""
@@ -382,12 +383,14 @@ def _open_generation(live: LiveFeed, path: str, key: bytes, saved: dict | None):
         header, skip = read_header(live.form, first, path)
     if saved is not None:
         offset, record, source = saved["offset"], saved["record"], saved["source"]
+        label = live.store.source_label(source)
+        live.rejects.forget(source, record)      # written past the last commit: again soon
     else:
         offset, record = skip, 0
-        source = live.store.register_source(f"{path} (inode {st.st_ino})", None, None,
-                                            live.form.name)
+        label = f"{path} (inode {st.st_ino})"
+        source = live.store.register_source(label, None, None, live.form.name)
     handle.seek(offset)
-    return _Generation(live, path, handle, offset, source, record, header, key)
+    return _Generation(live, label, handle, offset, source, record, header, key)
 
 
 # -------------------------------------------------------------------- stdin
