@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,9 +161,8 @@ def test_follow_resumes_exactly_where_it_committed(store, tmp_path):
 
 def test_follow_a_header_format(store, tmp_path):
     path = tmp_path / "cdr.csv"
-    sample = open(os.path.join(os.path.dirname(__file__), "..", "data", "samples", "broadworks",
-                               os.listdir(os.path.join(os.path.dirname(__file__), "..", "data",
-                                                       "samples", "broadworks"))[0]), "rb").read()
+    samples = Path(__file__).resolve().parent.parent / "data" / "samples" / "broadworks"
+    sample = sorted(samples.glob("*.csv"))[0].read_bytes()
     head, _, body = sample.partition(b"\n")
     append(path, head[:10])                        # the header is still being written
     run = Runner(stream.follow, store=store, path=str(path), fmt="broadworks", options=FAST)
@@ -259,6 +259,8 @@ def test_a_trace_ahead_of_a_live_feed_pends_then_resolves(store, tmp_path):
     assert status.traces[0]["trace_id"] == result.trace_id
     records = store.trace_records("7205550100", analyst="cic-1")
     assert records[0]["call"]["calling"] == "+13035500002" and records[0]["resolved_at_us"]
+    for shown in (result.to_json(), status.to_json()):       # the customer never sees it
+        assert "3035500002" not in shown and "Caller A" in status.to_json()
     rows = store.trace_table(analyst="cic-1").to_pydict()
     assert rows["outcome"] == [1] and rows["call_id"][0] != 0      # the report row too
     run.finish()
