@@ -25,18 +25,15 @@ import time
 from pathlib import Path
 
 import lmdb
-import numpy as np
 
 import cdrtrace
-from cdrtrace import analytics, numbers, parse, synth, trace_rows
-from cdrtrace.sources import reader_for
+from cdrtrace import analytics, numbers, synth, trace_rows
 
-from . import peers
+from . import peers, workloads
 
 HERE = Path(__file__).parent
 DATA = Path(os.environ.get("CDRTRACE_BENCH_DATA", HERE / ".data"))
 RESULTS = HERE / "results"
-CHUNK = 16 << 20
 
 
 class Table:
@@ -109,18 +106,6 @@ def median_time(fn, rounds: int, setup=None):
     return statistics.median(times), result
 
 
-def per_op(fn, keys) -> tuple[float, float, float]:
-    """(p50, p99, mean) microseconds of fn over keys, each call timed."""
-    clock = time.perf_counter_ns
-    times = np.empty(len(keys), np.int64)
-    for i, key in enumerate(keys):
-        t0 = clock()
-        fn(key)
-        times[i] = clock() - t0
-    return (float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3,
-            float(times.mean()) / 1e3)
-
-
 def input_file(records: int, lines: int, seed: int = 2026) -> Path:
     """Generated Asterisk input, cached under bench/.data (never committed)."""
     DATA.mkdir(parents=True, exist_ok=True)
@@ -144,25 +129,9 @@ def count_records(path: Path) -> int:
 
 # ------------------------------------------------------------------ the comparison
 
-def parse_cdrtrace(path) -> int:
-    parser = cdrtrace.make_parser()
-    with open(path, "rb") as stream:
-        reader = reader_for(stream, CHUNK)
-        n = 0
-        while True:
-            reader.fill()
-            with reader.pending() as buffer:
-                cols, bad, used = parser.feed(buffer, reader.eof)
-            reader.consume(used)
-            n += len(cols["start_us"]) + len(bad)
-            if reader.eof:
-                reader.close()
-                return n
-
-
 def run_parse(t: Table, path: Path, n: int, rounds: int) -> None:
     g = "parse, Asterisk CSV, 1 core"
-    sec, got = median_time(lambda: parse_cdrtrace(path), rounds)
+    sec, got = median_time(lambda: workloads.parse_file(path), rounds)
     assert got == n, (got, n)
     t.add(g, "cdrtrace", sec, rate_of=n)
     sec, got = median_time(lambda: peers.parse_pyarrow(path), rounds)
@@ -231,17 +200,17 @@ def run_lookup(t: Table, store: cdrtrace.Store, lookups: int) -> list[bytes]:
     random.Random(1).shuffle(keys)
     keys = (keys * (lookups // len(keys) + 1))[:lookups]
     with store.read() as txn:
-        p50, p99, mean = per_op(lambda k: store.last_calls_raw(k, txn), keys)
+        p50, p99, mean = workloads.per_op(lambda k: store.last_calls_raw(k, txn), keys)
         t.add(g, "cdrtrace", mean / 1e6, p50_us=p50, p99_us=p99, mean_us=mean)
         db = store.db["index"]
-        p50, p99, mean = per_op(lambda k: txn.get(k, db=db), keys)
+        p50, p99, mean = workloads.per_op(lambda k: txn.get(k, db=db), keys)
         t.add(g, "raw py-lmdb get", mean / 1e6, p50_us=p50, p99_us=p99, mean_us=mean)
     texts = [numbers.format_number(int.from_bytes(k, "big"))[2:] for k in keys]   # as written
     select = peers.sqlite_lookup(t.extra["sqlite"])
-    p50, p99, mean = per_op(select, texts)
+    p50, p99, mean = workloads.per_op(select, texts)
     t.add(g, "SQLite point SELECT", mean / 1e6, p50_us=p50, p99_us=p99, mean_us=mean)
     last = t.extra["last"]
-    p50, p99, mean = per_op(last.get, texts)
+    p50, p99, mean = workloads.per_op(last.get, texts)
     t.add(g, "python dict (in memory, unpersisted)", mean / 1e6, p50_us=p50, p99_us=p99,
           mean_us=mean)
     ours = t.ours(g)
@@ -257,7 +226,7 @@ def run_trace(t: Table, store: cdrtrace.Store, keys: list[bytes], traces: int, w
     g = "durable trace"
     lines = [numbers.format_number(int.from_bytes(k, "big")) for k in keys[:traces]]
     at = "2026-03-03T00:00:00Z"
-    p50, p99, mean = per_op(lambda line: store.trace(line, at=at), lines)
+    p50, p99, mean = workloads.per_op(lambda line: store.trace(line, at=at), lines)
     t.add(g, "cdrtrace trace()", mean / 1e6, p50_us=p50, p99_us=p99, mean_us=mean)
     env = lmdb.open(str(work / "bare"), map_size=1 << 30, sync=True)
     value = b"x" * 400
@@ -265,7 +234,7 @@ def run_trace(t: Table, store: cdrtrace.Store, keys: list[bytes], traces: int, w
     def commit(key):
         with env.begin(write=True) as txn:
             txn.put(key, value)
-    p50, p99, mean = per_op(commit, [i.to_bytes(8, "big") for i in range(traces)])
+    p50, p99, mean = workloads.per_op(commit, [i.to_bytes(8, "big") for i in range(traces)])
     env.close()
     t.add(g, "bare durable LMDB commit", mean / 1e6, p50_us=p50, p99_us=p99, mean_us=mean)
     ours, bare = t.groups[g]
@@ -277,16 +246,7 @@ def run_trace(t: Table, store: cdrtrace.Store, keys: list[bytes], traces: int, w
 
 def run_analytics(t: Table, traces: int, rounds: int, work: Path) -> None:
     g = f"repeat-origins over {traces:,} trace records"
-    rng = np.random.default_rng(57)
-    rows = np.zeros(traces, trace_rows.ROW_DTYPE)
-    rows["trace"] = np.arange(1, traces + 1)
-    base = numbers.pack(numbers.E164, "13035550000")
-    rows["line"] = base + rng.integers(0, 1_000_000, traces).astype(np.uint64)
-    rows["origin"] = base + 5_000_000 + (rng.pareto(1.2, traces) * 1000).astype(np.uint64) % 200_000
-    rows["call_id"] = rng.integers(0, 1 << 62, traces, dtype=np.uint64)
-    rows["call_start_us"] = 1772409600 * 10**6 + rng.integers(0, 30 * 86400 * 10**6, traces)
-    rows["activated_us"] = rows["call_start_us"] + 30 * 10**6
-    rows["outcome"] = rng.choice([1, 2, 3, 4], traces, p=[0.8, 0.05, 0.05, 0.1])
+    rows = workloads.synthetic_traces(traces)
     store = cdrtrace.open(work / "traces", create=True)
     store.write(lambda txn: trace_rows.bulk_load(txn, store.db["trace_rows"], rows))
     store.report_rows(analyst="bench")            # compaction: once per segment, not timed
@@ -303,13 +263,7 @@ def run_analytics(t: Table, traces: int, rounds: int, work: Path) -> None:
     frame = ready.to_pandas()
     assert isinstance(frame, pd.DataFrame)
 
-    def pandas_run():
-        ok = frame[frame["outcome"] == 1]
-        grouped = ok.groupby(["line", "origin"]).agg(
-            traced=("call_id", "nunique"), first=("call_start_us", "min"),
-            last=("call_start_us", "max")).reset_index()
-        return grouped[grouped["traced"] >= 2]
-    sec, got = median_time(pandas_run, max(1, rounds - 1))
+    sec, got = median_time(lambda: workloads.pandas_repeat_origins(frame), max(1, rounds - 1))
     assert len(got) == expected
     t.add(g, "pandas group-by on a ready frame", sec)
     store.close()
@@ -322,28 +276,9 @@ def run_formats(t: Table, calls: int, rounds: int) -> None:
     g = "parse by format"
     columns, _ = synth.generate(calls, max(calls // 2, 1), seed=2026)
     n = len(columns["line"])
-    writers = {
-        "asterisk": lambda: synth.format_asterisk(columns, 0, n),
-        "asterisk-custom": lambda: synth.format_asterisk_custom(columns, 0, n),
-        "freeswitch": lambda: synth.format_freeswitch(columns, 0, n),
-        "cucm": lambda: synth.cucm_header() + synth.format_cucm(columns, 0, n),
-        "broadworks": lambda: synth.broadworks_header() + synth.format_broadworks(columns, 0, n),
-    }
     worst = None
-    for fmt, make in writers.items():
-        data = make()
-        header, skip = parse.read_header(parse.get_format(fmt), data[:65536])
-        view = memoryview(data)
-
-        def run(fmt=fmt, data=data, header=header, skip=skip, view=view):
-            parser = parse.make_parser(fmt, header=header, start_offset=skip)
-            count, pos = 0, skip
-            while pos < len(data):
-                end = min(len(data), pos + CHUNK)
-                cols, bad, used = parser.feed(view[pos:end], end == len(data))
-                count += len(cols["start_us"]) + len(bad)
-                pos += used if end < len(data) else end - pos
-            return count
+    for fmt, write in workloads.FORMAT_WRITERS.items():
+        run = workloads.format_parser(fmt, write(columns, n))
         sec, got = median_time(run, rounds)
         assert got == n, (fmt, got, n)
         row = t.add(g, f"cdrtrace {fmt}", sec, rate_of=n)

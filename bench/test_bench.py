@@ -4,23 +4,15 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import lmdb
-import numpy as np
 import pytest
 
 import cdrtrace
-from cdrtrace.sources import reader_for
 
-from . import peers
+from . import peers, workloads
 from .conftest import LINES, record
-
-FIELDS = ["accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
-          "lastdata", "start", "answer", "end", "duration", "billsec", "disposition",
-          "amaflags", "uniqueid", "userfield"]
-CHUNK = 16 << 20
 
 
 def run(benchmark, group, name, fn, rounds=3, setup=None, per=1, rate_of=None, **extra):
@@ -34,22 +26,9 @@ def run(benchmark, group, name, fn, rounds=3, setup=None, per=1, rate_of=None, *
 
 # ---------------------------------------------------------------- parse only
 
-def test_parse_cdrtrace(benchmark, cdr_path, cdr_bytes, n_records):
-    def parse():   # the way ingest reads a file: mapped, a window at a time
-        parser = cdrtrace.make_parser()
-        with open(cdr_path, "rb") as stream:
-            reader = reader_for(stream, CHUNK)
-            n = 0
-            while True:
-                reader.fill()
-                with reader.pending() as buffer:
-                    cols, bad, used = parser.feed(buffer, reader.eof)
-                reader.consume(used)
-                n += len(cols["start_us"]) + len(bad)
-                if reader.eof:
-                    reader.close()
-                    return n
-    assert run(benchmark, "parse", "cdrtrace", parse, rounds=5, rate_of=n_records) == n_records
+def test_parse_cdrtrace(benchmark, cdr_path, n_records):
+    assert run(benchmark, "parse", "cdrtrace", lambda: workloads.parse_file(cdr_path), rounds=5,
+               rate_of=n_records) == n_records
 
 
 def test_parse_pyarrow_needed_columns(benchmark, cdr_path, n_records):
@@ -141,13 +120,7 @@ def loaded(cdr_path, tmp_path_factory):
 
 def _per_op(fn, keys):
     """Time every call; return (p50, p99) in microseconds."""
-    clock = time.perf_counter_ns
-    times = np.empty(len(keys), np.int64)
-    for i, key in enumerate(keys):
-        t0 = clock()
-        fn(key)
-        times[i] = clock() - t0
-    return np.percentile(times, 50) / 1e3, np.percentile(times, 99) / 1e3
+    return workloads.per_op(fn, keys)[:2]
 
 
 def test_lookup_cdrtrace(benchmark, loaded):

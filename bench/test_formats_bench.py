@@ -6,12 +6,12 @@ import os
 
 import pytest
 
-from cdrtrace import parse, synth
+from cdrtrace import synth
 
+from . import workloads
 from .conftest import record
 
 CALLS = int(os.environ.get("CDRTRACE_BENCH_FORMAT_RECORDS", 500_000))
-CHUNK = 16 << 20
 
 
 @pytest.fixture(scope="module")
@@ -20,31 +20,11 @@ def calls():
     return columns
 
 
-WRITERS = {
-    "asterisk": lambda c, n: synth.format_asterisk(c, 0, n),
-    "asterisk-custom": lambda c, n: synth.format_asterisk_custom(c, 0, n),
-    "freeswitch": lambda c, n: synth.format_freeswitch(c, 0, n),
-    "cucm": lambda c, n: synth.cucm_header() + synth.format_cucm(c, 0, n),
-    "broadworks": lambda c, n: synth.broadworks_header() + synth.format_broadworks(c, 0, n),
-}
-
-
-@pytest.mark.parametrize("fmt", list(WRITERS))
+@pytest.mark.parametrize("fmt", list(workloads.FORMAT_WRITERS))
 def test_parse_rate(benchmark, calls, fmt):
     n = len(calls["line"])
-    data = WRITERS[fmt](calls, n)
-    header, skip = parse.read_header(parse.get_format(fmt), data[:65536])
-    view = memoryview(data)
-
-    def run():
-        parser = parse.make_parser(fmt, header=header, start_offset=skip)
-        count, pos = 0, skip
-        while pos < len(data):
-            end = min(len(data), pos + CHUNK)
-            cols, bad, used = parser.feed(view[pos:end], end == len(data))
-            count += len(cols["start_us"]) + len(bad)
-            pos += used if end < len(data) else end - pos
-        return count
+    data = workloads.FORMAT_WRITERS[fmt](calls, n)
+    run = workloads.format_parser(fmt, data)
 
     benchmark.group = "parse by format"
     assert benchmark.pedantic(run, rounds=5, iterations=1) == n

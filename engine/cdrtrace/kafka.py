@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import urllib.parse
 
 import numpy as np
 
 from .errors import SourceError
 from .formats import Format
-from .stream import LiveFeed, StreamOptions, StreamSummary, _idle_too_long
+from .stream import LiveFeed, StreamOptions, StreamSummary
 
 log = logging.getLogger("cdrtrace.stream")
 SCHEME = "kafka://"
@@ -124,7 +123,6 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
         raise SourceError(f"{url}: {exc}") from None
     with store.writer(f"kafka {url}"):
         consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
-        idle_since = None
         try:
             while not stop.is_set():
                 messages = consumer.consume(num_messages=options.batch_records,
@@ -140,13 +138,10 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
                     else:
                         log.warning("kafka %s: %s", url, error.str())
                 if not good:
-                    if partitions:         # assigned and caught up: the feed is idle
-                        live.idle()
-                        idle_since = idle_since or time.monotonic()
-                        if _idle_too_long(options, idle_since):
-                            break
+                    if partitions and live.idle():   # assigned and caught up: idle
+                        break
                     continue
-                idle_since = None
+                live.busy()
                 _feed_messages(live, partitions, good)
                 if live.due():
                     commit()

@@ -108,6 +108,7 @@ class LiveFeed:
         self.first_waiting = None   # monotonic time the oldest uncommitted record arrived
         self.last_commit = 0.0
         self.idle_seen_us = None    # wall time the source was last seen idle at its end
+        self.idle_since = None      # monotonic time it became idle (None: busy)
         self.started = time.monotonic()
         self.last_log = self.started
         self.logged_records = 0
@@ -160,12 +161,20 @@ class LiveFeed:
         return (self.pending.records >= self.options.batch_records
                 or (time.monotonic() - self.first_waiting) * 1000 >= self.options.batch_ms)
 
-    def idle(self) -> None:
+    def idle(self) -> bool:
         """The source has nothing more for now: the store is complete up to this moment
-        (less the CDR delay); commit what waits and beat."""
+        (less the CDR delay); commit what waits and beat. True once the source has been
+        idle options.idle_exit_s (time to stop)."""
         self.idle_seen_us = time.time_ns() // 1000
         if self.first_waiting is not None or time.monotonic() - self.last_commit >= self.options.heartbeat_s:
             self.commit()
+        self.idle_since = self.idle_since or time.monotonic()
+        return (self.options.idle_exit_s is not None
+                and time.monotonic() - self.idle_since >= self.options.idle_exit_s)
+
+    def busy(self) -> None:
+        """The source delivered something: it is not idle."""
+        self.idle_since = None
 
     def commit(self, detach: bool = False, extra=None) -> None:
         """One write transaction: the waiting records, the feed's counters, the source's
@@ -292,47 +301,39 @@ def follow(store, path: str, fmt: str | Format = "asterisk", *, zone=None, count
             if found is not None:
                 generation = _open_generation(live, found, key, saved)
                 live.summary.resumed = True
-        idle_since = None
         try:
             while not stop.is_set():
                 if generation is None:
                     generation = _open_generation(live, path, key, None)
                     if generation is None:       # not there yet: a new file will appear
-                        live.idle()
-                        idle_since = idle_since or time.monotonic()
-                        if _idle_too_long(options, idle_since):
+                        if live.idle():
                             break
                         stop.wait(options.poll_ms / 1000)
                         continue
                 got = generation.pump(live)
                 if got:
-                    idle_since = None
+                    live.busy()
                     if live.due():
                         live.commit()
                     continue
                 change = _changed(path, generation)
-                if change == "rotated":
-                    stop.wait(options.poll_ms / 1000)     # the switch's last write to it
-                    while generation.pump(live):
-                        pass
-                    generation.pump(live, final=True)     # its partial last line, if any
+                if change is not None:      # rotated or truncated: finish this generation
+                    if change == "rotated":
+                        stop.wait(options.poll_ms / 1000)     # the switch's last write to it
+                        while generation.pump(live):
+                            pass
+                    generation.pump(live, final=True)         # its partial last line, if any
                     live.commit(extra=lambda txn: store.clear_position(txn, key))
                     generation.handle.close()
                     generation = None
-                    live.summary.rotations += 1
-                    log.info("follow %s: rotated; reading the new file", path)
+                    if change == "rotated":
+                        live.summary.rotations += 1
+                    else:
+                        live.summary.truncations += 1
+                    log.info("follow %s: %s; reading %s", path, change,
+                             "the new file" if change == "rotated" else "it from the start")
                     continue
-                if change == "truncated":
-                    generation.pump(live, final=True)     # its partial last line, if any
-                    live.commit(extra=lambda txn: store.clear_position(txn, key))
-                    generation.handle.close()
-                    generation = None
-                    live.summary.truncations += 1
-                    log.info("follow %s: truncated; reading it from the start", path)
-                    continue
-                live.idle()
-                idle_since = idle_since or time.monotonic()
-                if _idle_too_long(options, idle_since):
+                if live.idle():
                     break
                 stop.wait(options.poll_ms / 1000)
         finally:
@@ -340,10 +341,6 @@ def follow(store, path: str, fmt: str | Format = "asterisk", *, zone=None, count
                 generation.handle.close()
             live.close()
     return live.summary
-
-
-def _idle_too_long(options: StreamOptions, idle_since: float) -> bool:
-    return options.idle_exit_s is not None and time.monotonic() - idle_since >= options.idle_exit_s
 
 
 def _changed(path: str, generation: _Generation) -> str | None:
@@ -412,17 +409,14 @@ def stream_stdin(store, fmt: str | Format = "asterisk", *, zone=None, country_co
         source = store.register_source("<stdin stream>", None, None, live.form.name)
         if not header_pending:
             live.start_source("<stdin>", source)
-        idle_since = None
         try:
             while not stop.is_set():
                 ready, _, _ = select.select([raw], [], [], options.poll_ms / 1000)
                 if not ready:
-                    live.idle()
-                    idle_since = idle_since or time.monotonic()
-                    if _idle_too_long(options, idle_since):
+                    if live.idle():
                         break
                     continue
-                idle_since = None
+                live.busy()
                 got = reader.fill()
                 if header_pending:
                     with reader.pending() as head:
