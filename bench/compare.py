@@ -248,7 +248,7 @@ def run_analytics(t: Table, traces: int, rounds: int, work: Path) -> None:
     g = f"repeat-origins over {traces:,} trace records"
     rows = workloads.synthetic_traces(traces)
     store = cdrtrace.open(work / "traces", create=True)
-    store.write(lambda txn: trace_rows.bulk_load(txn, store.db["trace_rows"], rows))
+    store.ewrite(lambda txn: trace_rows.bulk_load(txn, store.db["trace_rows"], rows))
     store.report_rows(analyst="bench")            # compaction: once per segment, not timed
     ready = trace_rows.to_arrow(rows, analytics.REPEAT_COLUMNS)
     expected = analytics.repeat_origins(ready).num_rows

@@ -21,7 +21,7 @@ GROUP = "repeat-origins over trace records"
 def loaded(tmp_path_factory):
     rows = workloads.synthetic_traces(TRACES)
     store = cdrtrace.open(tmp_path_factory.mktemp("traces") / "store", create=True)
-    store.write(lambda txn: trace_rows.bulk_load(txn, store.db["trace_rows"], rows))
+    store.ewrite(lambda txn: trace_rows.bulk_load(txn, store.db["trace_rows"], rows))
     ready = trace_rows.to_arrow(rows, analytics.REPEAT_COLUMNS)
     return store, ready, analytics.repeat_origins(ready).num_rows
 

@@ -128,7 +128,7 @@ def test_disclosure_of_an_unknown_trace_is_refused(traced):
 
 def tamper(store, how):
     db = store.db["audit"]
-    with store.env.begin(write=True) as txn:
+    with store.eenv.begin(write=True) as txn:   # the evidence environment
         items = list(txn.cursor(db))
         key = lambda n: n.to_bytes(8, "big")   # noqa: E731
         if how == "alter":

@@ -1,9 +1,16 @@
-"""The store: one LMDB environment holding the last-call index and the trace evidence.
+"""The store: two LMDB environments in one directory, so a trace never waits for ingest.
 
-Sub-databases: meta (settings, counters), index (line -> last calls), traces (trace
-number -> evidence record, JSON), by_line (line + "t" + trace number -> "", and line +
-"c" + call id -> trace id: a call is traced once per line), sources (source id ->
-provenance). A trace touches only traces and by_line, so its commit writes few pages.
+The index environment (data.mdb): meta (settings, counters, feed statistics, live-feed
+heartbeats), index (line -> last calls), sources (source id -> provenance, positions).
+Ingest writes it in large transactions.
+
+The evidence environment (evidence/data.mdb): emeta (its counters and the audit head),
+traces (trace number -> evidence record, JSON), by_line (line + "t" + trace number ->
+"", and line + "c" + call id -> trace id: a call is traced once per line), trace_rows
+and trace_segments (report rows), pending (pending traces), directory, audit, cases.
+A trace reads the index in a read transaction (never blocked) and commits its evidence
+here, where only traces and the Call Identification Center write: LMDB's single writer
+per environment is never held by an ingest when a *57 arrives.
 """
 from __future__ import annotations
 
@@ -25,13 +32,14 @@ from .parse import normalize_number
 from .trace import DEFAULT_THRESHOLD, CustomerStatus, Outcome, TraceResult, customer_status, origin_labels, outcome_for
 
 _frombuffer = np.frombuffer
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: the trace evidence has its own environment
 LIVE_TIMEOUT = 10.0      # seconds without a heartbeat after which a live feed counts as gone
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
 INITIAL_MAP_SIZE = 64 << 20
-_DBS = ("meta", "index", "traces", "by_line", "sources", "directory", "audit", "cases",
-        "trace_rows", "trace_segments", "pending")
+_INDEX_DBS = ("index", "sources")
+_EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
+                 "trace_segments", "pending")
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE, _CALL = b"t", b"c"
@@ -65,10 +73,11 @@ class Store:
         try:
             # No writemap: its commit syncs the whole map, which costs a durable trace
             # ~150 us at p50, and LMDB forbids mixing it between processes.
-            self.env = lmdb.open(str(self.path), max_dbs=len(_DBS) + 2,
+            self.env = lmdb.open(str(self.path), max_dbs=len(_INDEX_DBS) + 3,
                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=create)
         except lmdb.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        self.eenv = None
         with self.env.begin(write=True) as txn:
             try:
                 meta_db = self.env.open_db(b"meta", txn=txn, create=create)
@@ -77,7 +86,7 @@ class Store:
                 raise StoreError(f"{self.path} is not a cdrtrace store") from None
             # sub-databases added by later releases are created on first open
             self.db = {name: self.env.open_db(name.encode(), txn=txn, create=True)
-                       for name in _DBS if name != "meta"}
+                       for name in _INDEX_DBS}
             self.db["meta"] = meta_db
             meta = self.db["meta"]
             version = txn.get(b"version", db=meta)
@@ -89,14 +98,26 @@ class Store:
                 timezones.get_zone(config["zone"])
                 txn.put(b"config", json.dumps(config).encode(), db=meta)
             elif int(version) != FORMAT_VERSION:
+                self.env.close()
                 raise StoreError(f"{self.path} has store format {int(version)}; "
                                  f"this cdrtrace reads format {FORMAT_VERSION}")
             self.config = {**DEFAULTS, **json.loads(txn.get(b"config", db=meta))}
         self._index_db = self.db["index"]
+        try:
+            self.eenv = lmdb.open(str(self.path / "evidence"), max_dbs=len(_EVIDENCE_DBS) + 2,
+                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=True)
+        except lmdb.Error as exc:
+            self.env.close()
+            raise StoreError(f"cannot open the evidence of store {self.path}: {exc}") from None
+        with self.eenv.begin(write=True) as txn:
+            for name in _EVIDENCE_DBS:
+                self.db[name] = self.eenv.open_db(name.encode(), txn=txn, create=True)
 
     # ------------------------------------------------------------ plumbing
 
     def close(self) -> None:
+        if self.eenv is not None:
+            self.eenv.close()
         self.env.close()
 
     def __enter__(self) -> Store:
@@ -105,28 +126,39 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def write(self, work):
-        """Run work(txn) in one durable write transaction, growing the map when full."""
+    def write(self, work, env=None):
+        """Run work(txn) in one durable write transaction of the index environment (or
+        env), growing the map when full."""
+        env = env or self.env
         while True:
             try:
-                with self.env.begin(write=True) as txn:
+                with env.begin(write=True) as txn:
                     return work(txn)
             except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                env.set_mapsize(env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
-                self.env.set_mapsize(0)
+                env.set_mapsize(0)
 
-    def read(self):
-        """A read transaction (a consistent snapshot)."""
+    def read(self, env=None):
+        """A read transaction of the index environment (or env): a consistent snapshot."""
+        env = env or self.env
         try:
-            return self.env.begin()
+            return env.begin()
         except lmdb.MapResizedError:
-            self.env.set_mapsize(0)
-            return self.env.begin()
+            env.set_mapsize(0)
+            return env.begin()
 
-    def _next(self, txn, counter: bytes) -> int:
-        value = int(txn.get(counter, b"0", db=self.db["meta"])) + 1
-        txn.put(counter, str(value).encode(), db=self.db["meta"])
+    def ewrite(self, work):
+        """Run work(txn) in one durable write transaction of the evidence environment."""
+        return self.write(work, self.eenv)
+
+    def eread(self):
+        """A read transaction of the evidence environment."""
+        return self.read(self.eenv)
+
+    def _next(self, txn, counter: bytes, db: str = "meta") -> int:
+        value = int(txn.get(counter, b"0", db=self.db[db])) + 1
+        txn.put(counter, str(value).encode(), db=self.db[db])
         return value
 
     def line(self, text: str) -> int:
@@ -319,20 +351,19 @@ class Store:
         actor = _identity(analyst, "reading caller numbers")
         key = index.line_key(self.line(line))
 
-        def work(txn):
+        with self.read() as txn:
             calls = [self._call_view(txn, e) for e in self.last_calls_raw(key, txn)]
-            self._audit(txn, actor, "read_last_calls", line=numbers.format_number(
-                int.from_bytes(key, "big")), calls=len(calls))
-            return calls
-        return self.write(work)
+        self.ewrite(lambda txn: self._audit(txn, actor, "read_last_calls", line=numbers.format_number(
+            int.from_bytes(key, "big")), calls=len(calls)))
+        return calls
 
     # ------------------------------------------------------------ directory, audit, disclosure
 
     def _audit(self, txn, actor: str, action: str, **details) -> dict:
-        return audit.append(txn, self.db["audit"], self.db["meta"], actor, action, **details)
+        return audit.append(txn, self.db["audit"], self.db["emeta"], actor, action, **details)
 
     def _directory_import(self, txn) -> int | None:
-        value = txn.get(b"directory_import", db=self.db["meta"])
+        value = txn.get(b"directory_import", db=self.db["emeta"])
         return int(value) if value else None
 
     def import_directory(self, path: str | os.PathLike, operator: str) -> int:
@@ -343,11 +374,11 @@ class Store:
         def work(txn):
             txn.drop(self.db["directory"], delete=False)
             txn.cursor(self.db["directory"]).putmulti(pairs, append=True)
-            number = self._next(txn, b"directory_import")
+            number = self._next(txn, b"directory_import", "emeta")
             self._audit(txn, actor, "directory_import", file=str(path), rows=len(pairs),
                         import_number=number)
             return len(pairs)
-        return self.write(work)
+        return self.ewrite(work)
 
     def disclose(self, authority: dict, *, analyst: str, trace_ids=None,
                  line: str | None = None) -> list[dict]:
@@ -368,7 +399,7 @@ class Store:
         elif not trace_ids and line is None:
             problem = "name the trace ids or the line to disclose"
         if problem:
-            self.write(lambda txn: self._audit(txn, actor, "disclosure_refused", reason=problem,
+            self.ewrite(lambda txn: self._audit(txn, actor, "disclosure_refused", reason=problem,
                                                authority=authority))
             raise AccessError(f"disclosure refused: {problem}")
         records = self._trace_records(line) if line is not None else self._trace_records()
@@ -377,12 +408,12 @@ class Store:
             records = [r for r in records if r["trace_id"] in wanted]
             unknown = wanted - {r["trace_id"] for r in records}
             if unknown:
-                self.write(lambda txn: self._audit(txn, actor, "disclosure_refused",
+                self.ewrite(lambda txn: self._audit(txn, actor, "disclosure_refused",
                                                    reason="unknown trace ids",
                                                    trace_ids=sorted(unknown), authority=authority))
                 raise AccessError(f"disclosure refused: no trace {', '.join(sorted(unknown))}")
         records = [r for r in records if r["outcome"] == Outcome.SUCCESS.value]
-        self.write(lambda txn: self._audit(txn, actor, "disclosure", authority=authority,
+        self.ewrite(lambda txn: self._audit(txn, actor, "disclosure", authority=authority,
                                            trace_ids=[r["trace_id"] for r in records]))
         return records
 
@@ -421,7 +452,7 @@ class Store:
                         archive_days=archive_days)
             return {"traces": len(removed), "before": timezones.format_utc(cutoff),
                     "archive_days": archive_days}
-        return self.write(work)
+        return self.ewrite(work)
 
     def archived_calls(self, line: str, *, analyst: str, origin: str | None = None,
                        days: float | None = None, now_us: int | None = None):
@@ -434,7 +465,7 @@ class Store:
             since = (now_us or time.time_ns() // 1000) - int(days * 86400 * 1_000_000)
         table = archive.calls(self.config["archive_dir"], self.line(line),
                               self.line(origin) if origin else None, since)
-        self.write(lambda txn: self._audit(txn, actor, "read_archive", line=line, origin=origin,
+        self.ewrite(lambda txn: self._audit(txn, actor, "read_archive", line=line, origin=origin,
                                            calls=table.num_rows))
         return table
 
@@ -482,10 +513,10 @@ class Store:
             self._audit(txn, actor, "case_open", case_id=case["case_id"], line=line_text,
                         origin=number, waived=case["waiver"] is not None)
             return case
-        return self.write(work)
+        return self.ewrite(work)
 
     def _cases(self, line: str | None = None) -> list[dict]:
-        with self.read() as txn:
+        with self.eread() as txn:
             cases = [json.loads(v) for _, v in txn.cursor(self.db["cases"])]
         if line is not None:
             line_text = numbers.format_number(self.line(line))
@@ -495,7 +526,7 @@ class Store:
     def cases(self, *, analyst: str) -> list[dict]:
         actor = _identity(analyst, "listing cases")
         cases = self._cases()
-        self.write(lambda txn: self._audit(txn, actor, "case_list", cases=len(cases)))
+        self.ewrite(lambda txn: self._audit(txn, actor, "case_list", cases=len(cases)))
         return cases
 
     def case(self, case_id: str, *, analyst: str) -> dict:
@@ -512,17 +543,17 @@ class Store:
              for r in self._trace_records(case["line"])
              if r["call"] and r["call"]["calling"] == case["origin"]),
             key=lambda t: (t["call_time"], t["trace_time"], t["trace_id"]))
-        self.write(lambda txn: self._audit(txn, actor, "case_read", case_id=case_id))
+        self.ewrite(lambda txn: self._audit(txn, actor, "case_read", case_id=case_id))
         return {**case, "timeline": timeline}
 
     def report_rows(self, *, analyst: str) -> np.ndarray:
         """Every trace as packed rows (trace_rows.ROW_DTYPE), identifying: audited."""
         actor = _identity(analyst, "reading trace records")
-        self.write(lambda txn: trace_rows.compact(txn, self.db["trace_rows"],
-                                                  self.db["trace_segments"], self.db["meta"]))
-        with self.env.begin(buffers=True) as txn:   # views into the map: one copy in all
+        self.ewrite(lambda txn: trace_rows.compact(txn, self.db["trace_rows"],
+                                                  self.db["trace_segments"], self.db["emeta"]))
+        with self.eenv.begin(buffers=True) as txn:   # views into the map: one copy in all
             rows = trace_rows.read_all(txn, self.db["trace_rows"], self.db["trace_segments"])
-        self.write(lambda txn: self._audit(txn, actor, "read_trace_table", traces=len(rows)))
+        self.ewrite(lambda txn: self._audit(txn, actor, "read_trace_table", traces=len(rows)))
         return rows
 
     def trace_table(self, *, analyst: str, columns=trace_rows.FIELDS):
@@ -536,11 +567,11 @@ class Store:
 
     def audit_verify(self) -> int:
         """Check the audit chain; the number of entries, or AuditError saying where."""
-        with self.read() as txn:
-            return audit.verify(txn, self.db["audit"], self.db["meta"])
+        with self.eread() as txn:
+            return audit.verify(txn, self.db["audit"], self.db["emeta"])
 
     def audit_entries(self) -> list[dict]:
-        with self.read() as txn:
+        with self.eread() as txn:
             return [entry for _, entry in audit.entries(txn, self.db["audit"])]
 
     def _call_view(self, txn, e) -> dict:
@@ -589,11 +620,12 @@ class Store:
             time.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
 
         def work(txn):
-            if behind and self._behind(packed, at_us, txn):
-                return self._record_trace(txn, key, packed, at_us, pending=True)
-            return self._record_trace(txn, key, packed, at_us)
+            with self.read() as index_txn:   # a snapshot of the index: never waits for ingest
+                if behind and self._behind(packed, at_us, index_txn):
+                    return self._record_trace(txn, index_txn, key, packed, at_us, pending=True)
+                return self._record_trace(txn, index_txn, key, packed, at_us)
 
-        return self._result(self.write(work))
+        return self._result(self.ewrite(work))
 
     @staticmethod
     def _result(record: dict) -> TraceResult:
@@ -602,10 +634,10 @@ class Store:
                            timezones.format_utc(record["call"]["start_us"])
                            if record["call"] else None)
 
-    def _resolve(self, txn, key: bytes, at_us: int):
+    def _resolve(self, txn, index_txn, key: bytes, at_us: int):
         """The normal rules (R1-R5): (outcome, the call's view, its entry, earlier trace id)."""
         keep = self.config["keep"]
-        entries = self.last_calls_raw(key, txn)
+        entries = self.last_calls_raw(key, index_txn)
         before = entries[entries["start_us"] <= at_us]
         if len(before) == 0:
             if len(entries) >= keep:
@@ -621,7 +653,7 @@ class Store:
             original = txn.get(key + _CALL + _u64(int(e["call_id"])), db=self.db["by_line"])
             if original is not None:
                 outcome = Outcome.ALREADY_TRACED
-        return outcome, self._call_view(txn, e), e, original
+        return outcome, self._call_view(index_txn, e), e, original
 
     def _enrichment(self, txn, calling: int) -> dict | None:
         """R6: a served caller's directory entry, as it is now (snapshotted as evidence)."""
@@ -632,14 +664,14 @@ class Store:
         enrichment["directory_import"] = self._directory_import(txn)
         return enrichment
 
-    def _record_trace(self, txn, key: bytes, packed: int, at_us: int, pending: bool = False,
-                      number: int | None = None) -> dict:
+    def _record_trace(self, txn, index_txn, key: bytes, packed: int, at_us: int,
+                      pending: bool = False, number: int | None = None) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both."""
         if pending:
             outcome, call, e, original = Outcome.PENDING, None, None, None
         else:
-            outcome, call, e, original = self._resolve(txn, key, at_us)
+            outcome, call, e, original = self._resolve(txn, index_txn, key, at_us)
         cursor = txn.cursor(self.db["traces"])
         resolving = number is not None
         if not resolving:
@@ -735,37 +767,43 @@ class Store:
 
         def work(txn):
             done = []
-            for k, key in list(txn.cursor(self.db["pending"])):
-                at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
-                packed = int.from_bytes(key, "big")
-                if self._behind(packed, at_us, txn):
-                    continue
-                try:
-                    record = self._record_trace(txn, bytes(key), packed, at_us, number=number)
-                except TraceError as exc:   # the call was pushed out of the index meanwhile
-                    record = json.loads(txn.get(_u64(number), db=self.db["traces"]))
-                    record["error"] = str(exc)
-                    txn.put(_u64(number), json.dumps(record).encode(), db=self.db["traces"])
-                txn.delete(k, db=self.db["pending"])
-                done.append(record)
+            with self.read() as index_txn:
+                for k, key in list(txn.cursor(self.db["pending"])):
+                    at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
+                    packed = int.from_bytes(key, "big")
+                    if self._behind(packed, at_us, index_txn):
+                        continue
+                    done.append(self._resolve_one(txn, index_txn, k, bytes(key), packed, at_us,
+                                                  number))
             return done
-        return [self._result(r) for r in self.write(work)]
+        return [self._result(r) for r in self.ewrite(work)]
+
+    def _resolve_one(self, txn, index_txn, k, key, packed, at_us, number) -> dict:
+        """One pending trace, by the normal rules, in the evidence transaction."""
+        try:
+            record = self._record_trace(txn, index_txn, key, packed, at_us, number=number)
+        except TraceError as exc:   # the call was pushed out of the index meanwhile
+            record = json.loads(txn.get(_u64(number), db=self.db["traces"]))
+            record["error"] = str(exc)
+            txn.put(_u64(number), json.dumps(record).encode(), db=self.db["traces"])
+        txn.delete(k, db=self.db["pending"])
+        return record
 
     def trace_records(self, line: str | None = None, *, analyst: str) -> list[dict]:
         """Full trace records (numbers, enrichment): for the Call Identification Center.
         The read is audited under the analyst's identity."""
         actor = _identity(analyst, "reading trace records")
         records = self._trace_records(line)
-        self.write(lambda txn: self._audit(txn, actor, "read_trace_records", line=line,
+        self.ewrite(lambda txn: self._audit(txn, actor, "read_trace_records", line=line,
                                            traces=len(records)))
         return records
 
     def _has_pending(self) -> bool:
-        with self.read() as txn:
+        with self.eread() as txn:
             return txn.stat(self.db["pending"])["entries"] > 0
 
     def _trace_records(self, line: str | None = None) -> list[dict]:
-        with self.read() as txn:
+        with self.eread() as txn:
             if line is None:
                 return [json.loads(v) for _, v in txn.cursor(self.db["traces"])]
             prefix = index.line_key(self.line(line)) + _TRACE
