@@ -94,7 +94,14 @@ def test_consumes_every_record_exactly_once_with_offsets_in_the_store(cluster, t
     # topic from its start): the store's offsets win. (A new group also spares the test
     # the mock broker's 45 s wait for a departed member's session to expire.)
     produce(producer, "switch-a", [record(i) for i in range(600, 700)])
+    with store.read() as txn:      # as if a run had written a reject past its last commit
+        part = next(cdrtrace.store.json.loads(v) for k, v in txn.cursor(store.db["sources"])
+                    if k.startswith(b"position:kafka:"))
+    with open(store.path / "rejects.jsonl", "a") as f:
+        f.write(cdrtrace.store.json.dumps({"source": "crashed", "source_id": part["source"],
+                                           "record": part["record"] + 1}) + "\n")
     again = kafka.consume(store, url.replace("cdrtrace", "cdrtrace-2"), options=ONCE)
+    assert [x for x in open(store.path / "rejects.jsonl") if "crashed" in x] == []
     assert again.records == 100
     assert store.stats()["feeds"][0]["records"] == 701
     assert kafka.consume(store, url.replace("cdrtrace", "cdrtrace-3"), options=ONCE).records == 0

@@ -52,6 +52,7 @@ class _Partition:
         if saved:
             self.source, self.next = saved["source"], saved["offset"]
             record = saved["record"]
+            live.rejects.forget(self.source, record)   # read again from the store's offset
         else:
             self.source = store.register_source(name, None, None, live.form.name)
             self.next, record = None, 0
