@@ -368,3 +368,14 @@ def test_cli_follow_stops_cleanly_on_sigterm_and_trace_waits(tmp_path):
     assert not store.live_feeds()
     assert store.status("7205550100").traces[0]["outcome"] == "success"
     store.close()
+
+
+def test_a_live_ingest_says_it_does_not_archive(tmp_path, caplog):
+    s = cdrtrace.open(tmp_path / "store", create=True, archive_dir=str(tmp_path / "archive"))
+    path = tmp_path / "Master.csv"
+    append(path, record(1))
+    with caplog.at_level(logging.WARNING, logger="cdrtrace.stream"):
+        stream.follow(s, str(path), options=StreamOptions(idle_exit_s=0.05, poll_ms=2))
+    assert any("not archived" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "archive").exists()
+    s.close()

@@ -105,6 +105,9 @@ class LiveFeed:
         self.checkpoint = None      # checkpoint(txn, offset, record): the source's position
         self.pending = _Pending(store)
         self.pending.feed = feed_id
+        if cfg.get("archive_dir"):
+            log.warning("%s: the call archive (%s) is written by batch ingest only; calls from "
+                        "live sources are indexed but not archived", label, cfg["archive_dir"])
         self.first_waiting = None   # monotonic time the oldest uncommitted record arrived
         self.last_commit = 0.0
         self.idle_seen_us = None    # wall time the source was last seen idle at its end
