@@ -379,3 +379,45 @@ def test_a_live_ingest_says_it_does_not_archive(tmp_path, caplog):
     assert any("not archived" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "archive").exists()
     s.close()
+
+
+READ_ONLY_TRACE = """
+import sys, time, cdrtrace
+started = time.monotonic()
+store = cdrtrace.open(sys.argv[1], readonly_index=True)   # as `cdrtrace trace` opens it
+result = store.trace("7205550100", at=sys.argv[2])
+status = store.status("7205550100").traces[0]["outcome"]
+try:
+    store.register_source("x", None)
+    ingest = "allowed"
+except Exception as exc:
+    ingest = type(exc).__name__
+print(result.outcome.value, status, ingest, round(time.monotonic() - started, 2))
+"""
+
+
+def test_a_read_only_index_opens_and_traces_while_an_ingest_holds_the_writer(store, ingest_records):
+    import subprocess
+    import sys
+
+    ingest_records(record(1, start=stamp(-60), dst="7205550100"))
+    held, release = threading.Event(), threading.Event()
+
+    def long_ingest_transaction():
+        with store.env.begin(write=True):      # an ingest's long write transaction
+            held.set()
+            release.wait(30)
+    writer = threading.Thread(target=long_ingest_transaction)
+    writer.start()
+    held.wait(WAIT)
+    try:
+        out = subprocess.run([sys.executable, "-c", READ_ONLY_TRACE, str(store.path), stamp(0)],
+                             capture_output=True, text=True, timeout=20)
+        assert not release.is_set()                          # the writer held it throughout
+    finally:
+        release.set()
+        writer.join(WAIT)
+    outcome, status, ingest, seconds = out.stdout.split()
+    assert (outcome, status) == ("success", "success"), out.stderr
+    assert ingest == "ReadonlyError"                         # such a store cannot ingest
+    assert float(seconds) < 5                                # it did not wait for the writer

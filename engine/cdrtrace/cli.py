@@ -17,13 +17,16 @@ EXIT_FAILURE = 2
 _OPENED: list = []   # stores a command opened; main() closes them
 
 
-def _store(args, create=False):
+def _store(args, create=False, readonly_index=False):
+    """The store; readonly_index for commands that only read the index (trace, status,
+    last-calls, stats): they open it without a write transaction, never waiting for an
+    ingest's commit."""
     from .store import Store
 
     path = args.db or os.environ.get("CDRTRACE_DB")
     if not path:
         raise CdrTraceError("no store given: use --db PATH or set CDRTRACE_DB")
-    store = Store(path, create=create)
+    store = Store(path, create=create, readonly_index=readonly_index)
     _OPENED.append(store)
     return store
 
@@ -127,14 +130,14 @@ def _stream(args, store, fmt, feed):
 
 
 def cmd_trace(args):
-    result = _store(args).trace(args.line, at=args.at, wait=args.wait)
+    result = _store(args, readonly_index=True).trace(args.line, at=args.at, wait=args.wait)
     _emit(args, result.to_dict(),
           f"{result.trace_id}  {result.outcome.value}  [{result.announcement_id}] "
           f"{result.announcement}")
 
 
 def cmd_status(args):
-    status = _store(args).status(args.line)
+    status = _store(args, readonly_index=True).status(args.line)
     lines = [f"line {status.line}: {len(status.traces)} trace(s)"]
     for t in status.traces:
         lines.append(f"  {t['trace_id']}  activated {t['activated_at']}  "
@@ -146,14 +149,14 @@ def cmd_status(args):
 
 
 def cmd_last_calls(args):
-    calls = _store(args).last_calls(args.line, analyst=args.analyst)
+    calls = _store(args, readonly_index=True).last_calls(args.line, analyst=args.analyst)
     rows = [f"{c['start']}  {c['calling'] or '(none)':>16}  {c['presentation']:<11} "
             f"{c['disposition']:<10} {c['indexed_as']}" for c in calls]
     _emit(args, calls, "\n".join(rows) or "no calls held for this line")
 
 
 def cmd_stats(args):
-    stats = _store(args).stats()
+    stats = _store(args, readonly_index=True).stats()
     lines = [f"{f['feed']:<20} {'live' if f['live'] else 'idle'}  records {f['records']:,}  "
              f"records/s {f['records_per_second'] if f['records_per_second'] is not None else '-'}  "
              f"rejected {f['rejected']:,}  "

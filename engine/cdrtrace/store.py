@@ -52,15 +52,19 @@ def _u64(value: int) -> bytes:
     return int(value).to_bytes(8, "big")
 
 
-def open(path: str | os.PathLike, create: bool = False, **settings) -> Store:  # noqa: A001
-    """Open the store at path (a directory); create it if asked. settings apply at creation."""
-    return Store(path, create=create, **settings)
+def open(path: str | os.PathLike, create: bool = False, readonly_index: bool = False,  # noqa: A001
+         **settings) -> Store:
+    """Open the store at path (a directory); create it if asked. settings apply at creation.
+    readonly_index: for processes that only trace and read (they never wait for ingest);
+    such a store cannot ingest."""
+    return Store(path, create=create, readonly_index=readonly_index, **settings)
 
 
 class Store:
     """A cdrtrace store. Safe to share between threads of one process."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = False, **settings):
+    def __init__(self, path: str | os.PathLike, create: bool = False,
+                 readonly_index: bool = False, **settings):
         self.path = Path(path)
         unknown = set(settings) - set(DEFAULTS)
         if unknown:
@@ -74,10 +78,47 @@ class Store:
             # No writemap: its commit syncs the whole map, which costs a durable trace
             # ~150 us at p50, and LMDB forbids mixing it between processes.
             self.env = lmdb.open(str(self.path), max_dbs=len(_INDEX_DBS) + 3,
-                                 map_size=INITIAL_MAP_SIZE, subdir=True, create=create)
+                                 map_size=INITIAL_MAP_SIZE, subdir=True, create=create,
+                                 readonly=readonly_index and not create)
         except lmdb.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         self.eenv = None
+        if readonly_index and not create:
+            # trace and status only read the index: opening it read-only needs no write
+            # transaction, so it never waits for an ingest's commit
+            try:
+                self.db = {name: self.env.open_db(name.encode(), create=False)
+                           for name in ("meta", *_INDEX_DBS)}
+            except lmdb.NotFoundError:
+                self.env.close()
+                raise StoreError(f"{self.path} is not a cdrtrace store of format "
+                                 f"{FORMAT_VERSION}") from None
+            with self.env.begin() as txn:
+                version = txn.get(b"version", db=self.db["meta"])
+                config = txn.get(b"config", db=self.db["meta"])
+            if version is None or int(version) != FORMAT_VERSION:
+                self.env.close()
+                raise StoreError(f"{self.path} has store format "
+                                 f"{int(version) if version else 'unknown'}; this cdrtrace reads "
+                                 f"format {FORMAT_VERSION}")
+            self.config = {**DEFAULTS, **json.loads(config)}
+        else:
+            self._open_index(create, settings)
+        self._index_db = self.db["index"]
+        try:
+            self.eenv = lmdb.open(str(self.path / "evidence"), max_dbs=len(_EVIDENCE_DBS) + 2,
+                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=True)
+        except lmdb.Error as exc:
+            self.env.close()
+            raise StoreError(f"cannot open the evidence of store {self.path}: {exc}") from None
+        with self.eenv.begin(write=True) as txn:
+            for name in _EVIDENCE_DBS:
+                self.db[name] = self.eenv.open_db(name.encode(), txn=txn, create=True)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _open_index(self, create: bool, settings: dict) -> None:
+        """Open (or create) the index environment's sub-databases in a write transaction."""
         with self.env.begin(write=True) as txn:
             try:
                 meta_db = self.env.open_db(b"meta", txn=txn, create=create)
@@ -102,18 +143,6 @@ class Store:
                 raise StoreError(f"{self.path} has store format {int(version)}; "
                                  f"this cdrtrace reads format {FORMAT_VERSION}")
             self.config = {**DEFAULTS, **json.loads(txn.get(b"config", db=meta))}
-        self._index_db = self.db["index"]
-        try:
-            self.eenv = lmdb.open(str(self.path / "evidence"), max_dbs=len(_EVIDENCE_DBS) + 2,
-                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=True)
-        except lmdb.Error as exc:
-            self.env.close()
-            raise StoreError(f"cannot open the evidence of store {self.path}: {exc}") from None
-        with self.eenv.begin(write=True) as txn:
-            for name in _EVIDENCE_DBS:
-                self.db[name] = self.eenv.open_db(name.encode(), txn=txn, create=True)
-
-    # ------------------------------------------------------------ plumbing
 
     def close(self) -> None:
         if self.eenv is not None:
