@@ -16,6 +16,7 @@ from test_formats import projection
 
 import cdrtrace
 from cdrtrace import sources, synth
+from cdrtrace.trace import Outcome
 
 INGEST = """
 import sys, cdrtrace
@@ -81,6 +82,23 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     archived = duckdb.sql(f"SELECT count(*), count(DISTINCT record) FROM "
                           f"read_parquet('{archive}/day=*/*.parquet')").fetchall()[0]
     assert archived == (len(rows) - len(bad), len(rows) - len(bad))
+    # and trace results: the same lines traced at the same moments answer alike
+    lines = [f"+1{n}" for n in sorted(set(columns["line"].tolist()))[:150]]
+    moments = ["2026-03-02T09:00:00Z", "2026-03-02T18:30:00Z", "2026-03-03T00:00:00Z"]
+    answers = {}
+
+    def answer(target, line, at):
+        try:
+            result = target.trace(line, at=at)
+            return result.outcome, result.call_time
+        except cdrtrace.TraceError:        # older than the calls held: refused alike
+            return "refused", None
+    for name, target in (("killed", store), ("whole", None)):
+        target = target or cdrtrace.open(tmp_path / "whole")
+        answers[name] = [answer(target, line, at) for line in lines for at in moments]
+        target.close()
+    assert answers["killed"] == answers["whole"]
+    assert {o for o, _ in answers["whole"]} >= {Outcome.SUCCESS, Outcome.ALREADY_TRACED}
 
 
 READER = """
