@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import index, timezones
+from . import index
 from .errors import SourceError
 from .formats import CallBatch, Format
 from .ingest import _Pending
@@ -208,13 +208,11 @@ class LiveFeed:
         if not force and now - self.last_log < self.options.log_every_s:
             return
         rate = (self.summary.records - self.logged_records) / max(now - self.last_log, 1e-9)
-        feed = next((f for f in self.store.stats()["feeds"] if f["feed_id"] == self.feed_id), None)
-        mark = timezones.parse_instant(feed["watermark"], "UTC") if feed and feed["watermark"] else None
+        feed = next((f for f in self.store.stats()["feeds"] if f["feed_id"] == self.feed_id), {})
         log.info("%s: %d records (%.0f/s), %d rejected, %d commits, watermark %s (lag %s s), "
                  "%d pending traces resolved", self.label, self.summary.records, rate,
-                 self.summary.rejected, self.summary.commits,
-                 timezones.format_utc(mark) if mark else "-",
-                 f"{(time.time_ns() // 1000 - mark) / 1e6:.1f}" if mark else "-",
+                 self.summary.rejected, self.summary.commits, feed.get("watermark") or "-",
+                 "-" if feed.get("lag_seconds") is None else feed["lag_seconds"],
                  self.summary.resolved)
         self.last_log, self.logged_records = now, self.summary.records
 
