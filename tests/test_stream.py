@@ -421,3 +421,13 @@ def test_a_read_only_index_opens_and_traces_while_an_ingest_holds_the_writer(sto
     assert (outcome, status) == ("success", "success"), out.stderr
     assert ingest == "ReadonlyError"                         # such a store cannot ingest
     assert float(seconds) < 5                                # it did not wait for the writer
+
+
+def test_purging_a_pending_trace_leaves_nothing_to_resolve(store, ingest_records):
+    ingest_records(record(1, start=stamp(-60), dst="7205550100"))
+    store.write(lambda txn: store.heartbeat(txn, 7, idle_seen_us=None, delay_us=0))  # live, behind
+    assert store.trace("7205550100", at=stamp(0)).outcome is Outcome.PENDING
+    future = (time.time_ns() // 1000) + 400 * 86400 * 10**6
+    assert store.purge(operator="ops", now_us=future)["traces"] == 1
+    assert not store._has_pending()
+    assert store.status("7205550100").traces == ()

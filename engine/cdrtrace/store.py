@@ -471,6 +471,9 @@ class Store:
                     if (key[8:9] == _TRACE and key[9:] in removed) or (
                             key[8:9] == _CALL and value in ids):
                         txn.delete(key, db=self.db["by_line"])
+                for key, _ in list(txn.cursor(self.db["pending"])):   # never resolved
+                    if key[8:] in removed:
+                        txn.delete(key, db=self.db["pending"])
             archive_days = 0
             if self.config["archive_dir"]:
                 keep_days = self.config["archive_retention_days"]
