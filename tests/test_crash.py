@@ -163,8 +163,10 @@ def test_sigkill_a_follower_while_the_switch_writes_and_rotates(tmp_path):
     path = tmp_path / "Master.csv"
     db = tmp_path / "killed"
     cdrtrace.open(db, create=True).close()
+    archive = tmp_path / "archive"
     follow = [sys.executable, "-m", "cdrtrace.cli", "ingest", "--follow", str(path), "--db", str(db),
-              "--batch-records", "2000", "--batch-ms", "5", "--log-every", "3600"]
+              "--batch-records", "2000", "--batch-ms", "5", "--log-every", "3600",
+              "--archive", str(archive), "--archive-every", "0.3"]
     rng = random.Random(11)
     step = 1 << 20
     for gen, half in enumerate(halves):
@@ -192,5 +194,9 @@ def test_sigkill_a_follower_while_the_switch_writes_and_rotates(tmp_path):
     assert projection(store) == projection(whole)
     (feed,) = store.stats()["feeds"]
     assert feed["records"] == len(columns["line"]) and feed["rejected"] == 0
+    archived = duckdb.sql(  # a source's files are named source-SSSSSS-NNNNN
+        f"SELECT count(*), count(DISTINCT (regexp_extract(filename, 'source-(\\d+)', 1), record)) "
+        f"FROM read_parquet('{archive}/day=*/*.parquet', filename = true)").fetchall()[0]
+    assert archived == (len(columns["line"]), len(columns["line"]))   # each call once
     store.close()
     whole.close()

@@ -107,7 +107,8 @@ def _stream(args, store, fmt, feed):
     options = stream.StreamOptions(
         batch_records=args.batch_records, batch_ms=args.batch_ms,
         cdr_delay_s=args.cdr_delay,
-        log_every_s=args.log_every, idle_exit_s=args.until_idle)
+        log_every_s=args.log_every, idle_exit_s=args.until_idle,
+        archive_every_s=args.archive_every)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s cdrtrace %(message)s")
     stop = threading.Event()
@@ -118,11 +119,14 @@ def _stream(args, store, fmt, feed):
     if feed is not None and args.format is None:
         common["fmt"] = feed.format
     if kafka.is_kafka(name):
+        if args.archive:
+            raise CdrTraceError("--archive: calls from Kafka are not archived (followed files "
+                                "and batch ingest are)")
         summary = kafka.consume(store, name, **common)
     elif name == "-":
-        summary = stream.stream_stdin(store, **common)
+        summary = stream.stream_stdin(store, **common, archive=args.archive)
     else:
-        summary = stream.follow(store, name, **common)
+        summary = stream.follow(store, name, **common, archive=args.archive)
     _emit(args, summary.to_dict(),
           f"records {summary.records:,}  indexed {summary.indexed:,}  rejected {summary.rejected:,}  "
           f"commits {summary.commits:,}  pending traces resolved {summary.resolved:,}  "
@@ -345,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="one log line per interval (default 10)")
     live.add_argument("--until-idle", type=float, metavar="SECONDS",
                       help="stop once the source has had nothing new for SECONDS")
+    live.add_argument("--archive-every", type=float, default=60.0, metavar="SECONDS",
+                      help="with an archive: write its Parquet files at most this often "
+                      "(default 60)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("trace", parents=[common], help="*57: trace the last call to LINE")

@@ -74,7 +74,11 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
     options = options or StreamOptions()
     stop = stop or threading.Event()
     live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
-                    rejects_path=rejects_path, label=f"kafka {','.join(topics)}")
+                    rejects_path=rejects_path, label=f"kafka {','.join(topics)}", archive=False)
+    if store.config.get("archive_dir"):
+        log.warning("kafka %s: calls from Kafka are indexed but not written to the call "
+                    "archive (%s); followed files and batch ingest are archived", url,
+                    store.config["archive_dir"])
     partitions: dict[tuple[str, int], _Partition] = {}
 
     def key_of(topic: str, partition: int) -> bytes:

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from . import index
+from .archive import FLUSH_ROWS, ArchiveWriter
 from .errors import SourceError
 from .formats import CallBatch, Format
 from .ingest import _Pending
@@ -43,6 +44,8 @@ class StreamOptions:
                                       # feed's cdr_delay_seconds, else DEFAULT_CDR_DELAY)
     log_every_s: float = 10.0       # one log line per interval, never per record
     idle_exit_s: float | None = None  # stop once the source has been idle this long
+    archive_every_s: float = 60.0   # write the call archive at most this often (or per
+                                    # FLUSH_ROWS calls): Parquet files, not one per batch
     chunk_bytes: int = 4 << 20
 
     def __post_init__(self):
@@ -78,7 +81,8 @@ class LiveFeed:
 
     def __init__(self, store, fmt: str | Format = "asterisk", zone: str | None = None,
                  country_code: int | None = None, feed=None, feed_id: int = 0,
-                 options: StreamOptions | None = None, rejects_path=None, label: str = "stream"):
+                 options: StreamOptions | None = None, rejects_path=None, label: str = "stream",
+                 archive=None):
         cfg = store.config
         if feed is not None:
             fmt, zone = feed.format, zone or feed.zone
@@ -105,9 +109,12 @@ class LiveFeed:
         self.checkpoint = None      # checkpoint(txn, offset, record): the source's position
         self.pending = _Pending(store)
         self.pending.feed = feed_id
-        if cfg.get("archive_dir"):
-            log.warning("%s: the call archive (%s) is written by batch ingest only; calls from "
-                        "live sources are indexed but not archived", label, cfg["archive_dir"])
+        # the call archive: archive=False turns it off (a source that cannot archive)
+        self.archive_root = None if archive is False else (archive or cfg.get("archive_dir"))
+        self.archiver = None
+        self.archive_mark = None    # {offset, record, files}: the archive is complete to here
+        self.archived_at = time.monotonic()
+        self.skip_until = -1        # records up to this number are archived, not indexed
         self.first_waiting = None   # monotonic time the oldest uncommitted record arrived
         self.last_commit = 0.0
         self.idle_seen_us = None    # wall time the source was last seen idle at its end
@@ -119,9 +126,24 @@ class LiveFeed:
     # ---------------------------------------------------------------- sources
 
     def start_source(self, name: str, source: int, header=None, offset: int = 0,
-                     record: int = 0, checkpoint=None) -> None:
-        """Parse a new source (a file generation, a pipe, a partition) from offset."""
+                     record: int = 0, checkpoint=None, archive_files: int = 0,
+                     skip_until: int = -1, index_offset: int = 0) -> None:
+        """Parse a new source (a file generation, a pipe, a partition) from offset.
+
+        With an archive, a restart reads again from where the archive was last complete
+        (offset, record): records up to skip_until are already indexed, so they are only
+        archived. archive_files: the source's archive files written by then; later ones
+        came from an interrupted run and are removed."""
         self.use(name, source, self.new_parser(header, offset, record), checkpoint)
+        self.skip_until = skip_until
+        # the position commits never move back: while records are read again for the
+        # archive, the committed index position stays where it was
+        self.pending.position = (index_offset, skip_until) if skip_until >= 0 else (offset, record)
+        if self.archive_root:
+            self.archiver = ArchiveWriter(self.archive_root, source, archive_files)
+            self.archiver.prune()
+            self.archive_mark = {"offset": offset, "record": record, "files": archive_files}
+            self.archived_at = time.monotonic()
 
     def new_parser(self, header=None, offset: int = 0, record: int = 0):
         return make_parser(self.form, self.zone, self.country_code, self.feed_id, self.min_ring,
@@ -137,6 +159,14 @@ class LiveFeed:
         (Kafka message offsets)."""
         columns, bad, consumed = self.parser.feed(buffer, final)
         batch = CallBatch(columns, self.source)
+        if self.archiver is not None:
+            self.archiver.add(batch)
+        if self.skip_until >= 0:           # read again for the archive: indexed already
+            fresh = columns["record"] > self.skip_until
+            if not fresh.all():
+                columns = {k: v[fresh] for k, v in columns.items()}
+                batch = CallBatch(columns, self.source)
+            bad = [b for b in bad if b[0] > self.skip_until]
         if offsets is not None:
             if len(batch):
                 columns["offset"] = offsets(columns["offset"])
@@ -145,7 +175,8 @@ class LiveFeed:
                 bad = [(r, int(o), reason, raw) for (r, _, reason, raw), o in zip(bad, where, strict=True)]
         if len(batch):
             self.pending.add(*index.entries_for_batch(batch, self.source, self.served))
-        self.pending.position = (self.parser.offset, self.parser.record)
+        if self.parser.record >= self.pending.position[1]:
+            self.pending.position = (self.parser.offset, self.parser.record)
         self.pending.note(batch, len(bad))
         self.rejects.write(self.name, bad, self.source)
         got = len(batch) + len(bad)
@@ -179,15 +210,34 @@ class LiveFeed:
         """The source delivered something: it is not idle."""
         self.idle_since = None
 
+    def archive_due(self) -> bool:
+        return self.archiver is not None and (
+            sum(self.archiver.rows.values()) >= FLUSH_ROWS
+            or time.monotonic() - self.archived_at >= self.options.archive_every_s)
+
+    def flush_archive(self) -> None:
+        """Write the archive's pending calls: it is complete up to the parser's position."""
+        if self.archiver is None:
+            return
+        self.archiver.flush()
+        self.archive_mark = {"offset": self.parser.offset, "record": self.parser.record,
+                             "files": self.archiver.files}
+        self.archived_at = time.monotonic()
+
     def commit(self, detach: bool = False, extra=None) -> None:
         """One write transaction: the waiting records, the feed's counters, the source's
-        position (extra(txn) for a source that keeps its own), the heartbeat."""
+        position (extra(txn) for a source that keeps its own), the heartbeat. The archive
+        is written first when due (always on detach), and where it is complete commits
+        with the position."""
+        if detach or self.archive_due():
+            self.flush_archive()
         store, position, checkpoint = self.store, self.pending.position, self.checkpoint
+        mark = dict(self.archive_mark) if self.archive_mark else None
         self.rejects.flush()              # durable before the commit that covers them
 
         def finish(txn):
             if checkpoint is not None:
-                checkpoint(txn, offset=position[0], record=position[1])
+                checkpoint(txn, offset=position[0], record=position[1], archive=mark)
             if extra is not None:
                 extra(txn)
             if detach:
@@ -257,17 +307,24 @@ class _Generation:
     """One open generation of a followed file (one inode), read from offset on."""
 
     def __init__(self, live: LiveFeed, label: str, handle, offset: int, source: int,
-                 record: int, header, key: bytes):
+                 record: int, header, key: bytes, saved: dict | None = None):
         self.handle = handle
         self.id = _file_id(os.fstat(handle.fileno()))
         self.reader = ChunkReader(handle, live.options.chunk_bytes)
         self.read_to = offset                         # bytes of the file read so far
         store = live.store
 
-        def checkpoint(txn, offset, record, dev=self.id[0], ino=self.id[1]):
+        def checkpoint(txn, offset, record, archive=None, dev=self.id[0], ino=self.id[1]):
             store.save_position(txn, key, source=source, offset=offset, record=record,
-                                dev=dev, ino=ino)
-        live.start_source(label, source, header, offset, record, checkpoint)
+                                dev=dev, ino=ino, archive=archive)
+        mark = (saved or {}).get("archive") if live.archive_root else None
+        if mark:      # read again from where the archive was complete; index from record on
+            live.start_source(label, source, header, mark["offset"], mark["record"], checkpoint,
+                              archive_files=mark["files"], skip_until=record, index_offset=offset)
+            handle.seek(mark["offset"])
+            self.read_to = mark["offset"]
+        else:
+            live.start_source(label, source, header, offset, record, checkpoint)
 
     def pump(self, live: LiveFeed, final: bool = False) -> int:
         """Read what the file has now and parse it; returns bytes read."""
@@ -281,7 +338,7 @@ class _Generation:
 
 def follow(store, path: str, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
            feed=None, options: StreamOptions | None = None, stop: threading.Event | None = None,
-           rejects_path=None) -> StreamSummary:
+           rejects_path=None, archive=None) -> StreamSummary:
     """Follow a CDR file as the switch appends to it, until stop is set (or the file has
     been idle options.idle_exit_s). Records split across writes wait for their end; a
     partial last line waits until the switch completes it. Rotation (the file renamed and
@@ -292,7 +349,7 @@ def follow(store, path: str, fmt: str | Format = "asterisk", *, zone=None, count
     options = options or StreamOptions()
     stop = stop or threading.Event()
     live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
-                    rejects_path=rejects_path, label=f"follow {path}")
+                    rejects_path=rejects_path, label=f"follow {path}", archive=archive)
     key = b"follow:" + os.path.abspath(path).encode()
     with store.writer(f"follow {path}"):
         saved = store.position(key)
@@ -324,6 +381,7 @@ def follow(store, path: str, fmt: str | Format = "asterisk", *, zone=None, count
                         while generation.pump(live):
                             pass
                     generation.pump(live, final=True)         # its partial last line, if any
+                    live.flush_archive()                      # the generation's calls, all
                     live.commit(extra=lambda txn: store.clear_position(txn, key))
                     generation.handle.close()
                     generation = None
@@ -388,14 +446,15 @@ def _open_generation(live: LiveFeed, path: str, key: bytes, saved: dict | None):
         label = f"{path} (inode {st.st_ino})"
         source = live.store.register_source(label, None, None, live.form.name)
     handle.seek(offset)
-    return _Generation(live, label, handle, offset, source, record, header, key)
+    return _Generation(live, label, handle, offset, source, record, header, key, saved)
 
 
 # -------------------------------------------------------------------- stdin
 
 def stream_stdin(store, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
                  feed=None, options: StreamOptions | None = None,
-                 stop: threading.Event | None = None, stream=None, rejects_path=None) -> StreamSummary:
+                 stop: threading.Event | None = None, stream=None, rejects_path=None,
+                 archive=None) -> StreamSummary:
     """Ingest a pipe as it flows: records are committed (visible to trace) in micro-batches
     while the pipe is still open. A pipe cannot be re-read, so a crash loses what was
     read and not committed; use follow or Kafka where exactly-once matters."""
@@ -403,7 +462,7 @@ def stream_stdin(store, fmt: str | Format = "asterisk", *, zone=None, country_co
     stop = stop or threading.Event()
     raw = stream if stream is not None else sys.stdin.buffer.raw
     live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
-                    rejects_path=rejects_path, label="stdin")
+                    rejects_path=rejects_path, label="stdin", archive=archive)
     with store.writer("stream stdin"):
         reader = ChunkReader(raw, options.chunk_bytes)
         header_pending = bool(live.form.header_lines)
