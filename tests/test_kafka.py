@@ -138,3 +138,28 @@ def test_records_are_visible_while_consuming(cluster, tmp_path):
 def test_bad_kafka_urls_are_clear_errors(store, url, message):
     with pytest.raises(SourceError, match=message):
         kafka.consume(store, url)
+
+
+def test_kafka_archives_every_call_once_across_restarts(cluster, tmp_path, monkeypatch):
+    from test_stream import archived
+
+    address, producer = cluster
+    records = [record(i) for i in range(300)]
+    produce(producer, "switch-c", records[:100])
+    store = cdrtrace.open(tmp_path / "store", create=True, archive_dir=str(tmp_path / "archive"))
+    url = f"kafka://{address}/switch-c?group=arch-1"
+    assert kafka.consume(store, url, options=ONCE).records == 100
+    assert archived(tmp_path / "archive") == (100, 100)
+    # a run killed before it wrote its archive: the next one reads those calls again for
+    # the archive from the store's archive mark, and indexes none of them twice
+    produce(producer, "switch-c", records[100:200])
+    with monkeypatch.context() as m:
+        m.setattr(kafka._KafkaFeed, "flush_archive", lambda self: None)
+        assert kafka.consume(store, url.replace("arch-1", "arch-2"), options=ONCE).records == 100
+    assert archived(tmp_path / "archive") == (100, 100)
+    produce(producer, "switch-c", records[200:])
+    again = kafka.consume(store, url.replace("arch-1", "arch-3"), options=ONCE)
+    assert again.records == 100                            # only the new ones are indexed
+    assert archived(tmp_path / "archive") == (300, 300)   # every call archived once
+    assert store.stats()["feeds"][0]["records"] == 300
+    store.close()

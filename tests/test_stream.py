@@ -371,10 +371,12 @@ def test_cli_follow_stops_cleanly_on_sigterm_and_trace_waits(tmp_path):
 
 
 def archived(root) -> tuple[int, int]:
+    """(calls archived, distinct (source, record)): equal when each call is there once."""
     import duckdb
 
-    return duckdb.sql(f"SELECT count(*), count(DISTINCT record) FROM "
-                      f"read_parquet('{root}/day=*/*.parquet')").fetchall()[0]
+    return duckdb.sql(  # a source's files are named source-SSSSSS-NNNNN
+        f"SELECT count(*), count(DISTINCT (regexp_extract(filename, 'source-(\\d+)', 1), record)) "
+        f"FROM read_parquet('{root}/day=*/*.parquet', filename = true)").fetchall()[0]
 
 
 def test_follow_archives_every_call_once_across_restarts(tmp_path):

@@ -119,10 +119,7 @@ def _stream(args, store, fmt, feed):
     if feed is not None and args.format is None:
         common["fmt"] = feed.format
     if kafka.is_kafka(name):
-        if args.archive:
-            raise CdrTraceError("--archive: calls from Kafka are not archived (followed files "
-                                "and batch ingest are)")
-        summary = kafka.consume(store, name, **common)
+        summary = kafka.consume(store, name, **common, archive=args.archive)
     elif name == "-":
         summary = stream.stream_stdin(store, **common, archive=args.archive)
     else:

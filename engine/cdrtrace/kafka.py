@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import urllib.parse
 
 import numpy as np
 
+from .archive import FLUSH_ROWS, ArchiveWriter
 from .errors import SourceError
 from .formats import Format
 from .stream import LiveFeed, StreamOptions, StreamSummary
@@ -46,26 +48,64 @@ def parse_url(url: str) -> tuple[str, list[str], str, dict]:
 
 class _Partition:
     """One assigned partition: its parser (records numbered on per partition), its source
-    id, and the next offset to read."""
+    id, the next offset to read, and its archive (files, and where it is complete)."""
 
     def __init__(self, live: LiveFeed, store, key: bytes, name: str, saved: dict | None):
+        mark = (saved or {}).get("archive") if live.archive_root else None
+        self.start = None               # where to seek on assignment
+        self.skip_until = -1            # records up to this are archived, not indexed again
         if saved:
             self.source, self.next = saved["source"], saved["offset"]
             record = saved["record"]
             live.rejects.forget(self.source, record)   # read again from the store's offset
+            self.start = saved["offset"]
+            if mark and mark["offset"] is not None:     # read again for the archive
+                self.start, self.skip_until, record = mark["offset"], record, mark["record"]
         else:
             self.source = store.register_source(name, None, None, live.form.name)
             self.next, record = None, 0
         self.key, self.name = key, name
         self.parser = live.new_parser(None, 0, record)
         self.dirty = False
+        self.archiver, self.mark = None, mark
+        if live.archive_root:
+            self.archiver = ArchiveWriter(live.archive_root, self.source,
+                                          mark["files"] if mark else 0)
+            self.archiver.prune()
+
+
+class _KafkaFeed(LiveFeed):
+    """A live feed of interleaved partitions: each keeps its own archive, written (when
+    due) for all of them at once, and where each is complete commits with its offset."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.partitions: dict[tuple[str, int], _Partition] = {}
+
+    def archive_due(self) -> bool:
+        archivers = [p.archiver for p in self.partitions.values() if p.archiver is not None]
+        return bool(archivers) and (
+            sum(sum(a.rows.values()) for a in archivers) >= FLUSH_ROWS
+            or time.monotonic() - self.archived_at >= self.options.archive_every_s)
+
+    def flush_archive(self) -> None:
+        for part in self.partitions.values():
+            if part.archiver is None or part.next is None:
+                continue
+            part.archiver.flush()
+            mark = {"offset": part.next, "record": part.parser.record,
+                    "files": part.archiver.files}
+            if mark != part.mark:
+                part.mark, part.dirty = mark, True
+        self.archived_at = time.monotonic()
 
 
 def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
             feed=None, options: StreamOptions | None = None, stop: threading.Event | None = None,
-            rejects_path=None, settings: dict | None = None) -> StreamSummary:
+            rejects_path=None, settings: dict | None = None, archive=None) -> StreamSummary:
     """Consume CDRs from Kafka into the store until stop is set (or the topic has been
-    idle options.idle_exit_s)."""
+    idle options.idle_exit_s). With an archive (archive or the store's archive_dir), each
+    partition's calls are archived exactly once, as for a followed file."""
     try:
         from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
     except ImportError:   # pragma: no cover - a dependency; a broken install says so
@@ -73,13 +113,9 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
     brokers, topics, group, extra = parse_url(url)
     options = options or StreamOptions()
     stop = stop or threading.Event()
-    live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
-                    rejects_path=rejects_path, label=f"kafka {','.join(topics)}", archive=False)
-    if store.config.get("archive_dir"):
-        log.warning("kafka %s: calls from Kafka are indexed but not written to the call "
-                    "archive (%s); followed files and batch ingest are archived", url,
-                    store.config["archive_dir"])
-    partitions: dict[tuple[str, int], _Partition] = {}
+    live = _KafkaFeed(store, fmt, zone, country_code, feed, options=options,
+                      rejects_path=rejects_path, label=f"kafka {','.join(topics)}", archive=archive)
+    partitions = live.partitions
 
     def key_of(topic: str, partition: int) -> bytes:
         # the store's own record of what it holds, per topic partition: another group
@@ -90,7 +126,8 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
         for part in partitions.values():
             if part.dirty:
                 store.save_position(txn, part.key, source=part.source, offset=part.next,
-                                    record=part.parser.record)
+                                    record=max(part.parser.record, part.skip_until),
+                                    archive=part.mark)
 
     def commit(detach=False, wait=False):
         live.commit(detach=detach, extra=save_offsets)
@@ -109,8 +146,8 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
             part = _Partition(live, store, key, f"kafka://{brokers}/{tp.topic}[{tp.partition}]",
                               store.position(key))
             partitions[(tp.topic, tp.partition)] = part
-            if part.next is not None:
-                tp.offset = part.next          # the store's offset, not the group's
+            if part.start is not None:
+                tp.offset = part.start         # the store's offset, not the group's
         c.assign(assigned)
 
     def on_revoke(c, revoked):
@@ -176,9 +213,11 @@ def _feed_messages(live: LiveFeed, partitions: dict, messages) -> None:
         base = part.parser.offset
         starts = base + np.concatenate(([0], np.cumsum(sizes)[:-1]))
         offsets = np.fromiter((m.offset() for m in group), np.int64, len(group))
-        live.use(part.name, part.source, part.parser)
+        live.use(part.name, part.source, part.parser, archiver=part.archiver,
+                 skip_until=part.skip_until)
         live.feed(b"".join(payloads), final=True,
                   offsets=lambda byte_offsets, s=starts, o=offsets:
                   o[np.searchsorted(s, byte_offsets, side="right") - 1])
-        part.next = int(offsets[-1]) + 1
+        # read again for the archive: the committed offset never moves back
+        part.next = max(part.next or 0, int(offsets[-1]) + 1)
         part.dirty = True

@@ -149,9 +149,11 @@ class LiveFeed:
         return make_parser(self.form, self.zone, self.country_code, self.feed_id, self.min_ring,
                            header, start_offset=offset, start_record=record)
 
-    def use(self, name: str, source: int, parser, checkpoint=None) -> None:
+    def use(self, name: str, source: int, parser, checkpoint=None, archiver=None,
+            skip_until: int = -1) -> None:
         """Parse the next bytes as this source's (sources that interleave: partitions)."""
         self.parser, self.name, self.source, self.checkpoint = parser, name, source, checkpoint
+        self.archiver, self.skip_until = archiver, skip_until
 
     def feed(self, buffer, final: bool = False, offsets=None) -> int:
         """Parse complete records in buffer (all of it when final); returns bytes consumed.
