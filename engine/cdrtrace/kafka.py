@@ -72,6 +72,19 @@ class _Partition:
             self.archiver = ArchiveWriter(live.archive_root, self.source,
                                           mark["files"] if mark else 0)
             self.archiver.prune()
+            if mark is None:
+                # The archive starts where this run starts reading. The mark must commit
+                # with the first offsets even if no archive file is written before a
+                # crash: a position saved without one would tell the next run that
+                # nothing needs reading again, and those calls would never be archived.
+                # A new partition's first offset is known only from its first message.
+                self.mark = {"offset": saved["offset"] if saved else None,
+                             "record": record, "files": 0}
+
+    def begin(self, first_offset: int) -> None:
+        """The first message of a partition new to the store: the archive starts at it."""
+        if self.mark is not None and self.mark["offset"] is None:
+            self.mark = {**self.mark, "offset": first_offset}
 
 
 class _KafkaFeed(LiveFeed):
@@ -213,6 +226,8 @@ def _feed_messages(live: LiveFeed, partitions: dict, messages) -> None:
         base = part.parser.offset
         starts = base + np.concatenate(([0], np.cumsum(sizes)[:-1]))
         offsets = np.fromiter((m.offset() for m in group), np.int64, len(group))
+        if part.next is None:
+            part.begin(int(offsets[0]))
         live.use(part.name, part.source, part.parser, archiver=part.archiver,
                  skip_until=part.skip_until)
         live.feed(b"".join(payloads), final=True,
