@@ -22,6 +22,7 @@ from cdrtrace.trace import Outcome
 INGEST = """
 import sys, cdrtrace
 store = cdrtrace.open(sys.argv[1])
+print("ready", file=sys.stderr, flush=True)
 summary = cdrtrace.ingest(store, [sys.argv[2]], chunk_bytes=65536, batch_pairs=3000,
                           archive=sys.argv[3] if len(sys.argv) > 3 else None)
 print("resumed" if summary.resumed else "fresh", summary.skipped)
@@ -40,21 +41,23 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     archive = tmp_path / "archive"
 
     whole = cdrtrace.open(tmp_path / "whole", create=True)
-    cdrtrace.ingest(whole, [str(path)])
+    run_seconds = cdrtrace.ingest(whole, [str(path)], chunk_bytes=65536, batch_pairs=3000).seconds
     expected = projection(whole)
     whole.close()
 
     db = tmp_path / "killed"
     cdrtrace.open(db, create=True).close()
-    started = time.perf_counter()                      # how long an import takes here
-    subprocess.run([sys.executable, "-c", "import cdrtrace"], check=True)
-    startup = time.perf_counter() - started
     rng = random.Random(5)
     checkpoints_seen, finished = 0, False
     for _ in range(20):
         proc = subprocess.Popen([sys.executable, "-c", INGEST, str(db), str(path), str(archive)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(startup + rng.uniform(0.0, 0.25))   # a random moment of the run
+        # A random moment of the ingest itself, counted from when the child has imported
+        # and opened the store: a moment counted from the spawn (as this test once did)
+        # fell before the first commit in all 20 runs whenever the machine was busy.
+        while b"ready" not in proc.stderr.readline():
+            assert proc.poll() is None, proc.stderr.read()
+        time.sleep(rng.uniform(0.0, run_seconds))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -456,3 +456,35 @@ def test_purging_a_pending_trace_leaves_nothing_to_resolve(store, ingest_records
     assert store.purge(operator="ops", now_us=future)["traces"] == 1
     assert not store._has_pending()
     assert store.status("7205550100").traces == ()
+
+
+KILLED_BEFORE_FIRST_BATCH = """
+import os, sys, cdrtrace
+from cdrtrace import stream
+stream._Generation.pump = lambda self, live, final=False: os._exit(9)   # SIGKILL-like: no finally
+store = cdrtrace.open(sys.argv[1])
+stream.follow(store, sys.argv[2])
+"""
+
+
+def test_a_follower_killed_before_its_first_batch_still_drains_a_rotated_file(tmp_path):
+    """The follower commits which file it follows before reading it. Killed before its
+    first batch, then restarted after the switch rotated the file, it drains the old file
+    first: found by its inode among the siblings (this failed about one CI run in two of
+    the follower SIGKILL test, which lost the whole first generation)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "Master.csv"
+    path.write_bytes(b"".join(record(i) for i in range(10)))
+    db = tmp_path / "store"
+    cdrtrace.open(db, create=True).close()
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_FIRST_BATCH, str(db), str(path)])
+    assert killed.returncode == 9
+    os.rename(path, tmp_path / "Master.csv.1")          # the switch rotates meanwhile
+    path.write_bytes(b"".join(record(i) for i in range(10, 15)))
+    store = cdrtrace.open(db)
+    summary = stream.follow(store, str(path), options=StreamOptions(poll_ms=5, idle_exit_s=0.3))
+    assert summary.records == 15
+    assert all(len(calls_to(store, f"72055{i:05d}")) == 1 for i in range(15))
+    store.close()

@@ -61,6 +61,7 @@ class StreamOptions:
 class StreamSummary:
     records: int = 0
     indexed: int = 0
+    unreadable: int = 0           # (line, unreadable call) pairs held for rejects
     rejected: int = 0
     commits: int = 0
     rotations: int = 0
@@ -177,6 +178,7 @@ class LiveFeed:
                 bad = [(r, int(o), reason, raw) for (r, _, reason, raw), o in zip(bad, where, strict=True)]
         if len(batch):
             self.pending.add(*index.entries_for_batch(batch, self.source, self.served))
+        self.pending.add_rejects(self.parser, bad, columns, self.source, self.served)
         if self.parser.record >= self.pending.position[1]:
             self.pending.position = (self.parser.offset, self.parser.record)
         self.pending.note(batch, len(bad))
@@ -248,6 +250,7 @@ class LiveFeed:
                 store.heartbeat(txn, self.feed_id, idle_seen_us=self.idle_seen_us,
                                 delay_us=self.delay_us, served=self.served, source=self.name)
         self.summary.indexed += self.pending.commit(finish)
+        self.summary.unreadable = self.pending.unreadable_total
         self.summary.commits += 1
         self.first_waiting = None
         self.last_commit = time.monotonic()
@@ -370,6 +373,11 @@ def follow(store, path: str, fmt: str | Format = "asterisk", *, zone=None, count
                             break
                         stop.wait(options.poll_ms / 1000)
                         continue
+                    # Which file this is (its inode) commits before anything is read: a
+                    # follower killed before its first batch and restarted after the
+                    # switch rotated the file then finds and drains it, instead of
+                    # starting on the new file and losing this one.
+                    live.commit()
                 got = generation.pump(live)
                 if got:
                     live.busy()
