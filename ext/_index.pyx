@@ -2,14 +2,16 @@
 """Native kernels of the last-call index: per-line merge of new calls into stored values.
 
 A value is the concatenation of up to `keep` Entry structs (40 bytes each), newest
-first. The merge is a union deduplicated by call id, ordered by a total order
-(start desc, call id desc, then the remaining bytes), cut to `keep`: the same result
-whatever the order or repetition of the input, which makes ingest idempotent and
+first. The merge is a union by call id, ordered by a total order (start desc, call id
+desc, then the remaining bytes), cut to `keep`. Entries with one call id are legs of one
+call (or the same record again) and merge into one: the earliest leg speaks for it, it
+is answered if any leg was. The merge is commutative and associative, so the result is
+the same whatever the order or repetition of the input: ingest is idempotent and
 order-independent.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy, memcmp
 
 from _cdr cimport Entry
@@ -31,14 +33,41 @@ cdef inline int rank_before(const Entry* a, const Entry* b) noexcept nogil:
                   ENTRY_SIZE - 24) < 0
 
 
+cdef inline bint primary_leg(const Entry* a, const Entry* b) noexcept nogil:
+    """True if a, not b, speaks for a call both are legs of: the earlier start, then a
+    fixed order of the remaining bytes (flags aside: the merge combines them)."""
+    cdef int c
+    if a.start_us != b.start_us:
+        return a.start_us < b.start_us
+    c = memcmp(<const char*>&a.offset, <const char*>&b.offset, ENTRY_SIZE - 25)
+    if c != 0:
+        return c < 0
+    return a.calling <= b.calling
+
+
+cdef inline uint8_t merge_flags(uint8_t a, uint8_t b) noexcept nogil:
+    """Legs of one call are one call: answered or forwarded if any leg was, the first
+    role, and the disposition that ranks first (answered before no answer, ...)."""
+    cdef uint8_t role = min((a >> 2) & 3, (b >> 2) & 3)
+    cdef uint8_t disposition = min(a >> 4, b >> 4)
+    return ((a | b) & 0x03) | (role << 2) | (disposition << 4)
+
+
 cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept nogil:
-    """Insert e into top (sorted, unique call ids, at most keep)."""
+    """Insert e into top (sorted, unique call ids, at most keep); a call already there
+    (another leg, or the same record again) is merged with it."""
     cdef int i, pos
+    cdef Entry merged
     for i in range(n[0]):
-        if top[i].call_id == e.call_id and top[i].start_us == e.start_us:
-            if rank_before(e, &top[i]):
-                top[i] = e[0]   # same place in the order: only the tie-break differs
-            return
+        if top[i].call_id == e.call_id:
+            merged = top[i] if primary_leg(&top[i], e) else e[0]
+            merged.flags = merge_flags(top[i].flags, e.flags)
+            while i + 1 < n[0]:     # take it out; it goes back in at its place
+                top[i] = top[i + 1]
+                i += 1
+            n[0] -= 1
+            e = &merged
+            break
     pos = n[0]
     while pos > 0 and rank_before(e, &top[pos - 1]):
         pos -= 1

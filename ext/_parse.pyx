@@ -101,8 +101,11 @@ cdef struct Dialect:
     int c_presentation
     int c_direction
     int c_progress
+    int c_srcchannel     # the channel the call came from (Asterisk `channel`)
+    int c_callid_peer    # the call id shared by every leg, when the record has one
 
 cdef const char* EMPTY = b""
+cdef const char* BOM = b"\xef\xbb\xbf"
 
 cdef struct Span:
     const char* p
@@ -425,6 +428,10 @@ cdef uint64_t clid_number(Span s, int cc) noexcept nogil:
     return normalize(s.p + i + 1, j - i - 1, cc)
 
 
+cdef inline bint is_local_channel(Span s) noexcept nogil:
+    return s.n > 6 and memcmp(s.p, b"Local/", 6) == 0
+
+
 cdef uint64_t channel_number(Span s, int cc) noexcept nogil:
     """'PJSIP/1001-0000001b' -> 1001; 'Local/1002@ctx-0001;1' -> 1002; else 0."""
     cdef Py_ssize_t i = 0, j, k
@@ -566,6 +573,49 @@ cdef inline Span col(Span* f, int nf, int c) noexcept nogil:
     empty.p = EMPTY
     empty.n = 0
     return empty
+
+
+cdef int split_quoted(const char* r, const char* e, char delim, char quote, int want,
+                      int keep_fields, Span* f, int* nf) noexcept nogil:
+    """Split a line whose every field is quoted but whose quotes are not escaped
+    (FreeSWITCH) into exactly `want` fields: fields end at quote-delimiter-quote (spaces
+    allowed before the opening quote); separators beyond `want` fields are taken to be
+    inside the first field, the caller's name. 0 on success, -1 if the line is not
+    of that shape or has fewer fields."""
+    cdef const char* ends[MAX_FIELDS]     # closing quote of field k
+    cdef const char* starts[MAX_FIELDS]   # first byte of field k
+    cdef const char* p
+    cdef const char* s
+    cdef int n = 1, excess, k, j
+    if e - r < 2 or r[0] != quote or (e - 1)[0] != quote or want < 1 or want >= MAX_FIELDS:
+        return -1
+    starts[0] = r + 1
+    p = r + 1
+    while p < e - 1:
+        if p[0] == quote and p[1] == delim:
+            s = p + 2
+            while s < e and s[0] == b' ':
+                s += 1
+            if s < e - 1 and s[0] == quote:
+                if n >= MAX_FIELDS - 1:
+                    return -1
+                ends[n - 1] = p
+                starts[n] = s + 1
+                n += 1
+                p = s + 1
+                continue
+        p += 1
+    ends[n - 1] = e - 1
+    if n < want:
+        return -1
+    excess = n - want
+    for k in range(want):
+        j = k + excess if k > 0 else 0
+        if k < keep_fields:
+            f[k].p = starts[j]
+            f[k].n = ends[k + excess] - starts[j]
+    nf[0] = want
+    return 0
 
 
 cdef int parse_time(int kind, Span s, Zone* z, int64_t* out) noexcept nogil:
@@ -741,6 +791,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     if disp < 0:
         bad_column[0] = d.c_disposition + 1
         return ERR_DISPOSITION
+    if disp != DISP_ANSWERED:
+        answer = 0      # voicemail or an IVR answered the caller's channel, not the line
 
     s = col(f, nf, d.c_calling)
     calling = normalize(s.p, s.n, cc)
@@ -758,8 +810,16 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     if redirecting == 0 and d.c_redirecting2 >= 0:
         s = col(f, nf, d.c_redirecting2)
         redirecting = normalize(s.p, s.n, cc)
+    cdef bint rang = True
     if d.c_channel >= 0:
-        final_ = channel_number(col(f, nf, d.c_channel), cc)
+        s = col(f, nf, d.c_channel)
+        final_ = channel_number(s, cc)
+        if s.n == 0:
+            rang = False          # no destination channel: nothing rang
+        elif final_ == 0 and is_local_channel(col(f, nf, d.c_srcchannel)):
+            rang = False          # a call placed through a Local channel to a trunk
+        if called == 0:
+            called = final_       # a ring group member: the phone in the channel rang
     elif d.c_final >= 0:
         s = col(f, nf, d.c_final)
         final_ = normalize(s.p, s.n, cc)
@@ -790,7 +850,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         final_ = 0
     if d.c_direction >= 0 and not span_starts_nocase(col(f, nf, d.c_direction), b"terminating", 11):
         called = redirecting = final_ = 0     # not an incoming call: nothing to index
-    s = col(f, nf, d.c_callid)
+    s = col(f, nf, d.c_callid_peer)
+    if s.n == 0:
+        s = col(f, nf, d.c_callid)
     if s.n > 0:
         h = hash_bytes(14695981039346656037ULL ^ feed, b"u", 1)
         h = hash_bytes(h, s.p, s.n)
@@ -811,7 +873,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     out.redirecting[i] = redirecting
     out.final[i] = final_
     out.disposition[i] = disp
-    out.received[i] = called != 0 and (
+    out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
         ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED) and end_ - start >= min_ring_us))
     out.call_id[i] = h
@@ -836,12 +898,33 @@ cdef fill_vocabulary(Vocabulary* v, dict words, str what):
         v.n += 1
 
 
+def _unquote(bytes token, int quote):
+    """A field of a record split without regard to quotes: spaces and quotes stripped."""
+    token = token.strip(b" \r")
+    if token[:1] == bytes([quote]):
+        token = token[1:]
+    if token[-1:] == bytes([quote]):
+        token = token[:-1]
+    return token
+
+
+def _candidates(int column, Py_ssize_t n, int max_cols):
+    """Where a column may sit in a record split into n pieces: its place counted from
+    the front, and, if there are too many pieces, from the back."""
+    out = []
+    if 0 <= column < n:
+        out.append(column)
+    if column >= 0 and n > max_cols and column + n - max_cols < n:
+        out.append(column + n - max_cols)
+    return out
+
+
 DIALECT_FIELDS = (
     "min_cols", "max_cols", "delimiter", "quote", "lenient_quotes", "end_required", "time_kind", "disp_kind",
     "pres_kind", "c_calling", "c_clid", "c_called", "c_redirecting", "c_redirecting2",
     "c_final", "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
-    "c_presentation", "c_direction", "c_progress",
+    "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer",
 )
 
 
@@ -918,6 +1001,53 @@ cdef class CdrParser:
         self.record = start_record   # records before start_offset (a resumed source)
         self.skipping = False
 
+    def salvage(self, raw):
+        """What a rejected record still tells, for failing closed (a trace must not pass
+        over it to an older call): (dialled line, line that rang, start in UTC microseconds
+        or None), lines 0 where not recovered; None for a record that is not an incoming
+        call. Fields are split at every delimiter with quotes stripped, and each is read
+        where the layout puts it, counted from the front and, when the record has too
+        many fields, from the back too."""
+        cdef Dialect* d = &self.dialect
+        cdef bytes data = bytes(raw)
+        tokens = [_unquote(t, d.quote) for t in data.split(bytes([d.delimiter]))]
+        cdef Py_ssize_t n = len(tokens)
+        cdef Span sp
+        cdef int64_t when = 0
+        cdef uint64_t called = 0, rang = 0, v
+        if d.c_direction >= 0 and d.c_direction < n:
+            t = tokens[d.c_direction]
+            sp.p = <const char*>t
+            sp.n = len(t)
+            if span_starts_nocase(sp, b"originating", 11):
+                return None
+        for c in _candidates(d.c_called, n, d.max_cols):
+            t = tokens[c]
+            v = normalize(<const char*>t, len(t), self.country_code)
+            if v:
+                called = v
+                break
+        for c in _candidates(d.c_channel if d.c_channel >= 0 else d.c_final, n, d.max_cols):
+            t = tokens[c]
+            sp.p = <const char*>t
+            sp.n = len(t)
+            v = channel_number(sp, self.country_code) if d.c_channel >= 0 else normalize(sp.p, sp.n, self.country_code)
+            if v:
+                rang = v
+                break
+        if called == 0:
+            called, rang = rang, 0
+        if rang == called:
+            rang = 0
+        for role in (d.c_start, d.c_end):
+            for c in _candidates(role, n, d.max_cols):
+                t = tokens[c]
+                sp.p = <const char*>t
+                sp.n = len(t)
+                if parse_time(d.time_kind, sp, &self.zone, &when) == 0:
+                    return called, rang, when
+        return called, rang, None
+
     @cython.boundscheck(False)
     @cython.wraparound(False)
     def feed(self, const unsigned char[::1] buffer not None, bint final=False):
@@ -992,9 +1122,21 @@ cdef class CdrParser:
         cdef char delim = <char>self.dialect.delimiter
         cdef char quote = <char>self.dialect.quote
         cdef int keep_fields = self.keep_fields
+        cdef const char* line_end
+        cdef int want, failed, failed_detail
         try:
             with nogil:
                 has_nul = memchr(base, 0, size) != NULL
+                if base_offset == 0 and not skipping and size > 0:
+                    # a UTF-8 byte-order mark opens some exported files: not data
+                    if size >= 3 and memcmp(base, BOM, 3) == 0:
+                        p = base + 3
+                    elif size < 3 and not final and memcmp(base, BOM, size) == 0:
+                        p = end
+                        size = 0      # too few bytes to tell yet: consume nothing
+                if size == 0:
+                    p = base
+                    end = base
                 if skipping:
                     nl = <const char*>memchr(p, b'\n', end - p)
                     if nl == NULL:
@@ -1025,6 +1167,28 @@ cdef class CdrParser:
                                          min_ring, feed, &out, nrows, &detail, has_nul,
                                          &self.dispositions, &self.presentations)
                     record += 1
+                    if status != ST_OK and lenient:
+                        # unescaped quotes: recover the fields from the known count
+                        nl = <const char*>memchr(p, b'\n', end - p)
+                        if nl != NULL or final:
+                            line_end = nl if nl != NULL else end
+                            if line_end > p and (line_end - 1)[0] == b'\r':
+                                line_end -= 1
+                            failed, failed_detail = status, detail
+                            want = self.dialect.max_cols
+                            while want >= self.dialect.min_cols:
+                                if split_quoted(p, line_end, delim, quote, want, keep_fields,
+                                                fields, &nf) == 0:
+                                    detail = 0
+                                    if extract(p, line_end, fields, nf, &self.dialect, z, cc,
+                                               min_ring, feed, &out, nrows, &detail, has_nul,
+                                               &self.dispositions, &self.presentations) == ST_OK:
+                                        status = ST_OK
+                                        next_rec = nl + 1 if nl != NULL else end
+                                        break
+                                want -= 1
+                            if status != ST_OK:
+                                status, detail = failed, failed_detail
                     if status == ST_OK and nrows >= capacity:   # cannot happen: guard anyway
                         out_of_memory = True
                         break

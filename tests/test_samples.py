@@ -42,7 +42,9 @@ def test_sample_counts_and_the_one_reject(sample_store):
     ("7205550130", "success", "2026-03-02T23:30:00Z", "+17205550104", "allowed"),
     ("3035550114", "success", "2026-03-03T00:00:00Z", "+13035550199", "allowed"),
     ("3035550115", "success", "2026-03-03T00:30:00Z", "+13035550188", "allowed"),
-    ("3035550116", "no_call", None, None, None),
+    # record 11 (31 February) fails closed: an unreadable call to 3035550116, at the
+    # end of the good record before it since its own times cannot be read
+    ("3035550116", "untraceable", "2026-03-03T00:30:20Z", None, "unavailable"),
     ("3035550117", "success", "2026-11-01T07:30:00Z", "+17205550105", "allowed"),
     ("3035550118", "success", "2026-03-03T01:00:00Z", "+17205550106", "allowed"),
 ])
@@ -66,7 +68,7 @@ OTHER = {
                         {"3035550110": ("success", "2026-03-02T14:03:00Z"),
                          "3035550111": ("success", "2026-03-02T14:10:00Z"),   # restricted
                          "3035550112": ("no_call", None),
-                         "3035550113": ("no_call", None)}),
+                         "3035550113": ("untraceable", "2026-03-02T14:30:00Z")}),  # unreadable
     # format: (file, zone, records, [(record, reason)], {line: (outcome, call time)})
     "cucm": ("cucm/cdr_StandAloneCluster_01_202603021403_1", "UTC", 9,
              [(8, "bad cause in column 34")],
@@ -79,7 +81,7 @@ OTHER = {
               "7205550199": ("success", "2026-03-02T14:43:00Z"),
               "3035550114": ("untraceable", "2026-03-02T14:53:00Z"),
               "3035550115": ("no_call", None),
-              "3035550116": ("no_call", None),
+              "3035550116": ("untraceable", "2026-03-02T15:23:00Z"),   # unreadable
               "2001": ("success", "2026-03-02T15:13:00Z")}),
     "broadworks": ("broadworks/BW-CDR-20260302140000-2-000001.csv", "UTC", 7,
                    [(7, "bad timestamp in column 10")],
@@ -90,7 +92,8 @@ OTHER = {
                     "7205550199": ("success", "2026-03-02T14:30:00Z"),
                     "3035550112": ("no_call", None),
                     "3035550113": ("untraceable", "2026-03-02T14:50:00Z"),
-                    "3035550114": ("no_call", None),
+                    # unreadable: its start time is malformed, its release time is not
+                    "3035550114": ("untraceable", "2026-03-02T15:00:30Z"),
                     "7205550101": ("no_call", None)}),       # its originating record
     "freeswitch": ("freeswitch/Master.csv", "America/Denver", 7,
                    [(6, "unknown disposition in column 10")],
@@ -99,7 +102,7 @@ OTHER = {
                     "3035550112": ("untraceable", "2026-03-02T14:20:00Z"),
                     "3035550113": ("no_call", None),
                     "3035550114": ("success", "2026-03-02T14:40:00Z"),
-                    "3035550115": ("no_call", None),
+                    "3035550115": ("untraceable", "2026-03-02T14:50:00Z"),   # unreadable
                     "3035550116": ("success", "2026-11-01T07:30:00Z")}),
 }
 

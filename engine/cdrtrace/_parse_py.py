@@ -29,6 +29,8 @@ from .formats import (
 )
 
 MAX_RECORD = 65536
+MAX_FIELDS = 1024
+BOM = b"\xef\xbb\xbf"
 
 REASONS = REJECT_REASONS   # shared with the native parser: one table of messages
 (ERR_FIELD_COUNT, ERR_UNTERMINATED, ERR_AFTER_QUOTE, ERR_QUOTE_UNQUOTED, ERR_CR, ERR_NUL,
@@ -301,6 +303,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             disp = None
     if disp is None:
         return ERR_DISPOSITION, d["c_disposition"] + 1, None
+    if disp != Disposition.ANSWERED:
+        answer = 0        # voicemail or an IVR answered the caller's channel, not the line
 
     pres = Presentation.ALLOWED
     calling = numbers.normalize(col("calling"), cc)
@@ -315,8 +319,15 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     if redirecting == 0 and d["c_redirecting2"] >= 0:
         redirecting = numbers.normalize(col("redirecting2"), cc)
     final = 0
+    rang = True
     if d["c_channel"] >= 0:
         final = _channel_number(col("channel"), cc)
+        if not col("channel"):
+            rang = False              # no destination channel: nothing rang
+        elif final == 0 and col("srcchannel").startswith(b"Local/") and len(col("srcchannel")) > 6:
+            rang = False              # a call placed through a Local channel to a trunk
+        if called == 0:
+            called = final            # a ring group member: the phone in the channel rang
     elif d["c_final"] >= 0:
         final = numbers.normalize(col("final"), cc)
     if d["pres_kind"] == PK_ASTERISK_USERFIELD and d["c_presentation"] < nf:
@@ -348,18 +359,70 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     if d["c_direction"] >= 0 and not col("direction").lower().startswith(b"terminating"):
         called = redirecting = final = 0
     seed = 14695981039346656037 ^ feed
-    if col("callid"):
+    if col("callid_peer"):
+        call_id = _hash_chain(seed, b"u", col("callid_peer"))
+        if d["c_callid2"] >= 0:
+            call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
+    elif col("callid"):
         call_id = _hash_chain(seed, b"u", col("callid"))
         if d["c_callid2"] >= 0:
             call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
     else:
         call_id = _hash_chain(seed, b"r", raw)
-    received = called != 0 and (disp == Disposition.ANSWERED or (
+    received = called != 0 and rang and (disp == Disposition.ANSWERED or (
         disp in (Disposition.NO_ANSWER, Disposition.CANCELLED) and end - start >= min_ring_us))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,
                disposition=int(disp), received=received, call_id=call_id, feed=feed)
     return 0, 0, row
+
+
+def split_quoted(line: bytes, delim: int, quote: int, want: int):
+    """Fields of a line whose every field is quoted but whose quotes are not escaped
+    (FreeSWITCH), as (bytes, True) pairs: exactly `want` of them, the separators beyond
+    that taken to be inside the first field (the caller's name); None if the line is not
+    of that shape or has fewer fields (as the native split_quoted)."""
+    q = bytes([quote])
+    if len(line) < 2 or line[:1] != q or line[-1:] != q or not 1 <= want < MAX_FIELDS:
+        return None
+    starts, ends = [1], []
+    p, e = 1, len(line)
+    while p < e - 1:
+        if line[p] == quote and line[p + 1] == delim:
+            s = p + 2
+            while s < e and line[s] == 0x20:
+                s += 1
+            if s < e - 1 and line[s] == quote:
+                if len(starts) >= MAX_FIELDS - 1:
+                    return None
+                ends.append(p)
+                starts.append(s + 1)
+                p = s + 1
+                continue
+        p += 1
+    ends.append(e - 1)
+    if len(starts) < want:
+        return None
+    excess = len(starts) - want
+    fields = [(line[1:ends[excess]], True)]
+    fields += [(line[starts[k + excess]:ends[k + excess]], True) for k in range(1, want)]
+    return fields
+
+
+def _unquote(token: bytes, quote: int) -> bytes:
+    token = token.strip(b" \r")
+    if token[:1] == bytes([quote]):
+        token = token[1:]
+    if token[-1:] == bytes([quote]):
+        token = token[:-1]
+    return token
+
+
+def _candidates(column: int, n: int, max_cols: int) -> list[int]:
+    out = [column] if 0 <= column < n else []
+    if column >= 0 and n > max_cols and column + n - max_cols < n:
+        out.append(column + n - max_cols)
+    return out
 
 
 def _hash_chain(seed: int, tag: bytes, data: bytes) -> int:
@@ -387,11 +450,66 @@ class CdrParser:
         self.record = start_record
         self.skipping = False
 
+    def _recover(self, buf: bytes, p: int, final: bool):
+        """(row, next record) of a record with unescaped quotes, from the known field
+        count (most fields first); (None, None) if no count fits."""
+        d = self.dialect
+        nl = buf.find(b"\n", p)
+        if nl < 0 and not final:
+            return None, None
+        line_end = nl if nl >= 0 else len(buf)
+        if line_end > p and buf[line_end - 1] == 0x0D:
+            line_end -= 1
+        line = buf[p:line_end]
+        for want in range(d["max_cols"], d["min_cols"] - 1, -1):
+            fields = split_quoted(line, d["delimiter"], d["quote"], want)
+            if fields is None:
+                continue
+            status, _, row = extract(line, fields, d, self.zone, self.country_code,
+                                     self.min_ring_us, self.feed_id, *self.vocab)
+            if status == 0:
+                return row, (nl + 1 if nl >= 0 else len(buf))
+        return None, None
+
+    def salvage(self, raw: bytes):
+        """As the native CdrParser.salvage: (dialled line, line that rang, start us or
+        None) of a rejected record; None if it is not an incoming call."""
+        d, cc = self.dialect, self.country_code
+        tokens = [_unquote(t, d["quote"]) for t in bytes(raw).split(bytes([d["delimiter"]]))]
+        n = len(tokens)
+        if 0 <= d["c_direction"] < n and tokens[d["c_direction"]].lower().startswith(b"originating"):
+            return None
+        called = next((v for c in _candidates(d["c_called"], n, d["max_cols"])
+                       if (v := numbers.normalize(tokens[c], cc))), 0)
+        rang = 0
+        column = d["c_channel"] if d["c_channel"] >= 0 else d["c_final"]
+        for c in _candidates(column, n, d["max_cols"]):
+            v = (_channel_number(tokens[c], cc) if d["c_channel"] >= 0
+                 else numbers.normalize(tokens[c], cc))
+            if v:
+                rang = v
+                break
+        if called == 0:
+            called, rang = rang, 0
+        if rang == called:
+            rang = 0
+        for role in ("c_start", "c_end"):
+            for c in _candidates(d[role], n, d["max_cols"]):
+                status, when = _time(d["time_kind"], tokens[c], self.zone)
+                if status == 0:
+                    return called, rang, when
+        return called, rang, None
+
     def feed(self, buffer, final: bool = False):
         buf = bytes(buffer)
         end = len(buf)
         p = 0
         rows, rejects = [], []
+        if self.offset == 0 and not self.skipping and end > 0:
+            if buf.startswith(BOM):
+                p = 3
+            elif end < 3 and not final and BOM.startswith(buf):
+                buf, end = b"", 0    # too few bytes to tell yet: consume nothing
         if self.skipping:
             nl = buf.find(b"\n")
             if nl < 0:
@@ -419,6 +537,10 @@ class CdrParser:
                                               self.country_code, self.min_ring_us, self.feed_id,
                                               *self.vocab)
             self.record += 1
+            if status != 0 and self.dialect["lenient_quotes"]:
+                row, nxt = self._recover(buf, p, final)
+                if row is not None:
+                    status = 0
             if status == 0:
                 row["offset"] = self.offset + p
                 row["record"] = self.record

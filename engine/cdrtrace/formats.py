@@ -26,6 +26,7 @@ class Disposition(enum.IntEnum):
     REJECTED = 7
     UNALLOCATED = 8
     UNKNOWN = 9
+    UNREADABLE = 10   # a record that could not be read: only its line and time are known
 
 
 # name, numpy dtype: one canonical columnar record for every format.
@@ -57,7 +58,8 @@ DK_ASTERISK, DK_CUCM, DK_BROADWORKS, DK_Q850_NAME, DK_VOCABULARY = 0, 1, 2, 3, 4
 PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY = 0, 1, 2, 3, 4
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
-         "dest_cause", "callid", "callid2", "presentation", "direction", "progress")
+         "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
+         "srcchannel", "callid_peer")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -119,7 +121,7 @@ ASTERISK = Format(
     roles={"calling": "src", "clid": "clid", "called": "dst", "channel": "dstchannel",
            "start": "start", "answer": "answer", "end": "end", "duration": "duration",
            "billsec": "billsec", "disposition": "disposition", "callid": "uniqueid",
-           "presentation": "userfield"})
+           "presentation": "userfield", "srcchannel": "channel", "callid_peer": "linkedid"})
 
 # Cisco Unified CM: header row of names, then a row of types; UTC epoch seconds; one
 # record per call with the original, last redirecting and final called numbers.
@@ -166,7 +168,8 @@ FREESWITCH = Format(
     roles={"calling": "caller_id_number", "called": "destination_number",
            "start": "start_stamp", "answer": "answer_stamp", "end": "end_stamp",
            "duration": "duration", "billsec": "billsec", "disposition": "hangup_cause",
-           "callid": "uuid", "progress": "progress_stamp", "presentation": "sip_Privacy",
+           "callid": "uuid", "callid_peer": "bleg_uuid", "progress": "progress_stamp",
+           "presentation": "sip_Privacy",
            "redirecting": "rdnis"})
 
 FORMATS = {f.name: f for f in (ASTERISK, ASTERISK_CUSTOM, FREESWITCH, CUCM, BROADWORKS)}

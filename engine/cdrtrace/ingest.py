@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from . import index
+from . import index, salvage
 from .archive import ArchiveWriter
 from .config import Feed
 from .errors import SourceError
@@ -28,6 +28,7 @@ class IngestSummary:
     sources: int = 0
     records: int = 0
     indexed: int = 0        # (line, call) pairs written to the index
+    unreadable: int = 0     # (line, unreadable call) pairs held for rejects (fail closed)
     rejected: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -147,6 +148,24 @@ class _Pending:
         self.feed = 0               # the feed whose counters commit with these pairs
         self.records = self.rejected = 0
         self.newest = None          # newest call start among the pending records
+        self.unreadable = []        # (key, value) of the unreadable-record log
+        self.lost_pairs = 0         # pending pairs that are unreadable calls
+        self.unreadable_total = 0   # unreadable-call pairs committed
+        self.last_start = None      # when the last good record ended: time for a reject without one
+
+    def add_rejects(self, parser, bad, columns, source: int, served=()) -> None:
+        """Fail closed on the chunk's rejects (cdrtrace.salvage): an unreadable call in the
+        index of each line found, and every reject with a time in the feed's log."""
+        if len(columns["start_us"]):
+            self.last_start = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
+        if not bad:
+            return
+        lost = salvage.unreadable(parser, bad, columns, source, self.last_start)
+        if lost.batch is not None:
+            lines, entries = index.entries_for_batch(lost.batch, source, served)
+            self.add(lines, entries)
+            self.lost_pairs += len(lines)
+        self.unreadable += lost.log
 
     def add(self, lines, entries):
         self.lines.append(lines)
@@ -176,16 +195,23 @@ class _Pending:
         counts = (self.records, self.rejected, self.newest)
         self.records = self.rejected = 0
         self.newest = None
+        unreadable, self.unreadable = self.unreadable, []
+        log_db = self.store.db["unreadable"]
+        lost, self.lost_pairs = self.lost_pairs, 0
 
         def work(txn):
             written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
+            for key, value in unreadable:
+                txn.put(key, value, db=log_db)
             self.store.count_feed(txn, self.feed, *counts)
             if finish is not None:
                 finish(txn)
             elif self.checkpoint is not None:
                 self.checkpoint(txn, offset=self.position[0], record=self.position[1])
             return written
-        return self.store.write(work)
+        written = self.store.write(work)
+        self.unreadable_total += lost
+        return written - lost
 
 
 def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, record: int) -> None:
@@ -234,6 +260,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             pending.add(*index.entries_for_batch(batch, source, served))
             if archiver is not None:
                 archiver.add(batch)
+        pending.add_rejects(parser, bad, columns, source, served)
         pending.position = (parser.offset, parser.record)   # all before it: pending or in
         pending.note(batch, len(bad))
         rejects.write(name, bad, source)
@@ -244,6 +271,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
         if reader.eof:
             _flush_before_commit(rejects, archiver)
             summary.indexed += pending.commit(finish)
+            summary.unreadable += pending.unreadable_total
             return
         if progress:
             progress(done, size)

@@ -16,6 +16,7 @@ except ImportError as exc:  # never fall back silently
     _native_error = exc
 
 MAX_HEADER = 1 << 16
+BOM = b"\xef\xbb\xbf"   # a UTF-8 byte-order mark: some exports start with one
 
 
 def use_reference() -> bool:
@@ -41,6 +42,7 @@ def get_format(name: str) -> Format:
 
 def detect_format(head: bytes, source: str = "source") -> str:
     """The format of a source from its first bytes, or FormatError naming the candidates."""
+    head = head.removeprefix(BOM)
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     if first.startswith(b'"cdrRecordType"'):
         return "cucm"
@@ -72,7 +74,7 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
     """(column names, header bytes) at the start of a source; (None, 0) for a headerless format."""
     if not fmt.header_lines:
         return None, 0
-    pos, lines = 0, []
+    pos, lines = (len(BOM) if head.startswith(BOM) else 0), []
     for _ in range(fmt.header_lines):
         nl = head.find(b"\n", pos, MAX_HEADER)
         if nl < 0:

@@ -25,7 +25,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from . import archive, audit, directory, index, numbers, timezones, trace_rows
+from . import archive, audit, directory, index, numbers, salvage, timezones, trace_rows
 from .errors import AccessError, NumberError, StoreError, TraceError
 from .formats import Disposition, Presentation
 from .parse import normalize_number
@@ -36,8 +36,9 @@ FORMAT_VERSION = 2        # 2: the trace evidence has its own environment
 LIVE_TIMEOUT = 10.0      # seconds without a heartbeat after which a live feed counts as gone
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
+UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
 INITIAL_MAP_SIZE = 64 << 20
-_INDEX_DBS = ("index", "sources")
+_INDEX_DBS = ("index", "sources", "unreadable")
 _EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
                  "trace_segments", "pending")
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
@@ -88,7 +89,7 @@ class Store:
             # transaction, so it never waits for an ingest's commit
             try:
                 self.db = {name: self.env.open_db(name.encode(), create=False)
-                           for name in ("meta", *_INDEX_DBS)}
+                           for name in ("meta", "index", "sources")}
             except lmdb.NotFoundError:
                 self.env.close()
                 raise StoreError(f"{self.path} is not a cdrtrace store of format "
@@ -102,6 +103,10 @@ class Store:
                                  f"{int(version) if version else 'unknown'}; this cdrtrace reads "
                                  f"format {FORMAT_VERSION}")
             self.config = {**DEFAULTS, **json.loads(config)}
+            try:      # added in a later release: created by the first writable open
+                self.db["unreadable"] = self.env.open_db(b"unreadable", create=False)
+            except lmdb.NotFoundError:
+                self.db["unreadable"] = None
         else:
             self._open_index(create, settings)
         self._index_db = self.db["index"]
@@ -670,7 +675,7 @@ class Store:
         """The normal rules (R1-R5): (outcome, the call's view, its entry, earlier trace id)."""
         keep = self.config["keep"]
         entries = self.last_calls_raw(key, index_txn)
-        before = entries[entries["start_us"] <= at_us]
+        before = entries[entries["start_us"] < at_us]      # started before the activation
         if len(before) == 0:
             if len(entries) >= keep:
                 raise TraceError(
@@ -686,6 +691,29 @@ class Store:
             if original is not None:
                 outcome = Outcome.ALREADY_TRACED
         return outcome, self._call_view(index_txn, e), e, original
+
+    def _unreadable_nearby(self, index_txn, feed: int | None, call_us: int, at_us: int) -> dict:
+        """Unreadable records (with or without a line) of the call's feed, or of every feed
+        when there is no call, from an hour before the traced call to the activation: the
+        CIC's measure of how far the data around this trace can be trusted."""
+        since = call_us - UNREADABLE_WINDOW_US
+        found = {"from": timezones.format_utc(since), "to": timezones.format_utc(at_us),
+                 "records": 0, "without_line": 0}
+        db = self.db.get("unreadable")
+        if db is None:
+            return found
+        feeds = [feed] if feed is not None else sorted(
+            {int.from_bytes(k[:2], "big") for k, _ in index_txn.cursor(db)})
+        for f in feeds:
+            cursor = index_txn.cursor(db)
+            if not cursor.set_range(f.to_bytes(2, "big") + max(since, 0).to_bytes(8, "big")):
+                continue
+            for k, v in cursor:
+                if int.from_bytes(k[:2], "big") != f or int.from_bytes(k[2:10], "big") >= at_us:
+                    break
+                found["records"] += 1
+                found["without_line"] += not json.loads(v)["line_found"]
+        return found
 
     def _enrichment(self, txn, calling: int) -> dict | None:
         """R6: a served caller's directory entry, as it is now (snapshotted as evidence)."""
@@ -716,6 +744,19 @@ class Store:
             "outcome": outcome.value, "call": call, "enrichment": enrichment,
             "original_trace": original.decode() if original else None,
         }
+        if call is not None and call["disposition"] == "unreadable":
+            record["reason"] = (f"the last call to this line is a CDR record that could not be read "
+                                f"(record at byte {call['offset']} of {call['source']}); only its "
+                                f"line and time are known, so it cannot be traced")
+            db = self.db.get("unreadable")
+            logged = None if db is None else index_txn.get(
+                salvage.log_key(int(e["feed"]), int(e["start_us"]), int(e["call_id"])), db=db)
+            if logged is not None:
+                record["unreadable"] = json.loads(logged)
+        if not pending:
+            record["unreadable_nearby"] = self._unreadable_nearby(
+                index_txn, int(e["feed"]) if e is not None else None,
+                int(e["start_us"]) if e is not None else at_us, at_us)
         row = np.zeros(1, trace_rows.ROW_DTYPE)
         row["trace"], row["line"], row["activated_us"] = number, packed, at_us
         row["outcome"] = trace_rows.OUTCOME_CODES[outcome.value]

@@ -9,7 +9,7 @@ import dataclasses
 import enum
 import json
 
-from .formats import Presentation
+from .formats import Disposition, Presentation
 from .timezones import format_utc
 
 
@@ -39,7 +39,10 @@ DEFAULT_THRESHOLD = 3
 
 
 def outcome_for(entry) -> Outcome:
-    """Success or untraceable for the call a trace resolved to (rules R4, R5)."""
+    """Success or untraceable for the call a trace resolved to (rules R4, R5; an
+    unreadable record fails closed, TRACE_RULES 3a)."""
+    if int(entry["flags"]) >> 4 == Disposition.UNREADABLE:
+        return Outcome.UNTRACEABLE
     if int(entry["calling"]) == 0 or int(entry["presentation"]) == Presentation.UNAVAILABLE:
         return Outcome.UNTRACEABLE
     return Outcome.SUCCESS

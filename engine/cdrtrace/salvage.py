@@ -1,0 +1,95 @@
+"""Failing closed on records that cannot be read.
+
+A rejected record may still have been the last call to a line. If the trace passed over
+it, it would name an older, innocent caller. So each reject is searched for what it
+still tells: the line or lines it was for, and when it started (parser.salvage, native
+and reference alike). Where a line is found, the line's index gets an *unreadable call*:
+a trace that resolves to it is untraceable, with the reason in the evidence. Every reject
+with a time, line or not, is also logged per feed, so a trace's evidence can say how many
+unreadable records its feed had around the traced call.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from .formats import COLUMNS, CallBatch, Disposition, Presentation
+
+
+def _call_id(feed: int, raw: bytes) -> int:
+    digest = hashlib.blake2b(raw, digest_size=8, person=b"cdrtrace-unread",
+                             salt=feed.to_bytes(2, "big")).digest()
+    return int.from_bytes(digest, "little")
+
+
+class Unreadable:
+    """The unreadable calls of one parsed chunk: a batch to index, and log entries."""
+
+    __slots__ = ("batch", "log")
+
+    def __init__(self, batch: CallBatch | None, log: list[tuple[bytes, bytes]]):
+        self.batch = batch
+        self.log = log
+
+
+def log_key(feed: int, start_us: int, call_id: int) -> bytes:
+    """Unreadable-record log key: feed, then start time, so a time window is one range."""
+    return feed.to_bytes(2, "big") + start_us.to_bytes(8, "big", signed=False) + call_id.to_bytes(8, "big")
+
+
+def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int | None) -> Unreadable:
+    """What the rejects of one parsed chunk still tell.
+
+    bad: the parser's (record, offset, reason, raw) rejects; columns: the good records of
+    the same chunk. A reject whose own time cannot be read is placed as late as the file
+    allows, failing closed: switches write a record when its call ends, so it ended after
+    the good record just before it, and is taken to start when that one ended (at least
+    a microsecond after it started); with none before it in the chunk, at the start of
+    the one after it, else at fallback_us (when the source's last good record ended)."""
+    if not bad:
+        return Unreadable(None, [])
+    feed = int(parser.feed_id)
+    offsets = columns["offset"]
+    starts, ends = columns["start_us"], columns["end_us"]
+    rows, log = [], []
+    for record, offset, reason, raw in bad:
+        found = parser.salvage(raw)
+        if found is None:          # not an incoming call (an originating record)
+            continue
+        called, rang, start = found
+        estimated = start is None
+        if start is None:
+            i = int(np.searchsorted(offsets, offset))
+            if i > 0:
+                start = max(int(ends[i - 1]), int(starts[i - 1]) + 1)
+            elif i < len(starts):
+                start = int(starts[i])
+            else:
+                start = fallback_us
+        if start is None:
+            continue               # no time at all: the reject stays counted
+        call_id = _call_id(feed, raw)
+        log.append((log_key(feed, start, call_id), json.dumps({
+            "source": source, "record": int(record), "offset": int(offset),
+            "line_found": bool(called), "time_estimated": estimated, "reason": reason}).encode()))
+        if called:
+            rows.append((start, called, rang, call_id, offset, record))
+    if not rows:
+        return Unreadable(None, log)
+    n = len(rows)
+    cols = {name: np.zeros(n, dtype) for name, dtype in COLUMNS}
+    for i, (start, called, rang, call_id, offset, record) in enumerate(rows):
+        cols["start_us"][i] = start
+        cols["end_us"][i] = start
+        cols["called"][i] = called
+        cols["final"][i] = rang
+        cols["call_id"][i] = call_id
+        cols["offset"][i] = offset
+        cols["record"][i] = record
+    cols["presentation"][:] = Presentation.UNAVAILABLE
+    cols["disposition"][:] = Disposition.UNREADABLE
+    cols["received"][:] = True
+    cols["feed"][:] = feed
+    return Unreadable(CallBatch(cols, source), log)

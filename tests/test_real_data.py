@@ -1,0 +1,273 @@
+"""Real switch data (TRACE_RULES §3, §3a): the trace never names the wrong call.
+
+Each test builds the records a real switch writes in the case at hand and states the
+expected answer from the rules, by hand. Native and reference parsers must agree.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cdrtrace
+from cdrtrace import _parse_py
+from cdrtrace.parse import get_format, make_parser
+from conftest import cdr, cdr_file, parse_all
+
+AT = "2026-03-02T15:00:00Z"
+OLD = dict(src="7205550100", clid='"Innocent" <7205550100>', start="2026-03-02 14:00:00",
+           answer="2026-03-02 14:00:05", end="2026-03-02 14:01:00", uniqueid="old.1")
+
+
+def fs(*fields: str, sep: bytes = b",") -> bytes:
+    """A FreeSWITCH mod_cdr_csv record: every field quoted, nothing escaped."""
+    return sep.join(b'"' + f.encode("latin-1") + b'"' for f in fields)
+
+
+def fs_call(name: str, number: str, line: str, start: str, answer: str = "", end: str = "",
+            cause: str = "NORMAL_CLEARING", uuid: str = "u-1", bleg: str = "") -> bytes:
+    return fs(name, number, line, "public", start, answer, end or start, "20",
+              "15" if answer else "0", cause, uuid, bleg, "", "PCMU", "PCMU")
+
+
+def both_parsers(fmt, data: bytes, zone="UTC"):
+    """(rows, rejects) from the native parser, checked equal to the reference's."""
+    native = parse_all(data, parser=make_parser(fmt, zone))
+    form = get_format(fmt)
+    reference = parse_all(data, parser=_parse_py.CdrParser(form.dialect(), zone))
+    assert native == reference
+    return native
+
+
+def trace(store, line, at=AT):
+    result = store.trace(line, at=at)
+    record = store.trace_records(line, analyst="cic")[-1]
+    return result.outcome.value, record
+
+
+# ------------------------------------------------------------------ fail closed (§3a)
+
+def test_freeswitch_name_with_unescaped_quote_comma_quote_is_recovered(store, tmp_path):
+    old = fs_call("Innocent", "7205550100", "3035550110", "2026-03-02 14:00:00",
+                  "2026-03-02 14:00:05", "2026-03-02 14:01:00", uuid="u-old")
+    # a SIP display name holding "," and one written "Jones", Bob: both unescaped
+    new1 = fs_call('Evil","Name', "7205550199", "3035550110", "2026-03-02 14:30:00", uuid="u-1",
+                   cause="ORIGINATOR_CANCEL")
+    new2 = fs_call('"Jones", Bob', "7205550198", "3035550111", "2026-03-02 14:31:00", uuid="u-2",
+                   cause="ORIGINATOR_CANCEL")
+    rows, rejects = both_parsers("freeswitch", old + b"\n" + new1 + b"\n" + new2 + b"\n")
+    assert rejects == []
+    assert [r["calling"] for r in rows][1:] == [cdrtrace.parse.normalize_number("7205550199"),
+                                                cdrtrace.parse.normalize_number("7205550198")]
+    summary = cdrtrace.ingest(store, [cdr_file(tmp_path, old, new1, new2)], fmt="freeswitch")
+    assert (summary.records, summary.rejected) == (3, 0)
+    outcome, record = trace(store, "3035550110")
+    assert (outcome, record["call"]["calling"]) == ("success", "+17205550199")
+
+
+@pytest.mark.parametrize("bad", [
+    cdr(start="2026-03-02 14:30:00", end="2026-03-02 14:30:20", disposition="NO ANSWER",
+        answer="2026-03-02 14:30:99", uniqueid="new.1"),                     # bad answer time
+    cdr(start="2026-03-02 14:30:00", end="2026-03-02 14:30:20", disposition="NO ANSWR",
+        uniqueid="new.1"),                                                     # unknown disposition
+    cdr(start="2026-03-02 14:30:00", end="2026-03-02 14:30:20", uniqueid="new.1")[:200],  # cut short
+], ids=["bad-answer-time", "bad-disposition", "cut-short"])
+def test_a_rejected_record_never_lets_the_trace_blame_the_previous_caller(store, tmp_path, bad):
+    summary = cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD), bad)])
+    assert (summary.records, summary.rejected, summary.unreadable) == (2, 1, 1)
+    outcome, record = trace(store, "3035550110")
+    # the call that rang the line at 14:30 is unreadable: untraceable, never the 14:00 caller
+    assert outcome == "untraceable"
+    assert record["call"]["start"] == "2026-03-02T14:30:00Z"
+    assert record["call"]["disposition"] == "unreadable" and record["call"]["calling"] is None
+    assert "could not be read" in record["reason"]
+    assert record["unreadable"]["record"] == 2 and record["unreadable"]["time_estimated"] is False
+    assert "+17205550100" not in str(record)
+    # a second *57 is not "already traced" for the old call either
+    assert store.trace("3035550110", at="2026-03-02T15:05:00Z").outcome.value == "untraceable"
+    assert store.disclose({"kind": "subpoena", "reference": "S-1", "agency": "PD", "officer": "O",
+                           "case_number": "1"}, analyst="cic", line="3035550110") == []
+
+
+def test_a_reject_whose_time_is_unreadable_takes_its_neighbours_time(store, tmp_path):
+    bad = cdr(start="2026-02-31 14:30:00", end="2026-02-31 14:30:20", uniqueid="new.1")
+    later = cdr(dst="3035550111", start="2026-03-02 14:40:00", answer="2026-03-02 14:40:05",
+                end="2026-03-02 14:41:00", uniqueid="other.1")
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD), bad, later)])
+    outcome, record = trace(store, "3035550110")
+    # it was written after the 14:00 call ended: taken to start then, failing closed
+    assert (outcome, record["call"]["start"]) == ("untraceable", "2026-03-02T14:01:00Z")
+    assert record["unreadable"]["time_estimated"] is True
+
+
+def test_evidence_counts_unreadable_records_of_the_feed_near_the_call(store, tmp_path):
+    # the line cannot be recovered (no called number), the time can
+    lineless = cdr(dst="", dstchannel="", start="2026-03-02 14:20:00", end="2026-03-02 14:20:10",
+                   disposition="NO ANSWR", uniqueid="x.1")
+    far = cdr(dst="", dstchannel="", start="2026-03-02 10:00:00", end="2026-03-02 10:00:10",
+              disposition="NO ANSWR", uniqueid="x.2")
+    cdrtrace.ingest(store, [cdr_file(tmp_path, far, cdr(**OLD), lineless)])
+    outcome, record = trace(store, "3035550110")
+    assert outcome == "success"
+    # an hour before the 14:00 call up to the activation: the 14:20 reject, not the 10:00 one
+    assert record["unreadable_nearby"] == {"from": "2026-03-02T13:00:00Z", "to": AT,
+                                           "records": 1, "without_line": 1}
+
+
+def test_salvage_agrees_native_and_reference():
+    form = get_format("asterisk")
+    native = make_parser(form, "America/Denver")
+    reference = _parse_py.CdrParser(form.dialect(), "America/Denver")
+    samples = [cdr(disposition="NO ANSWR"), cdr()[:150], cdr(start="bad"), b"", b'"",,,',
+               cdr(clid='"A","B" <1>'), cdr(dst="ch1", dstchannel="SIP/301-0007")[:170]]
+    for raw in samples:
+        assert native.salvage(raw) == reference.salvage(raw), raw
+
+
+# ------------------------------------------------------------------ calls, not legs (§3)
+
+def ring_group(order):
+    """Asterisk ring group through Local channels: the ;2 halves ring the phones, dst is the
+    Local name (ch1, ch2); 301 is not answered, 302 answers. Legs share uniqueid and linkedid."""
+    common = dict(src="7205550199", clid='"Caller" <7205550199>', start="2026-03-02 14:30:00",
+                  end="2026-03-02 14:31:00", uniqueid="1772461800.7", linkedid="1772461800.7")
+    legs = [
+        cdr(21, dst="ch1", channel="Local/ch1@rg-00000001;2", dstchannel="SIP/301-00000007",
+            disposition="NO ANSWER", answer="", **common),
+        cdr(21, dst="ch2", channel="Local/ch2@rg-00000002;2", dstchannel="SIP/302-00000008",
+            disposition="ANSWERED", answer="2026-03-02 14:30:08", **common),
+        cdr(21, dst="600", channel="SIP/trunk-00000006", dstchannel="Local/ch2@rg-00000002;1",
+            disposition="ANSWERED", answer="2026-03-02 14:30:08", **common),
+    ]
+    return [legs[i] for i in order]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_ring_group_phones_are_indexed_from_the_destination_channel(store, tmp_path, order):
+    both_parsers("asterisk", b"\n".join(ring_group(order)) + b"\n")
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(21, dst="301", **OLD), *ring_group(order))])
+    outcome, record = trace(store, "301")
+    assert (outcome, record["call"]["start"], record["call"]["calling"]) == \
+        ("success", "2026-03-02T14:30:00Z", "+17205550199")
+    assert (record["call"]["answered"], record["call"]["disposition"]) == (False, "no_answer")
+    _, record = trace(store, "302")
+    assert (record["call"]["answered"], record["call"]["disposition"]) == (True, "answered")
+    calls = store.last_calls("600", analyst="cic")
+    assert len(calls) == 1 and calls[0]["answered"] and calls[0]["disposition"] == "answered"
+
+
+def direct_group(start="2026-03-02 14:30:00", uid="1772461800.7"):
+    """Dial(SIP/301&SIP/302) on 700: one record per dialled leg, the same uniqueid; 301 rang
+    unanswered, 302 answered."""
+    common = dict(src="7205550199", clid='"Caller" <7205550199>', dst="700", start=start,
+                  end=start[:-2] + "50", uniqueid=uid)
+    return [cdr(dstchannel="SIP/301-00000007", disposition="NO ANSWER", answer="", **common),
+            cdr(dstchannel="SIP/302-00000008", disposition="ANSWERED",
+                answer=start[:-2] + "08", **common)]
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_legs_of_one_call_are_one_call_to_the_dialled_line(store, tmp_path, order):
+    legs = direct_group()
+    cdrtrace.ingest(store, [cdr_file(tmp_path, *(legs[i] for i in order))])
+    calls = store.last_calls("700", analyst="cic")
+    assert [(c["start"], c["answered"], c["disposition"]) for c in calls] == \
+        [("2026-03-02T14:30:00Z", True, "answered")]
+    # each phone a leg rang received the call, with its own answered flag
+    assert [c["answered"] for c in store.last_calls("301", analyst="cic")] == [False]
+    assert [c["answered"] for c in store.last_calls("302", analyst="cic")] == [True]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(range(5)))
+def test_legs_of_one_call_merge_whatever_the_order(tmp_path_factory, order):
+    """Two calls to 700 in legs, and a leg replayed: the analyst's view of 700 is the same
+    in any file order, one entry per call (TRACE_RULES §3)."""
+    first = direct_group()
+    second = direct_group("2026-03-02 14:40:00", "1772462400.9")
+    records = first + second + [second[0]]
+    records = [records[i] for i in order]
+    store = cdrtrace.open(tmp_path_factory.mktemp("legs") / "s", create=True)
+    path = tmp_path_factory.mktemp("f") / "Master.csv"
+    path.write_bytes(b"\n".join(records) + b"\n")
+    cdrtrace.ingest(store, [str(path)])
+    view = [(c["start"], c["answered"], c["disposition"], c["indexed_as"])
+            for c in store.last_calls("700", analyst="cic")]
+    assert view == [("2026-03-02T14:40:00Z", True, "answered", "dialled"),
+                    ("2026-03-02T14:30:00Z", True, "answered", "dialled")]
+    store.close()
+
+
+def test_freeswitch_a_and_b_legs_are_one_call(store, tmp_path):
+    a_leg = fs_call("Caller", "7205550199", "3035550110", "2026-03-02 14:30:00",
+                    "2026-03-02 14:30:06", "2026-03-02 14:31:00", uuid="aaaa", bleg="bbbb")
+    b_leg = fs_call("Caller", "7205550199", "3035550110", "2026-03-02 14:30:01",
+                    "2026-03-02 14:30:06", "2026-03-02 14:31:00", uuid="bbbb")
+    older = [fs_call("Old", f"720555010{i}", "3035550110", f"2026-03-02 1{i}:00:00",
+                     uuid=f"old-{i}", cause="ORIGINATOR_CANCEL") for i in range(3)]
+    cdrtrace.ingest(store, [cdr_file(tmp_path, *older, b_leg, a_leg)], fmt="freeswitch")
+    calls = store.last_calls("3035550110", analyst="cic")
+    # one slot for the call (started at its earliest leg), the three older calls kept
+    assert [c["start"] for c in calls] == ["2026-03-02T14:30:00Z", "2026-03-02T12:00:00Z",
+                                           "2026-03-02T11:00:00Z", "2026-03-02T10:00:00Z"]
+    assert calls[0]["answered"]
+
+
+def test_no_answer_with_an_answer_time_is_not_answered_by_the_line(store, tmp_path):
+    voicemail = cdr(disposition="NO ANSWER", answer="2026-03-02 14:30:25", start="2026-03-02 14:30:00",
+                    end="2026-03-02 14:31:00", uniqueid="vm.1")
+    rows, _ = both_parsers("asterisk", voicemail + b"\n")
+    assert rows[0]["answer_us"] == 0
+    cdrtrace.ingest(store, [cdr_file(tmp_path, voicemail)])
+    _, record = trace(store, "3035550110")
+    assert (record["call"]["answered"], record["call"]["disposition"]) == (False, "no_answer")
+
+
+@pytest.mark.parametrize("nothing", [
+    cdr(dstchannel="", start="2026-03-02 14:30:00", uniqueid="n.1"),   # ANSWERED, broken Dial
+    cdr(dst="3035550110", channel="Local/3035550110@outbound-00000001;2",
+        dstchannel="PJSIP/mytrunk-00000009", start="2026-03-02 14:30:00", uniqueid="n.2"),
+    cdr(dst="3035550110", channel="Local/301@from-internal-00000003;2",
+        dstchannel="Local/301@from-internal-00000003;1", disposition="CONGESTION",
+        start="2026-03-02 14:30:00", uniqueid="n.3"),
+], ids=["answered-no-dstchannel", "outbound-through-local", "congestion-half"])
+def test_records_where_nothing_rang_do_not_mask_the_last_call(store, tmp_path, nothing):
+    rows, _ = both_parsers("asterisk", nothing + b"\n")
+    assert [r["received"] for r in rows] == [False]
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD), nothing)])
+    outcome, record = trace(store, "3035550110")
+    assert (outcome, record["call"]["start"]) == ("success", "2026-03-02T14:00:00Z")
+
+
+def test_a_utf8_byte_order_mark_is_not_data(store, tmp_path):
+    data = b"\xef\xbb\xbf" + cdr(**OLD) + b"\n"
+    rows, rejects = both_parsers("asterisk", data)
+    assert (len(rows), rejects, rows[0]["offset"]) == (1, [], 3)
+    for cut in range(1, 5):       # in any chunking
+        assert parse_all(data, chunks=[cut], parser=make_parser("asterisk")) == (rows, [])
+    path = tmp_path / "bom.csv"
+    path.write_bytes(data)
+    summary = cdrtrace.ingest(store, [str(path)], fmt="auto")
+    assert (summary.records, summary.rejected) == (1, 0)
+
+
+def test_a_call_starting_exactly_at_the_activation_is_not_the_traced_call(store, tmp_path):
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD), cdr(
+        start="2026-03-02 15:00:00", end="2026-03-02 15:00:20", disposition="NO ANSWER",
+        src="7205550199", clid="", uniqueid="at.1"))])
+    outcome, record = trace(store, "3035550110", at="2026-03-02T15:00:00Z")
+    assert (outcome, record["call"]["start"]) == ("success", "2026-03-02T14:00:00Z")
+
+
+def test_records_shuffled_give_the_same_traces(tmp_path):
+    records = ring_group((0, 1, 2)) + [cdr(**OLD), cdr(disposition="NO ANSWR", uniqueid="z")]
+    answers = set()
+    for seed in range(4):
+        random.Random(seed).shuffle(records)
+        store = cdrtrace.open(tmp_path / f"s{seed}", create=True)
+        cdrtrace.ingest(store, [cdr_file(tmp_path, *records, name=f"m{seed}.csv")])
+        answers.add(tuple(trace(store, line)[0] for line in ("301", "302", "600", "3035550110")))
+        store.close()
+    assert answers == {("success", "success", "success", "untraceable")}
