@@ -116,3 +116,24 @@ def test_demo_plays_every_outcome_and_finds_the_planted_campaigns():
         assert "origin" not in json.dumps(status).replace('"origin": "Caller', "")
     code, text, _ = run("demo")
     assert code == 0 and "dials *57" in text and "repeat origins" in text
+
+
+def test_init_sets_the_zone_and_country_code_of_the_store(tmp_path, capsys):
+    db = str(tmp_path / "db")
+    assert cli.main(["init", "--db", db, "--tz", "Asia/Ho_Chi_Minh", "--country-code", "84"]) == 0
+    # a Vietnamese subscriber's call at 21:00 local (14:00 UTC), from a national number
+    record = cdr(src="0912345678", clid="", dst="0243825555", dstchannel="PJSIP/0243825555-01",
+                 start="2026-03-02 21:00:00", answer="2026-03-02 21:00:05", end="2026-03-02 21:01:00")
+    assert cli.main(["ingest", cdr_file(tmp_path, record), "--db", db]) == 0
+    capsys.readouterr()
+    # --at with no offset is read in the store's zone: 21:30 local is after the call
+    assert cli.main(["trace", "024 3825 555", "--at", "2026-03-02T21:30:00", "--db", db,
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["outcome"], result["call_time"]) == ("success", "2026-03-02T14:00:00Z")
+    assert cli.main(["last-calls", "+84243825555", "--analyst", "cic", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["calling"] == "+84912345678"
+    # an existing store keeps its settings: a different zone is a clear error
+    assert cli.main(["init", "--db", db, "--tz", "UTC"]) == 2
+    assert "already exists with zone Asia/Ho_Chi_Minh" in capsys.readouterr().err
+    assert cli.main(["init", "--db", str(tmp_path / "x"), "--tz", "Mars/Olympus"]) == 2

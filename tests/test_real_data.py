@@ -271,3 +271,37 @@ def test_records_shuffled_give_the_same_traces(tmp_path):
         answers.add(tuple(trace(store, line)[0] for line in ("301", "302", "600", "3035550110")))
         store.close()
     assert answers == {("success", "success", "success", "untraceable")}
+
+
+# ------------------------------------------------------------------ rules the mutations found unpinned
+
+def test_unavailable_presentation_with_a_number_delivered_is_untraceable(store, tmp_path):
+    # R4: presentation unavailable means untraceable, even where the CDR holds a number
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD), cdr(
+        src="7205550199", userfield="unavailable", start="2026-03-02 14:30:00",
+        answer="2026-03-02 14:30:05", end="2026-03-02 14:31:00", uniqueid="u.1"))])
+    outcome, record = trace(store, "3035550110")
+    assert (outcome, record["call"]["start"]) == ("untraceable", "2026-03-02T14:30:00Z")
+
+
+def test_a_disclosure_naming_neither_traces_nor_a_line_releases_nothing(store, tmp_path):
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD))])
+    assert trace(store, "3035550110")[0] == "success"
+    authority = {"kind": "subpoena", "reference": "S-1", "agency": "PD", "officer": "O",
+                 "case_number": "1"}
+    with pytest.raises(cdrtrace.AccessError, match="name the trace ids or the line to disclose"):
+        store.disclose(authority, analyst="cic")
+
+
+def test_a_forwarded_call_is_indexed_only_under_the_served_lines(store, tmp_path):
+    from cdrtrace.config import Feed
+
+    # dialled 7205550110 (not served), forwarded by it (userfield) to 3035550110 (served),
+    # which rang extension 1001 (served by its bare digits)
+    call = cdr(dst="7205550110", userfield="7205550110", dstchannel="PJSIP/3035550110-01",
+               start="2026-03-02 14:30:00", answer="2026-03-02 14:30:05",
+               end="2026-03-02 14:31:00", uniqueid="f.1")
+    feed = Feed("denver", get_format("asterisk"), served=("+1303",))
+    cdrtrace.ingest(store, [cdr_file(tmp_path, call)], feed=feed)
+    assert trace(store, "3035550110")[0] == "success"
+    assert trace(store, "7205550110")[0] == "no_call"

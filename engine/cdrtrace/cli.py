@@ -17,7 +17,7 @@ EXIT_FAILURE = 2
 _OPENED: list = []   # stores a command opened; main() closes them
 
 
-def _store(args, create=False, readonly_index=False):
+def _store(args, create=False, readonly_index=False, **settings):
     """The store; readonly_index for commands that only read the index (trace, status,
     last-calls, stats): they open it without a write transaction, never waiting for an
     ingest's commit."""
@@ -26,7 +26,7 @@ def _store(args, create=False, readonly_index=False):
     path = args.db or os.environ.get("CDRTRACE_DB")
     if not path:
         raise CdrTraceError("no store given: use --db PATH or set CDRTRACE_DB")
-    store = Store(path, create=create, readonly_index=readonly_index)
+    store = Store(path, create=create, readonly_index=readonly_index, **settings)
     _OPENED.append(store)
     return store
 
@@ -50,7 +50,23 @@ def _progress_bar():
 
 
 def cmd_init(args):
-    store = _store(args, create=True)
+    from . import timezones
+
+    settings = {}
+    if args.tz is not None:
+        timezones.get_zone(args.tz)
+        settings["zone"] = args.tz
+    if args.country_code is not None:
+        if not 1 <= args.country_code <= 999:
+            raise CdrTraceError(f"--country-code must be a country calling code, 1 to 999 "
+                                f"(not {args.country_code})")
+        settings["country_code"] = args.country_code
+    store = _store(args, create=True, **settings)
+    differ = {k: store.config[k] for k, v in settings.items() if store.config[k] != v}
+    if differ:      # an existing store keeps the settings it was created with
+        raise CdrTraceError(f"{store.path} already exists with " + ", ".join(
+            f"{k} {v}" for k, v in differ.items()) + "; a store's zone and country code are "
+            "set when it is created")
     _emit(args, {"store": str(store.path), "config": store.config},
           f"store ready at {store.path}")
 
@@ -318,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", parents=[common], help="create a store")
+    p.add_argument("--tz", help="the store's zone: times without an offset (trace --at) and "
+                   "CDRs of feeds that name none are read in it (default UTC)")
+    p.add_argument("--country-code", type=int, help="the country calling code numbers without "
+                   "one belong to (default 1, NANP)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
