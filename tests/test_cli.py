@@ -137,3 +137,23 @@ def test_init_sets_the_zone_and_country_code_of_the_store(tmp_path, capsys):
     assert cli.main(["init", "--db", db, "--tz", "UTC"]) == 2
     assert "already exists with zone Asia/Ho_Chi_Minh" in capsys.readouterr().err
     assert cli.main(["init", "--db", str(tmp_path / "x"), "--tz", "Mars/Olympus"]) == 2
+
+
+def test_ingest_over_many_sources_reads_every_one_it_can_and_names_the_others(tmp_path, capsys):
+    db = str(tmp_path / "db")
+    assert cli.main(["init", "--db", db]) == 0
+    first = cdr_file(tmp_path, cdr(dst="3035550110"), name="a.csv")
+    strange = tmp_path / "b.csv"
+    strange.write_bytes(b"this is no CDR file\n")
+    last = cdr_file(tmp_path, cdr(dst="3035550111"), name="c.csv")
+    missing = str(tmp_path / "nowhere" / "*.csv")
+    capsys.readouterr()
+    code = cli.main(["ingest", first, str(strange), missing, last, "--db", db, "--format", "auto"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out.startswith("records 2  indexed 2  rejected 0")           # both good files
+    assert f"could not read {strange}: cannot tell the format of {strange}" in out
+    assert f"could not read {missing}: no file matches {missing}" in out
+    assert err == "cdrtrace: error: 2 of 4 source(s) could not be read (named above)\n"
+    for line in ("3035550110", "3035550111"):
+        assert cli.main(["trace", line, "--at", "2026-03-03T00:00:00Z", "--db", db]) == 0

@@ -92,7 +92,8 @@ def cmd_ingest(args):
     show = _progress_bar()
     summary = run_ingest(store, args.sources, fmt=fmt, zone=args.tz,
                          country_code=args.country_code, rejects_path=args.rejects,
-                         progress=show, force=args.force, feed=feed, archive=args.archive)
+                         progress=show, force=args.force, feed=feed, archive=args.archive,
+                         keep_going=len(args.sources) > 1)   # one source: its error alone
     if show:
         sys.stderr.write("\n")
     text = (f"records {summary.records:,}  indexed {summary.indexed:,}  "
@@ -102,7 +103,12 @@ def cmd_ingest(args):
         text += f"\nrejected records written to {summary.rejects_path}"
     for name in summary.skipped:
         text += f"\nskipped {name}: already ingested (--force to ingest it again)"
+    for failed in summary.failed:
+        text += f"\ncould not read {failed['source']}: {failed['reason']}"
     _emit(args, summary.to_dict(), text)
+    if summary.failed:     # every other source was ingested; the exit status says not all
+        raise CdrTraceError(f"{len(summary.failed)} of {summary.sources + len(summary.failed)} "
+                            "source(s) could not be read (named above)")
 
 
 def _stream(args, store, fmt, feed):

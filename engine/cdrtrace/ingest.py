@@ -16,7 +16,7 @@ from . import index, salvage
 from .archive import ArchiveWriter
 from .config import Feed
 from .errors import SourceError
-from .formats import CallBatch, Format
+from .formats import CallBatch, Format, FormatError
 from .parse import MAX_HEADER, detect_format, get_format, make_parser, read_header
 from .sources import RejectsWriter, expand, identity, open_source, reader_for
 
@@ -35,6 +35,7 @@ class IngestSummary:
     rejects_path: str | None = None
     skipped: list = dataclasses.field(default_factory=list)   # already ingested
     resumed: list = dataclasses.field(default_factory=list)   # continued after a crash
+    failed: list = dataclasses.field(default_factory=list)    # {source, reason}: not read
 
     @property
     def records_per_second(self) -> float:
@@ -52,10 +53,13 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
            archive: str | os.PathLike | None = None,
            country_code: int | None = None, feed_id: int = 0,
            rejects_path: str | os.PathLike | None = None, chunk_bytes: int = 4 << 20, batch_pairs: int = BATCH_PAIRS,
-           progress: Callable[[int, int | None], None] | None = None) -> IngestSummary:
+           progress: Callable[[int, int | None], None] | None = None,
+           keep_going: bool = False) -> IngestSummary:
     """Ingest CDR sources into the store's index: files, directories, globs, '-' for stdin,
     compressed or not. fmt may be 'auto'. A file whose content was already ingested is
-    skipped (listed in summary.skipped) unless force is set."""
+    skipped (listed in summary.skipped) unless force is set. keep_going: a source that
+    cannot be read (missing, unknown format, no header) is listed in summary.failed with
+    the reason and the others are still ingested; otherwise its error is raised."""
     cfg = store.config
     if feed is not None:   # the feed's settings, unless given explicitly
         fmt = fmt or feed.format
@@ -74,60 +78,65 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     held = contextlib.ExitStack()
     held.enter_context(store.writer("ingest"))   # one ingest at a time; a second is refused
     try:
-        for name in expand(list(sources)):
-            stream, size = open_source(name)
-            reader = None
+        for name in _expand(sources, summary, keep_going):
             try:
-                ident = identity(name)
-                if not force and store.source_with_identity(ident):
-                    summary.skipped.append(name)
-                    continue
-                reader = reader_for(stream, chunk_bytes)
+                stream, size = open_source(name)
+                reader = None
                 try:
-                    reader.fill()
-                except SourceError as exc:
-                    raise SourceError(f"cannot read {name}: {exc}") from None
-                with reader.pending() as head:
-                    first = bytes(head[:MAX_HEADER])
-                form = (fmt if isinstance(fmt, Format) else
-                        get_format(detect_format(first, name) if fmt == "auto" else fmt))
-                header, skip = read_header(form, first, name)
-                reader.consume(skip)
-                # an interrupted earlier run of this content resumes where it committed;
-                # what it wrote past that commit (rejects, archive files) is taken back
-                resume = store.position(ident.encode()) if ident and not force else None
-                if resume:
-                    _skip(reader, resume["offset"] - skip, name)
-                    skip, source = resume["offset"], resume["source"]
-                    summary.resumed.append(name)
-                    rejects.forget(source, resume["record"])
-                elif (source := store.unfinished_source(ident) if ident and not force else None):
-                    rejects.forget(source, 0)      # killed before its first commit: again
-                else:
-                    source = store.register_source(name if name != "-" else "<stdin>", size,
-                                                   ident, form.name)
-                parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
-                                     start_offset=skip,
-                                     start_record=resume["record"] if resume else 0)
-                archiver = None
-                if archive:
-                    archiver = ArchiveWriter(archive, source,
-                                             resume.get("archive_files", 0) if resume else 0)
-                    archiver.prune()
-                checkpoint = (functools.partial(_checkpoint, store, ident.encode(), source, archiver)
-                              if ident else None)
-                _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
-                               progress, batch_pairs, served, archiver,
-                               finish=lambda txn, s=source, i=ident: store.mark_ingested(txn, s, i),
-                               checkpoint=checkpoint)
-                if archiver is not None:
-                    archiver.close()
-            finally:
-                if reader is not None:
-                    reader.close()
-                if stream is not sys.stdin.buffer:
-                    stream.close()
-            summary.sources += 1
+                    ident = identity(name)
+                    if not force and store.source_with_identity(ident):
+                        summary.skipped.append(name)
+                        continue
+                    reader = reader_for(stream, chunk_bytes)
+                    try:
+                        reader.fill()
+                    except SourceError as exc:
+                        raise SourceError(f"cannot read {name}: {exc}") from None
+                    with reader.pending() as head:
+                        first = bytes(head[:MAX_HEADER])
+                    form = (fmt if isinstance(fmt, Format) else
+                            get_format(detect_format(first, name) if fmt == "auto" else fmt))
+                    header, skip = read_header(form, first, name)
+                    reader.consume(skip)
+                    # an interrupted earlier run of this content resumes where it committed;
+                    # what it wrote past that commit (rejects, archive files) is taken back
+                    resume = store.position(ident.encode()) if ident and not force else None
+                    if resume:
+                        _skip(reader, resume["offset"] - skip, name)
+                        skip, source = resume["offset"], resume["source"]
+                        summary.resumed.append(name)
+                        rejects.forget(source, resume["record"])
+                    elif (source := store.unfinished_source(ident) if ident and not force else None):
+                        rejects.forget(source, 0)      # killed before its first commit: again
+                    else:
+                        source = store.register_source(name if name != "-" else "<stdin>", size,
+                                                       ident, form.name)
+                    parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
+                                         start_offset=skip,
+                                         start_record=resume["record"] if resume else 0)
+                    archiver = None
+                    if archive:
+                        archiver = ArchiveWriter(archive, source,
+                                                 resume.get("archive_files", 0) if resume else 0)
+                        archiver.prune()
+                    checkpoint = (functools.partial(_checkpoint, store, ident.encode(), source, archiver)
+                                  if ident else None)
+                    _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
+                                   progress, batch_pairs, served, archiver,
+                                   finish=lambda txn, s=source, i=ident: store.mark_ingested(txn, s, i),
+                                   checkpoint=checkpoint)
+                    if archiver is not None:
+                        archiver.close()
+                finally:
+                    if reader is not None:
+                        reader.close()
+                    if stream is not sys.stdin.buffer:
+                        stream.close()
+                summary.sources += 1
+            except (SourceError, FormatError) as exc:
+                if not keep_going:
+                    raise
+                summary.failed.append({"source": name, "reason": str(exc)})
     finally:
         rejects.close()
         held.close()
@@ -135,6 +144,20 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     summary.rejected = rejects.count
     summary.rejects_path = rejects.path if rejects.count else None
     return summary
+
+
+def _expand(sources: Iterable[str], summary: IngestSummary, keep_going: bool) -> list[str]:
+    """The files of every source given; with keep_going, a source naming none is listed
+    as failed instead of stopping the others."""
+    names = []
+    for given in sources:
+        try:
+            names += expand([given])
+        except SourceError as exc:
+            if not keep_going:
+                raise
+            summary.failed.append({"source": given, "reason": str(exc)})
+    return names
 
 
 class _Pending:
