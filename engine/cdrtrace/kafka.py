@@ -169,6 +169,24 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
         for tp in revoked:
             partitions.pop((tp.topic, tp.partition), None)
 
+    def caught_up() -> bool:
+        """Has every assigned partition been read to its end (the high watermark of the
+        latest fetch)? Until the first fetch answers, the end is unknown: not idle. (An
+        empty poll alone is no proof: after an assignment, fetching can take a second or
+        more, and a feed taken for idle would advance its watermark past calls it has not
+        read, and --until-idle would stop before reading them.)"""
+        for (topic, number), part in list(partitions.items()):
+            tp = TopicPartition(topic, number)
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return False
+            at = consumer.position([tp])[0].offset
+            if at < 0:       # nothing read from it in this run
+                at = part.start if part.start is not None else low
+            if at < high:
+                return False
+        return True
+
     config = {"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False,
               "auto.offset.reset": "earliest", "enable.partition.eof": False, **extra,
               **(settings or {})}
@@ -193,8 +211,13 @@ def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, count
                     else:
                         log.warning("kafka %s: %s", url, error.str())
                 if not good:
-                    if partitions and live.idle():   # assigned and caught up: idle
-                        break
+                    if partitions and caught_up():
+                        if live.idle():      # at the end of every partition: idle
+                            break
+                    else:                    # not at the end yet: only fetching is slow
+                        live.busy()
+                        if live.due():
+                            commit()
                     continue
                 live.busy()
                 _feed_messages(live, partitions, good)
