@@ -103,6 +103,7 @@ cdef struct Dialect:
     int c_progress
     int c_srcchannel     # the channel the call came from (Asterisk `channel`)
     int c_callid_peer    # the call id shared by every leg, when the record has one
+    int markers          # version, Start and End lines are not records (BroadWorks)
 
 cdef const char* EMPTY = b""
 cdef const char* BOM = b"\xef\xbb\xbf"
@@ -565,6 +566,16 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char
     return ST_OK
 
 
+cdef inline bint is_marker(Span* f, int nf) noexcept nogil:
+    """A BroadWorks line that is not a call: 'version=... encoding=...', or the
+    '<recordId>,,Start' and '<recordId>,,End' records a server writes when it starts
+    and stops (also mid-file)."""
+    if nf == 1:
+        return f[0].n > 8 and memcmp(f[0].p, b"version=", 8) == 0
+    return nf == 3 and f[1].n == 0 and f[0].n > 0 and (span_is(f[2], b"Start", 5)
+                                                       or span_is(f[2], b"End", 3))
+
+
 cdef inline Span col(Span* f, int nf, int c) noexcept nogil:
     """Field c of the record, or an empty span when the layout or the record lacks it."""
     cdef Span empty
@@ -844,8 +855,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     elif d.pres_kind == PK_SIP_PRIVACY:
         if span_contains_id(col(f, nf, d.c_presentation)) and pres == PRES_ALLOWED:
             pres = PRES_RESTRICTED
-    if redirecting == called:
-        redirecting = 0
+    if redirecting == called and (final_ == 0 or final_ == called):
+        redirecting = 0     # kept when it rang elsewhere: the dialled line forwarded it
     if final_ == called:
         final_ = 0
     if d.c_direction >= 0 and not span_starts_nocase(col(f, nf, d.c_direction), b"terminating", 11):
@@ -924,7 +935,7 @@ DIALECT_FIELDS = (
     "pres_kind", "c_calling", "c_clid", "c_called", "c_redirecting", "c_redirecting2",
     "c_final", "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
-    "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer",
+    "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
 )
 
 
@@ -941,6 +952,7 @@ cdef class CdrParser:
     """
     cdef readonly int64_t offset
     cdef readonly int64_t record
+    cdef readonly int64_t markers     # version, Start and End lines passed over
     cdef readonly int country_code
     cdef readonly int feed_id
     cdef readonly int64_t min_ring_us
@@ -973,7 +985,7 @@ cdef class CdrParser:
         if d.c_start < 0 or d.c_called < 0:
             raise ValueError("dialect needs a start time and a called number column")
         # the highest column any role reads, + 1: spans past it are never stored
-        self.keep_fields = 1 + max(dialect[name] for name in DIALECT_FIELDS if name.startswith("c_"))
+        self.keep_fields = max(3, 1 + max(dialect[name] for name in DIALECT_FIELDS if name.startswith("c_")))
         self.expected_fields = (str(d.min_cols) if d.min_cols == d.max_cols
                                 else f"{d.min_cols} to {d.max_cols}")
         # each record holds its separators, a start time and a line end at least
@@ -1112,6 +1124,7 @@ cdef class CdrParser:
         cdef const char* next_rec = NULL
         cdef int64_t base_offset = self.offset
         cdef int64_t record = self.record
+        cdef int64_t markers = self.markers
         cdef int cc = self.country_code
         cdef uint16_t feed = <uint16_t>self.feed_id
         cdef int64_t min_ring = self.min_ring_us
@@ -1162,6 +1175,11 @@ cdef class CdrParser:
                                       fields, &nf, &rec_end, &next_rec)
                     if status == ST_NEED_MORE:
                         break
+                    if status == ST_OK and self.dialect.markers and is_marker(fields, nf):
+                        record += 1
+                        markers += 1
+                        p = next_rec
+                        continue
                     if status == ST_OK:
                         status = extract(p, rec_end, fields, nf, &self.dialect, z, cc,
                                          min_ring, feed, &out, nrows, &detail, has_nul,
@@ -1238,6 +1256,7 @@ cdef class CdrParser:
             consumed = p - base
             self.offset = base_offset + consumed
             self.record = record
+            self.markers = markers
             self.skipping = skipping
             rows = {name: column[:nrows] for name, column in cols.items()}
             errors = []

@@ -305,3 +305,73 @@ def test_a_forwarded_call_is_indexed_only_under_the_served_lines(store, tmp_path
     cdrtrace.ingest(store, [cdr_file(tmp_path, call)], feed=feed)
     assert trace(store, "3035550110")[0] == "success"
     assert trace(store, "7205550110")[0] == "no_call"
+
+
+# ------------------------------------------------------------------ real layouts
+
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "data" / "samples"
+CUCM_TRACES = {"3035550110": ("success", "2026-03-02T14:03:00Z"),
+               "3035550113": ("no_call", None),
+               "3035550116": ("untraceable", "2026-03-02T15:23:00Z"),   # the unreadable record
+               "2001": ("success", "2026-03-02T15:13:00Z")}
+
+
+def ingest_sample(store, tmp_path, name, **kw):
+    return cdrtrace.ingest(store, [str(SAMPLES / name)], fmt="auto",
+                           rejects_path=tmp_path / "r.jsonl", **kw)
+
+
+def test_cucm_records_cut_out_by_grep_map_by_the_release_field_count(store, tmp_path):
+    # no header, no types line, 131 fields (release 12.x), CRLF
+    summary = ingest_sample(store, tmp_path, "cucm/cdr_grep_headerless_r12.csv")
+    assert (summary.records, summary.rejected, summary.markers) == (10, 1, 0)
+    for line, expected in CUCM_TRACES.items():
+        result = store.trace(line, at="2026-11-02T00:00:00Z")
+        assert (result.outcome.value, result.call_time) == expected, line
+    # dialled 42000, which forwarded it (lastRedirectDn 42000), rang 41533: forwarded
+    for line in ("42000", "41533"):
+        _, record = trace(store, line, at="2026-11-02T00:00:00Z")
+        assert (record["outcome"], record["call"]["forwarded"]) == ("success", True), line
+        assert record["call"]["calling"] == "+17205550199"
+
+
+def test_cucm_export_with_an_unquoted_header_and_no_types_line_keeps_its_first_record(store, tmp_path):
+    summary = ingest_sample(store, tmp_path, "cucm/car_export_no_types.csv")
+    assert (summary.records, summary.rejected, summary.markers) == (3, 0, 1)
+    assert store.trace("3035550110", at="2026-11-02T00:00:00Z").outcome.value == "success"
+
+
+def test_cucm_headerless_file_of_no_release_layout_is_a_clear_error(store, tmp_path):
+    path = tmp_path / "cdr.csv"
+    path.write_bytes(b"1,2,3\n")
+    with pytest.raises(cdrtrace.FormatError, match="has no cucm header, and its first line has 3 "
+                       "fields, which is no release's layout \\(129, 131, 133\\)"):
+        cdrtrace.ingest(store, [str(path)], fmt="cucm")
+
+
+def test_broadworks_as_the_server_writes_it(store, tmp_path):
+    """No header: a version line, Start/End marker records (a restart mid-file), positional
+    records longer than the fields cdrtrace reads."""
+    summary = ingest_sample(store, tmp_path, "broadworks/BW-CDR-20260302150000-1-000002.csv")
+    assert (summary.records, summary.rejected, summary.markers) == (7, 1, 5)
+    rejects = [__import__("json").loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [(r["record"], r["reason"]) for r in rejects] == [(11, "bad timestamp in column 10")]
+    expected = {"3035550110": ("success", "2026-03-02T14:03:00.125000Z"),
+                "3035550120": ("success", "2026-03-02T14:30:00Z"),
+                "3035550113": ("untraceable", "2026-03-02T14:50:00Z"),
+                "3035550114": ("untraceable", "2026-03-02T15:00:30Z"),
+                "7205550101": ("no_call", None)}
+    for line, want in expected.items():
+        result = store.trace(line, at="2026-11-02T00:00:00Z")
+        assert (result.outcome.value, result.call_time) == want, line
+
+
+def test_markers_are_checked_native_and_reference_alike():
+    data = (SAMPLES / "broadworks/BW-CDR-20260302150000-1-000002.csv").read_bytes()
+    data += b"0100,,Stop\nversion=\n"           # not markers: rejected
+    form = get_format("broadworks")
+    native, reference = make_parser(form), _parse_py.CdrParser(form.dialect(), "UTC")
+    got = parse_all(data, parser=native)
+    assert got == parse_all(data, parser=reference)
+    assert native.markers == reference.markers == 5
+    assert [r[0] for r in got[1]] == [11, 13, 14]

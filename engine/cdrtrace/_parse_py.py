@@ -352,8 +352,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     elif d["pres_kind"] == PK_SIP_PRIVACY:
         if _privacy_withholds_id(col("presentation")) and pres == Presentation.ALLOWED:
             pres = Presentation.RESTRICTED
-    if redirecting == called:
-        redirecting = 0
+    if redirecting == called and final in (0, called):
+        redirecting = 0     # kept when it rang elsewhere: the dialled line forwarded it
     if final == called:
         final = 0
     if d["c_direction"] >= 0 and not col("direction").lower().startswith(b"terminating"):
@@ -425,6 +425,14 @@ def _candidates(column: int, n: int, max_cols: int) -> list[int]:
     return out
 
 
+def _is_marker(fields) -> bool:
+    """As the native is_marker: a BroadWorks version line, or a Start or End record."""
+    values = [f for f, _ in fields]
+    if len(values) == 1:
+        return len(values[0]) > 8 and values[0].startswith(b"version=")
+    return len(values) == 3 and values[1] == b"" and values[0] != b"" and values[2] in (b"Start", b"End")
+
+
 def _hash_chain(seed: int, tag: bytes, data: bytes) -> int:
     """The native parser finalises after each piece; mirror it exactly."""
     return hash_bytes(hash_bytes(seed, tag), data)
@@ -448,6 +456,7 @@ class CdrParser:
         self.min_ring_us = int(min_ring_seconds * 1e6)
         self.offset = start_offset
         self.record = start_record
+        self.markers = 0
         self.skipping = False
 
     def _recover(self, buf: bytes, p: int, final: bool):
@@ -532,6 +541,11 @@ class CdrParser:
             if status == NEED_MORE:
                 break
             detail = 0
+            if status == 0 and self.dialect["markers"] and _is_marker(fields):
+                self.record += 1
+                self.markers += 1
+                p = nxt
+                continue
             if status == 0:
                 status, detail, row = extract(buf[p:rec_end], fields, self.dialect, self.zone,
                                               self.country_code, self.min_ring_us, self.feed_id,

@@ -66,10 +66,73 @@ ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", 
                     "linkedid", "sequence")
 
 
+# Cisco Unified CM CDR field names by release
+CUCM_FIELDS_11 = tuple((
+    "cdrRecordType globalCallID_callManagerId globalCallID_callId origLegCallIdentifier "
+    "dateTimeOrigination origNodeId origSpan origIpAddr callingPartyNumber "
+    "callingPartyUnicodeLoginUserID origCause_location origCause_value origPrecedenceLevel "
+    "origMediaTransportAddress_IP origMediaTransportAddress_Port origMediaCap_payloadCapability "
+    "origMediaCap_maxFramesPerPacket origMediaCap_g723BitRate origVideoCap_Codec "
+    "origVideoCap_Bandwidth origVideoCap_Resolution origVideoTransportAddress_IP "
+    "origVideoTransportAddress_Port origRSVPAudioStat origRSVPVideoStat destLegIdentifier "
+    "destNodeId destSpan destIpAddr originalCalledPartyNumber finalCalledPartyNumber "
+    "finalCalledPartyUnicodeLoginUserID destCause_location destCause_value destPrecedenceLevel "
+    "destMediaTransportAddress_IP destMediaTransportAddress_Port destMediaCap_payloadCapability "
+    "destMediaCap_maxFramesPerPacket destMediaCap_g723BitRate destVideoCap_Codec "
+    "destVideoCap_Bandwidth destVideoCap_Resolution destVideoTransportAddress_IP "
+    "destVideoTransportAddress_Port destRSVPAudioStat destRSVPVideoStat dateTimeConnect "
+    "dateTimeDisconnect lastRedirectDn pkid originalCalledPartyNumberPartition "
+    "callingPartyNumberPartition finalCalledPartyNumberPartition lastRedirectDnPartition "
+    "duration origDeviceName destDeviceName origCallTerminationOnBehalfOf "
+    "destCallTerminationOnBehalfOf origCalledPartyRedirectOnBehalfOf "
+    "lastRedirectRedirectOnBehalfOf origCalledPartyRedirectReason lastRedirectRedirectReason "
+    "destConversationId globalCallId_ClusterID joinOnBehalfOf comment authCodeDescription "
+    "authorizationLevel clientMatterCode origDTMFMethod destDTMFMethod callSecuredStatus "
+    "origConversationId origMediaCap_Bandwidth destMediaCap_Bandwidth authorizationCodeValue "
+    "outpulsedCallingPartyNumber outpulsedCalledPartyNumber origIpv4v6Addr destIpv4v6Addr "
+    "origVideoCap_Codec_Channel2 origVideoCap_Bandwidth_Channel2 origVideoCap_Resolution_Channel2 "
+    "origVideoTransportAddress_IP_Channel2 origVideoTransportAddress_Port_Channel2 "
+    "origVideoChannel_Role_Channel2 destVideoCap_Codec_Channel2 destVideoCap_Bandwidth_Channel2 "
+    "destVideoCap_Resolution_Channel2 destVideoTransportAddress_IP_Channel2 "
+    "destVideoTransportAddress_Port_Channel2 destVideoChannel_Role_Channel2 IncomingProtocolID "
+    "IncomingProtocolCallRef OutgoingProtocolID OutgoingProtocolCallRef currentRoutingReason "
+    "origRoutingReason lastRedirectingRoutingReason huntPilotPartition huntPilotDN "
+    "calledPartyPatternUsage IncomingICID IncomingOrigIOI IncomingTermIOI OutgoingICID "
+    "OutgoingOrigIOI OutgoingTermIOI outpulsedOriginalCalledPartyNumber "
+    "outpulsedLastRedirectingNumber wasCallQueued totalWaitTimeInQueue callingPartyNumber_uri "
+    "originalCalledPartyNumber_uri finalCalledPartyNumber_uri lastRedirectDn_uri "
+    "mobileCallingPartyNumber finalMobileCalledPartyNumber origMobileDeviceName "
+    "destMobileDeviceName origMobileCallDuration destMobileCallDuration mobileCallType "
+    "originalCalledPartyPattern finalCalledPartyPattern lastRedirectingPartyPattern "
+    "huntPilotPattern").split())
+assert len(CUCM_FIELDS_11) == 129
+# a headerless CUCM file is mapped by its field count: the release's layout
+CUCM_RELEASES = {129: CUCM_FIELDS_11,                                            # to release 11
+               131: (*CUCM_FIELDS_11, "origDeviceType", "destDeviceType"),     # 12.x
+               133: (*CUCM_FIELDS_11, "origDeviceType", "destDeviceType",     # 12.5(1)SU1+
+                                      "origDeviceSessionID", "destDeviceSessionID")}
+# BroadWorks accounting CSV is positional: the first fields never move between releases
+# (197 fields in R14, 336 and more from R18); the names of the first 43.
+BROADWORKS_COLUMNS = tuple((
+    "recordId serviceProvider type userNumber groupNumber direction callingNumber "
+    "callingPresentationIndicator calledNumber startTime userTimeZone answerIndicator answerTime "
+    "releaseTime terminationCause networkType carrierIdentificationCode dialedDigits "
+    "callCategory networkCallType networkTranslatedNumber networkTranslatedGroup releasingParty "
+    "route networkCallID codec accessDeviceAddress accessCallID spare failoverCorrelationID "
+    "spare group department accountCode authorizationCode originalCalledNumber "
+    "originalCalledPresentationIndicator originalCalledReason redirectingNumber "
+    "redirectingPresentationIndicator redirectingReason chargeIndicator typeOfNetwork").split())
+
+
 @dataclasses.dataclass(frozen=True)
 class Format:
     """A switch CDR layout. columns: fixed positional names, or None when a header row
-    names them (header_lines lines precede the records)."""
+    names them (header_lines lines at most precede the records).
+
+    header_optional: a first line naming the required columns is the header, else the
+    file has none (columns, or the release layout of the first record's field count in
+    releases, map it). types_line: a line of column types may follow the header (CUCM).
+    markers: version, Start and End lines between the records (BroadWorks)."""
 
     name: str
     roles: dict                 # canonical role -> column name
@@ -81,6 +144,11 @@ class Format:
     min_cols: int = 0
     header_lines: int = 0
     required: tuple = ()        # roles the header must name
+    header_optional: bool = False
+    types_line: bool = False
+    releases: dict | None = None  # field count -> column names, for headerless files
+    max_cols: int = 0           # positional layouts whose records carry more fields
+    markers: bool = False
     lenient_quotes: bool = False  # quotes inside values are not doubled (FreeSWITCH)
     delimiter: str = ","
     quote: str = '"'
@@ -94,18 +162,23 @@ class Format:
 
     def dialect(self, header: list[str] | None = None) -> dict:
         """The native parser's column map, from the fixed columns or the header."""
-        names = list(self.columns) if self.columns is not None else header
-        if names is None:
+        if header is not None:
+            names, most = header, len(header)
+        elif self.columns is not None:
+            names = list(self.columns)
+            most = max(self.max_cols, len(names))
+        else:
             raise FormatError(f"{self.name} files start with a header row naming the columns")
         where = {name: i for i, name in enumerate(names)}
         missing = [self.roles[r] for r in self.required if self.roles[r] not in where]
         if missing:
             raise FormatError(f"{self.name} header lacks the column(s) {', '.join(missing)}")
-        dialect = {"min_cols": self.min_cols or len(names), "max_cols": len(names),
+        dialect = {"min_cols": min(self.min_cols or len(names), len(names)), "max_cols": most,
                    "delimiter": ord(self.delimiter), "quote": ord(self.quote),
                    "lenient_quotes": int(self.lenient_quotes),
                    "end_required": int(self.end_required), "time_kind": self.time_kind,
-                   "disp_kind": self.disp_kind, "pres_kind": self.pres_kind}
+                   "disp_kind": self.disp_kind, "pres_kind": self.pres_kind,
+                   "markers": int(self.markers)}
         for role in ROLES:
             dialect[f"c_{role}"] = where.get(self.roles.get(role, ""), -1)
         return dialect
@@ -123,10 +196,12 @@ ASTERISK = Format(
            "billsec": "billsec", "disposition": "disposition", "callid": "uniqueid",
            "presentation": "userfield", "srcchannel": "channel", "callid_peer": "linkedid"})
 
-# Cisco Unified CM: header row of names, then a row of types; UTC epoch seconds; one
-# record per call with the original, last redirecting and final called numbers.
+# Cisco Unified CM: a header row of names (quoted or not), then usually a row of types;
+# exports may lack either (headerless: mapped by the release's field count). UTC epoch
+# seconds; one record per call with the original, last redirecting and final numbers.
 CUCM = Format(
-    "cucm", header_lines=2, time_kind=TIME_EPOCH, disp_kind=DK_CUCM,
+    "cucm", header_lines=2, header_optional=True, types_line=True, releases=CUCM_RELEASES,
+    time_kind=TIME_EPOCH, disp_kind=DK_CUCM,
     roles={"calling": "callingPartyNumber", "called": "originalCalledPartyNumber",
            "redirecting": "lastRedirectDn", "final": "finalCalledPartyNumber",
            "start": "dateTimeOrigination", "answer": "dateTimeConnect",
@@ -136,10 +211,12 @@ CUCM = Format(
     required=("calling", "called", "final", "start", "answer", "orig_cause", "dest_cause",
               "callid", "callid2"))
 
-# BroadWorks: header row; only terminating records are incoming calls; times are
+# BroadWorks: positional, no header (some tools add one), a version line and Start/End
+# marker records; only terminating records are incoming calls; times are
 # YYYYMMDDhhmmss.mmm in GMT (userTimeZone is the user's zone, for display only).
 BROADWORKS = Format(
-    "broadworks", header_lines=1, time_kind=TIME_COMPACT, disp_kind=DK_BROADWORKS,
+    "broadworks", header_lines=1, header_optional=True, columns=BROADWORKS_COLUMNS,
+    min_cols=41, max_cols=1023, markers=True, time_kind=TIME_COMPACT, disp_kind=DK_BROADWORKS,
     pres_kind=PK_PUBLIC_PRIVATE,
     roles={"calling": "callingNumber", "called": "calledNumber",
            "redirecting": "redirectingNumber", "redirecting2": "originalCalledNumber",

@@ -30,6 +30,7 @@ class IngestSummary:
     indexed: int = 0        # (line, call) pairs written to the index
     unreadable: int = 0     # (line, unreadable call) pairs held for rejects (fail closed)
     rejected: int = 0
+    markers: int = 0        # header, types, version, Start and End lines: checked, not calls
     bytes: int = 0
     seconds: float = 0.0
     rejects_path: str | None = None
@@ -127,6 +128,9 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                                    checkpoint=checkpoint)
                     if archiver is not None:
                         archiver.close()
+                    if not resume:
+                        summary.markers += first[:skip].count(b"\n")
+                    summary.markers += parser.markers
                 finally:
                     if reader is not None:
                         reader.close()

@@ -7,7 +7,7 @@ import re
 
 from . import timezones
 from .errors import NativeModuleError
-from .formats import FORMATS, Format, FormatError
+from .formats import CUCM_RELEASES, FORMATS, Format, FormatError
 
 try:
     from . import _parse as _native
@@ -40,17 +40,25 @@ def get_format(name: str) -> Format:
         raise FormatError(f"unknown format {name!r} (known: {', '.join(FORMATS)})") from None
 
 
+def _fields(line: bytes, delimiter: str = ",", quote: str = '"') -> list[str]:
+    return [f.strip() for f in next(csv.reader([line.decode("latin-1")], delimiter=delimiter,
+                                               quotechar=quote, skipinitialspace=True), [])]
+
+
 def detect_format(head: bytes, source: str = "source") -> str:
     """The format of a source from its first bytes, or FormatError naming the candidates."""
     head = head.removeprefix(BOM)
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
-    if first.startswith(b'"cdrRecordType"'):
-        return "cucm"
-    text = first.decode("latin-1")
-    names = {n.strip() for n in next(csv.reader([text]), [])}
-    if {"recordId", "direction", "callingNumber", "startTime"} <= names:
+    fields = _fields(first)
+    if fields[:1] == ["cdrRecordType"] or (
+            fields[:1] in (["1"], ["2"]) and len(fields) in CUCM_RELEASES):
+        return "cucm"           # a header, quoted or not, or a headerless record
+    if first.startswith(b"version=") or {"recordId", "direction", "callingNumber",
+                                          "startTime"} <= set(fields):
         return "broadworks"
-    fields = next(csv.reader([text], skipinitialspace=True), [])
+    if (len(fields) == 3 and fields[1] == "" and fields[2] in ("Start", "End")) or (
+            len(fields) >= 41 and fields[5] in ("Originating", "Terminating")):
+        return "broadworks"     # headerless: a marker record, or a positional record
     stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
     matches = []
     if 16 <= len(fields) <= 21 and stamp.match(fields[9]) and fields[14] in ASTERISK_DISPOSITIONS:
@@ -68,23 +76,52 @@ def detect_format(head: bytes, source: str = "source") -> str:
 
 
 ASTERISK_DISPOSITIONS = {"ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION", "CANCEL", "UNKNOWN"}
+TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*(\(\d+\))?$")    # INTEGER, VARCHAR(50), UNIQUEIDENTIFIER
 
 
 def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[str] | None, int]:
-    """(column names, header bytes) at the start of a source; (None, 0) for a headerless format."""
+    """(column names, bytes before the first record) at the start of a source.
+
+    Each line is checked for being what it claims: a header names the format's required
+    columns; a types line (CUCM) holds only type names, else it is the first record. A
+    format whose header is optional maps a file without one by its fixed columns, or by
+    the release layout of its first record's field count. (None, 0) for formats without
+    a header."""
     if not fmt.header_lines:
         return None, 0
-    pos, lines = (len(BOM) if head.startswith(BOM) else 0), []
+    pos = len(BOM) if head.startswith(BOM) else 0
+    lines = []
+    at = pos
     for _ in range(fmt.header_lines):
-        nl = head.find(b"\n", pos, MAX_HEADER)
+        nl = head.find(b"\n", at, MAX_HEADER)
         if nl < 0:
+            break
+        lines.append((head[at:nl].rstrip(b"\r"), nl + 1))
+        at = nl + 1
+    if not lines:
+        raise FormatError(f"{source}: no complete {fmt.name} header "
+                          f"({fmt.header_lines} line(s)) in its first {MAX_HEADER} bytes")
+    names = _fields(lines[0][0], fmt.delimiter, fmt.quote)
+    required = [fmt.roles[r] for r in fmt.required]
+    known = fmt.columns or next(iter((fmt.releases or {}).values()), ())
+    if not fmt.header_optional or set(required) <= set(names) or names[:1] == list(known[:1]):
+        if len(lines) < (1 if fmt.types_line else fmt.header_lines):
             raise FormatError(f"{source}: no complete {fmt.name} header "
                               f"({fmt.header_lines} line(s)) in its first {MAX_HEADER} bytes")
-        lines.append(head[pos:nl].rstrip(b"\r"))
-        pos = nl + 1
-    names = next(csv.reader([lines[0].decode("latin-1")], delimiter=fmt.delimiter,
-                            quotechar=fmt.quote), [])
-    return [name.strip() for name in names], pos
+        pos = lines[0][1] if fmt.types_line else lines[-1][1]
+        if fmt.types_line and len(lines) > 1:
+            types = _fields(lines[1][0], fmt.delimiter, fmt.quote)
+            if len(types) == len(names) and all(TYPE_NAME.match(t) for t in types):
+                pos = lines[1][1]
+        return names, pos
+    if fmt.columns is not None:
+        return None, pos             # positional: the parser reads the first line as a record
+    layout = (fmt.releases or {}).get(len(names))
+    if layout is None:
+        raise FormatError(
+            f"{source} has no {fmt.name} header, and its first line has {len(names)} fields, "
+            f"which is no release's layout ({', '.join(str(n) for n in sorted(fmt.releases or {}))})")
+    return list(layout), pos
 
 
 def make_parser(fmt: str | Format = "asterisk", zone: str = "UTC", country_code: int = 1,

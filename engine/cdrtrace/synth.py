@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import timezones
+from . import formats, timezones
 from .errors import CdrTraceError
 
 AREAS = np.array([303, 720, 212, 415, 312, 617, 206, 512, 404, 305, 602, 702, 503, 214, 919])
@@ -393,49 +393,7 @@ def format_asterisk_custom(columns, lo: int, hi: int, zone: str = "UTC") -> byte
 
 # ------------------------------------------------------------------ Cisco Unified CM
 
-CUCM_FIELDS_11 = (
-    "cdrRecordType globalCallID_callManagerId globalCallID_callId origLegCallIdentifier "
-    "dateTimeOrigination origNodeId origSpan origIpAddr callingPartyNumber "
-    "callingPartyUnicodeLoginUserID origCause_location origCause_value origPrecedenceLevel "
-    "origMediaTransportAddress_IP origMediaTransportAddress_Port origMediaCap_payloadCapability "
-    "origMediaCap_maxFramesPerPacket origMediaCap_g723BitRate origVideoCap_Codec "
-    "origVideoCap_Bandwidth origVideoCap_Resolution origVideoTransportAddress_IP "
-    "origVideoTransportAddress_Port origRSVPAudioStat origRSVPVideoStat destLegIdentifier "
-    "destNodeId destSpan destIpAddr originalCalledPartyNumber finalCalledPartyNumber "
-    "finalCalledPartyUnicodeLoginUserID destCause_location destCause_value destPrecedenceLevel "
-    "destMediaTransportAddress_IP destMediaTransportAddress_Port destMediaCap_payloadCapability "
-    "destMediaCap_maxFramesPerPacket destMediaCap_g723BitRate destVideoCap_Codec "
-    "destVideoCap_Bandwidth destVideoCap_Resolution destVideoTransportAddress_IP "
-    "destVideoTransportAddress_Port destRSVPAudioStat destRSVPVideoStat dateTimeConnect "
-    "dateTimeDisconnect lastRedirectDn pkid originalCalledPartyNumberPartition "
-    "callingPartyNumberPartition finalCalledPartyNumberPartition lastRedirectDnPartition "
-    "duration origDeviceName destDeviceName origCallTerminationOnBehalfOf "
-    "destCallTerminationOnBehalfOf origCalledPartyRedirectOnBehalfOf "
-    "lastRedirectRedirectOnBehalfOf origCalledPartyRedirectReason lastRedirectRedirectReason "
-    "destConversationId globalCallId_ClusterID joinOnBehalfOf comment authCodeDescription "
-    "authorizationLevel clientMatterCode origDTMFMethod destDTMFMethod callSecuredStatus "
-    "origConversationId origMediaCap_Bandwidth destMediaCap_Bandwidth authorizationCodeValue "
-    "outpulsedCallingPartyNumber outpulsedCalledPartyNumber origIpv4v6Addr destIpv4v6Addr "
-    "origVideoCap_Codec_Channel2 origVideoCap_Bandwidth_Channel2 origVideoCap_Resolution_Channel2 "
-    "origVideoTransportAddress_IP_Channel2 origVideoTransportAddress_Port_Channel2 "
-    "origVideoChannel_Role_Channel2 destVideoCap_Codec_Channel2 destVideoCap_Bandwidth_Channel2 "
-    "destVideoCap_Resolution_Channel2 destVideoTransportAddress_IP_Channel2 "
-    "destVideoTransportAddress_Port_Channel2 destVideoChannel_Role_Channel2 IncomingProtocolID "
-    "IncomingProtocolCallRef OutgoingProtocolID OutgoingProtocolCallRef currentRoutingReason "
-    "origRoutingReason lastRedirectingRoutingReason huntPilotPartition huntPilotDN "
-    "calledPartyPatternUsage IncomingICID IncomingOrigIOI IncomingTermIOI OutgoingICID "
-    "OutgoingOrigIOI OutgoingTermIOI outpulsedOriginalCalledPartyNumber "
-    "outpulsedLastRedirectingNumber wasCallQueued totalWaitTimeInQueue callingPartyNumber_uri "
-    "originalCalledPartyNumber_uri finalCalledPartyNumber_uri lastRedirectDn_uri "
-    "mobileCallingPartyNumber finalMobileCalledPartyNumber origMobileDeviceName "
-    "destMobileDeviceName origMobileCallDuration destMobileCallDuration mobileCallType "
-    "originalCalledPartyPattern finalCalledPartyPattern lastRedirectingPartyPattern "
-    "huntPilotPattern").split()
-assert len(CUCM_FIELDS_11) == 129
-CUCM_FIELDS = {129: CUCM_FIELDS_11,                                            # to release 11
-               131: CUCM_FIELDS_11 + ["origDeviceType", "destDeviceType"],     # 12.x
-               133: CUCM_FIELDS_11 + ["origDeviceType", "destDeviceType",      # 12.5(1)SU1+
-                                      "origDeviceSessionID", "destDeviceSessionID"]}
+CUCM_FIELDS = formats.CUCM_RELEASES
 CUCM_INTEGERS = {
     "cdrRecordType", "globalCallID_callManagerId", "globalCallID_callId",
     "origLegCallIdentifier", "dateTimeOrigination", "origNodeId", "origSpan", "origIpAddr",
@@ -486,15 +444,7 @@ def cucm_header(fields: int = 129) -> bytes:
 
 # ------------------------------------------------------------------ BroadWorks
 
-BROADWORKS_FIELDS = (
-    "recordId serviceProvider type userNumber groupNumber direction callingNumber "
-    "callingPresentationIndicator calledNumber startTime userTimeZone answerIndicator answerTime "
-    "releaseTime terminationCause networkType carrierIdentificationCode dialedDigits "
-    "callCategory networkCallType networkTranslatedNumber networkTranslatedGroup releasingParty "
-    "route networkCallID codec accessDeviceAddress accessCallID spare failoverCorrelationID "
-    "spare group department accountCode authorizationCode originalCalledNumber "
-    "originalCalledPresentationIndicator originalCalledReason redirectingNumber "
-    "redirectingPresentationIndicator redirectingReason chargeIndicator typeOfNetwork").split()
+BROADWORKS_FIELDS = formats.BROADWORKS_COLUMNS
 
 
 def _compact(seconds, millis):
