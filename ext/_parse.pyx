@@ -7,7 +7,7 @@ GIL; it creates no Python object per record. Errors are collected in a C array
 The contract is the one of cdrtrace._parse_py (the pure-Python reference).
 """
 cimport cython
-from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, INT64_MIN
+from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, uint32_t, INT64_MIN
 from libc.string cimport memchr, memcmp, memcpy, memset
 from libc.stdlib cimport malloc, realloc, free
 
@@ -160,32 +160,48 @@ cdef inline uint64_t pack_number(int kind, const char* d, int n) noexcept nogil:
     return (<uint64_t>kind << 62) | (<uint64_t>n << 56) | v
 
 
-cdef inline uint64_t normalize(const char* p, Py_ssize_t n, int cc) noexcept nogil:
+cdef struct Plan:
+    # a country's dialling plan (cdrtrace.numbers.DiallingPlan)
+    int cc
+    int n_cc
+    char cc_digits[4]
+    int n_trunk
+    char trunk[4]
+    int n_intl
+    int intl_len[16]
+    char intl[16][8]
+    uint32_t lengths     # bit k: k digits is a possible national number length
+    bint nanp            # the North American plan: 10 digits, trunk 1, 011
+
+
+cdef inline uint64_t normalize(const char* p, Py_ssize_t n, const Plan* plan) noexcept nogil:
     """Same rules as cdrtrace.numbers.normalize; 0 when not a number."""
     # Fast path: NANP 10 digits (or 11 with the leading 1), nothing else, the common case;
     # a leading 0 may be the 011 international prefix and takes the general path.
     cdef Py_ssize_t k
     cdef uint64_t v = 0
-    if cc == 1 and ((n == 10 and p[0] != b'0') or (n == 11 and p[0] == b'1')):
+    if plan.nanp and ((n == 10 and p[0] != b'0') or (n == 11 and p[0] == b'1')):
         for k in range(n):
             if p[k] < b'0' or p[k] > b'9':
-                return normalize_general(p, n, cc)
+                return normalize_general(p, n, plan)
             v = v * 10 + <uint64_t>(p[k] - 48)
         if n == 10:
             v += 10000000000ULL
         return (<uint64_t>1 << 62) | (<uint64_t>11 << 56) | v
-    return normalize_general(p, n, cc)
+    return normalize_general(p, n, plan)
 
 
-cdef uint64_t normalize_general(const char* p, Py_ssize_t n, int cc) noexcept nogil:
+cdef inline bint has_prefix(const char* d, int nd, const char* prefix, int n) noexcept nogil:
+    return nd > n and memcmp(d, prefix, n) == 0
+
+
+cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) noexcept nogil:
     cdef char digits[24]
-    cdef char ccd[8]
     cdef char body[24]
-    cdef int nd = 0, nb = 0, ncc = 0, i, kind = 0
+    cdef int nd = 0, nb = 0, i, kind = 0, best = -1
     cdef Py_ssize_t k = 0
     cdef bint plus = False
     cdef char c
-    cdef int t
     while k < n and (p[k] == b' ' or p[k] == b'\t'):
         k += 1
     if k < n and p[k] == b'+':
@@ -203,53 +219,37 @@ cdef uint64_t normalize_general(const char* p, Py_ssize_t n, int cc) noexcept no
         k += 1
     if nd == 0:
         return 0
+    if not plus:
+        for i in range(plan.n_intl):   # the longest international prefix that fits
+            if has_prefix(digits, nd, plan.intl[i], plan.intl_len[i]) and (
+                    best < 0 or plan.intl_len[i] > plan.intl_len[best]):
+                best = i
     if plus:
         kind = 1
-        for i in range(nd):
-            body[i] = digits[i]
+        memcpy(body, digits, nd)
         nb = nd
-    elif cc == 1 and nd > 3 and digits[0] == b'0' and digits[1] == b'1' and digits[2] == b'1':
+    elif best >= 0:
         kind = 1
-        for i in range(3, nd):
-            body[i - 3] = digits[i]
-        nb = nd - 3
-    elif cc != 1 and nd > 2 and digits[0] == b'0' and digits[1] == b'0':
-        kind = 1
-        for i in range(2, nd):
-            body[i - 2] = digits[i]
-        nb = nd - 2
+        nb = nd - plan.intl_len[best]
+        memcpy(body, digits + plan.intl_len[best], nb)
     elif nd <= 7:
         kind = 2
-        for i in range(nd):
-            body[i] = digits[i]
+        memcpy(body, digits, nd)
         nb = nd
-    elif cc == 1 and nd == 10:
+    elif (plan.n_trunk and has_prefix(digits, nd, plan.trunk, plan.n_trunk)
+          and (plan.lengths >> (nd - plan.n_trunk)) & 1):
         kind = 1
-        body[0] = b'1'
-        for i in range(nd):
-            body[i + 1] = digits[i]
-        nb = 11
-    elif cc == 1 and nd == 11 and digits[0] == b'1':
+        memcpy(body, plan.cc_digits, plan.n_cc)
+        memcpy(body + plan.n_cc, digits + plan.n_trunk, nd - plan.n_trunk)
+        nb = plan.n_cc + nd - plan.n_trunk
+    elif (plan.lengths >> nd) & 1:
         kind = 1
-        for i in range(nd):
-            body[i] = digits[i]
-        nb = nd
-    elif cc != 1 and digits[0] == b'0' and nd >= 8:
-        kind = 1
-        t = cc
-        while t > 0 and ncc < 8:
-            ccd[ncc] = <char>(48 + t % 10)
-            t //= 10
-            ncc += 1
-        for i in range(ncc):
-            body[i] = ccd[ncc - 1 - i]
-        for i in range(1, nd):
-            body[ncc + i - 1] = digits[i]
-        nb = ncc + nd - 1
+        memcpy(body, plan.cc_digits, plan.n_cc)
+        memcpy(body + plan.n_cc, digits, nd)
+        nb = plan.n_cc + nd
     else:
         kind = 3
-        for i in range(nd):
-            body[i] = digits[i]
+        memcpy(body, digits, nd)
         nb = nd
     if nb > 15:
         return 0
@@ -258,10 +258,50 @@ cdef uint64_t normalize_general(const char* p, Py_ssize_t n, int cc) noexcept no
     return pack_number(kind, body, nb)
 
 
-def normalize_number(text, int country_code=1):
-    """Normalise a number (str or bytes) to its packed uint64 form; 0 if not a number."""
+cdef int fill_plan(Plan* plan, object given, int country_code) except -1:
+    """Copy a dialling plan (country code, trunk prefix, international prefixes, possible
+    lengths: DiallingPlan.as_tuple()) into the C struct. None: the North American plan,
+    the only one known without libphonenumber's metadata."""
+    if given is None:
+        if country_code != 1:
+            raise ValueError("a country other than NANP (1) needs its dialling plan: "
+                             "cdrtrace.numbers.dialling_plan(country_code).as_tuple()")
+        given = (1, "1", ("011",), (10,))
+    cc, trunk, intl, lengths = given
+    if cc != country_code:
+        raise ValueError(f"the dialling plan is country {cc}'s, not {country_code}'s")
+    digits = str(cc).encode()
+    trunk_b = str(trunk).encode()
+    if not 1 <= len(digits) <= 3 or len(trunk_b) > 3 or len(intl) > 16:
+        raise ValueError(f"not a dialling plan: {given!r}")
+    memset(plan, 0, sizeof(Plan))
+    plan.cc = cc
+    plan.n_cc = len(digits)
+    memcpy(plan.cc_digits, <const char*>digits, len(digits))
+    plan.n_trunk = len(trunk_b)
+    memcpy(plan.trunk, <const char*>trunk_b, len(trunk_b))
+    for i, prefix in enumerate(intl):
+        b = str(prefix).encode()
+        if not 1 <= len(b) <= 7 or not b.isdigit():
+            raise ValueError(f"not an international prefix: {prefix!r}")
+        memcpy(plan.intl[i], <const char*>b, len(b))
+        plan.intl_len[i] = len(b)
+    plan.n_intl = len(intl)
+    for length in lengths:
+        if 1 <= length <= 20:
+            plan.lengths |= (<uint32_t>1) << length
+    plan.nanp = (cc == 1 and trunk_b == b"1" and tuple(intl) == ("011",)
+                  and tuple(lengths) == (10,))
+    return 0
+
+
+def normalize_number(text, int country_code=1, plan=None):
+    """Normalise a number (str or bytes) to its packed uint64 form; 0 if not a number.
+    plan: the country's DiallingPlan.as_tuple() (needed unless country_code is 1)."""
+    cdef Plan c_plan
+    fill_plan(&c_plan, plan, country_code)
     cdef bytes b = text.encode("latin-1") if isinstance(text, str) else bytes(text)
-    return normalize(b, len(b), country_code)
+    return normalize(b, len(b), &c_plan)
 
 
 # ---------------------------------------------------------------- time
@@ -414,7 +454,7 @@ cdef int disposition_code(Span s) noexcept nogil:
     return -1
 
 
-cdef uint64_t clid_number(Span s, int cc) noexcept nogil:
+cdef uint64_t clid_number(Span s, const Plan* cc) noexcept nogil:
     """The number between the last '<' and the '>' after it in a caller id."""
     cdef Py_ssize_t i = s.n - 1, j
     while i >= 0 and s.p[i] != b'<':
@@ -433,7 +473,7 @@ cdef inline bint is_local_channel(Span s) noexcept nogil:
     return s.n > 6 and memcmp(s.p, b"Local/", 6) == 0
 
 
-cdef uint64_t channel_number(Span s, int cc) noexcept nogil:
+cdef uint64_t channel_number(Span s, const Plan* cc) noexcept nogil:
     """'PJSIP/1001-0000001b' -> 1001; 'Local/1002@ctx-0001;1' -> 1002; else 0."""
     cdef Py_ssize_t i = 0, j, k
     while i < s.n and s.p[i] != b'/':
@@ -727,7 +767,7 @@ cdef int lookup(Vocabulary* v, Span s) noexcept nogil:
 
 
 cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d, Zone* z,
-                 int cc, int64_t min_ring_us, uint16_t feed, Columns* out, Py_ssize_t i,
+                 const Plan* cc, int64_t min_ring_us, uint16_t feed, Columns* out, Py_ssize_t i,
                  int* bad_column, bint check_nul, Vocabulary* dispositions,
                  Vocabulary* presentations) noexcept nogil:
     """Fill row i of out from one record, as the dialect's column map says."""
@@ -954,6 +994,7 @@ cdef class CdrParser:
     cdef readonly int64_t record
     cdef readonly int64_t markers     # version, Start and End lines passed over
     cdef readonly int country_code
+    cdef Plan plan
     cdef readonly int feed_id
     cdef readonly int64_t min_ring_us
     cdef readonly str expected_fields
@@ -968,7 +1009,9 @@ cdef class CdrParser:
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
                  int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0,
-                 dict dispositions=None, dict presentations=None, int64_t start_record=0):
+                 dict dispositions=None, dict presentations=None, int64_t start_record=0,
+                 plan=None):
+        fill_plan(&self.plan, plan, country_code)
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -1035,7 +1078,7 @@ cdef class CdrParser:
                 return None
         for c in _candidates(d.c_called, n, d.max_cols):
             t = tokens[c]
-            v = normalize(<const char*>t, len(t), self.country_code)
+            v = normalize(<const char*>t, len(t), &self.plan)
             if v:
                 called = v
                 break
@@ -1043,7 +1086,7 @@ cdef class CdrParser:
             t = tokens[c]
             sp.p = <const char*>t
             sp.n = len(t)
-            v = channel_number(sp, self.country_code) if d.c_channel >= 0 else normalize(sp.p, sp.n, self.country_code)
+            v = channel_number(sp, &self.plan) if d.c_channel >= 0 else normalize(sp.p, sp.n, &self.plan)
             if v:
                 rang = v
                 break
@@ -1125,7 +1168,7 @@ cdef class CdrParser:
         cdef int64_t base_offset = self.offset
         cdef int64_t record = self.record
         cdef int64_t markers = self.markers
-        cdef int cc = self.country_code
+        cdef const Plan* cc = &self.plan
         cdef uint16_t feed = <uint16_t>self.feed_id
         cdef int64_t min_ring = self.min_ring_us
         cdef bint skipping = self.skipping

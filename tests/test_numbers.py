@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import cdrtrace
 from cdrtrace import _parse, numbers
 
 
@@ -29,7 +30,8 @@ def test_nanp_normalisation(text, expected):
 ])
 def test_other_country_codes(text, expected):
     assert numbers.format_number(numbers.normalize(text, 44)) == expected
-    assert _parse.normalize_number(text, 44) == numbers.normalize(text, 44)
+    assert _parse.normalize_number(text, 44, numbers.dialling_plan(44).as_tuple()) == \
+        numbers.normalize(text, 44)
 
 
 def test_kinds_never_collide():
@@ -48,9 +50,10 @@ def test_packing_is_lossless(kind, digits):
 
 
 @given(st.text(alphabet="0123456789+-() .\t#*abc\n", max_size=24),
-       st.sampled_from([1, 44, 33, 353, 61]))
+       st.sampled_from([1, 44, 33, 353, 61, 7, 39, 52, 81, 84]))
 def test_native_normalisation_equals_reference(text, cc):
-    assert _parse.normalize_number(text, cc) == numbers.normalize(text, cc)
+    plan = numbers.dialling_plan(cc).as_tuple()
+    assert _parse.normalize_number(text, cc, plan) == numbers.normalize(text, cc)
 
 
 @given(st.integers(1000000000, 9999999999))
@@ -58,3 +61,29 @@ def test_normalised_numbers_round_trip(n):
     packed = numbers.normalize(str(n))
     if packed:
         assert numbers.normalize(numbers.format_number(packed)) == packed
+
+
+@pytest.mark.parametrize("text,cc,expected", [
+    # Russia: trunk prefix 8, international prefix 810: one caller, one origin
+    ("89245555937", 7, "+79245555937"), ("81079246516548", 7, "+79246516548"),
+    ("+7 924 555-59-37", 7, "+79245555937"), ("9245555937", 7, "+79245555937"),
+    # Italy has no trunk prefix: the 0 is part of the number
+    ("0612345678", 39, "+390612345678"), ("06 1234 5678", 39, "+390612345678"),
+    ("0039 06 1234 5678", 39, "+390612345678"), ("3331234567", 39, "+393331234567"),
+    # Viet Nam, France, Mexico (no trunk prefix, international 00 or 09)
+    ("0912345678", 84, "+84912345678"), ("01 42 68 53 00", 33, "+33142685300"),
+    ("5512345678", 52, "+525512345678"), ("0044 20 7946 0018", 52, "+442079460018"),
+    # lengths that are no national number of the country stay as they were written
+    ("0123", 39, "0123"), ("012345678901234", 33, "012345678901234"),
+])
+def test_numbers_by_the_countrys_own_plan(text, cc, expected):
+    assert numbers.format_number(numbers.normalize(text, cc)) == expected
+    assert _parse.normalize_number(text, cc, numbers.dialling_plan(cc).as_tuple()) == \
+        numbers.normalize(text, cc)
+
+
+def test_an_unknown_country_code_is_a_clear_error():
+    with pytest.raises(cdrtrace.NumberError, match="no country has the calling code 999"):
+        numbers.normalize("0612345678", 999)
+    with pytest.raises(ValueError, match="needs its dialling plan"):
+        _parse.normalize_number("0612345678", 39)

@@ -375,3 +375,19 @@ def test_markers_are_checked_native_and_reference_alike():
     assert got == parse_all(data, parser=reference)
     assert native.markers == reference.markers == 5
     assert [r[0] for r in got[1]] == [11, 13, 14]
+
+
+def test_one_russian_caller_written_three_ways_is_one_origin(tmp_path):
+    """R8 counts traced calls per origin: 8 924..., 810 7 924... and +7 924... are one caller."""
+    store = cdrtrace.open(tmp_path / "s", create=True, country_code=7, zone="Europe/Moscow")
+    forms = ["89245555937", "81079245555937", "+79245555937"]
+    calls = [cdr(src=src, clid="", dst="84951234567", dstchannel="SIP/84951234567-01",
+                 start=f"2026-03-02 1{i}:00:00", answer=f"2026-03-02 1{i}:00:05",
+                 end=f"2026-03-02 1{i}:01:00", uniqueid=f"ru.{i}") for i, src in enumerate(forms)]
+    for i, call in enumerate(calls):
+        cdrtrace.ingest(store, [cdr_file(tmp_path, call, name=f"{i}.csv")])
+        assert store.trace("8 495 123-45-67", at=f"2026-03-02T1{i}:30:00+03:00").outcome.value == "success"
+    (origin,) = store.status("+74951234567").progress
+    assert (origin.label, origin.traced_calls, origin.eligible_for_action) == ("Caller A", 3, True)
+    assert {c["calling"] for c in store.last_calls("+74951234567", analyst="cic")} == {"+79245555937"}
+    store.close()

@@ -1,19 +1,25 @@
-"""Native Asterisk cdr_csv parser (ext/_parse.pyx)."""
+"""Native CDR parser (ext/_parse.pyx): one CSV dialect's records -> canonical columns."""
 import numpy as np
 import numpy.typing as npt
 
-REASONS: tuple[str, ...]
+DIALECT_FIELDS: tuple[str, ...]
 
-def normalize_number(text: str | bytes, country_code: int = ...) -> int: ...
+def normalize_number(text: str | bytes, country_code: int = ...,
+                     plan: tuple[int, str, tuple[str, ...], tuple[int, ...]] | None = ...) -> int: ...
 
-class AsteriskParser:
+class CdrParser:
     offset: int
     record: int
+    markers: int
     country_code: int
     feed_id: int
     min_ring_us: int
-    def __init__(self, tz_starts: npt.ArrayLike, tz_offsets: npt.ArrayLike,
-                 country_code: int = ..., feed_id: int = ...,
-                 min_ring_seconds: float = ...) -> None: ...
+    expected_fields: str
+    def __init__(self, dialect: dict[str, int], tz_starts: npt.ArrayLike, tz_offsets: npt.ArrayLike,
+                 country_code: int = ..., feed_id: int = ..., min_ring_seconds: float = ...,
+                 start_offset: int = ..., dispositions: dict[bytes, int] | None = ...,
+                 presentations: dict[bytes, int] | None = ..., start_record: int = ...,
+                 plan: tuple[int, str, tuple[str, ...], tuple[int, ...]] | None = ...) -> None: ...
     def feed(self, buffer: bytes | bytearray | memoryview, final: bool = ...
              ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, str, bytes]], int]: ...
+    def salvage(self, raw: bytes) -> tuple[int, int, int | None] | None: ...

@@ -447,6 +447,7 @@ class CdrParser:
                  start_record: int = 0):
         self.vocab = (dispositions or {}, presentations or {})
         timezones.get_zone(zone)
+        numbers.dialling_plan(country_code)      # an unknown country code fails here
         self.dialect = dialect
         self.expected_fields = (str(dialect["min_cols"]) if dialect["min_cols"] == dialect["max_cols"]
                                 else f"{dialect['min_cols']} to {dialect['max_cols']}")

@@ -12,6 +12,11 @@ parser implements the same rules and is tested against it.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+
+from .errors import NumberError
+
 NONE, E164, EXTENSION, OTHER = 0, 1, 2, 3
 MAX_DIGITS = 15
 MAX_EXTENSION_DIGITS = 7
@@ -39,14 +44,117 @@ def format_number(packed: int) -> str:
     return "+" + digits if kind == E164 else digits
 
 
+@dataclasses.dataclass(frozen=True)
+class DiallingPlan:
+    """How a country's subscribers write numbers: its calling code, national trunk
+    prefix ('' where numbers keep their leading 0, as in Italy), international prefixes,
+    and the lengths of a national significant number."""
+
+    country_code: int
+    trunk: str
+    international: tuple[str, ...]
+    lengths: frozenset[int]
+
+    def as_tuple(self) -> tuple:
+        """The form the native parser takes."""
+        return (self.country_code, self.trunk, self.international, tuple(sorted(self.lengths)))
+
+
+MAX_PREFIXES, MAX_PREFIX_DIGITS = 16, 7
+
+
+def _expand(node) -> list[str] | None:
+    """The digit strings a small regular expression (libphonenumber's prefix patterns)
+    matches, or None when there are too many or it is not that kind of pattern."""
+    import re._constants as c
+
+    out = [""]
+    for op, av in node:
+        if op is c.LITERAL:
+            options = [chr(av)]
+        elif op is c.IN:
+            options = []
+            for kind, value in av:
+                if kind is c.LITERAL:
+                    options.append(chr(value))
+                elif kind is c.RANGE:
+                    options += [chr(x) for x in range(value[0], value[1] + 1)]
+                elif kind is c.CATEGORY and value is c.CATEGORY_DIGIT:
+                    options += list("0123456789")
+                else:
+                    return None
+        elif op is c.SUBPATTERN:
+            options = _expand(av[-1])
+        elif op is c.BRANCH:
+            options = []
+            for branch in av[1]:
+                expanded = _expand(branch)
+                if expanded is None:
+                    return None
+                options += expanded
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] == av[1]:
+            inner = _expand(av[2])
+            if inner is None:
+                return None
+            options = [""]
+            for _ in range(av[0]):
+                options = [a + b for a in options for b in inner]
+        else:
+            return None
+        out = [a + b for a in out for b in options]
+        if len(out) > MAX_PREFIXES:
+            return None
+    return out
+
+
+def _prefixes(pattern: str | None, preferred: str | None) -> tuple[str, ...]:
+    """International prefixes as digit strings: each alternative of the pattern that
+    expands to a few, and the preferred one ('8~10': dial 8, wait for tone, dial 10)."""
+    import re._parser as sre
+
+    found = []
+    if pattern:
+        tree = sre.parse(pattern)
+        branches = ([list(b) for b in tree[0][1][1]] if len(tree) == 1 and tree[0][0] is sre.BRANCH
+                    else [list(tree)])
+        for branch in branches:
+            expanded = _expand(branch)
+            if expanded:
+                found += expanded
+    if preferred:
+        found.append(preferred.replace("~", ""))
+    ok = sorted({p for p in found if p.isdigit() and len(p) <= MAX_PREFIX_DIGITS},
+                key=lambda p: (-len(p), p))
+    return tuple(ok[:MAX_PREFIXES])
+
+
+@functools.cache
+def dialling_plan(country_code: int = 1) -> DiallingPlan:
+    """The country's plan from libphonenumber's metadata (the phonenumbers package),
+    read once per country: trunk prefix 1 in NANP, 8 in Russia, none in Italy, ..."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    region = phonenumbers.region_code_for_country_code(int(country_code))
+    meta = PhoneMetadata.metadata_for_region(region) if region != "ZZ" else None
+    if meta is None:
+        raise NumberError(f"no country has the calling code {country_code}")
+    return DiallingPlan(int(country_code), meta.national_prefix or "",
+                        _prefixes(meta.international_prefix, meta.preferred_international_prefix),
+                        frozenset(meta.general_desc.possible_length or ()))
+
+
 def normalize(text: str | bytes, country_code: int = 1) -> int:
     """Normalise a written number; 0 if it is not a number (the caller id is withheld).
 
-    Rules (TRACE_RULES §3): formatting characters are ignored; ``+`` and the international
-    prefix (011 in NANP, 00 elsewhere) give E.164; in NANP 10 digits, or 11 starting with
-    1, are national; elsewhere a leading trunk 0 is replaced by the country code; 1-7
-    digits are an extension; any other digit string up to 15 digits is kept as "other".
+    Rules (TRACE_RULES §3), by the country's dialling plan: formatting characters are
+    ignored; ``+`` or an international prefix (011 in NANP, 00, 810 in Russia, ...) gives
+    E.164; 1-7 digits are an extension; the national trunk prefix (1, 0, 8) followed by a
+    national number of a possible length, or a national number of a possible length
+    written without it (Italy keeps its leading 0), gets the country code; any other
+    digit string up to 15 digits is kept as "other".
     """
+    plan = dialling_plan(country_code)
     if isinstance(text, bytes):
         text = text.decode("latin-1")
     s = text.strip(" \t")
@@ -54,23 +162,20 @@ def normalize(text: str | bytes, country_code: int = 1) -> int:
     if plus:
         s = s[1:]
     digits = "".join(c for c in s if c not in _FORMATTING)
-    if not digits or not all("0" <= c <= "9" for c in digits):
+    if not digits or not all("0" <= c <= "9" for c in digits) or len(digits) > 20:
         return 0
-    cc = str(country_code)
+    cc = str(plan.country_code)
+    prefix = next((p for p in plan.international if digits.startswith(p) and len(digits) > len(p)), None)
     if plus:
         kind, body = E164, digits
-    elif country_code == 1 and digits.startswith("011") and len(digits) > 3:
-        kind, body = E164, digits[3:]
-    elif country_code != 1 and digits.startswith("00") and len(digits) > 2:
-        kind, body = E164, digits[2:]
+    elif prefix is not None:
+        kind, body = E164, digits[len(prefix):]
     elif len(digits) <= MAX_EXTENSION_DIGITS:
         kind, body = EXTENSION, digits
-    elif country_code == 1 and len(digits) == 10:
-        kind, body = E164, "1" + digits
-    elif country_code == 1 and len(digits) == 11 and digits[0] == "1":
-        kind, body = E164, digits
-    elif country_code != 1 and digits[0] == "0" and len(digits) >= 8:
-        kind, body = E164, cc + digits[1:]
+    elif plan.trunk and digits.startswith(plan.trunk) and len(digits) - len(plan.trunk) in plan.lengths:
+        kind, body = E164, cc + digits[len(plan.trunk):]
+    elif len(digits) in plan.lengths:
+        kind, body = E164, cc + digits
     else:
         kind, body = OTHER, digits
     if kind == E164 and not (MIN_E164_DIGITS <= len(body) <= MAX_DIGITS and body[0] != "0"):
@@ -78,4 +183,3 @@ def normalize(text: str | bytes, country_code: int = 1) -> int:
     if len(body) > MAX_DIGITS:
         return 0
     return pack(kind, body)
-

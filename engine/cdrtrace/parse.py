@@ -8,6 +8,7 @@ import re
 from . import timezones
 from .errors import NativeModuleError
 from .formats import CUCM_RELEASES, FORMATS, Format, FormatError
+from .numbers import dialling_plan
 
 try:
     from . import _parse as _native
@@ -141,7 +142,8 @@ def make_parser(fmt: str | Format = "asterisk", zone: str = "UTC", country_code:
                          dispositions, presentations, start_record)
     starts, offsets = timezones.zone_table(zone)
     return native().CdrParser(dialect, starts, offsets, country_code, feed_id, min_ring_seconds,
-                              start_offset, dispositions, presentations, start_record)
+                              start_offset, dispositions, presentations, start_record,
+                              dialling_plan(country_code).as_tuple())
 
 
 def normalize_number(text, country_code: int = 1) -> int:
@@ -149,4 +151,4 @@ def normalize_number(text, country_code: int = 1) -> int:
         from .numbers import normalize
 
         return normalize(text, country_code)
-    return native().normalize_number(text, country_code)
+    return native().normalize_number(text, country_code, dialling_plan(country_code).as_tuple())
