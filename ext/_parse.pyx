@@ -106,6 +106,15 @@ cdef struct Dialect:
     int markers          # version, Start and End lines are not records (BroadWorks)
 
 cdef const char* EMPTY = b""
+# anonymity markers (cdrtrace.numbers.ANONYMOUS that an identity could spell)
+cdef const char* ANONYMOUS[7]
+ANONYMOUS[:] = [b"anonymous", b"restricted", b"private", b"unavailable", b"unknown", b"default",
+                b"withheld"]
+cdef int ANONYMOUS_LEN[7]
+ANONYMOUS_LEN[:] = [9, 10, 7, 11, 7, 7, 8]
+cdef enum:
+    N_ANONYMOUS = 7
+    MAX_IDENTITY = 128
 cdef const char* BOM = b"\xef\xbb\xbf"
 
 cdef struct Span:
@@ -144,6 +153,8 @@ cdef struct Columns:
     uint16_t* feed
     int64_t* offset
     int64_t* record
+    int64_t* ident_at    # a caller identity's text: where it starts in its record ...
+    int64_t* ident_len   # ... and its length (written only for identity rows)
 
 
 # ---------------------------------------------------------------- numbers
@@ -467,6 +478,65 @@ cdef uint64_t clid_number(Span s, const Plan* cc) noexcept nogil:
     if j >= s.n:
         return 0
     return normalize(s.p + i + 1, j - i - 1, cc)
+
+
+cdef int identity_norm(const char* p, Py_ssize_t n, char* out) noexcept nogil:
+    """A caller identity as compared (cdrtrace.numbers.identity_text): lowercased,
+    without its sip: scheme; its length in out, or -1 for an anonymity marker or a value
+    that is no identity."""
+    cdef Py_ssize_t a = 0, b = n, k
+    cdef int m = 0
+    cdef char c
+    cdef bint letter = False
+    while a < b and (p[a] == b' ' or p[a] == b'\t'):
+        a += 1
+    while b > a and (p[b - 1] == b' ' or p[b - 1] == b'\t'):
+        b -= 1
+    if b - a > 5 and lower_is(p + a, b"sips:", 5):
+        a += 5
+    elif b - a > 4 and lower_is(p + a, b"sip:", 4):
+        a += 4
+    if b - a < 1 or b - a > MAX_IDENTITY:
+        return -1
+    for k in range(a, b):
+        c = p[k]
+        if c >= b'A' and c <= b'Z':
+            c = c + 32
+        if c >= b'a' and c <= b'z':
+            letter = True
+        elif not ((c >= b'0' and c <= b'9') or c == b'.' or c == b'_' or c == b'-'
+                  or c == b'+' or c == b'@'):
+            return -1
+        out[m] = c
+        m += 1
+    if not letter:
+        return -1
+    for k in range(N_ANONYMOUS):
+        if m == ANONYMOUS_LEN[k] and memcmp(out, ANONYMOUS[k], m) == 0:
+            return -1
+    return m
+
+
+cdef inline bint lower_is(const char* p, const char* lower, int n) noexcept nogil:
+    cdef int k
+    cdef char c
+    for k in range(n):
+        c = p[k]
+        if c >= b'A' and c <= b'Z':
+            c = c + 32
+        if c != lower[k]:
+            return False
+    return True
+
+
+cdef uint64_t identity_number(Span s) noexcept nogil:
+    """A caller identity's packed form (cdrtrace.numbers.pack_identity), 0 if none."""
+    cdef char text[MAX_IDENTITY]
+    cdef int m = identity_norm(s.p, s.n, text)
+    if m < 0:
+        return 0
+    return (<uint64_t>3 << 62) | (<uint64_t>63 << 56) | (hash_bytes(14695981039346656037ULL, text, m)
+                                                        & 0xFFFFFFFFFFFFFFULL)
 
 
 cdef inline bint is_local_channel(Span s) noexcept nogil:
@@ -849,8 +919,13 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     calling = normalize(s.p, s.n, cc)
     if calling == 0 and d.c_clid >= 0:
         calling = clid_number(col(f, nf, d.c_clid), cc)
-        if calling != 0 and s.n > 0:
+        if calling != 0 and s.n > 0 and identity_number(s) == 0:
             pres = PRES_RESTRICTED   # 'anonymous' shown, the number is in the caller id
+    if calling == 0:
+        calling = identity_number(s)     # a SIP user the switch authenticated
+        if calling != 0:
+            out.ident_at[i] = s.p - r
+            out.ident_len[i] = s.n
     if calling == 0:
         pres = PRES_UNAVAILABLE
     s = col(f, nf, d.c_called)
@@ -1006,12 +1081,15 @@ cdef class CdrParser:
     cdef Vocabulary presentations
     cdef Py_ssize_t min_record
     cdef int keep_fields
+    cdef set _seen
+    cdef dict _identities
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
                  int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0,
                  dict dispositions=None, dict presentations=None, int64_t start_record=0,
                  plan=None):
         fill_plan(&self.plan, plan, country_code)
+        self._seen, self._identities = set(), {}
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -1055,6 +1133,32 @@ cdef class CdrParser:
         self.offset = start_offset   # where the records begin (after a header)
         self.record = start_record   # records before start_offset (a resumed source)
         self.skipping = False
+
+    def _intern(self, buffer, int64_t base_offset, dict rows, ident_at, ident_len):
+        """Keep the text of each caller identity not seen before (take_identities)."""
+        calling = rows["calling"]
+        cdef char text[MAX_IDENTITY]
+        cdef int m
+        cdef const unsigned char[::1] buf = buffer
+        cdef Py_ssize_t at
+        if not len(calling):
+            return
+        where = np.flatnonzero((calling >> np.uint64(56)) == np.uint64((3 << 6) | 63))
+        for i in where:
+            packed = int(calling[i])
+            if packed in self._seen:
+                continue
+            at = rows["offset"][i] - base_offset + ident_at[i]
+            m = identity_norm(<const char*>&buf[at], ident_len[i], text)
+            self._seen.add(packed)
+            self._identities[packed] = text[:m].decode("latin-1")
+            if len(self._seen) > 100_000:     # a bound: the store keeps them anyway
+                self._seen.clear()
+
+    def take_identities(self):
+        """{packed identity: its text} of the caller identities parsed since the last call."""
+        taken, self._identities = self._identities, {}
+        return taken
 
     def salvage(self, raw):
         """What a rejected record still tells, for failing closed (a trace must not pass
@@ -1133,6 +1237,9 @@ cdef class CdrParser:
             "offset": np.empty(capacity, np.int64),
             "record": np.empty(capacity, np.int64),
         }
+        ident_at = np.empty(capacity, np.int64)       # never returned: only identity rows
+        ident_len = np.empty(capacity, np.int64)      # are written (and cost memory)
+        cdef int64_t[::1] a_ident_at = ident_at, a_ident_len = ident_len
         cdef Columns out
         cdef int64_t[::1] a_start = cols["start_us"], a_answer = cols["answer_us"], a_end = cols["end_us"]
         cdef int64_t[::1] a_offset = cols["offset"], a_record = cols["record"]
@@ -1155,6 +1262,8 @@ cdef class CdrParser:
         out.feed = &a_feed[0]
         out.offset = &a_offset[0]
         out.record = &a_record[0]
+        out.ident_at = &a_ident_at[0]
+        out.ident_len = &a_ident_len[0]
 
         cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
         cdef Reject* grown
@@ -1302,6 +1411,7 @@ cdef class CdrParser:
             self.markers = markers
             self.skipping = skipping
             rows = {name: column[:nrows] for name, column in cols.items()}
+            self._intern(buffer, base_offset, rows, ident_at, ident_len)
             errors = []
             for k in range(nrej):
                 errors.append((

@@ -391,3 +391,26 @@ def test_one_russian_caller_written_three_ways_is_one_origin(tmp_path):
     assert (origin.label, origin.traced_calls, origin.eligible_for_action) == ("Caller A", 3, True)
     assert {c["calling"] for c in store.last_calls("+74951234567", analyst="cic")} == {"+79245555937"}
     store.close()
+
+
+def test_sip_user_callers_are_identities_traced_and_counted(store, tmp_path):
+    """TRACE_RULES §3: a SIP user the switch authenticated is an identity, not 'unavailable';
+    anonymity markers still mean no identity. The customer never sees it."""
+    calls = [cdr(src=src, clid=clid, start=f"2026-03-02 1{i}:00:00", answer=f"2026-03-02 1{i}:00:05",
+                 end=f"2026-03-02 1{i}:01:00", uniqueid=f"sip.{i}")
+             for i, (src, clid) in enumerate([("client1", '"Client One" <client1>'),
+                                               ("sip:Client1", ""), ("Client1", ""),
+                                               ("Anonymous", '"Anonymous" <anonymous>')])]
+    for i, call in enumerate(calls):
+        cdrtrace.ingest(store, [cdr_file(tmp_path, call, name=f"{i}.csv")])
+        outcome, record = trace(store, "3035550110", at=f"2026-03-02T1{i}:30:00Z")
+        if i < 3:
+            assert (outcome, record["call"]["calling"]) == ("success", "client1"), i
+        else:
+            assert (outcome, record["call"]["presentation"]) == ("untraceable", "unavailable")
+    status = store.status("3035550110")
+    (origin,) = status.progress            # one identity written three ways: one origin
+    assert (origin.label, origin.traced_calls) == ("Caller A", 3)
+    assert "client" not in repr(status).lower() and "client" not in status.to_json().lower()
+    # an identity never collides with a number, nor with another identity
+    assert len({cdrtrace.numbers.caller(x) for x in ("client1", "client2", "1", "+13035550110")}) == 4

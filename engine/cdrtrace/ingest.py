@@ -178,11 +178,14 @@ class _Pending:
         self.unreadable = []        # (key, value) of the unreadable-record log
         self.lost_pairs = 0         # pending pairs that are unreadable calls
         self.unreadable_total = 0   # unreadable-call pairs committed
+        self.identities = {}        # caller identities parsed: {packed: text}
         self.last_start = None      # when the last good record ended: time for a reject without one
 
-    def add_rejects(self, parser, bad, columns, source: int, served=()) -> None:
-        """Fail closed on the chunk's rejects (cdrtrace.salvage): an unreadable call in the
+    def note_parsed(self, parser, bad, columns, source: int, served=()) -> None:
+        """What a parsed chunk adds besides its calls: the text of new caller identities,
+        and failing closed on its rejects (cdrtrace.salvage): an unreadable call in the
         index of each line found, and every reject with a time in the feed's log."""
+        self.identities.update(parser.take_identities())
         if len(columns["start_us"]):
             self.last_start = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
@@ -225,11 +228,15 @@ class _Pending:
         unreadable, self.unreadable = self.unreadable, []
         log_db = self.store.db["unreadable"]
         lost, self.lost_pairs = self.lost_pairs, 0
+        identities, self.identities = self.identities, {}
+        identity_db = self.store.db["identities"]
 
         def work(txn):
             written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
             for key, value in unreadable:
                 txn.put(key, value, db=log_db)
+            for packed, text in identities.items():
+                txn.put(packed.to_bytes(8, "big"), text.encode("latin-1"), db=identity_db)
             self.store.count_feed(txn, self.feed, *counts)
             if finish is not None:
                 finish(txn)
@@ -287,7 +294,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             pending.add(*index.entries_for_batch(batch, source, served))
             if archiver is not None:
                 archiver.add(batch)
-        pending.add_rejects(parser, bad, columns, source, served)
+        pending.note_parsed(parser, bad, columns, source, served)
         pending.position = (parser.offset, parser.record)   # all before it: pending or in
         pending.note(batch, len(bad))
         rejects.write(name, bad, source)

@@ -18,6 +18,13 @@ import functools
 from .errors import NumberError
 
 NONE, E164, EXTENSION, OTHER = 0, 1, 2, 3
+IDENTITY = 4                 # unpack's kind for a caller identity (packed as OTHER, length 63)
+IDENTITY_LENGTH = 63
+MAX_IDENTITY = 128           # bytes of an identity's text
+# values that mean no identity was delivered (TRACE_RULES §3), compared case-insensitively
+ANONYMOUS = frozenset({"anonymous", "restricted", "private", "unavailable", "out of area",
+                       "unknown", "default", "<>", "unknown caller", "withheld"})
+_IDENTITY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-+@")
 MAX_DIGITS = 15
 MAX_EXTENSION_DIGITS = 7
 MIN_E164_DIGITS = 7
@@ -30,18 +37,63 @@ def pack(kind: int, digits: str) -> int:
 
 
 def unpack(packed: int) -> tuple[int, str]:
-    """Return (kind, digits) for a packed number; (NONE, "") for zero."""
+    """Return (kind, digits) for a packed number; (NONE, "") for zero; (IDENTITY, its
+    hash in hex) for a caller identity."""
     if packed == 0:
         return NONE, ""
     kind = packed >> 62
     length = (packed >> 56) & 0x3F
+    if kind == OTHER and length == IDENTITY_LENGTH:
+        return IDENTITY, f"{packed & ((1 << 56) - 1):014x}"
     return kind, str(packed & ((1 << 56) - 1)).zfill(length)
 
 
 def format_number(packed: int) -> str:
-    """The written form: "+13035550110" for E.164, the bare digits otherwise."""
+    """The written form: "+13035550110" for E.164, the bare digits otherwise, "id:<hash>"
+    for a caller identity (its text is kept in the store's identities)."""
     kind, digits = unpack(packed)
-    return "+" + digits if kind == E164 else digits
+    return "+" + digits if kind == E164 else "id:" + digits if kind == IDENTITY else digits
+
+
+def identity_text(text: str | bytes) -> str | None:
+    """A caller identity that is not a number, as compared: a SIP user or URI user
+    ('client1', 'alice@pbx.example', 'sip:alice@pbx.example'), lowercased, without its
+    scheme. None for an anonymity marker, an empty value, or anything else."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    s = text.strip(" \t").lower()
+    if s.startswith("sips:"):
+        s = s[5:]
+    elif s.startswith("sip:"):
+        s = s[4:]
+    if (not s or s in ANONYMOUS or len(s) > MAX_IDENTITY or not set(s) <= _IDENTITY_CHARS
+            or not any("a" <= c <= "z" for c in s)):
+        return None
+    return s
+
+
+def pack_identity(text: str) -> int:
+    """An identity's packed form: kind OTHER with the length no number has (63), and a
+    56-bit hash of its text (the native parser's FNV-1a + splitmix64)."""
+    h = 14695981039346656037
+    for byte in text.encode("latin-1"):
+        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    h ^= h >> 31
+    return (OTHER << 62) | (IDENTITY_LENGTH << 56) | (h & ((1 << 56) - 1))
+
+
+def caller(text: str | bytes, country_code: int = 1) -> int:
+    """A calling party: its number, else its identity; 0 when none was delivered."""
+    packed = normalize(text, country_code)
+    if packed == 0:
+        identity = identity_text(text)
+        if identity is not None:
+            packed = pack_identity(identity)
+    return packed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,7 @@ PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark agai
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
 UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
 INITIAL_MAP_SIZE = 64 << 20
-_INDEX_DBS = ("index", "sources", "unreadable")
+_INDEX_DBS = ("index", "sources", "unreadable", "identities")
 _EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
                  "trace_segments", "pending")
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
@@ -103,10 +103,11 @@ class Store:
                                  f"{int(version) if version else 'unknown'}; this cdrtrace reads "
                                  f"format {FORMAT_VERSION}")
             self.config = {**DEFAULTS, **json.loads(config)}
-            try:      # added in a later release: created by the first writable open
-                self.db["unreadable"] = self.env.open_db(b"unreadable", create=False)
-            except lmdb.NotFoundError:
-                self.db["unreadable"] = None
+            for name in ("unreadable", "identities"):
+                try:      # added in a later release: created by the first writable open
+                    self.db[name] = self.env.open_db(name.encode(), create=False)
+                except lmdb.NotFoundError:
+                    self.db[name] = None
         else:
             self._open_index(create, settings)
         self._index_db = self.db["index"]
@@ -611,12 +612,21 @@ class Store:
         with self.eread() as txn:
             return [entry for _, entry in audit.entries(txn, self.db["audit"])]
 
+    def _caller_text(self, txn, packed: int) -> str | None:
+        """A caller as written for the CIC: its number, or its identity's text."""
+        text = numbers.format_number(packed) or None
+        if text and text.startswith("id:") and self.db.get("identities") is not None:
+            stored = txn.get(packed.to_bytes(8, "big"), db=self.db["identities"])
+            if stored is not None:
+                return stored.decode()
+        return text
+
     def _call_view(self, txn, e) -> dict:
         flags = int(e["flags"])
         return {
             "start": timezones.format_utc(int(e["start_us"])),
             "start_us": int(e["start_us"]),
-            "calling": numbers.format_number(int(e["calling"])) or None,
+            "calling": self._caller_text(txn, int(e["calling"])),
             "presentation": Presentation(int(e["presentation"])).name.lower(),
             "answered": bool(flags & index.ANSWERED),
             "forwarded": bool(flags & index.FORWARDED),
