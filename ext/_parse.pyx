@@ -104,6 +104,8 @@ cdef struct Dialect:
     int c_srcchannel     # the channel the call came from (Asterisk `channel`)
     int c_callid_peer    # the call id shared by every leg, when the record has one
     int markers          # version, Start and End lines are not records (BroadWorks)
+    int c_cot            # when the switch recorded a *57 on the line (BroadWorks)
+    int c_comment        # CUCM comment: callFlag=MALICIOUS is a trace of this call
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.numbers.ANONYMOUS that an identity could spell)
@@ -155,6 +157,10 @@ cdef struct Columns:
     int64_t* record
     int64_t* ident_at    # a caller identity's text: where it starts in its record ...
     int64_t* ident_len   # ... and its length (written only for identity rows)
+    int64_t* act_row     # traces the switch recorded (TRACE_RULES 3b): the record's row,
+    int64_t* act_us      # when, and on which line; act_n of them
+    uint64_t* act_line
+    Py_ssize_t act_n
 
 
 # ---------------------------------------------------------------- numbers
@@ -537,6 +543,14 @@ cdef uint64_t identity_number(Span s) noexcept nogil:
         return 0
     return (<uint64_t>3 << 62) | (<uint64_t>63 << 56) | (hash_bytes(14695981039346656037ULL, text, m)
                                                         & 0xFFFFFFFFFFFFFFULL)
+
+
+cdef bint span_contains(Span s, const char* text, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(s.n - n + 1):
+        if memcmp(s.p + k, text, n) == 0:
+            return True
+    return False
 
 
 cdef inline bint is_local_channel(Span s) noexcept nogil:
@@ -974,6 +988,12 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         redirecting = 0     # kept when it rang elsewhere: the dialled line forwarded it
     if final_ == called:
         final_ = 0
+    cdef uint64_t line = final_ if final_ != 0 else called    # the switch user's own line
+    cdef int64_t activated = 0
+    if d.c_cot >= 0 and parse_time(d.time_kind, col(f, nf, d.c_cot), z, &activated) != 0:
+        activated = 0
+    if d.c_comment >= 0 and span_contains(col(f, nf, d.c_comment), b"callFlag=MALICIOUS", 18):
+        activated = end_         # malicious call id, flagged during the call
     if d.c_direction >= 0 and not span_starts_nocase(col(f, nf, d.c_direction), b"terminating", 11):
         called = redirecting = final_ = 0     # not an incoming call: nothing to index
     s = col(f, nf, d.c_callid_peer)
@@ -1004,6 +1024,11 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED) and end_ - start >= min_ring_us))
     out.call_id[i] = h
     out.feed[i] = feed
+    if activated != 0 and line != 0:
+        out.act_row[out.act_n] = i
+        out.act_us[out.act_n] = activated
+        out.act_line[out.act_n] = line
+        out.act_n += 1
     return ST_OK
 
 
@@ -1051,6 +1076,7 @@ DIALECT_FIELDS = (
     "c_final", "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
+    "c_cot", "c_comment",
 )
 
 
@@ -1083,13 +1109,14 @@ cdef class CdrParser:
     cdef int keep_fields
     cdef set _seen
     cdef dict _identities
+    cdef list _activations
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
                  int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0,
                  dict dispositions=None, dict presentations=None, int64_t start_record=0,
                  plan=None):
         fill_plan(&self.plan, plan, country_code)
-        self._seen, self._identities = set(), {}
+        self._seen, self._identities, self._activations = set(), {}, []
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -1154,6 +1181,12 @@ cdef class CdrParser:
             self._identities[packed] = text[:m].decode("latin-1")
             if len(self._seen) > 100_000:     # a bound: the store keeps them anyway
                 self._seen.clear()
+
+    def take_activations(self):
+        """[(line, activated_us, record, offset)]: the traces (*57, malicious call id) the
+        switch itself recorded in the records parsed since the last call."""
+        taken, self._activations = self._activations, []
+        return taken
 
     def take_identities(self):
         """{packed identity: its text} of the caller identities parsed since the last call."""
@@ -1237,6 +1270,11 @@ cdef class CdrParser:
             "offset": np.empty(capacity, np.int64),
             "record": np.empty(capacity, np.int64),
         }
+        act_row = np.empty(capacity, np.int64)        # traces the switch recorded
+        act_us = np.empty(capacity, np.int64)
+        act_line = np.empty(capacity, np.uint64)
+        cdef int64_t[::1] a_act_row = act_row, a_act_us = act_us
+        cdef uint64_t[::1] a_act_line = act_line
         ident_at = np.empty(capacity, np.int64)       # never returned: only identity rows
         ident_len = np.empty(capacity, np.int64)      # are written (and cost memory)
         cdef int64_t[::1] a_ident_at = ident_at, a_ident_len = ident_len
@@ -1264,6 +1302,10 @@ cdef class CdrParser:
         out.record = &a_record[0]
         out.ident_at = &a_ident_at[0]
         out.ident_len = &a_ident_len[0]
+        out.act_row = &a_act_row[0]
+        out.act_us = &a_act_us[0]
+        out.act_line = &a_act_line[0]
+        out.act_n = 0
 
         cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
         cdef Reject* grown
@@ -1412,6 +1454,10 @@ cdef class CdrParser:
             self.skipping = skipping
             rows = {name: column[:nrows] for name, column in cols.items()}
             self._intern(buffer, base_offset, rows, ident_at, ident_len)
+            for k in range(out.act_n):
+                self._activations.append((int(act_line[k]), int(act_us[k]),
+                                          int(rows["record"][act_row[k]]),
+                                          int(rows["offset"][act_row[k]])))
             errors = []
             for k in range(nrej):
                 errors.append((

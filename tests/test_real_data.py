@@ -414,3 +414,53 @@ def test_sip_user_callers_are_identities_traced_and_counted(store, tmp_path):
     assert "client" not in repr(status).lower() and "client" not in status.to_json().lower()
     # an identity never collides with a number, nor with another identity
     assert len({cdrtrace.numbers.caller(x) for x in ("client1", "client2", "1", "+13035550110")}) == 4
+
+
+# ------------------------------------------------------------------ traces a switch recorded (§3b)
+
+def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
+    header = ",".join(cdrtrace.formats.BROADWORKS_COLUMNS) + ",customerOriginatedTrace.invocationTime\n"
+    blank = [""] * len(cdrtrace.formats.BROADWORKS_COLUMNS)
+
+    def bw(**values):
+        row = dict(zip(cdrtrace.formats.BROADWORKS_COLUMNS, blank, strict=True))
+        row.update(values)
+        cot = row.pop("cot", "")
+        return ",".join(row[c] for c in cdrtrace.formats.BROADWORKS_COLUMNS) + f",{cot}\n"
+    call = bw(recordId="0001", userNumber="+13035550110", direction="Terminating",
+              callingNumber="+17205550199", callingPresentationIndicator="Public",
+              calledNumber="3035550110", startTime="20260302140000.000", answerIndicator="No",
+              releaseTime="20260302140020.000", terminationCause="016")
+    # the victim hangs up and dials *57: BroadWorks records it on the user's originating call
+    star57 = bw(recordId="0002", userNumber="+13035550110", direction="Originating",
+                callingNumber="+13035550110", calledNumber="*57", startTime="20260302140100.000",
+                answerIndicator="Yes", answerTime="20260302140101.000",
+                releaseTime="20260302140110.000", terminationCause="016", cot="20260302140105.000")
+    path = tmp_path / "bw.csv"
+    path.write_text(header + call + star57)
+    summary = cdrtrace.ingest(store, [str(path)], fmt="broadworks")
+    assert (summary.records, summary.switch_traces) == (2, 1)
+    (record,) = store.trace_records("3035550110", analyst="cic")
+    assert (record["outcome"], record["call"]["calling"]) == ("success", "+17205550199")
+    assert record["activated_us"] == 1772460065000000 and record["activated_by"]["record"] == 2
+    # the same file again (or replayed by a feed) adds no second trace
+    assert cdrtrace.ingest(store, [str(path)], fmt="broadworks", force=True).switch_traces == 0
+    assert len(store.trace_records("3035550110", analyst="cic")) == 1
+    assert store.status("3035550110").progress[0].traced_calls == 1
+
+
+def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path):
+    names = cdrtrace.formats.CUCM_RELEASES[129]
+    row = dict.fromkeys(names, "0")
+    row.update(globalCallID_callManagerId="1", globalCallID_callId="77", callingPartyNumber="7205550199",
+               originalCalledPartyNumber="3035550110", finalCalledPartyNumber="3035550110",
+               dateTimeOrigination="1772460000", dateTimeConnect="1772460005",
+               dateTimeDisconnect="1772460100", origCause_value="16", destCause_value="16",
+               comment="callFlag=MALICIOUS", lastRedirectDn="")
+    path = tmp_path / "cdr_mcid"
+    path.write_text(",".join(names) + "\n" + ",".join(row[n] for n in names) + "\n")
+    summary = cdrtrace.ingest(store, [str(path)], fmt="cucm")
+    assert summary.switch_traces == 1
+    (record,) = store.trace_records("3035550110", analyst="cic")
+    assert (record["outcome"], record["call"]["start"]) == ("success", "2026-03-02T14:00:00Z")
+    assert record["activated_us"] == 1772460100 * 1_000_000

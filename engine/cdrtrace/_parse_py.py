@@ -361,6 +361,13 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         redirecting = 0     # kept when it rang elsewhere: the dialled line forwarded it
     if final == called:
         final = 0
+    line = final or called                       # the switch user's own line
+    activated = 0
+    if d["c_cot"] >= 0:
+        status, when = _time(d["time_kind"], col("cot"), zone)
+        activated = when if status == 0 else 0
+    if d["c_comment"] >= 0 and b"callFlag=MALICIOUS" in col("comment"):
+        activated = end                          # malicious call id, flagged during the call
     if d["c_direction"] >= 0 and not col("direction").lower().startswith(b"terminating"):
         called = redirecting = final = 0
     seed = 14695981039346656037 ^ feed
@@ -381,6 +388,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
                disposition=int(disp), received=received, call_id=call_id, feed=feed)
     if identity is not None:
         row["_identity"] = identity
+    if activated and line:
+        row["_activated"] = (line, activated)
     return 0, 0, row
 
 
@@ -467,6 +476,12 @@ class CdrParser:
         self.markers = 0
         self.skipping = False
         self._identities = {}
+        self._activations = []
+
+    def take_activations(self) -> list:
+        """As the native take_activations: [(line, activated_us, record, offset)]."""
+        taken, self._activations = self._activations, []
+        return taken
 
     def take_identities(self) -> dict:
         """As the native take_identities: {packed: text} parsed since the last call."""
@@ -574,6 +589,8 @@ class CdrParser:
                     self._identities[row["calling"]] = row.pop("_identity")
                 row["offset"] = self.offset + p
                 row["record"] = self.record
+                if "_activated" in row:
+                    self._activations.append((*row.pop("_activated"), row["record"], row["offset"]))
                 rows.append(row)
                 p = nxt
                 continue

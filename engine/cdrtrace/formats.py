@@ -59,7 +59,7 @@ PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
-         "srcchannel", "callid_peer")
+         "srcchannel", "callid_peer", "cot", "comment")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -207,7 +207,8 @@ CUCM = Format(
            "start": "dateTimeOrigination", "answer": "dateTimeConnect",
            "end": "dateTimeDisconnect", "duration": "duration",
            "orig_cause": "origCause_value", "dest_cause": "destCause_value",
-           "callid": "globalCallID_callManagerId", "callid2": "globalCallID_callId"},
+           "callid": "globalCallID_callManagerId", "callid2": "globalCallID_callId",
+           "comment": "comment"},
     required=("calling", "called", "final", "start", "answer", "orig_cause", "dest_cause",
               "callid", "callid2"))
 
@@ -223,7 +224,8 @@ BROADWORKS = Format(
            "final": "userNumber", "start": "startTime", "answer": "answerTime",
            "end": "releaseTime", "disposition": "answerIndicator",
            "dest_cause": "terminationCause", "callid": "recordId",
-           "presentation": "callingPresentationIndicator", "direction": "direction"},
+           "presentation": "callingPresentationIndicator", "direction": "direction",
+           "cot": "customerOriginatedTrace.invocationTime"},
     required=("calling", "called", "final", "start", "disposition", "callid", "direction"))
 
 # Asterisk cdr_custom's legacy default mapping: every field quoted but sequence.

@@ -29,6 +29,7 @@ class IngestSummary:
     records: int = 0
     indexed: int = 0        # (line, call) pairs written to the index
     unreadable: int = 0     # (line, unreadable call) pairs held for rejects (fail closed)
+    switch_traces: int = 0  # traces the switch itself recorded, run (TRACE_RULES 3b)
     rejected: int = 0
     markers: int = 0        # header, types, version, Start and End lines: checked, not calls
     bytes: int = 0
@@ -78,6 +79,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     started = time.perf_counter()
     held = contextlib.ExitStack()
     held.enter_context(store.writer("ingest"))   # one ingest at a time; a second is refused
+    summary.switch_traces += len(store.run_activations())   # left by a crash, if any
     try:
         for name in _expand(sources, summary, keep_going):
             try:
@@ -177,8 +179,10 @@ class _Pending:
         self.newest = None          # newest call start among the pending records
         self.unreadable = []        # (key, value) of the unreadable-record log
         self.lost_pairs = 0         # pending pairs that are unreadable calls
+        self.switch_traces = 0      # traces run for activations the switch recorded
         self.unreadable_total = 0   # unreadable-call pairs committed
         self.identities = {}        # caller identities parsed: {packed: text}
+        self.activations = []       # (source, traces the switch recorded) parsed
         self.last_start = None      # when the last good record ended: time for a reject without one
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> None:
@@ -186,6 +190,9 @@ class _Pending:
         and failing closed on its rejects (cdrtrace.salvage): an unreadable call in the
         index of each line found, and every reject with a time in the feed's log."""
         self.identities.update(parser.take_identities())
+        taken = parser.take_activations()
+        if taken:
+            self.activations.append((source, taken))
         if len(columns["start_us"]):
             self.last_start = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
@@ -230,6 +237,8 @@ class _Pending:
         lost, self.lost_pairs = self.lost_pairs, 0
         identities, self.identities = self.identities, {}
         identity_db = self.store.db["identities"]
+        activations, self.activations = self.activations, []
+        due_db = self.store.db["activations_due"]
 
         def work(txn):
             written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
@@ -237,6 +246,8 @@ class _Pending:
                 txn.put(key, value, db=log_db)
             for packed, text in identities.items():
                 txn.put(packed.to_bytes(8, "big"), text.encode("latin-1"), db=identity_db)
+            for source, taken in activations:
+                self.store.queue_activations(txn, due_db, self.feed, source, taken)
             self.store.count_feed(txn, self.feed, *counts)
             if finish is not None:
                 finish(txn)
@@ -245,6 +256,8 @@ class _Pending:
             return written
         written = self.store.write(work)
         self.unreadable_total += lost
+        if activations:          # their calls are in the index now: trace them
+            self.switch_traces += len(self.store.run_activations())
         return written - lost
 
 
@@ -306,6 +319,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             _flush_before_commit(rejects, archiver)
             summary.indexed += pending.commit(finish)
             summary.unreadable += pending.unreadable_total
+            summary.switch_traces += pending.switch_traces
             return
         if progress:
             progress(done, size)

@@ -38,9 +38,9 @@ PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark agai
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
 UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
 INITIAL_MAP_SIZE = 64 << 20
-_INDEX_DBS = ("index", "sources", "unreadable", "identities")
+_INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due")
 _EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
-                 "trace_segments", "pending")
+                 "trace_segments", "pending", "activations")
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE, _CALL = b"t", b"c"
@@ -735,7 +735,8 @@ class Store:
         return enrichment
 
     def _record_trace(self, txn, index_txn, key: bytes, packed: int, at_us: int,
-                      pending: bool = False, number: int | None = None) -> dict:
+                      pending: bool = False, number: int | None = None,
+                      activated_by: dict | None = None) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both."""
         if pending:
@@ -754,6 +755,8 @@ class Store:
             "outcome": outcome.value, "call": call, "enrichment": enrichment,
             "original_trace": original.decode() if original else None,
         }
+        if activated_by is not None:
+            record["activated_by"] = activated_by
         if call is not None and call["disposition"] == "unreadable":
             record["reason"] = (f"the last call to this line is a CDR record that could not be read "
                                 f"(record at byte {call['offset']} of {call['source']}); only its "
@@ -789,6 +792,51 @@ class Store:
         trace_rows.append(txn, self.db["trace_rows"], row)
         txn.put(key + _TRACE + _u64(number), b"", db=self.db["by_line"])
         return record
+
+    # ------------------------------------------------------------ traces a switch recorded
+
+    @staticmethod
+    def queue_activations(txn, db, feed: int, source: int, activations) -> None:
+        """Inside an ingest's commit: the *57s (and malicious call ids) the switch recorded
+        in the committed records (TRACE_RULES 3b), to be traced once their calls are in
+        the index (run_activations). Keyed by feed, line and time: a replay adds none."""
+        for line, at_us, record, offset in activations:
+            txn.put(feed.to_bytes(2, "big") + _u64(line) + _u64(at_us),
+                    json.dumps({"source": source, "record": record, "offset": offset}).encode(),
+                    db=db)
+
+    def run_activations(self) -> list[TraceResult]:
+        """Trace every queued switch activation by the normal rules, once: each commits
+        with its key in the evidence, so a crash between the two steps neither loses nor
+        doubles one."""
+        with self.read() as txn:
+            due = [(bytes(k), json.loads(v)) for k, v in txn.cursor(self.db["activations_due"])]
+        results = []
+        for key, where in due:
+            feed, line, at_us = (int.from_bytes(key[:2], "big"), int.from_bytes(key[2:10], "big"),
+                                 int.from_bytes(key[10:], "big"))
+
+            def work(txn, key=key, where=where, feed=feed, line=line, at_us=at_us):
+                if txn.get(key, db=self.db["activations"]) is not None:
+                    return None
+                by = {"switch_record": True, "feed": feed, **where}
+                with self.read() as index_txn:
+                    by["source"] = self.source_name(index_txn, where["source"])
+                    try:
+                        record = self._record_trace(txn, index_txn, index.line_key(line), line,
+                                                    at_us, activated_by=by)
+                    except TraceError as exc:     # its call is no longer held
+                        record = None
+                        by["error"] = str(exc)
+                txn.put(key, json.dumps({"trace_id": record["trace_id"] if record else None,
+                                         **by}).encode(), db=self.db["activations"])
+                return record
+            record = self.ewrite(work)
+            if record is not None:
+                results.append(self._result(record))
+        if due:
+            self.write(lambda txn: [txn.delete(k, db=self.db["activations_due"]) for k, _ in due])
+        return results
 
     # ------------------------------------------------------------ live feeds
 
