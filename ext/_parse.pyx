@@ -1095,6 +1095,7 @@ cdef class CdrParser:
     cdef readonly int64_t record
     cdef readonly int64_t markers     # version, Start and End lines passed over
     cdef readonly int country_code
+    cdef readonly int delimiter
     cdef Plan plan
     cdef readonly int feed_id
     cdef readonly int64_t min_ring_us
@@ -1155,6 +1156,7 @@ cdef class CdrParser:
         self.zone.last = 0
         memset(self.zone.last_date, 0, 10)   # never a valid date: the first one is parsed
         self.country_code = country_code
+        self.delimiter = d.delimiter
         self.feed_id = feed_id
         self.min_ring_us = <int64_t>(min_ring_seconds * 1e6)
         self.offset = start_offset   # where the records begin (after a header)

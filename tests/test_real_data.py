@@ -464,3 +464,18 @@ def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path
     (record,) = store.trace_records("3035550110", analyst="cic")
     assert (record["outcome"], record["call"]["start"]) == ("success", "2026-03-02T14:00:00Z")
     assert record["activated_us"] == 1772460100 * 1_000_000
+
+
+@pytest.mark.parametrize("line, cause", [
+    (b'"accountcode","src","dst","dcontext","clid","channel","dstchannel","lastapp","lastdata",'
+     b'"start","answer","end","duration","billsec","disposition","amaflags","uniqueid","userfield"',
+     "(a header line: files joined together?)"),
+    (cdr(**OLD).replace(b",", b";"), "(the fields look separated by ';', not ',')"),
+    (cdr(**OLD).replace(b'"2026-03-02 14:00:00"', b'"3/2/2026 14:00"'),
+     "(dates or numbers as a spreadsheet writes them: saved from a spreadsheet?)"),
+], ids=["header", "semicolons", "spreadsheet"])
+def test_rejects_name_their_likely_cause(store, tmp_path, line, cause):
+    path = cdr_file(tmp_path, cdr(**OLD), line)
+    cdrtrace.ingest(store, [path], rejects_path=tmp_path / "r.jsonl")
+    (reject,) = [__import__("json").loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert reject["reason"].endswith(cause), reject["reason"]

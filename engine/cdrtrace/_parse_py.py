@@ -465,6 +465,7 @@ class CdrParser:
         timezones.get_zone(zone)
         numbers.dialling_plan(country_code)      # an unknown country code fails here
         self.dialect = dialect
+        self.delimiter = dialect["delimiter"]
         self.expected_fields = (str(dialect["min_cols"]) if dialect["min_cols"] == dialect["max_cols"]
                                 else f"{dialect['min_cols']} to {dialect['max_cols']}")
         self.zone = zone

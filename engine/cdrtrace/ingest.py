@@ -185,10 +185,11 @@ class _Pending:
         self.activations = []       # (source, traces the switch recorded) parsed
         self.last_start = None      # when the last good record ended: time for a reject without one
 
-    def note_parsed(self, parser, bad, columns, source: int, served=()) -> None:
+    def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
         and failing closed on its rejects (cdrtrace.salvage): an unreadable call in the
-        index of each line found, and every reject with a time in the feed's log."""
+        index of each line found, and every reject with a time in the feed's log. Returns
+        the rejects, their likely cause added to the reason (salvage.explain)."""
         self.identities.update(parser.take_identities())
         taken = parser.take_activations()
         if taken:
@@ -196,13 +197,15 @@ class _Pending:
         if len(columns["start_us"]):
             self.last_start = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
-            return
+            return bad
+        bad = salvage.explain(bad, parser.delimiter, 3)
         lost = salvage.unreadable(parser, bad, columns, source, self.last_start)
         if lost.batch is not None:
             lines, entries = index.entries_for_batch(lost.batch, source, served)
             self.add(lines, entries)
             self.lost_pairs += len(lines)
         self.unreadable += lost.log
+        return bad
 
     def add(self, lines, entries):
         self.lines.append(lines)
@@ -307,7 +310,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             pending.add(*index.entries_for_batch(batch, source, served))
             if archiver is not None:
                 archiver.add(batch)
-        pending.note_parsed(parser, bad, columns, source, served)
+        bad = pending.note_parsed(parser, bad, columns, source, served)
         pending.position = (parser.offset, parser.record)   # all before it: pending or in
         pending.note(batch, len(bad))
         rejects.write(name, bad, source)

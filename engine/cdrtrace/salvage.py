@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 
@@ -93,3 +94,32 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
     cols["received"][:] = True
     cols["feed"][:] = feed
     return Unreadable(CallBatch(cols, source), log)
+
+
+HEADER_WORDS = frozenset(w.lower() for w in (
+    "accountcode", "src", "dst", "dcontext", "clid", "calldate", "dstchannel", "disposition",
+    "uniqueid", "cdrRecordType", "dateTimeOrigination", "callingPartyNumber", "recordId",
+    "callingNumber", "startTime", "caller_id_name", "caller_id_number", "destination_number",
+    "start_stamp", "hangup_cause"))
+_SPREADSHEET = re.compile(rb"(^|[,;\t\"])\s*(\d{1,2}/\d{1,2}/\d{2,4}( \d{1,2}:\d\d)?|"
+                          rb"\d\.\d+E\+\d+)\s*($|[,;\t\"])", re.I)
+
+
+def explain(bad: list, delimiter: int, min_fields: int) -> list:
+    """The rejects with a likely cause added to their reason where one shows: a header
+    line (files joined together), another delimiter, or a spreadsheet's rewriting (dates
+    as 3/2/2026, numbers as 3.03555E+09)."""
+    out = []
+    for record, offset, reason, raw in bad:
+        fields = [f.strip(b' "').lower() for f in raw.split(bytes([delimiter]))]
+        if sum(f.decode("latin-1") in HEADER_WORDS for f in fields) >= 2:
+            reason += " (a header line: files joined together?)"
+        elif len(fields) < min_fields and any(
+                raw.count(other) >= min_fields - 1 for other in (b";", b"\t", b"|")
+                if ord(other) != delimiter):
+            found = next(o for o in (b";", b"\t", b"|") if raw.count(o) >= min_fields - 1)
+            reason += f" (the fields look separated by {found.decode()!r}, not {chr(delimiter)!r})"
+        elif _SPREADSHEET.search(raw):
+            reason += " (dates or numbers as a spreadsheet writes them: saved from a spreadsheet?)"
+        out.append((record, offset, reason, raw))
+    return out

@@ -178,7 +178,7 @@ class LiveFeed:
                 bad = [(r, int(o), reason, raw) for (r, _, reason, raw), o in zip(bad, where, strict=True)]
         if len(batch):
             self.pending.add(*index.entries_for_batch(batch, self.source, self.served))
-        self.pending.note_parsed(self.parser, bad, columns, self.source, self.served)
+        bad = self.pending.note_parsed(self.parser, bad, columns, self.source, self.served)
         if self.parser.record >= self.pending.position[1]:
             self.pending.position = (self.parser.offset, self.parser.record)
         self.pending.note(batch, len(bad))
