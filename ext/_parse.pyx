@@ -1201,10 +1201,22 @@ cdef class CdrParser:
         or None), lines 0 where not recovered; None for a record that is not an incoming
         call. Fields are split at every delimiter with quotes stripped, and each is read
         where the layout puts it, counted from the front and, when the record has too
-        many fields, from the back too."""
+        many fields, from the back too. A record that is well-formed CSV (only a value
+        was bad) is split by the format's own rules instead."""
         cdef Dialect* d = &self.dialect
         cdef bytes data = bytes(raw)
-        tokens = [_unquote(t, d.quote) for t in data.split(bytes([d.delimiter]))]
+        cdef Span fields[MAX_FIELDS]
+        cdef int nf = 0
+        cdef const char* rec_end = NULL
+        cdef const char* next_rec = NULL
+        cdef const char* start = data
+        if tokenize(start, start + len(data), True, d.lenient_quotes, <char>d.delimiter,
+                    <char>d.quote, self.keep_fields, fields, &nf, &rec_end, &next_rec) == ST_OK:
+            # well-formed CSV (only a value was bad): every field where it belongs
+            tokens = [data[fields[k].p - start:fields[k].p - start + fields[k].n]
+                      if k < self.keep_fields else b"" for k in range(nf)]
+        else:
+            tokens = [_unquote(t, d.quote) for t in data.split(bytes([d.delimiter]))]
         cdef Py_ssize_t n = len(tokens)
         cdef Span sp
         cdef int64_t when = 0

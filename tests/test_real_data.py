@@ -479,3 +479,44 @@ def test_rejects_name_their_likely_cause(store, tmp_path, line, cause):
     cdrtrace.ingest(store, [path], rejects_path=tmp_path / "r.jsonl")
     (reject,) = [__import__("json").loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert reject["reason"].endswith(cause), reject["reason"]
+
+
+def test_a_call_cancelled_before_a_full_ring_is_still_received(store, tmp_path):
+    # R3: no minimum time on the line (the minimum ring time defaults to 0)
+    zero = cdr(disposition="NO ANSWER", answer="", start="2026-03-02 14:30:00",
+               end="2026-03-02 14:30:00", src="7205550199", clid="", uniqueid="z.0")
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD), zero)])
+    outcome, record = trace(store, "3035550110")
+    assert (outcome, record["call"]["start"]) == ("success", "2026-03-02T14:30:00Z")
+
+
+def test_generated_traffic_has_legs_unreadable_records_zero_rings_and_named_restricted(tmp_path):
+    from cdrtrace import synth
+
+    path = tmp_path / "day.csv"
+    truth = synth.write(path, 20_000, 5_000, seed=3, legs=0.2, unreadable=0.01)
+    data = path.read_bytes()
+    rows = data.splitlines()
+    fields = [next(__import__("csv").reader([r.decode("latin-1")])) for r in rows]
+    legs = len(fields) - len({f[16] for f in fields})      # rows sharing a call's uniqueid
+    broken = sum(f[14] in ("ANSWERD", "NO ANSWR", "BUSSY", "FAILD", "CONGESTON") for f in fields)
+    assert legs > 1000 and broken > 100 and len(rows) == truth["calls"] + legs
+    assert any(f[14] == "CANCEL" and f[9] == f[11] for f in fields)              # 0 s rings
+    assert any(f[1] == "anonymous" and not f[4].startswith('"Anonymous"') for f in fields)
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [str(path)])
+    assert summary.rejected == broken and summary.unreadable >= broken   # every one fails closed
+    assert summary.records == len(rows)
+    # legs merge: a line's analyst view holds one entry per call, whatever the legs
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    other = tmp_path / "shuffled.csv"
+    other.write_bytes(b"\n".join(shuffled) + b"\n")
+    again = cdrtrace.open(tmp_path / "s2", create=True)
+    cdrtrace.ingest(again, [str(other)])
+    lines = sorted({r.split(b",")[2].strip(b'"').decode() for r in rows[:300]})
+    for line in lines:
+        assert store.last_calls(line, analyst="cic") == [
+            {**c, "source": store.last_calls(line, analyst="cic")[i]["source"],
+             "offset": store.last_calls(line, analyst="cic")[i]["offset"]}
+            for i, c in enumerate(again.last_calls(line, analyst="cic"))], line

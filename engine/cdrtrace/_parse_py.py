@@ -514,7 +514,13 @@ class CdrParser:
         """As the native CdrParser.salvage: (dialled line, line that rang, start us or
         None) of a rejected record; None if it is not an incoming call."""
         d, cc = self.dialect, self.country_code
-        tokens = [_unquote(t, d["quote"]) for t in bytes(raw).split(bytes([d["delimiter"]]))]
+        keep = max(3, 1 + max(v for k, v in d.items() if k.startswith("c_")))
+        status, fields, _, _ = tokenize(bytes(raw), 0, True, bool(d["lenient_quotes"]),
+                                        d["delimiter"], d["quote"])
+        if status == 0:      # well-formed CSV (only a value was bad): fields where they belong
+            tokens = [value if k < keep else b"" for k, (value, _) in enumerate(fields)]
+        else:
+            tokens = [_unquote(t, d["quote"]) for t in bytes(raw).split(bytes([d["delimiter"]]))]
         n = len(tokens)
         if 0 <= d["c_direction"] < n and tokens[d["c_direction"]].lower().startswith(b"originating"):
             return None

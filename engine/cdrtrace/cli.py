@@ -317,7 +317,7 @@ def cmd_synth(args):
 
     truth = synth.write(args.out, args.calls, args.lines, seed=args.seed, fmt=args.format,
                         zone=args.tz, start=args.start, days=args.days,
-                        campaigns=args.campaigns)
+                        campaigns=args.campaigns, legs=args.legs, unreadable=args.unreadable)
     summary = {"out": args.out, "truth": args.out + ".truth.json", "calls": truth["calls"],
                "campaigns": len(truth["campaigns"])}
     _emit(args, summary, f"wrote {truth['calls']:,} calls to {args.out} "
@@ -461,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2026-03-02", help="first day (YYYY-MM-DD)")
     p.add_argument("--days", type=int, default=1)
     p.add_argument("--campaigns", type=int, help="planted harassment campaigns")
+    p.add_argument("--legs", type=float, default=0.0, help="asterisk: this fraction of answered "
+                   "calls also gets an unanswered ring-group leg (same uniqueid)")
+    p.add_argument("--unreadable", type=float, default=0.0, help="asterisk: this fraction of "
+                   "records gets a disposition no parser knows (they must fail closed)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_synth)
 

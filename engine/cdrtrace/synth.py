@@ -209,7 +209,7 @@ def _draw(rng, counts, t_first, line_numbers, caller_numbers, cum, pool, planted
     d = columns["disposition"]
     ring = np.where(d == 0, rng.integers(2, 25, total),
                     np.where(d == 1, rng.integers(20, 45, total),
-                             np.where(d == 2, rng.integers(1, 20, total), rng.integers(0, 3, total))))
+                             np.where(d == 2, rng.integers(0, 20, total), rng.integers(0, 3, total))))
     ring[n:] = p["ring"]
     talk = np.where(d == 0, np.minimum(rng.lognormal(4.2, 1.1, total), 7200).astype(np.int64), 0)
     talk[n:] = p["talk"]
@@ -276,7 +276,9 @@ def format_asterisk(columns, lo: int, hi: int, zone: str = "UTC", width: int = 1
     first = pa.array(np.array(FIRST, dtype=object)[c["first"]], pa.binary())
     last = pa.array(np.array(LAST, dtype=object)[c["last"]], pa.binary())
     name = pc.replace_substring(pc.binary_join_element_wise(first, last, b" "), b'"', b'""')
-    name = pc.if_else(pa.array(pres == 0), name, pa.scalar(b"Anonymous"))
+    # a restricted caller's CDR often keeps the name too (only its display is withheld)
+    named = (pres == 0) | ((pres == 1) & (c["first"] % 2 == 0))
+    name = pc.if_else(pa.array(named), name, pa.scalar(b"Anonymous"))
     clid_number = pc.if_else(pa.array(pres == 2), pa.scalar(b""), number)
     line = _text(c["line"])
     seq = pc.cast(pc.utf8_lpad(pc.cast(pa.array(c["seq"]), pa.string()), 8, "0"), pa.binary())
@@ -308,10 +310,36 @@ def format_asterisk(columns, lo: int, hi: int, zone: str = "UTC", width: int = 1
     return _join_rows(parts, n)
 
 
+def add_legs_and_unreadable(data: bytes, rng, legs: float = 0.0, unreadable: float = 0.0) -> bytes:
+    """Asterisk rows as real switches write them too: before a fraction `legs` of the
+    answered calls, a ring-group leg of the same call (same uniqueid) that rang another
+    phone unanswered; and a fraction `unreadable` of rows with a disposition no parser
+    knows (their line and time can still be read: they must fail closed)."""
+    out = []
+    for row in data.splitlines(keepends=True):
+        if legs and b'"ANSWERED"' in row and rng.random() < legs:
+            fields = next(csv.reader([row.decode("latin-1")]))
+            fields[6] = fields[6].replace("PJSIP/", "PJSIP/9", 1)     # another phone rang
+            fields[10], fields[13], fields[14] = "", "0", "NO ANSWER"   # unanswered
+            out.append(",".join(
+                f if (i in (12, 13, 20) or (i == 10 and not f)) else '"' + f.replace('"', '""') + '"'
+                for i, f in enumerate(fields)).encode("latin-1") + b"\n")
+        if unreadable and rng.random() < unreadable:
+            for good, bad in ((b'"ANSWERED"', b'"ANSWERD"'), (b'"NO ANSWER"', b'"NO ANSWR"'),
+                              (b'"BUSY"', b'"BUSSY"'), (b'"FAILED"', b'"FAILD"'),
+                              (b'"CONGESTION"', b'"CONGESTON"')):
+                row = row.replace(good, bad)
+        out.append(row)
+    return b"".join(out)
+
+
 def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "asterisk",
           zone: str = "UTC", start: str = "2026-03-02", days: int = 1,
-          campaigns: int | None = None) -> dict:
-    """Write the traffic to out and the campaigns' truth to out + '.truth.json'."""
+          campaigns: int | None = None, legs: float = 0.0, unreadable: float = 0.0) -> dict:
+    """Write the traffic to out and the campaigns' truth to out + '.truth.json'. legs and
+    unreadable (Asterisk only): see add_legs_and_unreadable."""
+    if (legs or unreadable) and fmt != "asterisk":
+        raise SynthError("--legs and --unreadable are written for the asterisk format only")
     writers = {"asterisk": (b"", lambda c, lo, hi: format_asterisk(c, lo, hi, zone)),
                "asterisk-custom": (b"", lambda c, lo, hi: format_asterisk_custom(c, lo, hi, zone)),
                "freeswitch": (b"", lambda c, lo, hi: format_freeswitch(c, lo, hi, zone)),
@@ -320,6 +348,12 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
     if fmt not in writers:
         raise SynthError(f"synth cannot write format {fmt!r} (known: {', '.join(writers)})")
     header, formatter = writers[fmt]
+    if legs or unreadable:
+        plain = formatter
+
+        def formatter(c, lo, hi):   # a generator per piece: the same file whatever the threads
+            rng = np.random.default_rng((seed, lo, int(c["start"][lo]) if hi > lo else 0))
+            return add_legs_and_unreadable(plain(c, lo, hi), rng, legs, unreadable)
     chunks, truth = generate_chunks(calls, lines, seed, start, days, zone, campaigns)
     out = Path(out)
     # Arrow's kernels release the GIL: format the next piece while this one is written.
