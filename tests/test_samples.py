@@ -125,3 +125,68 @@ def test_other_format_samples(tmp_path, fmt):
     for line, expected in traces.items():
         result = store.trace(line, at=AT)
         assert (result.outcome.value, result.call_time) == expected, line
+
+
+# ------------------------------------------------------------------ shapes seen in real files
+# Built by hand after public switch files (data/samples/README.md says where each was seen);
+# every expected answer below was worked out from the records, by the rules.
+
+def real_store(tmp_path, name, fmt, **settings):
+    store = cdrtrace.open(tmp_path / "s", create=True, **settings)
+    summary = cdrtrace.ingest(store, [str(SAMPLES / "real" / name)], fmt=fmt,
+                              rejects_path=tmp_path / "r.jsonl")
+    return store, summary
+
+
+def traced(store, line, at):
+    result = store.trace(line, at=at)
+    record = store.trace_records(line, analyst="cic")[-1]
+    call = record["call"] or {}
+    return result.outcome.value, call.get("start"), call.get("calling"), call.get("answered")
+
+
+def test_real_asterisk_ring_groups_with_russian_callers(tmp_path):
+    store, summary = real_store(tmp_path, "asterisk-ring-groups-ru.csv", "auto",
+                                zone="Asia/Irkutsk", country_code=7)
+    assert (summary.records, summary.rejected) == (14, 0)
+    # 301 rang in the unanswered ring group at 09:20 (through Local/ch1), the caller wrote
+    # 810 7 924...; it answered the one at 09:40 (Local half, then the bridged record)
+    assert traced(store, "301", "2024-02-05T09:30:00+08:00") == (
+        "success", "2024-02-05T01:20:00Z", "+79241110003", False)
+    assert traced(store, "301", "2024-02-05T10:00:00+08:00") == (
+        "success", "2024-02-05T01:40:00Z", "+79241110004", True)
+    # the same caller at 10:30 with the trunk prefix 8: one origin, two traced calls
+    assert traced(store, "301", "2024-02-05T11:00:00+08:00") == (
+        "success", "2024-02-05T02:30:00Z", "+79241110003", False)
+    progress = {p.label: p.traced_calls for p in store.status("301").progress}
+    assert progress == {"Caller A": 2, "Caller B": 1}
+    # the DID: its Dial legs (301 unanswered, the trunk answered) are one answered call;
+    # the busy record at 10:00 never rang
+    assert traced(store, "411553", "2024-02-05T09:10:00+08:00") == (
+        "success", "2024-02-05T01:03:20Z", "+79241110002", True)
+    assert traced(store, "411553", "2024-02-05T11:00:00+08:00") == (
+        "success", "2024-02-05T01:40:00Z", "+79241110004", True)
+    # an IVR that answered and hung up rang no line
+    assert traced(store, "411474", "2024-02-05T11:00:00+08:00")[0] == "no_call"
+
+
+def test_real_asterisk_custom_with_sip_users(tmp_path):
+    store, summary = real_store(tmp_path, "asterisk-custom-sip-users.csv", "auto")
+    assert (summary.records, summary.rejected) == (4, 0)
+    assert traced(store, "6001", "2023-08-01T10:07:00Z") == (
+        "success", "2023-08-01T10:00:00Z", "alice", True)
+    assert traced(store, "6001", "2023-08-01T10:30:00Z") == (
+        "success", "2023-08-01T10:10:00Z", "alice", False)
+    assert traced(store, "6002", "2023-08-01T10:10:00Z") == (
+        "success", "2023-08-01T10:05:00Z", "bob", False)
+    assert traced(store, "6002", "2023-08-01T10:30:00Z")[0] == "untraceable"     # anonymous
+    assert [p.traced_calls for p in store.status("6001").progress] == [2]       # one origin
+
+
+def test_real_freeswitch_file_rewritten_by_a_spreadsheet(tmp_path):
+    store, summary = real_store(tmp_path, "freeswitch-after-spreadsheet.csv", "freeswitch")
+    assert (summary.records, summary.rejected) == (3, 3)
+    rejects = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert {r["reason"] for r in rejects} == {
+        "bad timestamp in column 5 (dates or numbers as a spreadsheet writes them: saved from a "
+        "spreadsheet?)"}

@@ -101,7 +101,7 @@ HEADER_WORDS = frozenset(w.lower() for w in (
     "uniqueid", "cdrRecordType", "dateTimeOrigination", "callingPartyNumber", "recordId",
     "callingNumber", "startTime", "caller_id_name", "caller_id_number", "destination_number",
     "start_stamp", "hangup_cause"))
-_SPREADSHEET = re.compile(rb"(^|[,;\t\"])\s*(\d{1,2}/\d{1,2}/\d{2,4}( \d{1,2}:\d\d)?|"
+_SPREADSHEET = re.compile(rb"(^|[,;\t\"])\s*(\d{1,4}/\d{1,2}/\d{1,4}( \d{1,2}:\d\d(:\d\d)?)?|"
                           rb"\d\.\d+E\+\d+)\s*($|[,;\t\"])", re.I)
 
 
