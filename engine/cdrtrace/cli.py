@@ -99,6 +99,11 @@ def cmd_ingest(args):
     text = (f"records {summary.records:,}  indexed {summary.indexed:,}  "
             f"rejected {summary.rejected:,}  bytes {summary.bytes:,}  "
             f"seconds {summary.seconds:.2f}  records/s {summary.records_per_second:,.0f}")
+    if summary.unreadable:
+        text += (f"\n{summary.unreadable:,} (line, call) pair(s) held as unreadable calls: a "
+                 "trace reaching one answers untraceable (the rejects fail closed)")
+    if summary.switch_traces:
+        text += f"\n{summary.switch_traces:,} trace(s) the switch recorded (*57, malicious call id) run"
     if summary.rejects_path:
         text += f"\nrejected records written to {summary.rejects_path}"
     for name in summary.skipped:
