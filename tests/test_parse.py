@@ -318,3 +318,23 @@ def test_unknown_format_and_zone():
         parse.make_parser("bogus")
     with pytest.raises(cdrtrace.CdrTraceError, match="unknown time zone 'Mars/Base'"):
         parse.make_parser(zone="Mars/Base")
+
+
+def test_a_missing_native_build_fails_import_loudly():
+    """A build without its native modules: `import cdrtrace` itself says what to do."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Missing:\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name in ('cdrtrace._index', 'cdrtrace._parse'):\n"
+            "            raise ImportError('no such file')\n"
+            "sys.meta_path.insert(0, Missing())\n"
+            "try:\n"
+            "    import cdrtrace\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == ("NativeModuleError cdrtrace's native index kernel did not import (no such file); "
+                   "reinstall with `pip install .` so the extensions are built\n")

@@ -8,17 +8,23 @@
 """
 from .errors import (
                      AccessError,
+                     AuditError,
                      CdrTraceError,
+                     ConfigError,
+                     DirectoryError,
+                     FormatError,
                      NativeModuleError,
                      NumberError,
                      ParseError,
                      SourceError,
                      StoreError,
+                     SynthError,
                      TraceError,
+                     ZoneError,
 )
 from .formats import CallBatch, Disposition, Presentation
 from .ingest import IngestSummary, ingest
-from .parse import FormatError, make_parser
+from .parse import make_parser
 from .store import Store, open  # noqa: A004
 from .trace import ANNOUNCEMENTS, CustomerStatus, Outcome, TraceResult
 
@@ -28,5 +34,6 @@ __all__ = [
     "open", "Store", "ingest", "IngestSummary", "make_parser", "CallBatch", "Outcome",
     "TraceResult", "CustomerStatus", "ANNOUNCEMENTS", "Presentation", "Disposition",
     "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
-    "AccessError", "NativeModuleError", "FormatError",
+    "AccessError", "NativeModuleError", "FormatError", "AuditError", "ConfigError",
+    "DirectoryError", "SynthError", "ZoneError",
 ]

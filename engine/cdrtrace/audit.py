@@ -13,13 +13,11 @@ import hashlib
 import json
 import time
 
-from .errors import CdrTraceError
+from .errors import AuditError
 
 GENESIS = "0" * 64
 
 
-class AuditError(CdrTraceError, ValueError):
-    """The audit log does not verify."""
 
 
 def _key(seq: int) -> bytes:

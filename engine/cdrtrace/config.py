@@ -37,7 +37,7 @@ import tomllib
 from pathlib import Path
 
 from . import timezones
-from .errors import CdrTraceError
+from .errors import CdrTraceError, ConfigError
 from .formats import (
     DK_VOCABULARY,
     FORMATS,
@@ -58,8 +58,6 @@ DIALECT_KEYS = {"base", "columns", "header", "delimiter", "quote", "time", "fiel
                 "lenient_quotes"}
 
 
-class ConfigError(CdrTraceError, ValueError):
-    """cdrtrace.toml is missing, malformed, or names something that does not exist."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import CdrTraceError
+from .errors import DirectoryError
 from .parse import normalize_number
 
 COLUMNS = ("number", "name", "address", "served")
@@ -22,8 +22,6 @@ TRUE = {"1", "true", "yes", "y", "t"}
 FALSE = {"0", "false", "no", "n", "f", ""}
 
 
-class DirectoryError(CdrTraceError, ValueError):
-    """A directory file that cannot be imported; the message says which row."""
 
 
 def read(path: str | Path) -> pa.Table:

@@ -47,3 +47,27 @@ class AccessError(CdrTraceError, PermissionError):
 
 class NativeModuleError(CdrTraceError, ImportError):
     """The compiled core did not import; cdrtrace never falls back silently."""
+
+
+class AuditError(CdrTraceError, ValueError):
+    """The audit log does not verify."""
+
+
+class ConfigError(CdrTraceError, ValueError):
+    """cdrtrace.toml is missing, malformed, or names something that does not exist."""
+
+
+class DirectoryError(CdrTraceError, ValueError):
+    """A directory file that cannot be imported; the message says which row."""
+
+
+class FormatError(CdrTraceError, ValueError):
+    """An unknown format name, or a file that does not fit its format."""
+
+
+class SynthError(CdrTraceError, ValueError):
+    """synth was asked for something it cannot write."""
+
+
+class ZoneError(CdrTraceError, ValueError):
+    """The feed names a time zone this machine does not know."""

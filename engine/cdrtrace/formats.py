@@ -7,7 +7,7 @@ import enum
 import numpy as np
 import pyarrow as pa
 
-from .errors import CdrTraceError
+from .errors import FormatError
 
 
 class Presentation(enum.IntEnum):
@@ -184,8 +184,6 @@ class Format:
         return dialect
 
 
-class FormatError(CdrTraceError, ValueError):
-    """An unknown format name, or a file that does not fit its format."""
 
 
 ASTERISK = Format(

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import formats, timezones
-from .errors import CdrTraceError
+from .errors import SynthError
 
 AREAS = np.array([303, 720, 212, 415, 312, 617, 206, 512, 404, 305, 602, 702, 503, 214, 919])
 CALLER_AREAS = np.array([201, 305, 469, 646, 818, 917, 929, 347, 408, 510, 650, 773])
@@ -37,8 +37,6 @@ CHUNK_ROWS = 1 << 19
 MIN_CAMPAIGNS = 3
 
 
-class SynthError(CdrTraceError, ValueError):
-    pass
 
 
 def _distinct_numbers(rng, count, areas, salt):

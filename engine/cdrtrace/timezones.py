@@ -14,15 +14,13 @@ import zoneinfo
 
 import numpy as np
 
-from .errors import CdrTraceError
+from .errors import ZoneError
 
 MIN_YEAR, MAX_YEAR = 1970, 2099
 _UTC = _dt.UTC
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_UTC)
 
 
-class ZoneError(CdrTraceError, ValueError):
-    """The feed names a time zone this machine does not know."""
 
 
 def get_zone(name: str) -> zoneinfo.ZoneInfo:
