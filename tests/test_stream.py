@@ -488,3 +488,22 @@ def test_a_follower_killed_before_its_first_batch_still_drains_a_rotated_file(tm
     assert summary.records == 15
     assert all(len(calls_to(store, f"72055{i:05d}")) == 1 for i in range(15))
     store.close()
+
+
+def test_an_explicit_format_wins_over_the_feeds_when_following_as_in_batch(store, tmp_path):
+    """--format beats the feed's format in every ingest path (it did only in batch)."""
+    from cdrtrace.config import Feed
+    from cdrtrace.parse import get_format
+
+    path = tmp_path / "Master.csv"
+    path.write_bytes(b"".join(record(i) for i in range(5)))
+    feed = Feed("denver", get_format("freeswitch"), zone="America/Denver")
+    quick = StreamOptions(poll_ms=5, idle_exit_s=0.2)
+    summary = stream.follow(store, str(path), fmt="asterisk", feed=feed, options=quick)
+    assert (summary.records, summary.rejected) == (5, 0)
+    batch = cdrtrace.open(tmp_path / "batch", create=True)
+    assert cdrtrace.ingest(batch, [str(path)], fmt="asterisk", feed=feed).rejected == 0
+    # and the feed's other settings still apply: its zone reads the local times
+    assert calls_to(store, "7205500000")["start_us"].tolist() == \
+        calls_to(batch, "7205500000")["start_us"].tolist() == [1772485391000000]
+    batch.close()

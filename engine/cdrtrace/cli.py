@@ -141,10 +141,9 @@ def _stream(args, store, fmt, feed):
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    common = dict(fmt=fmt or "asterisk", zone=args.tz, country_code=args.country_code, feed=feed,
+    # the format, zone and country resolve as in a batch ingest (ingest.feed_settings)
+    common = dict(fmt=fmt, zone=args.tz, country_code=args.country_code, feed=feed,
                   options=options, stop=stop, rejects_path=args.rejects)
-    if feed is not None and args.format is None:
-        common["fmt"] = feed.format
     if kafka.is_kafka(name):
         summary = kafka.consume(store, name, **common, archive=args.archive)
     elif name == "-":

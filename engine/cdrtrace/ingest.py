@@ -23,6 +23,39 @@ from .sources import RejectsWriter, expand, identity, open_source, reader_for
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
 
 
+@dataclasses.dataclass(frozen=True)
+class FeedSettings:
+    """What an ingest of one feed runs with, batch and live alike."""
+
+    fmt: str | Format           # a format, a name, or "auto" (batch only)
+    zone: str
+    country_code: int
+    feed_id: int
+    min_ring_seconds: float
+    served: tuple[str, ...]
+    cdr_delay_seconds: float | None
+
+
+def feed_settings(store, feed: Feed | None = None, fmt: str | Format | None = None,
+                  zone: str | None = None, country_code: int | None = None,
+                  feed_id: int = 0) -> FeedSettings:
+    """Resolve a feed's settings, one rule for every ingest path: what is given explicitly
+    wins, then the feed's (cdrtrace.toml), then the store's; the format defaults to
+    asterisk."""
+    cfg = store.config
+    if feed is not None:
+        feed_id = feed_id or store.feed_id(feed.name)
+    return FeedSettings(
+        fmt=fmt or (feed.format if feed is not None else None) or "asterisk",
+        zone=zone or (feed.zone if feed is not None else None) or cfg["zone"],
+        country_code=country_code or (feed.country_code if feed is not None else None)
+        or cfg["country_code"],
+        feed_id=feed_id,
+        min_ring_seconds=feed.min_ring_seconds if feed is not None else cfg["min_ring_seconds"],
+        served=tuple(feed.served) if feed is not None else (),
+        cdr_delay_seconds=feed.cdr_delay_seconds if feed is not None else None)
+
+
 @dataclasses.dataclass
 class IngestSummary:
     sources: int = 0
@@ -63,17 +96,11 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     cannot be read (missing, unknown format, no header) is listed in summary.failed with
     the reason and the others are still ingested; otherwise its error is raised."""
     cfg = store.config
-    if feed is not None:   # the feed's settings, unless given explicitly
-        fmt = fmt or feed.format
-        zone = zone or feed.zone
-        country_code = country_code or feed.country_code
-        feed_id = feed_id or store.feed_id(feed.name)
-    fmt = fmt or "asterisk"
-    zone = zone or cfg["zone"]
-    country_code = country_code or cfg["country_code"]
-    min_ring = feed.min_ring_seconds if feed is not None else cfg["min_ring_seconds"]
+    settings = feed_settings(store, feed, fmt, zone, country_code, feed_id)
+    fmt, zone, country_code, feed_id = (settings.fmt, settings.zone, settings.country_code,
+                                        settings.feed_id)
+    min_ring, served = settings.min_ring_seconds, settings.served
     archive = archive or cfg.get("archive_dir")
-    served = feed.served if feed is not None else ()
     rejects = RejectsWriter(rejects_path or store.path / "rejects.jsonl")
     summary = IngestSummary()
     started = time.perf_counter()

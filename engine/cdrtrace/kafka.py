@@ -113,7 +113,7 @@ class _KafkaFeed(LiveFeed):
         self.archived_at = time.monotonic()
 
 
-def consume(store, url: str, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
+def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, country_code=None,
             feed=None, options: StreamOptions | None = None, stop: threading.Event | None = None,
             rejects_path=None, settings: dict | None = None, archive=None) -> StreamSummary:
     """Consume CDRs from Kafka into the store until stop is set (or the topic has been

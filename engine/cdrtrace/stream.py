@@ -24,7 +24,7 @@ from . import index
 from .archive import FLUSH_ROWS, ArchiveWriter
 from .errors import SourceError
 from .formats import CallBatch, Format
-from .ingest import _Pending
+from .ingest import _Pending, feed_settings
 from .parse import MAX_HEADER, get_format, make_parser, read_header
 from .sources import ChunkReader, RejectsWriter
 
@@ -80,25 +80,25 @@ class LiveFeed:
     """The part every live source shares: the parser of the current source, the
     uncommitted micro-batch, heartbeats, pending-trace resolution and the interval log."""
 
-    def __init__(self, store, fmt: str | Format = "asterisk", zone: str | None = None,
+    def __init__(self, store, fmt: str | Format | None = None, zone: str | None = None,
                  country_code: int | None = None, feed=None, feed_id: int = 0,
                  options: StreamOptions | None = None, rejects_path=None, label: str = "stream",
                  archive=None):
         cfg = store.config
-        if feed is not None:
-            fmt, zone = feed.format, zone or feed.zone
-            country_code = country_code or feed.country_code
-            feed_id = feed_id or store.feed_id(feed.name)
+        settings = feed_settings(store, feed, fmt, zone, country_code, feed_id)
+        if settings.fmt == "auto":
+            raise SourceError("a live feed needs its format named (auto reads a whole file)")
+        feed_id = settings.feed_id
         self.store = store
-        self.form = fmt if isinstance(fmt, Format) else get_format(fmt)
-        self.zone = zone or cfg["zone"]
-        self.country_code = country_code or cfg["country_code"]
-        self.min_ring = feed.min_ring_seconds if feed is not None else cfg["min_ring_seconds"]
-        self.served = feed.served if feed is not None else ()
+        self.form = settings.fmt if isinstance(settings.fmt, Format) else get_format(settings.fmt)
+        self.zone = settings.zone
+        self.country_code = settings.country_code
+        self.min_ring = settings.min_ring_seconds
+        self.served = settings.served
         self.options = options or StreamOptions()
         delay = self.options.cdr_delay_s
         if delay is None:
-            delay = getattr(feed, "cdr_delay_seconds", None)
+            delay = settings.cdr_delay_seconds
         self.delay_us = int((DEFAULT_CDR_DELAY if delay is None else delay) * 1e6)
         self.feed_id = feed_id
         self.label = label
@@ -341,7 +341,7 @@ class _Generation:
         return got
 
 
-def follow(store, path: str, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
+def follow(store, path: str, fmt: str | Format | None = None, *, zone=None, country_code=None,
            feed=None, options: StreamOptions | None = None, stop: threading.Event | None = None,
            rejects_path=None, archive=None) -> StreamSummary:
     """Follow a CDR file as the switch appends to it, until stop is set (or the file has
@@ -461,7 +461,7 @@ def _open_generation(live: LiveFeed, path: str, key: bytes, saved: dict | None):
 
 # -------------------------------------------------------------------- stdin
 
-def stream_stdin(store, fmt: str | Format = "asterisk", *, zone=None, country_code=None,
+def stream_stdin(store, fmt: str | Format | None = None, *, zone=None, country_code=None,
                  feed=None, options: StreamOptions | None = None,
                  stop: threading.Event | None = None, stream=None, rejects_path=None,
                  archive=None) -> StreamSummary:
