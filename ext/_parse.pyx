@@ -308,7 +308,7 @@ cdef int fill_plan(Plan* plan, object given, int country_code) except -1:
         if 1 <= length <= 20:
             plan.lengths |= (<uint32_t>1) << length
     plan.nanp = (cc == 1 and trunk_b == b"1" and tuple(intl) == ("011",)
-                  and tuple(lengths) == (10,))
+                 and tuple(lengths) == (10,))
     return 0
 
 
@@ -498,9 +498,12 @@ cdef int identity_norm(const char* p, Py_ssize_t n, char* out) noexcept nogil:
         a += 1
     while b > a and (p[b - 1] == b' ' or p[b - 1] == b'\t'):
         b -= 1
-    if b - a > 5 and lower_is(p + a, b"sips:", 5):
+    cdef Span rest
+    rest.p = p + a
+    rest.n = b - a
+    if rest.n > 5 and span_starts_nocase(rest, b"sips:", 5):
         a += 5
-    elif b - a > 4 and lower_is(p + a, b"sip:", 4):
+    elif rest.n > 4 and span_starts_nocase(rest, b"sip:", 4):
         a += 4
     if b - a < 1 or b - a > MAX_IDENTITY:
         return -1
@@ -523,26 +526,14 @@ cdef int identity_norm(const char* p, Py_ssize_t n, char* out) noexcept nogil:
     return m
 
 
-cdef inline bint lower_is(const char* p, const char* lower, int n) noexcept nogil:
-    cdef int k
-    cdef char c
-    for k in range(n):
-        c = p[k]
-        if c >= b'A' and c <= b'Z':
-            c = c + 32
-        if c != lower[k]:
-            return False
-    return True
-
-
 cdef uint64_t identity_number(Span s) noexcept nogil:
     """A caller identity's packed form (cdrtrace.numbers.pack_identity), 0 if none."""
     cdef char text[MAX_IDENTITY]
     cdef int m = identity_norm(s.p, s.n, text)
     if m < 0:
         return 0
-    return (<uint64_t>3 << 62) | (<uint64_t>63 << 56) | (hash_bytes(14695981039346656037ULL, text, m)
-                                                        & 0xFFFFFFFFFFFFFFULL)
+    cdef uint64_t h = hash_bytes(14695981039346656037ULL, text, m) & 0xFFFFFFFFFFFFFFULL
+    return (<uint64_t>3 << 62) | (<uint64_t>63 << 56) | h
 
 
 cdef bint span_contains(Span s, const char* text, Py_ssize_t n) noexcept nogil:
