@@ -93,7 +93,7 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
     pos = len(BOM) if head.startswith(BOM) else 0
     lines = []
     at = pos
-    for _ in range(fmt.header_lines):
+    for _ in range(max(fmt.header_lines, 2 if fmt.types_line else 1)):
         nl = head.find(b"\n", at, MAX_HEADER)
         if nl < 0:
             break
