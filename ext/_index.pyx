@@ -17,6 +17,7 @@ from libc.string cimport memcpy, memcmp
 from _cdr cimport Entry
 
 DEF_KEEP = 4
+ENTRY_BYTES = sizeof(Entry)      # checked against cdrtrace.index.ENTRY_DTYPE at import
 
 cdef enum:
     ENTRY_SIZE = 40
@@ -130,6 +131,8 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
         line = lines[i]
         if i and line < lines[i - 1]:
             raise ValueError("lines must be sorted")
+        if keys is not None and g >= len(keys):
+            raise ValueError("keys must hold one key per distinct line (line_keys(lines))")
         key = keys[g] if keys is not None else key_bytes(line)
         g += 1
         count = 0

@@ -1061,6 +1061,16 @@ def _candidates(int column, Py_ssize_t n, int max_cols):
     return out
 
 
+# the record's enumerations as this module was compiled: cdrtrace.parse checks them
+# against cdrtrace.formats at import, so the two can never drift apart silently
+DISPOSITION_CODES = {"ANSWERED": DISP_ANSWERED, "NO_ANSWER": DISP_NO_ANSWER,
+                     "CANCELLED": DISP_CANCELLED, "BUSY": DISP_BUSY, "FAILED": DISP_FAILED,
+                     "CONGESTION": DISP_CONGESTION, "REJECTED": DISP_REJECTED,
+                     "UNALLOCATED": DISP_UNALLOCATED, "UNKNOWN": DISP_UNKNOWN}
+PRESENTATION_CODES = {"ALLOWED": PRES_ALLOWED, "RESTRICTED": PRES_RESTRICTED,
+                      "UNAVAILABLE": PRES_UNAVAILABLE}
+
+
 DIALECT_FIELDS = (
     "min_cols", "max_cols", "delimiter", "quote", "lenient_quotes", "end_required", "time_kind", "disp_kind",
     "pres_kind", "c_calling", "c_clid", "c_called", "c_redirecting", "c_redirecting2",

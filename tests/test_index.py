@@ -157,3 +157,28 @@ def test_store_errors(tmp_path):
     env.close()
     with pytest.raises(cdrtrace.StoreError, match="is not a cdrtrace store"):
         cdrtrace.open(tmp_path / "foreign")
+
+
+def test_the_native_layout_is_checked_against_python_at_import():
+    """A native build whose record layout or numbering differs is refused, not misread."""
+    import types
+
+    from cdrtrace import _index, _parse, parse
+
+    index.check_native(_index)             # the real build passes
+    parse.check_native(_parse)
+    with pytest.raises(cdrtrace.NativeModuleError, match="built for 48-byte entries"):
+        index.check_native(types.SimpleNamespace(ENTRY_BYTES=48, DEF_KEEP=4))
+    shifted = {**_parse.DISPOSITION_CODES, "BUSY": 5, "FAILED": 4}
+    with pytest.raises(cdrtrace.NativeModuleError, match="numbers dispositions"):
+        parse.check_native(types.SimpleNamespace(DISPOSITION_CODES=shifted,
+                                                 PRESENTATION_CODES=_parse.PRESENTATION_CODES))
+
+
+def test_merge_refuses_too_few_keys_instead_of_crashing():
+    from cdrtrace import _index
+
+    lines = np.array([1, 2, 3], np.uint64)
+    rows = np.zeros((3, index.ENTRY_DTYPE.itemsize), np.uint8)
+    with pytest.raises(ValueError, match="one key per distinct line"):
+        _index.merge(lines, rows, [index.line_key(1)], [], 4)

@@ -3,6 +3,8 @@ import numpy as np
 import numpy.typing as npt
 
 DIALECT_FIELDS: tuple[str, ...]
+DISPOSITION_CODES: dict[str, int]
+PRESENTATION_CODES: dict[str, int]
 
 def normalize_number(text: str | bytes, country_code: int = ...,
                      plan: tuple[int, str, tuple[str, ...], tuple[int, ...]] | None = ...) -> int: ...

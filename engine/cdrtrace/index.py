@@ -29,7 +29,15 @@ ENTRY_DTYPE = np.dtype([
     ("presentation", "u1"),
     ("flags", "u1"),
 ])
-assert ENTRY_DTYPE.itemsize == 40
+
+
+def check_native(kernel) -> None:
+    """The compiled kernel must share this module's entry layout and default depth."""
+    if (kernel.ENTRY_BYTES, kernel.DEF_KEEP) != (ENTRY_DTYPE.itemsize, DEFAULT_KEEP):
+        raise NativeModuleError(
+            f"cdrtrace's native index kernel was built for {kernel.ENTRY_BYTES}-byte entries, "
+            f"{kernel.DEF_KEEP} per line; this cdrtrace uses {ENTRY_DTYPE.itemsize} and "
+            f"{DEFAULT_KEEP}: reinstall with `pip install .`")
 EMPTY = np.empty(0, ENTRY_DTYPE)
 EMPTY.flags.writeable = False
 
@@ -37,6 +45,7 @@ ANSWERED, FORWARDED = 0x01, 0x02
 ROLE_DIALLED, ROLE_REDIRECTING, ROLE_FINAL = 0, 1, 2
 ROLE_NAMES = ("dialled", "redirecting", "final")
 DEFAULT_KEEP = 4
+check_native(_index)
 
 
 def line_key(packed: int) -> bytes:

@@ -7,7 +7,7 @@ import re
 
 from . import timezones
 from .errors import NativeModuleError
-from .formats import CUCM_RELEASES, FORMATS, Format, FormatError
+from .formats import CUCM_RELEASES, FORMATS, Disposition, Format, FormatError, Presentation
 from .numbers import dialling_plan
 
 try:
@@ -32,6 +32,21 @@ def native():
             "`pip install .` so the extensions are built (CDRTRACE_PURE=1 selects the slow "
             "reference parser for debugging)")
     return _native
+
+
+def check_native(module) -> None:
+    """The compiled parser must number dispositions and presentations as formats.py does."""
+    for name, enum, compiled in (("disposition", Disposition, module.DISPOSITION_CODES),
+                                 ("presentation", Presentation, module.PRESENTATION_CODES)):
+        ours = {member.name: int(member) for member in enum
+                if member is not Disposition.UNREADABLE}   # never produced by a parser
+        if ours != dict(compiled):
+            raise NativeModuleError(f"cdrtrace's native parser numbers {name}s {dict(compiled)}, "
+                                    f"this cdrtrace {ours}: reinstall with `pip install .`")
+
+
+if _native is not None:
+    check_native(_native)
 
 
 def get_format(name: str) -> Format:
