@@ -190,3 +190,8 @@ def test_real_freeswitch_file_rewritten_by_a_spreadsheet(tmp_path):
     assert {r["reason"] for r in rejects} == {
         "bad timestamp in column 5 (dates or numbers as a spreadsheet writes them: saved from a "
         "spreadsheet?)"}
+    # the two records for 2002 still show its number and, written the spreadsheet's way,
+    # their times (taken at the end of the minute): they fail closed
+    assert summary.unreadable == 2
+    assert traced(store, "2002", "2021-03-04T09:09:00Z")[:2] == ("untraceable", "2021-03-04T09:07:59Z")
+    assert traced(store, "2002", "2021-03-04T10:00:00Z")[:2] == ("untraceable", "2021-03-04T09:10:59Z")

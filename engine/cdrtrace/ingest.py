@@ -154,7 +154,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                     _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
                                    progress, batch_pairs, served, archiver,
                                    finish=lambda txn, s=source, i=ident: store.mark_ingested(txn, s, i),
-                                   checkpoint=checkpoint)
+                                   checkpoint=checkpoint, zone=zone)
                     if archiver is not None:
                         archiver.close()
                     if not resume:
@@ -211,6 +211,7 @@ class _Pending:
         self.identities = {}        # caller identities parsed: {packed: text}
         self.activations = []       # (source, traces the switch recorded) parsed
         self.last_start = None      # when the last good record ended: time for a reject without one
+        self.zone = "UTC"           # the feed's zone, for times a reject writes in another form
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
@@ -226,7 +227,7 @@ class _Pending:
         if not bad:
             return bad
         bad = salvage.explain(bad, parser.delimiter, 3)
-        lost = salvage.unreadable(parser, bad, columns, source, self.last_start)
+        lost = salvage.unreadable(parser, bad, columns, source, self.last_start, self.zone)
         if lost.batch is not None:
             lines, entries = index.entries_for_batch(lost.batch, source, served)
             self.add(lines, entries)
@@ -320,12 +321,13 @@ def _flush_before_commit(rejects, archiver) -> None:
 
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
                    batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None,
-                   checkpoint=None):
+                   checkpoint=None, zone="UTC"):
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction."""
     pending = _Pending(store)
     pending.checkpoint = checkpoint
     pending.feed = parser.feed_id
+    pending.zone = zone
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
     while True:

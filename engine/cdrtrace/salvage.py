@@ -40,11 +40,33 @@ def log_key(feed: int, start_us: int, call_id: int) -> bytes:
     return feed.to_bytes(2, "big") + start_us.to_bytes(8, "big", signed=False) + call_id.to_bytes(8, "big")
 
 
-def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int | None) -> Unreadable:
+# year-first dates in a form no built-in format writes: 2020/2/10 22:41, 2020.02.10 22:41
+_LOOSE_TIME = re.compile(rb"(?<!\d)(\d{4})[/.](\d{1,2})[/.](\d{1,2})[ T](\d{1,2}):(\d\d)(?::(\d\d))?")
+
+
+def loose_time(raw: bytes, zone: str) -> int | None:
+    """The first year-first date and time in a record written in a form no built-in
+    format uses (2020/2/10 22:41: a spreadsheet's), read in the feed's zone; a time
+    without seconds is taken at the end of its minute (fail closed: later)."""
+    from . import timezones
+
+    for match in _LOOSE_TIME.finditer(raw):
+        y, mo, d, h, mi = (int(match.group(k)) for k in range(1, 6))
+        sec = int(match.group(6)) if match.group(6) else 59
+        try:
+            return timezones.local_to_utc_seconds(y, mo, d, h, mi, sec, zone) * 1_000_000
+        except (ValueError, OverflowError):
+            continue
+    return None
+
+
+def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int | None,
+               zone: str = "UTC") -> Unreadable:
     """What the rejects of one parsed chunk still tell.
 
     bad: the parser's (record, offset, reason, raw) rejects; columns: the good records of
-    the same chunk. A reject whose own time cannot be read is placed as late as the file
+    the same chunk. A reject whose time is written in another form (a spreadsheet's
+    2020/2/10 22:41) is read loosely (loose_time). One with no time at all is placed as late as the file
     allows, failing closed: switches write a record when its call ends, so it ended after
     the good record just before it, and is taken to start when that one ended (at least
     a microsecond after it started); with none before it in the chunk, at the start of
@@ -61,6 +83,8 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
             continue
         called, rang, start = found
         estimated = start is None
+        if start is None:
+            start = loose_time(raw, zone)      # its own time, in a form the format does not use
         if start is None:
             i = int(np.searchsorted(offsets, offset))
             if i > 0:

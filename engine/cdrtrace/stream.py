@@ -110,6 +110,7 @@ class LiveFeed:
         self.checkpoint = None      # checkpoint(txn, offset, record): the source's position
         self.pending = _Pending(store)
         self.pending.feed = feed_id
+        self.pending.zone = self.zone
         # the call archive: archive=False turns it off (a source that cannot archive)
         self.archive_root = None if archive is False else (archive or cfg.get("archive_dir"))
         self.archiver = None
