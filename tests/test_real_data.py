@@ -114,6 +114,11 @@ def test_evidence_counts_unreadable_records_of_the_feed_near_the_call(store, tmp
     # an hour before the 14:00 call up to the activation: the 14:20 reject, not the 10:00 one
     assert record["unreadable_nearby"] == {"from": "2026-03-02T13:00:00Z", "to": AT,
                                            "records": 1, "without_line": 1}
+    # no call at all: every feed's unreadable records in the hour before the activation
+    outcome, record = trace(store, "3035550199")
+    assert outcome == "no_call"
+    assert record["unreadable_nearby"] == {"from": "2026-03-02T14:00:00Z", "to": AT,
+                                           "records": 1, "without_line": 1}
 
 
 def test_salvage_agrees_native_and_reference():

@@ -13,6 +13,7 @@ import numpy as np
 from . import numbers, timezones
 from .errors import REJECT_REASONS
 from .formats import (
+    BOM,
     COLUMNS,
     DK_ASTERISK,
     DK_CUCM,
@@ -30,7 +31,6 @@ from .formats import (
 
 MAX_RECORD = 65536
 MAX_FIELDS = 1024
-BOM = b"\xef\xbb\xbf"
 
 REASONS = REJECT_REASONS   # shared with the native parser: one table of messages
 (ERR_FIELD_COUNT, ERR_UNTERMINATED, ERR_AFTER_QUOTE, ERR_QUOTE_UNQUOTED, ERR_CR, ERR_NUL,

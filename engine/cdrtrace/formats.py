@@ -9,6 +9,8 @@ import pyarrow as pa
 
 from .errors import FormatError
 
+BOM = b"\xef\xbb\xbf"   # a UTF-8 byte-order mark: some exports start with one; not data
+
 
 class Presentation(enum.IntEnum):
     ALLOWED = 0

@@ -210,7 +210,7 @@ class _Pending:
         self.unreadable_total = 0   # unreadable-call pairs committed
         self.identities = {}        # caller identities parsed: {packed: text}
         self.activations = []       # (source, traces the switch recorded) parsed
-        self.last_start = None      # when the last good record ended: time for a reject without one
+        self.last_end = None        # when the last good record ended: time for a reject without one
         self.zone = "UTC"           # the feed's zone, for times a reject writes in another form
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
@@ -223,11 +223,11 @@ class _Pending:
         if taken:
             self.activations.append((source, taken))
         if len(columns["start_us"]):
-            self.last_start = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
+            self.last_end = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
             return bad
         bad = salvage.explain(bad, parser.delimiter, 3)
-        lost = salvage.unreadable(parser, bad, columns, source, self.last_start, self.zone)
+        lost = salvage.unreadable(parser, bad, columns, source, self.last_end, self.zone)
         if lost.batch is not None:
             lines, entries = index.entries_for_batch(lost.batch, source, served)
             self.add(lines, entries)

@@ -7,7 +7,7 @@ import re
 
 from . import timezones
 from .errors import NativeModuleError
-from .formats import CUCM_RELEASES, FORMATS, Disposition, Format, FormatError, Presentation
+from .formats import BOM, CUCM_RELEASES, FORMATS, Disposition, Format, FormatError, Presentation
 from .numbers import dialling_plan
 
 try:
@@ -17,7 +17,6 @@ except ImportError as exc:  # never fall back silently
     _native_error = exc
 
 MAX_HEADER = 1 << 16
-BOM = b"\xef\xbb\xbf"   # a UTF-8 byte-order mark: some exports start with one
 
 
 def use_reference() -> bool:

@@ -712,17 +712,24 @@ class Store:
         db = self.db.get("unreadable")
         if db is None:
             return found
-        feeds = [feed] if feed is not None else sorted(
-            {int.from_bytes(k[:2], "big") for k, _ in index_txn.cursor(db)})
-        for f in feeds:
-            cursor = index_txn.cursor(db)
-            if not cursor.set_range(f.to_bytes(2, "big") + max(since, 0).to_bytes(8, "big")):
+        cursor = index_txn.cursor(db)
+        start = max(since, 0).to_bytes(8, "big")
+        f = feed if feed is not None else 0
+        while f <= 0xFFFF and cursor.set_range(f.to_bytes(2, "big") + start):
+            at = int.from_bytes(cursor.key()[:2], "big")
+            if at != f:             # nothing of feed f from `since` on: the next feed that has any
+                if feed is not None:
+                    break
+                f = at
                 continue
             for k, v in cursor:
                 if int.from_bytes(k[:2], "big") != f or int.from_bytes(k[2:10], "big") >= at_us:
                     break
                 found["records"] += 1
                 found["without_line"] += not json.loads(v)["line_found"]
+            if feed is not None:
+                break
+            f += 1
         return found
 
     def _enrichment(self, txn, calling: int) -> dict | None:
@@ -834,8 +841,11 @@ class Store:
             record = self.ewrite(work)
             if record is not None:
                 results.append(self._result(record))
+        def done(txn):
+            for key, _ in due:
+                txn.delete(key, db=self.db["activations_due"])
         if due:
-            self.write(lambda txn: [txn.delete(k, db=self.db["activations_due"]) for k, _ in due])
+            self.write(done)
         return results
 
     # ------------------------------------------------------------ live feeds
