@@ -1,4 +1,5 @@
-"""Build the native modules: sources in ext/, compiled into the private cdrtrace._* modules.
+"""Build the native modules: sources in ext/, compiled into the private
+cdrtrace.parsing._parse and cdrtrace.store._index modules.
 
 CDRTRACE_DEBUG=1 builds with line tracing and writes Cython's annotated HTML;
 CDRTRACE_ASAN=1 builds with AddressSanitizer (run with LD_PRELOAD=$(gcc -print-file-name=libasan.so)).
@@ -25,9 +26,9 @@ if asan:
     link_args += ["-fsanitize=address"]
 
 
-def native(name):
+def native(package, name):
     return Extension(
-        f"cdrtrace.{name}",
+        f"cdrtrace.{package}.{name}",
         [f"ext/{name}.pyx"],
         include_dirs=["ext", numpy.get_include()],
         define_macros=macros,
@@ -38,7 +39,7 @@ def native(name):
 
 setup(
     ext_modules=cythonize(
-        [native("_parse"), native("_index")],
+        [native("parsing", "_parse"), native("store", "_index")],
         compiler_directives=directives,
         annotate=debug,
     ),

@@ -27,7 +27,10 @@ from pathlib import Path
 import lmdb
 
 import cdrtrace
-from cdrtrace import analytics, numbers, synth, trace_rows
+from cdrtrace import synth
+from cdrtrace.evidence import rows as trace_rows
+from cdrtrace.parsing import numbers
+from cdrtrace.reports import analytics
 
 from . import peers, workloads
 
@@ -154,7 +157,7 @@ def run_ingest(t: Table, path: Path, n: int, rounds: int, work: Path) -> cdrtrac
 
     def ours(store):
         summary = cdrtrace.ingest(store, [str(path)])
-        stat = store.index_stat()
+        stat = store.lookup.stat()
         store.close()
         return summary, stat
     sec, (summary, stat) = median_time(ours, rounds, fresh)
@@ -195,14 +198,14 @@ def run_ingest(t: Table, path: Path, n: int, rounds: int, work: Path) -> cdrtrac
 
 def run_lookup(t: Table, store: cdrtrace.Store, lookups: int) -> list[bytes]:
     g = "lookup of a line's last calls"
-    with store.read() as txn:
-        keys = [bytes(k) for k, _ in txn.cursor(store.db["index"])]
+    with store.envs.read() as txn:
+        keys = [bytes(k) for k, _ in txn.cursor(store.envs.db["index"])]
     random.Random(1).shuffle(keys)
     keys = (keys * (lookups // len(keys) + 1))[:lookups]
-    with store.read() as txn:
+    with store.envs.read() as txn:
         p50, p99, mean = workloads.per_op(lambda k: store.last_calls_raw(k, txn), keys)
         t.add(g, "cdrtrace", mean / 1e6, p50_us=p50, p99_us=p99, mean_us=mean)
-        db = store.db["index"]
+        db = store.envs.db["index"]
         p50, p99, mean = workloads.per_op(lambda k: txn.get(k, db=db), keys)
         t.add(g, "raw py-lmdb get", mean / 1e6, p50_us=p50, p99_us=p99, mean_us=mean)
     texts = [numbers.format_number(int.from_bytes(k, "big"))[2:] for k in keys]   # as written
@@ -248,7 +251,7 @@ def run_analytics(t: Table, traces: int, rounds: int, work: Path) -> None:
     g = f"repeat-origins over {traces:,} trace records"
     rows = workloads.synthetic_traces(traces)
     store = cdrtrace.open(work / "traces", create=True)
-    store.ewrite(lambda txn: trace_rows.bulk_load(txn, store.db["trace_rows"], rows))
+    store.envs.ewrite(lambda txn: trace_rows.bulk_load(txn, store.envs.db["trace_rows"], rows))
     store.report_rows(analyst="bench")            # compaction: once per segment, not timed
     ready = trace_rows.to_arrow(rows, analytics.REPEAT_COLUMNS)
     expected = analytics.repeat_origins(ready).num_rows
@@ -343,7 +346,7 @@ def ingest_child(path: Path, store: Path) -> dict:
               "anon_mb": peak["RssAnon"] // 1024,
               "store_mb": round(os.stat(data).st_blocks * 512 / 2**20, 1)}
     with cdrtrace.open(store) as s:
-        stat = s.index_stat()
+        stat = s.lookup.stat()
     result["lines"] = stat["lines"]
     result["index_bytes_per_line"] = round(stat["bytes"] / max(stat["lines"], 1))
     shutil.rmtree(store, ignore_errors=True)

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 import cdrtrace
-from cdrtrace import analytics, trace_rows
+from cdrtrace.evidence import rows as trace_rows
+from cdrtrace.reports import analytics
 
 from . import workloads
 from .conftest import record
@@ -21,7 +22,7 @@ GROUP = "repeat-origins over trace records"
 def loaded(tmp_path_factory):
     rows = workloads.synthetic_traces(TRACES)
     store = cdrtrace.open(tmp_path_factory.mktemp("traces") / "store", create=True)
-    store.ewrite(lambda txn: trace_rows.bulk_load(txn, store.db["trace_rows"], rows))
+    store.envs.ewrite(lambda txn: trace_rows.bulk_load(txn, store.envs.db["trace_rows"], rows))
     ready = trace_rows.to_arrow(rows, analytics.REPEAT_COLUMNS)
     return store, ready, analytics.repeat_origins(ready).num_rows
 

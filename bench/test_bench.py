@@ -59,7 +59,7 @@ def test_ingest_cdrtrace_fresh_store(benchmark, cdr_path, scratch, n_records):
 
     def ingest(store):
         summary = cdrtrace.ingest(store, [str(cdr_path)])
-        stat = store.index_stat()
+        stat = store.lookup.stat()
         store.close()
         return summary, stat
 
@@ -112,8 +112,8 @@ LOOKUPS = 200_000
 def loaded(cdr_path, tmp_path_factory):
     store = cdrtrace.open(tmp_path_factory.mktemp("loaded") / "store", create=True)
     cdrtrace.ingest(store, [str(cdr_path)])
-    with store.read() as txn:
-        keys = [k for k, _ in txn.cursor(store.db["index"])]
+    with store.envs.read() as txn:
+        keys = [k for k, _ in txn.cursor(store.envs.db["index"])]
     random.Random(1).shuffle(keys)
     return store, (keys * (LOOKUPS // len(keys) + 1))[:LOOKUPS]
 
@@ -125,7 +125,7 @@ def _per_op(fn, keys):
 
 def test_lookup_cdrtrace(benchmark, loaded):
     store, keys = loaded
-    with store.read() as txn:
+    with store.envs.read() as txn:
         lookup = lambda key: store.last_calls_raw(key, txn)   # noqa: E731
         assert len(lookup(keys[0])) >= 1
         run(benchmark, "lookup", "cdrtrace", lambda: [lookup(k) for k in keys], per=len(keys))
@@ -136,8 +136,8 @@ def test_lookup_cdrtrace(benchmark, loaded):
 
 def test_lookup_raw_lmdb_get(benchmark, loaded):
     store, keys = loaded
-    db = store.db["index"]
-    with store.read() as txn:
+    db = store.envs.db["index"]
+    with store.envs.read() as txn:
         get = lambda key: txn.get(key, db=db)   # noqa: E731
         run(benchmark, "lookup", "raw py-lmdb get", lambda: [get(k) for k in keys], per=len(keys))
         p50, p99 = _per_op(get, keys)

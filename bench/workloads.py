@@ -6,8 +6,10 @@ import time
 import numpy as np
 
 import cdrtrace
-from cdrtrace import numbers, parse, synth, trace_rows
-from cdrtrace.sources import reader_for
+from cdrtrace import synth
+from cdrtrace.evidence import rows as trace_rows
+from cdrtrace.ingestion.sources import reader_for
+from cdrtrace.parsing import numbers, parsers
 
 CHUNK = 16 << 20
 
@@ -51,11 +53,11 @@ def parse_file(path) -> int:
 
 def format_parser(fmt: str, data: bytes):
     """A function parsing data (a whole file in one format) in CHUNK slices: records seen."""
-    header, skip = parse.read_header(parse.get_format(fmt), data[:65536])
+    header, skip = parsers.read_header(parsers.get_format(fmt), data[:65536])
     view = memoryview(data)
 
     def run() -> int:
-        parser = parse.make_parser(fmt, header=header, start_offset=skip)
+        parser = parsers.make_parser(fmt, header=header, start_offset=skip)
         count, pos = 0, skip
         while pos < len(data):
             end = min(len(data), pos + CHUNK)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import cdrtrace
-from cdrtrace.formats import COLUMN_NAMES
+from cdrtrace.parsing.formats import COLUMN_NAMES
 
 FIELDS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
           "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import cdrtrace
-from cdrtrace import AccessError
-from cdrtrace.audit import AuditError
+from cdrtrace import AccessError, testing
+from cdrtrace.evidence.audit import AuditError
 from conftest import cdr
 
 LINE = "3035550110"
@@ -127,9 +127,10 @@ def test_disclosure_of_an_unknown_trace_is_refused(traced):
 # ------------------------------------------------------------------ tamper evidence
 
 def tamper(store, how):
-    db = store.db["audit"]
-    with store.eenv.begin(write=True) as txn:   # the evidence environment
-        items = list(txn.cursor(db))
+    testing.edit_audit_log(store, lambda txn, db, items: _tamper(txn, db, items, how))
+
+
+def _tamper(txn, db, items, how):
         key = lambda n: n.to_bytes(8, "big")   # noqa: E731
         if how == "alter":
             entry = json.loads(items[1][1])
@@ -273,7 +274,7 @@ def test_report_rows_agree_with_the_evidence_records(traced):
     table = store.trace_table(analyst="ann").to_pylist()
     assert [f"T{r['trace']:08d}" for r in table] == [r["trace_id"] for r in records]
     assert [r["call_start_us"] for r in table] == [r["call"]["start_us"] for r in records]
-    from cdrtrace import analytics
+    from cdrtrace.reports import analytics
     rows = analytics.repeat_origins(store.trace_table(analyst="ann"), min_calls=1).to_pylist()
     assert analytics.repeat_origins(store.trace_columns(analyst="ann"), min_calls=1).to_pylist() == rows
     assert sorted((r["line"], r["origin"], r["traced_calls"]) for r in rows) == [
@@ -321,7 +322,7 @@ def test_archive_is_optional(store):
 
 
 def test_timeline_joins_archived_calls_and_traces(tmp_path):
-    from cdrtrace import analytics
+    from cdrtrace.reports import analytics
 
     store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(tmp_path / "archive"))
     harasser = "7205550666"
@@ -343,7 +344,7 @@ def test_trace_rows_compaction_keeps_every_row_in_order(tmp_path, monkeypatch):
     import lmdb
     import numpy as np
 
-    from cdrtrace import trace_rows
+    from cdrtrace.evidence import rows as trace_rows
 
     monkeypatch.setattr(trace_rows, "SEGMENT", 64)
     env = lmdb.open(str(tmp_path / "env"), max_dbs=4)
@@ -375,7 +376,7 @@ def test_directory_from_parquet_and_hot_origins(store, ingest_records, tmp_path)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cdrtrace import analytics
+    from cdrtrace.reports import analytics
 
     pq.write_table(pa.table({"number": ["+17205550666"], "name": ["Robo Caller Inc"],
                              "address": ["PO Box 1"], "served": ["true"]}),

@@ -9,8 +9,10 @@ import sys
 import pytest
 
 import cdrtrace
-from cdrtrace import _parse_py, config, parse
-from cdrtrace.formats import Disposition, Presentation
+from cdrtrace import config, testing
+from cdrtrace.parsing import parsers
+from cdrtrace.parsing import reference as twin
+from cdrtrace.parsing.formats import Disposition, Presentation
 from conftest import cdr, parse_all
 
 ACME = """
@@ -70,10 +72,10 @@ def test_a_configured_dialect_reads_a_new_switch(tmp_path):
 
 def test_dialect_native_equals_reference(tmp_path):
     form = config.load(write(tmp_path, ACME)).format("acme")
-    header, skip = parse.read_header(form, ACME_CDRS)
-    native = parse.make_parser(form, header=header, start_offset=skip)
+    header, skip = parsers.read_header(form, ACME_CDRS)
+    native = parsers.make_parser(form, header=header, start_offset=skip)
     d1, d2 = form.vocabularies()
-    reference = _parse_py.CdrParser(form.dialect(header), "UTC", start_offset=skip,
+    reference = twin.CdrParser(form.dialect(header), "UTC", start_offset=skip,
                                     dispositions=d1, presentations=d2)
     got = parse_all(ACME_CDRS[skip:], parser=native, chunks=[7] * 100)
     assert got == parse_all(ACME_CDRS[skip:], parser=reference)
@@ -95,11 +97,11 @@ columns = ["caller_id_name", "caller_id_number", "destination_number", "context"
     line = ('"Pat","7205550101","3035550110","public","2026-03-02 14:03:11","",'
             '"2026-03-02 14:03:29","18","0","NORMAL_CLEARING","u-1","","","PCMU","PCMU",'
             '"2026-03-02 14:03:13","id","3035550177"\n')
-    (row,), bad = parse_all(line.encode(), parser=parse.make_parser(form))
+    (row,), bad = parse_all(line.encode(), parser=parsers.make_parser(form))
     assert bad == []
     assert row["disposition"] == Disposition.CANCELLED and row["received"]    # it rang
     assert row["presentation"] == Presentation.RESTRICTED
-    assert cdrtrace.numbers.format_number(row["redirecting"]) == "+13035550177"
+    assert cdrtrace.parsing.numbers.format_number(row["redirecting"]) == "+13035550177"
 
 
 def test_feeds_set_format_zone_served_lines_and_feed_id(tmp_path):
@@ -123,7 +125,7 @@ format = "cucm"
     summary = cdrtrace.ingest(store, [str(src)], feed=cfg.feed("denver"))
     assert (summary.records, summary.indexed) == (3, 1)
     (call,) = store.last_calls("3035550110", analyst="a")
-    assert call["feed"] == store.feed_id("denver") == 1 and store.feed_id("other") == 2
+    assert call["feed"] == testing.feed_id(store, "denver") == 1 and testing.feed_id(store, "other") is None
     assert call["start"] == "2026-03-02T21:03:11Z"          # read in the feed's zone
     assert store.last_calls("7205550110", analyst="a") == []   # not served by this carrier
     assert store.last_calls("3035550111", analyst="a") == []   # rang 2 s < 5 s
@@ -144,8 +146,9 @@ def test_feeds_command_and_ingest_by_feed(tmp_path):
     assert listed == [{"feed": "denver", "format": "asterisk", "zone": "America/Denver",
                        "country_code": 1, "served": ["+1303"], "min_ring_seconds": 0.0,
                        "cdr_delay_seconds": None,
-                       "feed_id": 1}]
+                       "feed_id": None}]       # listing writes nothing: no id before its first ingest
     assert json.loads(run("ingest", str(src), "--feed", "denver", "--json").stdout)["indexed"] == 1
+    assert json.loads(run("feeds", "--json").stdout)[0]["feed_id"] == 1
     proc = run("ingest", str(src), "--feed", "boston")
     assert proc.returncode == 2
     assert proc.stderr == f"cdrtrace: error: no feed 'boston' in {db}/cdrtrace.toml (feeds: denver)\n"

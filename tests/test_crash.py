@@ -16,8 +16,9 @@ from test_formats import projection
 from test_stream import archived
 
 import cdrtrace
-from cdrtrace import sources, synth
-from cdrtrace.trace import Outcome
+from cdrtrace import synth, testing
+from cdrtrace.evidence.outcomes import Outcome
+from cdrtrace.ingestion import sources
 
 INGEST = """
 import sys, cdrtrace
@@ -62,8 +63,8 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         store = cdrtrace.open(db)
-        checkpoints_seen += store.position(ident) is not None
-        finished = finished or store.source_with_identity(ident.decode()) is not None
+        checkpoints_seen += testing.position(store, ident) is not None
+        finished = finished or testing.ingested(store, ident.decode())
         store.close()
         if finished:
             break
@@ -73,7 +74,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     assert checkpoints_seen >= 1, "no kill landed between two commits"
     store = cdrtrace.open(db)
     assert projection(store) == expected
-    assert store.position(ident) is None                      # finished: no position left
+    assert testing.position(store, ident) is None                      # finished: no position left
     (feed,) = store.stats()["feeds"]                          # counted once, kills or not
     assert feed["records"] == len(rows) and feed["rejected"] == len(bad)
     again = subprocess.run([sys.executable, "-c", INGEST, str(db), str(path), str(archive)],
@@ -107,12 +108,12 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
 
 READER = """
 import sys, random, cdrtrace
-from cdrtrace import index
+from cdrtrace.store import index
 store = cdrtrace.open(sys.argv[1])
 lines = [int(x) for x in sys.argv[2].split(",")]
 done = 0
 while done < 30000:
-    with store.read() as txn:
+    with store.envs.read() as txn:
         for line in random.sample(lines, 50):
             entries = store.last_calls_raw(index.line_key(line), txn)
             assert list(entries["start_us"]) == sorted(entries["start_us"], reverse=True)
@@ -127,7 +128,7 @@ def test_readers_run_beside_the_writer_and_a_second_writer_is_refused(tmp_path):
     path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
     db = tmp_path / "store"
     cdrtrace.open(db, create=True).close()
-    lines = ",".join(str(cdrtrace.numbers.normalize(str(n))) for n in set(columns["line"][:2000]))
+    lines = ",".join(str(cdrtrace.parsing.numbers.normalize(str(n))) for n in set(columns["line"][:2000]))
     writer = subprocess.Popen([sys.executable, "-c", INGEST, str(db), str(path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     readers = [subprocess.Popen([sys.executable, "-c", READER, str(db), lines],
@@ -146,7 +147,7 @@ def test_a_second_writer_is_refused_clearly(tmp_path):
     src = tmp_path / "m.csv"
     columns = synth.generate(100, 20, seed=1)[0]
     src.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
-    with store.writer("ingest"):               # a long write holds the store
+    with store.envs.writer("ingest"):            # a long write holds the store
         second = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "ingest", str(src),
                                  "--db", str(db)], capture_output=True, text=True,
                                 stdin=subprocess.DEVNULL)

@@ -13,9 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cdrtrace
-from cdrtrace import _parse, _parse_py, index, numbers, parse, synth, timezones
-from cdrtrace.formats import BROADWORKS, CUCM, Disposition, Presentation
-from cdrtrace.timezones import format_utc
+from cdrtrace import synth, testing
+from cdrtrace.parsing import _parse, numbers, parsers, timezones
+from cdrtrace.parsing import reference as twin
+from cdrtrace.parsing.formats import BROADWORKS, CUCM, Disposition, Presentation
+from cdrtrace.parsing.timezones import format_utc
+from cdrtrace.store import index
 from conftest import parse_all
 
 FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks")
@@ -40,16 +43,15 @@ def write(columns, fmt: str, path, cucm_fields: int = 129, zone: str = "America/
 def projection(store, dialled_only=False):
     """Per line: its received calls as (start, calling, answered, disposition), sorted."""
     out = {}
-    with store.read() as txn:
-        for key, value in txn.cursor(store.db["index"]):
-            entries = [e for e in index.decode(value)
-                       if not dialled_only or (int(e["flags"]) >> 2) & 3 == index.ROLE_DIALLED]
-            if len(entries) >= store.config["keep"]:   # a full line: calls tied at the cut
-                oldest = min(int(e["start_us"]) for e in entries)   # may be kept in any order
-                entries = [e for e in entries if int(e["start_us"]) != oldest]
-            if entries:
-                out[key] = sorted((int(e["start_us"]), int(e["calling"]), int(e["flags"]) & 1,
-                                   int(e["flags"]) >> 4) for e in entries)
+    for key, decoded in testing.index_items(store):
+        entries = [e for e in decoded
+                   if not dialled_only or (int(e["flags"]) >> 2) & 3 == index.ROLE_DIALLED]
+        if len(entries) >= store.config["keep"]:   # a full line: calls tied at the cut
+            oldest = min(int(e["start_us"]) for e in entries)   # may be kept in any order
+            entries = [e for e in entries if int(e["start_us"]) != oldest]
+        if entries:
+            out[key] = sorted((int(e["start_us"]), int(e["calling"]), int(e["flags"]) & 1,
+                               int(e["flags"]) >> 4) for e in entries)
     return out
 
 
@@ -142,8 +144,8 @@ T0 = 1772460180   # 2026-03-02T14:03:00Z
 ])
 def test_cucm_causes_decide_received(tmp_path, connect, orig, dest, received, disposition):
     path = cucm_file(tmp_path, [cucm_row(7, T0, connect, orig, dest)])
-    header, skip = parse.read_header(CUCM, open(path, "rb").read())
-    cols, bad, _ = parse.make_parser("cucm", header=header, start_offset=skip).feed(
+    header, skip = parsers.read_header(CUCM, open(path, "rb").read())
+    cols, bad, _ = parsers.make_parser("cucm", header=header, start_offset=skip).feed(
         open(path, "rb").read()[skip:], True)
     assert bad == []
     assert (bool(cols["received"][0]), int(cols["disposition"][0])) == (received, disposition)
@@ -244,8 +246,8 @@ def test_broadworks_answer_indicator_and_cause(tmp_path, indicator, cause, recei
     path = broadworks_file(tmp_path, [bw_row("1", indicator=indicator, cause=cause,
                                              answer="" if indicator == "No" else "20260302140305.0")])
     data = open(path, "rb").read()
-    header, skip = parse.read_header(BROADWORKS, data)
-    cols, bad, _ = parse.make_parser("broadworks", header=header, start_offset=skip).feed(
+    header, skip = parsers.read_header(BROADWORKS, data)
+    cols, bad, _ = parsers.make_parser("broadworks", header=header, start_offset=skip).feed(
         data[skip:], True)
     assert bad == []
     assert (bool(cols["received"][0]), int(cols["disposition"][0])) == (received, disposition)
@@ -272,7 +274,7 @@ FS = ('"{name}","{number}","3035550110","public","2026-03-02 14:03:11","{answer}
 
 
 def fs_parse(data: bytes):
-    return parse_all(data, parser=parse.make_parser("freeswitch", zone="America/Denver"))
+    return parse_all(data, parser=parsers.make_parser("freeswitch", zone="America/Denver"))
 
 
 def test_freeswitch_recovers_unescaped_quotes_in_names():
@@ -323,11 +325,11 @@ def test_freeswitch_anonymous_is_unavailable_and_bad_cause_rejected():
 # ------------------------------------------------------------------ native == reference
 
 def both(fmt: str, data: bytes, chunk: int):
-    header, skip = parse.read_header(cdrtrace.formats.FORMATS[fmt], data)
-    dialect = cdrtrace.formats.FORMATS[fmt].dialect(header)
+    header, skip = parsers.read_header(cdrtrace.parsing.formats.FORMATS[fmt], data)
+    dialect = cdrtrace.parsing.formats.FORMATS[fmt].dialect(header)
     starts, offsets = timezones.zone_table("UTC")
     native = _parse.CdrParser(dialect, starts, offsets, start_offset=skip)
-    ref = _parse_py.CdrParser(dialect, "UTC", start_offset=skip)
+    ref = twin.CdrParser(dialect, "UTC", start_offset=skip)
     body = data[skip:]
     return (parse_all(body, parser=native, chunks=[chunk] * (len(body) // chunk + 2)),
             parse_all(body, parser=ref))
@@ -379,7 +381,7 @@ def test_every_format_is_listed_by_the_command(capsys, command):
         cli.main([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "one of: asterisk, asterisk-custom, freeswitch, cucm, broadworks" in help_text
-    assert set(FORMATS) == set(cdrtrace.formats.FORMATS)
+    assert set(FORMATS) == set(cdrtrace.parsing.formats.FORMATS)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -387,7 +389,7 @@ def test_every_format_is_listed_by_the_command(capsys, command):
        chunk=st.integers(1, 700))
 def test_fuzz_every_dialect_on_arbitrary_bytes(fmt, body, chunk):
     """No crash, no hang, and no record the reference disagrees with, whatever the bytes."""
-    form = cdrtrace.formats.FORMATS[fmt]
+    form = cdrtrace.parsing.formats.FORMATS[fmt]
     header = sample(fmt).split(b"\n", form.header_lines)[:form.header_lines] if form.header_lines else []
     data = b"".join(line + b"\n" for line in header) + body
     native, reference = both(fmt, data, chunk)

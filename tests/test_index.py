@@ -10,13 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cdrtrace
-from cdrtrace import index, synth
+from cdrtrace import synth, testing
+from cdrtrace.store import index
 from conftest import cdr, cdr_file
 
 
 def dump(store) -> list[tuple[bytes, bytes]]:
-    with store.read() as txn:
-        return list(txn.cursor(store.db["index"]))
+    return testing.index_bytes(store)
 
 
 def identity(store):
@@ -61,7 +61,7 @@ def test_keeps_the_newest_four_calls_newest_first(store, ingest_records):
     ingest_records(*calls[3:])
     starts = [c["start"] for c in store.last_calls("3035550110", analyst="ann")]
     assert starts == [f"2026-03-02T10:0{i}:00Z" for i in (6, 5, 4, 3)]
-    assert store.index_stat()["lines"] == 1
+    assert store.stats()["index"]["lines"] == 1
 
 
 def test_ingesting_the_same_file_twice_leaves_the_index_byte_identical(store, tmp_path):
@@ -85,9 +85,9 @@ def test_same_source_replayed_is_byte_identical(tmp_path):
     parser = cdrtrace.make_parser()
     cols, _, _ = parser.feed(data, True)
     batch = cdrtrace.CallBatch(cols, 1)
-    store.write(lambda txn: index.write_batch(txn, store.db["index"], batch, 1))
+    testing.write_batch(store, batch, 1)
     once = dump(store)
-    store.write(lambda txn: index.write_batch(txn, store.db["index"], batch, 1))
+    testing.write_batch(store, batch, 1)
     assert dump(store) == once
 
 
@@ -131,13 +131,13 @@ def test_a_failed_batch_leaves_the_last_committed_state(store, tmp_path, monkeyp
 
 def test_map_grows_instead_of_failing(tmp_path):
     store = cdrtrace.open(tmp_path / "small", create=True)
-    store.env.set_mapsize(1 << 20)            # 1 MiB: far too small for what follows
+    testing.set_map_size(store, 1 << 20)            # 1 MiB: far too small for what follows
     columns, _ = synth.generate(40_000, 20_000, seed=2)
     path = tmp_path / "big.csv"
     path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
     summary = cdrtrace.ingest(store, [str(path)])
     assert summary.indexed > 30_000
-    assert store.env.info()["map_size"] > 1 << 20
+    assert testing.map_size(store) > 1 << 20
     roomy = cdrtrace.open(tmp_path / "roomy", create=True)
     cdrtrace.ingest(roomy, [str(path)])
     assert dump(store) == dump(roomy)
@@ -163,20 +163,21 @@ def test_the_native_layout_is_checked_against_python_at_import():
     """A native build whose record layout or numbering differs is refused, not misread."""
     import types
 
-    from cdrtrace import _index, _parse, parse
+    from cdrtrace.parsing import _parse, parsers
+    from cdrtrace.store import _index
 
     index.check_native(_index)             # the real build passes
-    parse.check_native(_parse)
+    parsers.check_native(_parse)
     with pytest.raises(cdrtrace.NativeModuleError, match="built for 48-byte entries"):
         index.check_native(types.SimpleNamespace(ENTRY_BYTES=48, DEF_KEEP=4))
     shifted = {**_parse.DISPOSITION_CODES, "BUSY": 5, "FAILED": 4}
     with pytest.raises(cdrtrace.NativeModuleError, match="numbers dispositions"):
-        parse.check_native(types.SimpleNamespace(DISPOSITION_CODES=shifted,
+        parsers.check_native(types.SimpleNamespace(DISPOSITION_CODES=shifted,
                                                  PRESENTATION_CODES=_parse.PRESENTATION_CODES))
 
 
 def test_merge_refuses_too_few_keys_instead_of_crashing():
-    from cdrtrace import _index
+    from cdrtrace.store import _index
 
     lines = np.array([1, 2, 3], np.uint64)
     rows = np.zeros((3, index.ENTRY_DTYPE.itemsize), np.uint8)

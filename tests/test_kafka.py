@@ -2,6 +2,7 @@
 Kafka protocol on loopback; no broker is installed."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -12,9 +13,10 @@ import pytest
 from test_stream import calls_to, index_snapshot, record, wait_until
 
 import cdrtrace
-from cdrtrace import kafka
+from cdrtrace import testing
 from cdrtrace.errors import SourceError
-from cdrtrace.stream import StreamOptions
+from cdrtrace.ingestion import kafka
+from cdrtrace.ingestion.live import StreamOptions
 
 ONCE = StreamOptions(batch_ms=20, poll_ms=50, heartbeat_s=0.2, idle_exit_s=1.0)
 
@@ -82,16 +84,14 @@ def test_consumes_every_record_exactly_once_with_offsets_in_the_store(cluster, t
     cdrtrace.ingest(batch, [str(tmp_path / "all.csv")])
     assert index_snapshot(store) == index_snapshot(batch)
     # the store holds each partition's next offset; Kafka's group offsets follow it
-    with store.read() as txn:
-        held = {int(k.rsplit(b"/", 1)[1]): cdrtrace.store.json.loads(v)["offset"]
-                for k, v in txn.cursor(store.db["sources"]) if k.startswith(b"position:kafka:")}
+    held = {int(k.rsplit(b"/", 1)[1]): p.offset for k, p in testing.positions(store, b"kafka:").items()}
     assert sum(held.values()) == len(payloads)
     wait_until(lambda: {p: o for p, o in group_offsets(address, "cdrtrace", "switch-a").items()
                         if o >= 0} == held)
     # a call's provenance is its message offset; the reject names its message too
     last = store.last_calls("7205500450", analyst="cic-1")[0]
     assert last["source"].startswith(f"kafka://{address}/switch-a[") and last["offset"] >= 0
-    rejects = [cdrtrace.store.json.loads(x) for x in open(store.path / "rejects.jsonl")]
+    rejects = [json.loads(x) for x in open(store.path / "rejects.jsonl")]
     assert len(rejects) == 1 and rejects[0]["source"].startswith("kafka://")
 
     # a restart reads only what came after: none lost, none twice. It joins as a new
@@ -99,12 +99,10 @@ def test_consumes_every_record_exactly_once_with_offsets_in_the_store(cluster, t
     # topic from its start): the store's offsets win. (A new group also spares the test
     # the mock broker's 45 s wait for a departed member's session to expire.)
     produce(producer, "switch-a", [record(i) for i in range(600, 700)])
-    with store.read() as txn:      # as if a run had written a reject past its last commit
-        part = next(cdrtrace.store.json.loads(v) for k, v in txn.cursor(store.db["sources"])
-                    if k.startswith(b"position:kafka:"))
-    with open(store.path / "rejects.jsonl", "a") as f:
-        f.write(cdrtrace.store.json.dumps({"source": "crashed", "source_id": part["source"],
-                                           "record": part["record"] + 1}) + "\n")
+    part = next(iter(testing.positions(store, b"kafka:").values()))
+    with open(store.path / "rejects.jsonl", "a") as f:   # as if written past the last commit
+        f.write(json.dumps({"source": "crashed", "source_id": part.source,
+                            "record": part.record + 1}) + "\n")
     again = kafka.consume(store, url.replace("cdrtrace", "cdrtrace-2"), options=ONCE)
     assert [x for x in open(store.path / "rejects.jsonl") if "crashed" in x] == []
     assert again.records == 100

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cdrtrace
-from cdrtrace import _parse, numbers
+from cdrtrace.parsing import _parse, numbers
 
 
 @pytest.mark.parametrize("text,expected", [

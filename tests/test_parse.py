@@ -11,8 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cdrtrace
-from cdrtrace import _parse, _parse_py, numbers, parse, synth, timezones
-from cdrtrace.formats import ASTERISK, COLUMN_NAMES, CallBatch, Disposition, Presentation
+from cdrtrace import synth
+from cdrtrace.parsing import _parse, numbers, parsers, timezones
+from cdrtrace.parsing import reference as twin
+from cdrtrace.parsing.formats import ASTERISK, COLUMN_NAMES, CallBatch, Disposition, Presentation
 from conftest import cdr, cdr_file, q
 from conftest import parse_all as _parse_all
 
@@ -27,7 +29,7 @@ def native(zone="UTC", **kw):
 
 
 def reference(data: bytes, zone="UTC", **kw):
-    return parse_all(data, parser=_parse_py.CdrParser(ASTERISK.dialect(), zone, **kw))
+    return parse_all(data, parser=twin.CdrParser(ASTERISK.dialect(), zone, **kw))
 
 
 # ------------------------------------------------------------------ layouts and values
@@ -298,26 +300,26 @@ def test_native_equals_reference_on_arbitrary_bytes(data):
 
 def test_reference_is_selected_only_on_request(monkeypatch):
     monkeypatch.setenv("CDRTRACE_PURE", "1")
-    assert isinstance(parse.make_parser(), _parse_py.CdrParser)
+    assert isinstance(parsers.make_parser(), twin.CdrParser)
     monkeypatch.delenv("CDRTRACE_PURE")
-    assert isinstance(parse.make_parser(), _parse.CdrParser)
+    assert isinstance(parsers.make_parser(), _parse.CdrParser)
 
 
 def test_missing_native_module_fails_loudly(monkeypatch):
-    monkeypatch.setattr(parse, "_native", None)
-    monkeypatch.setattr(parse, "_native_error", ImportError("no module named cdrtrace._parse"),
+    monkeypatch.setattr(parsers, "_native", None)
+    monkeypatch.setattr(parsers, "_native_error", ImportError("no module named cdrtrace.parsing._parse"),
                         raising=False)
     with pytest.raises(cdrtrace.NativeModuleError, match="native parser did not import"):
-        parse.make_parser()
+        parsers.make_parser()
 
 
 def test_unknown_format_and_zone():
     with pytest.raises(cdrtrace.FormatError,
                        match="unknown format 'bogus' \\(known: asterisk, asterisk-custom, "
                              "freeswitch, cucm, broadworks\\)"):
-        parse.make_parser("bogus")
+        parsers.make_parser("bogus")
     with pytest.raises(cdrtrace.CdrTraceError, match="unknown time zone 'Mars/Base'"):
-        parse.make_parser(zone="Mars/Base")
+        parsers.make_parser(zone="Mars/Base")
 
 
 def test_a_missing_native_build_fails_import_loudly():
@@ -328,7 +330,7 @@ def test_a_missing_native_build_fails_import_loudly():
     code = ("import sys\n"
             "class Missing:\n"
             "    def find_spec(self, name, path, target=None):\n"
-            "        if name in ('cdrtrace._index', 'cdrtrace._parse'):\n"
+            "        if name in ('cdrtrace.store._index', 'cdrtrace.parsing._parse'):\n"
             "            raise ImportError('no such file')\n"
             "sys.meta_path.insert(0, Missing())\n"
             "try:\n"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import cli, synth
-from cdrtrace.timezones import format_utc
+from cdrtrace.parsing.timezones import format_utc
 
 
 def forms(national: int) -> list[str]:

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cdrtrace
-from cdrtrace import _parse_py
-from cdrtrace.parse import get_format, make_parser
+from cdrtrace.parsing import reference as twin
+from cdrtrace.parsing.parsers import get_format, make_parser
 from conftest import cdr, cdr_file, parse_all
 
 AT = "2026-03-02T15:00:00Z"
@@ -36,7 +36,7 @@ def both_parsers(fmt, data: bytes, zone="UTC"):
     """(rows, rejects) from the native parser, checked equal to the reference's."""
     native = parse_all(data, parser=make_parser(fmt, zone))
     form = get_format(fmt)
-    reference = parse_all(data, parser=_parse_py.CdrParser(form.dialect(), zone))
+    reference = parse_all(data, parser=twin.CdrParser(form.dialect(), zone))
     assert native == reference
     return native
 
@@ -59,8 +59,8 @@ def test_freeswitch_name_with_unescaped_quote_comma_quote_is_recovered(store, tm
                    cause="ORIGINATOR_CANCEL")
     rows, rejects = both_parsers("freeswitch", old + b"\n" + new1 + b"\n" + new2 + b"\n")
     assert rejects == []
-    assert [r["calling"] for r in rows][1:] == [cdrtrace.parse.normalize_number("7205550199"),
-                                                cdrtrace.parse.normalize_number("7205550198")]
+    assert [r["calling"] for r in rows][1:] == [cdrtrace.parsing.parsers.normalize_number("7205550199"),
+                                                cdrtrace.parsing.parsers.normalize_number("7205550198")]
     summary = cdrtrace.ingest(store, [cdr_file(tmp_path, old, new1, new2)], fmt="freeswitch")
     assert (summary.records, summary.rejected) == (3, 0)
     outcome, record = trace(store, "3035550110")
@@ -124,7 +124,7 @@ def test_evidence_counts_unreadable_records_of_the_feed_near_the_call(store, tmp
 def test_salvage_agrees_native_and_reference():
     form = get_format("asterisk")
     native = make_parser(form, "America/Denver")
-    reference = _parse_py.CdrParser(form.dialect(), "America/Denver")
+    reference = twin.CdrParser(form.dialect(), "America/Denver")
     samples = [cdr(disposition="NO ANSWR"), cdr()[:150], cdr(start="bad"), b"", b'"",,,',
                cdr(clid='"A","B" <1>'), cdr(dst="ch1", dstchannel="SIP/301-0007")[:170]]
     for raw in samples:
@@ -375,7 +375,7 @@ def test_markers_are_checked_native_and_reference_alike():
     data = (SAMPLES / "broadworks/BW-CDR-20260302150000-1-000002.csv").read_bytes()
     data += b"0100,,Stop\nversion=\n"           # not markers: rejected
     form = get_format("broadworks")
-    native, reference = make_parser(form), _parse_py.CdrParser(form.dialect(), "UTC")
+    native, reference = make_parser(form), twin.CdrParser(form.dialect(), "UTC")
     got = parse_all(data, parser=native)
     assert got == parse_all(data, parser=reference)
     assert native.markers == reference.markers == 5
@@ -418,20 +418,20 @@ def test_sip_user_callers_are_identities_traced_and_counted(store, tmp_path):
     assert (origin.label, origin.traced_calls) == ("Caller A", 3)
     assert "client" not in repr(status).lower() and "client" not in status.to_json().lower()
     # an identity never collides with a number, nor with another identity
-    assert len({cdrtrace.numbers.caller(x) for x in ("client1", "client2", "1", "+13035550110")}) == 4
+    assert len({cdrtrace.parsing.numbers.caller(x) for x in ("client1", "client2", "1", "+13035550110")}) == 4
 
 
 # ------------------------------------------------------------------ traces a switch recorded (§3b)
 
 def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
-    header = ",".join(cdrtrace.formats.BROADWORKS_COLUMNS) + ",customerOriginatedTrace.invocationTime\n"
-    blank = [""] * len(cdrtrace.formats.BROADWORKS_COLUMNS)
+    header = ",".join(cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + ",customerOriginatedTrace.invocationTime\n"
+    blank = [""] * len(cdrtrace.parsing.formats.BROADWORKS_COLUMNS)
 
     def bw(**values):
-        row = dict(zip(cdrtrace.formats.BROADWORKS_COLUMNS, blank, strict=True))
+        row = dict(zip(cdrtrace.parsing.formats.BROADWORKS_COLUMNS, blank, strict=True))
         row.update(values)
         cot = row.pop("cot", "")
-        return ",".join(row[c] for c in cdrtrace.formats.BROADWORKS_COLUMNS) + f",{cot}\n"
+        return ",".join(row[c] for c in cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + f",{cot}\n"
     call = bw(recordId="0001", userNumber="+13035550110", direction="Terminating",
               callingNumber="+17205550199", callingPresentationIndicator="Public",
               calledNumber="3035550110", startTime="20260302140000.000", answerIndicator="No",
@@ -455,7 +455,7 @@ def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
 
 
 def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path):
-    names = cdrtrace.formats.CUCM_RELEASES[129]
+    names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
     row = dict.fromkeys(names, "0")
     row.update(globalCallID_callManagerId="1", globalCallID_callId="77", callingPartyNumber="7205550199",
                originalCalledPartyNumber="3035550110", finalCalledPartyNumber="3035550110",
@@ -541,10 +541,10 @@ def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):
     """Rows, rejects, salvage, identities, markers and switch traces, in any chunking."""
     data = (SAMPLES / name).read_bytes()
     form = get_format(fmt)
-    header, skip = cdrtrace.parse.read_header(form, data[:65536])
+    header, skip = cdrtrace.parsing.parsers.read_header(form, data[:65536])
     zone, cc = ("Asia/Irkutsk", 7) if "-ru" in name else ("America/Denver", 1)
     native = make_parser(form, zone, cc, header=header, start_offset=skip)
-    reference = _parse_py.CdrParser(form.dialect(header), zone, cc, start_offset=skip)
+    reference = twin.CdrParser(form.dialect(header), zone, cc, start_offset=skip)
     chunks = None if chunk is None else [chunk] * (len(data) // chunk + 1)
     got = parse_all(data[skip:], chunks=chunks, parser=native)
     assert got == parse_all(data[skip:], chunks=chunks, parser=reference)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import cdrtrace
-from cdrtrace.parse import detect_format
+from cdrtrace.parsing.parsers import detect_format
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "samples" / "asterisk" / "Master.csv"
 AT = "2026-11-02T00:00:00Z"

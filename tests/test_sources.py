@@ -14,8 +14,8 @@ import zstandard
 from test_formats import projection, write
 
 import cdrtrace
-from cdrtrace import synth
-from cdrtrace.parse import detect_format
+from cdrtrace import synth, testing
+from cdrtrace.parsing.parsers import detect_format
 
 COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
                ".zst": zstandard.ZstdCompressor().compress}
@@ -77,8 +77,7 @@ def test_directories_and_globs_in_name_order(tmp_path, day):
     s = fresh(tmp_path)
     summary = cdrtrace.ingest(s, [str(folder)])
     assert (summary.sources, summary.records, summary.rejected) == (3, n, 0)
-    names = [r["name"] for r in (__import__("json").loads(v) for k, v in
-                                 s.read().cursor(s.db["sources"]) if len(k) == 4)]
+    names = [r["name"] for r in testing.sources(s)]
     assert names == [str(folder / f"Master-{i}.csv") for i in range(3)]
     g = fresh(tmp_path, "g")
     assert cdrtrace.ingest(g, [str(folder / "Master-*.csv")]).records == n
@@ -116,7 +115,7 @@ def test_a_crash_mid_file_does_not_mark_it_ingested(tmp_path, day, monkeypatch):
     _, plain = day
     s = fresh(tmp_path)
     calls = {"n": 0}
-    original = cdrtrace.index.write_entries
+    original = cdrtrace.store.index.write_entries
 
     def crash_on_second_batch(*args, **kwargs):
         calls["n"] += 1
@@ -124,10 +123,10 @@ def test_a_crash_mid_file_does_not_mark_it_ingested(tmp_path, day, monkeypatch):
             raise OSError("killed")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(cdrtrace.index, "write_entries", crash_on_second_batch)
+    monkeypatch.setattr(cdrtrace.store.index, "write_entries", crash_on_second_batch)
     with pytest.raises(OSError, match="killed"):
         cdrtrace.ingest(s, [str(plain)], batch_pairs=500, chunk_bytes=65536)
-    monkeypatch.setattr(cdrtrace.index, "write_entries", original)
+    monkeypatch.setattr(cdrtrace.store.index, "write_entries", original)
     rerun = cdrtrace.ingest(s, [str(plain)], batch_pairs=500, chunk_bytes=65536)
     assert rerun.skipped == [] and rerun.records > 0
     whole = fresh(tmp_path, "whole")

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import cdrtrace
-from cdrtrace import index, stream
-from cdrtrace.stream import StreamOptions
-from cdrtrace.trace import Outcome
+from cdrtrace import testing
+from cdrtrace.evidence.outcomes import Outcome
+from cdrtrace.ingestion import live as stream
+from cdrtrace.ingestion.live import StreamOptions
 from conftest import cdr
 
 WAIT = 10.0   # seconds a test waits for something that normally takes milliseconds
@@ -33,7 +34,7 @@ def record(i: int, start: str = "2026-03-02 14:03:11", dst: str | None = None, *
 
 
 def calls_to(store, line: str) -> np.ndarray:
-    return store.last_calls_raw(index.line_key(store.line(line)))
+    return testing.line_entries(store, line)
 
 
 def wait_until(condition, timeout: float = WAIT) -> float:
@@ -76,13 +77,8 @@ def append(path, data: bytes) -> None:
 
 def index_snapshot(store) -> dict:
     """The index minus provenance (source ids differ between runs)."""
-    with store.read() as txn:
-        out = {}
-        for key, value in txn.cursor(store.db["index"]):
-            e = index.decode(value)
-            out[bytes(key)] = [(int(x["start_us"]), int(x["calling"]), int(x["call_id"]))
-                               for x in e]
-    return out
+    return {key: [(int(x["start_us"]), int(x["calling"]), int(x["call_id"])) for x in e]
+            for key, e in testing.index_items(store)}
 
 
 FAST = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=3600)
@@ -310,16 +306,16 @@ def test_pending_traces_resolve_when_the_feed_detaches_and_stale_feeds_do_not_co
     assert store.status("7205550100").traces[0]["outcome"] == "success"
     assert not store.live_feeds()
     # a follower that died without detaching stops counting once its heartbeat is stale
-    store.write(lambda txn: store.heartbeat(txn, 7, idle_seen_us=None, delay_us=0))
+    testing.pretend_live_feed(store, 7)
     assert 7 in store.live_feeds()
-    monkeypatch.setattr(cdrtrace.store, "LIVE_TIMEOUT", 0.0)
+    monkeypatch.setattr(cdrtrace.store.liveness, "LIVE_TIMEOUT", 0.0)
     time.sleep(0.001)
     assert 7 not in store.live_feeds()
 
 
 def test_a_live_feed_serving_other_lines_does_not_hold_a_trace(tmp_path):
     from cdrtrace.config import Feed
-    from cdrtrace.formats import ASTERISK
+    from cdrtrace.parsing.formats import ASTERISK
 
     s = cdrtrace.open(tmp_path / "store", create=True)
     path = tmp_path / "Master.csv"
@@ -413,7 +409,7 @@ store = cdrtrace.open(sys.argv[1], readonly_index=True)   # as `cdrtrace trace` 
 result = store.trace("7205550100", at=sys.argv[2])
 status = store.status("7205550100").traces[0]["outcome"]
 try:
-    store.register_source("x", None)
+    store.catalog.register_source("x", None)
     ingest = "allowed"
 except Exception as exc:
     ingest = type(exc).__name__
@@ -429,7 +425,7 @@ def test_a_read_only_index_opens_and_traces_while_an_ingest_holds_the_writer(sto
     held, release = threading.Event(), threading.Event()
 
     def long_ingest_transaction():
-        with store.env.begin(write=True):      # an ingest's long write transaction
+        with testing.index_writer_held(store):      # an ingest's long write transaction
             held.set()
             release.wait(30)
     writer = threading.Thread(target=long_ingest_transaction)
@@ -450,17 +446,17 @@ def test_a_read_only_index_opens_and_traces_while_an_ingest_holds_the_writer(sto
 
 def test_purging_a_pending_trace_leaves_nothing_to_resolve(store, ingest_records):
     ingest_records(record(1, start=stamp(-60), dst="7205550100"))
-    store.write(lambda txn: store.heartbeat(txn, 7, idle_seen_us=None, delay_us=0))  # live, behind
+    testing.pretend_live_feed(store, 7)  # live, behind
     assert store.trace("7205550100", at=stamp(0)).outcome is Outcome.PENDING
     future = (time.time_ns() // 1000) + 400 * 86400 * 10**6
     assert store.purge(operator="ops", now_us=future)["traces"] == 1
-    assert not store._has_pending()
+    assert testing.pending_traces(store) == 0
     assert store.status("7205550100").traces == ()
 
 
 KILLED_BEFORE_FIRST_BATCH = """
 import os, sys, cdrtrace
-from cdrtrace import stream
+from cdrtrace.ingestion import live as stream
 stream._Generation.pump = lambda self, live, final=False: os._exit(9)   # SIGKILL-like: no finally
 store = cdrtrace.open(sys.argv[1])
 stream.follow(store, sys.argv[2])
@@ -493,7 +489,7 @@ def test_a_follower_killed_before_its_first_batch_still_drains_a_rotated_file(tm
 def test_an_explicit_format_wins_over_the_feeds_when_following_as_in_batch(store, tmp_path):
     """--format beats the feed's format in every ingest path (it did only in batch)."""
     from cdrtrace.config import Feed
-    from cdrtrace.parse import get_format
+    from cdrtrace.parsing.parsers import get_format
 
     path = tmp_path / "Master.csv"
     path.write_bytes(b"".join(record(i) for i in range(5)))

@@ -6,6 +6,7 @@
     result = store.trace("303-555-0110")      # the customer's view: no caller identity
     print(result.announcement)
 """
+from .api import Store, open  # noqa: A004
 from .errors import (
                      AccessError,
                      AuditError,
@@ -22,11 +23,10 @@ from .errors import (
                      TraceError,
                      ZoneError,
 )
-from .formats import CallBatch, Disposition, Presentation
-from .ingest import IngestSummary, ingest
-from .parse import make_parser
-from .store import Store, open  # noqa: A004
-from .trace import ANNOUNCEMENTS, CustomerStatus, Outcome, TraceResult
+from .evidence.outcomes import ANNOUNCEMENTS, CustomerStatus, Outcome, TraceResult
+from .ingestion.batch import IngestSummary, ingest
+from .parsing.formats import CallBatch, Disposition, Presentation
+from .parsing.parsers import make_parser
 
 __version__ = "0.1.0"
 

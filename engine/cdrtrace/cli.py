@@ -7,9 +7,9 @@ import os
 import sys
 
 from .errors import CdrTraceError
-from .formats import FORMATS
-from .ingest import ingest as run_ingest
-from .timezones import format_utc
+from .ingestion.batch import ingest as run_ingest
+from .parsing.formats import FORMATS
+from .parsing.timezones import format_utc
 
 EXIT_FAILURE = 2
 
@@ -21,7 +21,7 @@ def _store(args, create=False, readonly_index=False, **settings):
     """The store; readonly_index for commands that only read the index (trace, status,
     last-calls, stats): they open it without a write transaction, never waiting for an
     ingest's commit."""
-    from .store import Store
+    from .api import Store
 
     path = args.db or os.environ.get("CDRTRACE_DB")
     if not path:
@@ -50,7 +50,7 @@ def _progress_bar():
 
 
 def cmd_init(args):
-    from . import timezones
+    from .parsing import timezones
 
     settings = {}
     if args.tz is not None:
@@ -84,7 +84,7 @@ def cmd_ingest(args):
     fmt = args.format
     if fmt is not None and fmt != "auto":
         fmt = cfg.format(fmt) if fmt in cfg.dialects else fmt
-    from . import kafka
+    from .ingestion import kafka
 
     streaming = [name for name in args.sources if kafka.is_kafka(name)]
     if args.follow or streaming:
@@ -123,7 +123,8 @@ def _stream(args, store, fmt, feed):
     import signal
     import threading
 
-    from . import kafka, stream
+    from .ingestion import kafka
+    from .ingestion import live as stream
 
     if len(args.sources) != 1:
         raise CdrTraceError("a streaming ingest takes one source: --follow FILE, --follow - "
@@ -196,12 +197,12 @@ def cmd_stats(args):
 def cmd_feeds(args):
     store = None
     if args.db or os.environ.get("CDRTRACE_DB"):
-        store = _store(args)
+        store = _store(args, readonly_index=True)
     cfg = _config(args, store)
     rows = [feed.describe() for feed in cfg.feeds.values()]
     if store is not None:
         for row in rows:
-            row["feed_id"] = store.feed_id(row["feed"])
+            row["feed_id"] = store.catalog.known_feed_id(row["feed"])   # None: nothing ingested
     text = "\n".join(
         f"{r['feed']:<20} {r['format']:<16} {r['zone']:<20} +{r['country_code']:<4} "
         f"served {','.join(r['served']) or 'all'}  min ring {r['min_ring_seconds']:g} s"
@@ -276,7 +277,7 @@ def cmd_audit(args):
 
 
 def cmd_report(args):
-    from . import analytics
+    from .reports import analytics
 
     store = _store(args)
     if args.name == "calls":

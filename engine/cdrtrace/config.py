@@ -36,9 +36,9 @@ import os
 import tomllib
 from pathlib import Path
 
-from . import timezones
 from .errors import CdrTraceError, ConfigError
-from .formats import (
+from .parsing import timezones
+from .parsing.formats import (
     DK_VOCABULARY,
     FORMATS,
     PK_VOCABULARY,

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import analytics, synth
-from .ingest import ingest
-from .store import Store
-from .timezones import format_utc
+from . import synth
+from .api import Store
+from .ingestion.batch import ingest
+from .parsing.timezones import format_utc
+from .reports import analytics
 
 CALLS, LINES, CAMPAIGNS, SEED = 120_000, 30_000, 5, 57
 

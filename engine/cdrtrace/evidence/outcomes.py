@@ -9,8 +9,8 @@ import dataclasses
 import enum
 import json
 
-from .formats import Disposition, Presentation
-from .timezones import format_utc
+from ..parsing.formats import Disposition, Presentation
+from ..parsing.timezones import format_utc
 
 
 class Outcome(enum.StrEnum):
@@ -35,7 +35,6 @@ ANNOUNCEMENTS = {
                       "completed shortly."),
 }
 
-DEFAULT_THRESHOLD = 3
 
 
 def outcome_for(entry) -> Outcome:

@@ -15,7 +15,7 @@ import stat
 import sys
 from typing import BinaryIO
 
-from .errors import SourceError
+from ..errors import SourceError
 
 CHUNK_BYTES = 16 << 20
 

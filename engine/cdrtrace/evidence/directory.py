@@ -8,20 +8,22 @@ changes never rewrite evidence.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import DirectoryError
-from .parse import normalize_number
+from ..errors import DirectoryError
+from ..parsing.parsers import normalize_number
+from ..store.environments import Environments
+from .audit import AuditLog, actor
 
 COLUMNS = ("number", "name", "address", "served")
 TRUE = {"1", "true", "yes", "y", "t"}
 FALSE = {"0", "false", "no", "n", "f", ""}
-
-
 
 
 def read(path: str | Path) -> pa.Table:
@@ -62,3 +64,19 @@ def entries(table: pa.Table, country_code: int, source: str = "directory"):
         pairs[packed.to_bytes(8, "big")] = json.dumps(
             {"name": name or "", "address": address or "", "served": flag in TRUE}).encode()
     return sorted(pairs.items())
+
+
+def import_file(envs: Environments, audit: AuditLog, path: str | os.PathLike, operator: str) -> int:
+    """Replace the subscriber directory with a CSV or Parquet file; returns its rows."""
+    who = actor(operator, "importing the directory", "operator")
+    pairs = entries(read(path), envs.config["country_code"], str(path))
+    db = envs.db["directory"]
+
+    def work(txn: Any) -> int:
+        txn.drop(db, delete=False)
+        txn.cursor(db).putmulti(pairs, append=True)
+        number = envs.next_counter(txn, b"directory_import", "emeta")
+        audit.add(txn, who, "directory_import", file=str(path), rows=len(pairs),
+                  import_number=number)
+        return len(pairs)
+    return envs.ewrite(work)

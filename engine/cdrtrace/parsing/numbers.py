@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from .errors import NumberError
+from ..errors import NumberError
 
 NONE, E164, EXTENSION, OTHER = 0, 1, 2, 3
 IDENTITY = 4                 # unpack's kind for a caller identity (packed as OTHER, length 63)

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .formats import CallBatch
+from ..parsing.formats import CallBatch
 
 DAY_US = 86_400 * 1_000_000
 FLUSH_ROWS = 1 << 18

@@ -10,8 +10,8 @@ import re
 
 import numpy as np
 
+from ..errors import REJECT_REASONS
 from . import numbers, timezones
-from .errors import REJECT_REASONS
 from .formats import (
     BOM,
     COLUMNS,

@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from . import index, salvage
-from .archive import ArchiveWriter
-from .config import Feed
-from .errors import SourceError
-from .formats import CallBatch, Format, FormatError
-from .parse import MAX_HEADER, detect_format, get_format, make_parser, read_header
+from ..config import Feed
+from ..errors import SourceError
+from ..parsing import salvage
+from ..parsing.formats import CallBatch, Format, FormatError
+from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser, read_header
+from ..store import index
+from ..store.archive import ArchiveWriter
+from ..store.catalog import ArchiveMark, Position
 from .sources import RejectsWriter, expand, identity, open_source, reader_for
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
@@ -44,7 +46,7 @@ def feed_settings(store, feed: Feed | None = None, fmt: str | Format | None = No
     asterisk."""
     cfg = store.config
     if feed is not None:
-        feed_id = feed_id or store.feed_id(feed.name)
+        feed_id = feed_id or store.catalog.feed_id(feed.name)
     return FeedSettings(
         fmt=fmt or (feed.format if feed is not None else None) or "asterisk",
         zone=zone or (feed.zone if feed is not None else None) or cfg["zone"],
@@ -105,7 +107,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     summary = IngestSummary()
     started = time.perf_counter()
     held = contextlib.ExitStack()
-    held.enter_context(store.writer("ingest"))   # one ingest at a time; a second is refused
+    held.enter_context(store.envs.writer("ingest"))   # one ingest at a time; a second is refused
     summary.switch_traces += len(store.run_activations())   # left by a crash, if any
     try:
         for name in _expand(sources, summary, keep_going):
@@ -114,7 +116,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                 reader = None
                 try:
                     ident = identity(name)
-                    if not force and store.source_with_identity(ident):
+                    if not force and store.catalog.source_with_identity(ident):
                         summary.skipped.append(name)
                         continue
                     reader = reader_for(stream, chunk_bytes)
@@ -130,30 +132,30 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                     reader.consume(skip)
                     # an interrupted earlier run of this content resumes where it committed;
                     # what it wrote past that commit (rejects, archive files) is taken back
-                    resume = store.position(ident.encode()) if ident and not force else None
+                    resume = store.catalog.position(ident.encode()) if ident and not force else None
                     if resume:
-                        _skip(reader, resume["offset"] - skip, name)
-                        skip, source = resume["offset"], resume["source"]
+                        _skip(reader, resume.offset - skip, name)
+                        skip, source = resume.offset, resume.source
                         summary.resumed.append(name)
-                        rejects.forget(source, resume["record"])
-                    elif (source := store.unfinished_source(ident) if ident and not force else None):
+                        rejects.forget(source, resume.record)
+                    elif (source := store.catalog.unfinished_source(ident) if ident and not force else None):
                         rejects.forget(source, 0)      # killed before its first commit: again
                     else:
-                        source = store.register_source(name if name != "-" else "<stdin>", size,
+                        source = store.catalog.register_source(name if name != "-" else "<stdin>", size,
                                                        ident, form.name)
                     parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
                                          start_offset=skip,
-                                         start_record=resume["record"] if resume else 0)
+                                         start_record=resume.record if resume else 0)
                     archiver = None
                     if archive:
                         archiver = ArchiveWriter(archive, source,
-                                                 resume.get("archive_files", 0) if resume else 0)
+                                                 resume.archive.files if resume and resume.archive else 0)
                         archiver.prune()
                     checkpoint = (functools.partial(_checkpoint, store, ident.encode(), source, archiver)
                                   if ident else None)
                     _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
                                    progress, batch_pairs, served, archiver,
-                                   finish=lambda txn, s=source, i=ident: store.mark_ingested(txn, s, i),
+                                   finish=lambda txn, s=source, i=ident: store.catalog.mark_ingested(txn, s, i),
                                    checkpoint=checkpoint, zone=zone)
                     if archiver is not None:
                         archiver.close()
@@ -259,17 +261,16 @@ class _Pending:
         else:
             lines = entries = None
         self.lines, self.entries, self.count = [], [], 0
-        db, keep = self.store.db["index"], self.store.config["keep"]
+        db, keep = self.store.envs.db["index"], self.store.config["keep"]
         counts = (self.records, self.rejected, self.newest)
         self.records = self.rejected = 0
         self.newest = None
         unreadable, self.unreadable = self.unreadable, []
-        log_db = self.store.db["unreadable"]
+        log_db = self.store.envs.db["unreadable"]
         lost, self.lost_pairs = self.lost_pairs, 0
         identities, self.identities = self.identities, {}
-        identity_db = self.store.db["identities"]
+        identity_db = self.store.envs.db["identities"]
         activations, self.activations = self.activations, []
-        due_db = self.store.db["activations_due"]
 
         def work(txn):
             written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
@@ -278,14 +279,14 @@ class _Pending:
             for packed, text in identities.items():
                 txn.put(packed.to_bytes(8, "big"), text.encode("latin-1"), db=identity_db)
             for source, taken in activations:
-                self.store.queue_activations(txn, due_db, self.feed, source, taken)
-            self.store.count_feed(txn, self.feed, *counts)
+                self.store.catalog.queue_activations(txn, self.feed, source, taken)
+            self.store.catalog.count_feed(txn, self.feed, *counts)
             if finish is not None:
                 finish(txn)
             elif self.checkpoint is not None:
                 self.checkpoint(txn, offset=self.position[0], record=self.position[1])
             return written
-        written = self.store.write(work)
+        written = self.store.envs.write(work)
         self.unreadable_total += lost
         if activations:          # their calls are in the index now: trace them
             self.switch_traces += len(self.store.run_activations())
@@ -294,8 +295,8 @@ class _Pending:
 
 def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, record: int) -> None:
     """The source's position, and how many archive files hold its calls up to it."""
-    store.save_position(txn, key, source=source, offset=offset, record=record,
-                        archive_files=archiver.files if archiver is not None else 0)
+    mark = ArchiveMark(offset, record, archiver.files) if archiver is not None else None
+    store.catalog.save_position(txn, key, Position(source, offset, record, archive=mark))
 
 
 def _skip(reader, count: int, name: str) -> None:

@@ -7,7 +7,7 @@ import enum
 import numpy as np
 import pyarrow as pa
 
-from .errors import FormatError
+from ..errors import FormatError
 
 BOM = b"\xef\xbb\xbf"   # a UTF-8 byte-order mark: some exports start with one; not data
 

@@ -20,12 +20,13 @@ import time
 
 import numpy as np
 
-from . import index
-from .archive import FLUSH_ROWS, ArchiveWriter
-from .errors import SourceError
-from .formats import CallBatch, Format
-from .ingest import _Pending, feed_settings
-from .parse import MAX_HEADER, get_format, make_parser, read_header
+from ..errors import SourceError
+from ..parsing.formats import CallBatch, Format
+from ..parsing.parsers import MAX_HEADER, get_format, make_parser, read_header
+from ..store import index
+from ..store.archive import FLUSH_ROWS, ArchiveWriter
+from ..store.catalog import ArchiveMark, Position
+from .batch import _Pending, feed_settings
 from .sources import ChunkReader, RejectsWriter
 
 log = logging.getLogger("cdrtrace.stream")
@@ -114,7 +115,7 @@ class LiveFeed:
         # the call archive: archive=False turns it off (a source that cannot archive)
         self.archive_root = None if archive is False else (archive or cfg.get("archive_dir"))
         self.archiver = None
-        self.archive_mark = None    # {offset, record, files}: the archive is complete to here
+        self.archive_mark: ArchiveMark | None = None   # the archive is complete to here
         self.archived_at = time.monotonic()
         self.skip_until = -1        # records up to this number are archived, not indexed
         self.first_waiting = None   # monotonic time the oldest uncommitted record arrived
@@ -144,7 +145,7 @@ class LiveFeed:
         if self.archive_root:
             self.archiver = ArchiveWriter(self.archive_root, source, archive_files)
             self.archiver.prune()
-            self.archive_mark = {"offset": offset, "record": record, "files": archive_files}
+            self.archive_mark = ArchiveMark(offset, record, archive_files)
             self.archived_at = time.monotonic()
 
     def new_parser(self, header=None, offset: int = 0, record: int = 0):
@@ -225,8 +226,7 @@ class LiveFeed:
         if self.archiver is None:
             return
         self.archiver.flush()
-        self.archive_mark = {"offset": self.parser.offset, "record": self.parser.record,
-                             "files": self.archiver.files}
+        self.archive_mark = ArchiveMark(self.parser.offset, self.parser.record, self.archiver.files)
         self.archived_at = time.monotonic()
 
     def commit(self, detach: bool = False, extra=None) -> None:
@@ -237,7 +237,7 @@ class LiveFeed:
         if detach or self.archive_due():
             self.flush_archive()
         store, position, checkpoint = self.store, self.pending.position, self.checkpoint
-        mark = dict(self.archive_mark) if self.archive_mark else None
+        mark = self.archive_mark
         self.rejects.flush()              # durable before the commit that covers them
 
         def finish(txn):
@@ -246,9 +246,9 @@ class LiveFeed:
             if extra is not None:
                 extra(txn)
             if detach:
-                store.detach(txn, self.feed_id)
+                store.liveness.detach(txn, self.feed_id)
             else:
-                store.heartbeat(txn, self.feed_id, idle_seen_us=self.idle_seen_us,
+                store.liveness.heartbeat(txn, self.feed_id, idle_seen_us=self.idle_seen_us,
                                 delay_us=self.delay_us, served=self.served, source=self.name)
         self.summary.indexed += self.pending.commit(finish)
         self.summary.unreadable = self.pending.unreadable_total
@@ -313,7 +313,7 @@ class _Generation:
     """One open generation of a followed file (one inode), read from offset on."""
 
     def __init__(self, live: LiveFeed, label: str, handle, offset: int, source: int,
-                 record: int, header, key: bytes, saved: dict | None = None):
+                 record: int, header, key: bytes, saved: Position | None = None):
         self.handle = handle
         self.id = _file_id(os.fstat(handle.fileno()))
         self.reader = ChunkReader(handle, live.options.chunk_bytes)
@@ -321,14 +321,14 @@ class _Generation:
         store = live.store
 
         def checkpoint(txn, offset, record, archive=None, dev=self.id[0], ino=self.id[1]):
-            store.save_position(txn, key, source=source, offset=offset, record=record,
-                                dev=dev, ino=ino, archive=archive)
-        mark = (saved or {}).get("archive") if live.archive_root else None
-        if mark:      # read again from where the archive was complete; index from record on
-            live.start_source(label, source, header, mark["offset"], mark["record"], checkpoint,
-                              archive_files=mark["files"], skip_until=record, index_offset=offset)
-            handle.seek(mark["offset"])
-            self.read_to = mark["offset"]
+            store.catalog.save_position(txn, key, Position(source, offset, record, archive,
+                                                           (dev, ino)))
+        mark = saved.archive if saved is not None and live.archive_root else None
+        if mark and mark.offset is not None:   # read again from where the archive was complete
+            live.start_source(label, source, header, mark.offset, mark.record, checkpoint,
+                              archive_files=mark.files, skip_until=record, index_offset=offset)
+            handle.seek(mark.offset)
+            self.read_to = mark.offset
         else:
             live.start_source(label, source, header, offset, record, checkpoint)
 
@@ -357,11 +357,11 @@ def follow(store, path: str, fmt: str | Format | None = None, *, zone=None, coun
     live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
                     rejects_path=rejects_path, label=f"follow {path}", archive=archive)
     key = b"follow:" + os.path.abspath(path).encode()
-    with store.writer(f"follow {path}"):
-        saved = store.position(key)
+    with store.envs.writer(f"follow {path}"):
+        saved = store.catalog.position(key)
         generation = None
-        if saved and "ino" in saved:
-            found = _find_generation(path, saved["dev"], saved["ino"])
+        if saved and saved.file:
+            found = _find_generation(path, *saved.file)
             if found is not None:
                 generation = _open_generation(live, found, key, saved)
                 live.summary.resumed = True
@@ -393,7 +393,7 @@ def follow(store, path: str, fmt: str | Format | None = None, *, zone=None, coun
                             pass
                     generation.pump(live, final=True)         # its partial last line, if any
                     live.flush_archive()                      # the generation's calls, all
-                    live.commit(extra=lambda txn: store.clear_position(txn, key))
+                    live.commit(extra=lambda txn: store.catalog.clear_position(txn, key))
                     generation.handle.close()
                     generation = None
                     if change == "rotated":
@@ -427,7 +427,7 @@ def _changed(path: str, generation: _Generation) -> str | None:
     return None
 
 
-def _open_generation(live: LiveFeed, path: str, key: bytes, saved: dict | None):
+def _open_generation(live: LiveFeed, path: str, key: bytes, saved: Position | None):
     """Open path for following: from the saved position, or from the start as a new
     source. None if the file does not exist yet or its header is not complete yet."""
     try:
@@ -438,7 +438,7 @@ def _open_generation(live: LiveFeed, path: str, key: bytes, saved: dict | None):
         raise SourceError(f"cannot read {path}: {exc.strerror}") from None
     header, skip = None, 0
     st = os.fstat(handle.fileno())
-    if saved is not None and st.st_size < saved["offset"]:
+    if saved is not None and st.st_size < saved.offset:
         log.warning("follow %s: the file is shorter than the saved position; reading it "
                     "from the start", path)
         saved = None
@@ -449,13 +449,13 @@ def _open_generation(live: LiveFeed, path: str, key: bytes, saved: dict | None):
             return None
         header, skip = read_header(live.form, first, path)
     if saved is not None:
-        offset, record, source = saved["offset"], saved["record"], saved["source"]
-        label = live.store.source_label(source)
+        offset, record, source = saved.offset, saved.record, saved.source
+        label = live.store.catalog.source_label(source)
         live.rejects.forget(source, record)      # written past the last commit: again soon
     else:
         offset, record = skip, 0
         label = f"{path} (inode {st.st_ino})"
-        source = live.store.register_source(label, None, None, live.form.name)
+        source = live.store.catalog.register_source(label, None, None, live.form.name)
     handle.seek(offset)
     return _Generation(live, label, handle, offset, source, record, header, key, saved)
 
@@ -474,10 +474,10 @@ def stream_stdin(store, fmt: str | Format | None = None, *, zone=None, country_c
     raw = stream if stream is not None else sys.stdin.buffer.raw
     live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
                     rejects_path=rejects_path, label="stdin", archive=archive)
-    with store.writer("stream stdin"):
+    with store.envs.writer("stream stdin"):
         reader = ChunkReader(raw, options.chunk_bytes)
         header_pending = bool(live.form.header_lines)
-        source = store.register_source("<stdin stream>", None, None, live.form.name)
+        source = store.catalog.register_source("<stdin stream>", None, None, live.form.name)
         if not header_pending:
             live.start_source("<stdin>", source)
         try:

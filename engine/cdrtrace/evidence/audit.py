@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Any
 
-from .errors import AuditError
+from ..errors import AccessError, AuditError
+from ..store.environments import Environments
 
 GENESIS = "0" * 64
-
-
 
 
 def _key(seq: int) -> bytes:
@@ -71,3 +71,34 @@ def verify(txn, db, meta_db) -> int:
     elif count:
         raise AuditError("audit log has entries but no head")
     return count
+
+
+def actor(who: str | None, what: str, role: str = "analyst") -> str:
+    """The identity an act is audited under; AccessError if there is none."""
+    if not who or not str(who).strip():
+        raise AccessError(f"{what} needs an {role} identity")
+    return str(who).strip()
+
+
+class AuditLog:
+    """The audit log of one store's evidence environment."""
+
+    def __init__(self, envs: Environments):
+        self.envs = envs
+        self.db = envs.db
+
+    def add(self, txn: Any, actor: str, action: str, **details: Any) -> dict:
+        """Inside the evidence transaction of the act: it commits with it."""
+        return append(txn, self.db["audit"], self.db["emeta"], actor, action, **details)
+
+    def add_now(self, actor: str, action: str, **details: Any) -> dict:
+        """An act that writes nothing else (a read of identifying data), in its own commit."""
+        return self.envs.ewrite(lambda txn: self.add(txn, actor, action, **details))
+
+    def verify(self) -> int:
+        with self.envs.eread() as txn:
+            return verify(txn, self.db["audit"], self.db["emeta"])
+
+    def entries(self) -> list[dict]:
+        with self.envs.eread() as txn:
+            return [entry for _, entry in entries(txn, self.db["audit"])]

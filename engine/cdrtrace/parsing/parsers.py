@@ -5,8 +5,8 @@ import csv
 import os
 import re
 
+from ..errors import NativeModuleError
 from . import timezones
-from .errors import NativeModuleError
 from .formats import BOM, CUCM_RELEASES, FORMATS, Disposition, Format, FormatError, Presentation
 from .numbers import dialling_plan
 
@@ -150,7 +150,7 @@ def make_parser(fmt: str | Format = "asterisk", zone: str = "UTC", country_code:
     dialect = form.dialect(header)
     dispositions, presentations = form.vocabularies()
     if use_reference():
-        from ._parse_py import CdrParser as Reference
+        from .reference import CdrParser as Reference
 
         return Reference(dialect, zone, country_code, feed_id, min_ring_seconds, start_offset,
                          dispositions, presentations, start_record)

@@ -11,6 +11,7 @@ monitors), so they are never ahead of the store.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -18,10 +19,11 @@ import urllib.parse
 
 import numpy as np
 
-from .archive import FLUSH_ROWS, ArchiveWriter
-from .errors import SourceError
-from .formats import Format
-from .stream import LiveFeed, StreamOptions, StreamSummary
+from ..errors import SourceError
+from ..parsing.formats import Format
+from ..store.archive import FLUSH_ROWS, ArchiveWriter
+from ..store.catalog import ArchiveMark, Position
+from .live import LiveFeed, StreamOptions, StreamSummary
 
 log = logging.getLogger("cdrtrace.stream")
 SCHEME = "kafka://"
@@ -50,19 +52,19 @@ class _Partition:
     """One assigned partition: its parser (records numbered on per partition), its source
     id, the next offset to read, and its archive (files, and where it is complete)."""
 
-    def __init__(self, live: LiveFeed, store, key: bytes, name: str, saved: dict | None):
-        mark = (saved or {}).get("archive") if live.archive_root else None
+    def __init__(self, live: LiveFeed, store, key: bytes, name: str, saved: Position | None):
+        mark = saved.archive if saved is not None and live.archive_root else None
         self.start = None               # where to seek on assignment
         self.skip_until = -1            # records up to this are archived, not indexed again
         if saved:
-            self.source, self.next = saved["source"], saved["offset"]
-            record = saved["record"]
+            self.source, self.next = saved.source, saved.offset
+            record = saved.record
             live.rejects.forget(self.source, record)   # read again from the store's offset
-            self.start = saved["offset"]
-            if mark and mark["offset"] is not None:     # read again for the archive
-                self.start, self.skip_until, record = mark["offset"], record, mark["record"]
+            self.start = saved.offset
+            if mark and mark.offset is not None:     # read again for the archive
+                self.start, self.skip_until, record = mark.offset, record, mark.record
         else:
-            self.source = store.register_source(name, None, None, live.form.name)
+            self.source = store.catalog.register_source(name, None, None, live.form.name)
             self.next, record = None, 0
         self.key, self.name = key, name
         self.parser = live.new_parser(None, 0, record)
@@ -70,7 +72,7 @@ class _Partition:
         self.archiver, self.mark = None, mark
         if live.archive_root:
             self.archiver = ArchiveWriter(live.archive_root, self.source,
-                                          mark["files"] if mark else 0)
+                                          mark.files if mark else 0)
             self.archiver.prune()
             if mark is None:
                 # The archive starts where this run starts reading. The mark must commit
@@ -78,13 +80,12 @@ class _Partition:
                 # crash: a position saved without one would tell the next run that
                 # nothing needs reading again, and those calls would never be archived.
                 # A new partition's first offset is known only from its first message.
-                self.mark = {"offset": saved["offset"] if saved else None,
-                             "record": record, "files": 0}
+                self.mark = ArchiveMark(saved.offset if saved else None, record, 0)
 
     def begin(self, first_offset: int) -> None:
         """The first message of a partition new to the store: the archive starts at it."""
-        if self.mark is not None and self.mark["offset"] is None:
-            self.mark = {**self.mark, "offset": first_offset}
+        if self.mark is not None and self.mark.offset is None:
+            self.mark = dataclasses.replace(self.mark, offset=first_offset)
 
 
 class _KafkaFeed(LiveFeed):
@@ -106,8 +107,7 @@ class _KafkaFeed(LiveFeed):
             if part.archiver is None or part.next is None:
                 continue
             part.archiver.flush()
-            mark = {"offset": part.next, "record": part.parser.record,
-                    "files": part.archiver.files}
+            mark = ArchiveMark(part.next, part.parser.record, part.archiver.files)
             if mark != part.mark:
                 part.mark, part.dirty = mark, True
         self.archived_at = time.monotonic()
@@ -138,9 +138,8 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
     def save_offsets(txn):
         for part in partitions.values():
             if part.dirty:
-                store.save_position(txn, part.key, source=part.source, offset=part.next,
-                                    record=max(part.parser.record, part.skip_until),
-                                    archive=part.mark)
+                store.catalog.save_position(txn, part.key, Position(
+                    part.source, part.next, max(part.parser.record, part.skip_until), part.mark))
 
     def commit(detach=False, wait=False):
         live.commit(detach=detach, extra=save_offsets)
@@ -157,7 +156,7 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
         for tp in assigned:
             key = key_of(tp.topic, tp.partition)
             part = _Partition(live, store, key, f"kafka://{brokers}/{tp.topic}[{tp.partition}]",
-                              store.position(key))
+                              store.catalog.position(key))
             partitions[(tp.topic, tp.partition)] = part
             if part.start is not None:
                 tp.offset = part.start         # the store's offset, not the group's
@@ -194,7 +193,7 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
         consumer = Consumer(config)
     except KafkaException as exc:
         raise SourceError(f"{url}: {exc}") from None
-    with store.writer(f"kafka {url}"):
+    with store.envs.writer(f"kafka {url}"):
         consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
         try:
             while not stop.is_set():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NativeModuleError
+from ..errors import NativeModuleError
 
 try:
     from . import _index
@@ -17,7 +17,7 @@ except ImportError as exc:   # never fall back silently: say what to do
     raise NativeModuleError(
         f"cdrtrace's native index kernel did not import ({exc}); reinstall with `pip install .` "
         "so the extensions are built") from exc
-from .formats import CallBatch
+from ..parsing.formats import CallBatch
 
 ENTRY_DTYPE = np.dtype([
     ("start_us", "<i8"),

@@ -1,0 +1,214 @@
+"""The public API: `Store`, a thin façade over a store directory's parts.
+
+    store = cdrtrace.open("/var/lib/cdrtrace", create=True)
+    store.trace("303-555-0110")            # *57: the customer's view, no caller identity
+    store.status("303-555-0110")           # their traces and progress per origin
+    store.trace_records(analyst="cic-1")   # the CIC's view: identifying, audited
+
+Each part lives in the module named after it (docs/architecture.md):
+`store.envs` (store.environments), `store.catalog` (sources, positions, feeds),
+`store.liveness` (live feeds), `store.lookup` (the index's read path),
+`store.tracer` (evidence.traces), `store.audit`, `store.disclosure`, `store.casebook`.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import NumberError
+from .evidence import activations, directory, retention
+from .evidence import rows as trace_rows
+from .evidence.audit import AuditLog
+from .evidence.cases import Cases
+from .evidence.disclosure import Disclosure
+from .evidence.outcomes import CustomerStatus, TraceResult, customer_status
+from .evidence.traces import Tracer
+from .parsing import numbers, timezones
+from .parsing.parsers import normalize_number
+from .store import index
+from .store.catalog import Catalog
+from .store.environments import Environments
+from .store.liveness import Liveness
+from .store.lookup import Lookup
+
+
+def open(path: str | os.PathLike, create: bool = False, readonly_index: bool = False,  # noqa: A001
+         **settings: Any) -> Store:
+    """Open the store at path (a directory); create it if asked. settings apply at creation.
+    readonly_index: for processes that only trace and read (they never wait for ingest);
+    such a store cannot ingest."""
+    return Store(path, create=create, readonly_index=readonly_index, **settings)
+
+
+class Store:
+    """A cdrtrace store. Safe to share between threads of one process."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = False,
+                 readonly_index: bool = False, **settings: Any):
+        self.envs = Environments(path, create, readonly_index, settings)
+        self.path: Path = self.envs.path
+        self.config: dict[str, Any] = self.envs.config
+        self.catalog = Catalog(self.envs)
+        self.liveness = Liveness(self.envs)
+        self.lookup = Lookup(self.envs)
+        # A line's index entries (index.ENTRY_DTYPE, newest first), in the caller's read
+        # transaction if given: the lookup itself, bound here so it costs no extra call.
+        self.last_calls_raw: Callable[..., np.ndarray] = self.lookup.last_calls
+        self.tracer = Tracer(self.envs, self.catalog, self.lookup, self.liveness)
+        self.audit = AuditLog(self.envs)
+        self.disclosure = Disclosure(self.envs, self.tracer, self.audit)
+        self.casebook = Cases(self.envs, self.tracer, self.audit, self.line)
+
+    def close(self) -> None:
+        self.envs.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def line(self, text: str) -> int:
+        """A line as its packed number; NumberError if it is not a telephone line."""
+        packed = normalize_number(str(text), self.config["country_code"])
+        if packed == 0:
+            raise NumberError(f"not a telephone line: {text!r}")
+        return packed
+
+    def _key(self, line: str) -> bytes:
+        return index.line_key(self.line(line))
+
+    def _at_us(self, at: str | int | None) -> int:
+        if at is None:
+            return time.time_ns() // 1000
+        if isinstance(at, int):
+            return at
+        return timezones.parse_instant(at, self.config["zone"])
+
+    # ------------------------------------------------------------ the customer's side
+
+    def trace(self, line: str, at: str | int | None = None, wait: float = 0.0) -> TraceResult:
+        """*57: trace the last received call to line before `at` (default now).
+
+        A trace record is committed durably before this returns, whatever the outcome.
+        While a live feed that may carry the line's calls has not caught up with `at`,
+        this waits up to `wait` seconds for it; if it is still behind, the trace is
+        recorded as pending and resolves by the normal rules once the feed passes `at`
+        (resolve_pending: run by the live ingest, batch ingest and every trace).
+        """
+        return self.tracer.trace(self.line(line), self._at_us(at), wait)
+
+    def status(self, line: str) -> CustomerStatus:
+        """The customer's view: their traces and progress per pseudonymous origin. A read:
+        it writes nothing (a pending trace shows as pending until the write side resolves it)."""
+        line_text = numbers.format_number(self.line(line))
+        waived = {c["origin"] for c in self.casebook.all(line_text) if c["waiver"]}
+        return customer_status(line_text, self.tracer.records(self._key(line)),
+                               self.config["threshold"], waived)
+
+    def resolve_pending(self) -> list[TraceResult]:
+        """Resolve the pending traces whose live feeds have passed them, by the rules."""
+        return self.tracer.resolve_pending()
+
+    def run_activations(self) -> list[TraceResult]:
+        """Trace the *57s the switches recorded in ingested CDRs, each once."""
+        return activations.run(self.tracer)
+
+    # ------------------------------------------------------------ operations
+
+    def stats(self, now_us: int | None = None) -> dict:
+        """Per feed: records, records/s, rejects, watermark and lag; the index's size."""
+        now_us = now_us or time.time_ns() // 1000
+        with self.envs.read() as txn:
+            feeds = self.catalog.feed_stats(txn, self.liveness.live_feeds(txn, now_us), now_us)
+        return {"feeds": feeds, "index": self.lookup.stat()}
+
+    def live_feeds(self, now_us: int | None = None) -> dict[int, dict]:
+        """The attached live feeds and their watermarks."""
+        return self.liveness.live_feeds(None, now_us)
+
+    def purge(self, *, operator: str, older_than_days: float | None = None,
+              now_us: int | None = None) -> dict:
+        """Remove trace records activated before the retention period (the store's
+        retention_days unless given), with their per-line entries, and archived calls
+        past the archive's retention; audited."""
+        return retention.purge(self.envs, self.audit, operator=operator,
+                               older_than_days=older_than_days, now_us=now_us)
+
+    # ------------------------------------------------------------ the Call Identification Center
+
+    def import_directory(self, path: str | os.PathLike, operator: str) -> int:
+        """Replace the subscriber directory with a CSV or Parquet file; returns its rows."""
+        return directory.import_file(self.envs, self.audit, path, operator)
+
+    def last_calls(self, line: str, analyst: str) -> list[dict]:
+        """The analyst's view of a line's last calls, with numbers; audited."""
+        return self.disclosure.last_calls(self._key(line), analyst)
+
+    def trace_records(self, line: str | None = None, *, analyst: str) -> list[dict]:
+        """Full trace records (numbers, enrichment), audited under the analyst's identity."""
+        key = self._key(line) if line is not None else None
+        return self.disclosure.trace_records(key, line, analyst)
+
+    def disclose(self, authority: dict, *, analyst: str, trace_ids: Any = None,
+                 line: str | None = None) -> list[dict]:
+        """Release trace records (numbers, enrichment) under a recorded legal authority.
+
+        authority: kind (subpoena, court_order, law_enforcement_request), reference,
+        agency, officer, case_number. Anything missing: refused, and the refusal audited."""
+        key = self._key(line) if line is not None else None
+        return self.disclosure.disclose(authority, analyst=analyst, trace_ids=trace_ids, key=key)
+
+    def archived_calls(self, line: str, *, analyst: str, origin: str | None = None,
+                       days: float | None = None, now_us: int | None = None) -> pa.Table:
+        """Every archived call to a line (from one origin, in the last days); audited."""
+        return self.disclosure.archived_calls(
+            line, self.line(line), self.line(origin) if origin else None, analyst=analyst,
+            origin_text=origin, days=days, now_us=now_us)
+
+    def report_rows(self, *, analyst: str) -> np.ndarray:
+        """Every trace as packed rows (evidence.rows.ROW_DTYPE), identifying: audited."""
+        return self.disclosure.report_rows(analyst)
+
+    def trace_table(self, *, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> pa.Table:
+        """Every trace as an Arrow table of packed numbers (identifying: audited);
+        columns narrows it to what a report reads."""
+        return self.disclosure.trace_table(analyst, columns)
+
+    def trace_columns(self, *, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> dict:
+        """The same as numpy views over one copy of the rows: what reports hand DuckDB."""
+        return self.disclosure.trace_columns(analyst, columns)
+
+    def open_case(self, line: str, origin: str, *, agency: str, officer: str, case_number: str,
+                  analyst: str, waive_reason: str | None = None) -> dict:
+        """Open a case for a line and an origin (its label, 'Caller A', or its number);
+        waive_reason lets the customer request action before the threshold."""
+        packed = self.line(line)
+        given = None if str(origin).strip().lower().startswith("caller ") else self.line(origin)
+        return self.casebook.open(packed, origin, given, agency=agency, officer=officer,
+                                  case_number=case_number, analyst=analyst,
+                                  waive_reason=waive_reason)
+
+    def cases(self, *, analyst: str) -> list[dict]:
+        """Every case; audited."""
+        return self.casebook.listed(analyst)
+
+    def case(self, case_id: str, *, analyst: str) -> dict:
+        """A case and its timeline: every trace between its line and origin, in order."""
+        return self.casebook.read(case_id, analyst)
+
+    def audit_verify(self) -> int:
+        """Check the audit chain; the number of entries, or AuditError saying where."""
+        return self.audit.verify()
+
+    def audit_entries(self) -> list[dict]:
+        return self.audit.entries()
+
+
+__all__ = ["Store", "open"]

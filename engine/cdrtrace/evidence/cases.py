@@ -1,0 +1,105 @@
+"""Cases: a customer's request for action against one origin, opened by the CIC once the
+line has traced it the threshold number of times (or sooner, waived for threatening
+calls), with the law-enforcement agency, officer and case number it goes to.
+
+`cases` (evidence environment): 8-byte case number -> the case (JSON).
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import TraceError
+from ..parsing import numbers, timezones
+from ..store import index
+from ..store.environments import Environments
+from .audit import AuditLog, actor
+from .outcomes import Outcome, origin_labels
+from .traces import Tracer
+
+CASE_FIELDS = ("agency", "officer", "case_number")
+
+
+class Cases:
+    """The cases of one store."""
+
+    def __init__(self, envs: Environments, tracer: Tracer, audit: AuditLog,
+                 line: Callable[[str], int]):
+        self.envs, self.tracer, self.audit, self.line = envs, tracer, audit, line
+        self.db = envs.db
+
+    def origin(self, packed_line: int, origin: str, line_number: int | None) -> str:
+        """An origin named by the customer's label ('Caller A') or by number -> E.164 text.
+        line_number: the origin's packed number when it was given as a number."""
+        label = str(origin).strip()
+        if label.lower().startswith("caller "):
+            order: list[str] = []
+            for r in self.tracer.records(index.line_key(packed_line)):
+                if r["outcome"] == Outcome.SUCCESS.value and r["call"]["calling"] not in order:
+                    order.append(r["call"]["calling"])
+            labels = origin_labels(len(order))
+            for name, number in zip(labels, order, strict=True):
+                if name.lower() == label.lower():
+                    return number
+            raise TraceError(f"line {numbers.format_number(packed_line)} has no origin {label!r} "
+                             f"(its origins: {', '.join(labels) or 'none'})")
+        if line_number is None:
+            raise TraceError(f"not an origin: {origin!r}")
+        return numbers.format_number(line_number)
+
+    def open(self, packed_line: int, origin: str, origin_packed: int | None, *, agency: str,
+             officer: str, case_number: str, analyst: str, waive_reason: str | None = None) -> dict:
+        """Open a case for a line and an origin (its label, or its number packed)."""
+        who = actor(analyst, "opening a case")
+        given = {"agency": agency, "officer": officer, "case_number": case_number}
+        missing = [n for n in CASE_FIELDS if not given[n] or not str(given[n]).strip()]
+        if missing:
+            raise TraceError(f"a case needs {', '.join(missing)}")
+        line_text = numbers.format_number(packed_line)
+        origin_number = self.origin(packed_line, origin, origin_packed)
+
+        def work(txn: Any) -> dict:
+            cursor = txn.cursor(self.db["cases"])
+            seq = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
+            case = {"case_id": f"C{seq:06d}", "line": line_text, "origin": origin_number,
+                    "agency": agency.strip(), "officer": officer.strip(),
+                    "case_number": case_number.strip(), "opened_by": who,
+                    "opened_us": time.time_ns() // 1000,
+                    "waiver": ({"reason": waive_reason.strip(), "by": who}
+                               if waive_reason and waive_reason.strip() else None)}
+            cursor.put(seq.to_bytes(8, "big"), json.dumps(case).encode(), append=True)
+            self.audit.add(txn, who, "case_open", case_id=case["case_id"], line=line_text,
+                           origin=origin_number, waived=case["waiver"] is not None)
+            return case
+        return self.envs.ewrite(work)
+
+    def all(self, line_text: str | None = None) -> list[dict]:
+        """Every case, or a line's (unaudited: the callers audit)."""
+        with self.envs.eread() as txn:
+            cases = [json.loads(v) for _, v in txn.cursor(self.db["cases"])]
+        return cases if line_text is None else [c for c in cases if c["line"] == line_text]
+
+    def listed(self, analyst: str) -> list[dict]:
+        who = actor(analyst, "listing cases")
+        cases = self.all()
+        self.audit.add_now(who, "case_list", cases=len(cases))
+        return cases
+
+    def read(self, case_id: str, analyst: str) -> dict:
+        """A case and its timeline: every trace between its line and origin, in order."""
+        who = actor(analyst, "reading a case")
+        found = [c for c in self.all() if c["case_id"] == case_id]
+        if not found:
+            raise TraceError(f"no case {case_id}")
+        case = found[0]
+        records = self.tracer.records(index.line_key(self.line(case["line"])))
+        timeline = sorted(
+            ({"trace_id": r["trace_id"], "outcome": r["outcome"],
+              "call_time": timezones.format_utc(r["call"]["start_us"]),
+              "trace_time": timezones.format_utc(r["activated_us"])}
+             for r in records if r["call"] and r["call"]["calling"] == case["origin"]),
+            key=lambda t: (t["call_time"], t["trace_time"], t["trace_id"]))
+        self.audit.add_now(who, "case_read", case_id=case_id)
+        return {**case, "timeline": timeline}

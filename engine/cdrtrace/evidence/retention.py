@@ -1,0 +1,57 @@
+"""Retention: trace records, their report rows and per-line entries are kept for the
+store's retention_days, archived calls for its archive_retention_days; a purge removes
+what is older, and is audited."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..errors import TraceError
+from ..parsing import timezones
+from ..store import archive
+from ..store.environments import Environments
+from . import rows as trace_rows
+from .audit import AuditLog, actor
+from .traces import CALL_MARK, TRACE_MARK, trace_id
+
+DAY_US = 86400 * 1_000_000
+
+
+def purge(envs: Environments, audit: AuditLog, *, operator: str,
+          older_than_days: float | None = None, now_us: int | None = None) -> dict:
+    """Remove trace records activated before the retention period (see Store.purge)."""
+    who = actor(operator, "a purge", "operator")
+    config, db = envs.config, envs.db
+    days = config["retention_days"] if older_than_days is None else older_than_days
+    if days < 0:
+        raise TraceError("the retention period cannot be negative")
+    now_us = now_us or time.time_ns() // 1000
+    cutoff = now_us - int(days * DAY_US)
+
+    def work(txn: Any) -> dict:
+        removed = set()
+        for key, value in list(txn.cursor(db["traces"])):
+            if json.loads(value)["activated_us"] < cutoff:
+                removed.add(bytes(key))
+                txn.delete(key, db=db["traces"])
+        for table in (db["trace_rows"], db["trace_segments"]):
+            trace_rows.rewrite(txn, table, lambda rows: rows["activated_us"] >= cutoff)
+        if removed:
+            ids = {trace_id(int.from_bytes(k, "big")).encode() for k in removed}
+            for key, value in list(txn.cursor(db["by_line"])):
+                if (key[8:9] == TRACE_MARK and key[9:] in removed) or (
+                        key[8:9] == CALL_MARK and value in ids):
+                    txn.delete(key, db=db["by_line"])
+            for key, _ in list(txn.cursor(db["pending"])):   # never resolved
+                if key[8:] in removed:
+                    txn.delete(key, db=db["pending"])
+        archive_days = 0
+        if config["archive_dir"]:
+            archive_days = archive.purge(config["archive_dir"],
+                                         now_us - int(config["archive_retention_days"] * DAY_US))
+        audit.add(txn, who, "purge", retention_days=days, before=timezones.format_utc(cutoff),
+                  traces=len(removed), archive_days=archive_days)
+        return {"traces": len(removed), "before": timezones.format_utc(cutoff),
+                "archive_days": archive_days}
+    return envs.ewrite(work)

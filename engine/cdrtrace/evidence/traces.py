@@ -1,0 +1,235 @@
+"""Traces: resolving a *57 by the rules, and writing its evidence.
+
+The evidence environment holds, per trace: `traces` (8-byte trace number -> the evidence
+record, JSON), `by_line` (line + "t" + trace number -> "", and line + "c" + call id ->
+trace id: a call counts once per line), its report row (evidence.rows), and while a live
+feed is behind it, `pending` (activation time + trace number -> line key).
+
+A trace reads the index from a read snapshot and commits only evidence, so it never
+waits for an ingest. The rules are in docs/trace-rules.md.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import TraceError
+from ..parsing import numbers, timezones
+from ..parsing.formats import Disposition, Presentation
+from ..store import index
+from ..store.catalog import Catalog
+from ..store.environments import Environments
+from ..store.liveness import Liveness
+from ..store.lookup import Lookup
+from . import rows as trace_rows
+from .outcomes import Outcome, TraceResult, outcome_for
+
+PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
+TRACE_MARK, CALL_MARK = b"t", b"c"
+
+
+def u64(value: int) -> bytes:
+    return int(value).to_bytes(8, "big")
+
+
+def trace_id(number: int) -> str:
+    return f"T{number:08d}"
+
+
+def result_of(record: dict) -> TraceResult:
+    """The customer's result of an evidence record: never the caller."""
+    return TraceResult(record["trace_id"], record["line"], Outcome(record["outcome"]),
+                       timezones.format_utc(record["activated_us"]),
+                       timezones.format_utc(record["call"]["start_us"]) if record["call"] else None)
+
+
+class Tracer:
+    """Resolves and records traces of one store."""
+
+    def __init__(self, envs: Environments, catalog: Catalog, lookup: Lookup, liveness: Liveness):
+        self.envs, self.catalog, self.lookup, self.liveness = envs, catalog, lookup, liveness
+        self.db = envs.db
+        self.config = envs.config
+
+    def trace(self, packed: int, at_us: int, wait: float = 0.0) -> TraceResult:
+        """*57 on the line `packed` at at_us: see Store.trace."""
+        key = index.line_key(packed)
+        self.resolve_pending()          # those whose feeds passed them, before this one
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            behind = self.liveness.behind(packed, at_us)
+            if not behind or time.monotonic() >= deadline:
+                break
+            time.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
+
+        def work(txn: Any) -> dict:
+            with self.envs.read() as index_txn:   # a snapshot of the index: never waits for ingest
+                pending = behind and self.liveness.behind(packed, at_us, index_txn)
+                return self.record(txn, index_txn, key, packed, at_us, pending=pending)
+        return result_of(self.envs.ewrite(work))
+
+    def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int) -> tuple:
+        """The rules on one line's entries: (outcome, the call's view, its entry, the trace
+        that already named this call)."""
+        keep = self.config["keep"]
+        entries = self.lookup.last_calls(key, index_txn)
+        before = entries[entries["start_us"] < at_us]      # started before the activation
+        if len(before) == 0:
+            if len(entries) >= keep:
+                raise TraceError(
+                    f"the index holds the last {keep} calls of "
+                    f"{numbers.format_number(int.from_bytes(key, 'big'))} and all began after "
+                    f"{timezones.format_utc(at_us)}; older calls are no longer held")
+            return Outcome.NO_CALL, None, None, None
+        e = before[0]
+        outcome = outcome_for(e)
+        original = None
+        if outcome is Outcome.SUCCESS:
+            original = txn.get(key + CALL_MARK + u64(int(e["call_id"])), db=self.db["by_line"])
+            if original is not None:
+                outcome = Outcome.ALREADY_TRACED
+        return outcome, self.call_view(index_txn, e), e, original
+
+    def call_view(self, index_txn: Any, e: Any) -> dict:
+        """An index entry as the CIC reads it (identifying)."""
+        flags = int(e["flags"])
+        return {
+            "start": timezones.format_utc(int(e["start_us"])),
+            "start_us": int(e["start_us"]),
+            "calling": self.lookup.caller_text(index_txn, int(e["calling"])),
+            "presentation": Presentation(int(e["presentation"])).name.lower(),
+            "answered": bool(flags & index.ANSWERED),
+            "forwarded": bool(flags & index.FORWARDED),
+            "indexed_as": index.ROLE_NAMES[(flags >> 2) & 3],
+            "disposition": Disposition(flags >> 4).name.lower(),
+            "call_id": f"{int(e['call_id']):016x}",
+            "feed": int(e["feed"]),
+            "source": self.catalog.source_name(index_txn, int(e["source"])),
+            "offset": int(e["offset"]),
+        }
+
+    def enrichment(self, txn: Any, calling: int) -> dict | None:
+        """A served caller's directory entry, as it is now (snapshotted as evidence)."""
+        entry = txn.get(u64(calling), db=self.db["directory"])
+        if entry is None or not json.loads(entry)["served"]:
+            return None
+        enrichment = json.loads(entry)
+        value = txn.get(b"directory_import", db=self.db["emeta"])
+        enrichment["directory_import"] = int(value) if value else None
+        return enrichment
+
+    def record(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
+               pending: bool = False, number: int | None = None,
+               activated_by: dict | None = None) -> dict:
+        """Resolve and write one trace's evidence record and report row. A pending trace
+        is written with no call; resolving it later (number given) rewrites both."""
+        if pending:
+            outcome, call, e, original = Outcome.PENDING, None, None, None
+        else:
+            outcome, call, e, original = self.resolve(txn, index_txn, key, at_us)
+        cursor = txn.cursor(self.db["traces"])
+        resolving = number is not None
+        if number is None:
+            number = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
+        enrichment = self.enrichment(txn, int(e["calling"])) if outcome is Outcome.SUCCESS else None
+        record = {
+            "trace_id": trace_id(number), "line": numbers.format_number(packed),
+            "activated_us": at_us, "traced_at_us": time.time_ns() // 1000,
+            "outcome": outcome.value, "call": call, "enrichment": enrichment,
+            "original_trace": original.decode() if original else None,
+        }
+        if activated_by is not None:
+            record["activated_by"] = activated_by
+        if call is not None and call["disposition"] == "unreadable":
+            record["reason"] = (f"the last call to this line is a CDR record that could not be read "
+                                f"(record at byte {call['offset']} of {call['source']}); only its "
+                                f"line and time are known, so it cannot be traced")
+            logged = self.lookup.unreadable_record(index_txn, int(e["feed"]), int(e["start_us"]),
+                                                   int(e["call_id"]))
+            if logged is not None:
+                record["unreadable"] = logged
+        if not pending:
+            record["unreadable_nearby"] = self.lookup.unreadable_near(
+                index_txn, int(e["feed"]) if e is not None else None,
+                int(e["start_us"]) if e is not None else at_us, at_us)
+        row = np.zeros(1, trace_rows.ROW_DTYPE)
+        row["trace"], row["line"], row["activated_us"] = number, packed, at_us
+        row["outcome"] = trace_rows.OUTCOME_CODES[outcome.value]
+        if call is not None:
+            row["origin"], row["call_id"] = int(e["calling"]), int(e["call_id"])
+            row["call_start_us"], row["presentation"] = int(e["start_us"]), int(e["presentation"])
+            row["enriched"] = enrichment is not None
+        if pending:
+            txn.put(u64(at_us) + u64(number), key, db=self.db["pending"])
+        if outcome is Outcome.SUCCESS:
+            txn.put(key + CALL_MARK + u64(int(e["call_id"])), trace_id(number).encode(),
+                    db=self.db["by_line"])
+        if resolving:   # a pending trace resolved: same id, its record completed
+            earlier = json.loads(txn.get(u64(number), db=self.db["traces"]))
+            record["traced_at_us"] = earlier["traced_at_us"]
+            record["resolved_at_us"] = time.time_ns() // 1000
+            txn.put(u64(number), json.dumps(record).encode(), db=self.db["traces"])
+            trace_rows.replace(txn, self.db["trace_rows"], self.db["trace_segments"], row)
+            return record
+        cursor.put(u64(number), json.dumps(record).encode(), append=True)
+        trace_rows.append(txn, self.db["trace_rows"], row)
+        txn.put(key + TRACE_MARK + u64(number), b"", db=self.db["by_line"])
+        return record
+
+    # ------------------------------------------------------------ pending traces
+
+    def has_pending(self) -> bool:
+        with self.envs.eread() as txn:
+            return txn.stat(self.db["pending"])["entries"] > 0
+
+    def resolve_pending(self) -> list[TraceResult]:
+        """Resolve every pending trace whose live feeds have passed its activation time (or
+        are no longer live), by the normal rules. Run by the write side: a live ingest
+        after its commits and as it stops, a batch ingest, and every new trace."""
+        if not self.has_pending():
+            return []
+
+        def work(txn: Any) -> list[dict]:
+            done = []
+            with self.envs.read() as index_txn:
+                for k, key in list(txn.cursor(self.db["pending"])):
+                    at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
+                    packed = int.from_bytes(key, "big")
+                    if self.liveness.behind(packed, at_us, index_txn):
+                        continue
+                    done.append(self._resolve_one(txn, index_txn, k, bytes(key), packed, at_us,
+                                                  number))
+            return done
+        return [result_of(r) for r in self.envs.ewrite(work)]
+
+    def _resolve_one(self, txn: Any, index_txn: Any, k: bytes, key: bytes, packed: int,
+                     at_us: int, number: int) -> dict:
+        """One pending trace, by the normal rules, in the evidence transaction."""
+        try:
+            record = self.record(txn, index_txn, key, packed, at_us, number=number)
+        except TraceError as exc:   # the call was pushed out of the index meanwhile
+            record = json.loads(txn.get(u64(number), db=self.db["traces"]))
+            record["error"] = str(exc)
+            txn.put(u64(number), json.dumps(record).encode(), db=self.db["traces"])
+        txn.delete(k, db=self.db["pending"])
+        return record
+
+    # ------------------------------------------------------------ reading the evidence
+
+    def records(self, line_key: bytes | None = None) -> list[dict]:
+        """Every evidence record, or a line's, in trace order (identifying: callers audit)."""
+        with self.envs.eread() as txn:
+            if line_key is None:
+                return [json.loads(v) for _, v in txn.cursor(self.db["traces"])]
+            prefix = line_key + TRACE_MARK
+            cursor = txn.cursor(self.db["by_line"])
+            found = []
+            if cursor.set_range(prefix):
+                for k, _ in cursor:
+                    if not k.startswith(prefix):
+                        break
+                    found.append(json.loads(txn.get(k[9:], db=self.db["traces"])))
+            return found

@@ -1,0 +1,1 @@
+"""Reports: the Call Identification Center's DuckDB queries over the trace rows."""

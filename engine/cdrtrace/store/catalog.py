@@ -1,0 +1,242 @@
+"""The catalog of what a store ingested: sources, their positions, feeds and their counters.
+
+All of it lives in the index environment and moves in the same transactions as the
+index entries it describes (exactly once):
+- `sources`: 4-byte source id -> provenance (JSON); `position:<key>` -> a Position;
+  `identity:<content id>` -> the source whose content was fully ingested.
+- `activations_due`: feed, line, time -> a *57 the switch recorded, to be traced.
+- `meta`: `feed:<name>` -> feed id; `feedstats:<id>` -> the feed's counters and watermark.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import StoreError
+from ..parsing import timezones
+from .environments import Environments
+
+RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
+MAX_FEEDS = 65535        # a feed id is 16 bits in every index entry
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveMark:
+    """Where a source's Parquet archive is complete: its calls up to `record` (the record
+    starting at byte `offset`) are in its first `files` archive files. offset is None
+    for a Kafka partition new to the store until its first message arrives."""
+    offset: int | None
+    record: int
+    files: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a source's committed records end: the next byte to read (`offset`) and the
+    number of the last record committed, with what else identifies the place."""
+    source: int
+    offset: int
+    record: int
+    archive: ArchiveMark | None = None     # None: no archive, or nothing to read again
+    file: tuple[int, int] | None = None    # a followed file's (device, inode)
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, value: bytes) -> Position:
+        d = json.loads(value)
+        archive = d.get("archive")
+        if "archive_files" in d:         # written by batch ingest before Position existed
+            archive = {"offset": d["offset"], "record": d["record"], "files": d["archive_files"]}
+        file = d.get("file") or ((d["dev"], d["ino"]) if "dev" in d else None)
+        return cls(d["source"], d["offset"], d["record"],
+                   ArchiveMark(**archive) if archive else None,
+                   tuple(file) if file else None)  # type: ignore[arg-type]
+
+
+class Catalog:
+    """Sources, positions and feeds of one store (its index environment)."""
+
+    def __init__(self, envs: Environments):
+        self.envs = envs
+        self.db = envs.db
+
+    # ------------------------------------------------------------ sources
+
+    def register_source(self, name: str, size: int | None, identity: str | None = None,
+                        fmt: str | None = None) -> int:
+        """A new source id. Its content counts as ingested only once mark_ingested runs in
+        the transaction that commits its last records (a crash before that re-ingests)."""
+        def work(txn: Any) -> int:
+            source = self.envs.next_counter(txn, b"next_source")
+            txn.put(source.to_bytes(4, "big"), json.dumps(
+                {"name": name, "size": size, "format": fmt, "identity": identity,
+                 "ingested_at": time.time()}).encode(), db=self.db["sources"])
+            return source
+        return self.envs.write(work)
+
+    def mark_ingested(self, txn: Any, source: int, identity: str | None) -> None:
+        """Inside the final write transaction of a source: its content is now in the store."""
+        if identity:
+            txn.put(b"identity:" + identity.encode(), source.to_bytes(4, "big"),
+                    db=self.db["sources"])
+            txn.delete(b"position:" + identity.encode(), db=self.db["sources"])
+
+    def source_with_identity(self, identity: str | None) -> dict | None:
+        """The source already ingested with this content identity, if any."""
+        if not identity:
+            return None
+        with self.envs.read() as txn:
+            source = txn.get(b"identity:" + identity.encode(), db=self.db["sources"])
+            return json.loads(txn.get(source, db=self.db["sources"])) if source else None
+
+    def unfinished_source(self, identity: str) -> int | None:
+        """A source registered for this content whose ingest was killed before its first
+        commit (no position, not marked ingested): a rerun reuses its id."""
+        with self.envs.read() as txn:
+            if txn.get(b"identity:" + identity.encode(), db=self.db["sources"]):
+                return None
+            if txn.get(b"position:" + identity.encode(), db=self.db["sources"]):
+                return None
+            for key, value in txn.cursor(self.db["sources"]):
+                if len(key) == 4 and json.loads(value).get("identity") == identity:
+                    return int.from_bytes(key, "big")
+        return None
+
+    def source_label(self, source: int) -> str | None:
+        """The name a source was registered under."""
+        with self.envs.read() as txn:
+            return self.source_name(txn, source)
+
+    def source_name(self, txn: Any, source: int) -> str | None:
+        """The name a source was registered under (in the caller's read transaction)."""
+        value = txn.get(int(source).to_bytes(4, "big"), db=self.db["sources"])
+        return json.loads(value)["name"] if value else None
+
+    def sources(self) -> list[dict]:
+        """Every registered source: id, name, size, format, content identity."""
+        with self.envs.read() as txn:
+            return [{"source": int.from_bytes(k, "big"), **json.loads(v)}
+                    for k, v in txn.cursor(self.db["sources"]) if len(k) == 4]
+
+    # ------------------------------------------------------------ positions
+
+    def position(self, key: bytes) -> Position | None:
+        """Where an interrupted source stopped, or None."""
+        with self.envs.read() as txn:
+            value = txn.get(b"position:" + key, db=self.db["sources"])
+        return Position.from_json(value) if value else None
+
+    def positions(self, prefix: bytes = b"") -> dict[bytes, Position]:
+        """Every saved position whose key starts with prefix."""
+        found = {}
+        with self.envs.read() as txn:
+            cursor = txn.cursor(self.db["sources"])
+            start = b"position:" + prefix
+            if cursor.set_range(start):
+                for key, value in cursor:
+                    if not key.startswith(start):
+                        break
+                    found[bytes(key[9:])] = Position.from_json(value)
+        return found
+
+    def save_position(self, txn: Any, key: bytes, position: Position) -> None:
+        """Inside an index commit: the source is committed up to the position (exactly once)."""
+        txn.put(b"position:" + key, position.to_json(), db=self.db["sources"])
+
+    def clear_position(self, txn: Any, key: bytes) -> None:
+        """Inside the commit that finishes a source: nothing of it is left to resume."""
+        txn.delete(b"position:" + key, db=self.db["sources"])
+
+    def queue_activations(self, txn: Any, feed: int, source: int,
+                          activations: Iterable[tuple[int, int, int, int]]) -> None:
+        """Inside an ingest's commit: (line, time, record, offset) of each *57 the switch
+        recorded in the committed records, to be traced once their calls are in the index
+        (evidence.activations). Keyed by feed, line and time: a replay adds none."""
+        for line, at_us, record, offset in activations:
+            txn.put(feed.to_bytes(2, "big") + line.to_bytes(8, "big") + at_us.to_bytes(8, "big"),
+                    json.dumps({"source": source, "record": record, "offset": offset}).encode(),
+                    db=self.db["activations_due"])
+
+    # ------------------------------------------------------------ feeds
+
+    def feed_id(self, name: str) -> int:
+        """The store's number for a feed (1, 2, ...), kept with every call it ingests;
+        allocated on first use, so only writers (ingest) call this."""
+        key = b"feed:" + name.encode()
+        with self.envs.read() as txn:
+            known = txn.get(key, db=self.db["meta"])
+        if known:
+            return int(known)
+
+        def work(txn: Any) -> int:
+            existing = txn.get(key, db=self.db["meta"])
+            if existing:
+                return int(existing)
+            number = self.envs.next_counter(txn, b"next_feed")
+            if number > MAX_FEEDS:
+                raise StoreError(f"a store holds at most {MAX_FEEDS} feeds")
+            txn.put(key, str(number).encode(), db=self.db["meta"])
+            return number
+        return self.envs.write(work)
+
+    def known_feed_id(self, name: str) -> int | None:
+        """The feed's number if it ever ingested anything; None otherwise (writes nothing)."""
+        with self.envs.read() as txn:
+            known = txn.get(b"feed:" + name.encode(), db=self.db["meta"])
+        return int(known) if known else None
+
+    def feed_names(self, txn: Any) -> dict[int, str]:
+        names = {0: "(no feed)"}
+        for key, value in txn.cursor(self.db["meta"]):
+            if key.startswith(b"feed:"):
+                names[int(value)] = key[5:].decode()
+        return names
+
+    def count_feed(self, txn: Any, feed: int, records: int, rejected: int,
+                   newest: int | None) -> None:
+        """Inside an index commit: the feed's counters and watermark move with its data."""
+        key = f"feedstats:{feed}".encode()
+        stats = json.loads(txn.get(key, b"{}", db=self.db["meta"]))
+        now_us = time.time_ns() // 1000
+        stats["records"] = stats.get("records", 0) + records
+        stats["rejected"] = stats.get("rejected", 0) + rejected
+        if newest is not None:
+            stats["watermark_us"] = max(stats.get("watermark_us", newest), newest)
+        # records/s over the last RATE_WINDOW seconds of commits
+        start, counted = stats.get("window", (now_us, 0))
+        counted += records
+        if now_us - start >= RATE_WINDOW * 1e6:
+            stats["records_per_second"] = round(counted / ((now_us - start) / 1e6))
+            start, counted = now_us, 0
+        stats["window"] = (start, counted)
+        stats["last_commit_us"] = now_us
+        txn.put(key, json.dumps(stats).encode(), db=self.db["meta"])
+
+    def feed_stats(self, txn: Any, live: dict[int, dict], now_us: int) -> list[dict]:
+        """Per feed: records, records/s, rejects, watermark (newest call start, or for a
+        live feed idle at its end, the moment it was idle minus its CDR delay), its lag."""
+        names = self.feed_names(txn)
+        feeds = []
+        for key, value in txn.cursor(self.db["meta"]):
+            if not key.startswith(b"feedstats:"):
+                continue
+            number, stats = int(key[10:]), json.loads(value)
+            mark = live[number]["watermark_us"] if number in live else stats.get("watermark_us")
+            start, counted = stats.get("window", (now_us, 0))
+            rate = stats.get("records_per_second")
+            if rate is None and now_us - start >= 1e6:
+                rate = round(counted / ((now_us - start) / 1e6))
+            feeds.append({
+                "feed": names.get(number, str(number)), "feed_id": number,
+                "live": number in live, "source": live[number]["source"] if number in live else None,
+                "records": stats["records"], "records_per_second": rate,
+                "rejected": stats["rejected"],
+                "watermark": timezones.format_utc(mark) if mark else None,
+                "lag_seconds": round((now_us - mark) / 1e6, 1) if mark else None,
+                "last_commit": timezones.format_utc(stats["last_commit_us"])})
+        return sorted(feeds, key=lambda f: f["feed_id"])

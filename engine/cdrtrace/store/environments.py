@@ -1,0 +1,184 @@
+"""The two LMDB environments of a store directory, their sub-databases and settings.
+
+The index environment (STORE/data.mdb) is written by ingest in large transactions; the
+evidence environment (STORE/evidence/data.mdb) only by traces and the Call
+Identification Center, so a *57 never waits for an ingest's commit (LMDB has one writer
+per environment). Opening a store writes nothing unless it is new, or older than this
+release and writable (sub-databases a later release added are created then).
+"""
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+
+from ..errors import StoreError
+from ..parsing import timezones
+from . import index
+
+T = TypeVar("T")
+FORMAT_VERSION = 2        # 2: the trace evidence has its own environment
+INITIAL_MAP_SIZE = 64 << 20
+INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due")
+EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
+                "trace_segments", "pending", "activations")
+DEFAULT_THRESHOLD = 3     # successful traces of one origin before the customer may ask for action
+LATER_INDEX_DBS = ("unreadable", "identities", "activations_due")   # absent from older stores
+DEFAULTS: dict[str, Any] = {
+    "threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1, "min_ring_seconds": 0.0,
+    "keep": index.DEFAULT_KEEP, "retention_days": 365, "archive_dir": None,
+    "archive_retention_days": 90}
+
+
+class Environments:
+    """A store directory's environments: `db` maps every sub-database name to its handle
+    (None for one an older, read-only opened store lacks); `config` holds its settings."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = False,
+                 readonly_index: bool = False, settings: dict[str, Any] | None = None):
+        self.path = Path(path)
+        settings = settings or {}
+        unknown = set(settings) - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown store settings: {', '.join(sorted(unknown))}")
+        if not (self.path / "data.mdb").exists() and not create:
+            raise StoreError(f"no cdrtrace store at {self.path} (create one with `cdrtrace init`)")
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self.readonly_index = readonly_index and not create
+        try:
+            # No writemap: its commit syncs the whole map, which costs a durable trace
+            # ~150 us at p50, and LMDB forbids mixing it between processes.
+            self.env = lmdb.open(str(self.path), max_dbs=len(INDEX_DBS) + 3,
+                                 map_size=INITIAL_MAP_SIZE, subdir=True, create=create,
+                                 readonly=self.readonly_index)
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        self.db: dict[str, Any] = {}
+        try:
+            self.config = self._open_index(create, settings)
+        except BaseException:
+            self.env.close()
+            raise
+        try:
+            self.eenv = lmdb.open(str(self.path / "evidence"), max_dbs=len(EVIDENCE_DBS) + 2,
+                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=True)
+        except lmdb.Error as exc:
+            self.env.close()
+            raise StoreError(f"cannot open the evidence of store {self.path}: {exc}") from None
+        self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
+
+    def _open_dbs(self, env: Any, names: tuple[str, ...], optional: tuple[str, ...],
+                  create: bool) -> None:
+        """Open the sub-databases. A writable environment opens them in one write
+        transaction that writes nothing unless one is missing (LMDB commits a clean
+        transaction without writing); a read-only one cannot create them."""
+        if env.flags()["readonly"]:
+            for name in names:
+                try:
+                    self.db[name] = env.open_db(name.encode(), create=False)
+                except lmdb.NotFoundError:
+                    if name not in optional:
+                        raise StoreError(f"{self.path} is not a cdrtrace store of format "
+                                         f"{FORMAT_VERSION}") from None
+                    self.db[name] = None    # added by a later release: the first writable open makes it
+            return
+        with env.begin(write=True) as txn:
+            for name in names:
+                self.db[name] = env.open_db(name.encode(), txn=txn, create=create)
+
+    def _open_index(self, create: bool, settings: dict[str, Any]) -> dict[str, Any]:
+        """The index environment's sub-databases and the store's settings; a new store
+        gets its format version and settings."""
+        try:
+            self.db["meta"] = self.env.open_db(b"meta", create=False)
+        except lmdb.NotFoundError:
+            self.db["meta"] = None
+        stored = None
+        if self.db["meta"] is not None:
+            with self.env.begin() as txn:
+                stored = (txn.get(b"version", db=self.db["meta"]), txn.get(b"config", db=self.db["meta"]))
+        if stored is None or stored[0] is None:
+            if not create:
+                raise StoreError(f"{self.path} is not a cdrtrace store")
+            config = {**DEFAULTS, **settings}
+            timezones.get_zone(config["zone"])
+            with self.env.begin(write=True) as txn:
+                self.db["meta"] = self.env.open_db(b"meta", txn=txn, create=True)
+                txn.put(b"version", str(FORMAT_VERSION).encode(), db=self.db["meta"])
+                txn.put(b"config", json.dumps(config).encode(), db=self.db["meta"])
+            stored = (str(FORMAT_VERSION).encode(), json.dumps(config).encode())
+        version, config_json = stored
+        if int(version) != FORMAT_VERSION:
+            raise StoreError(f"{self.path} has store format {int(version)}; "
+                             f"this cdrtrace reads format {FORMAT_VERSION}")
+        self._open_dbs(self.env, INDEX_DBS, LATER_INDEX_DBS, create=True)
+        return {**DEFAULTS, **json.loads(config_json)}
+
+    def close(self) -> None:
+        self.eenv.close()
+        self.env.close()
+
+    def write(self, work: Callable[[Any], T], env: Any = None) -> T:
+        """Run work(txn) in one durable write transaction of the index environment (or
+        env), growing the map when full."""
+        env = env or self.env
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                env.set_mapsize(env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)
+
+    def read(self, env: Any = None) -> Any:
+        """A read transaction of the index environment (or env): a consistent snapshot."""
+        env = env or self.env
+        try:
+            return env.begin()
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)
+            return env.begin()
+
+    def ewrite(self, work: Callable[[Any], T]) -> T:
+        """Run work(txn) in one durable write transaction of the evidence environment."""
+        return self.write(work, self.eenv)
+
+    def eread(self) -> Any:
+        """A read transaction of the evidence environment."""
+        return self.read(self.eenv)
+
+    def next_counter(self, txn: Any, counter: bytes, db: str = "meta") -> int:
+        """Inside a write transaction: the counter's next value (1, 2, ...), kept."""
+        value = int(txn.get(counter, b"0", db=self.db[db])) + 1
+        txn.put(counter, str(value).encode(), db=self.db[db])
+        return value
+
+    @contextlib.contextmanager
+    def writer(self, what: str = "ingest") -> Iterator[None]:
+        """Hold the store's writer lock for a long write (an ingest): a second writer is
+        refused with a clear error instead of waiting on LMDB's lock. Readers never wait."""
+        handle = builtins.open(self.path / "writer.lock", "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise StoreError(f"{self.path} is being written by {holder}; "
+                                 "one writer at a time") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{what} (pid {os.getpid()})")
+            handle.flush()
+            yield
+        finally:
+            handle.close()   # closing releases the lock

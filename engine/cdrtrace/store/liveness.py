@@ -1,0 +1,80 @@
+"""Live feeds: which followers are attached, and how far their data is complete.
+
+A live ingest heart-beats `live:<feed>` in the index environment's `meta` inside its
+commits. A trace activated after a live feed's watermark may be missing its call: it
+waits for the feed, or pends until the feed passes it (docs/trace-rules.md, "Late
+records").
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from . import index
+from .environments import Environments
+
+LIVE_TIMEOUT = 10.0      # seconds without a heartbeat after which a live feed counts as gone
+
+
+class Liveness:
+    """The live feeds of one store."""
+
+    def __init__(self, envs: Environments):
+        self.envs = envs
+        self.db = envs.db
+
+    def heartbeat(self, txn: Any, feed: int, *, idle_seen_us: int | None, delay_us: int,
+                  served: tuple | list = (), source: str = "") -> None:
+        """Inside a live ingest's commit: the feed is attached. Its watermark is the newest
+        call start ingested or, once its source was seen idle at its end, that moment
+        minus the feed's CDR delay, whichever is later."""
+        key = f"live:{feed}".encode()
+        old = json.loads(txn.get(key, b"{}", db=self.db["meta"]))
+        idle = max(idle_seen_us or 0,
+                   old.get("idle_seen_us", 0) if old.get("pid") == os.getpid() else 0)
+        txn.put(key, json.dumps({
+            "pid": os.getpid(), "heartbeat_us": time.time_ns() // 1000, "idle_seen_us": idle,
+            "delay_us": delay_us, "served": list(served), "source": source}).encode(),
+            db=self.db["meta"])
+
+    def detach(self, txn: Any, feed: int) -> None:
+        """Inside the live ingest's last commit: the feed is no longer live (its data is
+        complete as ingested; traces no longer wait for it)."""
+        txn.delete(f"live:{feed}".encode(), db=self.db["meta"])
+
+    def live_feeds(self, txn: Any = None, now_us: int | None = None) -> dict[int, dict]:
+        """feed id -> {watermark_us, served, heartbeat_us, ...} for feeds whose live ingest
+        has heart-beaten within LIVE_TIMEOUT (a crashed follower stops counting)."""
+        if txn is None:
+            with self.envs.read() as txn:
+                return self.live_feeds(txn, now_us)
+        now_us = now_us or time.time_ns() // 1000
+        feeds = {}
+        cursor = txn.cursor(self.db["meta"])
+        if cursor.set_range(b"live:"):
+            for key, value in cursor:
+                if not key.startswith(b"live:"):
+                    break
+                live = json.loads(value)
+                if now_us - live["heartbeat_us"] > LIVE_TIMEOUT * 1e6:
+                    continue
+                feed = int(key[5:])
+                stats = json.loads(txn.get(f"feedstats:{feed}".encode(), b"{}", db=self.db["meta"]))
+                idle_mark = live["idle_seen_us"] - live["delay_us"] if live["idle_seen_us"] else 0
+                live["watermark_us"] = max(stats.get("watermark_us", 0), idle_mark)
+                feeds[feed] = live
+        return feeds
+
+    def behind(self, packed: int, at_us: int, txn: Any = None) -> bool:
+        """Is a live feed that may carry calls to this line behind at_us?"""
+        for live in self.live_feeds(txn).values():
+            if live["served"] and not index.served_mask(np.array([packed], np.uint64),
+                                                        live["served"])[0]:
+                continue
+            if live["watermark_us"] < at_us:
+                return True
+        return False

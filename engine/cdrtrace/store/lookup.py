@@ -1,0 +1,88 @@
+"""The index's read path: a line's last calls, callers' identities and the unreadable-record
+log, all from one read snapshot of the index environment (never blocked by ingest)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ..parsing import numbers, salvage, timezones
+from . import index
+from .environments import Environments
+
+UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
+_frombuffer = np.frombuffer
+
+
+class Lookup:
+    """Reads of the last-call index and what explains its entries."""
+
+    def __init__(self, envs: Environments):
+        self.envs = envs
+        self.db = envs.db
+        self._index_db = envs.db["index"]
+
+    def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
+        """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
+
+        Pass a read transaction to look up many lines in one snapshot (and save its cost)."""
+        if txn is None:
+            with self.envs.read() as txn:
+                value = txn.get(line_key, db=self._index_db)
+        else:
+            value = txn.get(line_key, db=self._index_db)
+        return _frombuffer(value, index.ENTRY_DTYPE) if value else index.EMPTY
+
+    def stat(self) -> dict[str, int]:
+        """How many lines the index holds, and its size in bytes."""
+        with self.envs.read() as txn:
+            stat = txn.stat(self.db["index"])
+        return {"lines": stat["entries"],
+                "bytes": (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"])
+                * stat["psize"]}
+
+    def caller_text(self, txn: Any, packed: int) -> str | None:
+        """A caller as written for the CIC: its number, or its SIP identity's text."""
+        text = numbers.format_number(packed) or None
+        if text and text.startswith("id:") and self.db.get("identities") is not None:
+            stored = txn.get(packed.to_bytes(8, "big"), db=self.db["identities"])
+            if stored is not None:
+                return stored.decode()
+        return text
+
+    def unreadable_record(self, txn: Any, feed: int, start_us: int, call_id: int) -> dict | None:
+        """The logged reject behind an unreadable call (its place and reason), if logged."""
+        db = self.db.get("unreadable")
+        logged = None if db is None else txn.get(salvage.log_key(feed, start_us, call_id), db=db)
+        return json.loads(logged) if logged is not None else None
+
+    def unreadable_near(self, txn: Any, feed: int | None, call_us: int, at_us: int) -> dict:
+        """Unreadable records (with or without a line) of the call's feed, or of every feed
+        when there is no call, from an hour before the traced call to the activation: the
+        CIC's measure of how far the data around a trace can be trusted."""
+        since = call_us - UNREADABLE_WINDOW_US
+        found = {"from": timezones.format_utc(since), "to": timezones.format_utc(at_us),
+                 "records": 0, "without_line": 0}
+        db = self.db.get("unreadable")
+        if db is None:
+            return found
+        cursor = txn.cursor(db)
+        start = max(since, 0).to_bytes(8, "big")
+        f = feed if feed is not None else 0
+        while f <= 0xFFFF and cursor.set_range(f.to_bytes(2, "big") + start):
+            at = int.from_bytes(cursor.key()[:2], "big")
+            if at != f:             # nothing of feed f from `since` on: the next feed that has any
+                if feed is not None:
+                    break
+                f = at
+                continue
+            for k, v in cursor:
+                if int.from_bytes(k[:2], "big") != f or int.from_bytes(k[2:10], "big") >= at_us:
+                    break
+                found["records"] += 1
+                found["without_line"] += not json.loads(v)["line_found"]
+            if feed is not None:
+                break
+            f += 1
+        return found
