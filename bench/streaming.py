@@ -168,6 +168,7 @@ def sustained(records: int, workdir: Path) -> dict:
     """Streaming catch-up rate (a follower started on a file of `records`) beside the batch
     ingest of the same file, both in this process."""
     import cdrtrace
+    from cdrtrace.ingestion import following
     from cdrtrace.ingestion import live as stream
 
     path = workdir / "sustained.csv"
@@ -183,7 +184,7 @@ def sustained(records: int, workdir: Path) -> dict:
             elapsed = time.perf_counter() - started
         else:
             idle = 0.3
-            got = stream.follow(store, str(path), options=stream.StreamOptions(
+            got = following.follow(store, str(path), options=stream.StreamOptions(
                 idle_exit_s=idle, poll_ms=5)).records
             elapsed = time.perf_counter() - started - idle
         store.close()

@@ -16,6 +16,7 @@ import pytest
 import cdrtrace
 from cdrtrace import testing
 from cdrtrace.evidence.outcomes import Outcome
+from cdrtrace.ingestion import following
 from cdrtrace.ingestion import live as stream
 from cdrtrace.ingestion.live import StreamOptions
 from conftest import cdr
@@ -89,7 +90,7 @@ FAST = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=3600)
 def test_follow_sees_appends_split_records_and_partial_lines(store, tmp_path):
     path = tmp_path / "Master.csv"
     path.write_bytes(b"")
-    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    run = Runner(following.follow, store=store, path=str(path), options=FAST)
     first = record(1)
     append(path, first[:25])                       # a record split across writes
     time.sleep(0.02)
@@ -109,7 +110,7 @@ def test_follow_sees_appends_split_records_and_partial_lines(store, tmp_path):
 
 def test_follow_waits_for_the_file_and_follows_rotation_and_truncation(store, tmp_path):
     path = tmp_path / "Master.csv"
-    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    run = Runner(following.follow, store=store, path=str(path), options=FAST)
     time.sleep(0.05)                               # the file does not exist yet
     append(path, record(1) + record(2))
     wait_until(lambda: len(calls_to(store, "7205500002")) == 1)
@@ -136,15 +137,15 @@ def test_follow_resumes_exactly_where_it_committed(store, tmp_path):
     records = [record(i) for i in range(1, 41)]
     append(path, b"".join(records[:10]))
     once = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, idle_exit_s=0.1)
-    assert stream.follow(store, str(path), options=once).records == 10
+    assert following.follow(store, str(path), options=once).records == 10
     append(path, b"".join(records[10:20]) + records[20][:30])
-    second = stream.follow(store, str(path), options=once)
+    second = following.follow(store, str(path), options=once)
     assert second.resumed and second.records == 10        # the partial record waits
     # rotated while nobody followed: the old generation is found by its inode and drained
     append(path, records[20][30:] + b"".join(records[21:30]))
     os.rename(path, tmp_path / "Master.csv.1")
     append(path, b"".join(records[30:]))
-    third = stream.follow(store, str(path), options=once)
+    third = following.follow(store, str(path), options=once)
     assert third.resumed and third.records == 20 and third.rotations == 1
     assert store.stats()["feeds"][0]["records"] == 40
     # the same records ingested in one batch give the same index: none lost, none twice
@@ -161,7 +162,7 @@ def test_follow_a_header_format(store, tmp_path):
     sample = sorted(samples.glob("*.csv"))[0].read_bytes()
     head, _, body = sample.partition(b"\n")
     append(path, head[:10])                        # the header is still being written
-    run = Runner(stream.follow, store=store, path=str(path), fmt="broadworks", options=FAST)
+    run = Runner(following.follow, store=store, path=str(path), fmt="broadworks", options=FAST)
     time.sleep(0.03)
     append(path, head[10:] + b"\n" + body)
     batch = cdrtrace.open(tmp_path / "batch", create=True)
@@ -178,7 +179,7 @@ def test_follow_a_header_format(store, tmp_path):
 def test_stdin_records_are_visible_while_the_pipe_is_open(store):
     read_end, write_end = os.pipe()
     source = io.FileIO(read_end, "rb")
-    run = Runner(stream.stream_stdin, store=store, stream=source, options=FAST)
+    run = Runner(following.stream_stdin, store=store, stream=source, options=FAST)
     os.write(write_end, record(1) + record(2)[:20])
     wait_until(lambda: len(calls_to(store, "7205500001")) == 1)
     assert len(calls_to(store, "7205500002")) == 0
@@ -221,7 +222,7 @@ def test_one_log_line_per_interval(store, tmp_path, caplog):
                             idle_exit_s=0.5)
     append(path, b"".join(record(i) for i in range(200)))
     with caplog.at_level(logging.INFO, logger="cdrtrace.stream"):
-        summary = stream.follow(store, str(path), options=options)
+        summary = following.follow(store, str(path), options=options)
     lines = [r for r in caplog.records if r.name == "cdrtrace.stream"]
     assert summary.records == 200 and summary.commits > 10
     assert 1 <= len(lines) <= 5                     # per interval, not per record or commit
@@ -239,7 +240,7 @@ def test_batch_data_never_pends(store, ingest_records):
 def test_a_trace_ahead_of_a_live_feed_pends_then_resolves(store, tmp_path):
     path = tmp_path / "Master.csv"
     append(path, record(1, start=stamp(-30), dst="7205550100"))
-    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    run = Runner(following.follow, store=store, path=str(path), options=FAST)
     wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
     assert store.live_feeds()
     result = store.trace("7205550100", at=stamp(-5))       # the feed is at -30 s
@@ -265,7 +266,7 @@ def test_a_trace_ahead_of_a_live_feed_pends_then_resolves(store, tmp_path):
 def test_a_trace_waits_for_the_feed_to_catch_up(store, tmp_path):
     path = tmp_path / "Master.csv"
     append(path, record(1, start=stamp(-30), dst="7205550100"))
-    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    run = Runner(following.follow, store=store, path=str(path), options=FAST)
     wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
     at = stamp(-5)
 
@@ -285,7 +286,7 @@ def test_an_idle_feed_watermark_is_last_seen_idle_minus_the_delay(store, tmp_pat
     path = tmp_path / "Master.csv"
     append(path, record(1, start=stamp(-30), dst="7205550100"))
     options = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=0.5)
-    run = Runner(stream.follow, store=store, path=str(path), options=options)
+    run = Runner(following.follow, store=store, path=str(path), options=options)
     wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
     result = store.trace("7205550100", at=stamp(0), wait=5)   # idle: no newer call comes
     assert result.outcome is Outcome.SUCCESS
@@ -298,7 +299,7 @@ def test_pending_traces_resolve_when_the_feed_detaches_and_stale_feeds_do_not_co
         store, tmp_path, monkeypatch):
     path = tmp_path / "Master.csv"
     append(path, record(1, start=stamp(-30), dst="7205550100"))
-    run = Runner(stream.follow, store=store, path=str(path), options=FAST)
+    run = Runner(following.follow, store=store, path=str(path), options=FAST)
     wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
     assert store.trace("7205550100", at=stamp(-5)).outcome is Outcome.PENDING
     summary = run.finish()                          # the follower stops: data is complete
@@ -321,7 +322,7 @@ def test_a_live_feed_serving_other_lines_does_not_hold_a_trace(tmp_path):
     path = tmp_path / "Master.csv"
     append(path, record(1, start=stamp(-30), dst="7205550100"))
     feed = Feed("denver", ASTERISK, served=("+1720",))
-    run = Runner(stream.follow, store=s, path=str(path), feed=feed, options=FAST)
+    run = Runner(following.follow, store=s, path=str(path), feed=feed, options=FAST)
     wait_until(lambda: len(calls_to(s, "7205550100")) == 1)
     assert s.trace("7205550100", at=stamp(-5)).outcome is Outcome.PENDING
     assert s.trace("3035550100", at=stamp(-5)).outcome is Outcome.NO_CALL   # not its line
@@ -381,7 +382,7 @@ def test_follow_archives_every_call_once_across_restarts(tmp_path):
     records = [record(i) for i in range(300)]
     append(path, b"".join(records[:100]))
     often = StreamOptions(batch_ms=1, poll_ms=1, idle_exit_s=0.2, archive_every_s=0.0)
-    assert stream.follow(s, str(path), options=often).records == 100
+    assert following.follow(s, str(path), options=often).records == 100
     assert archived(tmp_path / "archive") == (100, 100)
     # a run that archives only at its end, killed before it (the archive's pending calls are
     # lost with the process): the next run reads them again for the archive, indexes none twice
@@ -390,12 +391,12 @@ def test_follow_archives_every_call_once_across_restarts(tmp_path):
     live_close = stream.LiveFeed.close
     try:
         stream.LiveFeed.close = lambda self: (self.commit(), self.finish())[1]  # no final flush
-        assert stream.follow(s, str(path), options=rare).records == 100
+        assert following.follow(s, str(path), options=rare).records == 100
     finally:
         stream.LiveFeed.close = live_close
     assert archived(tmp_path / "archive") == (100, 100)
     append(path, b"".join(records[200:]))
-    again = stream.follow(s, str(path), options=rare)
+    again = following.follow(s, str(path), options=rare)
     assert again.resumed and again.records == 100          # only the new ones are indexed
     assert archived(tmp_path / "archive") == (300, 300)   # and every call archived once
     assert s.stats()["feeds"][0]["records"] == 300
@@ -456,10 +457,10 @@ def test_purging_a_pending_trace_leaves_nothing_to_resolve(store, ingest_records
 
 KILLED_BEFORE_FIRST_BATCH = """
 import os, sys, cdrtrace
-from cdrtrace.ingestion import live as stream
-stream._Generation.pump = lambda self, live, final=False: os._exit(9)   # SIGKILL-like: no finally
+from cdrtrace.ingestion import following
+following._Generation.pump = lambda self, live, final=False: os._exit(9)   # SIGKILL-like: no finally
 store = cdrtrace.open(sys.argv[1])
-stream.follow(store, sys.argv[2])
+following.follow(store, sys.argv[2])
 """
 
 
@@ -480,7 +481,7 @@ def test_a_follower_killed_before_its_first_batch_still_drains_a_rotated_file(tm
     os.rename(path, tmp_path / "Master.csv.1")          # the switch rotates meanwhile
     path.write_bytes(b"".join(record(i) for i in range(10, 15)))
     store = cdrtrace.open(db)
-    summary = stream.follow(store, str(path), options=StreamOptions(poll_ms=5, idle_exit_s=0.3))
+    summary = following.follow(store, str(path), options=StreamOptions(poll_ms=5, idle_exit_s=0.3))
     assert summary.records == 15
     assert all(len(calls_to(store, f"72055{i:05d}")) == 1 for i in range(15))
     store.close()
@@ -495,7 +496,7 @@ def test_an_explicit_format_wins_over_the_feeds_when_following_as_in_batch(store
     path.write_bytes(b"".join(record(i) for i in range(5)))
     feed = Feed("denver", get_format("freeswitch"), zone="America/Denver")
     quick = StreamOptions(poll_ms=5, idle_exit_s=0.2)
-    summary = stream.follow(store, str(path), fmt="asterisk", feed=feed, options=quick)
+    summary = following.follow(store, str(path), fmt="asterisk", feed=feed, options=quick)
     assert (summary.records, summary.rejected) == (5, 0)
     batch = cdrtrace.open(tmp_path / "batch", create=True)
     assert cdrtrace.ingest(batch, [str(path)], fmt="asterisk", feed=feed).rejected == 0

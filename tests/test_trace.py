@@ -209,3 +209,44 @@ def test_analyst_view_needs_an_identity(store, ingest_records):
     with pytest.raises(cdrtrace.AccessError, match="needs an analyst identity"):
         store.last_calls(LINE, analyst="  ")
     assert store.last_calls(LINE, analyst="ann")[0]["calling"] == "+13035550142"
+
+
+# ------------------------------------------------------------------ reads write nothing
+
+def test_opening_status_stats_and_feeds_write_nothing(store, ingest_records, tmp_path):
+    from cdrtrace import cli, testing
+
+    ingest_records(call(3))
+    store.trace(LINE, at=AFTER)
+    path = store.path
+    store.close()
+    before = None
+    for readonly_index in (False, True):
+        with cdrtrace.open(path, readonly_index=readonly_index) as reader:
+            before = before or testing.commits(reader)
+            reader.status(LINE)
+            reader.stats()
+            reader.live_feeds()
+            assert testing.commits(reader) == before
+    assert cli.main(["feeds", "--db", str(path), "--json"]) == 0
+    assert cli.main(["status", LINE, "--db", str(path)]) == 0
+    with cdrtrace.open(path) as reader:
+        assert testing.commits(reader) == before
+        reader.trace(LINE, at=AFTER)                 # a write: the evidence moves on
+        assert testing.commits(reader)[1] > before[1]
+
+
+def test_status_shows_a_pending_trace_and_the_next_trace_resolves_it(store, ingest_records):
+    from cdrtrace import testing
+
+    ingest_records(call(3))
+    testing.pretend_live_feed(store, 9)              # a follower, behind every activation
+    assert store.trace(LINE, at=AFTER).outcome is Outcome.PENDING
+    testing.pretend_live_feed(store, 9, idle_seen_us=2**62)   # it caught up, then stopped
+    commits = testing.commits(store)
+    assert store.status(LINE).traces[0]["outcome"] == "pending"   # a read resolves nothing
+    assert testing.commits(store) == commits and testing.pending_traces(store) == 1
+    again = store.trace(LINE, at=AFTER)
+    assert again.outcome is Outcome.ALREADY_TRACED  # the first, resolved first, named the call
+    assert [t["outcome"] for t in store.status(LINE).traces] == ["success", "already_traced"]
+    assert testing.pending_traces(store) == 0

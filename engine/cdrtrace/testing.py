@@ -109,3 +109,9 @@ def audit_head(store: Store) -> dict | None:
     with store.envs.eread() as txn:
         head = txn.get(b"audit_head", db=store.envs.db["emeta"])
     return json.loads(head) if head else None
+
+
+def commits(store: Store) -> tuple[int, int]:
+    """The last committed transaction ids of the index and evidence environments: a read
+    that leaves both unchanged wrote nothing."""
+    return (int(store.envs.env.info()["last_txnid"]), int(store.envs.eenv.info()["last_txnid"]))

@@ -1,33 +1,29 @@
-"""Streaming ingest: follow a CDR file as the switch appends to it (through rotation and
-truncation), read stdin while the pipe is open, or consume Kafka (cdrtrace.kafka).
+"""Streaming ingest's core, LiveFeed, shared by every live source: following a file or
+stdin (ingestion.following) and Kafka partitions (ingestion.kafka).
 
-Every live source shares LiveFeed: records are parsed as bytes arrive and committed in
+In a LiveFeed records are parsed as bytes arrive and committed in
 micro-batches (N records or T milliseconds, whichever first). Each commit carries, in the
 same LMDB write transaction, the source's position (exactly once through crashes), the
 feed's counters and watermark, and the feed's heartbeat, which marks it live so traces
-activated after its watermark wait or are recorded as pending (TRACE_RULES 2a). After each
+activated after its watermark wait or are recorded as pending (docs/trace-rules.md). After each
 commit, pending traces the feed has caught up with are resolved.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import select
-import sys
-import threading
 import time
 
 import numpy as np
 
 from ..errors import SourceError
 from ..parsing.formats import CallBatch, Format
-from ..parsing.parsers import MAX_HEADER, get_format, make_parser, read_header
+from ..parsing.parsers import get_format, make_parser
 from ..store import index
 from ..store.archive import FLUSH_ROWS, ArchiveWriter
-from ..store.catalog import ArchiveMark, Position
+from ..store.catalog import ArchiveMark
 from .batch import _Pending, feed_settings
-from .sources import ChunkReader, RejectsWriter
+from .sources import RejectsWriter
 
 log = logging.getLogger("cdrtrace.stream")
 DEFAULT_CDR_DELAY = 2.0   # seconds: a switch writes a CDR this soon after the call ends
@@ -282,229 +278,3 @@ class LiveFeed:
         self.summary.seconds = time.monotonic() - self.started
         self.maybe_log(force=True)
         return self.summary
-
-
-# -------------------------------------------------------------------- follow a file
-
-def _file_id(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
-def _find_generation(path: str, dev: int, ino: int) -> str | None:
-    """The file that is (dev, ino): path itself or a rotated sibling (Master.csv.1, ...)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    candidates = [os.path.abspath(path)]
-    try:
-        candidates += sorted(e.path for e in os.scandir(directory)
-                             if e.path != os.path.abspath(path))
-    except OSError:
-        pass
-    for candidate in candidates:
-        try:
-            st = os.stat(candidate)
-        except OSError:
-            continue
-        if _file_id(st) == (dev, ino):
-            return candidate
-    return None
-
-
-class _Generation:
-    """One open generation of a followed file (one inode), read from offset on."""
-
-    def __init__(self, live: LiveFeed, label: str, handle, offset: int, source: int,
-                 record: int, header, key: bytes, saved: Position | None = None):
-        self.handle = handle
-        self.id = _file_id(os.fstat(handle.fileno()))
-        self.reader = ChunkReader(handle, live.options.chunk_bytes)
-        self.read_to = offset                         # bytes of the file read so far
-        store = live.store
-
-        def checkpoint(txn, offset, record, archive=None, dev=self.id[0], ino=self.id[1]):
-            store.catalog.save_position(txn, key, Position(source, offset, record, archive,
-                                                           (dev, ino)))
-        mark = saved.archive if saved is not None and live.archive_root else None
-        if mark and mark.offset is not None:   # read again from where the archive was complete
-            live.start_source(label, source, header, mark.offset, mark.record, checkpoint,
-                              archive_files=mark.files, skip_until=record, index_offset=offset)
-            handle.seek(mark.offset)
-            self.read_to = mark.offset
-        else:
-            live.start_source(label, source, header, offset, record, checkpoint)
-
-    def pump(self, live: LiveFeed, final: bool = False) -> int:
-        """Read what the file has now and parse it; returns bytes read."""
-        got = self.reader.fill()
-        self.read_to += got
-        with self.reader.pending() as buffer:
-            consumed = live.feed(buffer, final=final and got == 0)
-        self.reader.consume(consumed)
-        return got
-
-
-def follow(store, path: str, fmt: str | Format | None = None, *, zone=None, country_code=None,
-           feed=None, options: StreamOptions | None = None, stop: threading.Event | None = None,
-           rejects_path=None, archive=None) -> StreamSummary:
-    """Follow a CDR file as the switch appends to it, until stop is set (or the file has
-    been idle options.idle_exit_s). Records split across writes wait for their end; a
-    partial last line waits until the switch completes it. Rotation (the file renamed and
-    a new one created) drains the old file, its last partial line included, then reads the
-    new one from its start; truncation (copytruncate) restarts at offset 0. The position
-    (file identity and offset) commits with the index, so a restart resumes exactly where
-    the last commit ended, even if the file was rotated meanwhile."""
-    options = options or StreamOptions()
-    stop = stop or threading.Event()
-    live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
-                    rejects_path=rejects_path, label=f"follow {path}", archive=archive)
-    key = b"follow:" + os.path.abspath(path).encode()
-    with store.envs.writer(f"follow {path}"):
-        saved = store.catalog.position(key)
-        generation = None
-        if saved and saved.file:
-            found = _find_generation(path, *saved.file)
-            if found is not None:
-                generation = _open_generation(live, found, key, saved)
-                live.summary.resumed = True
-        try:
-            while not stop.is_set():
-                if generation is None:
-                    generation = _open_generation(live, path, key, None)
-                    if generation is None:       # not there yet: a new file will appear
-                        if live.idle():
-                            break
-                        stop.wait(options.poll_ms / 1000)
-                        continue
-                    # Which file this is (its inode) commits before anything is read: a
-                    # follower killed before its first batch and restarted after the
-                    # switch rotated the file then finds and drains it, instead of
-                    # starting on the new file and losing this one.
-                    live.commit()
-                got = generation.pump(live)
-                if got:
-                    live.busy()
-                    if live.due():
-                        live.commit()
-                    continue
-                change = _changed(path, generation)
-                if change is not None:      # rotated or truncated: finish this generation
-                    if change == "rotated":
-                        stop.wait(options.poll_ms / 1000)     # the switch's last write to it
-                        while generation.pump(live):
-                            pass
-                    generation.pump(live, final=True)         # its partial last line, if any
-                    live.flush_archive()                      # the generation's calls, all
-                    live.commit(extra=lambda txn: store.catalog.clear_position(txn, key))
-                    generation.handle.close()
-                    generation = None
-                    if change == "rotated":
-                        live.summary.rotations += 1
-                    else:
-                        live.summary.truncations += 1
-                    log.info("follow %s: %s; reading %s", path, change,
-                             "the new file" if change == "rotated" else "it from the start")
-                    continue
-                if live.idle():
-                    break
-                stop.wait(options.poll_ms / 1000)
-        finally:
-            if generation is not None:
-                generation.handle.close()
-            live.close()
-    return live.summary
-
-
-def _changed(path: str, generation: _Generation) -> str | None:
-    """'rotated' if path now names another file (or none), 'truncated' if it shrank below
-    what was read, else None."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "rotated"
-    if _file_id(st) != generation.id:
-        return "rotated"
-    if st.st_size < generation.read_to:
-        return "truncated"
-    return None
-
-
-def _open_generation(live: LiveFeed, path: str, key: bytes, saved: Position | None):
-    """Open path for following: from the saved position, or from the start as a new
-    source. None if the file does not exist yet or its header is not complete yet."""
-    try:
-        handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by follow
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
-    header, skip = None, 0
-    st = os.fstat(handle.fileno())
-    if saved is not None and st.st_size < saved.offset:
-        log.warning("follow %s: the file is shorter than the saved position; reading it "
-                    "from the start", path)
-        saved = None
-    if live.form.header_lines:
-        first = os.pread(handle.fileno(), MAX_HEADER, 0)
-        if first.count(b"\n") < live.form.header_lines:
-            handle.close()                        # the header is still being written
-            return None
-        header, skip = read_header(live.form, first, path)
-    if saved is not None:
-        offset, record, source = saved.offset, saved.record, saved.source
-        label = live.store.catalog.source_label(source)
-        live.rejects.forget(source, record)      # written past the last commit: again soon
-    else:
-        offset, record = skip, 0
-        label = f"{path} (inode {st.st_ino})"
-        source = live.store.catalog.register_source(label, None, None, live.form.name)
-    handle.seek(offset)
-    return _Generation(live, label, handle, offset, source, record, header, key, saved)
-
-
-# -------------------------------------------------------------------- stdin
-
-def stream_stdin(store, fmt: str | Format | None = None, *, zone=None, country_code=None,
-                 feed=None, options: StreamOptions | None = None,
-                 stop: threading.Event | None = None, stream=None, rejects_path=None,
-                 archive=None) -> StreamSummary:
-    """Ingest a pipe as it flows: records are committed (visible to trace) in micro-batches
-    while the pipe is still open. A pipe cannot be re-read, so a crash loses what was
-    read and not committed; use follow or Kafka where exactly-once matters."""
-    options = options or StreamOptions()
-    stop = stop or threading.Event()
-    raw = stream if stream is not None else sys.stdin.buffer.raw
-    live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
-                    rejects_path=rejects_path, label="stdin", archive=archive)
-    with store.envs.writer("stream stdin"):
-        reader = ChunkReader(raw, options.chunk_bytes)
-        header_pending = bool(live.form.header_lines)
-        source = store.catalog.register_source("<stdin stream>", None, None, live.form.name)
-        if not header_pending:
-            live.start_source("<stdin>", source)
-        try:
-            while not stop.is_set():
-                ready, _, _ = select.select([raw], [], [], options.poll_ms / 1000)
-                if not ready:
-                    if live.idle():
-                        break
-                    continue
-                live.busy()
-                got = reader.fill()
-                if header_pending:
-                    with reader.pending() as head:
-                        first = bytes(head[:MAX_HEADER])
-                    if first.count(b"\n") < live.form.header_lines and got:
-                        continue
-                    header, skip = read_header(live.form, first, "<stdin>")
-                    reader.consume(skip)
-                    live.start_source("<stdin>", source, header, skip)
-                    header_pending = False
-                with reader.pending() as buffer:
-                    consumed = live.feed(buffer, final=got == 0)
-                reader.consume(consumed)
-                if got == 0:
-                    break                                  # the pipe closed
-                if live.due():
-                    live.commit()
-        finally:
-            live.close()
-    return live.summary

@@ -1,0 +1,177 @@
+"""The `cdrtrace` command. Expected failures print one line and exit 2; --json everywhere."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import CdrTraceError
+from ..parsing.formats import FORMATS
+from .cic import cmd_audit, cmd_case, cmd_directory, cmd_disclose, cmd_last_calls, cmd_purge, cmd_report
+from .common import _OPENED, EXIT_FAILURE
+from .customer import cmd_status, cmd_trace
+from .operations import cmd_demo, cmd_feeds, cmd_ingest, cmd_init, cmd_stats, cmd_synth
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument("--db", help="store directory (default: $CDRTRACE_DB)")
+    common.add_argument("--config", help="cdrtrace.toml with feeds and dialects "
+                        "(default: $CDRTRACE_CONFIG, or cdrtrace.toml in the store)")
+    parser = argparse.ArgumentParser(prog="cdrtrace", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", parents=[common], help="create a store")
+    p.add_argument("--tz", help="the store's zone: times without an offset (trace --at) and "
+                   "CDRs of feeds that name none are read in it (default UTC)")
+    p.add_argument("--country-code", type=int, help="the country calling code numbers without "
+                   "one belong to (default 1, NANP)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="files, directories, globs or '-'; gzip, bzip2, xz and zstd are read as is")
+    p.add_argument("--format", help=f"one of: {', '.join(FORMATS)}; auto; or a configured "
+                   "dialect (default: the feed's, else asterisk)")
+    p.add_argument("--feed", help="a feed of cdrtrace.toml: its format, zone, country code, "
+                   "served lines and minimum ring time")
+    p.add_argument("--force", action="store_true", help="ingest files already ingested")
+    p.add_argument("--archive", metavar="DIR", help="also append every call to a Parquet "
+                   "archive partitioned by day (default: the store's archive_dir)")
+    p.add_argument("--tz", help="IANA zone of the switch's local times (default: the store's)")
+    p.add_argument("--country-code", type=int, help="country code for national numbers")
+    p.add_argument("--rejects", help="JSON-lines file for malformed records")
+    live = p.add_argument_group("streaming (--follow FILE, --follow -, kafka://BROKERS/TOPIC?group=NAME)")
+    live.add_argument("--follow", action="store_true", help="follow the file as the switch "
+                      "appends to it, through rotation and truncation ('-': stream stdin)")
+    live.add_argument("--batch-records", type=int, default=200_000, metavar="N",
+                      help="commit a micro-batch at N records (default 200000) ...")
+    live.add_argument("--batch-ms", type=float, default=50.0, metavar="T",
+                      help="... or when its oldest record is T ms old (default 50)")
+    live.add_argument("--cdr-delay", type=float, metavar="SECONDS", help="how late the switch "
+                      "writes a call's CDR (default: the feed's, else 2)")
+    live.add_argument("--log-every", type=float, default=10.0, metavar="SECONDS",
+                      help="one log line per interval (default 10)")
+    live.add_argument("--until-idle", type=float, metavar="SECONDS",
+                      help="stop once the source has had nothing new for SECONDS")
+    live.add_argument("--archive-every", type=float, default=60.0, metavar="SECONDS",
+                      help="with an archive: write its Parquet files at most this often "
+                      "(default 60)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("trace", parents=[common], help="*57: trace the last call to LINE")
+    p.add_argument("line")
+    p.add_argument("--at", help="activation time, ISO-8601 (default: now)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="if a live feed "
+                   "has not caught up with the activation time, wait this long before the "
+                   "trace is recorded as pending (default 0)")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("status", parents=[common], help="a customer's traces and progress")
+    p.add_argument("line")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("last-calls", parents=[common], help="analyst: a line's last calls")
+    p.add_argument("line")
+    p.add_argument("--analyst", required=True, help="the analyst's identity")
+    p.set_defaults(func=cmd_last_calls)
+
+    p = sub.add_parser("directory", parents=[common], help="the subscriber directory (R6)")
+    p.add_argument("action", choices=["import"])
+    p.add_argument("file", help="CSV or Parquet: number, name, address, served")
+    p.add_argument("--operator", required=True, help="who imports it (audited)")
+    p.set_defaults(func=cmd_directory)
+
+    p = sub.add_parser("disclose", parents=[common],
+                       help="release trace records under a legal authority (audited)")
+    p.add_argument("--trace", action="append", help="a trace id (repeatable)")
+    p.add_argument("--line", help="every successful trace of this line")
+    p.add_argument("--kind", help="subpoena, court_order or law_enforcement_request")
+    p.add_argument("--reference", help="the authority's reference")
+    p.add_argument("--agency")
+    p.add_argument("--officer")
+    p.add_argument("--case-number")
+    p.add_argument("--analyst", required=True)
+    p.set_defaults(func=cmd_disclose)
+
+    p = sub.add_parser("case", parents=[common], help="open, show or list CIC cases")
+    p.add_argument("action", choices=["open", "show", "list"])
+    p.add_argument("line", nargs="?", help="open: the customer's line; show: the case id")
+    p.add_argument("--origin", help="open: 'Caller A' (the customer's label) or a number")
+    p.add_argument("--agency")
+    p.add_argument("--officer")
+    p.add_argument("--case-number")
+    p.add_argument("--waive", metavar="REASON", help="open: waive the threshold (threats)")
+    p.add_argument("--analyst", required=True)
+    p.set_defaults(func=cmd_case)
+
+    p = sub.add_parser("purge", parents=[common], help="remove trace records past retention")
+    p.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="retention in days (default: the store's retention_days, 365)")
+    p.add_argument("--operator", required=True)
+    p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser("audit", parents=[common], help="verify or export the audit log")
+    p.add_argument("action", choices=["verify", "export"])
+    p.add_argument("--out", help="export: JSON-lines file (default: standard output)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")
+    p.add_argument("name", choices=["repeat-origins", "hot-origins", "timeline", "calls"])
+    p.add_argument("--analyst", required=True)
+    p.add_argument("--line", help="timeline, calls: the customer's line")
+    p.add_argument("--origin", help="timeline, calls: the calling number")
+    p.add_argument("--min-lines", type=int, default=2, help="hot-origins: lines at least")
+    p.add_argument("--days", type=float, help="calls: only the last DAYS days")
+    p.add_argument("--min-calls", type=int, default=2,
+                   help="repeat-origins: traced calls at least (default 2)")
+    p.add_argument("--csv", action="store_true", help="print CSV")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("stats", parents=[common], help="per feed: records, rejects, watermark, lag")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("feeds", parents=[common], help="list the configured feeds")
+    p.set_defaults(func=cmd_feeds)
+
+    p = sub.add_parser("synth", parents=[common], help="generate realistic CDR traffic")
+    p.add_argument("--format", default="asterisk", help=f"one of: {', '.join(FORMATS)}")
+    p.add_argument("--calls", type=int, default=100_000)
+    p.add_argument("--lines", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tz", default="UTC")
+    p.add_argument("--start", default="2026-03-02", help="first day (YYYY-MM-DD)")
+    p.add_argument("--days", type=int, default=1)
+    p.add_argument("--campaigns", type=int, help="planted harassment campaigns")
+    p.add_argument("--legs", type=float, default=0.0, help="asterisk: this fraction of answered "
+                   "calls also gets an unanswered ring-group leg (same uniqueid)")
+    p.add_argument("--unreadable", type=float, default=0.0, help="asterisk: this fraction of "
+                   "records gets a disposition no parser knows (they must fail closed)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("demo", parents=[common], help="a day of traffic, *57 traces, reports")
+    p.add_argument("--keep", metavar="DIR", help="build the demo store in DIR and keep it")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CdrTraceError as exc:
+        print(f"cdrtrace: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("cdrtrace: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    finally:
+        while _OPENED:
+            _OPENED.pop().close()
+    return 0
+
+
+__all__ = ["main", "build_parser"]

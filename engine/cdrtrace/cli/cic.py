@@ -1,0 +1,124 @@
+"""The Call Identification Center's commands: identifying, each needs an analyst or
+operator identity and is audited."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import CdrTraceError
+from ..parsing.timezones import format_utc
+from .common import emit, open_store
+
+
+def cmd_last_calls(args):
+    calls = open_store(args, readonly_index=True).last_calls(args.line, analyst=args.analyst)
+    rows = [f"{c['start']}  {c['calling'] or '(none)':>16}  {c['presentation']:<11} "
+            f"{c['disposition']:<10} {c['indexed_as']}" for c in calls]
+    emit(args, calls, "\n".join(rows) or "no calls held for this line")
+
+
+def cmd_directory(args):
+    rows = open_store(args).import_directory(args.file, operator=args.operator)
+    emit(args, {"rows": rows, "file": args.file}, f"directory replaced: {rows:,} subscribers")
+
+
+def cmd_disclose(args):
+    authority = {"kind": args.kind, "reference": args.reference, "agency": args.agency,
+                 "officer": args.officer, "case_number": args.case_number}
+    records = open_store(args).disclose(authority, analyst=args.analyst, trace_ids=args.trace,
+                                    line=args.line)
+    text = "\n".join(
+        f"{r['trace_id']}  line {r['line']}  call {format_utc(r['call']['start_us'])}  "
+        f"from {r['call']['calling']} ({r['call']['presentation']})"
+        + (f"  {r['enrichment']['name']}, {r['enrichment']['address']}" if r["enrichment"] else "")
+        for r in records) or "no successful traces to disclose"
+    emit(args, records, text)
+
+
+def cmd_case(args):
+    store = open_store(args)
+    if args.action == "open":
+        if not args.line or not args.origin:
+            raise CdrTraceError("case open needs LINE and --origin")
+        case = store.open_case(args.line, args.origin, agency=args.agency, officer=args.officer,
+                               case_number=args.case_number, analyst=args.analyst,
+                               waive_reason=args.waive)
+        emit(args, case, f"{case['case_id']} opened: line {case['line']}, origin "
+                          f"{case['origin']}, {case['agency']} case {case['case_number']}"
+                          + ("  (threshold waived)" if case["waiver"] else ""))
+    elif args.action == "show":
+        if not args.line:
+            raise CdrTraceError("case show needs the case id")
+        case = store.case(args.line, analyst=args.analyst)
+        text = (f"{case['case_id']}: line {case['line']}, origin {case['origin']}, "
+                f"{case['agency']} case {case['case_number']} (officer {case['officer']})")
+        for t in case["timeline"]:
+            text += f"\n  call {t['call_time']}  traced {t['trace_time']}  {t['trace_id']}  {t['outcome']}"
+        emit(args, case, text)
+    else:
+        cases = store.cases(analyst=args.analyst)
+        emit(args, cases, "\n".join(
+            f"{c['case_id']}  {c['line']}  {c['origin']}  {c['agency']}  {c['case_number']}"
+            + ("  waived" if c["waiver"] else "") for c in cases) or "no cases")
+
+
+def cmd_purge(args):
+    result = open_store(args).purge(operator=args.operator, older_than_days=args.older_than)
+    emit(args, result, f"purged {result['traces']:,} trace records activated before "
+                        f"{result['before']}")
+
+
+def cmd_audit(args):
+    store = open_store(args)
+    if args.action == "verify":
+        count = store.audit_verify()
+        emit(args, {"entries": count, "verified": True},
+              f"audit log verified: {count:,} entries, chain intact")
+        return
+    lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in store.audit_entries())
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(lines)
+    else:
+        sys.stdout.write(lines)
+
+
+def cmd_report(args):
+    from ..reports import analytics
+
+    store = open_store(args)
+    if args.name == "calls":
+        if not args.line:
+            raise CdrTraceError("the calls report needs --line")
+        result = store.archived_calls(args.line, analyst=args.analyst, origin=args.origin,
+                                      days=args.days)
+        return _print_table(args, result)
+    table = (store.trace_columns(analyst=args.analyst) if args.name == "timeline" else
+             store.trace_columns(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS))
+    if args.name == "repeat-origins":
+        result = analytics.repeat_origins(table, store.config["threshold"], args.min_calls)
+    elif args.name == "hot-origins":
+        result = analytics.hot_origins(table, args.min_lines)
+    else:
+        if not args.line or not args.origin:
+            raise CdrTraceError("the timeline report needs --line and --origin")
+        result = analytics.timeline(table, store.line(args.line), store.line(args.origin),
+                                    store.config["archive_dir"])
+    _print_table(args, result)
+
+
+def _print_table(args, result):
+    if args.csv:
+        import pyarrow.csv as pacsv
+
+        buffer = __import__("io").BytesIO()
+        pacsv.write_csv(result, buffer)
+        sys.stdout.write(buffer.getvalue().decode())
+        return
+    rows = [{k: (str(v) if not isinstance(v, (int, float, bool, str, type(None))) else v)
+             for k, v in row.items()} for row in result.to_pylist()]
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in result.column_names}
+    text = "  ".join(c.ljust(widths[c]) for c in result.column_names)
+    for r in rows:
+        text += "\n" + "  ".join(str(r[c]).ljust(widths[c]) for c in result.column_names)
+    emit(args, rows, text)

@@ -1,0 +1,157 @@
+"""Commands that build and run a store: init, ingest (batch and live), stats, feeds,
+synth, demo."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import CdrTraceError
+from ..ingestion.batch import ingest as run_ingest
+from .common import emit, load_config, open_store, progress_bar
+
+
+def cmd_init(args):
+    from ..parsing import timezones
+
+    settings = {}
+    if args.tz is not None:
+        timezones.get_zone(args.tz)
+        settings["zone"] = args.tz
+    if args.country_code is not None:
+        if not 1 <= args.country_code <= 999:
+            raise CdrTraceError(f"--country-code must be a country calling code, 1 to 999 "
+                                f"(not {args.country_code})")
+        settings["country_code"] = args.country_code
+    store = open_store(args, create=True, **settings)
+    differ = {k: store.config[k] for k, v in settings.items() if store.config[k] != v}
+    if differ:      # an existing store keeps the settings it was created with
+        raise CdrTraceError(f"{store.path} already exists with " + ", ".join(
+            f"{k} {v}" for k, v in differ.items()) + "; a store's zone and country code are "
+            "set when it is created")
+    emit(args, {"store": str(store.path), "config": store.config},
+          f"store ready at {store.path}")
+
+
+def cmd_ingest(args):
+    store = open_store(args)
+    cfg = load_config(args, store)
+    feed = cfg.feed(args.feed) if args.feed else None
+    fmt = args.format
+    if fmt is not None and fmt != "auto":
+        fmt = cfg.format(fmt) if fmt in cfg.dialects else fmt
+    from ..ingestion import kafka
+
+    streaming = [name for name in args.sources if kafka.is_kafka(name)]
+    if args.follow or streaming:
+        return _stream(args, store, fmt, feed)
+    show = progress_bar()
+    summary = run_ingest(store, args.sources, fmt=fmt, zone=args.tz,
+                         country_code=args.country_code, rejects_path=args.rejects,
+                         progress=show, force=args.force, feed=feed, archive=args.archive,
+                         keep_going=len(args.sources) > 1)   # one source: its error alone
+    if show:
+        sys.stderr.write("\n")
+    text = (f"records {summary.records:,}  indexed {summary.indexed:,}  "
+            f"rejected {summary.rejected:,}  bytes {summary.bytes:,}  "
+            f"seconds {summary.seconds:.2f}  records/s {summary.records_per_second:,.0f}")
+    if summary.unreadable:
+        text += (f"\n{summary.unreadable:,} (line, call) pair(s) held as unreadable calls: a "
+                 "trace reaching one answers untraceable (the rejects fail closed)")
+    if summary.switch_traces:
+        text += f"\n{summary.switch_traces:,} trace(s) the switch recorded (*57, malicious call id) run"
+    if summary.rejects_path:
+        text += f"\nrejected records written to {summary.rejects_path}"
+    for name in summary.skipped:
+        text += f"\nskipped {name}: already ingested (--force to ingest it again)"
+    for failed in summary.failed:
+        text += f"\ncould not read {failed['source']}: {failed['reason']}"
+    emit(args, summary.to_dict(), text)
+    if summary.failed:     # every other source was ingested; the exit status says not all
+        raise CdrTraceError(f"{len(summary.failed)} of {summary.sources + len(summary.failed)} "
+                            "source(s) could not be read (named above)")
+
+
+def _stream(args, store, fmt, feed):
+    """ingest --follow FILE | --follow - | kafka://...: run until SIGTERM/SIGINT (or
+    --until-idle), logging one line per interval to stderr."""
+    import logging
+    import signal
+    import threading
+
+    from ..ingestion import following, kafka
+    from ..ingestion import live as stream
+
+    if len(args.sources) != 1:
+        raise CdrTraceError("a streaming ingest takes one source: --follow FILE, --follow - "
+                            "or kafka://BROKERS/TOPIC?group=NAME")
+    if fmt == "auto":
+        raise CdrTraceError("a streaming ingest needs --format or --feed (auto reads a whole file)")
+    name = args.sources[0]
+    options = stream.StreamOptions(
+        batch_records=args.batch_records, batch_ms=args.batch_ms,
+        cdr_delay_s=args.cdr_delay,
+        log_every_s=args.log_every, idle_exit_s=args.until_idle,
+        archive_every_s=args.archive_every)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s cdrtrace %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    # the format, zone and country resolve as in a batch ingest (ingest.feed_settings)
+    common = dict(fmt=fmt, zone=args.tz, country_code=args.country_code, feed=feed,
+                  options=options, stop=stop, rejects_path=args.rejects)
+    if kafka.is_kafka(name):
+        summary = kafka.consume(store, name, **common, archive=args.archive)
+    elif name == "-":
+        summary = following.stream_stdin(store, **common, archive=args.archive)
+    else:
+        summary = following.follow(store, name, **common, archive=args.archive)
+    emit(args, summary.to_dict(),
+          f"records {summary.records:,}  indexed {summary.indexed:,}  rejected {summary.rejected:,}  "
+          f"commits {summary.commits:,}  pending traces resolved {summary.resolved:,}  "
+          f"seconds {summary.seconds:.2f}")
+
+
+def cmd_stats(args):
+    stats = open_store(args, readonly_index=True).stats()
+    lines = [f"{f['feed']:<20} {'live' if f['live'] else 'idle'}  records {f['records']:,}  "
+             f"records/s {f['records_per_second'] if f['records_per_second'] is not None else '-'}  "
+             f"rejected {f['rejected']:,}  "
+             f"watermark {f['watermark'] or '-'}  lag {f['lag_seconds'] if f['lag_seconds'] is not None else '-'} s"
+             for f in stats["feeds"]]
+    lines.append(f"index: {stats['index']['lines']:,} lines, {stats['index']['bytes']:,} bytes")
+    emit(args, stats, "\n".join(lines))
+
+
+def cmd_feeds(args):
+    store = None
+    if args.db or os.environ.get("CDRTRACE_DB"):
+        store = open_store(args, readonly_index=True)
+    cfg = load_config(args, store)
+    rows = [feed.describe() for feed in cfg.feeds.values()]
+    if store is not None:
+        for row in rows:
+            row["feed_id"] = store.catalog.known_feed_id(row["feed"])   # None: nothing ingested
+    text = "\n".join(
+        f"{r['feed']:<20} {r['format']:<16} {r['zone']:<20} +{r['country_code']:<4} "
+        f"served {','.join(r['served']) or 'all'}  min ring {r['min_ring_seconds']:g} s"
+        for r in rows) or f"no feeds configured ({cfg.path or 'no cdrtrace.toml found'})"
+    emit(args, rows, text)
+
+
+def cmd_synth(args):
+    from .. import synth
+
+    truth = synth.write(args.out, args.calls, args.lines, seed=args.seed, fmt=args.format,
+                        zone=args.tz, start=args.start, days=args.days,
+                        campaigns=args.campaigns, legs=args.legs, unreadable=args.unreadable)
+    summary = {"out": args.out, "truth": args.out + ".truth.json", "calls": truth["calls"],
+               "campaigns": len(truth["campaigns"])}
+    emit(args, summary, f"wrote {truth['calls']:,} calls to {args.out} "
+                         f"({len(truth['campaigns'])} planted campaigns in {summary['truth']})")
+
+
+def cmd_demo(args):
+    from .. import demo
+
+    demo.run(json_output=args.json, keep=args.keep)

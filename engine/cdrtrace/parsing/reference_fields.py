@@ -1,0 +1,393 @@
+"""The reference parser's record level: tokenizing a record, reading its times, numbers,
+dispositions and presentation, and mapping it to the canonical row (extract). Mirrors
+ext/_parse.pyx function for function; the parser loop is in parsing.reference.
+"""
+from __future__ import annotations
+
+import calendar
+import re
+
+from ..errors import REJECT_REASONS
+from . import numbers, timezones
+from .formats import (
+    DK_ASTERISK,
+    DK_CUCM,
+    DK_Q850_NAME,
+    DK_VOCABULARY,
+    PK_ASTERISK_USERFIELD,
+    PK_PUBLIC_PRIVATE,
+    PK_SIP_PRIVACY,
+    PK_VOCABULARY,
+    TIME_EPOCH,
+    TIME_LOCAL,
+    Disposition,
+    Presentation,
+)
+
+MAX_RECORD = 65536
+MAX_FIELDS = 1024
+
+REASONS = REJECT_REASONS   # shared with the native parser: one table of messages
+(ERR_FIELD_COUNT, ERR_UNTERMINATED, ERR_AFTER_QUOTE, ERR_QUOTE_UNQUOTED, ERR_CR, ERR_NUL,
+ ERR_TOO_LONG, ERR_TIMESTAMP, ERR_DURATION, ERR_DISPOSITION, ERR_CAUSE) = range(1, 12)
+NEED_MORE = -1
+
+DISPOSITIONS = {
+    b"ANSWERED": Disposition.ANSWERED,
+    b"NO ANSWER": Disposition.NO_ANSWER,
+    b"CANCEL": Disposition.CANCELLED,
+    b"BUSY": Disposition.BUSY,
+    b"FAILED": Disposition.FAILED,
+    b"CONGESTION": Disposition.CONGESTION,
+    b"UNKNOWN": Disposition.UNKNOWN,
+}
+_MASK64 = (1 << 64) - 1
+
+
+def hash_bytes(h: int, data: bytes) -> int:
+    for byte in data:
+        h = ((h ^ byte) * 1099511628211) & _MASK64
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & _MASK64
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & _MASK64
+    return h ^ (h >> 31)
+
+
+def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False, delim: int = 0x2C,
+             quote: int = 0x22):
+    """Return (status, fields, record_end, next_record); fields are (bytes, quoted).
+
+    On an error, record_end is where the error was found. lenient: quotes inside
+    values are not doubled; a quote ends a field only before a comma or line end."""
+    end = len(buf)
+    p = r
+    fields = []
+    while True:
+        if lenient:
+            s = p
+            while s < end and buf[s] == 0x20:
+                s += 1
+            if s < end and buf[s] == quote:
+                p = s
+        if p < end and buf[p] == quote:
+            q = p + 1
+            while True:
+                q = buf.find(bytes([quote]), q)
+                if q < 0:
+                    if not final:
+                        return (ERR_TOO_LONG if end - r > MAX_RECORD else NEED_MORE), None, end, None
+                    return ERR_UNTERMINATED, None, end, None
+                if q + 1 == end and not final:
+                    return NEED_MORE, None, None, None
+                if lenient:
+                    if q + 1 < end and buf[q + 1] not in (delim, 0x0A, 0x0D):
+                        q += 1
+                        continue
+                elif q + 1 < end and buf[q + 1] == quote:
+                    q += 2
+                    continue
+                break
+            fields.append((buf[p + 1:q], True))
+            p = q + 1
+            if p < end and buf[p] not in (delim, 0x0A, 0x0D):
+                return ERR_AFTER_QUOTE, None, p, None
+        else:
+            s = p
+            while p < end and buf[p] not in (delim, 0x0A, 0x0D):
+                if buf[p] == quote:
+                    return ERR_QUOTE_UNQUOTED, None, p, None
+                p += 1
+            fields.append((buf[s:p], False))
+        if p >= end:
+            if not final:
+                return (ERR_TOO_LONG if end - r > MAX_RECORD else NEED_MORE), None, end, None
+            rec_end, nxt = end, end
+            break
+        c = buf[p]
+        if c == delim:
+            p += 1
+            continue
+        if c == 0x0A:
+            rec_end, nxt = p, p + 1
+            break
+        if p + 1 < end:
+            if buf[p + 1] != 0x0A:
+                return ERR_CR, None, p, None
+            rec_end, nxt = p, p + 2
+            break
+        if not final:
+            return NEED_MORE, None, None, None
+        rec_end, nxt = p, end
+        break
+    if rec_end - r > MAX_RECORD:
+        return ERR_TOO_LONG, None, rec_end, None
+    return 0, fields, rec_end, nxt
+
+
+def _date_time(y, mo, d, h, mi, sec, zone):
+    if not (timezones.MIN_YEAR <= y <= timezones.MAX_YEAR) or not (1 <= mo <= 12):
+        return None
+    if not (1 <= d <= calendar.monthrange(y, mo)[1]) or h > 23 or mi > 59 or sec > 59:
+        return None
+    return timezones.local_to_utc_seconds(y, mo, d, h, mi, sec, zone) * 1_000_000
+
+
+def _digits(text: str) -> bool:
+    return len(text) > 0 and all("0" <= c <= "9" for c in text)
+
+
+def _timestamp(text: bytes, zone: str):
+    s = text.decode("latin-1")
+    if len(s) != 19 or s[4] != "-" or s[7] != "-" or s[10] != " " or s[13] != ":" or s[16] != ":":
+        return None
+    parts = (s[0:4], s[5:7], s[8:10], s[11:13], s[14:16], s[17:19])
+    if not all(_digits(x) for x in parts):
+        return None
+    return _date_time(*(int(x) for x in parts), zone)
+
+
+def _time(kind: int, text: bytes, zone: str):
+    """(status, microseconds): 0 ok, 1 none, -1 bad (as the native parse_time)."""
+    if not text:
+        return 1, 0
+    if kind == TIME_LOCAL:
+        us = _timestamp(text, zone)
+        return (-1, 0) if us is None else (0, us)
+    if kind == TIME_EPOCH:
+        v = _uint(text)
+        if v is None or v >= 4102444800:
+            return -1, 0
+        return (1, 0) if v == 0 else (0, v * 1_000_000)
+    s = text.decode("latin-1")       # TIME_COMPACT
+    if len(s) < 14 or (len(s) > 14 and (s[14] != "." or len(s) == 15 or len(s) > 21)):
+        return -1, 0
+    if not _digits(s[:14]) or (len(s) > 15 and not _digits(s[15:])):
+        return -1, 0
+    us = _date_time(int(s[0:4]), int(s[4:6]), int(s[6:8]), int(s[8:10]), int(s[10:12]),
+                    int(s[12:14]), zone)
+    if us is None:
+        return -1, 0
+    return 0, us + (int(s[15:].ljust(6, "0")) if len(s) > 15 else 0)
+
+
+def _uint(text: bytes):
+    if not 0 < len(text) <= 12 or not all(0x30 <= c <= 0x39 for c in text):
+        return None
+    return int(text)
+
+
+def _clid_number(text: bytes, cc: int) -> int:
+    i = text.rfind(b"<")
+    if i < 0:
+        return 0
+    j = text.find(b">", i + 1)
+    if j < 0:
+        return 0
+    return numbers.normalize(text[i + 1:j], cc)
+
+
+def _channel_number(text: bytes, cc: int) -> int:
+    i = text.find(b"/")
+    if i < 0:
+        return 0
+    rest = text[i + 1:]
+    cut = len(rest)
+    for stop in b"@/;":
+        k = rest.find(bytes([stop]))
+        if 0 <= k < cut:
+            cut = k
+    if cut == len(rest) or rest[cut] == 0x3B:  # no '@' or '/': drop the '-suffix'
+        dash = rest.rfind(b"-", 1, cut)
+        if dash > 0:
+            cut = dash
+    if cut <= 0:
+        return 0
+    return numbers.normalize(rest[:cut], cc)
+
+
+Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposition.NO_ANSWER,
+              b"NO_USER_RESPONSE": Disposition.NO_ANSWER, b"USER_BUSY": Disposition.BUSY,
+              b"CALL_REJECTED": Disposition.REJECTED,
+              b"UNALLOCATED_NUMBER": Disposition.UNALLOCATED}
+
+
+def _q850_name_disposition(name: bytes, answered: bool, alerted: bool):
+    if not 0 < len(name) <= 48 or not all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
+                                          for c in name):
+        return None
+    if answered:
+        return Disposition.ANSWERED
+    if name == b"NORMAL_CLEARING":
+        return Disposition.CANCELLED if alerted else Disposition.UNKNOWN
+    return Q850_NAMES.get(name, Disposition.FAILED)
+
+
+def _privacy_withholds_id(value: bytes) -> bool:
+    """'id' as a token of the SIP Privacy value, tokens separated by ';' or spaces."""
+    return any(token.lower() == b"id" for token in re.split(rb"[; ]", value))
+
+
+def _cause_disposition(cause: int) -> Disposition:
+    return {18: Disposition.NO_ANSWER, 19: Disposition.NO_ANSWER, 17: Disposition.BUSY,
+            21: Disposition.REJECTED, 1: Disposition.UNALLOCATED}.get(cause, Disposition.FAILED)
+
+
+def _hash_chain(seed: int, tag: bytes, data: bytes) -> int:
+    """The native parser finalises after each piece; mirror it exactly."""
+    return hash_bytes(hash_bytes(seed, tag), data)
+
+
+def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, feed: int,
+            dispositions: dict | None = None, presentations: dict | None = None):
+    """(status, detail, row) for one tokenized record, as the dialect d maps it."""
+    if b"\x00" in raw:
+        return ERR_NUL, 0, None
+    nf = len(fields)
+    if not d["min_cols"] <= nf <= d["max_cols"]:
+        return ERR_FIELD_COUNT, nf, None
+
+    def col(name):
+        c = d[f"c_{name}"]
+        return fields[c][0] if 0 <= c < nf else b""
+
+    status, start = _time(d["time_kind"], col("start"), zone)
+    if status != 0:
+        return ERR_TIMESTAMP, d["c_start"] + 1, None
+    answer = 0
+    if d["c_answer"] >= 0:
+        status, answer = _time(d["time_kind"], col("answer"), zone)
+        if status < 0:
+            return ERR_TIMESTAMP, d["c_answer"] + 1, None
+    end = start
+    if d["c_end"] >= 0:
+        status, end = _time(d["time_kind"], col("end"), zone)
+        if status < 0 or (status == 1 and d["end_required"]):
+            return ERR_TIMESTAMP, d["c_end"] + 1, None
+        if status == 1:
+            end = start
+    for name in ("duration", "billsec"):
+        if d[f"c_{name}"] >= 0 and _uint(col(name)) is None:
+            return ERR_DURATION, d[f"c_{name}"] + 1, None
+    causes = {}
+    for name in ("dest_cause", "orig_cause"):
+        causes[name] = 0
+        if d[f"c_{name}"] >= 0 and col(name):
+            value = _uint(col(name))
+            if value is None:
+                return ERR_CAUSE, d[f"c_{name}"] + 1, None
+            causes[name] = value
+    if d["disp_kind"] == DK_ASTERISK:
+        disp = DISPOSITIONS.get(col("disposition"))
+    elif d["disp_kind"] == DK_CUCM:
+        if answer:
+            disp = Disposition.ANSWERED
+        elif causes["dest_cause"] == 0 and causes["orig_cause"] == 16:
+            disp = Disposition.CANCELLED
+        else:
+            disp = _cause_disposition(causes["dest_cause"])
+    elif d["disp_kind"] == DK_VOCABULARY:
+        disp = (dispositions or {}).get(col("disposition"))
+        if disp == Disposition.ANSWERED and d["c_answer"] >= 0 and not answer:
+            disp = None
+    elif d["disp_kind"] == DK_Q850_NAME:
+        disp = _q850_name_disposition(col("disposition"), answer != 0, bool(col("progress")))
+    else:
+        indicator = col("disposition")
+        if indicator.lower().startswith(b"yes"):
+            disp = Disposition.ANSWERED
+        elif indicator == b"No":
+            disp = (Disposition.CANCELLED if causes["dest_cause"] == 16
+                    else _cause_disposition(causes["dest_cause"]))
+        else:
+            disp = None
+    if disp is None:
+        return ERR_DISPOSITION, d["c_disposition"] + 1, None
+    if disp != Disposition.ANSWERED:
+        answer = 0        # voicemail or an IVR answered the caller's channel, not the line
+
+    pres = Presentation.ALLOWED
+    calling = numbers.normalize(col("calling"), cc)
+    if calling == 0 and d["c_clid"] >= 0:
+        calling = _clid_number(col("clid"), cc)
+        if calling and col("calling") and numbers.identity_text(col("calling")) is None:
+            pres = Presentation.RESTRICTED
+    identity = None
+    if calling == 0:
+        identity = numbers.identity_text(col("calling"))    # a SIP user the switch authenticated
+        if identity is not None:
+            calling = numbers.pack_identity(identity)
+    if calling == 0:
+        pres = Presentation.UNAVAILABLE
+    called = numbers.normalize(col("called"), cc)
+    redirecting = numbers.normalize(col("redirecting"), cc) if d["c_redirecting"] >= 0 else 0
+    if redirecting == 0 and d["c_redirecting2"] >= 0:
+        redirecting = numbers.normalize(col("redirecting2"), cc)
+    final = 0
+    rang = True
+    if d["c_channel"] >= 0:
+        final = _channel_number(col("channel"), cc)
+        if not col("channel"):
+            rang = False              # no destination channel: nothing rang
+        elif final == 0 and col("srcchannel").startswith(b"Local/") and len(col("srcchannel")) > 6:
+            rang = False              # a call placed through a Local channel to a trunk
+        if called == 0:
+            called = final            # a ring group member: the phone in the channel rang
+    elif d["c_final"] >= 0:
+        final = numbers.normalize(col("final"), cc)
+    if d["pres_kind"] == PK_ASTERISK_USERFIELD and d["c_presentation"] < nf:
+        uf = col("presentation").lower()
+        if uf.startswith(b"prohib"):
+            if pres == Presentation.ALLOWED:
+                pres = Presentation.RESTRICTED
+        elif uf.startswith(b"unavailable"):
+            pres = Presentation.UNAVAILABLE
+        elif uf.startswith(b"allowed"):
+            pass
+        elif redirecting == 0:
+            redirecting = numbers.normalize(col("presentation"), cc)
+    elif d["pres_kind"] == PK_PUBLIC_PRIVATE:
+        if col("presentation").lower().startswith(b"priv") and pres == Presentation.ALLOWED:
+            pres = Presentation.RESTRICTED
+    elif d["pres_kind"] == PK_VOCABULARY:
+        value = (presentations or {}).get(col("presentation"))
+        if value == Presentation.UNAVAILABLE or (value == Presentation.RESTRICTED
+                                                 and pres == Presentation.ALLOWED):
+            pres = Presentation(value)
+    elif d["pres_kind"] == PK_SIP_PRIVACY:
+        if _privacy_withholds_id(col("presentation")) and pres == Presentation.ALLOWED:
+            pres = Presentation.RESTRICTED
+    if redirecting == called and final in (0, called):
+        redirecting = 0     # kept when it rang elsewhere: the dialled line forwarded it
+    if final == called:
+        final = 0
+    line = final or called                       # the switch user's own line
+    activated = 0
+    if d["c_cot"] >= 0:
+        status, when = _time(d["time_kind"], col("cot"), zone)
+        activated = when if status == 0 else 0
+    if d["c_comment"] >= 0 and b"callFlag=MALICIOUS" in col("comment"):
+        activated = end                          # malicious call id, flagged during the call
+    if d["c_direction"] >= 0 and not col("direction").lower().startswith(b"terminating"):
+        called = redirecting = final = 0
+    seed = 14695981039346656037 ^ feed
+    if col("callid_peer"):
+        call_id = _hash_chain(seed, b"u", col("callid_peer"))
+        if d["c_callid2"] >= 0:
+            call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
+    elif col("callid"):
+        call_id = _hash_chain(seed, b"u", col("callid"))
+        if d["c_callid2"] >= 0:
+            call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
+    else:
+        call_id = _hash_chain(seed, b"r", raw)
+    received = called != 0 and rang and (disp == Disposition.ANSWERED or (
+        disp in (Disposition.NO_ANSWER, Disposition.CANCELLED) and end - start >= min_ring_us))
+    row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
+               presentation=int(pres), called=called, redirecting=redirecting, final=final,
+               disposition=int(disp), received=received, call_id=call_id, feed=feed)
+    if identity is not None:
+        row["_identity"] = identity
+    if activated and line:
+        row["_activated"] = (line, activated)
+    return 0, 0, row
