@@ -1,4 +1,7 @@
-# Shared C-level definitions of the canonical call record (see engine/cdrtrace/formats.py).
+# The record layouts, declared once. Python derives its numpy dtypes and Arrow schemas
+# from these structs (cdrtrace.parsing.formats.COLUMNS, cdrtrace.store.index.ENTRY_DTYPE)
+# through the modules' CALL_FIELDS and ENTRY_FIELDS, which layout_of() reads off the
+# structs themselves; Python checks the result against its documented names at import.
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, uint32_t
 
 cdef enum Presentation:
@@ -22,8 +25,26 @@ cdef enum Role:
     ROLE_REDIRECTING = 1
     ROLE_FINAL = 2
 
-# One entry of the last-call index, 40 bytes, little-endian, packed; must match
-# cdrtrace.index.ENTRY_DTYPE.
+# The canonical call record every switch format is parsed into, one column per field
+# (CallBatch): the parser allocates its output columns from this layout. A bint field
+# is a numpy bool column.
+cdef struct CallRecord:
+    int64_t start_us        # UTC microseconds
+    int64_t answer_us       # 0 when not answered
+    int64_t end_us
+    uint64_t calling        # packed number, 0 = none delivered
+    uint8_t presentation    # Presentation
+    uint64_t called         # the dialled line
+    uint64_t redirecting    # redirecting / original-called line, 0 = none
+    uint64_t final          # the line that finally rang when it differs, 0 = same
+    uint8_t disposition     # Disposition
+    bint received           # the line was alerted
+    uint64_t call_id        # hash of the switch's call id, or of the record
+    uint16_t feed           # feed (switch) id
+    int64_t offset          # byte offset of the record in its source
+    int64_t record          # record number in its source, from 1
+
+# One entry of the last-call index, 40 bytes, little-endian, packed.
 cdef packed struct Entry:
     int64_t start_us
     uint64_t calling
@@ -33,3 +54,18 @@ cdef packed struct Entry:
     uint16_t feed
     uint8_t presentation
     uint8_t flags   # bit0 answered, bit1 forwarded, bits2-3 role, bits4-7 disposition
+
+
+cdef inline tuple field_types(dict all_ones, dict sevens):
+    """(name, numpy type string) per field of a struct, in declaration order, from two
+    copies of it coerced to dicts: one with every byte 0xFF (signed fields read -1),
+    one with every byte 0x7F (a field of n bytes reads a number of 8n - 1 bits)."""
+    out = []
+    for name, value in all_ones.items():
+        if isinstance(value, bool):
+            out.append((name, "|b1"))
+            continue
+        size = (int(sevens[name]).bit_length() + 1) // 8
+        kind = "i" if value < 0 else "u"
+        out.append((name, f"|{kind}1" if size == 1 else f"<{kind}{size}"))
+    return tuple(out)

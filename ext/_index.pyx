@@ -12,12 +12,22 @@ order-independent.
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint64_t
-from libc.string cimport memcpy, memcmp
+from libc.string cimport memcpy, memcmp, memset
 
-from _cdr cimport Entry
+from _cdr cimport Entry, field_types
 
 DEF_KEEP = 4
-ENTRY_BYTES = sizeof(Entry)      # checked against cdrtrace.index.ENTRY_DTYPE at import
+ENTRY_BYTES = sizeof(Entry)
+
+
+cdef tuple _entry_fields():
+    cdef Entry ones, sevens
+    memset(&ones, 0xFF, sizeof(Entry))
+    memset(&sevens, 0x7F, sizeof(Entry))
+    return field_types(ones, sevens)
+
+
+ENTRY_FIELDS = _entry_fields()   # the numpy dtype of cdrtrace.store.index is built from it
 
 cdef enum:
     ENTRY_SIZE = 40

@@ -4,7 +4,7 @@
 The hot loop walks the buffer with pointers, writes typed arrays and runs without the
 GIL; it creates no Python object per record. Errors are collected in a C array
 (reason, record number, byte offset) and turned into Python objects afterwards.
-The contract is the one of cdrtrace._parse_py (the pure-Python reference).
+The contract is the one of cdrtrace.parsing.reference (the pure-Python reference).
 """
 cimport cython
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, uint32_t, INT64_MIN
@@ -17,7 +17,7 @@ cimport numpy as cnp
 from _cdr cimport (
     PRES_ALLOWED, PRES_RESTRICTED, PRES_UNAVAILABLE,
     DISP_ANSWERED, DISP_NO_ANSWER, DISP_CANCELLED, DISP_BUSY, DISP_FAILED,
-    DISP_CONGESTION, DISP_REJECTED, DISP_UNALLOCATED, DISP_UNKNOWN,
+    DISP_CONGESTION, DISP_REJECTED, DISP_UNALLOCATED, DISP_UNKNOWN, CallRecord, field_types,
 )
 
 cnp.import_array()
@@ -26,7 +26,7 @@ cdef enum:
     MAX_RECORD = 65536
     MAX_FIELDS = 1024        # one more than the widest layout, to detect too many
 
-# Reason codes; their messages are cdrtrace.errors.REJECT_REASONS, in this order.
+# Reason codes; cdrtrace.parsing.native maps them to cdrtrace.errors.REJECT_REASONS.
 cdef enum Status:
     ST_OK = 0
     ST_NEED_MORE = -1
@@ -108,7 +108,7 @@ cdef struct Dialect:
     int c_comment        # CUCM comment: callFlag=MALICIOUS is a trace of this call
 
 cdef const char* EMPTY = b""
-# anonymity markers (cdrtrace.numbers.ANONYMOUS that an identity could spell)
+# anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
 cdef const char* ANONYMOUS[7]
 ANONYMOUS[:] = [b"anonymous", b"restricted", b"private", b"unavailable", b"unknown", b"default",
                 b"withheld"]
@@ -178,7 +178,7 @@ cdef inline uint64_t pack_number(int kind, const char* d, int n) noexcept nogil:
 
 
 cdef struct Plan:
-    # a country's dialling plan (cdrtrace.numbers.DiallingPlan)
+    # a country's dialling plan (cdrtrace.parsing.numbers.DiallingPlan)
     int cc
     int n_cc
     char cc_digits[4]
@@ -192,7 +192,7 @@ cdef struct Plan:
 
 
 cdef inline uint64_t normalize(const char* p, Py_ssize_t n, const Plan* plan) noexcept nogil:
-    """Same rules as cdrtrace.numbers.normalize; 0 when not a number."""
+    """Same rules as cdrtrace.parsing.numbers.normalize; 0 when not a number."""
     # Fast path: NANP 10 digits (or 11 with the leading 1), nothing else, the common case;
     # a leading 0 may be the 011 international prefix and takes the general path.
     cdef Py_ssize_t k
@@ -282,7 +282,7 @@ cdef int fill_plan(Plan* plan, object given, int country_code) except -1:
     if given is None:
         if country_code != 1:
             raise ValueError("a country other than NANP (1) needs its dialling plan: "
-                             "cdrtrace.numbers.dialling_plan(country_code).as_tuple()")
+                             "cdrtrace.parsing.numbers.dialling_plan(country_code).as_tuple()")
         given = (1, "1", ("011",), (10,))
     cc, trunk, intl, lengths = given
     if cc != country_code:
@@ -487,7 +487,7 @@ cdef uint64_t clid_number(Span s, const Plan* cc) noexcept nogil:
 
 
 cdef int identity_norm(const char* p, Py_ssize_t n, char* out) noexcept nogil:
-    """A caller identity as compared (cdrtrace.numbers.identity_text): lowercased,
+    """A caller identity as compared (cdrtrace.parsing.numbers.identity_text): lowercased,
     without its sip: scheme; its length in out, or -1 for an anonymity marker or a value
     that is no identity."""
     cdef Py_ssize_t a = 0, b = n, k
@@ -527,7 +527,7 @@ cdef int identity_norm(const char* p, Py_ssize_t n, char* out) noexcept nogil:
 
 
 cdef uint64_t identity_number(Span s) noexcept nogil:
-    """A caller identity's packed form (cdrtrace.numbers.pack_identity), 0 if none."""
+    """A caller identity's packed form (cdrtrace.parsing.numbers.pack_identity), 0 if none."""
     cdef char text[MAX_IDENTITY]
     cdef int m = identity_norm(s.p, s.n, text)
     if m < 0:
@@ -1023,9 +1023,6 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     return ST_OK
 
 
-from cdrtrace.errors import REJECT_REASONS as REASONS  # indexed by the codes above
-
-
 cdef fill_vocabulary(Vocabulary* v, dict words, str what):
     """Copy a {bytes value: code} table into the C vocabulary."""
     if len(words) > MAX_WORDS:
@@ -1061,8 +1058,18 @@ def _candidates(int column, Py_ssize_t n, int max_cols):
     return out
 
 
-# the record's enumerations as this module was compiled: cdrtrace.parse checks them
-# against cdrtrace.formats at import, so the two can never drift apart silently
+cdef tuple _call_fields():
+    cdef CallRecord ones, sevens
+    memset(&ones, 0xFF, sizeof(CallRecord))
+    memset(&sevens, 0x7F, sizeof(CallRecord))
+    return field_types(ones, sevens)
+
+
+# the canonical record's columns: cdrtrace.parsing.formats builds COLUMNS from them
+CALL_FIELDS = _call_fields()
+
+# the record's enumerations as this module was compiled: cdrtrace.parsing.parsers checks them
+# against cdrtrace.parsing.formats at import, so the two can never drift apart silently
 DISPOSITION_CODES = {"ANSWERED": DISP_ANSWERED, "NO_ANSWER": DISP_NO_ANSWER,
                      "CANCELLED": DISP_CANCELLED, "BUSY": DISP_BUSY, "FAILED": DISP_FAILED,
                      "CONGESTION": DISP_CONGESTION, "REJECTED": DISP_REJECTED,
@@ -1085,7 +1092,7 @@ cdef class CdrParser:
     """Streaming parser for one CSV dialect: the column map of a switch format.
 
     dialect maps each name in DIALECT_FIELDS to an int (columns 0-based, -1 absent);
-    cdrtrace.formats builds it from a format's definition and, where the format has
+    cdrtrace.parsing.formats builds it from a format's definition and, where the format has
     one, its header. feed(buffer, final) parses every complete record in buffer and returns
     (columns, rejects, consumed): columns is a dict of numpy arrays (the canonical
     record), rejects a list of (record, offset, reason, raw bytes), and consumed the
@@ -1269,22 +1276,7 @@ cdef class CdrParser:
         # np.empty pages that are never written cost no memory.
         cdef Py_ssize_t capacity = size // self.min_record + 1
         cdef Py_ssize_t reject_capacity = 16
-        cols = {
-            "start_us": np.empty(capacity, np.int64),
-            "answer_us": np.empty(capacity, np.int64),
-            "end_us": np.empty(capacity, np.int64),
-            "calling": np.empty(capacity, np.uint64),
-            "presentation": np.empty(capacity, np.uint8),
-            "called": np.empty(capacity, np.uint64),
-            "redirecting": np.empty(capacity, np.uint64),
-            "final": np.empty(capacity, np.uint64),
-            "disposition": np.empty(capacity, np.uint8),
-            "received": np.empty(capacity, np.bool_),
-            "call_id": np.empty(capacity, np.uint64),
-            "feed": np.empty(capacity, np.uint16),
-            "offset": np.empty(capacity, np.int64),
-            "record": np.empty(capacity, np.int64),
-        }
+        cols = {name: np.empty(capacity, kind) for name, kind in CALL_FIELDS}
         act_row = np.empty(capacity, np.int64)        # traces the switch recorded
         act_us = np.empty(capacity, np.int64)
         act_line = np.empty(capacity, np.uint64)
@@ -1473,13 +1465,13 @@ cdef class CdrParser:
                 self._activations.append((int(act_line[k]), int(act_us[k]),
                                           int(rows["record"][act_row[k]]),
                                           int(rows["offset"][act_row[k]])))
-            errors = []
+            errors = []     # codes: cdrtrace.parsing.native maps them to their messages
             for k in range(nrej):
                 errors.append((
                     rejects[k].record,
                     rejects[k].offset,
-                    REASONS[rejects[k].code].format(detail=rejects[k].detail,
-                                                    expected=self.expected_fields),
+                    rejects[k].code,
+                    rejects[k].detail,
                     bytes(buffer[rejects[k].start:rejects[k].start + rejects[k].length]),
                 ))
             return rows, errors, consumed

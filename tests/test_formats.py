@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import synth, testing
-from cdrtrace.parsing import _parse, numbers, parsers, timezones
+from cdrtrace.parsing import native as parsing_native
+from cdrtrace.parsing import numbers, parsers, timezones
 from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.formats import BROADWORKS, CUCM, Disposition, Presentation
 from cdrtrace.parsing.timezones import format_utc
@@ -328,7 +329,7 @@ def both(fmt: str, data: bytes, chunk: int):
     header, skip = parsers.read_header(cdrtrace.parsing.formats.FORMATS[fmt], data)
     dialect = cdrtrace.parsing.formats.FORMATS[fmt].dialect(header)
     starts, offsets = timezones.zone_table("UTC")
-    native = _parse.CdrParser(dialect, starts, offsets, start_offset=skip)
+    native = parsing_native.CdrParser(dialect, starts, offsets, start_offset=skip)
     ref = twin.CdrParser(dialect, "UTC", start_offset=skip)
     body = data[skip:]
     return (parse_all(body, parser=native, chunks=[chunk] * (len(body) // chunk + 2)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 import cdrtrace
 from cdrtrace import synth
 from cdrtrace.parsing import _parse, numbers, parsers, timezones
+from cdrtrace.parsing import native as parsing_native
 from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.formats import ASTERISK, COLUMN_NAMES, CallBatch, Disposition, Presentation
 from conftest import cdr, cdr_file, q
@@ -25,7 +27,7 @@ def parse_all(data: bytes, zone="UTC", chunks=None, parser=None, **kw):
 
 def native(zone="UTC", **kw):
     starts, offsets = timezones.zone_table(zone)
-    return _parse.CdrParser(ASTERISK.dialect(), starts, offsets, **kw)
+    return parsing_native.CdrParser(ASTERISK.dialect(), starts, offsets, **kw)
 
 
 def reference(data: bytes, zone="UTC", **kw):
@@ -305,14 +307,6 @@ def test_reference_is_selected_only_on_request(monkeypatch):
     assert isinstance(parsers.make_parser(), _parse.CdrParser)
 
 
-def test_missing_native_module_fails_loudly(monkeypatch):
-    monkeypatch.setattr(parsers, "_native", None)
-    monkeypatch.setattr(parsers, "_native_error", ImportError("no module named cdrtrace.parsing._parse"),
-                        raising=False)
-    with pytest.raises(cdrtrace.NativeModuleError, match="native parser did not import"):
-        parsers.make_parser()
-
-
 def test_unknown_format_and_zone():
     with pytest.raises(cdrtrace.FormatError,
                        match="unknown format 'bogus' \\(known: asterisk, asterisk-custom, "
@@ -340,3 +334,35 @@ def test_a_missing_native_build_fails_import_loudly():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == ("NativeModuleError cdrtrace's native index kernel did not import (no such file); "
                    "reinstall with `pip install .` so the extensions are built\n")
+
+
+def test_one_record_layout_from_the_native_declaration():
+    from cdrtrace.parsing import formats
+    from cdrtrace.store import _index, index
+
+    columns, _, _ = parsers.make_parser().feed(cdr() + b"\n", True)
+    assert [(name, col.dtype) for name, col in columns.items()] == list(formats.COLUMNS)
+    assert [(f.name, f.type.to_pandas_dtype()) for f in formats.ARROW_SCHEMA] == [
+        (name, dtype.type) for name, dtype in formats.COLUMNS]
+    assert dict(formats.COLUMNS)["received"] == np.bool_ and dict(formats.COLUMNS)["feed"] == np.uint16
+    assert index.ENTRY_DTYPE.itemsize == _index.ENTRY_BYTES == 40
+    assert index.ENTRY_DTYPE["source"] == np.dtype("<u4") and index.ENTRY_DTYPE.fields["flags"][1] == 39
+    renamed = tuple(("begin_us" if n == "start_us" else n, k) for n, k in _parse.CALL_FIELDS)
+    with pytest.raises(cdrtrace.NativeModuleError, match="declares the columns"):
+        formats.columns_of(renamed)
+    with pytest.raises(cdrtrace.NativeModuleError, match="declares 41-byte entries"):
+        index.entry_dtype((*_index.ENTRY_FIELDS, ("pad", "u1")), 41)
+
+
+def test_native_rejects_come_back_as_codes_the_python_layer_words():
+    from cdrtrace.errors import REJECT_REASONS
+    from cdrtrace.parsing import native
+
+    raw = _parse.CdrParser(ASTERISK.dialect(), *timezones.zone_table("UTC"))
+    _, coded, _ = raw.feed(b'"a","b"\n', True)
+    (record, offset, code, detail, line), = coded
+    assert (record, offset, line) == (1, 0, b'"a","b"') and REJECT_REASONS[code].startswith("wrong field count")
+    _, worded, _ = native.CdrParser(ASTERISK.dialect(), *timezones.zone_table("UTC")).feed(
+        b'"a","b"\n', True)
+    assert worded == [(1, 0, native.reject_message(code, detail, "16 to 21"), b'"a","b"')]
+    assert worded[0][2] == "wrong field count: 2 (expected 16 to 21)"

@@ -7,7 +7,8 @@ import enum
 import numpy as np
 import pyarrow as pa
 
-from ..errors import FormatError
+from ..errors import FormatError, NativeModuleError
+from .native import _parse as _native
 
 BOM = b"\xef\xbb\xbf"   # a UTF-8 byte-order mark: some exports start with one; not data
 
@@ -31,23 +32,36 @@ class Disposition(enum.IntEnum):
     UNREADABLE = 10   # a record that could not be read: only its line and time are known
 
 
-# name, numpy dtype: one canonical columnar record for every format.
-COLUMNS = (
-    ("start_us", np.int64),       # UTC microseconds
-    ("answer_us", np.int64),      # 0 when not answered
-    ("end_us", np.int64),
-    ("calling", np.uint64),       # packed number (cdrtrace.numbers), 0 = none delivered
-    ("presentation", np.uint8),   # Presentation
-    ("called", np.uint64),        # the dialled line
-    ("redirecting", np.uint64),   # redirecting / original-called line, 0 = none
-    ("final", np.uint64),         # the line that finally rang when it differs, 0 = same
-    ("disposition", np.uint8),    # Disposition
-    ("received", np.bool_),       # the line was alerted (rule R3)
-    ("call_id", np.uint64),       # hash of the switch's call id, or of the record
-    ("feed", np.uint16),          # feed (switch) id
-    ("offset", np.int64),         # byte offset of the record in its source
-    ("record", np.int64),         # record number in its source, from 1
-)
+# The canonical columnar record every format is parsed into, as the native parser
+# declares it (ext/_cdr.pxd, CallRecord): name -> numpy dtype. What each column holds:
+COLUMN_DOCS = {
+    "start_us": "UTC microseconds",
+    "answer_us": "UTC microseconds; 0 when not answered",
+    "end_us": "UTC microseconds",
+    "calling": "packed number (parsing.numbers), 0 = none delivered",
+    "presentation": "Presentation",
+    "called": "the dialled line",
+    "redirecting": "redirecting / original-called line, 0 = none",
+    "final": "the line that finally rang when it differs, 0 = same",
+    "disposition": "Disposition",
+    "received": "the line was alerted (it rang)",
+    "call_id": "hash of the switch's call id, or of the record",
+    "feed": "feed (switch) id",
+    "offset": "byte offset of the record in its source",
+    "record": "record number in its source, from 1",
+}
+
+
+def columns_of(fields: tuple[tuple[str, str], ...]) -> tuple[tuple[str, np.dtype], ...]:
+    """The columns a native layout declares, checked against the documented names."""
+    if tuple(name for name, _ in fields) != tuple(COLUMN_DOCS):
+        raise NativeModuleError(
+            f"cdrtrace's native parser declares the columns {[n for n, _ in fields]}, this "
+            f"cdrtrace {list(COLUMN_DOCS)}: reinstall with `pip install .`")
+    return tuple((name, np.dtype(kind)) for name, kind in fields)
+
+
+COLUMNS = columns_of(_native.CALL_FIELDS)
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 ARROW_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype))) for name, dtype in COLUMNS])
 

@@ -6,31 +6,15 @@ import os
 import re
 
 from ..errors import NativeModuleError
-from . import timezones
+from . import native, timezones
 from .formats import BOM, CUCM_RELEASES, FORMATS, Disposition, Format, FormatError, Presentation
 from .numbers import dialling_plan
-
-try:
-    from . import _parse as _native
-except ImportError as exc:  # never fall back silently
-    _native = None
-    _native_error = exc
 
 MAX_HEADER = 1 << 16
 
 
 def use_reference() -> bool:
     return os.environ.get("CDRTRACE_PURE") == "1"
-
-
-def native():
-    """The compiled parser module; raise a clear error if it did not import."""
-    if _native is None:
-        raise NativeModuleError(
-            f"cdrtrace's native parser did not import ({_native_error}); reinstall with "
-            "`pip install .` so the extensions are built (CDRTRACE_PURE=1 selects the slow "
-            "reference parser for debugging)")
-    return _native
 
 
 def check_native(module) -> None:
@@ -44,8 +28,7 @@ def check_native(module) -> None:
                                     f"this cdrtrace {ours}: reinstall with `pip install .`")
 
 
-if _native is not None:
-    check_native(_native)
+check_native(native._parse)
 
 
 def get_format(name: str) -> Format:
@@ -155,7 +138,7 @@ def make_parser(fmt: str | Format = "asterisk", zone: str = "UTC", country_code:
         return Reference(dialect, zone, country_code, feed_id, min_ring_seconds, start_offset,
                          dispositions, presentations, start_record)
     starts, offsets = timezones.zone_table(zone)
-    return native().CdrParser(dialect, starts, offsets, country_code, feed_id, min_ring_seconds,
+    return native.CdrParser(dialect, starts, offsets, country_code, feed_id, min_ring_seconds,
                               start_offset, dispositions, presentations, start_record,
                               dialling_plan(country_code).as_tuple())
 
@@ -165,4 +148,4 @@ def normalize_number(text, country_code: int = 1) -> int:
         from .numbers import normalize
 
         return normalize(text, country_code)
-    return native().normalize_number(text, country_code, dialling_plan(country_code).as_tuple())
+    return native.normalize_number(text, country_code, dialling_plan(country_code).as_tuple())

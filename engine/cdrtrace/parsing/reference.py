@@ -80,7 +80,7 @@ def _is_marker(fields) -> bool:
 
 
 class CdrParser:
-    """Same contract as cdrtrace._parse.CdrParser, in plain Python."""
+    """Same contract as cdrtrace.parsing.native.CdrParser, in plain Python."""
 
     def __init__(self, dialect: dict, zone: str = "UTC", country_code: int = 1, feed_id: int = 0,
                  min_ring_seconds: float = 0.0, start_offset: int = 0,

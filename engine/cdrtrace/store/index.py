@@ -19,16 +19,31 @@ except ImportError as exc:   # never fall back silently: say what to do
         "so the extensions are built") from exc
 from ..parsing.formats import CallBatch
 
-ENTRY_DTYPE = np.dtype([
-    ("start_us", "<i8"),
-    ("calling", "<u8"),
-    ("call_id", "<u8"),
-    ("offset", "<i8"),
-    ("source", "<u4"),
-    ("feed", "<u2"),
-    ("presentation", "u1"),
-    ("flags", "u1"),
-])
+# An index entry as the native kernel declares it (ext/_cdr.pxd, Entry: packed,
+# little-endian). What each field holds:
+ENTRY_DOCS = {
+    "start_us": "the call's start, UTC microseconds",
+    "calling": "the caller, packed (parsing.numbers)",
+    "call_id": "the call's id: legs of one call share it",
+    "offset": "byte offset of its record in its source",
+    "source": "the source's id (catalog)",
+    "feed": "the feed's id",
+    "presentation": "Presentation",
+    "flags": "bit 0 answered, bit 1 forwarded, bits 2-3 role, bits 4-7 disposition",
+}
+
+
+def entry_dtype(fields: tuple[tuple[str, str], ...], size: int) -> np.dtype:
+    """The numpy dtype of a native entry layout, checked against the documented fields."""
+    dtype = np.dtype(list(fields))
+    if tuple(ENTRY_DOCS) != dtype.names or dtype.itemsize != size:
+        raise NativeModuleError(
+            f"cdrtrace's native index kernel declares {size}-byte entries {list(dtype.names or ())}, "
+            f"this cdrtrace {list(ENTRY_DOCS)}: reinstall with `pip install .`")
+    return dtype
+
+
+ENTRY_DTYPE = entry_dtype(_index.ENTRY_FIELDS, _index.ENTRY_BYTES)
 
 
 def check_native(kernel) -> None:

@@ -1,0 +1,40 @@
+"""The compiled parser (ext/_parse.pyx), imported once: a build without it fails here,
+with what to do, never by falling back to the slow reference.
+
+The native code raises no Python error of ours and imports no Python module of ours: a
+rejected record comes back as a code and a detail, mapped to its message here
+(errors.REJECT_REASONS, shared with the reference parser).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import REJECT_REASONS, NativeModuleError
+
+try:
+    from . import _parse
+except ImportError as exc:   # never fall back silently: say what to do
+    raise NativeModuleError(
+        f"cdrtrace's native parser did not import ({exc}); reinstall with `pip install .` "
+        "so the extensions are built") from exc
+
+Reject = tuple[int, int, str, bytes]     # record number, byte offset, reason, the raw bytes
+
+
+def reject_message(code: int, detail: int, expected: str) -> str:
+    return REJECT_REASONS[code].format(detail=detail, expected=expected)
+
+
+class CdrParser(_parse.CdrParser):
+    """The native parser; feed(buffer, final) -> (columns, rejects, bytes consumed)."""
+
+    def feed(self, buffer: Any, final: bool = False) -> tuple[dict, list[Reject], int]:
+        rows, coded, consumed = super().feed(buffer, final)
+        if coded:
+            expected = self.expected_fields
+            return rows, [(record, offset, reject_message(code, detail, expected), raw)
+                          for record, offset, code, detail, raw in coded], consumed
+        return rows, [], consumed
+
+
+normalize_number = _parse.normalize_number
