@@ -204,7 +204,7 @@ def _dialect(path, name: str, spec: dict) -> Format:
     template = base or Format(name, roles, TIME_LOCAL, DK_VOCABULARY)
     return dataclasses.replace(
         template, name=name, roles=roles,
-        columns=None if header else tuple(columns),
+        columns=None if header else tuple(columns or ()),
         header_lines=1 if header else 0,
         # a base format's own column list keeps its minimum; new columns are all required
         min_cols=spec.get("min_columns", template.min_cols

@@ -52,7 +52,7 @@ def _run(folder: Path, json_output: bool) -> dict:
     say = (lambda *a: None) if json_output else print
     columns, truth = synth.generate(CALLS, LINES, seed=SEED, campaigns=CAMPAIGNS)
     store = Store(folder / "store", create=True)
-    victims = {}
+    victims: dict = {}
     events = []
     for campaign in truth["campaigns"]:
         victim = campaign["victim"]

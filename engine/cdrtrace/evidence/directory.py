@@ -26,7 +26,7 @@ TRUE = {"1", "true", "yes", "y", "t"}
 FALSE = {"0", "false", "no", "n", "f", ""}
 
 
-def read(path: str | Path) -> pa.Table:
+def read(path: str | os.PathLike) -> pa.Table:
     path = Path(path)
     try:
         if path.suffix.lower() == ".parquet":

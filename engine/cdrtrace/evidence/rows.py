@@ -105,7 +105,7 @@ def rewrite(txn, db, keep) -> int:
     return removed
 
 
-FIELDS = tuple(name for name in ROW_DTYPE.names if name != "pad")
+FIELDS = tuple(name for name in ROW_DTYPE.names or () if name != "pad")
 
 
 def columns_of(rows: np.ndarray, columns=FIELDS) -> dict:

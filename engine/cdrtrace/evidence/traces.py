@@ -126,6 +126,7 @@ class Tracer:
                activated_by: dict | None = None) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both."""
+        e: Any
         if pending:
             outcome, call, e, original = Outcome.PENDING, None, None, None
         else:

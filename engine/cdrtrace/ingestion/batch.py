@@ -259,7 +259,7 @@ class _Pending:
             lines, entries = index.sort_by_line(np.concatenate(self.lines),
                                                 np.concatenate(self.entries))
         else:
-            lines = entries = None
+            lines = entries = None  # type: ignore[assignment]
         self.lines, self.entries, self.count = [], [], 0
         db, keep = self.store.envs.db["index"], self.store.config["keep"]
         counts = (self.records, self.rejected, self.newest)

@@ -203,7 +203,7 @@ def stream_stdin(store, fmt: str | Format | None = None, *, zone=None, country_c
     read and not committed; use follow or Kafka where exactly-once matters."""
     options = options or StreamOptions()
     stop = stop or threading.Event()
-    raw = stream if stream is not None else sys.stdin.buffer.raw
+    raw = stream if stream is not None else sys.stdin.buffer.raw  # type: ignore[union-attr]
     live = LiveFeed(store, fmt, zone, country_code, feed, options=options,
                     rejects_path=rejects_path, label="stdin", archive=archive)
     with store.envs.writer("stream stdin"):

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import urllib.parse
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class _Partition:
                 self.start, self.skip_until, record = mark.offset, record, mark.record
         else:
             self.source = store.catalog.register_source(name, None, None, live.form.name)
-            self.next, record = None, 0
+            self.next, record = None, 0  # type: ignore[assignment]  # set by its first message
         self.key, self.name = key, name
         self.parser = live.new_parser(None, 0, record)
         self.dirty = False
@@ -92,7 +93,7 @@ class _KafkaFeed(LiveFeed):
     """A live feed of interleaved partitions: each keeps its own archive, written (when
     due) for all of them at once, and where each is complete commits with its offset."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.partitions: dict[tuple[str, int], _Partition] = {}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import Any
 
 import numpy as np
 
@@ -101,23 +102,23 @@ class LiveFeed:
         self.label = label
         self.rejects = RejectsWriter(rejects_path or store.path / "rejects.jsonl")
         self.summary = StreamSummary()
-        self.parser = None
+        self.parser: Any = None
         self.source = 0
         self.name = label
-        self.checkpoint = None      # checkpoint(txn, offset, record): the source's position
+        self.checkpoint: Any = None   # checkpoint(txn, offset, record): the source's position
         self.pending = _Pending(store)
         self.pending.feed = feed_id
         self.pending.zone = self.zone
         # the call archive: archive=False turns it off (a source that cannot archive)
         self.archive_root = None if archive is False else (archive or cfg.get("archive_dir"))
-        self.archiver = None
+        self.archiver: ArchiveWriter | None = None
         self.archive_mark: ArchiveMark | None = None   # the archive is complete to here
         self.archived_at = time.monotonic()
         self.skip_until = -1        # records up to this number are archived, not indexed
-        self.first_waiting = None   # monotonic time the oldest uncommitted record arrived
+        self.first_waiting: float | None = None   # when the oldest uncommitted record arrived
         self.last_commit = 0.0
-        self.idle_seen_us = None    # wall time the source was last seen idle at its end
-        self.idle_since = None      # monotonic time it became idle (None: busy)
+        self.idle_seen_us: int | None = None   # wall time the source was last seen idle at its end
+        self.idle_since: float | None = None   # monotonic time it became idle (None: busy)
         self.started = time.monotonic()
         self.last_log = self.started
         self.logged_records = 0
@@ -260,7 +261,7 @@ class LiveFeed:
         if not force and now - self.last_log < self.options.log_every_s:
             return
         rate = (self.summary.records - self.logged_records) / max(now - self.last_log, 1e-9)
-        feed = next((f for f in self.store.stats()["feeds"] if f["feed_id"] == self.feed_id), {})
+        feed: dict = next((f for f in self.store.stats()["feeds"] if f["feed_id"] == self.feed_id), {})
         log.info("%s: %d records (%.0f/s), %d rejected, %d commits, watermark %s (lag %s s), "
                  "%d pending traces resolved", self.label, self.summary.records, rate,
                  self.summary.rejected, self.summary.commits, feed.get("watermark") or "-",

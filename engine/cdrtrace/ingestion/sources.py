@@ -13,7 +13,7 @@ import mmap
 import os
 import stat
 import sys
-from typing import BinaryIO
+from typing import Any, Protocol, TextIO
 
 from ..errors import SourceError
 
@@ -49,9 +49,18 @@ def expand(names: list[str]) -> list[str]:
     return out
 
 
-def open_source(name: str) -> tuple[BinaryIO, int | None]:
+class ByteStream(Protocol):
+    """What a source is read through: a binary stream that reads into a buffer."""
+
+    def readinto(self, buffer: Any, /) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+def open_source(name: str) -> tuple[ByteStream, int | None]:
     """(binary stream of CDR bytes, file size or None); '-' is stdin. gzip, bzip2, xz and
     zstd sources are recognised by their first bytes and decompressed as they stream."""
+    raw: Any
     if name == "-":
         raw = sys.stdin.buffer
     else:
@@ -68,6 +77,7 @@ def open_source(name: str) -> tuple[BinaryIO, int | None]:
     size = os.fstat(raw.fileno()).st_size if name != "-" else None
     if kind is None:
         return raw, size
+    stream: Any
     if kind == "gzip":
         stream = gzip.GzipFile(fileobj=raw)
     elif kind == "bzip2":
@@ -134,7 +144,7 @@ class ChunkReader:
     not consumed (a record cut by the chunk boundary) and reads after them. No copy of
     the data beyond that tail; the buffer grows only if a single record outgrows it."""
 
-    def __init__(self, stream: BinaryIO, size: int = CHUNK_BYTES):
+    def __init__(self, stream: ByteStream, size: int = CHUNK_BYTES):
         self.stream = stream
         self.buffer = bytearray(size)
         self.start = self.end = 0
@@ -176,7 +186,7 @@ class MappedReader:
     page cache in place (no copy), a window at a time; pages behind the window are
     released so resident memory stays bounded."""
 
-    def __init__(self, stream: BinaryIO, size: int = CHUNK_BYTES):
+    def __init__(self, stream: Any, size: int = CHUNK_BYTES):
         self.map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
         self.window = size
         self.start = self.end = 0
@@ -205,7 +215,7 @@ class MappedReader:
         self.map.close()
 
 
-def reader_for(stream: BinaryIO, size: int = CHUNK_BYTES):
+def reader_for(stream: ByteStream, size: int = CHUNK_BYTES) -> ChunkReader | MappedReader:
     """A MappedReader for a plain regular file, else a ChunkReader (pipes, compressed)."""
     try:
         if (isinstance(stream, io.BufferedReader) and stream is not sys.stdin.buffer
@@ -223,7 +233,7 @@ class RejectsWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self._file = None
+        self._file: TextIO | None = None
         self.count = 0
         self._dirty = False
 

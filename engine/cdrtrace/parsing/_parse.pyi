@@ -3,6 +3,7 @@ import numpy as np
 import numpy.typing as npt
 
 DIALECT_FIELDS: tuple[str, ...]
+CALL_FIELDS: tuple[tuple[str, str], ...]
 DISPOSITION_CODES: dict[str, int]
 PRESENTATION_CODES: dict[str, int]
 
@@ -17,11 +18,14 @@ class CdrParser:
     feed_id: int
     min_ring_us: int
     expected_fields: str
+    delimiter: int
     def __init__(self, dialect: dict[str, int], tz_starts: npt.ArrayLike, tz_offsets: npt.ArrayLike,
                  country_code: int = ..., feed_id: int = ..., min_ring_seconds: float = ...,
                  start_offset: int = ..., dispositions: dict[bytes, int] | None = ...,
                  presentations: dict[bytes, int] | None = ..., start_record: int = ...,
                  plan: tuple[int, str, tuple[str, ...], tuple[int, ...]] | None = ...) -> None: ...
     def feed(self, buffer: bytes | bytearray | memoryview, final: bool = ...
-             ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, str, bytes]], int]: ...
+             ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, int, int, bytes]], int]: ...
     def salvage(self, raw: bytes) -> tuple[int, int, int | None] | None: ...
+    def take_activations(self) -> list[tuple[int, int, int, int]]: ...
+    def take_identities(self) -> dict[int, str]: ...

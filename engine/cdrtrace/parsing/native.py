@@ -28,7 +28,8 @@ def reject_message(code: int, detail: int, expected: str) -> str:
 class CdrParser(_parse.CdrParser):
     """The native parser; feed(buffer, final) -> (columns, rejects, bytes consumed)."""
 
-    def feed(self, buffer: Any, final: bool = False) -> tuple[dict, list[Reject], int]:
+    def feed(self, buffer: Any, final: bool = False  # type: ignore[override]  # words, not codes
+             ) -> tuple[dict, list[Reject], int]:
         rows, coded, consumed = super().feed(buffer, final)
         if coded:
             expected = self.expected_fields

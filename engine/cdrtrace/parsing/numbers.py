@@ -118,7 +118,7 @@ MAX_PREFIXES, MAX_PREFIX_DIGITS = 16, 7
 def _expand(node) -> list[str] | None:
     """The digit strings a small regular expression (libphonenumber's prefix patterns)
     matches, or None when there are too many or it is not that kind of pattern."""
-    import re._constants as c
+    import re._constants as c  # type: ignore[import-not-found]  # the regex parser's own tables
 
     out = [""]
     for op, av in node:
@@ -136,7 +136,10 @@ def _expand(node) -> list[str] | None:
                 else:
                     return None
         elif op is c.SUBPATTERN:
-            options = _expand(av[-1])
+            inner = _expand(av[-1])
+            if inner is None:
+                return None
+            options = inner
         elif op is c.BRANCH:
             options = []
             for branch in av[1]:
@@ -162,7 +165,7 @@ def _expand(node) -> list[str] | None:
 def _prefixes(pattern: str | None, preferred: str | None) -> tuple[str, ...]:
     """International prefixes as digit strings: each alternative of the pattern that
     expands to a few, and the preferred one ('8~10': dial 8, wait for tone, dial 10)."""
-    import re._parser as sre
+    import re._parser as sre  # type: ignore[import-not-found]
 
     found = []
     if pattern:
@@ -193,7 +196,8 @@ def dialling_plan(country_code: int = 1) -> DiallingPlan:
         raise NumberError(f"no country has the calling code {country_code}")
     return DiallingPlan(int(country_code), meta.national_prefix or "",
                         _prefixes(meta.international_prefix, meta.preferred_international_prefix),
-                        frozenset(meta.general_desc.possible_length or ()))
+                        frozenset(meta.general_desc.possible_length or ())
+                        if meta.general_desc is not None else frozenset())
 
 
 def normalize(text: str | bytes, country_code: int = 1) -> int:

@@ -101,8 +101,8 @@ class CdrParser:
         self.record = start_record
         self.markers = 0
         self.skipping = False
-        self._identities = {}
-        self._activations = []
+        self._identities: dict[int, str] = {}
+        self._activations: list[tuple[int, int, int, int]] = []
 
     def take_activations(self) -> list:
         """As the native take_activations: [(line, activated_us, record, offset)]."""

@@ -144,7 +144,8 @@ def _timestamp(text: bytes, zone: str):
     parts = (s[0:4], s[5:7], s[8:10], s[11:13], s[14:16], s[17:19])
     if not all(_digits(x) for x in parts):
         return None
-    return _date_time(*(int(x) for x in parts), zone)
+    y, mo, d, h, mi, sec = (int(x) for x in parts)
+    return _date_time(y, mo, d, h, mi, sec, zone)
 
 
 def _time(kind: int, text: bytes, zone: str):

@@ -40,7 +40,8 @@ def zone_table(name: str) -> tuple[np.ndarray, np.ndarray]:
     zone = get_zone(name)
 
     def offset_at(t: int) -> int:
-        return int(_dt.datetime.fromtimestamp(t, zone).utcoffset().total_seconds())
+        offset = _dt.datetime.fromtimestamp(t, zone).utcoffset()
+        return int(offset.total_seconds()) if offset is not None else 0
 
     start = int(_dt.datetime(MIN_YEAR - 1, 12, 1, tzinfo=_UTC).timestamp())
     stop = int(_dt.datetime(MAX_YEAR + 1, 1, 2, tzinfo=_UTC).timestamp())

@@ -3,6 +3,7 @@ import numpy as np
 
 DEF_KEEP: int
 ENTRY_BYTES: int
+ENTRY_FIELDS: tuple[tuple[str, str], ...]
 
 def line_keys(lines: np.ndarray) -> list[bytes]: ...
 def merge(lines: np.ndarray, entries: np.ndarray, keys: list[bytes] | None,

@@ -55,7 +55,7 @@ class Position:
         file = d.get("file") or ((d["dev"], d["ino"]) if "dev" in d else None)
         return cls(d["source"], d["offset"], d["record"],
                    ArchiveMark(**archive) if archive else None,
-                   tuple(file) if file else None)  # type: ignore[arg-type]
+                   (int(file[0]), int(file[1])) if file else None)
 
 
 class Catalog:

@@ -116,6 +116,8 @@ class Environments:
                 txn.put(b"config", json.dumps(config).encode(), db=self.db["meta"])
             stored = (str(FORMAT_VERSION).encode(), json.dumps(config).encode())
         version, config_json = stored
+        if version is None or config_json is None:
+            raise StoreError(f"{self.path} is not a cdrtrace store")
         if int(version) != FORMAT_VERSION:
             raise StoreError(f"{self.path} has store format {int(version)}; "
                              f"this cdrtrace reads format {FORMAT_VERSION}")

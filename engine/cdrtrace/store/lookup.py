@@ -62,8 +62,8 @@ class Lookup:
         when there is no call, from an hour before the traced call to the activation: the
         CIC's measure of how far the data around a trace can be trusted."""
         since = call_us - UNREADABLE_WINDOW_US
-        found = {"from": timezones.format_utc(since), "to": timezones.format_utc(at_us),
-                 "records": 0, "without_line": 0}
+        found: dict[str, Any] = {"from": timezones.format_utc(since), "to": timezones.format_utc(at_us),
+                                 "records": 0, "without_line": 0}
         db = self.db.get("unreadable")
         if db is None:
             return found

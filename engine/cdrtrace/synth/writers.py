@@ -239,7 +239,7 @@ def broadworks_header() -> bytes:
 def _join_rows(parts, n: int) -> bytes:
     """One row per element from literal and column pieces (adjacent literals merged), each
     row ending in a newline; the rows' bytes back to back."""
-    pieces = []
+    pieces: list = []
     for piece in [*parts, b"\n"]:
         if isinstance(piece, bytes) and pieces and isinstance(pieces[-1], bytes):
             pieces[-1] += piece
