@@ -140,7 +140,8 @@ def generate_chunks(calls: int, lines: int, seed: int = 1, start: str = "2026-03
     # calls per 10-minute slice, by the daily rhythm; chunks are runs of whole slices
     slice_p = np.tile(np.repeat(HOUR_WEIGHTS, 3600 // SLICE_SECONDS), days)
     per_slice = rng.multinomial(n, slice_p / slice_p.sum())
-    busy_until: dict[int, list[tuple[int, int]]] = {}   # keep the planted calls the last call to their victim until their trace
+    # keep the planted calls the last call to their victim until their trace
+    busy_until: dict[int, list[tuple[int, int]]] = {}
     for v, s, e in zip(planted["line"], planted["start"], planted["trace_at"], strict=True):
         busy_until.setdefault(int(v), []).append((int(s) - 120, int(e) + 1))
     victims = np.fromiter(busy_until, np.int64)
