@@ -12,7 +12,7 @@ import pytest
 import cdrtrace
 from cdrtrace import AccessError, testing
 from cdrtrace.evidence.audit import AuditError
-from conftest import cdr
+from conftest import cdr, cdr_file
 
 LINE = "3035550110"
 AT = "2026-03-02T23:00:00Z"
@@ -392,3 +392,14 @@ def test_directory_from_parquet_and_hot_origins(store, ingest_records, tmp_path)
     assert [(r["origin"], r["lines"], r["traced_calls"]) for r in hot] == [("+17205550666", 3, 3)]
     (record,) = [r for r in store.trace_records("3035550110", analyst="ann")]
     assert record["enrichment"]["name"] == "Robo Caller Inc"
+
+
+def test_each_error_says_what_failed(store, tmp_path):
+    with pytest.raises(cdrtrace.CaseError, match="no case C000001"):
+        store.case("C000001", analyst="ann")
+    with pytest.raises(cdrtrace.ConfigError, match="the retention period cannot be negative"):
+        store.purge(operator="ops", older_than_days=-1)
+    with pytest.raises(cdrtrace.ParseError, match="no cucm header, and its first line has 2 fields"):
+        cdrtrace.ingest(store, [cdr_file(tmp_path, b"a,b", name="x.cdr")], fmt="cucm")
+    with pytest.raises(cdrtrace.ParseError, match="cannot tell the format of"):
+        cdrtrace.ingest(store, [cdr_file(tmp_path, b"a,b", name="y.cdr")], fmt="auto")

@@ -10,6 +10,7 @@ from .api import Store, open  # noqa: A004
 from .errors import (
                      AccessError,
                      AuditError,
+                     CaseError,
                      CdrTraceError,
                      ConfigError,
                      DirectoryError,
@@ -35,5 +36,5 @@ __all__ = [
     "TraceResult", "CustomerStatus", "ANNOUNCEMENTS", "Presentation", "Disposition",
     "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
     "AccessError", "NativeModuleError", "FormatError", "AuditError", "ConfigError",
-    "DirectoryError", "SynthError", "ZoneError",
+    "DirectoryError", "SynthError", "ZoneError", "CaseError",
 ]

@@ -21,10 +21,6 @@ class CdrTraceError(Exception):
     """Root of every error cdrtrace raises on purpose."""
 
 
-class ParseError(CdrTraceError, ValueError):
-    """A CDR could not be read; the message says where."""
-
-
 class NumberError(CdrTraceError, ValueError):
     """A telephone number (or line) does not normalise."""
 
@@ -41,6 +37,10 @@ class TraceError(CdrTraceError, ValueError):
     """A trace request is invalid (bad time, or the index no longer holds the call)."""
 
 
+class CaseError(TraceError):
+    """A case request is invalid: a missing field, an unknown case or origin."""
+
+
 class AccessError(CdrTraceError, PermissionError):
     """An identifying read was attempted without the required role."""
 
@@ -54,7 +54,8 @@ class AuditError(CdrTraceError, ValueError):
 
 
 class ConfigError(CdrTraceError, ValueError):
-    """cdrtrace.toml is missing, malformed, or names something that does not exist."""
+    """cdrtrace.toml is missing, malformed, or names something that does not exist; or a
+    setting is out of range."""
 
 
 class DirectoryError(CdrTraceError, ValueError):
@@ -62,7 +63,12 @@ class DirectoryError(CdrTraceError, ValueError):
 
 
 class FormatError(CdrTraceError, ValueError):
-    """An unknown format name, or a file that does not fit its format."""
+    """An unknown format name, or a source whose format cannot be told: name it."""
+
+
+class ParseError(FormatError):
+    """A source's bytes do not fit its format (its header, its first line); the message
+    says which source and where. Records that do not parse are rejects, not errors."""
 
 
 class SynthError(CdrTraceError, ValueError):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import TraceError
+from ..errors import CaseError
 from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
@@ -43,10 +43,10 @@ class Cases:
             for name, number in zip(labels, order, strict=True):
                 if name.lower() == label.lower():
                     return number
-            raise TraceError(f"line {numbers.format_number(packed_line)} has no origin {label!r} "
+            raise CaseError(f"line {numbers.format_number(packed_line)} has no origin {label!r} "
                              f"(its origins: {', '.join(labels) or 'none'})")
         if line_number is None:
-            raise TraceError(f"not an origin: {origin!r}")
+            raise CaseError(f"not an origin: {origin!r}")
         return numbers.format_number(line_number)
 
     def open(self, packed_line: int, origin: str, origin_packed: int | None, *, agency: str,
@@ -56,7 +56,7 @@ class Cases:
         given = {"agency": agency, "officer": officer, "case_number": case_number}
         missing = [n for n in CASE_FIELDS if not given[n] or not str(given[n]).strip()]
         if missing:
-            raise TraceError(f"a case needs {', '.join(missing)}")
+            raise CaseError(f"a case needs {', '.join(missing)}")
         line_text = numbers.format_number(packed_line)
         origin_number = self.origin(packed_line, origin, origin_packed)
 
@@ -92,7 +92,7 @@ class Cases:
         who = actor(analyst, "reading a case")
         found = [c for c in self.all() if c["case_id"] == case_id]
         if not found:
-            raise TraceError(f"no case {case_id}")
+            raise CaseError(f"no case {case_id}")
         case = found[0]
         records = self.tracer.records(index.line_key(self.line(case["line"])))
         timeline = sorted(

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from ..errors import TraceError
+from ..errors import ConfigError
 from ..parsing import timezones
 from ..store import archive
 from ..store.environments import Environments
@@ -25,7 +25,7 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
     config, db = envs.config, envs.db
     days = config["retention_days"] if older_than_days is None else older_than_days
     if days < 0:
-        raise TraceError("the retention period cannot be negative")
+        raise ConfigError("the retention period cannot be negative")
     now_us = now_us or time.time_ns() // 1000
     cutoff = now_us - int(days * DAY_US)
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from ..config import Feed
-from ..errors import SourceError
+from ..errors import FormatError, SourceError
 from ..parsing import salvage
-from ..parsing.formats import CallBatch, Format, FormatError
+from ..parsing.formats import CallBatch, Format
 from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser, read_header
 from ..store import index
 from ..store.archive import ArchiveWriter

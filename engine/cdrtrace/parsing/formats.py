@@ -7,7 +7,7 @@ import enum
 import numpy as np
 import pyarrow as pa
 
-from ..errors import FormatError, NativeModuleError
+from ..errors import NativeModuleError, ParseError
 from .native import _parse as _native
 
 BOM = b"\xef\xbb\xbf"   # a UTF-8 byte-order mark: some exports start with one; not data
@@ -184,11 +184,11 @@ class Format:
             names = list(self.columns)
             most = max(self.max_cols, len(names))
         else:
-            raise FormatError(f"{self.name} files start with a header row naming the columns")
+            raise ParseError(f"{self.name} files start with a header row naming the columns")
         where = {name: i for i, name in enumerate(names)}
         missing = [self.roles[r] for r in self.required if self.roles[r] not in where]
         if missing:
-            raise FormatError(f"{self.name} header lacks the column(s) {', '.join(missing)}")
+            raise ParseError(f"{self.name} header lacks the column(s) {', '.join(missing)}")
         dialect = {"min_cols": min(self.min_cols or len(names), len(names)), "max_cols": most,
                    "delimiter": ord(self.delimiter), "quote": ord(self.quote),
                    "lenient_quotes": int(self.lenient_quotes),

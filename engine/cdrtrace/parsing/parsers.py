@@ -5,9 +5,9 @@ import csv
 import os
 import re
 
-from ..errors import NativeModuleError
+from ..errors import FormatError, NativeModuleError, ParseError
 from . import native, timezones
-from .formats import BOM, CUCM_RELEASES, FORMATS, Disposition, Format, FormatError, Presentation
+from .formats import BOM, CUCM_RELEASES, FORMATS, Disposition, Format, Presentation
 from .numbers import dialling_plan
 
 MAX_HEADER = 1 << 16
@@ -69,7 +69,7 @@ def detect_format(head: bytes, source: str = "source") -> str:
         return matches[0]
     if matches:
         raise FormatError(f"{source} could be {' or '.join(matches)}: name it with --format")
-    raise FormatError(f"cannot tell the format of {source}: it looks like none of "
+    raise ParseError(f"cannot tell the format of {source}: it looks like none of "
                       f"{', '.join(FORMATS)} (name it with --format)")
 
 
@@ -97,14 +97,14 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
         lines.append((head[at:nl].rstrip(b"\r"), nl + 1))
         at = nl + 1
     if not lines:
-        raise FormatError(f"{source}: no complete {fmt.name} header "
+        raise ParseError(f"{source}: no complete {fmt.name} header "
                           f"({fmt.header_lines} line(s)) in its first {MAX_HEADER} bytes")
     names = _fields(lines[0][0], fmt.delimiter, fmt.quote)
     required = [fmt.roles[r] for r in fmt.required]
     known = fmt.columns or next(iter((fmt.releases or {}).values()), ())
     if not fmt.header_optional or set(required) <= set(names) or names[:1] == list(known[:1]):
         if len(lines) < (1 if fmt.types_line else fmt.header_lines):
-            raise FormatError(f"{source}: no complete {fmt.name} header "
+            raise ParseError(f"{source}: no complete {fmt.name} header "
                               f"({fmt.header_lines} line(s)) in its first {MAX_HEADER} bytes")
         pos = lines[0][1] if fmt.types_line else lines[-1][1]
         if fmt.types_line and len(lines) > 1:
@@ -116,7 +116,7 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
         return None, pos             # positional: the parser reads the first line as a record
     layout = (fmt.releases or {}).get(len(names))
     if layout is None:
-        raise FormatError(
+        raise ParseError(
             f"{source} has no {fmt.name} header, and its first line has {len(names)} fields, "
             f"which is no release's layout ({', '.join(str(n) for n in sorted(fmt.releases or {}))})")
     return list(layout), pos
