@@ -157,7 +157,7 @@ cdef struct Columns:
     int64_t* record
     int64_t* ident_at    # a caller identity's text: where it starts in its record ...
     int64_t* ident_len   # ... and its length (written only for identity rows)
-    int64_t* act_row     # traces the switch recorded (TRACE_RULES 3b): the record's row,
+    int64_t* act_row     # traces the switch recorded (docs/trace-rules.md): the record's row,
     int64_t* act_us      # when, and on which line; act_n of them
     uint64_t* act_line
     Py_ssize_t act_n

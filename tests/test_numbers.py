@@ -1,4 +1,4 @@
-"""Number normalisation (TRACE_RULES §3) and its lossless packing; native == reference."""
+"""Number normalisation (docs/trace-rules.md, "Who called") and its lossless packing; native == reference."""
 from __future__ import annotations
 
 import pytest

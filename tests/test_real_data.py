@@ -1,4 +1,4 @@
-"""Real switch data (TRACE_RULES §3, §3a): the trace never names the wrong call.
+"""Real switch data (docs/trace-rules.md: "Who called", "Imperfect data"): the trace never names the wrong call.
 
 Each test builds the records a real switch writes in the case at hand and states the
 expected answer from the rules, by hand. Native and reference parsers must agree.
@@ -47,7 +47,7 @@ def trace(store, line, at=AT):
     return result.outcome.value, record
 
 
-# ------------------------------------------------------------------ fail closed (§3a)
+# ------------------------------------------------------------------ fail closed
 
 def test_freeswitch_name_with_unescaped_quote_comma_quote_is_recovered(store, tmp_path):
     old = fs_call("Innocent", "7205550100", "3035550110", "2026-03-02 14:00:00",
@@ -131,7 +131,7 @@ def test_salvage_agrees_native_and_reference():
         assert native.salvage(raw) == reference.salvage(raw), raw
 
 
-# ------------------------------------------------------------------ calls, not legs (§3)
+# ------------------------------------------------------------------ calls, not legs
 
 def ring_group(order):
     """Asterisk ring group through Local channels: the ;2 halves ring the phones, dst is the
@@ -189,7 +189,7 @@ def test_legs_of_one_call_are_one_call_to_the_dialled_line(store, tmp_path, orde
 @given(st.permutations(range(5)))
 def test_legs_of_one_call_merge_whatever_the_order(tmp_path_factory, order):
     """Two calls to 700 in legs, and a leg replayed: the analyst's view of 700 is the same
-    in any file order, one entry per call (TRACE_RULES §3)."""
+    in any file order, one entry per call ("Who called")."""
     first = direct_group()
     second = direct_group("2026-03-02 14:40:00", "1772462400.9")
     records = first + second + [second[0]]
@@ -399,7 +399,7 @@ def test_one_russian_caller_written_three_ways_is_one_origin(tmp_path):
 
 
 def test_sip_user_callers_are_identities_traced_and_counted(store, tmp_path):
-    """TRACE_RULES §3: a SIP user the switch authenticated is an identity, not 'unavailable';
+    """"Who called": a SIP user the switch authenticated is an identity, not 'unavailable';
     anonymity markers still mean no identity. The customer never sees it."""
     calls = [cdr(src=src, clid=clid, start=f"2026-03-02 1{i}:00:00", answer=f"2026-03-02 1{i}:00:05",
                  end=f"2026-03-02 1{i}:01:00", uniqueid=f"sip.{i}")
@@ -421,7 +421,7 @@ def test_sip_user_callers_are_identities_traced_and_counted(store, tmp_path):
     assert len({cdrtrace.parsing.numbers.caller(x) for x in ("client1", "client2", "1", "+13035550110")}) == 4
 
 
-# ------------------------------------------------------------------ traces a switch recorded (§3b)
+# ------------------------------------------------------------------ traces a switch recorded
 
 def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
     header = ",".join(cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + ",customerOriginatedTrace.invocationTime\n"

@@ -1,4 +1,5 @@
-"""The trace rules of TRACE_RULES.md (R1-R5, R8-R10 and §2), one scenario each."""
+"""The trace rules (docs/trace-rules.md), one scenario each; R1-R10 name them as the
+carrier's rule book numbers them."""
 from __future__ import annotations
 
 import json
@@ -85,7 +86,7 @@ def test_r5_restricted_caller_is_traced(store, ingest_records):
     assert record["call"]["calling"] == "+17205550101"
 
 
-# §2: only the most recent call, the time of the trace
+# which call: only the most recent one, before the time of the trace
 def test_trace_resolves_the_newest_call_before_activation(store, ingest_records):
     ingest_records(call(3, src="7205550101"), call(9, src="7205550102"),
                    call(20, src="7205550103"))
@@ -116,7 +117,7 @@ def test_bad_line_and_time_are_clear_errors(store):
         store.trace(LINE, at="noon")
 
 
-# §2: once per call per line; R8: three distinct traced calls
+# once per call per line; R8: three distinct traced calls
 def test_r8_progress_counts_distinct_traced_calls_per_origin(store, ingest_records):
     harasser, other = "7205550666", "7205550777"
     ingest_records(call(1, src=harasser))

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyst", required=True, help="the analyst's identity")
     p.set_defaults(func=cmd_last_calls)
 
-    p = sub.add_parser("directory", parents=[common], help="the subscriber directory (R6)")
+    p = sub.add_parser("directory", parents=[common], help="the subscriber directory (enrichment)")
     p.add_argument("action", choices=["import"])
     p.add_argument("file", help="CSV or Parquet: number, name, address, served")
     p.add_argument("--operator", required=True, help="who imports it (audited)")

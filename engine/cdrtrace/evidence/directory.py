@@ -1,4 +1,4 @@
-"""The carrier's subscriber directory (rule R6): number -> name, address, served.
+"""The carrier's subscriber directory (enrichment): number -> name, address, served.
 
 Imported in bulk from CSV or Parquet (columns number, name, address, served), replacing
 the previous import in one transaction. A successful trace snapshots the caller's entry

@@ -1,4 +1,4 @@
-"""Trace policy (TRACE_RULES §1-2): resolve *57 against the index, outcomes, announcements.
+"""Trace policy (docs/trace-rules.md): resolve *57 against the index, outcomes, announcements.
 
 Everything in this module that reaches the customer (TraceResult, CustomerStatus, their
 repr and JSON) is built without the caller's number, name or address.
@@ -21,7 +21,7 @@ class Outcome(enum.StrEnum):
     PENDING = "pending"
 
 
-# Fixed announcement per outcome (rule R10): a stable id the switch plays, and its text.
+# Fixed announcement per outcome ("Outcomes and announcements"): a stable id the switch plays, and its text.
 ANNOUNCEMENTS = {
     Outcome.SUCCESS: ("COT-SUCCESS", "Your call trace was successful. The call has been recorded "
                       "for the Call Identification Center. Please contact them to take action."),
@@ -38,8 +38,8 @@ ANNOUNCEMENTS = {
 
 
 def outcome_for(entry) -> Outcome:
-    """Success or untraceable for the call a trace resolved to (rules R4, R5; an
-    unreadable record fails closed, TRACE_RULES 3a)."""
+    """Success or untraceable for the call a trace resolved to ("Who called"; an
+    unreadable record fails closed, docs/trace-rules.md, "Imperfect data")."""
     if int(entry["flags"]) >> 4 == Disposition.UNREADABLE:
         return Outcome.UNTRACEABLE
     if int(entry["calling"]) == 0 or int(entry["presentation"]) == Presentation.UNAVAILABLE:

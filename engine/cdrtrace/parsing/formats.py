@@ -15,8 +15,8 @@ BOM = b"\xef\xbb\xbf"   # a UTF-8 byte-order mark: some exports start with one; 
 
 class Presentation(enum.IntEnum):
     ALLOWED = 0
-    RESTRICTED = 1    # number present, display withheld: traceable (R5)
-    UNAVAILABLE = 2   # no number reached the switch: untraceable (R4)
+    RESTRICTED = 1    # number present, display withheld: traceable
+    UNAVAILABLE = 2   # no number reached the switch: untraceable
 
 
 class Disposition(enum.IntEnum):

@@ -21,7 +21,7 @@ NONE, E164, EXTENSION, OTHER = 0, 1, 2, 3
 IDENTITY = 4                 # unpack's kind for a caller identity (packed as OTHER, length 63)
 IDENTITY_LENGTH = 63
 MAX_IDENTITY = 128           # bytes of an identity's text
-# values that mean no identity was delivered (TRACE_RULES §3), compared case-insensitively
+# values that mean no identity was delivered (docs/trace-rules.md, "Who called"), compared case-insensitively
 ANONYMOUS = frozenset({"anonymous", "restricted", "private", "unavailable", "out of area",
                        "unknown", "default", "<>", "unknown caller", "withheld"})
 _IDENTITY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-+@")
@@ -203,7 +203,7 @@ def dialling_plan(country_code: int = 1) -> DiallingPlan:
 def normalize(text: str | bytes, country_code: int = 1) -> int:
     """Normalise a written number; 0 if it is not a number (the caller id is withheld).
 
-    Rules (TRACE_RULES §3), by the country's dialling plan: formatting characters are
+    Rules (docs/trace-rules.md, "Who called"), by the country's dialling plan: formatting characters are
     ignored; ``+`` or an international prefix (011 in NANP, 00, 810 in Russia, ...) gives
     E.164; 1-7 digits are an extension; the national trunk prefix (1, 0, 8) followed by a
     national number of a possible length, or a national number of a possible length

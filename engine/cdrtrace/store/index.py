@@ -3,7 +3,8 @@
 Key: the line's packed number, 8 bytes big-endian (so key order is numeric order).
 Value: up to `keep` 40-byte entries (ENTRY_DTYPE), newest first. A received call is
 indexed under its dialled line, its redirecting line and the line that finally rang
-(rule R2); calls that never alerted the line are not indexed (rule R3).
+(docs/trace-rules.md, "Which call a trace names"); calls that never alerted
+the line are not indexed.
 """
 from __future__ import annotations
 
