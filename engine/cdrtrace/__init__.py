@@ -26,13 +26,17 @@ from .errors import (
 )
 from .evidence.outcomes import ANNOUNCEMENTS, CustomerStatus, Outcome, TraceResult
 from .ingestion.batch import IngestSummary, ingest
+from .ingestion.following import follow, stream_stdin
+from .ingestion.kafka import consume
+from .ingestion.live import StreamOptions, StreamSummary
 from .parsing.formats import CallBatch, Disposition, Presentation
 from .parsing.parsers import make_parser
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "open", "Store", "ingest", "IngestSummary", "make_parser", "CallBatch", "Outcome",
+    "open", "Store", "ingest", "IngestSummary", "follow", "stream_stdin", "consume",
+    "StreamOptions", "StreamSummary", "make_parser", "CallBatch", "Outcome",
     "TraceResult", "CustomerStatus", "ANNOUNCEMENTS", "Presentation", "Disposition",
     "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
     "AccessError", "NativeModuleError", "FormatError", "AuditError", "ConfigError",

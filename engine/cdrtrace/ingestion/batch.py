@@ -64,7 +64,7 @@ class IngestSummary:
     records: int = 0
     indexed: int = 0        # (line, call) pairs written to the index
     unreadable: int = 0     # (line, unreadable call) pairs held for rejects (fail closed)
-    switch_traces: int = 0  # traces the switch itself recorded, run (docs/trace-rules.md, "Traces a switch records itself")
+    switch_traces: int = 0  # traces the switch itself recorded (docs/trace-rules.md), run
     rejected: int = 0
     markers: int = 0        # header, types, version, Start and End lines: checked, not calls
     bytes: int = 0
