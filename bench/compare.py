@@ -157,7 +157,7 @@ def run_ingest(t: Table, path: Path, n: int, rounds: int, work: Path) -> cdrtrac
 
     def ours(store):
         summary = cdrtrace.ingest(store, [str(path)])
-        stat = store.lookup.stat()
+        stat = store.stats()["index"]
         store.close()
         return summary, stat
     sec, (summary, stat) = median_time(ours, rounds, fresh)
@@ -203,7 +203,7 @@ def run_lookup(t: Table, store: cdrtrace.Store, lookups: int) -> list[bytes]:
     random.Random(1).shuffle(keys)
     keys = (keys * (lookups // len(keys) + 1))[:lookups]
     with store.envs.read() as txn:
-        p50, p99, mean = workloads.per_op(lambda k: store.last_calls_raw(k, txn), keys)
+        p50, p99, mean = workloads.per_op(lambda k: store._last_calls_raw(k, txn), keys)
         t.add(g, "cdrtrace", mean / 1e6, p50_us=p50, p99_us=p99, mean_us=mean)
         db = store.envs.db["index"]
         p50, p99, mean = workloads.per_op(lambda k: txn.get(k, db=db), keys)
@@ -346,7 +346,7 @@ def ingest_child(path: Path, store: Path) -> dict:
               "anon_mb": peak["RssAnon"] // 1024,
               "store_mb": round(os.stat(data).st_blocks * 512 / 2**20, 1)}
     with cdrtrace.open(store) as s:
-        stat = s.lookup.stat()
+        stat = s.stats()["index"]
     result["lines"] = stat["lines"]
     result["index_bytes_per_line"] = round(stat["bytes"] / max(stat["lines"], 1))
     shutil.rmtree(store, ignore_errors=True)

@@ -59,7 +59,7 @@ def test_ingest_cdrtrace_fresh_store(benchmark, cdr_path, scratch, n_records):
 
     def ingest(store):
         summary = cdrtrace.ingest(store, [str(cdr_path)])
-        stat = store.lookup.stat()
+        stat = store.stats()["index"]
         store.close()
         return summary, stat
 
@@ -126,7 +126,7 @@ def _per_op(fn, keys):
 def test_lookup_cdrtrace(benchmark, loaded):
     store, keys = loaded
     with store.envs.read() as txn:
-        lookup = lambda key: store.last_calls_raw(key, txn)   # noqa: E731
+        lookup = lambda key: store._last_calls_raw(key, txn)   # noqa: E731
         assert len(lookup(keys[0])) >= 1
         run(benchmark, "lookup", "cdrtrace", lambda: [lookup(k) for k in keys], per=len(keys))
         p50, p99 = _per_op(lookup, keys)

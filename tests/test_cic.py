@@ -78,7 +78,7 @@ def test_identifying_reads_are_audited(traced):
     store, _, _ = traced
     store.last_calls(LINE, analyst="ann")
     store.trace_records(LINE, analyst="bob")
-    actions = [(e["actor"], e["action"]) for e in store.audit_entries()]
+    actions = [(e["actor"], e["action"]) for e in testing.audit_entries(store)]
     assert actions[-2:] == [("ann", "read_last_calls"), ("bob", "read_trace_records")]
     assert actions[0] == ("ops", "directory_import")
     with pytest.raises(AccessError, match="reading trace records needs an analyst identity"):
@@ -91,7 +91,7 @@ def test_disclosure_under_authority_is_audited(traced):
     released = store.disclose(AUTHORITY, analyst="ann", trace_ids=[first.trace_id])
     assert [(r["call"]["calling"], r["enrichment"]["name"]) for r in released] == [
         ("+13035550142", "Pat Doe")]
-    entry = store.audit_entries()[-1]
+    entry = testing.audit_entries(store)[-1]
     assert (entry["action"], entry["details"]["authority"], entry["details"]["trace_ids"]) == (
         "disclosure", AUTHORITY, [first.trace_id])
     by_line = store.disclose(AUTHORITY, analyst="ann", line=LINE)
@@ -112,7 +112,7 @@ def test_disclosure_refusals_are_audited(traced, change, reason):
     with pytest.raises(AccessError) as info:
         store.disclose(authority, analyst="ann", trace_ids=[first.trace_id])
     assert str(info.value) == f"disclosure refused: {reason}"
-    entry = store.audit_entries()[-1]
+    entry = testing.audit_entries(store)[-1]
     assert (entry["action"], entry["actor"], entry["details"]["reason"]) == (
         "disclosure_refused", "ann", reason)
 
@@ -121,7 +121,7 @@ def test_disclosure_of_an_unknown_trace_is_refused(traced):
     store, _, _ = traced
     with pytest.raises(AccessError, match="disclosure refused: no trace T99999999"):
         store.disclose(AUTHORITY, analyst="ann", trace_ids=["T99999999"])
-    assert store.audit_entries()[-1]["action"] == "disclosure_refused"
+    assert testing.audit_entries(store)[-1]["action"] == "disclosure_refused"
 
 
 # ------------------------------------------------------------------ tamper evidence
@@ -186,7 +186,7 @@ def test_cli_disclose_audit_and_reports(traced, tmp_path):
                "ann", "--json")
     assert json.loads(proc.stdout)[0]["enrichment"]["address"] == "1 Elm St, Denver CO"
     assert run("audit", "verify").stdout.startswith("audit log verified: ")
-    exported = [json.loads(x) for x in run("audit", "export").stdout.splitlines()]
+    exported = [json.loads(x) for x in run("audit", "export", "--operator", "ops").stdout.splitlines()]
     assert [e["action"] for e in exported][-2:] == ["disclosure_refused", "disclosure"]
     report = json.loads(run("report", "repeat-origins", "--analyst", "ann", "--min-calls", "1",
                             "--json").stdout)
@@ -214,7 +214,7 @@ def test_case_by_pseudonym_with_waiver_makes_the_customer_eligible(traced):
     shown = store.case("C000001", analyst="bob")
     assert [t["trace_id"] for t in shown["timeline"]] == [second.trace_id]
     assert shown["timeline"][0]["call_time"] == "2026-03-02T15:03:00Z"
-    actions = [e["action"] for e in store.audit_entries()]
+    actions = [e["action"] for e in testing.audit_entries(store)]
     assert actions[-2:] == ["case_open", "case_read"]
 
 
@@ -259,7 +259,7 @@ def test_purge_removes_old_trace_records_and_is_audited(traced):
     assert result == {"traces": 1, "before": "2026-03-02T14:18:00Z", "archive_days": 0}
     assert [r["trace_id"] for r in store.trace_records(LINE, analyst="a")] == [second.trace_id]
     assert [t["trace_id"] for t in store.status(LINE).traces] == [second.trace_id]
-    entry = [e for e in store.audit_entries() if e["action"] == "purge"][0]
+    entry = [e for e in testing.audit_entries(store) if e["action"] == "purge"][0]
     assert (entry["actor"], entry["details"]["traces"]) == ("ops", 1)
     assert store.audit_verify() > 0
     assert store.purge(operator="ops", now_us=now)["traces"] == 0     # 365 days by default
@@ -310,7 +310,7 @@ def test_call_archive_by_day_query_and_retention(tmp_path):
     now = 1772409600 * 10**6 + 4 * 86400 * 10**6                  # 2026-03-06T00:00Z
     recent = store.archived_calls(campaign["victim"], analyst="ann", days=3, now_us=now)
     assert all(str(t) >= "2026-03-03" for t in recent.column("start").to_pylist())
-    assert store.audit_entries()[-1]["action"] == "read_archive"
+    assert testing.audit_entries(store)[-1]["action"] == "read_archive"
     result = store.purge(operator="ops", now_us=now)
     assert result["archive_days"] == 2                             # keeps the last 2 days
     assert sorted(p.name for p in archive_dir.iterdir()) == ["day=2026-03-04"]

@@ -115,7 +115,7 @@ done = 0
 while done < 30000:
     with store.envs.read() as txn:
         for line in random.sample(lines, 50):
-            entries = store.last_calls_raw(index.line_key(line), txn)
+            entries = store._last_calls_raw(index.line_key(line), txn)
             assert list(entries["start_us"]) == sorted(entries["start_us"], reverse=True)
             done += 1
 print("ok", done)

@@ -5,10 +5,12 @@
     store.status("303-555-0110")           # their traces and progress per origin
     store.trace_records(analyst="cic-1")   # the CIC's view: identifying, audited
 
-Each part lives in the module named after it (docs/architecture.md):
-`store.envs` (store.environments), `store.catalog` (sources, positions, feeds),
-`store.liveness` (live feeds), `store.lookup` (the index's read path),
-`store.tracer` (evidence.traces), `store.audit`, `store.disclosure`, `store.casebook`.
+Each part lives in the module named after it (docs/architecture.md): `store.envs`
+(store.environments), `store.catalog` (sources, positions, feeds), `store.liveness`
+(live feeds), and, private because they read callers' numbers without an audit entry,
+`_lookup` (the index's read path), `_tracer` (evidence.traces), `_audit`,
+`_disclosure` and `_casebook`. Callers' numbers leave the public API only through
+audited calls.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import NumberError
+from .errors import NumberError, TraceError
 from .evidence import activations, directory, retention
 from .evidence import rows as trace_rows
 from .evidence.audit import AuditLog
@@ -36,6 +38,8 @@ from .store.catalog import Catalog
 from .store.environments import Environments
 from .store.liveness import Liveness
 from .store.lookup import Lookup
+
+MAX_AT_US = 7_258_118_400 * 1_000_000     # 2200-01-01T00:00:00Z
 
 
 def open(path: str | os.PathLike, create: bool = False, readonly_index: bool = False,  # noqa: A001
@@ -56,14 +60,15 @@ class Store:
         self.config: dict[str, Any] = self.envs.config
         self.catalog = Catalog(self.envs)
         self.liveness = Liveness(self.envs)
-        self.lookup = Lookup(self.envs)
+        self._lookup = Lookup(self.envs)
         # A line's index entries (index.ENTRY_DTYPE, newest first), in the caller's read
-        # transaction if given: the lookup itself, bound here so it costs no extra call.
-        self.last_calls_raw: Callable[..., np.ndarray] = self.lookup.last_calls
-        self.tracer = Tracer(self.envs, self.catalog, self.lookup, self.liveness)
-        self.audit = AuditLog(self.envs)
-        self.disclosure = Disclosure(self.envs, self.tracer, self.audit)
-        self.casebook = Cases(self.envs, self.tracer, self.audit, self.line)
+        # transaction if given: the unaudited lookup of the trace path, private (the
+        # public API gives callers' numbers only through audited calls).
+        self._last_calls_raw: Callable[..., np.ndarray] = self._lookup.last_calls
+        self._tracer = Tracer(self.envs, self.catalog, self._lookup, self.liveness)
+        self._audit = AuditLog(self.envs)
+        self._disclosure = Disclosure(self.envs, self._tracer, self._audit)
+        self._casebook = Cases(self.envs, self._tracer, self._audit, self.line)
 
     def close(self) -> None:
         self.envs.close()
@@ -85,11 +90,17 @@ class Store:
         return index.line_key(self.line(line))
 
     def _at_us(self, at: str | int | None) -> int:
+        """An activation time: now, or a given one no later than now plus the store's
+        activation_window_days and within 1970-2200 (refused before anything is written)."""
+        now_us = time.time_ns() // 1000
         if at is None:
-            return time.time_ns() // 1000
-        if isinstance(at, int):
-            return at
-        return timezones.parse_instant(at, self.config["zone"])
+            return now_us
+        at_us = at if isinstance(at, int) else timezones.parse_instant(at, self.config["zone"])
+        latest = min(MAX_AT_US, now_us + int(self.config["activation_window_days"] * 86400e6))
+        if not 0 <= at_us <= latest:
+            raise TraceError(f"activation time {at!r} out of range: traces are activated from "
+                             f"1970 up to {timezones.format_utc(latest)}")
+        return at_us
 
     # ------------------------------------------------------------ the customer's side
 
@@ -102,23 +113,24 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
-        return self.tracer.trace(self.line(line), self._at_us(at), wait)
+        return self._tracer.trace(self.line(line), self._at_us(at), wait)
 
     def status(self, line: str) -> CustomerStatus:
         """The customer's view: their traces and progress per pseudonymous origin. A read:
         it writes nothing (a pending trace shows as pending until the write side resolves it)."""
         line_text = numbers.format_number(self.line(line))
-        waived = {c["origin"] for c in self.casebook.all(line_text) if c["waiver"]}
-        return customer_status(line_text, self.tracer.records(self._key(line)),
-                               self.config["threshold"], waived)
+        waived = {c["origin"] for c in self._casebook.all(line_text) if c["waiver"]}
+        records = self._tracer.records(self._key(line))
+        return customer_status(line_text, records, self.config["threshold"],
+                               self._tracer.labels(self._key(line), records), waived)
 
     def resolve_pending(self) -> list[TraceResult]:
         """Resolve the pending traces whose live feeds have passed them, by the rules."""
-        return self.tracer.resolve_pending()
+        return self._tracer.resolve_pending()
 
     def run_activations(self) -> list[TraceResult]:
         """Trace the *57s the switches recorded in ingested CDRs, each once."""
-        return activations.run(self.tracer)
+        return activations.run(self._tracer)
 
     # ------------------------------------------------------------ operations
 
@@ -127,7 +139,7 @@ class Store:
         now_us = now_us or time.time_ns() // 1000
         with self.envs.read() as txn:
             feeds = self.catalog.feed_stats(txn, self.liveness.live_feeds(txn, now_us), now_us)
-        return {"feeds": feeds, "index": self.lookup.stat()}
+        return {"feeds": feeds, "index": self._lookup.stat()}
 
     def live_feeds(self, now_us: int | None = None) -> dict[int, dict]:
         """The attached live feeds and their watermarks."""
@@ -138,23 +150,23 @@ class Store:
         """Remove trace records activated before the retention period (the store's
         retention_days unless given), with their per-line entries, and archived calls
         past the archive's retention; audited."""
-        return retention.purge(self.envs, self.audit, operator=operator,
+        return retention.purge(self.envs, self._audit, operator=operator,
                                older_than_days=older_than_days, now_us=now_us)
 
     # ------------------------------------------------------------ the Call Identification Center
 
     def import_directory(self, path: str | os.PathLike, operator: str) -> int:
         """Replace the subscriber directory with a CSV or Parquet file; returns its rows."""
-        return directory.import_file(self.envs, self.audit, path, operator)
+        return directory.import_file(self.envs, self._audit, path, operator)
 
     def last_calls(self, line: str, analyst: str) -> list[dict]:
         """The analyst's view of a line's last calls, with numbers; audited."""
-        return self.disclosure.last_calls(self._key(line), analyst)
+        return self._disclosure.last_calls(self._key(line), analyst)
 
     def trace_records(self, line: str | None = None, *, analyst: str) -> list[dict]:
         """Full trace records (numbers, enrichment), audited under the analyst's identity."""
         key = self._key(line) if line is not None else None
-        return self.disclosure.trace_records(key, line, analyst)
+        return self._disclosure.trace_records(key, line, analyst)
 
     def disclose(self, authority: dict, *, analyst: str, trace_ids: Any = None,
                  line: str | None = None) -> list[dict]:
@@ -163,27 +175,27 @@ class Store:
         authority: kind (subpoena, court_order, law_enforcement_request), reference,
         agency, officer, case_number. Anything missing: refused, and the refusal audited."""
         key = self._key(line) if line is not None else None
-        return self.disclosure.disclose(authority, analyst=analyst, trace_ids=trace_ids, key=key)
+        return self._disclosure.disclose(authority, analyst=analyst, trace_ids=trace_ids, key=key)
 
     def archived_calls(self, line: str, *, analyst: str, origin: str | None = None,
                        days: float | None = None, now_us: int | None = None) -> pa.Table:
         """Every archived call to a line (from one origin, in the last days); audited."""
-        return self.disclosure.archived_calls(
+        return self._disclosure.archived_calls(
             line, self.line(line), self.line(origin) if origin else None, analyst=analyst,
             origin_text=origin, days=days, now_us=now_us)
 
     def report_rows(self, *, analyst: str) -> np.ndarray:
         """Every trace as packed rows (evidence.rows.ROW_DTYPE), identifying: audited."""
-        return self.disclosure.report_rows(analyst)
+        return self._disclosure.report_rows(analyst)
 
     def trace_table(self, *, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> pa.Table:
         """Every trace as an Arrow table of packed numbers (identifying: audited);
         columns narrows it to what a report reads."""
-        return self.disclosure.trace_table(analyst, columns)
+        return self._disclosure.trace_table(analyst, columns)
 
     def trace_columns(self, *, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> dict:
         """The same as numpy views over one copy of the rows: what reports hand DuckDB."""
-        return self.disclosure.trace_columns(analyst, columns)
+        return self._disclosure.trace_columns(analyst, columns)
 
     def open_case(self, line: str, origin: str, *, agency: str, officer: str, case_number: str,
                   analyst: str, waive_reason: str | None = None) -> dict:
@@ -191,24 +203,25 @@ class Store:
         waive_reason lets the customer request action before the threshold."""
         packed = self.line(line)
         given = None if str(origin).strip().lower().startswith("caller ") else self.line(origin)
-        return self.casebook.open(packed, origin, given, agency=agency, officer=officer,
+        return self._casebook.open(packed, origin, given, agency=agency, officer=officer,
                                   case_number=case_number, analyst=analyst,
                                   waive_reason=waive_reason)
 
     def cases(self, *, analyst: str) -> list[dict]:
         """Every case; audited."""
-        return self.casebook.listed(analyst)
+        return self._casebook.listed(analyst)
 
     def case(self, case_id: str, *, analyst: str) -> dict:
         """A case and its timeline: every trace between its line and origin, in order."""
-        return self.casebook.read(case_id, analyst)
+        return self._casebook.read(case_id, analyst)
 
     def audit_verify(self) -> int:
         """Check the audit chain; the number of entries, or AuditError saying where."""
-        return self.audit.verify()
+        return self._audit.verify()
 
-    def audit_entries(self) -> list[dict]:
-        return self.audit.entries()
+    def audit_export(self, *, operator: str) -> list[dict]:
+        """Every audit entry, for an operator; the export is audited."""
+        return self._audit.export(operator)
 
 
 __all__ = ["Store", "open"]

@@ -34,7 +34,7 @@ def index_bytes(store: Store) -> list[tuple[bytes, bytes]]:
 
 def line_entries(store: Store, line: str) -> np.ndarray:
     """A line's index entries, newest first."""
-    return store.lookup.last_calls(index.line_key(store.line(line)))
+    return store._lookup.last_calls(index.line_key(store.line(line)))
 
 
 def write_batch(store: Store, batch: CallBatch, source: int) -> int:
@@ -115,3 +115,8 @@ def commits(store: Store) -> tuple[int, int]:
     """The last committed transaction ids of the index and evidence environments: a read
     that leaves both unchanged wrote nothing."""
     return (int(store.envs.env.info()["last_txnid"]), int(store.envs.eenv.info()["last_txnid"]))
+
+
+def audit_entries(store: Store) -> list[dict]:
+    """The audit log as stored, unaudited (the API's audit_export is audited)."""
+    return store._audit.entries()

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", parents=[common], help="verify or export the audit log")
     p.add_argument("action", choices=["verify", "export"])
-    p.add_argument("--out", help="export: JSON-lines file (default: standard output)")
+    p.add_argument("--out", help="export: JSON-lines file, private (default: standard output)")
+    p.add_argument("--operator", help="export: who exports it (audited)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")

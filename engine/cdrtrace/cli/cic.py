@@ -7,6 +7,7 @@ import sys
 
 from ..errors import CdrTraceError
 from ..parsing.timezones import format_utc
+from ..store import private
 from .common import emit, open_store
 
 
@@ -75,10 +76,14 @@ def cmd_audit(args):
         emit(args, {"entries": count, "verified": True},
               f"audit log verified: {count:,} entries, chain intact")
         return
-    lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in store.audit_entries())
+    lines = "".join(json.dumps(e, sort_keys=True) + "\n"
+                    for e in store.audit_export(operator=args.operator))
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(lines)
+        try:
+            with private.open_file(args.out, "w", encoding="utf-8") as f:
+                f.write(lines)
+        except OSError as exc:
+            raise CdrTraceError(f"cannot write {args.out}: {exc.strerror}") from None
     else:
         sys.stdout.write(lines)
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pwd
 import time
+import unicodedata
 from typing import Any
 
 from ..errors import AccessError, AuditError
@@ -29,12 +32,22 @@ def _digest(prev: str, body: dict) -> str:
     return hashlib.sha256((prev + canonical).encode("utf-8")).hexdigest()
 
 
+def os_user() -> str:
+    """Who the process runs as, by its effective uid (not the spoofable $USER)."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def append(txn, db, meta_db, actor: str, action: str, **details) -> dict:
-    """Add one entry inside the caller's write transaction (it commits with the act)."""
+    """Add one entry inside the caller's write transaction (it commits with the act):
+    the declared actor and the operating-system user the process runs as."""
     head = txn.get(b"audit_head", db=meta_db)
     seq, prev = (json.loads(head)["seq"], json.loads(head)["hash"]) if head else (0, GENESIS)
-    body = {"seq": seq + 1, "at_us": time.time_ns() // 1000, "actor": actor, "action": action,
-            "details": details, "prev": prev}
+    body = {"seq": seq + 1, "at_us": time.time_ns() // 1000, "actor": actor,
+            "os_user": os_user(), "action": action, "details": details, "prev": prev}
     entry = {**body, "hash": _digest(prev, body)}
     txn.put(_key(seq + 1), json.dumps(entry, sort_keys=True).encode(), db=db, append=True)
     txn.put(b"audit_head", json.dumps({"seq": seq + 1, "hash": entry["hash"]}).encode(),
@@ -73,11 +86,20 @@ def verify(txn, db, meta_db) -> int:
     return count
 
 
+UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}   # controls, format, line separators
+
+
 def actor(who: str | None, what: str, role: str = "analyst") -> str:
-    """The identity an act is audited under; AccessError if there is none."""
-    if not who or not str(who).strip():
+    """The identity an act is audited under; AccessError if there is none, or if it is
+    not a printable name on one line (a newline or an invisible character could make
+    two audit entries look alike)."""
+    text = "" if who is None else str(who)
+    if any(unicodedata.category(c) in UNPRINTABLE for c in text):
+        raise AccessError(f"{what} needs an {role} identity that is printable, on one line: "
+                          f"{text!r}")
+    if not text.strip():
         raise AccessError(f"{what} needs an {role} identity")
-    return str(who).strip()
+    return text.strip()
 
 
 class AuditLog:
@@ -102,3 +124,14 @@ class AuditLog:
     def entries(self) -> list[dict]:
         with self.envs.eread() as txn:
             return [entry for _, entry in entries(txn, self.db["audit"])]
+
+    def export(self, operator: str) -> list[dict]:
+        """Every entry, for an operator; the export itself is audited, in the same
+        transaction, as the entry after the last one exported."""
+        who = actor(operator, "exporting the audit log", "operator")
+
+        def work(txn: Any) -> list[dict]:
+            found = [entry for _, entry in entries(txn, self.db["audit"])]
+            self.add(txn, who, "audit_export", entries=len(found))
+            return found
+        return self.envs.ewrite(work)

@@ -16,7 +16,6 @@ from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
 from .audit import AuditLog, actor
-from .outcomes import Outcome, origin_labels
 from .traces import Tracer
 
 CASE_FIELDS = ("agency", "officer", "case_number")
@@ -35,16 +34,13 @@ class Cases:
         line_number: the origin's packed number when it was given as a number."""
         label = str(origin).strip()
         if label.lower().startswith("caller "):
-            order: list[str] = []
-            for r in self.tracer.records(index.line_key(packed_line)):
-                if r["outcome"] == Outcome.SUCCESS.value and r["call"]["calling"] not in order:
-                    order.append(r["call"]["calling"])
-            labels = origin_labels(len(order))
-            for name, number in zip(labels, order, strict=True):
+            key = index.line_key(packed_line)
+            labels = self.tracer.labels(key, self.tracer.records(key))
+            for number, name in labels.items():
                 if name.lower() == label.lower():
                     return number
             raise CaseError(f"line {numbers.format_number(packed_line)} has no origin {label!r} "
-                             f"(its origins: {', '.join(labels) or 'none'})")
+                            f"(its origins: {', '.join(labels.values()) or 'none'})")
         if line_number is None:
             raise CaseError(f"not an origin: {origin!r}")
         return numbers.format_number(line_number)

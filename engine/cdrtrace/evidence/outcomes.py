@@ -47,20 +47,6 @@ def outcome_for(entry) -> Outcome:
     return Outcome.SUCCESS
 
 
-def origin_labels(count: int) -> list[str]:
-    """Pseudonymous labels for origins: Caller A..Z, then Caller AA, AB, ..."""
-    labels = []
-    for i in range(count):
-        name, n = "", i
-        while True:
-            name = chr(ord("A") + n % 26) + name
-            n = n // 26 - 1
-            if n < 0:
-                break
-        labels.append(f"Caller {name}")
-    return labels
-
-
 @dataclasses.dataclass(frozen=True)
 class TraceResult:
     """What the customer and the switch learn from a trace: never the caller's identity."""
@@ -133,9 +119,10 @@ class CustomerStatus:
         return json.dumps(self.to_dict())
 
 
-def customer_status(line: str, records: list[dict], threshold: int,
+def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
                     waived: set | frozenset = frozenset()) -> CustomerStatus:
-    """Build the customer's view from the line's trace records (in trace order)."""
+    """Build the customer's view from the line's trace records (in trace order) and its
+    origins' pseudonyms (evidence.pseudonyms)."""
     traces = tuple({
         "trace_id": r["trace_id"],
         "activated_at": format_utc(r["activated_us"]),
@@ -147,9 +134,9 @@ def customer_status(line: str, records: list[dict], threshold: int,
         if r["outcome"] == Outcome.SUCCESS.value:
             calls = per_origin.setdefault(r["call"]["calling"], {})
             calls[r["call"]["call_id"]] = r["call"]["start_us"]
-    labels = origin_labels(len(per_origin))
+    order = list(labels)
     progress = tuple(
-        OriginProgress(label, len(calls), threshold, format_utc(min(calls.values())),
+        OriginProgress(labels[origin], len(calls), threshold, format_utc(min(calls.values())),
                        format_utc(max(calls.values())), origin in waived)
-        for label, (origin, calls) in zip(labels, per_origin.items(), strict=True))
+        for origin, calls in sorted(per_origin.items(), key=lambda oc: order.index(oc[0])))
     return CustomerStatus(line, traces, progress)

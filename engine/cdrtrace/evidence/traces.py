@@ -24,6 +24,7 @@ from ..store.catalog import Catalog
 from ..store.environments import Environments
 from ..store.liveness import Liveness
 from ..store.lookup import Lookup
+from . import pseudonyms
 from . import rows as trace_rows
 from .outcomes import Outcome, TraceResult, outcome_for
 
@@ -133,10 +134,13 @@ class Tracer:
             outcome, call, e, original = self.resolve(txn, index_txn, key, at_us)
         cursor = txn.cursor(self.db["traces"])
         resolving = number is not None
-        if number is None:
-            number = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
+        if number is None:   # never reused, even once a purge emptied the table
+            last = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+            number = max(last, int(txn.get(b"last_trace", b"0", db=self.db["emeta"]))) + 1
+            txn.put(b"last_trace", str(number).encode(), db=self.db["emeta"])
         enrichment = self.enrichment(txn, int(e["calling"])) if outcome is Outcome.SUCCESS else None
-        record = {
+        calling_text = call["calling"] if call is not None else None
+        record: dict[str, Any] = {
             "trace_id": trace_id(number), "line": numbers.format_number(packed),
             "activated_us": at_us, "traced_at_us": time.time_ns() // 1000,
             "outcome": outcome.value, "call": call, "enrichment": enrichment,
@@ -168,6 +172,7 @@ class Tracer:
         if outcome is Outcome.SUCCESS:
             txn.put(key + CALL_MARK + u64(int(e["call_id"])), trace_id(number).encode(),
                     db=self.db["by_line"])
+            pseudonyms.assign(txn, self.db["pseudonyms"], key, str(calling_text))
         if resolving:   # a pending trace resolved: same id, its record completed
             earlier = json.loads(txn.get(u64(number), db=self.db["traces"]))
             record["traced_at_us"] = earlier["traced_at_us"]
@@ -219,6 +224,11 @@ class Tracer:
         return record
 
     # ------------------------------------------------------------ reading the evidence
+
+    def labels(self, line_key: bytes, records: list[dict]) -> dict[str, str]:
+        """origin -> its pseudonym on this line ("Caller A"): one place computes them."""
+        with self.envs.eread() as txn:
+            return pseudonyms.of_line(txn, self.db["pseudonyms"], line_key, records)
 
     def records(self, line_key: bytes | None = None) -> list[dict]:
         """Every evidence record, or a line's, in trace order (identifying: callers audit)."""

@@ -138,6 +138,9 @@ def follow(store, path: str, fmt: str | Format | None = None, *, zone=None, coun
                 if live.idle():
                     break
                 stop.wait(options.poll_ms / 1000)
+        except BaseException:
+            live.failed = True       # what was read past the last commit is read again
+            raise
         finally:
             if generation is not None:
                 generation.handle.close()
@@ -237,6 +240,9 @@ def stream_stdin(store, fmt: str | Format | None = None, *, zone=None, country_c
                     break                                  # the pipe closed
                 if live.due():
                     live.commit()
+        except BaseException:
+            live.failed = True       # nothing half-processed commits
+            raise
         finally:
             live.close()
     return live.summary

@@ -223,12 +223,18 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
                 _feed_messages(live, partitions, good)
                 if live.due():
                     commit()
+        except BaseException:
+            live.failed = True       # each partition is read again from its committed offset
+            raise
         finally:
             try:
-                commit(detach=True, wait=True)   # before close: the group sees the last offsets
+                if live.failed:
+                    live.abandon()
+                else:
+                    commit(detach=True, wait=True)   # before close: the group sees the last offsets
+                    live.finish()
             finally:
                 consumer.close()
-                live.finish()
     return live.summary
 
 

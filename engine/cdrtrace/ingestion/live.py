@@ -122,6 +122,7 @@ class LiveFeed:
         self.started = time.monotonic()
         self.last_log = self.started
         self.logged_records = 0
+        self.failed = False         # an error broke the feed: it commits nothing more
 
     # ---------------------------------------------------------------- sources
 
@@ -230,7 +231,17 @@ class LiveFeed:
         """One write transaction: the waiting records, the feed's counters, the source's
         position (extra(txn) for a source that keeps its own), the heartbeat. The archive
         is written first when due (always on detach), and where it is complete commits
-        with the position."""
+        with the position. If it fails, the feed is failed: nothing more commits (the
+        records it held are read again from the last committed position)."""
+        if self.failed:
+            raise RuntimeError("a failed live feed commits nothing more")
+        try:
+            self._commit(detach, extra)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def _commit(self, detach: bool, extra) -> None:
         if detach or self.archive_due():
             self.flush_archive()
         store, position, checkpoint = self.store, self.pending.position, self.checkpoint
@@ -270,8 +281,22 @@ class LiveFeed:
         self.last_log, self.logged_records = now, self.summary.records
 
     def close(self) -> StreamSummary:
-        """Commit what waits and detach: the feed's data is complete as ingested."""
+        """Commit what waits and detach: the feed's data is complete as ingested. A feed
+        that failed (an error while reading, parsing or committing) commits nothing: it
+        only detaches, and a restart reads again from the last committed position."""
+        if self.failed:
+            return self.abandon()
         self.commit(detach=True)
+        return self.finish()
+
+    def abandon(self) -> StreamSummary:
+        """Detach without committing anything of what waits (best effort: the heartbeat
+        goes stale anyway if the store cannot be written)."""
+        self.failed = True
+        try:
+            self.store.envs.write(lambda txn: self.store.liveness.detach(txn, self.feed_id))
+        except Exception as exc:   # noqa: BLE001 - already failing: the original error wins
+            log.warning("%s: could not detach the failed feed: %s", self.label, exc)
         return self.finish()
 
     def finish(self) -> StreamSummary:

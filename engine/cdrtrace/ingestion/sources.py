@@ -13,9 +13,10 @@ import mmap
 import os
 import stat
 import sys
-from typing import Any, Protocol, TextIO
+from typing import IO, Any, Protocol
 
 from ..errors import SourceError
+from ..store import private
 
 CHUNK_BYTES = 16 << 20
 
@@ -233,7 +234,7 @@ class RejectsWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        self._file: TextIO | None = None
+        self._file: IO[Any] | None = None
         self.count = 0
         self._dirty = False
 
@@ -265,7 +266,7 @@ class RejectsWriter:
                 kept.append(line)
         if len(kept) != len(lines):
             partial = self.path + ".partial"
-            with open(partial, "w", encoding="utf-8") as f:
+            with private.open_file(partial, "w", encoding="utf-8") as f:
                 f.writelines(kept)
                 f.flush()
                 os.fsync(f.fileno())
@@ -276,7 +277,7 @@ class RejectsWriter:
         if not rejects:
             return
         if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._file = private.open_file(self.path, "a", encoding="utf-8")
         for record, offset, reason, raw in rejects:
             self._file.write(json.dumps({
                 "source": source, "source_id": source_id, "record": record, "offset": offset,

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..parsing.formats import CallBatch
+from . import private
 
 DAY_US = 86_400 * 1_000_000
 FLUSH_ROWS = 1 << 18
@@ -69,10 +70,11 @@ class ArchiveWriter:
         if not batches:
             return
         folder = self.root / f"day={np.datetime64(day, 'D')}"
-        folder.mkdir(parents=True, exist_ok=True)
+        private.make_dir(folder)
         self.files += 1
         path = folder / f"source-{self.source:06d}-{self.files:05d}.parquet"
-        pq.write_table(pa.Table.from_batches(batches), path, compression="zstd")
+        with private.open_file(path, "wb") as sink:     # private before the first byte
+            pq.write_table(pa.Table.from_batches(batches), sink, compression="zstd")
 
 
 def calls(root: str | os.PathLike, line: int, origin: int | None = None,

@@ -8,7 +8,6 @@ release and writable (sub-databases a later release added are created then).
 """
 from __future__ import annotations
 
-import builtins
 import contextlib
 import fcntl
 import json
@@ -21,20 +20,20 @@ import lmdb
 
 from ..errors import StoreError
 from ..parsing import timezones
-from . import index
+from . import index, private
 
 T = TypeVar("T")
 FORMAT_VERSION = 2        # 2: the trace evidence has its own environment
 INITIAL_MAP_SIZE = 64 << 20
 INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due")
 EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
-                "trace_segments", "pending", "activations")
+                "trace_segments", "pending", "activations", "pseudonyms")
 DEFAULT_THRESHOLD = 3     # successful traces of one origin before the customer may ask for action
 LATER_INDEX_DBS = ("unreadable", "identities", "activations_due")   # absent from older stores
 DEFAULTS: dict[str, Any] = {
     "threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1, "min_ring_seconds": 0.0,
     "keep": index.DEFAULT_KEEP, "retention_days": 365, "archive_dir": None,
-    "archive_retention_days": 90}
+    "archive_retention_days": 90, "activation_window_days": 1.0}
 
 
 class Environments:
@@ -51,14 +50,18 @@ class Environments:
         if not (self.path / "data.mdb").exists() and not create:
             raise StoreError(f"no cdrtrace store at {self.path} (create one with `cdrtrace init`)")
         if create:
-            self.path.mkdir(parents=True, exist_ok=True)
+            private.make_dir(self.path)
+            if not (self.path / "data.mdb").exists():
+                os.chmod(self.path, private.DIR_MODE)   # a new store in a folder given to it
+        private.check(self.path, [self.path, self.path / "data.mdb", self.path / "evidence",
+                                  self.path / "evidence" / "data.mdb"])
         self.readonly_index = readonly_index and not create
         try:
             # No writemap: its commit syncs the whole map, which costs a durable trace
             # ~150 us at p50, and LMDB forbids mixing it between processes.
             self.env = lmdb.open(str(self.path), max_dbs=len(INDEX_DBS) + 3,
                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=create,
-                                 readonly=self.readonly_index)
+                                 readonly=self.readonly_index, mode=private.FILE_MODE)
         except lmdb.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         self.db: dict[str, Any] = {}
@@ -68,9 +71,11 @@ class Environments:
             self.env.close()
             raise
         try:
+            private.make_dir(self.path / "evidence")
             self.eenv = lmdb.open(str(self.path / "evidence"), max_dbs=len(EVIDENCE_DBS) + 2,
-                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=True)
-        except lmdb.Error as exc:
+                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=True,
+                                  mode=private.FILE_MODE)
+        except (lmdb.Error, OSError) as exc:
             self.env.close()
             raise StoreError(f"cannot open the evidence of store {self.path}: {exc}") from None
         self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
@@ -168,7 +173,7 @@ class Environments:
     def writer(self, what: str = "ingest") -> Iterator[None]:
         """Hold the store's writer lock for a long write (an ingest): a second writer is
         refused with a clear error instead of waiting on LMDB's lock. Readers never wait."""
-        handle = builtins.open(self.path / "writer.lock", "a+")
+        handle = private.open_file(self.path / "writer.lock", "a+")
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,0 +1,66 @@
+"""Files only the service user can read: everything a store writes holds callers'
+numbers (the index, the evidence, rejected CDRs, the archive, audit exports), so every
+directory is created 0700 and every file 0600, whatever the process umask, and a store
+others can read is refused on open."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import StoreError
+
+DIR_MODE, FILE_MODE = 0o700, 0o600
+
+
+def make_dir(path: str | os.PathLike) -> Path:
+    """path and any parent it creates, each 0700 (existing parents are left alone)."""
+    path = Path(path)
+    missing = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        if at.parent == at:
+            break
+        at = at.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            pass
+        os.chmod(folder, DIR_MODE)
+    return path
+
+
+def open_file(path: str | os.PathLike, mode: str = "a", **kwargs: Any) -> IO[Any]:
+    """open(path, mode), the file created 0600 (an existing one is made 0600 too)."""
+    flags = {"a": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+             "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+             "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
+    fd = os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        return os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def restrict(path: str | os.PathLike) -> None:
+    """A file another library wrote (LMDB's, Parquet's): 0600."""
+    os.chmod(path, FILE_MODE)
+
+
+def check(store: Path, paths: list[Path]) -> None:
+    """Refuse a store any of whose paths others can read or write, saying the fix."""
+    for path in paths:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            raise StoreError(
+                f"{path} is readable by other users (mode {mode:o}): it holds callers' "
+                f"numbers; run `chmod -R go-rwx {store}` and run cdrtrace as its own "
+                "service user")

@@ -1,0 +1,162 @@
+"""Evidence you can defend: private on disk, ids never reused, nothing written for a
+request refused, and a failed commit that loses nothing."""
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+import pytest
+
+import cdrtrace
+from cdrtrace import cli, testing
+from cdrtrace.evidence.outcomes import Outcome
+from cdrtrace.ingestion import following
+from cdrtrace.ingestion.live import StreamOptions
+from conftest import cdr
+
+LINE = "3035550110"
+AFTER = "2026-03-02T23:00:00Z"
+
+
+def call(minute: int, src: str = "7205550101") -> bytes:
+    return cdr(start=f"2026-03-02 14:{minute:02d}:00", end=f"2026-03-02 14:{minute:02d}:30",
+               answer="", disposition="NO ANSWER", src=src, dst=LINE,
+               uniqueid=f"u{minute}") + b"\n"
+
+
+def modes(root) -> dict[str, int]:
+    """Every path under root -> its permission bits."""
+    found = {str(root): stat.S_IMODE(os.stat(root).st_mode)}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            found[path] = stat.S_IMODE(os.stat(path).st_mode)
+    return found
+
+
+# ------------------------------------------------------------------ private on disk
+
+def test_everything_a_store_writes_is_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        db = tmp_path / "store"
+        store = cdrtrace.open(db, create=True, archive_dir=str(tmp_path / "store" / "archive"))
+        src = tmp_path / "m.csv"
+        src.write_bytes(call(3) + b'"broken\n')
+        cdrtrace.ingest(store, [str(src)])
+        store.trace(LINE, at=AFTER)
+        store.close()
+        assert cli.main(["audit", "export", "--db", str(db), "--operator", "ops",
+                         "--out", str(db / "audit.jsonl")]) == 0
+    finally:
+        os.umask(old)
+    found = modes(db)
+    assert (db / "rejects.jsonl").exists() and (db / "archive").exists()
+    assert (db / "audit.jsonl").exists() and (db / "evidence" / "data.mdb").exists()
+    for path, mode in found.items():
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+def test_a_store_whose_evidence_others_can_read_is_refused_with_the_fix(tmp_path):
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    store.close()
+    os.chmod(tmp_path / "s" / "evidence" / "data.mdb", 0o644)
+    with pytest.raises(cdrtrace.StoreError, match=r"readable by other users.*chmod -R go-rwx"):
+        cdrtrace.open(tmp_path / "s")
+
+
+# ------------------------------------------------------------------ who is acting
+
+@pytest.mark.parametrize("name", ["ann\nbob", "\u200b", "ann\u200b", "a\tb", " \u2028 "])
+def test_invisible_or_multi_line_names_are_refused(store, ingest_records, name):
+    ingest_records(call(3))
+    with pytest.raises(cdrtrace.AccessError, match="printable, on one line"):
+        store.last_calls(LINE, analyst=name)
+
+
+def test_every_audit_entry_records_the_operating_system_user(store, ingest_records):
+    import pwd
+
+    ingest_records(call(3))
+    store.last_calls(LINE, analyst="ann")
+    entry = testing.audit_entries(store)[-1]
+    assert entry["actor"] == "ann" and entry["os_user"] == pwd.getpwuid(os.geteuid()).pw_name
+    assert store.audit_verify() >= 1
+
+
+def test_audit_export_needs_an_identity_and_is_audited(store, tmp_path):
+    db = str(store.path)
+    store.close()
+    assert cli.main(["audit", "export", "--db", db, "--out", str(tmp_path / "a.jsonl")]) == 2
+    assert cli.main(["audit", "export", "--db", db, "--operator", "ops",
+                     "--out", str(tmp_path / "a.jsonl")]) == 0
+    with cdrtrace.open(db) as store:
+        assert testing.audit_entries(store)[-1]["action"] == "audit_export"
+
+
+# ------------------------------------------------------------------ evidence integrity
+
+def test_trace_ids_are_never_reused_after_a_purge(store, ingest_records):
+    ingest_records(call(3))
+    first = store.trace(LINE, at=AFTER)
+    future = (time.time_ns() // 1000) + 400 * 86400 * 10**6
+    assert store.purge(operator="ops", now_us=future)["traces"] == 1
+    again = store.trace(LINE, at=AFTER)
+    assert (first.trace_id, again.trace_id) == ("T00000001", "T00000002")
+
+
+@pytest.mark.parametrize("at", ["2300-01-01T00:00:00Z", "1969-12-31T23:59:59Z", 10**17])
+def test_an_activation_time_out_of_range_is_refused_before_anything_is_written(
+        store, ingest_records, at):
+    ingest_records(call(3))
+    before = testing.commits(store)
+    with pytest.raises(cdrtrace.TraceError, match="out of range"):
+        store.trace(LINE, at=at)
+    assert testing.commits(store) == before
+    assert store.status(LINE).traces == ()
+
+
+def test_an_exception_inside_a_live_commit_loses_nothing(store, tmp_path, monkeypatch):
+    path = tmp_path / "Master.csv"
+    path.write_bytes(b"".join(
+        cdr(start="2026-03-02 14:03:00", end="2026-03-02 14:03:30", answer="",
+            disposition="NO ANSWER", src="7205550101", dst=f"30366{m:05d}", uniqueid=f"u{m}") + b"\n"
+        for m in range(100)))
+    count_feed, calls = store.catalog.count_feed, []
+
+    def failing(txn, feed, records, *args):
+        calls.append(records)
+        if records:                      # the first commit that carries records fails
+            raise OSError("disk went away")
+        return count_feed(txn, feed, records, *args)
+    monkeypatch.setattr(store.catalog, "count_feed", failing)
+    options = StreamOptions(batch_records=10, batch_ms=60_000, poll_ms=1, idle_exit_s=0.05)
+    with pytest.raises(OSError, match="disk went away"):
+        following.follow(store, str(path), options=options)
+    assert 100 in calls and testing.position(store, b"follow:" + str(path).encode()).record == 0
+    monkeypatch.setattr(store.catalog, "count_feed", count_feed)
+    again = following.follow(store, str(path), options=options)
+    assert again.resumed
+    assert store.stats()["feeds"][0]["records"] == 100        # every record counted once
+    assert len(testing.index_items(store)) == 100            # every call indexed
+    assert not store.live_feeds()
+    assert store.trace("3036600042", at=AFTER).outcome is Outcome.SUCCESS
+
+
+def test_pseudonyms_never_shift_not_even_after_a_purge(store, ingest_records):
+    ingest_records(call(3, src="7205550101"),                                  # Caller A
+                   cdr(start="2026-03-03 10:00:00", end="2026-03-03 10:00:30", answer="",
+                       disposition="NO ANSWER", src="7205550102", dst=LINE, uniqueid="b") + b"\n")
+    store.trace(LINE, at="2026-03-02T15:00:00Z")
+    store.trace(LINE, at="2026-03-03T12:00:00Z")
+    assert [p.label for p in store.status(LINE).progress] == ["Caller A", "Caller B"]
+    day_after = 1772578800 * 10**6                                   # 2026-03-03T23:00:00Z
+    assert store.purge(operator="ops", older_than_days=0.5, now_us=day_after)["traces"] == 1
+    assert [p.label for p in store.status(LINE).progress] == ["Caller B"]
+    case = store.open_case(LINE, "Caller B", agency="PD", officer="O", case_number="1",
+                           analyst="ann")
+    assert case["origin"] == "+17205550102"
+    case = store.open_case(LINE, "Caller A", agency="PD", officer="O", case_number="2",
+                           analyst="ann")
+    assert case["origin"] == "+17205550101"      # what the customer called Caller A
