@@ -83,7 +83,9 @@ def test_identifying_reads_are_audited(traced):
     assert actions[0] == ("ops", "directory_import")
     with pytest.raises(AccessError, match="reading trace records needs an analyst identity"):
         store.trace_records(LINE, analyst="")
-    assert store.audit_verify() == len(actions)
+    assert store.audit_verify() == len(actions) + 1            # the refusal is audited too
+    assert testing.audit_entries(store)[-1]["actor"] == "(none)"
+    assert testing.audit_entries(store)[-1]["action"] == "read_trace_records_refused"
 
 
 def test_disclosure_under_authority_is_audited(traced):

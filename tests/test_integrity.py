@@ -160,3 +160,37 @@ def test_pseudonyms_never_shift_not_even_after_a_purge(store, ingest_records):
     case = store.open_case(LINE, "Caller A", agency="PD", officer="O", case_number="2",
                            analyst="ann")
     assert case["origin"] == "+17205550101"      # what the customer called Caller A
+
+
+# ------------------------------------------------------------------ refusals are audited
+
+@pytest.mark.parametrize("request_, action", [
+    (lambda s: s.disclose({"kind": "subpoena", "reference": "r", "agency": "a", "officer": "o",
+                           "case_number": "1"}, analyst="ann", line=""), "disclosure_refused"),
+    (lambda s: s.disclose({"kind": "subpoena", "reference": "r\udcff", "agency": "a",
+                           "officer": "o", "case_number": "1"}, analyst="ann", line=LINE),
+     "disclosure_refused"),
+    (lambda s: s.last_calls("not a line", analyst="ann"), "read_last_calls_refused"),
+    (lambda s: s.last_calls(LINE, analyst="ann\nmallory"), "read_last_calls_refused"),
+    (lambda s: s.case("C000404", analyst="ann"), "case_read_refused"),
+    (lambda s: s.open_case(LINE, "Caller Q", agency="a", officer="o", case_number="1",
+                           analyst="ann"), "case_open_refused"),
+    (lambda s: s.timeline(LINE, "nobody", analyst="ann"), "read_timeline_refused"),
+])
+def test_every_refused_identifying_request_is_audited(store, ingest_records, request_, action):
+    ingest_records(call(3))
+    with pytest.raises(cdrtrace.CdrTraceError):
+        request_(store)
+    entry = testing.audit_entries(store)[-1]
+    assert entry["action"] == action and entry["details"]["reason"]
+    assert store.audit_verify() >= 1
+
+
+def test_a_timeline_records_the_line_and_origin_it_read(store, ingest_records):
+    ingest_records(call(3))
+    store.trace(LINE, at=AFTER)
+    table = store.timeline(LINE, "7205550101", analyst="ann")
+    assert table.num_rows == 1
+    entry = testing.audit_entries(store)[-1]
+    assert entry["action"] == "read_timeline"
+    assert entry["details"] == {"line": "+13035550110", "origin": "+17205550101"}

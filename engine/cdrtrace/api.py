@@ -14,19 +14,21 @@ audited calls.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
 
-from .errors import NumberError, TraceError
+from .errors import CdrTraceError, NumberError, TraceError
 from .evidence import activations, directory, retention
 from .evidence import rows as trace_rows
-from .evidence.audit import AuditLog
+from .evidence.audit import UNPRINTABLE, AuditLog
 from .evidence.cases import Cases
 from .evidence.disclosure import Disclosure
 from .evidence.outcomes import CustomerStatus, TraceResult, customer_status
@@ -40,6 +42,37 @@ from .store.liveness import Liveness
 from .store.lookup import Lookup
 
 MAX_AT_US = 7_258_118_400 * 1_000_000     # 2200-01-01T00:00:00Z
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _refusals_audited(action: str) -> Callable[[F], F]:
+    """An identifying request that is refused or fails (a bad line, origin, case,
+    authority or identity) leaves an audit entry `<action>_refused` saying why, unless
+    the refusal was audited where it happened."""
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        def audited(self: Store, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except CdrTraceError as exc:
+                if not getattr(exc, "audited", False):
+                    who = kwargs.get("analyst", kwargs.get("operator"))
+                    self._audit.add_now(printable(who), f"{action}_refused", reason=str(exc),
+                                        request=[printable(a) for a in args])
+                raise
+        return cast(F, audited)
+    return wrap
+
+
+def printable(value: Any) -> str:
+    """A requested value as the audit log records it: itself, or its repr when it holds
+    characters that do not print (or do not encode)."""
+    text = "(none)" if value is None or not str(value).strip() else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return ascii(text)
+    return ascii(text) if any(unicodedata.category(c) in UNPRINTABLE for c in text) else text
 
 
 def open(path: str | os.PathLike, create: bool = False, readonly_index: bool = False,  # noqa: A001
@@ -145,6 +178,7 @@ class Store:
         """The attached live feeds and their watermarks."""
         return self.liveness.live_feeds(None, now_us)
 
+    @_refusals_audited("purge")
     def purge(self, *, operator: str, older_than_days: float | None = None,
               now_us: int | None = None) -> dict:
         """Remove trace records activated before the retention period (the store's
@@ -155,19 +189,23 @@ class Store:
 
     # ------------------------------------------------------------ the Call Identification Center
 
+    @_refusals_audited("directory_import")
     def import_directory(self, path: str | os.PathLike, operator: str) -> int:
         """Replace the subscriber directory with a CSV or Parquet file; returns its rows."""
         return directory.import_file(self.envs, self._audit, path, operator)
 
+    @_refusals_audited("read_last_calls")
     def last_calls(self, line: str, analyst: str) -> list[dict]:
         """The analyst's view of a line's last calls, with numbers; audited."""
         return self._disclosure.last_calls(self._key(line), analyst)
 
+    @_refusals_audited("read_trace_records")
     def trace_records(self, line: str | None = None, *, analyst: str) -> list[dict]:
         """Full trace records (numbers, enrichment), audited under the analyst's identity."""
         key = self._key(line) if line is not None else None
         return self._disclosure.trace_records(key, line, analyst)
 
+    @_refusals_audited("disclosure")
     def disclose(self, authority: dict, *, analyst: str, trace_ids: Any = None,
                  line: str | None = None) -> list[dict]:
         """Release trace records (numbers, enrichment) under a recorded legal authority.
@@ -177,6 +215,7 @@ class Store:
         key = self._key(line) if line is not None else None
         return self._disclosure.disclose(authority, analyst=analyst, trace_ids=trace_ids, key=key)
 
+    @_refusals_audited("read_archive")
     def archived_calls(self, line: str, *, analyst: str, origin: str | None = None,
                        days: float | None = None, now_us: int | None = None) -> pa.Table:
         """Every archived call to a line (from one origin, in the last days); audited."""
@@ -184,6 +223,7 @@ class Store:
             line, self.line(line), self.line(origin) if origin else None, analyst=analyst,
             origin_text=origin, days=days, now_us=now_us)
 
+    @_refusals_audited("read_trace_table")
     def report_rows(self, *, analyst: str) -> np.ndarray:
         """Every trace as packed rows (evidence.rows.ROW_DTYPE), identifying: audited."""
         return self._disclosure.report_rows(analyst)
@@ -197,6 +237,17 @@ class Store:
         """The same as numpy views over one copy of the rows: what reports hand DuckDB."""
         return self._disclosure.trace_columns(analyst, columns)
 
+    @_refusals_audited("read_timeline")
+    def timeline(self, line: str, origin: str, *, analyst: str) -> pa.Table:
+        """Every trace (and archived call) between a line and an origin, in time order;
+        audited with the line and origin read."""
+        from .reports import analytics
+
+        packed, from_packed = self.line(line), self.line(origin)
+        columns = self._disclosure.timeline_columns(packed, from_packed, analyst)
+        return analytics.timeline(columns, packed, from_packed, self.config["archive_dir"])
+
+    @_refusals_audited("case_open")
     def open_case(self, line: str, origin: str, *, agency: str, officer: str, case_number: str,
                   analyst: str, waive_reason: str | None = None) -> dict:
         """Open a case for a line and an origin (its label, 'Caller A', or its number);
@@ -207,10 +258,12 @@ class Store:
                                   case_number=case_number, analyst=analyst,
                                   waive_reason=waive_reason)
 
+    @_refusals_audited("case_list")
     def cases(self, *, analyst: str) -> list[dict]:
         """Every case; audited."""
         return self._casebook.listed(analyst)
 
+    @_refusals_audited("case_read")
     def case(self, case_id: str, *, analyst: str) -> dict:
         """A case and its timeline: every trace between its line and origin, in order."""
         return self._casebook.read(case_id, analyst)
@@ -219,6 +272,7 @@ class Store:
         """Check the audit chain; the number of entries, or AuditError saying where."""
         return self._audit.verify()
 
+    @_refusals_audited("audit_export")
     def audit_export(self, *, operator: str) -> list[dict]:
         """Every audit entry, for an operator; the export is audited."""
         return self._audit.export(operator)

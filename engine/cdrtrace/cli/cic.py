@@ -98,17 +98,15 @@ def cmd_report(args):
         result = store.archived_calls(args.line, analyst=args.analyst, origin=args.origin,
                                       days=args.days)
         return _print_table(args, result)
-    table = (store.trace_columns(analyst=args.analyst) if args.name == "timeline" else
-             store.trace_columns(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS))
-    if args.name == "repeat-origins":
-        result = analytics.repeat_origins(table, store.config["threshold"], args.min_calls)
-    elif args.name == "hot-origins":
-        result = analytics.hot_origins(table, args.min_lines)
-    else:
+    if args.name == "timeline":
         if not args.line or not args.origin:
             raise CdrTraceError("the timeline report needs --line and --origin")
-        result = analytics.timeline(table, store.line(args.line), store.line(args.origin),
-                                    store.config["archive_dir"])
+        return _print_table(args, store.timeline(args.line, args.origin, analyst=args.analyst))
+    table = store.trace_columns(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS)
+    if args.name == "repeat-origins":
+        result = analytics.repeat_origins(table, store.config["threshold"], args.min_calls)
+    else:
+        result = analytics.hot_origins(table, args.min_lines)
     _print_table(args, result)
 
 

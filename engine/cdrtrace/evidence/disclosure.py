@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..parsing import numbers
 from ..store import archive
 from ..store.environments import Environments
 from . import rows as trace_rows
-from .audit import AuditLog, actor
+from .audit import UNPRINTABLE, AuditLog, actor
 from .outcomes import Outcome
 from .traces import Tracer
 
@@ -54,11 +55,15 @@ class Disclosure:
                  key: bytes | None = None) -> list[dict]:
         """Successful trace records released under a legal authority (see Store.disclose)."""
         who = actor(analyst, "a disclosure")
-        authority = {k: (str(v).strip() if v is not None else "") for k, v in
+        authority = {str(k): (str(v).strip() if v is not None else "") for k, v in
                      (authority or {}).items()}
         missing = [f for f in AUTHORITY_FIELDS if not authority.get(f)]
+        unreadable = [k for k, v in authority.items() if not _text(v)]
         problem = None
-        if missing:
+        if unreadable:
+            authority = {k: v if _text(v) else ascii(v) for k, v in authority.items()}
+            problem = f"the legal authority's {', '.join(unreadable)} is not readable text"
+        elif missing:
             problem = f"the legal authority lacks {', '.join(missing)}"
         elif authority["kind"] not in AUTHORITY_KINDS:
             problem = (f"the legal authority's kind must be one of {', '.join(AUTHORITY_KINDS)}, "
@@ -67,7 +72,7 @@ class Disclosure:
             problem = "name the trace ids or the line to disclose"
         if problem:
             self.audit.add_now(who, "disclosure_refused", reason=problem, authority=authority)
-            raise AccessError(f"disclosure refused: {problem}")
+            raise audited(AccessError(f"disclosure refused: {problem}"))
         records = self.tracer.records(key)
         if trace_ids:
             wanted = set(trace_ids)
@@ -76,7 +81,7 @@ class Disclosure:
             if unknown:
                 self.audit.add_now(who, "disclosure_refused", reason="unknown trace ids",
                                    trace_ids=sorted(unknown), authority=authority)
-                raise AccessError(f"disclosure refused: no trace {', '.join(sorted(unknown))}")
+                raise audited(AccessError(f"disclosure refused: no trace {', '.join(sorted(unknown))}"))
         records = [r for r in records if r["outcome"] == Outcome.SUCCESS.value]
         self.audit.add_now(who, "disclosure", authority=authority,
                            trace_ids=[r["trace_id"] for r in records])
@@ -85,12 +90,24 @@ class Disclosure:
     def report_rows(self, analyst: str) -> np.ndarray:
         """Every trace as packed rows (rows.ROW_DTYPE), identifying."""
         who = actor(analyst, "reading trace records")
+        rows = self._rows()
+        self.audit.add_now(who, "read_trace_table", traces=len(rows))
+        return rows
+
+    def _rows(self) -> np.ndarray:
         self.envs.ewrite(lambda txn: trace_rows.compact(txn, self.db["trace_rows"],
                                                        self.db["trace_segments"], self.db["emeta"]))
         with self.envs.eenv.begin(buffers=True) as txn:   # views into the map: one copy in all
-            rows = trace_rows.read_all(txn, self.db["trace_rows"], self.db["trace_segments"])
-        self.audit.add_now(who, "read_trace_table", traces=len(rows))
-        return rows
+            return trace_rows.read_all(txn, self.db["trace_rows"], self.db["trace_segments"])
+
+    def timeline_columns(self, line: int, origin: int, analyst: str) -> dict:
+        """The trace rows a timeline between one line and one origin reads (a report
+        builds it); audited with the line and origin."""
+        who = actor(analyst, "reading a timeline")
+        columns = trace_rows.columns_of(self._rows())
+        self.audit.add_now(who, "read_timeline", line=numbers.format_number(line),
+                           origin=numbers.format_number(origin))
+        return columns
 
     def trace_table(self, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> pa.Table:
         return trace_rows.to_arrow(self.report_rows(analyst), columns)
@@ -113,3 +130,18 @@ class Disclosure:
         self.audit.add_now(who, "read_archive", line=line, origin=origin_text,
                            calls=table.num_rows)
         return table
+
+
+def audited(exc: Exception) -> Exception:
+    """Mark a refusal as audited where it happened (the façade audits the others)."""
+    exc.audited = True  # type: ignore[attr-defined]
+    return exc
+
+
+def _text(value: str) -> bool:
+    """Printable text that encodes: what an authority's fields must be."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return not any(unicodedata.category(c) in UNPRINTABLE for c in value)

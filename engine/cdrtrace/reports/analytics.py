@@ -7,10 +7,10 @@ place); both give the same result as a pyarrow.Table.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import pyarrow as pa
+
+from ..store import archive
 
 _MASK = (1 << 56) - 1
 _MACROS = f"""
@@ -74,16 +74,16 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
     con = _connect(traces)
     calls = "SELECT NULL::BIGINT AS t, NULL AS event, NULL AS trace_id, NULL AS outcome, " \
             "NULL::BIGINT AS call_us WHERE false"
-    if archive_root is not None and any(Path(archive_root).glob("day=*/*.parquet")):
-        calls = f"""
+    files = archive.day_files(archive_root) if archive_root is not None else []
+    if files:
+        calls = """
             SELECT start_us AS t, 'call' AS event, NULL AS trace_id,
                    CASE disposition WHEN 1 THEN 'answered' WHEN 2 THEN 'no_answer'
                         WHEN 3 THEN 'cancelled' WHEN 4 THEN 'busy' WHEN 5 THEN 'failed'
                         WHEN 6 THEN 'congestion' WHEN 7 THEN 'rejected'
                         WHEN 8 THEN 'unallocated' ELSE 'unknown' END AS outcome,
                    start_us AS call_us
-            FROM read_parquet('{Path(archive_root).as_posix()}/day=*/*.parquet',
-                              hive_partitioning = true)
+            FROM read_parquet($files, hive_partitioning = true)
             WHERE (called = $line OR redirecting = $line OR final = $line)
               AND calling = $origin AND received"""
     return con.sql(f"""
@@ -96,4 +96,5 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
             FROM traces WHERE line = $line::UBIGINT AND origin = $origin::UBIGINT
             UNION ALL {calls})
         ORDER BY t, event
-    """, params={"line": line, "origin": origin}).to_arrow_table()
+    """, params={"line": line, "origin": origin, **({"files": files} if files else {})}
+                   ).to_arrow_table()

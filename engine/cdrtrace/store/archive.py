@@ -81,11 +81,11 @@ def calls(root: str | os.PathLike, line: int, origin: int | None = None,
           since_us: int | None = None) -> pa.Table:
     """Every archived call to a line (as dialled, redirecting or final), optionally from
     one origin and since a time, oldest first."""
-    root = Path(root)
-    if not any(root.glob("day=*/*.parquet")):
+    files = day_files(root)
+    if not files:
         return pa.table({"start": pa.array([], pa.timestamp("us"))})
     where = ["(called = $line OR redirecting = $line OR final = $line)"]
-    params = {"line": line}
+    params: dict = {"line": line, "files": files}
     if origin is not None:
         where.append("calling = $origin")
         params["origin"] = origin
@@ -97,10 +97,27 @@ def calls(root: str | os.PathLike, line: int, origin: int | None = None,
         SELECT make_timestamp(start_us) AS start, make_timestamp(NULLIF(answer_us, 0)) AS answer,
                make_timestamp(end_us) AS "end", calling, presentation, disposition, received,
                feed, record
-        FROM read_parquet('{root.as_posix()}/day=*/*.parquet', hive_partitioning = true)
+        FROM read_parquet($files, hive_partitioning = true)
         WHERE {' AND '.join(where)}
         ORDER BY start_us, record
     """, params=params).to_arrow_table()
+
+
+def _day(folder: Path) -> np.datetime64 | None:
+    """The day a day=YYYY-MM-DD folder holds; None for anything else (left alone)."""
+    name = folder.name[4:]
+    if not (folder.is_dir() and len(name) == 10 and name[4] == name[7] == "-"):
+        return None
+    try:
+        return np.datetime64(name, "D")
+    except ValueError:
+        return None
+
+
+def day_files(root: str | os.PathLike) -> list[str]:
+    """The archive's Parquet files, in its day folders only."""
+    return sorted(str(f) for folder in Path(root).glob("day=*") if _day(folder) is not None
+                  for f in folder.glob("*.parquet"))
 
 
 def purge(root: str | os.PathLike, before_us: int) -> int:
@@ -108,7 +125,8 @@ def purge(root: str | os.PathLike, before_us: int) -> int:
     removed = 0
     cutoff = np.datetime64(before_us // DAY_US, "D")
     for folder in Path(root).glob("day=*"):
-        if np.datetime64(folder.name[4:], "D") < cutoff:
+        day = _day(folder)
+        if day is not None and day < cutoff:
             shutil.rmtree(folder)
             removed += 1
     return removed
