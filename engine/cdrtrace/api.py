@@ -268,9 +268,14 @@ class Store:
         """A case and its timeline: every trace between its line and origin, in order."""
         return self._casebook.read(case_id, analyst)
 
-    def audit_verify(self) -> int:
-        """Check the audit chain; the number of entries, or AuditError saying where."""
-        return self._audit.verify()
+    def audit_verify(self, checkpoints: list[dict] | None = None) -> int:
+        """Check the audit chain under the store's key and, given checkpoints, that the
+        log still extends each; the number of entries, or AuditError saying where."""
+        return self._audit.verify(checkpoints)
+
+    def audit_checkpoint(self) -> dict:
+        """The audit log's head, MAC'd, to keep outside the store (audit_verify checks it)."""
+        return self._audit.checkpoint()
 
     @_refusals_audited("audit_export")
     def audit_export(self, *, operator: str) -> list[dict]:

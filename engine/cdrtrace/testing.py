@@ -120,3 +120,23 @@ def commits(store: Store) -> tuple[int, int]:
 def audit_entries(store: Store) -> list[dict]:
     """The audit log as stored, unaudited (the API's audit_export is audited)."""
     return store._audit.entries()
+
+
+def forge_audit_log(store: Store, entries: list[dict], head: tuple[int, str] | None) -> None:
+    """Replace the whole audit log and its head, as an attacker with write access to the
+    store's files would: entry k (from 1) under key k, the head as given (None: none)."""
+    audit_db, meta_db = store.envs.db["audit"], store.envs.db["emeta"]
+    with store.envs.eenv.begin(write=True) as txn:
+        txn.drop(audit_db, delete=False)
+        for k, entry in enumerate(entries, 1):
+            txn.put(k.to_bytes(8, "big"), json.dumps(entry, sort_keys=True).encode(), db=audit_db)
+        if head is None:
+            txn.delete(b"audit_head", db=meta_db)
+        else:
+            txn.put(b"audit_head", json.dumps({"seq": head[0], "hash": head[1]}).encode(),
+                    db=meta_db)
+
+
+def audit_key(store: Store) -> bytes | None:
+    """The store's audit key (what an attacker holding it could sign with)."""
+    return store._audit.key

@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "CDRs of feeds that name none are read in it (default UTC)")
     p.add_argument("--country-code", type=int, help="the country calling code numbers without "
                    "one belong to (default 1, NANP)")
+    p.add_argument("--audit-key", help="where the audit log's key is created, outside the "
+                   "store (default: beside it, STORE.audit-key)")
+    p.add_argument("--audit-checkpoints", help="where `audit checkpoint` appends: a file "
+                   "outside the store, or 'syslog'")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
@@ -111,10 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator", required=True)
     p.set_defaults(func=cmd_purge)
 
-    p = sub.add_parser("audit", parents=[common], help="verify or export the audit log")
-    p.add_argument("action", choices=["verify", "export"])
+    p = sub.add_parser("audit", parents=[common],
+                       help="verify, checkpoint or export the audit log")
+    p.add_argument("action", choices=["verify", "checkpoint", "export"])
     p.add_argument("--out", help="export: JSON-lines file, private (default: standard output)")
     p.add_argument("--operator", help="export: who exports it (audited)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="FILE",
+                   help="verify: prove the log still extends every checkpoint in FILE")
+    p.add_argument("--to", help="checkpoint: append to this file, or 'syslog' (default: the "
+                   "store's audit_checkpoints)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")

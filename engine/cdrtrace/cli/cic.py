@@ -3,6 +3,7 @@ operator identity and is audited."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..errors import CdrTraceError
@@ -72,9 +73,33 @@ def cmd_purge(args):
 def cmd_audit(args):
     store = open_store(args)
     if args.action == "verify":
-        count = store.audit_verify()
-        emit(args, {"entries": count, "verified": True},
-              f"audit log verified: {count:,} entries, chain intact")
+        points = [point for path in args.checkpoint for point in _checkpoints(path)]
+        count = store.audit_verify(checkpoints=points)
+        emit(args, {"entries": count, "verified": True, "checkpoints": len(points)},
+              f"audit log verified: {count:,} entries, chain intact"
+              + (f", extends all {len(points)} checkpoints" if points else ""))
+        return
+    if args.action == "checkpoint":
+        target = args.to or store.config["audit_checkpoints"]
+        if not target:
+            raise CdrTraceError("name where checkpoints go: --to FILE (outside the store) or "
+                                "--to syslog, or set audit_checkpoints at init")
+        point = store.audit_checkpoint()
+        line = json.dumps(point, sort_keys=True)
+        if target == "syslog":
+            import syslog
+
+            syslog.openlog("cdrtrace", 0, syslog.LOG_AUTH)
+            syslog.syslog(syslog.LOG_NOTICE, f"audit checkpoint {line}")
+        else:
+            try:
+                with open(target, "a", encoding="utf-8") as f:
+                    f.write(line + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise CdrTraceError(f"cannot append to {target}: {exc.strerror}") from None
+        emit(args, point, f"audit checkpoint: entry {point['seq']}, {point['hash']} -> {target}")
         return
     lines = "".join(json.dumps(e, sort_keys=True) + "\n"
                     for e in store.audit_export(operator=args.operator))
@@ -125,3 +150,21 @@ def _print_table(args, result):
     for r in rows:
         text += "\n" + "  ".join(str(r[c]).ljust(widths[c]) for c in result.column_names)
     emit(args, rows, text)
+
+
+def _checkpoints(path: str) -> list[dict]:
+    """The checkpoints a file (or a syslog extract) holds, one JSON object per line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CdrTraceError(f"cannot read checkpoints {path}: {exc}") from None
+    points = []
+    for n, line in enumerate(lines, 1):
+        text = line[line.find("{"):] if "{" in line else ""
+        try:
+            point = json.loads(text)
+        except ValueError:
+            raise CdrTraceError(f"{path} line {n}: not a checkpoint") from None
+        points.append(point)
+    return points

@@ -22,8 +22,13 @@ def cmd_init(args):
             raise CdrTraceError(f"--country-code must be a country calling code, 1 to 999 "
                                 f"(not {args.country_code})")
         settings["country_code"] = args.country_code
+    if args.audit_key is not None:
+        settings["audit_key_file"] = args.audit_key
+    if args.audit_checkpoints is not None:
+        settings["audit_checkpoints"] = args.audit_checkpoints
     store = open_store(args, create=True, **settings)
-    differ = {k: store.config[k] for k, v in settings.items() if store.config[k] != v}
+    differ = {k: store.config[k] for k, v in settings.items()
+              if k in ("zone", "country_code") and store.config[k] != v}
     if differ:      # an existing store keeps the settings it was created with
         raise CdrTraceError(f"{store.path} already exists with " + ", ".join(
             f"{k} {v}" for k, v in differ.items()) + "; a store's zone and country code are "

@@ -1,35 +1,55 @@
-"""The audit log: append-only and hash-chained, in the store.
+"""The audit log: append-only, chained and keyed, in the store; checkpoints outside it.
 
-Each entry holds its sequence number, time, actor, action and details, the hash of the
-entry before it and its own hash (SHA-256 over the previous hash and the entry's
-canonical JSON). The store's meta keeps the head (last sequence number and hash), so
-verify() detects an entry altered, deleted, inserted or reordered, and a truncated tail.
-Whoever can rewrite the whole store file can rewrite the chain too; export the log (or
-its head) to another system to anchor it.
+Each entry holds its sequence number, time, the declared actor and the operating-system
+user, the action and its details, the MAC of the entry before it and its own MAC:
+HMAC-SHA256, under the store's audit key, over the previous MAC and the entry's
+canonical JSON. The key lives outside the store directory (created by `init`, readable
+only by the service user), so whoever can rewrite the store's files but not read the
+key cannot forge an entry, re-chain the log without some entries, or rewrite the head
+to hide a cut tail. A checkpoint (the head's sequence number and MAC, and the time,
+itself MAC'd) is appended to a file or log outside the store; verifying against the
+checkpoints proves the log still extends each of them, which catches a wipe or a
+truncation even by someone holding the key. A store created before keys existed keeps
+an unkeyed SHA-256 chain (its config names no key).
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import pwd
 import time
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 from ..errors import AccessError, AuditError
 from ..store.environments import Environments
 
 GENESIS = "0" * 64
+FIELDS = ("seq", "at_us", "actor", "action", "details", "prev", "hash")
 
 
 def _key(seq: int) -> bytes:
     return seq.to_bytes(8, "big")
 
 
-def _digest(prev: str, body: dict) -> str:
+def mac(prev: str, body: dict, key: bytes | None) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256((prev + canonical).encode("utf-8")).hexdigest()
+    data = (prev + canonical).encode("utf-8", "surrogateescape")
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def read_key(path: str | os.PathLike) -> bytes:
+    try:
+        text = Path(path).read_text().strip()
+        return bytes.fromhex(text)
+    except (OSError, ValueError) as exc:
+        raise AuditError(f"the audit key {path} cannot be read ({exc}): audited acts are "
+                         "refused until it can") from None
 
 
 def os_user() -> str:
@@ -41,49 +61,72 @@ def os_user() -> str:
         return f"uid {uid}"
 
 
-def append(txn, db, meta_db, actor: str, action: str, **details) -> dict:
+def append(txn: Any, db: Any, meta_db: Any, actor: str, action: str,
+           key: bytes | None = None, **details: Any) -> dict:
     """Add one entry inside the caller's write transaction (it commits with the act):
     the declared actor and the operating-system user the process runs as."""
-    head = txn.get(b"audit_head", db=meta_db)
-    seq, prev = (json.loads(head)["seq"], json.loads(head)["hash"]) if head else (0, GENESIS)
+    seq, prev = _head(txn.get(b"audit_head", db=meta_db)) or (0, GENESIS)
     body = {"seq": seq + 1, "at_us": time.time_ns() // 1000, "actor": actor,
             "os_user": os_user(), "action": action, "details": details, "prev": prev}
-    entry = {**body, "hash": _digest(prev, body)}
+    entry = {**body, "hash": mac(prev, body, key)}
     txn.put(_key(seq + 1), json.dumps(entry, sort_keys=True).encode(), db=db, append=True)
     txn.put(b"audit_head", json.dumps({"seq": seq + 1, "hash": entry["hash"]}).encode(),
             db=meta_db)
     return entry
 
 
-def entries(txn, db):
-    """Every entry in key order, as stored."""
+def _head(value: bytes | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    try:
+        head = json.loads(value)
+        return int(head["seq"]), str(head["hash"])
+    except (ValueError, KeyError, TypeError):
+        raise AuditError("audit log broken at its end: the head is not readable") from None
+
+
+def entries(txn: Any, db: Any):
+    """Every entry in key order, as stored (AuditError for one that is not JSON)."""
     for key, value in txn.cursor(db):
-        yield int.from_bytes(key, "big"), json.loads(value)
+        seq = int.from_bytes(key, "big")
+        try:
+            entry = json.loads(value)
+        except ValueError:
+            raise AuditError(f"audit log broken at entry {seq}: it is not readable") from None
+        if not isinstance(entry, dict) or any(f not in entry for f in FIELDS):
+            raise AuditError(f"audit log broken at entry {seq}: it lacks its fields")
+        yield seq, entry
 
 
-def verify(txn, db, meta_db) -> int:
+def verify(txn: Any, db: Any, meta_db: Any, key: bytes | None = None) -> int:
     """Check the whole chain; return the number of entries or raise AuditError saying where."""
     prev, expected = GENESIS, 1
-    for key, entry in entries(txn, db):
-        if key != expected or entry.get("seq") != expected:
+    for seq, entry in entries(txn, db):
+        if seq != expected or entry.get("seq") != expected:
             raise AuditError(f"audit log broken at entry {expected}: found entry "
-                             f"{entry.get('seq')} under key {key} (deleted, inserted or reordered)")
+                             f"{entry.get('seq')} under key {seq} (deleted, inserted or reordered)")
         body = {k: v for k, v in entry.items() if k != "hash"}
         if entry.get("prev") != prev:
-            raise AuditError(f"audit log broken at entry {key}: it does not follow entry {key - 1}")
-        if _digest(prev, body) != entry.get("hash"):
-            raise AuditError(f"audit log broken at entry {key}: its content was altered")
+            raise AuditError(f"audit log broken at entry {seq}: it does not follow entry {seq - 1}")
+        if not hmac.compare_digest(mac(prev, body, key), str(entry.get("hash"))):
+            raise AuditError(f"audit log broken at entry {seq}: its content was altered "
+                             "(or it was written without the store's audit key)")
         prev, expected = entry["hash"], expected + 1
-    head = txn.get(b"audit_head", db=meta_db)
+    head = _head(txn.get(b"audit_head", db=meta_db))
     count = expected - 1
     if head:
-        head = json.loads(head)
-        if head["seq"] != count or head["hash"] != prev:
-            raise AuditError(f"audit log broken at its end: the head says entry {head['seq']}, "
+        if head != (count, prev):
+            raise AuditError(f"audit log broken at its end: the head says entry {head[0]}, "
                              f"the log ends at entry {count}")
     elif count:
         raise AuditError("audit log has entries but no head")
     return count
+
+
+def checkpoint_line(seq: int, head: str, at_us: int, store: str, key: bytes | None) -> dict:
+    """A checkpoint: the head's sequence number and MAC, when, which store; MAC'd."""
+    body = {"seq": seq, "hash": head, "at_us": at_us, "store": store}
+    return {**body, "mac": mac("checkpoint", body, key)}
 
 
 UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}   # controls, format, line separators
@@ -108,18 +151,53 @@ class AuditLog:
     def __init__(self, envs: Environments):
         self.envs = envs
         self.db = envs.db
+        self.key_file = envs.config.get("audit_key_file")
+
+    @property
+    def key(self) -> bytes | None:
+        """The store's audit key (read at each use: it may be rotated out of band)."""
+        return read_key(self.key_file) if self.key_file else None
 
     def add(self, txn: Any, actor: str, action: str, **details: Any) -> dict:
         """Inside the evidence transaction of the act: it commits with it."""
-        return append(txn, self.db["audit"], self.db["emeta"], actor, action, **details)
+        return append(txn, self.db["audit"], self.db["emeta"], actor, action, self.key, **details)
 
     def add_now(self, actor: str, action: str, **details: Any) -> dict:
         """An act that writes nothing else (a read of identifying data), in its own commit."""
         return self.envs.ewrite(lambda txn: self.add(txn, actor, action, **details))
 
-    def verify(self) -> int:
+    def verify(self, checkpoints: list[dict] | None = None) -> int:
+        """Check the chain and, given checkpoints, that the log still extends each."""
+        key = self.key
         with self.envs.eread() as txn:
-            return verify(txn, self.db["audit"], self.db["emeta"])
+            count = verify(txn, self.db["audit"], self.db["emeta"], key)
+            for n, point in enumerate(checkpoints or (), 1):
+                self._check(txn, n, point, count, key)
+        return count
+
+    def _check(self, txn: Any, n: int, point: dict, count: int, key: bytes | None) -> None:
+        try:
+            body = {f: point[f] for f in ("seq", "hash", "at_us", "store")}
+            seq = int(body["seq"])
+        except (KeyError, TypeError, ValueError):
+            raise AuditError(f"checkpoint {n} is not readable") from None
+        expected = checkpoint_line(seq, str(body["hash"]), body["at_us"], str(body["store"]), key)
+        if not hmac.compare_digest(expected["mac"], str(point.get("mac"))):
+            raise AuditError(f"checkpoint {n} does not verify under the store's audit key")
+        if seq > count:
+            raise AuditError(f"audit log broken: checkpoint {n} (entry {seq}) is past its end, "
+                             f"entry {count}: entries were removed (wiped or truncated)")
+        stored = txn.get(_key(seq), db=self.db["audit"]) if seq else None
+        if seq and (stored is None or json.loads(stored).get("hash") != body["hash"]):
+            raise AuditError(f"audit log broken: entry {seq} is not the one checkpoint {n} "
+                             "recorded (the log was rewritten)")
+
+    def checkpoint(self) -> dict:
+        """The head as a checkpoint to keep outside the store, MAC'd under the key."""
+        key = self.key
+        with self.envs.eread() as txn:
+            head = _head(txn.get(b"audit_head", db=self.db["emeta"])) or (0, GENESIS)
+        return checkpoint_line(head[0], head[1], time.time_ns() // 1000, str(self.envs.path), key)
 
     def entries(self) -> list[dict]:
         with self.envs.eread() as txn:

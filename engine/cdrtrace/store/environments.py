@@ -33,7 +33,9 @@ LATER_INDEX_DBS = ("unreadable", "identities", "activations_due")   # absent fro
 DEFAULTS: dict[str, Any] = {
     "threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1, "min_ring_seconds": 0.0,
     "keep": index.DEFAULT_KEEP, "retention_days": 365, "archive_dir": None,
-    "archive_retention_days": 90, "activation_window_days": 1.0}
+    "archive_retention_days": 90, "activation_window_days": 1.0,
+    "audit_key_file": None,        # None: a store from before keyed audit logs
+    "audit_checkpoints": None}     # where `audit checkpoint` appends: a file, or "syslog"
 
 
 class Environments:
@@ -115,6 +117,10 @@ class Environments:
                 raise StoreError(f"{self.path} is not a cdrtrace store")
             config = {**DEFAULTS, **settings}
             timezones.get_zone(config["zone"])
+            # the audit key lives outside the store directory: beside it unless named
+            config["audit_key_file"] = str(Path(config["audit_key_file"] or self.path.parent
+                                                / f"{self.path.name}.audit-key").absolute())
+            private.create_secret(config["audit_key_file"])
             with self.env.begin(write=True) as txn:
                 self.db["meta"] = self.env.open_db(b"meta", txn=txn, create=True)
                 txn.put(b"version", str(FORMAT_VERSION).encode(), db=self.db["meta"])

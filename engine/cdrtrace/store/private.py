@@ -5,6 +5,7 @@ others can read is refused on open."""
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import IO, Any
@@ -64,3 +65,18 @@ def check(store: Path, paths: list[Path]) -> None:
                 f"{path} is readable by other users (mode {mode:o}): it holds callers' "
                 f"numbers; run `chmod -R go-rwx {store}` and run cdrtrace as its own "
                 "service user")
+
+
+def create_secret(path: str | os.PathLike) -> Path:
+    """A new random 256-bit key at path, 0600, its folder 0700 if made; an existing key
+    is never overwritten."""
+    path = Path(path)
+    if not path.parent.exists():
+        make_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path

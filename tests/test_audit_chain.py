@@ -1,0 +1,138 @@
+"""The audit chain against an attacker who can rewrite the store's files: every attack,
+with and without rewriting the MACs, is detected by the keyed chain or, for what only a
+holder of the key could forge (or a wipe), by a checkpoint kept outside the store."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import stat
+
+import pytest
+
+import cdrtrace
+from cdrtrace import cli, testing
+from cdrtrace.evidence import audit
+from conftest import cdr
+
+LINE = "3035550110"
+
+
+def removing(k):
+    return lambda log: log[:k] + log[k + 1:]
+
+
+def altering(log):
+    log = copy.deepcopy(log)
+    log[2]["actor"] = "mallory"
+    return log
+
+
+def inserting(log):
+    return log[:2] + [copy.deepcopy(log[1])] + log[2:]
+
+
+def reordering(log):
+    return log[:2] + [log[3], log[2]] + log[4:]
+
+
+ATTACKS = {"alter": altering, "delete a middle entry": removing(2),
+           "delete the last entry": lambda log: log[:-1], "insert": inserting,
+           "reorder": reordering, "wipe": lambda log: []}
+REWRITES = ["none", "unkeyed", "another key", "the store's key"]
+
+
+def rechain(log, key):
+    """Renumber and re-MAC the entries, as an attacker hiding the edit would."""
+    out, prev = [], audit.GENESIS
+    for seq, entry in enumerate(log, 1):
+        body = {k: v for k, v in entry.items() if k != "hash"} | {"seq": seq, "prev": prev}
+        prev = audit.mac(prev, body, key)
+        out.append({**body, "hash": prev})
+    return out
+
+
+@pytest.fixture
+def audited(store, ingest_records):
+    ingest_records(cdr(dst=LINE) + b"\n")
+    for who in ("ann", "bob", "cy", "dee", "eve", "fay"):
+        store.last_calls(LINE, analyst=who)
+    return store
+
+
+@pytest.mark.parametrize("rewrite", REWRITES)
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_every_attack_is_detected(audited, attack, rewrite):
+    store = audited
+    point = store.audit_checkpoint()
+    log = ATTACKS[attack](testing.audit_entries(store))
+    key = {"none": None, "unkeyed": None, "another key": os.urandom(32),
+           "the store's key": testing.audit_key(store)}[rewrite]
+    if rewrite != "none":
+        log = rechain(log, key)
+    head = (log[-1]["seq"], log[-1]["hash"]) if log else None    # the head rewritten to match
+    testing.forge_audit_log(store, log, head)
+    with pytest.raises(cdrtrace.AuditError):
+        store.audit_verify(checkpoints=[point])
+    # a wipe, or a cut tail under a rewritten head, leaves a valid (shorter) chain: only a
+    # checkpoint sees it; so does whatever the key's holder re-chained
+    prefix = attack == "wipe" or (attack == "delete the last entry" and rewrite == "none")
+    if not prefix and rewrite != "the store's key":
+        with pytest.raises(cdrtrace.AuditError):   # the keyed chain alone sees it
+            store.audit_verify()
+
+
+def test_an_untouched_log_verifies_against_its_checkpoints(audited):
+    first = audited.audit_checkpoint()
+    audited.last_calls(LINE, analyst="gus")
+    second = audited.audit_checkpoint()
+    assert audited.audit_verify(checkpoints=[first, second]) == 7
+    forged = {**second, "seq": 3}                      # a checkpoint edited to fit a cut log
+    with pytest.raises(cdrtrace.AuditError, match="does not verify under the store's audit key"):
+        audited.audit_verify(checkpoints=[forged])
+
+
+@pytest.mark.parametrize("value", [b"not json", b"[1, 2]", b'{"seq": 1}'])
+def test_a_malformed_entry_or_head_is_a_clear_failure(audited, value):
+    log = testing.audit_entries(audited)
+    testing.forge_audit_log(audited, log, (len(log), log[-1]["hash"]))
+    testing.edit_audit_log(audited, lambda txn, db, items: txn.put(items[2][0], value, db=db))
+    with pytest.raises(cdrtrace.AuditError, match="audit log broken at entry 3"):
+        audited.audit_verify()
+
+
+def test_a_malformed_head_is_a_clear_failure(audited):
+    log = testing.audit_entries(audited)
+    testing.forge_audit_log(audited, log, (len(log), log[-1]["hash"]))
+    with audited.envs.eenv.begin(write=True) as txn:
+        txn.put(b"audit_head", b"{", db=audited.envs.db["emeta"])
+    with pytest.raises(cdrtrace.AuditError, match="the head is not readable"):
+        audited.audit_verify()
+
+
+def test_the_key_lives_outside_the_store_and_only_its_user_reads_it(tmp_path):
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    key_file = store.config["audit_key_file"]
+    assert key_file == str(tmp_path / "s.audit-key")
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    store.close()
+    os.rename(key_file, key_file + ".gone")
+    with cdrtrace.open(tmp_path / "s") as store, pytest.raises(
+            cdrtrace.AuditError, match="the audit key .* cannot be read"):
+        store.audit_verify()
+
+
+def test_cli_checkpoint_and_verify(tmp_path, capsys):
+    db, points = str(tmp_path / "s"), tmp_path / "elsewhere" / "checkpoints.jsonl"
+    points.parent.mkdir()
+    assert cli.main(["init", "--db", db, "--audit-checkpoints", str(points)]) == 0
+    assert cli.main(["audit", "export", "--db", db, "--operator", "ops"]) == 0
+    assert cli.main(["audit", "checkpoint", "--db", db]) == 0
+    assert json.loads(points.read_text())["seq"] == 1
+    capsys.readouterr()
+    assert cli.main(["audit", "verify", "--db", db, "--checkpoint", str(points)]) == 0
+    assert "extends all 1 checkpoints" in capsys.readouterr().out
+    with cdrtrace.open(db) as store:
+        testing.forge_audit_log(store, [], None)
+    assert cli.main(["audit", "verify", "--db", db, "--checkpoint", str(points)]) == 2
+    assert "past its end" in capsys.readouterr().err
