@@ -12,6 +12,21 @@ FIELDS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchanne
 UNQUOTED = {"duration", "billsec", "sequence"}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _audit_keys_in_a_scratch_home(tmp_path_factory):
+    """Stores' audit keys go to the service user's configuration folder: for the tests, a
+    scratch one (subprocesses inherit it), never the developer's home."""
+    import os
+
+    saved = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if saved is None:
+        del os.environ["XDG_CONFIG_HOME"]
+    else:
+        os.environ["XDG_CONFIG_HOME"] = saved
+
+
 def q(value: str | bytes) -> bytes:
     if isinstance(value, str):
         value = value.encode("latin-1")

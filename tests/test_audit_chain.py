@@ -113,8 +113,10 @@ def test_a_malformed_head_is_a_clear_failure(audited):
 def test_the_key_lives_outside_the_store_and_only_its_user_reads_it(tmp_path):
     store = cdrtrace.open(tmp_path / "s", create=True)
     key_file = store.config["audit_key_file"]
-    assert key_file == str(tmp_path / "s.audit-key")
+    assert not key_file.startswith(str(tmp_path / "s"))
+    assert key_file.startswith(os.environ["XDG_CONFIG_HOME"])
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(key_file)).st_mode) == 0o700
     store.close()
     os.rename(key_file, key_file + ".gone")
     with cdrtrace.open(tmp_path / "s") as store, pytest.raises(

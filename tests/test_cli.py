@@ -157,3 +157,21 @@ def test_ingest_over_many_sources_reads_every_one_it_can_and_names_the_others(tm
     assert err == "cdrtrace: error: 2 of 4 source(s) could not be read (named above)\n"
     for line in ("3035550110", "3035550111"):
         assert cli.main(["trace", line, "--at", "2026-03-03T00:00:00Z", "--db", db]) == 0
+
+
+def test_global_options_go_before_or_after_the_command_and_errors_follow_json(tmp_path, capsys):
+    db = str(tmp_path / "db")
+    assert cli.main(["--db", db, "init"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--json", "--db", db, "status", "3035550110"]) == 0
+    assert json.loads(capsys.readouterr().out)["line"] == "+13035550110"
+    assert cli.main(["status", "3035550110", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["traces"] == []
+    assert cli.main(["--json", "--db", db, "trace", "not-a-line"]) == 2
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"error": "not a telephone line: 'not-a-line'", "exit": 2}
+    assert out.err == ""
+    assert cli.main(["--json", "trace"]) == 2                 # a usage error, in JSON too
+    assert "required: line" in json.loads(capsys.readouterr().out)["error"]
+    assert cli.main(["trace"]) == 2
+    assert capsys.readouterr().err.startswith("cdrtrace: error: the following arguments")

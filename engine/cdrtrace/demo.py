@@ -51,7 +51,7 @@ def _other_outcomes(columns, events):
 def _run(folder: Path, json_output: bool) -> dict:
     say = (lambda *a: None) if json_output else print
     columns, truth = synth.generate(CALLS, LINES, seed=SEED, campaigns=CAMPAIGNS)
-    store = Store(folder / "store", create=True)
+    store = Store(folder / "store", create=True, audit_key_file=str(folder / "audit.key"))
     victims: dict = {}
     events = []
     for campaign in truth["campaigns"]:

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any, NoReturn
+
+import lmdb
 
 from ..errors import CdrTraceError
 from ..parsing.formats import FORMATS
@@ -12,14 +16,34 @@ from .customer import cmd_status, cmd_trace
 from .operations import cmd_demo, cmd_feeds, cmd_ingest, cmd_init, cmd_stats, cmd_synth
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors raise, so main() reports them like any other (one line, or JSON)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class UsageError(CdrTraceError):
+    """The command line does not parse."""
+
+
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--json, --db and --config, before the command or after it."""
+    parser.add_argument("--json", action="store_true", default=default,
+                        help="print JSON (errors too)")
+    parser.add_argument("--db", default=default, help="store directory (default: $CDRTRACE_DB)")
+    parser.add_argument("--config", default=default, help="cdrtrace.toml with feeds and "
+                        "dialects (default: $CDRTRACE_CONFIG, or cdrtrace.toml in the store)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print JSON")
-    common.add_argument("--db", help="store directory (default: $CDRTRACE_DB)")
-    common.add_argument("--config", help="cdrtrace.toml with feeds and dialects "
-                        "(default: $CDRTRACE_CONFIG, or cdrtrace.toml in the store)")
-    parser = argparse.ArgumentParser(prog="cdrtrace", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _Parser(add_help=False)
+    _global_options(common, argparse.SUPPRESS)     # after the command: overrides, if given
+    parser = _Parser(prog="cdrtrace", description=__doc__)
+    _global_options(parser, None)
+    parser.set_defaults(json=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     p = sub.add_parser("init", parents=[common], help="create a store")
     p.add_argument("--tz", help="the store's zone: times without an offset (trace --at) and "
@@ -167,21 +191,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command: 0 when it did its job; 2 and one line (a JSON object under --json)
+    when it could not; 70 for a fault of cdrtrace itself, never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv
     try:
+        args = build_parser().parse_args(argv)
+        as_json = bool(args.json)
         args.func(args)
     except CdrTraceError as exc:
-        print(f"cdrtrace: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(str(exc), EXIT_FAILURE, as_json)
+    except BrokenPipeError:        # the reader went away (| head): not an error
+        return 0
+    except OSError as exc:         # the machine refused: a full disk, a permission, a path
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return _fail(f"{exc.strerror or exc}{where}", EXIT_FAILURE, as_json)
+    except lmdb.Error as exc:
+        return _fail(f"the store failed: {exc}", EXIT_FAILURE, as_json)
     except KeyboardInterrupt:
         print("cdrtrace: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+    except Exception as exc:   # noqa: BLE001 - a fault of ours: one line, and say so
+        return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it",
+                     EXIT_INTERNAL, as_json)
     finally:
         while _OPENED:
             _OPENED.pop().close()
     return 0
+
+
+EXIT_INTERNAL = 70      # EX_SOFTWARE
+
+
+def _fail(message: str, code: int, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"error": message, "exit": code}))
+    else:
+        print(f"cdrtrace: error: {message}", file=sys.stderr)
+    return code
 
 
 __all__ = ["main", "build_parser"]

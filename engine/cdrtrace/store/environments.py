@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -36,6 +37,14 @@ DEFAULTS: dict[str, Any] = {
     "archive_retention_days": 90, "activation_window_days": 1.0,
     "audit_key_file": None,        # None: a store from before keyed audit logs
     "audit_checkpoints": None}     # where `audit checkpoint` appends: a file, or "syslog"
+
+
+def default_key_file(store: Path) -> Path:
+    """$XDG_CONFIG_HOME/cdrtrace/audit-keys/NAME-HASH.key (~/.config by default): the
+    service user's, outside any store, one per store path."""
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    digest = hashlib.sha256(str(store.absolute()).encode()).hexdigest()[:12]
+    return base / "cdrtrace" / "audit-keys" / f"{store.name}-{digest}.key"
 
 
 class Environments:
@@ -117,9 +126,10 @@ class Environments:
                 raise StoreError(f"{self.path} is not a cdrtrace store")
             config = {**DEFAULTS, **settings}
             timezones.get_zone(config["zone"])
-            # the audit key lives outside the store directory: beside it unless named
-            config["audit_key_file"] = str(Path(config["audit_key_file"] or self.path.parent
-                                                / f"{self.path.name}.audit-key").absolute())
+            # the audit key lives outside the store directory, with the service user's
+            # configuration unless named
+            config["audit_key_file"] = str(Path(config["audit_key_file"]
+                                                or default_key_file(self.path)).absolute())
             private.create_secret(config["audit_key_file"])
             with self.env.begin(write=True) as txn:
                 self.db["meta"] = self.env.open_db(b"meta", txn=txn, create=True)
