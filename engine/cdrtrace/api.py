@@ -114,7 +114,10 @@ class Store:
 
     def line(self, text: str) -> int:
         """A line as its packed number; NumberError if it is not a telephone line."""
-        packed = normalize_number(str(text), self.config["country_code"])
+        try:
+            packed = normalize_number(str(text), self.config["country_code"])
+        except (UnicodeError, ValueError):     # not text a number is written in
+            packed = 0
         if packed == 0:
             raise NumberError(f"not a telephone line: {text!r}")
         return packed

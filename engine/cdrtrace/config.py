@@ -35,6 +35,7 @@ import dataclasses
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from .errors import CdrTraceError, ConfigError
 from .parsing import timezones
@@ -56,8 +57,34 @@ FEED_KEYS = {"format", "zone", "country_code", "served", "min_ring_seconds", "cd
 DIALECT_KEYS = {"base", "columns", "header", "delimiter", "quote", "time", "fields",
                 "dispositions", "presentations", "min_columns", "end_required",
                 "lenient_quotes"}
+NUMBER, TEXT_LIST, TEXT_TABLE = "a number", "a list of text", "a table of text values"
+TYPES: dict[str, Any] = {  # what each key's value must be, checked before it is used
+    "format": str, "zone": str, "country_code": int,   # served: checked with its prefixes
+    "min_ring_seconds": NUMBER, "cdr_delay_seconds": NUMBER, "base": str,
+    "columns": TEXT_LIST, "header": bool, "delimiter": str, "quote": str, "time": str,
+    "fields": TEXT_TABLE, "dispositions": TEXT_TABLE, "presentations": TEXT_TABLE,
+    "min_columns": int, "end_required": bool, "lenient_quotes": bool}
+TYPE_NAMES: dict[Any, str] = {str: "text", int: "a whole number", bool: "true or false"}
 
 
+def _check_types(path, where: str, spec: dict) -> None:
+    for key, value in spec.items():
+        if key not in TYPES:
+            continue
+        want = TYPES[key]
+        if want == NUMBER:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif want == TEXT_LIST:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        elif want == TEXT_TABLE:
+            ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        elif want is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, want)
+        if not ok:
+            raise ConfigError(f"{path}: {where}: {key} must be "
+                              f"{TYPE_NAMES.get(want, want)} (not {value!r})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +150,10 @@ def load(path: str | os.PathLike | None) -> Config:
     unknown = set(raw) - {"feeds", "dialects"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    for section in ("dialects", "feeds"):
+        if not isinstance(raw.get(section, {}), dict) or not all(
+                isinstance(spec, dict) for spec in raw.get(section, {}).values()):
+            raise ConfigError(f"{path}: {section} must be tables ([{section}.NAME])")
     dialects = {name: _dialect(path, name, spec) for name, spec in raw.get("dialects", {}).items()}
     feeds = {name: _feed(path, name, spec, dialects) for name, spec in raw.get("feeds", {}).items()}
     return Config(path, feeds, dialects)
@@ -134,6 +165,7 @@ def _check_keys(path, where: str, spec: dict, allowed: set) -> None:
     unknown = set(spec) - allowed
     if unknown:
         raise ConfigError(f"{path}: {where}: unknown key(s) {', '.join(sorted(unknown))}")
+    _check_types(path, where, spec)
 
 
 def _feed(path, name: str, spec: dict, dialects: dict) -> Feed:

@@ -4,6 +4,7 @@ what is older, and is audited."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from .audit import AuditLog, actor
 from .traces import CALL_MARK, TRACE_MARK, trace_id
 
 DAY_US = 86400 * 1_000_000
+MAX_DAYS = 36_500          # a century: a longer period means a mistyped one
 
 
 def purge(envs: Environments, audit: AuditLog, *, operator: str,
@@ -24,8 +26,12 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
     who = actor(operator, "a purge", "operator")
     config, db = envs.config, envs.db
     days = config["retention_days"] if older_than_days is None else older_than_days
+    if not (isinstance(days, (int, float)) and math.isfinite(days)):
+        raise ConfigError(f"the retention period must be a number of days (not {days!r})")
     if days < 0:
         raise ConfigError("the retention period cannot be negative")
+    if days > MAX_DAYS:
+        raise ConfigError(f"the retention period is at most {MAX_DAYS} days (not {days:g})")
     now_us = now_us or time.time_ns() // 1000
     cutoff = now_us - int(days * DAY_US)
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from typing import Any
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
 from ..parsing.formats import CallBatch, Format
 from ..parsing.parsers import get_format, make_parser
 from ..store import index
@@ -48,11 +49,11 @@ class StreamOptions:
 
     def __post_init__(self):
         if self.batch_records < 1:
-            raise ValueError("batch_records must be at least 1")
-        if self.batch_ms <= 0 or self.poll_ms <= 0 or self.heartbeat_s <= 0:
-            raise ValueError("batch_ms, poll_ms and heartbeat_s must be positive")
+            raise ConfigError("--batch-records must be at least 1")
+        if not all(math.isfinite(v) and v > 0 for v in (self.batch_ms, self.poll_ms, self.heartbeat_s)):
+            raise ConfigError("--batch-ms, --poll-ms and the heartbeat must be positive numbers")
         if self.cdr_delay_s is not None and self.cdr_delay_s < 0:
-            raise ValueError("cdr_delay_s must not be negative")
+            raise ConfigError("--cdr-delay must not be negative")
 
 
 @dataclasses.dataclass

@@ -121,7 +121,13 @@ def generate_chunks(calls: int, lines: int, seed: int = 1, start: str = "2026-03
         raise SynthError("--days must be at least 1")
     timezones.get_zone(zone)
     rng = np.random.default_rng(seed)
-    t0 = int(dt.datetime.fromisoformat(start).replace(tzinfo=dt.UTC).timestamp())
+    try:
+        first = dt.date.fromisoformat(str(start))
+    except ValueError:
+        raise SynthError(f"--start must be a day, YYYY-MM-DD (not {start!r})") from None
+    if not 1970 <= first.year <= 2199 - days // 366:
+        raise SynthError(f"--start must fall between 1970 and 2199 (not {start!r})")
+    t0 = int(dt.datetime(first.year, first.month, first.day, tzinfo=dt.UTC).timestamp())
     line_numbers = _distinct_numbers(rng, lines, AREAS, int(rng.integers(1 << 30)))
     pool = max(1000, lines * 3)
     caller_numbers = _distinct_numbers(rng, pool, CALLER_AREAS, int(rng.integers(1 << 30)))
