@@ -64,8 +64,6 @@ class Environments:
             private.make_dir(self.path)
             if not (self.path / "data.mdb").exists():
                 os.chmod(self.path, private.DIR_MODE)   # a new store in a folder given to it
-        private.check(self.path, [self.path, self.path / "data.mdb", self.path / "evidence",
-                                  self.path / "evidence" / "data.mdb"])
         self.readonly_index = readonly_index and not create
         try:
             # No writemap: its commit syncs the whole map, which costs a durable trace
@@ -78,6 +76,9 @@ class Environments:
         self.db: dict[str, Any] = {}
         try:
             self.config = self._open_index(create, settings)
+            # a cdrtrace store: refused if others can read it, before its evidence opens
+            private.check(self.path, [self.path, self.path / "data.mdb", self.path / "evidence",
+                                      self.path / "evidence" / "data.mdb"])
         except BaseException:
             self.env.close()
             raise
