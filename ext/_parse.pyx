@@ -1067,6 +1067,7 @@ cdef tuple _call_fields():
 
 # the canonical record's columns: cdrtrace.parsing.formats builds COLUMNS from them
 CALL_FIELDS = _call_fields()
+MAX_COLUMNS = MAX_FIELDS - 1     # the widest record a dialect may describe
 
 # the record's enumerations as this module was compiled: cdrtrace.parsing.parsers checks them
 # against cdrtrace.parsing.formats at import, so the two can never drift apart silently

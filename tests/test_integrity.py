@@ -194,3 +194,17 @@ def test_a_timeline_records_the_line_and_origin_it_read(store, ingest_records):
     entry = testing.audit_entries(store)[-1]
     assert entry["action"] == "read_timeline"
     assert entry["details"] == {"line": "+13035550110", "origin": "+17205550101"}
+
+
+# ------------------------------------------------------------------ inputs that must not crash
+
+@pytest.mark.parametrize("fmt", ["cucm", "broadworks"])
+def test_a_header_wider_than_a_record_may_be_is_one_clear_error(store, tmp_path, fmt):
+    from cdrtrace.parsing import formats
+
+    names = list(formats.CUCM_RELEASES[129] if fmt == "cucm" else formats.BROADWORKS_COLUMNS)
+    names += [f"extra{i}" for i in range(1100)]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(names) + "\n" + ",".join(["1"] * len(names)) + "\n")
+    with pytest.raises(cdrtrace.ParseError, match=r"wide.csv: .* columns, more than the 1023"):
+        cdrtrace.ingest(store, [str(path)], fmt=fmt)

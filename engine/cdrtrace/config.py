@@ -42,6 +42,7 @@ from .parsing import timezones
 from .parsing.formats import (
     DK_VOCABULARY,
     FORMATS,
+    MAX_COLUMNS,
     PK_VOCABULARY,
     ROLES,
     TIME_COMPACT,
@@ -231,6 +232,8 @@ def _dialect(path, name: str, spec: dict) -> Format:
                                Disposition)
     presentations = _vocabulary(path, f"{where}.presentations", spec.get("presentations", {}),
                                 Presentation)
+    if not 0 <= spec.get("min_columns", 0) <= MAX_COLUMNS or len(columns or ()) > MAX_COLUMNS:
+        raise ConfigError(f"{path}: {where}: a record has at most {MAX_COLUMNS} columns")
     if not dispositions and not base and "disposition" in roles:
         raise ConfigError(f"{path}: {where}: a disposition column needs a dispositions table")
     template = base or Format(name, roles, TIME_LOCAL, DK_VOCABULARY)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from ..config import Feed
-from ..errors import FormatError, SourceError
+from ..errors import FormatError, ParseError, SourceError
 from ..parsing import salvage
 from ..parsing.formats import CallBatch, Format
 from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser, read_header
@@ -143,9 +143,12 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                     else:
                         source = store.catalog.register_source(name if name != "-" else "<stdin>", size,
                                                        ident, form.name)
-                    parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
-                                         start_offset=skip,
-                                         start_record=resume.record if resume else 0)
+                    try:
+                        parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
+                                             start_offset=skip,
+                                             start_record=resume.record if resume else 0)
+                    except ParseError as exc:     # the header's layout: say whose
+                        raise ParseError(f"{name}: {exc}") from None
                     archiver = None
                     if archive:
                         archiver = ArchiveWriter(archive, source,

@@ -4,6 +4,7 @@ import numpy.typing as npt
 
 DIALECT_FIELDS: tuple[str, ...]
 CALL_FIELDS: tuple[tuple[str, str], ...]
+MAX_COLUMNS: int
 DISPOSITION_CODES: dict[str, int]
 PRESENTATION_CODES: dict[str, int]
 

@@ -62,6 +62,7 @@ def columns_of(fields: tuple[tuple[str, str], ...]) -> tuple[tuple[str, np.dtype
 
 
 COLUMNS = columns_of(_native.CALL_FIELDS)
+MAX_COLUMNS = int(_native.MAX_COLUMNS)    # the widest record (or header) the parser reads
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 ARROW_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype))) for name, dtype in COLUMNS])
 
@@ -185,6 +186,9 @@ class Format:
             most = max(self.max_cols, len(names))
         else:
             raise ParseError(f"{self.name} files start with a header row naming the columns")
+        if most > MAX_COLUMNS or self.min_cols > MAX_COLUMNS:
+            raise ParseError(f"{self.name}: {max(most, self.min_cols)} columns, more than the "
+                             f"{MAX_COLUMNS} a record may have")
         where = {name: i for i, name in enumerate(names)}
         missing = [self.roles[r] for r in self.required if self.roles[r] not in where]
         if missing:
@@ -198,8 +202,6 @@ class Format:
         for role in ROLES:
             dialect[f"c_{role}"] = where.get(self.roles.get(role, ""), -1)
         return dialect
-
-
 
 
 ASTERISK = Format(
