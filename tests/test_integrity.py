@@ -208,3 +208,38 @@ def test_a_header_wider_than_a_record_may_be_is_one_clear_error(store, tmp_path,
     path.write_text(",".join(names) + "\n" + ",".join(["1"] * len(names)) + "\n")
     with pytest.raises(cdrtrace.ParseError, match=r"wide.csv: .* columns, more than the 1023"):
         cdrtrace.ingest(store, [str(path)], fmt=fmt)
+
+
+SHRINKING = """
+import os, sys
+from cdrtrace import cli
+from cdrtrace.parsing import native
+path, fed = sys.argv[2], []
+feed = native.CdrParser.feed
+
+def truncating(self, buffer, final=False):
+    if not fed:
+        os.truncate(path, 1000)          # the switch cuts the file while it is read
+    fed.append(1)
+    return feed(self, buffer, final)
+native.CdrParser.feed = truncating
+sys.exit(cli.main(["ingest", path, "--db", sys.argv[1]]))
+"""
+
+
+def test_a_file_truncated_while_it_is_read_is_one_error_not_a_crash(tmp_path):
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "db")
+    cdrtrace.open(db, create=True).close()
+    path = tmp_path / "Master.csv"
+    path.write_bytes(b"".join(
+        cdr(start="2026-03-02 14:03:00", end="2026-03-02 14:03:30", answer="",
+            disposition="NO ANSWER", src="7205550101", dst=f"30366{m:05d}", uniqueid=f"u{m}") + b"\n"
+        for m in range(5000)))
+    out = subprocess.run([sys.executable, "-c", SHRINKING, db, str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, (out.returncode, out.stderr)          # not -7 (SIGBUS)
+    assert out.stderr.startswith("cdrtrace: error: ") and "shrank while it was read" in out.stderr
+    assert out.stderr.count("\n") == 1

@@ -224,6 +224,8 @@ EXIT_INTERNAL = 70      # EX_SOFTWARE
 
 
 def _fail(message: str, code: int, as_json: bool) -> int:
+    """Report a failure: one line, whatever the message quotes (a path with a newline)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     if as_json:
         print(json.dumps({"error": message, "exit": code}))
     else:

@@ -119,7 +119,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                     if not force and store.catalog.source_with_identity(ident):
                         summary.skipped.append(name)
                         continue
-                    reader = reader_for(stream, chunk_bytes)
+                    reader = reader_for(stream, chunk_bytes, name)
                     try:
                         reader.fill()
                     except SourceError as exc:

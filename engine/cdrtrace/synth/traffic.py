@@ -117,8 +117,10 @@ def generate_chunks(calls: int, lines: int, seed: int = 1, start: str = "2026-03
     chunks are drawn (complete once the iterator is exhausted)."""
     if calls < 1 or lines < 1:
         raise SynthError("--calls and --lines must be at least 1")
-    if days < 1:
-        raise SynthError("--days must be at least 1")
+    if not 1 <= days <= 36_500:
+        raise SynthError("--days must be 1 to 36500")
+    if seed < 0:
+        raise SynthError("--seed must be 0 or more")
     timezones.get_zone(zone)
     rng = np.random.default_rng(seed)
     try:
@@ -282,6 +284,8 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
         format_freeswitch,
     )
 
+    if not (0 <= legs <= 1 and 0 <= unreadable <= 1):
+        raise SynthError("--legs and --unreadable are fractions, 0 to 1")
     if (legs or unreadable) and fmt != "asterisk":
         raise SynthError("--legs and --unreadable are written for the asterisk format only")
     writers = {"asterisk": (b"", lambda c, lo, hi: format_asterisk(c, lo, hi, zone)),
