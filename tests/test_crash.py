@@ -38,7 +38,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path):
     for i in bad:
         rows[i] = b'"not","a","cdr"\n'
     path.write_bytes(b"".join(rows))
-    ident = sources.identity(str(path)).encode()
+    ident = sources.identity(str(path))[0].encode()
     archive = tmp_path / "archive"
 
     whole = cdrtrace.open(tmp_path / "whole", create=True)

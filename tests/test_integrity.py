@@ -243,3 +243,42 @@ def test_a_file_truncated_while_it_is_read_is_one_error_not_a_crash(tmp_path):
     assert out.returncode == 2, (out.returncode, out.stderr)          # not -7 (SIGBUS)
     assert out.stderr.startswith("cdrtrace: error: ") and "shrank while it was read" in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------ files that change
+
+def calls_file(path, first: int, count: int, mode: str = "wb") -> None:
+    with open(path, mode) as f:
+        f.write(b"".join(
+            cdr(start="2026-03-02 14:03:00", end="2026-03-02 14:03:30", answer="",
+                disposition="NO ANSWER", src="7205550101", dst=f"30366{m:05d}",
+                uniqueid=f"u{m}") + b"\n" for m in range(first, first + count)))
+
+
+def test_a_file_the_switch_appended_to_is_read_on_from_where_it_ended(store, tmp_path):
+    path = tmp_path / "Master.csv"
+    calls_file(path, 0, 100)
+    assert cdrtrace.ingest(store, [str(path)]).records == 100
+    calls_file(path, 100, 50, "ab")
+    again = cdrtrace.ingest(store, [str(path)])
+    assert (again.records, again.appended, again.skipped) == (50, [str(path)], [])
+    assert cdrtrace.ingest(store, [str(path)]).skipped == [str(path)]     # unchanged now
+    assert store.stats()["feeds"][0]["records"] == 150                    # none counted twice
+    assert len(testing.index_items(store)) == 150
+    last = store.last_calls("3036600149", analyst="ann")[0]
+    assert last["offset"] > 0 and last["source"] == str(path)             # one source, on
+    assert len(testing.sources(store)) == 1
+
+
+def test_a_file_that_changed_anywhere_is_not_taken_for_one_already_ingested(store, tmp_path):
+    path = tmp_path / "Master.csv"
+    calls_file(path, 0, 20_000)                                           # ~4.6 MB
+    assert cdrtrace.ingest(store, [str(path)]).records == 20_000
+    data = bytearray(path.read_bytes())
+    at = len(data) // 3 + 1234                      # between any samples a sampler would take
+    at = data.index(b"3036", at)
+    data[at:at + 10] = b"3039999999"                # the same size, one call changed
+    path.write_bytes(bytes(data))
+    again = cdrtrace.ingest(store, [str(path)])
+    assert again.skipped == [] and again.appended == [] and again.records == 20_000
+    assert len(store.last_calls("3039999999", analyst="ann")) == 1

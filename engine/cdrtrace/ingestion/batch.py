@@ -20,7 +20,7 @@ from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser
 from ..store import index
 from ..store.archive import ArchiveWriter
 from ..store.catalog import ArchiveMark, Position
-from .sources import RejectsWriter, expand, identity, open_source, reader_for
+from .sources import RejectsWriter, _Decompressing, expand, identity, open_source, reader_for
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
 
@@ -72,6 +72,7 @@ class IngestSummary:
     rejects_path: str | None = None
     skipped: list = dataclasses.field(default_factory=list)   # already ingested
     resumed: list = dataclasses.field(default_factory=list)   # continued after a crash
+    appended: list = dataclasses.field(default_factory=list)  # grown since: read from its end
     failed: list = dataclasses.field(default_factory=list)    # {source, reason}: not read
 
     @property
@@ -115,10 +116,17 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                 stream, size = open_source(name)
                 reader = None
                 try:
-                    ident = identity(name)
+                    path = os.path.abspath(name) if name != "-" else None
+                    plain = not isinstance(stream, _Decompressing)
+                    versions = (store.catalog.ingested_versions(path)
+                                if path and plain and not force else [])
+                    ident, prefixes = identity(name, [v["size"] for v in versions])
                     if not force and store.catalog.source_with_identity(ident):
                         summary.skipped.append(name)
                         continue
+                    # the same file, grown since it was ingested: read on where that ended
+                    grown = next((v for v in sorted(versions, key=lambda v: -v["size"])
+                                  if prefixes.get(v["size"]) == v["identity"]), None)
                     reader = reader_for(stream, chunk_bytes, name)
                     try:
                         reader.fill()
@@ -133,10 +141,16 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                     # an interrupted earlier run of this content resumes where it committed;
                     # what it wrote past that commit (rejects, archive files) is taken back
                     resume = store.catalog.position(ident.encode()) if ident and not force else None
+                    if resume is None and grown is not None:
+                        resume = Position(grown["source"], grown["size"], grown["records"],
+                                          ArchiveMark(grown["size"], grown["records"],
+                                                      grown.get("archive_files", 0)))
+                        summary.appended.append(name)
                     if resume:
                         _skip(reader, resume.offset - skip, name)
                         skip, source = resume.offset, resume.source
-                        summary.resumed.append(name)
+                        if grown is None or resume.source != grown["source"]:
+                            summary.resumed.append(name)
                         rejects.forget(source, resume.record)
                     elif (source := store.catalog.unfinished_source(ident) if ident and not force else None):
                         rejects.forget(source, 0)      # killed before its first commit: again
@@ -158,7 +172,8 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                                   if ident else None)
                     _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
                                    progress, batch_pairs, served, archiver,
-                                   finish=lambda txn, s=source, i=ident: store.catalog.mark_ingested(txn, s, i),
+                                   finish=functools.partial(_finish, store, source, ident, path, parser,
+                                                            archiver),
                                    checkpoint=checkpoint, zone=zone)
                     if archiver is not None:
                         archiver.close()
@@ -300,6 +315,14 @@ def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, reco
     """The source's position, and how many archive files hold its calls up to it."""
     mark = ArchiveMark(offset, record, archiver.files) if archiver is not None else None
     store.catalog.save_position(txn, key, Position(source, offset, record, archive=mark))
+
+
+def _finish(store, source: int, ident: str | None, path: str | None, parser, archiver,
+            txn) -> None:
+    """Inside the commit of a source's last records: it is ingested, as it is now."""
+    store.catalog.mark_ingested(txn, source, ident, size=parser.offset, records=parser.record,
+                                archive_files=archiver.files if archiver is not None else 0,
+                                path=path)
 
 
 def _skip(reader, count: int, name: str) -> None:

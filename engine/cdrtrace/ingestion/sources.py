@@ -5,14 +5,16 @@ import base64
 import bz2
 import glob
 import gzip
-import hashlib
 import io
 import json
 import lzma
 import os
 import stat
 import sys
+from collections.abc import Iterable
 from typing import IO, Any, Protocol
+
+import xxhash
 
 from ..errors import SourceError
 from ..store import private
@@ -21,7 +23,7 @@ CHUNK_BYTES = 16 << 20
 
 
 GLOB_CHARS = set("*?[")
-IDENTITY_SAMPLE = 1 << 20
+IDENTITY_CHUNK = 4 << 20
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
           (b"\x28\xb5\x2f\xfd", "zstd"))
 
@@ -118,25 +120,36 @@ class _Decompressing(io.RawIOBase):
         super().close()
 
 
-def identity(name: str) -> str | None:
-    """A content identity for skipping a re-ingested file: its size and a hash of its first
-    and last MiB and 64 blocks between. CDR files are append-only logs, so a file whose
-    size and samples match is the same file. None for stdin."""
+def identity(name: str, prefixes: Iterable[int] = ()) -> tuple[str | None, dict[int, str]]:
+    """A file's content identity: xxh3-128 over all its bytes, streamed (about 10 GB/s
+    here, so it costs ingest a few percent). With it, for each size in prefixes, the
+    identity the file's first that many bytes have: whether it is a file ingested
+    before, since grown by what the switch appended. (None, {}) for stdin."""
     if name == "-":
-        return None
-    size = os.path.getsize(name)
-    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with open(name, "rb") as f:
-        digest.update(f.read(IDENTITY_SAMPLE))
-        if size > 2 * IDENTITY_SAMPLE:
-            for i in range(1, 65):
-                f.seek(size * i // 65)
-                digest.update(f.read(4096))
-            f.seek(size - IDENTITY_SAMPLE)
-            digest.update(f.read(IDENTITY_SAMPLE))
-        elif size > IDENTITY_SAMPLE:
-            digest.update(f.read())
-    return digest.hexdigest()
+        return None, {}
+    wanted = sorted({int(n) for n in prefixes if n > 0})
+    digest = xxhash.xxh3_128()
+    found: dict[int, str] = {}
+    buffer = bytearray(IDENTITY_CHUNK)
+    view = memoryview(buffer)
+    done = 0
+    try:
+        with open(name, "rb", buffering=0) as f:
+            while True:
+                got = f.readinto(buffer)
+                if not got:
+                    break
+                start = 0
+                while wanted and wanted[0] <= done + got:     # a prefix ends in this chunk
+                    cut = wanted.pop(0) - done
+                    digest.update(view[start:cut])
+                    start = cut
+                    found[done + cut] = digest.hexdigest()
+                digest.update(view[start:got])
+                done += got
+    except OSError as exc:
+        raise SourceError(f"cannot read {name}: {exc.strerror or exc}") from None
+    return digest.hexdigest(), found
 
 
 class ChunkReader:

@@ -79,12 +79,34 @@ class Catalog:
             return source
         return self.envs.write(work)
 
-    def mark_ingested(self, txn: Any, source: int, identity: str | None) -> None:
-        """Inside the final write transaction of a source: its content is now in the store."""
+    def mark_ingested(self, txn: Any, source: int, identity: str | None, *,
+                      size: int | None = None, records: int | None = None,
+                      archive_files: int = 0, path: str | None = None) -> None:
+        """Inside the final write transaction of a source: its content is now in the store.
+        A file's record keeps its path, size, identity and record count, so the same file
+        grown by the switch later is read on from where this ingest ended."""
         if identity:
             txn.put(b"identity:" + identity.encode(), source.to_bytes(4, "big"),
                     db=self.db["sources"])
             txn.delete(b"position:" + identity.encode(), db=self.db["sources"])
+        key = source.to_bytes(4, "big")
+        known = txn.get(key, db=self.db["sources"])
+        if known is not None and path is not None:
+            txn.put(key, json.dumps({**json.loads(known), "identity": identity, "size": size,
+                                     "records": records, "archive_files": archive_files,
+                                     "path": path}).encode(), db=self.db["sources"])
+
+    def ingested_versions(self, path: str) -> list[dict]:
+        """The files ingested from this path, each as it was then: source id, size,
+        identity, records, archive files (the candidates a grown file extends)."""
+        with self.envs.read() as txn:
+            found = []
+            for key, value in txn.cursor(self.db["sources"]):
+                if len(key) == 4:
+                    record = json.loads(value)
+                    if record.get("path") == path and record.get("records") is not None:
+                        found.append({"source": int.from_bytes(key, "big"), **record})
+            return found
 
     def source_with_identity(self, identity: str | None) -> dict | None:
         """The source already ingested with this content identity, if any."""
