@@ -3,6 +3,7 @@ carrier's rule book numbers them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -166,19 +167,50 @@ def test_r9_trace_record_keeps_call_and_trace_times_and_evidence(store, ingest_r
     assert record["traced_at_us"] >= record["activated_us"]
 
 
+SYNC_SPY = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <unistd.h>
+static void note(const char *what, int fd) {      /* which file each sync flushed */
+    char link[64], path[512], line[600];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    path[n > 0 ? n : 0] = 0;
+    int len = snprintf(line, sizeof line, "SYNC %s %s\n", what, path);
+    (void)!write(2, line, len);
+}
+int fdatasync(int fd) { static int (*real)(int); if (!real) real = dlsym(RTLD_NEXT, "fdatasync");
+                        note("fdatasync", fd); return real(fd); }
+int fsync(int fd) { static int (*real)(int); if (!real) real = dlsym(RTLD_NEXT, "fsync");
+                    note("fsync", fd); return real(fd); }
+"""
+
+
 def test_success_is_durable_before_the_announcement(tmp_path):
-    """A trace in a child process that exits right after returning is on disk."""
+    """The trace's evidence is flushed to the disk (fdatasync of the evidence file, seen by
+    a spy on the C library) before trace() returns; and a child that exits right after
+    returning left it in the store."""
     db = tmp_path / "s"
     store = cdrtrace.open(db, create=True)
     path = tmp_path / "c.csv"
     path.write_bytes(call(3) + b"\n")
     cdrtrace.ingest(store, [str(path)])
     store.close()
-    code = ("import cdrtrace, os, sys; r = cdrtrace.open(sys.argv[1]).trace(sys.argv[2], "
-            "at='2026-03-02T15:00:00Z'); print(r.outcome.value, flush=True); os._exit(0)")
+    (tmp_path / "spy.c").write_text(SYNC_SPY)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "spy.so"),
+                    str(tmp_path / "spy.c"), "-ldl"], check=True)
+    code = ("import cdrtrace, os, sys; s = cdrtrace.open(sys.argv[1]); "
+            "print('TRACING', file=sys.stderr, flush=True); "
+            "r = s.trace(sys.argv[2], at='2026-03-02T15:00:00Z'); "
+            "print('RETURNED', file=sys.stderr, flush=True); "
+            "print(r.outcome.value, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-c", code, str(db), LINE], capture_output=True,
-                         text=True, check=True).stdout
-    assert out.strip() == "success"
+                         text=True, check=True,
+                         env={**os.environ, "LD_PRELOAD": str(tmp_path / "spy.so")})
+    assert out.stdout.strip() == "success"
+    during = out.stderr.split("TRACING\n", 1)[1].split("RETURNED\n", 1)[0]
+    assert f"{db}/evidence/data.mdb" in during, out.stderr      # flushed before the answer
     reopened = cdrtrace.open(db)
     assert [r["outcome"] for r in reopened.trace_records(LINE, analyst="cic")] == ["success"]
 
