@@ -282,3 +282,105 @@ def test_a_file_that_changed_anywhere_is_not_taken_for_one_already_ingested(stor
     again = cdrtrace.ingest(store, [str(path)])
     assert again.skipped == [] and again.appended == [] and again.records == 20_000
     assert len(store.last_calls("3039999999", analyst="ann")) == 1
+
+
+DISK_FULL = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+/* While $FULL names a file (its path's ending), writes to it fail: the disk is full. */
+static int full(int fd) {
+    const char *which = getenv("FULL");
+    char link[64], path[512];
+    if (!which || !*which) return 0;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n <= 0) return 0;
+    path[n] = 0;
+    size_t lp = strlen(path), lw = strlen(which);
+    return lp >= lw && strcmp(path + lp - lw, which) == 0;
+}
+#define FAIL_IF_FULL(fd) do { if (full(fd)) { errno = ENOSPC; return -1; } } while (0)
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o) {
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real) real = dlsym(RTLD_NEXT, "pwrite");
+    FAIL_IF_FULL(fd); return real(fd, b, n, o); }
+ssize_t pwrite64(int fd, const void *b, size_t n, off_t o) {
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real) real = dlsym(RTLD_NEXT, "pwrite64");
+    FAIL_IF_FULL(fd); return real(fd, b, n, o); }
+ssize_t pwritev(int fd, const struct iovec *v, int c, off_t o) {
+    static ssize_t (*real)(int, const struct iovec *, int, off_t);
+    if (!real) real = dlsym(RTLD_NEXT, "pwritev");
+    FAIL_IF_FULL(fd); return real(fd, v, c, o); }
+ssize_t pwritev64(int fd, const struct iovec *v, int c, off_t o) {
+    static ssize_t (*real)(int, const struct iovec *, int, off_t);
+    if (!real) real = dlsym(RTLD_NEXT, "pwritev64");
+    FAIL_IF_FULL(fd); return real(fd, v, c, o); }
+ssize_t write(int fd, const void *b, size_t n) {
+    static ssize_t (*real)(int, const void *, size_t);
+    if (!real) real = dlsym(RTLD_NEXT, "write");
+    FAIL_IF_FULL(fd); return real(fd, b, n); }
+"""
+
+FULL_DISK_RUN = """
+import json, os, sys
+import cdrtrace
+from cdrtrace import cli
+db, csv = sys.argv[1], sys.argv[2]
+store = cdrtrace.open(db)
+os.environ["FULL"] = "evidence/data.mdb"                 # the evidence cannot be written
+full = store.trace("3035550110", at="2026-03-02T23:00:00Z")
+os.environ["FULL"] = ""
+after = store.trace("3035550110", at="2026-03-02T23:00:00Z")
+records = len(store.trace_records("3035550110", analyst="ann"))
+verified = store.audit_verify()
+store.close()
+os.environ["FULL"] = "/data.mdb"                          # now the index cannot be written
+code = cli.main(["ingest", csv, "--db", db])
+os.environ["FULL"] = ""
+again = cdrtrace.open(db)
+print(json.dumps({"full": full.to_dict(), "after": after.outcome.value, "records": records,
+                  "verified": verified, "ingest_exit": code,
+                  "indexed_after": len(again.last_calls("3036600000", analyst="ann"))}))
+"""
+
+
+def test_a_full_disk_is_a_defined_answer_to_the_switch_and_one_line_for_ingest(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "full.c").write_text(DISK_FULL)
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(tmp_path / "full.so"),
+                    str(tmp_path / "full.c"), "-ldl"], check=True)
+    db = tmp_path / "db"
+    store = cdrtrace.open(db, create=True)
+    source = tmp_path / "first.csv"
+    source.write_bytes(call(3))
+    cdrtrace.ingest(store, [str(source)])
+    store.close()
+    more = tmp_path / "more.csv"
+    calls_file(more, 0, 200)
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_RUN, str(db), str(more)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "LD_PRELOAD": str(tmp_path / "full.so"), "FULL": ""})
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["full"]["outcome"] == "failure"
+    assert result["full"]["announcement_id"] == "COT-FAILURE"
+    assert "try again later" in result["full"]["announcement"]
+    assert "7205550101" not in json.dumps(result["full"])
+    assert result["after"] == "success" and result["records"] == 1 and result["verified"] >= 1
+    assert result["ingest_exit"] == 2
+    err = [line for line in out.stderr.splitlines() if line.startswith("cdrtrace: error")]
+    assert len(err) == 1 and "Traceback" not in out.stderr
+    assert result["indexed_after"] == 0           # nothing of the failed ingest half-written
+    with cdrtrace.open(db) as store:              # intact: the file ingests once space is back
+        assert cdrtrace.ingest(store, [str(more)]).records == 200
+        assert store.audit_verify() >= 1

@@ -19,6 +19,7 @@ class Outcome(enum.StrEnum):
     NO_CALL = "no_call"
     ALREADY_TRACED = "already_traced"
     PENDING = "pending"
+    FAILURE = "failure"       # the evidence could not be written (a full disk): nothing recorded
 
 
 # Fixed announcement per outcome ("Outcomes and announcements"): a stable id the switch plays, and its text.
@@ -33,6 +34,8 @@ ANNOUNCEMENTS = {
                              "traced. It does not need to be traced again."),
     Outcome.PENDING: ("COT-PENDING", "Your call trace request has been received and will be "
                       "completed shortly."),
+    Outcome.FAILURE: ("COT-FAILURE", "Your call trace could not be completed at this time. "
+                      "Please hang up and try again later."),
 }
 
 

@@ -11,9 +11,11 @@ waits for an ingest. The rules are in docs/trace-rules.md.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
+import lmdb
 import numpy as np
 
 from ..errors import TraceError
@@ -28,6 +30,7 @@ from . import pseudonyms
 from . import rows as trace_rows
 from .outcomes import Outcome, TraceResult, outcome_for
 
+log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 TRACE_MARK, CALL_MARK = b"t", b"c"
 
@@ -58,7 +61,10 @@ class Tracer:
     def trace(self, packed: int, at_us: int, wait: float = 0.0) -> TraceResult:
         """*57 on the line `packed` at at_us: see Store.trace."""
         key = index.line_key(packed)
-        self.resolve_pending()          # those whose feeds passed them, before this one
+        try:
+            self.resolve_pending()      # those whose feeds passed them, before this one
+        except (lmdb.Error, OSError) as exc:     # they wait for the next writer
+            log.warning("pending traces not resolved now: %s", exc)
         deadline = time.monotonic() + max(0.0, wait)
         while True:
             behind = self.liveness.behind(packed, at_us)
@@ -70,7 +76,13 @@ class Tracer:
             with self.envs.read() as index_txn:   # a snapshot of the index: never waits for ingest
                 pending = behind and self.liveness.behind(packed, at_us, index_txn)
                 return self.record(txn, index_txn, key, packed, at_us, pending=pending)
-        return result_of(self.envs.ewrite(work))
+        try:
+            return result_of(self.envs.ewrite(work))
+        except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
+            log.error("trace of %s at %s could not be recorded: %s",
+                      numbers.format_number(packed), timezones.format_utc(at_us), exc)
+            return TraceResult("", numbers.format_number(packed), Outcome.FAILURE,
+                               timezones.format_utc(at_us), None)
 
     def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int) -> tuple:
         """The rules on one line's entries: (outcome, the call's view, its entry, the trace

@@ -157,14 +157,16 @@ class ChunkReader:
     not consumed (a record cut by the chunk boundary) and reads after them. No copy of
     the data beyond that tail; the buffer grows only if a single record outgrows it."""
 
-    def __init__(self, stream: ByteStream, size: int = CHUNK_BYTES, name: str = "the source"):
+    def __init__(self, stream: ByteStream, size: int = CHUNK_BYTES, name: str | None = None):
         self.stream = stream
         self.buffer = bytearray(size)
         self.start = self.end = 0
         self.eof = False
         self.name = name
         self.read_total = 0
-        self.fileno = _regular_file(stream)   # a file's size is checked at its end
+        # a named file (batch ingest) is checked at its end for having shrunk; a followed
+        # file is not: its truncation is a rotation the follower handles
+        self.fileno = _regular_file(stream) if name is not None else None
 
     def fill(self) -> int:
         """Read more after the unconsumed bytes; return how many were read (0 at the end)."""

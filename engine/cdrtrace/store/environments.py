@@ -74,6 +74,7 @@ class Environments:
         except lmdb.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         self.db: dict[str, Any] = {}
+        self.on_reopen: list[Callable[[], None]] = []   # parts that cache a handle refresh it
         try:
             self.config = self._open_index(create, settings)
             # a cdrtrace store: refused if others can read it, before its evidence opens
@@ -84,13 +85,34 @@ class Environments:
             raise
         try:
             private.make_dir(self.path / "evidence")
-            self.eenv = lmdb.open(str(self.path / "evidence"), max_dbs=len(EVIDENCE_DBS) + 2,
-                                  map_size=INITIAL_MAP_SIZE, subdir=True, create=True,
-                                  mode=private.FILE_MODE)
+            self.eenv = self._open_evidence()
         except (lmdb.Error, OSError) as exc:
             self.env.close()
             raise StoreError(f"cannot open the evidence of store {self.path}: {exc}") from None
         self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
+
+    def _open_evidence(self) -> Any:
+        return lmdb.open(str(self.path / "evidence"), max_dbs=len(EVIDENCE_DBS) + 2,
+                         map_size=INITIAL_MAP_SIZE, subdir=True, create=True,
+                         mode=private.FILE_MODE)
+
+    def _reopen(self, env: Any) -> Any:
+        """An environment LMDB declared unusable after a failed write (MDB_PANIC: a full
+        disk, an I/O error) is closed and opened again; what was committed is intact.
+        The sub-database handles are replaced in place (every part shares `db`)."""
+        env.close()
+        if env is self.eenv:
+            self.eenv = self._open_evidence()
+            self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
+            return self.eenv
+        self.env = lmdb.open(str(self.path), max_dbs=len(INDEX_DBS) + 3,
+                             map_size=INITIAL_MAP_SIZE, subdir=True,
+                             readonly=self.readonly_index, mode=private.FILE_MODE)
+        self.db["meta"] = self.env.open_db(b"meta", create=False)
+        self._open_dbs(self.env, INDEX_DBS, LATER_INDEX_DBS, create=True)
+        for refresh in self.on_reopen:
+            refresh()
+        return self.env
 
     def _open_dbs(self, env: Any, names: tuple[str, ...], optional: tuple[str, ...],
                   create: bool) -> None:
@@ -154,6 +176,7 @@ class Environments:
         """Run work(txn) in one durable write transaction of the index environment (or
         env), growing the map when full."""
         env = env or self.env
+        reopened = False
         while True:
             try:
                 with env.begin(write=True) as txn:
@@ -162,6 +185,10 @@ class Environments:
                 env.set_mapsize(env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
                 env.set_mapsize(0)
+            except lmdb.PanicError:
+                if reopened:
+                    raise
+                env, reopened = self._reopen(env), True
 
     def read(self, env: Any = None) -> Any:
         """A read transaction of the index environment (or env): a consistent snapshot."""
@@ -171,6 +198,8 @@ class Environments:
         except lmdb.MapResizedError:
             env.set_mapsize(0)
             return env.begin()
+        except lmdb.PanicError:
+            return self._reopen(env).begin()
 
     def ewrite(self, work: Callable[[Any], T]) -> T:
         """Run work(txn) in one durable write transaction of the evidence environment."""

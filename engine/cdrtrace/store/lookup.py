@@ -21,7 +21,8 @@ class Lookup:
     def __init__(self, envs: Environments):
         self.envs = envs
         self.db = envs.db
-        self._index_db = envs.db["index"]
+        self._index_db = envs.db["index"]      # the hot path's handle, kept across reopens
+        envs.on_reopen.append(lambda: setattr(self, "_index_db", envs.db["index"]))
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
