@@ -384,3 +384,57 @@ def test_a_full_disk_is_a_defined_answer_to_the_switch_and_one_line_for_ingest(t
     with cdrtrace.open(db) as store:              # intact: the file ingests once space is back
         assert cdrtrace.ingest(store, [str(more)]).records == 200
         assert store.audit_verify() >= 1
+
+
+# ------------------------------------------------------------------ roles
+
+def me() -> tuple[str, str]:
+    import grp
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
+
+
+@pytest.mark.parametrize("analysts, allowed", [
+    (None, True),                          # no [roles]: the service user does everything
+    (["someone-else"], False),
+    ("me", True),
+    ("@my-group", True),
+    ("@another-group", False),
+])
+def test_roles_decide_who_may_read_callers(store, ingest_records, analysts, allowed):
+    user, group = me()
+    ingest_records(call(3))
+    store.trace(LINE, at=AFTER)
+    path = store.path
+    store.close()
+    if analysts is not None:
+        named = {"me": [user], "@my-group": [f"@{group}"], "@another-group": ["@no-such-group-here"]}
+        members = named[analysts] if isinstance(analysts, str) else analysts
+        (path / "cdrtrace.toml").write_text(
+            f"[roles]\nanalyst = {members!r}\nlegal = []\noperator = [{user!r}]\n".replace("'", '"'))
+    with cdrtrace.open(path) as reopened:
+        if allowed:
+            assert reopened.last_calls(LINE, analyst="ann")[0]["calling"] == "+17205550101"
+        else:
+            with pytest.raises(cdrtrace.AccessError, match=f"'{user}' is not in the analyst role"):
+                reopened.last_calls(LINE, analyst="ann")
+            assert testing.audit_entries(reopened)[-1]["action"] == "read_last_calls_refused"
+        if analysts is not None:            # nobody is in the legal role: no disclosure
+            with pytest.raises(cdrtrace.AccessError, match="not in the legal role"):
+                reopened.disclose({"kind": "subpoena", "reference": "r", "agency": "a",
+                                   "officer": "o", "case_number": "1"}, analyst="ann", line=LINE)
+            assert reopened.purge(operator="ops", older_than_days=3650)["traces"] == 0
+
+
+def test_a_named_configuration_cannot_grant_a_role(store, ingest_records, tmp_path, monkeypatch):
+    user, _ = me()
+    ingest_records(call(3))
+    path = store.path
+    store.close()
+    (path / "cdrtrace.toml").write_text('[roles]\nanalyst = []\nlegal = []\noperator = []\n')
+    granting = tmp_path / "mine.toml"
+    granting.write_text(f'[roles]\nanalyst = ["{user}"]\n')
+    monkeypatch.setenv("CDRTRACE_CONFIG", str(granting))
+    assert cli.main(["last-calls", LINE, "--analyst", "ann", "--db", str(path),
+                     "--config", str(granting)]) == 2

@@ -64,6 +64,15 @@ def _refusals_audited(action: str) -> Callable[[F], F]:
     return wrap
 
 
+def _roles(store: Path) -> dict[str, tuple[str, ...]] | None:
+    """Who may act, from the store's own cdrtrace.toml only: a configuration a user
+    names (--config, $CDRTRACE_CONFIG) can add feeds, never grant a role."""
+    from . import config
+
+    path = store / "cdrtrace.toml"
+    return config.load(path).roles if path.is_file() else None
+
+
 def printable(value: Any) -> str:
     """A requested value as the audit log records it: itself, or its repr when it holds
     characters that do not print (or do not encode)."""
@@ -99,7 +108,7 @@ class Store:
         # public API gives callers' numbers only through audited calls).
         self._last_calls_raw: Callable[..., np.ndarray] = self._lookup.last_calls
         self._tracer = Tracer(self.envs, self.catalog, self._lookup, self.liveness)
-        self._audit = AuditLog(self.envs)
+        self._audit = AuditLog(self.envs, _roles(self.path))
         self._disclosure = Disclosure(self.envs, self._tracer, self._audit)
         self._casebook = Cases(self.envs, self._tracer, self._audit, self.line)
 

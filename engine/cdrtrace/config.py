@@ -112,6 +112,7 @@ class Config:
     path: Path | None
     feeds: dict[str, Feed]
     dialects: dict[str, Format]
+    roles: dict[str, tuple[str, ...]] | None = None   # role -> OS users and @groups
 
     def feed(self, name: str) -> Feed:
         try:
@@ -148,7 +149,7 @@ def load(path: str | os.PathLike | None) -> Config:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    unknown = set(raw) - {"feeds", "dialects"}
+    unknown = set(raw) - {"feeds", "dialects", "roles"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     for section in ("dialects", "feeds"):
@@ -157,7 +158,26 @@ def load(path: str | os.PathLike | None) -> Config:
             raise ConfigError(f"{path}: {section} must be tables ([{section}.NAME])")
     dialects = {name: _dialect(path, name, spec) for name, spec in raw.get("dialects", {}).items()}
     feeds = {name: _feed(path, name, spec, dialects) for name, spec in raw.get("feeds", {}).items()}
-    return Config(path, feeds, dialects)
+    return Config(path, feeds, dialects, _roles(path, raw["roles"]) if "roles" in raw else None)
+
+
+ROLE_NAMES = ("analyst", "legal", "operator")
+
+
+def _roles(path, spec: Any) -> dict[str, tuple[str, ...]]:
+    """[roles]: which operating-system users (and @groups) may act in each role."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: roles must be a table ([roles])")
+    unknown = set(spec) - set(ROLE_NAMES)
+    if unknown:
+        raise ConfigError(f"{path}: roles: unknown role(s) {', '.join(sorted(unknown))} "
+                          f"(roles: {', '.join(ROLE_NAMES)})")
+    for role, members in spec.items():
+        if not isinstance(members, list) or not all(isinstance(m, str) and m.strip()
+                                                    for m in members):
+            raise ConfigError(f"{path}: roles.{role} must be a list of user names and "
+                              "@group names")
+    return {role: tuple(m.strip() for m in spec.get(role, [])) for role in ROLE_NAMES}
 
 
 def _check_keys(path, where: str, spec: dict, allowed: set) -> None:

@@ -14,6 +14,7 @@ an unkeyed SHA-256 chain (its config names no key).
 """
 from __future__ import annotations
 
+import grp
 import hashlib
 import hmac
 import json
@@ -145,13 +146,41 @@ def actor(who: str | None, what: str, role: str = "analyst") -> str:
     return text.strip()
 
 
-class AuditLog:
-    """The audit log of one store's evidence environment."""
+def os_groups() -> set[str]:
+    """The names of the groups the process acts with."""
+    names = set()
+    for gid in {os.getegid(), *os.getgroups()}:
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.add(str(gid))
+    return names
 
-    def __init__(self, envs: Environments):
+
+class AuditLog:
+    """The audit log of one store's evidence environment, and who may act: with roles
+    configured ([roles] in the store's own cdrtrace.toml), an act needs the operating-
+    system user, or one of its groups, to be listed for the act's role."""
+
+    def __init__(self, envs: Environments, roles: dict[str, tuple[str, ...]] | None = None):
         self.envs = envs
         self.db = envs.db
         self.key_file = envs.config.get("audit_key_file")
+        self.roles = roles
+
+    def actor(self, who: str | None, what: str, role: str = "analyst",
+              os_role: str | None = None) -> str:
+        """The declared identity an act is audited under (see actor()), once the process's
+        operating-system user is found in the act's role (os_role, else role)."""
+        name = actor(who, what, role)
+        needed = os_role or role
+        if self.roles is not None:
+            allowed = self.roles.get(needed, ())
+            user = os_user()
+            if user not in allowed and not any(f"@{g}" in allowed for g in os_groups()):
+                raise AccessError(f"{what}: the operating-system user {user!r} is not in the "
+                                  f"{needed} role ([roles] {needed} in the store's cdrtrace.toml)")
+        return name
 
     @property
     def key(self) -> bytes | None:
@@ -206,7 +235,7 @@ class AuditLog:
     def export(self, operator: str) -> list[dict]:
         """Every entry, for an operator; the export itself is audited, in the same
         transaction, as the entry after the last one exported."""
-        who = actor(operator, "exporting the audit log", "operator")
+        who = self.actor(operator, "exporting the audit log", "operator")
 
         def work(txn: Any) -> list[dict]:
             found = [entry for _, entry in entries(txn, self.db["audit"])]

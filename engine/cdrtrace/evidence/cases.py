@@ -15,7 +15,7 @@ from ..errors import CaseError
 from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
-from .audit import AuditLog, actor
+from .audit import AuditLog
 from .traces import Tracer
 
 CASE_FIELDS = ("agency", "officer", "case_number")
@@ -48,7 +48,7 @@ class Cases:
     def open(self, packed_line: int, origin: str, origin_packed: int | None, *, agency: str,
              officer: str, case_number: str, analyst: str, waive_reason: str | None = None) -> dict:
         """Open a case for a line and an origin (its label, or its number packed)."""
-        who = actor(analyst, "opening a case")
+        who = self.audit.actor(analyst, "opening a case")
         given = {"agency": agency, "officer": officer, "case_number": case_number}
         missing = [n for n in CASE_FIELDS if not given[n] or not str(given[n]).strip()]
         if missing:
@@ -78,14 +78,14 @@ class Cases:
         return cases if line_text is None else [c for c in cases if c["line"] == line_text]
 
     def listed(self, analyst: str) -> list[dict]:
-        who = actor(analyst, "listing cases")
+        who = self.audit.actor(analyst, "listing cases")
         cases = self.all()
         self.audit.add_now(who, "case_list", cases=len(cases))
         return cases
 
     def read(self, case_id: str, analyst: str) -> dict:
         """A case and its timeline: every trace between its line and origin, in order."""
-        who = actor(analyst, "reading a case")
+        who = self.audit.actor(analyst, "reading a case")
         found = [c for c in self.all() if c["case_id"] == case_id]
         if not found:
             raise CaseError(f"no case {case_id}")

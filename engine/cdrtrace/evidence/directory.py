@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from ..errors import DirectoryError
 from ..parsing.parsers import normalize_number
 from ..store.environments import Environments
-from .audit import AuditLog, actor
+from .audit import AuditLog
 
 COLUMNS = ("number", "name", "address", "served")
 TRUE = {"1", "true", "yes", "y", "t"}
@@ -68,7 +68,7 @@ def entries(table: pa.Table, country_code: int, source: str = "directory"):
 
 def import_file(envs: Environments, audit: AuditLog, path: str | os.PathLike, operator: str) -> int:
     """Replace the subscriber directory with a CSV or Parquet file; returns its rows."""
-    who = actor(operator, "importing the directory", "operator")
+    who = audit.actor(operator, "importing the directory", "operator")
     pairs = entries(read(path), envs.config["country_code"], str(path))
     db = envs.db["directory"]
 

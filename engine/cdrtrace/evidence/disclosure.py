@@ -20,7 +20,7 @@ from ..parsing import numbers
 from ..store import archive
 from ..store.environments import Environments
 from . import rows as trace_rows
-from .audit import UNPRINTABLE, AuditLog, actor
+from .audit import UNPRINTABLE, AuditLog
 from .outcomes import Outcome
 from .traces import Tracer
 
@@ -37,7 +37,7 @@ class Disclosure:
 
     def last_calls(self, key: bytes, analyst: str) -> list[dict]:
         """A line's last calls, with their callers."""
-        who = actor(analyst, "reading caller numbers")
+        who = self.audit.actor(analyst, "reading caller numbers")
         with self.envs.read() as txn:
             calls = [self.tracer.call_view(txn, e) for e in self.tracer.lookup.last_calls(key, txn)]
         self.audit.add_now(who, "read_last_calls",
@@ -46,7 +46,7 @@ class Disclosure:
 
     def trace_records(self, key: bytes | None, line: str | None, analyst: str) -> list[dict]:
         """Full trace records (numbers, enrichment) of a line, or all."""
-        who = actor(analyst, "reading trace records")
+        who = self.audit.actor(analyst, "reading trace records")
         records = self.tracer.records(key)
         self.audit.add_now(who, "read_trace_records", line=line, traces=len(records))
         return records
@@ -54,7 +54,7 @@ class Disclosure:
     def disclose(self, authority: dict, *, analyst: str, trace_ids: Any = None,
                  key: bytes | None = None) -> list[dict]:
         """Successful trace records released under a legal authority (see Store.disclose)."""
-        who = actor(analyst, "a disclosure")
+        who = self.audit.actor(analyst, "a disclosure", os_role="legal")
         authority = {str(k): (str(v).strip() if v is not None else "") for k, v in
                      (authority or {}).items()}
         missing = [f for f in AUTHORITY_FIELDS if not authority.get(f)]
@@ -89,7 +89,7 @@ class Disclosure:
 
     def report_rows(self, analyst: str) -> np.ndarray:
         """Every trace as packed rows (rows.ROW_DTYPE), identifying."""
-        who = actor(analyst, "reading trace records")
+        who = self.audit.actor(analyst, "reading trace records")
         rows = self._rows()
         self.audit.add_now(who, "read_trace_table", traces=len(rows))
         return rows
@@ -103,7 +103,7 @@ class Disclosure:
     def timeline_columns(self, line: int, origin: int, analyst: str) -> dict:
         """The trace rows a timeline between one line and one origin reads (a report
         builds it); audited with the line and origin."""
-        who = actor(analyst, "reading a timeline")
+        who = self.audit.actor(analyst, "reading a timeline")
         columns = trace_rows.columns_of(self._rows())
         self.audit.add_now(who, "read_timeline", line=numbers.format_number(line),
                            origin=numbers.format_number(origin))
@@ -119,7 +119,7 @@ class Disclosure:
                        origin_text: str | None = None, days: float | None = None,
                        now_us: int | None = None) -> pa.Table:
         """Every archived call to a line (from one origin, in the last days)."""
-        who = actor(analyst, "reading the call archive")
+        who = self.audit.actor(analyst, "reading the call archive")
         root: str | os.PathLike | None = self.envs.config["archive_dir"]
         if not root:
             raise StoreError("this store keeps no call archive (set archive_dir)")

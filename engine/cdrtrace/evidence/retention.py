@@ -13,7 +13,7 @@ from ..parsing import timezones
 from ..store import archive
 from ..store.environments import Environments
 from . import rows as trace_rows
-from .audit import AuditLog, actor
+from .audit import AuditLog
 from .traces import CALL_MARK, TRACE_MARK, trace_id
 
 DAY_US = 86400 * 1_000_000
@@ -23,7 +23,7 @@ MAX_DAYS = 36_500          # a century: a longer period means a mistyped one
 def purge(envs: Environments, audit: AuditLog, *, operator: str,
           older_than_days: float | None = None, now_us: int | None = None) -> dict:
     """Remove trace records activated before the retention period (see Store.purge)."""
-    who = actor(operator, "a purge", "operator")
+    who = audit.actor(operator, "a purge", "operator")
     config, db = envs.config, envs.db
     days = config["retention_days"] if older_than_days is None else older_than_days
     if not (isinstance(days, (int, float)) and math.isfinite(days)):
