@@ -438,3 +438,20 @@ def test_a_named_configuration_cannot_grant_a_role(store, ingest_records, tmp_pa
     monkeypatch.setenv("CDRTRACE_CONFIG", str(granting))
     assert cli.main(["last-calls", LINE, "--analyst", "ann", "--db", str(path),
                      "--config", str(granting)]) == 2
+
+
+def test_an_archive_folder_with_an_apostrophe_and_a_stray_folder_breaks_no_report(tmp_path):
+    root = tmp_path / "carrier's archive"
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(root))
+    source = tmp_path / "m.csv"
+    source.write_bytes(call(3))
+    cdrtrace.ingest(store, [str(source)])
+    store.trace(LINE, at=AFTER)
+    (root / "day=garbage").mkdir()
+    (root / "day=garbage" / "x.parquet").write_bytes(b"not parquet")
+    calls = store.archived_calls(LINE, analyst="ann")
+    assert calls.num_rows == 1
+    timeline = store.timeline(LINE, "7205550101", analyst="ann")
+    assert sorted(timeline.column("event").to_pylist()) == ["call", "trace"]
+    assert store.purge(operator="ops", older_than_days=0.0)["archive_days"] == 1
+    assert (root / "day=garbage").exists()          # not ours: left alone
