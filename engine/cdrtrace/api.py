@@ -32,6 +32,7 @@ from .evidence.audit import UNPRINTABLE, AuditLog
 from .evidence.cases import Cases
 from .evidence.disclosure import Disclosure
 from .evidence.outcomes import CustomerStatus, TraceResult, customer_status
+from .evidence.tokens import Tokens
 from .evidence.traces import Tracer
 from .parsing import numbers, timezones
 from .parsing.parsers import normalize_number
@@ -111,6 +112,7 @@ class Store:
         self._audit = AuditLog(self.envs, _roles(self.path))
         self._disclosure = Disclosure(self.envs, self._tracer, self._audit)
         self._casebook = Cases(self.envs, self._tracer, self._audit, self.line)
+        self.tokens = Tokens(self.envs, self._audit)        # the trace service's callers
 
     def close(self) -> None:
         self.envs.close()

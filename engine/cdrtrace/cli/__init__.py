@@ -14,6 +14,7 @@ from .cic import cmd_audit, cmd_case, cmd_directory, cmd_disclose, cmd_last_call
 from .common import _OPENED, EXIT_FAILURE
 from .customer import cmd_status, cmd_trace
 from .operations import cmd_demo, cmd_feeds, cmd_ingest, cmd_init, cmd_stats, cmd_synth
+from .service import cmd_serve, cmd_token
 
 
 class _Parser(argparse.ArgumentParser):
@@ -149,6 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="checkpoint: append to this file, or 'syslog' (default: the "
                    "store's audit_checkpoints)")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("serve", parents=[common],
+                       help="the trace service: FastAGI for switches, HTTP for tools")
+    p.add_argument("--http", metavar="HOST:PORT", help="the HTTP API (bearer tokens)")
+    p.add_argument("--agi", metavar="HOST:PORT", help="Asterisk FastAGI (agi://HOST:PORT/trace)")
+    p.add_argument("--agi-allow", action="append", metavar="CIDR",
+                   help="networks FastAGI serves (FastAGI has no authentication; "
+                        "default loopback only)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("token", parents=[common], help="bearer tokens of the trace service")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("name", nargs="?", help="revoke: the token's name")
+    p.add_argument("--name", dest="token_name", help="create: the token's name")
+    p.add_argument("--role", help="create: switch, care, analyst, legal or operator")
+    p.add_argument("--operator", help="who creates or revokes it (audited)")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")
     p.add_argument("name", choices=["repeat-origins", "hot-origins", "timeline", "calls"])

@@ -1,0 +1,33 @@
+"""The trace service's commands: serve (FastAGI and HTTP listeners) and token."""
+from __future__ import annotations
+
+from ..errors import CdrTraceError
+from ..parsing.timezones import format_utc
+from .common import emit, open_store
+
+
+def cmd_token(args):
+    store = open_store(args)
+    if args.action == "create":
+        if not args.token_name or not args.role:
+            raise CdrTraceError("token create needs --name and --role")
+        token = store.tokens.create(args.token_name, args.role, operator=args.operator)
+        emit(args, {"name": args.token_name, "role": args.role, "token": token},
+             f"{token}\n(shown once: the store keeps only its hash)")
+    elif args.action == "revoke":
+        if not args.name:
+            raise CdrTraceError("token revoke needs the token's name")
+        store.tokens.revoke(args.name, operator=args.operator)
+        emit(args, {"revoked": args.name}, f"token {args.name} revoked")
+    else:
+        tokens = store.tokens.listed()
+        emit(args, tokens, "\n".join(
+            f"{t['name']:<24} {t['role']:<9} created {format_utc(t['created_us'])}"
+            + (f"  revoked {format_utc(t['revoked_us'])}" if t["revoked_us"] else "")
+            for t in tokens) or "no tokens")
+
+
+def cmd_serve(args):
+    from ..service import server
+
+    server.run(args)

@@ -1,0 +1,120 @@
+"""Bearer tokens for the trace service: who a network caller is, and its one role.
+
+A token is shown once, when it is created; the store keeps only its SHA-256 (`tokens`
+in the evidence environment: "n:" + name -> {role, hash, created_us, revoked_us};
+"h:" + hash -> name). Revoking takes effect at the next request. Every creation and
+revocation is audited; every use is attributed (the principal is recorded with what the
+request did).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from typing import Any
+
+from ..errors import AccessError
+from ..store.environments import Environments
+from .audit import AuditLog, os_user
+
+ROLES = {
+    "switch": "trace",
+    "care": "a customer's status",
+    "analyst": "identifying reads, reports, cases",
+    "legal": "disclosure under legal authority",
+    "operator": "directory import, purge, stats, tokens",
+}
+PREFIX = "cdt_"
+NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who is calling the service: a token's name and role."""
+    name: str
+    role: str
+
+    def __str__(self) -> str:
+        return f"token:{self.name}"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Tokens:
+    """The service's tokens in one store."""
+
+    def __init__(self, envs: Environments, audit: AuditLog):
+        self.envs, self.audit = envs, audit
+        self.db = envs.db
+
+    def create(self, name: str, role: str, operator: str | None = None) -> str:
+        """A new token for name in role: returned once, stored hashed; audited (under the
+        operating-system user when no operator is named)."""
+        who = self.audit.actor(operator or os_user(), "creating a token", "operator")
+        if not NAME.fullmatch(str(name)):
+            raise AccessError(f"a token's name is 1 to 64 letters, digits, '.', '_' or '-' "
+                              f"(not {name!r})")
+        if role not in ROLES:
+            raise AccessError(f"no role {role!r} (roles: {', '.join(ROLES)})")
+        token = PREFIX + secrets.token_urlsafe(32)
+        digest = _digest(token)
+
+        def work(txn: Any) -> str:
+            if txn.get(b"n:" + name.encode(), db=self.db["tokens"]) is not None:
+                raise AccessError(f"a token named {name!r} exists (revoke it, or pick another name)")
+            txn.put(b"n:" + name.encode(), json.dumps(
+                {"role": role, "hash": digest, "created_us": time.time_ns() // 1000,
+                 "revoked_us": None}).encode(), db=self.db["tokens"])
+            txn.put(b"h:" + digest.encode(), name.encode(), db=self.db["tokens"])
+            self.audit.add(txn, who, "token_create", token=name, role=role)
+            return token
+        return self.envs.ewrite(work)
+
+    def revoke(self, name: str, operator: str | None = None) -> None:
+        who = self.audit.actor(operator or os_user(), "revoking a token", "operator")
+
+        def work(txn: Any) -> None:
+            value = txn.get(b"n:" + name.encode(), db=self.db["tokens"])
+            if value is None:
+                raise AccessError(f"no token named {name!r}")
+            record = json.loads(value)
+            txn.delete(b"h:" + record["hash"].encode(), db=self.db["tokens"])
+            record["revoked_us"] = time.time_ns() // 1000
+            txn.put(b"n:" + name.encode(), json.dumps(record).encode(), db=self.db["tokens"])
+            self.audit.add(txn, who, "token_revoke", token=name)
+        self.envs.ewrite(work)
+
+    def listed(self) -> list[dict]:
+        """Every token's name, role and dates (never the token)."""
+        with self.envs.eread() as txn:
+            cursor = txn.cursor(self.db["tokens"])
+            found = []
+            if cursor.set_range(b"n:"):
+                for key, value in cursor:
+                    if not key.startswith(b"n:"):
+                        break
+                    record = json.loads(value)
+                    found.append({"name": bytes(key[2:]).decode(), "role": record["role"],
+                                  "created_us": record["created_us"],
+                                  "revoked_us": record["revoked_us"]})
+            return found
+
+    def principal(self, token: str | None) -> Principal | None:
+        """Who holds this token, or None (unknown, revoked, malformed)."""
+        if not token or not token.startswith(PREFIX) or len(token) > 128:
+            return None
+        digest = _digest(token)
+        with self.envs.eread() as txn:
+            name = txn.get(b"h:" + digest.encode(), db=self.db["tokens"])
+            if name is None:
+                return None
+            record = json.loads(txn.get(b"n:" + bytes(name), db=self.db["tokens"]))
+        if record["revoked_us"] is not None or not hmac.compare_digest(record["hash"], digest):
+            return None
+        return Principal(bytes(name).decode(), record["role"])

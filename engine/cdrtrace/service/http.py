@@ -1,0 +1,233 @@
+"""The HTTP API: JSON, `Authorization: Bearer TOKEN`; a token has exactly the rights of
+its role (401 without a valid token, 403 for a role without the right).
+
+FastAPI gives the OpenAPI document and request validation; uvicorn serves it with
+bounded connections, headers and bodies. The documentation page is served from the
+package (no CDN: carrier networks are closed).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from importlib import resources
+from typing import Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, Field
+
+from ..errors import AccessError, CdrTraceError, TraceError
+from ..evidence.tokens import Principal
+
+MAX_BODY = 64 << 10           # bytes a request body may have
+RIGHTS = {                    # what each role's token may call
+    "trace": "switch", "status": "care", "identifying": "analyst", "disclose": "legal",
+    "operate": "operator",
+}
+
+
+class TraceRequest(BaseModel):
+    line: str = Field(max_length=64, description="the line that dialled *57")
+    at: str | None = Field(None, max_length=40, description="activation time, ISO-8601 (default now)")
+    wait: float = Field(0.0, ge=0, le=10, description="seconds to wait for a live feed to catch up")
+
+
+class CaseRequest(BaseModel):
+    line: str = Field(max_length=64)
+    origin: str = Field(max_length=64, description="'Caller A' or a number")
+    agency: str = Field(max_length=200)
+    officer: str = Field(max_length=200)
+    case_number: str = Field(max_length=200)
+    waive: str | None = Field(None, max_length=500, description="reason to waive the threshold")
+
+
+class DiscloseRequest(BaseModel):
+    kind: str = Field(max_length=40, description="subpoena, court_order or law_enforcement_request")
+    reference: str = Field(max_length=200)
+    agency: str = Field(max_length=200)
+    officer: str = Field(max_length=200)
+    case_number: str = Field(max_length=200)
+    trace_ids: list[str] | None = Field(None, max_length=1000)
+    line: str | None = Field(None, max_length=64)
+
+
+class PurgeRequest(BaseModel):
+    older_than_days: float | None = Field(None, ge=0, le=36_500)
+
+
+def build_app(store: Any) -> FastAPI:
+    app = FastAPI(title="cdrtrace", version="1", docs_url=None, redoc_url=None,
+                  description="*57 call trace over switch CDRs. Customer-facing answers never "
+                              "name a caller; identifying reads are audited.")
+    registry = CollectorRegistry()
+    traces = Counter("cdrtrace_traces_total", "Traces by outcome", ["outcome", "via"],
+                     registry=registry)
+    latency = Histogram("cdrtrace_trace_seconds", "Trace latency, durable", ["via"],
+                        buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1, 5),
+                        registry=registry)
+    records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
+    rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
+    lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
+    def observe(via: str, outcome: str, seconds: float) -> None:
+        traces.labels(outcome, via).inc()
+        latency.labels(via).observe(seconds)
+    app.state.observe = observe
+
+    @app.middleware("http")
+    async def bounded(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return JSONResponse({"error": "request body too large"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(CdrTraceError)
+    async def refused(request: Request, exc: CdrTraceError) -> JSONResponse:
+        status = 403 if isinstance(exc, AccessError) else 400
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    def who(right: str) -> Any:
+        def principal(authorization: str | None = Header(None)) -> Principal:
+            token = (authorization or "").removeprefix("Bearer ").strip()
+            found = store.tokens.principal(token) if authorization else None
+            if found is None:
+                raise HTTPException(401, "a valid bearer token is needed",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if found.role != RIGHTS[right]:
+                raise HTTPException(403, f"a {found.role} token cannot do this")
+            return found
+        return Depends(principal)
+
+    as_switch, as_care, as_analyst, as_legal, as_operator = (
+        who(right) for right in ("trace", "status", "identifying", "disclose", "operate"))
+
+    @app.post("/v1/trace", tags=["switch"])
+    def trace(body: TraceRequest, principal: Principal = as_switch) -> dict:
+        """*57: trace the last call to the line. The answer never names the caller."""
+        started = time.perf_counter()
+        result = store.trace(body.line, at=body.at, wait=body.wait)
+        app.state.observe("http", result.outcome.value, time.perf_counter() - started)
+        return result.to_dict()
+
+    @app.get("/v1/status/{line}", tags=["care"])
+    def status(line: str, principal: Principal = as_care) -> dict:
+        """A customer's traces and progress per pseudonymous origin."""
+        return store.status(line).to_dict()
+
+    @app.get("/v1/last-calls/{line}", tags=["analyst"])
+    def last_calls(line: str, principal: Principal = as_analyst) -> list:
+        return store.last_calls(line, analyst=str(principal))
+
+    @app.get("/v1/trace-records", tags=["analyst"])
+    def trace_records(line: str | None = None, principal: Principal = as_analyst) -> list:
+        return store.trace_records(line, analyst=str(principal))
+
+    @app.get("/v1/reports/{name}", tags=["analyst"])
+    def report(name: str, line: str | None = None, origin: str | None = None,
+               min_calls: int = 2, min_lines: int = 2,
+               principal: Principal = as_analyst) -> list:
+        from ..reports import analytics
+
+        if name == "timeline":
+            if not line or not origin:
+                raise TraceError("the timeline report needs line and origin")
+            return _rows(store.timeline(line, origin, analyst=str(principal)))
+        if name not in ("repeat-origins", "hot-origins"):
+            raise HTTPException(404, f"no report {name!r}")
+        table = store.trace_columns(analyst=str(principal), columns=analytics.REPEAT_COLUMNS)
+        if name == "repeat-origins":
+            return _rows(analytics.repeat_origins(table, store.config["threshold"], min_calls))
+        return _rows(analytics.hot_origins(table, min_lines))
+
+    @app.get("/v1/cases", tags=["analyst"])
+    def cases(principal: Principal = as_analyst) -> list:
+        return store.cases(analyst=str(principal))
+
+    @app.get("/v1/cases/{case_id}", tags=["analyst"])
+    def case(case_id: str, principal: Principal = as_analyst) -> dict:
+        return store.case(case_id, analyst=str(principal))
+
+    @app.post("/v1/cases", tags=["analyst"])
+    def open_case(body: CaseRequest, principal: Principal = as_analyst) -> dict:
+        return store.open_case(body.line, body.origin, agency=body.agency, officer=body.officer,
+                               case_number=body.case_number, analyst=str(principal),
+                               waive_reason=body.waive)
+
+    @app.post("/v1/disclose", tags=["legal"])
+    def disclose(body: DiscloseRequest, principal: Principal = as_legal) -> list:
+        authority = body.model_dump(include={"kind", "reference", "agency", "officer",
+                                             "case_number"})
+        return store.disclose(authority, analyst=str(principal), trace_ids=body.trace_ids,
+                              line=body.line)
+
+    @app.get("/v1/stats", tags=["operator"])
+    def stats(principal: Principal = as_operator) -> dict:
+        return store.stats()
+
+    @app.post("/v1/purge", tags=["operator"])
+    def purge(body: PurgeRequest, principal: Principal = as_operator) -> dict:
+        return store.purge(operator=str(principal), older_than_days=body.older_than_days)
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict:
+        return {"ok": True}
+
+    @app.get("/readyz", tags=["service"])
+    def readyz() -> JSONResponse:
+        try:
+            store.stats()
+        except Exception as exc:   # noqa: BLE001 - not ready, whatever the cause
+            return JSONResponse({"ready": False, "error": str(exc)}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """Prometheus: traces by outcome, trace latency, per-feed records, rejects and lag."""
+        for feed in store.stats()["feeds"]:
+            records.labels(feed["feed"]).set(feed["records"])
+            rejects.labels(feed["feed"]).set(feed["rejected"])
+            if feed["lag_seconds"] is not None:
+                lag.labels(feed["feed"]).set(feed["lag_seconds"])
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    def docs() -> HTMLResponse:
+        page = resources.files("cdrtrace.service").joinpath("docs.html").read_text()
+        return HTMLResponse(page)
+
+    return app
+
+
+def _rows(table: Any) -> list:
+    return [{k: (str(v) if not isinstance(v, (int, float, bool, str, type(None))) else v)
+             for k, v in row.items()} for row in table.to_pylist()]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn inside our loop: `serve` owns the signals (SIGTERM stops both listeners)."""
+
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()
+
+
+async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event
+                   ) -> tuple[asyncio.Task, int]:
+    """Serve app until stop is set; (the task, the port bound)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", limit_concurrency=512,
+                            h11_max_incomplete_event_size=16 << 10, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=30)
+    server = _Server(config)
+
+    async def run() -> None:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        await stop.wait()
+        server.should_exit = True
+        await serving
+    return asyncio.create_task(run()), sock.getsockname()[1]

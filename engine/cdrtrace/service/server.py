@@ -1,0 +1,83 @@
+"""`cdrtrace serve`: the FastAGI and HTTP listeners in one process, over one store.
+
+Traces run in worker threads (LMDB and the evidence's fsync release the GIL); reads run
+from snapshots and never wait for a trace's commit or an ingest. SIGTERM stops the
+listeners, lets in-flight requests finish, then exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from ..errors import CdrTraceError
+from .agi import DEFAULT_ALLOW, FastAGI
+
+log = logging.getLogger("cdrtrace.service")
+
+
+def address(text: str, what: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 hosts in brackets) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise CdrTraceError(f"{what} must be HOST:PORT (not {text!r})")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def serve(store: Any, http: str | None, agi: str | None,
+                agi_allow: list[str] | None = None, ready: Any = None) -> None:
+    """Run until SIGTERM (or SIGINT); ready(ports), if given, once listening."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):    # not the main thread (tests)
+            pass
+    ports: dict[str, int] = {}
+    servers = []
+    app = None
+    if http:
+        from .http import build_app
+
+        app = build_app(store)
+    observe = (lambda kind, outcome, seconds: app.state.observe(kind, outcome, seconds)) if app \
+        else None
+    listener = FastAGI(lambda line, at: store.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
+                       observe)
+    if agi:
+        host, port = address(agi, "--agi")
+        agi_server = await asyncio.start_server(listener.handle, host, port, limit=8192)
+        servers.append(agi_server)
+        ports["agi"] = agi_server.sockets[0].getsockname()[1]
+    http_task = None
+    if http and app is not None:
+        from .http import run_http
+
+        host, port = address(http, "--http")
+        http_task, ports["http"] = await run_http(app, host, port, stop)
+    log.info("serving %s", ", ".join(f"{k} on port {v}" for k, v in ports.items()) or "nothing")
+    if ready is not None:
+        ready(ports, stop)
+    await stop.wait()
+    for s in servers:
+        s.close()
+    if listener.active:                                  # in-flight traces finish
+        await asyncio.wait(list(listener.active), timeout=30)
+    if http_task is not None:
+        await http_task
+    for s in servers:
+        await s.wait_closed()
+
+
+def run(args: Any) -> None:
+    from ..cli.common import open_store
+
+    if not args.http and not args.agi:
+        raise CdrTraceError("serve needs --http HOST:PORT, --agi HOST:PORT, or both")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    store = open_store(args, readonly_index=True)
+    asyncio.run(serve(store, args.http, args.agi, args.agi_allow))

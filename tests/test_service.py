@@ -1,0 +1,229 @@
+"""The trace service over real loopback clients: an HTTP client (httpx) and a FastAGI
+client that speaks as Asterisk's res_agi does."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import socket
+import threading
+
+import httpx
+import pytest
+
+import cdrtrace
+from cdrtrace import cli, testing
+from cdrtrace.service.server import serve
+from conftest import cdr
+
+LINE = "3035550110"
+CALLER = "7205550101"
+AT = "2026-03-02T23:00:00Z"
+
+
+class Service:
+    """`cdrtrace serve` in a thread, on ports the system picks."""
+
+    def __init__(self, store, agi_allow=None):
+        self.ports, started = {}, threading.Event()
+
+        def ready(ports, stop):
+            self.ports, self.stop_event = ports, stop
+            self.loop = asyncio.get_running_loop()
+            started.set()
+        self.thread = threading.Thread(target=asyncio.run, args=(serve(
+            store, "127.0.0.1:0", "127.0.0.1:0", agi_allow, ready=ready),), daemon=True)
+        self.thread.start()
+        assert started.wait(10)
+        self.url = f"http://127.0.0.1:{self.ports['http']}"
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def service(store, ingest_records):
+    ingest_records(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00",
+                       answer="2026-03-02 14:03:05", end="2026-03-02 14:03:30") + b"\n")
+    running = Service(store)
+    tokens = {role: store.tokens.create(f"{role}-1", role) for role in
+              ("switch", "care", "analyst", "legal", "operator")}
+    yield store, running, tokens
+    running.stop()
+
+
+def call(running, method, path, token=None, **kw):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.request(method, running.url + path, headers=headers, timeout=10, **kw)
+
+
+# ------------------------------------------------------------------ tokens
+
+def test_a_token_is_shown_once_stored_hashed_and_revoked_at_once(tmp_path, capsys):
+    db = str(tmp_path / "db")
+    assert cli.main(["init", "--db", db]) == 0
+    capsys.readouterr()
+    assert cli.main(["token", "create", "--name", "pbx-1", "--role", "switch", "--db", db,
+                     "--json"]) == 0
+    token = json.loads(capsys.readouterr().out)["token"]
+    assert cli.main(["token", "list", "--db", db, "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert "pbx-1" in listed and token not in listed and token[4:] not in listed
+    with cdrtrace.open(db) as store:
+        assert store.tokens.principal(token).role == "switch"
+        assert store.tokens.principal(token + "x") is None
+        actions = [e["action"] for e in testing.audit_entries(store)]
+        assert actions[-1] == "token_create"
+    assert cli.main(["token", "revoke", "pbx-1", "--db", db]) == 0
+    with cdrtrace.open(db) as store:
+        assert store.tokens.principal(token) is None
+    assert cli.main(["token", "create", "--name", "x", "--role", "root", "--db", db]) == 2
+
+
+# ------------------------------------------------------------------ HTTP
+
+def test_each_role_has_exactly_its_rights(service):
+    store, running, tokens = service
+    allowed = {
+        ("POST", "/v1/trace", "switch"): {"json": {"line": LINE, "at": AT}},
+        ("GET", f"/v1/status/{LINE}", "care"): {},
+        ("GET", f"/v1/last-calls/{LINE}", "analyst"): {},
+        ("GET", "/v1/cases", "analyst"): {},
+        ("GET", "/v1/reports/repeat-origins?min_calls=1", "analyst"): {},
+        ("POST", "/v1/disclose", "legal"): {"json": {
+            "kind": "subpoena", "reference": "S-1", "agency": "PD", "officer": "O",
+            "case_number": "1", "line": LINE}},
+        ("GET", "/v1/stats", "operator"): {},
+    }
+    for (method, path, role), kw in allowed.items():
+        assert call(running, method, path, **kw).status_code == 401          # no token
+        assert call(running, method, path, "cdt_forged", **kw).status_code == 401
+        for other in tokens:
+            got = call(running, method, path, tokens[other], **kw)
+            assert got.status_code == (200 if other == role else 403), (path, other, got.text)
+
+
+def test_switch_and_care_answers_never_name_the_caller(service):
+    store, running, tokens = service
+    traced = call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    status = call(running, "GET", f"/v1/status/{LINE}", tokens["care"])
+    assert traced.json()["outcome"] == "success" and traced.json()["announcement_id"] == "COT-SUCCESS"
+    assert status.json()["progress"][0]["origin"] == "Caller A"
+    for text in (traced.text, status.text):
+        assert CALLER not in text and "Pat" not in text
+    calls = call(running, "GET", f"/v1/last-calls/{LINE}", tokens["analyst"]).json()
+    assert calls[0]["calling"] == "+1" + CALLER
+    entry = testing.audit_entries(store)[-1]
+    assert (entry["actor"], entry["action"]) == ("token:analyst-1", "read_last_calls")
+
+
+def test_a_revoked_token_stops_at_once(service):
+    store, running, tokens = service
+    assert call(running, "GET", f"/v1/status/{LINE}", tokens["care"]).status_code == 200
+    store.tokens.revoke("care-1")
+    assert call(running, "GET", f"/v1/status/{LINE}", tokens["care"]).status_code == 401
+
+
+def test_health_metrics_and_documentation_without_a_token(service):
+    store, running, tokens = service
+    assert call(running, "GET", "/healthz").json() == {"ok": True}
+    assert call(running, "GET", "/readyz").json() == {"ready": True}
+    call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    metrics = call(running, "GET", "/metrics").text
+    assert 'cdrtrace_traces_total{outcome="success",via="http"} 1.0' in metrics
+    assert "cdrtrace_trace_seconds_bucket" in metrics and "cdrtrace_feed_records" in metrics
+    spec = call(running, "GET", "/openapi.json").json()
+    assert "/v1/trace" in spec["paths"] and "/v1/disclose" in spec["paths"]
+    page = call(running, "GET", "/docs").text
+    assert "/openapi.json" in page and "http://" not in page and "https://" not in page
+    assert call(running, "POST", "/v1/trace", tokens["switch"],
+                content=b"x" * (70 << 10)).status_code == 413
+
+
+def test_concurrent_traces_of_one_call_name_it_once(service):
+    store, running, tokens = service
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(lambda _: call(
+            running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT}
+        ).json()["outcome"], range(16)))
+    assert sorted(outcomes) == ["already_traced"] * 15 + ["success"]
+
+
+# ------------------------------------------------------------------ FastAGI
+
+def agi(running, variables: dict, replies=("200 result=1",) * 3, raw: bytes | None = None):
+    """Speak as Asterisk: the variables, a blank line, then a reply per command."""
+    sock = socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=10)
+    stream = sock.makefile("rwb")
+    head = raw if raw is not None else b"".join(
+        f"{k}: {v}\n".encode() for k, v in variables.items()) + b"\n"
+    commands, rest = [], b""
+    try:
+        stream.write(head)
+        stream.flush()
+        for reply in replies:
+            line = stream.readline()
+            if not line:
+                break
+            commands.append(line.decode().strip())
+            stream.write(reply.encode() + b"\n")
+            stream.flush()
+        rest = stream.read()      # the service closes the connection when it is done
+    except (ConnectionResetError, BrokenPipeError):
+        pass                      # closed on us: what a refused peer sees
+    sock.close()
+    return commands, rest
+
+
+def asterisk(callerid=LINE, **extra):
+    return {"agi_network": "yes", "agi_network_script": "trace",
+            "agi_request": "agi://127.0.0.1/trace", "agi_channel": "PJSIP/303-00000001",
+            "agi_language": "en", "agi_type": "PJSIP", "agi_uniqueid": "1772496000.1",
+            "agi_version": "20.5.0", "agi_callerid": callerid, "agi_calleridname": "Home",
+            "agi_dnid": "*57", "agi_context": "from-subscribers", "agi_extension": "*57",
+            "agi_priority": "2", "agi_enhanced": "0.0", "agi_accountcode": "",
+            "agi_threadid": "140230", **extra}
+
+
+def test_fastagi_sets_the_outcome_for_the_dialplan(service):
+    store, running, tokens = service
+    commands, _ = agi(running, asterisk(agi_arg_1=AT))
+    trace_id = store.trace_records(LINE, analyst="ann")[0]["trace_id"]
+    assert commands == ['SET VARIABLE COT_OUTCOME "success"',
+                        'SET VARIABLE COT_ANNOUNCEMENT "COT-SUCCESS"',
+                        f'SET VARIABLE COT_TRACE_ID "{trace_id}"']
+    commands, _ = agi(running, asterisk(agi_arg_1=AT))          # the same call again
+    assert commands[0] == 'SET VARIABLE COT_OUTCOME "already_traced"'
+    assert all(CALLER not in c for c in commands)
+
+
+def test_fastagi_hangup_mid_way_and_asterisk_errors(service):
+    store, running, tokens = service
+    commands, _ = agi(running, asterisk(agi_arg_1=AT),
+                      replies=("HANGUP\n511 result=-1 Command Not Permitted on a dead channel",))
+    assert len(commands) == 1                                 # nothing more after the hangup
+    assert len(store.trace_records(LINE, analyst="ann")) == 1    # the trace is recorded
+    commands, _ = agi(running, asterisk(agi_arg_1=AT), replies=(
+        "520-Invalid command syntax.  Proper usage follows:\n520 End of proper usage.",))
+    assert len(commands) == 1
+
+
+def test_fastagi_refuses_what_asterisk_would_not_send(service):
+    store, running, tokens = service
+    assert agi(running, {}, raw=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == ([], b"")
+    assert agi(running, {}, raw=b"agi_network: yes\n" * 200 + b"\n") == ([], b"")
+    assert agi(running, asterisk(agi_network_script="other", agi_request="agi://h/other"),
+               replies=("200 result=1",))[0][0].startswith("VERBOSE")
+    commands, _ = agi(running, asterisk(callerid="anonymous"))
+    assert commands[0] == 'SET VARIABLE COT_OUTCOME "failure"'
+    assert store.trace_records(analyst="ann") == []
+
+
+def test_fastagi_serves_only_the_allowed_networks(store):
+    running = Service(store, agi_allow=["10.0.0.0/8"])
+    try:
+        assert agi(running, asterisk(agi_arg_1=AT)) == ([], b"")
+    finally:
+        running.stop()
