@@ -28,6 +28,7 @@ from ..store.liveness import Liveness
 from ..store.lookup import Lookup
 from . import pseudonyms
 from . import rows as trace_rows
+from .groupcommit import GroupCommit
 from .outcomes import Outcome, TraceResult, outcome_for
 
 log = logging.getLogger("cdrtrace.trace")
@@ -57,6 +58,7 @@ class Tracer:
         self.envs, self.catalog, self.lookup, self.liveness = envs, catalog, lookup, liveness
         self.db = envs.db
         self.config = envs.config
+        self.group = GroupCommit(envs)      # concurrent traces share durable commits
 
     def trace(self, packed: int, at_us: int, wait: float = 0.0) -> TraceResult:
         """*57 on the line `packed` at at_us: see Store.trace."""
@@ -77,7 +79,7 @@ class Tracer:
                 pending = behind and self.liveness.behind(packed, at_us, index_txn)
                 return self.record(txn, index_txn, key, packed, at_us, pending=pending)
         try:
-            return result_of(self.envs.ewrite(work))
+            return result_of(self.group.run(work))
         except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
             log.error("trace of %s at %s could not be recorded: %s",
                       numbers.format_number(packed), timezones.format_utc(at_us), exc)

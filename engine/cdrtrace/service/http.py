@@ -217,8 +217,11 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event
                    ) -> tuple[asyncio.Task, int]:
     """Serve app until stop is set; (the task, the port bound)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio then sets TCP_NODELAY on every connection (without it a
+    # kept-alive request waited 40 ms for a delayed ACK)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     config = uvicorn.Config(app, log_level="warning", lifespan="off", limit_concurrency=512,
                             h11_max_incomplete_event_size=16 << 10, timeout_keep_alive=5,
