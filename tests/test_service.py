@@ -113,6 +113,7 @@ def test_switch_and_care_answers_never_name_the_caller(service):
     assert status.json()["progress"][0]["origin"] == "Caller A"
     for text in (traced.text, status.text):
         assert CALLER not in text and "Pat" not in text
+    assert store.trace_records(LINE, analyst="ann")[0]["requested_by"] == "token:switch-1"
     calls = call(running, "GET", f"/v1/last-calls/{LINE}", tokens["analyst"]).json()
     assert calls[0]["calling"] == "+1" + CALLER
     entry = testing.audit_entries(store)[-1]
@@ -227,3 +228,65 @@ def test_fastagi_serves_only_the_allowed_networks(store):
         assert agi(running, asterisk(agi_arg_1=AT)) == ([], b"")
     finally:
         running.stop()
+
+
+def test_sigterm_under_load_loses_no_answered_trace(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "db"
+    store = cdrtrace.open(db, create=True)
+    source = tmp_path / "m.csv"
+    source.write_bytes(b"".join(
+        cdr(src=CALLER, dst=f"30355{m:05d}", start="2026-03-02 14:03:00", answer="",
+            end="2026-03-02 14:03:30", disposition="NO ANSWER", uniqueid=f"u{m}") + b"\n"
+        for m in range(400)))
+    cdrtrace.ingest(store, [str(source)])
+    token = store.tokens.create("pbx", "switch")
+    store.close()
+    with socket.socket() as s1, socket.socket() as s2:
+        s1.bind(("127.0.0.1", 0))
+        s2.bind(("127.0.0.1", 0))
+        http_port, agi_port = s1.getsockname()[1], s2.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", str(db),
+                             "--http", f"127.0.0.1:{http_port}", "--agi", f"127.0.0.1:{agi_port}"],
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(url + "/healthz", timeout=1)
+            break
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    answered, stop = [], threading.Event()
+
+    def client(k):
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                          timeout=10) as c:
+            m = k
+            while not stop.is_set() and m < 400:
+                try:
+                    got = c.post("/v1/trace", json={"line": f"30355{m:05d}", "at": AT})
+                except httpx.HTTPError:
+                    return                           # the service went away: fine
+                if got.status_code == 200:
+                    answered.append(got.json())
+                m += 8
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stderr.read()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert "http: POST /v1/trace 200" in proc.stderr.read()
+    assert answered and all(a["outcome"] == "success" for a in answered)
+    with cdrtrace.open(db) as reopened:
+        held = {r["trace_id"] for r in reopened.trace_records(analyst="ann")}
+    assert {a["trace_id"] for a in answered} <= held      # every answer is in the evidence

@@ -151,7 +151,8 @@ class Store:
 
     # ------------------------------------------------------------ the customer's side
 
-    def trace(self, line: str, at: str | int | None = None, wait: float = 0.0) -> TraceResult:
+    def trace(self, line: str, at: str | int | None = None, wait: float = 0.0,
+              by: str | None = None) -> TraceResult:
         """*57: trace the last received call to line before `at` (default now).
 
         A trace record is committed durably before this returns, whatever the outcome.
@@ -160,7 +161,7 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
-        return self._tracer.trace(self.line(line), self._at_us(at), wait)
+        return self._tracer.trace(self.line(line), self._at_us(at), wait, by)
 
     def status(self, line: str) -> CustomerStatus:
         """The customer's view: their traces and progress per pseudonymous origin. A read:

@@ -60,8 +60,10 @@ class Tracer:
         self.config = envs.config
         self.group = GroupCommit(envs)      # concurrent traces share durable commits
 
-    def trace(self, packed: int, at_us: int, wait: float = 0.0) -> TraceResult:
-        """*57 on the line `packed` at at_us: see Store.trace."""
+    def trace(self, packed: int, at_us: int, wait: float = 0.0,
+              by: str | None = None) -> TraceResult:
+        """*57 on the line `packed` at at_us: see Store.trace. by: the service's caller
+        (a token), kept in the evidence."""
         key = index.line_key(packed)
         try:
             self.resolve_pending()      # those whose feeds passed them, before this one
@@ -77,7 +79,8 @@ class Tracer:
         def work(txn: Any) -> dict:
             with self.envs.read() as index_txn:   # a snapshot of the index: never waits for ingest
                 pending = behind and self.liveness.behind(packed, at_us, index_txn)
-                return self.record(txn, index_txn, key, packed, at_us, pending=pending)
+                return self.record(txn, index_txn, key, packed, at_us, pending=pending,
+                                   requested_by=by)
         try:
             return result_of(self.group.run(work))
         except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
@@ -138,7 +141,7 @@ class Tracer:
 
     def record(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                pending: bool = False, number: int | None = None,
-               activated_by: dict | None = None) -> dict:
+               activated_by: dict | None = None, requested_by: str | None = None) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both."""
         e: Any
@@ -162,6 +165,8 @@ class Tracer:
         }
         if activated_by is not None:
             record["activated_by"] = activated_by
+        if requested_by is not None:
+            record["requested_by"] = requested_by
         if call is not None and call["disposition"] == "unreadable":
             record["reason"] = (f"the last call to this line is a CDR record that could not be read "
                                 f"(record at byte {call['offset']} of {call['source']}); only its "

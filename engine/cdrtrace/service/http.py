@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from importlib import resources
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 from ..errors import AccessError, CdrTraceError, TraceError
 from ..evidence.tokens import Principal
 
+log = logging.getLogger("cdrtrace.service")
 MAX_BODY = 64 << 10           # bytes a request body may have
 RIGHTS = {                    # what each role's token may call
     "trace": "switch", "status": "care", "identifying": "analyst", "disclose": "legal",
@@ -79,10 +81,17 @@ def build_app(store: Any) -> FastAPI:
 
     @app.middleware("http")
     async def bounded(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse({"error": "request body too large"}, status_code=413)
-        return await call_next(request)
+            response = JSONResponse({"error": "request body too large"}, status_code=413)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")          # the template: never a number
+        log.info("http: %s %s %d in %.1f ms", request.method,
+                 getattr(route, "path", "(no route)"), response.status_code,
+                 (time.perf_counter() - started) * 1000)
+        return response
 
     @app.exception_handler(CdrTraceError)
     async def refused(request: Request, exc: CdrTraceError) -> JSONResponse:
@@ -108,7 +117,7 @@ def build_app(store: Any) -> FastAPI:
     def trace(body: TraceRequest, principal: Principal = as_switch) -> dict:
         """*57: trace the last call to the line. The answer never names the caller."""
         started = time.perf_counter()
-        result = store.trace(body.line, at=body.at, wait=body.wait)
+        result = store.trace(body.line, at=body.at, wait=body.wait, by=str(principal))
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
         return result.to_dict()
 
