@@ -110,12 +110,15 @@ def test_demo_plays_every_outcome_and_finds_the_planted_campaigns():
     report = json.loads(out)
     outcomes = [t["outcome"] for t in report["traces"]]
     assert {"success", "already_traced", "untraceable", "no_call"} <= set(outcomes)
+    via_agi = [t for t in report["traces"] if t.get("via") == "fastagi"]
+    assert len(via_agi) == 1 and via_agi[0]["trace_id"] == "T00000001"   # one *57 over FastAGI
     eligible = [r for r in report["repeat_origins"] if r["eligible"]]
     assert eligible and all(r["traced_calls"] >= 3 for r in eligible)
     for status in report["status"]:
         assert "origin" not in json.dumps(status).replace('"origin": "Caller', "")
     code, text, _ = run("demo")
     assert code == 0 and "dials *57" in text and "repeat origins" in text
+    assert "(Asterisk, FastAGI) -> COT_OUTCOME=" in text
 
 
 def test_init_sets_the_zone_and_country_code_of_the_store(tmp_path, capsys):

@@ -290,3 +290,14 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path):
     with cdrtrace.open(db) as reopened:
         held = {r["trace_id"] for r in reopened.trace_records(analyst="ann")}
     assert {a["trace_id"] for a in answered} <= held      # every answer is in the evidence
+
+
+def test_a_form_posting_switch_gets_the_announcement_as_text(service):
+    store, running, tokens = service
+    body = {"line": LINE, "at": AT, "token": tokens["switch"]}
+    got = httpx.post(running.url + "/v1/trace/text", data=body, timeout=10)
+    assert (got.status_code, got.text) == (200, "COT-SUCCESS")
+    assert httpx.post(running.url + "/v1/trace/text", data={**body, "token": tokens["care"]},
+                      timeout=10).status_code == 403
+    assert httpx.post(running.url + "/v1/trace/text", data={**body, "token": "cdt_x"},
+                      timeout=10).text == "COT-FAILURE"

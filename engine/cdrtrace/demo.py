@@ -9,6 +9,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from .api import Store
 from .ingestion.batch import ingest
 from .parsing.timezones import format_utc
 from .reports import analytics
+from .service import agi
 
 CALLS, LINES, CAMPAIGNS, SEED = 120_000, 30_000, 5, 57
 
@@ -66,6 +68,7 @@ def _run(folder: Path, json_output: bool) -> dict:
         f"{LINES:,} lines), {len(truth['campaigns'])} planted harassment campaigns "
         f"against {len(victims)} customers.\n")
     say("*57 traces, played as the switch would (CDRs ingested as calls end):")
+    listener, agi_port = _fastagi(store)
     ends = columns["end"]
     written = 0
     totals = {"records": 0, "indexed": 0, "rejected": 0, "seconds": 0.0}
@@ -83,6 +86,15 @@ def _run(folder: Path, json_output: bool) -> dict:
             written = upto
         if victim is None:
             break
+        if n == 0:      # the first *57 goes the way Asterisk sends it: FastAGI
+            variables = agi.dial("127.0.0.1", agi_port, victim, format_utc(at * 1_000_000))
+            traces.append({"via": "fastagi", "outcome": variables["COT_OUTCOME"],
+                           "announcement_id": variables["COT_ANNOUNCEMENT"],
+                           "trace_id": variables["COT_TRACE_ID"]})
+            say(f"  {format_utc(at * 1_000_000)}  {victim} dials *57 (Asterisk, FastAGI) -> "
+                f"COT_OUTCOME={variables['COT_OUTCOME']} [{variables['COT_ANNOUNCEMENT']}] "
+                f"{variables['COT_TRACE_ID']}")
+            continue
         result = store.trace(victim, at=at * 1_000_000)
         traces.append(result.to_dict())
         say(f"  {format_utc(at * 1_000_000)}  {victim} dials *57  ->  "
@@ -115,7 +127,31 @@ def _run(folder: Path, json_output: bool) -> dict:
                                   "last_call": str(r["last_call"])} for r in table.to_pylist()]}
     if json_output:
         print(json.dumps(report, indent=1))
+    listener()
     store.close()
     return report
+
+
+def _fastagi(store: Store) -> tuple:
+    """`cdrtrace serve --agi` in a thread on a loopback port: (stop, port)."""
+    import asyncio
+    import threading
+
+    from .service.server import serve
+
+    started, handle = threading.Event(), dict[str, Any]()
+
+    def ready(ports: dict, stop: asyncio.Event) -> None:
+        handle.update(port=ports["agi"], stop=stop, loop=asyncio.get_running_loop())
+        started.set()
+    thread = threading.Thread(target=asyncio.run, daemon=True,
+                              args=(serve(store, None, "127.0.0.1:0", ready=ready),))
+    thread.start()
+    started.wait(10)
+
+    def stop() -> None:
+        handle["loop"].call_soon_threadsafe(handle["stop"].set)
+        thread.join(10)
+    return stop, handle["port"]
 
 

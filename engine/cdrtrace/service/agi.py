@@ -145,3 +145,29 @@ class FastAGI:
                 await writer.wait_closed()
             except (ConnectionError, OSError):
                 pass
+
+
+def dial(host: str, port: int, callerid: str, at: str | None = None,
+         timeout: float = 10.0) -> dict[str, str]:
+    """Dial *57 into a FastAGI listener as Asterisk's AGI() would (for the demo and for
+    checking a deployment): the channel variables it set."""
+    import socket
+
+    variables: dict[str, str] = {}
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        stream = sock.makefile("rwb")
+        head = {"agi_network": "yes", "agi_network_script": "trace",
+                "agi_request": f"agi://{host}:{port}/trace", "agi_channel": "PJSIP/demo-00000001",
+                "agi_callerid": callerid, "agi_dnid": "*57", "agi_extension": "*57",
+                **({"agi_arg_1": at} if at else {})}
+        stream.write("".join(f"{k}: {v}\n" for k, v in head.items()).encode() + b"\n")
+        stream.flush()
+        while True:
+            line = stream.readline().decode().strip()
+            if not line:
+                return variables
+            if line.startswith("SET VARIABLE "):
+                name, _, value = line[len("SET VARIABLE "):].partition(" ")
+                variables[name] = value.strip('"')
+            stream.write(b"200 result=1\n")
+            stream.flush()

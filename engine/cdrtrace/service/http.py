@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import time
+import urllib.parse
 from importlib import resources
 from typing import Any
 
@@ -120,6 +121,25 @@ def build_app(store: Any) -> FastAPI:
         result = store.trace(body.line, at=body.at, wait=body.wait, by=str(principal))
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
         return result.to_dict()
+
+    @app.post("/v1/trace/text", tags=["switch"], response_class=PlainTextResponse)
+    async def trace_text(request: Request) -> PlainTextResponse:
+        """*57 for a switch whose HTTP client can only post a form and read text (FreeSWITCH
+        mod_curl): form fields line, token and optionally at; the answer is the
+        announcement id alone (COT-SUCCESS, ...), the sound the switch plays."""
+        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0]
+        found = store.tokens.principal(token)
+        if found is None or found.role != "switch":
+            return PlainTextResponse("COT-FAILURE", status_code=401 if found is None else 403)
+        line, at = (form.get("line") or [""])[0], next(iter(form.get("at") or []), None)
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(store.trace, line, at, 0.0, str(found))
+        except CdrTraceError:
+            return PlainTextResponse("COT-FAILURE", status_code=400)
+        app.state.observe("http", result.outcome.value, time.perf_counter() - started)
+        return PlainTextResponse(result.announcement_id)
 
     @app.get("/v1/status/{line}", tags=["care"])
     def status(line: str, principal: Principal = as_care) -> dict:
