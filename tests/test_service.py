@@ -301,3 +301,85 @@ def test_a_form_posting_switch_gets_the_announcement_as_text(service):
                       timeout=10).status_code == 403
     assert httpx.post(running.url + "/v1/trace/text", data={**body, "token": "cdt_x"},
                       timeout=10).text == "COT-FAILURE"
+
+
+# ------------------------------------------------------------------ privacy, live feeds
+
+def test_no_switch_or_care_answer_names_a_caller_over_generated_traffic(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from cdrtrace import synth
+    from cdrtrace.parsing import numbers
+
+    columns, _ = synth.generate(3000, 300, seed=21, campaigns=4)
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    (tmp_path / "m.csv").write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    cdrtrace.ingest(store, [str(tmp_path / "m.csv")])
+    tokens = {r: store.tokens.create(f"{r}-1", r) for r in ("switch", "care")}
+    lines = sorted({int(x) for x in columns["line"]})
+    callers = {numbers.format_number(int(c))[2:] for c in columns["caller"] if int(c)}
+    running = Service(store)
+    try:
+        @settings(max_examples=60, deadline=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(line=st.sampled_from(lines), hour=st.integers(0, 23))
+        def answers(line, hour):
+            at = f"2026-03-02T{hour:02d}:59:00Z"
+            traced = call(running, "POST", "/v1/trace", tokens["switch"],
+                          json={"line": str(line), "at": at})
+            status = call(running, "GET", f"/v1/status/{line}", tokens["care"])
+            assert status.status_code == 200
+            assert traced.status_code == 200 or "no longer held" in traced.json()["error"]
+            for text in (traced.text, status.text):
+                assert not any(c in text for c in callers), text
+        answers()
+    finally:
+        running.stop()
+
+
+def test_the_service_beside_a_live_ingest_in_another_process(tmp_path):
+    import datetime as dt
+    import subprocess
+    import sys
+    import time
+
+    def stamp(seconds):
+        return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S")
+
+    db = tmp_path / "db"
+    store = cdrtrace.open(db, create=True)
+    tokens = {r: store.tokens.create(f"{r}-1", r) for r in ("switch", "care")}
+    master = tmp_path / "Master.csv"
+    master.write_bytes(cdr(src=CALLER, dst="7205550100", start=stamp(-30), answer="",
+                           end=stamp(-29), disposition="NO ANSWER", uniqueid="a") + b"\n")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "cdrtrace.cli", "ingest", "--follow", str(master), "--db", str(db),
+         "--batch-ms", "5", "--cdr-delay", "3600"], stderr=subprocess.PIPE, text=True)
+    running = Service(store)
+    try:
+        deadline = time.monotonic() + 20
+        while not store.live_feeds():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        at = stamp(-5).replace(" ", "T") + "Z"
+        traced = call(running, "POST", "/v1/trace", tokens["switch"],
+                      json={"line": "7205550100", "at": at})
+        assert traced.json()["outcome"] == "pending"          # the feed is behind the *57
+        with open(master, "ab") as f:                        # the call's CDR, then a later one
+            f.write(cdr(src=CALLER, dst="7205550100", start=stamp(-10), answer="",
+                        end=stamp(-9), disposition="NO ANSWER", uniqueid="b") + b"\n")
+            f.write(cdr(src="7205550199", dst="7205559999", start=stamp(0), answer="",
+                        end=stamp(1), disposition="NO ANSWER", uniqueid="c") + b"\n")
+        while True:
+            status = call(running, "GET", "/v1/status/7205550100", tokens["care"]).json()
+            if status["traces"][0]["outcome"] != "pending":
+                break
+            assert time.monotonic() < deadline + 20
+            time.sleep(0.05)
+        assert status["traces"][0]["outcome"] == "success"
+        assert status["traces"][0]["trace_id"] == traced.json()["trace_id"]
+    finally:
+        running.stop()
+        follower.terminate()
+        follower.wait(20)
