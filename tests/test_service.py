@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import socket
 import threading
@@ -383,3 +384,32 @@ def test_the_service_beside_a_live_ingest_in_another_process(tmp_path):
         running.stop()
         follower.terminate()
         follower.wait(20)
+
+
+def test_status_and_last_calls_never_wait_for_an_ingest_or_a_trace_commit(service):
+    """Status reads snapshots only: it answers while both writers are held. Last-calls
+    reads the index's snapshot while an ingest holds its writer; its audit entry is a
+    short commit of the evidence, beside the traces' (not tested against a held one)."""
+    store, running, tokens = service
+    held, release, answers = threading.Event(), threading.Event(), {}
+
+    def hold(evidence: bool):
+        with testing.index_writer_held(store), (
+                testing.evidence_writer_held(store) if evidence else contextlib.nullcontext()):
+            held.set()
+            release.wait(30)
+
+    for evidence, path, token in ((True, f"/v1/status/{LINE}", "care"),
+                                  (False, f"/v1/last-calls/{LINE}", "analyst")):
+        held.clear()
+        release.clear()
+        writer = threading.Thread(target=hold, args=(evidence,))
+        writer.start()
+        held.wait(10)
+        try:
+            answers[path] = call(running, "GET", path, tokens[token]).status_code
+            assert not release.is_set()       # answered while the writers were held
+        finally:
+            release.set()
+            writer.join(10)
+    assert set(answers.values()) == {200}

@@ -140,3 +140,10 @@ def forge_audit_log(store: Store, entries: list[dict], head: tuple[int, str] | N
 def audit_key(store: Store) -> bytes | None:
     """The store's audit key (what an attacker holding it could sign with)."""
     return store._audit.key
+
+
+@contextlib.contextmanager
+def evidence_writer_held(store: Store) -> Iterator[None]:
+    """Hold the evidence environment's LMDB writer as a trace's commit does."""
+    with store.envs.eenv.begin(write=True):
+        yield
