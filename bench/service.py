@@ -52,11 +52,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(db: str, group: bool) -> tuple[subprocess.Popen, int, int]:
+def start(db: str, group: bool, workers: int = 1) -> tuple[subprocess.Popen, int, int]:
     http, agi = free_port(), free_port()
     env = {**os.environ, "CDRTRACE_GROUP_COMMIT": "1" if group else "0"}
     proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db,
-                             "--http", f"127.0.0.1:{http}", "--agi", f"127.0.0.1:{agi}"],
+                             "--http", f"127.0.0.1:{http}", "--agi", f"127.0.0.1:{agi}",
+                             "--workers", str(workers)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -119,7 +120,7 @@ def run(args) -> list[dict]:
     try:
         db, lines, token = make_store(folder)
         for group in (True, False):
-            proc, http, agi = start(db, group)
+            proc, http, agi = start(db, group, args.workers)
             try:
                 headers = {"Authorization": f"Bearer {token}"}
 
@@ -144,7 +145,7 @@ def run(args) -> list[dict]:
             finally:
                 proc.terminate()
                 proc.wait(30)
-        for group in (True, False):                  # the Python API, in this process
+        for group in (True, False) if not args.service_only else ():   # the Python API
             os.environ["CDRTRACE_GROUP_COMMIT"] = "1" if group else "0"
             store = cdrtrace.open(db)
 
@@ -181,6 +182,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--traces", type=int, default=1000, help="traces per run at 1 client")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--workers", type=int, default=1, help="cdrtrace serve --workers")
+    parser.add_argument("--service-only", action="store_true", help="skip the Python API")
     args = parser.parse_args()
     results = run(args)
     report(results)

@@ -413,3 +413,40 @@ def test_status_and_last_calls_never_wait_for_an_ingest_or_a_trace_commit(servic
             release.set()
             writer.join(10)
     assert set(answers.values()) == {200}
+
+
+def test_workers_share_the_ports_and_stop_together(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "db"
+    store = cdrtrace.open(db, create=True)
+    (tmp_path / "m.csv").write_bytes(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00",
+                                         answer="", end="2026-03-02 14:03:30",
+                                         disposition="NO ANSWER") + b"\n")
+    cdrtrace.ingest(store, [str(tmp_path / "m.csv")])
+    token = store.tokens.create("pbx", "switch")
+    store.close()
+    with socket.socket() as s1:
+        s1.bind(("127.0.0.1", 0))
+        port = s1.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", str(db),
+                             "--http", f"127.0.0.1:{port}", "--workers", "2"],
+                            stderr=subprocess.PIPE, text=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+    outcomes = []
+    while len(outcomes) < 6:
+        try:
+            got = httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,
+                             headers={"Authorization": f"Bearer {token}"})
+            outcomes.append(got.json()["outcome"])
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    err = proc.stderr.read()
+    assert err.count("serving http on port") == 2              # two workers served
+    assert sorted(outcomes) == ["already_traced"] * 5 + ["success"]

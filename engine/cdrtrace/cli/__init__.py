@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agi-allow", action="append", metavar="CIDR",
                    help="networks FastAGI serves (FastAGI has no authentication; "
                         "default loopback only)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="service processes sharing the ports (default 1)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("token", parents=[common], help="bearer tokens of the trace service")

@@ -49,7 +49,8 @@ async def serve(store: Any, http: str | None, agi: str | None,
                        observe)
     if agi:
         host, port = address(agi, "--agi")
-        agi_server = await asyncio.start_server(listener.handle, host, port, limit=8192)
+        agi_server = await asyncio.start_server(listener.handle, host, port, limit=8192,
+                                                reuse_port=True)   # --workers share it
         servers.append(agi_server)
         ports["agi"] = agi_server.sockets[0].getsockname()[1]
     http_task = None
@@ -77,7 +78,39 @@ def run(args: Any) -> None:
 
     if not args.http and not args.agi:
         raise CdrTraceError("serve needs --http HOST:PORT, --agi HOST:PORT, or both")
+    if not 1 <= args.workers <= 64:
+        raise CdrTraceError("--workers must be 1 to 64")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.workers > 1:
+        supervise(args)
+        return
     store = open_store(args, readonly_index=True)
     asyncio.run(serve(store, args.http, args.agi, args.agi_allow))
+
+
+def supervise(args: Any) -> None:
+    """--workers N: N service processes on the same ports (SO_REUSEPORT: the kernel
+    spreads the connections), each with its own store handle and group commit (LMDB
+    serialises their commits); SIGTERM is passed on and each finishes its traces."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "cdrtrace.cli", "serve", "--workers", "1"]
+    for flag, value in (("--db", args.db), ("--config", args.config), ("--http", args.http),
+                        ("--agi", args.agi)):
+        if value:
+            argv += [flag, value]
+    for network in args.agi_allow or ():
+        argv += ["--agi-allow", network]
+    children = [subprocess.Popen(argv) for _ in range(args.workers)]
+
+    def forward(signum: int, frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    log.info("workers stopped: exit %s", codes)
+    if any(codes):
+        raise CdrTraceError(f"a worker failed (exit {max(codes)})")
