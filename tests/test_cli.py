@@ -178,3 +178,18 @@ def test_global_options_go_before_or_after_the_command_and_errors_follow_json(tm
     assert "required: line" in json.loads(capsys.readouterr().out)["error"]
     assert cli.main(["trace"]) == 2
     assert capsys.readouterr().err.startswith("cdrtrace: error: the following arguments")
+
+
+def test_import_and_help_load_no_heavy_library():
+    """`import cdrtrace` and `cdrtrace --help` load what they need, not numpy, pyarrow,
+    DuckDB, LMDB or Kafka (measured: 0.28 s before, 0.04 s after; see BENCHMARKS.md)."""
+    heavy = ("numpy", "pyarrow", "duckdb", "lmdb", "confluent_kafka", "fastapi")
+    code = ("import sys, contextlib, io\nimport cdrtrace\nfrom cdrtrace import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        cli.main(['--help'])\n    except SystemExit:\n        pass\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    loaded = subprocess.run([sys.executable, "-c", "import cdrtrace, sys; cdrtrace.open; "
+                             "print('numpy' in sys.modules)"], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "True"          # the API loads on first use

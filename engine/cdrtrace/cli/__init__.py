@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from typing import Any, NoReturn
 
-import lmdb
-
 from ..errors import CdrTraceError
-from ..parsing.formats import FORMATS
-from .cic import cmd_audit, cmd_case, cmd_directory, cmd_disclose, cmd_last_calls, cmd_purge, cmd_report
 from .common import _OPENED, EXIT_FAILURE
-from .customer import cmd_status, cmd_trace
-from .operations import cmd_demo, cmd_feeds, cmd_ingest, cmd_init, cmd_stats, cmd_synth
-from .service import cmd_serve, cmd_token
+
+# the formats' names, without loading the parser to list them (a test holds them equal)
+FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "store (default: beside it, STORE.audit-key)")
     p.add_argument("--audit-checkpoints", help="where `audit checkpoint` appends: a file "
                    "outside the store, or 'syslog'")
-    p.set_defaults(func=cmd_init)
+    p.set_defaults(func=("operations", "cmd_init"))
 
     p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -86,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--archive-every", type=float, default=60.0, metavar="SECONDS",
                       help="with an archive: write its Parquet files at most this often "
                       "(default 60)")
-    p.set_defaults(func=cmd_ingest)
+    p.set_defaults(func=("operations", "cmd_ingest"))
 
     p = sub.add_parser("trace", parents=[common], help="*57: trace the last call to LINE")
     p.add_argument("line")
@@ -94,22 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="if a live feed "
                    "has not caught up with the activation time, wait this long before the "
                    "trace is recorded as pending (default 0)")
-    p.set_defaults(func=cmd_trace)
+    p.set_defaults(func=("customer", "cmd_trace"))
 
     p = sub.add_parser("status", parents=[common], help="a customer's traces and progress")
     p.add_argument("line")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=("customer", "cmd_status"))
 
     p = sub.add_parser("last-calls", parents=[common], help="analyst: a line's last calls")
     p.add_argument("line")
     p.add_argument("--analyst", required=True, help="the analyst's identity")
-    p.set_defaults(func=cmd_last_calls)
+    p.set_defaults(func=("cic", "cmd_last_calls"))
 
     p = sub.add_parser("directory", parents=[common], help="the subscriber directory (enrichment)")
     p.add_argument("action", choices=["import"])
     p.add_argument("file", help="CSV or Parquet: number, name, address, served")
     p.add_argument("--operator", required=True, help="who imports it (audited)")
-    p.set_defaults(func=cmd_directory)
+    p.set_defaults(func=("cic", "cmd_directory"))
 
     p = sub.add_parser("disclose", parents=[common],
                        help="release trace records under a legal authority (audited)")
@@ -121,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--officer")
     p.add_argument("--case-number")
     p.add_argument("--analyst", required=True)
-    p.set_defaults(func=cmd_disclose)
+    p.set_defaults(func=("cic", "cmd_disclose"))
 
     p = sub.add_parser("case", parents=[common], help="open, show or list CIC cases")
     p.add_argument("action", choices=["open", "show", "list"])
@@ -132,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case-number")
     p.add_argument("--waive", metavar="REASON", help="open: waive the threshold (threats)")
     p.add_argument("--analyst", required=True)
-    p.set_defaults(func=cmd_case)
+    p.set_defaults(func=("cic", "cmd_case"))
 
     p = sub.add_parser("purge", parents=[common], help="remove trace records past retention")
     p.add_argument("--older-than", type=float, metavar="DAYS",
                    help="retention in days (default: the store's retention_days, 365)")
     p.add_argument("--operator", required=True)
-    p.set_defaults(func=cmd_purge)
+    p.set_defaults(func=("cic", "cmd_purge"))
 
     p = sub.add_parser("audit", parents=[common],
                        help="verify, checkpoint or export the audit log")
@@ -149,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verify: prove the log still extends every checkpoint in FILE")
     p.add_argument("--to", help="checkpoint: append to this file, or 'syslog' (default: the "
                    "store's audit_checkpoints)")
-    p.set_defaults(func=cmd_audit)
+    p.set_defaults(func=("cic", "cmd_audit"))
 
     p = sub.add_parser("serve", parents=[common],
                        help="the trace service: FastAGI for switches, HTTP for tools")
@@ -160,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default loopback only)")
     p.add_argument("--workers", type=int, default=1,
                    help="service processes sharing the ports (default 1)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=("service", "cmd_serve"))
 
     p = sub.add_parser("token", parents=[common], help="bearer tokens of the trace service")
     p.add_argument("action", choices=["create", "list", "revoke"])
@@ -168,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", dest="token_name", help="create: the token's name")
     p.add_argument("--role", help="create: switch, care, analyst, legal or operator")
     p.add_argument("--operator", help="who creates or revokes it (audited)")
-    p.set_defaults(func=cmd_token)
+    p.set_defaults(func=("service", "cmd_token"))
 
     p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")
     p.add_argument("name", choices=["repeat-origins", "hot-origins", "timeline", "calls"])
@@ -180,13 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-calls", type=int, default=2,
                    help="repeat-origins: traced calls at least (default 2)")
     p.add_argument("--csv", action="store_true", help="print CSV")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=("cic", "cmd_report"))
 
     p = sub.add_parser("stats", parents=[common], help="per feed: records, rejects, watermark, lag")
-    p.set_defaults(func=cmd_stats)
+    p.set_defaults(func=("operations", "cmd_stats"))
 
     p = sub.add_parser("feeds", parents=[common], help="list the configured feeds")
-    p.set_defaults(func=cmd_feeds)
+    p.set_defaults(func=("operations", "cmd_feeds"))
 
     p = sub.add_parser("synth", parents=[common], help="generate realistic CDR traffic")
     p.add_argument("--format", default="asterisk", help=f"one of: {', '.join(FORMATS)}")
@@ -202,11 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unreadable", type=float, default=0.0, help="asterisk: this fraction of "
                    "records gets a disposition no parser knows (they must fail closed)")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_synth)
+    p.set_defaults(func=("operations", "cmd_synth"))
 
     p = sub.add_parser("demo", parents=[common], help="a day of traffic, *57 traces, reports")
     p.add_argument("--keep", metavar="DIR", help="build the demo store in DIR and keep it")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=("operations", "cmd_demo"))
     return parser
 
 
@@ -218,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         as_json = bool(args.json)
-        args.func(args)
+        module, name = args.func             # the command's module loads only when it runs
+        getattr(importlib.import_module(f".{module}", __name__), name)(args)
     except CdrTraceError as exc:
         return _fail(str(exc), EXIT_FAILURE, as_json)
     except BrokenPipeError:        # the reader went away (| head): not an error
@@ -226,12 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:         # the machine refused: a full disk, a permission, a path
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         return _fail(f"{exc.strerror or exc}{where}", EXIT_FAILURE, as_json)
-    except lmdb.Error as exc:
-        return _fail(f"the store failed: {exc}", EXIT_FAILURE, as_json)
     except KeyboardInterrupt:
         print("cdrtrace: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:   # noqa: BLE001 - a fault of ours: one line, and say so
+        if type(exc).__module__.split(".")[0] == "lmdb":      # the store's engine refused
+            return _fail(f"the store failed: {exc}", EXIT_FAILURE, as_json)
         return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it",
                      EXIT_INTERNAL, as_json)
     finally:
