@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import re
 
@@ -143,9 +144,20 @@ def make_parser(fmt: str | Format = "asterisk", zone: str = "UTC", country_code:
                               dialling_plan(country_code).as_tuple())
 
 
-def normalize_number(text, country_code: int = 1) -> int:
-    if use_reference():
+@functools.cache
+def _plan(country_code: int) -> tuple:
+    return dialling_plan(country_code).as_tuple()
+
+
+def normalize_number(text: str | bytes, country_code: int = 1) -> int:
+    """A number as the store keys it (0 when it is not one): the trace path's first step,
+    so its dialling plan is built once per country, not per call."""
+    if PURE:
         from .numbers import normalize
 
         return normalize(text, country_code)
-    return native.normalize_number(text, country_code, dialling_plan(country_code).as_tuple())
+    return _native_normalize(text, country_code, _plan(country_code))
+
+
+PURE = use_reference()                 # read once: os.environ.get costs 0.9 us a call
+_native_normalize = native.normalize_number
