@@ -450,3 +450,13 @@ def test_workers_share_the_ports_and_stop_together(tmp_path):
     err = proc.stderr.read()
     assert err.count("serving http on port") == 2              # two workers served
     assert sorted(outcomes) == ["already_traced"] * 5 + ["success"]
+
+
+def test_request_action_over_http_is_for_care(service):
+    store, running, tokens = service
+    call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    body = {"line": LINE, "origin": "Caller A"}
+    assert call(running, "POST", "/v1/request-action", tokens["switch"], json=body).status_code == 403
+    refused = call(running, "POST", "/v1/request-action", tokens["care"], json=body)
+    assert refused.status_code == 400 and "has 1 of 3 traced calls" in refused.json()["error"]
+    assert call(running, "GET", "/v1/requests", tokens["analyst"]).json() == []

@@ -25,13 +25,14 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pyarrow as pa
 
-from .errors import CdrTraceError, NumberError, TraceError
+from .errors import CaseError, CdrTraceError, NumberError, TraceError
 from .evidence import activations, directory, retention
 from .evidence import rows as trace_rows
-from .evidence.audit import UNPRINTABLE, AuditLog
+from .evidence.audit import UNPRINTABLE, AuditLog, actor
 from .evidence.cases import Cases
 from .evidence.disclosure import Disclosure
 from .evidence.outcomes import CustomerStatus, TraceResult, customer_status
+from .evidence.requests import Requests
 from .evidence.tokens import Tokens
 from .evidence.traces import Tracer
 from .parsing import numbers, timezones
@@ -65,13 +66,14 @@ def _refusals_audited(action: str) -> Callable[[F], F]:
     return wrap
 
 
-def _roles(store: Path) -> dict[str, tuple[str, ...]] | None:
-    """Who may act, from the store's own cdrtrace.toml only: a configuration a user
-    names (--config, $CDRTRACE_CONFIG) can add feeds, never grant a role."""
+def _own_config(store: Path) -> Any:
+    """The store's own cdrtrace.toml (or None): who may act, and the carrier's contacts.
+    A configuration a user names (--config, $CDRTRACE_CONFIG) adds feeds and dialects,
+    never a role."""
     from . import config
 
     path = store / "cdrtrace.toml"
-    return config.load(path).roles if path.is_file() else None
+    return config.load(path) if path.is_file() else None
 
 
 def printable(value: Any) -> str:
@@ -109,7 +111,10 @@ class Store:
         # public API gives callers' numbers only through audited calls).
         self._last_calls_raw: Callable[..., np.ndarray] = self._lookup.last_calls
         self._tracer = Tracer(self.envs, self.catalog, self._lookup, self.liveness)
-        self._audit = AuditLog(self.envs, _roles(self.path))
+        own = _own_config(self.path)
+        self.carrier: dict[str, str] = (own.carrier if own is not None else None) or {}
+        self._audit = AuditLog(self.envs, own.roles if own is not None else None)
+        self._requests = Requests(self.envs, self._audit)
         self._disclosure = Disclosure(self.envs, self._tracer, self._audit)
         self._casebook = Cases(self.envs, self._tracer, self._audit, self.line)
         self.tokens = Tokens(self.envs, self._audit)        # the trace service's callers
@@ -169,8 +174,47 @@ class Store:
         line_text = numbers.format_number(self.line(line))
         waived = {c["origin"] for c in self._casebook.all(line_text) if c["waiver"]}
         records = self._tracer.records(self._key(line))
+        requests = {r["origin"]: r for r in self._requests.of_line(line_text)}   # the latest
+        follow_up = {k: v for k, v in self.carrier.items()
+                     if k in ("name", "follow_up_phone", "follow_up_hours")} or None
         return customer_status(line_text, records, self.config["threshold"],
-                               self._tracer.labels(self._key(line), records), waived)
+                               self._tracer.labels(self._key(line), records), waived,
+                               requests, follow_up)
+
+    def request_action(self, line: str, origin: str, *, by: str = "customer") -> dict:
+        """The customer asks the carrier to act against one origin ('Caller A'): refused
+        before the threshold unless the CIC waived it; queued for the CIC. by: who took
+        the request (a care agent, the self-care channel). Never holds the caller."""
+        packed = self.line(line)
+        line_text = numbers.format_number(packed)
+        status = self.status(line)
+        mine = next((p for p in status.progress if p.label.lower() == str(origin).strip().lower()),
+                    None)
+        if mine is None:
+            labels = ", ".join(p.label for p in status.progress) or "none"
+            raise CaseError(f"line {line_text} has no traced origin {origin!r} (its origins: {labels})")
+        if not mine.eligible_for_action:
+            raise CaseError(f"{mine.label} has {mine.traced_calls} of {mine.threshold} traced "
+                            f"calls: action can be requested after {mine.threshold}, or sooner "
+                            "if the carrier waives it for threatening calls")
+        number = self._casebook.origin(packed, mine.label, None)
+        request = self._requests.add(line_text, number, mine.label, actor(by, "a request", "care"))
+        return {k: request[k] for k in ("request_id", "line", "label", "state")} | {
+            "requested_at": timezones.format_utc(request["requested_us"])}
+
+    @_refusals_audited("read_request_queue")
+    def request_queue(self, *, analyst: str) -> list[dict]:
+        """The requests waiting for the CIC, with their origins (identifying: audited)."""
+        who = self._audit.actor(analyst, "reading the request queue")
+        queued = [r for r in self._requests.all() if r["state"] == "queued"]
+        self._audit.add_now(who, "read_request_queue", requests=len(queued))
+        return queued
+
+    @_refusals_audited("request_close")
+    def close_request(self, request_id: str, reason: str, *, analyst: str) -> dict:
+        """Close a queued request without a case, saying why (the customer sees it)."""
+        who = self._audit.actor(analyst, "closing a request")
+        return self._requests.settle(request_id, who=who, reason=reason)
 
     def resolve_pending(self) -> list[TraceResult]:
         """Resolve the pending traces whose live feeds have passed them, by the rules."""
@@ -264,14 +308,18 @@ class Store:
 
     @_refusals_audited("case_open")
     def open_case(self, line: str, origin: str, *, agency: str, officer: str, case_number: str,
-                  analyst: str, waive_reason: str | None = None) -> dict:
+                  analyst: str, waive_reason: str | None = None,
+                  request_id: str | None = None) -> dict:
         """Open a case for a line and an origin (its label, 'Caller A', or its number);
         waive_reason lets the customer request action before the threshold."""
         packed = self.line(line)
         given = None if str(origin).strip().lower().startswith("caller ") else self.line(origin)
-        return self._casebook.open(packed, origin, given, agency=agency, officer=officer,
-                                  case_number=case_number, analyst=analyst,
-                                  waive_reason=waive_reason)
+        case = self._casebook.open(packed, origin, given, agency=agency, officer=officer,
+                                   case_number=case_number, analyst=analyst,
+                                   waive_reason=waive_reason)
+        if request_id is not None:             # the customer's request becomes this case
+            self._requests.settle(request_id, who=case["opened_by"], case_id=case["case_id"])
+        return case
 
     @_refusals_audited("case_list")
     def cases(self, *, analyst: str) -> list[dict]:

@@ -113,6 +113,7 @@ class Config:
     feeds: dict[str, Feed]
     dialects: dict[str, Format]
     roles: dict[str, tuple[str, ...]] | None = None   # role -> OS users and @groups
+    carrier: dict[str, str] | None = None              # the carrier's name and contacts
 
     def feed(self, name: str) -> Feed:
         try:
@@ -149,7 +150,7 @@ def load(path: str | os.PathLike | None) -> Config:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    unknown = set(raw) - {"feeds", "dialects", "roles"}
+    unknown = set(raw) - {"feeds", "dialects", "roles", "carrier"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     for section in ("dialects", "feeds"):
@@ -158,7 +159,26 @@ def load(path: str | os.PathLike | None) -> Config:
             raise ConfigError(f"{path}: {section} must be tables ([{section}.NAME])")
     dialects = {name: _dialect(path, name, spec) for name, spec in raw.get("dialects", {}).items()}
     feeds = {name: _feed(path, name, spec, dialects) for name, spec in raw.get("feeds", {}).items()}
-    return Config(path, feeds, dialects, _roles(path, raw["roles"]) if "roles" in raw else None)
+    return Config(path, feeds, dialects, _roles(path, raw["roles"]) if "roles" in raw else None,
+                  _carrier(path, raw["carrier"]) if "carrier" in raw else None)
+
+
+CARRIER_KEYS = ("name", "follow_up_phone", "follow_up_hours", "law_enforcement_phone",
+                "star_code")
+
+
+def _carrier(path, spec: Any) -> dict[str, str]:
+    """[carrier]: the name and contacts the customer is given once they may act."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: carrier must be a table ([carrier])")
+    unknown = set(spec) - set(CARRIER_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: carrier: unknown key(s) {', '.join(sorted(unknown))} "
+                          f"(keys: {', '.join(CARRIER_KEYS)})")
+    for key, value in spec.items():
+        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+            raise ConfigError(f"{path}: carrier.{key} must be text (1 to 200 characters)")
+    return {k: spec[k].strip() for k in CARRIER_KEYS if k in spec}
 
 
 ROLE_NAMES = ("analyst", "legal", "operator")

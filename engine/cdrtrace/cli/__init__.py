@@ -120,9 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyst", required=True)
     p.set_defaults(func=("cic", "cmd_disclose"))
 
-    p = sub.add_parser("case", parents=[common], help="open, show or list CIC cases")
-    p.add_argument("action", choices=["open", "show", "list"])
-    p.add_argument("line", nargs="?", help="open: the customer's line; show: the case id")
+    p = sub.add_parser("request-action", parents=[common],
+                       help="the customer asks the carrier to act against one origin")
+    p.add_argument("line")
+    p.add_argument("--origin", required=True, help="the customer's label: 'Caller A'")
+    p.add_argument("--by", default="customer", help="who took the request (care agent)")
+    p.set_defaults(func=("customer", "cmd_request_action"))
+
+    p = sub.add_parser("case", parents=[common],
+                       help="open, show or list CIC cases; the queue of requests for action")
+    p.add_argument("action", choices=["open", "show", "list", "queue", "close-request"])
+    p.add_argument("line", nargs="?", help="open: the customer's line; show: the case id; "
+                   "close-request: the request id")
+    p.add_argument("--request", help="open: the request for action this case answers")
+    p.add_argument("--reason", help="close-request: why no case is opened (the customer sees it)")
     p.add_argument("--origin", help="open: 'Caller A' (the customer's label) or a number")
     p.add_argument("--agency")
     p.add_argument("--officer")

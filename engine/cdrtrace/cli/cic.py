@@ -44,10 +44,21 @@ def cmd_case(args):
             raise CdrTraceError("case open needs LINE and --origin")
         case = store.open_case(args.line, args.origin, agency=args.agency, officer=args.officer,
                                case_number=args.case_number, analyst=args.analyst,
-                               waive_reason=args.waive)
+                               waive_reason=args.waive, request_id=args.request)
         emit(args, case, f"{case['case_id']} opened: line {case['line']}, origin "
                           f"{case['origin']}, {case['agency']} case {case['case_number']}"
                           + ("  (threshold waived)" if case["waiver"] else ""))
+    elif args.action == "queue":
+        queued = store.request_queue(analyst=args.analyst)
+        emit(args, queued, "\n".join(
+            f"{r['request_id']}  {r['line']}  {r['label']} = {r['origin']}  requested "
+            f"{format_utc(r['requested_us'])} by {r['requested_by']}" for r in queued)
+            or "no requests waiting")
+    elif args.action == "close-request":
+        if not args.line or not args.reason:
+            raise CdrTraceError("case close-request needs the request id and --reason")
+        request = store.close_request(args.line, args.reason, analyst=args.analyst)
+        emit(args, request, f"{request['request_id']} closed: {request['reason']}")
     elif args.action == "show":
         if not args.line:
             raise CdrTraceError("case show needs the case id")

@@ -89,6 +89,7 @@ class OriginProgress:
     first_call: str
     last_call: str
     waived: bool = False     # the CIC waived the threshold (threatening calls)
+    request: dict | None = None   # the customer's request for action: id, state, times
 
     @property
     def eligible_for_action(self) -> bool:
@@ -98,7 +99,8 @@ class OriginProgress:
         return {"origin": self.label, "traced_calls": self.traced_calls,
                 "threshold": self.threshold, "threshold_waived": self.waived,
                 "eligible_for_action": self.eligible_for_action,
-                "first_call": self.first_call, "last_call": self.last_call}
+                "first_call": self.first_call, "last_call": self.last_call,
+                "request": self.request}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +110,7 @@ class CustomerStatus:
     line: str
     traces: tuple[dict, ...]
     progress: tuple[OriginProgress, ...]
+    follow_up: dict | None = None   # the carrier's contact, once an origin is eligible
 
     @property
     def eligible_for_action(self) -> bool:
@@ -116,14 +119,15 @@ class CustomerStatus:
     def to_dict(self) -> dict:
         return {"line": self.line, "traces": list(self.traces),
                 "progress": [p.to_dict() for p in self.progress],
-                "eligible_for_action": self.eligible_for_action}
+                "eligible_for_action": self.eligible_for_action, "follow_up": self.follow_up}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
-                    waived: set | frozenset = frozenset()) -> CustomerStatus:
+                    waived: set | frozenset = frozenset(), requests: dict | None = None,
+                    follow_up: dict | None = None) -> CustomerStatus:
     """Build the customer's view from the line's trace records (in trace order) and its
     origins' pseudonyms (evidence.pseudonyms)."""
     traces = tuple({
@@ -138,8 +142,20 @@ def customer_status(line: str, records: list[dict], threshold: int, labels: dict
             calls = per_origin.setdefault(r["call"]["calling"], {})
             calls[r["call"]["call_id"]] = r["call"]["start_us"]
     order = list(labels)
+    requests = requests or {}
     progress = tuple(
         OriginProgress(labels[origin], len(calls), threshold, format_utc(min(calls.values())),
-                       format_utc(max(calls.values())), origin in waived)
+                       format_utc(max(calls.values())), origin in waived,
+                       _customer_view(requests.get(origin)))
         for origin, calls in sorted(per_origin.items(), key=lambda oc: order.index(oc[0])))
-    return CustomerStatus(line, traces, progress)
+    eligible = any(p.eligible_for_action for p in progress)
+    return CustomerStatus(line, traces, progress, follow_up if eligible else None)
+
+
+def _customer_view(request: dict | None) -> dict | None:
+    """A request as its customer sees it: where it stands, never the caller."""
+    if request is None:
+        return None
+    return {"request_id": request["request_id"], "state": request["state"],
+            "requested_at": format_utc(request["requested_us"]),
+            "case_id": request["case_id"], "reason": request["reason"]}

@@ -39,6 +39,11 @@ class TraceRequest(BaseModel):
     wait: float = Field(0.0, ge=0, le=10, description="seconds to wait for a live feed to catch up")
 
 
+class ActionRequest(BaseModel):
+    line: str = Field(max_length=64)
+    origin: str = Field(max_length=40, description="the customer's label: 'Caller A'")
+
+
 class CaseRequest(BaseModel):
     line: str = Field(max_length=64)
     origin: str = Field(max_length=64, description="'Caller A' or a number")
@@ -145,6 +150,16 @@ def build_app(store: Any) -> FastAPI:
     def status(line: str, principal: Principal = as_care) -> dict:
         """A customer's traces and progress per pseudonymous origin."""
         return store.status(line).to_dict()
+
+    @app.post("/v1/request-action", tags=["care"])
+    def request_action(body: ActionRequest, principal: Principal = as_care) -> dict:
+        """The customer asks the carrier to act against one origin ('Caller A')."""
+        return store.request_action(body.line, body.origin, by=str(principal))
+
+    @app.get("/v1/requests", tags=["analyst"])
+    def requests(principal: Principal = as_analyst) -> list:
+        """The requests for action waiting for the CIC (identifying)."""
+        return store.request_queue(analyst=str(principal))
 
     @app.get("/v1/last-calls/{line}", tags=["analyst"])
     def last_calls(line: str, principal: Principal = as_analyst) -> list:

@@ -1,0 +1,81 @@
+"""Requests for action: once an origin reaches the threshold (or the CIC waived it), the
+customer may ask the carrier to act. The request is recorded with its time and queued
+for the Call Identification Center, which opens a case from it or closes it with a
+reason; the customer sees where it stands, never the caller.
+
+`requests` (evidence environment): 8-byte request number -> the request (JSON: line,
+origin as its E.164 text, the customer's label for it, times, state, case or reason).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..errors import CaseError
+from ..store.environments import Environments
+from .audit import AuditLog
+
+STATES = ("queued", "case_opened", "closed")
+
+
+def request_id(number: int) -> str:
+    return f"R{number:06d}"
+
+
+class Requests:
+    """The requests for action of one store."""
+
+    def __init__(self, envs: Environments, audit: AuditLog):
+        self.envs, self.audit = envs, audit
+        self.db = envs.db
+
+    def add(self, line_text: str, origin: str, label: str, requested_by: str) -> dict:
+        """Record a request (the caller checks it is allowed); audited."""
+        def work(txn: Any) -> dict:
+            for _, value in txn.cursor(self.db["requests"]):
+                known = json.loads(value)
+                if (known["line"], known["origin"], known["state"]) == (line_text, origin, "queued"):
+                    raise CaseError(f"{label} of {line_text} already has a request waiting "
+                                    f"({known['request_id']})")
+            cursor = txn.cursor(self.db["requests"])
+            number = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 1
+            request = {"request_id": request_id(number), "line": line_text, "origin": origin,
+                       "label": label, "requested_us": time.time_ns() // 1000,
+                       "requested_by": requested_by, "state": "queued", "case_id": None,
+                       "reason": None, "updated_us": None}
+            cursor.put(number.to_bytes(8, "big"), json.dumps(request).encode(), append=True)
+            self.audit.add(txn, requested_by, "action_requested",
+                           request_id=request["request_id"], line=line_text, origin=label)
+            return request
+        return self.envs.ewrite(work)
+
+    def all(self) -> list[dict]:
+        with self.envs.eread() as txn:
+            return [json.loads(v) for _, v in txn.cursor(self.db["requests"])]
+
+    def of_line(self, line_text: str) -> list[dict]:
+        return [r for r in self.all() if r["line"] == line_text]
+
+    def settle(self, rid: str, *, who: str, case_id: str | None = None,
+               reason: str | None = None) -> dict:
+        """A queued request turned into a case, or closed with a reason; audited."""
+        if (case_id is None) == (reason is None or not reason.strip()):
+            raise CaseError("settle a request with a case or with a reason to close it")
+
+        def work(txn: Any) -> dict:
+            for key, value in txn.cursor(self.db["requests"]):
+                request = json.loads(value)
+                if request["request_id"] != rid:
+                    continue
+                if request["state"] != "queued":
+                    raise CaseError(f"request {rid} is already {request['state']}")
+                request.update(state="case_opened" if case_id else "closed", case_id=case_id,
+                               reason=reason.strip() if reason else None,
+                               updated_us=time.time_ns() // 1000)
+                txn.put(key, json.dumps(request).encode(), db=self.db["requests"])
+                self.audit.add(txn, who, "request_settled", request_id=rid,
+                               state=request["state"], case_id=case_id)
+                return request
+            raise CaseError(f"no request {rid}")
+        return self.envs.ewrite(work)

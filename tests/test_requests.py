@@ -1,0 +1,108 @@
+"""After the trace: the customer requests action once an origin reached the threshold
+(or the CIC waived it); the CIC turns the request into a case or closes it; the
+customer sees where it stands, and the carrier's follow-up contact, never the caller."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import cdrtrace
+from cdrtrace import cli, testing
+from conftest import cdr
+
+LINE = "3035550110"
+HARASSER, OTHER = "7205550666", "7205550777"
+
+
+def calls(*specs) -> bytes:
+    return b"".join(
+        cdr(src=src, dst=LINE, start=f"2026-03-02 1{h}:00:00", end=f"2026-03-02 1{h}:00:20",
+            answer="", disposition="NO ANSWER", uniqueid=f"u{h}") + b"\n" for h, src in specs)
+
+
+@pytest.fixture
+def traced(store, ingest_records):
+    """Three traced calls from HARASSER, one from OTHER."""
+    ingest_records(calls((0, HARASSER), (1, OTHER), (2, HARASSER), (3, HARASSER)))
+    for hour in (0, 1, 2, 3):
+        store.trace(LINE, at=f"2026-03-02T1{hour}:00:30Z")
+    return store
+
+
+def test_request_action_from_the_threshold_to_a_case(traced):
+    store = traced
+    status = store.status(LINE)
+    assert [(p.label, p.traced_calls, p.eligible_for_action) for p in status.progress] == [
+        ("Caller A", 3, True), ("Caller B", 1, False)]
+    with pytest.raises(cdrtrace.CaseError, match="Caller B has 1 of 3 traced calls"):
+        store.request_action(LINE, "Caller B")
+    with pytest.raises(cdrtrace.CaseError, match="has no traced origin 'Caller Z'"):
+        store.request_action(LINE, "Caller Z")
+    request = store.request_action(LINE, "caller a", by="care-desk-7")
+    assert request["request_id"] == "R000001" and request["state"] == "queued"
+    assert HARASSER not in json.dumps(request)
+    with pytest.raises(cdrtrace.CaseError, match="already has a request waiting"):
+        store.request_action(LINE, "Caller A")
+    shown = store.status(LINE).progress[0].request
+    assert shown["state"] == "queued" and HARASSER not in json.dumps(store.status(LINE).to_dict())
+    queue = store.request_queue(analyst="ann")
+    assert [(r["request_id"], r["origin"], r["label"]) for r in queue] == [
+        ("R000001", "+1" + HARASSER, "Caller A")]
+    case = store.open_case(LINE, "Caller A", agency="Denver PD", officer="Det. Alvarez",
+                           case_number="26-1", analyst="ann", request_id="R000001")
+    assert store.status(LINE).progress[0].request == {
+        "request_id": "R000001", "state": "case_opened",
+        "requested_at": shown["requested_at"], "case_id": case["case_id"], "reason": None}
+    assert store.request_queue(analyst="ann") == []
+    actions = [e["action"] for e in testing.audit_entries(store)]
+    assert "action_requested" in actions and "request_settled" in actions
+    assert actions.count("read_request_queue") == 2
+
+
+def test_a_waiver_allows_a_request_before_the_threshold_and_a_request_can_be_closed(traced):
+    store = traced
+    store.open_case(LINE, "Caller B", agency="PD", officer="O", case_number="1", analyst="ann",
+                    waive_reason="threatened violence")
+    assert store.request_action(LINE, "Caller B")["state"] == "queued"
+    with pytest.raises(cdrtrace.CaseError, match="settle a request with a case or with a reason"):
+        store.close_request("R000001", "  ", analyst="ann")
+    closed = store.close_request("R000001", "the calls stopped; no report filed", analyst="ann")
+    assert closed["state"] == "closed"
+    assert store.status(LINE).progress[1].request["reason"] == "the calls stopped; no report filed"
+    with pytest.raises(cdrtrace.CaseError, match="already closed"):
+        store.close_request("R000001", "again", analyst="ann")
+    with pytest.raises(cdrtrace.AccessError):
+        store.request_queue(analyst="")
+    assert testing.audit_entries(store)[-1]["action"] == "read_request_queue_refused"
+
+
+def test_the_follow_up_contact_shows_once_an_origin_is_eligible(traced):
+    store = traced
+    assert store.status(LINE).follow_up is None                     # no [carrier] yet
+    path = store.path
+    store.close()
+    (path / "cdrtrace.toml").write_text(
+        '[carrier]\nname = "Front Range Telephone"\nfollow_up_phone = "1-800-555-0199"\n'
+        'follow_up_hours = "Mon-Fri 8am-5pm MT"\nlaw_enforcement_phone = "1-800-555-0142"\n')
+    with cdrtrace.open(path) as reopened:
+        follow = reopened.status(LINE).follow_up
+        assert follow == {"name": "Front Range Telephone", "follow_up_phone": "1-800-555-0199",
+                          "follow_up_hours": "Mon-Fri 8am-5pm MT"}
+    assert cli.main(["status", LINE, "--db", str(path)]) == 0
+
+
+def test_request_action_from_the_command_line(traced, capsys):
+    db = str(traced.path)
+    traced.close()
+    assert cli.main(["request-action", LINE, "--origin", "Caller B", "--db", db]) == 2
+    assert "Caller B has 1 of 3 traced calls" in capsys.readouterr().err
+    assert cli.main(["request-action", LINE, "--origin", "Caller A", "--db", db, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["request_id"] == "R000001" and HARASSER not in out
+    assert cli.main(["case", "queue", "--analyst", "ann", "--db", db]) == 0
+    assert HARASSER in capsys.readouterr().out                      # the CIC sees the number
+    assert cli.main(["case", "close-request", "R000001", "--reason", "duplicate",
+                     "--analyst", "ann", "--db", db]) == 0
+    assert cli.main(["status", LINE, "--db", db]) == 0
+    assert "request R000001 closed (duplicate)" in capsys.readouterr().out
