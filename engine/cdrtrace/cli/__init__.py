@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="a customer's traces and progress")
     p.add_argument("line")
+    p.add_argument("--pdf", metavar="FILE", help="also write the printable trace log")
+    p.add_argument("--html", metavar="FILE", help="also write it as HTML")
     p.set_defaults(func=("customer", "cmd_status"))
 
     p = sub.add_parser("last-calls", parents=[common], help="analyst: a line's last calls")
@@ -119,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case-number")
     p.add_argument("--analyst", required=True)
     p.set_defaults(func=("cic", "cmd_disclose"))
+
+    p = sub.add_parser("guide", parents=[common],
+                       help="the printer-friendly guide to *57, with the carrier's settings")
+    p.add_argument("--pdf", metavar="FILE")
+    p.add_argument("--html", metavar="FILE")
+    p.set_defaults(func=("customer", "cmd_guide"))
 
     p = sub.add_parser("request-action", parents=[common],
                        help="the customer asks the carrier to act against one origin")

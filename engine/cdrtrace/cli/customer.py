@@ -2,6 +2,9 @@
 names a caller."""
 from __future__ import annotations
 
+import os
+
+from ..errors import CdrTraceError
 from .common import emit, open_store
 
 
@@ -13,7 +16,8 @@ def cmd_trace(args):
 
 
 def cmd_status(args):
-    status = open_store(args, readonly_index=True).status(args.line)
+    store = open_store(args, readonly_index=True)
+    status = store.status(args.line)
     lines = [f"line {status.line}: {len(status.traces)} trace(s)"]
     for t in status.traces:
         lines.append(f"  {t['trace_id']}  activated {t['activated_at']}  "
@@ -32,7 +36,39 @@ def cmd_status(args):
                      + (f" at {f['follow_up_phone']}" if f.get("follow_up_phone") else "")
                      + (f" ({f['follow_up_hours']})" if f.get("follow_up_hours") else "")
                      + ", with the dates and times of the calls and traces above.")
+    if args.pdf or args.html:
+        import time
+
+        from ..documents.trace_log import customer_log
+        from ..parsing.timezones import format_utc
+
+        page = customer_log(status, store.carrier, store.config["zone"],
+                            format_utc(time.time_ns() // 1000))
+        _write(args.pdf, page.pdf_bytes())
+        _write(args.html, page.html_text().encode())
     emit(args, status.to_dict(), "\n".join(lines))
+
+
+def _write(path: str | None, data: bytes) -> None:
+    if path:
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            raise CdrTraceError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def cmd_guide(args):
+    from ..documents.trace_log import guide
+
+    if not args.pdf and not args.html:
+        raise CdrTraceError("guide needs --pdf FILE or --html FILE")
+    carrier = open_store(args, readonly_index=True).carrier if (
+        args.db or os.environ.get("CDRTRACE_DB")) else {}
+    page = guide(carrier)
+    _write(args.pdf, page.pdf_bytes())
+    _write(args.html, page.html_text().encode())
+    emit(args, {"pdf": args.pdf, "html": args.html}, "guide written")
 
 
 def cmd_request_action(args):

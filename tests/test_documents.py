@@ -1,0 +1,122 @@
+"""The customer's trace log and the guide: every field the carrier's guide asks for is
+there, and no caller's number, name or address, over generated traffic (the text is
+extracted from the PDF)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pypdf
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cdrtrace
+from cdrtrace import cli, synth
+from cdrtrace.documents.trace_log import POLICE_FIELDS, customer_log, guide
+from cdrtrace.parsing import numbers
+
+CARRIER = {"name": "Front Range Telephone", "follow_up_phone": "1-800-555-0199",
+           "follow_up_hours": "Mon-Fri 8am-5pm MT", "law_enforcement_phone": "1-800-555-0142",
+           "star_code": "*57"}
+
+
+def text_of(pdf: bytes) -> str:
+    return " ".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("docs")
+    columns, truth = synth.generate(3000, 200, seed=5, campaigns=4)
+    store = cdrtrace.open(folder / "s", create=True, zone="America/Denver")
+    events = sorted((call["trace_at_s"], campaign["victim"]) for campaign in truth["campaigns"]
+                    for call in campaign["calls"])
+    ends, written = columns["end"], 0
+    for n, (at, victim) in enumerate(events):          # CDRs arrive as calls end, as live
+        upto = int(np.searchsorted(ends, at, side="right"))
+        if upto > written:
+            (folder / f"m{n}.csv").write_bytes(synth.format_asterisk(columns, written, upto))
+            cdrtrace.ingest(store, [str(folder / f"m{n}.csv")])
+            written = upto
+        store.trace(victim, at=at * 1_000_000)
+    callers = {numbers.format_number(int(c))[2:] for c in columns["caller"] if int(c)}
+    names = {n.decode("latin-1") for n in synth.FIRST + synth.LAST}
+    yield store, truth, callers, names
+    store.close()
+
+
+def test_the_trace_log_holds_every_field_and_no_caller(traffic):
+    store, truth, callers, names = traffic
+    victim = truth["campaigns"][0]["victim"]
+    status = store.status(victim)
+    page = customer_log(status, CARRIER, "America/Denver", "2026-03-03T12:00:00Z")
+    text = " ".join(text_of(page.pdf_bytes()).split())
+    for needed in [victim, "Front Range Telephone", "1-800-555-0199", "Mon-Fri 8am-5pm MT",
+                   "1-800-555-0142", "Caller A", *POLICE_FIELDS,
+                   *(t["trace_id"] for t in status.traces)]:
+        assert needed in text, needed
+    assert "MST" in text                              # times in the customer's zone
+    assert not any(c in text for c in callers)
+    html = page.html_text()
+    assert all(t["trace_id"] in html for t in status.traces) and "Officer" in html
+    assert not any(c in html for c in callers)
+
+
+def test_the_trace_log_is_the_same_bytes_for_the_same_status(traffic):
+    store, truth, *_ = traffic
+    status = store.status(truth["campaigns"][0]["victim"])
+    first = customer_log(status, CARRIER, "UTC", "2026-03-03T12:00:00Z").pdf_bytes()
+    assert first == customer_log(status, CARRIER, "UTC", "2026-03-03T12:00:00Z").pdf_bytes()
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pick=st.integers(0, 10_000))
+def test_no_trace_log_names_a_caller_over_generated_traffic(traffic, pick):
+    store, truth, callers, names = traffic
+    lines = [c["victim"] for c in truth["campaigns"]]
+    status = store.status(lines[pick % len(lines)])
+    text = text_of(customer_log(status, CARRIER, "UTC", "2026-03-03T12:00:00Z").pdf_bytes())
+    assert not any(c in text for c in callers)
+    assert not any(f" {n} " in f" {text} " for n in names if len(n) > 3)
+
+
+def test_the_guide_fills_in_the_carrier(tmp_path):
+    text = " ".join(text_of(guide(CARRIER).pdf_bytes()).split())
+    for needed in ["*57", "Front Range Telephone", "1-800-555-0199", "1-800-555-0142",
+                   "three times", "does not tell you who called", *POLICE_FIELDS]:
+        assert needed in text, needed
+    assert cli.main(["guide", "--pdf", str(tmp_path / "guide.pdf")]) == 0
+    assert "Call Trace" in text_of((tmp_path / "guide.pdf").read_bytes())
+
+
+def test_status_writes_the_log_from_the_command_line(traffic, tmp_path):
+    store, truth, callers, _ = traffic
+    (store.path / "cdrtrace.toml").write_text(
+        "[carrier]\n" + "".join(f'{k} = "{v}"\n' for k, v in CARRIER.items()))
+    victim = truth["campaigns"][0]["victim"]
+    pdf, html = tmp_path / "log.pdf", tmp_path / "log.html"
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "cdrtrace.cli", "status", victim, "--db",
+                    str(store.path), "--pdf", str(pdf), "--html", str(html)], check=True,
+                   capture_output=True)          # another process: the store is open here
+    text = text_of(pdf.read_bytes())
+    assert "Front Range Telephone" in text and "Case number" in text
+    assert not any(c in text + html.read_text() for c in callers)
+    (store.path / "cdrtrace.toml").unlink()
+
+
+def render(pdf: bytes, page: int = 0):
+    """A page as a picture (for looking at; docs/examples keeps one of each document)."""
+    import pypdfium2
+
+    return pypdfium2.PdfDocument(pdf)[page].render(scale=1).to_pil()
+
+
+def test_a_page_renders_as_a_picture():
+    picture = render(guide(CARRIER).pdf_bytes())
+    assert picture.size == (612, 792)                  # US Letter at 72 dpi
+    assert picture.convert("L").getextrema()[0] < 50   # there is ink on it
