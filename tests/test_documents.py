@@ -120,3 +120,48 @@ def test_a_page_renders_as_a_picture():
     picture = render(guide(CARRIER).pdf_bytes())
     assert picture.size == (612, 792)                  # US Letter at 72 dpi
     assert picture.convert("L").getextrema()[0] < 50   # there is ink on it
+
+
+# ------------------------------------------------------------------ the case report
+
+AUTHORITY = {"kind": "subpoena", "reference": "SUB-2026-42", "agency": "Denver Police Department",
+             "officer": "Det. Alvarez", "case_number": "26-001234"}
+
+
+def test_the_case_report_needs_an_authority_and_can_be_authenticated(tmp_path):
+    from cdrtrace import testing
+    from cdrtrace.documents.case_report import record_hash
+    from conftest import cdr
+
+    store = cdrtrace.open(tmp_path / "s", create=True, zone="America/Denver",
+                          archive_dir=str(tmp_path / "archive"))
+    (tmp_path / "dir.csv").write_text("number,name,address,served\n"
+                                      "+17205550666,Pat Doe,12 Elm St Denver,true\n")
+    store.import_directory(tmp_path / "dir.csv", operator="ops")
+    (tmp_path / "m.csv").write_bytes(b"".join(
+        cdr(src="7205550666", dst="3035550110", start=f"2026-03-02 1{h}:00:00",
+            end=f"2026-03-02 1{h}:00:20", answer="", disposition="NO ANSWER",
+            uniqueid=f"u{h}") + b"\n" for h in range(4)))
+    cdrtrace.ingest(store, [str(tmp_path / "m.csv")])
+    for h in range(3):
+        store.trace("3035550110", at=f"2026-03-02 1{h}:00:30")     # the store's zone
+    case = store.open_case("3035550110", "Caller A", agency=AUTHORITY["agency"],
+                           officer=AUTHORITY["officer"], case_number=AUTHORITY["case_number"],
+                           analyst="ann")
+    with pytest.raises(cdrtrace.AccessError, match="has no recorded legal authority"):
+        store.case_report(case["case_id"], analyst="ann")
+    assert testing.audit_entries(store)[-1]["action"] == "case_report_refused"
+    store.disclose(AUTHORITY, analyst="ann", line="3035550110")
+    pdf = store.case_report(case["case_id"], analyst="ann", generated="2026-03-05T09:00:00Z")
+    again = store.case_report(case["case_id"], analyst="ann", generated="2026-03-05T09:00:00Z")
+    assert pdf == again                                  # the same case, the same bytes
+    assert testing.audit_entries(store)[-1]["action"] == "case_report"
+    text = " ".join(text_of(pdf).split())
+    records = store.trace_records("3035550110", analyst="ann")
+    for needed in ["SUB-2026-42", "subpoena", "Denver Police Department", "Det. Alvarez",
+                   "26-001234", "+17205550666", "+13035550110", "Pat Doe", "12 Elm St Denver",
+                   "MST", "UTC", *(r["trace_id"] for r in records),
+                   *(record_hash(r) for r in records), "disclosure", "case_open"]:
+        assert needed in text, needed
+    (tmp_path / "case.png").write_bytes(b"")
+    render(pdf).save(tmp_path / "case.png")              # to look at

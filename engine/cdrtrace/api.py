@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pyarrow as pa
 
-from .errors import CaseError, CdrTraceError, NumberError, TraceError
+from .errors import AccessError, CaseError, CdrTraceError, NumberError, TraceError
 from .evidence import activations, directory, retention
 from .evidence import rows as trace_rows
 from .evidence.audit import UNPRINTABLE, AuditLog, actor
@@ -74,6 +74,15 @@ def _own_config(store: Path) -> Any:
 
     path = store / "cdrtrace.toml"
     return config.load(path) if path.is_file() else None
+
+
+def _us(when: Any) -> int | None:
+    """An archive timestamp (naive UTC) as microseconds."""
+    if when is None:
+        return None
+    import datetime as dt
+
+    return int(when.replace(tzinfo=dt.UTC).timestamp() * 1_000_000)
 
 
 def printable(value: Any) -> str:
@@ -320,6 +329,44 @@ class Store:
         if request_id is not None:             # the customer's request becomes this case
             self._requests.settle(request_id, who=case["opened_by"], case_id=case["case_id"])
         return case
+
+    @_refusals_audited("case_report")
+    def case_report(self, case_id: str, *, analyst: str, generated: str | None = None) -> bytes:
+        """The case report for law enforcement (PDF), for a case whose case number a
+        recorded disclosure authority names; identifying, audited. Same case, same bytes
+        (apart from `generated`, the time printed on it)."""
+        from .documents.case_report import case_report
+
+        who = self._audit.actor(analyst, "a case report")
+        case = next((c for c in self._casebook.all() if c["case_id"] == case_id), None)
+        if case is None:
+            raise CaseError(f"no case {case_id}")
+        log = self._audit.entries()
+        releases = [e for e in log if e["action"] == "disclosure" and str(
+            e["details"].get("authority", {}).get("case_number")) == case["case_number"]]
+        if not releases:
+            raise AccessError(f"case {case_id} has no recorded legal authority: release its "
+                              f"records under one first (cdrtrace disclose ... --case-number "
+                              f"{case['case_number']})")
+        packed, origin = self.line(case["line"]), self.line(case["origin"])
+        records = [r for r in self._tracer.records(index.line_key(packed))
+                   if r["call"] and r["call"]["calling"] == case["origin"]
+                   and r["outcome"] == "success"]
+        archived = []
+        if self.config["archive_dir"]:
+            from .store import archive
+
+            for row in archive.calls(self.config["archive_dir"], packed, origin).to_pylist():
+                archived.append({"start_us": _us(row["start"]), "answer_us": _us(row["answer"]),
+                                 "disposition": row["disposition"]})
+        covering = [e for e in log if e in releases or (        # what made the release:
+            e["action"] == "case_open" and e["details"].get("case_id") == case_id)]
+        page = case_report(case, releases[-1]["details"]["authority"], releases[-1], records,
+                           archived, covering, self.carrier, self.config["zone"],
+                           generated or timezones.format_utc(time.time_ns() // 1000),
+                           self.config["threshold"])
+        self._audit.add_now(who, "case_report", case_id=case_id, traces=len(records))
+        return page.pdf_bytes()
 
     @_refusals_audited("case_list")
     def cases(self, *, analyst: str) -> list[dict]:

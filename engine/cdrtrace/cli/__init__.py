@@ -137,11 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("case", parents=[common],
                        help="open, show or list CIC cases; the queue of requests for action")
-    p.add_argument("action", choices=["open", "show", "list", "queue", "close-request"])
+    p.add_argument("action", choices=["open", "show", "list", "queue", "close-request", "report"])
     p.add_argument("line", nargs="?", help="open: the customer's line; show: the case id; "
                    "close-request: the request id")
     p.add_argument("--request", help="open: the request for action this case answers")
     p.add_argument("--reason", help="close-request: why no case is opened (the customer sees it)")
+    p.add_argument("--out", help="report: the PDF to write (identifying; audited)")
     p.add_argument("--origin", help="open: 'Caller A' (the customer's label) or a number")
     p.add_argument("--agency")
     p.add_argument("--officer")

@@ -48,6 +48,17 @@ def cmd_case(args):
         emit(args, case, f"{case['case_id']} opened: line {case['line']}, origin "
                           f"{case['origin']}, {case['agency']} case {case['case_number']}"
                           + ("  (threshold waived)" if case["waiver"] else ""))
+    elif args.action == "report":
+        if not args.line or not args.out:
+            raise CdrTraceError("case report needs the case id and --out FILE.pdf")
+        pdf = store.case_report(args.line, analyst=args.analyst)
+        try:
+            with private.open_file(args.out, "wb") as f:
+                f.write(pdf)
+        except OSError as exc:
+            raise CdrTraceError(f"cannot write {args.out}: {exc.strerror}") from None
+        emit(args, {"case_id": args.line, "out": args.out},
+             f"case report {args.line} written to {args.out} (private; audited)")
     elif args.action == "queue":
         queued = store.request_queue(analyst=args.analyst)
         emit(args, queued, "\n".join(

@@ -1,0 +1,126 @@
+"""The case report for law enforcement: what the carrier releases under a recorded legal
+authority, in a form that can be authenticated later. Identifying by design: it is made
+only for a case whose case number a recorded disclosure authority names, and making it
+is audited. The same case gives the same bytes (apart from the printed generation time),
+and each evidence record is listed with its SHA-256, so a copy can be checked against
+the carrier's records (a hash-verified copy, in the manner of FRE 902(14))."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import zoneinfo
+
+from ..parsing.formats import Disposition
+from .render import Page, latin1
+
+
+def record_hash(record: dict) -> str:
+    """The SHA-256 of an evidence record's canonical JSON."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _times(us: int | None, zone: str) -> str:
+    if us is None:
+        return "-"
+    when = dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
+    local = when.astimezone(zoneinfo.ZoneInfo(zone))
+    return f"{when:%Y-%m-%d %H:%M:%S} UTC / {local:%H:%M:%S %Z}"
+
+
+def case_report(case: dict, authority: dict, disclosure: dict, records: list[dict],
+                archived: list[dict], audit_entries: list[dict], carrier: dict, zone: str,
+                generated: str, threshold: int) -> Page:
+    name = carrier.get("name", "the carrier")
+    page = Page(f"Case report {case['case_id']} - {name}")
+    page.fields([("Case", f"{case['case_id']}: {case['agency']}, case {case['case_number']}"),
+                 ("Officer", case["officer"]), ("Line (customer)", case["line"]),
+                 ("Origin (caller)", case["origin"]),
+                 ("Opened", f"{_times(case['opened_us'], zone)} by {case['opened_by']}"),
+                 ("Generated", generated)])
+    page.heading("Legal authority")
+    page.fields([(k.replace("_", " ").capitalize(), str(authority.get(k, "")))
+                 for k in ("kind", "reference", "agency", "officer", "case_number")]
+                + [("Recorded", f"audit entry {disclosure['seq']}, {_times(disclosure['at_us'], zone)}, "
+                                f"by {disclosure['actor']}")])
+    page.heading("Traced calls")
+    rows = []
+    for r in records:
+        call = r["call"]
+        who = r.get("enrichment") or {}
+        rows.append([r["trace_id"], _times(call["start_us"], zone)[:19], call["calling"],
+                     call["presentation"], "yes" if call["answered"] else "no",
+                     latin1(who.get("name", "-"))[:18]])
+    page.table(["Trace", "Call (UTC)", "Calling number", "Presentation", "Answered", "Subscriber"],
+               rows or [["-"] * 6], [22, 36, 32, 26, 18, 46])
+    addresses = [(r["trace_id"], f"{r['enrichment']['name']}, {r['enrichment']['address']} "
+                                 f"(directory import {r['enrichment'].get('directory_import')})")
+                 for r in records if r.get("enrichment")]
+    if addresses:
+        page.heading("Subscriber of the calling number, as at each trace")
+        page.fields(addresses)
+    page.heading("Timeline")
+    _timeline(page, records, archived, threshold)
+    if archived:
+        page.heading("Every call from the origin to the line (call archive)")
+        page.table(["Start", "Answered", "Disposition"],
+                   [[_times(int(c["start_us"]), zone), "yes" if c["answer_us"] else "no",
+                     _disposition(c["disposition"])] for c in archived[:200]], [80, 30, 70])
+    page.heading("Evidence records (SHA-256 of each record's canonical JSON)")
+    page.table(["Trace", "Activated", "SHA-256"],
+               [[r["trace_id"], _times(r["activated_us"], zone)[:19], record_hash(r)]
+                for r in records] or [["-"] * 3], [22, 36, 122])
+    page.heading("Audit entries covering this disclosure")
+    page.table(["Entry", "Time (UTC)", "Actor", "Action", "Entry MAC"],
+               [[str(e["seq"]), _times(e["at_us"], zone)[:19], latin1(e["actor"])[:24],
+                 e["action"], e["hash"][:32] + "..."] for e in audit_entries], [14, 36, 40, 40, 50])
+    page.paragraph("Each record's SHA-256 is computed over its canonical JSON (keys sorted, no "
+                   "spaces, UTF-8), as kept in the carrier's evidence store; the audit entries "
+                   "are links of the carrier's keyed audit chain, verifiable with "
+                   "'cdrtrace audit verify'.")
+    return page
+
+
+def _disposition(code: int) -> str:
+    try:
+        return Disposition(int(code)).name.lower().replace("_", " ")
+    except ValueError:
+        return str(code)
+
+
+def _timeline(page: Page, records: list[dict], archived: list[dict], threshold: int) -> None:
+    """Calls (archive, gray ticks), traced calls (black) and traces (triangles) on one
+    axis, the threshold's trace marked."""
+    pdf = page.pdf
+    times = [r["call"]["start_us"] for r in records] + [r["activated_us"] for r in records]
+    times += [int(c["start_us"]) for c in archived]
+    if not times:
+        page.paragraph("(no calls)")
+        return
+    lo, hi = min(times), max(times)
+    span = max(hi - lo, 1)
+    x0, width, y = pdf.l_margin + 5, pdf.epw - 10, pdf.get_y() + 10
+    pdf.set_draw_color(0)
+    pdf.line(x0, y, x0 + width, y)
+    place = lambda us: x0 + width * (us - lo) / span   # noqa: E731
+    pdf.set_draw_color(160)
+    for c in archived:
+        pdf.line(place(int(c["start_us"])), y - 3, place(int(c["start_us"])), y + 3)
+    pdf.set_draw_color(0)
+    for n, r in enumerate(sorted(records, key=lambda r: r["activated_us"]), 1):
+        x = place(r["call"]["start_us"])
+        pdf.line(x, y - 5, x, y + 5)
+        t = place(r["activated_us"])
+        pdf.polygon([(t, y + 6), (t - 1.5, y + 9), (t + 1.5, y + 9)], style="F")
+        if n == threshold:
+            pdf.set_font("Helvetica", "", 7)
+            pdf.text(t - 6, y + 13, f"trace {threshold}")
+    pdf.set_font("Helvetica", "", 7)
+    pdf.text(x0, y + 17, latin1(dt.datetime.fromtimestamp(lo / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")))
+    end = dt.datetime.fromtimestamp(hi / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    pdf.text(x0 + width - pdf.get_string_width(end), y + 17, end)
+    pdf.set_y(y + 21)
+    page.paragraph("Black: traced calls; triangles: the traces; gray: other calls from the "
+                   "origin to the line in the archive.")
+    page.html.append("<p>(timeline: see the PDF)</p>")
