@@ -106,3 +106,16 @@ def test_request_action_from_the_command_line(traced, capsys):
                      "--analyst", "ann", "--db", db]) == 0
     assert cli.main(["status", LINE, "--db", db]) == 0
     assert "request R000001 closed (duplicate)" in capsys.readouterr().out
+
+
+def test_the_case_view_gives_the_law_enforcement_contact(traced):
+    store = traced
+    case = store.open_case(LINE, "Caller A", agency="PD", officer="O", case_number="1",
+                           analyst="ann")
+    assert "law_enforcement_support" not in store.case(case["case_id"], analyst="ann")
+    path = store.path
+    store.close()
+    (path / "cdrtrace.toml").write_text('[carrier]\nlaw_enforcement_phone = "1-800-555-0142"\n')
+    with cdrtrace.open(path) as reopened:
+        shown = reopened.case(case["case_id"], analyst="ann")
+        assert shown["law_enforcement_support"] == "1-800-555-0142"

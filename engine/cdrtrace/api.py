@@ -375,8 +375,12 @@ class Store:
 
     @_refusals_audited("case_read")
     def case(self, case_id: str, *, analyst: str) -> dict:
-        """A case and its timeline: every trace between its line and origin, in order."""
-        return self._casebook.read(case_id, analyst)
+        """A case and its timeline: every trace between its line and origin, in order;
+        with the carrier's Law Enforcement Support contact, when configured."""
+        case = self._casebook.read(case_id, analyst)
+        if self.carrier.get("law_enforcement_phone"):
+            case["law_enforcement_support"] = self.carrier["law_enforcement_phone"]
+        return case
 
     def audit_verify(self, checkpoints: list[dict] | None = None) -> int:
         """Check the audit chain under the store's key and, given checkpoints, that the
