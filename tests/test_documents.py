@@ -165,3 +165,32 @@ def test_the_case_report_needs_an_authority_and_can_be_authenticated(tmp_path):
         assert needed in text, needed
     (tmp_path / "case.png").write_bytes(b"")
     render(pdf).save(tmp_path / "case.png")              # to look at
+
+
+def test_from_the_demo_to_both_printed_documents_with_the_readme_commands(tmp_path):
+    """The README's walk-through, command for command, in a subprocess each."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    block = readme.split("From the demo to both printed documents")[1].split("```sh")[1]
+    block = block.split("```")[0].replace("\\\n", " ")
+    commands = [c.strip() for c in block.strip().splitlines() if c.strip()]
+    env = {**os.environ}
+    for command in commands:
+        command = command.replace("/tmp/demo", str(tmp_path / "demo"))
+        if command.startswith("export "):
+            name, value = command[len("export "):].split("=", 1)
+            env[name] = value
+            continue
+        argv = [a.strip('"') for a in re.findall(r'"[^"]*"|\S+', command)]
+        assert argv[0] == "cdrtrace"
+        out = subprocess.run([sys.executable, "-m", "cdrtrace.cli", *argv[1:]], env=env,
+                             cwd=tmp_path, capture_output=True, text=True)
+        assert out.returncode == 0, (command, out.stderr)
+    log = text_of((tmp_path / "trace-log.pdf").read_bytes())
+    report = text_of((tmp_path / "case-report.pdf").read_bytes())
+    assert "Caller A" in log and "request" in log.lower() and "+1888" not in log
+    assert "SUB-2026-42" in report and "+1888" in report
