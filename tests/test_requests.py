@@ -36,7 +36,9 @@ def test_request_action_from_the_threshold_to_a_case(traced):
     assert [(p.label, p.traced_calls, p.eligible_for_action) for p in status.progress] == [
         ("Caller A", 3, True), ("Caller B", 1, False)]
     with pytest.raises(cdrtrace.CaseError, match="Caller B has 1 of 3 traced calls"):
-        store.request_action(LINE, "Caller B")
+        store.request_action(LINE, "Caller B", by="care-desk-7")
+    refused = testing.audit_entries(store)[-1]                       # refusals are audited
+    assert (refused["actor"], refused["action"]) == ("care-desk-7", "action_request_refused")
     with pytest.raises(cdrtrace.CaseError, match="has no traced origin 'Caller Z'"):
         store.request_action(LINE, "Caller Z")
     request = store.request_action(LINE, "caller a", by="care-desk-7")
@@ -119,3 +121,20 @@ def test_the_case_view_gives_the_law_enforcement_contact(traced):
     with cdrtrace.open(path) as reopened:
         shown = reopened.case(case["case_id"], analyst="ann")
         assert shown["law_enforcement_support"] == "1-800-555-0142"
+
+
+def test_the_carrier_words_its_own_announcements(traced):
+    store = traced
+    path = store.path
+    store.close()
+    (path / "cdrtrace.toml").write_text(
+        '[carrier]\nname = "Front Range Telephone"\n[carrier.announcements]\n'
+        '"COT-ALREADY-TRACED" = "That call was already traced. Thank you."\n')
+    with cdrtrace.open(path) as reopened:
+        result = reopened.trace(LINE, at="2026-03-02T13:00:30Z")
+        assert result.announcement_id == "COT-ALREADY-TRACED"
+        assert result.announcement == "That call was already traced. Thank you."
+        assert json.loads(result.to_json())["announcement"] == result.announcement
+    (path / "cdrtrace.toml").write_text('[carrier.announcements]\n"COT-LOUD" = "x"\n')
+    with pytest.raises(cdrtrace.ConfigError, match="unknown id"):
+        cdrtrace.open(path)

@@ -14,6 +14,7 @@ audited calls.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -58,7 +59,7 @@ def _refusals_audited(action: str) -> Callable[[F], F]:
                 return method(self, *args, **kwargs)
             except CdrTraceError as exc:
                 if not getattr(exc, "audited", False):
-                    who = kwargs.get("analyst", kwargs.get("operator"))
+                    who = kwargs.get("analyst", kwargs.get("operator", kwargs.get("by")))
                     self._audit.add_now(printable(who), f"{action}_refused", reason=str(exc),
                                         request=[printable(a) for a in args])
                 raise
@@ -121,7 +122,7 @@ class Store:
         self._last_calls_raw: Callable[..., np.ndarray] = self._lookup.last_calls
         self._tracer = Tracer(self.envs, self.catalog, self._lookup, self.liveness)
         own = _own_config(self.path)
-        self.carrier: dict[str, str] = (own.carrier if own is not None else None) or {}
+        self.carrier: dict[str, Any] = (own.carrier if own is not None else None) or {}
         self._audit = AuditLog(self.envs, own.roles if own is not None else None)
         self._requests = Requests(self.envs, self._audit)
         self._disclosure = Disclosure(self.envs, self._tracer, self._audit)
@@ -175,7 +176,9 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
-        return self._tracer.trace(self.line(line), self._at_us(at), wait, by)
+        result = self._tracer.trace(self.line(line), self._at_us(at), wait, by)
+        text = self.carrier.get("announcements", {}).get(result.announcement_id)
+        return dataclasses.replace(result, text=text) if text else result
 
     def status(self, line: str) -> CustomerStatus:
         """The customer's view: their traces and progress per pseudonymous origin. A read:
@@ -190,6 +193,7 @@ class Store:
                                self._tracer.labels(self._key(line), records), waived,
                                requests, follow_up)
 
+    @_refusals_audited("action_request")
     def request_action(self, line: str, origin: str, *, by: str = "customer") -> dict:
         """The customer asks the carrier to act against one origin ('Caller A'): refused
         before the threshold unless the CIC waived it; queued for the CIC. by: who took

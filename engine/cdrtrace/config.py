@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CdrTraceError, ConfigError
+from .evidence.outcomes import ANNOUNCEMENTS
 from .parsing import timezones
 from .parsing.formats import (
     DK_VOCABULARY,
@@ -113,7 +114,7 @@ class Config:
     feeds: dict[str, Feed]
     dialects: dict[str, Format]
     roles: dict[str, tuple[str, ...]] | None = None   # role -> OS users and @groups
-    carrier: dict[str, str] | None = None              # the carrier's name and contacts
+    carrier: dict[str, Any] | None = None              # the carrier's name, contacts, texts
 
     def feed(self, name: str) -> Feed:
         try:
@@ -164,10 +165,10 @@ def load(path: str | os.PathLike | None) -> Config:
 
 
 CARRIER_KEYS = ("name", "follow_up_phone", "follow_up_hours", "law_enforcement_phone",
-                "star_code")
+                "star_code", "announcements")
 
 
-def _carrier(path, spec: Any) -> dict[str, str]:
+def _carrier(path, spec: Any) -> dict[str, Any]:
     """[carrier]: the name and contacts the customer is given once they may act."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: carrier must be a table ([carrier])")
@@ -175,10 +176,23 @@ def _carrier(path, spec: Any) -> dict[str, str]:
     if unknown:
         raise ConfigError(f"{path}: carrier: unknown key(s) {', '.join(sorted(unknown))} "
                           f"(keys: {', '.join(CARRIER_KEYS)})")
+    texts = spec.get("announcements", {})
+    known = {entry[0] for entry in ANNOUNCEMENTS.values()}
+    if not isinstance(texts, dict) or not all(
+            isinstance(v, str) and v.strip() and len(v) <= 500 for v in texts.values()):
+        raise ConfigError(f"{path}: carrier.announcements must map announcement ids to text")
+    if set(texts) - known:
+        raise ConfigError(f"{path}: carrier.announcements: unknown id(s) "
+                          f"{', '.join(sorted(set(texts) - known))} (ids: {', '.join(sorted(known))})")
     for key, value in spec.items():
-        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        if key != "announcements" and (not isinstance(value, str) or not value.strip()
+                                       or len(value) > 200):
             raise ConfigError(f"{path}: carrier.{key} must be text (1 to 200 characters)")
-    return {k: spec[k].strip() for k in CARRIER_KEYS if k in spec}
+    found: dict[str, Any] = {k: spec[k].strip() for k in CARRIER_KEYS
+                             if k in spec and k != "announcements"}
+    if texts:
+        found["announcements"] = {k: v.strip() for k, v in texts.items()}
+    return found
 
 
 ROLE_NAMES = ("analyst", "legal", "operator")

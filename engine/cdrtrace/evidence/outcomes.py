@@ -59,6 +59,7 @@ class TraceResult:
     outcome: Outcome
     activated_at: str
     call_time: str | None
+    text: str | None = None     # the carrier's own wording of the announcement, if any
 
     @property
     def announcement_id(self) -> str:
@@ -66,7 +67,7 @@ class TraceResult:
 
     @property
     def announcement(self) -> str:
-        return ANNOUNCEMENTS[self.outcome][1]
+        return self.text or ANNOUNCEMENTS[self.outcome][1]
 
     @property
     def successful(self) -> bool:
