@@ -90,37 +90,49 @@ def _disposition(code: int) -> str:
 
 
 def _timeline(page: Page, records: list[dict], archived: list[dict], threshold: int) -> None:
-    """Calls (archive, gray ticks), traced calls (black) and traces (triangles) on one
-    axis, the threshold's trace marked."""
-    pdf = page.pdf
-    times = [r["call"]["start_us"] for r in records] + [r["activated_us"] for r in records]
-    times += [int(c["start_us"]) for c in archived]
-    if not times:
+    """Calls (archive, gray), traced calls (black) and traces (triangles) on one time axis,
+    the threshold's trace marked: a matplotlib chart, rendered reproducibly (no metadata,
+    fixed fonts and size) and placed in the PDF."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.dates import DateFormatter, date2num
+
+    def when(us: int) -> float:
+        return float(date2num(dt.datetime.fromtimestamp(us / 1e6, dt.UTC)))
+
+    if not records and not archived:
         page.paragraph("(no calls)")
         return
-    lo, hi = min(times), max(times)
-    span = max(hi - lo, 1)
-    x0, width, y = pdf.l_margin + 5, pdf.epw - 10, pdf.get_y() + 10
-    pdf.set_draw_color(0)
-    pdf.line(x0, y, x0 + width, y)
-    place = lambda us: x0 + width * (us - lo) / span   # noqa: E731
-    pdf.set_draw_color(160)
-    for c in archived:
-        pdf.line(place(int(c["start_us"])), y - 3, place(int(c["start_us"])), y + 3)
-    pdf.set_draw_color(0)
-    for n, r in enumerate(sorted(records, key=lambda r: r["activated_us"]), 1):
-        x = place(r["call"]["start_us"])
-        pdf.line(x, y - 5, x, y + 5)
-        t = place(r["activated_us"])
-        pdf.polygon([(t, y + 6), (t - 1.5, y + 9), (t + 1.5, y + 9)], style="F")
-        if n == threshold:
-            pdf.set_font("Helvetica", "", 7)
-            pdf.text(t - 6, y + 13, f"trace {threshold}")
-    pdf.set_font("Helvetica", "", 7)
-    pdf.text(x0, y + 17, latin1(dt.datetime.fromtimestamp(lo / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")))
-    end = dt.datetime.fromtimestamp(hi / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    pdf.text(x0 + width - pdf.get_string_width(end), y + 17, end)
-    pdf.set_y(y + 21)
-    page.paragraph("Black: traced calls; triangles: the traces; gray: other calls from the "
-                   "origin to the line in the archive.")
+    with matplotlib.rc_context({"font.family": "DejaVu Sans", "font.size": 7,
+                                "svg.hashsalt": "cdrtrace", "path.simplify": False}):
+        figure, axis = plt.subplots(figsize=(7.0, 1.6), dpi=150)
+        if archived:
+            axis.vlines([when(int(c["start_us"])) for c in archived], 0, 0.6, colors="0.7",
+                        label="calls from the origin (archive)")
+        ordered = sorted(records, key=lambda r: r["activated_us"])
+        axis.vlines([when(r["call"]["start_us"]) for r in ordered], 0, 1, colors="black",
+                    linewidth=1.5, label="traced calls")
+        axis.scatter([when(r["activated_us"]) for r in ordered], [1.1] * len(ordered),
+                     marker="v", color="black", s=18, label="traces (*57)")
+        if len(ordered) >= threshold:
+            t = when(ordered[threshold - 1]["activated_us"])
+            axis.annotate(f"trace {threshold}: action may be requested", (t, 1.1),
+                          xytext=(4, 6), textcoords="offset points")
+        axis.set_ylim(0, 1.5)
+        axis.set_yticks([])
+        axis.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M", tz=dt.UTC))
+        axis.set_xlabel("UTC")
+        axis.legend(loc="upper left", fontsize=6, frameon=False, ncol=3)
+        for side in ("left", "right", "top"):
+            axis.spines[side].set_visible(False)
+        figure.tight_layout()
+        image = io.BytesIO()
+        figure.savefig(image, format="png", metadata={"Software": None})
+        plt.close(figure)
+    image.seek(0)
+    page.pdf.image(image, w=page.pdf.epw)
+    page.pdf.ln(2)
     page.html.append("<p>(timeline: see the PDF)</p>")
