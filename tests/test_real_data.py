@@ -552,3 +552,21 @@ def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):
     assert native.take_identities() == reference.take_identities()
     assert native.take_activations() == reference.take_activations()
     assert (native.markers, native.record) == (reference.markers, reference.record)
+
+
+def test_the_unreadable_record_log_is_kept_for_the_retention_period_only(store, tmp_path):
+    from cdrtrace import testing
+
+    early = cdr(dst="", dstchannel="", start="2026-03-02 10:00:00", end="2026-03-02 10:00:10",
+                disposition="NO ANSWR", uniqueid="x.2")
+    late = cdr(dst="", dstchannel="", start="2026-03-02 14:20:00", end="2026-03-02 14:20:10",
+               disposition="NO ANSWR", uniqueid="x.1")
+    cdrtrace.ingest(store, [cdr_file(tmp_path, early, cdr(**OLD), late)])
+    noon = 1772452800 * 10**6                                   # 2026-03-02T12:00:00Z
+    store.purge(operator="ops", older_than_days=0, now_us=noon)
+    assert testing.audit_entries(store)[-1]["details"]["unreadable"] == 1   # the 10:00 reject
+    outcome, record = trace(store, "3035550199")                # the 14:20 one is still known
+    assert record["unreadable_nearby"]["records"] == 1
+    store.purge(operator="ops", older_than_days=0, now_us=noon + 86400 * 10**6)
+    assert testing.audit_entries(store)[-1]["details"]["unreadable"] == 1
+    assert trace(store, "3035550199")[1]["unreadable_nearby"]["records"] == 0

@@ -34,6 +34,7 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
         raise ConfigError(f"the retention period is at most {MAX_DAYS} days (not {days:g})")
     now_us = now_us or time.time_ns() // 1000
     cutoff = now_us - int(days * DAY_US)
+    unreadable = _trim_unreadable(envs, cutoff)
 
     def work(txn: Any) -> dict:
         removed = set()
@@ -57,7 +58,22 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
             archive_days = archive.purge(config["archive_dir"],
                                          now_us - int(config["archive_retention_days"] * DAY_US))
         audit.add(txn, who, "purge", retention_days=days, before=timezones.format_utc(cutoff),
-                  traces=len(removed), archive_days=archive_days)
+                  traces=len(removed), archive_days=archive_days, unreadable=unreadable)
         return {"traces": len(removed), "before": timezones.format_utc(cutoff),
                 "archive_days": archive_days}
     return envs.ewrite(work)
+
+
+def _trim_unreadable(envs: Environments, cutoff: int) -> int:
+    """The unreadable-record log (index environment) kept for the same period: entries
+    of records that started before cutoff are removed. Keys: feed, start, call id."""
+    db = envs.db.get("unreadable")
+    if db is None or envs.readonly_index:
+        return 0
+
+    def work(txn: Any) -> int:
+        old = [bytes(k) for k, _ in txn.cursor(db) if int.from_bytes(k[2:10], "big") < cutoff]
+        for key in old:
+            txn.delete(key, db=db)
+        return len(old)
+    return envs.write(work)
