@@ -183,15 +183,15 @@ class Store:
     def status(self, line: str) -> CustomerStatus:
         """The customer's view: their traces and progress per pseudonymous origin. A read:
         it writes nothing (a pending trace shows as pending until the write side resolves it)."""
-        line_text = numbers.format_number(self.line(line))
+        packed = self.line(line)
+        key, line_text = index.line_key(packed), numbers.format_number(packed)
         waived = {c["origin"] for c in self._casebook.all(line_text) if c["waiver"]}
-        records = self._tracer.records(self._key(line))
+        records = self._tracer.records(key)
         requests = {r["origin"]: r for r in self._requests.of_line(line_text)}   # the latest
         follow_up = {k: v for k, v in self.carrier.items()
                      if k in ("name", "follow_up_phone", "follow_up_hours")} or None
         return customer_status(line_text, records, self.config["threshold"],
-                               self._tracer.labels(self._key(line), records), waived,
-                               requests, follow_up)
+                               self._tracer.labels(key, records), waived, requests, follow_up)
 
     @_refusals_audited("action_request")
     def request_action(self, line: str, origin: str, *, by: str = "customer") -> dict:

@@ -165,8 +165,9 @@ def _print_table(args, result):
         pacsv.write_csv(result, buffer)
         sys.stdout.write(buffer.getvalue().decode())
         return
-    rows = [{k: (str(v) if not isinstance(v, (int, float, bool, str, type(None))) else v)
-             for k, v in row.items()} for row in result.to_pylist()]
+    from ..reports.analytics import plain_rows
+
+    rows = plain_rows(result)
     widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in result.column_names}
     text = "  ".join(c.ljust(widths[c]) for c in result.column_names)
     for r in rows:

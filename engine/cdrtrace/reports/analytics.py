@@ -98,3 +98,9 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
         ORDER BY t, event
     """, params={"line": line, "origin": origin, **({"files": files} if files else {})}
                    ).to_arrow_table()
+
+
+def plain_rows(table: pa.Table) -> list[dict]:
+    """A report's rows as JSON-ready values (timestamps and the like as text)."""
+    return [{k: (str(v) if not isinstance(v, (int, float, bool, str, type(None))) else v)
+             for k, v in row.items()} for row in table.to_pylist()]

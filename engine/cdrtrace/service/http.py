@@ -174,17 +174,18 @@ def build_app(store: Any) -> FastAPI:
                min_calls: int = 2, min_lines: int = 2,
                principal: Principal = as_analyst) -> list:
         from ..reports import analytics
+        from ..reports.analytics import plain_rows
 
         if name == "timeline":
             if not line or not origin:
                 raise TraceError("the timeline report needs line and origin")
-            return _rows(store.timeline(line, origin, analyst=str(principal)))
+            return plain_rows(store.timeline(line, origin, analyst=str(principal)))
         if name not in ("repeat-origins", "hot-origins"):
             raise HTTPException(404, f"no report {name!r}")
         table = store.trace_columns(analyst=str(principal), columns=analytics.REPEAT_COLUMNS)
         if name == "repeat-origins":
-            return _rows(analytics.repeat_origins(table, store.config["threshold"], min_calls))
-        return _rows(analytics.hot_origins(table, min_lines))
+            return plain_rows(analytics.repeat_origins(table, store.config["threshold"], min_calls))
+        return plain_rows(analytics.hot_origins(table, min_lines))
 
     @app.get("/v1/cases", tags=["analyst"])
     def cases(principal: Principal = as_analyst) -> list:
@@ -243,11 +244,6 @@ def build_app(store: Any) -> FastAPI:
         return HTMLResponse(page)
 
     return app
-
-
-def _rows(table: Any) -> list:
-    return [{k: (str(v) if not isinstance(v, (int, float, bool, str, type(None))) else v)
-             for k, v in row.items()} for row in table.to_pylist()]
 
 
 class _Server(uvicorn.Server):
