@@ -2,11 +2,15 @@
 concurrent loopback clients over FastAGI, over HTTP and through the Python API, with
 group commit and, in the same run, one commit per trace (CDRTRACE_GROUP_COMMIT=0).
 
-    python -m bench.service [--traces N] [--json FILE]
+    python -m bench.service [--traces N] [--workers N] [--json FILE]
 
-The service runs as `cdrtrace serve` in its own process (as in production); clients are
-threads here: FastAGI opens a connection per trace as Asterisk does, HTTP keeps one
-connection per client. Every answer is a durable trace (its evidence flushed first).
+The service runs as `cdrtrace serve` in its own process (as in production), on a fresh
+copy of the same store for each way of committing. Its clients are bench/load.c (built
+here with the C compiler the native extension needs), so that they take as little of
+the shared cores as possible: FastAGI opens a connection per trace as Asterisk does,
+HTTP keeps one connection per client. Every answer is a durable trace (its evidence
+flushed first). The Python API's clients are threads in this process. Also printed: the
+service's CPU per trace (all its processes and threads, from /proc).
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ def make_store(folder: str) -> tuple[str, list[str], str]:
     store = cdrtrace.open(db, create=True, audit_key_file=os.path.join(folder, "audit.key"))
     cdrtrace.ingest(store, [source])
     token = store.tokens.create("bench", "switch")
-    lines = sorted({numbers.format_number(int(x))[2:] for x in columns["line"]})
+    lines = sorted({numbers.format_number(int(x)) for x in columns["line"]})   # E.164, as typed
     store.close()
     return db, lines, token
 
@@ -70,28 +74,58 @@ def start(db: str, group: bool, workers: int = 1) -> tuple[subprocess.Popen, int
     raise SystemExit("the service did not start")
 
 
-def agi_trace(port: int, line: str) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        stream = sock.makefile("rwb")
-        stream.write(f"agi_network: yes\nagi_network_script: trace\nagi_callerid: {line}\n"
-                     f"agi_arg_1: {AT}\n\n".encode())
-        stream.flush()
-        outcome = ""
-        for _ in range(3):
-            command = stream.readline().decode()
-            if not command:
-                break
-            if "COT_OUTCOME" in command:
-                outcome = command.split('"')[1]
-            stream.write(b"200 result=1\n")
-            stream.flush()
-        return outcome
+LOAD_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), "load.c")
+
+
+def load_generator(folder: str) -> str:
+    """bench/load.c, built (warnings are errors, as for the extension)."""
+    exe = os.path.join(folder, "load")
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe,
+                    LOAD_C], check=True)
+    return exe
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the --workers), from /proc."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def over_the_wire(exe: str, kind: str, port: int, clients: int, count: int, lines: list[str],
+                  token: str, server: int, folder: str) -> dict:
+    """count traces (of the lines given, each once) from `clients` C clients; the rate,
+    latencies, outcomes and the server's CPU."""
+    todo = os.path.join(folder, "todo")
+    with open(todo, "w") as f:
+        f.write("\n".join(lines[:count]) + "\n")
+    before = cpu_seconds(server)
+    done = subprocess.run([exe, "agi" if kind == "fastagi" else "http", str(port), str(clients),
+                           str(count), todo, AT, token], capture_output=True, text=True,
+                          timeout=900)
+    if done.returncode:
+        raise SystemExit(f"the load generator failed: {done.stderr.strip()}")
+    r = json.loads(done.stdout)
+    return {"path": kind, "clients": clients, "traces": count,
+            "traces_per_second": round(count / r["seconds"]),
+            "p50_ms": round(r["p50_ms"], 2), "p99_ms": round(r["p99_ms"], 2),
+            "server_cpu_us": round((cpu_seconds(server) - before) / count * 1e6),
+            "outcomes": {k: r[k] for k in ("success", "untraceable", "no_call",
+                                           "already_traced") if r[k]}}
 
 
 def measure(kind: str, clients: int, count: int, lines: list[str], target) -> dict:
-    """count traces by `clients` threads; their latencies and the rate."""
-    rng = random.Random(clients)
-    todo = [rng.choice(lines) for _ in range(count)]
+    """count traces (of the lines given, each once) by `clients` threads; their
+    latencies and the rate."""
+    todo = lines[:count]
     per_client = [todo[i::clients] for i in range(clients)]
 
     def client(mine: list[str]) -> list[float]:
@@ -118,27 +152,22 @@ def run(args) -> list[dict]:
     folder = tempfile.mkdtemp(prefix="cdrtrace-service-")
     results = []
     try:
-        db, lines, token = make_store(folder)
+        pristine, lines, token = make_store(folder)
+        random.Random(9).shuffle(lines)
+        exe = load_generator(folder)
+        db = os.path.join(folder, "serving")
         for group in (True, False):
+            shutil.rmtree(db, ignore_errors=True)
+            shutil.copytree(pristine, db)              # the same store, the same lines
             proc, http, agi = start(db, group, args.workers)
+            dealt = 0                                  # each line is traced once
             try:
-                headers = {"Authorization": f"Bearer {token}"}
-
-                def over_http(session, line=None, http=http, headers=headers):
-                    if session == "session":   # TCP_NODELAY, as curl sets it (no 40 ms stalls)
-                        transport = httpx.HTTPTransport(socket_options=[
-                            (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-                        return httpx.Client(base_url=f"http://127.0.0.1:{http}", headers=headers,
-                                            timeout=30, transport=transport)
-                    return session.post("/v1/trace", json={"line": line, "at": AT}).json()["outcome"]
-
-                def over_agi(session, line=None, agi=agi):
-                    return None if session == "session" else agi_trace(agi, line)
-
-                for kind, target in (("fastagi", over_agi), ("http", over_http)):
+                for kind, port in (("fastagi", agi), ("http", http)):
                     for clients in CONCURRENCY:
-                        row = measure(kind, clients, args.traces * (1 if clients == 1 else 2),
-                                      lines, target)
+                        count = args.traces * (1 if clients == 1 else 4)
+                        row = over_the_wire(exe, kind, port, clients, count,
+                                            lines[dealt:dealt + count], token, proc.pid, folder)
+                        dealt += count
                         row["commit"] = "group" if group else "one per trace"
                         results.append(row)
                         print(row, flush=True)
@@ -146,14 +175,18 @@ def run(args) -> list[dict]:
                 proc.terminate()
                 proc.wait(30)
         for group in (True, False) if not args.service_only else ():   # the Python API
+            shutil.rmtree(db, ignore_errors=True)
+            shutil.copytree(pristine, db)
             os.environ["CDRTRACE_GROUP_COMMIT"] = "1" if group else "0"
             store = cdrtrace.open(db)
+            dealt = 0
 
             def in_process(session, line=None, store=store):
                 return None if session == "session" else store.trace(line, at=AT).outcome.value
             for clients in CONCURRENCY:
-                row = measure("python", clients, args.traces * (1 if clients == 1 else 2),
-                              lines, in_process)
+                count = args.traces * (1 if clients == 1 else 2)
+                row = measure("python", clients, count, lines[dealt:dealt + count], in_process)
+                dealt += count
                 row["commit"] = "group" if group else "one per trace"
                 results.append(row)
                 print(row, flush=True)
@@ -164,7 +197,7 @@ def run(args) -> list[dict]:
 
 
 def report(results: list[dict]) -> None:
-    print("\npath     clients  commit           traces/s    p50 ms   p99 ms   group/one")
+    print("\npath     clients  commit           traces/s    p50 ms   p99 ms  CPU us   group/one")
     by = {(r["path"], r["clients"], r["commit"]): r for r in results}
     for r in results:
         if r["commit"] != "group":
@@ -174,17 +207,21 @@ def report(results: list[dict]) -> None:
         for row in (r, one):
             if row:
                 print(f"{row['path']:<8} {row['clients']:>7}  {row['commit']:<15} "
-                      f"{row['traces_per_second']:>9,} {row['p50_ms']:>8} {row['p99_ms']:>8}"
+                      f"{row['traces_per_second']:>9,} {row['p50_ms']:>8} {row['p99_ms']:>8} "
+                      f"{row.get('server_cpu_us', '-'):>7}"
                       + (f"   {ratio}" if row is r else ""))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--traces", type=int, default=1000, help="traces per run at 1 client")
+    parser.add_argument("--traces", type=int, default=1000,
+                        help="traces per run at 1 client (4x that at 8 and 64; at most 3,000)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--workers", type=int, default=1, help="cdrtrace serve --workers")
     parser.add_argument("--service-only", action="store_true", help="skip the Python API")
     args = parser.parse_args()
+    if not 1 <= args.traces <= 3000:      # 9 x traces lines, each traced once, of 28,701
+        parser.error("--traces must be 1 to 3000")
     results = run(args)
     report(results)
     if args.json:
