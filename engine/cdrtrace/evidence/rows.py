@@ -8,6 +8,8 @@ final projection, where DuckDB formats them.
 """
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pyarrow as pa
 
@@ -22,6 +24,23 @@ SEGMENT = 1 << 16              # rows per compacted segment (3.5 MiB, overflow p
 OUTCOME_CODES = {"success": 1, "untraceable": 2, "no_call": 3, "already_traced": 4,
                  "pending": 5}
 
+_ROW = struct.Struct("<QQQQqqBBB5x")   # ROW_DTYPE's layout, for one row without numpy
+assert _ROW.size == ROW_DTYPE.itemsize
+
+
+def pack(trace: int, line: int, outcome: str, activated_us: int, origin: int = 0,
+         call_id: int = 0, call_start_us: int = 0, presentation: int = 0,
+         enriched: bool = False) -> bytes:
+    """One row as ROW_DTYPE bytes (a trace writes one: numpy's per-call cost is most of
+    a small write's)."""
+    return _ROW.pack(trace, line, origin, call_id, call_start_us, activated_us,
+                     OUTCOME_CODES[outcome], presentation, enriched)
+
+
+def append_one(txn, db, trace: int, row: bytes) -> None:
+    """Append one packed row (the newest trace) to its block inside the caller's txn."""
+    key = ((trace - 1) // BLOCK).to_bytes(8, "big")
+    txn.put(key, (txn.get(key, db=db) or b"") + row, db=db)
 
 
 def append(txn, db, rows: np.ndarray) -> None:
@@ -34,10 +53,10 @@ def append(txn, db, rows: np.ndarray) -> None:
         txn.put(key, (txn.get(key, db=db) or b"") + part.tobytes(), db=db)
 
 
-def replace(txn, db, segments_db, row: np.ndarray) -> None:
+def replace(txn, db, segments_db, row: np.ndarray | bytes) -> None:
     """Rewrite one trace's row in place (a pending trace resolved), in its block or, if
     that block was compacted meanwhile, in its segment."""
-    row = np.asarray(row, ROW_DTYPE)
+    row = np.frombuffer(row, ROW_DTYPE) if isinstance(row, bytes) else np.asarray(row, ROW_DTYPE)
     number = int(row["trace"][0])
     for table, key in ((db, (number - 1) // BLOCK), (segments_db, (number - 1) // SEGMENT)):
         value = txn.get(key.to_bytes(8, "big"), db=table)
