@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -144,6 +145,45 @@ def test_health_metrics_and_documentation_without_a_token(service):
                 content=b"x" * (70 << 10)).status_code == 413
 
 
+def test_http_bounds_the_request_head_and_a_chunked_body(service):
+    store, running, tokens = service
+    with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            for i in range(200):                         # 200 KiB of headers, never ended
+                sock.sendall(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1024))
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and b"headers too large" in answer
+
+    def chunks():
+        for _ in range(80):                              # 80 KiB, no Content-Length
+            yield b"x" * 1024
+    response = httpx.post(running.url + "/v1/trace", content=chunks(), timeout=10,
+                          headers={"Authorization": f"Bearer {tokens['switch']}"})
+    assert response.status_code == 413
+    assert store.trace_records(analyst="ann") == []
+
+
+def test_a_trace_request_a_switch_would_not_send_gets_the_documented_error(service):
+    store, running, tokens = service
+    for body in ({"line": 3035550110}, {"line": LINE, "wait": 11}, {"line": LINE, "wait": -1},
+                 {"line": "3" * 65}, {"at": AT}, [LINE]):
+        response = call(running, "POST", "/v1/trace", tokens["switch"], json=body)
+        assert response.status_code == 422, body          # FastAPI's validation error
+    response = call(running, "POST", "/v1/trace", tokens["switch"], content=b"{not json")
+    assert response.status_code == 422
+    assert call(running, "POST", "/v1/trace", None, json={"line": LINE}).status_code == 401
+    assert call(running, "POST", "/v1/trace", tokens["care"], json={"line": LINE}).status_code == 403
+    assert store.trace_records(analyst="ann") == []
+    response = call(running, "POST", "/v1/trace", tokens["switch"], json={"line": "anonymous"})
+    assert response.status_code == 400 and "error" in response.json()
+    response = call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    assert response.status_code == 200 and response.json()["outcome"] == "success"
+
+
 def test_concurrent_traces_of_one_call_name_it_once(service):
     store, running, tokens = service
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -221,6 +261,29 @@ def test_fastagi_refuses_what_asterisk_would_not_send(service):
     commands, _ = agi(running, asterisk(callerid="anonymous"))
     assert commands[0] == 'SET VARIABLE COT_OUTCOME "failure"'
     assert store.trace_records(analyst="ann") == []
+
+
+def test_fastagi_bounds_silent_peers_and_connections(service, monkeypatch):
+    from cdrtrace.service import agi as agi_module
+
+    store, running, tokens = service
+    monkeypatch.setattr(agi_module, "MAX_CONNECTIONS", 2)
+    held = [socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5)
+            for _ in range(2)]
+    held[0].sendall(b"agi_network: yes\n")               # then nothing more
+    time.sleep(0.1)
+    third = socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=1)
+    assert third.recv(100) == b""       # over the limit: closed at once, not after 5 s
+    third.close()
+    for sock in held:
+        sock.close()
+    time.sleep(0.1)
+    monkeypatch.setattr(agi_module, "READ_TIMEOUT", 0.3)
+    with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as silent:
+        silent.sendall(b"agi_network: yes\n")
+        assert silent.recv(100) == b""                  # silent past the timeout: closed
+    assert agi(running, asterisk(agi_arg_1=AT))[0][0] == 'SET VARIABLE COT_OUTCOME "success"'
+    assert len(store.trace_records(LINE, analyst="ann")) == 1
 
 
 def test_fastagi_serves_only_the_allowed_networks(store):

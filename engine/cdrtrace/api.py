@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pyarrow as pa
 
-from .errors import AccessError, CaseError, CdrTraceError, NumberError, TraceError
+from .errors import CaseError, CdrTraceError, NumberError, TraceError
 from .evidence import activations, directory, retention
 from .evidence import rows as trace_rows
 from .evidence.audit import UNPRINTABLE, AuditLog, actor
@@ -176,7 +176,17 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
-        result = self._tracer.trace(self.line(line), self._at_us(at), wait, by)
+        return self._worded(self._tracer.trace(self.line(line), self._at_us(at), wait, by))
+
+    async def trace_async(self, line: str, at: str | int | None = None, wait: float = 0.0,
+                          by: str | None = None) -> TraceResult:
+        """trace() for an event loop (the service): concurrent traces share commits
+        without a thread each."""
+        packed, at_us = self.line(line), self._at_us(at)
+        return self._worded(await self._tracer.trace_async(packed, at_us, wait, by))
+
+    def _worded(self, result: TraceResult) -> TraceResult:
+        """The carrier's own wording of the announcement, if it set one."""
         text = self.carrier.get("announcements", {}).get(result.announcement_id)
         return dataclasses.replace(result, text=text) if text else result
 
@@ -342,20 +352,9 @@ class Store:
         from .documents.case_report import case_report
 
         who = self._audit.actor(analyst, "a case report")
-        case = next((c for c in self._casebook.all() if c["case_id"] == case_id), None)
-        if case is None:
-            raise CaseError(f"no case {case_id}")
-        log = self._audit.entries()
-        releases = [e for e in log if e["action"] == "disclosure" and str(
-            e["details"].get("authority", {}).get("case_number")) == case["case_number"]]
-        if not releases:
-            raise AccessError(f"case {case_id} has no recorded legal authority: release its "
-                              f"records under one first (cdrtrace disclose ... --case-number "
-                              f"{case['case_number']})")
+        case, releases, covering = self._casebook.released(case_id)
         packed, origin = self.line(case["line"]), self.line(case["origin"])
-        records = [r for r in self._tracer.records(index.line_key(packed))
-                   if r["call"] and r["call"]["calling"] == case["origin"]
-                   and r["outcome"] == "success"]
+        records = self._casebook.traced_calls(case)
         archived = []
         if self.config["archive_dir"]:
             from .store import archive
@@ -363,8 +362,6 @@ class Store:
             for row in archive.calls(self.config["archive_dir"], packed, origin).to_pylist():
                 archived.append({"start_us": _us(row["start"]), "answer_us": _us(row["answer"]),
                                  "disposition": row["disposition"]})
-        covering = [e for e in log if e in releases or (        # what made the release:
-            e["action"] == "case_open" and e["details"].get("case_id") == case_id)]
         page = case_report(case, releases[-1]["details"]["authority"], releases[-1], records,
                            archived, covering, self.carrier, self.config["zone"],
                            generated or timezones.format_utc(time.time_ns() // 1000),

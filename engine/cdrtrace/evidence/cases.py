@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import CaseError
+from ..errors import AccessError, CaseError
 from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
@@ -99,3 +99,28 @@ class Cases:
             key=lambda t: (t["call_time"], t["trace_time"], t["trace_id"]))
         self.audit.add_now(who, "case_read", case_id=case_id)
         return {**case, "timeline": timeline}
+
+    def released(self, case_id: str) -> tuple[dict, list[dict], list[dict]]:
+        """A case whose case number a recorded disclosure authority names: the case, the
+        audit entries of its releases, and those that made the release (releases and the
+        case's opening). A case without one has no report (AccessError)."""
+        case = next((c for c in self.all() if c["case_id"] == case_id), None)
+        if case is None:
+            raise CaseError(f"no case {case_id}")
+        log = self.audit.entries()
+        releases = [e for e in log if e["action"] == "disclosure" and str(
+            e["details"].get("authority", {}).get("case_number")) == case["case_number"]]
+        if not releases:
+            raise AccessError(f"case {case_id} has no recorded legal authority: release its "
+                              f"records under one first (cdrtrace disclose ... --case-number "
+                              f"{case['case_number']})")
+        covering = [e for e in log if e in releases or (
+            e["action"] == "case_open" and e["details"].get("case_id") == case_id)]
+        return case, releases, covering
+
+    def traced_calls(self, case: dict) -> list[dict]:
+        """The evidence records of the case's line whose traced call came from its origin."""
+        key = index.line_key(self.line(case["line"]))
+        return [r for r in self.tracer.records(key)
+                if r["call"] and r["call"]["calling"] == case["origin"]
+                and r["outcome"] == "success"]

@@ -5,13 +5,19 @@ flush (~200-400 us here) however little it writes. Traces that arrive while a co
 under way wait for the next one, which takes them all: each runs in its own nested
 transaction of one write transaction (a trace that fails is rolled back alone), they
 commit once, then all are answered. Under load, N traces cost one flush instead of N.
-The queue is bounded: a trace that finds it full waits for room.
+
+Two ways in: run(work) from a thread (the Python API), which leads a commit itself when
+none is under way; and run_async(work) from an event loop (the service), which only
+queues the work: a committer thread leads for it, so the service needs no thread per
+trace. The queue is bounded: a trace that finds it full waits for room.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from ..store.environments import Environments
@@ -20,12 +26,11 @@ MAX_WAITING = 4096          # traces queued at most; more wait for room
 
 
 class _Slot:
-    __slots__ = ("work", "done", "result", "error")
+    __slots__ = ("work", "future", "loop")
 
-    def __init__(self, work: Callable[[Any], Any]):
-        self.work, self.done = work, threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
+    def __init__(self, work: Callable[[Any], Any], loop: asyncio.AbstractEventLoop | None = None):
+        self.work, self.loop = work, loop
+        self.future: Any = loop.create_future() if loop is not None else Future()
 
 
 class GroupCommit:
@@ -39,6 +44,7 @@ class GroupCommit:
         self.waiting: list[_Slot] = []
         self.cond = threading.Condition()
         self.leading = False
+        self.committer: threading.Thread | None = None   # leads for submit(); started once
         self.commits = 0              # how many commits carried how many traces: measured
         self.carried = 0
         # CDRTRACE_GROUP_COMMIT=0: one commit per trace, for measuring what sharing saves
@@ -48,46 +54,105 @@ class GroupCommit:
         """work(txn) in a shared commit; its result once the commit is durable."""
         if not self.enabled:                 # the benchmarks' baseline: a commit per trace
             return self.envs.ewrite(work)
+        slot = self._queue(work)
+        with self.cond:
+            while not slot.future.done() and self.leading:
+                self.cond.wait()
+            batch = self._take() if not slot.future.done() else []
+        if batch:
+            self._lead(batch)
+        return slot.future.result()
+
+    async def run_async(self, work: Callable[[Any], Any]) -> Any:
+        """work(txn) in a shared commit, from an event loop: its result once the commit
+        is durable. The committer thread answers a whole commit's traces in one call into
+        the loop. The connection limits of the listeners bound what waits here."""
+        slot = _Slot(work, asyncio.get_running_loop())
+        with self.cond:
+            self.waiting.append(slot)
+            if self.committer is None:
+                self.committer = threading.Thread(target=self._commit_forever, daemon=True,
+                                                  name="cdrtrace-group-commit")
+                self.committer.start()
+            self.cond.notify_all()
+        return await slot.future
+
+    def _queue(self, work: Callable[[Any], Any]) -> _Slot:
         slot = _Slot(work)
         with self.cond:
             while len(self.waiting) >= MAX_WAITING:
                 self.cond.wait()
             self.waiting.append(slot)
-            while not slot.done.is_set() and self.leading:
-                self.cond.wait()
-            if not slot.done.is_set():        # nobody is committing: lead
-                self.leading = True
-                batch, self.waiting = self.waiting, []
-            else:
-                batch = []
-        if batch:
-            try:
-                self._commit(batch)
-            finally:
-                with self.cond:
-                    self.leading = False
-                    self.cond.notify_all()    # the answered return; a waiter leads next
-        if slot.error is not None:
-            raise slot.error
-        return slot.result
+        return slot
+
+    def _take(self) -> list[_Slot]:
+        """Under the lock: lead, taking every trace waiting (the first alone when sharing
+        is off: the committer then makes one commit per trace)."""
+        self.leading = True
+        if not self.enabled:
+            return [self.waiting.pop(0)]
+        batch, self.waiting = self.waiting, []
+        return batch
+
+    def _lead(self, batch: list[_Slot]) -> None:
+        try:
+            self._commit(batch)
+        finally:
+            with self.cond:
+                self.leading = False
+                self.cond.notify_all()        # the answered return; a waiter leads next
+
+    def _commit_forever(self) -> None:
+        while True:
+            with self.cond:
+                while not self.waiting or self.leading:
+                    self.cond.wait()
+                batch = self._take()
+            self._lead(batch)
 
     def _commit(self, batch: list[_Slot]) -> None:
+        batch = [s for s in batch if s.loop is not None or s.future.set_running_or_notify_cancel()]
+        results: list[tuple[Any, BaseException | None]] = []
+
         def work(txn: Any) -> None:
-            for slot in batch:               # again from the start if LMDB retries the txn
-                slot.result, slot.error = None, None
+            results.clear()                  # again from the start if LMDB retries the txn
+            for slot in batch:
                 child = self.envs.eenv.begin(write=True, parent=txn)
                 try:
-                    slot.result = slot.work(child)
+                    results.append((slot.work(child), None))
                     child.commit()
                 except Exception as exc:     # noqa: BLE001 - this trace fails, not the others
                     child.abort()
-                    slot.error = exc
+                    results.append((None, exc))
         try:
             self.envs.ewrite(work)
             self.commits += 1
             self.carried += len(batch)
         except BaseException as exc:         # the commit failed: every trace in it did
-            for slot in batch:
-                slot.result, slot.error = None, exc
-        for slot in batch:
-            slot.done.set()
+            results = [(None, exc)] * len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for slot, outcome in zip(batch, results, strict=True):
+            if slot.loop is not None:
+                by_loop.setdefault(slot.loop, []).append((slot.future, outcome))
+            else:
+                _settle(slot.future, outcome)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:             # that loop has closed: nobody waits any more
+                pass
+
+
+def _settle(future: Any, outcome: tuple[Any, BaseException | None]) -> None:
+    if future.done():                        # an awaiting task was cancelled
+        return
+    result, error = outcome
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _settle_all(settled: list) -> None:
+    for future, outcome in settled:
+        _settle(future, outcome)

@@ -10,13 +10,14 @@ waits for an ingest. The rules are in docs/trace-rules.md.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lmdb
-import numpy as np
 
 from ..errors import TraceError
 from ..parsing import numbers, timezones
@@ -64,7 +65,6 @@ class Tracer:
               by: str | None = None) -> TraceResult:
         """*57 on the line `packed` at at_us: see Store.trace. by: the service's caller
         (a token), kept in the evidence."""
-        key = index.line_key(packed)
         try:
             self.resolve_pending()      # those whose feeds passed them, before this one
         except (lmdb.Error, OSError) as exc:     # they wait for the next writer
@@ -75,19 +75,50 @@ class Tracer:
             if not behind or time.monotonic() >= deadline:
                 break
             time.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
+        try:
+            return result_of(self.group.run(self._work(packed, at_us, behind, by)))
+        except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
+            return self._unrecorded(packed, at_us, exc)
+
+    async def trace_async(self, packed: int, at_us: int, wait: float = 0.0,
+                          by: str | None = None) -> TraceResult:
+        """trace() from an event loop: the same steps, but waiting (for a live feed, for
+        the shared commit) without holding a thread."""
+        if self.has_pending():
+            try:
+                await self.group.run_async(self._pending_work)
+            except (lmdb.Error, OSError) as exc:
+                log.warning("pending traces not resolved now: %s", exc)
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            behind = self.liveness.behind(packed, at_us)
+            if not behind or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
+        try:
+            work = self._work(packed, at_us, behind, by)
+            return result_of(await self.group.run_async(work))
+        except (lmdb.Error, OSError) as exc:
+            return self._unrecorded(packed, at_us, exc)
+
+    def _work(self, packed: int, at_us: int, behind: bool,
+              by: str | None) -> Callable[[Any], dict]:
+        """The trace's write, for a shared commit."""
+        key = index.line_key(packed)
 
         def work(txn: Any) -> dict:
             with self.envs.read() as index_txn:   # a snapshot of the index: never waits for ingest
                 pending = behind and self.liveness.behind(packed, at_us, index_txn)
                 return self.record(txn, index_txn, key, packed, at_us, pending=pending,
                                    requested_by=by)
-        try:
-            return result_of(self.group.run(work))
-        except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
-            log.error("trace of %s at %s could not be recorded: %s",
-                      numbers.format_number(packed), timezones.format_utc(at_us), exc)
-            return TraceResult("", numbers.format_number(packed), Outcome.FAILURE,
-                               timezones.format_utc(at_us), None)
+        return work
+
+    def _unrecorded(self, packed: int, at_us: int, exc: Exception) -> TraceResult:
+        """No evidence, no answer: the switch tells the customer to try later."""
+        log.error("trace of %s at %s could not be recorded: %s",
+                  numbers.format_number(packed), timezones.format_utc(at_us), exc)
+        return TraceResult("", numbers.format_number(packed), Outcome.FAILURE,
+                           timezones.format_utc(at_us), None)
 
     def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int) -> tuple:
         """The rules on one line's entries: (outcome, the call's view, its entry, the trace
@@ -179,13 +210,12 @@ class Tracer:
             record["unreadable_nearby"] = self.lookup.unreadable_near(
                 index_txn, int(e["feed"]) if e is not None else None,
                 int(e["start_us"]) if e is not None else at_us, at_us)
-        row = np.zeros(1, trace_rows.ROW_DTYPE)
-        row["trace"], row["line"], row["activated_us"] = number, packed, at_us
-        row["outcome"] = trace_rows.OUTCOME_CODES[outcome.value]
         if call is not None:
-            row["origin"], row["call_id"] = int(e["calling"]), int(e["call_id"])
-            row["call_start_us"], row["presentation"] = int(e["start_us"]), int(e["presentation"])
-            row["enriched"] = enrichment is not None
+            row = trace_rows.pack(number, packed, outcome.value, at_us, int(e["calling"]),
+                                  int(e["call_id"]), int(e["start_us"]), int(e["presentation"]),
+                                  enrichment is not None)
+        else:
+            row = trace_rows.pack(number, packed, outcome.value, at_us)
         if pending:
             txn.put(u64(at_us) + u64(number), key, db=self.db["pending"])
         if outcome is Outcome.SUCCESS:
@@ -200,7 +230,7 @@ class Tracer:
             trace_rows.replace(txn, self.db["trace_rows"], self.db["trace_segments"], row)
             return record
         cursor.put(u64(number), json.dumps(record).encode(), append=True)
-        trace_rows.append(txn, self.db["trace_rows"], row)
+        trace_rows.append_one(txn, self.db["trace_rows"], number, row)
         txn.put(key + TRACE_MARK + u64(number), b"", db=self.db["by_line"])
         return record
 
@@ -216,19 +246,19 @@ class Tracer:
         after its commits and as it stops, a batch ingest, and every new trace."""
         if not self.has_pending():
             return []
+        return [result_of(r) for r in self.envs.ewrite(self._pending_work)]
 
-        def work(txn: Any) -> list[dict]:
-            done = []
-            with self.envs.read() as index_txn:
-                for k, key in list(txn.cursor(self.db["pending"])):
-                    at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
-                    packed = int.from_bytes(key, "big")
-                    if self.liveness.behind(packed, at_us, index_txn):
-                        continue
-                    done.append(self._resolve_one(txn, index_txn, k, bytes(key), packed, at_us,
-                                                  number))
-            return done
-        return [result_of(r) for r in self.envs.ewrite(work)]
+    def _pending_work(self, txn: Any) -> list[dict]:
+        done = []
+        with self.envs.read() as index_txn:
+            for k, key in list(txn.cursor(self.db["pending"])):
+                at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
+                packed = int.from_bytes(key, "big")
+                if self.liveness.behind(packed, at_us, index_txn):
+                    continue
+                done.append(self._resolve_one(txn, index_txn, k, bytes(key), packed, at_us,
+                                              number))
+        return done
 
     def _resolve_one(self, txn: Any, index_txn: Any, k: bytes, key: bytes, packed: int,
                      at_us: int, number: int) -> dict:

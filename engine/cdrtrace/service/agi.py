@@ -17,8 +17,9 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
 
 from ..errors import CdrTraceError
 from ..evidence.outcomes import ANNOUNCEMENTS, Outcome, TraceResult
@@ -27,6 +28,7 @@ log = logging.getLogger("cdrtrace.service")
 MAX_HEADER_LINES = 128
 MAX_LINE = 4096
 READ_TIMEOUT = 5.0          # seconds a silent peer is given, per line
+MAX_CONNECTIONS = 1024      # FastAGI connections at once; more are closed at once
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 
 
@@ -34,23 +36,79 @@ class Rejected(Exception):
     """A peer that broke the protocol: the connection is closed."""
 
 
-async def _line(reader: asyncio.StreamReader) -> str:
-    try:
-        raw = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-    except (TimeoutError, asyncio.LimitOverrunError, ValueError):
-        raise Rejected("a silent or oversized peer") from None
-    if not raw:
-        raise Rejected("the peer hung up")
-    if len(raw) > MAX_LINE:
-        raise Rejected("a line over 4 KiB")
-    return raw.decode("utf-8", "replace").rstrip("\r\n")
+class Peer(asyncio.Protocol):
+    """One FastAGI connection: its lines, awaited one at a time. A protocol with a
+    future per line and one timer, not a StreamReader and wait_for: the service's CPU
+    per trace is what bounds its rate."""
+
+    def __init__(self, listener: FastAGI):
+        self.listener = listener
+        self.buffer = bytearray()
+        self.lines: deque[bytes] = deque()
+        self.waiter: asyncio.Future | None = None
+        self.ended: str | None = None          # why no more lines will come
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)   # uvloop's is not a subclass
+        self.listener.start(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended is not None:
+            return
+        self.buffer += data
+        while (end := self.buffer.find(b"\n")) >= 0:
+            self.lines.append(bytes(self.buffer[:end]))
+            del self.buffer[:end + 1]
+        if len(self.buffer) > MAX_LINE:
+            self._end("a line over 4 KiB")
+        elif len(self.lines) > MAX_HEADER_LINES + 1:
+            self._end("more than 128 variable lines")
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._end("the peer hung up")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end("the peer hung up")
+
+    def _end(self, why: str) -> None:
+        if self.ended is None:
+            self.ended = why
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def line(self) -> str:
+        if not self.lines and self.ended is None:
+            loop = asyncio.get_running_loop()
+            self.waiter = loop.create_future()
+            timer = loop.call_later(READ_TIMEOUT, self._end, "a silent peer")
+            try:
+                await self.waiter
+            finally:
+                timer.cancel()
+                self.waiter = None
+        if self.ended is not None and (not self.lines or self.ended != "the peer hung up"):
+            raise Rejected(self.ended)
+        if len(raw := self.lines.popleft()) > MAX_LINE:
+            raise Rejected("a line over 4 KiB")
+        return raw.decode("utf-8", "replace").rstrip("\r")
+
+    def write(self, text: str) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise Rejected("the peer hung up")
+        self.transport.write(text.encode() + b"\n")
 
 
-async def read_environment(reader: asyncio.StreamReader) -> dict[str, str]:
+async def read_environment(peer: Peer) -> dict[str, str]:
     """The agi_* variables, up to the blank line that ends them."""
     env: dict[str, str] = {}
     for _ in range(MAX_HEADER_LINES):
-        line = await _line(reader)
+        line = await peer.line()
         if line == "":
             if not env:
                 raise Rejected("no agi_ variables")
@@ -62,12 +120,11 @@ async def read_environment(reader: asyncio.StreamReader) -> dict[str, str]:
     raise Rejected("more than 128 variable lines")
 
 
-async def command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, text: str) -> bool:
+async def command(peer: Peer, text: str) -> bool:
     """Send one command; True if Asterisk carried it out, False on a dead channel."""
-    writer.write(text.encode() + b"\n")
-    await writer.drain()
+    peer.write(text)
     while True:
-        reply = await _line(reader)
+        reply = await peer.line()
         if reply == "HANGUP":                  # AGISIGHUP: the caller hung up; a reply follows
             continue
         if reply.startswith("200"):
@@ -75,7 +132,7 @@ async def command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, te
         if reply.startswith("511"):
             return False
         if reply.startswith("520-"):           # multi-line usage text
-            while not (await _line(reader)).startswith("520 "):
+            while not (await peer.line()).startswith("520 "):
                 pass
             return False
         if reply.startswith("520"):
@@ -90,61 +147,74 @@ def _quoted(value: str) -> str:
 class FastAGI:
     """The FastAGI listener: one trace per connection."""
 
-    def __init__(self, trace: Callable[[str, str | None], TraceResult],
+    def __init__(self, trace: Callable[[str, str | None], Awaitable[TraceResult]],
                  allow: Iterable[str] = DEFAULT_ALLOW, observe: Callable[..., None] | None = None):
         self.trace = trace
         self.allow = [ipaddress.ip_network(n, strict=False) for n in allow]
         self.observe = observe or (lambda *_: None)
         self.active: set[asyncio.Task] = set()
+        self.allowed_peers: dict[str, bool] = {}     # address -> allowed, remembered
 
     def allowed(self, peer: Any) -> bool:
+        host = peer[0] if isinstance(peer, tuple) else peer
+        if (known := self.allowed_peers.get(host)) is not None:
+            return known
         try:
-            address = ipaddress.ip_address(peer[0] if isinstance(peer, tuple) else peer)
+            address = ipaddress.ip_address(host)
         except (ValueError, TypeError):
             return False
-        return any(address in net for net in self.allow)
+        verdict = any(address in net for net in self.allow)
+        if len(self.allowed_peers) < 4096:
+            self.allowed_peers[host] = verdict
+        return verdict
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        task = asyncio.current_task()
-        if task is not None:
+    def protocol(self) -> Peer:
+        """The protocol factory for loop.create_server."""
+        return Peer(self)
+
+    def start(self, peer: Peer) -> None:
+        """A connection arrived: serve it in its own task, if it may be served."""
+        assert peer.transport is not None
+        address = peer.transport.get_extra_info("peername")
+        if not self.allowed(address):
+            log.warning("agi: refused %s: not in --agi-allow", address)
+            peer.transport.close()
+        elif len(self.active) >= MAX_CONNECTIONS:
+            log.warning("agi: refused %s: %d connections already", address, MAX_CONNECTIONS)
+            peer.transport.close()
+        else:
+            task = asyncio.get_running_loop().create_task(self.handle(peer, address))
             self.active.add(task)
+            task.add_done_callback(self.active.discard)
+
+    async def handle(self, peer: Peer, address: Any) -> None:
         started = time.perf_counter()
         try:
-            if not self.allowed(peer):
-                log.warning("agi: refused %s: not in --agi-allow", peer)
-                return
-            env = await read_environment(reader)
+            env = await read_environment(peer)
             script = env.get("agi_network_script") or env.get("agi_request", "").rsplit("/", 1)[-1]
             if script.split("?")[0] != "trace":
-                await command(reader, writer, 'VERBOSE "cdrtrace serves only agi://.../trace" 1')
+                await command(peer, 'VERBOSE "cdrtrace serves only agi://.../trace" 1')
                 return
             line, at = env.get("agi_callerid", ""), env.get("agi_arg_1") or None
             try:
-                result = await asyncio.to_thread(self.trace, line, at)
+                result = await self.trace(line, at)
             except CdrTraceError as exc:            # not a line (anonymous), a bad time
-                log.info("agi: no trace for %s: %s", peer, exc)
+                log.info("agi: no trace for %s: %s", address, exc)
                 result = TraceResult("", "", Outcome.FAILURE, "", None)
             for name, value in (("COT_OUTCOME", result.outcome.value),
                                 ("COT_ANNOUNCEMENT", ANNOUNCEMENTS[result.outcome][0]),
                                 ("COT_TRACE_ID", result.trace_id)):
-                if not await command(reader, writer, f"SET VARIABLE {name} {_quoted(value)}"):
+                if not await command(peer, f"SET VARIABLE {name} {_quoted(value)}"):
                     break                            # hung up: the trace is recorded anyway
+            took = time.perf_counter() - started
             log.info("agi: trace %s %s in %.1f ms", result.trace_id or "-", result.outcome.value,
-                     (time.perf_counter() - started) * 1000)
-            self.observe("agi", result.outcome.value, time.perf_counter() - started)
+                     took * 1000)
+            self.observe("agi", result.outcome.value, took)
         except Rejected as exc:
-            log.info("agi: %s closed: %s", peer, exc)
-        except (ConnectionError, OSError) as exc:
-            log.info("agi: %s closed: %s", peer, exc)
+            log.info("agi: %s closed: %s", address, exc)
         finally:
-            if task is not None:
-                self.active.discard(task)
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
+            assert peer.transport is not None
+            peer.transport.close()
 
 
 def dial(host: str, port: int, callerid: str, at: str | None = None,

@@ -1,14 +1,15 @@
 """The HTTP API: JSON, `Authorization: Bearer TOKEN`; a token has exactly the rights of
 its role (401 without a valid token, 403 for a role without the right).
 
-FastAPI gives the OpenAPI document and request validation; uvicorn serves it with
-bounded connections, headers and bodies. The documentation page is served from the
+FastAPI gives the OpenAPI document and request validation; uvicorn serves it (with
+httptools, llhttp in C) with bounded connections, headers and bodies. The documentation page is served from the
 package (no CDN: carrier networks are closed).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
@@ -21,12 +22,14 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import AccessError, CdrTraceError, TraceError
 from ..evidence.tokens import Principal
 
 log = logging.getLogger("cdrtrace.service")
 MAX_BODY = 64 << 10           # bytes a request body may have
+MAX_HEAD = 16 << 10           # bytes of request line and headers
 RIGHTS = {                    # what each role's token may call
     "trace": "switch", "status": "care", "identifying": "analyst", "disclose": "legal",
     "operate": "operator",
@@ -85,19 +88,7 @@ def build_app(store: Any) -> FastAPI:
         latency.labels(via).observe(seconds)
     app.state.observe = observe
 
-    @app.middleware("http")
-    async def bounded(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            response = JSONResponse({"error": "request body too large"}, status_code=413)
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")          # the template: never a number
-        log.info("http: %s %s %d in %.1f ms", request.method,
-                 getattr(route, "path", "(no route)"), response.status_code,
-                 (time.perf_counter() - started) * 1000)
-        return response
+    app.add_middleware(Front, store=store)
 
     @app.exception_handler(CdrTraceError)
     async def refused(request: Request, exc: CdrTraceError) -> JSONResponse:
@@ -105,7 +96,7 @@ def build_app(store: Any) -> FastAPI:
         return JSONResponse({"error": str(exc)}, status_code=status)
 
     def who(right: str) -> Any:
-        def principal(authorization: str | None = Header(None)) -> Principal:
+        async def principal(authorization: str | None = Header(None)) -> Principal:
             token = (authorization or "").removeprefix("Bearer ").strip()
             found = store.tokens.principal(token) if authorization else None
             if found is None:
@@ -120,10 +111,10 @@ def build_app(store: Any) -> FastAPI:
         who(right) for right in ("trace", "status", "identifying", "disclose", "operate"))
 
     @app.post("/v1/trace", tags=["switch"])
-    def trace(body: TraceRequest, principal: Principal = as_switch) -> dict:
+    async def trace(body: TraceRequest, principal: Principal = as_switch) -> dict:
         """*57: trace the last call to the line. The answer never names the caller."""
         started = time.perf_counter()
-        result = store.trace(body.line, at=body.at, wait=body.wait, by=str(principal))
+        result = await store.trace_async(body.line, at=body.at, wait=body.wait, by=str(principal))
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
         return result.to_dict()
 
@@ -140,7 +131,7 @@ def build_app(store: Any) -> FastAPI:
         line, at = (form.get("line") or [""])[0], next(iter(form.get("at") or []), None)
         started = time.perf_counter()
         try:
-            result = await asyncio.to_thread(store.trace, line, at, 0.0, str(found))
+            result = await store.trace_async(line, at, 0.0, str(found))
         except CdrTraceError:
             return PlainTextResponse("COT-FAILURE", status_code=400)
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
@@ -246,6 +237,138 @@ def build_app(store: Any) -> FastAPI:
     return app
 
 
+class Front:
+    """What every request passes first, as plain ASGI (a FastAPI middleware costs more
+    than a trace): the body bound (413), one log line (the route's template, never a
+    number); and POST /v1/trace itself, the switches' hot path, answered here when its
+    body and token are as a switch sends them. Anything else (a malformed body, a bad
+    token) goes on to the FastAPI route, which gives the documented errors."""
+
+    def __init__(self, app: Any, store: Any):
+        self.app, self.store = app, store
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), [0]
+        body_seen = [0]
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                if status[0]:                      # a 413 went first: the app is cut off
+                    return
+                status[0] = message["status"]
+            elif status[0] == 413 and body_seen[0] > MAX_BODY:
+                return
+            await send(message)
+
+        async def receiving() -> dict:
+            message = await receive()
+            body_seen[0] += len(message.get("body", b""))
+            if body_seen[0] > MAX_BODY:            # a chunked body past the bound
+                if not status[0]:
+                    await _answer(send, 413, b'{"error": "request body too large"}')
+                    status[0] = 413
+                return {"type": "http.disconnect"}
+            return message
+        length = _header(scope, b"content-length")
+        path = scope["path"]
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            await _answer(send, 413, b'{"error": "request body too large"}')
+            status[0] = 413
+        elif scope["method"] == "POST" and path == "/v1/trace":
+            body = b""
+            while True:
+                message = await receiving()
+                if message["type"] != "http.request":
+                    return
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            if not await self.trace(scope, body, sending, started):
+                replayed = [{"type": "http.request", "body": body, "more_body": False}]
+
+                async def replay() -> dict:
+                    return replayed.pop() if replayed else await receive()
+                await self.app(scope, replay, sending)
+        else:
+            await self.app(scope, receiving, sending)
+        route = getattr(scope.get("route"), "path", None) or \
+            (path if path == "/v1/trace" else "(no route)")
+        log.info("http: %s %s %d in %.1f ms", scope["method"], route, status[0],
+                 (time.perf_counter() - started) * 1000)
+
+    async def trace(self, scope: dict, body: bytes, send: Any, started: float) -> bool:
+        """POST /v1/trace from a switch; False to let the FastAPI route answer instead."""
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return False
+        if not isinstance(request, dict):
+            return False
+        line, at, wait = request.get("line"), request.get("at"), request.get("wait", 0.0)
+        if not (isinstance(line, str) and len(line) <= 64
+                and (at is None or isinstance(at, str) and len(at) <= 40)
+                and isinstance(wait, int | float) and not isinstance(wait, bool)
+                and 0 <= wait <= 10):
+            return False
+        authorization = _header(scope, b"authorization") or ""
+        found = self.store.tokens.principal(authorization.removeprefix("Bearer ").strip())
+        if found is None or found.role != RIGHTS["trace"]:
+            return False
+        try:
+            result = await self.store.trace_async(line, at=at, wait=float(wait), by=str(found))
+        except CdrTraceError as exc:
+            await _answer(send, 403 if isinstance(exc, AccessError) else 400,
+                          _json({"error": str(exc)}))
+            return True
+        scope["app"].state.observe("http", result.outcome.value, time.perf_counter() - started)
+        await _answer(send, 200, _json(result.to_dict()))
+        return True
+
+
+def _json(value: Any) -> bytes:
+    """As FastAPI's JSONResponse renders it."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _answer(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, in C) with a bound on a request's head,
+    which llhttp does not have: a peer still sending headers past MAX_HEAD bytes gets
+    400 and is cut off."""
+
+    head_bytes = 0                 # the current request's head so far; -1 once complete
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_bytes >= 0:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        if self.head_bytes > MAX_HEAD and not self.transport.is_closing():
+            self.send_400_response("Request headers too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self.head_bytes = -1
+        super().on_headers_complete()
+
+
 class _Server(uvicorn.Server):
     """uvicorn inside our loop: `serve` owns the signals (SIGTERM stops both listeners)."""
 
@@ -265,7 +388,7 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     config = uvicorn.Config(app, log_level="warning", lifespan="off", limit_concurrency=512,
-                            h11_max_incomplete_event_size=16 << 10, timeout_keep_alive=5,
+                            http=_BoundedHttpTools, timeout_keep_alive=5,
                             timeout_graceful_shutdown=30)
     server = _Server(config)
 

@@ -1,6 +1,7 @@
 """`cdrtrace serve`: the FastAGI and HTTP listeners in one process, over one store.
 
-Traces run in worker threads (LMDB and the evidence's fsync release the GIL); reads run
+Traces wait on the event loop for a shared commit made by one committer thread (LMDB and
+the evidence's fsync release the GIL); reads run
 from snapshots and never wait for a trace's commit or an ingest. SIGTERM stops the
 listeners, lets in-flight requests finish, then exits 0.
 """
@@ -34,7 +35,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):    # not the main thread (tests)
+        except (NotImplementedError, RuntimeError, ValueError):   # not the main thread (tests)
             pass
     ports: dict[str, int] = {}
     servers = []
@@ -45,12 +46,12 @@ async def serve(store: Any, http: str | None, agi: str | None,
         app = build_app(store)
     observe = (lambda kind, outcome, seconds: app.state.observe(kind, outcome, seconds)) if app \
         else None
-    listener = FastAGI(lambda line, at: store.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
+    listener = FastAGI(lambda line, at: store.trace_async(line, at=at), agi_allow or DEFAULT_ALLOW,
                        observe)
     if agi:
         host, port = address(agi, "--agi")
-        agi_server = await asyncio.start_server(listener.handle, host, port, limit=8192,
-                                                reuse_port=True)   # --workers share it
+        agi_server = await loop.create_server(listener.protocol, host, port,
+                                              reuse_port=True)   # --workers share it
         servers.append(agi_server)
         ports["agi"] = agi_server.sockets[0].getsockname()[1]
     http_task = None
@@ -82,11 +83,26 @@ def run(args: Any) -> None:
         raise CdrTraceError("--workers must be 1 to 64")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # a line per request: skip what the format never shows (the logging documentation's
+    # "Optimization": the caller's frame, thread, process names)
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     if args.workers > 1:
         supervise(args)
         return
     store = open_store(args, readonly_index=True)
-    asyncio.run(serve(store, args.http, args.agi, args.agi_allow))
+    with asyncio.Runner(loop_factory=event_loop()) as runner:
+        runner.run(serve(store, args.http, args.agi, args.agi_allow))
+
+
+def event_loop() -> Any:
+    """uvloop's event loop (libuv, in C) where it is installed: the service's CPU per
+    request is what bounds its rate; asyncio's own loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def supervise(args: Any) -> None:
