@@ -9,10 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..parsing.formats import CallBatch
 from . import private
@@ -74,6 +72,8 @@ class ArchiveWriter:
         self.files += 1
         path = folder / f"source-{self.source:06d}-{self.files:05d}.parquet"
         with private.open_file(path, "wb") as sink:     # private before the first byte
+            import pyarrow.parquet as pq  # here: an ingest without an archive never needs it
+
             pq.write_table(pa.Table.from_batches(batches), sink, compression="zstd")
 
 
@@ -92,6 +92,8 @@ def calls(root: str | os.PathLike, line: int, origin: int | None = None,
     if since_us is not None:
         where.append("start_us >= $since")
         params["since"] = since_us
+    import duckdb  # here: only the archive's readers need DuckDB
+
     con = duckdb.connect()
     return con.sql(f"""
         SELECT make_timestamp(start_us) AS start, make_timestamp(NULLIF(answer_us, 0)) AS answer,
