@@ -54,6 +54,8 @@ def test_packing_is_lossless(kind, digits):
 def test_native_normalisation_equals_reference(text, cc):
     plan = numbers.dialling_plan(cc).as_tuple()
     assert _parse.normalize_number(text, cc, plan) == numbers.normalize(text, cc)
+    assert _parse.Normalizer(cc, plan)(text) == numbers.normalize(text, cc)   # the plan kept
+    assert _parse.Normalizer(cc, plan)(text.encode()) == numbers.normalize(text, cc)
 
 
 @given(st.integers(1000000000, 9999999999))

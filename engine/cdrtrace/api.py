@@ -37,7 +37,7 @@ from .evidence.requests import Requests
 from .evidence.tokens import Tokens
 from .evidence.traces import Tracer
 from .parsing import numbers, timezones
-from .parsing.parsers import normalize_number
+from .parsing.parsers import normalizer
 from .store import index
 from .store.catalog import Catalog
 from .store.environments import Environments
@@ -120,6 +120,7 @@ class Store:
         # transaction if given: the unaudited lookup of the trace path, private (the
         # public API gives callers' numbers only through audited calls).
         self._last_calls_raw: Callable[..., np.ndarray] = self._lookup.last_calls
+        self._normalize = normalizer(self.config["country_code"])   # a line as typed -> packed
         self._tracer = Tracer(self.envs, self.catalog, self._lookup, self.liveness)
         own = _own_config(self.path)
         self.carrier: dict[str, Any] = (own.carrier if own is not None else None) or {}
@@ -141,7 +142,7 @@ class Store:
     def line(self, text: str) -> int:
         """A line as its packed number; NumberError if it is not a telephone line."""
         try:
-            packed = normalize_number(str(text), self.config["country_code"])
+            packed = self._normalize(str(text))
         except (UnicodeError, ValueError):     # not text a number is written in
             packed = 0
         if packed == 0:

@@ -11,6 +11,11 @@ PRESENTATION_CODES: dict[str, int]
 def normalize_number(text: str | bytes, country_code: int = ...,
                      plan: tuple[int, str, tuple[str, ...], tuple[int, ...]] | None = ...) -> int: ...
 
+class Normalizer:
+    def __init__(self, country_code: int = ...,
+                 plan: tuple[int, str, tuple[str, ...], tuple[int, ...]] | None = ...) -> None: ...
+    def __call__(self, text: str | bytes) -> int: ...
+
 class CdrParser:
     offset: int
     record: int

@@ -39,3 +39,4 @@ class CdrParser(_parse.CdrParser):
 
 
 normalize_number = _parse.normalize_number
+Normalizer = _parse.Normalizer

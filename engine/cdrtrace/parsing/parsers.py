@@ -5,6 +5,7 @@ import csv
 import functools
 import os
 import re
+from collections.abc import Callable
 
 from ..errors import FormatError, NativeModuleError, ParseError
 from . import native, timezones
@@ -150,14 +151,19 @@ def _plan(country_code: int) -> tuple:
 
 
 def normalize_number(text: str | bytes, country_code: int = 1) -> int:
-    """A number as the store keys it (0 when it is not one): the trace path's first step,
-    so its dialling plan is built once per country, not per call."""
+    """A number as the store keys it (0 when it is not one)."""
+    return normalizer(country_code)(text)
+
+
+@functools.cache
+def normalizer(country_code: int = 1) -> Callable[[str | bytes], int]:
+    """normalize_number for one country, its dialling plan built once: the trace path's
+    first step (a store keeps one)."""
     if PURE:
         from .numbers import normalize
 
-        return normalize(text, country_code)
-    return _native_normalize(text, country_code, _plan(country_code))
+        return functools.partial(normalize, country_code=country_code)
+    return native.Normalizer(country_code, _plan(country_code))
 
 
 PURE = use_reference()                 # read once: os.environ.get costs 0.9 us a call
-_native_normalize = native.normalize_number
