@@ -6,7 +6,6 @@ import os
 import sys
 
 from ..errors import CdrTraceError
-from ..ingestion.batch import ingest as run_ingest
 from .common import emit, load_config, open_store, progress_bar
 
 
@@ -49,6 +48,8 @@ def cmd_ingest(args):
     streaming = [name for name in args.sources if kafka.is_kafka(name)]
     if args.follow or streaming:
         return _stream(args, store, fmt, feed)
+    from ..ingestion.batch import ingest as run_ingest
+
     show = progress_bar()
     summary = run_ingest(store, args.sources, fmt=fmt, zone=args.tz,
                          country_code=args.country_code, rejects_path=args.rejects,

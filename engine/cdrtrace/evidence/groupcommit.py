@@ -13,14 +13,16 @@ trace. The queue is bounded: a trace that finds it full waits for room.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..store.environments import Environments
+
+if TYPE_CHECKING:
+    import asyncio
 
 MAX_WAITING = 4096          # traces queued at most; more wait for room
 
@@ -67,6 +69,8 @@ class GroupCommit:
         """work(txn) in a shared commit, from an event loop: its result once the commit
         is durable. The committer thread answers a whole commit's traces in one call into
         the loop. The connection limits of the listeners bound what waits here."""
+        import asyncio  # here: only the service's loop comes this way
+
         slot = _Slot(work, asyncio.get_running_loop())
         with self.cond:
             self.waiting.append(slot)

@@ -10,7 +10,6 @@ waits for an ingest. The rules are in docs/trace-rules.md.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -84,6 +83,7 @@ class Tracer:
                           by: str | None = None) -> TraceResult:
         """trace() from an event loop: the same steps, but waiting (for a live feed, for
         the shared commit) without holding a thread."""
+        import asyncio  # here: a command that only traces never loads it
         if self.has_pending():
             try:
                 await self.group.run_async(self._pending_work)
