@@ -19,10 +19,19 @@ ROWS = [
     "cdrtrace, from the store", "duckdb on a ready Arrow table", "pandas group-by on a ready frame",
     "cdrtrace cucm", "cdrtrace broadworks", "cdrtrace ingest (child process)",
     "cdrtrace ingest --follow", "python tail + csv + py-lmdb, same batching",
+    "cdrtrace, from the line as typed, new read txn", "raw py-lmdb get, new read txn",
+    "cdrtrace ingest (process)", "duckdb read_csv > arg_max > Arrow, 1 thread (process, unpersisted)",
+    "cdrtrace ingest, 10 K lines", "import cdrtrace", "cdrtrace --help", "python alone",
 ]
 TARGETS = ["parse only, one core", "ingest end to end, fresh store, committed", "index size",
            "ingest, steady state", "lookup", "trace() durable", "repeat-origin report from the store",
-           "other formats", "memory (", "streaming append-to-visible"]
+           "other formats", "memory (", "streaming append-to-visible",
+           "steady-state re-ingest vs fresh (issue 14)",
+           "trace-path lookup from the line as typed (issue 14)",
+           "cdrtrace ingest whole process vs DuckDB, 1 thread (issue 14)",
+           "the same per core used (issue 14)", "rate at 200,000 lines / at 10 K lines (issue 14)",
+           "peak anonymous memory of an ingest (issue 14)",
+           "import cdrtrace / cdrtrace --help, whole process (issue 14)"]
 
 
 def test_quick_comparison_completes_and_prints_every_row(tmp_path):
