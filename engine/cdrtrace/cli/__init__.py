@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=("service", "cmd_token"))
 
     p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")
-    p.add_argument("name", choices=["repeat-origins", "hot-origins", "timeline", "calls"])
+    p.add_argument("name", choices=["repeat-origins", "hot-origins", "timeline", "calls",
+                                    "trace-table"])
     p.add_argument("--analyst", required=True)
     p.add_argument("--line", help="timeline, calls: the customer's line")
     p.add_argument("--origin", help="timeline, calls: the calling number")
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-calls", type=int, default=2,
                    help="repeat-origins: traced calls at least (default 2)")
     p.add_argument("--csv", action="store_true", help="print CSV")
+    p.add_argument("--out", help="trace-table: the Parquet file to write (for Spark)")
     p.set_defaults(func=("cic", "cmd_report"))
 
     p = sub.add_parser("stats", parents=[common], help="per feed: records, rejects, watermark, lag")

@@ -139,6 +139,8 @@ def cmd_report(args):
     from ..reports import analytics
 
     store = open_store(args)
+    if args.name == "trace-table":
+        return _export_trace_table(args, store)
     if args.name == "calls":
         if not args.line:
             raise CdrTraceError("the calls report needs --line")
@@ -155,6 +157,23 @@ def cmd_report(args):
     else:
         result = analytics.hot_origins(table, args.min_lines)
     _print_table(args, result)
+
+
+def _export_trace_table(args, store):
+    """Every trace as Parquet (packed numbers; identifying, audited), for Spark or any
+    Parquet engine: docs/formats.md, "The call archive and the trace table"."""
+    if not args.out:
+        raise CdrTraceError("the trace-table export needs --out FILE.parquet")
+    import pyarrow.parquet as pq
+
+    table = store.trace_table(analyst=args.analyst)
+    try:
+        with private.open_file(args.out, "wb") as sink:     # private before the first byte
+            pq.write_table(table, sink, compression="zstd")
+    except OSError as exc:
+        raise CdrTraceError(f"cannot write {args.out}: {exc.strerror}") from None
+    emit(args, {"traces": table.num_rows, "out": args.out},
+         f"{table.num_rows:,} traces written to {args.out}")
 
 
 def _print_table(args, result):
