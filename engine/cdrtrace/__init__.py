@@ -19,6 +19,7 @@ from .errors import (
                      DirectoryError,
                      FormatError,
                      NativeModuleError,
+                     NotReadyError,
                      NumberError,
                      ParseError,
                      SourceError,
@@ -89,5 +90,5 @@ __all__ = [
     "TraceResult", "CustomerStatus", "ANNOUNCEMENTS", "Presentation", "Disposition",
     "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
     "AccessError", "NativeModuleError", "FormatError", "AuditError", "ConfigError",
-    "DirectoryError", "SynthError", "ZoneError", "CaseError",
+    "DirectoryError", "SynthError", "ZoneError", "CaseError", "NotReadyError",
 ]

@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pyarrow as pa
 
-from .errors import CaseError, CdrTraceError, NumberError, TraceError
+from .errors import CaseError, CdrTraceError, NotReadyError, NumberError, TraceError
 from .evidence import activations, directory, retention
 from .evidence import rows as trace_rows
 from .evidence.audit import UNPRINTABLE, AuditLog, actor
@@ -124,6 +124,7 @@ class Store:
         self._tracer = Tracer(self.envs, self.catalog, self._lookup, self.liveness)
         own = _own_config(self.path)
         self.carrier: dict[str, Any] = (own.carrier if own is not None else None) or {}
+        self.shard = own.shard if own is not None else None     # the lines this store holds
         self._audit = AuditLog(self.envs, own.roles if own is not None else None)
         self._requests = Requests(self.envs, self._audit)
         self._disclosure = Disclosure(self.envs, self._tracer, self._audit)
@@ -177,6 +178,7 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
+        self._ready()
         return self._worded(self._tracer.trace(self.line(line), self._at_us(at), wait, by))
 
     async def trace_async(self, line: str, at: str | int | None = None, wait: float = 0.0,
@@ -184,7 +186,13 @@ class Store:
         """trace() for an event loop (the service): concurrent traces share commits
         without a thread each."""
         packed, at_us = self.line(line), self._at_us(at)
+        self._ready()
         return self._worded(await self._tracer.trace_async(packed, at_us, wait, by))
+
+    def _ready(self) -> None:
+        """A shard's replica too far behind its feeds answers no trace (NotReadyError)."""
+        if self.shard is not None and (why := self.liveness.stale(self.shard)) is not None:
+            raise NotReadyError(why)
 
     def _worded(self, result: TraceResult) -> TraceResult:
         """The carrier's own wording of the announcement, if it set one."""

@@ -28,6 +28,12 @@
     OK = "answered"
     [dialects.acme.presentations]    # value -> allowed, restricted, unavailable
     hidden = "restricted"
+
+    [shard]                          # a store that holds one shard of the carrier's lines
+    name = "east"
+    prefixes = ["+1303", "+1720"]    # only these lines are indexed, from every feed
+    partitions = [0, 1]              # Kafka: the CDR topics' partitions this shard reads
+    max_lag_seconds = 30             # further behind than this: not ready, no traces
 """
 from __future__ import annotations
 
@@ -109,12 +115,26 @@ class Feed:
 
 
 @dataclasses.dataclass(frozen=True)
+class Shard:
+    """[shard]: the part of the carrier's lines a store holds (docs/operations.md,
+    "Shards and replicas"): only lines with these prefixes are indexed, whatever the
+    feed; a Kafka consumer reads only these partitions of its topics; a replica whose
+    live feeds are further behind than max_lag_seconds is not ready and answers no trace."""
+
+    name: str
+    prefixes: tuple[str, ...]
+    partitions: tuple[int, ...] = ()
+    max_lag_seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     path: Path | None
     feeds: dict[str, Feed]
     dialects: dict[str, Format]
     roles: dict[str, tuple[str, ...]] | None = None   # role -> OS users and @groups
     carrier: dict[str, Any] | None = None              # the carrier's name, contacts, texts
+    shard: Shard | None = None                         # the lines this store holds
 
     def feed(self, name: str) -> Feed:
         try:
@@ -151,7 +171,7 @@ def load(path: str | os.PathLike | None) -> Config:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    unknown = set(raw) - {"feeds", "dialects", "roles", "carrier"}
+    unknown = set(raw) - {"feeds", "dialects", "roles", "carrier", "shard"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     for section in ("dialects", "feeds"):
@@ -161,7 +181,54 @@ def load(path: str | os.PathLike | None) -> Config:
     dialects = {name: _dialect(path, name, spec) for name, spec in raw.get("dialects", {}).items()}
     feeds = {name: _feed(path, name, spec, dialects) for name, spec in raw.get("feeds", {}).items()}
     return Config(path, feeds, dialects, _roles(path, raw["roles"]) if "roles" in raw else None,
-                  _carrier(path, raw["carrier"]) if "carrier" in raw else None)
+                  _carrier(path, raw["carrier"]) if "carrier" in raw else None,
+                  _shard(path, raw["shard"]) if "shard" in raw else None)
+
+
+SHARD_KEYS = ("name", "prefixes", "partitions", "max_lag_seconds")
+
+
+def _prefixes(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(p, str) and p.lstrip("+").isdigit() and p.count("+") <= p.startswith("+")
+        for p in value)
+
+
+def _shard(path, spec: Any) -> Shard:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: shard must be a table ([shard])")
+    unknown = set(spec) - set(SHARD_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: shard: unknown key(s) {', '.join(sorted(unknown))} "
+                          f"(keys: {', '.join(SHARD_KEYS)})")
+    name = spec.get("name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 64:
+        raise ConfigError(f"{path}: shard.name must be text (1 to 64 characters)")
+    prefixes = spec.get("prefixes")
+    if not prefixes or not _prefixes(prefixes):
+        raise ConfigError(f"{path}: shard.prefixes must be a non-empty list of number prefixes "
+                          "such as \"+1303\"")
+    partitions = spec.get("partitions", [])
+    if not isinstance(partitions, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 100_000
+            for p in partitions) or len(set(partitions)) != len(partitions):
+        raise ConfigError(f"{path}: shard.partitions must be a list of distinct partition "
+                          "numbers (0 and up)")
+    lag = spec.get("max_lag_seconds")
+    if lag is not None and (not isinstance(lag, (int, float)) or isinstance(lag, bool)
+                            or lag <= 0):
+        raise ConfigError(f"{path}: shard.max_lag_seconds must be a number > 0")
+    return Shard(name.strip(), tuple(prefixes), tuple(sorted(partitions)),
+                 None if lag is None else float(lag))
+
+
+def both_served(feed: tuple[str, ...], shard: tuple[str, ...]) -> tuple[str, ...]:
+    """The prefixes of lines both a feed's served list and a shard's prefixes admit (an
+    empty tuple admits every line): each pair's longer prefix, where one extends the other."""
+    if not feed or not shard:
+        return feed or shard
+    return tuple(sorted({a if a.startswith(b) else b for a in feed for b in shard
+                         if a.startswith(b) or b.startswith(a)}))
 
 
 CARRIER_KEYS = ("name", "follow_up_phone", "follow_up_hours", "law_enforcement_phone",
@@ -237,8 +304,7 @@ def _feed(path, name: str, spec: dict, dialects: dict) -> Feed:
     except CdrTraceError as exc:
         raise ConfigError(f"{path}: {where}: {exc}") from None
     served = spec.get("served", [])
-    if not isinstance(served, list) or not all(isinstance(p, str) and p.lstrip("+").isdigit()
-                                               for p in served):
+    if not _prefixes(served):
         raise ConfigError(f"{path}: {where}: served must be a list of number prefixes "
                           "such as \"+1303\"")
     country_code = spec.get("country_code", 1)

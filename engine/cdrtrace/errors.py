@@ -37,6 +37,11 @@ class TraceError(CdrTraceError, ValueError):
     """A trace request is invalid (bad time, or the index no longer holds the call)."""
 
 
+class NotReadyError(TraceError):
+    """A shard's replica that must not answer traces now: its live feeds are further
+    behind than its shard's max_lag_seconds, or none is consuming."""
+
+
 class CaseError(TraceError):
     """A case request is invalid: a missing field, an unknown case or origin."""
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from ..config import Feed
-from ..errors import FormatError, ParseError, SourceError
+from ..config import Feed, both_served
+from ..errors import ConfigError, FormatError, ParseError, SourceError
 from ..parsing import salvage
 from ..parsing.formats import CallBatch, Format
 from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser, read_header
@@ -47,6 +47,13 @@ def feed_settings(store, feed: Feed | None = None, fmt: str | Format | None = No
     cfg = store.config
     if feed is not None:
         feed_id = feed_id or store.catalog.feed_id(feed.name)
+    served = tuple(feed.served) if feed is not None else ()
+    shard = getattr(store, "shard", None)
+    if shard is not None:                 # a shard's store indexes only its own lines
+        served = both_served(served, shard.prefixes)
+        if not served:
+            raise ConfigError(f"feed {feed.name if feed else '(none)'} serves no line of shard "
+                              f"{shard.name} ({', '.join(shard.prefixes)})")
     return FeedSettings(
         fmt=fmt or (feed.format if feed is not None else None) or "asterisk",
         zone=zone or (feed.zone if feed is not None else None) or cfg["zone"],
@@ -54,7 +61,7 @@ def feed_settings(store, feed: Feed | None = None, fmt: str | Format | None = No
         or cfg["country_code"],
         feed_id=feed_id,
         min_ring_seconds=feed.min_ring_seconds if feed is not None else cfg["min_ring_seconds"],
-        served=tuple(feed.served) if feed is not None else (),
+        served=served,
         cdr_delay_seconds=feed.cdr_delay_seconds if feed is not None else None)
 
 

@@ -125,6 +125,7 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
     except ImportError:   # pragma: no cover - a dependency; a broken install says so
         raise SourceError("Kafka sources need confluent-kafka (pip install confluent-kafka)") from None
     brokers, topics, group, extra = parse_url(url)
+    wanted = _partitions(url, extra.pop("partitions", None), getattr(store, "shard", None))
     options = options or StreamOptions()
     stop = stop or threading.Event()
     live = _KafkaFeed(store, fmt, zone, country_code, feed, options=options,
@@ -195,8 +196,11 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
     except KafkaException as exc:
         raise SourceError(f"{url}: {exc}") from None
     with store.envs.writer(f"kafka {url}"):
-        consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
         try:
+            if wanted:       # a shard's partitions: assigned, not balanced in a group
+                on_assign(consumer, _existing(consumer, url, topics, wanted, TopicPartition))
+            else:
+                consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
             while not stop.is_set():
                 messages = consumer.consume(num_messages=options.batch_records,
                                             timeout=options.poll_ms / 1000)
@@ -236,6 +240,35 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
             finally:
                 consumer.close()
     return live.summary
+
+
+def _partitions(url: str, given: str | None, shard: Any) -> tuple[int, ...]:
+    """The partitions to read: ?partitions=0,1 in the URL, else the store's shard's
+    (cdrtrace.toml [shard] partitions); none: the consumer group balances them."""
+    if given is None:
+        return tuple(shard.partitions) if shard is not None else ()
+    try:
+        numbers = tuple(sorted({int(p) for p in given.split(",") if p.strip()}))
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) < 0:
+        raise SourceError(f"{url}: partitions must be partition numbers, such as partitions=0,1")
+    return numbers
+
+
+def _existing(consumer: Any, url: str, topics: list[str], wanted: tuple[int, ...],
+              partition: Any) -> list:
+    """The wanted partitions of each topic, each checked to exist."""
+    assigned = []
+    for topic in topics:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        have = set(meta.partitions) if meta is not None and meta.error is None else set()
+        missing = [p for p in wanted if p not in have]
+        if missing:
+            raise SourceError(f"{url}: topic {topic} has no partition "
+                              f"{', '.join(map(str, missing))} (it has {len(have)})")
+        assigned += [partition(topic, p) for p in wanted]
+    return assigned
 
 
 def _feed_messages(live: LiveFeed, partitions: dict, messages) -> None:

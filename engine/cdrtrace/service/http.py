@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, Field
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..errors import AccessError, CdrTraceError, TraceError
+from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError
 from ..evidence.tokens import Principal
 
 log = logging.getLogger("cdrtrace.service")
@@ -92,7 +92,8 @@ def build_app(store: Any) -> FastAPI:
 
     @app.exception_handler(CdrTraceError)
     async def refused(request: Request, exc: CdrTraceError) -> JSONResponse:
-        status = 403 if isinstance(exc, AccessError) else 400
+        status = 403 if isinstance(exc, AccessError) else 503 if isinstance(
+            exc, NotReadyError) else 400
         return JSONResponse({"error": str(exc)}, status_code=status)
 
     def who(right: str) -> Any:
@@ -215,8 +216,11 @@ def build_app(store: Any) -> FastAPI:
     def readyz() -> JSONResponse:
         try:
             store.stats()
+            stale = store.liveness.stale(store.shard) if store.shard is not None else None
         except Exception as exc:   # noqa: BLE001 - not ready, whatever the cause
             return JSONResponse({"ready": False, "error": str(exc)}, status_code=503)
+        if stale is not None:      # a shard's replica too far behind: no traces from it
+            return JSONResponse({"ready": False, "error": stale}, status_code=503)
         return JSONResponse({"ready": True})
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
@@ -319,8 +323,8 @@ class Front:
         try:
             result = await self.store.trace_async(line, at=at, wait=float(wait), by=str(found))
         except CdrTraceError as exc:
-            await _answer(send, 403 if isinstance(exc, AccessError) else 400,
-                          _json({"error": str(exc)}))
+            await _answer(send, 403 if isinstance(exc, AccessError) else 503 if isinstance(
+                exc, NotReadyError) else 400, _json({"error": str(exc)}))
             return True
         scope["app"].state.observe("http", result.outcome.value, time.perf_counter() - started)
         await _answer(send, 200, _json(result.to_dict()))

@@ -78,3 +78,18 @@ class Liveness:
             if live["watermark_us"] < at_us:
                 return True
         return False
+
+    def stale(self, shard: Any, now_us: int | None = None) -> str | None:
+        """Why a shard's replica must not answer traces (its max_lag_seconds): no live feed
+        consuming, or one further behind than the bound. None when it may answer."""
+        bound = getattr(shard, "max_lag_seconds", None)
+        if bound is None:
+            return None
+        now_us = now_us or time.time_ns() // 1000
+        feeds = self.live_feeds(None, now_us)
+        if not feeds:
+            return f"shard {shard.name}: no live feed is consuming; traces wait for a replica"
+        worst = max(now_us - live["watermark_us"] for live in feeds.values()) / 1e6
+        if worst > bound:
+            return f"shard {shard.name}: {worst:.1f} s behind its feeds (bound {bound:g} s)"
+        return None

@@ -1,0 +1,195 @@
+"""Shards and replicas (docs/operations.md, "Shards and replicas"): a store that holds one
+shard of the carrier's lines indexes only those, reads only its shard's Kafka partitions,
+and answers no trace while it is too far behind; replicas of a shard that consume the same
+partitions, killed and restarted at random, end with the same index."""
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import zlib
+
+import pytest
+from test_kafka import cluster  # noqa: F401 - the mock Kafka cluster fixture
+from test_stream import index_snapshot
+
+import cdrtrace
+from cdrtrace import config, testing
+from cdrtrace.errors import ConfigError, NotReadyError
+from cdrtrace.parsing.numbers import format_number
+from conftest import cdr
+
+SHARDS = {"east": ("+1303", (0, 1)), "west": ("+1720", (2, 3))}   # prefix, partitions
+
+
+def shard_store(path, name: str, lag: float | None = None) -> str:
+    prefix, partitions = SHARDS[name]
+    cdrtrace.open(path, create=True).close()
+    (path / "cdrtrace.toml").write_text(
+        f'[shard]\nname = "{name}"\nprefixes = ["{prefix}"]\n'
+        f'partitions = [{", ".join(map(str, partitions))}]\n'
+        + (f"max_lag_seconds = {lag}\n" if lag else ""))
+    return str(path)
+
+
+def call(i: int) -> tuple[str, bytes]:
+    """Call i: to one of 40 lines in Denver (303, east) or 40 in Boulder (720, west)."""
+    line = f"{'303' if i % 2 else '720'}555{(i // 2) % 40:04d}"
+    minute, second = divmod(i, 60)
+    start = f"2026-03-02 {10 + minute // 60:02d}:{minute % 60:02d}:{second:02d}"
+    return line, cdr(src=f"212555{i:04d}", dst=line, start=start, answer="", end=start,
+                     disposition="NO ANSWER", uniqueid=f"u{i}") + b"\n"
+
+
+def partition_of(line: str) -> int:
+    """Producers key by the dialled line and keep each shard's lines in its partitions."""
+    _, partitions = SHARDS["east" if line.startswith("303") else "west"]
+    return partitions[zlib.crc32(line.encode()) % len(partitions)]
+
+
+def test_the_shard_table_is_checked(tmp_path):
+    path = tmp_path / "cdrtrace.toml"
+    for text, message in (
+            ('[shard]\nname = "e"\nprefixes = []\n', "non-empty list of number prefixes"),
+            ('[shard]\nname = "e"\nprefixes = ["+1-303"]\n', "number prefixes"),
+            ('[shard]\nname = "e"\nprefixes = ["+1303"]\npartitions = [1, 1]\n', "distinct"),
+            ('[shard]\nname = "e"\nprefixes = ["+1303"]\nmax_lag_seconds = 0\n', "> 0"),
+            ('[shard]\nprefixes = ["+1303"]\n', "shard.name"),
+            ('[shard]\nname = "e"\nprefixes = ["+1303"]\nreplicas = 2\n', "unknown key")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            config.load(path)
+    path.write_text('[shard]\nname = "east"\nprefixes = ["+1303", "+1720"]\npartitions = [3, 1]\n')
+    assert config.load(path).shard == config.Shard("east", ("+1303", "+1720"), (1, 3), None)
+
+
+def test_a_feed_and_a_shard_admit_the_lines_both_admit():
+    both = config.both_served
+    assert both((), ("+1303",)) == ("+1303",)                 # a feed of every line
+    assert both(("+1303555",), ()) == ("+1303555",)          # a store of every line
+    assert both(("+1303", "+1720"), ("+1303555", "+1415")) == ("+1303555",)
+    assert both(("+1",), ("+1303", "+1720")) == ("+1303", "+1720")
+    assert both(("+1415",), ("+1303",)) == ()                 # nothing in common
+
+
+def test_a_shard_indexes_only_its_lines_from_every_feed(tmp_path):
+    store = cdrtrace.open(shard_store(tmp_path / "east", "east"))
+    records = [call(i)[1] for i in range(40)]
+    (tmp_path / "all.csv").write_bytes(b"".join(records))
+    summary = cdrtrace.ingest(store, [str(tmp_path / "all.csv")])
+    assert summary.records == 40 and summary.indexed == 20        # the 303 half
+    lines = {format_number(int.from_bytes(k, "big"))
+             for k, _ in testing.index_items(store)}
+    assert lines and all(line.startswith("+1303") for line in lines)
+    store.close()
+    (tmp_path / "east" / "cdrtrace.toml").write_text(
+        '[shard]\nname = "east"\nprefixes = ["+1303"]\n'
+        '[feeds.boulder]\nformat = "asterisk"\nserved = ["+1720"]\n')
+    store = cdrtrace.open(tmp_path / "east")
+    with pytest.raises(ConfigError, match="serves no line of shard east"):
+        cdrtrace.ingest(store, [str(tmp_path / "all.csv")], feed=config.load(
+            tmp_path / "east" / "cdrtrace.toml").feed("boulder"), force=True)
+    store.close()
+
+
+def test_a_replica_too_far_behind_answers_no_trace(tmp_path):
+    store = cdrtrace.open(shard_store(tmp_path / "east", "east", lag=30))
+    line, record = call(1)
+    (tmp_path / "one.csv").write_bytes(record)
+    cdrtrace.ingest(store, [str(tmp_path / "one.csv")])
+    with pytest.raises(NotReadyError, match="no live feed is consuming"):
+        store.trace(line, at="2026-03-02T11:00:00Z")
+    now_us = time.time_ns() // 1000
+    testing.pretend_live_feed(store, 1, idle_seen_us=now_us - 60_000_000)    # a minute behind
+    with pytest.raises(NotReadyError, match="behind its feeds"):
+        store.trace(line, at="2026-03-02T11:00:00Z")
+    assert store.trace_records(analyst="ann") == []                 # nothing was recorded
+    testing.pretend_live_feed(store, 1, idle_seen_us=now_us)          # caught up
+    assert store.trace(line, at="2026-03-02T11:00:00Z").outcome.value == "success"
+    store.close()
+
+
+def test_replicas_of_a_shard_killed_at_random_end_with_the_same_index(cluster, tmp_path):  # noqa: F811
+    address, producer = cluster
+    topic = "cdr-shards"
+    rng = random.Random(16)
+    calls = [call(i) for i in range(1200)]
+    replicas = {(name, n): shard_store(tmp_path / f"{name}-{n}", name)
+                for name in SHARDS for n in (1, 2)}
+
+    def produce(part):
+        for line, record in part:
+            producer.produce(topic, record, key=line, partition=partition_of(line))
+        assert producer.flush(10) == 0
+
+    def start(replica):
+        name, n = replica
+        return subprocess.Popen(
+            [sys.executable, "-m", "cdrtrace.cli", "ingest", "--db", replicas[replica],
+             f"kafka://{address}/{topic}?group={name}-{n}", "--format", "asterisk",
+             "--until-idle", "1.5", "--batch-ms", "10"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    produce(calls[:400])
+    running = {r: start(r) for r in replicas}
+    produce(calls[400:800])
+    for k, victim in enumerate(rng.sample(sorted(replicas), 2)):   # SIGKILL mid-stream
+        time.sleep(rng.uniform(0.1, 0.6))
+        running[victim].send_signal(signal.SIGKILL)
+        running[victim].wait(10)
+        produce(calls[800 + 100 * k:900 + 100 * k])
+        running[victim] = start(victim)                   # and restart
+    produce(calls[1000:])
+
+    def finish():
+        for replica, proc in running.items():
+            _, err = proc.communicate(timeout=90)
+            assert proc.returncode == 0, (replica, err[-2000:])
+    finish()
+    running = {r: start(r) for r in replicas}             # later: each catches up once more
+    finish()
+
+    # what the rules say: the last calls of every line, as one store of every line holds
+    everything = cdrtrace.open(tmp_path / "all", create=True)
+    (tmp_path / "all.csv").write_bytes(b"".join(record for _, record in calls))
+    cdrtrace.ingest(everything, [str(tmp_path / "all.csv")])
+    expected = index_snapshot(everything)
+    everything.close()
+    for name, (prefix, _) in SHARDS.items():
+        one, two = (cdrtrace.open(replicas[(name, n)]) for n in (1, 2))
+        mine = {k: v for k, v in expected.items()
+                if format_number(int.from_bytes(k, "big")).startswith(prefix)}
+        assert len(mine) == 40
+        assert index_snapshot(one) == index_snapshot(two) == mine
+        for replica in (one, two):                        # it read its partitions only
+            read = {int(k.rsplit(b"/", 1)[1]) for k in testing.positions(replica, b"kafka:")}
+            assert read == set(SHARDS[name][1])
+        for line in sorted({line for line, _ in calls if ("+1" + line).startswith(prefix)})[:10]:
+            a, b = (s.trace(line, at="2026-03-02T11:00:00Z") for s in (one, two))
+            assert (a.outcome, a.call_time) == (b.outcome, b.call_time)
+            assert a.outcome.value == "success"
+        one.close()
+        two.close()
+
+
+def test_the_service_of_a_stale_replica_is_not_ready_and_traces_nothing(tmp_path):
+    import httpx
+    from test_service import Service
+
+    store = cdrtrace.open(shard_store(tmp_path / "east", "east", lag=30))
+    token = store.tokens.create("switch-1", "switch")
+    running = Service(store)
+    try:
+        ready = httpx.get(running.url + "/readyz", timeout=10)
+        assert ready.status_code == 503 and "no live feed" in ready.json()["error"]
+        traced = httpx.post(running.url + "/v1/trace", json={"line": "3035550001"}, timeout=10,
+                            headers={"Authorization": f"Bearer {token}"})
+        assert traced.status_code == 503 and "no live feed" in traced.json()["error"]
+        testing.pretend_live_feed(store, 1, idle_seen_us=time.time_ns() // 1000)
+        assert httpx.get(running.url + "/readyz", timeout=10).status_code == 200
+    finally:
+        running.stop()
+    assert store.trace_records(analyst="ann") == []
+    store.close()
