@@ -193,3 +193,71 @@ def test_the_service_of_a_stale_replica_is_not_ready_and_traces_nothing(tmp_path
         running.stop()
     assert store.trace_records(analyst="ann") == []
     store.close()
+
+
+def test_the_service_forwards_a_trace_to_a_ready_replica_of_the_shard_that_holds_the_line(
+        tmp_path):
+    import httpx
+    from test_service import Service, agi, asterisk
+
+    west_line, west_call = "7205550001", cdr(src="2125550101", dst="7205550001",
+                                              start="2026-03-02 10:00:00", answer="",
+                                              end="2026-03-02 10:00:20", disposition="NO ANSWER")
+    (tmp_path / "west.csv").write_bytes(west_call + b"\n")
+    west = {}
+    for replica in ("a", "b"):                 # a: too far behind (no live feed); b: ready
+        store = cdrtrace.open(shard_store(tmp_path / f"west-{replica}", "west",
+                                          lag=30 if replica == "a" else None))
+        cdrtrace.ingest(store, [str(tmp_path / "west.csv")])
+        west[replica] = store
+    router_token = west["a"].tokens.create("router-east", "switch")
+    (tmp_path / "west.token").write_text(router_token + "\n")
+    installed = subprocess.run(      # the same router token on the other replica, from a file
+        [sys.executable, "-m", "cdrtrace.cli", "token", "create", "--db", str(tmp_path / "west-b"),
+         "--name", "router-east", "--role", "switch", "--from-file", str(tmp_path / "west.token")],
+        capture_output=True, text=True, timeout=60)
+    assert installed.returncode == 0 and router_token not in installed.stdout, installed.stderr
+    services = {replica: Service(store) for replica, store in west.items()}
+    shard_store(tmp_path / "east", "east")
+    with open(tmp_path / "east" / "cdrtrace.toml", "a") as f:
+        f.write('[shard.peers.west]\nprefixes = ["+1720"]\n'
+                f'replicas = ["{services["a"].url}", "{services["b"].url}"]\n'
+                f'token_file = "{tmp_path / "west.token"}"\n')
+    east = cdrtrace.open(tmp_path / "east")
+    switch = east.tokens.create("switch-1", "switch")
+    front = Service(east)
+    try:
+        with pytest.raises(cdrtrace.WrongShardError, match="shard west holds it"):
+            east.trace(west_line, at="2026-03-02T11:00:00Z")
+        answer = httpx.post(front.url + "/v1/trace", timeout=20,
+                            json={"line": west_line, "at": "2026-03-02T11:00:00Z"},
+                            headers={"Authorization": f"Bearer {switch}"})
+        assert answer.status_code == 200 and answer.json()["outcome"] == "success"
+        assert "2125550101" not in answer.text                      # never the caller
+        held = west["b"].trace_records(analyst="ann")               # the evidence is b's
+        assert [r["trace_id"] for r in held] == [answer.json()["trace_id"]]
+        assert held[0]["requested_by"] == "token:router-east"
+        assert held[0]["call"]["calling"] == "+12125550101"
+        assert west["a"].trace_records(analyst="ann") == east.trace_records(analyst="ann") == []
+        commands, _ = agi(front, asterisk(callerid=west_line, agi_arg_1="2026-03-02T11:00:00Z"))
+        assert commands[0] == 'SET VARIABLE COT_OUTCOME "already_traced"'   # b named it before
+        # a trace forwarded once is not forwarded again; a line no shard holds is refused
+        for url, line in ((services["b"].url, "3035550001"), (front.url, west_line)):
+            refused = httpx.post(url + "/v1/trace", json={"line": line}, timeout=10,
+                                 headers={"Authorization": f"Bearer {router_token if url != front.url else switch}",
+                                          "X-Cdrtrace-Forwarded": "1"})
+            assert refused.status_code == 421, refused.text
+        refused = httpx.post(front.url + "/v1/trace", json={"line": "2125550199"}, timeout=10,
+                             headers={"Authorization": f"Bearer {switch}"})
+        assert refused.status_code == 421 and "no shard of the map holds it" in refused.text
+        services["b"].stop()                                       # no ready replica left
+        down = httpx.post(front.url + "/v1/trace", json={"line": west_line}, timeout=20,
+                          headers={"Authorization": f"Bearer {switch}"})
+        assert down.status_code == 503 and "no replica of shard west answered" in down.text
+    finally:
+        front.stop()
+        services["a"].stop()
+        if services["b"].thread.is_alive():
+            services["b"].stop()
+        for store in (east, *west.values()):
+            store.close()

@@ -26,6 +26,7 @@ from .errors import (
                      StoreError,
                      SynthError,
                      TraceError,
+                     WrongShardError,
                      ZoneError,
 )
 
@@ -90,5 +91,5 @@ __all__ = [
     "TraceResult", "CustomerStatus", "ANNOUNCEMENTS", "Presentation", "Disposition",
     "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
     "AccessError", "NativeModuleError", "FormatError", "AuditError", "ConfigError",
-    "DirectoryError", "SynthError", "ZoneError", "CaseError", "NotReadyError",
+    "DirectoryError", "SynthError", "ZoneError", "CaseError", "NotReadyError", "WrongShardError",
 ]

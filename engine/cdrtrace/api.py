@@ -26,7 +26,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pyarrow as pa
 
-from .errors import CaseError, CdrTraceError, NotReadyError, NumberError, TraceError
+from .errors import CaseError, CdrTraceError, NumberError, TraceError
 from .evidence import activations, directory, retention
 from .evidence import rows as trace_rows
 from .evidence.audit import UNPRINTABLE, AuditLog, actor
@@ -38,7 +38,7 @@ from .evidence.tokens import Tokens
 from .evidence.traces import Tracer
 from .parsing import numbers, timezones
 from .parsing.parsers import normalizer
-from .store import index
+from .store import index, shards
 from .store.catalog import Catalog
 from .store.environments import Environments
 from .store.liveness import Liveness
@@ -178,21 +178,21 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
-        self._ready()
-        return self._worded(self._tracer.trace(self.line(line), self._at_us(at), wait, by))
+        packed = self.line(line)
+        self._ready(packed)
+        return self._worded(self._tracer.trace(packed, self._at_us(at), wait, by))
 
     async def trace_async(self, line: str, at: str | int | None = None, wait: float = 0.0,
                           by: str | None = None) -> TraceResult:
-        """trace() for an event loop (the service): concurrent traces share commits
-        without a thread each."""
+        """trace() for an event loop: concurrent traces share commits, no thread each."""
         packed, at_us = self.line(line), self._at_us(at)
-        self._ready()
+        self._ready(packed)
         return self._worded(await self._tracer.trace_async(packed, at_us, wait, by))
 
-    def _ready(self) -> None:
-        """A shard's replica too far behind its feeds answers no trace (NotReadyError)."""
-        if self.shard is not None and (why := self.liveness.stale(self.shard)) is not None:
-            raise NotReadyError(why)
+    def _ready(self, packed: int) -> None:
+        """A shard's store traces only its lines, and none while too far behind."""
+        if self.shard is not None:
+            shards.check(self.shard, self.liveness, packed)
 
     def _worded(self, result: TraceResult) -> TraceResult:
         """The carrier's own wording of the announcement, if it set one."""

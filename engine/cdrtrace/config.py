@@ -34,6 +34,10 @@
     prefixes = ["+1303", "+1720"]    # only these lines are indexed, from every feed
     partitions = [0, 1]              # Kafka: the CDR topics' partitions this shard reads
     max_lag_seconds = 30             # further behind than this: not ready, no traces
+    [shard.peers.west]               # another shard: the service forwards its lines' traces
+    prefixes = ["+1415"]
+    replicas = ["http://10.0.2.1:8080", "http://10.0.2.2:8080"]
+    token_file = "/etc/cdrtrace/west.token"   # a switch token of west's replicas
 """
 from __future__ import annotations
 
@@ -125,6 +129,18 @@ class Shard:
     prefixes: tuple[str, ...]
     partitions: tuple[int, ...] = ()
     max_lag_seconds: float | None = None
+    peers: tuple[Peer, ...] = ()        # the other shards, for the service to forward to
+
+
+@dataclasses.dataclass(frozen=True)
+class Peer:
+    """[shard.peers.NAME]: another shard: its lines, its replicas' trace services (tried
+    in turn), and the file holding a switch token valid on them."""
+
+    name: str
+    prefixes: tuple[str, ...]
+    replicas: tuple[str, ...]
+    token_file: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +201,8 @@ def load(path: str | os.PathLike | None) -> Config:
                   _shard(path, raw["shard"]) if "shard" in raw else None)
 
 
-SHARD_KEYS = ("name", "prefixes", "partitions", "max_lag_seconds")
+SHARD_KEYS = ("name", "prefixes", "partitions", "max_lag_seconds", "peers")
+PEER_KEYS = ("prefixes", "replicas", "token_file")
 
 
 def _prefixes(value: Any) -> bool:
@@ -218,8 +235,34 @@ def _shard(path, spec: Any) -> Shard:
     if lag is not None and (not isinstance(lag, (int, float)) or isinstance(lag, bool)
                             or lag <= 0):
         raise ConfigError(f"{path}: shard.max_lag_seconds must be a number > 0")
+    peers = spec.get("peers", {})
+    if not isinstance(peers, dict) or not all(isinstance(p, dict) for p in peers.values()):
+        raise ConfigError(f"{path}: shard.peers must be tables ([shard.peers.NAME])")
     return Shard(name.strip(), tuple(prefixes), tuple(sorted(partitions)),
-                 None if lag is None else float(lag))
+                 None if lag is None else float(lag),
+                 tuple(_peer(path, n, p) for n, p in sorted(peers.items())))
+
+
+def _peer(path, name: str, spec: dict) -> Peer:
+    where = f"shard.peers.{name}"
+    unknown = set(spec) - set(PEER_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: {where}: unknown key(s) {', '.join(sorted(unknown))} "
+                          f"(keys: {', '.join(PEER_KEYS)})")
+    if not spec.get("prefixes") or not _prefixes(spec["prefixes"]):
+        raise ConfigError(f"{path}: {where}.prefixes must be a non-empty list of number "
+                          "prefixes")
+    replicas = spec.get("replicas")
+    if not isinstance(replicas, list) or not replicas or not all(
+            isinstance(r, str) and r.startswith(("http://", "https://")) for r in replicas):
+        raise ConfigError(f"{path}: {where}.replicas must list the replicas' services "
+                          "(http://HOST:PORT)")
+    token_file = spec.get("token_file")
+    if not isinstance(token_file, str) or not token_file.strip():
+        raise ConfigError(f"{path}: {where}.token_file must name the file holding a switch "
+                          "token of its replicas")
+    return Peer(name, tuple(spec["prefixes"]), tuple(r.rstrip("/") for r in replicas),
+                token_file)
 
 
 def both_served(feed: tuple[str, ...], shard: tuple[str, ...]) -> tuple[str, ...]:

@@ -42,6 +42,15 @@ class NotReadyError(TraceError):
     behind than its shard's max_lag_seconds, or none is consuming."""
 
 
+class WrongShardError(TraceError):
+    """A trace asked of a shard's store for a line it does not hold; .peer is the shard
+    of the map that holds it (None if none does)."""
+
+    def __init__(self, message: str, peer: object = None):
+        super().__init__(message)
+        self.peer = peer
+
+
 class CaseError(TraceError):
     """A case request is invalid: a missing field, an unknown case or origin."""
 

@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", dest="token_name", help="create: the token's name")
     p.add_argument("--role", help="create: switch, care, analyst, legal or operator")
     p.add_argument("--operator", help="who creates or revokes it (audited)")
+    p.add_argument("--from-file", metavar="FILE", help="create: install a token another store "
+                   "made (a shard's replicas share the router's), read from FILE")
     p.set_defaults(func=("service", "cmd_token"))
 
     p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")

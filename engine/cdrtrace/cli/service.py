@@ -11,9 +11,21 @@ def cmd_token(args):
     if args.action == "create":
         if not args.token_name or not args.role:
             raise CdrTraceError("token create needs --name and --role")
-        token = store.tokens.create(args.token_name, args.role, operator=args.operator)
-        emit(args, {"name": args.token_name, "role": args.role, "token": token},
-             f"{token}\n(shown once: the store keeps only its hash)")
+        given = None
+        if args.from_file:              # never on the command line: ps would show it
+            try:
+                with open(args.from_file, encoding="utf-8") as f:
+                    given = f.read().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CdrTraceError(f"cannot read the token in {args.from_file}: {exc}") from None
+        token = store.tokens.create(args.token_name, args.role, operator=args.operator,
+                                    token=given)
+        if given is not None:
+            emit(args, {"name": args.token_name, "role": args.role, "installed": True},
+                 f"token {args.token_name} installed (the store keeps only its hash)")
+        else:
+            emit(args, {"name": args.token_name, "role": args.role, "token": token},
+                 f"{token}\n(shown once: the store keeps only its hash)")
     elif args.action == "revoke":
         if not args.name:
             raise CdrTraceError("token revoke needs the token's name")

@@ -53,16 +53,23 @@ class Tokens:
         self.envs, self.audit = envs, audit
         self.db = envs.db
 
-    def create(self, name: str, role: str, operator: str | None = None) -> str:
+    def create(self, name: str, role: str, operator: str | None = None,
+               token: str | None = None) -> str:
         """A new token for name in role: returned once, stored hashed; audited (under the
-        operating-system user when no operator is named)."""
+        operating-system user when no operator is named). token: one made by another
+        store, installed here too (a shard's replicas accept the same router token)."""
         who = self.audit.actor(operator or os_user(), "creating a token", "operator")
         if not NAME.fullmatch(str(name)):
             raise AccessError(f"a token's name is 1 to 64 letters, digits, '.', '_' or '-' "
                               f"(not {name!r})")
         if role not in ROLES:
             raise AccessError(f"no role {role!r} (roles: {', '.join(ROLES)})")
-        token = PREFIX + secrets.token_urlsafe(32)
+        imported = token is not None
+        if token is None:
+            token = PREFIX + secrets.token_urlsafe(32)
+        elif not re.fullmatch(re.escape(PREFIX) + r"[A-Za-z0-9_-]{32,124}", token):
+            raise AccessError("not a cdrtrace token (cdt_ and 32 to 124 letters, digits, "
+                              "'_' or '-')")
         digest = _digest(token)
 
         def work(txn: Any) -> str:
@@ -72,7 +79,7 @@ class Tokens:
                 {"role": role, "hash": digest, "created_us": time.time_ns() // 1000,
                  "revoked_us": None}).encode(), db=self.db["tokens"])
             txn.put(b"h:" + digest.encode(), name.encode(), db=self.db["tokens"])
-            self.audit.add(txn, who, "token_create", token=name, role=role)
+            self.audit.add(txn, who, "token_create", token=name, role=role, imported=imported)
             return token
         return self.envs.ewrite(work)
 

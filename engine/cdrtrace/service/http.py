@@ -24,8 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, Field
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError
+from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
+from .routing import FORWARDED, Router
 
 log = logging.getLogger("cdrtrace.service")
 MAX_BODY = 64 << 10           # bytes a request body may have
@@ -70,7 +71,14 @@ class PurgeRequest(BaseModel):
     older_than_days: float | None = Field(None, ge=0, le=36_500)
 
 
-def build_app(store: Any) -> FastAPI:
+def status_of(exc: CdrTraceError) -> int:
+    """The HTTP status of a refusal: 403 a right the caller lacks, 421 a line another shard
+    holds (not forwarded), 503 a replica not ready, 400 anything else wrong."""
+    return (403 if isinstance(exc, AccessError) else 421 if isinstance(exc, WrongShardError)
+            else 503 if isinstance(exc, NotReadyError) else 400)
+
+
+def build_app(store: Any, router: Router | None = None) -> FastAPI:
     app = FastAPI(title="cdrtrace", version="1", docs_url=None, redoc_url=None,
                   description="*57 call trace over switch CDRs. Customer-facing answers never "
                               "name a caller; identifying reads are audited.")
@@ -88,13 +96,12 @@ def build_app(store: Any) -> FastAPI:
         latency.labels(via).observe(seconds)
     app.state.observe = observe
 
-    app.add_middleware(Front, store=store)
+    router = router or Router(store)
+    app.add_middleware(Front, store=store, router=router)
 
     @app.exception_handler(CdrTraceError)
     async def refused(request: Request, exc: CdrTraceError) -> JSONResponse:
-        status = 403 if isinstance(exc, AccessError) else 503 if isinstance(
-            exc, NotReadyError) else 400
-        return JSONResponse({"error": str(exc)}, status_code=status)
+        return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
 
     def who(right: str) -> Any:
         async def principal(authorization: str | None = Header(None)) -> Principal:
@@ -112,10 +119,13 @@ def build_app(store: Any) -> FastAPI:
         who(right) for right in ("trace", "status", "identifying", "disclose", "operate"))
 
     @app.post("/v1/trace", tags=["switch"])
-    async def trace(body: TraceRequest, principal: Principal = as_switch) -> dict:
-        """*57: trace the last call to the line. The answer never names the caller."""
+    async def trace(body: TraceRequest, principal: Principal = as_switch,
+                    forwarded: str | None = Header(None, alias=FORWARDED)) -> dict:
+        """*57: trace the last call to the line (forwarded to the shard that holds it).
+        The answer never names the caller."""
         started = time.perf_counter()
-        result = await store.trace_async(body.line, at=body.at, wait=body.wait, by=str(principal))
+        result = await router.trace(body.line, at=body.at, wait=body.wait, by=str(principal),
+                                    forward=forwarded is None)
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
         return result.to_dict()
 
@@ -132,7 +142,7 @@ def build_app(store: Any) -> FastAPI:
         line, at = (form.get("line") or [""])[0], next(iter(form.get("at") or []), None)
         started = time.perf_counter()
         try:
-            result = await store.trace_async(line, at, 0.0, str(found))
+            result = await router.trace(line, at, 0.0, str(found))
         except CdrTraceError:
             return PlainTextResponse("COT-FAILURE", status_code=400)
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
@@ -248,8 +258,8 @@ class Front:
     body and token are as a switch sends them. Anything else (a malformed body, a bad
     token) goes on to the FastAPI route, which gives the documented errors."""
 
-    def __init__(self, app: Any, store: Any):
-        self.app, self.store = app, store
+    def __init__(self, app: Any, store: Any, router: Router):
+        self.app, self.store, self.router = app, store, router
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -321,10 +331,11 @@ class Front:
         if found is None or found.role != RIGHTS["trace"]:
             return False
         try:
-            result = await self.store.trace_async(line, at=at, wait=float(wait), by=str(found))
+            result = await self.router.trace(
+                line, at=at, wait=float(wait), by=str(found),
+                forward=_header(scope, FORWARDED.lower().encode()) is None)
         except CdrTraceError as exc:
-            await _answer(send, 403 if isinstance(exc, AccessError) else 503 if isinstance(
-                exc, NotReadyError) else 400, _json({"error": str(exc)}))
+            await _answer(send, status_of(exc), _json({"error": str(exc)}))
             return True
         scope["app"].state.observe("http", result.outcome.value, time.perf_counter() - started)
         await _answer(send, 200, _json(result.to_dict()))

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import CdrTraceError
 from .agi import DEFAULT_ALLOW, FastAGI
+from .routing import Router
 
 log = logging.getLogger("cdrtrace.service")
 
@@ -40,13 +41,14 @@ async def serve(store: Any, http: str | None, agi: str | None,
     ports: dict[str, int] = {}
     servers = []
     app = None
+    router = Router(store)             # a line another shard holds is traced there
     if http:
         from .http import build_app
 
-        app = build_app(store)
+        app = build_app(store, router)
     observe = (lambda kind, outcome, seconds: app.state.observe(kind, outcome, seconds)) if app \
         else None
-    listener = FastAGI(lambda line, at: store.trace_async(line, at=at), agi_allow or DEFAULT_ALLOW,
+    listener = FastAGI(lambda line, at: router.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
                        observe)
     if agi:
         host, port = address(agi, "--agi")
