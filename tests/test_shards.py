@@ -34,19 +34,25 @@ def shard_store(path, name: str, lag: float | None = None) -> str:
     return str(path)
 
 
-def call(i: int) -> tuple[str, bytes]:
-    """Call i: to one of 40 lines in Denver (303, east) or 40 in Boulder (720, west)."""
+def call(i: int) -> tuple[tuple[str, ...], bytes]:
+    """Call i: to one of 40 lines in Denver (303, east) or 40 in Boulder (720, west); every
+    tenth Boulder call is forwarded to a Denver line, which rang (the lines it involves,
+    and the record)."""
     line = f"{'303' if i % 2 else '720'}555{(i // 2) % 40:04d}"
     minute, second = divmod(i, 60)
     start = f"2026-03-02 {10 + minute // 60:02d}:{minute % 60:02d}:{second:02d}"
-    return line, cdr(src=f"212555{i:04d}", dst=line, start=start, answer="", end=start,
-                     disposition="NO ANSWER", uniqueid=f"u{i}") + b"\n"
+    forwarded_to = f"303555{(i * 7) % 40:04d}" if i % 20 == 10 else None
+    record = cdr(src=f"212555{i:04d}", dst=line, start=start, answer="", end=start,
+                 disposition="NO ANSWER", uniqueid=f"u{i}",
+                 dstchannel=f"PJSIP/{forwarded_to}-{i:04x}" if forwarded_to else None) + b"\n"
+    return (line, forwarded_to) if forwarded_to else (line,), record
 
 
-def partition_of(line: str) -> int:
-    """Producers key by the dialled line and keep each shard's lines in its partitions."""
-    _, partitions = SHARDS["east" if line.startswith("303") else "west"]
-    return partitions[zlib.crc32(line.encode()) % len(partitions)]
+def partitions_of(lines: tuple[str, ...]) -> set[int]:
+    """Producers key by the dialled line and keep each shard's lines in its partitions; a
+    call that also rang a line of another shard (forwarded) goes to that shard too."""
+    shards = {"east" if line.startswith("303") else "west" for line in lines}
+    return {SHARDS[shard][1][zlib.crc32(lines[0].encode()) % 2] for shard in shards}
 
 
 def test_the_shard_table_is_checked(tmp_path):
@@ -79,7 +85,9 @@ def test_a_shard_indexes_only_its_lines_from_every_feed(tmp_path):
     records = [call(i)[1] for i in range(40)]
     (tmp_path / "all.csv").write_bytes(b"".join(records))
     summary = cdrtrace.ingest(store, [str(tmp_path / "all.csv")])
-    assert summary.records == 40 and summary.indexed == 20        # the 303 half
+    # the 20 calls dialled to 303 lines, and the 2 Boulder calls forwarded to a 303 line
+    # (calls 10 and 30), indexed under the 303 line that rang; nothing under a 720 line
+    assert summary.records == 40 and summary.indexed == 22
     lines = {format_number(int.from_bytes(k, "big"))
              for k, _ in testing.index_items(store)}
     assert lines and all(line.startswith("+1303") for line in lines)
@@ -96,7 +104,7 @@ def test_a_shard_indexes_only_its_lines_from_every_feed(tmp_path):
 
 def test_a_replica_too_far_behind_answers_no_trace(tmp_path):
     store = cdrtrace.open(shard_store(tmp_path / "east", "east", lag=30))
-    line, record = call(1)
+    (line,), record = call(1)
     (tmp_path / "one.csv").write_bytes(record)
     cdrtrace.ingest(store, [str(tmp_path / "one.csv")])
     with pytest.raises(NotReadyError, match="no live feed is consuming"):
@@ -120,8 +128,9 @@ def test_replicas_of_a_shard_killed_at_random_end_with_the_same_index(cluster, t
                 for name in SHARDS for n in (1, 2)}
 
     def produce(part):
-        for line, record in part:
-            producer.produce(topic, record, key=line, partition=partition_of(line))
+        for lines, record in part:
+            for partition in partitions_of(lines):
+                producer.produce(topic, record, key=lines[0], partition=partition)
         assert producer.flush(10) == 0
 
     def start(replica):
@@ -166,7 +175,8 @@ def test_replicas_of_a_shard_killed_at_random_end_with_the_same_index(cluster, t
         for replica in (one, two):                        # it read its partitions only
             read = {int(k.rsplit(b"/", 1)[1]) for k in testing.positions(replica, b"kafka:")}
             assert read == set(SHARDS[name][1])
-        for line in sorted({line for line, _ in calls if ("+1" + line).startswith(prefix)})[:10]:
+        for line in sorted({lines[0] for lines, _ in calls
+                            if ("+1" + lines[0]).startswith(prefix)})[:10]:
             a, b = (s.trace(line, at="2026-03-02T11:00:00Z") for s in (one, two))
             assert (a.outcome, a.call_time) == (b.outcome, b.call_time)
             assert a.outcome.value == "success"
