@@ -19,6 +19,7 @@ FORMAT_WRITERS = {
     "freeswitch": lambda c, n: synth.format_freeswitch(c, 0, n),
     "cucm": lambda c, n: synth.cucm_header() + synth.format_cucm(c, 0, n),
     "broadworks": lambda c, n: synth.broadworks_header() + synth.format_broadworks(c, 0, n),
+    "kamailio": lambda c, n: synth.format_kamailio(c, 0, n),
 }
 
 

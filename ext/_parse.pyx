@@ -106,6 +106,7 @@ cdef struct Dialect:
     int markers          # version, Start and End lines are not records (BroadWorks)
     int c_cot            # when the switch recorded a *57 on the line (BroadWorks)
     int c_comment        # CUCM comment: callFlag=MALICIOUS is a trace of this call
+    int c_asserted       # SIP P-Asserted-Identity: the caller when present (over From)
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
@@ -456,13 +457,21 @@ cdef inline bint span_starts_nocase(Span s, const char* lower, Py_ssize_t n) noe
 
 
 cdef bint span_contains_id(Span s) noexcept nogil:
-    """A SIP Privacy value ('id', 'id;critical', 'user;id') that withholds the identity."""
-    cdef Py_ssize_t i
-    for i in range(s.n - 1):
-        if ((s.p[i] == b'i' or s.p[i] == b'I') and (s.p[i + 1] == b'd' or s.p[i + 1] == b'D')
-                and (i == 0 or s.p[i - 1] == b';' or s.p[i - 1] == b' ')
-                and (i + 2 == s.n or s.p[i + 2] == b';' or s.p[i + 2] == b' ')):
+    """A SIP Privacy value that withholds the identity: 'id' (RFC 3325), 'user' or 'header'
+    (RFC 3323) as a token, tokens separated by ';' or spaces ('id;critical', 'user;id')."""
+    cdef Py_ssize_t i = 0, j
+    cdef Span t
+    while i < s.n:
+        j = i
+        while j < s.n and s.p[j] != b';' and s.p[j] != b' ':
+            j += 1
+        t.p = s.p + i
+        t.n = j - i
+        if ((t.n == 2 and span_starts_nocase(t, b"id", 2))
+                or (t.n == 4 and span_starts_nocase(t, b"user", 4))
+                or (t.n == 6 and span_starts_nocase(t, b"header", 6))):
             return True
+        i = j + 1
     return False
 
 
@@ -934,6 +943,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         answer = 0      # voicemail or an IVR answered the caller's channel, not the line
 
     s = col(f, nf, d.c_calling)
+    if d.c_asserted >= 0 and col(f, nf, d.c_asserted).n > 0:
+        s = col(f, nf, d.c_asserted)   # the network's asserted caller wins over From
     calling = normalize(s.p, s.n, cc)
     if calling == 0 and d.c_clid >= 0:
         calling = clid_number(col(f, nf, d.c_clid), cc)
@@ -1098,7 +1109,7 @@ DIALECT_FIELDS = (
     "c_final", "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
-    "c_cot", "c_comment",
+    "c_cot", "c_comment", "c_asserted",
 )
 
 

@@ -17,7 +17,7 @@ ROWS = [
     "python csv + SQLite UPSERT, one transaction", "raw py-lmdb get", "SQLite point SELECT",
     "python dict (in memory, unpersisted)", "cdrtrace trace()", "bare durable LMDB commit",
     "cdrtrace, from the store", "duckdb on a ready Arrow table", "pandas group-by on a ready frame",
-    "cdrtrace cucm", "cdrtrace broadworks", "cdrtrace ingest (child process)",
+    "cdrtrace cucm", "cdrtrace broadworks", "cdrtrace kamailio", "cdrtrace ingest (child process)",
     "cdrtrace ingest --follow", "python tail + csv + py-lmdb, same batching",
     "cdrtrace, from the line as typed, new read txn", "raw py-lmdb get, new read txn",
     "cdrtrace ingest (process)", "duckdb read_csv > arg_max > Arrow, 1 thread (process, unpersisted)",

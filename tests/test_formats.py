@@ -22,7 +22,7 @@ from cdrtrace.parsing.timezones import format_utc
 from cdrtrace.store import index
 from conftest import parse_all
 
-FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks")
+FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks", "kamailio")
 
 
 def write(columns, fmt: str, path, cucm_fields: int = 129, zone: str = "America/Denver"):
@@ -35,6 +35,8 @@ def write(columns, fmt: str, path, cucm_fields: int = 129, zone: str = "America/
         data = synth.format_freeswitch(columns, 0, n, zone)
     elif fmt == "cucm":
         data = synth.cucm_header(cucm_fields) + synth.format_cucm(columns, 0, n, cucm_fields)
+    elif fmt == "kamailio":
+        data = synth.format_kamailio(columns, 0, n)
     else:
         data = synth.broadworks_header() + synth.format_broadworks(columns, 0, n)
     path.write_bytes(data)
@@ -326,11 +328,15 @@ def test_freeswitch_anonymous_is_unavailable_and_bad_cause_rejected():
 # ------------------------------------------------------------------ native == reference
 
 def both(fmt: str, data: bytes, chunk: int):
-    header, skip = parsers.read_header(cdrtrace.parsing.formats.FORMATS[fmt], data)
-    dialect = cdrtrace.parsing.formats.FORMATS[fmt].dialect(header)
+    form = cdrtrace.parsing.formats.FORMATS[fmt]
+    header, skip = parsers.read_header(form, data)
+    dialect = form.dialect(header)
+    dispositions, presentations = form.vocabularies()     # Kamailio's SIP codes
     starts, offsets = timezones.zone_table("UTC")
-    native = parsing_native.CdrParser(dialect, starts, offsets, start_offset=skip)
-    ref = twin.CdrParser(dialect, "UTC", start_offset=skip)
+    native = parsing_native.CdrParser(dialect, starts, offsets, start_offset=skip,
+                                      dispositions=dispositions, presentations=presentations)
+    ref = twin.CdrParser(dialect, "UTC", start_offset=skip, dispositions=dispositions,
+                         presentations=presentations)
     body = data[skip:]
     return (parse_all(body, parser=native, chunks=[chunk] * (len(body) // chunk + 2)),
             parse_all(body, parser=ref))
@@ -347,12 +353,13 @@ def sample(fmt: str) -> bytes:
             "cucm": lambda: synth.cucm_header() + synth.format_cucm(columns, 0, n),
             "broadworks": lambda: synth.broadworks_header() + synth.format_broadworks(columns, 0, n),
             "freeswitch": lambda: synth.format_freeswitch(columns, 0, n),
+            "kamailio": lambda: synth.format_kamailio(columns, 0, n),
             "asterisk-custom": lambda: synth.format_asterisk_custom(columns, 0, n),
         }[fmt]()
     return SAMPLES[fmt]
 
 
-HEADER_LINES = {"cucm": 2, "broadworks": 1, "freeswitch": 0, "asterisk-custom": 0}
+HEADER_LINES = {"cucm": 2, "broadworks": 1, "freeswitch": 0, "asterisk-custom": 0, "kamailio": 0}
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -381,7 +388,7 @@ def test_every_format_is_listed_by_the_command(capsys, command):
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "one of: asterisk, asterisk-custom, freeswitch, cucm, broadworks" in help_text
+    assert "one of: asterisk, asterisk-custom, freeswitch, cucm, broadworks, kamailio" in help_text
     assert set(FORMATS) == set(cdrtrace.parsing.formats.FORMATS)
 
 

@@ -11,7 +11,7 @@ from ..errors import CdrTraceError
 from .common import _OPENED, EXIT_FAILURE
 
 # the formats' names, without loading the parser to list them (a test holds them equal)
-FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks")
+FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks", "kamailio")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -76,7 +76,7 @@ PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
-         "srcchannel", "callid_peer", "cot", "comment")
+         "srcchannel", "callid_peer", "cot", "comment", "asserted")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -267,7 +267,37 @@ FREESWITCH = Format(
            "presentation": "sip_Privacy",
            "redirecting": "rdnis"})
 
-FORMATS = {f.name: f for f in (ASTERISK, ASTERISK_CUSTOM, FREESWITCH, CUCM, BROADWORKS)}
+# Kamailio (and OpenSIPS) accounting: the dialog CDRs of the acc module (acc_cdrs) as
+# db_flatstore writes them, '|' between values, no header, appended live. The columns are
+# start_time, end_time, duration, then the cdr_extra list of the configuration cdrtrace
+# ships (docs/formats.md, "Kamailio"): user parts of the SIP identities, the INVITE's
+# time, and the final SIP reply. start_time is when the dialog was confirmed (answered).
+KAMAILIO_COLUMNS = ("start_time", "end_time", "duration", "callid", "invite_time", "src_user",
+                    "pai", "privacy", "dst_ouser", "dst_user", "diversion", "sip_code",
+                    "sip_reason")
+SIP_FINAL = {                      # final SIP reply -> disposition (CDR_FORMATS: R3)
+    "200": Disposition.ANSWERED,
+    "487": Disposition.CANCELLED,      # the caller cancelled while it rang
+    "408": Disposition.NO_ANSWER, "480": Disposition.NO_ANSWER,   # rang, nobody answered
+    "603": Disposition.NO_ANSWER,      # rang, the callee declined it
+    "486": Disposition.BUSY, "600": Disposition.BUSY,
+    "404": Disposition.UNALLOCATED, "484": Disposition.UNALLOCATED,
+    "410": Disposition.UNALLOCATED,
+    **{str(code): Disposition.FAILED for code in (403, 488, 500, 501, 502, 503, 504)},
+    # redirected before it rang (302 and the like): the new target's call is its own record
+    **{str(code): Disposition.FAILED for code in (300, 301, 302, 305, 380)},
+}
+KAMAILIO = Format(
+    "kamailio", columns=KAMAILIO_COLUMNS, min_cols=len(KAMAILIO_COLUMNS), delimiter="|",
+    time_kind=TIME_EPOCH, disp_kind=DK_VOCABULARY, pres_kind=PK_SIP_PRIVACY,
+    roles={"calling": "src_user", "asserted": "pai", "called": "dst_ouser",
+           "final": "dst_user", "redirecting": "diversion", "start": "invite_time",
+           "answer": "start_time", "end": "end_time", "disposition": "sip_code",
+           "callid": "callid", "presentation": "privacy"},
+    dispositions=SIP_FINAL)
+
+FORMATS = {f.name: f for f in (ASTERISK, ASTERISK_CUSTOM, FREESWITCH, CUCM, BROADWORKS,
+                               KAMAILIO)}
 
 
 class CallBatch:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from ..errors import FormatError, NativeModuleError, ParseError
 from . import native, timezones
-from .formats import BOM, CUCM_RELEASES, FORMATS, Disposition, Format, Presentation
+from .formats import BOM, CUCM_RELEASES, FORMATS, KAMAILIO_COLUMNS, Disposition, Format, Presentation
 from .numbers import dialling_plan
 
 MAX_HEADER = 1 << 16
@@ -59,6 +59,10 @@ def detect_format(head: bytes, source: str = "source") -> str:
     if (len(fields) == 3 and fields[1] == "" and fields[2] in ("Start", "End")) or (
             len(fields) >= 41 and fields[5] in ("Originating", "Terminating")):
         return "broadworks"     # headerless: a marker record, or a positional record
+    pipes = first.decode("latin-1").split("|")
+    if (len(pipes) == len(KAMAILIO_COLUMNS) and all(p.isdigit() for p in pipes[:2])
+            and re.match(r"^\d+(\.\d+)?$", pipes[2]) and pipes[11].isdigit()):
+        return "kamailio"       # acc_cdrs by db_flatstore: epoch times, duration, SIP code
     stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
     matches = []
     if 16 <= len(fields) <= 21 and stamp.match(fields[9]) and fields[14] in ASTERISK_DISPOSITIONS:

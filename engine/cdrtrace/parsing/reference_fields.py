@@ -225,8 +225,9 @@ def _q850_name_disposition(name: bytes, answered: bool, alerted: bool):
 
 
 def _privacy_withholds_id(value: bytes) -> bool:
-    """'id' as a token of the SIP Privacy value, tokens separated by ';' or spaces."""
-    return any(token.lower() == b"id" for token in re.split(rb"[; ]", value))
+    """'id' (RFC 3325), 'user' or 'header' (RFC 3323) as a token of the SIP Privacy value,
+    tokens separated by ';' or spaces."""
+    return any(token.lower() in (b"id", b"user", b"header") for token in re.split(rb"[; ]", value))
 
 
 def _cause_disposition(cause: int) -> Disposition:
@@ -308,14 +309,15 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         answer = 0        # voicemail or an IVR answered the caller's channel, not the line
 
     pres = Presentation.ALLOWED
-    calling = numbers.normalize(col("calling"), cc)
+    caller = col("asserted") or col("calling")    # P-Asserted-Identity wins over From
+    calling = numbers.normalize(caller, cc)
     if calling == 0 and d["c_clid"] >= 0:
         calling = _clid_number(col("clid"), cc)
-        if calling and col("calling") and numbers.identity_text(col("calling")) is None:
+        if calling and caller and numbers.identity_text(caller) is None:
             pres = Presentation.RESTRICTED
     identity = None
     if calling == 0:
-        identity = numbers.identity_text(col("calling"))    # a SIP user the switch authenticated
+        identity = numbers.identity_text(caller)    # a SIP user the switch authenticated
         if identity is not None:
             calling = numbers.pack_identity(identity)
     if calling == 0:

@@ -16,9 +16,10 @@ from .writers import (
     format_broadworks,
     format_cucm,
     format_freeswitch,
+    format_kamailio,
 )
 
 __all__ = ["AREAS", "CALLER_AREAS", "FIRST", "LAST", "generate", "generate_chunks", "write",
            "BROADWORKS_FIELDS", "CUCM_FIELDS", "CUCM_INTEGERS", "add_legs_and_unreadable",
            "broadworks_header", "cucm_header", "format_asterisk", "format_asterisk_custom",
-           "format_broadworks", "format_cucm", "format_freeswitch"]
+           "format_broadworks", "format_cucm", "format_freeswitch", "format_kamailio"]

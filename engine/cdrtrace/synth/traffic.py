@@ -282,6 +282,7 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
         format_broadworks,
         format_cucm,
         format_freeswitch,
+        format_kamailio,
     )
 
     if not (0 <= legs <= 1 and 0 <= unreadable <= 1):
@@ -292,7 +293,8 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
                "asterisk-custom": (b"", lambda c, lo, hi: format_asterisk_custom(c, lo, hi, zone)),
                "freeswitch": (b"", lambda c, lo, hi: format_freeswitch(c, lo, hi, zone)),
                "cucm": (cucm_header(), format_cucm),
-               "broadworks": (broadworks_header(), format_broadworks)}
+               "broadworks": (broadworks_header(), format_broadworks),
+               "kamailio": (b"", format_kamailio)}
     if fmt not in writers:
         raise SynthError(f"synth cannot write format {fmt!r} (known: {', '.join(writers)})")
     header, formatter = writers[fmt]

@@ -1,0 +1,153 @@
+"""A real switch in the test suite: Kamailio 5 (Debian's package) proxies real SIP calls
+between phones of tests/sip.py, and its acc module writes the CDRs cdrtrace ingests as
+--format kamailio. Every call kind's record, and the trace of it, is checked against what
+happened on the wire. Skipped, saying why, where Kamailio is not installed (.ci/run
+installs it)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sip import Phone
+
+import cdrtrace
+from cdrtrace import testing
+
+KAMAILIO = shutil.which("kamailio") or next(
+    (p for p in ("/usr/sbin/kamailio", "/usr/local/sbin/kamailio") if Path(p).exists()), None)
+if KAMAILIO is None:
+    pytest.skip("Kamailio is not installed (apt-get install kamailio): the real-switch "
+                "tests need it", allow_module_level=True)
+CONFIG = Path(__file__).parent / "kamailio" / "kamailio.cfg"
+VICTIM, FORWARDER, OFFLINE, MOVED = "3035550110", "3035550199", "3035550120", "3035550130"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def switch(tmp_path_factory):
+    """Kamailio on a free loopback port, writing its accounting to a folder of the test;
+    stopped (and its files complete) at the end of the module."""
+    folder = tmp_path_factory.mktemp("kamailio")
+    (folder / "acc").mkdir()
+    config = folder / "kamailio.cfg"
+    config.write_text(CONFIG.read_text().replace("/var/log/kamailio/acc", str(folder / "acc")))
+    port = free_udp_port()
+    log = open(folder / "kamailio.log", "w")
+    proc = subprocess.Popen([KAMAILIO, "-f", str(config), "-l", f"udp:127.0.0.1:{port}",
+                             "-DD", "-E", "-n", "1", "-Y", str(folder), "-w", str(folder)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    probe = Phone("9999999999", port)
+    deadline = time.monotonic() + 10
+    while True:                              # listening once a REGISTER is answered
+        try:
+            probe.register()
+            break
+        except (TimeoutError, ConnectionRefusedError, AssertionError):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError((folder / "kamailio.log").read_text()[-2000:]) from None
+    probe.close()
+    yield port, folder, proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+    log.close()
+
+
+def place_calls(port: int) -> list[dict]:
+    """Every call kind, each in its own second (CDR times are whole seconds): what the
+    wire did, for the records and traces to be checked against."""
+    victim, moved = Phone(VICTIM, port), Phone(MOVED, port)
+    victim.register()
+    moved.register()
+    placed = []
+
+    def call(kind, caller, callee_phone, answer_how, to=VICTIM, headers=(), **kw):
+        time.sleep(1.05 - time.time() % 1)   # a new second
+        phone = Phone(caller, port)
+        started = int(time.time())
+        answering = None
+        if callee_phone is not None:
+            answering = threading.Thread(target=callee_phone.answer, args=(answer_how,),
+                                         kwargs={"redirect_to": "3035550140"}
+                                         if answer_how == "redirect" else {})
+            answering.start()
+        status = phone.call(to, headers=list(headers), **kw)
+        if answering is not None:
+            answering.join(10)
+        phone.close()
+        placed.append({"kind": kind, "caller": caller, "to": to, "status": status,
+                       "second": started})
+
+    call("answered", "2125550101", victim, "answer")
+    call("cancelled while ringing", "2125550102", victim, "ring", cancel_after=0.3)
+    call("busy", "2125550103", victim, "busy")
+    call("declined", "2125550104", victim, "decline")
+    call("no answer", "2125550105", victim, "no-answer")
+    call("private, asserted identity", "anonymous", victim, "answer",
+         headers=[("P-Asserted-Identity", "<sip:2125550106@127.0.0.1>"), ("Privacy", "id")])
+    call("forwarded by the switch", "2125550107", victim, "answer", to=FORWARDER)
+    call("offline", "2125550108", None, None, to=OFFLINE)
+    call("redirected (302)", "2125550109", moved, "redirect", to=MOVED)
+    victim.close()
+    moved.close()
+    return placed
+
+
+def test_kamailio_cdrs_of_every_call_kind_trace_as_the_wire_says(switch, tmp_path):
+    port, folder, proc = switch
+    placed = place_calls(port)
+    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 404, 302]
+    time.sleep(0.5)
+    proc.terminate()
+    proc.wait(10)
+    cdrs = sorted((folder / "acc").glob("acc_cdrs_*.log"))
+    assert cdrs, list((folder / "acc").iterdir())
+    keep = os.environ.get("CDRTRACE_KEEP_KAMAILIO")    # refresh data/samples/kamailio
+    if keep:
+        for table in ("acc_cdrs", "acc", "missed_calls"):
+            shutil.copy(next((folder / "acc").glob(f"{table}_[0-9]*.log")),
+                        Path(keep) / f"{table}.log")
+    # the victim's 7 calls all held (keep 8), so each can be traced as of its own moment
+    store = cdrtrace.open(tmp_path / "store", create=True, keep=8)
+    summary = cdrtrace.ingest(store, [str(p) for p in cdrs], fmt="kamailio")
+    assert summary.rejected == 0 and summary.records == len(placed)
+    traced = {}
+    for p in placed:                          # *57 right after each call, before the next
+        at = (p["second"] + 1) * 1_000_000 - 1
+        line = FORWARDER if p["to"] == FORWARDER else p["to"]
+        traced[p["kind"]] = store.trace(VICTIM if p["to"] in (VICTIM, FORWARDER) else line,
+                                        at=at)
+    records = {r["trace_id"]: r for r in store.trace_records(analyst="ann")}
+
+    def named(kind):
+        result = traced[kind]
+        return result.outcome.value, (records[result.trace_id]["call"] or {}).get("calling")
+    assert named("answered") == ("success", "+12125550101")
+    assert named("cancelled while ringing") == ("success", "+12125550102")     # it rang
+    assert named("busy") == ("already_traced", "+12125550102")   # busy never rang: the one before
+    assert named("declined") == ("success", "+12125550104")      # 603: it rang
+    assert named("no answer") == ("success", "+12125550105")
+    assert named("private, asserted identity") == ("success", "+12125550106")  # PAI, not From
+    private = records[traced["private, asserted identity"].trace_id]["call"]
+    assert private["presentation"] == "restricted"               # Privacy: id, traceable (R5)
+    assert named("forwarded by the switch") == ("success", "+12125550107")
+    assert named("offline")[0] == "no_call"                       # 404: nothing rang
+    assert named("redirected (302)")[0] == "no_call"              # 302: it did not ring
+    forwarder = store.trace(FORWARDER, at=(placed[6]["second"] + 1) * 1_000_000 - 1)
+    assert forwarder.outcome.value == "success"                  # R2: the forwarding line
+    assert "2125550107" not in str(forwarder)                    # never the caller
+    entries = testing.line_entries(store, VICTIM)
+    assert len(entries) > 0
+    store.close()
