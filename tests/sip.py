@@ -11,6 +11,7 @@ import time
 import uuid
 
 TIMEOUT = 5.0
+T1 = 0.5                 # RFC 3261's round-trip estimate: a request unanswered is sent again
 
 
 def _branch() -> str:
@@ -64,6 +65,7 @@ class Phone:
         self.sock.settimeout(TIMEOUT)
         self.port = self.sock.getsockname()[1]
         self.cseq = random.randint(1, 1000)
+        self.last_reply: Message | None = None     # the final reply of the last call
 
     def close(self) -> None:
         self.sock.close()
@@ -94,10 +96,19 @@ class Phone:
             ("Contact", self.contact), *extra])
 
     def register(self) -> None:
+        """REGISTER, sent again every T1 (0.5 s) until answered, as UDP asks (RFC 3261)."""
         tag = uuid.uuid4().hex[:8]
-        self.send(self._request("REGISTER", "sip:127.0.0.1", uuid.uuid4().hex, tag,
-                                f"<sip:{self.user}@127.0.0.1>", [("Expires", "600")]))
-        reply = self.receive()
+        request = self._request("REGISTER", "sip:127.0.0.1", uuid.uuid4().hex, tag,
+                                f"<sip:{self.user}@127.0.0.1>", [("Expires", "600")])
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            self.send(request)
+            try:
+                reply = self.receive(T1)
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
         assert reply.status == 200, reply.first
 
     # ---------------------------------------------------------------- calling
@@ -114,25 +125,29 @@ class Phone:
                        "t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
         branch = invite.get("Via").split("branch=")[1].split(";")[0]
         self.send(invite)
-        rang_at = None
+        rang_at, heard, sent_at = None, False, time.monotonic()
         while True:
+            if not heard and time.monotonic() - sent_at >= T1:   # lost on the way: again
+                self.send(invite)
+                sent_at = time.monotonic()
             if cancel_after is not None and rang_at is not None \
                     and time.monotonic() - rang_at >= cancel_after:
                 cancel = self._request("CANCEL", f"sip:{callee}@127.0.0.1", call_id, tag, to,
                                        cseq=int(invite.get("CSeq").split()[0]), branch=branch)
                 self.send(cancel)
                 cancel_after = None
-            wait = TIMEOUT
+            wait = TIMEOUT if heard else T1
             if cancel_after is not None and rang_at is not None:
                 wait = max(0.01, cancel_after - (time.monotonic() - rang_at))
             try:
                 reply = self.receive(wait)
             except TimeoutError:
-                if cancel_after is None:
+                if cancel_after is None and heard:
                     raise
-                continue                           # time to cancel
-            if reply.method is not None:          # a request to us (none expected here)
-                continue
+                continue                           # time to cancel, or to send it again
+            if reply.method is not None or reply.get("Call-ID") != call_id:
+                continue                           # a request to us, or an earlier call's
+            heard = True
             if reply.get("CSeq").endswith("CANCEL"):
                 continue
             if reply.status in (100, 183):
@@ -140,6 +155,7 @@ class Phone:
             if reply.status == 180:
                 rang_at = rang_at or time.monotonic()
                 continue
+            self.last_reply = reply
             if reply.status >= 300:               # the proxy's transaction wants an ACK
                 ack = Message(f"ACK sip:{callee}@127.0.0.1 SIP/2.0", [
                     ("Via", invite.get("Via")), ("Max-Forwards", "70"),

@@ -5,10 +5,12 @@ happened on the wire. Skipped, saying why, where Kamailio is not installed (.ci/
 installs it)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +28,18 @@ if KAMAILIO is None:
                 "tests need it", allow_module_level=True)
 CONFIG = Path(__file__).parent / "kamailio" / "kamailio.cfg"
 VICTIM, FORWARDER, OFFLINE, MOVED = "3035550110", "3035550199", "3035550120", "3035550130"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL if Kamailio is still shutting down after 10 s (its shutdown
+    sometimes waits on a child); the CDR files are flushed at every write, whichever."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def free_udp_port() -> int:
@@ -59,9 +73,7 @@ def switch(tmp_path_factory):
                 raise RuntimeError((folder / "kamailio.log").read_text()[-2000:]) from None
     probe.close()
     yield port, folder, proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(10)
+    stop(proc)
     log.close()
 
 
@@ -110,8 +122,7 @@ def test_kamailio_cdrs_of_every_call_kind_trace_as_the_wire_says(switch, tmp_pat
     placed = place_calls(port)
     assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 404, 302]
     time.sleep(0.5)
-    proc.terminate()
-    proc.wait(10)
+    stop(proc)
     cdrs = sorted((folder / "acc").glob("acc_cdrs_*.log"))
     assert cdrs, list((folder / "acc").iterdir())
     keep = os.environ.get("CDRTRACE_KEEP_KAMAILIO")    # refresh data/samples/kamailio
@@ -150,4 +161,104 @@ def test_kamailio_cdrs_of_every_call_kind_trace_as_the_wire_says(switch, tmp_pat
     assert "2125550107" not in str(forwarder)                    # never the caller
     entries = testing.line_entries(store, VICTIM)
     assert len(entries) > 0
+    store.close()
+
+
+def start_kamailio(folder: Path, **substitutes) -> tuple[subprocess.Popen, int]:
+    """Kamailio with the repository's configuration, its placeholders replaced."""
+    text = CONFIG.read_text().replace("/var/log/kamailio/acc", str(folder / "acc"))
+    for name, value in substitutes.items():
+        text = text.replace(name, value, 1)         # the substdef line defines each once
+    (folder / "acc").mkdir(exist_ok=True)
+    (folder / "kamailio.cfg").write_text(text)
+    port = free_udp_port()
+    proc = subprocess.Popen([KAMAILIO, "-f", str(folder / "kamailio.cfg"), "-l",
+                             f"udp:127.0.0.1:{port}", "-DD", "-E", "-n", "1", "-Y", str(folder),
+                             "-w", str(folder)], stdout=subprocess.DEVNULL,
+                            stderr=open(folder / "kamailio.log", "w"))
+    probe, deadline = Phone("9999999999", port), time.monotonic() + 10
+    while True:
+        try:
+            probe.register()
+            break
+        except (TimeoutError, ConnectionRefusedError, AssertionError):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError((folder / "kamailio.log").read_text()[-2000:]) from None
+    probe.close()
+    return proc, port
+
+
+def test_a_phone_dials_star_57_through_kamailio_and_hears_the_outcome(tmp_path):
+    """*57 from a SIP phone: Kamailio asks `cdrtrace serve` (http_client), which traces the
+    call the live ingest of Kamailio's own CDRs indexed, and answers the phone with the
+    announcement id."""
+    import httpx
+
+    db = tmp_path / "store"
+    store = cdrtrace.open(db, create=True)
+    token = store.tokens.create("kamailio", "switch")
+    store.close()
+    http = free_udp_port()        # a free port number (TCP and UDP ports are separate)
+    cli = [sys.executable, "-m", "cdrtrace.cli"]
+    running = [subprocess.Popen([*cli, "serve", "--db", str(db), "--http", f"127.0.0.1:{http}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{http}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "cdrtrace serve did not start"
+                time.sleep(0.1)
+        kamailio, port = start_kamailio(
+            tmp_path, **{"http://127.0.0.1:8080/v1/trace/text": f"http://127.0.0.1:{http}/v1/trace/text",
+                         "cdt_put-the-switch-token-here": token})
+        running.append(kamailio)
+        victim, quiet = Phone(VICTIM, port), Phone("3035550150", port)
+        victim.register()
+        quiet.register()
+        answering = threading.Thread(target=victim.answer, args=("answer",))
+        answering.start()
+        harasser = Phone("2125550166", port)
+        assert harasser.call(VICTIM) == 200
+        answering.join(10)
+        harasser.close()
+        deadline = time.monotonic() + 10
+        while not (found := [p for p in (tmp_path / "acc").glob("acc_cdrs_[0-9]*.log")
+                             if p.stat().st_size]):      # written once the dialog ends
+            assert time.monotonic() < deadline, "Kamailio wrote no CDR"
+            time.sleep(0.05)
+        cdrs = found[0]
+        running.append(subprocess.Popen(      # the live ingest of Kamailio's CDR file
+            [*cli, "ingest", "--db", str(db), "--follow", str(cdrs), "--format", "kamailio",
+             "--cdr-delay", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 30
+        while True:                           # the follower attached and read the call
+            stats = subprocess.run([*cli, "stats", "--db", str(db), "--json"],
+                                   capture_output=True, text=True)
+            feeds = json.loads(stats.stdout)["feeds"] if stats.returncode == 0 else []
+            if any(f["live"] and f["records"] >= 1 for f in feeds):
+                break
+            assert time.monotonic() < deadline, stats.stdout + stats.stderr
+            time.sleep(0.2)
+
+        def dial_star_57(phone) -> str:
+            assert phone.call("*57") == 603
+            return phone.last_reply.get("X-COT-Announcement")
+        assert dial_star_57(victim) == "COT-SUCCESS"
+        assert dial_star_57(victim) == "COT-ALREADY-TRACED"
+        assert dial_star_57(quiet) == "COT-NO-CALL"
+        assert "2125550166" not in str(victim.last_reply.render())   # never the caller
+        victim.close()
+        quiet.close()
+    finally:
+        for proc in reversed(running):
+            stop(proc)
+    store = cdrtrace.open(db)
+    traced = store.trace_records(VICTIM, analyst="ann")
+    assert [r["outcome"] for r in traced] == ["success", "already_traced"]
+    assert traced[0]["call"]["calling"] == "+12125550166"
+    assert traced[0]["requested_by"] == "token:kamailio"
     store.close()

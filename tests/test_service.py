@@ -365,6 +365,12 @@ def test_a_form_posting_switch_gets_the_announcement_as_text(service):
                       timeout=10).status_code == 403
     assert httpx.post(running.url + "/v1/trace/text", data={**body, "token": "cdt_x"},
                       timeout=10).text == "COT-FAILURE"
+    for wait in ("11", "-1", "soon"):             # wait: 0 to 10 seconds, or refused
+        refused = httpx.post(running.url + "/v1/trace/text", data={**body, "wait": wait},
+                             timeout=10)
+        assert (refused.status_code, refused.text) == (400, "COT-FAILURE")
+    again = httpx.post(running.url + "/v1/trace/text", data={**body, "wait": "0.5"}, timeout=10)
+    assert (again.status_code, again.text) == (200, "COT-ALREADY-TRACED")
 
 
 # ------------------------------------------------------------------ privacy, live feeds

@@ -132,7 +132,8 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     @app.post("/v1/trace/text", tags=["switch"], response_class=PlainTextResponse)
     async def trace_text(request: Request) -> PlainTextResponse:
         """*57 for a switch whose HTTP client can only post a form and read text (FreeSWITCH
-        mod_curl): form fields line, token and optionally at; the answer is the
+        mod_curl, Kamailio http_client): form fields line, token, and optionally at and
+        wait (seconds, up to 10, for a live feed to catch up); the answer is the
         announcement id alone (COT-SUCCESS, ...), the sound the switch plays."""
         form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0]
@@ -140,9 +141,15 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         if found is None or found.role != "switch":
             return PlainTextResponse("COT-FAILURE", status_code=401 if found is None else 403)
         line, at = (form.get("line") or [""])[0], next(iter(form.get("at") or []), None)
+        try:
+            wait = float((form.get("wait") or ["0"])[0])
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait <= 10:
+            return PlainTextResponse("COT-FAILURE", status_code=400)
         started = time.perf_counter()
         try:
-            result = await router.trace(line, at, 0.0, str(found))
+            result = await router.trace(line, at, wait, str(found))
         except CdrTraceError:
             return PlainTextResponse("COT-FAILURE", status_code=400)
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
