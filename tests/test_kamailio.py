@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,15 +32,17 @@ VICTIM, FORWARDER, OFFLINE, MOVED = "3035550110", "3035550199", "3035550120", "3
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, and SIGKILL if Kamailio is still shutting down after 10 s (its shutdown
-    sometimes waits on a child); the CDR files are flushed at every write, whichever."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    """SIGTERM to the process group the test started (Kamailio forks its workers), and
+    SIGKILL if it is still shutting down after 10 s (its shutdown sometimes waits on a
+    child); the CDR files are flushed at every write, whichever."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:          # already gone
+        pass
 
 
 def free_udp_port() -> int:
@@ -60,7 +63,7 @@ def switch(tmp_path_factory):
     log = open(folder / "kamailio.log", "w")
     proc = subprocess.Popen([KAMAILIO, "-f", str(config), "-l", f"udp:127.0.0.1:{port}",
                              "-DD", "-E", "-n", "1", "-Y", str(folder), "-w", str(folder)],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     probe = Phone("9999999999", port)
     deadline = time.monotonic() + 10
     while True:                              # listening once a REGISTER is answered
@@ -69,7 +72,7 @@ def switch(tmp_path_factory):
             break
         except (TimeoutError, ConnectionRefusedError, AssertionError):
             if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
+                stop(proc)
                 raise RuntimeError((folder / "kamailio.log").read_text()[-2000:]) from None
     probe.close()
     yield port, folder, proc
@@ -175,7 +178,7 @@ def start_kamailio(folder: Path, **substitutes) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([KAMAILIO, "-f", str(folder / "kamailio.cfg"), "-l",
                              f"udp:127.0.0.1:{port}", "-DD", "-E", "-n", "1", "-Y", str(folder),
                              "-w", str(folder)], stdout=subprocess.DEVNULL,
-                            stderr=open(folder / "kamailio.log", "w"))
+                            stderr=open(folder / "kamailio.log", "w"), start_new_session=True)
     probe, deadline = Phone("9999999999", port), time.monotonic() + 10
     while True:
         try:
@@ -183,7 +186,7 @@ def start_kamailio(folder: Path, **substitutes) -> tuple[subprocess.Popen, int]:
             break
         except (TimeoutError, ConnectionRefusedError, AssertionError):
             if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
+                stop(proc)
                 raise RuntimeError((folder / "kamailio.log").read_text()[-2000:]) from None
     probe.close()
     return proc, port
@@ -202,7 +205,8 @@ def test_a_phone_dials_star_57_through_kamailio_and_hears_the_outcome(tmp_path):
     http = free_udp_port()        # a free port number (TCP and UDP ports are separate)
     cli = [sys.executable, "-m", "cdrtrace.cli"]
     running = [subprocess.Popen([*cli, "serve", "--db", str(db), "--http", f"127.0.0.1:{http}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)]
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -233,7 +237,8 @@ def test_a_phone_dials_star_57_through_kamailio_and_hears_the_outcome(tmp_path):
         cdrs = found[0]
         running.append(subprocess.Popen(      # the live ingest of Kamailio's CDR file
             [*cli, "ingest", "--db", str(db), "--follow", str(cdrs), "--format", "kamailio",
-             "--cdr-delay", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+             "--cdr-delay", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
         deadline = time.monotonic() + 30
         while True:                           # the follower attached and read the call
             stats = subprocess.run([*cli, "stats", "--db", str(db), "--json"],

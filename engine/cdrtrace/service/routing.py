@@ -11,11 +11,12 @@ never forwarded again, so two maps that disagree cannot bounce a trace between t
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
+import queue
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from typing import Any
 
 from ..errors import CdrTraceError, NotReadyError, TraceError, WrongShardError
@@ -41,6 +42,7 @@ class Router:
                 raise CdrTraceError(f"shard.peers.{peer.name}: cannot read its token_file "
                                     f"{peer.token_file}: {exc}") from None
         self.forwarded = 0                # traces this service forwarded: measured
+        self.idle: dict[str, queue.LifoQueue] = {}   # replica -> kept-alive connections
 
     async def trace(self, line: str, at: str | int | None = None, wait: float = 0.0,
                     by: str | None = None, forward: bool = True) -> TraceResult:
@@ -57,34 +59,61 @@ class Router:
 
     def _post(self, peer: Any, line: str, at: str, wait: float) -> TraceResult:
         body = json.dumps({"line": line, "at": at, "wait": wait}).encode()
+        headers = {"Authorization": f"Bearer {self.tokens[peer.name]}",
+                   "Content-Type": "application/json", FORWARDED: "1"}
         tried = []
         for replica in peer.replicas:
-            request = urllib.request.Request(
-                replica + "/v1/trace", data=body, method="POST",
-                headers={"Authorization": f"Bearer {self.tokens[peer.name]}",
-                         "Content-Type": "application/json", FORWARDED: "1"})
             try:
-                with urllib.request.urlopen(request, timeout=TIMEOUT + wait) as answer:
-                    got = json.loads(answer.read())
-            except urllib.error.HTTPError as exc:
-                if exc.code == 503:                    # not ready: the next replica
-                    tried.append(f"{replica}: not ready")
-                    continue
-                detail = _error_of(exc)
-                raise TraceError(f"shard {peer.name} ({replica}) refused the trace: "
-                                 f"{exc.code} {detail}") from None
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                tried.append(f"{replica}: {getattr(exc, 'reason', exc)}")
+                status, answer = self._exchange(replica, body, headers, TIMEOUT + wait)
+            except (OSError, http.client.HTTPException) as exc:
+                tried.append(f"{replica}: {exc or type(exc).__name__}")
                 continue
+            if status == 503:                              # not ready: the next replica
+                tried.append(f"{replica}: not ready")
+                continue
+            try:
+                got = json.loads(answer)
+            except ValueError:
+                got = {}
+            if status != 200:
+                detail = str(got.get("error") or got.get("detail") or "")
+                raise TraceError(f"shard {peer.name} ({replica}) refused the trace: "
+                                 f"{status} {detail}")
             log.info("routing: a trace for shard %s answered by %s", peer.name, replica)
             return TraceResult(got["trace_id"], got["line"], Outcome(got["outcome"]),
                                got["activated_at"], got["call_time"])
         raise NotReadyError(f"no replica of shard {peer.name} answered ({'; '.join(tried)})")
 
+    def _exchange(self, replica: str, body: bytes, headers: dict,
+                  timeout: float) -> tuple[int, bytes]:
+        """POST /v1/trace over a kept-alive connection to the replica, or a new one if none
+        is idle or the idle one was closed meanwhile: (status, body)."""
+        pool = self.idle.setdefault(replica, queue.LifoQueue(maxsize=64))
+        try:
+            kept = pool.get_nowait()
+        except queue.Empty:
+            kept = None
+        for connection in ([kept] if kept is not None else []) + [None]:
+            fresh = connection is None
+            if connection is None:
+                url = urllib.parse.urlsplit(replica)
+                kind = (http.client.HTTPSConnection if url.scheme == "https"
+                        else http.client.HTTPConnection)
+                connection = kind(url.hostname or "127.0.0.1", url.port, timeout=timeout)
+            try:
+                connection.timeout = timeout
+                connection.request("POST", "/v1/trace", body, headers)
+                response = connection.getresponse()
+                answer = response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                if fresh:
+                    raise
+                continue                  # the kept one had been closed: a new one
+            try:
+                pool.put_nowait(connection)
+            except queue.Full:
+                connection.close()
+            return response.status, answer
+        raise AssertionError("unreachable: a fresh connection answers or raises")
 
-def _error_of(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = json.loads(exc.read() or b"{}")
-    except ValueError:
-        return ""
-    return str(body.get("error") or body.get("detail") or "")
