@@ -19,7 +19,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from cdrtrace import synth, testing
 from cdrtrace.ingestion import kafka
 from cdrtrace.ingestion.live import StreamOptions
 
-from .service import free_port, load_generator, make_store, over_the_wire
+from .service import load_generator, make_store, over_the_wire, start
 
 EAST, WEST = ["+12", "+13", "+14", "+15"], ["+16", "+17", "+18", "+19"]
 IDLE = 0.3                       # seconds of idle before a consumer stops (not counted)
@@ -129,24 +128,6 @@ def ingest_per_replica(records: int, folder: str) -> list[dict]:
     return out
 
 
-def start_serve(db: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db,
-                             "--http", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import httpx
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("a service did not start")
-
-
 def routed_traces(traces: int, folder: str) -> list[dict]:
     os.makedirs(os.path.join(folder, "west"))
     west_db, all_lines, _ = make_store(os.path.join(folder, "west"))
@@ -163,14 +144,14 @@ def routed_traces(traces: int, folder: str) -> list[dict]:
     east_db = os.path.join(folder, "east-store")
     cdrtrace.open(east_db, create=True).close()
     exe = load_generator(folder)
-    west_proc, west_port = start_serve(west_db)
+    west_proc, west_port, _ = start(west_db, group=True)
     shard_config(east_db, "east", EAST, peers=(
         f'[shard.peers.west]\nprefixes = {json.dumps(WEST)}\n'
         f'replicas = ["http://127.0.0.1:{west_port}"]\ntoken_file = "{token_file}"\n'))
     east = cdrtrace.open(east_db)
     east_switch = east.tokens.create("switch-east", "switch")
     east.close()
-    east_proc, east_port = start_serve(east_db)
+    east_proc, east_port, _ = start(east_db, group=True)
     out, dealt = [], 0
     try:
         for clients in (1, 16):

@@ -56,28 +56,9 @@ def switch(tmp_path_factory):
     """Kamailio on a free loopback port, writing its accounting to a folder of the test;
     stopped (and its files complete) at the end of the module."""
     folder = tmp_path_factory.mktemp("kamailio")
-    (folder / "acc").mkdir()
-    config = folder / "kamailio.cfg"
-    config.write_text(CONFIG.read_text().replace("/var/log/kamailio/acc", str(folder / "acc")))
-    port = free_udp_port()
-    log = open(folder / "kamailio.log", "w")
-    proc = subprocess.Popen([KAMAILIO, "-f", str(config), "-l", f"udp:127.0.0.1:{port}",
-                             "-DD", "-E", "-n", "1", "-Y", str(folder), "-w", str(folder)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    probe = Phone("9999999999", port)
-    deadline = time.monotonic() + 10
-    while True:                              # listening once a REGISTER is answered
-        try:
-            probe.register()
-            break
-        except (TimeoutError, ConnectionRefusedError, AssertionError):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                stop(proc)
-                raise RuntimeError((folder / "kamailio.log").read_text()[-2000:]) from None
-    probe.close()
+    proc, port = start_kamailio(folder)
     yield port, folder, proc
     stop(proc)
-    log.close()
 
 
 def place_calls(port: int) -> list[dict]:
@@ -168,19 +149,21 @@ def test_kamailio_cdrs_of_every_call_kind_trace_as_the_wire_says(switch, tmp_pat
 
 
 def start_kamailio(folder: Path, **substitutes) -> tuple[subprocess.Popen, int]:
-    """Kamailio with the repository's configuration, its placeholders replaced."""
+    """Kamailio with the repository's configuration (its placeholders replaced) on a free
+    loopback port, writing its accounting to folder/acc: (process, port)."""
     text = CONFIG.read_text().replace("/var/log/kamailio/acc", str(folder / "acc"))
     for name, value in substitutes.items():
         text = text.replace(name, value, 1)         # the substdef line defines each once
     (folder / "acc").mkdir(exist_ok=True)
     (folder / "kamailio.cfg").write_text(text)
     port = free_udp_port()
-    proc = subprocess.Popen([KAMAILIO, "-f", str(folder / "kamailio.cfg"), "-l",
-                             f"udp:127.0.0.1:{port}", "-DD", "-E", "-n", "1", "-Y", str(folder),
-                             "-w", str(folder)], stdout=subprocess.DEVNULL,
-                            stderr=open(folder / "kamailio.log", "w"), start_new_session=True)
+    with open(folder / "kamailio.log", "w") as log:     # the child keeps its own copy
+        proc = subprocess.Popen([KAMAILIO, "-f", str(folder / "kamailio.cfg"), "-l",
+                                 f"udp:127.0.0.1:{port}", "-DD", "-E", "-n", "1", "-Y",
+                                 str(folder), "-w", str(folder)], stdout=subprocess.DEVNULL,
+                                stderr=log, start_new_session=True)
     probe, deadline = Phone("9999999999", port), time.monotonic() + 10
-    while True:
+    while True:                              # listening once a REGISTER is answered
         try:
             probe.register()
             break

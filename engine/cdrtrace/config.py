@@ -205,6 +205,16 @@ SHARD_KEYS = ("name", "prefixes", "partitions", "max_lag_seconds", "peers")
 PEER_KEYS = ("prefixes", "replicas", "token_file")
 
 
+def _table(path, where: str, spec: Any, keys: tuple[str, ...]) -> None:
+    """A TOML table ([where]) holding only the keys its section knows."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: {where} must be a table ([{where}])")
+    unknown = set(spec) - set(keys)
+    if unknown:
+        raise ConfigError(f"{path}: {where}: unknown key(s) {', '.join(sorted(unknown))} "
+                          f"(keys: {', '.join(keys)})")
+
+
 def _prefixes(value: Any) -> bool:
     return isinstance(value, list) and all(
         isinstance(p, str) and p.lstrip("+").isdigit() and p.count("+") <= p.startswith("+")
@@ -212,12 +222,7 @@ def _prefixes(value: Any) -> bool:
 
 
 def _shard(path, spec: Any) -> Shard:
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: shard must be a table ([shard])")
-    unknown = set(spec) - set(SHARD_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: shard: unknown key(s) {', '.join(sorted(unknown))} "
-                          f"(keys: {', '.join(SHARD_KEYS)})")
+    _table(path, "shard", spec, SHARD_KEYS)
     name = spec.get("name")
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 64:
         raise ConfigError(f"{path}: shard.name must be text (1 to 64 characters)")
@@ -245,10 +250,7 @@ def _shard(path, spec: Any) -> Shard:
 
 def _peer(path, name: str, spec: dict) -> Peer:
     where = f"shard.peers.{name}"
-    unknown = set(spec) - set(PEER_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: {where}: unknown key(s) {', '.join(sorted(unknown))} "
-                          f"(keys: {', '.join(PEER_KEYS)})")
+    _table(path, where, spec, PEER_KEYS)
     if not spec.get("prefixes") or not _prefixes(spec["prefixes"]):
         raise ConfigError(f"{path}: {where}.prefixes must be a non-empty list of number "
                           "prefixes")
@@ -280,12 +282,7 @@ CARRIER_KEYS = ("name", "follow_up_phone", "follow_up_hours", "law_enforcement_p
 
 def _carrier(path, spec: Any) -> dict[str, Any]:
     """[carrier]: the name and contacts the customer is given once they may act."""
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: carrier must be a table ([carrier])")
-    unknown = set(spec) - set(CARRIER_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: carrier: unknown key(s) {', '.join(sorted(unknown))} "
-                          f"(keys: {', '.join(CARRIER_KEYS)})")
+    _table(path, "carrier", spec, CARRIER_KEYS)
     texts = spec.get("announcements", {})
     known = {entry[0] for entry in ANNOUNCEMENTS.values()}
     if not isinstance(texts, dict) or not all(
