@@ -1034,9 +1034,11 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     out.redirecting[i] = redirecting
     out.final[i] = final_
     out.disposition[i] = disp
+    # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
-        ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED) and end_ - start >= min_ring_us))
+        ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED)
+         and (end_ - start >= min_ring_us or end_ < start)))
     out.call_id[i] = h
     out.feed[i] = feed
     if activated != 0 and line != 0:

@@ -98,6 +98,18 @@ def test_minimum_ring_time_applies_to_unanswered_calls_only():
     assert rows[0]["received"]
 
 
+@pytest.mark.parametrize("min_ring", [0, 5])
+def test_a_call_that_ends_before_it_starts_rang(min_ring):
+    """Clocks apart (an end stamped before the start) tell no ring time: the call counts
+    as received, so a trace names it rather than pass over it to an older caller."""
+    skewed = cdr(disposition="NO ANSWER", start="2026-03-02 14:03:13",
+                 end="2026-03-02 14:03:12", duration="0", billsec="0")
+    (row,), rejects = parse_all(skewed, min_ring_seconds=min_ring)
+    assert rejects == [] and row["received"]
+    (twin_row,), _ = reference(skewed, min_ring_seconds=min_ring)
+    assert twin_row["received"]
+
+
 @pytest.mark.parametrize("src,clid,userfield,calling,presentation", [
     ("3035550142", '"Pat" <3035550142>', "", "+13035550142", Presentation.ALLOWED),
     ("anonymous", '"Anonymous" <3035550142>', "", "+13035550142", Presentation.RESTRICTED),

@@ -384,8 +384,10 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
     else:
         call_id = _hash_chain(seed, b"r", raw)
+    # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
-        disp in (Disposition.NO_ANSWER, Disposition.CANCELLED) and end - start >= min_ring_us))
+        disp in (Disposition.NO_ANSWER, Disposition.CANCELLED)
+        and (end - start >= min_ring_us or end < start)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,
                disposition=int(disp), received=received, call_id=call_id, feed=feed)
