@@ -107,6 +107,8 @@ cdef struct Dialect:
     int c_cot            # when the switch recorded a *57 on the line (BroadWorks)
     int c_comment        # CUCM comment: callFlag=MALICIOUS is a trace of this call
     int c_asserted       # SIP P-Asserted-Identity: the caller when present (over From)
+    int escaped          # quote is an escape: it makes the next byte data (Kamailio db_text)
+    int c_method         # a transaction row's SIP method: only an INVITE is a call
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
@@ -598,13 +600,15 @@ cdef uint64_t channel_number(Span s, const Plan* cc) noexcept nogil:
 
 cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char delim,
                   char quote, int keep_fields, Span* f, int* nf, const char** rec_end,
-                  const char** next_rec) noexcept nogil:
+                  const char** next_rec, bint escaped=False) noexcept nogil:
     """Split one record into fields. ST_OK, ST_NEED_MORE or an error code.
 
     lenient (FreeSWITCH): quotes inside values are not doubled, so a quote ends a
     field only where a comma or the line end follows it; spaces before an opening
-    quote are skipped. Only the first keep_fields spans are stored (the columns the
-    dialect reads); the rest are counted."""
+    quote are skipped. escaped (Kamailio db_text): no field is quoted; the quote byte
+    is an escape that makes the next byte data (a delimiter too), and the span keeps
+    both. Only the first keep_fields spans are stored (the columns the dialect reads);
+    the rest are counted."""
     cdef const char* p = r
     cdef const char* q
     cdef const char* s
@@ -617,7 +621,7 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char
                 s += 1
             if s < end and s[0] == quote:
                 p = s
-        if p < end and p[0] == quote:
+        if p < end and p[0] == quote and not escaped:
             q = p + 1
             while True:
                 if q >= end or q[0] != quote:   # an empty field needs no memchr call
@@ -661,6 +665,9 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char
                 if c == delim or c == b'\n' or c == b'\r':
                     break
                 if c == quote:
+                    if escaped:         # the escaped byte is data; a line end stays one
+                        p += 2 if p + 1 < end and p[1] != b'\n' and p[1] != b'\r' else 1
+                        continue
                     rec_end[0] = p
                     return ERR_QUOTE_UNQUOTED
                 p += 1
@@ -1011,6 +1018,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         activated = end_         # malicious call id, flagged during the call
     if d.c_direction >= 0 and not span_starts_nocase(col(f, nf, d.c_direction), b"terminating", 11):
         called = redirecting = final_ = 0     # not an incoming call: nothing to index
+    if d.c_method >= 0 and not span_is(col(f, nf, d.c_method), b"INVITE", 6):
+        called = redirecting = final_ = 0     # a BYE's row (or another method's): no call
     s = col(f, nf, d.c_callid_peer)
     if s.n == 0:
         s = col(f, nf, d.c_callid)
@@ -1111,7 +1120,7 @@ DIALECT_FIELDS = (
     "c_final", "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
-    "c_cot", "c_comment", "c_asserted",
+    "c_cot", "c_comment", "c_asserted", "escaped", "c_method",
 )
 
 
@@ -1246,7 +1255,8 @@ cdef class CdrParser:
         cdef const char* next_rec = NULL
         cdef const char* start = data
         if tokenize(start, start + len(data), True, d.lenient_quotes, <char>d.delimiter,
-                    <char>d.quote, self.keep_fields, fields, &nf, &rec_end, &next_rec) == ST_OK:
+                    <char>d.quote, self.keep_fields, fields, &nf, &rec_end, &next_rec,
+                    d.escaped) == ST_OK:
             # well-formed CSV (only a value was bad): every field where it belongs
             tokens = [data[fields[k].p - start:fields[k].p - start + fields[k].n]
                       if k < self.keep_fields else b"" for k in range(nf)]
@@ -1262,6 +1272,8 @@ cdef class CdrParser:
             sp.n = len(t)
             if span_starts_nocase(sp, b"originating", 11):
                 return None
+        if d.c_method >= 0 and d.c_method < n and tokens[d.c_method] != b"INVITE":
+            return None           # a transaction row of a BYE (or another method)
         for c in _candidates(d.c_called, n, d.max_cols):
             t = tokens[c]
             v = normalize(<const char*>t, len(t), &self.plan)
@@ -1362,6 +1374,7 @@ cdef class CdrParser:
         cdef bint lenient = self.dialect.lenient_quotes
         cdef char delim = <char>self.dialect.delimiter
         cdef char quote = <char>self.dialect.quote
+        cdef bint escaped = self.dialect.escaped
         cdef int keep_fields = self.keep_fields
         cdef const char* line_end
         cdef int want, failed, failed_detail
@@ -1400,7 +1413,7 @@ cdef class CdrParser:
                     detail = 0
                     rec_end = p
                     status = tokenize(p, end, final, lenient, delim, quote, keep_fields,
-                                      fields, &nf, &rec_end, &next_rec)
+                                      fields, &nf, &rec_end, &next_rec, escaped)
                     if status == ST_NEED_MORE:
                         break
                     if status == ST_OK and self.dialect.markers and is_marker(fields, nf):

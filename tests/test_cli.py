@@ -72,10 +72,11 @@ def test_stdin_source(tmp_path):
     (["ingest", "{tmp}/*.cdr", "--db", "{db}"], "cdrtrace: error: no file matches {tmp}/*.cdr"),
     (["ingest", "-", "--format", "auto", "--db", "{db}"],
      "cdrtrace: error: cannot tell the format of -: it looks like none of asterisk, "
-     "asterisk-custom, freeswitch, cucm, broadworks, kamailio (name it with --format)"),
+     "asterisk-custom, freeswitch, cucm, broadworks, kamailio, kamailio-acc, kamailio-dbtext "
+     "(name it with --format)"),
     (["ingest", "-", "--format", "sonus", "--db", "{db}"],
      "cdrtrace: error: unknown format 'sonus' (known: asterisk, asterisk-custom, freeswitch, "
-     "cucm, broadworks, kamailio)"),
+     "cucm, broadworks, kamailio, kamailio-acc, kamailio-dbtext)"),
     (["ingest", "-", "--tz", "Mars/Base", "--db", "{db}"],
      "cdrtrace: error: unknown time zone 'Mars/Base' (use an IANA name such as America/Denver)"),
     (["last-calls", "3035550110", "--analyst", "", "--db", "{db}"],

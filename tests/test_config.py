@@ -156,7 +156,7 @@ def test_feeds_command_and_ingest_by_feed(tmp_path):
 
 @pytest.mark.parametrize("text,message", [
     ("[feeds.a]\nformat = 'sonus'\n", "feeds.a: unknown format 'sonus' (known: asterisk, "
-     "asterisk-custom, freeswitch, cucm, broadworks, kamailio)"),
+     "asterisk-custom, freeswitch, cucm, broadworks, kamailio, kamailio-acc, kamailio-dbtext)"),
     ("[feeds.a]\nzone = 'Mars/Base'\n", "feeds.a: unknown time zone 'Mars/Base'"),
     ("[feeds.a]\nserved = '+1303'\n", "feeds.a: served must be a list of number prefixes"),
     ("[feeds.a]\ncolour = 'red'\n", "feeds.a: unknown key(s) colour"),

@@ -22,7 +22,8 @@ from cdrtrace.parsing.timezones import format_utc
 from cdrtrace.store import index
 from conftest import parse_all
 
-FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks", "kamailio")
+FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks", "kamailio",
+           "kamailio-acc", "kamailio-dbtext")
 
 
 def write(columns, fmt: str, path, cucm_fields: int = 129, zone: str = "America/Denver"):
@@ -37,6 +38,10 @@ def write(columns, fmt: str, path, cucm_fields: int = 129, zone: str = "America/
         data = synth.cucm_header(cucm_fields) + synth.format_cucm(columns, 0, n, cucm_fields)
     elif fmt == "kamailio":
         data = synth.format_kamailio(columns, 0, n)
+    elif fmt == "kamailio-dbtext":
+        data = synth.KAMAILIO_DBTEXT_HEADER + synth.format_kamailio_dbtext(columns, 0, n)
+    elif fmt == "kamailio-acc":
+        data = synth.format_kamailio_acc(columns, 0, n)
     else:
         data = synth.broadworks_header() + synth.format_broadworks(columns, 0, n)
     path.write_bytes(data)
@@ -65,7 +70,7 @@ def same_calls(tmp_path_factory):
     stores = {}
     for fmt, extra in [("asterisk", {}), ("asterisk-custom", {}), ("freeswitch", {}),
                        ("cucm", {"cucm_fields": 129}), ("cucm", {"cucm_fields": 133}),
-                       ("broadworks", {})]:
+                       ("broadworks", {}), ("kamailio", {}), ("kamailio-dbtext", {})]:
         name = f"{fmt}-{extra.get('cucm_fields', '')}"
         path = write(columns, fmt, folder / f"{name}.csv", **extra)
         store = cdrtrace.open(folder / name, create=True, keep=64)
@@ -354,18 +359,23 @@ def sample(fmt: str) -> bytes:
             "broadworks": lambda: synth.broadworks_header() + synth.format_broadworks(columns, 0, n),
             "freeswitch": lambda: synth.format_freeswitch(columns, 0, n),
             "kamailio": lambda: synth.format_kamailio(columns, 0, n),
+            "kamailio-acc": lambda: synth.format_kamailio_acc(columns, 0, n),
+            "kamailio-dbtext": lambda: (synth.KAMAILIO_DBTEXT_HEADER
+                                        + synth.format_kamailio_dbtext(columns, 0, n)),
             "asterisk-custom": lambda: synth.format_asterisk_custom(columns, 0, n),
         }[fmt]()
     return SAMPLES[fmt]
 
 
-HEADER_LINES = {"cucm": 2, "broadworks": 1, "freeswitch": 0, "asterisk-custom": 0, "kamailio": 0}
+HEADER_LINES = {"cucm": 2, "broadworks": 1, "freeswitch": 0, "asterisk-custom": 0, "kamailio": 0,
+                "kamailio-acc": 0, "kamailio-dbtext": 1}
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fmt=st.sampled_from(sorted(HEADER_LINES)),
        edits=st.lists(st.tuples(st.floats(0, 1), st.sampled_from(
-           [b'"', b",", b"\n", b"\r", b"\x00", b"", b"9", b"\xe9", b".", b"-", b"No", b"x"]),
+           [b'"', b",", b"\n", b"\r", b"\x00", b"", b"9", b"\xe9", b".", b"-", b"No", b"x", b"\\",
+            b":", b"|", b"BYE"]),
            st.integers(0, 3)), max_size=6),
        chunk=st.integers(1, 4000))
 def test_native_equals_reference_for_every_format(fmt, edits, chunk):
@@ -388,7 +398,8 @@ def test_every_format_is_listed_by_the_command(capsys, command):
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "one of: asterisk, asterisk-custom, freeswitch, cucm, broadworks, kamailio" in help_text
+    assert ("one of: asterisk, asterisk-custom, freeswitch, cucm, broadworks, kamailio, "
+            "kamailio-acc, kamailio-dbtext") in help_text
     assert set(FORMATS) == set(cdrtrace.parsing.formats.FORMATS)
 
 

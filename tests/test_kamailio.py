@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ if KAMAILIO is None:
     pytest.skip("Kamailio is not installed (apt-get install kamailio): the real-switch "
                 "tests need it", allow_module_level=True)
 CONFIG = Path(__file__).parent / "kamailio" / "kamailio.cfg"
+MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"      # mpath in kamailio.cfg
 VICTIM, FORWARDER, OFFLINE, MOVED = "3035550110", "3035550199", "3035550120", "3035550130"
 
 
@@ -114,10 +116,46 @@ def test_kamailio_cdrs_of_every_call_kind_trace_as_the_wire_says(switch, tmp_pat
         for table in ("acc_cdrs", "acc", "missed_calls"):
             shutil.copy(next((folder / "acc").glob(f"{table}_[0-9]*.log")),
                         Path(keep) / f"{table}.log")
+    check_traces(tmp_path / "cdrs", [str(p) for p in cdrs], "kamailio", placed, len(placed))
+    # the transaction rows: every call's final reply (acc: 200s, missed_calls: the others)
+    rows = [str(next((folder / "acc").glob(f"{table}_[0-9]*.log")))
+            for table in ("acc", "missed_calls")]
+    check_traces(tmp_path / "rows", rows, "auto", placed, len(placed))
+
+
+@pytest.mark.parametrize("backend", ["dbtext", "sqlite"])
+def test_kamailio_db_text_and_sqlite_tables_trace_as_the_wire_says(backend, tmp_path):
+    """The same calls with the acc tables in db_text (written when Kamailio stops,
+    newest row first) and in SQLite (read with ingest sqlite:///...?table=...)."""
+    proc, port = start_kamailio(tmp_path, backend=backend)
+    try:
+        placed = place_calls(port)
+    finally:
+        stop(proc)
+    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 404, 302]
+    acc = tmp_path / "acc"
+    keep = os.environ.get("CDRTRACE_KEEP_KAMAILIO")    # refresh data/samples/kamailio
+    if keep:
+        for name in ("acc_cdrs", "acc", "missed_calls") if backend == "dbtext" else ("acc.db",):
+            shutil.copy(acc / name, Path(keep) / (f"{name}.dbtext" if backend == "dbtext" else name))
+
+    def source(table):
+        return str(acc / table) if backend == "dbtext" else f"sqlite://{acc}/acc.db?table={table}"
+    if backend == "dbtext":      # newest first, as db_text writes on shutdown
+        ids = [int(line.split(b":", 1)[0]) for line in (acc / "acc_cdrs").read_bytes().splitlines()[1:]]
+        assert ids == sorted(ids, reverse=True) and len(ids) == len(placed)
+    check_traces(tmp_path / "cdrs", [source("acc_cdrs")], "auto", placed, len(placed))
+    check_traces(tmp_path / "rows", [source("acc"), source("missed_calls")], "auto", placed,
+                 len(placed))
+
+
+def check_traces(db: Path, sources: list[str], fmt: str, placed: list[dict], count: int) -> None:
+    """Ingest Kamailio's records of the placed calls and trace each as of its own moment:
+    the outcome and the call named must be what happened on the wire."""
     # the victim's 7 calls all held (keep 8), so each can be traced as of its own moment
-    store = cdrtrace.open(tmp_path / "store", create=True, keep=8)
-    summary = cdrtrace.ingest(store, [str(p) for p in cdrs], fmt="kamailio")
-    assert summary.rejected == 0 and summary.records == len(placed)
+    store = cdrtrace.open(db, create=True, keep=8)
+    summary = cdrtrace.ingest(store, sources, fmt=fmt)
+    assert summary.rejected == 0 and summary.records == count
     traced = {}
     for p in placed:                          # *57 right after each call, before the next
         at = (p["second"] + 1) * 1_000_000 - 1
@@ -148,17 +186,31 @@ def test_kamailio_cdrs_of_every_call_kind_trace_as_the_wire_says(switch, tmp_pat
     store.close()
 
 
-def start_kamailio(folder: Path, **substitutes) -> tuple[subprocess.Popen, int]:
+def start_kamailio(folder: Path, backend: str = "flatstore",
+                   **substitutes) -> tuple[subprocess.Popen, int]:
     """Kamailio with the repository's configuration (its placeholders replaced) on a free
-    loopback port, writing its accounting to folder/acc: (process, port)."""
+    loopback port, writing its accounting to folder/acc with db_flatstore, db_text or
+    db_sqlite (the tables made from tests/kamailio's definitions): (process, port)."""
     text = CONFIG.read_text().replace("/var/log/kamailio/acc", str(folder / "acc"))
     for name, value in substitutes.items():
         text = text.replace(name, value, 1)         # the substdef line defines each once
     (folder / "acc").mkdir(exist_ok=True)
+    defines = []
+    if backend == "dbtext":
+        for table in (CONFIG.parent / "dbtext").iterdir():
+            shutil.copy(table, folder / "acc" / table.name)
+        defines = ["-A", "WITH_DBTEXT"]
+    elif backend == "sqlite":
+        if not Path(MODULES, "db_sqlite.so").exists():
+            pytest.skip("Kamailio's SQLite module is not installed (apt-get install "
+                        "kamailio-sqlite-modules)")
+        with sqlite3.connect(folder / "acc" / "acc.db") as db:
+            db.executescript((CONFIG.parent / "sqlite.sql").read_text())
+        defines = ["-A", "WITH_SQLITE"]
     (folder / "kamailio.cfg").write_text(text)
     port = free_udp_port()
     with open(folder / "kamailio.log", "w") as log:     # the child keeps its own copy
-        proc = subprocess.Popen([KAMAILIO, "-f", str(folder / "kamailio.cfg"), "-l",
+        proc = subprocess.Popen([KAMAILIO, *defines, "-f", str(folder / "kamailio.cfg"), "-l",
                                  f"udp:127.0.0.1:{port}", "-DD", "-E", "-n", "1", "-Y",
                                  str(folder), "-w", str(folder)], stdout=subprocess.DEVNULL,
                                 stderr=log, start_new_session=True)

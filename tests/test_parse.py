@@ -322,7 +322,7 @@ def test_reference_is_selected_only_on_request(monkeypatch):
 def test_unknown_format_and_zone():
     with pytest.raises(cdrtrace.FormatError,
                        match="unknown format 'bogus' \\(known: asterisk, asterisk-custom, "
-                             "freeswitch, cucm, broadworks, kamailio\\)"):
+                             "freeswitch, cucm, broadworks, kamailio, kamailio-acc, kamailio-dbtext\\)"):
         parsers.make_parser("bogus")
     with pytest.raises(cdrtrace.CdrTraceError, match="unknown time zone 'Mars/Base'"):
         parsers.make_parser(zone="Mars/Base")

@@ -11,7 +11,8 @@ from ..errors import CdrTraceError
 from .common import _OPENED, EXIT_FAILURE
 
 # the formats' names, without loading the parser to list them (a test holds them equal)
-FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks", "kamailio")
+FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks", "kamailio",
+           "kamailio-acc", "kamailio-dbtext")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="files, directories, globs or '-'; gzip, bzip2, xz and zstd are read as is")
+                   help="files, directories, globs or '-'; gzip, bzip2, xz and zstd are read as "
+                   "is; sqlite:///PATH?table=NAME reads a Kamailio acc table in SQLite")
     p.add_argument("--format", help=f"one of: {', '.join(FORMATS)}; auto; or a configured "
                    "dialect (default: the feed's, else asterisk)")
     p.add_argument("--feed", help="a feed of cdrtrace.toml: its format, zone, country code, "

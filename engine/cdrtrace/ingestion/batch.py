@@ -20,6 +20,7 @@ from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser
 from ..store import index
 from ..store.archive import ArchiveWriter
 from ..store.catalog import ArchiveMark, Position
+from . import sqlite
 from .sources import RejectsWriter, _Decompressing, expand, identity, open_source, reader_for
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
@@ -119,15 +120,19 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     summary.switch_traces += len(store.run_activations())   # left by a crash, if any
     try:
         for name in _expand(sources, summary, keep_going):
+            rendered = None
             try:
-                stream, size = open_source(name)
+                read = name
+                if sqlite.is_url(name):        # a table, written out as db_text to read
+                    read = str(rendered := sqlite.render(name, store.path / "rendered"))
+                stream, size = open_source(read)
                 reader = None
                 try:
-                    path = os.path.abspath(name) if name != "-" else None
+                    path = os.path.abspath(read) if name != "-" else None
                     plain = not isinstance(stream, _Decompressing)
                     versions = (store.catalog.ingested_versions(path)
                                 if path and plain and not force else [])
-                    ident, prefixes = identity(name, [v["size"] for v in versions])
+                    ident, prefixes = identity(read, [v["size"] for v in versions])
                     if not force and store.catalog.source_with_identity(ident):
                         summary.skipped.append(name)
                         continue
@@ -143,6 +148,8 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                         first = bytes(head[:MAX_HEADER])
                     form = (fmt if isinstance(fmt, Format) else
                             get_format(detect_format(first, name) if fmt == "auto" else fmt))
+                    if rendered is not None and not form.typed_header:
+                        form = get_format("kamailio-dbtext")     # what the table became
                     header, skip = read_header(form, first, name)
                     reader.consume(skip)
                     # an interrupted earlier run of this content resumes where it committed;
@@ -197,6 +204,9 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                 if not keep_going:
                     raise
                 summary.failed.append({"source": name, "reason": str(exc)})
+            finally:
+                if rendered is not None:       # the table's copy holds callers: not kept
+                    rendered.unlink(missing_ok=True)
     finally:
         rejects.close()
         held.close()

@@ -29,11 +29,11 @@ _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
 
 
 def expand(names: list[str]) -> list[str]:
-    """Sources as given: '-' (stdin), files, directories (their files in name order) and
-    glob patterns (matches in name order)."""
+    """Sources as given: '-' (stdin), sqlite:// tables, files, directories (their files in
+    name order) and glob patterns (matches in name order)."""
     out = []
     for name in names:
-        if name == "-":
+        if name == "-" or name.startswith("sqlite://"):
             out.append(name)
         elif os.path.isdir(name):
             files = sorted(os.path.join(name, f) for f in os.listdir(name)

@@ -76,7 +76,7 @@ PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
-         "srcchannel", "callid_peer", "cot", "comment", "asserted")
+         "srcchannel", "callid_peer", "cot", "comment", "asserted", "method")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -149,7 +149,10 @@ class Format:
     header_optional: a first line naming the required columns is the header, else the
     file has none (columns, or the release layout of the first record's field count in
     releases, map it). types_line: a line of column types may follow the header (CUCM).
-    markers: version, Start and End lines between the records (BroadWorks)."""
+    markers: version, Start and End lines between the records (BroadWorks).
+    typed_header: the header is Kamailio db_text's, `name(type[,flags])` words between
+    spaces. escape: a byte that makes the next one data (db_text's `\\:`); no quoting.
+    A role may name alternative columns (a tuple): the first the header has is read."""
 
     name: str
     roles: dict                 # canonical role -> column name
@@ -169,6 +172,8 @@ class Format:
     lenient_quotes: bool = False  # quotes inside values are not doubled (FreeSWITCH)
     delimiter: str = ","
     quote: str = '"'
+    escape: str = ""
+    typed_header: bool = False
     dispositions: dict = dataclasses.field(default_factory=dict)   # value -> Disposition
     presentations: dict = dataclasses.field(default_factory=dict)  # value -> Presentation
 
@@ -190,18 +195,28 @@ class Format:
             raise ParseError(f"{self.name}: {max(most, self.min_cols)} columns, more than the "
                              f"{MAX_COLUMNS} a record may have")
         where = {name: i for i, name in enumerate(names)}
-        missing = [self.roles[r] for r in self.required if self.roles[r] not in where]
+        missing = [" or ".join(_names(self.roles[r])) for r in self.required
+                   if self.column(r, where) < 0]
         if missing:
             raise ParseError(f"{self.name} header lacks the column(s) {', '.join(missing)}")
         dialect = {"min_cols": min(self.min_cols or len(names), len(names)), "max_cols": most,
-                   "delimiter": ord(self.delimiter), "quote": ord(self.quote),
+                   "delimiter": ord(self.delimiter), "quote": ord(self.escape or self.quote),
+                   "escaped": int(bool(self.escape)),
                    "lenient_quotes": int(self.lenient_quotes),
                    "end_required": int(self.end_required), "time_kind": self.time_kind,
                    "disp_kind": self.disp_kind, "pres_kind": self.pres_kind,
                    "markers": int(self.markers)}
         for role in ROLES:
-            dialect[f"c_{role}"] = where.get(self.roles.get(role, ""), -1)
+            dialect[f"c_{role}"] = self.column(role, where)
         return dialect
+
+    def column(self, role: str, where: dict) -> int:
+        """The 0-based column of a role ({column name: index}), -1 when there is none."""
+        return next((where[n] for n in _names(self.roles.get(role, "")) if n in where), -1)
+
+
+def _names(columns: str | tuple) -> tuple:
+    return columns if isinstance(columns, tuple) else (columns,)
 
 
 ASTERISK = Format(
@@ -296,8 +311,32 @@ KAMAILIO = Format(
            "callid": "callid", "presentation": "privacy"},
     dispositions=SIP_FINAL)
 
+# The acc module's transaction rows (tables acc and missed_calls), by db_flatstore: one
+# row per final reply to an INVITE (a missed call's per failed branch) and one per BYE.
+# Columns: the module's own, then the db_extra list of the configuration cdrtrace ships.
+# The row's time is the reply's: a 200's is when the call was answered.
+KAMAILIO_ACC_COLUMNS = ("method", "from_tag", "to_tag", "callid", "sip_code", "sip_reason",
+                        "time", "src_user", "pai", "privacy", "dst_ouser", "dst_user",
+                        "diversion")
+KAMAILIO_ACC = dataclasses.replace(
+    KAMAILIO, name="kamailio-acc", columns=KAMAILIO_ACC_COLUMNS,
+    min_cols=len(KAMAILIO_ACC_COLUMNS),
+    roles={**{r: c for r, c in KAMAILIO.roles.items() if r != "end"},
+           "start": "time", "answer": "time", "method": "method"})
+
+# Any of the three tables as db_text writes them (on shutdown, or `kamcmd db_text.dump`):
+# a typed header naming the columns, ':' between values, '\:' inside one, newest row first
+# (the index does not depend on the order). Columns by name, the dialog CDR's or the
+# transaction row's.
+KAMAILIO_DBTEXT = dataclasses.replace(
+    KAMAILIO, name="kamailio-dbtext", columns=None, min_cols=0, header_lines=1,
+    typed_header=True, delimiter=":", escape="\\",
+    roles={**KAMAILIO.roles, "start": ("invite_time", "time"),
+           "answer": ("start_time", "time"), "method": "method"},
+    required=("calling", "called", "start", "disposition", "callid"))
+
 FORMATS = {f.name: f for f in (ASTERISK, ASTERISK_CUSTOM, FREESWITCH, CUCM, BROADWORKS,
-                               KAMAILIO)}
+                               KAMAILIO, KAMAILIO_ACC, KAMAILIO_DBTEXT)}
 
 
 class CallBatch:

@@ -9,7 +9,16 @@ from collections.abc import Callable
 
 from ..errors import FormatError, NativeModuleError, ParseError
 from . import native, timezones
-from .formats import BOM, CUCM_RELEASES, FORMATS, KAMAILIO_COLUMNS, Disposition, Format, Presentation
+from .formats import (
+    BOM,
+    CUCM_RELEASES,
+    FORMATS,
+    KAMAILIO_ACC_COLUMNS,
+    KAMAILIO_COLUMNS,
+    Disposition,
+    Format,
+    Presentation,
+)
 from .numbers import dialling_plan
 
 MAX_HEADER = 1 << 16
@@ -63,6 +72,12 @@ def detect_format(head: bytes, source: str = "source") -> str:
     if (len(pipes) == len(KAMAILIO_COLUMNS) and all(p.isdigit() for p in pipes[:2])
             and re.match(r"^\d+(\.\d+)?$", pipes[2]) and pipes[11].isdigit()):
         return "kamailio"       # acc_cdrs by db_flatstore: epoch times, duration, SIP code
+    if (len(pipes) == len(KAMAILIO_ACC_COLUMNS) and re.match(r"^[A-Z]+$", pipes[0])
+            and re.match(r"^\d{3}$", pipes[4]) and pipes[6].isdigit()):
+        return "kamailio-acc"   # acc or missed_calls by db_flatstore: method, code, time
+    names = typed_names(first)
+    if names and {"callid", "sip_code"} <= set(names):
+        return "kamailio-dbtext"
     stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
     matches = []
     if 16 <= len(fields) <= 21 and stamp.match(fields[9]) and fields[14] in ASTERISK_DISPOSITIONS:
@@ -77,6 +92,17 @@ def detect_format(head: bytes, source: str = "source") -> str:
         raise FormatError(f"{source} could be {' or '.join(matches)}: name it with --format")
     raise ParseError(f"cannot tell the format of {source}: it looks like none of "
                       f"{', '.join(FORMATS)} (name it with --format)")
+
+
+TYPED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\([a-z]+(,[a-z]+)*\)$")
+
+
+def typed_names(line: bytes) -> list[str] | None:
+    """The column names of a Kamailio db_text header (`id(int,auto) method(string) ...`),
+    or None when the line is not one."""
+    words = line.decode("latin-1").split()
+    found = [TYPED.match(w) for w in words]
+    return [m.group(1) for m in found] if words and all(found) else None  # type: ignore[union-attr]
 
 
 ASTERISK_DISPOSITIONS = {"ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION", "CANCEL", "UNKNOWN"}
@@ -105,6 +131,12 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
     if not lines:
         raise ParseError(f"{source}: no complete {fmt.name} header "
                           f"({fmt.header_lines} line(s)) in its first {MAX_HEADER} bytes")
+    if fmt.typed_header:
+        typed = typed_names(lines[0][0])
+        if typed is None:
+            raise ParseError(f"{source}: its first line is no {fmt.name} header "
+                             "(`name(type)` words, as db_text writes them)")
+        return typed, lines[0][1]
     names = _fields(lines[0][0], fmt.delimiter, fmt.quote)
     required = [fmt.roles[r] for r in fmt.required]
     known = fmt.columns or next(iter((fmt.releases or {}).values()), ())

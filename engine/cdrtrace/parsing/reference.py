@@ -141,7 +141,7 @@ class CdrParser:
         d, cc = self.dialect, self.country_code
         keep = max(3, 1 + max(v for k, v in d.items() if k.startswith("c_")))
         status, fields, _, _ = tokenize(bytes(raw), 0, True, bool(d["lenient_quotes"]),
-                                        d["delimiter"], d["quote"])
+                                        d["delimiter"], d["quote"], bool(d["escaped"]))
         if status == 0:      # well-formed CSV (only a value was bad): fields where they belong
             tokens = [value if k < keep else b"" for k, (value, _) in enumerate(fields)]
         else:
@@ -149,6 +149,8 @@ class CdrParser:
         n = len(tokens)
         if 0 <= d["c_direction"] < n and tokens[d["c_direction"]].lower().startswith(b"originating"):
             return None
+        if 0 <= d["c_method"] < n and tokens[d["c_method"]] != b"INVITE":
+            return None           # a transaction row of a BYE (or another method)
         called = next((v for c in _candidates(d["c_called"], n, d["max_cols"])
                        if (v := numbers.normalize(tokens[c], cc))), 0)
         rang = 0
@@ -198,7 +200,8 @@ class CdrParser:
                     p = end
                 break
             status, fields, rec_end, nxt = tokenize(buf, p, final, bool(self.dialect["lenient_quotes"]),
-                                                    self.dialect["delimiter"], self.dialect["quote"])
+                                                    self.dialect["delimiter"], self.dialect["quote"],
+                                                    bool(self.dialect["escaped"]))
             if status == NEED_MORE:
                 break
             detail = 0

@@ -55,11 +55,12 @@ def hash_bytes(h: int, data: bytes) -> int:
 
 
 def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False, delim: int = 0x2C,
-             quote: int = 0x22):
+             quote: int = 0x22, escaped: bool = False):
     """Return (status, fields, record_end, next_record); fields are (bytes, quoted).
 
     On an error, record_end is where the error was found. lenient: quotes inside
-    values are not doubled; a quote ends a field only before a comma or line end."""
+    values are not doubled; a quote ends a field only before a comma or line end.
+    escaped: no field is quoted; the quote byte makes the next byte data (kept)."""
     end = len(buf)
     p = r
     fields = []
@@ -70,7 +71,7 @@ def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False, delim: int 
                 s += 1
             if s < end and buf[s] == quote:
                 p = s
-        if p < end and buf[p] == quote:
+        if p < end and buf[p] == quote and not escaped:
             q = p + 1
             while True:
                 q = buf.find(bytes([quote]), q)
@@ -96,6 +97,9 @@ def tokenize(buf: bytes, r: int, final: bool, lenient: bool = False, delim: int 
             s = p
             while p < end and buf[p] not in (delim, 0x0A, 0x0D):
                 if buf[p] == quote:
+                    if escaped:     # the escaped byte is data; a line end stays one
+                        p += 2 if p + 1 < end and buf[p + 1] not in (0x0A, 0x0D) else 1
+                        continue
                     return ERR_QUOTE_UNQUOTED, None, p, None
                 p += 1
             fields.append((buf[s:p], False))
@@ -373,6 +377,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         activated = end                          # malicious call id, flagged during the call
     if d["c_direction"] >= 0 and not col("direction").lower().startswith(b"terminating"):
         called = redirecting = final = 0
+    if d["c_method"] >= 0 and col("method") != b"INVITE":
+        called = redirecting = final = 0         # a BYE's row (or another method's): no call
     seed = 14695981039346656037 ^ feed
     if col("callid_peer"):
         call_id = _hash_chain(seed, b"u", col("callid_peer"))

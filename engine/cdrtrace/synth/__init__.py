@@ -8,6 +8,7 @@ from .writers import (
     BROADWORKS_FIELDS,
     CUCM_FIELDS,
     CUCM_INTEGERS,
+    KAMAILIO_DBTEXT_HEADER,
     add_legs_and_unreadable,
     broadworks_header,
     cucm_header,
@@ -17,9 +18,13 @@ from .writers import (
     format_cucm,
     format_freeswitch,
     format_kamailio,
+    format_kamailio_acc,
+    format_kamailio_dbtext,
 )
 
 __all__ = ["AREAS", "CALLER_AREAS", "FIRST", "LAST", "generate", "generate_chunks", "write",
-           "BROADWORKS_FIELDS", "CUCM_FIELDS", "CUCM_INTEGERS", "add_legs_and_unreadable",
+           "BROADWORKS_FIELDS", "CUCM_FIELDS", "CUCM_INTEGERS", "KAMAILIO_DBTEXT_HEADER",
+           "add_legs_and_unreadable",
            "broadworks_header", "cucm_header", "format_asterisk", "format_asterisk_custom",
-           "format_broadworks", "format_cucm", "format_freeswitch", "format_kamailio"]
+           "format_broadworks", "format_cucm", "format_freeswitch", "format_kamailio",
+           "format_kamailio_acc", "format_kamailio_dbtext"]

@@ -274,6 +274,7 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
     """Write the traffic to out and the campaigns' truth to out + '.truth.json'. legs and
     unreadable (Asterisk only): see add_legs_and_unreadable."""
     from .writers import (
+        KAMAILIO_DBTEXT_HEADER,
         add_legs_and_unreadable,
         broadworks_header,
         cucm_header,
@@ -283,6 +284,8 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
         format_cucm,
         format_freeswitch,
         format_kamailio,
+        format_kamailio_acc,
+        format_kamailio_dbtext,
     )
 
     if not (0 <= legs <= 1 and 0 <= unreadable <= 1):
@@ -294,7 +297,9 @@ def write(out: str | Path, calls: int, lines: int, seed: int = 1, fmt: str = "as
                "freeswitch": (b"", lambda c, lo, hi: format_freeswitch(c, lo, hi, zone)),
                "cucm": (cucm_header(), format_cucm),
                "broadworks": (broadworks_header(), format_broadworks),
-               "kamailio": (b"", format_kamailio)}
+               "kamailio": (b"", format_kamailio),
+               "kamailio-acc": (b"", format_kamailio_acc),
+               "kamailio-dbtext": (KAMAILIO_DBTEXT_HEADER, format_kamailio_dbtext)}
     if fmt not in writers:
         raise SynthError(f"synth cannot write format {fmt!r} (known: {', '.join(writers)})")
     header, formatter = writers[fmt]

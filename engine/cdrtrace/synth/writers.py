@@ -247,17 +247,36 @@ def format_kamailio(columns, lo: int, hi: int) -> bytes:
     restricted caller is 'anonymous' in From with the number in P-Asserted-Identity and
     Privacy: id; an unavailable one is 'anonymous' alone; a forwarded call names the
     forwarding line in Diversion."""
+    return _kamailio(columns, lo, hi, b"|", b"@127.0.0.1")
+
+
+KAMAILIO_DBTEXT_HEADER = (
+    b"id(int,auto) start_time(int) end_time(int) duration(double) callid(string,null) "
+    b"invite_time(string,null) src_user(string,null) pai(string,null) privacy(string,null) "
+    b"dst_ouser(string,null) dst_user(string,null) diversion(string,null) "
+    b"sip_code(string,null) sip_reason(string,null)\n")
+
+
+def format_kamailio_dbtext(columns, lo: int, hi: int) -> bytes:
+    """Rows lo..hi as the acc_cdrs table db_text writes (after KAMAILIO_DBTEXT_HEADER):
+    ':' between values, an id first, and call ids of a host on IPv6 ('\\:' inside them)."""
+    ids = _text(columns["seq"][lo:hi] + 1)
+    return _kamailio(columns, lo, hi, b":", b"@[2001\\:db8\\:\\:1]", first=ids)
+
+
+def _kamailio(columns, lo: int, hi: int, delimiter: bytes, host: bytes, first=None) -> bytes:
     c = {k: v[lo:hi] for k, v in columns.items()}
     pres = c["presentation"]
     answered = c["answer"] != 0
     number = _text(c["caller"])
     forwarded = pa.array(c["redirecting"] != 0)
-    values = [
+    values = [] if first is None else [first]
+    values += [
         _text(np.where(answered, c["answer"], c["end"])),      # the dialog confirmed, else ended
         _text(c["end"]),
         pc.binary_join_element_wise(_text(np.where(answered, c["end"] - c["answer"], 0)),
                                     b".000000", b""),
-        pc.binary_join_element_wise(b"kc", _text(c["seq"] + 10**11), b"@127.0.0.1", b""),
+        pc.binary_join_element_wise(b"kc", _text(c["seq"] + 10**11), host, b""),
         _text(c["start"]),
         pc.if_else(pa.array(pres == 0), number, pa.scalar(b"anonymous")),
         pc.if_else(pa.array(pres == 1), number, pa.scalar(b"")),
@@ -265,11 +284,41 @@ def format_kamailio(columns, lo: int, hi: int) -> bytes:
         _text(c["line"]), _text(c["final"]),
         pc.if_else(forwarded, _text(np.where(c["redirecting"] != 0, c["redirecting"], 0)),
                    pa.scalar(b"")),
-        pa.array(SIP_FINALS[c["disposition"]], pa.binary())]
+        pa.array([f.replace(b"|", delimiter) for f in SIP_FINALS[c["disposition"]]], pa.binary())]
     parts: list = []
     for i, value in enumerate(values):
-        parts += ([b"|"] if i else []) + [value]
+        parts += ([delimiter] if i else []) + [value]
     return _join_rows(parts, hi - lo)
+
+
+def format_kamailio_acc(columns, lo: int, hi: int) -> bytes:
+    """Rows lo..hi as the acc module's transaction rows by db_flatstore (tables acc and
+    missed_calls, one file here): an INVITE row per call at its final reply (an answered
+    call's when it was answered, another's when it ended), and a BYE row after each
+    answered call, which is no call."""
+    c = {k: v[lo:hi] for k, v in columns.items()}
+    pres = c["presentation"]
+    answered = c["answer"] != 0
+    number = _text(c["caller"])
+    callid = pc.binary_join_element_wise(b"kc", _text(c["seq"] + 10**11), b"@127.0.0.1", b"")
+    parties = [pc.if_else(pa.array(pres == 0), number, pa.scalar(b"anonymous")),
+               pc.if_else(pa.array(pres == 1), number, pa.scalar(b"")),
+               pc.if_else(pa.array(pres == 1), pa.scalar(b"id"), pa.scalar(b"")),
+               _text(c["line"]), _text(c["final"]),
+               pc.if_else(pa.array(c["redirecting"] != 0),
+                          _text(np.where(c["redirecting"] != 0, c["redirecting"], 0)),
+                          pa.scalar(b""))]
+    invite = [b"INVITE|f", _text(c["seq"]), b"|t", _text(c["seq"]), b"|", callid, b"|",
+              pa.array(SIP_FINALS[c["disposition"]], pa.binary()), b"|",
+              _text(np.where(answered, c["answer"], c["end"]))]
+    bye = [b"BYE|f", _text(c["seq"]), b"|t", _text(c["seq"]), b"|", callid, b"|200|OK|",
+           _text(c["end"])]
+    for value in parties:
+        invite += [b"|", value]
+        bye += [b"|", value]
+    rows = _join_rows(invite, hi - lo).splitlines(keepends=True)
+    byes = _join_rows(bye, hi - lo).splitlines(keepends=True)
+    return b"".join(row + (byes[i] if answered[i] else b"") for i, row in enumerate(rows))
 
 
 def _join_rows(parts, n: int) -> bytes:

@@ -1,0 +1,238 @@
+"""Kamailio's accounting beyond db_flatstore's dialog CDRs: the db_text layout (typed
+header, '\\:' escapes, newest row first), the transaction rows (acc, missed_calls), and
+tables in SQLite (`ingest sqlite:///acc.db?table=...`), without Kamailio itself
+(tests/test_kamailio.py runs the real switch)."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cdrtrace
+from cdrtrace import testing
+from cdrtrace.ingestion import sqlite as sqlite_source
+from cdrtrace.parsing import native as parsing_native
+from cdrtrace.parsing import parsers, timezones
+from cdrtrace.parsing import reference as twin
+from cdrtrace.parsing.formats import FORMATS
+from conftest import parse_all
+
+SCHEMA = Path(__file__).parent / "kamailio" / "sqlite.sql"
+VICTIM, T0 = "3035550110", 1796041750
+AFTER = (T0 + 3600) * 1_000_000
+
+
+def both(fmt: str, data: bytes):
+    """(rows, rejects) of the native parser and of the reference on one file."""
+    form = FORMATS[fmt]
+    header, skip = parsers.read_header(form, data)
+    dialect = form.dialect(header)
+    dispositions, presentations = form.vocabularies()
+    starts, offsets = timezones.zone_table("UTC")
+    native = parsing_native.CdrParser(dialect, starts, offsets, start_offset=skip,
+                                      dispositions=dispositions, presentations=presentations)
+    ref = twin.CdrParser(dialect, "UTC", start_offset=skip, dispositions=dispositions,
+                         presentations=presentations)
+    return parse_all(data[skip:], parser=native), parse_all(data[skip:], parser=ref)
+
+
+def traced_caller(tmp_path, files, fmt="auto", at=AFTER):
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    summary = cdrtrace.ingest(store, files, fmt=fmt)
+    result = store.trace(VICTIM, at=at)
+    call = None
+    if result.trace_id is not None:
+        call = next(r for r in store.trace_records(analyst="ann")
+                    if r["trace_id"] == result.trace_id)["call"]
+    store.close()
+    return summary, result.outcome.value, (call or {}).get("calling")
+
+
+# ------------------------------------------------------------------ db_text
+
+DBTEXT = (  # columns by name, in an order of the operator's; newest row first
+    b"id(int,auto) callid(string) sip_reason(string) sip_code(string) invite_time(string) "
+    b"src_user(string,null) dst_ouser(string,null) start_time(int) end_time(int)\n"
+    b"2:b@[2001\\:db8\\:\\:1]:Busy\\: here \\\\:486:1796041760:2125550102:3035550110:"
+    b"1796041760:1796041760\n"
+    b"1:a@[2001\\:db8\\:\\:1]:OK:200:1796041750:2125550101:3035550110:1796041751:1796041790\n")
+
+
+def test_db_text_values_keep_their_escaped_colons(tmp_path):
+    """'\\:' is a colon inside a value and '\\\\' a backslash: the columns stay where the
+    header names them, so the busy call (newest) never rang and the trace names the call
+    before it."""
+    path = tmp_path / "acc_cdrs"
+    path.write_bytes(DBTEXT)
+    assert parsers.detect_format(DBTEXT) == "kamailio-dbtext"
+    native, reference = both("kamailio-dbtext", DBTEXT)
+    assert native == reference and native[1] == []
+    assert [(r["disposition"], r["received"]) for r in native[0]] == [(4, False), (1, True)]
+    summary, outcome, caller = traced_caller(tmp_path, [str(path)])
+    assert (summary.records, summary.rejected, outcome, caller) == (2, 0, "success",
+                                                                    "+12125550101")
+
+
+def test_a_db_text_header_must_be_typed_and_name_the_columns(tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"id method callid\n1:INVITE:x\n")
+    with pytest.raises(cdrtrace.ParseError, match="no kamailio-dbtext header"):
+        cdrtrace.ingest(cdrtrace.open(tmp_path / "s1", create=True), [str(plain)],
+                        fmt="kamailio-dbtext")
+    lacking = tmp_path / "lacking"
+    lacking.write_bytes(b"id(int,auto) callid(string) time(int)\n1:x:1796041750\n")
+    with pytest.raises(cdrtrace.ParseError, match="lacks the column.*src_user.*dst_ouser"):
+        cdrtrace.ingest(cdrtrace.open(tmp_path / "s2", create=True), [str(lacking)],
+                        fmt="kamailio-dbtext")
+
+
+# ------------------------------------------------------------------ transaction rows
+
+def acc_row(method, code, reason, when, caller, callee, callid="c1", dst=None):
+    return (f"{method}|ft|tt|{callid}|{code}|{reason}|{when}|{caller}|||{callee}|"
+            f"{dst or callee}|\n").encode()
+
+
+def test_a_bye_row_is_no_call(tmp_path):
+    """The callee hung up: the BYE's From is the victim and its To the caller. Only the
+    INVITE's row is a call; the BYE would put a call on the caller's line."""
+    path = tmp_path / "acc.log"
+    path.write_bytes(acc_row("INVITE", 200, "OK", T0, "2125550101", VICTIM)
+                     + acc_row("BYE", 200, "OK", T0 + 30, VICTIM, "2125550101"))
+    assert parsers.detect_format(path.read_bytes()) == "kamailio-acc"
+    native, reference = both("kamailio-acc", path.read_bytes())
+    assert native == reference and [r["received"] for r in native[0]] == [True, False]
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    cdrtrace.ingest(store, [str(path)], fmt="auto")
+    assert len(testing.line_entries(store, VICTIM)) == 1
+    assert len(testing.line_entries(store, "2125550101")) == 0
+    entry = testing.line_entries(store, VICTIM)[0]
+    assert int(entry["flags"]) & 1                   # a 200's time is when it was answered
+
+
+def test_missed_call_rows_trace_by_the_final_reply(tmp_path):
+    """missed_calls: a 487 (cancelled while ringing) is received; a 486 after it (busy)
+    never rang, so the trace names the cancelled call, not an older answered one."""
+    acc, missed = tmp_path / "acc.log", tmp_path / "missed_calls.log"
+    acc.write_bytes(acc_row("INVITE", 200, "OK", T0, "2125550101", VICTIM, "c1"))
+    missed.write_bytes(acc_row("INVITE", 487, "Request Terminated", T0 + 60, "2125550102",
+                               VICTIM, "c2")
+                       + acc_row("INVITE", 486, "Busy Here", T0 + 120, "2125550103", VICTIM,
+                                 "c3"))
+    summary, outcome, caller = traced_caller(tmp_path, [str(acc), str(missed)])
+    assert (summary.records, outcome, caller) == (3, "success", "+12125550102")
+
+
+# ------------------------------------------------------------------ SQLite
+
+def kamailio_julian(t: int) -> float:
+    """A time_t as Kamailio's db_sqlite writes it (timet_to_sqlite)."""
+    return ((t - 0.5) / 86400.0) + 2440587.5
+
+
+@given(st.integers(946684800, 4102444800))          # 2000 to 2100
+def test_kamailio_julian_days_read_back_to_the_second(t):
+    assert sqlite_source.julian_to_epoch(kamailio_julian(t)) == t
+
+
+def acc_db(path: Path, calls) -> None:
+    with sqlite3.connect(path) as db:
+        if not db.execute("SELECT name FROM sqlite_master WHERE name = 'acc_cdrs'").fetchone():
+            db.executescript(SCHEMA.read_text())
+        db.executemany(
+            "INSERT INTO acc_cdrs (start_time, end_time, duration, callid, invite_time, "
+            "src_user, dst_ouser, dst_user, sip_code, sip_reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(kamailio_julian(t), kamailio_julian(t), 0.0, f"call-{t}:1", str(t), caller,
+              VICTIM, VICTIM, code, "x") for t, caller, code in calls])
+
+
+def test_an_sqlite_table_is_ingested_once_and_read_on_as_it_grows(tmp_path):
+    db = tmp_path / "acc.db"
+    acc_db(db, [(T0, "2125550101", "200"), (T0 + 60, "2125550102", "486")])
+    url = f"sqlite://{db}?table=acc_cdrs"
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    first = cdrtrace.ingest(store, [url], fmt="auto")
+    assert (first.records, first.rejected) == (2, 0)
+    assert store.trace(VICTIM, at=AFTER).outcome.value == "success"    # 486 never rang
+    again = cdrtrace.ingest(store, [url])
+    assert again.skipped == [url] and again.records == 0
+    acc_db(db, [(T0 + 120, "2125550103", "487")])
+    grown = cdrtrace.ingest(store, [url])
+    assert grown.appended == [url] and grown.records == 1               # only the new row
+    records = store.trace_records(VICTIM, analyst="ann")
+    assert [r["call"]["calling"] for r in records] == ["+12125550101"]
+    assert store.trace(VICTIM, at=AFTER + 1).outcome.value == "success"  # the 487 rang
+    rendered = Path(store.path) / "rendered"
+    assert os.listdir(rendered) == []                  # the copy with callers is not kept
+    assert stat.S_IMODE(os.stat(rendered).st_mode) == 0o700
+    store.close()
+
+
+def test_an_sqlite_row_that_cannot_be_read_is_rejected_by_its_place(tmp_path):
+    db = tmp_path / "acc.db"
+    acc_db(db, [(T0, "2125550101", "200"), (T0 + 60, "2125550102", "20O"),
+                (T0 + 120, "2125550103", "200")])
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    summary = cdrtrace.ingest(store, [f"sqlite://{db}?table=acc_cdrs"])
+    assert (summary.records, summary.rejected) == (3, 1)
+    rejects = [json.loads(line) for line in open(summary.rejects_path)]
+    assert [(r["record"], r["source"]) for r in rejects] == [
+        (2, f"sqlite://{db}?table=acc_cdrs")]
+    # the unreadable call is the newest before the third: failing closed, not the first
+    result = store.trace(VICTIM, at=(T0 + 100) * 1_000_000)
+    assert result.outcome.value == "untraceable"
+    store.close()
+
+
+@pytest.mark.parametrize("url,message", [
+    ("sqlite://{db}", "expected sqlite:///PATH/TO/acc.db\\?table=NAME"),
+    ("sqlite://{db}?table=acc;drop", "is not a table name"),
+    ("sqlite://{db}?table=calls", "has no table calls"),
+    ("sqlite://{tmp}/none.db?table=acc", "no such database file"),
+])
+def test_a_bad_sqlite_source_says_what_is_wrong(tmp_path, url, message):
+    db = tmp_path / "acc.db"
+    acc_db(db, [])
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    with pytest.raises(cdrtrace.SourceError, match=message):
+        cdrtrace.ingest(store, [url.format(db=db, tmp=tmp_path)])
+    store.close()
+
+
+# ------------------------------------------------------------------ the real switch's tables
+
+SAMPLES = Path(__file__).parent.parent / "data" / "samples" / "kamailio"
+RANG = ["+12125550107", "+12125550106", "+12125550105", "+12125550104", "+12125550102",
+        "+12125550101"]     # the calls that rang the victim, newest first (busy, 404, 302 did not)
+
+
+@pytest.mark.parametrize("tables", [
+    ["acc_cdrs.log"], ["acc.log", "missed_calls.log"],                  # db_flatstore
+    ["acc_cdrs.dbtext"], ["acc.dbtext", "missed_calls.dbtext"],         # db_text
+    ["acc.db?table=acc_cdrs"], ["acc.db?table=acc", "acc.db?table=missed_calls"],   # db_sqlite
+])
+def test_every_table_of_the_real_kamailio_names_the_calls_that_rang(tmp_path, tables):
+    """The samples a real Kamailio wrote of one round of calls (tests/test_kamailio.py),
+    in each backend and table: the same calls rang the victim, and a trace after the
+    last names the forwarded call, from the victim's line and from the forwarding one."""
+    sources = [f"sqlite://{SAMPLES / t}" if ".db?" in t else str(SAMPLES / t) for t in tables]
+    store = cdrtrace.open(tmp_path / "store", create=True, keep=8)
+    summary = cdrtrace.ingest(store, sources, fmt="auto")
+    assert summary.rejected == 0 and summary.records == 9
+    from cdrtrace.parsing.numbers import format_number
+    callers = [format_number(int(e["calling"])) for e in testing.line_entries(store, VICTIM)]
+    assert callers == RANG
+    at = "2026-12-01T00:00:00Z"
+    outcomes = {line: store.trace(line, at=at).outcome.value
+                for line in (VICTIM, "3035550199", "3035550120", "3035550130")}
+    assert outcomes == {VICTIM: "success", "3035550199": "success", "3035550120": "no_call",
+                        "3035550130": "no_call"}
+    named = store.trace_records(VICTIM, analyst="ann")[0]["call"]
+    assert named["calling"] == "+12125550107" and named["presentation"] == "allowed"
+    store.close()
