@@ -63,7 +63,7 @@ def test_the_shard_table_is_checked(tmp_path):
             ('[shard]\nname = "e"\nprefixes = ["+1303"]\npartitions = [1, 1]\n', "distinct"),
             ('[shard]\nname = "e"\nprefixes = ["+1303"]\nmax_lag_seconds = 0\n', "> 0"),
             ('[shard]\nprefixes = ["+1303"]\n', "shard.name"),
-            ('[shard]\nname = "e"\nprefixes = ["+1303"]\nreplicas = 2\n', "unknown key")):
+            ('[shard]\nname = "e"\nprefixes = ["+1303"]\nreplication = 2\n', "unknown key")):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             config.load(path)

@@ -116,15 +116,15 @@ class Store:
         self.catalog = Catalog(self.envs)
         self.liveness = Liveness(self.envs)
         self._lookup = Lookup(self.envs)
-        # A line's index entries (index.ENTRY_DTYPE, newest first), in the caller's read
-        # transaction if given: the unaudited lookup of the trace path, private (the
-        # public API gives callers' numbers only through audited calls).
+        # A line's index entries (newest first; in the caller's read transaction if given):
+        # the trace path's unaudited lookup, private (callers only through audited calls).
         self._last_calls_raw: Callable[..., np.ndarray] = self._lookup.last_calls
         self._normalize = normalizer(self.config["country_code"])   # a line as typed -> packed
         self._tracer = Tracer(self.envs, self.catalog, self._lookup, self.liveness)
         own = _own_config(self.path)
         self.carrier: dict[str, Any] = (own.carrier if own is not None else None) or {}
         self.shard = own.shard if own is not None else None     # the lines this store holds
+        self._tracer.replica = shards.residue(self.shard)    # trace numbers among replicas
         self._audit = AuditLog(self.envs, own.roles if own is not None else None)
         self._requests = Requests(self.envs, self._audit)
         self._disclosure = Disclosure(self.envs, self._tracer, self._audit)

@@ -34,6 +34,9 @@
     prefixes = ["+1303", "+1720"]    # only these lines are indexed, from every feed
     partitions = [0, 1]              # Kafka: the CDR topics' partitions this shard reads
     max_lag_seconds = 30             # further behind than this: not ready, no traces
+    replica = 0                      # this store is replica 0 of the shard's 2, sharing
+    replicas = 2                     # trace evidence with the other on a Kafka topic
+    evidence = "kafka://10.0.9.1:9092/cdrtrace-evidence-east"
     [shard.peers.west]               # another shard: the service forwards its lines' traces
     prefixes = ["+1415"]
     replicas = ["http://10.0.2.1:8080", "http://10.0.2.2:8080"]
@@ -130,6 +133,9 @@ class Shard:
     partitions: tuple[int, ...] = ()
     max_lag_seconds: float | None = None
     peers: tuple[Peer, ...] = ()        # the other shards, for the service to forward to
+    replica: int = 0                    # this store is replica `replica` of `replicas`,
+    replicas: int = 1                   # numbering its traces in its own residue class
+    evidence: str | None = None         # kafka://BROKERS/TOPIC the replicas share evidence on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +207,8 @@ def load(path: str | os.PathLike | None) -> Config:
                   _shard(path, raw["shard"]) if "shard" in raw else None)
 
 
-SHARD_KEYS = ("name", "prefixes", "partitions", "max_lag_seconds", "peers")
+SHARD_KEYS = ("name", "prefixes", "partitions", "max_lag_seconds", "peers", "replica",
+              "replicas", "evidence")
 PEER_KEYS = ("prefixes", "replicas", "token_file")
 
 
@@ -243,9 +250,23 @@ def _shard(path, spec: Any) -> Shard:
     peers = spec.get("peers", {})
     if not isinstance(peers, dict) or not all(isinstance(p, dict) for p in peers.values()):
         raise ConfigError(f"{path}: shard.peers must be tables ([shard.peers.NAME])")
+    replicas, replica = spec.get("replicas", 1), spec.get("replica", 0)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (replica, replicas)) \
+            or not 0 <= replica < replicas <= 1000:
+        raise ConfigError(f"{path}: shard.replica must be this replica's number, 0 to "
+                          "shard.replicas - 1 (replicas: how many the shard has, 1 to 1000)")
+    evidence = spec.get("evidence")
+    if evidence is not None:
+        from .evidence.replication import parse_url
+
+        try:
+            parse_url(evidence if isinstance(evidence, str) else "")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return Shard(name.strip(), tuple(prefixes), tuple(sorted(partitions)),
                  None if lag is None else float(lag),
-                 tuple(_peer(path, n, p) for n, p in sorted(peers.items())))
+                 tuple(_peer(path, n, p) for n, p in sorted(peers.items())), replica, replicas,
+                 evidence)
 
 
 def _peer(path, name: str, spec: dict) -> Peer:

@@ -26,7 +26,7 @@ from ..store.catalog import Catalog
 from ..store.environments import Environments
 from ..store.liveness import Liveness
 from ..store.lookup import Lookup
-from . import pseudonyms
+from . import pseudonyms, replication
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
 from .outcomes import Outcome, TraceResult, outcome_for
@@ -58,6 +58,7 @@ class Tracer:
         self.envs, self.catalog, self.lookup, self.liveness = envs, catalog, lookup, liveness
         self.db = envs.db
         self.config = envs.config
+        self.replica: tuple[int, int] | None = None   # (K, N) when a shard's replicas share evidence
         self.group = GroupCommit(envs)      # concurrent traces share durable commits
 
     def trace(self, packed: int, at_us: int, wait: float = 0.0,
@@ -184,7 +185,9 @@ class Tracer:
         resolving = number is not None
         if number is None:   # never reused, even once a purge emptied the table
             last = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
-            number = max(last, int(txn.get(b"last_trace", b"0", db=self.db["emeta"]))) + 1
+            number = replication.next_number(
+                max(last, int(txn.get(b"last_trace", b"0", db=self.db["emeta"]))),
+                *(self.replica or (0, 1)))
             txn.put(b"last_trace", str(number).encode(), db=self.db["emeta"])
         enrichment = self.enrichment(txn, int(e["calling"])) if outcome is Outcome.SUCCESS else None
         calling_text = call["calling"] if call is not None else None
@@ -222,16 +225,19 @@ class Tracer:
             txn.put(key + CALL_MARK + u64(int(e["call_id"])), trace_id(number).encode(),
                     db=self.db["by_line"])
             pseudonyms.assign(txn, self.db["pseudonyms"], key, str(calling_text))
+        call_id = int(e["call_id"]) if e is not None else None
         if resolving:   # a pending trace resolved: same id, its record completed
             earlier = json.loads(txn.get(u64(number), db=self.db["traces"]))
             record["traced_at_us"] = earlier["traced_at_us"]
             record["resolved_at_us"] = time.time_ns() // 1000
             txn.put(u64(number), json.dumps(record).encode(), db=self.db["traces"])
             trace_rows.replace(txn, self.db["trace_rows"], self.db["trace_segments"], row)
-            return record
-        cursor.put(u64(number), json.dumps(record).encode(), append=True)
-        trace_rows.append_one(txn, self.db["trace_rows"], number, row)
-        txn.put(key + TRACE_MARK + u64(number), b"", db=self.db["by_line"])
+        else:
+            cursor.put(u64(number), json.dumps(record).encode(), append=True)
+            trace_rows.append_one(txn, self.db["trace_rows"], number, row)
+            txn.put(key + TRACE_MARK + u64(number), b"", db=self.db["by_line"])
+        if self.replica is not None:      # for the shard's other replicas (evidence.replication)
+            replication.outbox_entry(txn, self.db, self.replica[0], record, row, key, call_id)
         return record
 
     # ------------------------------------------------------------ pending traces

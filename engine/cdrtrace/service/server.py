@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from typing import Any
 
 from ..errors import CdrTraceError
@@ -62,6 +63,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
 
         host, port = address(http, "--http")
         http_task, ports["http"] = await run_http(app, host, port, stop)
+    replicating = _replicate(store)
     log.info("serving %s", ", ".join(f"{k} on port {v}" for k, v in ports.items()) or "nothing")
     if ready is not None:
         ready(ports, stop)
@@ -74,6 +76,22 @@ async def serve(store: Any, http: str | None, agi: str | None,
         await http_task
     for s in servers:
         await s.wait_closed()
+    if replicating is not None:       # the last traces' evidence sent before exiting
+        replicating[0].set()
+        await loop.run_in_executor(None, replicating[1].join, 15)
+
+
+def _replicate(store: Any) -> tuple[threading.Event, threading.Thread] | None:
+    """A shard replica sharing evidence ([shard] evidence): the replicator's thread."""
+    if store.shard is None or not store.shard.evidence:
+        return None
+    from ..evidence.replication import Replicator
+
+    done = threading.Event()
+    thread = threading.Thread(target=Replicator(store, store.shard.evidence).run, args=(done,),
+                              name="replication", daemon=True)
+    thread.start()
+    return done, thread
 
 
 def run(args: Any) -> None:

@@ -28,7 +28,8 @@ FORMAT_VERSION = 2        # 2: the trace evidence has its own environment
 INITIAL_MAP_SIZE = 64 << 20
 INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due")
 EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
-                "trace_segments", "pending", "activations", "pseudonyms", "tokens", "requests")
+                "trace_segments", "pending", "activations", "pseudonyms", "tokens", "requests",
+                "outbox", "replication")
 DEFAULT_THRESHOLD = 3     # successful traces of one origin before the customer may ask for action
 LATER_INDEX_DBS = ("unreadable", "identities", "activations_due")   # absent from older stores
 DEFAULTS: dict[str, Any] = {

@@ -26,6 +26,12 @@ def owner(shard: Any, packed: int) -> Any:
     return next((peer for peer in shard.peers if holds(peer.prefixes, packed)), None)
 
 
+def residue(shard: Any) -> tuple[int, int] | None:
+    """(this replica, the shard's replicas) when they share trace evidence: its trace
+    numbers are those of its residue class (evidence.replication); else None."""
+    return (shard.replica, shard.replicas) if shard is not None and shard.evidence else None
+
+
 def check(shard: Any, liveness: Any, packed: int) -> None:
     """Refuse a trace this shard's store must not answer: a line it does not hold
     (WrongShardError, naming the shard that does), or any line while it is too far behind

@@ -1,0 +1,283 @@
+"""Trace evidence shared by the replicas of a shard over a Kafka topic (librdkafka's mock
+cluster; docs/operations.md, "Shards and replicas"): ids never collide, a call traced on
+one replica is `already_traced` on the other, nothing is lost when a replica stops before
+sending, and nothing is applied twice."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from test_kafka import cluster  # noqa: F401 - the mock Kafka cluster fixture
+
+import cdrtrace
+from cdrtrace import config
+from cdrtrace.errors import ConfigError
+from cdrtrace.evidence import replication
+from cdrtrace.evidence.replication import Replicator
+from conftest import cdr
+
+AT = "2026-03-02T12:00:00Z"
+CALLS = [("3035550001", "2125550101", "10:00:00"), ("3035550002", "2125550101", "10:05:00"),
+         ("3035550003", "2125550101", "10:10:00"), ("3035550004", "2125550104", "10:15:00")]
+
+
+@pytest.fixture
+def topic(cluster):  # noqa: F811
+    """A fresh evidence topic on the mock cluster (4 partitions): (its URL, the address)."""
+    address, producer = cluster
+    name = f"evidence-{time.monotonic_ns()}"
+    deadline = time.monotonic() + 10          # the mock cluster creates a topic asked for
+    while not producer.list_topics(name, timeout=5).topics[name].partitions:
+        assert time.monotonic() < deadline, f"no topic {name}"
+    return f"kafka://{address}/{name}", address
+
+
+def replica(path, number: int, url: str, calls_file) -> cdrtrace.Store:
+    cdrtrace.open(path, create=True).close()
+    (path / "cdrtrace.toml").write_text(
+        f'[shard]\nname = "east"\nprefixes = ["+1303"]\nreplica = {number}\nreplicas = 2\n'
+        f'evidence = "{url}"\n')
+    store = cdrtrace.open(path)
+    cdrtrace.ingest(store, [str(calls_file)])
+    return store
+
+
+@pytest.fixture
+def calls_file(tmp_path):
+    path = tmp_path / "calls.csv"
+    path.write_bytes(b"".join(
+        cdr(src=caller, dst=line, start=f"2026-03-02 {t}", answer="", end=f"2026-03-02 {t}",
+            disposition="NO ANSWER", uniqueid=f"u{i}") + b"\n"
+        for i, (line, caller, t) in enumerate(CALLS)))
+    return path
+
+
+def settle(*replicators: Replicator, timeout: float = 20) -> None:
+    """Rounds on every replicator until their outboxes are empty and every replica holds
+    every trace any of them answered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for r in replicators:
+            r.step()
+        ids = [{e[0] for e in evidence(r.store)} for r in replicators]
+        if all(outbox_size(r.store) == 0 for r in replicators) and all(i == ids[0] for i in ids):
+            return
+        assert time.monotonic() < deadline, f"the replicas did not settle: {ids}"
+
+
+def outbox_size(store) -> int:
+    with store.envs.eread() as txn:
+        return txn.stat(store.envs.db["outbox"])["entries"]
+
+
+def evidence(store) -> list[tuple]:
+    return sorted((r["trace_id"], r["line"], r["outcome"], (r["call"] or {}).get("calling"),
+                   r["original_trace"]) for r in store.trace_records(analyst="ann"))
+
+
+def test_replicas_share_their_traces_and_never_name_a_call_twice(topic, tmp_path, calls_file):
+    url, _ = topic
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    ra, rb = Replicator(a, url), Replicator(b, url)
+    try:
+        first = a.trace("3035550001", at=AT)
+        assert first.outcome.value == "success" and int(first.trace_id[1:]) % 2 == 0
+        settle(ra, rb)
+        again = b.trace("3035550001", at=AT)            # the failover replica knows the call
+        assert again.outcome.value == "already_traced"
+        second = b.trace("3035550002", at=AT)
+        assert second.outcome.value == "success" and int(second.trace_id[1:]) % 2 == 1
+        third = a.trace("3035550003", at=AT)
+        settle(ra, rb)
+        assert len({first.trace_id, again.trace_id, second.trace_id, third.trace_id}) == 4
+        assert evidence(a) == evidence(b)                # the same records on both
+        assert [e[4] for e in evidence(b) if e[0] == again.trace_id] == [first.trace_id]
+        rows_a, rows_b = (s.report_rows(analyst="ann") for s in (a, b))
+        assert sorted(rows_a.tolist()) == sorted(rows_b.tolist())
+        for line in ("3035550001", "3035550002", "3035550003"):   # the customer's view too
+            assert a.status(line).to_dict() == b.status(line).to_dict()
+        assert a.trace("3035550002", at=AT).outcome.value == "already_traced"
+    finally:
+        ra.close()
+        rb.close()
+        a.close()
+        b.close()
+
+
+def test_a_replica_that_stops_before_sending_sends_when_it_starts_again(topic, tmp_path,
+                                                                          calls_file):
+    """The outbox commits with the trace: what a stopped replica had not sent is sent by
+    its next replicator; and a restarted replicator applies nothing twice (its offsets
+    commit with what it applied)."""
+    url, _ = topic
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    traced = a.trace("3035550004", at=AT)              # no replicator running
+    a.close()
+    a = cdrtrace.open(tmp_path / "a")                  # started again
+    assert outbox_size(a) == 1
+    ra, rb = Replicator(a, url), Replicator(b, url)
+    settle(ra, rb)
+    assert [e[0] for e in evidence(b)] == [traced.trace_id]
+    rb.close()
+    rb = Replicator(b, url)                            # restarted: from its saved offsets
+    rb.connect()
+    assert rb.consumer.consume(10, timeout=2.0) == []  # nothing read again
+    c = replica(tmp_path / "c", 1, url, calls_file)    # a new replica reads from the start
+    rc = Replicator(c, url)
+    settle(ra, rb, rc)
+    assert rb.applied == 0 and rc.applied == 1 and evidence(c) == evidence(b)
+    rc.close()
+    c.close()
+    ra.close()
+    rb.close()
+    a.close()
+    b.close()
+
+
+def test_a_record_sent_twice_is_applied_once(topic, tmp_path, calls_file):
+    url, _ = topic
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    a.trace("3035550001", at=AT)
+    with a.envs.eread() as txn:
+        event = json.loads(bytes(next(iter(txn.cursor(a.envs.db["outbox"])))[1]))
+    applied = [b.envs.ewrite(lambda txn: replication.apply(txn, b.envs.db, event))
+               for _ in range(2)]
+    assert applied == [True, False]
+    assert len(b.trace_records(analyst="ann")) == 1 and len(b.report_rows(analyst="ann")) == 1
+    assert b.trace("3035550001", at=AT).outcome.value == "already_traced"
+    a.close()
+    b.close()
+
+
+def test_serve_runs_the_replicator(topic, tmp_path, calls_file):
+    """`cdrtrace serve` on a replica that shares evidence runs a replicator thread, and
+    sends the last traces' evidence before it exits."""
+    from cdrtrace.service import server
+
+    url, _ = topic
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    running = [server._replicate(s) for s in (a, b)]
+    try:
+        traced = a.trace("3035550001", at=AT)
+        deadline = time.monotonic() + 20
+        while not any(r["trace_id"] == traced.trace_id for r in b.trace_records(analyst="ann")):
+            assert time.monotonic() < deadline, "the trace did not reach the other replica"
+            time.sleep(0.05)
+    finally:
+        for done, thread in running:
+            done.set()
+            thread.join(15)
+            assert not thread.is_alive()
+    assert outbox_size(a) == 0
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("shard,message", [
+    ("replica = 2\nreplicas = 2\n", "shard.replica must be this replica's number"),
+    ("replica = -1\n", "shard.replica must be"),
+    ('evidence = "http://broker/topic"\n', "expected kafka://BROKER"),
+    ('evidence = "kafka://broker"\n', "expected kafka://BROKER"),
+])
+def test_the_replica_settings_are_checked(tmp_path, shard, message):
+    path = tmp_path / "cdrtrace.toml"
+    path.write_text('[shard]\nname = "east"\nprefixes = ["+1303"]\n' + shard)
+    with pytest.raises(ConfigError, match=message):
+        config.load(path)
+
+
+def test_trace_numbers_stay_in_the_replicas_residue_class():
+    assert [replication.next_number(last, 1, 3) for last in (0, 1, 2, 3, 4)] == [1, 4, 4, 4, 7]
+    assert [replication.next_number(last, 0, 2) for last in (0, 1, 2)] == [2, 2, 4]
+    assert [replication.next_number(last, 0, 1) for last in (0, 7)] == [1, 8]
+
+
+def test_replicas_killed_while_tracing_lose_no_trace_and_answer_no_call_twice(topic, tmp_path,
+                                                                               calls_file):
+    """Two `cdrtrace serve` replicas under traces; one SIGKILLed right after answering and
+    started again. Every answered trace ends on both replicas, and tracing every line
+    again on the other replica names no call a second time."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    url, _ = topic
+    lines = [f"30355{m:05d}" for m in range(40)]
+    calls_file.write_bytes(b"".join(
+        cdr(src=f"212555{m:04d}", dst=line, start="2026-03-02 10:00:00", answer="",
+            end="2026-03-02 10:00:20", disposition="NO ANSWER", uniqueid=f"k{m}") + b"\n"
+        for m, line in enumerate(lines)))
+    tokens = {}
+    for name, number in (("a", 0), ("b", 1)):
+        store = replica(tmp_path / name, number, url, calls_file)
+        tokens[name] = store.tokens.create("pbx", "switch")
+        store.close()
+
+    def start(name):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db",
+                                 str(tmp_path / name), "--http", f"127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                              headers={"Authorization": f"Bearer {tokens[name]}"})
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.get("/healthz")
+                return proc, client
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+
+    running = {name: start(name) for name in ("a", "b")}
+    answered = []
+    try:
+        for m, line in enumerate(lines):
+            name = "ab"[m % 2]
+            answer = running[name][1].post("/v1/trace", json={"line": line, "at": AT})
+            assert answer.status_code == 200 and answer.json()["outcome"] == "success"
+            answered.append(answer.json()["trace_id"])
+            if m in (7, 22):                       # killed at once after answering
+                proc, client = running[name]
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                client.close()
+                running[name] = start(name)
+        deadline = time.monotonic() + 30
+        while True:                                # every answer reaches both replicas
+            held = [{r["trace_id"] for r in cdrtrace_records(tmp_path / n)} for n in "ab"]
+            if all(set(answered) <= h for h in held):
+                break
+            assert time.monotonic() < deadline, (len(answered), [len(h) for h in held])
+            time.sleep(0.2)
+        for m, line in enumerate(lines):           # the other replica knows every call
+            other = running["ba"[m % 2]][1]
+            assert other.post("/v1/trace", json={"line": line, "at": AT}).json()["outcome"] \
+                == "already_traced"
+    finally:
+        for proc, client in running.values():
+            client.close()
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+    assert len(set(answered)) == len(lines)
+
+
+def cdrtrace_records(path) -> list[dict]:
+    """Trace records of a store a service holds open in another process (read only)."""
+    store = cdrtrace.open(path)
+    try:
+        return store.trace_records(analyst="ann")
+    finally:
+        store.close()
