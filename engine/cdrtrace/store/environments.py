@@ -29,7 +29,7 @@ INITIAL_MAP_SIZE = 64 << 20
 INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due")
 EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
                 "trace_segments", "pending", "activations", "pseudonyms", "tokens", "requests",
-                "outbox", "replication")
+                "outbox")
 DEFAULT_THRESHOLD = 3     # successful traces of one origin before the customer may ask for action
 LATER_INDEX_DBS = ("unreadable", "identities", "activations_due")   # absent from older stores
 DEFAULTS: dict[str, Any] = {
