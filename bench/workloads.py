@@ -20,6 +20,7 @@ FORMAT_WRITERS = {
     "cucm": lambda c, n: synth.cucm_header() + synth.format_cucm(c, 0, n),
     "broadworks": lambda c, n: synth.broadworks_header() + synth.format_broadworks(c, 0, n),
     "kamailio": lambda c, n: synth.format_kamailio(c, 0, n),
+    "kamailio-dbtext": lambda c, n: synth.KAMAILIO_DBTEXT_HEADER + synth.format_kamailio_dbtext(c, 0, n),
 }
 
 

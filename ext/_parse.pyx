@@ -598,9 +598,18 @@ cdef uint64_t channel_number(Span s, const Plan* cc) noexcept nogil:
 
 # ---------------------------------------------------------------- records
 
-cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char delim,
-                  char quote, int keep_fields, Span* f, int* nf, const char** rec_end,
-                  const char** next_rec, bint escaped=False) noexcept nogil:
+cdef struct Quoted:         # the tokenizer's two modes, as types: Cython compiles one
+    char unused             # function per mode, with no test of the mode per byte
+cdef struct Escaped:
+    char unused
+ctypedef fused Mode:
+    Quoted
+    Escaped
+
+
+cdef int tokenize(Mode* mode, const char* r, const char* end, bint final, bint lenient,
+                  char delim, char quote, int keep_fields, Span* f, int* nf,
+                  const char** rec_end, const char** next_rec) noexcept nogil:
     """Split one record into fields. ST_OK, ST_NEED_MORE or an error code.
 
     lenient (FreeSWITCH): quotes inside values are not doubled, so a quote ends a
@@ -621,7 +630,7 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char
                 s += 1
             if s < end and s[0] == quote:
                 p = s
-        if p < end and p[0] == quote and not escaped:
+        if Mode is Quoted and p < end and p[0] == quote:
             q = p + 1
             while True:
                 if q >= end or q[0] != quote:   # an empty field needs no memchr call
@@ -665,11 +674,12 @@ cdef int tokenize(const char* r, const char* end, bint final, bint lenient, char
                 if c == delim or c == b'\n' or c == b'\r':
                     break
                 if c == quote:
-                    if escaped:         # the escaped byte is data; a line end stays one
+                    if Mode is Quoted:
+                        rec_end[0] = p
+                        return ERR_QUOTE_UNQUOTED
+                    else:                   # the escaped byte is data; a line end stays one
                         p += 2 if p + 1 < end and p[1] != b'\n' and p[1] != b'\r' else 1
                         continue
-                    rec_end[0] = p
-                    return ERR_QUOTE_UNQUOTED
                 p += 1
             if k < keep_fields:
                 f[k].p = s
@@ -1250,13 +1260,19 @@ cdef class CdrParser:
         cdef Dialect* d = &self.dialect
         cdef bytes data = bytes(raw)
         cdef Span fields[MAX_FIELDS]
-        cdef int nf = 0
+        cdef int nf = 0, status
         cdef const char* rec_end = NULL
         cdef const char* next_rec = NULL
         cdef const char* start = data
-        if tokenize(start, start + len(data), True, d.lenient_quotes, <char>d.delimiter,
-                    <char>d.quote, self.keep_fields, fields, &nf, &rec_end, &next_rec,
-                    d.escaped) == ST_OK:
+        if d.escaped:
+            status = tokenize(<Escaped*>NULL, start, start + len(data), True, False,
+                              <char>d.delimiter, <char>d.quote, self.keep_fields, fields, &nf,
+                              &rec_end, &next_rec)
+        else:
+            status = tokenize(<Quoted*>NULL, start, start + len(data), True, d.lenient_quotes,
+                              <char>d.delimiter, <char>d.quote, self.keep_fields, fields, &nf,
+                              &rec_end, &next_rec)
+        if status == ST_OK:
             # well-formed CSV (only a value was bad): every field where it belongs
             tokens = [data[fields[k].p - start:fields[k].p - start + fields[k].n]
                       if k < self.keep_fields else b"" for k in range(nf)]
@@ -1412,8 +1428,12 @@ cdef class CdrParser:
                         break
                     detail = 0
                     rec_end = p
-                    status = tokenize(p, end, final, lenient, delim, quote, keep_fields,
-                                      fields, &nf, &rec_end, &next_rec, escaped)
+                    if escaped:
+                        status = tokenize(<Escaped*>NULL, p, end, final, False, delim, quote,
+                                          keep_fields, fields, &nf, &rec_end, &next_rec)
+                    else:
+                        status = tokenize(<Quoted*>NULL, p, end, final, lenient, delim, quote,
+                                          keep_fields, fields, &nf, &rec_end, &next_rec)
                     if status == ST_NEED_MORE:
                         break
                     if status == ST_OK and self.dialect.markers and is_marker(fields, nf):
