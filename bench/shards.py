@@ -7,6 +7,10 @@
 2. A trace asked of the shard that holds the line against the same trace asked of
    another shard's service, which forwards it: two `cdrtrace serve` processes, loopback
    clients from bench/load.c over HTTP, each line traced once.
+3. Evidence shared by two replicas of a shard (evidence.replication): traces through the
+   Python API with the outbox against the same traces without it (fresh copies of one
+   store), and how long each answered trace takes to reach the other replica, whose
+   replicator runs as `cdrtrace serve` runs it (a thread; the mock cluster in process).
 
     python -m bench.shards [--records N] [--traces N]
 """
@@ -21,6 +25,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import zlib
 
@@ -172,6 +177,81 @@ def routed_traces(traces: int, folder: str) -> list[dict]:
     return out
 
 
+def replicated_traces(traces: int, folder: str) -> list[dict]:
+    """Durable traces/s of one client with and without the evidence outbox, and the delay
+    until the other replica holds each answered trace (p50, p99)."""
+    import numpy as np
+
+    from cdrtrace.service.server import _replicate
+
+    address, _producer = _cluster()
+    topic = "cdrtrace-evidence-east"
+    while not _producer.list_topics(topic, timeout=5).topics[topic].partitions:
+        pass
+    os.makedirs(os.path.join(folder, "replicas"))
+    base, lines, _ = make_store(os.path.join(folder, "replicas"))
+    lines = [x for x in lines if any(("+1" + x).startswith(p) for p in EAST)][:traces]
+    dbs = {}
+    for name, replica in (("plain", None), ("a", 0), ("b", 1)):
+        dbs[name] = os.path.join(folder, f"replica-{name}")
+        shutil.copytree(base, dbs[name])
+        shard_config(dbs[name], "east", EAST, peers="" if replica is None else (
+            f'replica = {replica}\nreplicas = 2\n'
+            f'evidence = "kafka://{address}/{topic}"\n'))
+    out = []
+    plain = cdrtrace.open(dbs["plain"])
+    started = time.perf_counter()
+    for line in lines:
+        plain.trace(line)
+    seconds = time.perf_counter() - started
+    plain.close()
+    out.append({"path": "trace, no evidence shared",
+                "traces_per_second": round(len(lines) / seconds)})
+    a, b = cdrtrace.open(dbs["a"]), cdrtrace.open(dbs["b"])
+    half = len(lines) // 2                 # the outbox alone: no replicator running yet
+    started = time.perf_counter()
+    early = [int(a.trace(line).trace_id[1:]) for line in lines[:half]]
+    out.append({"path": "trace, outbox written, not yet sent",
+                "traces_per_second": round(half / (time.perf_counter() - started))})
+    lines = lines[half:]
+    running = [_replicate(a), _replicate(b)]
+    arrived: dict[int, float] = {}
+    watching = threading.Event()
+
+    def watch() -> None:                   # when the other replica holds each trace
+        while not watching.is_set():
+            with b.envs.eread() as txn:
+                now = time.perf_counter()
+                for key in txn.cursor(b.envs.db["traces"]).iternext(values=False):
+                    arrived.setdefault(int.from_bytes(key, "big"), now)
+            time.sleep(0.0005)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.perf_counter()
+    answered = [(int(a.trace(line).trace_id[1:]), time.perf_counter()) for line in lines]
+    seconds = time.perf_counter() - started
+    deadline = time.monotonic() + 60
+    while not all(n in arrived for n, _ in answered + [(n, 0) for n in early]):
+        if time.monotonic() > deadline:
+            raise SystemExit("a trace did not reach the other replica in 60 s")
+        time.sleep(0.01)
+    watching.set()
+    watcher.join()
+    delays = [arrived[n] - at for n, at in answered]
+    for done, thread in running:
+        done.set()
+        thread.join(15)
+    a.close()
+    b.close()
+    ms = np.array(delays) * 1000          # answer -> held by the other replica
+    out.append({"path": "trace, evidence shared (outbox)",
+                "traces_per_second": round(len(lines) / seconds),
+                "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                "p99_ms": round(float(np.percentile(ms, 99)), 1)})
+    print(out, flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=40_000,
@@ -182,6 +262,7 @@ def main() -> None:
     try:
         ingest = ingest_per_replica(args.records, folder)
         routed = routed_traces(args.traces, folder)
+        shared = replicated_traces(args.traces, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print("\nreplica of shard east reads              records read  lines held  seconds    rec/s")
@@ -194,6 +275,14 @@ def main() -> None:
     for r in routed:
         print(f"{r['path']:<38} {r['clients']:>7} {r['traces_per_second']:>9,} "
               f"{r['p50_ms']:>8} {r['p99_ms']:>8}")
+    print("\nevidence of a shard's replicas           traces/s   until the other replica holds it")
+    for r in shared:
+        print(f"{r['path']:<40} {r['traces_per_second']:>8,}"
+              + (f"   p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+                 if "p50_ms" in r else ""))
+    rate = [r["traces_per_second"] for r in shared]
+    print(f"  traces/s with the outbox alone {rate[1] / rate[0]:.2f}x, while both replicators "
+          f"run in this process {rate[2] / rate[0]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def test_a_record_sent_twice_is_applied_once(topic, tmp_path, calls_file):
     b = replica(tmp_path / "b", 1, url, calls_file)
     a.trace("3035550001", at=AT)
     with a.envs.eread() as txn:
-        event = json.loads(bytes(next(iter(txn.cursor(a.envs.db["outbox"])))[1]))
+        event = json.loads(bytes(next(iter(txn.cursor(a.envs.db["outbox"])))[1])[8:])
     applied = [b.envs.ewrite(lambda txn: replication.apply(txn, b.envs.db, event))
                for _ in range(2)]
     assert applied == [True, False]

@@ -56,13 +56,15 @@ def parse_url(url: str) -> tuple[str, str, dict]:
     return parts.netloc, topic, dict(urllib.parse.parse_qsl(parts.query))
 
 
-def outbox_entry(txn: Any, db: dict, replica: int, record: dict, row: bytes, key: bytes,
-                 call_id: int | None) -> None:
-    """Queue a trace's evidence for the other replicas, inside the trace's transaction."""
-    number = int(record["trace_id"][1:])
-    event = {"v": VERSION, "replica": replica, "number": number, "record": record,
-             "row": base64.b64encode(row).decode(), "line": key.hex(), "call_id": call_id}
-    txn.put(u64(number), json.dumps(event).encode(), db=db["outbox"])
+def outbox_entry(txn: Any, db: dict, replica: int, number: int, record: bytes, row: bytes,
+                 key: bytes, call_id: int | None) -> None:
+    """Queue a trace's evidence (its record as stored, JSON) for the other replicas,
+    inside the trace's transaction. The entry is the line's key, then the event."""
+    head = json.dumps({"v": VERSION, "replica": replica, "number": number,
+                       "row": base64.b64encode(row).decode(), "line": key.hex(),
+                       "call_id": call_id})
+    txn.put(u64(number), key + head[:-1].encode() + b', "record": ' + record + b"}",
+            db=db["outbox"])
 
 
 def apply(txn: Any, db: dict, event: dict) -> bool:
@@ -99,7 +101,7 @@ class Replicator:
     records from it. run() until stop is set (`cdrtrace serve` runs one in a thread), or
     step() in turns."""
 
-    def __init__(self, store, url: str, poll_seconds: float = 0.05):
+    def __init__(self, store, url: str, poll_seconds: float = 0.01):
         self.store, self.envs, self.db = store, store.envs, store.envs.db
         self.shard, self.url, self.poll = store.shard, url, poll_seconds
         self.replica = self.shard.replica
@@ -115,11 +117,12 @@ class Replicator:
         shard = self.shard
         brokers, self.topic, extra = parse_url(self.url)
         self.producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True,
-                                  "acks": "all", **extra})
+                                  "acks": "all", "linger.ms": 1, **extra})
         self.consumer = Consumer({"bootstrap.servers": brokers,    # offsets kept in the store
                                   "group.id": f"cdrtrace-evidence-{shard.name}-{shard.replica}",
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                  "enable.partition.eof": False, **extra})
+                                  "enable.partition.eof": False,
+                                  "fetch.wait.max.ms": 10, **extra})   # not 500: a trace waits
         meta = self.consumer.list_topics(self.topic, timeout=10)
         partitions = sorted(meta.topics[self.topic].partitions) if self.topic in meta.topics else []
         if not partitions:
@@ -144,9 +147,8 @@ class Replicator:
                     log.warning("replication: trace %d not sent yet: %s",
                                 int.from_bytes(number, "big"), err)
             return report
-        for number, value in pending:
-            line = json.loads(value)["line"]
-            self.producer.produce(self.topic, value, key=line.encode(),
+        for number, value in pending:        # the line's key, then the event
+            self.producer.produce(self.topic, value[8:], key=value[:8].hex(),
                                   on_delivery=delivered(number))
         if pending:
             self.producer.flush(timeout)

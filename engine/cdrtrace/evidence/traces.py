@@ -230,14 +230,17 @@ class Tracer:
             earlier = json.loads(txn.get(u64(number), db=self.db["traces"]))
             record["traced_at_us"] = earlier["traced_at_us"]
             record["resolved_at_us"] = time.time_ns() // 1000
-            txn.put(u64(number), json.dumps(record).encode(), db=self.db["traces"])
+            encoded = json.dumps(record).encode()
+            txn.put(u64(number), encoded, db=self.db["traces"])
             trace_rows.replace(txn, self.db["trace_rows"], self.db["trace_segments"], row)
         else:
-            cursor.put(u64(number), json.dumps(record).encode(), append=True)
+            encoded = json.dumps(record).encode()
+            cursor.put(u64(number), encoded, append=True)
             trace_rows.append_one(txn, self.db["trace_rows"], number, row)
             txn.put(key + TRACE_MARK + u64(number), b"", db=self.db["by_line"])
         if self.replica is not None:      # for the shard's other replicas (evidence.replication)
-            replication.outbox_entry(txn, self.db, self.replica[0], record, row, key, call_id)
+            replication.outbox_entry(txn, self.db, self.replica[0], number, encoded, row, key,
+                                     call_id)
         return record
 
     # ------------------------------------------------------------ pending traces
