@@ -192,12 +192,16 @@ def replicated_traces(traces: int, folder: str) -> list[dict]:
     base, lines, _ = make_store(os.path.join(folder, "replicas"))
     lines = [x for x in lines if any(("+1" + x).startswith(p) for p in EAST)][:traces]
     dbs = {}
+    key = os.path.join(folder, "evidence.key")
+    with open(key, "w") as f:
+        f.write("0123456789abcdef" * 4)
+    os.chmod(key, 0o600)
     for name, replica in (("plain", None), ("a", 0), ("b", 1)):
         dbs[name] = os.path.join(folder, f"replica-{name}")
         shutil.copytree(base, dbs[name])
         shard_config(dbs[name], "east", EAST, peers="" if replica is None else (
             f'replica = {replica}\nreplicas = 2\n'
-            f'evidence = "kafka://{address}/{topic}"\n'))
+            f'evidence = "kafka://{address}/{topic}"\nevidence_key_file = "{key}"\n'))
     out = []
     plain = cdrtrace.open(dbs["plain"])
     started = time.perf_counter()

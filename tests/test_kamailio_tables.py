@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import stat
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,18 @@ def test_an_sqlite_row_that_cannot_be_read_is_rejected_by_its_place(tmp_path):
     # the unreadable call is the newest before the third: failing closed, not the first
     result = store.trace(VICTIM, at=(T0 + 100) * 1_000_000)
     assert result.outcome.value == "untraceable"
+    store.close()
+
+
+def test_an_sqlite_database_in_a_folder_with_url_characters(tmp_path):
+    """A path is percent-encoded in the URL ('#' and '?' would end it) and opened as
+    that file, not as SQLite URI text."""
+    folder = tmp_path / "acc #1?"
+    folder.mkdir()
+    acc_db(folder / "acc.db", [(T0, "2125550101", "200")])
+    url = f"sqlite://{urllib.parse.quote(str(folder / 'acc.db'))}?table=acc_cdrs"
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    assert cdrtrace.ingest(store, [url]).records == 1
     store.close()
 
 

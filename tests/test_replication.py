@@ -34,11 +34,21 @@ def topic(cluster):  # noqa: F811
     return f"kafka://{address}/{name}", address
 
 
-def replica(path, number: int, url: str, calls_file) -> cdrtrace.Store:
+def evidence_key(folder, text: str = "k" * 64):
+    """The shard's evidence key file (mode 600), made once per folder."""
+    path = folder / "evidence.key"
+    if not path.exists():
+        path.write_text(text + "\n")
+        path.chmod(0o600)
+    return path
+
+
+def replica(path, number: int, url: str, calls_file, key=None) -> cdrtrace.Store:
     cdrtrace.open(path, create=True).close()
+    key = key or evidence_key(path.parent)
     (path / "cdrtrace.toml").write_text(
         f'[shard]\nname = "east"\nprefixes = ["+1303"]\nreplica = {number}\nreplicas = 2\n'
-        f'evidence = "{url}"\n')
+        f'evidence = "{url}"\nevidence_key_file = "{key}"\n')
     store = cdrtrace.open(path)
     cdrtrace.ingest(store, [str(calls_file)])
     return store
@@ -179,11 +189,61 @@ def test_serve_runs_the_replicator(topic, tmp_path, calls_file):
     b.close()
 
 
+def test_records_not_signed_with_the_shards_key_are_not_applied(topic, tmp_path, calls_file,
+                                                               cluster):  # noqa: F811
+    """Write access to the topic is not a way to forge evidence: a record without the
+    signature, or signed with another key, is refused (and logged)."""
+    url, _ = topic
+    _, producer = cluster
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    traced = a.trace("3035550001", at=AT)
+    with a.envs.eread() as txn:
+        event = bytes(next(iter(txn.cursor(a.envs.db["outbox"])))[1])[8:]
+    forged = json.loads(event)
+    forged["number"], forged["record"]["trace_id"] = 1001, "T00001001"
+    forged["record"]["call"]["calling"] = "+19995550000"        # an innocent caller named
+    body = json.dumps(forged).encode()
+    topic_name = url.rsplit("/", 1)[1]
+    producer.produce(topic_name, body)                           # unsigned
+    producer.produce(topic_name, body, headers=[(replication.SIGNATURE,
+                                                 replication.sign(b"x" * 64, body))])
+    assert producer.flush(10) == 0
+    ra, rb = Replicator(a, url), Replicator(b, url)
+    settle(ra, rb)
+    assert rb.refused == 2 and ra.refused == 2
+    assert [e[0] for e in evidence(b)] == [traced.trace_id]     # only the signed record
+    for r in (ra, rb):
+        r.close()
+    a.close()
+    b.close()
+
+
+def test_a_replica_sharing_evidence_needs_a_private_key_file(tmp_path, calls_file):
+    (tmp_path / "loose").mkdir()
+    loose = evidence_key(tmp_path / "loose")
+    loose.chmod(0o644)
+    store = replica(tmp_path / "a", 0, "kafka://127.0.0.1:1/t", calls_file, key=loose)
+    with pytest.raises(ConfigError, match="readable by other users"):
+        Replicator(store, store.shard.evidence)
+    short = tmp_path / "short.key"
+    short.write_text("abc")
+    short.chmod(0o600)
+    (tmp_path / "a" / "cdrtrace.toml").write_text(
+        (tmp_path / "a" / "cdrtrace.toml").read_text().replace(str(loose), str(short)))
+    store.close()
+    store = cdrtrace.open(tmp_path / "a")
+    with pytest.raises(ConfigError, match="shorter than 32"):
+        Replicator(store, store.shard.evidence)
+    store.close()
+
+
 @pytest.mark.parametrize("shard,message", [
     ("replica = 2\nreplicas = 2\n", "shard.replica must be this replica's number"),
     ("replica = -1\n", "shard.replica must be"),
     ('evidence = "http://broker/topic"\n', "expected kafka://BROKER"),
     ('evidence = "kafka://broker"\n', "expected kafka://BROKER"),
+    ('evidence = "kafka://broker/t"\n', "needs shard.evidence_key_file"),
 ])
 def test_the_replica_settings_are_checked(tmp_path, shard, message):
     path = tmp_path / "cdrtrace.toml"

@@ -37,6 +37,7 @@
     replica = 0                      # this store is replica 0 of the shard's 2, sharing
     replicas = 2                     # trace evidence with the other on a Kafka topic
     evidence = "kafka://10.0.9.1:9092/cdrtrace-evidence-east"
+    evidence_key_file = "/etc/cdrtrace/east-evidence.key"   # the same key on each replica
     [shard.peers.west]               # another shard: the service forwards its lines' traces
     prefixes = ["+1415"]
     replicas = ["http://10.0.2.1:8080", "http://10.0.2.2:8080"]
@@ -136,6 +137,7 @@ class Shard:
     replica: int = 0                    # this store is replica `replica` of `replicas`,
     replicas: int = 1                   # numbering its traces in its own residue class
     evidence: str | None = None         # kafka://BROKERS/TOPIC the replicas share evidence on
+    evidence_key_file: str | None = None   # the shard's key: every record on it is signed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +210,7 @@ def load(path: str | os.PathLike | None) -> Config:
 
 
 SHARD_KEYS = ("name", "prefixes", "partitions", "max_lag_seconds", "peers", "replica",
-              "replicas", "evidence")
+              "replicas", "evidence", "evidence_key_file")
 PEER_KEYS = ("prefixes", "replicas", "token_file")
 
 
@@ -263,10 +265,15 @@ def _shard(path, spec: Any) -> Shard:
             parse_url(evidence if isinstance(evidence, str) else "")
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+    key_file = spec.get("evidence_key_file")
+    if evidence is not None and (not isinstance(key_file, str) or not key_file.strip()):
+        raise ConfigError(f"{path}: shard.evidence needs shard.evidence_key_file, the file "
+                          "holding the key the shard's replicas sign their records with "
+                          "(`openssl rand -hex 32`, mode 600, the same key on every replica)")
     return Shard(name.strip(), tuple(prefixes), tuple(sorted(partitions)),
                  None if lag is None else float(lag),
                  tuple(_peer(path, n, p) for n, p in sorted(peers.items())), replica, replicas,
-                 evidence)
+                 evidence, key_file)
 
 
 def _peer(path, name: str, spec: dict) -> Peer:

@@ -11,7 +11,11 @@
 - **Applying.** The replicator reads every partition of the topic and applies the records
   of the other replicas: a record it holds already (same id, same state) is skipped, so a
   record sent twice is applied once; the topic offsets are saved in the same transaction
-  as the records. The call markers come with them: after a failover the next replica
+  as the records.
+- **Signed.** Every record carries an HMAC-SHA256 of its bytes under the shard's key
+  (`[shard] evidence_key_file`, the same on each replica): one that anybody else wrote to
+  the topic is not applied (logged), so write access to Kafka is not a way to forge
+  evidence. The call markers come with them: after a failover the next replica
   answers `already_traced` for a call the first one traced.
 - **What it cannot prevent.** Two replicas answering a trace of one call before either
   record reaches the other both say `success`; the call marker keeps the first record
@@ -21,8 +25,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
+import os
+import stat
 import threading
 import urllib.parse
 from typing import Any
@@ -35,6 +43,7 @@ log = logging.getLogger("cdrtrace.replication")
 VERSION = 1
 TRACE_MARK, CALL_MARK = b"t", b"c"
 OFFSET = b"offset:"          # + partition number (4 bytes): the next offset to apply
+SIGNATURE = "cdrtrace-hmac"  # the message header holding the record's HMAC-SHA256 (hex)
 
 
 def u64(value: int) -> bytes:
@@ -54,6 +63,36 @@ def parse_url(url: str) -> tuple[str, str, dict]:
     if parts.scheme != "kafka" or not parts.netloc or not topic or "," in topic:
         raise ConfigError(f"shard.evidence: expected kafka://BROKER[,BROKER...]/TOPIC, not {url!r}")
     return parts.netloc, topic, dict(urllib.parse.parse_qsl(parts.query))
+
+
+def read_key(path: str) -> bytes:
+    """The shard's evidence key: the file's text (at least 32 characters), a file nobody
+    but its owner may read."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"shard.evidence_key_file: cannot read {path}: "
+                          f"{exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise ConfigError(f"shard.evidence_key_file {path} is readable by other users (mode "
+                          f"{mode:o}): chmod 600 it")
+    if len(key) < 32:
+        raise ConfigError(f"shard.evidence_key_file {path}: the key is shorter than 32 "
+                          "characters (make one with `openssl rand -hex 32`)")
+    return key
+
+
+def sign(key: bytes, event: bytes) -> str:
+    return hmac.new(key, event, hashlib.sha256).hexdigest()
+
+
+def signed_by(key: bytes, event: bytes, headers: Any) -> bool:
+    """Does the message carry this key's signature of event?"""
+    given = dict(headers or ()).get(SIGNATURE)
+    return given is not None and hmac.compare_digest(
+        given if isinstance(given, bytes) else str(given).encode(), sign(key, event).encode())
 
 
 def outbox_entry(txn: Any, db: dict, replica: int, number: int, record: bytes, row: bytes,
@@ -105,6 +144,8 @@ class Replicator:
         self.store, self.envs, self.db = store, store.envs, store.envs.db
         self.shard, self.url, self.poll = store.shard, url, poll_seconds
         self.replica = self.shard.replica
+        self.key = read_key(self.shard.evidence_key_file)
+        self.refused = 0                 # records on the topic not signed with the key
         self.producer: Any = None
         self.consumer: Any = None
         self.sent = self.applied = 0
@@ -148,7 +189,9 @@ class Replicator:
                                 int.from_bytes(number, "big"), err)
             return report
         for number, value in pending:        # the line's key, then the event
-            self.producer.produce(self.topic, value[8:], key=value[:8].hex(),
+            event = value[8:]
+            self.producer.produce(self.topic, event, key=value[:8].hex(),
+                                  headers=[(SIGNATURE, sign(self.key, event))],
                                   on_delivery=delivered(number))
         if pending:
             self.producer.flush(timeout)
@@ -170,15 +213,23 @@ class Replicator:
                 log.warning("replication: %s", error.str())
         if not good:
             return 0
+
         def work(txn) -> int:
             applied = 0
             for m in good:
-                event = json.loads(m.value() or b"{}")
-                if event.get("v") != VERSION:
-                    log.error("replication: a record of version %s at offset %d ignored",
-                              event.get("v"), m.offset())
-                elif event["replica"] != self.replica:
-                    applied += apply(txn, self.db, event)
+                raw = m.value() or b""
+                if not signed_by(self.key, raw, m.headers()):
+                    self.refused += 1
+                    log.error("replication: the record at offset %d of partition %d is not "
+                              "signed with the shard's key: not applied", m.offset(),
+                              m.partition())
+                else:
+                    event = json.loads(raw)
+                    if event.get("v") != VERSION:
+                        log.error("replication: a record of version %s at offset %d ignored",
+                                  event.get("v"), m.offset())
+                    elif event["replica"] != self.replica:
+                        applied += apply(txn, self.db, event)
                 txn.put(OFFSET + int(m.partition() or 0).to_bytes(4, "big"),
                         str(int(m.offset() or 0) + 1).encode(), db=self.db["emeta"])
             return applied

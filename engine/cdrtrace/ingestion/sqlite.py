@@ -20,6 +20,7 @@ import os
 import re
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -64,7 +65,7 @@ def render(url: str, folder: str | os.PathLike) -> Path:
     if not os.path.isfile(path):
         raise SourceError(f"cannot read {url}: no such database file")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise SourceError(f"cannot read {url}: {exc}") from None
     private.make_dir(folder)
