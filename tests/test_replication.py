@@ -4,6 +4,7 @@ one replica is `already_traced` on the other, nothing is lost when a replica sto
 sending, and nothing is applied twice."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -159,6 +160,35 @@ def test_a_record_sent_twice_is_applied_once(topic, tmp_path, calls_file):
                for _ in range(2)]
     assert applied == [True, False]
     assert len(b.trace_records(analyst="ann")) == 1 and len(b.report_rows(analyst="ann")) == 1
+    assert b.trace("3035550001", at=AT).outcome.value == "already_traced"
+    a.close()
+    b.close()
+
+
+def test_a_pending_record_is_replaced_once_it_resolves(topic, tmp_path, calls_file):
+    """A trace answered `pending` (its feed behind) is sent again when it resolves: the
+    other replica replaces the record and its report row, and never goes back."""
+    from cdrtrace.evidence import rows as trace_rows
+
+    url, _ = topic
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    a.trace("3035550001", at=AT)
+    with a.envs.eread() as txn:
+        resolved = json.loads(bytes(next(iter(txn.cursor(a.envs.db["outbox"])))[1])[8:])
+    pending = json.loads(json.dumps(resolved))
+    pending["record"].update(outcome="pending", call=None)
+    pending["row"] = base64.b64encode(trace_rows.pack(
+        pending["number"], int.from_bytes(bytes.fromhex(pending["line"]), "big"), "pending",
+        pending["record"]["activated_us"])).decode()
+    order = [pending, resolved, pending]
+    applied = [b.envs.ewrite(lambda txn, e=e: replication.apply(txn, b.envs.db, e))
+               for e in order]
+    assert applied == [True, True, False]
+    (record,) = b.trace_records(analyst="ann")
+    assert record["outcome"] == "success" and record["call"]["calling"] == "+12125550101"
+    rows = b.report_rows(analyst="ann")
+    assert len(rows) == 1 and rows["outcome"][0] == trace_rows.OUTCOME_CODES["success"]
     assert b.trace("3035550001", at=AT).outcome.value == "already_traced"
     a.close()
     b.close()
