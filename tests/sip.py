@@ -117,7 +117,8 @@ class Phone:
              headers: list[tuple[str, str]] = ()) -> int:
         """INVITE callee through the proxy; the final status. Answered calls are hung up
         with BYE; cancel_after: CANCEL once it rang that long."""
-        call_id, tag = uuid.uuid4().hex, uuid.uuid4().hex[:8]
+        # as a phone on an IPv6 network writes it: db_text escapes its colons ('\\:')
+        call_id, tag = f"{uuid.uuid4().hex}@[2001:db8::57]", uuid.uuid4().hex[:8]
         to = f"<sip:{callee}@127.0.0.1>"
         invite = self._request("INVITE", f"sip:{callee}@127.0.0.1", call_id, tag, to,
                                [*headers, ("Content-Type", "application/sdp")])
