@@ -631,6 +631,14 @@ cdef int tokenize(Mode* mode, const char* r, const char* end, bint final, bint l
             if s < end and s[0] == quote:
                 p = s
         if Mode is Quoted and p < end and p[0] == quote:
+            if p + 2 < end and p[1] == quote and p[2] == delim:
+                # an empty quoted field ("" then a delimiter: most of a CUCM record's)
+                if k < keep_fields:
+                    f[k].p = p + 1
+                    f[k].n = 0
+                k += 1
+                p += 3
+                continue
             q = p + 1
             while True:
                 if q >= end or q[0] != quote:   # an empty field needs no memchr call
