@@ -101,6 +101,11 @@ cdef inline bytes key_bytes(uint64_t v):
     return PyBytes_FromStringAndSize(<char*>buf, 8)
 
 
+def line_key(uint64_t packed):
+    """A line's key: its packed number, 8 bytes big-endian (key order = numeric order)."""
+    return key_bytes(packed)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def line_keys(const uint64_t[::1] lines not None):

@@ -64,8 +64,7 @@ DEFAULT_KEEP = 4
 check_native(_index)
 
 
-def line_key(packed: int) -> bytes:
-    return int(packed).to_bytes(8, "big")
+line_key = _index.line_key    # a line's key: the packed number, 8 bytes big-endian
 
 
 def decode(value: bytes | None) -> np.ndarray:

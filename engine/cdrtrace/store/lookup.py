@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import lmdb
 import numpy as np
 
 from ..parsing import numbers, salvage, timezones
@@ -13,6 +14,7 @@ from .environments import Environments
 
 UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
 _frombuffer = np.frombuffer
+_ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
 
 
 class Lookup:
@@ -29,11 +31,15 @@ class Lookup:
 
         Pass a read transaction to look up many lines in one snapshot (and save its cost)."""
         if txn is None:
-            with self.envs.read() as txn:
-                value = txn.get(line_key, db=self._index_db)
+            try:
+                with self.envs.env.begin() as txn:
+                    value = txn.get(line_key, db=self._index_db)
+            except lmdb.Error:     # a grown map, or a reopen after MDB_PANIC: the slow way
+                with self.envs.read() as txn:
+                    value = txn.get(line_key, db=self._index_db)
         else:
             value = txn.get(line_key, db=self._index_db)
-        return _frombuffer(value, index.ENTRY_DTYPE) if value else index.EMPTY
+        return _frombuffer(value, _ENTRY) if value else _EMPTY
 
     def stat(self) -> dict[str, int]:
         """How many lines the index holds, and its size in bytes."""
