@@ -104,6 +104,30 @@ columns = ["caller_id_name", "caller_id_number", "destination_number", "context"
     assert cdrtrace.parsing.numbers.format_number(row["redirecting"]) == "+13035550177"
 
 
+def test_kamailio_with_the_operators_extra_columns(tmp_path):
+    """A Kamailio whose cdr_extra logs more (the source address, the user agent), in its
+    own order: the dialect names the columns, the rest is the kamailio format's."""
+    text = """
+[dialects.kam-extended]
+base = "kamailio"
+delimiter = "|"
+columns = ["start_time", "end_time", "duration", "src_ip", "callid", "invite_time", "src_user",
+           "pai", "privacy", "dst_ouser", "dst_user", "diversion", "ua", "sip_code", "sip_reason"]
+[dialects.kam-extended.dispositions]    # added to the SIP codes the format knows
+499 = "cancelled"
+"""
+    form = config.load(write(tmp_path, text)).format("kam-extended")
+    line = ("1796041753|1796041753|0.000000|192.0.2.7|c1@[2001:db8::57]|1796041752|anonymous|"
+            "2125550106|id|3035550110|3035550110||Yealink T46U|487|Request Terminated\n")
+    added = line.replace("c1@", "c2@").replace("|487|", "|499|")
+    (row, other), bad = parse_all((line + added).encode(), parser=parsers.make_parser(form))
+    assert bad == [] and other["disposition"] == Disposition.CANCELLED
+    assert row["disposition"] == Disposition.CANCELLED and row["received"]    # it rang
+    assert row["presentation"] == Presentation.RESTRICTED                   # Privacy: id
+    assert cdrtrace.parsing.numbers.format_number(row["calling"]) == "+12125550106"   # PAI
+    assert row["start_us"] == 1796041752 * 1_000_000                         # invite_time
+
+
 def test_feeds_set_format_zone_served_lines_and_feed_id(tmp_path):
     store = cdrtrace.open(tmp_path / "s", create=True)
     write(tmp_path / "s", """

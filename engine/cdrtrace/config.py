@@ -439,7 +439,9 @@ def _dialect(path, name: str, spec: dict) -> Format:
         quote=spec.get("quote", template.quote),
         end_required=spec.get("end_required", template.end_required),
         lenient_quotes=spec.get("lenient_quotes", template.lenient_quotes),
-        dispositions=dispositions, presentations=presentations,
+        # a base's own value table (Kamailio's SIP codes) is kept; the dialect's adds to it
+        dispositions={**template.dispositions, **dispositions},
+        presentations={**template.presentations, **presentations},
         required=tuple(r for r in ("calling", "called", "start") if r in roles))
 
 
