@@ -70,6 +70,11 @@ def test_stdin_source(tmp_path):
      "cdrtrace: error: cannot read {tmp}/missing.csv: no such file"),
     (["ingest", "{tmp}", "--db", "{db}"], "cdrtrace: error: no files in directory {tmp}"),
     (["ingest", "{tmp}/*.cdr", "--db", "{db}"], "cdrtrace: error: no file matches {tmp}/*.cdr"),
+    (["ingest", "--follow", "sqlite://{tmp}/acc.db?table=acc", "--format", "kamailio-dbtext",
+      "--db", "{db}"], "cdrtrace: error: sqlite://{tmp}/acc.db?table=acc: an SQLite table is "
+     "not followed; ingest it again (without --follow) to read the rows added since, exactly once"),
+    (["ingest", "sqlite://{tmp}/acc.db", "--db", "{db}"],
+     "cdrtrace: error: sqlite://{tmp}/acc.db: expected sqlite:///PATH/TO/acc.db?table=NAME"),
     (["ingest", "-", "--format", "auto", "--db", "{db}"],
      "cdrtrace: error: cannot tell the format of -: it looks like none of asterisk, "
      "asterisk-custom, freeswitch, cucm, broadworks, kamailio, kamailio-acc, kamailio-dbtext "

@@ -93,6 +93,9 @@ def _stream(args, store, fmt, feed):
     if fmt == "auto":
         raise CdrTraceError("a streaming ingest needs --format or --feed (auto reads a whole file)")
     name = args.sources[0]
+    if name.startswith("sqlite://"):
+        raise CdrTraceError(f"{name}: an SQLite table is not followed; ingest it again (without "
+                            "--follow) to read the rows added since, exactly once")
     options = stream.StreamOptions(
         batch_records=args.batch_records, batch_ms=args.batch_ms,
         cdr_delay_s=args.cdr_delay,
