@@ -28,7 +28,7 @@ KAMAILIO = shutil.which("kamailio") or next(
 if KAMAILIO is None:
     pytest.skip("Kamailio is not installed (apt-get install kamailio): the real-switch "
                 "tests need it", allow_module_level=True)
-CONFIG = Path(__file__).parent / "kamailio" / "kamailio.cfg"
+CONFIG = Path(__file__).parent.parent / "docs" / "kamailio" / "kamailio.cfg"   # as documented
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"      # mpath in kamailio.cfg
 VICTIM, FORWARDER, OFFLINE, MOVED = "3035550110", "3035550199", "3035550120", "3035550130"
 
@@ -190,7 +190,7 @@ def start_kamailio(folder: Path, backend: str = "flatstore",
                    **substitutes) -> tuple[subprocess.Popen, int]:
     """Kamailio with the repository's configuration (its placeholders replaced) on a free
     loopback port, writing its accounting to folder/acc with db_flatstore, db_text or
-    db_sqlite (the tables made from tests/kamailio's definitions): (process, port)."""
+    db_sqlite (the tables made from docs/kamailio's definitions): (process, port)."""
     text = CONFIG.read_text().replace("/var/log/kamailio/acc", str(folder / "acc"))
     for name, value in substitutes.items():
         text = text.replace(name, value, 1)         # the substdef line defines each once

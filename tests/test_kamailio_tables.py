@@ -24,7 +24,7 @@ from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.formats import FORMATS
 from conftest import parse_all
 
-SCHEMA = Path(__file__).parent / "kamailio" / "sqlite.sql"
+SCHEMA = Path(__file__).parent.parent / "docs" / "kamailio" / "sqlite.sql"
 VICTIM, T0 = "3035550110", 1796041750
 AFTER = (T0 + 3600) * 1_000_000
 

@@ -243,7 +243,7 @@ SIP_FINALS = np.array([b"200|OK", b"480|Temporarily Unavailable", b"487|Request 
 
 def format_kamailio(columns, lo: int, hi: int) -> bytes:
     """Rows lo..hi as Kamailio's acc_cdrs written by db_flatstore with the configuration
-    cdrtrace ships (tests/kamailio/kamailio.cfg): '|' between values, epoch seconds. A
+    cdrtrace ships (docs/kamailio/kamailio.cfg): '|' between values, epoch seconds. A
     restricted caller is 'anonymous' in From with the number in P-Asserted-Identity and
     Privacy: id; an unavailable one is 'anonymous' alone; a forwarded call names the
     forwarding line in Diversion."""
