@@ -1003,6 +1003,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     elif d.c_final >= 0:
         s = col(f, nf, d.c_final)
         final_ = normalize(s.p, s.n, cc)
+    if (d.disp_kind == DK_VOCABULARY and 0 <= d.c_progress < nf
+            and f[d.c_progress].n == 0 and (disp == DISP_CANCELLED or disp == DISP_NO_ANSWER)):
+        rang = False    # the record logs alerting (Kamailio's rang) and shows none
     if d.pres_kind == PK_ASTERISK_USERFIELD and d.c_presentation < nf:
         s = col(f, nf, d.c_presentation)
         if span_starts_nocase(s, b"prohib", 6):

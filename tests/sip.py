@@ -114,9 +114,10 @@ class Phone:
     # ---------------------------------------------------------------- calling
 
     def call(self, callee: str, *, hang_up_after: float = 0.2, cancel_after: float | None = None,
-             headers: list[tuple[str, str]] = ()) -> int:
+             give_up_after: float | None = None, headers: list[tuple[str, str]] = ()) -> int:
         """INVITE callee through the proxy; the final status. Answered calls are hung up
-        with BYE; cancel_after: CANCEL once it rang that long."""
+        with BYE; cancel_after: CANCEL once it rang that long; give_up_after: CANCEL that
+        long after dialling, rung or not."""
         # as a phone on an IPv6 network writes it: db_text escapes its colons ('\\:')
         call_id, tag = f"{uuid.uuid4().hex}@[2001:db8::57]", uuid.uuid4().hex[:8]
         to = f"<sip:{callee}@127.0.0.1>"
@@ -127,6 +128,8 @@ class Phone:
         branch = invite.get("Via").split("branch=")[1].split(";")[0]
         self.send(invite)
         rang_at, heard, sent_at = None, False, time.monotonic()
+        if give_up_after is not None:              # the clock starts at dialling
+            rang_at, cancel_after = sent_at, give_up_after
         while True:
             if not heard and time.monotonic() - sent_at >= T1:   # lost on the way: again
                 self.send(invite)
@@ -183,7 +186,8 @@ class Phone:
     def answer(self, how: str, ring: float = 0.3, redirect_to: str | None = None) -> None:
         """Take one incoming call: 'answer' (180 then 200, then wait for BYE), 'ring'
         (180, then wait for CANCEL), 'busy' (486), 'decline' (180 then 603), 'no-answer'
-        (180, then 480 after ring seconds), 'redirect' (302 to redirect_to)."""
+        (180, then 480 after ring seconds), 'redirect' (302 to redirect_to); and without
+        ever ringing: 'silent' (no 180; the caller cancels), 'dnd' (480 at once)."""
         invite = self.receive()
         while invite.method != "INVITE":
             invite = self.receive()
@@ -198,6 +202,14 @@ class Phone:
                 ("Contact", self.contact), *extra]))
         if how == "busy":
             reply(486, "Busy Here")
+        elif how == "dnd":                         # do not disturb: refused, never rang
+            reply(480, "Temporarily Unavailable")
+        elif how == "silent":                      # still setting up when the caller gives up
+            reply(100, "Trying")                   # (a proxy cancels only a branch that replied)
+            while (request := self.receive()).method != "CANCEL":
+                pass
+            reply(200, "OK", request)
+            reply(487, "Request Terminated")
         elif how == "redirect":
             reply(302, "Moved Temporarily", extra=[("Contact", f"<sip:{redirect_to}@127.0.0.1>")])
         else:

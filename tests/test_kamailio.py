@@ -96,6 +96,8 @@ def place_calls(port: int) -> list[dict]:
     call("private, asserted identity", "anonymous", victim, "answer",
          headers=[("P-Asserted-Identity", "<sip:2125550106@127.0.0.1>"), ("Privacy", "id")])
     call("forwarded by the switch", "2125550107", victim, "answer", to=FORWARDER)
+    call("cancelled before it rang", "2125550110", victim, "silent", give_up_after=0.3)
+    call("do not disturb", "2125550111", victim, "dnd")
     call("offline", "2125550108", None, None, to=OFFLINE)
     call("redirected (302)", "2125550109", moved, "redirect", to=MOVED)
     victim.close()
@@ -106,7 +108,7 @@ def place_calls(port: int) -> list[dict]:
 def test_kamailio_cdrs_of_every_call_kind_trace_as_the_wire_says(switch, tmp_path):
     port, folder, proc = switch
     placed = place_calls(port)
-    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 404, 302]
+    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 487, 480, 404, 302]
     time.sleep(0.5)
     stop(proc)
     cdrs = sorted((folder / "acc").glob("acc_cdrs_*.log"))
@@ -132,7 +134,7 @@ def test_kamailio_db_text_and_sqlite_tables_trace_as_the_wire_says(backend, tmp_
         placed = place_calls(port)
     finally:
         stop(proc)
-    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 404, 302]
+    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 487, 480, 404, 302]
     acc = tmp_path / "acc"
     keep = os.environ.get("CDRTRACE_KEEP_KAMAILIO")    # refresh data/samples/kamailio
     if keep:
@@ -176,6 +178,9 @@ def check_traces(db: Path, sources: list[str], fmt: str, placed: list[dict], cou
     private = records[traced["private, asserted identity"].trace_id]["call"]
     assert private["presentation"] == "restricted"               # Privacy: id, traceable (R5)
     assert named("forwarded by the switch") == ("success", "+12125550107")
+    # never alerted (no 180, so `rang` is empty): the last call that rang is still 107's
+    assert named("cancelled before it rang") == ("already_traced", "+12125550107")
+    assert named("do not disturb") == ("already_traced", "+12125550107")
     assert named("offline")[0] == "no_call"                       # 404: nothing rang
     assert named("redirected (302)")[0] == "no_call"              # 302: it did not ring
     forwarder = store.trace(FORWARDER, at=(placed[6]["second"] + 1) * 1_000_000 - 1)

@@ -342,6 +342,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             called = final            # a ring group member: the phone in the channel rang
     elif d["c_final"] >= 0:
         final = numbers.normalize(col("final"), cc)
+    if (d["disp_kind"] == DK_VOCABULARY and 0 <= d["c_progress"] < nf and not col("progress")
+            and disp in (Disposition.CANCELLED, Disposition.NO_ANSWER)):
+        rang = False              # the record logs alerting (Kamailio's rang) and shows none
     if d["pres_kind"] == PK_ASTERISK_USERFIELD and d["c_presentation"] < nf:
         uf = col("presentation").lower()
         if uf.startswith(b"prohib"):

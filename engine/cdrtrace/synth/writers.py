@@ -254,7 +254,7 @@ KAMAILIO_DBTEXT_HEADER = (
     b"id(int,auto) start_time(int) end_time(int) duration(double) callid(string,null) "
     b"invite_time(string,null) src_user(string,null) pai(string,null) privacy(string,null) "
     b"dst_ouser(string,null) dst_user(string,null) diversion(string,null) "
-    b"sip_code(string,null) sip_reason(string,null)\n")
+    b"sip_code(string,null) sip_reason(string,null) rang(string,null)\n")
 
 
 def format_kamailio_dbtext(columns, lo: int, hi: int) -> bytes:
@@ -284,7 +284,8 @@ def _kamailio(columns, lo: int, hi: int, delimiter: bytes, host: bytes, first=No
         _text(c["line"]), _text(c["final"]),
         pc.if_else(forwarded, _text(np.where(c["redirecting"] != 0, c["redirecting"], 0)),
                    pa.scalar(b"")),
-        pa.array([f.replace(b"|", delimiter) for f in SIP_FINALS[c["disposition"]]], pa.binary())]
+        pa.array([f.replace(b"|", delimiter) for f in SIP_FINALS[c["disposition"]]], pa.binary()),
+        _rang(c)]
     parts: list = []
     for i, value in enumerate(values):
         parts += ([delimiter] if i else []) + [value]
@@ -307,7 +308,8 @@ def format_kamailio_acc(columns, lo: int, hi: int) -> bytes:
                _text(c["line"]), _text(c["final"]),
                pc.if_else(pa.array(c["redirecting"] != 0),
                           _text(np.where(c["redirecting"] != 0, c["redirecting"], 0)),
-                          pa.scalar(b""))]
+                          pa.scalar(b"")),
+               _rang(c)]
     invite = [b"INVITE|f", _text(c["seq"]), b"|t", _text(c["seq"]), b"|", callid, b"|",
               pa.array(SIP_FINALS[c["disposition"]], pa.binary()), b"|",
               _text(np.where(answered, c["answer"], c["end"]))]
@@ -319,6 +321,12 @@ def format_kamailio_acc(columns, lo: int, hi: int) -> bytes:
     rows = _join_rows(invite, hi - lo).splitlines(keepends=True)
     byes = _join_rows(bye, hi - lo).splitlines(keepends=True)
     return b"".join(row + (byes[i] if answered[i] else b"") for i, row in enumerate(rows))
+
+
+def _rang(c) -> pa.Array:
+    """The shipped configuration's `rang` column: '1' once the phone alerted (every
+    answered, unanswered or cancelled call here), empty for the others."""
+    return pc.if_else(pa.array(c["disposition"] <= 2), pa.scalar(b"1"), pa.scalar(b""))
 
 
 def _join_rows(parts, n: int) -> bytes:
