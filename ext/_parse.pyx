@@ -44,7 +44,7 @@ cdef enum Status:
 
 cdef enum TimeKind:
     TIME_LOCAL = 0       # 'YYYY-MM-DD HH:MM:SS' in the feed's zone
-    TIME_EPOCH = 1       # integer UTC seconds, 0 = none
+    TIME_EPOCH = 1       # UTC seconds, a fraction of up to 6 digits allowed; 0 = none
     TIME_COMPACT = 2     # 'YYYYMMDDhhmmss[.fff]' in the feed's zone
 
 cdef enum DispKind:
@@ -801,12 +801,25 @@ cdef int parse_time(int kind, Span s, Zone* z, int64_t* out) noexcept nogil:
         return 1
     if kind == TIME_LOCAL:
         return parse_timestamp(s, z, out)
-    if kind == TIME_EPOCH:
-        if parse_uint(s, &v) != 0 or v >= 4102444800LL:
+    if kind == TIME_EPOCH:          # seconds[.f{1,6}] (Kamailio's $TV(Sn) has microseconds)
+        digits = s
+        for i in range(s.n):
+            if s.p[i] == b'.':
+                digits.n = i
+                break
+        if digits.n < s.n:
+            if s.n - digits.n - 1 < 1 or s.n - digits.n - 1 > 6:
+                return -1
+            for i in range(digits.n + 1, s.n):
+                if s.p[i] < b'0' or s.p[i] > b'9':
+                    return -1
+                frac += (s.p[i] - 48) * scale
+                scale //= 10
+        if parse_uint(digits, &v) != 0 or v >= 4102444800LL:
             return -1
         if v == 0:
             return 1
-        out[0] = v * 1000000
+        out[0] = v * 1000000 + frac
         return 0
     # TIME_COMPACT: YYYYMMDDhhmmss[.f{1,6}]
     if s.n < 14 or (s.n > 14 and (s.p[14] != b'.' or s.n == 15 or s.n > 21)):

@@ -149,6 +149,23 @@ def test_a_call_the_records_show_never_rang_is_passed_over(tmp_path, code):
     assert (summary.rejected, outcome, caller) == (0, "success", "+12125550102")
 
 
+def test_calls_in_the_same_second_are_ordered_by_the_microseconds_kamailio_logs(tmp_path):
+    """The shipped configuration logs invite_time as $TV(Sn), seconds.microseconds: of two
+    calls to the line in one second, the later one is the last call, whatever their ids."""
+    def row(t, caller, callid):
+        return (f"{T0}|{T0}|0.000000|{callid}|{t}|{caller}|||{VICTIM}|{VICTIM}||480|x|1\n")
+    for first, second in (("a", "z"), ("z", "a")):        # call ids in both orders
+        path = tmp_path / f"acc_cdrs_{first}.log"
+        path.write_text(row(f"{T0}.900001", "2125550102", second)
+                        + row(f"{T0}.100000", "2125550101", first))
+        summary, outcome, caller = traced_caller(tmp_path / first, [str(path)])
+        assert (summary.rejected, outcome, caller) == (0, "success", "+12125550102")
+    bad = tmp_path / "bad.log"
+    bad.write_text(row(f"{T0}.1234567", "2125550101", "c") + row(f"{T0}.", "2125550101", "d"))
+    summary, _, _ = traced_caller(tmp_path / "bad", [str(bad)])
+    assert summary.rejected == 2                               # 7 digits; no digits
+
+
 # ------------------------------------------------------------------ SQLite
 
 def kamailio_julian(t: int) -> float:

@@ -159,11 +159,14 @@ def _time(kind: int, text: bytes, zone: str):
     if kind == TIME_LOCAL:
         us = _timestamp(text, zone)
         return (-1, 0) if us is None else (0, us)
-    if kind == TIME_EPOCH:
-        v = _uint(text)
+    if kind == TIME_EPOCH:             # seconds[.f{1,6}]
+        whole, dot, fraction = text.partition(b".")
+        if dot and not (1 <= len(fraction) <= 6 and fraction.isdigit()):   # ASCII digits
+            return -1, 0
+        v = _uint(whole)
         if v is None or v >= 4102444800:
             return -1, 0
-        return (1, 0) if v == 0 else (0, v * 1_000_000)
+        return (1, 0) if v == 0 else (0, v * 1_000_000 + (int(fraction.ljust(6, b"0")) if dot else 0))
     s = text.decode("latin-1")       # TIME_COMPACT
     if len(s) < 14 or (len(s) > 14 and (s[14] != "." or len(s) == 15 or len(s) > 21)):
         return -1, 0
