@@ -83,6 +83,12 @@ def outbox_size(store) -> int:
         return txn.stat(store.envs.db["outbox"])["entries"]
 
 
+def outbox_event(store) -> bytes:
+    """The first event waiting in a replica's outbox (the line's key taken off)."""
+    with store.envs.eread() as txn:
+        return bytes(next(iter(txn.cursor(store.envs.db["outbox"])))[1])[8:]
+
+
 def evidence(store) -> list[tuple]:
     return sorted((r["trace_id"], r["line"], r["outcome"], (r["call"] or {}).get("calling"),
                    r["original_trace"]) for r in store.trace_records(analyst="ann"))
@@ -154,8 +160,7 @@ def test_a_record_sent_twice_is_applied_once(topic, tmp_path, calls_file):
     a = replica(tmp_path / "a", 0, url, calls_file)
     b = replica(tmp_path / "b", 1, url, calls_file)
     a.trace("3035550001", at=AT)
-    with a.envs.eread() as txn:
-        event = json.loads(bytes(next(iter(txn.cursor(a.envs.db["outbox"])))[1])[8:])
+    event = json.loads(outbox_event(a))
     applied = [b.envs.ewrite(lambda txn: replication.apply(txn, b.envs.db, event))
                for _ in range(2)]
     assert applied == [True, False]
@@ -174,8 +179,7 @@ def test_a_pending_record_is_replaced_once_it_resolves(topic, tmp_path, calls_fi
     a = replica(tmp_path / "a", 0, url, calls_file)
     b = replica(tmp_path / "b", 1, url, calls_file)
     a.trace("3035550001", at=AT)
-    with a.envs.eread() as txn:
-        resolved = json.loads(bytes(next(iter(txn.cursor(a.envs.db["outbox"])))[1])[8:])
+    resolved = json.loads(outbox_event(a))
     pending = json.loads(json.dumps(resolved))
     pending["record"].update(outcome="pending", call=None)
     pending["row"] = base64.b64encode(trace_rows.pack(
@@ -228,9 +232,7 @@ def test_records_not_signed_with_the_shards_key_are_not_applied(topic, tmp_path,
     a = replica(tmp_path / "a", 0, url, calls_file)
     b = replica(tmp_path / "b", 1, url, calls_file)
     traced = a.trace("3035550001", at=AT)
-    with a.envs.eread() as txn:
-        event = bytes(next(iter(txn.cursor(a.envs.db["outbox"])))[1])[8:]
-    forged = json.loads(event)
+    forged = json.loads(outbox_event(a))
     forged["number"], forged["record"]["trace_id"] = 1001, "T00001001"
     forged["record"]["call"]["calling"] = "+19995550000"        # an innocent caller named
     body = json.dumps(forged).encode()
