@@ -98,6 +98,13 @@ def test_minimum_ring_time_applies_to_unanswered_calls_only():
     assert rows[0]["received"]
 
 
+@given(st.integers(0, 4102444800 * 10**6 - 1))
+def test_utc_text_reads_back_to_the_microsecond(us):
+    text = timezones.format_utc(us)
+    assert text.endswith("Z") and "+" not in text
+    assert timezones.parse_instant(text) == us
+
+
 @pytest.mark.parametrize("min_ring", [0, 5])
 def test_a_call_that_ends_before_it_starts_rang(min_ring):
     """Clocks apart (an end stamped before the start) tell no ring time: the call counts
