@@ -64,6 +64,7 @@ class Catalog:
     def __init__(self, envs: Environments):
         self.envs = envs
         self.db = envs.db
+        self._names: dict[int, str] = {}   # source id -> name: set once, never changed
 
     # ------------------------------------------------------------ sources
 
@@ -135,9 +136,15 @@ class Catalog:
             return self.source_name(txn, source)
 
     def source_name(self, txn: Any, source: int) -> str | None:
-        """The name a source was registered under (in the caller's read transaction)."""
-        value = txn.get(int(source).to_bytes(4, "big"), db=self.db["sources"])
-        return json.loads(value)["name"] if value else None
+        """The name a source was registered under (in the caller's read transaction); a
+        trace names its call's source, so names are kept once read (ids are never reused)."""
+        name = self._names.get(source)
+        if name is None:
+            value = txn.get(int(source).to_bytes(4, "big"), db=self.db["sources"])
+            if not value:
+                return None
+            name = self._names.setdefault(int(source), json.loads(value)["name"])
+        return name
 
     def sources(self) -> list[dict]:
         """Every registered source: id, name, size, format, content identity."""
