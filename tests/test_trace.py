@@ -98,6 +98,25 @@ def test_trace_resolves_the_newest_call_before_activation(store, ingest_records)
     assert callers == ["+17205550102", "+17205550103", "+17205550101"]
 
 
+def test_calls_from_two_callers_in_the_same_second_name_neither(store, ingest_records):
+    """CDR times have whole seconds: of two calls from different callers that began in the
+    same second, the records cannot tell which was the last. The trace fails closed
+    (untraceable, the CIC's record holds both); a later call is traced as usual, and two
+    calls of one caller in one second name that caller."""
+    ingest_records(call(3, src="7205550100"),
+                   call(5, src="7205550101", uniqueid="u-a"), call(5, src="7205550102", uniqueid="u-b"))
+    result = store.trace(LINE, at="2026-03-02T14:06:00Z")
+    assert result.outcome is Outcome.UNTRACEABLE
+    assert "720555" not in json.dumps(result.to_dict())          # never a caller, still
+    (record,) = store.trace_records(LINE, analyst="cic")
+    named = {record["call"]["calling"]} | {t["calling"] for t in record["call"]["tied_with"]}
+    assert named == {"+17205550101", "+17205550102"} and "cannot tell" in record["reason"]
+    ingest_records(call(7, src="7205550103", uniqueid="u-c"), call(7, src="7205550103",
+                                                                      uniqueid="u-d"))
+    assert store.trace(LINE, at=AFTER).outcome is Outcome.SUCCESS
+    assert store.trace_records(LINE, analyst="cic")[-1]["call"]["calling"] == "+17205550103"
+
+
 def test_no_call_before_any_call(store, ingest_records):
     ingest_records(call(3))
     assert store.trace(LINE, at="2026-03-02T14:00:00Z").outcome is Outcome.NO_CALL

@@ -136,12 +136,19 @@ class Tracer:
             return Outcome.NO_CALL, None, None, None
         e = before[0]
         outcome = outcome_for(e)
+        view = self.call_view(index_txn, e)
+        tied = before[1:][before["start_us"][1:] == e["start_us"]]
+        if len(tied) and (tied["calling"] != e["calling"]).any():
+            # calls from different callers began at the same instant (whole-second CDR
+            # times): the records cannot tell which was the last, so none is named
+            view["tied_with"] = [self.call_view(index_txn, t) for t in tied]
+            return Outcome.UNTRACEABLE, view, e, None
         original = None
         if outcome is Outcome.SUCCESS:
             original = txn.get(key + CALL_MARK + u64(int(e["call_id"])), db=self.db["by_line"])
             if original is not None:
                 outcome = Outcome.ALREADY_TRACED
-        return outcome, self.call_view(index_txn, e), e, original
+        return outcome, view, e, original
 
     def call_view(self, index_txn: Any, e: Any) -> dict:
         """An index entry as the CIC reads it (identifying)."""
@@ -209,6 +216,10 @@ class Tracer:
                                                    int(e["call_id"]))
             if logged is not None:
                 record["unreadable"] = logged
+        if call is not None and "tied_with" in call:
+            record["reason"] = (f"{len(call['tied_with']) + 1} calls from different callers began "
+                                f"at {call['start']} on this line; the records cannot tell "
+                                "which was the last, so none is named")
         if not pending:
             record["unreadable_nearby"] = self.lookup.unreadable_near(
                 index_txn, int(e["feed"]) if e is not None else None,
