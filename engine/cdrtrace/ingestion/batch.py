@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import os
 import sys
 import time
@@ -117,6 +118,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     started = time.perf_counter()
     held = contextlib.ExitStack()
     held.enter_context(store.envs.writer("ingest"))   # one ingest at a time; a second is refused
+    held.enter_context(_no_cycle_collection())
     summary.switch_traces += len(store.run_activations())   # left by a crash, if any
     try:
         for name in _expand(sources, summary, keep_going):
@@ -214,6 +216,20 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     summary.rejected = rejects.count
     summary.rejects_path = rejects.path if rejects.count else None
     return summary
+
+
+@contextlib.contextmanager
+def _no_cycle_collection():
+    """The cyclic garbage collector paused for a batch ingest: the writer makes a Python
+    pair per line and none is in a cycle, yet the collector kept scanning them (10% of the
+    user CPU of 2 M records). Reference counting still frees them; a batch ends."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _expand(sources: Iterable[str], summary: IngestSummary, keep_going: bool) -> list[str]:
