@@ -84,7 +84,7 @@ def _stream(args, store, fmt, feed):
     import signal
     import threading
 
-    from ..ingestion import following, kafka
+    from ..ingestion import following, kafka, sqlite
     from ..ingestion import live as stream
 
     if len(args.sources) != 1:
@@ -93,7 +93,7 @@ def _stream(args, store, fmt, feed):
     if fmt == "auto":
         raise CdrTraceError("a streaming ingest needs --format or --feed (auto reads a whole file)")
     name = args.sources[0]
-    if name.startswith("sqlite://"):
+    if sqlite.is_url(name):
         raise CdrTraceError(f"{name}: an SQLite table is not followed; ingest it again (without "
                             "--follow) to read the rows added since, exactly once")
     options = stream.StreamOptions(

@@ -18,6 +18,7 @@ import xxhash
 
 from ..errors import SourceError
 from ..store import private
+from . import sqlite
 
 CHUNK_BYTES = 16 << 20
 
@@ -33,7 +34,7 @@ def expand(names: list[str]) -> list[str]:
     name order) and glob patterns (matches in name order)."""
     out = []
     for name in names:
-        if name == "-" or name.startswith("sqlite://"):
+        if name == "-" or sqlite.is_url(name):
             out.append(name)
         elif os.path.isdir(name):
             files = sorted(os.path.join(name, f) for f in os.listdir(name)

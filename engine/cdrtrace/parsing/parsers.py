@@ -13,6 +13,8 @@ from .formats import (
     BOM,
     CUCM_RELEASES,
     FORMATS,
+    KAMAILIO,
+    KAMAILIO_ACC,
     Disposition,
     Format,
     Presentation,
@@ -67,10 +69,12 @@ def detect_format(head: bytes, source: str = "source") -> str:
             len(fields) >= 41 and fields[5] in ("Originating", "Terminating")):
         return "broadworks"     # headerless: a marker record, or a positional record
     pipes = first.decode("latin-1").split("|")
-    if (len(pipes) in (13, 14) and all(p.isdigit() for p in pipes[:2])
+    if (KAMAILIO.min_cols <= len(pipes) <= len(KAMAILIO.columns or ())
+            and all(p.isdigit() for p in pipes[:2])
             and re.match(r"^\d+(\.\d+)?$", pipes[2]) and pipes[11].isdigit()):
         return "kamailio"       # acc_cdrs by db_flatstore: epoch times, duration, SIP code
-    if (len(pipes) in (13, 14) and re.match(r"^[A-Z]+$", pipes[0])
+    if (KAMAILIO_ACC.min_cols <= len(pipes) <= len(KAMAILIO_ACC.columns or ())
+            and re.match(r"^[A-Z]+$", pipes[0])
             and re.match(r"^\d{3}$", pipes[4]) and pipes[6].isdigit()):
         return "kamailio-acc"   # acc or missed_calls by db_flatstore: method, code, time
     names = typed_names(first)
