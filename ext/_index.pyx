@@ -169,3 +169,282 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
     if s != nstored:
         raise ValueError("stored values must be the getmulti result for these lines, in order")
     return pairs
+
+
+# --- The native writer: merging into the index in the LMDB engine py-lmdb already runs ---
+#
+# LMDB forbids opening one environment twice in a process, so the writer must use the very
+# engine (and environment) py-lmdb opened. py-lmdb 3.x exports each of its engines as a
+# table of entry points (`lmdb_api_v09`, `lmdb_api_v10`, or `lmdb_api_sys` for a build on
+# the system's liblmdb); the writer finds the table the Environment uses and calls LMDB
+# through it, inside py-lmdb's own write transaction, so the index still commits with the
+# feed's position (exactly once). Reaching the transaction means reading py-lmdb's object
+# layout; every field the writer reads is checked against another before it is trusted
+# (native_writer_check), and anything unexpected keeps the Python writer.
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    ctypedef struct PyTypeObject
+
+cdef extern from "<dlfcn.h>" nogil:
+    void* dlopen(const char* filename, int flag)
+    void* dlsym(void* handle, const char* symbol)
+    int dlclose(void* handle)
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+cdef extern from *:
+    """
+    /* LMDB's value and py-lmdb's engine table (lmdb/mdb_api.h, py-lmdb 3.0), declared by
+       their layout: the writer calls only the typed members. */
+    typedef struct { size_t mv_size; void *mv_data; } ct_val;
+    typedef struct ct_engine {
+        int major, minor, patch;
+        unsigned int data_version;
+        void *env_fns[20];
+        void *txn_begin, *txn_commit, *txn_abort, *txn_reset, *txn_renew;
+        size_t (*txn_id)(void *txn);
+        void *dbi_open;
+        int (*dbi_flags)(void *txn, unsigned int dbi, unsigned int *flags);
+        void *dbi_close, *drop, *get, *put, *del, *stat;
+        int (*cursor_open)(void *txn, unsigned int dbi, void **cursor);
+        void (*cursor_close)(void *cursor);
+        int (*cursor_get)(void *cursor, ct_val *key, ct_val *data, int op);
+        int (*cursor_put)(void *cursor, ct_val *key, ct_val *data, unsigned int flags);
+        void *cursor_del, *cursor_count;
+        char *(*strerror_fn)(int err);
+        char *(*version_fn)(int *major, int *minor, int *patch);
+    } ct_engine;
+    /* py-lmdb's objects (lmdb/cpython.c): the common head, then each type's fields */
+    typedef struct { PyObject_HEAD void *links[4]; int valid; } ct_head;
+    typedef struct { ct_head h; PyObject *env; unsigned int dbi; unsigned int flags; } ct_db;
+    typedef struct { ct_head h; PyObject *weaklist; void *env; const ct_engine *libv; } ct_env;
+    typedef struct {
+        ct_head h; PyObject *weaklist; PyObject *env; PyObject *parent;
+        const ct_engine *libv; void *txn; int flags; PyObject *db; int mutations;
+    } ct_txn;
+    """
+    ctypedef struct ct_val:
+        size_t mv_size
+        void* mv_data
+    ctypedef struct ct_engine:
+        int major, minor, patch
+        size_t (*txn_id)(void* txn) noexcept nogil
+        int (*dbi_flags)(void* txn, unsigned int dbi, unsigned int* flags) noexcept nogil
+        int (*cursor_open)(void* txn, unsigned int dbi, void** cursor) noexcept nogil
+        void (*cursor_close)(void* cursor) noexcept nogil
+        int (*cursor_get)(void* cursor, ct_val* key, ct_val* data, int op) noexcept nogil
+        int (*cursor_put)(void* cursor, ct_val* key, ct_val* data, unsigned int flags) noexcept nogil
+        char* (*strerror_fn)(int err) noexcept nogil
+        char* (*version_fn)(int* major, int* minor, int* patch) noexcept nogil
+    ctypedef struct ct_head:
+        int valid
+    ctypedef struct ct_db:
+        ct_head h
+        PyObject* env
+        unsigned int dbi
+    ctypedef struct ct_env:
+        ct_head h
+        const ct_engine* libv
+    ctypedef struct ct_txn:
+        ct_head h
+        PyObject* env
+        const ct_engine* libv
+        void* txn
+        int flags
+        PyObject* db
+        int mutations
+    PyTypeObject* Py_TYPE(PyObject* o)
+
+cdef enum:
+    CT_LAST = 6          # MDB_cursor_op values, the same in LMDB 0.9 and 1.0
+    CT_SET_KEY = 16
+    CT_CURRENT = 0x40    # put flags
+    CT_APPEND = 0x20000
+    CT_NOTFOUND = -30798
+    CT_TRANS_RDONLY = 2  # py-lmdb's transaction flag
+
+cdef const ct_engine* _engines[3]
+cdef int _n_engines = -1
+cdef str _no_engine = "not looked for yet"
+
+
+cdef int _find_engines() except -1:
+    """The engine tables of the py-lmdb extension loaded in this process (once)."""
+    global _n_engines, _no_engine
+    if _n_engines >= 0:
+        return _n_engines
+    _n_engines = 0
+    try:
+        import lmdb.cpython as ext
+    except ImportError as exc:
+        _no_engine = f"py-lmdb's CPython extension is not loaded ({exc})"
+        return 0
+    path = ext.__file__.encode()
+    cdef void* handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)
+    if handle == NULL:
+        _no_engine = "py-lmdb's extension is not loaded"
+        return 0
+    cdef const ct_engine* engine
+    cdef int major, minor, patch
+    for name in (b"lmdb_api_sys", b"lmdb_api_v09", b"lmdb_api_v10"):
+        engine = <const ct_engine*>dlsym(handle, name)
+        if engine == NULL:
+            continue
+        # the table's own version fields and its last entry point must agree: a table
+        # laid out differently would not
+        engine.version_fn(&major, &minor, &patch)
+        if (major, minor, patch) != (engine.major, engine.minor, engine.patch) or major > 1:
+            _no_engine = f"py-lmdb's engine table {name.decode()} is not laid out as expected"
+            _n_engines = 0
+            return 0
+        _engines[_n_engines] = engine
+        _n_engines += 1
+    dlclose(handle)   # the module stays loaded: Python holds it
+    if _n_engines == 0:
+        _no_engine = "py-lmdb exports no engine table (py-lmdb 3.x does)"
+    return _n_engines
+
+
+cdef str _check(object txn, object db, ct_txn** t_out, unsigned int* dbi_out):
+    """None when txn and db are py-lmdb objects laid out as the writer expects, else why
+    not. Each field is trusted only once another agrees with it."""
+    if _find_engines() == 0:
+        return _no_engine
+    import lmdb
+    if type(txn) is not lmdb.Transaction or type(db).__name__ != "_Database" \
+            or type(db).__module__ != lmdb.Transaction.__module__:
+        return "not py-lmdb's CPython objects"
+    cdef ct_txn* t = <ct_txn*><PyObject*>txn
+    cdef ct_db* d = <ct_db*><PyObject*>db
+    cdef int i
+    cdef bint known = False
+    for i in range(_n_engines):
+        known = known or t.libv == _engines[i]
+    if not known:
+        return "the transaction's engine is not one py-lmdb exports"
+    if t.env == NULL or t.env != d.env or not t.h.valid or not d.h.valid:
+        return "the transaction and the database are not of one open environment"
+    if <object>Py_TYPE(t.env) is not lmdb.Environment or (<ct_env*>t.env).libv != t.libv:
+        return "the transaction's environment is not laid out as expected"
+    if t.db == NULL or Py_TYPE(t.db) != Py_TYPE(<PyObject*>db) or (<ct_db*>t.db).env != t.env:
+        return "the transaction's default database is not laid out as expected"
+    if t.flags & CT_TRANS_RDONLY:
+        return "a read-only transaction"
+    if t.txn == NULL or t.libv.txn_id(t.txn) != txn.id():
+        return "the transaction's LMDB handle is not where expected"
+    cdef unsigned int flags
+    if t.libv.dbi_flags(t.txn, d.dbi, &flags) != 0:
+        return "the database's handle is not where expected"
+    t_out[0] = t
+    dbi_out[0] = d.dbi
+    return None
+
+
+def native_writer_check(txn, db):
+    """None if write_native can write into this py-lmdb transaction, else the reason."""
+    cdef ct_txn* t
+    cdef unsigned int dbi
+    return _check(txn, db, &t, &dbi)
+
+
+cdef inline void be_key(uint64_t v, unsigned char* buf) noexcept nogil:
+    cdef int b
+    for b in range(8):
+        buf[7 - b] = <unsigned char>(v >> (8 * b))
+
+
+cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
+                const uint64_t[::1] lines, const unsigned char[:, ::1] entries,
+                int keep) noexcept nogil:
+    """The merge of merge(), read and written through an LMDB cursor: 0 or LMDB's error."""
+    cdef void* cursor = NULL
+    cdef ct_val key, value
+    cdef unsigned char kbuf[8]
+    cdef unsigned char last[8]
+    cdef Entry top[MAX_KEEP]
+    cdef Entry e
+    cdef int count, rc, m, nold
+    cdef bint appending = False
+    cdef Py_ssize_t i = 0, j, n = lines.shape[0]
+    cdef uint64_t line
+    rc = api.cursor_open(txn, dbi, &cursor)
+    if rc != 0:
+        return rc
+    rc = api.cursor_get(cursor, &key, &value, CT_LAST)
+    if rc == CT_NOTFOUND:
+        appending = True
+    elif rc != 0:
+        api.cursor_close(cursor)
+        return rc
+    elif key.mv_size == 8:
+        memcpy(last, key.mv_data, 8)
+    else:   # keys are 8 bytes; anything else would sort differently: never append
+        memset(last, 0xFF, 8)
+    rc = 0
+    while i < n:
+        line = lines[i]
+        be_key(line, kbuf)
+        if not appending and memcmp(kbuf, last, 8) > 0:
+            appending = True    # past the stored keys: the rest go at the end
+        count = 0
+        key.mv_size, key.mv_data = 8, kbuf
+        if not appending:
+            rc = api.cursor_get(cursor, &key, &value, CT_SET_KEY)
+            if rc == 0:
+                nold = <int>(value.mv_size // ENTRY_SIZE)
+                for m in range(nold):
+                    memcpy(&e, <const char*>value.mv_data + m * ENTRY_SIZE, ENTRY_SIZE)
+                    offer(top, &count, keep, &e)
+            elif rc != CT_NOTFOUND:
+                break
+        j = i
+        while j < n and lines[j] == line:
+            memcpy(&e, &entries[j, 0], ENTRY_SIZE)
+            offer(top, &count, keep, &e)
+            j += 1
+        value.mv_size, value.mv_data = count * ENTRY_SIZE, top
+        key.mv_size, key.mv_data = 8, kbuf
+        rc = api.cursor_put(cursor, &key, &value,
+                            CT_APPEND if appending else (CT_CURRENT if rc == 0 else 0))
+        if rc != 0:
+            break
+        i = j
+    api.cursor_close(cursor)
+    return rc
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def write_native(txn, db, const uint64_t[::1] lines not None,
+                 const unsigned char[:, ::1] entries not None, int keep=DEF_KEEP):
+    """merge() and put, in C with the GIL released, inside py-lmdb's write transaction txn.
+
+    lines is sorted; entries[i] (40 bytes) belongs to lines[i]. Returns the number of
+    pairs; an LMDB error is raised as (code, message) in NativeWriteError.
+    """
+    if keep < 1 or keep > MAX_KEEP:
+        raise ValueError(f"keep must be 1..{MAX_KEEP}")
+    cdef Py_ssize_t n = lines.shape[0], i
+    if entries.shape[0] != n or (n and entries.shape[1] != ENTRY_SIZE):
+        raise ValueError("entries must be one row of 40 bytes per line")
+    for i in range(1, n):
+        if lines[i] < lines[i - 1]:
+            raise ValueError("lines must be sorted")
+    cdef ct_txn* t
+    cdef unsigned int dbi
+    why = _check(txn, db, &t, &dbi)
+    if why is not None:
+        raise RuntimeError(f"the native index writer cannot write here: {why}")
+    cdef const ct_engine* api = t.libv
+    cdef void* handle = t.txn
+    cdef int rc
+    with nogil:
+        rc = _write(api, handle, dbi, lines, entries, keep)
+    t.mutations += 1      # py-lmdb's cursors on this transaction re-read their position
+    if rc != 0:
+        raise NativeWriteError(rc, api.strerror_fn(rc).decode("utf-8", "replace"))
+    return n
+
+
+class NativeWriteError(Exception):
+    """An LMDB error from the native writer: args are (code, LMDB's message)."""

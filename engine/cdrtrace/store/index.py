@@ -8,6 +8,8 @@ the line are not indexed.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..errors import NativeModuleError
@@ -148,10 +150,36 @@ def write_batch(txn, db, batch: CallBatch, source: int, keep: int = DEFAULT_KEEP
 
 SLICE_PAIRS = 1 << 17   # Python key/value objects alive at once while writing
 
+# LMDB's error codes the store acts on, as py-lmdb's exceptions (the write loop grows
+# the map on MapFullError, re-reads its size on MapResizedError, reopens on PanicError)
+_LMDB_ERRORS = {-30792: "MapFullError", -30785: "MapResizedError", -30795: "PanicError"}
+
+
+def native_writer(txn, db) -> bool:
+    """Whether write_entries merges in C (the default) for this transaction; the Python
+    writer (the reference) when CDRTRACE_INDEX_WRITER=python or py-lmdb is not laid out
+    as the native writer expects (_index.native_writer_check says why)."""
+    if os.environ.get("CDRTRACE_INDEX_WRITER", "native") == "python":
+        return False
+    return _index.native_writer_check(txn, db) is None
+
 
 def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP,
                   slice_pairs: int = SLICE_PAIRS) -> int:
-    """Merge (line, entry) pairs, sorted by line, into the index inside txn.
+    """Merge (line, entry) pairs, sorted by line, into the index inside txn."""
+    if not native_writer(txn, db):
+        return write_entries_py(txn, db, lines, entries, keep, slice_pairs)
+    try:
+        return _index.write_native(txn, db, lines, entries.view(np.uint8).reshape(-1, 40), keep)
+    except _index.NativeWriteError as exc:
+        code, message = exc.args
+        import lmdb
+        raise getattr(lmdb, _LMDB_ERRORS.get(code, "Error"))(f"index write: {message}") from None
+
+
+def write_entries_py(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP,
+                     slice_pairs: int = SLICE_PAIRS) -> int:
+    """The Python writer: the same merge through py-lmdb's getmulti and putmulti.
 
     Works through the pairs in slices that end on a line boundary, so the Python
     objects py-lmdb needs stay bounded whatever the size of the transaction.

@@ -1,0 +1,129 @@
+"""The native index writer (ext/_index.pyx write_native) against the Python writer.
+
+The native writer merges inside py-lmdb's own write transaction through the engine
+table py-lmdb exports; it must give the same index, byte for byte, as the Python writer
+(getmulti, merge, putmulti), and refuse anything it cannot verify.
+"""
+from __future__ import annotations
+
+import lmdb
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cdrtrace
+from cdrtrace.store import _index, index
+
+
+def rows(entries: np.ndarray) -> np.ndarray:
+    return entries.view(np.uint8).reshape(-1, 40)
+
+
+def entries_from(draw_lines, starts, call_ids, flags) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(np.asarray(draw_lines, np.uint64), kind="stable")
+    lines = np.asarray(draw_lines, np.uint64)[order]
+    e = np.zeros(len(lines), index.ENTRY_DTYPE)
+    e["start_us"] = np.asarray(starts, np.int64)[order]
+    e["call_id"] = np.asarray(call_ids, np.uint64)[order]
+    e["calling"] = e["call_id"] * 7 + 1
+    e["offset"] = np.arange(len(lines)) * 100
+    e["source"] = 3
+    e["flags"] = np.asarray(flags, np.uint8)[order]
+    return lines, e
+
+
+def open_env(path) -> tuple[lmdb.Environment, object]:
+    env = lmdb.open(str(path), max_dbs=4, map_size=1 << 26)
+    return env, env.open_db(b"index")
+
+
+def dump(env, db) -> list[tuple[bytes, bytes]]:
+    with env.begin() as txn:
+        return list(txn.cursor(db))
+
+
+batch = st.lists(st.tuples(st.integers(1, 40), st.integers(0, 30), st.integers(0, 12),
+                           st.integers(0, 255)), min_size=1, max_size=120)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches=st.lists(batch, min_size=1, max_size=4), keep=st.integers(1, 6))
+def test_native_and_python_writers_give_the_same_index(tmp_path_factory, batches, keep):
+    """Several transactions of colliding lines, call ids (legs) and start times; lines
+    above the stored ones take the append path, the rest the read-merge-put path."""
+    folder = tmp_path_factory.mktemp("writers")
+    native, python = open_env(folder / "native"), open_env(folder / "python")
+    for drawn in batches:
+        lines, e = entries_from(*zip(*drawn, strict=True))
+        with native[0].begin(write=True) as txn:
+            assert _index.write_native(txn, native[1], lines, rows(e), keep) == len(lines)
+        with python[0].begin(write=True) as txn:
+            index.write_entries_py(txn, python[1], lines, e, keep)
+    stored = dump(*native)
+    assert stored == dump(*python)
+    assert all(0 < len(value) <= 40 * keep for _, value in stored)
+
+
+def test_a_store_writes_through_the_native_writer(tmp_path):
+    """With the py-lmdb this project installs, the native writer is what runs: a change
+    in py-lmdb's layout fails here instead of quietly falling back."""
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    db = store.envs.db["index"]
+    assert store.envs.write(lambda txn: (_index.native_writer_check(txn, db),
+                                         index.native_writer(txn, db))) == (None, True)
+
+
+def test_the_python_writer_when_asked(tmp_path, monkeypatch):
+    env, db = open_env(tmp_path / "e")
+    lines, e = entries_from([5, 9], [1, 2], [1, 2], [0, 0])
+
+    def refuse(*args):
+        raise AssertionError("the native writer ran")
+    monkeypatch.setenv("CDRTRACE_INDEX_WRITER", "python")
+    monkeypatch.setattr(_index, "write_native", refuse)
+    with env.begin(write=True) as txn:
+        assert index.write_entries(txn, db, lines, e) == 2
+    assert [k for k, _ in dump(env, db)] == [index.line_key(5), index.line_key(9)]
+
+
+def test_what_it_cannot_verify_it_refuses(tmp_path):
+    env, db = open_env(tmp_path / "e")
+    other, other_db = open_env(tmp_path / "other")
+    lines, e = entries_from([5], [1], [1], [0])
+    with env.begin() as txn:
+        assert _index.native_writer_check(txn, db) == "a read-only transaction"
+        assert not index.native_writer(txn, db)
+    with env.begin(write=True) as txn:
+        assert "not of one open environment" in _index.native_writer_check(txn, other_db)
+        assert _index.native_writer_check(txn.cursor(db), db) == "not py-lmdb's CPython objects"
+        with pytest.raises(RuntimeError, match="cannot write here: the transaction and the database"):
+            _index.write_native(txn, other_db, lines, rows(e))
+        with pytest.raises(ValueError, match="lines must be sorted"):
+            _index.write_native(txn, db, np.array([9, 5], np.uint64), rows(np.zeros(2, index.ENTRY_DTYPE)))
+    assert dump(env, db) == []
+
+
+def test_lmdb_errors_reach_the_store_as_py_lmdb_errors(tmp_path):
+    """A full map is py-lmdb's MapFullError, which the store's write loop answers by
+    growing the map (test_index.test_map_grows_instead_of_failing, end to end)."""
+    env = lmdb.open(str(tmp_path / "tiny"), max_dbs=4, map_size=1 << 16)
+    db = env.open_db(b"index")
+    lines, e = entries_from(list(range(1, 5001)), [1] * 5000, list(range(5000)), [0] * 5000)
+    with pytest.raises(lmdb.MapFullError, match="index write: MDB_MAP_FULL"):
+        with env.begin(write=True) as txn:
+            index.write_entries(txn, db, lines, e)
+
+
+def test_py_lmdb_cursors_see_what_the_native_writer_wrote(tmp_path):
+    env, db = open_env(tmp_path / "e")
+    lines, e = entries_from([5, 9], [1, 2], [1, 2], [0, 0])
+    with env.begin(write=True) as txn:
+        _index.write_native(txn, db, lines, rows(e))
+    with env.begin(write=True) as txn:
+        cursor = txn.cursor(db)
+        assert cursor.set_key(index.line_key(5)) and len(cursor.value()) == 40
+        newer, more = entries_from([5, 5], [7, 8], [3, 4], [0, 0])
+        _index.write_native(txn, db, newer, rows(more))
+        assert cursor.key() == index.line_key(5)
+        assert len(cursor.value()) == 3 * 40
