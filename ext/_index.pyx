@@ -11,7 +11,8 @@ order-independent.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memcmp, memset
 
 from _cdr cimport Entry, field_types
@@ -355,8 +356,9 @@ cdef inline void be_key(uint64_t v, unsigned char* buf) noexcept nogil:
 
 cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
                 const uint64_t[::1] lines, const unsigned char[:, ::1] entries,
-                int keep) noexcept nogil:
-    """The merge of merge(), read and written through an LMDB cursor: 0 or LMDB's error."""
+                const uint32_t* order, int keep) noexcept nogil:
+    """The merge of merge(), read and written through an LMDB cursor: 0 or LMDB's error.
+    The j-th pair is (lines[j], entries[order[j]]), or entries[j] without an order."""
     cdef void* cursor = NULL
     cdef ct_val key, value
     cdef unsigned char kbuf[8]
@@ -399,7 +401,7 @@ cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
                 break
         j = i
         while j < n and lines[j] == line:
-            memcpy(&e, &entries[j, 0], ENTRY_SIZE)
+            memcpy(&e, &entries[order[j] if order != NULL else j, 0], ENTRY_SIZE)
             offer(top, &count, keep, &e)
             j += 1
         value.mv_size, value.mv_data = count * ENTRY_SIZE, top
@@ -416,20 +418,24 @@ cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def write_native(txn, db, const uint64_t[::1] lines not None,
-                 const unsigned char[:, ::1] entries not None, int keep=DEF_KEEP):
+                 const unsigned char[:, ::1] entries not None, int keep=DEF_KEEP,
+                 const uint32_t[::1] order=None):
     """merge() and put, in C with the GIL released, inside py-lmdb's write transaction txn.
 
-    lines is sorted; entries[i] (40 bytes) belongs to lines[i]. Returns the number of
-    pairs; an LMDB error is raised as (code, message) in NativeWriteError.
+    lines is sorted; entries[i] (40 bytes) belongs to lines[i], or with order (from
+    line_order), entries[order[i]] does. Returns the number of pairs; an LMDB error is
+    raised as (code, message) in NativeWriteError.
     """
     if keep < 1 or keep > MAX_KEEP:
         raise ValueError(f"keep must be 1..{MAX_KEEP}")
     cdef Py_ssize_t n = lines.shape[0], i
     if entries.shape[0] != n or (n and entries.shape[1] != ENTRY_SIZE):
         raise ValueError("entries must be one row of 40 bytes per line")
-    for i in range(1, n):
-        if lines[i] < lines[i - 1]:
-            raise ValueError("lines must be sorted")
+    if order is not None and order.shape[0] != n:
+        raise ValueError("order must hold one index per line")
+    for i in range(n):
+        if (i and lines[i] < lines[i - 1]) or (order is not None and order[i] >= n):
+            raise ValueError("lines must be sorted, and order must index entries")
     cdef ct_txn* t
     cdef unsigned int dbi
     why = _check(txn, db, &t, &dbi)
@@ -438,8 +444,9 @@ def write_native(txn, db, const uint64_t[::1] lines not None,
     cdef const ct_engine* api = t.libv
     cdef void* handle = t.txn
     cdef int rc
+    cdef const uint32_t* by = &order[0] if order is not None and n else NULL
     with nogil:
-        rc = _write(api, handle, dbi, lines, entries, keep)
+        rc = _write(api, handle, dbi, lines, entries, by, keep)
     t.mutations += 1      # py-lmdb's cursors on this transaction re-read their position
     if rc != 0:
         raise NativeWriteError(rc, api.strerror_fn(rc).decode("utf-8", "replace"))
@@ -448,3 +455,91 @@ def write_native(txn, db, const uint64_t[::1] lines not None,
 
 class NativeWriteError(Exception):
     """An LMDB error from the native writer: args are (code, LMDB's message)."""
+
+
+cdef enum:
+    RADIX_MAX_BITS = 12
+    RADIX_MAX = 1 << RADIX_MAX_BITS
+
+
+cdef int _radix(const uint64_t* keys, Py_ssize_t n, uint64_t* out, uint32_t* order,
+                uint64_t* tmp, uint32_t* tmp_order) noexcept nogil:
+    """LSD radix sort of keys (stable), over only the bits that differ between keys (packed
+    numbers share their high bits), in passes of at most 12 bits. The result is in out and
+    order; -1 if memory ran out."""
+    cdef Py_ssize_t i
+    cdef uint64_t k, differ = 0
+    for i in range(1, n):
+        differ |= keys[i] ^ keys[0]
+    cdef int top = 0, low = 0
+    while top < 64 and (differ >> top) != 0:
+        top += 1
+    while low < top and not (differ >> low) & 1:
+        low += 1
+    cdef int passes = (top - low + RADIX_MAX_BITS - 1) // RADIX_MAX_BITS
+    cdef int bits = (top - low + passes - 1) // passes if passes else 0
+    cdef uint64_t mask = (<uint64_t>1 << bits) - 1
+    cdef size_t* counts = <size_t*>calloc(max(passes, 1) * RADIX_MAX, sizeof(size_t))
+    if counts == NULL:
+        return -1
+    cdef int p, shift
+    cdef size_t total, c, d, radix = <size_t>1 << bits
+    for i in range(n):
+        k = keys[i]
+        for p in range(passes):
+            counts[p * RADIX_MAX + ((k >> (low + p * bits)) & mask)] += 1
+    cdef const uint64_t* src = keys
+    cdef const uint32_t* src_order = NULL
+    cdef uint64_t* dst
+    cdef uint32_t* dst_order
+    cdef size_t* bucket
+    cdef bint into_out = True
+    for p in range(passes):
+        shift = low + p * bits
+        bucket = counts + p * RADIX_MAX
+        total = 0
+        for c in range(radix):      # counts -> each digit's first slot
+            total, bucket[c] = total + bucket[c], total
+        dst, dst_order = (out, order) if into_out else (tmp, tmp_order)
+        for i in range(n):
+            k = src[i]
+            d = (k >> shift) & mask
+            c = bucket[d]
+            bucket[d] = c + 1
+            dst[c] = k
+            dst_order[c] = src_order[i] if src_order != NULL else <uint32_t>i
+        src, src_order = dst, dst_order
+        into_out = not into_out
+    free(counts)
+    if src_order == NULL:       # every key the same (or none): already in order
+        for i in range(n):
+            out[i] = keys[i]
+            order[i] = <uint32_t>i
+    elif src != out:
+        memcpy(out, src, n * sizeof(uint64_t))
+        memcpy(order, src_order, n * sizeof(uint32_t))
+    return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def line_order(const uint64_t[::1] lines not None):
+    """(sorted lines, order) with sorted[j] == lines[order[j]], stable: an LSD radix sort
+    in C with the GIL released (argsort and take cost several times more)."""
+    import numpy as np
+    cdef Py_ssize_t n = lines.shape[0]
+    if n >= 1 << 32:
+        raise ValueError("at most 2**32 - 1 pairs at once")
+    out = np.empty(n, np.uint64)
+    order = np.empty(n, np.uint32)
+    tmp = np.empty(n, np.uint64)
+    tmp_order = np.empty(n, np.uint32)
+    cdef uint64_t[::1] o = out, t = tmp
+    cdef uint32_t[::1] oo = order, to = tmp_order
+    cdef int rc = 0
+    if n:
+        with nogil:
+            rc = _radix(&lines[0], n, &o[0], &oo[0], &t[0], &to[0])
+    if rc != 0:
+        raise MemoryError("line_order: no memory for the radix counts")
+    return out, order

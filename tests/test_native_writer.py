@@ -20,8 +20,9 @@ def rows(entries: np.ndarray) -> np.ndarray:
     return entries.view(np.uint8).reshape(-1, 40)
 
 
-def entries_from(draw_lines, starts, call_ids, flags) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(np.asarray(draw_lines, np.uint64), kind="stable")
+def entries_from(draw_lines, starts, call_ids, flags, ordered=True) -> tuple[np.ndarray, np.ndarray]:
+    order = (np.argsort(np.asarray(draw_lines, np.uint64), kind="stable") if ordered
+             else np.arange(len(draw_lines)))
     lines = np.asarray(draw_lines, np.uint64)[order]
     e = np.zeros(len(lines), index.ENTRY_DTYPE)
     e["start_us"] = np.asarray(starts, np.int64)[order]
@@ -55,14 +56,27 @@ def test_native_and_python_writers_give_the_same_index(tmp_path_factory, batches
     folder = tmp_path_factory.mktemp("writers")
     native, python = open_env(folder / "native"), open_env(folder / "python")
     for drawn in batches:
-        lines, e = entries_from(*zip(*drawn, strict=True))
-        with native[0].begin(write=True) as txn:
-            assert _index.write_native(txn, native[1], lines, rows(e), keep) == len(lines)
+        lines, e = entries_from(*zip(*drawn, strict=True), ordered=False)
+        with native[0].begin(write=True) as txn:       # radix order, then write_native
+            assert index.native_writer(txn, native[1])
+            assert index.write_entries(txn, native[1], lines, e, keep) == len(lines)
         with python[0].begin(write=True) as txn:
-            index.write_entries_py(txn, python[1], lines, e, keep)
+            index.write_entries_py(txn, python[1], *index.sort_by_line(lines, e), keep)
     stored = dump(*native)
     assert stored == dump(*python)
     assert all(0 < len(value) <= 40 * keep for _, value in stored)
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2**63, 2**64 - 1]),
+                     max_size=300),
+       shift=st.integers(0, 60))
+def test_line_order_is_a_stable_sort(keys, shift):
+    lines = np.array([k >> shift for k in keys], np.uint64)   # a few varying bits, or all
+    ordered, order = _index.line_order(lines)
+    expected = sorted(range(len(keys)), key=lambda i: int(lines[i]))   # sorted() is stable
+    assert order.tolist() == expected
+    assert ordered.tolist() == [int(lines[i]) for i in expected]
 
 
 def test_a_store_writes_through_the_native_writer(tmp_path):
@@ -127,3 +141,25 @@ def test_py_lmdb_cursors_see_what_the_native_writer_wrote(tmp_path):
         _index.write_native(txn, db, newer, rows(more))
         assert cursor.key() == index.line_key(5)
         assert len(cursor.value()) == 3 * 40
+
+
+def test_no_resize_of_the_index_map_while_its_write_runs(tmp_path):
+    """The native writer runs LMDB without the GIL and unseen by py-lmdb's guard, so a
+    resize from another thread of the process waits for the write; the evidence
+    environment's writes (traces) never wait for the index's."""
+    import threading
+
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    seen = {}
+
+    def other_thread():
+        seen["index"] = store.envs.resizing.acquire(blocking=False)
+        seen["evidence"] = store.envs.ewrite(lambda txn: "written")
+
+    def work(txn):
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+    store.envs.write(work)
+    assert seen == {"index": False, "evidence": "written"}
+    assert store.envs.resizing.acquire(blocking=False)

@@ -307,8 +307,7 @@ class _Pending:
         if not self.count and finish is None and not self.records:
             return 0
         if self.count:
-            lines, entries = index.sort_by_line(np.concatenate(self.lines),
-                                                np.concatenate(self.entries))
+            lines, entries = np.concatenate(self.lines), np.concatenate(self.entries)
         else:
             lines = entries = None  # type: ignore[assignment]
         self.lines, self.entries, self.count = [], [], 0

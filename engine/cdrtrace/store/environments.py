@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +56,11 @@ class Environments:
     def __init__(self, path: str | os.PathLike, create: bool = False,
                  readonly_index: bool = False, settings: dict[str, Any] | None = None):
         self.path = Path(path)
+        # Held by the index's write transactions and by every resize of its map in this
+        # process: the native index writer runs LMDB with the GIL released, unseen by
+        # py-lmdb's own guard, so a reader thread's set_mapsize must not remap under it.
+        # (The evidence environment has none: a trace never waits for an ingest.)
+        self.resizing = threading.RLock()
         settings = settings or {}
         unknown = set(settings) - set(DEFAULTS)
         if unknown:
@@ -101,7 +107,8 @@ class Environments:
         """An environment LMDB declared unusable after a failed write (MDB_PANIC: a full
         disk, an I/O error) is closed and opened again; what was committed is intact.
         The sub-database handles are replaced in place (every part shares `db`)."""
-        env.close()
+        with self.resizing if env is self.env else contextlib.nullcontext():
+            env.close()
         if env is self.eenv:
             self.eenv = self._open_evidence()
             self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
@@ -179,13 +186,16 @@ class Environments:
         env = env or self.env
         reopened = False
         while True:
+            guard = self.resizing if env is self.env else contextlib.nullcontext()
             try:
-                with env.begin(write=True) as txn:
+                with guard, env.begin(write=True) as txn:
                     return work(txn)
             except lmdb.MapFullError:
-                env.set_mapsize(env.info()["map_size"] * 2)
+                with guard:
+                    env.set_mapsize(env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
-                env.set_mapsize(0)
+                with guard:
+                    env.set_mapsize(0)
             except lmdb.PanicError:
                 if reopened:
                     raise
@@ -197,7 +207,8 @@ class Environments:
         try:
             return env.begin()
         except lmdb.MapResizedError:
-            env.set_mapsize(0)
+            with self.resizing if env is self.env else contextlib.nullcontext():
+                env.set_mapsize(0)
             return env.begin()
         except lmdb.PanicError:
             return self._reopen(env).begin()

@@ -144,8 +144,7 @@ def sort_by_line(lines: np.ndarray, entries: np.ndarray) -> tuple[np.ndarray, np
 
 def write_batch(txn, db, batch: CallBatch, source: int, keep: int = DEFAULT_KEEP) -> int:
     """Merge a batch into the index inside txn; returns the number of (line, call) pairs."""
-    lines, entries = sort_by_line(*entries_for_batch(batch, source))
-    return write_entries(txn, db, lines, entries, keep)
+    return write_entries(txn, db, *entries_for_batch(batch, source), keep)
 
 
 SLICE_PAIRS = 1 << 17   # Python key/value objects alive at once while writing
@@ -166,11 +165,13 @@ def native_writer(txn, db) -> bool:
 
 def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP,
                   slice_pairs: int = SLICE_PAIRS) -> int:
-    """Merge (line, entry) pairs, sorted by line, into the index inside txn."""
+    """Merge (line, entry) pairs, in any order, into the index inside txn."""
     if not native_writer(txn, db):
-        return write_entries_py(txn, db, lines, entries, keep, slice_pairs)
+        return write_entries_py(txn, db, *sort_by_line(lines, entries), keep, slice_pairs)
+    ordered, order = _index.line_order(lines)    # a radix sort: no sorted copy of the entries
     try:
-        return _index.write_native(txn, db, lines, entries.view(np.uint8).reshape(-1, 40), keep)
+        return _index.write_native(txn, db, ordered, entries.view(np.uint8).reshape(-1, 40), keep,
+                                   order)
     except _index.NativeWriteError as exc:
         code, message = exc.args
         import lmdb
@@ -179,7 +180,8 @@ def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = D
 
 def write_entries_py(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP,
                      slice_pairs: int = SLICE_PAIRS) -> int:
-    """The Python writer: the same merge through py-lmdb's getmulti and putmulti.
+    """The Python writer: the same merge through py-lmdb's getmulti and putmulti, of
+    pairs sorted by line (sort_by_line).
 
     Works through the pairs in slices that end on a line boundary, so the Python
     objects py-lmdb needs stay bounded whatever the size of the transaction.
