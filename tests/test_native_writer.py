@@ -163,3 +163,26 @@ def test_no_resize_of_the_index_map_while_its_write_runs(tmp_path):
     store.envs.write(work)
     assert seen == {"index": False, "evidence": "written"}
     assert store.envs.resizing.acquire(blocking=False)
+
+
+def test_a_batch_grows_the_map_before_writing_not_after_failing(tmp_path, monkeypatch):
+    """The store grows the index's map ahead of a batch (Environments.reserve), so a
+    batch's transaction runs once: a full map would abort it and run it again."""
+    from cdrtrace import synth, testing
+
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    testing.set_map_size(store, 1 << 20)
+    columns, _ = synth.generate(30_000, 15_000, seed=4)
+    path = tmp_path / "day.csv"
+    path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    runs = []
+    original = index.write_entries
+
+    def write(txn, db, lines, entries, keep=4):      # a batch run again has the same pairs
+        runs.append((len(lines), lines[:8].tobytes(), entries[-8:].tobytes()))
+        return original(txn, db, lines, entries, keep)
+    monkeypatch.setattr(index, "write_entries", write)
+    summary = cdrtrace.ingest(store, [str(path)], batch_pairs=10_000)
+    assert summary.indexed > 20_000 and len(runs) >= 2
+    assert len(set(runs)) == len(runs)
+    assert testing.map_size(store) > 1 << 20

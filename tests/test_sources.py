@@ -133,3 +133,49 @@ def test_a_crash_mid_file_does_not_mark_it_ingested(tmp_path, day, monkeypatch):
     cdrtrace.ingest(whole, [str(plain)])
     assert projection(s) == projection(whole)
     assert cdrtrace.ingest(s, [str(plain)]).skipped == [str(plain)]
+
+
+def test_a_commit_in_flight_saves_the_archive_as_it_was_when_its_batch_was_taken(tmp_path, day,
+                                                                                  monkeypatch):
+    """Batch ingest commits a batch on its own thread while the next is parsed and
+    archived. The position that commit saves names the archive files of its own batch,
+    not those written since, so a crash in the next commit and a rerun archive each call
+    once (a later count would keep the next batch's files and archive it twice)."""
+    import threading
+    import time
+
+    from test_stream import archived
+
+    columns, plain = day
+    s, archive = fresh(tmp_path), tmp_path / "archive"
+    calls = {"n": 0}
+    flushed = threading.Event()
+    original = cdrtrace.store.index.write_entries
+    from cdrtrace.store.archive import ArchiveWriter
+    flush = ArchiveWriter.flush
+
+    def flush_and_tell(self):
+        flush(self)
+        calls["flushes"] = calls.get("flushes", 0) + 1
+        if calls["flushes"] == 2:
+            flushed.set()        # the second batch's archive files are on disk
+
+    def slow_then_crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            flushed.wait(10)     # commit 1 ends only after the next batch flushed its files
+            time.sleep(0.05)
+        if calls["n"] == 2:
+            raise OSError("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ArchiveWriter, "flush", flush_and_tell)
+    monkeypatch.setattr(cdrtrace.store.index, "write_entries", slow_then_crash)
+    with pytest.raises(OSError, match="killed"):
+        cdrtrace.ingest(s, [str(plain)], batch_pairs=1000, chunk_bytes=65536, archive=archive)
+    assert flushed.is_set()
+    monkeypatch.setattr(cdrtrace.store.index, "write_entries", original)
+    monkeypatch.setattr(ArchiveWriter, "flush", flush)
+    cdrtrace.ingest(s, [str(plain)], archive=archive)
+    total = len(columns["line"])
+    assert archived(archive) == (total, total)

@@ -8,6 +8,7 @@ import functools
 import gc
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -304,8 +305,13 @@ class _Pending:
     def commit(self, finish=None) -> int:
         """Write the pending pairs in one transaction; finish(txn), if given, runs in it
         (the source's completion mark commits with its last records)."""
+        return self.take(finish)()
+
+    def take(self, finish=None) -> Callable[[], int]:
+        """The commit of what is pending, to run now or on the committer's thread: it
+        holds everything it writes (the position too), and this is empty again."""
         if not self.count and finish is None and not self.records:
-            return 0
+            return lambda: 0
         if self.count:
             lines, entries = np.concatenate(self.lines), np.concatenate(self.entries)
         else:
@@ -321,6 +327,7 @@ class _Pending:
         identities, self.identities = self.identities, {}
         identity_db = self.store.envs.db["identities"]
         activations, self.activations = self.activations, []
+        checkpoint, (offset, record) = self.checkpoint, self.position
 
         def work(txn):
             written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
@@ -333,19 +340,69 @@ class _Pending:
             self.store.catalog.count_feed(txn, self.feed, *counts)
             if finish is not None:
                 finish(txn)
-            elif self.checkpoint is not None:
-                self.checkpoint(txn, offset=self.position[0], record=self.position[1])
+            elif checkpoint is not None:
+                checkpoint(txn, offset=offset, record=record)
             return written
-        written = self.store.envs.write(work)
-        self.unreadable_total += lost
-        if activations:          # their calls are in the index now: trace them
-            self.switch_traces += len(self.store.run_activations())
-        return written - lost
+
+        def run() -> int:
+            if lines is not None:
+                self.store.envs.reserve(len(lines))
+            written = self.store.envs.write(work)
+            self.unreadable_total += lost
+            if activations:          # their calls are in the index now: trace them
+                self.switch_traces += len(self.store.run_activations())
+            return written - lost
+        return run
 
 
-def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, record: int) -> None:
-    """The source's position, and how many archive files hold its calls up to it."""
-    mark = ArchiveMark(offset, record, archiver.files) if archiver is not None else None
+class _Committer:
+    """Batch ingest's commits on a thread of their own, one at a time and in order, while
+    the next records are parsed: the parser and the native index writer both run without
+    the GIL, on the two cores. A commit's error is raised where the next one is handed over
+    (or at the end); nothing after a failed commit commits."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.result: list = []
+
+    def submit(self, job: Callable[[], int]) -> int:
+        """Wait for the commit in flight (returning what it wrote), then start job."""
+        done = self.wait()
+        self.result = []
+        self.thread = threading.Thread(target=self._run, args=(job,), name="cdrtrace-commit",
+                                       daemon=True)
+        self.thread.start()
+        return done
+
+    def _run(self, job) -> None:
+        try:
+            self.result = [job(), None]
+        except BaseException as exc:     # handed to the ingest's thread
+            self.result = [0, exc]
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+    def wait(self) -> int:
+        if self.thread is None:
+            return 0
+        self.thread.join()
+        self.thread = None
+        written, error = self.result
+        if error is not None:
+            raise error
+        return written
+
+
+def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, record: int,
+                files: int | None = None) -> None:
+    """The source's position, and how many archive files hold its calls up to it (files:
+    as counted when the batch was taken; the archive may have gone on since)."""
+    mark = None
+    if archiver is not None:
+        mark = ArchiveMark(offset, record, archiver.files if files is None else files)
     store.catalog.save_position(txn, key, Position(source, offset, record, archive=mark))
 
 
@@ -384,39 +441,46 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction."""
     pending = _Pending(store)
-    pending.checkpoint = checkpoint
     pending.feed = parser.feed_id
     pending.zone = zone
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
-    while True:
-        with reader.pending() as buffer:
-            columns, bad, consumed = parser.feed(buffer, reader.eof)
-        reader.consume(consumed)
-        batch = CallBatch(columns, source)
-        if len(batch):
-            pending.add(*index.entries_for_batch(batch, source, served))
-            if archiver is not None:
-                archiver.add(batch)
-        bad = pending.note_parsed(parser, bad, columns, source, served)
-        pending.position = (parser.offset, parser.record)   # all before it: pending or in
-        pending.note(batch, len(bad))
-        rejects.write(name, bad, source)
-        if pending.count >= batch_pairs:
-            _flush_before_commit(rejects, archiver)
-            summary.indexed += pending.commit()
-        summary.records += len(batch) + len(bad)
-        if reader.eof:
-            _flush_before_commit(rejects, archiver)
-            summary.indexed += pending.commit(finish)
-            summary.unreadable += pending.unreadable_total
-            summary.switch_traces += pending.switch_traces
-            return
-        if progress:
-            progress(done, size)
-        try:
-            got = reader.fill()
-        except SourceError as exc:
-            raise SourceError(f"cannot read {name}: {exc}") from None
-        done += got
-        summary.bytes += got
+    committer = _Committer()
+    try:
+        while True:
+            with reader.pending() as buffer:
+                columns, bad, consumed = parser.feed(buffer, reader.eof)
+            reader.consume(consumed)
+            batch = CallBatch(columns, source)
+            if len(batch):
+                pending.add(*index.entries_for_batch(batch, source, served))
+                if archiver is not None:
+                    archiver.add(batch)
+            bad = pending.note_parsed(parser, bad, columns, source, served)
+            pending.position = (parser.offset, parser.record)   # all before it: pending or in
+            pending.note(batch, len(bad))
+            rejects.write(name, bad, source)
+            if pending.count >= batch_pairs:
+                _flush_before_commit(rejects, archiver)
+                saved = (functools.partial(checkpoint, offset=pending.position[0], record=pending.position[1],
+                                           files=archiver.files if archiver is not None else None)
+                         if checkpoint is not None else None)
+                summary.indexed += committer.submit(pending.take(saved))
+            summary.records += len(batch) + len(bad)
+            if reader.eof:
+                _flush_before_commit(rejects, archiver)
+                summary.indexed += committer.wait()
+                summary.indexed += pending.commit(finish)
+                summary.unreadable += pending.unreadable_total
+                summary.switch_traces += pending.switch_traces
+                return
+            if progress:
+                progress(done, size)
+            try:
+                got = reader.fill()
+            except SourceError as exc:
+                raise SourceError(f"cannot read {name}: {exc}") from None
+            done += got
+            summary.bytes += got
+    finally:
+        committer.close()     # a parse error with a commit in flight: that commit ends first

@@ -201,6 +201,20 @@ class Environments:
                     raise
                 env, reopened = self._reopen(env), True
 
+    def reserve(self, pairs: int) -> None:
+        """Grow the index's map ahead of a write of this many (line, call) pairs, so the
+        write does not fill it, abort and run again: room for every pair as a new line and
+        for the transaction's copy of each page it touches (at most the index as it is)."""
+        info = self.env.info()
+        used = (info["last_pgno"] + 1) * self.env.stat()["psize"]
+        need = 2 * used + 2 * pairs * (index.ENTRY_DTYPE.itemsize + 16)
+        if need > info["map_size"]:
+            size = info["map_size"]
+            while size < need:
+                size *= 2
+            with self.resizing:
+                self.env.set_mapsize(size)
+
     def read(self, env: Any = None) -> Any:
         """A read transaction of the index environment (or env): a consistent snapshot."""
         env = env or self.env
