@@ -202,11 +202,16 @@ cdef extern from *:
         int major, minor, patch;
         unsigned int data_version;
         void *env_fns[20];
-        void *txn_begin, *txn_commit, *txn_abort, *txn_reset, *txn_renew;
+        int (*txn_begin)(void *env, void *parent, unsigned int flags, void **txn);
+        void *txn_commit;
+        void (*txn_abort)(void *txn);
+        void *txn_reset, *txn_renew;
         size_t (*txn_id)(void *txn);
         void *dbi_open;
         int (*dbi_flags)(void *txn, unsigned int dbi, unsigned int *flags);
-        void *dbi_close, *drop, *get, *put, *del, *stat;
+        void *dbi_close, *drop;
+        int (*get)(void *txn, unsigned int dbi, ct_val *key, ct_val *data);
+        void *put, *del, *stat;
         int (*cursor_open)(void *txn, unsigned int dbi, void **cursor);
         void (*cursor_close)(void *cursor);
         int (*cursor_get)(void *cursor, ct_val *key, ct_val *data, int op);
@@ -229,7 +234,11 @@ cdef extern from *:
         void* mv_data
     ctypedef struct ct_engine:
         int major, minor, patch
+        void* env_fns[20]
+        int (*txn_begin)(void* env, void* parent, unsigned int flags, void** txn) noexcept nogil
+        void (*txn_abort)(void* txn) noexcept nogil
         size_t (*txn_id)(void* txn) noexcept nogil
+        int (*get)(void* txn, unsigned int dbi, ct_val* key, ct_val* data) noexcept nogil
         int (*dbi_flags)(void* txn, unsigned int dbi, unsigned int* flags) noexcept nogil
         int (*cursor_open)(void* txn, unsigned int dbi, void** cursor) noexcept nogil
         void (*cursor_close)(void* cursor) noexcept nogil
@@ -245,6 +254,7 @@ cdef extern from *:
         unsigned int dbi
     ctypedef struct ct_env:
         ct_head h
+        void* env
         const ct_engine* libv
     ctypedef struct ct_txn:
         ct_head h
@@ -263,6 +273,8 @@ cdef enum:
     CT_APPEND = 0x20000
     CT_NOTFOUND = -30798
     CT_TRANS_RDONLY = 2  # py-lmdb's transaction flag
+    CT_TXN_RDONLY = 0x20000   # mdb_txn_begin's MDB_RDONLY
+    CT_ENV_GET_PATH = 14      # env_fns[14] is env_get_path
 
 cdef const ct_engine* _engines[3]
 cdef int _n_engines = -1
@@ -424,7 +436,7 @@ def write_native(txn, db, const uint64_t[::1] lines not None,
 
     lines is sorted; entries[i] (40 bytes) belongs to lines[i], or with order (from
     line_order), entries[order[i]] does. Returns the number of pairs; an LMDB error is
-    raised as (code, message) in NativeWriteError.
+    raised as (code, message) in NativeLmdbError.
     """
     if keep < 1 or keep > MAX_KEEP:
         raise ValueError(f"keep must be 1..{MAX_KEEP}")
@@ -436,8 +448,8 @@ def write_native(txn, db, const uint64_t[::1] lines not None,
     for i in range(n):
         if (i and lines[i] < lines[i - 1]) or (order is not None and order[i] >= n):
             raise ValueError("lines must be sorted, and order must index entries")
-    cdef ct_txn* t
-    cdef unsigned int dbi
+    cdef ct_txn* t = NULL
+    cdef unsigned int dbi = 0
     why = _check(txn, db, &t, &dbi)
     if why is not None:
         raise RuntimeError(f"the native index writer cannot write here: {why}")
@@ -449,12 +461,12 @@ def write_native(txn, db, const uint64_t[::1] lines not None,
         rc = _write(api, handle, dbi, lines, entries, by, keep)
     t.mutations += 1      # py-lmdb's cursors on this transaction re-read their position
     if rc != 0:
-        raise NativeWriteError(rc, api.strerror_fn(rc).decode("utf-8", "replace"))
+        raise NativeLmdbError(rc, api.strerror_fn(rc).decode("utf-8", "replace"))
     return n
 
 
-class NativeWriteError(Exception):
-    """An LMDB error from the native writer: args are (code, LMDB's message)."""
+class NativeLmdbError(Exception):
+    """An LMDB error from the native writer or read: args are (code, LMDB's message)."""
 
 
 cdef enum:
@@ -543,3 +555,75 @@ def line_order(const uint64_t[::1] lines not None):
     if rc != 0:
         raise MemoryError("line_order: no memory for the radix counts")
     return out, order
+
+
+# --- The trace's read: a line's stored value in a read transaction begun and ended in C ---
+#
+# py-lmdb's own read (env.begin(), get, the transaction's end) costs a trace most of a
+# microsecond in Python objects. This reads through the same engine table, holding the GIL
+# from the transaction's start to its end: py-lmdb remaps the environment (set_mapsize)
+# only while it holds the GIL, so no remap can come between. An environment is checked once
+# (its engine is one py-lmdb exports, its handle names its path) and again whenever its
+# handle changes (a reopen).
+cdef bint _env_layout_checked = False
+cdef object _env_type = None, _db_type = None
+ctypedef int (*ct_get_path)(void* env, const char** path) noexcept nogil
+
+
+cdef str _check_env(object env, object db, ct_env** e_out, unsigned int* dbi_out):
+    global _env_layout_checked, _env_type, _db_type
+    if _env_type is None:
+        if _find_engines() == 0:
+            return _no_engine
+        import lmdb
+        if type(db).__name__ != "_Database" or type(db).__module__ != lmdb.Environment.__module__:
+            return "not py-lmdb's CPython objects"
+        _env_type, _db_type = lmdb.Environment, type(db)
+    if type(env) is not _env_type or type(db) is not _db_type:
+        return "not py-lmdb's CPython objects"
+    cdef ct_env* e = <ct_env*><PyObject*>env
+    cdef ct_db* d = <ct_db*><PyObject*>db
+    cdef int i
+    cdef bint known = False
+    for i in range(_n_engines):
+        known = known or e.libv == _engines[i]
+    if not known or not e.h.valid or e.env == NULL:
+        return "the environment is closed, or its engine is not one py-lmdb exports"
+    if d.env != <PyObject*>env or not d.h.valid:
+        return "the database is not of this environment"
+    cdef const char* path = NULL
+    if not _env_layout_checked:    # the layout is py-lmdb's build's: checked once
+        if (<ct_get_path>e.libv.env_fns[CT_ENV_GET_PATH])(e.env, &path) != 0 or path == NULL \
+                or path.decode("utf-8", "surrogateescape") != env.path():
+            return "the environment's LMDB handle is not where expected"
+        _env_layout_checked = True
+    e_out[0] = e
+    dbi_out[0] = d.dbi
+    return None
+
+
+def read_value(env, db, bytes key not None):
+    """The value stored under key in db (bytes, or None), read in a read transaction of
+    its own; NativeLmdbError (code, message) for an LMDB error (a map grown by another
+    process: the caller reads the slow way). RuntimeError if env cannot be read so."""
+    cdef ct_env* e = NULL
+    cdef unsigned int dbi = 0
+    why = _check_env(env, db, &e, &dbi)
+    if why is not None:
+        raise RuntimeError(f"the native read cannot read here: {why}")
+    cdef const ct_engine* api = e.libv
+    cdef void* txn = NULL
+    cdef ct_val k, v
+    cdef int rc = api.txn_begin(e.env, NULL, CT_TXN_RDONLY, &txn)
+    if rc != 0:
+        raise NativeLmdbError(rc, api.strerror_fn(rc).decode("utf-8", "replace"))
+    k.mv_size, k.mv_data = PyBytes_GET_SIZE(key), PyBytes_AS_STRING(key)
+    rc = api.get(txn, dbi, &k, &v)
+    if rc == 0:
+        value = PyBytes_FromStringAndSize(<const char*>v.mv_data, v.mv_size)
+    api.txn_abort(txn)
+    if rc == 0:
+        return value
+    if rc == CT_NOTFOUND:
+        return None
+    raise NativeLmdbError(rc, api.strerror_fn(rc).decode("utf-8", "replace"))

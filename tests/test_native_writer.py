@@ -186,3 +186,71 @@ def test_a_batch_grows_the_map_before_writing_not_after_failing(tmp_path, monkey
     assert summary.indexed > 20_000 and len(runs) >= 2
     assert len(set(runs)) == len(runs)
     assert testing.map_size(store) > 1 << 20
+
+
+def test_the_native_read_returns_what_py_lmdb_reads(tmp_path):
+    env, db = open_env(tmp_path / "e")
+    lines, e = entries_from([5, 9, 9, 12], [1, 2, 3, 4], [1, 2, 3, 4], [0, 0, 0, 0])
+    with env.begin(write=True) as txn:
+        index.write_entries(txn, db, lines, e)
+    with env.begin() as txn:
+        for line in (1, 5, 9, 12, 2**64 - 1):
+            key = index.line_key(line)
+            assert _index.read_value(env, db, key) == txn.get(key, db=db)
+    other, other_db = open_env(tmp_path / "other")
+    with pytest.raises(RuntimeError, match="not of this environment"):
+        _index.read_value(env, other_db, index.line_key(5))
+    with pytest.raises(RuntimeError, match="not py-lmdb's CPython objects"):
+        _index.read_value(object(), db, index.line_key(5))
+    env.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        _index.read_value(env, db, index.line_key(5))
+
+
+def test_a_trace_reads_natively_and_falls_back_when_it_cannot(tmp_path, monkeypatch):
+    from conftest import cdr, cdr_file
+
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(dst="3035550101"))])
+    key = index.line_key(store.line("3035550101"))
+    expected = store.envs.read().get(key, db=store.envs.db["index"])
+    used = []
+    import cdrtrace.store.lookup as lookup
+    real = lookup._read_value
+    monkeypatch.setattr(lookup, "_read_value", lambda *a: used.append(1) or real(*a))
+    assert store._last_calls_raw(key).tobytes() == expected and used == [1]
+
+    def refused(*args):          # py-lmdb not laid out as expected: its own read, from then on
+        used.append("refused")
+        raise RuntimeError("the native read cannot read here")
+    monkeypatch.setattr(lookup, "_read_value", refused)
+    for _ in range(2):
+        assert store._last_calls_raw(key).tobytes() == expected
+    assert used == [1, "refused"]
+
+
+def test_the_native_read_follows_a_map_another_process_grew(tmp_path):
+    """A map grown by another process is MDB_MAP_RESIZED to the native read; the
+    lookup then takes the store's slow read, which adopts the new size."""
+    import subprocess
+    import sys
+
+    from conftest import cdr, cdr_file
+
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    first = cdr_file(tmp_path, cdr(dst="3035550101"), name="a.csv")
+    cdrtrace.ingest(store, [first])
+    store._last_calls_raw(index.line_key(store.line("3035550101")))   # read before it grows
+    second = cdr_file(tmp_path, cdr(dst="3035550102"), name="b.csv")
+    grow = ("import sys, cdrtrace; from cdrtrace import testing; s = cdrtrace.open(sys.argv[1]); "
+            "testing.set_map_size(s, 1 << 31); meta = s.envs.db['meta']; "   # 100 MB in, out
+            "s.envs.write(lambda txn: txn.put(b'junk', bytes(100 << 20), db=meta)); "
+            "s.envs.write(lambda txn: txn.delete(b'junk', db=meta)); "
+            "cdrtrace.ingest(s, [sys.argv[2]])")
+    subprocess.run([sys.executable, "-c", grow, str(tmp_path / "s"), str(second)], check=True)
+    key = index.line_key(store.line("3035550102"))
+    with pytest.raises(_index.NativeLmdbError) as raised:
+        _index.read_value(store.envs.env, store.envs.db["index"], key)
+    assert raised.value.args[0] == -30785             # MDB_MAP_RESIZED
+    assert len(store._last_calls_raw(key)) == 1
+    assert _index.read_value(store.envs.env, store.envs.db["index"], key) is not None

@@ -172,7 +172,7 @@ def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = D
     try:
         return _index.write_native(txn, db, ordered, entries.view(np.uint8).reshape(-1, 40), keep,
                                    order)
-    except _index.NativeWriteError as exc:
+    except _index.NativeLmdbError as exc:
         code, message = exc.args
         import lmdb
         raise getattr(lmdb, _LMDB_ERRORS.get(code, "Error"))(f"index write: {message}") from None

@@ -3,6 +3,7 @@ log, all from one read snapshot of the index environment (never blocked by inges
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import lmdb
@@ -14,6 +15,7 @@ from .environments import Environments
 
 UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
 _frombuffer = np.frombuffer
+_read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
 
 
@@ -25,6 +27,8 @@ class Lookup:
         self.db = envs.db
         self._index_db = envs.db["index"]      # the hot path's handle, kept across reopens
         envs.on_reopen.append(lambda: setattr(self, "_index_db", envs.db["index"]))
+        # the read in C (index._index.read_value), unless py-lmdb is not as it expects
+        self._native = os.environ.get("CDRTRACE_INDEX_WRITER", "native") != "python"
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
@@ -32,9 +36,15 @@ class Lookup:
         Pass a read transaction to look up many lines in one snapshot (and save its cost)."""
         if txn is None:
             try:
-                with self.envs.env.begin() as txn:
-                    value = txn.get(line_key, db=self._index_db)
-            except lmdb.Error:     # a grown map, or a reopen after MDB_PANIC: the slow way
+                if self._native:
+                    value = _read_value(self.envs.env, self._index_db, line_key)
+                else:
+                    with self.envs.env.begin() as txn:
+                        value = txn.get(line_key, db=self._index_db)
+            except RuntimeError:   # not laid out as the native read expects: py-lmdb's
+                self._native = False
+                return self.last_calls(line_key)
+            except (lmdb.Error, _NativeError):   # a grown map, a reopen after MDB_PANIC
                 with self.envs.read() as txn:
                     value = txn.get(line_key, db=self._index_db)
         else:
