@@ -5,14 +5,16 @@ A value is the concatenation of up to `keep` Entry structs (40 bytes each), newe
 first. The merge is a union by call id, ordered by a total order (start desc, call id
 desc, then the remaining bytes), cut to `keep`. Entries with one call id are legs of one
 call (or the same record again) and merge into one: the earliest leg speaks for it, it
-is answered if any leg was. The merge is commutative and associative, so the result is
-the same whatever the order or repetition of the input: ingest is idempotent and
-order-independent.
+is answered if any leg was. Within a batch the result does not depend on the order of
+its records, and a record given again changes nothing: ingest is idempotent. Across
+batches one case depends on order: a call whose earliest leg arrives in a later batch
+moves down, and a call the stored value no longer holds (pushed out by the call's later
+leg) cannot take its place (docs/trace-rules.md).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, qsort, realloc
 from libc.string cimport memcpy, memcmp, memset
 
 from _cdr cimport Entry, field_types
@@ -94,6 +96,50 @@ cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept no
         n[0] += 1
 
 
+cdef int by_call(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const Entry*>a).call_id, y = (<const Entry*>b).call_id
+    return (x > y) - (x < y)
+
+
+cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entry* fresh,
+                    Py_ssize_t m) noexcept nogil:
+    """A line's stored entries (old, nold) merged with its new ones (fresh, m; reordered
+    here) into top; returns how many. The result does not depend on the order of the new
+    entries: legs of one call are merged first (sorted by call id), then merged into the
+    stored call they belong to, and only then do the calls compete for the keep places.
+    (Offering legs one at a time let a late leg push a call out that the call, once its
+    earliest leg arrived, would rank behind.)"""
+    cdef int count = 0, i
+    cdef Py_ssize_t j, k = 0, u = 0
+    cdef Entry e, merged
+    cdef bint stored
+    for j in range(nold):
+        memcpy(&e, old + j * ENTRY_SIZE, ENTRY_SIZE)
+        offer(top, &count, keep, &e)
+    if m > 1:
+        qsort(fresh, m, sizeof(Entry), by_call)
+    for j in range(m):              # legs of one call: one entry
+        if k and fresh[k - 1].call_id == fresh[j].call_id:
+            merged = fresh[k - 1] if primary_leg(&fresh[k - 1], &fresh[j]) else fresh[j]
+            merged.flags = merge_flags(fresh[k - 1].flags, fresh[j].flags)
+            fresh[k - 1] = merged
+        else:
+            fresh[k] = fresh[j]
+            k += 1
+    for j in range(k):              # calls already stored first: they may move down, not out
+        stored = False
+        for i in range(count):
+            stored = stored or top[i].call_id == fresh[j].call_id
+        if stored:
+            offer(top, &count, keep, &fresh[j])
+        else:
+            fresh[u] = fresh[j]
+            u += 1
+    for j in range(u):              # then the new calls, each with its rank settled
+        offer(top, &count, keep, &fresh[j])
+    return count
+
+
 cdef inline bytes key_bytes(uint64_t v):
     cdef unsigned char buf[8]
     cdef int b
@@ -120,6 +166,24 @@ def line_keys(const uint64_t[::1] lines not None):
     return keys
 
 
+cdef class Scratch:
+    """A growable buffer of entries (one line's new entries), freed with the object."""
+    cdef Entry* data
+    cdef Py_ssize_t room
+
+    def __dealloc__(self):
+        free(self.data)
+
+    cdef Entry* fit(self, Py_ssize_t n) except NULL:
+        cdef Entry* grown
+        if n > self.room or self.data == NULL:
+            grown = <Entry*>realloc(self.data, max(n, 2 * self.room, 1) * sizeof(Entry))
+            if grown == NULL:
+                raise MemoryError("no memory for a line's entries")
+            self.data, self.room = grown, max(n, 2 * self.room, 1)
+        return self.data
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entries not None,
@@ -136,9 +200,10 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
     if entries.shape[0] != n or (n and entries.shape[1] != ENTRY_SIZE):
         raise ValueError("entries must be one row of 40 bytes per line")
     cdef Entry top[MAX_KEEP]
-    cdef Entry e
+    cdef Entry* fresh
     cdef int count
     cdef Py_ssize_t i = 0, j, m, nold, g = 0, s = 0
+    cdef Scratch scratch = Scratch()
     cdef Py_ssize_t nstored = len(stored) if stored is not None else 0
     cdef const char* old
     cdef uint64_t line
@@ -151,20 +216,19 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
             raise ValueError("keys must hold one key per distinct line (line_keys(lines))")
         key = keys[g] if keys is not None else key_bytes(line)
         g += 1
-        count = 0
+        old, nold = NULL, 0
         if s < nstored and stored[s][0] == key:
             value = stored[s][1]
             s += 1
             old = PyBytes_AS_STRING(value)
             nold = PyBytes_GET_SIZE(value) // ENTRY_SIZE
-            for m in range(nold):
-                memcpy(&e, old + m * ENTRY_SIZE, ENTRY_SIZE)
-                offer(top, &count, keep, &e)
         j = i
         while j < n and lines[j] == line:
-            memcpy(&e, &entries[j, 0], ENTRY_SIZE)
-            offer(top, &count, keep, &e)
             j += 1
+        fresh = scratch.fit(j - i)
+        for m in range(i, j):
+            memcpy(&fresh[m - i], &entries[m, 0], ENTRY_SIZE)
+        count = merge_line(top, keep, old, nold, fresh, j - i)
         pairs.append((key, PyBytes_FromStringAndSize(<char*>top, count * ENTRY_SIZE)))
         i = j
     if s != nstored:
@@ -376,10 +440,12 @@ cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
     cdef unsigned char kbuf[8]
     cdef unsigned char last[8]
     cdef Entry top[MAX_KEEP]
-    cdef Entry e
-    cdef int count, rc, m, nold
+    cdef Entry* fresh = NULL
+    cdef Entry* grown
+    cdef const char* old
+    cdef int count, rc, nold
     cdef bint appending = False
-    cdef Py_ssize_t i = 0, j, n = lines.shape[0]
+    cdef Py_ssize_t i = 0, j, m, room = 0, n = lines.shape[0]
     cdef uint64_t line
     rc = api.cursor_open(txn, dbi, &cursor)
     if rc != 0:
@@ -400,22 +466,27 @@ cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
         be_key(line, kbuf)
         if not appending and memcmp(kbuf, last, 8) > 0:
             appending = True    # past the stored keys: the rest go at the end
-        count = 0
+        old, nold = NULL, 0
         key.mv_size, key.mv_data = 8, kbuf
         if not appending:
             rc = api.cursor_get(cursor, &key, &value, CT_SET_KEY)
             if rc == 0:
-                nold = <int>(value.mv_size // ENTRY_SIZE)
-                for m in range(nold):
-                    memcpy(&e, <const char*>value.mv_data + m * ENTRY_SIZE, ENTRY_SIZE)
-                    offer(top, &count, keep, &e)
+                old, nold = <const char*>value.mv_data, <int>(value.mv_size // ENTRY_SIZE)
             elif rc != CT_NOTFOUND:
                 break
         j = i
         while j < n and lines[j] == line:
-            memcpy(&e, &entries[order[j] if order != NULL else j, 0], ENTRY_SIZE)
-            offer(top, &count, keep, &e)
             j += 1
+        if j - i > room:
+            room = max(j - i, 2 * room)
+            grown = <Entry*>realloc(fresh, room * sizeof(Entry))
+            if grown == NULL:
+                rc = -1
+                break
+            fresh = grown
+        for m in range(i, j):
+            memcpy(&fresh[m - i], &entries[order[m] if order != NULL else m, 0], ENTRY_SIZE)
+        count = merge_line(top, keep, old, nold, fresh, j - i)
         value.mv_size, value.mv_data = count * ENTRY_SIZE, top
         key.mv_size, key.mv_data = 8, kbuf
         rc = api.cursor_put(cursor, &key, &value,
@@ -424,6 +495,7 @@ cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
             break
         i = j
     api.cursor_close(cursor)
+    free(fresh)
     return rc
 
 
@@ -435,18 +507,16 @@ def write_native(txn, db, const uint64_t[::1] lines not None,
     """merge() and put, in C with the GIL released, inside py-lmdb's write transaction txn.
 
     lines is sorted; entries[i] (40 bytes) belongs to lines[i], or with order (from
-    line_order), entries[order[i]] does. Returns the number of pairs; an LMDB error is
+    line_order, or a slice of it), entries[order[i]] does. Returns the number of pairs; an LMDB error is
     raised as (code, message) in NativeLmdbError.
     """
     if keep < 1 or keep > MAX_KEEP:
         raise ValueError(f"keep must be 1..{MAX_KEEP}")
-    cdef Py_ssize_t n = lines.shape[0], i
-    if entries.shape[0] != n or (n and entries.shape[1] != ENTRY_SIZE):
-        raise ValueError("entries must be one row of 40 bytes per line")
-    if order is not None and order.shape[0] != n:
-        raise ValueError("order must hold one index per line")
+    cdef Py_ssize_t n = lines.shape[0], i, rows = entries.shape[0]
+    if (rows != n if order is None else order.shape[0] != n) or (rows and entries.shape[1] != ENTRY_SIZE):
+        raise ValueError("entries must be one row of 40 bytes per line (or order one index per line)")
     for i in range(n):
-        if (i and lines[i] < lines[i - 1]) or (order is not None and order[i] >= n):
+        if (i and lines[i] < lines[i - 1]) or (order is not None and order[i] >= rows):
             raise ValueError("lines must be sorted, and order must index entries")
     cdef ct_txn* t = NULL
     cdef unsigned int dbi = 0
@@ -460,6 +530,8 @@ def write_native(txn, db, const uint64_t[::1] lines not None,
     with nogil:
         rc = _write(api, handle, dbi, lines, entries, by, keep)
     t.mutations += 1      # py-lmdb's cursors on this transaction re-read their position
+    if rc == -1:
+        raise MemoryError("no memory for a line's entries")
     if rc != 0:
         raise NativeLmdbError(rc, api.strerror_fn(rc).decode("utf-8", "replace"))
     return n

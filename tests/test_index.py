@@ -117,8 +117,8 @@ def test_a_failed_batch_leaves_the_last_committed_state(store, tmp_path, monkeyp
     before = dump(store)
     original = index.write_entries
 
-    def crash(txn, db, lines, entries, keep=4):
-        original(txn, db, lines, entries, keep)   # written inside the transaction...
+    def crash(txn, db, lines, entries, keep=4, order=None):
+        original(txn, db, lines, entries, keep, order)   # written inside the transaction...
         raise OSError("power lost")               # ...which never commits
 
     monkeypatch.setattr(index, "write_entries", crash)

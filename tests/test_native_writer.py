@@ -28,7 +28,8 @@ def entries_from(draw_lines, starts, call_ids, flags, ordered=True) -> tuple[np.
     e["start_us"] = np.asarray(starts, np.int64)[order]
     e["call_id"] = np.asarray(call_ids, np.uint64)[order]
     e["calling"] = e["call_id"] * 7 + 1
-    e["offset"] = np.arange(len(lines)) * 100
+    # where the record lies: from its content, so a record given twice or moved is the same
+    e["offset"] = (lines.astype(np.int64) * 1000 + e["start_us"]) * 100 + e["call_id"].astype(np.int64)
     e["source"] = 3
     e["flags"] = np.asarray(flags, np.uint8)[order]
     return lines, e
@@ -178,9 +179,9 @@ def test_a_batch_grows_the_map_before_writing_not_after_failing(tmp_path, monkey
     runs = []
     original = index.write_entries
 
-    def write(txn, db, lines, entries, keep=4):      # a batch run again has the same pairs
-        runs.append((len(lines), lines[:8].tobytes(), entries[-8:].tobytes()))
-        return original(txn, db, lines, entries, keep)
+    def write(txn, db, lines, entries, keep=4, order=None):   # run again: the same pairs
+        runs.append((len(lines), lines[:8].tobytes(), lines[-8:].tobytes()))
+        return original(txn, db, lines, entries, keep, order)
     monkeypatch.setattr(index, "write_entries", write)
     summary = cdrtrace.ingest(store, [str(path)], batch_pairs=10_000)
     assert summary.indexed > 20_000 and len(runs) >= 2
@@ -254,3 +255,107 @@ def test_the_native_read_follows_a_map_another_process_grew(tmp_path):
     assert raised.value.args[0] == -30785             # MDB_MAP_RESIZED
     assert len(store._last_calls_raw(key)) == 1
     assert _index.read_value(store.envs.env, store.envs.db["index"], key) is not None
+
+
+@settings(max_examples=40, deadline=None)
+@given(drawn=batch, budget=st.integers(1, 5000))
+def test_a_batch_written_in_key_ranges_gives_the_same_index(tmp_path_factory, drawn, budget):
+    """key_ranges cuts a sorted batch on line boundaries; each range written in its own
+    transaction (entries reached through a slice of the order) gives the index one
+    transaction gives."""
+    folder = tmp_path_factory.mktemp("ranges")
+    lines, e = entries_from(*zip(*drawn, strict=True), ordered=False)
+    ordered, order = index.line_order(lines)
+    ranges = index.key_ranges(ordered, index_bytes=4096 * 1024, budget=budget)
+    assert ranges[0].start == 0 and ranges[-1].stop == len(lines)
+    for a, b in zip(ranges, ranges[1:], strict=False):
+        assert a.stop == b.start and ordered[a.stop - 1] != ordered[b.start]   # line boundaries
+    split, whole = open_env(folder / "split"), open_env(folder / "whole")
+    for part in ranges:
+        with split[0].begin(write=True) as txn:
+            index.write_entries(txn, split[1], ordered[part], e, 4, order[part])
+    with whole[0].begin(write=True) as txn:
+        index.write_entries(txn, whole[1], lines, e, 4)
+    assert dump(*split) == dump(*whole)
+
+
+def test_an_ingest_over_a_large_index_commits_in_key_ranges(tmp_path, monkeypatch):
+    """With the index larger than a transaction's budget, a batch is written in several
+    transactions (bounded memory); the index is the same, and a crash between them is
+    made good by the rerun (the position commits with the last range only)."""
+    from cdrtrace import synth
+
+    columns, _ = synth.generate(12_000, 6000, seed=5)
+    path = tmp_path / "day.csv"
+    path.write_bytes(synth.format_asterisk(columns, 0, len(columns["line"])))
+    whole = cdrtrace.open(tmp_path / "whole", create=True)
+    cdrtrace.ingest(whole, [str(path)])
+    monkeypatch.setattr(index, "DIRTY_BUDGET", 4096)
+    calls = []
+    original = index.write_entries
+
+    def crash_in_third(*args, **kwargs):
+        lines = kwargs.get("lines", args[2] if len(args) > 2 else None)
+        calls.append((int(lines[0]), int(lines[-1])))
+        if len(calls) == 3:
+            raise OSError("killed")
+        return original(*args, **kwargs)
+    monkeypatch.setattr(index, "write_entries", crash_in_third)
+    split = cdrtrace.open(tmp_path / "split", create=True)
+    with pytest.raises(OSError, match="killed"):
+        cdrtrace.ingest(split, [str(path)], batch_pairs=3000, chunk_bytes=65536)
+    # the second batch's first range, then its next: ascending, disjoint
+    assert len(calls) == 3 and calls[1][1] < calls[2][0]
+    monkeypatch.setattr(index, "write_entries", original)
+    rerun = cdrtrace.ingest(split, [str(path)], batch_pairs=3000, chunk_bytes=65536)
+    assert 0 < rerun.records < len(columns["line"])     # on from the first batch's position
+    with whole.envs.read() as a, split.envs.read() as b:
+        assert list(a.cursor(whole.envs.db["index"])) == list(b.cursor(split.envs.db["index"]))
+
+
+def test_legs_merge_before_calls_compete_for_the_places():
+    """One call's legs are one call, ranked by its earliest leg (docs/trace-rules.md). A
+    late leg seen first must not push out a call the whole call ranks behind: with one
+    place, X's legs at 10 and 5 and Y at 9 keep Y, in every order."""
+    import itertools
+
+    legs = [(1, 10, 7, 1), (1, 9, 8, 0), (1, 5, 7, 0)]      # line, start, call id, flags
+    for perm in itertools.permutations(legs):
+        lines, e = entries_from(*zip(*perm, strict=True), ordered=True)
+        for keep in (1, 2):
+            merged = np.frombuffer(b"".join(v for _, v in _index.merge(lines, rows(e), None, None, keep)),
+                                   index.ENTRY_DTYPE)
+            expected = [(9, 8), (5, 7)][:keep]              # Y@9, then X at its earliest leg
+            assert [(int(x["start_us"]), int(x["call_id"])) for x in merged] == expected
+            if keep == 2:
+                assert merged[1]["flags"] & 1               # answered: one of X's legs was
+
+
+@settings(max_examples=60, deadline=None)
+@given(drawn=batch, keep=st.integers(1, 6), shuffle=st.randoms(use_true_random=False))
+def test_a_batch_in_any_order_gives_the_same_index(tmp_path_factory, drawn, keep, shuffle):
+    folder = tmp_path_factory.mktemp("order")
+    stores = open_env(folder / "a"), open_env(folder / "b")
+    shuffled = drawn[:]
+    shuffle.shuffle(shuffled)
+    for (env, db), records in zip(stores, (drawn, shuffled), strict=True):
+        lines, e = entries_from(*zip(*records, strict=True), ordered=False)
+        with env.begin(write=True) as txn:
+            index.write_entries(txn, db, lines, e, keep)
+    assert dump(*stores[0]) == dump(*stores[1])
+
+
+@pytest.mark.parametrize("writer", ["native", "python"])
+def test_a_stored_call_moves_down_before_new_calls_compete(tmp_path, monkeypatch, writer):
+    """Stored: X's late leg (10), keep 1. A batch with X's earliest leg (5) and Y (9): X
+    is merged first and moves down, then Y takes the place, whatever the order."""
+    if writer == "python":
+        monkeypatch.setenv("CDRTRACE_INDEX_WRITER", "python")
+    env, db = open_env(tmp_path / "e")
+    for batch_records in ([(1, 10, 7, 1)], [(1, 9, 3, 0), (1, 5, 7, 0)]):   # Y's id sorts first
+        lines, e = entries_from(*zip(*batch_records, strict=True))
+        with env.begin(write=True) as txn:
+            index.write_entries(txn, db, lines, e, 1)
+    (_, value), = dump(env, db)
+    stored = np.frombuffer(value, index.ENTRY_DTYPE)
+    assert [(int(x["start_us"]), int(x["call_id"])) for x in stored] == [(9, 3)]

@@ -329,8 +329,12 @@ class _Pending:
         activations, self.activations = self.activations, []
         checkpoint, (offset, record) = self.checkpoint, self.position
 
+        ranges: list[slice] = []
+        ordered = order = None
+
         def work(txn):
-            written = index.write_entries(txn, db, lines, entries, keep) if lines is not None else 0
+            written = (index.write_entries(txn, db, ordered[ranges[-1]], entries, keep, order[ranges[-1]])
+                       if ordered is not None else 0)
             for key, value in unreadable:
                 txn.put(key, value, db=log_db)
             for packed, text in identities.items():
@@ -345,9 +349,20 @@ class _Pending:
             return written
 
         def run() -> int:
-            if lines is not None:
+            nonlocal ordered, order
+            written = 0
+            if lines is not None and entries is not None:
                 self.store.envs.reserve(len(lines))
-            written = self.store.envs.write(work)
+                ordered, order = index.line_order(lines)
+                ranges.extend(index.key_ranges(ordered, self.store.envs.index_bytes()))
+                # all but the last range of lines in transactions of their own, so no commit
+                # holds a copy of the whole index: merging is idempotent, so a crash before
+                # the last (which saves the position) only has them merged again
+                for part in ranges[:-1]:
+                    written += self.store.envs.write(functools.partial(
+                        index.write_entries, db=db, lines=ordered[part], entries=entries, keep=keep,
+                        order=order[part]))
+            written += self.store.envs.write(work)
             self.unreadable_total += lost
             if activations:          # their calls are in the index now: trace them
                 self.switch_traces += len(self.store.run_activations())

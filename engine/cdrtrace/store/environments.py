@@ -215,6 +215,12 @@ class Environments:
             with self.resizing:
                 self.env.set_mapsize(size)
 
+    def index_bytes(self) -> int:
+        """The size of the last-call index, in bytes of pages."""
+        with self.read() as txn:
+            stat = txn.stat(self.db["index"])
+        return (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]) * stat["psize"]
+
     def read(self, env: Any = None) -> Any:
         """A read transaction of the index environment (or env): a consistent snapshot."""
         env = env or self.env

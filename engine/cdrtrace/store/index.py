@@ -164,13 +164,16 @@ def native_writer(txn, db) -> bool:
 
 
 def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP,
-                  slice_pairs: int = SLICE_PAIRS) -> int:
-    """Merge (line, entry) pairs, in any order, into the index inside txn."""
+                  order: np.ndarray | None = None) -> int:
+    """Merge (line, entry) pairs into the index inside txn: lines in any order, or, with
+    order (from line_order), lines sorted and entries[order[i]] the entry of lines[i]."""
+    if order is None:
+        lines, order = line_order(lines)
     if not native_writer(txn, db):
-        return write_entries_py(txn, db, *sort_by_line(lines, entries), keep, slice_pairs)
-    ordered, order = _index.line_order(lines)    # a radix sort: no sorted copy of the entries
+        return write_entries_py(txn, db, lines, np.take(entries.view("V40"), order).view(ENTRY_DTYPE),
+                                keep)
     try:
-        return _index.write_native(txn, db, ordered, entries.view(np.uint8).reshape(-1, 40), keep,
+        return _index.write_native(txn, db, lines, entries.view(np.uint8).reshape(-1, 40), keep,
                                    order)
     except _index.NativeLmdbError as exc:
         code, message = exc.args
@@ -178,10 +181,30 @@ def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = D
         raise getattr(lmdb, _LMDB_ERRORS.get(code, "Error"))(f"index write: {message}") from None
 
 
+line_order = _index.line_order   # (sorted lines, order): a radix sort, no copy of the entries
+DIRTY_BUDGET = 16 << 20           # bytes of the index one transaction may rewrite (its copies)
+
+
+def key_ranges(ordered: np.ndarray, index_bytes: int, budget: int | None = None) -> list[slice]:
+    """Slices of sorted lines, each ending on a line boundary, so that writing each in a
+    transaction of its own rewrites at most about budget bytes of an index of
+    index_bytes: a batch of random lines touches nearly every page of the index, and LMDB
+    keeps a copy of every page a transaction touches until it commits."""
+    n = len(ordered)
+    parts = max(1, min(-(-index_bytes // (budget or DIRTY_BUDGET)), n // 1024 or 1))
+    cuts = [0]
+    for k in range(1, parts):
+        at = int(np.searchsorted(ordered, ordered[n * k // parts], side="left"))
+        if at > cuts[-1]:
+            cuts.append(at)
+    cuts.append(n)
+    return [slice(a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
 def write_entries_py(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP,
                      slice_pairs: int = SLICE_PAIRS) -> int:
     """The Python writer: the same merge through py-lmdb's getmulti and putmulti, of
-    pairs sorted by line (sort_by_line).
+    pairs sorted by line.
 
     Works through the pairs in slices that end on a line boundary, so the Python
     objects py-lmdb needs stay bounded whatever the size of the transaction.
