@@ -166,7 +166,7 @@ def line_keys(const uint64_t[::1] lines not None):
     return keys
 
 
-cdef class Scratch:
+cdef class _Scratch:
     """A growable buffer of entries (one line's new entries), freed with the object."""
     cdef Entry* data
     cdef Py_ssize_t room
@@ -203,7 +203,7 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
     cdef Entry* fresh
     cdef int count
     cdef Py_ssize_t i = 0, j, m, nold, g = 0, s = 0
-    cdef Scratch scratch = Scratch()
+    cdef _Scratch scratch = _Scratch()
     cdef Py_ssize_t nstored = len(stored) if stored is not None else 0
     cdef const char* old
     cdef uint64_t line

@@ -2,13 +2,13 @@
 write transaction per batch (a crash leaves the last committed batch)."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
 import gc
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -377,38 +377,21 @@ class _Committer:
     (or at the end); nothing after a failed commit commits."""
 
     def __init__(self) -> None:
-        self.thread: threading.Thread | None = None
-        self.result: list = []
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cdrtrace-commit")
+        self.future: concurrent.futures.Future[int] | None = None
 
     def submit(self, job: Callable[[], int]) -> int:
         """Wait for the commit in flight (returning what it wrote), then start job."""
         done = self.wait()
-        self.result = []
-        self.thread = threading.Thread(target=self._run, args=(job,), name="cdrtrace-commit",
-                                       daemon=True)
-        self.thread.start()
+        self.future = self.pool.submit(job)
         return done
 
-    def _run(self, job) -> None:
-        try:
-            self.result = [job(), None]
-        except BaseException as exc:     # handed to the ingest's thread
-            self.result = [0, exc]
+    def wait(self) -> int:
+        future, self.future = self.future, None
+        return future.result() if future is not None else 0
 
     def close(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
-
-    def wait(self) -> int:
-        if self.thread is None:
-            return 0
-        self.thread.join()
-        self.thread = None
-        written, error = self.result
-        if error is not None:
-            raise error
-        return written
+        self.pool.shutdown(wait=True)
 
 
 def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, record: int,
