@@ -203,3 +203,15 @@ def test_import_and_help_load_no_heavy_library():
     loaded = subprocess.run([sys.executable, "-c", "import cdrtrace, sys; cdrtrace.open; "
                              "print('numpy' in sys.modules)"], capture_output=True, text=True)
     assert loaded.stdout.strip() == "True"          # the API loads on first use
+
+
+def test_an_ingest_without_an_archive_loads_neither_arrow_nor_duckdb(tmp_path):
+    """The batch ingest's process loads what it uses: no Arrow (about 30 ms) unless it
+    archives, no DuckDB, no asyncio."""
+    source = cdr_file(tmp_path, cdr(dst="3035550101"), cdr(dst="3035550102"))
+    code = ("import sys, cdrtrace\ns = cdrtrace.open(sys.argv[1], create=True)\n"
+            "cdrtrace.ingest(s, [sys.argv[2]])\n"
+            "print(sorted(m for m in ('pyarrow', 'duckdb', 'asyncio') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s"), source],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from ..errors import DirectoryError
 from ..parsing.parsers import normalize_number
@@ -27,6 +26,10 @@ FALSE = {"0", "false", "no", "n", "f", ""}
 
 
 def read(path: str | os.PathLike) -> pa.Table:
+    import pyarrow as pa  # here: a store that never imports a directory never loads Arrow
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     path = Path(path)
     try:
         if path.suffix.lower() == ".parquet":
@@ -46,6 +49,8 @@ def read(path: str | os.PathLike) -> pa.Table:
 
 
 def entries(table: pa.Table, country_code: int, source: str = "directory"):
+    import pyarrow as pa
+
     """(key, value) pairs sorted by key, or DirectoryError naming the first bad row."""
     numbers = table.column("number").cast(pa.string()).to_pylist()
     names = table.column("name").cast(pa.string()).to_pylist()

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import time
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from ..errors import AccessError, StoreError
 from ..parsing import numbers

@@ -9,9 +9,12 @@ final projection, where DuckDB formats them.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ROW_DTYPE = np.dtype([
     ("trace", "<u8"), ("line", "<u8"), ("origin", "<u8"), ("call_id", "<u8"),
@@ -133,6 +136,8 @@ def columns_of(rows: np.ndarray, columns=FIELDS) -> dict:
 
 
 def to_arrow(rows: np.ndarray, columns=FIELDS) -> pa.Table:
+    import pyarrow as pa  # here: tracing and ingest never need Arrow
+
     """Columns as Arrow (each a contiguous copy of one field: vectorised, not per row)."""
     return pa.table({name: pa.array(np.ascontiguousarray(rows[name])) for name in columns})
 

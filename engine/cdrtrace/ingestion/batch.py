@@ -20,7 +20,6 @@ from ..parsing import salvage
 from ..parsing.formats import CallBatch, Format
 from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser, read_header
 from ..store import index
-from ..store.archive import ArchiveWriter
 from ..store.catalog import ArchiveMark, Position
 from . import sqlite
 from .sources import RejectsWriter, _Decompressing, expand, identity, open_source, reader_for
@@ -182,6 +181,7 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                         raise ParseError(f"{name}: {exc}") from None
                     archiver = None
                     if archive:
+                        from ..store.archive import ArchiveWriter  # Arrow, only when archiving
                         archiver = ArchiveWriter(archive, source,
                                                  resume.archive.files if resume and resume.archive else 0)
                         archiver.prune()

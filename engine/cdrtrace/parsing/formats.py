@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from ..errors import NativeModuleError, ParseError
 from .native import _parse as _native
@@ -64,7 +68,18 @@ def columns_of(fields: tuple[tuple[str, str], ...]) -> tuple[tuple[str, np.dtype
 COLUMNS = columns_of(_native.CALL_FIELDS)
 MAX_COLUMNS = int(_native.MAX_COLUMNS)    # the widest record (or header) the parser reads
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
-ARROW_SCHEMA = pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype))) for name, dtype in COLUMNS])
+@functools.cache
+def arrow_schema() -> pa.Schema:
+    """The Arrow schema of a CallBatch, made when first needed: an ingest without an archive
+    never loads Arrow."""
+    import pyarrow as pa
+    return pa.schema([(name, pa.from_numpy_dtype(np.dtype(dtype))) for name, dtype in COLUMNS])
+
+
+def __getattr__(name: str):
+    if name == "ARROW_SCHEMA":
+        return arrow_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # ------------------------------------------------------------------ switch formats
 # A format is a dialect: which column holds which canonical field, and how its times,
@@ -356,5 +371,7 @@ class CallBatch:
 
     def to_arrow(self) -> pa.RecordBatch:
         """Zero-copy: each Arrow buffer is the numpy array's memory."""
+        import pyarrow as pa
+
         return pa.RecordBatch.from_arrays(
-            [pa.array(self.columns[name]) for name in COLUMN_NAMES], schema=ARROW_SCHEMA)
+            [pa.array(self.columns[name]) for name in COLUMN_NAMES], schema=arrow_schema())

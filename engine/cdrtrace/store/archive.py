@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from ..parsing.formats import CallBatch
 from . import private
@@ -51,6 +54,8 @@ class ArchiveWriter:
         if not len(batch):
             return
         days = batch["start_us"] // DAY_US
+        import pyarrow as pa  # here: loading Arrow is for stores that archive
+
         record = batch.to_arrow()
         for day in np.unique(days):
             part = record.filter(pa.array(days == day))
@@ -72,7 +77,8 @@ class ArchiveWriter:
         self.files += 1
         path = folder / f"source-{self.source:06d}-{self.files:05d}.parquet"
         with private.open_file(path, "wb") as sink:     # private before the first byte
-            import pyarrow.parquet as pq  # here: an ingest without an archive never needs it
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
             pq.write_table(pa.Table.from_batches(batches), sink, compression="zstd")
 
@@ -81,6 +87,8 @@ def calls(root: str | os.PathLike, line: int, origin: int | None = None,
           since_us: int | None = None) -> pa.Table:
     """Every archived call to a line (as dialled, redirecting or final), optionally from
     one origin and since a time, oldest first."""
+    import pyarrow as pa
+
     files = day_files(root)
     if not files:
         return pa.table({"start": pa.array([], pa.timestamp("us"))})
