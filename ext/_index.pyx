@@ -382,26 +382,49 @@ cdef int _find_engines() except -1:
     return _n_engines
 
 
+cdef object _env_type = None, _txn_type = None, _db_type = None
+
+
+cdef str _py_lmdb(object db):
+    """None when the engines are found and db is py-lmdb's CPython _Database (its types
+    are kept from then on), else why not."""
+    global _env_type, _txn_type, _db_type
+    if _db_type is None:
+        if _find_engines() == 0:
+            return _no_engine
+        import lmdb
+        if type(db).__name__ != "_Database" or type(db).__module__ != lmdb.Environment.__module__:
+            return "not py-lmdb's CPython objects"
+        _env_type, _txn_type, _db_type = lmdb.Environment, lmdb.Transaction, type(db)
+    if type(db) is not _db_type:
+        return "not py-lmdb's CPython objects"
+    return None
+
+
+cdef bint _known(const ct_engine* libv) noexcept:
+    """Whether libv is one of the engine tables py-lmdb exports."""
+    cdef int i
+    for i in range(_n_engines):
+        if libv == _engines[i]:
+            return True
+    return False
+
+
 cdef str _check(object txn, object db, ct_txn** t_out, unsigned int* dbi_out):
     """None when txn and db are py-lmdb objects laid out as the writer expects, else why
     not. Each field is trusted only once another agrees with it."""
-    if _find_engines() == 0:
-        return _no_engine
-    import lmdb
-    if type(txn) is not lmdb.Transaction or type(db).__name__ != "_Database" \
-            or type(db).__module__ != lmdb.Transaction.__module__:
+    why = _py_lmdb(db)
+    if why is not None:
+        return why
+    if type(txn) is not _txn_type:
         return "not py-lmdb's CPython objects"
     cdef ct_txn* t = <ct_txn*><PyObject*>txn
     cdef ct_db* d = <ct_db*><PyObject*>db
-    cdef int i
-    cdef bint known = False
-    for i in range(_n_engines):
-        known = known or t.libv == _engines[i]
-    if not known:
+    if not _known(t.libv):
         return "the transaction's engine is not one py-lmdb exports"
     if t.env == NULL or t.env != d.env or not t.h.valid or not d.h.valid:
         return "the transaction and the database are not of one open environment"
-    if <object>Py_TYPE(t.env) is not lmdb.Environment or (<ct_env*>t.env).libv != t.libv:
+    if <object>Py_TYPE(t.env) is not _env_type or (<ct_env*>t.env).libv != t.libv:
         return "the transaction's environment is not laid out as expected"
     if t.db == NULL or Py_TYPE(t.db) != Py_TYPE(<PyObject*>db) or (<ct_db*>t.db).env != t.env:
         return "the transaction's default database is not laid out as expected"
@@ -638,28 +661,19 @@ def line_order(const uint64_t[::1] lines not None):
 # (its engine is one py-lmdb exports, its handle names its path) and again whenever its
 # handle changes (a reopen).
 cdef bint _env_layout_checked = False
-cdef object _env_type = None, _db_type = None
 ctypedef int (*ct_get_path)(void* env, const char** path) noexcept nogil
 
 
 cdef str _check_env(object env, object db, ct_env** e_out, unsigned int* dbi_out):
-    global _env_layout_checked, _env_type, _db_type
-    if _env_type is None:
-        if _find_engines() == 0:
-            return _no_engine
-        import lmdb
-        if type(db).__name__ != "_Database" or type(db).__module__ != lmdb.Environment.__module__:
-            return "not py-lmdb's CPython objects"
-        _env_type, _db_type = lmdb.Environment, type(db)
-    if type(env) is not _env_type or type(db) is not _db_type:
+    global _env_layout_checked
+    why = _py_lmdb(db)
+    if why is not None:
+        return why
+    if type(env) is not _env_type:
         return "not py-lmdb's CPython objects"
     cdef ct_env* e = <ct_env*><PyObject*>env
     cdef ct_db* d = <ct_db*><PyObject*>db
-    cdef int i
-    cdef bint known = False
-    for i in range(_n_engines):
-        known = known or e.libv == _engines[i]
-    if not known or not e.h.valid or e.env == NULL:
+    if not _known(e.libv) or not e.h.valid or e.env == NULL:
         return "the environment is closed, or its engine is not one py-lmdb exports"
     if d.env != <PyObject*>env or not d.h.valid:
         return "the database is not of this environment"
