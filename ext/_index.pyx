@@ -385,9 +385,9 @@ cdef int _find_engines() except -1:
 cdef object _env_type = None, _txn_type = None, _db_type = None
 
 
-cdef str _py_lmdb(object db):
-    """None when the engines are found and db is py-lmdb's CPython _Database (its types
-    are kept from then on), else why not."""
+cdef str _py_lmdb(object db, object other, bint txn):
+    """None when the engines are found, db is py-lmdb's CPython _Database and other its
+    Transaction (txn) or Environment (the types are kept from then on), else why not."""
     global _env_type, _txn_type, _db_type
     if _db_type is None:
         if _find_engines() == 0:
@@ -396,7 +396,7 @@ cdef str _py_lmdb(object db):
         if type(db).__name__ != "_Database" or type(db).__module__ != lmdb.Environment.__module__:
             return "not py-lmdb's CPython objects"
         _env_type, _txn_type, _db_type = lmdb.Environment, lmdb.Transaction, type(db)
-    if type(db) is not _db_type:
+    if type(db) is not _db_type or type(other) is not (_txn_type if txn else _env_type):
         return "not py-lmdb's CPython objects"
     return None
 
@@ -413,11 +413,9 @@ cdef bint _known(const ct_engine* libv) noexcept:
 cdef str _check(object txn, object db, ct_txn** t_out, unsigned int* dbi_out):
     """None when txn and db are py-lmdb objects laid out as the writer expects, else why
     not. Each field is trusted only once another agrees with it."""
-    why = _py_lmdb(db)
+    why = _py_lmdb(db, txn, True)
     if why is not None:
         return why
-    if type(txn) is not _txn_type:
-        return "not py-lmdb's CPython objects"
     cdef ct_txn* t = <ct_txn*><PyObject*>txn
     cdef ct_db* d = <ct_db*><PyObject*>db
     if not _known(t.libv):
@@ -657,20 +655,19 @@ def line_order(const uint64_t[::1] lines not None):
 # py-lmdb's own read (env.begin(), get, the transaction's end) costs a trace most of a
 # microsecond in Python objects. This reads through the same engine table, holding the GIL
 # from the transaction's start to its end: py-lmdb remaps the environment (set_mapsize)
-# only while it holds the GIL, so no remap can come between. An environment is checked once
-# (its engine is one py-lmdb exports, its handle names its path) and again whenever its
-# handle changes (a reopen).
+# only while it holds the GIL, so no remap can come between. Each call checks that the
+# environment is open, its engine one py-lmdb exports and the database its own; where the
+# environment keeps its LMDB handle is checked once per process (the handle names its
+# path), as that layout is the py-lmdb build's.
 cdef bint _env_layout_checked = False
 ctypedef int (*ct_get_path)(void* env, const char** path) noexcept nogil
 
 
 cdef str _check_env(object env, object db, ct_env** e_out, unsigned int* dbi_out):
     global _env_layout_checked
-    why = _py_lmdb(db)
+    why = _py_lmdb(db, env, False)
     if why is not None:
         return why
-    if type(env) is not _env_type:
-        return "not py-lmdb's CPython objects"
     cdef ct_env* e = <ct_env*><PyObject*>env
     cdef ct_db* d = <ct_db*><PyObject*>db
     if not _known(e.libv) or not e.h.valid or e.env == NULL:

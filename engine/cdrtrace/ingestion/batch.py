@@ -312,10 +312,7 @@ class _Pending:
         holds everything it writes (the position too), and this is empty again."""
         if not self.count and finish is None and not self.records:
             return lambda: 0
-        if self.count:
-            lines, entries = np.concatenate(self.lines), np.concatenate(self.entries)
-        else:
-            lines = entries = None  # type: ignore[assignment]
+        pairs = (np.concatenate(self.lines), np.concatenate(self.entries)) if self.count else None
         self.lines, self.entries, self.count = [], [], 0
         db, keep = self.store.envs.db["index"], self.store.config["keep"]
         counts = (self.records, self.rejected, self.newest)
@@ -329,12 +326,8 @@ class _Pending:
         activations, self.activations = self.activations, []
         checkpoint, (offset, record) = self.checkpoint, self.position
 
-        ranges: list[slice] = []
-        ordered = order = None
-
-        def work(txn):
-            written = (index.write_entries(txn, db, ordered[ranges[-1]], entries, keep, order[ranges[-1]])
-                       if ordered is not None else 0)
+        def work(txn, last: dict | None):
+            written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
             for key, value in unreadable:
                 txn.put(key, value, db=log_db)
             for packed, text in identities.items():
@@ -349,20 +342,21 @@ class _Pending:
             return written
 
         def run() -> int:
-            nonlocal ordered, order
-            written = 0
-            if lines is not None and entries is not None:
+            written, last = 0, None
+            if pairs is not None:
+                lines, entries = pairs
                 self.store.envs.reserve(len(lines))
                 ordered, order = index.line_order(lines)
-                ranges.extend(index.key_ranges(ordered, self.store.envs.index_bytes()))
+                ranges = [{"lines": ordered[part], "entries": entries, "order": order[part]}
+                          for part in index.key_ranges(ordered, self.store.envs.index_bytes())]
                 # all but the last range of lines in transactions of their own, so no commit
                 # holds a copy of the whole index: merging is idempotent, so a crash before
                 # the last (which saves the position) only has them merged again
-                for part in ranges[:-1]:
+                *ranges, last = ranges
+                for part in ranges:
                     written += self.store.envs.write(functools.partial(
-                        index.write_entries, db=db, lines=ordered[part], entries=entries, keep=keep,
-                        order=order[part]))
-            written += self.store.envs.write(work)
+                        index.write_entries, db=db, keep=keep, **part))
+            written += self.store.envs.write(functools.partial(work, last=last))
             self.unreadable_total += lost
             if activations:          # their calls are in the index now: trace them
                 self.switch_traces += len(self.store.run_activations())

@@ -107,7 +107,7 @@ class Environments:
         """An environment LMDB declared unusable after a failed write (MDB_PANIC: a full
         disk, an I/O error) is closed and opened again; what was committed is intact.
         The sub-database handles are replaced in place (every part shares `db`)."""
-        with self.resizing if env is self.env else contextlib.nullcontext():
+        with self._guard(env):
             env.close()
         if env is self.eenv:
             self.eenv = self._open_evidence()
@@ -186,7 +186,7 @@ class Environments:
         env = env or self.env
         reopened = False
         while True:
-            guard = self.resizing if env is self.env else contextlib.nullcontext()
+            guard = self._guard(env)
             try:
                 with guard, env.begin(write=True) as txn:
                     return work(txn)
@@ -201,6 +201,10 @@ class Environments:
                     raise
                 env, reopened = self._reopen(env), True
 
+    def _guard(self, env: Any) -> Any:
+        """The resize lock for the index's environment; nothing for the evidence's."""
+        return self.resizing if env is self.env else contextlib.nullcontext()
+
     def reserve(self, pairs: int) -> None:
         """Grow the index's map ahead of a write of this many (line, call) pairs, so the
         write does not fill it, abort and run again: room for every pair as a new line and
@@ -212,7 +216,7 @@ class Environments:
             size = info["map_size"]
             while size < need:
                 size *= 2
-            with self.resizing:
+            with self._guard(self.env):
                 self.env.set_mapsize(size)
 
     def index_bytes(self) -> int:
@@ -227,7 +231,7 @@ class Environments:
         try:
             return env.begin()
         except lmdb.MapResizedError:
-            with self.resizing if env is self.env else contextlib.nullcontext():
+            with self._guard(env):
                 env.set_mapsize(0)
             return env.begin()
         except lmdb.PanicError:
