@@ -11,6 +11,11 @@ the shared cores as possible: FastAGI opens a connection per trace as Asterisk d
 HTTP keeps one connection per client. Every answer is a durable trace (its evidence
 flushed first). The Python API's clients are threads in this process. Also printed: the
 service's CPU per trace (all its processes and threads, from /proc).
+
+In the same run, the same clients drive bench/floor.c: a responder in C that speaks only
+the wire exchange of a trace and does no trace (no lookup, no evidence, no commit). Its
+rate and latency are the floor no implementation of the service can beat on this
+machine: what the loopback exchange alone costs the shared cores.
 """
 from __future__ import annotations
 
@@ -74,15 +79,44 @@ def start(db: str, group: bool, workers: int = 1) -> tuple[subprocess.Popen, int
     raise SystemExit("the service did not start")
 
 
-LOAD_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), "load.c")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def build(folder: str, name: str) -> str:
+    """bench/NAME.c, built (warnings are errors, as for the extension)."""
+    exe = os.path.join(folder, name)
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe,
+                    os.path.join(HERE, f"{name}.c")], check=True)
+    return exe
 
 
 def load_generator(folder: str) -> str:
-    """bench/load.c, built (warnings are errors, as for the extension)."""
-    exe = os.path.join(folder, "load")
-    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe,
-                    LOAD_C], check=True)
-    return exe
+    """bench/load.c, the clients."""
+    return build(folder, "load")
+
+
+def floor_rows(folder: str, load: str, lines: list[str], count: int) -> list[dict]:
+    """The same clients against bench/floor.c (the wire exchange, no trace): FastAGI and
+    HTTP at each concurrency."""
+    exe, rows = build(folder, "floor"), []
+    for kind in ("fastagi", "http"):
+        port = free_port()
+        proc = subprocess.Popen([exe, "agi" if kind == "fastagi" else "http", str(port)],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+                raise SystemExit("the floor responder did not start")
+            for clients in CONCURRENCY:
+                n = count * (1 if clients == 1 else 4)
+                row = over_the_wire(load, kind, port, clients, n, lines[:n], "-", proc.pid,
+                                    folder)
+                row["commit"] = "floor (no trace)"
+                rows.append(row)
+                print(row, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return rows
 
 
 def cpu_seconds(pid: int) -> float:
@@ -174,6 +208,7 @@ def run(args) -> list[dict]:
             finally:
                 proc.terminate()
                 proc.wait(30)
+        results += floor_rows(folder, exe, lines, args.traces)
         for group in (True, False) if not args.service_only else ():   # the Python API
             shutil.rmtree(db, ignore_errors=True)
             shutil.copytree(pristine, db)
@@ -197,19 +232,35 @@ def run(args) -> list[dict]:
 
 
 def report(results: list[dict]) -> None:
-    print("\npath     clients  commit           traces/s    p50 ms   p99 ms  CPU us   group/one")
+    print("\npath     clients  commit            traces/s    p50 ms   p99 ms  CPU us   group/one")
     by = {(r["path"], r["clients"], r["commit"]): r for r in results}
     for r in results:
         if r["commit"] != "group":
             continue
         one = by.get((r["path"], r["clients"], "one per trace"))
+        floor = by.get((r["path"], r["clients"], "floor (no trace)"))
         ratio = f"{r['traces_per_second'] / one['traces_per_second']:.1f}x" if one else "-"
-        for row in (r, one):
+        for row in (r, one, floor):
             if row:
-                print(f"{row['path']:<8} {row['clients']:>7}  {row['commit']:<15} "
+                print(f"{row['path']:<8} {row['clients']:>7}  {row['commit']:<16} "
                       f"{row['traces_per_second']:>9,} {row['p50_ms']:>8} {row['p99_ms']:>8} "
                       f"{row.get('server_cpu_us', '-'):>7}"
                       + (f"   {ratio}" if row is r else ""))
+    print("\nissue 13's goals at 64 clients        measured                floor (no trace)")
+    for path in ("fastagi", "http"):
+        r, one = by.get((path, 64, "group")), by.get((path, 64, "one per trace"))
+        floor = by.get((path, 64, "floor (no trace)"))
+        if r is None:
+            continue
+        fl = f"p99 {floor['p99_ms']} ms" if floor else "-"
+        print(f"{path:<8} p99 <= 5 ms                  p99 {r['p99_ms']:>6} ms  "
+              f"{'met' if r['p99_ms'] <= 5 else 'missed':<7} {fl}")
+        if one:
+            x = r["traces_per_second"] / one["traces_per_second"]
+            fl = (f"{floor['traces_per_second'] / one['traces_per_second']:.1f}x"
+                  if floor else "-")
+            print(f"{path:<8} >= 5x one commit per trace   {x:>6.1f}x      "
+                  f"{'met' if x >= 5 else 'missed':<7} {fl}")
 
 
 def main() -> None:

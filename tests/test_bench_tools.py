@@ -1,0 +1,77 @@
+"""The trace service benchmark's C tools (bench/load.c, the clients; bench/floor.c, the
+wire exchange without a trace): they build without a warning, and the floor speaks the
+same exchange as the service, so that its figures are a floor for the service's."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cdrtrace.service import agi
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def build(tmp_path: Path, name: str) -> str:
+    exe = tmp_path / name
+    done = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-Werror",
+                           "-o", str(exe), str(BENCH / f"{name}.c")], capture_output=True, text=True)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    return str(exe)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def floor(tmp_path):
+    exe = build(tmp_path, "floor")
+    running = []
+
+    def start(mode: str) -> int:
+        port = free_port()
+        proc = subprocess.Popen([exe, mode, str(port)], stdout=subprocess.PIPE, text=True)
+        running.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return port
+    yield start
+    for proc in running:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_floor_sets_what_the_service_sets_over_fastagi(floor):
+    # the same three SET VARIABLE commands, each answered before the next: the same round trips
+    variables = agi.dial("127.0.0.1", floor("agi"), "+13035550110", "2026-03-03T12:00:00Z")
+    assert sorted(variables) == ["COT_ANNOUNCEMENT", "COT_OUTCOME", "COT_TRACE_ID"]
+    assert variables["COT_OUTCOME"] == "success"
+
+
+def test_the_floor_answers_a_trace_request_over_http_keep_alive(floor):
+    port = floor("http")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        for line in ("+13035550110", "+13035550111"):      # one connection, two requests
+            r = client.post("/v1/trace", json={"line": line}, headers={"Authorization": "Bearer x"})
+            assert r.status_code == 200 and r.json()["outcome"] == "success"
+
+
+@pytest.mark.parametrize("mode", ["agi", "http"])
+def test_the_load_generator_drives_the_floor(tmp_path, floor, mode):
+    load = build(tmp_path, "load")
+    lines = tmp_path / "lines"
+    lines.write_text("".join(f"+1303555{i:04d}\n" for i in range(50)))
+    done = subprocess.run([load, mode, str(floor(mode)), "8", "200", str(lines),
+                           "2026-03-03T12:00:00Z", "token"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["traces"] == 200 and result["success"] == 200
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
