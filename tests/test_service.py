@@ -529,3 +529,61 @@ def test_request_action_over_http_is_for_care(service):
     refused = call(running, "POST", "/v1/request-action", tokens["care"], json=body)
     assert refused.status_code == 400 and "has 1 of 3 traced calls" in refused.json()["error"]
     assert call(running, "GET", "/v1/requests", tokens["analyst"]).json() == []
+
+
+def _cores(pid: int, tid: int | None = None) -> str:
+    path = f"/proc/{pid}/task/{tid}/status" if tid else f"/proc/{pid}/status"
+    with open(path) as f:
+        return next(line.split(":")[1].strip() for line in f if line.startswith("Cpus_allowed_list"))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, workers):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "db"
+    store = cdrtrace.open(db, create=True)
+    (tmp_path / "m.csv").write_bytes(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00") + b"\n")
+    cdrtrace.ingest(store, [str(tmp_path / "m.csv")])
+    token = store.tokens.create("pbx", "switch")
+    store.close()
+    with socket.socket() as s1:
+        s1.bind(("127.0.0.1", 0))
+        port = s1.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", str(db),
+                             "--http", f"127.0.0.1:{port}", "--workers", str(workers), "--pin"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+        for _ in range(4 * workers):      # traces start each worker's committer thread
+            while True:
+                try:
+                    got = httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,
+                                     headers={"Authorization": f"Bearer {token}"})
+                    assert got.status_code == 200
+                    break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+        allowed = sorted(os.sched_getaffinity(0))
+        if workers == 1:
+            servers = [proc.pid]
+        else:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                servers = [int(c) for c in f.read().split()]
+            assert len(servers) == 2
+        pinned = []
+        for pid in servers:
+            threads = os.listdir(f"/proc/{pid}/task")
+            assert len(threads) > 1                      # the loop and at least the committer
+            cores = {_cores(pid, int(t)) for t in threads}
+            assert len(cores) == 1 and int(cores.pop()) in allowed   # one core, every thread
+            pinned.append(int(_cores(pid)))
+        if workers == 2 and len(allowed) >= 2:
+            assert sorted(pinned) == allowed[:2]         # worker i on the i-th core
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0

@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default loopback only)")
     p.add_argument("--workers", type=int, default=1,
                    help="service processes sharing the ports (default 1)")
+    p.add_argument("--pin", action="store_true",
+                   help="keep each service process on one core (worker i on the i-th core "
+                        "it may use; one worker on the core it started on)")
     p.set_defaults(func=("service", "cmd_serve"))
 
     p = sub.add_parser("token", parents=[common], help="bearer tokens of the trace service")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -110,6 +111,8 @@ def run(args: Any) -> None:
     if args.workers > 1:
         supervise(args)
         return
+    if getattr(args, "pin", False):
+        pin(started_on())
     store = open_store(args, readonly_index=True)
     with asyncio.Runner(loop_factory=event_loop()) as runner:
         runner.run(serve(store, args.http, args.agi, args.agi_allow))
@@ -125,6 +128,33 @@ def event_loop() -> Any:
     return uvloop.new_event_loop
 
 
+def pin(core: int) -> None:
+    """Keep this process, its threads and those it starts, on one core. A service process runs
+    Python in two threads, the event loop and the committer, which share one interpreter
+    lock: spread over two cores they hand it back and forth at every LMDB call (py-lmdb
+    lets go of it there), and a profile under 64 FastAGI clients put a quarter of the
+    service's samples in that hand-over (BENCHMARKS.md)."""
+    try:
+        for thread in os.listdir("/proc/self/task"):   # those already started too (BLAS's)
+            os.sched_setaffinity(int(thread), {core})
+    except OSError as exc:
+        log.warning("cannot pin the service to core %d: %s", core, exc)
+    else:
+        log.info("pinned to core %d", core)
+
+
+def started_on() -> int:
+    """The core this process is running on now (field 39 of /proc/self/stat), or the
+    first it may use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    try:
+        with open("/proc/self/stat") as f:
+            core = int(f.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return allowed[0]
+    return core if core in allowed else allowed[0]
+
+
 def supervise(args: Any) -> None:
     """--workers N: N service processes on the same ports (SO_REUSEPORT: the kernel
     spreads the connections), each with its own store handle and group commit (LMDB
@@ -138,7 +168,12 @@ def supervise(args: Any) -> None:
             argv += [flag, value]
     for network in args.agi_allow or ():
         argv += ["--agi-allow", network]
-    children = [subprocess.Popen(argv) for _ in range(args.workers)]
+    cores = sorted(os.sched_getaffinity(0))
+
+    def pinned(i: int) -> Any:     # worker i on the i-th core, set in the child before exec
+        return (lambda: os.sched_setaffinity(0, {cores[i % len(cores)]})) if args.pin else None
+    children = [subprocess.Popen(argv, preexec_fn=pinned(i))   # noqa: PLW1509 - no threads here
+                for i in range(args.workers)]
 
     def forward(signum: int, frame: Any) -> None:
         for child in children:
