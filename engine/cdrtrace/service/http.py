@@ -96,8 +96,10 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         latency.labels(via).observe(seconds)
     app.state.observe = observe
 
+    # Front is not added as a middleware: it goes in front of FastAPI's whole stack
+    # (run_http), so the switches' POST /v1/trace passes none of it
     router = router or Router(store)
-    app.add_middleware(Front, store=store, router=router)
+    app.state.store, app.state.router = store, router
 
     @app.exception_handler(CdrTraceError)
     async def refused(request: Request, exc: CdrTraceError) -> JSONResponse:
@@ -259,14 +261,17 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
 
 
 class Front:
-    """What every request passes first, as plain ASGI (a FastAPI middleware costs more
-    than a trace): the body bound (413), one log line (the route's template, never a
-    number); and POST /v1/trace itself, the switches' hot path, answered here when its
-    body and token are as a switch sends them. Anything else (a malformed body, a bad
-    token) goes on to the FastAPI route, which gives the documented errors."""
+    """What every request passes first, as plain ASGI in front of the FastAPI app and its
+    middleware stack (which costs more than a trace): the body bound (413), one log line
+    (the route's template, never a number); and POST /v1/trace itself, the switches' hot
+    path, answered here when its body and token are as a switch sends them. Anything
+    else (a malformed body, a bad token) goes on to the FastAPI route, which gives the
+    documented errors."""
 
-    def __init__(self, app: Any, store: Any, router: Router):
-        self.app, self.store, self.router = app, store, router
+    def __init__(self, app: FastAPI):
+        self.app: Any = app            # called as plain ASGI
+        self.store, self.router = app.state.store, app.state.router
+        self.observe = app.state.observe
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -344,7 +349,7 @@ class Front:
         except CdrTraceError as exc:
             await _answer(send, status_of(exc), _json({"error": str(exc)}))
             return True
-        scope["app"].state.observe("http", result.outcome.value, time.perf_counter() - started)
+        self.observe("http", result.outcome.value, time.perf_counter() - started)
         await _answer(send, 200, _json(result.to_dict()))
         return True
 
@@ -409,9 +414,11 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)     # --workers share it
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", limit_concurrency=512,
-                            http=_BoundedHttpTools, timeout_keep_alive=5,
-                            timeout_graceful_shutdown=30)
+    # proxy_headers off: nothing here reads the client's address, and uvicorn's middleware
+    # for it cost 5% of a trace's samples
+    config = uvicorn.Config(Front(app), log_level="warning", lifespan="off",
+                            limit_concurrency=512, http=_BoundedHttpTools, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=30, proxy_headers=False)
     server = _Server(config)
 
     async def run() -> None:
