@@ -133,9 +133,12 @@ def test_health_metrics_and_documentation_without_a_token(service):
     store, running, tokens = service
     assert call(running, "GET", "/healthz").json() == {"ok": True}
     assert call(running, "GET", "/readyz").json() == {"ready": True}
-    call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    for _ in range(3):       # the call once, then twice already traced
+        call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
     metrics = call(running, "GET", "/metrics").text
     assert 'cdrtrace_traces_total{outcome="success",via="http"} 1.0' in metrics
+    assert 'cdrtrace_traces_total{outcome="already_traced",via="http"} 2.0' in metrics
+    assert 'cdrtrace_trace_seconds_count{via="http"} 3.0' in metrics
     assert "cdrtrace_trace_seconds_bucket" in metrics and "cdrtrace_feed_records" in metrics
     spec = call(running, "GET", "/openapi.json").json()
     assert "/v1/trace" in spec["paths"] and "/v1/disclose" in spec["paths"]

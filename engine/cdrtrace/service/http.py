@@ -91,9 +91,15 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
+    children: dict[tuple[str, str], tuple[Any, Any]] = {}   # outcomes x ways in: a dozen
+
     def observe(via: str, outcome: str, seconds: float) -> None:
-        traces.labels(outcome, via).inc()
-        latency.labels(via).observe(seconds)
+        # the labelled series looked up once: labels() takes a lock and builds a key per call
+        series = children.get((outcome, via))
+        if series is None:
+            series = children[(outcome, via)] = (traces.labels(outcome, via), latency.labels(via))
+        series[0].inc()
+        series[1].observe(seconds)
     app.state.observe = observe
 
     # Front is not added as a middleware: it goes in front of FastAPI's whole stack
