@@ -40,6 +40,8 @@ class Service:
         self.url = f"http://127.0.0.1:{self.ports['http']}"
 
     def stop(self):
+        if not self.thread.is_alive():      # stopped already (by the test)
+            return
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(30)
         assert not self.thread.is_alive()
@@ -522,6 +524,30 @@ def test_workers_share_the_ports_and_stop_together(tmp_path):
     err = proc.stderr.read()
     assert err.count("serving http on port") == 2              # two workers served
     assert sorted(outcomes) == ["already_traced"] * 5 + ["success"]
+
+
+def test_one_log_line_per_request_with_the_route_never_a_number(service, caplog):
+    import logging
+
+    from cdrtrace.service import agi
+
+    store, running, tokens = service
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
+    call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    call(running, "GET", f"/v1/status/{LINE}", tokens["care"])
+    call(running, "GET", f"/v1/last-calls/{LINE}", tokens["analyst"])
+    call(running, "GET", f"/v1/last-calls/{LINE}", tokens["care"])          # 403
+    call(running, "GET", f"/v1/status/{LINE}")                               # 401
+    agi.dial("127.0.0.1", running.ports["agi"], LINE, AT)
+    running.stop()                           # every request answered and logged
+    lines = [r.getMessage() for r in caplog.records if r.name == "cdrtrace.service"]
+    http = [m.split(" in ")[0] for m in lines if m.startswith("http: ")]
+    assert http == ["http: POST /v1/trace 200", "http: GET /v1/status/{line} 200",
+                    "http: GET /v1/last-calls/{line} 200", "http: GET /v1/last-calls/{line} 403",
+                    "http: GET /v1/status/{line} 401"]
+    assert len([m for m in lines if m.startswith("agi: trace ")]) == 1
+    for number in (LINE, CALLER, LINE[-7:], CALLER[-7:]):
+        assert not any(number in m for m in lines), number
 
 
 def test_request_action_over_http_is_for_care(service):
