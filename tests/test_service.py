@@ -189,6 +189,77 @@ def test_a_trace_request_a_switch_would_not_send_gets_the_documented_error(servi
     assert response.status_code == 200 and response.json()["outcome"] == "success"
 
 
+def _exchange(port: int, data: bytes, answers: int) -> list[bytes]:
+    """Send raw bytes on one connection; the first `answers` HTTP responses, in order."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        got, responses = b"", []
+        while len(responses) < answers:
+            head_end = got.find(b"\r\n\r\n")
+            if head_end >= 0:
+                length = int(next(h.split(b":")[1] for h in got[:head_end].split(b"\r\n")
+                                  if h.lower().startswith(b"content-length:")))
+                if len(got) >= head_end + 4 + length:
+                    responses.append(got[:head_end + 4 + length])
+                    got = got[head_end + 4 + length:]
+                    continue
+            chunk = sock.recv(65536)
+            assert chunk, responses
+            got += chunk
+    return responses
+
+
+def _post(line: str, token: str, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
+    body = json.dumps({"line": line, "at": AT}).encode()
+    return (b"POST /v1/trace HTTP/" + version + b"\r\nHost: x\r\nAuthorization: Bearer " +
+            token.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+            str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
+
+
+def test_a_switch_trace_is_answered_on_the_connection_the_same_as_through_the_app(service, monkeypatch):
+    from cdrtrace.service.http import Front
+
+    store, running, tokens = service
+    through_app = []
+    original = Front.__call__
+
+    async def counting(self, scope, receive, send):
+        through_app.append(scope["path"])
+        return await original(self, scope, receive, send)
+    monkeypatch.setattr(Front, "__call__", counting)
+    port = running.ports["http"]
+    (plain,) = _exchange(port, _post(LINE, tokens["switch"]), 1)
+    assert through_app == []                       # answered by the connection itself
+    # the same request the usual way (Connection: close), for the same answer
+    (usual,) = _exchange(port, _post(LINE, tokens["switch"], b"Connection: close\r\n"), 1)
+    assert through_app == ["/v1/trace"]
+    first, second = plain.split(b"\r\n\r\n")[1], usual.split(b"\r\n\r\n")[1]
+    assert plain.startswith(b"HTTP/1.1 200 OK\r\n") and usual.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-type: application/json" in plain.lower()
+    a, b = json.loads(first), json.loads(second)
+    assert (a["outcome"], b["outcome"]) == ("success", "already_traced")
+    assert set(a) == set(b) and a["trace_id"] != b["trace_id"]
+
+
+def test_requests_pipelined_behind_a_switch_trace_are_answered_in_order(service):
+    store, running, tokens = service
+    pipelined = (_post(LINE, tokens["switch"]) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                 + _post(LINE, tokens["switch"]) + _post(LINE, "not-a-token"))
+    answers = _exchange(running.ports["http"], pipelined, 4)
+    assert [r.split(b"\r\n")[0] for r in answers] == [
+        b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 401 Unauthorized"]
+    bodies = [json.loads(r.split(b"\r\n\r\n")[1]) for r in answers]
+    assert bodies[0]["outcome"] == "success" and bodies[1] == {"ok": True}
+    assert bodies[2]["outcome"] == "already_traced" and "detail" in bodies[3]
+    assert len(store.trace_records(analyst="ann")) == 2
+
+
+def test_an_http_1_0_switch_gets_its_trace_the_usual_way(service):
+    store, running, tokens = service
+    (answer,) = _exchange(running.ports["http"], _post(LINE, tokens["switch"], version=b"1.0"), 1)
+    assert answer.startswith(b"HTTP/1.1 200") and json.loads(answer.split(b"\r\n\r\n")[1])["outcome"] == "success"
+
+
 def test_concurrent_traces_of_one_call_name_it_once(service):
     store, running, tokens = service
     with concurrent.futures.ThreadPoolExecutor(16) as pool:

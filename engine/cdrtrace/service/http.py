@@ -22,15 +22,13 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
+from .protocol import MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
 log = logging.getLogger("cdrtrace.service")
-MAX_BODY = 64 << 10           # bytes a request body may have
-MAX_HEAD = 16 << 10           # bytes of request line and headers
 RIGHTS = {                    # what each role's token may call
     "trace": "switch", "status": "care", "identifying": "analyst", "disclose": "legal",
     "operate": "operator",
@@ -266,7 +264,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     return app
 
 
-class Front:
+class Front(Answering):
     """What every request passes first, as plain ASGI in front of the FastAPI app and its
     middleware stack (which costs more than a trace): the body bound (413), one log line
     (the route's template, never a number); and POST /v1/trace itself, the switches' hot
@@ -332,32 +330,43 @@ class Front:
 
     async def trace(self, scope: dict, body: bytes, send: Any, started: float) -> bool:
         """POST /v1/trace from a switch; False to let the FastAPI route answer instead."""
+        request = self.switch_request(scope["headers"], body)
+        if request is None:
+            return False
+        await _answer(send, *await self.answer(request, started))
+        return True
+
+    def switch_request(self, headers: list, body: bytes) -> tuple | None:
+        """(line, at, wait, principal, forward) when the body and token are as a switch
+        sends them; None otherwise (the FastAPI route then gives the documented error)."""
         try:
             request = json.loads(body)
         except ValueError:
-            return False
+            return None
         if not isinstance(request, dict):
-            return False
+            return None
         line, at, wait = request.get("line"), request.get("at"), request.get("wait", 0.0)
         if not (isinstance(line, str) and len(line) <= 64
                 and (at is None or isinstance(at, str) and len(at) <= 40)
                 and isinstance(wait, int | float) and not isinstance(wait, bool)
                 and 0 <= wait <= 10):
-            return False
-        authorization = _header(scope, b"authorization") or ""
+            return None
+        authorization = _find(headers, b"authorization") or ""
         found = self.store.tokens.principal(authorization.removeprefix("Bearer ").strip())
         if found is None or found.role != RIGHTS["trace"]:
-            return False
+            return None
+        return line, at, float(wait), found, _find(headers, FORWARDED.lower().encode()) is None
+
+    async def answer(self, request: tuple, started: float) -> tuple[int, bytes]:
+        """A switch's trace, run: the answer's status and JSON body."""
+        line, at, wait, found, forward = request
         try:
-            result = await self.router.trace(
-                line, at=at, wait=float(wait), by=str(found),
-                forward=_header(scope, FORWARDED.lower().encode()) is None)
+            result = await self.router.trace(line, at=at, wait=wait, by=str(found),
+                                             forward=forward)
         except CdrTraceError as exc:
-            await _answer(send, status_of(exc), _json({"error": str(exc)}))
-            return True
+            return status_of(exc), _json({"error": str(exc)})
         self.observe("http", result.outcome.value, time.perf_counter() - started)
-        await _answer(send, 200, _json(result.to_dict()))
-        return True
+        return 200, _json(result.to_dict())
 
 
 def _json(value: Any) -> bytes:
@@ -366,7 +375,11 @@ def _json(value: Any) -> bytes:
 
 
 def _header(scope: dict, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+    return _find(scope["headers"], name)
+
+
+def _find(headers: list, name: bytes) -> str | None:
+    for key, value in headers:
         if key == name:
             return value.decode("latin-1")
     return None
@@ -377,29 +390,6 @@ async def _answer(send: Any, status: int, body: bytes) -> None:
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-class _BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol (llhttp, in C) with a bound on a request's head,
-    which llhttp does not have: a peer still sending headers past MAX_HEAD bytes gets
-    400 and is cut off."""
-
-    head_bytes = 0                 # the current request's head so far; -1 once complete
-
-    def data_received(self, data: bytes) -> None:
-        if self.head_bytes >= 0:
-            self.head_bytes += len(data)
-        super().data_received(data)
-        if self.head_bytes > MAX_HEAD and not self.transport.is_closing():
-            self.send_400_response("Request headers too large")
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.head_bytes = 0
-
-    def on_headers_complete(self) -> None:
-        self.head_bytes = -1
-        super().on_headers_complete()
 
 
 class _Server(uvicorn.Server):
@@ -423,7 +413,7 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event
     # proxy_headers off: nothing here reads the client's address, and uvicorn's middleware
     # for it cost 5% of a trace's samples
     config = uvicorn.Config(Front(app), log_level="warning", lifespan="off",
-                            limit_concurrency=512, http=_BoundedHttpTools, timeout_keep_alive=5,
+                            limit_concurrency=512, http=BoundedHttpTools, timeout_keep_alive=5,
                             timeout_graceful_shutdown=30, proxy_headers=False)
     server = _Server(config)
 

@@ -1,0 +1,146 @@
+"""The HTTP connection: uvicorn's httptools protocol (llhttp, in C) with two additions.
+
+- A bound on a request's head, which llhttp does not have: a peer still sending headers
+  past MAX_HEAD bytes gets 400 and is cut off.
+- The switches' hot path answered on the connection itself. A `POST /v1/trace` whose
+  head is plain (HTTP/1.1, kept alive, a Content-Length within the body bound, nothing
+  pipelined ahead of it) has its body collected here. If body and token are as a switch
+  sends them (Front.switch_request), the trace runs and its answer is written in one
+  piece, without the ASGI request cycle, Front's wrappers or uvicorn's response
+  assembly. Otherwise the parser's calls are replayed into uvicorn, and the request
+  goes the usual way (Front, then FastAPI's documented errors). The answer is the same
+  either way; this way costs the event loop less per trace (BENCHMARKS.md).
+
+A request pipelined behind a trace in flight waits in uvicorn's own queue: while the
+trace runs, a stand-in cycle marks the connection busy.
+"""
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import time
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("cdrtrace.service")
+MAX_BODY = 64 << 10           # bytes a request body may have
+MAX_HEAD = 16 << 10           # bytes of request line and headers
+
+
+class _TraceInFlight:
+    """Where uvicorn looks for the connection's current request cycle, while a trace
+    answered here is in flight: a pipelined request queues behind it, a shutdown asks
+    for the connection to close after the answer, a lost connection is noted."""
+
+    def __init__(self) -> None:
+        self.response_complete = False
+        self.keep_alive = True
+        self.disconnected = False
+        self.message_event = asyncio.Event()
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    head_bytes = 0                 # the current request's head so far; -1 once complete
+    collecting: list[bytes] | None = None   # the body of a trace answered here
+    started = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_bytes >= 0:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        if self.head_bytes > MAX_HEAD and not self.transport.is_closing():
+            self.send_400_response("Request headers too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self.head_bytes = -1
+        self.started = time.perf_counter()
+        if self._plain_trace():
+            self.collecting = []
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.collecting is not None:
+            self.collecting.append(body)      # within the Content-Length checked above
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.collecting is None:
+            super().on_message_complete()
+            return
+        body, self.collecting = b"".join(self.collecting), None
+        front = self.app
+        request = front.switch_request(self.headers, body)
+        if request is None:                   # not as a switch sends it: the usual way
+            super().on_headers_complete()
+            if body:
+                super().on_body(body)
+            super().on_message_complete()
+            return
+        in_flight = self.cycle = _TraceInFlight()      # type: ignore[assignment]
+        task = self.loop.create_task(self._answer(front, request, in_flight))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def _plain_trace(self) -> bool:
+        """A POST /v1/trace this connection can answer itself (see the module's note)."""
+        if self.url != b"/v1/trace" or self.parser.get_method() != b"POST":
+            return False
+        if (self.parser.get_http_version() != "1.1" or not self.parser.should_keep_alive()
+                or self.expect_100_continue or self.parser.should_upgrade()):
+            return False
+        if not isinstance(self.app, Answering) or self.pipeline or not (
+                self.cycle is None or self.cycle.response_complete):
+            return False
+        if self.limit_concurrency is not None and (
+                len(self.connections) >= self.limit_concurrency
+                or len(self.tasks) >= self.limit_concurrency):
+            return False                      # uvicorn's 503, the usual way
+        length = None
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                return False
+            if name == b"content-length":
+                if length is not None or not value.isdigit():
+                    return False
+                length = int(value)
+        return length is not None and length <= MAX_BODY
+
+    async def _answer(self, front: Any, request: tuple, in_flight: _TraceInFlight) -> None:
+        try:
+            status, body = await front.answer(request, self.started)
+        except Exception:                     # as uvicorn: logged, and a 500
+            log.exception("http: the trace failed")
+            status, body = 500, b'{"error": "Internal Server Error"}'
+        if not self.transport.is_closing() and not in_flight.disconnected:
+            head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            head += [b"content-type: application/json\r\ncontent-length: ",
+                     str(len(body)).encode(), b"\r\n"]
+            if not in_flight.keep_alive:
+                head.append(b"connection: close\r\n")
+            self.transport.write(b"".join(head) + b"\r\n" + body)
+            if not in_flight.keep_alive:
+                self.transport.close()
+        log.info("http: POST /v1/trace %d in %.1f ms", status,
+                 (time.perf_counter() - self.started) * 1000)
+        in_flight.response_complete = True
+        self.on_response_complete()
+
+
+class Answering:
+    """What an app served with BoundedHttpTools offers for the hot path (Front)."""
+
+    def switch_request(self, headers: list, body: bytes) -> tuple | None:
+        raise NotImplementedError
+
+    async def answer(self, request: tuple, started: float) -> tuple[int, bytes]:
+        raise NotImplementedError
