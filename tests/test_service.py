@@ -254,6 +254,24 @@ def test_requests_pipelined_behind_a_switch_trace_are_answered_in_order(service)
     assert len(store.trace_records(analyst="ann")) == 2
 
 
+def test_a_shutdown_while_a_trace_body_arrives_answers_it_then_closes(service):
+    store, running, tokens = service
+    request = _post(LINE, tokens["switch"])
+    with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+        sock.sendall(request[:-5])                       # the head, most of the body
+        time.sleep(0.2)
+        running.loop.call_soon_threadsafe(running.stop_event.set)     # SIGTERM, as serve has it
+        time.sleep(0.3)
+        sock.sendall(request[-5:])
+        answer = b""
+        while chunk := sock.recv(65536):                 # to the close
+            answer += chunk
+    running.stop()
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in answer.lower()
+    assert json.loads(answer.split(b"\r\n\r\n")[1])["outcome"] == "success"
+    assert len(store.trace_records(analyst="ann")) == 1
+
+
 def test_an_http_1_0_switch_gets_its_trace_the_usual_way(service):
     store, running, tokens = service
     (answer,) = _exchange(running.ports["http"], _post(LINE, tokens["switch"], version=b"1.0"), 1)

@@ -45,6 +45,7 @@ class BoundedHttpTools(HttpToolsProtocol):
     head_bytes = 0                 # the current request's head so far; -1 once complete
     collecting: list[bytes] | None = None   # the body of a trace answered here
     started = 0.0
+    closing = False                # shut down while a trace's body was still arriving
 
     def data_received(self, data: bytes) -> None:
         if self.head_bytes >= 0:
@@ -80,14 +81,23 @@ class BoundedHttpTools(HttpToolsProtocol):
         request = front.switch_request(self.headers, body)
         if request is None:                   # not as a switch sends it: the usual way
             super().on_headers_complete()
+            if self.closing and self.cycle is not None:
+                self.cycle.keep_alive = False
             if body:
                 super().on_body(body)
             super().on_message_complete()
             return
         in_flight = self.cycle = _TraceInFlight()      # type: ignore[assignment]
+        in_flight.keep_alive = not self.closing
         task = self.loop.create_task(self._answer(front, request, in_flight))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
+
+    def shutdown(self) -> None:
+        if self.collecting is not None:       # uvicorn would answer it, then close: so here
+            self.closing = True
+            return
+        super().shutdown()
 
     def _plain_trace(self) -> bool:
         """A POST /v1/trace this connection can answer itself (see the module's note)."""
