@@ -255,13 +255,23 @@ def test_requests_pipelined_behind_a_switch_trace_are_answered_in_order(service)
 
 
 def test_a_shutdown_while_a_trace_body_arrives_answers_it_then_closes(service):
+    import gc
+
+    from cdrtrace.service.protocol import BoundedHttpTools
+
+    def until(condition):
+        deadline = time.monotonic() + 10
+        while not any(isinstance(o, BoundedHttpTools) and condition(o) for o in gc.get_objects()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
     store, running, tokens = service
     request = _post(LINE, tokens["switch"])
     with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
         sock.sendall(request[:-5])                       # the head, most of the body
-        time.sleep(0.2)
+        until(lambda p: p.collecting is not None)
         running.loop.call_soon_threadsafe(running.stop_event.set)     # SIGTERM, as serve has it
-        time.sleep(0.3)
+        until(lambda p: p.closing)
         sock.sendall(request[-5:])
         answer = b""
         while chunk := sock.recv(65536):                 # to the close
