@@ -588,17 +588,14 @@ def test_status_and_last_calls_never_wait_for_an_ingest_or_a_trace_commit(servic
     assert set(answers.values()) == {200}
 
 
-def test_workers_share_the_ports_and_stop_together(tmp_path):
-    import signal
+def _serve_one_call(tmp_path, record: bytes, *flags: str):
+    """`cdrtrace serve` as a process over a store of one call: (process, port, switch token)."""
     import subprocess
     import sys
-    import time
 
     db = tmp_path / "db"
     store = cdrtrace.open(db, create=True)
-    (tmp_path / "m.csv").write_bytes(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00",
-                                         answer="", end="2026-03-02 14:03:30",
-                                         disposition="NO ANSWER") + b"\n")
+    (tmp_path / "m.csv").write_bytes(record + b"\n")
     cdrtrace.ingest(store, [str(tmp_path / "m.csv")])
     token = store.tokens.create("pbx", "switch")
     store.close()
@@ -606,8 +603,17 @@ def test_workers_share_the_ports_and_stop_together(tmp_path):
         s1.bind(("127.0.0.1", 0))
         port = s1.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", str(db),
-                             "--http", f"127.0.0.1:{port}", "--workers", "2"],
+                             "--http", f"127.0.0.1:{port}", *flags],
                             stderr=subprocess.PIPE, text=True)
+    return proc, port, token
+
+
+def test_workers_share_the_ports_and_stop_together(tmp_path):
+    import signal
+
+    proc, port, token = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2")
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
     outcomes = []
     while len(outcomes) < 6:
@@ -669,21 +675,10 @@ def _cores(pid: int, tid: int | None = None) -> str:
 def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, workers):
     import os
     import signal
-    import subprocess
-    import sys
 
-    db = tmp_path / "db"
-    store = cdrtrace.open(db, create=True)
-    (tmp_path / "m.csv").write_bytes(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00") + b"\n")
-    cdrtrace.ingest(store, [str(tmp_path / "m.csv")])
-    token = store.tokens.create("pbx", "switch")
-    store.close()
-    with socket.socket() as s1:
-        s1.bind(("127.0.0.1", 0))
-        port = s1.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", str(db),
-                             "--http", f"127.0.0.1:{port}", "--workers", str(workers), "--pin"],
-                            stderr=subprocess.PIPE, text=True)
+    proc, port, token = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00"),
+        "--workers", str(workers), "--pin")
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
         servers: list[int] = []

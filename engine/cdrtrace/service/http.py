@@ -301,7 +301,7 @@ class Front(Answering):
                     status[0] = 413
                 return {"type": "http.disconnect"}
             return message
-        length = _header(scope, b"content-length")
+        length = _header(scope["headers"], b"content-length")
         path = scope["path"]
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             await _answer(send, 413, b'{"error": "request body too large"}')
@@ -351,11 +351,11 @@ class Front(Answering):
                 and isinstance(wait, int | float) and not isinstance(wait, bool)
                 and 0 <= wait <= 10):
             return None
-        authorization = _find(headers, b"authorization") or ""
+        authorization = _header(headers, b"authorization") or ""
         found = self.store.tokens.principal(authorization.removeprefix("Bearer ").strip())
         if found is None or found.role != RIGHTS["trace"]:
             return None
-        return line, at, float(wait), found, _find(headers, FORWARDED.lower().encode()) is None
+        return line, at, float(wait), found, _header(headers, FORWARDED.lower().encode()) is None
 
     async def answer(self, request: tuple, started: float) -> tuple[int, bytes]:
         """A switch's trace, run: the answer's status and JSON body."""
@@ -374,11 +374,7 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
-def _header(scope: dict, name: bytes) -> str | None:
-    return _find(scope["headers"], name)
-
-
-def _find(headers: list, name: bytes) -> str | None:
+def _header(headers: list, name: bytes) -> str | None:
     for key, value in headers:
         if key == name:
             return value.decode("latin-1")
