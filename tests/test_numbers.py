@@ -89,3 +89,14 @@ def test_an_unknown_country_code_is_a_clear_error():
         numbers.normalize("0612345678", 999)
     with pytest.raises(ValueError, match="needs its dialling plan"):
         _parse.normalize_number("0612345678", 39)
+
+
+@given(st.sampled_from(["3035550110", "13035550110"]), st.integers(0, 10), st.integers(0, 255))
+def test_a_dialled_number_with_any_byte_changed_reads_as_the_reference_reads_it(
+        number, at, byte):
+    """The native parser reads a 10- or 11-digit number's first 8 digits as one word:
+    a byte that is not a digit anywhere in them (or after them) sends it the long way."""
+    text = bytearray(number.encode())
+    text[min(at, len(text) - 1)] = byte
+    text = bytes(text)
+    assert _parse.normalize_number(text) == numbers.normalize(text.decode("latin-1"))

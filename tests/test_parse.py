@@ -69,6 +69,33 @@ def test_quotes_commas_newlines_and_latin1_inside_fields():
     assert rows[1]["offset"] == len(record) + 2
 
 
+@pytest.mark.parametrize("inside", [b'""', b",", b"\r\n", b"\n"])
+def test_quoted_data_at_every_offset_of_a_record_is_data(inside):
+    """Quotes, delimiters and line ends are found 64 bytes at a time from a record's
+    start: a doubled quote, a comma or a line end inside a quoted name, at every offset
+    across the first two block edges, is part of the name."""
+    for length in range(0, 140):
+        name = b"x" * length
+        for at in range(0, length + 1, 1 if length in (20, 63, 64, 90, 127) else 17):
+            clid = b'"' + name[:at] + inside + name[at:] + b'" <3035550142>'
+            data = cdr(src="") + b"\n" + cdr(src="", clid=q(clid)) + b"\n"
+            rows, rejects = parse_all(data)
+            assert rejects == [] and len(rows) == 2, (length, at)
+            assert numbers.format_number(rows[1]["calling"]) == "+13035550142"
+            assert rows[1]["offset"] == len(cdr(src="")) + 1
+
+
+@pytest.mark.parametrize("insert", [b'"', b'""', b",", b"\r", b"\n", b"\r\n", b'","', b'"\r\n',
+                                    b'\r"'])
+def test_native_equals_reference_with_a_structural_byte_at_every_offset(insert):
+    """The same, for bytes that break a record as much as for those that do not: the
+    native parser reads every record the reference reads, rejects every one it rejects."""
+    line = cdr(clid=q('"Pat Doe, Jr." <3035550142>')) + b"\r\n"
+    for at in range(len(line) + 1):
+        data = line + line[:at] + insert + line[at:] + line
+        assert parse_all(data) == reference(data), at
+
+
 def test_crlf_and_missing_final_newline():
     data = cdr() + b"\r\n" + cdr(src="7205550101")
     rows, rejects = parse_all(data)
@@ -218,6 +245,21 @@ def test_malformed_records_are_rejected_with_exact_reasons(record, reason):
     assert len(rows) == 2, "the good records around a bad one are kept"
     assert rejects == [(2, len(good) + 1, reason, record)]
     assert reference(data) == (rows, rejects)
+
+
+@pytest.mark.parametrize("record,reason", [
+    (lambda pad: cdr(dcontext=b'"' + pad + b'"x'), "unexpected character after closing quote"),
+    (lambda pad: cdr(dcontext=pad + b'"x"'), "quote inside unquoted field"),
+    (lambda pad: cdr(dcontext=pad + b"\rx"), "carriage return inside a record"),
+])
+def test_a_misplaced_quote_or_return_is_rejected_at_every_offset(record, reason):
+    """Where the fault sits against the parser's 64-byte blocks changes nothing: the
+    record is rejected with its reason, and the records around it are kept."""
+    good = cdr(src="7205550101")
+    for length in range(1, 200):
+        bad = record(b"f" * length)
+        rows, rejects = parse_all(good + b"\n" + bad + b"\n" + good + b"\n")
+        assert len(rows) == 2 and rejects == [(2, len(good) + 1, reason, bad)], length
 
 
 def test_unterminated_quote_loses_only_its_own_line():
