@@ -175,6 +175,7 @@ cdef extern from "_scan.h" nogil:
     uint64_t cdr_prefix_xor(uint64_t x)
     int cdr_lowest(uint64_t x)
     int64_t cdr_digits8(const char* p)
+    int cdr_clock8(const char* p)
     const char* cdr_find3(const char* p, const char* end, char a, char b, char c)
 
 
@@ -401,10 +402,10 @@ cdef inline int two(const char* p) noexcept nogil:
 cdef int parse_timestamp(Span s, Zone* z, int64_t* out) noexcept nogil:
     """'YYYY-MM-DD HH:MM:SS' local time -> UTC microseconds. 0 ok, -1 bad."""
     cdef const char* p = s.p
-    if s.n != 19 or p[10] != b' ' or p[13] != b':' or p[16] != b':':
+    if s.n != 19 or p[10] != b' ':
         return -1
-    cdef int h = two(p + 11), mi = two(p + 14), sec = two(p + 17)
-    if h < 0 or mi < 0 or sec < 0 or h > 23 or mi > 59 or sec > 59:
+    cdef int clock = cdr_clock8(p + 11)
+    if clock < 0:
         return -1
     cdef int y1, y2, mo, d, y
     if memcmp(p, z.last_date, 10) != 0:
@@ -421,7 +422,7 @@ cdef int parse_timestamp(Span s, Zone* z, int64_t* out) noexcept nogil:
             return -1
         z.last_days = days_from_civil(y, mo, d)
         memcpy(z.last_date, p, 10)
-    cdef int64_t local = z.last_days * 86400 + h * 3600 + mi * 60 + sec
+    cdef int64_t local = z.last_days * 86400 + clock
     out[0] = local_to_utc(z, local) * 1000000
     return 0
 

@@ -126,4 +126,36 @@ static inline const char *cdr_find3(const char *p, const char *end, char a, char
     return p;
 }
 
+/* "HH:MM:SS" at p -> seconds into the day, or -1 when it is not that shape or out of
+ * range (hour over 23, minute or second over 59). */
+static inline int cdr_clock8(const char *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t y;
+    unsigned h, m, s;
+    memcpy(&y, p, 8);
+    y ^= 0x30303A30303A3030ULL;     /* digits -> 0..9, the two colons -> 0 */
+    if ((y & 0xF0F0F0F0F0F0F0F0ULL) != 0
+            || ((y + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) != 0
+            || (y & 0x0000FF0000FF0000ULL) != 0)
+        return -1;
+    y = y * 10 + (y >> 8);          /* bytes 0, 3 and 6: the two-digit values */
+    h = (unsigned)(y & 0xFF);
+    m = (unsigned)((y >> 24) & 0xFF);
+    s = (unsigned)((y >> 48) & 0xFF);
+#else
+    int i;
+    unsigned h, m, s;
+    for (i = 0; i < 8; i++) {
+        if (i == 2 || i == 5 ? p[i] != ':' : (p[i] < '0' || p[i] > '9'))
+            return -1;
+    }
+    h = (unsigned)((p[0] - '0') * 10 + (p[1] - '0'));
+    m = (unsigned)((p[3] - '0') * 10 + (p[4] - '0'));
+    s = (unsigned)((p[6] - '0') * 10 + (p[7] - '0'));
+#endif
+    if (h > 23 || m > 59 || s > 59)
+        return -1;
+    return (int)(h * 3600 + m * 60 + s);
+}
+
 #endif

@@ -262,6 +262,24 @@ def test_a_misplaced_quote_or_return_is_rejected_at_every_offset(record, reason)
         assert len(rows) == 2 and rejects == [(2, len(good) + 1, reason, bad)], length
 
 
+@pytest.mark.parametrize("clock,seconds", [
+    ("00:00:00", 0), ("23:59:59", 86399), ("09:05:07", 32707), ("24:00:00", None),
+    ("23:60:00", None), ("23:00:60", None), ("23-00-00", None), ("2:00:000", None),
+    ("23:0a:00", None), ("23:00:0/", None), ("23:00:0:", None), ("\xb2\xb3:00:00", None),
+    ("23;00:00", None), ("12:34800", None),
+])
+def test_a_start_time_of_day_in_range_or_the_record_is_rejected(clock, seconds):
+    """A time of day is HH:MM:SS, hours to 23, minutes and seconds to 59 (the native
+    parser reads the eight bytes as one word)."""
+    record = cdr(start="2026-03-02 " + clock)
+    rows, rejects = parse_all(record + b"\n")
+    if seconds is None:
+        assert rows == [] and [r[2] for r in rejects] == ["bad timestamp in column 10"]
+    else:
+        assert rejects == [] and rows[0]["start_us"] == (1772409600 + seconds) * 1_000_000
+    assert reference(record + b"\n") == (rows, rejects)
+
+
 def test_unterminated_quote_loses_only_its_own_line():
     good = [cdr(src=f"720555010{i}") for i in range(4)]
     broken = good[1][:36]   # cut inside the quoted "from-pstn"
