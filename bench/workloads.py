@@ -8,10 +8,10 @@ import numpy as np
 import cdrtrace
 from cdrtrace import synth
 from cdrtrace.evidence import rows as trace_rows
-from cdrtrace.ingestion.sources import reader_for
+from cdrtrace.ingestion.sources import CHUNK_BYTES, reader_for
 from cdrtrace.parsing import numbers, parsers
 
-CHUNK = 16 << 20
+CHUNK = CHUNK_BYTES     # as ingest reads
 
 FORMAT_WRITERS = {
     "asterisk": lambda c, n: synth.format_asterisk(c, 0, n),

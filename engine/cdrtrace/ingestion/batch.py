@@ -22,7 +22,7 @@ from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser
 from ..store import index
 from ..store.catalog import ArchiveMark, Position
 from . import sqlite
-from .sources import RejectsWriter, _Decompressing, expand, identity, open_source, reader_for
+from .sources import CHUNK_BYTES, RejectsWriter, _Decompressing, expand, identity, open_source, reader_for
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
 
@@ -99,7 +99,8 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
            zone: str | None = None, force: bool = False, feed: Feed | None = None,
            archive: str | os.PathLike | None = None,
            country_code: int | None = None, feed_id: int = 0,
-           rejects_path: str | os.PathLike | None = None, chunk_bytes: int = 4 << 20, batch_pairs: int = BATCH_PAIRS,
+           rejects_path: str | os.PathLike | None = None, chunk_bytes: int = CHUNK_BYTES,
+           batch_pairs: int = BATCH_PAIRS,
            progress: Callable[[int, int | None], None] | None = None,
            keep_going: bool = False) -> IngestSummary:
     """Ingest CDR sources into the store's index: files, directories, globs, '-' for stdin,

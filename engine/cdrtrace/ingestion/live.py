@@ -25,7 +25,7 @@ from ..store import index
 from ..store.archive import FLUSH_ROWS, ArchiveWriter
 from ..store.catalog import ArchiveMark
 from .batch import _Pending, feed_settings
-from .sources import RejectsWriter
+from .sources import CHUNK_BYTES, RejectsWriter
 
 log = logging.getLogger("cdrtrace.stream")
 DEFAULT_CDR_DELAY = 2.0   # seconds: a switch writes a CDR this soon after the call ends
@@ -45,7 +45,7 @@ class StreamOptions:
     idle_exit_s: float | None = None  # stop once the source has been idle this long
     archive_every_s: float = 60.0   # write the call archive at most this often (or per
                                     # FLUSH_ROWS calls): Parquet files, not one per batch
-    chunk_bytes: int = 4 << 20
+    chunk_bytes: int = CHUNK_BYTES
 
     def __post_init__(self):
         if self.batch_records < 1:

@@ -20,7 +20,7 @@ from ..errors import SourceError
 from ..store import private
 from . import sqlite
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 4 << 20     # what every ingest reads a source in (batch, following, live)
 
 
 GLOB_CHARS = set("*?[")
