@@ -30,7 +30,6 @@ cdef enum:
 cdef enum Status:
     ST_OK = 0
     ST_NEED_MORE = -1
-    FALLBACK = -2       # tokenize_blocks: let tokenize decide
     ERR_FIELD_COUNT = 1
     ERR_UNTERMINATED = 2
     ERR_AFTER_QUOTE = 3
@@ -123,9 +122,23 @@ cdef enum:
     MAX_IDENTITY = 128
 cdef const char* BOM = b"\xef\xbb\xbf"
 
-cdef struct Span:
-    const char* p
-    Py_ssize_t n
+cdef extern from "_scan.h" nogil:
+    ctypedef struct Span "cdr_span":    # a field: its first byte and its length
+        const char* p
+        Py_ssize_t n
+    ctypedef int (*cdr_tokenize_t)(const char* r, const char* end, char delim, char quote,
+                                   int keep_fields, Py_ssize_t max_record, Span* f, int* nf,
+                                   const char** rec_end, const char** next_rec) noexcept nogil
+    int CDR_OK
+    int CDR_FALLBACK
+    int cdr_avx2()
+    cdr_tokenize_t cdr_tokenizer(int avx2)
+    void cdr_block_masks(int avx2, const char* p, char delim, char quote, uint64_t* quote_bits,
+                         uint64_t* delim_bits, uint64_t* eol_bits)
+    int64_t cdr_digits8(const char* p)
+    int cdr_clock8(const char* p)
+    const char* cdr_find3(const char* p, const char* end, char a, char b, char c)
+
 
 cdef struct Reject:
     int64_t record
@@ -167,16 +180,33 @@ cdef struct Columns:
     Py_ssize_t act_n
 
 
-cdef extern from "_scan.h" nogil:
-    void cdr_masks(const char* p, char delim, char quote, uint64_t* quote_bits,
-                   uint64_t* delim_bits, uint64_t* eol_bits)
-    void cdr_masks_tail(const char* p, size_t n, char delim, char quote, uint64_t* quote_bits,
-                        uint64_t* delim_bits, uint64_t* eol_bits)
-    uint64_t cdr_prefix_xor(uint64_t x)
-    int cdr_lowest(uint64_t x)
-    int64_t cdr_digits8(const char* p)
-    int cdr_clock8(const char* p)
-    const char* cdr_find3(const char* p, const char* end, char a, char b, char c)
+# the block tokenizer for this processor (its AVX2 scan where it has one)
+cdef bint HAVE_AVX2 = cdr_avx2()
+cdef bint USE_AVX2 = HAVE_AVX2
+cdef cdr_tokenize_t TOKENIZE = cdr_tokenizer(USE_AVX2)
+
+
+def structural_scan(kind=None):
+    """The structural scan in use ('avx2' or 'baseline'); kind switches it, for tests
+    and benchmarks that compare the two. Returns the one in use before."""
+    global USE_AVX2, TOKENIZE
+    was = "avx2" if USE_AVX2 else "baseline"
+    if kind is not None:
+        if kind not in ("avx2", "baseline") or (kind == "avx2" and not HAVE_AVX2):
+            raise ValueError(f"no {kind!r} structural scan on this processor")
+        USE_AVX2 = kind == "avx2"
+        TOKENIZE = cdr_tokenizer(USE_AVX2)
+    return was
+
+
+def block_masks(bytes block, int delim, int quote):
+    """The structural scan's masks of 64 bytes, (quotes, delimiters, line ends), bit i
+    for byte i: for tests."""
+    cdef uint64_t q, d, e
+    if len(block) != 64:
+        raise ValueError("a block is 64 bytes")
+    cdr_block_masks(USE_AVX2, block, <char>delim, <char>quote, &q, &d, &e)
+    return q, d, e
 
 
 # ---------------------------------------------------------------- numbers
@@ -621,88 +651,6 @@ ctypedef fused Mode:
     Escaped
 
 
-cdef inline void put_field(const char* s, const char* e, char quote, int k, int keep_fields,
-                           Span* f) noexcept nogil:
-    if k < keep_fields:
-        if e > s and s[0] == quote:     # a checked quoted field: its quotes are s and e - 1
-            f[k].p = s + 1
-            f[k].n = e - s - 2
-        else:
-            f[k].p = s
-            f[k].n = e - s
-
-
-cdef int tokenize_blocks(const char* r, const char* end, char delim, char quote, int keep_fields,
-                         Span* f, int* nf, const char** rec_end,
-                         const char** next_rec) noexcept nogil:
-    """tokenize's common case (quoted fields, quotes doubled inside them), 64 bytes at a
-    time: ST_OK with the same fields as tokenize, or FALLBACK for anything else (a quote
-    out of place, a lone CR, a record the buffer does not finish or over MAX_RECORD),
-    which tokenize then decides byte by byte.
-
-    A quote mask's prefix parity marks the bytes inside quotes; delimiters and line ends
-    outside them end fields. The record is well formed when every closing quote is
-    followed by a quote (a doubled one) or a field end, and every opening quote follows
-    a field start or a closing quote (the doubled one's first half)."""
-    cdef const char* b = r
-    cdef const char* s = r             # the first byte of the field being read
-    cdef const char* e
-    cdef uint64_t q, d, eol, inside, closing, ends, limit, bits, top = <uint64_t>1 << 63
-    cdef uint64_t carry = 0            # all ones when the block starts inside quotes
-    cdef uint64_t before = 1           # bit 0: the byte before the block ends a field
-    cdef bint closed_last = False      # the block before ended on a closing quote
-    cdef int k = 0
-    cdef Py_ssize_t n
-    while True:
-        n = end - b
-        if n <= 0 or b - r > MAX_RECORD:
-            return FALLBACK
-        if n >= 64:
-            cdr_masks(b, delim, quote, &q, &d, &eol)
-        else:
-            cdr_masks_tail(b, n, delim, quote, &q, &d, &eol)
-        if closed_last and not ((q | d | eol) & 1):
-            return FALLBACK
-        inside = cdr_prefix_xor(q) ^ carry
-        closing = q & ~inside
-        ends = eol & ~inside
-        if ends:
-            limit = ends ^ (ends - 1)       # up to and including the record's end
-        elif n >= 64:
-            limit = ~(<uint64_t>0)
-        else:
-            return FALLBACK                 # the buffer ends inside the record
-        # a closing quote followed by something else; an opening one after something else
-        if (closing & ~(((q | d | eol) >> 1) | top) & limit
-                or q & inside & ~(((d | eol | closing) << 1) | before) & limit):
-            return FALLBACK
-        bits = d & ~inside & limit
-        while bits:
-            e = b + cdr_lowest(bits)
-            put_field(s, e, quote, k, keep_fields, f)
-            k += 1
-            s = e + 1
-            bits &= bits - 1
-        if ends:
-            e = b + cdr_lowest(ends)
-            put_field(s, e, quote, k, keep_fields, f)
-            if e[0] == b'\r':
-                if e + 1 >= end or e[1] != b'\n':
-                    return FALLBACK
-                next_rec[0] = e + 2
-            else:
-                next_rec[0] = e + 1
-            if e - r > MAX_RECORD:
-                return FALLBACK
-            rec_end[0] = e
-            nf[0] = k + 1
-            return ST_OK
-        carry = <uint64_t>0 - (inside >> 63)
-        before = (d | eol | closing) >> 63
-        closed_last = (closing >> 63) != 0
-        b += 64
-
-
 cdef int tokenize(Mode* mode, const char* r, const char* end, bint final, bint lenient,
                   char delim, char quote, int keep_fields, Span* f, int* nf,
                   const char** rec_end, const char** next_rec) noexcept nogil:
@@ -720,8 +668,8 @@ cdef int tokenize(Mode* mode, const char* r, const char* end, bint final, bint l
     cdef int k = 0
     cdef char c
     if Mode is Quoted and not lenient:
-        k = tokenize_blocks(r, end, delim, quote, keep_fields, f, nf, rec_end, next_rec)
-        if k != FALLBACK:
+        k = TOKENIZE(r, end, delim, quote, keep_fields, MAX_RECORD, f, nf, rec_end, next_rec)
+        if k != CDR_FALLBACK:
             return k
         k = 0
     while True:

@@ -51,6 +51,34 @@ static inline void cdr_masks(const char *p, char delim, char quote,
 #endif
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CDR_HAVE_AVX2 1
+
+__attribute__((target("avx2,bmi,popcnt")))
+static inline uint64_t cdr_match32x2(__m256i lo, __m256i hi, __m256i c) {
+    return (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, c))
+        | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, c)) << 32;
+}
+
+/* cdr_masks, 32 bytes a compare. */
+__attribute__((target("avx2,bmi,popcnt")))
+static inline void cdr_masks_avx2(const char *p, char delim, char quote, uint64_t *quote_bits,
+                                  uint64_t *delim_bits, uint64_t *eol_bits) {
+    const __m256i lo = _mm256_loadu_si256((const __m256i *)p);
+    const __m256i hi = _mm256_loadu_si256((const __m256i *)(p + 32));
+    const __m256i lf = _mm256_set1_epi8('\n'), cr = _mm256_set1_epi8('\r');
+    *quote_bits = cdr_match32x2(lo, hi, _mm256_set1_epi8(quote));
+    *delim_bits = cdr_match32x2(lo, hi, _mm256_set1_epi8(delim));
+    *eol_bits = (uint64_t)(uint32_t)_mm256_movemask_epi8(
+                    _mm256_or_si256(_mm256_cmpeq_epi8(lo, lf), _mm256_cmpeq_epi8(lo, cr)))
+        | (uint64_t)(uint32_t)_mm256_movemask_epi8(
+                    _mm256_or_si256(_mm256_cmpeq_epi8(hi, lf), _mm256_cmpeq_epi8(hi, cr))) << 32;
+}
+#else
+#define CDR_HAVE_AVX2 0
+#endif
+
 /* Masks of the n < 64 bytes at p: bytes past them match nothing. */
 static inline void cdr_masks_tail(const char *p, size_t n, char delim, char quote,
                                   uint64_t *quote_bits, uint64_t *delim_bits,
@@ -156,6 +184,169 @@ static inline int cdr_clock8(const char *p) {
     if (h > 23 || m > 59 || s > 59)
         return -1;
     return (int)(h * 3600 + m * 60 + s);
+}
+
+/* ------------------------------------------------------------------ the block tokenizer */
+
+typedef struct {            /* a field: the parser's Span */
+    const char *p;
+    Py_ssize_t n;
+} cdr_span;
+
+#define CDR_OK 0
+#define CDR_FALLBACK (-2)
+
+typedef void (*cdr_masks_t)(const char *p, char delim, char quote, uint64_t *quote_bits,
+                            uint64_t *delim_bits, uint64_t *eol_bits);
+typedef int (*cdr_tokenize_t)(const char *r, const char *end, char delim, char quote,
+                              int keep_fields, Py_ssize_t max_record, cdr_span *f, int *nf,
+                              const char **rec_end, const char **next_rec);
+
+/* Field [s, e) into *f: a checked quoted field's quotes are s and e - 1. */
+static inline void cdr_put_field(const char *s, const char *e, char quote, cdr_span *f) {
+    if (e > s && s[0] == quote) {
+        f->p = s + 1;
+        f->n = e - s - 2;
+    } else {
+        f->p = s;
+        f->n = e - s;
+    }
+}
+
+/* The tokenizer's common case (quoted fields, quotes doubled inside them), 64 bytes at a
+ * time: CDR_OK with the record's fields, or CDR_FALLBACK for anything else (a quote out
+ * of place, a lone CR, a record the buffer does not finish or over max_record), which
+ * the byte-by-byte tokenizer then decides.
+ *
+ * A quote mask's prefix parity marks the bytes inside quotes; delimiters and line ends
+ * outside them end fields. The record is well formed when every closing quote is
+ * followed by a quote (a doubled one) or a field end, and every opening quote follows a
+ * field start or a closing quote (the doubled one's first half). Compiled once per
+ * masks function, which it inlines. */
+static inline __attribute__((always_inline)) int cdr_tokenize_with(
+        cdr_masks_t masks, const char *r, const char *end, char delim, char quote,
+        int keep_fields, Py_ssize_t max_record, cdr_span *f, int *nf, const char **rec_end,
+        const char **next_rec) {
+    const char *b = r, *s = r, *e;      /* s: the first byte of the field being read */
+    const uint64_t top = (uint64_t)1 << 63;
+    uint64_t q, d, eol, inside, closing, ends, limit, bits;
+    uint64_t carry = 0;                 /* all ones when the block starts inside quotes */
+    uint64_t before = 1;                /* bit 0: the byte before the block ends a field */
+    int closed_last = 0;                /* the block before ended on a closing quote */
+    int k = 0;                          /* fields found before this block's */
+    cdr_span *fp = f, *kept = f + (keep_fields > 0 ? keep_fields : 0);
+    for (;;) {
+        Py_ssize_t n = end - b;
+        if (n <= 0 || b - r > max_record)
+            return CDR_FALLBACK;
+        if (n >= 64)
+            masks(b, delim, quote, &q, &d, &eol);
+        else
+            cdr_masks_tail(b, (size_t)n, delim, quote, &q, &d, &eol);
+        if (closed_last && !((q | d | eol) & 1))
+            return CDR_FALLBACK;
+        inside = cdr_prefix_xor(q) ^ carry;
+        closing = q & ~inside;
+        ends = eol & ~inside;
+        if (ends)
+            limit = ends ^ (ends - 1);  /* up to and including the record's end */
+        else if (n >= 64)
+            limit = ~(uint64_t)0;
+        else
+            return CDR_FALLBACK;        /* the buffer ends inside the record */
+        /* a closing quote followed by something else; an opening one after something else */
+        if ((closing & ~(((q | d | eol) >> 1) | top) & limit)
+                || (q & inside & ~(((d | eol | closing) << 1) | before) & limit))
+            return CDR_FALLBACK;
+        bits = d & ~inside & limit;
+        k += __builtin_popcountll(bits);
+        for (; bits && fp < kept; fp++) {   /* the fields kept; the rest are counted */
+            e = b + cdr_lowest(bits);
+            cdr_put_field(s, e, quote, fp);
+            s = e + 1;
+            bits &= bits - 1;
+        }
+        if (ends) {
+            e = b + cdr_lowest(ends);
+            if (fp < kept)
+                cdr_put_field(s, e, quote, fp);
+            if (e[0] == '\r') {
+                if (e + 1 >= end || e[1] != '\n')
+                    return CDR_FALLBACK;
+                *next_rec = e + 2;
+            } else {
+                *next_rec = e + 1;
+            }
+            if (e - r > max_record)
+                return CDR_FALLBACK;
+            *rec_end = e;
+            *nf = k + 1;
+            return CDR_OK;
+        }
+        carry = (uint64_t)0 - (inside >> 63);
+        before = (d | eol | closing) >> 63;
+        closed_last = (closing >> 63) != 0;
+        b += 64;
+    }
+}
+
+static int cdr_tokenize_baseline(const char *r, const char *end, char delim, char quote,
+                                 int keep_fields, Py_ssize_t max_record, cdr_span *f, int *nf,
+                                 const char **rec_end, const char **next_rec) {
+    return cdr_tokenize_with(cdr_masks, r, end, delim, quote, keep_fields, max_record, f, nf,
+                             rec_end, next_rec);
+}
+
+#if CDR_HAVE_AVX2
+__attribute__((target("avx2,bmi,popcnt")))
+static int cdr_tokenize_avx2(const char *r, const char *end, char delim, char quote,
+                             int keep_fields, Py_ssize_t max_record, cdr_span *f, int *nf,
+                             const char **rec_end, const char **next_rec) {
+    return cdr_tokenize_with(cdr_masks_avx2, r, end, delim, quote, keep_fields, max_record, f,
+                             nf, rec_end, next_rec);
+}
+#endif
+
+/* 1 when this processor runs the AVX2 scan (AVX2, BMI1 and POPCNT: every x86-64 since
+ * 2013). Checked at run time: the build needs no flag, and the module runs on older
+ * processors too. */
+static int cdr_avx2(void) {
+#if CDR_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi")
+           && __builtin_cpu_supports("popcnt");
+#else
+    return 0;
+#endif
+}
+
+static cdr_tokenize_t cdr_tokenizer(int avx2) {
+#if CDR_HAVE_AVX2
+    if (avx2)
+        return cdr_tokenize_avx2;
+#endif
+    (void)avx2;
+    return cdr_tokenize_baseline;
+}
+
+#if CDR_HAVE_AVX2
+__attribute__((target("avx2,bmi,popcnt")))
+static void cdr_block_masks_avx2(const char *p, char delim, char quote, uint64_t *quote_bits,
+                                 uint64_t *delim_bits, uint64_t *eol_bits) {
+    cdr_masks_avx2(p, delim, quote, quote_bits, delim_bits, eol_bits);
+}
+#endif
+
+/* The masks of 64 bytes as the scan chosen by avx2 finds them (for tests). */
+static void cdr_block_masks(int avx2, const char *p, char delim, char quote,
+                            uint64_t *quote_bits, uint64_t *delim_bits, uint64_t *eol_bits) {
+#if CDR_HAVE_AVX2
+    if (avx2) {
+        cdr_block_masks_avx2(p, delim, quote, quote_bits, delim_bits, eol_bits);
+        return;
+    }
+#endif
+    cdr_masks(p, delim, quote, quote_bits, delim_bits, eol_bits);
 }
 
 #endif

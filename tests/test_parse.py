@@ -34,6 +34,28 @@ def reference(data: bytes, zone="UTC", **kw):
     return parse_all(data, parser=twin.CdrParser(ASTERISK.dialect(), zone, **kw))
 
 
+# the native parser's structural scans (AVX2 where the processor has it, and the baseline
+# every processor runs): the tests that place structural bytes run under each
+SCANS = ["baseline"] + (["avx2"] if _parse.structural_scan() == "avx2" else [])
+
+
+@pytest.fixture(params=SCANS)
+def scan(request):
+    was = _parse.structural_scan(request.param)
+    yield request.param
+    _parse.structural_scan(was)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(block=st.lists(st.sampled_from(b'",|;\t\'\r\nab\x00\xff\x22\xa2'), min_size=64, max_size=64),
+       delim=st.sampled_from(b",|;\t"), quote=st.sampled_from(b"\"'"))
+def test_block_masks_mark_each_quote_delimiter_and_line_end(scan, block, delim, quote):
+    q, d, e = _parse.block_masks(bytes(block), delim, quote)
+    assert q == sum(1 << i for i, b in enumerate(block) if b == quote)
+    assert d == sum(1 << i for i, b in enumerate(block) if b == delim)
+    assert e == sum(1 << i for i, b in enumerate(block) if b in b"\r\n")
+
+
 # ------------------------------------------------------------------ layouts and values
 
 @pytest.mark.parametrize("columns", [16, 17, 18, 19, 20, 21])
@@ -70,7 +92,7 @@ def test_quotes_commas_newlines_and_latin1_inside_fields():
 
 
 @pytest.mark.parametrize("inside", [b'""', b",", b"\r\n", b"\n"])
-def test_quoted_data_at_every_offset_of_a_record_is_data(inside):
+def test_quoted_data_at_every_offset_of_a_record_is_data(scan, inside):
     """Quotes, delimiters and line ends are found 64 bytes at a time from a record's
     start: a doubled quote, a comma or a line end inside a quoted name, at every offset
     across the first two block edges, is part of the name."""
@@ -87,7 +109,7 @@ def test_quoted_data_at_every_offset_of_a_record_is_data(inside):
 
 @pytest.mark.parametrize("insert", [b'"', b'""', b",", b"\r", b"\n", b"\r\n", b'","', b'"\r\n',
                                     b'\r"'])
-def test_native_equals_reference_with_a_structural_byte_at_every_offset(insert):
+def test_native_equals_reference_with_a_structural_byte_at_every_offset(scan, insert):
     """The same, for bytes that break a record as much as for those that do not: the
     native parser reads every record the reference reads, rejects every one it rejects."""
     line = cdr(clid=q('"Pat Doe, Jr." <3035550142>')) + b"\r\n"
@@ -252,7 +274,7 @@ def test_malformed_records_are_rejected_with_exact_reasons(record, reason):
     (lambda pad: cdr(dcontext=pad + b'"x"'), "quote inside unquoted field"),
     (lambda pad: cdr(dcontext=pad + b"\rx"), "carriage return inside a record"),
 ])
-def test_a_misplaced_quote_or_return_is_rejected_at_every_offset(record, reason):
+def test_a_misplaced_quote_or_return_is_rejected_at_every_offset(scan, record, reason):
     """Where the fault sits against the parser's 64-byte blocks changes nothing: the
     record is rejected with its reason, and the records around it are kept."""
     good = cdr(src="7205550101")
@@ -352,13 +374,14 @@ def test_native_equals_reference_on_generated_traffic_in_any_chunking(seed, chun
 BASE = _sample(7, 40)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.integers(0, len(BASE) - 1),
                                 st.sampled_from([b'"', b",", b"\n", b"\r", b"\x00", b"", b"9",
                                                  b"\xe9", b"<", b"-", b" ", b'""', b"\r\n"]),
                                 st.integers(0, 3)), min_size=1, max_size=8),
        chunk=st.integers(1, 3000))
-def test_native_equals_reference_on_mutated_bytes(edits, chunk):
+def test_native_equals_reference_on_mutated_bytes(scan, edits, chunk):
     data = bytearray(BASE)
     for pos, insert, delete in edits:
         pos = min(pos, len(data))
@@ -371,9 +394,9 @@ def test_native_equals_reference_on_mutated_bytes(edits, chunk):
     assert len(got[0]) + len(got[1]) >= 1
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=400))
-def test_native_equals_reference_on_arbitrary_bytes(data):
+def test_native_equals_reference_on_arbitrary_bytes(scan, data):
     assert parse_all(data) == reference(data)
 
 
