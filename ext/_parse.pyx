@@ -138,6 +138,7 @@ cdef extern from "_scan.h" nogil:
     int64_t cdr_digits8(const char* p)
     int cdr_clock8(const char* p)
     const char* cdr_find3(const char* p, const char* end, char a, char b, char c)
+    const char* cdr_rfind(const char* p, const char* end, char c)
 
 
 cdef struct Reject:
@@ -620,21 +621,18 @@ cdef inline bint is_local_channel(Span s) noexcept nogil:
 
 cdef uint64_t channel_number(Span s, const Plan* cc) noexcept nogil:
     """'PJSIP/1001-0000001b' -> 1001; 'Local/1002@ctx-0001;1' -> 1002; else 0."""
-    cdef Py_ssize_t i = 0, j, k
-    while i < s.n and s.p[i] != b'/':
-        i += 1
+    cdef Py_ssize_t i, j, k
+    cdef const char* dash
+    i = cdr_find3(s.p, s.p + s.n, b'/', b'/', b'/') - s.p
     if i >= s.n:
         return 0
     i += 1
     j = cdr_find3(s.p + i, s.p + s.n, b'@', b'/', b';') - s.p
     k = j
     if j == s.n or s.p[j] == b';':
-        # no '@': the channel's unique suffix follows the last '-'
-        k = j - 1
-        while k > i and s.p[k] != b'-':
-            k -= 1
-        if k <= i:
-            k = j
+        # no '@': the channel's unique suffix follows the last '-' (not the first byte)
+        dash = cdr_rfind(s.p + i + 1, s.p + j, b'-')
+        k = dash - s.p if dash != NULL else j
     if k <= i:
         return 0
     return normalize(s.p + i, k - i, cc)
@@ -667,11 +665,6 @@ cdef int tokenize(Mode* mode, const char* r, const char* end, bint final, bint l
     cdef const char* s
     cdef int k = 0
     cdef char c
-    if Mode is Quoted and not lenient:
-        k = TOKENIZE(r, end, delim, quote, keep_fields, MAX_RECORD, f, nf, rec_end, next_rec)
-        if k != CDR_FALLBACK:
-            return k
-        k = 0
     while True:
         if lenient:
             s = p
@@ -1505,8 +1498,14 @@ cdef class CdrParser:
                         status = tokenize(<Escaped*>NULL, p, end, final, False, delim, quote,
                                           keep_fields, fields, &nf, &rec_end, &next_rec)
                     else:
-                        status = tokenize(<Quoted*>NULL, p, end, final, lenient, delim, quote,
-                                          keep_fields, fields, &nf, &rec_end, &next_rec)
+                        # the block tokenizer first; what it does not take, byte by byte
+                        status = CDR_FALLBACK if lenient else TOKENIZE(
+                            p, end, delim, quote, keep_fields, MAX_RECORD, fields, &nf,
+                            &rec_end, &next_rec)
+                        if status == CDR_FALLBACK:
+                            status = tokenize(<Quoted*>NULL, p, end, final, lenient, delim,
+                                              quote, keep_fields, fields, &nf, &rec_end,
+                                              &next_rec)
                     if status == ST_NEED_MORE:
                         break
                     if status == ST_OK and self.dialect.markers and is_marker(fields, nf):

@@ -154,6 +154,26 @@ static inline const char *cdr_find3(const char *p, const char *end, char a, char
     return p;
 }
 
+/* The last byte c of [p, end), or NULL: 16 bytes a step from the end while 16 remain. */
+static inline const char *cdr_rfind(const char *p, const char *end, char c) {
+#if defined(__SSE2__)
+    const __m128i vc = _mm_set1_epi8(c);
+    while (end - p >= 16) {
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(end - 16)), vc));
+        if (m)
+            return end - 16 + (31 - __builtin_clz(m));
+        end -= 16;
+    }
+#endif
+    while (end > p) {
+        end--;
+        if (*end == c)
+            return end;
+    }
+    return NULL;
+}
+
 /* "HH:MM:SS" at p -> seconds into the day, or -1 when it is not that shape or out of
  * range (hour over 23, minute or second over 59). */
 static inline int cdr_clock8(const char *p) {
