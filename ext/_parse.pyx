@@ -129,8 +129,7 @@ cdef extern from "_scan.h" nogil:
     ctypedef int (*cdr_tokenize_t)(const char* r, const char* end, char delim, char quote,
                                    int keep_fields, Py_ssize_t max_record, Span* f, int* nf,
                                    const char** rec_end, const char** next_rec) noexcept nogil
-    int CDR_OK
-    int CDR_FALLBACK
+    int CDR_FALLBACK    # else the record's fields, and ST_OK (0, CDR_OK)
     int cdr_avx2()
     cdr_tokenize_t cdr_tokenizer(int avx2)
     void cdr_block_masks(int avx2, const char* p, char delim, char quote, uint64_t* quote_bits,

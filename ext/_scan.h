@@ -1,8 +1,13 @@
-/* The parser's structural scan: where the quotes, delimiters and line ends of 64 bytes
- * are, as three bit masks (bit i for byte i), and the bit operations that read them.
+/* The parser's word-at-a-time reads.
  *
- * x86-64 compares 16 bytes an instruction (SSE2, which every x86-64 processor has);
- * other processors take the portable loop, which gives the same masks.
+ * The structural scan: where the quotes, delimiters and line ends of 64 bytes are, as
+ * three bit masks (bit i for byte i), and the block tokenizer that reads a record from
+ * them. The masks take 16-byte compares (SSE2, which every x86-64 processor has), 32-byte
+ * ones where the processor has AVX2 (asked at run time), or a portable loop elsewhere;
+ * all give the same masks.
+ *
+ * Eight digits, a time of day, and the search for one of a few bytes, each a word or 16
+ * bytes at a time.
  */
 #ifndef CDRTRACE_SCAN_H
 #define CDRTRACE_SCAN_H
@@ -213,7 +218,7 @@ typedef struct {            /* a field: the parser's Span */
     Py_ssize_t n;
 } cdr_span;
 
-#define CDR_OK 0
+#define CDR_OK 0            /* the parser's ST_OK */
 #define CDR_FALLBACK (-2)
 
 typedef void (*cdr_masks_t)(const char *p, char delim, char quote, uint64_t *quote_bits,
@@ -349,20 +354,12 @@ static cdr_tokenize_t cdr_tokenizer(int avx2) {
     return cdr_tokenize_baseline;
 }
 
-#if CDR_HAVE_AVX2
-__attribute__((target("avx2,bmi,popcnt")))
-static void cdr_block_masks_avx2(const char *p, char delim, char quote, uint64_t *quote_bits,
-                                 uint64_t *delim_bits, uint64_t *eol_bits) {
-    cdr_masks_avx2(p, delim, quote, quote_bits, delim_bits, eol_bits);
-}
-#endif
-
 /* The masks of 64 bytes as the scan chosen by avx2 finds them (for tests). */
 static void cdr_block_masks(int avx2, const char *p, char delim, char quote,
                             uint64_t *quote_bits, uint64_t *delim_bits, uint64_t *eol_bits) {
 #if CDR_HAVE_AVX2
     if (avx2) {
-        cdr_block_masks_avx2(p, delim, quote, quote_bits, delim_bits, eol_bits);
+        cdr_masks_avx2(p, delim, quote, quote_bits, delim_bits, eol_bits);
         return;
     }
 #endif

@@ -47,7 +47,7 @@ def scan(request):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(block=st.lists(st.sampled_from(b'",|;\t\'\r\nab\x00\xff\x22\xa2'), min_size=64, max_size=64),
+@given(block=st.lists(st.sampled_from(b'",|;\t\'\r\nab\x00\xff\xa2'), min_size=64, max_size=64),
        delim=st.sampled_from(b",|;\t"), quote=st.sampled_from(b"\"'"))
 def test_block_masks_mark_each_quote_delimiter_and_line_end(scan, block, delim, quote):
     q, d, e = _parse.block_masks(bytes(block), delim, quote)
