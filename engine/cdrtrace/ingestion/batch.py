@@ -2,7 +2,6 @@
 write transaction per batch (a crash leaves the last committed batch)."""
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -12,16 +11,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
-import numpy as np
-
 from ..config import Feed, both_served
 from ..errors import ConfigError, FormatError, ParseError, SourceError
-from ..parsing import salvage
 from ..parsing.formats import CallBatch, Format
 from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser, read_header
 from ..store import index
 from ..store.catalog import ArchiveMark, Position
 from . import sqlite
+from .commits import Committer, Pending
 from .sources import CHUNK_BYTES, RejectsWriter, _Decompressing, expand, identity, open_source, reader_for
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
@@ -248,147 +245,6 @@ def _expand(sources: Iterable[str], summary: IngestSummary, keep_going: bool) ->
     return names
 
 
-class _Pending:
-    """(line, entry) pairs parsed but not yet committed: one write transaction per batch."""
-
-    def __init__(self, store):
-        self.store = store
-        self.lines, self.entries, self.count = [], [], 0
-        self.position = (0, 0)      # (offset, record) up to which the source is pending
-        self.checkpoint = None      # checkpoint(txn, offset=, record=): saved with the commit
-        self.feed = 0               # the feed whose counters commit with these pairs
-        self.records = self.rejected = 0
-        self.newest = None          # newest call start among the pending records
-        self.unreadable = []        # (key, value) of the unreadable-record log
-        self.lost_pairs = 0         # pending pairs that are unreadable calls
-        self.switch_traces = 0      # traces run for activations the switch recorded
-        self.unreadable_total = 0   # unreadable-call pairs committed
-        self.identities = {}        # caller identities parsed: {packed: text}
-        self.activations = []       # (source, traces the switch recorded) parsed
-        self.last_end = None        # when the last good record ended: time for a reject without one
-        self.zone = "UTC"           # the feed's zone, for times a reject writes in another form
-
-    def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
-        """What a parsed chunk adds besides its calls: the text of new caller identities,
-        and failing closed on its rejects (cdrtrace.salvage): an unreadable call in the
-        index of each line found, and every reject with a time in the feed's log. Returns
-        the rejects, their likely cause added to the reason (salvage.explain)."""
-        self.identities.update(parser.take_identities())
-        taken = parser.take_activations()
-        if taken:
-            self.activations.append((source, taken))
-        if len(columns["start_us"]):
-            self.last_end = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
-        if not bad:
-            return bad
-        bad = salvage.explain(bad, parser.delimiter, 3)
-        lost = salvage.unreadable(parser, bad, columns, source, self.last_end, self.zone)
-        if lost.batch is not None:
-            lines, entries = index.entries_for_batch(lost.batch, source, served)
-            self.add(lines, entries)
-            self.lost_pairs += len(lines)
-        self.unreadable += lost.log
-        return bad
-
-    def add(self, lines, entries):
-        self.lines.append(lines)
-        self.entries.append(entries)
-        self.count += len(lines)
-
-    def note(self, batch, rejected: int) -> None:
-        """Count a parsed chunk toward the feed's statistics (committed with its pairs)."""
-        self.records += len(batch) + rejected
-        self.rejected += rejected
-        if len(batch):
-            newest = int(batch["start_us"].max())
-            self.newest = newest if self.newest is None else max(self.newest, newest)
-
-    def commit(self, finish=None) -> int:
-        """Write the pending pairs in one transaction; finish(txn), if given, runs in it
-        (the source's completion mark commits with its last records)."""
-        return self.take(finish)()
-
-    def take(self, finish=None) -> Callable[[], int]:
-        """The commit of what is pending, to run now or on the committer's thread: it
-        holds everything it writes (the position too), and this is empty again."""
-        if not self.count and finish is None and not self.records:
-            return lambda: 0
-        pairs = (np.concatenate(self.lines), np.concatenate(self.entries)) if self.count else None
-        self.lines, self.entries, self.count = [], [], 0
-        db, keep = self.store.envs.db["index"], self.store.config["keep"]
-        counts = (self.records, self.rejected, self.newest)
-        self.records = self.rejected = 0
-        self.newest = None
-        unreadable, self.unreadable = self.unreadable, []
-        log_db = self.store.envs.db["unreadable"]
-        lost, self.lost_pairs = self.lost_pairs, 0
-        identities, self.identities = self.identities, {}
-        identity_db = self.store.envs.db["identities"]
-        activations, self.activations = self.activations, []
-        checkpoint, (offset, record) = self.checkpoint, self.position
-
-        def work(txn, last: dict | None):
-            written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
-            for key, value in unreadable:
-                txn.put(key, value, db=log_db)
-            for packed, text in identities.items():
-                txn.put(packed.to_bytes(8, "big"), text.encode("latin-1"), db=identity_db)
-            for source, taken in activations:
-                self.store.catalog.queue_activations(txn, self.feed, source, taken)
-            self.store.catalog.count_feed(txn, self.feed, *counts)
-            if finish is not None:
-                finish(txn)
-            elif checkpoint is not None:
-                checkpoint(txn, offset=offset, record=record)
-            return written
-
-        def run() -> int:
-            written, last = 0, None
-            if pairs is not None:
-                lines, entries = pairs
-                self.store.envs.reserve(len(lines))
-                ordered, order = index.line_order(lines)
-                ranges = [{"lines": ordered[part], "entries": entries, "order": order[part]}
-                          for part in index.key_ranges(ordered, self.store.envs.index_bytes())]
-                # all but the last range of lines in transactions of their own, so no commit
-                # holds a copy of the whole index: merging is idempotent, so a crash before
-                # the last (which saves the position) only has them merged again
-                *ranges, last = ranges
-                for part in ranges:
-                    written += self.store.envs.write(functools.partial(
-                        index.write_entries, db=db, keep=keep, **part))
-            written += self.store.envs.write(functools.partial(work, last=last))
-            self.unreadable_total += lost
-            if activations:          # their calls are in the index now: trace them
-                self.switch_traces += len(self.store.run_activations())
-            return written - lost
-        return run
-
-
-class _Committer:
-    """Batch ingest's commits on a thread of their own, one at a time and in order, while
-    the next records are parsed: the parser and the native index writer both run without
-    the GIL, on the two cores. A commit's error is raised where the next one is handed over
-    (or at the end); nothing after a failed commit commits."""
-
-    def __init__(self) -> None:
-        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cdrtrace-commit")
-        self.future: concurrent.futures.Future[int] | None = None
-
-    def submit(self, job: Callable[[], int]) -> int:
-        """Wait for the commit in flight (returning what it wrote), then start job."""
-        done = self.wait()
-        self.future = self.pool.submit(job)
-        return done
-
-    def wait(self) -> int:
-        future, self.future = self.future, None
-        return future.result() if future is not None else 0
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
 def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, record: int,
                 files: int | None = None) -> None:
     """The source's position, and how many archive files hold its calls up to it (files:
@@ -433,12 +289,12 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
                    checkpoint=None, zone="UTC"):
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction."""
-    pending = _Pending(store)
+    pending = Pending(store)
     pending.feed = parser.feed_id
     pending.zone = zone
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
-    committer = _Committer()
+    committer = Committer()
     try:
         while True:
             with reader.pending() as buffer:

@@ -24,7 +24,8 @@ from ..parsing.parsers import get_format, make_parser
 from ..store import index
 from ..store.archive import FLUSH_ROWS, ArchiveWriter
 from ..store.catalog import ArchiveMark
-from .batch import _Pending, feed_settings
+from .batch import feed_settings
+from .commits import Pending
 from .sources import CHUNK_BYTES, RejectsWriter
 
 log = logging.getLogger("cdrtrace.stream")
@@ -107,7 +108,7 @@ class LiveFeed:
         self.source = 0
         self.name = label
         self.checkpoint: Any = None   # checkpoint(txn, offset, record): the source's position
-        self.pending = _Pending(store)
+        self.pending = Pending(store)
         self.pending.feed = feed_id
         self.pending.zone = self.zone
         # the call archive: archive=False turns it off (a source that cannot archive)
