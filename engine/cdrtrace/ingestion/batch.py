@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..config import Feed, both_served
 from ..errors import ConfigError, FormatError, ParseError, SourceError
@@ -19,7 +20,16 @@ from ..store import index
 from ..store.catalog import ArchiveMark, Position
 from . import sqlite
 from .commits import Committer, Pending
-from .sources import CHUNK_BYTES, RejectsWriter, _Decompressing, expand, identity, open_source, reader_for
+from .sources import (
+    CHUNK_BYTES,
+    IdentityThread,
+    RejectsWriter,
+    _Decompressing,
+    expand,
+    identity,
+    open_source,
+    reader_for,
+)
 
 BATCH_PAIRS = 1 << 20   # (line, call) pairs per write transaction: about 48 MB in flight
 
@@ -105,13 +115,10 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     skipped (listed in summary.skipped) unless force is set. keep_going: a source that
     cannot be read (missing, unknown format, no header) is listed in summary.failed with
     the reason and the others are still ingested; otherwise its error is raised."""
-    cfg = store.config
     settings = feed_settings(store, feed, fmt, zone, country_code, feed_id)
-    fmt, zone, country_code, feed_id = (settings.fmt, settings.zone, settings.country_code,
-                                        settings.feed_id)
-    min_ring, served = settings.min_ring_seconds, settings.served
-    archive = archive or cfg.get("archive_dir")
-    rejects = RejectsWriter(rejects_path or store.path / "rejects.jsonl")
+    run = _Run(store, settings, archive or store.config.get("archive_dir"),
+               RejectsWriter(rejects_path or store.path / "rejects.jsonl"), force, chunk_bytes,
+               batch_pairs, progress)
     summary = IngestSummary()
     started = time.perf_counter()
     held = contextlib.ExitStack()
@@ -125,82 +132,17 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                 read = name
                 if sqlite.is_url(name):        # a table, written out as db_text to read
                     read = str(rendered := sqlite.render(name, store.path / "rendered"))
-                stream, size = open_source(read)
-                reader = None
+                counted = (summary.records, summary.bytes, run.rejects.count)
                 try:
-                    path = os.path.abspath(read) if name != "-" else None
-                    plain = not isinstance(stream, _Decompressing)
-                    versions = (store.catalog.ingested_versions(path)
-                                if path and plain and not force else [])
-                    ident, prefixes = identity(read, [v["size"] for v in versions])
-                    if not force and store.catalog.source_with_identity(ident):
-                        summary.skipped.append(name)
-                        continue
-                    # the same file, grown since it was ingested: read on where that ended
-                    grown = next((v for v in sorted(versions, key=lambda v: -v["size"])
-                                  if prefixes.get(v["size"]) == v["identity"]), None)
-                    reader = reader_for(stream, chunk_bytes, name)
-                    try:
-                        reader.fill()
-                    except SourceError as exc:
-                        raise SourceError(f"cannot read {name}: {exc}") from None
-                    with reader.pending() as head:
-                        first = bytes(head[:MAX_HEADER])
-                    form = (fmt if isinstance(fmt, Format) else
-                            get_format(detect_format(first, name) if fmt == "auto" else fmt))
-                    if rendered is not None and not form.typed_header:
-                        form = get_format("kamailio-dbtext")     # what the table became
-                    header, skip = read_header(form, first, name)
-                    reader.consume(skip)
-                    # an interrupted earlier run of this content resumes where it committed;
-                    # what it wrote past that commit (rejects, archive files) is taken back
-                    resume = store.catalog.position(ident.encode()) if ident and not force else None
-                    if resume is None and grown is not None:
-                        resume = Position(grown["source"], grown["size"], grown["records"],
-                                          ArchiveMark(grown["size"], grown["records"],
-                                                      grown.get("archive_files", 0)))
-                        summary.appended.append(name)
-                    if resume:
-                        _skip(reader, resume.offset - skip, name)
-                        skip, source = resume.offset, resume.source
-                        if grown is None or resume.source != grown["source"]:
-                            summary.resumed.append(name)
-                        rejects.forget(source, resume.record)
-                    elif (source := store.catalog.unfinished_source(ident) if ident and not force else None):
-                        rejects.forget(source, 0)      # killed before its first commit: again
-                    else:
-                        source = store.catalog.register_source(name if name != "-" else "<stdin>", size,
-                                                       ident, form.name)
-                    try:
-                        parser = make_parser(form, zone, country_code, feed_id, min_ring, header,
-                                             start_offset=skip,
-                                             start_record=resume.record if resume else 0)
-                    except ParseError as exc:     # the header's layout: say whose
-                        raise ParseError(f"{name}: {exc}") from None
-                    archiver = None
-                    if archive:
-                        from ..store.archive import ArchiveWriter  # Arrow, only when archiving
-                        archiver = ArchiveWriter(archive, source,
-                                                 resume.archive.files if resume and resume.archive else 0)
-                        archiver.prune()
-                    checkpoint = (functools.partial(_checkpoint, store, ident.encode(), source, archiver)
-                                  if ident else None)
-                    _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
-                                   progress, batch_pairs, served, archiver,
-                                   finish=functools.partial(_finish, store, source, ident, path, parser,
-                                                            archiver),
-                                   checkpoint=checkpoint, zone=zone)
-                    if archiver is not None:
-                        archiver.close()
-                    if not resume:
-                        summary.markers += first[:skip].count(b"\n")
-                    summary.markers += parser.markers
-                finally:
-                    if reader is not None:
-                        reader.close()
-                    if stream is not sys.stdin.buffer:
-                        stream.close()
-                summary.sources += 1
+                    read_it = _ingest_source(run, name, read, rendered is not None, summary)
+                except _KnownContent as known:
+                    # the identity, hashed while the source was parsed, names content the
+                    # store holds or was interrupted in: nothing was committed; again, as
+                    # any source whose identity is known from the start
+                    summary.records, summary.bytes, run.rejects.count = counted
+                    read_it = _ingest_source(run, name, read, rendered is not None, summary,
+                                             known.identity)
+                summary.sources += read_it
             except (SourceError, FormatError) as exc:
                 if not keep_going:
                     raise
@@ -209,12 +151,164 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
                 if rendered is not None:       # the table's copy holds callers: not kept
                     rendered.unlink(missing_ok=True)
     finally:
-        rejects.close()
+        run.rejects.close()
         held.close()
     summary.seconds = time.perf_counter() - started
-    summary.rejected = rejects.count
-    summary.rejects_path = rejects.path if rejects.count else None
+    summary.rejected = run.rejects.count
+    summary.rejects_path = run.rejects.path if run.rejects.count else None
     return summary
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every source of one ingest() is read with."""
+
+    store: Any
+    settings: FeedSettings
+    archive: str | os.PathLike | None
+    rejects: RejectsWriter
+    force: bool
+    chunk_bytes: int
+    batch_pairs: int
+    progress: Callable[[int, int | None], None] | None
+
+
+class _KnownContent(Exception):
+    """The identity hashed beside the parse names content the store already knows."""
+
+    def __init__(self, identity: str):
+        super().__init__(identity)
+        self.identity = identity
+
+
+def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: IngestSummary,
+                   known: str | None = None) -> bool:
+    """One source, from its identity to its last commit. A plain file with no earlier
+    version at its path, and no archive to write, is parsed while its identity is hashed
+    on another thread: until the first commit nothing depends on the identity but the
+    source's id, registered provisionally; just before that commit the identity is checked
+    as it would have been first, and content the store knows raises _KnownContent. known:
+    that identity, for the second go, which takes the ordinary path. False if skipped
+    (ingested before)."""
+    store, rejects, force = run.store, run.rejects, run.force
+    s = run.settings
+    stream, size = open_source(read)
+    reader = hashing = None
+    try:
+        path = os.path.abspath(read) if name != "-" else None
+        plain = not isinstance(stream, _Decompressing)
+        versions = (store.catalog.ingested_versions(path)
+                    if path and plain and not force else [])
+        prefixes: dict[int, str] = {}
+        if known is None and path and plain and not run.archive and not versions:
+            hashing, ident = IdentityThread(read), None
+        elif known is not None:
+            ident = known
+        else:
+            ident, prefixes = identity(read, [v["size"] for v in versions])
+        if not force and store.catalog.source_with_identity(ident):
+            summary.skipped.append(name)
+            return False
+        # the same file, grown since it was ingested: read on where that ended
+        grown = next((v for v in sorted(versions, key=lambda v: -v["size"])
+                      if prefixes.get(v["size"]) == v["identity"]), None)
+        reader = reader_for(stream, run.chunk_bytes, name)
+        try:
+            reader.fill()
+        except SourceError as exc:
+            raise SourceError(f"cannot read {name}: {exc}") from None
+        with reader.pending() as head:
+            first = bytes(head[:MAX_HEADER])
+        fmt = s.fmt
+        form = (fmt if isinstance(fmt, Format) else
+                get_format(detect_format(first, name) if fmt == "auto" else fmt))
+        if rendered and not form.typed_header:
+            form = get_format("kamailio-dbtext")     # what the table became
+        header, skip = read_header(form, first, name)
+        reader.consume(skip)
+        # an interrupted earlier run of this content resumes where it committed;
+        # what it wrote past that commit (rejects, archive files) is taken back
+        resume = store.catalog.position(ident.encode()) if ident and not force else None
+        if resume is None and grown is not None:
+            resume = Position(grown["source"], grown["size"], grown["records"],
+                              ArchiveMark(grown["size"], grown["records"],
+                                          grown.get("archive_files", 0)))
+            summary.appended.append(name)
+        if resume:
+            _skip(reader, resume.offset - skip, name)
+            skip, source = resume.offset, resume.source
+            if grown is None or resume.source != grown["source"]:
+                summary.resumed.append(name)
+            rejects.forget(source, resume.record)
+        elif ((source := store.catalog.unfinished_source(ident) if ident and not force else None)
+              or (source := store.catalog.provisional_source(path, size) if path else None)):
+            rejects.forget(source, 0)      # killed before its first commit: again
+        else:
+            source = store.catalog.register_source(name if name != "-" else "<stdin>", size,
+                                                   ident, form.name,
+                                                   path=path if hashing is not None else None)
+        try:
+            parser = make_parser(form, s.zone, s.country_code, s.feed_id, s.min_ring_seconds,
+                                 header, start_offset=skip,
+                                 start_record=resume.record if resume else 0)
+        except ParseError as exc:     # the header's layout: say whose
+            raise ParseError(f"{name}: {exc}") from None
+        archiver = None
+        if run.archive:
+            from ..store.archive import ArchiveWriter  # Arrow, only when archiving
+            archiver = ArchiveWriter(run.archive, source,
+                                     resume.archive.files if resume and resume.archive else 0)
+            archiver.prune()
+        known_identity = _IdentityCheck(store, hashing, ident, force, source, path, rejects)
+        checkpoint = (functools.partial(_checkpoint, store, known_identity, source, archiver)
+                      if hashing is not None or ident else None)
+        _ingest_stream(store, reader, parser, source, name, rejects, summary, size,
+                       run.progress, run.batch_pairs, s.served, archiver,
+                       finish=functools.partial(_finish, store, source, known_identity, path,
+                                                parser, archiver),
+                       checkpoint=checkpoint, zone=s.zone, confirm=known_identity.confirm)
+        if archiver is not None:
+            archiver.close()
+        if not resume:
+            summary.markers += first[:skip].count(b"\n")
+        summary.markers += parser.markers
+        return True
+    finally:
+        if hashing is not None:
+            hashing.stop()
+        if reader is not None:
+            reader.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+class _IdentityCheck:
+    """The source's identity for its commits: known from the start, or hashed beside the
+    parse and checked by confirm() before the first commit."""
+
+    def __init__(self, store, hashing: IdentityThread | None, ident: str | None, force: bool,
+                 source: int, path: str | None, rejects: RejectsWriter):
+        self.store, self.hashing, self.value, self.force = store, hashing, ident, force
+        self.source, self.path, self.rejects = source, path, rejects
+
+    def confirm(self) -> None:
+        """Before the first commit: the hashed identity checked as an identity known from
+        the start is (skip, resume, reuse); content the store knows is handed back."""
+        if self.hashing is None or self.value is not None:
+            return
+        ident = self.value = self.hashing.result()
+        catalog = self.store.catalog
+        if ident and not self.force and (catalog.source_with_identity(ident)
+                                         or catalog.position(ident.encode())
+                                         or catalog.unfinished_source(ident)):
+            assert self.path is not None
+            self.rejects.forget(self.source, 0)
+            catalog.forget_source(self.source, self.path)
+            raise _KnownContent(ident)
+
+    def key(self) -> bytes:
+        assert self.value is not None, "confirm() runs before the first commit"
+        return self.value.encode()
 
 
 @contextlib.contextmanager
@@ -245,20 +339,22 @@ def _expand(sources: Iterable[str], summary: IngestSummary, keep_going: bool) ->
     return names
 
 
-def _checkpoint(store, key: bytes, source: int, archiver, txn, offset: int, record: int,
-                files: int | None = None) -> None:
+def _checkpoint(store, ident: _IdentityCheck, source: int, archiver, txn, offset: int,
+                record: int, files: int | None = None) -> None:
     """The source's position, and how many archive files hold its calls up to it (files:
     as counted when the batch was taken; the archive may have gone on since)."""
     mark = None
     if archiver is not None:
         mark = ArchiveMark(offset, record, archiver.files if files is None else files)
-    store.catalog.save_position(txn, key, Position(source, offset, record, archive=mark))
+    store.catalog.save_position(txn, ident.key(), Position(source, offset, record, archive=mark))
+    if ident.hashing is not None and ident.path is not None:   # no longer provisional
+        store.catalog.clear_pending(txn, ident.path)
 
 
-def _finish(store, source: int, ident: str | None, path: str | None, parser, archiver,
+def _finish(store, source: int, ident: _IdentityCheck, path: str | None, parser, archiver,
             txn) -> None:
     """Inside the commit of a source's last records: it is ingested, as it is now."""
-    store.catalog.mark_ingested(txn, source, ident, size=parser.offset, records=parser.record,
+    store.catalog.mark_ingested(txn, source, ident.value, size=parser.offset, records=parser.record,
                                 archive_files=archiver.files if archiver is not None else 0,
                                 path=path)
 
@@ -286,9 +382,10 @@ def _flush_before_commit(rejects, archiver) -> None:
 
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
                    batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None,
-                   checkpoint=None, zone="UTC"):
+                   checkpoint=None, zone="UTC", confirm=None):
     """Parse what the reader holds, index it, read more; until the end of the source.
-    Each mid-source commit saves the source's position in the same transaction."""
+    Each mid-source commit saves the source's position in the same transaction; confirm(),
+    if given, runs once before the first."""
     pending = Pending(store)
     pending.feed = parser.feed_id
     pending.zone = zone
@@ -310,6 +407,9 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             pending.note(batch, len(bad))
             rejects.write(name, bad, source)
             if pending.count >= batch_pairs:
+                if confirm is not None:
+                    confirm()
+                    confirm = None
                 _flush_before_commit(rejects, archiver)
                 saved = (functools.partial(checkpoint, offset=pending.position[0], record=pending.position[1],
                                            files=archiver.files if archiver is not None else None)
@@ -317,6 +417,8 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
                 summary.indexed += committer.submit(pending.take(saved))
             summary.records += len(batch) + len(bad)
             if reader.eof:
+                if confirm is not None:
+                    confirm()
                 _flush_before_commit(rejects, archiver)
                 summary.indexed += committer.wait()
                 summary.indexed += pending.commit(finish)

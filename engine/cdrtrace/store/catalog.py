@@ -69,16 +69,47 @@ class Catalog:
     # ------------------------------------------------------------ sources
 
     def register_source(self, name: str, size: int | None, identity: str | None = None,
-                        fmt: str | None = None) -> int:
+                        fmt: str | None = None, path: str | None = None) -> int:
         """A new source id. Its content counts as ingested only once mark_ingested runs in
-        the transaction that commits its last records (a crash before that re-ingests)."""
+        the transaction that commits its last records (a crash before that re-ingests).
+        path: the file's, registered before its identity is known (provisional_source)."""
+        record = {"name": name, "size": size, "format": fmt, "identity": identity,
+                  "ingested_at": time.time()}
+
         def work(txn: Any) -> int:
             source = self.envs.next_counter(txn, b"next_source")
-            txn.put(source.to_bytes(4, "big"), json.dumps(
-                {"name": name, "size": size, "format": fmt, "identity": identity,
-                 "ingested_at": time.time()}).encode(), db=self.db["sources"])
+            txn.put(source.to_bytes(4, "big"), json.dumps(record).encode(), db=self.db["sources"])
+            if path is not None:
+                txn.put(b"pending:" + path.encode(), source.to_bytes(4, "big"), db=self.db["sources"])
             return source
         return self.envs.write(work)
+
+    def provisional_source(self, path: str, size: int | None) -> int | None:
+        """The source registered for the file at path, of this size, before its identity
+        was known, if its ingest was killed before its first commit (after that commit a
+        position keyed by the identity resumes it): a rerun reuses its id."""
+        with self.envs.read() as txn:
+            source = txn.get(b"pending:" + path.encode(), db=self.db["sources"])
+            record = txn.get(source, db=self.db["sources"]) if source else None
+            if record is None:
+                return None
+            record = json.loads(record)
+            if record.get("size") != size or record.get("records") is not None:
+                return None
+            return int.from_bytes(source, "big")
+
+    def clear_pending(self, txn: Any, path: str) -> None:
+        """Inside the first commit of a source registered before its identity was known:
+        from now on its position, keyed by the identity, is what a rerun resumes."""
+        txn.delete(b"pending:" + path.encode(), db=self.db["sources"])
+
+    def forget_source(self, source: int, path: str) -> None:
+        """Take back a source registered before its identity was known, the identity
+        having shown its content in the store already; nothing of it was committed."""
+        def work(txn: Any) -> None:
+            txn.delete(source.to_bytes(4, "big"), db=self.db["sources"])
+            txn.delete(b"pending:" + path.encode(), db=self.db["sources"])
+        self.envs.write(work)
 
     def mark_ingested(self, txn: Any, source: int, identity: str | None, *,
                       size: int | None = None, records: int | None = None,
@@ -92,6 +123,8 @@ class Catalog:
             txn.delete(b"position:" + identity.encode(), db=self.db["sources"])
         key = source.to_bytes(4, "big")
         known = txn.get(key, db=self.db["sources"])
+        if path is not None:
+            self.clear_pending(txn, path)
         if known is not None and path is not None:
             txn.put(key, json.dumps({**json.loads(known), "identity": identity, "size": size,
                                      "records": records, "archive_files": archive_files,
