@@ -205,6 +205,19 @@ def test_import_and_help_load_no_heavy_library():
     assert loaded.stdout.strip() == "True"          # the API loads on first use
 
 
+def test_a_command_starts_no_blas_threads(tmp_path):
+    """numpy's OpenBLAS would start a thread per core that spins for about 0.1 s of CPU;
+    a command's process has only its own threads (the command sets it to one, unless
+    the user said otherwise)."""
+    code = ("import os, sys\nfrom cdrtrace import cli\n"
+            "assert cli.main(['init', '--db', sys.argv[1]]) == 0\n"
+            "import numpy\nprint(len(os.listdir('/proc/self/task')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "1", out.stdout
+
+
 def test_an_ingest_without_an_archive_loads_neither_arrow_nor_duckdb(tmp_path):
     """The batch ingest's process loads what it uses: no Arrow (about 30 ms) unless it
     archives, no DuckDB, no asyncio."""
