@@ -10,6 +10,7 @@ cimport cython
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, uint32_t, INT64_MIN
 from libc.string cimport memchr, memcmp, memcpy, memset
 from libc.stdlib cimport malloc, realloc, free
+from cpython.ref cimport Py_REFCNT
 
 import numpy as np
 cimport numpy as cnp
@@ -1177,6 +1178,7 @@ cdef tuple _call_fields():
 
 # the canonical record's columns: cdrtrace.parsing.formats builds COLUMNS from them
 CALL_FIELDS = _call_fields()
+cdef Py_ssize_t UNSHARED = 2   # references to a spare array nobody holds: the dict's, the loop's
 MAX_COLUMNS = MAX_FIELDS - 1     # the widest record a dialect may describe
 
 # the record's enumerations as this module was compiled: cdrtrace.parsing.parsers checks them
@@ -1230,6 +1232,7 @@ cdef class CdrParser:
     cdef set _seen
     cdef dict _identities
     cdef list _activations
+    cdef dict _spare      # the last feed's arrays, written again once nothing else holds them
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
                  int feed_id=0, double min_ring_seconds=0.0, int64_t start_offset=0,
@@ -1382,6 +1385,24 @@ cdef class CdrParser:
                     return called, rang, when
         return called, rang, None
 
+    cdef dict _arrays(self, Py_ssize_t capacity):
+        """The output arrays of a feed of up to capacity records: the last feed's again if
+        they are large enough and no column of it is still held (a view of a column holds
+        its array). Fresh arrays for every feed cost their page faults again each time: the
+        allocator handed their memory back between feeds."""
+        spare = self._spare
+        if spare is not None and len(spare["start_us"]) >= capacity:
+            for array in spare.values():
+                if Py_REFCNT(array) > UNSHARED:
+                    break
+            else:
+                return spare
+        kinds = tuple(CALL_FIELDS) + (
+            ("act_row", np.int64), ("act_us", np.int64), ("act_line", np.uint64),
+            ("ident_at", np.int64), ("ident_len", np.int64))
+        self._spare = {name: np.empty(capacity, kind) for name, kind in kinds}
+        return self._spare
+
     @cython.boundscheck(False)
     @cython.wraparound(False)
     def feed(self, const unsigned char[::1] buffer not None, bint final=False):
@@ -1396,14 +1417,15 @@ cdef class CdrParser:
         # np.empty pages that are never written cost no memory.
         cdef Py_ssize_t capacity = size // self.min_record + 1
         cdef Py_ssize_t reject_capacity = 16
-        cols = {name: np.empty(capacity, kind) for name, kind in CALL_FIELDS}
-        act_row = np.empty(capacity, np.int64)        # traces the switch recorded
-        act_us = np.empty(capacity, np.int64)
-        act_line = np.empty(capacity, np.uint64)
+        arrays = self._arrays(capacity)
+        cols = {name: arrays[name] for name, _ in CALL_FIELDS}
+        act_row = arrays["act_row"]         # traces the switch recorded
+        act_us = arrays["act_us"]
+        act_line = arrays["act_line"]
         cdef int64_t[::1] a_act_row = act_row, a_act_us = act_us
         cdef uint64_t[::1] a_act_line = act_line
-        ident_at = np.empty(capacity, np.int64)       # never returned: only identity rows
-        ident_len = np.empty(capacity, np.int64)      # are written (and cost memory)
+        ident_at = arrays["ident_at"]       # never returned: only identity rows
+        ident_len = arrays["ident_len"]     # are written (and cost memory)
         cdef int64_t[::1] a_ident_at = ident_at, a_ident_len = ident_len
         cdef Columns out
         cdef int64_t[::1] a_start = cols["start_us"], a_answer = cols["answer_us"], a_end = cols["end_us"]

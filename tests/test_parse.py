@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import weakref
 
 import numpy as np
 import pyarrow as pa
@@ -398,6 +399,42 @@ def test_native_equals_reference_on_mutated_bytes(scan, edits, chunk):
 @given(st.binary(max_size=400))
 def test_native_equals_reference_on_arbitrary_bytes(scan, data):
     assert parse_all(data) == reference(data)
+
+
+# ------------------------------------------------------------------ output arrays reused
+
+def test_a_column_handed_out_is_never_written_by_a_later_feed():
+    """The parser writes a feed's columns into the last feed's arrays only when no column
+    of them is held any more: a column kept (even one, even as a slice) keeps its values."""
+    columns, _ = synth.generate(4000, 300, seed=8)
+    first = synth.format_asterisk(columns, 0, 2000)
+    second = synth.format_asterisk(columns, 2000, 4000)
+    p = parsers.make_parser()
+    rows, _, _ = p.feed(first)
+    kept = {name: rows[name][5:] for name in ("calling", "start_us")}
+    expected = {name: column.copy() for name, column in kept.items()}
+    del rows
+    for _ in range(3):
+        later, _, _ = p.feed(second)
+        del later
+    assert all(np.array_equal(kept[name], expected[name]) for name in kept)
+
+
+def test_a_feed_whose_columns_were_let_go_writes_the_same_arrays_again():
+    """Fresh arrays for every feed fault their pages in again each time."""
+    columns, _ = synth.generate(2000, 300, seed=8)
+    data = synth.format_asterisk(columns, 0, 2000)
+    held = parsers.make_parser()           # its first columns kept: fresh arrays next
+    first, _, _ = held.feed(data)
+    expected, _, _ = held.feed(data)
+    p = parsers.make_parser()
+    rows, _, _ = p.feed(data)
+    arrays = {name: weakref.ref(column.base) for name, column in rows.items()}   # not held
+    del rows
+    again, _, _ = p.feed(data)
+    assert all(again[name].base is arrays[name]() for name in arrays)
+    assert all(np.array_equal(again[name], expected[name]) for name in expected)
+    assert first["start_us"].base is not expected["start_us"].base
 
 
 # ------------------------------------------------------------------ module selection
