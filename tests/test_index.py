@@ -183,3 +183,42 @@ def test_merge_refuses_too_few_keys_instead_of_crashing():
     rows = np.zeros((3, index.ENTRY_DTYPE.itemsize), np.uint8)
     with pytest.raises(ValueError, match="one key per distinct line"):
         _index.merge(lines, rows, [index.line_key(1)], [], 4)
+
+
+def _chunks(parts: int):
+    """Parsed chunks of generated records, as ingest hands them to its pending batch."""
+    from cdrtrace.parsing.formats import CallBatch
+    from cdrtrace.parsing.parsers import make_parser
+    columns, _ = synth.generate(6000, 500, seed=12)
+    cuts = np.linspace(0, 6000, parts + 1).astype(int)
+    parser = make_parser()
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        rows, _, _ = parser.feed(synth.format_asterisk(columns, int(a), int(b)))
+        yield CallBatch({k: v.copy() for k, v in rows.items()}, 1)
+
+
+@pytest.mark.parametrize("room", [1, 700, 1 << 16])
+def test_a_pending_batch_commits_exactly_its_pairs_whatever_its_room(tmp_path, room):
+    """Pairs are written into arrays that grow as needed and serve a later batch once the
+    commit of the one before has ended. A batch taken and not yet committed keeps its
+    pairs while the next batch is parsed."""
+    from cdrtrace.ingestion.commits import Pending
+    got = cdrtrace.open(tmp_path / "got", create=True)
+    want = cdrtrace.open(tmp_path / "want", create=True)
+    pending = Pending(got, room)
+    chunks = list(_chunks(6))
+    jobs = []
+    for k, batch in enumerate(chunks):
+        index.entries_for_batch(batch, 1, into=pending.room_for)
+        if k % 2:
+            jobs.append(pending.take())   # run later, after the next chunk is pending
+        if len(jobs) == 2:
+            jobs.pop(0)()
+    for job in jobs:
+        job()
+    pending.commit()
+    for batch in chunks:
+        lines, entries = index.entries_for_batch(batch, 1)
+        want.envs.write(lambda txn, lines=lines, entries=entries: index.write_entries(
+            txn, want.envs.db["index"], lines, entries, want.config["keep"]))
+    assert dump(got) == dump(want) and len(dump(want)) > 400

@@ -386,7 +386,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction; confirm(),
     if given, runs once before the first."""
-    pending = Pending(store)
+    pending = Pending(store, batch_pairs + batch_pairs // 8)   # a last chunk's pairs past it
     pending.feed = parser.feed_id
     pending.zone = zone
     done = reader.end            # the first fill was read to find the header
@@ -399,7 +399,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             reader.consume(consumed)
             batch = CallBatch(columns, source)
             if len(batch):
-                pending.add(*index.entries_for_batch(batch, source, served))
+                index.entries_for_batch(batch, source, served, into=pending.room_for)
                 if archiver is not None:
                     archiver.add(batch)
             bad = pending.note_parsed(parser, bad, columns, source, served)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -17,21 +18,24 @@ from ..store import index
 class Pending:
     """(line, entry) pairs parsed but not yet committed: one write transaction per batch."""
 
-    def __init__(self, store):
+    def __init__(self, store, pairs: int = 1 << 16):
         self.store = store
-        self.lines, self.entries, self.count = [], [], 0
+        self.pairs = pairs              # about how many pairs a batch holds (its room's size)
+        self.count = 0
+        self._room: _Room | None = None  # the pending pairs, in arrays kept from batch to batch
+        self._free: list[_Room] = []     # rooms whose commits have ended (appended on their thread)
         self.position = (0, 0)      # (offset, record) up to which the source is pending
-        self.checkpoint = None      # checkpoint(txn, offset=, record=): saved with the commit
+        self.checkpoint: Any = None  # checkpoint(txn, offset=, record=): saved with the commit
         self.feed = 0               # the feed whose counters commit with these pairs
         self.records = self.rejected = 0
-        self.newest = None          # newest call start among the pending records
-        self.unreadable = []        # (key, value) of the unreadable-record log
+        self.newest: int | None = None   # newest call start among the pending records
+        self.unreadable: list[tuple[bytes, bytes]] = []   # (key, value) of the unreadable-record log
         self.lost_pairs = 0         # pending pairs that are unreadable calls
         self.switch_traces = 0      # traces run for activations the switch recorded
         self.unreadable_total = 0   # unreadable-call pairs committed
-        self.identities = {}        # caller identities parsed: {packed: text}
-        self.activations = []       # (source, traces the switch recorded) parsed
-        self.last_end = None        # when the last good record ended: time for a reject without one
+        self.identities: dict[int, str] = {}   # caller identities parsed: {packed: text}
+        self.activations: list[tuple[int, Any]] = []   # (source, traces the switch recorded) parsed
+        self.last_end: int | None = None   # when the last good record ended: time for a reject without one
         self.zone = "UTC"           # the feed's zone, for times a reject writes in another form
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
@@ -50,16 +54,18 @@ class Pending:
         bad = salvage.explain(bad, parser.delimiter, 3)
         lost = salvage.unreadable(parser, bad, columns, source, self.last_end, self.zone)
         if lost.batch is not None:
-            lines, entries = index.entries_for_batch(lost.batch, source, served)
-            self.add(lines, entries)
+            lines, _ = index.entries_for_batch(lost.batch, source, served, into=self.room_for)
             self.lost_pairs += len(lines)
         self.unreadable += lost.log
         return bad
 
-    def add(self, lines, entries):
-        self.lines.append(lines)
-        self.entries.append(entries)
-        self.count += len(lines)
+    def room_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Arrays for the next n pairs (lines, entries), pending from now on: the caller
+        fills them before asking for more (index.entries_for_batch's into)."""
+        if self._room is None:
+            self._room = self._free.pop() if self._free else _Room(self.pairs)
+        at, self.count = self.count, self.count + n
+        return self._room.take(at, n)
 
     def note(self, batch, rejected: int) -> None:
         """Count a parsed chunk toward the feed's statistics (committed with its pairs)."""
@@ -79,8 +85,9 @@ class Pending:
         holds everything it writes (the position too), and this is empty again."""
         if not self.count and finish is None and not self.records:
             return lambda: 0
-        pairs = (np.concatenate(self.lines), np.concatenate(self.entries)) if self.count else None
-        self.lines, self.entries, self.count = [], [], 0
+        room, self._room = self._room, None
+        pairs = room.pairs(self.count) if room is not None and self.count else None
+        self.count = 0
         db, keep = self.store.envs.db["index"], self.store.config["keep"]
         counts = (self.records, self.rejected, self.newest)
         self.records = self.rejected = 0
@@ -110,25 +117,58 @@ class Pending:
 
         def run() -> int:
             written, last = 0, None
-            if pairs is not None:
-                lines, entries = pairs
-                self.store.envs.reserve(len(lines))
-                ordered, order = index.line_order(lines)
-                ranges = [{"lines": ordered[part], "entries": entries, "order": order[part]}
-                          for part in index.key_ranges(ordered, self.store.envs.index_bytes())]
-                # all but the last range of lines in transactions of their own, so no commit
-                # holds a copy of the whole index: merging is idempotent, so a crash before
-                # the last (which saves the position) only has them merged again
-                *ranges, last = ranges
-                for part in ranges:
-                    written += self.store.envs.write(functools.partial(
-                        index.write_entries, db=db, keep=keep, **part))
-            written += self.store.envs.write(functools.partial(work, last=last))
+            try:
+                if pairs is not None:
+                    lines, entries = pairs
+                    self.store.envs.reserve(len(lines))
+                    ordered, order = index.line_order(lines)
+                    ranges = [{"lines": ordered[part], "entries": entries, "order": order[part]}
+                              for part in index.key_ranges(ordered, self.store.envs.index_bytes())]
+                    # all but the last range of lines in transactions of their own, so no
+                    # commit holds a copy of the whole index: merging is idempotent, so a
+                    # crash before the last (which saves the position) only merges them again
+                    *ranges, last = ranges
+                    for part in ranges:
+                        written += self.store.envs.write(functools.partial(
+                            index.write_entries, db=db, keep=keep, **part))
+                written += self.store.envs.write(functools.partial(work, last=last))
+            finally:
+                if room is not None and len(self._free) < 2:
+                    self._free.append(room)      # written or not, nothing reads it again
             self.unreadable_total += lost
             if activations:          # their calls are in the index now: trace them
                 self.switch_traces += len(self.store.run_activations())
             return written - lost
         return run
+
+
+class _Room:
+    """The arrays a batch's (line, entry) pairs are written in as they are parsed, grown if
+    a batch outgrows them and used again for a later batch once its commit has ended.
+    (Each chunk's pairs in arrays of their own, joined into new arrays at the commit,
+    faulted in 48 MB of fresh memory a million pairs on the parse thread.)"""
+
+    def __init__(self, pairs: int) -> None:
+        self.lines = np.empty(pairs, np.uint64)     # pages are touched as pairs arrive
+        self.entries = np.empty(pairs, index.ENTRY_DTYPE)
+
+    def take(self, at: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Views of pairs at..at+n, the arrays grown (the first at pairs kept) if needed."""
+        end = at + n
+        if end > len(self.lines):
+            grown = max(end, 2 * len(self.lines))
+            lines, entries = np.empty(grown, np.uint64), np.empty(grown, index.ENTRY_DTYPE)
+            lines[:at] = self.lines[:at]
+            # the entries' bytes as they are (a structured copy goes field by field)
+            entries.view(np.uint8)[:at * ENTRY] = self.entries.view(np.uint8)[:at * ENTRY]
+            self.lines, self.entries = lines, entries
+        return self.lines[at:end], self.entries[at:end]
+
+    def pairs(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.lines[:count], self.entries[:count]
+
+
+ENTRY = index.ENTRY_DTYPE.itemsize
 
 
 class Committer:

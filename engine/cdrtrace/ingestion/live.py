@@ -179,7 +179,7 @@ class LiveFeed:
                 where = offsets(np.array([b[1] for b in bad], np.int64))
                 bad = [(r, int(o), reason, raw) for (r, _, reason, raw), o in zip(bad, where, strict=True)]
         if len(batch):
-            self.pending.add(*index.entries_for_batch(batch, self.source, self.served))
+            index.entries_for_batch(batch, self.source, self.served, into=self.pending.room_for)
         bad = self.pending.note_parsed(self.parser, bad, columns, self.source, self.served)
         if self.parser.record >= self.pending.position[1]:
             self.pending.position = (self.parser.offset, self.parser.record)

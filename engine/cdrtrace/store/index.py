@@ -9,6 +9,7 @@ the line are not indexed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -95,9 +96,12 @@ def served_mask(lines: np.ndarray, prefixes) -> np.ndarray:
     return mask
 
 
-def entries_for_batch(batch: CallBatch, source: int, served=()) -> tuple[np.ndarray, np.ndarray]:
+def entries_for_batch(batch: CallBatch, source: int, served=(),
+                      into: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """(lines, entries) for every (line, received call) pair in the batch; with served
-    prefixes, only the lines this carrier serves."""
+    prefixes, only the lines this carrier serves. into(n), if given, supplies the two
+    arrays of n to write them in (a pending batch's own arrays, not new ones)."""
     c = batch.columns
     received = c["received"] & (c["called"] != 0)
     redirected = received & (c["redirecting"] != 0)
@@ -110,8 +114,8 @@ def entries_for_batch(batch: CallBatch, source: int, served=()) -> tuple[np.ndar
              (redirected, c["redirecting"], ROLE_REDIRECTING),
              (rang, c["final"], ROLE_FINAL)]
     total = int(received.sum() + redirected.sum() + rang.sum())
-    lines = np.empty(total, np.uint64)
-    entries = np.empty(total, ENTRY_DTYPE)
+    lines, entries = (into(total) if into is not None else
+                      (np.empty(total, np.uint64), np.empty(total, ENTRY_DTYPE)))
     at = 0
     for mask, line_column, role in parts:
         idx = np.flatnonzero(mask)
