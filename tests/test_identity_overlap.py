@@ -152,3 +152,23 @@ def test_a_run_killed_after_its_first_commit_resumes_from_its_position(tmp_path,
     cdrtrace.ingest(whole, [str(path)])
     assert projection(store) == projection(whole)
     assert len(hashed_beside) == 2      # the rerun, then the whole store's
+
+
+def test_a_provisional_source_taken_over_by_an_archiving_run_is_resumed_not_taken_back(
+        tmp_path, cdrs, hashed_beside):
+    """Killed before its first commit (provisional), rerun with an archive (the ordinary
+    path reuses the provisional source) and killed after a commit, then rerun without
+    one: the last run must resume that source, not take it back as provisional."""
+    path, n, bad = cdrs
+    db = tmp_path / "s"
+    cdrtrace.open(db, create=True).close()
+    kill_at_commit(db, path, 1)
+    kill_at_commit(db, path, 3, archive=tmp_path / "archive")
+    store = cdrtrace.open(db)
+    (killed,) = testing.sources(store)
+    summary = cdrtrace.ingest(store, [str(path)], batch_pairs=3000)
+    assert summary.resumed == [str(path)]
+    assert [s["source"] for s in testing.sources(store)] == [killed["source"]]
+    assert testing.ingested(store, sources.identity(str(path))[0])
+    assert entry_sources(store) == {killed["source"]}
+    assert rejected_records(db) == [(killed["source"], i + 1) for i in bad]

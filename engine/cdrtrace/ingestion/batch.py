@@ -347,7 +347,7 @@ def _checkpoint(store, ident: _IdentityCheck, source: int, archiver, txn, offset
     if archiver is not None:
         mark = ArchiveMark(offset, record, archiver.files if files is None else files)
     store.catalog.save_position(txn, ident.key(), Position(source, offset, record, archive=mark))
-    if ident.hashing is not None and ident.path is not None:   # no longer provisional
+    if ident.path is not None:     # a source registered provisionally is so no longer
         store.catalog.clear_pending(txn, ident.path)
 
 
