@@ -75,6 +75,22 @@ def kill_at_commit(db, path, commit: int, archive=None) -> None:
     assert proc.returncode == -9, proc.stderr.decode()
 
 
+def killed_store(tmp_path, path, *kills: tuple[int, object]):
+    """A fresh store after runs of path killed where each (commit, archive) says; opened."""
+    db = tmp_path / "s"
+    cdrtrace.open(db, create=True).close()
+    for commit, archive in kills:
+        kill_at_commit(db, path, commit, archive)
+    return db, cdrtrace.open(db)
+
+
+def assert_one_source(store, db, source: int, bad: list[int]) -> None:
+    """The file is one source: every index entry is its, and each reject is held once."""
+    assert [s["source"] for s in testing.sources(store)] == [source]
+    assert entry_sources(store) == {source}
+    assert rejected_records(db) == [(source, i + 1) for i in bad]
+
+
 def test_a_copy_of_ingested_content_is_skipped_and_leaves_nothing(tmp_path, cdrs, hashed_beside):
     path, n, bad = cdrs
     store = cdrtrace.open(tmp_path / "s", create=True)
@@ -93,18 +109,13 @@ def test_a_copy_of_ingested_content_is_skipped_and_leaves_nothing(tmp_path, cdrs
 def test_a_run_killed_before_its_first_commit_is_rerun_under_the_same_source(tmp_path, cdrs,
                                                                             hashed_beside):
     path, n, bad = cdrs
-    db = tmp_path / "s"
-    cdrtrace.open(db, create=True).close()
-    kill_at_commit(db, path, 1)
-    store = cdrtrace.open(db)
+    db, store = killed_store(tmp_path, path, (1, None))
     (provisional,) = testing.sources(store)
     assert provisional["identity"] is None              # registered before it was hashed
     summary = cdrtrace.ingest(store, [str(path)], batch_pairs=3000)
     assert (summary.records, summary.rejected) == (n, len(bad))
-    (source,) = testing.sources(store)
-    assert source["source"] == provisional["source"] and source["identity"] == sources.identity(str(path))[0]
-    assert entry_sources(store) == {source["source"]}
-    assert rejected_records(db) == [(source["source"], i + 1) for i in bad]   # once each
+    assert_one_source(store, db, provisional["source"], bad)
+    assert testing.sources(store)[0]["identity"] == sources.identity(str(path))[0]
     whole = cdrtrace.open(tmp_path / "whole", create=True)
     cdrtrace.ingest(whole, [str(path)])
     assert projection(store) == projection(whole)
@@ -117,17 +128,12 @@ def test_content_interrupted_by_an_archiving_run_is_found_and_its_source_reused(
     does not archive: it hashes beside the parse, finds the unfinished source by its
     identity, and goes again the ordinary way."""
     path, n, bad = cdrs
-    db = tmp_path / "s"
-    cdrtrace.open(db, create=True).close()
-    kill_at_commit(db, path, 1, archive=tmp_path / "archive")
-    store = cdrtrace.open(db)
+    db, store = killed_store(tmp_path, path, (1, tmp_path / "archive"))
     (unfinished,) = testing.sources(store)
     assert unfinished["identity"] == sources.identity(str(path))[0]
     summary = cdrtrace.ingest(store, [str(path)], batch_pairs=3000)
     assert (summary.records, summary.rejected) == (n, len(bad))
-    assert [s["source"] for s in testing.sources(store)] == [unfinished["source"]]
-    assert entry_sources(store) == {unfinished["source"]}
-    assert rejected_records(db) == [(unfinished["source"], i + 1) for i in bad]
+    assert_one_source(store, db, unfinished["source"], bad)
     assert len(hashed_beside) == 1
 
 
@@ -136,18 +142,13 @@ def test_a_run_killed_after_its_first_commit_resumes_from_its_position(tmp_path,
     """The first commit saved a position keyed by the identity; the rerun, hashing beside
     the parse, finds it before its own first commit and resumes the source from there."""
     path, n, bad = cdrs
-    db = tmp_path / "s"
-    cdrtrace.open(db, create=True).close()
-    kill_at_commit(db, path, 3)
-    store = cdrtrace.open(db)
+    db, store = killed_store(tmp_path, path, (3, None))
     (killed,) = testing.sources(store)
     assert testing.position(store, sources.identity(str(path))[0].encode()) is not None
     summary = cdrtrace.ingest(store, [str(path)], batch_pairs=3000)
     assert summary.resumed == [str(path)] and summary.records < n
-    assert [s["source"] for s in testing.sources(store)] == [killed["source"]]
     assert testing.ingested(store, sources.identity(str(path))[0])
-    assert entry_sources(store) == {killed["source"]}
-    assert rejected_records(db) == [(killed["source"], i + 1) for i in bad]
+    assert_one_source(store, db, killed["source"], bad)
     whole = cdrtrace.open(tmp_path / "whole", create=True)
     cdrtrace.ingest(whole, [str(path)])
     assert projection(store) == projection(whole)
@@ -160,15 +161,9 @@ def test_a_provisional_source_taken_over_by_an_archiving_run_is_resumed_not_take
     path reuses the provisional source) and killed after a commit, then rerun without
     one: the last run must resume that source, not take it back as provisional."""
     path, n, bad = cdrs
-    db = tmp_path / "s"
-    cdrtrace.open(db, create=True).close()
-    kill_at_commit(db, path, 1)
-    kill_at_commit(db, path, 3, archive=tmp_path / "archive")
-    store = cdrtrace.open(db)
+    db, store = killed_store(tmp_path, path, (1, None), (3, tmp_path / "archive"))
     (killed,) = testing.sources(store)
     summary = cdrtrace.ingest(store, [str(path)], batch_pairs=3000)
     assert summary.resumed == [str(path)]
-    assert [s["source"] for s in testing.sources(store)] == [killed["source"]]
     assert testing.ingested(store, sources.identity(str(path))[0])
-    assert entry_sources(store) == {killed["source"]}
-    assert rejected_records(db) == [(killed["source"], i + 1) for i in bad]
+    assert_one_source(store, db, killed["source"], bad)

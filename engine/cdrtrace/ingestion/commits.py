@@ -142,6 +142,9 @@ class Pending:
         return run
 
 
+ENTRY = index.ENTRY_DTYPE.itemsize      # bytes of one index entry
+
+
 class _Room:
     """The arrays a batch's (line, entry) pairs are written in as they are parsed, grown if
     a batch outgrows them and used again for a later batch once its commit has ended.
@@ -167,8 +170,6 @@ class _Room:
     def pairs(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         return self.lines[:count], self.entries[:count]
 
-
-ENTRY = index.ENTRY_DTYPE.itemsize
 
 
 class Committer:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import bz2
+import concurrent.futures
 import glob
 import gzip
 import io
@@ -161,32 +162,20 @@ def identity(name: str, prefixes: Iterable[int] = (),
 
 class IdentityThread:
     """A file's identity, hashed on a thread of its own while the caller does other work
-    (xxhash and the reads release the GIL): result() waits for it, stop() abandons it."""
+    (xxhash and the reads release the GIL): result() waits for it (an error in the hash is
+    raised there), stop() abandons it."""
 
     def __init__(self, name: str):
         self._stop = threading.Event()
-        self._found: tuple[str | None, dict[int, str]] | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(name,),
-                                        name="cdrtrace-identity", daemon=True)
-        self._thread.start()
-
-    def _run(self, name: str) -> None:
-        try:
-            self._found = identity(name, stop=self._stop)
-        except BaseException as exc:       # raised again where the result is asked for
-            self._error = exc
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cdrtrace-identity")
+        self._future = self._pool.submit(identity, name, (), self._stop)
 
     def result(self) -> str | None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._found is not None
-        return self._found[0]
+        return self._future.result()[0]
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        self._pool.shutdown(wait=True)
 
 
 class ChunkReader:
