@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
 import json
+import re
 import socket
 import threading
 import time
@@ -711,3 +713,71 @@ def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, wo
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+@pytest.fixture
+def serve_logging(monkeypatch):
+    """serve_logging(): the root's logging as `cdrtrace serve` sets it up, into a buffer
+    (called in the test: pytest adds its own handlers to the root after the fixtures)."""
+    import logging
+
+    from cdrtrace.service import requestlog
+
+    def set_up() -> io.StringIO:
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(requestlog.FORMAT))
+        monkeypatch.setattr(logging.root, "handlers", [handler])
+        logging.root.setLevel(logging.INFO)    # setLevel: the loggers' caches are cleared
+        return stream
+    level = logging.root.level
+    yield set_up
+    logging.root.setLevel(level)
+
+
+def test_the_direct_request_line_reads_as_the_logging_module_writes_it(serve_logging,
+                                                                         monkeypatch):
+    import logging
+
+    from cdrtrace.service.requestlog import RequestLog
+
+    stream = serve_logging()
+    log = logging.getLogger("cdrtrace.service")
+    direct = RequestLog(log)
+    monkeypatch.setattr(time, "time", lambda: 1764552000.0426)   # both read the same clock
+    direct.info("agi: trace %s %s in %.1f ms", "T00000001", "success", 1.25)
+    log.info("agi: trace %s %s in %.1f ms", "T00000001", "success", 1.25)
+    first, second = stream.getvalue().splitlines()
+    assert first == second and first.endswith(
+        ",042 cdrtrace.service INFO agi: trace T00000001 success in 1.2 ms")
+    assert direct.checked == (logging.root.handlers[0], logging.root.handlers[0].formatter)
+
+    # set up any other way, the line goes through the logging module as it is set up
+    logging.root.handlers[0].setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    direct.info("http: POST /v1/trace %d in %.1f ms", 200, 0.5)
+    logging.root.handlers[0].setFormatter(logging.Formatter(
+        "%(asctime)s %(name)s %(levelname)s %(message)s"))
+    log.addFilter(lambda record: "hidden" not in record.getMessage())
+    direct.info("hidden")
+    monkeypatch.setattr(log, "filters", [])
+    logging.root.setLevel(logging.WARNING)
+    direct.info("below the level")
+    assert stream.getvalue().splitlines()[2:] == ["INFO http: POST /v1/trace 200 in 0.5 ms"]
+
+
+def test_requests_logged_directly_as_serve_sets_logging_up_never_name_a_number(
+        service, serve_logging):
+    from cdrtrace.service import agi
+
+    store, running, tokens = service
+    stream = serve_logging()
+    call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    agi.dial("127.0.0.1", running.ports["agi"], LINE, AT)
+    running.stop()
+    lines = [line for line in stream.getvalue().splitlines() if " httpx " not in line]
+    pattern = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} cdrtrace\.service INFO ")
+    assert all(pattern.match(line) for line in lines), lines
+    assert any(" INFO http: POST /v1/trace 200 in " in line for line in lines)
+    assert any(" INFO agi: trace T" in line for line in lines)
+    for number in (LINE, CALLER, LINE[-7:], CALLER[-7:]):
+        assert not any(number in line for line in lines), number

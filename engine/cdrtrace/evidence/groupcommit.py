@@ -2,9 +2,15 @@
 
 A trace's evidence must be on disk before its answer, and a durable LMDB commit costs a
 flush (~200-400 us here) however little it writes. Traces that arrive while a commit is
-under way wait for the next one, which takes them all: each runs in its own nested
-transaction of one write transaction (a trace that fails is rolled back alone), they
-commit once, then all are answered. Under load, N traces cost one flush instead of N.
+under way wait for the next one, which takes them all: they run one after the other in
+one write transaction, commit once, then all are answered. Under load, N traces cost one
+flush instead of N. A trace that fails is rolled back alone: the commit is then made again
+from the start, each trace in its own nested transaction (nesting every trace always cost
+two more LMDB calls a trace, each letting go of the interpreter lock).
+
+Every work of a commit gets the value of opened(txn), a context entered once per commit:
+the tracer's is one index snapshot for all of the commit's traces, with the pending
+traces resolved first.
 
 Two ways in: run(work) from a thread (the Python API), which leads a commit itself when
 none is under way; and run_async(work) from an event loop (the service), which only
@@ -13,11 +19,14 @@ trace. The queue is bounded: a trace that finds it full waits for room.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
+
+import lmdb
 
 from ..store.environments import Environments
 
@@ -30,7 +39,8 @@ MAX_WAITING = 4096          # traces queued at most; more wait for room
 class _Slot:
     __slots__ = ("work", "future", "loop")
 
-    def __init__(self, work: Callable[[Any], Any], loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, work: Callable[[Any, Any], Any],
+                 loop: asyncio.AbstractEventLoop | None = None):
         self.work, self.loop = work, loop
         self.future: Any = loop.create_future() if loop is not None else Future()
 
@@ -41,8 +51,10 @@ class GroupCommit:
     own first), commits them, answers them, and hands the lead to a trace still waiting.
     Alone, a trace commits in its own thread, with no hand-off."""
 
-    def __init__(self, envs: Environments):
+    def __init__(self, envs: Environments,
+                 opened: Callable[[Any], contextlib.AbstractContextManager[Any]] | None = None):
         self.envs = envs
+        self.opened = opened or (lambda txn: contextlib.nullcontext())
         self.waiting: list[_Slot] = []
         self.cond = threading.Condition()
         self.leading = False
@@ -52,10 +64,12 @@ class GroupCommit:
         # CDRTRACE_GROUP_COMMIT=0: one commit per trace, for measuring what sharing saves
         self.enabled = os.environ.get("CDRTRACE_GROUP_COMMIT", "1") != "0"
 
-    def run(self, work: Callable[[Any], Any]) -> Any:
-        """work(txn) in a shared commit; its result once the commit is durable."""
+    def run(self, work: Callable[[Any, Any], Any]) -> Any:
+        """work(txn, opened) in a shared commit; its result once the commit is durable."""
         if not self.enabled:                 # the benchmarks' baseline: a commit per trace
-            return self.envs.ewrite(work)
+            slot = _Slot(work)
+            self._commit([slot])
+            return slot.future.result()
         slot = self._queue(work)
         with self.cond:
             while not slot.future.done() and self.leading:
@@ -65,8 +79,8 @@ class GroupCommit:
             self._lead(batch)
         return slot.future.result()
 
-    async def run_async(self, work: Callable[[Any], Any]) -> Any:
-        """work(txn) in a shared commit, from an event loop: its result once the commit
+    async def run_async(self, work: Callable[[Any, Any], Any]) -> Any:
+        """work(txn, opened) in a shared commit, from an event loop: its result once the commit
         is durable. The committer thread answers a whole commit's traces in one call into
         the loop. The connection limits of the listeners bound what waits here."""
         import asyncio  # here: only the service's loop comes this way
@@ -81,7 +95,7 @@ class GroupCommit:
             self.cond.notify_all()
         return await slot.future
 
-    def _queue(self, work: Callable[[Any], Any]) -> _Slot:
+    def _queue(self, work: Callable[[Any, Any], Any]) -> _Slot:
         slot = _Slot(work)
         with self.cond:
             while len(self.waiting) >= MAX_WAITING:
@@ -118,18 +132,33 @@ class GroupCommit:
         batch = [s for s in batch if s.loop is not None or s.future.set_running_or_notify_cancel()]
         results: list[tuple[Any, BaseException | None]] = []
 
-        def work(txn: Any) -> None:
+        def together(txn: Any) -> None:
             results.clear()                  # again from the start if LMDB retries the txn
-            for slot in batch:
-                child = self.envs.eenv.begin(write=True, parent=txn)
-                try:
-                    results.append((slot.work(child), None))
-                    child.commit()
-                except Exception as exc:     # noqa: BLE001 - this trace fails, not the others
-                    child.abort()
-                    results.append((None, exc))
+            with self.opened(txn) as opened:
+                for slot in batch:
+                    try:
+                        results.append((slot.work(txn, opened), None))
+                    except (lmdb.MapFullError, lmdb.MapResizedError):
+                        raise                # ewrite grows the map and runs this again
+                    except Exception as exc:  # noqa: BLE001 - undone with the whole txn
+                        raise _OneFailed from exc
+
+        def nested(txn: Any) -> None:
+            results.clear()
+            with self.opened(txn) as opened:
+                for slot in batch:
+                    child = self.envs.eenv.begin(write=True, parent=txn)
+                    try:
+                        results.append((slot.work(child, opened), None))
+                        child.commit()
+                    except Exception as exc:  # noqa: BLE001 - this trace fails, not the others
+                        child.abort()
+                        results.append((None, exc))
         try:
-            self.envs.ewrite(work)
+            try:
+                self.envs.ewrite(together)
+            except _OneFailed:               # nothing of the first try was kept
+                self.envs.ewrite(nested)
             self.commits += 1
             self.carried += len(batch)
         except BaseException as exc:         # the commit failed: every trace in it did
@@ -145,6 +174,10 @@ class GroupCommit:
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:             # that loop has closed: nobody waits any more
                 pass
+
+
+class _OneFailed(Exception):
+    """A trace of a commit failed: the commit is made again, each trace nested."""
 
 
 def _settle(future: Any, outcome: tuple[Any, BaseException | None]) -> None:

@@ -10,10 +10,12 @@ waits for an ingest. The rules are in docs/trace-rules.md.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lmdb
@@ -51,6 +53,14 @@ def result_of(record: dict) -> TraceResult:
                        timezones.format_utc(record["call"]["start_us"]) if record["call"] else None)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What every trace of one commit reads: one index read transaction, and the live
+    feeds as it shows them."""
+    txn: Any
+    feeds: dict[int, dict]
+
+
 class Tracer:
     """Resolves and records traces of one store."""
 
@@ -59,60 +69,67 @@ class Tracer:
         self.db = envs.db
         self.config = envs.config
         self.replica: tuple[int, int] | None = None   # (K, N) when a shard's replicas share evidence
-        self.group = GroupCommit(envs)      # concurrent traces share durable commits
+        self.group = GroupCommit(envs, self.opened)   # concurrent traces share durable commits
 
     def trace(self, packed: int, at_us: int, wait: float = 0.0,
               by: str | None = None) -> TraceResult:
         """*57 on the line `packed` at at_us: see Store.trace. by: the service's caller
-        (a token), kept in the evidence."""
-        try:
-            self.resolve_pending()      # those whose feeds passed them, before this one
-        except (lmdb.Error, OSError) as exc:     # they wait for the next writer
-            log.warning("pending traces not resolved now: %s", exc)
-        deadline = time.monotonic() + max(0.0, wait)
-        while True:
-            behind = self.liveness.behind(packed, at_us)
-            if not behind or time.monotonic() >= deadline:
-                break
+        (a token), kept in the evidence. The pending traces whose feeds passed them are
+        resolved in the same commit, before this one (the commit's opening)."""
+        deadline = time.monotonic() + wait
+        while wait > 0 and self.liveness.behind(packed, at_us) and time.monotonic() < deadline:
             time.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
         try:
-            return result_of(self.group.run(self._work(packed, at_us, behind, by)))
+            return result_of(self.group.run(self._work(packed, at_us, by)))
         except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
             return self._unrecorded(packed, at_us, exc)
 
     async def trace_async(self, packed: int, at_us: int, wait: float = 0.0,
                           by: str | None = None) -> TraceResult:
         """trace() from an event loop: the same steps, but waiting (for a live feed, for
-        the shared commit) without holding a thread."""
-        import asyncio  # here: a command that only traces never loads it
-        if self.has_pending():
-            try:
-                await self.group.run_async(self._pending_work)
-            except (lmdb.Error, OSError) as exc:
-                log.warning("pending traces not resolved now: %s", exc)
-        deadline = time.monotonic() + max(0.0, wait)
-        while True:
-            behind = self.liveness.behind(packed, at_us)
-            if not behind or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
+        the shared commit) without holding a thread. Without a wait, nothing here reads
+        the store: the committer decides from the commit's snapshot."""
+        if wait > 0:
+            import asyncio  # here: a command that only traces never loads it
+            deadline = time.monotonic() + wait
+            while self.liveness.behind(packed, at_us) and time.monotonic() < deadline:
+                await asyncio.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
         try:
-            work = self._work(packed, at_us, behind, by)
-            return result_of(await self.group.run_async(work))
+            return result_of(await self.group.run_async(self._work(packed, at_us, by)))
         except (lmdb.Error, OSError) as exc:
             return self._unrecorded(packed, at_us, exc)
 
-    def _work(self, packed: int, at_us: int, behind: bool,
-              by: str | None) -> Callable[[Any], dict]:
-        """The trace's write, for a shared commit."""
+    def _work(self, packed: int, at_us: int, by: str | None) -> Callable[[Any, Any], dict]:
+        """The trace's write, for a shared commit: pending while a live feed that may carry
+        the line is still behind at_us in the commit's snapshot."""
         key = index.line_key(packed)
 
-        def work(txn: Any) -> dict:
-            with self.envs.read() as index_txn:   # a snapshot of the index: never waits for ingest
-                pending = behind and self.liveness.behind(packed, at_us, index_txn)
-                return self.record(txn, index_txn, key, packed, at_us, pending=pending,
-                                   requested_by=by)
+        def work(txn: Any, snapshot: Snapshot) -> dict:
+            pending = self.liveness.behind(packed, at_us, feeds=snapshot.feeds)
+            return self.record(txn, snapshot.txn, key, packed, at_us, pending=pending,
+                               requested_by=by)
         return work
+
+    @contextlib.contextmanager
+    def opened(self, txn: Any) -> Iterator[Snapshot]:
+        """A shared commit's opening: one snapshot of the index for all of its traces (it
+        never waits for an ingest), and the pending traces their feeds have passed
+        resolved first, in their own nested transaction (if that fails, they wait for
+        the next commit)."""
+        with self.envs.read() as index_txn:
+            snapshot = Snapshot(index_txn, self.liveness.live_feeds(index_txn))
+            if txn.stat(self.db["pending"])["entries"]:
+                child = self.envs.eenv.begin(write=True, parent=txn)
+                try:
+                    self._pending_work(child, snapshot)
+                    child.commit()
+                except (lmdb.Error, OSError) as exc:
+                    child.abort()
+                    log.warning("pending traces not resolved now: %s", exc)
+                except Exception:           # noqa: BLE001 - the new traces are still made
+                    child.abort()
+                    log.exception("pending traces not resolved now")
+            yield snapshot
 
     def _unrecorded(self, packed: int, at_us: int, exc: Exception) -> TraceResult:
         """No evidence, no answer: the switch tells the customer to try later."""
@@ -263,21 +280,25 @@ class Tracer:
     def resolve_pending(self) -> list[TraceResult]:
         """Resolve every pending trace whose live feeds have passed its activation time (or
         are no longer live), by the normal rules. Run by the write side: a live ingest
-        after its commits and as it stops, a batch ingest, and every new trace."""
+        after its commits and as it stops, a batch ingest, and every trace's commit."""
         if not self.has_pending():
             return []
-        return [result_of(r) for r in self.envs.ewrite(self._pending_work)]
 
-    def _pending_work(self, txn: Any) -> list[dict]:
+        def work(txn: Any) -> list[dict]:
+            with self.envs.read() as index_txn:
+                return self._pending_work(txn, Snapshot(index_txn,
+                                                        self.liveness.live_feeds(index_txn)))
+        return [result_of(r) for r in self.envs.ewrite(work)]
+
+    def _pending_work(self, txn: Any, snapshot: Snapshot) -> list[dict]:
         done = []
-        with self.envs.read() as index_txn:
-            for k, key in list(txn.cursor(self.db["pending"])):
-                at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
-                packed = int.from_bytes(key, "big")
-                if self.liveness.behind(packed, at_us, index_txn):
-                    continue
-                done.append(self._resolve_one(txn, index_txn, k, bytes(key), packed, at_us,
-                                              number))
+        for k, key in list(txn.cursor(self.db["pending"])):
+            at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
+            packed = int.from_bytes(key, "big")
+            if self.liveness.behind(packed, at_us, feeds=snapshot.feeds):
+                continue
+            done.append(self._resolve_one(txn, snapshot.txn, k, bytes(key), packed, at_us,
+                                          number))
         return done
 
     def _resolve_one(self, txn: Any, index_txn: Any, k: bytes, key: bytes, packed: int,

@@ -23,8 +23,10 @@ from typing import Any, cast
 
 from ..errors import CdrTraceError
 from ..evidence.outcomes import ANNOUNCEMENTS, Outcome, TraceResult
+from .requestlog import RequestLog
 
 log = logging.getLogger("cdrtrace.service")
+requests = RequestLog(log)       # the line per trace
 MAX_HEADER_LINES = 128
 MAX_LINE = 4096
 READ_TIMEOUT = 5.0          # seconds a silent peer is given, per line
@@ -207,7 +209,7 @@ class FastAGI:
                 if not await command(peer, f"SET VARIABLE {name} {_quoted(value)}"):
                     break                            # hung up: the trace is recorded anyway
             took = time.perf_counter() - started
-            log.info("agi: trace %s %s in %.1f ms", result.trace_id or "-", result.outcome.value,
+            requests.info("agi: trace %s %s in %.1f ms", result.trace_id or "-", result.outcome.value,
                      took * 1000)
             self.observe("agi", result.outcome.value, took)
         except Rejected as exc:

@@ -24,7 +24,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .requestlog import RequestLog
+
 log = logging.getLogger("cdrtrace.service")
+requests = RequestLog(log)       # the line per trace
 MAX_BODY = 64 << 10           # bytes a request body may have
 MAX_HEAD = 16 << 10           # bytes of request line and headers
 
@@ -140,7 +143,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             self.transport.write(b"".join(head) + b"\r\n" + body)
             if not in_flight.keep_alive:
                 self.transport.close()
-        log.info("http: POST /v1/trace %d in %.1f ms", status,
+        requests.info("http: POST /v1/trace %d in %.1f ms", status,
                  (time.perf_counter() - self.started) * 1000)
         in_flight.response_complete = True
         self.on_response_complete()

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from ..errors import CdrTraceError
+from . import requestlog
 from .agi import DEFAULT_ALLOW, FastAGI
 from .routing import Router
 
@@ -102,8 +103,7 @@ def run(args: Any) -> None:
         raise CdrTraceError("serve needs --http HOST:PORT, --agi HOST:PORT, or both")
     if not 1 <= args.workers <= 64:
         raise CdrTraceError("--workers must be 1 to 64")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=requestlog.FORMAT)
     # a line per request: skip what the format never shows (the logging documentation's
     # "Optimization": the caller's frame, thread, process names)
     logging._srcfile = None

@@ -69,9 +69,11 @@ class Liveness:
                 feeds[feed] = live
         return feeds
 
-    def behind(self, packed: int, at_us: int, txn: Any = None) -> bool:
-        """Is a live feed that may carry calls to this line behind at_us?"""
-        for live in self.live_feeds(txn).values():
+    def behind(self, packed: int, at_us: int, txn: Any = None,
+               feeds: dict[int, dict] | None = None) -> bool:
+        """Is a live feed that may carry calls to this line behind at_us? (feeds: the live
+        feeds as a snapshot showed them, read once for many lines.)"""
+        for live in (self.live_feeds(txn) if feeds is None else feeds).values():
             if live["served"] and not index.served_mask(np.array([packed], np.uint64),
                                                         live["served"])[0]:
                 continue

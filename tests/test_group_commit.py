@@ -1,0 +1,92 @@
+"""Group commit: concurrent works share one durable commit, and a work that fails is
+undone alone (evidence.groupcommit)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+
+import pytest
+
+from cdrtrace.evidence.groupcommit import GroupCommit
+
+
+def _wait_until(condition, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def _committed(store, key: bytes) -> bool:
+    with store.envs.eread() as txn:
+        return txn.get(key, db=store.envs.db["emeta"]) is not None
+
+
+def _writes(store, key: bytes, result=None, fail=False, gate=None):
+    db = store.envs.db["emeta"]
+
+    def work(txn, opened):
+        if gate is not None:
+            assert gate.wait(10)
+        txn.put(key, b"written", db=db)
+        if fail:
+            raise ValueError(f"{key.decode()} failed after writing")
+        return result, opened
+    return work
+
+
+@pytest.mark.parametrize("way_in", ["thread", "event loop"])
+def test_a_failing_work_is_undone_alone_and_the_others_share_one_commit(store, way_in):
+    openings = []
+
+    @contextlib.contextmanager
+    def opened(txn):
+        openings.append(txn)
+        yield len(openings)
+    group = GroupCommit(store.envs, opened)
+    gate, answers = threading.Event(), {}
+
+    def run(name, work):
+        try:
+            answers[name] = group.run(work)
+        except ValueError as exc:
+            answers[name] = exc
+    first = threading.Thread(target=run, args=("first", _writes(store, b"first", 0, gate=gate)))
+    first.start()
+    _wait_until(lambda: group.leading)            # the first commit is under way, held
+    names = ["a", "b", "bad", "c"]
+    works = {n: _writes(store, n.encode(), n, fail=n == "bad") for n in names}
+    if way_in == "thread":
+        threads = [threading.Thread(target=run, args=(n, works[n])) for n in names]
+        for t in threads:
+            t.start()
+    else:
+        async def queue_all():
+            results = await asyncio.gather(*(group.run_async(works[n]) for n in names),
+                                           return_exceptions=True)
+            answers.update(zip(names, results, strict=True))
+        threads = [threading.Thread(target=asyncio.run, args=(queue_all(),))]
+        threads[0].start()
+    _wait_until(lambda: len(group.waiting) == len(names))
+    gate.set()
+    for t in [first, *threads]:
+        t.join(10)
+    assert answers["first"] == (0, 1)
+    assert isinstance(answers["bad"], ValueError)
+    for n in ("a", "b", "c"):                     # the second commit's value of opened
+        assert answers[n][0] == n and answers[n][1] == len(openings)
+    assert [_committed(store, k) for k in (b"first", b"a", b"b", b"c")] == [True] * 4
+    assert not _committed(store, b"bad")          # written, then undone with its failure
+    assert (group.commits, group.carried) == (2, 5)
+
+
+def test_without_sharing_each_work_commits_alone(store, monkeypatch):
+    monkeypatch.setenv("CDRTRACE_GROUP_COMMIT", "0")
+    group = GroupCommit(store.envs)
+    assert group.run(_writes(store, b"one", 1))[0] == 1
+    with pytest.raises(ValueError):
+        group.run(_writes(store, b"two", 2, fail=True))
+    assert _committed(store, b"one") and not _committed(store, b"two")
+    assert (group.commits, group.carried) == (2, 2)
