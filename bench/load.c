@@ -98,10 +98,17 @@ static int begin(struct client *c) {
     if (mode == AGI) {
         c->fd = connect_one();
         watch(c);
+        /* every variable res_agi's setup_env sends, in its order (Asterisk 20) */
         n = snprintf(request, sizeof request,
-                     "agi_network: yes\nagi_network_script: trace\nagi_request: agi://127.0.0.1/trace\n"
-                     "agi_channel: PJSIP/load-00000001\nagi_callerid: %s\nagi_dnid: *57\n"
-                     "agi_arg_1: %s\n\n", lines[c->line], at);
+                     "agi_network: yes\nagi_network_script: trace\n"
+                     "agi_request: agi://127.0.0.1/trace\nagi_channel: PJSIP/303-%08x\n"
+                     "agi_language: en\nagi_type: PJSIP\nagi_uniqueid: 1772496000.%d\n"
+                     "agi_version: 20.5.0\nagi_callerid: %s\nagi_calleridname: unknown\n"
+                     "agi_callingpres: 0\nagi_callingani2: 0\nagi_callington: 0\n"
+                     "agi_callingtns: 0\nagi_dnid: *57\nagi_rdnis: unknown\n"
+                     "agi_context: from-subscribers\nagi_extension: *57\nagi_priority: 2\n"
+                     "agi_enhanced: 0.0\nagi_accountcode: \nagi_threadid: 140230412343872\n"
+                     "agi_arg_1: %s\n\n", (unsigned)c->line, c->line, lines[c->line], at);
     } else {
         char body[256];
         int len = snprintf(body, sizeof body, "{\"line\":\"%s\",\"at\":\"%s\"}", lines[c->line], at);

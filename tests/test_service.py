@@ -390,6 +390,14 @@ def test_fastagi_bounds_silent_peers_and_connections(service, monkeypatch):
         assert silent.recv(100) == b""                  # silent past the timeout: closed
     assert agi(running, asterisk(agi_arg_1=AT))[0][0] == 'SET VARIABLE COT_OUTCOME "success"'
     assert len(store.trace_records(LINE, analyst="ann")) == 1
+    # the timeout is per line: a peer slower than it in all but never silent that long is served
+    with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as slow:
+        for name, value in asterisk(agi_arg_1=AT).items():
+            slow.sendall(f"{name}: {value}\n".encode())
+            time.sleep(0.03)                             # 21 lines: 0.6 s, twice the timeout
+        slow.sendall(b"\n")
+        stream = slow.makefile("rwb")
+        assert stream.readline().startswith(b'SET VARIABLE COT_OUTCOME "already_traced"')
 
 
 def test_fastagi_serves_only_the_allowed_networks(store):

@@ -40,16 +40,19 @@ class Rejected(Exception):
 
 class Peer(asyncio.Protocol):
     """One FastAGI connection: its lines, awaited one at a time. A protocol with a
-    future per line and one timer, not a StreamReader and wait_for: the service's CPU
-    per trace is what bounds its rate."""
+    future per wait and one timer per connection, not a StreamReader and wait_for: the
+    service's CPU per trace is what bounds its rate."""
 
     def __init__(self, listener: FastAGI):
         self.listener = listener
-        self.buffer = bytearray()
+        self.buffer = b""
         self.lines: deque[bytes] = deque()
         self.waiter: asyncio.Future | None = None
         self.ended: str | None = None          # why no more lines will come
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.quiet_since = 0.0                 # loop time of the last data, or of the wait's start
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # uvloop's is not a subclass
@@ -58,10 +61,12 @@ class Peer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.ended is not None:
             return
-        self.buffer += data
-        while (end := self.buffer.find(b"\n")) >= 0:
-            self.lines.append(bytes(self.buffer[:end]))
-            del self.buffer[:end + 1]
+        self.quiet_since = self.loop.time()
+        if b"\n" in data:
+            *complete, self.buffer = (self.buffer + data).split(b"\n")
+            self.lines.extend(complete)
+        else:
+            self.buffer += data
         if len(self.buffer) > MAX_LINE:
             self._end("a line over 4 KiB")
         elif len(self.lines) > MAX_HEADER_LINES + 1:
@@ -74,6 +79,8 @@ class Peer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end("the peer hung up")
+        if self.timer is not None:
+            self.timer.cancel()
 
     def _end(self, why: str) -> None:
         if self.ended is None:
@@ -84,21 +91,38 @@ class Peer(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
+    def _silent(self) -> None:
+        """The connection's one timer: a wait READ_TIMEOUT seconds without data ends it;
+        otherwise it is set again for when that could next be so."""
+        self.timer = None
+        if self.ended is not None:
+            return
+        now = self.loop.time()
+        if self.waiter is not None and now - self.quiet_since >= READ_TIMEOUT:
+            self._end("a silent peer")
+            return
+        start = self.quiet_since if self.waiter is not None else now
+        self.timer = self.loop.call_at(start + READ_TIMEOUT, self._silent)
+
     async def line(self) -> str:
+        return (await self.raw_line()).decode("utf-8", "replace").rstrip("\r")
+
+    async def raw_line(self) -> bytes:
+        """The next line as it came (without its newline), once it has come."""
         if not self.lines and self.ended is None:
-            loop = asyncio.get_running_loop()
-            self.waiter = loop.create_future()
-            timer = loop.call_later(READ_TIMEOUT, self._end, "a silent peer")
+            self.waiter = self.loop.create_future()
+            self.quiet_since = self.loop.time()
+            if self.timer is None:
+                self.timer = self.loop.call_at(self.quiet_since + READ_TIMEOUT, self._silent)
             try:
                 await self.waiter
             finally:
-                timer.cancel()
                 self.waiter = None
         if self.ended is not None and (not self.lines or self.ended != "the peer hung up"):
             raise Rejected(self.ended)
         if len(raw := self.lines.popleft()) > MAX_LINE:
             raise Rejected("a line over 4 KiB")
-        return raw.decode("utf-8", "replace").rstrip("\r")
+        return raw
 
     def write(self, text: str) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -110,14 +134,16 @@ async def read_environment(peer: Peer) -> dict[str, str]:
     """The agi_* variables, up to the blank line that ends them."""
     env: dict[str, str] = {}
     for _ in range(MAX_HEADER_LINES):
-        line = await peer.line()
-        if line == "":
+        raw = peer.lines.popleft() if peer.lines and len(peer.lines[0]) <= MAX_LINE \
+            else await peer.raw_line()         # those already here without a wait
+        if raw == b"" or raw == b"\r":
             if not env:
                 raise Rejected("no agi_ variables")
             return env
+        line = raw.decode("utf-8", "replace")
         name, sep, value = line.partition(":")
         if not sep or not name.startswith("agi_"):
-            raise Rejected(f"not an AGI variable line: {line[:60]!r}")
+            raise Rejected(f"not an AGI variable line: {line.rstrip(chr(13))[:60]!r}")
         env[name.strip()] = value.strip()
     raise Rejected("more than 128 variable lines")
 
