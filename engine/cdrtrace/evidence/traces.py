@@ -36,6 +36,8 @@ from .outcomes import Outcome, TraceResult, outcome_for
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 TRACE_MARK, CALL_MARK = b"t", b"c"
+_FIELDS = index.ENTRY_DTYPE.names               # an index entry's fields, as tolist() gives them
+_START = _FIELDS.index("start_us")
 
 
 def u64(value: int) -> bytes:
@@ -142,20 +144,21 @@ class Tracer:
         """The rules on one line's entries: (outcome, the call's view, its entry, the trace
         that already named this call)."""
         keep = self.config["keep"]
-        entries = self.lookup.last_calls(key, index_txn)
-        before = entries[entries["start_us"] < at_us]      # started before the activation
-        if len(before) == 0:
+        # the line's few entries as plain values (numpy costs more per field than it saves)
+        entries = self.lookup.last_calls(key, index_txn).tolist()
+        before = [r for r in entries if r[_START] < at_us]    # started before the activation
+        if not before:
             if len(entries) >= keep:
                 raise TraceError(
                     f"the index holds the last {keep} calls of "
                     f"{numbers.format_number(int.from_bytes(key, 'big'))} and all began after "
                     f"{timezones.format_utc(at_us)}; older calls are no longer held")
             return Outcome.NO_CALL, None, None, None
-        e = before[0]
+        e = dict(zip(_FIELDS, before[0]))
         outcome = outcome_for(e)
         view = self.call_view(index_txn, e)
-        tied = before[1:][before["start_us"][1:] == e["start_us"]]
-        if len(tied) and (tied["calling"] != e["calling"]).any():
+        tied = [dict(zip(_FIELDS, r)) for r in before[1:] if r[_START] == e["start_us"]]
+        if any(t["calling"] != e["calling"] for t in tied):
             # calls from different callers began at the same instant (whole-second CDR
             # times): the records cannot tell which was the last, so none is named
             view["tied_with"] = [self.call_view(index_txn, t) for t in tied]
