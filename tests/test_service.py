@@ -369,6 +369,43 @@ def test_fastagi_refuses_what_asterisk_would_not_send(service):
     assert store.trace_records(analyst="ann") == []
 
 
+def _environment(*chunks: bytes):
+    """read_environment over a peer fed these chunks of data: the variables, or the reason
+    the connection is refused."""
+    from cdrtrace.service import agi as agi_module
+
+    async def read():
+        listener = agi_module.FastAGI(lambda line, at: None)
+        listener.loop = asyncio.get_running_loop()
+        peer = agi_module.Peer(listener)
+        for chunk in chunks:
+            peer.data_received(chunk)
+        peer.eof_received()
+        try:
+            return await agi_module.read_environment(peer), list(peer.lines)
+        except agi_module.Rejected as exc:
+            return str(exc)
+    return asyncio.run(read())
+
+
+def test_fastagi_reads_the_variable_block_as_asterisk_writes_it():
+    assert _environment(b"agi_request: agi://10.0.0.5:4573/trace?x=1\nagi_callerid:3035550110",
+                        b"\nagi_arg_1 :  2026-03-02T23:00:00Z \n\n200 result=1\n") == (
+        {"agi_request": "agi://10.0.0.5:4573/trace?x=1", "agi_callerid": "3035550110",
+         "agi_arg_1": "2026-03-02T23:00:00Z"}, [b"200 result=1"])      # the rest kept
+    assert _environment(b"agi_network: yes\r\nagi_callerid: 1\r\nagi_callerid: 2\r\n\r\n") == (
+        {"agi_network": "yes", "agi_callerid": "2"}, [])                 # CRLF; the last wins
+    assert _environment(b"agi_empty:\n\n") == ({"agi_empty": ""}, [])
+    assert _environment(b"agi_network: yes\nagi_callerid 3035550110\nagi_dnid: *57\n\n") == \
+        "not an AGI variable line: 'agi_callerid 3035550110'"
+    assert _environment(b"agi_network: yes\n x_agi_y: 1\n\n") == \
+        "not an AGI variable line: ' x_agi_y: 1'"
+    assert _environment(b"\n") == "no agi_ variables"
+    assert _environment(b"agi_network: yes\n") == "the peer hung up"     # no blank line
+    assert _environment(b"agi_x: " + b"y" * 5000 + b"\n\n") == "a line over 4 KiB"
+    assert _environment(b"agi_x: 1\n" * 129 + b"\n") == "more than 128 variable lines"
+
+
 def test_fastagi_bounds_silent_peers_and_connections(service, monkeypatch):
     from cdrtrace.service import agi as agi_module
 

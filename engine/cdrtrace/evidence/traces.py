@@ -154,10 +154,10 @@ class Tracer:
                     f"{numbers.format_number(int.from_bytes(key, 'big'))} and all began after "
                     f"{timezones.format_utc(at_us)}; older calls are no longer held")
             return Outcome.NO_CALL, None, None, None
-        e = dict(zip(_FIELDS, before[0]))
+        e = dict(zip(_FIELDS, before[0], strict=True))
         outcome = outcome_for(e)
         view = self.call_view(index_txn, e)
-        tied = [dict(zip(_FIELDS, r)) for r in before[1:] if r[_START] == e["start_us"]]
+        tied = [dict(zip(_FIELDS, r, strict=True)) for r in before[1:] if r[_START] == e["start_us"]]
         if any(t["calling"] != e["calling"] for t in tied):
             # calls from different callers began at the same instant (whole-second CDR
             # times): the records cannot tell which was the last, so none is named
