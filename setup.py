@@ -1,5 +1,5 @@
 """Build the native modules: sources in ext/, compiled into the private
-cdrtrace.parsing._parse and cdrtrace.store._index modules.
+cdrtrace.parsing._parse, cdrtrace.store._index and cdrtrace.service._agi modules.
 
 CDRTRACE_DEBUG=1 builds with line tracing and writes Cython's annotated HTML;
 CDRTRACE_ASAN=1 builds with AddressSanitizer (run with LD_PRELOAD=$(gcc -print-file-name=libasan.so)).
@@ -30,7 +30,7 @@ def native(package, name):
     return Extension(
         f"cdrtrace.{package}.{name}",
         [f"ext/{name}.pyx"],
-        depends=["ext/_cdr.pxd", "ext/_scan.h"],
+        depends=["ext/_cdr.pxd", "ext/_scan.h", "ext/_agi.h"],
         include_dirs=["ext", numpy.get_include()],
         define_macros=macros,
         extra_compile_args=compile_args,
@@ -40,7 +40,7 @@ def native(package, name):
 
 setup(
     ext_modules=cythonize(
-        [native("parsing", "_parse"), native("store", "_index")],
+        [native("parsing", "_parse"), native("store", "_index"), native("service", "_agi")],
         compiler_directives=directives,
         annotate=debug,
     ),

@@ -49,8 +49,7 @@ class Service:
         assert not self.thread.is_alive()
 
 
-@pytest.fixture
-def service(store, ingest_records):
+def _serving(store, ingest_records):
     ingest_records(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00",
                        answer="2026-03-02 14:03:05", end="2026-03-02 14:03:30") + b"\n")
     running = Service(store)
@@ -58,6 +57,21 @@ def service(store, ingest_records):
               ("switch", "care", "analyst", "legal", "operator")}
     yield store, running, tokens
     running.stop()
+
+
+@pytest.fixture
+def service(store, ingest_records):
+    yield from _serving(store, ingest_records)
+
+
+AGI_LISTENERS = ["native", "python"]     # the C exchange, and its pure-Python reference
+
+
+@pytest.fixture(params=AGI_LISTENERS)
+def agi_service(request, store, ingest_records, monkeypatch):
+    """The service with each FastAGI listener in turn (CDRTRACE_AGI)."""
+    monkeypatch.setenv("CDRTRACE_AGI", request.param)
+    yield from _serving(store, ingest_records)
 
 
 def call(running, method, path, token=None, **kw):
@@ -335,8 +349,8 @@ def asterisk(callerid=LINE, **extra):
             "agi_threadid": "140230", **extra}
 
 
-def test_fastagi_sets_the_outcome_for_the_dialplan(service):
-    store, running, tokens = service
+def test_fastagi_sets_the_outcome_for_the_dialplan(agi_service):
+    store, running, tokens = agi_service
     commands, _ = agi(running, asterisk(agi_arg_1=AT))
     trace_id = store.trace_records(LINE, analyst="ann")[0]["trace_id"]
     assert commands == ['SET VARIABLE COT_OUTCOME "success"',
@@ -347,8 +361,8 @@ def test_fastagi_sets_the_outcome_for_the_dialplan(service):
     assert all(CALLER not in c for c in commands)
 
 
-def test_fastagi_hangup_mid_way_and_asterisk_errors(service):
-    store, running, tokens = service
+def test_fastagi_hangup_mid_way_and_asterisk_errors(agi_service):
+    store, running, tokens = agi_service
     commands, _ = agi(running, asterisk(agi_arg_1=AT),
                       replies=("HANGUP\n511 result=-1 Command Not Permitted on a dead channel",))
     assert len(commands) == 1                                 # nothing more after the hangup
@@ -358,8 +372,8 @@ def test_fastagi_hangup_mid_way_and_asterisk_errors(service):
     assert len(commands) == 1
 
 
-def test_fastagi_refuses_what_asterisk_would_not_send(service):
-    store, running, tokens = service
+def test_fastagi_refuses_what_asterisk_would_not_send(agi_service):
+    store, running, tokens = agi_service
     assert agi(running, {}, raw=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == ([], b"")
     assert agi(running, {}, raw=b"agi_network: yes\n" * 200 + b"\n") == ([], b"")
     assert agi(running, asterisk(agi_network_script="other", agi_request="agi://h/other"),
@@ -406,11 +420,51 @@ def test_fastagi_reads_the_variable_block_as_asterisk_writes_it():
     assert _environment(b"agi_x: 1\n" * 129 + b"\n") == "more than 128 variable lines"
 
 
-def test_fastagi_bounds_silent_peers_and_connections(service, monkeypatch):
+def test_each_fastagi_listener_refuses_a_block_for_the_reason_the_reference_gives(
+        agi_service, caplog):
+    import logging
+
+    store, running, tokens = agi_service
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
+    refused = {
+        b"agi_network: yes\nagi_callerid 3035550110\nagi_dnid: *57\n\n":
+            "not an AGI variable line: 'agi_callerid 3035550110'",
+        b"agi_network: yes\r\n x_agi_y: 1\r\n\r\n": "not an AGI variable line: ' x_agi_y: 1'",
+        b"\n": "no agi_ variables",
+        b"agi_x: " + b"y" * 5000 + b"\n\n": "a line over 4 KiB",
+        b"agi_x: 1\n" * 129 + b"\n": "more than 128 variable lines",
+        b"agi_network: yes\n": "the peer hung up",                     # then a hang-up
+    }
+    for block, reason in refused.items():
+        with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as sock:
+            sock.sendall(block)
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(100) == b""                               # closed, nothing sent
+        deadline = time.monotonic() + 5
+        while not any(r.getMessage().endswith(f" closed: {reason}") for r in caplog.records):
+            assert time.monotonic() < deadline, (reason, [r.getMessage() for r in caplog.records])
+            time.sleep(0.01)
+    # a reply that is not Asterisk's: refused after the first command
+    commands, _ = agi(running, asterisk(agi_arg_1=AT), replies=("HELLO",))
+    assert commands == ['SET VARIABLE COT_OUTCOME "success"']
+    deadline = time.monotonic() + 5
+    while not any(r.getMessage().endswith(" closed: an unexpected reply: 'HELLO'")
+                  for r in caplog.records):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert len(store.trace_records(LINE, analyst="ann")) == 1         # recorded all the same
+
+
+@pytest.mark.parametrize("listener", AGI_LISTENERS)
+def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monkeypatch,
+                                                      listener):
     from cdrtrace.service import agi as agi_module
 
-    store, running, tokens = service
+    monkeypatch.setenv("CDRTRACE_AGI", listener)
     monkeypatch.setattr(agi_module, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(agi_module, "READ_TIMEOUT", 0.3)
+    serving = _serving(store, ingest_records)
+    store, running, tokens = next(serving)
     held = [socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5)
             for _ in range(2)]
     held[0].sendall(b"agi_network: yes\n")               # then nothing more
@@ -421,7 +475,6 @@ def test_fastagi_bounds_silent_peers_and_connections(service, monkeypatch):
     for sock in held:
         sock.close()
     time.sleep(0.1)
-    monkeypatch.setattr(agi_module, "READ_TIMEOUT", 0.3)
     with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as silent:
         silent.sendall(b"agi_network: yes\n")
         assert silent.recv(100) == b""                  # silent past the timeout: closed
@@ -435,9 +488,12 @@ def test_fastagi_bounds_silent_peers_and_connections(service, monkeypatch):
         slow.sendall(b"\n")
         stream = slow.makefile("rwb")
         assert stream.readline().startswith(b'SET VARIABLE COT_OUTCOME "already_traced"')
+    next(serving, None)                                  # stopped
 
 
-def test_fastagi_serves_only_the_allowed_networks(store):
+@pytest.mark.parametrize("listener", AGI_LISTENERS)
+def test_fastagi_serves_only_the_allowed_networks(store, monkeypatch, listener):
+    monkeypatch.setenv("CDRTRACE_AGI", listener)
     running = Service(store, agi_allow=["10.0.0.0/8"])
     try:
         assert agi(running, asterisk(agi_arg_1=AT)) == ([], b"")
@@ -445,7 +501,8 @@ def test_fastagi_serves_only_the_allowed_networks(store):
         running.stop()
 
 
-def test_sigterm_under_load_loses_no_answered_trace(tmp_path):
+@pytest.mark.parametrize("path", ["http", "fastagi"])
+def test_sigterm_under_load_loses_no_answered_trace(tmp_path, path):
     import signal
     import subprocess
     import sys
@@ -472,14 +529,14 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path):
     deadline = time.monotonic() + 20
     while True:
         try:
-            httpx.get(url + "/healthz", timeout=1)
+            httpx.get(url + "/readyz", timeout=1)
             break
         except httpx.HTTPError:
             assert time.monotonic() < deadline
             time.sleep(0.05)
     answered, stop = [], threading.Event()
 
-    def client(k):
+    def over_http(k):
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                           timeout=10) as c:
             m = k
@@ -491,6 +548,19 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path):
                 if got.status_code == 200:
                     answered.append(got.json())
                 m += 8
+
+    def over_fastagi(k):
+        m = k
+        while not stop.is_set() and m < 400:
+            try:
+                commands, _ = agi(Ports(agi_port), asterisk(f"30355{m:05d}", agi_arg_1=AT))
+            except OSError:
+                return                               # the service went away: fine
+            if len(commands) == 3:                   # the whole answer reached the switch
+                answered.append({"outcome": commands[0].split('"')[1],
+                                 "trace_id": commands[2].split('"')[1]})
+            m += 8
+    client = over_http if path == "http" else over_fastagi
     threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
@@ -500,11 +570,19 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path):
     stop.set()
     for t in threads:
         t.join(10)
-    assert "http: POST /v1/trace 200" in proc.stderr.read()
+    log = proc.stderr.read()
+    assert ("http: POST /v1/trace 200" if path == "http" else "agi: trace T") in log
     assert answered and all(a["outcome"] == "success" for a in answered)
     with cdrtrace.open(db) as reopened:
         held = {r["trace_id"] for r in reopened.trace_records(analyst="ann")}
     assert {a["trace_id"] for a in answered} <= held      # every answer is in the evidence
+
+
+class Ports:
+    """What agi() needs of a running service: its ports."""
+
+    def __init__(self, agi_port):
+        self.ports = {"agi": agi_port}
 
 
 def test_a_form_posting_switch_gets_the_announcement_as_text(service):

@@ -36,7 +36,7 @@ from .outcomes import Outcome, TraceResult, outcome_for
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 TRACE_MARK, CALL_MARK = b"t", b"c"
-_FIELDS = index.ENTRY_DTYPE.names               # an index entry's fields, as tolist() gives them
+_FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
 _START = _FIELDS.index("start_us")
 
 

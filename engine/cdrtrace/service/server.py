@@ -53,12 +53,19 @@ async def serve(store: Any, http: str | None, agi: str | None,
         else None
     listener = FastAGI(lambda line, at: router.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
                        observe)
+    native = None
     if agi:
         host, port = address(agi, "--agi")
-        agi_server = await loop.create_server(listener.protocol, host, port,
-                                              reuse_port=True)   # --workers share it
-        servers.append(agi_server)
-        ports["agi"] = agi_server.sockets[0].getsockname()[1]
+        if os.environ.get("CDRTRACE_AGI", "native") != "python":   # the reference: python
+            from .agi_native import NativeFastAGI
+
+            native = NativeFastAGI(listener)
+            ports["agi"] = await native.start(host, port)
+        else:
+            agi_server = await loop.create_server(listener.protocol, host, port,
+                                                  reuse_port=True)   # --workers share it
+            servers.append(agi_server)
+            ports["agi"] = agi_server.sockets[0].getsockname()[1]
     http_task = None
     if http and app is not None:
         from .http import run_http
@@ -72,8 +79,13 @@ async def serve(store: Any, http: str | None, agi: str | None,
     await stop.wait()
     for s in servers:
         s.close()
+    if native is not None:
+        native.stop_accepting()
     if listener.active:                                  # in-flight traces finish
         await asyncio.wait(list(listener.active), timeout=30)
+    if native is not None:
+        await native.drain(30)
+        native.close()
     if http_task is not None:
         await http_task
     for s in servers:

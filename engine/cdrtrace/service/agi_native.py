@@ -1,0 +1,145 @@
+"""FastAGI with its wire exchange in C: the listener `cdrtrace serve --agi` runs.
+
+The protocol is cdrtrace.service.agi's, which stays as its pure-Python reference (and is
+what runs with CDRTRACE_AGI=python): the same variables read, the same commands sent, the
+same replies understood, the same refusals, limits and timeout, the same log lines. Here
+a thread in C (cdrtrace.service._agi, ext/_agi.h) accepts the connections, reads each
+agi_* block and, once a trace is answered, sends its three SET VARIABLE commands each
+after Asterisk's reply to the one before; Python only traces. Per trace the event loop
+runs the trace and a line of log, not the dozen protocol callbacks, futures and writes
+of the Python listener (BENCHMARKS.md, "The trace service").
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from ..errors import CdrTraceError
+from ..evidence.outcomes import ANNOUNCEMENTS, Outcome, TraceResult
+from . import _agi, agi
+
+log = logging.getLogger("cdrtrace.service")
+
+# why the C side closed a connection (ext/_agi.h, enum agi_reason), as agi.Rejected says it
+_REASONS = {1: "a line over 4 KiB", 2: "more than 128 variable lines",
+            3: "not an AGI variable line", 4: "no agi_ variables", 5: "a silent peer",
+            6: "the peer hung up", 7: "an unexpected reply"}
+_NOT_ALLOWED, _FULL = 8, 9
+
+
+def commands(result: TraceResult) -> bytes:
+    """The three SET VARIABLE commands of a trace's answer, as agi.FastAGI.handle sends them."""
+    return "".join(f"SET VARIABLE {name} {agi._quoted(value)}\n" for name, value in (
+        ("COT_OUTCOME", result.outcome.value),
+        ("COT_ANNOUNCEMENT", ANNOUNCEMENTS[result.outcome][0]),
+        ("COT_TRACE_ID", result.trace_id))).encode()
+
+
+class NativeFastAGI:
+    """The listener of an agi.FastAGI (its trace, allowed networks and metrics), with the
+    exchange in C."""
+
+    def __init__(self, listener: agi.FastAGI):
+        self.listener = listener
+        self.server: Any = None
+        self.sock: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.answered: dict[int, TraceResult | None] = {}   # connection -> its trace's result
+        self.tasks: set[asyncio.Task] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (SO_REUSEPORT: --workers share it): the port bound."""
+        self.loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            networks = [(socket.AF_INET if net.version == 4 else socket.AF_INET6,
+                         net.network_address.packed, net.prefixlen) for net in self.listener.allow]
+            self.server = _agi.Server(sock.fileno(), networks, agi.MAX_CONNECTIONS,
+                                      agi.READ_TIMEOUT)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.loop.add_reader(self.server.wakeup_fd, self._events)
+        return sock.getsockname()[1]
+
+    def _events(self) -> None:
+        assert self.loop is not None
+        for kind, conn, reason, seconds, host, port, extra in self.server.take():
+            address = (host, port)
+            if kind == _agi.REQUEST:
+                task = self.loop.create_task(self._trace(conn, address, extra))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            elif kind == _agi.DONE:
+                result = self.answered.pop(conn, None)
+                if result is not None:
+                    agi.requests.info("agi: trace %s %s in %.1f ms", result.trace_id or "-",
+                                      result.outcome.value, seconds * 1000)
+                    self.listener.observe("agi", result.outcome.value, seconds)
+            elif kind == _agi.CLOSED:
+                self.answered.pop(conn, None)
+                why = _REASONS.get(reason, f"reason {reason}")
+                if extra is not None:       # the offending line, as agi.Rejected shows it
+                    why += ": " + repr(extra.decode("utf-8", "replace").rstrip("\r")[:60])
+                log.info("agi: %s closed: %s", address, why)
+            elif kind == _agi.REFUSED:
+                if reason == _NOT_ALLOWED:
+                    log.warning("agi: refused %s: not in --agi-allow", address)
+                else:
+                    log.warning("agi: refused %s: %d connections already", address,
+                                agi.MAX_CONNECTIONS)
+
+    async def _trace(self, conn: int, address: tuple, values: tuple) -> None:
+        """A connection's agi_* block has come: trace, then hand the commands to C."""
+        answer = b""                        # none: the connection is closed
+        try:
+            callerid, arg_1, script, request = (
+                None if v is None else v.decode("utf-8", "replace").strip() for v in values)
+            script = script or (request or "").rsplit("/", 1)[-1]
+            if script.split("?")[0] != "trace":
+                answer = b'VERBOSE "cdrtrace serves only agi://.../trace" 1\n'
+                return
+            try:
+                result = await self.listener.trace(callerid or "", arg_1 or None)
+            except CdrTraceError as exc:            # not a line (anonymous), a bad time
+                log.info("agi: no trace for %s: %s", address, exc)
+                result = TraceResult("", "", Outcome.FAILURE, "", None)
+            self.answered[conn] = result
+            answer = commands(result)
+        finally:
+            if self.server is not None:
+                self.server.respond(conn, answer)
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.stop_accepting()
+
+    async def drain(self, timeout: float) -> None:
+        """Until every connection open is served (or timeout seconds)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.server is not None and (self.tasks or self.server.open_connections()) \
+                and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        """Stop the C thread (closing any connection still open), after logging what it
+        posted last."""
+        if self.server is not None:
+            if self.loop is not None:
+                self.loop.remove_reader(self.server.wakeup_fd)
+            self.server.stop_accepting()
+            self._events()
+            self.server.close()
+            self.server = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

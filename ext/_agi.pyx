@@ -1,0 +1,143 @@
+# cython: boundscheck=False, wraparound=False
+"""FastAGI's wire exchange in C on its own thread (ext/_agi.h): the private module behind
+cdrtrace.service.agi_native. The pure-Python reference is cdrtrace.service.agi."""
+from libc.errno cimport errno
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+cdef extern from "_agi.h" nogil:
+    int AGI_VALUES
+    int AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED
+    ctypedef struct agi_network:
+        int family
+        unsigned char address[16]
+        int prefix
+    ctypedef struct agi_event:
+        int kind
+        int reason
+        uint64_t conn
+        double seconds
+        int port
+        char host[46]
+        char *values[4]
+        int lengths[4]
+        char detail[240]
+        int detail_length
+    ctypedef struct agi_server:
+        pass
+    agi_server *agi_create(int listen_fd, const agi_network *networks, int n_networks,
+                           int max_conns, double timeout)
+    int agi_start(agi_server *s)
+    agi_event *agi_take(agi_server *s, int *count)
+    int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length)
+    void agi_stop_accepting(agi_server *s)
+    int agi_wakeup_fd(agi_server *s)
+    int agi_open_connections(agi_server *s)
+    void agi_destroy(agi_server *s)
+
+REQUEST, DONE, CLOSED, REFUSED = AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED
+
+
+cdef class Server:
+    """The exchange over a bound, listening, non-blocking socket (still the caller's).
+    networks: (family, packed address, prefix length) of the peers served. Events come
+    back through take() once wakeup_fd is readable."""
+    cdef agi_server *s
+
+    def __init__(self, int fd, networks, int max_connections, double timeout):
+        if self.s != NULL:
+            raise ValueError("the FastAGI listener is started already")
+        cdef int n = len(networks), i
+        cdef agi_network *nets = <agi_network *>malloc(sizeof(agi_network) * (n if n else 1))
+        if nets == NULL:
+            raise MemoryError()
+        memset(nets, 0, sizeof(agi_network) * (n if n else 1))
+        try:
+            for i, (family, packed, prefix) in enumerate(networks):
+                if len(packed) > 16:
+                    raise ValueError(f"not an address: {packed!r}")
+                nets[i].family = family
+                memcpy(nets[i].address, <const char *>packed, len(packed))
+                nets[i].prefix = prefix
+            with nogil:
+                self.s = agi_create(fd, nets, n, max_connections, timeout)
+        finally:
+            free(nets)
+        if self.s == NULL:
+            raise OSError(errno, "cannot start the FastAGI listener")
+        if agi_start(self.s) != 0:
+            agi_destroy(self.s)
+            self.s = NULL
+            raise OSError("cannot start the FastAGI listener's thread")
+
+    @property
+    def wakeup_fd(self):
+        self._check()
+        return agi_wakeup_fd(self.s)
+
+    cdef _check(self):
+        if self.s == NULL:
+            raise ValueError("the FastAGI listener is closed")
+
+    def take(self):
+        """[(kind, conn, reason, seconds, host, port, values or detail)]: a request's
+        values are (callerid, arg_1, network_script, request), each bytes or None; a
+        refusal's detail is the offending line's start (bytes) or None."""
+        self._check()
+        cdef int count = 0, i, v
+        cdef agi_event *events
+        cdef agi_event *e
+        with nogil:
+            events = agi_take(self.s, &count)
+        taken = []
+        try:
+            for i in range(count):
+                e = &events[i]
+                if e.kind == AGI_REQUEST:
+                    extra = tuple(None if e.values[v] == NULL else e.values[v][:e.lengths[v]]
+                                  for v in range(AGI_VALUES))
+                else:
+                    extra = e.detail[:e.detail_length] if e.detail_length else None
+                taken.append((e.kind, e.conn, e.reason, e.seconds,
+                              e.host.decode("ascii"), e.port, extra))
+        finally:
+            for i in range(count):
+                for v in range(AGI_VALUES):
+                    free(events[i].values[v])
+            free(events)
+        return taken
+
+    def respond(self, uint64_t conn, bytes commands):
+        """The commands to send a connection that traced (each ending with a newline),
+        one at a time; none: it is closed."""
+        self._check()
+        cdef const char *data = commands
+        cdef size_t length = len(commands)
+        cdef int failed
+        with nogil:
+            failed = agi_respond(self.s, conn, data, length)
+        if failed:
+            raise MemoryError()
+
+    def stop_accepting(self):
+        self._check()
+        with nogil:
+            agi_stop_accepting(self.s)
+
+    def open_connections(self):
+        self._check()
+        return agi_open_connections(self.s)
+
+    def close(self):
+        """Stop the thread; close every connection still open."""
+        if self.s != NULL:
+            with nogil:
+                agi_destroy(self.s)
+            self.s = NULL
+
+    def __dealloc__(self):
+        if self.s != NULL:
+            with nogil:
+                agi_destroy(self.s)
+            self.s = NULL
