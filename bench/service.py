@@ -61,10 +61,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(db: str, group: bool, workers: int = 1,
-          pin: bool = False) -> tuple[subprocess.Popen, int, int]:
+def start(db: str, group: bool, workers: int = 1, pin: bool = False,
+          agi_listener: str = "native") -> tuple[subprocess.Popen, int, int]:
     http, agi = free_port(), free_port()
-    env = {**os.environ, "CDRTRACE_GROUP_COMMIT": "1" if group else "0"}
+    env = {**os.environ, "CDRTRACE_GROUP_COMMIT": "1" if group else "0",
+           "CDRTRACE_AGI": agi_listener}
     proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db,
                              "--http", f"127.0.0.1:{http}", "--agi", f"127.0.0.1:{agi}",
                              "--workers", str(workers)] + (["--pin"] if pin else []),
@@ -194,7 +195,7 @@ def run(args) -> list[dict]:
         for group in (True, False):
             shutil.rmtree(db, ignore_errors=True)
             shutil.copytree(pristine, db)              # the same store, the same lines
-            proc, http, agi = start(db, group, args.workers, args.pin)
+            proc, http, agi = start(db, group, args.workers, args.pin, args.agi_listener)
             dealt = 0                                  # each line is traced once
             try:
                 for kind, port in (("fastagi", agi), ("http", http)):
@@ -272,6 +273,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="cdrtrace serve --workers")
     parser.add_argument("--service-only", action="store_true", help="skip the Python API")
     parser.add_argument("--pin", action="store_true", help="cdrtrace serve --pin")
+    parser.add_argument("--agi-listener", choices=("native", "python"), default="native",
+                        help="the FastAGI listener (CDRTRACE_AGI): the C exchange, or the "
+                             "Python reference")
     args = parser.parse_args()
     if not 1 <= args.traces <= 3000:      # 9 x traces lines, each traced once, of 28,701
         parser.error("--traces must be 1 to 3000")
