@@ -19,10 +19,14 @@
 #ifndef CDRTRACE_AGI_H
 #define CDRTRACE_AGI_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE                      /* pthread_setaffinity_np, pthread_setname_np */
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +107,8 @@ typedef struct {
     double timeout;
     pthread_t thread;
     int running, stopping, accepting, stop_accepting;
+    cpu_set_t cores;                 /* where the thread may run (none given: as its creator) */
+    int n_cores;
     pthread_mutex_t lock;
     agi_event *events;
     int n_events, cap_events, python_woken;
@@ -503,6 +509,9 @@ static void agi_sweep(agi_server *s, double now) {
 
 static void *agi_run(void *arg) {
     agi_server *s = arg;
+    pthread_setname_np(pthread_self(), "cdrtrace-agi");
+    if (s->n_cores > 0)              /* it holds no interpreter lock: --pin need not hold it */
+        pthread_setaffinity_np(pthread_self(), sizeof s->cores, &s->cores);
     struct epoll_event ready[256];
     double swept = agi_now();
     while (!__atomic_load_n(&s->stopping, __ATOMIC_RELAXED)) {
@@ -548,10 +557,11 @@ static void agi_free(agi_server *s) {
     free(s);
 }
 
-/* A server over a bound, listening, non-blocking socket (still the caller's to close);
- * NULL with errno set when the system refuses what it needs. */
+/* A server over a bound, listening, non-blocking socket (still the caller's to close),
+ * its thread to run on the cores given (none: where its creator may); NULL with errno set
+ * when the system refuses what it needs. */
 static agi_server *agi_create(int listen_fd, const agi_network *networks, int n_networks,
-                              int max_conns, double timeout) {
+                              int max_conns, double timeout, const int *cores, int n_cores) {
     agi_server *s = calloc(1, sizeof *s);
     if (s == NULL) return NULL;
     s->epoll_fd = s->to_python = s->to_thread = -1;
@@ -585,6 +595,12 @@ static agi_server *agi_create(int listen_fd, const agi_network *networks, int n_
         errno = saved;
         return NULL;
     }
+    CPU_ZERO(&s->cores);
+    for (int i = 0; i < n_cores; i++)
+        if (cores[i] >= 0 && cores[i] < CPU_SETSIZE) {
+            CPU_SET(cores[i], &s->cores);
+            s->n_cores++;
+        }
     s->accepting = 1;
     return s;
 }

@@ -27,7 +27,7 @@ cdef extern from "_agi.h" nogil:
     ctypedef struct agi_server:
         pass
     agi_server *agi_create(int listen_fd, const agi_network *networks, int n_networks,
-                           int max_conns, double timeout)
+                           int max_conns, double timeout, const int *cores, int n_cores)
     int agi_start(agi_server *s)
     agi_event *agi_take(agi_server *s, int *count)
     int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length)
@@ -41,16 +41,20 @@ REQUEST, DONE, CLOSED, REFUSED = AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED
 
 cdef class Server:
     """The exchange over a bound, listening, non-blocking socket (still the caller's).
-    networks: (family, packed address, prefix length) of the peers served. Events come
-    back through take() once wakeup_fd is readable."""
+    networks: (family, packed address, prefix length) of the peers served; cores: where
+    its thread may run (empty: where the caller's may). Events come back through take()
+    once wakeup_fd is readable."""
     cdef agi_server *s
 
-    def __init__(self, int fd, networks, int max_connections, double timeout):
+    def __init__(self, int fd, networks, int max_connections, double timeout, cores=()):
         if self.s != NULL:
             raise ValueError("the FastAGI listener is started already")
-        cdef int n = len(networks), i
+        cdef int n = len(networks), i, n_cores = len(cores)
         cdef agi_network *nets = <agi_network *>malloc(sizeof(agi_network) * (n if n else 1))
-        if nets == NULL:
+        cdef int *on = <int *>malloc(sizeof(int) * (n_cores if n_cores else 1))
+        if nets == NULL or on == NULL:
+            free(nets)
+            free(on)
             raise MemoryError()
         memset(nets, 0, sizeof(agi_network) * (n if n else 1))
         try:
@@ -60,10 +64,13 @@ cdef class Server:
                 nets[i].family = family
                 memcpy(nets[i].address, <const char *>packed, len(packed))
                 nets[i].prefix = prefix
+            for i, core in enumerate(cores):
+                on[i] = core
             with nogil:
-                self.s = agi_create(fd, nets, n, max_connections, timeout)
+                self.s = agi_create(fd, nets, n, max_connections, timeout, on, n_cores)
         finally:
             free(nets)
+            free(on)
         if self.s == NULL:
             raise OSError(errno, "cannot start the FastAGI listener")
         if agi_start(self.s) != 0:

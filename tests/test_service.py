@@ -801,9 +801,12 @@ def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, wo
     import os
     import signal
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        agi_port = s.getsockname()[1]
     proc, port, token = _serve_one_call(
         tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00"),
-        "--workers", str(workers), "--pin")
+        "--workers", str(workers), "--pin", "--agi", f"127.0.0.1:{agi_port}")
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
         servers: list[int] = []
@@ -828,9 +831,14 @@ def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, wo
         pinned = []
         for pid in servers:
             threads = os.listdir(f"/proc/{pid}/task")    # the loop, the committer, ...
-            cores = {_cores(pid, int(t)) for t in threads}
+            named = {t: open(f"/proc/{pid}/task/{t}/comm").read().strip() for t in threads}
+            cores = {_cores(pid, int(t)) for t in threads if named[t] != "cdrtrace-agi"}
             assert len(cores) == 1 and int(cores.pop()) in allowed   # one core, every thread
             pinned.append(int(_cores(pid)))
+            # but the FastAGI exchange's thread in C (no interpreter lock) on every core
+            exchange = [t for t in threads if named[t] == "cdrtrace-agi"]
+            assert len(exchange) == 1
+            assert _cores(pid, int(exchange[0])) == _cores(os.getpid())
         if workers == 2 and len(allowed) >= 2:
             assert sorted(pinned) == allowed[:2]         # worker i on the i-th core
     finally:

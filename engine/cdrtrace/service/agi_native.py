@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import CdrTraceError
@@ -41,8 +42,9 @@ class NativeFastAGI:
     """The listener of an agi.FastAGI (its trace, allowed networks and metrics), with the
     exchange in C."""
 
-    def __init__(self, listener: agi.FastAGI):
+    def __init__(self, listener: agi.FastAGI, cores: Iterable[int] = ()):
         self.listener = listener
+        self.cores = sorted(cores)          # where the C thread may run (empty: as the loop)
         self.server: Any = None
         self.sock: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -63,7 +65,7 @@ class NativeFastAGI:
             networks = [(socket.AF_INET if net.version == 4 else socket.AF_INET6,
                          net.network_address.packed, net.prefixlen) for net in self.listener.allow]
             self.server = _agi.Server(sock.fileno(), networks, agi.MAX_CONNECTIONS,
-                                      agi.READ_TIMEOUT)
+                                      agi.READ_TIMEOUT, self.cores)
         except BaseException:
             sock.close()
             raise

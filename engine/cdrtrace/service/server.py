@@ -21,6 +21,9 @@ from .agi import DEFAULT_ALLOW, FastAGI
 from .routing import Router
 
 log = logging.getLogger("cdrtrace.service")
+# the cores this process could use before --pin kept it on one: the FastAGI exchange's
+# thread in C takes no interpreter lock, so it runs on any of them
+UNPINNED: set[int] = set()
 
 
 def address(text: str, what: str) -> tuple[str, int]:
@@ -59,7 +62,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
         if os.environ.get("CDRTRACE_AGI", "native") != "python":   # the reference: python
             from .agi_native import NativeFastAGI
 
-            native = NativeFastAGI(listener)
+            native = NativeFastAGI(listener, UNPINNED)
             ports["agi"] = await native.start(host, port)
         else:
             agi_server = await loop.create_server(listener.protocol, host, port,
@@ -125,6 +128,8 @@ def run(args: Any) -> None:
         return
     if getattr(args, "pin", False):
         pin(started_on())
+    elif os.environ.get("CDRTRACE_AGI_CORES"):         # a worker pinned by its supervisor
+        UNPINNED.update(int(c) for c in os.environ["CDRTRACE_AGI_CORES"].split(","))
     store = open_store(args, readonly_index=True)
     with asyncio.Runner(loop_factory=event_loop()) as runner:
         runner.run(serve(store, args.http, args.agi, args.agi_allow))
@@ -145,7 +150,9 @@ def pin(core: int) -> None:
     Python in two threads, the event loop and the committer, which share one interpreter
     lock: spread over two cores they hand it back and forth at every LMDB call (py-lmdb
     lets go of it there), and a profile under 64 FastAGI clients put a quarter of the
-    service's samples in that hand-over (BENCHMARKS.md)."""
+    service's samples in that hand-over (BENCHMARKS.md). The FastAGI exchange's thread in
+    C, which takes no lock, is left the cores the process had (UNPINNED)."""
+    UNPINNED.update(os.sched_getaffinity(0))
     try:
         for thread in os.listdir("/proc/self/task"):   # those already started too (BLAS's)
             os.sched_setaffinity(int(thread), {core})
@@ -184,8 +191,9 @@ def supervise(args: Any) -> None:
 
     def pinned(i: int) -> Any:     # worker i on the i-th core, set in the child before exec
         return (lambda: os.sched_setaffinity(0, {cores[i % len(cores)]})) if args.pin else None
-    children = [subprocess.Popen(argv, preexec_fn=pinned(i))   # noqa: PLW1509 - no threads here
-                for i in range(args.workers)]
+    env = {**os.environ, "CDRTRACE_AGI_CORES": ",".join(map(str, cores))} if args.pin else None
+    children = [subprocess.Popen(argv, preexec_fn=pinned(i), env=env)   # noqa: PLW1509
+                for i in range(args.workers)]     # (no threads here: preexec_fn is safe)
 
     def forward(signum: int, frame: Any) -> None:
         for child in children:
