@@ -52,7 +52,7 @@ def result_of(record: dict) -> TraceResult:
     """The customer's result of an evidence record: never the caller."""
     return TraceResult(record["trace_id"], record["line"], Outcome(record["outcome"]),
                        timezones.format_utc(record["activated_us"]),
-                       timezones.format_utc(record["call"]["start_us"]) if record["call"] else None)
+                       record["call"]["start"] if record["call"] else None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

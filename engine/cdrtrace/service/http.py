@@ -370,8 +370,12 @@ class Front(Answering):
 
 
 def _json(value: Any) -> bytes:
-    """As FastAPI's JSONResponse renders it."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    """As FastAPI's JSONResponse renders it (one encoder kept: json.dumps with options
+    builds one per call)."""
+    return _ENCODER.encode(value).encode()
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _header(headers: list, name: bytes) -> str | None:
