@@ -14,6 +14,8 @@ import time
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import cli, testing
@@ -912,3 +914,81 @@ def test_requests_logged_directly_as_serve_sets_logging_up_never_name_a_number(
     assert any(" INFO agi: trace T" in line for line in lines)
     for number in (LINE, CALLER, LINE[-7:], CALLER[-7:]):
         assert not any(number in line for line in lines), number
+
+
+def _exchange(port: int, head: bytes, replies: list[bytes]) -> list[bytes]:
+    """Send head, then a reply to each command received: the commands, in order. A head
+    without its blank line is followed by a hang-up (not a wait for the timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        commands = []
+        try:
+            stream.write(head)
+            stream.flush()
+            if not (head.startswith(b"\n") or head.endswith(b"\n\n") or head.endswith(b"\n\r\n")):
+                sock.shutdown(socket.SHUT_WR)
+            for reply in replies:
+                line = stream.readline()
+                if not line:
+                    break
+                commands.append(line)
+                stream.write(reply)
+                stream.flush()
+            commands += stream.readlines()       # until the listener closes
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        return commands
+
+
+_LINES = st.sampled_from([b"agi_network: yes", b"agi_network_script: trace",
+                          b"agi_network_script: other", b"agi_request: agi://h:4573/trace?a=b",
+                          b"agi_callerid: anonymous", b"agi_callerid: 3035550199",
+                          b"agi_callerid:   +1 (303) 555-0198  ", b"agi_callerid:",
+                          b"agi_arg_1: 2026-03-02T23:00:00Z", b"agi_arg_1: soon",
+                          b"agi_calleridname: \xc3\xa9\xff", b"agi_x : y",
+                          b"agi_callerid: 3035550197\r"])
+_BAD_LINES = st.sampled_from([b"agi_", b"not a variable", b" agi_lead: 1", b"agi_long: " + b"z" * 4100])
+_BLOCKS = st.tuples(st.lists(_LINES, max_size=10), st.lists(_BAD_LINES, max_size=1),
+                    st.integers(0, 10)).map(   # mostly well formed; a bad line at times
+    lambda t: t[0][:t[2]] + t[1] + t[0][t[2]:])
+_REPLIES = st.sampled_from([b"200 result=1\n", b"HANGUP\n200 result=1\n",
+                            b"HANGUP\n511 result=-1 Command Not Permitted on a dead channel\n",
+                            b"520-Invalid command syntax.  Proper usage follows:\nx\n520 End.\n",
+                            b"520 Invalid command\n", b"what\n", b"200 result=1\r\n"])
+
+
+@given(_BLOCKS, st.sampled_from([b"\n", b"\r\n", b""]),
+       st.lists(_REPLIES, min_size=3, max_size=3))
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_native_fastagi_listener_answers_as_its_python_reference(both_listeners, lines, end,
+                                                                     replies):
+    """Differential: any block of these lines and any replies get the same commands from
+    the C exchange as from the Python listener (traces that cannot succeed, so that the
+    order of the two does not matter)."""
+    head = b"".join(line + b"\n" for line in lines) + end
+    native, python = both_listeners
+    numbered = re.compile(rb'COT_TRACE_ID "T\d+"')       # each trace gets its own number
+
+    def said(port):
+        return [numbered.sub(b'COT_TRACE_ID "T"', c) for c in _exchange(port, head, replies)]
+    assert said(native) == said(python)
+
+
+@pytest.fixture(scope="module")
+def both_listeners(tmp_path_factory):
+    """(native port, python port): two services over one store without calls."""
+    import os
+
+    store = cdrtrace.open(tmp_path_factory.mktemp("both") / "db", create=True)
+    running = []
+    try:
+        for listener in AGI_LISTENERS:
+            os.environ["CDRTRACE_AGI"] = listener
+            running.append(Service(store))
+    finally:
+        os.environ.pop("CDRTRACE_AGI", None)
+    yield tuple(r.ports["agi"] for r in running)
+    for r in running:
+        r.stop()
+    store.close()
