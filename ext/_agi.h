@@ -40,6 +40,8 @@
 #define AGI_MAX_VARIABLES 128        /* agi_ variable lines before the blank one */
 #define AGI_DETAIL 240               /* bytes of an offending line posted with its refusal */
 #define AGI_READ 65536
+/* what a peer may send while its trace runs: as many lines as a block may have */
+#define AGI_MAX_PENDING ((size_t)(AGI_MAX_VARIABLES + 1) * (AGI_MAX_LINE + 1))
 
 enum agi_event_kind { AGI_REQUEST = 1, AGI_DONE = 2, AGI_CLOSED = 3, AGI_REFUSED = 4 };
 enum agi_reason {
@@ -107,6 +109,7 @@ typedef struct {
     double timeout;
     pthread_t thread;
     int running, stopping, accepting, stop_accepting;
+    double resume_at;                /* when to watch the listening socket again, if paused */
     cpu_set_t cores;                 /* where the thread may run (none given: as its creator) */
     int n_cores;
     pthread_mutex_t lock;
@@ -326,6 +329,10 @@ static int agi_bytes(agi_server *s, int slot, const char *data, size_t length) {
     size_t at = 0;
     while (at < length) {
         if (c->state == ST_TRACING) {                    /* kept, in order, for later */
+            if (c->pending_length + (length - at) > AGI_MAX_PENDING) {  /* as the lines' bound */
+                agi_close(s, slot, AGI_TOO_MANY, NULL, 0);
+                return -1;
+            }
             char *grown = realloc(c->pending, c->pending_length + (length - at));
             if (grown == NULL) { agi_close(s, slot, AGI_HUNG_UP, NULL, 0); return -1; }
             memcpy(grown + c->pending_length, data + at, length - at);
@@ -426,7 +433,16 @@ static void agi_accept(agi_server *s) {
         socklen_t size = sizeof peer;
         int fd = accept4(s->listen_fd, (struct sockaddr *)&peer, &size,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;                             /* EAGAIN, or try at the next wake */
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of descriptors or memory: the listening socket would stay readable
+                 * and spin this loop; it is watched again in 0.1 s */
+                epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+                s->accepting = 0;
+                s->resume_at = agi_now() + 0.1;
+            }
+            return;                                     /* EAGAIN, ECONNABORTED, ... */
+        }
         if (!agi_allowed(s, &peer)) { agi_refuse(s, fd, AGI_NOT_ALLOWED, &peer); continue; }
         if (s->open >= s->max_conns) { agi_refuse(s, fd, AGI_FULL, &peer); continue; }
         int slot = 0;
@@ -531,6 +547,17 @@ static void *agi_run(void *arg) {
         if (now - swept >= 0.05) {
             agi_sweep(s, now);
             swept = now;
+            if (!s->accepting && s->resume_at > 0 && now >= s->resume_at) {
+                pthread_mutex_lock(&s->lock);
+                int stopped = s->stop_accepting;
+                pthread_mutex_unlock(&s->lock);
+                struct epoll_event ev;
+                ev.events = EPOLLIN;
+                ev.data.u64 = AGI_LISTEN_ID;
+                if (!stopped && epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd, &ev) == 0)
+                    s->accepting = 1;
+                s->resume_at = 0;
+            }
         }
     }
     return NULL;
