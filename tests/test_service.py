@@ -916,7 +916,7 @@ def test_requests_logged_directly_as_serve_sets_logging_up_never_name_a_number(
         assert not any(number in line for line in lines), number
 
 
-def _exchange(port: int, head: bytes, replies: list[bytes]) -> list[bytes]:
+def _agi_exchange(port: int, head: bytes, replies: list[bytes]) -> list[bytes]:
     """Send head, then a reply to each command received: the commands, in order. A head
     without its blank line is followed by a hang-up (not a wait for the timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -971,7 +971,7 @@ def test_the_native_fastagi_listener_answers_as_its_python_reference(both_listen
     numbered = re.compile(rb'COT_TRACE_ID "T\d+"')       # each trace gets its own number
 
     def said(port):
-        return [numbered.sub(b'COT_TRACE_ID "T"', c) for c in _exchange(port, head, replies)]
+        return [numbered.sub(b'COT_TRACE_ID "T"', c) for c in _agi_exchange(port, head, replies)]
     assert said(native) == said(python)
 
 
