@@ -160,6 +160,9 @@ def test_health_metrics_and_documentation_without_a_token(service):
     assert 'cdrtrace_traces_total{outcome="already_traced",via="http"} 2.0' in metrics
     assert 'cdrtrace_trace_seconds_count{via="http"} 3.0' in metrics
     assert "cdrtrace_trace_seconds_bucket" in metrics and "cdrtrace_feed_records" in metrics
+    # one at a time, each trace had a commit of its own
+    assert "cdrtrace_trace_commits_total 3.0" in metrics
+    assert "cdrtrace_traces_committed_total 3.0" in metrics
     spec = call(running, "GET", "/openapi.json").json()
     assert "/v1/trace" in spec["paths"] and "/v1/disclose" in spec["paths"]
     page = call(running, "GET", "/docs").text

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, Field
 
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
@@ -89,6 +90,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
+    registry.register(_SharedCommits(store))
     children: dict[tuple[str, str], tuple[Any, Any]] = {}   # outcomes x ways in: a dozen
 
     def observe(via: str, outcome: str, seconds: float) -> None:
@@ -367,6 +369,21 @@ class Front(Answering):
             return status_of(exc), _json({"error": str(exc)})
         self.observe("http", result.outcome.value, time.perf_counter() - started)
         return 200, _json(result.to_dict())
+
+
+class _SharedCommits:
+    """Prometheus: the evidence commits traces shared, and the traces they carried."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def collect(self) -> Any:
+        traces, commits = self.store.shared_commits()
+        yield CounterMetricFamily("cdrtrace_trace_commits", "Durable evidence commits of traces",
+                                  value=commits)
+        yield CounterMetricFamily("cdrtrace_traces_committed",
+                                  "Traces those commits carried (over commits: traces a commit)",
+                                  value=traces)
 
 
 def _json(value: Any) -> bytes:

@@ -93,8 +93,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
         await http_task
     for s in servers:
         await s.wait_closed()
-    group = store._tracer.group
-    log.info("stopped: %d traces in %d shared commits", group.carried, group.commits)
+    log.info("stopped: %d traces in %d shared commits", *store.shared_commits())
     if replicating is not None:       # the last traces' evidence sent before exiting
         replicating[0].set()
         await loop.run_in_executor(None, replicating[1].join, 15)
