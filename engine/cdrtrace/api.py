@@ -254,12 +254,6 @@ class Store:
         """Resolve the pending traces whose live feeds have passed them, by the rules."""
         return self._tracer.resolve_pending()
 
-    def shared_commits(self) -> tuple[int, int]:
-        """(traces, commits): what this store's shared evidence commits have carried since
-        it was opened (their ratio is what a trace's latency waits on)."""
-        group = self._tracer.group
-        return group.carried, group.commits
-
     def run_activations(self) -> list[TraceResult]:
         """Trace the *57s the switches recorded in ingested CDRs, each once."""
         return activations.run(self._tracer)
@@ -416,3 +410,10 @@ class Store:
 
 
 __all__ = ["Store", "open"]
+
+
+def shared_commits(store: Store) -> tuple[int, int]:
+    """(traces, commits): what a store's shared evidence commits have carried since it was
+    opened (their ratio is what a trace's latency waits on)."""
+    group = store._tracer.group
+    return group.carried, group.commits

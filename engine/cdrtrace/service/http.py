@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, Field
 
+from ..api import shared_commits
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
 from .protocol import MAX_BODY, Answering, BoundedHttpTools
@@ -378,7 +379,7 @@ class _SharedCommits:
         self.store = store
 
     def collect(self) -> Any:
-        traces, commits = self.store.shared_commits()
+        traces, commits = shared_commits(self.store)
         yield CounterMetricFamily("cdrtrace_trace_commits", "Durable evidence commits of traces",
                                   value=commits)
         yield CounterMetricFamily("cdrtrace_traces_committed",

@@ -15,6 +15,7 @@ import sys
 import threading
 from typing import Any
 
+from ..api import shared_commits
 from ..errors import CdrTraceError
 from . import requestlog
 from .agi import DEFAULT_ALLOW, FastAGI
@@ -93,7 +94,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
         await http_task
     for s in servers:
         await s.wait_closed()
-    log.info("stopped: %d traces in %d shared commits", *store.shared_commits())
+    log.info("stopped: %d traces in %d shared commits", *shared_commits(store))
     if replicating is not None:       # the last traces' evidence sent before exiting
         replicating[0].set()
         await loop.run_in_executor(None, replicating[1].join, 15)
