@@ -718,7 +718,7 @@ def test_status_and_last_calls_never_wait_for_an_ingest_or_a_trace_commit(servic
     assert set(answers.values()) == {200}
 
 
-def _serve_one_call(tmp_path, record: bytes, *flags: str):
+def _serve_one_call(tmp_path, record: bytes, *flags: str, preexec_fn=None):
     """`cdrtrace serve` as a process over a store of one call: (process, port, switch token)."""
     import subprocess
     import sys
@@ -734,7 +734,7 @@ def _serve_one_call(tmp_path, record: bytes, *flags: str):
         port = s1.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", str(db),
                              "--http", f"127.0.0.1:{port}", *flags],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
     return proc, port, token
 
 
@@ -995,3 +995,62 @@ def both_listeners(tmp_path_factory):
     for r in running:
         r.stop()
     store.close()
+
+
+def test_the_fastagi_thread_neither_spins_nor_stops_when_descriptors_run_out(tmp_path):
+    """A local peer holding connections until the service has no descriptor left: the C
+    exchange sets the listening socket aside (it would stay readable and spin its loop),
+    and serves again once descriptors are free."""
+    import resource
+    import signal
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        agi_port = s.getsockname()[1]
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    proc, port, token = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        "--agi", f"127.0.0.1:{agi_port}", preexec_fn=few_descriptors)
+    held = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:                                     # until it listens
+            try:
+                held.append(socket.create_connection(("127.0.0.1", agi_port), timeout=1))
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        for _ in range(80):                            # more than it has descriptors for
+            held.append(socket.create_connection(("127.0.0.1", agi_port), timeout=1))
+        time.sleep(0.5)
+        before = _cpu_seconds(proc.pid)
+        time.sleep(1.0)
+        assert _cpu_seconds(proc.pid) - before < 0.3    # not spinning on accept
+        for sock in held:
+            sock.close()
+        held = []
+        deadline = time.monotonic() + 10
+        while True:                                     # served again
+            commands, _ = agi(Ports(agi_port), asterisk(agi_arg_1=AT))
+            if commands:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert commands[0] == 'SET VARIABLE COT_OUTCOME "success"'
+    finally:
+        for sock in held:
+            sock.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
