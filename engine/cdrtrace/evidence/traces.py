@@ -62,6 +62,10 @@ class Snapshot:
     txn: Any
     feeds: dict[int, dict]
 
+    @classmethod
+    def of(cls, index_txn: Any, liveness: Liveness) -> Snapshot:
+        return cls(index_txn, liveness.live_feeds(index_txn))
+
 
 class Tracer:
     """Resolves and records traces of one store."""
@@ -119,7 +123,7 @@ class Tracer:
         resolved first, in their own nested transaction (if that fails, they wait for
         the next commit)."""
         with self.envs.read() as index_txn:
-            snapshot = Snapshot(index_txn, self.liveness.live_feeds(index_txn))
+            snapshot = Snapshot.of(index_txn, self.liveness)
             if txn.stat(self.db["pending"])["entries"]:
                 child = self.envs.eenv.begin(write=True, parent=txn)
                 try:
@@ -289,8 +293,7 @@ class Tracer:
 
         def work(txn: Any) -> list[dict]:
             with self.envs.read() as index_txn:
-                return self._pending_work(txn, Snapshot(index_txn,
-                                                        self.liveness.live_feeds(index_txn)))
+                return self._pending_work(txn, Snapshot.of(index_txn, self.liveness))
         return [result_of(r) for r in self.envs.ewrite(work)]
 
     def _pending_work(self, txn: Any, snapshot: Snapshot) -> list[dict]:

@@ -172,6 +172,23 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+NOT_SERVED = 'VERBOSE "cdrtrace serves only agi://.../trace" 1'
+
+
+def serves(network_script: str | None, request: str | None) -> bool:
+    """Is this AGI request the trace (agi_network_script, or the last part of agi_request)?"""
+    script = network_script or (request or "").rsplit("/", 1)[-1]
+    return script.split("?")[0] == "trace"
+
+
+def commands(result: TraceResult) -> list[str]:
+    """The SET VARIABLE commands that answer a trace, in the order they are sent."""
+    return [f"SET VARIABLE {name} {_quoted(value)}" for name, value in (
+        ("COT_OUTCOME", result.outcome.value),
+        ("COT_ANNOUNCEMENT", ANNOUNCEMENTS[result.outcome][0]),
+        ("COT_TRACE_ID", result.trace_id))]
+
+
 class FastAGI:
     """The FastAGI listener: one trace per connection."""
 
@@ -215,29 +232,34 @@ class FastAGI:
             self.active.add(task)
             task.add_done_callback(self.active.discard)
 
+    async def traced(self, callerid: str | None, arg_1: str | None, address: Any) -> TraceResult:
+        """The trace of agi_callerid at agi_arg_1 (now, without one); a failure, for the
+        switch to announce, when they are not a line or a time."""
+        try:
+            return await self.trace(callerid or "", arg_1 or None)
+        except CdrTraceError as exc:            # not a line (anonymous), a bad time
+            log.info("agi: no trace for %s: %s", address, exc)
+            return TraceResult("", "", Outcome.FAILURE, "", None)
+
+    def done(self, result: TraceResult, seconds: float) -> None:
+        """A trace answered to the switch: its line of log and its metrics."""
+        requests.info("agi: trace %s %s in %.1f ms", result.trace_id or "-",
+                      result.outcome.value, seconds * 1000)
+        self.observe("agi", result.outcome.value, seconds)
+
     async def handle(self, peer: Peer, address: Any) -> None:
         started = time.perf_counter()
         try:
             env = await read_environment(peer)
-            script = env.get("agi_network_script") or env.get("agi_request", "").rsplit("/", 1)[-1]
-            if script.split("?")[0] != "trace":
-                await command(peer, 'VERBOSE "cdrtrace serves only agi://.../trace" 1')
+            if not serves(env.get("agi_network_script"), env.get("agi_request")):
+                await command(peer, NOT_SERVED)
                 return
-            line, at = env.get("agi_callerid", ""), env.get("agi_arg_1") or None
-            try:
-                result = await self.trace(line, at)
-            except CdrTraceError as exc:            # not a line (anonymous), a bad time
-                log.info("agi: no trace for %s: %s", address, exc)
-                result = TraceResult("", "", Outcome.FAILURE, "", None)
-            for name, value in (("COT_OUTCOME", result.outcome.value),
-                                ("COT_ANNOUNCEMENT", ANNOUNCEMENTS[result.outcome][0]),
-                                ("COT_TRACE_ID", result.trace_id)):
-                if not await command(peer, f"SET VARIABLE {name} {_quoted(value)}"):
+            result = await self.traced(env.get("agi_callerid"), env.get("agi_arg_1"), address)
+            for text in commands(result):
+                if not await command(peer, text):
                     break                            # hung up: the trace is recorded anyway
             took = time.perf_counter() - started
-            requests.info("agi: trace %s %s in %.1f ms", result.trace_id or "-", result.outcome.value,
-                     took * 1000)
-            self.observe("agi", result.outcome.value, took)
+            self.done(result, took)
         except Rejected as exc:
             log.info("agi: %s closed: %s", address, exc)
         finally:

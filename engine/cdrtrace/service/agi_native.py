@@ -17,8 +17,7 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import CdrTraceError
-from ..evidence.outcomes import ANNOUNCEMENTS, Outcome, TraceResult
+from ..evidence.outcomes import TraceResult
 from . import _agi, agi
 
 log = logging.getLogger("cdrtrace.service")
@@ -28,14 +27,6 @@ _REASONS = {1: "a line over 4 KiB", 2: "more than 128 variable lines",
             3: "not an AGI variable line", 4: "no agi_ variables", 5: "a silent peer",
             6: "the peer hung up", 7: "an unexpected reply"}
 _NOT_ALLOWED, _FULL = 8, 9
-
-
-def commands(result: TraceResult) -> bytes:
-    """The three SET VARIABLE commands of a trace's answer, as agi.FastAGI.handle sends them."""
-    return "".join(f"SET VARIABLE {name} {agi._quoted(value)}\n" for name, value in (
-        ("COT_OUTCOME", result.outcome.value),
-        ("COT_ANNOUNCEMENT", ANNOUNCEMENTS[result.outcome][0]),
-        ("COT_TRACE_ID", result.trace_id))).encode()
 
 
 class NativeFastAGI:
@@ -84,9 +75,7 @@ class NativeFastAGI:
             elif kind == _agi.DONE:
                 result = self.answered.pop(conn, None)
                 if result is not None:
-                    agi.requests.info("agi: trace %s %s in %.1f ms", result.trace_id or "-",
-                                      result.outcome.value, seconds * 1000)
-                    self.listener.observe("agi", result.outcome.value, seconds)
+                    self.listener.done(result, seconds)
             elif kind == _agi.CLOSED:
                 self.answered.pop(conn, None)
                 why = _REASONS.get(reason, f"reason {reason}")
@@ -106,17 +95,12 @@ class NativeFastAGI:
         try:
             callerid, arg_1, script, request = (
                 None if v is None else v.decode("utf-8", "replace").strip() for v in values)
-            script = script or (request or "").rsplit("/", 1)[-1]
-            if script.split("?")[0] != "trace":
-                answer = b'VERBOSE "cdrtrace serves only agi://.../trace" 1\n'
+            if not agi.serves(script, request):
+                answer = agi.NOT_SERVED.encode() + b"\n"
                 return
-            try:
-                result = await self.listener.trace(callerid or "", arg_1 or None)
-            except CdrTraceError as exc:            # not a line (anonymous), a bad time
-                log.info("agi: no trace for %s: %s", address, exc)
-                result = TraceResult("", "", Outcome.FAILURE, "", None)
+            result = await self.listener.traced(callerid, arg_1, address)
             self.answered[conn] = result
-            answer = commands(result)
+            answer = "".join(c + "\n" for c in agi.commands(result)).encode()
         finally:
             if self.server is not None:
                 self.server.respond(conn, answer)

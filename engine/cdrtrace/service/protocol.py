@@ -144,7 +144,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             if not in_flight.keep_alive:
                 self.transport.close()
         requests.info("http: POST /v1/trace %d in %.1f ms", status,
-                 (time.perf_counter() - self.started) * 1000)
+                      (time.perf_counter() - self.started) * 1000)
         in_flight.response_complete = True
         self.on_response_complete()
 
