@@ -180,21 +180,29 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
-        packed = self.line(line)
-        self._ready(packed)
-        return self._worded(self._tracer.trace(packed, self._at_us(at), wait, by))
+        return self._worded(self._tracer.trace(*self._activation(line, at), wait, by))
 
     async def trace_async(self, line: str, at: str | int | None = None, wait: float = 0.0,
                           by: str | None = None) -> TraceResult:
         """trace() for an event loop: concurrent traces share commits, no thread each."""
-        packed, at_us = self.line(line), self._at_us(at)
-        self._ready(packed)
-        return self._worded(await self._tracer.trace_async(packed, at_us, wait, by))
+        return self._worded(await self._tracer.trace_async(*self._activation(line, at), wait, by))
 
-    def _ready(self, packed: int) -> None:
-        """A shard's store traces only its lines, and none while too far behind."""
+    def trace_then(self, line: str, at: str | int | None,
+                   then: Callable[[TraceResult | None, BaseException | None], None],
+                   by: str | None = None, loop: Any = None) -> None:
+        """trace() with no wait, answered by a call from the shared commit (on its thread,
+        or on the loop given): then(result, None), or then(None, error) for a rule's error
+        (Tracer.trace_then). What is wrong with the request itself is raised here."""
+        self._tracer.trace_then(*self._activation(line, at), by, lambda result, error: then(
+            None if result is None else self._worded(result), error), loop)
+
+    def _activation(self, line: str, at: str | int | None) -> tuple[int, int]:
+        """(the line packed, the activation time): a line this shard's store traces, and
+        not while too far behind."""
+        packed, at_us = self.line(line), self._at_us(at)
         if self.shard is not None:
             shards.check(self.shard, self.liveness, packed)
+        return packed, at_us
 
     def _worded(self, result: TraceResult) -> TraceResult:
         """The carrier's own wording of the announcement, if it set one."""

@@ -12,14 +12,18 @@ Every work of a commit gets the value of opened(txn), a context entered once per
 the tracer's is one index snapshot for all of the commit's traces, with the pending
 traces resolved first.
 
-Two ways in: run(work) from a thread (the Python API), which leads a commit itself when
-none is under way; and run_async(work) from an event loop (the service), which only
-queues the work: a committer thread leads for it, so the service needs no thread per
-trace. The queue is bounded: a trace that finds it full waits for room.
+Three ways in: run(work) from a thread (the Python API), which leads a commit itself when
+none is under way; run_async(work) from an event loop (the service), which only queues
+the work: a committer thread leads for it, so the service needs no thread per trace; and
+submit(work, then), which queues the work and returns: then(outcome) is called on the
+committer thread once the commit is durable (the C FastAGI listener answers the switch
+from there, with no future or loop hop per trace). run's queue is bounded: a trace that
+finds it full waits for room; the listeners' connection limits bound the others.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -33,16 +37,20 @@ from ..store.environments import Environments
 if TYPE_CHECKING:
     import asyncio
 
+log = logging.getLogger("cdrtrace.trace")
 MAX_WAITING = 4096          # traces queued at most; more wait for room
+Settled = tuple[Any, BaseException | None]     # a work's (result, None) or (None, its error)
 
 
 class _Slot:
-    __slots__ = ("work", "future", "loop")
+    __slots__ = ("work", "future", "loop", "then")
 
     def __init__(self, work: Callable[[Any, Any], Any],
-                 loop: asyncio.AbstractEventLoop | None = None):
-        self.work, self.loop = work, loop
-        self.future: Any = loop.create_future() if loop is not None else Future()
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 then: Callable[[Settled], None] | None = None):
+        self.work, self.loop, self.then = work, loop, then
+        self.future: Any = (None if then is not None else
+                            loop.create_future() if loop is not None else Future())
 
 
 class GroupCommit:
@@ -86,6 +94,19 @@ class GroupCommit:
         import asyncio  # here: only the service's loop comes this way
 
         slot = _Slot(work, asyncio.get_running_loop())
+        self._hand_over(slot)
+        return await slot.future
+
+    def submit(self, work: Callable[[Any, Any], Any], then: Callable[[Settled], None],
+               loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """work(txn, opened) in a shared commit, without waiting for it: then(outcome) is
+        called once the commit is durable, or has failed: on the committer thread, or on
+        the loop given (with the commit's other answers for that loop, in one call). An
+        error then raises is logged, and the others are answered."""
+        self._hand_over(_Slot(work, loop, then))
+
+    def _hand_over(self, slot: _Slot) -> None:
+        """Queue a slot for the committer thread (started with the first)."""
         with self.cond:
             self.waiting.append(slot)
             if self.committer is None:
@@ -93,7 +114,6 @@ class GroupCommit:
                                                   name="cdrtrace-group-commit")
                 self.committer.start()
             self.cond.notify_all()
-        return await slot.future
 
     def _queue(self, work: Callable[[Any, Any], Any]) -> _Slot:
         slot = _Slot(work)
@@ -129,8 +149,9 @@ class GroupCommit:
             self._lead(batch)
 
     def _commit(self, batch: list[_Slot]) -> None:
-        batch = [s for s in batch if s.loop is not None or s.future.set_running_or_notify_cancel()]
-        results: list[tuple[Any, BaseException | None]] = []
+        batch = [s for s in batch if s.future is None or s.loop is not None
+                 or s.future.set_running_or_notify_cancel()]
+        results: list[Settled] = []
 
         def together(txn: Any) -> None:
             results.clear()                  # again from the start if LMDB retries the txn
@@ -166,9 +187,9 @@ class GroupCommit:
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for slot, outcome in zip(batch, results, strict=True):
             if slot.loop is not None:
-                by_loop.setdefault(slot.loop, []).append((slot.future, outcome))
+                by_loop.setdefault(slot.loop, []).append((slot, outcome))
             else:
-                _settle(slot.future, outcome)
+                _settle(slot, outcome)
         for loop, settled in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle_all, settled)
@@ -180,7 +201,14 @@ class _OneFailed(Exception):
     """A trace of a commit failed: the commit is made again, each trace nested."""
 
 
-def _settle(future: Any, outcome: tuple[Any, BaseException | None]) -> None:
+def _settle(slot: _Slot, outcome: Settled) -> None:
+    if slot.then is not None:
+        try:
+            slot.then(outcome)
+        except Exception:                    # noqa: BLE001 - the other traces are answered
+            log.exception("a trace's answer failed")
+        return
+    future = slot.future
     if future.done():                        # an awaiting task was cancelled
         return
     result, error = outcome
@@ -191,5 +219,5 @@ def _settle(future: Any, outcome: tuple[Any, BaseException | None]) -> None:
 
 
 def _settle_all(settled: list) -> None:
-    for future, outcome in settled:
-        _settle(future, outcome)
+    for slot, outcome in settled:
+        _settle(slot, outcome)

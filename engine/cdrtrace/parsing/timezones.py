@@ -14,7 +14,7 @@ import zoneinfo
 
 import numpy as np
 
-from ..errors import ZoneError
+from ..errors import TraceError, ZoneError
 
 MIN_YEAR, MAX_YEAR = 1970, 2099
 _UTC = _dt.UTC
@@ -83,8 +83,6 @@ def format_utc(us: int) -> str:
 
 def parse_instant(text: str, zone_name: str = "UTC") -> int:
     """ISO-8601 instant to UTC microseconds; without an offset it is read in zone_name."""
-    from ..errors import TraceError
-
     try:
         value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:

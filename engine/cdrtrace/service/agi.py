@@ -193,8 +193,10 @@ class FastAGI:
     """The FastAGI listener: one trace per connection."""
 
     def __init__(self, trace: Callable[[str, str | None], Awaitable[TraceResult]],
-                 allow: Iterable[str] = DEFAULT_ALLOW, observe: Callable[..., None] | None = None):
+                 allow: Iterable[str] = DEFAULT_ALLOW, observe: Callable[..., None] | None = None,
+                 submit: Callable[..., bool] | None = None):
         self.trace = trace
+        self.submit = submit        # trace answered on the commit's thread (Router.trace_then)
         self.allow = [ipaddress.ip_network(n, strict=False) for n in allow]
         self.observe = observe or (lambda *_: None)
         self.active: set[asyncio.Task] = set()
@@ -238,8 +240,38 @@ class FastAGI:
         try:
             return await self.trace(callerid or "", arg_1 or None)
         except CdrTraceError as exc:            # not a line (anonymous), a bad time
-            log.info("agi: no trace for %s: %s", address, exc)
-            return TraceResult("", "", Outcome.FAILURE, "", None)
+            return self.failed(exc, address)
+
+    def traced_then(self, callerid: str | None, arg_1: str | None, address: Any,
+                    then: Callable[[TraceResult | None], None]) -> bool:
+        """traced() without the event loop: then(result) is called on the shared commit's
+        thread once the trace is durable (at once, for a request that is not a line or a
+        time); then(None) if the trace raised an error that is not the request's (the
+        error is then raised to the committer, which logs it). False, with nothing done,
+        when the trace needs the loop (a line another shard holds): traced() does it."""
+        if self.submit is None:
+            return False
+
+        def settled(result: TraceResult | None, error: BaseException | None) -> None:
+            if error is None:
+                then(result)
+            elif isinstance(error, CdrTraceError):
+                then(self.failed(error, address))
+            else:
+                then(None)
+                raise error
+        try:
+            return self.submit(callerid or "", arg_1 or None, settled)
+        except CdrTraceError as exc:
+            then(self.failed(exc, address))
+            return True
+
+    @staticmethod
+    def failed(exc: CdrTraceError, address: Any) -> TraceResult:
+        """No trace (not a line, a bad time, refused by the rules): a failure the switch
+        announces."""
+        log.info("agi: no trace for %s: %s", address, exc)
+        return TraceResult("", "", Outcome.FAILURE, "", None)
 
     def done(self, result: TraceResult, seconds: float) -> None:
         """A trace answered to the switch: its line of log and its metrics."""

@@ -5,15 +5,20 @@ what runs with CDRTRACE_AGI=python): the same variables read, the same commands 
 same replies understood, the same refusals, limits and timeout, the same log lines. Here
 a thread in C (cdrtrace.service._agi, ext/_agi.h) accepts the connections, reads each
 agi_* block and, once a trace is answered, sends its three SET VARIABLE commands each
-after Asterisk's reply to the one before; Python only traces. Per trace the event loop
-runs the trace and a line of log, not the dozen protocol callbacks, futures and writes
-of the Python listener (BENCHMARKS.md, "The trace service").
+after Asterisk's reply to the one before; Python only traces. The event loop hands each
+request to the shared commit (Router.trace_then), and the committer thread, once the
+commit is durable, hands the commands to C: per trace no task, future or hop back to the
+loop, and not the dozen protocol callbacks and writes of the Python listener
+(BENCHMARKS.md, "The trace service"). A line another shard holds is traced on the loop,
+which forwards it.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,6 +46,7 @@ class NativeFastAGI:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.answered: dict[int, TraceResult | None] = {}   # connection -> its trace's result
         self.tasks: set[asyncio.Task] = set()
+        self.closing = threading.Lock()     # the committer's respond, against close()
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (SO_REUSEPORT: --workers share it): the port bound."""
@@ -65,13 +71,14 @@ class NativeFastAGI:
         return sock.getsockname()[1]
 
     def _events(self) -> None:
-        assert self.loop is not None
-        for kind, conn, reason, seconds, host, port, extra in self.server.take():
+        with agi.requests.together():         # the batch's lines of log in one write
+            self._handle(self.server.take())
+
+    def _handle(self, events: list) -> None:
+        for kind, conn, reason, seconds, host, port, extra in events:
             address = (host, port)
             if kind == _agi.REQUEST:
-                task = self.loop.create_task(self._trace(conn, address, extra))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                self._request(conn, address, extra)
             elif kind == _agi.DONE:
                 result = self.answered.pop(conn, None)
                 if result is not None:
@@ -89,19 +96,48 @@ class NativeFastAGI:
                     log.warning("agi: refused %s: %d connections already", address,
                                 agi.MAX_CONNECTIONS)
 
-    async def _trace(self, conn: int, address: tuple, values: tuple) -> None:
-        """A connection's agi_* block has come: trace, then hand the commands to C."""
-        answer = b""                        # none: the connection is closed
+    def _request(self, conn: int, address: tuple, values: tuple) -> None:
+        """A connection's agi_* block has come: its trace handed to the shared commit,
+        answered from there (_answer); or traced on the loop (another shard's line)."""
         try:
             callerid, arg_1, script, request = (
                 None if v is None else v.decode("utf-8", "replace").strip() for v in values)
             if not agi.serves(script, request):
-                answer = agi.NOT_SERVED.encode() + b"\n"
+                self._respond(conn, agi.NOT_SERVED.encode() + b"\n")
                 return
+            if self.listener.traced_then(callerid, arg_1, address,
+                                         functools.partial(self._answer, conn)):
+                return
+        except BaseException:
+            self._respond(conn, b"")
+            raise
+        assert self.loop is not None
+        task = self.loop.create_task(self._trace(conn, address, callerid, arg_1))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _trace(self, conn: int, address: tuple, callerid: str | None,
+                     arg_1: str | None) -> None:
+        """Trace on the loop, then hand the commands to C."""
+        result = None                       # none: the connection is closed
+        try:
             result = await self.listener.traced(callerid, arg_1, address)
-            self.answered[conn] = result
-            answer = "".join(c + "\n" for c in agi.commands(result)).encode()
         finally:
+            self._answer(conn, result)
+
+    def _answer(self, conn: int, result: TraceResult | None) -> None:
+        """A trace's commands to C (on the committer thread, or the loop); None: the
+        connection is closed."""
+        answer = b""
+        try:
+            if result is not None:
+                self.answered[conn] = result
+                answer = "".join(c + "\n" for c in agi.commands(result)).encode()
+        finally:
+            self._respond(conn, answer)
+
+    def _respond(self, conn: int, answer: bytes) -> None:
+        with self.closing:
             if self.server is not None:
                 self.server.respond(conn, answer)
 
@@ -124,8 +160,9 @@ class NativeFastAGI:
                 self.loop.remove_reader(self.server.wakeup_fd)
             self.server.stop_accepting()
             self._events()
-            self.server.close()
-            self.server = None
+            with self.closing:
+                self.server.close()
+                self.server = None
         if self.sock is not None:
             self.sock.close()
             self.sock = None

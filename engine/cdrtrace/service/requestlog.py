@@ -7,11 +7,15 @@ the logging is as `serve` set it up (the root's one stream handler, with serve's
 no filters anywhere on the way, info enabled), the hot paths' lines are written here:
 the same text, to the same stream, under the same lock. Set up any other way (an
 operator's handlers, a test's capture), every line goes through the logging module.
+Inside together(), the direct lines are kept and written at its end in one write (the C
+FastAGI listener's answered traces come in batches).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -24,6 +28,7 @@ class RequestLog:
         self.checked: tuple = ()        # the root's handler and formatter found as serve's
         self.second = -1
         self.stamp = ""
+        self.kept: _Kept | None = None          # inside together(): the lines to write
 
     def info(self, message: str, *args: object) -> None:
         handler = self._direct()
@@ -37,10 +42,24 @@ class RequestLog:
                                                             time.localtime(second))
         line = (f"{self.stamp},{int((now - second) * 1000):03d} {self.logger.name} INFO "
                 f"{message % args if args else message}\n")
-        stream = handler.stream                # type: ignore[attr-defined]
-        with handler.lock:                     # type: ignore[union-attr]
-            stream.write(line)
-            stream.flush()
+        kept = self.kept
+        if kept is not None and kept.handler in (None, handler):
+            kept.lines.append(line)
+            kept.handler = handler
+            return
+        _write(handler, line)
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """The direct lines of the block, each stamped when it was logged, written in one
+        write at its end."""
+        kept = self.kept = _Kept()
+        try:
+            yield
+        finally:
+            self.kept = None
+            if kept.lines and kept.handler is not None:
+                _write(kept.handler, "".join(kept.lines))
 
     def _direct(self) -> logging.Handler | None:
         """The root's stream handler when a line written to it directly reads exactly as
@@ -67,3 +86,18 @@ class RequestLog:
                 return None
             logger = logger.parent
         return handler
+
+
+class _Kept:
+    __slots__ = ("lines", "handler")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.handler: logging.Handler | None = None
+
+
+def _write(handler: logging.Handler, text: str) -> None:
+    stream = handler.stream                    # type: ignore[attr-defined]
+    with handler.lock:                         # type: ignore[union-attr]
+        stream.write(text)
+        stream.flush()

@@ -17,6 +17,7 @@ import logging
 import queue
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import CdrTraceError, NotReadyError, TraceError, WrongShardError
@@ -56,6 +57,19 @@ class Router:
             at if isinstance(at, int) else time.time_ns() // 1000)
         self.forwarded += 1
         return await asyncio.to_thread(self._post, peer, line, when, wait)
+
+    def trace_then(self, line: str, at: str | None,
+                   then: Callable[[TraceResult | None, BaseException | None], None],
+                   by: str | None = None, loop: Any = None, forward: bool = True) -> bool:
+        """trace() with no wait, answered by a call from the shared commit (Store.trace_then):
+        False, with nothing done, for a line another shard holds, which trace() forwards."""
+        try:
+            self.store.trace_then(line, at, then, by, loop)
+        except WrongShardError as exc:
+            if not forward or exc.peer is None:
+                raise
+            return False
+        return True
 
     def _post(self, peer: Any, line: str, at: str, wait: float) -> TraceResult:
         body = json.dumps({"line": line, "at": at, "wait": wait}).encode()

@@ -56,7 +56,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
     observe = (lambda kind, outcome, seconds: app.state.observe(kind, outcome, seconds)) if app \
         else None
     listener = FastAGI(lambda line, at: router.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
-                       observe)
+                       observe, router.trace_then)
     native = None
     if agi:
         host, port = address(agi, "--agi")
