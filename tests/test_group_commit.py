@@ -90,3 +90,48 @@ def test_without_sharing_each_work_commits_alone(store, monkeypatch):
         group.run(_writes(store, b"two", 2, fail=True))
     assert _committed(store, b"one") and not _committed(store, b"two")
     assert (group.commits, group.carried) == (2, 2)
+
+
+def test_a_submitted_work_is_answered_by_a_call_once_durable(store):
+    """submit(): then(outcome) runs on the committer thread, or on the loop given, after the
+    commit is durable; a failing work's then gets its error, and a then that raises is
+    logged without keeping the others from their answers."""
+    group = GroupCommit(store.envs)
+    gate = threading.Event()
+    calls, done = [], threading.Event()
+
+    def then(name, raises=False):
+        def called(outcome):
+            calls.append((name, outcome, threading.current_thread().name,
+                          _committed(store, name.encode())))
+            if len(calls) == 4:
+                done.set()
+            if raises:
+                raise RuntimeError("the answer failed")
+        return called
+    group.submit(_writes(store, b"held", "held", gate=gate), then("held"))
+    _wait_until(lambda: group.leading)             # that commit is under way, held
+    group.submit(_writes(store, b"raises", "r"), then("raises", raises=True))
+    group.submit(_writes(store, b"bad", "b", fail=True), then("bad"))
+    group.submit(_writes(store, b"after", "a"), then("after"))
+    gate.set()
+    assert done.wait(10)
+    by_name = {name: (outcome, thread, durable) for name, outcome, thread, durable in calls}
+    assert by_name["held"][0] == (("held", None), None)
+    assert by_name["raises"][0] == (("r", None), None) and by_name["after"][0][0][0] == "a"
+    assert by_name["bad"][0][0] is None and isinstance(by_name["bad"][0][1], ValueError)
+    assert {thread for _, thread, _ in by_name.values()} == {"cdrtrace-group-commit"}
+    assert [by_name[n][2] for n in ("held", "raises", "after", "bad")] == [True] * 3 + [False]
+
+    async def on_a_loop():
+        loop, answered = asyncio.get_running_loop(), asyncio.Event()
+        seen = []
+
+        def called(outcome):
+            seen.append((outcome, threading.current_thread() is threading.main_thread()
+                         and asyncio.get_running_loop() is loop, _committed(store, b"looped")))
+            answered.set()
+        group.submit(_writes(store, b"looped", "l"), called, loop)
+        await asyncio.wait_for(answered.wait(), 10)
+        return seen
+    assert asyncio.run(on_a_loop()) == [((("l", None), None), True, True)]

@@ -388,6 +388,56 @@ def test_fastagi_refuses_what_asterisk_would_not_send(agi_service):
     assert store.trace_records(analyst="ann") == []
 
 
+def _resolving(fault):
+    """Tracer.resolve raising, in the shared commit: a rule's refusal (TraceError) or a
+    fault of the code (RuntimeError); undone by the returned call."""
+    from cdrtrace.errors import TraceError
+    from cdrtrace.evidence.traces import Tracer
+
+    def resolve(self, txn, index_txn, key, at_us):
+        raise fault("older calls are no longer held") if fault is TraceError else fault()
+    patch = pytest.MonkeyPatch()
+    patch.setattr(Tracer, "resolve", resolve)
+    return patch.undo
+
+
+@pytest.mark.parametrize("fault", ["rules", "code"])
+def test_fastagi_answers_a_refused_trace_and_closes_on_a_fault(agi_service, fault):
+    """Raised in the shared commit: the rules' refusal is a failure the switch announces,
+    a fault of the code closes the connection; either way nothing is recorded, and the
+    next trace is answered (the commit's thread goes on)."""
+    from cdrtrace.errors import TraceError
+
+    store, running, tokens = agi_service
+    undo = _resolving(TraceError if fault == "rules" else RuntimeError)
+    commands, _ = agi(running, asterisk(agi_arg_1=AT))
+    undo()
+    if fault == "rules":
+        assert commands[0] == 'SET VARIABLE COT_OUTCOME "failure"' and len(commands) == 3
+    else:
+        assert commands == []
+    assert store.trace_records(analyst="ann") == []
+    commands, _ = agi(running, asterisk(agi_arg_1=AT))
+    assert commands[0] == 'SET VARIABLE COT_OUTCOME "success"'
+
+
+@pytest.mark.parametrize("fault", ["rules", "code"])
+def test_http_answers_a_refused_trace_and_a_fault(service, fault):
+    from cdrtrace.errors import TraceError
+
+    store, running, tokens = service
+    undo = _resolving(TraceError if fault == "rules" else RuntimeError)
+    refused = call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    undo()
+    if fault == "rules":
+        assert refused.status_code == 400 and "no longer held" in refused.json()["error"]
+    else:
+        assert (refused.status_code, refused.json()) == (500, {"error": "Internal Server Error"})
+    assert store.trace_records(analyst="ann") == []
+    traced = call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    assert traced.json()["outcome"] == "success"
+
+
 def _environment(*chunks: bytes):
     """read_environment over a peer fed these chunks of data: the variables, or the reason
     the connection is refused."""
@@ -893,12 +943,69 @@ def test_the_direct_request_line_reads_as_the_logging_module_writes_it(serve_log
     direct.info("http: POST /v1/trace %d in %.1f ms", 200, 0.5)
     logging.root.handlers[0].setFormatter(logging.Formatter(
         "%(asctime)s %(name)s %(levelname)s %(message)s"))
-    log.addFilter(lambda record: "hidden" not in record.getMessage())
+    def hiding(record):
+        return "hidden" not in record.getMessage()
+    log.addFilter(hiding)
     direct.info("hidden")
-    monkeypatch.setattr(log, "filters", [])
+    log.removeFilter(hiding)
     logging.root.setLevel(logging.WARNING)
     direct.info("below the level")
     assert stream.getvalue().splitlines()[2:] == ["INFO http: POST /v1/trace 200 in 0.5 ms"]
+
+
+def test_lines_logged_together_are_written_in_one_write_as_logged(serve_logging):
+    import logging
+
+    from cdrtrace.service.requestlog import RequestLog
+
+    stream = serve_logging()
+    writes = []
+    original = stream.write
+    stream.write = lambda text: writes.append(text) or original(text)   # type: ignore
+    log = logging.getLogger("cdrtrace.service")
+    direct = RequestLog(log)
+    with direct.together():
+        direct.info("agi: trace %s %s in %.1f ms", "T00000001", "success", 1.25)
+        direct.info("agi: trace %s %s in %.1f ms", "T00000002", "no_call", 2.5)
+        assert writes == []                    # kept until the block ends
+    log.info("agi: trace %s", "T00000003")
+    assert len(writes) == 2
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" INFO ")[1] for line in lines] == [
+        "agi: trace T00000001 success in 1.2 ms", "agi: trace T00000002 no_call in 2.5 ms",
+        "agi: trace T00000003"]
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} cdrtrace\.service INFO ")
+    assert all(stamp.match(line) for line in lines), lines
+    with direct.together():                    # set up otherwise: through logging at once
+        logging.root.handlers[0].setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        direct.info("http: POST /v1/trace %d in %.1f ms", 200, 0.5)
+        assert stream.getvalue().splitlines()[-1] == "INFO http: POST /v1/trace 200 in 0.5 ms"
+
+
+def test_the_c_listeners_answered_traces_are_logged_in_one_write(serve_logging):
+    from cdrtrace.evidence.outcomes import Outcome, TraceResult
+    from cdrtrace.service import _agi, agi
+    from cdrtrace.service.agi_native import NativeFastAGI
+
+    stream = serve_logging()
+    writes = []
+    original = stream.write
+    stream.write = lambda text: writes.append(text) or original(text)   # type: ignore
+    observed = []
+    native = NativeFastAGI(agi.FastAGI(None, observe=lambda *seen: observed.append(seen)))
+    taken = [(_agi.DONE, conn, 0, 0.002, "127.0.0.1", 5000 + conn, None) for conn in (1, 2)]
+
+    class Taking:
+        def take(self):
+            return taken
+    native.server = Taking()
+    native.answered = {conn: TraceResult(f"T{conn:08d}", LINE, Outcome.SUCCESS, AT, None)
+                       for conn in (1, 2)}
+    native._events()
+    assert len(writes) == 1 and writes[0].count("\n") == 2
+    assert [line.split(" INFO ")[1] for line in stream.getvalue().splitlines()] == [
+        "agi: trace T00000001 success in 2.0 ms", "agi: trace T00000002 success in 2.0 ms"]
+    assert observed == [("agi", "success", 0.002)] * 2 and native.answered == {}
 
 
 def test_requests_logged_directly_as_serve_sets_logging_up_never_name_a_number(
