@@ -95,8 +95,11 @@ cdef class Server:
         cdef int count = 0, i, v
         cdef agi_event *events
         cdef agi_event *e
-        with nogil:
-            events = agi_take(self.s, &count)
+        # with the interpreter lock held: agi_take only reads a non-blocking eventfd and
+        # takes a mutex the C thread holds for a moment and never with that lock; letting
+        # the lock go costs more, as the other Python thread then takes it (and the same
+        # for agi_respond)
+        events = agi_take(self.s, &count)
         taken = []
         try:
             for i in range(count):
@@ -122,8 +125,7 @@ cdef class Server:
         cdef const char *data = commands
         cdef size_t length = len(commands)
         cdef int failed
-        with nogil:
-            failed = agi_respond(self.s, conn, data, length)
+        failed = agi_respond(self.s, conn, data, length)
         if failed:
             raise MemoryError()
 
