@@ -953,33 +953,55 @@ def test_the_direct_request_line_reads_as_the_logging_module_writes_it(serve_log
     assert stream.getvalue().splitlines()[2:] == ["INFO http: POST /v1/trace 200 in 0.5 ms"]
 
 
-def test_lines_logged_together_are_written_in_one_write_as_logged(serve_logging):
-    import logging
-
-    from cdrtrace.service.requestlog import RequestLog
-
-    stream = serve_logging()
+def _counting_writes(stream) -> list:
     writes = []
     original = stream.write
-    stream.write = lambda text: writes.append(text) or original(text)   # type: ignore
+    stream.write = lambda text: writes.append(text) or original(text)
+    return writes
+
+
+def test_a_loop_rounds_lines_are_written_in_one_write_as_logged(serve_logging, monkeypatch):
+    import logging
+
+    from cdrtrace.service import requestlog
+
+    stream = serve_logging()
+    writes = _counting_writes(stream)
     log = logging.getLogger("cdrtrace.service")
-    direct = RequestLog(log)
-    with direct.together():
+    direct = requestlog.RequestLog(log)
+
+    async def rounds():
         direct.info("agi: trace %s %s in %.1f ms", "T00000001", "success", 1.25)
         direct.info("agi: trace %s %s in %.1f ms", "T00000002", "no_call", 2.5)
-        assert writes == []                    # kept until the block ends
-    log.info("agi: trace %s", "T00000003")
-    assert len(writes) == 2
+        assert writes == []                    # kept until the round ends
+        await asyncio.sleep(0)
+        assert len(writes) == 1
+        direct.info("agi: trace %s", "T00000003")
+        requestlog.flush()                     # as serve stops: nothing kept is lost
+        assert len(writes) == 2
+        await asyncio.sleep(0)
+    asyncio.run(rounds())
+    direct.info("agi: trace %s", "T00000004")  # off a loop: at once
+    assert len(writes) == 3
     lines = stream.getvalue().splitlines()
     assert [line.split(" INFO ")[1] for line in lines] == [
         "agi: trace T00000001 success in 1.2 ms", "agi: trace T00000002 no_call in 2.5 ms",
-        "agi: trace T00000003"]
+        "agi: trace T00000003", "agi: trace T00000004"]
     stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} cdrtrace\.service INFO ")
     assert all(stamp.match(line) for line in lines), lines
-    with direct.together():                    # set up otherwise: through logging at once
-        logging.root.handlers[0].setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        direct.info("http: POST /v1/trace %d in %.1f ms", 200, 0.5)
-        assert stream.getvalue().splitlines()[-1] == "INFO http: POST /v1/trace 200 in 0.5 ms"
+
+    other = io.StringIO()                      # the handler replaced within a round
+    replacing = logging.StreamHandler(other)
+    replacing.setFormatter(logging.Formatter(requestlog.FORMAT))
+
+    async def replaced():
+        direct.info("agi: trace %s", "T00000005")
+        monkeypatch.setattr(logging.root, "handlers", [replacing])
+        direct.info("agi: trace %s", "T00000006")
+        await asyncio.sleep(0)
+    asyncio.run(replaced())
+    assert stream.getvalue().splitlines()[-1].endswith("agi: trace T00000005")
+    assert other.getvalue().splitlines()[-1].endswith("agi: trace T00000006")
 
 
 def test_the_c_listeners_answered_traces_are_logged_in_one_write(serve_logging):
@@ -988,9 +1010,7 @@ def test_the_c_listeners_answered_traces_are_logged_in_one_write(serve_logging):
     from cdrtrace.service.agi_native import NativeFastAGI
 
     stream = serve_logging()
-    writes = []
-    original = stream.write
-    stream.write = lambda text: writes.append(text) or original(text)   # type: ignore
+    writes = _counting_writes(stream)
     observed = []
     native = NativeFastAGI(agi.FastAGI(None, observe=lambda *seen: observed.append(seen)))
     taken = [(_agi.DONE, conn, 0, 0.002, "127.0.0.1", 5000 + conn, None) for conn in (1, 2)]
@@ -1001,7 +1021,11 @@ def test_the_c_listeners_answered_traces_are_logged_in_one_write(serve_logging):
     native.server = Taking()
     native.answered = {conn: TraceResult(f"T{conn:08d}", LINE, Outcome.SUCCESS, AT, None)
                        for conn in (1, 2)}
-    native._events()
+
+    async def a_round():
+        native._events()
+        await asyncio.sleep(0)
+    asyncio.run(a_round())
     assert len(writes) == 1 and writes[0].count("\n") == 2
     assert [line.split(" INFO ")[1] for line in stream.getvalue().splitlines()] == [
         "agi: trace T00000001 success in 2.0 ms", "agi: trace T00000002 success in 2.0 ms"]

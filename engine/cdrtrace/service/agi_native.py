@@ -71,11 +71,7 @@ class NativeFastAGI:
         return sock.getsockname()[1]
 
     def _events(self) -> None:
-        with agi.requests.together():         # the batch's lines of log in one write
-            self._handle(self.server.take())
-
-    def _handle(self, events: list) -> None:
-        for kind, conn, reason, seconds, host, port, extra in events:
+        for kind, conn, reason, seconds, host, port, extra in self.server.take():
             address = (host, port)
             if kind == _agi.REQUEST:
                 self._request(conn, address, extra)

@@ -7,15 +7,15 @@ the logging is as `serve` set it up (the root's one stream handler, with serve's
 no filters anywhere on the way, info enabled), the hot paths' lines are written here:
 the same text, to the same stream, under the same lock. Set up any other way (an
 operator's handlers, a test's capture), every line goes through the logging module.
-Inside together(), the direct lines are kept and written at its end in one write (the C
-FastAGI listener's answered traces come in batches).
+On an event loop, the direct lines of one round of the loop are written together when it
+ends, in one write: a commit's answered traces come in one round (a write a trace was
+the service's largest system call after the answer's own).
 """
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
-from collections.abc import Iterator
 
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -28,7 +28,8 @@ class RequestLog:
         self.checked: tuple = ()        # the root's handler and formatter found as serve's
         self.second = -1
         self.stamp = ""
-        self.kept: _Kept | None = None          # inside together(): the lines to write
+        self.kept: _Kept | None = None          # this round's lines, on a loop
+        _LOGS.append(self)
 
     def info(self, message: str, *args: object) -> None:
         handler = self._direct()
@@ -42,24 +43,22 @@ class RequestLog:
                                                             time.localtime(second))
         line = (f"{self.stamp},{int((now - second) * 1000):03d} {self.logger.name} INFO "
                 f"{message % args if args else message}\n")
-        kept = self.kept
-        if kept is not None and kept.handler in (None, handler):
-            kept.lines.append(line)
-            kept.handler = handler
+        loop = asyncio._get_running_loop()     # None off a loop (asyncio.events.__all__ has it)
+        if loop is None:
+            _write(handler, line)
             return
-        _write(handler, line)
+        kept = self.kept
+        if kept is None or kept.loop is not loop or kept.handler is not handler:
+            self.flush()
+            kept = self.kept = _Kept(loop, handler)
+            loop.call_soon(self.flush)         # once this round's callbacks have run
+        kept.lines.append(line)
 
-    @contextlib.contextmanager
-    def together(self) -> Iterator[None]:
-        """The direct lines of the block, each stamped when it was logged, written in one
-        write at its end."""
-        kept = self.kept = _Kept()
-        try:
-            yield
-        finally:
-            self.kept = None
-            if kept.lines and kept.handler is not None:
-                _write(kept.handler, "".join(kept.lines))
+    def flush(self) -> None:
+        """Write the lines kept."""
+        kept, self.kept = self.kept, None
+        if kept is not None and kept.lines:
+            _write(kept.handler, "".join(kept.lines))
 
     def _direct(self) -> logging.Handler | None:
         """The root's stream handler when a line written to it directly reads exactly as
@@ -88,12 +87,21 @@ class RequestLog:
         return handler
 
 
-class _Kept:
-    __slots__ = ("lines", "handler")
+_LOGS: list[RequestLog] = []
 
-    def __init__(self) -> None:
+
+def flush() -> None:
+    """Write every request log's kept lines (serve, as it stops)."""
+    for log in _LOGS:
+        log.flush()
+
+
+class _Kept:
+    __slots__ = ("loop", "handler", "lines")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handler: logging.Handler):
+        self.loop, self.handler = loop, handler
         self.lines: list[str] = []
-        self.handler: logging.Handler | None = None
 
 
 def _write(handler: logging.Handler, text: str) -> None:

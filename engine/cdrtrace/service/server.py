@@ -94,6 +94,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
         await http_task
     for s in servers:
         await s.wait_closed()
+    requestlog.flush()
     log.info("stopped: %d traces in %d shared commits", *shared_commits(store))
     if replicating is not None:       # the last traces' evidence sent before exiting
         replicating[0].set()
