@@ -187,18 +187,8 @@ class Store:
         """trace() for an event loop: concurrent traces share commits, no thread each."""
         return self._worded(await self._tracer.trace_async(*self._activation(line, at), wait, by))
 
-    def trace_then(self, line: str, at: str | int | None,
-                   then: Callable[[TraceResult | None, BaseException | None], None],
-                   by: str | None = None, loop: Any = None) -> None:
-        """trace() with no wait, answered by a call from the shared commit (on its thread,
-        or on the loop given): then(result, None), or then(None, error) for a rule's error
-        (Tracer.trace_then). What is wrong with the request itself is raised here."""
-        self._tracer.trace_then(*self._activation(line, at), by, lambda result, error: then(
-            None if result is None else self._worded(result), error), loop)
-
     def _activation(self, line: str, at: str | int | None) -> tuple[int, int]:
-        """(the line packed, the activation time): a line this shard's store traces, and
-        not while too far behind."""
+        """(line packed, activation time), of a line this shard's store traces now."""
         packed, at_us = self.line(line), self._at_us(at)
         if self.shard is not None:
             shards.check(self.shard, self.liveness, packed)
@@ -425,3 +415,14 @@ def shared_commits(store: Store) -> tuple[int, int]:
     opened (their ratio is what a trace's latency waits on)."""
     group = store._tracer.group
     return group.carried, group.commits
+
+
+def trace_then(store: Store, line: str, at: str | int | None,
+               then: Callable[[TraceResult | None, BaseException | None], None],
+               by: str | None = None, loop: Any = None) -> None:
+    """store.trace() with no wait, for the service's listeners, answered by a call from the
+    shared commit (on its thread, or on the loop given): then(result, None), or then(None,
+    error) for a rule's error (Tracer.trace_then). What is wrong with the request itself
+    (not a line, a bad time, another shard's line) is raised here."""
+    store._tracer.trace_then(*store._activation(line, at), by, lambda result, error: then(
+        None if result is None else store._worded(result), error), loop)

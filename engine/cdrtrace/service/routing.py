@@ -20,6 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from .. import api
 from ..errors import CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.outcomes import Outcome, TraceResult
 from ..parsing import timezones
@@ -61,10 +62,10 @@ class Router:
     def trace_then(self, line: str, at: str | None,
                    then: Callable[[TraceResult | None, BaseException | None], None],
                    by: str | None = None, loop: Any = None, forward: bool = True) -> bool:
-        """trace() with no wait, answered by a call from the shared commit (Store.trace_then):
+        """trace() with no wait, answered by a call from the shared commit (api.trace_then):
         False, with nothing done, for a line another shard holds, which trace() forwards."""
         try:
-            self.store.trace_then(line, at, then, by, loop)
+            api.trace_then(self.store, line, at, then, by, loop)
         except WrongShardError as exc:
             if not forward or exc.peer is None:
                 raise
