@@ -93,9 +93,9 @@ def test_without_sharing_each_work_commits_alone(store, monkeypatch):
 
 
 def test_a_submitted_work_is_answered_by_a_call_once_durable(store):
-    """submit(): then(outcome) runs on the committer thread, or on the loop given, after the
-    commit is durable; a failing work's then gets its error, and a then that raises is
-    logged without keeping the others from their answers."""
+    """submit(): then(outcome) runs on the committer thread after the commit is durable; a
+    failing work's then gets its error, and a then that raises is logged without keeping
+    the others from their answers."""
     group = GroupCommit(store.envs)
     gate = threading.Event()
     calls, done = [], threading.Event()
@@ -122,16 +122,3 @@ def test_a_submitted_work_is_answered_by_a_call_once_durable(store):
     assert by_name["bad"][0][0] is None and isinstance(by_name["bad"][0][1], ValueError)
     assert {thread for _, thread, _ in by_name.values()} == {"cdrtrace-group-commit"}
     assert [by_name[n][2] for n in ("held", "raises", "after", "bad")] == [True] * 3 + [False]
-
-    async def on_a_loop():
-        loop, answered = asyncio.get_running_loop(), asyncio.Event()
-        seen = []
-
-        def called(outcome):
-            seen.append((outcome, threading.current_thread() is threading.main_thread()
-                         and asyncio.get_running_loop() is loop, _committed(store, b"looped")))
-            answered.set()
-        group.submit(_writes(store, b"looped", "l"), called, loop)
-        await asyncio.wait_for(answered.wait(), 10)
-        return seen
-    assert asyncio.run(on_a_loop()) == [((("l", None), None), True, True)]

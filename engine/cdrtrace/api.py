@@ -419,10 +419,10 @@ def shared_commits(store: Store) -> tuple[int, int]:
 
 def trace_then(store: Store, line: str, at: str | int | None,
                then: Callable[[TraceResult | None, BaseException | None], None],
-               by: str | None = None, loop: Any = None) -> None:
-    """store.trace() with no wait, for the service's listeners, answered by a call from the
-    shared commit (on its thread, or on the loop given): then(result, None), or then(None,
-    error) for a rule's error (Tracer.trace_then). What is wrong with the request itself
-    (not a line, a bad time, another shard's line) is raised here."""
+               by: str | None = None) -> None:
+    """store.trace() with no wait, for a listener that answers from the shared commit's
+    thread: then(result, None), or then(None, error) for a rule's error
+    (Tracer.trace_then). What is wrong with the request itself (not a line, a bad time,
+    another shard's line) is raised here."""
     store._tracer.trace_then(*store._activation(line, at), by, lambda result, error: then(
-        None if result is None else store._worded(result), error), loop)
+        None if result is None else store._worded(result), error))

@@ -97,13 +97,11 @@ class GroupCommit:
         self._hand_over(slot)
         return await slot.future
 
-    def submit(self, work: Callable[[Any, Any], Any], then: Callable[[Settled], None],
-               loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def submit(self, work: Callable[[Any, Any], Any], then: Callable[[Settled], None]) -> None:
         """work(txn, opened) in a shared commit, without waiting for it: then(outcome) is
-        called once the commit is durable, or has failed: on the committer thread, or on
-        the loop given (with the commit's other answers for that loop, in one call). An
+        called on the committer thread once the commit is durable, or has failed. An
         error then raises is logged, and the others are answered."""
-        self._hand_over(_Slot(work, loop, then))
+        self._hand_over(_Slot(work, then=then))
 
     def _hand_over(self, slot: _Slot) -> None:
         """Queue a slot for the committer thread (started with the first)."""
@@ -186,7 +184,7 @@ class GroupCommit:
             results = [(None, exc)] * len(batch)
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for slot, outcome in zip(batch, results, strict=True):
-            if slot.loop is not None:
+            if slot.loop is not None:               # a future of that loop
                 by_loop.setdefault(slot.loop, []).append((slot, outcome))
             else:
                 _settle(slot, outcome)

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lmdb
 
@@ -32,9 +32,6 @@ from . import pseudonyms, replication
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
 from .outcomes import Outcome, TraceResult, outcome_for
-
-if TYPE_CHECKING:
-    import asyncio
 
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
@@ -109,12 +106,11 @@ class Tracer:
             return self._unrecorded(packed, at_us, exc)
 
     def trace_then(self, packed: int, at_us: int, by: str | None,
-                   then: Callable[[TraceResult | None, BaseException | None], None],
-                   loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """trace() with no wait, answered by a call rather than to the caller (on the
-        committer thread, or on the loop given): then(result, None) once the evidence is
-        durable (a failure the switch announces when it could not be recorded), or
-        then(None, error) for an error of the rules (TraceError). Returns at once."""
+                   then: Callable[[TraceResult | None, BaseException | None], None]) -> None:
+        """trace() with no wait, answered on the committer thread rather than to the caller:
+        then(result, None) once the evidence is durable (a failure the switch announces
+        when it could not be recorded), or then(None, error) for an error of the rules
+        (TraceError). Returns at once."""
         def settled(outcome: tuple[Any, BaseException | None]) -> None:
             record, error = outcome
             if error is None:
@@ -123,7 +119,7 @@ class Tracer:
                 then(self._unrecorded(packed, at_us, error), None)
             else:
                 then(None, error)
-        self.group.submit(self._work(packed, at_us, by), settled, loop)
+        self.group.submit(self._work(packed, at_us, by), settled)
 
     def _work(self, packed: int, at_us: int, by: str | None) -> Callable[[Any, Any], dict]:
         """The trace's write, for a shared commit: pending while a live feed that may carry

@@ -14,7 +14,6 @@ import logging
 import socket
 import time
 import urllib.parse
-from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -28,7 +27,7 @@ from pydantic import BaseModel, Field
 from ..api import shared_commits
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
-from .protocol import FAILED, MAX_BODY, Answering, BoundedHttpTools
+from .protocol import MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
 log = logging.getLogger("cdrtrace.service")
@@ -369,33 +368,6 @@ class Front(Answering):
                                              forward=forward)
         except CdrTraceError as exc:
             return status_of(exc), _json({"error": str(exc)})
-        return self._answered(result, started)
-
-    def answer_then(self, request: tuple, started: float,
-                    done: Callable[[int, bytes], None]) -> bool:
-        """answer() with no task: done(status, body) is called on this loop by the shared
-        commit. False, with nothing done, for a trace that waits on the loop (for a live
-        feed, or another shard's answer): answer() runs it."""
-        line, at, wait, found, forward = request
-        if wait:
-            return False
-
-        def settled(result: Any, error: BaseException | None) -> None:
-            if error is None:
-                done(*self._answered(result, started))
-            elif isinstance(error, CdrTraceError):
-                done(status_of(error), _json({"error": str(error)}))
-            else:
-                done(*FAILED)
-                raise error
-        try:
-            return self.router.trace_then(line, at, settled, by=str(found),
-                                          loop=asyncio.get_running_loop(), forward=forward)
-        except CdrTraceError as exc:
-            done(status_of(exc), _json({"error": str(exc)}))
-            return True
-
-    def _answered(self, result: Any, started: float) -> tuple[int, bytes]:
         self.observe("http", result.outcome.value, time.perf_counter() - started)
         return 200, _json(result.to_dict())
 

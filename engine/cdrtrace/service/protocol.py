@@ -9,9 +9,7 @@
   piece, without the ASGI request cycle, Front's wrappers or uvicorn's response
   assembly. Otherwise the parser's calls are replayed into uvicorn, and the request
   goes the usual way (Front, then FastAPI's documented errors). The answer is the same
-  either way; this way costs the event loop less per trace (BENCHMARKS.md). A trace
-  with no wait has no task either: the shared commit calls the connection back with
-  its answer (Front.answer_then).
+  either way; this way costs the event loop less per trace (BENCHMARKS.md).
 
 A request pipelined behind a trace in flight waits in uvicorn's own queue: while the
 trace runs, a stand-in cycle marks the connection busy.
@@ -19,11 +17,9 @@ trace runs, a stand-in cycle marks the connection busy.
 from __future__ import annotations
 
 import asyncio
-import functools
 import http
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -34,7 +30,6 @@ log = logging.getLogger("cdrtrace.service")
 requests = RequestLog(log)       # the line per trace
 MAX_BODY = 64 << 10           # bytes a request body may have
 MAX_HEAD = 16 << 10           # bytes of request line and headers
-FAILED = (500, b'{"error": "Internal Server Error"}')   # a trace that raised: as uvicorn
 
 
 class _TraceInFlight:
@@ -97,8 +92,6 @@ class BoundedHttpTools(HttpToolsProtocol):
             return
         in_flight = self.cycle = _TraceInFlight()      # type: ignore[assignment]
         in_flight.keep_alive = not self.closing
-        if front.answer_then(request, self.started, functools.partial(self._write, in_flight)):
-            return
         task = self.loop.create_task(self._answer(front, request, in_flight))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
@@ -138,11 +131,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             status, body = await front.answer(request, self.started)
         except Exception:                     # as uvicorn: logged, and a 500
             log.exception("http: the trace failed")
-            status, body = FAILED
-        self._write(in_flight, status, body)
-
-    def _write(self, in_flight: _TraceInFlight, status: int, body: bytes) -> None:
-        """A trace's answer, on the loop, unless the connection is gone meanwhile."""
+            status, body = 500, b'{"error": "Internal Server Error"}'
         if not self.transport.is_closing() and not in_flight.disconnected:
             head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
             for name, value in self.server_state.default_headers:
@@ -167,10 +156,4 @@ class Answering:
         raise NotImplementedError
 
     async def answer(self, request: tuple, started: float) -> tuple[int, bytes]:
-        raise NotImplementedError
-
-    def answer_then(self, request: tuple, started: float,
-                    done: Callable[[int, bytes], None]) -> bool:
-        """Answer by calling done(status, body) on the loop later (or now); False, with
-        nothing done, to have answer() run in a task instead."""
         raise NotImplementedError
