@@ -115,6 +115,7 @@ typedef struct {
     pthread_mutex_t lock;
     agi_event *events;
     int n_events, cap_events, python_woken;
+    int posted;                      /* the thread posted this round and has not woken Python */
     agi_answer *answers;
     int n_answers, cap_answers, thread_woken;
 } agi_server;
@@ -147,9 +148,9 @@ static void agi_wake(int fd) {
     (void)n;                           /* a full counter is already a wake-up */
 }
 
-/* Post an event to Python (the event's values become the queue's). */
+/* Post an event to Python (the event's values become the queue's); Python is woken once
+   the round of ready connections is done (agi_wake_python), not for each event. */
 static void agi_post(agi_server *s, agi_event *event) {
-    int wake = 0;
     pthread_mutex_lock(&s->lock);
     if (s->n_events == s->cap_events) {
         int cap = s->cap_events ? s->cap_events * 2 : 256;
@@ -163,7 +164,17 @@ static void agi_post(agi_server *s, agi_event *event) {
         s->cap_events = cap;
     }
     s->events[s->n_events++] = *event;
-    if (!s->python_woken) wake = s->python_woken = 1;
+    pthread_mutex_unlock(&s->lock);
+    s->posted = 1;
+}
+
+/* After a round: wake Python for what it posted, unless Python has not taken the last. */
+static void agi_wake_python(agi_server *s) {
+    if (!s->posted) return;
+    s->posted = 0;
+    pthread_mutex_lock(&s->lock);
+    int wake = !s->python_woken;
+    s->python_woken = 1;
     pthread_mutex_unlock(&s->lock);
     if (wake) agi_wake(s->to_python);
 }
@@ -559,6 +570,7 @@ static void *agi_run(void *arg) {
                 s->resume_at = 0;
             }
         }
+        agi_wake_python(s);             /* what this round posted (the sweep's closes too) */
     }
     return NULL;
 }
