@@ -82,6 +82,7 @@ typedef struct {
 typedef struct {
     int fd;
     int state;
+    uint32_t watching;               /* the epoll events asked for it now */
     uint32_t generation;
     double started, quiet_since;
     int variables;
@@ -215,7 +216,10 @@ static void agi_close(agi_server *s, int slot, int reason, const char *line, int
     agi_post(s, &e);
 }
 
+/* Ask epoll for these events of a connection (no call when they are those asked already). */
 static int agi_watch(agi_server *s, int slot, uint32_t events) {
+    if (s->conns[slot].watching == events) return 0;
+    s->conns[slot].watching = events;
     struct epoll_event ev;
     ev.events = events;
     ev.data.u64 = agi_id(s, slot);
@@ -290,8 +294,7 @@ static int agi_line(agi_server *s, int slot, const char *line, int length) {
                 e.lengths[i] = c->lengths[i];
                 c->values[i] = NULL;
             }
-            c->state = ST_TRACING;
-            agi_watch(s, slot, 0);                       /* nothing read while it traces */
+            c->state = ST_TRACING;                       /* what comes now is kept (agi_bytes) */
             agi_post(s, &e);
             return 1;
         }
@@ -479,7 +482,7 @@ static void agi_accept(agi_server *s) {
         }
         __atomic_add_fetch(&s->open, 1, __ATOMIC_RELAXED);
         struct epoll_event ev;
-        ev.events = EPOLLIN;
+        ev.events = c->watching = EPOLLIN;
         ev.data.u64 = agi_id(s, slot);
         if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
             agi_close(s, slot, AGI_HUNG_UP, NULL, 0);

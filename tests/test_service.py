@@ -510,6 +510,57 @@ def test_each_fastagi_listener_refuses_a_block_for_the_reason_the_reference_give
     assert len(store.trace_records(LINE, analyst="ann")) == 1         # recorded all the same
 
 
+def test_fastagi_bounds_what_a_peer_sends_while_its_trace_runs(agi_service, caplog):
+    """Nothing is expected from Asterisk while the trace runs: what comes is kept for the
+    replies, within the bound of a block; past it the connection is closed (for that
+    reason, with no more than one command sent), and the trace is recorded all the same."""
+    import logging
+
+    from cdrtrace.evidence.traces import Tracer
+
+    store, running, tokens = agi_service
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
+    reached, release = threading.Event(), threading.Event()
+    resolve = Tracer.resolve
+
+    def held(self, *args):
+        reached.set()
+        assert release.wait(10)
+        return resolve(self, *args)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(Tracer, "resolve", held)
+    try:
+        with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=10) as sock:
+            sock.sendall(b"".join(f"{k}: {v}\n".encode()
+                                  for k, v in asterisk(agi_arg_1=AT).items()) + b"\n")
+            assert reached.wait(10)                              # the trace is running
+            try:
+                sock.sendall((b"x" * 4000 + b"\n") * 150)        # 600 KB of lines
+            except (ConnectionResetError, BrokenPipeError):
+                pass                                             # closed while sending
+            release.set()
+            answer = b""
+            try:
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+            # closed: at once by the C listener; after its first command by the reference
+            assert answer in (b"", b'SET VARIABLE COT_OUTCOME "success"\n'), answer
+    finally:
+        release.set()
+        patch.undo()
+    deadline = time.monotonic() + 5
+    while not any(r.getMessage().endswith(" closed: more than 128 variable lines")
+                  for r in caplog.records):
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        time.sleep(0.01)
+    deadline = time.monotonic() + 5
+    while len(store.trace_records(LINE, analyst="ann")) != 1:    # recorded all the same
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("listener", AGI_LISTENERS)
 def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monkeypatch,
                                                       listener):
