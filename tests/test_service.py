@@ -1055,6 +1055,41 @@ def test_a_loop_rounds_lines_are_written_in_one_write_as_logged(serve_logging, m
     assert other.getvalue().splitlines()[-1].endswith("agi: trace T00000006")
 
 
+def test_a_fault_in_one_fastagi_request_closes_it_and_not_the_others_taken_with_it(caplog):
+    """The C listener's requests come in batches: one whose trace raises on the loop is
+    closed (and logged); the next of the same batch is still traced and answered."""
+    import logging
+
+    from cdrtrace.evidence.outcomes import Outcome, TraceResult
+    from cdrtrace.service import _agi, agi
+    from cdrtrace.service.agi_native import NativeFastAGI
+
+    def submit(line, at, then):
+        if line == "3035550001":
+            raise RuntimeError("a fault")
+        then(TraceResult("T00000007", line, Outcome.SUCCESS, AT, None), None)
+        return True
+    native = NativeFastAGI(agi.FastAGI(None, submit=submit))
+    request = (b"trace", b"agi://127.0.0.1/trace")
+    taken = [(_agi.REQUEST, conn, 0, 0.0, "127.0.0.1", 5000, (line, None, *request))
+             for conn, line in ((1, b"3035550001"), (2, b"3035550002"))]
+    responded = {}
+
+    class Taking:
+        def take(self):
+            return taken
+
+        def respond(self, conn, answer):
+            responded[conn] = answer
+    native.server = Taking()
+    caplog.set_level(logging.ERROR, logger="cdrtrace.service")
+    native._events()
+    assert responded[1] == b""                                   # closed
+    assert responded[2].startswith(b'SET VARIABLE COT_OUTCOME "success"\n')
+    assert any("the trace for ('127.0.0.1', 5000) failed" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_the_c_listeners_answered_traces_are_logged_in_one_write(serve_logging):
     from cdrtrace.evidence.outcomes import Outcome, TraceResult
     from cdrtrace.service import _agi, agi

@@ -104,6 +104,10 @@ class NativeFastAGI:
             if self.listener.traced_then(callerid, arg_1, address,
                                          functools.partial(self._answer, conn)):
                 return
+        except Exception:                   # noqa: BLE001 - this connection, not the batch's others
+            log.exception("agi: the trace for %s failed", address)
+            self._respond(conn, b"")
+            return
         except BaseException:
             self._respond(conn, b"")
             raise
