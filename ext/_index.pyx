@@ -458,6 +458,8 @@ cdef inline void be_key(uint64_t v, unsigned char* buf) noexcept nogil:
         buf[7 - b] = <unsigned char>(v >> (8 * b))
 
 
+@cython.boundscheck(False)   # write_native checked every index it passes
+@cython.wraparound(False)
 cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
                 const uint64_t[::1] lines, const unsigned char[:, ::1] entries,
                 const uint32_t* order, int keep) noexcept nogil:
