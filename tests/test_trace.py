@@ -302,3 +302,14 @@ def test_status_shows_a_pending_trace_and_the_next_trace_resolves_it(store, inge
     assert again.outcome is Outcome.ALREADY_TRACED  # the first, resolved first, named the call
     assert [t["outcome"] for t in store.status(LINE).traces] == ["success", "already_traced"]
     assert testing.pending_traces(store) == 0
+
+
+def test_an_evidence_record_reads_back_as_written_whatever_its_values():
+    """Records are written by orjson; what it refuses (an integer past 64 bits, a lone
+    surrogate) by json: either way the stored bytes read back as the record."""
+    from cdrtrace.evidence.traces import encode
+    record = {"trace_id": "T00000001", "line": "+13035550110", "enrichment": None,
+              "call": {"calling": "id:zoë@pbx.example", "start_us": 1772480783000000,
+                       "answered": True}, "tied": [1, 2]}
+    for value in (record, {**record, "big": 1 << 70}, {**record, "odd": "\ud800"}):
+        assert json.loads(encode(value)) == value
