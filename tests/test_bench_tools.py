@@ -75,3 +75,17 @@ def test_the_load_generator_drives_the_floor(tmp_path, floor, mode):
     result = json.loads(done.stdout)
     assert result["traces"] == 200 and result["success"] == 200
     assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def test_the_service_benchmark_traces_each_line_once(tmp_path):
+    """bench.service deals each run distinct lines: a run given fewer lines than traces
+    stops (load.c would go round them again, and most traces would be already_traced),
+    and its largest --traces finds lines enough for every run over the wire."""
+    from bench import service
+    from cdrtrace import synth
+
+    with pytest.raises(SystemExit, match="8 traces need 8 lines"):
+        service.over_the_wire("load", "http", 1, 1, 8, ["+13035550110"] * 7, "-", 1,
+                              str(tmp_path))
+    columns, _ = synth.generate(*service.STORE, seed=9)      # make_store's calls
+    assert len(set(columns["line"].tolist())) >= 18 * service.MAX_TRACES
