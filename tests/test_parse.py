@@ -3,6 +3,7 @@ the pure-Python reference on generated and mutated input, fed in arbitrary chunk
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import weakref
 
@@ -153,6 +154,15 @@ def test_utc_text_reads_back_to_the_microsecond(us):
     text = timezones.format_utc(us)
     assert text.endswith("Z") and "+" not in text
     assert timezones.parse_instant(text) == us
+
+
+@given(st.integers(-62135596800 * 10**6, 253402300799 * 10**6 + 999_999))
+def test_utc_text_is_datetimes_to_the_microsecond_from_its_kept_seconds_too(us):
+    reference = (datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=us)).isoformat()
+    assert timezones.format_utc(us) == reference + "Z"
+    assert timezones.format_utc(us) == reference + "Z"      # its second now kept
+    whole = us - us % 1_000_000
+    assert timezones.format_utc(whole) == reference[:19] + "Z"   # no fraction: none written
 
 
 @pytest.mark.parametrize("min_ring", [0, 5])

@@ -22,17 +22,15 @@ def label(number: int) -> str:
             return f"Caller {name}"
 
 
-def assign(txn: Any, db: Any, line_key: bytes, origin: str) -> str:
-    """Inside the trace's evidence transaction: the origin's label on this line, assigned
-    now if it has none."""
+def assign(txn: Any, db: Any, line_key: bytes, origin: str) -> None:
+    """Inside the trace's evidence transaction: give the origin the line's next label if
+    it has none (of_line reads them)."""
     key = line_key + ORIGIN + origin.encode()
-    known = txn.get(key, db=db)
-    if known is not None:
-        return label(int(known))
+    if txn.get(key, db=db) is not None:
+        return
     number = int(txn.get(line_key + COUNT, b"0", db=db))
     txn.put(key, str(number).encode(), db=db)
     txn.put(line_key + COUNT, str(number + 1).encode(), db=db)
-    return label(number)
 
 
 def of_line(txn: Any, db: Any, line_key: bytes, records: Iterable[dict]) -> dict[str, str]:

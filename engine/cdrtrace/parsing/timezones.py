@@ -75,10 +75,21 @@ def local_to_utc_seconds(year, month, day, hour, minute, second, zone_name: str)
 _NAIVE_EPOCH = _dt.datetime(1970, 1, 1)      # naive: no zone arithmetic, no "+00:00" to cut
 
 
+_SECONDS: dict[int, str] = {}     # second -> its text: a trace's times share seconds
+
+
 def format_utc(us: int) -> str:
-    """ISO-8601 UTC text for microseconds since the epoch (a trace formats several: 1.4
-    us each this way, 2.1 us through an aware datetime)."""
-    return (_NAIVE_EPOCH + _dt.timedelta(microseconds=int(us))).isoformat() + "Z"
+    """ISO-8601 UTC text for microseconds since the epoch. A trace formats several, and
+    concurrent traces share their activation's second: each second's text is kept (a
+    few thousand at most) and only the microseconds are written again."""
+    second, micro = divmod(int(us), 1_000_000)
+    text = _SECONDS.get(second)
+    if text is None:
+        text = (_NAIVE_EPOCH + _dt.timedelta(seconds=second)).isoformat()
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        _SECONDS[second] = text
+    return f"{text}.{micro:06d}Z" if micro else text + "Z"
 
 
 def parse_instant(text: str, zone_name: str = "UTC") -> int:
