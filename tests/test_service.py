@@ -104,6 +104,23 @@ def test_a_token_is_shown_once_stored_hashed_and_revoked_at_once(tmp_path, capsy
     assert cli.main(["token", "create", "--name", "x", "--role", "root", "--db", db]) == 2
 
 
+def test_a_token_whose_record_changed_is_read_again_at_the_next_request(tmp_path):
+    """principal() keeps its reading of a token's record, not the answer: a record marked
+    revoked with its hash entry left (no cdrtrace writes that, a store might hold it)
+    refuses the token at once."""
+    with cdrtrace.open(str(tmp_path / "db"), create=True) as store:
+        token = store.tokens.create("pbx-1", "switch")
+        assert store.tokens.principal(token).role == "switch"
+        assert store.tokens.principal(token).role == "switch"      # from what it kept
+
+        def mark(txn):
+            db = store.envs.db["tokens"]
+            record = json.loads(txn.get(b"n:pbx-1", db=db))
+            txn.put(b"n:pbx-1", json.dumps({**record, "revoked_us": 1}).encode(), db=db)
+        store.envs.ewrite(mark)
+        assert store.tokens.principal(token) is None
+
+
 # ------------------------------------------------------------------ HTTP
 
 def test_each_role_has_exactly_its_rights(service):
