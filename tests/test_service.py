@@ -1251,13 +1251,15 @@ def test_the_fastagi_thread_neither_spins_nor_stops_when_descriptors_run_out(tmp
     held = []
     try:
         deadline = time.monotonic() + 30
-        while True:                                     # until it listens
+        while True:                                     # until both listeners are up
             try:
-                held.append(socket.create_connection(("127.0.0.1", agi_port), timeout=1))
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    held.append(socket.create_connection(("127.0.0.1", agi_port), timeout=1))
+                    break
+            except (OSError, httpx.HTTPError):
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         for _ in range(80):                            # more than it has descriptors for
             held.append(socket.create_connection(("127.0.0.1", agi_port), timeout=1))
         time.sleep(0.5)

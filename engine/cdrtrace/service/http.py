@@ -434,9 +434,14 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event
                             limit_concurrency=512, http=BoundedHttpTools, timeout_keep_alive=5,
                             timeout_graceful_shutdown=30, proxy_headers=False)
     server = _Server(config)
+    config.load()                 # uvicorn's imports done here, not when a peer may be waiting
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():   # listening before serve says so
+        await asyncio.sleep(0.005)
+    if serving.done():
+        serving.result()          # its start-up failed: that error
 
     async def run() -> None:
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
         await stop.wait()
         server.should_exit = True
         await serving
