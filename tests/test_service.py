@@ -856,6 +856,22 @@ def _serve_one_call(tmp_path, record: bytes, *flags: str, preexec_fn=None):
     return proc, port, token
 
 
+def test_serve_is_ready_only_once_both_ports_listen(store):
+    """ready() (and the "serving" line) come once each listener takes connections: a
+    health check, or a peer, that comes at once is not refused."""
+    refused = []
+
+    def ready(ports, stop):
+        for name in ("http", "agi"):
+            try:
+                socket.create_connection(("127.0.0.1", ports[name]), timeout=2).close()
+            except OSError as exc:
+                refused.append((name, exc))
+        stop.set()
+    asyncio.run(serve(store, "127.0.0.1:0", "127.0.0.1:0", ready=ready))
+    assert refused == []
+
+
 def test_workers_share_the_ports_and_stop_together(tmp_path):
     import signal
 
