@@ -275,7 +275,8 @@ cdef extern from *:
         int (*dbi_flags)(void *txn, unsigned int dbi, unsigned int *flags);
         void *dbi_close, *drop;
         int (*get)(void *txn, unsigned int dbi, ct_val *key, ct_val *data);
-        void *put, *del, *stat;
+        int (*put)(void *txn, unsigned int dbi, ct_val *key, ct_val *data, unsigned int flags);
+        void *del, *stat;
         int (*cursor_open)(void *txn, unsigned int dbi, void **cursor);
         void (*cursor_close)(void *cursor);
         int (*cursor_get)(void *cursor, ct_val *key, ct_val *data, int op);
@@ -303,6 +304,8 @@ cdef extern from *:
         void (*txn_abort)(void* txn) noexcept nogil
         size_t (*txn_id)(void* txn) noexcept nogil
         int (*get)(void* txn, unsigned int dbi, ct_val* key, ct_val* data) noexcept nogil
+        int (*put)(void* txn, unsigned int dbi, ct_val* key, ct_val* data,
+                   unsigned int flags) noexcept nogil
         int (*dbi_flags)(void* txn, unsigned int dbi, unsigned int* flags) noexcept nogil
         int (*cursor_open)(void* txn, unsigned int dbi, void** cursor) noexcept nogil
         void (*cursor_close)(void* cursor) noexcept nogil
@@ -331,11 +334,15 @@ cdef extern from *:
     PyTypeObject* Py_TYPE(PyObject* o)
 
 cdef enum:
-    CT_LAST = 6          # MDB_cursor_op values, the same in LMDB 0.9 and 1.0
+    CT_FIRST = 0         # MDB_cursor_op values, the same in LMDB 0.9 and 1.0
+    CT_LAST = 6
+    CT_NEXT = 8
+    CT_SET_RANGE = 17
     CT_SET_KEY = 16
     CT_CURRENT = 0x40    # put flags
     CT_APPEND = 0x20000
     CT_NOTFOUND = -30798
+    CT_KEYEXIST = -30799
     CT_TRANS_RDONLY = 2  # py-lmdb's transaction flag
     CT_TXN_RDONLY = 0x20000   # mdb_txn_begin's MDB_RDONLY
     CT_ENV_GET_PATH = 14      # env_fns[14] is env_get_path
@@ -410,9 +417,11 @@ cdef bint _known(const ct_engine* libv) noexcept:
     return False
 
 
-cdef str _check(object txn, object db, ct_txn** t_out, unsigned int* dbi_out):
-    """None when txn and db are py-lmdb objects laid out as the writer expects, else why
-    not. Each field is trusted only once another agrees with it."""
+cdef str _check(object txn, object db, ct_txn** t_out, unsigned int* dbi_out,
+                bint writable=True):
+    """None when txn and db are py-lmdb objects laid out as the writer expects (a write
+    transaction unless not writable), else why not. Each field is trusted only once another
+    agrees with it."""
     why = _py_lmdb(db, txn, True)
     if why is not None:
         return why
@@ -426,7 +435,7 @@ cdef str _check(object txn, object db, ct_txn** t_out, unsigned int* dbi_out):
         return "the transaction's environment is not laid out as expected"
     if t.db == NULL or Py_TYPE(t.db) != Py_TYPE(<PyObject*>db) or (<ct_db*>t.db).env != t.env:
         return "the transaction's default database is not laid out as expected"
-    if t.flags & CT_TRANS_RDONLY:
+    if writable and t.flags & CT_TRANS_RDONLY:
         return "a read-only transaction"
     if t.txn == NULL or t.libv.txn_id(t.txn) != txn.id():
         return "the transaction's LMDB handle is not where expected"
@@ -721,3 +730,152 @@ def read_value(env, db, bytes key not None):
     if rc == CT_NOTFOUND:
         return None
     raise NativeLmdbError(rc, api.strerror_fn(rc).decode("utf-8", "replace"))
+
+
+# --- A transaction's reads and writes through the engine table, holding the GIL ---
+#
+# A py-lmdb get or put costs 1.2-1.7 us (BENCHMARKS.md), most of it around LMDB's own work:
+# parsing its keywords, and letting the interpreter lock go and taking it back (py-lmdb 3
+# does at every call, and under load another thread then runs while the caller waits to
+# have it back). A trace's evidence makes a dozen such calls in its commit. Txn makes the
+# same calls into the same py-lmdb transaction through the engine table, keeping the lock:
+# a call is LMDB's work and a bytes object. The transaction and each database are checked
+# as the native writer checks them; each call checks again that both are still valid, so a
+# committed or aborted transaction raises as py-lmdb's would.
+cdef dict _ERROR_NAMES = {
+    -30799: "KeyExistsError", -30798: "NotFoundError", -30797: "PageNotFoundError",
+    -30796: "CorruptedError", -30795: "PanicError", -30794: "VersionMismatchError",
+    -30793: "InvalidError", -30792: "MapFullError", -30791: "DbsFullError",
+    -30790: "ReadersFullError", -30789: "TlsFullError", -30788: "TxnFullError",
+    -30787: "CursorFullError", -30786: "PageFullError", -30785: "MapResizedError",
+    -30784: "IncompatibleError", -30783: "BadRslotError", -30782: "BadTxnError",
+    -30781: "BadValsizeError", -30780: "BadDbiError"}
+
+
+cdef object _lmdb_error(const ct_engine* api, str what, int rc):
+    """py-lmdb's exception for an LMDB code (lmdb.MapFullError for MDB_MAP_FULL, ...)."""
+    import lmdb
+    cls = getattr(lmdb, _ERROR_NAMES.get(rc, "Error"), lmdb.Error)
+    return cls(f"{what}: {api.strerror_fn(rc).decode('utf-8', 'replace')}")
+
+
+cdef class Txn:
+    """get, put and ordered reads of a py-lmdb transaction (a read-only one: all but put),
+    get and put called as py-lmdb's are (`get(key, default, db=)`, `put(key, value, db=,
+    append=)`), in C with the GIL held. Txn(txn, db) raises RuntimeError, saying why, where py-lmdb is
+    not laid out as expected (the caller then uses txn itself)."""
+    cdef object txn             # held: its struct is read at every call
+    cdef ct_txn* t
+    cdef const ct_engine* api
+
+    def __cinit__(self, txn, db):
+        cdef ct_txn* t = NULL
+        cdef unsigned int dbi = 0
+        why = _check(txn, db, &t, &dbi, False)
+        if why is not None:
+            raise RuntimeError(f"the native transaction cannot work here: {why}")
+        self.txn, self.t, self.api = txn, t, t.libv
+
+    cdef unsigned int _dbi(self, object db) except? 0:
+        """db's handle, once db and the transaction are checked still valid."""
+        cdef ct_txn* t = self.t
+        if not t.h.valid or t.txn == NULL:
+            import lmdb
+            raise lmdb.Error("Attempt to operate on closed/deleted/dropped object.")
+        cdef PyObject* d = t.db if db is None else <PyObject*>db
+        if Py_TYPE(d) is not Py_TYPE(t.db) or (<ct_db*>d).env != t.env \
+                or not (<ct_db*>d).h.valid:
+            raise TypeError("db is not an open database of the transaction's environment")
+        return (<ct_db*>d).dbi
+
+    def get(self, bytes key not None, default=None, db=None):
+        """The value under key (bytes), or default."""
+        cdef unsigned int dbi = self._dbi(db)
+        cdef ct_val k, v
+        k.mv_size, k.mv_data = PyBytes_GET_SIZE(key), PyBytes_AS_STRING(key)
+        cdef int rc = self.api.get(self.t.txn, dbi, &k, &v)
+        if rc == 0:
+            return PyBytes_FromStringAndSize(<const char*>v.mv_data, v.mv_size)
+        if rc == CT_NOTFOUND:
+            return default
+        raise _lmdb_error(self.api, "mdb_get", rc)
+
+    def put(self, bytes key not None, bytes value not None, db=None, bint append=False):
+        """Store value under key: True, or False where append finds key not past the last
+        (py-lmdb's answer)."""
+        cdef unsigned int dbi = self._dbi(db)
+        cdef ct_val k, v
+        k.mv_size, k.mv_data = PyBytes_GET_SIZE(key), PyBytes_AS_STRING(key)
+        v.mv_size, v.mv_data = PyBytes_GET_SIZE(value), PyBytes_AS_STRING(value)
+        cdef int rc = self.api.put(self.t.txn, dbi, &k, &v, CT_APPEND if append else 0)
+        self.t.mutations += 1     # py-lmdb's cursors on this transaction re-read their position
+        if rc == 0:
+            return True
+        if rc == CT_KEYEXIST and append:
+            return False
+        raise _lmdb_error(self.api, "mdb_put", rc)
+
+    def last_key(self, db=None):
+        """The last key of db (bytes), or None if it is empty."""
+        cdef unsigned int dbi = self._dbi(db)
+        cdef void* cursor = NULL
+        cdef ct_val k, v
+        cdef int rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
+        if rc != 0:
+            raise _lmdb_error(self.api, "mdb_cursor_open", rc)
+        rc = self.api.cursor_get(cursor, &k, &v, CT_LAST)
+        if rc == 0:
+            key = PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size)
+        self.api.cursor_close(cursor)
+        if rc == 0:
+            return key
+        if rc == CT_NOTFOUND:
+            return None
+        raise _lmdb_error(self.api, "mdb_cursor_get", rc)
+
+    def next_key(self, bytes key not None, db=None):
+        """The first key of db at or past key (bytes), or None."""
+        cdef unsigned int dbi = self._dbi(db)
+        cdef void* cursor = NULL
+        cdef ct_val k, v
+        cdef int rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
+        if rc != 0:
+            raise _lmdb_error(self.api, "mdb_cursor_open", rc)
+        k.mv_size, k.mv_data = PyBytes_GET_SIZE(key), PyBytes_AS_STRING(key)
+        rc = self.api.cursor_get(cursor, &k, &v, CT_SET_RANGE if k.mv_size else CT_FIRST)
+        if rc == 0:
+            found = PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size)
+        self.api.cursor_close(cursor)
+        if rc == 0:
+            return found
+        if rc == CT_NOTFOUND:
+            return None
+        raise _lmdb_error(self.api, "mdb_cursor_get", rc)
+
+    def range(self, bytes start not None, bytes stop not None, db=None):
+        """[(key, value)] of db with start <= key < stop (bytes order, as LMDB's), in order."""
+        cdef unsigned int dbi = self._dbi(db)
+        cdef void* cursor = NULL
+        cdef ct_val k, v
+        cdef const char* end = PyBytes_AS_STRING(stop)
+        cdef size_t end_size = PyBytes_GET_SIZE(stop), n
+        cdef int c, rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
+        if rc != 0:
+            raise _lmdb_error(self.api, "mdb_cursor_open", rc)
+        found = []
+        try:
+            k.mv_size, k.mv_data = PyBytes_GET_SIZE(start), PyBytes_AS_STRING(start)
+            rc = self.api.cursor_get(cursor, &k, &v, CT_SET_RANGE if k.mv_size else CT_FIRST)
+            while rc == 0:
+                n = k.mv_size if k.mv_size < end_size else end_size
+                c = memcmp(k.mv_data, end, n)
+                if c > 0 or (c == 0 and k.mv_size >= end_size):
+                    break
+                found.append((PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size),
+                              PyBytes_FromStringAndSize(<const char*>v.mv_data, v.mv_size)))
+                rc = self.api.cursor_get(cursor, &k, &v, CT_NEXT)
+        finally:
+            self.api.cursor_close(cursor)
+        if rc != 0 and rc != CT_NOTFOUND:
+            raise _lmdb_error(self.api, "mdb_cursor_get", rc)
+        return found

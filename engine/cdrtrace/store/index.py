@@ -167,6 +167,50 @@ def native_writer(txn, db) -> bool:
     return _index.native_writer_check(txn, db) is None
 
 
+def native_calls() -> bool:
+    """Whether a store's hot reads and writes are made in C (the native writer and read,
+    native_txn): unless CDRTRACE_INDEX_WRITER=python. Read once, where a store opens."""
+    return os.environ.get("CDRTRACE_INDEX_WRITER", "native") != "python"
+
+
+def native_txn(txn, db, native: bool = True) -> _index.Txn | PyTxn:
+    """txn's gets, puts and ordered reads (db: any database of its environment) made in C
+    with the GIL held (_index.Txn: a trace's dozen reads and writes); or by py-lmdb itself
+    (PyTxn, the reference) when not native or py-lmdb is not laid out as expected."""
+    if native:
+        try:
+            return _index.Txn(txn, db)
+        except RuntimeError:
+            pass
+    return PyTxn(txn)
+
+
+class PyTxn:
+    """_index.Txn's calls, made by py-lmdb."""
+    __slots__ = ("txn", "get", "put")
+
+    def __init__(self, txn):
+        self.txn, self.get, self.put = txn, txn.get, txn.put
+
+    def last_key(self, db=None) -> bytes | None:
+        cursor = self.txn.cursor(db)
+        return bytes(cursor.key()) if cursor.last() else None
+
+    def next_key(self, key: bytes, db=None) -> bytes | None:
+        cursor = self.txn.cursor(db)
+        return bytes(cursor.key()) if cursor.set_range(key) else None
+
+    def range(self, start: bytes, stop: bytes, db=None) -> list[tuple[bytes, bytes]]:
+        found = []
+        cursor = self.txn.cursor(db)
+        if cursor.set_range(start):
+            for key, value in cursor:
+                if key >= stop:
+                    break
+                found.append((bytes(key), bytes(value)))
+        return found
+
+
 def write_entries(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int = DEFAULT_KEEP,
                   order: np.ndarray | None = None) -> int:
     """Merge (line, entry) pairs into the index inside txn: lines in any order, or, with
