@@ -17,6 +17,14 @@ LINE = "3035550110"
 AFTER = "2026-03-02T23:00:00Z"
 
 
+@pytest.fixture(autouse=True, params=["native", "python"])
+def _store_calls(request, monkeypatch):
+    """Every rule twice: the trace's reads and writes made in C (store._index.Txn), and by
+    py-lmdb (the reference)."""
+    if request.param == "python":
+        monkeypatch.setenv("CDRTRACE_INDEX_WRITER", "python")
+
+
 def call(minute: int, **kw) -> bytes:
     """A call to LINE starting at 14:MM:00 and lasting 30 s."""
     kw.setdefault("dst", LINE)
@@ -313,3 +321,15 @@ def test_an_evidence_record_reads_back_as_written_whatever_its_values():
                        "answered": True}, "tied": [1, 2]}
     for value in (record, {**record, "big": 1 << 70}, {**record, "odd": "\ud800"}):
         assert json.loads(encode(value)) == value
+
+
+def test_a_trace_number_not_past_the_last_writes_no_evidence(store, ingest_records, monkeypatch):
+    """The record is appended under its number; a number not past the last (which the
+    numbering never gives) fails the trace, and nothing of it is kept."""
+    from cdrtrace.evidence import replication
+    ingest_records(call(3, src="7205550101"))
+    assert store.trace(LINE, at=AFTER).outcome is Outcome.SUCCESS
+    monkeypatch.setattr(replication, "next_number", lambda last, replica, replicas: 1)
+    with pytest.raises(cdrtrace.TraceError, match="not past the last"):
+        store.trace("3035550111", at=AFTER)
+    assert len(store.trace_records(analyst="cic")) == 1

@@ -90,6 +90,7 @@ class Tracer:
         self.config = envs.config
         self.replica: tuple[int, int] | None = None   # (K, N) when a shard's replicas share evidence
         self.group = GroupCommit(envs, self.opened)   # concurrent traces share durable commits
+        self.native = index.native_calls()
 
     def trace(self, packed: int, at_us: int, wait: float = 0.0,
               by: str | None = None) -> TraceResult:
@@ -199,7 +200,7 @@ class Tracer:
             return Outcome.UNTRACEABLE, view, e, None
         original = None
         if outcome is Outcome.SUCCESS:
-            original = txn.get(key + CALL_MARK + u64(int(e["call_id"])), db=self.db["by_line"])
+            original = txn.get(key + CALL_MARK + u64(e["call_id"]), db=self.db["by_line"])
             if original is not None:
                 outcome = Outcome.ALREADY_TRACED
         return outcome, view, e, original
@@ -240,16 +241,19 @@ class Tracer:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both."""
         e: Any
+        # its dozen reads and writes made in C, holding the GIL (index.native_txn)
+        txn, index_txn = (index.native_txn(txn, self.db["traces"], self.native),
+                          index.native_txn(index_txn, self.db["index"], self.native))
         if pending:
             outcome, call, e, original = Outcome.PENDING, None, None, None
         else:
             outcome, call, e, original = self.resolve(txn, index_txn, key, at_us)
-        cursor = txn.cursor(self.db["traces"])
         resolving = number is not None
         if number is None:   # never reused, even once a purge emptied the table
-            last = int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+            last = txn.last_key(self.db["traces"])
             number = replication.next_number(
-                max(last, int(txn.get(b"last_trace", b"0", db=self.db["emeta"]))),
+                max(int.from_bytes(last, "big") if last else 0,
+                    int(txn.get(b"last_trace", b"0", db=self.db["emeta"]))),
                 *(self.replica or (0, 1)))
             txn.put(b"last_trace", str(number).encode(), db=self.db["emeta"])
         enrichment = self.enrichment(txn, int(e["calling"])) if outcome is Outcome.SUCCESS else None
@@ -302,7 +306,9 @@ class Tracer:
             trace_rows.replace(txn, self.db["trace_rows"], self.db["trace_segments"], row)
         else:
             encoded = encode(record)
-            cursor.put(u64(number), encoded, append=True)
+            if not txn.put(u64(number), encoded, db=self.db["traces"], append=True):
+                raise TraceError(f"trace number {number} is not past the last recorded: "
+                                 "the evidence was not written")
             trace_rows.append_one(txn, self.db["trace_rows"], number, row)
             txn.put(key + TRACE_MARK + u64(number), b"", db=self.db["by_line"])
         if self.replica is not None:      # for the shard's other replicas (evidence.replication)

@@ -3,7 +3,6 @@ log, all from one read snapshot of the index environment (never blocked by inges
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import lmdb
@@ -28,7 +27,7 @@ class Lookup:
         self._index_db = envs.db["index"]      # the hot path's handle, kept across reopens
         envs.on_reopen.append(lambda: setattr(self, "_index_db", envs.db["index"]))
         # the read in C (index._index.read_value), unless py-lmdb is not as it expects
-        self._native = os.environ.get("CDRTRACE_INDEX_WRITER", "native") != "python"
+        self._native = index.native_calls()
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
@@ -77,29 +76,27 @@ class Lookup:
     def unreadable_near(self, txn: Any, feed: int | None, call_us: int, at_us: int) -> dict:
         """Unreadable records (with or without a line) of the call's feed, or of every feed
         when there is no call, from an hour before the traced call to the activation: the
-        CIC's measure of how far the data around a trace can be trusted."""
+        CIC's measure of how far the data around a trace can be trusted. txn: the index's,
+        as index.native_txn gives it."""
         since = call_us - UNREADABLE_WINDOW_US
         found: dict[str, Any] = {"from": timezones.format_utc(since), "to": timezones.format_utc(at_us),
                                  "records": 0, "without_line": 0}
         db = self.db.get("unreadable")
         if db is None:
             return found
-        cursor = txn.cursor(db)
-        start = max(since, 0).to_bytes(8, "big")
-        f = feed if feed is not None else 0
-        while f <= 0xFFFF and cursor.set_range(f.to_bytes(2, "big") + start):
-            at = int.from_bytes(cursor.key()[:2], "big")
-            if at != f:             # nothing of feed f from `since` on: the next feed that has any
-                if feed is not None:
-                    break
-                f = at
-                continue
-            for k, v in cursor:
-                if int.from_bytes(k[:2], "big") != f or int.from_bytes(k[2:10], "big") >= at_us:
-                    break
+        start, stop = max(since, 0).to_bytes(8, "big"), max(at_us, 0).to_bytes(8, "big")
+        if feed is not None:
+            feeds: Any = (feed,)
+        else:                       # each feed that has any record from `since` on
+            feeds, f = [], 0
+            while f <= 0xFFFF and (key := txn.next_key(f.to_bytes(2, "big") + start, db=db)):
+                f = int.from_bytes(key[:2], "big")
+                if key[2:10] < stop:
+                    feeds.append(f)
+                f += 1
+        for f in feeds:
+            prefix = f.to_bytes(2, "big")
+            for _, value in txn.range(prefix + start, prefix + stop, db=db):
                 found["records"] += 1
-                found["without_line"] += not json.loads(v)["line_found"]
-            if feed is not None:
-                break
-            f += 1
+                found["without_line"] += not json.loads(value)["line_found"]
         return found
