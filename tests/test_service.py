@@ -104,11 +104,16 @@ def test_a_token_is_shown_once_stored_hashed_and_revoked_at_once(tmp_path, capsy
     assert cli.main(["token", "create", "--name", "x", "--role", "root", "--db", db]) == 2
 
 
-def test_a_token_whose_record_changed_is_read_again_at_the_next_request(tmp_path):
+@pytest.mark.parametrize("reads", ["native", "python"])
+def test_a_token_whose_record_changed_is_read_again_at_the_next_request(tmp_path, monkeypatch,
+                                                                        reads):
     """principal() keeps its reading of a token's record, not the answer: a record marked
     revoked with its hash entry left (no cdrtrace writes that, a store might hold it)
-    refuses the token at once."""
+    refuses the token at once. Its two entries are read in C, or by py-lmdb."""
+    if reads == "python":
+        monkeypatch.setenv("CDRTRACE_INDEX_WRITER", "python")
     with cdrtrace.open(str(tmp_path / "db"), create=True) as store:
+        assert store.tokens._native is (reads == "native")
         token = store.tokens.create("pbx-1", "switch")
         assert store.tokens.principal(token).role == "switch"
         assert store.tokens.principal(token).role == "switch"      # from what it kept
@@ -119,6 +124,14 @@ def test_a_token_whose_record_changed_is_read_again_at_the_next_request(tmp_path
             txn.put(b"n:pbx-1", json.dumps({**record, "revoked_us": 1}).encode(), db=db)
         store.envs.ewrite(mark)
         assert store.tokens.principal(token) is None
+        other = store.tokens.create("pbx-2", "switch")
+        assert store.tokens.principal(other).name == "pbx-2"
+        store.tokens.revoke("pbx-2")              # the hash entry deleted
+        assert store.tokens.principal(other) is None
+        assert store.tokens.principal("cdt_" + "0" * 40) is None
+        third = store.tokens.create("pbx-3", "switch")
+        store.envs.ewrite(lambda txn: txn.delete(b"n:pbx-3", db=store.envs.db["tokens"]))
+        assert store.tokens.principal(third) is None     # a hash entry without its record
 
 
 # ------------------------------------------------------------------ HTTP
@@ -949,9 +962,18 @@ def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, wo
     try:
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
         servers: list[int] = []
+        def names(pid: int) -> list[str]:
+            found = []
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(FileNotFoundError):
+                    found.append(open(f"/proc/{pid}/task/{t}/comm").read().strip())
+            return found
+
         # trace until every service process has started its commit thread (the kernel
-        # hands each new connection to either worker)
-        while len(servers) < workers or any(len(os.listdir(f"/proc/{p}/task")) < 2 for p in servers):
+        # hands each new connection to either worker) and its FastAGI thread (a worker
+        # may answer HTTP before its FastAGI listener has started)
+        while len(servers) < workers or any(
+                len(names(p)) < 3 or "cdrtrace-agi" not in names(p) for p in servers):
             assert time.monotonic() < deadline
             try:
                 got = httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,

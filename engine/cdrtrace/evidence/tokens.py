@@ -17,7 +17,10 @@ import secrets
 import time
 from typing import Any
 
+import lmdb
+
 from ..errors import AccessError
+from ..store import index
 from ..store.environments import Environments
 from .audit import AuditLog, os_user
 
@@ -29,6 +32,7 @@ ROLES = {
     "operator": "directory import, purge, stats, tokens",
 }
 PREFIX = "cdt_"
+_read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -53,6 +57,7 @@ class Tokens:
         self.envs, self.audit = envs, audit
         self.db = envs.db
         self.known: dict[str, tuple[bytes, bytes, Principal]] = {}   # see principal()
+        self._native = index.native_calls()
 
     def create(self, name: str, role: str, operator: str | None = None,
                token: str | None = None) -> str:
@@ -113,18 +118,37 @@ class Tokens:
                                   "revoked_us": record["revoked_us"]})
             return found
 
+    def _entries(self, hash_key: bytes) -> tuple[bytes | None, bytes | None]:
+        """A token's name (under its hash) and its record (under its name). Read in C, each
+        in a read transaction of its own with the GIL held (an HTTP request read them with
+        four py-lmdb calls, each letting the lock go to the commit's thread and waiting to
+        have it back). Two snapshots are enough: a revocation deletes the hash and marks
+        the record in one commit, and each of the four orders of reading them that it
+        allows refuses a revoked token."""
+        if self._native:
+            try:
+                name = _read_value(self.envs.eenv, self.db["tokens"], hash_key)
+                return name, None if name is None else _read_value(
+                    self.envs.eenv, self.db["tokens"], b"n:" + name)
+            except RuntimeError:      # py-lmdb not as the native read expects: its own calls
+                self._native = False
+            except (lmdb.Error, _NativeError):   # a map grown by another process: eread's way
+                pass
+        with self.envs.eread() as txn:
+            name = txn.get(hash_key, db=self.db["tokens"])
+            return (None, None) if name is None else (
+                bytes(name), txn.get(b"n:" + bytes(name), db=self.db["tokens"]))
+
     def principal(self, token: str | None) -> Principal | None:
         """Who holds this token, or None (unknown, revoked, malformed)."""
         if not token or not token.startswith(PREFIX) or len(token) > 128:
             return None
         digest = _digest(token)
-        with self.envs.eread() as txn:
-            name = txn.get(b"h:" + digest.encode(), db=self.db["tokens"])
-            if name is None:
-                return None
-            value = txn.get(b"n:" + bytes(name), db=self.db["tokens"])
         # every request reads both again (a revocation, from any process, counts at once);
         # only the reading of a record already read is kept (a switch sends one token)
+        name, value = self._entries(b"h:" + digest.encode())
+        if name is None or value is None:
+            return None
         known = self.known.get(digest)
         if known is not None and known[0] == name and known[1] == value:
             return known[2]
