@@ -815,34 +815,17 @@ cdef class Txn:
             return False
         raise _lmdb_error(self.api, "mdb_put", rc)
 
-    def last_key(self, db=None):
-        """The last key of db (bytes), or None if it is empty."""
+    cdef object _key_at(self, object db, bytes key, int op):
+        """The key a cursor on db finds by op (from key, if given): bytes, or None."""
         cdef unsigned int dbi = self._dbi(db)
         cdef void* cursor = NULL
         cdef ct_val k, v
         cdef int rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
         if rc != 0:
             raise _lmdb_error(self.api, "mdb_cursor_open", rc)
-        rc = self.api.cursor_get(cursor, &k, &v, CT_LAST)
-        if rc == 0:
-            key = PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size)
-        self.api.cursor_close(cursor)
-        if rc == 0:
-            return key
-        if rc == CT_NOTFOUND:
-            return None
-        raise _lmdb_error(self.api, "mdb_cursor_get", rc)
-
-    def next_key(self, bytes key not None, db=None):
-        """The first key of db at or past key (bytes), or None."""
-        cdef unsigned int dbi = self._dbi(db)
-        cdef void* cursor = NULL
-        cdef ct_val k, v
-        cdef int rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
-        if rc != 0:
-            raise _lmdb_error(self.api, "mdb_cursor_open", rc)
-        k.mv_size, k.mv_data = PyBytes_GET_SIZE(key), PyBytes_AS_STRING(key)
-        rc = self.api.cursor_get(cursor, &k, &v, CT_SET_RANGE if k.mv_size else CT_FIRST)
+        if key is not None:
+            k.mv_size, k.mv_data = PyBytes_GET_SIZE(key), PyBytes_AS_STRING(key)
+        rc = self.api.cursor_get(cursor, &k, &v, op)
         if rc == 0:
             found = PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size)
         self.api.cursor_close(cursor)
@@ -851,6 +834,14 @@ cdef class Txn:
         if rc == CT_NOTFOUND:
             return None
         raise _lmdb_error(self.api, "mdb_cursor_get", rc)
+
+    def last_key(self, db=None):
+        """The last key of db (bytes), or None if it is empty."""
+        return self._key_at(db, None, CT_LAST)
+
+    def next_key(self, bytes key not None, db=None):
+        """The first key of db at or past key (bytes), or None."""
+        return self._key_at(db, key, CT_SET_RANGE if PyBytes_GET_SIZE(key) else CT_FIRST)
 
     def range(self, bytes start not None, bytes stop not None, db=None):
         """[(key, value)] of db with start <= key < stop (bytes order, as LMDB's), in order."""
