@@ -162,9 +162,7 @@ def native_writer(txn, db) -> bool:
     """Whether write_entries merges in C (the default) for this transaction; the Python
     writer (the reference) when CDRTRACE_INDEX_WRITER=python or py-lmdb is not laid out
     as the native writer expects (_index.native_writer_check says why)."""
-    if os.environ.get("CDRTRACE_INDEX_WRITER", "native") == "python":
-        return False
-    return _index.native_writer_check(txn, db) is None
+    return native_calls() and _index.native_writer_check(txn, db) is None
 
 
 def native_calls() -> bool:
