@@ -109,18 +109,19 @@ class Environments:
         The sub-database handles are replaced in place (every part shares `db`)."""
         with self._guard(env):
             env.close()
-        if env is self.eenv:
+        evidence = env is self.eenv
+        if evidence:
             self.eenv = self._open_evidence()
             self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
-            return self.eenv
-        self.env = lmdb.open(str(self.path), max_dbs=len(INDEX_DBS) + 3,
-                             map_size=INITIAL_MAP_SIZE, subdir=True,
-                             readonly=self.readonly_index, mode=private.FILE_MODE)
-        self.db["meta"] = self.env.open_db(b"meta", create=False)
-        self._open_dbs(self.env, INDEX_DBS, LATER_INDEX_DBS, create=True)
+        else:
+            self.env = lmdb.open(str(self.path), max_dbs=len(INDEX_DBS) + 3,
+                                 map_size=INITIAL_MAP_SIZE, subdir=True,
+                                 readonly=self.readonly_index, mode=private.FILE_MODE)
+            self.db["meta"] = self.env.open_db(b"meta", create=False)
+            self._open_dbs(self.env, INDEX_DBS, LATER_INDEX_DBS, create=True)
         for refresh in self.on_reopen:
             refresh()
-        return self.env
+        return self.eenv if evidence else self.env
 
     def _open_dbs(self, env: Any, names: tuple[str, ...], optional: tuple[str, ...],
                   create: bool) -> None:
