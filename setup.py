@@ -1,5 +1,6 @@
 """Build the native modules: sources in ext/, compiled into the private
-cdrtrace.parsing._parse, cdrtrace.store._index and cdrtrace.service._agi modules.
+cdrtrace.parsing._parse, cdrtrace.store._index, cdrtrace.service._agi and
+cdrtrace.evidence._trace modules.
 
 CDRTRACE_DEBUG=1 builds with line tracing and writes Cython's annotated HTML;
 CDRTRACE_ASAN=1 builds with AddressSanitizer (run with LD_PRELOAD=$(gcc -print-file-name=libasan.so)).
@@ -40,7 +41,8 @@ def native(package, name):
 
 setup(
     ext_modules=cythonize(
-        [native("parsing", "_parse"), native("store", "_index"), native("service", "_agi")],
+        [native("parsing", "_parse"), native("store", "_index"), native("service", "_agi"),
+         native("evidence", "_trace")],
         compiler_directives=directives,
         annotate=debug,
     ),

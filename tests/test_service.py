@@ -419,15 +419,15 @@ def test_fastagi_refuses_what_asterisk_would_not_send(agi_service):
 
 
 def _resolving(fault):
-    """Tracer.resolve raising, in the shared commit: a rule's refusal (TraceError) or a
+    """Tracer.record raising, in the shared commit: a rule's refusal (TraceError) or a
     fault of the code (RuntimeError); undone by the returned call."""
     from cdrtrace.errors import TraceError
     from cdrtrace.evidence.traces import Tracer
 
-    def resolve(self, txn, index_txn, key, at_us):
+    def record(self, txn, index_txn, key, packed, at_us, **kw):
         raise fault("older calls are no longer held") if fault is TraceError else fault()
     patch = pytest.MonkeyPatch()
-    patch.setattr(Tracer, "resolve", resolve)
+    patch.setattr(Tracer, "record", record)
     return patch.undo
 
 
@@ -551,14 +551,14 @@ def test_fastagi_bounds_what_a_peer_sends_while_its_trace_runs(agi_service, capl
     store, running, tokens = agi_service
     caplog.set_level(logging.INFO, logger="cdrtrace.service")
     reached, release = threading.Event(), threading.Event()
-    resolve = Tracer.resolve
+    record = Tracer.record
 
-    def held(self, *args):
+    def held(self, *args, **kw):
         reached.set()
         assert release.wait(10)
-        return resolve(self, *args)
+        return record(self, *args, **kw)
     patch = pytest.MonkeyPatch()
-    patch.setattr(Tracer, "resolve", held)
+    patch.setattr(Tracer, "record", held)
     try:
         with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=10) as sock:
             sock.sendall(b"".join(f"{k}: {v}\n".encode()

@@ -29,7 +29,7 @@ from ..store.catalog import Catalog
 from ..store.environments import Environments
 from ..store.liveness import Liveness
 from ..store.lookup import Lookup
-from . import pseudonyms, replication
+from . import _trace, pseudonyms, replication
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
 from .outcomes import Outcome, TraceResult, outcome_for
@@ -39,9 +39,13 @@ PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark agai
 TRACE_MARK, CALL_MARK = b"t", b"c"
 _FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
 _START = _FIELDS.index("start_us")
+_NativeTxn = index._index.Txn
 # an entry's presentation and disposition as a call's view names them
 _PRESENTATIONS = {int(p): p.name.lower() for p in Presentation}
 _DISPOSITIONS = {int(d): d.name.lower() for d in Disposition}
+# the same names for the native record (_trace.record): by value, None where there is none
+_PRESENTATION_NAMES = tuple(_PRESENTATIONS.get(i) for i in range(max(_PRESENTATIONS) + 1))
+_DISPOSITION_NAMES = tuple(_DISPOSITIONS.get(i) for i in range(max(_DISPOSITIONS) + 1))
 
 
 def u64(value: int) -> bytes:
@@ -69,6 +73,17 @@ def result_of(record: dict) -> TraceResult:
                        record["call"]["start"] if record["call"] else None)
 
 
+def enrichment(txn: Any, db: dict, calling: int) -> dict | None:
+    """A served caller's directory entry, as it is now (snapshotted as evidence)."""
+    entry = txn.get(u64(calling), db=db["directory"])
+    found = json.loads(entry) if entry is not None else None
+    if found is None or not found["served"]:
+        return None
+    value = txn.get(b"directory_import", db=db["emeta"])
+    found["directory_import"] = int(value) if value else None
+    return found
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
     """What every trace of one commit reads: one index read transaction, and the live
@@ -81,6 +96,36 @@ class Snapshot:
         return cls(index_txn, liveness.live_feeds(index_txn))
 
 
+class NativeRecord:
+    """Tracer.record's common case in C (_trace.record), given what it needs: the
+    databases (again after a reopen replaces them) and the helpers it shares with
+    Tracer.record, its reference."""
+
+    def __init__(self, tracer: Tracer):
+        self.db, self.keep = tracer.db, tracer.config["keep"]
+        self.dbs: tuple = ()
+        self.keep_dbs()
+        tracer.envs.on_reopen.append(self.keep_dbs)
+        self.helpers = (timezones.format_utc, tracer.catalog.source_name,
+                        lambda txn, calling: enrichment(txn, self.db, calling),
+                        tracer.lookup.unreadable_near, encode, TraceError,
+                        _PRESENTATION_NAMES, _DISPOSITION_NAMES, index.ROLE_NAMES, replication)
+
+    def keep_dbs(self) -> None:
+        self.dbs = tuple(self.db[name] for name in (
+            "index", "traces", "emeta", "by_line", "pseudonyms", "trace_rows"))
+
+    def __call__(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
+                 requested_by: str | None) -> dict | None:
+        """The record written, or None (nothing written) for Tracer.record to make. txn,
+        index_txn: as index.native_txn gives them (py-lmdb's own: None)."""
+        if type(txn) is not _NativeTxn or type(index_txn) is not _NativeTxn:
+            return None
+        return _trace.record(txn, index_txn, self.dbs, key, packed, at_us,
+                             numbers.format_number(packed), requested_by, self.keep,
+                             self.helpers)
+
+
 class Tracer:
     """Resolves and records traces of one store."""
 
@@ -91,6 +136,7 @@ class Tracer:
         self.replica: tuple[int, int] | None = None   # (K, N) when a shard's replicas share evidence
         self.group = GroupCommit(envs, self.opened)   # concurrent traces share durable commits
         self.native = index.native_calls()
+        self.native_record = NativeRecord(self)       # the common case in C
 
     def trace(self, packed: int, at_us: int, wait: float = 0.0,
               by: str | None = None) -> TraceResult:
@@ -225,16 +271,6 @@ class Tracer:
             "offset": int(e["offset"]),
         }
 
-    def enrichment(self, txn: Any, calling: int) -> dict | None:
-        """A served caller's directory entry, as it is now (snapshotted as evidence)."""
-        entry = txn.get(u64(calling), db=self.db["directory"])
-        enrichment = json.loads(entry) if entry is not None else None
-        if enrichment is None or not enrichment["served"]:
-            return None
-        value = txn.get(b"directory_import", db=self.db["emeta"])
-        enrichment["directory_import"] = int(value) if value else None
-        return enrichment
-
     def record(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                pending: bool = False, number: int | None = None,
                activated_by: dict | None = None, requested_by: str | None = None) -> dict:
@@ -244,6 +280,13 @@ class Tracer:
         # its dozen reads and writes made in C, holding the GIL (index.native_txn)
         txn, index_txn = (index.native_txn(txn, self.db["traces"], self.native),
                           index.native_txn(index_txn, self.db["index"], self.native))
+        if (self.native and not pending and number is None and activated_by is None
+                and self.replica is None):
+            # the common case made in C (ext/_trace.pyx): this method is its reference,
+            # and makes what it leaves (it then has written nothing)
+            done = self.native_record(txn, index_txn, key, packed, at_us, requested_by)
+            if done is not None:
+                return done
         if pending:
             outcome, call, e, original = Outcome.PENDING, None, None, None
         else:
@@ -256,12 +299,12 @@ class Tracer:
                     int(txn.get(b"last_trace", b"0", db=self.db["emeta"]))),
                 *(self.replica or (0, 1)))
             txn.put(b"last_trace", str(number).encode(), db=self.db["emeta"])
-        enrichment = self.enrichment(txn, int(e["calling"])) if outcome is Outcome.SUCCESS else None
+        enriched = enrichment(txn, self.db, int(e["calling"])) if outcome is Outcome.SUCCESS else None
         calling_text = call["calling"] if call is not None else None
         record: dict[str, Any] = {
             "trace_id": trace_id(number), "line": numbers.format_number(packed),
             "activated_us": at_us, "traced_at_us": time.time_ns() // 1000,
-            "outcome": outcome.value, "call": call, "enrichment": enrichment,
+            "outcome": outcome.value, "call": call, "enrichment": enriched,
             "original_trace": original.decode() if original else None,
         }
         if activated_by is not None:
@@ -287,7 +330,7 @@ class Tracer:
         if call is not None:
             row = trace_rows.pack(number, packed, outcome.value, at_us, int(e["calling"]),
                                   int(e["call_id"]), int(e["start_us"]), int(e["presentation"]),
-                                  enrichment is not None)
+                                  enriched is not None)
         else:
             row = trace_rows.pack(number, packed, outcome.value, at_us)
         if pending:

@@ -1,0 +1,225 @@
+# cython: language_level=3
+"""A trace's evidence record in C, for the common case: cdrtrace.evidence.traces'
+Tracer.record, which stays its pure-Python reference (and what runs with
+CDRTRACE_INDEX_WRITER=python).
+
+record() resolves the line's index entries by the rules of docs/trace-rules.md (the
+last call that started before the activation; success, untraceable, already traced, no
+call) and writes the evidence exactly as Tracer.record does: the same record (the same
+JSON bytes, keys in the same order), the same report row, the same entries in `by_line`,
+`pseudonyms` and `emeta`, in the same order. It makes the trace's LMDB calls through the
+store's native transactions (cdrtrace.store._index.Txn), and calls back into Python only
+where the reference's own helpers are kept (the time's text, the call's source name, the
+directory's enrichment, the unreadable records near the call, the JSON encoder).
+
+What it does not do, it leaves to the reference before reading or writing anything that
+matters: it returns None, having written nothing, for a line whose held calls all began
+after the activation while the index holds `keep` of them (the reference's error), a
+call that ties with a call from another caller, an unreadable record, a caller known by
+a SIP identity, or a presentation or disposition it does not know. Everything else
+(pending traces, resolving them, a shard's replicas, traces recorded from CDRs) never
+comes here: Tracer.record decides that before calling.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdio cimport snprintf
+
+from _cdr cimport Entry
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk_id, timespec* tp)
+    int CLOCK_REALTIME
+
+cdef enum:
+    ENTRY_SIZE = 40
+    ANSWERED = 0x01
+    FORWARDED = 0x02
+    UNREADABLE = 10              # Disposition.UNREADABLE
+    UNAVAILABLE = 2              # Presentation.UNAVAILABLE
+    ROW_SIZE = 56                # evidence.rows.ROW_DTYPE
+    ROWS_BLOCK = 32              # evidence.rows.BLOCK
+    KIND_E164 = 1                # parsing.numbers: E164; OTHER with IDENTITY_LENGTH is an identity
+    KIND_OTHER = 3
+    IDENTITY_LENGTH = 63
+    # evidence.rows.OUTCOME_CODES
+    CODE_SUCCESS = 1
+    CODE_UNTRACEABLE = 2
+    CODE_NO_CALL = 3
+    CODE_ALREADY_TRACED = 4
+
+assert sizeof(Entry) == ENTRY_SIZE
+
+_OUTCOMES = {CODE_SUCCESS: "success", CODE_UNTRACEABLE: "untraceable",
+             CODE_NO_CALL: "no_call", CODE_ALREADY_TRACED: "already_traced"}
+
+
+cdef inline bytes _u64(uint64_t v):
+    """v as 8 bytes, big-endian (the stores' keys)."""
+    cdef unsigned char b[8]
+    cdef int i
+    for i in range(8):
+        b[7 - i] = <unsigned char>(v >> (8 * i))
+    return PyBytes_FromStringAndSize(<char*>b, 8)
+
+
+cdef inline void _le64(unsigned char* out, uint64_t v) noexcept:
+    cdef int i
+    for i in range(8):
+        out[i] = <unsigned char>(v >> (8 * i))
+
+
+cdef str _number_text(uint64_t packed):
+    """parsing.numbers.format_number, for anything but an identity (the caller checks)."""
+    cdef char buf[96]
+    cdef int kind = <int>(packed >> 62), length = <int>((packed >> 56) & 0x3F), n
+    cdef unsigned long long digits = packed & ((<uint64_t>1 << 56) - 1)
+    if packed == 0:
+        return ""
+    if kind == KIND_E164:
+        n = snprintf(buf, sizeof(buf), "+%0*llu", length, digits)
+    else:
+        n = snprintf(buf, sizeof(buf), "%0*llu", length, digits)
+    return buf[:n].decode("ascii")
+
+
+cdef inline bint _identity(uint64_t packed) noexcept:
+    return (packed >> 62) == KIND_OTHER and ((packed >> 56) & 0x3F) == IDENTITY_LENGTH
+
+
+cdef str _decimal(unsigned long long v):
+    cdef char buf[24]
+    cdef int n = snprintf(buf, sizeof(buf), "%llu", v)
+    return buf[:n].decode("ascii")
+
+
+cdef bytes _row(uint64_t trace, uint64_t line, int outcome, int64_t activated_us,
+                uint64_t origin, uint64_t call_id, int64_t call_start_us,
+                int presentation, bint enriched):
+    """evidence.rows.pack: one ROW_DTYPE row (little-endian, as "<QQQQqqBBB5x")."""
+    cdef unsigned char row[ROW_SIZE]
+    cdef int i
+    _le64(row, trace)
+    _le64(row + 8, line)
+    _le64(row + 16, origin)
+    _le64(row + 24, call_id)
+    _le64(row + 32, <uint64_t>call_start_us)
+    _le64(row + 40, <uint64_t>activated_us)
+    row[48], row[49], row[50] = <uint8_t>outcome, <uint8_t>presentation, enriched
+    for i in range(51, ROW_SIZE):
+        row[i] = 0
+    return PyBytes_FromStringAndSize(<char*>row, ROW_SIZE)
+
+
+def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str line,
+           requested_by, int keep, tuple helpers):
+    """Tracer.record(txn, index_txn, key, packed, at_us, requested_by=requested_by) for the
+    common case: the evidence record written, or None (nothing written) for the
+    reference to make. etxn, itxn: the evidence's and the index's native transactions.
+    dbs: (index, traces, emeta, by_line, pseudonyms, trace_rows). helpers:
+    (format_utc, source_name(index_txn, source), enrichment(txn, calling),
+    unreadable_near(index_txn, feed, call_us, at_us), encode, TraceError, the names of
+    presentations, of dispositions, of the roles a line has in a call, and the module
+    whose next_number numbers traces: evidence.replication)."""
+    index_db, traces_db, emeta_db, by_line_db, pseudonyms_db, rows_db = dbs[:6]
+    (format_utc, source_name, enrichment_of, unreadable_near, encode, trace_error,
+     presentations, dispositions, roles, numbering) = helpers
+    cdef bytes value = itxn.get(key, None, index_db)
+    cdef const Entry* entries = NULL
+    cdef const Entry* e = NULL
+    cdef const Entry* r
+    cdef Py_ssize_t count = 0, i, first = -1
+    if value is not None:
+        if len(value) % ENTRY_SIZE:
+            return None                      # not as the index writes it: the reference says
+        entries = <const Entry*>PyBytes_AS_STRING(value)
+        count = len(value) // ENTRY_SIZE
+    for i in range(count):                   # newest first: the first that began before
+        if entries[i].start_us < at_us:
+            first = i
+            break
+    cdef int code, presentation = 0, disposition = 0, flags = 0
+    cdef dict call = None
+    original = None
+    if first < 0:
+        if count >= keep:
+            return None                      # the reference's error: older calls not held
+        code = CODE_NO_CALL
+    else:
+        e = &entries[first]
+        flags, presentation = e.flags, e.presentation
+        disposition = flags >> 4
+        if disposition == UNREADABLE or _identity(e.calling):
+            return None
+        for i in range(first + 1, count):    # calls from other callers at the same instant
+            r = &entries[i]
+            if r.start_us < at_us and r.start_us == e.start_us and r.calling != e.calling:
+                return None
+        if presentation >= len(presentations) or disposition >= len(dispositions) \
+                or presentations[presentation] is None or dispositions[disposition] is None \
+                or (flags >> 2) & 3 >= len(roles):
+            return None                      # the reference's error
+        code = CODE_UNTRACEABLE if e.calling == 0 or presentation == UNAVAILABLE \
+            else CODE_SUCCESS
+        call = {
+            "start": format_utc(e.start_us),
+            "start_us": e.start_us,
+            "calling": _number_text(e.calling) or None,
+            "presentation": presentations[presentation],
+            "answered": bool(flags & ANSWERED),
+            "forwarded": bool(flags & FORWARDED),
+            "indexed_as": roles[(flags >> 2) & 3],
+            "disposition": dispositions[disposition],
+            "call_id": f"{e.call_id:016x}",
+            "feed": e.feed,
+            "source": source_name(itxn, e.source),
+            "offset": e.offset,
+        }
+        if code == CODE_SUCCESS:
+            original = etxn.get(key + b"c" + _u64(e.call_id), None, by_line_db)
+            if original is not None:
+                code = CODE_ALREADY_TRACED
+    # the trace's number: never reused, even once a purge emptied the table
+    last = etxn.last_key(traces_db)
+    cdef uint64_t number = numbering.next_number(
+        max(int.from_bytes(last, "big") if last else 0,
+            int(etxn.get(b"last_trace", b"0", emeta_db))), 0, 1)
+    etxn.put(b"last_trace", _decimal(number).encode(), emeta_db)
+    enrichment = enrichment_of(etxn, e.calling) if code == CODE_SUCCESS else None
+    cdef char tid[32]
+    cdef int n = snprintf(tid, sizeof(tid), "T%08llu", <unsigned long long>number)
+    trace_id = tid[:n].decode("ascii")
+    cdef timespec now
+    clock_gettime(CLOCK_REALTIME, &now)
+    record = {
+        "trace_id": trace_id, "line": line, "activated_us": at_us,
+        "traced_at_us": <int64_t>now.tv_sec * 1000000 + now.tv_nsec // 1000,
+        "outcome": _OUTCOMES[code], "call": call, "enrichment": enrichment,
+        "original_trace": original.decode() if original else None,
+    }
+    if requested_by is not None:
+        record["requested_by"] = requested_by
+    record["unreadable_nearby"] = unreadable_near(
+        itxn, e.feed if e != NULL else None, e.start_us if e != NULL else at_us, at_us)
+    if e != NULL:
+        row = _row(number, packed, code, at_us, e.calling, e.call_id, e.start_us,
+                   presentation, enrichment is not None)
+    else:
+        row = _row(number, packed, code, at_us, 0, 0, 0, 0, False)
+    if code == CODE_SUCCESS:
+        etxn.put(key + b"c" + _u64(e.call_id), trace_id.encode(), by_line_db)
+        origin = key + b"o" + call["calling"].encode()     # evidence.pseudonyms.assign
+        if etxn.get(origin, None, pseudonyms_db) is None:
+            labels = int(etxn.get(key + b"#", b"0", pseudonyms_db))
+            etxn.put(origin, str(labels).encode(), pseudonyms_db)
+            etxn.put(key + b"#", str(labels + 1).encode(), pseudonyms_db)
+    if not etxn.put(_u64(number), encode(record), traces_db, True):
+        raise trace_error(f"trace number {number} is not past the last recorded: "
+                          "the evidence was not written")
+    block = _u64((number - 1) // ROWS_BLOCK)             # evidence.rows.append_one
+    etxn.put(block, (etxn.get(block, None, rows_db) or b"") + row, rows_db)
+    etxn.put(key + b"t" + _u64(number), b"", by_line_db)
+    return record

@@ -1,0 +1,148 @@
+"""A trace's evidence written in C (evidence._trace.record, the common case) against
+Tracer.record's Python (the reference): over generated line histories, the same record,
+the same stored bytes in every evidence database, and the reference left exactly the
+cases the native record says it leaves, with nothing written for them."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import cdrtrace
+from cdrtrace.parsing import numbers, salvage
+from cdrtrace.store import index
+
+A, B = numbers.normalize("7205550101"), numbers.normalize("7205550102")
+IDENTITY = numbers.pack_identity("alice@pbx.example")
+SERVED = numbers.normalize("3035550177")       # a caller the directory serves
+LOCAL = numbers.pack(numbers.EXTENSION, "0042")
+CALLERS = (A, B, 0, IDENTITY, SERVED, LOCAL)
+T0 = 1_772_460_000_000_000
+STARTS = tuple(T0 + k * 60_000_000 for k in range(5))    # few: calls tie
+EVIDENCE = ("traces", "emeta", "by_line", "pseudonyms", "trace_rows")
+
+ENTRY = st.fixed_dictionaries({
+    "start_us": st.sampled_from(STARTS),
+    "calling": st.sampled_from(CALLERS),
+    "call_id": st.integers(1, 6),
+    "offset": st.integers(0, 10_000),
+    "source": st.sampled_from((1, 99)),               # 99: no source registered
+    "feed": st.integers(0, 2),
+    "presentation": st.sampled_from((0, 0, 1, 2, 3)),    # 3: none known
+    "flags": st.builds(lambda a, f, role, d: a | f << 1 | role << 2 | d << 4,
+                       st.integers(0, 1), st.integers(0, 1), st.sampled_from((0, 1, 2, 2, 3)),
+                       st.sampled_from((1, 1, 2, 3, 9, 10, 0, 11))),  # 10 unreadable; 0, 11 none
+})
+HISTORY = st.lists(ENTRY, max_size=5)
+AT = st.sampled_from(STARTS[1:] + (STARTS[-1] + 1,) * 4)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = cdrtrace.open(tmp_path_factory.mktemp("native-record") / "s", create=True)
+    with s.envs.env.begin(write=True) as w:
+        w.put((1).to_bytes(4, "big"), json.dumps({"name": "feed.csv"}).encode(),
+              db=s.envs.db["sources"])
+        for feed, start, call_id, found in ((0, STARTS[1] - 5, 9, True), (1, STARTS[2] + 7, 9, False)):
+            w.put(salvage.log_key(feed, start, call_id),
+                  json.dumps({"line_found": found, "offset": 1}).encode(),
+                  db=s.envs.db["unreadable"])
+    with s.envs.eenv.begin(write=True) as w:
+        w.put(SERVED.to_bytes(8, "big"), json.dumps({"served": True, "name": "X"}).encode(),
+              db=s.envs.db["directory"])
+        w.put(b"directory_import", b"3", db=s.envs.db["emeta"])
+    yield s
+    s.close()
+
+
+def leaves(history: list[dict], at_us: int, keep: int) -> bool:
+    """Whether the native record leaves this trace to the reference, by its documented
+    cases, worked out from the history (not from either implementation)."""
+    before = [e for e in history if e["start_us"] < at_us]
+    if not before:
+        return len(history) >= keep
+    e = before[0]
+    disposition, role = e["flags"] >> 4, (e["flags"] >> 2) & 3
+    return (disposition == 10 or e["calling"] == IDENTITY
+            or any(t["start_us"] == e["start_us"] and t["calling"] != e["calling"]
+                   for t in before[1:])
+            or e["presentation"] == 3 or disposition in (0, 11) or role == 3)
+
+
+def dump(store, txn) -> dict:
+    return {name: [(bytes(k), bytes(v)) for k, v in txn.cursor(store.envs.db[name])]
+            for name in EVIDENCE}
+
+
+def comparable(state: dict) -> dict:
+    """Stored evidence with each record's traced_at_us (the clock's) set aside."""
+    traces = []
+    for k, v in state["traces"]:
+        record = json.loads(v)
+        record.pop("traced_at_us")
+        traces.append((k, record))
+    return {**state, "traces": traces}
+
+
+def run(store, native: bool, key: bytes, packed: int, at_us: int, by: str | None):
+    """Tracer.record in a write transaction that is then undone: (record or the error
+    raised, the evidence as the transaction left it)."""
+    tracer = store._tracer
+    saved, tracer.native = tracer.native, native
+    txn = store.envs.eenv.begin(write=True)
+    try:
+        with store.envs.read() as index_txn:
+            try:
+                outcome = tracer.record(txn, index_txn, key, packed, at_us, requested_by=by)
+            except Exception as exc:     # noqa: BLE001 - compared between the two
+                outcome = exc
+        return outcome, dump(store, txn)
+    finally:
+        txn.abort()
+        tracer.native = saved
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=HISTORY, at_us=AT, by=st.sampled_from((None, "switch-1")),
+       traced_before=st.booleans(), line=st.integers(0, 10**6))
+@example(history=[{"start_us": STARTS[0], "calling": SERVED, "call_id": 1, "offset": 0,
+                   "source": 1, "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
+         at_us=STARTS[1], by=None, traced_before=False, line=1)   # a served caller: enriched
+def test_the_native_record_writes_what_the_reference_writes(store, history, at_us, by,
+                                                             traced_before, line):
+    packed = numbers.normalize(f"30355{line:06d}")
+    key = index.line_key(packed)
+    value = np.array([tuple(e[f] for f in index.ENTRY_DTYPE.names) for e in history],
+                     index.ENTRY_DTYPE).tobytes()
+    with store.envs.env.begin(write=True) as w:
+        w.put(key, value, db=store.envs.db["index"])
+    if traced_before and not leaves(history, at_us, store.config["keep"]):
+        store.trace(numbers.format_number(packed), at=at_us)   # kept: traced already
+    with store.envs.eread() as r:
+        before = dump(store, r)
+
+    reference, by_python = run(store, False, key, packed, at_us, by)
+    native, by_native = run(store, True, key, packed, at_us, by)
+    if isinstance(reference, Exception):
+        assert type(native) is type(reference) and str(native) == str(reference)
+    else:
+        native.pop("traced_at_us"), reference.pop("traced_at_us")
+        assert native == reference
+    assert comparable(by_native) == comparable(by_python)
+
+    # what it leaves, the documented cases exactly, and with nothing written
+    txn = store.envs.eenv.begin(write=True)
+    try:
+        with store.envs.read() as index_txn:
+            tracer = store._tracer
+            made = tracer.native_record(index.native_txn(txn, tracer.db["traces"]),
+                                        index.native_txn(index_txn, tracer.db["index"]),
+                                        key, packed, at_us, by)
+        assert (made is None) == leaves(history, at_us, tracer.config["keep"])
+        if made is None:
+            assert dump(store, txn) == before
+    finally:
+        txn.abort()
