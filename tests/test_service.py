@@ -292,6 +292,40 @@ def test_a_switch_trace_is_answered_on_the_connection_the_same_as_through_the_ap
     assert set(a) == set(b) and a["trace_id"] != b["trace_id"]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["trace_id", "line", "announcement", "call_time"]),
+                       st.none() | st.text()))
+def test_a_trace_answered_on_the_connection_is_rendered_as_fastapi_renders_it(value):
+    """The hot path's JSON (orjson) is byte for byte Starlette's JSONResponse, whatever the
+    text (a carrier's wording of an announcement is any text); what neither can encode
+    (a lone surrogate) fails the same way."""
+    from starlette.responses import JSONResponse
+
+    from cdrtrace.service.http import _json
+    try:
+        expected: bytes | type = JSONResponse(value).body
+    except UnicodeEncodeError:
+        expected = UnicodeEncodeError
+    try:
+        got: bytes | type = _json(value)
+    except UnicodeEncodeError:
+        got = UnicodeEncodeError
+    assert got == expected
+
+
+def test_a_switch_body_the_hot_path_does_not_read_gets_the_same_answer_the_usual_way(service):
+    """orjson reads only UTF-8: a UTF-16 body (which JSON allows, and FastAPI reads) goes
+    the usual way, and is traced the same."""
+    store, running, tokens = service
+    body = json.dumps({"line": LINE, "at": AT}).encode("utf-16")
+    request = (b"POST /v1/trace HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+               + tokens["switch"].encode() + b"\r\nContent-Type: application/json\r\n"
+               + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    (answer,) = _exchange(running.ports["http"], request, 1)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(answer.split(b"\r\n\r\n")[1])["outcome"] == "success"
+
+
 def test_requests_pipelined_behind_a_switch_trace_are_answered_in_order(service):
     store, running, tokens = service
     pipelined = (_post(LINE, tokens["switch"]) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -17,6 +17,7 @@ import urllib.parse
 from importlib import resources
 from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -342,9 +343,9 @@ class Front(Answering):
     def switch_request(self, headers: list, body: bytes) -> tuple | None:
         """(line, at, wait, principal, forward) when the body and token are as a switch
         sends them; None otherwise (the FastAPI route then gives the documented error)."""
-        try:
-            request = json.loads(body)
-        except ValueError:
+        try:        # orjson: UTF-8 JSON only; what it refuses goes the usual way
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
             return None
         if not isinstance(request, dict):
             return None
@@ -388,9 +389,13 @@ class _SharedCommits:
 
 
 def _json(value: Any) -> bytes:
-    """As FastAPI's JSONResponse renders it (one encoder kept: json.dumps with options
-    builds one per call)."""
-    return _ENCODER.encode(value).encode()
+    """As FastAPI's JSONResponse renders it (compact, no ASCII escapes, no NaN): orjson
+    writes these same bytes for the strings and None of an answer, in a tenth of the
+    time; json for what orjson refuses (a string that is not Unicode text), as FastAPI."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return _ENCODER.encode(value).encode()
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
