@@ -2,6 +2,7 @@
 # from these structs (cdrtrace.parsing.formats.COLUMNS, cdrtrace.store.index.ENTRY_DTYPE)
 # through the modules' CALL_FIELDS and ENTRY_FIELDS, which layout_of() reads off the
 # structs themselves; Python checks the result against its documented names at import.
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, uint32_t
 
 cdef enum Presentation:
@@ -19,6 +20,7 @@ cdef enum Disposition:
     DISP_REJECTED = 7
     DISP_UNALLOCATED = 8
     DISP_UNKNOWN = 9
+    DISP_UNREADABLE = 10    # a record that could not be read (its line and time salvaged)
 
 cdef enum Role:
     ROLE_DIALLED = 0
@@ -69,3 +71,12 @@ cdef inline tuple field_types(dict all_ones, dict sevens):
         kind = "i" if value < 0 else "u"
         out.append((name, f"|{kind}1" if size == 1 else f"<{kind}{size}"))
     return tuple(out)
+
+
+cdef inline bytes key_bytes(uint64_t v):
+    """v as 8 bytes, big-endian: the stores' keys (key order = numeric order)."""
+    cdef unsigned char buf[8]
+    cdef int b
+    for b in range(8):
+        buf[7 - b] = <unsigned char>(v >> (8 * b))
+    return PyBytes_FromStringAndSize(<char*>buf, 8)

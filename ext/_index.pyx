@@ -17,7 +17,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort, realloc
 from libc.string cimport memcpy, memcmp, memset
 
-from _cdr cimport Entry, field_types
+from _cdr cimport Entry, field_types, key_bytes
 
 DEF_KEEP = 4
 ENTRY_BYTES = sizeof(Entry)
@@ -138,14 +138,6 @@ cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entr
     for j in range(u):              # then the new calls, each with its rank settled
         offer(top, &count, keep, &fresh[j])
     return count
-
-
-cdef inline bytes key_bytes(uint64_t v):
-    cdef unsigned char buf[8]
-    cdef int b
-    for b in range(8):
-        buf[7 - b] = <unsigned char>(v >> (8 * b))
-    return PyBytes_FromStringAndSize(<char*>buf, 8)
 
 
 def line_key(uint64_t packed):

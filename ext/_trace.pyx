@@ -24,7 +24,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdio cimport snprintf
 
-from _cdr cimport Entry
+from _cdr cimport DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -38,8 +38,6 @@ cdef enum:
     ENTRY_SIZE = 40
     ANSWERED = 0x01
     FORWARDED = 0x02
-    UNREADABLE = 10              # Disposition.UNREADABLE
-    UNAVAILABLE = 2              # Presentation.UNAVAILABLE
     ROW_SIZE = 56                # evidence.rows.ROW_DTYPE
     ROWS_BLOCK = 32              # evidence.rows.BLOCK
     KIND_E164 = 1                # parsing.numbers: E164; OTHER with IDENTITY_LENGTH is an identity
@@ -55,15 +53,6 @@ assert sizeof(Entry) == ENTRY_SIZE
 
 _OUTCOMES = {CODE_SUCCESS: "success", CODE_UNTRACEABLE: "untraceable",
              CODE_NO_CALL: "no_call", CODE_ALREADY_TRACED: "already_traced"}
-
-
-cdef inline bytes _u64(uint64_t v):
-    """v as 8 bytes, big-endian (the stores' keys)."""
-    cdef unsigned char b[8]
-    cdef int i
-    for i in range(8):
-        b[7 - i] = <unsigned char>(v >> (8 * i))
-    return PyBytes_FromStringAndSize(<char*>b, 8)
 
 
 cdef inline void _le64(unsigned char* out, uint64_t v) noexcept:
@@ -152,7 +141,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         e = &entries[first]
         flags, presentation = e.flags, e.presentation
         disposition = flags >> 4
-        if disposition == UNREADABLE or _identity(e.calling):
+        if disposition == DISP_UNREADABLE or _identity(e.calling):
             return None
         for i in range(first + 1, count):    # calls from other callers at the same instant
             r = &entries[i]
@@ -162,7 +151,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
                 or presentations[presentation] is None or dispositions[disposition] is None \
                 or (flags >> 2) & 3 >= len(roles):
             return None                      # the reference's error
-        code = CODE_UNTRACEABLE if e.calling == 0 or presentation == UNAVAILABLE \
+        code = CODE_UNTRACEABLE if e.calling == 0 or presentation == PRES_UNAVAILABLE \
             else CODE_SUCCESS
         call = {
             "start": format_utc(e.start_us),
@@ -179,7 +168,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
             "offset": e.offset,
         }
         if code == CODE_SUCCESS:
-            original = etxn.get(key + b"c" + _u64(e.call_id), None, by_line_db)
+            original = etxn.get(key + b"c" + key_bytes(e.call_id), None, by_line_db)
             if original is not None:
                 code = CODE_ALREADY_TRACED
     # the trace's number: never reused, even once a purge emptied the table
@@ -210,16 +199,16 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
     else:
         row = _row(number, packed, code, at_us, 0, 0, 0, 0, False)
     if code == CODE_SUCCESS:
-        etxn.put(key + b"c" + _u64(e.call_id), trace_id.encode(), by_line_db)
+        etxn.put(key + b"c" + key_bytes(e.call_id), trace_id.encode(), by_line_db)
         origin = key + b"o" + call["calling"].encode()     # evidence.pseudonyms.assign
         if etxn.get(origin, None, pseudonyms_db) is None:
             labels = int(etxn.get(key + b"#", b"0", pseudonyms_db))
             etxn.put(origin, str(labels).encode(), pseudonyms_db)
             etxn.put(key + b"#", str(labels + 1).encode(), pseudonyms_db)
-    if not etxn.put(_u64(number), encode(record), traces_db, True):
+    if not etxn.put(key_bytes(number), encode(record), traces_db, True):
         raise trace_error(f"trace number {number} is not past the last recorded: "
                           "the evidence was not written")
-    block = _u64((number - 1) // ROWS_BLOCK)             # evidence.rows.append_one
+    block = key_bytes((number - 1) // ROWS_BLOCK)        # evidence.rows.append_one
     etxn.put(block, (etxn.get(block, None, rows_db) or b"") + row, rows_db)
-    etxn.put(key + b"t" + _u64(number), b"", by_line_db)
+    etxn.put(key + b"t" + key_bytes(number), b"", by_line_db)
     return record
