@@ -118,7 +118,8 @@ class NativeRecord:
     def __call__(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                  requested_by: str | None) -> dict | None:
         """The record written, or None (nothing written) for Tracer.record to make. txn,
-        index_txn: as index.native_txn gives them (py-lmdb's own: None)."""
+        index_txn: as index.native_txn gives them (where it gives py-lmdb's own calls,
+        index.PyTxn, this makes nothing: None)."""
         if type(txn) is not _NativeTxn or type(index_txn) is not _NativeTxn:
             return None
         return _trace.record(txn, index_txn, self.dbs, key, packed, at_us,
