@@ -146,3 +146,26 @@ def test_the_native_record_writes_what_the_reference_writes(store, history, at_u
             assert dump(store, txn) == before
     finally:
         txn.abort()
+
+
+def test_a_line_value_not_made_of_whole_entries_is_left_to_the_reference(store):
+    """An index value the writer could not have written (41 bytes): the native record
+    writes nothing and leaves it; the reference refuses it (numpy: not whole entries)."""
+    packed = numbers.normalize("3035599999")
+    key = index.line_key(packed)
+    with store.envs.env.begin(write=True) as w:
+        w.put(key, b"\x01" * 41, db=store.envs.db["index"])
+    with store.envs.eread() as r:
+        before = dump(store, r)
+    tracer = store._tracer
+    txn = store.envs.eenv.begin(write=True)
+    try:
+        with store.envs.read() as index_txn:
+            made = tracer.native_record(index.native_txn(txn, tracer.db["traces"]),
+                                        index.native_txn(index_txn, tracer.db["index"]),
+                                        key, packed, STARTS[1], None)
+            assert made is None and dump(store, txn) == before
+            with pytest.raises(ValueError):
+                tracer.record(txn, index_txn, key, packed, STARTS[1])
+    finally:
+        txn.abort()
