@@ -313,6 +313,35 @@ def test_a_trace_answered_on_the_connection_is_rendered_as_fastapi_renders_it(va
     assert got == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["http", "agi"]),
+                          st.sampled_from(["success", "untraceable", "no_call"]),
+                          st.sampled_from([0.0, 0.0005, 0.0007, 0.001, 0.003, 5.0, 7.5])
+                          | st.floats(0, 10, allow_nan=False)), max_size=30))
+def test_the_trace_metrics_are_exposed_as_prometheus_clients_own(observed):
+    """service.metrics counts for less, and /metrics reads the same as prometheus_client's
+    Counter and Histogram given the same traces (bucket bounds included), _created times
+    aside."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from cdrtrace.service.metrics import BUCKETS, TraceMetrics
+    reference, ours = CollectorRegistry(), CollectorRegistry()
+    traces = Counter("cdrtrace_traces_total", "Traces by outcome", ["outcome", "via"],
+                     registry=reference)
+    latency = Histogram("cdrtrace_trace_seconds", "Trace latency, durable", ["via"],
+                        buckets=BUCKETS, registry=reference)
+    metrics = TraceMetrics()
+    ours.register(metrics)
+    for via, outcome, seconds in observed:
+        traces.labels(outcome, via).inc()
+        latency.labels(via).observe(seconds)
+        metrics.observe(via, outcome, seconds)
+
+    def text(registry):
+        return re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", generate_latest(registry).decode())
+    assert text(ours) == text(reference)
+
+
 def test_a_switch_body_the_hot_path_does_not_read_gets_the_same_answer_the_usual_way(service):
     """orjson reads only UTF-8: a UTF-16 body (which JSON allows, and FastAPI reads) goes
     the usual way, and is traced the same."""

@@ -21,13 +21,14 @@ import orjson
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, Field
 
 from ..api import shared_commits
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
+from .metrics import TraceMetrics
 from .protocol import MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
@@ -84,25 +85,13 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
                   description="*57 call trace over switch CDRs. Customer-facing answers never "
                               "name a caller; identifying reads are audited.")
     registry = CollectorRegistry()
-    traces = Counter("cdrtrace_traces_total", "Traces by outcome", ["outcome", "via"],
-                     registry=registry)
-    latency = Histogram("cdrtrace_trace_seconds", "Trace latency, durable", ["via"],
-                        buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1, 5),
-                        registry=registry)
+    traces = TraceMetrics()         # traces by outcome, their latency (as a Counter, a Histogram)
+    registry.register(traces)
     records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
     registry.register(_SharedCommits(store))
-    children: dict[tuple[str, str], tuple[Any, Any]] = {}   # outcomes x ways in: a dozen
-
-    def observe(via: str, outcome: str, seconds: float) -> None:
-        # the labelled series looked up once: labels() takes a lock and builds a key per call
-        series = children.get((outcome, via))
-        if series is None:
-            series = children[(outcome, via)] = (traces.labels(outcome, via), latency.labels(via))
-        series[0].inc()
-        series[1].observe(seconds)
-    app.state.observe = observe
+    app.state.observe = traces.observe
 
     # Front is not added as a middleware: it goes in front of FastAPI's whole stack
     # (run_http), so the switches' POST /v1/trace passes none of it

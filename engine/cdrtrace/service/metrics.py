@@ -1,0 +1,65 @@
+"""The traces' metrics, counted for less: traces by outcome and way in
+(`cdrtrace_traces_total`) and their durable latency (`cdrtrace_trace_seconds`).
+
+prometheus_client's Counter and Histogram take a lock per value and go through a few
+Python layers for each increment: about 4 us a trace on the event loop, the service's
+busiest thread (BENCHMARKS.md). Here each trace is one bucket search and a few integer
+additions under one lock, and the families are built when /metrics is read, exposed
+exactly as prometheus_client's own Counter and Histogram expose them (their samples,
+labels, bucket bounds and `_created` times; tests/test_service.py compares the two).
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
+
+BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1, 5)
+
+
+class TraceMetrics:
+    """A registry collector: observe(via, outcome, seconds) for each trace answered."""
+
+    def __init__(self, buckets: Sequence[float] = BUCKETS):
+        self.bounds = [float(b) for b in buckets] + [float("inf")]
+        self.lock = threading.Lock()          # route handlers run on worker threads too
+        self.counts: dict[tuple[str, str], list] = {}     # (outcome, via) -> [n, created]
+        self.latency: dict[str, list] = {}    # via -> [per-bucket counts, sum, created]
+
+    def observe(self, via: str, outcome: str, seconds: float) -> None:
+        bucket = bisect.bisect_left(self.bounds, seconds)   # the first bound >= seconds
+        with self.lock:
+            count = self.counts.get((outcome, via))
+            if count is None:
+                count = self.counts[(outcome, via)] = [0, time.time()]
+            count[0] += 1
+            series = self.latency.get(via)
+            if series is None:
+                series = self.latency[via] = [[0] * len(self.bounds), 0.0, time.time()]
+            series[0][bucket] += 1
+            series[1] += seconds
+
+    def collect(self) -> Iterator[Any]:
+        with self.lock:
+            counts = {k: list(v) for k, v in self.counts.items()}
+            latency = {k: [list(v[0]), v[1], v[2]] for k, v in self.latency.items()}
+        traces = CounterMetricFamily("cdrtrace_traces", "Traces by outcome",
+                                     labels=["outcome", "via"])
+        for (outcome, via), (n, created) in counts.items():
+            traces.add_metric([outcome, via], n, created=created)
+        yield traces
+        seconds = HistogramMetricFamily("cdrtrace_trace_seconds", "Trace latency, durable",
+                                        labels=["via"])
+        for via, (per_bucket, total, created) in latency.items():
+            cumulative, buckets = 0, []
+            for bound, n in zip(self.bounds, per_bucket, strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))
+            seconds.add_metric([via], buckets, total)
+            seconds.add_sample("cdrtrace_trace_seconds_created", {"via": via}, created)
+        yield seconds
