@@ -122,3 +122,34 @@ def test_a_submitted_work_is_answered_by_a_call_once_durable(store):
     assert by_name["bad"][0][0] is None and isinstance(by_name["bad"][0][1], ValueError)
     assert {thread for _, thread, _ in by_name.values()} == {"cdrtrace-group-commit"}
     assert [by_name[n][2] for n in ("held", "raises", "after", "bad")] == [True] * 3 + [False]
+
+
+def test_failing_traces_do_not_hold_reader_slots(store):
+    """A trace that raises (here: an index entry with a presentation no rule knows) is
+    refused; its error reaches the caller, and the read transactions its commit opened
+    are let go at once, not when the collector finds its traceback's frames: a flood of
+    such traces must not use up LMDB's reader slots (126) and stop every other trace."""
+    import gc
+
+    import numpy as np
+
+    from cdrtrace.parsing import numbers
+    from cdrtrace.store import index
+    packed = numbers.normalize("3035550110")
+    entry = np.zeros(1, index.ENTRY_DTYPE)
+    entry["start_us"], entry["calling"] = 1, numbers.normalize("7205550101")
+    entry["presentation"], entry["flags"] = 3, 1 << 4          # 3: no presentation has it
+    with store.envs.env.begin(write=True) as w:
+        w.put(index.line_key(packed), entry.tobytes(), db=store.envs.db["index"])
+    gc.disable()                          # as if no collection ran meanwhile
+    try:
+        errors = []
+        for _ in range(200):
+            try:
+                store.trace("3035550110", at=10**15)
+            except ValueError as exc:
+                errors.append(type(exc))
+        assert errors == [ValueError] * 200
+        assert store.envs.env.info()["num_readers"] < 10, store.envs.env.readers()
+    finally:
+        gc.enable()

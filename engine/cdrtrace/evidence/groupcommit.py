@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import threading
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,9 @@ class GroupCommit:
             self.carried += len(batch)
         except BaseException as exc:         # the commit failed: every trace in it did
             results = [(None, exc)] * len(batch)
+        for _, error in results:
+            if error is not None:
+                _let_go(error)
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for slot, outcome in zip(batch, results, strict=True):
             if slot.loop is not None:               # a future of that loop
@@ -193,6 +197,23 @@ class GroupCommit:
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:             # that loop has closed: nobody waits any more
                 pass
+
+
+def _let_go(error: BaseException) -> None:
+    """Clear the variables of the finished frames an error's traceback holds (its cause's
+    and context's too): a failed trace's read transactions are let go now, with their
+    LMDB reader slots, not when the collector breaks the error's cycle. A flood of failing
+    traces used up the 126 slots and every trace then failed. The traceback still says
+    where it was raised (tests/test_group_commit.py)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        stack += [e.__cause__, e.__context__]
 
 
 class _OneFailed(Exception):
