@@ -26,16 +26,16 @@ EVIDENCE = ("traces", "emeta", "by_line", "pseudonyms", "trace_rows")
 
 ENTRY = st.fixed_dictionaries({
     "start_us": st.sampled_from(STARTS),
-    "calling": st.sampled_from(CALLERS),
+    "calling": st.sampled_from(CALLERS) | st.integers(0, 2**64 - 1),   # any packed value
     "call_id": st.integers(1, 6),
     "offset": st.integers(0, 10_000),
     "source": st.sampled_from((1, 99)),               # 99: no source registered
     "feed": st.integers(0, 2),
-    "presentation": st.sampled_from((0, 0, 1, 2, 3)),    # 3: none known
+    "presentation": st.sampled_from((0, 0, 1, 2, 3)) | st.integers(0, 255),   # 3-255: none known
     "flags": st.builds(lambda a, f, role, d: a | f << 1 | role << 2 | d << 4,
                        st.integers(0, 1), st.integers(0, 1), st.sampled_from((0, 1, 2, 2, 3)),
-                       st.sampled_from((1, 1, 2, 3, 9, 10, 0, 11))),  # 10 unreadable; 0, 11 none
-})
+                       st.sampled_from((1, 1, 2, 3, 9, 10, 0, 11)) | st.integers(0, 15)),
+})                                         # disposition 10: unreadable; 0, 11-15: none known
 HISTORY = st.lists(ENTRY, max_size=5)
 AT = st.sampled_from(STARTS[1:] + (STARTS[-1] + 1,) * 4)
 
@@ -66,10 +66,12 @@ def leaves(history: list[dict], at_us: int, keep: int) -> bool:
         return len(history) >= keep
     e = before[0]
     disposition, role = e["flags"] >> 4, (e["flags"] >> 2) & 3
-    return (disposition == 10 or e["calling"] == IDENTITY
-            or any(t["start_us"] == e["start_us"] and t["calling"] != e["calling"]
+    calling = e["calling"]
+    identity = calling >> 62 == numbers.OTHER and (calling >> 56) & 0x3F == numbers.IDENTITY_LENGTH
+    return (disposition == 10 or identity
+            or any(t["start_us"] == e["start_us"] and t["calling"] != calling
                    for t in before[1:])
-            or e["presentation"] == 3 or disposition in (0, 11) or role == 3)
+            or e["presentation"] > 2 or not 1 <= disposition <= 10 or role == 3)
 
 
 def dump(store, txn) -> dict:
