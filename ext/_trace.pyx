@@ -113,7 +113,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
     unreadable_near(index_txn, feed, call_us, at_us), encode, TraceError, the names of
     presentations, of dispositions, of the roles a line has in a call, and the module
     whose next_number numbers traces: evidence.replication)."""
-    index_db, traces_db, emeta_db, by_line_db, pseudonyms_db, rows_db = dbs[:6]
+    index_db, traces_db, emeta_db, by_line_db, pseudonyms_db, rows_db = dbs
     (format_utc, source_name, enrichment_of, unreadable_near, encode, trace_error,
      presentations, dispositions, roles, numbering) = helpers
     cdef bytes value = itxn.get(key, None, index_db)
