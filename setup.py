@@ -31,7 +31,7 @@ def native(package, name):
     return Extension(
         f"cdrtrace.{package}.{name}",
         [f"ext/{name}.pyx"],
-        depends=["ext/_cdr.pxd", "ext/_scan.h", "ext/_agi.h"],
+        depends=["ext/_cdr.pxd", "ext/_scan.h", "ext/_agi.h", "ext/_http.h"],
         include_dirs=["ext", numpy.get_include()],
         define_macros=macros,
         extra_compile_args=compile_args,

@@ -66,10 +66,11 @@ def free_port() -> int:
 
 
 def start(db: str, group: bool, workers: int = 1, pin: bool = False,
-          agi_listener: str = "native") -> tuple[subprocess.Popen, int, int]:
+          agi_listener: str = "native", http_listener: str = "native"
+          ) -> tuple[subprocess.Popen, int, int]:
     http, agi = free_port(), free_port()
     env = {**os.environ, "CDRTRACE_GROUP_COMMIT": "1" if group else "0",
-           "CDRTRACE_AGI": agi_listener}
+           "CDRTRACE_AGI": agi_listener, "CDRTRACE_HTTP": http_listener}
     proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db,
                              "--http", f"127.0.0.1:{http}", "--agi", f"127.0.0.1:{agi}",
                              "--workers", str(workers)] + (["--pin"] if pin else []),
@@ -201,7 +202,8 @@ def run(args) -> list[dict]:
         for group in (True, False):
             shutil.rmtree(db, ignore_errors=True)
             shutil.copytree(pristine, db)              # the same store, the same lines
-            proc, http, agi = start(db, group, args.workers, args.pin, args.agi_listener)
+            proc, http, agi = start(db, group, args.workers, args.pin, args.agi_listener,
+                                   args.http_listener)
             dealt = 0                                  # each line is traced once
             try:
                 for kind, port in (("fastagi", agi), ("http", http)):
@@ -282,6 +284,9 @@ def main() -> None:
     parser.add_argument("--agi-listener", choices=("native", "python"), default="native",
                         help="the FastAGI listener (CDRTRACE_AGI): the C exchange, or the "
                              "Python reference")
+    parser.add_argument("--http-listener", choices=("native", "python"), default="native",
+                        help="the HTTP listener (CDRTRACE_HTTP): switch traces exchanged in C, "
+                             "or all by uvicorn")
     args = parser.parse_args()
     if not 1 <= args.traces <= MAX_TRACES:
         parser.error(f"--traces must be 1 to {MAX_TRACES}")

@@ -15,6 +15,10 @@
  * Two queues under one mutex carry the posts (thread -> Python: events) and the answers
  * (Python -> thread); each side is woken through an eventfd, written only when the queue
  * turns non-empty.
+ *
+ * The same thread, started in HTTP mode, serves the switches' `POST /v1/trace` instead
+ * (_http.h): the accepting, queues, sends, timeouts and shutdown here are shared; what
+ * a connection's bytes mean is _http.h's.
  */
 #ifndef CDRTRACE_AGI_H
 #define CDRTRACE_AGI_H
@@ -43,10 +47,14 @@
 /* what a peer may send while its trace runs: as many lines as a block may have */
 #define AGI_MAX_PENDING ((size_t)(AGI_MAX_VARIABLES + 1) * (AGI_MAX_LINE + 1))
 
-enum agi_event_kind { AGI_REQUEST = 1, AGI_DONE = 2, AGI_CLOSED = 3, AGI_REFUSED = 4 };
+enum agi_event_kind {
+    AGI_REQUEST = 1, AGI_DONE = 2, AGI_CLOSED = 3, AGI_REFUSED = 4,
+    AGI_HANDOFF = 5                  /* HTTP: a connection for Python to serve (fd, bytes read) */
+};
 enum agi_reason {
     AGI_OK = 0, AGI_LONG_LINE, AGI_TOO_MANY, AGI_NOT_VARIABLE, AGI_NO_VARIABLES,
-    AGI_SILENT, AGI_HUNG_UP, AGI_UNEXPECTED, AGI_NOT_ALLOWED, AGI_FULL
+    AGI_SILENT, AGI_HUNG_UP, AGI_UNEXPECTED, AGI_NOT_ALLOWED, AGI_FULL,
+    AGI_ENDED                        /* HTTP: closed here once answered (a shutdown) */
 };
 enum agi_value { AGI_CALLERID = 0, AGI_ARG_1, AGI_SCRIPT, AGI_REQUEST_URL, AGI_VALUES };
 static const char *const AGI_NAMES[AGI_VALUES] = {
@@ -71,12 +79,14 @@ typedef struct {
     int lengths[AGI_VALUES];
     char detail[AGI_DETAIL];         /* the offending line, for a refusal */
     int detail_length;
+    int fd;                          /* a hand-off's connection, Python's from then on; else -1 */
 } agi_event;
 
 typedef struct {
     uint64_t conn;
-    char *commands;                  /* each ends with a newline; owned */
+    char *commands;                  /* each ends with a newline (HTTP: the body); owned */
     size_t length;
+    int status;                      /* HTTP: the answer's status; 0 to hand the connection off */
 } agi_answer;
 
 typedef struct {
@@ -99,6 +109,13 @@ typedef struct {
     size_t out_length, out_at;
     int port;
     char host[INET6_ADDRSTRLEN];
+    /* HTTP (_http.h) */
+    char *in;                        /* bytes read and not yet answered */
+    size_t in_length, in_cap;
+    size_t request_length;           /* of them, the request being traced */
+    double request_started;          /* when it was complete */
+    int close_after;                 /* closed once what is being sent has gone */
+    int hand_off;                    /* handed off once what is being sent has gone */
 } agi_conn;
 
 typedef struct {
@@ -119,7 +136,18 @@ typedef struct {
     int posted;                      /* the thread posted this round and has not woken Python */
     agi_answer *answers;
     int n_answers, cap_answers, thread_woken;
+    int http;                        /* HTTP mode (_http.h) */
+    int draining;                    /* HTTP: stopped accepting; each answered connection closes */
+    time_t date_second;              /* HTTP: the second the Date header below is of */
+    char date[40];
 } agi_server;
+
+/* HTTP mode's part (_http.h, included at the end) */
+static int http_bytes(agi_server *s, int slot, const char *data, size_t length);
+static void http_sent(agi_server *s, int slot);
+static void http_answer(agi_server *s, int slot, agi_answer *answer);
+static void http_drain(agi_server *s);
+static void http_hand_off_new(agi_server *s, int fd, const struct sockaddr_storage *peer);
 
 #define AGI_LISTEN_ID UINT64_MAX
 #define AGI_WAKE_ID (UINT64_MAX - 1)
@@ -159,6 +187,7 @@ static void agi_post(agi_server *s, agi_event *event) {
         if (grown == NULL) {           /* no memory: the event is lost, not the process */
             pthread_mutex_unlock(&s->lock);
             for (int i = 0; i < AGI_VALUES; i++) free(event->values[i]);
+            if (event->fd >= 0) close(event->fd);
             return;
         }
         s->events = grown;
@@ -188,15 +217,21 @@ static void agi_event_of(agi_conn *c, uint64_t id, int kind, int reason, agi_eve
     e->seconds = agi_now() - c->started;
     e->port = c->port;
     memcpy(e->host, c->host, sizeof e->host);
+    e->fd = -1;
 }
 
+/* Free a connection's slot, and close it unless it was handed off (fd -1). */
 static void agi_release(agi_server *s, agi_conn *c) {
-    epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    if (c->fd >= 0) {
+        epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
     for (int i = 0; i < AGI_VALUES; i++) { free(c->values[i]); c->values[i] = NULL; }
     free(c->pending); c->pending = NULL;
     free(c->commands); c->commands = NULL;
     free(c->out); c->out = NULL;
+    free(c->in); c->in = NULL;
+    c->in_length = c->in_cap = 0;
     c->state = ST_FREE;
     c->generation++;
     __atomic_sub_fetch(&s->open, 1, __ATOMIC_RELAXED);
@@ -226,20 +261,10 @@ static int agi_watch(agi_server *s, int slot, uint32_t events) {
     return epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->conns[slot].fd, &ev);
 }
 
-/* Send the next command; 0, or -1 once the connection is closed. */
-static int agi_send_next(agi_server *s, int slot) {
+/* Send bytes after any still going, keeping what cannot go yet; 0, or -1 once the
+ * connection is closed. */
+static int agi_send(agi_server *s, int slot, const char *start, size_t length) {
     agi_conn *c = &s->conns[slot];
-    if (c->command_at >= c->commands_length) {          /* all answered: done */
-        agi_close(s, slot, AGI_OK, NULL, 0);
-        return -1;
-    }
-    const char *start = c->commands + c->command_at;
-    const char *end = memchr(start, '\n', c->commands_length - c->command_at);
-    size_t length = end ? (size_t)(end - start) + 1 : c->commands_length - c->command_at;
-    c->command_at += length;
-    c->state = ST_REPLY;
-    c->in_usage = 0;
-    c->quiet_since = agi_now();
     if (c->out != NULL) {                  /* the last one still going (a reply came early) */
         char *grown = realloc(c->out, c->out_length + length);
         if (grown == NULL) { agi_close(s, slot, AGI_HUNG_UP, NULL, 0); return -1; }
@@ -263,6 +288,23 @@ static int agi_send_next(agi_server *s, int slot) {
         agi_watch(s, slot, EPOLLIN | EPOLLOUT);
     }
     return 0;
+}
+
+/* Send the next command; 0, or -1 once the connection is closed. */
+static int agi_send_next(agi_server *s, int slot) {
+    agi_conn *c = &s->conns[slot];
+    if (c->command_at >= c->commands_length) {          /* all answered: done */
+        agi_close(s, slot, AGI_OK, NULL, 0);
+        return -1;
+    }
+    const char *start = c->commands + c->command_at;
+    const char *end = memchr(start, '\n', c->commands_length - c->command_at);
+    size_t length = end ? (size_t)(end - start) + 1 : c->commands_length - c->command_at;
+    c->command_at += length;
+    c->state = ST_REPLY;
+    c->in_usage = 0;
+    c->quiet_since = agi_now();
+    return agi_send(s, slot, start, length);
 }
 
 /* A command Asterisk did not carry out (a dead channel, an error): no more are sent. */
@@ -339,6 +381,7 @@ static int agi_line(agi_server *s, int slot, const char *line, int length) {
 /* Bytes read from a connection: its lines. 0, or -1 once it is closed. While it traces,
  * what is left is kept for the replies. */
 static int agi_bytes(agi_server *s, int slot, const char *data, size_t length) {
+    if (s->http) return http_bytes(s, slot, data, length);
     agi_conn *c = &s->conns[slot];
     size_t at = 0;
     while (at < length) {
@@ -395,7 +438,8 @@ static void agi_writable(agi_server *s, int slot) {
     if (c->out_at == c->out_length) {
         free(c->out);
         c->out = NULL;
-        agi_watch(s, slot, EPOLLIN);
+        if (s->http) http_sent(s, slot);
+        else agi_watch(s, slot, EPOLLIN);
     }
 }
 
@@ -457,8 +501,15 @@ static void agi_accept(agi_server *s) {
             }
             return;                                     /* EAGAIN, ECONNABORTED, ... */
         }
-        if (!agi_allowed(s, &peer)) { agi_refuse(s, fd, AGI_NOT_ALLOWED, &peer); continue; }
-        if (s->open >= s->max_conns) { agi_refuse(s, fd, AGI_FULL, &peer); continue; }
+        if (!s->http && !agi_allowed(s, &peer)) {
+            agi_refuse(s, fd, AGI_NOT_ALLOWED, &peer);
+            continue;
+        }
+        if (s->open >= s->max_conns) {   /* HTTP: for Python, which answers 503 past its bound */
+            if (s->http) http_hand_off_new(s, fd, &peer);
+            else agi_refuse(s, fd, AGI_FULL, &peer);
+            continue;
+        }
         int slot = 0;
         while (s->conns[slot].state != ST_FREE) slot++;  /* open < max_conns: one is free */
         agi_conn *c = &s->conns[slot];
@@ -467,6 +518,8 @@ static void agi_accept(agi_server *s) {
         c->variables = c->in_usage = c->line_length = 0;
         c->pending_length = c->commands_length = c->command_at = 0;
         c->out_length = c->out_at = 0;
+        c->request_length = 0;
+        c->close_after = c->hand_off = 0;
         for (int i = 0; i < AGI_VALUES; i++) c->lengths[i] = 0;
         c->started = c->quiet_since = agi_now();
         c->host[0] = 0;
@@ -506,10 +559,12 @@ static void agi_take_answers(agi_server *s) {
         epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
         s->accepting = 0;
     }
+    if (stop_accepting && s->http && !s->draining) http_drain(s);
     for (int i = 0; i < n_answers; i++) {
         agi_conn *c = agi_lookup(s, answers[i].conn);
         if (c == NULL || c->state != ST_TRACING) { free(answers[i].commands); continue; }
         int slot = (int)(uint32_t)answers[i].conn;
+        if (s->http) { http_answer(s, slot, &answers[i]); continue; }
         c->commands = answers[i].commands;
         c->commands_length = answers[i].length;
         c->command_at = 0;
@@ -539,7 +594,7 @@ static void agi_sweep(agi_server *s, double now) {
 
 static void *agi_run(void *arg) {
     agi_server *s = arg;
-    pthread_setname_np(pthread_self(), "cdrtrace-agi");
+    pthread_setname_np(pthread_self(), s->http ? "cdrtrace-http" : "cdrtrace-agi");
     if (s->n_cores > 0)              /* it holds no interpreter lock: --pin need not hold it */
         pthread_setaffinity_np(pthread_self(), sizeof s->cores, &s->cores);
     struct epoll_event ready[256];
@@ -585,8 +640,10 @@ static void agi_free(agi_server *s) {
     if (s->conns != NULL)
         for (int slot = 0; slot < s->max_conns; slot++)
             if (s->conns[slot].state != ST_FREE) agi_release(s, &s->conns[slot]);
-    for (int i = 0; i < s->n_events; i++)
+    for (int i = 0; i < s->n_events; i++) {
         for (int v = 0; v < AGI_VALUES; v++) free(s->events[i].values[v]);
+        if (s->events[i].fd >= 0) close(s->events[i].fd);   /* a hand-off never taken */
+    }
     for (int i = 0; i < s->n_answers; i++) free(s->answers[i].commands);
     if (s->epoll_fd >= 0) close(s->epoll_fd);
     if (s->to_python >= 0) close(s->to_python);
@@ -603,9 +660,11 @@ static void agi_free(agi_server *s) {
  * its thread to run on the cores given (none: where its creator may); NULL with errno set
  * when the system refuses what it needs. */
 static agi_server *agi_create(int listen_fd, const agi_network *networks, int n_networks,
-                              int max_conns, double timeout, const int *cores, int n_cores) {
+                              int max_conns, double timeout, const int *cores, int n_cores,
+                              int http) {
     agi_server *s = calloc(1, sizeof *s);
     if (s == NULL) return NULL;
+    s->http = http;
     s->epoll_fd = s->to_python = s->to_thread = -1;
     pthread_mutex_init(&s->lock, NULL);
     s->listen_fd = listen_fd;
@@ -668,8 +727,10 @@ static agi_event *agi_take(agi_server *s, int *count) {
     return events;
 }
 
-/* The commands for a connection that traced (copied); 0, or -1 without memory. */
-static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length) {
+/* The commands for a connection that traced (copied); HTTP: the answer's status and body,
+ * or status 0 to hand the connection off. 0, or -1 without memory. */
+static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
+                       int status) {
     char *copy = malloc(length ? length : 1);
     if (copy == NULL) return -1;
     memcpy(copy, commands, length);
@@ -685,6 +746,7 @@ static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_
     s->answers[s->n_answers].conn = conn;
     s->answers[s->n_answers].commands = copy;
     s->answers[s->n_answers].length = length;
+    s->answers[s->n_answers].status = status;
     s->n_answers++;
     if (!s->thread_woken) wake = s->thread_woken = 1;
     pthread_mutex_unlock(&s->lock);
@@ -719,5 +781,7 @@ static void agi_destroy(agi_server *s) {
     }
     agi_free(s);
 }
+
+#include "_http.h"
 
 #endif

@@ -1,14 +1,18 @@
 # cython: boundscheck=False, wraparound=False
-"""FastAGI's wire exchange in C on its own thread (ext/_agi.h): the private module behind
-cdrtrace.service.agi_native. The pure-Python reference is cdrtrace.service.agi."""
+"""The wire exchanges in C on their own thread: FastAGI (ext/_agi.h), the private module
+behind cdrtrace.service.agi_native, whose pure-Python reference is cdrtrace.service.agi;
+and HTTP's switch traces (ext/_http.h), behind cdrtrace.service.http_native, whose
+reference is cdrtrace.service.protocol."""
 from libc.errno cimport errno
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
+from posix.unistd cimport close
 
 cdef extern from "_agi.h" nogil:
     int AGI_VALUES
-    int AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED
+    int AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED, AGI_HANDOFF
+    int HTTP_MAX_HEAD, HTTP_MAX_BODY
     ctypedef struct agi_network:
         int family
         unsigned char address[16]
@@ -24,29 +28,35 @@ cdef extern from "_agi.h" nogil:
         int lengths[4]
         char detail[240]
         int detail_length
+        int fd
     ctypedef struct agi_server:
         pass
     agi_server *agi_create(int listen_fd, const agi_network *networks, int n_networks,
-                           int max_conns, double timeout, const int *cores, int n_cores)
+                           int max_conns, double timeout, const int *cores, int n_cores,
+                           int http)
     int agi_start(agi_server *s)
     agi_event *agi_take(agi_server *s, int *count)
-    int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length)
+    int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
+                    int status)
     void agi_stop_accepting(agi_server *s)
     int agi_wakeup_fd(agi_server *s)
     int agi_open_connections(agi_server *s)
     void agi_destroy(agi_server *s)
 
-REQUEST, DONE, CLOSED, REFUSED = AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED
+REQUEST, DONE, CLOSED, REFUSED, HANDOFF = (AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED,
+                                           AGI_HANDOFF)
+MAX_HEAD, MAX_BODY = HTTP_MAX_HEAD, HTTP_MAX_BODY
 
 
 cdef class Server:
     """The exchange over a bound, listening, non-blocking socket (still the caller's).
-    networks: (family, packed address, prefix length) of the peers served; cores: where
-    its thread may run (empty: where the caller's may). Events come back through take()
-    once wakeup_fd is readable."""
+    networks: (family, packed address, prefix length) of the peers served (FastAGI); cores:
+    where its thread may run (empty: where the caller's may); http: HTTP's switch traces
+    rather than FastAGI. Events come back through take() once wakeup_fd is readable."""
     cdef agi_server *s
 
-    def __init__(self, int fd, networks, int max_connections, double timeout, cores=()):
+    def __init__(self, int fd, networks, int max_connections, double timeout, cores=(),
+                 bint http=False):
         if self.s != NULL:
             raise ValueError("the FastAGI listener is started already")
         cdef int n = len(networks), i, n_cores = len(cores)
@@ -67,7 +77,7 @@ cdef class Server:
             for i, core in enumerate(cores):
                 on[i] = core
             with nogil:
-                self.s = agi_create(fd, nets, n, max_connections, timeout, on, n_cores)
+                self.s = agi_create(fd, nets, n, max_connections, timeout, on, n_cores, http)
         finally:
             free(nets)
             free(on)
@@ -88,9 +98,11 @@ cdef class Server:
             raise ValueError("the FastAGI listener is closed")
 
     def take(self):
-        """[(kind, conn, reason, seconds, host, port, values or detail)]: a request's
-        values are (callerid, arg_1, network_script, request), each bytes or None; a
-        refusal's detail is the offending line's start (bytes) or None."""
+        """[(kind, conn, reason, seconds, host, port, extra)]. extra: a request's values,
+        each bytes or None: FastAGI's (callerid, arg_1, network_script, request), HTTP's
+        (body, authorization, forwarded, None); a refusal's detail, the offending line's
+        start (bytes) or None; a hand-off's (descriptor, bytes read), the descriptor the
+        caller's to close. HTTP's DONE has the answer's status as its reason."""
         self._check()
         cdef int count = 0, i, v
         cdef agi_event *events
@@ -107,6 +119,9 @@ cdef class Server:
                 if e.kind == AGI_REQUEST:
                     extra = tuple(None if e.values[v] == NULL else e.values[v][:e.lengths[v]]
                                   for v in range(AGI_VALUES))
+                elif e.kind == AGI_HANDOFF:
+                    extra = (e.fd, e.values[0][:e.lengths[0]] if e.values[0] != NULL else b"")
+                    e.fd = -1                   # the caller's now
                 else:
                     extra = e.detail[:e.detail_length] if e.detail_length else None
                 taken.append((e.kind, e.conn, e.reason, e.seconds,
@@ -115,17 +130,20 @@ cdef class Server:
             for i in range(count):
                 for v in range(AGI_VALUES):
                     free(events[i].values[v])
+                if events[i].fd >= 0:           # a hand-off not returned (an error above)
+                    close(events[i].fd)
             free(events)
         return taken
 
-    def respond(self, uint64_t conn, bytes commands):
-        """The commands to send a connection that traced (each ending with a newline),
-        one at a time; none: it is closed."""
+    def respond(self, uint64_t conn, bytes commands, int status=0):
+        """FastAGI: the commands to send a connection that traced (each ending with a
+        newline), one at a time; none: it is closed. HTTP: the answer's JSON body and
+        status; status 0: the connection is handed off (HANDOFF), this request with it."""
         self._check()
         cdef const char *data = commands
         cdef size_t length = len(commands)
         cdef int failed
-        failed = agi_respond(self.s, conn, data, length)
+        failed = agi_respond(self.s, conn, data, length, status)
         if failed:
             raise MemoryError()
 

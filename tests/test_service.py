@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import io
 import json
+import os
 import re
 import socket
 import threading
@@ -61,8 +62,13 @@ def _serving(store, ingest_records):
     running.stop()
 
 
-@pytest.fixture
-def service(store, ingest_records):
+HTTP_LISTENERS = ["native", "python"]    # switch traces exchanged in C, or all by uvicorn
+
+
+@pytest.fixture(params=HTTP_LISTENERS)
+def service(request, store, ingest_records, monkeypatch):
+    """The service with each HTTP listener in turn (CDRTRACE_HTTP)."""
+    monkeypatch.setenv("CDRTRACE_HTTP", request.param)
     yield from _serving(store, ingest_records)
 
 
@@ -381,11 +387,21 @@ def test_a_shutdown_while_a_trace_body_arrives_answers_it_then_closes(service):
 
     store, running, tokens = service
     request = _post(LINE, tokens["switch"])
-    with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+    port = running.ports["http"]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
         sock.sendall(request[:-5])                       # the head, most of the body
-        until(lambda p: p.collecting is not None)
+        if os.environ["CDRTRACE_HTTP"] == "python":
+            until(lambda p: p.collecting is not None)
+        else:   # C reads ready connections in order: once a later request is answered,
+            # it has read the part sent (that answer leaves `idle` idle, kept alive)
+            idle.sendall(_post("anonymous", tokens["switch"]))
+            assert idle.recv(65536).startswith(b"HTTP/1.1 400 ")
         running.loop.call_soon_threadsafe(running.stop_event.set)     # SIGTERM, as serve has it
-        until(lambda p: p.closing)
+        if os.environ["CDRTRACE_HTTP"] == "python":
+            until(lambda p: p.closing)
+        else:
+            assert idle.recv(65536) == b""               # idle ones closed: stopping
         sock.sendall(request[-5:])
         answer = b""
         while chunk := sock.recv(65536):                 # to the close
@@ -1013,7 +1029,6 @@ def _cores(pid: int, tid: int | None = None) -> str:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, workers):
-    import os
     import signal
 
     with socket.socket() as s:
@@ -1036,7 +1051,7 @@ def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, wo
         # hands each new connection to either worker) and its FastAGI thread (a worker
         # may answer HTTP before its FastAGI listener has started)
         while len(servers) < workers or any(
-                len(names(p)) < 3 or "cdrtrace-agi" not in names(p) for p in servers):
+                len(names(p)) < 4 or "cdrtrace-agi" not in names(p) for p in servers):
             assert time.monotonic() < deadline
             try:
                 got = httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,
@@ -1056,13 +1071,15 @@ def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, wo
         for pid in servers:
             threads = os.listdir(f"/proc/{pid}/task")    # the loop, the committer, ...
             named = {t: open(f"/proc/{pid}/task/{t}/comm").read().strip() for t in threads}
-            cores = {_cores(pid, int(t)) for t in threads if named[t] != "cdrtrace-agi"}
+            exchanges = ("cdrtrace-agi", "cdrtrace-http")
+            cores = {_cores(pid, int(t)) for t in threads if named[t] not in exchanges}
             assert len(cores) == 1 and int(cores.pop()) in allowed   # one core, every thread
             pinned.append(int(_cores(pid)))
-            # but the FastAGI exchange's thread in C (no interpreter lock) on every core
-            exchange = [t for t in threads if named[t] == "cdrtrace-agi"]
-            assert len(exchange) == 1
-            assert _cores(pid, int(exchange[0])) == _cores(os.getpid())
+            # but the exchanges' threads in C (no interpreter lock) on every core
+            for name in exchanges:
+                exchange = [t for t in threads if named[t] == name]
+                assert len(exchange) == 1, name
+                assert _cores(pid, int(exchange[0])) == _cores(os.getpid())
         if workers == 2 and len(allowed) >= 2:
             assert sorted(pinned) == allowed[:2]         # worker i on the i-th core
     finally:
@@ -1197,7 +1214,7 @@ def test_a_fault_in_one_fastagi_request_closes_it_and_not_the_others_taken_with_
         def take(self):
             return taken
 
-        def respond(self, conn, answer):
+        def respond(self, conn, answer, status=0):
             responded[conn] = answer
     native.server = Taking()
     caplog.set_level(logging.ERROR, logger="cdrtrace.service")
@@ -1316,7 +1333,6 @@ def test_the_native_fastagi_listener_answers_as_its_python_reference(both_listen
 @pytest.fixture(scope="module")
 def both_listeners(tmp_path_factory):
     """(native port, python port): two services over one store without calls."""
-    import os
 
     store = cdrtrace.open(tmp_path_factory.mktemp("both") / "db", create=True)
     running = []
@@ -1386,7 +1402,6 @@ def test_the_fastagi_thread_neither_spins_nor_stops_when_descriptors_run_out(tmp
 
 
 def _cpu_seconds(pid: int) -> float:
-    import os
 
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

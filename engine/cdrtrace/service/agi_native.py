@@ -14,16 +14,15 @@ which forwards it.
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import socket
-import threading
 from collections.abc import Iterable
 from typing import Any
 
 from ..evidence.outcomes import TraceResult
 from . import _agi, agi
+from .native import NativeListener
 
 log = logging.getLogger("cdrtrace.service")
 
@@ -34,23 +33,16 @@ _REASONS = {1: "a line over 4 KiB", 2: "more than 128 variable lines",
 _NOT_ALLOWED, _FULL = 8, 9
 
 
-class NativeFastAGI:
+class NativeFastAGI(NativeListener):
     """The listener of an agi.FastAGI (its trace, allowed networks and metrics), with the
     exchange in C."""
 
     def __init__(self, listener: agi.FastAGI, cores: Iterable[int] = ()):
+        super().__init__(cores)
         self.listener = listener
-        self.cores = sorted(cores)          # where the C thread may run (empty: as the loop)
-        self.server: Any = None
-        self.sock: socket.socket | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.answered: dict[int, TraceResult | None] = {}   # connection -> its trace's result
-        self.tasks: set[asyncio.Task] = set()
-        self.closing = threading.Lock()     # the committer's respond, against close()
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (SO_REUSEPORT: --workers share it): the port bound."""
-        self.loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
                              socket.SOCK_STREAM)
         try:
@@ -59,38 +51,35 @@ class NativeFastAGI:
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
-            networks = [(socket.AF_INET if net.version == 4 else socket.AF_INET6,
-                         net.network_address.packed, net.prefixlen) for net in self.listener.allow]
-            self.server = _agi.Server(sock.fileno(), networks, agi.MAX_CONNECTIONS,
-                                      agi.READ_TIMEOUT, self.cores)
         except BaseException:
             sock.close()
             raise
-        self.sock = sock
-        self.loop.add_reader(self.server.wakeup_fd, self._events)
+        networks = [(socket.AF_INET if net.version == 4 else socket.AF_INET6,
+                     net.network_address.packed, net.prefixlen) for net in self.listener.allow]
+        self.listen(sock, networks, agi.MAX_CONNECTIONS, agi.READ_TIMEOUT)
         return sock.getsockname()[1]
 
-    def _events(self) -> None:
-        for kind, conn, reason, seconds, host, port, extra in self.server.take():
-            address = (host, port)
-            if kind == _agi.REQUEST:
-                self._request(conn, address, extra)
-            elif kind == _agi.DONE:
-                result = self.answered.pop(conn, None)
-                if result is not None:
-                    self.listener.done(result, seconds)
-            elif kind == _agi.CLOSED:
-                self.answered.pop(conn, None)
-                why = _REASONS.get(reason, f"reason {reason}")
-                if extra is not None:       # the offending line, as agi.Rejected shows it
-                    why += ": " + repr(extra.decode("utf-8", "replace").rstrip("\r")[:60])
-                log.info("agi: %s closed: %s", address, why)
-            elif kind == _agi.REFUSED:
-                if reason == _NOT_ALLOWED:
-                    log.warning("agi: refused %s: not in --agi-allow", address)
-                else:
-                    log.warning("agi: refused %s: %d connections already", address,
-                                agi.MAX_CONNECTIONS)
+    def event(self, kind: int, conn: int, reason: int, seconds: float, host: str, port: int,
+              extra: Any) -> None:
+        address = (host, port)
+        if kind == _agi.REQUEST:
+            self._request(conn, address, extra)
+        elif kind == _agi.DONE:
+            result = self.answered.pop(conn, None)
+            if result is not None:
+                self.listener.done(result, seconds)
+        elif kind == _agi.CLOSED:
+            self.answered.pop(conn, None)
+            why = _REASONS.get(reason, f"reason {reason}")
+            if extra is not None:       # the offending line, as agi.Rejected shows it
+                why += ": " + repr(extra.decode("utf-8", "replace").rstrip("\r")[:60])
+            log.info("agi: %s closed: %s", address, why)
+        elif kind == _agi.REFUSED:
+            if reason == _NOT_ALLOWED:
+                log.warning("agi: refused %s: not in --agi-allow", address)
+            else:
+                log.warning("agi: refused %s: %d connections already", address,
+                            agi.MAX_CONNECTIONS)
 
     def _request(self, conn: int, address: tuple, values: tuple) -> None:
         """A connection's agi_* block has come: its trace handed to the shared commit,
@@ -99,22 +88,19 @@ class NativeFastAGI:
             callerid, arg_1, script, request = (
                 None if v is None else v.decode("utf-8", "replace").strip() for v in values)
             if not agi.serves(script, request):
-                self._respond(conn, agi.NOT_SERVED.encode() + b"\n")
+                self.respond(conn, agi.NOT_SERVED.encode() + b"\n")
                 return
             if self.listener.traced_then(callerid, arg_1, address,
                                          functools.partial(self._answer, conn)):
                 return
         except Exception:                   # noqa: BLE001 - this connection, not the batch's others
             log.exception("agi: the trace for %s failed", address)
-            self._respond(conn, b"")
+            self.respond(conn, b"")
             return
         except BaseException:
-            self._respond(conn, b"")
+            self.respond(conn, b"")
             raise
-        assert self.loop is not None
-        task = self.loop.create_task(self._trace(conn, address, callerid, arg_1))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.spawn(self._trace(conn, address, callerid, arg_1))
 
     async def _trace(self, conn: int, address: tuple, callerid: str | None,
                      arg_1: str | None) -> None:
@@ -134,35 +120,4 @@ class NativeFastAGI:
                 self.answered[conn] = result
                 answer = "".join(c + "\n" for c in agi.commands(result)).encode()
         finally:
-            self._respond(conn, answer)
-
-    def _respond(self, conn: int, answer: bytes) -> None:
-        with self.closing:
-            if self.server is not None:
-                self.server.respond(conn, answer)
-
-    def stop_accepting(self) -> None:
-        if self.server is not None:
-            self.server.stop_accepting()
-
-    async def drain(self, timeout: float) -> None:
-        """Until every connection open is served (or timeout seconds)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self.server is not None and (self.tasks or self.server.open_connections()) \
-                and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
-
-    def close(self) -> None:
-        """Stop the C thread (closing any connection still open), after logging what it
-        posted last."""
-        if self.server is not None:
-            if self.loop is not None:
-                self.loop.remove_reader(self.server.wakeup_fd)
-            self.server.stop_accepting()
-            self._events()
-            with self.closing:
-                self.server.close()
-                self.server = None
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+            self.respond(conn, answer)

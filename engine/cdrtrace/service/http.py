@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
 import urllib.parse
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
@@ -332,6 +334,13 @@ class Front(Answering):
     def switch_request(self, headers: list, body: bytes) -> tuple | None:
         """(line, at, wait, principal, forward) when the body and token are as a switch
         sends them; None otherwise (the FastAPI route then gives the documented error)."""
+        return self.switch_request_of(_header(headers, b"authorization"), body,
+                                      _header(headers, FORWARDED.lower().encode()) is None)
+
+    def switch_request_of(self, authorization: str | None, body: bytes,
+                          forward: bool) -> tuple | None:
+        """switch_request, given the Authorization header's value (None: not sent) and
+        whether the request was not forwarded by another shard."""
         try:        # orjson: UTF-8 JSON only; what it refuses goes the usual way
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -344,11 +353,10 @@ class Front(Answering):
                 and isinstance(wait, int | float) and not isinstance(wait, bool)
                 and 0 <= wait <= 10):
             return None
-        authorization = _header(headers, b"authorization") or ""
-        found = self.store.tokens.principal(authorization.removeprefix("Bearer ").strip())
+        found = self.store.tokens.principal((authorization or "").removeprefix("Bearer ").strip())
         if found is None or found.role != RIGHTS["trace"]:
             return None
-        return line, at, float(wait), found, _header(headers, FORWARDED.lower().encode()) is None
+        return line, at, float(wait), found, forward
 
     async def answer(self, request: tuple, started: float) -> tuple[int, bytes]:
         """A switch's trace, run: the answer's status and JSON body."""
@@ -411,32 +419,53 @@ class _Server(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event
-                   ) -> tuple[asyncio.Task, int]:
-    """Serve app until stop is set; (the task, the port bound)."""
+async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
+                   cores: Iterable[int] = ()) -> tuple[asyncio.Task, int]:
+    """Serve app until stop is set; (the task, the port bound). The switches' traces are
+    exchanged in C (http_native) unless CDRTRACE_HTTP=python; cores: where its thread
+    may run."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named: asyncio then sets TCP_NODELAY on every connection (without it a
-    # kept-alive request waited 40 ms for a delayed ACK)
+    # kept-alive request waited 40 ms for a delayed ACK); the C exchange's connections
+    # inherit it from the listening socket
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)     # --workers share it
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     # proxy_headers off: nothing here reads the client's address, and uvicorn's middleware
-    # for it cost 5% of a trace's samples
-    config = uvicorn.Config(Front(app), log_level="warning", lifespan="off",
+    # for it cost 5% of a trace's samples; no Server header (the C exchange sends none)
+    front = Front(app)
+    config = uvicorn.Config(front, log_level="warning", lifespan="off",
                             limit_concurrency=512, http=BoundedHttpTools, timeout_keep_alive=5,
-                            timeout_graceful_shutdown=30, proxy_headers=False)
+                            timeout_graceful_shutdown=30, proxy_headers=False,
+                            server_header=False)
     server = _Server(config)
     config.load()                 # uvicorn's imports done here, not when a peer may be waiting
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    native = os.environ.get("CDRTRACE_HTTP", "native") != "python"
+    if native:                    # uvicorn listens on nothing: C hands it its connections
+        sock.listen(config.backlog)
+    serving = asyncio.create_task(server.serve(sockets=[] if native else [sock]))
     while not server.started and not serving.done():   # listening before serve says so
         await asyncio.sleep(0.005)
     if serving.done():
+        sock.close()
         serving.result()          # its start-up failed: that error
+    exchange = None
+    if native:
+        from .http_native import NativeHTTP
+
+        exchange = NativeHTTP(front, server, cores)
+        exchange.start(sock)
+    bound = sock.getsockname()[1]
 
     async def run() -> None:
         await stop.wait()
+        if exchange is not None:  # its traces answered, then uvicorn's (handed-off) ones
+            exchange.stop_accepting()
+            await exchange.drain(30)
         server.should_exit = True
         await serving
-    return asyncio.create_task(run()), sock.getsockname()[1]
+        if exchange is not None:
+            exchange.close()
+    return asyncio.create_task(run()), bound

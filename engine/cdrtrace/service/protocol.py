@@ -30,6 +30,7 @@ log = logging.getLogger("cdrtrace.service")
 requests = RequestLog(log)       # the line per trace
 MAX_BODY = 64 << 10           # bytes a request body may have
 MAX_HEAD = 16 << 10           # bytes of request line and headers
+INTERNAL = b'{"error": "Internal Server Error"}'    # a trace's fault's answer
 
 
 class _TraceInFlight:
@@ -131,7 +132,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             status, body = await front.answer(request, self.started)
         except Exception:                     # as uvicorn: logged, and a 500
             log.exception("http: the trace failed")
-            status, body = 500, b'{"error": "Internal Server Error"}'
+            status, body = 500, INTERNAL
         if not self.transport.is_closing() and not in_flight.disconnected:
             head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
             for name, value in self.server_state.default_headers:
@@ -147,6 +148,21 @@ class BoundedHttpTools(HttpToolsProtocol):
                       (time.perf_counter() - self.started) * 1000)
         in_flight.response_complete = True
         self.on_response_complete()
+
+
+class HandedOff(BoundedHttpTools):
+    """A connection the C exchange (http_native) handed off, with the bytes it had read
+    and not answered: they are the first this protocol reads."""
+
+    def __init__(self, already: bytes, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.already = already
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        already, self.already = self.already, b""
+        if already:
+            self.data_received(already)
 
 
 class Answering:

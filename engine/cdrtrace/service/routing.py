@@ -60,13 +60,14 @@ class Router:
         return await asyncio.to_thread(self._post, peer, line, when, wait)
 
     def trace_then(self, line: str, at: str | None,
-                   then: Callable[[TraceResult | None, BaseException | None], None]) -> bool:
+                   then: Callable[[TraceResult | None, BaseException | None], None],
+                   by: str | None = None, forward: bool = True) -> bool:
         """trace() answered on the shared commit's thread (api.trace_then): False, with
         nothing done, for a line another shard holds, which trace() forwards."""
         try:
-            api.trace_then(self.store, line, at, then)
+            api.trace_then(self.store, line, at, then, by)
         except WrongShardError as exc:
-            if exc.peer is None:
+            if not forward or exc.peer is None:
                 raise
             return False
         return True

@@ -23,8 +23,8 @@ from .agi import DEFAULT_ALLOW, FastAGI
 from .routing import Router
 
 log = logging.getLogger("cdrtrace.service")
-# the cores this process could use before --pin kept it on one: the FastAGI exchange's
-# thread in C takes no interpreter lock, so it runs on any of them
+# the cores this process could use before --pin kept it on one: the exchanges' threads in
+# C (FastAGI's, HTTP's) take no interpreter lock, so they run on any of them
 UNPINNED: set[int] = set()
 
 
@@ -76,7 +76,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
         from .http import run_http
 
         host, port = address(http, "--http")
-        http_task, ports["http"] = await run_http(app, host, port, stop)
+        http_task, ports["http"] = await run_http(app, host, port, stop, UNPINNED)
     replicating = _replicate(store)
     log.info("serving %s", ", ".join(f"{k} on port {v}" for k, v in ports.items()) or "nothing")
     if ready is not None:
