@@ -115,7 +115,6 @@ typedef struct {
     size_t request_length;           /* of them, the request being traced */
     double request_started;          /* when it was complete */
     int close_after;                 /* closed once what is being sent has gone */
-    int hand_off;                    /* handed off once what is being sent has gone */
 } agi_conn;
 
 typedef struct {
@@ -519,7 +518,7 @@ static void agi_accept(agi_server *s) {
         c->pending_length = c->commands_length = c->command_at = 0;
         c->out_length = c->out_at = 0;
         c->request_length = 0;
-        c->close_after = c->hand_off = 0;
+        c->close_after = 0;
         for (int i = 0; i < AGI_VALUES; i++) c->lengths[i] = 0;
         c->started = c->quiet_since = agi_now();
         c->host[0] = 0;

@@ -16,9 +16,11 @@
  * (Python answers 503 past its own).
  *
  * Requests pipelined behind a trace wait in the buffer, in order; past HTTP_MAX_KEPT
- * bytes the connection is not read until the answer has gone (TCP pushes back on the
- * peer). Once the listener stops accepting (a shutdown), idle connections are closed at
- * once and each other is closed after its answer, which says `connection: close`.
+ * bytes the connection is not read until the answer has gone. An answer the peer is slow
+ * to take is sent before the next request is read (so what is kept for a connection is
+ * bounded: TCP pushes back on a peer that sends and does not read). Once the listener
+ * stops accepting (a shutdown), idle connections are closed at once and each other is
+ * closed after its answer, which says `connection: close`.
  */
 #ifndef CDRTRACE_HTTP_H
 #define CDRTRACE_HTTP_H
@@ -85,14 +87,10 @@ static void http_hand_off_new(agi_server *s, int fd, const struct sockaddr_stora
 }
 
 /* Hand the connection to Python: its descriptor and what was read and not answered; its
- * slot is freed, the descriptor left open. After what is being sent, if anything is. */
+ * slot is freed, the descriptor left open. (Nothing is being sent: a request is read only
+ * once the answer before it has gone.) */
 static void http_hand_off(agi_server *s, int slot) {
     agi_conn *c = &s->conns[slot];
-    if (c->out != NULL) {
-        c->hand_off = 1;
-        agi_watch(s, slot, EPOLLOUT);             /* nothing more read here */
-        return;
-    }
     agi_event e;
     agi_event_of(c, agi_id(s, slot), AGI_HANDOFF, AGI_OK, &e);
     epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -107,11 +105,12 @@ static void http_hand_off(agi_server *s, int slot) {
     agi_post(s, &e);
 }
 
-/* The requests in the buffer, while the connection is reading one: a trace posted, or
- * the connection handed off. 0, or -1 once it is no longer this thread's. */
+/* The request in the buffer, while the connection is reading one and the last answer has
+ * gone: a trace posted, or the connection handed off. 0, or -1 once it is no longer this
+ * thread's. */
 static int http_parse(agi_server *s, int slot) {
     agi_conn *c = &s->conns[slot];
-    if (c->state != ST_VARIABLES || c->in_length == 0 || c->hand_off) return 0;
+    if (c->state != ST_VARIABLES || c->in_length == 0 || c->out != NULL) return 0;
     const char *in = c->in;
     size_t n = c->in_length, limit = n < HTTP_MAX_HEAD ? n : HTTP_MAX_HEAD;
     size_t at = 0, head = 0;
@@ -214,23 +213,21 @@ static int http_bytes(agi_server *s, int slot, const char *data, size_t length) 
     c->in_length += length;
     if (c->state == ST_TRACING) {                         /* pipelined: kept, in order */
         if (c->in_length - c->request_length >= HTTP_MAX_KEPT)
-            agi_watch(s, slot, c->out != NULL ? EPOLLOUT : 0);   /* read again once answered */
+            agi_watch(s, slot, 0);                        /* read again once answered */
         return 0;
     }
     return http_parse(s, slot);
 }
 
-/* All that was being sent has gone. */
+/* All that was being sent has gone: closed, or the next request read. */
 static void http_sent(agi_server *s, int slot) {
     agi_conn *c = &s->conns[slot];
-    if (c->hand_off) {
-        c->hand_off = 0;
-        http_hand_off(s, slot);
-    } else if (c->close_after) {
+    if (c->close_after) {
         agi_close(s, slot, AGI_ENDED, NULL, 0);
-    } else {
-        agi_watch(s, slot, EPOLLIN);
+        return;
     }
+    agi_watch(s, slot, EPOLLIN);
+    http_parse(s, slot);
 }
 
 static const char *http_phrase(int status) {
@@ -306,7 +303,11 @@ static void http_answer(agi_server *s, int slot, agi_answer *answer) {
         if (c->out == NULL) agi_close(s, slot, AGI_ENDED, NULL, 0);
         return;
     }
-    agi_watch(s, slot, c->out != NULL ? EPOLLIN | EPOLLOUT : EPOLLIN);
+    if (c->out != NULL) {                 /* the rest of it first (http_sent reads on) */
+        agi_watch(s, slot, EPOLLOUT);
+        return;
+    }
+    agi_watch(s, slot, EPOLLIN);
     http_parse(s, slot);
 }
 
@@ -316,7 +317,7 @@ static void http_drain(agi_server *s) {
     s->draining = 1;
     for (int slot = 0; slot < s->max_conns; slot++) {
         agi_conn *c = &s->conns[slot];
-        if (c->state != ST_VARIABLES || c->hand_off) continue;
+        if (c->state != ST_VARIABLES) continue;
         if (c->in_length == 0 && c->out == NULL) agi_close(s, slot, AGI_ENDED, NULL, 0);
         else if (c->in_length == 0) c->close_after = 1;
     }

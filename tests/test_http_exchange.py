@@ -1,0 +1,337 @@
+"""The switches' POST /v1/trace exchanged in C (ext/_http.h, service.http_native): which
+requests C answers, which it hands to uvicorn, and that either way the answer is the
+reference listener's (CDRTRACE_HTTP=python); its bounds, timeouts and headers."""
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import re
+import socket
+import threading
+import time
+
+import pytest
+from test_service import AT, CALLER, LINE, Service
+
+from conftest import cdr
+
+QUIET = "3035550199"            # a line no call reached: every trace of it is no_call
+
+
+@pytest.fixture
+def listening(store, ingest_records, monkeypatch):
+    """The service over one store twice: HTTP exchanged in C, and the reference; and the
+    C listener's events, as they come (kind, reason)."""
+    from cdrtrace.service.http_native import NativeHTTP
+
+    ingest_records(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00",
+                       answer="2026-03-02 14:03:05", end="2026-03-02 14:03:30") + b"\n")
+    events: list[tuple[int, int]] = []
+    original = NativeHTTP.event
+
+    def seeing(self, kind, conn, reason, *rest):
+        events.append((kind, reason))
+        return original(self, kind, conn, reason, *rest)
+    monkeypatch.setattr(NativeHTTP, "event", seeing)
+    services = {}
+    for listener in ("native", "python"):
+        monkeypatch.setenv("CDRTRACE_HTTP", listener)
+        services[listener] = Service(store)
+    tokens = {role: store.tokens.create(f"{role}-1", role) for role in ("switch", "care")}
+    yield store, services, tokens, events
+    for running in services.values():
+        running.stop()
+
+
+def response(port: int, data: bytes | list[bytes], timeout: float = 10) -> bytes:
+    """Send the request (in parts, if a list) on a new connection: the first final answer
+    (a 100 Continue skipped), head and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        for part in data if isinstance(data, list) else [data]:
+            sock.sendall(part)
+        got = b""
+        while True:
+            end = got.find(b"\r\n\r\n")
+            if end >= 0 and got.startswith(b"HTTP/1.1 100 "):
+                got = got[end + 4:]
+                continue
+            if end >= 0:
+                found = re.search(rb"(?im)^content-length: *(\d+)", got[:end])
+                if found and len(got) >= end + 4 + int(found.group(1)):
+                    return got[:end + 4 + int(found.group(1))]
+            chunk = sock.recv(65536)
+            if not chunk:
+                return got
+            got += chunk
+
+
+def request(token: str, body: bytes | None = None, head: bytes = b"POST /v1/trace HTTP/1.1",
+            headers: list[bytes] | None = None, eol: bytes = b"\r\n") -> bytes:
+    if body is None:
+        body = json.dumps({"line": QUIET, "at": AT}).encode()
+    if headers is None:
+        headers = [b"Host: x", b"Authorization: Bearer " + token.encode(),
+                   b"Content-Type: application/json", b"Content-Length: %d" % len(body)]
+    return head + eol + b"".join(h + eol for h in headers) + eol + body
+
+
+def alike(answer: bytes) -> tuple[bytes, object]:
+    """An answer's status line and body, a trace's id and the Date aside."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return head.split(b"\r\n")[0], body
+    if isinstance(value, dict) and "trace_id" in value:
+        value["trace_id"] = "T"
+    return head.split(b"\r\n")[0], value
+
+
+def cases(token: str, care: str) -> list[tuple[str, bytes | list[bytes], str]]:
+    """(what, the request, by whom it is answered): 'C'; 'Python' when C reads it whole
+    but Python finds the body or token not as a switch sends them, and hands it off;
+    'uvicorn' when C hands it off unread."""
+    plain = json.dumps({"line": QUIET, "at": AT}).encode()
+    length = b"Content-Length: %d" % len(plain)
+    auth = b"Authorization: Bearer " + token.encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(plain), plain)
+    big = b"x" * (70 << 10)
+    return [
+        ("as a switch sends it", request(token), "C"),
+        ("names in any case", request(token, headers=[
+            b"host: x", b"AUTHORIZATION: Bearer " + token.encode(), b"content-LENGTH: %d"
+            % len(plain)]), "C"),
+        ("values with spaces and tabs around", request(token, headers=[
+            b"Authorization:\t Bearer " + token.encode() + b" \t", length]), "C"),
+        ("kept alive by name", request(token, headers=[auth, length,
+                                                       b"Connection: keep-alive"]), "C"),
+        ("forwarded by another shard", request(token, headers=[auth, length,
+                                                                b"X-Cdrtrace-Forwarded: 1"]), "C"),
+        ("with a wait", request(token, json.dumps({"line": QUIET, "at": AT, "wait": 0.05})
+                                .encode()), "C"),
+        ("not a line", request(token, json.dumps({"line": "anonymous"}).encode()), "C"),
+        ("HTTP/1.0", request(token, head=b"POST /v1/trace HTTP/1.0"), "uvicorn"),
+        ("to be closed", request(token, headers=[auth, length, b"Connection: close"]),
+         "uvicorn"),
+        ("an upgrade", request(token, headers=[auth, length, b"Connection: Upgrade",
+                                               b"Upgrade: h2c"]), "uvicorn"),
+        ("chunked", request(token, chunked, headers=[auth, b"Transfer-Encoding: chunked"]),
+         "uvicorn"),
+        ("chunked with a length too", request(token, chunked, headers=[
+            auth, b"Content-Length: %d" % len(chunked), b"Transfer-Encoding: chunked"]),
+         "uvicorn"),
+        ("an upgrade asked alone", request(token, headers=[auth, length, b"Upgrade: h2c"]),
+         "uvicorn"),
+        ("a space in a name", request(token, headers=[auth, length, b"X Note: a"]),
+         "uvicorn"),
+        ("expecting 100 Continue", request(token, headers=[auth, length,
+                                                           b"Expect: 100-continue"]), "uvicorn"),
+        ("no length", request(token, b"", headers=[auth]), "uvicorn"),
+        ("two lengths", request(token, headers=[auth, length, length]), "uvicorn"),
+        ("a length that is not digits", request(token, headers=[
+            auth, b"Content-Length: +%d" % len(plain)]), "uvicorn"),
+        ("a length with a decimal point", request(token, headers=[
+            auth, b"Content-Length: %d.0" % len(plain)]), "uvicorn"),
+        ("a body past the bound", request(token, big), "uvicorn"),
+        ("lines ending LF alone", request(token, eol=b"\n"), "uvicorn"),
+        ("a space before the colon", request(token, headers=[auth, b"Content-Length : %d"
+                                                             % len(plain)]), "uvicorn"),
+        ("a control byte in a value", request(token, headers=[auth, length,
+                                                              b"X-Note: a\x01b"]), "uvicorn"),
+        ("a folded header", request(token, headers=[auth, b"X-Note: a", b" b", length]),
+         "uvicorn"),
+        ("a method in lower case", request(token, head=b"post /v1/trace HTTP/1.1"), "uvicorn"),
+        ("a query", request(token, head=b"POST /v1/trace?x=1 HTTP/1.1"), "uvicorn"),
+        ("another route", request(token, head=b"POST /v1/request-action HTTP/1.1"), "uvicorn"),
+        ("no token", request(token, headers=[length]), "Python"),
+        ("a care token", request(care), "Python"),
+        ("two tokens", request(token, headers=[auth, auth, length]), "uvicorn"),
+        ("not JSON", request(token, b"{not json"), "Python"),
+        ("UTF-16 JSON", request(token, json.dumps({"line": QUIET, "at": AT})
+                                .encode("utf-16")), "Python"),
+        ("in pieces", [request(token)[:7], request(token)[7:40], request(token)[40:]], "C"),
+    ]
+
+
+def test_c_answers_only_a_trace_as_a_switch_sends_it_and_the_reference_answers_the_same(
+        listening):
+    """Each request, by the rule of ext/_http.h: answered in C, or handed to uvicorn with
+    the bytes read; either way the answer is the reference listener's."""
+    from cdrtrace.service import _agi
+
+    store, services, tokens, events = listening
+    native, reference = (services[k].ports["http"] for k in ("native", "python"))
+    for what, data, by in cases(tokens["switch"], tokens["care"]):
+        events.clear()
+        got = response(native, data)
+        deadline = time.monotonic() + 5
+        while not any(kind in (_agi.DONE, _agi.HANDOFF) for kind, _ in events):
+            assert time.monotonic() < deadline, (what, events)
+            time.sleep(0.005)
+        kinds = [kind for kind, _ in events if kind != _agi.CLOSED]    # the client's close
+        assert {(_agi.REQUEST, _agi.DONE): "C", (_agi.REQUEST, _agi.HANDOFF): "Python",
+                (_agi.HANDOFF,): "uvicorn"}.get(tuple(kinds)) == by, (what, kinds)
+        assert alike(got) == alike(response(reference, data)), what
+        assert got.startswith(b"HTTP/1.1 "), what
+    # what C answered is a trace, and the answer a switch reads
+    got = response(native, request(tokens["switch"]))
+    assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(got.partition(b"\r\n\r\n")[2])["outcome"] == "no_call"
+
+
+def test_the_c_answers_headers(listening):
+    store, services, tokens, events = listening
+    got = response(services["native"].ports["http"], request(tokens["switch"]))
+    head, _, body = got.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "HTTP/1.1 200 OK"
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body)
+    assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|"
+                        r"Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT", headers["date"])
+    sent = email.utils.parsedate_to_datetime(headers["date"]).timestamp()
+    assert abs(sent - time.time()) < 5
+
+
+def test_the_bounds_c_shares_with_the_reference():
+    from cdrtrace.service import _agi, protocol
+
+    assert (_agi.MAX_HEAD, _agi.MAX_BODY) == (protocol.MAX_HEAD, protocol.MAX_BODY)
+
+
+def test_a_head_still_coming_past_the_bound_is_handed_off_for_its_400(listening):
+    """C reads no more than HTTP_MAX_HEAD of a head: past it, uvicorn has the connection,
+    and answers 400 to a head still coming past its bound (as the reference does)."""
+    from cdrtrace.service import _agi
+
+    store, services, tokens, events = listening
+    with socket.create_connection(("127.0.0.1", services["native"].ports["http"]),
+                                  timeout=10) as sock:
+        sock.sendall(b"POST /v1/trace HTTP/1.1\r\nAuthorization: Bearer %s\r\n"
+                     % tokens["switch"].encode())
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            for i in range(200):                         # 200 KiB of headers, never ended
+                sock.sendall(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1024))
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and b"headers too large" in answer
+    assert (_agi.HANDOFF, 0) in events
+    assert store.trace_records(QUIET, analyst="ann") == []
+
+
+@pytest.fixture
+def bounded(store, monkeypatch):
+    """The C listener alone, with 2 connections and a 0.3 s keep-alive."""
+    from cdrtrace.service import http_native
+
+    monkeypatch.setattr(http_native, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(http_native, "KEEP_ALIVE", 0.3)
+    monkeypatch.setenv("CDRTRACE_HTTP", "native")
+    running = Service(store)
+    yield store, running, store.tokens.create("switch-1", "switch")
+    running.stop()
+
+
+def test_connections_past_the_bound_are_handed_off_and_served(bounded):
+    store, running, token = bounded
+    port = running.ports["http"]
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+    try:
+        for sock in held:                                  # the two C keeps
+            sock.sendall(request(token))
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        got = response(port, request(token))               # the third: uvicorn's
+        assert got.startswith(b"HTTP/1.1 200 OK")
+        assert json.loads(got.partition(b"\r\n\r\n")[2])["outcome"] == "no_call"
+    finally:
+        for sock in held:
+            sock.close()
+    assert len(store.trace_records(QUIET, analyst="ann")) == 3
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/trace HTTP/1.1\r\nHost: x\r\n"])
+def test_an_idle_or_silent_connection_is_closed_after_the_keep_alive(bounded, sent):
+    store, running, token = bounded
+    with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+        sock.sendall(request(token))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        sock.sendall(sent)
+        assert sock.recv(65536) == b""                     # closed, well before 10 s
+
+
+def test_requests_pipelined_past_the_bound_behind_a_trace_are_all_answered_in_order(
+        listening):
+    """While a trace runs, what is pipelined behind it is kept, and past HTTP_MAX_KEPT no
+    longer read (the peer is pushed back); once the trace is answered all of it is: the
+    traces C answers (here refused at once: not a line), then uvicorn's request."""
+    from cdrtrace.evidence.traces import Tracer
+
+    store, services, tokens, events = listening
+    reached, release = threading.Event(), threading.Event()
+    record = Tracer.record
+
+    def held(self, *args, **kw):
+        reached.set()
+        assert release.wait(10)
+        return record(self, *args, **kw)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(Tracer, "record", held)
+    refused = request(tokens["switch"], json.dumps({"line": "anonymous"}).encode())
+    count = (150 << 10) // len(refused)                    # 150 KB behind the trace
+    try:
+        with socket.create_connection(("127.0.0.1", services["native"].ports["http"]),
+                                      timeout=10) as sock:
+            sock.sendall(request(tokens["switch"], json.dumps({"line": LINE, "at": AT})
+                                 .encode()))
+            assert reached.wait(10)
+            sender = threading.Thread(target=sock.sendall, args=(
+                refused * count + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",))
+            sender.start()
+            time.sleep(0.2)
+            release.set()
+            got = b""
+            while not got.endswith(b'{"ok":true}'):
+                chunk = sock.recv(1 << 20)
+                assert chunk, got.count(b"HTTP/1.1 400 Bad Request")
+                got += chunk
+            sender.join(10)
+    finally:
+        release.set()
+        patch.undo()
+    first, _, rest = got.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(rest[:rest.index(b"}") + 1])["outcome"] == "success"
+    assert rest.count(b"HTTP/1.1 400 Bad Request\r\n") == count
+    assert rest.index(b"HTTP/1.1 200 OK") > rest.rindex(b"HTTP/1.1 400 Bad Request")
+
+
+def test_answers_a_slow_reader_has_not_taken_go_before_the_next_request_is_read(listening):
+    """A client pipelining requests and reading slowly, over a connection whose send
+    buffer is small: answers wait to be sent, and each next request is read once the
+    one before has gone; every answer comes, in order, then uvicorn's request's."""
+    import gc
+
+    from cdrtrace.service.http_native import NativeHTTP
+
+    store, services, tokens, events = listening
+    (native,) = [o for o in gc.get_objects() if isinstance(o, NativeHTTP) and o.sock]
+    native.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # accepted ones too
+    refused = request(tokens["switch"], json.dumps({"line": "anonymous"}).encode())
+    count = 2000
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", services["native"].ports["http"]))
+        sock.sendall(refused * count + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while not got.endswith(b'{"ok":true}'):
+            time.sleep(0.0005)                             # slowly
+            chunk = sock.recv(8192)
+            assert chunk, got.count(b"HTTP/1.1 400 Bad Request")
+            got += chunk
+    assert got.count(b"HTTP/1.1 400 Bad Request\r\n") == count
+    assert got.index(b"HTTP/1.1 200 OK") > got.rindex(b"HTTP/1.1 400 Bad Request")
