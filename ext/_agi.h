@@ -146,7 +146,6 @@ static int http_bytes(agi_server *s, int slot, const char *data, size_t length);
 static void http_sent(agi_server *s, int slot);
 static void http_answer(agi_server *s, int slot, agi_answer *answer);
 static void http_drain(agi_server *s);
-static void http_hand_off_new(agi_server *s, int fd, const struct sockaddr_storage *peer);
 
 #define AGI_LISTEN_ID UINT64_MAX
 #define AGI_WAKE_ID (UINT64_MAX - 1)
@@ -466,21 +465,32 @@ static int agi_allowed(agi_server *s, const struct sockaddr_storage *peer) {
     return 0;
 }
 
-static void agi_refuse(agi_server *s, int fd, int reason, const struct sockaddr_storage *peer) {
-    agi_event e;
-    memset(&e, 0, sizeof e);
-    e.kind = AGI_REFUSED;
-    e.reason = reason;
+/* A peer's address as text, and its port. */
+static void agi_peer(const struct sockaddr_storage *peer, char host[INET6_ADDRSTRLEN], int *port) {
+    host[0] = 0;
+    *port = 0;
     if (peer->ss_family == AF_INET6) {
         const struct sockaddr_in6 *p = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &p->sin6_addr, e.host, sizeof e.host);
-        e.port = ntohs(p->sin6_port);
+        inet_ntop(AF_INET6, &p->sin6_addr, host, INET6_ADDRSTRLEN);
+        *port = ntohs(p->sin6_port);
     } else if (peer->ss_family == AF_INET) {
         const struct sockaddr_in *p = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &p->sin_addr, e.host, sizeof e.host);
-        e.port = ntohs(p->sin_port);
+        inet_ntop(AF_INET, &p->sin_addr, host, INET6_ADDRSTRLEN);
+        *port = ntohs(p->sin_port);
     }
-    close(fd);
+}
+
+/* A connection accepted and not served here, posted: refused (closed), or, in HTTP mode,
+ * handed off as it came (its descriptor Python's). */
+static void agi_unserved(agi_server *s, int fd, int reason, const struct sockaddr_storage *peer) {
+    agi_event e;
+    memset(&e, 0, sizeof e);
+    e.kind = s->http ? AGI_HANDOFF : AGI_REFUSED;
+    e.reason = reason;
+    e.fd = -1;
+    agi_peer(peer, e.host, &e.port);
+    if (s->http) e.fd = fd;
+    else close(fd);
     agi_post(s, &e);
 }
 
@@ -501,12 +511,11 @@ static void agi_accept(agi_server *s) {
             return;                                     /* EAGAIN, ECONNABORTED, ... */
         }
         if (!s->http && !agi_allowed(s, &peer)) {
-            agi_refuse(s, fd, AGI_NOT_ALLOWED, &peer);
+            agi_unserved(s, fd, AGI_NOT_ALLOWED, &peer);
             continue;
         }
         if (s->open >= s->max_conns) {   /* HTTP: for Python, which answers 503 past its bound */
-            if (s->http) http_hand_off_new(s, fd, &peer);
-            else agi_refuse(s, fd, AGI_FULL, &peer);
+            agi_unserved(s, fd, AGI_FULL, &peer);
             continue;
         }
         int slot = 0;
@@ -521,17 +530,7 @@ static void agi_accept(agi_server *s) {
         c->close_after = 0;
         for (int i = 0; i < AGI_VALUES; i++) c->lengths[i] = 0;
         c->started = c->quiet_since = agi_now();
-        c->host[0] = 0;
-        c->port = 0;
-        if (peer.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *p = (const struct sockaddr_in6 *)&peer;
-            inet_ntop(AF_INET6, &p->sin6_addr, c->host, sizeof c->host);
-            c->port = ntohs(p->sin6_port);
-        } else {
-            const struct sockaddr_in *p = (const struct sockaddr_in *)&peer;
-            inet_ntop(AF_INET, &p->sin_addr, c->host, sizeof c->host);
-            c->port = ntohs(p->sin_port);
-        }
+        agi_peer(&peer, c->host, &c->port);
         __atomic_add_fetch(&s->open, 1, __ATOMIC_RELAXED);
         struct epoll_event ev;
         ev.events = c->watching = EPOLLIN;

@@ -67,25 +67,6 @@ static char *http_copy(const char *data, int length) {
     return copy;
 }
 
-/* Post a connection accepted past the bound to Python, at once, as it came. */
-static void http_hand_off_new(agi_server *s, int fd, const struct sockaddr_storage *peer) {
-    agi_event e;
-    memset(&e, 0, sizeof e);
-    e.kind = AGI_HANDOFF;
-    e.reason = AGI_FULL;
-    e.fd = fd;
-    if (peer->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *p = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &p->sin6_addr, e.host, sizeof e.host);
-        e.port = ntohs(p->sin6_port);
-    } else if (peer->ss_family == AF_INET) {
-        const struct sockaddr_in *p = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &p->sin_addr, e.host, sizeof e.host);
-        e.port = ntohs(p->sin_port);
-    }
-    agi_post(s, &e);
-}
-
 /* Hand the connection to Python: its descriptor and what was read and not answered; its
  * slot is freed, the descriptor left open. (Nothing is being sent: a request is read only
  * once the answer before it has gone.) */

@@ -3,7 +3,6 @@ requests C answers, which it hands to uvicorn, and that either way the answer is
 reference listener's (CDRTRACE_HTTP=python); its bounds, timeouts and headers."""
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import json
 import re
@@ -12,7 +11,7 @@ import threading
 import time
 
 import pytest
-from test_service import AT, CALLER, LINE, Service
+from test_service import AT, CALLER, LINE, Service, endless_head, held_record
 
 from conftest import cdr
 
@@ -207,17 +206,9 @@ def test_a_head_still_coming_past_the_bound_is_handed_off_for_its_400(listening)
     from cdrtrace.service import _agi
 
     store, services, tokens, events = listening
-    with socket.create_connection(("127.0.0.1", services["native"].ports["http"]),
-                                  timeout=10) as sock:
-        sock.sendall(b"POST /v1/trace HTTP/1.1\r\nAuthorization: Bearer %s\r\n"
-                     % tokens["switch"].encode())
-        answer = b""
-        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-            for i in range(200):                         # 200 KiB of headers, never ended
-                sock.sendall(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1024))
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(4096):
-                answer += chunk
+    answer = endless_head(services["native"].ports["http"],
+                          b"POST /v1/trace HTTP/1.1\r\nAuthorization: Bearer %s\r\n"
+                          % tokens["switch"].encode())
     assert answer.startswith(b"HTTP/1.1 400") and b"headers too large" in answer
     assert (_agi.HANDOFF, 0) in events
     assert store.trace_records(QUIET, analyst="ann") == []
@@ -268,40 +259,24 @@ def test_requests_pipelined_past_the_bound_behind_a_trace_are_all_answered_in_or
     """While a trace runs, what is pipelined behind it is kept, and past HTTP_MAX_KEPT no
     longer read (the peer is pushed back); once the trace is answered all of it is: the
     traces C answers (here refused at once: not a line), then uvicorn's request."""
-    from cdrtrace.evidence.traces import Tracer
-
     store, services, tokens, events = listening
-    reached, release = threading.Event(), threading.Event()
-    record = Tracer.record
-
-    def held(self, *args, **kw):
-        reached.set()
-        assert release.wait(10)
-        return record(self, *args, **kw)
-    patch = pytest.MonkeyPatch()
-    patch.setattr(Tracer, "record", held)
     refused = request(tokens["switch"], json.dumps({"line": "anonymous"}).encode())
     count = (150 << 10) // len(refused)                    # 150 KB behind the trace
-    try:
-        with socket.create_connection(("127.0.0.1", services["native"].ports["http"]),
-                                      timeout=10) as sock:
-            sock.sendall(request(tokens["switch"], json.dumps({"line": LINE, "at": AT})
-                                 .encode()))
-            assert reached.wait(10)
-            sender = threading.Thread(target=sock.sendall, args=(
-                refused * count + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",))
-            sender.start()
-            time.sleep(0.2)
-            release.set()
-            got = b""
-            while not got.endswith(b'{"ok":true}'):
-                chunk = sock.recv(1 << 20)
-                assert chunk, got.count(b"HTTP/1.1 400 Bad Request")
-                got += chunk
-            sender.join(10)
-    finally:
+    with held_record() as (reached, release), socket.create_connection(
+            ("127.0.0.1", services["native"].ports["http"]), timeout=10) as sock:
+        sock.sendall(request(tokens["switch"], json.dumps({"line": LINE, "at": AT}).encode()))
+        assert reached.wait(10)
+        sender = threading.Thread(target=sock.sendall, args=(
+            refused * count + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",))
+        sender.start()
+        time.sleep(0.2)
         release.set()
-        patch.undo()
+        got = b""
+        while not got.endswith(b'{"ok":true}'):
+            chunk = sock.recv(1 << 20)
+            assert chunk, got.count(b"HTTP/1.1 400 Bad Request")
+            got += chunk
+        sender.join(10)
     first, _, rest = got.partition(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 200 OK\r\n")
     assert json.loads(rest[:rest.index(b"}") + 1])["outcome"] == "success"

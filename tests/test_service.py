@@ -207,17 +207,24 @@ def test_health_metrics_and_documentation_without_a_token(service):
                 content=b"x" * (70 << 10)).status_code == 413
 
 
-def test_http_bounds_the_request_head_and_a_chunked_body(service):
-    store, running, tokens = service
-    with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+def endless_head(port: int, start: bytes) -> bytes:
+    """A request's start, then 200 KiB of headers, never ended: what the service answers
+    until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(start)
         answer = b""
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-            for i in range(200):                         # 200 KiB of headers, never ended
+            for i in range(200):
                 sock.sendall(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1024))
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(4096):
                 answer += chunk
+    return answer
+
+
+def test_http_bounds_the_request_head_and_a_chunked_body(service):
+    store, running, tokens = service
+    answer = endless_head(running.ports["http"], b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
     assert answer.startswith(b"HTTP/1.1 400") and b"headers too large" in answer
 
     def chunks():
@@ -619,16 +626,11 @@ def test_each_fastagi_listener_refuses_a_block_for_the_reason_the_reference_give
     assert len(store.trace_records(LINE, analyst="ann")) == 1         # recorded all the same
 
 
-def test_fastagi_bounds_what_a_peer_sends_while_its_trace_runs(agi_service, caplog):
-    """Nothing is expected from Asterisk while the trace runs: what comes is kept for the
-    replies, within the bound of a block; past it the connection is closed (for that
-    reason, with no more than one command sent), and the trace is recorded all the same."""
-    import logging
-
+@contextlib.contextmanager
+def held_record():
+    """Every trace's record (Tracer.record) held until release is set: (reached, release)."""
     from cdrtrace.evidence.traces import Tracer
 
-    store, running, tokens = agi_service
-    caplog.set_level(logging.INFO, logger="cdrtrace.service")
     reached, release = threading.Event(), threading.Event()
     record = Tracer.record
 
@@ -639,6 +641,21 @@ def test_fastagi_bounds_what_a_peer_sends_while_its_trace_runs(agi_service, capl
     patch = pytest.MonkeyPatch()
     patch.setattr(Tracer, "record", held)
     try:
+        yield reached, release
+    finally:
+        release.set()
+        patch.undo()
+
+
+def test_fastagi_bounds_what_a_peer_sends_while_its_trace_runs(agi_service, caplog):
+    """Nothing is expected from Asterisk while the trace runs: what comes is kept for the
+    replies, within the bound of a block; past it the connection is closed (for that
+    reason, with no more than one command sent), and the trace is recorded all the same."""
+    import logging
+
+    store, running, tokens = agi_service
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
+    with held_record() as (reached, release):
         with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=10) as sock:
             sock.sendall(b"".join(f"{k}: {v}\n".encode()
                                   for k, v in asterisk(agi_arg_1=AT).items()) + b"\n")
@@ -656,9 +673,6 @@ def test_fastagi_bounds_what_a_peer_sends_while_its_trace_runs(agi_service, capl
                 pass
             # closed: at once by the C listener; after its first command by the reference
             assert answer in (b"", b'SET VARIABLE COT_OUTCOME "success"\n'), answer
-    finally:
-        release.set()
-        patch.undo()
     deadline = time.monotonic() + 5
     while not any(r.getMessage().endswith(" closed: more than 128 variable lines")
                   for r in caplog.records):

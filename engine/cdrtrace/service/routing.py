@@ -62,8 +62,9 @@ class Router:
     def trace_then(self, line: str, at: str | None,
                    then: Callable[[TraceResult | None, BaseException | None], None],
                    by: str | None = None, forward: bool = True) -> bool:
-        """trace() answered on the shared commit's thread (api.trace_then): False, with
-        nothing done, for a line another shard holds, which trace() forwards."""
+        """trace() answered on the shared commit's thread (api.trace_then; by: who asked):
+        False, with nothing done, for a line another shard holds, which trace() forwards;
+        unless forward is False (the trace was forwarded here): then its WrongShardError."""
         try:
             api.trace_then(self.store, line, at, then, by)
         except WrongShardError as exc:
