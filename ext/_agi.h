@@ -16,6 +16,11 @@
  * (Python -> thread); each side is woken through an eventfd, written only when the queue
  * turns non-empty.
  *
+ * An answer may carry its request's log line, all but its time and duration, and the
+ * descriptor to write it to: once the request is done, the thread writes the line (the
+ * time as the logging module's asctime, the duration after it) with the others of its
+ * round, in one write, and posts the done event marked as logged.
+ *
  * The same thread, started in HTTP mode, serves the switches' `POST /v1/trace` instead
  * (_http.h): the accepting, queues, sends, timeouts and shutdown here are shared; what
  * a connection's bytes mean is _http.h's.
@@ -80,6 +85,7 @@ typedef struct {
     char detail[AGI_DETAIL];         /* the offending line, for a refusal */
     int detail_length;
     int fd;                          /* a hand-off's connection, Python's from then on; else -1 */
+    int logged;                      /* a done request's log line was written here */
 } agi_event;
 
 typedef struct {
@@ -87,6 +93,9 @@ typedef struct {
     char *commands;                  /* each ends with a newline (HTTP: the body); owned */
     size_t length;
     int status;                      /* HTTP: the answer's status; 0 to hand the connection off */
+    char *log;                       /* the log line, from after its time to before " in"; owned */
+    size_t log_length;
+    int log_fd;
 } agi_answer;
 
 typedef struct {
@@ -115,6 +124,9 @@ typedef struct {
     size_t request_length;           /* of them, the request being traced */
     double request_started;          /* when it was complete */
     int close_after;                 /* closed once what is being sent has gone */
+    char *log;                       /* its answer's log line (agi_answer's), once done */
+    size_t log_length;
+    int log_fd;
 } agi_conn;
 
 typedef struct {
@@ -139,6 +151,9 @@ typedef struct {
     int draining;                    /* HTTP: stopped accepting; each answered connection closes */
     time_t date_second;              /* HTTP: the second the Date header below is of */
     char date[40];
+    char *lines;                     /* this round's log lines, written at its end */
+    size_t lines_length, lines_cap;
+    int lines_fd;
 } agi_server;
 
 /* HTTP mode's part (_http.h, included at the end) */
@@ -218,6 +233,52 @@ static void agi_event_of(agi_conn *c, uint64_t id, int kind, int reason, agi_eve
     e->fd = -1;
 }
 
+/* Write the round's log lines (a write that fails loses them, not the service). */
+static void agi_write_lines(agi_server *s) {
+    size_t at = 0;
+    while (at < s->lines_length) {
+        ssize_t n = write(s->lines_fd, s->lines + at, s->lines_length - at);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        at += (size_t)n;
+    }
+    s->lines_length = 0;
+}
+
+/* A done request's log line, kept for the round's write: its time as the logging
+ * module's asctime (local time, milliseconds), the line, then " in D ms". 1 if written. */
+static int agi_log(agi_server *s, agi_conn *c, double seconds) {
+    if (c->log == NULL) return 0;
+    if (s->lines_length > 0 && s->lines_fd != c->log_fd) agi_write_lines(s);
+    size_t need = s->lines_length + c->log_length + 64;
+    if (need > s->lines_cap) {
+        size_t cap = s->lines_cap ? s->lines_cap : 8192;
+        while (cap < need) cap *= 2;
+        char *grown = realloc(s->lines, cap);
+        if (grown == NULL) return 0;
+        s->lines = grown;
+        s->lines_cap = cap;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm t;
+    localtime_r(&now.tv_sec, &t);
+    char *at = s->lines + s->lines_length;
+    size_t n = strftime(at, 32, "%Y-%m-%d %H:%M:%S", &t);
+    n += (size_t)snprintf(at + n, 8, ",%03d", (int)(now.tv_nsec / 1000000));
+    memcpy(at + n, c->log, c->log_length);
+    n += c->log_length;
+    double ms = seconds * 1000;
+    if (!(ms >= 0)) ms = 0;
+    if (ms > 1e12) ms = 1e12;                           /* within the 64 bytes kept for it */
+    n += (size_t)snprintf(at + n, 32, " in %.1f ms\n", ms);
+    s->lines_length += n;
+    s->lines_fd = c->log_fd;
+    free(c->log);
+    c->log = NULL;
+    return 1;
+}
+
 /* Free a connection's slot, and close it unless it was handed off (fd -1). */
 static void agi_release(agi_server *s, agi_conn *c) {
     if (c->fd >= 0) {
@@ -230,6 +291,7 @@ static void agi_release(agi_server *s, agi_conn *c) {
     free(c->out); c->out = NULL;
     free(c->in); c->in = NULL;
     c->in_length = c->in_cap = 0;
+    free(c->log); c->log = NULL;
     c->state = ST_FREE;
     c->generation++;
     __atomic_sub_fetch(&s->open, 1, __ATOMIC_RELAXED);
@@ -241,6 +303,7 @@ static void agi_close(agi_server *s, int slot, int reason, const char *line, int
     agi_conn *c = &s->conns[slot];
     agi_event e;
     agi_event_of(c, agi_id(s, slot), reason == AGI_OK ? AGI_DONE : AGI_CLOSED, reason, &e);
+    if (reason == AGI_OK) e.logged = agi_log(s, c, e.seconds);
     if (line != NULL) {
         e.detail_length = length < AGI_DETAIL ? length : AGI_DETAIL;
         memcpy(e.detail, line, (size_t)e.detail_length);
@@ -560,8 +623,15 @@ static void agi_take_answers(agi_server *s) {
     if (stop_accepting && s->http && !s->draining) http_drain(s);
     for (int i = 0; i < n_answers; i++) {
         agi_conn *c = agi_lookup(s, answers[i].conn);
-        if (c == NULL || c->state != ST_TRACING) { free(answers[i].commands); continue; }
+        if (c == NULL || c->state != ST_TRACING) {
+            free(answers[i].commands);
+            free(answers[i].log);
+            continue;
+        }
         int slot = (int)(uint32_t)answers[i].conn;
+        c->log = answers[i].log;
+        c->log_length = answers[i].log_length;
+        c->log_fd = answers[i].log_fd;
         if (s->http) { http_answer(s, slot, &answers[i]); continue; }
         c->commands = answers[i].commands;
         c->commands_length = answers[i].length;
@@ -626,6 +696,7 @@ static void *agi_run(void *arg) {
                 s->resume_at = 0;
             }
         }
+        if (s->lines_length > 0) agi_write_lines(s);
         agi_wake_python(s);             /* what this round posted (the sweep's closes too) */
     }
     return NULL;
@@ -642,7 +713,12 @@ static void agi_free(agi_server *s) {
         for (int v = 0; v < AGI_VALUES; v++) free(s->events[i].values[v]);
         if (s->events[i].fd >= 0) close(s->events[i].fd);   /* a hand-off never taken */
     }
-    for (int i = 0; i < s->n_answers; i++) free(s->answers[i].commands);
+    for (int i = 0; i < s->n_answers; i++) {
+        free(s->answers[i].commands);
+        free(s->answers[i].log);
+    }
+    if (s->lines_length > 0) agi_write_lines(s);
+    free(s->lines);
     if (s->epoll_fd >= 0) close(s->epoll_fd);
     if (s->to_python >= 0) close(s->to_python);
     if (s->to_thread >= 0) close(s->to_thread);
@@ -664,6 +740,7 @@ static agi_server *agi_create(int listen_fd, const agi_network *networks, int n_
     if (s == NULL) return NULL;
     s->http = http;
     s->epoll_fd = s->to_python = s->to_thread = -1;
+    tzset();                         /* localtime_r's zone, as the time module's */
     pthread_mutex_init(&s->lock, NULL);
     s->listen_fd = listen_fd;
     s->max_conns = max_conns;
@@ -726,18 +803,21 @@ static agi_event *agi_take(agi_server *s, int *count) {
 }
 
 /* The commands for a connection that traced (copied); HTTP: the answer's status and body,
- * or status 0 to hand the connection off. 0, or -1 without memory. */
+ * or status 0 to hand the connection off. log: its log line to write to log_fd once done
+ * (copied; NULL: none). 0, or -1 without memory. */
 static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
-                       int status) {
+                       int status, const char *log, size_t log_length, int log_fd) {
     char *copy = malloc(length ? length : 1);
-    if (copy == NULL) return -1;
+    char *line = log != NULL ? malloc(log_length ? log_length : 1) : NULL;
+    if (copy == NULL || (log != NULL && line == NULL)) { free(copy); free(line); return -1; }
     memcpy(copy, commands, length);
+    if (line != NULL) memcpy(line, log, log_length);
     int wake = 0;
     pthread_mutex_lock(&s->lock);
     if (s->n_answers == s->cap_answers) {
         int cap = s->cap_answers ? s->cap_answers * 2 : 64;
         agi_answer *grown = realloc(s->answers, (size_t)cap * sizeof *grown);
-        if (grown == NULL) { pthread_mutex_unlock(&s->lock); free(copy); return -1; }
+        if (grown == NULL) { pthread_mutex_unlock(&s->lock); free(copy); free(line); return -1; }
         s->answers = grown;
         s->cap_answers = cap;
     }
@@ -745,6 +825,9 @@ static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_
     s->answers[s->n_answers].commands = copy;
     s->answers[s->n_answers].length = length;
     s->answers[s->n_answers].status = status;
+    s->answers[s->n_answers].log = line;
+    s->answers[s->n_answers].log_length = log_length;
+    s->answers[s->n_answers].log_fd = log_fd;
     s->n_answers++;
     if (!s->thread_woken) wake = s->thread_woken = 1;
     pthread_mutex_unlock(&s->lock);

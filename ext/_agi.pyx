@@ -29,6 +29,7 @@ cdef extern from "_agi.h" nogil:
         char detail[240]
         int detail_length
         int fd
+        int logged
     ctypedef struct agi_server:
         pass
     agi_server *agi_create(int listen_fd, const agi_network *networks, int n_networks,
@@ -37,7 +38,7 @@ cdef extern from "_agi.h" nogil:
     int agi_start(agi_server *s)
     agi_event *agi_take(agi_server *s, int *count)
     int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
-                    int status)
+                    int status, const char *log, size_t log_length, int log_fd)
     void agi_stop_accepting(agi_server *s)
     int agi_wakeup_fd(agi_server *s)
     int agi_open_connections(agi_server *s)
@@ -102,7 +103,8 @@ cdef class Server:
         each bytes or None: FastAGI's (callerid, arg_1, network_script, request), HTTP's
         (body, authorization, forwarded, None); a refusal's detail, the offending line's
         start (bytes) or None; a hand-off's (descriptor, bytes read), the descriptor the
-        caller's to close. HTTP's DONE has the answer's status as its reason."""
+        caller's to close; a done request's, True if its log line was written (respond's
+        log), else None. HTTP's DONE has the answer's status as its reason."""
         self._check()
         cdef int count = 0, i, v
         cdef agi_event *events
@@ -122,6 +124,8 @@ cdef class Server:
                 elif e.kind == AGI_HANDOFF:
                     extra = (e.fd, e.values[0][:e.lengths[0]] if e.values[0] != NULL else b"")
                     e.fd = -1                   # the caller's now
+                elif e.kind == AGI_DONE:
+                    extra = True if e.logged else None
                 else:
                     extra = e.detail[:e.detail_length] if e.detail_length else None
                 taken.append((e.kind, e.conn, e.reason, e.seconds,
@@ -135,15 +139,23 @@ cdef class Server:
             free(events)
         return taken
 
-    def respond(self, uint64_t conn, bytes commands, int status=0):
+    def respond(self, uint64_t conn, bytes commands, int status=0, bytes log=None,
+                int log_fd=-1):
         """FastAGI: the commands to send a connection that traced (each ending with a
         newline), one at a time; none: it is closed. HTTP: the answer's JSON body and
-        status; status 0: the connection is handed off (HANDOFF), this request with it."""
+        status; status 0: the connection is handed off (HANDOFF), this request with it.
+        log: the request's log line from after its time to before its duration, written
+        to log_fd once the request is done."""
         self._check()
         cdef const char *data = commands
         cdef size_t length = len(commands)
+        cdef const char *line = NULL
+        cdef size_t line_length = 0
         cdef int failed
-        failed = agi_respond(self.s, conn, data, length, status)
+        if log is not None:
+            line = log
+            line_length = len(log)
+        failed = agi_respond(self.s, conn, data, length, status, line, line_length, log_fd)
         if failed:
             raise MemoryError()
 

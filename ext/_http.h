@@ -248,6 +248,8 @@ static void http_answer(agi_server *s, int slot, agi_answer *answer) {
     c->state = ST_VARIABLES;
     if (answer->status == 0) {                           /* Python serves it, from this request */
         free(answer->commands);
+        free(c->log);
+        c->log = NULL;
         http_hand_off(s, slot);
         return;
     }
@@ -263,6 +265,7 @@ static void http_answer(agi_server *s, int slot, agi_answer *answer) {
     agi_event e;
     agi_event_of(c, agi_id(s, slot), AGI_DONE, answer->status, &e);
     e.seconds = now - c->request_started;
+    e.logged = agi_log(s, c, e.seconds);
     if (whole == NULL) {
         free(answer->commands);
         agi_close(s, slot, AGI_HUNG_UP, NULL, 0);

@@ -1109,8 +1109,8 @@ def serve_logging(monkeypatch):
 
     from cdrtrace.service import requestlog
 
-    def set_up() -> io.StringIO:
-        stream = io.StringIO()
+    def set_up(path=None) -> io.StringIO:
+        stream = io.StringIO() if path is None else open(path, "w", encoding="utf-8")  # noqa: SIM115
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter(requestlog.FORMAT))
         monkeypatch.setattr(logging.root, "handlers", [handler])
@@ -1267,22 +1267,54 @@ def test_the_c_listeners_answered_traces_are_logged_in_one_write(serve_logging):
     assert observed == [("agi", "success", 0.002)] * 2 and native.answered == {}
 
 
+@pytest.mark.parametrize("to", ["a file", "a string"])
 def test_requests_logged_directly_as_serve_sets_logging_up_never_name_a_number(
-        service, serve_logging):
-    from cdrtrace.service import agi
+        service, serve_logging, tmp_path, monkeypatch, to):
+    """Logged to a file, a C exchange's traces are logged by its thread, the line as the
+    logging module would write it at the time it reads; to a stream that is not a file's,
+    by Python (requestlog)."""
+    import logging
+
+    from cdrtrace.service import agi, requestlog
 
     store, running, tokens = service
-    stream = serve_logging()
+    stream = serve_logging(tmp_path / "log" if to == "a file" else None)
+    by_python = []
+    info = requestlog.RequestLog.info
+    monkeypatch.setattr(requestlog.RequestLog, "info", lambda self, message, *args: (
+        by_python.append(message % args), info(self, message, *args)))
     call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
     agi.dial("127.0.0.1", running.ports["agi"], LINE, AT)
+
+    def written() -> str:
+        return (tmp_path / "log").read_text() if to == "a file" else stream.getvalue()
+    deadline = time.monotonic() + 5               # written while serving, not only at the end
+    while written().count(" ms\n") < 2:
+        assert time.monotonic() < deadline, written()
+        time.sleep(0.01)
     running.stop()
-    lines = [line for line in stream.getvalue().splitlines() if " httpx " not in line]
-    pattern = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} cdrtrace\.service INFO ")
-    assert all(pattern.match(line) for line in lines), lines
-    assert any(" INFO http: POST /v1/trace 200 in " in line for line in lines)
-    assert any(" INFO agi: trace T" in line for line in lines)
+    lines = [line for line in written().splitlines() if " httpx " not in line]
+    stamp = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) cdrtrace\.service INFO "
+    assert all(re.match(stamp, line) for line in lines), lines
+    traced = [line for line in lines if re.search(
+        r" INFO (http: POST /v1/trace 200|agi: trace T\d{8} already_traced) in \d+\.\d ms$",
+        line)]
+    assert len(traced) == 2, lines
     for number in (LINE, CALLER, LINE[-7:], CALLER[-7:]):
         assert not any(number in line for line in lines), number
+    messages = [line.split(" INFO ", 1)[1] for line in traced]    # http's, then agi's
+    by_c = messages if os.environ["CDRTRACE_HTTP"] == "native" else messages[1:]
+    assert [m for m in by_python if m in messages] == (
+        [m for m in messages if m not in by_c] if to == "a file" else messages)
+    formatter = logging.Formatter(requestlog.FORMAT)
+    for line in traced:                              # as the logging module writes it
+        when, ms = re.match(stamp, line).groups()
+        record = logging.LogRecord("cdrtrace.service", logging.INFO, __file__, 0,
+                                   line.split(" INFO ", 1)[1], None, None)
+        record.created = time.mktime(time.strptime(when, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
+        record.msecs = int(ms)
+        assert formatter.format(record) == line
+        assert abs(record.created - time.time()) < 60
 
 
 def _agi_exchange(port: int, head: bytes, replies: list[bytes]) -> list[bytes]:

@@ -273,11 +273,18 @@ class FastAGI:
         log.info("agi: no trace for %s: %s", address, exc)
         return TraceResult("", "", Outcome.FAILURE, "", None)
 
-    def done(self, result: TraceResult, seconds: float) -> None:
-        """A trace answered to the switch: its line of log and its metrics."""
-        requests.info("agi: trace %s %s in %.1f ms", result.trace_id or "-",
-                      result.outcome.value, seconds * 1000)
+    def done(self, result: TraceResult, seconds: float, logged: bool = False) -> None:
+        """A trace answered to the switch: its line of log (unless written already: see
+        log_line) and its metrics."""
+        if not logged:
+            requests.info("agi: trace %s %s in %.1f ms", result.trace_id or "-",
+                          result.outcome.value, seconds * 1000)
         self.observe("agi", result.outcome.value, seconds)
+
+    @staticmethod
+    def log_line(result: TraceResult) -> tuple[bytes, int] | None:
+        """done()'s line for a C exchange to write (RequestLog.for_c), or None."""
+        return requests.for_c(f"agi: trace {result.trace_id or '-'} {result.outcome.value}")
 
     async def handle(self, peer: Peer, address: Any) -> None:
         started = time.perf_counter()

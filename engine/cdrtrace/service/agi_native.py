@@ -67,7 +67,7 @@ class NativeFastAGI(NativeListener):
         elif kind == _agi.DONE:
             result = self.answered.pop(conn, None)
             if result is not None:
-                self.listener.done(result, seconds)
+                self.listener.done(result, seconds, logged=bool(extra))
         elif kind == _agi.CLOSED:
             self.answered.pop(conn, None)
             why = _REASONS.get(reason, f"reason {reason}")
@@ -114,10 +114,11 @@ class NativeFastAGI(NativeListener):
     def _answer(self, conn: int, result: TraceResult | None) -> None:
         """A trace's commands to C (on the committer thread, or the loop); None: the
         connection is closed."""
-        answer = b""
+        answer, log = b"", None
         try:
             if result is not None:
                 self.answered[conn] = result
                 answer = "".join(c + "\n" for c in agi.commands(result)).encode()
+                log = self.listener.log_line(result)    # written by C, once done
         finally:
-            self.respond(conn, answer)
+            self.respond(conn, answer, 0, log)

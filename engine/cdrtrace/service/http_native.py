@@ -59,7 +59,8 @@ class NativeHTTP(NativeListener):
             self._request(conn, extra)
         elif kind == _agi.DONE:
             result = self.answered.pop(conn, None)
-            requests.info("http: POST /v1/trace %d in %.1f ms", reason, seconds * 1000)
+            if not extra:                               # not written by C (respond's log)
+                requests.info("http: POST /v1/trace %d in %.1f ms", reason, seconds * 1000)
             if result is not None:
                 self.front.observe("http", result.outcome.value, seconds)
         elif kind == _agi.HANDOFF:
@@ -84,14 +85,14 @@ class NativeHTTP(NativeListener):
                     line, at, functools.partial(self._answer, conn), str(found), forward):
                 return
         except CdrTraceError as exc:                # the request's own fault: not a line, ...
-            self.respond(conn, _json({"error": str(exc)}), status_of(exc))
+            self.answer(conn, _json({"error": str(exc)}), status_of(exc))
             return
         except Exception:                           # noqa: BLE001 - this request, not the others
             log.exception("http: the trace failed")
-            self.respond(conn, INTERNAL, 500)
+            self.answer(conn, INTERNAL, 500)
             return
         except BaseException:
-            self.respond(conn, INTERNAL, 500)
+            self.answer(conn, INTERNAL, 500)
             raise
         self.spawn(self._trace(conn, request))
 
@@ -103,7 +104,7 @@ class NativeHTTP(NativeListener):
         except Exception:                           # noqa: BLE001 - as uvicorn: logged, a 500
             log.exception("http: the trace failed")
         finally:
-            self.respond(conn, body, status)
+            self.answer(conn, body, status)
 
     def _answer(self, conn: int, result: TraceResult | None, error: BaseException | None
                 ) -> None:
@@ -111,12 +112,16 @@ class NativeHTTP(NativeListener):
         if error is None:
             assert result is not None
             self.answered[conn] = result
-            self.respond(conn, _json(result.to_dict()), 200)
+            self.answer(conn, _json(result.to_dict()), 200)
         elif isinstance(error, CdrTraceError):
-            self.respond(conn, _json({"error": str(error)}), status_of(error))
+            self.answer(conn, _json({"error": str(error)}), status_of(error))
         else:                                       # a fault: 500, and the committer logs it
-            self.respond(conn, INTERNAL, 500)
+            self.answer(conn, INTERNAL, 500)
             raise error
+
+    def answer(self, conn: int, body: bytes, status: int) -> None:
+        """A request's answer to C, with its log line for C to write once it is sent."""
+        self.respond(conn, body, status, requests.for_c(f"http: POST /v1/trace {status}"))
 
     def _hand_off(self, fd: int, already: bytes) -> None:
         """uvicorn serves the connection from now on, starting with the bytes read."""

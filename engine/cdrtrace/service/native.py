@@ -54,11 +54,16 @@ class NativeListener:
               extra: Any) -> None:
         raise NotImplementedError
 
-    def respond(self, conn: int, answer: bytes, status: int = 0) -> None:
-        """An answer to C, from any thread (see _agi.Server.respond)."""
+    def respond(self, conn: int, answer: bytes, status: int = 0,
+                log: tuple[bytes, int] | None = None) -> None:
+        """An answer to C, from any thread; log: its log line and where to write it
+        (RequestLog.for_c), or None (see _agi.Server.respond)."""
         with self.closing:
             if self.server is not None:
-                self.server.respond(conn, answer, status)
+                if log is None:
+                    self.server.respond(conn, answer, status)
+                else:
+                    self.server.respond(conn, answer, status, *log)
 
     def spawn(self, work: Coroutine) -> None:
         """Run work on the loop, kept until done (drain waits for it)."""

@@ -9,7 +9,9 @@ the same text, to the same stream, under the same lock. Set up any other way (an
 operator's handlers, a test's capture), every line goes through the logging module.
 On an event loop, the direct lines of one round of the loop are written together when it
 ends, in one write: a commit's answered traces come in one round (a write a trace was
-the service's largest system call after the answer's own).
+the service's largest system call after the answer's own). A listener whose exchange is
+in C has its requests' lines written by its C thread instead (for_c), when the stream
+is a file's: the same text again, its time read as asctime reads it.
 """
 from __future__ import annotations
 
@@ -53,6 +55,20 @@ class RequestLog:
             kept = self.kept = _Kept(loop, handler)
             loop.call_soon(self.flush)         # once this round's callbacks have run
         kept.lines.append(line)
+
+    def for_c(self, message: str) -> tuple[bytes, int] | None:
+        """The line `info(message)` would write, from after its time, and the descriptor
+        to write it to, for a C exchange to write (ext/_agi.h, agi_log), which adds the
+        time and " in D ms"; None when it cannot be written that way (logging not as
+        serve sets it up, a stream that is not a file's): then info() writes it."""
+        handler = self._direct()
+        if handler is None:
+            return None
+        try:
+            fd = handler.stream.fileno()       # type: ignore[attr-defined]
+        except (AttributeError, OSError, ValueError):
+            return None
+        return f" {self.logger.name} INFO {message}".encode(), fd
 
     def flush(self) -> None:
         """Write the lines kept."""
