@@ -48,6 +48,9 @@ class NativeFastAGI(NativeListener):
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            # each command goes at once (no Nagle wait), as asyncio's transports send: the
+            # connections accepted inherit it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
