@@ -804,10 +804,9 @@ static agi_event *agi_take(agi_server *s, int *count) {
 
 /* The commands for a connection that traced (copied); HTTP: the answer's status and body,
  * or status 0 to hand the connection off. log: its log line to write to log_fd once done
- * (copied; NULL: none). wake 0: the thread is woken by agi_kick, after the caller's other
- * answers (a commit's). 0, or -1 without memory. */
+ * (copied; NULL: none). 0, or -1 without memory. */
 static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
-                       int status, const char *log, size_t log_length, int log_fd, int wake_now) {
+                       int status, const char *log, size_t log_length, int log_fd) {
     char *copy = malloc(length ? length : 1);
     char *line = log != NULL ? malloc(log_length ? log_length : 1) : NULL;
     if (copy == NULL || (log != NULL && line == NULL)) { free(copy); free(line); return -1; }
@@ -830,19 +829,10 @@ static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_
     s->answers[s->n_answers].log_length = log_length;
     s->answers[s->n_answers].log_fd = log_fd;
     s->n_answers++;
-    if (wake_now && !s->thread_woken) wake = s->thread_woken = 1;
+    if (!s->thread_woken) wake = s->thread_woken = 1;
     pthread_mutex_unlock(&s->lock);
     if (wake) agi_wake(s->to_thread);
     return 0;
-}
-
-/* Wake the thread for the answers given without waking it, if it has not taken them. */
-static void agi_kick(agi_server *s) {
-    pthread_mutex_lock(&s->lock);
-    int wake = s->n_answers > 0 && !s->thread_woken;
-    if (wake) s->thread_woken = 1;
-    pthread_mutex_unlock(&s->lock);
-    if (wake) agi_wake(s->to_thread);
 }
 
 /* No more connections are accepted (those open are served to their end). */

@@ -38,8 +38,7 @@ cdef extern from "_agi.h" nogil:
     int agi_start(agi_server *s)
     agi_event *agi_take(agi_server *s, int *count)
     int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
-                    int status, const char *log, size_t log_length, int log_fd, int wake_now)
-    void agi_kick(agi_server *s)
+                    int status, const char *log, size_t log_length, int log_fd)
     void agi_stop_accepting(agi_server *s)
     int agi_wakeup_fd(agi_server *s)
     int agi_open_connections(agi_server *s)
@@ -141,13 +140,12 @@ cdef class Server:
         return taken
 
     def respond(self, uint64_t conn, bytes commands, int status=0, bytes log=None,
-                int log_fd=-1, bint wake=True):
+                int log_fd=-1):
         """FastAGI: the commands to send a connection that traced (each ending with a
         newline), one at a time; none: it is closed. HTTP: the answer's JSON body and
         status; status 0: the connection is handed off (HANDOFF), this request with it.
         log: the request's log line from after its time to before its duration, written
-        to log_fd once the request is done. wake False: the thread is woken by kick()
-        (one wake-up for a commit's answers)."""
+        to log_fd once the request is done."""
         self._check()
         cdef const char *data = commands
         cdef size_t length = len(commands)
@@ -157,15 +155,9 @@ cdef class Server:
         if log is not None:
             line = log
             line_length = len(log)
-        failed = agi_respond(self.s, conn, data, length, status, line, line_length, log_fd,
-                             wake)
+        failed = agi_respond(self.s, conn, data, length, status, line, line_length, log_fd)
         if failed:
             raise MemoryError()
-
-    def kick(self):
-        """Wake the thread for the answers given with wake False."""
-        self._check()
-        agi_kick(self.s)
 
     def stop_accepting(self):
         self._check()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cdrtrace.evidence.groupcommit import GroupCommit, after_answers
+from cdrtrace.evidence.groupcommit import GroupCommit
 
 
 def _wait_until(condition, seconds=10.0):
@@ -122,33 +122,6 @@ def test_a_submitted_work_is_answered_by_a_call_once_durable(store):
     assert by_name["bad"][0][0] is None and isinstance(by_name["bad"][0][1], ValueError)
     assert {thread for _, thread, _ in by_name.values()} == {"cdrtrace-group-commit"}
     assert [by_name[n][2] for n in ("held", "raises", "after", "bad")] == [True] * 3 + [False]
-
-
-def test_what_follows_a_commits_answers_runs_once_after_them_all(store):
-    """after_answers(then) from a commit's answers: then() runs once, after the last of
-    them (however many gave it), on the committer thread; given anywhere else: False."""
-    group = GroupCommit(store.envs)
-    gate = threading.Event()
-    seen, done = [], threading.Event()
-
-    def answered(name):
-        def called(outcome):
-            seen.append((name, after_answers(flushed)))
-        return called
-
-    def flushed():
-        seen.append(("flushed", threading.current_thread().name))
-        done.set()
-    assert after_answers(flushed) is False
-    group.submit(_writes(store, b"held", "held", gate=gate), answered("held"))
-    _wait_until(lambda: group.leading)             # the next three share a commit
-    for name in ("one", "two", "three"):
-        group.submit(_writes(store, name.encode(), name), answered(name))
-    gate.set()
-    assert done.wait(10)
-    _wait_until(lambda: len(seen) == 6)
-    assert seen == [("held", True), ("flushed", "cdrtrace-group-commit"), ("one", True),
-                    ("two", True), ("three", True), ("flushed", "cdrtrace-group-commit")]
 
 
 def test_failing_traces_do_not_hold_reader_slots(store):

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cdrtrace.trace")
 MAX_WAITING = 4096          # traces queued at most; more wait for room
-_answering = threading.local()   # .after: while a commit's traces are answered, what then
 Settled = tuple[Any, BaseException | None]     # a work's (result, None) or (None, its error)
 
 
@@ -188,37 +187,16 @@ class GroupCommit:
             if error is not None:
                 _let_go(error)
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        after: dict[Callable[[], None], None] = {}
-        _answering.after = after
-        try:
-            for slot, outcome in zip(batch, results, strict=True):
-                if slot.loop is not None:               # a future of that loop
-                    by_loop.setdefault(slot.loop, []).append((slot, outcome))
-                else:
-                    _settle(slot, outcome)
-        finally:
-            _answering.after = None
-            for then in after:
-                try:
-                    then()
-                except Exception:            # noqa: BLE001 - the other listeners' answers go
-                    log.exception("a commit's answers could not be handed over")
+        for slot, outcome in zip(batch, results, strict=True):
+            if slot.loop is not None:               # a future of that loop
+                by_loop.setdefault(slot.loop, []).append((slot, outcome))
+            else:
+                _settle(slot, outcome)
         for loop, settled in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:             # that loop has closed: nobody waits any more
                 pass
-
-
-def after_answers(then: Callable[[], None]) -> bool:
-    """On the committer's thread while it answers a commit's traces: then() is called once
-    every one of them is answered (once, however often it is given), and True; elsewhere
-    False. A listener whose answers go to another thread hands them over in one go."""
-    after = getattr(_answering, "after", None)
-    if after is None:
-        return False
-    after[then] = None
-    return True
 
 
 def _let_go(error: BaseException) -> None:

@@ -15,7 +15,6 @@ import threading
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-from ..evidence.groupcommit import after_answers
 from ..evidence.outcomes import TraceResult
 from . import _agi
 
@@ -58,19 +57,13 @@ class NativeListener:
     def respond(self, conn: int, answer: bytes, status: int = 0,
                 log: tuple[bytes, int] | None = None) -> None:
         """An answer to C, from any thread; log: its log line and where to write it
-        (RequestLog.for_c), or None (see _agi.Server.respond). From the committer, the C
-        thread is woken once for all of a commit's answers (a wake-up per answer was a
-        system call and a round of the C thread each)."""
-        now = not after_answers(self._kick)
-        line, fd = log if log is not None else (None, -1)
+        (RequestLog.for_c), or None (see _agi.Server.respond)."""
         with self.closing:
             if self.server is not None:
-                self.server.respond(conn, answer, status, line, fd, now)
-
-    def _kick(self) -> None:
-        with self.closing:
-            if self.server is not None:
-                self.server.kick()
+                if log is None:
+                    self.server.respond(conn, answer, status)
+                else:
+                    self.server.respond(conn, answer, status, *log)
 
     def spawn(self, work: Coroutine) -> None:
         """Run work on the loop, kept until done (drain waits for it)."""
