@@ -554,6 +554,25 @@ def test_http_answers_a_refused_trace_and_a_fault(service, fault):
     assert traced.json()["outcome"] == "success"
 
 
+def test_http_answers_500_when_a_durable_trace_cannot_be_written_out(service, monkeypatch):
+    """The answer's JSON fails after the trace is durable: a 500 (the trace is recorded),
+    never a connection left waiting; the next trace is answered."""
+    from cdrtrace.evidence.outcomes import TraceResult
+
+    store, running, tokens = service
+    to_dict = TraceResult.to_dict
+
+    def failing(self):
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "a lone surrogate")
+    monkeypatch.setattr(TraceResult, "to_dict", failing)
+    failed = call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    monkeypatch.setattr(TraceResult, "to_dict", to_dict)
+    assert failed.status_code == 500
+    assert len(store.trace_records(analyst="ann")) == 1
+    traced = call(running, "POST", "/v1/trace", tokens["switch"], json={"line": LINE, "at": AT})
+    assert traced.json()["outcome"] == "already_traced"
+
+
 def _environment(*chunks: bytes):
     """read_environment over a peer fed these chunks of data: the variables, or the reason
     the connection is refused."""

@@ -109,15 +109,20 @@ class NativeHTTP(NativeListener):
     def _answer(self, conn: int, result: TraceResult | None, error: BaseException | None
                 ) -> None:
         """A trace's answer to C, on the committer thread once it is durable."""
-        if error is None:
-            assert result is not None
-            self.answered[conn] = result
-            self.answer(conn, _json(result.to_dict()), 200)
-        elif isinstance(error, CdrTraceError):
-            self.answer(conn, _json({"error": str(error)}), status_of(error))
-        else:                                       # a fault: 500, and the committer logs it
-            self.answer(conn, INTERNAL, 500)
+        if error is not None and not isinstance(error, CdrTraceError):
+            self.answer(conn, INTERNAL, 500)        # a fault: 500, and the committer logs it
             raise error
+        try:
+            if error is None:
+                assert result is not None
+                status, body = 200, _json(result.to_dict())
+                self.answered[conn] = result
+            else:                                   # refused by the rules
+                status, body = status_of(error), _json({"error": str(error)})
+        except Exception:                           # noqa: BLE001 - as uvicorn: logged, a 500
+            log.exception("http: the trace's answer failed")
+            status, body = 500, INTERNAL
+        self.answer(conn, body, status)
 
     def answer(self, conn: int, body: bytes, status: int) -> None:
         """A request's answer to C, with its log line for C to write once it is sent."""
