@@ -59,7 +59,8 @@ enum agi_event_kind {
 enum agi_reason {
     AGI_OK = 0, AGI_LONG_LINE, AGI_TOO_MANY, AGI_NOT_VARIABLE, AGI_NO_VARIABLES,
     AGI_SILENT, AGI_HUNG_UP, AGI_UNEXPECTED, AGI_NOT_ALLOWED, AGI_FULL,
-    AGI_ENDED                        /* HTTP: closed here once answered (a shutdown) */
+    AGI_ENDED,                       /* HTTP: closed here once answered (a shutdown) */
+    AGI_UNANSWERED                   /* Python gave no answer within answer_timeout */
 };
 enum agi_value { AGI_CALLERID = 0, AGI_ARG_1, AGI_SCRIPT, AGI_REQUEST_URL, AGI_VALUES };
 static const char *const AGI_NAMES[AGI_VALUES] = {
@@ -104,6 +105,7 @@ typedef struct {
     uint32_t watching;               /* the epoll events asked for it now */
     uint32_t generation;
     double started, quiet_since;
+    double tracing_since;            /* when its request went to Python */
     int variables;
     int in_usage;                    /* inside a 520 reply's usage text */
     char line[AGI_MAX_LINE + 1];
@@ -136,6 +138,7 @@ typedef struct {
     agi_conn *conns;
     int max_conns, open;
     double timeout;
+    double answer_timeout;           /* a request Python has not answered by then is closed */
     pthread_t thread;
     int running, stopping, accepting, stop_accepting;
     double resume_at;                /* when to watch the listening socket again, if paused */
@@ -398,6 +401,7 @@ static int agi_line(agi_server *s, int slot, const char *line, int length) {
                 c->values[i] = NULL;
             }
             c->state = ST_TRACING;                       /* what comes now is kept (agi_bytes) */
+            c->tracing_since = agi_now();
             agi_post(s, &e);
             return 1;
         }
@@ -650,13 +654,17 @@ static void agi_take_answers(agi_server *s) {
     free(answers);
 }
 
-/* Close the connections silent for longer than the timeout while we wait on them. */
+/* Close the connections silent for longer than the timeout while we wait on them, and
+ * those whose request Python has not answered within answer_timeout (a fault: no
+ * connection waits for ever). */
 static void agi_sweep(agi_server *s, double now) {
     for (int slot = 0; slot < s->max_conns; slot++) {
         agi_conn *c = &s->conns[slot];
         if ((c->state == ST_VARIABLES || c->state == ST_REPLY) &&
                 now - c->quiet_since >= s->timeout)
             agi_close(s, slot, AGI_SILENT, NULL, 0);
+        else if (c->state == ST_TRACING && now - c->tracing_since >= s->answer_timeout)
+            agi_close(s, slot, AGI_UNANSWERED, NULL, 0);
     }
 }
 
@@ -734,8 +742,8 @@ static void agi_free(agi_server *s) {
  * its thread to run on the cores given (none: where its creator may); NULL with errno set
  * when the system refuses what it needs. */
 static agi_server *agi_create(int listen_fd, const agi_network *networks, int n_networks,
-                              int max_conns, double timeout, const int *cores, int n_cores,
-                              int http) {
+                              int max_conns, double timeout, double answer_timeout,
+                              const int *cores, int n_cores, int http) {
     agi_server *s = calloc(1, sizeof *s);
     if (s == NULL) return NULL;
     s->http = http;
@@ -745,6 +753,7 @@ static agi_server *agi_create(int listen_fd, const agi_network *networks, int n_
     s->listen_fd = listen_fd;
     s->max_conns = max_conns;
     s->timeout = timeout;
+    s->answer_timeout = answer_timeout;
     s->n_networks = n_networks;
     s->networks = malloc((size_t)(n_networks > 0 ? n_networks : 1) * sizeof *networks);
     s->conns = calloc((size_t)max_conns, sizeof *s->conns);

@@ -33,8 +33,8 @@ cdef extern from "_agi.h" nogil:
     ctypedef struct agi_server:
         pass
     agi_server *agi_create(int listen_fd, const agi_network *networks, int n_networks,
-                           int max_conns, double timeout, const int *cores, int n_cores,
-                           int http)
+                           int max_conns, double timeout, double answer_timeout,
+                           const int *cores, int n_cores, int http)
     int agi_start(agi_server *s)
     agi_event *agi_take(agi_server *s, int *count)
     int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
@@ -51,13 +51,16 @@ MAX_HEAD, MAX_BODY = HTTP_MAX_HEAD, HTTP_MAX_BODY
 
 cdef class Server:
     """The exchange over a bound, listening, non-blocking socket (still the caller's).
-    networks: (family, packed address, prefix length) of the peers served (FastAGI); cores:
-    where its thread may run (empty: where the caller's may); http: HTTP's switch traces
-    rather than FastAGI. Events come back through take() once wakeup_fd is readable."""
+    networks: (family, packed address, prefix length) of the peers served (FastAGI); timeout:
+    seconds a peer may be silent while a request or a reply is awaited; answer_timeout:
+    seconds a request may wait for respond() before its connection is closed (CLOSED,
+    reason 11); cores: where its thread may run (empty: where the caller's may); http:
+    HTTP's switch traces rather than FastAGI. Events come back through take() once
+    wakeup_fd is readable."""
     cdef agi_server *s
 
-    def __init__(self, int fd, networks, int max_connections, double timeout, cores=(),
-                 bint http=False):
+    def __init__(self, int fd, networks, int max_connections, double timeout,
+                 double answer_timeout=60.0, cores=(), bint http=False):
         if self.s != NULL:
             raise ValueError("the FastAGI listener is started already")
         cdef int n = len(networks), i, n_cores = len(cores)
@@ -78,7 +81,8 @@ cdef class Server:
             for i, core in enumerate(cores):
                 on[i] = core
             with nogil:
-                self.s = agi_create(fd, nets, n, max_connections, timeout, on, n_cores, http)
+                self.s = agi_create(fd, nets, n, max_connections, timeout, answer_timeout, on,
+                                    n_cores, http)
         finally:
             free(nets)
             free(on)

@@ -172,6 +172,7 @@ static int http_parse(agi_server *s, int slot) {
     c->request_length = head + (size_t)length;
     c->request_started = agi_now();
     c->state = ST_TRACING;
+    c->tracing_since = c->request_started;
     agi_post(s, &e);
     return 0;
 usual:

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from test_service import AT, CALLER, LINE, Service, endless_head, held_record
+from test_service import AT, CALLER, LINE, Service, agi, asterisk, endless_head, held_record
 
 from conftest import cdr
 
@@ -310,3 +310,33 @@ def test_answers_a_slow_reader_has_not_taken_go_before_the_next_request_is_read(
             got += chunk
     assert got.count(b"HTTP/1.1 400 Bad Request\r\n") == count
     assert got.index(b"HTTP/1.1 200 OK") > got.rindex(b"HTTP/1.1 400 Bad Request")
+
+
+def test_a_request_never_answered_is_closed_after_the_answer_timeout(store, monkeypatch,
+                                                                     caplog):
+    """A request C has read and Python never answers (a fault of the code) does not keep
+    its connection for ever, on either C exchange: closed, and logged as a warning."""
+    import logging
+
+    from cdrtrace.service import native
+    from cdrtrace.service.routing import Router
+
+    monkeypatch.setattr(native, "ANSWER_TIMEOUT", 0.3)
+    monkeypatch.setattr(Router, "trace_then", lambda self, *args, **kw: True)   # no answer
+    monkeypatch.setenv("CDRTRACE_HTTP", "native")
+    monkeypatch.setenv("CDRTRACE_AGI", "native")
+    caplog.set_level(logging.WARNING, logger="cdrtrace.service")
+    running = Service(store)
+    token = store.tokens.create("switch-1", "switch")
+    try:
+        with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+            sock.sendall(request(token))
+            assert sock.recv(65536) == b""                     # closed, well before 10 s
+        assert agi(running, asterisk(agi_arg_1=AT)) == ([], b"")
+    finally:
+        running.stop()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum(m.startswith("http: ") and m.endswith("closed: no answer within 0.3 s")
+               for m in warned) == 1, warned
+    assert sum(m.startswith("agi: ") and m.endswith("closed: no answer within 0.3 s")
+               for m in warned) == 1, warned

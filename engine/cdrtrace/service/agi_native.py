@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..evidence.outcomes import TraceResult
-from . import _agi, agi
+from . import _agi, agi, native
 from .native import NativeListener
 
 log = logging.getLogger("cdrtrace.service")
@@ -73,6 +73,10 @@ class NativeFastAGI(NativeListener):
                 self.listener.done(result, seconds, logged=bool(extra))
         elif kind == _agi.CLOSED:
             self.answered.pop(conn, None)
+            if reason == native.UNANSWERED:
+                log.warning("agi: %s closed: no answer within %g s", address,
+                            native.ANSWER_TIMEOUT)
+                return
             why = _REASONS.get(reason, f"reason {reason}")
             if extra is not None:       # the offending line, as agi.Rejected shows it
                 why += ": " + repr(extra.decode("utf-8", "replace").rstrip("\r")[:60])

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import CdrTraceError
 from ..evidence.outcomes import TraceResult
-from . import _agi
+from . import _agi, native
 from .http import _json, status_of
 from .native import NativeListener
 from .protocol import INTERNAL, HandedOff, requests
@@ -68,6 +68,9 @@ class NativeHTTP(NativeListener):
             self._hand_off(fd, already)
         elif kind == _agi.CLOSED:
             self.answered.pop(conn, None)
+            if reason == native.UNANSWERED:
+                log.warning("http: %s closed: no answer within %g s", (host, port),
+                            native.ANSWER_TIMEOUT)
 
     def _request(self, conn: int, values: tuple) -> None:
         """A trace request read whole: traced on the shared commit and answered from there

@@ -18,6 +18,11 @@ from typing import Any
 from ..evidence.outcomes import TraceResult
 from . import _agi
 
+# seconds a request read by C may wait for its answer: past it (a fault of the code, a
+# trace's wait and a forward to another shard take at most 15 s) the connection is closed
+ANSWER_TIMEOUT = 60.0
+UNANSWERED = 11                   # the reason C gives then (ext/_agi.h, AGI_UNANSWERED)
+
 
 class NativeListener:
     """A listener over a C exchange: its socket, its events, its answers, its stop."""
@@ -39,7 +44,7 @@ class NativeListener:
         self.loop = asyncio.get_running_loop()
         try:
             self.server = _agi.Server(sock.fileno(), networks, max_connections, timeout,
-                                      self.cores, self.http)
+                                      ANSWER_TIMEOUT, self.cores, self.http)
         except BaseException:
             sock.close()
             raise
