@@ -314,13 +314,13 @@ def test_a_trace_answered_on_the_connection_is_rendered_as_fastapi_renders_it(va
     (a lone surrogate) fails the same way."""
     from starlette.responses import JSONResponse
 
-    from cdrtrace.service.http import _json
+    from cdrtrace.service.http import json_body
     try:
         expected: bytes | type = JSONResponse(value).body
     except UnicodeEncodeError:
         expected = UnicodeEncodeError
     try:
-        got: bytes | type = _json(value)
+        got: bytes | type = json_body(value)
     except UnicodeEncodeError:
         got = UnicodeEncodeError
     assert got == expected

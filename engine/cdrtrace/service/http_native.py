@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import CdrTraceError
 from ..evidence.outcomes import TraceResult
 from . import _agi, native
-from .http import _json, status_of
+from .http import json_body, status_of
 from .native import NativeListener
 from .protocol import INTERNAL, HandedOff, requests
 
@@ -88,7 +88,7 @@ class NativeHTTP(NativeListener):
                     line, at, functools.partial(self._answer, conn), str(found), forward):
                 return
         except CdrTraceError as exc:                # the request's own fault: not a line, ...
-            self.answer(conn, _json({"error": str(exc)}), status_of(exc))
+            self.answer(conn, json_body({"error": str(exc)}), status_of(exc))
             return
         except Exception:                           # noqa: BLE001 - this request, not the others
             log.exception("http: the trace failed")
@@ -118,10 +118,10 @@ class NativeHTTP(NativeListener):
         try:
             if error is None:
                 assert result is not None
-                status, body = 200, _json(result.to_dict())
+                status, body = 200, json_body(result.to_dict())
                 self.answered[conn] = result
             else:                                   # refused by the rules
-                status, body = status_of(error), _json({"error": str(error)})
+                status, body = status_of(error), json_body({"error": str(error)})
         except Exception:                           # noqa: BLE001 - as uvicorn: logged, a 500
             log.exception("http: the trace's answer failed")
             status, body = 500, INTERNAL
