@@ -12,6 +12,7 @@ from posix.unistd cimport close
 cdef extern from "_agi.h" nogil:
     int AGI_VALUES
     int AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED, AGI_HANDOFF
+    int AGI_UNANSWERED
     int HTTP_MAX_HEAD, HTTP_MAX_BODY
     ctypedef struct agi_network:
         int family
@@ -47,6 +48,7 @@ cdef extern from "_agi.h" nogil:
 REQUEST, DONE, CLOSED, REFUSED, HANDOFF = (AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED,
                                            AGI_HANDOFF)
 MAX_HEAD, MAX_BODY = HTTP_MAX_HEAD, HTTP_MAX_BODY
+UNANSWERED = AGI_UNANSWERED         # a CLOSED reason: no answer within answer_timeout
 
 
 cdef class Server:

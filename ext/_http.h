@@ -216,7 +216,6 @@ static const char *http_phrase(int status) {
     switch (status) {
     case 200: return "OK";
     case 400: return "Bad Request";
-    case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 421: return "Misdirected Request";
     case 500: return "Internal Server Error";

@@ -1259,7 +1259,7 @@ def test_a_fault_in_one_fastagi_request_closes_it_and_not_the_others_taken_with_
         def take(self):
             return taken
 
-        def respond(self, conn, answer, status=0):
+        def respond(self, conn, answer, status=0, log=None, log_fd=-1):
             responded[conn] = answer
     native.server = Taking()
     caplog.set_level(logging.ERROR, logger="cdrtrace.service")

@@ -9,6 +9,7 @@ REFUSED: int
 HANDOFF: int
 MAX_HEAD: int
 MAX_BODY: int
+UNANSWERED: int
 
 class Server:
     def __init__(self, fd: int, networks: Sequence[tuple[int, bytes, int]], max_connections: int,

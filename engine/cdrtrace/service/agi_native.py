@@ -73,7 +73,7 @@ class NativeFastAGI(NativeListener):
                 self.listener.done(result, seconds, logged=bool(extra))
         elif kind == _agi.CLOSED:
             self.answered.pop(conn, None)
-            if reason == native.UNANSWERED:
+            if reason == _agi.UNANSWERED:
                 log.warning("agi: %s closed: no answer within %g s", address,
                             native.ANSWER_TIMEOUT)
                 return

@@ -42,9 +42,8 @@ class NativeHTTP(NativeListener):
     def __init__(self, front: Any, server: Any, cores: Iterable[int] = ()):
         super().__init__(cores)
         self.front = front
-        self.uvicorn = server          # started (serve(sockets=[])): what is handed off is its
-        config = server.config
-        self.protocol = functools.partial(HandedOff, config=config,
+        # uvicorn's server, started (serve(sockets=[])): what is handed off is its
+        self.protocol = functools.partial(HandedOff, config=server.config,
                                           server_state=server.server_state,
                                           app_state=server.lifespan.state)
 
@@ -68,7 +67,7 @@ class NativeHTTP(NativeListener):
             self._hand_off(fd, already)
         elif kind == _agi.CLOSED:
             self.answered.pop(conn, None)
-            if reason == native.UNANSWERED:
+            if reason == _agi.UNANSWERED:
                 log.warning("http: %s closed: no answer within %g s", (host, port),
                             native.ANSWER_TIMEOUT)
 

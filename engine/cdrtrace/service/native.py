@@ -21,7 +21,6 @@ from . import _agi
 # seconds a request read by C may wait for its answer: past it (a fault of the code, a
 # trace's wait and a forward to another shard take at most 15 s) the connection is closed
 ANSWER_TIMEOUT = 60.0
-UNANSWERED = 11                   # the reason C gives then (ext/_agi.h, AGI_UNANSWERED)
 
 
 class NativeListener:
@@ -63,12 +62,10 @@ class NativeListener:
                 log: tuple[bytes, int] | None = None) -> None:
         """An answer to C, from any thread; log: its log line and where to write it
         (RequestLog.for_c), or None (see _agi.Server.respond)."""
+        line, fd = log or (None, -1)
         with self.closing:
             if self.server is not None:
-                if log is None:
-                    self.server.respond(conn, answer, status)
-                else:
-                    self.server.respond(conn, answer, status, *log)
+                self.server.respond(conn, answer, status, line, fd)
 
     def spawn(self, work: Coroutine) -> None:
         """Run work on the loop, kept until done (drain waits for it)."""
