@@ -16,6 +16,11 @@ In the same run, the same clients drive bench/floor.c: a responder in C that spe
 the wire exchange of a trace and does no trace (no lookup, no evidence, no commit). Its
 rate and latency are the floor no implementation of the service can beat on this
 machine: what the loopback exchange alone costs the shared cores.
+
+Last, the durable commit alone on the store's file system (commit_floor): LMDB commits of
+as many records as a commit carries at 64 clients, timed one by one. A trace waits for
+the commit under way and then for its own, so the p99 of two commits back to back is
+part of any trace's p99 here, whatever the service does around them.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from cdrtrace.parsing import numbers
 CONCURRENCY = (1, 8, 64)
 AT = "2026-03-03T12:00:00Z"
 MAX_TRACES = 3000
+COMMIT_RECORDS = 32     # records a commit carries at 64 clients (BENCHMARKS.md: 31-32)
 # calls and lines of the store: 57,226 lines receive calls, and each run traces each line
 # once, 18 x --traces of them over the wire (1 + 4 + 4 a way in), so up to MAX_TRACES
 STORE = (200_000, 100_000)
@@ -124,6 +130,38 @@ def floor_rows(folder: str, load: str, lines: list[str], count: int) -> list[dic
             proc.terminate()
             proc.wait(10)
     return rows
+
+
+def commit_floor(folder: str, commits: int = 2000, records: int = COMMIT_RECORDS) -> dict:
+    """Durable LMDB commits alone, in folder: each of `records` new 1 KB records at random
+    keys of a database holding 20,000 (a page or more each, as the traces of a group
+    commit dirty the evidence's pages: about 60 writes, one flush, the meta page's
+    synchronous write). Their p50/p99, and the p99 of two in a row: what a trace that
+    arrives during a commit waits for before its own answer can go."""
+    import lmdb
+
+    env = lmdb.open(os.path.join(folder, "commit-floor"), map_size=1 << 30)
+    rnd, value = random.Random(5), bytes(1000)
+    try:
+        with env.begin(write=True) as txn:
+            for _ in range(20_000):
+                txn.put(rnd.randbytes(8), value)
+        took = []
+        for _ in range(commits):
+            txn = env.begin(write=True)
+            for _ in range(records):
+                txn.put(rnd.randbytes(8), value)
+            started = time.perf_counter()
+            txn.commit()
+            took.append(time.perf_counter() - started)
+    finally:
+        env.close()
+    two = sorted(a + b for a, b in zip(took, took[1:], strict=False))
+    took.sort()
+    return {"path": "commit floor", "records": records, "commits": commits,
+            "p50_ms": round(took[len(took) // 2] * 1000, 2),
+            "p99_ms": round(took[int(len(took) * 0.99)] * 1000, 2),
+            "two_p99_ms": round(two[int(len(two) * 0.99)] * 1000, 2)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -219,6 +257,8 @@ def run(args) -> list[dict]:
                 proc.terminate()
                 proc.wait(30)
         results += floor_rows(folder, exe, lines, args.traces)
+        results.append(commit_floor(folder))
+        print(results[-1], flush=True)
         for group in (True, False) if not args.service_only else ():   # the Python API
             shutil.rmtree(db, ignore_errors=True)
             shutil.copytree(pristine, db)
@@ -243,9 +283,9 @@ def run(args) -> list[dict]:
 
 def report(results: list[dict]) -> None:
     print("\npath     clients  commit            traces/s    p50 ms   p99 ms  CPU us   group/one")
-    by = {(r["path"], r["clients"], r["commit"]): r for r in results}
+    by = {(r["path"], r["clients"], r["commit"]): r for r in results if "clients" in r}
     for r in results:
-        if r["commit"] != "group":
+        if r.get("commit") != "group":
             continue
         one = by.get((r["path"], r["clients"], "one per trace"))
         floor = by.get((r["path"], r["clients"], "floor (no trace)"))
@@ -271,6 +311,10 @@ def report(results: list[dict]) -> None:
                   if floor else "-")
             print(f"{path:<8} >= 5x one commit per trace   {x:>6.1f}x      "
                   f"{'met' if x >= 5 else 'missed':<7} {fl}")
+    for c in (r for r in results if r["path"] == "commit floor"):
+        print(f"\nthe durable commit alone ({c['records']} records, {c['commits']:,} commits): "
+              f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms; two in a row, as a trace that "
+              f"arrives during a commit waits: p99 {c['two_p99_ms']} ms")
 
 
 def main() -> None:

@@ -89,3 +89,28 @@ def test_the_service_benchmark_traces_each_line_once(tmp_path):
                               str(tmp_path))
     columns, _ = synth.generate(*service.STORE, seed=9)      # make_store's calls
     assert len(set(columns["line"].tolist())) >= 18 * service.MAX_TRACES
+
+
+def test_the_service_benchmark_times_the_durable_commit_alone(tmp_path, capsys):
+    """bench.service's commit floor: LMDB commits of a group commit's records, timed one
+    by one, with the p99 of two in a row (what a trace arriving during a commit waits
+    for), printed beside the goals."""
+    from bench import service
+
+    row = service.commit_floor(str(tmp_path), commits=40, records=4)
+    assert row["path"] == "commit floor" and row["commits"] == 40 and row["records"] == 4
+    assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["two_p99_ms"]
+    import lmdb
+    env = lmdb.open(str(tmp_path / "commit-floor"), readonly=True)
+    try:
+        assert env.stat()["entries"] == 20_000 + 40 * 4      # each commit durable, kept
+    finally:
+        env.close()
+    wire = {"path": "fastagi", "clients": 64, "commit": "group", "traces_per_second": 9000,
+            "p50_ms": 3.0, "p99_ms": 4.0, "server_cpu_us": 60, "traces": 10}
+    service.report([wire, row])
+    out = capsys.readouterr().out
+    assert "fastagi  p99 <= 5 ms" in out
+    assert (f"the durable commit alone (4 records, 40 commits): p50 {row['p50_ms']} ms, "
+            f"p99 {row['p99_ms']} ms") in out
+    assert f"p99 {row['two_p99_ms']} ms" in out
