@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import cli, testing
+from cdrtrace.evidence.outcomes import Outcome, TraceResult
 from cdrtrace.service.server import serve
 from conftest import cdr
 
@@ -480,6 +481,17 @@ def test_fastagi_sets_the_outcome_for_the_dialplan(agi_service):
     commands, _ = agi(running, asterisk(agi_arg_1=AT))          # the same call again
     assert commands[0] == 'SET VARIABLE COT_OUTCOME "already_traced"'
     assert all(CALLER not in c for c in commands)
+
+
+@given(st.sampled_from(list(Outcome)), st.text(max_size=12) | st.sampled_from(["", 'T1"', "T\\2"]))
+def test_the_c_exchange_s_answer_is_the_three_commands(outcome, trace_id):
+    """agi.answer (what the C exchange sends) is agi.commands (what the Python listener
+    sends, one at a time), each ended by a newline: for every outcome and any trace id,
+    quotes and backslashes included."""
+    from cdrtrace.service import agi as fastagi
+
+    result = TraceResult(trace_id, LINE, outcome, "2026-03-03T12:00:00Z", None)
+    assert fastagi.answer(result) == "".join(c + "\n" for c in fastagi.commands(result)).encode()
 
 
 def test_fastagi_hangup_mid_way_and_asterisk_errors(agi_service):
@@ -1240,7 +1252,6 @@ def test_a_fault_in_one_fastagi_request_closes_it_and_not_the_others_taken_with_
     closed (and logged); the next of the same batch is still traced and answered."""
     import logging
 
-    from cdrtrace.evidence.outcomes import Outcome, TraceResult
     from cdrtrace.service import _agi, agi
     from cdrtrace.service.agi_native import NativeFastAGI
 
@@ -1271,7 +1282,6 @@ def test_a_fault_in_one_fastagi_request_closes_it_and_not_the_others_taken_with_
 
 
 def test_the_c_listeners_answered_traces_are_logged_in_one_write(serve_logging):
-    from cdrtrace.evidence.outcomes import Outcome, TraceResult
     from cdrtrace.service import _agi, agi
     from cdrtrace.service.agi_native import NativeFastAGI
 

@@ -66,9 +66,13 @@ def encode(record: dict) -> bytes:
         return json.dumps(record).encode()
 
 
+_OUTCOMES = {outcome.value: outcome for outcome in Outcome}   # Outcome(value), in a third of the time
+
+
 def result_of(record: dict) -> TraceResult:
     """The customer's result of an evidence record: never the caller."""
-    return TraceResult(record["trace_id"], record["line"], Outcome(record["outcome"]),
+    return TraceResult(record["trace_id"], record["line"], _OUTCOMES.get(record["outcome"])
+                       or Outcome(record["outcome"]),
                        timezones.format_utc(record["activated_us"]),
                        record["call"]["start"] if record["call"] else None)
 

@@ -125,7 +125,7 @@ class NativeFastAGI(NativeListener):
         try:
             if result is not None:
                 self.answered[conn] = result
-                answer = "".join(c + "\n" for c in agi.commands(result)).encode()
+                answer = agi.answer(result)
                 log = self.listener.log_line(result)    # written by C, once done
         finally:
             self.respond(conn, answer, 0, log)
