@@ -284,6 +284,38 @@ def test_requests_pipelined_past_the_bound_behind_a_trace_are_all_answered_in_or
     assert rest.index(b"HTTP/1.1 200 OK") > rest.rindex(b"HTTP/1.1 400 Bad Request")
 
 
+def test_a_peer_pushing_behind_a_trace_is_held_back_past_the_bound(listening):
+    """While a trace runs, C reads at most HTTP_MAX_KEPT bytes pipelined behind it, then
+    stops reading that connection: a peer pushing more is held back by TCP (its sends
+    block) instead of filling the service's memory. Socket buffers small on both sides,
+    so that what the kernel holds is small beside the bound."""
+    import gc
+
+    from cdrtrace.service import _agi
+    from cdrtrace.service.http_native import NativeHTTP
+
+    store, services, tokens, events = listening
+    (native,) = [o for o in gc.get_objects() if isinstance(o, NativeHTTP) and o.sock]
+    native.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)   # accepted ones too
+    kept = _agi.MAX_HEAD + _agi.MAX_BODY
+    with held_record() as (reached, release), socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", services["native"].ports["http"]))
+        sock.sendall(request(tokens["switch"], json.dumps({"line": LINE, "at": AT}).encode()))
+        assert reached.wait(10)
+        sock.setblocking(False)
+        pushed, chunk, last_progress = 0, b"x" * 65536, time.monotonic()
+        while pushed < 8 * kept and time.monotonic() - last_progress < 0.5:
+            try:
+                pushed += sock.send(chunk)
+                last_progress = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+        release.set()
+    assert kept <= pushed < 2 * kept, pushed
+
+
 def test_answers_a_slow_reader_has_not_taken_go_before_the_next_request_is_read(listening):
     """A client pipelining requests and reading slowly, over a connection whose send
     buffer is small: answers wait to be sent, and each next request is read once the
