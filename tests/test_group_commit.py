@@ -82,6 +82,44 @@ def test_a_failing_work_is_undone_alone_and_the_others_share_one_commit(store, w
     assert (group.commits, group.carried) == (2, 5)
 
 
+def test_a_trace_alone_commits_in_its_thread_and_the_waiting_ones_on_the_committer(store):
+    """run(): alone, the work commits in the caller's thread (no hand-off); behind a
+    commit under way, the works wait for the committer thread, which commits them
+    together once that commit is done, each caller waiting for its own answer (not on
+    the queue, where every commit would wake them all)."""
+    group = GroupCommit(store.envs)
+    db = store.envs.db["emeta"]
+
+    def where(key, gate=None):
+        def work(txn, opened):
+            if gate is not None:
+                assert gate.wait(10)
+            txn.put(key, b"written", db=db)
+            return threading.current_thread().name
+        return work
+    assert group.run(where(b"alone")) == threading.current_thread().name
+    gate, answers = threading.Event(), {}
+
+    def run(name, work):
+        answers[name] = group.run(work)
+    first = threading.Thread(target=run, args=("first", where(b"first", gate)),
+                             name="caller-first")
+    first.start()
+    _wait_until(lambda: group.leading)            # the first commit is under way, held
+    others = [threading.Thread(target=run, args=(n, where(n.encode())), name=f"caller-{n}")
+              for n in ("a", "b", "c")]
+    for t in others:
+        t.start()
+    _wait_until(lambda: len(group.waiting) == 3)
+    gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert answers == {"first": "caller-first", "a": "cdrtrace-group-commit",
+                       "b": "cdrtrace-group-commit", "c": "cdrtrace-group-commit"}
+    assert (group.commits, group.carried) == (3, 5)
+    assert all(_committed(store, k) for k in (b"alone", b"first", b"a", b"b", b"c"))
+
+
 def test_without_sharing_each_work_commits_alone(store, monkeypatch):
     monkeypatch.setenv("CDRTRACE_GROUP_COMMIT", "0")
     group = GroupCommit(store.envs)
