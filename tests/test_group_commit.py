@@ -55,24 +55,26 @@ def test_a_failing_work_is_undone_alone_and_the_others_share_one_commit(store, w
             answers[name] = exc
     first = threading.Thread(target=run, args=("first", _writes(store, b"first", 0, gate=gate)))
     first.start()
-    _wait_until(lambda: group.leading)            # the first commit is under way, held
     names = ["a", "b", "bad", "c"]
     works = {n: _writes(store, n.encode(), n, fail=n == "bad") for n in names}
-    if way_in == "thread":
-        threads = [threading.Thread(target=run, args=(n, works[n])) for n in names]
+    threads: list[threading.Thread] = []
+    try:
+        _wait_until(lambda: group.leading)        # the first commit is under way, held
+        if way_in == "thread":
+            threads = [threading.Thread(target=run, args=(n, works[n])) for n in names]
+        else:
+            async def queue_all():
+                results = await asyncio.gather(*(group.run_async(works[n]) for n in names),
+                                               return_exceptions=True)
+                answers.update(zip(names, results, strict=True))
+            threads = [threading.Thread(target=asyncio.run, args=(queue_all(),))]
         for t in threads:
             t.start()
-    else:
-        async def queue_all():
-            results = await asyncio.gather(*(group.run_async(works[n]) for n in names),
-                                           return_exceptions=True)
-            answers.update(zip(names, results, strict=True))
-        threads = [threading.Thread(target=asyncio.run, args=(queue_all(),))]
-        threads[0].start()
-    _wait_until(lambda: len(group.waiting) == len(names))
-    gate.set()
-    for t in [first, *threads]:
-        t.join(10)
+        _wait_until(lambda: len(group.waiting) == len(names), seconds=5)
+    finally:                                      # let every thread end, whatever failed
+        gate.set()
+        for t in [first, *threads]:
+            t.join(10)
     assert answers["first"] == (0, 1)
     assert isinstance(answers["bad"], ValueError)
     for n in ("a", "b", "c"):                     # the second commit's value of opened
@@ -105,15 +107,18 @@ def test_a_trace_alone_commits_in_its_thread_and_the_waiting_ones_on_the_committ
     first = threading.Thread(target=run, args=("first", where(b"first", gate)),
                              name="caller-first")
     first.start()
-    _wait_until(lambda: group.leading)            # the first commit is under way, held
     others = [threading.Thread(target=run, args=(n, where(n.encode())), name=f"caller-{n}")
               for n in ("a", "b", "c")]
-    for t in others:
-        t.start()
-    _wait_until(lambda: len(group.waiting) == 3)
-    gate.set()
-    for t in [first, *others]:
-        t.join(10)
+    try:
+        _wait_until(lambda: group.leading)        # the first commit is under way, held
+        for t in others:
+            t.start()
+        _wait_until(lambda: len(group.waiting) == 3, seconds=5)
+    finally:                                      # let every thread end, whatever failed
+        gate.set()
+        for t in [first, *others]:
+            if t.ident is not None:               # started
+                t.join(10)
     assert answers == {"first": "caller-first", "a": "cdrtrace-group-commit",
                        "b": "cdrtrace-group-commit", "c": "cdrtrace-group-commit"}
     assert (group.commits, group.carried) == (3, 5)
