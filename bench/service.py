@@ -133,11 +133,12 @@ def floor_rows(folder: str, load: str, lines: list[str], count: int) -> list[dic
 
 
 def commit_floor(folder: str, commits: int = 2000, records: int = COMMIT_RECORDS) -> dict:
-    """Durable LMDB commits alone, in folder: each of `records` new 1 KB records at random
-    keys of a database holding 20,000 (a page or more each, as the traces of a group
-    commit dirty the evidence's pages: about 60 writes, one flush, the meta page's
-    synchronous write). Their p50/p99, and the p99 of two in a row: what a trace that
-    arrives during a commit waits for before its own answer can go."""
+    """Durable LMDB commits alone, in folder: `commits` commits of `records` new 1 KB
+    records each, at random keys of a database holding 20,000 (a page or more a record,
+    as the traces of a group commit dirty the evidence's pages: about 60 writes, one
+    flush, the meta page's synchronous write). Their p50/p99, and the p99 of two in a
+    row: what a trace that arrives during a commit waits for before its own answer can
+    go."""
     import lmdb
 
     env = lmdb.open(os.path.join(folder, "commit-floor"), map_size=1 << 30)

@@ -20,9 +20,9 @@ submit(work, then), which queues the work and returns: then(outcome) is called o
 committer thread once the commit is durable (the C FastAGI listener answers the switch
 from there, with no future or loop hop per trace). A thread waiting in run() is woken
 once, by its own answer: when each waited on the queue's condition and a caller led,
-every commit woke all of them (64 threads: 10,800-11,800 traces/s; each woken once:
-12,500-14,700). run's queue is bounded: a trace that finds it full waits for room; the
-listeners' connection limits bound the others.
+every commit woke all of them (at 64 threads, 4.9-5.4x the rate of one commit per trace
+then, 6.0-6.8x now: BENCHMARKS.md). run's queue is bounded: a trace that finds it full
+waits for room; the listeners' connection limits bound the others.
 """
 from __future__ import annotations
 
