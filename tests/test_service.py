@@ -1005,6 +1005,25 @@ def _serve_one_call(tmp_path, record: bytes, *flags: str, preexec_fn=None):
     return proc, port, token
 
 
+def test_once_serving_the_collector_leaves_start_up_alone_and_runs_less_often():
+    """serve's ready step: what start-up built leaves the collector's generations (frozen),
+    and the youngest generation is collected past server.YOUNG_OBJECTS, not Python's 700
+    (a commit's traces in flight passed 700 at every few commits)."""
+    import gc
+
+    from cdrtrace.service import server
+
+    was = gc.get_threshold()
+    try:
+        server._settled({}, asyncio.Event())
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (server.YOUNG_OBJECTS, *was[1:])
+        assert server.YOUNG_OBJECTS >= 10 * 700
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*was)
+
+
 def test_serve_is_ready_only_once_both_ports_listen(store):
     """ready() (and the "serving" line) come once each listener takes connections: a
     health check, or a peer, that comes at once is not refused."""
