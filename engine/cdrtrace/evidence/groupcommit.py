@@ -21,7 +21,7 @@ committer thread once the commit is durable (the C FastAGI listener answers the 
 from there, with no future or loop hop per trace). A thread waiting in run() is woken
 once, by its own answer: when each waited on the queue's condition and a caller led,
 every commit woke all of them (at 64 threads, 4.9-5.4x the rate of one commit per trace
-then, 6.0-6.8x now: BENCHMARKS.md). run's queue is bounded: a trace that finds it full
+then, 5.2-6.8x now: BENCHMARKS.md). run's queue is bounded: a trace that finds it full
 waits for room; the listeners' connection limits bound the others.
 """
 from __future__ import annotations
