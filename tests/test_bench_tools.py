@@ -95,12 +95,13 @@ def test_the_service_benchmark_times_the_durable_commit_alone(tmp_path, capsys):
     """bench.service's commit floor: LMDB commits of a group commit's records, timed one
     by one, with the p99 of two in a row (what a trace arriving during a commit waits
     for), printed beside the goals."""
+    import lmdb
+
     from bench import service
 
     row = service.commit_floor(str(tmp_path), commits=40, records=4)
     assert row["path"] == "commit floor" and row["commits"] == 40 and row["records"] == 4
     assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["two_p99_ms"]
-    import lmdb
     env = lmdb.open(str(tmp_path / "commit-floor"), readonly=True)
     try:
         assert env.stat()["entries"] == 20_000 + 40 * 4      # each commit durable, kept
