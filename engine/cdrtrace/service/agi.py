@@ -183,23 +183,25 @@ def serves(network_script: str | None, request: str | None) -> bool:
 
 def commands(result: TraceResult) -> list[str]:
     """The SET VARIABLE commands that answer a trace, in the order they are sent."""
-    return [f"SET VARIABLE {name} {_quoted(value)}" for name, value in (
-        ("COT_OUTCOME", result.outcome.value),
-        ("COT_ANNOUNCEMENT", ANNOUNCEMENTS[result.outcome][0]),
-        ("COT_TRACE_ID", result.trace_id))]
+    return [*_FIXED[result.outcome], _command("COT_TRACE_ID", result.trace_id)]
 
 
-# each outcome's first two commands and the third's start: fixed (commands' own spelling)
-_ANSWER_HEADS = {outcome: "".join(f"SET VARIABLE {name} {_quoted(value)}\n" for name, value in (
-    ("COT_OUTCOME", outcome.value), ("COT_ANNOUNCEMENT", ANNOUNCEMENTS[outcome][0])))
-    + "SET VARIABLE COT_TRACE_ID " for outcome in Outcome}
+def _command(name: str, value: str) -> str:
+    return f"SET VARIABLE {name} {_quoted(value)}"
+
+
+# each outcome's first two commands: the same for every trace of it
+_FIXED = {outcome: (_command("COT_OUTCOME", outcome.value),
+                    _command("COT_ANNOUNCEMENT", ANNOUNCEMENTS[outcome][0])) for outcome in Outcome}
+_FIXED_LINES = {outcome: "".join(c + "\n" for c in fixed) for outcome, fixed in _FIXED.items()}
 
 
 def answer(result: TraceResult) -> bytes:
     """commands(result) as a C exchange sends them, each ended by a newline: only the
     trace id differs between two traces of one outcome (a quarter of the cost of building
     the three commands, on the committer's thread)."""
-    return (_ANSWER_HEADS[result.outcome] + _quoted(result.trace_id) + "\n").encode()
+    return (_FIXED_LINES[result.outcome] + _command("COT_TRACE_ID", result.trace_id)
+            + "\n").encode()
 
 
 class FastAGI:
