@@ -372,3 +372,61 @@ def test_a_request_never_answered_is_closed_after_the_answer_timeout(store, monk
                for m in warned) == 1, warned
     assert sum(m.startswith("agi: ") and m.endswith("closed: no answer within 0.3 s")
                for m in warned) == 1, warned
+
+
+def test_answers_taken_together_write_each_log_line_to_its_own_file(listening):
+    """C writes a round's log lines together; an answer whose line goes to another file
+    (the log reopened) first writes the lines kept for the one before. Two answers are
+    handed to C at once, each with its own file, twenty times: every line is in its own
+    file, whether or not the two shared a round (with the write at a change of file
+    left out, the first line went to the second's file)."""
+    import gc
+    import os
+    import types
+
+    from cdrtrace.service.http_native import NativeHTTP
+
+    store, services, tokens, events = listening
+    (native,) = [o for o in gc.get_objects() if isinstance(o, NativeHTTP) and o.sock]
+    files = [os.pipe(), os.pipe()]
+    held: list[tuple] = []
+    respond = native.respond
+
+    def in_pairs(self, conn, answer, status=0, log=None):
+        held.append((conn, answer, status))
+        if len(held) == 2:                   # both at once, each with its own file
+            for n, (c, a, s) in enumerate(held):
+                respond(c, a, s, (b" file-%d" % n, files[n][1]))
+            held.clear()
+    native.respond = types.MethodType(in_pairs, native)
+    port = services["native"].ports["http"]
+    try:
+        answers: list[bytes] = []
+
+        def trace() -> None:
+            answers.append(response(port, request(tokens["switch"])))
+        for _ in range(20):
+            pair = [threading.Thread(target=trace) for _ in range(2)]
+            for thread in pair:
+                thread.start()
+            for thread in pair:
+                thread.join(10)
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 40
+        written: list[bytes] = [b"", b""]
+        deadline = time.monotonic() + 10     # C writes a round's lines once it is over
+        while min(w.count(b"\n") for w in written) < 20 and time.monotonic() < deadline:
+            for n, (out, _) in enumerate(files):
+                os.set_blocking(out, False)
+                try:
+                    written[n] += os.read(out, 65536)
+                except BlockingIOError:
+                    time.sleep(0.01)
+    finally:
+        del native.respond
+        for pipe in files:
+            for fd in pipe:
+                os.close(fd)
+    for n, text in enumerate(written):
+        lines = text.splitlines()
+        assert len(lines) == 20, lines
+        assert all(b" file-%d in " % n in line for line in lines), lines
