@@ -115,3 +115,29 @@ def test_the_service_benchmark_times_the_durable_commit_alone(tmp_path, capsys):
     assert (f"the durable commit alone (4 records, 40 commits): p50 {row['p50_ms']} ms, "
             f"p99 {row['p99_ms']} ms") in out
     assert f"p99 {row['two_p99_ms']} ms" in out
+
+
+def test_the_service_benchmark_says_how_many_rounds_met_each_goal(capsys):
+    """bench.service --rounds: each round's goals, then per path how many rounds met
+    p99 <= 5 ms and 5x one commit per trace (a p99 of exactly 5 ms meets it)."""
+    from bench import service
+
+    def row(path, commit, rate, p99, n):
+        return {"path": path, "clients": 64, "commit": commit, "traces_per_second": rate,
+                "p50_ms": 3.0, "p99_ms": p99, "server_cpu_us": 60, "traces": 10, "round": n}
+    results = [row("fastagi", "group", 10_000, 4.5, 1), row("fastagi", "one per trace", 1_000, 40, 1),
+               row("fastagi", "group", 10_000, 5.0, 2), row("fastagi", "one per trace", 2_500, 40, 2),
+               row("fastagi", "group", 10_000, 6.1, 3), row("fastagi", "one per trace", 1_000, 40, 3),
+               row("http", "group", 9_000, 5.2, 1), row("http", "group", 9_000, 4.9, 3)]
+    service.report(results)
+    out = capsys.readouterr().out
+    assert out.count("--- round ") == 3 and "--- round 3 of 3" in out
+    assert "issue 13's goals at 64 clients, over 3 rounds" in out
+    assert "fastagi  p99 <= 5 ms                  met in 2 of 3: p99 4.5, 5.0, 6.1 ms" in out
+    assert "fastagi  >= 5x one commit per trace   met in 2 of 3: 10.0x, 4.0x, 10.0x" in out
+    assert "http     p99 <= 5 ms                  met in 1 of 2: p99 5.2, 4.9 ms" in out
+    assert "http     >= 5x" not in out.split("over 3 rounds")[1]     # no baseline measured
+    service.report([{**r, "round": 1} for r in results[:2]])          # one round: as before
+    out = capsys.readouterr().out
+    assert "--- round" not in out and "over 1 rounds" not in out
+    assert "fastagi  p99 <= 5 ms                  p99    4.5 ms  met" in out
