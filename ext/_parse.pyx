@@ -371,6 +371,72 @@ def normalize_number(text, int country_code=1, plan=None):
     return normalize(b, len(b), &c_plan)
 
 
+# the instants format_utc writes itself: 0001-01-01T00:00:00 to 9999-12-31T23:59:59 UTC
+# (datetime's range); outside it, timezones' reference says (an OverflowError)
+cdef long long UTC_FIRST_SECOND = -62135596800
+cdef long long UTC_LAST_SECOND = 253402300799
+
+
+cdef inline char* _digits(char* at, long long v, int width) noexcept:
+    """v (0 <= v < 10**width) as width decimal digits, zero-padded: past them."""
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        at[i] = <char>(48 + v % 10)
+        v //= 10
+    return at + width
+
+
+def format_utc(us, reference):
+    """timezones.format_utc in C: ISO-8601 UTC text for microseconds since the epoch
+    ("2026-03-03T12:00:00Z", "2026-03-03T12:00:00.000123Z"), the same text as its
+    reference, which is called for what it leaves (an instant outside years 1-9999, a
+    value past 64 bits) and says it. A trace writes several."""
+    cdef long long v, second, micro, days, rest, z, era, doe, yoe, doy, mp, day, month, year
+    cdef char text[32]
+    cdef char* at = text
+    try:
+        v = us
+    except (OverflowError, TypeError):
+        return reference(us)
+    second = v // 1000000          # floor division, as divmod: a negative instant's
+    micro = v - second * 1000000   # microseconds count up from its second
+    if micro < 0:
+        second -= 1
+        micro += 1000000
+    if second < UTC_FIRST_SECOND or second > UTC_LAST_SECOND:
+        return reference(us)
+    days = second // 86400
+    rest = second - days * 86400
+    if rest < 0:
+        days -= 1
+        rest += 86400
+    z = days + 719468              # the civil date of a day count (H. Hinnant's algorithm)
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    at = _digits(at, year, 4)
+    at[0] = b"-"
+    at = _digits(at + 1, month, 2)
+    at[0] = b"-"
+    at = _digits(at + 1, day, 2)
+    at[0] = b"T"
+    at = _digits(at + 1, rest // 3600, 2)
+    at[0] = b":"
+    at = _digits(at + 1, rest // 60 % 60, 2)
+    at[0] = b":"
+    at = _digits(at + 1, rest % 60, 2)
+    if micro:
+        at[0] = b"."
+        at = _digits(at + 1, micro, 6)
+    at[0] = b"Z"
+    return text[:at + 1 - text].decode("ascii")
+
+
 cdef class Normalizer:
     """normalize_number for one country, its dialling plan filled once: the trace path's
     first step (filling the plan on every call cost more than normalising)."""

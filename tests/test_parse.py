@@ -156,13 +156,33 @@ def test_utc_text_reads_back_to_the_microsecond(us):
     assert timezones.parse_instant(text) == us
 
 
-@given(st.integers(-62135596800 * 10**6, 253402300799 * 10**6 + 999_999))
-def test_utc_text_is_datetimes_to_the_microsecond_from_its_kept_seconds_too(us):
+UTC_FIRST_US, UTC_LAST_US = -62135596800 * 10**6, 253402300799 * 10**6 + 999_999   # years 1-9999
+
+
+@pytest.mark.parametrize("write", [timezones.format_utc, timezones.reference_format_utc],
+                         ids=["native", "reference"])
+@given(us=st.one_of(st.integers(UTC_FIRST_US, UTC_LAST_US),
+                    st.integers(-86_400 * 10**6, 86_400 * 10**6),       # around the epoch
+                    st.sampled_from([UTC_FIRST_US, UTC_LAST_US, 0, -1, 951_782_400 * 10**6,
+                                     4_107_542_400 * 10**6 - 1])))    # 2000-02-29, 2100-02-28
+def test_utc_text_is_datetimes_to_the_microsecond_from_its_kept_seconds_too(write, us):
     reference = (datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=us)).isoformat()
-    assert timezones.format_utc(us) == reference + "Z"
-    assert timezones.format_utc(us) == reference + "Z"      # its second now kept
+    assert write(us) == reference + "Z"
+    assert write(us) == reference + "Z"      # its second now kept (the reference's)
     whole = us - us % 1_000_000
-    assert timezones.format_utc(whole) == reference[:19] + "Z"   # no fraction: none written
+    assert write(whole) == reference[:19] + "Z"   # no fraction: none written
+
+
+def test_utc_text_outside_datetimes_years_is_refused_as_the_reference_does():
+    """C writes years 1-9999; outside them, and past 64 bits, it is the reference's
+    OverflowError; any integer type is read as int() reads it."""
+    for us in (UTC_FIRST_US - 1, UTC_LAST_US + 1, -(2**63), 2**63 - 1, 2**64, -(2**70)):
+        with pytest.raises(OverflowError):
+            timezones.reference_format_utc(us)
+        with pytest.raises(OverflowError):
+            timezones.format_utc(us)
+    assert timezones.format_utc(np.int64(1_500_000)) == "1970-01-01T00:00:01.500000Z"
+    assert timezones.format_utc(True) == timezones.reference_format_utc(True)
 
 
 @pytest.mark.parametrize("min_ring", [0, 5])

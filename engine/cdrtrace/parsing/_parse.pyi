@@ -1,4 +1,6 @@
 """Native CDR parser (ext/_parse.pyx): one CSV dialect's records -> canonical columns."""
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -12,6 +14,7 @@ def normalize_number(text: str | bytes, country_code: int = ...,
                      plan: tuple[int, str, tuple[str, ...], tuple[int, ...]] | None = ...) -> int: ...
 
 def structural_scan(kind: str | None = ...) -> str: ...
+def format_utc(us: int, reference: Callable[[int], str]) -> str: ...
 def block_masks(block: bytes, delim: int, quote: int) -> tuple[int, int, int]: ...
 
 class Normalizer:
