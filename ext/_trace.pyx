@@ -103,19 +103,46 @@ cdef bytes _row(uint64_t trace, uint64_t line, int outcome, int64_t activated_us
     return PyBytes_FromStringAndSize(<char*>row, ROW_SIZE)
 
 
+cdef dict _unreadable_near(itxn, db, feed, int64_t call_us, int64_t at_us,
+                           int64_t window, format_utc, loads, reference):
+    """Lookup.unreadable_near (its reference) for a call's feed: the unreadable records
+    of that feed from window before the call to the activation, and how many of them had
+    no line. Without a call (every feed's), the reference says."""
+    if feed is None and db is not None:
+        return reference(itxn, None, call_us, at_us)
+    cdef int64_t since = call_us - window
+    found = {"from": format_utc(since), "to": format_utc(at_us), "records": 0,
+             "without_line": 0}
+    if db is None:
+        return found
+    cdef long records = 0, without_line = 0
+    prefix = (<int>feed).to_bytes(2, "big")
+    for _, value in itxn.range(prefix + max(since, 0).to_bytes(8, "big"),
+                               prefix + max(at_us, 0).to_bytes(8, "big"), db):
+        records += 1
+        if not loads(value)["line_found"]:
+            without_line += 1
+    found["records"] = records
+    found["without_line"] = without_line
+    return found
+
+
 def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str line,
            requested_by, int keep, tuple helpers):
     """Tracer.record(txn, index_txn, key, packed, at_us, requested_by=requested_by) for the
     common case: the evidence record written, or None (nothing written) for the
     reference to make. etxn, itxn: the evidence's and the index's native transactions.
-    dbs: (index, traces, emeta, by_line, pseudonyms, trace_rows). helpers:
-    (format_utc, source_name(index_txn, source), enrichment(txn, calling),
-    unreadable_near(index_txn, feed, call_us, at_us), encode, TraceError, the names of
-    presentations, of dispositions, of the roles a line has in a call, and the module
-    whose next_number numbers traces: evidence.replication)."""
-    index_db, traces_db, emeta_db, by_line_db, pseudonyms_db, rows_db = dbs
+    dbs: (index, traces, emeta, by_line, pseudonyms, trace_rows, and the index's
+    unreadable records or None). helpers: (format_utc, source_name(index_txn, source),
+    enrichment(txn, calling), unreadable_near(index_txn, feed, call_us, at_us), encode,
+    TraceError, the names of presentations, of dispositions, of the roles a line has in
+    a call, the module whose next_number numbers traces: evidence.replication, how long
+    before a call unreadable records are counted, in us, and the JSON reader of their
+    log). The unreadable records near the call are counted here, as unreadable_near
+    does (its reference, and what counts them for a trace with no call)."""
+    index_db, traces_db, emeta_db, by_line_db, pseudonyms_db, rows_db, unreadable_db = dbs
     (format_utc, source_name, enrichment_of, unreadable_near, encode, trace_error,
-     presentations, dispositions, roles, numbering) = helpers
+     presentations, dispositions, roles, numbering, window, loads) = helpers
     cdef bytes value = itxn.get(key, None, index_db)
     cdef const Entry* entries = NULL
     cdef const Entry* e = NULL
@@ -191,8 +218,9 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
     }
     if requested_by is not None:
         record["requested_by"] = requested_by
-    record["unreadable_nearby"] = unreadable_near(
-        itxn, e.feed if e != NULL else None, e.start_us if e != NULL else at_us, at_us)
+    record["unreadable_nearby"] = _unreadable_near(
+        itxn, unreadable_db, e.feed if e != NULL else None,
+        e.start_us if e != NULL else at_us, at_us, window, format_utc, loads, unreadable_near)
     if e != NULL:
         row = _row(number, packed, code, at_us, e.calling, e.call_id, e.start_us,
                    presentation, enrichment is not None)

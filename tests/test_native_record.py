@@ -171,3 +171,27 @@ def test_a_line_value_not_made_of_whole_entries_is_left_to_the_reference(store):
                 tracer.record(txn, index_txn, key, packed, STARTS[1])
     finally:
         txn.abort()
+
+
+def test_a_store_without_unreadable_records_counts_none_near_a_call(store, monkeypatch):
+    """An index made before unreadable records were kept has no database of them: near
+    a call both the native record and the reference count none, and say the window."""
+    packed = numbers.normalize("3035588888")
+    key = index.line_key(packed)
+    call = {"start_us": STARTS[0], "calling": A, "call_id": 1, "offset": 0, "source": 1,
+            "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}
+    with store.envs.env.begin(write=True) as w:
+        w.put(key, np.array([tuple(call[f] for f in index.ENTRY_DTYPE.names)],
+                            index.ENTRY_DTYPE).tobytes(), db=store.envs.db["index"])
+    near = run(store, True, key, packed, STARTS[2], None)[0]["unreadable_nearby"]
+    assert near["records"] == 1            # feed 0's, 5 us before STARTS[1]: in the window
+    monkeypatch.delitem(store.envs.db, "unreadable")
+    native_record = store._tracer.native_record
+    monkeypatch.setattr(native_record, "dbs", native_record.dbs[:-1] + (None,))
+    reference, by_python = run(store, False, key, packed, STARTS[2], None)
+    native, by_native = run(store, True, key, packed, STARTS[2], None)
+    assert reference["unreadable_nearby"] == {
+        "from": "2026-03-02T13:00:00Z", "to": "2026-03-02T14:02:00Z",   # an hour before: T0
+        "records": 0, "without_line": 0}
+    native.pop("traced_at_us"), reference.pop("traced_at_us")
+    assert native == reference and comparable(by_native) == comparable(by_python)

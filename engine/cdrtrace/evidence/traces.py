@@ -24,7 +24,7 @@ import orjson
 from ..errors import TraceError
 from ..parsing import numbers, timezones
 from ..parsing.formats import Disposition, Presentation
-from ..store import index
+from ..store import index, lookup
 from ..store.catalog import Catalog
 from ..store.environments import Environments
 from ..store.liveness import Liveness
@@ -91,13 +91,17 @@ def enrichment(txn: Any, db: dict, calling: int) -> dict | None:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
     """What every trace of one commit reads: one index read transaction, and the live
-    feeds as it shows them."""
+    feeds as it shows them. native: (the commit's evidence transaction, it and the
+    index's as index.native_txn gives them in C), made once for the commit's traces,
+    when their common case is made in C (NativeRecord); else None."""
     txn: Any
     feeds: dict[int, dict]
+    native: tuple[Any, Any, Any] | None = None
 
     @classmethod
-    def of(cls, index_txn: Any, liveness: Liveness) -> Snapshot:
-        return cls(index_txn, liveness.live_feeds(index_txn))
+    def of(cls, index_txn: Any, liveness: Liveness,
+           native: tuple[Any, Any, Any] | None = None) -> Snapshot:
+        return cls(index_txn, liveness.live_feeds(index_txn), native)
 
 
 class NativeRecord:
@@ -113,21 +117,23 @@ class NativeRecord:
         self.helpers = (timezones.format_utc, tracer.catalog.source_name,
                         lambda txn, calling: enrichment(txn, self.db, calling),
                         tracer.lookup.unreadable_near, encode, TraceError,
-                        _PRESENTATION_NAMES, _DISPOSITION_NAMES, index.ROLE_NAMES, replication)
+                        _PRESENTATION_NAMES, _DISPOSITION_NAMES, index.ROLE_NAMES, replication,
+                        lookup.UNREADABLE_WINDOW_US, json.loads)
 
     def keep_dbs(self) -> None:
         self.dbs = tuple(self.db[name] for name in (
-            "index", "traces", "emeta", "by_line", "pseudonyms", "trace_rows"))
+            "index", "traces", "emeta", "by_line", "pseudonyms", "trace_rows")
+                         ) + (self.db.get("unreadable"),)
 
     def __call__(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
-                 requested_by: str | None) -> dict | None:
+                 requested_by: str | None, line: str | None = None) -> dict | None:
         """The record written, or None (nothing written) for Tracer.record to make. txn,
         index_txn: as index.native_txn gives them (where it gives py-lmdb's own calls,
-        index.PyTxn, this makes nothing: None)."""
+        index.PyTxn, this makes nothing: None). line: the line's text, if known."""
         if type(txn) is not _NativeTxn or type(index_txn) is not _NativeTxn:
             return None
         return _trace.record(txn, index_txn, self.dbs, key, packed, at_us,
-                             numbers.format_number(packed), requested_by, self.keep,
+                             line or numbers.format_number(packed), requested_by, self.keep,
                              self.helpers)
 
 
@@ -191,11 +197,12 @@ class Tracer:
         """The trace's write, for a shared commit: pending while a live feed that may carry
         the line is still behind at_us in the commit's snapshot."""
         key = index.line_key(packed)
+        line = numbers.format_number(packed)        # here, not on the committer's thread
 
         def work(txn: Any, snapshot: Snapshot) -> dict:
             pending = self.liveness.behind(packed, at_us, feeds=snapshot.feeds)
             return self.record(txn, snapshot.txn, key, packed, at_us, pending=pending,
-                               requested_by=by)
+                               requested_by=by, line=line, made=snapshot.native)
         return work
 
     @contextlib.contextmanager
@@ -205,7 +212,13 @@ class Tracer:
         resolved first, in their own nested transaction (if that fails, they wait for
         the next commit)."""
         with self.envs.read() as index_txn:
-            snapshot = Snapshot.of(index_txn, self.liveness)
+            native = None
+            if self.native and self.replica is None:    # as record() decides, once
+                made = (index.native_txn(txn, self.db["traces"], self.native),
+                        index.native_txn(index_txn, self.db["index"], self.native))
+                if type(made[0]) is _NativeTxn and type(made[1]) is _NativeTxn:
+                    native = (txn, *made)
+            snapshot = Snapshot.of(index_txn, self.liveness, native)
             if txn.stat(self.db["pending"])["entries"]:
                 child = self.envs.eenv.begin(write=True, parent=txn)
                 try:
@@ -278,18 +291,25 @@ class Tracer:
 
     def record(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                pending: bool = False, number: int | None = None,
-               activated_by: dict | None = None, requested_by: str | None = None) -> dict:
+               activated_by: dict | None = None, requested_by: str | None = None,
+               line: str | None = None, made: tuple[Any, Any, Any] | None = None) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
-        is written with no call; resolving it later (number given) rewrites both."""
+        is written with no call; resolving it later (number given) rewrites both.
+        line: the line's text, if known. made: Snapshot.native, the two transactions as
+        index.native_txn gives them, made once for a commit's traces (used when txn is
+        the commit's own)."""
         e: Any
         # its dozen reads and writes made in C, holding the GIL (index.native_txn)
-        txn, index_txn = (index.native_txn(txn, self.db["traces"], self.native),
-                          index.native_txn(index_txn, self.db["index"], self.native))
+        if made is not None and made[0] is txn:
+            txn, index_txn = made[1], made[2]
+        else:
+            txn, index_txn = (index.native_txn(txn, self.db["traces"], self.native),
+                              index.native_txn(index_txn, self.db["index"], self.native))
         if (self.native and not pending and number is None and activated_by is None
                 and self.replica is None):
             # the common case made in C (ext/_trace.pyx): this method is its reference,
             # and makes what it leaves (it then has written nothing)
-            done = self.native_record(txn, index_txn, key, packed, at_us, requested_by)
+            done = self.native_record(txn, index_txn, key, packed, at_us, requested_by, line)
             if done is not None:
                 return done
         if pending:
