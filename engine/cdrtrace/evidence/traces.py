@@ -77,6 +77,14 @@ def result_of(record: dict) -> TraceResult:
                        record["call"]["start"] if record["call"] else None)
 
 
+def unrecorded(packed: int, at_us: int, exc: Exception) -> TraceResult:
+    """No evidence, no answer: the switch tells the customer to try later."""
+    log.error("trace of %s at %s could not be recorded: %s",
+              numbers.format_number(packed), timezones.format_utc(at_us), exc)
+    return TraceResult("", numbers.format_number(packed), Outcome.FAILURE,
+                       timezones.format_utc(at_us), None)
+
+
 def enrichment(txn: Any, db: dict, calling: int) -> dict | None:
     """A served caller's directory entry, as it is now (snapshotted as evidence)."""
     entry = txn.get(u64(calling), db=db["directory"])
@@ -125,6 +133,15 @@ class NativeRecord:
             "index", "traces", "emeta", "by_line", "pseudonyms", "trace_rows")
                          ) + (self.db.get("unreadable"),)
 
+    def wrapped(self, txn: Any, index_txn: Any) -> tuple[Any, Any, Any] | None:
+        """(txn, it and index_txn as index.native_txn gives them) for a commit's traces,
+        made once (Snapshot.native); None where it gives py-lmdb's own calls."""
+        made = (index.native_txn(txn, self.db["traces"]),
+                index.native_txn(index_txn, self.db["index"]))
+        if type(made[0]) is not _NativeTxn or type(made[1]) is not _NativeTxn:
+            return None
+        return (txn, *made)
+
     def __call__(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                  requested_by: str | None, line: str | None = None) -> dict | None:
         """The record written, or None (nothing written) for Tracer.record to make. txn,
@@ -160,7 +177,7 @@ class Tracer:
         try:
             return result_of(self.group.run(self._work(packed, at_us, by)))
         except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
-            return self._unrecorded(packed, at_us, exc)
+            return unrecorded(packed, at_us, exc)
 
     async def trace_async(self, packed: int, at_us: int, wait: float = 0.0,
                           by: str | None = None) -> TraceResult:
@@ -175,7 +192,7 @@ class Tracer:
         try:
             return result_of(await self.group.run_async(self._work(packed, at_us, by)))
         except (lmdb.Error, OSError) as exc:
-            return self._unrecorded(packed, at_us, exc)
+            return unrecorded(packed, at_us, exc)
 
     def trace_then(self, packed: int, at_us: int, by: str | None,
                    then: Callable[[TraceResult | None, BaseException | None], None]) -> None:
@@ -188,7 +205,7 @@ class Tracer:
             if error is None:
                 then(result_of(record), None)
             elif isinstance(error, (lmdb.Error, OSError)):
-                then(self._unrecorded(packed, at_us, error), None)
+                then(unrecorded(packed, at_us, error), None)
             else:
                 then(None, error)
         self.group.submit(self._work(packed, at_us, by), settled)
@@ -212,12 +229,8 @@ class Tracer:
         resolved first, in their own nested transaction (if that fails, they wait for
         the next commit)."""
         with self.envs.read() as index_txn:
-            native = None
-            if self.native and self.replica is None:    # as record() decides, once
-                made = (index.native_txn(txn, self.db["traces"], self.native),
-                        index.native_txn(index_txn, self.db["index"], self.native))
-                if type(made[0]) is _NativeTxn and type(made[1]) is _NativeTxn:
-                    native = (txn, *made)
+            native = (self.native_record.wrapped(txn, index_txn)    # as record() decides
+                      if self.native and self.replica is None else None)
             snapshot = Snapshot.of(index_txn, self.liveness, native)
             if txn.stat(self.db["pending"])["entries"]:
                 child = self.envs.eenv.begin(write=True, parent=txn)
@@ -231,13 +244,6 @@ class Tracer:
                     child.abort()
                     log.exception("pending traces not resolved now")
             yield snapshot
-
-    def _unrecorded(self, packed: int, at_us: int, exc: Exception) -> TraceResult:
-        """No evidence, no answer: the switch tells the customer to try later."""
-        log.error("trace of %s at %s could not be recorded: %s",
-                  numbers.format_number(packed), timezones.format_utc(at_us), exc)
-        return TraceResult("", numbers.format_number(packed), Outcome.FAILURE,
-                           timezones.format_utc(at_us), None)
 
     def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int) -> tuple:
         """The rules on one line's entries: (outcome, the call's view, its entry, the trace
