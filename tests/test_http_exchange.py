@@ -430,3 +430,43 @@ def test_answers_taken_together_write_each_log_line_to_its_own_file(listening):
         lines = text.splitlines()
         assert len(lines) == 20, lines
         assert all(b" file-%d in " % n in line for line in lines), lines
+
+
+def test_a_peer_reading_none_of_its_answers_has_no_more_requests_answered(listening):
+    """A peer pipelining requests and reading none of the answers: once an answer cannot
+    go (the socket buffers full), C reads no further request of that connection, so what
+    the service answers and holds for it is bounded by the buffers, not by what the peer
+    sends. 3,000 requests pushed: 75-79 answered while nothing is read. Two checks keep
+    it so, each enough alone (http_answer stops reading while its answer is going, and
+    http_parse takes no request then): without both, all 3,000 were, their answers kept
+    in memory."""
+    import gc
+
+    from cdrtrace.service import _agi
+    from cdrtrace.service.http_native import NativeHTTP
+
+    store, services, tokens, events = listening
+    (native,) = [o for o in gc.get_objects() if isinstance(o, NativeHTTP) and o.sock]
+    native.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # accepted ones too
+    refused = request(tokens["switch"], json.dumps({"line": "anonymous"}).encode())
+    pushing = refused * 3000
+    done = [0]
+
+    def answered() -> int:
+        return sum(kind == _agi.DONE for kind, _ in events)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", services["native"].ports["http"]))
+        sock.setblocking(False)
+        sent, last_progress = 0, time.monotonic()
+        while sent < len(pushing) and time.monotonic() - last_progress < 1.0:
+            try:
+                sent += sock.send(pushing[sent:sent + 65536])
+                last_progress = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+        deadline = time.monotonic() + 1.0          # what C answers now, it answers at once
+        while time.monotonic() < deadline:
+            done[0] = answered()
+            time.sleep(0.05)
+    assert 0 < done[0] < 500, (done[0], sent // len(refused))
