@@ -304,7 +304,7 @@ def report(results: list[dict]) -> None:
         report_round([r for r in results if r.get("round", 1) == n])
     if len(rounds) > 1:
         print(f"\nissue 13's goals at 64 clients, over {len(rounds)} rounds")
-        for path in ("fastagi", "http"):
+        for path in ("fastagi", "http", "python"):      # p99's goal is the wire's alone
             p99s, ratios = [], []
             for n in rounds:
                 by = {(r["path"], r["clients"], r["commit"]): r for r in results
@@ -314,7 +314,7 @@ def report(results: list[dict]) -> None:
                     p99s.append(r["p99_ms"])
                     if one is not None:
                         ratios.append(r["traces_per_second"] / one["traces_per_second"])
-            if p99s:
+            if p99s and path != "python":
                 print(f"{path:<8} p99 <= 5 ms                  met in {sum(p <= 5 for p in p99s)} "
                       f"of {len(p99s)}: p99 " + ", ".join(f"{p}" for p in p99s) + " ms")
             if ratios:

@@ -128,7 +128,8 @@ def test_the_service_benchmark_says_how_many_rounds_met_each_goal(capsys):
     results = [row("fastagi", "group", 10_000, 4.5, 1), row("fastagi", "one per trace", 1_000, 40, 1),
                row("fastagi", "group", 10_000, 5.0, 2), row("fastagi", "one per trace", 2_500, 40, 2),
                row("fastagi", "group", 10_000, 6.1, 3), row("fastagi", "one per trace", 1_000, 40, 3),
-               row("http", "group", 9_000, 5.2, 1), row("http", "group", 9_000, 4.9, 3)]
+               row("http", "group", 9_000, 5.2, 1), row("http", "group", 9_000, 4.9, 3),
+               row("python", "group", 6_000, 9.0, 1), row("python", "one per trace", 1_000, 60, 1)]
     service.report(results)
     out = capsys.readouterr().out
     assert out.count("--- round ") == 3 and "--- round 3 of 3" in out
@@ -136,7 +137,10 @@ def test_the_service_benchmark_says_how_many_rounds_met_each_goal(capsys):
     assert "fastagi  p99 <= 5 ms                  met in 2 of 3: p99 4.5, 5.0, 6.1 ms" in out
     assert "fastagi  >= 5x one commit per trace   met in 2 of 3: 10.0x, 4.0x, 10.0x" in out
     assert "http     p99 <= 5 ms                  met in 1 of 2: p99 5.2, 4.9 ms" in out
-    assert "http     >= 5x" not in out.split("over 3 rounds")[1]     # no baseline measured
+    summary = out.split("over 3 rounds")[1]
+    assert "http     >= 5x" not in summary                            # no baseline measured
+    assert "python   >= 5x one commit per trace   met in 1 of 1: 6.0x" in summary
+    assert "python   p99" not in summary                              # the wire's goal alone
     service.report([{**r, "round": 1} for r in results[:2]])          # one round: as before
     out = capsys.readouterr().out
     assert "--- round" not in out and "over 1 rounds" not in out

@@ -129,9 +129,8 @@ class NativeRecord:
                         lookup.UNREADABLE_WINDOW_US, json.loads)
 
     def keep_dbs(self) -> None:
-        self.dbs = tuple(self.db[name] for name in (
-            "index", "traces", "emeta", "by_line", "pseudonyms", "trace_rows")
-                         ) + (self.db.get("unreadable"),)
+        names = ("index", "traces", "emeta", "by_line", "pseudonyms", "trace_rows")
+        self.dbs = (*(self.db[name] for name in names), self.db.get("unreadable"))
 
     def wrapped(self, txn: Any, index_txn: Any) -> tuple[Any, Any, Any] | None:
         """(txn, it and index_txn as index.native_txn gives them) for a commit's traces,
