@@ -10,10 +10,13 @@ import pytest
 
 import cdrtrace
 from cdrtrace import cli, testing
+from cdrtrace.errors import StoreError
 from cdrtrace.evidence.outcomes import Outcome
 from cdrtrace.ingestion import following
 from cdrtrace.ingestion.live import StreamOptions
-from conftest import cdr
+from cdrtrace.parsing import numbers
+from cdrtrace.store import environments, index
+from conftest import cdr, cdr_file
 
 LINE = "3035550110"
 AFTER = "2026-03-02T23:00:00Z"
@@ -160,6 +163,78 @@ def test_pseudonyms_never_shift_not_even_after_a_purge(store, ingest_records):
     case = store.open_case(LINE, "Caller A", agency="PD", officer="O", case_number="2",
                            analyst="ann")
     assert case["origin"] == "+17205550101"      # what the customer called Caller A
+
+
+# ------------------------------------------------------------------ the store's formats
+
+def two_origins(store, tmp_path, first: bool = True, second: bool = True) -> None:
+    """Traces of LINE naming 7205550101 (its Caller A) then 7205550102 (Caller B)."""
+    if first:
+        cdrtrace.ingest(store, [cdr_file(tmp_path, call(3, src="7205550101"), name="a.csv")])
+        store.trace(LINE, at="2026-03-02T15:00:00Z")
+    if second:
+        cdrtrace.ingest(store, [cdr_file(tmp_path, call(33, src="7205550102"), name="b.csv")])
+        store.trace(LINE, at="2026-03-02T16:00:00Z")
+
+
+def pseudonym_keys(txn, db) -> list[bytes]:
+    """The pseudonym entries (line + "o" + origin, line + "#") a sub-database holds."""
+    return [bytes(k) for k, _ in txn.cursor(db) if bytes(k)[8:9] in (b"o", b"#")]
+
+
+def test_a_new_store_keeps_a_lines_pseudonyms_beside_its_traces(tmp_path):
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    try:
+        two_origins(store, tmp_path)
+        assert [p.label for p in store.status(LINE).progress] == ["Caller A", "Caller B"]
+        envs = store.envs
+        assert envs.format == 3
+        with envs.eenv.begin() as txn:
+            assert txn.get(b"pseudonyms") is None        # no sub-database of their own
+            by_line = envs.eenv.open_db(b"by_line", txn=txn, create=False)
+            assert sorted(pseudonym_keys(txn, by_line)) == sorted(
+                [index.line_key(numbers.normalize(LINE)) + mark for mark in
+                 (b"#", b"o+17205550101", b"o+17205550102")])
+    finally:
+        store.close()
+
+
+def test_a_format_2_store_keeps_its_pseudonyms_where_they_are(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:          # as a release before format 3 made it
+        m.setattr(environments, "FORMAT_VERSION", 2)
+        store = cdrtrace.open(tmp_path / "store", create=True)
+        two_origins(store, tmp_path, second=False)
+        store.close()
+    store = cdrtrace.open(tmp_path / "store")
+    try:
+        assert store.envs.format == 2
+        two_origins(store, tmp_path, first=False)
+        # the label given before is read where it was kept, and the next follows it
+        assert [p.label for p in store.status(LINE).progress] == ["Caller A", "Caller B"]
+        for number, label in (("1", "Caller A"), ("2", "Caller B")):
+            case = store.open_case(LINE, label, agency="PD", officer="O", case_number=number,
+                                   analyst="ann")
+            assert case["origin"] == "+1720555010" + number
+        envs = store.envs
+        with envs.eenv.begin() as txn:
+            own = envs.eenv.open_db(b"pseudonyms", txn=txn, create=False)
+            by_line = envs.eenv.open_db(b"by_line", txn=txn, create=False)
+            assert len(pseudonym_keys(txn, own)) == 3 and pseudonym_keys(txn, by_line) == []
+        with envs.env.begin() as txn:
+            assert txn.get(b"version", db=envs.db["meta"]) == b"2"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("version", [b"1", b"4"])
+def test_a_store_of_a_format_not_read_is_refused_and_its_format_named(tmp_path, version):
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    with store.envs.env.begin(write=True) as txn:
+        txn.put(b"version", version, db=store.envs.db["meta"])
+    store.close()
+    with pytest.raises(StoreError, match=f"has store format {version.decode()}; this "
+                                         "cdrtrace reads formats 2, 3"):
+        cdrtrace.open(tmp_path / "store")
 
 
 # ------------------------------------------------------------------ refusals are audited

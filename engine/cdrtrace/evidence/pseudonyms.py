@@ -1,9 +1,11 @@
 """Pseudonyms: the customer knows each origin of their traces as "Caller A", "Caller B",
 ... in the order a successful trace first named it. A label is assigned once per line
-and stored (`pseudonyms` in the evidence environment: line + "o" + origin -> its number,
-line + "#" -> how many the line has), so it never shifts, not even after a purge
-removes the traces that first named it; a case opened for "Caller A" names the origin
-the customer saw under that label."""
+and stored (line + "o" + origin -> its number, line + "#" -> how many the line has), so it
+never shifts, not even after a purge removes the traces that first named it; a case
+opened for "Caller A" names the origin the customer saw under that label. A format 3
+store keeps them in `by_line`, beside the line's traces (a trace then changes one page
+of the line's, not two); a format 2 store in a `pseudonyms` sub-database of its own.
+Either way the store's `db["pseudonyms"]` is where they are."""
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -2,8 +2,9 @@
 
 The evidence environment holds, per trace: `traces` (8-byte trace number -> the evidence
 record, JSON), `by_line` (line + "t" + trace number -> "", and line + "c" + call id ->
-trace id: a call counts once per line), its report row (evidence.rows), and while a live
-feed is behind it, `pending` (activation time + trace number -> line key).
+trace id: a call counts once per line; in a format 3 store also the line's pseudonyms,
+evidence.pseudonyms), its report row (evidence.rows), and while a live feed is behind
+it, `pending` (activation time + trace number -> line key).
 
 A trace reads the index from a read snapshot and commits only evidence, so it never
 waits for an ingest. The rules are in docs/trace-rules.md.

@@ -25,12 +25,18 @@ from ..parsing import timezones
 from . import index, private
 
 T = TypeVar("T")
-FORMAT_VERSION = 2        # 2: the trace evidence has its own environment
+# 2: the trace evidence has its own environment. 3: each line's pseudonyms are kept in
+# `by_line`, beside its traces, not in a `pseudonyms` sub-database of their own: a trace
+# then changes one page of the line's instead of two (a commit of 32 traces wrote about 74
+# pages, and each page apart costs the flush a write of its own: BENCHMARKS.md). The keys
+# are the same (line + "o" + origin, line + "#"); a format 2 store keeps its sub-database.
+FORMAT_VERSION = 3
+READ_FORMATS = (2, 3)
 INITIAL_MAP_SIZE = 64 << 20
 INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due")
 EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
-                "trace_segments", "pending", "activations", "pseudonyms", "tokens", "requests",
-                "outbox")
+                "trace_segments", "pending", "activations", "tokens", "requests", "outbox")
+FORMAT_2_EVIDENCE_DBS = ("pseudonyms",)   # format 3 keeps them in by_line
 DEFAULT_THRESHOLD = 3     # successful traces of one origin before the customer may ask for action
 LATER_INDEX_DBS = ("unreadable", "identities", "activations_due")   # absent from older stores
 DEFAULTS: dict[str, Any] = {
@@ -96,10 +102,10 @@ class Environments:
         except (lmdb.Error, OSError) as exc:
             self.env.close()
             raise StoreError(f"cannot open the evidence of store {self.path}: {exc}") from None
-        self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
+        self._open_evidence_dbs()
 
     def _open_evidence(self) -> Any:
-        return lmdb.open(str(self.path / "evidence"), max_dbs=len(EVIDENCE_DBS) + 2,
+        return lmdb.open(str(self.path / "evidence"), max_dbs=len(EVIDENCE_DBS + FORMAT_2_EVIDENCE_DBS) + 2,
                          map_size=INITIAL_MAP_SIZE, subdir=True, create=True,
                          mode=private.FILE_MODE)
 
@@ -112,7 +118,7 @@ class Environments:
         evidence = env is self.eenv
         if evidence:
             self.eenv = self._open_evidence()
-            self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
+            self._open_evidence_dbs()
         else:
             self.env = lmdb.open(str(self.path), max_dbs=len(INDEX_DBS) + 3,
                                  map_size=INITIAL_MAP_SIZE, subdir=True,
@@ -122,6 +128,14 @@ class Environments:
         for refresh in self.on_reopen:
             refresh()
         return self.eenv if evidence else self.env
+
+    def _open_evidence_dbs(self) -> None:
+        """The evidence's sub-databases, as the store's format lays them out."""
+        if self.format == 2:
+            self._open_dbs(self.eenv, EVIDENCE_DBS + FORMAT_2_EVIDENCE_DBS, (), create=True)
+        else:
+            self._open_dbs(self.eenv, EVIDENCE_DBS, (), create=True)
+            self.db["pseudonyms"] = self.db["by_line"]
 
     def _open_dbs(self, env: Any, names: tuple[str, ...], optional: tuple[str, ...],
                   create: bool) -> None:
@@ -135,7 +149,7 @@ class Environments:
                 except lmdb.NotFoundError:
                     if name not in optional:
                         raise StoreError(f"{self.path} is not a cdrtrace store of format "
-                                         f"{FORMAT_VERSION}") from None
+                                         f"{self.format}") from None
                     self.db[name] = None    # added by a later release: the first writable open makes it
             return
         with env.begin(write=True) as txn:
@@ -171,9 +185,10 @@ class Environments:
         version, config_json = stored
         if version is None or config_json is None:
             raise StoreError(f"{self.path} is not a cdrtrace store")
-        if int(version) != FORMAT_VERSION:
-            raise StoreError(f"{self.path} has store format {int(version)}; "
-                             f"this cdrtrace reads format {FORMAT_VERSION}")
+        if int(version) not in READ_FORMATS:
+            raise StoreError(f"{self.path} has store format {int(version)}; this cdrtrace "
+                             f"reads formats {', '.join(map(str, READ_FORMATS))}")
+        self.format = int(version)
         self._open_dbs(self.env, INDEX_DBS, LATER_INDEX_DBS, create=True)
         return {**DEFAULTS, **json.loads(config_json)}
 
