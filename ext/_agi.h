@@ -48,6 +48,8 @@
 #define AGI_MAX_LINE 4096            /* bytes a line may have, without its newline */
 #define AGI_MAX_VARIABLES 128        /* agi_ variable lines before the blank one */
 #define AGI_DETAIL 240               /* bytes of an offending line posted with its refusal */
+#define AGI_OUTCOMES 8               /* trace outcomes the metrics count (agi_count) */
+#define AGI_BOUNDS 16                /* bounds of the latency histogram, at most */
 #define AGI_READ 65536
 /* what a peer may send while its trace runs: as many lines as a block may have */
 #define AGI_MAX_PENDING ((size_t)(AGI_MAX_VARIABLES + 1) * (AGI_MAX_LINE + 1))
@@ -97,6 +99,7 @@ typedef struct {
     char *log;                       /* the log line, from after its time to before " in"; owned */
     size_t log_length;
     int log_fd;
+    int outcome;                     /* the trace's outcome, counted once done (agi_count); -1 */
 } agi_answer;
 
 typedef struct {
@@ -129,6 +132,7 @@ typedef struct {
     char *log;                       /* its answer's log line (agi_answer's), once done */
     size_t log_length;
     int log_fd;
+    int outcome;                     /* its answer's outcome (agi_answer's) */
 } agi_conn;
 
 typedef struct {
@@ -157,6 +161,13 @@ typedef struct {
     char *lines;                     /* this round's log lines, written at its end */
     size_t lines_length, lines_cap;
     int lines_fd;
+    /* the trace metrics of the requests answered with an outcome (agi_count), under lock */
+    double bounds[AGI_BOUNDS];       /* the latency histogram's upper bounds, ascending */
+    int n_bounds;
+    uint64_t counts[AGI_OUTCOMES];
+    double counted_since[AGI_OUTCOMES];    /* when each outcome was first counted (epoch s) */
+    uint64_t buckets[AGI_BOUNDS + 1];      /* the last: past every bound */
+    double seconds_sum, timed_since;
 } agi_server;
 
 /* HTTP mode's part (_http.h, included at the end) */
@@ -282,6 +293,30 @@ static int agi_log(agi_server *s, agi_conn *c, double seconds) {
     return 1;
 }
 
+/* The bucket of a latency: the first bound not below it, as bisect_left places it (and
+ * prometheus_client's Histogram); n past every bound. */
+static int agi_bucket(const double *bounds, int n, double seconds) {
+    int b = 0;
+    while (b < n && bounds[b] < seconds) b++;
+    return b;
+}
+
+/* A request answered with an outcome, done: counted for the metrics (agi_metrics), so
+ * that Python need not hear of it once its log line is written too. */
+static void agi_count(agi_server *s, int outcome, double seconds) {
+    if (outcome < 0 || outcome >= AGI_OUTCOMES) return;
+    int b = agi_bucket(s->bounds, s->n_bounds, seconds);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double epoch = (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+    pthread_mutex_lock(&s->lock);
+    if (s->counts[outcome]++ == 0) s->counted_since[outcome] = epoch;
+    if (s->timed_since == 0) s->timed_since = epoch;
+    s->buckets[b]++;
+    s->seconds_sum += seconds;
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* Free a connection's slot, and close it unless it was handed off (fd -1). */
 static void agi_release(agi_server *s, agi_conn *c) {
     if (c->fd >= 0) {
@@ -295,6 +330,7 @@ static void agi_release(agi_server *s, agi_conn *c) {
     free(c->in); c->in = NULL;
     c->in_length = c->in_cap = 0;
     free(c->log); c->log = NULL;
+    c->outcome = -1;
     c->state = ST_FREE;
     c->generation++;
     __atomic_sub_fetch(&s->open, 1, __ATOMIC_RELAXED);
@@ -305,13 +341,21 @@ static void agi_release(agi_server *s, agi_conn *c) {
 static void agi_close(agi_server *s, int slot, int reason, const char *line, int length) {
     agi_conn *c = &s->conns[slot];
     agi_event e;
+    int counted = 0;
     agi_event_of(c, agi_id(s, slot), reason == AGI_OK ? AGI_DONE : AGI_CLOSED, reason, &e);
-    if (reason == AGI_OK) e.logged = agi_log(s, c, e.seconds);
+    if (reason == AGI_OK) {
+        e.logged = agi_log(s, c, e.seconds);
+        if (c->outcome >= 0) {
+            agi_count(s, c->outcome, e.seconds);
+            counted = 1;
+        }
+    }
     if (line != NULL) {
         e.detail_length = length < AGI_DETAIL ? length : AGI_DETAIL;
         memcpy(e.detail, line, (size_t)e.detail_length);
     }
     agi_release(s, c);
+    if (counted && e.logged) return;     /* logged and counted: nothing left for Python */
     agi_post(s, &e);
 }
 
@@ -594,6 +638,7 @@ static void agi_accept(agi_server *s) {
         c->pending_length = c->commands_length = c->command_at = 0;
         c->out_length = c->out_at = 0;
         c->request_length = 0;
+        c->outcome = -1;
         c->close_after = 0;
         for (int i = 0; i < AGI_VALUES; i++) c->lengths[i] = 0;
         c->started = c->quiet_since = agi_now();
@@ -636,6 +681,7 @@ static void agi_take_answers(agi_server *s) {
         c->log = answers[i].log;
         c->log_length = answers[i].log_length;
         c->log_fd = answers[i].log_fd;
+        c->outcome = answers[i].outcome;
         if (s->http) { http_answer(s, slot, &answers[i]); continue; }
         c->commands = answers[i].commands;
         c->commands_length = answers[i].length;
@@ -815,7 +861,8 @@ static agi_event *agi_take(agi_server *s, int *count) {
  * or status 0 to hand the connection off. log: its log line to write to log_fd once done
  * (copied; NULL: none). 0, or -1 without memory. */
 static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
-                       int status, const char *log, size_t log_length, int log_fd) {
+                       int status, const char *log, size_t log_length, int log_fd,
+                       int outcome) {
     char *copy = malloc(length ? length : 1);
     char *line = log != NULL ? malloc(log_length ? log_length : 1) : NULL;
     if (copy == NULL || (log != NULL && line == NULL)) { free(copy); free(line); return -1; }
@@ -837,6 +884,7 @@ static int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_
     s->answers[s->n_answers].log = line;
     s->answers[s->n_answers].log_length = log_length;
     s->answers[s->n_answers].log_fd = log_fd;
+    s->answers[s->n_answers].outcome = outcome;
     s->n_answers++;
     if (!s->thread_woken) wake = s->thread_woken = 1;
     pthread_mutex_unlock(&s->lock);
@@ -852,6 +900,25 @@ static void agi_stop_accepting(agi_server *s) {
     s->thread_woken = 1;
     pthread_mutex_unlock(&s->lock);
     if (wake) agi_wake(s->to_thread);
+}
+
+/* The latency histogram's bounds (ascending, at most AGI_BOUNDS), before agi_start. */
+static void agi_set_bounds(agi_server *s, const double *bounds, int n) {
+    s->n_bounds = n < AGI_BOUNDS ? n : AGI_BOUNDS;
+    memcpy(s->bounds, bounds, (size_t)s->n_bounds * sizeof *bounds);
+}
+
+/* What agi_count has counted so far: per outcome, its count and since when; per bucket
+ * (n_bounds + 1 of them), its count; the latencies' sum and since when. */
+static void agi_metrics(agi_server *s, uint64_t *counts, double *counted_since,
+                        uint64_t *buckets, double *seconds_sum, double *timed_since) {
+    pthread_mutex_lock(&s->lock);
+    memcpy(counts, s->counts, sizeof s->counts);
+    memcpy(counted_since, s->counted_since, sizeof s->counted_since);
+    memcpy(buckets, s->buckets, sizeof s->buckets);
+    *seconds_sum = s->seconds_sum;
+    *timed_since = s->timed_since;
+    pthread_mutex_unlock(&s->lock);
 }
 
 static int agi_wakeup_fd(agi_server *s) {

@@ -13,6 +13,7 @@ cdef extern from "_agi.h" nogil:
     int AGI_VALUES
     int AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED, AGI_HANDOFF
     int AGI_UNANSWERED
+    int AGI_OUTCOMES, AGI_BOUNDS
     int HTTP_MAX_HEAD, HTTP_MAX_BODY
     ctypedef struct agi_network:
         int family
@@ -39,7 +40,11 @@ cdef extern from "_agi.h" nogil:
     int agi_start(agi_server *s)
     agi_event *agi_take(agi_server *s, int *count)
     int agi_respond(agi_server *s, uint64_t conn, const char *commands, size_t length,
-                    int status, const char *log, size_t log_length, int log_fd)
+                    int status, const char *log, size_t log_length, int log_fd, int outcome)
+    int agi_bucket(const double *bounds, int n, double seconds)
+    void agi_set_bounds(agi_server *s, const double *bounds, int n)
+    void agi_metrics(agi_server *s, uint64_t *counts, double *counted_since,
+                     uint64_t *buckets, double *seconds_sum, double *timed_since)
     void agi_stop_accepting(agi_server *s)
     int agi_wakeup_fd(agi_server *s)
     int agi_open_connections(agi_server *s)
@@ -49,6 +54,20 @@ REQUEST, DONE, CLOSED, REFUSED, HANDOFF = (AGI_REQUEST, AGI_DONE, AGI_CLOSED, AG
                                            AGI_HANDOFF)
 MAX_HEAD, MAX_BODY = HTTP_MAX_HEAD, HTTP_MAX_BODY
 UNANSWERED = AGI_UNANSWERED         # a CLOSED reason: no answer within answer_timeout
+OUTCOMES, BOUNDS = AGI_OUTCOMES, AGI_BOUNDS   # what the metrics count at most (Server.metrics)
+
+
+def bucket(bounds, double seconds):
+    """The bucket the C thread counts a latency in: the index of the first bound not below
+    it, len(bounds) past them all (bisect.bisect_left's; bounds ascending, at most
+    BOUNDS of them)."""
+    cdef double b[16]
+    cdef int n = len(bounds), i
+    if n > AGI_BOUNDS:
+        raise ValueError(f"at most {AGI_BOUNDS} bounds")
+    for i in range(n):
+        b[i] = bounds[i]
+    return agi_bucket(b, n, seconds)
 
 
 cdef class Server:
@@ -57,15 +76,21 @@ cdef class Server:
     seconds a peer may be silent while a request or a reply is awaited; answer_timeout:
     seconds a request may wait for respond() before its connection is closed (CLOSED,
     reason 11); cores: where its thread may run (empty: where the caller's may); http:
-    HTTP's switch traces rather than FastAGI. Events come back through take() once
-    wakeup_fd is readable."""
+    HTTP's switch traces rather than FastAGI; bounds: the upper bounds of the latency
+    histogram metrics() gives (ascending, at most BOUNDS). Events come back through take()
+    once wakeup_fd is readable."""
     cdef agi_server *s
 
     def __init__(self, int fd, networks, int max_connections, double timeout,
-                 double answer_timeout=60.0, cores=(), bint http=False):
+                 double answer_timeout=60.0, cores=(), bint http=False, bounds=()):
         if self.s != NULL:
             raise ValueError("the FastAGI listener is started already")
-        cdef int n = len(networks), i, n_cores = len(cores)
+        cdef int n = len(networks), i, n_cores = len(cores), n_bounds = len(bounds)
+        cdef double bound_values[16]
+        if n_bounds > AGI_BOUNDS or list(bounds) != sorted(bounds):
+            raise ValueError(f"bounds: at most {AGI_BOUNDS}, ascending")
+        for i in range(n_bounds):
+            bound_values[i] = bounds[i]
         cdef agi_network *nets = <agi_network *>malloc(sizeof(agi_network) * (n if n else 1))
         cdef int *on = <int *>malloc(sizeof(int) * (n_cores if n_cores else 1))
         if nets == NULL or on == NULL:
@@ -90,6 +115,7 @@ cdef class Server:
             free(on)
         if self.s == NULL:
             raise OSError(errno, "cannot start the FastAGI listener")
+        agi_set_bounds(self.s, bound_values, n_bounds)
         if agi_start(self.s) != 0:
             agi_destroy(self.s)
             self.s = NULL
@@ -146,12 +172,14 @@ cdef class Server:
         return taken
 
     def respond(self, uint64_t conn, bytes commands, int status=0, bytes log=None,
-                int log_fd=-1):
+                int log_fd=-1, int outcome=-1):
         """FastAGI: the commands to send a connection that traced (each ending with a
         newline), one at a time; none: it is closed. HTTP: the answer's JSON body and
         status; status 0: the connection is handed off (HANDOFF), this request with it.
         log: the request's log line from after its time to before its duration, written
-        to log_fd once the request is done."""
+        to log_fd once the request is done. outcome: the trace's (0 to OUTCOMES - 1, or -1),
+        counted with its latency once the request is done (metrics()); a request both
+        logged and counted here posts no DONE event."""
         self._check()
         cdef const char *data = commands
         cdef size_t length = len(commands)
@@ -161,9 +189,25 @@ cdef class Server:
         if log is not None:
             line = log
             line_length = len(log)
-        failed = agi_respond(self.s, conn, data, length, status, line, line_length, log_fd)
+        if outcome >= AGI_OUTCOMES:
+            raise ValueError(f"outcome: at most {AGI_OUTCOMES - 1}")
+        failed = agi_respond(self.s, conn, data, length, status, line, line_length, log_fd,
+                             outcome)
         if failed:
             raise MemoryError()
+
+    def metrics(self):
+        """What respond's outcomes counted: ([count per outcome], [since when per outcome,
+        epoch seconds, 0 if none], [count per bucket: one per bound, then past them all],
+        the latencies' sum, since when the first was counted)."""
+        self._check()
+        cdef uint64_t counts[8]
+        cdef double since[8]
+        cdef uint64_t buckets[17]
+        cdef double total = 0, timed = 0
+        agi_metrics(self.s, counts, since, buckets, &total, &timed)
+        return ([counts[i] for i in range(AGI_OUTCOMES)], [since[i] for i in range(AGI_OUTCOMES)],
+                [buckets[i] for i in range(AGI_BOUNDS + 1)], total, timed)
 
     def stop_accepting(self):
         self._check()

@@ -11,6 +11,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_service import AT, CALLER, LINE, Service, agi, asterisk, endless_head, held_record
 
 from conftest import cdr
@@ -392,11 +394,11 @@ def test_answers_taken_together_write_each_log_line_to_its_own_file(listening):
     held: list[tuple] = []
     respond = native.respond
 
-    def in_pairs(self, conn, answer, status=0, log=None):
-        held.append((conn, answer, status))
+    def in_pairs(self, conn, answer, status=0, log=None, result=None):
+        held.append((conn, answer, status, result))
         if len(held) == 2:                   # both at once, each with its own file
-            for n, (c, a, s) in enumerate(held):
-                respond(c, a, s, (b" file-%d" % n, files[n][1]))
+            for n, (c, a, s, r) in enumerate(held):
+                respond(c, a, s, (b" file-%d" % n, files[n][1]), r)
             held.clear()
     native.respond = types.MethodType(in_pairs, native)
     port = services["native"].ports["http"]
@@ -464,3 +466,69 @@ def test_a_peer_reading_none_of_its_answers_has_no_more_requests_answered(listen
         time.sleep(1.0)                            # what C answers now, it answers at once
         answered = sum(kind == _agi.DONE for kind, _ in events)
     assert 0 < answered < 500, (answered, sent // len(refused))
+
+
+def test_a_trace_c_logs_and_counts_comes_back_to_the_loop_no_more(listening):
+    """An answer handed to C with its trace (NativeListener.respond's result) and a log
+    line C writes is counted by C once done, and posts no DONE event: the loop hears no
+    more of it. One whose line C cannot write comes back (DONE), and Python counts it.
+    /metrics adds the two."""
+    import gc
+    import os
+    import types
+
+    from cdrtrace.service import _agi
+    from cdrtrace.service.http_native import NativeHTTP
+    from cdrtrace.service.metrics import BUCKETS, OUTCOME_INDEX, OUTCOMES
+
+    store, services, tokens, events = listening
+    (native,) = [o for o in gc.get_objects() if isinstance(o, NativeHTTP) and o.sock]
+    out, into = os.pipe()
+    respond = native.respond
+    logged_by_c = True
+
+    def logging_to_a_pipe(self, conn, answer, status=0, log=None, result=None):
+        respond(conn, answer, status, (b" a line", into) if logged_by_c else None, result)
+    native.respond = types.MethodType(logging_to_a_pipe, native)
+    port = services["native"].ports["http"]
+    try:
+        outcomes = []
+        for _ in range(3):
+            answer = response(port, request(tokens["switch"]))
+            assert answer.startswith(b"HTTP/1.1 200 OK")
+            outcomes.append(json.loads(answer.split(b"\r\n\r\n", 1)[1])["outcome"])
+        logged_by_c = False                  # the fourth: its line for Python to write
+        assert response(port, request(tokens["switch"])).startswith(b"HTTP/1.1 200 OK")
+        deadline = time.monotonic() + 10     # the events in order: the fourth's DONE last
+        while (_agi.DONE, 200) not in events and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        del native.respond                   # the class's again
+    assert [k for k, _ in events if k in (_agi.REQUEST, _agi.DONE)] == (
+        [_agi.REQUEST] * 4 + [_agi.DONE])          # (each connection's CLOSED aside)
+    os.set_blocking(out, False)
+    assert os.read(out, 65536).count(b" a line in ") == 3
+    counts, since, buckets, total, timed = native._counted()
+    counted = {o.value: counts[OUTCOME_INDEX[o]] for o in OUTCOMES if counts[OUTCOME_INDEX[o]]}
+    assert counted == {outcomes[0]: 3} and outcomes == [outcomes[0]] * 3
+    assert sum(buckets[:len(BUCKETS) + 1]) == 3 and total > 0 and timed > 0
+    assert min(s for s in since if s) > time.time() - 60
+    metrics = response(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").decode()
+    assert f'cdrtrace_traces_total{{outcome="{outcomes[0]}",via="http"}} 4.0' in metrics
+    assert 'cdrtrace_trace_seconds_count{via="http"} 4.0' in metrics
+    os.close(out)
+    os.close(into)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=True) | st.sampled_from([0.0, -0.0, 0.0005, 0.001, 5.0, 5.000001]))
+def test_c_counts_a_latency_in_the_bucket_python_would(seconds):
+    """The C exchange's bucket for a latency is bisect_left's over the same bounds, as
+    TraceMetrics.observe (and prometheus_client's Histogram) place it."""
+    import bisect
+
+    from cdrtrace.service import _agi
+    from cdrtrace.service.metrics import BUCKETS
+
+    assert _agi.bucket(BUCKETS, seconds) == bisect.bisect_left(BUCKETS, seconds)
+    assert _agi.bucket([], seconds) == 0

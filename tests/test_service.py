@@ -1063,6 +1063,111 @@ def test_workers_share_the_ports_and_stop_together(tmp_path):
     assert sorted(outcomes) == ["already_traced"] * 5 + ["success"]
 
 
+def test_traces_the_c_exchanges_log_are_counted_once_in_the_metrics(tmp_path):
+    """`cdrtrace serve` as it runs (its log a file the C exchanges write to): FastAGI and
+    HTTP traces answered in C are each logged once, and counted once in /metrics, by
+    outcome and way in, with their latency, though none of them comes back to the event
+    loop once answered."""
+    import signal
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        agi_port = s.getsockname()[1]
+    proc, port, token = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        "--agi", f"127.0.0.1:{agi_port}")
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/readyz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        outcomes = [agi(Ports(agi_port), asterisk(agi_arg_1=AT))[0][0] for _ in range(3)]
+        assert outcomes == ['SET VARIABLE COT_OUTCOME "success"'] + [
+            'SET VARIABLE COT_OUTCOME "already_traced"'] * 2
+        for _ in range(2):
+            assert httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, headers={
+                "Authorization": f"Bearer {token}"}).json()["outcome"] == "already_traced"
+        metrics = httpx.get(url + "/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert 'cdrtrace_traces_total{outcome="success",via="agi"} 1.0' in metrics
+    assert 'cdrtrace_traces_total{outcome="already_traced",via="agi"} 2.0' in metrics
+    assert 'cdrtrace_trace_seconds_count{via="agi"} 3.0' in metrics
+    assert 'cdrtrace_trace_seconds_bucket{le="+Inf",via="agi"} 3.0' in metrics
+    assert 'cdrtrace_traces_total{outcome="already_traced",via="http"} 2.0' in metrics
+    assert 'cdrtrace_trace_seconds_count{via="http"} 2.0' in metrics
+    assert 'cdrtrace_traces_total{outcome="success",via="http"}' not in metrics
+    log = proc.stderr.read()
+    assert len(re.findall(r"agi: trace T\d+ (success|already_traced) in [\d.]+ ms\n", log)) == 3
+    assert len(re.findall(r"http: POST /v1/trace 200 in [\d.]+ ms\n", log)) == 2
+
+
+def test_a_fastagi_trace_c_logs_and_counts_comes_back_to_the_loop_no_more(
+        store, ingest_records, monkeypatch):
+    """FastAGI in C: a trace answered with a log line C writes is counted by C, and posts
+    no DONE event once its exchange is over; nothing is kept for it on the loop's side.
+    One whose line C cannot write comes back (DONE) and is logged and counted there."""
+    import gc
+    import os
+    import types
+
+    from cdrtrace.service import _agi
+    from cdrtrace.service.agi_native import NativeFastAGI
+    from cdrtrace.service.metrics import OUTCOME_INDEX
+
+    monkeypatch.setenv("CDRTRACE_AGI", "native")
+    events: list[int] = []
+    original = NativeFastAGI.event
+
+    def seeing(self, kind, *rest):
+        events.append(kind)
+        return original(self, kind, *rest)
+    monkeypatch.setattr(NativeFastAGI, "event", seeing)
+    serving = _serving(store, ingest_records)
+    _, running, tokens = next(serving)
+    try:
+        (native,) = [o for o in gc.get_objects() if isinstance(o, NativeFastAGI) and o.sock]
+        out, into = os.pipe()
+        respond, logged_by_c = native.respond, True
+
+        def logging_to_a_pipe(self, conn, answer, status=0, log=None, result=None):
+            respond(conn, answer, status, (b" a line", into) if logged_by_c else None, result)
+        native.respond = types.MethodType(logging_to_a_pipe, native)
+        try:
+            for _ in range(3):
+                assert len(agi(running, asterisk(agi_arg_1=AT))[0]) == 3
+            assert native.answered == {}
+            logged_by_c = False
+            assert len(agi(running, asterisk(agi_arg_1=AT))[0]) == 3
+            deadline = time.monotonic() + 10
+            while _agi.DONE not in events and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            del native.respond
+        assert [k for k in events if k in (_agi.REQUEST, _agi.DONE)] == (
+            [_agi.REQUEST] * 4 + [_agi.DONE])
+        assert native.answered == {}
+        os.set_blocking(out, False)
+        assert os.read(out, 65536).count(b" a line in ") == 3
+        os.close(out)
+        os.close(into)
+        counts, _, buckets, _, _ = native._counted()
+        assert counts[OUTCOME_INDEX[Outcome.SUCCESS]] == 1
+        assert counts[OUTCOME_INDEX[Outcome.ALREADY_TRACED]] == 2 and sum(counts) == 3
+        assert sum(buckets) == 3
+        metrics = call(running, "GET", "/metrics").text
+        assert 'cdrtrace_traces_total{outcome="already_traced",via="agi"} 3.0' in metrics
+        assert 'cdrtrace_trace_seconds_count{via="agi"} 4.0' in metrics
+    finally:
+        next(serving, None)
+
+
 def test_one_log_line_per_request_with_the_route_never_a_number(service, caplog):
     import logging
 
@@ -1289,7 +1394,7 @@ def test_a_fault_in_one_fastagi_request_closes_it_and_not_the_others_taken_with_
         def take(self):
             return taken
 
-        def respond(self, conn, answer, status=0, log=None, log_fd=-1):
+        def respond(self, conn, answer, status=0, log=None, log_fd=-1, outcome=-1):
             responded[conn] = answer
     native.server = Taking()
     caplog.set_level(logging.ERROR, logger="cdrtrace.service")

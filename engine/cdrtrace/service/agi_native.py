@@ -22,6 +22,7 @@ from typing import Any
 
 from ..evidence.outcomes import TraceResult
 from . import _agi, agi, native
+from .metrics import TraceMetrics
 from .native import NativeListener
 
 log = logging.getLogger("cdrtrace.service")
@@ -37,8 +38,9 @@ class NativeFastAGI(NativeListener):
     """The listener of an agi.FastAGI (its trace, allowed networks and metrics), with the
     exchange in C."""
 
-    def __init__(self, listener: agi.FastAGI, cores: Iterable[int] = ()):
-        super().__init__(cores)
+    def __init__(self, listener: agi.FastAGI, cores: Iterable[int] = (),
+                 metrics: TraceMetrics | None = None):
+        super().__init__(cores, metrics)
         self.listener = listener
 
     async def start(self, host: str, port: int) -> int:
@@ -121,11 +123,11 @@ class NativeFastAGI(NativeListener):
     def _answer(self, conn: int, result: TraceResult | None) -> None:
         """A trace's commands to C (on the committer thread, or the loop); None: the
         connection is closed."""
-        answer, log = b"", None
+        answer, log, answered = b"", None, None
         try:
             if result is not None:
-                self.answered[conn] = result
+                answered = result               # logged and counted once done
                 answer = agi.answer(result)
                 log = self.listener.log_line(result)    # written by C, once done
         finally:
-            self.respond(conn, answer, 0, log)
+            self.respond(conn, answer, 0, log, answered)

@@ -94,6 +94,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
     registry.register(_SharedCommits(store))
     app.state.observe = traces.observe
+    app.state.trace_metrics = traces     # the C exchanges' counts are added to it
 
     # Front is not added as a middleware: it goes in front of FastAPI's whole stack
     # (run_http), so the switches' POST /v1/trace passes none of it
@@ -455,7 +456,7 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
     if native:
         from .http_native import NativeHTTP
 
-        exchange = NativeHTTP(front, server, cores)
+        exchange = NativeHTTP(front, server, cores, app.state.trace_metrics)
         exchange.start(sock)
     bound = sock.getsockname()[1]
 

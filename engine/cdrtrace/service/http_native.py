@@ -26,6 +26,7 @@ from ..errors import CdrTraceError
 from ..evidence.outcomes import TraceResult
 from . import _agi, native
 from .http import json_body, status_of
+from .metrics import TraceMetrics
 from .native import NativeListener
 from .protocol import INTERNAL, HandedOff, requests
 
@@ -39,8 +40,9 @@ class NativeHTTP(NativeListener):
 
     http = True
 
-    def __init__(self, front: Any, server: Any, cores: Iterable[int] = ()):
-        super().__init__(cores)
+    def __init__(self, front: Any, server: Any, cores: Iterable[int] = (),
+                 metrics: TraceMetrics | None = None):
+        super().__init__(cores, metrics)
         self.front = front
         # uvicorn's server, started (serve(sockets=[])): what is handed off is its
         self.protocol = functools.partial(HandedOff, config=server.config,
@@ -111,6 +113,7 @@ class NativeHTTP(NativeListener):
     def _answer(self, conn: int, result: TraceResult | None, error: BaseException | None
                 ) -> None:
         """A trace's answer to C, on the committer thread once it is durable."""
+        answered = None
         if error is not None and not isinstance(error, CdrTraceError):
             self.answer(conn, INTERNAL, 500)        # a fault: 500, and the committer logs it
             raise error
@@ -118,17 +121,20 @@ class NativeHTTP(NativeListener):
             if error is None:
                 assert result is not None
                 status, body = 200, json_body(result.to_dict())
-                self.answered[conn] = result
+                answered = result               # logged and counted once done
             else:                                   # refused by the rules
                 status, body = status_of(error), json_body({"error": str(error)})
         except Exception:                           # noqa: BLE001 - as uvicorn: logged, a 500
             log.exception("http: the trace's answer failed")
             status, body = 500, INTERNAL
-        self.answer(conn, body, status)
+        self.answer(conn, body, status, answered)
 
-    def answer(self, conn: int, body: bytes, status: int) -> None:
-        """A request's answer to C, with its log line for C to write once it is sent."""
-        self.respond(conn, body, status, requests.for_c(f"http: POST /v1/trace {status}"))
+    def answer(self, conn: int, body: bytes, status: int, result: TraceResult | None = None
+               ) -> None:
+        """A request's answer to C, with its log line for C to write once it is sent (and
+        the trace answered, if any: see NativeListener.respond)."""
+        self.respond(conn, body, status, requests.for_c(f"http: POST /v1/trace {status}"),
+                     result)
 
     def _hand_off(self, fd: int, already: bytes) -> None:
         """uvicorn serves the connection from now on, starting with the bytes read."""

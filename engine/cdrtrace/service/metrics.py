@@ -7,19 +7,30 @@ busiest thread (BENCHMARKS.md). Here each trace is one bucket search and a few i
 additions under one lock, and the families are built when /metrics is read, exposed
 exactly as prometheus_client's own Counter and Histogram expose them (their samples,
 labels, bucket bounds and `_created` times; tests/test_service.py compares the two).
+
+The C exchanges (cdrtrace.service._agi) count the traces they answer themselves, with
+the same buckets, and are read only when /metrics is (add_source): a trace they log and
+count never comes back to the event loop once answered.
 """
 from __future__ import annotations
 
 import bisect
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from ..evidence.outcomes import Outcome
+
 BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1, 5)
+OUTCOMES = tuple(Outcome)              # a C exchange counts an outcome by its place here
+OUTCOME_INDEX = {outcome: i for i, outcome in enumerate(OUTCOMES)}
+# what a source gives: ([count per outcome], [since when per outcome], [count per bucket,
+# the last past every bound], the latencies' sum, since when), as _agi.Server.metrics
+Counted = tuple[list[int], list[float], list[int], float, float]
 
 
 class TraceMetrics:
@@ -30,6 +41,13 @@ class TraceMetrics:
         self.lock = threading.Lock()          # route handlers run on worker threads too
         self.counts: dict[tuple[str, str], list] = {}     # (outcome, via) -> [n, created]
         self.latency: dict[str, list] = {}    # via -> [per-bucket counts, sum, created]
+        self.sources: list[tuple[str, Callable[[], Counted | None]]] = []
+
+    def add_source(self, via: str, source: Callable[[], Counted | None]) -> None:
+        """Counts kept elsewhere (a C exchange's, with BUCKETS' bounds), added to via's
+        each time /metrics is read: source() gives them, or None (nothing any more)."""
+        with self.lock:
+            self.sources.append((via, source))
 
     def observe(self, via: str, outcome: str, seconds: float) -> None:
         bucket = bisect.bisect_left(self.bounds, seconds)   # the first bound >= seconds
@@ -44,10 +62,29 @@ class TraceMetrics:
             series[0][bucket] += 1
             series[1] += seconds
 
+    def _add(self, counts: dict, latency: dict, via: str, counted: Counted) -> None:
+        per_outcome, since, per_bucket, total, timed = counted
+        for outcome, n, first in zip(OUTCOMES, per_outcome, since, strict=False):
+            if n:
+                count = counts.setdefault((outcome.value, via), [0, first])
+                count[0] += n
+                count[1] = min(count[1], first)
+        if timed:
+            series = latency.setdefault(via, [[0] * len(self.bounds), 0.0, timed])
+            for i in range(len(self.bounds)):
+                series[0][i] += per_bucket[i]
+            series[1] += total
+            series[2] = min(series[2], timed)
+
     def collect(self) -> Iterator[Any]:
         with self.lock:
             counts = {k: list(v) for k, v in self.counts.items()}
             latency = {k: [list(v[0]), v[1], v[2]] for k, v in self.latency.items()}
+            sources = list(self.sources)
+        for via, source in sources:
+            counted = source()
+            if counted is not None:
+                self._add(counts, latency, via, counted)
         traces = CounterMetricFamily("cdrtrace_traces", "Traces by outcome",
                                      labels=["outcome", "via"])
         for (outcome, via), (n, created) in counts.items():

@@ -5,7 +5,9 @@ The C thread accepts and reads the connections, and posts events (a request, an 
 sent, a connection closed or handed off); the event loop takes them when the thread's
 eventfd is readable, a round of them at a time. A request's answer is handed back to C
 from whichever thread has it: the committer's, once the trace is durable (no task,
-future or hop back to the loop per trace), or the loop's.
+future or hop back to the loop per trace), or the loop's. An answer given its trace's
+outcome is counted in C once done (the metrics read it: add_source), and one whose log
+line C writes too posts nothing more: no event per trace once it is answered.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 
 from ..evidence.outcomes import TraceResult
 from . import _agi
+from .metrics import BUCKETS, OUTCOME_INDEX, Counted, TraceMetrics
 
 # seconds a request read by C may wait for its answer: past it (a fault of the code, a
 # trace's wait and a forward to another shard take at most 15 s) the connection is closed
@@ -28,12 +31,14 @@ class NativeListener:
 
     http = False                       # the exchange's protocol: HTTP's, or FastAGI's
 
-    def __init__(self, cores: Iterable[int] = ()):
+    def __init__(self, cores: Iterable[int] = (), metrics: TraceMetrics | None = None):
         self.cores = sorted(cores)          # where the C thread may run (empty: as the loop)
+        self.metrics = metrics              # where /metrics reads what C counted
         self.server: Any = None
         self.sock: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.answered: dict[int, TraceResult | None] = {}   # connection -> its trace's result
+        # connection -> its trace's result, for one that C does not log (DONE says when)
+        self.answered: dict[int, TraceResult | None] = {}
         self.tasks: set[asyncio.Task] = set()
         self.closing = threading.Lock()     # the committer's respond, against close()
 
@@ -43,12 +48,19 @@ class NativeListener:
         self.loop = asyncio.get_running_loop()
         try:
             self.server = _agi.Server(sock.fileno(), networks, max_connections, timeout,
-                                      ANSWER_TIMEOUT, self.cores, self.http)
+                                      ANSWER_TIMEOUT, self.cores, self.http, BUCKETS)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
         self.loop.add_reader(self.server.wakeup_fd, self._events)
+        if self.metrics is not None:
+            self.metrics.add_source("http" if self.http else "agi", self._counted)
+
+    def _counted(self) -> Counted | None:
+        """What C has counted (while it runs)."""
+        with self.closing:
+            return self.server.metrics() if self.server is not None else None
 
     def _events(self) -> None:
         for event in self.server.take():
@@ -59,13 +71,21 @@ class NativeListener:
         raise NotImplementedError
 
     def respond(self, conn: int, answer: bytes, status: int = 0,
-                log: tuple[bytes, int] | None = None) -> None:
+                log: tuple[bytes, int] | None = None, result: TraceResult | None = None
+                ) -> None:
         """An answer to C, from any thread; log: its log line and where to write it
-        (RequestLog.for_c), or None (see _agi.Server.respond)."""
+        (RequestLog.for_c), or None (see _agi.Server.respond). result: the trace answered,
+        counted by C once done if C writes its log line; else kept for the DONE event."""
         line, fd = log or (None, -1)
+        outcome = -1
+        if result is not None:
+            if line is None:
+                self.answered[conn] = result
+            else:
+                outcome = OUTCOME_INDEX[result.outcome]
         with self.closing:
             if self.server is not None:
-                self.server.respond(conn, answer, status, line, fd)
+                self.server.respond(conn, answer, status, line, fd, outcome)
 
     def spawn(self, work: Coroutine) -> None:
         """Run work on the loop, kept until done (drain waits for it)."""

@@ -65,7 +65,8 @@ async def serve(store: Any, http: str | None, agi: str | None,
         if os.environ.get("CDRTRACE_AGI", "native") != "python":   # the reference: python
             from .agi_native import NativeFastAGI
 
-            native = NativeFastAGI(listener, UNPINNED)
+            native = NativeFastAGI(listener, UNPINNED,
+                                   app.state.trace_metrics if app is not None else None)
             ports["agi"] = await native.start(host, port)
         else:
             agi_server = await loop.create_server(listener.protocol, host, port,
