@@ -681,8 +681,8 @@ static void agi_take_answers(agi_server *s) {
         c->log = answers[i].log;
         c->log_length = answers[i].log_length;
         c->log_fd = answers[i].log_fd;
-        c->outcome = answers[i].outcome;
-        if (s->http) { http_answer(s, slot, &answers[i]); continue; }
+        if (s->http) { http_answer(s, slot, &answers[i]); continue; }   /* counts it there */
+        c->outcome = answers[i].outcome;               /* counted once its exchange is over */
         c->commands = answers[i].commands;
         c->commands_length = answers[i].length;
         c->command_at = 0;

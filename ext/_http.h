@@ -266,8 +266,6 @@ static void http_answer(agi_server *s, int slot, agi_answer *answer) {
     agi_event_of(c, agi_id(s, slot), AGI_DONE, answer->status, &e);
     e.seconds = now - c->request_started;
     e.logged = agi_log(s, c, e.seconds);
-    int counted = answer->outcome >= 0;
-    if (counted) agi_count(s, answer->outcome, e.seconds);
     if (whole == NULL) {
         free(answer->commands);
         agi_close(s, slot, AGI_HUNG_UP, NULL, 0);
@@ -279,7 +277,8 @@ static void http_answer(agi_server *s, int slot, agi_answer *answer) {
     int closed = agi_send(s, slot, whole, total) < 0;
     free(whole);
     if (closed) return;
-    if (!(counted && e.logged)) agi_post(s, &e);    /* else nothing left for Python */
+    if (answer->outcome >= 0) agi_count(s, answer->outcome, e.seconds);
+    if (!(answer->outcome >= 0 && e.logged)) agi_post(s, &e);   /* else nothing for Python */
     memmove(c->in, c->in + c->request_length, c->in_length - c->request_length);
     c->in_length -= c->request_length;
     c->request_length = 0;

@@ -105,7 +105,8 @@ class Environments:
         self._open_evidence_dbs()
 
     def _open_evidence(self) -> Any:
-        return lmdb.open(str(self.path / "evidence"), max_dbs=len(EVIDENCE_DBS + FORMAT_2_EVIDENCE_DBS) + 2,
+        names = EVIDENCE_DBS + FORMAT_2_EVIDENCE_DBS
+        return lmdb.open(str(self.path / "evidence"), max_dbs=len(names) + 2,
                          map_size=INITIAL_MAP_SIZE, subdir=True, create=True,
                          mode=private.FILE_MODE)
 
