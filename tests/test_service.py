@@ -798,14 +798,7 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path, path):
                              "--http", f"127.0.0.1:{http_port}", "--agi", f"127.0.0.1:{agi_port}"],
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(url + "/readyz", timeout=1)
-            break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    _wait_ready(url, 20)
     answered, stop = [], threading.Event()
 
     def over_http(k):
@@ -848,6 +841,18 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path, path):
     with cdrtrace.open(db) as reopened:
         held = {r["trace_id"] for r in reopened.trace_records(analyst="ann")}
     assert {a["trace_id"] for a in answered} <= held      # every answer is in the evidence
+
+
+def _wait_ready(url: str, seconds: float) -> None:
+    """Until a `cdrtrace serve` process answers /readyz (at most seconds)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url + "/readyz", timeout=1)
+            return
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
 
 class Ports:
@@ -1078,14 +1083,8 @@ def test_traces_the_c_exchanges_log_are_counted_once_in_the_metrics(tmp_path):
                       end="2026-03-02 14:03:30", disposition="NO ANSWER"),
         "--agi", f"127.0.0.1:{agi_port}")
     try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/readyz", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, 30)
         outcomes = [agi(Ports(agi_port), asterisk(agi_arg_1=AT))[0][0] for _ in range(3)]
         assert outcomes == ['SET VARIABLE COT_OUTCOME "success"'] + [
             'SET VARIABLE COT_OUTCOME "already_traced"'] * 2
