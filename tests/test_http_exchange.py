@@ -532,3 +532,14 @@ def test_c_counts_a_latency_in_the_bucket_python_would(seconds):
 
     assert _agi.bucket(BUCKETS, seconds) == bisect.bisect_left(BUCKETS, seconds)
     assert _agi.bucket([], seconds) == 0
+
+
+def test_every_outcome_and_bound_fits_what_the_c_exchange_counts():
+    """The C exchanges count outcomes by their place in metrics.OUTCOMES and latencies by
+    metrics.BUCKETS: an outcome or a bound added past what C keeps would fail each answer
+    of it, so none is."""
+    from cdrtrace.service import _agi
+    from cdrtrace.service.metrics import BUCKETS, OUTCOMES
+
+    assert len(OUTCOMES) <= _agi.OUTCOMES and len(BUCKETS) <= _agi.BOUNDS
+    assert list(BUCKETS) == sorted(BUCKETS)
