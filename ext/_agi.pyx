@@ -13,7 +13,7 @@ cdef extern from "_agi.h" nogil:
     int AGI_VALUES
     int AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED, AGI_HANDOFF
     int AGI_UNANSWERED
-    int AGI_OUTCOMES, AGI_BOUNDS
+    enum: AGI_OUTCOMES, AGI_BOUNDS   # C constants: the arrays below are sized by them
     int HTTP_MAX_HEAD, HTTP_MAX_BODY
     ctypedef struct agi_network:
         int family
@@ -57,16 +57,22 @@ UNANSWERED = AGI_UNANSWERED         # a CLOSED reason: no answer within answer_t
 OUTCOMES, BOUNDS = AGI_OUTCOMES, AGI_BOUNDS   # what the metrics count at most (Server.metrics)
 
 
+cdef int _bounds_into(bounds, double *out) except -1:
+    """Copy the latency histogram's bounds (ascending, at most BOUNDS): how many."""
+    cdef int n = len(bounds), i
+    if n > AGI_BOUNDS or list(bounds) != sorted(bounds):
+        raise ValueError(f"bounds: at most {AGI_BOUNDS}, ascending")
+    for i in range(n):
+        out[i] = bounds[i]
+    return n
+
+
 def bucket(bounds, double seconds):
     """The bucket the C thread counts a latency in: the index of the first bound not below
     it, len(bounds) past them all (bisect.bisect_left's; bounds ascending, at most
     BOUNDS of them)."""
-    cdef double b[16]
-    cdef int n = len(bounds), i
-    if n > AGI_BOUNDS:
-        raise ValueError(f"at most {AGI_BOUNDS} bounds")
-    for i in range(n):
-        b[i] = bounds[i]
+    cdef double b[AGI_BOUNDS]
+    cdef int n = _bounds_into(bounds, b)
     return agi_bucket(b, n, seconds)
 
 
@@ -85,12 +91,9 @@ cdef class Server:
                  double answer_timeout=60.0, cores=(), bint http=False, bounds=()):
         if self.s != NULL:
             raise ValueError("the FastAGI listener is started already")
-        cdef int n = len(networks), i, n_cores = len(cores), n_bounds = len(bounds)
-        cdef double bound_values[16]
-        if n_bounds > AGI_BOUNDS or list(bounds) != sorted(bounds):
-            raise ValueError(f"bounds: at most {AGI_BOUNDS}, ascending")
-        for i in range(n_bounds):
-            bound_values[i] = bounds[i]
+        cdef int n = len(networks), i, n_cores = len(cores)
+        cdef double bound_values[AGI_BOUNDS]
+        cdef int n_bounds = _bounds_into(bounds, bound_values)
         cdef agi_network *nets = <agi_network *>malloc(sizeof(agi_network) * (n if n else 1))
         cdef int *on = <int *>malloc(sizeof(int) * (n_cores if n_cores else 1))
         if nets == NULL or on == NULL:
@@ -201,9 +204,9 @@ cdef class Server:
         epoch seconds, 0 if none], [count per bucket: one per bound, then past them all],
         the latencies' sum, since when the first was counted)."""
         self._check()
-        cdef uint64_t counts[8]
-        cdef double since[8]
-        cdef uint64_t buckets[17]
+        cdef uint64_t counts[AGI_OUTCOMES]
+        cdef double since[AGI_OUTCOMES]
+        cdef uint64_t buckets[AGI_BOUNDS + 1]
         cdef double total = 0, timed = 0
         agi_metrics(self.s, counts, since, buckets, &total, &timed)
         return ([counts[i] for i in range(AGI_OUTCOMES)], [since[i] for i in range(AGI_OUTCOMES)],
