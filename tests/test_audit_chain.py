@@ -124,6 +124,41 @@ def test_the_key_lives_outside_the_store_and_only_its_user_reads_it(tmp_path):
         store.audit_verify()
 
 
+def test_a_service_user_whose_home_is_the_store_gets_no_key_in_it(tmp_path, monkeypatch):
+    """The default key file is under the user's home: with the home the store's own
+    directory, the key would travel with every copy of the store. Refused, key unmade."""
+    home = tmp_path / "store"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(cdrtrace.StoreError, match="inside the store .*--audit-key"):
+        cdrtrace.open(home, create=True)
+    assert not (home / ".config").exists()
+    outside = tmp_path / "keys" / "audit.key"
+    with cdrtrace.open(home, create=True, audit_key_file=str(outside)) as store:
+        assert store.config["audit_key_file"] == str(outside)    # named apart: made
+    assert outside.exists()
+
+
+@pytest.mark.parametrize("where, refused", [
+    ("s/audit.key", True),               # in the store's folder
+    ("s/evidence/audit.key", True),      # deeper in it
+    ("link/audit.key", True),            # through a link to it
+    ("s2/audit.key", False),             # a sibling whose name starts the same: apart
+])
+def test_init_refuses_a_named_key_inside_the_store(tmp_path, capsys, where, refused):
+    db = tmp_path / "s"
+    (tmp_path / "link").symlink_to(db, target_is_directory=True)
+    key = tmp_path / where
+    code = cli.main(["init", "--db", str(db), "--audit-key", str(key)])
+    if refused:
+        assert code != 0
+        assert f"the audit key would be made at {key}, inside the store" \
+            in capsys.readouterr().err
+        assert not key.exists()
+    else:
+        assert code == 0 and key.exists()
+
+
 def test_cli_checkpoint_and_verify(tmp_path, capsys):
     db, points = str(tmp_path / "s"), tmp_path / "elsewhere" / "checkpoints.jsonl"
     points.parent.mkdir()

@@ -49,10 +49,25 @@ DEFAULTS: dict[str, Any] = {
 
 def default_key_file(store: Path) -> Path:
     """$XDG_CONFIG_HOME/cdrtrace/audit-keys/NAME-HASH.key (~/.config by default): the
-    service user's, outside any store, one per store path."""
+    service user's, one per store path (check_key_apart: never inside the store)."""
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     digest = hashlib.sha256(str(store.absolute()).encode()).hexdigest()[:12]
     return base / "cdrtrace" / "audit-keys" / f"{store.name}-{digest}.key"
+
+
+def check_key_apart(store: Path, key: str | os.PathLike) -> None:
+    """A new store's audit key must live outside its directory: a copy of the store (a
+    backup, a restore) would otherwise carry the key its log is checked with, and whoever
+    can rewrite the store's files could re-sign the log. StoreError, before the key is
+    made, where it would not be (a service user whose home is the store directory puts
+    the default key file there)."""
+    inside, where = os.path.realpath(store), os.path.realpath(key)
+    if os.path.commonpath([inside, where]) == inside:
+        raise StoreError(
+            f"the audit key would be made at {key}, inside the store {store}: it must live "
+            "apart from the store, or a copy of the store carries the key that checks its "
+            "log. Name a key file outside it (init --audit-key FILE, or the setting "
+            "audit_key_file), or give the service user a home outside the store")
 
 
 class Environments:
@@ -177,6 +192,7 @@ class Environments:
             # configuration unless named
             config["audit_key_file"] = str(Path(config["audit_key_file"]
                                                 or default_key_file(self.path)).absolute())
+            check_key_apart(self.path, config["audit_key_file"])
             private.create_secret(config["audit_key_file"])
             with self.env.begin(write=True) as txn:
                 self.db["meta"] = self.env.open_db(b"meta", txn=txn, create=True)
