@@ -10,8 +10,10 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
+import warnings
 
 import httpx
 import pytest
@@ -32,7 +34,7 @@ AT = "2026-03-02T23:00:00Z"
 class Service:
     """`cdrtrace serve` in a thread, on ports the system picks."""
 
-    def __init__(self, store, agi_allow=None):
+    def __init__(self, store, agi_allow=None, tls=None):
         self.ports, started = {}, threading.Event()
 
         def ready(ports, stop):
@@ -40,10 +42,11 @@ class Service:
             self.loop = asyncio.get_running_loop()
             started.set()
         self.thread = threading.Thread(target=asyncio.run, args=(serve(
-            store, "127.0.0.1:0", "127.0.0.1:0", agi_allow, ready=ready),), daemon=True)
+            store, "127.0.0.1:0", "127.0.0.1:0", agi_allow, ready=ready, tls=tls),),
+            daemon=True)
         self.thread.start()
         assert started.wait(10)
-        self.url = f"http://127.0.0.1:{self.ports['http']}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.ports['http']}"
 
     def stop(self):
         if not self.thread.is_alive():      # stopped already (by the test)
@@ -206,6 +209,110 @@ def test_health_metrics_and_documentation_without_a_token(service):
     assert "/openapi.json" in page and "http://" not in page and "https://" not in page
     assert call(running, "POST", "/v1/trace", tokens["switch"],
                 content=b"x" * (70 << 10)).status_code == 413
+
+
+# a self-signed pair for localhost and 127.0.0.1, for these tests only (tests/tls)
+TLS = (os.path.join(os.path.dirname(__file__), "tls", "cert.pem"),
+       os.path.join(os.path.dirname(__file__), "tls", "key.pem"))
+
+
+@pytest.mark.parametrize("listener", HTTP_LISTENERS)
+def test_the_http_api_over_tls(store, ingest_records, monkeypatch, listener):
+    """With a certificate every request is served over TLS (the switches' traces too:
+    the C exchange cannot read them, so CDRTRACE_HTTP does not matter), with the same
+    answers and rights; a request in clear text gets nothing."""
+    monkeypatch.setenv("CDRTRACE_HTTP", listener)
+    ingest_records(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00",
+                       answer="2026-03-02 14:03:05", end="2026-03-02 14:03:30") + b"\n")
+    running = Service(store, tls=TLS)
+    try:
+        switch = store.tokens.create("switch-1", "switch")
+        trusting = ssl.create_default_context(cafile=TLS[0])
+        with httpx.Client(base_url=running.url, verify=trusting, timeout=10) as client:
+            assert client.get("/healthz").status_code == 200
+            assert client.post("/v1/trace", json={"line": LINE, "at": AT}).status_code == 401
+            answer = client.post("/v1/trace", json={"line": LINE, "at": AT},
+                                 headers={"Authorization": f"Bearer {switch}"})
+            assert answer.status_code == 200 and answer.json()["outcome"] == "success"
+            assert CALLER[-7:] not in answer.text
+        with pytest.raises(httpx.HTTPError):          # not TLS: no answer at all
+            httpx.post(f"http://127.0.0.1:{running.ports['http']}/v1/trace",
+                       json={"line": LINE}, headers={"Authorization": f"Bearer {switch}"},
+                       timeout=5)
+        with pytest.raises(httpx.ConnectError):       # a client that checks: not its CA's
+            httpx.get(running.url + "/healthz", timeout=5)
+    finally:
+        running.stop()
+
+
+def test_the_api_s_tls_takes_only_forward_secret_aead_suites(store):
+    """TLS 1.3, or 1.2 with ECDHE and AES-GCM or ChaCha20; a client offering only an older
+    suite (CBC with SHA-1 or SHA-384 MACs) or an older version gets no session."""
+    running = Service(store, tls=TLS)
+    try:
+        def handshake(version, ciphers=None):
+            client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            client.load_verify_locations(TLS[0])
+            with warnings.catch_warnings():     # TLS 1.1 is deprecated: hence the test
+                warnings.simplefilter("ignore", DeprecationWarning)
+                client.minimum_version = client.maximum_version = version
+            if ciphers:
+                client.set_ciphers(ciphers + ":@SECLEVEL=0")
+            with socket.create_connection(("127.0.0.1", running.ports["http"]), 5) as raw, \
+                    client.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.version(), tls.cipher()[0]
+        assert handshake(ssl.TLSVersion.TLSv1_3)[0] == "TLSv1.3"
+        assert handshake(ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-GCM-SHA256") == (
+            "TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        for weak in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384"):
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                handshake(ssl.TLSVersion.TLSv1_2, weak)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            handshake(ssl.TLSVersion.TLSv1_1, "ALL")
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("http, tls, plain, refused", [
+    ("127.0.0.1:8057", None, False, False),
+    ("[::1]:8057", None, False, False),
+    ("localhost:8057", None, False, False),
+    (":8057", None, False, False),                   # no host: loopback
+    ("0.0.0.0:8057", None, False, True),
+    ("10.20.0.5:8057", None, False, True),
+    ("[::]:8057", None, False, True),
+    ("api.carrier.example:8057", None, False, True),
+    ("0.0.0.0:8057", TLS, False, False),
+    ("0.0.0.0:8057", None, True, False),
+])
+def test_the_api_without_tls_listens_on_loopback_unless_told(http, tls, plain, refused):
+    from cdrtrace.service.server import check_exposure
+    if refused:
+        with pytest.raises(cdrtrace.CdrTraceError, match="clear text: give --tls-cert"):
+            check_exposure(http, tls, plain)
+    else:
+        check_exposure(http, tls, plain)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--http", "0.0.0.0:0"], "without TLS would send bearer tokens"),
+    (["--http", "127.0.0.1:0", "--tls-cert", TLS[0]], "--tls-cert and --tls-key go together"),
+    (["--http", "127.0.0.1:0", "--tls-cert", TLS[1], "--tls-key", TLS[1]],
+     "cannot serve TLS with --tls-cert"),
+    (["--http", "127.0.0.1:0", "--tls-cert", TLS[0], "--tls-key", "/nonexistent/key.pem"],
+     "cannot serve TLS with --tls-cert"),
+])
+def test_serve_refuses_an_exposed_or_broken_api_before_listening(tmp_path, flags, message):
+    """In a process of its own: one that did not refuse would serve until stopped."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "s")
+    assert cli.main(["init", "--db", db]) == 0
+    done = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db, *flags],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr
 
 
 def endless_head(port: int, start: bytes) -> bytes:
@@ -1045,18 +1152,22 @@ def test_serve_is_ready_only_once_both_ports_listen(store):
     assert refused == []
 
 
-def test_workers_share_the_ports_and_stop_together(tmp_path):
+@pytest.mark.parametrize("tls", [False, True])
+def test_workers_share_the_ports_and_stop_together(tmp_path, tls):
+    """--workers N: each worker serves (over TLS too: the supervisor passes it on)."""
     import signal
 
     proc, port, token = _serve_one_call(
         tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2")
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
-    outcomes = []
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2",
+        *(["--tls-cert", TLS[0], "--tls-key", TLS[1]] if tls else []))
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    verify = ssl.create_default_context(cafile=TLS[0]) if tls else True
+    deadline, outcomes = time.monotonic() + 30, []
     while len(outcomes) < 6:
         try:
             got = httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,
-                             headers={"Authorization": f"Bearer {token}"})
+                             headers={"Authorization": f"Bearer {token}"}, verify=verify)
             outcomes.append(got.json()["outcome"])
         except httpx.HTTPError:
             assert time.monotonic() < deadline

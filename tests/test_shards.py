@@ -271,3 +271,43 @@ def test_the_service_forwards_a_trace_to_a_ready_replica_of_the_shard_that_holds
             services["b"].stop()
         for store in (east, *west.values()):
             store.close()
+
+
+def test_the_service_forwards_over_tls_to_a_replica_whose_certificate_it_trusts(
+        tmp_path, monkeypatch):
+    """A peer shard's replica served with --tls-cert is reached at its https:// address,
+    its certificate checked against the authority SSL_CERT_FILE names; one the router does
+    not trust answers nothing."""
+    import httpx
+    from test_service import TLS, Service
+
+    west_line = "7205550001"
+    (tmp_path / "west.csv").write_bytes(cdr(
+        src="2125550101", dst=west_line, start="2026-03-02 10:00:00", answer="",
+        end="2026-03-02 10:00:20", disposition="NO ANSWER") + b"\n")
+    west = cdrtrace.open(shard_store(tmp_path / "west", "west"))
+    cdrtrace.ingest(west, [str(tmp_path / "west.csv")])
+    (tmp_path / "west.token").write_text(west.tokens.create("router-east", "switch") + "\n")
+    replica = Service(west, tls=TLS)
+    assert replica.url.startswith("https://127.0.0.1:")
+    shard_store(tmp_path / "east", "east")
+    with open(tmp_path / "east" / "cdrtrace.toml", "a") as f:
+        f.write(f'[shard.peers.west]\nprefixes = ["+1720"]\nreplicas = ["{replica.url}"]\n'
+                f'token_file = "{tmp_path / "west.token"}"\n')
+    east = cdrtrace.open(tmp_path / "east")
+    switch = {"Authorization": f"Bearer {east.tokens.create('switch-1', 'switch')}"}
+    front = Service(east)
+    try:
+        body = {"line": west_line, "at": "2026-03-02T11:00:00Z"}
+        untrusted = httpx.post(front.url + "/v1/trace", json=body, headers=switch, timeout=20)
+        assert untrusted.status_code == 503 and "CERTIFICATE_VERIFY_FAILED" in untrusted.text
+        monkeypatch.setenv("SSL_CERT_FILE", TLS[0])
+        answer = httpx.post(front.url + "/v1/trace", json=body, headers=switch, timeout=20)
+        assert answer.status_code == 200 and answer.json()["outcome"] == "success"
+        held = west.trace_records(analyst="ann")                   # the evidence is west's
+        assert [r["trace_id"] for r in held] == [answer.json()["trace_id"]]
+    finally:
+        front.stop()
+        replica.stop()
+        east.close()
+        west.close()

@@ -173,7 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common],
                        help="the trace service: FastAGI for switches, HTTP for tools")
-    p.add_argument("--http", metavar="HOST:PORT", help="the HTTP API (bearer tokens)")
+    p.add_argument("--http", metavar="HOST:PORT", help="the HTTP API (bearer tokens; "
+                   "without TLS, loopback only unless --plain-http)")
+    p.add_argument("--tls-cert", metavar="PEM", help="the HTTP API over TLS: its "
+                   "certificate chain (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    p.add_argument("--plain-http", action="store_true",
+                   help="serve --http without TLS on an address other than loopback (a "
+                        "trusted network: bearer tokens cross it in clear text)")
     p.add_argument("--agi", metavar="HOST:PORT", help="Asterisk FastAGI (agi://HOST:PORT/trace)")
     p.add_argument("--agi-allow", action="append", metavar="CIDR",
                    help="networks FastAGI serves (FastAGI has no authentication; "

@@ -420,11 +420,17 @@ class _Server(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+# TLS 1.2's suites kept to forward-secret AEAD ones (TLS 1.3's are all such)
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
 async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
-                   cores: Iterable[int] = ()) -> tuple[asyncio.Task, int]:
+                   cores: Iterable[int] = (), tls: tuple[str, str] | None = None
+                   ) -> tuple[asyncio.Task, int]:
     """Serve app until stop is set; (the task, the port bound). The switches' traces are
-    exchanged in C (http_native) unless CDRTRACE_HTTP=python; cores: where its thread
-    may run."""
+    exchanged in C (http_native) unless CDRTRACE_HTTP=python or over TLS (tls: the
+    certificate chain and key files; uvicorn then serves every request, as C cannot read
+    them); cores: where its thread may run."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named: asyncio then sets TCP_NODELAY on every connection (without it a
     # kept-alive request waited 40 ms for a delayed ACK); the C exchange's connections
@@ -440,10 +446,12 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
     config = uvicorn.Config(front, log_level="warning", lifespan="off",
                             limit_concurrency=512, http=BoundedHttpTools, timeout_keep_alive=5,
                             timeout_graceful_shutdown=30, proxy_headers=False,
-                            server_header=False)
+                            server_header=False,
+                            ssl_certfile=tls[0] if tls else None,
+                            ssl_keyfile=tls[1] if tls else None, ssl_ciphers=TLS_CIPHERS)
     server = _Server(config)
     config.load()                 # uvicorn's imports done here, not when a peer may be waiting
-    native = os.environ.get("CDRTRACE_HTTP", "native") != "python"
+    native = os.environ.get("CDRTRACE_HTTP", "native") != "python" and tls is None
     if native:                    # uvicorn listens on nothing: C hands it its connections
         sock.listen(config.backlog)
     serving = asyncio.create_task(server.serve(sockets=[] if native else [sock]))

@@ -1,7 +1,10 @@
-"""The HTTP connection: uvicorn's httptools protocol (llhttp, in C) with two additions.
+"""The HTTP connection: uvicorn's httptools protocol (llhttp, in C) with three additions.
 
 - A bound on a request's head, which llhttp does not have: a peer still sending headers
   past MAX_HEAD bytes gets 400 and is cut off.
+- An idle TLS connection closed (at shutdown, or past the keep-alive timeout) gets
+  TLS_CLOSE_GRACE seconds to answer TLS's close_notify, then is dropped: an idle client
+  does not read, and asyncio would wait 30 s for its answer (a SIGTERM with it).
 - The switches' hot path answered on the connection itself. A `POST /v1/trace` whose
   head is plain (HTTP/1.1, kept alive, a Content-Length within the body bound, nothing
   pipelined ahead of it) has its body collected here. If body and token are as a switch
@@ -31,6 +34,7 @@ requests = RequestLog(log)       # the line per trace
 MAX_BODY = 64 << 10           # bytes a request body may have
 MAX_HEAD = 16 << 10           # bytes of request line and headers
 INTERNAL = b'{"error": "Internal Server Error"}'    # a trace's fault's answer
+TLS_CLOSE_GRACE = 1.0         # seconds an idle TLS connection has to end cleanly
 
 
 class _TraceInFlight:
@@ -101,7 +105,21 @@ class BoundedHttpTools(HttpToolsProtocol):
         if self.collecting is not None:       # uvicorn would answer it, then close: so here
             self.closing = True
             return
+        if self.cycle is None or self.cycle.response_complete:
+            self._close_idle()
+            return
         super().shutdown()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            self._close_idle()
+
+    def _close_idle(self) -> None:
+        """Close a connection with no request under way; over TLS, drop it if its peer has
+        not answered the close within TLS_CLOSE_GRACE (see the module's note)."""
+        self.transport.close()
+        if self.transport.get_extra_info("sslcontext") is not None:
+            self.loop.call_later(TLS_CLOSE_GRACE, self.transport.abort)
 
     def _plain_trace(self) -> bool:
         """A POST /v1/trace this connection can answer itself (see the module's note)."""

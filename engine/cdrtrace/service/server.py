@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -37,9 +38,48 @@ def address(text: str, what: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def tls_of(cert: str | None, key: str | None) -> tuple[str, str] | None:
+    """--tls-cert and --tls-key: (certificate chain, private key), both PEM, checked now
+    (a server context loads them), or None for plain HTTP. CdrTraceError for one
+    without the other, or files that do not make a certificate and its key."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise CdrTraceError("--tls-cert and --tls-key go together: the certificate chain "
+                            "and its private key, both PEM")
+    try:
+        import ssl
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (OSError, ValueError) as exc:       # ssl.SSLError is an OSError
+        raise CdrTraceError(f"cannot serve TLS with --tls-cert {cert} and --tls-key {key}: "
+                            f"{exc}") from None
+    return cert, key
+
+
+def check_exposure(http: str | None, tls: tuple[str, str] | None, plain: bool) -> None:
+    """The HTTP API carries bearer tokens (a legal token discloses callers): without TLS
+    it listens on loopback only (a TLS proxy on the same machine in front), unless
+    --plain-http says that the network it listens on is trusted. CdrTraceError else."""
+    if not http or tls is not None or plain:
+        return
+    host = address(http, "--http")[0]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:                          # a name: whatever it resolves to, not known
+        loopback = host == "localhost"
+    if not loopback:
+        raise CdrTraceError(
+            f"--http {http} without TLS would send bearer tokens, and the callers a legal "
+            "token discloses, over the network in clear text: give --tls-cert and "
+            "--tls-key, or listen on loopback behind a TLS proxy, or say --plain-http "
+            "if that network is trusted")
+
+
 async def serve(store: Any, http: str | None, agi: str | None,
-                agi_allow: list[str] | None = None, ready: Any = None) -> None:
-    """Run until SIGTERM (or SIGINT); ready(ports), if given, once listening."""
+                agi_allow: list[str] | None = None, ready: Any = None,
+                tls: tuple[str, str] | None = None) -> None:
+    """Run until SIGTERM (or SIGINT); ready(ports), if given, once listening. tls: the
+    HTTP API's (certificate chain, private key) files (tls_of), or None."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -78,7 +118,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
         from .http import run_http
 
         host, port = address(http, "--http")
-        http_task, ports["http"] = await run_http(app, host, port, stop, UNPINNED)
+        http_task, ports["http"] = await run_http(app, host, port, stop, UNPINNED, tls)
     replicating = _replicate(store)
     log.info("serving %s", ", ".join(f"{k} on port {v}" for k, v in ports.items()) or "nothing")
     if ready is not None:
@@ -124,6 +164,8 @@ def run(args: Any) -> None:
         raise CdrTraceError("serve needs --http HOST:PORT, --agi HOST:PORT, or both")
     if not 1 <= args.workers <= 64:
         raise CdrTraceError("--workers must be 1 to 64")
+    tls = tls_of(args.tls_cert, args.tls_key)
+    check_exposure(args.http, tls, args.plain_http)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=requestlog.FORMAT)
     # a line per request: skip what the format never shows (the logging documentation's
     # "Optimization": the caller's frame, thread, process names)
@@ -138,7 +180,7 @@ def run(args: Any) -> None:
         UNPINNED.update(int(c) for c in os.environ["CDRTRACE_AGI_CORES"].split(","))
     store = open_store(args, readonly_index=True)
     with asyncio.Runner(loop_factory=event_loop()) as runner:
-        runner.run(serve(store, args.http, args.agi, args.agi_allow, ready=_settled))
+        runner.run(serve(store, args.http, args.agi, args.agi_allow, ready=_settled, tls=tls))
 
 
 def _settled(ports: dict, stop: asyncio.Event) -> None:
@@ -205,9 +247,12 @@ def supervise(args: Any) -> None:
 
     argv = [sys.executable, "-m", "cdrtrace.cli", "serve", "--workers", "1"]
     for flag, value in (("--db", args.db), ("--config", args.config), ("--http", args.http),
-                        ("--agi", args.agi)):
+                        ("--agi", args.agi), ("--tls-cert", args.tls_cert),
+                        ("--tls-key", args.tls_key)):
         if value:
             argv += [flag, value]
+    if args.plain_http:
+        argv.append("--plain-http")
     for network in args.agi_allow or ():
         argv += ["--agi-allow", network]
     cores = sorted(os.sched_getaffinity(0))
