@@ -559,8 +559,14 @@ static int agi_allowed(agi_server *s, const struct sockaddr_storage *peer) {
         address = (const unsigned char *)&((const struct sockaddr_in *)peer)->sin_addr;
         bytes = 4;
     } else if (family == AF_INET6) {
-        address = (const unsigned char *)&((const struct sockaddr_in6 *)peer)->sin6_addr;
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+        address = (const unsigned char *)a6;
         bytes = 16;
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {     /* an IPv4 peer of a dual-stack listener */
+            address += 12;
+            bytes = 4;
+            family = AF_INET;
+        }
     } else {
         return 0;
     }

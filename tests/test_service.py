@@ -34,7 +34,7 @@ AT = "2026-03-02T23:00:00Z"
 class Service:
     """`cdrtrace serve` in a thread, on ports the system picks."""
 
-    def __init__(self, store, agi_allow=None, tls=None):
+    def __init__(self, store, agi_allow=None, tls=None, agi="127.0.0.1:0"):
         self.ports, started = {}, threading.Event()
 
         def ready(ports, stop):
@@ -42,7 +42,7 @@ class Service:
             self.loop = asyncio.get_running_loop()
             started.set()
         self.thread = threading.Thread(target=asyncio.run, args=(serve(
-            store, "127.0.0.1:0", "127.0.0.1:0", agi_allow, ready=ready, tls=tls),),
+            store, "127.0.0.1:0", agi, agi_allow, ready=ready, tls=tls),),
             daemon=True)
         self.thread.start()
         assert started.wait(10)
@@ -544,9 +544,10 @@ def test_concurrent_traces_of_one_call_name_it_once(service):
 
 # ------------------------------------------------------------------ FastAGI
 
-def agi(running, variables: dict, replies=("200 result=1",) * 3, raw: bytes | None = None):
+def agi(running, variables: dict, replies=("200 result=1",) * 3, raw: bytes | None = None,
+        host="127.0.0.1"):
     """Speak as Asterisk: the variables, a blank line, then a reply per command."""
-    sock = socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=10)
+    sock = socket.create_connection((host, running.ports["agi"]), timeout=10)
     stream = sock.makefile("rwb")
     head = raw if raw is not None else b"".join(
         f"{k}: {v}\n".encode() for k, v in variables.items()) + b"\n"
@@ -878,6 +879,25 @@ def test_fastagi_serves_only_the_allowed_networks(store, monkeypatch, listener):
         assert agi(running, asterisk(agi_arg_1=AT)) == ([], b"")
     finally:
         running.stop()
+
+
+@pytest.mark.parametrize("listener", AGI_LISTENERS)
+def test_fastagi_on_both_stacks_matches_an_ipv4_peer_by_its_ipv4_address(store, monkeypatch,
+                                                                          listener):
+    """Listening on [::], IPv4 peers come as ::ffff:a.b.c.d: the allowed networks are
+    matched against the IPv4 address (loopback by default; not in 10/8), and an IPv6
+    peer against the IPv6 networks only."""
+    monkeypatch.setenv("CDRTRACE_AGI", listener)
+    for allow, peer, served in ((None, "127.0.0.1", True), (None, "::1", True),
+                                (["10.0.0.0/8"], "127.0.0.1", False),
+                                (["127.0.0.0/8"], "127.0.0.1", True),
+                                (["127.0.0.0/8"], "::1", False)):
+        running = Service(store, agi_allow=allow, agi="[::]:0")
+        try:
+            commands, _ = agi(running, asterisk(agi_arg_1=AT), host=peer)
+            assert bool(commands) == served, (allow, peer)
+        finally:
+            running.stop()
 
 
 @pytest.mark.parametrize("path", ["http", "fastagi"])

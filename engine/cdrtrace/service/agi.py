@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,6 +33,28 @@ MAX_LINE = 4096
 READ_TIMEOUT = 5.0          # seconds a silent peer is given, per line
 MAX_CONNECTIONS = 1024      # FastAGI connections at once; more are closed at once
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The FastAGI listener's socket, bound and listening, non-blocking: SO_REUSEPORT
+    (--workers share it), no Nagle wait (each command goes at once; the connections
+    accepted inherit it). An IPv6 host listens on both stacks whatever the system's
+    default: on [::], IPv4 peers come as ::ffff:a.b.c.d, and --agi-allow matches them by
+    their IPv4 address (FastAGI.allowed, and its C twin)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Rejected(Exception):
@@ -225,6 +248,8 @@ class FastAGI:
             address = ipaddress.ip_address(host)
         except (ValueError, TypeError):
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped     # an IPv4 peer of a dual-stack listener
         verdict = any(address in net for net in self.allow)
         if len(self.allowed_peers) < 4096:
             self.allowed_peers[host] = verdict

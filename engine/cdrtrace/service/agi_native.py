@@ -44,21 +44,8 @@ class NativeFastAGI(NativeListener):
         self.listener = listener
 
     async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (SO_REUSEPORT: --workers share it): the port bound."""
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                             socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            # each command goes at once (no Nagle wait), as asyncio's transports send: the
-            # connections accepted inherit it
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((host, port))
-            sock.listen(1024)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        """Listen on host:port (agi.listening_socket): the port bound."""
+        sock = agi.listening_socket(host, port)
         networks = [(socket.AF_INET if net.version == 4 else socket.AF_INET6,
                      net.network_address.packed, net.prefixlen) for net in self.listener.allow]
         self.listen(sock, networks, agi.MAX_CONNECTIONS, agi.READ_TIMEOUT)

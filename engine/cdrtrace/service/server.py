@@ -20,7 +20,7 @@ from typing import Any
 from ..api import shared_commits
 from ..errors import CdrTraceError
 from . import requestlog
-from .agi import DEFAULT_ALLOW, FastAGI
+from .agi import DEFAULT_ALLOW, FastAGI, listening_socket
 from .routing import Router
 
 log = logging.getLogger("cdrtrace.service")
@@ -109,8 +109,8 @@ async def serve(store: Any, http: str | None, agi: str | None,
                                    app.state.trace_metrics if app is not None else None)
             ports["agi"] = await native.start(host, port)
         else:
-            agi_server = await loop.create_server(listener.protocol, host, port,
-                                                  reuse_port=True)   # --workers share it
+            agi_server = await loop.create_server(listener.protocol,
+                                                  sock=listening_socket(host, port))
             servers.append(agi_server)
             ports["agi"] = agi_server.sockets[0].getsockname()[1]
     http_task = None
