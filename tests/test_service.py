@@ -301,6 +301,8 @@ def test_the_api_without_tls_listens_on_loopback_unless_told(http, tls, plain, r
      "cannot serve TLS with --tls-cert"),
     (["--http", "127.0.0.1:0", "--tls-cert", TLS[0], "--tls-key", "/nonexistent/key.pem"],
      "cannot serve TLS with --tls-cert"),
+    (["--agi", "127.0.0.1:0", "--agi-allow", "10.0.0.0/8", "--agi-allow", "10.0.0.0/33"],
+     "--agi-allow '10.0.0.0/33' is not a network"),
 ])
 def test_serve_refuses_an_exposed_or_broken_api_before_listening(tmp_path, flags, message):
     """In a process of its own: one that did not refuse would serve until stopped."""

@@ -35,6 +35,19 @@ MAX_CONNECTIONS = 1024      # FastAGI connections at once; more are closed at on
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 
 
+def networks(allow: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """--agi-allow's networks (CIDR; an address alone is its own network); CdrTraceError,
+    naming the first that is not one."""
+    found = []
+    for text in allow:
+        try:
+            found.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise CdrTraceError(f"--agi-allow {text!r} is not a network (a CIDR such as "
+                                "10.20.0.0/16, or an address)") from None
+    return found
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """The FastAGI listener's socket, bound and listening, non-blocking: SO_REUSEPORT
     (--workers share it), no Nagle wait (each command goes at once; the connections
@@ -235,7 +248,7 @@ class FastAGI:
                  submit: Callable[..., bool] | None = None):
         self.trace = trace
         self.submit = submit        # trace answered on the commit's thread (Router.trace_then)
-        self.allow = [ipaddress.ip_network(n, strict=False) for n in allow]
+        self.allow = networks(allow)
         self.observe = observe or (lambda *_: None)
         self.active: set[asyncio.Task] = set()
         self.allowed_peers: dict[str, bool] = {}     # address -> allowed, remembered

@@ -20,7 +20,7 @@ from typing import Any
 from ..api import shared_commits
 from ..errors import CdrTraceError
 from . import requestlog
-from .agi import DEFAULT_ALLOW, FastAGI, listening_socket
+from .agi import DEFAULT_ALLOW, FastAGI, listening_socket, networks
 from .routing import Router
 
 log = logging.getLogger("cdrtrace.service")
@@ -166,6 +166,7 @@ def run(args: Any) -> None:
         raise CdrTraceError("--workers must be 1 to 64")
     tls = tls_of(args.tls_cert, args.tls_key)
     check_exposure(args.http, tls, args.plain_http)
+    networks(args.agi_allow or ())             # refused before anything opens
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=requestlog.FORMAT)
     # a line per request: skip what the format never shows (the logging documentation's
     # "Optimization": the caller's frame, thread, process names)
