@@ -958,7 +958,10 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path, path):
     threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30       # under load: traces answered, more under way
+    while len(answered) < 16:
+        assert time.monotonic() < deadline and any(t.is_alive() for t in threads)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, proc.stderr.read()
     stop.set()
