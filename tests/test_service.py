@@ -839,9 +839,12 @@ def test_fastagi_bounds_what_a_peer_sends_while_its_trace_runs(agi_service, capl
 
 @pytest.mark.parametrize("listener", AGI_LISTENERS)
 def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monkeypatch,
-                                                      listener):
+                                                      listener, caplog):
+    import logging
+
     from cdrtrace.service import agi as agi_module
 
+    caplog.set_level(logging.WARNING, logger="cdrtrace.service")
     monkeypatch.setenv("CDRTRACE_AGI", listener)
     monkeypatch.setattr(agi_module, "MAX_CONNECTIONS", 2)
     monkeypatch.setattr(agi_module, "READ_TIMEOUT", 0.3)
@@ -854,6 +857,11 @@ def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monk
     third = socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=1)
     assert third.recv(100) == b""       # over the limit: closed at once, not after 5 s
     third.close()
+    full = "connections already"        # refused for that (the read timeout closes it too)
+    deadline = time.monotonic() + 10
+    while not any(full in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     for sock in held:
         sock.close()
     time.sleep(0.1)
