@@ -4,8 +4,11 @@
  * Asterisk's AGI() does) or HTTP/1.1 (one keep-alive connection per client, POST
  * /v1/trace). Prints one JSON object: traces, seconds, p50/p99 latency, outcomes.
  *
- *     load agi  PORT CLIENTS COUNT LINES_FILE AT
- *     load http PORT CLIENTS COUNT LINES_FILE AT TOKEN
+ *     load agi   PORT CLIENTS COUNT LINES_FILE AT
+ *     load http  PORT CLIENTS COUNT LINES_FILE AT TOKEN
+ *     load https PORT CLIENTS COUNT LINES_FILE AT TOKEN    (built with -DLOAD_TLS, linked
+ *                with OpenSSL: HTTP over TLS, each connection's handshake made before the
+ *                clock starts; the service's certificate is not checked)
  *
  * LINES_FILE holds one line number per line; trace i uses line i modulo their count.
  * Any protocol surprise (a reply that is not 200, a trace without COT_OUTCOME) stops the
@@ -24,6 +27,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef LOAD_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#endif
 
 #define BUF 8192
 #define MAX_CLIENTS 1024
@@ -38,8 +45,15 @@ struct client {
     double started;
     char in[BUF];
     size_t have;
+#ifdef LOAD_TLS
+    SSL *ssl;                   /* https: the connection's session */
+#endif
 };
 
+static int tls;                 /* https: HTTP over TLS */
+#ifdef LOAD_TLS
+static SSL_CTX *tls_ctx;
+#endif
 static int mode, port, clients, count, n_lines, started_traces, done_traces, epfd;
 static char **lines;
 static const char *at, *token;
@@ -57,10 +71,22 @@ static void fail(const char *what, const char *seen) {
     exit(1);
 }
 
-static void send_all(int fd, const char *data, size_t len) {
+static void send_all(struct client *c, const char *data, size_t len) {
     /* small requests on loopback: a blocking-until-sent loop is enough */
     while (len > 0) {
-        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        ssize_t n;
+#ifdef LOAD_TLS
+        if (tls) {
+            int w = SSL_write(c->ssl, data, (int)len), e;
+            if (w <= 0) {
+                e = SSL_get_error(c->ssl, w);
+                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) continue;
+                fail("SSL_write failed", ERR_error_string(ERR_get_error(), NULL));
+            }
+            n = w;
+        } else
+#endif
+        n = send(c->fd, data, len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) continue;
             fail("send failed", strerror(errno));
@@ -70,15 +96,40 @@ static void send_all(int fd, const char *data, size_t len) {
     }
 }
 
-static int connect_one(void) {
+/* what the connection has for the client: > 0 bytes, 0 closed, -1 none yet */
+static ssize_t receive(struct client *c, char *into, size_t room) {
+#ifdef LOAD_TLS
+    if (tls) {
+        int got = SSL_read(c->ssl, into, (int)room), e;
+        if (got > 0) return got;
+        e = SSL_get_error(c->ssl, got);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -1;
+        if (e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL) return 0;
+        fail("SSL_read failed", ERR_error_string(ERR_get_error(), NULL));
+    }
+#endif
+    ssize_t got = recv(c->fd, into, room, 0);
+    if (got < 0 && (errno == EAGAIN || errno == EINTR)) return -1;
+    if (got < 0 && errno != ECONNRESET) fail("recv", strerror(errno));
+    return got < 0 ? 0 : got;
+}
+
+static void connect_one(struct client *c) {
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (fd < 0) fail("socket", strerror(errno));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) fail("connect", strerror(errno));
+#ifdef LOAD_TLS
+    if (tls) {                          /* the handshake, blocking, before any request */
+        c->ssl = SSL_new(tls_ctx);
+        if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1 || SSL_connect(c->ssl) != 1)
+            fail("TLS handshake failed", ERR_error_string(ERR_get_error(), NULL));
+    }
+#endif
     fcntl(fd, F_SETFL, O_NONBLOCK);
-    return fd;
+    c->fd = fd;
 }
 
 static void watch(struct client *c) {
@@ -96,7 +147,7 @@ static int begin(struct client *c) {
     c->have = 0;
     c->started = now();
     if (mode == AGI) {
-        c->fd = connect_one();
+        connect_one(c);
         watch(c);
         /* every variable res_agi's setup_env sends, in its order (Asterisk 20) */
         n = snprintf(request, sizeof request,
@@ -117,7 +168,7 @@ static int begin(struct client *c) {
                      "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
                      token, len, body);
     }
-    send_all(c->fd, request, (size_t)n);
+    send_all(c, request, (size_t)n);
     return 1;
 }
 
@@ -140,7 +191,7 @@ static void agi_input(struct client *c, int closed) {
     while ((end = memchr(start, '\n', c->have - (size_t)(start - c->in))) != NULL) {
         *end = '\0';
         if (strncmp(start, "SET VARIABLE COT_OUTCOME \"", 26) == 0) c->outcome = outcome_of(start + 26);
-        send_all(c->fd, "200 result=1\n", 13);
+        send_all(c, "200 result=1\n", 13);
         start = end + 1;
     }
     c->have -= (size_t)(start - c->in);
@@ -175,7 +226,10 @@ static void http_input(struct client *c, int closed) {
     finish(c);
     c->have -= head + body;
     memmove(c->in, c->in + head + body, c->have);
-    if (!begin(c)) close(c->fd);
+    if (!begin(c)) {
+        close(c->fd);
+        c->fd = -1;                     /* done: nothing more to read */
+    }
 }
 
 static int by_value(const void *a, const void *b) {
@@ -189,12 +243,19 @@ int main(int argc, char **argv) {
     struct client *all;
     struct epoll_event events[256];
     double t0, seconds;
-    if (argc < 7 || (strcmp(argv[1], "agi") && strcmp(argv[1], "http")) ||
-        (strcmp(argv[1], "http") == 0 && argc < 8)) {
-        fprintf(stderr, "usage: load agi|http PORT CLIENTS COUNT LINES_FILE AT [TOKEN]\n");
+    if (argc < 7 || (strcmp(argv[1], "agi") && strcmp(argv[1], "http") &&
+                     strcmp(argv[1], "https")) || (strcmp(argv[1], "agi") && argc < 8)) {
+        fprintf(stderr, "usage: load agi|http|https PORT CLIENTS COUNT LINES_FILE AT [TOKEN]\n");
         return 2;
     }
     mode = strcmp(argv[1], "agi") == 0 ? AGI : HTTP;
+    tls = strcmp(argv[1], "https") == 0;
+#ifdef LOAD_TLS
+    if (tls && (tls_ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+        fail("SSL_CTX_new failed", ERR_error_string(ERR_get_error(), NULL));
+#else
+    if (tls) fail("https needs load built with -DLOAD_TLS and OpenSSL", NULL);
+#endif
     port = atoi(argv[2]);
     clients = atoi(argv[3]);
     count = atoi(argv[4]);
@@ -215,11 +276,12 @@ int main(int argc, char **argv) {
     t0 = now();
     for (int i = 0; i < clients; i++) {
         if (mode == HTTP) {
-            all[i].fd = connect_one();
+            connect_one(&all[i]);
             watch(&all[i]);
         }
-        begin(&all[i]);
     }
+    if (tls) t0 = now();                /* the handshakes are not the traces' */
+    for (int i = 0; i < clients; i++) begin(&all[i]);
     while (done_traces < count) {
         int n = epoll_wait(epfd, events, 256, 30000);
         if (n == 0) fail("no answer for 30 s", NULL);
@@ -229,12 +291,14 @@ int main(int argc, char **argv) {
         }
         for (int i = 0; i < n; i++) {
             struct client *c = events[i].data.ptr;
-            ssize_t got = recv(c->fd, c->in + c->have, BUF - 1 - c->have, 0);
-            if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-            if (got < 0 && errno != ECONNRESET) fail("recv", strerror(errno));
-            if (got > 0) c->have += (size_t)got;
-            if (c->have >= BUF - 1) fail("an answer over 8 KiB", c->in);
-            (mode == AGI ? agi_input : http_input)(c, got <= 0);
+            ssize_t got;
+            /* TLS may hold decrypted bytes the socket no longer shows: read until none */
+            while ((got = receive(c, c->in + c->have, BUF - 1 - c->have)) != -1) {
+                if (got > 0) c->have += (size_t)got;
+                if (c->have >= BUF - 1) fail("an answer over 8 KiB", c->in);
+                (mode == AGI ? agi_input : http_input)(c, got == 0);
+                if (got == 0 || !tls || c->fd < 0 || done_traces >= count) break;
+            }
         }
     }
     seconds = now() - t0;

@@ -2,7 +2,7 @@
 concurrent loopback clients over FastAGI, over HTTP and through the Python API, with
 group commit and, in the same run, one commit per trace (CDRTRACE_GROUP_COMMIT=0).
 
-    python -m bench.service [--traces N] [--rounds N] [--workers N] [--json FILE]
+    python -m bench.service [--traces N] [--rounds N] [--workers N] [--tls] [--json FILE]
 
 The service runs as `cdrtrace serve` in its own process (as in production), on a fresh
 copy of the same store for each way of committing. Its clients are bench/load.c (built
@@ -16,6 +16,11 @@ In the same run, the same clients drive bench/floor.c: a responder in C that spe
 the wire exchange of a trace and does no trace (no lookup, no evidence, no commit). Its
 rate and latency are the floor no implementation of the service can beat on this
 machine: what the loopback exchange alone costs the shared cores.
+
+With --tls, HTTP at 64 clients once more, over TLS (`serve --tls-cert`, a certificate
+made here with the openssl command; load.c built with OpenSSL, each connection's
+handshake made before the clock starts): uvicorn then serves every request, as the C
+exchange reads plain HTTP only.
 
 Last, the durable commit alone on the store's file system (commit_floor): LMDB commits of
 as many records as a commit carries at 64 clients, timed one by one. A trace waits for
@@ -72,19 +77,22 @@ def free_port() -> int:
 
 
 def start(db: str, group: bool, workers: int = 1, pin: bool = False,
-          agi_listener: str = "native", http_listener: str = "native"
-          ) -> tuple[subprocess.Popen, int, int]:
+          agi_listener: str = "native", http_listener: str = "native",
+          tls: tuple[str, str] | None = None) -> tuple[subprocess.Popen, int, int]:
+    """`cdrtrace serve` on db, once it answers; tls: (certificate, key) to serve HTTPS."""
     http, agi = free_port(), free_port()
     env = {**os.environ, "CDRTRACE_GROUP_COMMIT": "1" if group else "0",
            "CDRTRACE_AGI": agi_listener, "CDRTRACE_HTTP": http_listener}
     proc = subprocess.Popen([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db,
                              "--http", f"127.0.0.1:{http}", "--agi", f"127.0.0.1:{agi}",
-                             "--workers", str(workers)] + (["--pin"] if pin else []),
+                             "--workers", str(workers)] + (["--pin"] if pin else [])
+                            + (["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else []),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{http}/healthz"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{http}/healthz", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=False).status_code == 200:
                 return proc, http, agi
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -95,12 +103,43 @@ def start(db: str, group: bool, workers: int = 1, pin: bool = False,
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def build(folder: str, name: str) -> str:
-    """bench/NAME.c, built (warnings are errors, as for the extension)."""
-    exe = os.path.join(folder, name)
+def build(folder: str, name: str, tls: bool = False) -> str:
+    """bench/NAME.c, built (warnings are errors, as for the extension); tls: with
+    OpenSSL (-DLOAD_TLS), as NAME-tls."""
+    exe = os.path.join(folder, name + ("-tls" if tls else ""))
     subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe,
-                    os.path.join(HERE, f"{name}.c")], check=True)
+                    os.path.join(HERE, f"{name}.c")]
+                   + (["-DLOAD_TLS", "-lssl", "-lcrypto"] if tls else []), check=True)
     return exe
+
+
+def certificate(folder: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with openssl."""
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def tls_rows(args, folder: str, pristine: str, lines: list[str], token: str,
+             exe: str) -> list[dict]:
+    """HTTP at 64 clients over TLS, on a fresh copy of the store (group commit)."""
+    db = os.path.join(folder, "serving-tls")
+    shutil.rmtree(db, ignore_errors=True)
+    shutil.copytree(pristine, db)
+    proc, http, _ = start(db, True, args.workers, args.pin, tls=certificate(folder))
+    try:
+        count = args.traces * 4
+        row = over_the_wire(exe, "https", http, 64, count, lines[:count], token, proc.pid,
+                            folder)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    row["commit"] = "group"
+    print(row, flush=True)
+    return [row]
 
 
 def load_generator(folder: str) -> str:
@@ -190,7 +229,7 @@ def over_the_wire(exe: str, kind: str, port: int, clients: int, count: int, line
     with open(todo, "w") as f:
         f.write("\n".join(lines[:count]) + "\n")
     before = cpu_seconds(server)
-    done = subprocess.run([exe, "agi" if kind == "fastagi" else "http", str(port), str(clients),
+    done = subprocess.run([exe, "agi" if kind == "fastagi" else kind, str(port), str(clients),
                            str(count), todo, AT, token], capture_output=True, text=True,
                           timeout=900)
     if done.returncode:
@@ -238,8 +277,11 @@ def run(args) -> list[dict]:
         pristine, lines, token = make_store(folder)
         random.Random(9).shuffle(lines)
         exe = load_generator(folder)
+        tls_exe = build(folder, "load", tls=True) if args.tls else None
         for n in range(1, args.rounds + 1):
             rows = one_round(args, folder, pristine, lines, token, exe)
+            if tls_exe is not None:
+                rows += tls_rows(args, folder, pristine, lines, token, tls_exe)
             for row in rows:
                 row["round"] = n
             results += rows
@@ -352,6 +394,12 @@ def report_round(results: list[dict]) -> None:
                   if floor else "-")
             print(f"{path:<8} >= 5x one commit per trace   {x:>6.1f}x      "
                   f"{'met' if x >= 5 else 'missed':<7} {fl}")
+    tls, plain = by.get(("https", 64, "group")), by.get(("http", 64, "group"))
+    if tls and plain:
+        print(f"\nover TLS (uvicorn serves every request) at 64 clients: "
+              f"{tls['traces_per_second']:,}/s, p50 {tls['p50_ms']} ms, p99 {tls['p99_ms']} ms, "
+              f"CPU {tls['server_cpu_us']} us; "
+              f"{tls['traces_per_second'] / plain['traces_per_second']:.2f}x plain HTTP's rate")
     for c in (r for r in results if r["path"] == "commit floor"):
         print(f"\nthe durable commit alone ({c['records']} records, {c['commits']:,} commits): "
               f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms; two in a row, as a trace that "
@@ -370,6 +418,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="cdrtrace serve --workers")
     parser.add_argument("--service-only", action="store_true", help="skip the Python API")
     parser.add_argument("--pin", action="store_true", help="cdrtrace serve --pin")
+    parser.add_argument("--tls", action="store_true",
+                        help="also HTTP at 64 clients over TLS (needs OpenSSL's headers and "
+                             "the openssl command)")
     parser.add_argument("--agi-listener", choices=("native", "python"), default="native",
                         help="the FastAGI listener (CDRTRACE_AGI): the C exchange, or the "
                              "Python reference")

@@ -935,7 +935,11 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path, path):
                              "--http", f"127.0.0.1:{http_port}", "--agi", f"127.0.0.1:{agi_port}"],
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{http_port}"
-    _wait_ready(url, 20)
+    try:
+        _wait_ready(url, 20)
+    except BaseException:
+        proc.kill()
+        raise
     answered, stop = [], threading.Event()
 
     def over_http(k):
@@ -967,10 +971,12 @@ def test_sigterm_under_load_loses_no_answered_trace(tmp_path, path):
     for t in threads:
         t.start()
     deadline = time.monotonic() + 30       # under load: traces answered, more under way
-    while len(answered) < 16:
-        assert time.monotonic() < deadline and any(t.is_alive() for t in threads)
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    try:
+        while len(answered) < 16:
+            assert time.monotonic() < deadline and any(t.is_alive() for t in threads)
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGTERM)    # failed or not: no service left running
     assert proc.wait(30) == 0, proc.stderr.read()
     stop.set()
     for t in threads:
@@ -1197,15 +1203,17 @@ def test_workers_share_the_ports_and_stop_together(tmp_path, tls):
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     verify = ssl.create_default_context(cafile=TLS[0]) if tls else True
     deadline, outcomes = time.monotonic() + 30, []
-    while len(outcomes) < 6:
-        try:
-            got = httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,
-                             headers={"Authorization": f"Bearer {token}"}, verify=verify)
-            outcomes.append(got.json()["outcome"])
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    try:
+        while len(outcomes) < 6:
+            try:
+                got = httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,
+                                 headers={"Authorization": f"Bearer {token}"}, verify=verify)
+                outcomes.append(got.json()["outcome"])
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)    # passed on to the workers, failed or not
     assert proc.wait(30) == 0
     err = proc.stderr.read()
     assert err.count("serving http on port") == 2              # two workers served
