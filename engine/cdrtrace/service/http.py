@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -22,6 +23,8 @@ from typing import Any
 import orjson
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -82,6 +85,17 @@ def status_of(exc: CdrTraceError) -> int:
             else 503 if isinstance(exc, NotReadyError) else 400)
 
 
+def _finite(value: Any) -> Any:
+    """value with every float JSON cannot carry (inf, -inf, nan) as its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def build_app(store: Any, router: Router | None = None) -> FastAPI:
     app = FastAPI(title="cdrtrace", version="1", docs_url=None, redoc_url=None,
                   description="*57 call trace over switch CDRs. Customer-facing answers never "
@@ -104,6 +118,13 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     @app.exception_handler(CdrTraceError)
     async def refused(request: Request, exc: CdrTraceError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422, but a value JSON cannot carry (1e999 read as infinity, NaN)
+        given back as text: FastAPI's handler failed on it, a 500."""
+        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))},
+                            status_code=422)
 
     def who(right: str) -> Any:
         async def principal(authorization: str | None = Header(None)) -> Principal:
