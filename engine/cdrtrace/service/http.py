@@ -27,13 +27,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, Field
 
-from ..api import shared_commits
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
-from .metrics import TraceMetrics
+from .metrics import SharedCommits, TraceMetrics
 from .protocol import MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
@@ -106,7 +104,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
-    registry.register(_SharedCommits(store))
+    registry.register(SharedCommits(store))
     app.state.observe = traces.observe
     app.state.trace_metrics = traces     # the C exchanges' counts are added to it
 
@@ -390,21 +388,6 @@ class Front(Answering):
             return status_of(exc), json_body({"error": str(exc)})
         self.observe("http", result.outcome.value, time.perf_counter() - started)
         return 200, json_body(result.to_dict())
-
-
-class _SharedCommits:
-    """Prometheus: the evidence commits traces shared, and the traces they carried."""
-
-    def __init__(self, store: Any):
-        self.store = store
-
-    def collect(self) -> Any:
-        traces, commits = shared_commits(self.store)
-        yield CounterMetricFamily("cdrtrace_trace_commits", "Durable evidence commits of traces",
-                                  value=commits)
-        yield CounterMetricFamily("cdrtrace_traces_committed",
-                                  "Traces those commits carried (over commits: traces a commit)",
-                                  value=traces)
 
 
 def json_body(value: Any) -> bytes:

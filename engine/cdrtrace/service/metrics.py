@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from ..api import shared_commits
 from ..evidence.outcomes import Outcome
 
 BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1, 5)
@@ -100,3 +101,18 @@ class TraceMetrics:
             seconds.add_metric([via], buckets, total)
             seconds.add_sample("cdrtrace_trace_seconds_created", {"via": via}, created)
         yield seconds
+
+
+class SharedCommits:
+    """Prometheus: the evidence commits traces shared, and the traces they carried."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def collect(self) -> Any:
+        traces, commits = shared_commits(self.store)
+        yield CounterMetricFamily("cdrtrace_trace_commits", "Durable evidence commits of traces",
+                                  value=commits)
+        yield CounterMetricFamily("cdrtrace_traces_committed",
+                                  "Traces those commits carried (over commits: traces a commit)",
+                                  value=traces)
