@@ -845,6 +845,32 @@ def test_fastagi_bounds_what_a_peer_sends_while_its_trace_runs(agi_service, capl
         time.sleep(0.01)
 
 
+def _closed(sock: socket.socket) -> bool:
+    """The service has closed sock (read to its end, or reset for what came after)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _trickle(sock: socket.socket, data: bytes, pause: float, size: int = 8) -> None:
+    """Send data size bytes at a time, pause seconds apart, until it is sent or refused."""
+    for at in range(0, len(data), size):
+        try:
+            sock.sendall(data[at:at + size])
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        time.sleep(pause)
+
+
+def _logged(caplog, text: str, count: int = 1) -> None:
+    """Wait (10 s at most) until count of the service's log lines hold text."""
+    deadline = time.monotonic() + 10
+    while sum(text in r.getMessage() for r in caplog.records) < count:
+        assert time.monotonic() < deadline, text
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("listener", AGI_LISTENERS)
 def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monkeypatch,
                                                       listener, caplog):
@@ -886,6 +912,32 @@ def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monk
         slow.sendall(b"\n")
         stream = slow.makefile("rwb")
         assert stream.readline().startswith(b'SET VARIABLE COT_OUTCOME "already_traced"')
+    next(serving, None)                                  # stopped
+
+
+@pytest.mark.parametrize("listener", AGI_LISTENERS)
+def test_fastagi_reads_a_block_and_replies_that_come_in_pieces(store, ingest_records,
+                                                                monkeypatch, listener):
+    """Lines cut anywhere by the network, each piece read while the listener waits: the
+    block is read whole, and so is each reply (the Python listener once took the first
+    piece of a line for the whole of it)."""
+    monkeypatch.setenv("CDRTRACE_AGI", listener)
+    serving = _serving(store, ingest_records)
+    store, running, tokens = next(serving)
+    block = b"".join(f"{k}: {v}\n".encode() for k, v in asterisk(agi_arg_1=AT).items()) + b"\n"
+    with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as sock:
+        _trickle(sock, block, 0.005)
+        stream = sock.makefile("rb")
+        commands = []
+        for _ in range(3):
+            commands.append(stream.readline().decode().strip())
+            _trickle(sock, b"200 resu", 0.05)
+            sock.sendall(b"lt=1\n")
+        assert stream.read() == b""
+    trace_id = store.trace_records(LINE, analyst="ann")[0]["trace_id"]
+    assert commands == ['SET VARIABLE COT_OUTCOME "success"',
+                        'SET VARIABLE COT_ANNOUNCEMENT "COT-SUCCESS"',
+                        f'SET VARIABLE COT_TRACE_ID "{trace_id}"']
     next(serving, None)                                  # stopped
 
 

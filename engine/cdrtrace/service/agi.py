@@ -144,8 +144,9 @@ class Peer(asyncio.Protocol):
         return (await self.raw_line()).decode("utf-8", "replace").rstrip("\r")
 
     async def raw_line(self) -> bytes:
-        """The next line as it came (without its newline), once it has come."""
-        if not self.lines and self.ended is None:
+        """The next line as it came (without its newline), once it has come (woken by
+        each piece of it, until it is whole)."""
+        while not self.lines and self.ended is None:
             self.waiter = self.loop.create_future()
             self.quiet_since = self.loop.time()
             if self.timer is None:
