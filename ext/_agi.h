@@ -9,8 +9,11 @@
  * channel, 520 with or without its usage text, HANGUP lines skipped), then closes the
  * connection and posts that it is done. Every refusal (a network not allowed, too many
  * connections, a line over MAX_LINE, too many variables, a line that is not a variable,
- * no variables, a silent peer, a hang-up, an unexpected reply) closes the connection and
- * is posted with its reason. The thread never touches a Python object.
+ * no variables, a silent or slow peer, a hang-up, an unexpected reply) closes the
+ * connection and is posted with its reason. A peer has `timeout` seconds for its whole
+ * variable block from its connection, and for each whole reply from its command's
+ * sending: bytes trickled in do not extend them (a peer sending a byte every few seconds
+ * would otherwise hold its connection, one of a bounded number, for hours). The thread never touches a Python object.
  *
  * Two queues under one mutex carry the posts (thread -> Python: events) and the answers
  * (Python -> thread); each side is woken through an eventfd, written only when the queue
@@ -62,7 +65,8 @@ enum agi_reason {
     AGI_OK = 0, AGI_LONG_LINE, AGI_TOO_MANY, AGI_NOT_VARIABLE, AGI_NO_VARIABLES,
     AGI_SILENT, AGI_HUNG_UP, AGI_UNEXPECTED, AGI_NOT_ALLOWED, AGI_FULL,
     AGI_ENDED,                       /* HTTP: closed here once answered (a shutdown) */
-    AGI_UNANSWERED                   /* Python gave no answer within answer_timeout */
+    AGI_UNANSWERED,                  /* Python gave no answer within answer_timeout */
+    AGI_SLOW                         /* bytes came, but not all awaited within the timeout */
 };
 enum agi_value { AGI_CALLERID = 0, AGI_ARG_1, AGI_SCRIPT, AGI_REQUEST_URL, AGI_VALUES };
 static const char *const AGI_NAMES[AGI_VALUES] = {
@@ -107,7 +111,11 @@ typedef struct {
     int state;
     uint32_t watching;               /* the epoll events asked for it now */
     uint32_t generation;
-    double started, quiet_since;
+    double started;
+    double waiting_since;            /* when the wait for what is awaited now began: the
+                                      * connection, a command sent; HTTP: a request's first
+                                      * byte, or the last answer's sending */
+    int heard;                       /* bytes came since waiting_since: slow, not silent */
     double tracing_since;            /* when its request went to Python */
     int variables;
     int in_usage;                    /* inside a 520 reply's usage text */
@@ -411,7 +419,8 @@ static int agi_send_next(agi_server *s, int slot) {
     c->command_at += length;
     c->state = ST_REPLY;
     c->in_usage = 0;
-    c->quiet_since = agi_now();
+    c->waiting_since = agi_now();
+    c->heard = 0;
     return agi_send(s, slot, start, length);
 }
 
@@ -533,7 +542,8 @@ static void agi_readable(agi_server *s, int slot) {
         agi_close(s, slot, AGI_HUNG_UP, NULL, 0);
         return;
     }
-    c->quiet_since = agi_now();
+    if (!s->http) c->heard = 1;
+    else if (c->in_length == 0) c->waiting_since = agi_now();    /* a request begins */
     agi_bytes(s, slot, data, (size_t)got);
 }
 
@@ -647,7 +657,8 @@ static void agi_accept(agi_server *s) {
         c->outcome = -1;
         c->close_after = 0;
         for (int i = 0; i < AGI_VALUES; i++) c->lengths[i] = 0;
-        c->started = c->quiet_since = agi_now();
+        c->started = c->waiting_since = agi_now();
+        c->heard = 0;
         agi_peer(&peer, c->host, &c->port);
         __atomic_add_fetch(&s->open, 1, __ATOMIC_RELAXED);
         struct epoll_event ev;
@@ -706,15 +717,17 @@ static void agi_take_answers(agi_server *s) {
     free(answers);
 }
 
-/* Close the connections silent for longer than the timeout while we wait on them, and
- * those whose request Python has not answered within answer_timeout (a fault: no
- * connection waits for ever). */
+/* Close the connections that have not sent what we wait on within the timeout (silent,
+ * or slow: some came, not all; HTTP: idle, or a request part-sent), and those whose
+ * request Python has not answered within answer_timeout (a fault: no connection waits
+ * for ever). */
 static void agi_sweep(agi_server *s, double now) {
     for (int slot = 0; slot < s->max_conns; slot++) {
         agi_conn *c = &s->conns[slot];
         if ((c->state == ST_VARIABLES || c->state == ST_REPLY) &&
-                now - c->quiet_since >= s->timeout)
-            agi_close(s, slot, AGI_SILENT, NULL, 0);
+                now - c->waiting_since >= s->timeout)
+            agi_close(s, slot, (s->http ? c->in_length > 0 : c->heard) ? AGI_SLOW : AGI_SILENT,
+                      NULL, 0);
         else if (c->state == ST_TRACING && now - c->tracing_since >= s->answer_timeout)
             agi_close(s, slot, AGI_UNANSWERED, NULL, 0);
     }

@@ -282,7 +282,7 @@ static void http_answer(agi_server *s, int slot, agi_answer *answer) {
     memmove(c->in, c->in + c->request_length, c->in_length - c->request_length);
     c->in_length -= c->request_length;
     c->request_length = 0;
-    c->quiet_since = now;
+    c->waiting_since = now;
     if (close_after) {
         c->close_after = 1;
         if (c->out == NULL) agi_close(s, slot, AGI_ENDED, NULL, 0);

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import re
 import socket
 import threading
@@ -13,11 +14,22 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_service import AT, CALLER, LINE, Service, agi, asterisk, endless_head, held_record
+from test_service import (
+    AT,
+    CALLER,
+    LINE,
+    QUIET,
+    Service,
+    _closed,
+    _logged,
+    _trickle,
+    agi,
+    asterisk,
+    endless_head,
+    held_record,
+)
 
 from conftest import cdr
-
-QUIET = "3035550199"            # a line no call reached: every trace of it is no_call
 
 
 @pytest.fixture
@@ -254,6 +266,117 @@ def test_an_idle_or_silent_connection_is_closed_after_the_keep_alive(bounded, se
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
         sock.sendall(sent)
         assert sock.recv(65536) == b""                     # closed, well before 10 s
+
+
+def test_a_request_trickling_into_c_is_closed_the_keep_alive_after_its_first_byte(bounded,
+                                                                                caplog):
+    """However its bytes trickle in (8 every 0.05 s, never silent for the 0.3 s), a
+    request not whole 0.3 s after its first byte is closed: before, each byte gave the
+    peer another 5 s, and a thousand such peers had every switch's trace answered 503."""
+    store, running, token = bounded
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
+    with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+        sock.sendall(request(token))                       # the first request is served
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        time.sleep(0.2)                                    # idle, then the next trickles
+        started = time.monotonic()
+        _trickle(sock, request(token), 0.05)               # ~28 pieces: 1.4 s
+        assert time.monotonic() - started < 1.0 and _closed(sock)
+    _logged(caplog, "a request not whole within 0.3 s")
+    assert len(store.trace_records(QUIET, analyst="ann")) == 1
+
+
+@pytest.fixture
+def slow_bounded(store, monkeypatch):
+    """uvicorn serving every request (CDRTRACE_HTTP=python), with 0.3 s to be idle and
+    0.3 s for a request to arrive whole."""
+    from cdrtrace.service import http, protocol
+
+    monkeypatch.setattr(http, "KEEP_ALIVE", 0.3)
+    monkeypatch.setattr(protocol, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setenv("CDRTRACE_HTTP", "python")
+    running = Service(store)
+    yield store, running, store.tokens.create("switch-1", "switch")
+    running.stop()
+
+
+@pytest.mark.parametrize("what", ["nothing", "a head", "a trace's body", "a body"])
+def test_uvicorn_closes_a_connection_idle_from_its_start_or_a_request_trickling_in(
+        slow_bounded, what, caplog):
+    """uvicorn's own keep-alive starts only after an answer, and it has no bound on a
+    request's arrival: a connection sending nothing, or a request trickling in, is closed;
+    408 if no answer is under way yet (its head, or a trace's body, still coming)."""
+    store, running, token = slow_bounded
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
+    head, _, body = request(token).partition(b"\r\n\r\n")
+    if what == "a body":                                   # FastAPI reads it: no 408
+        head = head.replace(b"POST /v1/trace", b"POST /v1/trace/text")
+    at_once, trickled = {"nothing": (b"", b""), "a head": (b"", head)}.get(
+        what, (head + b"\r\n\r\n", body[:12]))             # a body: its head at once
+    with socket.create_connection(("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(at_once)
+        _trickle(sock, trickled, 0.05, 8 if what == "a head" else 1)    # 1 s or more
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+        assert time.monotonic() - started < 1.0
+    if what in ("a head", "a trace's body"):
+        assert got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"connection: close\r\n" in got
+    else:
+        assert got == b""
+    if what != "nothing":
+        _logged(caplog, "a request not whole within 0.3 s")
+    assert store.trace_records(QUIET, analyst="ann") == []
+    got = response(running.ports["http"], request(token))  # and the service goes on
+    assert got.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_uvicorn_answers_a_request_whole_in_time_however_long_its_answer_takes(slow_bounded):
+    store, running, token = slow_bounded
+    with held_record() as (reached, release), socket.create_connection(
+            ("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+        sock.sendall(request(token))
+        assert reached.wait(10)
+        time.sleep(0.6)                        # twice the time a request has to arrive
+        release.set()
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_request_pipelined_behind_a_slow_one_is_not_cut_off_while_it_is_not_read(
+        store, monkeypatch):
+    """uvicorn stops reading a connection whose request waits behind another's answer:
+    the waiting request's body, sent meanwhile, is not the peer's delay, and the request is
+    not cut off for it (its time runs again)."""
+    from cdrtrace.service import protocol
+
+    monkeypatch.setattr(protocol, "REQUEST_TIMEOUT", 1.0)
+    monkeypatch.setenv("CDRTRACE_HTTP", "python")
+    running = Service(store)
+    token = store.tokens.create("switch-1", "switch")
+    try:
+        form = f"line={QUIET}&at={AT}&token={token}".encode()     # as mod_curl posts it
+        second = request(token, form, head=b"POST /v1/trace/text HTTP/1.1", headers=[
+            b"Host: x", b"Content-Type: application/x-www-form-urlencoded",
+            b"Content-Length: %d" % len(form)])
+        head, _, body = second.partition(b"\r\n\r\n")
+        with held_record() as (reached, release), socket.create_connection(
+                ("127.0.0.1", running.ports["http"]), timeout=10) as sock:
+            sock.sendall(request(token) + head + b"\r\n\r\n")
+            assert reached.wait(10)
+            time.sleep(0.2)
+            sock.sendall(body)                 # not read while the first is answered
+            time.sleep(1.3)                    # past the second's time from its first byte
+            release.set()
+            got = b""
+            while got.count(b"HTTP/1.1 200 OK") < 2 or not got.endswith(b"COT-NO-CALL"):
+                chunk = sock.recv(65536)
+                assert chunk, got
+                got += chunk
+    finally:
+        running.stop()
+    assert len(store.trace_records(QUIET, analyst="ann")) == 2
 
 
 def test_requests_pipelined_past_the_bound_behind_a_trace_are_all_answered_in_order(

@@ -29,6 +29,7 @@ from conftest import cdr
 LINE = "3035550110"
 CALLER = "7205550101"
 AT = "2026-03-02T23:00:00Z"
+QUIET = "3035550199"            # a line no call reached: every trace of it is no_call
 
 
 class Service:
@@ -878,7 +879,7 @@ def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monk
 
     from cdrtrace.service import agi as agi_module
 
-    caplog.set_level(logging.WARNING, logger="cdrtrace.service")
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
     monkeypatch.setenv("CDRTRACE_AGI", listener)
     monkeypatch.setattr(agi_module, "MAX_CONNECTIONS", 2)
     monkeypatch.setattr(agi_module, "READ_TIMEOUT", 0.3)
@@ -891,27 +892,47 @@ def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monk
     third = socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=1)
     assert third.recv(100) == b""       # over the limit: closed at once, not after 5 s
     third.close()
-    full = "connections already"        # refused for that (the read timeout closes it too)
-    deadline = time.monotonic() + 10
-    while not any(full in r.getMessage() for r in caplog.records):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _logged(caplog, "connections already")   # refused for that (the read timeout closes it too)
     for sock in held:
         sock.close()
     time.sleep(0.1)
     with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as silent:
-        silent.sendall(b"agi_network: yes\n")
-        assert silent.recv(100) == b""                  # silent past the timeout: closed
+        assert _closed(silent)                           # silent past the timeout: closed
+    _logged(caplog, "closed: a silent peer")
     assert agi(running, asterisk(agi_arg_1=AT))[0][0] == 'SET VARIABLE COT_OUTCOME "success"'
     assert len(store.trace_records(LINE, analyst="ann")) == 1
-    # the timeout is per line: a peer slower than it in all but never silent that long is served
+    # the block has the timeout in all, from the connection: a peer trickling it (8 bytes
+    # every 0.03 s), never silent that long but slower in all, is closed before it ends
+    block = b"".join(f"{k}: {v}\n".encode() for k, v in asterisk(callerid=QUIET).items()) + b"\n"
     with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as slow:
-        for name, value in asterisk(agi_arg_1=AT).items():
-            slow.sendall(f"{name}: {value}\n".encode())
-            time.sleep(0.03)                             # 21 lines: 0.6 s, twice the timeout
-        slow.sendall(b"\n")
-        stream = slow.makefile("rwb")
-        assert stream.readline().startswith(b'SET VARIABLE COT_OUTCOME "already_traced"')
+        started = time.monotonic()
+        _trickle(slow, block, 0.03)                      # ~55 pieces: 1.6 s, 5x the timeout
+        assert time.monotonic() - started < 1.2 and _closed(slow)
+    _logged(caplog, "closed: a slow peer")
+    assert store.trace_records(QUIET, analyst="ann") == []   # not traced
+    # and each reply has it from its command: the trace is recorded, no more is sent
+    with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as slow:
+        slow.sendall(block)
+        stream = slow.makefile("rb")
+        assert stream.readline().startswith(b'SET VARIABLE COT_OUTCOME "no_call"')
+        _trickle(slow, b"200 result=1" + b" " * 400 + b"\n", 0.03)
+        assert stream.read() == b""                      # closed: no second command
+    _logged(caplog, "closed: a slow peer", 2)
+    assert len(store.trace_records(QUIET, analyst="ann")) == 1
+    # a trace slower than the timeout: each reply has the timeout from its command
+    with held_record() as (reached, release), socket.create_connection(
+            ("127.0.0.1", running.ports["agi"]), timeout=5) as sock:
+        sock.sendall(block)
+        assert reached.wait(10)
+        time.sleep(0.6)                                  # twice the timeout
+        release.set()
+        stream, commands = sock.makefile("rb"), []
+        while command := stream.readline():
+            commands.append(command.split()[2])
+            time.sleep(0.15)                             # half the timeout
+            sock.sendall(b"200 result=1\n")
+    assert commands == [b"COT_OUTCOME", b"COT_ANNOUNCEMENT", b"COT_TRACE_ID"]
+    assert len(store.trace_records(QUIET, analyst="ann")) == 2
     next(serving, None)                                  # stopped
 
 

@@ -10,6 +10,7 @@ HANDOFF: int
 MAX_HEAD: int
 MAX_BODY: int
 UNANSWERED: int
+SLOW: int
 OUTCOMES: int
 BOUNDS: int
 

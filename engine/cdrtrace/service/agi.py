@@ -30,7 +30,7 @@ log = logging.getLogger("cdrtrace.service")
 requests = RequestLog(log)       # the line per trace
 MAX_HEADER_LINES = 128
 MAX_LINE = 4096
-READ_TIMEOUT = 5.0          # seconds a silent peer is given, per line
+READ_TIMEOUT = 5.0          # seconds a peer has for its whole block, and for each whole reply
 MAX_CONNECTIONS = 1024      # FastAGI connections at once; more are closed at once
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 
@@ -87,7 +87,10 @@ class Peer(asyncio.Protocol):
         self.ended: str | None = None          # why no more lines will come
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
-        self.quiet_since = 0.0                 # loop time of the last data, or of the wait's start
+        # what is awaited (the variable block, a command's reply) has READ_TIMEOUT seconds
+        # from the connection or the command: bytes trickled in do not extend it
+        self.waiting_since = self.loop.time()
+        self.heard = False                     # bytes came since: slow, not silent
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,7 +100,7 @@ class Peer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.ended is not None:
             return
-        self.quiet_since = self.loop.time()
+        self.heard = True
         if b"\n" in data:
             *complete, self.buffer = (self.buffer + data).split(b"\n")
             self.lines.extend(complete)
@@ -127,18 +130,19 @@ class Peer(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    def _silent(self) -> None:
-        """The connection's one timer: a wait READ_TIMEOUT seconds without data ends it;
-        otherwise it is set again for when that could next be so."""
+    def _expired(self) -> None:
+        """The connection's one timer: a wait for what has not all come READ_TIMEOUT
+        seconds after the wait began ends it (a silent peer if nothing came, else a slow
+        one); otherwise it is set again for when that could next be so."""
         self.timer = None
         if self.ended is not None:
             return
         now = self.loop.time()
-        if self.waiter is not None and now - self.quiet_since >= READ_TIMEOUT:
-            self._end("a silent peer")
+        if self.waiter is not None and now - self.waiting_since >= READ_TIMEOUT:
+            self._end("a slow peer" if self.heard else "a silent peer")
             return
-        start = self.quiet_since if self.waiter is not None else now
-        self.timer = self.loop.call_at(start + READ_TIMEOUT, self._silent)
+        start = self.waiting_since if self.waiter is not None else now
+        self.timer = self.loop.call_at(start + READ_TIMEOUT, self._expired)
 
     async def line(self) -> str:
         return (await self.raw_line()).decode("utf-8", "replace").rstrip("\r")
@@ -148,9 +152,8 @@ class Peer(asyncio.Protocol):
         each piece of it, until it is whole)."""
         while not self.lines and self.ended is None:
             self.waiter = self.loop.create_future()
-            self.quiet_since = self.loop.time()
             if self.timer is None:
-                self.timer = self.loop.call_at(self.quiet_since + READ_TIMEOUT, self._silent)
+                self.timer = self.loop.call_at(self.waiting_since + READ_TIMEOUT, self._expired)
             try:
                 await self.waiter
             finally:
@@ -162,8 +165,10 @@ class Peer(asyncio.Protocol):
         return raw
 
     def write(self, text: str) -> None:
+        """Send a command: its reply is awaited from now."""
         if self.transport is None or self.transport.is_closing():
             raise Rejected("the peer hung up")
+        self.waiting_since, self.heard = self.loop.time(), False
         self.transport.write(text.encode() + b"\n")
 
 

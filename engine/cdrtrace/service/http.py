@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
 from .metrics import SharedCommits, TraceMetrics
-from .protocol import MAX_BODY, Answering, BoundedHttpTools
+from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
 log = logging.getLogger("cdrtrace.service")
@@ -448,9 +448,9 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
     # for it cost 5% of a trace's samples; no Server header (the C exchange sends none)
     front = Front(app)
     config = uvicorn.Config(front, log_level="warning", lifespan="off",
-                            limit_concurrency=512, http=BoundedHttpTools, timeout_keep_alive=5,
-                            timeout_graceful_shutdown=30, proxy_headers=False,
-                            server_header=False,
+                            limit_concurrency=512, http=BoundedHttpTools,
+                            timeout_keep_alive=KEEP_ALIVE, timeout_graceful_shutdown=30,
+                            proxy_headers=False, server_header=False,
                             ssl_certfile=tls[0] if tls else None,
                             ssl_keyfile=tls[1] if tls else None, ssl_ciphers=TLS_CIPHERS)
     server = _Server(config)

@@ -28,11 +28,10 @@ from . import _agi, native
 from .http import json_body, status_of
 from .metrics import TraceMetrics
 from .native import NativeListener
-from .protocol import INTERNAL, HandedOff, requests
+from .protocol import INTERNAL, KEEP_ALIVE, HandedOff, requests
 
 log = logging.getLogger("cdrtrace.service")
 MAX_CONNECTIONS = 512            # kept alive here; those past it are uvicorn's (503 past its own)
-KEEP_ALIVE = 5.0                 # seconds an idle or part-sent connection is kept (as uvicorn's)
 
 
 class NativeHTTP(NativeListener):
@@ -52,6 +51,8 @@ class NativeHTTP(NativeListener):
     def start(self, sock: socket.socket) -> None:
         """Serve sock (bound and listening) from now on."""
         sock.setblocking(False)
+        # C's one timeout: for an idle connection, and for a request's head and body from
+        # its first byte (as protocol.REQUEST_TIMEOUT; bytes trickled in do not extend it)
         self.listen(sock, [], MAX_CONNECTIONS, KEEP_ALIVE)
 
     def event(self, kind: int, conn: int, reason: int, seconds: float, host: str, port: int,
@@ -72,6 +73,9 @@ class NativeHTTP(NativeListener):
             if reason == _agi.UNANSWERED:
                 log.warning("http: %s closed: no answer within %g s", (host, port),
                             native.ANSWER_TIMEOUT)
+            elif reason == _agi.SLOW:
+                log.info("http: %s closed: a request not whole within %g s", (host, port),
+                         KEEP_ALIVE)
 
     def _request(self, conn: int, values: tuple) -> None:
         """A trace request read whole: traced on the shared commit and answered from there

@@ -1,7 +1,13 @@
-"""The HTTP connection: uvicorn's httptools protocol (llhttp, in C) with three additions.
+"""The HTTP connection: uvicorn's httptools protocol (llhttp, in C) with four additions.
 
 - A bound on a request's head, which llhttp does not have: a peer still sending headers
   past MAX_HEAD bytes gets 400 and is cut off.
+- Bounds in time, which uvicorn has only between requests: a connection that sends
+  nothing is closed after the keep-alive timeout, as an idle one is, and a request not
+  whole (head and body) REQUEST_TIMEOUT seconds after its first byte gets 408 and is cut
+  off, however its bytes trickle in. Without them a peer sending a header line every few
+  seconds held one of uvicorn's connections for as long as it liked, and a thousand such
+  peers had every switch's trace answered 503.
 - An idle TLS connection closed (at shutdown, or past the keep-alive timeout) gets
   TLS_CLOSE_GRACE seconds to answer TLS's close_notify, then is dropped: an idle client
   does not read, and asyncio would wait 30 s for its answer (a SIGTERM with it).
@@ -35,6 +41,8 @@ MAX_BODY = 64 << 10           # bytes a request body may have
 MAX_HEAD = 16 << 10           # bytes of request line and headers
 INTERNAL = b'{"error": "Internal Server Error"}'    # a trace's fault's answer
 TLS_CLOSE_GRACE = 1.0         # seconds an idle TLS connection has to end cleanly
+KEEP_ALIVE = 5                # seconds a connection is kept idle (uvicorn's keep-alive)
+REQUEST_TIMEOUT = 5.0         # seconds a request's head and body have from its first byte
 
 
 class _TraceInFlight:
@@ -54,6 +62,18 @@ class BoundedHttpTools(HttpToolsProtocol):
     collecting: list[bytes] | None = None   # the body of a trace answered here
     started = 0.0
     closing = False                # shut down while a trace's body was still arriving
+    arriving: asyncio.TimerHandle | None = None    # the request's REQUEST_TIMEOUT, until whole
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(   # idle until the first byte
+            self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.arriving is not None:
+            self.arriving.cancel()
+            self.arriving = None
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.head_bytes >= 0:
@@ -65,6 +85,29 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.head_bytes = 0
+        if self.arriving is None:
+            self.arriving = self.loop.call_later(REQUEST_TIMEOUT, self._too_slow)
+
+    def _too_slow(self) -> None:
+        """REQUEST_TIMEOUT seconds after its first byte, the request is not whole: 408 if
+        no answer is under way (its head, or a trace's body, still arriving), else the
+        connection is closed. Unless the peer's bytes are not being read (a request
+        pipelined behind one being answered): then it waits again."""
+        self.arriving = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused:
+            self.arriving = self.loop.call_later(REQUEST_TIMEOUT, self._too_slow)
+            return
+        log.info("http: %s closed: a request not whole within %g s", self.client,
+                 REQUEST_TIMEOUT)
+        if self.head_bytes >= 0 or self.collecting is not None:
+            self.collecting = None
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(
+                name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
+                + b"content-type: text/plain; charset=utf-8\r\ncontent-length: 15\r\n"
+                b"connection: close\r\n\r\nRequest Timeout")
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         self.head_bytes = -1
@@ -81,6 +124,9 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self.arriving is not None:
+            self.arriving.cancel()
+            self.arriving = None
         if self.collecting is None:
             super().on_message_complete()
             return
