@@ -246,6 +246,29 @@ def test_the_http_api_over_tls(store, ingest_records, monkeypatch, listener):
         running.stop()
 
 
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01"])     # nothing, a ClientHello's start
+def test_a_tls_handshake_has_the_keep_alive_to_end(store, monkeypatch, sent):
+    """A connection that does not end its handshake is closed after the keep-alive, as an
+    idle one is (asyncio's own limit is 60 s, and uvicorn's bound on connections counts
+    only those past their handshake); then one that does, and says nothing, is too."""
+    from cdrtrace.service import http
+
+    monkeypatch.setattr(http, "KEEP_ALIVE", 0.3)
+    running = Service(store, tls=TLS)
+    try:
+        with socket.create_connection(("127.0.0.1", running.ports["http"]), 5) as raw:
+            raw.sendall(sent)
+            started = time.monotonic()
+            assert _closed(raw) and time.monotonic() - started < 2
+        client = ssl.create_default_context(cafile=TLS[0])
+        with socket.create_connection(("127.0.0.1", running.ports["http"]), 5) as raw, \
+                client.wrap_socket(raw, server_hostname="localhost") as tls:
+            started = time.monotonic()
+            assert tls.recv(100) == b"" and time.monotonic() - started < 2
+    finally:
+        running.stop()
+
+
 def test_the_api_s_tls_takes_only_forward_secret_aead_suites(store):
     """TLS 1.3, or 1.2 with ECDHE and AES-GCM or ChaCha20; a client offering only an older
     suite (CBC with SHA-1 or SHA-384 MACs) or an older version gets no session."""

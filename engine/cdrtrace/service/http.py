@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -456,14 +457,21 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
     server = _Server(config)
     config.load()                 # uvicorn's imports done here, not when a peer may be waiting
     native = os.environ.get("CDRTRACE_HTTP", "native") != "python" and tls is None
-    if native:                    # uvicorn listens on nothing: C hands it its connections
-        sock.listen(config.backlog)
-    serving = asyncio.create_task(server.serve(sockets=[] if native else [sock]))
+    if native or tls:             # uvicorn listens on nothing: C hands it its connections,
+        sock.listen(config.backlog)     # or the TLS listener below is made here
+    serving = asyncio.create_task(server.serve(sockets=[] if native or tls else [sock]))
     while not server.started and not serving.done():   # listening before serve says so
         await asyncio.sleep(0.005)
     if serving.done():
         sock.close()
         serving.result()          # its start-up failed: that error
+    if tls:     # uvicorn's own listener leaves a handshake asyncio's 60 s, and its bound on
+        # connections counts none that has not ended its handshake: a peer opening
+        # connections and saying nothing held as many as it liked. Closed with uvicorn's.
+        server.servers.append(await asyncio.get_running_loop().create_server(
+            functools.partial(BoundedHttpTools, config=config, server_state=server.server_state,
+                              app_state=server.lifespan.state),
+            sock=sock, ssl=config.ssl, backlog=config.backlog, ssl_handshake_timeout=KEEP_ALIVE))
     exchange = None
     if native:
         from .http_native import NativeHTTP
