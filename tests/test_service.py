@@ -35,7 +35,7 @@ QUIET = "3035550199"            # a line no call reached: every trace of it is n
 class Service:
     """`cdrtrace serve` in a thread, on ports the system picks."""
 
-    def __init__(self, store, agi_allow=None, tls=None, agi="127.0.0.1:0"):
+    def __init__(self, store, agi_allow=None, tls=None, agi="127.0.0.1:0", agi_key=None):
         self.ports, started = {}, threading.Event()
 
         def ready(ports, stop):
@@ -43,7 +43,7 @@ class Service:
             self.loop = asyncio.get_running_loop()
             started.set()
         self.thread = threading.Thread(target=asyncio.run, args=(serve(
-            store, "127.0.0.1:0", agi, agi_allow, ready=ready, tls=tls),),
+            store, "127.0.0.1:0", agi, agi_allow, ready=ready, tls=tls, agi_key=agi_key),),
             daemon=True)
         self.thread.start()
         assert started.wait(10)
@@ -339,6 +339,81 @@ def test_serve_refuses_an_exposed_or_broken_api_before_listening(tmp_path, flags
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+GOOD_KEY = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("content, mode, message", [
+    (None, 0o600, "cannot read --agi-key-file"),
+    (GOOD_KEY, 0o640, "is readable by other users (mode 640): run `chmod 600"),
+    ("short", 0o600, "must hold one key of at least 32"),
+    (GOOD_KEY[:31], 0o600, "must hold one key of at least 32"),
+    (GOOD_KEY + "&x=1", 0o600, "must hold one key of at least 32"),
+    ("\u00e9" * 40, 0o600, "cannot read --agi-key-file"),
+    ("/dev/zero", None, "is not a key file"),
+    ("x" * 5000, 0o600, "is not a key file"),
+])
+def test_serve_refuses_an_agi_key_file_it_cannot_trust(tmp_path, content, mode, message):
+    """A key others can read, or one a URL would not carry as it is, is refused before
+    anything opens (exit 2, in a process of its own); a good one is read as its line."""
+    import subprocess
+    import sys
+
+    from cdrtrace.store import private
+
+    db, key_file = str(tmp_path / "s"), tmp_path / "agi.key"
+    assert cli.main(["init", "--db", db]) == 0
+    named = content if mode is None else str(key_file)
+    if content is not None and mode is not None:
+        key_file.write_text(content + "\n", encoding="utf-8")
+        key_file.chmod(mode)
+    done = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db, "--agi",
+                           "127.0.0.1:0", "--agi-key-file", named],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    key_file.write_text(f"  {GOOD_KEY}\n", encoding="ascii")
+    key_file.chmod(0o600)
+    assert private.read_key(key_file, "--agi-key-file") == GOOD_KEY
+
+
+@pytest.mark.parametrize("listener", AGI_LISTENERS)
+def test_fastagi_with_a_key_traces_only_for_a_request_that_names_it(
+        store, ingest_records, monkeypatch, listener, caplog):
+    """FastAGI has no authentication, and any local user can reach a loopback listener
+    (and choose the trace's time with agi_arg_1). With --agi-key-file, only a dialplan
+    that names the key traces: any other request gets a VERBOSE for Asterisk's log and
+    no trace, and is logged, the key never."""
+    import logging
+
+    from cdrtrace.service import agi as agi_module
+
+    monkeypatch.setenv("CDRTRACE_AGI", listener)
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
+    ingest_records(cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00",
+                       answer="2026-03-02 14:03:05", end="2026-03-02 14:03:30") + b"\n")
+    running = Service(store, agi_key=GOOD_KEY)
+    try:
+        def asking(script):
+            return agi(running, asterisk(agi_arg_1=AT, agi_network_script=script,
+                                         agi_request="agi://127.0.0.1:4573/" + script),
+                       replies=("200 result=1",) * 3)[0]
+        refused = ["trace", "trace?key=", f"trace?key={GOOD_KEY[:-1]}",
+                   f"trace?key={GOOD_KEY}x", f"trace?key=x&key={GOOD_KEY}",
+                   f"trace?other={GOOD_KEY}", f"trace?key={GOOD_KEY.upper()}"]
+        for script in refused:
+            assert asking(script) == [agi_module.NOT_KEYED], script
+        assert store.trace_records(analyst="ann") == []
+        assert sum("its key is missing or wrong" in r.getMessage()
+                   for r in caplog.records) == len(refused)
+        assert asking(f"trace?key={GOOD_KEY}")[0] == 'SET VARIABLE COT_OUTCOME "success"'
+        assert asking(f"trace?x=1&key={GOOD_KEY}")[0] == \
+            'SET VARIABLE COT_OUTCOME "already_traced"'
+        assert len(store.trace_records(analyst="ann")) == 2     # each activation recorded
+        assert not any(GOOD_KEY.lower() in r.getMessage().lower() for r in caplog.records)
+    finally:
+        running.stop()
 
 
 def endless_head(port: int, start: bytes) -> bytes:
@@ -1297,12 +1372,21 @@ def test_serve_is_ready_only_once_both_ports_listen(store):
 
 @pytest.mark.parametrize("tls", [False, True])
 def test_workers_share_the_ports_and_stop_together(tmp_path, tls):
-    """--workers N: each worker serves (over TLS too: the supervisor passes it on)."""
+    """--workers N: each worker serves (over TLS too: the supervisor passes it on, and
+    FastAGI's key)."""
     import signal
 
+    from cdrtrace.service import agi as agi_module
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        agi_port = s.getsockname()[1]
+    (tmp_path / "agi.key").write_text(GOOD_KEY)
+    (tmp_path / "agi.key").chmod(0o600)
     proc, port, token = _serve_one_call(
         tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
                       end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2",
+        "--agi", f"127.0.0.1:{agi_port}", "--agi-key-file", str(tmp_path / "agi.key"),
         *(["--tls-cert", TLS[0], "--tls-key", TLS[1]] if tls else []))
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     verify = ssl.create_default_context(cafile=TLS[0]) if tls else True
@@ -1316,11 +1400,13 @@ def test_workers_share_the_ports_and_stop_together(tmp_path, tls):
             except httpx.HTTPError:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+        for _ in range(8):      # the kernel spreads them: each worker has the key
+            assert agi(Ports(agi_port), asterisk(agi_arg_1=AT))[0] == [agi_module.NOT_KEYED]
     finally:
         proc.send_signal(signal.SIGTERM)    # passed on to the workers, failed or not
     assert proc.wait(30) == 0
     err = proc.stderr.read()
-    assert err.count("serving http on port") == 2              # two workers served
+    assert err.count(", http on port") == 2                    # two workers served
     assert sorted(outcomes) == ["already_traced"] * 5 + ["success"]
 
 

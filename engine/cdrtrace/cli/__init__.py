@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agi-allow", action="append", metavar="CIDR",
                    help="networks FastAGI serves (FastAGI has no authentication; "
                         "default loopback only)")
+    p.add_argument("--agi-key-file", metavar="FILE",
+                   help="a key (a line of 32 or more letters, digits, - or _; the file "
+                        "mode 600) that each FastAGI request must name: "
+                        "agi://HOST:PORT/trace?key=KEY")
     p.add_argument("--workers", type=int, default=1,
                    help="service processes sharing the ports (default 1)")
     p.add_argument("--pin", action="store_true",

@@ -14,10 +14,12 @@ only peers in the allowed networks are served.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
 import socket
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
@@ -215,12 +217,23 @@ def _quoted(value: str) -> str:
 
 
 NOT_SERVED = 'VERBOSE "cdrtrace serves only agi://.../trace" 1'
+NOT_KEYED = 'VERBOSE "cdrtrace: the key of agi://.../trace?key=KEY is missing or wrong" 1'
 
 
 def serves(network_script: str | None, request: str | None) -> bool:
     """Is this AGI request the trace (agi_network_script, or the last part of agi_request)?"""
     script = network_script or (request or "").rsplit("/", 1)[-1]
     return script.split("?")[0] == "trace"
+
+
+def keyed(network_script: str | None, request: str | None, key: str | None) -> bool:
+    """Does the request's URL name the key (`trace?key=KEY`, --agi-key-file)? Any does
+    when there is none."""
+    if key is None:
+        return True
+    script = network_script or (request or "").rsplit("/", 1)[-1]
+    given = urllib.parse.parse_qs(script.partition("?")[2]).get("key", [""])
+    return len(given) == 1 and hmac.compare_digest(given[0].encode(), key.encode())
 
 
 def commands(result: TraceResult) -> list[str]:
@@ -247,12 +260,14 @@ def answer(result: TraceResult) -> bytes:
 
 
 class FastAGI:
-    """The FastAGI listener: one trace per connection."""
+    """The FastAGI listener: one trace per connection. key: the shared key each request's
+    URL must name, or None (--agi-key-file)."""
 
     def __init__(self, trace: Callable[[str, str | None], Awaitable[TraceResult]],
                  allow: Iterable[str] = DEFAULT_ALLOW, observe: Callable[..., None] | None = None,
-                 submit: Callable[..., bool] | None = None):
+                 submit: Callable[..., bool] | None = None, key: str | None = None):
         self.trace = trace
+        self.key = key
         self.submit = submit        # trace answered on the commit's thread (Router.trace_then)
         self.allow = networks(allow)
         self.observe = observe or (lambda *_: None)
@@ -351,6 +366,10 @@ class FastAGI:
             env = await read_environment(peer)
             if not serves(env.get("agi_network_script"), env.get("agi_request")):
                 await command(peer, NOT_SERVED)
+                return
+            if not keyed(env.get("agi_network_script"), env.get("agi_request"), self.key):
+                log.warning("agi: refused %s: its key is missing or wrong", address)
+                await command(peer, NOT_KEYED)
                 return
             result = await self.traced(env.get("agi_callerid"), env.get("agi_arg_1"), address)
             for text in commands(result):

@@ -86,6 +86,10 @@ class NativeFastAGI(NativeListener):
             if not agi.serves(script, request):
                 self.respond(conn, agi.NOT_SERVED.encode() + b"\n")
                 return
+            if not agi.keyed(script, request, self.listener.key):
+                log.warning("agi: refused %s: its key is missing or wrong", address)
+                self.respond(conn, agi.NOT_KEYED.encode() + b"\n")
+                return
             if self.listener.traced_then(callerid, arg_1, address,
                                          functools.partial(self._answer, conn)):
                 return

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..api import shared_commits
 from ..errors import CdrTraceError
+from ..store import private
 from . import requestlog
 from .agi import DEFAULT_ALLOW, FastAGI, listening_socket, networks
 from .routing import Router
@@ -77,9 +78,10 @@ def check_exposure(http: str | None, tls: tuple[str, str] | None, plain: bool) -
 
 async def serve(store: Any, http: str | None, agi: str | None,
                 agi_allow: list[str] | None = None, ready: Any = None,
-                tls: tuple[str, str] | None = None) -> None:
+                tls: tuple[str, str] | None = None, agi_key: str | None = None) -> None:
     """Run until SIGTERM (or SIGINT); ready(ports), if given, once listening. tls: the
-    HTTP API's (certificate chain, private key) files (tls_of), or None."""
+    HTTP API's (certificate chain, private key) files (tls_of), or None; agi_key: the
+    key each FastAGI request's URL must name, or None."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,7 +100,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
     observe = (lambda kind, outcome, seconds: app.state.observe(kind, outcome, seconds)) if app \
         else None
     listener = FastAGI(lambda line, at: router.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
-                       observe, router.trace_then)
+                       observe, router.trace_then, agi_key)
     native = None
     if agi:
         host, port = address(agi, "--agi")
@@ -167,6 +169,8 @@ def run(args: Any) -> None:
     tls = tls_of(args.tls_cert, args.tls_key)
     check_exposure(args.http, tls, args.plain_http)
     networks(args.agi_allow or ())             # refused before anything opens
+    agi_key = private.read_key(args.agi_key_file, "--agi-key-file") if args.agi_key_file \
+        else None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=requestlog.FORMAT)
     # a line per request: skip what the format never shows (the logging documentation's
     # "Optimization": the caller's frame, thread, process names)
@@ -181,7 +185,8 @@ def run(args: Any) -> None:
         UNPINNED.update(int(c) for c in os.environ["CDRTRACE_AGI_CORES"].split(","))
     store = open_store(args, readonly_index=True)
     with asyncio.Runner(loop_factory=event_loop()) as runner:
-        runner.run(serve(store, args.http, args.agi, args.agi_allow, ready=_settled, tls=tls))
+        runner.run(serve(store, args.http, args.agi, args.agi_allow, ready=_settled, tls=tls,
+                         agi_key=agi_key))
 
 
 def _settled(ports: dict, stop: asyncio.Event) -> None:
@@ -249,7 +254,7 @@ def supervise(args: Any) -> None:
     argv = [sys.executable, "-m", "cdrtrace.cli", "serve", "--workers", "1"]
     for flag, value in (("--db", args.db), ("--config", args.config), ("--http", args.http),
                         ("--agi", args.agi), ("--tls-cert", args.tls_cert),
-                        ("--tls-key", args.tls_key)):
+                        ("--tls-key", args.tls_key), ("--agi-key-file", args.agi_key_file)):
         if value:
             argv += [flag, value]
     if args.plain_http:

@@ -67,6 +67,34 @@ def check(store: Path, paths: list[Path]) -> None:
                 "service user")
 
 
+def read_key(path: str | os.PathLike, flag: str) -> str:
+    """The shared key in the file flag names: its one line, at least 32 of the characters
+    a URL carries as they are (letters, digits, - and _); the file readable by its owner
+    alone. CdrTraceError, saying the fix, else."""
+    from ..errors import CdrTraceError
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            found = os.fstat(fd)
+            data = os.read(fd, 4097) if stat.S_ISREG(found.st_mode) else None
+        finally:
+            os.close(fd)
+        if data is None or len(data) > 4096:
+            raise CdrTraceError(f"{flag} {path} is not a key file (a line of text)")
+        key = data.decode("ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CdrTraceError(f"cannot read {flag} {path}: {exc}") from None
+    mode = stat.S_IMODE(found.st_mode)
+    if mode & 0o077:
+        raise CdrTraceError(f"{flag} {path} is readable by other users (mode {mode:o}): "
+                            f"run `chmod 600 {path}`")
+    if len(key) < 32 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
+        raise CdrTraceError(f"{flag} {path} must hold one key of at least 32 letters, digits, "
+                            "- or _ (make one with `openssl rand -hex 32`)")
+    return key
+
+
 def create_secret(path: str | os.PathLike) -> Path:
     """A new random 256-bit key at path, 0600, its folder 0700 if made; an existing key
     is never overwritten."""
