@@ -1335,6 +1335,39 @@ def _serve_one_call(tmp_path, record: bytes, *flags: str, preexec_fn=None):
     return proc, port, token
 
 
+@pytest.mark.parametrize("hard", [8192, 1500])
+def test_serve_raises_its_descriptor_limit_to_what_its_bounds_hold(tmp_path, hard):
+    """Started with the usual soft limit of 1024, serve would run out of descriptors
+    before its listeners' bounds (FastAGI's 1024 connections, HTTP's 512 in C and 512 in
+    uvicorn): it raises the soft limit to what they hold, and says so if the hard limit
+    does not allow it."""
+    import resource
+    import signal
+
+    from cdrtrace.service import agi as agi_module
+    from cdrtrace.service import http, http_native, server
+
+    need = (agi_module.MAX_CONNECTIONS + http_native.MAX_CONNECTIONS + http.LIMIT_CONCURRENCY
+            + server.SPARE)
+    assert server.descriptors(True, True) == need == 2304
+    assert server.descriptors(False, True) == agi_module.MAX_CONNECTIONS + server.SPARE
+    proc, port, _ = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        "--agi", "127.0.0.1:0",
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", 30)
+        with open(f"/proc/{proc.pid}/limits") as f:
+            row = next(line for line in f if line.startswith("Max open files")).split()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert (int(row[3]), int(row[4])) == (min(need, hard), hard)
+    warned = f"serve may hold {need} descriptors and may open {hard}" in proc.stderr.read()
+    assert warned == (hard < need)
+
+
 def test_once_serving_the_collector_leaves_start_up_alone_and_runs_less_often():
     """serve's ready step: what start-up built leaves the collector's generations (frozen),
     and the youngest generation is collected past server.YOUNG_OBJECTS, not Python's 700

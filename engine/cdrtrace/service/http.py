@@ -425,6 +425,7 @@ class _Server(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+LIMIT_CONCURRENCY = 512     # uvicorn's connections (and requests) at once; 503 past them
 # TLS 1.2's suites kept to forward-secret AEAD ones (TLS 1.3's are all such)
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
@@ -449,7 +450,7 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
     # for it cost 5% of a trace's samples; no Server header (the C exchange sends none)
     front = Front(app)
     config = uvicorn.Config(front, log_level="warning", lifespan="off",
-                            limit_concurrency=512, http=BoundedHttpTools,
+                            limit_concurrency=LIMIT_CONCURRENCY, http=BoundedHttpTools,
                             timeout_keep_alive=KEEP_ALIVE, timeout_graceful_shutdown=30,
                             proxy_headers=False, server_header=False,
                             ssl_certfile=tls[0] if tls else None,

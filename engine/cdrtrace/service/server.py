@@ -12,6 +12,7 @@ import gc
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -21,11 +22,12 @@ from ..api import shared_commits
 from ..errors import CdrTraceError
 from ..store import private
 from . import requestlog
-from .agi import DEFAULT_ALLOW, FastAGI, listening_socket, networks
+from .agi import DEFAULT_ALLOW, MAX_CONNECTIONS, FastAGI, listening_socket, networks
 from .routing import Router
 
 log = logging.getLogger("cdrtrace.service")
 YOUNG_OBJECTS = 10_000       # the cyclic collector's first threshold, once serving (_settled)
+SPARE = 256                  # descriptors beyond the connections: the store, its log, ...
 # the cores this process could use before --pin kept it on one: the exchanges' threads in
 # C (FastAGI's, HTTP's) take no interpreter lock, so they run on any of them
 UNPINNED: set[int] = set()
@@ -146,6 +148,33 @@ async def serve(store: Any, http: str | None, agi: str | None,
         await loop.run_in_executor(None, replicating[1].join, 15)
 
 
+def descriptors(http: bool, agi: bool) -> int:
+    """How many descriptors serve may hold at once: a connection for each its listeners'
+    bounds allow, and SPARE for the store, its log and the rest."""
+    need = SPARE + (MAX_CONNECTIONS if agi else 0)
+    if http:
+        from . import http as api
+        from . import http_native
+        need += http_native.MAX_CONNECTIONS + api.LIMIT_CONCURRENCY
+    return need
+
+
+def raise_descriptor_limit(need: int) -> None:
+    """The soft limit on open descriptors raised to need (to the hard limit at most). A
+    service started with the usual soft limit of 1024 ran out of descriptors before its
+    listeners' bounds: its connections past it waited in the kernel, on every port (1,200
+    FastAGI peers held a switch's HTTP trace back 4 s), and FastAGI never refused one.
+    A warning, saying the fix, if the hard limit is below need."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < need:
+        log.warning("serve may hold %d descriptors and may open %d (its hard limit): past "
+                    "it no port accepts; raise the limit (systemd: LimitNOFILE=%d)",
+                    need, want, need)
+
+
 def _replicate(store: Any) -> tuple[threading.Event, threading.Thread] | None:
     """A shard replica sharing evidence ([shard] evidence): the replicator's thread."""
     if store.shard is None or not store.shard.evidence:
@@ -179,6 +208,7 @@ def run(args: Any) -> None:
     if args.workers > 1:
         supervise(args)
         return
+    raise_descriptor_limit(descriptors(bool(args.http), bool(args.agi)))
     if getattr(args, "pin", False):
         pin(started_on())
     elif os.environ.get("CDRTRACE_AGI_CORES"):         # a worker pinned by its supervisor
