@@ -726,8 +726,8 @@ static void agi_sweep(agi_server *s, double now) {
         agi_conn *c = &s->conns[slot];
         if ((c->state == ST_VARIABLES || c->state == ST_REPLY) &&
                 now - c->waiting_since >= s->timeout)
-            agi_close(s, slot, (s->http ? c->in_length > 0 : c->heard) ? AGI_SLOW : AGI_SILENT,
-                      NULL, 0);
+            agi_close(s, slot, (s->http ? c->in_length > 0 && c->out == NULL : c->heard)
+                               ? AGI_SLOW : AGI_SILENT, NULL, 0);   /* HTTP: not a slow reader */
         else if (c->state == ST_TRACING && now - c->tracing_since >= s->answer_timeout)
             agi_close(s, slot, AGI_UNANSWERED, NULL, 0);
     }

@@ -591,6 +591,42 @@ def test_a_peer_reading_none_of_its_answers_has_no_more_requests_answered(listen
     assert 0 < answered < 500, (answered, sent // len(refused))
 
 
+def test_a_peer_not_reading_its_answers_is_closed_as_such_not_as_slow(bounded, caplog):
+    """A peer whose answer cannot go (it reads nothing), requests pipelined behind it, is
+    closed after the keep-alive like an idle one: not logged as a request not whole."""
+    import gc
+
+    from cdrtrace.service.http_native import NativeHTTP
+
+    store, running, token = bounded
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
+    (native,) = [o for o in gc.get_objects() if isinstance(o, NativeHTTP) and o.sock]
+    native.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # accepted ones too
+    pushing = request(token, json.dumps({"line": "anonymous"}).encode()) * 3000
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", running.ports["http"]))
+        sock.setblocking(False)
+        sent, last_progress = 0, time.monotonic()
+        while sent < len(pushing) and time.monotonic() - last_progress < 0.5:
+            try:
+                sent += sock.send(pushing[sent:sent + 65536])
+                last_progress = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        time.sleep(1.0)                                    # past the 0.3 s
+        sock.setblocking(True)
+        sock.settimeout(5)                     # closed by then, or recv raises
+        try:
+            while sock.recv(65536):            # the answers it had sent, then the end
+                pass
+        except ConnectionResetError:
+            pass
+    assert not any("not whole" in r.getMessage() for r in caplog.records)
+
+
 def test_a_trace_c_logs_and_counts_comes_back_to_the_loop_no_more(listening):
     """An answer handed to C with its trace (NativeListener.respond's result) and a log
     line C writes is counted by C once done, and posts no DONE event: the loop hears no
