@@ -13,7 +13,8 @@
  * connection and is posted with its reason. A peer has `timeout` seconds for its whole
  * variable block from its connection, and for each whole reply from its command's
  * sending: bytes trickled in do not extend them (a peer sending a byte every few seconds
- * would otherwise hold its connection, one of a bounded number, for hours). The thread never touches a Python object.
+ * would otherwise hold its connection, one of a bounded number, for hours). The thread
+ * never touches a Python object.
  *
  * Two queues under one mutex carry the posts (thread -> Python: events) and the answers
  * (Python -> thread); each side is woken through an eventfd, written only when the queue

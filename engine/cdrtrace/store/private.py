@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import StoreError
+from ..errors import CdrTraceError, StoreError
 
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
@@ -71,8 +71,6 @@ def read_key(path: str | os.PathLike, flag: str) -> str:
     """The shared key in the file flag names: its one line, at least 32 of the characters
     a URL carries as they are (letters, digits, - and _); the file readable by its owner
     alone. CdrTraceError, saying the fix, else."""
-    from ..errors import CdrTraceError
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
