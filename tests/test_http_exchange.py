@@ -565,57 +565,50 @@ def test_a_peer_reading_none_of_its_answers_has_no_more_requests_answered(listen
     it so, each enough alone (http_answer stops reading while its answer is going, and
     http_parse takes no request then): without both, all 3,000 were, their answers kept
     in memory."""
-    import gc
 
     from cdrtrace.service import _agi
-    from cdrtrace.service.http_native import NativeHTTP
 
     store, services, tokens, events = listening
-    (native,) = [o for o in gc.get_objects() if isinstance(o, NativeHTTP) and o.sock]
-    native.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # accepted ones too
     refused = request(tokens["switch"], json.dumps({"line": "anonymous"}).encode())
-    pushing = refused * 3000
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", services["native"].ports["http"]))
-        sock.setblocking(False)
-        sent, last_progress = 0, time.monotonic()
-        while sent < len(pushing) and time.monotonic() - last_progress < 1.0:
-            try:
-                sent += sock.send(pushing[sent:sent + 65536])
-                last_progress = time.monotonic()
-            except BlockingIOError:
-                time.sleep(0.01)
+        sent = _push_unread(sock, services["native"].ports["http"], refused * 3000, 1.0)
         time.sleep(1.0)                            # what C answers now, it answers at once
         answered = sum(kind == _agi.DONE for kind, _ in events)
     assert 0 < answered < 500, (answered, sent // len(refused))
 
 
-def test_a_peer_not_reading_its_answers_is_closed_as_such_not_as_slow(bounded, caplog):
-    """A peer whose answer cannot go (it reads nothing), requests pipelined behind it, is
-    closed after the keep-alive like an idle one: not logged as a request not whole."""
+def _push_unread(sock: socket.socket, port: int, pushing: bytes, patience: float) -> int:
+    """Connect sock to the C listener with small buffers on both sides, and push until
+    nothing more goes for patience seconds, reading nothing: the bytes sent."""
     import gc
 
     from cdrtrace.service.http_native import NativeHTTP
 
-    store, running, token = bounded
-    caplog.set_level(logging.INFO, logger="cdrtrace.service")
     (native,) = [o for o in gc.get_objects() if isinstance(o, NativeHTTP) and o.sock]
     native.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)   # accepted ones too
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    sent, last_progress = 0, time.monotonic()
+    while sent < len(pushing) and time.monotonic() - last_progress < patience:
+        try:
+            sent += sock.send(pushing[sent:sent + 65536])
+            last_progress = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    return sent
+
+
+def test_a_peer_not_reading_its_answers_is_closed_as_such_not_as_slow(bounded, caplog):
+    """A peer whose answer cannot go (it reads nothing), requests pipelined behind it, is
+    closed after the keep-alive like an idle one: not logged as a request not whole."""
+    store, running, token = bounded
+    caplog.set_level(logging.INFO, logger="cdrtrace.service")
     pushing = request(token, json.dumps({"line": "anonymous"}).encode()) * 3000
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", running.ports["http"]))
-        sock.setblocking(False)
-        sent, last_progress = 0, time.monotonic()
-        while sent < len(pushing) and time.monotonic() - last_progress < 0.5:
-            try:
-                sent += sock.send(pushing[sent:sent + 65536])
-                last_progress = time.monotonic()
-            except BlockingIOError:
-                time.sleep(0.01)
-            except (BrokenPipeError, ConnectionResetError):
-                break
+        _push_unread(sock, running.ports["http"], pushing, 0.5)
         time.sleep(1.0)                                    # past the 0.3 s
         sock.setblocking(True)
         sock.settimeout(5)                     # closed by then, or recv raises
