@@ -1027,7 +1027,7 @@ def test_fastagi_bounds_silent_peers_and_connections(store, ingest_records, monk
         stream, commands = sock.makefile("rb"), []
         while command := stream.readline():
             commands.append(command.split()[2])
-            time.sleep(0.15)                             # half the timeout
+            time.sleep(0.1)                              # a third of the timeout
             sock.sendall(b"200 result=1\n")
     assert commands == [b"COT_OUTCOME", b"COT_ANNOUNCEMENT", b"COT_TRACE_ID"]
     assert len(store.trace_records(QUIET, analyst="ann")) == 2
