@@ -220,10 +220,14 @@ NOT_SERVED = 'VERBOSE "cdrtrace serves only agi://.../trace" 1'
 NOT_KEYED = 'VERBOSE "cdrtrace: the key of agi://.../trace?key=KEY is missing or wrong" 1'
 
 
+def _script(network_script: str | None, request: str | None) -> str:
+    """The request's script and query: agi_network_script, or the last part of agi_request."""
+    return network_script or (request or "").rsplit("/", 1)[-1]
+
+
 def serves(network_script: str | None, request: str | None) -> bool:
-    """Is this AGI request the trace (agi_network_script, or the last part of agi_request)?"""
-    script = network_script or (request or "").rsplit("/", 1)[-1]
-    return script.split("?")[0] == "trace"
+    """Is this AGI request the trace?"""
+    return _script(network_script, request).split("?")[0] == "trace"
 
 
 def keyed(network_script: str | None, request: str | None, key: str | None) -> bool:
@@ -231,8 +235,8 @@ def keyed(network_script: str | None, request: str | None, key: str | None) -> b
     when there is none."""
     if key is None:
         return True
-    script = network_script or (request or "").rsplit("/", 1)[-1]
-    given = urllib.parse.parse_qs(script.partition("?")[2]).get("key", [""])
+    query = _script(network_script, request).partition("?")[2]
+    given = urllib.parse.parse_qs(query).get("key", [""])
     return len(given) == 1 and hmac.compare_digest(given[0].encode(), key.encode())
 
 
