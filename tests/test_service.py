@@ -1433,14 +1433,37 @@ def test_workers_share_the_ports_and_stop_together(tmp_path, tls):
             except httpx.HTTPError:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+        lines: list[str] = []               # both workers serving before the checks below
+        threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+        while sum(", http on port" in line for line in lines) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         for _ in range(8):      # the kernel spreads them: each worker has the key
             assert agi(Ports(agi_port), asterisk(agi_arg_1=AT))[0] == [agi_module.NOT_KEYED]
     finally:
         proc.send_signal(signal.SIGTERM)    # passed on to the workers, failed or not
     assert proc.wait(30) == 0
-    err = proc.stderr.read()
-    assert err.count(", http on port") == 2                    # two workers served
     assert sorted(outcomes) == ["already_traced"] * 5 + ["success"]
+
+
+def test_workers_stopped_while_still_starting_are_not_a_failure(tmp_path):
+    """SIGTERM as soon as the supervisor has started its workers (still importing, before
+    their own handlers): each ends by it, and the supervisor exits 0, not 'a worker
+    failed' (exit 2), which a `systemctl stop` right after a start got."""
+    import signal
+
+    proc, _, _ = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2")
+    children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    deadline = time.monotonic() + 30
+    while len(open(children).read().split()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    workers = open(children).read().split()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.stderr.read()
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
 
 
 def test_traces_the_c_exchanges_log_are_counted_once_in_the_metrics(tmp_path):

@@ -296,16 +296,26 @@ def supervise(args: Any) -> None:
     def pinned(i: int) -> Any:     # worker i on the i-th core, set in the child before exec
         return (lambda: os.sched_setaffinity(0, {cores[i % len(cores)]})) if args.pin else None
     env = {**os.environ, "CDRTRACE_AGI_CORES": ",".join(map(str, cores))} if args.pin else None
-    children = [subprocess.Popen(argv, preexec_fn=pinned(i), env=env)   # noqa: PLW1509
-                for i in range(args.workers)]     # (no threads here: preexec_fn is safe)
+    children: list[subprocess.Popen] = []
+    stopping = []
 
     def forward(signum: int, frame: Any) -> None:
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
+    # before the first worker starts: a SIGTERM in between left the workers running on
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for i in range(args.workers):
+        if stopping:
+            break
+        children.append(subprocess.Popen(argv, preexec_fn=pinned(i), env=env))  # noqa: PLW1509
+        if stopping:                      # (no threads here: preexec_fn is safe)
+            children[-1].send_signal(signal.SIGTERM)
     codes = [child.wait() for child in children]
     log.info("workers stopped: exit %s", codes)
-    if any(codes):
-        raise CdrTraceError(f"a worker failed (exit {max(codes)})")
+    # a worker the SIGTERM passed on found still starting ends by it: stopped, not failed
+    failed = [c for c in codes if c and not (stopping and c == -signal.SIGTERM)]
+    if failed:
+        raise CdrTraceError(f"a worker failed (exit {failed[0]})")
