@@ -26,6 +26,7 @@ from test_service import (
     agi,
     asterisk,
     endless_head,
+    expect,
     held_record,
 )
 
@@ -490,6 +491,7 @@ def test_a_request_never_answered_is_closed_after_the_answer_timeout(store, monk
             sock.sendall(request(token))
             assert sock.recv(65536) == b""                     # closed, well before 10 s
         assert agi(running, asterisk(agi_arg_1=AT)) == ([], b"")
+        expect(running, {("http", "unanswered"): 1, ("agi", "unanswered"): 1})
     finally:
         running.stop()
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

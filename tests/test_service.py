@@ -962,6 +962,21 @@ def _trickle(sock: socket.socket, data: bytes, pause: float, size: int = 8) -> N
         time.sleep(pause)
 
 
+def refused(running) -> dict[tuple[str, str], int]:
+    """(via, reason) -> count, as /metrics shows them."""
+    text = httpx.get(running.url + "/metrics", timeout=10).text
+    return {(via, reason): int(float(n)) for reason, via, n in re.findall(
+        r'^cdrtrace_refused_total\{reason="(\w+)",via="(\w+)"\} (\S+)$', text, re.M)}
+
+
+def expect(running, counts: dict[tuple[str, str], int]) -> None:
+    """Wait (10 s at most) until /metrics counts exactly these refusals."""
+    deadline = time.monotonic() + 10
+    while (got := refused(running)) != counts:
+        assert time.monotonic() < deadline, (got, counts)
+        time.sleep(0.02)
+
+
 def _logged(caplog, text: str, count: int = 1) -> None:
     """Wait (10 s at most) until count of the service's log lines hold text."""
     deadline = time.monotonic() + 10

@@ -263,18 +263,29 @@ def answer(result: TraceResult) -> bytes:
             + "\n").encode()
 
 
+def refusal(why: str) -> str | None:
+    """The reason (metrics.Refusals) a connection closed for why (Rejected's words) is
+    counted under; None for a peer that hung up, which is not refused."""
+    if why == "the peer hung up":
+        return None
+    return {"a silent peer": "silent", "a slow peer": "slow"}.get(why, "malformed")
+
+
 class FastAGI:
     """The FastAGI listener: one trace per connection. key: the shared key each request's
-    URL must name, or None (--agi-key-file)."""
+    URL must name, or None (--agi-key-file). observe(via, outcome, seconds) counts a
+    trace answered, refused(reason) a connection refused (metrics.Refusals)."""
 
     def __init__(self, trace: Callable[[str, str | None], Awaitable[TraceResult]],
                  allow: Iterable[str] = DEFAULT_ALLOW, observe: Callable[..., None] | None = None,
-                 submit: Callable[..., bool] | None = None, key: str | None = None):
+                 submit: Callable[..., bool] | None = None, key: str | None = None,
+                 refused: Callable[[str], None] | None = None):
         self.trace = trace
         self.key = key
         self.submit = submit        # trace answered on the commit's thread (Router.trace_then)
         self.allow = networks(allow)
         self.observe = observe or (lambda *_: None)
+        self.refused = refused or (lambda _: None)
         self.active: set[asyncio.Task] = set()
         self.allowed_peers: dict[str, bool] = {}     # address -> allowed, remembered
 
@@ -303,9 +314,11 @@ class FastAGI:
         address = peer.transport.get_extra_info("peername")
         if not self.allowed(address):
             log.warning("agi: refused %s: not in --agi-allow", address)
+            self.refused("not_allowed")
             peer.transport.close()
         elif len(self.active) >= MAX_CONNECTIONS:
             log.warning("agi: refused %s: %d connections already", address, MAX_CONNECTIONS)
+            self.refused("full")
             peer.transport.close()
         else:
             task = asyncio.get_running_loop().create_task(self.handle(peer, address))
@@ -369,10 +382,12 @@ class FastAGI:
         try:
             env = await read_environment(peer)
             if not serves(env.get("agi_network_script"), env.get("agi_request")):
+                self.refused("not_served")
                 await command(peer, NOT_SERVED)
                 return
             if not keyed(env.get("agi_network_script"), env.get("agi_request"), self.key):
                 log.warning("agi: refused %s: its key is missing or wrong", address)
+                self.refused("wrong_key")
                 await command(peer, NOT_KEYED)
                 return
             result = await self.traced(env.get("agi_callerid"), env.get("agi_arg_1"), address)
@@ -383,6 +398,8 @@ class FastAGI:
             self.done(result, took)
         except Rejected as exc:
             log.info("agi: %s closed: %s", address, exc)
+            if (reason := refusal(str(exc))) is not None:
+                self.refused(reason)
         finally:
             assert peer.transport is not None
             peer.transport.close()

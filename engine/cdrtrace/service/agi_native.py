@@ -65,17 +65,22 @@ class NativeFastAGI(NativeListener):
             if reason == _agi.UNANSWERED:
                 log.warning("agi: %s closed: no answer within %g s", address,
                             native.ANSWER_TIMEOUT)
+                self.listener.refused("unanswered")
                 return
             why = _REASONS.get(reason, f"reason {reason}")
+            if (counted := agi.refusal(why)) is not None:
+                self.listener.refused(counted)
             if extra is not None:       # the offending line, as agi.Rejected shows it
                 why += ": " + repr(extra.decode("utf-8", "replace").rstrip("\r")[:60])
             log.info("agi: %s closed: %s", address, why)
         elif kind == _agi.REFUSED:
             if reason == _NOT_ALLOWED:
                 log.warning("agi: refused %s: not in --agi-allow", address)
+                self.listener.refused("not_allowed")
             else:
                 log.warning("agi: refused %s: %d connections already", address,
                             agi.MAX_CONNECTIONS)
+                self.listener.refused("full")
 
     def _request(self, conn: int, address: tuple, values: tuple) -> None:
         """A connection's agi_* block has come: its trace handed to the shared commit,
@@ -84,10 +89,12 @@ class NativeFastAGI(NativeListener):
             callerid, arg_1, script, request = (
                 None if v is None else v.decode("utf-8", "replace").strip() for v in values)
             if not agi.serves(script, request):
+                self.listener.refused("not_served")
                 self.respond(conn, agi.NOT_SERVED.encode() + b"\n")
                 return
             if not agi.keyed(script, request, self.listener.key):
                 log.warning("agi: refused %s: its key is missing or wrong", address)
+                self.listener.refused("wrong_key")
                 self.respond(conn, agi.NOT_KEYED.encode() + b"\n")
                 return
             if self.listener.traced_then(callerid, arg_1, address,

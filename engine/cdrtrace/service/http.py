@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
-from .metrics import SharedCommits, TraceMetrics
+from .metrics import Refusals, SharedCommits, TraceMetrics
 from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
@@ -41,6 +41,8 @@ RIGHTS = {                    # what each role's token may call
     "trace": "switch", "status": "care", "identifying": "analyst", "disclose": "legal",
     "operate": "operator",
 }
+# the answers that refuse a request, counted by reason (metrics.Refusals)
+_REFUSED = {401: "unauthorized", 403: "forbidden", 413: "too_large"}
 
 
 class TraceRequest(BaseModel):
@@ -106,7 +108,8 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
     registry.register(SharedCommits(store))
-    app.state.observe = traces.observe
+    registry.register(refusals := Refusals())   # connections and requests refused, by reason
+    app.state.observe, app.state.refused = traces.observe, refusals.count
     app.state.trace_metrics = traces     # the C exchanges' counts are added to it
 
     # Front is not added as a middleware: it goes in front of FastAPI's whole stack
@@ -292,6 +295,8 @@ class Front(Answering):
         self.app: Any = app            # called as plain ASGI
         self.store, self.router = app.state.store, app.state.router
         self.observe = app.state.observe
+        # refused(reason): an HTTP connection or request refused, counted (metrics.Refusals)
+        self.refused = functools.partial(app.state.refused, "http")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -343,6 +348,8 @@ class Front(Answering):
             (path if path == "/v1/trace" else "(no route)")
         log.info("http: %s %s %d in %.1f ms", scope["method"], route, status[0],
                  (time.perf_counter() - started) * 1000)
+        if status[0] in _REFUSED:
+            self.refused(_REFUSED[status[0]])
 
     async def trace(self, scope: dict, body: bytes, send: Any, started: float) -> bool:
         """POST /v1/trace from a switch; False to let the FastAPI route answer instead."""

@@ -73,9 +73,11 @@ class NativeHTTP(NativeListener):
             if reason == _agi.UNANSWERED:
                 log.warning("http: %s closed: no answer within %g s", (host, port),
                             native.ANSWER_TIMEOUT)
+                self.front.refused("unanswered")
             elif reason == _agi.SLOW:
                 log.info("http: %s closed: a request not whole within %g s", (host, port),
                          KEEP_ALIVE)
+                self.front.refused("slow")
 
     def _request(self, conn: int, values: tuple) -> None:
         """A trace request read whole: traced on the shared commit and answered from there

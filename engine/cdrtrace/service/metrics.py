@@ -103,6 +103,40 @@ class TraceMetrics:
         yield seconds
 
 
+class Refusals:
+    """Prometheus: connections and requests the service refused or cut off, by listener
+    (`via`: agi, http) and reason (`cdrtrace_refused_total`). An attack (a flood, peers
+    trickling their bytes, guessed tokens or keys) shows here, not only in the log.
+
+    The reasons: `not_allowed` (a FastAGI peer outside --agi-allow), `full` (past a
+    listener's bound on connections), `slow` and `silent` (a request not whole in time),
+    `malformed` (a FastAGI exchange outside the protocol), `not_served` (a FastAGI
+    script other than trace), `wrong_key` (--agi-key-file), `unauthorized` and
+    `forbidden` (HTTP 401, 403), `too_large` (HTTP head or body past its bound),
+    `unanswered` (no answer in time: a fault of the service's)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, str], list] = {}     # (via, reason) -> [n, created]
+
+    def count(self, via: str, reason: str) -> None:
+        with self.lock:
+            count = self.counts.get((via, reason))
+            if count is None:
+                count = self.counts[(via, reason)] = [0, time.time()]
+            count[0] += 1
+
+    def collect(self) -> Iterator[Any]:
+        refused = CounterMetricFamily(
+            "cdrtrace_refused", "Connections and requests refused or cut off, by reason",
+            labels=["via", "reason"])
+        with self.lock:
+            counts = sorted((k, list(v)) for k, v in self.counts.items())
+        for (via, reason), (n, created) in counts:
+            refused.add_metric([via, reason], n, created=created)
+        yield refused
+
+
 class SharedCommits:
     """Prometheus: the evidence commits traces shared, and the traces they carried."""
 

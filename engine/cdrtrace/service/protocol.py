@@ -29,6 +29,7 @@ import asyncio
 import http
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -80,6 +81,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             self.head_bytes += len(data)
         super().data_received(data)
         if self.head_bytes > MAX_HEAD and not self.transport.is_closing():
+            self._refused("too_large")
             self.send_400_response("Request headers too large")
 
     def on_message_begin(self) -> None:
@@ -101,6 +103,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             return
         log.info("http: %s closed: a request not whole within %g s", self.client,
                  REQUEST_TIMEOUT)
+        self._refused("slow")
         if self.head_bytes >= 0 or self.collecting is not None:
             self.collecting = None
             self.transport.write(b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(
@@ -115,7 +118,25 @@ class BoundedHttpTools(HttpToolsProtocol):
         if self._plain_trace():
             self.collecting = []
             return
+        self._to_uvicorn()
+
+    def _to_uvicorn(self) -> None:
+        """uvicorn's on_headers_complete: the request goes the usual way (its 503 past
+        limit_concurrency counted, where uvicorn gives it)."""
+        if self._full() and not (self.parser.should_upgrade() and self._should_upgrade()):
+            self._refused("full")
         super().on_headers_complete()
+
+    def _full(self) -> bool:
+        """Past uvicorn's bound: its 503 for a request now."""
+        return self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency
+            or len(self.tasks) >= self.limit_concurrency)
+
+    def _refused(self, reason: str) -> None:
+        """Count a request or connection refused for reason (metrics.Refusals)."""
+        if isinstance(self.app, Answering):
+            self.app.refused(reason)
 
     def on_body(self, body: bytes) -> None:
         if self.collecting is not None:
@@ -134,7 +155,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         front = self.app
         request = front.switch_request(self.headers, body)
         if request is None:                   # not as a switch sends it: the usual way
-            super().on_headers_complete()
+            self._to_uvicorn()
             if self.closing and self.cycle is not None:
                 self.cycle.keep_alive = False
             if body:
@@ -177,9 +198,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         if not isinstance(self.app, Answering) or self.pipeline or not (
                 self.cycle is None or self.cycle.response_complete):
             return False
-        if self.limit_concurrency is not None and (
-                len(self.connections) >= self.limit_concurrency
-                or len(self.tasks) >= self.limit_concurrency):
+        if self._full():
             return False                      # uvicorn's 503, the usual way
         length = None
         for name, value in self.headers:
@@ -230,7 +249,10 @@ class HandedOff(BoundedHttpTools):
 
 
 class Answering:
-    """What an app served with BoundedHttpTools offers for the hot path (Front)."""
+    """What an app served with BoundedHttpTools offers for the hot path (Front), and
+    refused(reason): where it counts what is refused (metrics.Refusals)."""
+
+    refused: Callable[[str], None]
 
     def switch_request(self, headers: list, body: bytes) -> tuple | None:
         raise NotImplementedError

@@ -101,8 +101,9 @@ async def serve(store: Any, http: str | None, agi: str | None,
         app = build_app(store, router)
     observe = (lambda kind, outcome, seconds: app.state.observe(kind, outcome, seconds)) if app \
         else None
+    refused = (lambda reason: app.state.refused("agi", reason)) if app else None
     listener = FastAGI(lambda line, at: router.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
-                       observe, router.trace_then, agi_key)
+                       observe, router.trace_then, agi_key, refused)
     native = None
     if agi:
         host, port = address(agi, "--agi")
