@@ -572,6 +572,56 @@ def test_the_trace_metrics_are_exposed_as_prometheus_clients_own(observed):
     assert text(ours) == text(reference)
 
 
+def test_the_workers_counts_are_summed_whichever_worker_answers(tmp_path):
+    """serve --workers: /metrics sums the counts every worker last wrote (metrics.Workers),
+    a series' _created time being its first worker's; every worker answers the same."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from cdrtrace.service.metrics import Refusals, TraceMetrics, Workers
+
+    def exposed(*collectors):
+        registry = CollectorRegistry()
+        for collector in collectors:
+            registry.register(collector)
+        return generate_latest(registry).decode()
+
+    def created(text, series):
+        return float(re.search(re.escape(series) + r" (\S+)", text).group(1))
+
+    def masked(text):
+        return sorted(re.sub(r"(_created\{[^}]*\}) \S+", r"\1 T", text).splitlines())
+    first, second, alone = [(TraceMetrics(), Refusals()) for _ in range(3)]
+    for traces, refusals in (first, alone):
+        traces.observe("agi", "success", 0.0007)
+        refusals.count("agi", "slow")
+    time.sleep(0.01)
+    for traces, refusals in (second, alone):
+        traces.observe("agi", "success", 0.003)
+        traces.observe("http", "no_call", 0.2)
+        refusals.count("agi", "slow")
+        refusals.count("http", "unauthorized")
+    workers = [Workers(str(tmp_path), collectors, name)      # each writes its file
+               for collectors, name in ((first, "1"), (second, "2"))]
+    (tmp_path / "worker-3.json.new").write_text("[[")       # a write cut off: not read
+    summed = exposed(workers[0])
+    assert exposed(workers[1]) == summed
+    for line in ('cdrtrace_traces_total{outcome="success",via="agi"} 2.0',
+                 'cdrtrace_traces_total{outcome="no_call",via="http"} 1.0',
+                 'cdrtrace_trace_seconds_bucket{le="0.001",via="agi"} 1.0',
+                 'cdrtrace_trace_seconds_bucket{le="0.005",via="agi"} 2.0',
+                 'cdrtrace_trace_seconds_count{via="agi"} 2.0',
+                 'cdrtrace_refused_total{reason="slow",via="agi"} 2.0',
+                 'cdrtrace_refused_total{reason="unauthorized",via="http"} 1.0'):
+        assert line in summed.splitlines(), line
+    for series in ('cdrtrace_traces_created{outcome="success",via="agi"}',
+                   'cdrtrace_trace_seconds_created{via="agi"}',
+                   'cdrtrace_refused_created{reason="slow",via="agi"}'):
+        earlier = created(exposed(*first), series)
+        assert earlier < created(exposed(*second), series)
+        assert created(summed, series) == earlier
+    assert masked(summed) == masked(exposed(*alone))      # as one process that saw it all
+
+
 def test_a_switch_body_the_hot_path_does_not_read_gets_the_same_answer_the_usual_way(service):
     """orjson reads only UTF-8: a UTF-16 body (which JSON allows, and FastAPI reads) goes
     the usual way, and is traced the same."""
@@ -1419,13 +1469,14 @@ def test_serve_is_ready_only_once_both_ports_listen(store):
 
 
 @pytest.mark.parametrize("tls", [False, True])
-def test_workers_share_the_ports_and_stop_together(tmp_path, tls):
+def test_workers_share_the_ports_and_stop_together(tmp_path, tls, monkeypatch):
     """--workers N: each worker serves (over TLS too: the supervisor passes it on, and
-    FastAGI's key)."""
+    FastAGI's key), and /metrics, whichever worker answers it, counts all of theirs."""
     import signal
 
     from cdrtrace.service import agi as agi_module
 
+    monkeypatch.setenv("TMPDIR", str(tmp_path))     # where the workers' counts are kept
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         agi_port = s.getsockname()[1]
@@ -1455,10 +1506,41 @@ def test_workers_share_the_ports_and_stop_together(tmp_path, tls):
             time.sleep(0.05)
         for _ in range(8):      # the kernel spreads them: each worker has the key
             assert agi(Ports(agi_port), asterisk(agi_arg_1=AT))[0] == [agi_module.NOT_KEYED]
+        # the counts of both workers, each second; then every answer the same
+        counted = {'cdrtrace_traces_total{outcome="success",via="http"} 1.0',
+                   'cdrtrace_traces_total{outcome="already_traced",via="http"} 5.0',
+                   'cdrtrace_trace_seconds_count{via="http"} 6.0',
+                   "cdrtrace_trace_commits_total 6.0", "cdrtrace_traces_committed_total 6.0",
+                   'cdrtrace_refused_total{reason="wrong_key",via="agi"} 8.0'}
+        prefixes = tuple({line.split("{")[0].split()[0] for line in counted})
+        answers = []
+        while len(answers) < 10:
+            text = httpx.get(url + "/metrics", timeout=5, verify=verify).text
+            got = {line for line in text.splitlines() if line.startswith(prefixes)}
+            if got == counted:
+                answers.append(got)
+            else:
+                assert not answers and time.monotonic() < deadline, got
+                time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)    # passed on to the workers, failed or not
     assert proc.wait(30) == 0
     assert sorted(outcomes) == ["already_traced"] * 5 + ["success"]
+    assert not list(tmp_path.glob("cdrtrace-metrics-*"))       # removed once stopped
+
+
+def test_workers_without_a_folder_for_their_counts_is_a_clear_error(tmp_path, monkeypatch,
+                                                                     capsys):
+    import tempfile
+
+    def cannot(**kw):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(tempfile, "mkdtemp", cannot)
+    assert cli.main(["init", "--db", str(tmp_path / "db")]) == 0
+    assert cli.main(["serve", "--db", str(tmp_path / "db"), "--http", "127.0.0.1:0",
+                     "--workers", "2"]) == 2
+    assert "--workers keeps the workers' counts in a folder under TMPDIR" in \
+        capsys.readouterr().err
 
 
 def test_workers_stopped_while_still_starting_are_not_a_failure(tmp_path):

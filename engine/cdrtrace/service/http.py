@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
-from .metrics import Refusals, SharedCommits, TraceMetrics
+from .metrics import Refusals, SharedCommits, TraceMetrics, counted
 from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
@@ -102,13 +102,11 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
                   description="*57 call trace over switch CDRs. Customer-facing answers never "
                               "name a caller; identifying reads are audited.")
     registry = CollectorRegistry()
-    traces = TraceMetrics()         # traces by outcome, their latency (as a Counter, a Histogram)
-    registry.register(traces)
+    traces, refusals = TraceMetrics(), Refusals()   # traces by outcome and latency; refusals
     records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
-    registry.register(SharedCommits(store))
-    registry.register(refusals := Refusals())   # connections and requests refused, by reason
+    app.state.workers = counted(registry, [traces, SharedCommits(store), refusals])
     app.state.observe, app.state.refused = traces.observe, refusals.count
     app.state.trace_metrics = traces     # the C exchanges' counts are added to it
 

@@ -15,12 +15,14 @@ count never comes back to the event loop once answered.
 from __future__ import annotations
 
 import bisect
+import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from ..api import shared_commits
@@ -29,6 +31,8 @@ from ..evidence.outcomes import Outcome
 BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1, 5)
 OUTCOMES = tuple(Outcome)              # a C exchange counts an outcome by its place here
 OUTCOME_INDEX = {outcome: i for i, outcome in enumerate(OUTCOMES)}
+WORKERS_DIR = "CDRTRACE_METRICS_DIR"   # --workers: where each worker writes its counts
+PERIOD = 1.0                  # seconds between a worker's writes of its counts
 # what a source gives: ([count per outcome], [since when per outcome], [count per bucket,
 # the last past every bound], the latencies' sum, since when), as _agi.Server.metrics
 Counted = tuple[list[int], list[float], list[int], float, float]
@@ -150,3 +154,60 @@ class SharedCommits:
         yield CounterMetricFamily("cdrtrace_traces_committed",
                                   "Traces those commits carried (over commits: traces a commit)",
                                   value=traces)
+
+
+def counted(registry: Any, collectors: Sequence[Any]) -> Workers | None:
+    """Register the service's own counts: as they are, or, in a worker of `serve
+    --workers` (WORKERS_DIR set), as every worker's sum (Workers, returned)."""
+    folder = os.environ.get(WORKERS_DIR)
+    if not folder:
+        for collector in collectors:
+            registry.register(collector)
+        return None
+    registry.register(workers := Workers(folder, collectors))
+    return workers
+
+
+class Workers:
+    """`serve --workers`: the counts of every worker process as one service's. Each worker
+    writes what its collectors count to a file of its own in a folder the supervisor made
+    (write(), every PERIOD seconds); /metrics, whichever worker answers
+    it, sums every worker's last file, its own included. So each worker answers the same,
+    and never less than before (a file's counts only grow): Prometheus, reaching a worker
+    at random through the shared port, would otherwise read counts going up and down
+    (resets, to it) and each a part of the service's."""
+
+    def __init__(self, folder: str, collectors: Sequence[Any], name: str | None = None):
+        self.folder, self.collectors = folder, list(collectors)
+        self.path = os.path.join(folder, f"worker-{name or os.getpid()}.json")
+        self.write()
+
+    def write(self) -> None:
+        families = [[family.name, family.documentation, family.type,
+                     [[sample.name, sample.labels, sample.value] for sample in family.samples]]
+                    for collector in self.collectors for family in collector.collect()]
+        temporary = self.path + ".new"
+        with open(temporary, "w") as out:
+            json.dump(families, out)
+        os.replace(temporary, self.path)          # read whole, the last or the one before
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, tuple[str, str, dict]] = {}
+        for name in sorted(os.listdir(self.folder)):
+            if not (name.startswith("worker-") and name.endswith(".json")):
+                continue
+            with open(os.path.join(self.folder, name)) as f:
+                families = json.load(f)
+            for family, documentation, kind, samples in families:
+                values = merged.setdefault(family, (documentation, kind, {}))[2]
+                for sample, labels, value in samples:
+                    key = (sample, tuple(sorted(labels.items())))
+                    if sample.endswith("_created"):         # the first worker's
+                        values[key] = min(values.get(key, value), value)
+                    else:
+                        values[key] = values.get(key, 0) + value
+        for family, (documentation, kind, values) in merged.items():
+            metric = Metric(family, documentation, kind)
+            for (sample, labels), value in values.items():
+                metric.add_sample(sample, dict(labels), value)
+            yield metric

@@ -13,8 +13,10 @@ import ipaddress
 import logging
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -23,6 +25,7 @@ from ..errors import CdrTraceError
 from ..store import private
 from . import requestlog
 from .agi import DEFAULT_ALLOW, MAX_CONNECTIONS, FastAGI, listening_socket, networks
+from .metrics import PERIOD, WORKERS_DIR
 from .routing import Router
 
 log = logging.getLogger("cdrtrace.service")
@@ -125,6 +128,8 @@ async def serve(store: Any, http: str | None, agi: str | None,
         host, port = address(http, "--http")
         http_task, ports["http"] = await run_http(app, host, port, stop, UNPINNED, tls)
     replicating = _replicate(store)
+    workers = app.state.workers if app is not None else None     # --workers' counts
+    writing = _keep_writing(loop, workers) if workers is not None else None
     log.info("serving %s", ", ".join(f"{k} on port {v}" for k, v in ports.items()) or "nothing")
     if ready is not None:
         ready(ports, stop)
@@ -143,10 +148,27 @@ async def serve(store: Any, http: str | None, agi: str | None,
     for s in servers:
         await s.wait_closed()
     requestlog.flush()
+    if writing is not None:
+        writing[0].cancel()
     log.info("stopped: %d traces in %d shared commits", *shared_commits(store))
     if replicating is not None:       # the last traces' evidence sent before exiting
         replicating[0].set()
         await loop.run_in_executor(None, replicating[1].join, 15)
+
+
+def _keep_writing(loop: asyncio.AbstractEventLoop, workers: Any) -> list:
+    """Write this worker's counts (metrics.Workers) every PERIOD seconds from now on:
+    [the next write's handle]."""
+    handle: list = []
+
+    def write() -> None:
+        try:
+            workers.write()
+        except OSError as exc:         # /metrics shows the last written; the service goes on
+            log.warning("cannot write this worker's counts for /metrics: %s", exc)
+        handle[:] = [loop.call_later(PERIOD, write)]
+    handle.append(loop.call_later(PERIOD, write))
+    return handle
 
 
 def descriptors(http: bool, agi: bool) -> int:
@@ -296,7 +318,15 @@ def supervise(args: Any) -> None:
 
     def pinned(i: int) -> Any:     # worker i on the i-th core, set in the child before exec
         return (lambda: os.sched_setaffinity(0, {cores[i % len(cores)]})) if args.pin else None
-    env = {**os.environ, "CDRTRACE_AGI_CORES": ",".join(map(str, cores))} if args.pin else None
+    # the workers' counts, summed by whichever answers /metrics (metrics.Workers): a
+    # folder only this user reads, removed once they have stopped
+    try:
+        folder = tempfile.mkdtemp(prefix="cdrtrace-metrics-")
+    except OSError as exc:
+        raise CdrTraceError(f"--workers keeps the workers' counts in a folder under TMPDIR "
+                            f"({tempfile.gettempdir()}), and cannot make one: {exc}") from None
+    env = {**os.environ, WORKERS_DIR: folder,
+           **({"CDRTRACE_AGI_CORES": ",".join(map(str, cores))} if args.pin else {})}
     children: list[subprocess.Popen] = []
     stopping = []
 
@@ -308,13 +338,17 @@ def supervise(args: Any) -> None:
     # before the first worker starts: a SIGTERM in between left the workers running on
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for i in range(args.workers):
-        if stopping:
-            break
-        children.append(subprocess.Popen(argv, preexec_fn=pinned(i), env=env))  # noqa: PLW1509
-        if stopping:                      # (no threads here: preexec_fn is safe)
-            children[-1].send_signal(signal.SIGTERM)
-    codes = [child.wait() for child in children]
+    try:
+        for i in range(args.workers):
+            if stopping:
+                break
+            children.append(subprocess.Popen(argv, preexec_fn=pinned(i),  # noqa: PLW1509
+                                             env=env))
+            if stopping:                  # (no threads here: preexec_fn is safe)
+                children[-1].send_signal(signal.SIGTERM)
+        codes = [child.wait() for child in children]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     log.info("workers stopped: exit %s", codes)
     # a worker the SIGTERM passed on found still starting ends by it: stopped, not failed
     failed = [c for c in codes if c and not (stopping and c == -signal.SIGTERM)]
