@@ -1529,9 +1529,15 @@ def test_workers_share_the_ports_and_stop_together(tmp_path, tls, monkeypatch):
     assert not list(tmp_path.glob("cdrtrace-metrics-*"))       # removed once stopped
 
 
-def test_workers_without_a_folder_for_their_counts_is_a_clear_error(tmp_path, monkeypatch,
-                                                                     capsys):
+def test_workers_refuse_what_would_stop_them_before_any_starts(tmp_path, monkeypatch,
+                                                              capsys):
+    """A store that does not open, or no folder for the workers' counts: one clear error,
+    exit 2, before any worker starts (each would fail, and be started again)."""
     import tempfile
+
+    assert cli.main(["serve", "--db", str(tmp_path / "none"), "--http", "127.0.0.1:0",
+                     "--workers", "2"]) == 2
+    assert "no cdrtrace store at" in capsys.readouterr().err
 
     def cannot(**kw):
         raise PermissionError(13, "Permission denied")
@@ -1541,6 +1547,104 @@ def test_workers_without_a_folder_for_their_counts_is_a_clear_error(tmp_path, mo
                      "--workers", "2"]) == 2
     assert "--workers keeps the workers' counts in a folder under TMPDIR" in \
         capsys.readouterr().err
+
+
+def test_a_worker_that_ends_is_started_again(tmp_path):
+    """A worker killed (the OOM killer, a fault) is started again, so the service keeps
+    its capacity: before, the other went on alone, and nothing said so."""
+    import signal
+
+    proc, port, token = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2")
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+    children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    deadline = time.monotonic() + 30
+    try:
+        while sum(", http on port" in line or "serving http" in line for line in lines) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first = open(children).read().split()
+        os.kill(int(first[0]), signal.SIGKILL)
+        while not any(f"(pid {first[0]}) ended (exit -9): started again" in line
+                      for line in lines):
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        while sum("serving http" in line for line in lines) < 3:    # the new one serves
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        now = open(children).read().split()
+        assert len(now) == 2 and first[0] not in now and first[1] in now
+        url = f"http://127.0.0.1:{port}"
+        outcomes = [httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,
+                               headers={"Authorization": f"Bearer {token}"}).json()["outcome"]
+                    for _ in range(6)]
+        assert sorted(outcomes) == ["already_traced"] * 5 + ["success"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+class _Worker:
+    """What the supervisor's watch (server._watch) uses of a worker's process."""
+
+    def __init__(self, code=None):
+        self.returncode, self.pid, self.signals = code, 1000, []
+
+    def poll(self):
+        return self.returncode
+
+    def send_signal(self, signum):
+        self.signals.append(signum)
+        self.returncode = -signum
+
+
+def _watched(children, start, stopping):
+    """server._watch(...), which must end within 10 s."""
+    from cdrtrace.service import server
+
+    given_up: list = []
+    thread = threading.Thread(daemon=True, target=lambda: given_up.append(
+        server._watch(children, start, stopping)))
+    thread.start()
+    thread.join(10)
+    assert given_up, "the watch did not end"
+    return given_up[0]
+
+
+def test_a_worker_ending_again_and_again_stops_the_service(monkeypatch):
+    """Started again RESTARTS times within RESTART_WINDOW seconds, a worker that ends
+    once more stops the others, and serve fails with its exit code; ends further apart
+    are started again for as long as they come."""
+    import signal
+
+    from cdrtrace.service import server
+
+    monkeypatch.setattr(server, "WATCH", 0)
+    started: list[int] = []
+
+    def crashing(i):
+        started.append(i)
+        return _Worker(-9)
+    children, stopping = [_Worker(), _Worker(-9)], []
+    assert _watched(children, crashing, stopping) == -9
+    assert started == [1] * server.RESTARTS
+    assert children[0].signals == [signal.SIGTERM] and stopping
+    # the same ends, each past the window: started again, until a SIGTERM
+    monkeypatch.setattr(server, "RESTART_WINDOW", 0)
+    started.clear()
+    children, stopping = [_Worker(), _Worker(-9)], []
+
+    def until_stopped(i):
+        started.append(i)
+        if len(started) < 3 * server.RESTARTS:
+            return _Worker(-9)
+        stopping.append(signal.SIGTERM)                  # as a SIGTERM does (forward)
+        children[0].send_signal(signal.SIGTERM)
+        return _Worker(-signal.SIGTERM)
+    assert _watched(children, until_stopped, stopping) is None
+    assert started == [1] * (3 * server.RESTARTS)
 
 
 def test_workers_stopped_while_still_starting_are_not_a_failure(tmp_path):

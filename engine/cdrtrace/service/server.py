@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from typing import Any
 
 from ..api import shared_commits
@@ -31,6 +32,8 @@ from .routing import Router
 log = logging.getLogger("cdrtrace.service")
 YOUNG_OBJECTS = 10_000       # the cyclic collector's first threshold, once serving (_settled)
 SPARE = 256                  # descriptors beyond the connections: the store, its log, ...
+RESTARTS, RESTART_WINDOW = 5, 60.0   # --workers: a worker's restarts in that many seconds
+WATCH = 0.1                  # seconds between the supervisor's looks at its workers
 # the cores this process could use before --pin kept it on one: the exchanges' threads in
 # C (FastAGI's, HTTP's) take no interpreter lock, so they run on any of them
 UNPINNED: set[int] = set()
@@ -229,6 +232,7 @@ def run(args: Any) -> None:
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     if args.workers > 1:
+        open_store(args, readonly_index=True).close()   # its faults before any worker
         supervise(args)
         return
     raise_descriptor_limit(descriptors(bool(args.http), bool(args.agi)))
@@ -327,14 +331,20 @@ def supervise(args: Any) -> None:
                             f"({tempfile.gettempdir()}), and cannot make one: {exc}") from None
     env = {**os.environ, WORKERS_DIR: folder,
            **({"CDRTRACE_AGI_CORES": ",".join(map(str, cores))} if args.pin else {})}
-    children: list[subprocess.Popen] = []
-    stopping = []
+    children: list[subprocess.Popen] = []         # worker i's process: children[i]
+    stopping: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
         stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
+
+    def start(i: int) -> subprocess.Popen:
+        child = subprocess.Popen(argv, preexec_fn=pinned(i), env=env)  # noqa: PLW1509
+        if stopping:                      # (no threads here: preexec_fn is safe)
+            child.send_signal(signal.SIGTERM)
+        return child
     # before the first worker starts: a SIGTERM in between left the workers running on
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -342,15 +352,45 @@ def supervise(args: Any) -> None:
         for i in range(args.workers):
             if stopping:
                 break
-            children.append(subprocess.Popen(argv, preexec_fn=pinned(i),  # noqa: PLW1509
-                                             env=env))
-            if stopping:                  # (no threads here: preexec_fn is safe)
-                children[-1].send_signal(signal.SIGTERM)
-        codes = [child.wait() for child in children]
+            children.append(start(i))
+        given_up = _watch(children, start, stopping)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    codes = [child.returncode for child in children]
     log.info("workers stopped: exit %s", codes)
+    if given_up is not None:
+        raise CdrTraceError(f"a worker ended {RESTARTS + 1} times within {RESTART_WINDOW:g} s "
+                            f"(exit {given_up}): the service stopped")
     # a worker the SIGTERM passed on found still starting ends by it: stopped, not failed
     failed = [c for c in codes if c and not (stopping and c == -signal.SIGTERM)]
     if failed:
         raise CdrTraceError(f"a worker failed (exit {failed[0]})")
+
+
+def _watch(children: list, start: Any, stopping: list[int]) -> int | None:
+    """Until every worker has ended: one that ends while serve is not stopping is started
+    again (a warning), so the service keeps its capacity; one that has ended RESTARTS + 1
+    times within RESTART_WINDOW seconds stops them all instead, and its exit code is
+    returned (else None)."""
+    ended: list[list[float]] = [[] for _ in children]
+    given_up = None
+    while any(child.poll() is None for child in children) or not (stopping or given_up):
+        for i, child in enumerate(children):
+            if child.returncode is None or stopping or given_up is not None:
+                continue
+            now = time.monotonic()
+            ended[i] = [t for t in ended[i] if now - t < RESTART_WINDOW] + [now]
+            if len(ended[i]) > RESTARTS:
+                log.error("worker %d ended %d times within %g s (exit %s): stopping the "
+                          "service", i, len(ended[i]), RESTART_WINDOW, child.returncode)
+                given_up = child.returncode
+                stopping.append(signal.SIGTERM)
+                for other in children:
+                    if other.poll() is None:
+                        other.send_signal(signal.SIGTERM)
+            else:
+                log.warning("worker %d (pid %d) ended (exit %s): started again", i, child.pid,
+                            child.returncode)
+                children[i] = start(i)
+        time.sleep(WATCH)
+    return given_up
