@@ -1586,6 +1586,67 @@ def test_a_worker_that_ends_is_started_again(tmp_path):
     assert proc.wait(30) == 0
 
 
+def _killed_while_reading(path) -> int:
+    """A process that opened the store at path and died (SIGKILL) inside a read
+    transaction of each environment: its pid."""
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, cdrtrace\n"
+        "s = cdrtrace.open(sys.argv[1])\n"
+        "held = s.envs.env.begin(), s.envs.eenv.begin()\n"
+        "print('reading', flush=True)\n"
+        "time.sleep(60)"), str(path)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "reading\n"
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    child.stdout.close()
+    return child.pid
+
+
+def _reading(store, pid: int) -> bool:
+    """Does a read slot of either of store's environments name pid?"""
+    return any(re.search(rf"^\s*{pid}\s", env.readers(), re.M)
+               for env in (store.envs.env, store.envs.eenv))
+
+
+def test_the_read_slots_of_a_process_that_died_are_freed_at_open(store):
+    """LMDB frees a dead process's read slots only when no process has the store open;
+    until then its snapshot's pages are never reused and the files grow. Opening the
+    store frees them."""
+    import subprocess
+    import sys
+
+    pid = _killed_while_reading(store.path)
+    assert _reading(store, pid)                  # held, while this process has it open
+    opened = subprocess.run([sys.executable, "-c", (
+        "import sys, cdrtrace\n"
+        "s = cdrtrace.open(sys.argv[1])\n"
+        "print(s.envs.env.readers() + s.envs.eenv.readers())"), str(store.path)],
+        capture_output=True, text=True, check=True)
+    assert str(pid) not in opened.stdout and not _reading(store, pid)
+
+
+def test_serve_frees_the_read_slots_of_a_process_that_died(store, monkeypatch, caplog):
+    """A worker killed, or an ingest, while `serve` has the store open: serve frees its
+    read slots within READERS seconds, and says so."""
+    import logging
+
+    from cdrtrace.service import server
+
+    monkeypatch.setattr(server, "READERS", 0.2)
+    caplog.set_level(logging.WARNING, logger="cdrtrace.service")
+    running = Service(store)
+    try:
+        pid = _killed_while_reading(store.path)
+        _logged(caplog, "freed 2 read slots of the store left by processes that died")
+        assert not _reading(store, pid)
+    finally:
+        running.stop()
+
+
 class _Worker:
     """What the supervisor's watch (server._watch) uses of a worker's process."""
 

@@ -34,6 +34,7 @@ YOUNG_OBJECTS = 10_000       # the cyclic collector's first threshold, once serv
 SPARE = 256                  # descriptors beyond the connections: the store, its log, ...
 RESTARTS, RESTART_WINDOW = 5, 60.0   # --workers: a worker's restarts in that many seconds
 WATCH = 0.1                  # seconds between the supervisor's looks at its workers
+READERS = 60.0               # seconds between two frees of dead processes' read slots
 # the cores this process could use before --pin kept it on one: the exchanges' threads in
 # C (FastAGI's, HTTP's) take no interpreter lock, so they run on any of them
 UNPINNED: set[int] = set()
@@ -132,7 +133,9 @@ async def serve(store: Any, http: str | None, agi: str | None,
         http_task, ports["http"] = await run_http(app, host, port, stop, UNPINNED, tls)
     replicating = _replicate(store)
     workers = app.state.workers if app is not None else None     # --workers' counts
-    writing = _keep_writing(loop, workers) if workers is not None else None
+    repeating = [_every(loop, READERS, lambda: _clear_readers(store))]
+    if workers is not None:
+        repeating.append(_every(loop, PERIOD, lambda: _write_counts(workers)))
     log.info("serving %s", ", ".join(f"{k} on port {v}" for k, v in ports.items()) or "nothing")
     if ready is not None:
         ready(ports, stop)
@@ -151,27 +154,38 @@ async def serve(store: Any, http: str | None, agi: str | None,
     for s in servers:
         await s.wait_closed()
     requestlog.flush()
-    if writing is not None:
-        writing[0].cancel()
+    for handle in repeating:
+        handle[0].cancel()
     log.info("stopped: %d traces in %d shared commits", *shared_commits(store))
     if replicating is not None:       # the last traces' evidence sent before exiting
         replicating[0].set()
         await loop.run_in_executor(None, replicating[1].join, 15)
 
 
-def _keep_writing(loop: asyncio.AbstractEventLoop, workers: Any) -> list:
-    """Write this worker's counts (metrics.Workers) every PERIOD seconds from now on:
-    [the next write's handle]."""
+def _every(loop: asyncio.AbstractEventLoop, seconds: float, work: Any) -> list:
+    """work() on the loop every `seconds` from now on: [the next call's handle]."""
     handle: list = []
 
-    def write() -> None:
-        try:
-            workers.write()
-        except OSError as exc:         # /metrics shows the last written; the service goes on
-            log.warning("cannot write this worker's counts for /metrics: %s", exc)
-        handle[:] = [loop.call_later(PERIOD, write)]
-    handle.append(loop.call_later(PERIOD, write))
+    def call() -> None:
+        work()
+        handle[:] = [loop.call_later(seconds, call)]
+    handle.append(loop.call_later(seconds, call))
     return handle
+
+
+def _write_counts(workers: Any) -> None:
+    """This worker's counts, for /metrics in every worker (metrics.Workers)."""
+    try:
+        workers.write()
+    except OSError as exc:             # /metrics shows the last written; the service goes on
+        log.warning("cannot write this worker's counts for /metrics: %s", exc)
+
+
+def _clear_readers(store: Any) -> None:
+    """The store's read slots left by processes that died (a worker killed, an ingest),
+    freed: while held, the store's files grow with every write."""
+    if cleared := store.envs.clear_stale_readers():
+        log.warning("freed %d read slots of the store left by processes that died", cleared)
 
 
 def descriptors(http: bool, agi: bool) -> int:

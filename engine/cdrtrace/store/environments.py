@@ -118,6 +118,15 @@ class Environments:
             self.env.close()
             raise StoreError(f"cannot open the evidence of store {self.path}: {exc}") from None
         self._open_evidence_dbs()
+        self.clear_stale_readers()
+
+    def clear_stale_readers(self) -> int:
+        """Free the read slots of processes that died inside a read transaction (killed,
+        a fault), and say how many. LMDB frees them by itself only when no process has
+        the store open; until then the pages of the snapshot they read cannot be reused,
+        and the store's files grow with every write. Done at each open, and by
+        `cdrtrace serve` every minute."""
+        return self.env.reader_check() + self.eenv.reader_check()
 
     def _open_evidence(self) -> Any:
         names = EVIDENCE_DBS + FORMAT_2_EVIDENCE_DBS
