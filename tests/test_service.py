@@ -1647,6 +1647,44 @@ def test_serve_frees_the_read_slots_of_a_process_that_died(store, monkeypatch, c
         running.stop()
 
 
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
+    """SIGKILL to the supervisor (nothing passes the SIGTERM on): each worker is sent
+    SIGTERM by the kernel, finishes and stops. Before, they served on, unwatched,
+    holding the ports."""
+    import signal
+
+    proc, port, token = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2")
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+    deadline = time.monotonic() + 30
+    while sum("serving http" in line for line in lines) < 2:
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
+    workers = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+    def running(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    try:
+        while any(running(pid) for pid in workers):
+            assert time.monotonic() < deadline, [p for p in workers if running(p)]
+            time.sleep(0.05)
+        while sum("stopped: " in line for line in lines) < 2:  # each stopped as on SIGTERM
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.05)
+    finally:
+        for pid in workers:                                    # none left, whatever failed
+            if running(pid):
+                os.kill(int(pid), signal.SIGKILL)
+
+
 class _Worker:
     """What the supervisor's watch (server._watch) uses of a worker's process."""
 

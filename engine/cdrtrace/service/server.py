@@ -8,6 +8,7 @@ listeners, lets in-flight requests finish, then exits 0.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import ipaddress
 import logging
@@ -34,6 +35,7 @@ YOUNG_OBJECTS = 10_000       # the cyclic collector's first threshold, once serv
 SPARE = 256                  # descriptors beyond the connections: the store, its log, ...
 RESTARTS, RESTART_WINDOW = 5, 60.0   # --workers: a worker's restarts in that many seconds
 WATCH = 0.1                  # seconds between the supervisor's looks at its workers
+PR_SET_PDEATHSIG = 1         # prctl(2): the signal a process gets when its parent dies
 READERS = 60.0               # seconds between two frees of dead processes' read slots
 # the cores this process could use before --pin kept it on one: the exchanges' threads in
 # C (FastAGI's, HTTP's) take no interpreter lock, so they run on any of them
@@ -334,8 +336,18 @@ def supervise(args: Any) -> None:
         argv += ["--agi-allow", network]
     cores = sorted(os.sched_getaffinity(0))
 
-    def pinned(i: int) -> Any:     # worker i on the i-th core, set in the child before exec
-        return (lambda: os.sched_setaffinity(0, {cores[i % len(cores)]})) if args.pin else None
+    supervisor, prctl = os.getpid(), ctypes.CDLL(None, use_errno=True).prctl
+
+    def prepared(i: int) -> Any:
+        """What worker i does before exec: SIGTERM to it when the supervisor dies (killed:
+        the workers would serve on, unwatched, holding the ports); on the i-th core."""
+        def in_child() -> None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != supervisor:            # died already: so do we
+                os._exit(1)
+            if args.pin:
+                os.sched_setaffinity(0, {cores[i % len(cores)]})
+        return in_child
     # the workers' counts, summed by whichever answers /metrics (metrics.Workers): a
     # folder only this user reads, removed once they have stopped
     try:
@@ -355,7 +367,7 @@ def supervise(args: Any) -> None:
                 child.send_signal(signal.SIGTERM)
 
     def start(i: int) -> subprocess.Popen:
-        child = subprocess.Popen(argv, preexec_fn=pinned(i), env=env)  # noqa: PLW1509
+        child = subprocess.Popen(argv, preexec_fn=prepared(i), env=env)  # noqa: PLW1509
         if stopping:                      # (no threads here: preexec_fn is safe)
             child.send_signal(signal.SIGTERM)
         return child
