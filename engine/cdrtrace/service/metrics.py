@@ -15,13 +15,13 @@ count never comes back to the event loop once answered.
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import orjson
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -187,8 +187,8 @@ class Workers:
                      [[sample.name, sample.labels, sample.value] for sample in family.samples]]
                     for collector in self.collectors for family in collector.collect()]
         temporary = self.path + ".new"
-        with open(temporary, "w") as out:
-            json.dump(families, out)
+        with open(temporary, "wb") as out:
+            out.write(orjson.dumps(families))     # on the event loop: a tenth of json's time
         os.replace(temporary, self.path)          # read whole, the last or the one before
 
     def collect(self) -> Iterator[Metric]:
@@ -196,8 +196,8 @@ class Workers:
         for name in sorted(os.listdir(self.folder)):
             if not (name.startswith("worker-") and name.endswith(".json")):
                 continue
-            with open(os.path.join(self.folder, name)) as f:
-                families = json.load(f)
+            with open(os.path.join(self.folder, name), "rb") as f:
+                families = orjson.loads(f.read())
             for family, documentation, kind, samples in families:
                 values = merged.setdefault(family, (documentation, kind, {}))[2]
                 for sample, labels, value in samples:
