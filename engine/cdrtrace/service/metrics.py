@@ -171,11 +171,11 @@ def counted(registry: Any, collectors: Sequence[Any]) -> Workers | None:
 class Workers:
     """`serve --workers`: the counts of every worker process as one service's. Each worker
     writes what its collectors count to a file of its own in a folder the supervisor made
-    (write(), every PERIOD seconds); /metrics, whichever worker answers
-    it, sums every worker's last file, its own included. So each worker answers the same,
-    and never less than before (a file's counts only grow): Prometheus, reaching a worker
-    at random through the shared port, would otherwise read counts going up and down
-    (resets, to it) and each a part of the service's."""
+    (write(), every PERIOD seconds); /metrics, whichever worker answers it, sums every
+    worker's last file, its own included. So each worker answers the same, and never
+    less than before (a file's counts only grow): Prometheus, reaching a worker at random
+    through the shared port, would otherwise read counts going up and down (resets, to
+    it), each a part of the service's."""
 
     def __init__(self, folder: str, collectors: Sequence[Any], name: str | None = None):
         self.folder, self.collectors = folder, list(collectors)
