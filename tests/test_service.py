@@ -877,8 +877,9 @@ def test_fastagi_reads_the_variable_block_as_asterisk_writes_it():
         {"agi_request": "agi://10.0.0.5:4573/trace?x=1", "agi_callerid": "3035550110",
          "agi_arg_1": "2026-03-02T23:00:00Z"}, [b"200 result=1"])      # the rest kept
     assert _environment(b"agi_network: yes\r\nagi_callerid: 1\r\nagi_callerid: 2\r\n\r\n") == (
-        {"agi_network": "yes", "agi_callerid": "2"}, [])                 # CRLF; the last wins
-    assert _environment(b"agi_empty:\n\n") == ({"agi_empty": ""}, [])
+        {"agi_callerid": "2"}, [])            # CRLF; the last wins; what no trace reads: not kept
+    assert _environment(b"agi_empty:\n\n") == ({}, [])                 # a block all the same
+    assert _environment(b"agi_callerid: 1\r\r\n\r\r\n") == ({"agi_callerid": "1"}, [])
     assert _environment(b"agi_network: yes\nagi_callerid 3035550110\nagi_dnid: *57\n\n") == \
         "not an AGI variable line: 'agi_callerid 3035550110'"
     assert _environment(b"agi_network: yes\n x_agi_y: 1\n\n") == \

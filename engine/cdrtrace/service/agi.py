@@ -35,6 +35,7 @@ MAX_LINE = 4096
 READ_TIMEOUT = 5.0          # seconds a peer has for its whole block, and for each whole reply
 MAX_CONNECTIONS = 1024      # FastAGI connections at once; more are closed at once
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+KEPT = ("agi_callerid", "agi_arg_1", "agi_network_script", "agi_request")   # what a trace reads
 
 
 def networks(allow: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -175,20 +176,25 @@ class Peer(asyncio.Protocol):
 
 
 async def read_environment(peer: Peer) -> dict[str, str]:
-    """The agi_* variables, up to the blank line that ends them."""
+    """The agi_* variables a trace reads (KEPT; the last of each sent), up to the blank
+    line that ends the block: every line is checked, none other is kept (a connection
+    holds 16 KiB of them at most, not 128 lines of 4 KiB, as in the C listener)."""
     env: dict[str, str] = {}
+    variables = 0
     for _ in range(MAX_HEADER_LINES):
         raw = peer.lines.popleft() if peer.lines and len(peer.lines[0]) <= MAX_LINE \
             else await peer.raw_line()         # those already here without a wait
-        if raw == b"" or raw == b"\r":
-            if not env:
+        if not raw.rstrip(b"\r"):              # blank, but for CRs (as the C listener)
+            if not variables:
                 raise Rejected("no agi_ variables")
             return env
         line = raw.decode("utf-8", "replace")
         name, sep, value = line.partition(":")
         if not sep or not name.startswith("agi_"):
             raise Rejected(f"not an AGI variable line: {line.rstrip(chr(13))[:60]!r}")
-        env[name.strip()] = value.strip()
+        variables += 1
+        if (name := name.strip()) in KEPT:
+            env[name] = value.strip()
     raise Rejected("more than 128 variable lines")
 
 
