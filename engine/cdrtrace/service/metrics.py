@@ -179,7 +179,9 @@ class Workers:
 
     def __init__(self, folder: str, collectors: Sequence[Any], name: str | None = None):
         self.folder, self.collectors = folder, list(collectors)
-        self.path = os.path.join(folder, f"worker-{name or os.getpid()}.json")
+        # a name no other worker has had (a pid can come again: its file's counts stay)
+        name = name or f"{os.getpid()}-{time.time_ns()}"
+        self.path = os.path.join(folder, f"worker-{name}.json")
         self.write()
 
     def write(self) -> None:
