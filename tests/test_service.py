@@ -1747,22 +1747,28 @@ def test_a_worker_ending_again_and_again_stops_the_service(monkeypatch):
     assert started == [1] * (3 * server.RESTARTS)
 
 
-def test_workers_stopped_while_still_starting_are_not_a_failure(tmp_path):
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+def test_workers_stopped_while_still_starting_are_not_a_failure(tmp_path, stop):
     """SIGTERM as soon as the supervisor has started its workers (still importing, before
     their own handlers): each ends by it, and the supervisor exits 0, not 'a worker
-    failed' (exit 2), which a `systemctl stop` right after a start got."""
+    failed' (exit 2), which a `systemctl stop` right after a start got. The same for a
+    Ctrl-C in a terminal, which sends SIGINT to the supervisor and its workers at once."""
     import signal
 
     proc, _, _ = _serve_one_call(
         tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2")
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2",
+        preexec_fn=os.setpgrp)                   # a process group of its own, as a terminal's
     children = f"/proc/{proc.pid}/task/{proc.pid}/children"
     deadline = time.monotonic() + 30
     while len(open(children).read().split()) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.005)
     workers = open(children).read().split()
-    proc.send_signal(signal.SIGTERM)
+    if stop == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(30) == 0, proc.stderr.read()
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
 

@@ -387,8 +387,10 @@ def supervise(args: Any) -> None:
     if given_up is not None:
         raise CdrTraceError(f"a worker ended {RESTARTS + 1} times within {RESTART_WINDOW:g} s "
                             f"(exit {given_up}): the service stopped")
-    # a worker the SIGTERM passed on found still starting ends by it: stopped, not failed
-    failed = [c for c in codes if c and not (stopping and c == -signal.SIGTERM)]
+    # a worker the SIGTERM passed on (or a terminal's Ctrl-C, sent to every process of its
+    # group) found still starting ends by it: stopped, not failed
+    failed = [c for c in codes
+              if c and not (stopping and c in (-signal.SIGTERM, -signal.SIGINT))]
     if failed:
         raise CdrTraceError(f"a worker failed (exit {failed[0]})")
 
