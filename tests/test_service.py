@@ -644,7 +644,7 @@ def test_requests_pipelined_behind_a_switch_trace_are_answered_in_order(service)
         b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.1 401 Unauthorized"]
     bodies = [json.loads(r.split(b"\r\n\r\n")[1]) for r in answers]
     assert bodies[0]["outcome"] == "success" and bodies[1] == {"ok": True}
-    assert bodies[2]["outcome"] == "already_traced" and "detail" in bodies[3]
+    assert bodies[2]["outcome"] == "already_traced" and "error" in bodies[3]
     assert len(store.trace_records(analyst="ann")) == 2
 
 

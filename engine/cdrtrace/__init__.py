@@ -19,6 +19,7 @@ from .errors import (
                      DirectoryError,
                      FormatError,
                      NativeModuleError,
+                     NotFoundError,
                      NotReadyError,
                      NumberError,
                      ParseError,
@@ -26,6 +27,7 @@ from .errors import (
                      StoreError,
                      SynthError,
                      TraceError,
+                     UnknownCaseError,
                      WrongShardError,
                      ZoneError,
 )
@@ -92,4 +94,5 @@ __all__ = [
     "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
     "AccessError", "NativeModuleError", "FormatError", "AuditError", "ConfigError",
     "DirectoryError", "SynthError", "ZoneError", "CaseError", "NotReadyError", "WrongShardError",
+    "NotFoundError", "UnknownCaseError",
 ]

@@ -51,8 +51,16 @@ class WrongShardError(TraceError):
         self.peer = peer
 
 
+class NotFoundError(CdrTraceError, LookupError):
+    """What a request names by its id does not exist (HTTP 404)."""
+
+
 class CaseError(TraceError):
     """A case request is invalid: a missing field, an unknown case or origin."""
+
+
+class UnknownCaseError(CaseError, NotFoundError):
+    """No case has the id asked for."""
 
 
 class AccessError(CdrTraceError, PermissionError):

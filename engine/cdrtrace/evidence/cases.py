@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import AccessError, CaseError
+from ..errors import AccessError, CaseError, UnknownCaseError
 from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
@@ -88,7 +88,7 @@ class Cases:
         who = self.audit.actor(analyst, "reading a case")
         found = [c for c in self.all() if c["case_id"] == case_id]
         if not found:
-            raise CaseError(f"no case {case_id}")
+            raise UnknownCaseError(f"no case {case_id}")
         case = found[0]
         records = self.tracer.records(index.line_key(self.line(case["line"])))
         timeline = sorted(
@@ -106,7 +106,7 @@ class Cases:
         case's opening). A case without one has no report (AccessError)."""
         case = next((c for c in self.all() if c["case_id"] == case_id), None)
         if case is None:
-            raise CaseError(f"no case {case_id}")
+            raise UnknownCaseError(f"no case {case_id}")
         log = self.audit.entries()
         releases = [e for e in log if e["action"] == "disclosure" and str(
             e["details"].get("authority", {}).get("case_number")) == case["case_number"]]

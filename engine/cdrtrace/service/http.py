@@ -19,22 +19,25 @@ import time
 import urllib.parse
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from ..errors import AccessError, CdrTraceError, NotReadyError, TraceError, WrongShardError
+from ..errors import AccessError, CdrTraceError, NotFoundError, NotReadyError, TraceError, WrongShardError
 from ..evidence.tokens import Principal
+from . import schemas as contract
 from .metrics import Refusals, SharedCommits, TraceMetrics, counted
 from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
+from .schemas import LINE, OPTIONAL_LINE, TEXT_TRACE, answers
 
 log = logging.getLogger("cdrtrace.service")
 RIGHTS = {                    # what each role's token may call
@@ -43,46 +46,15 @@ RIGHTS = {                    # what each role's token may call
 }
 # the answers that refuse a request, counted by reason (metrics.Refusals)
 _REFUSED = {401: "unauthorized", 403: "forbidden", 413: "too_large"}
-
-
-class TraceRequest(BaseModel):
-    line: str = Field(max_length=64, description="the line that dialled *57")
-    at: str | None = Field(None, max_length=40, description="activation time, ISO-8601 (default now)")
-    wait: float = Field(0.0, ge=0, le=10, description="seconds to wait for a live feed to catch up")
-
-
-class ActionRequest(BaseModel):
-    line: str = Field(max_length=64)
-    origin: str = Field(max_length=40, description="the customer's label: 'Caller A'")
-
-
-class CaseRequest(BaseModel):
-    line: str = Field(max_length=64)
-    origin: str = Field(max_length=64, description="'Caller A' or a number")
-    agency: str = Field(max_length=200)
-    officer: str = Field(max_length=200)
-    case_number: str = Field(max_length=200)
-    waive: str | None = Field(None, max_length=500, description="reason to waive the threshold")
-
-
-class DiscloseRequest(BaseModel):
-    kind: str = Field(max_length=40, description="subpoena, court_order or law_enforcement_request")
-    reference: str = Field(max_length=200)
-    agency: str = Field(max_length=200)
-    officer: str = Field(max_length=200)
-    case_number: str = Field(max_length=200)
-    trace_ids: list[str] | None = Field(None, max_length=1000)
-    line: str | None = Field(None, max_length=64)
-
-
-class PurgeRequest(BaseModel):
-    older_than_days: float | None = Field(None, ge=0, le=36_500)
+_TRACE_FIELDS = frozenset(contract.TraceRequest.model_fields)
 
 
 def status_of(exc: CdrTraceError) -> int:
-    """The HTTP status of a refusal: 403 a right the caller lacks, 421 a line another shard
-    holds (not forwarded), 503 a replica not ready, 400 anything else wrong."""
-    return (403 if isinstance(exc, AccessError) else 421 if isinstance(exc, WrongShardError)
+    """The HTTP status of a refusal: 403 a right the caller lacks, 404 a case that does not
+    exist, 421 a line another shard holds (not forwarded), 503 a replica not ready, 400
+    anything else wrong."""
+    return (403 if isinstance(exc, AccessError) else 404 if isinstance(exc, NotFoundError)
+            else 421 if isinstance(exc, WrongShardError)
             else 503 if isinstance(exc, NotReadyError) else 400)
 
 
@@ -119,6 +91,20 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     async def refused(request: Request, exc: CdrTraceError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """The routes' and Starlette's own refusals in the same words as every other
+        ({"error": ...}); a 405 names every method of the path (Starlette's, only those of
+        the first route it found)."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(sorted({
+                method for route in request.app.router.routes
+                if route.matches(request.scope)[0] is not Match.NONE
+                for method in getattr(route, "methods", None) or ()}))
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                            headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """FastAPI's own 422, but a value JSON cannot carry (1e999 read as infinity, NaN)
@@ -141,8 +127,9 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     as_switch, as_care, as_analyst, as_legal, as_operator = (
         who(right) for right in ("trace", "status", "identifying", "disclose", "operate"))
 
-    @app.post("/v1/trace", tags=["switch"])
-    async def trace(body: TraceRequest, principal: Principal = as_switch,
+    @app.post("/v1/trace", tags=["switch"], response_model=None,
+              responses=answers(contract.TraceAnswer, 400, 401, 403, 413, 421, 503))
+    async def trace(body: contract.TraceRequest, principal: Principal = as_switch,
                     forwarded: str | None = Header(None, alias=FORWARDED)) -> dict:
         """*57: trace the last call to the line (forwarded to the shard that holds it).
         The answer never names the caller."""
@@ -152,7 +139,8 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
         return result.to_dict()
 
-    @app.post("/v1/trace/text", tags=["switch"], response_class=PlainTextResponse)
+    @app.post("/v1/trace/text", tags=["switch"], response_class=PlainTextResponse,
+              openapi_extra=TEXT_TRACE)
     async def trace_text(request: Request) -> PlainTextResponse:
         """*57 for a switch whose HTTP client can only post a form and read text (FreeSWITCH
         mod_curl, Kamailio http_client): form fields line, token, and optionally at and
@@ -178,32 +166,37 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
         return PlainTextResponse(result.announcement_id)
 
-    @app.get("/v1/status/{line}", tags=["care"])
-    def status(line: str, principal: Principal = as_care) -> dict:
+    @app.get("/v1/status/{line}", tags=["care"], response_model=None,
+             responses=answers(contract.StatusAnswer, 400, 401, 403))
+    def status(line: str = LINE, principal: Principal = as_care) -> dict:
         """A customer's traces and progress per pseudonymous origin."""
         return store.status(line).to_dict()
 
-    @app.post("/v1/request-action", tags=["care"])
-    def request_action(body: ActionRequest, principal: Principal = as_care) -> dict:
+    @app.post("/v1/request-action", tags=["care"], response_model=None,
+              responses=answers(contract.ActionAnswer, 400, 401, 403, 413))
+    def request_action(body: contract.ActionRequest, principal: Principal = as_care) -> dict:
         """The customer asks the carrier to act against one origin ('Caller A')."""
         return store.request_action(body.line, body.origin, by=str(principal))
 
-    @app.get("/v1/requests", tags=["analyst"])
+    @app.get("/v1/requests", tags=["analyst"], responses=answers(None, 401, 403))
     def requests(principal: Principal = as_analyst) -> list:
         """The requests for action waiting for the CIC (identifying)."""
         return store.request_queue(analyst=str(principal))
 
-    @app.get("/v1/last-calls/{line}", tags=["analyst"])
-    def last_calls(line: str, principal: Principal = as_analyst) -> list:
+    @app.get("/v1/last-calls/{line}", tags=["analyst"], responses=answers(None, 400, 401, 403))
+    def last_calls(line: str = LINE, principal: Principal = as_analyst) -> list:
         return store.last_calls(line, analyst=str(principal))
 
-    @app.get("/v1/trace-records", tags=["analyst"])
-    def trace_records(line: str | None = None, principal: Principal = as_analyst) -> list:
+    @app.get("/v1/trace-records", tags=["analyst"], responses=answers(None, 400, 401, 403))
+    def trace_records(line: str | None = OPTIONAL_LINE, principal: Principal = as_analyst) -> list:
         return store.trace_records(line, analyst=str(principal))
 
-    @app.get("/v1/reports/{name}", tags=["analyst"])
-    def report(name: str, line: str | None = None, origin: str | None = None,
-               min_calls: int = 2, min_lines: int = 2,
+    @app.get("/v1/reports/{name}", tags=["analyst"], responses=answers(None, 400, 401, 403))
+    def report(name: Literal["repeat-origins", "hot-origins", "timeline"],
+               line: str | None = OPTIONAL_LINE,
+               origin: str | None = Query(None, max_length=64),
+               min_calls: int = Query(2, ge=1, le=1_000_000),
+               min_lines: int = Query(2, ge=1, le=1_000_000),
                principal: Principal = as_analyst) -> list:
         from ..reports import analytics
         from ..reports.analytics import plain_rows
@@ -212,40 +205,38 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
             if not line or not origin:
                 raise TraceError("the timeline report needs line and origin")
             return plain_rows(store.timeline(line, origin, analyst=str(principal)))
-        if name not in ("repeat-origins", "hot-origins"):
-            raise HTTPException(404, f"no report {name!r}")
         table = store.trace_columns(analyst=str(principal), columns=analytics.REPEAT_COLUMNS)
         if name == "repeat-origins":
             return plain_rows(analytics.repeat_origins(table, store.config["threshold"], min_calls))
         return plain_rows(analytics.hot_origins(table, min_lines))
 
-    @app.get("/v1/cases", tags=["analyst"])
+    @app.get("/v1/cases", tags=["analyst"], responses=answers(None, 401, 403))
     def cases(principal: Principal = as_analyst) -> list:
         return store.cases(analyst=str(principal))
 
-    @app.get("/v1/cases/{case_id}", tags=["analyst"])
-    def case(case_id: str, principal: Principal = as_analyst) -> dict:
+    @app.get("/v1/cases/{case_id}", tags=["analyst"], responses=answers(None, 401, 403, 404))
+    def case(case_id: str = Path(max_length=40), principal: Principal = as_analyst) -> dict:
         return store.case(case_id, analyst=str(principal))
 
-    @app.post("/v1/cases", tags=["analyst"])
-    def open_case(body: CaseRequest, principal: Principal = as_analyst) -> dict:
+    @app.post("/v1/cases", tags=["analyst"], responses=answers(None, 400, 401, 403, 413))
+    def open_case(body: contract.CaseRequest, principal: Principal = as_analyst) -> dict:
         return store.open_case(body.line, body.origin, agency=body.agency, officer=body.officer,
                                case_number=body.case_number, analyst=str(principal),
                                waive_reason=body.waive)
 
-    @app.post("/v1/disclose", tags=["legal"])
-    def disclose(body: DiscloseRequest, principal: Principal = as_legal) -> list:
+    @app.post("/v1/disclose", tags=["legal"], responses=answers(None, 400, 401, 403, 413))
+    def disclose(body: contract.DiscloseRequest, principal: Principal = as_legal) -> list:
         authority = body.model_dump(include={"kind", "reference", "agency", "officer",
                                              "case_number"})
         return store.disclose(authority, analyst=str(principal), trace_ids=body.trace_ids,
                               line=body.line)
 
-    @app.get("/v1/stats", tags=["operator"])
+    @app.get("/v1/stats", tags=["operator"], responses=answers(None, 401, 403))
     def stats(principal: Principal = as_operator) -> dict:
         return store.stats()
 
-    @app.post("/v1/purge", tags=["operator"])
-    def purge(body: PurgeRequest, principal: Principal = as_operator) -> dict:
+    @app.post("/v1/purge", tags=["operator"], responses=answers(None, 400, 401, 403, 413))
+    def purge(body: contract.PurgeRequest, principal: Principal = as_operator) -> dict:
         return store.purge(operator=str(principal), older_than_days=body.older_than_days)
 
     @app.get("/healthz", tags=["service"])
@@ -371,7 +362,7 @@ class Front(Answering):
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(request, dict):
+        if not isinstance(request, dict) or not request.keys() <= _TRACE_FIELDS:
             return None
         line, at, wait = request.get("line"), request.get("at"), request.get("wait", 0.0)
         if not (isinstance(line, str) and len(line) <= 64

@@ -1,0 +1,157 @@
+"""The HTTP API's contract: what each request may carry, and what each answer holds.
+
+Requests are read strictly: a JSON value of another type is refused (422), never converted
+(`false` is not 0 days of retention), and so is a field the request does not have (a
+misspelt `trace_ids` would otherwise widen a disclosure to the whole line). The answers a
+switch and customer care get are described field by field, and no other field is allowed:
+the OpenAPI document itself says they never name a caller. Every refusal is
+`{"error": "..."}`, but a request that does not fit its schema (422: FastAPI's list of what
+was wrong, under `detail`).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class TraceRequest(Strict):
+    line: str = Field(max_length=64, description="the line that dialled *57")
+    at: str | None = Field(None, max_length=40, description="activation time, ISO-8601 (default now)")
+    wait: float = Field(0.0, ge=0, le=10, description="seconds to wait for a live feed to catch up")
+
+
+class ActionRequest(Strict):
+    line: str = Field(max_length=64)
+    origin: str = Field(max_length=40, description="the customer's label: 'Caller A'")
+
+
+class CaseRequest(Strict):
+    line: str = Field(max_length=64)
+    origin: str = Field(max_length=64, description="'Caller A' or a number")
+    agency: str = Field(max_length=200)
+    officer: str = Field(max_length=200)
+    case_number: str = Field(max_length=200)
+    waive: str | None = Field(None, max_length=500, description="reason to waive the threshold")
+
+
+class DiscloseRequest(Strict):
+    kind: str = Field(max_length=40, description="subpoena, court_order or law_enforcement_request")
+    reference: str = Field(max_length=200)
+    agency: str = Field(max_length=200)
+    officer: str = Field(max_length=200)
+    case_number: str = Field(max_length=200)
+    trace_ids: list[str] | None = Field(None, max_length=1000)
+    line: str | None = Field(None, max_length=64)
+
+
+class PurgeRequest(Strict):
+    older_than_days: float | None = Field(
+        None, ge=0, le=36_500, description="the retention, in days (default the store's)")
+
+
+LINE = Path(max_length=64, description="the subscriber's line, in any common written form")
+OPTIONAL_LINE = Query(None, max_length=64, description="only this line's")
+# POST /v1/trace/text: a form in, the announcement's id out (as plain text)
+_FORM = {"type": "object", "required": ["line", "token"], "properties": {
+    "line": {"type": "string", "maxLength": 64}, "token": {"type": "string"},
+    "at": {"type": "string", "maxLength": 40}, "wait": {"type": "number", "minimum": 0, "maximum": 10}}}
+TEXT_TRACE = {
+    "requestBody": {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": _FORM}}},
+    "responses": {str(code): {"description": why, "content": {"text/plain": {
+        "schema": {"type": "string"}}}} for code, why in (
+            (200, "the announcement's id: COT-SUCCESS, ..."),
+            (400, "COT-FAILURE: a wrong line, time or wait"),
+            (401, "COT-FAILURE: no valid token"), (403, "COT-FAILURE: not a switch's token"))}}
+OUTCOMES = Literal["success", "untraceable", "no_call", "already_traced", "pending", "failure"]
+
+
+class TraceAnswer(Strict):
+    """A trace as the switch and the customer learn it: never the caller."""
+    trace_id: str
+    line: str
+    outcome: OUTCOMES
+    announcement_id: str = Field(description="the announcement the switch plays: COT-SUCCESS, ...")
+    announcement: str
+    activated_at: str
+    call_time: str | None
+
+
+class TraceEntry(Strict):
+    trace_id: str
+    activated_at: str
+    call_time: str | None
+    outcome: OUTCOMES
+
+
+class RequestState(Strict):
+    request_id: str
+    state: str
+    requested_at: str
+    case_id: str | None
+    reason: str | None
+
+
+class Progress(Strict):
+    origin: str = Field(description="the caller's pseudonym on this line: 'Caller A'")
+    traced_calls: int
+    threshold: int
+    threshold_waived: bool
+    eligible_for_action: bool
+    first_call: str
+    last_call: str
+    request: RequestState | None
+
+
+class FollowUp(Strict):
+    name: str | None = None
+    follow_up_phone: str | None = None
+    follow_up_hours: str | None = None
+
+
+class StatusAnswer(Strict):
+    """A customer's traces and progress per pseudonymous origin: never the caller."""
+    line: str
+    traces: list[TraceEntry]
+    progress: list[Progress]
+    eligible_for_action: bool
+    follow_up: FollowUp | None
+
+
+class ActionAnswer(Strict):
+    request_id: str
+    line: str
+    label: str
+    state: str
+    requested_at: str
+
+
+class Error(BaseModel):
+    error: str
+
+
+_WHY = {
+    400: "a value the request carries is wrong (a line that is not one, a bad time, ...)",
+    401: "no valid bearer token",
+    403: "the token's role has no right to this",
+    404: "no such case or report",
+    413: "the request's body is over its bound",
+    421: "a line another shard holds, in a trace forwarded here",
+    503: "no replica of the line's shard may answer now",
+}
+
+
+def answers(ok: type[BaseModel] | None, *codes: int) -> dict[int | str, dict[str, Any]]:
+    """FastAPI's `responses` for a route: its 200 (when described) and the refusals it
+    can give, each `{"error": ...}`."""
+    documented: dict[int | str, dict[str, Any]] = {
+        code: {"model": Error, "description": _WHY[code]} for code in codes}
+    if ok is not None:
+        documented[200] = {"model": ok, "description": "the answer"}
+    return documented
