@@ -10,10 +10,12 @@ was wrong, under `detail`).
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..evidence.outcomes import Outcome
 
 
 class Strict(BaseModel):
@@ -69,14 +71,11 @@ TEXT_TRACE = {
             (200, "the announcement's id: COT-SUCCESS, ..."),
             (400, "COT-FAILURE: a wrong line, time or wait"),
             (401, "COT-FAILURE: no valid token"), (403, "COT-FAILURE: not a switch's token"))}}
-OUTCOMES = Literal["success", "untraceable", "no_call", "already_traced", "pending", "failure"]
-
-
 class TraceAnswer(Strict):
     """A trace as the switch and the customer learn it: never the caller."""
     trace_id: str
     line: str
-    outcome: OUTCOMES
+    outcome: Outcome
     announcement_id: str = Field(description="the announcement the switch plays: COT-SUCCESS, ...")
     announcement: str
     activated_at: str
@@ -87,7 +86,7 @@ class TraceEntry(Strict):
     trace_id: str
     activated_at: str
     call_time: str | None
-    outcome: OUTCOMES
+    outcome: Outcome
 
 
 class RequestState(Strict):
