@@ -401,6 +401,8 @@ def test_each_error_says_what_failed(store, tmp_path):
         store.case("C000001", analyst="ann")
     with pytest.raises(cdrtrace.ConfigError, match="the retention period cannot be negative"):
         store.purge(operator="ops", older_than_days=-1)
+    with pytest.raises(cdrtrace.ConfigError, match="must be a number of days .not False"):
+        store.purge(operator="ops", older_than_days=False)     # not 0 days: every record
     with pytest.raises(cdrtrace.ParseError, match="no cucm header, and its first line has 2 fields"):
         cdrtrace.ingest(store, [cdr_file(tmp_path, b"a,b", name="x.cdr")], fmt="cucm")
     with pytest.raises(cdrtrace.ParseError, match="cannot tell the format of"):

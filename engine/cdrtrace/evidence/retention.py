@@ -26,7 +26,7 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
     who = audit.actor(operator, "a purge", "operator")
     config, db = envs.config, envs.db
     days = config["retention_days"] if older_than_days is None else older_than_days
-    if not (isinstance(days, (int, float)) and math.isfinite(days)):
+    if isinstance(days, bool) or not (isinstance(days, (int, float)) and math.isfinite(days)):
         raise ConfigError(f"the retention period must be a number of days (not {days!r})")
     if days < 0:
         raise ConfigError("the retention period cannot be negative")
