@@ -19,9 +19,9 @@ service), which only queues the work, so the service needs no thread per trace; 
 submit(work, then), which queues the work and returns: then(outcome) is called on the
 committer thread once the commit is durable (the C FastAGI listener answers the switch
 from there, with no future or loop hop per trace). A thread waiting in run() is woken
-once, by its own answer: when each waited on the queue's condition and a caller led,
-every commit woke all of them (at 64 threads, 4.9-5.4x the rate of one commit per trace
-then, 5.2-6.8x now: BENCHMARKS.md). run's queue is bounded: a trace that finds it full
+once, by its own answer (a lock let go, not a Future's condition): when each waited on
+the queue's condition and a caller led, every commit woke all of them (BENCHMARKS.md,
+the seventh and fourteenth sessions). run's queue is bounded: a trace that finds it full
 waits for room; the listeners' connection limits bound the others.
 """
 from __future__ import annotations
@@ -32,7 +32,6 @@ import os
 import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -47,15 +46,37 @@ MAX_WAITING = 4096          # traces queued at most; more wait for room
 Settled = tuple[Any, BaseException | None]     # a work's (result, None) or (None, its error)
 
 
+class _Answer:
+    """What a thread in run() waits on: a lock taken at the start and let go once the
+    outcome is set. A concurrent.futures.Future did the same with a condition, costing
+    the interpreter lock several times as much a trace (BENCHMARKS.md)."""
+    __slots__ = ("lock", "outcome")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.outcome: Settled = (None, None)
+
+    def set(self, outcome: Settled) -> None:
+        self.outcome = outcome
+        self.lock.release()
+
+    def result(self) -> Any:
+        self.lock.acquire()
+        result, error = self.outcome
+        if error is not None:
+            raise error
+        return result
+
+
 class _Slot:
-    __slots__ = ("work", "future", "loop", "then")
+    __slots__ = ("work", "future", "loop", "then", "answer")
 
     def __init__(self, work: Callable[[Any, Any], Any],
                  loop: asyncio.AbstractEventLoop | None = None,
-                 then: Callable[[Settled], None] | None = None):
-        self.work, self.loop, self.then = work, loop, then
-        self.future: Any = (None if then is not None else
-                            loop.create_future() if loop is not None else Future())
+                 then: Callable[[Settled], None] | None = None, answer: _Answer | None = None):
+        self.work, self.loop, self.then, self.answer = work, loop, then, answer
+        self.future: Any = loop.create_future() if loop is not None else None
 
 
 class GroupCommit:
@@ -79,10 +100,11 @@ class GroupCommit:
 
     def run(self, work: Callable[[Any, Any], Any]) -> Any:
         """work(txn, opened) in a shared commit; its result once the commit is durable."""
-        slot = _Slot(work)
+        answer = _Answer()
+        slot = _Slot(work, answer=answer)
         if not self.enabled:                 # the benchmarks' baseline: a commit per trace
             self._commit([slot])
-            return slot.future.result()
+            return answer.result()
         with self.cond:
             while len(self.waiting) >= MAX_WAITING:
                 self.cond.wait()
@@ -93,7 +115,7 @@ class GroupCommit:
                 self._queue(slot)
         if alone:
             self._lead([slot])
-        return slot.future.result()          # woken by its answer alone
+        return answer.result()               # woken by its answer alone
 
     async def run_async(self, work: Callable[[Any, Any], Any]) -> Any:
         """work(txn, opened) in a shared commit, from an event loop: its result once the commit
@@ -150,8 +172,6 @@ class GroupCommit:
             self._lead(batch)
 
     def _commit(self, batch: list[_Slot]) -> None:
-        batch = [s for s in batch if s.future is None or s.loop is not None
-                 or s.future.set_running_or_notify_cancel()]
         results: list[Settled] = []
 
         def together(txn: Any) -> None:
@@ -223,6 +243,9 @@ class _OneFailed(Exception):
 
 
 def _settle(slot: _Slot, outcome: Settled) -> None:
+    if slot.answer is not None:
+        slot.answer.set(outcome)
+        return
     if slot.then is not None:
         try:
             slot.then(outcome)
