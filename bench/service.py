@@ -238,6 +238,7 @@ def over_the_wire(exe: str, kind: str, port: int, clients: int, count: int, line
     return {"path": kind, "clients": clients, "traces": count,
             "traces_per_second": round(count / r["seconds"]),
             "p50_ms": round(r["p50_ms"], 2), "p99_ms": round(r["p99_ms"], 2),
+            "max_ms": round(r["max_ms"], 2),
             "server_cpu_us": round((cpu_seconds(server) - before) / count * 1e6),
             "outcomes": {k: r[k] for k in ("success", "untraceable", "no_call",
                                            "already_traced") if r[k]}}
