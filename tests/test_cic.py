@@ -194,9 +194,18 @@ def test_cli_disclose_audit_and_reports(traced, tmp_path):
                             "--json").stdout)
     assert {(r["origin"], r["traced_calls"]) for r in report} == {("+13035550142", 1),
                                                                   ("+17205550199", 1)}
+    # a report's times are ISO-8601 UTC, as every other answer's (the calls began at 14:03
+    # and 15:03 in a store of zone UTC)
+    assert {(r["origin"], r["first_call"], r["last_call"]) for r in report} == {
+        ("+13035550142", "2026-03-02T14:03:00Z", "2026-03-02T14:03:00Z"),
+        ("+17205550199", "2026-03-02T15:03:00Z", "2026-03-02T15:03:00Z")}
     timeline = run("report", "timeline", "--analyst", "ann", "--line", LINE, "--origin",
                    "303-555-0142")
     assert first.trace_id in timeline.stdout and timeline.returncode == 0
+    events = json.loads(run("report", "timeline", "--analyst", "ann", "--line", LINE,
+                            "--origin", "303-555-0142", "--json").stdout)
+    assert {(e["event"], e["time"], e["call_time"]) for e in events} >= {
+        ("trace", "2026-03-02T14:05:00Z", "2026-03-02T14:03:00Z")}
 
 
 # ------------------------------------------------------------------ cases (R8, R9)
@@ -407,3 +416,16 @@ def test_each_error_says_what_failed(store, tmp_path):
         cdrtrace.ingest(store, [cdr_file(tmp_path, b"a,b", name="x.cdr")], fmt="cucm")
     with pytest.raises(cdrtrace.ParseError, match="cannot tell the format of"):
         cdrtrace.ingest(store, [cdr_file(tmp_path, b"a,b", name="y.cdr")], fmt="auto")
+
+
+def test_a_reports_times_are_iso_utc_to_the_microsecond():
+    import datetime
+
+    import pyarrow as pa
+
+    from cdrtrace.reports.analytics import plain_rows
+    table = pa.table({"t": pa.array([datetime.datetime(2026, 3, 2, 14, 3, 0, 123),
+                                     datetime.datetime(1969, 12, 31, 23, 59, 59), None],
+                                    pa.timestamp("us")), "n": [1, 2, 3]})
+    assert plain_rows(table) == [{"t": "2026-03-02T14:03:00.000123Z", "n": 1},
+                                 {"t": "1969-12-31T23:59:59Z", "n": 2}, {"t": None, "n": 3}]

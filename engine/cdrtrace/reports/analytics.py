@@ -7,9 +7,13 @@ place); both give the same result as a pyarrow.Table.
 """
 from __future__ import annotations
 
+import calendar
+import datetime
+
 import duckdb
 import pyarrow as pa
 
+from ..parsing import timezones
 from ..store import archive
 
 _MASK = (1 << 56) - 1
@@ -101,6 +105,17 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
 
 
 def plain_rows(table: pa.Table) -> list[dict]:
-    """A report's rows as JSON-ready values (timestamps and the like as text)."""
-    return [{k: (str(v) if not isinstance(v, (int, float, bool, str, type(None))) else v)
-             for k, v in row.items()} for row in table.to_pylist()]
+    """A report's rows as JSON-ready values: a time as ISO-8601 UTC text, as in every other
+    answer ("2026-03-02T14:03:00Z": the reports' times are UTC without a zone, as DuckDB's
+    make_timestamp gives them; str() wrote "2026-03-02 14:03:00"), anything else not JSON
+    as text."""
+    return [{k: _plain(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (int, float, bool, str, type(None))):
+        return value
+    if isinstance(value, datetime.datetime) and value.tzinfo is None:
+        seconds = calendar.timegm(value.timetuple())
+        return timezones.format_utc(seconds * 1_000_000 + value.microsecond)
+    return str(value)
