@@ -43,7 +43,8 @@ def _schemathesis() -> str:
 
 @pytest.fixture
 def served(store, ingest_records, monkeypatch, request):
-    """The service; with the HTTP listener a test's `listener` parameter names, if any."""
+    """The service, with the HTTP listener the test's indirect parameter names (native if
+    none)."""
     listener = getattr(request, "param", None) or "native"
     monkeypatch.setenv("CDRTRACE_HTTP", listener)
     yield from _serving(store, ingest_records)
@@ -55,9 +56,9 @@ def served(store, ingest_records, monkeypatch, request):
                                               ("switch", "python")], indirect=["served"])
 def test_every_operation_keeps_to_the_openapi_document(served, tmp_path, role):
     """Every operation with no token, and each role's operations with its token: no
-    server error, only the statuses the document gives, answers of the documented shape and content type, a
-    request that breaks the schema refused, one that keeps to it not refused for its
-    shape (422), and `Allow` naming the path's methods."""
+    server error, only the statuses the document gives, answers of the documented shape
+    and content type, a request that breaks the schema refused, one that keeps to it not
+    refused for its shape (422), and `Allow` naming the path's methods."""
     store, running, tokens = served
     config = tmp_path / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_TOML)
