@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import httpx
+import pydantic
 import pytest
 from test_service import AT, CALLER, LINE, Service, _serving, call
 
@@ -91,8 +92,7 @@ def contracted(tmp_path):
         cdr(src=CALLER, dst=LINE, start=s, end=s, disposition="NO ANSWER",
             billsec="0", duration="0") for s in starts))])
     running = Service(store)
-    yield store, running, store.tokens.create("switch-1", "switch"), \
-        store.tokens.create("care-1", "care")
+    yield store, running, {role: store.tokens.create(f"{role}-1", role) for role in ROLES}
     running.stop()
     store.close()
 
@@ -101,7 +101,8 @@ def test_the_customers_answers_hold_their_documented_fields_and_no_other(contrac
     """A switch's and customer care's answers, validated against the document's models,
     which allow no field they do not name: a caller's number, name or address would be
     one."""
-    store, running, switch, care = contracted
+    store, running, tokens = contracted
+    switch, care = tokens["switch"], tokens["care"]
     for hour in ("14", "15", "16"):
         answer = call(running, "POST", "/v1/trace", switch,
                       json={"line": LINE, "at": f"2026-03-02T{hour}:05:00Z"})
@@ -121,6 +122,46 @@ def test_the_customers_answers_hold_their_documented_fields_and_no_other(contrac
     assert len(status.traces) == 4
     with pytest.raises(ValueError, match="Extra inputs"):     # the models do refuse a field
         schemas.TraceAnswer.model_validate_json(json.dumps({**again.json(), "calling": "+17205550101"}))
+
+
+def test_the_identifying_answers_hold_their_documented_fields(contracted):
+    """The CIC's and the operator's answers, validated against the document's models (an
+    evidence record may carry fields they do not name, but none they name may be missing
+    or of another type)."""
+    store, running, tokens = contracted
+    analyst, legal, operator = tokens["analyst"], tokens["legal"], tokens["operator"]
+    for hour in ("14", "15", "16"):
+        call(running, "POST", "/v1/trace", tokens["switch"],
+             json={"line": LINE, "at": f"2026-03-02T{hour}:05:00Z"})
+    call(running, "POST", "/v1/request-action", tokens["care"],
+         json={"line": LINE, "origin": "Caller A"})
+
+    def valid(kind, answer):
+        assert answer.status_code == 200, answer.text
+        return pydantic.TypeAdapter(kind).validate_json(answer.content)
+    queue = valid(list[schemas.ActionRequestEntry], call(running, "GET", "/v1/requests", analyst))
+    assert [r.label for r in queue] == ["Caller A"]
+    calls = valid(list[schemas.Call], call(running, "GET", f"/v1/last-calls/{LINE}", analyst))
+    assert {c.calling for c in calls} == {"+17205550101"}
+    records = valid(list[schemas.TraceRecord],
+                    call(running, "GET", f"/v1/trace-records?line={LINE}", analyst))
+    assert [r.outcome for r in records] == ["success"] * 3
+    opened = valid(schemas.Case, call(running, "POST", "/v1/cases", analyst, json={
+        "line": LINE, "origin": "Caller A", "agency": "PD", "officer": "Lee",
+        "case_number": "2026-9"}))
+    assert [c.case_id for c in valid(list[schemas.Case], call(running, "GET", "/v1/cases",
+                                                             analyst))] == [opened.case_id]
+    read = valid(schemas.CaseRead, call(running, "GET", f"/v1/cases/{opened.case_id}", analyst))
+    assert len(read.timeline) == 3
+    disclosed = valid(list[schemas.TraceRecord], call(running, "POST", "/v1/disclose", legal, json={
+        "kind": "subpoena", "reference": "S-1", "agency": "PD", "officer": "Lee",
+        "case_number": "2026-9", "line": LINE}))
+    assert {r.call.calling for r in disclosed if r.call} == {"+17205550101"}
+    stats = valid(schemas.Stats, call(running, "GET", "/v1/stats", operator))
+    assert stats.feeds[0].records == 3
+    purged = valid(schemas.PurgeAnswer, call(running, "POST", "/v1/purge", operator,
+                                             json={"older_than_days": 3650}))
+    assert purged.traces == 0
 
 
 @pytest.fixture(params=["native", "python"])

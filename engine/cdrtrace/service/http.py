@@ -178,16 +178,19 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         """The customer asks the carrier to act against one origin ('Caller A')."""
         return store.request_action(body.line, body.origin, by=str(principal))
 
-    @app.get("/v1/requests", tags=["analyst"], responses=answers(None, 401, 403))
+    @app.get("/v1/requests", tags=["analyst"], response_model=None,
+             responses=answers(list[contract.ActionRequestEntry], 401, 403))
     def requests(principal: Principal = as_analyst) -> list:
         """The requests for action waiting for the CIC (identifying)."""
         return store.request_queue(analyst=str(principal))
 
-    @app.get("/v1/last-calls/{line}", tags=["analyst"], responses=answers(None, 400, 401, 403))
+    @app.get("/v1/last-calls/{line}", tags=["analyst"], response_model=None,
+             responses=answers(list[contract.Call], 400, 401, 403))
     def last_calls(line: str = LINE, principal: Principal = as_analyst) -> list:
         return store.last_calls(line, analyst=str(principal))
 
-    @app.get("/v1/trace-records", tags=["analyst"], responses=answers(None, 400, 401, 403))
+    @app.get("/v1/trace-records", tags=["analyst"], response_model=None,
+             responses=answers(list[contract.TraceRecord], 400, 401, 403))
     def trace_records(line: str | None = OPTIONAL_LINE, principal: Principal = as_analyst) -> list:
         return store.trace_records(line, analyst=str(principal))
 
@@ -210,32 +213,38 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
             return plain_rows(analytics.repeat_origins(table, store.config["threshold"], min_calls))
         return plain_rows(analytics.hot_origins(table, min_lines))
 
-    @app.get("/v1/cases", tags=["analyst"], responses=answers(None, 401, 403))
+    @app.get("/v1/cases", tags=["analyst"], response_model=None,
+             responses=answers(list[contract.Case], 401, 403))
     def cases(principal: Principal = as_analyst) -> list:
         return store.cases(analyst=str(principal))
 
-    @app.get("/v1/cases/{case_id}", tags=["analyst"], responses=answers(None, 401, 403, 404))
+    @app.get("/v1/cases/{case_id}", tags=["analyst"], response_model=None,
+             responses=answers(contract.CaseRead, 401, 403, 404))
     def case(case_id: str = Path(max_length=40), principal: Principal = as_analyst) -> dict:
         return store.case(case_id, analyst=str(principal))
 
-    @app.post("/v1/cases", tags=["analyst"], responses=answers(None, 400, 401, 403, 413))
+    @app.post("/v1/cases", tags=["analyst"], response_model=None,
+              responses=answers(contract.Case, 400, 401, 403, 413))
     def open_case(body: contract.CaseRequest, principal: Principal = as_analyst) -> dict:
         return store.open_case(body.line, body.origin, agency=body.agency, officer=body.officer,
                                case_number=body.case_number, analyst=str(principal),
                                waive_reason=body.waive)
 
-    @app.post("/v1/disclose", tags=["legal"], responses=answers(None, 400, 401, 403, 413))
+    @app.post("/v1/disclose", tags=["legal"], response_model=None,
+              responses=answers(list[contract.TraceRecord], 400, 401, 403, 413))
     def disclose(body: contract.DiscloseRequest, principal: Principal = as_legal) -> list:
         authority = body.model_dump(include={"kind", "reference", "agency", "officer",
                                              "case_number"})
         return store.disclose(authority, analyst=str(principal), trace_ids=body.trace_ids,
                               line=body.line)
 
-    @app.get("/v1/stats", tags=["operator"], responses=answers(None, 401, 403))
+    @app.get("/v1/stats", tags=["operator"], response_model=None,
+             responses=answers(contract.Stats, 401, 403))
     def stats(principal: Principal = as_operator) -> dict:
         return store.stats()
 
-    @app.post("/v1/purge", tags=["operator"], responses=answers(None, 400, 401, 403, 413))
+    @app.post("/v1/purge", tags=["operator"], response_model=None,
+              responses=answers(contract.PurgeAnswer, 400, 401, 403, 413))
     def purge(body: contract.PurgeRequest, principal: Principal = as_operator) -> dict:
         return store.purge(operator=str(principal), older_than_days=body.older_than_days)
 

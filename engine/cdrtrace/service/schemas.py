@@ -131,6 +131,105 @@ class ActionAnswer(Strict):
     requested_at: str
 
 
+class Open(BaseModel):
+    """An identifying answer: the fields it always has, and those it may have, named; an
+    evidence record may carry more (why a trace failed closed, when a pending one
+    resolved), so others are allowed."""
+    model_config = ConfigDict(extra="allow")
+
+
+class Call(Open):
+    """A call as the index holds it: who called, how it was presented and where its CDR is."""
+    start: str
+    start_us: int
+    calling: str | None = Field(description="the caller's number (None: none was delivered)")
+    presentation: str
+    answered: bool
+    forwarded: bool
+    indexed_as: str
+    disposition: str
+    call_id: str
+    feed: int
+    source: str | None
+    offset: int | None
+
+
+class TraceRecord(Open):
+    """A trace's evidence record, as recorded."""
+    trace_id: str
+    line: str
+    activated_us: int
+    traced_at_us: int
+    outcome: Outcome
+    call: Call | None
+    enrichment: dict[str, Any] | None = Field(
+        description="the directory's row for the caller when traced (name, address, ...)")
+    original_trace: str | None
+    requested_by: str | None = None
+    reason: str | None = None
+    unreadable_nearby: dict[str, Any] | None = None
+
+
+class ActionRequestEntry(Open):
+    request_id: str
+    line: str
+    origin: str
+    label: str
+    requested_us: int
+    requested_by: str
+    state: str
+    case_id: str | None
+    reason: str | None
+    updated_us: int | None
+
+
+class Case(Open):
+    case_id: str
+    line: str
+    origin: str
+    agency: str
+    officer: str
+    case_number: str
+    opened_by: str
+    opened_us: int
+    waiver: dict[str, Any] | None
+
+
+class CaseEvent(Open):
+    trace_id: str
+    outcome: Outcome
+    call_time: str
+    trace_time: str
+
+
+class CaseRead(Case):
+    timeline: list[CaseEvent]
+
+
+class FeedStats(Open):
+    feed: str
+    feed_id: int
+    live: bool
+    source: str | None
+    records: int
+    records_per_second: float | None
+    rejected: int
+    watermark: str | None
+    lag_seconds: float | None
+    last_commit: str | None
+
+
+class Stats(Open):
+    feeds: list[FeedStats]
+    index: dict[str, Any]
+
+
+class PurgeAnswer(Open):
+    traces: int
+    before: str
+    archive_days: float | None
+
+
 class Error(BaseModel):
     error: str
 
@@ -146,9 +245,9 @@ _WHY = {
 }
 
 
-def answers(ok: type[BaseModel] | None, *codes: int) -> dict[int | str, dict[str, Any]]:
-    """FastAPI's `responses` for a route: its 200 (when described) and the refusals it
-    can give, each `{"error": ...}`."""
+def answers(ok: Any, *codes: int) -> dict[int | str, dict[str, Any]]:
+    """FastAPI's `responses` for a route: its 200 (a model, or a list of one; None: not
+    described) and the refusals it can give, each `{"error": ...}`."""
     documented: dict[int | str, dict[str, Any]] = {
         code: {"model": Error, "description": _WHY[code]} for code in codes}
     if ok is not None:
