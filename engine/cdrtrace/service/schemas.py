@@ -142,7 +142,7 @@ class Call(Open):
     """A call as the index holds it: who called, how it was presented and where its CDR is."""
     start: str
     start_us: int
-    calling: str | None = Field(description="the caller's number (None: none was delivered)")
+    calling: str | None = Field(description="the caller's number (null: none was delivered)")
     presentation: str
     answered: bool
     forwarded: bool
