@@ -37,7 +37,6 @@ from . import schemas as contract
 from .metrics import Refusals, SharedCommits, TraceMetrics, counted
 from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
-from .schemas import LINE, OPTIONAL_LINE, TEXT_TRACE, answers
 
 log = logging.getLogger("cdrtrace.service")
 RIGHTS = {                    # what each role's token may call
@@ -128,7 +127,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         who(right) for right in ("trace", "status", "identifying", "disclose", "operate"))
 
     @app.post("/v1/trace", tags=["switch"], response_model=None,
-              responses=answers(contract.TraceAnswer, 400, 401, 403, 413, 421, 503))
+              responses=contract.answers(contract.TraceAnswer, 400, 401, 403, 413, 421, 503))
     async def trace(body: contract.TraceRequest, principal: Principal = as_switch,
                     forwarded: str | None = Header(None, alias=FORWARDED)) -> dict:
         """*57: trace the last call to the line (forwarded to the shard that holds it).
@@ -140,7 +139,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         return result.to_dict()
 
     @app.post("/v1/trace/text", tags=["switch"], response_class=PlainTextResponse,
-              openapi_extra=TEXT_TRACE)
+              openapi_extra=contract.TEXT_TRACE)
     async def trace_text(request: Request) -> PlainTextResponse:
         """*57 for a switch whose HTTP client can only post a form and read text (FreeSWITCH
         mod_curl, Kamailio http_client): form fields line, token, and optionally at and
@@ -167,36 +166,38 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         return PlainTextResponse(result.announcement_id)
 
     @app.get("/v1/status/{line}", tags=["care"], response_model=None,
-             responses=answers(contract.StatusAnswer, 400, 401, 403))
-    def status(line: str = LINE, principal: Principal = as_care) -> dict:
+             responses=contract.answers(contract.StatusAnswer, 400, 401, 403))
+    def status(line: str = contract.LINE, principal: Principal = as_care) -> dict:
         """A customer's traces and progress per pseudonymous origin."""
         return store.status(line).to_dict()
 
     @app.post("/v1/request-action", tags=["care"], response_model=None,
-              responses=answers(contract.ActionAnswer, 400, 401, 403, 413))
+              responses=contract.answers(contract.ActionAnswer, 400, 401, 403, 413))
     def request_action(body: contract.ActionRequest, principal: Principal = as_care) -> dict:
         """The customer asks the carrier to act against one origin ('Caller A')."""
         return store.request_action(body.line, body.origin, by=str(principal))
 
     @app.get("/v1/requests", tags=["analyst"], response_model=None,
-             responses=answers(list[contract.ActionRequestEntry], 401, 403))
+             responses=contract.answers(list[contract.ActionRequestEntry], 401, 403))
     def requests(principal: Principal = as_analyst) -> list:
         """The requests for action waiting for the CIC (identifying)."""
         return store.request_queue(analyst=str(principal))
 
     @app.get("/v1/last-calls/{line}", tags=["analyst"], response_model=None,
-             responses=answers(list[contract.Call], 400, 401, 403))
-    def last_calls(line: str = LINE, principal: Principal = as_analyst) -> list:
+             responses=contract.answers(list[contract.Call], 400, 401, 403))
+    def last_calls(line: str = contract.LINE, principal: Principal = as_analyst) -> list:
         return store.last_calls(line, analyst=str(principal))
 
     @app.get("/v1/trace-records", tags=["analyst"], response_model=None,
-             responses=answers(list[contract.TraceRecord], 400, 401, 403))
-    def trace_records(line: str | None = OPTIONAL_LINE, principal: Principal = as_analyst) -> list:
+             responses=contract.answers(list[contract.TraceRecord], 400, 401, 403))
+    def trace_records(line: str | None = contract.OPTIONAL_LINE,
+                      principal: Principal = as_analyst) -> list:
         return store.trace_records(line, analyst=str(principal))
 
-    @app.get("/v1/reports/{name}", tags=["analyst"], responses=answers(None, 400, 401, 403))
+    @app.get("/v1/reports/{name}", tags=["analyst"],
+             responses=contract.answers(None, 400, 401, 403))
     def report(name: Literal["repeat-origins", "hot-origins", "timeline"],
-               line: str | None = OPTIONAL_LINE,
+               line: str | None = contract.OPTIONAL_LINE,
                origin: str | None = Query(None, max_length=64),
                min_calls: int = Query(2, ge=1, le=1_000_000),
                min_lines: int = Query(2, ge=1, le=1_000_000),
@@ -214,24 +215,24 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         return plain_rows(analytics.hot_origins(table, min_lines))
 
     @app.get("/v1/cases", tags=["analyst"], response_model=None,
-             responses=answers(list[contract.Case], 401, 403))
+             responses=contract.answers(list[contract.Case], 401, 403))
     def cases(principal: Principal = as_analyst) -> list:
         return store.cases(analyst=str(principal))
 
     @app.get("/v1/cases/{case_id}", tags=["analyst"], response_model=None,
-             responses=answers(contract.CaseRead, 401, 403, 404))
+             responses=contract.answers(contract.CaseRead, 401, 403, 404))
     def case(case_id: str = Path(max_length=40), principal: Principal = as_analyst) -> dict:
         return store.case(case_id, analyst=str(principal))
 
     @app.post("/v1/cases", tags=["analyst"], response_model=None,
-              responses=answers(contract.Case, 400, 401, 403, 413))
+              responses=contract.answers(contract.Case, 400, 401, 403, 413))
     def open_case(body: contract.CaseRequest, principal: Principal = as_analyst) -> dict:
         return store.open_case(body.line, body.origin, agency=body.agency, officer=body.officer,
                                case_number=body.case_number, analyst=str(principal),
                                waive_reason=body.waive)
 
     @app.post("/v1/disclose", tags=["legal"], response_model=None,
-              responses=answers(list[contract.TraceRecord], 400, 401, 403, 413))
+              responses=contract.answers(list[contract.TraceRecord], 400, 401, 403, 413))
     def disclose(body: contract.DiscloseRequest, principal: Principal = as_legal) -> list:
         authority = body.model_dump(include={"kind", "reference", "agency", "officer",
                                              "case_number"})
@@ -239,12 +240,12 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
                               line=body.line)
 
     @app.get("/v1/stats", tags=["operator"], response_model=None,
-             responses=answers(contract.Stats, 401, 403))
+             responses=contract.answers(contract.Stats, 401, 403))
     def stats(principal: Principal = as_operator) -> dict:
         return store.stats()
 
     @app.post("/v1/purge", tags=["operator"], response_model=None,
-              responses=answers(contract.PurgeAnswer, 400, 401, 403, 413))
+              responses=contract.answers(contract.PurgeAnswer, 400, 401, 403, 413))
     def purge(body: contract.PurgeRequest, principal: Principal = as_operator) -> dict:
         return store.purge(operator=str(principal), older_than_days=body.older_than_days)
 
