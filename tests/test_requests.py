@@ -4,6 +4,7 @@ customer sees where it stands, and the carrier's follow-up contact, never the ca
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -60,6 +61,42 @@ def test_request_action_from_the_threshold_to_a_case(traced):
     actions = [e["action"] for e in testing.audit_entries(store)]
     assert "action_requested" in actions and "request_settled" in actions
     assert actions.count("read_request_queue") == 2
+
+
+def test_a_case_settles_only_the_request_of_its_own_line_and_origin(traced, ingest_records):
+    """A case opened for a request answers that request: a request the case does not
+    match (another origin, another line, none such, already settled) is refused with
+    nothing done (no case opened, the request still waiting), so a customer is never
+    told that action was taken against their caller when the case names another."""
+    store = traced
+    other_line = "3035550199"
+    ingest_records(b"".join(
+        cdr(src=HARASSER, dst=other_line, start=f"2026-03-02 1{h}:00:00",
+            end=f"2026-03-02 1{h}:00:20", answer="", disposition="NO ANSWER",
+            uniqueid=f"o{h}") + b"\n" for h in (0, 2, 3)))
+    for hour in (0, 2, 3):
+        store.trace(other_line, at=f"2026-03-02T1{hour}:00:30Z")
+    store.request_action(LINE, "Caller A")                            # R000001
+    store.request_action(other_line, "Caller A")                      # R000002: same caller
+    details = {"agency": "PD", "officer": "O", "case_number": "26-7", "analyst": "ann"}
+    for line, origin, request, why in (
+            (LINE, "Caller B", "R000001", "R000001 is for Caller A"),        # another origin
+            (LINE, "+1" + OTHER, "R000001", "R000001 is for Caller A"),      # ... by number
+            (LINE, "Caller A", "R000002", "R000002 is for line +13035550199"),  # another line
+            (LINE, "Caller A", "R000009", "no request R000009")):
+        with pytest.raises(cdrtrace.CaseError, match=re.escape(why)):
+            store.open_case(line, origin, request_id=request, waive_reason="threats", **details)
+    with pytest.raises(cdrtrace.NotFoundError):
+        store.open_case(LINE, "Caller A", request_id="R000009", **details)
+    assert store.cases(analyst="ann") == []                            # nothing opened
+    assert [r["state"] for r in store.request_queue(analyst="ann")] == ["queued", "queued"]
+    case = store.open_case(LINE, "+1" + HARASSER, request_id="R000001", **details)  # by number
+    assert store.status(LINE).progress[0].request["case_id"] == case["case_id"]
+    with pytest.raises(cdrtrace.CaseError, match="R000001 is already case_opened"):
+        store.open_case(LINE, "Caller A", request_id="R000001", **details)
+    assert [c["case_id"] for c in store.cases(analyst="ann")] == [case["case_id"]]
+    with pytest.raises(cdrtrace.NotFoundError, match="no request R000009"):
+        store.close_request("R000009", "duplicate", analyst="ann")
 
 
 def test_a_waiver_allows_a_request_before_the_threshold_and_a_request_can_be_closed(traced):

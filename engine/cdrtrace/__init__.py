@@ -28,6 +28,7 @@ from .errors import (
                      SynthError,
                      TraceError,
                      UnknownCaseError,
+                     UnknownRequestError,
                      WrongShardError,
                      ZoneError,
 )
@@ -94,5 +95,5 @@ __all__ = [
     "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
     "AccessError", "NativeModuleError", "FormatError", "AuditError", "ConfigError",
     "DirectoryError", "SynthError", "ZoneError", "CaseError", "NotReadyError", "WrongShardError",
-    "NotFoundError", "UnknownCaseError",
+    "NotFoundError", "UnknownCaseError", "UnknownRequestError",
 ]

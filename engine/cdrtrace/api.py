@@ -346,12 +346,13 @@ class Store:
         waive_reason lets the customer request action before the threshold."""
         packed = self.line(line)
         given = None if str(origin).strip().lower().startswith("caller ") else self.line(origin)
-        case = self._casebook.open(packed, origin, given, agency=agency, officer=officer,
-                                   case_number=case_number, analyst=analyst,
-                                   waive_reason=waive_reason)
+        settling = None
         if request_id is not None:             # the customer's request becomes this case
-            self._requests.settle(request_id, who=case["opened_by"], case_id=case["case_id"])
-        return case
+            def settling(txn: Any, case: dict, who: str) -> None:
+                self._requests.settle_in(txn, request_id, who=who, case=case)
+        return self._casebook.open(packed, origin, given, agency=agency, officer=officer,
+                                   case_number=case_number, analyst=analyst,
+                                   waive_reason=waive_reason, settling=settling)
 
     @_refusals_audited("case_report")
     def case_report(self, case_id: str, *, analyst: str, generated: str | None = None) -> bytes:

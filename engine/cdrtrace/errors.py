@@ -63,6 +63,10 @@ class UnknownCaseError(CaseError, NotFoundError):
     """No case has the id asked for."""
 
 
+class UnknownRequestError(CaseError, NotFoundError):
+    """No request for action has the id asked for."""
+
+
 class AccessError(CdrTraceError, PermissionError):
     """An identifying read was attempted without the required role."""
 

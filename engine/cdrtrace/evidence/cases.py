@@ -46,8 +46,11 @@ class Cases:
         return numbers.format_number(line_number)
 
     def open(self, packed_line: int, origin: str, origin_packed: int | None, *, agency: str,
-             officer: str, case_number: str, analyst: str, waive_reason: str | None = None) -> dict:
-        """Open a case for a line and an origin (its label, or its number packed)."""
+             officer: str, case_number: str, analyst: str, waive_reason: str | None = None,
+             settling: Callable[[Any, dict, str], Any] | None = None) -> dict:
+        """Open a case for a line and an origin (its label, or its number packed);
+        settling(txn, case, who), in the same transaction, settles the request it answers
+        (and, refusing it, opens nothing)."""
         who = self.audit.actor(analyst, "opening a case")
         given = {"agency": agency, "officer": officer, "case_number": case_number}
         missing = [n for n in CASE_FIELDS if not given[n] or not str(given[n]).strip()]
@@ -68,6 +71,8 @@ class Cases:
             cursor.put(seq.to_bytes(8, "big"), json.dumps(case).encode(), append=True)
             self.audit.add(txn, who, "case_open", case_id=case["case_id"], line=line_text,
                            origin=origin_number, waived=case["waiver"] is not None)
+            if settling is not None:
+                settling(txn, case, who)
             return case
         return self.envs.ewrite(work)
 

@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from ..errors import CaseError
+from ..errors import CaseError, UnknownRequestError
 from ..store.environments import Environments
 from .audit import AuditLog
 
@@ -57,25 +57,34 @@ class Requests:
     def of_line(self, line_text: str) -> list[dict]:
         return [r for r in self.all() if r["line"] == line_text]
 
-    def settle(self, rid: str, *, who: str, case_id: str | None = None,
-               reason: str | None = None) -> dict:
-        """A queued request turned into a case, or closed with a reason; audited."""
-        if (case_id is None) == (reason is None or not reason.strip()):
+    def settle(self, rid: str, *, who: str, reason: str) -> dict:
+        """A queued request closed with a reason, no case opened; audited."""
+        if reason is None or not reason.strip():
             raise CaseError("settle a request with a case or with a reason to close it")
+        return self.envs.ewrite(lambda txn: self.settle_in(txn, rid, who=who, reason=reason))
 
-        def work(txn: Any) -> dict:
-            for key, value in txn.cursor(self.db["requests"]):
-                request = json.loads(value)
-                if request["request_id"] != rid:
-                    continue
-                if request["state"] != "queued":
-                    raise CaseError(f"request {rid} is already {request['state']}")
-                request.update(state="case_opened" if case_id else "closed", case_id=case_id,
-                               reason=reason.strip() if reason else None,
-                               updated_us=time.time_ns() // 1000)
-                txn.put(key, json.dumps(request).encode(), db=self.db["requests"])
-                self.audit.add(txn, who, "request_settled", request_id=rid,
-                               state=request["state"], case_id=case_id)
-                return request
-            raise CaseError(f"no request {rid}")
-        return self.envs.ewrite(work)
+    def settle_in(self, txn: Any, rid: str, *, who: str, case: dict | None = None,
+                  reason: str | None = None) -> dict:
+        """Inside a write transaction: a queued request turned into the case (of the same
+        line and origin, or refused), or closed with a reason; audited."""
+        for key, value in txn.cursor(self.db["requests"]):
+            request = json.loads(value)
+            if request["request_id"] != rid:
+                continue
+            if request["state"] != "queued":
+                raise CaseError(f"request {rid} is already {request['state']}")
+            if case is not None and request["line"] != case["line"]:
+                raise CaseError(f"request {rid} is for line {request['line']}, not the "
+                                f"case's {case['line']}")
+            if case is not None and request["origin"] != case["origin"]:
+                raise CaseError(f"request {rid} is for {request['label']}, not the case's "
+                                f"origin")
+            request.update(state="case_opened" if case else "closed",
+                           case_id=case["case_id"] if case else None,
+                           reason=reason.strip() if reason else None,
+                           updated_us=time.time_ns() // 1000)
+            txn.put(key, json.dumps(request).encode(), db=self.db["requests"])
+            self.audit.add(txn, who, "request_settled", request_id=rid,
+                           state=request["state"], case_id=request["case_id"])
+            return request
+        raise UnknownRequestError(f"no request {rid}")
