@@ -327,6 +327,46 @@ def test_call_archive_by_day_query_and_retention(tmp_path):
     assert sorted(p.name for p in archive_dir.iterdir()) == ["day=2026-03-04"]
 
 
+def test_the_calls_report_names_each_caller_and_how_the_call_went(tmp_path):
+    """A line's archived calls as the CIC reads them (R3: every call that rang it): the
+    caller's number as written, never its packed integer; the presentation and the
+    disposition by name; oldest first. The same rows from the Python API and the CLI."""
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(tmp_path / "archive"))
+    records = [cdr(src="7205550666", start="2026-03-02 14:03:00", end="2026-03-02 14:03:20",
+                   disposition="NO ANSWER"),
+               cdr(src="anonymous", clid='"Anonymous" <7205550177>', userfield="prohib_passed_screen",
+                   start="2026-03-02 15:30:00", answer="2026-03-02 15:30:06",
+                   end="2026-03-02 15:31:00"),
+               cdr(src="", clid="", start="2026-03-02 16:00:00", end="2026-03-02 16:00:30",
+                   disposition="BUSY")]
+    cdrtrace.ingest(store, [cdr_file(tmp_path, *records)])
+    expected = [
+        {"start": "2026-03-02T14:03:00Z", "answer": None, "end": "2026-03-02T14:03:20Z",
+         "calling": "+17205550666", "presentation": "allowed", "disposition": "no_answer",
+         "received": True},
+        {"start": "2026-03-02T15:30:00Z", "answer": "2026-03-02T15:30:06Z",
+         "end": "2026-03-02T15:31:00Z", "calling": "+17205550177",
+         "presentation": "restricted", "disposition": "answered", "received": True},
+        {"start": "2026-03-02T16:00:00Z", "answer": None, "end": "2026-03-02T16:00:30Z",
+         "calling": None, "presentation": "unavailable", "disposition": "busy",
+         "received": False},
+    ]
+    from cdrtrace.reports.analytics import plain_rows
+
+    def without_source(rows):
+        return [{k: v for k, v in r.items() if k not in ("feed", "record")} for r in rows]
+    assert without_source(plain_rows(store.archived_calls(LINE, analyst="ann"))) == expected
+    assert [r["record"] for r in plain_rows(store.archived_calls(LINE, analyst="ann"))] == [1, 2, 3]
+    assert without_source(plain_rows(store.archived_calls(
+        LINE, analyst="ann", origin="720-555-0177"))) == expected[1:2]
+    store.close()
+    printed = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "report", "calls", "--line",
+                              LINE, "--analyst", "ann", "--json", "--db", str(tmp_path / "s")],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert printed.returncode == 0, printed.stderr
+    assert without_source(json.loads(printed.stdout)) == expected
+
+
 def test_archive_is_optional(store):
     with pytest.raises(cdrtrace.StoreError, match="keeps no call archive"):
         store.archived_calls(LINE, analyst="ann")

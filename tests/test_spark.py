@@ -121,10 +121,11 @@ def test_the_archive_on_spark_gives_a_lines_calls_as_duckdb(traced, spark):
     epoch = dt.datetime(1970, 1, 1)
     assert [int((r["start"] - epoch).total_seconds()) for r in on_spark] == [
         c["start_s"] for c in campaign["calls"]]
-    assert [(r["start"], r["answer"], int(r["calling"]), r["disposition"], r["received"])
-            for r in on_spark] == [
-        (r["start"], r["answer"], r["calling"], r["disposition"], r["received"])
-        for r in duck.to_pylist()]
+    assert [(r["start"], r["answer"], r["calling"], r["presentation"], r["disposition"],
+             r["received"]) for r in on_spark] == [
+        (r["start"], r["answer"], r["calling"], r["presentation"], r["disposition"],
+         r["received"]) for r in duck.to_pylist()]
+    assert {r["calling"] for r in on_spark} == {campaign["origin"]}
     everything = spark_reports.calls(spark, str(archive), line).count()
     assert everything == len(store.archived_calls(campaign["victim"], analyst="ann"))
 

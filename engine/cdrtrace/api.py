@@ -309,10 +309,14 @@ class Store:
     @_refusals_audited("read_archive")
     def archived_calls(self, line: str, *, analyst: str, origin: str | None = None,
                        days: float | None = None, now_us: int | None = None) -> pa.Table:
-        """Every archived call to a line (from one origin, in the last days); audited."""
-        return self._disclosure.archived_calls(
+        """Every archived call to a line (from one origin, in the last days), oldest first,
+        with its caller's number as text and its presentation and disposition by name;
+        audited."""
+        from .reports import analytics
+
+        return analytics.calls(self._disclosure.archived_calls(
             line, self.line(line), self.line(origin) if origin else None, analyst=analyst,
-            origin_text=origin, days=days, now_us=now_us)
+            origin_text=origin, days=days, now_us=now_us))
 
     @_refusals_audited("read_trace_table")
     def report_rows(self, *, analyst: str) -> np.ndarray:

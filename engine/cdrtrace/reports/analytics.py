@@ -14,7 +14,9 @@ import duckdb
 import pyarrow as pa
 
 from ..parsing import timezones
+from ..parsing.formats import Disposition, Presentation
 from ..store import archive
+from . import case_of
 
 _MASK = (1 << 56) - 1
 _MACROS = f"""
@@ -26,16 +28,18 @@ CREATE MACRO number_text(x) AS CASE
 END;
 CREATE MACRO outcome_text(o) AS CASE o WHEN 1 THEN 'success' WHEN 2 THEN 'untraceable'
     WHEN 3 THEN 'no_call' WHEN 4 THEN 'already_traced' ELSE 'pending' END;
+CREATE MACRO disposition_text(d) AS {case_of("d", Disposition)};
+CREATE MACRO presentation_text(p) AS {case_of("p", Presentation)};
 """
 
 
 REPEAT_COLUMNS = ("line", "origin", "call_id", "call_start_us", "outcome")
 
 
-def _connect(traces):
+def _connect(table, name: str = "traces"):
     con = duckdb.connect()
     con.execute(_MACROS)
-    con.register("traces", traces)
+    con.register(name, table)
     return con
 
 
@@ -82,11 +86,7 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
     if files:
         calls = """
             SELECT start_us AS t, 'call' AS event, NULL AS trace_id,
-                   CASE disposition WHEN 1 THEN 'answered' WHEN 2 THEN 'no_answer'
-                        WHEN 3 THEN 'cancelled' WHEN 4 THEN 'busy' WHEN 5 THEN 'failed'
-                        WHEN 6 THEN 'congestion' WHEN 7 THEN 'rejected'
-                        WHEN 8 THEN 'unallocated' ELSE 'unknown' END AS outcome,
-                   start_us AS call_us
+                   disposition_text(disposition) AS outcome, start_us AS call_us
             FROM read_parquet($files, hive_partitioning = true)
             WHERE (called = $line OR redirecting = $line OR final = $line)
               AND calling = $origin AND received"""
@@ -102,6 +102,18 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
         ORDER BY t, event
     """, params={"line": line, "origin": origin, **({"files": files} if files else {})}
                    ).to_arrow_table()
+
+
+def calls(archived: pa.Table) -> pa.Table:
+    """A line's archived calls (store.archive.calls: packed numbers, codes) as the calls
+    report gives them: the caller's number as text, the presentation and disposition by
+    name ('restricted', 'no_answer')."""
+    return _connect(archived, "calls").sql("""
+        SELECT "start", answer, "end", number_text(calling) AS calling,
+               presentation_text(presentation) AS presentation,
+               disposition_text(disposition) AS disposition, received, feed, record
+        FROM calls
+    """).to_arrow_table()
 
 
 def plain_rows(table: pa.Table) -> list[dict]:

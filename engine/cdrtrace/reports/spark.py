@@ -19,6 +19,9 @@ import json
 import sys
 from typing import Any
 
+from ..parsing.formats import Disposition, Presentation
+from . import case_of
+
 TOP, KIND_SHIFT = 1 << 56, 1 << 62
 
 
@@ -87,7 +90,8 @@ def hot_origins(spark: Any, traces: str, min_lines: int = 2) -> Any:
 
 def calls(spark: Any, archive: str, line: int, origin: int | None = None) -> Any:
     """Every archived call to a packed line (as dialled, redirecting or final), optionally
-    from one packed origin, oldest first: the archive's day=YYYY-MM-DD folders."""
+    from one packed origin, oldest first: the archive's day=YYYY-MM-DD folders. The rows
+    of Store.archived_calls: the caller as text, presentation and disposition by name."""
     where = f"(called = {int(line)} OR redirecting = {int(line)} OR final = {int(line)})"
     if origin is not None:
         where += f" AND calling = {int(origin)}"
@@ -95,8 +99,9 @@ def calls(spark: Any, archive: str, line: int, origin: int | None = None) -> Any
         "calls")
     return spark.sql(f"""
         SELECT {_time('start_us')} AS start, {_time('NULLIF(answer_us, 0)')} AS answer,
-               {_time('end_us')} AS `end`, CAST(calling AS DECIMAL(20, 0)) AS calling,
-               presentation, disposition, received, feed, record
+               {_time('end_us')} AS `end`, {number_text('calling')} AS calling,
+               {case_of('presentation', Presentation)} AS presentation,
+               {case_of('disposition', Disposition)} AS disposition, received, feed, record
         FROM calls WHERE {where}
         ORDER BY start_us, record
     """)

@@ -90,8 +90,12 @@ def calls(root: str | os.PathLike, line: int, origin: int | None = None,
     import pyarrow as pa
 
     files = day_files(root)
-    if not files:
-        return pa.table({"start": pa.array([], pa.timestamp("us"))})
+    if not files:                    # no call yet: the same columns, no row
+        return pa.schema([("start", pa.timestamp("us")), ("answer", pa.timestamp("us")),
+                          ("end", pa.timestamp("us")), ("calling", pa.uint64()),
+                          ("presentation", pa.uint8()), ("disposition", pa.uint8()),
+                          ("received", pa.bool_()), ("feed", pa.uint16()),
+                          ("record", pa.int64())]).empty_table()
     where = ["(called = $line OR redirecting = $line OR final = $line)"]
     params: dict = {"line": line, "files": files}
     if origin is not None:
