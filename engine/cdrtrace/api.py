@@ -309,9 +309,8 @@ class Store:
     @_refusals_audited("read_archive")
     def archived_calls(self, line: str, *, analyst: str, origin: str | None = None,
                        days: float | None = None, now_us: int | None = None) -> pa.Table:
-        """Every archived call to a line (from one origin, in the last days), oldest first,
-        with its caller's number as text and its presentation and disposition by name;
-        audited."""
+        """Every archived call to a line (from one origin, in the last days), oldest first:
+        the caller as text, presentation and disposition by name; audited."""
         from .reports import analytics
 
         return analytics.calls(self._disclosure.archived_calls(
@@ -350,10 +349,8 @@ class Store:
         waive_reason lets the customer request action before the threshold."""
         packed = self.line(line)
         given = None if str(origin).strip().lower().startswith("caller ") else self.line(origin)
-        settling = None
-        if request_id is not None:             # the customer's request becomes this case
-            def settling(txn: Any, case: dict, who: str) -> None:
-                self._requests.settle_in(txn, request_id, who=who, case=case)
+        settling = (None if request_id is None    # the customer's request becomes this case
+                    else functools.partial(self._requests.settle_in, rid=request_id))
         return self._casebook.open(packed, origin, given, agency=agency, officer=officer,
                                    case_number=case_number, analyst=analyst,
                                    waive_reason=waive_reason, settling=settling)

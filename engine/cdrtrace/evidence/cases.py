@@ -47,9 +47,9 @@ class Cases:
 
     def open(self, packed_line: int, origin: str, origin_packed: int | None, *, agency: str,
              officer: str, case_number: str, analyst: str, waive_reason: str | None = None,
-             settling: Callable[[Any, dict, str], Any] | None = None) -> dict:
+             settling: Callable[..., Any] | None = None) -> dict:
         """Open a case for a line and an origin (its label, or its number packed);
-        settling(txn, case, who), in the same transaction, settles the request it answers
+        settling(txn, who=, case=), in the same transaction, settles the request it answers
         (and, refusing it, opens nothing)."""
         who = self.audit.actor(analyst, "opening a case")
         given = {"agency": agency, "officer": officer, "case_number": case_number}
@@ -72,7 +72,7 @@ class Cases:
             self.audit.add(txn, who, "case_open", case_id=case["case_id"], line=line_text,
                            origin=origin_number, waived=case["waiver"] is not None)
             if settling is not None:
-                settling(txn, case, who)
+                settling(txn, who=who, case=case)
             return case
         return self.envs.ewrite(work)
 

@@ -19,11 +19,11 @@ import time
 import urllib.parse
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -31,8 +31,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from ..errors import AccessError, CdrTraceError, NotFoundError, NotReadyError, TraceError, WrongShardError
+from ..errors import AccessError, CdrTraceError, NotFoundError, NotReadyError, WrongShardError
 from ..evidence.tokens import Principal
+from . import cic
 from . import schemas as contract
 from .metrics import Refusals, SharedCommits, TraceMetrics, counted
 from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
@@ -177,67 +178,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         """The customer asks the carrier to act against one origin ('Caller A')."""
         return store.request_action(body.line, body.origin, by=str(principal))
 
-    @app.get("/v1/requests", tags=["analyst"], response_model=None,
-             responses=contract.answers(list[contract.ActionRequestEntry], 401, 403))
-    def requests(principal: Principal = as_analyst) -> list:
-        """The requests for action waiting for the CIC (identifying)."""
-        return store.request_queue(analyst=str(principal))
-
-    @app.get("/v1/last-calls/{line}", tags=["analyst"], response_model=None,
-             responses=contract.answers(list[contract.Call], 400, 401, 403))
-    def last_calls(line: str = contract.LINE, principal: Principal = as_analyst) -> list:
-        return store.last_calls(line, analyst=str(principal))
-
-    @app.get("/v1/trace-records", tags=["analyst"], response_model=None,
-             responses=contract.answers(list[contract.TraceRecord], 400, 401, 403))
-    def trace_records(line: str | None = contract.OPTIONAL_LINE,
-                      principal: Principal = as_analyst) -> list:
-        return store.trace_records(line, analyst=str(principal))
-
-    @app.get("/v1/reports/{name}", tags=["analyst"],
-             responses=contract.answers(None, 400, 401, 403))
-    def report(name: Literal["repeat-origins", "hot-origins", "timeline"],
-               line: str | None = contract.OPTIONAL_LINE,
-               origin: str | None = Query(None, max_length=64),
-               min_calls: int = Query(2, ge=1, le=1_000_000),
-               min_lines: int = Query(2, ge=1, le=1_000_000),
-               principal: Principal = as_analyst) -> list:
-        from ..reports import analytics
-        from ..reports.analytics import plain_rows
-
-        if name == "timeline":
-            if not line or not origin:
-                raise TraceError("the timeline report needs line and origin")
-            return plain_rows(store.timeline(line, origin, analyst=str(principal)))
-        table = store.trace_columns(analyst=str(principal), columns=analytics.REPEAT_COLUMNS)
-        if name == "repeat-origins":
-            return plain_rows(analytics.repeat_origins(table, store.config["threshold"], min_calls))
-        return plain_rows(analytics.hot_origins(table, min_lines))
-
-    @app.get("/v1/cases", tags=["analyst"], response_model=None,
-             responses=contract.answers(list[contract.Case], 401, 403))
-    def cases(principal: Principal = as_analyst) -> list:
-        return store.cases(analyst=str(principal))
-
-    @app.get("/v1/cases/{case_id}", tags=["analyst"], response_model=None,
-             responses=contract.answers(contract.CaseRead, 401, 403, 404))
-    def case(case_id: str = Path(max_length=40), principal: Principal = as_analyst) -> dict:
-        return store.case(case_id, analyst=str(principal))
-
-    @app.post("/v1/cases", tags=["analyst"], response_model=None,
-              responses=contract.answers(contract.Case, 400, 401, 403, 413))
-    def open_case(body: contract.CaseRequest, principal: Principal = as_analyst) -> dict:
-        return store.open_case(body.line, body.origin, agency=body.agency, officer=body.officer,
-                               case_number=body.case_number, analyst=str(principal),
-                               waive_reason=body.waive)
-
-    @app.post("/v1/disclose", tags=["legal"], response_model=None,
-              responses=contract.answers(list[contract.TraceRecord], 400, 401, 403, 413))
-    def disclose(body: contract.DiscloseRequest, principal: Principal = as_legal) -> list:
-        authority = body.model_dump(include={"kind", "reference", "agency", "officer",
-                                             "case_number"})
-        return store.disclose(authority, analyst=str(principal), trace_ids=body.trace_ids,
-                              line=body.line)
+    cic.add_routes(app, store, as_analyst, as_legal)
 
     @app.get("/v1/stats", tags=["operator"], response_model=None,
              responses=contract.answers(contract.Stats, 401, 403))

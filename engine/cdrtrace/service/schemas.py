@@ -10,7 +10,7 @@ was wrong, under `detail`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +40,13 @@ class CaseRequest(Strict):
     officer: str = Field(max_length=200)
     case_number: str = Field(max_length=200)
     waive: str | None = Field(None, max_length=500, description="reason to waive the threshold")
+    request: str | None = Field(None, max_length=40, description=(
+        "the customer's request for action this case answers (R000001): settled with it"))
+
+
+class CloseRequest(Strict):
+    reason: str = Field(min_length=1, max_length=500,
+                        description="why no case is opened: the customer sees it")
 
 
 class DiscloseRequest(Strict):
@@ -59,6 +66,11 @@ class PurgeRequest(Strict):
 
 LINE = Path(max_length=64, description="the subscriber's line, in any common written form")
 OPTIONAL_LINE = Query(None, max_length=64, description="only this line's")
+REQUIRED_LINE = Query(max_length=64, description="the subscriber's line")
+ORIGIN = Query(max_length=64, description="the calling number")
+OPTIONAL_ORIGIN = Query(None, max_length=64, description="only the calls from this number")
+CASE_ID = Path(max_length=40, description="C000001")
+REQUEST_ID = Path(max_length=40, description="R000001")
 # POST /v1/trace/text: a form in, the announcement's id out (as plain text)
 _FORM = {"type": "object", "required": ["line", "token"], "properties": {
     "line": {"type": "string", "maxLength": 64}, "token": {"type": "string"},
@@ -230,6 +242,48 @@ class PurgeAnswer(Open):
     archive_days: float | None
 
 
+class Row(BaseModel):
+    """A report's row: these fields, no other."""
+    model_config = ConfigDict(extra="forbid")
+
+
+class RepeatOrigin(Row):
+    line: str
+    origin: str
+    traced_calls: int = Field(description="distinct calls from the origin traced successfully")
+    first_call: str
+    last_call: str
+    eligible: bool = Field(description="traced_calls reached the store's threshold")
+
+
+class HotOrigin(Row):
+    origin: str
+    lines: int = Field(description="lines that traced a call from it")
+    traced_calls: int
+    first_call: str
+    last_call: str
+
+
+class TimelineEntry(Row):
+    time: str
+    event: Literal["call", "trace"]
+    trace_id: str | None
+    outcome: str | None = Field(description="a trace's outcome, or a call's disposition")
+    call_time: str | None
+
+
+class ArchivedCall(Row):
+    start: str
+    answer: str | None
+    end: str
+    calling: str | None = Field(description="the caller's number (null: none was delivered)")
+    presentation: str | None = Field(description="allowed, restricted or unavailable")
+    disposition: str | None = Field(description="answered, no_answer, cancelled, busy, ...")
+    received: bool = Field(description="the line was alerted (rang)")
+    feed: int
+    record: int = Field(description="the record's number in its source")
+
+
 class Error(BaseModel):
     error: str
 
@@ -238,11 +292,17 @@ _WHY = {
     400: "a value the request carries is wrong (a line that is not one, a bad time, ...)",
     401: "no valid bearer token",
     403: "the token's role has no right to this",
-    404: "no such case or report",
+    404: "no such case, request or report",
     413: "the request's body is over its bound",
     421: "a line another shard holds, in a trace forwarded here",
     503: "no replica of the line's shard may answer now",
 }
+
+
+def binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
+    """A route's 200 that is a file of media_type (with answers(None, ...))."""
+    return {200: {"description": description, "content": {
+        media_type: {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 def answers(ok: Any, *codes: int) -> dict[int | str, dict[str, Any]]:

@@ -1,0 +1,138 @@
+"""The HTTP API's identifying calls: what the CLI's CIC commands do (last-calls, report,
+case, disclose), for an `analyst` token (a `legal` one discloses). Each is audited under
+the token's name by the store, as the CLI's are under --analyst."""
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastapi import FastAPI, Query, Response
+
+from ..evidence.tokens import Principal
+from . import schemas as contract
+
+PARQUET, PDF = "application/vnd.apache.parquet", "application/pdf"
+
+
+def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None:
+    """The CIC's routes on app; as_analyst and as_legal: the dependencies that admit the
+    token of each role (http.build_app)."""
+    from ..reports import analytics
+
+    @app.get("/v1/requests", tags=["analyst"], response_model=None,
+             responses=contract.answers(list[contract.ActionRequestEntry], 401, 403))
+    def requests(principal: Principal = as_analyst) -> list:
+        """The requests for action waiting for the CIC (identifying)."""
+        return store.request_queue(analyst=str(principal))
+
+    @app.post("/v1/requests/{request_id}/close", tags=["analyst"], response_model=None,
+              responses=contract.answers(contract.ActionRequestEntry, 400, 401, 403, 404, 413))
+    def close_request(body: contract.CloseRequest, request_id: str = contract.REQUEST_ID,
+                      principal: Principal = as_analyst) -> dict:
+        """Close a waiting request without a case, saying why: the customer sees the reason
+        (`cdrtrace case close-request`). A request answered by a case is settled by
+        opening the case with it (POST /v1/cases, `request`)."""
+        return store.close_request(request_id, body.reason, analyst=str(principal))
+
+    @app.get("/v1/last-calls/{line}", tags=["analyst"], response_model=None,
+             responses=contract.answers(list[contract.Call], 400, 401, 403))
+    def last_calls(line: str = contract.LINE, principal: Principal = as_analyst) -> list:
+        """A line's last calls, with their callers."""
+        return store.last_calls(line, analyst=str(principal))
+
+    @app.get("/v1/trace-records", tags=["analyst"], response_model=None,
+             responses=contract.answers(list[contract.TraceRecord], 400, 401, 403))
+    def trace_records(line: str | None = contract.OPTIONAL_LINE,
+                      principal: Principal = as_analyst) -> list:
+        """Every trace's evidence record, or a line's."""
+        return store.trace_records(line, analyst=str(principal))
+
+    @app.get("/v1/reports/repeat-origins", tags=["analyst"], response_model=None,
+             responses=contract.answers(list[contract.RepeatOrigin], 401, 403))
+    def repeat_origins(min_calls: int = Query(2, ge=1, le=1_000_000,
+                                              description="distinct traced calls at least"),
+                       principal: Principal = as_analyst) -> list:
+        """Per line and origin, the calls traced successfully: eligible for action at the
+        store's threshold (3)."""
+        table = store.trace_columns(analyst=str(principal), columns=analytics.REPEAT_COLUMNS)
+        return analytics.plain_rows(
+            analytics.repeat_origins(table, store.config["threshold"], min_calls))
+
+    @app.get("/v1/reports/hot-origins", tags=["analyst"], response_model=None,
+             responses=contract.answers(list[contract.HotOrigin], 401, 403))
+    def hot_origins(min_lines: int = Query(2, ge=1, le=1_000_000,
+                                           description="lines that traced it, at least"),
+                    principal: Principal = as_analyst) -> list:
+        """Origins traced by many lines (serial harassers, robocallers), ranked."""
+        table = store.trace_columns(analyst=str(principal), columns=analytics.REPEAT_COLUMNS)
+        return analytics.plain_rows(analytics.hot_origins(table, min_lines))
+
+    @app.get("/v1/reports/timeline", tags=["analyst"], response_model=None,
+             responses=contract.answers(list[contract.TimelineEntry], 400, 401, 403))
+    def timeline(line: str = contract.REQUIRED_LINE, origin: str = contract.ORIGIN,
+                 principal: Principal = as_analyst) -> list:
+        """Every trace between a line and an origin and, with a call archive, every call,
+        in time order."""
+        return analytics.plain_rows(store.timeline(line, origin, analyst=str(principal)))
+
+    @app.get("/v1/reports/calls", tags=["analyst"], response_model=None,
+             responses=contract.answers(list[contract.ArchivedCall], 400, 401, 403))
+    def calls(line: str = contract.REQUIRED_LINE, origin: str | None = contract.OPTIONAL_ORIGIN,
+              days: float | None = Query(None, ge=0, le=36_500,
+                                         description="only the calls of the last days"),
+              principal: Principal = as_analyst) -> list:
+        """Every call to the line the call archive holds (400 without one), oldest first."""
+        return analytics.plain_rows(store.archived_calls(line, analyst=str(principal),
+                                                         origin=origin, days=days))
+
+    @app.get("/v1/reports/trace-table", tags=["analyst"], response_class=Response,
+             responses=contract.answers(None, 401, 403) | contract.binary(
+                 PARQUET, "every trace, as Parquet (numbers packed: the layout is the CLI's "
+                          "`report trace-table`)"))
+    def trace_table(principal: Principal = as_analyst) -> Response:
+        """Every trace as one Parquet file, for Spark or any Parquet engine."""
+        import pyarrow.parquet as pq
+
+        sink = io.BytesIO()
+        pq.write_table(store.trace_table(analyst=str(principal)), sink, compression="zstd")
+        return Response(sink.getvalue(), media_type=PARQUET, headers={
+            "Content-Disposition": 'attachment; filename="traces.parquet"'})
+
+    @app.get("/v1/cases", tags=["analyst"], response_model=None,
+             responses=contract.answers(list[contract.Case], 401, 403))
+    def cases(principal: Principal = as_analyst) -> list:
+        return store.cases(analyst=str(principal))
+
+    @app.get("/v1/cases/{case_id}", tags=["analyst"], response_model=None,
+             responses=contract.answers(contract.CaseRead, 401, 403, 404))
+    def case(case_id: str = contract.CASE_ID, principal: Principal = as_analyst) -> dict:
+        """A case and every trace between its line and origin."""
+        return store.case(case_id, analyst=str(principal))
+
+    @app.get("/v1/cases/{case_id}/report", tags=["analyst"], response_class=Response,
+             responses=contract.answers(None, 401, 403, 404) | contract.binary(
+                 PDF, "the case report for the police (403 until a disclosure under a legal "
+                      "authority names the case's number)"))
+    def case_report(case_id: str = contract.CASE_ID,
+                    principal: Principal = as_analyst) -> Response:
+        """The case report, a PDF (`cdrtrace case report`)."""
+        return Response(store.case_report(case_id, analyst=str(principal)), media_type=PDF,
+                        headers={"Content-Disposition": f'attachment; filename="{case_id}.pdf"'})
+
+    @app.post("/v1/cases", tags=["analyst"], response_model=None,
+              responses=contract.answers(contract.Case, 400, 401, 403, 404, 413))
+    def open_case(body: contract.CaseRequest, principal: Principal = as_analyst) -> dict:
+        """Open a case for a line and an origin; with `request`, the customer's request for
+        action it answers (of the same line and origin) is settled with it."""
+        return store.open_case(body.line, body.origin, agency=body.agency, officer=body.officer,
+                               case_number=body.case_number, analyst=str(principal),
+                               waive_reason=body.waive, request_id=body.request)
+
+    @app.post("/v1/disclose", tags=["legal"], response_model=None,
+              responses=contract.answers(list[contract.TraceRecord], 400, 401, 403, 413))
+    def disclose(body: contract.DiscloseRequest, principal: Principal = as_legal) -> list:
+        """Release trace records under a legal authority."""
+        authority = body.model_dump(include={"kind", "reference", "agency", "officer",
+                                             "case_number"})
+        return store.disclose(authority, analyst=str(principal), trace_ids=body.trace_ids,
+                              line=body.line)
