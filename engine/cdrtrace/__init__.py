@@ -29,6 +29,7 @@ from .errors import (
                      TraceError,
                      UnknownCaseError,
                      UnknownRequestError,
+                     UnknownTokenError,
                      WrongShardError,
                      ZoneError,
 )
@@ -95,5 +96,5 @@ __all__ = [
     "CdrTraceError", "ParseError", "NumberError", "StoreError", "SourceError", "TraceError",
     "AccessError", "NativeModuleError", "FormatError", "AuditError", "ConfigError",
     "DirectoryError", "SynthError", "ZoneError", "CaseError", "NotReadyError", "WrongShardError",
-    "NotFoundError", "UnknownCaseError", "UnknownRequestError",
+    "NotFoundError", "UnknownCaseError", "UnknownRequestError", "UnknownTokenError",
 ]

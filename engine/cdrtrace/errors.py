@@ -67,6 +67,10 @@ class UnknownRequestError(CaseError, NotFoundError):
     """No request for action has the id asked for."""
 
 
+class UnknownTokenError(NotFoundError):
+    """No token has the name asked for."""
+
+
 class AccessError(CdrTraceError, PermissionError):
     """An identifying read was attempted without the required role."""
 

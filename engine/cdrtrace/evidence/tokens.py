@@ -19,7 +19,8 @@ from typing import Any
 
 import lmdb
 
-from ..errors import AccessError
+from ..errors import AccessError, CdrTraceError, UnknownTokenError
+from ..parsing.timezones import format_utc
 from ..store import index
 from ..store.environments import Environments
 from .audit import AuditLog, os_user
@@ -95,8 +96,11 @@ class Tokens:
         def work(txn: Any) -> None:
             value = txn.get(b"n:" + name.encode(), db=self.db["tokens"])
             if value is None:
-                raise AccessError(f"no token named {name!r}")
+                raise UnknownTokenError(f"no token named {name!r}")
             record = json.loads(value)
+            if record["revoked_us"] is not None:    # its first revocation's time is kept
+                raise CdrTraceError(f"the token {name!r} was revoked at "
+                                    f"{format_utc(record['revoked_us'])}")
             txn.delete(b"h:" + record["hash"].encode(), db=self.db["tokens"])
             record["revoked_us"] = time.time_ns() // 1000
             txn.put(b"n:" + name.encode(), json.dumps(record).encode(), db=self.db["tokens"])

@@ -33,7 +33,7 @@ from starlette.routing import Match
 
 from ..errors import AccessError, CdrTraceError, NotFoundError, NotReadyError, WrongShardError
 from ..evidence.tokens import Principal
-from . import cic
+from . import cic, operator
 from . import schemas as contract
 from .metrics import Refusals, SharedCommits, TraceMetrics, counted
 from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
@@ -180,15 +180,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
 
     cic.add_routes(app, store, as_analyst, as_legal)
 
-    @app.get("/v1/stats", tags=["operator"], response_model=None,
-             responses=contract.answers(contract.Stats, 401, 403))
-    def stats(principal: Principal = as_operator) -> dict:
-        return store.stats()
-
-    @app.post("/v1/purge", tags=["operator"], response_model=None,
-              responses=contract.answers(contract.PurgeAnswer, 400, 401, 403, 413))
-    def purge(body: contract.PurgeRequest, principal: Principal = as_operator) -> dict:
-        return store.purge(operator=str(principal), older_than_days=body.older_than_days)
+    operator.add_routes(app, store, as_operator)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:

@@ -242,6 +242,35 @@ class PurgeAnswer(Open):
     archive_days: float | None
 
 
+class TokenEntry(Strict):
+    name: str
+    role: Literal["switch", "care", "analyst", "legal", "operator"]
+    created_us: int
+    revoked_us: int | None
+
+
+class Revoked(Strict):
+    revoked: str = Field(description="the token's name")
+
+
+class Checkpoint(Strict):
+    seq: int = Field(description="the number of the audit log's last entry")
+    hash: str = Field(description="that entry's chained hash")
+    at_us: int
+    store: str
+    mac: str = Field(description="HMAC-SHA256 of the above under the store's audit key")
+
+
+class AuditEntry(Open):
+    seq: int
+    at_us: int
+    actor: str
+    action: str
+    details: dict[str, Any]
+    prev: str
+    hash: str
+
+
 class Row(BaseModel):
     """A report's row: these fields, no other."""
     model_config = ConfigDict(extra="forbid")

@@ -1,0 +1,94 @@
+"""The operator over HTTP: the tokens listed (never a token or its hash) and revoked (at
+once, audited, the first revocation's time kept), no token created over the network, and
+the audit log's checkpoint and entries, which the store's own verification accepts."""
+from __future__ import annotations
+
+import hashlib
+
+import pydantic
+import pytest
+from test_service import Service, call
+
+import cdrtrace
+from cdrtrace import testing
+from cdrtrace.evidence.audit import AuditError
+from cdrtrace.service import schemas
+
+LINE = "3035550110"
+ROLES = ("switch", "care", "analyst", "legal", "operator")
+
+
+@pytest.fixture
+def operated(tmp_path):
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    running = Service(store)
+    tokens = {role: store.tokens.create(f"{role}-1", role) for role in ROLES}
+    yield store, running, tokens
+    running.stop()
+    store.close()
+
+
+def valid(kind, answer):
+    assert answer.status_code == 200, answer.text
+    return pydantic.TypeAdapter(kind).validate_json(answer.content)
+
+
+def test_tokens_are_listed_without_their_secret_and_revoked_at_once(operated):
+    store, running, tokens = operated
+    operator = tokens["operator"]
+    listed = call(running, "GET", "/v1/tokens", operator)
+    entries = valid(list[schemas.TokenEntry], listed)
+    assert [(t.name, t.role, t.revoked_us) for t in entries] == sorted(
+        (f"{role}-1", role, None) for role in ROLES)
+    for token in tokens.values():                   # neither a token nor its hash
+        assert token not in listed.text
+        assert hashlib.sha256(token.encode()).hexdigest() not in listed.text
+    assert call(running, "POST", "/v1/trace", tokens["switch"],
+                json={"line": LINE, "at": "2026-03-02T14:05:00Z"}).status_code == 200
+    revoked = call(running, "DELETE", "/v1/tokens/switch-1", operator)
+    assert revoked.status_code == 200 and revoked.json() == {"revoked": "switch-1"}
+    assert call(running, "POST", "/v1/trace", tokens["switch"],     # the next request
+                json={"line": LINE, "at": "2026-03-02T14:05:00Z"}).status_code == 401
+    first = next(t for t in valid(list[schemas.TokenEntry], call(
+        running, "GET", "/v1/tokens", operator)) if t.name == "switch-1").revoked_us
+    assert first is not None
+    again = call(running, "DELETE", "/v1/tokens/switch-1", operator)
+    assert again.status_code == 400 and "was revoked at" in again.json()["error"]
+    assert next(t for t in store.tokens.listed() if t["name"] == "switch-1")["revoked_us"] == first
+    assert call(running, "DELETE", "/v1/tokens/nobody", operator).status_code == 404
+    for role in ("analyst", "legal", "care"):
+        assert call(running, "DELETE", "/v1/tokens/care-1", tokens[role]).status_code == 403
+    assert call(running, "DELETE", "/v1/tokens/care-1").status_code == 401
+    assert call(running, "GET", f"/v1/status/{LINE}", tokens["care"]).status_code == 200
+    revokes = [e for e in testing.audit_entries(store) if e["action"] == "token_revoke"]
+    assert [(e["actor"], e["details"]["token"]) for e in revokes] == [
+        ("token:operator-1", "switch-1")]
+
+
+def test_no_token_is_created_over_the_network(operated):
+    store, running, tokens = operated
+    made = call(running, "POST", "/v1/tokens", tokens["operator"],
+                json={"name": "legal-2", "role": "legal"})
+    assert made.status_code == 405 and made.headers["allow"] == "GET"
+    assert [t["name"] for t in store.tokens.listed()] == sorted(f"{r}-1" for r in ROLES)
+
+
+def test_the_audit_checkpoint_and_entries_are_the_stores_own(operated):
+    store, running, tokens = operated
+    operator = tokens["operator"]
+    call(running, "GET", f"/v1/last-calls/{LINE}", tokens["analyst"])       # audited
+    point = valid(schemas.Checkpoint, call(running, "GET", "/v1/audit/checkpoint", operator))
+    entries = valid(list[schemas.AuditEntry], call(running, "GET", "/v1/audit/entries", operator))
+    assert [e.seq for e in entries] == list(range(1, point.seq + 1))       # the whole log
+    assert entries[-1].hash == point.hash
+    assert (entries[-1].actor, entries[-1].action) == ("token:analyst-1", "read_last_calls")
+    assert store.audit_verify(checkpoints=[point.model_dump()]) == point.seq + 1   # + the export
+    forged = {**point.model_dump(), "hash": "0" * 64}
+    with pytest.raises(AuditError):
+        store.audit_verify(checkpoints=[forged])
+    later = valid(list[schemas.AuditEntry], call(running, "GET", "/v1/audit/entries", operator))
+    assert (later[-1].actor, later[-1].action, later[-1].details) == (
+        "token:operator-1", "audit_export", {"entries": point.seq})
+    for role in ("analyst", "legal"):
+        assert call(running, "GET", "/v1/audit/entries", tokens[role]).status_code == 403
+        assert call(running, "GET", "/v1/audit/checkpoint", tokens[role]).status_code == 403
