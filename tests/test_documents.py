@@ -109,6 +109,40 @@ def test_status_writes_the_log_from_the_command_line(traffic, tmp_path):
     (store.path / "cdrtrace.toml").unlink()
 
 
+def test_customer_care_gets_the_log_and_the_guide_over_http_never_a_caller(traffic):
+    """GET /v1/status/{line}/log and /v1/guide (a care token): the documents the CLI
+    writes, as PDF or HTML, with the traces and no caller's number or name."""
+    from test_service import Service, call
+
+    store, truth, callers, names = traffic
+    running = Service(store)
+    try:
+        care = store.tokens.create("desk-docs", "care")
+        analyst = store.tokens.create("ann-docs", "analyst")
+        for campaign in truth["campaigns"]:
+            victim = campaign["victim"]
+            status = store.status(victim)
+            pdf = call(running, "GET", f"/v1/status/{victim}/log", care)
+            assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+            html = call(running, "GET", f"/v1/status/{victim}/log?format=html", care)
+            assert html.headers["content-type"] == "text/html; charset=utf-8"
+            for text in (" ".join(text_of(pdf.content).split()), html.text):
+                assert all(t["trace_id"] in text for t in status.traces)
+                assert all(p.label in text for p in status.progress)
+                assert not any(c in text for c in callers)
+                assert not any(f" {n} " in f" {text} " for n in names if len(n) > 3)
+        guide_pdf = call(running, "GET", "/v1/guide", care)
+        assert "does not tell you who called" in " ".join(text_of(guide_pdf.content).split())
+        assert "Call Trace" in call(running, "GET", "/v1/guide?format=html", care).text
+        victim = truth["campaigns"][0]["victim"]
+        assert call(running, "GET", f"/v1/status/{victim}/log", analyst).status_code == 403
+        assert call(running, "GET", "/v1/guide").status_code == 401
+        assert call(running, "GET", f"/v1/status/{victim}/log?format=doc", care).status_code == 422
+        assert call(running, "GET", "/v1/status/not-a-line/log", care).status_code == 400
+    finally:
+        running.stop()
+
+
 def render(pdf: bytes, page: int = 0):
     """A page as a picture (for looking at; docs/examples keeps one of each document)."""
     import pypdfium2

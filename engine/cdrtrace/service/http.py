@@ -26,13 +26,14 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ..errors import AccessError, CdrTraceError, NotFoundError, NotReadyError, WrongShardError
 from ..evidence.tokens import Principal
+from ..parsing.timezones import format_utc
 from . import cic, operator
 from . import schemas as contract
 from .metrics import Refusals, SharedCommits, TraceMetrics, counted
@@ -171,6 +172,29 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     def status(line: str = contract.LINE, principal: Principal = as_care) -> dict:
         """A customer's traces and progress per pseudonymous origin."""
         return store.status(line).to_dict()
+
+    @app.get("/v1/status/{line}/log", tags=["care"], response_class=Response,
+             responses=contract.answers(None, 400, 401, 403) | contract.document(
+                 "the line's printable trace log (`cdrtrace status --pdf/--html`)"))
+    def trace_log(line: str = contract.LINE, format: contract.DocumentFormat = "pdf",
+                  principal: Principal = as_care) -> Response:
+        """The customer's printable trace log: their traces, progress per caller, the
+        carrier's contacts and the blanks for a police report; never a caller."""
+        from ..documents.trace_log import customer_log
+
+        page = customer_log(store.status(line), store.carrier, store.config["zone"],
+                            format_utc(time.time_ns() // 1000))
+        return _document(page, format, "trace-log")
+
+    @app.get("/v1/guide", tags=["care"], response_class=Response,
+             responses=contract.answers(None, 401, 403) | contract.document(
+                 "the guide to *57 with the carrier's settings (`cdrtrace guide`)"))
+    def guide(format: contract.DocumentFormat = "pdf",
+              principal: Principal = as_care) -> Response:
+        """What *57 does and does not do, to hand a customer."""
+        from ..documents.trace_log import guide
+
+        return _document(guide(store.carrier), format, "guide")
 
     @app.post("/v1/request-action", tags=["care"], response_model=None,
               responses=contract.answers(contract.ActionAnswer, 400, 401, 403, 413))
@@ -328,6 +352,14 @@ class Front(Answering):
             return status_of(exc), json_body({"error": str(exc)})
         self.observe("http", result.outcome.value, time.perf_counter() - started)
         return 200, json_body(result.to_dict())
+
+
+def _document(page: Any, form: str, name: str) -> Response:
+    """A documents.render.Page as the PDF or the HTML page asked for."""
+    if form == "html":
+        return Response(page.html_text(), media_type="text/html; charset=utf-8")
+    return Response(page.pdf_bytes(), media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="{name}.pdf"'})
 
 
 def json_body(value: Any) -> bytes:

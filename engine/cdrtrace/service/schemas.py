@@ -328,6 +328,16 @@ _WHY = {
 }
 
 
+DocumentFormat = Literal["pdf", "html"]
+
+
+def document(description: str) -> dict[int | str, dict[str, Any]]:
+    """A route's 200 that is a printable document, as a PDF or an HTML page."""
+    return {200: {"description": description, "content": {
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+        "text/html": {"schema": {"type": "string"}}}}}
+
+
 def binary(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
     """A route's 200 that is a file of media_type (with answers(None, ...))."""
     return {200: {"description": description, "content": {
