@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import uvicorn
@@ -176,7 +176,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     @app.get("/v1/status/{line}/log", tags=["care"], response_class=Response,
              responses=contract.answers(None, 400, 401, 403) | contract.document(
                  "the line's printable trace log (`cdrtrace status --pdf/--html`)"))
-    def trace_log(line: str = contract.LINE, format: contract.DocumentFormat = "pdf",
+    def trace_log(line: str = contract.LINE, format: Literal["pdf", "html"] = "pdf",
                   principal: Principal = as_care) -> Response:
         """The customer's printable trace log: their traces, progress per caller, the
         carrier's contacts and the blanks for a police report; never a caller."""
@@ -189,7 +189,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     @app.get("/v1/guide", tags=["care"], response_class=Response,
              responses=contract.answers(None, 401, 403) | contract.document(
                  "the guide to *57 with the carrier's settings (`cdrtrace guide`)"))
-    def guide(format: contract.DocumentFormat = "pdf",
+    def guide(format: Literal["pdf", "html"] = "pdf",
               principal: Principal = as_care) -> Response:
         """What *57 does and does not do, to hand a customer."""
         from ..documents.trace_log import guide
@@ -203,7 +203,6 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         return store.request_action(body.line, body.origin, by=str(principal))
 
     cic.add_routes(app, store, as_analyst, as_legal)
-
     operator.add_routes(app, store, as_operator)
 
     @app.get("/healthz", tags=["service"])

@@ -328,9 +328,6 @@ _WHY = {
 }
 
 
-DocumentFormat = Literal["pdf", "html"]
-
-
 def document(description: str) -> dict[int | str, dict[str, Any]]:
     """A route's 200 that is a printable document, as a PDF or an HTML page."""
     return {200: {"description": description, "content": {
