@@ -137,6 +137,7 @@ def test_customer_care_gets_the_log_and_the_guide_over_http_never_a_caller(traff
         victim = truth["campaigns"][0]["victim"]
         assert call(running, "GET", f"/v1/status/{victim}/log", analyst).status_code == 403
         assert call(running, "GET", "/v1/guide").status_code == 401
+        assert call(running, "GET", "/v1/guide?format=doc", care).status_code == 422
         assert call(running, "GET", f"/v1/status/{victim}/log?format=doc", care).status_code == 422
         assert call(running, "GET", "/v1/status/not-a-line/log", care).status_code == 400
     finally:
