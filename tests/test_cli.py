@@ -228,3 +228,44 @@ def test_an_ingest_without_an_archive_loads_neither_arrow_nor_duckdb(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s"), source],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_call_archive_named_on_the_command_line_is_the_stores(tmp_path):
+    """README: `ingest --archive DIR`, then `report calls`. The archive an ingest names
+    becomes the store's (reports, the timeline, the case report and purge's retention read
+    it, in a process that had the store open already too), a store may be made with one
+    (`init --archive`), and a second, other archive is refused: its calls would escape the
+    reports and the archive's retention."""
+    import cdrtrace
+
+    db, archive = str(tmp_path / "db"), tmp_path / "archive"
+    path = cdr_file(tmp_path, cdr(src="7205550666", disposition="NO ANSWER"))
+    assert run("init", "--db", db)[0] == 0
+    serving = cdrtrace.open(db)                   # open before, as `serve` would be
+    assert run("ingest", path, "--db", db, "--archive", str(archive))[0] == 0
+    code, out, err = run("report", "calls", "--line", "303-555-0110", "--analyst", "ann",
+                         "--db", db, "--json")
+    assert code == 0, err
+    assert [(r["calling"], r["disposition"]) for r in json.loads(out)] == [
+        ("+17205550666", "no_answer")]
+    assert len(serving.archived_calls("3035550110", analyst="ann")) == 1
+    serving.close()
+    other = str(tmp_path / "elsewhere")
+    code, _, err = run("ingest", path, "--db", db, "--archive", other, "--force")
+    assert code == 2 and f"this store's call archive is {archive}" in err and other in err
+    assert not os.path.exists(other)
+    assert run("ingest", path, "--db", db, "--archive", str(archive) + "/", "--force")[0] == 0
+    os.symlink(archive, tmp_path / "link")                             # the same folder
+    assert run("ingest", path, "--db", db, "--archive", str(tmp_path / "link"), "--force")[0] == 0
+    made = str(tmp_path / "made")
+    code, out, err = run("init", "--db", made, "--archive", str(tmp_path / "a2"),
+                         "--retention-days", "30", "--archive-retention-days", "7", "--json")
+    assert code == 0, err
+    config = json.loads(out)["config"]
+    assert (config["archive_dir"], config["retention_days"], config["archive_retention_days"]) == (
+        str(tmp_path / "a2"), 30, 7)
+    assert run("ingest", path, "--db", made)[0] == 0                # into the store's archive
+    assert (tmp_path / "a2").is_dir()
+    code, _, err = run("init", "--db", made, "--retention-days", "31")
+    assert code == 2 and "retention_days 30" in err
+    assert run("init", "--db", str(tmp_path / "bad"), "--retention-days", "0")[0] == 2

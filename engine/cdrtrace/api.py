@@ -339,7 +339,7 @@ class Store:
 
         packed, from_packed = self.line(line), self.line(origin)
         columns = self._disclosure.timeline_columns(packed, from_packed, analyst)
-        return analytics.timeline(columns, packed, from_packed, self.config["archive_dir"])
+        return analytics.timeline(columns, packed, from_packed, self.envs.archive_dir())
 
     @_refusals_audited("case_open")
     def open_case(self, line: str, origin: str, *, agency: str, officer: str, case_number: str,
@@ -367,10 +367,10 @@ class Store:
         packed, origin = self.line(case["line"]), self.line(case["origin"])
         records = self._casebook.traced_calls(case)
         archived = []
-        if self.config["archive_dir"]:
+        if (root := self.envs.archive_dir()) is not None:
             from .store import archive
 
-            for row in archive.calls(self.config["archive_dir"], packed, origin).to_pylist():
+            for row in archive.calls(root, packed, origin).to_pylist():
                 archived.append({"start_us": _us(row["start"]), "answer_us": _us(row["answer"]),
                                  "disposition": row["disposition"]})
         page = case_report(case, releases[-1]["details"]["authority"], releases[-1], records,

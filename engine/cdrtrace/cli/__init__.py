@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "store (default: beside it, STORE.audit-key)")
     p.add_argument("--audit-checkpoints", help="where `audit checkpoint` appends: a file "
                    "outside the store, or 'syslog'")
+    p.add_argument("--archive", metavar="DIR", help="the store's call archive: every ingest "
+                   "appends its calls there as Parquet, by day (default: none, or the first "
+                   "one an ingest names)")
+    p.add_argument("--retention-days", type=float, metavar="DAYS",
+                   help="how long trace records are kept before purge removes them (365)")
+    p.add_argument("--archive-retention-days", type=float, metavar="DAYS",
+                   help="how long the archive's days are kept before purge removes them (90)")
     p.set_defaults(func=("operations", "cmd_init"))
 
     p = sub.add_parser("ingest", parents=[common], help="ingest CDR files ('-' for stdin)")
@@ -66,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "served lines and minimum ring time")
     p.add_argument("--force", action="store_true", help="ingest files already ingested")
     p.add_argument("--archive", metavar="DIR", help="also append every call to a Parquet "
-                   "archive partitioned by day (default: the store's archive_dir)")
+                   "archive partitioned by day: the store's (default), or, for a store "
+                   "without one, from now on its archive")
     p.add_argument("--tz", help="IANA zone of the switch's local times (default: the store's)")
     p.add_argument("--country-code", type=int, help="country code for national numbers")
     p.add_argument("--rejects", help="JSON-lines file for malformed records")

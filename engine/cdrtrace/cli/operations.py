@@ -25,13 +25,23 @@ def cmd_init(args):
         settings["audit_key_file"] = args.audit_key
     if args.audit_checkpoints is not None:
         settings["audit_checkpoints"] = args.audit_checkpoints
+    for name in ("retention_days", "archive_retention_days"):
+        days = getattr(args, name)
+        if days is not None:
+            if not 0 < days <= 36_500:
+                raise CdrTraceError(f"--{name.replace('_', '-')} must be more than 0 days and "
+                                    f"at most 36,500 (not {days:g})")
+            settings[name] = days
     store = open_store(args, create=True, **settings)
+    if args.archive is not None:      # an existing store without one takes it; another: refused
+        store.envs.adopt_archive(args.archive)
+    fixed = ("zone", "country_code", "retention_days", "archive_retention_days")
     differ = {k: store.config[k] for k, v in settings.items()
-              if k in ("zone", "country_code") and store.config[k] != v}
+              if k in fixed and store.config[k] != v}
     if differ:      # an existing store keeps the settings it was created with
         raise CdrTraceError(f"{store.path} already exists with " + ", ".join(
-            f"{k} {v}" for k, v in differ.items()) + "; a store's zone and country code are "
-            "set when it is created")
+            f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in differ.items())
+            + "; a store's zone, country code and retention are set when it is created")
     emit(args, {"store": str(store.path), "config": store.config},
           f"store ready at {store.path}")
 

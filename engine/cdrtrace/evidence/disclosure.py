@@ -122,7 +122,7 @@ class Disclosure:
                        now_us: int | None = None) -> pa.Table:
         """Every archived call to a line (from one origin, in the last days)."""
         who = self.audit.actor(analyst, "reading the call archive")
-        root: str | os.PathLike | None = self.envs.config["archive_dir"]
+        root: str | os.PathLike | None = self.envs.archive_dir()
         if not root:
             raise StoreError("this store keeps no call archive (set archive_dir)")
         since = None

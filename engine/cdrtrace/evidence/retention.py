@@ -54,8 +54,8 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
                 if key[8:] in removed:
                     txn.delete(key, db=db["pending"])
         archive_days = 0
-        if config["archive_dir"]:
-            archive_days = archive.purge(config["archive_dir"],
+        if (root := envs.archive_dir()) is not None:
+            archive_days = archive.purge(root,
                                          now_us - int(config["archive_retention_days"] * DAY_US))
         audit.add(txn, who, "purge", retention_days=days, before=timezones.format_utc(cutoff),
                   traces=len(removed), archive_days=archive_days, unreadable=unreadable)

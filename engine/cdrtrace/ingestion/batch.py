@@ -116,7 +116,8 @@ def ingest(store, sources: Iterable[str], fmt: str | Format | None = None,
     cannot be read (missing, unknown format, no header) is listed in summary.failed with
     the reason and the others are still ingested; otherwise its error is raised."""
     settings = feed_settings(store, feed, fmt, zone, country_code, feed_id)
-    run = _Run(store, settings, archive or store.config.get("archive_dir"),
+    run = _Run(store, settings,
+               store.envs.adopt_archive(archive) if archive else store.envs.archive_dir(),
                RejectsWriter(rejects_path or store.path / "rejects.jsonl"), force, chunk_bytes,
                batch_pairs, progress)
     summary = IngestSummary()

@@ -84,7 +84,6 @@ class LiveFeed:
                  country_code: int | None = None, feed=None, feed_id: int = 0,
                  options: StreamOptions | None = None, rejects_path=None, label: str = "stream",
                  archive=None):
-        cfg = store.config
         settings = feed_settings(store, feed, fmt, zone, country_code, feed_id)
         if settings.fmt == "auto":
             raise SourceError("a live feed needs its format named (auto reads a whole file)")
@@ -112,7 +111,8 @@ class LiveFeed:
         self.pending.feed = feed_id
         self.pending.zone = self.zone
         # the call archive: archive=False turns it off (a source that cannot archive)
-        self.archive_root = None if archive is False else (archive or cfg.get("archive_dir"))
+        self.archive_root = None if archive is False else (
+            store.envs.adopt_archive(archive) if archive else store.envs.archive_dir())
         self.archiver: ArchiveWriter | None = None
         self.archive_mark: ArchiveMark | None = None   # the archive is complete to here
         self.archived_at = time.monotonic()

@@ -197,6 +197,8 @@ class Environments:
                 raise StoreError(f"{self.path} is not a cdrtrace store")
             config = {**DEFAULTS, **settings}
             timezones.get_zone(config["zone"])
+            config["archive_dir"] = (os.path.abspath(config["archive_dir"])
+                                     if config["archive_dir"] else None)
             # the audit key lives outside the store directory, with the service user's
             # configuration unless named
             config["audit_key_file"] = str(Path(config["audit_key_file"]
@@ -217,6 +219,37 @@ class Environments:
         self.format = int(version)
         self._open_dbs(self.env, INDEX_DBS, LATER_INDEX_DBS, create=True)
         return {**DEFAULTS, **json.loads(config_json)}
+
+    def archive_dir(self) -> str | None:
+        """The store's call archive: the setting as stored now, so that a process open
+        before an ingest named the archive (adopt_archive) finds it too."""
+        if self.config["archive_dir"] is None:
+            with self.env.begin() as txn:
+                stored = txn.get(b"config", db=self.db["meta"])
+            self.config["archive_dir"] = json.loads(stored).get("archive_dir") if stored else None
+        return self.config["archive_dir"]
+
+    def adopt_archive(self, folder: str | os.PathLike) -> str:
+        """The call archive an ingest names: the store's own (the same folder), or, for a
+        store without one, recorded as its archive (reports, the timeline, case reports and
+        purge's retention all read the store's). Another folder than the store's is
+        refused: its calls would escape them."""
+        wanted = os.path.abspath(folder)
+
+        def work(txn: Any) -> str:
+            config = json.loads(txn.get(b"config", db=self.db["meta"]))
+            current = config.get("archive_dir")
+            if current is None:
+                config["archive_dir"] = wanted
+                txn.put(b"config", json.dumps(config).encode(), db=self.db["meta"])
+                return wanted
+            if os.path.realpath(current) != os.path.realpath(wanted):
+                raise StoreError(
+                    f"this store's call archive is {current}; the ingest names {wanted}: one "
+                    "store keeps one archive (its reports and its retention read that one)")
+            return current
+        self.config["archive_dir"] = self.write(work)
+        return self.config["archive_dir"]
 
     def close(self) -> None:
         self.eenv.close()
