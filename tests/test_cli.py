@@ -269,3 +269,46 @@ def test_the_call_archive_named_on_the_command_line_is_the_stores(tmp_path):
     code, _, err = run("init", "--db", made, "--retention-days", "31")
     assert code == 2 and "retention_days 30" in err
     assert run("init", "--db", str(tmp_path / "bad"), "--retention-days", "0")[0] == 2
+
+
+def test_the_readmes_cic_commands_run_as_written(tmp_path):
+    """The README's "Call Identification Center" block, command for command (paths moved
+    under the test's folder, the optional [--waive ...] left out), on a store where a line
+    has three traced calls from one caller: each command exits 0, and the last, the calls
+    report over the archive the block's ingest named, lists that ingest's calls."""
+    import datetime as dt
+    import re
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    block = readme.split("## Call Identification Center")[1].split("```sh")[1].split("```")[0]
+    block = re.sub(r"\s*\[[^\]]*\]", "", block.replace("\\\n", " "))
+    commands = [c.split("  #")[0].strip() for c in block.strip().splitlines()
+                if c.strip() and not c.startswith("#")]
+    env = {"CDRTRACE_DB": str(tmp_path / "store")}
+    day = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+
+    def calls(*hours):
+        return [cdr(src="7205550666", dst="3035550110", disposition="NO ANSWER",
+                    start=(day + dt.timedelta(hours=h)).strftime("%Y-%m-%d %H:%M:%S"),
+                    end=(day + dt.timedelta(hours=h, seconds=20)).strftime("%Y-%m-%d %H:%M:%S"),
+                    uniqueid=f"u{h}") for h in hours]
+    assert run("init", env=env)[0] == 0
+    assert run("ingest", cdr_file(tmp_path, *calls(0, 1, 2), name="earlier.csv"), env=env)[0] == 0
+    for h in (0, 1, 2):
+        at = (day + dt.timedelta(hours=h, minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert run("trace", "303-555-0110", "--at", at, env=env)[0] == 0
+    (tmp_path / "subscribers.csv").write_text(
+        "number,name,address,served\n+17205550666,Pat Doe,1 Elm St,true\n")
+    cdr_file(tmp_path, *calls(3, 4), name="Master.csv")
+    (tmp_path / "log").mkdir()
+    for command in commands:
+        command = command.replace("/var/log/cdrtrace", str(tmp_path / "log")).replace(
+            "/srv/cdr-archive", str(tmp_path / "archive"))
+        argv = [a.strip('"') for a in re.findall(r'"[^"]*"|\S+', command)]
+        assert argv[0] == "cdrtrace", command
+        proc = subprocess.run([sys.executable, "-m", "cdrtrace.cli", *argv[1:]], cwd=tmp_path,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **env})
+        assert proc.returncode == 0, (command, proc.stderr)
+    assert argv[1:3] == ["report", "calls"]
+    assert proc.stdout.count("+17205550666") == 2 and "no_answer" in proc.stdout
