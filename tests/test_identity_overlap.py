@@ -124,9 +124,14 @@ def test_a_run_killed_before_its_first_commit_is_rerun_under_the_same_source(tmp
 
 def test_content_interrupted_by_an_archiving_run_is_found_and_its_source_reused(tmp_path, cdrs,
                                                                                hashed_beside):
-    """The killed run archived, so it hashed first and registered the identity; the rerun
-    does not archive: it hashes beside the parse, finds the unfinished source by its
-    identity, and goes again the ordinary way."""
+    """The killed run archived, so it hashed first and registered the identity. Its archive
+    became the store's, so the rerun, naming none, archives too: it hashes first as well,
+    finds the unfinished source by its identity, goes again, and the archive holds each
+    call once."""
+    import pyarrow.parquet as pq
+
+    from cdrtrace.store import archive
+
     path, n, bad = cdrs
     db, store = killed_store(tmp_path, path, (1, tmp_path / "archive"))
     (unfinished,) = testing.sources(store)
@@ -134,7 +139,9 @@ def test_content_interrupted_by_an_archiving_run_is_found_and_its_source_reused(
     summary = cdrtrace.ingest(store, [str(path)], batch_pairs=3000)
     assert (summary.records, summary.rejected) == (n, len(bad))
     assert_one_source(store, db, unfinished["source"], bad)
-    assert len(hashed_beside) == 1
+    assert len(hashed_beside) == 0
+    files = archive.day_files(tmp_path / "archive")
+    assert sum(pq.read_metadata(f).num_rows for f in files) == n - len(bad)
 
 
 def test_a_run_killed_after_its_first_commit_resumes_from_its_position(tmp_path, cdrs,

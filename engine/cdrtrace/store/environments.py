@@ -245,8 +245,8 @@ class Environments:
                 return wanted
             if os.path.realpath(current) != os.path.realpath(wanted):
                 raise StoreError(
-                    f"this store's call archive is {current}; the ingest names {wanted}: one "
-                    "store keeps one archive (its reports and its retention read that one)")
+                    f"this store's call archive is {current}, not {wanted}: one store keeps "
+                    "one archive (its reports and its retention read that one)")
             return current
         self.config["archive_dir"] = self.write(work)
         return self.config["archive_dir"]
