@@ -126,6 +126,65 @@ def test_disclosure_of_an_unknown_trace_is_refused(traced):
     assert testing.audit_entries(store)[-1]["action"] == "disclosure_refused"
 
 
+def test_a_disclosure_by_trace_id_reads_those_records_not_the_stores(traced, monkeypatch):
+    """Released by id, each record is read by its key: a store of millions of traces is
+    not read whole to release two. An id written otherwise than trace ids are (T2 for
+    T00000002) names no trace; with a line, an id of another line's trace is unknown."""
+    store, first, second = traced
+    from cdrtrace.evidence import traces
+
+    real = traces.Tracer.records
+
+    def a_line_only(self, line_key=None):
+        assert line_key is not None, "the whole store was read"
+        return real(self, line_key)
+    monkeypatch.setattr(traces.Tracer, "records", a_line_only)
+    both = store.disclose(AUTHORITY, analyst="ann", trace_ids=[second.trace_id, first.trace_id])
+    assert [r["trace_id"] for r in both] == [first.trace_id, second.trace_id]   # trace order
+    for odd in ("T2", "t00000002", "T00000002 ", "2", "T000000002"):
+        with pytest.raises(AccessError, match="disclosure refused: no trace"):
+            store.disclose(AUTHORITY, analyst="ann", trace_ids=[first.trace_id, odd])
+        entry = testing.audit_entries(store)[-1]
+        assert (entry["action"], entry["details"]["trace_ids"]) == ("disclosure_refused", [odd])
+    with pytest.raises(AccessError, match=f"no trace {second.trace_id}"):
+        store.disclose(AUTHORITY, analyst="ann", trace_ids=[second.trace_id], line="3035550199")
+
+
+def test_trace_records_and_audit_entries_come_a_page_at_a_time(store, ingest_records):
+    """after and limit: the records after a trace id, at most limit; the audit entries
+    after an entry number. The pages together are the whole, each record once."""
+    for minute in range(5):
+        ingest_records(cdr(src=f"72055501{minute:02d}", start=f"2026-03-02 14:0{minute}:00",
+                           end=f"2026-03-02 14:0{minute}:20"))
+        store.trace(LINE, at=f"2026-03-02T14:0{minute}:30Z")
+    whole = [r["trace_id"] for r in store.trace_records(analyst="ann")]
+    assert whole == [f"T0000000{n}" for n in range(1, 6)]
+    pages, after = [], None
+    for _ in range(5):                      # three pages are enough: never more
+        page = store.trace_records(analyst="ann", after=after, limit=2)
+        pages.append([r["trace_id"] for r in page])
+        if len(page) < 2:
+            break
+        after = page[-1]["trace_id"]
+    assert pages == [whole[:2], whole[2:4], whole[4:]]
+    assert [r["trace_id"] for r in store.trace_records(LINE, analyst="ann", after="T00000003",
+                                                       limit=1)] == ["T00000004"]
+    assert testing.audit_entries(store)[-1]["details"] == {
+        "line": LINE, "traces": 1, "after": "T00000003"}
+    for bad in ("T3", "3"):
+        with pytest.raises(cdrtrace.StoreError, match="not a trace id"):
+            store.trace_records(analyst="ann", after=bad)
+    with pytest.raises(cdrtrace.StoreError, match="at least one"):
+        store.trace_records(analyst="ann", limit=0)
+    log = testing.audit_entries(store)
+    first = store.audit_export(operator="ops", after=0, limit=3)
+    assert [e["seq"] for e in first] == [1, 2, 3] and first == log[:3]
+    rest = store.audit_export(operator="ops", after=3)
+    assert rest == testing.audit_entries(store)[3:-1]                 # up to this export
+    assert [e["seq"] for e in first + rest] == list(range(1, len(log) + 2))
+    assert store.audit_export(operator="ops", after=10**30) == []
+
+
 # ------------------------------------------------------------------ tamper evidence
 
 def tamper(store, how):

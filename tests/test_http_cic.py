@@ -92,6 +92,26 @@ def test_each_report_gives_the_rows_of_the_rules(cic):
         assert call(running, "GET", path).status_code == 401
 
 
+def test_trace_records_come_a_page_at_a_time_over_http(cic):
+    store, running, tokens = cic
+    analyst = tokens["analyst"]
+
+    def ids(query):
+        answer = call(running, "GET", f"/v1/trace-records{query}", analyst)
+        assert answer.status_code == 200, answer.text
+        return [r["trace_id"] for r in answer.json()]
+    assert ids("") == ["T00000001", "T00000002", "T00000003"]
+    assert ids("?limit=2") == ["T00000001", "T00000002"]
+    assert ids("?after=T00000002&limit=2") == ["T00000003"]
+    assert ids(f"?line={LINE}&after=T00000001&limit=1") == ["T00000002"]
+    assert ids("?after=T00000003") == []
+    for query in ("?limit=0", "?limit=10001", "?after=T2", "?after=T00000001x"):
+        assert call(running, "GET", f"/v1/trace-records{query}", analyst).status_code == 422
+    page = call(running, "GET", "/openapi.json").json()["paths"]["/v1/trace-records"]["get"]
+    limit = next(p for p in page["parameters"] if p["name"] == "limit")["schema"]
+    assert (limit["default"], limit["maximum"]) == (1000, 10_000)
+
+
 def test_a_reports_wrong_request_is_refused_saying_why(cic, tmp_path):
     store, running, tokens = cic
     analyst = tokens["analyst"]

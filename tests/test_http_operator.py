@@ -89,6 +89,11 @@ def test_the_audit_checkpoint_and_entries_are_the_stores_own(operated):
     later = valid(list[schemas.AuditEntry], call(running, "GET", "/v1/audit/entries", operator))
     assert (later[-1].actor, later[-1].action, later[-1].details) == (
         "token:operator-1", "audit_export", {"entries": point.seq})
+    paged = valid(list[schemas.AuditEntry], call(
+        running, "GET", f"/v1/audit/entries?after={point.seq - 2}&limit=1", operator))
+    assert [e.seq for e in paged] == [point.seq - 1]
+    for query in ("?after=-1", "?limit=0", "?limit=10001"):
+        assert call(running, "GET", f"/v1/audit/entries{query}", operator).status_code == 422
     for role in ("analyst", "legal"):
         assert call(running, "GET", "/v1/audit/entries", tokens[role]).status_code == 403
         assert call(running, "GET", "/v1/audit/checkpoint", tokens[role]).status_code == 403

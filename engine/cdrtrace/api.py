@@ -79,15 +79,6 @@ def _own_config(store: Path) -> Any:
     return config.load(path) if path.is_file() else None
 
 
-def _us(when: Any) -> int | None:
-    """An archive timestamp (naive UTC) as microseconds."""
-    if when is None:
-        return None
-    import datetime as dt
-
-    return int(when.replace(tzinfo=dt.UTC).timestamp() * 1_000_000)
-
-
 def printable(value: Any) -> str:
     """A requested value as the audit log records it: itself, or its repr when it holds
     characters that do not print (or do not encode)."""
@@ -291,10 +282,12 @@ class Store:
         return self._disclosure.last_calls(self._key(line), analyst)
 
     @_refusals_audited("read_trace_records")
-    def trace_records(self, line: str | None = None, *, analyst: str) -> list[dict]:
-        """Full trace records (numbers, enrichment), audited under the analyst's identity."""
+    def trace_records(self, line: str | None = None, *, analyst: str, after: str | None = None,
+                      limit: int | None = None) -> list[dict]:
+        """Full trace records (numbers, enrichment), audited under the analyst's identity;
+        a page: those after the trace id `after`, at most `limit` (None: all)."""
         key = self._key(line) if line is not None else None
-        return self._disclosure.trace_records(key, line, analyst)
+        return self._disclosure.trace_records(key, line, analyst, after, limit)
 
     @_refusals_audited("disclosure")
     def disclose(self, authority: dict, *, analyst: str, trace_ids: Any = None,
@@ -366,15 +359,8 @@ class Store:
         case, releases, covering = self._casebook.released(case_id)
         packed, origin = self.line(case["line"]), self.line(case["origin"])
         records = self._casebook.traced_calls(case)
-        archived = []
-        if (root := self.envs.archive_dir()) is not None:
-            from .store import archive
-
-            for row in archive.calls(root, packed, origin).to_pylist():
-                archived.append({"start_us": _us(row["start"]), "answer_us": _us(row["answer"]),
-                                 "disposition": row["disposition"]})
         page = case_report(case, releases[-1]["details"]["authority"], releases[-1], records,
-                           archived, covering, self.carrier, self.config["zone"],
+                           self._disclosure.case_calls(packed, origin), covering, self.carrier, self.config["zone"],
                            generated or timezones.format_utc(time.time_ns() // 1000),
                            self.config["threshold"])
         self._audit.add_now(who, "case_report", case_id=case_id, traces=len(records))
@@ -404,9 +390,9 @@ class Store:
         return self._audit.checkpoint()
 
     @_refusals_audited("audit_export")
-    def audit_export(self, *, operator: str) -> list[dict]:
-        """Every audit entry, for an operator; the export is audited."""
-        return self._audit.export(operator)
+    def audit_export(self, *, operator: str, after: int = 0, limit: int | None = None) -> list[dict]:
+        """Every audit entry (or those after entry `after`, at most `limit`); audited."""
+        return self._audit.export(operator, after, limit)
 
 
 __all__ = ["Store", "open"]

@@ -86,9 +86,13 @@ def _head(value: bytes | None) -> tuple[int, str] | None:
         raise AuditError("audit log broken at its end: the head is not readable") from None
 
 
-def entries(txn: Any, db: Any):
-    """Every entry in key order, as stored (AuditError for one that is not JSON)."""
-    for key, value in txn.cursor(db):
+def entries(txn: Any, db: Any, first: int = 1):
+    """Every entry from number first in key order, as stored (AuditError for one that is
+    not JSON)."""
+    cursor = txn.cursor(db)
+    if first >= 1 << 64 or not cursor.set_range(max(first, 0).to_bytes(8, "big")):
+        return
+    for key, value in cursor:
         seq = int.from_bytes(key, "big")
         try:
             entry = json.loads(value)
@@ -232,13 +236,19 @@ class AuditLog:
         with self.envs.eread() as txn:
             return [entry for _, entry in entries(txn, self.db["audit"])]
 
-    def export(self, operator: str) -> list[dict]:
-        """Every entry, for an operator; the export itself is audited, in the same
-        transaction, as the entry after the last one exported."""
+    def export(self, operator: str, after: int = 0, limit: int | None = None) -> list[dict]:
+        """Every entry, for an operator, or a page: those after entry number `after`, at
+        most `limit`. The export itself is audited, in the same transaction, as the entry
+        after the last one."""
         who = self.actor(operator, "exporting the audit log", "operator")
 
         def work(txn: Any) -> list[dict]:
-            found = [entry for _, entry in entries(txn, self.db["audit"])]
-            self.add(txn, who, "audit_export", entries=len(found))
+            found: list[dict] = []
+            for _, entry in entries(txn, self.db["audit"], after + 1):
+                if limit is not None and len(found) >= limit:
+                    break
+                found.append(entry)
+            self.add(txn, who, "audit_export", entries=len(found),
+                     **({"after": after} if after else {}))
             return found
         return self.envs.ewrite(work)

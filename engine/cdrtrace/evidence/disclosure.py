@@ -7,7 +7,9 @@ audited too.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 import unicodedata
 from typing import TYPE_CHECKING, Any
@@ -24,9 +26,18 @@ from ..store.environments import Environments
 from . import rows as trace_rows
 from .audit import UNPRINTABLE, AuditLog
 from .outcomes import Outcome
-from .traces import Tracer
+from .traces import Tracer, trace_id, u64
 
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
+_TRACE_ID = re.compile(r"T([0-9]{8,19})")
+
+
+def trace_number(text: str) -> int:
+    """A trace id's number, written as trace ids are (T and 8 or more digits)."""
+    found = _TRACE_ID.fullmatch(text)
+    if found is None or trace_id(int(found[1])) != text:
+        raise StoreError(f"not a trace id: {text!r} (T and 8 digits, T00000001)")
+    return int(found[1])
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 
 
@@ -46,12 +57,49 @@ class Disclosure:
                            line=numbers.format_number(int.from_bytes(key, "big")), calls=len(calls))
         return calls
 
-    def trace_records(self, key: bytes | None, line: str | None, analyst: str) -> list[dict]:
-        """Full trace records (numbers, enrichment) of a line, or all."""
+    def trace_records(self, key: bytes | None, line: str | None, analyst: str,
+                      after: str | None = None, limit: int | None = None) -> list[dict]:
+        """Full trace records (numbers, enrichment) of a line, or all, in trace order;
+        those after the trace id `after`, at most `limit` of them (None: every one)."""
         who = self.audit.actor(analyst, "reading trace records")
-        records = self.tracer.records(key)
-        self.audit.add_now(who, "read_trace_records", line=line, traces=len(records))
+        if limit is not None and limit < 1:
+            raise StoreError(f"a page of trace records holds at least one (not {limit})")
+        start = 0 if after is None else trace_number(after) + 1
+        if key is not None:             # a line's: a handful
+            records = [r for r in self.tracer.records(key)
+                       if trace_number(r["trace_id"]) >= start][:limit]
+        else:
+            records = []
+            with self.envs.eread() as txn:
+                cursor = txn.cursor(self.db["traces"])
+                if cursor.set_range(u64(start)):
+                    for _, value in cursor:
+                        if limit is not None and len(records) >= limit:
+                            break
+                        records.append(json.loads(value))
+        self.audit.add_now(who, "read_trace_records", line=line, traces=len(records),
+                           **({"after": after} if after else {}))
         return records
+
+    def _by_id(self, trace_ids: Any) -> tuple[list[dict], list[str]]:
+        """The records the trace ids name, in trace order, each read by its key (not the
+        whole store's), and the ids no record has."""
+        wanted: dict[int, str] = {}
+        unknown = set()
+        for given in trace_ids:
+            try:
+                wanted[trace_number(str(given))] = str(given)
+            except StoreError:
+                unknown.add(str(given))
+        found = []
+        with self.envs.eread() as txn:
+            for number in sorted(wanted):
+                value = txn.get(u64(number), db=self.db["traces"])
+                if value is None:
+                    unknown.add(wanted[number])
+                else:
+                    found.append(json.loads(value))
+        return found, sorted(unknown)
 
     def disclose(self, authority: dict, *, analyst: str, trace_ids: Any = None,
                  key: bytes | None = None) -> list[dict]:
@@ -75,19 +123,32 @@ class Disclosure:
         if problem:
             self.audit.add_now(who, "disclosure_refused", reason=problem, authority=authority)
             raise audited(AccessError(f"disclosure refused: {problem}"))
-        records = self.tracer.records(key)
-        if trace_ids:
-            wanted = set(trace_ids)
-            records = [r for r in records if r["trace_id"] in wanted]
-            unknown = wanted - {r["trace_id"] for r in records}
-            if unknown:
-                self.audit.add_now(who, "disclosure_refused", reason="unknown trace ids",
-                                   trace_ids=sorted(unknown), authority=authority)
-                raise audited(AccessError(f"disclosure refused: no trace {', '.join(sorted(unknown))}"))
+        if trace_ids and key is None:
+            records, unknown = self._by_id(trace_ids)
+        else:                           # a line's (the trace ids, if named, among them)
+            records = self.tracer.records(key)
+            wanted = set(trace_ids or ())
+            if wanted:
+                records = [r for r in records if r["trace_id"] in wanted]
+            unknown = sorted(wanted - {r["trace_id"] for r in records})
+        if unknown:
+            self.audit.add_now(who, "disclosure_refused", reason="unknown trace ids",
+                               trace_ids=unknown, authority=authority)
+            raise audited(AccessError(f"disclosure refused: no trace {', '.join(unknown)}"))
         records = [r for r in records if r["outcome"] == Outcome.SUCCESS.value]
         self.audit.add_now(who, "disclosure", authority=authority,
                            trace_ids=[r["trace_id"] for r in records])
         return records
+
+    def case_calls(self, line: int, origin: int) -> list[dict]:
+        """The archived calls from origin to line (packed), for a case report (audited
+        there): each one's start and answer in microseconds and its disposition's code;
+        none without an archive."""
+        root = self.envs.archive_dir()
+        return [] if root is None else [
+            {"start_us": _us(row["start"]), "answer_us": _us(row["answer"]),
+             "disposition": row["disposition"]}
+            for row in archive.calls(root, line, origin).to_pylist()]
 
     def report_rows(self, analyst: str) -> np.ndarray:
         """Every trace as packed rows (rows.ROW_DTYPE), identifying."""
@@ -147,3 +208,12 @@ def _text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return not any(unicodedata.category(c) in UNPRINTABLE for c in value)
+
+
+def _us(when: Any) -> int | None:
+    """An archive timestamp (naive UTC) as microseconds."""
+    if when is None:
+        return None
+    import datetime as dt
+
+    return int(when.replace(tzinfo=dt.UTC).timestamp() * 1_000_000)

@@ -43,9 +43,12 @@ def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None
     @app.get("/v1/trace-records", tags=["analyst"], response_model=None,
              responses=contract.answers(list[contract.TraceRecord], 400, 401, 403))
     def trace_records(line: str | None = contract.OPTIONAL_LINE,
-                      principal: Principal = as_analyst) -> list:
-        """Every trace's evidence record, or a line's."""
-        return store.trace_records(line, analyst=str(principal))
+                      after: str | None = Query(None, pattern=r"^T[0-9]{8,19}$", description=(
+                          "the last trace id of the page before: the page starts after it")),
+                      limit: int = contract.LIMIT, principal: Principal = as_analyst) -> list:
+        """The trace's evidence records, every line's or one's, in trace order, a page at a
+        time: ask again with `after` the last trace id until a page comes back short."""
+        return store.trace_records(line, analyst=str(principal), after=after, limit=limit)
 
     @app.get("/v1/reports/repeat-origins", tags=["analyst"], response_model=None,
              responses=contract.answers(list[contract.RepeatOrigin], 401, 403))

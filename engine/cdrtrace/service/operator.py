@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Query
 
 from ..evidence.tokens import Principal
 from . import schemas as contract
@@ -58,7 +58,10 @@ def add_routes(app: FastAPI, store: Any, as_operator: Any) -> None:
 
     @app.get("/v1/audit/entries", tags=["operator"], response_model=None,
              responses=contract.answers(list[contract.AuditEntry], 401, 403))
-    def audit_entries(principal: Principal = as_operator) -> list:
-        """Every audit entry, oldest first (`cdrtrace audit export`); the export is itself
-        audited."""
-        return store.audit_export(operator=str(principal))
+    def audit_entries(after: int = Query(0, ge=0, le=1 << 62, description=(
+                          "the last entry number (seq) of the page before")),
+                      limit: int = contract.LIMIT, principal: Principal = as_operator) -> list:
+        """The audit log's entries, oldest first, a page at a time (`cdrtrace audit
+        export`): ask again with `after` the last seq until a page comes back short. Each
+        export is itself audited."""
+        return store.audit_export(operator=str(principal), after=after, limit=limit)

@@ -71,6 +71,7 @@ ORIGIN = Query(max_length=64, description="the calling number")
 OPTIONAL_ORIGIN = Query(None, max_length=64, description="only the calls from this number")
 CASE_ID = Path(max_length=40, description="C000001")
 REQUEST_ID = Path(max_length=40, description="R000001")
+LIMIT = Query(1000, ge=1, le=10_000, description="at most this many in the page")
 # POST /v1/trace/text: a form in, the announcement's id out (as plain text)
 _FORM = {"type": "object", "required": ["line", "token"], "properties": {
     "line": {"type": "string", "maxLength": 64}, "token": {"type": "string"},
