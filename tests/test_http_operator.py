@@ -97,3 +97,37 @@ def test_the_audit_checkpoint_and_entries_are_the_stores_own(operated):
     for role in ("analyst", "legal"):
         assert call(running, "GET", "/v1/audit/entries", tokens[role]).status_code == 403
         assert call(running, "GET", "/v1/audit/checkpoint", tokens[role]).status_code == 403
+
+
+def test_the_readme_lists_every_call_of_each_role(tmp_path):
+    """The README's table of the HTTP API by role names every operation of the OpenAPI
+    document under its role, and none the document does not have."""
+    import os
+    import re
+
+    from cdrtrace.service import http
+
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    try:
+        document = http.build_app(store).openapi()
+    finally:
+        store.close()
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    table = readme.split("| role | calls |")[1].split("\n\n")[0]
+    listed = {}
+    for row in table.strip().splitlines()[1:]:
+        role, calls = re.match(r"\| `(\w+)` \| (.*) \|$", row).groups()
+        paths = re.findall(r"`(?:(?:GET|POST|DELETE)(?:`/`(?:GET|POST))? )?(/v1/[^` ?]*)`", calls)
+        base = "/v1/reports/"                                      # "`hot-origins`", ...
+        paths += [base + name for name in re.findall(r"`([a-z-]+)`", calls.split(base)[-1].split(";")[0])
+                  ] if base in calls else []
+        listed[role] = {re.sub(r"\{\w+\}", "{}", p) for p in paths}
+    documented = {}
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            for tag in operation.get("tags", []):
+                if tag in ROLES:
+                    documented.setdefault(tag, set()).add(re.sub(r"\{\w+\}", "{}", path))
+    assert listed.keys() == documented.keys()
+    for role in documented:
+        assert sorted(listed[role] ^ documented[role]) == [], role
