@@ -29,16 +29,17 @@ from .outcomes import Outcome
 from .traces import Tracer, trace_id, u64
 
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
+AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 _TRACE_ID = re.compile(r"T([0-9]{8,19})")
 
 
 def trace_number(text: str) -> int:
-    """A trace id's number, written as trace ids are (T and 8 or more digits)."""
+    """A trace id's number, the id written as trace ids are (T and 8 or more digits,
+    T00000001): StoreError for any other text."""
     found = _TRACE_ID.fullmatch(text)
     if found is None or trace_id(int(found[1])) != text:
         raise StoreError(f"not a trace id: {text!r} (T and 8 digits, T00000001)")
     return int(found[1])
-AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
 
 
 class Disclosure:
