@@ -1,6 +1,10 @@
 """The HTTP API's operator calls: the store's figures, the purge, the tokens (listed and
-revoked), the audit log's checkpoint and export. Each act is audited under the token's
-name, as the CLI's are under --operator.
+revoked), the audit log's checkpoint. Each act is audited under the token's name, as the
+CLI's are under --operator.
+
+The audit log's entries are read on the store's host only (`cdrtrace audit export`):
+they name the lines and callers each identifying read was about, and an operator's token
+reads no caller.
 
 A token is created on the store's host (`cdrtrace token create`), not over the API: it
 is a new credential of any role, `legal` included, and over the network one stolen
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Path
 
 from ..evidence.tokens import Principal
 from . import schemas as contract
@@ -55,13 +59,3 @@ def add_routes(app: FastAPI, store: Any, as_operator: Any) -> None:
         store's reach, it lets `cdrtrace audit verify --checkpoint` prove that no entry up
         to it was changed, removed or re-chained since."""
         return store.audit_checkpoint()
-
-    @app.get("/v1/audit/entries", tags=["operator"], response_model=None,
-             responses=contract.answers(list[contract.AuditEntry], 401, 403))
-    def audit_entries(after: int = Query(0, ge=0, le=1 << 62, description=(
-                          "the last entry number (seq) of the page before")),
-                      limit: int = contract.LIMIT, principal: Principal = as_operator) -> list:
-        """The audit log's entries, oldest first, a page at a time (`cdrtrace audit
-        export`): ask again with `after` the last seq until a page comes back short. Each
-        export is itself audited."""
-        return store.audit_export(operator=str(principal), after=after, limit=limit)

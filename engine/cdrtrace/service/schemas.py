@@ -262,16 +262,6 @@ class Checkpoint(Strict):
     mac: str = Field(description="HMAC-SHA256 of the above under the store's audit key")
 
 
-class AuditEntry(Open):
-    seq: int
-    at_us: int
-    actor: str
-    action: str
-    details: dict[str, Any]
-    prev: str
-    hash: str
-
-
 class Row(BaseModel):
     """A report's row: these fields, no other."""
     model_config = ConfigDict(extra="forbid")
