@@ -175,3 +175,20 @@ def test_the_carrier_words_its_own_announcements(traced):
     (path / "cdrtrace.toml").write_text('[carrier.announcements]\n"COT-LOUD" = "x"\n')
     with pytest.raises(cdrtrace.ConfigError, match="unknown id"):
         cdrtrace.open(path)
+
+
+def test_a_case_or_request_is_found_by_its_id_as_written(traced):
+    """Ids are read by their key: C000001 and R000001 as the store writes them; the same
+    number written otherwise names nothing."""
+    store = traced
+    store.request_action(LINE, "Caller A")
+    case = store.open_case(LINE, "Caller A", agency="PD", officer="O", case_number="1",
+                           analyst="ann")
+    assert case["case_id"] == "C000001" and store.case("C000001", analyst="ann")["case_id"] == "C000001"
+    for odd in ("C1", "c000001", "C0000001", "C000001 ", "C00000١", "R000001", ""):
+        with pytest.raises(cdrtrace.UnknownCaseError):
+            store.case(odd, analyst="ann")
+    for odd in ("R1", "r000001", "R0000001", "C000001", "R-00001"):
+        with pytest.raises(cdrtrace.UnknownRequestError):
+            store.close_request(odd, "duplicate", analyst="ann")
+    assert store.close_request("R000001", "duplicate", analyst="ann")["state"] == "closed"

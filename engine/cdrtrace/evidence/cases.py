@@ -16,6 +16,7 @@ from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
 from .audit import AuditLog
+from .requests import numbered
 from .traces import Tracer
 
 CASE_FIELDS = ("agency", "officer", "case_number")
@@ -82,6 +83,15 @@ class Cases:
             cases = [json.loads(v) for _, v in txn.cursor(self.db["cases"])]
         return cases if line_text is None else [c for c in cases if c["line"] == line_text]
 
+    def one(self, case_id: str) -> dict:
+        """The case with this id, read by its key (UnknownCaseError: none)."""
+        key = numbered(case_id, "C")
+        with self.envs.eread() as txn:
+            value = None if key is None else txn.get(key, db=self.db["cases"])
+        if value is None:
+            raise UnknownCaseError(f"no case {case_id}")
+        return json.loads(value)
+
     def listed(self, analyst: str) -> list[dict]:
         who = self.audit.actor(analyst, "listing cases")
         cases = self.all()
@@ -91,10 +101,7 @@ class Cases:
     def read(self, case_id: str, analyst: str) -> dict:
         """A case and its timeline: every trace between its line and origin, in order."""
         who = self.audit.actor(analyst, "reading a case")
-        found = [c for c in self.all() if c["case_id"] == case_id]
-        if not found:
-            raise UnknownCaseError(f"no case {case_id}")
-        case = found[0]
+        case = self.one(case_id)
         records = self.tracer.records(index.line_key(self.line(case["line"])))
         timeline = sorted(
             ({"trace_id": r["trace_id"], "outcome": r["outcome"],
@@ -109,9 +116,7 @@ class Cases:
         """A case whose case number a recorded disclosure authority names: the case, the
         audit entries of its releases, and those that made the release (releases and the
         case's opening). A case without one has no report (AccessError)."""
-        case = next((c for c in self.all() if c["case_id"] == case_id), None)
-        if case is None:
-            raise UnknownCaseError(f"no case {case_id}")
+        case = self.one(case_id)
         log = self.audit.entries()
         releases = [e for e in log if e["action"] == "disclosure" and str(
             e["details"].get("authority", {}).get("case_number")) == case["case_number"]]

@@ -23,6 +23,17 @@ def request_id(number: int) -> str:
     return f"R{number:06d}"
 
 
+def numbered(given: str, letter: str) -> bytes | None:
+    """The key of the case or request whose id (letter and 6 or more digits, as they are
+    written: C000001, R000001) is given; None for text that is no such id."""
+    text = str(given)
+    if not (text[1:].isascii() and text[1:].isdigit()):
+        return None
+    number = int(text[1:])
+    return number.to_bytes(8, "big") if f"{letter}{number:06d}" == text and number < 1 << 64 \
+        else None
+
+
 class Requests:
     """The requests for action of one store."""
 
@@ -67,24 +78,23 @@ class Requests:
                   reason: str | None = None) -> dict:
         """Inside a write transaction: a queued request turned into the case (of the same
         line and origin, or refused), or closed with a reason; audited."""
-        for key, value in txn.cursor(self.db["requests"]):
-            request = json.loads(value)
-            if request["request_id"] != rid:
-                continue
-            if request["state"] != "queued":
-                raise CaseError(f"request {rid} is already {request['state']}")
-            if case is not None and request["line"] != case["line"]:
-                raise CaseError(f"request {rid} is for line {request['line']}, not the "
-                                f"case's {case['line']}")
-            if case is not None and request["origin"] != case["origin"]:
-                raise CaseError(f"request {rid} is for {request['label']}, not the case's "
-                                f"origin")
-            request.update(state="case_opened" if case else "closed",
-                           case_id=case["case_id"] if case else None,
-                           reason=reason.strip() if reason else None,
-                           updated_us=time.time_ns() // 1000)
-            txn.put(key, json.dumps(request).encode(), db=self.db["requests"])
-            self.audit.add(txn, who, "request_settled", request_id=rid,
-                           state=request["state"], case_id=request["case_id"])
-            return request
-        raise UnknownRequestError(f"no request {rid}")
+        key = numbered(rid, "R")
+        value = None if key is None else txn.get(key, db=self.db["requests"])
+        if key is None or value is None:
+            raise UnknownRequestError(f"no request {rid}")
+        request = json.loads(value)
+        if request["state"] != "queued":
+            raise CaseError(f"request {rid} is already {request['state']}")
+        if case is not None and request["line"] != case["line"]:
+            raise CaseError(f"request {rid} is for line {request['line']}, not the "
+                            f"case's {case['line']}")
+        if case is not None and request["origin"] != case["origin"]:
+            raise CaseError(f"request {rid} is for {request['label']}, not the case's origin")
+        request.update(state="case_opened" if case else "closed",
+                       case_id=case["case_id"] if case else None,
+                       reason=reason.strip() if reason else None,
+                       updated_us=time.time_ns() // 1000)
+        txn.put(key, json.dumps(request).encode(), db=self.db["requests"])
+        self.audit.add(txn, who, "request_settled", request_id=rid,
+                       state=request["state"], case_id=request["case_id"])
+        return request
