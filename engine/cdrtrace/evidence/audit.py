@@ -22,6 +22,7 @@ import os
 import pwd
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,12 @@ class AuditLog:
     def entries(self) -> list[dict]:
         with self.envs.eread() as txn:
             return [entry for _, entry in entries(txn, self.db["audit"])]
+
+    def matching(self, keep: Callable[[dict], bool]) -> list[dict]:
+        """The entries keep() accepts, in order: the log is read through once, holding
+        only those (it grows with every identifying read, for years)."""
+        with self.envs.eread() as txn:
+            return [entry for _, entry in entries(txn, self.db["audit"]) if keep(entry)]
 
     def export(self, operator: str, after: int = 0, limit: int | None = None) -> list[dict]:
         """Every entry, for an operator, or a page: those after entry number `after`, at

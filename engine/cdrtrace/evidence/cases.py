@@ -117,16 +117,18 @@ class Cases:
         audit entries of its releases, and those that made the release (releases and the
         case's opening). A case without one has no report (AccessError)."""
         case = self.one(case_id)
-        log = self.audit.entries()
-        releases = [e for e in log if e["action"] == "disclosure" and str(
-            e["details"].get("authority", {}).get("case_number")) == case["case_number"]]
+
+        def release(e: dict) -> bool:
+            return e["action"] == "disclosure" and str(
+                e["details"].get("authority", {}).get("case_number")) == case["case_number"]
+        log = self.audit.matching(lambda e: release(e) or (
+            e["action"] == "case_open" and e["details"].get("case_id") == case_id))
+        releases = [e for e in log if release(e)]
         if not releases:
             raise AccessError(f"case {case_id} has no recorded legal authority: release its "
                               f"records under one first (cdrtrace disclose ... --case-number "
                               f"{case['case_number']})")
-        covering = [e for e in log if e in releases or (
-            e["action"] == "case_open" and e["details"].get("case_id") == case_id)]
-        return case, releases, covering
+        return case, releases, log
 
     def traced_calls(self, case: dict) -> list[dict]:
         """The evidence records of the case's line whose traced call came from its origin."""
