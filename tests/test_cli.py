@@ -269,6 +269,14 @@ def test_the_call_archive_named_on_the_command_line_is_the_stores(tmp_path):
     code, _, err = run("init", "--db", made, "--retention-days", "31")
     assert code == 2 and "retention_days 30" in err
     assert run("init", "--db", str(tmp_path / "bad"), "--retention-days", "0")[0] == 2
+    (tmp_path / "a-file").write_text("")
+    for given, why in ((str(tmp_path / "a-file"), "it is not a folder"), ("", "it was empty"),
+                       (str(tmp_path / "a-file" / "below"), "cannot be the folder")):
+        code, _, err = run("init", "--db", str(tmp_path / "bad"), "--archive", given)
+        assert code == 2 and why in err, err
+        assert not (tmp_path / "bad").exists()                # refused before the store
+        with pytest.raises(cdrtrace.StoreError, match=why):
+            cdrtrace.open(tmp_path / "bad", create=True, archive_dir=given or " ")
 
 
 def test_the_readmes_cic_commands_run_as_written(tmp_path):

@@ -32,6 +32,10 @@ def cmd_init(args):
                 raise CdrTraceError(f"--{name.replace('_', '-')} must be more than 0 days and "
                                     f"at most 36,500 (not {days:g})")
             settings[name] = days
+    if args.archive is not None:      # refused before a store is made for it
+        from ..store.environments import archive_folder
+
+        archive_folder(args.archive)
     store = open_store(args, create=True, **settings)
     if args.archive is not None:      # an existing store without one takes it; another: refused
         store.envs.adopt_archive(args.archive)

@@ -70,6 +70,23 @@ def check_key_apart(store: Path, key: str | os.PathLike) -> None:
             "audit_key_file), or give the service user a home outside the store")
 
 
+def archive_folder(folder: str | os.PathLike) -> str:
+    """A call archive's folder, made if it is not there (0700), as an absolute path; a
+    path that is empty or cannot be a folder is refused (StoreError), not recorded and
+    found out at the first write."""
+    if not str(folder).strip():
+        raise StoreError("the call archive needs a folder's path (it was empty)")
+    wanted = os.path.abspath(folder)
+    try:
+        private.make_dir(wanted)
+    except OSError as exc:
+        raise StoreError(f"the call archive cannot be the folder {wanted}: "
+                         f"{exc.strerror or exc}") from None
+    if not os.path.isdir(wanted):
+        raise StoreError(f"the call archive cannot be {wanted}: it is not a folder")
+    return wanted
+
+
 class Environments:
     """A store directory's environments: `db` maps every sub-database name to its handle
     (None for one an older, read-only opened store lacks); `config` holds its settings."""
@@ -88,6 +105,9 @@ class Environments:
             raise TypeError(f"unknown store settings: {', '.join(sorted(unknown))}")
         if not (self.path / "data.mdb").exists() and not create:
             raise StoreError(f"no cdrtrace store at {self.path} (create one with `cdrtrace init`)")
+        if create and settings.get("archive_dir") and not (self.path / "data.mdb").exists():
+            # a new store's archive: refused before anything of the store is made
+            settings = {**settings, "archive_dir": archive_folder(settings["archive_dir"])}
         if create:
             private.make_dir(self.path)
             if not (self.path / "data.mdb").exists():
@@ -197,8 +217,7 @@ class Environments:
                 raise StoreError(f"{self.path} is not a cdrtrace store")
             config = {**DEFAULTS, **settings}
             timezones.get_zone(config["zone"])
-            config["archive_dir"] = (os.path.abspath(config["archive_dir"])
-                                     if config["archive_dir"] else None)
+            config["archive_dir"] = config["archive_dir"] or None    # checked, made: __init__
             # the audit key lives outside the store directory, with the service user's
             # configuration unless named
             config["audit_key_file"] = str(Path(config["audit_key_file"]
@@ -233,14 +252,17 @@ class Environments:
         """The call archive an ingest names: the store's own (the same folder), or, for a
         store without one, recorded as its archive (reports, the timeline, case reports and
         purge's retention all read the store's). Another folder than the store's is
-        refused: its calls would escape them."""
+        refused, and nothing made there. A new archive's folder is made before it is
+        recorded (archive_folder)."""
+        if not str(folder).strip():
+            raise StoreError("the call archive needs a folder's path (it was empty)")
         wanted = os.path.abspath(folder)
 
         def work(txn: Any) -> str:
             config = json.loads(txn.get(b"config", db=self.db["meta"]))
             current = config.get("archive_dir")
             if current is None:
-                config["archive_dir"] = wanted
+                config["archive_dir"] = archive_folder(wanted)
                 txn.put(b"config", json.dumps(config).encode(), db=self.db["meta"])
                 return wanted
             if os.path.realpath(current) != os.path.realpath(wanted):
