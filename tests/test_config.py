@@ -225,3 +225,29 @@ def test_stats_per_feed_with_watermark_and_lag(tmp_path):
     out = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "stats", "--db", str(db),
                           "--json"], capture_output=True, text=True, check=True).stdout
     assert {f["feed"] for f in json.loads(out)["feeds"]} == {"denver", "boston"}
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("threshold", 0), ("threshold", -1), ("threshold", 2.5), ("threshold", True),
+    ("threshold", "3"), ("country_code", 0), ("country_code", 1000),
+    ("min_ring_seconds", -1), ("min_ring_seconds", float("nan")), ("keep", 0), ("keep", 65),
+    ("retention_days", 0), ("retention_days", -5), ("retention_days", float("inf")),
+    ("retention_days", 40_000), ("archive_retention_days", "x"),
+    ("activation_window_days", -1.0), ("activation_window_days", 0),
+    ("audit_checkpoints", 5)])
+def test_a_store_made_with_a_setting_out_of_its_range_is_refused_before_it_is_made(
+        tmp_path, setting, value):
+    """The Python API's settings are checked as `init`'s flags are: a threshold of 0 would
+    let a customer ask for action with no trace, a keep past 64 would make every ingest
+    fail; refused, saying which setting, before any file of the store exists."""
+    with pytest.raises(cdrtrace.ConfigError, match=f"the store setting {setting}"):
+        cdrtrace.open(tmp_path / "s", create=True, **{setting: value})
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_store_made_with_settings_in_range_keeps_them(tmp_path):
+    settings = {"threshold": 1, "country_code": 44, "min_ring_seconds": 2.5, "keep": 64,
+                "retention_days": 30, "archive_retention_days": 7.5,
+                "activation_window_days": 0.5}
+    with cdrtrace.open(tmp_path / "s", create=True, **settings) as store:
+        assert {k: store.config[k] for k in settings} == settings

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..parsing import timezones
 from . import index, private
 
@@ -45,6 +46,35 @@ DEFAULTS: dict[str, Any] = {
     "archive_retention_days": 90, "activation_window_days": 1.0,
     "audit_key_file": None,        # None: a store from before keyed audit logs
     "audit_checkpoints": None}     # where `audit checkpoint` appends: a file, or "syslog"
+
+
+# a new store's numeric settings: (whole numbers only, least, most, least allowed itself)
+_RANGES: dict[str, tuple[bool, float, float, bool]] = {
+    "threshold": (True, 1, 1000, True), "country_code": (True, 1, 999, True),
+    "keep": (True, 1, 64, True),        # the native index writer's bound
+    "min_ring_seconds": (False, 0, 3600, True), "retention_days": (False, 0, 36_500, False),
+    "archive_retention_days": (False, 0, 36_500, False),
+    "activation_window_days": (False, 0, 3650, False)}
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """ConfigError, naming the setting, for a new store's setting out of its range (a
+    threshold of 0 would let a customer ask for action with no trace; a keep past 64
+    would make every ingest fail)."""
+    for name, value in settings.items():
+        if name in _RANGES:
+            whole, least, most, closed = _RANGES[name]
+            number = not isinstance(value, bool) and (
+                isinstance(value, int) or (not whole and isinstance(value, float)))
+            if not (number and math.isfinite(value) and most >= value
+                    and (value >= least if closed else value > least)):
+                kind = "a whole number" if whole else "a number"
+                raise ConfigError(f"the store setting {name} must be {kind} "
+                                  f"{'from' if closed else 'over'} {least:g} to {most:g} "
+                                  f"(not {value!r})")
+        elif name in ("audit_key_file", "audit_checkpoints", "archive_dir", "zone") and not (
+                value is None or isinstance(value, (str, os.PathLike))):
+            raise ConfigError(f"the store setting {name} must be a text (not {value!r})")
 
 
 def default_key_file(store: Path) -> Path:
@@ -105,9 +135,10 @@ class Environments:
             raise TypeError(f"unknown store settings: {', '.join(sorted(unknown))}")
         if not (self.path / "data.mdb").exists() and not create:
             raise StoreError(f"no cdrtrace store at {self.path} (create one with `cdrtrace init`)")
-        if create and settings.get("archive_dir") and not (self.path / "data.mdb").exists():
-            # a new store's archive: refused before anything of the store is made
-            settings = {**settings, "archive_dir": archive_folder(settings["archive_dir"])}
+        if create and not (self.path / "data.mdb").exists():
+            check_settings(settings)    # a new store's: refused before anything is made
+            if settings.get("archive_dir"):
+                settings = {**settings, "archive_dir": archive_folder(settings["archive_dir"])}
         if create:
             private.make_dir(self.path)
             if not (self.path / "data.mdb").exists():
