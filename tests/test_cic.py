@@ -174,8 +174,12 @@ def test_trace_records_and_audit_entries_come_a_page_at_a_time(store, ingest_rec
     for bad in ("T3", "3"):
         with pytest.raises(cdrtrace.StoreError, match="not a trace id"):
             store.trace_records(analyst="ann", after=bad)
-    with pytest.raises(cdrtrace.StoreError, match="at least one"):
-        store.trace_records(analyst="ann", limit=0)
+    for bad in ({"limit": 0}, {"limit": True}, {"limit": "2"}, {"limit": 2.5}, {"after": 3}):
+        with pytest.raises(cdrtrace.StoreError, match="a page of trace records"):
+            store.trace_records(analyst="ann", **bad)
+    for bad in ({"after": -1}, {"after": "3"}, {"after": True}, {"limit": 0}, {"limit": "2"}):
+        with pytest.raises(cdrtrace.StoreError, match="a page of audit entries"):
+            store.audit_export(operator="ops", **bad)
     log = testing.audit_entries(store)
     first = store.audit_export(operator="ops", after=0, limit=3)
     assert [e["seq"] for e in first] == [1, 2, 3] and first == log[:3]

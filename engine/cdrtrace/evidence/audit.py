@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import AccessError, AuditError
+from ..errors import AccessError, AuditError, StoreError
 from ..store.environments import Environments
 
 GENESIS = "0" * 64
@@ -85,6 +85,20 @@ def _head(value: bytes | None) -> tuple[int, str] | None:
         return int(head["seq"]), str(head["hash"])
     except (ValueError, KeyError, TypeError):
         raise AuditError("audit log broken at its end: the head is not readable") from None
+
+
+def page(after: Any, limit: Any, what: str, after_is: type = int) -> None:
+    """A page's bounds as the Python API takes them: after (None, or an after_is: a
+    number, or a trace id's text) and limit (None: all; else a whole number, 1 or more);
+    StoreError saying which is wrong."""
+    negative = isinstance(after, int) and after < 0
+    if after is not None and (isinstance(after, bool) or not isinstance(after, after_is)
+                              or negative):
+        mark = "an entry number, 0 or more" if after_is is int else "a trace id"
+        raise StoreError(f"a page of {what} starts after {mark} (not {after!r})")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise StoreError(f"a page of {what} holds a whole number of them, 1 or more "
+                         f"(not {limit!r})")
 
 
 def entries(txn: Any, db: Any, first: int = 1):
@@ -248,6 +262,7 @@ class AuditLog:
         most `limit`. The export itself is audited, in the same transaction, as the entry
         after the last one."""
         who = self.actor(operator, "exporting the audit log", "operator")
+        page(after, limit, "audit entries")
 
         def work(txn: Any) -> list[dict]:
             found: list[dict] = []

@@ -24,7 +24,7 @@ from ..parsing import numbers
 from ..store import archive
 from ..store.environments import Environments
 from . import rows as trace_rows
-from .audit import UNPRINTABLE, AuditLog
+from .audit import UNPRINTABLE, AuditLog, page
 from .outcomes import Outcome
 from .traces import Tracer, trace_id, u64
 
@@ -63,8 +63,7 @@ class Disclosure:
         """Full trace records (numbers, enrichment) of a line, or all, in trace order;
         those after the trace id `after`, at most `limit` of them (None: every one)."""
         who = self.audit.actor(analyst, "reading trace records")
-        if limit is not None and limit < 1:
-            raise StoreError(f"a page of trace records holds at least one (not {limit})")
+        page(after, limit, "trace records", str)
         start = 0 if after is None else trace_number(after) + 1
         if key is not None:             # a line's: a handful
             records = [r for r in self.tracer.records(key)
