@@ -333,3 +333,18 @@ def test_a_trace_number_not_past_the_last_writes_no_evidence(store, ingest_recor
     with pytest.raises(cdrtrace.TraceError, match="not past the last"):
         store.trace("3035550111", at=AFTER)
     assert len(store.trace_records(analyst="cic")) == 1
+
+
+@pytest.mark.parametrize("given", [
+    {"at": 12.5}, {"at": True}, {"at": b"2026-03-02T14:05:00Z"}, {"wait": "1"}, {"wait": -1},
+    {"wait": float("nan")}, {"wait": float("inf")}, {"wait": True}, {"wait": 3601}])
+def test_a_trace_with_an_activation_time_or_wait_of_another_kind_is_refused_unrecorded(
+        store, ingest_records, given):
+    """The Python API as other switch software calls it: `at` is ISO-8601 text or
+    microseconds, `wait` seconds from 0 to an hour. Anything else is a TraceError saying
+    so, before a trace record is written (True was 1 us after 1970: a trace recorded as
+    activated then; a float time or a text wait ended in an AttributeError or TypeError)."""
+    ingest_records(cdr())
+    with pytest.raises(cdrtrace.TraceError, match="activation time is|wait is seconds"):
+        store.trace("3035550110", **given)
+    assert store.trace_records(analyst="ann") == []

@@ -47,6 +47,7 @@ from .store.liveness import Liveness
 from .store.lookup import Lookup
 
 MAX_AT_US = 7_258_118_400 * 1_000_000     # 2200-01-01T00:00:00Z
+MAX_WAIT = 3600.0          # seconds a trace may wait for a live feed (the API: 10)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -96,6 +97,16 @@ def open(path: str | os.PathLike, create: bool = False, readonly_index: bool = F
     readonly_index: for processes that only trace and read (they never wait for ingest);
     such a store cannot ingest."""
     return Store(path, create=create, readonly_index=readonly_index, **settings)
+
+
+def _check_trace_inputs(at: Any, wait: Any) -> None:
+    """TraceError for an activation time that is neither text nor microseconds (a bool,
+    a float), or a wait that is not seconds from 0 to MAX_WAIT (NaN, a bool, text)."""
+    if at is not None and (isinstance(at, bool) or not isinstance(at, (str, int))):
+        raise TraceError(f"an activation time is ISO-8601 text or microseconds since 1970 "
+                         f"(not {at!r})")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT:
+        raise TraceError(f"wait is seconds, from 0 to {MAX_WAIT:g} (not {wait!r})")
 
 
 class Store:
@@ -171,15 +182,16 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
-        return self._worded(self._tracer.trace(*self._activation(line, at), wait, by))
+        return self._worded(self._tracer.trace(*self._activation(line, at, wait), wait, by))
 
     async def trace_async(self, line: str, at: str | int | None = None, wait: float = 0.0,
                           by: str | None = None) -> TraceResult:
         """trace() for an event loop: concurrent traces share commits, no thread each."""
-        return self._worded(await self._tracer.trace_async(*self._activation(line, at), wait, by))
+        return self._worded(await self._tracer.trace_async(*self._activation(line, at, wait), wait, by))
 
-    def _activation(self, line: str, at: str | int | None) -> tuple[int, int]:
+    def _activation(self, line: str, at: str | int | None, wait: float = 0.0) -> tuple[int, int]:
         """(line packed, activation time), of a line this shard's store traces now."""
+        _check_trace_inputs(at, wait)
         packed, at_us = self.line(line), self._at_us(at)
         if self.shard is not None:
             shards.check(self.shard, self.liveness, packed)
