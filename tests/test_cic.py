@@ -4,6 +4,7 @@ audit log."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -117,6 +118,31 @@ def test_disclosure_refusals_are_audited(traced, change, reason):
     entry = testing.audit_entries(store)[-1]
     assert (entry["action"], entry["actor"], entry["details"]["reason"]) == (
         "disclosure_refused", "ann", reason)
+
+
+@pytest.mark.parametrize(("authority", "ids", "reason"), [
+    ("a subpoena", None, "the legal authority is its fields"),
+    ([("kind", "subpoena")], None, "the legal authority is its fields"),
+    ({**AUTHORITY}, "T00000001", "trace_ids is a list of trace ids (not 'T00000001')"),
+    ({**AUTHORITY}, 1, "trace_ids is a list of trace ids (not 1)")])
+def test_a_disclosure_given_other_shapes_is_refused_and_audited(traced, authority, ids, reason):
+    """The Python API's disclose as other software may call it: an authority that is not
+    its fields, or trace ids that are one text (read before as its characters: 'no trace
+    0, 1, T') or a number (a TypeError), refused saying why, and the refusal audited."""
+    store, first, _ = traced
+    with pytest.raises(AccessError, match=re.escape(f"disclosure refused: {reason}")):
+        store.disclose(authority, analyst="ann", trace_ids=ids, line=None if ids else LINE)
+    entry = testing.audit_entries(store)[-1]
+    assert (entry["action"], entry["details"]["reason"][:30]) == ("disclosure_refused", reason[:30])
+
+
+def test_a_case_given_a_field_of_another_type_is_refused_and_nothing_is_opened(traced):
+    store, first, _ = traced
+    for field in ("agency", "officer", "case_number", "waive_reason"):
+        details = {"agency": "PD", "officer": "O", "case_number": "1", field: 5}
+        with pytest.raises(cdrtrace.CaseError, match=f"a case's {field} is text"):
+            store.open_case(LINE, "Caller A", analyst="ann", **details)
+    assert store.cases(analyst="ann") == []
 
 
 def test_disclosure_of_an_unknown_trace_is_refused(traced):

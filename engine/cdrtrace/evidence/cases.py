@@ -54,6 +54,9 @@ class Cases:
         (and, refusing it, opens nothing)."""
         who = self.audit.actor(analyst, "opening a case")
         given = {"agency": agency, "officer": officer, "case_number": case_number}
+        for name, value in {**given, "waive_reason": waive_reason}.items():
+            if value is not None and not isinstance(value, str):
+                raise CaseError(f"a case's {name} is text (not {value!r})")
         missing = [n for n in CASE_FIELDS if not given[n] or not str(given[n]).strip()]
         if missing:
             raise CaseError(f"a case needs {', '.join(missing)}")

@@ -12,6 +12,7 @@ import os
 import re
 import time
 import unicodedata
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -101,25 +102,32 @@ class Disclosure:
                     found.append(json.loads(value))
         return found, sorted(unknown)
 
-    def disclose(self, authority: dict, *, analyst: str, trace_ids: Any = None,
+    def disclose(self, authority: Any, *, analyst: str, trace_ids: Any = None,
                  key: bytes | None = None) -> list[dict]:
         """Successful trace records released under a legal authority (see Store.disclose)."""
         who = self.audit.actor(analyst, "a disclosure", os_role="legal")
+        problem = None
+        if not isinstance(authority, Mapping):
+            problem = f"the legal authority is its fields ({', '.join(AUTHORITY_FIELDS)})"
+            authority = {"given": ascii(authority)[:200]}
+        elif trace_ids is not None and (isinstance(trace_ids, (str, bytes)) or not isinstance(
+                trace_ids, Iterable)):
+            problem = f"trace_ids is a list of trace ids (not {ascii(trace_ids)[:60]})"
         authority = {str(k): (str(v).strip() if v is not None else "") for k, v in
                      (authority or {}).items()}
         missing = [f for f in AUTHORITY_FIELDS if not authority.get(f)]
         unreadable = [k for k, v in authority.items() if not _text(v)]
-        problem = None
-        if unreadable:
-            authority = {k: v if _text(v) else ascii(v) for k, v in authority.items()}
-            problem = f"the legal authority's {', '.join(unreadable)} is not readable text"
-        elif missing:
-            problem = f"the legal authority lacks {', '.join(missing)}"
-        elif authority["kind"] not in AUTHORITY_KINDS:
-            problem = (f"the legal authority's kind must be one of {', '.join(AUTHORITY_KINDS)}, "
-                       f"not {authority['kind']!r}")
-        elif not trace_ids and key is None:
-            problem = "name the trace ids or the line to disclose"
+        if problem is None:
+            if unreadable:
+                authority = {k: v if _text(v) else ascii(v) for k, v in authority.items()}
+                problem = f"the legal authority's {', '.join(unreadable)} is not readable text"
+            elif missing:
+                problem = f"the legal authority lacks {', '.join(missing)}"
+            elif authority["kind"] not in AUTHORITY_KINDS:
+                problem = (f"the legal authority's kind must be one of "
+                           f"{', '.join(AUTHORITY_KINDS)}, not {authority['kind']!r}")
+            elif not trace_ids and key is None:
+                problem = "name the trace ids or the line to disclose"
         if problem:
             self.audit.add_now(who, "disclosure_refused", reason=problem, authority=authority)
             raise audited(AccessError(f"disclosure refused: {problem}"))
