@@ -192,3 +192,36 @@ def test_a_case_or_request_is_found_by_its_id_as_written(traced):
         with pytest.raises(cdrtrace.UnknownRequestError):
             store.close_request(odd, "duplicate", analyst="ann")
     assert store.close_request("R000001", "duplicate", analyst="ann")["state"] == "closed"
+
+
+def test_status_reads_the_lines_own_cases_and_requests_not_the_stores(traced, monkeypatch):
+    """A status (and a request for action, which reads it) finds the line's waivers and
+    requests through a per-line index: with thousands of cases on other lines it took
+    30 ms, parsing every one. A store made before the index has it rebuilt at open."""
+    store = traced
+    store.open_case(LINE, "Caller B", agency="PD", officer="O", case_number="1", analyst="ann",
+                    waive_reason="threats")
+    store.request_action(LINE, "Caller A")
+    store.open_case("3035550199", OTHER, agency="PD", officer="O", case_number="2",
+                    analyst="ann", waive_reason="threats")           # another line's
+    expected = store.status(LINE).to_dict()
+    assert [p["request"]["request_id"] if p["request"] else None for p in expected["progress"]] \
+        == ["R000001", None]
+    assert [p["eligible_for_action"] for p in expected["progress"]] == [True, True]   # B waived
+    from cdrtrace.evidence import cases, requests
+
+    def whole(*args, **kwargs):
+        raise AssertionError("every case or request of the store was read")
+    with monkeypatch.context() as m:
+        m.setattr(cases.Cases, "all", whole)
+        m.setattr(requests.Requests, "all", whole)
+        assert store.status(LINE).to_dict() == expected
+        with pytest.raises(cdrtrace.CaseError, match="already has a request waiting"):
+            store.request_action(LINE, "Caller A")
+    path = store.path
+    store.envs.ewrite(lambda txn: txn.drop(store.envs.db["case_lines"], delete=False))
+    store.close()
+    with cdrtrace.open(path) as reopened:                              # rebuilt at open
+        monkeypatch.setattr(cases.Cases, "all", whole)
+        monkeypatch.setattr(requests.Requests, "all", whole)
+        assert reopened.status(LINE).to_dict() == expected

@@ -207,7 +207,7 @@ class Store:
         it writes nothing (a pending trace shows as pending until the write side resolves it)."""
         packed = self.line(line)
         key, line_text = index.line_key(packed), numbers.format_number(packed)
-        waived = {c["origin"] for c in self._casebook.all(line_text) if c["waiver"]}
+        waived = {c["origin"] for c in self._casebook.of_line(line_text) if c["waiver"]}
         records = self._tracer.records(key)
         requests = {r["origin"]: r for r in self._requests.of_line(line_text)}   # the latest
         follow_up = {k: v for k, v in self.carrier.items()

@@ -16,7 +16,7 @@ from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
 from .audit import AuditLog
-from .requests import numbered
+from .requests import line_key, numbered, of_line
 from .traces import Tracer
 
 CASE_FIELDS = ("agency", "officer", "case_number")
@@ -73,6 +73,8 @@ class Cases:
                     "waiver": ({"reason": waive_reason.strip(), "by": who}
                                if waive_reason and waive_reason.strip() else None)}
             cursor.put(seq.to_bytes(8, "big"), json.dumps(case).encode(), append=True)
+            txn.put(line_key(line_text, b"C", seq.to_bytes(8, "big")), b"",
+                    db=self.db["case_lines"])
             self.audit.add(txn, who, "case_open", case_id=case["case_id"], line=line_text,
                            origin=origin_number, waived=case["waiver"] is not None)
             if settling is not None:
@@ -80,11 +82,15 @@ class Cases:
             return case
         return self.envs.ewrite(work)
 
-    def all(self, line_text: str | None = None) -> list[dict]:
-        """Every case, or a line's (unaudited: the callers audit)."""
+    def all(self) -> list[dict]:
+        """Every case (unaudited: the callers audit)."""
         with self.envs.eread() as txn:
-            cases = [json.loads(v) for _, v in txn.cursor(self.db["cases"])]
-        return cases if line_text is None else [c for c in cases if c["line"] == line_text]
+            return [json.loads(v) for _, v in txn.cursor(self.db["cases"])]
+
+    def of_line(self, line_text: str) -> list[dict]:
+        """A line's cases, through case_lines (unaudited: the callers audit)."""
+        with self.envs.eread() as txn:
+            return of_line(txn, self.db["case_lines"], line_text, b"C", self.db["cases"])
 
     def one(self, case_id: str) -> dict:
         """The case with this id, read by its key (UnknownCaseError: none)."""

@@ -5,6 +5,9 @@ reason; the customer sees where it stands, never the caller.
 
 `requests` (evidence environment): 8-byte request number -> the request (JSON: line,
 origin as its E.164 text, the customer's label for it, times, state, case or reason).
+`case_lines`: the line's text, NUL, C or R, and the case's or request's 8-byte number ->
+nothing: a line's cases and requests found without reading the others' (a customer's
+status reads them).
 """
 from __future__ import annotations
 
@@ -17,6 +20,48 @@ from ..store.environments import Environments
 from .audit import AuditLog
 
 STATES = ("queued", "case_opened", "closed")
+
+
+def line_key(line_text: str, kind: bytes, number: bytes = b"") -> bytes:
+    """A case_lines key: the line's text, NUL, C (a case) or R (a request), its number."""
+    return line_text.encode() + b"\0" + kind + number
+
+
+def of_line(txn: Any, db: Any, line_text: str, kind: bytes, table: Any) -> list[dict]:
+    """A line's cases (kind C, table the cases) or requests (R), in number order."""
+    prefix = line_key(line_text, kind)
+    found = []
+    cursor = txn.cursor(db)
+    if cursor.set_range(prefix):
+        for key, _ in cursor:
+            if not key.startswith(prefix):
+                break
+            value = txn.get(bytes(key[len(prefix):]), db=table)
+            if value is not None:
+                found.append(json.loads(value))
+    return found
+
+
+def index_lines(envs: Environments) -> None:
+    """case_lines made again from the cases and requests when it does not hold one key for
+    each (a store from before it, or written since by a cdrtrace without it)."""
+    db = envs.db
+
+    def count(txn: Any) -> tuple[int, int]:
+        return (txn.stat(db["case_lines"])["entries"],
+                txn.stat(db["cases"])["entries"] + txn.stat(db["requests"])["entries"])
+    with envs.eread() as txn:
+        held, wanted = count(txn)
+    if held == wanted:
+        return
+
+    def work(txn: Any) -> None:
+        txn.drop(db["case_lines"], delete=False)
+        for kind, table in ((b"C", db["cases"]), (b"R", db["requests"])):
+            for key, value in txn.cursor(table):
+                txn.put(line_key(json.loads(value)["line"], kind, bytes(key)), b"",
+                        db=db["case_lines"])
+    envs.ewrite(work)
 
 
 def request_id(number: int) -> str:
@@ -40,13 +85,13 @@ class Requests:
     def __init__(self, envs: Environments, audit: AuditLog):
         self.envs, self.audit = envs, audit
         self.db = envs.db
+        index_lines(envs)
 
     def add(self, line_text: str, origin: str, label: str, requested_by: str) -> dict:
         """Record a request (the caller checks it is allowed); audited."""
         def work(txn: Any) -> dict:
-            for _, value in txn.cursor(self.db["requests"]):
-                known = json.loads(value)
-                if (known["line"], known["origin"], known["state"]) == (line_text, origin, "queued"):
+            for known in of_line(txn, self.db["case_lines"], line_text, b"R", self.db["requests"]):
+                if (known["origin"], known["state"]) == (origin, "queued"):
                     raise CaseError(f"{label} of {line_text} already has a request waiting "
                                     f"({known['request_id']})")
             cursor = txn.cursor(self.db["requests"])
@@ -56,6 +101,8 @@ class Requests:
                        "requested_by": requested_by, "state": "queued", "case_id": None,
                        "reason": None, "updated_us": None}
             cursor.put(number.to_bytes(8, "big"), json.dumps(request).encode(), append=True)
+            txn.put(line_key(line_text, b"R", number.to_bytes(8, "big")), b"",
+                    db=self.db["case_lines"])
             self.audit.add(txn, requested_by, "action_requested",
                            request_id=request["request_id"], line=line_text, origin=label)
             return request
@@ -66,7 +113,8 @@ class Requests:
             return [json.loads(v) for _, v in txn.cursor(self.db["requests"])]
 
     def of_line(self, line_text: str) -> list[dict]:
-        return [r for r in self.all() if r["line"] == line_text]
+        with self.envs.eread() as txn:
+            return of_line(txn, self.db["case_lines"], line_text, b"R", self.db["requests"])
 
     def settle(self, rid: str, *, who: str, reason: str) -> dict:
         """A queued request closed with a reason, no case opened; audited."""

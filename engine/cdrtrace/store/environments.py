@@ -36,7 +36,8 @@ READ_FORMATS = (2, 3)
 INITIAL_MAP_SIZE = 64 << 20
 INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due")
 EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
-                "trace_segments", "pending", "activations", "tokens", "requests", "outbox")
+                "trace_segments", "pending", "activations", "tokens", "requests", "outbox",
+                "case_lines")
 FORMAT_2_EVIDENCE_DBS = ("pseudonyms",)   # format 3 keeps them in by_line
 DEFAULT_THRESHOLD = 3     # successful traces of one origin before the customer may ask for action
 LATER_INDEX_DBS = ("unreadable", "identities", "activations_due")   # absent from older stores
