@@ -1933,10 +1933,12 @@ def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, wo
             return found
 
         # trace until every service process has started its commit thread (the kernel
-        # hands each new connection to either worker) and its FastAGI thread (a worker
-        # may answer HTTP before its FastAGI listener has started)
+        # hands each new connection to either worker) and both exchange threads (a worker
+        # may answer HTTP before its FastAGI listener has started, and the other worker
+        # may have started neither when the first one answers)
         while len(servers) < workers or any(
-                len(names(p)) < 4 or "cdrtrace-agi" not in names(p) for p in servers):
+                len(names(p)) < 4 or not {"cdrtrace-agi", "cdrtrace-http"} <= set(names(p))
+                for p in servers):
             assert time.monotonic() < deadline
             try:
                 got = httpx.post(url + "/v1/trace", json={"line": LINE, "at": AT}, timeout=5,
