@@ -84,6 +84,15 @@ def test_each_report_gives_the_rows_of_the_rules(cic):
     traces = pq.read_table(io.BytesIO(table.content)).to_pylist()
     assert [(t["trace"], t["outcome"], t["origin"]) for t in traces] == [
         (n, 1, store.line(CALLER)) for n in (1, 2, 3)]
+    from cdrtrace.service import cic as routes
+
+    assert routes.EXPORTING.acquire(timeout=5)     # one under way (the one above is done)
+    try:                                           # a second waits for none
+        busy = call(running, "GET", "/v1/reports/trace-table", analyst)
+    finally:
+        routes.EXPORTING.release()
+    assert busy.status_code == 503 and "another trace table" in busy.json()["error"]
+    assert call(running, "GET", "/v1/reports/trace-table", analyst).status_code == 200
     audited = [(e["actor"], e["action"]) for e in testing.audit_entries(store)]
     for action in ("read_trace_table", "read_timeline", "read_archive"):
         assert ("token:analyst-1", action) in audited

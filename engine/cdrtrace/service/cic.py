@@ -4,14 +4,17 @@ the token's name by the store, as the CLI's are under --analyst."""
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 from fastapi import FastAPI, Query, Response
 
+from ..errors import NotReadyError
 from ..evidence.tokens import Principal
 from . import schemas as contract
 
 PARQUET, PDF = "application/vnd.apache.parquet", "application/pdf"
+EXPORTING = threading.Lock()     # held while a trace table is made: one at a time
 
 
 def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None:
@@ -89,15 +92,24 @@ def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None
                                                          origin=origin, days=days))
 
     @app.get("/v1/reports/trace-table", tags=["analyst"], response_class=Response,
-             responses=contract.answers(None, 401, 403) | contract.binary(
+             responses=contract.answers(None, 401, 403) | {503: {
+                 "model": contract.Error, "description": "another trace table is being made: "
+                 "one at a time, as each is held in memory whole"}} | contract.binary(
                  PARQUET, "every trace, as Parquet (numbers packed: the layout is the CLI's "
                           "`report trace-table`)"))
     def trace_table(principal: Principal = as_analyst) -> Response:
-        """Every trace as one Parquet file, for Spark or any Parquet engine."""
+        """Every trace as one Parquet file, for Spark or any Parquet engine. One is made at
+        a time (held in memory whole: about 0.1 KB a trace); another asked meanwhile is a
+        503."""
         import pyarrow.parquet as pq
 
-        sink = io.BytesIO()
-        pq.write_table(store.trace_table(analyst=str(principal)), sink, compression="zstd")
+        if not EXPORTING.acquire(blocking=False):
+            raise NotReadyError("another trace table is being made: ask again once it is done")
+        try:
+            sink = io.BytesIO()
+            pq.write_table(store.trace_table(analyst=str(principal)), sink, compression="zstd")
+        finally:
+            EXPORTING.release()
         return Response(sink.getvalue(), media_type=PARQUET, headers={
             "Content-Disposition": 'attachment; filename="traces.parquet"'})
 
