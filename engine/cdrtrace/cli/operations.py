@@ -25,13 +25,9 @@ def cmd_init(args):
         settings["audit_key_file"] = args.audit_key
     if args.audit_checkpoints is not None:
         settings["audit_checkpoints"] = args.audit_checkpoints
-    for name in ("retention_days", "archive_retention_days"):
-        days = getattr(args, name)
-        if days is not None:
-            if not 0 < days <= 36_500:
-                raise CdrTraceError(f"--{name.replace('_', '-')} must be more than 0 days and "
-                                    f"at most 36,500 (not {days:g})")
-            settings[name] = days
+    for name in ("retention_days", "archive_retention_days"):   # ranges: check_settings
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
     if args.archive is not None:      # refused before a store is made for it
         from ..store.environments import archive_folder
 

@@ -16,7 +16,7 @@ from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
 from .audit import AuditLog
-from .requests import line_key, numbered, of_line
+from .requests import case_line_key, numbered, of_line
 from .traces import Tracer
 
 CASE_FIELDS = ("agency", "officer", "case_number")
@@ -73,7 +73,7 @@ class Cases:
                     "waiver": ({"reason": waive_reason.strip(), "by": who}
                                if waive_reason and waive_reason.strip() else None)}
             cursor.put(seq.to_bytes(8, "big"), json.dumps(case).encode(), append=True)
-            txn.put(line_key(line_text, b"C", seq.to_bytes(8, "big")), b"",
+            txn.put(case_line_key(line_text, b"C", seq.to_bytes(8, "big")), b"",
                     db=self.db["case_lines"])
             self.audit.add(txn, who, "case_open", case_id=case["case_id"], line=line_text,
                            origin=origin_number, waived=case["waiver"] is not None)

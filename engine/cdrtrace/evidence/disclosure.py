@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -27,20 +26,19 @@ from ..store.environments import Environments
 from . import rows as trace_rows
 from .audit import UNPRINTABLE, AuditLog, page
 from .outcomes import Outcome
-from .traces import Tracer, trace_id, u64
+from .traces import Tracer, id_number, u64
 
 AUTHORITY_KINDS = ("subpoena", "court_order", "law_enforcement_request")
 AUTHORITY_FIELDS = ("kind", "reference", "agency", "officer", "case_number")
-_TRACE_ID = re.compile(r"T([0-9]{8,19})")
 
 
 def trace_number(text: str) -> int:
-    """A trace id's number, the id written as trace ids are (T and 8 or more digits,
-    T00000001): StoreError for any other text."""
-    found = _TRACE_ID.fullmatch(text)
-    if found is None or trace_id(int(found[1])) != text:
+    """A trace id's number, the id written as trace ids are (T00000001): StoreError for
+    any other text."""
+    number = id_number(text, "T", 8)
+    if number is None:
         raise StoreError(f"not a trace id: {text!r} (T and 8 digits, T00000001)")
-    return int(found[1])
+    return number
 
 
 class Disclosure:

@@ -18,18 +18,19 @@ from typing import Any
 from ..errors import CaseError, UnknownRequestError
 from ..store.environments import Environments
 from .audit import AuditLog
+from .traces import id_number
 
 STATES = ("queued", "case_opened", "closed")
 
 
-def line_key(line_text: str, kind: bytes, number: bytes = b"") -> bytes:
+def case_line_key(line_text: str, kind: bytes, number: bytes = b"") -> bytes:
     """A case_lines key: the line's text, NUL, C (a case) or R (a request), its number."""
     return line_text.encode() + b"\0" + kind + number
 
 
 def of_line(txn: Any, db: Any, line_text: str, kind: bytes, table: Any) -> list[dict]:
     """A line's cases (kind C, table the cases) or requests (R), in number order."""
-    prefix = line_key(line_text, kind)
+    prefix = case_line_key(line_text, kind)
     found = []
     cursor = txn.cursor(db)
     if cursor.set_range(prefix):
@@ -59,7 +60,7 @@ def index_lines(envs: Environments) -> None:
         txn.drop(db["case_lines"], delete=False)
         for kind, table in ((b"C", db["cases"]), (b"R", db["requests"])):
             for key, value in txn.cursor(table):
-                txn.put(line_key(json.loads(value)["line"], kind, bytes(key)), b"",
+                txn.put(case_line_key(json.loads(value)["line"], kind, bytes(key)), b"",
                         db=db["case_lines"])
     envs.ewrite(work)
 
@@ -68,15 +69,11 @@ def request_id(number: int) -> str:
     return f"R{number:06d}"
 
 
-def numbered(given: str, letter: str) -> bytes | None:
-    """The key of the case or request whose id (letter and 6 or more digits, as they are
-    written: C000001, R000001) is given; None for text that is no such id."""
-    text = str(given)
-    if not (text[1:].isascii() and text[1:].isdigit()):
-        return None
-    number = int(text[1:])
-    return number.to_bytes(8, "big") if f"{letter}{number:06d}" == text and number < 1 << 64 \
-        else None
+def numbered(given: Any, letter: str) -> bytes | None:
+    """The key of the case or request whose id (C000001, R000001) is given; None for text
+    that is no such id."""
+    number = id_number(given, letter, 6)
+    return None if number is None else number.to_bytes(8, "big")
 
 
 class Requests:
@@ -101,7 +98,7 @@ class Requests:
                        "requested_by": requested_by, "state": "queued", "case_id": None,
                        "reason": None, "updated_us": None}
             cursor.put(number.to_bytes(8, "big"), json.dumps(request).encode(), append=True)
-            txn.put(line_key(line_text, b"R", number.to_bytes(8, "big")), b"",
+            txn.put(case_line_key(line_text, b"R", number.to_bytes(8, "big")), b"",
                     db=self.db["case_lines"])
             self.audit.add(txn, requested_by, "action_requested",
                            request_id=request["request_id"], line=line_text, origin=label)

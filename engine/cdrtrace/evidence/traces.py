@@ -57,6 +57,15 @@ def trace_id(number: int) -> str:
     return f"T{number:08d}"
 
 
+def id_number(text: Any, letter: str, width: int) -> int | None:
+    """The number of an id written as the store writes its ids (letter, then the number
+    zero-padded to width: T00000001, C000001, R000001); None for any other text."""
+    if not isinstance(text, str) or not (text[1:].isascii() and text[1:].isdigit()):
+        return None
+    number = int(text[1:])
+    return number if f"{letter}{number:0{width}d}" == text and number < 1 << 64 else None
+
+
 def encode(record: dict) -> bytes:
     """An evidence record as stored: JSON, written by orjson (json.dumps took a tenth of a
     trace's write), or by json.dumps for what orjson refuses (an integer past 64 bits, a

@@ -101,13 +101,18 @@ def check_key_apart(store: Path, key: str | os.PathLike) -> None:
             "audit_key_file), or give the service user a home outside the store")
 
 
+def _archive_path(folder: str | os.PathLike) -> str:
+    """A call archive's path as given, absolute; StoreError for an empty one."""
+    if not str(folder).strip():
+        raise StoreError("the call archive needs a folder's path (it was empty)")
+    return os.path.abspath(folder)
+
+
 def archive_folder(folder: str | os.PathLike) -> str:
     """A call archive's folder, made if it is not there (0700), as an absolute path; a
     path that is empty or cannot be a folder is refused (StoreError), not recorded and
     found out at the first write."""
-    if not str(folder).strip():
-        raise StoreError("the call archive needs a folder's path (it was empty)")
-    wanted = os.path.abspath(folder)
+    wanted = _archive_path(folder)
     try:
         private.make_dir(wanted)
     except OSError as exc:
@@ -286,9 +291,7 @@ class Environments:
         purge's retention all read the store's). Another folder than the store's is
         refused, and nothing made there. A new archive's folder is made before it is
         recorded (archive_folder)."""
-        if not str(folder).strip():
-            raise StoreError("the call archive needs a folder's path (it was empty)")
-        wanted = os.path.abspath(folder)
+        wanted = _archive_path(folder)
 
         def work(txn: Any) -> str:
             config = json.loads(txn.get(b"config", db=self.db["meta"]))
