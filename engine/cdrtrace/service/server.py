@@ -342,6 +342,10 @@ def supervise(args: Any) -> None:
         """What worker i does before exec: SIGTERM to it when the supervisor dies (killed:
         the workers would serve on, unwatched, holding the ports); on the i-th core."""
         def in_child() -> None:
+            # a terminal's Ctrl-C reaches the workers as the supervisor's SIGTERM: one
+            # still starting Python would otherwise die of the SIGINT itself, exit 1 ("Could
+            # not import runpy module"), a failure; serve() handles SIGINT once it runs
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
             if os.getppid() != supervisor:            # died already: so do we
                 os._exit(1)
