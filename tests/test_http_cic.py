@@ -203,3 +203,94 @@ def test_the_case_report_is_given_once_a_disclosure_names_the_case(cic):
     assert call(running, "GET", "/v1/cases/C000009/report", analyst).status_code == 404
     assert ("token:analyst-1", "case_report") in [
         (e["actor"], e["action"]) for e in testing.audit_entries(store)]
+
+
+def test_every_list_comes_a_page_at_a_time_in_the_reports_order(tmp_path):
+    """Lines 3035550111-114, each called and traced from its own caller 1, 2, 3 and 4
+    times: repeat-origins ranks the pairs by traced calls (most first), hot-origins the
+    callers by lines then traced calls, whichever page they come in."""
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    records, traced = [], []
+    for n in range(1, 5):
+        line, caller = f"303555011{n}", f"720555030{n}"
+        for hour in range(10, 10 + n):
+            records.append(cdr(src=caller, dst=line, start=f"2026-03-02 {hour}:03:00",
+                               end=f"2026-03-02 {hour}:03:20", disposition="NO ANSWER"))
+            traced.append((line, f"2026-03-02T{hour}:05:00Z"))
+    cdrtrace.ingest(store, [cdr_file(tmp_path, *records)])
+    for line, at in sorted(traced, key=lambda t: t[1]):
+        assert store.trace(line, at=at).outcome.value == "success"
+    running = Service(store)
+    try:
+        analyst = store.tokens.create("ann", "analyst")
+
+        def pages(path, size, *, key=None, after="offset"):
+            got, start = [], None
+            for _ in range(12):                      # a page that never ends: a failure
+                if after == "offset":
+                    query = f"offset={len(got)}&limit={size}"
+                else:
+                    query = f"limit={size}" + (f"&after={start}" if start else "")
+                answer = call(running, "GET", f"{path}{'&' if '?' in path else '?'}{query}",
+                              analyst)
+                assert answer.status_code == 200, answer.text
+                page_rows = answer.json()
+                assert len(page_rows) <= size
+                got += page_rows
+                if len(page_rows) < size:
+                    return got
+                start = page_rows[-1][key] if key else None
+            raise AssertionError(f"{path}: pages past all of its rows")
+        ranked = [("+1303555011" + n, "+1720555030" + n, int(n)) for n in "4321"]
+        for size in (1, 2, 3, 1000):
+            repeat = pages("/v1/reports/repeat-origins?min_calls=1", size)
+            assert [(r["line"], r["origin"], r["traced_calls"]) for r in repeat] == ranked
+            hot = pages("/v1/reports/hot-origins?min_lines=1", size)
+            assert [(h["origin"], h["lines"], h["traced_calls"]) for h in hot] == [
+                (origin, 1, calls) for _, origin, calls in ranked]
+        timeline = pages("/v1/reports/timeline?line=3035550114&origin=7205550304", 3)
+        assert [(t["time"][11:16], t["event"]) for t in timeline] == [
+            (f"{hour}:05", "trace") for hour in range(10, 14)]
+        for n in range(1, 5):
+            store.open_case(f"303555011{n}", "Caller A", agency="Denver PD", officer="Lee",
+                            case_number=f"26-00{n}", analyst="ann", waive_reason="threats")
+        cases = pages("/v1/cases", 3, key="case_id", after="id")
+        assert [c["case_id"] for c in cases] == ["C000001", "C000002", "C000003", "C000004"]
+        assert [c["case_number"] for c in cases] == ["26-001", "26-002", "26-003", "26-004"]
+        for n in (3, 4):                      # Caller A of lines 3 and 4: eligible (3 calls)
+            store.request_action(f"303555011{n}", "Caller A")
+        queued = pages("/v1/requests", 1, key="request_id", after="id")
+        assert [(r["request_id"], r["line"]) for r in queued] == [
+            ("R000001", "+13035550113"), ("R000002", "+13035550114")]
+        for query in ("offset=-1", "limit=0", "limit=10001"):
+            assert call(running, "GET", f"/v1/reports/hot-origins?{query}",
+                        analyst).status_code == 422
+        for path in ("/v1/cases?after=R000001", "/v1/requests?after=C000001"):
+            assert call(running, "GET", path, analyst).status_code == 422
+    finally:
+        running.stop()
+        store.close()
+
+
+def test_reports_over_every_trace_are_made_two_at_a_time(cic):
+    """A third report over the whole trace table, asked while two are made, is a 503 that
+    says why; once one is done, it is made."""
+    store, running, tokens = cic
+    from cdrtrace.service import cic as routes
+
+    held = sum(routes.REPORTING.acquire(blocking=False)
+               for _ in range(routes.WHOLE_TABLE_REPORTS))
+    try:
+        assert held == 2
+        for path in ("/v1/reports/repeat-origins", "/v1/reports/hot-origins"):
+            busy = call(running, "GET", path, tokens["analyst"])
+            assert busy.status_code == 503 and "reports over every trace" in busy.json()["error"]
+        assert call(running, "GET", f"/v1/reports/calls?line={LINE}",    # one line's: not held
+                    tokens["analyst"]).status_code == 200
+        routes.REPORTING.release()
+        held -= 1
+        assert call(running, "GET", "/v1/reports/repeat-origins",
+                    tokens["analyst"]).status_code == 200
+    finally:
+        for _ in range(held):
+            routes.REPORTING.release()

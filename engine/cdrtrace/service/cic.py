@@ -1,10 +1,17 @@
 """The HTTP API's identifying calls: what the CLI's CIC commands do (last-calls, report,
 case, disclose), for an `analyst` token (a `legal` one discloses). Each is audited under
-the token's name by the store, as the CLI's are under --analyst."""
+the token's name by the store, as the CLI's are under --analyst.
+
+Every list comes a page at a time (`limit`, at most 10,000): the reports by `offset`, the
+cases and the request queue after an id. The reports over every trace (repeat-origins,
+hot-origins) hold the trace table's columns in memory while they are made: two at once at
+most, a third asked meanwhile is a 503, as a second trace table is."""
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Query, Response
@@ -15,6 +22,39 @@ from . import schemas as contract
 
 PARQUET, PDF = "application/vnd.apache.parquet", "application/pdf"
 EXPORTING = threading.Lock()     # held while a trace table is made: one at a time
+WHOLE_TABLE_REPORTS = 2          # reports over every trace made at once, at most
+REPORTING = threading.BoundedSemaphore(WHOLE_TABLE_REPORTS)
+
+
+@contextlib.contextmanager
+def reporting() -> Iterator[None]:
+    """Room for a report over every trace (NotReadyError, a 503, when there is none)."""
+    if not REPORTING.acquire(blocking=False):
+        raise NotReadyError(f"{WHOLE_TABLE_REPORTS} reports over every trace are being made: "
+                            "ask again once one is done")
+    try:
+        yield
+    finally:
+        REPORTING.release()
+
+
+BUSY = {503: {"model": contract.Error, "description": (
+    f"{WHOLE_TABLE_REPORTS} reports over every trace are being made already (each holds the "
+    "trace table's columns in memory): ask again once one is done")}}
+
+
+def page(table: Any, offset: int, limit: int) -> list[dict]:
+    """The rows offset .. offset + limit of a report (an Arrow table), as JSON-ready rows:
+    only those become Python objects."""
+    from ..reports import analytics
+
+    return analytics.plain_rows(table.slice(offset, limit))
+
+
+def after_id(entries: list[dict], key: str, after: str | None, limit: int) -> list[dict]:
+    """The entries (in id order) whose id's number is past after's, at most limit."""
+    first = int(after[1:]) if after else -1
+    return [e for e in entries if int(e[key][1:]) > first][:limit]
 
 
 def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None:
@@ -24,9 +64,12 @@ def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None
 
     @app.get("/v1/requests", tags=["analyst"], response_model=None,
              responses=contract.answers(list[contract.ActionRequestEntry], 401, 403))
-    def requests(principal: Principal = as_analyst) -> list:
-        """The requests for action waiting for the CIC (identifying)."""
-        return store.request_queue(analyst=str(principal))
+    def requests(after: str | None = contract.AFTER_REQUEST, limit: int = contract.LIMIT,
+                 principal: Principal = as_analyst) -> list:
+        """The requests for action waiting for the CIC (identifying), oldest first, a page
+        at a time: ask again with `after` the last request id until a page comes back
+        short."""
+        return after_id(store.request_queue(analyst=str(principal)), "request_id", after, limit)
 
     @app.post("/v1/requests/{request_id}/close", tags=["analyst"], response_model=None,
               responses=contract.answers(contract.ActionRequestEntry, 400, 401, 403, 404, 413))
@@ -54,42 +97,53 @@ def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None
         return store.trace_records(line, analyst=str(principal), after=after, limit=limit)
 
     @app.get("/v1/reports/repeat-origins", tags=["analyst"], response_model=None,
-             responses=contract.answers(list[contract.RepeatOrigin], 401, 403))
+             responses=contract.answers(list[contract.RepeatOrigin], 401, 403) | BUSY)
     def repeat_origins(min_calls: int = Query(2, ge=1, le=1_000_000,
                                               description="distinct traced calls at least"),
+                       offset: int = contract.OFFSET, limit: int = contract.LIMIT,
                        principal: Principal = as_analyst) -> list:
         """Per line and origin, the calls traced successfully: eligible for action at the
-        store's threshold (3)."""
-        table = store.trace_columns(analyst=str(principal), columns=analytics.REPEAT_COLUMNS)
-        return analytics.plain_rows(
-            analytics.repeat_origins(table, store.config["threshold"], min_calls))
+        store's threshold (3). Most traced calls first; a page of the report."""
+        with reporting():
+            table = store.trace_columns(analyst=str(principal),
+                                        columns=analytics.REPEAT_COLUMNS)
+            report = analytics.repeat_origins(table, store.config["threshold"], min_calls)
+        return page(report, offset, limit)
 
     @app.get("/v1/reports/hot-origins", tags=["analyst"], response_model=None,
-             responses=contract.answers(list[contract.HotOrigin], 401, 403))
+             responses=contract.answers(list[contract.HotOrigin], 401, 403) | BUSY)
     def hot_origins(min_lines: int = Query(2, ge=1, le=1_000_000,
                                            description="lines that traced it, at least"),
+                    offset: int = contract.OFFSET, limit: int = contract.LIMIT,
                     principal: Principal = as_analyst) -> list:
-        """Origins traced by many lines (serial harassers, robocallers), ranked."""
-        table = store.trace_columns(analyst=str(principal), columns=analytics.REPEAT_COLUMNS)
-        return analytics.plain_rows(analytics.hot_origins(table, min_lines))
+        """Origins traced by many lines (serial harassers, robocallers), ranked; a page of
+        the report."""
+        with reporting():
+            table = store.trace_columns(analyst=str(principal),
+                                        columns=analytics.REPEAT_COLUMNS)
+            report = analytics.hot_origins(table, min_lines)
+        return page(report, offset, limit)
 
     @app.get("/v1/reports/timeline", tags=["analyst"], response_model=None,
              responses=contract.answers(list[contract.TimelineEntry], 400, 401, 403))
     def timeline(line: str = contract.REQUIRED_LINE, origin: str = contract.ORIGIN,
+                 offset: int = contract.OFFSET, limit: int = contract.LIMIT,
                  principal: Principal = as_analyst) -> list:
         """Every trace between a line and an origin and, with a call archive, every call,
-        in time order."""
-        return analytics.plain_rows(store.timeline(line, origin, analyst=str(principal)))
+        in time order; a page of them."""
+        return page(store.timeline(line, origin, analyst=str(principal)), offset, limit)
 
     @app.get("/v1/reports/calls", tags=["analyst"], response_model=None,
              responses=contract.answers(list[contract.ArchivedCall], 400, 401, 403))
     def calls(line: str = contract.REQUIRED_LINE, origin: str | None = contract.OPTIONAL_ORIGIN,
               days: float | None = Query(None, ge=0, le=36_500,
                                          description="only the calls of the last days"),
+              offset: int = contract.OFFSET, limit: int = contract.LIMIT,
               principal: Principal = as_analyst) -> list:
-        """Every call to the line the call archive holds (400 without one), oldest first."""
-        return analytics.plain_rows(store.archived_calls(line, analyst=str(principal),
-                                                         origin=origin, days=days))
+        """Every call to the line the call archive holds (400 without one), oldest first; a
+        page of them."""
+        return page(store.archived_calls(line, analyst=str(principal), origin=origin,
+                                         days=days), offset, limit)
 
     @app.get("/v1/reports/trace-table", tags=["analyst"], response_class=Response,
              responses=contract.answers(None, 401, 403) | {503: {
@@ -115,8 +169,11 @@ def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None
 
     @app.get("/v1/cases", tags=["analyst"], response_model=None,
              responses=contract.answers(list[contract.Case], 401, 403))
-    def cases(principal: Principal = as_analyst) -> list:
-        return store.cases(analyst=str(principal))
+    def cases(after: str | None = contract.AFTER_CASE, limit: int = contract.LIMIT,
+              principal: Principal = as_analyst) -> list:
+        """Every case, oldest first, a page at a time: ask again with `after` the last case
+        id until a page comes back short."""
+        return after_id(store.cases(analyst=str(principal)), "case_id", after, limit)
 
     @app.get("/v1/cases/{case_id}", tags=["analyst"], response_model=None,
              responses=contract.answers(contract.CaseRead, 401, 403, 404))

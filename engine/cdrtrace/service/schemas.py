@@ -72,6 +72,13 @@ OPTIONAL_ORIGIN = Query(None, max_length=64, description="only the calls from th
 CASE_ID = Path(max_length=40, description="C000001")
 REQUEST_ID = Path(max_length=40, description="R000001")
 LIMIT = Query(1000, ge=1, le=10_000, description="at most this many in the page")
+OFFSET = Query(0, ge=0, le=1_000_000_000, description=(
+    "rows of the report left out before the page: ask again with `offset` grown by "
+    "`limit` until a page comes back short"))
+AFTER_CASE = Query(None, pattern=r"^C[0-9]{6,19}$",
+                   description="the last case id of the page before: the page starts after it")
+AFTER_REQUEST = Query(None, pattern=r"^R[0-9]{6,19}$", description=(
+    "the last request id of the page before: the page starts after it"))
 # POST /v1/trace/text: a form in, the announcement's id out (as plain text)
 _FORM = {"type": "object", "required": ["line", "token"], "properties": {
     "line": {"type": "string", "maxLength": 64}, "token": {"type": "string"},
