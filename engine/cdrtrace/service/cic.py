@@ -38,7 +38,7 @@ def reporting() -> Iterator[None]:
         REPORTING.release()
 
 
-BUSY = {503: {"model": contract.Error, "description": (
+BUSY: dict[int | str, dict[str, Any]] = {503: {"model": contract.Error, "description": (
     f"{WHOLE_TABLE_REPORTS} reports over every trace are being made already (each holds the "
     "trace table's columns in memory): ask again once one is done")}}
 
