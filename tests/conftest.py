@@ -105,3 +105,26 @@ def ingest_records(store, tmp_path):
         return cdrtrace.ingest(store, [path], **kwargs)
 
     return run
+
+
+def refusal(raw: bytes, status: int) -> str:
+    """A whole HTTP answer (read until the connection closed) the connection gave itself:
+    the status given, closing, `{"error": ...}` as JSON like every route's; the error."""
+    import json
+
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").lower().split("\r\n")
+    assert lines[0].startswith(f"http/1.1 {status} "), raw[:200]
+    assert "content-type: application/json" in lines and "connection: close" in lines, lines
+    assert f"content-length: {len(body)}" in lines, (lines, body)
+    answer = json.loads(body)
+    assert list(answer) == ["error"] and answer["error"], answer
+    return answer["error"]
+
+
+def read_to_end(sock) -> bytes:
+    """Everything a socket gets until its peer closes."""
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got

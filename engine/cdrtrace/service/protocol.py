@@ -8,6 +8,9 @@
   off, however its bytes trickle in. Without them a peer sending a header line every few
   seconds held one of uvicorn's connections for as long as it liked, and a thousand such
   peers had every switch's trace answered 503.
+- The connection's own refusals are JSON, `{"error": ...}`, as every route's are: a
+  request llhttp cannot read (400), one not whole in time (408), one past uvicorn's
+  connection bound (503, with Retry-After). uvicorn writes them as plain text.
 - An idle TLS connection closed (at shutdown, or past the keep-alive timeout) gets
   TLS_CLOSE_GRACE seconds to answer TLS's close_notify, then is dropped: an idle client
   does not read, and asyncio would wait 30 s for its answer (a SIGTERM with it).
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +48,25 @@ INTERNAL = b'{"error": "Internal Server Error"}'    # a trace's fault's answer
 TLS_CLOSE_GRACE = 1.0         # seconds an idle TLS connection has to end cleanly
 KEEP_ALIVE = 5                # seconds a connection is kept idle (uvicorn's keep-alive)
 REQUEST_TIMEOUT = 5.0         # seconds a request's head and body have from its first byte
+FULL = "the service is at its bound of connections: ask again in a second"
+
+
+def refusal(status: int, message: str, default_headers: list, extra: bytes = b"") -> bytes:
+    """An answer the connection gives itself, then closes: `{"error": message}`."""
+    body = json.dumps({"error": message}).encode()
+    return b"".join([b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode()),
+                     *(name + b": " + value + b"\r\n" for name, value in default_headers),
+                     b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+                     extra, b"connection: close\r\n\r\n", body])
+
+
+async def unavailable(scope: Any, receive: Any, send: Any) -> None:
+    """uvicorn's 503 past limit_concurrency, as JSON (its own is plain text)."""
+    body = json.dumps({"error": FULL}).encode()
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class _TraceInFlight:
@@ -106,10 +129,14 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._refused("slow")
         if self.head_bytes >= 0 or self.collecting is not None:
             self.collecting = None
-            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(
-                name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers)
-                + b"content-type: text/plain; charset=utf-8\r\ncontent-length: 15\r\n"
-                b"connection: close\r\n\r\nRequest Timeout")
+            self.transport.write(refusal(
+                408, f"the request was not whole {REQUEST_TIMEOUT:g} s after its first byte",
+                self.server_state.default_headers))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for a request llhttp cannot read (or a head past MAX_HEAD)."""
+        self.transport.write(refusal(400, msg, self.server_state.default_headers))
         self.transport.close()
 
     def on_headers_complete(self) -> None:
@@ -123,9 +150,18 @@ class BoundedHttpTools(HttpToolsProtocol):
     def _to_uvicorn(self) -> None:
         """uvicorn's on_headers_complete: the request goes the usual way (its 503 past
         limit_concurrency counted, where uvicorn gives it)."""
-        if self._full() and not (self.parser.should_upgrade() and self._should_upgrade()):
-            self._refused("full")
-        super().on_headers_complete()
+        if not self._full() or (self.parser.should_upgrade() and self._should_upgrade()):
+            super().on_headers_complete()
+            return
+        self._refused("full")
+        log.warning("http: %s refused: %d connections or requests already", self.client,
+                    self.limit_concurrency)
+        app, limit = self.app, self.limit_concurrency    # uvicorn's 503, as JSON
+        self.app, self.limit_concurrency = unavailable, None
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app, self.limit_concurrency = app, limit
 
     def _full(self) -> bool:
         """Past uvicorn's bound: its 503 for a request now."""
