@@ -341,6 +341,33 @@ def test_serve_refuses_an_exposed_or_broken_api_before_listening(tmp_path, flags
     assert message in done.stderr
 
 
+def test_serve_refuses_a_tls_key_every_user_may_read(tmp_path):
+    """A key others may read lets any user of the machine pose as the service, to the
+    switches and to the CIC's analysts: refused, saying the fix. Its group may read it
+    (Debian's ssl-cert group), and its owner of course."""
+    import shutil
+    import subprocess
+    import sys
+
+    from cdrtrace.service.server import tls_of
+
+    key = str(tmp_path / "key.pem")
+    shutil.copyfile(TLS[1], key)
+    for mode in (0o600, 0o640, 0o400):
+        os.chmod(key, mode)
+        assert tls_of(TLS[0], key) == (TLS[0], key)
+    for mode in (0o644, 0o604, 0o602, 0o601):
+        os.chmod(key, mode)
+        with pytest.raises(cdrtrace.CdrTraceError, match=rf"open to every user .*\(mode {mode:o}\)"):
+            tls_of(TLS[0], key)
+    db = str(tmp_path / "s")
+    assert cli.main(["init", "--db", db]) == 0
+    done = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db, "--http",
+                           "127.0.0.1:0", "--tls-cert", TLS[0], "--tls-key", key],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and f"run `chmod 600 {key}`" in done.stderr
+
+
 GOOD_KEY = "0123456789abcdef" * 4
 
 

@@ -53,7 +53,8 @@ def address(text: str, what: str) -> tuple[str, int]:
 def tls_of(cert: str | None, key: str | None) -> tuple[str, str] | None:
     """--tls-cert and --tls-key: (certificate chain, private key), both PEM, checked now
     (a server context loads them), or None for plain HTTP. CdrTraceError for one
-    without the other, or files that do not make a certificate and its key."""
+    without the other, files that do not make a certificate and its key, or a key every
+    user of the machine may read (its group may: Debian's ssl-cert keys are 0640)."""
     if cert is None and key is None:
         return None
     if cert is None or key is None:
@@ -65,6 +66,11 @@ def tls_of(cert: str | None, key: str | None) -> tuple[str, str] | None:
     except (OSError, ValueError) as exc:       # ssl.SSLError is an OSError
         raise CdrTraceError(f"cannot serve TLS with --tls-cert {cert} and --tls-key {key}: "
                             f"{exc}") from None
+    mode = os.stat(key).st_mode & 0o777
+    if mode & 0o007:
+        raise CdrTraceError(f"--tls-key {key} is open to every user of this machine (mode "
+                            f"{mode:o}), who could then pose as this service: run "
+                            f"`chmod 600 {key}` (or 640, for its group)")
     return cert, key
 
 
