@@ -217,6 +217,17 @@ TLS = (os.path.join(os.path.dirname(__file__), "tls", "cert.pem"),
        os.path.join(os.path.dirname(__file__), "tls", "key.pem"))
 
 
+def own_key(folder, mode=0o600) -> str:
+    """The tests' TLS key copied into folder with mode (a checkout's is 0644, which
+    `serve` refuses)."""
+    import shutil
+
+    key = os.path.join(folder, "key.pem")
+    shutil.copyfile(TLS[1], key)
+    os.chmod(key, mode)
+    return key
+
+
 @pytest.mark.parametrize("listener", HTTP_LISTENERS)
 def test_the_http_api_over_tls(store, ingest_records, monkeypatch, listener):
     """With a certificate every request is served over TLS (the switches' traces too:
@@ -345,14 +356,12 @@ def test_serve_refuses_a_tls_key_every_user_may_read(tmp_path):
     """A key others may read lets any user of the machine pose as the service, to the
     switches and to the CIC's analysts: refused, saying the fix. Its group may read it
     (Debian's ssl-cert group), and its owner of course."""
-    import shutil
     import subprocess
     import sys
 
     from cdrtrace.service.server import tls_of
 
-    key = str(tmp_path / "key.pem")
-    shutil.copyfile(TLS[1], key)
+    key = own_key(tmp_path)
     for mode in (0o600, 0o640, 0o400):
         os.chmod(key, mode)
         assert tls_of(TLS[0], key) == (TLS[0], key)
@@ -1517,7 +1526,7 @@ def test_workers_share_the_ports_and_stop_together(tmp_path, tls, monkeypatch):
         tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
                       end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2",
         "--agi", f"127.0.0.1:{agi_port}", "--agi-key-file", str(tmp_path / "agi.key"),
-        *(["--tls-cert", TLS[0], "--tls-key", TLS[1]] if tls else []))
+        *(["--tls-cert", TLS[0], "--tls-key", own_key(tmp_path)] if tls else []))
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     verify = ssl.create_default_context(cafile=TLS[0]) if tls else True
     deadline, outcomes = time.monotonic() + 30, []

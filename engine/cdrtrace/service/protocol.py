@@ -51,13 +51,13 @@ REQUEST_TIMEOUT = 5.0         # seconds a request's head and body have from its 
 FULL = "the service is at its bound of connections: ask again in a second"
 
 
-def refusal(status: int, message: str, default_headers: list, extra: bytes = b"") -> bytes:
+def refusal(status: int, message: str, default_headers: list) -> bytes:
     """An answer the connection gives itself, then closes: `{"error": message}`."""
     body = json.dumps({"error": message}).encode()
     return b"".join([b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode()),
                      *(name + b": " + value + b"\r\n" for name, value in default_headers),
                      b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
-                     extra, b"connection: close\r\n\r\n", body])
+                     b"connection: close\r\n\r\n", body])
 
 
 async def unavailable(scope: Any, receive: Any, send: Any) -> None:
