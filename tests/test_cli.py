@@ -56,6 +56,25 @@ def test_text_output_and_environment_store(tmp_path, capsys, monkeypatch):
     assert "Caller A: 1 of 3 traced calls" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("traced, phrase", [
+    (1, "1 of 3 traced calls"), (3, "3 of 3 traced calls"), (4, "4 traced calls (3 needed)")])
+def test_the_customer_reads_traced_calls_against_the_threshold(tmp_path, capsys, traced, phrase):
+    """Up to the threshold (3, R8) a customer reads "N of 3"; past it, not "4 of 3"."""
+    db = str(tmp_path / "db")
+    cli.main(["init", "--db", db])
+    cli.main(["ingest", "--db", db, cdr_file(tmp_path, *(
+        cdr(start=f"2026-03-02 1{h}:03:00", end=f"2026-03-02 1{h}:03:11") for h in range(traced)))])
+    for h in range(traced):
+        cli.main(["trace", "3035550110", "--at", f"2026-03-02T1{h}:05:00Z", "--db", db])
+    capsys.readouterr()
+    page = tmp_path / "log.html"
+    cli.main(["status", "3035550110", "--db", db, "--html", str(page)])
+    eligible = "  - you may request action" if traced >= 3 else ""
+    assert f"Caller A: {phrase}{eligible}\n" in capsys.readouterr().out
+    cell = phrase.replace(" traced calls", "")              # the log's "Traced calls" column
+    assert f"<td>Caller A</td><td>{cell}</td>" in page.read_text()
+
+
 def test_stdin_source(tmp_path):
     db = str(tmp_path / "db")
     assert run("init", "--db", db)[0] == 0

@@ -107,9 +107,9 @@ def _run(folder: Path, json_output: bool) -> dict:
     for victim in victims:
         status = store.status(victim)
         statuses.append(status.to_dict())
-        progress = ", ".join(
-            f"{p.label}: {p.traced_calls} of {p.threshold}"
-            + (" (may request action)" if p.eligible_for_action else "")
+        progress = "; ".join(
+            f"{p.label}: {p.counted()}"
+            + (", may request action" if p.eligible_for_action else "")
             for p in status.progress)
         say(f"  {victim}: {len(status.traces)} traces; {progress}")
 

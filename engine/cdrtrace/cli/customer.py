@@ -24,7 +24,7 @@ def cmd_status(args):
                      f"call {t['call_time'] or '-'}  {t['outcome']}")
     for p in status.progress:
         request = p.request
-        lines.append(f"  {p.label}: {p.traced_calls} of {p.threshold} traced calls"
+        lines.append(f"  {p.label}: {p.counted()}"
                      + ("  - you may request action" if p.eligible_for_action and not request
                         else "")
                      + (f"  - request {request['request_id']} {request['state'].replace('_', ' ')}"

@@ -46,7 +46,7 @@ def customer_log(status: Any, carrier: dict, zone: str, generated: str) -> Page:
         rows = []
         for p in status.progress:
             request = p.request
-            rows.append([p.label, f"{p.traced_calls} of {p.threshold}",
+            rows.append([p.label, p.counted(""),
                          "yes" if p.eligible_for_action else "no",
                          f"{request['request_id']} {request['state'].replace('_', ' ')}"
                          if request else "-"])

@@ -96,6 +96,13 @@ class OriginProgress:
     def eligible_for_action(self) -> bool:
         return self.waived or self.traced_calls >= self.threshold
 
+    def counted(self, unit: str = " traced calls") -> str:
+        """The traced calls as the customer reads them: "1 of 3 traced calls" up to the
+        threshold, "4 traced calls (3 needed)" past it (not "4 of 3")."""
+        if self.traced_calls > self.threshold:
+            return f"{self.traced_calls}{unit} ({self.threshold} needed)"
+        return f"{self.traced_calls} of {self.threshold}{unit}"
+
     def to_dict(self) -> dict:
         return {"origin": self.label, "traced_calls": self.traced_calls,
                 "threshold": self.threshold, "threshold_waived": self.waived,
