@@ -164,7 +164,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
     requestlog.flush()
     for handle in repeating:
         handle[0].cancel()
-    log.info("stopped: %d traces in %d shared commits", *shared_commits(store))
+    log.info("stopped: traces %d, in shared commits %d", *shared_commits(store))
     if replicating is not None:       # the last traces' evidence sent before exiting
         replicating[0].set()
         await loop.run_in_executor(None, replicating[1].join, 15)
