@@ -1930,6 +1930,10 @@ def test_one_log_line_per_request_with_the_route_never_a_number(service, caplog)
     assert http == ["http: POST /v1/trace 200", "http: GET /v1/status/{line} 200",
                     "http: GET /v1/last-calls/{line} 200", "http: GET /v1/last-calls/{line} 403",
                     "http: GET /v1/status/{line} 401"]
+    by = [m.rpartition(" by ")[2] for m in lines if m.startswith("http: GET")]
+    assert by == ["token:care-1", "token:analyst-1", "token:care-1", "-"]   # 403 named too
+    records = store.trace_records(LINE, analyst="ann")             # a trace: in its evidence
+    assert [r.get("requested_by") for r in records] == ["token:switch-1", None]   # FastAGI's
     assert len([m for m in lines if m.startswith("agi: trace ")]) == 1
     for number in (LINE, CALLER, LINE[-7:], CALLER[-7:]):
         assert not any(number in m for m in lines), number

@@ -48,6 +48,7 @@ RIGHTS = {                    # what each role's token may call
 # the answers that refuse a request, counted by reason (metrics.Refusals)
 _REFUSED = {401: "unauthorized", 403: "forbidden", 413: "too_large"}
 _TRACE_FIELDS = frozenset(contract.TraceRequest.model_fields)
+BY = "cdrtrace.by"      # the scope's key for the request's token ("token:NAME"), once known
 
 
 def status_of(exc: CdrTraceError) -> int:
@@ -114,12 +115,14 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
                             status_code=422)
 
     def who(right: str) -> Any:
-        async def principal(authorization: str | None = Header(None)) -> Principal:
+        async def principal(request: Request,
+                            authorization: str | None = Header(None)) -> Principal:
             token = (authorization or "").removeprefix("Bearer ").strip()
             found = store.tokens.principal(token) if authorization else None
             if found is None:
                 raise HTTPException(401, "a valid bearer token is needed",
                                     headers={"WWW-Authenticate": "Bearer"})
+            request.scope[BY] = str(found)         # Front's log line names it, 403 or not
             if found.role != RIGHTS[right]:
                 raise HTTPException(403, f"a {found.role} token cannot do this")
             return found
@@ -241,7 +244,9 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
 class Front(Answering):
     """What every request passes first, as plain ASGI in front of the FastAPI app and its
     middleware stack (which costs more than a trace): the body bound (413), one log line
-    (the route's template, never a number); and POST /v1/trace itself, the switches' hot
+    (the route's template, never a number, and the token that asked, once known: a
+    switch's trace names its token in its evidence record instead); and POST /v1/trace
+    itself, the switches' hot
     path, answered here when its body and token are as a switch sends them. Anything
     else (a malformed body, a bad token) goes on to the FastAPI route, which gives the
     documented errors."""
@@ -301,8 +306,8 @@ class Front(Answering):
             await self.app(scope, receiving, sending)
         route = getattr(scope.get("route"), "path", None) or \
             (path if path == "/v1/trace" else "(no route)")
-        log.info("http: %s %s %d in %.1f ms", scope["method"], route, status[0],
-                 (time.perf_counter() - started) * 1000)
+        log.info("http: %s %s %d in %.1f ms by %s", scope["method"], route, status[0],
+                 (time.perf_counter() - started) * 1000, scope.get(BY, "-"))
         if status[0] in _REFUSED:
             self.refused(_REFUSED[status[0]])
 
