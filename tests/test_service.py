@@ -2366,3 +2366,85 @@ def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _presented(port: int) -> bytes:
+    """The certificate (DER) the service presents to a new TLS connection."""
+    context = ssl.create_default_context(cafile=TLS[0])
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw) as tls:
+        return tls.getpeercert(binary_form=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reloads_the_tls_certificate_or_keeps_the_one_it_has(tmp_path, workers):
+    """A renewed certificate is taken without a restart: after SIGHUP every new connection
+    (whichever worker takes it) is given the files' new pair. Files that are wrong then
+    (a certificate that is not the key's) are refused, and the pair loaded before is kept;
+    the service serves on, and SIGTERM still ends it cleanly."""
+    import shutil
+    import signal
+
+    pair = [os.path.join(os.path.dirname(__file__), "tls", name) for name in
+            ("cert.pem", "key.pem", "cert2.pem", "key2.pem")]
+    der = [ssl.PEM_cert_to_DER_cert(open(pair[i]).read()) for i in (0, 2)]
+    cert, key = str(tmp_path / "api.pem"), own_key(tmp_path)
+    shutil.copyfile(pair[0], cert)
+    proc, port, token = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        "--workers", str(workers), "--tls-cert", cert, "--tls-key", key)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+
+    def logged(text: str, count: int) -> None:
+        deadline = time.monotonic() + 30
+        while sum(text in line for line in lines) < count:
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+    try:
+        logged("http on port", workers)                    # every worker serving
+        assert {_presented(port) for _ in range(6)} == {der[0]}
+        shutil.copyfile(pair[2], cert)                     # renewed: the second pair
+        shutil.copyfile(pair[3], key)
+        proc.send_signal(signal.SIGHUP)
+        logged("SIGHUP: the TLS certificate and key reloaded", workers)
+        assert {_presented(port) for _ in range(6)} == {der[1]}
+        shutil.copyfile(pair[0], cert)                     # a certificate not key2's: were
+        proc.send_signal(signal.SIGHUP)                    # it loaded, no key would be left
+        logged("the ones loaded before are kept", workers)
+        assert {_presented(port) for _ in range(6)} == {der[1]}
+        context = ssl.create_default_context(cafile=pair[2])
+        answer = httpx.post(f"https://127.0.0.1:{port}/v1/trace", json={"line": LINE, "at": AT},
+                            headers={"Authorization": f"Bearer {token}"}, verify=context,
+                            timeout=10)
+        assert answer.status_code == 200 and answer.json()["outcome"] == "success"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, lines
+
+
+def test_sighup_without_tls_changes_nothing(tmp_path):
+    """A SIGHUP (a log rotation's, say) does not end a plain service: it says there is
+    nothing to reload, and serves on."""
+    import signal
+
+    proc, port, token = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"))
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+    deadline = time.monotonic() + 30
+    try:
+        while not any("http on port" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        while not any("SIGHUP: nothing to reload" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, lines

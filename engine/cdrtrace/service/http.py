@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any, Literal
 
@@ -405,13 +405,34 @@ LIMIT_CONCURRENCY = 512     # uvicorn's connections (and requests) at once; 503 
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
+def tls_reloader(context: Any, tls: tuple[str, str]) -> Callable[[], None]:
+    """What SIGHUP does over TLS: the certificate chain and key files read again into the
+    listener's context, so that new connections present them (a renewed certificate, with
+    no restart); those open keep theirs. The files are checked first as at start-up, on a
+    context of their own (server.tls_of): if they are wrong (a key that is not the
+    certificate's, one every user may read), the ones loaded before are kept, and the
+    error is logged."""
+    def reload() -> None:
+        from .server import tls_of
+
+        try:
+            tls_of(*tls)
+            context.load_cert_chain(*tls)
+        except (CdrTraceError, OSError, ValueError) as exc:   # ssl.SSLError is an OSError
+            log.error("SIGHUP: the TLS certificate and key were not reloaded, the ones "
+                      "loaded before are kept: %s", exc)
+            return
+        log.info("SIGHUP: the TLS certificate and key reloaded from %s and %s", *tls)
+    return reload
+
+
 async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
                    cores: Iterable[int] = (), tls: tuple[str, str] | None = None
-                   ) -> tuple[asyncio.Task, int]:
-    """Serve app until stop is set; (the task, the port bound). The switches' traces are
-    exchanged in C (http_native) unless CDRTRACE_HTTP=python or over TLS (tls: the
-    certificate chain and key files; uvicorn then serves every request, as C cannot read
-    them); cores: where its thread may run."""
+                   ) -> tuple[asyncio.Task, int, Callable[[], None] | None]:
+    """Serve app until stop is set; (the task, the port bound, what reloads the TLS files
+    or None). The switches' traces are exchanged in C (http_native) unless
+    CDRTRACE_HTTP=python or over TLS (tls: the certificate chain and key files; uvicorn
+    then serves every request, as C cannot read them); cores: where its thread may run."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named: asyncio then sets TCP_NODELAY on every connection (without it a
     # kept-alive request waited 40 ms for a delayed ACK); the C exchange's connections
@@ -465,4 +486,5 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
         await serving
         if exchange is not None:
             exchange.close()
-    return asyncio.create_task(run()), bound
+    return (asyncio.create_task(run()), bound,
+            tls_reloader(config.ssl, tls) if tls else None)

@@ -98,12 +98,15 @@ async def serve(store: Any, http: str | None, agi: str | None,
                 tls: tuple[str, str] | None = None, agi_key: str | None = None) -> None:
     """Run until SIGTERM (or SIGINT); ready(ports), if given, once listening. tls: the
     HTTP API's (certificate chain, private key) files (tls_of), or None; agi_key: the
-    key each FastAGI request's URL must name, or None."""
+    key each FastAGI request's URL must name, or None. SIGHUP reads the TLS files again
+    (http.tls_reloader); without TLS it is logged, and changes nothing."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    reload: list[Any] = [lambda: log.info("SIGHUP: nothing to reload (no TLS)")]
+    for sig, handler in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set),
+                         (signal.SIGHUP, lambda: reload[0]())):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
         except (NotImplementedError, RuntimeError, ValueError):   # not the main thread (tests)
             pass
     ports: dict[str, int] = {}
@@ -138,7 +141,9 @@ async def serve(store: Any, http: str | None, agi: str | None,
         from .http import run_http
 
         host, port = address(http, "--http")
-        http_task, ports["http"] = await run_http(app, host, port, stop, UNPINNED, tls)
+        http_task, ports["http"], reloads = await run_http(app, host, port, stop, UNPINNED, tls)
+        if reloads is not None:
+            reload[0] = reloads
     replicating = _replicate(store)
     workers = app.state.workers if app is not None else None     # --workers' counts
     repeating = [_every(loop, READERS, lambda: _clear_readers(store))]
@@ -352,6 +357,7 @@ def supervise(args: Any) -> None:
             # still starting Python would otherwise die of the SIGINT itself, exit 1 ("Could
             # not import runpy module"), a failure; serve() handles SIGINT once it runs
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)      # the same, for a reload's
             prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
             if os.getppid() != supervisor:            # died already: so do we
                 os._exit(1)
@@ -376,6 +382,11 @@ def supervise(args: Any) -> None:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
+    def reload(signum: int, frame: Any) -> None:
+        for child in children:                    # each reads the TLS files again
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
+
     def start(i: int) -> subprocess.Popen:
         child = subprocess.Popen(argv, preexec_fn=prepared(i), env=env)  # noqa: PLW1509
         if stopping:                      # (no threads here: preexec_fn is safe)
@@ -384,6 +395,7 @@ def supervise(args: Any) -> None:
     # before the first worker starts: a SIGTERM in between left the workers running on
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)
     try:
         for i in range(args.workers):
             if stopping:
