@@ -43,7 +43,8 @@ class Service:
             self.loop = asyncio.get_running_loop()
             started.set()
         self.thread = threading.Thread(target=asyncio.run, args=(serve(
-            store, "127.0.0.1:0", agi, agi_allow, ready=ready, tls=tls, agi_key=agi_key),),
+            store, "127.0.0.1:0", agi, agi_allow, ready=ready, tls=tls,
+            agi_keys=(agi_key,) if agi_key else ()),),
             daemon=True)
         self.thread.start()
         assert started.wait(10)
@@ -383,16 +384,20 @@ GOOD_KEY = "0123456789abcdef" * 4
 @pytest.mark.parametrize("content, mode, message", [
     (None, 0o600, "cannot read --agi-key-file"),
     (GOOD_KEY, 0o640, "is readable by other users (mode 640): run `chmod 600"),
-    ("short", 0o600, "must hold one key of at least 32"),
-    (GOOD_KEY[:31], 0o600, "must hold one key of at least 32"),
-    (GOOD_KEY + "&x=1", 0o600, "must hold one key of at least 32"),
+    ("short", 0o600, "line 1: a key is at least 32"),
+    (GOOD_KEY[:31], 0o600, "line 1: a key is at least 32"),
+    (GOOD_KEY + "&x=1", 0o600, "line 1: a key is at least 32"),
+    (f"{GOOD_KEY}\n\n{GOOD_KEY}x y", 0o600, "line 3: a key is at least 32"),
+    ("\n".join([GOOD_KEY] * 9), 0o600, "must hold 1 to 8 keys, one a line (it holds 9)"),
+    ("  \n", 0o600, "must hold 1 to 8 keys, one a line (it holds 0)"),
     ("\u00e9" * 40, 0o600, "cannot read --agi-key-file"),
     ("/dev/zero", None, "is not a key file"),
     ("x" * 5000, 0o600, "is not a key file"),
 ])
 def test_serve_refuses_an_agi_key_file_it_cannot_trust(tmp_path, content, mode, message):
     """A key others can read, or one a URL would not carry as it is, is refused before
-    anything opens (exit 2, in a process of its own); a good one is read as its line."""
+    anything opens (exit 2, in a process of its own), saying which line; good ones are
+    read as their lines, blank ones left out."""
     import subprocess
     import sys
 
@@ -412,6 +417,9 @@ def test_serve_refuses_an_agi_key_file_it_cannot_trust(tmp_path, content, mode, 
     key_file.write_text(f"  {GOOD_KEY}\n", encoding="ascii")
     key_file.chmod(0o600)
     assert private.read_key(key_file, "--agi-key-file") == GOOD_KEY
+    assert private.read_keys(key_file, "--agi-key-file") == (GOOD_KEY,)
+    key_file.write_text(f"{GOOD_KEY}\n\n {GOOD_KEY[::-1]}\n", encoding="ascii")
+    assert private.read_keys(key_file, "--agi-key-file") == (GOOD_KEY, GOOD_KEY[::-1])
 
 
 @pytest.mark.parametrize("listener", AGI_LISTENERS)
@@ -2445,6 +2453,61 @@ def test_sighup_without_tls_changes_nothing(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, lines
             time.sleep(0.05)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, lines
+
+
+def test_sighup_reads_the_fastagi_keys_again_so_a_key_changes_with_no_restart(tmp_path):
+    """The key file may hold the old and the new key while the switches move over; a
+    SIGHUP reads it again. A file that is wrong then is refused, and the keys read before
+    are kept."""
+    import signal
+
+    from cdrtrace.service import agi as agi_module
+
+    old, new = GOOD_KEY, GOOD_KEY[::-1]
+    key_file = tmp_path / "agi.key"
+    key_file.write_text(old + "\n")
+    key_file.chmod(0o600)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        agi_port = s.getsockname()[1]
+    proc, _, _ = _serve_one_call(
+        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        "--agi", f"127.0.0.1:{agi_port}", "--agi-key-file", str(key_file))
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+
+    def logged(text: str, count: int = 1) -> None:
+        deadline = time.monotonic() + 30
+        while sum(text in line for line in lines) < count:
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+
+    def taken(key: str) -> bool:
+        first = agi(Ports(agi_port), asterisk(
+            agi_arg_1=AT, agi_network_script=f"trace?key={key}",
+            agi_request=f"agi://127.0.0.1/trace?key={key}"))[0][0]
+        return first != agi_module.NOT_KEYED
+
+    def rewritten(text: str) -> None:
+        key_file.write_text(text)
+        proc.send_signal(signal.SIGHUP)
+    try:
+        logged("agi on port")
+        assert (taken(old), taken(new)) == (True, False)
+        rewritten(f"{old}\n{new}\n")                       # both, while the switches move
+        logged("SIGHUP: the FastAGI keys read again", 1)
+        assert (taken(old), taken(new)) == (True, True)
+        rewritten(f"{new}\n")                              # the old one dropped
+        logged("SIGHUP: the FastAGI keys read again", 2)
+        assert (taken(old), taken(new)) == (False, True)
+        rewritten("not a key\n")
+        logged("the FastAGI keys were not read again, those read before are kept")
+        assert (taken(old), taken(new)) == (False, True)
+        assert not any(old in line or new in line for line in lines)   # never logged
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, lines

@@ -194,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="networks FastAGI serves (FastAGI has no authentication; "
                         "default loopback only)")
     p.add_argument("--agi-key-file", metavar="FILE",
-                   help="a key (a line of 32 or more letters, digits, - or _; the file "
-                        "mode 600) that each FastAGI request must name: "
-                        "agi://HOST:PORT/trace?key=KEY")
+                   help="keys (one a line, up to 8, each 32 or more letters, digits, - "
+                        "or _; the file mode 600), one of which each FastAGI request "
+                        "must name: agi://HOST:PORT/trace?key=KEY; SIGHUP reads it again")
     p.add_argument("--workers", type=int, default=1,
                    help="service processes sharing the ports (default 1)")
     p.add_argument("--pin", action="store_true",

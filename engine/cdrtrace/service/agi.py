@@ -236,14 +236,15 @@ def serves(network_script: str | None, request: str | None) -> bool:
     return _script(network_script, request).split("?")[0] == "trace"
 
 
-def keyed(network_script: str | None, request: str | None, key: str | None) -> bool:
-    """Does the request's URL name the key (`trace?key=KEY`, --agi-key-file)? Any does
-    when there is none."""
-    if key is None:
+def keyed(network_script: str | None, request: str | None, keys: tuple[str, ...]) -> bool:
+    """Does the request's URL name one of the keys (`trace?key=KEY`, --agi-key-file)?
+    Any does when there is none. Each key is compared, whichever matches."""
+    if not keys:
         return True
     query = _script(network_script, request).partition("?")[2]
     given = urllib.parse.parse_qs(query).get("key", [""])
-    return len(given) == 1 and hmac.compare_digest(given[0].encode(), key.encode())
+    matches = [hmac.compare_digest(given[-1].encode(), key.encode()) for key in keys]
+    return len(given) == 1 and any(matches)
 
 
 def commands(result: TraceResult) -> list[str]:
@@ -278,16 +279,17 @@ def refusal(why: str) -> str | None:
 
 
 class FastAGI:
-    """The FastAGI listener: one trace per connection. key: the shared key each request's
-    URL must name, or None (--agi-key-file). observe(via, outcome, seconds) counts a
-    trace answered, refused(reason) a connection refused (metrics.Refusals)."""
+    """The FastAGI listener: one trace per connection. keys: the shared keys one of which
+    each request's URL must name, or none (--agi-key-file; SIGHUP sets them anew).
+    observe(via, outcome, seconds) counts a trace answered, refused(reason) a connection
+    refused (metrics.Refusals)."""
 
     def __init__(self, trace: Callable[[str, str | None], Awaitable[TraceResult]],
                  allow: Iterable[str] = DEFAULT_ALLOW, observe: Callable[..., None] | None = None,
-                 submit: Callable[..., bool] | None = None, key: str | None = None,
+                 submit: Callable[..., bool] | None = None, keys: tuple[str, ...] = (),
                  refused: Callable[[str], None] | None = None):
         self.trace = trace
-        self.key = key
+        self.keys = keys
         self.submit = submit        # trace answered on the commit's thread (Router.trace_then)
         self.allow = networks(allow)
         self.observe = observe or (lambda *_: None)
@@ -391,7 +393,7 @@ class FastAGI:
                 self.refused("not_served")
                 await command(peer, NOT_SERVED)
                 return
-            if not keyed(env.get("agi_network_script"), env.get("agi_request"), self.key):
+            if not keyed(env.get("agi_network_script"), env.get("agi_request"), self.keys):
                 log.warning("agi: refused %s: its key is missing or wrong", address)
                 self.refused("wrong_key")
                 await command(peer, NOT_KEYED)

@@ -92,7 +92,7 @@ class NativeFastAGI(NativeListener):
                 self.listener.refused("not_served")
                 self.respond(conn, agi.NOT_SERVED.encode() + b"\n")
                 return
-            if not agi.keyed(script, request, self.listener.key):
+            if not agi.keyed(script, request, self.listener.keys):
                 log.warning("agi: refused %s: its key is missing or wrong", address)
                 self.listener.refused("wrong_key")
                 self.respond(conn, agi.NOT_KEYED.encode() + b"\n")

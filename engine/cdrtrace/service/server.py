@@ -95,14 +95,15 @@ def check_exposure(http: str | None, tls: tuple[str, str] | None, plain: bool) -
 
 async def serve(store: Any, http: str | None, agi: str | None,
                 agi_allow: list[str] | None = None, ready: Any = None,
-                tls: tuple[str, str] | None = None, agi_key: str | None = None) -> None:
+                tls: tuple[str, str] | None = None, agi_keys: tuple[str, ...] = (),
+                agi_key_file: str | None = None) -> None:
     """Run until SIGTERM (or SIGINT); ready(ports), if given, once listening. tls: the
-    HTTP API's (certificate chain, private key) files (tls_of), or None; agi_key: the
-    key each FastAGI request's URL must name, or None. SIGHUP reads the TLS files again
-    (http.tls_reloader); without TLS it is logged, and changes nothing."""
+    HTTP API's (certificate chain, private key) files (tls_of), or None; agi_keys: the
+    keys one of which each FastAGI request's URL must name, or none; agi_key_file: the
+    file they were read from. SIGHUP reads both files again (_reloading)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    reload: list[Any] = [lambda: log.info("SIGHUP: nothing to reload (no TLS)")]
+    reload: list[Any] = [lambda: log.info("SIGHUP: not serving yet, nothing reloaded")]
     for sig, handler in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set),
                          (signal.SIGHUP, lambda: reload[0]())):
         try:
@@ -121,7 +122,7 @@ async def serve(store: Any, http: str | None, agi: str | None,
         else None
     refused = (lambda reason: app.state.refused("agi", reason)) if app else None
     listener = FastAGI(lambda line, at: router.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
-                       observe, router.trace_then, agi_key, refused)
+                       observe, router.trace_then, agi_keys, refused)
     native = None
     if agi:
         host, port = address(agi, "--agi")
@@ -136,14 +137,13 @@ async def serve(store: Any, http: str | None, agi: str | None,
                                                   sock=listening_socket(host, port))
             servers.append(agi_server)
             ports["agi"] = agi_server.sockets[0].getsockname()[1]
-    http_task = None
+    http_task, reloads = None, None
     if http and app is not None:
         from .http import run_http
 
         host, port = address(http, "--http")
         http_task, ports["http"], reloads = await run_http(app, host, port, stop, UNPINNED, tls)
-        if reloads is not None:
-            reload[0] = reloads
+    reload[0] = _reloading(reloads, listener, agi_key_file)
     replicating = _replicate(store)
     workers = app.state.workers if app is not None else None     # --workers' counts
     repeating = [_every(loop, READERS, lambda: _clear_readers(store))]
@@ -241,6 +241,28 @@ def _replicate(store: Any) -> tuple[threading.Event, threading.Thread] | None:
     return done, thread
 
 
+def _reloading(tls: Any, listener: FastAGI, key_file: str | None) -> Any:
+    """What SIGHUP does: tls() (http.tls_reloader: the TLS files read again), and the
+    FastAGI keys read again from key_file, so that a key is changed with no restart (the
+    old and the new in the file while the switches move to the new one). Files that are
+    wrong now are logged, and what was read before is kept."""
+    def reload() -> None:
+        if tls is not None:
+            tls()
+        if key_file is not None:
+            try:
+                listener.keys = private.read_keys(key_file, "--agi-key-file")
+            except CdrTraceError as exc:
+                log.error("SIGHUP: the FastAGI keys were not read again, those read before "
+                          "are kept: %s", exc)
+            else:
+                log.info("SIGHUP: the FastAGI keys read again from %s: %d", key_file,
+                         len(listener.keys))
+        if tls is None and key_file is None:
+            log.info("SIGHUP: nothing to reload (no TLS, no --agi-key-file)")
+    return reload
+
+
 def run(args: Any) -> None:
     from ..cli.common import open_store
 
@@ -251,8 +273,8 @@ def run(args: Any) -> None:
     tls = tls_of(args.tls_cert, args.tls_key)
     check_exposure(args.http, tls, args.plain_http)
     networks(args.agi_allow or ())             # refused before anything opens
-    agi_key = private.read_key(args.agi_key_file, "--agi-key-file") if args.agi_key_file \
-        else None
+    agi_keys = private.read_keys(args.agi_key_file, "--agi-key-file") if args.agi_key_file \
+        else ()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=requestlog.FORMAT)
     # a line per request: skip what the format never shows (the logging documentation's
     # "Optimization": the caller's frame, thread, process names)
@@ -270,7 +292,7 @@ def run(args: Any) -> None:
     store = open_store(args, readonly_index=True)
     with asyncio.Runner(loop_factory=event_loop()) as runner:
         runner.run(serve(store, args.http, args.agi, args.agi_allow, ready=_settled, tls=tls,
-                         agi_key=agi_key))
+                         agi_keys=agi_keys, agi_key_file=args.agi_key_file))
 
 
 def _settled(ports: dict, stop: asyncio.Event) -> None:

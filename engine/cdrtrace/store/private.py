@@ -71,6 +71,35 @@ def read_key(path: str | os.PathLike, flag: str) -> str:
     """The shared key in the file flag names: its one line, at least 32 of the characters
     a URL carries as they are (letters, digits, - and _); the file readable by its owner
     alone. CdrTraceError, saying the fix, else."""
+    key = _key_file(path, flag).strip()
+    if not _good_key(key):
+        raise CdrTraceError(f"{flag} {path} must hold one key of at least 32 letters, digits, "
+                            "- or _ (make one with `openssl rand -hex 32`)")
+    return key
+
+
+def read_keys(path: str | os.PathLike, flag: str, most: int = 8) -> tuple[str, ...]:
+    """The shared keys in the file flag names, one a line (blank lines left out), 1 to
+    `most` of them, each as read_key's: while a key is changed, the old and the new are
+    both taken. CdrTraceError saying which line is wrong."""
+    lines = [(n, text.strip()) for n, text in enumerate(_key_file(path, flag).splitlines(), 1)]
+    keys = [(n, key) for n, key in lines if key]
+    if not 1 <= len(keys) <= most:
+        raise CdrTraceError(f"{flag} {path} must hold 1 to {most} keys, one a line "
+                            f"(it holds {len(keys)})")
+    for n, key in keys:
+        if not _good_key(key):
+            raise CdrTraceError(f"{flag} {path}, line {n}: a key is at least 32 letters, "
+                                "digits, - or _ (make one with `openssl rand -hex 32`)")
+    return tuple(key for _, key in keys)
+
+
+def _good_key(key: str) -> bool:
+    return len(key) >= 32 and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+
+
+def _key_file(path: str | os.PathLike, flag: str) -> str:
+    """A key file's text, refused unless it is a small file of text its owner alone reads."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -80,17 +109,14 @@ def read_key(path: str | os.PathLike, flag: str) -> str:
             os.close(fd)
         if data is None or len(data) > 4096:
             raise CdrTraceError(f"{flag} {path} is not a key file (a line of text)")
-        key = data.decode("ascii").strip()
+        text = data.decode("ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise CdrTraceError(f"cannot read {flag} {path}: {exc}") from None
     mode = stat.S_IMODE(found.st_mode)
     if mode & 0o077:
         raise CdrTraceError(f"{flag} {path} is readable by other users (mode {mode:o}): "
                             f"run `chmod 600 {path}`")
-    if len(key) < 32 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
-        raise CdrTraceError(f"{flag} {path} must hold one key of at least 32 letters, digits, "
-                            "- or _ (make one with `openssl rand -hex 32`)")
-    return key
+    return text
 
 
 def create_secret(path: str | os.PathLike) -> Path:
