@@ -246,10 +246,9 @@ class Front(Answering):
     middleware stack (which costs more than a trace): the body bound (413), one log line
     (the route's template, never a number, and the token that asked, once known: a
     switch's trace names its token in its evidence record instead); and POST /v1/trace
-    itself, the switches' hot
-    path, answered here when its body and token are as a switch sends them. Anything
-    else (a malformed body, a bad token) goes on to the FastAPI route, which gives the
-    documented errors."""
+    itself, the switches' hot path, answered here when its body and token are as a switch
+    sends them. Anything else (a malformed body, a bad token) goes on to the FastAPI
+    route, which gives the documented errors."""
 
     def __init__(self, app: FastAPI):
         self.app: Any = app            # called as plain ASGI

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..api import shared_commits
@@ -103,7 +104,8 @@ async def serve(store: Any, http: str | None, agi: str | None,
     file they were read from. SIGHUP reads both files again (_reloading)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    reload: list[Any] = [lambda: log.info("SIGHUP: not serving yet, nothing reloaded")]
+    reload: list[Callable[[], None]] = [
+        lambda: log.info("SIGHUP: not serving yet, nothing reloaded")]
     for sig, handler in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set),
                          (signal.SIGHUP, lambda: reload[0]())):
         try:
@@ -241,7 +243,8 @@ def _replicate(store: Any) -> tuple[threading.Event, threading.Thread] | None:
     return done, thread
 
 
-def _reloading(tls: Any, listener: FastAGI, key_file: str | None) -> Any:
+def _reloading(tls: Callable[[], None] | None, listener: FastAGI,
+               key_file: str | None) -> Callable[[], None]:
     """What SIGHUP does: tls() (http.tls_reloader: the TLS files read again), and the
     FastAGI keys read again from key_file, so that a key is changed with no restart (the
     old and the new in the file while the switches move to the new one). Files that are
@@ -405,7 +408,7 @@ def supervise(args: Any) -> None:
                 child.send_signal(signal.SIGTERM)
 
     def reload(signum: int, frame: Any) -> None:
-        for child in children:                    # each reads the TLS files again
+        for child in children:                    # each reads its TLS files and keys again
             if child.poll() is None:
                 child.send_signal(signal.SIGHUP)
 
