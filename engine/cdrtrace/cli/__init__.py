@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", metavar="HOST:PORT", help="the HTTP API (bearer tokens; "
                    "without TLS, loopback only unless --plain-http)")
     p.add_argument("--tls-cert", metavar="PEM", help="the HTTP API over TLS: its "
-                   "certificate chain (with --tls-key)")
-    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+                   "certificate chain (with --tls-key; SIGHUP reads both again)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert (mode "
+                   "600, or 640 for its group)")
     p.add_argument("--plain-http", action="store_true",
                    help="serve --http without TLS on an address other than loopback (a "
                         "trusted network: bearer tokens cross it in clear text)")
