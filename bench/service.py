@@ -219,29 +219,50 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def commits(http_port: int) -> tuple[float, float]:
+    """The service's shared commits so far, and the traces they carried (its /metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
+    values = dict(line.split(" ", 1) for line in text.splitlines()
+                  if line.startswith(("cdrtrace_trace_commits_total ",
+                                      "cdrtrace_traces_committed_total ")))
+    return (float(values["cdrtrace_trace_commits_total"]),
+            float(values["cdrtrace_traces_committed_total"]))
+
+
 def over_the_wire(exe: str, kind: str, port: int, clients: int, count: int, lines: list[str],
-                  token: str, server: int, folder: str) -> dict:
+                  token: str, server: int, folder: str, metrics: int | None = None) -> dict:
     """count traces (of the lines given, each once) from `clients` C clients; the rate,
-    latencies, outcomes and the server's CPU."""
+    latencies, outcomes and the server's CPU; given the service's plain HTTP port
+    (metrics), its commits in the run too: how many traces a commit carried, and the run's
+    time over its commits (at 64 clients the committer is never idle: what a commit's
+    cycle took, its work, flush and answers)."""
     if len(lines) < count:      # load.c would go round the lines again: already traced
         raise SystemExit(f"{count} traces need {count} lines, and only {len(lines)} are left")
     todo = os.path.join(folder, "todo")
     with open(todo, "w") as f:
         f.write("\n".join(lines[:count]) + "\n")
     before = cpu_seconds(server)
+    committed = commits(metrics) if metrics else None
     done = subprocess.run([exe, "agi" if kind == "fastagi" else kind, str(port), str(clients),
                            str(count), todo, AT, token], capture_output=True, text=True,
                           timeout=900)
     if done.returncode:
         raise SystemExit(f"the load generator failed: {done.stderr.strip()}")
     r = json.loads(done.stdout)
-    return {"path": kind, "clients": clients, "traces": count,
-            "traces_per_second": round(count / r["seconds"]),
-            "p50_ms": round(r["p50_ms"], 2), "p99_ms": round(r["p99_ms"], 2),
-            "max_ms": round(r["max_ms"], 2),
-            "server_cpu_us": round((cpu_seconds(server) - before) / count * 1e6),
-            "outcomes": {k: r[k] for k in ("success", "untraceable", "no_call",
-                                           "already_traced") if r[k]}}
+    row = {"path": kind, "clients": clients, "traces": count,
+           "traces_per_second": round(count / r["seconds"]),
+           "p50_ms": round(r["p50_ms"], 2), "p99_ms": round(r["p99_ms"], 2),
+           "max_ms": round(r["max_ms"], 2),
+           "server_cpu_us": round((cpu_seconds(server) - before) / count * 1e6),
+           "outcomes": {k: r[k] for k in ("success", "untraceable", "no_call",
+                                          "already_traced") if r[k]}}
+    if committed is not None:
+        after = commits(metrics)
+        made, carried = after[0] - committed[0], after[1] - committed[1]
+        if made:
+            row["traces_per_commit"] = round(carried / made, 1)
+            row["ms_per_commit"] = round(r["seconds"] / made * 1000, 2)
+    return row
 
 
 def measure(kind: str, clients: int, count: int, lines: list[str], target) -> dict:
@@ -307,7 +328,8 @@ def one_round(args, folder: str, pristine: str, lines: list[str], token: str,
                 for clients in CONCURRENCY:
                     count = args.traces * (1 if clients == 1 else 4)
                     row = over_the_wire(exe, kind, port, clients, count,
-                                        lines[dealt:dealt + count], token, proc.pid, folder)
+                                        lines[dealt:dealt + count], token, proc.pid, folder,
+                                        metrics=http)
                     dealt += count
                     row["commit"] = "group" if group else "one per trace"
                     results.append(row)
@@ -366,7 +388,8 @@ def report(results: list[dict]) -> None:
 
 
 def report_round(results: list[dict]) -> None:
-    print("\npath     clients  commit            traces/s    p50 ms   p99 ms  CPU us   group/one")
+    print("\npath     clients  commit            traces/s    p50 ms   p99 ms  CPU us   group/one"
+          "  a commit: traces, ms")
     by = {(r["path"], r["clients"], r["commit"]): r for r in results if "clients" in r}
     for r in results:
         if r.get("commit") != "group":
@@ -379,7 +402,9 @@ def report_round(results: list[dict]) -> None:
                 print(f"{row['path']:<8} {row['clients']:>7}  {row['commit']:<16} "
                       f"{row['traces_per_second']:>9,} {row['p50_ms']:>8} {row['p99_ms']:>8} "
                       f"{row.get('server_cpu_us', '-'):>7}"
-                      + (f"   {ratio}" if row is r else ""))
+                      + (f"   {ratio:<9}" if row is r else "")
+                      + (f"  {row['traces_per_commit']:>6}, {row['ms_per_commit']}"
+                         if row is r and "ms_per_commit" in row else ""))
     print("\nissue 13's goals at 64 clients        measured                floor (no trace)")
     for path in ("fastagi", "http"):
         r, one = by.get((path, 64, "group")), by.get((path, 64, "one per trace"))

@@ -145,3 +145,33 @@ def test_the_service_benchmark_says_how_many_rounds_met_each_goal(capsys):
     out = capsys.readouterr().out
     assert "--- round" not in out and "over 1 rounds" not in out
     assert "fastagi  p99 <= 5 ms                  p99    4.5 ms  met" in out
+
+
+def test_the_service_benchmark_reads_the_commits_a_run_made(tmp_path, capsys):
+    """bench.service reads the service's commits before and after each run (/metrics):
+    traces one after the other commit alone, one commit each; the report prints how many
+    traces a commit carried and the run's time over its commits."""
+    from test_service import Service
+
+    import cdrtrace
+    from bench import service
+    from conftest import cdr, cdr_file
+
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr())])
+    running = Service(store)
+    try:
+        before = service.commits(running.ports["http"])
+        for _ in range(3):
+            store.trace("3035550110", at="2026-03-03T00:00:00Z")
+        after = service.commits(running.ports["http"])
+    finally:
+        running.stop()
+        store.close()
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 3)
+    row = {"path": "http", "clients": 64, "commit": "group", "traces_per_second": 9000,
+           "p50_ms": 3.0, "p99_ms": 4.0, "server_cpu_us": 60, "traces": 10,
+           "traces_per_commit": 31.5, "ms_per_commit": 1.42}
+    service.report([row])
+    out = capsys.readouterr().out
+    assert "group/one  a commit: traces, ms" in out and "  31.5, 1.42" in out
