@@ -116,6 +116,52 @@ def test_a_token_is_shown_once_stored_hashed_and_revoked_at_once(tmp_path, capsy
     assert cli.main(["token", "create", "--name", "x", "--role", "root", "--db", db]) == 2
 
 
+def test_a_token_given_a_life_is_refused_once_it_is_over(tmp_path, capsys):
+    """token create --expires-days: the token works until then, over HTTP too, and is
+    refused from then on as a revoked one is (401), even where its reading is kept; list
+    and the audit log say when. A life of 0 days or less, or past 100 years, is refused."""
+    from cdrtrace.evidence import tokens as tokens_module
+
+    db = str(tmp_path / "db")
+    assert cli.main(["init", "--db", db]) == 0
+    assert cli.main(["token", "create", "--name", "care-1", "--role", "care", "--db", db,
+                     "--expires-days", "30", "--json"]) == 0
+    capsys.readouterr()
+    assert cli.main(["token", "list", "--db", db]) == 0
+    listed = capsys.readouterr().out
+    assert "care-1" in listed and "  expires 20" in listed
+    store = cdrtrace.open(db)
+    running = Service(store)
+    try:
+        (entry,) = store.tokens.listed()
+        assert 29.99 < (entry["expires_us"] - entry["created_us"]) / 86_400e6 <= 30
+        created = [e for e in testing.audit_entries(store) if e["action"] == "token_create"]
+        assert created[-1]["details"]["expires"].startswith("20")
+        life = 1.5                                        # seconds
+        token = store.tokens.create("pbx-1", "switch", days=life / 86_400)
+        born = time.monotonic()
+        assert store.tokens.principal(token).name == "pbx-1"
+        answer = call(running, "POST", "/v1/trace", token, json={"line": LINE, "at": AT})
+        assert answer.status_code != 401 or time.monotonic() - born >= life
+        time.sleep(max(0.0, life - (time.monotonic() - born)) + 0.1)
+        assert store.tokens.principal(token) is None      # though its reading is kept
+        assert call(running, "POST", "/v1/trace", token,
+                    json={"line": LINE, "at": AT}).status_code == 401
+        assert call(running, "GET", "/v1/status/3035550110", token).status_code == 401
+        listed = call(running, "GET", "/v1/tokens", store.tokens.create("op", "operator"))
+        assert {t["name"]: t["expires_us"] is not None for t in listed.json()} == {
+            "care-1": True, "pbx-1": True, "op": False}
+        for days in (0, -1, 36_501, True, "1"):
+            with pytest.raises(cdrtrace.CdrTraceError, match="a token's life is more than 0"):
+                store.tokens.create(f"x{days}", "switch", days=days)
+        assert tokens_module.MAX_DAYS == 36_500
+    finally:
+        running.stop()
+        store.close()
+    assert cli.main(["token", "create", "--name", "y", "--role", "care", "--db", db,
+                     "--expires-days", "0"]) == 2
+
+
 @pytest.mark.parametrize("reads", ["native", "python"])
 def test_a_token_whose_record_changed_is_read_again_at_the_next_request(tmp_path, monkeypatch,
                                                                         reads):

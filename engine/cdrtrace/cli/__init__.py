@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--operator", help="who creates or revokes it (audited)")
     p.add_argument("--from-file", metavar="FILE", help="create: install a token another store "
                    "made (a shard's replicas share the router's), read from FILE")
+    p.add_argument("--expires-days", metavar="DAYS", type=float,
+                   help="create: refuse the token DAYS days from now (default: until revoked)")
     p.set_defaults(func=("service", "cmd_token"))
 
     p = sub.add_parser("report", parents=[common], help="CIC reports (identifying; audited)")

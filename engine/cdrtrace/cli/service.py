@@ -19,7 +19,7 @@ def cmd_token(args):
             except (OSError, UnicodeDecodeError) as exc:
                 raise CdrTraceError(f"cannot read the token in {args.from_file}: {exc}") from None
         token = store.tokens.create(args.token_name, args.role, operator=args.operator,
-                                    token=given)
+                                    token=given, days=args.expires_days)
         if given is not None:
             emit(args, {"name": args.token_name, "role": args.role, "installed": True},
                  f"token {args.token_name} installed (the store keeps only its hash)")
@@ -35,6 +35,7 @@ def cmd_token(args):
         tokens = store.tokens.listed()
         emit(args, tokens, "\n".join(
             f"{t['name']:<24} {t['role']:<9} created {format_utc(t['created_us'])}"
+            + (f"  expires {format_utc(t['expires_us'])}" if t["expires_us"] else "")
             + (f"  revoked {format_utc(t['revoked_us'])}" if t["revoked_us"] else "")
             for t in tokens) or "no tokens")
 

@@ -1,10 +1,10 @@
 """Bearer tokens for the trace service: who a network caller is, and its one role.
 
 A token is shown once, when it is created; the store keeps only its SHA-256 (`tokens`
-in the evidence environment: "n:" + name -> {role, hash, created_us, revoked_us};
-"h:" + hash -> name). Revoking takes effect at the next request. Every creation and
-revocation is audited; every use is attributed (the principal is recorded with what the
-request did).
+in the evidence environment: "n:" + name -> {role, hash, created_us, revoked_us,
+expires_us}; "h:" + hash -> name). Revoking takes effect at the next request, and so does
+a token's expiry, if it was given one. Every creation and revocation is audited; every
+use is attributed (the principal is recorded with what the request did).
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ ROLES = {
 PREFIX = "cdt_"
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_DAYS = 36_500                # a token's life at most, when it is given one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,15 +58,22 @@ class Tokens:
     def __init__(self, envs: Environments, audit: AuditLog):
         self.envs, self.audit = envs, audit
         self.db = envs.db
-        self.known: dict[str, tuple[bytes, bytes, Principal]] = {}   # see principal()
+        # see principal(): a token's name and record as read, who it is, when it expires
+        self.known: dict[str, tuple[bytes, bytes, Principal, int | None]] = {}
         self._native = index.native_calls()
 
     def create(self, name: str, role: str, operator: str | None = None,
-               token: str | None = None) -> str:
+               token: str | None = None, days: float | None = None) -> str:
         """A new token for name in role: returned once, stored hashed; audited (under the
         operating-system user when no operator is named). token: one made by another
-        store, installed here too (a shard's replicas accept the same router token)."""
+        store, installed here too (a shard's replicas accept the same router token).
+        days: its life, after which it is refused as a revoked one is (None: until
+        revoked)."""
         who = self.audit.actor(operator or os_user(), "creating a token", "operator")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
+                                 or not 0 < days <= MAX_DAYS):
+            raise AccessError(f"a token's life is more than 0 and at most {MAX_DAYS:,} days "
+                              f"(not {days!r})")
         if not NAME.fullmatch(str(name)):
             raise AccessError(f"a token's name is 1 to 64 letters, digits, '.', '_' or '-' "
                               f"(not {name!r})")
@@ -82,11 +90,14 @@ class Tokens:
         def work(txn: Any) -> str:
             if txn.get(b"n:" + name.encode(), db=self.db["tokens"]) is not None:
                 raise AccessError(f"a token named {name!r} exists (revoke it, or pick another name)")
+            now = time.time_ns() // 1000
+            expires = None if days is None else now + round(days * 86_400_000_000)
             txn.put(b"n:" + name.encode(), json.dumps(
-                {"role": role, "hash": digest, "created_us": time.time_ns() // 1000,
-                 "revoked_us": None}).encode(), db=self.db["tokens"])
+                {"role": role, "hash": digest, "created_us": now, "revoked_us": None,
+                 "expires_us": expires}).encode(), db=self.db["tokens"])
             txn.put(b"h:" + digest.encode(), name.encode(), db=self.db["tokens"])
-            self.audit.add(txn, who, "token_create", token=name, role=role, imported=imported)
+            self.audit.add(txn, who, "token_create", token=name, role=role, imported=imported,
+                           **({} if expires is None else {"expires": format_utc(expires)}))
             return token
         return self.envs.ewrite(work)
 
@@ -119,7 +130,8 @@ class Tokens:
                     record = json.loads(value)
                     found.append({"name": bytes(key[2:]).decode(), "role": record["role"],
                                   "created_us": record["created_us"],
-                                  "revoked_us": record["revoked_us"]})
+                                  "revoked_us": record["revoked_us"],
+                                  "expires_us": record.get("expires_us")})
             return found
 
     def _entries(self, hash_key: bytes) -> tuple[bytes | None, bytes | None]:
@@ -144,7 +156,7 @@ class Tokens:
                 bytes(name), txn.get(b"n:" + bytes(name), db=self.db["tokens"]))
 
     def principal(self, token: str | None) -> Principal | None:
-        """Who holds this token, or None (unknown, revoked, malformed)."""
+        """Who holds this token, or None (unknown, revoked, expired, malformed)."""
         if not token or not token.startswith(PREFIX) or len(token) > 128:
             return None
         digest = _digest(token)
@@ -154,13 +166,16 @@ class Tokens:
         if name is None or value is None:
             return None
         known = self.known.get(digest)
-        if known is not None and known[0] == name and known[1] == value:
-            return known[2]
-        record = json.loads(value)
-        if record["revoked_us"] is not None or not hmac.compare_digest(record["hash"], digest):
-            return None
-        found = Principal(bytes(name).decode(), record["role"])
-        if len(self.known) >= 1024:
-            self.known.clear()
-        self.known[digest] = (bytes(name), bytes(value), found)
-        return found
+        if known is None or known[0] != name or known[1] != value:
+            record = json.loads(value)
+            if record["revoked_us"] is not None or not hmac.compare_digest(record["hash"],
+                                                                          digest):
+                return None
+            known = (bytes(name), bytes(value), Principal(bytes(name).decode(), record["role"]),
+                     record.get("expires_us"))
+            if len(self.known) >= 1024:
+                self.known.clear()
+            self.known[digest] = known
+        if known[3] is not None and time.time_ns() // 1000 >= known[3]:
+            return None                          # expired: as a revoked one
+        return known[2]

@@ -255,6 +255,7 @@ class TokenEntry(Strict):
     role: Literal["switch", "care", "analyst", "legal", "operator"]
     created_us: int
     revoked_us: int | None
+    expires_us: int | None = Field(description="refused from then on; null: until revoked")
 
 
 class Revoked(Strict):
