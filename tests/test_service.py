@@ -1474,6 +1474,18 @@ def test_status_and_last_calls_never_wait_for_an_ingest_or_a_trace_commit(servic
     assert set(answers.values()) == {200}
 
 
+def _unanswered() -> bytes:
+    """The one call of _serve_one_call's store, as most tests want it: unanswered."""
+    return cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
+               end="2026-03-02 14:03:30", disposition="NO ANSWER")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _serve_one_call(tmp_path, record: bytes, *flags: str, preexec_fn=None):
     """`cdrtrace serve` as a process over a store of one call: (process, port, switch token)."""
     import subprocess
@@ -1511,8 +1523,7 @@ def test_serve_raises_its_descriptor_limit_to_what_its_bounds_hold(tmp_path, har
     assert server.descriptors(True, True) == need == 2304
     assert server.descriptors(False, True) == agi_module.MAX_CONNECTIONS + server.SPARE
     proc, port, _ = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        tmp_path, _unanswered(),
         "--agi", "127.0.0.1:0",
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
     try:
@@ -1571,14 +1582,11 @@ def test_workers_share_the_ports_and_stop_together(tmp_path, tls, monkeypatch):
     from cdrtrace.service import agi as agi_module
 
     monkeypatch.setenv("TMPDIR", str(tmp_path))     # where the workers' counts are kept
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        agi_port = s.getsockname()[1]
+    agi_port = _free_port()
     (tmp_path / "agi.key").write_text(GOOD_KEY)
     (tmp_path / "agi.key").chmod(0o600)
     proc, port, token = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2",
+        tmp_path, _unanswered(), "--workers", "2",
         "--agi", f"127.0.0.1:{agi_port}", "--agi-key-file", str(tmp_path / "agi.key"),
         *(["--tls-cert", TLS[0], "--tls-key", own_key(tmp_path)] if tls else []))
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
@@ -1649,8 +1657,7 @@ def test_a_worker_that_ends_is_started_again(tmp_path):
     import signal
 
     proc, port, token = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2")
+        tmp_path, _unanswered(), "--workers", "2")
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
     children = f"/proc/{proc.pid}/task/{proc.pid}/children"
@@ -1748,8 +1755,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
     import signal
 
     proc, port, token = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2")
+        tmp_path, _unanswered(), "--workers", "2")
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
     deadline = time.monotonic() + 30
@@ -1849,8 +1855,7 @@ def test_workers_stopped_while_still_starting_are_not_a_failure(tmp_path, stop):
     import signal
 
     proc, _, _ = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"), "--workers", "2",
+        tmp_path, _unanswered(), "--workers", "2",
         preexec_fn=os.setpgrp)                   # a process group of its own, as a terminal's
     children = f"/proc/{proc.pid}/task/{proc.pid}/children"
     deadline = time.monotonic() + 30
@@ -1873,12 +1878,9 @@ def test_traces_the_c_exchanges_log_are_counted_once_in_the_metrics(tmp_path):
     loop once answered."""
     import signal
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        agi_port = s.getsockname()[1]
+    agi_port = _free_port()
     proc, port, token = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        tmp_path, _unanswered(),
         "--agi", f"127.0.0.1:{agi_port}")
     try:
         url = f"http://127.0.0.1:{port}"
@@ -2013,9 +2015,7 @@ def _cores(pid: int, tid: int | None = None) -> str:
 def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, workers):
     import signal
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        agi_port = s.getsockname()[1]
+    agi_port = _free_port()
     proc, port, token = _serve_one_call(
         tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00"),
         "--workers", str(workers), "--pin", "--agi", f"127.0.0.1:{agi_port}")
@@ -2369,15 +2369,12 @@ def test_the_fastagi_thread_neither_spins_nor_stops_when_descriptors_run_out(tmp
     import resource
     import signal
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        agi_port = s.getsockname()[1]
+    agi_port = _free_port()
 
     def few_descriptors():
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     proc, port, token = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        tmp_path, _unanswered(),
         "--agi", f"127.0.0.1:{agi_port}", preexec_fn=few_descriptors)
     held = []
     try:
@@ -2446,8 +2443,7 @@ def test_sighup_reloads_the_tls_certificate_or_keeps_the_one_it_has(tmp_path, wo
     cert, key = str(tmp_path / "api.pem"), own_key(tmp_path)
     shutil.copyfile(pair[0], cert)
     proc, port, token = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        tmp_path, _unanswered(),
         "--workers", str(workers), "--tls-cert", cert, "--tls-key", key)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
@@ -2516,12 +2512,9 @@ def test_sighup_reads_the_fastagi_keys_again_so_a_key_changes_with_no_restart(tm
     key_file = tmp_path / "agi.key"
     key_file.write_text(old + "\n")
     key_file.chmod(0o600)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        agi_port = s.getsockname()[1]
+    agi_port = _free_port()
     proc, _, _ = _serve_one_call(
-        tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00", answer="",
-                      end="2026-03-02 14:03:30", disposition="NO ANSWER"),
+        tmp_path, _unanswered(),
         "--agi", f"127.0.0.1:{agi_port}", "--agi-key-file", str(key_file))
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
