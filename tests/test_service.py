@@ -162,6 +162,27 @@ def test_a_token_given_a_life_is_refused_once_it_is_over(tmp_path, capsys):
                      "--expires-days", "0"]) == 2
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["token", "list", "--expires-days", "3"], "token list takes no --expires-days"),
+    (["token", "revoke", "pbx-1", "--role", "care", "--name", "x"],
+     "token revoke takes no --name, --role (only token create does)"),
+    (["token", "list", "pbx-1"], "token list takes no name"),
+    (["token", "create", "pbx-1", "--role", "switch"], "takes its name as --name pbx-1"),
+])
+def test_a_token_command_says_which_of_its_flags_it_does_not_take(tmp_path, capsys, argv,
+                                                                   message):
+    """A flag a token command would leave unread is refused, not ignored (a --expires-days
+    given to list expires nothing), and nothing is changed."""
+    db = str(tmp_path / "db")
+    assert cli.main(["init", "--db", db]) == 0
+    assert cli.main(["token", "create", "--name", "pbx-1", "--role", "switch", "--db", db]) == 0
+    capsys.readouterr()
+    assert cli.main([*argv, "--db", db]) == 2
+    assert message in capsys.readouterr().err
+    with cdrtrace.open(db) as store:
+        assert [(t["name"], t["revoked_us"]) for t in store.tokens.listed()] == [("pbx-1", None)]
+
+
 @pytest.mark.parametrize("reads", ["native", "python"])
 def test_a_token_whose_record_changed_is_read_again_at_the_next_request(tmp_path, monkeypatch,
                                                                         reads):

@@ -5,8 +5,21 @@ from ..errors import CdrTraceError
 from ..parsing.timezones import format_utc
 from .common import emit, open_store
 
+CREATE_ONLY = (("token_name", "--name"), ("role", "--role"), ("from_file", "--from-file"),
+               ("expires_days", "--expires-days"))
+
 
 def cmd_token(args):
+    if args.action != "create":             # said, not left unread
+        given = [flag for attr, flag in CREATE_ONLY if getattr(args, attr) is not None]
+        if given:
+            raise CdrTraceError(f"token {args.action} takes no {', '.join(given)} "
+                                "(only token create does)")
+    if args.action == "list" and args.name is not None:
+        raise CdrTraceError("token list takes no name")
+    if args.action == "create" and args.name is not None:
+        raise CdrTraceError(f"token create takes its name as --name {args.name} (the name "
+                            "alone is token revoke's)")
     store = open_store(args)
     if args.action == "create":
         if not args.token_name or not args.role:
