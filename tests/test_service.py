@@ -151,6 +151,12 @@ def test_a_token_given_a_life_is_refused_once_it_is_over(tmp_path, capsys):
         listed = call(running, "GET", "/v1/tokens", store.tokens.create("op", "operator"))
         assert {t["name"]: t["expires_us"] is not None for t in listed.json()} == {
             "care-1": True, "pbx-1": True, "op": False}
+        store.tokens.revoke("pbx-1")            # /metrics: when each live one is refused from
+        expiry = [line for line in call(running, "GET", "/metrics").text.splitlines()
+                  if line.startswith("cdrtrace_token_expiry_timestamp_seconds{")]
+        assert len(expiry) == 1, expiry
+        assert 'token="care-1"' in expiry[0] and 'role="care"' in expiry[0]
+        assert float(expiry[0].rpartition(" ")[2]) == pytest.approx(entry["expires_us"] / 1e6)
         for days in (0, -1, 36_501, True, "1"):
             with pytest.raises(cdrtrace.CdrTraceError, match="a token's life is more than 0"):
                 store.tokens.create(f"x{days}", "switch", days=days)

@@ -36,7 +36,7 @@ from ..evidence.tokens import Principal
 from ..parsing.timezones import format_utc
 from . import cic, operator
 from . import schemas as contract
-from .metrics import Refusals, SharedCommits, TraceMetrics, counted
+from .metrics import Refusals, SharedCommits, TokenExpiry, TraceMetrics, counted
 from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
@@ -81,6 +81,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
     app.state.workers = counted(registry, [traces, SharedCommits(store), refusals])
+    registry.register(TokenExpiry(store))
     app.state.observe, app.state.refused = traces.observe, refusals.count
     app.state.trace_metrics = traces     # the C exchanges' counts are added to it
 
@@ -225,7 +226,8 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        """Prometheus: traces by outcome, trace latency, per-feed records, rejects and lag."""
+        """Prometheus: traces by outcome, trace latency, per-feed records, rejects and lag,
+        what was refused, the shared commits, and when each token given a life expires."""
         for feed in store.stats()["feeds"]:
             records.labels(feed["feed"]).set(feed["records"])
             rejects.labels(feed["feed"]).set(feed["rejected"])

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 from ..api import shared_commits
@@ -154,6 +154,25 @@ class SharedCommits:
         yield CounterMetricFamily("cdrtrace_traces_committed",
                                   "Traces those commits carried (over commits: traces a commit)",
                                   value=traces)
+
+
+class TokenExpiry:
+    """Prometheus: when each token given a life (token create --expires-days) is refused
+    from, in Unix seconds, by name and role; revoked ones left out. An alert some days
+    before a switch's token ends keeps *57 working behind it. Read from the store at each
+    scrape (the same in every worker)."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily("cdrtrace_token_expiry_timestamp_seconds",
+                                   "When a token given a life is refused from (Unix time)",
+                                   labels=["token", "role"])
+        for token in self.store.tokens.listed():
+            if token["expires_us"] is not None and token["revoked_us"] is None:
+                family.add_metric([token["name"], token["role"]], token["expires_us"] / 1e6)
+        yield family
 
 
 def counted(registry: Any, collectors: Sequence[Any]) -> Workers | None:
