@@ -335,21 +335,34 @@ def test_the_http_api_over_tls(store, ingest_records, monkeypatch, listener):
 def test_a_tls_handshake_has_the_keep_alive_to_end(store, monkeypatch, sent):
     """A connection that does not end its handshake is closed after the keep-alive, as an
     idle one is (asyncio's own limit is 60 s, and uvicorn's bound on connections counts
-    only those past their handshake); then one that does, and says nothing, is too."""
+    only those past their handshake), and counted in /metrics (asyncio drops it unseen);
+    then one that does, and says nothing, is closed too, and not counted."""
     from cdrtrace.service import http
 
     monkeypatch.setattr(http, "KEEP_ALIVE", 0.3)
     running = Service(store, tls=TLS)
+    client = ssl.create_default_context(cafile=TLS[0])
+
+    def handshakes_refused() -> int:
+        text = httpx.get(running.url + "/metrics", verify=client, timeout=10).text
+        found = re.search(r'^cdrtrace_refused_total\{reason="handshake",via="http"\} (\S+)$',
+                          text, re.M)
+        return int(float(found.group(1))) if found else 0
     try:
         with socket.create_connection(("127.0.0.1", running.ports["http"]), 5) as raw:
             raw.sendall(sent)
             started = time.monotonic()
             assert _closed(raw) and time.monotonic() - started < 2
-        client = ssl.create_default_context(cafile=TLS[0])
+        deadline = time.monotonic() + 10
+        while handshakes_refused() != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         with socket.create_connection(("127.0.0.1", running.ports["http"]), 5) as raw, \
                 client.wrap_socket(raw, server_hostname="localhost") as tls:
             started = time.monotonic()
             assert tls.recv(100) == b"" and time.monotonic() - started < 2
+        time.sleep(0.3 + 1.0 + 0.3)                       # past the count's own time
+        assert handshakes_refused() == 1                  # the /metrics reads: not counted
     finally:
         running.stop()
 

@@ -37,7 +37,7 @@ from ..parsing.timezones import format_utc
 from . import cic, operator
 from . import schemas as contract
 from .metrics import Refusals, SharedCommits, TokenExpiry, TraceMetrics, counted
-from .protocol import KEEP_ALIVE, MAX_BODY, Answering, BoundedHttpTools
+from .protocol import KEEP_ALIVE, MAX_BODY, TLS_CLOSE_GRACE, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
 log = logging.getLogger("cdrtrace.service")
@@ -466,10 +466,14 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
     if tls:     # uvicorn's own listener leaves a handshake asyncio's 60 s, and its bound on
         # connections counts none that has not ended its handshake: a peer opening
         # connections and saying nothing held as many as it liked. Closed with uvicorn's.
+        def handshaking() -> BoundedHttpTools:
+            protocol = BoundedHttpTools(config=config, server_state=server.server_state,
+                                        app_state=server.lifespan.state)
+            protocol.await_handshake(KEEP_ALIVE + TLS_CLOSE_GRACE)
+            return protocol
         server.servers.append(await asyncio.get_running_loop().create_server(
-            functools.partial(BoundedHttpTools, config=config, server_state=server.server_state,
-                              app_state=server.lifespan.state),
-            sock=sock, ssl=config.ssl, backlog=config.backlog, ssl_handshake_timeout=KEEP_ALIVE))
+            handshaking, sock=sock, ssl=config.ssl, backlog=config.backlog,
+            ssl_handshake_timeout=KEEP_ALIVE))
     exchange = None
     if native:
         from .http_native import NativeHTTP

@@ -117,7 +117,8 @@ class Refusals:
     `malformed` (a FastAGI exchange outside the protocol), `not_served` (a FastAGI
     script other than trace), `wrong_key` (--agi-key-file), `unauthorized` and
     `forbidden` (HTTP 401, 403), `too_large` (HTTP head or body past its bound),
-    `unanswered` (no answer in time: a fault of the service's)."""
+    `handshake` (a TLS handshake that did not end in time, or failed), `unanswered` (no
+    answer in time: a fault of the service's)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()

@@ -87,8 +87,19 @@ class BoundedHttpTools(HttpToolsProtocol):
     started = 0.0
     closing = False                # shut down while a trace's body was still arriving
     arriving: asyncio.TimerHandle | None = None    # the request's REQUEST_TIMEOUT, until whole
+    handshake: asyncio.TimerHandle | None = None   # over TLS: until its handshake has ended
+
+    def await_handshake(self, seconds: float) -> None:
+        """Over TLS, made before the handshake: asyncio gives the connection to this
+        protocol only once the handshake has ended, and drops it unseen if it does not end
+        within its timeout (or fails): counted as refused, `handshake`, if that has not
+        come `seconds` from now."""
+        self.handshake = self.loop.call_later(seconds, self._refused, "handshake")
 
     def connection_made(self, transport: Any) -> None:
+        if self.handshake is not None:
+            self.handshake.cancel()
+            self.handshake = None
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(   # idle until the first byte
             self.timeout_keep_alive, self.timeout_keep_alive_handler)
