@@ -1,4 +1,4 @@
-"""The HTTP connection: uvicorn's httptools protocol (llhttp, in C) with four additions.
+"""The HTTP connection: uvicorn's httptools protocol (llhttp, in C) with these additions.
 
 - A bound on a request's head, which llhttp does not have: a peer still sending headers
   past MAX_HEAD bytes gets 400 and is cut off.
@@ -11,6 +11,8 @@
 - The connection's own refusals are JSON, `{"error": ...}`, as every route's are: a
   request llhttp cannot read (400), one not whole in time (408), one past uvicorn's
   connection bound (503, with Retry-After). uvicorn writes them as plain text.
+- Over TLS, a handshake that does not end (asyncio drops it before this protocol has the
+  connection) is counted as refused, `handshake` (await_handshake).
 - An idle TLS connection closed (at shutdown, or past the keep-alive timeout) gets
   TLS_CLOSE_GRACE seconds to answer TLS's close_notify, then is dropped: an idle client
   does not read, and asyncio would wait 30 s for its answer (a SIGTERM with it).
