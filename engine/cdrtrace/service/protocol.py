@@ -53,13 +53,17 @@ REQUEST_TIMEOUT = 5.0         # seconds a request's head and body have from its 
 FULL = "the service is at its bound of connections: ask again in a second"
 
 
-def refusal(status: int, message: str, default_headers: list) -> bytes:
-    """An answer the connection gives itself, then closes: `{"error": message}`."""
-    body = json.dumps({"error": message}).encode()
+def json_answer(status: int, body: bytes, default_headers: list, close: bool) -> bytes:
+    """A whole HTTP/1.1 answer of a JSON body, as this connection writes it itself."""
     return b"".join([b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode()),
                      *(name + b": " + value + b"\r\n" for name, value in default_headers),
                      b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
-                     b"connection: close\r\n\r\n", body])
+                     b"connection: close\r\n" if close else b"", b"\r\n", body])
+
+
+def refusal(status: int, message: str, default_headers: list) -> bytes:
+    """An answer the connection gives itself, then closes: `{"error": message}`."""
+    return json_answer(status, json.dumps({"error": message}).encode(), default_headers, True)
 
 
 async def unavailable(scope: Any, receive: Any, send: Any) -> None:
@@ -266,14 +270,8 @@ class BoundedHttpTools(HttpToolsProtocol):
             log.exception("http: the trace failed")
             status, body = 500, INTERNAL
         if not self.transport.is_closing() and not in_flight.disconnected:
-            head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
-            for name, value in self.server_state.default_headers:
-                head += [name, b": ", value, b"\r\n"]
-            head += [b"content-type: application/json\r\ncontent-length: ",
-                     str(len(body)).encode(), b"\r\n"]
-            if not in_flight.keep_alive:
-                head.append(b"connection: close\r\n")
-            self.transport.write(b"".join(head) + b"\r\n" + body)
+            self.transport.write(json_answer(status, body, self.server_state.default_headers,
+                                             not in_flight.keep_alive))
             if not in_flight.keep_alive:
                 self.transport.close()
         requests.info("http: POST /v1/trace %d in %.1f ms", status,

@@ -108,7 +108,7 @@ def _key_file(path: str | os.PathLike, flag: str) -> str:
         finally:
             os.close(fd)
         if data is None or len(data) > 4096:
-            raise CdrTraceError(f"{flag} {path} is not a key file (a line of text)")
+            raise CdrTraceError(f"{flag} {path} is not a key file (lines of text)")
         text = data.decode("ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise CdrTraceError(f"cannot read {flag} {path}: {exc}") from None
