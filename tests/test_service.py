@@ -755,6 +755,50 @@ def test_the_workers_counts_are_summed_whichever_worker_answers(tmp_path):
     assert masked(summed) == masked(exposed(*alone))      # as one process that saw it all
 
 
+def test_a_worker_whose_supervisor_is_gone_clears_what_it_leaves(tmp_path, monkeypatch):
+    """metrics.Workers.leave: under its supervisor, nothing is removed (a worker it starts
+    again adds on the counts); without it, the worker's file and those of workers no
+    longer running go, and the folder with the last of them; a running worker's stays,
+    another user's too (which this user may not signal)."""
+    import subprocess
+    import sys
+
+    from cdrtrace.service.metrics import TraceMetrics, Workers
+
+    others, kill = 4_194_305, os.kill          # above any pid Linux gives (PID_MAX_LIMIT)
+
+    def signalled(pid, signum):
+        if pid == others:
+            raise PermissionError(1, "Operation not permitted")
+        return kill(pid, signum)
+    monkeypatch.setattr(os, "kill", signalled)
+
+    folder = tmp_path / "counts"
+    folder.mkdir()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for pid in (ended.pid, running.pid, others):
+            (folder / f"worker-{pid}-1.json").write_text("[]")
+        (folder / f"worker-{ended.pid}-2.json.new").write_text("[[")
+        (folder / "notes.txt").write_text("not a worker's")
+        mine = Workers(str(folder), [TraceMetrics()])
+        mine.leave()                                     # its supervisor (pytest) runs
+        assert len(list(folder.iterdir())) == 6
+        mine.supervisor = -1                             # as if it had been killed
+        mine.leave()
+        assert sorted(p.name for p in folder.iterdir()) == sorted([
+            "notes.txt", f"worker-{running.pid}-1.json", f"worker-{others}-1.json"])
+    finally:
+        running.kill()
+        running.wait()
+    (folder / "notes.txt").unlink()
+    (folder / f"worker-{others}-1.json").unlink()
+    mine.leave()                                          # the last one: the folder too
+    assert not folder.exists()
+
+
 def test_a_switch_body_the_hot_path_does_not_read_gets_the_same_answer_the_usual_way(service):
     """orjson reads only UTF-8: a UTF-16 body (which JSON allows, and FastAPI reads) goes
     the usual way, and is traced the same."""
@@ -1788,12 +1832,14 @@ def test_serve_frees_the_read_slots_of_a_process_that_died(store, monkeypatch, c
         running.stop()
 
 
-def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path, monkeypatch):
     """SIGKILL to the supervisor (nothing passes the SIGTERM on): each worker is sent
     SIGTERM by the kernel, finishes and stops. Before, they served on, unwatched,
-    holding the ports."""
+    holding the ports. The last to stop removes the folder of their counts, which the
+    supervisor would have (before, each such stop left one in TMPDIR)."""
     import signal
 
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     proc, port, token = _serve_one_call(
         tmp_path, _unanswered(), "--workers", "2")
     lines: list[str] = []
@@ -1819,6 +1865,7 @@ def test_workers_stop_when_their_supervisor_is_killed(tmp_path):
         while sum("stopped: " in line for line in lines) < 2:  # each stopped as on SIGTERM
             assert time.monotonic() < deadline, lines
             time.sleep(0.05)
+        assert not list(tmp_path.glob("cdrtrace-metrics-*"))
     finally:
         for pid in workers:                                    # none left, whatever failed
             if running(pid):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -130,11 +131,14 @@ def test_the_archive_on_spark_gives_a_lines_calls_as_duckdb(traced, spark):
     assert everything == len(store.archived_calls(campaign["victim"], analyst="ann"))
 
 
-def test_the_spark_job_prints_the_report_as_json_lines(traced):
+def test_the_spark_job_prints_the_report_as_json_lines(traced, tmp_path):
+    """... and leaves nothing in TMPDIR (before, each job left its warehouse folder)."""
     store, truth, out, archive = traced
     job = subprocess.run([sys.executable, "-m", "cdrtrace.reports.spark", "repeat-origins",
-                          "--traces", str(out)], capture_output=True, text=True, timeout=180)
+                          "--traces", str(out)], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "TMPDIR": str(tmp_path)})
     assert job.returncode == 0, job.stderr[-2000:]
+    assert not list(tmp_path.glob("cdrtrace-spark-*"))
     rows = [json.loads(line) for line in job.stdout.splitlines()]
     duck = analytics.repeat_origins(pq.read_table(out), 3, 2)
     assert [(r["line"], r["origin"], r["traced_calls"]) for r in rows] == [

@@ -40,14 +40,20 @@ def _time(column: str) -> str:
 
 
 def session(master: str = "local[2]", app: str = "cdrtrace reports") -> Any:
-    """A Spark session in UTC (on a cluster, spark-submit's settings win)."""
+    """A Spark session in UTC (on a cluster, spark-submit's settings win). Its warehouse,
+    which these reports never write to but Spark makes, in a folder of its own, removed
+    when Python exits (before, one was left in TMPDIR for every session)."""
+    import atexit
+    import shutil
     import tempfile
 
     from pyspark.sql import SparkSession
 
+    warehouse = tempfile.mkdtemp(prefix="cdrtrace-spark-")
+    atexit.register(shutil.rmtree, warehouse, True)
     return (SparkSession.builder.master(master).appName(app)
             .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.warehouse.dir", tempfile.mkdtemp(prefix="cdrtrace-spark-"))
+            .config("spark.sql.warehouse.dir", warehouse)
             .config("spark.ui.enabled", "false")
             .config("spark.sql.shuffle.partitions", "8")
             .getOrCreate())

@@ -15,6 +15,7 @@ count never comes back to the event loop once answered.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import threading
 import time
@@ -202,6 +203,7 @@ class Workers:
         # a name no other worker has had (a pid can come again: its file's counts stay)
         name = name or f"{os.getpid()}-{time.time_ns()}"
         self.path = os.path.join(folder, f"worker-{name}.json")
+        self.supervisor = os.getppid()
         self.write()
 
     def write(self) -> None:
@@ -212,6 +214,23 @@ class Workers:
         with open(temporary, "wb") as out:
             out.write(orjson.dumps(families))     # on the event loop: a tenth of json's time
         os.replace(temporary, self.path)          # read whole, the last or the one before
+
+    def leave(self) -> None:
+        """On stopping. While the supervisor that made the folder runs, nothing: a worker
+        it starts again adds this one's counts on, and it removes the folder once every
+        worker has stopped. A worker whose supervisor was killed (the kernel's SIGTERM,
+        server.PR_SET_PDEATHSIG) is the last to know of the folder: it removes its file,
+        those of workers no longer running, and the folder once it is empty (the last
+        worker to stop, whichever it is). Before, each such stop left a folder in TMPDIR."""
+        if os.getppid() == self.supervisor:
+            return
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.folder):
+                path = os.path.join(self.folder, name)
+                if path.startswith(self.path) or not _running(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+            os.rmdir(self.folder)        # fails while a worker still running has a file
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, tuple[str, str, dict]] = {}
@@ -233,3 +252,18 @@ class Workers:
             for (sample, labels), value in values.items():
                 metric.add_sample(sample, dict(labels), value)
             yield metric
+
+
+def _running(name: str) -> bool:
+    """Whether the worker that wrote a file (worker-PID-TIME.json, .new while written)
+    still runs; any other file is kept."""
+    pid = name.removeprefix("worker-").split("-")[0]
+    if not (name.startswith("worker-") and pid.isdigit()):
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # another user's: running
+        pass
+    return True

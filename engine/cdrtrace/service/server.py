@@ -171,6 +171,8 @@ async def serve(store: Any, http: str | None, agi: str | None,
     requestlog.flush()
     for handle in repeating:
         handle[0].cancel()
+    if workers is not None:
+        workers.leave()
     log.info("stopped: traces %d, in shared commits %d", *shared_commits(store))
     if replicating is not None:       # the last traces' evidence sent before exiting
         replicating[0].set()
