@@ -209,6 +209,38 @@ def test_global_options_go_before_or_after_the_command_and_errors_follow_json(tm
     assert capsys.readouterr().err.startswith("cdrtrace: error: the following arguments")
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--config", "{cfg}", "stats"], "--config names feeds and dialects, which only ingest "
+     "and feeds read; `stats` reads the store's own cdrtrace.toml"),
+    (["guide", "--config", "{cfg}"], "--config names feeds and dialects, which only ingest "
+     "and feeds read; `guide` reads the store's own cdrtrace.toml"),
+    (["--config", "{cfg}", "demo"], "--config names feeds and dialects, which only ingest "
+     "and feeds read; `demo` reads none"),
+    (["--db", "{db}", "demo"], "--db: `demo` builds a store of its own (--keep DIR keeps it)"),
+    (["synth", "--out", "{tmp}/x", "--db", "{db}"],
+     "--db: `synth` writes CDR files (--out), not a store"),
+])
+def test_a_global_option_the_command_would_not_read_is_refused(tmp_path, capsys, argv,
+                                                               message):
+    """Before, it was ignored without a word: a carrier's contacts in a --config that
+    `guide` never read, a demo that did not build in --db."""
+    db, cfg = str(tmp_path / "db"), tmp_path / "c.toml"
+    assert cli.main(["init", "--db", db]) == 0
+    cfg.write_text('[carrier]\nname = "Front Range Telephone"\n')
+    capsys.readouterr()
+    assert cli.main([a.format(db=db, cfg=cfg, tmp=tmp_path) for a in argv]) == 2
+    out = capsys.readouterr()
+    assert (out.out, out.err) == ("", f"cdrtrace: error: {message}\n")
+    assert not (tmp_path / "x").exists()
+    cfg.write_text('[feeds.a]\nformat = "asterisk"\n')     # the two that read it, still do
+    assert cli.main(["feeds", "--config", str(cfg), "--json"]) == 0
+    assert [f["feed"] for f in json.loads(capsys.readouterr().out)] == ["a"]
+    (tmp_path / "a.csv").write_bytes(cdr() + b"\n")
+    assert cli.main(["ingest", str(tmp_path / "a.csv"), "--feed", "a", "--config", str(cfg),
+                     "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["indexed"] == 1
+
+
 def test_import_and_help_load_no_heavy_library():
     """`import cdrtrace` and `cdrtrace --help` load what they need, not numpy, pyarrow,
     DuckDB, LMDB or Kafka (measured: 0.28 s before, 0.04 s after; see BENCHMARKS.md)."""

@@ -502,7 +502,8 @@ def test_roles_decide_who_may_read_callers(store, ingest_records, analysts, allo
             assert reopened.purge(operator="ops", older_than_days=3650)["traces"] == 0
 
 
-def test_a_named_configuration_cannot_grant_a_role(store, ingest_records, tmp_path, monkeypatch):
+def test_a_named_configuration_cannot_grant_a_role(store, ingest_records, tmp_path, monkeypatch,
+                                                  capsys):
     user, _ = me()
     ingest_records(call(3))
     path = store.path
@@ -511,8 +512,11 @@ def test_a_named_configuration_cannot_grant_a_role(store, ingest_records, tmp_pa
     granting = tmp_path / "mine.toml"
     granting.write_text(f'[roles]\nanalyst = ["{user}"]\n')
     monkeypatch.setenv("CDRTRACE_CONFIG", str(granting))
-    assert cli.main(["last-calls", LINE, "--analyst", "ann", "--db", str(path),
+    assert cli.main(["last-calls", LINE, "--analyst", "ann", "--db", str(path)]) == 2
+    assert "is not in the analyst role" in capsys.readouterr().err
+    assert cli.main(["last-calls", LINE, "--analyst", "ann", "--db", str(path),   # not read
                      "--config", str(granting)]) == 2
+    assert "only ingest and feeds read" in capsys.readouterr().err
 
 
 def test_an_archive_folder_with_an_apostrophe_and_a_stray_folder_breaks_no_report(tmp_path):

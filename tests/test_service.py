@@ -439,6 +439,31 @@ def test_serve_refuses_an_exposed_or_broken_api_before_listening(tmp_path, flags
     assert message in done.stderr
 
 
+@pytest.mark.parametrize("flag, agi_impl", [("--http", "native"), ("--agi", "native"),
+                                             ("--agi", "python")])
+def test_serve_names_the_address_it_cannot_listen_on(tmp_path, flag, agi_impl):
+    """A port taken by another program, or an address not this machine's: one line naming
+    the option and the address (before: "Address already in use" alone), exit 2."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "s")
+    assert cli.main(["init", "--db", db]) == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        for where, reason in ((busy, "Address already in use"),
+                              ("192.0.2.7:0", "Cannot assign requested address")):
+            done = subprocess.run(
+                [sys.executable, "-m", "cdrtrace.cli", "serve", "--db", db, flag, where,
+                 "--plain-http"],
+                capture_output=True, text=True, timeout=60,
+                env={**os.environ, "CDRTRACE_AGI": agi_impl})
+            assert (done.returncode, done.stderr) == (
+                2, f"cdrtrace: error: cannot listen on {flag} {where}: {reason}\n")
+
+
 def test_serve_refuses_a_tls_key_every_user_may_read(tmp_path):
     """A key others may read lets any user of the machine pose as the service, to the
     switches and to the CIC's analysts: refused, saying the fix. Its group may read it

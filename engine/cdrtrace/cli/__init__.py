@@ -33,7 +33,8 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
                         help="print JSON (errors too)")
     parser.add_argument("--db", default=default, help="store directory (default: $CDRTRACE_DB)")
     parser.add_argument("--config", default=default, help="cdrtrace.toml with feeds and "
-                        "dialects (default: $CDRTRACE_CONFIG, or cdrtrace.toml in the store)")
+                        "dialects, for ingest and feeds (default: $CDRTRACE_CONFIG, or "
+                        "cdrtrace.toml in the store)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         as_json = bool(args.json)
         module, name = args.func             # the command's module loads only when it runs
+        _unread(args, name)
         getattr(importlib.import_module(f".{module}", __name__), name)(args)
     except CdrTraceError as exc:
         return _fail(str(exc), EXIT_FAILURE, as_json)
@@ -295,6 +297,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 EXIT_INTERNAL = 70      # EX_SOFTWARE
+READS_CONFIG = {"cmd_ingest", "cmd_feeds"}      # the only ones a --config's feeds serve
+OWN_STORE = {"cmd_synth": "writes CDR files (--out), not a store",
+             "cmd_demo": "builds a store of its own (--keep DIR keeps it)"}
+
+
+def _unread(args: argparse.Namespace, name: str) -> None:
+    """A global option given to a command that would not read it: a usage error, not a
+    silent default (a carrier's settings in a --config that `guide` never read)."""
+    if args.config and name not in READS_CONFIG:
+        raise UsageError(f"--config names feeds and dialects, which only ingest and feeds "
+                         f"read; `{args.command}` reads " + (
+                             "none" if name in OWN_STORE else "the store's own cdrtrace.toml"))
+    if args.db and name in OWN_STORE:
+        raise UsageError(f"--db: `{args.command}` {OWN_STORE[name]}")
 
 
 def _fail(message: str, code: int, as_json: bool) -> int:

@@ -439,10 +439,14 @@ async def run_http(app: FastAPI, host: str, port: int, stop: asyncio.Event,
     # kept-alive request waited 40 ms for a delayed ACK); the C exchange's connections
     # inherit it from the listening socket
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)     # --workers share it
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)     # --workers share it
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     # proxy_headers off: nothing here reads the client's address, and uvicorn's middleware
     # for it cost 5% of a trace's samples; no Server header (the C exchange sends none)
     front = Front(app)

@@ -8,6 +8,7 @@ listeners, lets in-flight requests finish, then exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import ipaddress
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..api import shared_commits
@@ -49,6 +50,17 @@ def address(text: str, what: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise CdrTraceError(f"{what} must be HOST:PORT (not {text!r})")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@contextlib.contextmanager
+def listening(flag: str, text: str) -> Iterator[None]:
+    """Where a listener binds its address: one it cannot have (taken, not this machine's,
+    a name that does not resolve) is one line naming the option and the address. Before,
+    "Address already in use" alone did not say which of the two listeners."""
+    try:
+        yield
+    except OSError as exc:
+        raise CdrTraceError(f"cannot listen on {flag} {text}: {exc.strerror or exc}") from None
 
 
 def tls_of(cert: str | None, key: str | None) -> tuple[str, str] | None:
@@ -133,10 +145,12 @@ async def serve(store: Any, http: str | None, agi: str | None,
 
             native = NativeFastAGI(listener, UNPINNED,
                                    app.state.trace_metrics if app is not None else None)
-            ports["agi"] = await native.start(host, port)
+            with listening("--agi", agi):
+                ports["agi"] = await native.start(host, port)
         else:
-            agi_server = await loop.create_server(listener.protocol,
-                                                  sock=listening_socket(host, port))
+            with listening("--agi", agi):
+                sock = listening_socket(host, port)
+            agi_server = await loop.create_server(listener.protocol, sock=sock)
             servers.append(agi_server)
             ports["agi"] = agi_server.sockets[0].getsockname()[1]
     http_task, reloads = None, None
@@ -144,7 +158,9 @@ async def serve(store: Any, http: str | None, agi: str | None,
         from .http import run_http
 
         host, port = address(http, "--http")
-        http_task, ports["http"], reloads = await run_http(app, host, port, stop, UNPINNED, tls)
+        with listening("--http", http):
+            http_task, ports["http"], reloads = await run_http(app, host, port, stop,
+                                                               UNPINNED, tls)
     reload[0] = _reloading(reloads, listener, agi_key_file)
     replicating = _replicate(store)
     workers = app.state.workers if app is not None else None     # --workers' counts
@@ -363,7 +379,7 @@ def supervise(args: Any) -> None:
     import subprocess
 
     argv = [sys.executable, "-m", "cdrtrace.cli", "serve", "--workers", "1"]
-    for flag, value in (("--db", args.db), ("--config", args.config), ("--http", args.http),
+    for flag, value in (("--db", args.db), ("--http", args.http),
                         ("--agi", args.agi), ("--tls-cert", args.tls_cert),
                         ("--tls-key", args.tls_key), ("--agi-key-file", args.agi_key_file)):
         if value:
