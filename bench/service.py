@@ -297,6 +297,9 @@ def run(args) -> list[dict]:
     results: list[dict] = []
     try:
         pristine, lines, token = make_store(folder)
+        # a carrier's *57s come from lines far apart, each with a per-line page of its
+        # own in the commit; in order, a commit's 32 lines would share one or two, and
+        # its flush would be a third faster (BENCHMARKS.md, "a seventeenth session")
         random.Random(9).shuffle(lines)
         exe = load_generator(folder)
         tls_exe = build(folder, "load", tls=True) if args.tls else None
