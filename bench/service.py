@@ -299,7 +299,7 @@ def run(args) -> list[dict]:
         pristine, lines, token = make_store(folder)
         # a carrier's *57s come from lines far apart, each with a per-line page of its
         # own in the commit; in order, a commit's 32 lines would share one or two, and
-        # its flush would be a third faster (BENCHMARKS.md, "a seventeenth session")
+        # its cycle would be a third shorter (BENCHMARKS.md, "a seventeenth session")
         random.Random(9).shuffle(lines)
         exe = load_generator(folder)
         tls_exe = build(folder, "load", tls=True) if args.tls else None
