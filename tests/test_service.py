@@ -809,7 +809,7 @@ def test_a_worker_whose_supervisor_is_gone_clears_what_it_leaves(tmp_path, monke
         (folder / f"worker-{ended.pid}-2.json.new").write_text("[[")
         (folder / "notes.txt").write_text("not a worker's")
         mine = Workers(str(folder), [TraceMetrics()])
-        mine.leave()                                     # its supervisor (pytest) runs
+        mine.leave()                         # its parent, as when it started, runs on
         assert len(list(folder.iterdir())) == 6
         mine.supervisor = -1                             # as if it had been killed
         mine.leave()
