@@ -91,6 +91,21 @@ def test_a_rejected_record_never_lets_the_trace_blame_the_previous_caller(store,
                            "case_number": "1"}, analyst="cic", line="3035550110") == []
 
 
+def test_an_unreadable_call_fails_closed_even_with_a_caller_in_its_entry():
+    """The rule itself (evidence.outcomes.outcome_for): a call whose record could not be
+    read is untraceable whatever its index entry says of the caller. The salvage writes no
+    caller for such a call today; the rule does not rest on that."""
+    from cdrtrace.evidence.outcomes import Outcome, outcome_for
+    from cdrtrace.parsing.formats import Disposition, Presentation
+    from cdrtrace.parsing.numbers import normalize
+
+    entry = {"flags": Disposition.UNREADABLE << 4, "calling": normalize("+17205550100"),
+             "presentation": Presentation.ALLOWED}
+    assert outcome_for(entry) is Outcome.UNTRACEABLE
+    for readable in (Disposition.ANSWERED, Disposition.NO_ANSWER, Disposition.CANCELLED):
+        assert outcome_for({**entry, "flags": readable << 4}) is Outcome.SUCCESS
+
+
 def test_a_reject_whose_time_is_unreadable_takes_its_neighbours_time(store, tmp_path):
     bad = cdr(start="2026-02-31 14:30:00", end="2026-02-31 14:30:20", uniqueid="new.1")
     later = cdr(dst="3035550111", start="2026-03-02 14:40:00", answer="2026-03-02 14:40:05",

@@ -131,6 +131,37 @@ def test_the_follow_up_contact_shows_once_an_origin_is_eligible(traced):
     assert cli.main(["status", LINE, "--db", str(path)]) == 0
 
 
+def test_a_customers_progress_follows_the_pseudonyms_and_the_threshold(store, tmp_path):
+    """Each origin's progress comes in the order its pseudonym was given (Caller A first,
+    though its number sorts after Caller B's), with its first and last traced calls; the
+    carrier's follow-up contact shows only once an origin reached the threshold, however
+    the store's [carrier] is set."""
+    path = store.path
+    store.close()
+    (path / "cdrtrace.toml").write_text(
+        '[carrier]\nname = "Front Range Telephone"\nfollow_up_phone = "1-800-555-0199"\n')
+    with cdrtrace.open(path) as reopened:
+        first, later = OTHER, HARASSER                  # Caller A's number is the larger
+        assert int(first) > int(later)
+        (tmp_path / "a.csv").write_bytes(calls((0, first), (1, later), (2, first)))
+        cdrtrace.ingest(reopened, [str(tmp_path / "a.csv")])
+        for hour in (0, 1, 2):
+            assert reopened.trace(LINE, at=f"2026-03-02T1{hour}:00:30Z").successful
+        status = reopened.status(LINE)
+        assert [(p.label, p.traced_calls, p.first_call, p.last_call)
+                for p in status.progress] == [
+            ("Caller A", 2, "2026-03-02T10:00:00Z", "2026-03-02T12:00:00Z"),
+            ("Caller B", 1, "2026-03-02T11:00:00Z", "2026-03-02T11:00:00Z")]
+        assert status.follow_up is None and not status.eligible_for_action
+        (tmp_path / "b.csv").write_bytes(calls((3, first)))
+        cdrtrace.ingest(reopened, [str(tmp_path / "b.csv")])
+        assert reopened.trace(LINE, at="2026-03-02T13:00:30Z").successful
+        status = reopened.status(LINE)
+        assert status.progress[0].traced_calls == 3 and status.eligible_for_action
+        assert status.follow_up == {"name": "Front Range Telephone",
+                                    "follow_up_phone": "1-800-555-0199"}
+
+
 def test_request_action_from_the_command_line(traced, capsys):
     db = str(traced.path)
     traced.close()
