@@ -54,6 +54,18 @@ def test_forwarded_call_is_indexed_under_every_line(store, ingest_records):
         assert call["forwarded"]
 
 
+def test_a_call_forwarded_to_the_line_that_forwarded_it_is_held_once_there(store,
+                                                                          ingest_records):
+    """The forwarding line and the line that rang are one (it rang there at last): one
+    (line, call) pair for it there, counted once in what the ingest says it indexed."""
+    summary = ingest_records(cdr(dst="3035550110", userfield="3035550177",
+                                 dstchannel="PJSIP/3035550177-0001"))
+    assert summary.indexed == 2
+    (call,) = store.last_calls("3035550177", analyst="ann")
+    assert call["indexed_as"] == "redirecting" and call["forwarded"]
+    assert len(store.last_calls("3035550110", analyst="ann")) == 1
+
+
 def test_keeps_the_newest_four_calls_newest_first(store, ingest_records):
     calls = [cdr(start=f"2026-03-02 10:0{i}:00", end=f"2026-03-02 10:0{i}:30") for i in range(7)]
     random.Random(1).shuffle(calls)
