@@ -182,6 +182,33 @@ def pseudonym_keys(txn, db) -> list[bytes]:
     return [bytes(k) for k, _ in txn.cursor(db) if bytes(k)[8:9] in (b"o", b"#")]
 
 
+def test_traces_recorded_before_labels_were_stored_label_their_successes_only(tmp_path):
+    """pseudonyms.of_line for a store older than stored labels: the origins of its
+    successful traces get the next labels, in trace order, after those stored; an
+    untraceable trace's caller (two callers at the same instant: the record names one)
+    gets none, and shifts no label."""
+    import lmdb
+
+    from cdrtrace.evidence import pseudonyms
+
+    env = lmdb.open(str(tmp_path / "e"), max_dbs=2)
+    db, line = env.open_db(b"p"), b"\x00" * 8
+    records = [{"outcome": "untraceable", "call": {"calling": "+17205550109"}},
+               {"outcome": "no_call", "call": None},
+               {"outcome": "success", "call": {"calling": "+17205550102"}},
+               {"outcome": "success", "call": {"calling": "+17205550101"}},
+               {"outcome": "already_traced", "call": {"calling": "+17205550101"}}]
+    with env.begin(db=db) as txn:
+        assert pseudonyms.of_line(txn, db, line, records) == {
+            "+17205550102": "Caller A", "+17205550101": "Caller B"}
+    with env.begin(write=True, db=db) as txn:                 # one stored already
+        pseudonyms.assign(txn, db, line, "+17205550101")
+    with env.begin(db=db) as txn:
+        assert pseudonyms.of_line(txn, db, line, records) == {
+            "+17205550101": "Caller A", "+17205550102": "Caller B"}
+    env.close()
+
+
 def test_a_new_store_keeps_a_lines_pseudonyms_beside_its_traces(tmp_path):
     store = cdrtrace.open(tmp_path / "store", create=True)
     try:
