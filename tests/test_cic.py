@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import cdrtrace
-from cdrtrace import AccessError, testing
+from cdrtrace import AccessError, Outcome, testing
 from cdrtrace.evidence.audit import AuditError
 from conftest import cdr, cdr_file
 
@@ -99,6 +99,22 @@ def test_disclosure_under_authority_is_audited(traced):
         "disclosure", AUTHORITY, [first.trace_id])
     by_line = store.disclose(AUTHORITY, analyst="ann", line=LINE)
     assert [r["trace_id"] for r in by_line] == [first.trace_id, second.trace_id]
+
+
+def test_a_disclosure_releases_successful_traces_only_and_the_ones_named(traced):
+    """Only a successful trace names a call from a caller: a line's no_call and
+    already_traced traces are not released (nor counted as released in the audit). With
+    a line and trace ids, only those."""
+    store, first, second = traced
+    none = store.trace(LINE, at="2026-03-02T10:00:00Z")       # before either call
+    again = store.trace(LINE, at="2026-03-02T15:06:00Z")      # the second call, again
+    assert (none.outcome, again.outcome) == (Outcome.NO_CALL, Outcome.ALREADY_TRACED)
+    by_line = store.disclose(AUTHORITY, analyst="ann", line=LINE)
+    assert [r["trace_id"] for r in by_line] == [first.trace_id, second.trace_id]
+    assert testing.audit_entries(store)[-1]["details"]["trace_ids"] == [
+        first.trace_id, second.trace_id]
+    named = store.disclose(AUTHORITY, analyst="ann", line=LINE, trace_ids=[second.trace_id])
+    assert [r["trace_id"] for r in named] == [second.trace_id]
 
 
 @pytest.mark.parametrize("change,reason", [
