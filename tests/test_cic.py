@@ -383,6 +383,22 @@ def test_purge_removes_old_trace_records_and_is_audited(traced):
         store.purge(operator=" ")
 
 
+def test_a_purge_keeps_a_trace_of_its_cutoff_and_leaves_no_mark_of_those_it_removes(traced):
+    """A trace activated at the cutoff itself is kept, in the records and the report
+    rows alike. One removed leaves nothing behind: the call it named, traced again, is a
+    new success, not already_traced after a record that no longer exists."""
+    store, first, second = traced
+    at = store.trace_records(LINE, analyst="a")[1]["activated_us"]      # the second's
+    store.purge(operator="ops", older_than_days=1, now_us=at + 86400 * 10**6)
+    assert [r["trace_id"] for r in store.trace_records(LINE, analyst="a")] == [second.trace_id]
+    assert [r["trace"] for r in store.trace_table(analyst="a").to_pylist()] == [2]
+    again = store.trace(LINE, at="2026-03-02T14:05:30Z")          # the first call, again
+    assert again.outcome is Outcome.SUCCESS and again.trace_id not in (first.trace_id,
+                                                                       second.trace_id)
+    record = store.trace_records(LINE, analyst="a")[-1]
+    assert record["original_trace"] is None and record["call"]["calling"] == "+13035550142"
+
+
 def test_report_rows_agree_with_the_evidence_records(traced):
     store, first, second = traced
     store.trace(LINE, at="2026-03-02T16:00:00Z")          # already traced: no new success
