@@ -202,6 +202,48 @@ def test_the_case_report_needs_an_authority_and_can_be_authenticated(tmp_path):
     render(pdf).save(tmp_path / "case.png")              # to look at
 
 
+def test_a_case_report_covers_its_own_case_and_successful_traces_only(tmp_path):
+    """A disclosure releases the report of the case its authority names, not another
+    case's; the report holds the case's own opening (not another case's) and its
+    successful traces (not a trace that found the call already traced)."""
+    from cdrtrace import testing
+    from conftest import cdr
+
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    (tmp_path / "m.csv").write_bytes(b"".join(
+        cdr(src=src, dst="3035550110", start=f"2026-03-02 1{h}:00:00",
+            end=f"2026-03-02 1{h}:00:20", answer="", disposition="NO ANSWER",
+            uniqueid=f"u{h}") + b"\n"
+        for h, src in ((0, "7205550666"), (1, "7205550666"), (2, "7205550666"),
+                       (3, "7205550777"))))
+    cdrtrace.ingest(store, [str(tmp_path / "m.csv")])
+    for h in range(4):
+        store.trace("3035550110", at=f"2026-03-02T1{h}:00:30Z")
+    assert store.trace("3035550110", at="2026-03-02T13:00:40Z").outcome.value == \
+        "already_traced"
+    store.trace("3035550110", at="2026-03-02T12:00:40Z")      # Caller A's third, again
+    other = {**AUTHORITY, "case_number": "26-009999"}
+    mine = store.open_case("3035550110", "Caller A", agency=AUTHORITY["agency"],
+                           officer=AUTHORITY["officer"], case_number=AUTHORITY["case_number"],
+                           analyst="ann")
+    theirs = store.open_case("3035550110", "caller b", agency=other["agency"],  # as typed
+                             officer=other["officer"], case_number=other["case_number"],
+                             analyst="ann", waive_reason="threats")
+    store.disclose(AUTHORITY, analyst="lee", line="3035550110")
+    with pytest.raises(cdrtrace.AccessError, match="has no recorded legal authority"):
+        store.case_report(theirs["case_id"], analyst="ann")
+    text = " ".join(text_of(store.case_report(mine["case_id"], analyst="ann")).split())
+    assert testing.audit_entries(store)[-1]["details"]["traces"] == 3
+    successes = [r["trace_id"] for r in store.trace_records("3035550110", analyst="ann")
+                 if r["outcome"] == "success" and r["call"]["calling"] == "+17205550666"]
+    again = [r["trace_id"] for r in store.trace_records("3035550110", analyst="ann")
+             if r["outcome"] == "already_traced"]
+    assert len(successes) == 3 and all(t in text for t in successes)
+    assert again and not any(t in text for t in again)
+    assert theirs["case_id"] not in text and "26-009999" not in text
+    assert text.count("case_open") == 1 and text.count("disclosure") >= 1   # its own only
+
+
 def test_from_the_demo_to_both_printed_documents_with_the_readme_commands(tmp_path):
     """The README's walk-through, command for command, in a subprocess each."""
     import os
