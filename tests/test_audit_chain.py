@@ -82,6 +82,38 @@ def test_every_attack_is_detected(audited, attack, rewrite):
             store.audit_verify()
 
 
+def _prev_edited(log):
+    log = copy.deepcopy(log)
+    log[2]["prev"] = log[0]["hash"]
+    return log
+
+
+@pytest.mark.parametrize("attack, head, message", [
+    (removing(2), "fits", "audit log broken at entry 3: found entry 4 under key 3 "
+                          "(deleted, inserted or reordered)"),
+    (inserting, "fits", "audit log broken at entry 3: found entry 2 under key 3 "
+                        "(deleted, inserted or reordered)"),
+    (_prev_edited, "fits", "audit log broken at entry 3: it does not follow entry 2"),
+    (altering, "fits", "audit log broken at entry 3: its content was altered (or it was "
+                       "written without the store's audit key)"),
+    (lambda log: log[:-1], "kept", "audit log broken at its end: the head says entry 6, the "
+                                   "log ends at entry 5"),
+    (lambda log: log, None, "audit log has entries but no head"),
+])
+def test_a_broken_chain_says_where_and_how(audited, attack, head, message):
+    """audit verify names the first entry that breaks the chain and what is wrong with
+    it: an operator reading the error knows where to look."""
+    log = testing.audit_entries(audited)
+    assert len(log) == 6
+    forged = attack(log)
+    testing.forge_audit_log(audited, forged, None if head is None else
+                            (len(log), log[-1]["hash"]) if head == "kept" else
+                            (len(forged), forged[-1]["hash"]))
+    with pytest.raises(cdrtrace.AuditError) as info:
+        audited.audit_verify()
+    assert str(info.value) == message
+
+
 def test_an_untouched_log_verifies_against_its_checkpoints(audited):
     first = audited.audit_checkpoint()
     audited.last_calls(LINE, analyst="gus")
