@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import time
 
@@ -170,6 +171,51 @@ def test_a_record_sent_twice_is_applied_once(topic, tmp_path, calls_file):
     b.close()
 
 
+def test_replicas_give_an_origin_one_label_and_keep_the_first_trace_of_a_call(
+        topic, tmp_path, calls_file, caplog):
+    """Caller A on one replica is Caller A on the other, whichever replica traced the
+    next origin. Two replicas that both named one call before either heard of the other
+    (a failover in between) each keep the trace they made first: its next trace of the
+    call is already_traced after that one, and the clash is logged."""
+    url, _ = topic
+    more = tmp_path / "more.csv"
+    more.write_bytes(b"".join(
+        cdr(src=caller, dst="3035550009", start=f"2026-03-02 {t}", answer="",
+            end=f"2026-03-02 {t}", disposition="NO ANSWER", uniqueid=f"m{t}") + b"\n"
+        for caller, t in (("2125550109", "10:00:00"), ("2125550108", "10:30:00"))))
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    for store in (a, b):
+        cdrtrace.ingest(store, [str(more)])
+    ra, rb = Replicator(a, url), Replicator(b, url)
+    try:
+        assert a.trace("3035550009", at="2026-03-02T10:10:00Z").successful
+        settle(ra, rb)
+        assert b.trace("3035550009", at="2026-03-02T10:40:00Z").successful
+        settle(ra, rb)
+        for store in (a, b):
+            assert [p.label for p in store.status("3035550009").progress] == [
+                "Caller A", "Caller B"]
+        assert a.status("3035550009").to_dict() == b.status("3035550009").to_dict()
+        first_a, first_b = (s.trace("3035550001", at=AT) for s in (a, b))   # unheard
+        assert first_a.successful and first_b.successful
+        with caplog.at_level(logging.WARNING, logger="cdrtrace"):
+            settle(ra, rb)
+        assert sum("both named one call as traced" in r.getMessage()
+                   for r in caplog.records) == 2
+        for store, first in ((a, first_a), (b, first_b)):
+            again = store.trace("3035550001", at=AT)
+            assert again.outcome.value == "already_traced"
+            record = [r for r in store.trace_records("3035550001", analyst="ann")
+                      if r["trace_id"] == again.trace_id][0]
+            assert record["original_trace"] == first.trace_id
+    finally:
+        ra.close()
+        rb.close()
+        a.close()
+        b.close()
+
+
 def test_a_pending_record_is_replaced_once_it_resolves(topic, tmp_path, calls_file):
     """A trace answered `pending` (its feed behind) is sent again when it resolves: the
     other replica replaces the record and its report row, and never goes back."""
@@ -185,10 +231,10 @@ def test_a_pending_record_is_replaced_once_it_resolves(topic, tmp_path, calls_fi
     pending["row"] = base64.b64encode(trace_rows.pack(
         pending["number"], int.from_bytes(bytes.fromhex(pending["line"]), "big"), "pending",
         pending["record"]["activated_us"])).decode()
-    order = [pending, resolved, pending]
+    order = [pending, pending, resolved, pending]      # a pending one sent twice, too
     applied = [b.envs.ewrite(lambda txn, e=e: replication.apply(txn, b.envs.db, e))
                for e in order]
-    assert applied == [True, True, False]
+    assert applied == [True, False, True, False]
     (record,) = b.trace_records(analyst="ann")
     assert record["outcome"] == "success" and record["call"]["calling"] == "+12125550101"
     rows = b.report_rows(analyst="ann")
