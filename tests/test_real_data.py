@@ -460,6 +460,8 @@ def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
     path.write_text(header + call + star57)
     summary = cdrtrace.ingest(store, [str(path)], fmt="broadworks")
     assert (summary.records, summary.switch_traces) == (2, 1)
+    with store.envs.read() as txn:              # traced: nothing left due for the next run
+        assert txn.stat(store.envs.db["activations_due"])["entries"] == 0
     (record,) = store.trace_records("3035550110", analyst="cic")
     assert (record["outcome"], record["call"]["calling"]) == ("success", "+17205550199")
     assert record["activated_us"] == 1772460065000000 and record["activated_by"]["record"] == 2
