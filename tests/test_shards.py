@@ -184,6 +184,24 @@ def test_replicas_of_a_shard_killed_at_random_end_with_the_same_index(cluster, t
         two.close()
 
 
+@pytest.mark.parametrize("behind, why", [
+    (29.0, None), (30.0, None),
+    (31.0, "shard east: 31.0 s behind its feeds (bound 30 s)"),
+    (45.5, "shard east: 45.5 s behind its feeds (bound 30 s)")])
+def test_a_replica_is_stale_past_its_bound_and_not_before(tmp_path, behind, why):
+    """max_lag_seconds: a replica whose slowest live feed is further behind than the
+    bound answers no trace (saying how far); at the bound or nearer, it answers."""
+    from types import SimpleNamespace
+
+    store = cdrtrace.open(shard_store(tmp_path / "east", "east", lag=30))
+    now = time.time_ns() // 1000               # the feeds' heartbeats are the clock's
+    testing.pretend_live_feed(store, 1, idle_seen_us=now)                      # caught up
+    testing.pretend_live_feed(store, 2, idle_seen_us=now - int(behind * 1e6))  # the slowest
+    shard = SimpleNamespace(name="east", max_lag_seconds=30)
+    assert store.liveness.stale(shard, now_us=now) == why
+    store.close()
+
+
 def test_the_service_of_a_stale_replica_is_not_ready_and_traces_nothing(tmp_path):
     import httpx
     from test_service import Service
