@@ -282,6 +282,29 @@ def test_a_trace_waits_for_the_feed_to_catch_up(store, tmp_path):
     run.finish()
 
 
+def test_a_feeds_watermark_never_goes_back_for_calls_written_late(store, tmp_path):
+    """CDRs are written as calls end, so a later batch can hold only calls that began
+    before the newest one ingested: the watermark (the newest call start ingested) stays
+    where it was. And an ingest made in many commits, once complete, leaves no position
+    to resume from (each commit saved one)."""
+    from cdrtrace.config import Feed
+    from cdrtrace.parsing.parsers import get_format
+
+    feed = Feed("denver", get_format("asterisk"))
+    for name, start in (("a.csv", "2026-03-02 14:00:00"), ("b.csv", "2026-03-02 13:00:00")):
+        (tmp_path / name).write_bytes(cdr(start=start, end="2026-03-02 14:30:00",
+                                          uniqueid=name) + b"\n")
+        cdrtrace.ingest(store, [str(tmp_path / name)], feed=feed)
+        (stats,) = store.stats()["feeds"]
+        assert stats["watermark"] == "2026-03-02T14:00:00Z"
+    (tmp_path / "c.csv").write_bytes(b"".join(                 # in many commits
+        cdr(start="2026-03-02 15:00:00", end="2026-03-02 15:01:00", uniqueid=f"c{i}") + b"\n"
+        for i in range(200)))
+    assert cdrtrace.ingest(store, [str(tmp_path / "c.csv")], chunk_bytes=4096,
+                           batch_pairs=16).records == 200
+    assert store.catalog.positions() == {}
+
+
 def test_an_idle_feed_watermark_is_last_seen_idle_minus_the_delay(store, tmp_path):
     path = tmp_path / "Master.csv"
     append(path, record(1, start=stamp(-30), dst="7205550100"))
