@@ -99,6 +99,18 @@ def test_a_case_settles_only_the_request_of_its_own_line_and_origin(traced, inge
         store.close_request("R000009", "duplicate", analyst="ann")
 
 
+def test_a_case_without_a_waiver_leaves_the_threshold_as_it_was(traced):
+    """Only a case that waives the threshold (threatening calls) makes an origin under it
+    eligible; a case opened without a waiver does not."""
+    store = traced
+    store.open_case(LINE, "Caller B", agency="PD", officer="O", case_number="1", analyst="ann")
+    caller_b = store.status(LINE).progress[1]
+    assert (caller_b.traced_calls, caller_b.waived, caller_b.eligible_for_action) == (
+        1, False, False)
+    with pytest.raises(cdrtrace.CaseError, match="Caller B has 1 of 3 traced calls"):
+        store.request_action(LINE, "Caller B")
+
+
 def test_a_waiver_allows_a_request_before_the_threshold_and_a_request_can_be_closed(traced):
     store = traced
     store.open_case(LINE, "Caller B", agency="PD", officer="O", case_number="1", analyst="ann",
