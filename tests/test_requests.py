@@ -100,10 +100,13 @@ def test_a_case_settles_only_the_request_of_its_own_line_and_origin(traced, inge
 
 
 def test_a_case_without_a_waiver_leaves_the_threshold_as_it_was(traced):
-    """Only a case that waives the threshold (threatening calls) makes an origin under it
-    eligible; a case opened without a waiver does not."""
+    """Only a case that waives the threshold (threatening calls), saying why, makes an
+    origin under it eligible; a case opened without a waiver, or with a blank reason,
+    does not."""
     store = traced
     store.open_case(LINE, "Caller B", agency="PD", officer="O", case_number="1", analyst="ann")
+    store.open_case(LINE, "Caller B", agency="PD", officer="O", case_number="2", analyst="ann",
+                    waive_reason="  ")
     caller_b = store.status(LINE).progress[1]
     assert (caller_b.traced_calls, caller_b.waived, caller_b.eligible_for_action) == (
         1, False, False)
