@@ -18,6 +18,7 @@ from cdrtrace.parsing import _parse, numbers
     ("anonymous", ""), ("Anonymous", ""), ("Restricted", ""), ("Private", ""),
     ("Unavailable", ""), ("OUT OF AREA", ""), ("unknown", ""), ("", ""), ("<>", ""),
     ("+12", ""), ("+0123456789", ""), ("1234567890123456", ""),
+    ("011", "011"),                    # the international prefix alone: an extension's digits
 ])
 def test_nanp_normalisation(text, expected):
     assert numbers.format_number(numbers.normalize(text)) == expected
@@ -26,7 +27,7 @@ def test_nanp_normalisation(text, expected):
 
 @pytest.mark.parametrize("text,expected", [
     ("020 7946 0018", "+442079460018"), ("0044 20 7946 0018", "+442079460018"),
-    ("+1 303 555 0110", "+13035550110"), ("2001", "2001"),
+    ("+1 303 555 0110", "+13035550110"), ("2001", "2001"), ("00", "00"),
 ])
 def test_other_country_codes(text, expected):
     assert numbers.format_number(numbers.normalize(text, 44)) == expected
