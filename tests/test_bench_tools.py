@@ -175,3 +175,20 @@ def test_the_service_benchmark_reads_the_commits_a_run_made(tmp_path, capsys):
     service.report([row])
     out = capsys.readouterr().out
     assert "group/one  a commit: traces, ms" in out and "  31.5, 1.42" in out
+
+
+def test_the_disk_benchmark_measures_each_design_and_leaves_nothing(tmp_path, capsys):
+    """bench.disk makes its commits on one file and on two at once, then the log's flushes
+    alone and beside each load of pages, prints a line for each, and removes its files."""
+    from bench import disk
+
+    rows = disk.main(["--commits", "4", "--dir", str(tmp_path), "--json",
+                      str(tmp_path / "rows.json")])
+    assert [r["path"] for r in rows] == ["1 writer", "2 writers", "log", "log", "log", "log"]
+    assert [r["n"] for r in rows] == [4, 8, 24, 24, 24, 24]
+    assert [r["beside_pages"] for r in rows[2:]] == [0] + [p for p, _ in disk.BESIDE]
+    assert "beside_p50_ms" not in rows[2] and all("beside_p50_ms" in r for r in rows[3:])
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.json"]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 7 and "two writers make " in out
