@@ -551,7 +551,7 @@ def test_generated_traffic_has_legs_unreadable_records_zero_rings_and_named_rest
     ("broadworks/BW-CDR-20260302140000-2-000001.csv", "broadworks"),
     ("broadworks/BW-CDR-20260302150000-1-000002.csv", "broadworks"),
     ("real/asterisk-ring-groups-ru.csv", "asterisk"), ("real/asterisk-custom-sip-users.csv", "asterisk-custom"),
-    ("real/freeswitch-after-spreadsheet.csv", "freeswitch"),
+    ("real/freeswitch-after-spreadsheet.csv", "freeswitch"), ("real/asterisk-queue-ua.csv", "asterisk"),
 ])
 @pytest.mark.parametrize("chunk", [None, 7, 4096])
 def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):
@@ -559,7 +559,8 @@ def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):
     data = (SAMPLES / name).read_bytes()
     form = get_format(fmt)
     header, skip = cdrtrace.parsing.parsers.read_header(form, data[:65536])
-    zone, cc = ("Asia/Irkutsk", 7) if "-ru" in name else ("America/Denver", 1)
+    zone, cc = {"-ru": ("Asia/Irkutsk", 7), "-ua": ("Europe/Kiev", 380)}.get(
+        name[-7:-4], ("America/Denver", 1))
     native = make_parser(form, zone, cc, header=header, start_offset=skip)
     reference = twin.CdrParser(form.dialect(header), zone, cc, start_offset=skip)
     chunks = None if chunk is None else [chunk] * (len(data) // chunk + 1)

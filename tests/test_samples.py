@@ -220,6 +220,33 @@ def test_real_asterisk_custom_with_sip_users(tmp_path):
     assert [p.traced_calls for p in store.status("6001").progress] == [2]       # one origin
 
 
+def test_real_asterisk_queue_answered_by_the_queue_not_the_line(tmp_path):
+    """A call centre's Master.csv (GSM gateway trunks, a Queue): the Queue answers the
+    caller's channel at once, so a call no agent picked up is NO ANSWER with an answer
+    time; the uniqueid column is empty; userfield repeats the DID."""
+    store, summary = real_store(tmp_path, "asterisk-queue-ua.csv", "auto",
+                                zone="Europe/Kiev", country_code=380)
+    assert (summary.records, summary.rejected) == (3, 0)
+    did, before_r2 = "+380661110000", "2018-06-30T18:00:00+03:00"
+    # the DID and the agent whose phone rang both received the 17:59:35 call; the line
+    # did not answer it, whatever the answer column says
+    first = ("success", "2018-06-30T14:59:35Z", "+380991110001", False)
+    assert traced(store, did, before_r2) == first
+    assert traced(store, "8006", before_r2) == first
+    # the next call, answered by agent 8007
+    answered = ("success", "2018-06-30T15:05:10Z", "+380501110002", True)
+    assert traced(store, did, "2018-06-30T18:10:00+03:00") == answered
+    assert traced(store, "8007", "2018-06-30T18:10:00+03:00") == answered
+    # the first caller again at 18:20: without a uniqueid, still a call of its own
+    again = ("success", "2018-06-30T15:20:00Z", "+380991110001", False)
+    assert traced(store, did, "2018-06-30T18:25:00+03:00") == again
+    assert traced(store, "8006", "2018-06-30T18:25:00+03:00") == again
+    assert {p.label: p.traced_calls for p in store.status(did).progress} == {
+        "Caller A": 2, "Caller B": 1}
+    # the DID written nationally (trunk prefix 0) is the same line: that call is traced
+    assert traced(store, "0661110000", "2018-06-30T18:30:00+03:00")[0] == "already_traced"
+
+
 def test_real_freeswitch_file_rewritten_by_a_spreadsheet(tmp_path):
     store, summary = real_store(tmp_path, "freeswitch-after-spreadsheet.csv", "freeswitch")
     assert (summary.records, summary.rejected) == (3, 3)
