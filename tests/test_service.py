@@ -2124,9 +2124,11 @@ def _cores(pid: int, tid: int | None = None) -> str:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, workers):
+def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, workers,
+                                                                  monkeypatch):
     import signal
 
+    monkeypatch.setenv("CDRTRACE_HTTP", "native")    # its exchange thread is looked for
     agi_port = _free_port()
     proc, port, token = _serve_one_call(
         tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00"),
