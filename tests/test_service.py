@@ -2128,7 +2128,8 @@ def test_pin_keeps_each_service_process_and_its_threads_on_one_core(tmp_path, wo
                                                                   monkeypatch):
     import signal
 
-    monkeypatch.setenv("CDRTRACE_HTTP", "native")    # its exchange thread is looked for
+    monkeypatch.setenv("CDRTRACE_HTTP", "native")    # their exchange threads are looked for
+    monkeypatch.setenv("CDRTRACE_AGI", "native")
     agi_port = _free_port()
     proc, port, token = _serve_one_call(
         tmp_path, cdr(src=CALLER, dst=LINE, start="2026-03-02 14:03:00"),
@@ -2385,7 +2386,9 @@ def test_requests_logged_directly_as_serve_sets_logging_up_never_name_a_number(
     for number in (LINE, CALLER, LINE[-7:], CALLER[-7:]):
         assert not any(number in line for line in lines), number
     messages = [line.split(" INFO ", 1)[1] for line in traced]    # http's, then agi's
-    by_c = messages if os.environ["CDRTRACE_HTTP"] == "native" else messages[1:]
+    in_c = (os.environ["CDRTRACE_HTTP"] == "native",                # which exchanges are C's
+            os.environ.get("CDRTRACE_AGI", "native") != "python")
+    by_c = [m for m, c in zip(messages, in_c, strict=True) if c]
     assert [m for m in by_python if m in messages] == (
         [m for m in messages if m not in by_c] if to == "a file" else messages)
     formatter = logging.Formatter(requestlog.FORMAT)
