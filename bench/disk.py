@@ -135,19 +135,34 @@ def measure(folder: str, commits: int) -> list[dict]:
             os.close(fd)
 
 
+def positive(text: str) -> int:
+    """--commits: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m bench.disk", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--commits", type=int, default=300, help="commits a writer makes "
-                        "(the log makes six times as many appends); default 300")
+    parser.add_argument("--commits", type=positive, default=300, help="commits a writer "
+                        "makes (the log makes six times as many appends); default 300")
     parser.add_argument("--dir", help="where the files are made: on the disk to measure")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args(argv)
-    folder = tempfile.mkdtemp(prefix="cdrtrace-disk-", dir=args.dir)
     try:
-        rows = measure(folder, args.commits)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        folder = tempfile.mkdtemp(prefix="cdrtrace-disk-", dir=args.dir)
+        try:
+            rows = measure(folder, args.commits)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError as exc:
+        parser.exit(1, f"bench.disk: cannot measure in {args.dir or tempfile.gettempdir()}: "
+                       f"{exc.strerror or exc}\n")
     for r in rows:
         if r["path"] == "log":
             beside = (f"beside {r['beside_pages']} pages every {r['beside_every_s']} s "

@@ -192,3 +192,16 @@ def test_the_disk_benchmark_measures_each_design_and_leaves_nothing(tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.json"]
     out = capsys.readouterr().out
     assert out.count("\n") == 7 and "two writers make " in out
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--commits", "0"], "--commits: '0' is not a whole number of at least 1"),
+    (["--commits", "many"], "--commits: 'many' is not a whole number of at least 1"),
+    (["--dir", "/nonexistent/folder"], "cannot measure in /nonexistent/folder: No such file"),
+])
+def test_the_disk_benchmark_refuses_what_it_cannot_measure(args, says, capsys):
+    from bench import disk
+
+    with pytest.raises(SystemExit) as stopped:
+        disk.main(args)
+    assert stopped.value.code in (1, 2) and says in capsys.readouterr().err
