@@ -559,7 +559,7 @@ def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):
     data = (SAMPLES / name).read_bytes()
     form = get_format(fmt)
     header, skip = cdrtrace.parsing.parsers.read_header(form, data[:65536])
-    zone, cc = {"-ru": ("Asia/Irkutsk", 7), "-ua": ("Europe/Kiev", 380)}.get(
+    zone, cc = {"-ru": ("Asia/Irkutsk", 7), "-ua": ("Europe/Kyiv", 380)}.get(
         name[-7:-4], ("America/Denver", 1))
     native = make_parser(form, zone, cc, header=header, start_offset=skip)
     reference = twin.CdrParser(form.dialect(header), zone, cc, start_offset=skip)

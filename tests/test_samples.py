@@ -225,7 +225,7 @@ def test_real_asterisk_queue_answered_by_the_queue_not_the_line(tmp_path):
     caller's channel at once, so a call no agent picked up is NO ANSWER with an answer
     time; the uniqueid column is empty; userfield repeats the DID."""
     store, summary = real_store(tmp_path, "asterisk-queue-ua.csv", "auto",
-                                zone="Europe/Kiev", country_code=380)
+                                zone="Europe/Kyiv", country_code=380)
     assert (summary.records, summary.rejected) == (3, 0)
     did, before_r2 = "+380661110000", "2018-06-30T18:00:00+03:00"
     # the DID and the agent whose phone rang both received the 17:59:35 call; the line
