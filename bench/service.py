@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import os
 import random
 import shutil
@@ -387,7 +388,7 @@ def report(results: list[dict]) -> None:
                       f"of {len(p99s)}: p99 " + ", ".join(f"{p}" for p in p99s) + " ms")
             if ratios:
                 print(f"{path:<8} >= 5x one commit per trace   met in {sum(x >= 5 for x in ratios)} "
-                      f"of {len(ratios)}: " + ", ".join(f"{x:.1f}x" for x in ratios))
+                      f"of {len(ratios)}: " + ", ".join(times(x) for x in ratios))
 
 
 def report_round(results: list[dict]) -> None:
@@ -399,7 +400,7 @@ def report_round(results: list[dict]) -> None:
             continue
         one = by.get((r["path"], r["clients"], "one per trace"))
         floor = by.get((r["path"], r["clients"], "floor (no trace)"))
-        ratio = f"{r['traces_per_second'] / one['traces_per_second']:.1f}x" if one else "-"
+        ratio = times(r["traces_per_second"] / one["traces_per_second"]) if one else "-"
         for row in (r, one, floor):
             if row:
                 print(f"{row['path']:<8} {row['clients']:>7}  {row['commit']:<16} "
@@ -409,20 +410,27 @@ def report_round(results: list[dict]) -> None:
                       + (f"  {row['traces_per_commit']:>6}, {row['ms_per_commit']}"
                          if row is r and "ms_per_commit" in row else ""))
     print("\nissue 13's goals at 64 clients        measured                floor (no trace)")
-    for path in ("fastagi", "http"):
+    for path in ("fastagi", "http", "python"):      # p99's goal is the wire's alone
         r, one = by.get((path, 64, "group")), by.get((path, 64, "one per trace"))
         floor = by.get((path, 64, "floor (no trace)"))
         if r is None:
             continue
         fl = f"p99 {floor['p99_ms']} ms" if floor else "-"
-        print(f"{path:<8} p99 <= 5 ms                  p99 {r['p99_ms']:>6} ms  "
-              f"{'met' if r['p99_ms'] <= 5 else 'missed':<7} {fl}")
+        if path != "python":
+            print(f"{path:<8} p99 <= 5 ms                  p99 {r['p99_ms']:>6} ms  "
+                  f"{'met' if r['p99_ms'] <= 5 else 'missed':<7} {fl}")
         if one:
             x = r["traces_per_second"] / one["traces_per_second"]
             fl = (f"{floor['traces_per_second'] / one['traces_per_second']:.1f}x"
                   if floor else "-")
-            print(f"{path:<8} >= 5x one commit per trace   {x:>6.1f}x      "
+            print(f"{path:<8} >= 5x one commit per trace   {times(x):>7}      "
                   f"{'met' if x >= 5 else 'missed':<7} {fl}")
+    waits = [f"{path} {64000 / r['traces_per_second']:.2f} ms" for path in ("fastagi", "http")
+             if (r := by.get((path, 64, "group")))]
+    if waits:
+        print("the 64 clients each wait for their answer, so their mean latency is 64 over the "
+              f"rate: {', '.join(waits)}; here the p99 has been about 1.6 times that mean, so "
+              "5 ms wants about 20,000 traces/s (BENCHMARKS.md)")
     tls, plain = by.get(("https", 64, "group")), by.get(("http", 64, "group"))
     if tls and plain:
         print(f"\nover TLS (uvicorn serves every request) at 64 clients: "
@@ -433,6 +441,12 @@ def report_round(results: list[dict]) -> None:
         print(f"\nthe durable commit alone ({c['records']} records, {c['commits']:,} commits): "
               f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms; two in a row, as a trace that "
               f"arrives during a commit waits: p99 {c['two_p99_ms']} ms")
+
+
+def times(ratio: float) -> str:
+    """A ratio to one decimal, cut rather than rounded: 4.95 is "4.9x", below the goal's
+    5x as the goal says (rounded, it printed "5.0x ... missed")."""
+    return f"{math.floor(ratio * 10) / 10:.1f}x"
 
 
 def main() -> None:

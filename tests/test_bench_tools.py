@@ -172,9 +172,14 @@ def test_the_service_benchmark_reads_the_commits_a_run_made(tmp_path, capsys):
     row = {"path": "http", "clients": 64, "commit": "group", "traces_per_second": 9000,
            "p50_ms": 3.0, "p99_ms": 4.0, "server_cpu_us": 60, "traces": 10,
            "traces_per_commit": 31.5, "ms_per_commit": 1.42}
-    service.report([row])
+    python = {"path": "python", "clients": 64, "traces": 10, "p50_ms": 4.0, "p99_ms": 8.0}
+    service.report([row, {**python, "commit": "group", "traces_per_second": 9900},
+                    {**python, "commit": "one per trace", "traces_per_second": 2000}])
     out = capsys.readouterr().out
     assert "group/one  a commit: traces, ms" in out and "  31.5, 1.42" in out
+    assert "python   >= 5x one commit per trace      4.9x      missed" in out   # 4.95x
+    assert "python   p99" not in out                     # the p99's goal is the wire's alone
+    assert "mean latency is 64 over the rate: http 7.11 ms;" in out
 
 
 def test_the_disk_benchmark_measures_each_design_and_leaves_nothing(tmp_path, capsys):
