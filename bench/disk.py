@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -135,6 +136,36 @@ def measure(folder: str, commits: int) -> list[dict]:
             os.close(fd)
 
 
+def filesystem(path: str, mounts_file: str = "/proc/self/mounts") -> str:
+    """The type of the file system path is on (its mount's, from the mounts table), or ""
+    where that cannot be read."""
+    where, kind = "", ""
+    real = os.path.realpath(path)
+    try:
+        with open(mounts_file) as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(where):
+                    where, kind = point, fields[2]
+    except OSError:
+        return ""
+    return kind
+
+
+def in_memory(path: str, instead: str = "give --dir a folder on the store's disk",
+              mounts_file: str = "/proc/self/mounts") -> str | None:
+    """A warning when path is on a file system in memory, whose flushes say nothing of a
+    disk's; None otherwise."""
+    kind = filesystem(path, mounts_file)
+    if kind in ("tmpfs", "ramfs"):
+        return f"warning: {path} is on {kind}, in memory: its flushes say nothing of a disk's; {instead}"
+    return None
+
+
 def positive(text: str) -> int:
     """--commits: a whole number of at least 1."""
     try:
@@ -156,6 +187,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     try:
         folder = tempfile.mkdtemp(prefix="cdrtrace-disk-", dir=args.dir)
+        if warning := in_memory(folder):
+            print(warning, file=sys.stderr)
         try:
             rows = measure(folder, args.commits)
         finally:

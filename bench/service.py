@@ -48,6 +48,8 @@ import cdrtrace
 from cdrtrace import synth
 from cdrtrace.parsing import numbers
 
+from . import disk
+
 CONCURRENCY = (1, 8, 64)
 AT = "2026-03-03T12:00:00Z"
 MAX_TRACES = 3000
@@ -295,6 +297,8 @@ def measure(kind: str, clients: int, count: int, lines: list[str], target) -> di
 def run(args) -> list[dict]:
     """Every round's rows (each with its "round", from 1), on one store made once."""
     folder = tempfile.mkdtemp(prefix="cdrtrace-service-")
+    if warning := disk.in_memory(folder, "set TMPDIR to a folder on the store's disk"):
+        print(warning, file=sys.stderr)
     results: list[dict] = []
     try:
         pristine, lines, token = make_store(folder)

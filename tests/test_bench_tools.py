@@ -210,3 +210,21 @@ def test_the_disk_benchmark_refuses_what_it_cannot_measure(args, says, capsys):
     with pytest.raises(SystemExit) as stopped:
         disk.main(args)
     assert stopped.value.code in (1, 2) and says in capsys.readouterr().err
+
+
+def test_the_benchmarks_say_when_their_folder_is_in_memory(tmp_path):
+    """A flush on tmpfs costs nothing: bench.disk and bench.service warn that their figures
+    then say nothing of a disk. The folder's mount is the longest mount point above it."""
+    from bench import disk
+
+    mounts = tmp_path / "mounts"        # the paths are made up: none is looked up on disk
+    mounts.write_text("/dev/vda / ext4 rw 0 0\n/dev/vdb /zz-run/store xfs rw 0 0\n"
+                      "tmpfs /zz-run tmpfs rw 0 0\ntmpfs /zz-srv/my\\040disk tmpfs rw 0 0\n")
+    assert [disk.filesystem(p, str(mounts)) for p in (
+        "/zz-run/x", "/zz-run/store/s", "/zz-running", "/zz-srv/my disk/a", "/", "/zz-srv/my")] == [
+        "tmpfs", "xfs", "ext4", "tmpfs", "ext4", "ext4"]
+    said = disk.in_memory("/zz-run/x", "set TMPDIR elsewhere", str(mounts))
+    assert said == ("warning: /zz-run/x is on tmpfs, in memory: its flushes say nothing of a "
+                    "disk's; set TMPDIR elsewhere")
+    assert disk.in_memory("/zz-run/store/s", mounts_file=str(mounts)) is None
+    assert disk.filesystem("/", str(tmp_path / "none")) == ""
