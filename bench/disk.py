@@ -39,9 +39,10 @@ BESIDE = ((46, 0.002), (460, 0.02), (4600, 0.2))   # pages flushed, every so man
 
 
 def quantiles(took: list[float]) -> dict:
+    """p50 and p99 of durations in seconds, in ms (bench.service's too)."""
     took = sorted(took)
     return {"p50_ms": round(took[len(took) // 2] * 1000, 2),
-            "p99_ms": round(took[int(len(took) * 0.99)] * 1000, 2), "n": len(took)}
+            "p99_ms": round(took[int(len(took) * 0.99)] * 1000, 2)}
 
 
 def data_file(path: str) -> int:
@@ -84,7 +85,7 @@ def writers(fds: list[int], commits: int, page: bytes) -> dict:
         t.join()
     wall = time.perf_counter() - started
     return {"path": f"{len(fds)} writer" + "s" * (len(fds) > 1), **quantiles(took),
-            "commits_per_second": round(len(took) / wall)}
+            "n": len(took), "commits_per_second": round(len(took) / wall)}
 
 
 def log_beside(log: int, data: int, appends: int, pages: int, every: float,
@@ -116,7 +117,7 @@ def log_beside(log: int, data: int, appends: int, pages: int, every: float,
         if thread:
             thread.join()
     row = {"path": "log", "beside_pages": pages, "beside_every_s": every if pages else None,
-           **quantiles(took)}
+           **quantiles(took), "n": len(took)}
     if flushes:
         row["beside_p50_ms"] = quantiles(flushes)["p50_ms"]
     return row

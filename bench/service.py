@@ -199,12 +199,9 @@ def commit_floor(folder: str, commits: int = 2000, records: int = COMMIT_RECORDS
             took.append(time.perf_counter() - started)
     finally:
         env.close()
-    two = sorted(a + b for a, b in zip(took, took[1:], strict=False))
-    took.sort()
+    two = [a + b for a, b in zip(took, took[1:], strict=False)]
     return {"path": "commit floor", "records": records, "commits": commits,
-            "p50_ms": round(took[len(took) // 2] * 1000, 2),
-            "p99_ms": round(took[int(len(took) * 0.99)] * 1000, 2),
-            "two_p99_ms": round(two[int(len(two) * 0.99)] * 1000, 2)}
+            **disk.quantiles(took), "two_p99_ms": disk.quantiles(two)["p99_ms"]}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -286,12 +283,10 @@ def measure(kind: str, clients: int, count: int, lines: list[str], target) -> di
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        latencies = sorted(x for part in pool.map(client, per_client) for x in part)
+        latencies = [x for part in pool.map(client, per_client) for x in part]
     seconds = time.perf_counter() - started
     return {"path": kind, "clients": clients, "traces": count,
-            "traces_per_second": round(count / seconds),
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2)}
+            "traces_per_second": round(count / seconds), **disk.quantiles(latencies)}
 
 
 def run(args) -> list[dict]:
