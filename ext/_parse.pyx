@@ -964,6 +964,8 @@ cdef int cause_disposition(int64_t cause) noexcept nogil:
     """Q.850 cause of a call that was not connected -> disposition."""
     if cause == 18 or cause == 19:
         return DISP_NO_ANSWER
+    if cause == 26:         # non-selected user clearing: it rang, another phone was given it
+        return DISP_NO_ANSWER
     if cause == 17:
         return DISP_BUSY
     if cause == 21:
@@ -987,6 +989,9 @@ cdef int q850_name_disposition(Span s, bint answered, bint alerted) noexcept nog
     if span_is(s, b"ORIGINATOR_CANCEL", 17):
         return DISP_CANCELLED
     if span_is(s, b"NO_ANSWER", 9) or span_is(s, b"NO_USER_RESPONSE", 16):
+        return DISP_NO_ANSWER
+    if span_is(s, b"LOSE_RACE", 9) or span_is(s, b"PICKED_OFF", 10):
+        # it rang: another phone of the group answered, or picked the call up
         return DISP_NO_ANSWER
     if span_is(s, b"USER_BUSY", 9):
         return DISP_BUSY

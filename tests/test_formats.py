@@ -306,6 +306,8 @@ def test_freeswitch_default_template_with_its_stray_space():
     ("ORIGINATOR_CANCEL", False, True, Disposition.CANCELLED),
     ("NO_ANSWER", False, True, Disposition.NO_ANSWER),
     ("NO_USER_RESPONSE", False, True, Disposition.NO_ANSWER),
+    ("LOSE_RACE", False, True, Disposition.NO_ANSWER),       # another phone answered
+    ("PICKED_OFF", False, True, Disposition.NO_ANSWER),      # picked up from another phone
     ("USER_BUSY", False, False, Disposition.BUSY),
     ("CALL_REJECTED", False, False, Disposition.REJECTED),
     ("UNALLOCATED_NUMBER", False, False, Disposition.UNALLOCATED),

@@ -488,6 +488,70 @@ def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path
     assert record["activated_us"] == 1772460100 * 1_000_000
 
 
+def _cucm_call(start: int, connect: int, dest_cause: str, caller: str, call_id: str) -> dict:
+    names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
+    row = dict.fromkeys(names, "0")
+    row.update(globalCallID_callManagerId="1", globalCallID_callId=call_id, callingPartyNumber=caller,
+               originalCalledPartyNumber="3035550110", finalCalledPartyNumber="3035550110",
+               dateTimeOrigination=str(start), dateTimeConnect=str(connect),
+               dateTimeDisconnect=str(start + 20), origCause_value="16" if connect else "0",
+               destCause_value=dest_cause, lastRedirectDn="", comment="")
+    return row
+
+
+def _bw_call(record_id: str, caller: str, start: str, answered: bool, cause: str) -> str:
+    columns = cdrtrace.parsing.formats.BROADWORKS_COLUMNS
+    row = dict.fromkeys(columns, "")
+    row.update(recordId=record_id, userNumber="+13035550110", direction="Terminating",
+               callingNumber=caller, callingPresentationIndicator="Public",
+               calledNumber="3035550110", startTime=start + ".000",
+               answerIndicator="Yes" if answered else "No",
+               answerTime=start[:-2] + "05.000" if answered else "",
+               releaseTime=start[:-2] + "20.000", terminationCause=cause)
+    return ",".join(row[c] for c in columns)
+
+
+def _answered_elsewhere(fmt: str, cause: str) -> bytes:
+    """An answered call to 3035550110 at 14:00 from 7205550100, then one at 14:30 from
+    7205550199 that rang it while another phone took the call (cause)."""
+    if fmt == "freeswitch":
+        return b"\n".join((
+            fs_call("Innocent", "7205550100", "3035550110", "2026-03-02 14:00:00",
+                    "2026-03-02 14:00:05", "2026-03-02 14:01:00", uuid="old"),
+            fs_call("Caller", "7205550199", "3035550110", "2026-03-02 14:30:00",
+                    end="2026-03-02 14:30:07", cause=cause, uuid="new"))) + b"\n"
+    if fmt == "cucm":
+        names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
+        rows = (_cucm_call(1772460000, 1772460005, "16", "7205550100", "76"),
+                _cucm_call(1772461800, 0, cause, "7205550199", "77"))
+        return "\n".join([",".join(names)] + [",".join(r[n] for n in names) for r in rows]
+                         ).encode() + b"\n"
+    header = ",".join(cdrtrace.parsing.formats.BROADWORKS_COLUMNS)
+    return "\n".join((header, _bw_call("0001", "+17205550100", "20260302140000", True, "016"),
+                      _bw_call("0002", "+17205550199", "20260302143000", False, cause))
+                     ).encode() + b"\n"
+
+
+@pytest.mark.parametrize("fmt, cause", [
+    ("freeswitch", "LOSE_RACE"), ("freeswitch", "PICKED_OFF"), ("cucm", "26"), ("broadworks", "026")])
+def test_a_phone_that_rang_while_another_took_the_call_received_it(store, tmp_path, fmt, cause):
+    """R3: a ring group's phones that lost the race to answer, a ringing phone whose call
+    was picked up from another (FreeSWITCH LOSE_RACE, PICKED_OFF; Q.850 cause 26,
+    non-selected user clearing) were alerted: the call is their last, not an older one."""
+    data = _answered_elsewhere(fmt, cause)
+    form = get_format(fmt)
+    header, skip = cdrtrace.parsing.parsers.read_header(form, data)
+    native = parse_all(data[skip:], parser=make_parser(form, "UTC", header=header))
+    assert native == parse_all(data[skip:], parser=twin.CdrParser(form.dialect(header), "UTC"))
+    (path := tmp_path / "cdr.csv").write_bytes(data)
+    assert cdrtrace.ingest(store, [str(path)], fmt=fmt).rejected == 0
+    outcome, record = trace(store, "3035550110")
+    call = record["call"]
+    assert (outcome, call["start"], call["calling"], call["answered"]) == (
+        "success", "2026-03-02T14:30:00Z", "+17205550199", False)
+    assert call["disposition"] == "no_answer"
+
+
 @pytest.mark.parametrize("line, cause", [
     (b'"accountcode","src","dst","dcontext","clid","channel","dstchannel","lastapp","lastdata",'
      b'"start","answer","end","duration","billsec","disposition","amaflags","uniqueid","userfield"',
@@ -552,6 +616,7 @@ def test_generated_traffic_has_legs_unreadable_records_zero_rings_and_named_rest
     ("broadworks/BW-CDR-20260302150000-1-000002.csv", "broadworks"),
     ("real/asterisk-ring-groups-ru.csv", "asterisk"), ("real/asterisk-custom-sip-users.csv", "asterisk-custom"),
     ("real/freeswitch-after-spreadsheet.csv", "freeswitch"), ("real/asterisk-queue-ua.csv", "asterisk"),
+    ("real/freeswitch-groups-kr.csv", "freeswitch"),
 ])
 @pytest.mark.parametrize("chunk", [None, 7, 4096])
 def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):
@@ -559,7 +624,8 @@ def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):
     data = (SAMPLES / name).read_bytes()
     form = get_format(fmt)
     header, skip = cdrtrace.parsing.parsers.read_header(form, data[:65536])
-    zone, cc = {"-ru": ("Asia/Irkutsk", 7), "-ua": ("Europe/Kyiv", 380)}.get(
+    zone, cc = {"-ru": ("Asia/Irkutsk", 7), "-ua": ("Europe/Kyiv", 380),
+                "-kr": ("Asia/Seoul", 82)}.get(
         name[-7:-4], ("America/Denver", 1))
     native = make_parser(form, zone, cc, header=header, start_offset=skip)
     reference = twin.CdrParser(form.dialect(header), zone, cc, start_offset=skip)

@@ -247,6 +247,39 @@ def test_real_asterisk_queue_answered_by_the_queue_not_the_line(tmp_path):
     assert traced(store, "0661110000", "2018-06-30T18:30:00+03:00")[0] == "already_traced"
 
 
+def test_real_freeswitch_queue_ring_group_and_pickup_legs(tmp_path):
+    store, summary = real_store(tmp_path, "freeswitch-groups-kr.csv", "auto",
+                                zone="Asia/Seoul", country_code=82)
+    assert (summary.records, summary.rejected) == (13, 0)
+    at = "2023-10-11T{}:00+09:00".format
+    older = ("success", "2023-10-10T23:30:00Z", "+82215550101", True)
+    assert traced(store, "2002", at("08:55")) == older
+    # the queue's A leg (answered by the queue at once) and the agent's B leg, written
+    # first, are one call: started at the earliest leg, answered by the agent
+    queued = ("success", "2023-10-10T23:43:13Z", "+82215550142", True)
+    assert traced(store, "3000", at("08:45")) == queued
+    assert traced(store, "2001", at("08:45")) == queued
+    # the caller left the queue while the agent's phone rang: the agent's leg rang
+    assert traced(store, "2001", at("08:55")) == (
+        "success", "2023-10-10T23:50:02Z", "+82215550177", False)
+    assert traced(store, "3000", at("08:55"))[:3] == (
+        "success", "2023-10-10T23:50:01Z", "+82215550177")
+    # the ring group rang 2001, 2002 and 2003; 2001 answered, the others lost the race
+    # (LOSE_RACE): they rang, so their last call is this one, not the older caller's
+    group = ("success", "2023-10-11T00:00:00Z", "+82315550123")
+    assert traced(store, "2002", at("09:05")) == (*group, False)
+    assert traced(store, "2003", at("09:05")) == (*group, False)
+    assert traced(store, "2001", at("09:05")) == (*group, True)
+    assert traced(store, "6000", at("09:05")) == (*group, True)
+    # 2002 rang in the group again and 2003 picked it up with **2002 (PICKED_OFF): 2002
+    # received the call; 2003's pickup was its own outgoing call, not one it received
+    assert traced(store, "2002", at("09:15")) == (
+        "success", "2023-10-11T00:10:01Z", "+82215550142", False)
+    assert traced(store, "2003", at("09:15"))[:2] == ("already_traced", group[1])
+    assert {p.label: p.traced_calls for p in store.status("2002").progress} == {
+        "Caller A": 1, "Caller B": 1, "Caller C": 1}
+
+
 def test_real_freeswitch_file_rewritten_by_a_spreadsheet(tmp_path):
     store, summary = real_store(tmp_path, "freeswitch-after-spreadsheet.csv", "freeswitch")
     assert (summary.records, summary.rejected) == (3, 3)

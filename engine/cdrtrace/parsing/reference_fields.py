@@ -215,7 +215,10 @@ def _channel_number(text: bytes, cc: int) -> int:
 
 
 Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposition.NO_ANSWER,
-              b"NO_USER_RESPONSE": Disposition.NO_ANSWER, b"USER_BUSY": Disposition.BUSY,
+              b"NO_USER_RESPONSE": Disposition.NO_ANSWER,
+              # it rang: another phone of the group answered, or picked the call up
+              b"LOSE_RACE": Disposition.NO_ANSWER, b"PICKED_OFF": Disposition.NO_ANSWER,
+              b"USER_BUSY": Disposition.BUSY,
               b"CALL_REJECTED": Disposition.REJECTED,
               b"UNALLOCATED_NUMBER": Disposition.UNALLOCATED}
 
@@ -238,7 +241,9 @@ def _privacy_withholds_id(value: bytes) -> bool:
 
 
 def _cause_disposition(cause: int) -> Disposition:
-    return {18: Disposition.NO_ANSWER, 19: Disposition.NO_ANSWER, 17: Disposition.BUSY,
+    # 26, non-selected user clearing: it rang, another phone was given the call
+    return {18: Disposition.NO_ANSWER, 19: Disposition.NO_ANSWER, 26: Disposition.NO_ANSWER,
+            17: Disposition.BUSY,
             21: Disposition.REJECTED, 1: Disposition.UNALLOCATED}.get(cause, Disposition.FAILED)
 
 
