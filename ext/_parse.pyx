@@ -993,6 +993,9 @@ cdef int q850_name_disposition(Span s, bint answered, bint alerted) noexcept nog
     if span_is(s, b"LOSE_RACE", 9) or span_is(s, b"PICKED_OFF", 10):
         # it rang: another phone of the group answered, or picked the call up
         return DISP_NO_ANSWER
+    if span_is(s, b"ALLOTTED_TIMEOUT", 16):
+        # unanswered: its own ring time (leg_timeout) ran out, as NO_ANSWER is the call's
+        return DISP_NO_ANSWER
     if span_is(s, b"USER_BUSY", 9):
         return DISP_BUSY
     if span_is(s, b"CALL_REJECTED", 13):

@@ -308,6 +308,9 @@ def test_freeswitch_default_template_with_its_stray_space():
     ("NO_USER_RESPONSE", False, True, Disposition.NO_ANSWER),
     ("LOSE_RACE", False, True, Disposition.NO_ANSWER),       # another phone answered
     ("PICKED_OFF", False, True, Disposition.NO_ANSWER),      # picked up from another phone
+    ("ALLOTTED_TIMEOUT", False, True, Disposition.NO_ANSWER),  # its leg_timeout ran out
+    ("ALLOTTED_TIMEOUT", True, True, Disposition.ANSWERED),    # a time limit on a call
+    ("PROGRESS_TIMEOUT", False, False, Disposition.FAILED),    # it never rang
     ("USER_BUSY", False, False, Disposition.BUSY),
     ("CALL_REJECTED", False, False, Disposition.REJECTED),
     ("UNALLOCATED_NUMBER", False, False, Disposition.UNALLOCATED),

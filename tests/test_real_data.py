@@ -533,11 +533,14 @@ def _answered_elsewhere(fmt: str, cause: str) -> bytes:
 
 
 @pytest.mark.parametrize("fmt, cause", [
-    ("freeswitch", "LOSE_RACE"), ("freeswitch", "PICKED_OFF"), ("cucm", "26"), ("broadworks", "026")])
+    ("freeswitch", "LOSE_RACE"), ("freeswitch", "PICKED_OFF"), ("freeswitch", "ALLOTTED_TIMEOUT"),
+    ("cucm", "26"), ("broadworks", "026")])
 def test_a_phone_that_rang_while_another_took_the_call_received_it(store, tmp_path, fmt, cause):
     """R3: a ring group's phones that lost the race to answer, a ringing phone whose call
     was picked up from another (FreeSWITCH LOSE_RACE, PICKED_OFF; Q.850 cause 26,
-    non-selected user clearing) were alerted: the call is their last, not an older one."""
+    non-selected user clearing) were alerted, as was a group's phone that rang until its
+    own ring time ran out (ALLOTTED_TIMEOUT, FreeSWITCH's leg_timeout): the call is their
+    last, not an older one."""
     data = _answered_elsewhere(fmt, cause)
     form = get_format(fmt)
     header, skip = cdrtrace.parsing.parsers.read_header(form, data)

@@ -250,7 +250,7 @@ def test_real_asterisk_queue_answered_by_the_queue_not_the_line(tmp_path):
 def test_real_freeswitch_queue_ring_group_and_pickup_legs(tmp_path):
     store, summary = real_store(tmp_path, "freeswitch-groups-kr.csv", "auto",
                                 zone="Asia/Seoul", country_code=82)
-    assert (summary.records, summary.rejected) == (13, 0)
+    assert (summary.records, summary.rejected) == (17, 0)
     at = "2023-10-11T{}:00+09:00".format
     older = ("success", "2023-10-10T23:30:00Z", "+82215550101", True)
     assert traced(store, "2002", at("08:55")) == older
@@ -276,6 +276,16 @@ def test_real_freeswitch_queue_ring_group_and_pickup_legs(tmp_path):
     assert traced(store, "2002", at("09:15")) == (
         "success", "2023-10-11T00:10:01Z", "+82215550142", False)
     assert traced(store, "2003", at("09:15"))[:2] == ("already_traced", group[1])
+    # nobody answered the group: each phone rang until its own ring time ran out
+    # (ALLOTTED_TIMEOUT), then voicemail took the caller's leg
+    again = ("success", "2023-10-11T00:20:00Z", "+82215550177", False)
+    assert traced(store, "2001", at("09:25")) == again
+    assert traced(store, "2003", at("09:25")) == again
+    assert traced(store, "6000", at("09:25"))[:3] == again[:3]
+    # 2001's callers: the queue's (once), the one who left the queue and rang the group
+    # again (twice), the group's first caller (once)
+    assert {p.label: p.traced_calls for p in store.status("2001").progress} == {
+        "Caller A": 1, "Caller B": 2, "Caller C": 1}
     assert {p.label: p.traced_calls for p in store.status("2002").progress} == {
         "Caller A": 1, "Caller B": 1, "Caller C": 1}
 

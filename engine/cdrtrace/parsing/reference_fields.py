@@ -218,6 +218,8 @@ Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposi
               b"NO_USER_RESPONSE": Disposition.NO_ANSWER,
               # it rang: another phone of the group answered, or picked the call up
               b"LOSE_RACE": Disposition.NO_ANSWER, b"PICKED_OFF": Disposition.NO_ANSWER,
+              # unanswered: its own ring time (leg_timeout) ran out, as NO_ANSWER is the call's
+              b"ALLOTTED_TIMEOUT": Disposition.NO_ANSWER,
               b"USER_BUSY": Disposition.BUSY,
               b"CALL_REJECTED": Disposition.REJECTED,
               b"UNALLOCATED_NUMBER": Disposition.UNALLOCATED}
