@@ -1193,10 +1193,14 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     out.redirecting[i] = redirecting
     out.final[i] = final_
     out.disposition[i] = disp
+    # a record that logs the line alerting (Kamailio's rang, FreeSWITCH's progress_stamp)
+    # shows it received the call (R3), however it ended: a phone whose user rejects a
+    # ringing call answers busy or declined
+    cdef bint alerted = 0 <= d.c_progress < nf and f[d.c_progress].n > 0
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
-        ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED)
+        ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED or alerted)
          and (end_ - start >= min_ring_us or end_ < start)))
     out.call_id[i] = h
     out.feed[i] = feed

@@ -186,7 +186,8 @@ class Phone:
     def answer(self, how: str, ring: float = 0.3, redirect_to: str | None = None) -> None:
         """Take one incoming call: 'answer' (180 then 200, then wait for BYE), 'ring'
         (180, then wait for CANCEL), 'busy' (486), 'decline' (180 then 603), 'no-answer'
-        (180, then 480 after ring seconds), 'redirect' (302 to redirect_to); and without
+        (180, then 480 after ring seconds), 'reject' (180, then 486 after ring seconds: a
+        phone whose user rejects the ringing call), 'redirect' (302 to redirect_to); and without
         ever ringing: 'silent' (no 180; the caller cancels), 'dnd' (480 at once)."""
         invite = self.receive()
         while invite.method != "INVITE":
@@ -217,6 +218,9 @@ class Phone:
             if how == "decline":
                 time.sleep(ring)
                 reply(603, "Decline")
+            elif how == "reject":
+                time.sleep(ring)
+                reply(486, "Busy Here")
             elif how == "no-answer":
                 time.sleep(ring)
                 reply(480, "Temporarily Unavailable")

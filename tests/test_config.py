@@ -104,6 +104,31 @@ columns = ["caller_id_name", "caller_id_number", "destination_number", "context"
     assert cdrtrace.parsing.numbers.format_number(row["redirecting"]) == "+13035550177"
 
 
+@pytest.mark.parametrize("cause, disposition", [
+    ("USER_BUSY", Disposition.BUSY), ("CALL_REJECTED", Disposition.REJECTED),
+    ("RECOVERY_ON_TIMER_EXPIRE", Disposition.FAILED)])
+def test_freeswitch_logging_alerting_shows_a_rejected_call_rang(tmp_path, cause, disposition):
+    """R3: with progress_stamp logged, a call that alerted the line was received however it
+    ended (a user who rejects a ringing call: USER_BUSY or CALL_REJECTED); one that never
+    alerted, with the same cause, was not."""
+    text = """
+[dialects.fs-progress]
+base = "freeswitch"
+columns = ["caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
+           "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid",
+           "bleg_uuid", "accountcode", "read_codec", "write_codec", "progress_stamp"]
+"""
+    form = config.load(write(tmp_path, text)).format("fs-progress")
+    row = ('"Pat","7205550101","3035550110","public","2026-03-02 14:03:11","",'
+           '"2026-03-02 14:03:29","18","0","{}","u-{}","","","PCMU","PCMU","{}"\n').format
+    data = (row(cause, 1, "2026-03-02 14:03:13") + row(cause, 2, "")).encode()
+    got = parse_all(data, parser=parsers.make_parser(form))
+    assert got == parse_all(data, parser=twin.CdrParser(form.dialect(), "UTC"))
+    (rang, silent), bad = got
+    assert bad == [] and rang["disposition"] == silent["disposition"] == disposition
+    assert (bool(rang["received"]), bool(silent["received"])) == (True, False)
+
+
 def test_kamailio_with_the_operators_extra_columns(tmp_path):
     """A Kamailio whose cdr_extra logs more (the source address, the user agent), in its
     own order: the dialect names the columns, the rest is the kamailio format's."""

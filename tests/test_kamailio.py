@@ -107,6 +107,7 @@ def place_calls(port: int) -> list[dict]:
     call("do not disturb", "2125550111", victim, "dnd")
     call("offline", "2125550108", None, None, to=OFFLINE)
     call("redirected (302)", "2125550109", moved, "redirect", to=MOVED)
+    call("rejected while ringing", "2125550112", victim, "reject")
     victim.close()
     moved.close()
     return placed
@@ -115,7 +116,7 @@ def place_calls(port: int) -> list[dict]:
 def test_kamailio_cdrs_of_every_call_kind_trace_as_the_wire_says(switch, tmp_path):
     port, folder, proc = switch
     placed = place_calls(port)
-    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 487, 480, 404, 302]
+    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 487, 480, 404, 302, 486]
     time.sleep(0.5)
     stop(proc)
     cdrs = sorted((folder / "acc").glob("acc_cdrs_*.log"))
@@ -141,7 +142,7 @@ def test_kamailio_db_text_and_sqlite_tables_trace_as_the_wire_says(backend, tmp_
         placed = place_calls(port)
     finally:
         stop(proc)
-    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 487, 480, 404, 302]
+    assert [p["status"] for p in placed] == [200, 487, 486, 603, 480, 200, 200, 487, 480, 404, 302, 486]
     acc = tmp_path / "acc"
     keep = os.environ.get("CDRTRACE_KEEP_KAMAILIO")    # refresh data/samples/kamailio
     if keep:
@@ -161,8 +162,9 @@ def test_kamailio_db_text_and_sqlite_tables_trace_as_the_wire_says(backend, tmp_
 def check_traces(db: Path, sources: list[str], fmt: str, placed: list[dict], count: int) -> None:
     """Ingest Kamailio's records of the placed calls and trace each as of its own moment:
     the outcome and the call named must be what happened on the wire."""
-    # the victim's 7 calls all held (keep 8), so each can be traced as of its own moment
-    store = cdrtrace.open(db, create=True, keep=8)
+    # the victim's 8 calls that rang all held (keep 9), so each can be traced as of its
+    # own moment
+    store = cdrtrace.open(db, create=True, keep=9)
     summary = cdrtrace.ingest(store, sources, fmt=fmt)
     assert summary.rejected == 0 and summary.records == count
     traced = {}
@@ -190,6 +192,8 @@ def check_traces(db: Path, sources: list[str], fmt: str, placed: list[dict], cou
     assert named("do not disturb") == ("already_traced", "+12125550107")
     assert named("offline")[0] == "no_call"                       # 404: nothing rang
     assert named("redirected (302)")[0] == "no_call"              # 302: it did not ring
+    # 180, then 486 when its user rejected it: `rang` shows it alerted the line (R3)
+    assert named("rejected while ringing") == ("success", "+12125550112")
     forwarder = store.trace(FORWARDER, at=(placed[6]["second"] + 1) * 1_000_000 - 1)
     assert forwarder.outcome.value == "success"                  # R2: the forwarding line
     assert "2125550107" not in str(forwarder)                    # never the caller

@@ -403,9 +403,13 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
     else:
         call_id = _hash_chain(seed, b"r", raw)
+    # a record that logs the line alerting (Kamailio's rang, FreeSWITCH's progress_stamp)
+    # shows it received the call (R3), however it ended: a phone whose user rejects a
+    # ringing call answers busy or declined
+    alerted = bool(col("progress"))
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
-        disp in (Disposition.NO_ANSWER, Disposition.CANCELLED)
+        (disp in (Disposition.NO_ANSWER, Disposition.CANCELLED) or alerted)
         and (end - start >= min_ring_us or end < start)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,
