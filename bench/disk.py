@@ -15,6 +15,12 @@ gain on the disk at hand before any is built:
   pages the way they would still have to be flushed: a commit's worth at a time, or
   in batches as a checkpoint or the kernel's write-back flushes them.
 
+And what a group commit can save at all: commits of a trace's pages apart (about 1.4,
+two thirds of them its line's entries) up to a 128-trace commit's, and the line through
+them, a flush's fixed cost and its cost a page. Sharing a commit saves the fixed cost
+only: where a page costs tens of microseconds, a trace's own pages bound the durable
+traces a second however many share a commit (BENCHMARKS.md, "a nineteenth session").
+
 The files are made in DIR (default: a temporary folder in TMPDIR), on the disk to
 measure, and removed at the end.
 """
@@ -36,6 +42,8 @@ COMMIT_PAGES = 46                      # a 32-trace commit's pages apart
 LOG_BYTES = 8192                       # a commit's records appended to a log
 LOG_EVERY = 0.0015                     # about one commit's cycle at 64 clients
 BESIDE = ((46, 0.002), (460, 0.02), (4600, 0.2))   # pages flushed, every so many seconds
+TRACE_PAGES = COMMIT_PAGES / 32        # a trace's share of a commit's pages apart
+SIZES = (2, 12, 46, 92, 184)           # the pages of a commit of 1, 8, 32, 64, 128 traces
 
 
 def quantiles(took: list[float]) -> dict:
@@ -123,6 +131,25 @@ def log_beside(log: int, data: int, appends: int, pages: int, every: float,
     return row
 
 
+def by_size(fd: int, commits: int, page: bytes) -> list[dict]:
+    """`commits` commits of each size in SIZES, in turn (the disk's phases fall on all
+    alike); a row for each, then the least-squares line through their means."""
+    rnd, took = random.Random(11), {n: [] for n in SIZES}
+    for _ in range(commits):
+        for n in SIZES:
+            took[n].append(commit(fd, rnd, n, page))
+    rows = [{"path": "by size", "pages": n, **quantiles(took[n]), "n": commits} for n in SIZES]
+    means = [sum(took[n]) / commits for n in SIZES]
+    mx, my = sum(SIZES) / len(SIZES), sum(means) / len(means)
+    slope = (sum((x - mx) * (y - my) for x, y in zip(SIZES, means, strict=True))
+             / sum((x - mx) ** 2 for x in SIZES))
+    a_page = max(slope, 1e-9)
+    rows.append({"path": "fit", "fixed_ms": round((my - slope * mx) * 1000, 3),
+                 "page_us": round(slope * 1e6, 1),
+                 "traces_per_second_bound": round(1 / (a_page * TRACE_PAGES))})
+    return rows
+
+
 def measure(folder: str, commits: int) -> list[dict]:
     page = os.urandom(PAGE)
     fds = [data_file(os.path.join(folder, name)) for name in ("a", "b")]
@@ -131,7 +158,7 @@ def measure(folder: str, commits: int) -> list[dict]:
         log_beside(fds[1], fds[0], commits, 0, 0.0, page)       # warming up: not kept
         for pages, every in ((0, 0.0), *BESIDE):
             rows.append(log_beside(fds[1], fds[0], commits * 6, pages, every, page))
-        return rows
+        return rows + by_size(fds[0], commits, page)
     finally:
         for fd in fds:
             os.close(fd)
@@ -204,6 +231,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       else "alone")
             print(f"log append of {LOG_BYTES} B, flushed, {beside}: "
                   f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        elif r["path"] == "by size":
+            print(f"a commit of {r['pages']} pages apart and the meta page: "
+                  f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        elif r["path"] == "fit":
+            print(f"a commit costs {r['fixed_ms']} ms and {r['page_us']} us a page apart: a "
+                  f"trace's {TRACE_PAGES:.2f} pages allow at most "
+                  f"{r['traces_per_second_bound']:,} durable traces/s, however many share "
+                  "a commit")
         else:
             print(f"{r['path']}, a commit of {COMMIT_PAGES} pages apart and the meta page: "
                   f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "

@@ -189,14 +189,32 @@ def test_the_disk_benchmark_measures_each_design_and_leaves_nothing(tmp_path, ca
 
     rows = disk.main(["--commits", "4", "--dir", str(tmp_path), "--json",
                       str(tmp_path / "rows.json")])
-    assert [r["path"] for r in rows] == ["1 writer", "2 writers", "log", "log", "log", "log"]
-    assert [r["n"] for r in rows] == [4, 8, 24, 24, 24, 24]
-    assert [r["beside_pages"] for r in rows[2:]] == [0] + [p for p, _ in disk.BESIDE]
-    assert "beside_p50_ms" not in rows[2] and all("beside_p50_ms" in r for r in rows[3:])
+    assert [r["path"] for r in rows] == ["1 writer", "2 writers", "log", "log", "log", "log",
+                                         *["by size"] * len(disk.SIZES), "fit"]
+    assert [r["n"] for r in rows[:-1]] == [4, 8, 24, 24, 24, 24, *[4] * len(disk.SIZES)]
+    assert [r["beside_pages"] for r in rows[2:6]] == [0] + [p for p, _ in disk.BESIDE]
+    assert "beside_p50_ms" not in rows[2] and all("beside_p50_ms" in r for r in rows[3:6])
+    assert [r["pages"] for r in rows[6:-1]] == list(disk.SIZES)
+    fit = rows[-1]
+    assert fit["page_us"] > 0 and fit["traces_per_second_bound"] > 0
     assert json.loads((tmp_path / "rows.json").read_text()) == rows
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.json"]
     out = capsys.readouterr().out
-    assert out.count("\n") == 7 and "two writers make " in out
+    assert out.count("\n") == 7 + len(disk.SIZES) + 1 and "two writers make " in out
+    assert f"us a page apart: a trace's {disk.TRACE_PAGES:.2f} pages allow at most " in out
+
+
+def test_the_disk_benchmark_fits_a_commits_fixed_cost_and_its_cost_a_page(monkeypatch):
+    """The line through the sizes' mean times: here commits that take 0.2 ms and 30 us a
+    page, whose trace's 1.44 pages allow 1 / (30 us x 1.44) traces/s."""
+    from bench import disk
+
+    monkeypatch.setattr(disk, "commit", lambda fd, rnd, pages, page: 0.0002 + 30e-6 * pages)
+    rows = disk.by_size(-1, 3, b"")
+    assert [(r["pages"], r["p50_ms"], r["n"]) for r in rows[:-1]] == [
+        (n, round((0.2 + 0.03 * n), 2), 3) for n in disk.SIZES]
+    assert rows[-1] == {"path": "fit", "fixed_ms": 0.2, "page_us": 30.0,
+                        "traces_per_second_bound": round(1 / (30e-6 * 46 / 32))}
 
 
 @pytest.mark.parametrize("args, says", [
