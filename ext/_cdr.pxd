@@ -21,6 +21,7 @@ cdef enum Disposition:
     DISP_UNALLOCATED = 8
     DISP_UNKNOWN = 9
     DISP_UNREADABLE = 10    # a record that could not be read (its line and time salvaged)
+    DISP_ANSWERED_ELSEWHERE = 11    # it rang; another phone (or device of the line) took it
 
 cdef enum Role:
     ROLE_DIALLED = 0

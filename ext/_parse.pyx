@@ -18,7 +18,8 @@ cimport numpy as cnp
 from _cdr cimport (
     PRES_ALLOWED, PRES_RESTRICTED, PRES_UNAVAILABLE,
     DISP_ANSWERED, DISP_NO_ANSWER, DISP_CANCELLED, DISP_BUSY, DISP_FAILED,
-    DISP_CONGESTION, DISP_REJECTED, DISP_UNALLOCATED, DISP_UNKNOWN, CallRecord, field_types,
+    DISP_CONGESTION, DISP_REJECTED, DISP_UNALLOCATED, DISP_UNKNOWN, DISP_ANSWERED_ELSEWHERE,
+    CallRecord, field_types,
 )
 
 cnp.import_array()
@@ -965,7 +966,7 @@ cdef int cause_disposition(int64_t cause) noexcept nogil:
     if cause == 18 or cause == 19:
         return DISP_NO_ANSWER
     if cause == 26:         # non-selected user clearing: it rang, another phone was given it
-        return DISP_NO_ANSWER
+        return DISP_ANSWERED_ELSEWHERE
     if cause == 17:
         return DISP_BUSY
     if cause == 21:
@@ -991,8 +992,9 @@ cdef int q850_name_disposition(Span s, bint answered, bint alerted) noexcept nog
     if span_is(s, b"NO_ANSWER", 9) or span_is(s, b"NO_USER_RESPONSE", 16):
         return DISP_NO_ANSWER
     if span_is(s, b"LOSE_RACE", 9) or span_is(s, b"PICKED_OFF", 10):
-        # it rang: another phone of the group answered, or picked the call up
-        return DISP_NO_ANSWER
+        # it rang: another phone of the group (or device of the line) answered, or picked
+        # the call up
+        return DISP_ANSWERED_ELSEWHERE
     if span_is(s, b"ALLOTTED_TIMEOUT", 16):
         # unanswered: its own ring time (leg_timeout) ran out, as NO_ANSWER is the call's
         return DISP_NO_ANSWER
@@ -1133,7 +1135,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         s = col(f, nf, d.c_final)
         final_ = normalize(s.p, s.n, cc)
     if (d.disp_kind == DK_VOCABULARY and 0 <= d.c_progress < nf
-            and f[d.c_progress].n == 0 and (disp == DISP_CANCELLED or disp == DISP_NO_ANSWER)):
+            and f[d.c_progress].n == 0 and (disp == DISP_CANCELLED or disp == DISP_NO_ANSWER
+                                            or disp == DISP_ANSWERED_ELSEWHERE)):
         rang = False    # the record logs alerting (Kamailio's rang) and shows none
     if d.pres_kind == PK_ASTERISK_USERFIELD and d.c_presentation < nf:
         s = col(f, nf, d.c_presentation)
@@ -1200,7 +1203,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
-        ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED or alerted)
+        ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED
+          or disp == DISP_ANSWERED_ELSEWHERE or alerted)
          and (end_ - start >= min_ring_us or end_ < start)))
     out.call_id[i] = h
     out.feed[i] = feed
@@ -1264,7 +1268,8 @@ MAX_COLUMNS = MAX_FIELDS - 1     # the widest record a dialect may describe
 DISPOSITION_CODES = {"ANSWERED": DISP_ANSWERED, "NO_ANSWER": DISP_NO_ANSWER,
                      "CANCELLED": DISP_CANCELLED, "BUSY": DISP_BUSY, "FAILED": DISP_FAILED,
                      "CONGESTION": DISP_CONGESTION, "REJECTED": DISP_REJECTED,
-                     "UNALLOCATED": DISP_UNALLOCATED, "UNKNOWN": DISP_UNKNOWN}
+                     "UNALLOCATED": DISP_UNALLOCATED, "UNKNOWN": DISP_UNKNOWN,
+                     "ANSWERED_ELSEWHERE": DISP_ANSWERED_ELSEWHERE}
 PRESENTATION_CODES = {"ALLOWED": PRES_ALLOWED, "RESTRICTED": PRES_RESTRICTED,
                       "UNAVAILABLE": PRES_UNAVAILABLE}
 

@@ -129,6 +129,26 @@ columns = ["caller_id_name", "caller_id_number", "destination_number", "context"
     assert (bool(rang["received"]), bool(silent["received"])) == (True, False)
 
 
+def test_a_dialect_reads_answered_elsewhere_and_its_alerting(tmp_path):
+    """A dialect's value meaning answered_elsewhere (a group's phone another took the call
+    from) is received like no_answer, and, where the dialect logs alerting, only once the
+    phone alerted; native and reference alike."""
+    text = ACME.replace('BUSY = "busy"', 'BUSY = "busy"\nTAKEN = "answered_elsewhere"').replace(
+        'presentation = "privacy"', 'presentation = "privacy"\nprogress = "rang"')
+    form = config.load(write(tmp_path, text)).format("acme")
+    data = (b"id;from;to;begin;connect;finish;status;privacy;rang\n"
+            b"1;7205550101;3035550110;1772460180;0;1772460200;TAKEN;;1\n"
+            b"2;7205550102;3035550111;1772460180;0;1772460200;TAKEN;;\n")
+    header, skip = parsers.read_header(form, data)
+    d1, d2 = form.vocabularies()
+    got = parse_all(data[skip:], parser=parsers.make_parser(form, header=header, start_offset=skip))
+    assert got == parse_all(data[skip:], parser=twin.CdrParser(
+        form.dialect(header), "UTC", start_offset=skip, dispositions=d1, presentations=d2))
+    (rang, silent), bad = got
+    assert bad == [] and rang["disposition"] == silent["disposition"] == Disposition.ANSWERED_ELSEWHERE
+    assert (bool(rang["received"]), bool(silent["received"])) == (True, False)
+
+
 def test_kamailio_with_the_operators_extra_columns(tmp_path):
     """A Kamailio whose cdr_extra logs more (the source address, the user agent), in its
     own order: the dialect names the columns, the rest is the kamailio format's."""

@@ -306,8 +306,8 @@ def test_freeswitch_default_template_with_its_stray_space():
     ("ORIGINATOR_CANCEL", False, True, Disposition.CANCELLED),
     ("NO_ANSWER", False, True, Disposition.NO_ANSWER),
     ("NO_USER_RESPONSE", False, True, Disposition.NO_ANSWER),
-    ("LOSE_RACE", False, True, Disposition.NO_ANSWER),       # another phone answered
-    ("PICKED_OFF", False, True, Disposition.NO_ANSWER),      # picked up from another phone
+    ("LOSE_RACE", False, True, Disposition.ANSWERED_ELSEWHERE),    # another phone answered
+    ("PICKED_OFF", False, True, Disposition.ANSWERED_ELSEWHERE),   # picked up from another
     ("ALLOTTED_TIMEOUT", False, True, Disposition.NO_ANSWER),  # its leg_timeout ran out
     ("ALLOTTED_TIMEOUT", True, True, Disposition.ANSWERED),    # a time limit on a call
     ("PROGRESS_TIMEOUT", False, False, Disposition.FAILED),    # it never rang

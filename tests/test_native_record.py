@@ -34,8 +34,8 @@ ENTRY = st.fixed_dictionaries({
     "presentation": st.sampled_from((0, 0, 1, 2, 3)) | st.integers(0, 255),   # 3-255: none known
     "flags": st.builds(lambda a, f, role, d: a | f << 1 | role << 2 | d << 4,
                        st.integers(0, 1), st.integers(0, 1), st.sampled_from((0, 1, 2, 2, 3)),
-                       st.sampled_from((1, 1, 2, 3, 9, 10, 0, 11)) | st.integers(0, 15)),
-})                                         # disposition 10: unreadable; 0, 11-15: none known
+                       st.sampled_from((1, 1, 2, 3, 9, 10, 11, 0, 12)) | st.integers(0, 15)),
+})                                         # disposition 10: unreadable; 0, 12-15: none known
 HISTORY = st.lists(ENTRY, max_size=5)
 AT = st.sampled_from(STARTS[1:] + (STARTS[-1] + 1,) * 4)
 
@@ -71,7 +71,7 @@ def leaves(history: list[dict], at_us: int, keep: int) -> bool:
     return (disposition == 10 or identity
             or any(t["start_us"] == e["start_us"] and t["calling"] != calling
                    for t in before[1:])
-            or e["presentation"] > 2 or not 1 <= disposition <= 10 or role == 3)
+            or e["presentation"] > 2 or not 1 <= disposition <= 11 or role == 3)
 
 
 def dump(store, txn) -> dict:

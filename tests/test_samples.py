@@ -271,6 +271,8 @@ def test_real_freeswitch_queue_ring_group_and_pickup_legs(tmp_path):
     assert traced(store, "2003", at("09:05")) == (*group, False)
     assert traced(store, "2001", at("09:05")) == (*group, True)
     assert traced(store, "6000", at("09:05")) == (*group, True)
+    assert [r["call"]["disposition"] for r in store.trace_records("2003", analyst="cic")] == [
+        "answered_elsewhere"]
     # 2002 rang in the group again and 2003 picked it up with **2002 (PICKED_OFF): 2002
     # received the call; 2003's pickup was its own outgoing call, not one it received
     assert traced(store, "2002", at("09:15")) == (

@@ -34,6 +34,7 @@ class Disposition(enum.IntEnum):
     UNALLOCATED = 8
     UNKNOWN = 9
     UNREADABLE = 10   # a record that could not be read: only its line and time are known
+    ANSWERED_ELSEWHERE = 11   # it rang; another phone (or device of the line) took the call
 
 
 # The canonical columnar record every format is parsed into, as the native parser

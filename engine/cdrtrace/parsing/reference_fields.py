@@ -216,8 +216,10 @@ def _channel_number(text: bytes, cc: int) -> int:
 
 Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposition.NO_ANSWER,
               b"NO_USER_RESPONSE": Disposition.NO_ANSWER,
-              # it rang: another phone of the group answered, or picked the call up
-              b"LOSE_RACE": Disposition.NO_ANSWER, b"PICKED_OFF": Disposition.NO_ANSWER,
+              # it rang: another phone of the group (or device of the line) answered, or
+              # picked the call up
+              b"LOSE_RACE": Disposition.ANSWERED_ELSEWHERE,
+              b"PICKED_OFF": Disposition.ANSWERED_ELSEWHERE,
               # unanswered: its own ring time (leg_timeout) ran out, as NO_ANSWER is the call's
               b"ALLOTTED_TIMEOUT": Disposition.NO_ANSWER,
               b"USER_BUSY": Disposition.BUSY,
@@ -244,8 +246,8 @@ def _privacy_withholds_id(value: bytes) -> bool:
 
 def _cause_disposition(cause: int) -> Disposition:
     # 26, non-selected user clearing: it rang, another phone was given the call
-    return {18: Disposition.NO_ANSWER, 19: Disposition.NO_ANSWER, 26: Disposition.NO_ANSWER,
-            17: Disposition.BUSY,
+    return {18: Disposition.NO_ANSWER, 19: Disposition.NO_ANSWER,
+            26: Disposition.ANSWERED_ELSEWHERE, 17: Disposition.BUSY,
             21: Disposition.REJECTED, 1: Disposition.UNALLOCATED}.get(cause, Disposition.FAILED)
 
 
@@ -353,7 +355,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     elif d["c_final"] >= 0:
         final = numbers.normalize(col("final"), cc)
     if (d["disp_kind"] == DK_VOCABULARY and 0 <= d["c_progress"] < nf and not col("progress")
-            and disp in (Disposition.CANCELLED, Disposition.NO_ANSWER)):
+            and disp in (Disposition.CANCELLED, Disposition.NO_ANSWER,
+                         Disposition.ANSWERED_ELSEWHERE)):
         rang = False              # the record logs alerting (Kamailio's rang) and shows none
     if d["pres_kind"] == PK_ASTERISK_USERFIELD and d["c_presentation"] < nf:
         uf = col("presentation").lower()
@@ -409,7 +412,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     alerted = bool(col("progress"))
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
-        (disp in (Disposition.NO_ANSWER, Disposition.CANCELLED) or alerted)
+        (disp in (Disposition.NO_ANSWER, Disposition.CANCELLED, Disposition.ANSWERED_ELSEWHERE)
+         or alerted)
         and (end - start >= min_ring_us or end < start)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,

@@ -306,7 +306,7 @@ class ArchivedCall(Row):
     end: str
     calling: str | None = Field(description="the caller's number (null: none was delivered)")
     presentation: str | None = Field(description="allowed, restricted or unavailable")
-    disposition: str | None = Field(description="answered, no_answer, cancelled, busy, ...")
+    disposition: str | None = Field(description="answered, no_answer, cancelled, answered_elsewhere, busy, ...")
     received: bool = Field(description="the line was alerted (rang)")
     feed: int
     record: int = Field(description="the record's number in its source")
