@@ -511,9 +511,9 @@ def _bw_call(record_id: str, caller: str, start: str, answered: bool, cause: str
     return ",".join(row[c] for c in columns)
 
 
-def _answered_elsewhere(fmt: str, cause: str) -> bytes:
+def _older_then_unanswered(fmt: str, cause: str) -> bytes:
     """An answered call to 3035550110 at 14:00 from 7205550100, then one at 14:30 from
-    7205550199 that rang it while another phone took the call (cause)."""
+    7205550199 that rang it and ended unanswered with `cause`."""
     if fmt == "freeswitch":
         return b"\n".join((
             fs_call("Innocent", "7205550100", "3035550110", "2026-03-02 14:00:00",
@@ -537,14 +537,14 @@ def _answered_elsewhere(fmt: str, cause: str) -> bytes:
     ("freeswitch", "PICKED_OFF", "answered_elsewhere"),
     ("freeswitch", "ALLOTTED_TIMEOUT", "no_answer"),
     ("cucm", "26", "answered_elsewhere"), ("broadworks", "026", "answered_elsewhere")])
-def test_a_phone_that_rang_while_another_took_the_call_received_it(store, tmp_path, fmt, cause,
-                                                                    disposition):
+def test_a_phone_that_rang_and_did_not_answer_received_the_call(store, tmp_path, fmt, cause,
+                                                                disposition):
     """R3: a ring group's phones that lost the race to answer, a ringing phone whose call
     was picked up from another (FreeSWITCH LOSE_RACE, PICKED_OFF; Q.850 cause 26,
     non-selected user clearing) were alerted, as was a group's phone that rang until its
     own ring time ran out (ALLOTTED_TIMEOUT, FreeSWITCH's leg_timeout): the call is their
     last, not an older one."""
-    data = _answered_elsewhere(fmt, cause)
+    data = _older_then_unanswered(fmt, cause)
     form = get_format(fmt)
     header, skip = cdrtrace.parsing.parsers.read_header(form, data)
     native = parse_all(data[skip:], parser=make_parser(form, "UTC", header=header))
@@ -555,8 +555,8 @@ def test_a_phone_that_rang_while_another_took_the_call_received_it(store, tmp_pa
     call = record["call"]
     assert (outcome, call["start"], call["calling"], call["answered"]) == (
         "success", "2026-03-02T14:30:00Z", "+17205550199", False)
-    # not answered by this phone; the evidence says another took it (answered elsewhere:
-    # another phone of its group, or another device of the line itself)
+    # not answered by this phone; where another took it, the evidence says so (answered
+    # elsewhere: another phone of its group, or another device of the line itself)
     assert call["disposition"] == disposition
 
 
