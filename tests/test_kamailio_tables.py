@@ -259,8 +259,10 @@ def test_a_bad_sqlite_source_says_what_is_wrong(tmp_path, url, message):
 # ------------------------------------------------------------------ the real switch's tables
 
 SAMPLES = Path(__file__).parent.parent / "data" / "samples" / "kamailio"
-RANG = ["+12125550107", "+12125550106", "+12125550105", "+12125550104", "+12125550102",
-        "+12125550101"]     # the calls that rang the victim, newest first (busy, 404, 302 did not)
+RANG = ["+12125550112", "+12125550107", "+12125550106", "+12125550105", "+12125550104",
+        "+12125550102", "+12125550101"]   # the calls that rang the victim, newest first: the
+# last rejected while it rang (486 after 180); busy at once, cancelled before it rang, do
+# not disturb, 404 and 302 did not ring
 
 
 @pytest.mark.parametrize("tables", [
@@ -270,22 +272,26 @@ RANG = ["+12125550107", "+12125550106", "+12125550105", "+12125550104", "+121255
 ])
 def test_every_table_of_the_real_kamailio_names_the_calls_that_rang(tmp_path, tables):
     """The samples a real Kamailio wrote of one round of calls (tests/test_kamailio.py),
-    in each backend and table: the same calls rang the victim, and a trace after the
-    last names the forwarded call, from the victim's line and from the forwarding one."""
+    in each backend and table: the same calls rang the victim, a trace after the last
+    names the call its user rejected while it rang, and the forwarding line's names the
+    call it forwarded."""
     sources = [f"sqlite://{SAMPLES / t}" if ".db?" in t else str(SAMPLES / t) for t in tables]
     store = cdrtrace.open(tmp_path / "store", create=True, keep=8)
     summary = cdrtrace.ingest(store, sources, fmt="auto")
-    # the db_text and SQLite samples also hold a call cancelled before it rang and one
-    # refused at once (do not disturb): logged with `rang` empty, they never rang
-    assert summary.rejected == 0 and summary.records == (9 if ".log" in tables[0] else 11)
+    # a call cancelled before it rang and one refused at once (do not disturb) are logged
+    # with `rang` empty: they never rang
+    assert summary.rejected == 0 and summary.records == 12
     from cdrtrace.parsing.numbers import format_number
     callers = [format_number(int(e["calling"])) for e in testing.line_entries(store, VICTIM)]
     assert callers == RANG
-    at = "2026-12-01T00:00:00Z"
+    at = "2026-12-03T00:00:00Z"
     outcomes = {line: store.trace(line, at=at).outcome.value
                 for line in (VICTIM, "3035550199", "3035550120", "3035550130")}
     assert outcomes == {VICTIM: "success", "3035550199": "success", "3035550120": "no_call",
                         "3035550130": "no_call"}
     named = store.trace_records(VICTIM, analyst="ann")[0]["call"]
-    assert named["calling"] == "+12125550107" and named["presentation"] == "allowed"
+    assert named["calling"] == "+12125550112" and named["presentation"] == "allowed"
+    assert (named["disposition"], named["answered"]) == ("busy", False)
+    forwarded = store.trace_records("3035550199", analyst="ann")[0]["call"]
+    assert forwarded["calling"] == "+12125550107"
     store.close()

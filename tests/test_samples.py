@@ -105,16 +105,16 @@ OTHER = {
                     "3035550115": ("untraceable", "2026-03-02T14:50:00Z"),   # unreadable
                     "3035550116": ("success", "2026-11-01T07:30:00Z")}),
     # made by a real Kamailio 5.6 in tests/test_kamailio.py (data/samples/README.md); traced
-    # after its last call (2026-11-30 12:29:20 UTC): each line's last call that rang
-    "kamailio": ("kamailio/acc_cdrs.log", "UTC", 9, [],
-                 {"3035550110": ("success", "2026-11-30T12:29:18Z"),   # the call 3035550199 forwarded
-                  "3035550199": ("success", "2026-11-30T12:29:18Z"),   # R2: the forwarding line
+    # after its last call (2026-12-02 16:50:31 UTC): each line's last call that rang
+    "kamailio": ("kamailio/acc_cdrs.log", "UTC", 12, [],
+                 {"3035550110": ("success", "2026-12-02T16:50:31.051522Z"),  # rejected ringing
+                  "3035550199": ("success", "2026-12-02T16:50:26.050955Z"),  # R2: it forwarded
                   "3035550120": ("no_call", None),                     # 404: offline
                   "3035550130": ("no_call", None)}),                   # 302: redirected
 }
 
 
-TRACE_AT = {"kamailio": "2026-12-01T00:00:00Z"}     # after the Kamailio sample's calls
+TRACE_AT = {"kamailio": "2026-12-03T00:00:00Z"}     # after the Kamailio sample's calls
 
 
 def test_the_kamailio_sample_as_the_wire_made_it(tmp_path):
@@ -138,8 +138,11 @@ def test_the_kamailio_sample_as_the_wire_made_it(tmp_path):
         ("+12125550105", 0, "", "", D.NO_ANSWER, True),      # 480 after ringing
         ("+12125550106", 1, "", "", D.ANSWERED, True),       # PAI over From, Privacy: id
         ("+12125550107", 0, "+13035550110", "+13035550199", D.ANSWERED, True),   # forwarded
+        ("+12125550110", 0, "", "", D.CANCELLED, False),     # 487 before it rang (`rang` empty)
+        ("+12125550111", 0, "", "", D.NO_ANSWER, False),     # 480 at once: do not disturb
         ("+12125550108", 0, "", "", D.UNALLOCATED, False),   # 404: offline
         ("+12125550109", 0, "", "", D.FAILED, False),        # 302: redirected, never rang
+        ("+12125550112", 0, "", "", D.BUSY, True),           # 180, then 486: its user rejected it
     ]
 
 
