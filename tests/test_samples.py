@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 import cdrtrace
+from cdrtrace.parsing import parsers
+from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.parsers import detect_format
+from conftest import parse_all
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "samples" / "asterisk" / "Master.csv"
 AT = "2026-11-02T00:00:00Z"
@@ -144,6 +147,27 @@ def test_the_kamailio_sample_as_the_wire_made_it(tmp_path):
         ("+12125550109", 0, "", "", D.FAILED, False),        # 302: redirected, never rang
         ("+12125550112", 0, "", "", D.BUSY, True),           # 180, then 486: its user rejected it
     ]
+
+
+def test_kamailio_records_from_before_rang_was_logged_are_read_as_they_are():
+    """The sample's records without their last column (13 columns, as the configuration
+    wrote them before `rang`): every one read, native and reference alike; without the
+    column, a 487 or a 480 counts as received (nothing says it did not ring), and a 486
+    as never rung (nothing says it did)."""
+    from cdrtrace.parsing.numbers import format_number
+
+    data = b"".join(line.rsplit(b"|", 1)[0] + b"\n" for line in
+                    (SAMPLES / "kamailio" / "acc_cdrs.log").read_bytes().splitlines())
+    form = parsers.get_format("kamailio")
+    rows, rejects = parse_all(data, parser=parsers.make_parser(form, "UTC"))
+    sip_codes, presentations = form.vocabularies()
+    assert (rows, rejects) == parse_all(data, parser=twin.CdrParser(
+        form.dialect(), "UTC", dispositions=sip_codes, presentations=presentations))
+    assert rejects == [] and len(rows) == 12
+    received = {format_number(r["calling"]): bool(r["received"]) for r in rows}
+    assert [c for c, rang in received.items() if rang] == [
+        "+12125550101", "+12125550102", "+12125550104", "+12125550105", "+12125550106",
+        "+12125550107", "+12125550110", "+12125550111"]
 
 
 @pytest.mark.parametrize("fmt", sorted(OTHER))
