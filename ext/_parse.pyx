@@ -961,6 +961,11 @@ cdef int compact_timestamp(Span s, Zone* z, int64_t* out) noexcept nogil:
     return 0
 
 
+cdef inline bint rang_unanswered(int disp) noexcept nogil:
+    """A disposition of a call that rang the line and was not answered there."""
+    return disp == DISP_NO_ANSWER or disp == DISP_CANCELLED or disp == DISP_ANSWERED_ELSEWHERE
+
+
 cdef int cause_disposition(int64_t cause) noexcept nogil:
     """Q.850 cause of a call that was not connected -> disposition."""
     if cause == 18 or cause == 19:
@@ -1135,8 +1140,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         s = col(f, nf, d.c_final)
         final_ = normalize(s.p, s.n, cc)
     if (d.disp_kind == DK_VOCABULARY and 0 <= d.c_progress < nf
-            and f[d.c_progress].n == 0 and (disp == DISP_CANCELLED or disp == DISP_NO_ANSWER
-                                            or disp == DISP_ANSWERED_ELSEWHERE)):
+            and f[d.c_progress].n == 0 and rang_unanswered(disp)):
         rang = False    # the record logs alerting (Kamailio's rang) and shows none
     if d.pres_kind == PK_ASTERISK_USERFIELD and d.c_presentation < nf:
         s = col(f, nf, d.c_presentation)
@@ -1203,8 +1207,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
-        ((disp == DISP_NO_ANSWER or disp == DISP_CANCELLED
-          or disp == DISP_ANSWERED_ELSEWHERE or alerted)
+        ((rang_unanswered(disp) or alerted)
          and (end_ - start >= min_ring_us or end_ < start)))
     out.call_id[i] = h
     out.feed[i] = feed

@@ -227,6 +227,10 @@ Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposi
               b"UNALLOCATED_NUMBER": Disposition.UNALLOCATED}
 
 
+# the dispositions of a call that rang the line and was not answered there
+RANG_UNANSWERED = (Disposition.NO_ANSWER, Disposition.CANCELLED, Disposition.ANSWERED_ELSEWHERE)
+
+
 def _q850_name_disposition(name: bytes, answered: bool, alerted: bool):
     if not 0 < len(name) <= 48 or not all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
                                           for c in name):
@@ -355,8 +359,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     elif d["c_final"] >= 0:
         final = numbers.normalize(col("final"), cc)
     if (d["disp_kind"] == DK_VOCABULARY and 0 <= d["c_progress"] < nf and not col("progress")
-            and disp in (Disposition.CANCELLED, Disposition.NO_ANSWER,
-                         Disposition.ANSWERED_ELSEWHERE)):
+            and disp in RANG_UNANSWERED):
         rang = False              # the record logs alerting (Kamailio's rang) and shows none
     if d["pres_kind"] == PK_ASTERISK_USERFIELD and d["c_presentation"] < nf:
         uf = col("presentation").lower()
@@ -412,8 +415,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     alerted = bool(col("progress"))
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
-        (disp in (Disposition.NO_ANSWER, Disposition.CANCELLED, Disposition.ANSWERED_ELSEWHERE)
-         or alerted)
+        (disp in RANG_UNANSWERED or alerted)
         and (end - start >= min_ring_us or end < start)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,
