@@ -19,6 +19,7 @@ from _cdr cimport (
     PRES_ALLOWED, PRES_RESTRICTED, PRES_UNAVAILABLE,
     DISP_ANSWERED, DISP_NO_ANSWER, DISP_CANCELLED, DISP_BUSY, DISP_FAILED,
     DISP_CONGESTION, DISP_REJECTED, DISP_UNALLOCATED, DISP_UNKNOWN, DISP_ANSWERED_ELSEWHERE,
+    DISP_LATE_REFUSAL,
     CallRecord, field_types,
 )
 
@@ -966,6 +967,21 @@ cdef inline bint rang_unanswered(int disp) noexcept nogil:
     return disp == DISP_NO_ANSWER or disp == DISP_CANCELLED or disp == DISP_ANSWERED_ELSEWHERE
 
 
+# how long after its start a busy or rejected call may have rung first: a person takes
+# longer than this to refuse a ringing call (formats.LATE_REFUSAL_US, checked at import)
+cdef int64_t LATE_REFUSAL_US = 1000000
+
+
+cdef inline bint late_refusal(int disp, bint logs_alerting, int64_t start,
+                              int64_t end_) noexcept nogil:
+    """A busy or rejected call that ended a second or more after it began, in a record
+    that logs no alerting: the line's user may have refused it while it rang, so it may
+    have been received (docs/formats.md). An end a second or more before the start (clocks
+    apart) tells no time: it may; less is a whole-second end in the start's second."""
+    return ((disp == DISP_BUSY or disp == DISP_REJECTED) and not logs_alerting
+            and (end_ - start >= LATE_REFUSAL_US or start - end_ >= LATE_REFUSAL_US))
+
+
 cdef int cause_disposition(int64_t cause) noexcept nogil:
     """Q.850 cause of a call that was not connected -> disposition."""
     if cause == 18 or cause == 19:
@@ -1199,15 +1215,17 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     out.called[i] = called
     out.redirecting[i] = redirecting
     out.final[i] = final_
-    out.disposition[i] = disp
     # a record that logs the line alerting (Kamailio's rang, FreeSWITCH's progress_stamp)
     # shows it received the call (R3), however it ended: a phone whose user rejects a
     # ringing call answers busy or declined
     cdef bint alerted = 0 <= d.c_progress < nf and f[d.c_progress].n > 0
+    if late_refusal(disp, 0 <= d.c_progress < nf, start, end_):
+        disp = DISP_LATE_REFUSAL
+    out.disposition[i] = disp
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
-        ((rang_unanswered(disp) or alerted)
+        ((rang_unanswered(disp) or alerted or disp == DISP_LATE_REFUSAL)
          and (end_ - start >= min_ring_us or end_ < start)))
     out.call_id[i] = h
     out.feed[i] = feed
@@ -1272,7 +1290,9 @@ DISPOSITION_CODES = {"ANSWERED": DISP_ANSWERED, "NO_ANSWER": DISP_NO_ANSWER,
                      "CANCELLED": DISP_CANCELLED, "BUSY": DISP_BUSY, "FAILED": DISP_FAILED,
                      "CONGESTION": DISP_CONGESTION, "REJECTED": DISP_REJECTED,
                      "UNALLOCATED": DISP_UNALLOCATED, "UNKNOWN": DISP_UNKNOWN,
-                     "ANSWERED_ELSEWHERE": DISP_ANSWERED_ELSEWHERE}
+                     "ANSWERED_ELSEWHERE": DISP_ANSWERED_ELSEWHERE,
+                     "LATE_REFUSAL": DISP_LATE_REFUSAL}
+LATE_REFUSAL_MICROSECONDS = LATE_REFUSAL_US
 PRESENTATION_CODES = {"ALLOWED": PRES_ALLOWED, "RESTRICTED": PRES_RESTRICTED,
                       "UNAVAILABLE": PRES_UNAVAILABLE}
 

@@ -24,7 +24,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdio cimport snprintf
 
-from _cdr cimport DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes
+from _cdr cimport DISP_LATE_REFUSAL, DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -168,7 +168,8 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         e = &entries[first]
         flags, presentation = e.flags, e.presentation
         disposition = flags >> 4
-        if disposition == DISP_UNREADABLE or _identity(e.calling):
+        if (disposition == DISP_UNREADABLE or disposition == DISP_LATE_REFUSAL
+                or _identity(e.calling)):   # fail closed with a reason: the reference says it
             return None
         for i in range(first + 1, count):    # calls from other callers at the same instant
             r = &entries[i]

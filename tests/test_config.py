@@ -42,7 +42,7 @@ none = "unavailable"
 ACME_CDRS = (b"id;from;to;begin;connect;finish;status;privacy\n"
              b"1;7205550101;3035550110;1772460180;1772460185;1772460240;OK;\n"
              b"2;7205550102;3035550111;1772460180;0;1772460200;ABANDON;hidden\n"
-             b"3;7205550103;3035550112;1772460180;0;1772460181;BUSY;\n"
+             b"3;7205550103;3035550112;1772460180;0;1772460180;BUSY;\n"   # busy at once
              b"4;;3035550113;1772460180;0;1772460200;NOREPLY;none\n"
              b"5;7205550105;3035550114;1772460180;0;1772460200;LOST;\n")
 
@@ -296,3 +296,11 @@ def test_a_store_made_with_settings_in_range_keeps_them(tmp_path):
                 "activation_window_days": 0.5}
     with cdrtrace.open(tmp_path / "s", create=True, **settings) as store:
         assert {k: store.config[k] for k in settings} == settings
+
+
+def test_a_dialect_cannot_map_a_value_to_a_late_refusal(tmp_path):
+    """late_refusal is the parsers' reading of a busy or rejected call's times, not a
+    switch's value: a dialect maps values to busy or rejected, and its table says so."""
+    text = ACME.replace('BUSY = "busy"', 'BUSY = "late_refusal"')
+    with pytest.raises(cdrtrace.errors.ConfigError, match="'BUSY' = 'late_refusal': must be one of"):
+        config.load(write(tmp_path, text)).format("acme")

@@ -149,9 +149,15 @@ T0 = 1772460180   # 2026-03-02T14:03:00Z
     (0, 0, 21, False, Disposition.REJECTED),
     (0, 0, 1, False, Disposition.UNALLOCATED),
     (0, 0, 41, False, Disposition.FAILED),
+    # busy or rejected a second or more after it began: its user may have refused it
+    # while it rang (CUCM logs no alerting), so it may have been received
+    (0, 0, 17, True, Disposition.LATE_REFUSAL),
+    (0, 0, 21, True, Disposition.LATE_REFUSAL),
 ])
 def test_cucm_causes_decide_received(tmp_path, connect, orig, dest, received, disposition):
-    path = cucm_file(tmp_path, [cucm_row(7, T0, connect, orig, dest)])
+    # a refusal at once (the call's end in its start's second) unless the case is a late one
+    end = T0 + 30 if received else T0
+    path = cucm_file(tmp_path, [cucm_row(7, T0, connect, orig, dest, end=end)])
     header, skip = parsers.read_header(CUCM, open(path, "rb").read())
     cols, bad, _ = parsers.make_parser("cucm", header=header, start_offset=skip).feed(
         open(path, "rb").read()[skip:], True)
@@ -249,10 +255,15 @@ def test_broadworks_terminating_records_are_the_incoming_calls(tmp_path):
     ("No", "017", False, Disposition.BUSY),
     ("No", "021", False, Disposition.REJECTED),
     ("No", "001", False, Disposition.UNALLOCATED),
+    ("No", "017", True, Disposition.LATE_REFUSAL),   # refused 59.6 s on: it may have rung
+    ("No", "021", True, Disposition.LATE_REFUSAL),
 ])
 def test_broadworks_answer_indicator_and_cause(tmp_path, indicator, cause, received, disposition):
-    path = broadworks_file(tmp_path, [bw_row("1", indicator=indicator, cause=cause,
-                                             answer="" if indicator == "No" else "20260302140305.0")])
+    row = bw_row("1", indicator=indicator, cause=cause,
+                 answer="" if indicator == "No" else "20260302140305.0")
+    if not received:
+        row["releaseTime"] = "20260302140301.397"    # 0.999 s after its start: at once
+    path = broadworks_file(tmp_path, [row])
     data = open(path, "rb").read()
     header, skip = parsers.read_header(BROADWORKS, data)
     cols, bad, _ = parsers.make_parser("broadworks", header=header, start_offset=skip).feed(
@@ -316,10 +327,15 @@ def test_freeswitch_default_template_with_its_stray_space():
     ("UNALLOCATED_NUMBER", False, False, Disposition.UNALLOCATED),
     ("NORMAL_TEMPORARY_FAILURE", False, False, Disposition.FAILED),
     ("NORMAL_CLEARING", False, False, Disposition.UNKNOWN),   # no alerting column: unknown
+    # refused 18 s after it began, and the template logs no alerting: it may have rung
+    ("USER_BUSY", False, True, Disposition.LATE_REFUSAL),
+    ("CALL_REJECTED", False, True, Disposition.LATE_REFUSAL),
 ])
 def test_freeswitch_hangup_causes(cause, answered, received, disposition):
     line = FS.format(name="Pat", number="7205550101", cause=cause, billsec="0",
                      answer="2026-03-02 14:03:15" if answered else "")
+    if not received:     # every record of the table ended in its start's second
+        line = line.replace('"2026-03-02 14:03:29","18"', '"2026-03-02 14:03:11","0"')
     (row,), bad = fs_parse(line.encode())
     assert bad == []
     assert (bool(row["received"]), row["disposition"]) == (received, disposition)

@@ -31,7 +31,7 @@ def cic(tmp_path):
     records = [cdr(src=CALLER, dst=LINE, start=f"2026-03-02 {h}:03:00",
                    end=f"2026-03-02 {h}:03:20", disposition="NO ANSWER") for h in (14, 15, 16)]
     records.append(cdr(src=OTHER, dst=LINE, start="2026-03-02 16:30:00",
-                       end="2026-03-02 16:30:10", disposition="BUSY"))
+                       end="2026-03-02 16:30:00", disposition="BUSY"))   # busy at once
     cdrtrace.ingest(store, [cdr_file(tmp_path, *records)])
     running = Service(store)
     tokens = {role: store.tokens.create(f"{role}-1", role) for role in ROLES}

@@ -131,11 +131,14 @@ def test_blank_lines_are_not_records():
     assert len(rows) == 1 and rejects == [] and rows[0]["record"] == 1
 
 
-@pytest.mark.parametrize("disposition,received", [
-    ("ANSWERED", True), ("NO ANSWER", True), ("CANCEL", True), ("BUSY", False),
-    ("FAILED", False), ("CONGESTION", False), ("UNKNOWN", False)])
-def test_disposition_decides_received(disposition, received):
-    (row,), _ = parse_all(cdr(disposition=disposition))
+@pytest.mark.parametrize("disposition,seconds,received", [
+    ("ANSWERED", 69, True), ("NO ANSWER", 69, True), ("CANCEL", 69, True), ("BUSY", 0, False),
+    ("FAILED", 69, False), ("CONGESTION", 69, False), ("UNKNOWN", 69, False),
+    ("BUSY", 1, True),    # refused a second on: its user may have refused it while it rang
+    ("BUSY", -5, True)])  # ended 5 s before its start (clocks apart): no time told, it may have
+def test_disposition_decides_received(disposition, seconds, received):
+    end = f"2026-03-02 14:{3 + (11 + seconds) // 60:02d}:{(11 + seconds) % 60:02d}"
+    (row,), _ = parse_all(cdr(disposition=disposition, end=end, duration=str(max(seconds, 0))))
     assert bool(row["received"]) is received
 
 

@@ -560,6 +560,66 @@ def test_a_phone_that_rang_and_did_not_answer_received_the_call(store, tmp_path,
     assert call["disposition"] == disposition
 
 
+def _refused(fmt: str, cause: str, after: int) -> bytes:
+    """An answered call to 3035550110 at 14:00 from 7205550100, then one at 14:30 from
+    7205550199 that ended `after` seconds later, refused with `cause` (busy or rejected)."""
+    if fmt == "asterisk":
+        refused = cdr(src="7205550199", clid='"Caller" <7205550199>', disposition=cause,
+                      start="2026-03-02 14:30:00", end=f"2026-03-02 14:30:{after:02d}",
+                      duration=str(after), billsec="0", uniqueid="new.1")
+        return cdr(**OLD) + b"\n" + refused + b"\n"
+    data = _older_then_unanswered(fmt, cause)
+    if fmt == "freeswitch":
+        return data.replace(b'"2026-03-02 14:30:07"', f'"2026-03-02 14:30:{after:02d}"'.encode())
+    if fmt == "cucm":
+        return data.replace(b",1772461820,", f",{1772461800 + after},".encode())
+    return data.replace(b"20260302143020.000", f"2026030214300{after}.900".encode())
+
+
+@pytest.mark.parametrize("fmt, cause", [
+    ("asterisk", "BUSY"), ("freeswitch", "USER_BUSY"), ("freeswitch", "CALL_REJECTED"),
+    ("cucm", "17"), ("cucm", "21"), ("broadworks", "017"), ("broadworks", "021")])
+def test_a_call_refused_after_it_may_have_rung_fails_closed(tmp_path, fmt, cause):
+    """A phone's user who refuses a ringing call (its reject key: 486 Busy Here, 603
+    Decline) leaves a busy or rejected record, as a busy line does. Where the record logs
+    no alerting, one that ended a second or more after it began may have rung (R3): it is
+    the line's last call, and untraceable, never a success against the older caller. One
+    that ended in the second it began never rang: busy, not received (R3)."""
+    for after, store_path in ((6, tmp_path / "late"), (0, tmp_path / "at-once")):
+        data = _refused(fmt, cause, after)
+        form = get_format(fmt)
+        header, skip = cdrtrace.parsing.parsers.read_header(form, data)
+        native = parse_all(data[skip:], parser=make_parser(form, "UTC", header=header))
+        assert native == parse_all(data[skip:], parser=twin.CdrParser(form.dialect(header), "UTC"))
+        (path := tmp_path / f"cdr-{after}.csv").write_bytes(data)
+        s = cdrtrace.open(store_path, create=True)
+        assert cdrtrace.ingest(s, [str(path)], fmt=fmt).rejected == 0
+        outcome, record = trace(s, "3035550110")
+        if after:
+            assert (outcome, record["call"]["start"], record["call"]["disposition"]) == (
+                "untraceable", "2026-03-02T14:30:00Z", "late_refusal")
+            assert "may have refused it while it rang" in record["reason"]
+        else:
+            assert (outcome, record["call"]["start"], record["call"]["calling"]) == (
+                "success", "2026-03-02T14:00:00Z", "+17205550100")
+
+
+def test_a_call_that_rang_one_device_of_the_line_is_traced_though_another_refused_it(
+        store, tmp_path):
+    """Legs of one call to one line: a device that rang unanswered (NO ANSWER) makes the
+    call received and traceable, whatever another device of the line did (its user
+    refused it after 5 s: a late refusal on its own)."""
+    legs = [cdr(src="7205550199", clid='"Caller" <7205550199>', disposition=disposition,
+                start="2026-03-02 14:30:00", end="2026-03-02 14:30:05", duration="5",
+                billsec="0", uniqueid="new.1", dstchannel=f"PJSIP/3035550110-0000002{n}")
+            for n, disposition in enumerate(("BUSY", "NO ANSWER"))]
+    both_parsers("asterisk", b"\n".join(legs) + b"\n")
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD), *legs)])
+    outcome, record = trace(store, "3035550110")
+    assert (outcome, record["call"]["start"], record["call"]["disposition"]) == (
+        "success", "2026-03-02T14:30:00Z", "no_answer")
+
+
 @pytest.mark.parametrize("line, cause", [
     (b'"accountcode","src","dst","dcontext","clid","channel","dstchannel","lastapp","lastdata",'
      b'"start","answer","end","duration","billsec","disposition","amaflags","uniqueid","userfield"',
@@ -624,7 +684,7 @@ def test_generated_traffic_has_legs_unreadable_records_zero_rings_and_named_rest
     ("broadworks/BW-CDR-20260302150000-1-000002.csv", "broadworks"),
     ("real/asterisk-ring-groups-ru.csv", "asterisk"), ("real/asterisk-custom-sip-users.csv", "asterisk-custom"),
     ("real/freeswitch-after-spreadsheet.csv", "freeswitch"), ("real/asterisk-queue-ua.csv", "asterisk"),
-    ("real/freeswitch-groups-kr.csv", "freeswitch"),
+    ("real/freeswitch-groups-kr.csv", "freeswitch"), ("real/asterisk-reject-key-de.csv", "asterisk"),
 ])
 @pytest.mark.parametrize("chunk", [None, 7, 4096])
 def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):

@@ -319,6 +319,29 @@ def test_real_freeswitch_queue_ring_group_and_pickup_legs(tmp_path):
         "Caller A": 1, "Caller B": 1, "Caller C": 1}
 
 
+def test_real_asterisk_reject_key_is_a_call_that_may_have_rung(tmp_path):
+    """A PJSIP PBX's Master.csv (Germany, callers written nationally): a user who refused a
+    ringing call with the phone's reject key (486, logged BUSY 6 s after the call began),
+    and a line busy at once (BUSY, 0 s). Asterisk logs no alerting: the first may have
+    rung, so it is the line's last call and untraceable, never the older caller's; the
+    second never rang."""
+    store, summary = real_store(tmp_path, "asterisk-reject-key-de.csv", "auto",
+                                zone="Europe/Berlin", country_code=49)
+    assert (summary.records, summary.rejected) == (5, 0)
+    # 200 at 10:05 (CET): the 10:00 call its user refused, not the 09:00 caller's
+    assert traced(store, "200", "2023-11-14T10:05:00+01:00") == (
+        "untraceable", "2023-11-14T09:00:00Z", "+4915112345678", False)
+    record = store.trace_records("200", analyst="cic")[-1]
+    assert record["call"]["disposition"] == "late_refusal" and "rang" in record["reason"]
+    # 201 at 10:25: busy at 10:20 within its first second, it never rang; the 09:30 call
+    assert traced(store, "201", "2023-11-14T10:25:00+01:00") == (
+        "success", "2023-11-14T08:30:00Z", "+494011111111", True)
+    # 200 at 10:45: the same caller's next call rang unanswered: traced, the first count
+    assert traced(store, "200", "2023-11-14T10:45:00+01:00") == (
+        "success", "2023-11-14T09:40:00Z", "+4915112345678", False)
+    assert [p.traced_calls for p in store.status("200").progress] == [1]
+
+
 def test_real_freeswitch_file_rewritten_by_a_spreadsheet(tmp_path):
     store, summary = real_store(tmp_path, "freeswitch-after-spreadsheet.csv", "freeswitch")
     assert (summary.records, summary.rejected) == (3, 3)

@@ -26,9 +26,11 @@ def _store_calls(request, monkeypatch):
 
 
 def call(minute: int, **kw) -> bytes:
-    """A call to LINE starting at 14:MM:00 and lasting 30 s."""
+    """A call to LINE starting at 14:MM:00 and lasting 30 s; a busy, failed or congested
+    one ends at once (it never rang: a busy 30 s on may have, docs/trace-rules.md)."""
     kw.setdefault("dst", LINE)
-    return cdr(start=f"2026-03-02 14:{minute:02d}:00", end=f"2026-03-02 14:{minute:02d}:30",
+    seconds = "00" if kw.get("disposition") in ("BUSY", "FAILED", "CONGESTION") else "30"
+    return cdr(start=f"2026-03-02 14:{minute:02d}:00", end=f"2026-03-02 14:{minute:02d}:{seconds}",
                answer=kw.pop("answer", f"2026-03-02 14:{minute:02d}:05"), **kw)
 
 
@@ -50,6 +52,16 @@ def test_r3_a_call_that_never_rang_is_not_the_last_call(store, ingest_records, d
     assert result.outcome is Outcome.SUCCESS and result.call_time == "2026-03-02T14:03:00Z"
     (record,) = store.trace_records(LINE, analyst="cic")
     assert record["call"]["calling"] == "+17205550101"
+
+
+def test_r3_a_call_refused_after_it_may_have_rung_fails_closed(store, ingest_records):
+    """Asterisk logs a user's reject key as BUSY, as it logs a busy line: one that ended 4 s
+    after it began may have rung, so it is the last call, and untraceable (fail closed)."""
+    ingest_records(call(3, src="7205550101"),
+                   cdr(dst=LINE, src="7205550102", disposition="BUSY", answer="",
+                       start="2026-03-02 14:09:00", end="2026-03-02 14:09:04"))
+    result = store.trace(LINE, at=AFTER)
+    assert result.outcome is Outcome.UNTRACEABLE and result.call_time == "2026-03-02T14:09:00Z"
 
 
 def test_r3_no_received_call_is_no_call(store, ingest_records):

@@ -42,8 +42,9 @@ ANNOUNCEMENTS = {
 
 def outcome_for(entry) -> Outcome:
     """Success or untraceable for the call a trace resolved to ("Who called"; an
-    unreadable record fails closed, docs/trace-rules.md, "Imperfect data")."""
-    if int(entry["flags"]) >> 4 == Disposition.UNREADABLE:
+    unreadable record, and a call that may not have rung, fail closed, docs/trace-rules.md,
+    "Imperfect data")."""
+    if int(entry["flags"]) >> 4 in (Disposition.UNREADABLE, Disposition.LATE_REFUSAL):
         return Outcome.UNTRACEABLE
     if int(entry["calling"]) == 0 or int(entry["presentation"]) == Presentation.UNAVAILABLE:
         return Outcome.UNTRACEABLE

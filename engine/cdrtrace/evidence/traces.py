@@ -66,6 +66,24 @@ def id_number(text: Any, letter: str, width: int) -> int | None:
     return number if f"{letter}{number:0{width}d}" == text and number < 1 << 64 else None
 
 
+def untraceable_reason(call: dict) -> str | None:
+    """Why a call a trace resolved to cannot be traced, where the rules fail closed
+    (docs/trace-rules.md, "Imperfect data"), for the evidence; None otherwise."""
+    if "tied_with" in call:
+        return (f"{len(call['tied_with']) + 1} calls from different callers began at "
+                f"{call['start']} on this line; the records cannot tell which was the last, so "
+                "none is named")
+    if call["disposition"] == "unreadable":
+        return (f"the last call to this line is a CDR record that could not be read (record at "
+                f"byte {call['offset']} of {call['source']}); only its line and time are known, "
+                "so it cannot be traced")
+    if call["disposition"] == "late_refusal":
+        return ("the last call to this line ended busy or rejected a second or more after it "
+                "began, and its CDR does not log whether the line rang first: its user may have "
+                "refused it while it rang, so it is the last call, and it cannot be traced")
+    return None
+
+
 def encode(record: dict) -> bytes:
     """An evidence record as stored: JSON, written by orjson (json.dumps took a tenth of a
     trace's write), or by json.dumps for what orjson refuses (an integer past 64 bits, a
@@ -351,18 +369,13 @@ class Tracer:
             record["activated_by"] = activated_by
         if requested_by is not None:
             record["requested_by"] = requested_by
+        if call is not None and (reason := untraceable_reason(call)) is not None:
+            record["reason"] = reason
         if call is not None and call["disposition"] == "unreadable":
-            record["reason"] = (f"the last call to this line is a CDR record that could not be read "
-                                f"(record at byte {call['offset']} of {call['source']}); only its "
-                                f"line and time are known, so it cannot be traced")
             logged = self.lookup.unreadable_record(index_txn, int(e["feed"]), int(e["start_us"]),
                                                    int(e["call_id"]))
             if logged is not None:
                 record["unreadable"] = logged
-        if call is not None and "tied_with" in call:
-            record["reason"] = (f"{len(call['tied_with']) + 1} calls from different callers began "
-                                f"at {call['start']} on this line; the records cannot tell "
-                                "which was the last, so none is named")
         if not pending:
             record["unreadable_nearby"] = self.lookup.unreadable_near(
                 index_txn, int(e["feed"]) if e is not None else None,

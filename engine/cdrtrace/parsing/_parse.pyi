@@ -8,6 +8,7 @@ DIALECT_FIELDS: tuple[str, ...]
 CALL_FIELDS: tuple[tuple[str, str], ...]
 MAX_COLUMNS: int
 DISPOSITION_CODES: dict[str, int]
+LATE_REFUSAL_MICROSECONDS: int
 PRESENTATION_CODES: dict[str, int]
 
 def normalize_number(text: str | bytes, country_code: int = ...,

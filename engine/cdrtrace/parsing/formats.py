@@ -35,6 +35,14 @@ class Disposition(enum.IntEnum):
     UNKNOWN = 9
     UNREADABLE = 10   # a record that could not be read: only its line and time are known
     ANSWERED_ELSEWHERE = 11   # it rang; another phone (or device of the line) took the call
+    # busy or rejected LATE_REFUSAL_US or more after it began, in a record that logs no
+    # alerting: its user may have refused it while it rang (received; traces fail closed)
+    LATE_REFUSAL = 12
+
+
+# a person takes longer than this to refuse a ringing call: a busy or rejected call that
+# ended sooner never rang (as R3 reads a busy), one that ended later may have
+LATE_REFUSAL_US = 1_000_000
 
 
 # The canonical columnar record every format is parsed into, as the native parser
@@ -49,7 +57,7 @@ COLUMN_DOCS = {
     "redirecting": "redirecting / original-called line, 0 = none",
     "final": "the line that finally rang when it differs, 0 = same",
     "disposition": "Disposition",
-    "received": "the line was alerted (it rang)",
+    "received": "the line was alerted (it rang), or may have been (a late refusal)",
     "call_id": "hash of the switch's call id, or of the record",
     "feed": "feed (switch) id",
     "offset": "byte offset of the record in its source",

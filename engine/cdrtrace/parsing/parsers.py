@@ -15,6 +15,7 @@ from .formats import (
     FORMATS,
     KAMAILIO,
     KAMAILIO_ACC,
+    LATE_REFUSAL_US,
     Disposition,
     Format,
     Presentation,
@@ -37,6 +38,10 @@ def check_native(module) -> None:
         if ours != dict(compiled):
             raise NativeModuleError(f"cdrtrace's native parser numbers {name}s {dict(compiled)}, "
                                     f"this cdrtrace {ours}: reinstall with `pip install .`")
+    if module.LATE_REFUSAL_MICROSECONDS != LATE_REFUSAL_US:
+        raise NativeModuleError("cdrtrace's native parser times a late refusal from "
+                                f"{module.LATE_REFUSAL_MICROSECONDS} us, this cdrtrace from "
+                                f"{LATE_REFUSAL_US} us: reinstall with `pip install .`")
 
 
 check_native(native._parse)

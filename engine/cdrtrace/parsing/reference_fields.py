@@ -14,6 +14,7 @@ from .formats import (
     DK_CUCM,
     DK_Q850_NAME,
     DK_VOCABULARY,
+    LATE_REFUSAL_US,
     PK_ASTERISK_USERFIELD,
     PK_PUBLIC_PRIVATE,
     PK_SIP_PRIVACY,
@@ -231,6 +232,15 @@ Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposi
 RANG_UNANSWERED = (Disposition.NO_ANSWER, Disposition.CANCELLED, Disposition.ANSWERED_ELSEWHERE)
 
 
+def late_refusal(disp: Disposition, logs_alerting: bool, start: int, end: int) -> bool:
+    """A busy or rejected call that ended a second or more after it began, in a record
+    that logs no alerting: the line's user may have refused it while it rang, so it may
+    have been received (docs/formats.md). An end a second or more before the start (clocks
+    apart) tells no time: it may; less is a whole-second end in the start's second."""
+    return (disp in (Disposition.BUSY, Disposition.REJECTED) and not logs_alerting
+            and abs(end - start) >= LATE_REFUSAL_US)
+
+
 def _q850_name_disposition(name: bytes, answered: bool, alerted: bool):
     if not 0 < len(name) <= 48 or not all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
                                           for c in name):
@@ -413,9 +423,11 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     # shows it received the call (R3), however it ended: a phone whose user rejects a
     # ringing call answers busy or declined
     alerted = bool(col("progress"))
+    if late_refusal(disp, 0 <= d["c_progress"] < nf, start, end):
+        disp = Disposition.LATE_REFUSAL
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
-        (disp in RANG_UNANSWERED or alerted)
+        (disp in RANG_UNANSWERED or alerted or disp == Disposition.LATE_REFUSAL)
         and (end - start >= min_ring_us or end < start)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,

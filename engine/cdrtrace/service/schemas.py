@@ -306,8 +306,9 @@ class ArchivedCall(Row):
     end: str
     calling: str | None = Field(description="the caller's number (null: none was delivered)")
     presentation: str | None = Field(description="allowed, restricted or unavailable")
-    disposition: str | None = Field(description="answered, no_answer, cancelled, answered_elsewhere, busy, ...")
-    received: bool = Field(description="the line was alerted (rang)")
+    disposition: str | None = Field(
+        description="answered, no_answer, cancelled, answered_elsewhere, late_refusal, busy, ...")
+    received: bool = Field(description="the line was alerted (rang), or may have been (late_refusal)")
     feed: int
     record: int = Field(description="the record's number in its source")
 

@@ -213,9 +213,13 @@ def _draw(rng, counts, t_first, line_numbers, caller_numbers, cum, pool, planted
     }
     total = len(columns["line"])
     d = columns["disposition"]
-    ring = np.where(d == 0, rng.integers(2, 25, total),
-                    np.where(d == 1, rng.integers(20, 45, total),
-                             np.where(d == 2, rng.integers(0, 20, total), rng.integers(0, 3, total))))
+    # busy, failed and congested calls never rang: they end in the second they began (one
+    # that ended later may have rung and been refused by its user, docs/formats.md); their
+    # old draw of 0-2 s is still made, so that the rest of a seed's traffic stays the same
+    answered, unanswered, cancelled = (rng.integers(2, 25, total), rng.integers(20, 45, total),
+                                       rng.integers(0, 20, total))
+    rng.integers(0, 3, total)
+    ring = np.where(d == 0, answered, np.where(d == 1, unanswered, np.where(d == 2, cancelled, 0)))
     ring[n:] = p["ring"]
     talk = np.where(d == 0, np.minimum(rng.lognormal(4.2, 1.1, total), 7200).astype(np.int64), 0)
     talk[n:] = p["talk"]
