@@ -169,7 +169,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         flags, presentation = e.flags, e.presentation
         disposition = flags >> 4
         if (disposition == DISP_UNREADABLE or disposition == DISP_LATE_REFUSAL
-                or _identity(e.calling)):   # fail closed with a reason: the reference says it
+                or _identity(e.calling)):   # the reference writes their reason, or identity
             return None
         for i in range(first + 1, count):    # calls from other callers at the same instant
             r = &entries[i]

@@ -569,11 +569,12 @@ def _refused(fmt: str, cause: str, after: int) -> bytes:
                       duration=str(after), billsec="0", uniqueid="new.1")
         return cdr(**OLD) + b"\n" + refused + b"\n"
     data = _older_then_unanswered(fmt, cause)
-    if fmt == "freeswitch":
-        return data.replace(b'"2026-03-02 14:30:07"', f'"2026-03-02 14:30:{after:02d}"'.encode())
-    if fmt == "cucm":
-        return data.replace(b",1772461820,", f",{1772461800 + after},".encode())
-    return data.replace(b"20260302143020.000", f"2026030214300{after}.900".encode())
+    end, refused_end = {
+        "freeswitch": (b'"2026-03-02 14:30:07"', f'"2026-03-02 14:30:{after:02d}"'),
+        "cucm": (b",1772461820,", f",{1772461800 + after},"),
+        "broadworks": (b"20260302143020.000", f"2026030214300{after}.900")}[fmt]
+    assert data.count(end) == 1          # the refused call's end, and only it, moves
+    return data.replace(end, refused_end.encode())
 
 
 @pytest.mark.parametrize("fmt, cause", [
