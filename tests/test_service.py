@@ -1522,9 +1522,10 @@ def test_the_service_beside_a_live_ingest_in_another_process(tmp_path):
     master = tmp_path / "Master.csv"
     master.write_bytes(cdr(src=CALLER, dst="7205550100", start=stamp(-30), answer="",
                            end=stamp(-29), disposition="NO ANSWER", uniqueid="a") + b"\n")
+    log = open(tmp_path / "follower.log", "w")      # a file: a pipe nobody reads can fill
     follower = subprocess.Popen(
         [sys.executable, "-m", "cdrtrace.cli", "ingest", "--follow", str(master), "--db", str(db),
-         "--batch-ms", "5", "--cdr-delay", "3600"], stderr=subprocess.PIPE, text=True)
+         "--batch-ms", "5", "--cdr-delay", "3600"], stderr=log, text=True)
     running = Service(store)
     try:
         deadline = time.monotonic() + 20
@@ -1551,7 +1552,15 @@ def test_the_service_beside_a_live_ingest_in_another_process(tmp_path):
     finally:
         running.stop()
         follower.terminate()
-        follower.wait(20)
+        try:    # it commits what waits and detaches first; a loaded 2-core CI machine is slow
+            follower.wait(60)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            follower.wait()
+            raise AssertionError("the follower did not stop within 60 s of SIGTERM; its log:\n"
+                                 + (tmp_path / "follower.log").read_text()) from None
+        finally:
+            log.close()
 
 
 def test_status_and_last_calls_never_wait_for_an_ingest_or_a_trace_commit(service):
