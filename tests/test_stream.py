@@ -390,6 +390,30 @@ def test_cli_follow_stops_cleanly_on_sigterm_and_trace_waits(tmp_path):
     store.close()
 
 
+def test_a_stop_signal_that_finds_the_follower_inside_its_wait_still_stops_it():
+    """The follower's SIGTERM handler runs in the main thread, which may hold the stop
+    event's lock at that moment (inside stop.wait, between polls): seen in CI, a follower
+    that never exited. The handler must not take that lock itself. Run in a child process:
+    a handler that does deadlocks, and the child is then killed at the timeout."""
+    import subprocess
+    import sys
+
+    script = (
+        "import threading\n"
+        "from cdrtrace.cli.operations import set_from_a_thread\n"
+        "stop = threading.Event()\n"
+        "handler = set_from_a_thread(stop)\n"
+        "with stop._cond:     # the event's lock held, as inside stop.wait\n"
+        "    handler(15, None)\n"
+        "print(stop.wait(10))\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the stop handler deadlocked on the event's lock")
+    assert done.stdout.strip() == "True", done.stderr
+
+
 def archived(root) -> tuple[int, int]:
     """(calls archived, distinct (source, record)): equal when each call is there once."""
     import duckdb

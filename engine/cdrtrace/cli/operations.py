@@ -87,6 +87,19 @@ def cmd_ingest(args):
                             "source(s) could not be read (named above)")
 
 
+def set_from_a_thread(event):
+    """A signal handler that sets event from a thread of its own. A handler runs in the
+    main thread, which may hold the event's lock when the signal comes (inside
+    event.wait: a follower between polls); Event.set takes that lock, so called there it
+    waited for itself forever, and `ingest --follow` never stopped on SIGTERM. The
+    thread waits until the main thread lets go of the lock."""
+    import threading
+
+    def handler(signum, frame):
+        threading.Thread(target=event.set, name="cdrtrace-stop", daemon=True).start()
+    return handler
+
+
 def _stream(args, store, fmt, feed):
     """ingest --follow FILE | --follow - | kafka://...: run until SIGTERM/SIGINT (or
     --until-idle), logging one line per interval to stderr."""
@@ -115,7 +128,7 @@ def _stream(args, store, fmt, feed):
                         format="%(asctime)s cdrtrace %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, set_from_a_thread(stop))
     # the format, zone and country resolve as in a batch ingest (ingest.feed_settings)
     common = dict(fmt=fmt, zone=args.tz, country_code=args.country_code, feed=feed,
                   options=options, stop=stop, rejects_path=args.rejects)
