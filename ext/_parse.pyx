@@ -1218,8 +1218,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # a record that logs the line alerting (Kamailio's rang, FreeSWITCH's progress_stamp)
     # shows it received the call (R3), however it ended: a phone whose user rejects a
     # ringing call answers busy or declined
-    cdef bint alerted = 0 <= d.c_progress < nf and f[d.c_progress].n > 0
-    if late_refusal(disp, 0 <= d.c_progress < nf, start, end_):
+    cdef bint logs_alerting = 0 <= d.c_progress < nf
+    cdef bint alerted = logs_alerting and f[d.c_progress].n > 0
+    if late_refusal(disp, logs_alerting, start, end_):
         disp = DISP_LATE_REFUSAL
     out.disposition[i] = disp
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)

@@ -1552,7 +1552,7 @@ def test_the_service_beside_a_live_ingest_in_another_process(tmp_path):
     finally:
         running.stop()
         follower.terminate()
-        try:    # it commits what waits, detaches, and exits (see test_cli's stop test)
+        try:    # it commits what waits, detaches, and exits (test_stream's stop tests)
             follower.wait(20)
         except subprocess.TimeoutExpired:
             follower.kill()
