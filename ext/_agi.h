@@ -67,7 +67,9 @@ enum agi_reason {
     AGI_SILENT, AGI_HUNG_UP, AGI_UNEXPECTED, AGI_NOT_ALLOWED, AGI_FULL,
     AGI_ENDED,                       /* HTTP: closed here once answered (a shutdown) */
     AGI_UNANSWERED,                  /* Python gave no answer within answer_timeout */
-    AGI_SLOW                         /* bytes came, but not all awaited within the timeout */
+    AGI_SLOW,                        /* bytes came, but not all awaited within the timeout */
+    AGI_TWICE                        /* a variable a trace reads sent twice (a value that
+                                      * held a line break: Asterisk writes each once) */
 };
 enum agi_value { AGI_CALLERID = 0, AGI_ARG_1, AGI_SCRIPT, AGI_REQUEST_URL, AGI_VALUES };
 static const char *const AGI_NAMES[AGI_VALUES] = {
@@ -473,11 +475,14 @@ static int agi_line(agi_server *s, int slot, const char *line, int length) {
         for (int i = 0; i < AGI_VALUES; i++) {
             if ((int)strlen(AGI_NAMES[i]) != name || memcmp(line, AGI_NAMES[i], (size_t)name))
                 continue;
+            if (c->values[i] != NULL) {                  /* never from Asterisk: refused */
+                agi_close(s, slot, AGI_TWICE, line, name);
+                return -1;
+            }
             int value = text - (int)(colon + 1 - line);  /* Python strips it */
             char *copy = malloc((size_t)value + 1);
             if (copy == NULL) { agi_close(s, slot, AGI_HUNG_UP, NULL, 0); return -1; }
             memcpy(copy, colon + 1, (size_t)value);
-            free(c->values[i]);                          /* the last one sent counts */
             c->values[i] = copy;
             c->lengths[i] = value;
         }

@@ -12,7 +12,7 @@ from posix.unistd cimport close
 cdef extern from "_agi.h" nogil:
     int AGI_VALUES
     int AGI_REQUEST, AGI_DONE, AGI_CLOSED, AGI_REFUSED, AGI_HANDOFF
-    int AGI_UNANSWERED, AGI_SLOW
+    int AGI_UNANSWERED, AGI_SLOW, AGI_TWICE
     enum: AGI_OUTCOMES, AGI_BOUNDS   # C constants: the arrays below are sized by them
     int HTTP_MAX_HEAD, HTTP_MAX_BODY
     ctypedef struct agi_network:
@@ -55,6 +55,7 @@ REQUEST, DONE, CLOSED, REFUSED, HANDOFF = (AGI_REQUEST, AGI_DONE, AGI_CLOSED, AG
 MAX_HEAD, MAX_BODY = HTTP_MAX_HEAD, HTTP_MAX_BODY
 UNANSWERED = AGI_UNANSWERED         # a CLOSED reason: no answer within answer_timeout
 SLOW = AGI_SLOW                     # a CLOSED reason: some of what was awaited came, not all
+TWICE = AGI_TWICE                   # a CLOSED reason: a variable a trace reads sent twice
 OUTCOMES, BOUNDS = AGI_OUTCOMES, AGI_BOUNDS   # what the metrics count at most (Server.metrics)
 
 

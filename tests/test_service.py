@@ -963,6 +963,44 @@ def test_the_c_exchange_s_answer_is_the_three_commands(outcome, trace_id):
     assert fastagi.answer(result) == "".join(c + "\n" for c in fastagi.commands(result)).encode()
 
 
+def test_the_readme_s_asterisk_recipe_traces_at_the_switch_s_own_time(agi_service):
+    """The README's *57 dialplan passes the switch's time of the *57 as the AGI's argument
+    (STRFTIME of EPOCH, in UTC), so the activation is on the clock that stamped the CDRs:
+    a call the switch stamped seconds before it is the one traced, whatever the service's
+    own clock says. Asterisk's expansion, done here with the same strftime format."""
+    import calendar
+
+    store, running, tokens = agi_service
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    found = re.search(r"AGI\(agi://127\.0\.0\.1:4573/trace,"
+                      r"\$\{STRFTIME\(\$\{EPOCH\},UTC,([^)]*)\)\}\)", readme)
+    assert found, "the README's dialplan passes no time"
+    switch_now = calendar.timegm((2026, 3, 2, 14, 3, 4))   # 4 s after the call began
+    commands, _ = agi(running, asterisk(agi_arg_1=time.strftime(found[1],
+                                                                time.gmtime(switch_now))))
+    assert commands[0] == 'SET VARIABLE COT_OUTCOME "success"'
+    record = store.trace_records(LINE, analyst="ann")[0]
+    assert record["activated_us"] == switch_now * 1_000_000
+    assert record["call"]["calling"] == "+1" + CALLER
+
+
+def test_a_caller_id_holding_a_line_break_cannot_choose_the_line_or_time_traced(agi_service):
+    """Asterisk writes each agi_ variable once, its value as it is. A caller's name or
+    number that held a line break would end its line there, and what follows could pose
+    as another variable: the line to trace, read after the real one, or the time. Each
+    listener refuses a block that names a variable a trace reads twice: no trace."""
+    store, running, tokens = agi_service
+    for name, value in (("agi_calleridname", f"Home\nagi_callerid: {LINE}"),
+                        ("agi_callerid", f"{QUIET}\nagi_arg_1: {AT}")):
+        variables = asterisk(QUIET, agi_arg_1=AT)
+        variables[name] = value           # QUIET's own *57, its name or number forged
+        assert agi(running, variables) == ([], b"")
+    assert store.trace_records(LINE, analyst="ann") == []
+    assert store.trace_records(QUIET, analyst="ann") == []
+    commands, _ = agi(running, asterisk(QUIET, agi_arg_1=AT))     # the same, unforged
+    assert commands[0] == 'SET VARIABLE COT_OUTCOME "no_call"'
+
+
 def test_fastagi_hangup_mid_way_and_asterisk_errors(agi_service):
     store, running, tokens = agi_service
     commands, _ = agi(running, asterisk(agi_arg_1=AT),
@@ -1078,8 +1116,10 @@ def test_fastagi_reads_the_variable_block_as_asterisk_writes_it():
                         b"\nagi_arg_1 :  2026-03-02T23:00:00Z \n\n200 result=1\n") == (
         {"agi_request": "agi://10.0.0.5:4573/trace?x=1", "agi_callerid": "3035550110",
          "agi_arg_1": "2026-03-02T23:00:00Z"}, [b"200 result=1"])      # the rest kept
-    assert _environment(b"agi_network: yes\r\nagi_callerid: 1\r\nagi_callerid: 2\r\n\r\n") == (
-        {"agi_callerid": "2"}, [])            # CRLF; the last wins; what no trace reads: not kept
+    assert _environment(b"agi_network: yes\r\nagi_callerid: 1\r\nagi_network: no\r\n\r\n") == (
+        {"agi_callerid": "1"}, [])            # CRLF; what no trace reads: not kept, even twice
+    assert _environment(b"agi_callerid: 1\nagi_arg_1: 2026-03-02T14:00:00Z\nagi_arg_1: 1\n\n") \
+        == "a variable sent twice: 'agi_arg_1'"       # a line break in a value: refused
     assert _environment(b"agi_empty:\n\n") == ({}, [])                 # a block all the same
     assert _environment(b"agi_callerid: 1\r\r\n\r\r\n") == ({"agi_callerid": "1"}, [])
     assert _environment(b"agi_network: yes\nagi_callerid 3035550110\nagi_dnid: *57\n\n") == \
@@ -1106,6 +1146,7 @@ def test_each_fastagi_listener_refuses_a_block_for_the_reason_the_reference_give
         b"agi_x: " + b"y" * 5000 + b"\n\n": "a line over 4 KiB",
         b"agi_x: 1\n" * 129 + b"\n": "more than 128 variable lines",
         b"agi_network: yes\n": "the peer hung up",                     # then a hang-up
+        b"agi_callerid: 1\nagi_callerid : 2\n\n": "a variable sent twice: 'agi_callerid'",
     }
     for block, reason in refused.items():
         with socket.create_connection(("127.0.0.1", running.ports["agi"]), timeout=5) as sock:

@@ -11,6 +11,7 @@ MAX_HEAD: int
 MAX_BODY: int
 UNANSWERED: int
 SLOW: int
+TWICE: int
 OUTCOMES: int
 BOUNDS: int
 

@@ -176,9 +176,12 @@ class Peer(asyncio.Protocol):
 
 
 async def read_environment(peer: Peer) -> dict[str, str]:
-    """The agi_* variables a trace reads (KEPT; the last of each sent), up to the blank
-    line that ends the block: every line is checked, none other is kept (a connection
-    holds 16 KiB of them at most, not 128 lines of 4 KiB, as in the C listener)."""
+    """The agi_* variables a trace reads (KEPT), up to the blank line that ends the block:
+    every line is checked, none other is kept (a connection holds 16 KiB of them at most,
+    not 128 lines of 4 KiB, as in the C listener). Asterisk writes each variable once,
+    with its value as it is: one a trace reads sent twice means a value (a caller's name
+    or number) held a line break, and the line after it could pose as the line to trace
+    or the activation time; the block is refused."""
     env: dict[str, str] = {}
     variables = 0
     for _ in range(MAX_HEADER_LINES):
@@ -194,6 +197,8 @@ async def read_environment(peer: Peer) -> dict[str, str]:
             raise Rejected(f"not an AGI variable line: {line.rstrip(chr(13))[:60]!r}")
         variables += 1
         if (name := name.strip()) in KEPT:
+            if name in env:
+                raise Rejected(f"a variable sent twice: {name!r}")
             env[name] = value.strip()
     raise Rejected("more than 128 variable lines")
 

@@ -30,7 +30,8 @@ log = logging.getLogger("cdrtrace.service")
 # why the C side closed a connection (ext/_agi.h, enum agi_reason), as agi.Rejected says it
 _REASONS = {1: "a line over 4 KiB", 2: "more than 128 variable lines",
             3: "not an AGI variable line", 4: "no agi_ variables", 5: "a silent peer",
-            6: "the peer hung up", 7: "an unexpected reply", _agi.SLOW: "a slow peer"}
+            6: "the peer hung up", 7: "an unexpected reply", _agi.SLOW: "a slow peer",
+            _agi.TWICE: "a variable sent twice"}
 _NOT_ALLOWED, _FULL = 8, 9
 
 
