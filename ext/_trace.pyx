@@ -15,6 +15,7 @@ directory's enrichment, the unreadable records near the call, the JSON encoder).
 What it does not do, it leaves to the reference before reading or writing anything that
 matters: it returns None, having written nothing, for a line whose held calls all began
 after the activation while the index holds `keep` of them (the reference's error), a
+line whose newest call is stamped after the trace is made (beyond the helpers' margin), a
 call that ties with a call from another caller, an unreadable record, a caller known by
 a SIP identity, or a presentation or disposition it does not know. Everything else
 (pending traces, resolving them, a shard's replicas, traces recorded from CDRs) never
@@ -73,6 +74,13 @@ cdef str _number_text(uint64_t packed):
     else:
         n = snprintf(buf, sizeof(buf), "%0*llu", length, digits)
     return buf[:n].decode("ascii")
+
+
+cdef inline int64_t _now_us() noexcept:
+    """The wall clock in microseconds, as the reference's time.time_ns() // 1000."""
+    cdef timespec t
+    clock_gettime(CLOCK_REALTIME, &t)
+    return <int64_t>t.tv_sec * 1_000_000 + t.tv_nsec // 1000
 
 
 cdef inline bint _identity(uint64_t packed) noexcept:
@@ -137,12 +145,13 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
     enrichment(txn, calling), unreadable_near(index_txn, feed, call_us, at_us), encode,
     TraceError, the names of presentations, of dispositions, of the roles a line has in
     a call, the module whose next_number numbers traces: evidence.replication, how long
-    before a call unreadable records are counted, in us, and the JSON reader of their
-    log). The unreadable records near the call are counted here, as unreadable_near
+    before a call unreadable records are counted, in us, the JSON reader of their log,
+    and how far after now a newest call is stamped for the line's times to be distrusted,
+    in us). The unreadable records near the call are counted here, as unreadable_near
     does (its reference, and what counts them for a trace with no call)."""
     index_db, traces_db, emeta_db, by_line_db, pseudonyms_db, rows_db, unreadable_db = dbs
     (format_utc, source_name, enrichment_of, unreadable_near, encode, trace_error,
-     presentations, dispositions, roles, numbering, window, loads) = helpers
+     presentations, dispositions, roles, numbering, window, loads, ahead) = helpers
     cdef bytes value = itxn.get(key, None, index_db)
     cdef const Entry* entries = NULL
     cdef const Entry* e = NULL
@@ -153,6 +162,8 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
             return None                      # not as the index writes it: the reference says
         entries = <const Entry*>PyBytes_AS_STRING(value)
         count = len(value) // ENTRY_SIZE
+    if count > 0 and entries[0].start_us > _now_us() + <int64_t>ahead:
+        return None                          # the newest call has not begun: the reference says
     for i in range(count):                   # newest first: the first that began before
         if entries[i].start_us < at_us:
             first = i

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -135,6 +136,46 @@ def test_calls_from_two_callers_in_the_same_second_name_neither(store, ingest_re
                                                                       uniqueid="u-d"))
     assert store.trace(LINE, at=AFTER).outcome is Outcome.SUCCESS
     assert store.trace_records(LINE, analyst="cic")[-1]["call"]["calling"] == "+17205550103"
+
+
+def _utc_text(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
+def test_a_feed_read_in_the_wrong_zone_fails_closed_once_a_call_is_stamped_ahead(
+        store, ingest_records):
+    """Asterisk writes UTC with usegmtime=yes; read as Denver's time, every call is placed
+    7 h after it began. The call that rang 2 min before the *57 seems to begin after it,
+    and a trace now would name the call of 8 h ago, with success. A call cannot begin
+    after the trace is made: where the line's newest call is stamped more than 5 minutes
+    ahead of the service's clock, its feed's times cannot be trusted, and the trace is
+    untraceable, with the reason for the CIC."""
+    now = time.time()
+
+    def written(ago: float, src: str) -> bytes:          # as Asterisk writes it, in UTC
+        return cdr(src=src, dst=LINE, disposition="NO ANSWER", start=_utc_text(now - ago),
+                   answer="", end=_utc_text(now - ago + 20), uniqueid=f"u{src}")
+    ingest_records(written(8 * 3600, "7205550101"), written(120, "7205550102"),
+                   zone="America/Denver")
+    result = store.trace(LINE)
+    assert result.outcome is Outcome.UNTRACEABLE
+    (record,) = store.trace_records(LINE, analyst="cic")
+    assert record["call"]["calling"] == "+17205550102"       # the call stamped ahead
+    assert "time zone or its switch's clock is wrong" in record["reason"]
+    assert "720555" not in json.dumps(result.to_dict())
+
+
+def test_a_call_stamped_within_the_clocks_margin_is_traced_as_usual(store, ingest_records):
+    """A switch's clock a few minutes ahead of the service's is within the margin: the
+    line's calls are traced by the usual rules (the trace at the switch's own time)."""
+    now = time.time()
+    ingest_records(cdr(src="7205550101", dst=LINE, start=_utc_text(now - 3600),
+                       answer=_utc_text(now - 3595), end=_utc_text(now - 3500)),
+                   cdr(src="7205550102", dst=LINE, disposition="NO ANSWER", answer="",
+                       start=_utc_text(now + 240), end=_utc_text(now + 260), uniqueid="u2"))
+    result = store.trace(LINE, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 270)))
+    assert result.outcome is Outcome.SUCCESS
+    assert store.trace_records(LINE, analyst="cic")[0]["call"]["calling"] == "+17205550102"
 
 
 def test_no_call_before_any_call(store, ingest_records):

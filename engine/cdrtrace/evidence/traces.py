@@ -38,6 +38,10 @@ from .outcomes import Outcome, TraceResult, outcome_for
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 TRACE_MARK, CALL_MARK = b"t", b"c"
+# A call stamped this long after the trace is made (by the service's clock) cannot have
+# begun yet: its feed's time zone (--tz) or its switch's clock is wrong, and so may be
+# every time on the line (docs/trace-rules.md, "Imperfect data")
+STAMPED_AHEAD_US = 300 * 1_000_000
 _FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
 _START = _FIELDS.index("start_us")
 _NativeTxn = index._index.Txn
@@ -69,6 +73,11 @@ def id_number(text: Any, letter: str, width: int) -> int | None:
 def untraceable_reason(call: dict) -> str | None:
     """Why a call a trace resolved to cannot be traced, where the rules fail closed
     (docs/trace-rules.md, "Imperfect data"), for the evidence; None otherwise."""
+    if "stamped_ahead" in call:
+        return (f"the newest call to this line is stamped {call['start']}, more than "
+                f"{STAMPED_AHEAD_US // 60_000_000} minutes after the trace was made: its feed's "
+                "time zone or its switch's clock is wrong, so no call's time on this line can "
+                "be trusted, and none is named")
     if "tied_with" in call:
         return (f"{len(call['tied_with']) + 1} calls from different callers began at "
                 f"{call['start']} on this line; the records cannot tell which was the last, so "
@@ -154,7 +163,7 @@ class NativeRecord:
                         lambda txn, calling: enrichment(txn, self.db, calling),
                         tracer.lookup.unreadable_near, encode, TraceError,
                         _PRESENTATION_NAMES, _DISPOSITION_NAMES, index.ROLE_NAMES, replication,
-                        lookup.UNREADABLE_WINDOW_US, json.loads)
+                        lookup.UNREADABLE_WINDOW_US, json.loads, STAMPED_AHEAD_US)
 
     def keep_dbs(self) -> None:
         names = ("index", "traces", "emeta", "by_line", "pseudonyms", "trace_rows")
@@ -278,6 +287,12 @@ class Tracer:
         keep = self.config["keep"]
         # the line's few entries as plain values (numpy costs more per field than it saves)
         entries = self.lookup.last_calls(key, index_txn).tolist()
+        if entries and entries[0][_START] > time.time_ns() // 1000 + STAMPED_AHEAD_US:
+            # the newest call has not begun yet: the line's times cannot be trusted
+            e = dict(zip(_FIELDS, entries[0], strict=True))
+            view = self.call_view(index_txn, e)
+            view["stamped_ahead"] = True
+            return Outcome.UNTRACEABLE, view, e, None
         before = [r for r in entries if r[_START] < at_us]    # started before the activation
         if not before:
             if len(entries) >= keep:
