@@ -159,6 +159,8 @@ def test_a_feed_read_in_the_wrong_zone_fails_closed_once_a_call_is_stamped_ahead
                    zone="America/Denver")
     result = store.trace(LINE)
     assert result.outcome is Outcome.UNTRACEABLE
+    assert result.call_time is None                           # not a time it knows
+    assert [t["call_time"] for t in store.status(LINE).traces] == [None]
     (record,) = store.trace_records(LINE, analyst="cic")
     assert record["call"]["calling"] == "+17205550102"       # the call stamped ahead
     assert "time zone or its switch's clock is wrong" in record["reason"]

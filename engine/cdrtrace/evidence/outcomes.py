@@ -134,6 +134,14 @@ class CustomerStatus:
         return json.dumps(self.to_dict())
 
 
+def call_time(call: dict | None) -> str | None:
+    """The time of a trace's call as its customer is told it: none where there is no call,
+    or where the call is stamped after the trace was made (its feed's times are wrong)."""
+    if call is None or "stamped_ahead" in call:
+        return None
+    return call["start"]
+
+
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
                     waived: set | frozenset = frozenset(), requests: dict | None = None,
                     follow_up: dict | None = None) -> CustomerStatus:
@@ -142,7 +150,7 @@ def customer_status(line: str, records: list[dict], threshold: int, labels: dict
     traces = tuple({
         "trace_id": r["trace_id"],
         "activated_at": format_utc(r["activated_us"]),
-        "call_time": format_utc(r["call"]["start_us"]) if r.get("call") else None,
+        "call_time": call_time(r.get("call")),
         "outcome": r["outcome"],
     } for r in records)
     per_origin: dict[str, dict[str, int]] = {}

@@ -33,7 +33,7 @@ from ..store.lookup import Lookup
 from . import _trace, pseudonyms, replication
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
-from .outcomes import Outcome, TraceResult, outcome_for
+from .outcomes import Outcome, TraceResult, call_time, outcome_for
 
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
@@ -110,8 +110,7 @@ def result_of(record: dict) -> TraceResult:
     """The customer's result of an evidence record: never the caller."""
     return TraceResult(record["trace_id"], record["line"], _OUTCOMES.get(record["outcome"])
                        or Outcome(record["outcome"]),
-                       timezones.format_utc(record["activated_us"]),
-                       record["call"]["start"] if record["call"] else None)
+                       timezones.format_utc(record["activated_us"]), call_time(record["call"]))
 
 
 def unrecorded(packed: int, at_us: int, exc: Exception) -> TraceResult:
