@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -265,11 +266,23 @@ def test_stats_per_feed_with_watermark_and_lag(tmp_path):
     assert feeds["denver"]["watermark"] == "2026-03-02T22:00:00Z"     # 15:00 in Denver
     assert feeds["boston"]["watermark"] == "2026-03-02T14:30:00Z"     # 09:30 in Boston
     assert feeds["boston"]["lag_seconds"] == 9000.0
+    # Denver's newest call, 22:00 UTC, is 5 h after this clock: not a call yet
+    assert (feeds["denver"]["ahead_of_clock"], feeds["boston"]["ahead_of_clock"]) == (True, False)
+    assert store.stats(now_us=now + 5 * 3600 * 10**6 - 301 * 10**6)["feeds"][0]["ahead_of_clock"]
+    assert not store.stats(now_us=now + 5 * 3600 * 10**6 - 299 * 10**6)["feeds"][0]["ahead_of_clock"]
     assert store.stats()["index"]["lines"] == 1
     store.close()
     out = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "stats", "--db", str(db),
                           "--json"], capture_output=True, text=True, check=True).stdout
     assert {f["feed"] for f in json.loads(out)["feeds"]} == {"denver", "boston"}
+    ahead = tmp_path / "ahead.csv"        # a call stamped an hour after the real clock
+    ahead.write_bytes(cdr(start=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 3600)),
+                          end=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 3660))))
+    subprocess.run([sys.executable, "-m", "cdrtrace.cli", "ingest", "--db", str(db), str(ahead)],
+                   capture_output=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "stats", "--db", str(db)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split("  ")[0] for line in out if "AHEAD OF THE CLOCK" in line] == ["(no feed)"]
 
 
 @pytest.mark.parametrize(("setting", "value"), [

@@ -229,6 +229,23 @@ def test_one_log_line_per_interval(store, tmp_path, caplog):
     assert "records" in lines[-1].getMessage()
 
 
+def test_a_follower_warns_of_a_feed_whose_calls_are_stamped_ahead_of_the_clock(
+        store, tmp_path, caplog):
+    """A feed read in the wrong zone stamps its calls hours off; one stamped ahead of the
+    clock cannot have begun yet: its log says the zone or the clock is wrong. A feed of
+    calls a few minutes ahead (within the clocks' margin) does not."""
+    options = StreamOptions(batch_ms=1, poll_ms=1, heartbeat_s=0.01, log_every_s=0.05,
+                            idle_exit_s=0.3)
+    for name, ahead, warned in (("near.csv", 120, False), ("far.csv", 3 * 3600, True)):
+        path = tmp_path / name
+        append(path, record(1, start=stamp(ahead)))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="cdrtrace.stream"):
+            following.follow(store, str(path), options=options)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("zone (--tz) or its switch's clock is wrong" in w for w in warnings) is warned
+
+
 # ------------------------------------------------------------------ pending traces
 
 def test_batch_data_never_pends(store, ingest_records):

@@ -144,12 +144,17 @@ def _stream(args, store, fmt, feed):
           f"seconds {summary.seconds:.2f}")
 
 
+AHEAD = ("  AHEAD OF THE CLOCK: its zone (--tz) or its switch's clock is wrong, and its "
+         "lines' traces are untraceable")
+
+
 def cmd_stats(args):
     stats = open_store(args, readonly_index=True).stats()
     lines = [f"{f['feed']:<20} {'live' if f['live'] else 'idle'}  records {f['records']:,}  "
              f"records/s {f['records_per_second'] if f['records_per_second'] is not None else '-'}  "
              f"rejected {f['rejected']:,}  "
              f"watermark {f['watermark'] or '-'}  lag {f['lag_seconds'] if f['lag_seconds'] is not None else '-'} s"
+             + (AHEAD if f["ahead_of_clock"] else "")
              for f in stats["feeds"]]
     lines.append(f"index: {stats['index']['lines']:,} lines, {stats['index']['bytes']:,} bytes")
     emit(args, stats, "\n".join(lines))

@@ -38,10 +38,7 @@ from .outcomes import Outcome, TraceResult, call_time, outcome_for
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 TRACE_MARK, CALL_MARK = b"t", b"c"
-# A call stamped this long after the trace is made (by the service's clock) cannot have
-# begun yet: its feed's time zone (--tz) or its switch's clock is wrong, and so may be
-# every time on the line (docs/trace-rules.md, "Imperfect data")
-STAMPED_AHEAD_US = 300 * 1_000_000
+STAMPED_AHEAD_US = lookup.STAMPED_AHEAD_US     # a newest call stamped this far after now
 _FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
 _START = _FIELDS.index("start_us")
 _NativeTxn = index._index.Txn

@@ -280,6 +280,10 @@ class LiveFeed:
                  self.summary.rejected, self.summary.commits, feed.get("watermark") or "-",
                  "-" if feed.get("lag_seconds") is None else feed["lag_seconds"],
                  self.summary.resolved)
+        if feed.get("ahead_of_clock"):
+            log.warning("%s: its newest call is stamped %s s after the clock: its zone (--tz) "
+                        "or its switch's clock is wrong, and traces of its lines are "
+                        "untraceable", self.label, -feed["lag_seconds"])
         self.last_log, self.logged_records = now, self.summary.records
 
     def close(self) -> StreamSummary:

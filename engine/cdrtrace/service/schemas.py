@@ -236,6 +236,9 @@ class FeedStats(Open):
     rejected: int
     watermark: str | None
     lag_seconds: float | None
+    ahead_of_clock: bool = Field(description=(
+        "its newest call is stamped more than 5 minutes after the clock: its zone or its "
+        "switch's clock is wrong, and traces of its lines are untraceable"))
     last_commit: str | None
 
 

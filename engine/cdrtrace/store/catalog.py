@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import StoreError
 from ..parsing import timezones
 from .environments import Environments
+from .lookup import STAMPED_AHEAD_US
 
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
 MAX_FEEDS = 65535        # a feed id is 16 bits in every index entry
@@ -300,5 +301,6 @@ class Catalog:
                 "rejected": stats["rejected"],
                 "watermark": timezones.format_utc(mark) if mark else None,
                 "lag_seconds": round((now_us - mark) / 1e6, 1) if mark else None,
+                "ahead_of_clock": bool(mark) and mark - now_us > STAMPED_AHEAD_US,
                 "last_commit": timezones.format_utc(stats["last_commit_us"])})
         return sorted(feeds, key=lambda f: f["feed_id"])

@@ -13,6 +13,10 @@ from . import index
 from .environments import Environments
 
 UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
+# A call stamped this long after now cannot have begun yet: its feed's time zone (--tz) or
+# its switch's clock is wrong, and so may be every time it gave (docs/trace-rules.md,
+# "Imperfect data"): a trace of its line is untraceable, `stats` says so of its feed
+STAMPED_AHEAD_US = 300 * 1_000_000
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
