@@ -16,6 +16,7 @@ What it does not do, it leaves to the reference before reading or writing anythi
 matters: it returns None, having written nothing, for a line whose held calls all began
 after the activation while the index holds `keep` of them (the reference's error), a
 line whose newest call is stamped after the trace is made (beyond the helpers' margin), a
+call before the activation stamped in an hour that daylight saving's end repeats, a
 call that ties with a call from another caller, an unreadable record, a caller known by
 a SIP identity, or a presentation or disposition it does not know. Everything else
 (pending traces, resolving them, a shard's replicas, traces recorded from CDRs) never
@@ -83,6 +84,26 @@ cdef inline int64_t _now_us() noexcept:
     return <int64_t>t.tv_sec * 1_000_000 + t.tv_nsec // 1000
 
 
+cdef bint _in_a_repeated_hour(bytes folds, const Entry* entries, Py_ssize_t count,
+                              int64_t at_us):
+    """Whether a call before at_us is stamped in an hour that the end of daylight saving
+    repeats (the index meta's folds: int64 rows first_us, end_us, shift_us, sorted), where
+    its time names two instants: the reference decides what that leaves of the trace."""
+    if folds is None:
+        return False
+    cdef const int64_t* f = <const int64_t*>PyBytes_AS_STRING(folds)
+    cdef Py_ssize_t n = len(folds) // 24, i, k
+    for i in range(count):
+        if entries[i].start_us >= at_us:
+            continue
+        for k in range(n):
+            if f[3 * k] > entries[i].start_us:
+                break                        # sorted by first_us: none later holds it
+            if entries[i].start_us < f[3 * k + 1]:
+                return True
+    return False
+
+
 cdef inline bint _identity(uint64_t packed) noexcept:
     return (packed >> 62) == KIND_OTHER and ((packed >> 56) & 0x3F) == IDENTITY_LENGTH
 
@@ -140,8 +161,8 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
     """Tracer.record(txn, index_txn, key, packed, at_us, requested_by=requested_by) for the
     common case: the evidence record written, or None (nothing written) for the
     reference to make. etxn, itxn: the evidence's and the index's native transactions.
-    dbs: (index, traces, emeta, by_line, pseudonyms, trace_rows, and the index's
-    unreadable records or None). helpers: (format_utc, source_name(index_txn, source),
+    dbs: (index, traces, emeta, by_line, pseudonyms, trace_rows, the index's
+    unreadable records or None, and the index's meta). helpers: (format_utc, source_name(index_txn, source),
     enrichment(txn, calling), unreadable_near(index_txn, feed, call_us, at_us), encode,
     TraceError, the names of presentations, of dispositions, of the roles a line has in
     a call, the module whose next_number numbers traces: evidence.replication, how long
@@ -149,7 +170,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
     and how far after now a newest call is stamped for the line's times to be distrusted,
     in us). The unreadable records near the call are counted here, as unreadable_near
     does (its reference, and what counts them for a trace with no call)."""
-    index_db, traces_db, emeta_db, by_line_db, pseudonyms_db, rows_db, unreadable_db = dbs
+    index_db, traces_db, emeta_db, by_line_db, pseudonyms_db, rows_db, unreadable_db, meta_db = dbs
     (format_utc, source_name, enrichment_of, unreadable_near, encode, trace_error,
      presentations, dispositions, roles, numbering, window, loads, ahead) = helpers
     cdef bytes value = itxn.get(key, None, index_db)
@@ -168,6 +189,9 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         if entries[i].start_us < at_us:
             first = i
             break
+    if first >= 0 and _in_a_repeated_hour(itxn.get(b"folds", None, meta_db), entries + first,
+                                          count - first, at_us):
+        return None                          # a time that names two instants: the reference
     cdef int code, presentation = 0, disposition = 0, flags = 0
     cdef dict call = None
     original = None

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace.parsing import numbers, salvage
-from cdrtrace.store import index
+from cdrtrace.store import index, lookup
 
 A, B = numbers.normalize("7205550101"), numbers.normalize("7205550102")
 IDENTITY = numbers.pack_identity("alice@pbx.example")
@@ -23,6 +23,9 @@ CALLERS = (A, B, 0, IDENTITY, SERVED, LOCAL)
 T0 = 1_772_460_000_000_000
 STARTS = tuple(T0 + k * 60_000_000 for k in range(5))    # few: calls tie
 AHEAD = 4_102_444_800_000_000            # 2100-01-01: stamped after any trace is made
+# a repeated hour (as lookup.FOLDS holds them) over the fourth start, and one long before
+FOLDS = ((T0 - 10**12, T0 - 10**12 + 3_600_000_000, 3_600_000_000),
+         (STARTS[3], STARTS[3] + 60_000_000, 3_600_000_000))
 EVIDENCE = ("traces", "emeta", "by_line", "pseudonyms", "trace_rows")
 
 ENTRY = st.fixed_dictionaries({
@@ -55,6 +58,8 @@ def store(tmp_path_factory):
         w.put(SERVED.to_bytes(8, "big"), json.dumps({"served": True, "name": "X"}).encode(),
               db=s.envs.db["directory"])
         w.put(b"directory_import", b"3", db=s.envs.db["emeta"])
+    with s.envs.env.begin(write=True) as w:
+        w.put(lookup.FOLDS, np.array(FOLDS, np.int64).tobytes(), db=s.envs.db["meta"])
     yield s
     s.close()
 
@@ -67,6 +72,8 @@ def leaves(history: list[dict], at_us: int, keep: int) -> bool:
     before = [e for e in history if e["start_us"] < at_us]
     if not before:
         return len(history) >= keep
+    if any(first <= c["start_us"] < end for c in before for first, end, _ in FOLDS):
+        return True                       # a time that names two instants
     e = before[0]
     disposition, role = e["flags"] >> 4, (e["flags"] >> 2) & 3
     calling = e["calling"]
@@ -116,6 +123,10 @@ def run(store, native: bool, key: bytes, packed: int, at_us: int, by: str | None
 @example(history=[{"start_us": STARTS[0], "calling": SERVED, "call_id": 1, "offset": 0,
                    "source": 1, "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
          at_us=STARTS[1], by=None, traced_before=False, line=1)   # a served caller: enriched
+@example(history=[{"start_us": s, "calling": A, "call_id": k, "offset": 0, "source": 1,
+                   "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}
+                  for k, s in ((1, STARTS[1]), (2, STARTS[3]))],
+         at_us=STARTS[2], by=None, traced_before=False, line=2)   # in a repeated hour, after
 def test_the_native_record_writes_what_the_reference_writes(store, history, at_us, by,
                                                              traced_before, line):
     packed = numbers.normalize(f"30355{line:06d}")
@@ -190,7 +201,7 @@ def test_a_store_without_unreadable_records_counts_none_near_a_call(store, monke
     assert near["records"] == 1            # feed 0's, 5 us before STARTS[1]: in the window
     monkeypatch.delitem(store.envs.db, "unreadable")
     native_record = store._tracer.native_record
-    monkeypatch.setattr(native_record, "dbs", native_record.dbs[:-1] + (None,))
+    monkeypatch.setattr(native_record, "dbs", (*native_record.dbs[:-2], None, native_record.dbs[-1]))
     reference, by_python = run(store, False, key, packed, STARTS[2], None)
     native, by_native = run(store, True, key, packed, STARTS[2], None)
     assert reference["unreadable_nearby"] == {

@@ -229,6 +229,21 @@ def test_one_log_line_per_interval(store, tmp_path, caplog):
     assert "records" in lines[-1].getMessage()
 
 
+def test_a_live_feed_of_local_times_brings_its_zone_s_repeated_hours(store, tmp_path):
+    """A follower of Asterisk's local times in Denver notes Denver's repeated hours with
+    its calls, for the trace (store.lookup.FOLDS), as a batch ingest does."""
+    path = tmp_path / "Master.csv"
+    append(path, record(1))
+    options = StreamOptions(batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2)
+    following.follow(store, str(path), zone="America/Denver", options=options)
+    from cdrtrace.parsing import timezones
+    with store.envs.read() as txn:
+        held = store._tracer.lookup.folds(txn)
+    assert held.tolist() == timezones.fold_intervals("America/Denver").tolist()
+    first = 1_793_516_400 * 10**6                     # 2026-11-01T07:00:00Z: 01:00 MDT
+    assert [first, first + 3600 * 10**6, 3600 * 10**6] in held.tolist()
+
+
 def test_a_follower_warns_of_a_feed_whose_calls_are_stamped_ahead_of_the_clock(
         store, tmp_path, caplog):
     """A feed read in the wrong zone stamps its calls hours off; one stamped ahead of the

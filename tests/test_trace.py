@@ -12,6 +12,7 @@ import pytest
 
 import cdrtrace
 from cdrtrace import ANNOUNCEMENTS, Outcome
+from cdrtrace.parsing import timezones
 from conftest import cdr
 
 LINE = "3035550110"
@@ -178,6 +179,84 @@ def test_a_call_stamped_within_the_clocks_margin_is_traced_as_usual(store, inges
     result = store.trace(LINE, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 270)))
     assert result.outcome is Outcome.SUCCESS
     assert store.trace_records(LINE, analyst="cic")[0]["call"]["calling"] == "+17205550102"
+
+
+@pytest.mark.parametrize("other_zone", [None, "Europe/Berlin"])
+def test_calls_in_the_repeated_autumn_hour_that_could_swap_name_neither(store, ingest_records,
+                                                                         other_zone):
+    """Denver's clocks go back at 02:00 on 2026-11-01: 01:00-02:00 happens twice, and
+    Asterisk writes it twice alike. 01:50 is read in the first pass (07:50 UTC); 01:10 may
+    be the second pass (08:10 UTC), after it, though read as 07:10 UTC. A trace at 08:12
+    UTC cannot tell which call was the last: untraceable, never the 01:50 caller with
+    success; its evidence names both, and the customer is told no call time. So too where
+    another feed's zone (Berlin's, a week earlier each year) read local times first."""
+    if other_zone:
+        ingest_records(call(3, dst="3035550177"), zone=other_zone)
+    def at(clock: str, src: str) -> bytes:
+        return cdr(src=src, dst=LINE, start=f"2026-11-01 {clock}", answer="",
+                   end=f"2026-11-01 {clock[:-2]}30", disposition="NO ANSWER", uniqueid=src)
+    ingest_records(at("01:50:00", "7205550101"), at("01:10:00", "7205550102"),
+                   zone="America/Denver")
+    result = store.trace(LINE, at="2026-11-01T08:12:00Z")
+    assert result.outcome is Outcome.UNTRACEABLE and result.call_time is None
+    (record,) = store.trace_records(LINE, analyst="cic")
+    assert {c["calling"] for c in record["call"]["folded"]} == {"+17205550101", "+17205550102"}
+    assert "daylight saving repeats" in record["reason"]
+
+
+@pytest.mark.parametrize(("zone", "second", "at", "named"), [
+    ("America/Denver", "03:10:00", "2026-11-02T00:00:00Z", "+17205550102"),  # after the hour
+    ("America/Denver", "00:30:00", "2026-11-02T00:00:00Z", "+17205550101"),  # before it
+    ("UTC", "01:10:00", "2026-11-02T00:00:00Z", "+17205550101"),             # no DST: 01:50 last
+])
+def test_calls_in_the_repeated_hour_that_cannot_swap_are_traced(store, ingest_records, zone,
+                                                                 second, at, named):
+    """Where reading a repeated-hour call an hour later changes nothing, the trace names
+    its call: 01:50 (first pass) and a call at 03:10, after the hour (the 03:10 call);
+    01:50 and a call at 00:30, before it (01:50, whichever pass: both are after 00:30 and
+    before the trace); and a zone with no repeated hour (01:50)."""
+    def call_at(clock: str, src: str) -> bytes:
+        return cdr(src=src, dst=LINE, start=f"2026-11-01 {clock}", answer="",
+                   end=f"2026-11-01 {clock[:-2]}30", disposition="NO ANSWER", uniqueid=src)
+    ingest_records(call_at("01:50:00", "7205550101"), call_at(second, "7205550102"), zone=zone)
+    assert store.trace(LINE, at=at).outcome is Outcome.SUCCESS
+    assert store.trace_records(LINE, analyst="cic")[0]["call"]["calling"] == named
+
+
+def test_a_repeated_hour_call_read_later_still_after_the_activation_changes_nothing(
+        store, ingest_records):
+    """Denver's 01:10 (read 07:10 UTC, perhaps 08:10) and a call at 08:00:00 UTC from a
+    feed whose times name one instant (the end of the repeated hour, not in it). A trace
+    at 08:05: read either way, the 01:10 call is not the last before it (08:10 is after
+    the activation), so the 08:00 call is named."""
+    ingest_records(cdr(src="7205550101", dst=LINE, start="2026-11-01 01:10:00", answer="",
+                       end="2026-11-01 01:10:30", disposition="NO ANSWER", uniqueid="d"),
+                   zone="America/Denver")
+    ingest_records(cdr(src="7205550102", dst=LINE, start="2026-11-01 08:00:00", answer="",
+                       end="2026-11-01 08:00:30", disposition="NO ANSWER", uniqueid="u"),
+                   zone="UTC")
+    assert store.trace(LINE, at="2026-11-01T08:05:00Z").outcome is Outcome.SUCCESS
+    assert store.trace_records(LINE, analyst="cic")[0]["call"]["calling"] == "+17205550102"
+
+
+def test_only_local_times_bring_their_zone_s_repeated_hours(store, ingest_records):
+    """CUCM's epoch times name one instant each, in any zone: its ingest notes no repeated
+    hour; an Asterisk file's local times bring their zone's (and no more once noted)."""
+    from cdrtrace.store import lookup
+
+    sample = os.path.join(os.path.dirname(__file__), "..", "data", "samples", "cucm",
+                          "cdr_StandAloneCluster_01_202603021403_1")
+    cdrtrace.ingest(store, [sample], fmt="cucm", zone="America/Denver")
+    with store.envs.read() as txn:
+        assert len(store._tracer.lookup.folds(txn)) == 0
+    ingest_records(call(3), zone="America/Denver")
+    ingest_records(call(4), zone="America/Denver")
+    with store.envs.read() as txn:
+        folds = store._tracer.lookup.folds(txn)
+        assert txn.get(lookup.FOLD_ZONES, db=store.envs.db["meta"]) == b'["America/Denver"]'
+    first = 1_793_516_400 * 10**6                     # 2026-11-01T07:00:00Z: 01:00 MDT
+    assert [first, first + 3600 * 10**6, 3600 * 10**6] in folds.tolist()
+    assert len(folds) == len(timezones.fold_intervals("America/Denver"))
 
 
 def test_no_call_before_any_call(store, ingest_records):

@@ -11,6 +11,7 @@ import json
 
 from ..parsing.formats import Disposition, Presentation
 from ..parsing.timezones import format_utc
+from ..store.lookup import STAMPED_AHEAD_US
 
 
 class Outcome(enum.StrEnum):
@@ -136,8 +137,9 @@ class CustomerStatus:
 
 def call_time(call: dict | None) -> str | None:
     """The time of a trace's call as its customer is told it: none where there is no call,
-    or where the call is stamped after the trace was made (its feed's times are wrong)."""
-    if call is None or "stamped_ahead" in call:
+    where the call is stamped after the trace was made (its feed's times are wrong), or
+    where a call's time in a repeated hour leaves the last call unknown."""
+    if call is None or "stamped_ahead" in call or "folded" in call:
         return None
     return call["start"]
 
@@ -176,3 +178,31 @@ def _customer_view(request: dict | None) -> dict | None:
     return {"request_id": request["request_id"], "state": request["state"],
             "requested_at": format_utc(request["requested_us"]),
             "case_id": request["case_id"], "reason": request["reason"]}
+
+
+def untraceable_reason(call: dict) -> str | None:
+    """Why a call a trace resolved to cannot be traced, where the rules fail closed
+    (docs/trace-rules.md, "Imperfect data"), for the evidence; None otherwise."""
+    if "stamped_ahead" in call:
+        return (f"the newest call to this line is stamped {call['start']}, more than "
+                f"{STAMPED_AHEAD_US // 60_000_000} minutes after the trace was made: its feed's "
+                "time zone or its switch's clock is wrong, so no call's time on this line can "
+                "be trusted, and none is named")
+    if "folded" in call:
+        return (f"{len(call['folded'])} call(s) to this line began, as recorded, in the hour "
+                "that the end of daylight saving repeats, where a local time names two instants "
+                "an hour apart; read at the later one, the last call before the activation would "
+                "not be the one these records name, so none is named")
+    if "tied_with" in call:
+        return (f"{len(call['tied_with']) + 1} calls from different callers began at "
+                f"{call['start']} on this line; the records cannot tell which was the last, so "
+                "none is named")
+    if call["disposition"] == "unreadable":
+        return (f"the last call to this line is a CDR record that could not be read (record at "
+                f"byte {call['offset']} of {call['source']}); only its line and time are known, "
+                "so it cannot be traced")
+    if call["disposition"] == "late_refusal":
+        return ("the last call to this line ended busy or rejected a second or more after it "
+                "began, and its CDR does not log whether the line rang first: its user may have "
+                "refused it while it rang, so it is the last call, and it cannot be traced")
+    return None

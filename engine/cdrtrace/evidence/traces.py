@@ -33,12 +33,11 @@ from ..store.lookup import Lookup
 from . import _trace, pseudonyms, replication
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
-from .outcomes import Outcome, TraceResult, call_time, outcome_for
+from .outcomes import Outcome, TraceResult, call_time, outcome_for, untraceable_reason
 
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 TRACE_MARK, CALL_MARK = b"t", b"c"
-STAMPED_AHEAD_US = lookup.STAMPED_AHEAD_US     # a newest call stamped this far after now
 _FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
 _START = _FIELDS.index("start_us")
 _NativeTxn = index._index.Txn
@@ -65,29 +64,6 @@ def id_number(text: Any, letter: str, width: int) -> int | None:
         return None
     number = int(text[1:])
     return number if f"{letter}{number:0{width}d}" == text and number < 1 << 64 else None
-
-
-def untraceable_reason(call: dict) -> str | None:
-    """Why a call a trace resolved to cannot be traced, where the rules fail closed
-    (docs/trace-rules.md, "Imperfect data"), for the evidence; None otherwise."""
-    if "stamped_ahead" in call:
-        return (f"the newest call to this line is stamped {call['start']}, more than "
-                f"{STAMPED_AHEAD_US // 60_000_000} minutes after the trace was made: its feed's "
-                "time zone or its switch's clock is wrong, so no call's time on this line can "
-                "be trusted, and none is named")
-    if "tied_with" in call:
-        return (f"{len(call['tied_with']) + 1} calls from different callers began at "
-                f"{call['start']} on this line; the records cannot tell which was the last, so "
-                "none is named")
-    if call["disposition"] == "unreadable":
-        return (f"the last call to this line is a CDR record that could not be read (record at "
-                f"byte {call['offset']} of {call['source']}); only its line and time are known, "
-                "so it cannot be traced")
-    if call["disposition"] == "late_refusal":
-        return ("the last call to this line ended busy or rejected a second or more after it "
-                "began, and its CDR does not log whether the line rang first: its user may have "
-                "refused it while it rang, so it is the last call, and it cannot be traced")
-    return None
 
 
 def encode(record: dict) -> bytes:
@@ -159,11 +135,11 @@ class NativeRecord:
                         lambda txn, calling: enrichment(txn, self.db, calling),
                         tracer.lookup.unreadable_near, encode, TraceError,
                         _PRESENTATION_NAMES, _DISPOSITION_NAMES, index.ROLE_NAMES, replication,
-                        lookup.UNREADABLE_WINDOW_US, json.loads, STAMPED_AHEAD_US)
+                        lookup.UNREADABLE_WINDOW_US, json.loads, lookup.STAMPED_AHEAD_US)
 
     def keep_dbs(self) -> None:
         names = ("index", "traces", "emeta", "by_line", "pseudonyms", "trace_rows")
-        self.dbs = (*(self.db[name] for name in names), self.db.get("unreadable"))
+        self.dbs = (*(self.db[name] for name in names), self.db.get("unreadable"), self.db["meta"])
 
     def wrapped(self, txn: Any, index_txn: Any) -> tuple[Any, Any, Any] | None:
         """(txn, it and index_txn as index.native_txn gives them) for a commit's traces,
@@ -184,6 +160,26 @@ class NativeRecord:
         return _trace.record(txn, index_txn, self.dbs, key, packed, at_us,
                              line or numbers.format_number(packed), requested_by, self.keep,
                              self.helpers)
+
+
+def call_view(lookup: Lookup, catalog: Catalog, index_txn: Any, e: Any) -> dict:
+    """An index entry as the CIC reads it (identifying)."""
+    flags = int(e["flags"])
+    presentation, disposition = int(e["presentation"]), flags >> 4
+    return {
+        "start": timezones.format_utc(int(e["start_us"])),
+        "start_us": int(e["start_us"]),
+        "calling": lookup.caller_text(index_txn, int(e["calling"])),
+        "presentation": _PRESENTATIONS.get(presentation) or Presentation(presentation).name.lower(),
+        "answered": bool(flags & index.ANSWERED),
+        "forwarded": bool(flags & index.FORWARDED),
+        "indexed_as": index.ROLE_NAMES[(flags >> 2) & 3],
+        "disposition": _DISPOSITIONS.get(disposition) or Disposition(disposition).name.lower(),
+        "call_id": f"{int(e['call_id']):016x}",
+        "feed": int(e["feed"]),
+        "source": catalog.source_name(index_txn, int(e["source"])),
+        "offset": int(e["offset"]),
+    }
 
 
 class Tracer:
@@ -283,7 +279,7 @@ class Tracer:
         keep = self.config["keep"]
         # the line's few entries as plain values (numpy costs more per field than it saves)
         entries = self.lookup.last_calls(key, index_txn).tolist()
-        if entries and entries[0][_START] > time.time_ns() // 1000 + STAMPED_AHEAD_US:
+        if entries and entries[0][_START] > time.time_ns() // 1000 + lookup.STAMPED_AHEAD_US:
             # the newest call has not begun yet: the line's times cannot be trusted
             e = dict(zip(_FIELDS, entries[0], strict=True))
             view = self.call_view(index_txn, e)
@@ -306,6 +302,13 @@ class Tracer:
             # times): the records cannot tell which was the last, so none is named
             view["tied_with"] = [self.call_view(index_txn, t) for t in tied]
             return Outcome.UNTRACEABLE, view, e, None
+        if moved := lookup.may_be_later(self.lookup.folds(index_txn),
+                                        [r[_START] for r in before], at_us):
+            # a local time in the hour daylight saving's end repeats: an hour later, the
+            # last call before the activation would be another
+            view["folded"] = [self.call_view(index_txn, dict(zip(_FIELDS, before[i], strict=True)))
+                              for i in moved]
+            return Outcome.UNTRACEABLE, view, e, None
         original = None
         if outcome is Outcome.SUCCESS:
             original = txn.get(key + CALL_MARK + u64(e["call_id"]), db=self.db["by_line"])
@@ -315,23 +318,7 @@ class Tracer:
 
     def call_view(self, index_txn: Any, e: Any) -> dict:
         """An index entry as the CIC reads it (identifying)."""
-        flags = int(e["flags"])
-        presentation, disposition = int(e["presentation"]), flags >> 4
-        return {
-            "start": timezones.format_utc(int(e["start_us"])),
-            "start_us": int(e["start_us"]),
-            "calling": self.lookup.caller_text(index_txn, int(e["calling"])),
-            "presentation": _PRESENTATIONS.get(presentation)
-            or Presentation(presentation).name.lower(),
-            "answered": bool(flags & index.ANSWERED),
-            "forwarded": bool(flags & index.FORWARDED),
-            "indexed_as": index.ROLE_NAMES[(flags >> 2) & 3],
-            "disposition": _DISPOSITIONS.get(disposition) or Disposition(disposition).name.lower(),
-            "call_id": f"{int(e['call_id']):016x}",
-            "feed": int(e["feed"]),
-            "source": self.catalog.source_name(index_txn, int(e["source"])),
-            "offset": int(e["offset"]),
-        }
+        return call_view(self.lookup, self.catalog, index_txn, e)
 
     def record(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                pending: bool = False, number: int | None = None,

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import Feed, both_served
 from ..errors import ConfigError, FormatError, ParseError, SourceError
-from ..parsing.formats import CallBatch, Format
+from ..parsing.formats import TIME_LOCAL, CallBatch, Format
 from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser, read_header
 from ..store import index
 from ..store.catalog import ArchiveMark, Position
@@ -267,7 +267,8 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
                        run.progress, run.batch_pairs, s.served, archiver,
                        finish=functools.partial(_finish, store, source, known_identity, path,
                                                 parser, archiver),
-                       checkpoint=checkpoint, zone=s.zone, confirm=known_identity.confirm)
+                       checkpoint=checkpoint, zone=s.zone, confirm=known_identity.confirm,
+                       local=form.time_kind == TIME_LOCAL)
         if archiver is not None:
             archiver.close()
         if not resume:
@@ -383,13 +384,15 @@ def _flush_before_commit(rejects, archiver) -> None:
 
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
                    batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None,
-                   checkpoint=None, zone="UTC", confirm=None):
+                   checkpoint=None, zone="UTC", confirm=None, local=False):
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction; confirm(),
-    if given, runs once before the first."""
+    if given, runs once before the first. local: the format's times are local (zone's
+    repeated hours are noted for the trace, lookup.FOLDS)."""
     pending = Pending(store, batch_pairs + batch_pairs // 8)   # a last chunk's pairs past it
     pending.feed = parser.feed_id
     pending.zone = zone
+    pending.local_zone = zone if local else None
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
     committer = Committer()

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..parsing import salvage
-from ..store import index
+from ..store import index, lookup
 
 
 class Pending:
@@ -37,6 +37,7 @@ class Pending:
         self.activations: list[tuple[int, Any]] = []   # (source, traces the switch recorded) parsed
         self.last_end: int | None = None   # when the last good record ended: time for a reject without one
         self.zone = "UTC"           # the feed's zone, for times a reject writes in another form
+        self.local_zone: str | None = None   # the zone, where the format's times are local
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
@@ -99,9 +100,12 @@ class Pending:
         identity_db = self.store.envs.db["identities"]
         activations, self.activations = self.activations, []
         checkpoint, (offset, record) = self.checkpoint, self.position
+        local_zone, meta_db = self.local_zone, self.store.envs.db["meta"]
 
         def work(txn, last: dict | None):
             written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
+            if local_zone is not None:     # its repeated hours, for the trace (lookup.FOLDS)
+                lookup.add_fold_zone(txn, meta_db, local_zone)
             for key, value in unreadable:
                 txn.put(key, value, db=log_db)
             for packed, text in identities.items():

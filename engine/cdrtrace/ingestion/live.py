@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, SourceError
-from ..parsing.formats import CallBatch, Format
+from ..parsing.formats import TIME_LOCAL, CallBatch, Format
 from ..parsing.parsers import get_format, make_parser
 from ..store import index
 from ..store.archive import FLUSH_ROWS, ArchiveWriter
@@ -110,6 +110,7 @@ class LiveFeed:
         self.pending = Pending(store)
         self.pending.feed = feed_id
         self.pending.zone = self.zone
+        self.pending.local_zone = self.zone if self.form.time_kind == TIME_LOCAL else None
         # the call archive: archive=False turns it off (a source that cannot archive)
         self.archive_root = None if archive is False else (
             store.envs.adopt_archive(archive) if archive else store.envs.archive_dir())

@@ -69,6 +69,17 @@ def zone_table(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(starts, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
 
 
+def fold_intervals(name: str) -> np.ndarray:
+    """The hours (or so) that the end of daylight saving repeats in a zone, 1969-2100, as
+    rows (first_us, end_us, shift_us): a local time in one names two instants, and is read
+    as the earlier, in [first_us, end_us); the later is shift_us after it."""
+    starts, offsets = zone_table(name)
+    back = np.nonzero(offsets[1:] < offsets[:-1])[0] + 1      # the offset goes down
+    shift = (offsets[back - 1] - offsets[back]) * 1_000_000
+    end = starts[back] * 1_000_000
+    return np.stack([end - shift, end, shift], axis=1).astype(np.int64).reshape(-1, 3)
+
+
 def local_to_utc_seconds(year, month, day, hour, minute, second, zone_name: str) -> int:
     """Reference conversion with zoneinfo (fold=0)."""
     local = _dt.datetime(year, month, day, hour, minute, second, tzinfo=get_zone(zone_name))

@@ -17,9 +17,49 @@ UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this l
 # its switch's clock is wrong, and so may be every time it gave (docs/trace-rules.md,
 # "Imperfect data"): a trace of its line is untraceable, `stats` says so of its feed
 STAMPED_AHEAD_US = 300 * 1_000_000
+# the hours that daylight saving's end repeats in the zones that read a feed's local times,
+# in the index's meta: rows of int64 (first_us, end_us, shift_us), sorted (timezones.
+# fold_intervals), and the zones they are from
+FOLDS, FOLD_ZONES = b"folds", b"fold_zones"
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
+_NO_FOLDS = np.zeros((0, 3), np.int64)
+
+
+def add_fold_zone(txn: Any, meta_db: Any, zone: str) -> None:
+    """Note, in an index write, that zone read local times: its repeated hours join FOLDS."""
+    zones = json.loads(txn.get(FOLD_ZONES, b"[]", db=meta_db))
+    if zone in zones:
+        return
+    held = np.frombuffer(txn.get(FOLDS, b"", db=meta_db), np.int64).reshape(-1, 3)
+    merged = np.concatenate([held, timezones.fold_intervals(zone)])
+    merged = merged[np.argsort(merged[:, 0], kind="stable")]
+    txn.put(FOLDS, merged.tobytes(), db=meta_db)
+    txn.put(FOLD_ZONES, json.dumps(sorted([*zones, zone])).encode(), db=meta_db)
+
+
+def fold_shift(folds: np.ndarray, start_us: int) -> int:
+    """How much later than read a call stamped start_us may have begun: the largest shift
+    of a repeated hour that holds it (a local time there names two instants); 0 if none."""
+    inside = (folds[:, 0] <= start_us) & (start_us < folds[:, 1])
+    return int(folds[inside, 2].max()) if inside.any() else 0
+
+
+def may_be_later(folds: np.ndarray, starts: list[int], at_us: int) -> list[int]:
+    """Of the calls before an activation at at_us (their starts, newest first), those
+    stamped in a repeated hour (FOLDS) whose later reading would change the last call:
+    the newest, if it would then begin at or after the activation; an older one, if it
+    would then begin at or after the newest and before the activation. Their indices."""
+    if not len(folds) or not starts:
+        return []
+    moved = []
+    for i, start in enumerate(starts):
+        shift = fold_shift(folds, start)
+        later = start + shift
+        if shift and (later >= at_us if i == 0 else starts[0] <= later < at_us):
+            moved.append(i)
+    return moved
 
 
 class Lookup:
@@ -32,6 +72,11 @@ class Lookup:
         envs.on_reopen.append(lambda: setattr(self, "_index_db", envs.db["index"]))
         # the read in C (index._index.read_value), unless py-lmdb is not as it expects
         self._native = index.native_calls()
+
+    def folds(self, txn: Any) -> np.ndarray:
+        """The repeated hours of the zones that read local times into the index (FOLDS)."""
+        value = txn.get(FOLDS, db=self.db["meta"])
+        return _frombuffer(value, np.int64).reshape(-1, 3) if value else _NO_FOLDS
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
