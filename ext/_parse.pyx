@@ -112,6 +112,8 @@ cdef struct Dialect:
     int c_asserted       # SIP P-Asserted-Identity: the caller when present (over From)
     int escaped          # quote is an escape: it makes the next byte data (Kamailio db_text)
     int c_method         # a transaction row's SIP method: only an INVITE is a call
+    int c_early_media    # when the call had early media (FreeSWITCH progress_media_stamp)
+    int progress_complete   # an empty progress shows no alerting (beside empty early media)
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
@@ -975,8 +977,9 @@ cdef int64_t LATE_REFUSAL_US = 1000000
 cdef inline bint late_refusal(int disp, bint logs_alerting, int64_t start,
                               int64_t end_) noexcept nogil:
     """A busy or rejected call that ended a second or more after it began, in a record
-    that logs no alerting: the line's user may have refused it while it rang, so it may
-    have been received (docs/formats.md). An end a second or more before the start (clocks
+    that shows neither that the line alerted nor that it did not (logs_alerting false: no
+    such column, or early media without ringing): the line's user may have refused it
+    while it rang, so it may have been received (docs/formats.md). An end a second or more before the start (clocks
     apart) tells no time: it may; less is a whole-second end in the start's second."""
     return ((disp == DISP_BUSY or disp == DISP_REJECTED) and not logs_alerting
             and (end_ - start >= LATE_REFUSAL_US or start - end_ >= LATE_REFUSAL_US))
@@ -1155,8 +1158,11 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     elif d.c_final >= 0:
         s = col(f, nf, d.c_final)
         final_ = normalize(s.p, s.n, cc)
-    if (d.disp_kind == DK_VOCABULARY and 0 <= d.c_progress < nf
-            and f[d.c_progress].n == 0 and rang_unanswered(disp)):
+    cdef bint alerted = 0 <= d.c_progress < nf and f[d.c_progress].n > 0
+    cdef bint shows_none = (0 <= d.c_progress < nf and not alerted and d.progress_complete
+                            and (d.c_early_media < 0 or (d.c_early_media < nf
+                                                         and f[d.c_early_media].n == 0)))
+    if d.disp_kind == DK_VOCABULARY and shows_none and rang_unanswered(disp):
         rang = False    # the record logs alerting (Kamailio's rang) and shows none
     if d.pres_kind == PK_ASTERISK_USERFIELD and d.c_presentation < nf:
         s = col(f, nf, d.c_presentation)
@@ -1217,10 +1223,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     out.final[i] = final_
     # a record that logs the line alerting (Kamailio's rang, FreeSWITCH's progress_stamp)
     # shows it received the call (R3), however it ended: a phone whose user rejects a
-    # ringing call answers busy or declined
-    cdef bint logs_alerting = 0 <= d.c_progress < nf
-    cdef bint alerted = logs_alerting and f[d.c_progress].n > 0
-    if late_refusal(disp, logs_alerting, start, end_):
+    # ringing call answers busy or declined; one that shows none never rang. Else (no such
+    # column, or early media without ringing) its times decide (late_refusal).
+    if late_refusal(disp, alerted or shows_none, start, end_):
         disp = DISP_LATE_REFUSAL
     out.disposition[i] = disp
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
@@ -1304,7 +1309,8 @@ DIALECT_FIELDS = (
     "c_final", "c_channel", "c_start", "c_answer", "c_end", "c_duration", "c_billsec",
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
-    "c_cot", "c_comment", "c_asserted", "escaped", "c_method",
+    "c_cot", "c_comment", "c_asserted", "escaped", "c_method", "c_early_media",
+    "progress_complete",
 )
 
 

@@ -109,25 +109,94 @@ columns = ["caller_id_name", "caller_id_number", "destination_number", "context"
     ("USER_BUSY", Disposition.BUSY), ("CALL_REJECTED", Disposition.REJECTED),
     ("RECOVERY_ON_TIMER_EXPIRE", Disposition.FAILED)])
 def test_freeswitch_logging_alerting_shows_a_rejected_call_rang(tmp_path, cause, disposition):
-    """R3: with progress_stamp logged, a call that alerted the line was received however it
-    ended (a user who rejects a ringing call: USER_BUSY or CALL_REJECTED); one that never
-    alerted, with the same cause, was not."""
+    """R3: with progress_stamp and progress_media_stamp logged, a call that alerted the
+    line was received however it ended (a user who rejects a ringing call: USER_BUSY or
+    CALL_REJECTED); one that shows neither, with the same cause, never alerted: not
+    received."""
     text = """
 [dialects.fs-progress]
 base = "freeswitch"
 columns = ["caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
            "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid",
-           "bleg_uuid", "accountcode", "read_codec", "write_codec", "progress_stamp"]
+           "bleg_uuid", "accountcode", "read_codec", "write_codec", "progress_stamp",
+           "progress_media_stamp"]
 """
     form = config.load(write(tmp_path, text)).format("fs-progress")
     row = ('"Pat","7205550101","3035550110","public","2026-03-02 14:03:11","",'
-           '"2026-03-02 14:03:29","18","0","{}","u-{}","","","PCMU","PCMU","{}"\n').format
+           '"2026-03-02 14:03:29","18","0","{}","u-{}","","","PCMU","PCMU","{}",""\n').format
     data = (row(cause, 1, "2026-03-02 14:03:13") + row(cause, 2, "")).encode()
     got = parse_all(data, parser=parsers.make_parser(form))
     assert got == parse_all(data, parser=twin.CdrParser(form.dialect(), "UTC"))
     (rang, silent), bad = got
     assert bad == [] and rang["disposition"] == silent["disposition"] == disposition
     assert (bool(rang["received"]), bool(silent["received"])) == (True, False)
+
+
+FS_15 = ('"caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp", '
+         '"answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", '
+         '"bleg_uuid", "accountcode", "read_codec", "write_codec"')
+FS_ALERTING = {"progress": '"progress_stamp"',
+               "both": '"progress_stamp", "progress_media_stamp"'}
+
+
+def _fs_alerting(tmp_path, logs: str, cause: str, ringing: str, early_media: str):
+    """(the trace's outcome, its record) on a FreeSWITCH dialect that logs `logs` of the
+    alerting stamps: an answered call to 3035550110 at 14:00 from 7205550100, then one at
+    14:30 from 7205550199 that ended with `cause` 8 s later, its progress_stamp
+    `ringing` and progress_media_stamp `early_media`; native and reference alike."""
+    text = f"""
+[dialects.fs-{logs}]
+base = "freeswitch"
+columns = [{FS_15}, {FS_ALERTING[logs]}]
+"""
+    form = config.load(write(tmp_path, text)).format(f"fs-{logs}")
+    both = logs == "both"
+
+    def row(name, number, start, answer, end, cause, uuid, ringing, media):
+        return (f'"{name}","{number}","3035550110","public","2026-03-02 {start}",'
+                f'"{answer and "2026-03-02 " + answer}","2026-03-02 {end}","8","0","{cause}",'
+                f'"{uuid}","","","PCMU","PCMU","{ringing}"' + (f',"{media}"' if both else "")
+                + "\n")
+    data = (row("Innocent", "7205550100", "14:00:00", "14:00:05", "14:01:00", "NORMAL_CLEARING",
+                "old", "2026-03-02 14:00:01", "") +
+            row("Caller", "7205550199", "14:30:00", "", "14:30:08", cause, "new", ringing,
+                early_media)).encode()
+    got = parse_all(data, parser=parsers.make_parser(form))
+    assert got == parse_all(data, parser=twin.CdrParser(form.dialect(), "UTC"))
+    assert got[1] == []
+    (path := tmp_path / "cdr.csv").write_bytes(data)
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    cdrtrace.ingest(store, [str(path)], fmt=form)
+    result = store.trace("3035550110", at="2026-03-02T14:32:00Z")
+    return result.outcome.value, store.trace_records("3035550110", analyst="cic")[-1]
+
+
+@pytest.mark.parametrize("cause", ["USER_BUSY", "CALL_REJECTED"])
+@pytest.mark.parametrize("logs, early_media", [
+    ("progress", ""), ("progress", "2026-03-02 14:30:01"), ("both", "2026-03-02 14:30:01")])
+def test_freeswitch_early_media_without_ringing_fails_closed(tmp_path, logs, early_media, cause):
+    """FreeSWITCH stamps progress_stamp on a 180 Ringing, and only progress_media_stamp on
+    a 183 Session Progress with early media (as gateways and carriers signal a ringing
+    line). So an empty progress_stamp does not show that the line never rang: a call its
+    user refused 8 s after it began is a late refusal, untraceable (R3), never a success
+    against the older caller, unless the record also logs progress_media_stamp, empty."""
+    outcome, record = _fs_alerting(tmp_path, logs, cause, "", early_media)
+    assert (outcome, record["call"]["start"], record["call"]["disposition"]) == (
+        "untraceable", "2026-03-02T14:30:00Z", "late_refusal")
+    assert "may have refused it while it rang" in record["reason"]
+
+
+@pytest.mark.parametrize("ringing, early_media, outcome, start", [
+    ("", "", "success", "2026-03-02T14:00:00Z"),                    # neither: it never rang
+    ("2026-03-02 14:30:01", "", "success", "2026-03-02T14:30:00Z"),  # it rang: refused
+    ("2026-03-02 14:30:01", "2026-03-02 14:30:02", "success", "2026-03-02T14:30:00Z")])
+def test_freeswitch_logging_both_alerting_stamps_decides(tmp_path, ringing, early_media, outcome,
+                                                          start):
+    """With progress_stamp and progress_media_stamp both logged, a refused call with
+    neither never alerted the line (not received, R3: the trace names the call before
+    it), and one with progress_stamp rang (its user refused it: the trace names it)."""
+    got, record = _fs_alerting(tmp_path, "both", "USER_BUSY", ringing, early_media)
+    assert (got, record["call"]["start"]) == (outcome, start)
 
 
 def test_a_dialect_reads_answered_elsewhere_and_its_alerting(tmp_path):

@@ -100,7 +100,7 @@ PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
-         "srcchannel", "callid_peer", "cot", "comment", "asserted", "method")
+         "srcchannel", "callid_peer", "cot", "comment", "asserted", "method", "early_media")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -232,6 +232,11 @@ class Format:
                    "markers": int(self.markers)}
         for role in ROLES:
             dialect[f"c_{role}"] = self.column(role, where)
+        # where a format stamps early media apart from ringing (FreeSWITCH: a 183 Session
+        # Progress sets progress_media_stamp, not progress_stamp), an empty progress column
+        # shows no alerting only beside that column, empty too
+        dialect["progress_complete"] = int("early_media" not in self.roles
+                                           or dialect["c_early_media"] >= 0)
         return dialect
 
     def column(self, role: str, where: dict) -> int:
@@ -303,7 +308,7 @@ FREESWITCH = Format(
            "start": "start_stamp", "answer": "answer_stamp", "end": "end_stamp",
            "duration": "duration", "billsec": "billsec", "disposition": "hangup_cause",
            "callid": "uuid", "callid_peer": "bleg_uuid", "progress": "progress_stamp",
-           "presentation": "sip_Privacy",
+           "early_media": "progress_media_stamp", "presentation": "sip_Privacy",
            "redirecting": "rdnis"})
 
 # Kamailio (and OpenSIPS) accounting: the dialog CDRs of the acc module (acc_cdrs) as

@@ -234,8 +234,9 @@ RANG_UNANSWERED = (Disposition.NO_ANSWER, Disposition.CANCELLED, Disposition.ANS
 
 def late_refusal(disp: Disposition, logs_alerting: bool, start: int, end: int) -> bool:
     """A busy or rejected call that ended a second or more after it began, in a record
-    that logs no alerting: the line's user may have refused it while it rang, so it may
-    have been received (docs/formats.md). An end a second or more before the start (clocks
+    that shows neither that the line alerted nor that it did not (logs_alerting false: no
+    such column, or early media without ringing): the line's user may have refused it
+    while it rang, so it may have been received (docs/formats.md). An end a second or more before the start (clocks
     apart) tells no time: it may; less is a whole-second end in the start's second."""
     return (disp in (Disposition.BUSY, Disposition.REJECTED) and not logs_alerting
             and abs(end - start) >= LATE_REFUSAL_US)
@@ -368,8 +369,10 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             called = final            # a ring group member: the phone in the channel rang
     elif d["c_final"] >= 0:
         final = numbers.normalize(col("final"), cc)
-    if (d["disp_kind"] == DK_VOCABULARY and 0 <= d["c_progress"] < nf and not col("progress")
-            and disp in RANG_UNANSWERED):
+    alerted = bool(col("progress"))
+    shows_none = (0 <= d["c_progress"] < nf and not alerted and bool(d["progress_complete"])
+                  and (d["c_early_media"] < 0 or (d["c_early_media"] < nf and not col("early_media"))))
+    if d["disp_kind"] == DK_VOCABULARY and shows_none and disp in RANG_UNANSWERED:
         rang = False              # the record logs alerting (Kamailio's rang) and shows none
     if d["pres_kind"] == PK_ASTERISK_USERFIELD and d["c_presentation"] < nf:
         uf = col("presentation").lower()
@@ -421,9 +424,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         call_id = _hash_chain(seed, b"r", raw)
     # a record that logs the line alerting (Kamailio's rang, FreeSWITCH's progress_stamp)
     # shows it received the call (R3), however it ended: a phone whose user rejects a
-    # ringing call answers busy or declined
-    alerted = bool(col("progress"))
-    if late_refusal(disp, 0 <= d["c_progress"] < nf, start, end):
+    # ringing call answers busy or declined; one that shows none never rang. Else (no such
+    # column, or early media without ringing) its times decide (late_refusal).
+    if late_refusal(disp, alerted or shows_none, start, end):
         disp = Disposition.LATE_REFUSAL
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
