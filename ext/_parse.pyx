@@ -974,6 +974,13 @@ cdef inline bint rang_unanswered(int disp) noexcept nogil:
 cdef int64_t LATE_REFUSAL_US = 1000000
 
 
+cdef inline bint may_have_rung(bint logs_alerting, int64_t start, int64_t end_) noexcept nogil:
+    """A record that shows neither that the line alerted nor that it did not, of a call
+    that ended a second or more after it began (or a second or more before: clocks apart):
+    the line may have rung. Less is a whole-second end in the start's second: it did not."""
+    return not logs_alerting and (end_ - start >= LATE_REFUSAL_US or start - end_ >= LATE_REFUSAL_US)
+
+
 cdef inline bint late_refusal(int disp, bint logs_alerting, int64_t start,
                               int64_t end_) noexcept nogil:
     """A busy or rejected call that ended a second or more after it began, in a record
@@ -981,8 +988,7 @@ cdef inline bint late_refusal(int disp, bint logs_alerting, int64_t start,
     such column, or early media without ringing): the line's user may have refused it
     while it rang, so it may have been received (docs/formats.md). An end a second or more before the start (clocks
     apart) tells no time: it may; less is a whole-second end in the start's second."""
-    return ((disp == DISP_BUSY or disp == DISP_REJECTED) and not logs_alerting
-            and (end_ - start >= LATE_REFUSAL_US or start - end_ >= LATE_REFUSAL_US))
+    return (disp == DISP_BUSY or disp == DISP_REJECTED) and may_have_rung(logs_alerting, start, end_)
 
 
 cdef int cause_disposition(int64_t cause) noexcept nogil:
@@ -1228,10 +1234,13 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     if late_refusal(disp, alerted or shows_none, start, end_):
         disp = DISP_LATE_REFUSAL
     out.disposition[i] = disp
-    # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
+    # an end before the start (clocks apart) tells no ring time: it rang (fail closed). An
+    # unknown end (FreeSWITCH's NORMAL_CLEARING unanswered: a dialplan's hangup after its
+    # bridge) may have rung too, as a late refusal may: received, and traces fail closed
     out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
-        ((rang_unanswered(disp) or alerted or disp == DISP_LATE_REFUSAL)
+        ((rang_unanswered(disp) or alerted or disp == DISP_LATE_REFUSAL
+          or (disp == DISP_UNKNOWN and may_have_rung(shows_none, start, end_)))
          and (end_ - start >= min_ring_us or end_ < start)))
     out.call_id[i] = h
     out.feed[i] = feed

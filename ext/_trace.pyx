@@ -17,7 +17,8 @@ matters: it returns None, having written nothing, for a line whose held calls al
 after the activation while the index holds `keep` of them (the reference's error), a
 line whose newest call is stamped after the trace is made (beyond the helpers' margin), a
 call before the activation stamped in an hour that daylight saving's end repeats, a
-call that ties with a call from another caller, an unreadable record, a caller known by
+call that ties with a call from another caller, an unreadable record, a call that may
+have rung (a late refusal, an unknown end: untraceable, with a reason), a caller known by
 a SIP identity, or a presentation or disposition it does not know. Everything else
 (pending traces, resolving them, a shard's replicas, traces recorded from CDRs) never
 comes here: Tracer.record decides that before calling.
@@ -26,7 +27,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdio cimport snprintf
 
-from _cdr cimport DISP_LATE_REFUSAL, DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes
+from _cdr cimport DISP_LATE_REFUSAL, DISP_UNKNOWN, DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -203,8 +204,9 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         e = &entries[first]
         flags, presentation = e.flags, e.presentation
         disposition = flags >> 4
+        # the reference writes their reason, or the identity
         if (disposition == DISP_UNREADABLE or disposition == DISP_LATE_REFUSAL
-                or _identity(e.calling)):   # the reference writes their reason, or identity
+                or disposition == DISP_UNKNOWN or _identity(e.calling)):
             return None
         for i in range(first + 1, count):    # calls from other callers at the same instant
             r = &entries[i]

@@ -327,6 +327,8 @@ def test_freeswitch_default_template_with_its_stray_space():
     ("UNALLOCATED_NUMBER", False, False, Disposition.UNALLOCATED),
     ("NORMAL_TEMPORARY_FAILURE", False, False, Disposition.FAILED),
     ("NORMAL_CLEARING", False, False, Disposition.UNKNOWN),   # no alerting column: unknown
+    # ... unknown 18 s after it began (a dialplan's hangup after its bridge): it may have rung
+    ("NORMAL_CLEARING", False, True, Disposition.UNKNOWN),
     # refused 18 s after it began, and the template logs no alerting: it may have rung
     ("USER_BUSY", False, True, Disposition.LATE_REFUSAL),
     ("CALL_REJECTED", False, True, Disposition.LATE_REFUSAL),

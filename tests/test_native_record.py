@@ -78,7 +78,7 @@ def leaves(history: list[dict], at_us: int, keep: int) -> bool:
     disposition, role = e["flags"] >> 4, (e["flags"] >> 2) & 3
     calling = e["calling"]
     identity = calling >> 62 == numbers.OTHER and (calling >> 56) & 0x3F == numbers.IDENTITY_LENGTH
-    return (disposition == 10 or identity
+    return (disposition in (9, 10) or identity      # unknown (it may have rung), unreadable
             or any(t["start_us"] == e["start_us"] and t["calling"] != calling
                    for t in before[1:])
             or e["presentation"] > 2 or not 1 <= disposition <= 11 or role == 3)

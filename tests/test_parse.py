@@ -133,7 +133,9 @@ def test_blank_lines_are_not_records():
 
 @pytest.mark.parametrize("disposition,seconds,received", [
     ("ANSWERED", 69, True), ("NO ANSWER", 69, True), ("CANCEL", 69, True), ("BUSY", 0, False),
-    ("FAILED", 69, False), ("CONGESTION", 69, False), ("UNKNOWN", 69, False),
+    ("FAILED", 69, False), ("CONGESTION", 69, False),
+    ("UNKNOWN", 69, True),     # an end the record does not explain: the line may have rung
+    ("UNKNOWN", 0, False),
     ("BUSY", 1, True),    # refused a second on: its user may have refused it while it rang
     ("BUSY", -5, True)])  # ended 5 s before its start (clocks apart): no time told, it may have
 def test_disposition_decides_received(disposition, seconds, received):

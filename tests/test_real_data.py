@@ -605,6 +605,29 @@ def test_a_call_refused_after_it_may_have_rung_fails_closed(tmp_path, fmt, cause
                 "success", "2026-03-02T14:00:00Z", "+17205550100")
 
 
+@pytest.mark.parametrize("after, outcome, start", [
+    (20, "untraceable", "2026-03-02T14:30:00Z"),     # it may have rung: the last call
+    (0, "success", "2026-03-02T14:00:00Z")])         # over in its first second: never rang
+def test_a_freeswitch_call_cleared_unanswered_may_have_rung(tmp_path, after, outcome, start):
+    """A dialplan that bridges to the line, then hangs up when nobody answers (continue_on_
+    fail, then `hangup`), logs the A leg unanswered with NORMAL_CLEARING: the templates'
+    record cannot tell whether the line rang first. One that lasted a second or more may
+    have: it is the line's last call, untraceable, never a success against the caller
+    before it. One over within its first second never rang (R3)."""
+    data = _older_then_unanswered("freeswitch", "NORMAL_CLEARING").replace(
+        b'"2026-03-02 14:30:07"', f'"2026-03-02 14:30:{after:02d}"'.encode())
+    rows, bad = both_parsers("freeswitch", data)
+    assert bad == [] and rows[1]["disposition"] == cdrtrace.parsing.formats.Disposition.UNKNOWN
+    (path := tmp_path / "cdr.csv").write_bytes(data)
+    s = cdrtrace.open(tmp_path / "store", create=True)
+    assert cdrtrace.ingest(s, [str(path)], fmt="freeswitch").rejected == 0
+    got, record = trace(s, "3035550110")
+    assert (got, record["call"]["start"]) == (outcome, start)
+    if after:
+        assert record["call"]["disposition"] == "unknown"
+        assert "does not tell whether the line rang" in record["reason"]
+
+
 def test_a_call_that_rang_one_device_of_the_line_is_traced_though_another_refused_it(
         store, tmp_path):
     """Legs of one call to one line: a device that rang unanswered (NO ANSWER) makes the

@@ -45,7 +45,8 @@ def outcome_for(entry) -> Outcome:
     """Success or untraceable for the call a trace resolved to ("Who called"; an
     unreadable record, and a call that may not have rung, fail closed, docs/trace-rules.md,
     "Imperfect data")."""
-    if int(entry["flags"]) >> 4 in (Disposition.UNREADABLE, Disposition.LATE_REFUSAL):
+    if int(entry["flags"]) >> 4 in (Disposition.UNREADABLE, Disposition.LATE_REFUSAL,
+                                    Disposition.UNKNOWN):
         return Outcome.UNTRACEABLE
     if int(entry["calling"]) == 0 or int(entry["presentation"]) == Presentation.UNAVAILABLE:
         return Outcome.UNTRACEABLE
@@ -205,4 +206,8 @@ def untraceable_reason(call: dict) -> str | None:
         return ("the last call to this line ended busy or rejected a second or more after it "
                 "began, and its CDR does not log whether the line rang first: its user may have "
                 "refused it while it rang, so it is the last call, and it cannot be traced")
+    if call["disposition"] == "unknown":
+        return ("the last call to this line ended unanswered a second or more after it began, "
+                "and its CDR does not tell whether the line rang first: it may have rung, so it "
+                "is the last call, and it cannot be traced")
     return None

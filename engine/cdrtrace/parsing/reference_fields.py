@@ -232,14 +232,21 @@ Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposi
 RANG_UNANSWERED = (Disposition.NO_ANSWER, Disposition.CANCELLED, Disposition.ANSWERED_ELSEWHERE)
 
 
+def may_have_rung(logs_alerting: bool, start: int, end: int) -> bool:
+    """A record that shows neither that the line alerted nor that it did not, of a call
+    that ended a second or more after it began (or a second or more before: clocks apart):
+    the line may have rung. Less is a whole-second end in the start's second: it did not."""
+    return not logs_alerting and abs(end - start) >= LATE_REFUSAL_US
+
+
 def late_refusal(disp: Disposition, logs_alerting: bool, start: int, end: int) -> bool:
     """A busy or rejected call that ended a second or more after it began, in a record
     that shows neither that the line alerted nor that it did not (logs_alerting false: no
     such column, or early media without ringing): the line's user may have refused it
     while it rang, so it may have been received (docs/formats.md). An end a second or more before the start (clocks
     apart) tells no time: it may; less is a whole-second end in the start's second."""
-    return (disp in (Disposition.BUSY, Disposition.REJECTED) and not logs_alerting
-            and abs(end - start) >= LATE_REFUSAL_US)
+    return (disp in (Disposition.BUSY, Disposition.REJECTED)
+            and may_have_rung(logs_alerting, start, end))
 
 
 def _q850_name_disposition(name: bytes, answered: bool, alerted: bool):
@@ -428,9 +435,12 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     # column, or early media without ringing) its times decide (late_refusal).
     if late_refusal(disp, alerted or shows_none, start, end):
         disp = Disposition.LATE_REFUSAL
-    # an end before the start (clocks apart) tells no ring time: it rang (fail closed)
+    # an end before the start (clocks apart) tells no ring time: it rang (fail closed). An
+    # unknown end (FreeSWITCH's NORMAL_CLEARING unanswered: a dialplan's hangup after its
+    # bridge) may have rung too, as a late refusal may: received, and traces fail closed
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
-        (disp in RANG_UNANSWERED or alerted or disp == Disposition.LATE_REFUSAL)
+        (disp in RANG_UNANSWERED or alerted or disp == Disposition.LATE_REFUSAL
+         or (disp == Disposition.UNKNOWN and may_have_rung(shows_none, start, end)))
         and (end - start >= min_ring_us or end < start)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,

@@ -311,7 +311,7 @@ class ArchivedCall(Row):
     presentation: str | None = Field(description="allowed, restricted or unavailable")
     disposition: str | None = Field(
         description="answered, no_answer, cancelled, answered_elsewhere, late_refusal, busy, ...")
-    received: bool = Field(description="the line was alerted (rang), or may have been (late_refusal)")
+    received: bool = Field(description="the line was alerted (rang), or may have been (late_refusal, unknown)")
     feed: int
     record: int = Field(description="the record's number in its source")
 
