@@ -17,7 +17,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort, realloc
 from libc.string cimport memcpy, memcmp, memset
 
-from _cdr cimport Entry, field_types, key_bytes
+from _cdr cimport DISP_ANSWERED_ELSEWHERE, Entry, field_types, key_bytes
 
 DEF_KEEP = 4
 ENTRY_BYTES = sizeof(Entry)
@@ -59,11 +59,21 @@ cdef inline bint primary_leg(const Entry* a, const Entry* b) noexcept nogil:
     return a.calling <= b.calling
 
 
+cdef inline uint8_t disposition_rank(uint8_t disposition) noexcept nogil:
+    """Where a disposition ranks among a call's legs: by its code (answered, no answer,
+    cancelled, busy, ...), except that answered elsewhere, a leg that rang, ranks with the
+    legs that rang, before the ones that only may have (unknown, unreadable, late
+    refusal: a trace of them fails closed)."""
+    return 7 if disposition == DISP_ANSWERED_ELSEWHERE else 2 * disposition
+
+
 cdef inline uint8_t merge_flags(uint8_t a, uint8_t b) noexcept nogil:
     """Legs of one call are one call: answered or forwarded if any leg was, the first
-    role, and the disposition that ranks first (answered before no answer, ...)."""
+    role, and the disposition that ranks first (disposition_rank)."""
     cdef uint8_t role = min((a >> 2) & 3, (b >> 2) & 3)
-    cdef uint8_t disposition = min(a >> 4, b >> 4)
+    cdef uint8_t disposition = a >> 4
+    if disposition_rank(b >> 4) < disposition_rank(disposition):
+        disposition = b >> 4
     return ((a | b) & 0x03) | (role << 2) | (disposition << 4)
 
 

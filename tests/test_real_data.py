@@ -628,6 +628,29 @@ def test_a_freeswitch_call_cleared_unanswered_may_have_rung(tmp_path, after, out
         assert "does not tell whether the line rang" in record["reason"]
 
 
+def test_a_leg_that_rang_outranks_a_leg_that_may_have(tmp_path):
+    """Legs of one call to one line are one call, and a leg known to have rung decides it
+    over one that only may have: the A leg's unexplained end (NORMAL_CLEARING unanswered,
+    20 s) beside its B leg picked up from another phone (PICKED_OFF) is a call that rang,
+    answered elsewhere, and traceable."""
+    a_leg = fs_call("Caller", "7205550199", "3035550110", "2026-03-02 14:30:00",
+                    end="2026-03-02 14:30:20", uuid="a-1", bleg="b-1")
+    b_leg = fs_call("Caller", "7205550199", "3035550110", "2026-03-02 14:30:01",
+                    end="2026-03-02 14:30:19", cause="PICKED_OFF", uuid="b-1")
+    old = fs_call("Innocent", "7205550100", "3035550110", "2026-03-02 14:00:00",
+                  "2026-03-02 14:00:05", "2026-03-02 14:01:00", uuid="old")
+    rows, bad = both_parsers("freeswitch", b"\n".join((old, a_leg, b_leg)) + b"\n")
+    assert bad == [] and all(r["received"] for r in rows)
+    for n, legs in enumerate(((old, a_leg, b_leg), (old, b_leg, a_leg))):   # either order
+        s = cdrtrace.open(tmp_path / f"store-{n}", create=True)
+        path = cdr_file(tmp_path, *legs, name=f"cdr-{n}.csv")
+        assert cdrtrace.ingest(s, [path], fmt="freeswitch").rejected == 0
+        outcome, record = trace(s, "3035550110")
+        assert (outcome, record["call"]["start"], record["call"]["disposition"]) == (
+            "success", "2026-03-02T14:30:00Z", "answered_elsewhere")
+        s.close()
+
+
 def test_a_call_that_rang_one_device_of_the_line_is_traced_though_another_refused_it(
         store, tmp_path):
     """Legs of one call to one line: a device that rang unanswered (NO ANSWER) makes the
