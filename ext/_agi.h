@@ -71,9 +71,10 @@ enum agi_reason {
     AGI_TWICE                        /* a variable a trace reads sent twice (a value that
                                       * held a line break: Asterisk writes each once) */
 };
-enum agi_value { AGI_CALLERID = 0, AGI_ARG_1, AGI_SCRIPT, AGI_REQUEST_URL, AGI_VALUES };
+enum agi_value { AGI_CALLERID = 0, AGI_ARG_1, AGI_SCRIPT, AGI_REQUEST_URL, AGI_UNIQUEID,
+                 AGI_VALUES };
 static const char *const AGI_NAMES[AGI_VALUES] = {
-    "agi_callerid", "agi_arg_1", "agi_network_script", "agi_request"};
+    "agi_callerid", "agi_arg_1", "agi_network_script", "agi_request", "agi_uniqueid"};
 
 enum agi_state { ST_FREE = 0, ST_VARIABLES, ST_TRACING, ST_REPLY, ST_CLOSED };
 

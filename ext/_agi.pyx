@@ -26,8 +26,8 @@ cdef extern from "_agi.h" nogil:
         double seconds
         int port
         char host[46]
-        char *values[4]
-        int lengths[4]
+        char *values[5]       # AGI_VALUES
+        int lengths[5]
         char detail[240]
         int detail_length
         int fd

@@ -984,6 +984,55 @@ def test_the_readme_s_asterisk_recipe_traces_at_the_switch_s_own_time(agi_servic
     assert record["call"]["calling"] == "+1" + CALLER
 
 
+@pytest.mark.parametrize("uniqueid", ["{epoch}.17", "pbx-denver-{epoch}.17"])
+def test_without_a_time_argument_fastagi_traces_at_the_switch_s_time_of_the_57(
+        store, ingest_records, monkeypatch, uniqueid):
+    """A dialplan that passes no time: the activation is when Asterisk created the *57's
+    channel, the epoch second agi_uniqueid begins with ([SYSTEMNAME-]EPOCH.SEQUENCE), on
+    the clock that stamped the CDRs, not the service's. A switch's clock 2 minutes ahead
+    of the service's stamps the call that rang the line 1 minute after the service's now:
+    traced at the service's clock, that call would seem to come after the *57, and the
+    trace would name the caller before it."""
+    now = int(time.time())
+    stamp = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))   # noqa: E731
+    ingest_records(cdr(src="7205550100", dst=LINE, start=stamp(now - 3600),
+                       answer=stamp(now - 3595), end=stamp(now - 3500), uniqueid="old.1")
+                   + b"\n" + cdr(src=CALLER, dst=LINE, start=stamp(now + 60),
+                                  answer=stamp(now + 65), end=stamp(now + 90),
+                                  uniqueid="new.1") + b"\n")
+    for listener in AGI_LISTENERS:
+        monkeypatch.setenv("CDRTRACE_AGI", listener)
+        running = Service(store)
+        try:
+            variables = asterisk(agi_uniqueid=uniqueid.format(epoch=now + 120))
+            commands, _ = agi(running, variables)
+        finally:
+            running.stop()
+        record = store.trace_records(LINE, analyst="ann")[-1]
+        assert record["activated_us"] == (now + 120) * 1_000_000, listener
+        assert record["call"]["calling"] == "+1" + CALLER
+        assert commands[0] == ('SET VARIABLE COT_OUTCOME "success"' if listener == "native"
+                               else 'SET VARIABLE COT_OUTCOME "already_traced"')
+
+
+@pytest.mark.parametrize("uniqueid", ["", "1772496000", "abc.1", "{far}.1", "{ahead}.1",
+                                      "{epoch}.1x"])
+def test_fastagi_keeps_the_service_s_clock_when_agi_uniqueid_tells_no_time(uniqueid):
+    """agi_uniqueid tells the *57's time only as [SYSTEMNAME-]EPOCH.SEQUENCE within a day
+    behind and the stamped-ahead margin ahead of the service's clock (a channel's id given
+    by an originate may be any text); otherwise the activation is the service's clock."""
+    from cdrtrace.service import agi as fastagi
+    from cdrtrace.store.lookup import STAMPED_AHEAD_US
+
+    now = int(time.time())
+    value = uniqueid.format(far=now - 2 * 86400, epoch=now,
+                            ahead=now + STAMPED_AHEAD_US // 1_000_000 + 60)
+    assert fastagi.activation(None, value) is None
+    assert fastagi.activation(AT, value) == AT                 # the dialplan's own time
+    assert fastagi.activation(None, f"{now - 30}.4") == time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 30))
+
+
 def test_a_caller_id_holding_a_line_break_cannot_choose_the_line_or_time_traced(agi_service):
     """Asterisk writes each agi_ variable once, its value as it is. A caller's name or
     number that held a line break would end its line there, and what follows could pose
@@ -2354,7 +2403,7 @@ def test_a_fault_in_one_fastagi_request_closes_it_and_not_the_others_taken_with_
         return True
     native = NativeFastAGI(agi.FastAGI(None, submit=submit))
     request = (b"trace", b"agi://127.0.0.1/trace")
-    taken = [(_agi.REQUEST, conn, 0, 0.0, "127.0.0.1", 5000, (line, None, *request))
+    taken = [(_agi.REQUEST, conn, 0, 0.0, "127.0.0.1", 5000, (line, None, *request, None))
              for conn, line in ((1, b"3035550001"), (2, b"3035550002"))]
     responded = {}
 

@@ -7,7 +7,8 @@ a dead channel are answered `511`; a command Asterisk does not understand is ans
 `520`, possibly over several lines ending in `520 End of proper usage.`.
 
 The traced line is `agi_callerid`, the subscriber who dialled *57; `agi_arg_1`, if
-given, is the activation time. We set `COT_OUTCOME`, `COT_ANNOUNCEMENT` and
+given, is the activation time; else the time Asterisk created the *57's channel, which
+`agi_uniqueid` begins with (activation()). We set `COT_OUTCOME`, `COT_ANNOUNCEMENT` and
 `COT_TRACE_ID`, and the dialplan plays the announcement. FastAGI has no authentication:
 only peers in the allowed networks are served.
 """
@@ -17,6 +18,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import re
 import socket
 import time
 import urllib.parse
@@ -35,7 +37,32 @@ MAX_LINE = 4096
 READ_TIMEOUT = 5.0          # seconds a peer has for its whole block, and for each whole reply
 MAX_CONNECTIONS = 1024      # FastAGI connections at once; more are closed at once
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
-KEPT = ("agi_callerid", "agi_arg_1", "agi_network_script", "agi_request")   # what a trace reads
+KEPT = ("agi_callerid", "agi_arg_1", "agi_network_script", "agi_request",   # what a trace reads
+        "agi_uniqueid")
+# Asterisk's channel id: [SYSTEMNAME-]EPOCH.SEQUENCE, the epoch second it made the channel
+UNIQUEID = re.compile(r"(?:^|-)([0-9]{9,11})\.[0-9]{1,12}$")
+UNIQUEID_BEHIND = 86400      # seconds a *57's channel may have been up (a day: no older)
+
+
+def activation(arg_1: str | None, uniqueid: str | None) -> str | None:
+    """A *57's activation time: the dialplan's agi_arg_1 when it passes one; else the
+    second Asterisk created the *57's channel, from agi_uniqueid, on the switch's clock
+    (the one that stamped its CDRs: a call that rang the line just before the *57 is
+    before it, whatever the service's clock says), as ISO-8601 UTC. None (the service's
+    clock) when agi_uniqueid is not such an id (an originate may name a channel any
+    text), or names a time more than a day behind the service's clock or more than the
+    stamped-ahead margin ahead of it."""
+    if arg_1:
+        return arg_1
+    found = UNIQUEID.search(uniqueid or "")
+    if found is None:
+        return None
+    from ..store.lookup import STAMPED_AHEAD_US
+
+    epoch, now = int(found[1]), time.time()
+    if not now - UNIQUEID_BEHIND <= epoch <= now + STAMPED_AHEAD_US / 1e6:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def networks(allow: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -403,7 +430,9 @@ class FastAGI:
                 self.refused("wrong_key")
                 await command(peer, NOT_KEYED)
                 return
-            result = await self.traced(env.get("agi_callerid"), env.get("agi_arg_1"), address)
+            result = await self.traced(env.get("agi_callerid"),
+                                       activation(env.get("agi_arg_1"), env.get("agi_uniqueid")),
+                                       address)
             for text in commands(result):
                 if not await command(peer, text):
                     break                            # hung up: the trace is recorded anyway

@@ -87,8 +87,9 @@ class NativeFastAGI(NativeListener):
         """A connection's agi_* block has come: its trace handed to the shared commit,
         answered from there (_answer); or traced on the loop (another shard's line)."""
         try:
-            callerid, arg_1, script, request = (
+            callerid, arg_1, script, request, uniqueid = (
                 None if v is None else v.decode("utf-8", "replace").strip() for v in values)
+            arg_1 = agi.activation(arg_1, uniqueid)
             if not agi.serves(script, request):
                 self.listener.refused("not_served")
                 self.respond(conn, agi.NOT_SERVED.encode() + b"\n")

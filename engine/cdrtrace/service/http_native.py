@@ -82,7 +82,7 @@ class NativeHTTP(NativeListener):
     def _request(self, conn: int, values: tuple) -> None:
         """A trace request read whole: traced on the shared commit and answered from there
         (_answer), or on the loop; or handed off."""
-        body, authorization, forwarded, _ = values
+        body, authorization, forwarded = values[:3]
         try:
             request = self.front.switch_request_of(
                 None if authorization is None else authorization.decode("latin-1"), body,
