@@ -240,11 +240,9 @@ def may_have_rung(logs_alerting: bool, start: int, end: int) -> bool:
 
 
 def late_refusal(disp: Disposition, logs_alerting: bool, start: int, end: int) -> bool:
-    """A busy or rejected call that ended a second or more after it began, in a record
-    that shows neither that the line alerted nor that it did not (logs_alerting false: no
-    such column, or early media without ringing): the line's user may have refused it
-    while it rang, so it may have been received (docs/formats.md). An end a second or more before the start (clocks
-    apart) tells no time: it may; less is a whole-second end in the start's second."""
+    """A busy or rejected call that may have rung (may_have_rung: logs_alerting false is
+    no such column, or early media without ringing): the line's user may have refused it
+    while it rang, so it may have been received (docs/formats.md)."""
     return (disp in (Disposition.BUSY, Disposition.REJECTED)
             and may_have_rung(logs_alerting, start, end))
 
