@@ -253,8 +253,8 @@ def test_the_readme_s_kamailio_recipe_asks_as_the_tested_configuration_does():
 
 def test_a_phone_dials_star_57_through_kamailio_and_hears_the_outcome(tmp_path):
     """*57 from a SIP phone: Kamailio asks `cdrtrace serve` (http_client), which traces the
-    call the live ingest of Kamailio's own CDRs indexed, and answers the phone with the
-    announcement id."""
+    call the live ingest of Kamailio's own CDRs indexed, at the proxy's own time of the
+    *57, and answers the phone with the announcement id."""
     import httpx
 
     db = tmp_path / "store"
@@ -285,6 +285,7 @@ def test_a_phone_dials_star_57_through_kamailio_and_hears_the_outcome(tmp_path):
         answering = threading.Thread(target=victim.answer, args=("answer",))
         answering.start()
         harasser = Phone("2125550166", port)
+        placed = time.time()
         assert harasser.call(VICTIM) == 200
         answering.join(10)
         harasser.close()
@@ -311,6 +312,8 @@ def test_a_phone_dials_star_57_through_kamailio_and_hears_the_outcome(tmp_path):
         def dial_star_57(phone) -> str:
             assert phone.call("*57") == 603
             return phone.last_reply.get("X-COT-Announcement")
+        # the recipe's time is whole seconds: a *57 comes seconds after the call it traces
+        time.sleep(max(0.0, placed + 1.05 - time.time()))
         assert dial_star_57(victim) == "COT-SUCCESS"
         assert dial_star_57(victim) == "COT-ALREADY-TRACED"
         assert dial_star_57(quiet) == "COT-NO-CALL"
@@ -331,4 +334,8 @@ def test_a_phone_dials_star_57_through_kamailio_and_hears_the_outcome(tmp_path):
     assert [r["outcome"] for r in traced] == ["success", "already_traced"]
     assert traced[0]["call"]["calling"] == "+12125550166"
     assert traced[0]["requested_by"] == "token:kamailio"
+    # activated at the proxy's time of the *57 ($utimef: whole seconds), not at the
+    # service's clock (which would carry microseconds)
+    activated = traced[0]["activated_us"]
+    assert activated % 1_000_000 == 0 and abs(activated / 1e6 - time.time()) < 60
     store.close()
