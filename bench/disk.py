@@ -31,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -133,20 +134,24 @@ def log_beside(log: int, data: int, appends: int, pages: int, every: float,
 
 def by_size(fd: int, commits: int, page: bytes) -> list[dict]:
     """`commits` commits of each size in SIZES, in turn (the disk's phases fall on all
-    alike); a row for each, then the least-squares line through their means."""
+    alike); a row for each, then the least-squares line through their medians (one
+    commit the disk held up for 70 ms moves a mean of a few, not a median). A line that
+    does not rise with the pages (a disk whose phases swamped them) bounds nothing: its
+    traces_per_second_bound is None."""
     rnd, took = random.Random(11), {n: [] for n in SIZES}
     for _ in range(commits):
         for n in SIZES:
             took[n].append(commit(fd, rnd, n, page))
     rows = [{"path": "by size", "pages": n, **quantiles(took[n]), "n": commits} for n in SIZES]
-    means = [sum(took[n]) / commits for n in SIZES]
-    mx, my = sum(SIZES) / len(SIZES), sum(means) / len(means)
-    slope = (sum((x - mx) * (y - my) for x, y in zip(SIZES, means, strict=True))
+    medians = [statistics.median(took[n]) for n in SIZES]
+    mx, my = sum(SIZES) / len(SIZES), sum(medians) / len(medians)
+    slope = (sum((x - mx) * (y - my) for x, y in zip(SIZES, medians, strict=True))
              / sum((x - mx) ** 2 for x in SIZES))
-    a_page = max(slope, 1e-9)
+    page_us = round(slope * 1e6, 1)
     rows.append({"path": "fit", "fixed_ms": round((my - slope * mx) * 1000, 3),
-                 "page_us": round(slope * 1e6, 1),
-                 "traces_per_second_bound": round(1 / (a_page * TRACE_PAGES))})
+                 "page_us": page_us,
+                 "traces_per_second_bound": round(1e6 / (page_us * TRACE_PAGES)) if page_us > 0
+                 else None})
     return rows
 
 
@@ -234,6 +239,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         elif r["path"] == "by size":
             print(f"a commit of {r['pages']} pages apart and the meta page: "
                   f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        elif r["path"] == "fit" and r["traces_per_second_bound"] is None:
+            print(f"a commit's time did not rise with its pages ({r['page_us']} us a page "
+                  "apart): the disk's phases swamped them, so no bound; measure again, with "
+                  "more --commits")
         elif r["path"] == "fit":
             print(f"a commit costs {r['fixed_ms']} ms and {r['page_us']} us a page apart: a "
                   f"trace's {TRACE_PAGES:.2f} pages allow at most "
