@@ -105,6 +105,13 @@ columns = ["caller_id_name", "caller_id_number", "destination_number", "context"
     assert cdrtrace.parsing.numbers.format_number(row["redirecting"]) == "+13035550177"
 
 
+FS_15 = ('"caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp", '
+         '"answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", '
+         '"bleg_uuid", "accountcode", "read_codec", "write_codec"')
+FS_ALERTING = {"progress": '"progress_stamp"',
+               "both": '"progress_stamp", "progress_media_stamp"'}
+
+
 @pytest.mark.parametrize("cause, disposition", [
     ("USER_BUSY", Disposition.BUSY), ("CALL_REJECTED", Disposition.REJECTED),
     ("RECOVERY_ON_TIMER_EXPIRE", Disposition.FAILED)])
@@ -113,13 +120,10 @@ def test_freeswitch_logging_alerting_shows_a_rejected_call_rang(tmp_path, cause,
     line was received however it ended (a user who rejects a ringing call: USER_BUSY or
     CALL_REJECTED); one that shows neither, with the same cause, never alerted: not
     received."""
-    text = """
+    text = f"""
 [dialects.fs-progress]
 base = "freeswitch"
-columns = ["caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
-           "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid",
-           "bleg_uuid", "accountcode", "read_codec", "write_codec", "progress_stamp",
-           "progress_media_stamp"]
+columns = [{FS_15}, {FS_ALERTING["both"]}]
 """
     form = config.load(write(tmp_path, text)).format("fs-progress")
     row = ('"Pat","7205550101","3035550110","public","2026-03-02 14:03:11","",'
@@ -130,13 +134,6 @@ columns = ["caller_id_name", "caller_id_number", "destination_number", "context"
     (rang, silent), bad = got
     assert bad == [] and rang["disposition"] == silent["disposition"] == disposition
     assert (bool(rang["received"]), bool(silent["received"])) == (True, False)
-
-
-FS_15 = ('"caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp", '
-         '"answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", '
-         '"bleg_uuid", "accountcode", "read_codec", "write_codec"')
-FS_ALERTING = {"progress": '"progress_stamp"',
-               "both": '"progress_stamp", "progress_media_stamp"'}
 
 
 def _fs_alerting(tmp_path, logs: str, cause: str, ringing: str, early_media: str):

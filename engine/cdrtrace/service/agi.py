@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from ..errors import CdrTraceError
 from ..evidence.outcomes import ANNOUNCEMENTS, Outcome, TraceResult
+from ..store.lookup import STAMPED_AHEAD_US
 from .requestlog import RequestLog
 
 log = logging.getLogger("cdrtrace.service")
@@ -57,8 +58,6 @@ def activation(arg_1: str | None, uniqueid: str | None) -> str | None:
     found = UNIQUEID.search(uniqueid or "")
     if found is None:
         return None
-    from ..store.lookup import STAMPED_AHEAD_US
-
     epoch, now = int(found[1]), time.time()
     if not now - UNIQUEID_BEHIND <= epoch <= now + STAMPED_AHEAD_US / 1e6:
         return None
