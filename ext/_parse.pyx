@@ -1114,8 +1114,10 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
                                      col(f, nf, d.c_progress).n > 0)
     else:                          # DK_BROADWORKS: answerIndicator, then terminationCause
         s = col(f, nf, d.c_disposition)
-        if span_starts_nocase(s, b"yes", 3):
+        if s.n == 3 and span_starts_nocase(s, b"yes", 3):
             disp = DISP_ANSWERED
+        elif s.n == 19 and span_starts_nocase(s, b"yes-postredirection", 19):
+            disp = DISP_ANSWERED_ELSEWHERE    # the user's line forwarded it; another answered
         elif span_is(s, b"No", 2):
             disp = DISP_CANCELLED if dest == 16 else cause_disposition(dest)
         else:

@@ -248,7 +248,7 @@ def test_broadworks_terminating_records_are_the_incoming_calls(tmp_path):
 
 @pytest.mark.parametrize("indicator,cause,received,disposition", [
     ("Yes", "016", True, Disposition.ANSWERED),
-    ("Yes-PostRedirection", "016", True, Disposition.ANSWERED),
+    ("Yes-PostRedirection", "016", True, Disposition.ANSWERED_ELSEWHERE),
     ("No", "016", True, Disposition.CANCELLED),
     ("No", "019", True, Disposition.NO_ANSWER),
     ("No", "018", True, Disposition.NO_ANSWER),

@@ -499,13 +499,14 @@ def _cucm_call(start: int, connect: int, dest_cause: str, caller: str, call_id: 
     return row
 
 
-def _bw_call(record_id: str, caller: str, start: str, answered: bool, cause: str) -> str:
+def _bw_call(record_id: str, caller: str, start: str, answered: bool, cause: str,
+             indicator: str = "Yes") -> str:
     columns = cdrtrace.parsing.formats.BROADWORKS_COLUMNS
     row = dict.fromkeys(columns, "")
     row.update(recordId=record_id, userNumber="+13035550110", direction="Terminating",
                callingNumber=caller, callingPresentationIndicator="Public",
                calledNumber="3035550110", startTime=start + ".000",
-               answerIndicator="Yes" if answered else "No",
+               answerIndicator=indicator if answered else "No",
                answerTime=start[:-2] + "05.000" if answered else "",
                releaseTime=start[:-2] + "20.000", terminationCause=cause)
     return ",".join(row[c] for c in columns)
@@ -530,6 +531,36 @@ def _older_then_unanswered(fmt: str, cause: str) -> bytes:
     return "\n".join((header, _bw_call("0001", "+17205550100", "20260302140000", True, "016"),
                       _bw_call("0002", "+17205550199", "20260302143000", False, cause))
                      ).encode() + b"\n"
+
+
+@pytest.mark.parametrize("indicator, outcome, disposition", [
+    ("Yes-PostRedirection", "success", "answered_elsewhere"),
+    ("YES-POSTREDIRECTION", "success", "answered_elsewhere"),
+    ("yes", "success", "answered"),
+    ("Yes-Maybe", "untraceable", "unreadable"),      # a value BroadWorks never writes
+])
+def test_a_broadworks_call_answered_after_the_line_forwarded_it(store, tmp_path, indicator,
+                                                                 outcome, disposition):
+    """BroadWorks writes `Yes-PostRedirection` in the forwarding user's own terminating
+    record (as in a public sample of a real server's record: no redirecting columns, the
+    user's number called): the line forwarded the call (no answer, busy, always) and
+    another phone or voicemail answered it. The line received it (R2) and did not answer."""
+    header = ",".join(cdrtrace.parsing.formats.BROADWORKS_COLUMNS)
+    data = "\n".join((header, _bw_call("0001", "+17205550100", "20260302140000", True, "016"),
+                      _bw_call("0002", "+17205550199", "20260302143000", True, "016",
+                               indicator=indicator))).encode() + b"\n"
+    if disposition != "unreadable":
+        rows, _ = both_parsers("broadworks", data)
+        assert rows[1]["answer_us"] == (1772461805000000 if disposition == "answered" else 0)
+    path = tmp_path / "bw.csv"
+    path.write_bytes(data)
+    cdrtrace.ingest(store, [str(path)], fmt="broadworks", rejects_path=tmp_path / "r.jsonl")
+    got, record = trace(store, "3035550110")
+    assert (got, record["call"]["disposition"]) == (outcome, disposition)
+    assert record["call"]["start"] == "2026-03-02T14:30:00Z"     # never the 14:00 caller
+    if outcome == "success":
+        assert record["call"]["calling"] == "+17205550199"
+        assert record["call"]["answered"] is (disposition == "answered")
 
 
 @pytest.mark.parametrize("fmt, cause, disposition", [

@@ -332,8 +332,10 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         disp = _q850_name_disposition(col("disposition"), answer != 0, bool(col("progress")))
     else:
         indicator = col("disposition")
-        if indicator.lower().startswith(b"yes"):
+        if indicator.lower() == b"yes":
             disp = Disposition.ANSWERED
+        elif indicator.lower() == b"yes-postredirection":   # forwarded, answered elsewhere
+            disp = Disposition.ANSWERED_ELSEWHERE
         elif indicator == b"No":
             disp = (Disposition.CANCELLED if causes["dest_cause"] == 16
                     else _cause_disposition(causes["dest_cause"]))
