@@ -18,14 +18,16 @@ after the activation while the index holds `keep` of them (the reference's error
 line whose newest call is stamped after the trace is made (beyond the helpers' margin), a
 call before the activation stamped in an hour that daylight saving's end repeats, a
 call that ties with a call from another caller, an unreadable record, a call that may
-have rung (a late refusal, an unknown end: untraceable, with a reason), a caller known by
-a SIP identity, or a presentation or disposition it does not know. Everything else
+have rung (a late refusal, an unknown end: untraceable, with a reason), a call from a feed
+that may leave unanswered calls unlogged and had not shown it logs them (CUCM), a caller
+known by a SIP identity, or a presentation or disposition it does not know. Everything else
 (pending traces, resolving them, a shard's replicas, traces recorded from CDRs) never
 comes here: Tracer.record decides that before calling.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdio cimport snprintf
+from libc.string cimport memcpy
 
 from _cdr cimport DISP_LATE_REFUSAL, DISP_UNKNOWN, DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes
 
@@ -103,6 +105,27 @@ cdef bint _in_a_repeated_hour(bytes folds, const Entry* entries, Py_ssize_t coun
             if entries[i].start_us < f[3 * k + 1]:
                 return True
     return False
+
+
+cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
+    """True if the call's feed may leave calls that never connected unlogged and had shown
+    none by the call (store.lookup.UNCONNECTED, Lookup.unconnected_since: the reference
+    writes why): the index's meta holds the earliest start it showed one at, as int64."""
+    cdef unsigned char key[14]
+    memcpy(key, b"unconnected/", 12)
+    key[12] = (e.feed >> 8) & 0xFF
+    key[13] = e.feed & 0xFF
+    cdef bytes held = itxn.get(PyBytes_FromStringAndSize(<char*>key, 14), None, meta_db)
+    if held is None:
+        return False
+    if len(held) != 8:
+        return True                          # not as the index writes it: the reference says
+    cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(held)
+    cdef uint64_t since = 0
+    cdef int i
+    for i in range(8):                       # little-endian, on any machine
+        since |= (<uint64_t>b[i]) << (8 * i)
+    return <int64_t>since > e.start_us
 
 
 cdef inline bint _identity(uint64_t packed) noexcept:
@@ -208,6 +231,8 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         if (disposition == DISP_UNREADABLE or disposition == DISP_LATE_REFUSAL
                 or disposition == DISP_UNKNOWN or _identity(e.calling)):
             return None
+        if _unconnected_unlogged(itxn, meta_db, e):
+            return None                      # a later call may be missing: the reference says
         for i in range(first + 1, count):    # calls from other callers at the same instant
             r = &entries[i]
             if r.start_us < at_us and r.start_us == e.start_us and r.calling != e.calling:

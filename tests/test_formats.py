@@ -171,12 +171,14 @@ def test_cucm_maps_by_header_name_in_any_release_or_order(tmp_path, fields):
     names = synth.CUCM_FIELDS[fields]
     order = list(range(len(names)))
     random.Random(fields).shuffle(order)
-    path = cucm_file(tmp_path, [cucm_row(9, T0, T0 + 4, original="3035550110",
-                                         redirect="3035550177", final="7205550199")],
+    # a phone off hook and back first: the cluster logs calls that never connected
+    off_hook = cucm_row(8, T0 - 10, 0, 16, 0, calling="2001", original="", final="")
+    path = cucm_file(tmp_path, [off_hook, cucm_row(9, T0, T0 + 4, original="3035550110",
+                                                   redirect="3035550177", final="7205550199")],
                      fields, order)
     store = cdrtrace.open(tmp_path / "s", create=True)
     summary = cdrtrace.ingest(store, [path], fmt="cucm")
-    assert (summary.records, summary.rejected, summary.indexed) == (1, 0, 3)
+    assert (summary.records, summary.rejected, summary.indexed) == (2, 0, 3)
     for line, role in (("3035550110", "dialled"), ("3035550177", "redirecting"),
                        ("7205550199", "final")):
         (call,) = store.last_calls(line, analyst="ann")

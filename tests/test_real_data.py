@@ -344,7 +344,7 @@ def ingest_sample(store, tmp_path, name, **kw):
 def test_cucm_records_cut_out_by_grep_map_by_the_release_field_count(store, tmp_path):
     # no header, no types line, 131 fields (release 12.x), CRLF
     summary = ingest_sample(store, tmp_path, "cucm/cdr_grep_headerless_r12.csv")
-    assert (summary.records, summary.rejected, summary.markers) == (10, 1, 0)
+    assert (summary.records, summary.rejected, summary.markers) == (11, 1, 0)
     for line, expected in CUCM_TRACES.items():
         result = store.trace(line, at="2026-11-02T00:00:00Z")
         assert (result.outcome.value, result.call_time) == expected, line
@@ -357,7 +357,7 @@ def test_cucm_records_cut_out_by_grep_map_by_the_release_field_count(store, tmp_
 
 def test_cucm_export_with_an_unquoted_header_and_no_types_line_keeps_its_first_record(store, tmp_path):
     summary = ingest_sample(store, tmp_path, "cucm/car_export_no_types.csv")
-    assert (summary.records, summary.rejected, summary.markers) == (3, 0, 1)
+    assert (summary.records, summary.rejected, summary.markers) == (4, 0, 1)
     assert store.trace("3035550110", at="2026-11-02T00:00:00Z").outcome.value == "success"
 
 
@@ -480,12 +480,25 @@ def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path
                dateTimeDisconnect="1772460100", origCause_value="16", destCause_value="16",
                comment="callFlag=MALICIOUS", lastRedirectDn="")
     path = tmp_path / "cdr_mcid"
-    path.write_text(",".join(names) + "\n" + ",".join(row[n] for n in names) + "\n")
+    path.write_text("\n".join([",".join(names)] + [",".join(r[n] for n in names)
+                                                    for r in (_cucm_off_hook(1772459990), row)]) + "\n")
     summary = cdrtrace.ingest(store, [str(path)], fmt="cucm")
     assert summary.switch_traces == 1
     (record,) = store.trace_records("3035550110", analyst="cic")
     assert (record["outcome"], record["call"]["start"]) == ("success", "2026-03-02T14:00:00Z")
     assert record["activated_us"] == 1772460100 * 1_000_000
+
+
+def _cucm_off_hook(start: int) -> dict:
+    """A phone taken off hook and put back: CUCM writes its record (no called number, the
+    caller cleared, never connected) only with its Zero Duration flag on, as it must be."""
+    names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
+    row = dict.fromkeys(names, "0")
+    row.update(globalCallID_callManagerId="1", globalCallID_callId=str(start), callingPartyNumber="2001",
+               originalCalledPartyNumber="", finalCalledPartyNumber="", lastRedirectDn="",
+               dateTimeOrigination=str(start), dateTimeDisconnect=str(start + 5),
+               origCause_value="16", destCause_value="0", comment="")
+    return row
 
 
 def _cucm_call(start: int, connect: int, dest_cause: str, caller: str, call_id: str) -> dict:
@@ -512,6 +525,59 @@ def _bw_call(record_id: str, caller: str, start: str, answered: bool, cause: str
     return ",".join(row[c] for c in columns)
 
 
+def _cucm_file(tmp_path, name: str, rows) -> str:
+    names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
+    path = tmp_path / name
+    path.write_text("\n".join([",".join(names)] + [",".join(r[n] for n in names) for r in rows]) + "\n")
+    return str(path)
+
+
+def test_a_cucm_feed_that_logs_no_unconnected_call_names_no_caller(store, tmp_path):
+    """CUCM writes no record of a call that never connected (one that rang unanswered and
+    its caller hung up) while its 'CDR Log Calls with Zero Duration Flag' service parameter
+    is off, its default. Such a feed shows connected calls and failed ones only (busy,
+    a bad number: CUCM writes those regardless), and a call that rang the line after the
+    last recorded one is missing: its caller hung up at 14:30 with no record, and the trace
+    would name the 14:00 caller. Until the feed shows a record only that flag writes (a
+    call its caller cleared before it connected), no call it recorded before is named."""
+    busy = _cucm_call(1772460300, 0, "17", "7205550155", "70")       # failed: always written
+    busy.update(originalCalledPartyNumber="3035550177", finalCalledPartyNumber="3035550177",
+                dateTimeDisconnect="1772460300")
+    default = _cucm_file(tmp_path, "cdr_1", [_cucm_call(1772460000, 1772460005, "16", "7205550100", "76"),
+                                             busy])
+    cdrtrace.ingest(store, [default], fmt="cucm")
+    result = store.trace("3035550110", at=AT)
+    assert (result.outcome.value, result.call_time) == ("untraceable", None)
+    assert "7205550100" not in repr(result) and "7205550100" not in repr(store.status("3035550110"))
+    (record,) = store.trace_records("3035550110", analyst="cic")
+    assert record["call"]["start"] == "2026-03-02T14:00:00Z"     # the CIC sees what was recorded
+    assert "has not shown a record of a call that never connected" in record["reason"]
+    assert "Zero Duration" in record["reason"]
+    # the flag turned on: its first abandoned call (to another line) comes at 14:10, after
+    # the 14:00 call, whose line may still have had a call unrecorded in between
+    abandoned = _cucm_call(1772460600, 0, "0", "7205550166", "71")
+    abandoned.update(originalCalledPartyNumber="3035550188", finalCalledPartyNumber="3035550188",
+                     origCause_value="16")
+    cdrtrace.ingest(store, [_cucm_file(tmp_path, "cdr_2", [abandoned])], fmt="cucm")
+    _, record = trace(store, "3035550110", at="2026-03-02T15:01:00Z")
+    assert record["outcome"] == "untraceable"
+    assert "first showed a record of a call that never connected at 2026-03-02T14:10:00Z" in record["reason"]
+    # a call after it is named, from this feed, and so is one that came before it in a
+    # file read later (out of order): the feed logs them from 14:10 on
+    later = _cucm_call(1772461200, 1772461205, "16", "7205550101", "72")
+    cdrtrace.ingest(store, [_cucm_file(tmp_path, "cdr_3", [later])], fmt="cucm")
+    got, record = trace(store, "3035550110", at="2026-03-02T15:02:00Z")
+    assert (got, record["call"]["calling"]) == ("success", "+17205550101")
+    assert store.trace("3035550188", at=AT).outcome.value == "success"
+    early = _cucm_call(1772459000, 0, "0", "7205550102", "73")      # 13:43, cleared while ringing
+    early.update(originalCalledPartyNumber="3035550199", finalCalledPartyNumber="3035550199",
+                 origCause_value="16")
+    cdrtrace.ingest(store, [_cucm_file(tmp_path, "cdr_0", [early])], fmt="cucm")
+    got, record = trace(store, "3035550110", at="2026-03-02T15:03:00Z")
+    assert (got, record["call"]["calling"]) == ("already_traced", "+17205550101")
+    assert store.trace("3035550199", at=AT).outcome.value == "success"   # 13:43: shown from then
+
+
 def _older_then_unanswered(fmt: str, cause: str) -> bytes:
     """An answered call to 3035550110 at 14:00 from 7205550100, then one at 14:30 from
     7205550199 that rang it and ended unanswered with `cause`."""
@@ -523,7 +589,8 @@ def _older_then_unanswered(fmt: str, cause: str) -> bytes:
                     end="2026-03-02 14:30:07", cause=cause, uuid="new"))) + b"\n"
     if fmt == "cucm":
         names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
-        rows = (_cucm_call(1772460000, 1772460005, "16", "7205550100", "76"),
+        rows = (_cucm_off_hook(1772459990),
+                _cucm_call(1772460000, 1772460005, "16", "7205550100", "76"),
                 _cucm_call(1772461800, 0, cause, "7205550199", "77"))
         return "\n".join([",".join(names)] + [",".join(r[n] for n in names) for r in rows]
                          ).encode() + b"\n"

@@ -73,8 +73,8 @@ OTHER = {
                          "3035550112": ("no_call", None),
                          "3035550113": ("untraceable", "2026-03-02T14:30:00Z")}),  # unreadable
     # format: (file, zone, records, [(record, reason)], {line: (outcome, call time)})
-    "cucm": ("cucm/cdr_StandAloneCluster_01_202603021403_1", "UTC", 9,
-             [(8, "bad cause in column 34")],
+    "cucm": ("cucm/cdr_StandAloneCluster_01_202603021403_1", "UTC", 10,
+             [(9, "bad cause in column 34")],
              {"3035550110": ("success", "2026-03-02T14:03:00Z"),
               "3035550111": ("success", "2026-03-02T14:13:00Z"),
               "3035550112": ("success", "2026-03-02T14:23:00Z"),

@@ -6,6 +6,8 @@ import datetime as dt
 import io
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -242,6 +244,40 @@ def test_a_live_feed_of_local_times_brings_its_zone_s_repeated_hours(store, tmp_
     assert held.tolist() == timezones.fold_intervals("America/Denver").tolist()
     first = 1_793_516_400 * 10**6                     # 2026-11-01T07:00:00Z: 01:00 MDT
     assert [first, first + 3600 * 10**6, 3600 * 10**6] in held.tolist()
+
+
+def test_a_live_cucm_feed_notes_what_it_shows_of_calls_that_never_connected(store, tmp_path):
+    """A follower of a CUCM cluster notes, with its calls, the earliest record it shows of
+    a call that never connected (store.lookup.note_unconnected), as a batch ingest does:
+    the trace names no call of the feed from before it (docs/trace-rules.md)."""
+    from cdrtrace.parsing.formats import CUCM_RELEASES
+    names = CUCM_RELEASES[129]
+
+    def row(call_id, start, connect, orig, called):
+        values = dict.fromkeys(names, "0")
+        values.update(globalCallID_callManagerId="1", globalCallID_callId=str(call_id),
+                      callingPartyNumber="7205550100", originalCalledPartyNumber=called,
+                      finalCalledPartyNumber=called, lastRedirectDn="", comment="",
+                      dateTimeOrigination=str(start), dateTimeConnect=str(connect),
+                      dateTimeDisconnect=str(start + 20), origCause_value=str(orig),
+                      destCause_value="16" if connect else "0")
+        return ",".join(values[n] for n in names).encode()
+    path = tmp_path / "cdr_live"
+    append(path, b",".join(n.encode() for n in names) + b"\n" +
+           row(1, 1772460000, 1772460005, 16, "3035550110") + b"\n")
+    options = StreamOptions(batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2)
+    following.follow(store, str(path), fmt="cucm", options=options)
+    (feed,) = store.stats()["feeds"]
+    assert feed["unconnected_logged_from"] is None          # none shown yet
+    shown = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "stats", "--db", str(store.path)],
+                           capture_output=True, text=True, check=True).stdout
+    assert "NO UNANSWERED CALL LOGGED YET: set the cluster's CDR Log Calls with Zero Duration" in shown
+    assert store.trace("3035550110", at="2026-03-02T15:00:00Z").outcome.value == "untraceable"
+    append(path, row(2, 1772459000, 0, 16, "3035550111") + b"\n")      # cleared while ringing
+    following.follow(store, str(path), fmt="cucm", options=options)
+    assert store.trace("3035550110", at="2026-03-02T15:01:00Z").outcome.value == "success"
+    (feed,) = store.stats()["feeds"]
+    assert feed["unconnected_logged_from"] == "2026-03-02T13:43:20Z"
 
 
 def test_a_follower_warns_of_a_feed_whose_calls_are_stamped_ahead_of_the_clock(

@@ -146,6 +146,16 @@ def _stream(args, store, fmt, feed):
 
 AHEAD = ("  AHEAD OF THE CLOCK: its zone (--tz) or its switch's clock is wrong, and its "
          "lines' traces are untraceable")
+UNLOGGED = ("  NO UNANSWERED CALL LOGGED YET: set the cluster's CDR Log Calls with Zero Duration "
+            "Flag to True; its calls are untraceable until it logs one")
+
+
+def _unconnected(feed: dict) -> str:
+    """What stats says of a switch that may leave unanswered calls unlogged (CUCM)."""
+    if "unconnected_logged_from" not in feed:
+        return ""
+    since = feed["unconnected_logged_from"]
+    return UNLOGGED if since is None else f"  unanswered calls logged from {since}"
 
 
 def cmd_stats(args):
@@ -154,7 +164,7 @@ def cmd_stats(args):
              f"records/s {f['records_per_second'] if f['records_per_second'] is not None else '-'}  "
              f"rejected {f['rejected']:,}  "
              f"watermark {f['watermark'] or '-'}  lag {f['lag_seconds'] if f['lag_seconds'] is not None else '-'} s"
-             + (AHEAD if f["ahead_of_clock"] else "")
+             + (AHEAD if f["ahead_of_clock"] else "") + _unconnected(f)
              for f in stats["feeds"]]
     lines.append(f"index: {stats['index']['lines']:,} lines, {stats['index']['bytes']:,} bytes")
     emit(args, stats, "\n".join(lines))

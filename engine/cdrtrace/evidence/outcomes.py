@@ -139,8 +139,9 @@ class CustomerStatus:
 def call_time(call: dict | None) -> str | None:
     """The time of a trace's call as its customer is told it: none where there is no call,
     where the call is stamped after the trace was made (its feed's times are wrong), or
-    where a call's time in a repeated hour leaves the last call unknown."""
-    if call is None or "stamped_ahead" in call or "folded" in call:
+    where a call's time in a repeated hour leaves the last call unknown, or where a later
+    call may be missing from a switch that leaves unanswered calls unlogged."""
+    if call is None or "stamped_ahead" in call or "folded" in call or "unconnected_unlogged" in call:
         return None
     return call["start"]
 
@@ -210,4 +211,14 @@ def untraceable_reason(call: dict) -> str | None:
         return ("the last call to this line ended unanswered a second or more after it began, "
                 "and its CDR does not tell whether the line rang first: it may have rung, so it "
                 "is the last call, and it cannot be traced")
+    if "unconnected_unlogged" in call:
+        shown = call["unconnected_unlogged"]
+        return ("this line's last recorded call is from a Cisco UCM feed that "
+                + ("has not shown a record of a call that never connected" if shown is None else
+                   f"first showed a record of a call that never connected at {shown}, after "
+                   "this call")
+                + ". CUCM writes no such record while its 'CDR Log Calls with Zero Duration "
+                "Flag' service parameter is off (its default), and then none of a call that "
+                "rang the line unanswered: a later call may be missing, so the last call is "
+                "not known, and none is named")
     return None

@@ -309,6 +309,13 @@ class Tracer:
             view["folded"] = [self.call_view(index_txn, dict(zip(_FIELDS, before[i], strict=True)))
                               for i in moved]
             return Outcome.UNTRACEABLE, view, e, None
+        since = self.lookup.unconnected_since(index_txn, int(e["feed"]))
+        if since is not None and since > e["start_us"]:
+            # its switch may leave calls that never connected unlogged (CUCM's default), and
+            # had shown none by this call: one that rang the line after it may be missing
+            view["unconnected_unlogged"] = (None if since == lookup.NEVER
+                                            else timezones.format_utc(since))
+            return Outcome.UNTRACEABLE, view, e, None
         original = None
         if outcome is Outcome.SUCCESS:
             original = txn.get(key + CALL_MARK + u64(e["call_id"]), db=self.db["by_line"])

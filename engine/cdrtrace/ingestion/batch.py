@@ -268,7 +268,8 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
                        finish=functools.partial(_finish, store, source, known_identity, path,
                                                 parser, archiver),
                        checkpoint=checkpoint, zone=s.zone, confirm=known_identity.confirm,
-                       local=form.time_kind == TIME_LOCAL)
+                       local=form.time_kind == TIME_LOCAL,
+                       omits_unconnected=form.may_omit_unconnected)
         if archiver is not None:
             archiver.close()
         if not resume:
@@ -384,15 +385,18 @@ def _flush_before_commit(rejects, archiver) -> None:
 
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
                    batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None,
-                   checkpoint=None, zone="UTC", confirm=None, local=False):
+                   checkpoint=None, zone="UTC", confirm=None, local=False,
+                   omits_unconnected=False):
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction; confirm(),
     if given, runs once before the first. local: the format's times are local (zone's
-    repeated hours are noted for the trace, lookup.FOLDS)."""
+    repeated hours are noted for the trace, lookup.FOLDS). omits_unconnected: the switch
+    may leave calls that never connected unlogged (lookup.note_unconnected)."""
     pending = Pending(store, batch_pairs + batch_pairs // 8)   # a last chunk's pairs past it
     pending.feed = parser.feed_id
     pending.zone = zone
     pending.local_zone = zone if local else None
+    pending.omits_unconnected = omits_unconnected
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
     committer = Committer()

@@ -111,6 +111,7 @@ class LiveFeed:
         self.pending.feed = feed_id
         self.pending.zone = self.zone
         self.pending.local_zone = self.zone if self.form.time_kind == TIME_LOCAL else None
+        self.pending.omits_unconnected = self.form.may_omit_unconnected
         # the call archive: archive=False turns it off (a source that cannot archive)
         self.archive_root = None if archive is False else (
             store.envs.adopt_archive(archive) if archive else store.envs.archive_dir())

@@ -201,6 +201,14 @@ class Format:
     dispositions: dict = dataclasses.field(default_factory=dict)   # value -> Disposition
     presentations: dict = dataclasses.field(default_factory=dict)  # value -> Presentation
 
+    @property
+    def may_omit_unconnected(self) -> bool:
+        """Its switch may write no record of a call that never connected, one that rang
+        unanswered: Cisco UCM, while its 'CDR Log Calls with Zero Duration Flag' service
+        parameter is off (its default). Such a feed is trusted once it has shown a record
+        only that flag writes (store.lookup.unconnected_proof)."""
+        return self.disp_kind == DK_CUCM
+
     def vocabularies(self) -> tuple[dict, dict]:
         """The configured value tables as the parsers take them: {bytes: int}."""
         return ({k.encode("latin-1"): int(v) for k, v in self.dispositions.items()},

@@ -9,6 +9,7 @@ import lmdb
 import numpy as np
 
 from ..parsing import numbers, salvage, timezones
+from ..parsing.formats import Disposition
 from . import index
 from .environments import Environments
 
@@ -21,6 +22,11 @@ STAMPED_AHEAD_US = 300 * 1_000_000
 # in the index's meta: rows of int64 (first_us, end_us, shift_us), sorted (timezones.
 # fold_intervals), and the zones they are from
 FOLDS, FOLD_ZONES = b"folds", b"fold_zones"
+# a feed whose switch may leave the calls that never connected unlogged (Format.
+# may_omit_unconnected: CUCM) names no call that began before it showed a record of one:
+# in the index's meta, per feed (UNCONNECTED + 2 bytes), the earliest start of such a
+# record as int64 little-endian, or NEVER while it has shown none (docs/trace-rules.md)
+UNCONNECTED, NEVER = b"unconnected/", 2**63 - 1
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
@@ -37,6 +43,26 @@ def add_fold_zone(txn: Any, meta_db: Any, zone: str) -> None:
     merged = merged[np.argsort(merged[:, 0], kind="stable")]
     txn.put(FOLDS, merged.tobytes(), db=meta_db)
     txn.put(FOLD_ZONES, json.dumps(sorted([*zones, zone])).encode(), db=meta_db)
+
+
+def unconnected_proof(columns: dict) -> int | None:
+    """The earliest start among parsed CUCM records of a call that its caller cleared
+    before it connected (origCause 16, destCause 0, never connected: `cancelled`). CUCM
+    writes such a record only with its 'CDR Log Calls with Zero Duration Flag' on, the
+    flag that also has it log the calls that rang unanswered; None if there is none."""
+    shown = (columns["disposition"] == Disposition.CANCELLED) & (columns["answer_us"] == 0)
+    return int(columns["start_us"][shown].min()) if shown.any() else None
+
+
+def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None) -> None:
+    """Note, in an index write, what a batch of a feed that may leave calls that never
+    connected unlogged has shown of them (unconnected_proof; None: nothing)."""
+    key = UNCONNECTED + feed.to_bytes(2, "big")
+    held = txn.get(key, db=meta_db)
+    now = NEVER if held is None else int.from_bytes(held, "little", signed=True)
+    if held is None or (since is not None and since < now):
+        txn.put(key, min(now, NEVER if since is None else since).to_bytes(8, "little", signed=True),
+                db=meta_db)
 
 
 def fold_shift(folds: np.ndarray, start_us: int) -> int:
@@ -77,6 +103,13 @@ class Lookup:
         """The repeated hours of the zones that read local times into the index (FOLDS)."""
         value = txn.get(FOLDS, db=self.db["meta"])
         return _frombuffer(value, np.int64).reshape(-1, 3) if value else _NO_FOLDS
+
+    def unconnected_since(self, txn: Any, feed: int) -> int | None:
+        """For a feed whose switch may leave calls that never connected unlogged, the
+        earliest start of a record that shows it logs them (NEVER: none yet); None for any
+        other feed (UNCONNECTED)."""
+        held = txn.get(UNCONNECTED + feed.to_bytes(2, "big"), db=self.db["meta"])
+        return None if held is None else int.from_bytes(held, "little", signed=True)
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
