@@ -386,6 +386,39 @@ def test_an_idle_feed_watermark_is_last_seen_idle_minus_the_delay(store, tmp_pat
     run.finish()
 
 
+def test_a_switch_that_holds_its_records_back_makes_its_feed_wait_as_long(store, tmp_path, caplog):
+    """Asterisk with batch=yes in cdr.conf writes finished calls' records every `time`
+    seconds (300 by default). An idle feed's watermark, the moment it was seen idle less
+    its CDR delay, would pass a *57 while the call that rang the line is still held, and
+    the trace would resolve without it. A record read at the live end longer than the
+    delay after its call ended makes the feed's delay that long; a backlog read on start
+    measures nothing, and a record later than any buffer explains is only logged."""
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-600), dst="7205550100"))        # a backlog
+    options = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=0.5)
+    with caplog.at_level(logging.WARNING, logger="cdrtrace.stream"):
+        run = Runner(following.follow, store=store, path=str(path), options=options)
+        wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
+        wait_until(lambda: store.live_feeds() and store.live_feeds()[0]["idle_seen_us"])
+        assert store.live_feeds()[0]["delay_us"] == 500_000
+        append(path, record(2, start=stamp(-60), dst="7205550111"))    # held 60 s
+        wait_until(lambda: store.live_feeds()[0]["delay_us"] >= 60_000_000)
+        assert store.live_feeds()[0]["delay_us"] < 70_000_000
+        assert any("more than the feed's CDR delay (0.5 s)" in m
+                   for m in caplog.messages)
+        # a *57 20 s ago: the call that rang its line 40 s ago is still in the switch's buffer
+        result = store.trace("7205550122", at=stamp(-20))
+        assert result.outcome is Outcome.PENDING
+        append(path, record(3, start=stamp(-40), dst="7205550122"))
+        append(path, record(4, dst="7205550133"))    # months after its call: wrong, not held
+        wait_until(lambda: len(calls_to(store, "7205550133")) == 1)
+        assert store.live_feeds()[0]["delay_us"] < 70_000_000
+        assert sum("no switch's CDR buffer explains that" in m for m in caplog.messages) == 1
+        run.finish()
+    (record_,) = store.trace_records("7205550122", analyst="cic-1")
+    assert (record_["outcome"], record_["call"]["calling"]) == ("success", "+13035500003")
+
+
 def test_pending_traces_resolve_when_the_feed_detaches_and_stale_feeds_do_not_count(
         store, tmp_path, monkeypatch):
     path = tmp_path / "Master.csv"

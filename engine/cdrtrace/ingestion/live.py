@@ -30,6 +30,11 @@ from .sources import CHUNK_BYTES, RejectsWriter
 
 log = logging.getLogger("cdrtrace.stream")
 DEFAULT_CDR_DELAY = 2.0   # seconds: a switch writes a CDR this soon after the call ends
+# A record read at the source's live end longer than the CDR delay after its call ended
+# shows a switch that holds finished calls' records (Asterisk's cdr.conf batch=yes: up to
+# 300 s): the feed's delay grows to that lateness, up to this bound; later than it is no
+# buffer but times that are wrong (a zone, a clock), and is only logged
+LEARNED_DELAY_MAX_US = 900 * 1_000_000
 
 
 @dataclasses.dataclass
@@ -123,6 +128,9 @@ class LiveFeed:
         self.last_commit = 0.0
         self.idle_seen_us: int | None = None   # wall time the source was last seen idle at its end
         self.idle_since: float | None = None   # monotonic time it became idle (None: busy)
+        self.at_tail = False        # seen idle at its end once: what comes now is fresh
+        self.late_us = 0            # the latest a fresh record came after its call ended
+        self.warned_late = False    # a record came later than any buffer explains: said once
         self.started = time.monotonic()
         self.last_log = self.started
         self.logged_records = 0
@@ -166,6 +174,8 @@ class LiveFeed:
         (Kafka message offsets)."""
         columns, bad, consumed = self.parser.feed(buffer, final)
         batch = CallBatch(columns, self.source)
+        if self.at_tail and len(batch):
+            self.note_lateness(columns)
         if self.archiver is not None:
             self.archiver.add(batch)
         if self.skip_until >= 0:           # read again for the archive: indexed already
@@ -203,11 +213,34 @@ class LiveFeed:
         return (self.pending.records >= self.options.batch_records
                 or (time.monotonic() - self.first_waiting) * 1000 >= self.options.batch_ms)
 
+    def note_lateness(self, columns) -> None:
+        """How long after their calls ended fresh records arrive: beyond the CDR delay,
+        the feed's delay grows to it (the switch holds records back, and an idle feed's
+        watermark would pass a *57 while the call that rang the line is still held)."""
+        ended = int(np.maximum(columns["end_us"], columns["start_us"]).min())
+        late = time.time_ns() // 1000 - ended
+        if late <= max(self.delay_us, self.late_us):
+            return
+        if late > LEARNED_DELAY_MAX_US:
+            if not self.warned_late:
+                self.warned_late = True
+                log.warning("%s: a record came %.0f s after its call ended: no switch's CDR "
+                            "buffer explains that; its zone (--tz) or its switch's clock may be "
+                            "wrong", self.label, late / 1e6)
+            return
+        said, self.late_us = self.late_us, late
+        if late >= 2 * said:                 # said once, and again as it doubles
+            log.warning("%s: a record came %.1f s after its call ended, more than the feed's "
+                        "CDR delay (%.1f s): the switch holds its records back (Asterisk: "
+                        "batch=yes in cdr.conf); traces now wait that long for it (set "
+                        "cdr_delay_seconds)", self.label, late / 1e6, self.delay_us / 1e6)
+
     def idle(self) -> bool:
         """The source has nothing more for now: the store is complete up to this moment
         (less the CDR delay); commit what waits and beat. True once the source has been
         idle options.idle_exit_s (time to stop)."""
         self.idle_seen_us = time.time_ns() // 1000
+        self.at_tail = True
         if self.first_waiting is not None or time.monotonic() - self.last_commit >= self.options.heartbeat_s:
             self.commit()
         self.idle_since = self.idle_since or time.monotonic()
@@ -261,7 +294,8 @@ class LiveFeed:
                 store.liveness.detach(txn, self.feed_id)
             else:
                 store.liveness.heartbeat(txn, self.feed_id, idle_seen_us=self.idle_seen_us,
-                                delay_us=self.delay_us, served=self.served, source=self.name)
+                                         delay_us=max(self.delay_us, self.late_us),
+                                         served=self.served, source=self.name)
         self.summary.indexed += self.pending.commit(finish)
         self.summary.unreadable = self.pending.unreadable_total
         self.summary.commits += 1
