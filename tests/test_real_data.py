@@ -489,6 +489,28 @@ def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path
     assert record["activated_us"] == 1772460100 * 1_000_000
 
 
+def test_a_cucm_malicious_call_id_names_the_flagged_call_not_one_waiting(store, tmp_path):
+    """The customer presses MCID during the harassing call; CUCM flags that call's own
+    record, written when it ends. A call that began during it (call waiting: it rang and
+    was not answered) is newer, and by time alone would be the last call before the
+    activation: the trace would name the waiting caller. It names the flagged call."""
+    names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
+    flagged = _cucm_call(1772460000, 1772460005, "16", "7205550199", "77")
+    flagged.update(dateTimeDisconnect="1772460100", comment="callFlag=MALICIOUS")
+    waiting = _cucm_call(1772460030, 0, "0", "7205550100", "78")     # rang 14:00:30, unanswered
+    waiting.update(origCause_value="16", dateTimeDisconnect="1772460045")
+    path = tmp_path / "cdr_mcid_cw"
+    path.write_text("\n".join([",".join(names)] + [",".join(r[n] for n in names)
+                                                    for r in (_cucm_off_hook(1772459990), waiting, flagged)]) + "\n")
+    assert cdrtrace.ingest(store, [str(path)], fmt="cucm").switch_traces == 1
+    (record,) = store.trace_records("3035550110", analyst="cic")
+    assert (record["outcome"], record["call"]["calling"]) == ("success", "+17205550199")
+    assert record["activated_us"] == 1772460100 * 1_000_000
+    # a *57 dialled afterwards traces the last call as ever: the waiting one
+    _, dialled = trace(store, "3035550110", at="2026-03-02T14:05:00Z")
+    assert (dialled["outcome"], dialled["call"]["calling"]) == ("success", "+17205550100")
+
+
 def _cucm_off_hook(start: int) -> dict:
     """A phone taken off hook and put back: CUCM writes its record (no called number, the
     caller cleared, never connected) only with its Zero Duration flag on, as it must be."""

@@ -273,9 +273,11 @@ class Tracer:
                     log.exception("pending traces not resolved now")
             yield snapshot
 
-    def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int) -> tuple:
+    def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int,
+                own: tuple[int, int] | None = None) -> tuple:
         """The rules on one line's entries: (outcome, the call's view, its entry, the trace
-        that already named this call)."""
+        that already named this call). own: (offset, source) of the record that recorded
+        the activation, where the switch recorded it in the call's own record."""
         keep = self.config["keep"]
         # the line's few entries as plain values (numpy costs more per field than it saves)
         entries = self.lookup.last_calls(key, index_txn).tolist()
@@ -286,6 +288,7 @@ class Tracer:
             view["stamped_ahead"] = True
             return Outcome.UNTRACEABLE, view, e, None
         before = [r for r in entries if r[_START] < at_us]    # started before the activation
+        before = lookup.up_to_own_call(before, own)    # a malicious call id: the call flagged
         if not before:
             if len(entries) >= keep:
                 raise TraceError(
@@ -309,12 +312,8 @@ class Tracer:
             view["folded"] = [self.call_view(index_txn, dict(zip(_FIELDS, before[i], strict=True)))
                               for i in moved]
             return Outcome.UNTRACEABLE, view, e, None
-        since = self.lookup.unconnected_since(index_txn, int(e["feed"]))
-        if since is not None and since > e["start_us"]:
-            # its switch may leave calls that never connected unlogged (CUCM's default), and
-            # had shown none by this call: one that rang the line after it may be missing
-            view["unconnected_unlogged"] = (None if since == lookup.NEVER
-                                            else timezones.format_utc(since))
+        if (shown := self.lookup.unlogged_after(index_txn, e)) is not False:
+            view["unconnected_unlogged"] = shown     # a later call may be missing (CUCM)
             return Outcome.UNTRACEABLE, view, e, None
         original = None
         if outcome is Outcome.SUCCESS:
@@ -330,12 +329,14 @@ class Tracer:
     def record(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                pending: bool = False, number: int | None = None,
                activated_by: dict | None = None, requested_by: str | None = None,
+               own: tuple[int, int] | None = None,
                line: str | None = None, made: tuple[Any, Any, Any] | None = None) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both.
-        line: the line's text, if known. made: Snapshot.native, the two transactions as
-        index.native_txn gives them, made once for a commit's traces (used when txn is
-        the commit's own)."""
+        own: (offset, source) of the record a switch recorded the activation in, where that
+        may be the traced call's own (resolve). line: the line's text, if known. made:
+        Snapshot.native, the two transactions as index.native_txn gives them, made once for
+        a commit's traces (used when txn is the commit's own)."""
         e: Any
         # its dozen reads and writes made in C, holding the GIL (index.native_txn)
         if made is not None and made[0] is txn:
@@ -353,7 +354,7 @@ class Tracer:
         if pending:
             outcome, call, e, original = Outcome.PENDING, None, None, None
         else:
-            outcome, call, e, original = self.resolve(txn, index_txn, key, at_us)
+            outcome, call, e, original = self.resolve(txn, index_txn, key, at_us, own)
         resolving = number is not None
         if number is None:   # never reused, even once a purge emptied the table
             last = txn.last_key(self.db["traces"])

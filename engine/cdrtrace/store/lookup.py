@@ -65,6 +65,20 @@ def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None) -> No
                 db=meta_db)
 
 
+_NAMES = index.ENTRY_DTYPE.names or ()      # an entry's fields, as tolist() gives them
+_START, _OFFSET, _SOURCE = (_NAMES.index(name) for name in ("start_us", "offset", "source"))
+
+
+def up_to_own_call(before: list, own: tuple[int, int] | None) -> list:
+    """Of a line's entries that began before an activation (as tolist() gives them, newest
+    first), those that began no later than the call whose own record a switch recorded
+    the activation in (own: that record's offset and source), where it is one of them.
+    CUCM flags a call for malicious call id in its record, written at its end: a call
+    that began during it (call waiting) is newer, and not the one the customer flagged."""
+    flagged = next((r for r in before if own is not None and (r[_OFFSET], r[_SOURCE]) == own), None)
+    return before if flagged is None else [r for r in before if r[_START] <= flagged[_START]]
+
+
 def fold_shift(folds: np.ndarray, start_us: int) -> int:
     """How much later than read a call stamped start_us may have begun: the largest shift
     of a repeated hour that holds it (a local time there names two instants); 0 if none."""
@@ -110,6 +124,15 @@ class Lookup:
         other feed (UNCONNECTED)."""
         held = txn.get(UNCONNECTED + feed.to_bytes(2, "big"), db=self.db["meta"])
         return None if held is None else int.from_bytes(held, "little", signed=True)
+
+    def unlogged_after(self, txn: Any, e: dict) -> str | None | bool:
+        """False if no call may be missing after the call of entry e for want of its
+        switch logging unanswered calls; else when its feed first showed it logs them,
+        after the call (the time's text), or None: not yet (unconnected_since)."""
+        since = self.unconnected_since(txn, int(e["feed"]))
+        if since is None or since <= e["start_us"]:
+            return False
+        return None if since == NEVER else timezones.format_utc(since)
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
