@@ -36,7 +36,9 @@ def both_parsers(fmt, data: bytes, zone="UTC"):
     """(rows, rejects) from the native parser, checked equal to the reference's."""
     native = parse_all(data, parser=make_parser(fmt, zone))
     form = get_format(fmt)
-    reference = parse_all(data, parser=twin.CdrParser(form.dialect(), zone))
+    dispositions, presentations = form.vocabularies()
+    reference = parse_all(data, parser=twin.CdrParser(form.dialect(), zone, dispositions=dispositions,
+                                                      presentations=presentations))
     assert native == reference
     return native
 
@@ -411,6 +413,33 @@ def test_one_russian_caller_written_three_ways_is_one_origin(tmp_path):
     assert (origin.label, origin.traced_calls, origin.eligible_for_action) == ("Caller A", 3, True)
     assert {c["calling"] for c in store.last_calls("+74951234567", analyst="cic")} == {"+79245555937"}
     store.close()
+
+
+def test_numbers_written_as_uri_user_parts_are_the_numbers(store, tmp_path):
+    """A SIP proxy logs user parts as the request carried them. A carrier's number
+    portability dip adds parameters to the dialled number (`+13035550110;npdi;rn=...`,
+    RFC 4694), a trunk adds `;cpc=ordinary` to the caller, and a URI may come whole
+    (`sip:...@host`, `tel:...`). Read as no number, the call that rang 3035550110 was
+    indexed nowhere, and a *57 named the call before it."""
+    older = b"1772460000|1772460060|60.0|c-1|1772459995.000000|2125550101|||3035550110|3035550110||200|OK|1"
+    ported = (b"1772461800|1772461800|0.0|c-2|1772461790.000000|+17205550199;cpc=ordinary|||"
+              b"+13035550110;npdi;rn=+13035559999|sip:+13035550110;npdi;rn=+13035559999@10.0.0.7|"
+              b"sips:3035550177@pbx.example|487|Request Terminated|1")
+    other = b"1772461900|1772461900|0.0|c-3|1772461890.000000|2125550103|||tel:+13035550188|||487|Request Terminated|1"
+    data = older + b"\n" + ported + b"\n" + other + b"\n"
+    rows, bad = both_parsers("kamailio", data)
+    assert bad == [] and rows[1]["called"] == rows[0]["called"] != 0
+    path = tmp_path / "acc_cdrs.log"
+    path.write_bytes(data)
+    cdrtrace.ingest(store, [str(path)], fmt="kamailio")
+    got, record = trace(store, "3035550110")
+    assert (got, record["call"]["calling"]) == ("success", "+17205550199")
+    assert store.last_calls("3035550177", analyst="cic")[0]["indexed_as"] == "redirecting"
+    assert store.last_calls("3035550188", analyst="cic")[0]["calling"] == "+12125550103"
+    from cdrtrace.parsing import numbers
+    for written in ("3035550110;npdi", "tel:+1-303-555-0110", "sips:3035550110@pbx", "3035550110@pbx"):
+        assert numbers.format_number(numbers.normalize(written)) == "+13035550110", written
+    assert numbers.normalize("alice@pbx.example") == 0          # an identity, as before
 
 
 def test_sip_user_callers_are_identities_traced_and_counted(store, tmp_path):

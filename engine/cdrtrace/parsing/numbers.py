@@ -200,6 +200,20 @@ def dialling_plan(country_code: int = 1) -> DiallingPlan:
                         if meta.general_desc is not None else frozenset())
 
 
+def uri_user(text: str) -> str:
+    """A number written as a URI's user part, as SIP switches log one: without a tel:,
+    sip: or sips: scheme, and cut at its first ';' (RFC 3966 parameters a carrier's
+    number portability dip adds, 'npdi;rn=+1...', or 'cpc=ordinary') or '@' (the host)."""
+    low = text[:5].lower()
+    if low.startswith(("tel:", "sip:")):
+        text = text[4:]
+    elif low.startswith("sips:"):
+        text = text[5:]
+    for mark in (";", "@"):
+        text = text.split(mark, 1)[0]
+    return text
+
+
 def normalize(text: str | bytes, country_code: int = 1) -> int:
     """Normalise a written number; 0 if it is not a number (the caller id is withheld).
 
@@ -213,7 +227,7 @@ def normalize(text: str | bytes, country_code: int = 1) -> int:
     plan = dialling_plan(country_code)
     if isinstance(text, bytes):
         text = text.decode("latin-1")
-    s = text.strip(" \t")
+    s = uri_user(text.strip(" \t"))
     plus = s.startswith("+")
     if plus:
         s = s[1:]
