@@ -266,22 +266,18 @@ cdef inline bint has_prefix(const char* d, int nd, const char* prefix, int n) no
     return nd > n and memcmp(d, prefix, n) == 0
 
 
-cdef Py_ssize_t uri_user_end(const char* p, Py_ssize_t n, Py_ssize_t* k) noexcept nogil:
-    """A number written as a URI's user part (numbers.uri_user): k moved past a tel:, sip:
-    or sips: scheme; returns where the user part ends, at its first ';' (parameters:
-    'npdi', 'rn=', 'cpc=') or '@' (the host), else n."""
-    cdef Py_ssize_t i = k[0], end
+cdef Py_ssize_t after_uri_scheme(const char* p, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Where a number written as a URI's user part begins (numbers.uri_user): past a tel:,
+    sip: or sips: scheme at k, else k. It ends at its first ';' (parameters: 'npdi',
+    'rn=', 'cpc=') or '@' (the host): normalize_general stops there."""
     cdef Span rest
-    rest.p = p + i
-    rest.n = n - i
+    rest.p = p + k
+    rest.n = n - k
     if span_starts_nocase(rest, b"tel:", 4) or span_starts_nocase(rest, b"sip:", 4):
-        k[0] = i + 4
-    elif span_starts_nocase(rest, b"sips:", 5):
-        k[0] = i + 5
-    for end in range(k[0], n):
-        if p[end] == b';' or p[end] == b'@':
-            return end
-    return n
+        return k + 4
+    if span_starts_nocase(rest, b"sips:", 5):
+        return k + 5
+    return k
 
 
 cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) noexcept nogil:
@@ -293,7 +289,8 @@ cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) n
     cdef char c
     while k < n and (p[k] == b' ' or p[k] == b'\t'):
         k += 1
-    n = uri_user_end(p, n, &k)
+    if k < n and (p[k] | 32) in b"ts":
+        k = after_uri_scheme(p, n, k)
     if k < n and p[k] == b'+':
         plus = True
         k += 1
@@ -304,6 +301,8 @@ cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) n
                 return 0
             digits[nd] = c
             nd += 1
+        elif c == b';' or c == b'@':
+            break               # a URI user part's parameters, or its host (numbers.uri_user)
         elif not is_format_char(c):
             return 0
         k += 1
