@@ -1211,6 +1211,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             pres = PRES_RESTRICTED
     if redirecting == called and (final_ == 0 or final_ == called):
         redirecting = 0     # kept when it rang elsewhere: the dialled line forwarded it
+    if redirecting == calling:
+        redirecting = 0     # no caller forwards its own call: a userfield keeping the caller id
     if final_ == called:
         final_ = 0
     cdef uint64_t line = final_ if final_ != 0 else called    # the switch user's own line

@@ -415,6 +415,28 @@ def test_one_russian_caller_written_three_ways_is_one_origin(tmp_path):
     store.close()
 
 
+def test_a_userfield_keeping_the_caller_id_names_no_redirecting_line(store, tmp_path):
+    """Asterisk operators put numbers in userfield, and cdrtrace reads one there as the
+    line that forwarded the call (a Diversion). A dialplan that keeps the original caller
+    id there (`Set(CDR(userfield)=${CALLERID(num)})`) names the caller: read as a
+    forwarding line, each call the customer made was indexed as one the customer's own
+    line received, and their *57 named their own call. No caller forwards its own call."""
+    harassing = cdr(src="7205550199", clid='"" <7205550199>', dst="3035550110",
+                    start="2026-03-02 14:30:00", answer="", end="2026-03-02 14:30:20",
+                    disposition="NO ANSWER", uniqueid="h.1", userfield="7205550199")
+    # then the customer calls someone, and the dialplan keeps their number in userfield
+    outgoing = cdr(src="3035550110", clid='"" <3035550110>', dst="7205550123",
+                   dstchannel="PJSIP/trunk-00000022", start="2026-03-02 14:40:00",
+                   answer="2026-03-02 14:40:05", end="2026-03-02 14:42:00", uniqueid="o.1",
+                   userfield="3035550110")
+    rows, _ = both_parsers("asterisk", harassing + b"\n" + outgoing + b"\n")
+    assert [r["redirecting"] for r in rows] == [0, 0]
+    cdrtrace.ingest(store, [cdr_file(tmp_path, harassing, outgoing)])
+    got, record = trace(store, "3035550110")
+    assert (got, record["call"]["calling"]) == ("success", "+17205550199")
+    assert [c["indexed_as"] for c in store.last_calls("3035550110", analyst="cic")] == ["dialled"]
+
+
 def test_numbers_written_as_uri_user_parts_are_the_numbers(store, tmp_path):
     """A SIP proxy logs user parts as the request carried them. A carrier's number
     portability dip adds parameters to the dialled number (`+13035550110;npdi;rn=...`,

@@ -405,6 +405,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             pres = Presentation.RESTRICTED
     if redirecting == called and final in (0, called):
         redirecting = 0     # kept when it rang elsewhere: the dialled line forwarded it
+    if redirecting == calling:
+        redirecting = 0     # no caller forwards its own call: a userfield keeping the caller id
     if final == called:
         final = 0
     line = final or called                       # the switch user's own line
