@@ -108,9 +108,18 @@ cdef bint _in_a_repeated_hour(bytes folds, const Entry* entries, Py_ssize_t coun
 
 
 cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
-    """True if the call's feed may leave calls that never connected unlogged and had shown
-    none by the call (store.lookup.UNCONNECTED, Lookup.unconnected_since: the reference
-    writes why): the index's meta holds the earliest start it showed one at, as int64."""
+    """True if the call is from a source of a switch that may leave calls that never
+    connected unlogged, and its feed had shown none by the call (store.lookup.UNCONNECTED,
+    Lookup.unconnected_since: the reference writes why): the index's meta marks such
+    sources, and holds the earliest start the feed showed one at, as int64."""
+    cdef unsigned char mark[23]
+    memcpy(mark, b"unconnected-source/", 19)
+    mark[19] = (e.source >> 24) & 0xFF
+    mark[20] = (e.source >> 16) & 0xFF
+    mark[21] = (e.source >> 8) & 0xFF
+    mark[22] = e.source & 0xFF
+    if itxn.get(PyBytes_FromStringAndSize(<char*>mark, 23), None, meta_db) is None:
+        return False
     cdef unsigned char key[14]
     memcpy(key, b"unconnected/", 12)
     key[12] = (e.feed >> 8) & 0xFF

@@ -28,8 +28,9 @@ FOLDS = ((T0 - 10**12, T0 - 10**12 + 3_600_000_000, 3_600_000_000),
          (STARTS[3], STARTS[3] + 60_000_000, 3_600_000_000))
 EVIDENCE = ("traces", "emeta", "by_line", "pseudonyms", "trace_rows")
 # feeds whose switch may leave unanswered calls unlogged (lookup.UNCONNECTED): since when
-# each has shown it logs them; feed 1 has not yet
-UNLOGGED = {1: lookup.NEVER, 2: STARTS[2]}
+# each has shown it logs them; feed 1 has not yet. Only the calls of source 1 (such a
+# switch's) are held to it; source 99's are another format's under the same feeds
+UNLOGGED, UNLOGGED_SOURCE = {1: lookup.NEVER, 2: STARTS[2]}, 1
 
 ENTRY = st.fixed_dictionaries({
     "start_us": st.sampled_from(STARTS) | st.just(AHEAD),
@@ -64,7 +65,8 @@ def store(tmp_path_factory):
     with s.envs.env.begin(write=True) as w:
         w.put(lookup.FOLDS, np.array(FOLDS, np.int64).tobytes(), db=s.envs.db["meta"])
         for feed, since in UNLOGGED.items():
-            lookup.note_unconnected(w, s.envs.db["meta"], feed, None if since == lookup.NEVER else since)
+            lookup.note_unconnected(w, s.envs.db["meta"], feed, None if since == lookup.NEVER else since,
+                                    (UNLOGGED_SOURCE,))
     yield s
     s.close()
 
@@ -86,7 +88,8 @@ def leaves(history: list[dict], at_us: int, keep: int) -> bool:
     return (disposition in (9, 10) or identity      # unknown (it may have rung), unreadable
             or any(t["start_us"] == e["start_us"] and t["calling"] != calling
                    for t in before[1:])
-            or UNLOGGED.get(e["feed"], e["start_us"]) > e["start_us"]   # a later call may be missing
+            or (e["source"] == UNLOGGED_SOURCE                        # a later call may be missing
+                and UNLOGGED.get(e["feed"], e["start_us"]) > e["start_us"])
             or e["presentation"] > 2 or not 1 <= disposition <= 11 or role == 3)
 
 

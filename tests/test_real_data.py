@@ -540,6 +540,18 @@ def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path
     assert record["activated_us"] == 1772460100 * 1_000_000
 
 
+def test_only_the_cucm_calls_of_a_feed_wait_for_it_to_show_it_logs_unanswered_ones(store, tmp_path):
+    """Files ingested with no feed named share feed 0. A CUCM file that has shown no call
+    that never connected holds its own calls to that, not an Asterisk file's."""
+    cdrtrace.ingest(store, [_cucm_file(tmp_path, "cdr_1", [_cucm_call(1772460000, 1772460005, "16",
+                                                                      "7205550100", "76")])],
+                    fmt="cucm")
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(**OLD, dst="3035550177"))])
+    assert store.trace("3035550110", at=AT).outcome.value == "untraceable"
+    got, record = trace(store, "3035550177")
+    assert (got, record["call"]["calling"]) == ("success", "+17205550100")
+
+
 def test_a_cucm_malicious_call_id_names_the_flagged_call_not_one_waiting(store, tmp_path):
     """The customer presses MCID during the harassing call; CUCM flags that call's own
     record, written when it ends. A call that began during it (call waiting: it rang and

@@ -42,6 +42,7 @@ class Pending:
         # pending records show of them goes with the commit (lookup.note_unconnected)
         self.omits_unconnected = False
         self.unconnected: int | None = None
+        self.unconnected_sources: set[int] = set()
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
@@ -49,8 +50,10 @@ class Pending:
         index of each line found, and every reject with a time in the feed's log. Returns
         the rejects, their likely cause added to the reason (salvage.explain)."""
         self.identities.update(parser.take_identities())
-        if self.omits_unconnected and (shown := lookup.unconnected_proof(columns)) is not None:
-            self.unconnected = shown if self.unconnected is None else min(self.unconnected, shown)
+        if self.omits_unconnected:
+            self.unconnected_sources.add(source)
+            if (shown := lookup.unconnected_proof(columns)) is not None:
+                self.unconnected = shown if self.unconnected is None else min(self.unconnected, shown)
         taken = parser.take_activations()
         if taken:
             self.activations.append((source, taken))
@@ -108,13 +111,14 @@ class Pending:
         checkpoint, (offset, record) = self.checkpoint, self.position
         local_zone, meta_db = self.local_zone, self.store.envs.db["meta"]
         omits, unconnected, self.unconnected = self.omits_unconnected, self.unconnected, None
+        sources, self.unconnected_sources = self.unconnected_sources, set()
 
         def work(txn, last: dict | None):
             written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
             if local_zone is not None:     # its repeated hours, for the trace (lookup.FOLDS)
                 lookup.add_fold_zone(txn, meta_db, local_zone)
             if omits:                      # what it showed of calls that never connected
-                lookup.note_unconnected(txn, meta_db, self.feed, unconnected)
+                lookup.note_unconnected(txn, meta_db, self.feed, unconnected, sources)
             for key, value in unreadable:
                 txn.put(key, value, db=log_db)
             for packed, text in identities.items():

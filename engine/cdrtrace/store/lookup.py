@@ -25,8 +25,10 @@ FOLDS, FOLD_ZONES = b"folds", b"fold_zones"
 # a feed whose switch may leave the calls that never connected unlogged (Format.
 # may_omit_unconnected: CUCM) names no call that began before it showed a record of one:
 # in the index's meta, per feed (UNCONNECTED + 2 bytes), the earliest start of such a
-# record as int64 little-endian, or NEVER while it has shown none (docs/trace-rules.md)
-UNCONNECTED, NEVER = b"unconnected/", 2**63 - 1
+# record as int64 little-endian, or NEVER while it has shown none; and each source of
+# such a format (UNCONNECTED_SOURCE + 4 bytes), so that the calls of other formats
+# ingested under the same feed (the unnamed feed 0) are not held to it
+UNCONNECTED, UNCONNECTED_SOURCE, NEVER = b"unconnected/", b"unconnected-source/", 2**63 - 1
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
@@ -54,9 +56,13 @@ def unconnected_proof(columns: dict) -> int | None:
     return int(columns["start_us"][shown].min()) if shown.any() else None
 
 
-def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None) -> None:
+def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None,
+                     sources: Any = ()) -> None:
     """Note, in an index write, what a batch of a feed that may leave calls that never
-    connected unlogged has shown of them (unconnected_proof; None: nothing)."""
+    connected unlogged has shown of them (unconnected_proof; None: nothing), and its
+    sources, whose calls are held to it."""
+    for source in sources:
+        txn.put(UNCONNECTED_SOURCE + source.to_bytes(4, "big"), b"", db=meta_db)
     key = UNCONNECTED + feed.to_bytes(2, "big")
     held = txn.get(key, db=meta_db)
     now = NEVER if held is None else int.from_bytes(held, "little", signed=True)
@@ -118,10 +124,12 @@ class Lookup:
         value = txn.get(FOLDS, db=self.db["meta"])
         return _frombuffer(value, np.int64).reshape(-1, 3) if value else _NO_FOLDS
 
-    def unconnected_since(self, txn: Any, feed: int) -> int | None:
-        """For a feed whose switch may leave calls that never connected unlogged, the
-        earliest start of a record that shows it logs them (NEVER: none yet); None for any
-        other feed (UNCONNECTED)."""
+    def unconnected_since(self, txn: Any, feed: int, source: int) -> int | None:
+        """For a call from a source of a switch that may leave calls that never connected
+        unlogged, the earliest start of a record of its feed that shows it logs them
+        (NEVER: none yet); None for any other call (UNCONNECTED)."""
+        if txn.get(UNCONNECTED_SOURCE + source.to_bytes(4, "big"), db=self.db["meta"]) is None:
+            return None
         held = txn.get(UNCONNECTED + feed.to_bytes(2, "big"), db=self.db["meta"])
         return None if held is None else int.from_bytes(held, "little", signed=True)
 
@@ -129,7 +137,7 @@ class Lookup:
         """False if no call may be missing after the call of entry e for want of its
         switch logging unanswered calls; else when its feed first showed it logs them,
         after the call (the time's text), or None: not yet (unconnected_since)."""
-        since = self.unconnected_since(txn, int(e["feed"]))
+        since = self.unconnected_since(txn, int(e["feed"]), int(e["source"]))
         if since is None or since <= e["start_us"]:
             return False
         return None if since == NEVER else timezones.format_utc(since)
