@@ -110,7 +110,7 @@ cdef bint _in_a_repeated_hour(bytes folds, const Entry* entries, Py_ssize_t coun
 cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
     """True if the call is from a source of a switch that may leave calls that never
     connected unlogged, and its feed had shown none by the call (store.lookup.UNCONNECTED,
-    Lookup.unconnected_since: the reference writes why): the index's meta marks such
+    Lookup.unlogged_after: the reference writes why): the index's meta marks such
     sources, and holds the earliest start the feed showed one at, as int64."""
     cdef unsigned char mark[23]
     memcpy(mark, b"unconnected-source/", 19)

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import StoreError
 from ..parsing import timezones
 from .environments import Environments
-from .lookup import NEVER, STAMPED_AHEAD_US, UNCONNECTED
+from .lookup import NEVER, STAMPED_AHEAD_US, unconnected_mark
 
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
 MAX_FEEDS = 65535        # a feed id is 16 bits in every index entry
@@ -305,9 +305,8 @@ class Catalog:
                 "lag_seconds": round((now_us - mark) / 1e6, 1) if mark else None,
                 "ahead_of_clock": bool(mark) and mark - now_us > STAMPED_AHEAD_US,
                 "last_commit": timezones.format_utc(stats["last_commit_us"])})
-            shown = txn.get(UNCONNECTED + number.to_bytes(2, "big"), db=self.db["meta"])
-            if shown is not None:        # a switch that may leave unanswered calls unlogged
-                since = int.from_bytes(shown, "little", signed=True)
+            since = unconnected_mark(txn, self.db["meta"], number)
+            if since is not None:        # a switch that may leave unanswered calls unlogged
                 feeds[-1]["unconnected_logged_from"] = (None if since == NEVER
                                                         else timezones.format_utc(since))
         return sorted(feeds, key=lambda f: f["feed_id"])

@@ -56,6 +56,13 @@ def unconnected_proof(columns: dict) -> int | None:
     return int(columns["start_us"][shown].min()) if shown.any() else None
 
 
+def unconnected_mark(txn: Any, meta_db: Any, feed: int) -> int | None:
+    """A feed's UNCONNECTED mark: the earliest start of a record that showed it logs the
+    calls that never connected (NEVER: none yet); None for a feed with no such switch."""
+    held = txn.get(UNCONNECTED + feed.to_bytes(2, "big"), db=meta_db)
+    return None if held is None else int.from_bytes(held, "little", signed=True)
+
+
 def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None,
                      sources: Any = ()) -> None:
     """Note, in an index write, what a batch of a feed that may leave calls that never
@@ -63,11 +70,10 @@ def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None,
     sources, whose calls are held to it."""
     for source in sources:
         txn.put(UNCONNECTED_SOURCE + source.to_bytes(4, "big"), b"", db=meta_db)
-    key = UNCONNECTED + feed.to_bytes(2, "big")
-    held = txn.get(key, db=meta_db)
-    now = NEVER if held is None else int.from_bytes(held, "little", signed=True)
-    if held is None or (since is not None and since < now):
-        txn.put(key, min(now, NEVER if since is None else since).to_bytes(8, "little", signed=True),
+    held = unconnected_mark(txn, meta_db, feed)
+    mark = min(NEVER if held is None else held, NEVER if since is None else since)
+    if mark != held:
+        txn.put(UNCONNECTED + feed.to_bytes(2, "big"), mark.to_bytes(8, "little", signed=True),
                 db=meta_db)
 
 
@@ -81,7 +87,7 @@ def up_to_own_call(before: list, own: tuple[int, int] | None) -> list:
     the activation in (own: that record's offset and source), where it is one of them.
     CUCM flags a call for malicious call id in its record, written at its end: a call
     that began during it (call waiting) is newer, and not the one the customer flagged."""
-    flagged = next((r for r in before if own is not None and (r[_OFFSET], r[_SOURCE]) == own), None)
+    flagged = None if own is None else next((r for r in before if (r[_OFFSET], r[_SOURCE]) == own), None)
     return before if flagged is None else [r for r in before if r[_START] <= flagged[_START]]
 
 
@@ -124,20 +130,15 @@ class Lookup:
         value = txn.get(FOLDS, db=self.db["meta"])
         return _frombuffer(value, np.int64).reshape(-1, 3) if value else _NO_FOLDS
 
-    def unconnected_since(self, txn: Any, feed: int, source: int) -> int | None:
-        """For a call from a source of a switch that may leave calls that never connected
-        unlogged, the earliest start of a record of its feed that shows it logs them
-        (NEVER: none yet); None for any other call (UNCONNECTED)."""
-        if txn.get(UNCONNECTED_SOURCE + source.to_bytes(4, "big"), db=self.db["meta"]) is None:
-            return None
-        held = txn.get(UNCONNECTED + feed.to_bytes(2, "big"), db=self.db["meta"])
-        return None if held is None else int.from_bytes(held, "little", signed=True)
-
     def unlogged_after(self, txn: Any, e: dict) -> str | None | bool:
         """False if no call may be missing after the call of entry e for want of its
-        switch logging unanswered calls; else when its feed first showed it logs them,
-        after the call (the time's text), or None: not yet (unconnected_since)."""
-        since = self.unconnected_since(txn, int(e["feed"]), int(e["source"]))
+        switch logging unanswered calls (its source is not marked UNCONNECTED_SOURCE, or
+        its feed showed it logs them by the call); else when its feed first showed it,
+        after the call (the time's text), or None: not yet (unconnected_mark)."""
+        meta = self.db["meta"]
+        if txn.get(UNCONNECTED_SOURCE + int(e["source"]).to_bytes(4, "big"), db=meta) is None:
+            return False
+        since = unconnected_mark(txn, meta, int(e["feed"]))
         if since is None or since <= e["start_us"]:
             return False
         return None if since == NEVER else timezones.format_utc(since)
