@@ -165,6 +165,8 @@ def cmd_stats(args):
              f"rejected {f['rejected']:,}  "
              f"watermark {f['watermark'] or '-'}  lag {f['lag_seconds'] if f['lag_seconds'] is not None else '-'} s"
              + (AHEAD if f["ahead_of_clock"] else "") + _unconnected(f)
+             + (f"  holds records back: traces wait {f['learned_delay_seconds']} s"
+                if "learned_delay_seconds" in f else "")
              for f in stats["feeds"]]
     lines.append(f"index: {stats['index']['lines']:,} lines, {stats['index']['bytes']:,} bytes")
     emit(args, stats, "\n".join(lines))

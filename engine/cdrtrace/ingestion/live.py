@@ -129,7 +129,14 @@ class LiveFeed:
         self.idle_seen_us: int | None = None   # wall time the source was last seen idle at its end
         self.idle_since: float | None = None   # monotonic time it became idle (None: busy)
         self.at_tail = False        # seen idle at its end once: what comes now is fresh
-        self.late_us = 0            # the latest a fresh record came after its call ended
+        # the latest a fresh record came after its call ended, as this feed's followers
+        # learned it (kept in the store: a restart does not forget a switch's buffer)
+        with store.envs.read() as txn:
+            self.late_us, self.late_seen_us = store.liveness.learned(txn, feed_id)
+        self.late_said = (self.late_us, self.late_seen_us)   # as the store holds it
+        if self.late_us > self.delay_us:
+            log.info("%s: keeps the CDR delay its feed learned, %.1f s (its switch holds "
+                     "records back)", label, self.late_us / 1e6)
         self.warned_late = False    # a record came later than any buffer explains: said once
         self.started = time.monotonic()
         self.last_log = self.started
@@ -218,8 +225,9 @@ class LiveFeed:
         the feed's delay grows to it (the switch holds records back, and an idle feed's
         watermark would pass a *57 while the call that rang the line is still held)."""
         ended = int(np.maximum(columns["end_us"], columns["start_us"]).min())
-        late = time.time_ns() // 1000 - ended
-        if late <= max(self.delay_us, self.late_us):
+        now = time.time_ns() // 1000
+        late = now - ended
+        if late <= self.delay_us:
             return
         if late > LEARNED_DELAY_MAX_US:
             if not self.warned_late:
@@ -227,6 +235,9 @@ class LiveFeed:
                 log.warning("%s: a record came %.0f s after its call ended: no switch's CDR "
                             "buffer explains that; its zone (--tz) or its switch's clock may be "
                             "wrong", self.label, late / 1e6)
+            return
+        self.late_seen_us = now            # the switch still holds its records back
+        if late <= self.late_us:
             return
         said, self.late_us = self.late_us, late
         if late >= 2 * said:                 # said once, and again as it doubles
@@ -283,6 +294,8 @@ class LiveFeed:
             self.flush_archive()
         store, position, checkpoint = self.store, self.pending.position, self.checkpoint
         mark = self.archive_mark
+        learned = ((self.late_us, self.late_seen_us)
+                   if self.late_us and (self.late_us, self.late_seen_us) != self.late_said else None)
         self.rejects.flush()              # durable before the commit that covers them
 
         def finish(txn):
@@ -290,6 +303,8 @@ class LiveFeed:
                 checkpoint(txn, offset=position[0], record=position[1], archive=mark)
             if extra is not None:
                 extra(txn)
+            if learned is not None:
+                store.liveness.learn(txn, self.feed_id, *learned)
             if detach:
                 store.liveness.detach(txn, self.feed_id)
             else:
@@ -297,6 +312,8 @@ class LiveFeed:
                                          delay_us=max(self.delay_us, self.late_us),
                                          served=self.served, source=self.name)
         self.summary.indexed += self.pending.commit(finish)
+        if learned is not None:
+            self.late_said = learned
         self.summary.unreadable = self.pending.unreadable_total
         self.summary.commits += 1
         self.first_waiting = None

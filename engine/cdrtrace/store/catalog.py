@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import StoreError
 from ..parsing import timezones
 from .environments import Environments
+from .liveness import learned_delay
 from .lookup import NEVER, STAMPED_AHEAD_US, unconnected_mark
 
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
@@ -284,7 +285,9 @@ class Catalog:
         """Per feed: records, records/s, rejects, watermark (newest call start, or for a
         live feed idle at its end, the moment it was idle minus its CDR delay), its lag;
         for a switch that may leave unanswered calls unlogged (CUCM), since when it has
-        shown it logs them (unconnected_logged_from; None: not yet, lookup.UNCONNECTED)."""
+        shown it logs them (unconnected_logged_from; None: not yet, lookup.UNCONNECTED);
+        for a switch a follower saw hold its records back, how long (learned_delay_seconds:
+        traces wait that long for it, ingestion.live)."""
         names = self.feed_names(txn)
         feeds = []
         for key, value in txn.cursor(self.db["meta"]):
@@ -305,6 +308,9 @@ class Catalog:
                 "lag_seconds": round((now_us - mark) / 1e6, 1) if mark else None,
                 "ahead_of_clock": bool(mark) and mark - now_us > STAMPED_AHEAD_US,
                 "last_commit": timezones.format_utc(stats["last_commit_us"])})
+            held, _ = learned_delay(txn, self.db["meta"], number, now_us)
+            if held:
+                feeds[-1]["learned_delay_seconds"] = round(held / 1e6, 1)
             since = unconnected_mark(txn, self.db["meta"], number)
             if since is not None:        # a switch that may leave unanswered calls unlogged
                 feeds[-1]["unconnected_logged_from"] = (None if since == NEVER

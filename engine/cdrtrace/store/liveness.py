@@ -18,6 +18,21 @@ from . import index
 from .environments import Environments
 
 LIVE_TIMEOUT = 10.0      # seconds without a heartbeat after which a live feed counts as gone
+# a delay a follower learned (its switch holds records back) is kept for its next start
+# until the switch has not shown it for this long (a switch set to write records at once)
+LEARNED_KEEP_US = 7 * 86_400 * 1_000_000
+
+
+def learned_delay(txn: Any, meta: Any, feed: int, now_us: int | None = None) -> tuple[int, int]:
+    """(delay_us, seen_us) a follower of the feed learned its switch holds records back,
+    or (0, 0): none, or not shown for LEARNED_KEEP_US."""
+    raw = txn.get(f"learned-delay:{feed}".encode(), db=meta)
+    if raw is None:
+        return 0, 0
+    kept = json.loads(raw)
+    if (now_us or time.time_ns() // 1000) - kept["seen_us"] > LEARNED_KEEP_US:
+        return 0, 0
+    return kept["delay_us"], kept["seen_us"]
 
 
 class Liveness:
@@ -45,6 +60,15 @@ class Liveness:
         """Inside the live ingest's last commit: the feed is no longer live (its data is
         complete as ingested; traces no longer wait for it)."""
         txn.delete(f"live:{feed}".encode(), db=self.db["meta"])
+
+    def learn(self, txn: Any, feed: int, delay_us: int, seen_us: int) -> None:
+        """Inside a live ingest's commit: the feed's switch holds its records back this
+        long, last shown at seen_us. Kept across restarts and detaches (learned())."""
+        txn.put(f"learned-delay:{feed}".encode(),
+                json.dumps({"delay_us": delay_us, "seen_us": seen_us}).encode(), db=self.db["meta"])
+
+    def learned(self, txn: Any, feed: int, now_us: int | None = None) -> tuple[int, int]:
+        return learned_delay(txn, self.db["meta"], feed, now_us)
 
     def live_feeds(self, txn: Any = None, now_us: int | None = None) -> dict[int, dict]:
         """feed id -> {watermark_us, served, heartbeat_us, ...} for feeds whose live ingest
