@@ -295,3 +295,47 @@ def test_every_table_of_the_real_kamailio_names_the_calls_that_rang(tmp_path, ta
     forwarded = store.trace_records("3035550199", analyst="ann")[0]["call"]
     assert forwarded["calling"] == "+12125550107"
     store.close()
+
+
+@pytest.mark.parametrize("answered", ["acc.log", "acc.dbtext", "acc.db?table=acc"])
+def test_a_transaction_table_of_answered_calls_alone_names_no_caller(tmp_path, answered):
+    """The acc module writes a row to its `acc` table for an INVITE answered; one that
+    failed (rang unanswered, cancelled, busy) only with `failed_transaction_flag`, or to
+    the `missed_calls` table with `db_missed_flag`. Read alone, the real Kamailio's `acc`
+    table holds none of the four calls that rang the victim unanswered, the last at
+    16:50:31, and a trace named the answered call of 16:50:26 (`success`). Until its feed
+    has shown a failed call, a trace of such a table's calls is untraceable; with the
+    missed calls (any backend), it names the call that rang last."""
+    def source(table):
+        return f"sqlite://{SAMPLES / table}" if ".db?" in table else str(SAMPLES / table)
+    missed = answered.replace("acc.log", "missed_calls.log").replace(
+        "acc.dbtext", "missed_calls.dbtext").replace("table=acc", "table=missed_calls")
+    store = cdrtrace.open(tmp_path / "store", create=True, keep=8)
+    cdrtrace.ingest(store, [source(answered)], fmt="auto")
+    at = "2026-12-03T00:00:00Z"
+    assert store.trace(VICTIM, at=at).outcome.value == "untraceable"
+    (record,) = store.trace_records(VICTIM, analyst="ann")
+    assert record["call"]["calling"] == "+12125550107"       # what the table held last
+    assert "has not shown a record of a call that never connected" in record["reason"]
+    cdrtrace.ingest(store, [source(missed)], fmt="auto")
+    again = store.trace(VICTIM, at=at)
+    assert again.outcome.value == "success"
+    (named,) = [r["call"] for r in store.trace_records(VICTIM, analyst="ann")
+                if r["trace_id"] == again.trace_id]
+    assert named["calling"] == "+12125550112"
+    store.close()
+
+
+def test_any_failed_call_shows_a_transaction_table_logs_them(tmp_path):
+    """Whatever made a call fail (busy at once here, a call that never rang the line), a
+    row of it shows the feed logs failed calls: the answered call after it is named. Its
+    answered call before it is not: failed calls may not have been logged yet."""
+    acc, missed = tmp_path / "acc.log", tmp_path / "missed_calls.log"
+    acc.write_bytes(acc_row("INVITE", 200, "OK", T0, "2125550101", VICTIM, "c1")
+                    + acc_row("INVITE", 200, "OK", T0 + 120, "2125550103", VICTIM, "c3"))
+    missed.write_bytes(acc_row("INVITE", 486, "Busy Here", T0 + 60, "2125550102", "3035550999",
+                               "c2"))
+    assert traced_caller(tmp_path / "1", [str(acc), str(missed)])[1:] == ("success",
+                                                                          "+12125550103")
+    assert traced_caller(tmp_path / "2", [str(acc), str(missed)], at=(T0 + 90) * 1_000_000)[1:] \
+        == ("untraceable", "+12125550101")

@@ -272,7 +272,8 @@ def test_a_live_cucm_feed_notes_what_it_shows_of_calls_that_never_connected(stor
     assert feed["unconnected_logged_from"] is None          # none shown yet
     shown = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "stats", "--db", str(store.path)],
                            capture_output=True, text=True, check=True).stdout
-    assert "NO UNANSWERED CALL LOGGED YET: set the cluster's CDR Log Calls with Zero Duration" in shown
+    assert "NO UNANSWERED CALL LOGGED YET" in shown
+    assert "set the cluster's CDR Log Calls with Zero Duration Flag to True" in shown
     assert store.trace("3035550110", at="2026-03-02T15:00:00Z").outcome.value == "untraceable"
     append(path, row(2, 1772459000, 0, 16, "3035550111") + b"\n")      # cleared while ringing
     following.follow(store, str(path), fmt="cucm", options=options)

@@ -146,8 +146,9 @@ def _stream(args, store, fmt, feed):
 
 AHEAD = ("  AHEAD OF THE CLOCK: its zone (--tz) or its switch's clock is wrong, and its "
          "lines' traces are untraceable")
-UNLOGGED = ("  NO UNANSWERED CALL LOGGED YET: set the cluster's CDR Log Calls with Zero Duration "
-            "Flag to True; its calls are untraceable until it logs one")
+UNLOGGED = ("  NO UNANSWERED CALL LOGGED YET: its calls are untraceable until it logs one (CUCM: "
+            "set the cluster's CDR Log Calls with Zero Duration Flag to True; Kamailio's acc "
+            "table: set failed_transaction_flag, or ingest missed_calls into the feed too)")
 
 
 def _unconnected(feed: dict) -> str:

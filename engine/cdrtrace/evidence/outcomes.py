@@ -213,12 +213,13 @@ def untraceable_reason(call: dict) -> str | None:
                 "is the last call, and it cannot be traced")
     if "unconnected_unlogged" in call:
         shown = call["unconnected_unlogged"]
-        return ("this line's last recorded call is from a Cisco UCM feed that "
+        return ("this line's last recorded call is from a feed that "
                 + ("has not shown a record of a call that never connected" if shown is None else
                    f"first showed a record of a call that never connected at {shown}, after "
                    "this call")
-                + ". CUCM writes no such record while its 'CDR Log Calls with Zero Duration "
-                "Flag' service parameter is off (its default), and then none of a call that "
-                "rang the line unanswered: a later call may be missing, so the last call is "
-                "not known, and none is named")
+                + ". Its switch may write none, and then none of a call that rang the line "
+                "unanswered (Cisco UCM while its 'CDR Log Calls with Zero Duration Flag' "
+                "service parameter is off, its default; Kamailio's acc table without "
+                "failed_transaction_flag, read without its missed_calls table): a later call "
+                "may be missing, so the last call is not known, and none is named")
     return None

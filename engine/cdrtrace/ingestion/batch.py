@@ -269,7 +269,7 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
                                                 parser, archiver),
                        checkpoint=checkpoint, zone=s.zone, confirm=known_identity.confirm,
                        local=form.time_kind == TIME_LOCAL,
-                       omits_unconnected=form.may_omit_unconnected)
+                       omits_unconnected=form.unconnected_shown_by(header))
         if archiver is not None:
             archiver.close()
         if not resume:
@@ -386,7 +386,7 @@ def _flush_before_commit(rejects, archiver) -> None:
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
                    batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None,
                    checkpoint=None, zone="UTC", confirm=None, local=False,
-                   omits_unconnected=False):
+                   omits_unconnected: str | None = None):
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction; confirm(),
     if given, runs once before the first. local: the format's times are local (zone's

@@ -38,9 +38,11 @@ class Pending:
         self.last_end: int | None = None   # when the last good record ended: time for a reject without one
         self.zone = "UTC"           # the feed's zone, for times a reject writes in another form
         self.local_zone: str | None = None   # the zone, where the format's times are local
-        # the feed's switch may leave calls that never connected unlogged (CUCM): what the
-        # pending records show of them goes with the commit (lookup.note_unconnected)
-        self.omits_unconnected = False
+        # the feed's switch may leave calls that never connected unlogged (CUCM, Kamailio's
+        # transaction rows): which records show it does not (Format.unconnected_shown_by;
+        # None: it always logs them), and what the pending ones show goes with the commit
+        # (lookup.note_unconnected)
+        self.omits_unconnected: str | None = None
         self.unconnected: int | None = None
         self.unconnected_sources: set[int] = set()
 
@@ -52,7 +54,7 @@ class Pending:
         self.identities.update(parser.take_identities())
         if self.omits_unconnected:
             self.unconnected_sources.add(source)
-            if (shown := lookup.unconnected_proof(columns)) is not None:
+            if (shown := lookup.unconnected_proof(columns, self.omits_unconnected)) is not None:
                 self.unconnected = shown if self.unconnected is None else min(self.unconnected, shown)
         taken = parser.take_activations()
         if taken:

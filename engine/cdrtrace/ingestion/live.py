@@ -116,7 +116,6 @@ class LiveFeed:
         self.pending.feed = feed_id
         self.pending.zone = self.zone
         self.pending.local_zone = self.zone if self.form.time_kind == TIME_LOCAL else None
-        self.pending.omits_unconnected = self.form.may_omit_unconnected
         # the call archive: archive=False turns it off (a source that cannot archive)
         self.archive_root = None if archive is False else (
             store.envs.adopt_archive(archive) if archive else store.envs.archive_dir())
@@ -166,6 +165,8 @@ class LiveFeed:
             self.archived_at = time.monotonic()
 
     def new_parser(self, header=None, offset: int = 0, record: int = 0):
+        # which records show the switch logs the calls that never connected, if it may not
+        self.pending.omits_unconnected = self.form.unconnected_shown_by(header)
         return make_parser(self.form, self.zone, self.country_code, self.feed_id, self.min_ring,
                            header, start_offset=offset, start_record=record)
 

@@ -96,6 +96,9 @@ def __getattr__(name: str):
 
 TIME_LOCAL, TIME_EPOCH, TIME_COMPACT = 0, 1, 2
 DK_ASTERISK, DK_CUCM, DK_BROADWORKS, DK_Q850_NAME, DK_VOCABULARY = 0, 1, 2, 3, 4
+# the records that show a switch logs the calls that never connected (Format.
+# unconnected_shown_by): one its caller cleared before it connected (CUCM), any failed one
+UNLOGGED_CLEARED, UNLOGGED_FAILED = "cleared", "failed"
 PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY = 0, 1, 2, 3, 4
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
@@ -201,13 +204,20 @@ class Format:
     dispositions: dict = dataclasses.field(default_factory=dict)   # value -> Disposition
     presentations: dict = dataclasses.field(default_factory=dict)  # value -> Presentation
 
-    @property
-    def may_omit_unconnected(self) -> bool:
-        """Its switch may write no record of a call that never connected, one that rang
-        unanswered: Cisco UCM, while its 'CDR Log Calls with Zero Duration Flag' service
-        parameter is off (its default). Such a feed is trusted once it has shown a record
-        only that flag writes (store.lookup.unconnected_proof)."""
-        return self.disp_kind == DK_CUCM
+    def unconnected_shown_by(self, header: list[str] | None = None) -> str | None:
+        """Whether its switch may write no record of a call that never connected (one that
+        rang unanswered), and which records show it does (store.lookup.unconnected_proof):
+        UNLOGGED_CLEARED for Cisco UCM, which writes them only while its 'CDR Log Calls
+        with Zero Duration Flag' service parameter is on (off by default); UNLOGGED_FAILED
+        for Kamailio's transaction rows (a `method` column), which hold a failed call only
+        with `failed_transaction_flag` or in `missed_calls`; None where calls that never
+        connected are always written. Such a feed is trusted once it has shown one."""
+        if self.disp_kind == DK_CUCM:
+            return UNLOGGED_CLEARED
+        names = header if header is not None else self.columns or ()
+        if self.column("method", {name: i for i, name in enumerate(names)}) >= 0:
+            return UNLOGGED_FAILED
+        return None
 
     def vocabularies(self) -> tuple[dict, dict]:
         """The configured value tables as the parsers take them: {bytes: int}."""

@@ -284,7 +284,8 @@ class Catalog:
     def feed_stats(self, txn: Any, live: dict[int, dict], now_us: int) -> list[dict]:
         """Per feed: records, records/s, rejects, watermark (newest call start, or for a
         live feed idle at its end, the moment it was idle minus its CDR delay), its lag;
-        for a switch that may leave unanswered calls unlogged (CUCM), since when it has
+        for a switch that may leave unanswered calls unlogged (CUCM, Kamailio's transaction
+        rows), since when it has
         shown it logs them (unconnected_logged_from; None: not yet, lookup.UNCONNECTED);
         for a switch a follower saw hold its records back, how long (learned_delay_seconds:
         traces wait that long for it, ingestion.live)."""

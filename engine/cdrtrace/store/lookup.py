@@ -9,7 +9,7 @@ import lmdb
 import numpy as np
 
 from ..parsing import numbers, salvage, timezones
-from ..parsing.formats import Disposition
+from ..parsing.formats import UNLOGGED_CLEARED, Disposition
 from . import index
 from .environments import Environments
 
@@ -23,7 +23,7 @@ STAMPED_AHEAD_US = 300 * 1_000_000
 # fold_intervals), and the zones they are from
 FOLDS, FOLD_ZONES = b"folds", b"fold_zones"
 # a feed whose switch may leave the calls that never connected unlogged (Format.
-# may_omit_unconnected: CUCM) names no call that began before it showed a record of one:
+# unconnected_shown_by: CUCM, Kamailio's transaction rows) names no call that began before it showed a record of one:
 # in the index's meta, per feed (UNCONNECTED + 2 bytes), the earliest start of such a
 # record as int64 little-endian, or NEVER while it has shown none; and each source of
 # such a format (UNCONNECTED_SOURCE + 4 bytes), so that the calls of other formats
@@ -47,12 +47,17 @@ def add_fold_zone(txn: Any, meta_db: Any, zone: str) -> None:
     txn.put(FOLD_ZONES, json.dumps(sorted([*zones, zone])).encode(), db=meta_db)
 
 
-def unconnected_proof(columns: dict) -> int | None:
-    """The earliest start among parsed CUCM records of a call that its caller cleared
-    before it connected (origCause 16, destCause 0, never connected: `cancelled`). CUCM
-    writes such a record only with its 'CDR Log Calls with Zero Duration Flag' on, the
-    flag that also has it log the calls that rang unanswered; None if there is none."""
-    shown = (columns["disposition"] == Disposition.CANCELLED) & (columns["answer_us"] == 0)
+def unconnected_proof(columns: dict, kind: str) -> int | None:
+    """The earliest start among parsed records that show their switch logs the calls
+    that never connected (Format.unconnected_shown_by's kind); None if there is none.
+    UNLOGGED_CLEARED (CUCM): a call its caller cleared before it connected (origCause 16,
+    destCause 0, never connected: `cancelled`), written only with the 'CDR Log Calls with
+    Zero Duration Flag' on, the flag that also has it log the calls that rang unanswered
+    (CUCM writes busy and failed calls regardless). UNLOGGED_FAILED (Kamailio's
+    transaction rows): any failed call, never answered."""
+    disposition = columns["disposition"]
+    shown = (disposition == Disposition.CANCELLED if kind == UNLOGGED_CLEARED
+             else disposition != Disposition.ANSWERED)
     return int(columns["start_us"][shown].min()) if shown.any() else None
 
 
