@@ -41,7 +41,7 @@ from .evidence.traces import Tracer
 from .parsing import numbers, timezones
 from .parsing.parsers import normalizer
 from .store import index, shards
-from .store.catalog import Catalog
+from .store.catalog import NO_FEED, Catalog
 from .store.environments import Environments
 from .store.liveness import Liveness
 from .store.lookup import Lookup
@@ -265,19 +265,25 @@ class Store:
         """Per feed: records, records/s, rejects, watermark and lag; the index's size."""
         now_us = now_us or time.time_ns() // 1000
         with self.envs.read() as txn:
-            feeds = self.catalog.feed_stats(txn, self.liveness.live_feeds(txn, now_us), now_us)
+            feeds = self.catalog.feed_stats(txn, self.liveness.attached(txn, now_us), now_us)
         return {"feeds": feeds, "index": self._lookup.stat()}
 
     def live_feeds(self, now_us: int | None = None) -> dict[int, dict]:
-        """The attached live feeds and their watermarks."""
-        return self.liveness.live_feeds(None, now_us)
+        return self.liveness.live_feeds(None, now_us)    # the live feeds, their watermarks
+
+    def detach_feed(self, name: str, *, operator: str) -> int:
+        """Liveness.retire a stalled feed; the traces it held resolve (how many); audited."""
+        who = self._audit.actor(operator, "detaching a feed", "operator")
+        self.liveness.retire(0 if name == NO_FEED else self.catalog.known_feed_id(name), name)
+        self._audit.add_now(who, "feed_detached", feed=name)
+        return len(self.resolve_pending())
 
     @_refusals_audited("purge")
     def purge(self, *, operator: str, older_than_days: float | None = None,
               now_us: int | None = None) -> dict:
         """Remove trace records activated before the retention period (the store's
-        retention_days unless given), with their per-line entries, and archived calls
-        past the archive's retention; audited."""
+        retention_days unless given), with their per-line entries, and archived calls past
+        the archive's retention; audited."""
         return retention.purge(self.envs, self._audit, operator=operator,
                                older_than_days=older_than_days, now_us=now_us)
 
@@ -328,8 +334,7 @@ class Store:
         return self._disclosure.report_rows(analyst)
 
     def trace_table(self, *, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> pa.Table:
-        """Every trace as an Arrow table of packed numbers (identifying: audited);
-        columns narrows it to what a report reads."""
+        """Every trace as an Arrow table of packed numbers, of the columns a report reads (identifying: audited)."""
         return self._disclosure.trace_table(analyst, columns)
 
     def trace_columns(self, *, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> dict:
@@ -338,8 +343,7 @@ class Store:
 
     @_refusals_audited("read_timeline")
     def timeline(self, line: str, origin: str, *, analyst: str) -> pa.Table:
-        """Every trace (and archived call) between a line and an origin, in time order;
-        audited with the line and origin read."""
+        """Every trace (and archived call) between a line and an origin, in time order; audited (line, origin)."""
         from .reports import analytics
 
         packed, from_packed = self.line(line), self.line(origin)

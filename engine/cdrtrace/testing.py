@@ -74,6 +74,16 @@ def pretend_live_feed(store: Store, feed: int, *, idle_seen_us: int | None = Non
         txn, feed, idle_seen_us=idle_seen_us, delay_us=delay_us, served=served))
 
 
+def stall_feed(store: Store, feed: int, seconds: float = 60.0) -> None:
+    """Move a live feed's last heartbeat this long back: as its follower died then."""
+    def back(txn: Any) -> None:
+        key, meta = f"live:{feed}".encode(), store.envs.db["meta"]
+        live = json.loads(txn.get(key, db=meta))
+        live["heartbeat_us"] -= int(seconds * 1e6)
+        txn.put(key, json.dumps(live).encode(), db=meta)
+    store.envs.write(back)
+
+
 def pending_traces(store: Store) -> int:
     """How many traces wait for a live feed."""
     with store.envs.eread() as txn:

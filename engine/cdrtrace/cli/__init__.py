@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=("operations", "cmd_stats"))
 
     p = sub.add_parser("feeds", parents=[common], help="list the configured feeds")
+    p.add_argument("--detach", metavar="FEED", help="a stalled feed whose follower is gone for "
+                   "good: its data is complete as ingested (traces waiting for it resolve)")
+    p.add_argument("--operator", help="--detach: who says so (audited)")
     p.set_defaults(func=("operations", "cmd_feeds"))
 
     p = sub.add_parser("synth", parents=[common], help="generate realistic CDR traffic")

@@ -144,6 +144,8 @@ def _stream(args, store, fmt, feed):
           f"seconds {summary.seconds:.2f}")
 
 
+STALLED = ("  STALLED: its follower stopped beating; traces of its lines wait until one runs "
+           "again (or: cdrtrace feeds --detach FEED --operator NAME, if it is gone for good)")
 AHEAD = ("  AHEAD OF THE CLOCK: its zone (--tz) or its switch's clock is wrong, and its "
          "lines' traces are untraceable")
 UNLOGGED = ("  NO UNANSWERED CALL LOGGED YET: its calls are untraceable until it logs one (CUCM: "
@@ -165,6 +167,7 @@ def cmd_stats(args):
              f"records/s {f['records_per_second'] if f['records_per_second'] is not None else '-'}  "
              f"rejected {f['rejected']:,}  "
              f"watermark {f['watermark'] or '-'}  lag {f['lag_seconds'] if f['lag_seconds'] is not None else '-'} s"
+             + (STALLED if f["stalled"] else "")
              + (AHEAD if f["ahead_of_clock"] else "") + _unconnected(f)
              + (f"  holds records back: traces wait {f['learned_delay_seconds']} s"
                 if "learned_delay_seconds" in f else "")
@@ -174,6 +177,11 @@ def cmd_stats(args):
 
 
 def cmd_feeds(args):
+    if args.detach:
+        resolved = open_store(args).detach_feed(args.detach, operator=args.operator)
+        emit(args, {"feed": args.detach, "detached": True, "resolved": resolved},
+             f"{args.detach}: detached; {resolved} pending trace{'s' * (resolved != 1)} resolved")
+        return
     store = None
     if args.db or os.environ.get("CDRTRACE_DB"):
         store = open_store(args, readonly_index=True)

@@ -107,8 +107,8 @@ def enrichment(txn: Any, db: dict, calling: int) -> dict | None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What every trace of one commit reads: one index read transaction, and the live
-    feeds as it shows them. native: (the commit's evidence transaction, it and the
+    """What every trace of one commit reads: one index read transaction, and the
+    attached feeds as it shows them. native: (the commit's evidence transaction, it and the
     index's as index.native_txn gives them in C), made once for the commit's traces,
     when their common case is made in C (NativeRecord); else None."""
     txn: Any
@@ -118,7 +118,7 @@ class Snapshot:
     @classmethod
     def of(cls, index_txn: Any, liveness: Liveness,
            native: tuple[Any, Any, Any] | None = None) -> Snapshot:
-        return cls(index_txn, liveness.live_feeds(index_txn), native)
+        return cls(index_txn, liveness.attached(index_txn), native)
 
 
 class NativeRecord:

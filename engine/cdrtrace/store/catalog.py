@@ -21,6 +21,8 @@ from .environments import Environments
 from .liveness import learned_delay
 from .lookup import NEVER, STAMPED_AHEAD_US, unconnected_mark
 
+NO_FEED = "(no feed)"       # how stats names the feed of files ingested with none named
+
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
 MAX_FEEDS = 65535        # a feed id is 16 bits in every index entry
 
@@ -255,7 +257,7 @@ class Catalog:
         return int(known) if known else None
 
     def feed_names(self, txn: Any) -> dict[int, str]:
-        names = {0: "(no feed)"}
+        names = {0: NO_FEED}
         for key, value in txn.cursor(self.db["meta"]):
             if key.startswith(b"feed:"):
                 names[int(value)] = key[5:].decode()
@@ -284,9 +286,9 @@ class Catalog:
     def feed_stats(self, txn: Any, live: dict[int, dict], now_us: int) -> list[dict]:
         """Per feed: records, records/s, rejects, watermark (newest call start, or for a
         live feed idle at its end, the moment it was idle minus its CDR delay), its lag;
-        for a switch that may leave unanswered calls unlogged (CUCM, Kamailio's transaction
-        rows), since when it has
-        shown it logs them (unconnected_logged_from; None: not yet, lookup.UNCONNECTED);
+        live, or stalled (live: the attached feeds, Liveness.attached); for a switch that
+        may leave unanswered calls unlogged (CUCM, Kamailio's transaction rows), since when
+        it has shown it logs them (unconnected_logged_from; None: not yet, lookup.UNCONNECTED);
         for a switch a follower saw hold its records back, how long (learned_delay_seconds:
         traces wait that long for it, ingestion.live)."""
         names = self.feed_names(txn)
@@ -300,9 +302,12 @@ class Catalog:
             rate = stats.get("records_per_second")
             if rate is None and now_us - start >= 1e6:
                 rate = round(counted / ((now_us - start) / 1e6))
+            attached = live.get(number)
             feeds.append({
                 "feed": names.get(number, str(number)), "feed_id": number,
-                "live": number in live, "source": live[number]["source"] if number in live else None,
+                "live": attached is not None and not attached["stalled"],
+                "stalled": attached is not None and attached["stalled"],
+                "source": attached["source"] if attached else None,
                 "records": stats["records"], "records_per_second": rate,
                 "rejected": stats["rejected"],
                 "watermark": timezones.format_utc(mark) if mark else None,

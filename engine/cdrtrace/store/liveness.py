@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import NotFoundError, StoreError
 from . import index
 from .environments import Environments
 
-LIVE_TIMEOUT = 10.0      # seconds without a heartbeat after which a live feed counts as gone
+LIVE_TIMEOUT = 10.0      # seconds without a heartbeat after which a live feed has stalled
 # a delay a follower learned (its switch holds records back) is kept for its next start
 # until the switch has not shown it for this long (a switch set to write records at once)
 LEARNED_KEEP_US = 7 * 86_400 * 1_000_000
@@ -61,6 +62,18 @@ class Liveness:
         complete as ingested; traces no longer wait for it)."""
         txn.delete(f"live:{feed}".encode(), db=self.db["meta"])
 
+    def retire(self, feed: int | None, name: str) -> None:
+        """An operator's word that a stalled feed's follower is gone for good: its data is
+        complete as ingested (detach). A live feed is refused: its follower detaches as it
+        stops."""
+        live = self.attached().get(feed) if feed is not None else None
+        if feed is None or live is None:
+            raise NotFoundError(f"no feed named {name!r} is attached (cdrtrace stats lists them)")
+        if not live["stalled"]:
+            raise StoreError(f"feed {name!r} is live: its follower (process {live['pid']}) "
+                             "beats; stop it, and it detaches")
+        self.envs.write(lambda txn: self.detach(txn, feed))
+
     def learn(self, txn: Any, feed: int, delay_us: int, seen_us: int) -> None:
         """Inside a live ingest's commit: the feed's switch holds its records back this
         long, last shown at seen_us. Kept across restarts and detaches (learned())."""
@@ -71,11 +84,20 @@ class Liveness:
         return learned_delay(txn, self.db["meta"], feed, now_us)
 
     def live_feeds(self, txn: Any = None, now_us: int | None = None) -> dict[int, dict]:
-        """feed id -> {watermark_us, served, heartbeat_us, ...} for feeds whose live ingest
-        has heart-beaten within LIVE_TIMEOUT (a crashed follower stops counting)."""
+        """attached(), less the feeds that stalled: those whose live ingest has heart-beaten
+        within LIVE_TIMEOUT."""
+        return {feed: live for feed, live in self.attached(txn, now_us).items()
+                if not live["stalled"]}
+
+    def attached(self, txn: Any = None, now_us: int | None = None) -> dict[int, dict]:
+        """feed id -> {watermark_us, served, heartbeat_us, stalled, ...} for every feed a
+        live ingest attached and did not detach. stalled: no heartbeat within LIVE_TIMEOUT
+        (its follower died, or hangs): not live, and its data not complete either, as its
+        switch goes on writing; traces wait for it as for a live one, until a follower
+        runs again or an operator detaches it (Store.detach_feed)."""
         if txn is None:
             with self.envs.read() as txn:
-                return self.live_feeds(txn, now_us)
+                return self.attached(txn, now_us)
         now_us = now_us or time.time_ns() // 1000
         feeds = {}
         cursor = txn.cursor(self.db["meta"])
@@ -84,8 +106,7 @@ class Liveness:
                 if not key.startswith(b"live:"):
                     break
                 live = json.loads(value)
-                if now_us - live["heartbeat_us"] > LIVE_TIMEOUT * 1e6:
-                    continue
+                live["stalled"] = now_us - live["heartbeat_us"] > LIVE_TIMEOUT * 1e6
                 feed = int(key[5:])
                 stats = json.loads(txn.get(f"feedstats:{feed}".encode(), b"{}", db=self.db["meta"]))
                 idle_mark = live["idle_seen_us"] - live["delay_us"] if live["idle_seen_us"] else 0
@@ -95,9 +116,10 @@ class Liveness:
 
     def behind(self, packed: int, at_us: int, txn: Any = None,
                feeds: dict[int, dict] | None = None) -> bool:
-        """Is a live feed that may carry calls to this line behind at_us? (feeds: the live
-        feeds as a snapshot showed them, read once for many lines.)"""
-        for live in (self.live_feeds(txn) if feeds is None else feeds).values():
+        """Is an attached feed (live, or stalled) that may carry calls to this line behind
+        at_us? (feeds: the attached feeds as a snapshot showed them, read once for many
+        lines.)"""
+        for live in (self.attached(txn) if feeds is None else feeds).values():
             if live["served"] and not index.served_mask(np.array([packed], np.uint64),
                                                         live["served"])[0]:
                 continue
