@@ -215,7 +215,7 @@ class Format:
         if self.disp_kind == DK_CUCM:
             return UNLOGGED_CLEARED
         names = header if header is not None else self.columns or ()
-        if self.column("method", {name: i for i, name in enumerate(names)}) >= 0:
+        if "method" in self.roles and self.column("method", {n: i for i, n in enumerate(names)}) >= 0:
             return UNLOGGED_FAILED
         return None
 
