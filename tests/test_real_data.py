@@ -6,6 +6,7 @@ expected answer from the rules, by hand. Native and reference parsers must agree
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -572,6 +573,25 @@ def test_a_cucm_malicious_call_id_names_the_flagged_call_not_one_waiting(store, 
     # a *57 dialled afterwards traces the last call as ever: the waiting one
     _, dialled = trace(store, "3035550110", at="2026-03-02T14:05:00Z")
     assert (dialled["outcome"], dialled["call"]["calling"]) == ("success", "+17205550100")
+
+
+def test_a_trace_the_switch_recorded_minutes_ago_names_the_call_it_flagged(store, tmp_path):
+    """A trace a switch recorded is timed by the switch's own clock, as its calls are: a
+    call stamped after its activation began after it (here the harasser calling again a
+    minute after the MCID). It is not the clocks disagreeing, which a trace made on the
+    service's clock, as it is activated, takes such a call for."""
+    names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
+    now = int(time.time())
+    flagged = _cucm_call(now - 200, now - 195, "16", "7205550199", "77")
+    flagged.update(dateTimeDisconnect=str(now - 100), comment="callFlag=MALICIOUS")
+    again = _cucm_call(now - 60, 0, "0", "7205550199", "78")
+    again.update(origCause_value="16", dateTimeDisconnect=str(now - 40))
+    path = tmp_path / "cdr_mcid_again"
+    path.write_text("\n".join([",".join(names)] + [",".join(r[n] for n in names)
+                                                    for r in (_cucm_off_hook(now - 300), flagged, again)]) + "\n")
+    assert cdrtrace.ingest(store, [str(path)], fmt="cucm").switch_traces == 1
+    (record,) = store.trace_records("3035550110", analyst="cic")
+    assert (record["outcome"], record["call"]["start_us"]) == ("success", (now - 200) * 1_000_000)
 
 
 def _cucm_off_hook(start: int) -> dict:

@@ -257,6 +257,28 @@ def test_switch_and_care_answers_never_name_the_caller(service):
     assert (entry["actor"], entry["action"]) == ("token:analyst-1", "read_last_calls")
 
 
+def test_a_switch_trace_on_the_service_s_clock_distrusts_a_call_stamped_after_it(
+        service, ingest_records):
+    """A *57 posted with no time is activated on the service's clock: a call already
+    recorded but stamped after it (its switch's clock runs ahead) may be the call before
+    the *57, and none is named. Given the switch's time, the rules are as ever."""
+    store, running, tokens = service
+    now = time.time()
+
+    def stamp(seconds: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now + seconds))
+    ingest_records(cdr(src="7205550101", dst="3035550177", start=stamp(-3600),
+                       answer=stamp(-3595), end=stamp(-3500)) + b"\n"
+                   + cdr(src="7205550102", dst="3035550177", disposition="NO ANSWER",
+                         answer="", start=stamp(60), end=stamp(80), uniqueid="u2") + b"\n")
+    clocked = call(running, "POST", "/v1/trace", tokens["switch"], json={"line": "3035550177"})
+    assert clocked.json()["outcome"] == "untraceable"
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    given = call(running, "POST", "/v1/trace", tokens["switch"],
+                 json={"line": "3035550177", "at": at})
+    assert given.json()["outcome"] == "success"
+
+
 def test_a_revoked_token_stops_at_once(service):
     store, running, tokens = service
     assert call(running, "GET", f"/v1/status/{LINE}", tokens["care"]).status_code == 200

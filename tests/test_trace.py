@@ -181,6 +181,49 @@ def test_a_call_stamped_within_the_clocks_margin_is_traced_as_usual(store, inges
     assert store.trace_records(LINE, analyst="cic")[0]["call"]["calling"] == "+17205550102"
 
 
+def test_a_call_recorded_before_the_trace_but_stamped_after_it_names_no_call(store, ingest_records):
+    """A switch whose clock runs 90 s ahead of the service's: the call that rang the line
+    30 s before the *57 is stamped 60 s after it, and a trace made now named the call of an
+    hour ago, with success. A trace on the service's clock (no time given) made at once
+    sees only calls already recorded, so begun; one stamped after the activation shows
+    the clocks disagree, and it may be the last call before the *57: untraceable, with the
+    reason, the customer told no call time. A trace given a time (the switch's own, or an
+    earlier moment) is not held to it: the calls after it may have begun after it."""
+    now = time.time()
+    ingest_records(cdr(src="7205550101", dst=LINE, start=_utc_text(now - 3600),
+                       answer=_utc_text(now - 3595), end=_utc_text(now - 3500)),
+                   cdr(src="7205550102", dst=LINE, disposition="NO ANSWER", answer="",
+                       start=_utc_text(now + 60), end=_utc_text(now + 80), uniqueid="u2"),
+                   cdr(src="7205550103", dst=LINE, disposition="NO ANSWER", answer="",
+                       start=_utc_text(now + 90), end=_utc_text(now + 95), uniqueid="u3"))
+    result = store.trace(LINE)
+    assert result.outcome is Outcome.UNTRACEABLE and result.call_time is None
+    (record,) = store.trace_records(LINE, analyst="cic")
+    assert record["call"]["calling"] == "+17205550102"       # the first stamped after it
+    assert "after the activation, was already recorded when the trace was made" in record["reason"]
+    earlier = store.trace(LINE, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 30)))
+    assert earlier.outcome is Outcome.SUCCESS                # a time given: as usual
+
+
+def test_a_pending_trace_resolved_later_names_the_call_before_it(store, ingest_records):
+    """A trace that waited for a live feed resolves once the feed passes it; a call stamped
+    after its activation may then have begun after it (the harasser calling again): the
+    call before the activation is named, as the rules say."""
+    from cdrtrace import testing
+
+    now = time.time()
+    ingest_records(cdr(src="7205550101", dst=LINE, start=_utc_text(now - 3600),
+                       answer=_utc_text(now - 3595), end=_utc_text(now - 3500)))
+    testing.pretend_live_feed(store, 9)                          # behind the activation
+    assert store.trace(LINE).outcome is Outcome.PENDING           # on the service's clock
+    ingest_records(cdr(src="7205550102", dst=LINE, disposition="NO ANSWER", answer="",
+                       start=_utc_text(now + 2), end=_utc_text(now + 20), uniqueid="u2"))
+    testing.pretend_live_feed(store, 9, idle_seen_us=time.time_ns() // 1000)   # caught up
+    (resolved,) = store.resolve_pending()
+    assert resolved.outcome is Outcome.SUCCESS
+    assert store.trace_records(LINE, analyst="cic")[0]["call"]["calling"] == "+17205550101"
+
+
 @pytest.mark.parametrize("other_zone", [None, "Europe/Berlin"])
 def test_calls_in_the_repeated_autumn_hour_that_could_swap_name_neither(store, ingest_records,
                                                                          other_zone):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from .errors import CaseError, CdrTraceError, NumberError, TraceError
-from .evidence import activations, directory, retention
+from .evidence import activations, directory, retention, traces
 from .evidence import rows as trace_rows
 from .evidence.audit import UNPRINTABLE, AuditLog, actor
 from .evidence.cases import Cases
@@ -182,12 +182,12 @@ class Store:
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
         """
-        return self._worded(self._tracer.trace(*self._activation(line, at, wait), wait, by))
+        return self._worded(self._tracer.trace(*self._activation(line, at, wait), wait, by, at is None))
 
     async def trace_async(self, line: str, at: str | int | None = None, wait: float = 0.0,
                           by: str | None = None) -> TraceResult:
         """trace() for an event loop: concurrent traces share commits, no thread each."""
-        return self._worded(await self._tracer.trace_async(*self._activation(line, at, wait), wait, by))
+        return self._worded(await self._tracer.trace_async(*self._activation(line, at, wait), wait, by, at is None))
 
     def _activation(self, line: str, at: str | int | None, wait: float = 0.0) -> tuple[int, int]:
         """(line packed, activation time), of a line this shard's store traces now."""
@@ -426,7 +426,7 @@ def trace_then(store: Store, line: str, at: str | int | None,
                by: str | None = None) -> None:
     """store.trace() with no wait, for a listener that answers from the shared commit's
     thread: then(result, None), or then(None, error) for a rule's error
-    (Tracer.trace_then). What is wrong with the request itself (not a line, a bad time,
+    (evidence.traces.trace_then). What is wrong with the request itself (not a line, a bad time,
     another shard's line) is raised here."""
-    store._tracer.trace_then(*store._activation(line, at), by, lambda result, error: then(
-        None if result is None else store._worded(result), error))
+    traces.trace_then(store._tracer, *store._activation(line, at), by, lambda result, error: then(
+        None if result is None else store._worded(result), error), at is None)

@@ -141,9 +141,12 @@ def call_time(call: dict | None) -> str | None:
     where the call is stamped after the trace was made (its feed's times are wrong), or
     where a call's time in a repeated hour leaves the last call unknown, or where a later
     call may be missing from a switch that leaves unanswered calls unlogged."""
-    if call is None or "stamped_ahead" in call or "folded" in call or "unconnected_unlogged" in call:
+    if call is None or any(k in call for k in _NO_CALL_TIME):
         return None
     return call["start"]
+
+
+_NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "unconnected_unlogged")
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
@@ -190,6 +193,11 @@ def untraceable_reason(call: dict) -> str | None:
                 f"{STAMPED_AHEAD_US // 60_000_000} minutes after the trace was made: its feed's "
                 "time zone or its switch's clock is wrong, so no call's time on this line can "
                 "be trusted, and none is named")
+    if "stamped_after_activation" in call:
+        return (f"a call to this line stamped {call['start']}, after the activation, was "
+                "already recorded when the trace was made, so it had begun by then: its "
+                "switch's clock runs ahead of the service's, and it may be the call that rang "
+                "the line before the *57, so the last call is not known, and none is named")
     if "folded" in call:
         return (f"{len(call['folded'])} call(s) to this line began, as recorded, in the hour "
                 "that the end of daylight saving repeats, where a local time names two instants "

@@ -151,7 +151,8 @@ class NativeRecord:
         return (txn, *made)
 
     def __call__(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
-                 requested_by: str | None, line: str | None = None) -> dict | None:
+                 requested_by: str | None, line: str | None = None,
+                 current: bool = False) -> dict | None:
         """The record written, or None (nothing written) for Tracer.record to make. txn,
         index_txn: as index.native_txn gives them (where it gives py-lmdb's own calls,
         index.PyTxn, this makes nothing: None). line: the line's text, if known."""
@@ -159,7 +160,7 @@ class NativeRecord:
             return None
         return _trace.record(txn, index_txn, self.dbs, key, packed, at_us,
                              line or numbers.format_number(packed), requested_by, self.keep,
-                             self.helpers)
+                             self.helpers, current)
 
 
 def call_view(lookup: Lookup, catalog: Catalog, index_txn: Any, e: Any) -> dict:
@@ -195,7 +196,7 @@ class Tracer:
         self.native_record = NativeRecord(self)       # the common case in C
 
     def trace(self, packed: int, at_us: int, wait: float = 0.0,
-              by: str | None = None) -> TraceResult:
+              by: str | None = None, clocked: bool = False) -> TraceResult:
         """*57 on the line `packed` at at_us: see Store.trace. by: the service's caller
         (a token), kept in the evidence. The pending traces whose feeds passed them are
         resolved in the same commit, before this one (the commit's opening)."""
@@ -203,12 +204,12 @@ class Tracer:
         while wait > 0 and self.liveness.behind(packed, at_us) and time.monotonic() < deadline:
             time.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
         try:
-            return result_of(self.group.run(self._work(packed, at_us, by)))
+            return result_of(self.group.run(self._work(packed, at_us, by, clocked)))
         except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
             return unrecorded(packed, at_us, exc)
 
     async def trace_async(self, packed: int, at_us: int, wait: float = 0.0,
-                          by: str | None = None) -> TraceResult:
+                          by: str | None = None, clocked: bool = False) -> TraceResult:
         """trace() from an event loop: the same steps, but waiting (for a live feed, for
         the shared commit) without holding a thread. Without a wait, nothing here reads
         the store: the committer decides from the commit's snapshot."""
@@ -218,36 +219,22 @@ class Tracer:
             while self.liveness.behind(packed, at_us) and time.monotonic() < deadline:
                 await asyncio.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
         try:
-            return result_of(await self.group.run_async(self._work(packed, at_us, by)))
+            return result_of(await self.group.run_async(self._work(packed, at_us, by, clocked)))
         except (lmdb.Error, OSError) as exc:
             return unrecorded(packed, at_us, exc)
 
-    def trace_then(self, packed: int, at_us: int, by: str | None,
-                   then: Callable[[TraceResult | None, BaseException | None], None]) -> None:
-        """trace() with no wait, answered on the committer thread rather than to the caller:
-        then(result, None) once the evidence is durable (a failure the switch announces
-        when it could not be recorded), or then(None, error) for an error of the rules
-        (TraceError). Returns at once."""
-        def settled(outcome: tuple[Any, BaseException | None]) -> None:
-            record, error = outcome
-            if error is None:
-                then(result_of(record), None)
-            elif isinstance(error, (lmdb.Error, OSError)):
-                then(unrecorded(packed, at_us, error), None)
-            else:
-                then(None, error)
-        self.group.submit(self._work(packed, at_us, by), settled)
-
-    def _work(self, packed: int, at_us: int, by: str | None) -> Callable[[Any, Any], dict]:
+    def _work(self, packed: int, at_us: int, by: str | None,
+              clocked: bool = False) -> Callable[[Any, Any], dict]:
         """The trace's write, for a shared commit: pending while a live feed that may carry
-        the line is still behind at_us in the commit's snapshot."""
+        the line is still behind at_us in the commit's snapshot. clocked: at_us is the
+        service's clock at the activation (no time was given)."""
         key = index.line_key(packed)
         line = numbers.format_number(packed)        # here, not on the committer's thread
 
         def work(txn: Any, snapshot: Snapshot) -> dict:
             pending = self.liveness.behind(packed, at_us, feeds=snapshot.feeds)
             return self.record(txn, snapshot.txn, key, packed, at_us, pending=pending,
-                               requested_by=by, line=line, made=snapshot.native)
+                               requested_by=by, line=line, made=snapshot.native, current=clocked)
         return work
 
     @contextlib.contextmanager
@@ -274,10 +261,12 @@ class Tracer:
             yield snapshot
 
     def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int,
-                own: tuple[int, int] | None = None) -> tuple:
+                own: tuple[int, int] | None = None, current: bool = False) -> tuple:
         """The rules on one line's entries: (outcome, the call's view, its entry, the trace
         that already named this call). own: (offset, source) of the record that recorded
-        the activation, where the switch recorded it in the call's own record."""
+        the activation, where the switch recorded it in the call's own record. current: a
+        trace activated on the service's clock (no time given) and made at once (not a
+        pending one resolved later), whose line's calls were all recorded before it."""
         keep = self.config["keep"]
         # the line's few entries as plain values (numpy costs more per field than it saves)
         entries = self.lookup.last_calls(key, index_txn).tolist()
@@ -288,6 +277,13 @@ class Tracer:
             view["stamped_ahead"] = True
             return Outcome.UNTRACEABLE, view, e, None
         before = [r for r in entries if r[_START] < at_us]    # started before the activation
+        if current and len(before) < len(entries):
+            # recorded, so begun, before the trace, yet stamped after its activation: the
+            # switch's clock runs ahead, and this may be the call before the *57
+            e = dict(zip(_FIELDS, entries[len(entries) - len(before) - 1], strict=True))
+            view = self.call_view(index_txn, e)
+            view["stamped_after_activation"] = True
+            return Outcome.UNTRACEABLE, view, e, None
         before = lookup.up_to_own_call(before, own)    # a malicious call id: the call flagged
         if not before:
             if len(entries) >= keep:
@@ -329,14 +325,15 @@ class Tracer:
     def record(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                pending: bool = False, number: int | None = None,
                activated_by: dict | None = None, requested_by: str | None = None,
-               own: tuple[int, int] | None = None,
-               line: str | None = None, made: tuple[Any, Any, Any] | None = None) -> dict:
+               own: tuple[int, int] | None = None, line: str | None = None,
+               made: tuple[Any, Any, Any] | None = None, current: bool = False) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both.
         own: (offset, source) of the record a switch recorded the activation in, where that
         may be the traced call's own (resolve). line: the line's text, if known. made:
         Snapshot.native, the two transactions as index.native_txn gives them, made once for
-        a commit's traces (used when txn is the commit's own)."""
+        a commit's traces (used when txn is the commit's own). current: a trace on the
+        service's clock, made as it is activated (resolve)."""
         e: Any
         # its dozen reads and writes made in C, holding the GIL (index.native_txn)
         if made is not None and made[0] is txn:
@@ -348,13 +345,14 @@ class Tracer:
                 and self.replica is None):
             # the common case made in C (ext/_trace.pyx): this method is its reference,
             # and makes what it leaves (it then has written nothing)
-            done = self.native_record(txn, index_txn, key, packed, at_us, requested_by, line)
+            done = self.native_record(txn, index_txn, key, packed, at_us, requested_by, line,
+                                      current)
             if done is not None:
                 return done
         if pending:
             outcome, call, e, original = Outcome.PENDING, None, None, None
         else:
-            outcome, call, e, original = self.resolve(txn, index_txn, key, at_us, own)
+            outcome, call, e, original = self.resolve(txn, index_txn, key, at_us, own, current)
         resolving = number is not None
         if number is None:   # never reused, even once a purge emptied the table
             last = txn.last_key(self.db["traces"])
@@ -480,3 +478,21 @@ class Tracer:
                         break
                     found.append(json.loads(txn.get(k[9:], db=self.db["traces"])))
             return found
+
+
+def trace_then(tracer: Tracer, packed: int, at_us: int, by: str | None,
+               then: Callable[[TraceResult | None, BaseException | None], None],
+               clocked: bool = False) -> None:
+    """tracer.trace() with no wait, answered on the committer thread rather than to the
+    caller: then(result, None) once the evidence is durable (a failure the switch
+    announces when it could not be recorded), or then(None, error) for an error of the
+    rules (TraceError). Returns at once."""
+    def settled(outcome: tuple[Any, BaseException | None]) -> None:
+        record, error = outcome
+        if error is None:
+            then(result_of(record), None)
+        elif isinstance(error, (lmdb.Error, OSError)):
+            then(unrecorded(packed, at_us, error), None)
+        else:
+            then(None, error)
+    tracer.group.submit(tracer._work(packed, at_us, by, clocked), settled)
