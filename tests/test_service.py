@@ -279,6 +279,15 @@ def test_a_switch_trace_on_the_service_s_clock_distrusts_a_call_stamped_after_it
     assert given.json()["outcome"] == "success"
 
 
+def test_metrics_show_a_feed_whose_follower_died(service):
+    """A stalled feed holds its lines' traces pending: /metrics says so, for an alert."""
+    store, running, _ = service
+    testing.pretend_live_feed(store, 0)
+    assert 'cdrtrace_feed_stalled{feed="(no feed)"} 0.0' in call(running, "GET", "/metrics").text
+    testing.stall_feed(store, 0)
+    assert 'cdrtrace_feed_stalled{feed="(no feed)"} 1.0' in call(running, "GET", "/metrics").text
+
+
 def test_a_revoked_token_stops_at_once(service):
     store, running, tokens = service
     assert call(running, "GET", f"/v1/status/{LINE}", tokens["care"]).status_code == 200

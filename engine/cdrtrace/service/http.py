@@ -80,13 +80,13 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
+    stalled = Gauge("cdrtrace_feed_stalled", "1: its follower died, traces pend", ["feed"], registry=registry)
     app.state.workers = counted(registry, [traces, SharedCommits(store), refusals])
     registry.register(TokenExpiry(store))
     app.state.observe, app.state.refused = traces.observe, refusals.count
     app.state.trace_metrics = traces     # the C exchanges' counts are added to it
 
-    # Front is not added as a middleware: it goes in front of FastAPI's whole stack
-    # (run_http), so the switches' POST /v1/trace passes none of it
+    # Front is no middleware but before FastAPI's whole stack (run_http): POST /v1/trace passes none of it
     router = router or Router(store)
     app.state.store, app.state.router = store, router
 
@@ -226,11 +226,12 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        """Prometheus: traces by outcome, trace latency, per-feed records, rejects and lag,
-        what was refused, the shared commits, and when each token given a life expires."""
+        """Prometheus: traces by outcome, trace latency, per-feed records, rejects, lag and
+        stall, what was refused, the shared commits, and when each token given a life expires."""
         for feed in store.stats()["feeds"]:
             records.labels(feed["feed"]).set(feed["records"])
             rejects.labels(feed["feed"]).set(feed["rejected"])
+            stalled.labels(feed["feed"]).set(int(feed["stalled"]))
             if feed["lag_seconds"] is not None:
                 lag.labels(feed["feed"]).set(feed["lag_seconds"])
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
