@@ -16,16 +16,16 @@ What it does not do, it leaves to the reference before reading or writing anythi
 matters: it returns None, having written nothing, for a line whose held calls all began
 after the activation while the index holds `keep` of them (the reference's error), a
 line whose newest call is stamped after the trace is made (beyond the helpers' margin), a
-line with a call stamped after the activation of a trace on the service's clock (current:
-recorded before the trace, so begun, the switch's clock runs ahead), a call before the activation
-stamped in an hour that daylight saving's end repeats, a call that ties with a call from
-another caller, an unreadable record, a call that may have rung (a late refusal, an
-unknown end: untraceable, with a reason), a call from a feed that may leave unanswered
-calls unlogged and had not shown it logs them (CUCM, Kamailio's transaction rows), a
-caller known by a SIP identity, or a presentation or disposition it does not know.
-Everything else
-(pending traces, resolving them, a shard's replicas, traces recorded from CDRs) never
-comes here: Tracer.record decides that before calling.
+line with a call stamped after the activation of a trace on the service's clock
+(current: recorded before the trace, so begun, the switch's clock runs ahead), a call
+before the activation stamped in an hour that daylight saving's end repeats, a call
+that ties with a call from another caller, an unreadable record, a call that may have
+rung (a late refusal, an unknown end: untraceable, with a reason), a call from a feed
+that may leave unanswered calls unlogged and had not shown it logs them (CUCM,
+Kamailio's transaction rows), a caller known by a SIP identity, or a presentation or
+disposition it does not know. Everything else (pending traces, resolving them, a
+shard's replicas, traces recorded from CDRs) never comes here: Tracer.record decides
+that before calling.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
@@ -195,8 +195,8 @@ cdef dict _unreadable_near(itxn, db, feed, int64_t call_us, int64_t at_us,
 def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str line,
            requested_by, int keep, tuple helpers, bint current=False):
     """Tracer.record(txn, index_txn, key, packed, at_us, requested_by=requested_by,
-    current=current) for the common case: the evidence record written, or None (nothing written) for the
-    reference to make. etxn, itxn: the evidence's and the index's native transactions.
+    current=current) for the common case: the evidence record written, or None (nothing
+    written) for the reference to make. etxn, itxn: the evidence's and the index's native transactions.
     dbs: (index, traces, emeta, by_line, pseudonyms, trace_rows, the index's
     unreadable records or None, and the index's meta). helpers: (format_utc, source_name(index_txn, source),
     enrichment(txn, calling), unreadable_near(index_txn, feed, call_us, at_us), encode,

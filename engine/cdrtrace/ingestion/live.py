@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError, SourceError
 from ..parsing.formats import TIME_LOCAL, CallBatch, Format
 from ..parsing.parsers import get_format, make_parser
-from ..store import index
+from ..store import index, liveness
 from ..store.archive import FLUSH_ROWS, ArchiveWriter
 from ..store.catalog import ArchiveMark
 from .batch import feed_settings
@@ -131,7 +131,7 @@ class LiveFeed:
         # the latest a fresh record came after its call ended, as this feed's followers
         # learned it (kept in the store: a restart does not forget a switch's buffer)
         with store.envs.read() as txn:
-            self.late_us, self.late_seen_us = store.liveness.learned(txn, feed_id)
+            self.late_us, self.late_seen_us = liveness.learned_delay(txn, store.envs.db["meta"], feed_id)
         self.late_said = (self.late_us, self.late_seen_us)   # as the store holds it
         if self.late_us > self.delay_us:
             log.info("%s: keeps the CDR delay its feed learned, %.1f s (its switch holds "

@@ -76,12 +76,9 @@ class Liveness:
 
     def learn(self, txn: Any, feed: int, delay_us: int, seen_us: int) -> None:
         """Inside a live ingest's commit: the feed's switch holds its records back this
-        long, last shown at seen_us. Kept across restarts and detaches (learned())."""
+        long, last shown at seen_us. Kept across restarts and detaches (learned_delay)."""
         txn.put(f"learned-delay:{feed}".encode(),
                 json.dumps({"delay_us": delay_us, "seen_us": seen_us}).encode(), db=self.db["meta"])
-
-    def learned(self, txn: Any, feed: int, now_us: int | None = None) -> tuple[int, int]:
-        return learned_delay(txn, self.db["meta"], feed, now_us)
 
     def live_feeds(self, txn: Any = None, now_us: int | None = None) -> dict[int, dict]:
         """attached(), less the feeds that stalled: those whose live ingest has heart-beaten

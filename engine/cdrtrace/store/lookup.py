@@ -23,8 +23,8 @@ STAMPED_AHEAD_US = 300 * 1_000_000
 # fold_intervals), and the zones they are from
 FOLDS, FOLD_ZONES = b"folds", b"fold_zones"
 # a feed whose switch may leave the calls that never connected unlogged (Format.
-# unconnected_shown_by: CUCM, Kamailio's transaction rows) names no call that began before it showed a record of one:
-# in the index's meta, per feed (UNCONNECTED + 2 bytes), the earliest start of such a
+# unconnected_shown_by: CUCM, Kamailio's transaction rows) names no call that began
+# before it showed a record of one: in the index's meta, per feed (UNCONNECTED + 2 bytes), the earliest start of such a
 # record as int64 little-endian, or NEVER while it has shown none; and each source of
 # such a format (UNCONNECTED_SOURCE + 4 bytes), so that the calls of other formats
 # ingested under the same feed (the unnamed feed 0) are not held to it
