@@ -326,6 +326,20 @@ def test_a_transaction_table_of_answered_calls_alone_names_no_caller(tmp_path, a
     store.close()
 
 
+def test_a_failed_bye_does_not_show_a_transaction_table_logs_failed_calls(tmp_path):
+    """A script accounting BYEs too (`is_method("INVITE|BYE")`) writes a BYE's row, and
+    with the failed flag set on it, one that failed (408: the caller's end was gone). It
+    shows that this BYE's transaction was accounted, not that a call that rang unanswered
+    would be: only a failed INVITE's row proves that. Until one, the table's calls name no
+    caller (the first row's call is what it held last, below)."""
+    acc = tmp_path / "acc.log"
+    acc.write_bytes(acc_row("INVITE", 200, "OK", T0, "2125550101", VICTIM, "c1")
+                    + acc_row("BYE", 408, "Request Timeout", T0 + 60, VICTIM, "2125550101",
+                              "c1")
+                    + acc_row("INVITE", 200, "OK", T0 + 120, "2125550103", VICTIM, "c3"))
+    assert traced_caller(tmp_path / "1", [str(acc)])[1:] == ("untraceable", "+12125550103")
+
+
 def test_any_failed_call_shows_a_transaction_table_logs_them(tmp_path):
     """Whatever made a call fail (busy at once here, a call that never rang the line), a
     row of it shows the feed logs failed calls: the answered call after it is named. Its

@@ -54,10 +54,12 @@ def unconnected_proof(columns: dict, kind: str) -> int | None:
     destCause 0, never connected: `cancelled`), written only with the 'CDR Log Calls with
     Zero Duration Flag' on, the flag that also has it log the calls that rang unanswered
     (CUCM writes busy and failed calls regardless). UNLOGGED_FAILED (Kamailio's
-    transaction rows): any failed call, never answered."""
+    transaction rows): any failed call, never answered; a call: an INVITE's row (another
+    method's, a BYE's that failed, has no called line: it shows that transaction's flag,
+    not the INVITEs')."""
     disposition = columns["disposition"]
     shown = (disposition == Disposition.CANCELLED if kind == UNLOGGED_CLEARED
-             else disposition != Disposition.ANSWERED)
+             else (disposition != Disposition.ANSWERED) & (columns["called"] != 0))
     return int(columns["start_us"][shown].min()) if shown.any() else None
 
 
