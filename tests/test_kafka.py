@@ -79,6 +79,7 @@ def test_consumes_every_record_exactly_once_with_offsets_in_the_store(cluster, t
     url = f"kafka://{address}/switch-a?group=cdrtrace"
     summary = kafka.consume(store, url, options=ONCE)
     assert (summary.records, summary.rejected, summary.indexed) == (601, 1, 600)
+    assert store.liveness.attached() == {}        # idle at its end: its data is complete
     batch = cdrtrace.open(tmp_path / "batch", create=True)
     (tmp_path / "all.csv").write_bytes(b"".join(records))
     cdrtrace.ingest(batch, [str(tmp_path / "all.csv")])
@@ -130,6 +131,8 @@ def test_records_are_visible_while_consuming(cluster, tmp_path):
     stop.set()
     thread.join(30)
     assert result["s"].records == 2 and not store.live_feeds()
+    (held,) = store.liveness.attached().values()    # stopped, not ended: traces wait
+    assert held["stalled"]
     store.close()
 
 

@@ -195,7 +195,44 @@ def test_stdin_records_are_visible_while_the_pipe_is_open(store):
     summary = run.result
     source.close()
     assert summary.records == 3 and summary.rejected == 1
-    assert not store.live_feeds()                   # detached: its data is complete
+    assert store.liveness.attached() == {}          # detached: its data is complete
+
+
+def test_stdin_stopped_while_the_pipe_is_open_holds_its_feed(store):
+    """Stopped (a signal) while its writer goes on: what the pipe carries next is read by
+    nobody, so the feed stays attached, stalled, as for a follower stopped for a restart."""
+    read_end, write_end = os.pipe()
+    source = io.FileIO(read_end, "rb")
+    run = Runner(following.stream_stdin, store=store, stream=source, options=FAST)
+    os.write(write_end, record(1))
+    wait_until(lambda: len(calls_to(store, "7205500001")) == 1)
+    assert run.finish().records == 1
+    (held,) = store.liveness.attached().values()
+    assert held["stalled"]
+    os.close(write_end)
+    source.close()
+
+
+def test_a_follower_that_fails_holds_its_feed(store, tmp_path, monkeypatch):
+    """A follower that fails (here: its commit) has not read what its switch writes
+    next: its feed stays attached, stalled, and a *57 after the failure is pending."""
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-60), dst="7205550100"))
+    prompt = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=0.5)
+    run = Runner(following.follow, store=store, path=str(path), options=prompt)
+    wait_until(lambda: store.live_feeds() and store.live_feeds()[0]["idle_seen_us"])
+
+    def broken(self, *args, **kwargs):
+        raise OSError("the disk is full")
+    monkeypatch.setattr(stream.LiveFeed, "commit", broken)
+    append(path, record(2, start=stamp(-1), dst="7205550100"))
+    run.thread.join(WAIT)
+    with pytest.raises(OSError, match="the disk is full"):
+        run.finish()
+    (held,) = store.liveness.attached().values()
+    assert held["stalled"]
+    time.sleep(1)
+    assert store.trace("7205550100", at=stamp(0)).outcome is Outcome.PENDING
 
 
 # ------------------------------------------------------------------ micro-batching
@@ -417,6 +454,10 @@ def test_a_switch_that_holds_its_records_back_makes_its_feed_wait_as_long(store,
         assert store.live_feeds()[0]["delay_us"] < 70_000_000
         assert sum("no switch's CDR buffer explains that" in m for m in caplog.messages) == 1
         run.finish()
+    # stopped, its feed still holds calls back 60 s: the trace waits for the next follower
+    (record_,) = store.trace_records("7205550122", analyst="cic-1")
+    assert record_["outcome"] == "pending"
+    assert store.detach_feed("(no feed)", operator="ops") == 1     # gone for good: complete
     (record_,) = store.trace_records("7205550122", analyst="cic-1")
     assert (record_["outcome"], record_["call"]["calling"]) == ("success", "+13035500003")
 
@@ -468,10 +509,13 @@ def test_a_learned_cdr_delay_outlives_the_follower_that_learned_it(store, tmp_pa
 def test_pending_traces_resolve_when_the_feed_detaches(store, tmp_path):
     path = tmp_path / "Master.csv"
     append(path, record(1, start=stamp(-30), dst="7205550100"))
-    run = Runner(following.follow, store=store, path=str(path), options=FAST)
+    ends = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=3600,
+                         idle_exit_s=1.0)
+    run = Runner(following.follow, store=store, path=str(path), options=ends)
     wait_until(lambda: len(calls_to(store, "7205550100")) == 1)
     assert store.trace("7205550100", at=stamp(-5)).outcome is Outcome.PENDING
-    summary = run.finish()                          # the follower stops: data is complete
+    run.thread.join(WAIT)               # its file idle for --until-idle: data is complete
+    summary = run.finish()
     assert summary.resolved == 1
     assert store.status("7205550100").traces[0]["outcome"] == "success"
     assert not store.live_feeds()
@@ -518,6 +562,36 @@ def test_a_follower_that_died_holds_its_traces_until_it_runs_again_or_is_detache
                                                                            "success"]
     assert s.audit_export(operator="ops")[-1]["action"] == "feed_detached"
     assert "stalled" not in s.stats()["feeds"][0] or not s.stats()["feeds"][0]["stalled"]
+    s.close()
+
+
+def test_a_follower_stopped_for_a_restart_holds_its_traces_until_the_next_one(tmp_path):
+    """A follower stopped by a signal (a deploy, a supervisor's restart) while its switch
+    goes on writing: until the next follower runs, the calls the switch writes are read
+    by nobody. A *57 in that window is pending, not answered from what the stopped
+    follower read (that named the call before the one that rang the line). The next
+    follower reads the call, and the trace names it. A follower whose source ended (idle
+    for --until-idle) detaches: its data is complete as ingested."""
+    s = cdrtrace.open(tmp_path / "store", create=True)
+    path = tmp_path / "Master.csv"
+    append(path, record(1, start=stamp(-60), dst="7205550100"))
+    prompt = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=0.5)
+    run = Runner(following.follow, store=s, path=str(path), options=prompt)
+    wait_until(lambda: s.live_feeds() and s.live_feeds()[0]["idle_seen_us"])
+    run.finish()                                             # SIGTERM: the stop event
+    (shown,) = s.liveness.attached().values()
+    assert shown["stalled"] and not s.live_feeds()
+    time.sleep(2)
+    append(path, record(2, start=stamp(-1), dst="7205550100"))    # nobody reads it yet
+    assert s.trace("7205550100", at=stamp(0)).outcome is Outcome.PENDING
+    assert s.trace("7205550100", at=stamp(-40)).outcome is Outcome.SUCCESS  # before the stop
+    ended = following.follow(s, str(path), options=StreamOptions(
+        batch_ms=5, poll_ms=2, cdr_delay_s=0.5, idle_exit_s=0.2))
+    assert ended.records == 1 and ended.resolved == 1
+    assert s.liveness.attached() == {}                       # its file ended: detached
+    records = s.trace_records("7205550100", analyst="cic-1")
+    assert sorted((r["outcome"], r["call"]["calling"]) for r in records) == [
+        ("success", "+13035500001"), ("success", "+13035500002")]
     s.close()
 
 
@@ -621,7 +695,7 @@ def test_follow_archives_every_call_once_across_restarts(tmp_path):
     rare = StreamOptions(batch_ms=1, poll_ms=1, idle_exit_s=0.2, archive_every_s=3600)
     live_close = stream.LiveFeed.close
     try:
-        stream.LiveFeed.close = lambda self: (self.commit(), self.finish())[1]  # no final flush
+        stream.LiveFeed.close = lambda self, stopped=False: (self.commit(), self.finish())[1]  # no final flush
         assert following.follow(s, str(path), options=rare).records == 100
     finally:
         stream.LiveFeed.close = live_close

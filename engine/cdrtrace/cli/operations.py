@@ -144,7 +144,7 @@ def _stream(args, store, fmt, feed):
           f"seconds {summary.seconds:.2f}")
 
 
-STALLED = ("  STALLED: its follower stopped beating; traces of its lines wait until one runs "
+STALLED = ("  STALLED: its follower stopped; traces of its lines wait until one runs "
            "again (or: cdrtrace feeds --detach FEED --operator NAME, if it is gone for good)")
 AHEAD = ("  AHEAD OF THE CLOCK: its zone (--tz) or its switch's clock is wrong, and its "
          "lines' traces are untraceable")

@@ -144,7 +144,7 @@ def follow(store, path: str, fmt: str | Format | None = None, *, zone=None, coun
         finally:
             if generation is not None:
                 generation.handle.close()
-            live.close()
+            live.close(stopped=stop.is_set())
     return live.summary
 
 
@@ -244,5 +244,5 @@ def stream_stdin(store, fmt: str | Format | None = None, *, zone=None, country_c
             live.failed = True       # nothing half-processed commits
             raise
         finally:
-            live.close()
+            live.close(stopped=stop.is_set())
     return live.summary

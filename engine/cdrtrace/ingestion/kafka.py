@@ -143,8 +143,8 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
                 store.catalog.save_position(txn, part.key, Position(
                     part.source, part.next, max(part.parser.record, part.skip_until), part.mark))
 
-    def commit(detach=False, wait=False):
-        live.commit(detach=detach, extra=save_offsets)
+    def commit(detach=False, wait=False, stopped=False):
+        live.commit(detach=detach, extra=save_offsets, stopped=stopped)
         done = [TopicPartition(t, p, part.next) for (t, p), part in partitions.items() if part.dirty]
         for part in partitions.values():
             part.dirty = False
@@ -235,7 +235,8 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
                 if live.failed:
                     live.abandon()
                 else:
-                    commit(detach=True, wait=True)   # before close: the group sees the last offsets
+                    # before close: the group sees the last offsets
+                    commit(detach=not stop.is_set(), wait=True, stopped=stop.is_set())
                     live.finish()
             finally:
                 consumer.close()

@@ -276,7 +276,7 @@ class LiveFeed:
         self.archive_mark = ArchiveMark(self.parser.offset, self.parser.record, self.archiver.files)
         self.archived_at = time.monotonic()
 
-    def commit(self, detach: bool = False, extra=None) -> None:
+    def commit(self, detach: bool = False, extra=None, stopped: bool = False) -> None:
         """One write transaction: the waiting records, the feed's counters, the source's
         position (extra(txn) for a source that keeps its own), the heartbeat. The archive
         is written first when due (always on detach), and where it is complete commits
@@ -285,13 +285,13 @@ class LiveFeed:
         if self.failed:
             raise RuntimeError("a failed live feed commits nothing more")
         try:
-            self._commit(detach, extra)
+            self._commit(detach, extra, stopped)
         except BaseException:
             self.failed = True
             raise
 
-    def _commit(self, detach: bool, extra) -> None:
-        if detach or self.archive_due():
+    def _commit(self, detach: bool, extra, stopped: bool) -> None:
+        if detach or stopped or self.archive_due():
             self.flush_archive()
         store, position, checkpoint = self.store, self.pending.position, self.checkpoint
         mark = self.archive_mark
@@ -311,7 +311,7 @@ class LiveFeed:
             else:
                 store.liveness.heartbeat(txn, self.feed_id, idle_seen_us=self.idle_seen_us,
                                          delay_us=max(self.delay_us, self.late_us),
-                                         served=self.served, source=self.name)
+                                         served=self.served, source=self.name, stopped=stopped)
         self.summary.indexed += self.pending.commit(finish)
         if learned is not None:
             self.late_said = learned
@@ -320,7 +320,7 @@ class LiveFeed:
         self.first_waiting = None
         self.last_commit = time.monotonic()
         self.summary.resolved += len(store.resolve_pending())
-        if not detach:       # the last commit is logged by finish
+        if not (detach or stopped):       # the last commit is logged by finish
             self.maybe_log()
 
     def maybe_log(self, force: bool = False) -> None:
@@ -340,23 +340,27 @@ class LiveFeed:
                         "untraceable", self.label, -feed["lag_seconds"])
         self.last_log, self.logged_records = now, self.summary.records
 
-    def close(self) -> StreamSummary:
-        """Commit what waits and detach: the feed's data is complete as ingested. A feed
-        that failed (an error while reading, parsing or committing) commits nothing: it
-        only detaches, and a restart reads again from the last committed position."""
+    def close(self, stopped: bool = False) -> StreamSummary:
+        """Commit what waits. A source that ended (ended, not stopped) detaches: the feed's
+        data is complete as ingested. A follower stopped while its switch goes on
+        writing (stopped: a signal) leaves its feed attached and stalled: traces of its
+        lines wait for the next follower (a restart), or for an operator to detach the
+        feed. A feed that failed (an error while reading, parsing or committing) commits
+        nothing and stalls likewise; a restart reads again from the last committed
+        position."""
         if self.failed:
             return self.abandon()
-        self.commit(detach=True)
+        self.commit(detach=not stopped, stopped=stopped)
         return self.finish()
 
     def abandon(self) -> StreamSummary:
-        """Detach without committing anything of what waits (best effort: the heartbeat
-        goes stale anyway if the store cannot be written)."""
+        """Stall the feed without committing anything of what waits (best effort: the
+        heartbeat goes stale anyway if the store cannot be written)."""
         self.failed = True
         try:
-            self.store.envs.write(lambda txn: self.store.liveness.detach(txn, self.feed_id))
+            self.store.envs.write(lambda txn: self.store.liveness.halt(txn, self.feed_id))
         except Exception as exc:   # noqa: BLE001 - already failing: the original error wins
-            log.warning("%s: could not detach the failed feed: %s", self.label, exc)
+            log.warning("%s: could not mark the failed feed stalled: %s", self.label, exc)
         return self.finish()
 
     def finish(self) -> StreamSummary:

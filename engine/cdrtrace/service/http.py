@@ -80,7 +80,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
     rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
     lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
-    stalled = Gauge("cdrtrace_feed_stalled", "1: its follower died, traces pend", ["feed"], registry=registry)
+    stalled = Gauge("cdrtrace_feed_stalled", "1: its follower stopped, traces pend", ["feed"], registry=registry)
     app.state.workers = counted(registry, [traces, SharedCommits(store), refusals])
     registry.register(TokenExpiry(store))
     app.state.observe, app.state.refused = traces.observe, refusals.count

@@ -231,8 +231,9 @@ class FeedStats(Open):
     feed_id: int
     live: bool
     stalled: bool = Field(description=(
-        "its follower stopped beating without detaching (it died): not live, and traces of "
-        "its lines wait for it until a follower runs again or an operator detaches it"))
+        "its follower was stopped, failed or died while its source goes on: not live, and "
+        "traces of its lines wait for it until a follower runs again or an operator "
+        "detaches it"))
     source: str | None
     records: int
     records_per_second: float | None

@@ -44,22 +44,34 @@ class Liveness:
         self.db = envs.db
 
     def heartbeat(self, txn: Any, feed: int, *, idle_seen_us: int | None, delay_us: int,
-                  served: tuple | list = (), source: str = "") -> None:
+                  served: tuple | list = (), source: str = "", stopped: bool = False) -> None:
         """Inside a live ingest's commit: the feed is attached. Its watermark is the newest
         call start ingested or, once its source was seen idle at its end, that moment
-        minus the feed's CDR delay, whichever is later."""
+        minus the feed's CDR delay, whichever is later. stopped: the follower's last
+        commit before it stops while its source goes on (a signal): the feed stays
+        attached, stalled at once (attached)."""
         key = f"live:{feed}".encode()
         old = json.loads(txn.get(key, b"{}", db=self.db["meta"]))
         idle = max(idle_seen_us or 0,
                    old.get("idle_seen_us", 0) if old.get("pid") == os.getpid() else 0)
         txn.put(key, json.dumps({
             "pid": os.getpid(), "heartbeat_us": time.time_ns() // 1000, "idle_seen_us": idle,
-            "delay_us": delay_us, "served": list(served), "source": source}).encode(),
-            db=self.db["meta"])
+            "delay_us": delay_us, "served": list(served), "source": source,
+            "stopped": stopped}).encode(), db=self.db["meta"])
+
+    def halt(self, txn: Any, feed: int) -> None:
+        """A failed follower's feed: attached still (its switch goes on writing), stalled
+        at once; nothing else of it changes."""
+        key = f"live:{feed}".encode()
+        old = txn.get(key, db=self.db["meta"])
+        if old is not None:
+            txn.put(key, json.dumps({**json.loads(old), "stopped": True}).encode(),
+                    db=self.db["meta"])
 
     def detach(self, txn: Any, feed: int) -> None:
-        """Inside the live ingest's last commit: the feed is no longer live (its data is
-        complete as ingested; traces no longer wait for it)."""
+        """Inside the live ingest's last commit, when its source ended (a pipe closed, a
+        file or topic idle for --until-idle): the feed is no longer live, its data is
+        complete as ingested, and traces no longer wait for it."""
         txn.delete(f"live:{feed}".encode(), db=self.db["meta"])
 
     def retire(self, feed: int | None, name: str) -> None:
@@ -71,7 +83,7 @@ class Liveness:
             raise NotFoundError(f"no feed named {name!r} is attached (cdrtrace stats lists them)")
         if not live["stalled"]:
             raise StoreError(f"feed {name!r} is live: its follower (process {live['pid']}) "
-                             "beats; stop it, and it detaches")
+                             "beats; stop it first")
         self.envs.write(lambda txn: self.detach(txn, feed))
 
     def learn(self, txn: Any, feed: int, delay_us: int, seen_us: int) -> None:
@@ -91,7 +103,9 @@ class Liveness:
         live ingest attached and did not detach. stalled: no heartbeat within LIVE_TIMEOUT
         (its follower died, or hangs): not live, and its data not complete either, as its
         switch goes on writing; traces wait for it as for a live one, until a follower
-        runs again or an operator detaches it (Store.detach_feed)."""
+        runs again or an operator detaches it (Store.detach_feed). A follower stopped
+        while its source goes on (a signal, a failure) leaves its feed stalled at once:
+        a restart's window is no different from a crash's."""
         if txn is None:
             with self.envs.read() as txn:
                 return self.attached(txn, now_us)
@@ -103,7 +117,8 @@ class Liveness:
                 if not key.startswith(b"live:"):
                     break
                 live = json.loads(value)
-                live["stalled"] = now_us - live["heartbeat_us"] > LIVE_TIMEOUT * 1e6
+                live["stalled"] = (live.get("stopped", False)
+                                   or now_us - live["heartbeat_us"] > LIVE_TIMEOUT * 1e6)
                 feed = int(key[5:])
                 stats = json.loads(txn.get(f"feedstats:{feed}".encode(), b"{}", db=self.db["meta"]))
                 idle_mark = live["idle_seen_us"] - live["delay_us"] if live["idle_seen_us"] else 0
