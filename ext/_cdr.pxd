@@ -60,6 +60,21 @@ cdef packed struct Entry:
     uint8_t flags   # bit0 answered, bit1 forwarded, bits2-3 role, bits4-7 disposition
 
 
+# How far apart legs of one call may start. A switch reuses its call ids (CUCM's are
+# unique "at least for some days", 4.x's reused under heavy traffic): records with one
+# call id that start further apart are two calls.
+cdef enum:
+    CALL_SPAN_S = 86400
+
+
+cdef inline bint one_call(const Entry* a, const Entry* b) noexcept nogil:
+    """a and b are legs of one call (or one record twice): one call id, and starts at
+    most CALL_SPAN_S apart."""
+    cdef int64_t apart = a.start_us - b.start_us
+    return a.call_id == b.call_id and -CALL_SPAN_S * <int64_t>1000000 <= apart \
+        <= CALL_SPAN_S * <int64_t>1000000
+
+
 cdef inline tuple field_types(dict all_ones, dict sevens):
     """(name, numpy type string) per field of a struct, in declaration order, from two
     copies of it coerced to dicts: one with every byte 0xFF (signed fields read -1),

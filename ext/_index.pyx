@@ -4,8 +4,9 @@
 A value is the concatenation of up to `keep` Entry structs (40 bytes each), newest
 first. The merge is a union by call id, ordered by a total order (start desc, call id
 desc, then the remaining bytes), cut to `keep`. Entries with one call id are legs of one
-call (or the same record again) and merge into one: the earliest leg speaks for it, it
-is answered if any leg was. Within a batch the result does not depend on the order of
+call (or the same record again) and merge into one, if they start at most a day apart
+(one_call: a switch reuses its ids): the earliest leg speaks for it, it is answered if
+any leg was. Within a batch the result does not depend on the order of
 its records, and a record given again changes nothing: ingest is idempotent. Across
 batches one case depends on order: a call whose earliest leg arrives in a later batch
 moves down, and a call the stored value no longer holds (pushed out by the call's later
@@ -13,13 +14,14 @@ leg) cannot take its place (docs/trace-rules.md).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort, realloc
 from libc.string cimport memcpy, memcmp, memset
 
-from _cdr cimport DISP_ANSWERED_ELSEWHERE, Entry, field_types, key_bytes
+from _cdr cimport CALL_SPAN_S, DISP_ANSWERED_ELSEWHERE, Entry, field_types, key_bytes, one_call
 
 DEF_KEEP = 4
+CALL_SPAN_US = <int64_t>CALL_SPAN_S * 1_000_000   # legs of one call start at most this far apart
 ENTRY_BYTES = sizeof(Entry)
 
 
@@ -78,12 +80,12 @@ cdef inline uint8_t merge_flags(uint8_t a, uint8_t b) noexcept nogil:
 
 
 cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept nogil:
-    """Insert e into top (sorted, unique call ids, at most keep); a call already there
-    (another leg, or the same record again) is merged with it."""
+    """Insert e into top (sorted, one entry per call, at most keep); a call already there
+    (another leg, or the same record again: one_call) is merged with it."""
     cdef int i, pos
     cdef Entry merged
     for i in range(n[0]):
-        if top[i].call_id == e.call_id:
+        if one_call(&top[i], e):
             merged = top[i] if primary_leg(&top[i], e) else e[0]
             merged.flags = merge_flags(top[i].flags, e.flags)
             while i + 1 < n[0]:     # take it out; it goes back in at its place
@@ -107,8 +109,12 @@ cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept no
 
 
 cdef int by_call(const void* a, const void* b) noexcept nogil:
+    """By call id, then start: a call's legs side by side, its earliest first."""
     cdef uint64_t x = (<const Entry*>a).call_id, y = (<const Entry*>b).call_id
-    return (x > y) - (x < y)
+    cdef int64_t s = (<const Entry*>a).start_us, t = (<const Entry*>b).start_us
+    if x != y:
+        return (x > y) - (x < y)
+    return (s > t) - (s < t)
 
 
 cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entry* fresh,
@@ -129,7 +135,7 @@ cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entr
     if m > 1:
         qsort(fresh, m, sizeof(Entry), by_call)
     for j in range(m):              # legs of one call: one entry
-        if k and fresh[k - 1].call_id == fresh[j].call_id:
+        if k and one_call(&fresh[k - 1], &fresh[j]):
             merged = fresh[k - 1] if primary_leg(&fresh[k - 1], &fresh[j]) else fresh[j]
             merged.flags = merge_flags(fresh[k - 1].flags, fresh[j].flags)
             fresh[k - 1] = merged
@@ -139,7 +145,7 @@ cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entr
     for j in range(k):              # calls already stored first: they may move down, not out
         stored = False
         for i in range(count):
-            stored = stored or top[i].call_id == fresh[j].call_id
+            stored = stored or one_call(&top[i], &fresh[j])
         if stored:
             offer(top, &count, keep, &fresh[j])
         else:

@@ -331,6 +331,32 @@ def test_legs_merge_before_calls_compete_for_the_places():
                 assert merged[1]["flags"] & 1               # answered: one of X's legs was
 
 
+def test_a_reused_call_id_is_two_calls_in_every_order():
+    """Records of one call id starting more than a day apart are two calls (a switch
+    reuses its ids), each merged from its own legs: the call at 0, and the one three days
+    later with its second leg 20 s on, whatever the order (docs/trace-rules.md)."""
+    import itertools
+
+    day = 86_400 * 1_000_000
+    assert _index.CALL_SPAN_US == day
+    legs = [(1, 0, 7, 0), (1, 3 * day, 7, 0), (1, 3 * day + 20_000_000, 7, 1), (1, day, 8, 0),
+            (1, 2 * day, 8, 0)]                  # 8: legs a day apart, to the microsecond
+    for perm in itertools.permutations(legs):
+        lines, e = entries_from(*zip(*perm, strict=True), ordered=True)
+        merged = np.frombuffer(b"".join(v for _, v in _index.merge(lines, rows(e), None, None, 4)),
+                               index.ENTRY_DTYPE)
+        assert [(int(x["start_us"]), int(x["call_id"]), int(x["flags"])) for x in merged] == [
+            (3 * day, 7, 1), (day, 8, 0), (0, 7, 0)], perm
+    hour = day // 24      # a chain: 20 h within a day of 0 and of 30 h, 30 h not of 0
+    chain = [(1, 0, 9, 0), (1, 20 * hour, 9, 1), (1, 30 * hour, 9, 0)]
+    for perm in itertools.permutations(chain):
+        lines, e = entries_from(*zip(*perm, strict=True), ordered=True)
+        merged = np.frombuffer(b"".join(v for _, v in _index.merge(lines, rows(e), None, None, 4)),
+                               index.ENTRY_DTYPE)
+        assert [(int(x["start_us"]), int(x["flags"])) for x in merged] == [
+            (30 * hour, 0), (0, 1)], perm          # the earliest leg's call takes the next
+
+
 @settings(max_examples=60, deadline=None)
 @given(drawn=batch, keep=st.integers(1, 6), shuffle=st.randoms(use_true_random=False))
 def test_a_batch_in_any_order_gives_the_same_index(tmp_path_factory, drawn, keep, shuffle):

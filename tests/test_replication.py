@@ -171,6 +171,38 @@ def test_a_record_sent_twice_is_applied_once(topic, tmp_path, calls_file):
     b.close()
 
 
+def test_a_record_of_a_call_that_reused_an_id_replaces_the_older_calls_mark(topic, tmp_path,
+                                                                           calls_file, caplog):
+    """A switch reused a call id three days later (CUCM's are unique only for some days).
+    Replica b traced the older call; a traced the new one. Applied on b, a's record is
+    the new call's mark there (no clash: two calls), and b's next trace of the new call
+    is already_traced after a's."""
+    url, _ = topic
+    reused = tmp_path / "reused.csv"
+    reused.write_bytes(b"".join(
+        cdr(src=caller, dst="3035550009", start=f"2026-03-0{day} 10:00:00", answer="",
+            end=f"2026-03-0{day} 10:00:00", disposition="NO ANSWER", uniqueid="r1") + b"\n"
+        for caller, day in (("2125550109", 2), ("2125550108", 5))))
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    for store in (a, b):
+        cdrtrace.ingest(store, [str(reused)])
+    assert b.trace("3035550009", at="2026-03-03T10:00:00Z").successful      # the older call
+    newer = a.trace("3035550009", at="2026-03-05T11:00:00Z")
+    assert newer.successful
+    event = json.loads(outbox_event(a))
+    with caplog.at_level(logging.WARNING, logger="cdrtrace"):
+        assert b.envs.ewrite(lambda txn: replication.apply(txn, b.envs.db, event))
+    assert not any("both named one call" in r.getMessage() for r in caplog.records)
+    again = b.trace("3035550009", at="2026-03-05T11:00:00Z")
+    assert again.outcome.value == "already_traced"
+    (record,) = [r for r in b.trace_records("3035550009", analyst="ann")
+                 if r["trace_id"] == again.trace_id]
+    assert record["original_trace"] == newer.trace_id
+    a.close()
+    b.close()
+
+
 def test_replicas_give_an_origin_one_label_and_keep_the_first_trace_of_a_call(
         topic, tmp_path, calls_file, caplog):
     """Caller A on one replica is Caller A on the other, whichever replica traced the

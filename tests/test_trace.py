@@ -525,3 +525,43 @@ def test_a_trace_with_an_activation_time_or_wait_of_another_kind_is_refused_unre
     with pytest.raises(cdrtrace.TraceError, match="activation time is|wait is seconds"):
         store.trace("3035550110", **given)
     assert store.trace_records(analyst="ann") == []
+
+
+@pytest.mark.parametrize("files", [1, 2])
+def test_a_call_id_the_switch_reused_days_later_is_another_call(store, tmp_path, files):
+    """CUCM's call ids are unique "at least for some days" (4.x reused them under heavy
+    traffic); records with one id are legs of one call only within a day of each other.
+    A call that reused the id of one the line received three days earlier merged into it:
+    the new call vanished, and the *57 named the older, innocent caller (success). Its
+    trace names the new call, which is not `already_traced` for the old call's trace;
+    a second *57 of the new call is."""
+    from test_formats import T0, cucm_file, cucm_row
+
+    later = T0 + 3 * 86_400
+    proof = cucm_row(5, T0 - 60, orig=16, dest=0, calling="7205550170",   # cleared: the flag
+                     original="7205550171", final="7205550171")
+    old = cucm_row(7, T0, T0 + 5, calling="3035550142", original=LINE, final=LINE)
+    new = cucm_row(7, later, later + 5, calling="3035550199", original=LINE, final=LINE)
+    new_leg = cucm_row(7, later + 20, later + 25, calling="3035550199", original=LINE,
+                       final=LINE)                    # its second leg, written first
+    legs = [cucm_row(8, t, t + 5, calling="3035550142", original="3035550188",
+                     final="3035550188") for t in (later + 3600, later + 3600 + 86_399)]
+    if files == 1:
+        cdrtrace.ingest(store, [cucm_file(tmp_path, [proof, new_leg, old, new] + legs)],
+                        fmt="cucm")
+    else:     # the new call and the later leg merged into what the store holds
+        for part, batch in enumerate(([proof, old, legs[0]], [new_leg, new, legs[1]])):
+            (tmp_path / str(part)).mkdir()
+            cdrtrace.ingest(store, [cucm_file(tmp_path / str(part), batch)], fmt="cucm")
+    utc = timezones.format_utc
+    assert [c["start"] for c in store.last_calls(LINE, analyst="cic")] == [
+        utc(later * 1_000_000), utc(T0 * 1_000_000)]
+    assert len(store.last_calls("3035550188", analyst="cic")) == 1   # within a day: one call
+    first = store.trace(LINE, at=utc((T0 + 60) * 1_000_000))
+    assert first.outcome is Outcome.SUCCESS
+    second = store.trace(LINE, at=utc((later + 60) * 1_000_000))
+    assert second.outcome is Outcome.SUCCESS
+    named = {r["trace_id"]: r["call"]["calling"] for r in store.trace_records(LINE, analyst="cic")}
+    assert (named[first.trace_id], named[second.trace_id]) == ("+13035550142", "+13035550199")
+    again = store.trace(LINE, at=utc((later + 120) * 1_000_000))
+    assert again.outcome is Outcome.ALREADY_TRACED

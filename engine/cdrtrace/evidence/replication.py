@@ -36,12 +36,13 @@ import urllib.parse
 from typing import Any
 
 from ..errors import ConfigError
-from . import pseudonyms
+from . import marks, pseudonyms
 from . import rows as trace_rows
+from .marks import CALL_MARK
 
 log = logging.getLogger("cdrtrace.replication")
 VERSION = 1
-TRACE_MARK, CALL_MARK = b"t", b"c"
+TRACE_MARK = b"t"
 OFFSET = b"offset:"          # + partition number (4 bytes): the next offset to apply
 SIGNATURE = "cdrtrace-hmac"  # the message header holding the record's HMAC-SHA256 (hex)
 
@@ -124,8 +125,8 @@ def apply(txn: Any, db: dict, event: dict) -> bool:
         txn.put(key + TRACE_MARK + u64(number), b"", db=db["by_line"])
     if record["outcome"] == "success" and event["call_id"] is not None:
         mark = key + CALL_MARK + u64(int(event["call_id"]))
-        first = txn.get(mark, db=db["by_line"])
-        if first is None:
+        first = marks.traced_as(txn, db, key, int(event["call_id"]), record["call"]["start_us"])
+        if first is None:      # (or a mark of another call with a reused id: replaced)
             txn.put(mark, record["trace_id"].encode(), db=db["by_line"])
         elif first.decode() != record["trace_id"]:
             log.warning("replication: %s and %s both named one call as traced (answered by "

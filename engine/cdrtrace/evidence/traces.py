@@ -30,14 +30,15 @@ from ..store.catalog import Catalog
 from ..store.environments import Environments
 from ..store.liveness import Liveness
 from ..store.lookup import Lookup
-from . import _trace, pseudonyms, replication
+from . import _trace, marks, pseudonyms, replication
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
+from .marks import CALL_MARK
 from .outcomes import Outcome, TraceResult, call_time, outcome_for, untraceable_reason
 
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
-TRACE_MARK, CALL_MARK = b"t", b"c"
+TRACE_MARK = b"t"
 _FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
 _START = _FIELDS.index("start_us")
 _NativeTxn = index._index.Txn
@@ -313,7 +314,7 @@ class Tracer:
             return Outcome.UNTRACEABLE, view, e, None
         original = None
         if outcome is Outcome.SUCCESS:
-            original = txn.get(key + CALL_MARK + u64(e["call_id"]), db=self.db["by_line"])
+            original = marks.traced_as(txn, self.db, key, e["call_id"], e["start_us"])
             if original is not None:
                 outcome = Outcome.ALREADY_TRACED
         return outcome, view, e, original

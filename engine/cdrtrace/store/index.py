@@ -68,6 +68,7 @@ check_native(_index)
 
 
 line_key = _index.line_key    # a line's key: the packed number, 8 bytes big-endian
+CALL_SPAN_US = _index.CALL_SPAN_US   # records of one call id further apart are two calls
 
 
 def decode(value: bytes | None) -> np.ndarray:
