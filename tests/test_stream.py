@@ -643,7 +643,8 @@ def test_cli_follow_stops_cleanly_on_sigterm_and_trace_waits(tmp_path):
     summary = json.loads(out)
     assert summary["records"] == 2 and summary["resolved"] == 1
     assert "follow" in err and "records" in err          # the interval log, on stderr
-    assert not store.live_feeds()
+    assert "its feed stays attached (stalled)" in err     # a restart's window: traces wait
+    assert not store.live_feeds() and store.stats()["feeds"][0]["stalled"]
     assert store.status("7205550100").traces[0]["outcome"] == "success"
     store.close()
 

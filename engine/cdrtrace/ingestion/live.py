@@ -341,16 +341,20 @@ class LiveFeed:
         self.last_log, self.logged_records = now, self.summary.records
 
     def close(self, stopped: bool = False) -> StreamSummary:
-        """Commit what waits. A source that ended (ended, not stopped) detaches: the feed's
-        data is complete as ingested. A follower stopped while its switch goes on
-        writing (stopped: a signal) leaves its feed attached and stalled: traces of its
-        lines wait for the next follower (a restart), or for an operator to detach the
-        feed. A feed that failed (an error while reading, parsing or committing) commits
-        nothing and stalls likewise; a restart reads again from the last committed
-        position."""
+        """Commit what waits. If the source ended (a pipe closed, idle for --until-idle),
+        the feed detaches: its data is complete as ingested. A follower stopped while its
+        switch goes on writing (stopped: a signal) leaves its feed attached and stalled:
+        traces of its lines wait for the next follower (a restart), or for an operator
+        to detach the feed. A feed that failed (an error while reading, parsing or
+        committing) commits nothing and stalls likewise; a restart reads again from the
+        last committed position."""
         if self.failed:
             return self.abandon()
         self.commit(detach=not stopped, stopped=stopped)
+        if stopped:
+            log.info("%s: stopped; its feed stays attached (stalled): traces of its lines "
+                     "wait for the next follower (or: cdrtrace feeds --detach FEED "
+                     "--operator NAME, if the feed is retired)", self.label)
         return self.finish()
 
     def abandon(self) -> StreamSummary:
