@@ -88,7 +88,10 @@ def synthetic_traces(count: int, seed: int = 57) -> np.ndarray:
 def pandas_repeat_origins(frame):
     """The repeat-origins report as a pandas group-by (the peer)."""
     ok = frame[frame["outcome"] == 1]
+    # a call is its id and its start; as one 64-bit value (the id is a 64-bit hash, so two
+    # calls share it with odds of 2^-64), nunique stays the fastest pandas has
+    ok = ok.assign(call=ok["call_id"].to_numpy() ^ ok["call_start_us"].to_numpy().astype(np.uint64))
     grouped = ok.groupby(["line", "origin"]).agg(
-        traced=("call_id", "nunique"), first=("call_start_us", "min"),
+        traced=("call", "nunique"), first=("call_start_us", "min"),
         last=("call_start_us", "max")).reset_index()
     return grouped[grouped["traced"] >= 2]

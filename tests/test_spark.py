@@ -93,7 +93,8 @@ def test_repeat_and_hot_origins_on_spark_equal_the_rules_and_duckdb(traced, spar
     expected: dict[tuple, set] = {}
     for r in store.trace_records(analyst="ann"):
         if r["outcome"] == "success":
-            expected.setdefault((r["line"], r["call"]["calling"]), set()).add(r["call"]["call_id"])
+            expected.setdefault((r["line"], r["call"]["calling"]), set()).add(
+                (r["call"]["call_id"], r["call"]["start_us"]))     # a call: its id and start
     threshold = store.config["threshold"]
     duck = analytics.repeat_origins(pq.read_table(out), threshold, 2)
     on_spark = spark_reports.repeat_origins(spark, str(out), threshold, 2).collect()
@@ -143,3 +144,23 @@ def test_the_spark_job_prints_the_report_as_json_lines(traced, tmp_path):
     duck = analytics.repeat_origins(pq.read_table(out), 3, 2)
     assert [(r["line"], r["origin"], r["traced_calls"]) for r in rows] == [
         (r["line"], r["origin"], r["traced_calls"]) for r in duck.to_pylist()]
+
+
+def test_a_call_id_reused_days_later_counts_as_another_call_on_spark(spark, tmp_path):
+    """Three calls from one origin to one line, a switch's call id reused for each, three
+    days apart: three traced calls, eligible, on Spark as on DuckDB (docs/trace-rules.md)."""
+    from cdrtrace.evidence import rows as trace_rows
+    from cdrtrace.reports import spark as spark_reports
+
+    rows = np.zeros(3, trace_rows.ROW_DTYPE)
+    rows["trace"] = [1, 2, 3]
+    rows["line"], rows["origin"], rows["call_id"], rows["outcome"] = 5, 9, 7, 1
+    rows["call_start_us"] = [1772409600 * 10**6 + k * 3 * 86_400 * 10**6 for k in range(3)]
+    path = tmp_path / "traces.parquet"
+    pq.write_table(trace_rows.to_arrow(rows, analytics.REPEAT_COLUMNS), path)
+    (repeat,) = spark_reports.repeat_origins(spark, str(path), 3, 2).collect()
+    assert (repeat["traced_calls"], repeat["eligible"]) == (3, True)
+    (hot,) = spark_reports.hot_origins(spark, str(path), 1).collect()
+    assert hot["traced_calls"] == 3
+    assert [tuple(r) for r in spark_reports.repeat_origins(spark, str(path), 3, 2).collect()] \
+        == _rows(analytics.repeat_origins(pq.read_table(path), 3, 2))

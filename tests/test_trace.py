@@ -565,3 +565,26 @@ def test_a_call_id_the_switch_reused_days_later_is_another_call(store, tmp_path,
     assert (named[first.trace_id], named[second.trace_id]) == ("+13035550142", "+13035550199")
     again = store.trace(LINE, at=utc((later + 120) * 1_000_000))
     assert again.outcome is Outcome.ALREADY_TRACED
+
+
+def test_three_calls_from_one_caller_are_three_whatever_ids_the_switch_reused(store, tmp_path):
+    """A caller's calls are counted toward the customer's three as calls: a call id the
+    switch reused days later is another call (the customer's status, the CIC's report)."""
+    from test_formats import T0, cucm_file, cucm_row
+
+    from cdrtrace.reports import analytics
+
+    days = [T0 + k * 3 * 86_400 for k in range(3)]
+    rows = [cucm_row(5, T0 - 60, orig=16, dest=0, calling="7205550170",
+                     original="7205550171", final="7205550171")]
+    rows += [cucm_row(7, t, t + 5, calling="3035550142", original=LINE, final=LINE) for t in days]
+    cdrtrace.ingest(store, [cucm_file(tmp_path, rows)], fmt="cucm")
+    for t in days:
+        assert store.trace(LINE, at=timezones.format_utc((t + 60) * 1_000_000)).successful
+    (progress,) = store.status(LINE).progress
+    assert (progress.traced_calls, progress.eligible_for_action) == (3, True)
+    table = store.trace_columns(analyst="cic", columns=analytics.REPEAT_COLUMNS)
+    (row,) = analytics.repeat_origins(table, 3, 2).to_pylist()
+    assert (row["traced_calls"], row["eligible"]) == (3, True)
+    (hot,) = analytics.hot_origins(table, 1).to_pylist()
+    assert hot["traced_calls"] == 3

@@ -160,11 +160,11 @@ def customer_status(line: str, records: list[dict], threshold: int, labels: dict
         "call_time": call_time(r.get("call")),
         "outcome": r["outcome"],
     } for r in records)
-    per_origin: dict[str, dict[str, int]] = {}
+    per_origin: dict[str, dict[tuple[str, int], int]] = {}
     for r in records:
-        if r["outcome"] == Outcome.SUCCESS.value:
-            calls = per_origin.setdefault(r["call"]["calling"], {})
-            calls[r["call"]["call_id"]] = r["call"]["start_us"]
+        if r["outcome"] == Outcome.SUCCESS.value:    # a call: its id and start (ids recur)
+            call = r["call"]["call_id"], r["call"]["start_us"]
+            per_origin.setdefault(r["call"]["calling"], {})[call] = r["call"]["start_us"]
     order = list(labels)
     requests = requests or {}
     progress = tuple(

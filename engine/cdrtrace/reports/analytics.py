@@ -45,13 +45,14 @@ def _connect(table, name: str = "traces"):
 
 def repeat_origins(traces: pa.Table, threshold: int = 3, min_calls: int = 2) -> pa.Table:
     """Per (line, origin) traced at least min_calls times: distinct successfully traced
-    calls, first and last call, eligible (at least threshold)."""
+    calls (a call: its id and start, as a switch reuses ids), first and last call,
+    eligible (at least threshold)."""
     return _connect(traces).sql("""
         WITH grouped AS (
-            SELECT line, origin, count(DISTINCT call_id) AS traced_calls,
+            SELECT line, origin, count(DISTINCT (call_id, call_start_us)) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
             FROM traces WHERE outcome = 1 GROUP BY line, origin
-            HAVING count(DISTINCT call_id) >= $min_calls)
+            HAVING count(DISTINCT (call_id, call_start_us)) >= $min_calls)
         SELECT number_text(line) AS line, number_text(origin) AS origin, traced_calls,
                make_timestamp(first_us) AS first_call, make_timestamp(last_us) AS last_call,
                traced_calls >= $threshold AS eligible
@@ -65,7 +66,7 @@ def hot_origins(traces: pa.Table, min_lines: int = 2) -> pa.Table:
     return _connect(traces).sql("""
         WITH grouped AS (
             SELECT origin, count(DISTINCT line) AS lines,
-                   count(DISTINCT (line, call_id)) AS traced_calls,
+                   count(DISTINCT (line, call_id, call_start_us)) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
             FROM traces WHERE outcome = 1 GROUP BY origin HAVING count(DISTINCT line) >= ?)
         SELECT number_text(origin) AS origin, lines, traced_calls,

@@ -65,10 +65,10 @@ def repeat_origins(spark: Any, traces: str, threshold: int = 3, min_calls: int =
     spark.read.parquet(traces).createOrReplaceTempView("traces")
     return spark.sql(f"""
         WITH grouped AS (
-            SELECT line, origin, count(DISTINCT call_id) AS traced_calls,
+            SELECT line, origin, count(DISTINCT call_id, call_start_us) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
             FROM traces WHERE outcome = 1 GROUP BY line, origin
-            HAVING count(DISTINCT call_id) >= {int(min_calls)})
+            HAVING count(DISTINCT call_id, call_start_us) >= {int(min_calls)})
         SELECT {number_text('line')} AS line, {number_text('origin')} AS origin, traced_calls,
                {_time('first_us')} AS first_call, {_time('last_us')} AS last_call,
                traced_calls >= {int(threshold)} AS eligible
@@ -83,7 +83,7 @@ def hot_origins(spark: Any, traces: str, min_lines: int = 2) -> Any:
     return spark.sql(f"""
         WITH grouped AS (
             SELECT origin, count(DISTINCT line) AS lines,
-                   count(DISTINCT line, call_id) AS traced_calls,
+                   count(DISTINCT line, call_id, call_start_us) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
             FROM traces WHERE outcome = 1 GROUP BY origin
             HAVING count(DISTINCT line) >= {int(min_lines)})
