@@ -195,3 +195,126 @@ def test_a_consumer_is_idle_only_at_the_end_of_its_partitions(cluster, tmp_path)
     summary = kafka.consume(store, f"kafka://{address}/switch-f?group=idle-1", options=quick)
     assert (summary.records, summary.indexed) == (50, 50)
     store.close()
+
+
+def lagging(monkeypatch, first: int = 0) -> dict:
+    """Kafka consumers whose fetch of partition 1 stalls while state['hold']: its messages
+    from offset `first` on are held back, and its position is where they begin (as a
+    consumer that has not fetched them); released on the first poll after the hold."""
+    state = {"hold": False, "held": [], "first": first}
+
+    class Lagging(confluent_kafka.Consumer):
+        def consume(self, *args, **kwargs):
+            got = super().consume(*args, **kwargs)
+            out = []
+            for m in got:
+                (state["held"] if state["hold"] and m.error() is None and m.partition() == 1
+                 and m.offset() >= state["first"] else out).append(m)
+            if not state["hold"] and state["held"]:
+                out, state["held"] = state["held"] + out, []
+            return out
+
+        def position(self, partitions):
+            got = super().position(partitions)
+            for tp in got:
+                if tp.partition == 1 and state["held"]:
+                    tp.offset = min(m.offset() for m in state["held"])
+            return got
+
+    monkeypatch.setattr(confluent_kafka, "Consumer", Lagging)
+    return state
+
+
+@pytest.mark.parametrize("read_before", [True, False])
+def test_a_partition_that_lags_holds_the_watermark_of_its_feed(cluster, tmp_path, monkeypatch,
+                                                                read_before):
+    """Each partition is a stream of its own (a switch's, say). One whose fetch stalls
+    has calls in Kafka that nobody read; the newest call start read from another says
+    nothing of them. The feed's watermark was the newest start read from any partition:
+    a *57 activated after it was answered, naming the victim's call before the one still
+    held in the lagging partition. It is pending until that partition is read."""
+    from test_stream import stamp
+
+    address, producer = cluster
+    state = lagging(monkeypatch)
+    topic = f"switch-g{int(read_before)}"
+    produce(producer, topic, [record(4, start=stamp(-200), dst="7205550144")], partition=0)
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    stop = threading.Event()
+    options = StreamOptions(batch_ms=5, poll_ms=10, heartbeat_s=0.05, cdr_delay_s=0.5)
+    thread = threading.Thread(target=kafka.consume, args=(
+        store, f"kafka://{address}/{topic}?group={topic}"), kwargs=dict(options=options, stop=stop))
+    thread.start()
+    try:
+        if read_before:           # the lagging partition gave an older call of the line
+            produce(producer, topic, [record(1, start=stamp(-120), dst="7205550100")],
+                    partition=1)
+            wait_until(lambda: len(calls_to(store, "7205550100")) == 1, timeout=30)
+        state["hold"] = True
+        time.sleep(2)             # past what the feed had read: both partitions at their end
+        produce(producer, topic, [record(2, start=stamp(-1), dst="7205550100")], partition=1)
+        produce(producer, topic, [record(3, start=stamp(5), dst="7205550199")], partition=0)
+        wait_until(lambda: len(calls_to(store, "7205550199")) == 1 and state["held"], timeout=30)
+        time.sleep(1.5)           # commits go on; the *57 comes after the call that rang
+        pending = store.trace("7205550100", at=stamp(0))
+        assert pending.outcome.value == "pending"
+        state["hold"] = False                                  # the partition is read
+        wait_until(lambda: store.status("7205550100").traces[0]["outcome"] != "pending",
+                   timeout=30)
+        (traced,) = store.trace_records("7205550100", analyst="cic-1")
+        assert (traced["outcome"], traced["call"]["calling"]) == ("success", "+13035500002")
+    finally:
+        stop.set()
+        thread.join(30)
+        store.close()
+
+
+def feed_stats_raw(store) -> dict:
+    with store.envs.read() as txn:
+        return json.loads(txn.get(b"feedstats:0", db=store.envs.db["meta"]))
+
+
+def test_the_feed_watermark_is_the_least_of_what_its_partitions_read(cluster, tmp_path,
+                                                                     monkeypatch):
+    """While partition 1 lags (its first call read, its second not), the feed's calls are
+    read up to that first call's start, whatever partition 0 holds; a partition read to
+    its end counts as read up to now less the CDR delay (a switch may still hold records
+    back), never up to now."""
+    from test_stream import stamp
+
+    address, producer = cluster
+    state = lagging(monkeypatch, first=1)
+    state["hold"] = True
+    older = record(1, start=stamp(-120), dst="7205550100")
+    produce(producer, "switch-h", [older, record(2, start=stamp(-60), dst="7205550100")],
+            partition=1)
+    produce(producer, "switch-h", [record(3, start=stamp(-10), dst="7205550199")], partition=0)
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    stop = threading.Event()
+    options = StreamOptions(batch_ms=5, poll_ms=10, heartbeat_s=0.05, cdr_delay_s=0.5)
+    thread = threading.Thread(target=kafka.consume, args=(
+        store, f"kafka://{address}/switch-h?group=switch-h"), kwargs=dict(options=options,
+                                                                          stop=stop))
+    thread.start()
+    try:
+        wait_until(lambda: len(calls_to(store, "7205550199")) == 1 and state["held"]
+                   and len(calls_to(store, "7205550100")) == 1, timeout=30)
+        time.sleep(0.3)                                       # commits go on
+        first_start = int(calls_to(store, "7205550100")[0]["start_us"])
+        assert feed_stats_raw(store).get("watermark_us") == first_start
+        state["hold"] = False
+        wait_until(lambda: len(calls_to(store, "7205550100")) == 2, timeout=30)
+        time.sleep(2)
+        # partition 1 lags again past a call stamped 30 s ahead: partition 0, read to its
+        # end, bounds the watermark at now less the CDR delay
+        state["hold"], state["first"] = True, 3
+        produce(producer, "switch-h", [record(5, start=stamp(30), dst="7205550155"),
+                                       record(6, start=stamp(0), dst="7205550166")], partition=1)
+        wait_until(lambda: len(calls_to(store, "7205550155")) == 1 and state["held"], timeout=30)
+        time.sleep(0.3)                                       # commits go on
+        behind = time.time_ns() // 1000 - feed_stats_raw(store)["watermark_us"]
+        assert 400_000 <= behind < 1_500_000, behind     # and not held at what it read first
+    finally:
+        stop.set()
+        thread.join(30)
+        store.close()

@@ -68,6 +68,7 @@ class _Partition:
             self.source = store.catalog.register_source(name, None, None, live.form.name)
             self.next, record = None, 0  # type: ignore[assignment]  # set by its first message
         self.key, self.name = key, name
+        self.newest: int | None = None  # the newest call start read from it in this run
         self.parser = live.new_parser(None, 0, record)
         self.dirty = False
         self.archiver, self.mark = None, mark
@@ -144,6 +145,7 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
                     part.source, part.next, max(part.parser.record, part.skip_until), part.mark))
 
     def commit(detach=False, wait=False, stopped=False):
+        live.pending.newest = complete_to()
         live.commit(detach=detach, extra=save_offsets, stopped=stopped)
         done = [TopicPartition(t, p, part.next) for (t, p), part in partitions.items() if part.dirty]
         for part in partitions.values():
@@ -170,23 +172,42 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
         for tp in revoked:
             partitions.pop((tp.topic, tp.partition), None)
 
+    def at_end(topic: str, number: int, part: _Partition) -> bool:
+        """Has the partition been read to its end (the high watermark of the latest
+        fetch)? Until the first fetch answers, the end is unknown: not at it."""
+        tp = TopicPartition(topic, number)
+        low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0:
+            return False
+        at = consumer.position([tp])[0].offset
+        if at < 0:       # nothing read from it in this run
+            at = part.start if part.start is not None else low
+        return at >= high
+
     def caught_up() -> bool:
-        """Has every assigned partition been read to its end (the high watermark of the
-        latest fetch)? Until the first fetch answers, the end is unknown: not idle. (An
-        empty poll alone is no proof: after an assignment, fetching can take a second or
-        more, and a feed taken for idle would advance its watermark past calls it has not
-        read, and --until-idle would stop before reading them.)"""
+        """Has every assigned partition been read to its end? (An empty poll alone is no
+        proof: after an assignment, fetching can take a second or more, and a feed taken
+        for idle would advance its watermark past calls it has not read, and
+        --until-idle would stop before reading them.)"""
+        return all(at_end(t, n, p) for (t, n), p in list(partitions.items()))
+
+    def complete_to() -> int | None:
+        """The call start up to which the feed's calls are read, for the watermark a
+        commit may claim: the least, over its partitions, of the newest call start read
+        from each (or, for one read to its end, now less the feed's CDR delay). Each
+        partition is a stream of its own: the newest start of one says nothing of
+        another that lags (a partition of a slower switch, a fetch that stalls), whose
+        calls before it are unread. None while a partition has given nothing yet."""
+        now, bound = time.time_ns() // 1000, None
         for (topic, number), part in list(partitions.items()):
-            tp = TopicPartition(topic, number)
-            low, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
-                return False
-            at = consumer.position([tp])[0].offset
-            if at < 0:       # nothing read from it in this run
-                at = part.start if part.start is not None else low
-            if at < high:
-                return False
-        return True
+            if at_end(topic, number, part):
+                read = now - max(live.delay_us, live.late_us)
+            elif part.newest is None:
+                return None
+            else:
+                read = part.newest
+            bound = read if bound is None else min(bound, read)
+        return bound
 
     config = {"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False,
               "auto.offset.reset": "earliest", "enable.partition.eof": False, **extra,
@@ -296,6 +317,8 @@ def _feed_messages(live: LiveFeed, partitions: dict, messages) -> None:
         live.feed(b"".join(payloads), final=True,
                   offsets=lambda byte_offsets, s=starts, o=offsets:
                   o[np.searchsorted(s, byte_offsets, side="right") - 1])
+        if live.fed_newest is not None:
+            part.newest = max(part.newest or live.fed_newest, live.fed_newest)
         # read again for the archive: the committed offset never moves back
         part.next = max(part.next or 0, int(offsets[-1]) + 1)
         part.dirty = True

@@ -124,6 +124,7 @@ class LiveFeed:
         self.archived_at = time.monotonic()
         self.skip_until = -1        # records up to this number are archived, not indexed
         self.first_waiting: float | None = None   # when the oldest uncommitted record arrived
+        self.fed_newest: int | None = None      # the newest call start of the last feed()
         self.last_commit = 0.0
         self.idle_seen_us: int | None = None   # wall time the source was last seen idle at its end
         self.idle_since: float | None = None   # monotonic time it became idle (None: busy)
@@ -182,6 +183,7 @@ class LiveFeed:
         (Kafka message offsets)."""
         columns, bad, consumed = self.parser.feed(buffer, final)
         batch = CallBatch(columns, self.source)
+        self.fed_newest = int(columns["start_us"].max()) if len(batch) else None
         if self.at_tail and len(batch):
             self.note_lateness(columns)
         if self.archiver is not None:
