@@ -304,7 +304,7 @@ def test_the_feed_watermark_is_the_least_of_what_its_partitions_read(cluster, tm
         assert feed_stats_raw(store).get("watermark_us") == first_start
         state["hold"] = False
         wait_until(lambda: len(calls_to(store, "7205550100")) == 2, timeout=30)
-        time.sleep(2)
+        time.sleep(3)
         # partition 1 lags again past a call stamped 30 s ahead: partition 0, read to its
         # end, bounds the watermark at now less the CDR delay
         state["hold"], state["first"] = True, 3
@@ -313,7 +313,7 @@ def test_the_feed_watermark_is_the_least_of_what_its_partitions_read(cluster, tm
         wait_until(lambda: len(calls_to(store, "7205550155")) == 1 and state["held"], timeout=30)
         time.sleep(0.3)                                       # commits go on
         behind = time.time_ns() // 1000 - feed_stats_raw(store)["watermark_us"]
-        assert 400_000 <= behind < 1_500_000, behind     # and not held at what it read first
+        assert 400_000 <= behind < 2_500_000, behind     # and not held at what it read first
     finally:
         stop.set()
         thread.join(30)
