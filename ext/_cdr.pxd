@@ -67,12 +67,15 @@ cdef enum:
     CALL_SPAN_S = 86400
 
 
+cdef inline bint within_a_call(int64_t a_us, int64_t b_us) noexcept nogil:
+    """Two starts at most CALL_SPAN_S apart: legs of one call may start so."""
+    return -CALL_SPAN_S * <int64_t>1000000 <= a_us - b_us <= CALL_SPAN_S * <int64_t>1000000
+
+
 cdef inline bint one_call(const Entry* a, const Entry* b) noexcept nogil:
-    """a and b are legs of one call (or one record twice): one call id, and starts at
-    most CALL_SPAN_S apart."""
-    cdef int64_t apart = a.start_us - b.start_us
-    return a.call_id == b.call_id and -CALL_SPAN_S * <int64_t>1000000 <= apart \
-        <= CALL_SPAN_S * <int64_t>1000000
+    """a and b are legs of one call (or one record twice): one call id, and starts
+    within_a_call."""
+    return a.call_id == b.call_id and within_a_call(a.start_us, b.start_us)
 
 
 cdef inline tuple field_types(dict all_ones, dict sevens):

@@ -32,8 +32,8 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
-from _cdr cimport (CALL_SPAN_S, DISP_LATE_REFUSAL, DISP_UNKNOWN, DISP_UNREADABLE, PRES_UNAVAILABLE,
-                   Entry, key_bytes)
+from _cdr cimport (DISP_LATE_REFUSAL, DISP_UNKNOWN, DISP_UNREADABLE, PRES_UNAVAILABLE, Entry,
+                   key_bytes, within_a_call)
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -278,9 +278,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
             original = etxn.get(key + b"c" + key_bytes(e.call_id), None, by_line_db)
             if original is not None:     # its trace's call: this one, or one a day away
                 held = etxn.get(key_bytes(int(original[1:])), None, traces_db)  # (evidence.marks)
-                if held is None or -CALL_SPAN_S * <int64_t>1000000 <= \
-                        <int64_t>loads(held)["call"]["start_us"] - e.start_us \
-                        <= CALL_SPAN_S * <int64_t>1000000:
+                if held is None or within_a_call(loads(held)["call"]["start_us"], e.start_us):
                     code = CODE_ALREADY_TRACED
                 else:
                     original = None

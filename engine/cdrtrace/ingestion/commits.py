@@ -79,13 +79,16 @@ class Pending:
         at, self.count = self.count, self.count + n
         return self._room.take(at, n)
 
-    def note(self, batch, rejected: int) -> None:
-        """Count a parsed chunk toward the feed's statistics (committed with its pairs)."""
+    def note(self, batch, rejected: int) -> int | None:
+        """Count a parsed chunk toward the feed's statistics (committed with its pairs);
+        its newest call start (None: no call)."""
         self.records += len(batch) + rejected
         self.rejected += rejected
-        if len(batch):
-            newest = int(batch["start_us"].max())
-            self.newest = newest if self.newest is None else max(self.newest, newest)
+        if not len(batch):
+            return None
+        newest = int(batch["start_us"].max())
+        self.newest = newest if self.newest is None else max(self.newest, newest)
+        return newest
 
     def commit(self, finish=None) -> int:
         """Write the pending pairs in one transaction; finish(txn), if given, runs in it

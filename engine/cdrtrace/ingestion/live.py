@@ -183,7 +183,6 @@ class LiveFeed:
         (Kafka message offsets)."""
         columns, bad, consumed = self.parser.feed(buffer, final)
         batch = CallBatch(columns, self.source)
-        self.fed_newest = int(columns["start_us"].max()) if len(batch) else None
         if self.at_tail and len(batch):
             self.note_lateness(columns)
         if self.archiver is not None:
@@ -205,7 +204,7 @@ class LiveFeed:
         bad = self.pending.note_parsed(self.parser, bad, columns, self.source, self.served)
         if self.parser.record >= self.pending.position[1]:
             self.pending.position = (self.parser.offset, self.parser.record)
-        self.pending.note(batch, len(bad))
+        self.fed_newest = self.pending.note(batch, len(bad))
         self.rejects.write(self.name, bad, self.source)
         got = len(batch) + len(bad)
         self.summary.records += got
