@@ -1,5 +1,8 @@
-"""A line's call marks in `by_line`: key + CALL_MARK + the call's id -> the id of the
-trace that named the call (`success`). A second trace of that call is `already_traced`.
+"""A line's marks in `by_line`, beside its calls' entries (keys of 8 bytes, the line's):
+
+- key + TRACE_MARK + the trace's number -> b"": each trace of the line, in trace order;
+- key + CALL_MARK + the call's id -> the id of the trace that named the call (`success`).
+  A second trace of that call is `already_traced`.
 
 A switch reuses its call ids (CUCM's are unique "at least for some days"): a mark whose
 trace named a call that started more than CALL_SPAN_US from this one is another call's,
@@ -11,6 +14,7 @@ from typing import Any
 
 from ..store.index import CALL_SPAN_US
 
+TRACE_MARK = b"t"
 CALL_MARK = b"c"
 
 

@@ -38,11 +38,10 @@ from typing import Any
 from ..errors import ConfigError
 from . import marks, pseudonyms
 from . import rows as trace_rows
-from .marks import CALL_MARK
+from .marks import CALL_MARK, TRACE_MARK
 
 log = logging.getLogger("cdrtrace.replication")
 VERSION = 1
-TRACE_MARK = b"t"
 OFFSET = b"offset:"          # + partition number (4 bytes): the next offset to apply
 SIGNATURE = "cdrtrace-hmac"  # the message header holding the record's HMAC-SHA256 (hex)
 

@@ -14,7 +14,8 @@ from ..store import archive
 from ..store.environments import Environments
 from . import rows as trace_rows
 from .audit import AuditLog
-from .traces import CALL_MARK, TRACE_MARK, trace_id
+from .marks import CALL_MARK, TRACE_MARK
+from .traces import trace_id
 
 DAY_US = 86400 * 1_000_000
 MAX_DAYS = 36_500          # a century: a longer period means a mistyped one

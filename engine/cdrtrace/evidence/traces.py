@@ -33,12 +33,11 @@ from ..store.lookup import Lookup
 from . import _trace, marks, pseudonyms, replication
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
-from .marks import CALL_MARK
+from .marks import CALL_MARK, TRACE_MARK
 from .outcomes import Outcome, TraceResult, call_time, outcome_for, untraceable_reason
 
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
-TRACE_MARK = b"t"
 _FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
 _START = _FIELDS.index("start_us")
 _NativeTxn = index._index.Txn

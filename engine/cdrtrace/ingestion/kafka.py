@@ -145,7 +145,7 @@ def consume(store, url: str, fmt: str | Format | None = None, *, zone=None, coun
                     part.source, part.next, max(part.parser.record, part.skip_until), part.mark))
 
     def commit(detach=False, wait=False, stopped=False):
-        live.pending.newest = complete_to()
+        live.claim(complete_to())
         live.commit(detach=detach, extra=save_offsets, stopped=stopped)
         done = [TopicPartition(t, p, part.next) for (t, p), part in partitions.items() if part.dirty]
         for part in partitions.values():

@@ -277,6 +277,12 @@ class LiveFeed:
         self.archive_mark = ArchiveMark(self.parser.offset, self.parser.record, self.archiver.files)
         self.archived_at = time.monotonic()
 
+    def claim(self, newest: int | None) -> None:
+        """For a source of several streams (Kafka's partitions): the call start up to
+        which the next commit claims the feed's calls read (its watermark), in place of
+        the newest start pending (None: no claim)."""
+        self.pending.newest = newest
+
     def commit(self, detach: bool = False, extra=None, stopped: bool = False) -> None:
         """One write transaction: the waiting records, the feed's counters, the source's
         position (extra(txn) for a source that keeps its own), the heartbeat. The archive
