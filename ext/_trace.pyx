@@ -21,8 +21,8 @@ line with a call stamped after the activation of a trace on the service's clock
 before the activation stamped in an hour that daylight saving's end repeats, a call
 that ties with a call from another caller, an unreadable record, a call that may have
 rung (a late refusal, an unknown end: untraceable, with a reason), a call from a feed
-that may leave unanswered calls unlogged and had not shown it logs them (CUCM,
-Kamailio's transaction rows), a caller known by a SIP identity, or a presentation or
+that may leave a call that rang a line unlogged and had not shown it logs them (CUCM,
+Kamailio's transaction rows, FreeSWITCH's A legs alone), a caller known by a SIP identity, or a presentation or
 disposition it does not know. Everything else (pending traces, resolving them, a
 shard's replicas, traces recorded from CDRs) never comes here: Tracer.record decides
 that before calling.
@@ -112,26 +112,27 @@ cdef bint _in_a_repeated_hour(bytes folds, const Entry* entries, Py_ssize_t coun
 
 
 cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
-    """True if the call is from a source of a switch that may leave calls that never
-    connected unlogged, and its feed had shown none by the call (store.lookup.UNCONNECTED,
-    Lookup.unlogged_after: the reference writes why): the index's meta marks such
-    sources, and holds the earliest start the feed showed one at, as int64."""
+    """True if the call is from a source of a switch that may leave calls that rang a
+    line unlogged, and its feed had not shown it logs them by the call (store.lookup.
+    UNCONNECTED, Lookup.unlogged_after: the reference writes why): the index's meta marks
+    such sources with the suffix of their feed's mark, which holds the earliest start the
+    feed showed it at, as int64."""
     cdef unsigned char mark[23]
     memcpy(mark, b"unconnected-source/", 19)
     mark[19] = (e.source >> 24) & 0xFF
     mark[20] = (e.source >> 16) & 0xFF
     mark[21] = (e.source >> 8) & 0xFF
     mark[22] = e.source & 0xFF
-    if itxn.get(PyBytes_FromStringAndSize(<char*>mark, 23), None, meta_db) is None:
+    suffix = itxn.get(PyBytes_FromStringAndSize(<char*>mark, 23), None, meta_db)
+    if suffix is None:
         return False
     cdef unsigned char key[14]
     memcpy(key, b"unconnected/", 12)
     key[12] = (e.feed >> 8) & 0xFF
     key[13] = e.feed & 0xFF
-    cdef bytes held = itxn.get(PyBytes_FromStringAndSize(<char*>key, 14), None, meta_db)
-    if held is None:
-        return False
-    if len(held) != 8:
+    cdef bytes held = itxn.get(PyBytes_FromStringAndSize(<char*>key, 14) + bytes(suffix), None,
+                               meta_db)
+    if held is None or len(held) != 8:
         return True                          # not as the index writes it: the reference says
     cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(held)
     cdef uint64_t since = 0

@@ -89,6 +89,25 @@ def cdr_file(tmp_path, *records: bytes, name="Master.csv", end=b"\n") -> str:
     return str(path)
 
 
+# Both legs of a FreeSWITCH call (mod_cdr_csv with `legs` = `ab`) on 2023-01-01, before
+# the tests' calls: a DID's A leg whose bleg_uuid is the B leg to the phone it rang. A
+# FreeSWITCH feed is trusted from the first call it shows two legs of (tests/
+# test_freeswitch_legs.py); tests of other rules ingest this first, into the same feed.
+FS_TWO_LEGS = (
+    b'"Legs","7205559901","3035559901","public","2023-01-01 00:00:00","2023-01-01 00:00:04",'
+    b'"2023-01-01 00:01:00","60","56","NORMAL_CLEARING","legs-a","legs-b","","PCMU","PCMU"\n'
+    b'"Legs","7205559901","2999","default","2023-01-01 00:00:01","2023-01-01 00:00:04",'
+    b'"2023-01-01 00:01:00","59","56","NORMAL_CLEARING","legs-b","","","PCMU","PCMU"\n')
+
+
+def show_freeswitch_legs(store, tmp_path, **kwargs) -> None:
+    """Ingest FS_TWO_LEGS into the store (kwargs: its feed): FreeSWITCH calls after them
+    are no longer held for want of the feed showing it writes B legs."""
+    path = tmp_path / "two-legs.csv"
+    path.write_bytes(FS_TWO_LEGS)
+    cdrtrace.ingest(store, [str(path)], fmt="freeswitch", **kwargs)
+
+
 @pytest.fixture
 def store(tmp_path):
     s = cdrtrace.open(tmp_path / "store", create=True)

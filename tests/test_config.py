@@ -14,7 +14,7 @@ from cdrtrace import config, testing
 from cdrtrace.parsing import parsers
 from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.formats import Disposition, Presentation
-from conftest import cdr, parse_all
+from conftest import cdr, parse_all, show_freeswitch_legs
 
 ACME = """
 [dialects.acme]
@@ -163,6 +163,7 @@ columns = [{FS_15}, {FS_ALERTING[logs]}]
     assert got[1] == []
     (path := tmp_path / "cdr.csv").write_bytes(data)
     store = cdrtrace.open(tmp_path / "store", create=True)
+    show_freeswitch_legs(store, tmp_path)      # the feed writes B legs (same feed: held to it)
     cdrtrace.ingest(store, [str(path)], fmt=form)
     result = store.trace("3035550110", at="2026-03-02T14:32:00Z")
     return result.outcome.value, store.trace_records("3035550110", analyst="cic")[-1]

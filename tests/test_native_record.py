@@ -27,17 +27,22 @@ AHEAD = 4_102_444_800_000_000            # 2100-01-01: stamped after any trace i
 FOLDS = ((T0 - 10**12, T0 - 10**12 + 3_600_000_000, 3_600_000_000),
          (STARTS[3], STARTS[3] + 60_000_000, 3_600_000_000))
 EVIDENCE = ("traces", "emeta", "by_line", "pseudonyms", "trace_rows")
-# feeds whose switch may leave unanswered calls unlogged (lookup.UNCONNECTED): since when
-# each has shown it logs them; feed 1 has not yet. Only the calls of source 1 (such a
-# switch's) are held to it; source 99's are another format's under the same feeds
-UNLOGGED, UNLOGGED_SOURCE = {1: lookup.NEVER, 2: STARTS[2]}, 1
+# feeds whose switch may leave calls that rang unlogged (lookup.UNCONNECTED): since when
+# each has shown it logs them, by kind; feed 1 has not yet shown unconnected calls, feed 2
+# two legs. Only the calls of source 1 (CUCM's, say) and 2 (FreeSWITCH's) are held to
+# their kind's mark, and with none for their feed (feed 0's unconnected calls, feed 1's
+# legs: a store could not hold that) they are held still; source 99's are another
+# format's under the same feeds
+UNLOGGED = {1: lookup.NEVER, 2: STARTS[2]}
+LEGS_SHOWN = {0: STARTS[1], 2: lookup.NEVER}
+HELD = {1: (UNLOGGED, "cleared"), 2: (LEGS_SHOWN, "legs")}
 
 ENTRY = st.fixed_dictionaries({
     "start_us": st.sampled_from(STARTS) | st.just(AHEAD),
     "calling": st.sampled_from(CALLERS) | st.integers(0, 2**64 - 1),   # any packed value
     "call_id": st.integers(1, 6),
     "offset": st.integers(0, 10_000),
-    "source": st.sampled_from((1, 99)),               # 99: no source registered
+    "source": st.sampled_from((1, 2, 99)),            # 99: no source registered
     "feed": st.integers(0, 2),
     "presentation": st.sampled_from((0, 0, 1, 2, 3)) | st.integers(0, 255),   # 3-255: none known
     "flags": st.builds(lambda a, f, role, d: a | f << 1 | role << 2 | d << 4,
@@ -52,8 +57,9 @@ AT = st.sampled_from(STARTS[1:] + (STARTS[-1] + 1,) * 4)
 def store(tmp_path_factory):
     s = cdrtrace.open(tmp_path_factory.mktemp("native-record") / "s", create=True)
     with s.envs.env.begin(write=True) as w:
-        w.put((1).to_bytes(4, "big"), json.dumps({"name": "feed.csv"}).encode(),
-              db=s.envs.db["sources"])
+        for source, name in ((1, "feed.csv"), (2, "Master.csv")):
+            w.put(source.to_bytes(4, "big"), json.dumps({"name": name}).encode(),
+                  db=s.envs.db["sources"])
         for feed, start, call_id, found in ((0, STARTS[1] - 5, 9, True), (1, STARTS[2] + 7, 9, False)):
             w.put(salvage.log_key(feed, start, call_id),
                   json.dumps({"line_found": found, "offset": 1}).encode(),
@@ -64,9 +70,10 @@ def store(tmp_path_factory):
         w.put(b"directory_import", b"3", db=s.envs.db["emeta"])
     with s.envs.env.begin(write=True) as w:
         w.put(lookup.FOLDS, np.array(FOLDS, np.int64).tobytes(), db=s.envs.db["meta"])
-        for feed, since in UNLOGGED.items():
-            lookup.note_unconnected(w, s.envs.db["meta"], feed, None if since == lookup.NEVER else since,
-                                    (UNLOGGED_SOURCE,))
+        for source, (marks, kind) in HELD.items():
+            for feed, since in marks.items():
+                lookup.note_unconnected(w, s.envs.db["meta"], feed,
+                                        None if since == lookup.NEVER else since, (source,), kind)
     yield s
     s.close()
 
@@ -88,9 +95,16 @@ def leaves(history: list[dict], at_us: int, keep: int) -> bool:
     return (disposition in (9, 10) or identity      # unknown (it may have rung), unreadable
             or any(t["start_us"] == e["start_us"] and t["calling"] != calling
                    for t in before[1:])
-            or (e["source"] == UNLOGGED_SOURCE                        # a later call may be missing
-                and UNLOGGED.get(e["feed"], e["start_us"]) > e["start_us"])
+            or held(history, at_us)                                  # a later call may be missing
             or e["presentation"] > 2 or not 1 <= disposition <= 11 or role == 3)
+
+
+def held(history: list[dict], at_us: int) -> bool:
+    """Whether the last call before at_us is from a source held to its feed's mark (HELD)
+    and began before it (or its feed has none of that kind)."""
+    before = [e for e in history if e["start_us"] < at_us]
+    return bool(before) and before[0]["source"] in HELD and (
+        HELD[before[0]["source"]][0].get(before[0]["feed"], lookup.NEVER) > before[0]["start_us"])
 
 
 def dump(store, txn) -> dict:
@@ -139,6 +153,12 @@ def run(store, native: bool, key: bytes, packed: int, at_us: int, by: str | None
 @example(history=[{"start_us": STARTS[2], "calling": A, "call_id": 1, "offset": 0, "source": 1,
                    "feed": 2, "presentation": 0, "flags": 1 << 4 | 1}],
          at_us=STARTS[3], by=None, traced_before=False, line=3)   # the feed shown to log them from then
+@example(history=[{"start_us": STARTS[1], "calling": A, "call_id": 1, "offset": 0, "source": 2,
+                   "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
+         at_us=STARTS[3], by=None, traced_before=False, line=4)   # its two legs shown from then
+@example(history=[{"start_us": STARTS[0], "calling": A, "call_id": 1, "offset": 0, "source": 2,
+                   "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
+         at_us=STARTS[3], by=None, traced_before=False, line=5)   # before: held
 def test_the_native_record_writes_what_the_reference_writes(store, history, at_us, by,
                                                              traced_before, line):
     packed = numbers.normalize(f"30355{line:06d}")
@@ -159,6 +179,8 @@ def test_the_native_record_writes_what_the_reference_writes(store, history, at_u
     else:
         native.pop("traced_at_us"), reference.pop("traced_at_us")
         assert native == reference
+        if held(history, at_us):       # its feed has not shown it logs what may be missing
+            assert reference["outcome"] == "untraceable"
     assert comparable(by_native) == comparable(by_python)
 
     # what it leaves, the documented cases exactly, and with nothing written

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import cdrtrace
 from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.parsers import get_format, make_parser
-from conftest import cdr, cdr_file, parse_all
+from conftest import cdr, cdr_file, parse_all, show_freeswitch_legs
 
 AT = "2026-03-02T15:00:00Z"
 OLD = dict(src="7205550100", clid='"Innocent" <7205550100>', start="2026-03-02 14:00:00",
@@ -64,6 +64,7 @@ def test_freeswitch_name_with_unescaped_quote_comma_quote_is_recovered(store, tm
     assert rejects == []
     assert [r["calling"] for r in rows][1:] == [cdrtrace.parsing.parsers.normalize_number("7205550199"),
                                                 cdrtrace.parsing.parsers.normalize_number("7205550198")]
+    show_freeswitch_legs(store, tmp_path)
     summary = cdrtrace.ingest(store, [cdr_file(tmp_path, old, new1, new2)], fmt="freeswitch")
     assert (summary.records, summary.rejected) == (3, 0)
     outcome, record = trace(store, "3035550110")
@@ -753,6 +754,8 @@ def test_a_phone_that_rang_and_did_not_answer_received_the_call(store, tmp_path,
     native = parse_all(data[skip:], parser=make_parser(form, "UTC", header=header))
     assert native == parse_all(data[skip:], parser=twin.CdrParser(form.dialect(header), "UTC"))
     (path := tmp_path / "cdr.csv").write_bytes(data)
+    if fmt == "freeswitch":
+        show_freeswitch_legs(store, tmp_path)
     assert cdrtrace.ingest(store, [str(path)], fmt=fmt).rejected == 0
     outcome, record = trace(store, "3035550110")
     call = record["call"]
@@ -797,6 +800,8 @@ def test_a_call_refused_after_it_may_have_rung_fails_closed(tmp_path, fmt, cause
         assert native == parse_all(data[skip:], parser=twin.CdrParser(form.dialect(header), "UTC"))
         (path := tmp_path / f"cdr-{after}.csv").write_bytes(data)
         s = cdrtrace.open(store_path, create=True)
+        if fmt == "freeswitch":
+            show_freeswitch_legs(s, tmp_path)
         assert cdrtrace.ingest(s, [str(path)], fmt=fmt).rejected == 0
         outcome, record = trace(s, "3035550110")
         if after:
@@ -823,6 +828,7 @@ def test_a_freeswitch_call_cleared_unanswered_may_have_rung(tmp_path, after, out
     assert bad == [] and rows[1]["disposition"] == cdrtrace.parsing.formats.Disposition.UNKNOWN
     (path := tmp_path / "cdr.csv").write_bytes(data)
     s = cdrtrace.open(tmp_path / "store", create=True)
+    show_freeswitch_legs(s, tmp_path)
     assert cdrtrace.ingest(s, [str(path)], fmt="freeswitch").rejected == 0
     got, record = trace(s, "3035550110")
     assert (got, record["call"]["start"]) == (outcome, start)

@@ -11,7 +11,7 @@ import cdrtrace
 from cdrtrace.parsing import parsers
 from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.parsers import detect_format
-from conftest import parse_all
+from conftest import parse_all, show_freeswitch_legs
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "samples" / "asterisk" / "Master.csv"
 AT = "2026-11-02T00:00:00Z"
@@ -65,6 +65,13 @@ def test_sample_traces(sample_store, line, outcome, call_time, calling, presenta
 # ------------------------------------------------------------------ the other formats
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+# the FreeSWITCH sample's calls, traced on a feed that has shown it writes both legs
+FREESWITCH_NAMED = {"3035550110": ("success", "2026-03-02T14:03:00Z"),
+                    "3035550111": ("success", "2026-03-02T14:10:00Z"),
+                    "3035550112": ("untraceable", "2026-03-02T14:20:00Z"),
+                    "3035550114": ("success", "2026-03-02T14:40:00Z"),
+                    "3035550115": ("untraceable", "2026-03-02T14:50:00Z"),   # unreadable
+                    "3035550116": ("success", "2026-11-01T07:30:00Z")}
 OTHER = {
     "asterisk-custom": ("asterisk-custom/Master.csv", "UTC", 4,
                         [(4, "bad duration in column 13")],
@@ -98,15 +105,12 @@ OTHER = {
                     # unreadable: its start time is malformed, its release time is not
                     "3035550114": ("untraceable", "2026-03-02T15:00:30Z"),
                     "7205550101": ("no_call", None)}),       # its originating record
+    # the shipped `legs` = `a`: A legs alone, so no call is named (FREESWITCH_NAMED: once
+    # the feed has shown two legs of a call)
     "freeswitch": ("freeswitch/Master.csv", "America/Denver", 7,
                    [(6, "unknown disposition in column 10")],
-                   {"3035550110": ("success", "2026-03-02T14:03:00Z"),
-                    "3035550111": ("success", "2026-03-02T14:10:00Z"),
-                    "3035550112": ("untraceable", "2026-03-02T14:20:00Z"),
-                    "3035550113": ("no_call", None),
-                    "3035550114": ("success", "2026-03-02T14:40:00Z"),
-                    "3035550115": ("untraceable", "2026-03-02T14:50:00Z"),   # unreadable
-                    "3035550116": ("success", "2026-11-01T07:30:00Z")}),
+                   {**{line: ("untraceable", None) for line in FREESWITCH_NAMED},
+                    "3035550113": ("no_call", None)}),
     # made by a real Kamailio 5.6 in tests/test_kamailio.py (data/samples/README.md); traced
     # after its last call (2026-12-02 16:50:31 UTC): each line's last call that rang
     "kamailio": ("kamailio/acc_cdrs.log", "UTC", 12, [],
@@ -189,6 +193,19 @@ def test_other_format_samples(tmp_path, fmt):
     for line, expected in traces.items():
         result = store.trace(line, at=TRACE_AT.get(fmt, AT))
         assert (result.outcome.value, result.call_time) == expected, line
+
+
+def test_the_freeswitch_sample_on_a_feed_that_writes_both_legs(tmp_path):
+    """The sample's A legs, ingested into a feed that has shown it writes B legs too
+    (the sample's own calls all come after): each line's last call is named."""
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    show_freeswitch_legs(store, tmp_path)
+    cdrtrace.ingest(store, [str(SAMPLES / "freeswitch" / "Master.csv")], fmt="freeswitch",
+                    zone="America/Denver")
+    for line, expected in FREESWITCH_NAMED.items():
+        result = store.trace(line, at=AT)
+        assert (result.outcome.value, result.call_time) == expected, line
+    assert store.trace("3035550113", at=AT).outcome.value == "no_call"
 
 
 # ------------------------------------------------------------------ shapes seen in real files
@@ -279,7 +296,10 @@ def test_real_freeswitch_queue_ring_group_and_pickup_legs(tmp_path):
                                 zone="Asia/Seoul", country_code=82)
     assert (summary.records, summary.rejected) == (17, 0)
     at = "2023-10-11T{}:00+09:00".format
-    older = ("success", "2023-10-10T23:30:00Z", "+82215550101", True)
+    # the feed shows two different legs of a call first at 08:43:13 (the queue's DID and its
+    # agent's phone): the 08:30 call's legs are alike in all that is read (the phone's own
+    # number, the same second), and a call before 08:43:13 is not named
+    older = ("untraceable", "2023-10-10T23:30:00Z", "+82215550101", True)
     assert traced(store, "2002", at("08:55")) == older
     # the queue's A leg (answered by the queue at once) and the agent's B leg, written
     # first, are one call: started at the earliest leg, answered by the agent
@@ -315,8 +335,10 @@ def test_real_freeswitch_queue_ring_group_and_pickup_legs(tmp_path):
     # again (twice), the group's first caller (once)
     assert {p.label: p.traced_calls for p in store.status("2001").progress} == {
         "Caller A": 1, "Caller B": 2, "Caller C": 1}
+    # 2002's: the group's caller and the one whose call was picked off it (the 08:30 call,
+    # not named, counts for nobody)
     assert {p.label: p.traced_calls for p in store.status("2002").progress} == {
-        "Caller A": 1, "Caller B": 1, "Caller C": 1}
+        "Caller A": 1, "Caller B": 1}
 
 
 def test_real_asterisk_reject_key_is_a_call_that_may_have_rung(tmp_path):

@@ -153,12 +153,21 @@ UNLOGGED = ("  NO UNANSWERED CALL LOGGED YET: its calls are untraceable until it
             "table: set failed_transaction_flag, or ingest missed_calls into the feed too)")
 
 
+NO_LEGS = ("  NO CALL'S TWO LEGS LOGGED YET: its calls are untraceable until it logs one "
+           "(FreeSWITCH: set mod_cdr_csv's legs to ab in cdr_csv.conf.xml)")
+
+
 def _unconnected(feed: dict) -> str:
-    """What stats says of a switch that may leave unanswered calls unlogged (CUCM)."""
-    if "unconnected_logged_from" not in feed:
-        return ""
-    since = feed["unconnected_logged_from"]
-    return UNLOGGED if since is None else f"  unanswered calls logged from {since}"
+    """What stats says of a switch that may leave calls that rang a line unlogged (CUCM,
+    Kamailio's transaction rows; FreeSWITCH's A legs alone)."""
+    said = ""
+    if "unconnected_logged_from" in feed:
+        since = feed["unconnected_logged_from"]
+        said += UNLOGGED if since is None else f"  unanswered calls logged from {since}"
+    if "legs_logged_from" in feed:
+        since = feed["legs_logged_from"]
+        said += NO_LEGS if since is None else f"  both legs of calls logged from {since}"
+    return said
 
 
 def cmd_stats(args):

@@ -140,13 +140,14 @@ def call_time(call: dict | None) -> str | None:
     """The time of a trace's call as its customer is told it: none where there is no call,
     where the call is stamped after the trace was made (its feed's times are wrong), or
     where a call's time in a repeated hour leaves the last call unknown, or where a later
-    call may be missing from a switch that leaves unanswered calls unlogged."""
+    call may be missing from a switch that may leave calls that rang a line unlogged."""
     if call is None or any(k in call for k in _NO_CALL_TIME):
         return None
     return call["start"]
 
 
-_NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "unconnected_unlogged")
+_NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "unconnected_unlogged",
+                 "legs_unlogged")
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
@@ -230,4 +231,14 @@ def untraceable_reason(call: dict) -> str | None:
                 "service parameter is off, its default; Kamailio's acc table without "
                 "failed_transaction_flag, read without its missed_calls table): a later call "
                 "may be missing, so the last call is not known, and none is named")
+    if "legs_unlogged" in call:
+        shown = call["legs_unlogged"]
+        return ("this line's last recorded call is from a FreeSWITCH feed that "
+                + ("has not shown two legs of a call" if shown is None else
+                   f"first showed two legs of a call at {shown}, after this call")
+                + ". Its switch may write each call's A leg alone (mod_cdr_csv's 'legs' "
+                "parameter set to 'a' in cdr_csv.conf.xml, as shipped), which names the number "
+                "dialled and not the phones the call rang (a ring group's, a forwarded call's "
+                "target, a queue's agent): a later call that rang this line may be missing, so "
+                "the last call is not known, and none is named")
     return None

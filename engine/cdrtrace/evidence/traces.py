@@ -308,8 +308,8 @@ class Tracer:
             view["folded"] = [self.call_view(index_txn, dict(zip(_FIELDS, before[i], strict=True)))
                               for i in moved]
             return Outcome.UNTRACEABLE, view, e, None
-        if (shown := self.lookup.unlogged_after(index_txn, e)) is not False:
-            view["unconnected_unlogged"] = shown     # a later call may be missing (CUCM)
+        if (unlogged := self.lookup.unlogged_after(index_txn, e)) is not None:
+            view[unlogged[0]] = unlogged[1]     # a later call may be missing (CUCM, FreeSWITCH)
             return Outcome.UNTRACEABLE, view, e, None
         original = None
         if outcome is Outcome.SUCCESS:

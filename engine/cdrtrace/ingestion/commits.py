@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..parsing import salvage
+from ..parsing.formats import UNLOGGED_LEGS
 from ..store import index, lookup
 
 
@@ -45,6 +46,7 @@ class Pending:
         self.omits_unconnected: str | None = None
         self.unconnected: int | None = None
         self.unconnected_sources: set[int] = set()
+        self.legs_shown = False     # this run found FreeSWITCH's legs shown: not sought again
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
@@ -54,8 +56,12 @@ class Pending:
         self.identities.update(parser.take_identities())
         if self.omits_unconnected:
             self.unconnected_sources.add(source)
-            if (shown := lookup.unconnected_proof(columns, self.omits_unconnected)) is not None:
+            # (two legs are sought until found, a sort of each chunk's call ids: one missed
+            # later could only have moved the feed's mark earlier, so more calls are held)
+            if not self.legs_shown and (shown := lookup.unconnected_proof(
+                    columns, self.omits_unconnected)) is not None:
                 self.unconnected = shown if self.unconnected is None else min(self.unconnected, shown)
+                self.legs_shown = self.omits_unconnected == UNLOGGED_LEGS
         taken = parser.take_activations()
         if taken:
             self.activations.append((source, taken))
@@ -123,7 +129,7 @@ class Pending:
             if local_zone is not None:     # its repeated hours, for the trace (lookup.FOLDS)
                 lookup.add_fold_zone(txn, meta_db, local_zone)
             if omits:                      # what it showed of calls that never connected
-                lookup.note_unconnected(txn, meta_db, self.feed, unconnected, sources)
+                lookup.note_unconnected(txn, meta_db, self.feed, unconnected, sources, omits)
             for key, value in unreadable:
                 txn.put(key, value, db=log_db)
             for packed, text in identities.items():

@@ -96,9 +96,10 @@ def __getattr__(name: str):
 
 TIME_LOCAL, TIME_EPOCH, TIME_COMPACT = 0, 1, 2
 DK_ASTERISK, DK_CUCM, DK_BROADWORKS, DK_Q850_NAME, DK_VOCABULARY = 0, 1, 2, 3, 4
-# the records that show a switch logs the calls that never connected (Format.
-# unconnected_shown_by): one its caller cleared before it connected (CUCM), any failed one
-UNLOGGED_CLEARED, UNLOGGED_FAILED = "cleared", "failed"
+# the records that show a switch logs what it may leave unlogged (Format.
+# unconnected_shown_by): a call its caller cleared before it connected (CUCM), any failed
+# call (Kamailio's transaction rows), two different legs of one call (FreeSWITCH)
+UNLOGGED_CLEARED, UNLOGGED_FAILED, UNLOGGED_LEGS = "cleared", "failed", "legs"
 PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY = 0, 1, 2, 3, 4
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
@@ -205,18 +206,24 @@ class Format:
     presentations: dict = dataclasses.field(default_factory=dict)  # value -> Presentation
 
     def unconnected_shown_by(self, header: list[str] | None = None) -> str | None:
-        """Whether its switch may write no record of a call that never connected (one that
-        rang unanswered), and which records show it does (store.lookup.unconnected_proof):
-        UNLOGGED_CLEARED for Cisco UCM, which writes them only while its 'CDR Log Calls
-        with Zero Duration Flag' service parameter is on (off by default); UNLOGGED_FAILED
-        for Kamailio's transaction rows (a `method` column), which hold a failed call only
-        with `failed_transaction_flag` or in `missed_calls`; None where calls that never
-        connected are always written. Such a feed is trusted once it has shown one."""
+        """Whether its switch may write no record of a call that rang a line, and which
+        records show it does (store.lookup.unconnected_proof): UNLOGGED_CLEARED for Cisco
+        UCM, which writes a call that never connected (one that rang unanswered) only
+        while its 'CDR Log Calls with Zero Duration Flag' service parameter is on (off by
+        default); UNLOGGED_FAILED for Kamailio's transaction rows (a `method` column),
+        which hold a failed call only with `failed_transaction_flag` or in `missed_calls`;
+        UNLOGGED_LEGS for FreeSWITCH's mod_cdr_csv with its legs' ids (`bleg_uuid`), which
+        writes the A legs alone as shipped (`legs` = `a`), naming the number dialled and
+        not the phones the call rang; None where a call that rang a line is always
+        written. Such a feed is trusted once it has shown one."""
         if self.disp_kind == DK_CUCM:
             return UNLOGGED_CLEARED
         names = header if header is not None else self.columns or ()
-        if "method" in self.roles and self.column("method", {n: i for i, n in enumerate(names)}) >= 0:
+        where = {n: i for i, n in enumerate(names)}
+        if "method" in self.roles and self.column("method", where) >= 0:
             return UNLOGGED_FAILED
+        if self.disp_kind == DK_Q850_NAME and self.column("callid_peer", where) >= 0:
+            return UNLOGGED_LEGS
         return None
 
     def vocabularies(self) -> tuple[dict, dict]:

@@ -19,7 +19,7 @@ from ..errors import StoreError
 from ..parsing import timezones
 from .environments import Environments
 from .liveness import learned_delay
-from .lookup import NEVER, STAMPED_AHEAD_US, unconnected_mark
+from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, unconnected_mark
 
 NO_FEED = "(no feed)"       # how stats names the feed of files ingested with none named
 
@@ -289,6 +289,8 @@ class Catalog:
         live, or stalled (live: the attached feeds, Liveness.attached); for a switch that
         may leave unanswered calls unlogged (CUCM, Kamailio's transaction rows), since when
         it has shown it logs them (unconnected_logged_from; None: not yet, lookup.UNCONNECTED);
+        for FreeSWITCH, which may write A legs alone, since when it has shown two legs of a
+        call (legs_logged_from);
         for a switch a follower saw hold its records back, how long (learned_delay_seconds:
         traces wait that long for it, ingestion.live)."""
         names = self.feed_names(txn)
@@ -317,8 +319,8 @@ class Catalog:
             held, _ = learned_delay(txn, self.db["meta"], number, now_us)
             if held:
                 feeds[-1]["learned_delay_seconds"] = round(held / 1e6, 1)
-            since = unconnected_mark(txn, self.db["meta"], number)
-            if since is not None:        # a switch that may leave unanswered calls unlogged
-                feeds[-1]["unconnected_logged_from"] = (None if since == NEVER
-                                                        else timezones.format_utc(since))
+            for suffix, name in ((b"", "unconnected_logged_from"), (LEGS, "legs_logged_from")):
+                since = unconnected_mark(txn, self.db["meta"], number, suffix)
+                if since is not None:    # a switch that may leave calls that rang unlogged
+                    feeds[-1][name] = None if since == NEVER else timezones.format_utc(since)
         return sorted(feeds, key=lambda f: f["feed_id"])

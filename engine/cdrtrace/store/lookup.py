@@ -9,7 +9,7 @@ import lmdb
 import numpy as np
 
 from ..parsing import numbers, salvage, timezones
-from ..parsing.formats import UNLOGGED_CLEARED, Disposition
+from ..parsing.formats import UNLOGGED_CLEARED, UNLOGGED_LEGS, Disposition
 from . import index
 from .environments import Environments
 
@@ -22,13 +22,18 @@ STAMPED_AHEAD_US = 300 * 1_000_000
 # in the index's meta: rows of int64 (first_us, end_us, shift_us), sorted (timezones.
 # fold_intervals), and the zones they are from
 FOLDS, FOLD_ZONES = b"folds", b"fold_zones"
-# a feed whose switch may leave the calls that never connected unlogged (Format.
-# unconnected_shown_by: CUCM, Kamailio's transaction rows) names no call that began
-# before it showed a record of one: in the index's meta, per feed (UNCONNECTED + 2 bytes), the earliest start of such a
-# record as int64 little-endian, or NEVER while it has shown none; and each source of
-# such a format (UNCONNECTED_SOURCE + 4 bytes), so that the calls of other formats
-# ingested under the same feed (the unnamed feed 0) are not held to it
+# a feed whose switch may leave a call that rang a line unlogged (Format.
+# unconnected_shown_by: CUCM, Kamailio's transaction rows, FreeSWITCH's A legs alone)
+# names no call that began before it showed a record that proves it logs them: in the
+# index's meta, per feed (UNCONNECTED + 2 bytes, then LEGS for FreeSWITCH's kind), the
+# earliest start of such a record as int64 little-endian, or NEVER while it has shown
+# none; and each source of such a format (UNCONNECTED_SOURCE + 4 bytes -> the suffix of
+# its feed's mark), so that the calls of other formats ingested under the same feed (the
+# unnamed feed 0) are not held to it
 UNCONNECTED, UNCONNECTED_SOURCE, NEVER = b"unconnected/", b"unconnected-source/", 2**63 - 1
+LEGS = b"/legs"
+# what a held call's view names its reason by, by its mark's suffix
+UNLOGGED_VIEW = {b"": "unconnected_unlogged", LEGS: "legs_unlogged"}
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
@@ -48,40 +53,80 @@ def add_fold_zone(txn: Any, meta_db: Any, zone: str) -> None:
 
 
 def unconnected_proof(columns: dict, kind: str) -> int | None:
-    """The earliest start among parsed records that show their switch logs the calls
-    that never connected (Format.unconnected_shown_by's kind); None if there is none.
+    """The earliest start among parsed records that show their switch logs what it may
+    leave unlogged (Format.unconnected_shown_by's kind); None if there is none.
     UNLOGGED_CLEARED (CUCM): a call its caller cleared before it connected (origCause 16,
     destCause 0, never connected: `cancelled`), written only with the 'CDR Log Calls with
     Zero Duration Flag' on, the flag that also has it log the calls that rang unanswered
     (CUCM writes busy and failed calls regardless). UNLOGGED_FAILED (Kamailio's
     transaction rows): any failed call, never answered; a call: an INVITE's row (another
     method's, a BYE's that failed, has no called line: it shows that transaction's flag,
-    not the INVITEs')."""
+    not the INVITEs'). UNLOGGED_LEGS (FreeSWITCH): two legs of one call (legs_proof)."""
+    if kind == UNLOGGED_LEGS:
+        return legs_proof(columns)
     disposition = columns["disposition"]
     shown = (disposition == Disposition.CANCELLED if kind == UNLOGGED_CLEARED
              else (disposition != Disposition.ANSWERED) & (columns["called"] != 0))
     return int(columns["start_us"][shown].min()) if shown.any() else None
 
 
-def unconnected_mark(txn: Any, meta_db: Any, feed: int) -> int | None:
-    """A feed's UNCONNECTED mark: the earliest start of a record that showed it logs the
-    calls that never connected (NEVER: none yet); None for a feed with no such switch."""
-    held = txn.get(UNCONNECTED + feed.to_bytes(2, "big"), db=meta_db)
+_LEG_FIELDS = ("called", "start_us", "answer_us", "end_us", "disposition")
+
+
+def legs_proof(columns: dict) -> int | None:
+    """The earliest start among records of a call that show two different legs of it: a
+    FreeSWITCH feed that writes its B legs (`legs` = `ab`), whose A leg's `bleg_uuid` is
+    the B leg's `uuid` (one call id), and which differ in the number dialled (a DID and
+    the phone it rang), a time or the end. Two records alike in all of them (a record
+    written twice, a message delivered twice) show nothing. A feed of A legs alone
+    (FreeSWITCH's shipped `legs` = `a`) never shows one: each call is one record."""
+    ids = columns["call_id"]
+    if len(ids) < 2:
+        return None
+    alike = np.sort(ids)                 # (a feed of A legs has no id twice: only this sort)
+    if not (alike[1:] == alike[:-1]).any():
+        return None
+    order = np.argsort(ids)
+    ids = ids[order]
+    pair = ids[1:] == ids[:-1]
+    differs = np.zeros(len(pair), bool)
+    for name in _LEG_FIELDS:
+        values = columns[name][order]
+        differs |= values[1:] != values[:-1]
+    shown = pair & differs
+    if not shown.any():
+        return None
+    start = columns["start_us"][order]
+    return int(min(start[:-1][shown].min(), start[1:][shown].min()))
+
+
+def unconnected_mark(txn: Any, meta_db: Any, feed: int, suffix: bytes = b"") -> int | None:
+    """A feed's UNCONNECTED mark (suffix: LEGS for FreeSWITCH's): the earliest start of
+    a record that showed it logs what it may leave unlogged (NEVER: none yet); None for
+    a feed with no such switch."""
+    held = txn.get(UNCONNECTED + feed.to_bytes(2, "big") + suffix, db=meta_db)
     return None if held is None else int.from_bytes(held, "little", signed=True)
 
 
+def mark_suffix(kind: str) -> bytes:
+    """The suffix of a feed's mark for a kind of unlogged records (Format.
+    unconnected_shown_by): FreeSWITCH's legs apart from the unconnected calls."""
+    return LEGS if kind == UNLOGGED_LEGS else b""
+
+
 def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None,
-                     sources: Any = ()) -> None:
-    """Note, in an index write, what a batch of a feed that may leave calls that never
-    connected unlogged has shown of them (unconnected_proof; None: nothing), and its
+                     sources: Any = (), kind: str = UNLOGGED_CLEARED) -> None:
+    """Note, in an index write, what a batch of a feed that may leave calls that rang a
+    line unlogged has shown (unconnected_proof of its kind; None: nothing), and its
     sources, whose calls are held to it."""
+    suffix = mark_suffix(kind)
     for source in sources:
-        txn.put(UNCONNECTED_SOURCE + source.to_bytes(4, "big"), b"", db=meta_db)
-    held = unconnected_mark(txn, meta_db, feed)
+        txn.put(UNCONNECTED_SOURCE + source.to_bytes(4, "big"), suffix, db=meta_db)
+    held = unconnected_mark(txn, meta_db, feed, suffix)
     mark = min(NEVER if held is None else held, NEVER if since is None else since)
     if mark != held:
-        txn.put(UNCONNECTED + feed.to_bytes(2, "big"), mark.to_bytes(8, "little", signed=True),
-                db=meta_db)
+        txn.put(UNCONNECTED + feed.to_bytes(2, "big") + suffix,
+                mark.to_bytes(8, "little", signed=True), db=meta_db)
 
 
 _NAMES = index.ENTRY_DTYPE.names or ()      # an entry's fields, as tolist() gives them
@@ -137,18 +182,23 @@ class Lookup:
         value = txn.get(FOLDS, db=self.db["meta"])
         return _frombuffer(value, np.int64).reshape(-1, 3) if value else _NO_FOLDS
 
-    def unlogged_after(self, txn: Any, e: dict) -> str | None | bool:
-        """False if no call may be missing after the call of entry e for want of its
-        switch logging unanswered calls (its source is not marked UNCONNECTED_SOURCE, or
-        its feed showed it logs them by the call); else when its feed first showed it,
-        after the call (the time's text), or None: not yet (unconnected_mark)."""
+    def unlogged_after(self, txn: Any, e: dict) -> tuple[str, str | None] | None:
+        """None if no call may be missing after the call of entry e for want of its
+        switch logging every call that rang a line (its source is not marked
+        UNCONNECTED_SOURCE, or its feed showed it logs them by the call); else the view's
+        name for why (UNLOGGED_VIEW) and when its feed first showed it, after the call
+        (the time's text), or None: not yet (unconnected_mark)."""
         meta = self.db["meta"]
-        if txn.get(UNCONNECTED_SOURCE + int(e["source"]).to_bytes(4, "big"), db=meta) is None:
-            return False
-        since = unconnected_mark(txn, meta, int(e["feed"]))
-        if since is None or since <= e["start_us"]:
-            return False
-        return None if since == NEVER else timezones.format_utc(since)
+        suffix = txn.get(UNCONNECTED_SOURCE + int(e["source"]).to_bytes(4, "big"), db=meta)
+        if suffix is None:
+            return None
+        suffix = bytes(suffix)
+        since = unconnected_mark(txn, meta, int(e["feed"]), suffix)
+        if since is not None and since <= e["start_us"]:
+            return None
+        # (a mark not as the index writes it, or missing, holds the call: fail closed)
+        return (UNLOGGED_VIEW.get(suffix, "unconnected_unlogged"),
+                None if since in (None, NEVER) else timezones.format_utc(since))
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
