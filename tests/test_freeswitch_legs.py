@@ -138,13 +138,14 @@ def cucm_file(tmp_path, name: str, row: dict) -> str:
 
 
 @pytest.mark.parametrize("shipped", [True, False])
-def test_a_freeswitch_dialect_without_the_legs_ids_is_not_held(shipped):
-    """The hold is FreeSWITCH's with its legs' ids: without `bleg_uuid` a record cannot
-    show two legs, nor do formats that write every call that rang (Asterisk)."""
+def test_every_freeswitch_template_is_held(shipped):
+    """Every FreeSWITCH template is held, with its legs' ids or not (without `bleg_uuid`
+    its records can show no two legs: held for good, fail closed); formats that write
+    every call that rang are not (Asterisk)."""
     form = get_format("freeswitch")
     assert form.unconnected_shown_by() == "legs"
     names = list(form.columns) if shipped else [n for n in form.columns if n != "bleg_uuid"]
-    assert form.unconnected_shown_by(names) == ("legs" if shipped else None)
+    assert form.unconnected_shown_by(names) == "legs"
     assert get_format("asterisk").unconnected_shown_by() is None
 
 

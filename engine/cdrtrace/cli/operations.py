@@ -154,7 +154,8 @@ UNLOGGED = ("  NO UNANSWERED CALL LOGGED YET: its calls are untraceable until it
 
 
 NO_LEGS = ("  NO CALL'S TWO LEGS LOGGED YET: its calls are untraceable until it logs one "
-           "(FreeSWITCH: set mod_cdr_csv's legs to ab in cdr_csv.conf.xml)")
+           "(FreeSWITCH: set mod_cdr_csv's legs to ab in cdr_csv.conf.xml, with ${bleg_uuid} "
+           "in its template)")
 
 
 def _unconnected(feed: dict) -> str:

@@ -237,8 +237,9 @@ def untraceable_reason(call: dict) -> str | None:
                 + ("has not shown two legs of a call" if shown is None else
                    f"first showed two legs of a call at {shown}, after this call")
                 + ". Its switch may write each call's A leg alone (mod_cdr_csv's 'legs' "
-                "parameter set to 'a' in cdr_csv.conf.xml, as shipped), which names the number "
-                "dialled and not the phones the call rang (a ring group's, a forwarded call's "
-                "target, a queue's agent): a later call that rang this line may be missing, so "
-                "the last call is not known, and none is named")
+                "parameter set to 'a' in cdr_csv.conf.xml, as shipped; or a template without "
+                "${bleg_uuid}, whose legs cannot be joined), which names the number dialled and "
+                "not the phones the call rang (a ring group's, a forwarded call's target, a "
+                "queue's agent): a later call that rang this line may be missing, so the last "
+                "call is not known, and none is named")
     return None

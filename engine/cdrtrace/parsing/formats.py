@@ -212,17 +212,18 @@ class Format:
         while its 'CDR Log Calls with Zero Duration Flag' service parameter is on (off by
         default); UNLOGGED_FAILED for Kamailio's transaction rows (a `method` column),
         which hold a failed call only with `failed_transaction_flag` or in `missed_calls`;
-        UNLOGGED_LEGS for FreeSWITCH's mod_cdr_csv with its legs' ids (`bleg_uuid`), which
-        writes the A legs alone as shipped (`legs` = `a`), naming the number dialled and
-        not the phones the call rang; None where a call that rang a line is always
-        written. Such a feed is trusted once it has shown one."""
+        UNLOGGED_LEGS for FreeSWITCH's mod_cdr_csv, which writes the A legs alone as
+        shipped (`legs` = `a`), naming the number dialled and not the phones the call
+        rang (its records show two legs of a call only where they hold `bleg_uuid`);
+        None where a call that rang a line is always written. Such a feed is trusted once
+        it has shown one."""
         if self.disp_kind == DK_CUCM:
             return UNLOGGED_CLEARED
         names = header if header is not None else self.columns or ()
         where = {n: i for i, n in enumerate(names)}
         if "method" in self.roles and self.column("method", where) >= 0:
             return UNLOGGED_FAILED
-        if self.disp_kind == DK_Q850_NAME and self.column("callid_peer", where) >= 0:
+        if self.disp_kind == DK_Q850_NAME:     # (without bleg_uuid it can show no two legs)
             return UNLOGGED_LEGS
         return None
 
