@@ -196,7 +196,7 @@ class Lookup:
         since = unconnected_mark(txn, meta, int(e["feed"]), suffix)
         if since is not None and since <= e["start_us"]:
             return None
-        # (a mark not as the index writes it, or missing, holds the call: fail closed)
+        # (a feed with no mark of its source's kind, which no ingest leaves: held, fail closed)
         return (UNLOGGED_VIEW.get(suffix, "unconnected_unlogged"),
                 None if since in (None, NEVER) else timezones.format_utc(since))
 
