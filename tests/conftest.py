@@ -89,6 +89,18 @@ def cdr_file(tmp_path, *records: bytes, name="Master.csv", end=b"\n") -> str:
     return str(path)
 
 
+def held_from_the_customer(store, line: str, at: str, caller: str, start: str) -> dict:
+    """A trace that fails closed: `untraceable`, with no call time and nothing of the
+    caller for the customer, while the CIC's record keeps the call that was recorded (its
+    start). Returns that record."""
+    result = store.trace(line, at=at)
+    assert (result.outcome.value, result.call_time) == ("untraceable", None)
+    assert caller not in repr(result) and caller not in repr(store.status(line))
+    (record,) = store.trace_records(line, analyst="cic")
+    assert record["call"]["start"] == start
+    return record
+
+
 # Both legs of a FreeSWITCH call (mod_cdr_csv with `legs` = `ab`) on 2023-01-01, before
 # the tests' calls: a DID's A leg whose bleg_uuid is the B leg to the phone it rang. A
 # FreeSWITCH feed is trusted from the first call it shows two legs of (tests/
