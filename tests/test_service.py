@@ -24,7 +24,7 @@ import cdrtrace
 from cdrtrace import cli, testing
 from cdrtrace.evidence.outcomes import Outcome, TraceResult
 from cdrtrace.service.server import serve
-from conftest import cdr, read_to_end, refusal
+from conftest import cdr, read_to_end, refusal, show_freeswitch_legs
 
 LINE = "3035550110"
 CALLER = "7205550101"
@@ -286,6 +286,21 @@ def test_metrics_show_a_feed_whose_follower_died(service):
     assert 'cdrtrace_feed_stalled{feed="(no feed)"} 0.0' in call(running, "GET", "/metrics").text
     testing.stall_feed(store, 0)
     assert 'cdrtrace_feed_stalled{feed="(no feed)"} 1.0' in call(running, "GET", "/metrics").text
+
+
+def test_metrics_show_a_feed_held_until_its_switch_shows_it_logs_every_call(service, tmp_path):
+    """A feed whose switch may leave calls that rang a line unlogged, and that has shown
+    none logged (FreeSWITCH's A legs alone, here), names no caller: /metrics says so."""
+    store, running, _ = service
+    held = 'cdrtrace_feed_held{feed="(no feed)"} '
+    assert held + "0.0" in call(running, "GET", "/metrics").text      # Asterisk's calls
+    a_leg = (b'"Pat","7205550101","2001","public","2026-03-02 14:00:00","2026-03-02 14:00:05",'
+             b'"2026-03-02 14:01:00","60","55","NORMAL_CLEARING","a-1","b-1","","PCMU","PCMU"\n')
+    (path := tmp_path / "fs.csv").write_bytes(a_leg)
+    cdrtrace.ingest(store, [str(path)], fmt="freeswitch")
+    assert held + "1.0" in call(running, "GET", "/metrics").text
+    show_freeswitch_legs(store, tmp_path)
+    assert held + "0.0" in call(running, "GET", "/metrics").text
 
 
 def test_a_revoked_token_stops_at_once(service):

@@ -27,7 +27,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -36,7 +36,7 @@ from ..evidence.tokens import Principal
 from ..parsing.timezones import format_utc
 from . import cic, operator
 from . import schemas as contract
-from .metrics import Refusals, SharedCommits, TokenExpiry, TraceMetrics, counted
+from .metrics import FeedMetrics, Refusals, SharedCommits, TokenExpiry, TraceMetrics, counted
 from .protocol import KEEP_ALIVE, MAX_BODY, TLS_CLOSE_GRACE, Answering, BoundedHttpTools
 from .routing import FORWARDED, Router
 
@@ -77,12 +77,9 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
                               "name a caller; identifying reads are audited.")
     registry = CollectorRegistry()
     traces, refusals = TraceMetrics(), Refusals()   # traces by outcome and latency; refusals
-    records = Gauge("cdrtrace_feed_records", "Records ingested per feed", ["feed"], registry=registry)
-    rejects = Gauge("cdrtrace_feed_rejected", "Records rejected per feed", ["feed"], registry=registry)
-    lag = Gauge("cdrtrace_feed_lag_seconds", "Feed watermark lag", ["feed"], registry=registry)
-    stalled = Gauge("cdrtrace_feed_stalled", "1: its follower stopped, traces pend", ["feed"], registry=registry)
     app.state.workers = counted(registry, [traces, SharedCommits(store), refusals])
     registry.register(TokenExpiry(store))
+    registry.register(FeedMetrics(store))
     app.state.observe, app.state.refused = traces.observe, refusals.count
     app.state.trace_metrics = traces     # the C exchanges' counts are added to it
 
@@ -226,14 +223,9 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        """Prometheus: traces by outcome, trace latency, per-feed records, rejects, lag and
-        stall, what was refused, the shared commits, and when each token given a life expires."""
-        for feed in store.stats()["feeds"]:
-            records.labels(feed["feed"]).set(feed["records"])
-            rejects.labels(feed["feed"]).set(feed["rejected"])
-            stalled.labels(feed["feed"]).set(int(feed["stalled"]))
-            if feed["lag_seconds"] is not None:
-                lag.labels(feed["feed"]).set(feed["lag_seconds"])
+        """Prometheus: traces by outcome, trace latency, per-feed records, rejects, lag,
+        stall and hold, what was refused, the shared commits, and when each token given a
+        life expires."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)

@@ -177,6 +177,39 @@ class TokenExpiry:
         yield family
 
 
+class FeedMetrics:
+    """Prometheus, per feed, read from the store at each scrape: records and rejects, the
+    watermark's lag, and two states worth an alert. Stalled: its follower stopped or
+    died, and its lines' traces pend. Held: its switch may leave calls that rang a line
+    unlogged (Cisco UCM without its Zero Duration flag, Kamailio's acc table alone,
+    FreeSWITCH writing A legs alone) and the feed has shown no record that it logs them,
+    so every trace that resolves to one of its calls is untraceable."""
+
+    GAUGES = (("cdrtrace_feed_records", "Records ingested per feed"),
+              ("cdrtrace_feed_rejected", "Records rejected per feed"),
+              ("cdrtrace_feed_lag_seconds", "Feed watermark lag"),
+              ("cdrtrace_feed_stalled", "1: its follower stopped, traces pend"),
+              ("cdrtrace_feed_held", "1: its switch may leave calls unlogged and it has shown "
+                                     "none logged: its calls' traces are untraceable"))
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def collect(self) -> Any:
+        records, rejects, lag, stalled, held = (GaugeMetricFamily(name, text, labels=["feed"])
+                                                for name, text in self.GAUGES)
+        for feed in self.store.stats()["feeds"]:
+            name = [feed["feed"]]
+            records.add_metric(name, feed["records"])
+            rejects.add_metric(name, feed["rejected"])
+            if feed["lag_seconds"] is not None:
+                lag.add_metric(name, feed["lag_seconds"])
+            stalled.add_metric(name, int(feed["stalled"]))
+            held.add_metric(name, int(any(k in feed and feed[k] is None for k in (
+                "unconnected_logged_from", "legs_logged_from"))))
+        yield from (records, rejects, lag, stalled, held)
+
+
 def counted(registry: Any, collectors: Sequence[Any]) -> Workers | None:
     """Register the service's own counts: as they are, or, in a worker of `serve
     --workers` (WORKERS_DIR set), as every worker's sum (Workers, returned)."""
