@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cdrtrace import cli
-from conftest import cdr, cdr_file
+from conftest import FS_TWO_LEGS, cdr, cdr_file
 
 
 def run(*argv, env=None):
@@ -189,6 +189,24 @@ def test_ingest_over_many_sources_reads_every_one_it_can_and_names_the_others(tm
     assert err == "cdrtrace: error: 2 of 4 source(s) could not be read (named above)\n"
     for line in ("3035550110", "3035550111"):
         assert cli.main(["trace", line, "--at", "2026-03-03T00:00:00Z", "--db", db]) == 0
+
+
+def test_an_ingest_says_when_its_feed_names_no_caller_yet(tmp_path, capsys):
+    """A FreeSWITCH file of A legs alone (the shipped `legs` = `a`): the ingest says its
+    feed's calls are untraceable until it shows two legs of a call, and how to fix it;
+    once it has, it says nothing more."""
+    db = str(tmp_path / "db")
+    assert cli.main(["init", "--db", db]) == 0
+    a_leg = (b'"Pat","7205550101","2001","public","2026-03-02 14:00:00","2026-03-02 14:00:05",'
+             b'"2026-03-02 14:01:00","60","55","NORMAL_CLEARING","a-1","b-1","","PCMU","PCMU"')
+    capsys.readouterr()
+    assert cli.main(["ingest", cdr_file(tmp_path, a_leg), "--db", db, "--format", "freeswitch"]) == 0
+    said = "feed (no feed):  NO CALL'S TWO LEGS LOGGED YET: its calls are untraceable"
+    out = capsys.readouterr().out
+    assert said in out and "set mod_cdr_csv's legs to ab" in out
+    (path := tmp_path / "legs.csv").write_bytes(FS_TWO_LEGS)
+    assert cli.main(["ingest", str(path), "--db", db, "--format", "freeswitch"]) == 0
+    assert "NO CALL'S" not in capsys.readouterr().out
 
 
 def test_global_options_go_before_or_after_the_command_and_errors_follow_json(tmp_path, capsys):

@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..errors import CdrTraceError
+from ..store.catalog import NO_FEED
 from .common import emit, load_config, open_store, progress_bar
 
 
@@ -81,6 +82,9 @@ def cmd_ingest(args):
         text += f"\nskipped {name}: already ingested (--force to ingest it again)"
     for failed in summary.failed:
         text += f"\ncould not read {failed['source']}: {failed['reason']}"
+    name = feed.name if feed is not None else NO_FEED
+    for held in (_held(f) for f in store.stats()["feeds"] if f["feed"] == name):
+        text += "".join(f"\nfeed {name}:{said}" for said in held)
     emit(args, summary.to_dict(), text)
     if summary.failed:     # every other source was ingested; the exit status says not all
         raise CdrTraceError(f"{len(summary.failed)} of {summary.sources + len(summary.failed)} "
@@ -156,6 +160,12 @@ UNLOGGED = ("  NO UNANSWERED CALL LOGGED YET: its calls are untraceable until it
 NO_LEGS = ("  NO CALL'S TWO LEGS LOGGED YET: its calls are untraceable until it logs one "
            "(FreeSWITCH: set mod_cdr_csv's legs to ab in cdr_csv.conf.xml, with ${bleg_uuid} "
            "in its template)")
+
+
+def _held(feed: dict) -> list[str]:
+    """What a feed waits for before its calls are named (stats' UNLOGGED, NO_LEGS)."""
+    return [said for key, said in (("unconnected_logged_from", UNLOGGED), ("legs_logged_from", NO_LEGS))
+            if key in feed and feed[key] is None]
 
 
 def _unconnected(feed: dict) -> str:
