@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..errors import CdrTraceError
-from ..store.catalog import NO_FEED
+from ..store.catalog import NO_FEED, held_by
 from .common import emit, load_config, open_store, progress_bar
 
 
@@ -164,8 +164,8 @@ NO_LEGS = ("  NO CALL'S TWO LEGS LOGGED YET: its calls are untraceable until it 
 
 def _held(feed: dict) -> list[str]:
     """What a feed waits for before its calls are named (stats' UNLOGGED, NO_LEGS)."""
-    return [said for key, said in (("unconnected_logged_from", UNLOGGED), ("legs_logged_from", NO_LEGS))
-            if key in feed and feed[key] is None]
+    said = {"unconnected_logged_from": UNLOGGED, "legs_logged_from": NO_LEGS}
+    return [said[key] for key in held_by(feed)]
 
 
 def _unconnected(feed: dict) -> str:

@@ -28,6 +28,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..api import shared_commits
 from ..evidence.outcomes import Outcome
+from ..store.catalog import held_by
 
 BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .5, 1, 5)
 OUTCOMES = tuple(Outcome)              # a C exchange counts an outcome by its place here
@@ -205,8 +206,7 @@ class FeedMetrics:
             if feed["lag_seconds"] is not None:
                 lag.add_metric(name, feed["lag_seconds"])
             stalled.add_metric(name, int(feed["stalled"]))
-            held.add_metric(name, int(any(k in feed and feed[k] is None for k in (
-                "unconnected_logged_from", "legs_logged_from"))))
+            held.add_metric(name, int(bool(held_by(feed))))
         yield from (records, rejects, lag, stalled, held)
 
 

@@ -22,6 +22,15 @@ from .liveness import learned_delay
 from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, unconnected_mark
 
 NO_FEED = "(no feed)"       # how stats names the feed of files ingested with none named
+# stats' key, by the suffix of a feed's mark (lookup.UNCONNECTED), for since when the feed
+# has shown it logs what its switch may leave unlogged (None: not yet)
+SHOWN_FROM = {b"": "unconnected_logged_from", LEGS: "legs_logged_from"}
+
+
+def held_by(feed: dict) -> list[str]:
+    """The SHOWN_FROM keys of a feed's stats that say it has shown nothing yet: its
+    switch may leave calls that rang a line unlogged, and its calls' traces are held."""
+    return [key for key in SHOWN_FROM.values() if key in feed and feed[key] is None]
 
 RATE_WINDOW = 10.0       # seconds over which a feed's records/s is measured
 MAX_FEEDS = 65535        # a feed id is 16 bits in every index entry
@@ -319,7 +328,7 @@ class Catalog:
             held, _ = learned_delay(txn, self.db["meta"], number, now_us)
             if held:
                 feeds[-1]["learned_delay_seconds"] = round(held / 1e6, 1)
-            for suffix, name in ((b"", "unconnected_logged_from"), (LEGS, "legs_logged_from")):
+            for suffix, name in SHOWN_FROM.items():
                 since = unconnected_mark(txn, self.db["meta"], number, suffix)
                 if since is not None:    # a switch that may leave calls that rang unlogged
                     feeds[-1][name] = None if since == NEVER else timezones.format_utc(since)
