@@ -72,9 +72,10 @@ enum agi_reason {
                                       * held a line break: Asterisk writes each once) */
 };
 enum agi_value { AGI_CALLERID = 0, AGI_ARG_1, AGI_SCRIPT, AGI_REQUEST_URL, AGI_UNIQUEID,
-                 AGI_VALUES };
+                 AGI_ARG_2, AGI_VALUES };
 static const char *const AGI_NAMES[AGI_VALUES] = {
-    "agi_callerid", "agi_arg_1", "agi_network_script", "agi_request", "agi_uniqueid"};
+    "agi_callerid", "agi_arg_1", "agi_network_script", "agi_request", "agi_uniqueid",
+    "agi_arg_2"};
 
 enum agi_state { ST_FREE = 0, ST_VARIABLES, ST_TRACING, ST_REPLY, ST_CLOSED };
 

@@ -26,8 +26,8 @@ cdef extern from "_agi.h" nogil:
         double seconds
         int port
         char host[46]
-        char *values[5]       # AGI_VALUES
-        int lengths[5]
+        char *values[6]       # AGI_VALUES
+        int lengths[6]
         char detail[240]
         int detail_length
         int fd
@@ -137,11 +137,12 @@ cdef class Server:
 
     def take(self):
         """[(kind, conn, reason, seconds, host, port, extra)]. extra: a request's values,
-        each bytes or None: FastAGI's (callerid, arg_1, network_script, request), HTTP's
-        (body, authorization, forwarded, None); a refusal's detail, the offending line's
-        start (bytes) or None; a hand-off's (descriptor, bytes read), the descriptor the
-        caller's to close; a done request's, True if its log line was written (respond's
-        log), else None. HTTP's DONE has the answer's status as its reason."""
+        each bytes or None: FastAGI's (callerid, arg_1, network_script, request,
+        uniqueid, arg_2), HTTP's (body, authorization, forwarded, None, None, None); a
+        refusal's detail, the offending line's start (bytes) or None; a hand-off's
+        (descriptor, bytes read), the descriptor the caller's to close; a done request's,
+        True if its log line was written (respond's log), else None. HTTP's DONE has the
+        answer's status as its reason."""
         self._check()
         cdef int count = 0, i, v
         cdef agi_event *events

@@ -22,10 +22,11 @@ before the activation stamped in an hour that daylight saving's end repeats, a c
 that ties with a call from another caller, an unreadable record, a call that may have
 rung (a late refusal, an unknown end: untraceable, with a reason), a call from a feed
 that may leave a call that rang a line unlogged and had not shown it logs them (CUCM,
-Kamailio's transaction rows, FreeSWITCH's A legs alone), a caller known by a SIP identity, or a presentation or
-disposition it does not know. Everything else (pending traces, resolving them, a
-shard's replicas, traces recorded from CDRs) never comes here: Tracer.record decides
-that before calling.
+Kamailio's transaction rows, FreeSWITCH's A legs alone), a call to a line its switch
+numbers itself (an extension) once two feeds have indexed such lines, a caller known by
+a SIP identity, or a presentation or disposition it does not know. Everything else
+(pending traces, resolving them, a trace that names its feed, a shard's replicas,
+traces recorded from CDRs) never comes here: Tracer.record decides that before calling.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint64_t
@@ -109,6 +110,16 @@ cdef bint _in_a_repeated_hour(bytes folds, const Entry* entries, Py_ssize_t coun
             if entries[i].start_us < f[3 * k + 1]:
                 return True
     return False
+
+
+cdef bint _shared_local(itxn, meta_db, uint64_t packed) except -1:
+    """True if the line is one its switch numbers itself (not E.164: an extension, another
+    switch's too) and two or more feeds have indexed such lines (store.lookup.LOCAL_FEEDS,
+    2 bytes a feed; Lookup.shared_local: the reference writes why)."""
+    if packed >> 62 == 1:
+        return False
+    feeds = itxn.get(b"local_feeds", None, meta_db)
+    return feeds is not None and len(feeds) > 2
 
 
 cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
@@ -251,6 +262,8 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
             return None
         if _unconnected_unlogged(itxn, meta_db, e):
             return None                      # a later call may be missing: the reference says
+        if _shared_local(itxn, meta_db, packed):
+            return None                      # whose extension dialled: the reference says
         for i in range(first + 1, count):    # calls from other callers at the same instant
             r = &entries[i]
             if r.start_us < at_us and r.start_us == e.start_us and r.calling != e.calling:

@@ -78,9 +78,11 @@ def store(tmp_path_factory):
     s.close()
 
 
-def leaves(history: list[dict], at_us: int, keep: int) -> bool:
+def leaves(history: list[dict], at_us: int, keep: int, shared: bool = False) -> bool:
     """Whether the native record leaves this trace to the reference, by its documented
-    cases, worked out from the history (not from either implementation)."""
+    cases, worked out from the history (not from either implementation). shared: the
+    line is one its switch numbers itself and two feeds have indexed such lines
+    (lookup.LOCAL_FEEDS)."""
     if history and history[0]["start_us"] == AHEAD:    # the first held (the index: the newest)
         return True
     before = [e for e in history if e["start_us"] < at_us]
@@ -96,6 +98,7 @@ def leaves(history: list[dict], at_us: int, keep: int) -> bool:
             or any(t["start_us"] == e["start_us"] and t["calling"] != calling
                    for t in before[1:])
             or held(history, at_us)                                  # a later call may be missing
+            or shared                                 # whose line dialled *57 is not known
             or e["presentation"] > 2 or not 1 <= disposition <= 11 or role == 3)
 
 
@@ -142,32 +145,51 @@ def run(store, native: bool, key: bytes, packed: int, at_us: int, by: str | None
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=HISTORY, at_us=AT, by=st.sampled_from((None, "switch-1")),
-       traced_before=st.booleans(), line=st.integers(0, 10**6))
+       traced_before=st.booleans(), line=st.integers(0, 10**6),
+       kind=st.sampled_from(("other", "e164", "extension")),
+       local_feeds=st.sampled_from((b"", b"\x00\x01", b"\x00\x00\x00\x02")))
 @example(history=[{"start_us": STARTS[0], "calling": SERVED, "call_id": 1, "offset": 0,
                    "source": 1, "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
-         at_us=STARTS[1], by=None, traced_before=False, line=1)   # a served caller: enriched
+         at_us=STARTS[1], by=None, traced_before=False, line=1,
+         kind="other", local_feeds=b"")   # a served caller: enriched
 @example(history=[{"start_us": s, "calling": A, "call_id": k, "offset": 0, "source": 1,
                    "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}
                   for k, s in ((1, STARTS[1]), (2, STARTS[3]))],
-         at_us=STARTS[2], by=None, traced_before=False, line=2)   # in a repeated hour, after
+         at_us=STARTS[2], by=None, traced_before=False, line=2,
+         kind="other", local_feeds=b"")   # in a repeated hour, after
 @example(history=[{"start_us": STARTS[2], "calling": A, "call_id": 1, "offset": 0, "source": 1,
                    "feed": 2, "presentation": 0, "flags": 1 << 4 | 1}],
-         at_us=STARTS[3], by=None, traced_before=False, line=3)   # the feed shown to log them from then
+         at_us=STARTS[3], by=None, traced_before=False, line=3,
+         kind="other", local_feeds=b"")   # the feed shown to log them from then
 @example(history=[{"start_us": STARTS[1], "calling": A, "call_id": 1, "offset": 0, "source": 2,
                    "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
-         at_us=STARTS[3], by=None, traced_before=False, line=4)   # its two legs shown from then
+         at_us=STARTS[3], by=None, traced_before=False, line=4,
+         kind="other", local_feeds=b"")   # its two legs shown from then
 @example(history=[{"start_us": STARTS[0], "calling": A, "call_id": 1, "offset": 0, "source": 2,
                    "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
-         at_us=STARTS[3], by=None, traced_before=False, line=5)   # before: held
+         at_us=STARTS[3], by=None, traced_before=False, line=5,
+         kind="other", local_feeds=b"")   # before: held
+@example(history=[{"start_us": STARTS[0], "calling": A, "call_id": 1, "offset": 0, "source": 99,
+                   "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
+         at_us=STARTS[3], by=None, traced_before=False, line=6006,
+         kind="extension", local_feeds=b"\x00\x00\x00\x02")   # an extension two feeds index
 def test_the_native_record_writes_what_the_reference_writes(store, history, at_us, by,
-                                                             traced_before, line):
-    packed = numbers.normalize(f"30355{line:06d}")
+                                                             traced_before, line, kind,
+                                                             local_feeds):
+    # the line: an E.164 number, or one a switch numbers itself (11 digits NANP's plan
+    # does not read, an extension); and the feeds that index such lines (2 bytes each)
+    packed = {"other": numbers.normalize(f"30355{line:06d}"),
+              "e164": numbers.pack(numbers.E164, f"1303{line:07d}"),
+              "extension": numbers.pack(numbers.EXTENSION, str(line))}[kind]
+    shared = kind != "e164" and len(local_feeds) > 2
     key = index.line_key(packed)
+    with store.envs.env.begin(write=True) as w:
+        w.put(lookup.LOCAL_FEEDS, local_feeds, db=store.envs.db["meta"])
     value = np.array([tuple(e[f] for f in index.ENTRY_DTYPE.names) for e in history],
                      index.ENTRY_DTYPE).tobytes()
     with store.envs.env.begin(write=True) as w:
         w.put(key, value, db=store.envs.db["index"])
-    if traced_before and not leaves(history, at_us, store.config["keep"]):
+    if traced_before and not leaves(history, at_us, store.config["keep"], shared):
         store.trace(numbers.format_number(packed), at=at_us)   # kept: traced already
     with store.envs.eread() as r:
         before = dump(store, r)
@@ -181,6 +203,10 @@ def test_the_native_record_writes_what_the_reference_writes(store, history, at_u
         assert native == reference
         if held(history, at_us):       # its feed has not shown it logs what may be missing
             assert reference["outcome"] == "untraceable"
+        if shared and reference["call"] is not None and "stamped_ahead" not in reference["call"]:
+            # the extension another switch may have
+            assert (reference["outcome"], reference["call"]["line_shared"]) == (
+                "untraceable", ["(no feed)", "2"])           # feeds 0 and 2, by name
     assert comparable(by_native) == comparable(by_python)
 
     # what it leaves, the documented cases exactly, and with nothing written
@@ -191,7 +217,7 @@ def test_the_native_record_writes_what_the_reference_writes(store, history, at_u
             made = tracer.native_record(index.native_txn(txn, tracer.db["traces"]),
                                         index.native_txn(index_txn, tracer.db["index"]),
                                         key, packed, at_us, by)
-        assert (made is None) == leaves(history, at_us, tracer.config["keep"])
+        assert (made is None) == leaves(history, at_us, tracer.config["keep"], shared)
         if made is None:
             assert dump(store, txn) == before
     finally:

@@ -2442,14 +2442,14 @@ def test_a_fault_in_one_fastagi_request_closes_it_and_not_the_others_taken_with_
     from cdrtrace.service import _agi, agi
     from cdrtrace.service.agi_native import NativeFastAGI
 
-    def submit(line, at, then):
+    def submit(line, at, then, feed=None):
         if line == "3035550001":
             raise RuntimeError("a fault")
         then(TraceResult("T00000007", line, Outcome.SUCCESS, AT, None), None)
         return True
     native = NativeFastAGI(agi.FastAGI(None, submit=submit))
     request = (b"trace", b"agi://127.0.0.1/trace")
-    taken = [(_agi.REQUEST, conn, 0, 0.0, "127.0.0.1", 5000, (line, None, *request, None))
+    taken = [(_agi.REQUEST, conn, 0, 0.0, "127.0.0.1", 5000, (line, None, *request, None, None))
              for conn, line in ((1, b"3035550001"), (2, b"3035550002"))]
     responded = {}
 

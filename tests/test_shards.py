@@ -269,6 +269,10 @@ def test_the_service_forwards_a_trace_to_a_ready_replica_of_the_shard_that_holds
         assert west["a"].trace_records(analyst="ann") == east.trace_records(analyst="ann") == []
         commands, _ = agi(front, asterisk(callerid=west_line, agi_arg_1="2026-03-02T11:00:00Z"))
         assert commands[0] == 'SET VARIABLE COT_OUTCOME "already_traced"'   # b named it before
+        named = httpx.post(front.url + "/v1/trace", timeout=20,   # the feed goes with it
+                           json={"line": west_line, "at": "2026-03-02T11:00:00Z", "feed": "pbx-9"},
+                           headers={"Authorization": f"Bearer {switch}"})
+        assert named.status_code == 400 and "no feed named 'pbx-9'" in named.text, named.text
         # a trace forwarded once is not forwarded again; a line no shard holds is refused
         for url, line in ((services["b"].url, "3035550001"), (front.url, west_line)):
             refused = httpx.post(url + "/v1/trace", json={"line": line}, timeout=10,

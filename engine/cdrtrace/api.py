@@ -109,6 +109,10 @@ def _check_trace_inputs(at: Any, wait: Any) -> None:
         raise TraceError(f"wait is seconds, from 0 to {MAX_WAIT:g} (not {wait!r})")
 
 
+_FOLLOW_UP = ("name", "follow_up_phone", "follow_up_hours")   # the carrier's, for the customer
+_Activation = tuple[int, int, int | None]    # a trace's line, time and feed (Store._activation)
+
+
 class Store:
     """A cdrtrace store. Safe to share between threads of one process."""
 
@@ -173,7 +177,7 @@ class Store:
     # ------------------------------------------------------------ the customer's side
 
     def trace(self, line: str, at: str | int | None = None, wait: float = 0.0,
-              by: str | None = None) -> TraceResult:
+              by: str | None = None, feed: str | None = None) -> TraceResult:
         """*57: trace the last received call to line before `at` (default now).
 
         A trace record is committed durably before this returns, whatever the outcome.
@@ -181,21 +185,23 @@ class Store:
         this waits up to `wait` seconds for it; if it is still behind, the trace is
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
+        feed: the switch's, whose calls alone an extension is traced among (_activation).
         """
-        return self._worded(self._tracer.trace(*self._activation(line, at, wait), wait, by, at is None))
+        return self._worded(self._tracer.trace(*self._activation(line, at, wait, feed), wait, by, at is None))
 
     async def trace_async(self, line: str, at: str | int | None = None, wait: float = 0.0,
-                          by: str | None = None) -> TraceResult:
+                          by: str | None = None, feed: str | None = None) -> TraceResult:
         """trace() for an event loop: concurrent traces share commits, no thread each."""
-        return self._worded(await self._tracer.trace_async(*self._activation(line, at, wait), wait, by, at is None))
+        return self._worded(await self._tracer.trace_async(*self._activation(line, at, wait, feed),
+                                                           wait, by, at is None))
 
-    def _activation(self, line: str, at: str | int | None, wait: float = 0.0) -> tuple[int, int]:
-        """(line packed, activation time), of a line this shard's store traces now."""
+    def _activation(self, line: str, at: str | int | None, wait: float = 0.0, feed: str | None = None) -> _Activation:
+        """(line packed, activation time, Catalog.named_feed), of a line this shard traces now."""
         _check_trace_inputs(at, wait)
         packed, at_us = self.line(line), self._at_us(at)
         if self.shard is not None:
             shards.check(self.shard, self.liveness, packed)
-        return packed, at_us
+        return packed, at_us, self.catalog.named_feed(feed)
 
     def _worded(self, result: TraceResult) -> TraceResult:
         """The carrier's own wording of the announcement, if it set one."""
@@ -210,8 +216,7 @@ class Store:
         waived = {c["origin"] for c in self._casebook.of_line(line_text) if c["waiver"]}
         records = self._tracer.records(key)
         requests = {r["origin"]: r for r in self._requests.of_line(line_text)}   # the latest
-        follow_up = {k: v for k, v in self.carrier.items()
-                     if k in ("name", "follow_up_phone", "follow_up_hours")} or None
+        follow_up = {k: v for k, v in self.carrier.items() if k in _FOLLOW_UP} or None
         return customer_status(line_text, records, self.config["threshold"],
                                self._tracer.labels(key, records), waived, requests, follow_up)
 
@@ -220,8 +225,7 @@ class Store:
         """The customer asks the carrier to act against one origin ('Caller A'): refused
         before the threshold unless the CIC waived it; queued for the CIC. by: who took
         the request (a care agent, the self-care channel). Never holds the caller."""
-        packed = self.line(line)
-        line_text = numbers.format_number(packed)
+        line_text = numbers.format_number(packed := self.line(line))
         status = self.status(line)
         mine = next((p for p in status.progress if p.label.lower() == str(origin).strip().lower()),
                     None)
@@ -423,10 +427,11 @@ def shared_commits(store: Store) -> tuple[int, int]:
 
 def trace_then(store: Store, line: str, at: str | int | None,
                then: Callable[[TraceResult | None, BaseException | None], None],
-               by: str | None = None) -> None:
+               by: str | None = None, feed: str | None = None) -> None:
     """store.trace() with no wait, for a listener that answers from the shared commit's
     thread: then(result, None), or then(None, error) for a rule's error
     (evidence.traces.trace_then). What is wrong with the request itself (not a line, a bad time,
     another shard's line) is raised here."""
-    traces.trace_then(store._tracer, *store._activation(line, at), by, lambda result, error: then(
-        None if result is None else store._worded(result), error), at is None)
+    traces.trace_then(store._tracer, *store._activation(line, at, feed=feed), by,
+                      lambda result, error: then(None if result is None else store._worded(result),
+                                                 error), at is None)

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="if a live feed "
                    "has not caught up with the activation time, wait this long before the "
                    "trace is recorded as pending (default 0)")
+    p.add_argument("--feed", help="the feed of the switch the *57 was dialled on: an "
+                   "extension is traced among its calls (needed once two feeds index "
+                   "extensions; an E.164 line is traced among every feed's)")
     p.set_defaults(func=("customer", "cmd_trace"))
 
     p = sub.add_parser("status", parents=[common], help="a customer's traces and progress")

@@ -9,7 +9,8 @@ from .common import emit, open_store
 
 
 def cmd_trace(args):
-    result = open_store(args, readonly_index=True).trace(args.line, at=args.at, wait=args.wait)
+    result = open_store(args, readonly_index=True).trace(args.line, at=args.at, wait=args.wait,
+                                                         feed=args.feed)
     emit(args, result.to_dict(),
           f"{result.trace_id}  {result.outcome.value}  [{result.announcement_id}] "
           f"{result.announcement}")

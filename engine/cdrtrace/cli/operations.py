@@ -183,12 +183,15 @@ def _unconnected(feed: dict) -> str:
 
 def cmd_stats(args):
     stats = open_store(args, readonly_index=True).stats()
+    shared = sum(f["local_lines"] for f in stats["feeds"])
     lines = [f"{f['feed']:<20} {'live' if f['live'] else 'idle'}  records {f['records']:,}  "
              f"records/s {f['records_per_second'] if f['records_per_second'] is not None else '-'}  "
              f"rejected {f['rejected']:,}  "
              f"watermark {f['watermark'] or '-'}  lag {f['lag_seconds'] if f['lag_seconds'] is not None else '-'} s"
              + (STALLED if f["stalled"] else "")
              + (AHEAD if f["ahead_of_clock"] else "") + _unconnected(f)
+             + (f"  EXTENSIONS SHARED WITH {shared - 1} OTHER FEED(S): a trace of one names "
+                "its feed" if f["local_lines"] and shared > 1 else "")
              + (f"  holds records back: traces wait {f['learned_delay_seconds']} s"
                 if "learned_delay_seconds" in f else "")
              for f in stats["feeds"]]

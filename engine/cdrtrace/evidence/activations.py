@@ -36,7 +36,8 @@ def run(tracer: Tracer) -> list[TraceResult]:
                 by["source"] = tracer.catalog.source_name(index_txn, where["source"])
                 try:
                     record = tracer.record(txn, index_txn, index.line_key(line), line, at_us,
-                                           activated_by=by, own=(where["offset"], where["source"]))
+                                           activated_by=by, own=(where["offset"], where["source"]),
+                                           feed=feed)
                 except TraceError as exc:     # its call is no longer held
                     record = None
                     by["error"] = str(exc)

@@ -147,7 +147,7 @@ def call_time(call: dict | None) -> str | None:
 
 
 _NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "unconnected_unlogged",
-                 "legs_unlogged")
+                 "legs_unlogged", "line_shared")
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
@@ -189,6 +189,14 @@ def _customer_view(request: dict | None) -> dict | None:
 def untraceable_reason(call: dict) -> str | None:
     """Why a call a trace resolved to cannot be traced, where the rules fail closed
     (docs/trace-rules.md, "Imperfect data"), for the evidence; None otherwise."""
+    if "line_shared" in call:
+        return (f"this line is not an E.164 number but one a switch numbers itself (an "
+                f"extension, other digits or a SIP user), and {len(call['line_shared'])} feeds "
+                f"({', '.join(call['line_shared'])}) have indexed calls to such lines: each "
+                "switch may have this line, the records cannot tell which switch's line dialled "
+                "*57, and the last call to another's would be named, so none is named. A trace "
+                "that names its feed (HTTP 'feed', FastAGI's second argument, `cdrtrace trace "
+                "--feed`) is resolved among that feed's calls")
     if "stamped_ahead" in call:
         return (f"the newest call to this line is stamped {call['start']}, more than "
                 f"{STAMPED_AHEAD_US // 60_000_000} minutes after the trace was made: its feed's "

@@ -24,26 +24,21 @@ import orjson
 
 from ..errors import TraceError
 from ..parsing import numbers, timezones
-from ..parsing.formats import Disposition, Presentation
 from ..store import index, lookup
 from ..store.catalog import Catalog
 from ..store.environments import Environments
 from ..store.liveness import Liveness
 from ..store.lookup import Lookup
-from . import _trace, marks, pseudonyms, replication
+from . import _trace, pseudonyms, replication, resolution
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
 from .marks import CALL_MARK, TRACE_MARK
-from .outcomes import Outcome, TraceResult, call_time, outcome_for, untraceable_reason
+from .outcomes import Outcome, TraceResult, call_time, untraceable_reason
 
 log = logging.getLogger("cdrtrace.trace")
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
-_FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
-_START = _FIELDS.index("start_us")
 _NativeTxn = index._index.Txn
-# an entry's presentation and disposition as a call's view names them
-_PRESENTATIONS = {int(p): p.name.lower() for p in Presentation}
-_DISPOSITIONS = {int(d): d.name.lower() for d in Disposition}
+_PRESENTATIONS, _DISPOSITIONS = resolution.PRESENTATIONS, resolution.DISPOSITIONS
 # the same names for the native record (_trace.record): by value, None where there is none
 _PRESENTATION_NAMES = tuple(_PRESENTATIONS.get(i) for i in range(max(_PRESENTATIONS) + 1))
 _DISPOSITION_NAMES = tuple(_DISPOSITIONS.get(i) for i in range(max(_DISPOSITIONS) + 1))
@@ -163,26 +158,6 @@ class NativeRecord:
                              self.helpers, current)
 
 
-def call_view(lookup: Lookup, catalog: Catalog, index_txn: Any, e: Any) -> dict:
-    """An index entry as the CIC reads it (identifying)."""
-    flags = int(e["flags"])
-    presentation, disposition = int(e["presentation"]), flags >> 4
-    return {
-        "start": timezones.format_utc(int(e["start_us"])),
-        "start_us": int(e["start_us"]),
-        "calling": lookup.caller_text(index_txn, int(e["calling"])),
-        "presentation": _PRESENTATIONS.get(presentation) or Presentation(presentation).name.lower(),
-        "answered": bool(flags & index.ANSWERED),
-        "forwarded": bool(flags & index.FORWARDED),
-        "indexed_as": index.ROLE_NAMES[(flags >> 2) & 3],
-        "disposition": _DISPOSITIONS.get(disposition) or Disposition(disposition).name.lower(),
-        "call_id": f"{int(e['call_id']):016x}",
-        "feed": int(e["feed"]),
-        "source": catalog.source_name(index_txn, int(e["source"])),
-        "offset": int(e["offset"]),
-    }
-
-
 class Tracer:
     """Resolves and records traces of one store."""
 
@@ -195,7 +170,7 @@ class Tracer:
         self.native = index.native_calls()
         self.native_record = NativeRecord(self)       # the common case in C
 
-    def trace(self, packed: int, at_us: int, wait: float = 0.0,
+    def trace(self, packed: int, at_us: int, feed: int | None = None, wait: float = 0.0,
               by: str | None = None, clocked: bool = False) -> TraceResult:
         """*57 on the line `packed` at at_us: see Store.trace. by: the service's caller
         (a token), kept in the evidence. The pending traces whose feeds passed them are
@@ -204,12 +179,13 @@ class Tracer:
         while wait > 0 and self.liveness.behind(packed, at_us) and time.monotonic() < deadline:
             time.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
         try:
-            return result_of(self.group.run(self._work(packed, at_us, by, clocked)))
+            return result_of(self.group.run(self._work(packed, at_us, by, clocked, feed)))
         except (lmdb.Error, OSError) as exc:   # no evidence, no answer: the switch says "later"
             return unrecorded(packed, at_us, exc)
 
-    async def trace_async(self, packed: int, at_us: int, wait: float = 0.0,
-                          by: str | None = None, clocked: bool = False) -> TraceResult:
+    async def trace_async(self, packed: int, at_us: int, feed: int | None = None,
+                          wait: float = 0.0, by: str | None = None,
+                          clocked: bool = False) -> TraceResult:
         """trace() from an event loop: the same steps, but waiting (for a live feed, for
         the shared commit) without holding a thread. Without a wait, nothing here reads
         the store: the committer decides from the commit's snapshot."""
@@ -219,12 +195,13 @@ class Tracer:
             while self.liveness.behind(packed, at_us) and time.monotonic() < deadline:
                 await asyncio.sleep(min(PENDING_POLL, max(0.0, deadline - time.monotonic())))
         try:
-            return result_of(await self.group.run_async(self._work(packed, at_us, by, clocked)))
+            return result_of(await self.group.run_async(self._work(packed, at_us, by, clocked,
+                                                                   feed)))
         except (lmdb.Error, OSError) as exc:
             return unrecorded(packed, at_us, exc)
 
     def _work(self, packed: int, at_us: int, by: str | None,
-              clocked: bool = False) -> Callable[[Any, Any], dict]:
+              clocked: bool = False, feed: int | None = None) -> Callable[[Any, Any], dict]:
         """The trace's write, for a shared commit: pending while a live feed that may carry
         the line is still behind at_us in the commit's snapshot. clocked: at_us is the
         service's clock at the activation (no time was given)."""
@@ -234,7 +211,8 @@ class Tracer:
         def work(txn: Any, snapshot: Snapshot) -> dict:
             pending = self.liveness.behind(packed, at_us, feeds=snapshot.feeds)
             return self.record(txn, snapshot.txn, key, packed, at_us, pending=pending,
-                               requested_by=by, line=line, made=snapshot.native, current=clocked)
+                               requested_by=by, line=line, made=snapshot.native, current=clocked,
+                               feed=feed)
         return work
 
     @contextlib.contextmanager
@@ -261,79 +239,29 @@ class Tracer:
             yield snapshot
 
     def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int,
-                own: tuple[int, int] | None = None, current: bool = False) -> tuple:
-        """The rules on one line's entries: (outcome, the call's view, its entry, the trace
-        that already named this call). own: (offset, source) of the record that recorded
-        the activation, where the switch recorded it in the call's own record. current: a
-        trace activated on the service's clock (no time given) and made at once (not a
-        pending one resolved later), whose line's calls were all recorded before it."""
-        keep = self.config["keep"]
-        # the line's few entries as plain values (numpy costs more per field than it saves)
-        entries = self.lookup.last_calls(key, index_txn).tolist()
-        if entries and entries[0][_START] > time.time_ns() // 1000 + lookup.STAMPED_AHEAD_US:
-            # the newest call has not begun yet: the line's times cannot be trusted
-            e = dict(zip(_FIELDS, entries[0], strict=True))
-            view = self.call_view(index_txn, e)
-            view["stamped_ahead"] = True
-            return Outcome.UNTRACEABLE, view, e, None
-        before = [r for r in entries if r[_START] < at_us]    # started before the activation
-        if current and len(before) < len(entries):
-            # recorded, so begun, before the trace, yet stamped after its activation: the
-            # switch's clock runs ahead, and this may be the call before the *57
-            e = dict(zip(_FIELDS, entries[len(entries) - len(before) - 1], strict=True))
-            view = self.call_view(index_txn, e)
-            view["stamped_after_activation"] = True
-            return Outcome.UNTRACEABLE, view, e, None
-        before = lookup.up_to_own_call(before, own)    # a malicious call id: the call flagged
-        if not before:
-            if len(entries) >= keep:
-                raise TraceError(
-                    f"the index holds the last {keep} calls of "
-                    f"{numbers.format_number(int.from_bytes(key, 'big'))} and all began after "
-                    f"{timezones.format_utc(at_us)}; older calls are no longer held")
-            return Outcome.NO_CALL, None, None, None
-        e = dict(zip(_FIELDS, before[0], strict=True))
-        outcome = outcome_for(e)
-        view = self.call_view(index_txn, e)
-        tied = [dict(zip(_FIELDS, r, strict=True)) for r in before[1:] if r[_START] == e["start_us"]]
-        if any(t["calling"] != e["calling"] for t in tied):
-            # calls from different callers began at the same instant (whole-second CDR
-            # times): the records cannot tell which was the last, so none is named
-            view["tied_with"] = [self.call_view(index_txn, t) for t in tied]
-            return Outcome.UNTRACEABLE, view, e, None
-        if moved := lookup.may_be_later(self.lookup.folds(index_txn),
-                                        [r[_START] for r in before], at_us):
-            # a local time in the hour daylight saving's end repeats: an hour later, the
-            # last call before the activation would be another
-            view["folded"] = [self.call_view(index_txn, dict(zip(_FIELDS, before[i], strict=True)))
-                              for i in moved]
-            return Outcome.UNTRACEABLE, view, e, None
-        if (unlogged := self.lookup.unlogged_after(index_txn, e)) is not None:
-            view[unlogged[0]] = unlogged[1]     # a later call may be missing (CUCM, FreeSWITCH)
-            return Outcome.UNTRACEABLE, view, e, None
-        original = None
-        if outcome is Outcome.SUCCESS:
-            original = marks.traced_as(txn, self.db, key, e["call_id"], e["start_us"])
-            if original is not None:
-                outcome = Outcome.ALREADY_TRACED
-        return outcome, view, e, original
+                own: tuple[int, int] | None = None, current: bool = False,
+                feed: int | None = None) -> tuple:
+        """The rules on one line's entries (resolution.resolve)."""
+        return resolution.resolve(self, txn, index_txn, key, at_us, own, current, feed)
 
     def call_view(self, index_txn: Any, e: Any) -> dict:
         """An index entry as the CIC reads it (identifying)."""
-        return call_view(self.lookup, self.catalog, index_txn, e)
+        return resolution.call_view(self.lookup, self.catalog, index_txn, e)
 
     def record(self, txn: Any, index_txn: Any, key: bytes, packed: int, at_us: int,
                pending: bool = False, number: int | None = None,
                activated_by: dict | None = None, requested_by: str | None = None,
                own: tuple[int, int] | None = None, line: str | None = None,
-               made: tuple[Any, Any, Any] | None = None, current: bool = False) -> dict:
+               made: tuple[Any, Any, Any] | None = None, current: bool = False,
+               feed: int | None = None) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both.
         own: (offset, source) of the record a switch recorded the activation in, where that
         may be the traced call's own (resolve). line: the line's text, if known. made:
         Snapshot.native, the two transactions as index.native_txn gives them, made once for
         a commit's traces (used when txn is the commit's own). current: a trace on the
-        service's clock, made as it is activated (resolve)."""
+        service's clock, made as it is activated (resolve). feed: the feed the trace
+        names (resolve)."""
         e: Any
         # its dozen reads and writes made in C, holding the GIL (index.native_txn)
         if made is not None and made[0] is txn:
@@ -342,7 +270,7 @@ class Tracer:
             txn, index_txn = (index.native_txn(txn, self.db["traces"], self.native),
                               index.native_txn(index_txn, self.db["index"], self.native))
         if (self.native and not pending and number is None and activated_by is None
-                and self.replica is None):
+                and self.replica is None and feed is None):
             # the common case made in C (ext/_trace.pyx): this method is its reference,
             # and makes what it leaves (it then has written nothing)
             done = self.native_record(txn, index_txn, key, packed, at_us, requested_by, line,
@@ -352,7 +280,8 @@ class Tracer:
         if pending:
             outcome, call, e, original = Outcome.PENDING, None, None, None
         else:
-            outcome, call, e, original = self.resolve(txn, index_txn, key, at_us, own, current)
+            outcome, call, e, original = self.resolve(txn, index_txn, key, at_us, own, current,
+                                                      feed)
         resolving = number is not None
         if number is None:   # never reused, even once a purge emptied the table
             last = txn.last_key(self.db["traces"])
@@ -373,6 +302,8 @@ class Tracer:
             record["activated_by"] = activated_by
         if requested_by is not None:
             record["requested_by"] = requested_by
+        if feed is not None:     # resolved among that feed's calls, where the line is its own
+            record["feed_named"] = feed
         if call is not None and (reason := untraceable_reason(call)) is not None:
             record["reason"] = reason
         if call is not None and call["disposition"] == "unreadable":
@@ -391,7 +322,9 @@ class Tracer:
         else:
             row = trace_rows.pack(number, packed, outcome.value, at_us)
         if pending:
-            txn.put(u64(at_us) + u64(number), key, db=self.db["pending"])
+            # the line, and the feed the trace named (resolved among its calls)
+            txn.put(u64(at_us) + u64(number), key + (b"" if feed is None else feed.to_bytes(2, "big")),
+                    db=self.db["pending"])
         if outcome is Outcome.SUCCESS:
             txn.put(key + CALL_MARK + u64(int(e["call_id"])), trace_id(number).encode(),
                     db=self.db["by_line"])
@@ -436,20 +369,21 @@ class Tracer:
 
     def _pending_work(self, txn: Any, snapshot: Snapshot) -> list[dict]:
         done = []
-        for k, key in list(txn.cursor(self.db["pending"])):
+        for k, value in list(txn.cursor(self.db["pending"])):
             at_us, number = int.from_bytes(k[:8], "big"), int.from_bytes(k[8:], "big")
+            key, named = bytes(value[:8]), value[8:]     # the line, the feed named if any
             packed = int.from_bytes(key, "big")
             if self.liveness.behind(packed, at_us, feeds=snapshot.feeds):
                 continue
-            done.append(self._resolve_one(txn, snapshot.txn, k, bytes(key), packed, at_us,
-                                          number))
+            done.append(self._resolve_one(txn, snapshot.txn, k, key, packed, at_us, number,
+                                          int.from_bytes(named, "big") if named else None))
         return done
 
     def _resolve_one(self, txn: Any, index_txn: Any, k: bytes, key: bytes, packed: int,
-                     at_us: int, number: int) -> dict:
+                     at_us: int, number: int, feed: int | None = None) -> dict:
         """One pending trace, by the normal rules, in the evidence transaction."""
         try:
-            record = self.record(txn, index_txn, key, packed, at_us, number=number)
+            record = self.record(txn, index_txn, key, packed, at_us, number=number, feed=feed)
         except TraceError as exc:   # the call was pushed out of the index meanwhile
             record = json.loads(txn.get(u64(number), db=self.db["traces"]))
             record["error"] = str(exc)
@@ -480,7 +414,7 @@ class Tracer:
             return found
 
 
-def trace_then(tracer: Tracer, packed: int, at_us: int, by: str | None,
+def trace_then(tracer: Tracer, packed: int, at_us: int, feed: int | None, by: str | None,
                then: Callable[[TraceResult | None, BaseException | None], None],
                clocked: bool = False) -> None:
     """tracer.trace() with no wait, answered on the committer thread rather than to the
@@ -495,4 +429,4 @@ def trace_then(tracer: Tracer, packed: int, at_us: int, by: str | None,
             then(unrecorded(packed, at_us, error), None)
         else:
             then(None, error)
-    tracer.group.submit(tracer._work(packed, at_us, by, clocked), settled)
+    tracer.group.submit(tracer._work(packed, at_us, by, clocked, feed), settled)

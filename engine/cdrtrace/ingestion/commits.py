@@ -47,6 +47,7 @@ class Pending:
         self.unconnected: int | None = None
         self.unconnected_sources: set[int] = set()
         self.legs_shown = False     # this run found FreeSWITCH's legs shown: not sought again
+        self.local_noted = False    # this run noted its feed indexes local lines (lookup.LOCAL_FEEDS)
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
@@ -123,9 +124,15 @@ class Pending:
         local_zone, meta_db = self.local_zone, self.store.envs.db["meta"]
         omits, unconnected, self.unconnected = self.omits_unconnected, self.unconnected, None
         sources, self.unconnected_sources = self.unconnected_sources, set()
+        # a feed that indexes a line of its switch's own (an extension) shares that
+        # numbering with every other such feed (lookup.shared_local), noted once a run
+        local = (not self.local_noted and pairs is not None
+                 and lookup.has_local_lines(pairs[0]))
 
         def work(txn, last: dict | None):
             written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
+            if local:
+                lookup.note_local_feed(txn, meta_db, self.feed)
             if local_zone is not None:     # its repeated hours, for the trace (lookup.FOLDS)
                 lookup.add_fold_zone(txn, meta_db, local_zone)
             if omits:                      # what it showed of calls that never connected
@@ -160,6 +167,7 @@ class Pending:
                         written += self.store.envs.write(functools.partial(
                             index.write_entries, db=db, keep=keep, **part))
                 written += self.store.envs.write(functools.partial(work, last=last))
+                self.local_noted = self.local_noted or local
             finally:
                 if room is not None and len(self._free) < 2:
                     self._free.append(room)      # written or not, nothing reads it again

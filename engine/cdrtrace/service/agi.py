@@ -8,9 +8,11 @@ a dead channel are answered `511`; a command Asterisk does not understand is ans
 
 The traced line is `agi_callerid`, the subscriber who dialled *57; `agi_arg_1`, if
 given, is the activation time; else the time Asterisk created the *57's channel, which
-`agi_uniqueid` begins with (activation()). We set `COT_OUTCOME`, `COT_ANNOUNCEMENT` and
-`COT_TRACE_ID`, and the dialplan plays the announcement. FastAGI has no authentication:
-only peers in the allowed networks are served.
+`agi_uniqueid` begins with (activation()). `agi_arg_2`, if given, names the feed of the
+switch the *57 was dialled on: an extension is traced among that feed's calls. We set
+`COT_OUTCOME`, `COT_ANNOUNCEMENT` and `COT_TRACE_ID`, and the dialplan plays the
+announcement. FastAGI has no authentication: only peers in the allowed networks are
+served.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ READ_TIMEOUT = 5.0          # seconds a peer has for its whole block, and for ea
 MAX_CONNECTIONS = 1024      # FastAGI connections at once; more are closed at once
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 KEPT = ("agi_callerid", "agi_arg_1", "agi_network_script", "agi_request",   # what a trace reads
-        "agi_uniqueid")
+        "agi_uniqueid", "agi_arg_2")
 # Asterisk's channel id: [SYSTEMNAME-]EPOCH.SEQUENCE, the epoch second it made the channel
 UNIQUEID = re.compile(r"(?:^|-)([0-9]{9,11})\.[0-9]{1,12}$")
 UNIQUEID_BEHIND = 86400      # seconds a *57's channel may have been up (a day: no older)
@@ -315,7 +317,7 @@ class FastAGI:
     observe(via, outcome, seconds) counts a trace answered, refused(reason) a connection
     refused (metrics.Refusals)."""
 
-    def __init__(self, trace: Callable[[str, str | None], Awaitable[TraceResult]],
+    def __init__(self, trace: Callable[[str, str | None, str | None], Awaitable[TraceResult]],
                  allow: Iterable[str] = DEFAULT_ALLOW, observe: Callable[..., None] | None = None,
                  submit: Callable[..., bool] | None = None, keys: tuple[str, ...] = (),
                  refused: Callable[[str], None] | None = None):
@@ -364,16 +366,18 @@ class FastAGI:
             self.active.add(task)
             task.add_done_callback(self.active.discard)
 
-    async def traced(self, callerid: str | None, arg_1: str | None, address: Any) -> TraceResult:
-        """The trace of agi_callerid at agi_arg_1 (now, without one); a failure, for the
-        switch to announce, when they are not a line or a time."""
+    async def traced(self, callerid: str | None, arg_1: str | None, address: Any,
+                     feed: str | None = None) -> TraceResult:
+        """The trace of agi_callerid at agi_arg_1 (now, without one), among the calls of
+        agi_arg_2's feed where it names one; a failure, for the switch to announce, when
+        they are not a line, a time or a feed."""
         try:
-            return await self.trace(callerid or "", arg_1 or None)
+            return await self.trace(callerid or "", arg_1 or None, feed or None)
         except CdrTraceError as exc:            # not a line (anonymous), a bad time
             return self.failed(exc, address)
 
     def traced_then(self, callerid: str | None, arg_1: str | None, address: Any,
-                    then: Callable[[TraceResult | None], None]) -> bool:
+                    then: Callable[[TraceResult | None], None], feed: str | None = None) -> bool:
         """traced() without the event loop: then(result) is called on the shared commit's
         thread once the trace is durable (at once, for a request that is not a line or a
         time); then(None) if the trace raised an error that is not the request's (the
@@ -391,7 +395,7 @@ class FastAGI:
                 then(None)
                 raise error
         try:
-            return self.submit(callerid or "", arg_1 or None, settled)
+            return self.submit(callerid or "", arg_1 or None, settled, feed=feed or None)
         except CdrTraceError as exc:
             then(self.failed(exc, address))
             return True
@@ -431,7 +435,7 @@ class FastAGI:
                 return
             result = await self.traced(env.get("agi_callerid"),
                                        activation(env.get("agi_arg_1"), env.get("agi_uniqueid")),
-                                       address)
+                                       address, env.get("agi_arg_2"))
             for text in commands(result):
                 if not await command(peer, text):
                     break                            # hung up: the trace is recorded anyway
@@ -447,7 +451,7 @@ class FastAGI:
 
 
 def dial(host: str, port: int, callerid: str, at: str | None = None,
-         timeout: float = 10.0) -> dict[str, str]:
+         timeout: float = 10.0, feed: str | None = None) -> dict[str, str]:
     """Dial *57 into a FastAGI listener as Asterisk's AGI() would (for the demo and for
     checking a deployment): the channel variables it set."""
     import socket
@@ -458,7 +462,8 @@ def dial(host: str, port: int, callerid: str, at: str | None = None,
         head = {"agi_network": "yes", "agi_network_script": "trace",
                 "agi_request": f"agi://{host}:{port}/trace", "agi_channel": "PJSIP/demo-00000001",
                 "agi_callerid": callerid, "agi_dnid": "*57", "agi_extension": "*57",
-                **({"agi_arg_1": at} if at else {})}
+                **({"agi_arg_1": at or ""} if at or feed else {}),
+                **({"agi_arg_2": feed} if feed else {})}
         stream.write("".join(f"{k}: {v}\n" for k, v in head.items()).encode() + b"\n")
         stream.flush()
         while True:

@@ -87,7 +87,7 @@ class NativeFastAGI(NativeListener):
         """A connection's agi_* block has come: its trace handed to the shared commit,
         answered from there (_answer); or traced on the loop (another shard's line)."""
         try:
-            callerid, arg_1, script, request, uniqueid = (
+            callerid, arg_1, script, request, uniqueid, feed = (
                 None if v is None else v.decode("utf-8", "replace").strip() for v in values)
             arg_1 = agi.activation(arg_1, uniqueid)
             if not agi.serves(script, request):
@@ -100,7 +100,7 @@ class NativeFastAGI(NativeListener):
                 self.respond(conn, agi.NOT_KEYED.encode() + b"\n")
                 return
             if self.listener.traced_then(callerid, arg_1, address,
-                                         functools.partial(self._answer, conn)):
+                                         functools.partial(self._answer, conn), feed):
                 return
         except Exception:                   # noqa: BLE001 - this connection, not the batch's others
             log.exception("agi: the trace for %s failed", address)
@@ -109,14 +109,14 @@ class NativeFastAGI(NativeListener):
         except BaseException:
             self.respond(conn, b"")
             raise
-        self.spawn(self._trace(conn, address, callerid, arg_1))
+        self.spawn(self._trace(conn, address, callerid, arg_1, feed))
 
     async def _trace(self, conn: int, address: tuple, callerid: str | None,
-                     arg_1: str | None) -> None:
+                     arg_1: str | None, feed: str | None) -> None:
         """Trace on the loop, then hand the commands to C."""
         result = None                       # none: the connection is closed
         try:
-            result = await self.listener.traced(callerid, arg_1, address)
+            result = await self.listener.traced(callerid, arg_1, address, feed)
         finally:
             self._answer(conn, result)
 

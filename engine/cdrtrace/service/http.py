@@ -137,7 +137,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         The answer never names the caller."""
         started = time.perf_counter()
         result = await router.trace(body.line, at=body.at, wait=body.wait, by=str(principal),
-                                    forward=forwarded is None)
+                                    forward=forwarded is None, feed=body.feed)
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
         return result.to_dict()
 
@@ -146,7 +146,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
     async def trace_text(request: Request) -> PlainTextResponse:
         """*57 for a switch whose HTTP client can only post a form and read text (FreeSWITCH
         mod_curl, Kamailio http_client): form fields line, token, and optionally at and
-        wait (seconds, up to 10, for a live feed to catch up); the answer is the
+        wait (seconds, up to 10, for a live feed to catch up) and feed; the answer is the
         announcement id alone (COT-SUCCESS, ...), the sound the switch plays."""
         form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0]
@@ -154,6 +154,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
         if found is None or found.role != "switch":
             return PlainTextResponse("COT-FAILURE", status_code=401 if found is None else 403)
         line, at = (form.get("line") or [""])[0], next(iter(form.get("at") or []), None)
+        feed = next(iter(form.get("feed") or []), None)
         try:
             wait = float((form.get("wait") or ["0"])[0])
         except ValueError:
@@ -162,7 +163,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
             return PlainTextResponse("COT-FAILURE", status_code=400)
         started = time.perf_counter()
         try:
-            result = await router.trace(line, at, wait, str(found))
+            result = await router.trace(line, at, wait, str(found), feed=feed)
         except CdrTraceError:
             return PlainTextResponse("COT-FAILURE", status_code=400)
         app.state.observe("http", result.outcome.value, time.perf_counter() - started)
@@ -314,7 +315,7 @@ class Front(Answering):
         return True
 
     def switch_request(self, headers: list, body: bytes) -> tuple | None:
-        """(line, at, wait, principal, forward) when the body and token are as a switch
+        """(line, at, wait, principal, forward, feed) when the body and token are as a switch
         sends them; None otherwise (the FastAPI route then gives the documented error)."""
         return self.switch_request_of(_header(headers, b"authorization"), body,
                                       _header(headers, FORWARDED.lower().encode()) is None)
@@ -330,22 +331,24 @@ class Front(Answering):
         if not isinstance(request, dict) or not request.keys() <= _TRACE_FIELDS:
             return None
         line, at, wait = request.get("line"), request.get("at"), request.get("wait", 0.0)
+        feed = request.get("feed")
         if not (isinstance(line, str) and len(line) <= 64
                 and (at is None or isinstance(at, str) and len(at) <= 40)
+                and (feed is None or isinstance(feed, str) and len(feed) <= 64)
                 and isinstance(wait, int | float) and not isinstance(wait, bool)
                 and 0 <= wait <= 10):
             return None
         found = self.store.tokens.principal((authorization or "").removeprefix("Bearer ").strip())
         if found is None or found.role != RIGHTS["trace"]:
             return None
-        return line, at, float(wait), found, forward
+        return line, at, float(wait), found, forward, feed
 
     async def answer(self, request: tuple, started: float) -> tuple[int, bytes]:
         """A switch's trace, run: the answer's status and JSON body."""
-        line, at, wait, found, forward = request
+        line, at, wait, found, forward, feed = request
         try:
             result = await self.router.trace(line, at=at, wait=wait, by=str(found),
-                                             forward=forward)
+                                             forward=forward, feed=feed)
         except CdrTraceError as exc:
             return status_of(exc), json_body({"error": str(exc)})
         self.observe("http", result.outcome.value, time.perf_counter() - started)

@@ -90,9 +90,9 @@ class NativeHTTP(NativeListener):
             if request is None:                     # not as a switch sends it: uvicorn
                 self.respond(conn, b"", 0)
                 return
-            line, at, wait, found, forward = request
+            line, at, wait, found, forward, feed = request
             if not wait and self.front.router.trace_then(
-                    line, at, functools.partial(self._answer, conn), str(found), forward):
+                    line, at, functools.partial(self._answer, conn), str(found), forward, feed):
                 return
         except CdrTraceError as exc:                # the request's own fault: not a line, ...
             self.answer(conn, json_body({"error": str(exc)}), status_of(exc))

@@ -47,9 +47,10 @@ class Router:
         self.idle: dict[str, queue.LifoQueue] = {}   # replica -> kept-alive connections
 
     async def trace(self, line: str, at: str | int | None = None, wait: float = 0.0,
-                    by: str | None = None, forward: bool = True) -> TraceResult:
+                    by: str | None = None, forward: bool = True,
+                    feed: str | None = None) -> TraceResult:
         try:
-            return await self.store.trace_async(line, at=at, wait=wait, by=by)
+            return await self.store.trace_async(line, at=at, wait=wait, by=by, feed=feed)
         except WrongShardError as exc:
             if not forward or exc.peer is None:
                 raise
@@ -57,24 +58,26 @@ class Router:
         when = at if isinstance(at, str) and at else timezones.format_utc(
             at if isinstance(at, int) else time.time_ns() // 1000)
         self.forwarded += 1
-        return await asyncio.to_thread(self._post, peer, line, when, wait)
+        return await asyncio.to_thread(self._post, peer, line, when, wait, feed)
 
     def trace_then(self, line: str, at: str | None,
                    then: Callable[[TraceResult | None, BaseException | None], None],
-                   by: str | None = None, forward: bool = True) -> bool:
+                   by: str | None = None, forward: bool = True, feed: str | None = None) -> bool:
         """trace() answered on the shared commit's thread (api.trace_then; by: who asked):
         False, with nothing done, for a line another shard holds, which trace() forwards;
         unless forward is False (the trace was forwarded here): then its WrongShardError."""
         try:
-            api.trace_then(self.store, line, at, then, by)
+            api.trace_then(self.store, line, at, then, by, feed)
         except WrongShardError as exc:
             if not forward or exc.peer is None:
                 raise
             return False
         return True
 
-    def _post(self, peer: Any, line: str, at: str, wait: float) -> TraceResult:
-        body = json.dumps({"line": line, "at": at, "wait": wait}).encode()
+    def _post(self, peer: Any, line: str, at: str, wait: float,
+              feed: str | None = None) -> TraceResult:
+        body = json.dumps({"line": line, "at": at, "wait": wait,
+                           **({"feed": feed} if feed is not None else {})}).encode()
         headers = {"Authorization": f"Bearer {self.tokens[peer.name]}",
                    "Content-Type": "application/json", FORWARDED: "1"}
         tried = []

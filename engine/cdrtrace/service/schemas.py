@@ -26,6 +26,9 @@ class TraceRequest(Strict):
     line: str = Field(max_length=64, description="the line that dialled *57")
     at: str | None = Field(None, max_length=40, description="activation time, ISO-8601 (default now)")
     wait: float = Field(0.0, ge=0, le=10, description="seconds to wait for a live feed to catch up")
+    feed: str | None = Field(None, max_length=64, description=(
+        "the feed of the switch the *57 was dialled on: an extension is traced among its "
+        "calls (needed once two feeds index extensions); an E.164 line among every feed's"))
 
 
 class ActionRequest(Strict):
@@ -82,14 +85,15 @@ AFTER_REQUEST = Query(None, pattern=r"^R[0-9]{6,19}$", description=(
 # POST /v1/trace/text: a form in, the announcement's id out (as plain text)
 _FORM = {"type": "object", "required": ["line", "token"], "properties": {
     "line": {"type": "string", "maxLength": 64}, "token": {"type": "string"},
-    "at": {"type": "string", "maxLength": 40}, "wait": {"type": "number", "minimum": 0, "maximum": 10}}}
+    "at": {"type": "string", "maxLength": 40}, "wait": {"type": "number", "minimum": 0, "maximum": 10},
+    "feed": {"type": "string", "maxLength": 64}}}
 TEXT_TRACE = {
     "requestBody": {"required": True, "content": {
         "application/x-www-form-urlencoded": {"schema": _FORM}}},
     "responses": {str(code): {"description": why, "content": {"text/plain": {
         "schema": {"type": "string"}}}} for code, why in (
             (200, "the announcement's id: COT-SUCCESS, ..."),
-            (400, "COT-FAILURE: a wrong line, time or wait"),
+            (400, "COT-FAILURE: a wrong line, time, wait or feed"),
             (401, "COT-FAILURE: no valid token"), (403, "COT-FAILURE: not a switch's token"))}}
 class TraceAnswer(Strict):
     """A trace as the switch and the customer learn it: never the caller."""
@@ -243,6 +247,9 @@ class FeedStats(Open):
     ahead_of_clock: bool = Field(description=(
         "its newest call is stamped more than 5 minutes after the clock: its zone or its "
         "switch's clock is wrong, and traces of its lines are untraceable"))
+    local_lines: bool = Field(description=(
+        "it indexed calls to lines its switch numbers itself (extensions): once two feeds "
+        "have, a trace of such a line names its feed, or is untraceable"))
     last_commit: str | None
 
 

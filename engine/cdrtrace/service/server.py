@@ -135,7 +135,8 @@ async def serve(store: Any, http: str | None, agi: str | None,
     observe = (lambda kind, outcome, seconds: app.state.observe(kind, outcome, seconds)) if app \
         else None
     refused = (lambda reason: app.state.refused("agi", reason)) if app else None
-    listener = FastAGI(lambda line, at: router.trace(line, at=at), agi_allow or DEFAULT_ALLOW,
+    listener = FastAGI(lambda line, at, feed: router.trace(line, at=at, feed=feed),
+                       agi_allow or DEFAULT_ALLOW,
                        observe, router.trace_then, agi_keys, refused)
     native = None
     if agi:

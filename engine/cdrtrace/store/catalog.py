@@ -15,11 +15,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, TraceError
 from ..parsing import timezones
 from .environments import Environments
 from .liveness import learned_delay
-from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, unconnected_mark
+from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, local_feeds, unconnected_mark
 
 NO_FEED = "(no feed)"       # how stats names the feed of files ingested with none named
 # stats' key, by the suffix of a feed's mark (lookup.UNCONNECTED), for since when the feed
@@ -265,12 +265,29 @@ class Catalog:
             known = txn.get(b"feed:" + name.encode(), db=self.db["meta"])
         return int(known) if known else None
 
+    def named_feed(self, name: str | None) -> int | None:
+        """The number of the feed a trace names (None: none named), whose calls alone an
+        extension is traced among; a name no feed has ingested under is refused (a
+        misspelt name would find no call)."""
+        if name is None:
+            return None
+        number = self.known_feed_id(name) if name != NO_FEED else 0
+        if number is None:
+            raise TraceError(f"no feed named {name!r} has ingested calls into this store")
+        return number
+
     def feed_names(self, txn: Any) -> dict[int, str]:
         names = {0: NO_FEED}
         for key, value in txn.cursor(self.db["meta"]):
             if key.startswith(b"feed:"):
                 names[int(value)] = key[5:].decode()
         return names
+
+    def names_of(self, txn: Any, feeds: list[int]) -> list[str]:
+        """Feeds' names, read by txn as index.native_txn gives it (its range)."""
+        names = {int(value): key[5:].decode()
+                 for key, value in txn.range(b"feed:", b"feed;", db=self.db["meta"])}
+        return [NO_FEED if f == 0 else names.get(f, str(f)) for f in feeds]
 
     def count_feed(self, txn: Any, feed: int, records: int, rejected: int,
                    newest: int | None) -> None:
@@ -301,8 +318,10 @@ class Catalog:
         for FreeSWITCH, which may write A legs alone, since when it has shown two legs of a
         call (legs_logged_from);
         for a switch a follower saw hold its records back, how long (learned_delay_seconds:
-        traces wait that long for it, ingestion.live)."""
+        traces wait that long for it, ingestion.live); whether it indexed lines its switch
+        numbers itself (local_lines: extensions, which another switch may have too)."""
         names = self.feed_names(txn)
+        local = local_feeds(txn, self.db["meta"])
         feeds = []
         for key, value in txn.cursor(self.db["meta"]):
             if not key.startswith(b"feedstats:"):
@@ -324,6 +343,7 @@ class Catalog:
                 "watermark": timezones.format_utc(mark) if mark else None,
                 "lag_seconds": round((now_us - mark) / 1e6, 1) if mark else None,
                 "ahead_of_clock": bool(mark) and mark - now_us > STAMPED_AHEAD_US,
+                "local_lines": number in local,
                 "last_commit": timezones.format_utc(stats["last_commit_us"])})
             held, _ = learned_delay(txn, self.db["meta"], number, now_us)
             if held:

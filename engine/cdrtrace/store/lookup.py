@@ -34,6 +34,10 @@ UNCONNECTED, UNCONNECTED_SOURCE, NEVER = b"unconnected/", b"unconnected-source/"
 LEGS = b"/legs"
 # what a held call's view names its reason by, by its mark's suffix
 UNLOGGED_VIEW = {b"": "unconnected_unlogged", LEGS: "legs_unlogged"}
+# the feeds that have indexed a call to a line that is not an E.164 number (an extension,
+# other digits, a SIP user: a switch's own, which another switch may have too), in the
+# index's meta: their ids, 2 bytes each, ascending (note_local_feed, shared_local)
+LOCAL_FEEDS = b"local_feeds"
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
@@ -129,8 +133,34 @@ def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None,
                 mark.to_bytes(8, "little", signed=True), db=meta_db)
 
 
+def local_line(packed: int) -> bool:
+    """Whether a line is a switch's own (docs/trace-rules.md, "A line a switch numbers
+    itself"): not an E.164 number, which names one line the world over."""
+    return packed >> 62 != numbers.E164
+
+
+def local_feeds(txn: Any, meta_db: Any) -> list[int]:
+    """The feeds that have indexed calls to lines of their switch's own (LOCAL_FEEDS)."""
+    held = bytes(txn.get(LOCAL_FEEDS, b"", db=meta_db))
+    return [int.from_bytes(held[i:i + 2], "big") for i in range(0, len(held), 2)]
+
+
+def note_local_feed(txn: Any, meta_db: Any, feed: int) -> None:
+    """Note, in an index write, that a feed indexed a call to a line of its switch's own."""
+    feeds = local_feeds(txn, meta_db)
+    if feed not in feeds:
+        txn.put(LOCAL_FEEDS, b"".join(f.to_bytes(2, "big") for f in sorted([*feeds, feed])),
+                db=meta_db)
+
+
+def has_local_lines(lines: np.ndarray) -> bool:
+    """Whether any of a batch's indexed lines (packed) is a switch's own (local_line)."""
+    return bool(((lines >> np.uint64(62)) != np.uint64(numbers.E164)).any())
+
+
 _NAMES = index.ENTRY_DTYPE.names or ()      # an entry's fields, as tolist() gives them
-_START, _OFFSET, _SOURCE = (_NAMES.index(name) for name in ("start_us", "offset", "source"))
+_START, _OFFSET, _SOURCE, _FEED = (_NAMES.index(name)
+                                   for name in ("start_us", "offset", "source", "feed"))
 
 
 def up_to_own_call(before: list, own: tuple[int, int] | None) -> list:
@@ -141,6 +171,11 @@ def up_to_own_call(before: list, own: tuple[int, int] | None) -> list:
     that began during it (call waiting) is newer, and not the one the customer flagged."""
     flagged = None if own is None else next((r for r in before if (r[_OFFSET], r[_SOURCE]) == own), None)
     return before if flagged is None else [r for r in before if r[_START] <= flagged[_START]]
+
+
+def of_feed(entries: list, feed: int) -> list:
+    """Of a line's entries (as tolist() gives them), those a feed indexed."""
+    return [r for r in entries if r[_FEED] == feed]
 
 
 def fold_shift(folds: np.ndarray, start_us: int) -> int:
@@ -181,6 +216,14 @@ class Lookup:
         """The repeated hours of the zones that read local times into the index (FOLDS)."""
         value = txn.get(FOLDS, db=self.db["meta"])
         return _frombuffer(value, np.int64).reshape(-1, 3) if value else _NO_FOLDS
+
+    def shared_local(self, txn: Any, key: bytes) -> list[int] | None:
+        """The feeds that index lines of their switch's own, where the line of key is one
+        and they are two or more: the records cannot tell whose line it is. Else None."""
+        if not local_line(int.from_bytes(key, "big")):
+            return None
+        feeds = local_feeds(txn, self.db["meta"])
+        return feeds if len(feeds) > 1 else None
 
     def unlogged_after(self, txn: Any, e: dict) -> tuple[str, str | None] | None:
         """None if no call may be missing after the call of entry e for want of its

@@ -1,0 +1,117 @@
+"""Which call a trace names: the rules (docs/trace-rules.md) on one line's index entries,
+and a call as the CIC reads it. Tracer.record writes what these decide; the common case
+is also made in C (ext/_trace.pyx), tested against this."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import TraceError
+from ..parsing import numbers, timezones
+from ..parsing.formats import Disposition, Presentation
+from ..store import index, lookup
+from ..store.catalog import Catalog
+from ..store.lookup import Lookup
+from . import marks
+from .outcomes import Outcome, outcome_for
+
+_FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
+_START = _FIELDS.index("start_us")
+# an entry's presentation and disposition as a call's view names them
+PRESENTATIONS = {int(p): p.name.lower() for p in Presentation}
+DISPOSITIONS = {int(d): d.name.lower() for d in Disposition}
+
+
+def call_view(lookup: Lookup, catalog: Catalog, index_txn: Any, e: Any) -> dict:
+    """An index entry as the CIC reads it (identifying)."""
+    flags = int(e["flags"])
+    presentation, disposition = int(e["presentation"]), flags >> 4
+    return {
+        "start": timezones.format_utc(int(e["start_us"])),
+        "start_us": int(e["start_us"]),
+        "calling": lookup.caller_text(index_txn, int(e["calling"])),
+        "presentation": PRESENTATIONS.get(presentation) or Presentation(presentation).name.lower(),
+        "answered": bool(flags & index.ANSWERED),
+        "forwarded": bool(flags & index.FORWARDED),
+        "indexed_as": index.ROLE_NAMES[(flags >> 2) & 3],
+        "disposition": DISPOSITIONS.get(disposition) or Disposition(disposition).name.lower(),
+        "call_id": f"{int(e['call_id']):016x}",
+        "feed": int(e["feed"]),
+        "source": catalog.source_name(index_txn, int(e["source"])),
+        "offset": int(e["offset"]),
+    }
+
+
+def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
+            own: tuple[int, int] | None = None, current: bool = False,
+            feed: int | None = None) -> tuple:
+    """The rules on one line's entries: (outcome, the call's view, its entry, the trace
+    that already named this call). own: (offset, source) of the record that recorded
+    the activation, where the switch recorded it in the call's own record. current: a
+    trace activated on the service's clock (no time given) and made at once (not a
+    pending one resolved later), whose line's calls were all recorded before it. feed:
+    the feed whose switch the *57 was dialled on, named by the trace (or the feed whose
+    record recorded it): a line of a switch's own (an extension) is resolved among that
+    feed's calls alone; an E.164 line among every feed's."""
+    keep = tracer.config["keep"]
+    # the line's few entries as plain values (numpy costs more per field than it saves)
+    entries = tracer.lookup.last_calls(key, index_txn).tolist()
+    held = len(entries)
+    shared = tracer.lookup.shared_local(index_txn, key)
+    if feed is not None and lookup.local_line(int.from_bytes(key, "big")):
+        entries, shared = lookup.of_feed(entries, feed), None
+    if entries and entries[0][_START] > time.time_ns() // 1000 + lookup.STAMPED_AHEAD_US:
+        # the newest call has not begun yet: the line's times cannot be trusted
+        e = dict(zip(_FIELDS, entries[0], strict=True))
+        view = tracer.call_view(index_txn, e)
+        view["stamped_ahead"] = True
+        return Outcome.UNTRACEABLE, view, e, None
+    before = [r for r in entries if r[_START] < at_us]    # started before the activation
+    if current and len(before) < len(entries):
+        # recorded, so begun, before the trace, yet stamped after its activation: the
+        # switch's clock runs ahead, and this may be the call before the *57
+        e = dict(zip(_FIELDS, entries[len(entries) - len(before) - 1], strict=True))
+        view = tracer.call_view(index_txn, e)
+        view["stamped_after_activation"] = True
+        return Outcome.UNTRACEABLE, view, e, None
+    before = lookup.up_to_own_call(before, own)    # a malicious call id: the call flagged
+    if not before:
+        if held >= keep:
+            raise TraceError(
+                f"the index holds the last {keep} calls of "
+                f"{numbers.format_number(int.from_bytes(key, 'big'))}"
+                + (f" (of every feed; none before the activation is feed {feed}'s)"
+                   if len(entries) < held else "")
+                + f" and all began after {timezones.format_utc(at_us)}; older calls are "
+                "no longer held")
+        return Outcome.NO_CALL, None, None, None
+    e = dict(zip(_FIELDS, before[0], strict=True))
+    outcome = outcome_for(e)
+    view = tracer.call_view(index_txn, e)
+    if shared is not None:
+        # an extension that two switches may each have: the records cannot tell whose line
+        # dialled *57, and the last call to another's would be named
+        view["line_shared"] = tracer.catalog.names_of(index_txn, shared)
+        return Outcome.UNTRACEABLE, view, e, None
+    tied = [dict(zip(_FIELDS, r, strict=True)) for r in before[1:] if r[_START] == e["start_us"]]
+    if any(t["calling"] != e["calling"] for t in tied):
+        # calls from different callers began at the same instant (whole-second CDR
+        # times): the records cannot tell which was the last, so none is named
+        view["tied_with"] = [tracer.call_view(index_txn, t) for t in tied]
+        return Outcome.UNTRACEABLE, view, e, None
+    if moved := lookup.may_be_later(tracer.lookup.folds(index_txn),
+                                    [r[_START] for r in before], at_us):
+        # a local time in the hour daylight saving's end repeats: an hour later, the
+        # last call before the activation would be another
+        view["folded"] = [tracer.call_view(index_txn, dict(zip(_FIELDS, before[i], strict=True)))
+                          for i in moved]
+        return Outcome.UNTRACEABLE, view, e, None
+    if (unlogged := tracer.lookup.unlogged_after(index_txn, e)) is not None:
+        view[unlogged[0]] = unlogged[1]     # a later call may be missing (CUCM, FreeSWITCH)
+        return Outcome.UNTRACEABLE, view, e, None
+    original = None
+    if outcome is Outcome.SUCCESS:
+        original = marks.traced_as(txn, tracer.db, key, e["call_id"], e["start_us"])
+        if original is not None:
+            outcome = Outcome.ALREADY_TRACED
+    return outcome, view, e, original

@@ -1,0 +1,240 @@
+"""A line a switch numbers itself (an extension, other digits, a SIP user) is that switch's
+own: two PBXs may each have an extension 2001, and their calls share one index line. Once
+two feeds have indexed such lines, a *57 from one of them cannot tell whose extension
+dialled it, and would name the other switch's call. It is untraceable unless the trace
+names its feed, and is then resolved among that feed's calls alone (docs/trace-rules.md,
+"A line a switch numbers itself"). An E.164 number names one line the world over."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import cdrtrace
+from cdrtrace.config import Feed
+from cdrtrace.errors import TraceError
+from cdrtrace.parsing.formats import CUCM_RELEASES
+from cdrtrace.parsing.parsers import get_format
+from cdrtrace.store import lookup
+from conftest import cdr, cdr_file
+
+AT = "2026-03-02T15:00:00Z"
+ASTERISK = get_format("asterisk")
+
+
+def call(src: str, dst: str, clock: str, uniqueid: str) -> bytes:
+    """An answered Asterisk call on 2026-03-02 at clock (HH:MM), a minute long."""
+    return cdr(src=src, dst=dst, start=f"2026-03-02 {clock}:00", answer=f"2026-03-02 {clock}:05",
+               end=f"2026-03-02 {clock}:59", uniqueid=uniqueid)
+
+
+def ingest(store, tmp_path, feed: str, *records: bytes, fmt=ASTERISK) -> None:
+    path = cdr_file(tmp_path, *records, name=f"{feed}-{len(list(tmp_path.iterdir()))}.csv")
+    cdrtrace.ingest(store, [path], feed=Feed(feed, fmt))
+
+
+def test_an_extension_two_switches_may_have_names_no_caller(store, tmp_path):
+    """East's 2001 was called at 14:00; west's 2001 was never called, and its subscriber,
+    harassed through a line west leaves unlogged or not at all, dials *57. Named by its
+    extension alone, the trace would name east's caller, an innocent person."""
+    ingest(store, tmp_path, "east", call("3035550100", "2001", "14:00", "e1"))
+    assert store.trace("2001", at="2026-03-02T14:30:00Z").outcome.value == "success"   # one switch
+    ingest(store, tmp_path, "west", call("3035550177", "3001", "14:10", "w1"))
+    got = store.trace("2001", at=AT)
+    assert (got.outcome.value, got.call_time) == ("untraceable", None)
+    assert "3035550100" not in repr(got) and "3035550100" not in repr(store.status("2001"))
+    record = store.trace_records("2001", analyst="cic")[-1]
+    assert record["call"]["calling"] == "+13035550100"      # the CIC sees what was recorded
+    assert record["call"]["line_shared"] == ["east", "west"]
+    assert "2 feeds (east, west)" in record["reason"]
+    assert "names its feed" in record["reason"]
+    # the other switch's own extension is no better off
+    assert store.trace("3001", at=AT).outcome.value == "untraceable"
+
+
+def test_a_trace_that_names_its_feed_is_resolved_among_its_calls(store, tmp_path):
+    ingest(store, tmp_path, "east", call("3035550100", "2001", "14:00", "e1"))
+    ingest(store, tmp_path, "west", call("3035550177", "2001", "14:20", "w1"))
+    east = store.trace("2001", at=AT, feed="east")
+    assert (east.outcome.value, east.call_time) == ("success", "2026-03-02T14:00:00Z")
+    record = store.trace_records("2001", analyst="cic")[-1]
+    assert record["call"]["calling"] == "+13035550100"      # not west's newer call
+    assert record["feed_named"] == store.catalog.known_feed_id("east")
+    west = store.trace("2001", at=AT, feed="west")
+    assert (west.outcome.value, west.call_time) == ("success", "2026-03-02T14:20:00Z")
+    assert store.trace_records("2001", analyst="cic")[-1]["call"]["calling"] == "+13035550177"
+    # west's call is the line's newest, yet a trace of east's 2001 named after it is
+    # already traced for east's call alone
+    assert store.trace("2001", at=AT, feed="east").outcome.value == "already_traced"
+
+
+def test_a_feed_that_never_called_the_extension_has_no_call(store, tmp_path):
+    ingest(store, tmp_path, "east", call("3035550100", "2001", "14:00", "e1"))
+    ingest(store, tmp_path, "west", call("3035550177", "3001", "14:10", "w1"))
+    got = store.trace("2001", at=AT, feed="west")
+    assert (got.outcome.value, got.call_time) == ("no_call", None)
+
+
+def test_an_e164_line_is_traced_among_every_feeds_calls(store, tmp_path):
+    """A number the world over: a call to it through either switch rang it."""
+    ingest(store, tmp_path, "east", call("7205550100", "3035550110", "14:00", "e1"),
+           call("3035550100", "2001", "14:01", "e2"))
+    ingest(store, tmp_path, "west", call("7205550177", "3035550110", "14:30", "w1"),
+           call("3035550177", "2001", "14:31", "w2"))
+    got = store.trace("3035550110", at=AT)
+    assert (got.outcome.value, got.call_time) == ("success", "2026-03-02T14:30:00Z")
+    named = store.trace("+13035550110", at="2026-03-02T15:10:00Z", feed="east")
+    assert (named.outcome.value, named.call_time) == ("already_traced", "2026-03-02T14:30:00Z")
+
+
+def test_a_feed_of_e164_lines_alone_shares_no_extension(store, tmp_path):
+    # one run of the PBX's feed: a file of a call to a DID, then one of a call to 2001
+    first = cdr_file(tmp_path, call("7205550100", "3035550111", "13:00", "p0"), name="p0.csv")
+    then = cdr_file(tmp_path, call("3035550100", "2001", "14:00", "p1"), name="p1.csv")
+    cdrtrace.ingest(store, [first, then], feed=Feed("pbx", ASTERISK))
+    ingest(store, tmp_path, "trunk", call("7205550177", "3035550110", "14:20", "t1"))
+    assert store.trace("2001", at=AT).outcome.value == "success"
+    with store.envs.read() as txn:
+        assert lookup.local_feeds(txn, store.envs.db["meta"]) == [
+            store.catalog.known_feed_id("pbx")]
+    assert {f["feed"]: f["local_lines"] for f in store.stats()["feeds"]} == {
+        "pbx": True, "trunk": False}
+
+
+def test_a_named_feeds_calls_pushed_out_by_anothers_are_refused(store, tmp_path):
+    """The index keeps a line's newest calls (4): west's four pushed east's out."""
+    ingest(store, tmp_path, "east", call("3035550100", "2001", "13:00", "e1"))
+    ingest(store, tmp_path, "west", *(call(f"30355501{i}0", "2001", f"14:{i}0", f"w{i}")
+                                      for i in range(4)))
+    with pytest.raises(TraceError, match="none before the activation is feed .*older calls "
+                                         "are no longer held"):
+        store.trace("2001", at=AT, feed="east")
+    got = store.trace("2001", at=AT, feed="west")
+    assert (got.outcome.value, got.call_time) == ("success", "2026-03-02T14:30:00Z")
+
+
+def test_a_feed_no_call_came_from_is_refused(store, tmp_path):
+    ingest(store, tmp_path, "east", call("3035550100", "2001", "14:00", "e1"))
+    with pytest.raises(TraceError, match="no feed named 'esat'"):
+        store.trace("2001", at=AT, feed="esat")
+    assert store.trace_records("2001", analyst="cic") == []     # nothing written
+
+
+def test_a_pending_trace_that_named_its_feed_resolves_among_its_calls(store, tmp_path):
+    from cdrtrace import testing
+
+    ingest(store, tmp_path, "east", call("3035550100", "2001", "14:00", "e1"))
+    ingest(store, tmp_path, "west", call("3035550177", "2001", "14:20", "w1"))
+    testing.pretend_live_feed(store, store.catalog.known_feed_id("west"))   # behind the activation
+    assert store.trace("2001", feed="east").outcome.value == "pending"
+    testing.pretend_live_feed(store, store.catalog.known_feed_id("west"),
+                              idle_seen_us=time.time_ns() // 1000)   # caught up
+    (resolved,) = store.resolve_pending()
+    assert (resolved.outcome.value, resolved.call_time) == ("success", "2026-03-02T14:00:00Z")
+
+
+def _cucm(call_id: str, caller: str, start: int, connect: int, *, called: str = "2001",
+          comment: str = "") -> dict:
+    row = dict.fromkeys(CUCM_RELEASES[129], "0")
+    row.update(globalCallID_callManagerId="1", globalCallID_callId=call_id,
+               callingPartyNumber=caller, originalCalledPartyNumber=called,
+               finalCalledPartyNumber=called, dateTimeOrigination=str(start),
+               dateTimeConnect=str(connect), dateTimeDisconnect=str(start + 100),
+               origCause_value="16", destCause_value="16" if connect else "0",
+               lastRedirectDn="", comment=comment)
+    return row
+
+
+def test_a_malicious_call_id_the_switch_recorded_names_its_own_feeds_call(store, tmp_path):
+    """CUCM's MCID on its 2001 names the call it flagged, not the Asterisk PBX's newer call
+    to its own 2001: the activation came from CUCM's feed, whose calls it is resolved among."""
+    ingest(store, tmp_path, "pbx", call("3035550177", "2001", "13:50", "p1"))
+    off_hook = _cucm("1", "2002", 1772459000, 0, called="")    # shows the Zero Duration flag
+    flagged = _cucm("2", "7205550199", 1772459880, 1772459885, comment="callFlag=MALICIOUS")
+    names = CUCM_RELEASES[129]
+    path = tmp_path / "cdr_mcid"
+    path.write_text("\n".join([",".join(names)] + [",".join(r[n] for n in names)
+                                                    for r in (off_hook, flagged)]) + "\n")
+    cdrtrace.ingest(store, [str(path)], feed=Feed("cucm", get_format("cucm")))
+    (record,) = store.trace_records("2001", analyst="cic")
+    assert (record["outcome"], record["call"]["calling"]) == ("success", "+17205550199")
+
+
+# ------------------------------------------------------------------ through the service
+
+@pytest.fixture
+def two_pbxs(store, tmp_path):
+    """East's 2001 called at 14:00, west's at 14:20: the line's newest call is west's."""
+    ingest(store, tmp_path, "east", call("3035550100", "2001", "14:00", "e1"))
+    ingest(store, tmp_path, "west", call("3035550177", "2001", "14:20", "w1"))
+    return store
+
+
+@pytest.mark.parametrize("listener", ["native", "python"])
+def test_a_switch_names_its_feed_over_http(two_pbxs, monkeypatch, listener):
+    from test_service import Service
+    from test_service import call as http
+
+    monkeypatch.setenv("CDRTRACE_HTTP", listener)
+    running = Service(two_pbxs)
+    try:
+        token = two_pbxs.tokens.create("east-pbx", "switch")
+        plain = http(running, "POST", "/v1/trace", token, json={"line": "2001", "at": AT}).json()
+        assert (plain["outcome"], plain["call_time"]) == ("untraceable", None)
+        named = http(running, "POST", "/v1/trace", token,
+                     json={"line": "2001", "at": AT, "feed": "east"}).json()
+        assert (named["outcome"], named["call_time"]) == ("success", "2026-03-02T14:00:00Z")
+        assert "3035550100" not in str(named) and "3035550177" not in str(named)
+        wrong = http(running, "POST", "/v1/trace", token,
+                     json={"line": "2001", "at": AT, "feed": "esat"})
+        assert wrong.status_code == 400 and "no feed named 'esat'" in wrong.json()["error"]
+        assert http(running, "POST", "/v1/trace", token,
+                    json={"line": "2001", "at": AT, "feed": 7}).status_code == 422
+        text = http(running, "POST", "/v1/trace/text",
+                    data={"line": "2001", "at": AT, "feed": "west", "token": token})
+        assert text.text == "COT-SUCCESS"
+        (*_, last) = two_pbxs.trace_records("2001", analyst="cic")
+        assert last["call"]["calling"] == "+13035550177"
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("listener", ["native", "python"])
+def test_a_dialplan_names_its_feed_in_fastagi_second_argument(two_pbxs, monkeypatch, listener):
+    from test_service import Service, agi, asterisk
+
+    monkeypatch.setenv("CDRTRACE_AGI", listener)
+    running = Service(two_pbxs)
+    try:
+        commands, _ = agi(running, asterisk("2001", agi_arg_1=AT))
+        assert commands[0] == 'SET VARIABLE COT_OUTCOME "untraceable"'
+        commands, _ = agi(running, asterisk("2001", agi_arg_1=AT, agi_arg_2="east"))
+        assert commands[0] == 'SET VARIABLE COT_OUTCOME "success"'
+        assert all("3035550100" not in c for c in commands)
+        assert two_pbxs.trace_records("2001", analyst="cic")[-1]["call"]["start"] == \
+            "2026-03-02T14:00:00Z"
+        # AGI(agi://.../trace,,west): no time (the channel's), a feed
+        commands, _ = agi(running, asterisk("2001", agi_arg_1="", agi_arg_2="west"))
+        assert commands[0] == 'SET VARIABLE COT_OUTCOME "success"'
+        assert two_pbxs.trace_records("2001", analyst="cic")[-1]["call"]["start"] == \
+            "2026-03-02T14:20:00Z"
+        commands, _ = agi(running, asterisk("2001", agi_arg_1=AT, agi_arg_2="esat"))
+        assert commands[0] == 'SET VARIABLE COT_OUTCOME "failure"'
+    finally:
+        running.stop()
+
+
+def test_the_cli_names_a_feed(two_pbxs, capsys):
+    from cdrtrace import cli
+
+    two_pbxs.close()
+    db = str(two_pbxs.path)
+    assert cli.main(["--db", db, "trace", "2001", "--at", AT, "--feed", "west", "--json"]) == 0
+    got = __import__("json").loads(capsys.readouterr().out)
+    assert (got["outcome"], got["call_time"]) == ("success", "2026-03-02T14:20:00Z")
+    assert cli.main(["--db", db, "trace", "2001", "--at", AT]) == 0
+    assert "untraceable" in capsys.readouterr().out
+    assert cli.main(["--db", db, "stats"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in shown if "EXTENSIONS SHARED WITH 1 OTHER FEED(S): a "
+            "trace of one names its feed" in line] == ["east", "west"]
