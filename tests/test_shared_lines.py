@@ -6,11 +6,13 @@ names its feed, and is then resolved among that feed's calls alone (docs/trace-r
 "A line a switch numbers itself"). An E.164 number names one line the world over."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 import cdrtrace
+from cdrtrace import cli
 from cdrtrace.config import Feed
 from cdrtrace.errors import TraceError
 from cdrtrace.parsing.formats import CUCM_RELEASES
@@ -87,18 +89,23 @@ def test_an_e164_line_is_traced_among_every_feeds_calls(store, tmp_path):
     assert (named.outcome.value, named.call_time) == ("already_traced", "2026-03-02T14:30:00Z")
 
 
-def test_a_feed_of_e164_lines_alone_shares_no_extension(store, tmp_path):
-    # one run of the PBX's feed: a file of a call to a DID, then one of a call to 2001
-    first = cdr_file(tmp_path, call("7205550100", "3035550111", "13:00", "p0"), name="p0.csv")
-    then = cdr_file(tmp_path, call("3035550100", "2001", "14:00", "p1"), name="p1.csv")
-    cdrtrace.ingest(store, [first, then], feed=Feed("pbx", ASTERISK))
+def test_a_feed_of_e164_lines_alone_shares_no_extension(store, tmp_path, capsys):
+    # the PBX's file, committed a call at a time: a call to a DID, then one to 2001
+    path = cdr_file(tmp_path, call("7205550100", "3035550111", "13:00", "p0"),
+                    call("3035550100", "2001", "14:00", "p1"), name="pbx.csv")
+    cdrtrace.ingest(store, [path], feed=Feed("pbx", ASTERISK), chunk_bytes=64, batch_pairs=1)
     ingest(store, tmp_path, "trunk", call("7205550177", "3035550110", "14:20", "t1"))
+    # named, the trunk's feed holds no call to an extension 2001 of its own
+    assert store.trace("2001", at=AT, feed="trunk").outcome.value == "no_call"
     assert store.trace("2001", at=AT).outcome.value == "success"
     with store.envs.read() as txn:
         assert lookup.local_feeds(txn, store.envs.db["meta"]) == [
             store.catalog.known_feed_id("pbx")]
     assert {f["feed"]: f["local_lines"] for f in store.stats()["feeds"]} == {
         "pbx": True, "trunk": False}
+    store.close()
+    assert cli.main(["--db", str(store.path), "stats"]) == 0
+    assert "EXTENSIONS SHARED" not in capsys.readouterr().out
 
 
 def test_a_named_feeds_calls_pushed_out_by_anothers_are_refused(store, tmp_path):
@@ -172,6 +179,7 @@ def two_pbxs(store, tmp_path):
 
 @pytest.mark.parametrize("listener", ["native", "python"])
 def test_a_switch_names_its_feed_over_http(two_pbxs, monkeypatch, listener):
+    import httpx
     from test_service import Service
     from test_service import call as http
 
@@ -190,6 +198,11 @@ def test_a_switch_names_its_feed_over_http(two_pbxs, monkeypatch, listener):
         assert wrong.status_code == 400 and "no feed named 'esat'" in wrong.json()["error"]
         assert http(running, "POST", "/v1/trace", token,
                     json={"line": "2001", "at": AT, "feed": 7}).status_code == 422
+        # a body the hot path does not read (UTF-16 JSON) goes the usual way, feed and all
+        usual = httpx.post(running.url + "/v1/trace", timeout=10, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            content=json.dumps({"line": "2001", "at": AT, "feed": "east"}).encode("utf-16"))
+        assert (usual.status_code, usual.json()["outcome"]) == (200, "already_traced")
         text = http(running, "POST", "/v1/trace/text",
                     data={"line": "2001", "at": AT, "feed": "west", "token": token})
         assert text.text == "COT-SUCCESS"
@@ -225,12 +238,10 @@ def test_a_dialplan_names_its_feed_in_fastagi_second_argument(two_pbxs, monkeypa
 
 
 def test_the_cli_names_a_feed(two_pbxs, capsys):
-    from cdrtrace import cli
-
     two_pbxs.close()
     db = str(two_pbxs.path)
     assert cli.main(["--db", db, "trace", "2001", "--at", AT, "--feed", "west", "--json"]) == 0
-    got = __import__("json").loads(capsys.readouterr().out)
+    got = json.loads(capsys.readouterr().out)
     assert (got["outcome"], got["call_time"]) == ("success", "2026-03-02T14:20:00Z")
     assert cli.main(["--db", db, "trace", "2001", "--at", AT]) == 0
     assert "untraceable" in capsys.readouterr().out

@@ -126,8 +126,10 @@ class Pending:
         sources, self.unconnected_sources = self.unconnected_sources, set()
         # a feed that indexes a line of its switch's own (an extension) shares that
         # numbering with every other such feed (lookup.shared_local), noted once a run
+        # (a failed commit ends the run: the next run, a new Pending, notes it again)
         local = (not self.local_noted and pairs is not None
                  and lookup.has_local_lines(pairs[0]))
+        self.local_noted = self.local_noted or local
 
         def work(txn, last: dict | None):
             written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
@@ -167,7 +169,6 @@ class Pending:
                         written += self.store.envs.write(functools.partial(
                             index.write_entries, db=db, keep=keep, **part))
                 written += self.store.envs.write(functools.partial(work, last=last))
-                self.local_noted = self.local_noted or local
             finally:
                 if room is not None and len(self._free) < 2:
                     self._free.append(room)      # written or not, nothing reads it again
