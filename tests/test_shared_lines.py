@@ -249,3 +249,21 @@ def test_the_cli_names_a_feed(two_pbxs, capsys):
     shown = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in shown if "EXTENSIONS SHARED WITH 1 OTHER FEED(S): a "
             "trace of one names its feed" in line] == ["east", "west"]
+
+
+def test_a_store_indexed_before_the_note_notes_its_feeds_at_its_first_writable_open(store,
+                                                                                    tmp_path):
+    ingest(store, tmp_path, "east", call("3035550100", "2001", "14:00", "e1"))
+    ingest(store, tmp_path, "west", call("3035550177", "3001", "14:10", "w1"))
+    ingest(store, tmp_path, "trunk", call("7205550177", "3035550110", "14:20", "t1"))
+    store.envs.write(lambda txn: txn.delete(lookup.LOCAL_FEEDS, db=store.envs.db["meta"]))
+    store.close()                                  # as a release before the note left it
+    with cdrtrace.open(store.path, readonly_index=True) as reader:   # a reader writes nothing
+        with reader.envs.read() as txn:
+            assert txn.get(lookup.LOCAL_FEEDS, db=reader.envs.db["meta"]) is None
+    with cdrtrace.open(store.path) as opened:
+        with opened.envs.read() as txn:
+            assert lookup.local_feeds(txn, opened.envs.db["meta"]) == [
+                opened.catalog.known_feed_id(name) for name in ("east", "west")]
+        got = opened.trace("2001", at=AT)
+        assert (got.outcome.value, got.call_time) == ("untraceable", None)

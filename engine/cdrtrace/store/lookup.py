@@ -153,6 +153,31 @@ def note_local_feed(txn: Any, meta_db: Any, feed: int) -> None:
                 db=meta_db)
 
 
+# the first key of a line its switch numbers itself: its kind (bits 62-63) 2 or 3
+LOCAL_KEYS = (numbers.EXTENSION << 62).to_bytes(8, "big")
+
+
+def note_feeds_held(envs: Environments) -> None:
+    """A store indexed by a release before LOCAL_FEEDS notes, at its first writable open
+    (an ingest's), the feeds of the calls its index holds on lines their switches number themselves
+    (their keys sort from LOCAL_KEYS on): those feeds' extensions were shared, or not,
+    before the note began."""
+    db, meta = envs.db["index"], envs.db["meta"]
+    with envs.read() as txn:
+        if envs.readonly_index or txn.get(LOCAL_FEEDS, db=meta) is not None \
+                or not txn.cursor(db).set_range(LOCAL_KEYS):
+            return
+
+    def work(txn: Any) -> None:
+        cursor, feeds = txn.cursor(db), set()
+        if cursor.set_range(LOCAL_KEYS):
+            for _, value in cursor:
+                feeds.update(np.frombuffer(value, index.ENTRY_DTYPE)["feed"].tolist())
+        for feed in sorted(feeds):
+            note_local_feed(txn, meta, feed)
+    envs.write(work)
+
+
 def has_local_lines(lines: np.ndarray) -> bool:
     """Whether any of a batch's indexed lines (packed) is a switch's own (local_line)."""
     return bool(((lines >> np.uint64(62)) != np.uint64(numbers.E164)).any())
@@ -211,6 +236,7 @@ class Lookup:
         envs.on_reopen.append(lambda: setattr(self, "_index_db", envs.db["index"]))
         # the read in C (index._index.read_value), unless py-lmdb is not as it expects
         self._native = index.native_calls()
+        note_feeds_held(envs)
 
     def folds(self, txn: Any) -> np.ndarray:
         """The repeated hours of the zones that read local times into the index (FOLDS)."""
