@@ -44,7 +44,7 @@ def test_an_extension_two_switches_may_have_names_no_caller(store, tmp_path):
     ingest(store, tmp_path, "west", call("3035550177", "3001", "14:10", "w1"))
     got = store.trace("2001", at=AT)
     assert (got.outcome.value, got.call_time) == ("untraceable", None)
-    assert "3035550100" not in repr(got) and "3035550100" not in repr(store.status("2001"))
+    assert "3035550100" not in repr(got) + repr(store.status("2001", "east"))
     record = store.trace_records("2001", analyst="cic")[-1]
     assert record["call"]["calling"] == "+13035550100"      # the CIC sees what was recorded
     assert record["call"]["line_shared"] == ["east", "west"]
@@ -208,6 +208,18 @@ def test_a_switch_names_its_feed_over_http(two_pbxs, monkeypatch, listener):
         assert text.text == "COT-SUCCESS"
         (*_, last) = two_pbxs.trace_records("2001", analyst="cic")
         assert last["call"]["calling"] == "+13035550177"
+        care = two_pbxs.tokens.create("care-1", "care")
+        mine = http(running, "GET", "/v1/status/2001?feed=west", care).json()
+        assert [t["call_time"] for t in mine["traces"]] == ["2026-03-02T14:20:00Z"]
+        unnamed = http(running, "GET", "/v1/status/2001", care)
+        assert unnamed.status_code == 400 and "name the customer's feed" in unnamed.text
+        assert http(running, "GET", "/v1/status/2001/log?format=html&feed=west",
+                    care).status_code == 200
+        assert http(running, "GET", "/v1/status/2001/log?format=html", care).status_code == 400
+        # (labels are the line's: west's first caller is "Caller B", after east's)
+        asked = http(running, "POST", "/v1/request-action", care, json={
+            "line": "2001", "origin": mine["progress"][0]["origin"], "feed": "west"})
+        assert asked.status_code == 400 and "1 of 3 traced calls" in asked.text
     finally:
         running.stop()
 
@@ -245,6 +257,14 @@ def test_the_cli_names_a_feed(two_pbxs, capsys):
     assert (got["outcome"], got["call_time"]) == ("success", "2026-03-02T14:20:00Z")
     assert cli.main(["--db", db, "trace", "2001", "--at", AT]) == 0
     assert "untraceable" in capsys.readouterr().out
+    assert cli.main(["--db", db, "status", "2001", "--feed", "west", "--json"]) == 0
+    assert [t["call_time"] for t in json.loads(capsys.readouterr().out)["traces"]] == [
+        "2026-03-02T14:20:00Z"]
+    assert cli.main(["--db", db, "status", "2001"]) != 0
+    assert "name the customer's feed" in capsys.readouterr().err
+    assert cli.main(["--db", db, "request-action", "2001", "--origin", "Caller A",
+                     "--feed", "west"]) != 0
+    assert "1 of 3 traced calls" in capsys.readouterr().err
     assert cli.main(["--db", db, "stats"]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in shown if "EXTENSIONS SHARED WITH 1 OTHER FEED(S): a "
@@ -267,3 +287,30 @@ def test_a_store_indexed_before_the_note_notes_its_feeds_at_its_first_writable_o
                 opened.catalog.known_feed_id(name) for name in ("east", "west")]
         got = opened.trace("2001", at=AT)
         assert (got.outcome.value, got.call_time) == ("untraceable", None)
+
+
+def test_each_switchs_customer_sees_and_counts_only_their_own_traces(store, tmp_path):
+    """East's 2001 and west's 2001 are two customers. The same caller rang each: east's
+    twice, west's once. Counted on one line, three traced calls would let east's customer
+    request action after two (R8), and each would read the other's traces."""
+    harasser = "7205550199"
+    ingest(store, tmp_path, "east", call(harasser, "2001", "10:00", "e1"),
+           call(harasser, "2001", "11:00", "e2"))
+    ingest(store, tmp_path, "west", call(harasser, "2001", "12:00", "w1"))
+    for at, feed in (("10:30", "east"), ("11:30", "east"), ("12:30", "west"), ("12:40", None),
+                     ("09:00", "west")):       # the last, before any call: no call, west's
+        store.trace("2001", at=f"2026-03-02T{at}:00Z", feed=feed)
+    east, west = store.status("2001", "east"), store.status("2001", "west")
+    assert [t["activated_at"] for t in east.traces] == ["2026-03-02T10:30:00Z",
+                                                        "2026-03-02T11:30:00Z"]
+    assert [(p.traced_calls, p.eligible_for_action) for p in east.progress] == [(2, False)]
+    assert [(t["activated_at"], t["outcome"]) for t in west.traces] == [
+        ("2026-03-02T12:30:00Z", "success"), ("2026-03-02T09:00:00Z", "no_call")]
+    assert [p.traced_calls for p in west.progress] == [1]
+    with pytest.raises(TraceError, match="feeds east, west number alike: name the customer's"):
+        store.status("2001")
+    with pytest.raises(cdrtrace.CaseError, match="2 of 3 traced calls"):
+        store.request_action("2001", east.progress[0].label, feed="east")
+    assert harasser not in repr(east) + repr(west)
+    # an E.164 line's traces are all its customer's, feed or none
+    assert store.status("3035550110").traces == ()

@@ -34,13 +34,13 @@ from .evidence import rows as trace_rows
 from .evidence.audit import UNPRINTABLE, AuditLog, actor
 from .evidence.cases import Cases
 from .evidence.disclosure import Disclosure
-from .evidence.outcomes import CustomerStatus, TraceResult, customer_status
+from .evidence.outcomes import CustomerStatus, TraceResult, customer_status, traced_for
 from .evidence.requests import Requests
 from .evidence.tokens import Tokens
 from .evidence.traces import Tracer
 from .parsing import numbers, timezones
 from .parsing.parsers import normalizer
-from .store import index, shards
+from .store import index, lookup, shards
 from .store.catalog import NO_FEED, Catalog
 from .store.environments import Environments
 from .store.liveness import Liveness
@@ -208,25 +208,25 @@ class Store:
         text = self.carrier.get("announcements", {}).get(result.announcement_id)
         return dataclasses.replace(result, text=text) if text else result
 
-    def status(self, line: str) -> CustomerStatus:
+    def status(self, line: str, feed: str | None = None) -> CustomerStatus:
         """The customer's view: their traces and progress per pseudonymous origin. A read:
         it writes nothing (a pending trace shows as pending until the write side resolves it)."""
         packed = self.line(line)
         key, line_text = index.line_key(packed), numbers.format_number(packed)
         waived = {c["origin"] for c in self._casebook.of_line(line_text) if c["waiver"]}
-        records = self._tracer.records(key)
+        records = _customer_records(self, packed, key, feed)
         requests = {r["origin"]: r for r in self._requests.of_line(line_text)}   # the latest
         follow_up = {k: v for k, v in self.carrier.items() if k in _FOLLOW_UP} or None
         return customer_status(line_text, records, self.config["threshold"],
                                self._tracer.labels(key, records), waived, requests, follow_up)
 
     @_refusals_audited("action_request")
-    def request_action(self, line: str, origin: str, *, by: str = "customer") -> dict:
+    def request_action(self, line: str, origin: str, *, by: str = "customer", feed: str | None = None) -> dict:
         """The customer asks the carrier to act against one origin ('Caller A'): refused
         before the threshold unless the CIC waived it; queued for the CIC. by: who took
         the request (a care agent, the self-care channel). Never holds the caller."""
         line_text = numbers.format_number(packed := self.line(line))
-        status = self.status(line)
+        status = self.status(line, feed)
         mine = next((p for p in status.progress if p.label.lower() == str(origin).strip().lower()),
                     None)
         if mine is None:
@@ -416,6 +416,27 @@ class Store:
 
 
 __all__ = ["Store", "open"]
+
+
+def _customer_records(store: Store, packed: int, key: bytes, feed: str | None) -> list[dict]:
+    """A line's trace records as its customer reads them (Store.status). Of a line its
+    switch numbers itself (an extension) that two feeds' switches may both have, only the
+    named feed's customer's (outcomes.traced_for): the other switch's customer's traces
+    and progress are not theirs to see, nor to count toward action. Without a feed named,
+    such a line is refused; an E.164 line's are all its customer's."""
+    records = store._tracer.records(key)
+    if not lookup.local_line(packed):
+        return records
+    number = store.catalog.named_feed(feed)
+    if number is None:
+        with store.envs.read() as txn:
+            shared = store._lookup.shared_local(txn, key)
+            if shared is None:
+                return records
+            names = store.catalog.names_of(index.native_txn(txn, store.envs.db["index"]), shared)
+        raise TraceError(f"line {numbers.format_number(packed)} is an extension the switches of "
+                         f"feeds {', '.join(names)} number alike: name the customer's feed")
+    return [r for r in records if traced_for(r) == number]
 
 
 def shared_commits(store: Store) -> tuple[int, int]:

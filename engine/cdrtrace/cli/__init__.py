@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("line")
     p.add_argument("--pdf", metavar="FILE", help="also write the printable trace log")
     p.add_argument("--html", metavar="FILE", help="also write it as HTML")
+    p.add_argument("--feed", help="the customer's switch's feed (needed for an extension "
+                   "two feeds' switches number alike)")
     p.set_defaults(func=("customer", "cmd_status"))
 
     p = sub.add_parser("last-calls", parents=[common], help="analyst: a line's last calls")
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("line")
     p.add_argument("--origin", required=True, help="the customer's label: 'Caller A'")
     p.add_argument("--by", default="customer", help="who took the request (care agent)")
+    p.add_argument("--feed", help="the customer's switch's feed (needed for an extension "
+                   "two feeds' switches number alike)")
     p.set_defaults(func=("customer", "cmd_request_action"))
 
     p = sub.add_parser("case", parents=[common],

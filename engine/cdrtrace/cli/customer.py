@@ -18,7 +18,7 @@ def cmd_trace(args):
 
 def cmd_status(args):
     store = open_store(args, readonly_index=True)
-    status = store.status(args.line)
+    status = store.status(args.line, args.feed)
     lines = [f"line {status.line}: {len(status.traces)} trace(s)"]
     for t in status.traces:
         lines.append(f"  {t['trace_id']}  activated {t['activated_at']}  "
@@ -73,7 +73,8 @@ def cmd_guide(args):
 
 
 def cmd_request_action(args):
-    request = open_store(args).request_action(args.line, args.origin, by=args.by)
+    request = open_store(args).request_action(args.line, args.origin, by=args.by,
+                                              feed=args.feed)
     emit(args, request, f"{request['request_id']}: your request for action against "
                         f"{request['label']} is recorded; the carrier's Call Identification "
                         "Center will follow up")

@@ -186,6 +186,16 @@ def _customer_view(request: dict | None) -> dict | None:
             "case_id": request["case_id"], "reason": request["reason"]}
 
 
+def traced_for(record: dict) -> int | None:
+    """The feed whose switch's customer a trace was made for: the feed it named; else its
+    call's, unless that call was found on a line several feeds' switches number alike
+    (line_shared: whose customer dialled is not known); None where nothing says."""
+    if record.get("feed_named") is not None:
+        return record["feed_named"]
+    call = record.get("call")
+    return call["feed"] if call is not None and "line_shared" not in call else None
+
+
 def untraceable_reason(call: dict) -> str | None:
     """Why a call a trace resolved to cannot be traced, where the rules fail closed
     (docs/trace-rules.md, "Imperfect data"), for the evidence; None otherwise."""

@@ -171,20 +171,21 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
 
     @app.get("/v1/status/{line}", tags=["care"], response_model=None,
              responses=contract.answers(contract.StatusAnswer, 400, 401, 403))
-    def status(line: str = contract.LINE, principal: Principal = as_care) -> dict:
+    def status(line: str = contract.LINE, feed: str | None = contract.FEED,
+               principal: Principal = as_care) -> dict:
         """A customer's traces and progress per pseudonymous origin."""
-        return store.status(line).to_dict()
+        return store.status(line, feed).to_dict()
 
     @app.get("/v1/status/{line}/log", tags=["care"], response_class=Response,
              responses=contract.answers(None, 400, 401, 403) | contract.document(
                  "the line's printable trace log (`cdrtrace status --pdf/--html`)"))
     def trace_log(line: str = contract.LINE, format: Literal["pdf", "html"] = "pdf",
-                  principal: Principal = as_care) -> Response:
+                  feed: str | None = contract.FEED, principal: Principal = as_care) -> Response:
         """The customer's printable trace log: their traces, progress per caller, the
         carrier's contacts and the blanks for a police report; never a caller."""
         from ..documents.trace_log import customer_log
 
-        page = customer_log(store.status(line), store.carrier, store.config["zone"],
+        page = customer_log(store.status(line, feed), store.carrier, store.config["zone"],
                             format_utc(time.time_ns() // 1000))
         return _document(page, format, "trace-log")
 
@@ -202,7 +203,7 @@ def build_app(store: Any, router: Router | None = None) -> FastAPI:
               responses=contract.answers(contract.ActionAnswer, 400, 401, 403, 413))
     def request_action(body: contract.ActionRequest, principal: Principal = as_care) -> dict:
         """The customer asks the carrier to act against one origin ('Caller A')."""
-        return store.request_action(body.line, body.origin, by=str(principal))
+        return store.request_action(body.line, body.origin, by=str(principal), feed=body.feed)
 
     cic.add_routes(app, store, as_analyst, as_legal)
     operator.add_routes(app, store, as_operator)

@@ -22,6 +22,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+CUSTOMER_FEED = ("the customer's switch's feed: needed for an extension two feeds' switches "
+                 "number alike, whose traces are then that feed's customer's alone")
+
+
 class TraceRequest(Strict):
     line: str = Field(max_length=64, description="the line that dialled *57")
     at: str | None = Field(None, max_length=40, description="activation time, ISO-8601 (default now)")
@@ -34,6 +38,7 @@ class TraceRequest(Strict):
 class ActionRequest(Strict):
     line: str = Field(max_length=64)
     origin: str = Field(max_length=40, description="the customer's label: 'Caller A'")
+    feed: str | None = Field(None, max_length=64, description=CUSTOMER_FEED)
 
 
 class CaseRequest(Strict):
@@ -68,6 +73,7 @@ class PurgeRequest(Strict):
 
 
 LINE = Path(max_length=64, description="the subscriber's line, in any common written form")
+FEED = Query(None, max_length=64, description=CUSTOMER_FEED)
 OPTIONAL_LINE = Query(None, max_length=64, description="only this line's")
 REQUIRED_LINE = Query(max_length=64, description="the subscriber's line")
 ORIGIN = Query(max_length=64, description="the calling number")
