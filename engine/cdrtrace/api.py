@@ -433,7 +433,7 @@ def _customer_records(store: Store, packed: int, key: bytes, feed: str | None) -
             shared = store._lookup.shared_local(txn, key)
             if shared is None:
                 return records
-            names = store.catalog.names_of(index.native_txn(txn, store.envs.db["index"]), shared)
+            names = [store.catalog.feed_names(txn).get(f, str(f)) for f in shared]
         raise TraceError(f"line {numbers.format_number(packed)} is an extension the switches of "
                          f"feeds {', '.join(names)} number alike: name the customer's feed")
     return [r for r in records if traced_for(r) == number]

@@ -57,9 +57,10 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     # the line's few entries as plain values (numpy costs more per field than it saves)
     entries = tracer.lookup.last_calls(key, index_txn).tolist()
     held = len(entries)
-    shared = tracer.lookup.shared_local(index_txn, key)
     if feed is not None and lookup.local_line(int.from_bytes(key, "big")):
         entries, shared = lookup.of_feed(entries, feed), None
+    else:
+        shared = tracer.lookup.shared_local(index_txn, key)
     if entries and entries[0][_START] > time.time_ns() // 1000 + lookup.STAMPED_AHEAD_US:
         # the newest call has not begun yet: the line's times cannot be trusted
         e = dict(zip(_FIELDS, entries[0], strict=True))
