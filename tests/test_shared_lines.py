@@ -271,14 +271,20 @@ def test_the_cli_names_a_feed(two_pbxs, capsys):
             "trace of one names its feed" in line] == ["east", "west"]
 
 
-def test_a_store_indexed_before_the_note_notes_its_feeds_at_its_first_writable_open(store,
-                                                                                    tmp_path):
+def test_a_store_indexed_before_the_note_fails_closed_read_only_and_notes_at_an_ingest(store,
+                                                                                      tmp_path):
     ingest(store, tmp_path, "east", call("3035550100", "2001", "14:00", "e1"))
     ingest(store, tmp_path, "west", call("3035550177", "3001", "14:10", "w1"))
     ingest(store, tmp_path, "trunk", call("7205550177", "3035550110", "14:20", "t1"))
     store.envs.write(lambda txn: txn.delete(lookup.LOCAL_FEEDS, db=store.envs.db["meta"]))
     store.close()                                  # as a release before the note left it
     with cdrtrace.open(store.path, readonly_index=True) as reader:   # a reader writes nothing
+        # but holds what it found (serve and trace open so): east's 2001 is no one's to name
+        got = reader.trace("2001", at=AT)
+        assert (got.outcome.value, got.call_time) == ("untraceable", None)
+        assert reader.trace_records("2001", analyst="cic")[-1]["call"]["line_shared"] == [
+            "east", "west"]
+        assert [f["feed"] for f in reader.stats()["feeds"] if f["local_lines"]] == ["east", "west"]
         with reader.envs.read() as txn:
             assert txn.get(lookup.LOCAL_FEEDS, db=reader.envs.db["meta"]) is None
     with cdrtrace.open(store.path) as opened:

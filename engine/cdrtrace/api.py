@@ -185,8 +185,7 @@ class Store:
         this waits up to `wait` seconds for it; if it is still behind, the trace is
         recorded as pending and resolves by the normal rules once the feed passes `at`
         (resolve_pending: run by the live ingest, batch ingest and every trace).
-        feed: the switch's, whose calls alone an extension is traced among (_activation).
-        """
+        feed: the switch's, whose calls alone an extension is traced among (_activation)."""
         return self._worded(self._tracer.trace(*self._activation(line, at, wait, feed), wait, by, at is None))
 
     async def trace_async(self, line: str, at: str | int | None = None, wait: float = 0.0,
@@ -269,7 +268,8 @@ class Store:
         """Per feed: records, records/s, rejects, watermark and lag; the index's size."""
         now_us = now_us or time.time_ns() // 1000
         with self.envs.read() as txn:
-            feeds = self.catalog.feed_stats(txn, self.liveness.attached(txn, now_us), now_us)
+            live, local = self.liveness.attached(txn, now_us), self._lookup.local_feeds(txn)
+            feeds = self.catalog.feed_stats(txn, live, now_us, local)
         return {"feeds": feeds, "index": self._lookup.stat()}
 
     def live_feeds(self, now_us: int | None = None) -> dict[int, dict]:

@@ -270,9 +270,10 @@ class Tracer:
             txn, index_txn = (index.native_txn(txn, self.db["traces"], self.native),
                               index.native_txn(index_txn, self.db["index"], self.native))
         if (self.native and not pending and number is None and activated_by is None
-                and self.replica is None and feed is None):
+                and self.replica is None and feed is None and self.lookup.unnoted is None):
             # the common case made in C (ext/_trace.pyx): this method is its reference,
-            # and makes what it leaves (it then has written nothing)
+            # and makes what it leaves (it then has written nothing). C reads the feeds
+            # noted as sharing extensions, not those a read-only open found unnoted
             done = self.native_record(txn, index_txn, key, packed, at_us, requested_by, line,
                                       current)
             if done is not None:

@@ -19,7 +19,7 @@ from ..errors import StoreError, TraceError
 from ..parsing import timezones
 from .environments import Environments
 from .liveness import learned_delay
-from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, local_feeds, unconnected_mark
+from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, unconnected_mark
 
 NO_FEED = "(no feed)"       # how stats names the feed of files ingested with none named
 # stats' key, by the suffix of a feed's mark (lookup.UNCONNECTED), for since when the feed
@@ -309,7 +309,8 @@ class Catalog:
         stats["last_commit_us"] = now_us
         txn.put(key, json.dumps(stats).encode(), db=self.db["meta"])
 
-    def feed_stats(self, txn: Any, live: dict[int, dict], now_us: int) -> list[dict]:
+    def feed_stats(self, txn: Any, live: dict[int, dict], now_us: int,
+                   local: list[int]) -> list[dict]:
         """Per feed: records, records/s, rejects, watermark (newest call start, or for a
         live feed idle at its end, the moment it was idle minus its CDR delay), its lag;
         live, or stalled (live: the attached feeds, Liveness.attached); for a switch that
@@ -319,9 +320,9 @@ class Catalog:
         call (legs_logged_from);
         for a switch a follower saw hold its records back, how long (learned_delay_seconds:
         traces wait that long for it, ingestion.live); whether it indexed lines its switch
-        numbers itself (local_lines: extensions, which another switch may have too)."""
+        numbers itself (local_lines: extensions, which another switch may have too; local:
+        those feeds, Lookup.local_feeds)."""
         names = self.feed_names(txn)
-        local = local_feeds(txn, self.db["meta"])
         feeds = []
         for key, value in txn.cursor(self.db["meta"]):
             if not key.startswith(b"feedstats:"):

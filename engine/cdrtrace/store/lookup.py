@@ -157,25 +157,34 @@ def note_local_feed(txn: Any, meta_db: Any, feed: int) -> None:
 LOCAL_KEYS = (numbers.EXTENSION << 62).to_bytes(8, "big")
 
 
-def note_feeds_held(envs: Environments) -> None:
+def feeds_held(txn: Any, db: Any) -> list[int]:
+    """The feeds of the calls an index (db) holds on lines of their switch's own (their
+    keys sort from LOCAL_KEYS on), read from its entries."""
+    cursor, feeds = txn.cursor(db), set()
+    if cursor.set_range(LOCAL_KEYS):
+        for _, value in cursor:
+            feeds.update(np.frombuffer(value, index.ENTRY_DTYPE)["feed"].tolist())
+    return sorted(feeds)
+
+
+def note_feeds_held(envs: Environments) -> list[int] | None:
     """A store indexed by a release before LOCAL_FEEDS notes, at its first writable open
-    (an ingest's), the feeds of the calls its index holds on lines their switches number themselves
-    (their keys sort from LOCAL_KEYS on): those feeds' extensions were shared, or not,
-    before the note began."""
+    (an ingest's), the feeds of the calls its index holds on lines their switches number
+    themselves: those feeds' extensions were shared, or not, before the note began. A
+    read-only open (serve, trace) writes nothing: it gets those feeds back, to hold in
+    its place until an ingest notes them. None where nothing is to be noted."""
     db, meta = envs.db["index"], envs.db["meta"]
     with envs.read() as txn:
-        if envs.readonly_index or txn.get(LOCAL_FEEDS, db=meta) is not None \
-                or not txn.cursor(db).set_range(LOCAL_KEYS):
-            return
+        if txn.get(LOCAL_FEEDS, db=meta) is not None or not txn.cursor(db).set_range(LOCAL_KEYS):
+            return None
+        if envs.readonly_index:
+            return feeds_held(txn, db)
 
     def work(txn: Any) -> None:
-        cursor, feeds = txn.cursor(db), set()
-        if cursor.set_range(LOCAL_KEYS):
-            for _, value in cursor:
-                feeds.update(np.frombuffer(value, index.ENTRY_DTYPE)["feed"].tolist())
-        for feed in sorted(feeds):
+        for feed in feeds_held(txn, db):
             note_local_feed(txn, meta, feed)
     envs.write(work)
+    return None
 
 
 def has_local_lines(lines: np.ndarray) -> bool:
@@ -236,7 +245,8 @@ class Lookup:
         envs.on_reopen.append(lambda: setattr(self, "_index_db", envs.db["index"]))
         # the read in C (index._index.read_value), unless py-lmdb is not as it expects
         self._native = index.native_calls()
-        note_feeds_held(envs)
+        # the feeds of an index not yet noted (LOCAL_FEEDS), found by a read-only open
+        self.unnoted = note_feeds_held(envs)
 
     def folds(self, txn: Any) -> np.ndarray:
         """The repeated hours of the zones that read local times into the index (FOLDS)."""
@@ -248,8 +258,13 @@ class Lookup:
         and they are two or more: the records cannot tell whose line it is. Else None."""
         if not local_line(int.from_bytes(key, "big")):
             return None
-        feeds = local_feeds(txn, self.db["meta"])
+        feeds = self.local_feeds(txn)
         return feeds if len(feeds) > 1 else None
+
+    def local_feeds(self, txn: Any) -> list[int]:
+        """The feeds that have indexed calls to lines of their switch's own: as noted
+        (LOCAL_FEEDS), else as a read-only open found them (unnoted)."""
+        return local_feeds(txn, self.db["meta"]) or self.unnoted or []
 
     def unlogged_after(self, txn: Any, e: dict) -> tuple[str, str | None] | None:
         """None if no call may be missing after the call of entry e for want of its
