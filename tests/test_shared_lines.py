@@ -220,6 +220,15 @@ def test_a_switch_names_its_feed_over_http(two_pbxs, monkeypatch, listener):
         asked = http(running, "POST", "/v1/request-action", care, json={
             "line": "2001", "origin": mine["progress"][0]["origin"], "feed": "west"})
         assert asked.status_code == 400 and "1 of 3 traced calls" in asked.text
+        analyst = two_pbxs.tokens.create("cic-1", "analyst")
+        case = {"line": "2001", "origin": mine["progress"][0]["origin"], "agency": "PD",
+                "officer": "Ruiz", "case_number": "W-1", "waive": "threats"}
+        unnamed = http(running, "POST", "/v1/cases", analyst, json=case)
+        assert unnamed.status_code == 400 and "name the customer's feed" in unnamed.text
+        assert http(running, "POST", "/v1/cases", analyst, json=case | {"feed": "west"}).json()[
+            "feed"] == two_pbxs.catalog.known_feed_id("west")
+        assert http(running, "GET", "/v1/status/2001?feed=west", care).json()["progress"][0][
+            "eligible_for_action"]
     finally:
         running.stop()
 
@@ -265,6 +274,13 @@ def test_the_cli_names_a_feed(two_pbxs, capsys):
     assert cli.main(["--db", db, "request-action", "2001", "--origin", "Caller A",
                      "--feed", "west"]) != 0
     assert "1 of 3 traced calls" in capsys.readouterr().err
+    assert cli.main(["--db", db, "case", "open", "2001", "--origin", "Caller A", "--agency",
+                     "PD", "--officer", "Ruiz", "--case-number", "W-1", "--waive", "threats",
+                     "--analyst", "cic", "--feed", "west"]) == 0
+    assert "threshold waived" in capsys.readouterr().out
+    assert cli.main(["--db", db, "request-action", "2001", "--origin", "Caller A",
+                     "--feed", "west"]) == 0                       # waived for west
+    assert "R000001: your request for action against Caller A is recorded" in capsys.readouterr().out
     assert cli.main(["--db", db, "stats"]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in shown if "EXTENSIONS SHARED WITH 1 OTHER FEED(S): a "
@@ -320,3 +336,87 @@ def test_each_switchs_customer_sees_and_counts_only_their_own_traces(store, tmp_
     assert harasser not in repr(east) + repr(west)
     # an E.164 line's traces are all its customer's, feed or none
     assert store.status("3035550110").traces == ()
+
+
+CASE = {"agency": "Metro PD", "officer": "Det. Ruiz", "analyst": "cic"}
+
+
+def test_each_switchs_customer_has_their_own_requests_waivers_and_cases(store, tmp_path):
+    """One caller rang east's 2001 and west's 2001 once each. The CIC waived the
+    threshold for east's customer (threats) and east asked for action. West's customer
+    was waived nothing, has no request to see, may ask once waived in turn, and each
+    case holds its own customer's traces alone."""
+    harasser = "7205550199"
+    ingest(store, tmp_path, "east", call(harasser, "2001", "10:00", "e1"))
+    ingest(store, tmp_path, "west", call(harasser, "2001", "11:00", "w1"))
+    store.trace("2001", at="2026-03-02T10:30:00Z", feed="east")
+    store.trace("2001", at="2026-03-02T11:30:00Z", feed="west")
+    label = store.status("2001", "east").progress[0].label
+    with pytest.raises(TraceError, match="feeds east, west number alike: name the customer's"):
+        store.open_case("2001", label, case_number="W-0", waive_reason="threats", **CASE)
+    waiver = store.open_case("2001", label, case_number="W-1", waive_reason="threats",
+                             feed="east", **CASE)
+    assert store.status("2001", "east").progress[0].eligible_for_action
+    assert not store.status("2001", "west").progress[0].eligible_for_action
+    with pytest.raises(cdrtrace.CaseError, match="1 of 3 traced calls"):
+        store.request_action("2001", label, feed="west")
+    east_request = store.request_action("2001", label, feed="east")
+    assert store.status("2001", "east").progress[0].request["state"] == "queued"
+    assert store.status("2001", "west").progress[0].request is None
+    store.open_case("2001", label, case_number="W-2", waive_reason="threats", feed="west", **CASE)
+    west_request = store.request_action("2001", label, feed="west")     # east's is no bar
+    with pytest.raises(cdrtrace.CaseError, match="another switch's customer's"):
+        store.open_case("2001", label, case_number="X-1", feed="east",
+                        request_id=west_request["request_id"], **CASE)
+    case = store.open_case("2001", label, case_number="E-1", request_id=east_request["request_id"],
+                           **CASE)                                   # the request's feed
+    assert store.status("2001", "east").progress[0].request["state"] == "case_opened"
+    assert store.status("2001", "west").progress[0].request["state"] == "queued"
+    assert [t["call_time"] for t in store.case(case["case_id"], analyst="cic")["timeline"]] == [
+        "2026-03-02T10:00:00Z"]
+    assert [t["call_time"] for t in store.case(waiver["case_id"], analyst="cic")["timeline"]] == [
+        "2026-03-02T10:00:00Z"]
+
+
+def test_a_request_and_a_case_made_before_the_line_was_shared_stay_their_customers(store,
+                                                                                  tmp_path):
+    """Made while only east indexed extensions, with no feed named, they are east's
+    customer's: west's 2001, indexed later, is waived nothing and sees no request. An
+    E.164 line's requests and cases name no feed, shared or not."""
+    harasser = "7205550199"
+    ingest(store, tmp_path, "east", call(harasser, "2001", "10:00", "e1"),
+           call(harasser, "3035550110", "10:05", "e2"))
+    store.trace("2001", at="2026-03-02T10:30:00Z")
+    label = store.status("2001").progress[0].label
+    store.open_case("2001", label, case_number="W-1", waive_reason="threats", **CASE)
+    store.request_action("2001", label)
+    ingest(store, tmp_path, "west", call(harasser, "2001", "11:00", "w1"))
+    store.trace("2001", at="2026-03-02T11:30:00Z", feed="west")
+    west = store.status("2001", "west").progress[0]
+    assert (west.eligible_for_action, west.request) == (False, None)
+    assert store.status("2001", "east").progress[0].request["state"] == "queued"
+    store.trace("3035550110", at="2026-03-02T11:30:00Z")          # no feed: an E.164 line
+    e164 = store.status("3035550110").progress[0].label
+    store.open_case("3035550110", e164, case_number="W-3", waive_reason="threats", **CASE)
+    assert store.request_action("3035550110", e164)["state"] == "queued"
+
+
+def test_a_case_report_holds_its_own_customers_archived_calls(tmp_path):
+    """The report's calls from the archive, between the case's line and origin, are its
+    customer's switch's: the other switch's 2001 was another person's line."""
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(tmp_path / "archive"))
+    harasser = "7205550199"
+    ingest(store, tmp_path, "east", call(harasser, "2001", "10:00", "e1"))
+    ingest(store, tmp_path, "west", call(harasser, "2001", "11:00", "w1"),
+           call(harasser, "2001", "12:00", "w2"))
+    store.trace("2001", at="2026-03-02T10:30:00Z", feed="east")
+    case = store.open_case("2001", "Caller A", case_number="E-1", feed="east", **CASE)
+    store.disclose({"kind": "subpoena", "reference": "S-1", "agency": "Metro PD",
+                    "officer": "Det. Ruiz", "case_number": "E-1"}, analyst="cic", line="2001")
+    seen = []
+    real = store._disclosure.case_calls
+    store._disclosure.case_calls = lambda *a: seen.append(real(*a)) or seen[-1]
+    store.case_report(case["case_id"], analyst="cic")
+    assert [c["start_us"] for c in seen[-1]] == [1772445600000000]     # east's, 10:00 UTC
+    assert len(real(store.line("2001"), store.line(harasser))) == 3  # the line's, all feeds
+    store.close()

@@ -212,9 +212,8 @@ class Store:
         it writes nothing (a pending trace shows as pending until the write side resolves it)."""
         packed = self.line(line)
         key, line_text = index.line_key(packed), numbers.format_number(packed)
-        waived = {c["origin"] for c in self._casebook.of_line(line_text) if c["waiver"]}
         records = _customer_records(self, packed, key, feed)
-        requests = {r["origin"]: r for r in self._requests.of_line(line_text)}   # the latest
+        waived, requests = _customer_requests(self, packed, line_text, self.catalog.named_feed(feed))
         follow_up = {k: v for k, v in self.carrier.items() if k in _FOLLOW_UP} or None
         return customer_status(line_text, records, self.config["threshold"],
                                self._tracer.labels(key, records), waived, requests, follow_up)
@@ -236,7 +235,8 @@ class Store:
                             f"calls: action can be requested after {mine.threshold}, or sooner "
                             "if the carrier waives it for threatening calls")
         number = self._casebook.origin(packed, mine.label, None)
-        request = self._requests.add(line_text, number, mine.label, actor(by, "a request", "care"))
+        request = self._requests.add(line_text, number, mine.label, actor(by, "a request", "care"),
+                                     _customer_feed(self, packed, feed))
         return {k: request[k] for k in ("request_id", "line", "label", "state")} | {
             "requested_at": timezones.format_utc(request["requested_us"])}
 
@@ -357,16 +357,17 @@ class Store:
     @_refusals_audited("case_open")
     def open_case(self, line: str, origin: str, *, agency: str, officer: str, case_number: str,
                   analyst: str, waive_reason: str | None = None,
-                  request_id: str | None = None) -> dict:
+                  request_id: str | None = None, feed: str | None = None) -> dict:
         """Open a case for a line and an origin (its label, 'Caller A', or its number);
-        waive_reason lets the customer request action before the threshold."""
+        waive_reason lets the customer request action before the threshold. feed: the
+        switch's, whose customer an extension's case is for (else its request's)."""
         packed = self.line(line)
         given = None if str(origin).strip().lower().startswith("caller ") else self.line(origin)
         settling = (None if request_id is None    # the customer's request becomes this case
                     else functools.partial(self._requests.settle_in, rid=request_id))
         return self._casebook.open(packed, origin, given, agency=agency, officer=officer,
-                                   case_number=case_number, analyst=analyst,
-                                   waive_reason=waive_reason, settling=settling)
+                                   case_number=case_number, analyst=analyst, waive_reason=waive_reason,
+                                   settling=settling, feed=_case_feed(self, packed, feed, request_id))
 
     @_refusals_audited("case_report")
     def case_report(self, case_id: str, *, analyst: str, generated: str | None = None) -> bytes:
@@ -377,11 +378,10 @@ class Store:
 
         who = self._audit.actor(analyst, "a case report")
         case, releases, covering = self._casebook.released(case_id)
-        packed, origin = self.line(case["line"]), self.line(case["origin"])
         records = self._casebook.traced_calls(case)
-        page = case_report(case, releases[-1]["details"]["authority"], releases[-1], records,
-                           self._disclosure.case_calls(packed, origin), covering, self.carrier, self.config["zone"],
-                           generated or timezones.format_utc(time.time_ns() // 1000),
+        calls = self._disclosure.case_calls(self.line(case["line"]), self.line(case["origin"]), case.get("feed"))
+        page = case_report(case, releases[-1]["details"]["authority"], releases[-1], records, calls, covering,
+                           self.carrier, self.config["zone"], generated or timezones.format_utc(time.time_ns() // 1000),
                            self.config["threshold"])
         self._audit.add_now(who, "case_report", case_id=case_id, traces=len(records))
         return page.pdf_bytes()
@@ -429,14 +429,50 @@ def _customer_records(store: Store, packed: int, key: bytes, feed: str | None) -
         return records
     number = store.catalog.named_feed(feed)
     if number is None:
-        with store.envs.read() as txn:
-            shared = store._lookup.shared_local(txn, key)
-            if shared is None:
-                return records
-            names = [store.catalog.feed_names(txn).get(f, str(f)) for f in shared]
+        _customer_feed(store, packed, None)      # refused where the line is shared
+        return records
+    return [r for r in records if traced_for(r) == number]
+
+
+def _customer_feed(store: Store, packed: int, feed: str | None) -> int | None:
+    """The feed whose switch's customer a request for action or a case is for: none for an
+    E.164 line; for a line its switch numbers itself, the feed named, else the one feed
+    that has indexed such lines. Where two or more have, the records cannot tell whose
+    customer it is: refused, with the feeds named."""
+    if not lookup.local_line(packed):
+        return None
+    number = store.catalog.named_feed(feed)
+    if number is not None:
+        return number
+    with store.envs.read() as txn:
+        feeds = store._lookup.local_feeds(txn)
+        names = [store.catalog.feed_names(txn).get(f, str(f)) for f in feeds]
+    if len(feeds) > 1:
         raise TraceError(f"line {numbers.format_number(packed)} is an extension the switches of "
                          f"feeds {', '.join(names)} number alike: name the customer's feed")
-    return [r for r in records if traced_for(r) == number]
+    return feeds[0] if feeds else None
+
+
+def _case_feed(store: Store, packed: int, feed: str | None, request_id: str | None) -> int | None:
+    """The feed whose customer a case is for (_customer_feed): the one named, else that of
+    the customer's request it answers."""
+    if feed is None and request_id is not None and lookup.local_line(packed):
+        return store._requests.feed_of(request_id)
+    return _customer_feed(store, packed, feed)
+
+
+def _customer_requests(store: Store, packed: int, line_text: str,
+                       feed: int | None) -> tuple[set[str], dict[str, dict]]:
+    """The origins the CIC waived the threshold for, and the latest request for action
+    against each origin, of the customer whose status names feed (Catalog.named_feed): on
+    a line its switch numbers itself, those made for that feed (or before requests and
+    cases were kept by feed); on an E.164 line, or with no feed named, all the line's."""
+    def mine(items: list[dict]) -> list[dict]:
+        if feed is None or not lookup.local_line(packed):
+            return items
+        return [i for i in items if i.get("feed", feed) == feed]
+    waived = {c["origin"] for c in mine(store._casebook.of_line(line_text)) if c["waiver"]}
+    return waived, {r["origin"]: r for r in mine(store._requests.of_line(line_text))}
 
 
 def shared_commits(store: Store) -> tuple[int, int]:

@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--officer")
     p.add_argument("--case-number")
     p.add_argument("--waive", metavar="REASON", help="open: waive the threshold (threats)")
+    p.add_argument("--feed", help="open: the customer's switch's feed (needed for an "
+                   "extension two feeds' switches number alike, unless --request names it)")
     p.add_argument("--analyst", required=True)
     p.set_defaults(func=("cic", "cmd_case"))
 

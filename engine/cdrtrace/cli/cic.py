@@ -44,7 +44,7 @@ def cmd_case(args):
             raise CdrTraceError("case open needs LINE and --origin")
         case = store.open_case(args.line, args.origin, agency=args.agency, officer=args.officer,
                                case_number=args.case_number, analyst=args.analyst,
-                               waive_reason=args.waive, request_id=args.request)
+                               waive_reason=args.waive, request_id=args.request, feed=args.feed)
         emit(args, case, f"{case['case_id']} opened: line {case['line']}, origin "
                           f"{case['origin']}, {case['agency']} case {case['case_number']}"
                           + ("  (threshold waived)" if case["waiver"] else ""))

@@ -16,6 +16,7 @@ from ..parsing import numbers, timezones
 from ..store import index
 from ..store.environments import Environments
 from .audit import AuditLog
+from .outcomes import traced_for
 from .requests import case_line_key, numbered, of_line
 from .traces import Tracer
 
@@ -48,10 +49,11 @@ class Cases:
 
     def open(self, packed_line: int, origin: str, origin_packed: int | None, *, agency: str,
              officer: str, case_number: str, analyst: str, waive_reason: str | None = None,
-             settling: Callable[..., Any] | None = None) -> dict:
+             settling: Callable[..., Any] | None = None, feed: int | None = None) -> dict:
         """Open a case for a line and an origin (its label, or its number packed);
         settling(txn, who=, case=), in the same transaction, settles the request it answers
-        (and, refusing it, opens nothing)."""
+        (and, refusing it, opens nothing). feed: on a line its switch numbers itself, the
+        feed of the switch whose customer the case is for (its traces alone are the case's)."""
         who = self.audit.actor(analyst, "opening a case")
         given = {"agency": agency, "officer": officer, "case_number": case_number}
         for name, value in {**given, "waive_reason": waive_reason}.items():
@@ -71,7 +73,8 @@ class Cases:
                     "case_number": case_number.strip(), "opened_by": who,
                     "opened_us": time.time_ns() // 1000,
                     "waiver": ({"reason": waive_reason.strip(), "by": who}
-                               if waive_reason and waive_reason.strip() else None)}
+                               if waive_reason and waive_reason.strip() else None),
+                    "feed": feed}
             cursor.put(seq.to_bytes(8, "big"), json.dumps(case).encode(), append=True)
             txn.put(case_line_key(line_text, b"C", seq.to_bytes(8, "big")), b"",
                     db=self.db["case_lines"])
@@ -116,7 +119,7 @@ class Cases:
             ({"trace_id": r["trace_id"], "outcome": r["outcome"],
               "call_time": timezones.format_utc(r["call"]["start_us"]),
               "trace_time": timezones.format_utc(r["activated_us"])}
-             for r in records if r["call"] and r["call"]["calling"] == case["origin"]),
+             for r in records if r["call"] and r["call"]["calling"] == case["origin"] and of_case(case, r)),
             key=lambda t: (t["call_time"], t["trace_time"], t["trace_id"]))
         self.audit.add_now(who, "case_read", case_id=case_id)
         return {**case, "timeline": timeline}
@@ -144,4 +147,10 @@ class Cases:
         key = index.line_key(self.line(case["line"]))
         return [r for r in self.tracer.records(key)
                 if r["call"] and r["call"]["calling"] == case["origin"]
-                and r["outcome"] == "success"]
+                and r["outcome"] == "success" and of_case(case, r)]
+
+
+def of_case(case: dict, record: dict) -> bool:
+    """Whether a trace of the case's line is the case's: made for the customer of its
+    feed (outcomes.traced_for), where it has one (an extension switches number alike)."""
+    return case.get("feed") is None or traced_for(record) == case["feed"]

@@ -146,15 +146,16 @@ class Disclosure:
                            trace_ids=[r["trace_id"] for r in records])
         return records
 
-    def case_calls(self, line: int, origin: int) -> list[dict]:
+    def case_calls(self, line: int, origin: int, feed: int | None = None) -> list[dict]:
         """The archived calls from origin to line (packed), for a case report (audited
         there): each one's start and answer in microseconds and its disposition's code;
-        none without an archive."""
+        none without an archive. feed: the case's (Cases.open), whose calls alone are its."""
         root = self.envs.archive_dir()
         return [] if root is None else [
             {"start_us": _us(row["start"]), "answer_us": _us(row["answer"]),
              "disposition": row["disposition"]}
-            for row in archive.calls(root, line, origin).to_pylist()]
+            for row in archive.calls(root, line, origin).to_pylist()
+            if feed is None or row["feed"] == feed]
 
     def report_rows(self, analyst: str) -> np.ndarray:
         """Every trace as packed rows (rows.ROW_DTYPE), identifying."""

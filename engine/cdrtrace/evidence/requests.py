@@ -4,7 +4,8 @@ for the Call Identification Center, which opens a case from it or closes it with
 reason; the customer sees where it stands, never the caller.
 
 `requests` (evidence environment): 8-byte request number -> the request (JSON: line,
-origin as its E.164 text, the customer's label for it, times, state, case or reason).
+origin as its E.164 text, the customer's label for it, times, state, case or reason,
+and on a line its switch numbers itself, the feed of the switch whose customer asked).
 `case_lines`: the line's text, NUL, C or R, and the case's or request's 8-byte number ->
 nothing: a line's cases and requests found without reading the others' (a customer's
 status reads them).
@@ -84,11 +85,13 @@ class Requests:
         self.db = envs.db
         index_lines(envs)
 
-    def add(self, line_text: str, origin: str, label: str, requested_by: str) -> dict:
-        """Record a request (the caller checks it is allowed); audited."""
+    def add(self, line_text: str, origin: str, label: str, requested_by: str,
+            feed: int | None = None) -> dict:
+        """Record a request (the caller checks it is allowed); audited. feed: whose
+        switch's customer made it, on a line switches number alike (an extension)."""
         def work(txn: Any) -> dict:
             for known in of_line(txn, self.db["case_lines"], line_text, b"R", self.db["requests"]):
-                if (known["origin"], known["state"]) == (origin, "queued"):
+                if (known["origin"], known["state"], known.get("feed")) == (origin, "queued", feed):
                     raise CaseError(f"{label} of {line_text} already has a request waiting "
                                     f"({known['request_id']})")
             cursor = txn.cursor(self.db["requests"])
@@ -96,7 +99,7 @@ class Requests:
             request = {"request_id": request_id(number), "line": line_text, "origin": origin,
                        "label": label, "requested_us": time.time_ns() // 1000,
                        "requested_by": requested_by, "state": "queued", "case_id": None,
-                       "reason": None, "updated_us": None}
+                       "reason": None, "updated_us": None, "feed": feed}
             cursor.put(number.to_bytes(8, "big"), json.dumps(request).encode(), append=True)
             txn.put(case_line_key(line_text, b"R", number.to_bytes(8, "big")), b"",
                     db=self.db["case_lines"])
@@ -112,6 +115,16 @@ class Requests:
     def of_line(self, line_text: str) -> list[dict]:
         with self.envs.eread() as txn:
             return of_line(txn, self.db["case_lines"], line_text, b"R", self.db["requests"])
+
+    def feed_of(self, rid: str) -> int | None:
+        """The feed of the customer who made a request (None: an E.164 line's, or one
+        made before requests were kept by feed); UnknownRequestError if there is none."""
+        key = numbered(rid, "R")
+        with self.envs.eread() as txn:
+            value = None if key is None else txn.get(key, db=self.db["requests"])
+        if value is None:
+            raise UnknownRequestError(f"no request {rid}")
+        return json.loads(value).get("feed")
 
     def settle(self, rid: str, *, who: str, reason: str) -> dict:
         """A queued request closed with a reason, no case opened; audited."""
@@ -135,6 +148,8 @@ class Requests:
                             f"case's {case['line']}")
         if case is not None and request["origin"] != case["origin"]:
             raise CaseError(f"request {rid} is for {request['label']}, not the case's origin")
+        if case is not None and request.get("feed") != case["feed"]:
+            raise CaseError(f"request {rid} is another switch's customer's than the case's")
         request.update(state="case_opened" if case else "closed",
                        case_id=case["case_id"] if case else None,
                        reason=reason.strip() if reason else None,

@@ -198,7 +198,7 @@ def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None
         action it answers (of the same line and origin) is settled with it."""
         return store.open_case(body.line, body.origin, agency=body.agency, officer=body.officer,
                                case_number=body.case_number, analyst=str(principal),
-                               waive_reason=body.waive, request_id=body.request)
+                               waive_reason=body.waive, request_id=body.request, feed=body.feed)
 
     @app.post("/v1/disclose", tags=["legal"], response_model=None,
               responses=contract.answers(list[contract.TraceRecord], 400, 401, 403, 413))

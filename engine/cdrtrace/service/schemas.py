@@ -50,6 +50,7 @@ class CaseRequest(Strict):
     waive: str | None = Field(None, max_length=500, description="reason to waive the threshold")
     request: str | None = Field(None, max_length=40, description=(
         "the customer's request for action this case answers (R000001): settled with it"))
+    feed: str | None = Field(None, max_length=64, description=CUSTOMER_FEED)
 
 
 class CloseRequest(Strict):
