@@ -445,8 +445,8 @@ def _customer_feed(store: Store, packed: int, feed: str | None) -> int | None:
     if number is not None:
         return number
     with store.envs.read() as txn:
-        feeds = store._lookup.local_feeds(txn)
-        names = [store.catalog.feed_names(txn).get(f, str(f)) for f in feeds]
+        feeds, known = store._lookup.local_feeds(txn), store.catalog.feed_names(txn)
+    names = [known.get(f, str(f)) for f in feeds]
     if len(feeds) > 1:
         raise TraceError(f"line {numbers.format_number(packed)} is an extension the switches of "
                          f"feeds {', '.join(names)} number alike: name the customer's feed")

@@ -212,6 +212,8 @@ class ActionRequestEntry(Open):
     case_id: str | None
     reason: str | None
     updated_us: int | None
+    feed: int | None = Field(None, description=(
+        "on an extension switches number alike, the feed of the customer who asked"))
 
 
 class Case(Open):
@@ -224,6 +226,8 @@ class Case(Open):
     opened_by: str
     opened_us: int
     waiver: dict[str, Any] | None
+    feed: int | None = Field(None, description=(
+        "on an extension switches number alike, the feed of the customer the case is for"))
 
 
 class CaseEvent(Open):
