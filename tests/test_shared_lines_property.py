@@ -8,7 +8,9 @@ the named feed's calls alone; with no feed named it is `untraceable` once two or
 feeds have indexed calls to extensions. The newest held call that began before the
 activation is the one named: `success` the first time, `already_traced` after a trace
 named it; with none, `no_call`, or refused where the line holds `keep` calls (older
-ones are no longer held). A feed no calls were ingested under is refused."""
+ones are no longer held). A feed no calls were ingested under is refused. Each
+customer's status counts, by origin, the calls traced for them: on an extension, for
+the feed the trace named, else for its call's feed; on an E.164 line, every one."""
 from __future__ import annotations
 
 import pytest
@@ -59,6 +61,17 @@ def expected(made: list[tuple], line: str, feed: str | None, minute: int, keep: 
     return "success", newest[0]
 
 
+def customer(line: str, feed: str | None, call: tuple | None) -> str | None:
+    """Whose switch's customer a trace was made for (their status shows it, and R8
+    counts it for them if it succeeded): on an extension, the feed it named, else that of
+    its call (a call named on a line not shared then); an E.164 line has one customer
+    (None). A trace that named no call and no feed is no one's, nor is one left
+    untraceable because the line was shared."""
+    if line not in EXTENSIONS:
+        return None
+    return feed or (call[1] if call is not None else "no one")
+
+
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls, traces)
@@ -77,6 +90,8 @@ def test_a_trace_names_the_call_the_rule_names(tmp_path_factory, calls, traces):
                 path = cdr_file(folder, *records, name=f"{feed}.csv")
                 cdrtrace.ingest(store, [path], feed=Feed(feed, get_format("asterisk")))
         traced: set = set()
+        counted: dict[tuple, int] = {}       # (line, customer, caller) -> traced calls
+        made_for: list[tuple] = []            # (line, customer, activation) of each trace
         for line, feed, minute in traces:
             at = clock(minute, 30).replace(" ", "T") + "Z"
             want, when = expected(made, line, feed, minute, keep, traced)
@@ -90,6 +105,24 @@ def test_a_trace_names_the_call_the_rule_names(tmp_path_factory, calls, traces):
             call_time = None if when is None or want == "untraceable" else \
                 clock(when).replace(" ", "T") + "Z"
             assert got.call_time == call_time, (line, feed, at)
+            call = next((c for c in made if c[0] == when and c[2] == line), None)
+            whose = customer(line, feed, call)
+            made_for.append((line, "no one" if want == "untraceable" else whose, at))
+            if want == "success":
+                mine = (line, whose, call[3])
+                counted[mine] = counted.get(mine, 0) + 1
+        # each customer's status counts their own traced calls by origin, and no other's
+        for line in LINES:
+            for feed in (FEEDS if line in EXTENSIONS else (None,)):
+                if feed is not None and feed not in {c[1] for c in made}:
+                    continue
+                want_counts = sorted(n for (ln, who, _), n in counted.items()
+                                     if ln == line and who == feed)
+                status = store.status(line, feed)
+                assert sorted(p.traced_calls for p in status.progress if p.traced_calls) == \
+                    want_counts, (line, feed)
+                assert sorted(t["activated_at"] for t in status.traces) == sorted(
+                    at for ln, who, at in made_for if ln == line and who == feed), (line, feed)
     finally:
         store.close()
 
