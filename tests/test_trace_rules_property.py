@@ -2,9 +2,10 @@
 of two switches against a model written from their text, not from the code.
 
 Two lines are called by callers who present their number, restrict it, or deliver none,
-with the outcomes each switch writes: Asterisk `cdr_csv`, whose records do not log
-alerting, and Kamailio's `acc_cdrs` with `rang`, which do. Some calls are forwarded from
-one line to the other. The records are ingested shuffled, in small batches. The model:
+with the outcomes each switch writes: Asterisk `cdr_csv`, Cisco UCM and BroadWorks,
+whose records do not log alerting, and Kamailio's `acc_cdrs` with `rang`, which do. Some
+calls are forwarded from one line to the other. The records are ingested shuffled, in
+small batches. The model:
 
 - a call that rang the line was received (R3): answered, unanswered or cancelled while
   ringing, and where the record logs alerting, any call that alerted the line (a user
@@ -14,6 +15,9 @@ one line to the other. The records are ingested shuffled, in small batches. The 
   `untraceable` if named (a late refusal);
 - a forwarded call is a call to the dialled line and to the line that rang (R2), traced
   once from each;
+- a CUCM feed may leave a call that rang unanswered unlogged until a record shows a call
+  its caller cleared before it connected: a call from before the first such is
+  `untraceable`;
 - the index holds a line's newest four received calls; a trace names the newest of them
   that began before its activation (R1): `untraceable` if its caller delivered no number
   (R4, however withheld its display: a restricted number is traced, R5), `already_traced`
@@ -156,6 +160,50 @@ class Cucm(Switch):
         return not shown or min(shown) > call[0]
 
 
+class BroadWorks(Switch):
+    """BroadWorks terminating records: the user whose line rang (userNumber), the number
+    dialled, and for a forwarded call the line that forwarded it."""
+    fmt = "broadworks"
+    # (callingNumber, callingPresentationIndicator, delivers a number)
+    callers = (("+17205550101", "Public", True), ("+17205550102", "Private", True),
+               ("", "Public", False), ("+17205550103", "Public", True))
+    # (answerIndicator, terminationCause, seconds to its end, answered, received,
+    #  late refusal)
+    ends = (("Yes", "016", 60, True, True, False),
+            ("No", "016", 20, False, True, False),           # rang unanswered
+            ("No", "019", 20, False, True, False),
+            ("No", "018", 20, False, True, False),
+            ("No", "026", 15, False, True, False),           # answered elsewhere
+            ("Yes-PostRedirection", "016", 30, False, True, False),
+            ("No", "017", 0, False, False, False),           # busy at once
+            ("No", "017", 7, False, True, True),             # busy after it may have rung
+            ("No", "021", 0, False, False, False),
+            ("No", "021", 5, False, True, True),
+            ("No", "001", 0, False, False, False))           # unallocated
+
+    @classmethod
+    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> bytes:
+        from cdrtrace.synth.writers import BROADWORKS_FIELDS
+
+        number, presentation, _ = cls.callers[caller]
+        indicator, cause, seconds, answered, *_ = cls.ends[end]
+        start = 60 * minute
+
+        def compact(second: int) -> str:
+            return clock(0, second).replace("-", "").replace(" ", "").replace(":", "") + ".000"
+        values = {
+            "recordId": f"{minute + 1:04d}", "serviceProvider": "sp1", "type": "Normal",
+            "userNumber": "+1" + (other(line) if forwarded else line), "groupNumber": "grp1",
+            "direction": "Terminating", "callingNumber": number,
+            "callingPresentationIndicator": presentation, "calledNumber": line,
+            "startTime": compact(start), "userTimeZone": "1-000000",
+            "answerIndicator": indicator, "answerTime": compact(start + 5) if answered else "",
+            "releaseTime": compact(start + seconds), "terminationCause": cause,
+            "originalCalledNumber": line if forwarded else "",
+            "redirectingNumber": line if forwarded else "", "chargeIndicator": "y"}
+        return ",".join(values.get(name, "") for name in BROADWORKS_FIELDS).encode()
+
+
 def other(line: str) -> str:
     return LINES[1 - LINES.index(line)]
 
@@ -190,7 +238,7 @@ def expected(switch, made: list[tuple], line: str, minute: int, keep: int, trace
     return "success"
 
 
-@pytest.mark.parametrize("switch", [Asterisk, Kamailio, Cucm], ids=lambda s: s.fmt)
+@pytest.mark.parametrize("switch", [Asterisk, Kamailio, Cucm, BroadWorks], ids=lambda s: s.fmt)
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls=calls, traces=traces, batch=st.integers(1, 5), shuffle=st.randoms(use_true_random=False))
