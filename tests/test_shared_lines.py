@@ -281,6 +281,11 @@ def test_the_cli_names_a_feed(two_pbxs, capsys):
     assert cli.main(["--db", db, "request-action", "2001", "--origin", "Caller A",
                      "--feed", "west"]) == 0                       # waived for west
     assert "R000001: your request for action against Caller A is recorded" in capsys.readouterr().out
+    for action in ("queue", "list"):           # the CIC reads whose 2001 it is
+        assert cli.main(["--db", db, "case", action, "--analyst", "cic"]) == 0
+        assert "2001 of feed west  " in capsys.readouterr().out
+    assert cli.main(["--db", db, "case", "show", "C000001", "--analyst", "cic"]) == 0
+    assert "line 2001 of feed west, origin" in capsys.readouterr().out
     assert cli.main(["--db", db, "stats"]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in shown if "EXTENSIONS SHARED WITH 1 OTHER FEED(S): a "

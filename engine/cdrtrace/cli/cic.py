@@ -60,9 +60,9 @@ def cmd_case(args):
         emit(args, {"case_id": args.line, "out": args.out},
              f"case report {args.line} written to {args.out} (private; audited)")
     elif args.action == "queue":
-        queued = store.request_queue(analyst=args.analyst)
+        queued, whose = store.request_queue(analyst=args.analyst), _switch_of(store)
         emit(args, queued, "\n".join(
-            f"{r['request_id']}  {r['line']}  {r['label']} = {r['origin']}  requested "
+            f"{r['request_id']}  {r['line']}{whose(r)}  {r['label']} = {r['origin']}  requested "
             f"{format_utc(r['requested_us'])} by {r['requested_by']}" for r in queued)
             or "no requests waiting")
     elif args.action == "close-request":
@@ -74,16 +74,25 @@ def cmd_case(args):
         if not args.line:
             raise CdrTraceError("case show needs the case id")
         case = store.case(args.line, analyst=args.analyst)
-        text = (f"{case['case_id']}: line {case['line']}, origin {case['origin']}, "
+        text = (f"{case['case_id']}: line {case['line']}{_switch_of(store)(case)}, origin {case['origin']}, "
                 f"{case['agency']} case {case['case_number']} (officer {case['officer']})")
         for t in case["timeline"]:
             text += f"\n  call {t['call_time']}  traced {t['trace_time']}  {t['trace_id']}  {t['outcome']}"
         emit(args, case, text)
     else:
-        cases = store.cases(analyst=args.analyst)
+        cases, whose = store.cases(analyst=args.analyst), _switch_of(store)
         emit(args, cases, "\n".join(
-            f"{c['case_id']}  {c['line']}  {c['origin']}  {c['agency']}  {c['case_number']}"
+            f"{c['case_id']}  {c['line']}{whose(c)}  {c['origin']}  {c['agency']}  {c['case_number']}"
             + ("  waived" if c["waiver"] else "") for c in cases) or "no cases")
+
+
+def _switch_of(store):
+    """How a request or case of an extension switches number alike names whose it is, by
+    its feed's name (" of feed east"); nothing for one of an E.164 line."""
+    with store.envs.read() as txn:
+        names = store.catalog.feed_names(txn)
+    return lambda item: "" if item.get("feed") is None else \
+        f" of feed {names.get(item['feed'], item['feed'])}"
 
 
 def cmd_purge(args):
