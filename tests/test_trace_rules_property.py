@@ -2,10 +2,10 @@
 of two switches against a model written from their text, not from the code.
 
 Two lines are called by callers who present their number, restrict it, or deliver none,
-with the outcomes each switch writes: Asterisk `cdr_csv`, Cisco UCM and BroadWorks,
-whose records do not log alerting, and Kamailio's `acc_cdrs` with `rang`, which do. Some
-calls are forwarded from one line to the other. The records are ingested shuffled, in
-small batches. The model:
+with the outcomes each switch writes: Asterisk `cdr_csv`, FreeSWITCH `mod_cdr_csv` (both
+legs), Cisco UCM and BroadWorks, whose records do not log alerting, and Kamailio's
+`acc_cdrs` with `rang`, which do. Some calls are forwarded from one line to the other.
+The records are ingested shuffled, in small batches. The model:
 
 - a call that rang the line was received (R3): answered, unanswered or cancelled while
   ringing, and where the record logs alerting, any call that alerted the line (a user
@@ -16,8 +16,10 @@ small batches. The model:
 - a forwarded call is a call to the dialled line and to the line that rang (R2), traced
   once from each;
 - a CUCM feed may leave a call that rang unanswered unlogged until a record shows a call
-  its caller cleared before it connected: a call from before the first such is
-  `untraceable`;
+  its caller cleared before it connected, and a FreeSWITCH feed may write A legs alone
+  until it shows two different legs of a call: a call from before the first such is
+  `untraceable`; so is an unanswered FreeSWITCH `NORMAL_CLEARING` a second or more
+  long (it may have rung);
 - the index holds a line's newest four received calls; a trace names the newest of them
   that began before its activation (R1): `untraceable` if its caller delivered no number
   (R4, however withheld its display: a restricted number is traced, R5), `already_traced`
@@ -55,6 +57,10 @@ class Switch:
         """Whether a later call may be missing from the switch's records (docs/trace-rules.md,
         "A switch that leaves unanswered calls unlogged"): not for this switch."""
         return False
+
+    @classmethod
+    def records(cls, *call) -> list[bytes]:
+        return [cls.record(*call)]
 
 
 class Asterisk(Switch):
@@ -204,6 +210,44 @@ class BroadWorks(Switch):
         return ",".join(values.get(name, "") for name in BROADWORKS_FIELDS).encode()
 
 
+class FreeSwitch(Switch):
+    """mod_cdr_csv's example template, both legs of each call written (an A leg naming
+    its B leg's uuid), no alerting logged. A feed is held until it shows two legs of a
+    call that differ (here, a forwarded call's numbers), and trusted from that call on."""
+    fmt = "freeswitch"
+    callers = (("7205550101", True), ("7205550102", True), ("anonymous", False),
+               ("7205550103", True))
+    # (hangup_cause, seconds to its end, answered, received, untraceable if named)
+    ends = (("NORMAL_CLEARING", 60, True, True, False),
+            ("ORIGINATOR_CANCEL", 9, False, True, False),
+            ("NO_ANSWER", 20, False, True, False),
+            ("NO_USER_RESPONSE", 20, False, True, False),
+            ("USER_BUSY", 0, False, False, False),
+            ("USER_BUSY", 8, False, True, True),              # a late refusal
+            ("CALL_REJECTED", 6, False, True, True),
+            ("NORMAL_CLEARING", 12, False, True, True),       # unanswered: it may have rung
+            ("NORMAL_CLEARING", 0, False, False, False),      # over within its first second
+            ("UNALLOCATED_NUMBER", 0, False, False, False))
+
+    @classmethod
+    def records(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> list[bytes]:
+        number, _ = cls.callers[caller]
+        cause, seconds, answered, *_ = cls.ends[end]
+
+        def leg(uuid: str, bleg: str, destination: str) -> bytes:
+            return b",".join(b'"' + f.encode() + b'"' for f in (
+                "Caller", number, destination, "public", clock(minute),
+                clock(minute, 5) if answered else "", clock(minute, seconds), str(seconds),
+                str(seconds - 5) if answered else "0", cause, uuid, bleg, "", "PCMU", "PCMU"))
+        return [leg(f"a-{minute}", f"b-{minute}", line),
+                leg(f"b-{minute}", "", other(line) if forwarded else line)]
+
+    @classmethod
+    def held(cls, made: list[tuple], call: tuple) -> bool:
+        shown = [c[0] for c in made if c[2]]
+        return not shown or min(shown) > call[0]
+
+
 def other(line: str) -> str:
     return LINES[1 - LINES.index(line)]
 
@@ -238,7 +282,8 @@ def expected(switch, made: list[tuple], line: str, minute: int, keep: int, trace
     return "success"
 
 
-@pytest.mark.parametrize("switch", [Asterisk, Kamailio, Cucm, BroadWorks], ids=lambda s: s.fmt)
+@pytest.mark.parametrize("switch", [Asterisk, Kamailio, Cucm, BroadWorks, FreeSwitch],
+                         ids=lambda s: s.fmt)
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls=calls, traces=traces, batch=st.integers(1, 5), shuffle=st.randoms(use_true_random=False))
@@ -250,7 +295,7 @@ def test_a_trace_names_the_call_the_rules_name(tmp_path_factory, switch, calls, 
         keep = store.config["keep"]
         made = [(2 * i, line, forwarded, caller % len(switch.callers), end % len(switch.ends))
                 for i, (line, forwarded, caller, end) in enumerate(calls)]   # no two tie
-        records = [switch.record(*c) for c in made]
+        records = [r for c in made for r in switch.records(*c)]
         shuffle.shuffle(records)
         cdrtrace.ingest(store, [switch.write(folder, records)], fmt=switch.fmt, batch_pairs=batch)
         traced: set = set()
