@@ -212,8 +212,8 @@ class Store:
         it writes nothing (a pending trace shows as pending until the write side resolves it)."""
         packed = self.line(line)
         key, line_text = index.line_key(packed), numbers.format_number(packed)
-        records = _customer_records(self, packed, key, feed)
-        waived, requests = _customer_requests(self, packed, line_text, self.catalog.named_feed(feed))
+        records = _customer_records(self, packed, key, mine := self.catalog.named_feed(feed))
+        waived, requests = _customer_requests(self, packed, line_text, mine)
         follow_up = {k: v for k, v in self.carrier.items() if k in _FOLLOW_UP} or None
         return customer_status(line_text, records, self.config["threshold"],
                                self._tracer.labels(key, records), waived, requests, follow_up)
@@ -418,20 +418,20 @@ class Store:
 __all__ = ["Store", "open"]
 
 
-def _customer_records(store: Store, packed: int, key: bytes, feed: str | None) -> list[dict]:
-    """A line's trace records as its customer reads them (Store.status). Of a line its
-    switch numbers itself (an extension) that two feeds' switches may both have, only the
-    named feed's customer's (outcomes.traced_for): the other switch's customer's traces
-    and progress are not theirs to see, nor to count toward action. Without a feed named,
-    such a line is refused; an E.164 line's are all its customer's."""
+def _customer_records(store: Store, packed: int, key: bytes, feed: int | None) -> list[dict]:
+    """A line's trace records as its customer reads them (Store.status; feed: the one
+    named, Catalog.named_feed). Of a line its switch numbers itself (an extension) that
+    two feeds' switches may both have, only the named feed's customer's
+    (outcomes.traced_for): the other switch's customer's traces and progress are not
+    theirs to see, nor to count toward action. Without a feed named, such a line is
+    refused; an E.164 line's are all its customer's."""
     records = store._tracer.records(key)
     if not lookup.local_line(packed):
         return records
-    number = store.catalog.named_feed(feed)
-    if number is None:
+    if feed is None:
         _customer_feed(store, packed, None)      # refused where the line is shared
         return records
-    return [r for r in records if traced_for(r) == number]
+    return [r for r in records if traced_for(r) == feed]
 
 
 def _customer_feed(store: Store, packed: int, feed: str | None) -> int | None:
@@ -445,11 +445,12 @@ def _customer_feed(store: Store, packed: int, feed: str | None) -> int | None:
     if number is not None:
         return number
     with store.envs.read() as txn:
-        feeds, known = store._lookup.local_feeds(txn), store.catalog.feed_names(txn)
-    names = [known.get(f, str(f)) for f in feeds]
+        feeds = store._lookup.local_feeds(txn)
+        known = store.catalog.feed_names(txn) if len(feeds) > 1 else {}
     if len(feeds) > 1:
         raise TraceError(f"line {numbers.format_number(packed)} is an extension the switches of "
-                         f"feeds {', '.join(names)} number alike: name the customer's feed")
+                         f"feeds {', '.join(known.get(f, str(f)) for f in feeds)} number "
+                         "alike: name the customer's feed")
     return feeds[0] if feeds else None
 
 
