@@ -165,6 +165,22 @@ def test_a_second_writer_is_refused_clearly(tmp_path):
     assert cdrtrace.ingest(store, [str(src)]).records > 0              # released
 
 
+def followed_before(db, path, proc, timeout: float = 60.0) -> None:
+    """Wait until the follower proc, or one before it, has committed which file it reads."""
+    key = b"follow:" + os.path.abspath(path).encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        store = cdrtrace.open(db)
+        try:
+            if store.catalog.position(key) is not None:
+                return
+        finally:
+            store.close()
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.05)
+    raise AssertionError(f"no follower noted {path} in {timeout} s")
+
+
 def test_sigkill_a_follower_while_the_switch_writes_and_rotates(tmp_path):
     """A follower killed at random moments while the file grows and rotates, restarted
     each time: the store ends equal to one batch ingest of everything written."""
@@ -193,6 +209,11 @@ def test_sigkill_a_follower_while_the_switch_writes_and_rotates(tmp_path):
                     f.write(piece)
                 written += len(piece)
                 time.sleep(rng.uniform(0.0, 0.1))
+            if gen == 0:
+                # a follower has noted which file it follows before the switch rotates it:
+                # one that never ran before the rotation cannot know the old file (on a
+                # loaded machine, each may be killed before it has started)
+                followed_before(db, path, proc)
             time.sleep(rng.uniform(0.2, 0.6))
             proc.kill()
             proc.wait()
