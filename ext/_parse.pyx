@@ -114,6 +114,8 @@ cdef struct Dialect:
     int c_method         # a transaction row's SIP method: only an INVITE is a call
     int c_early_media    # when the call had early media (FreeSWITCH progress_media_stamp)
     int progress_complete   # an empty progress shows no alerting (beside empty early media)
+    int c_hunt           # the hunt pilot a call came through (CUCM huntPilotDN: answered)
+    int c_pattern        # the called pattern's kind (CUCM calledPartyPatternUsage: 7 a pilot)
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
@@ -183,6 +185,9 @@ cdef struct Columns:
     int64_t* act_us      # when, and on which line; act_n of them
     uint64_t* act_line
     Py_ssize_t act_n
+    int64_t* hunt_row      # calls through a hunt pilot, which name no phone they rang but
+    uint64_t* hunt_pilot   # the one that answered, if that: the record's row and the pilot
+    Py_ssize_t hunt_n
 
 
 # the block tokenizer for this processor (its AVX2 scan where it has one)
@@ -1264,6 +1269,19 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
          and (end_ - start >= min_ring_us or end_ < start)))
     out.call_id[i] = h
     out.feed[i] = feed
+    # a call through a hunt pilot (CUCM: huntPilotDN once a member answered, pattern usage
+    # 7 otherwise) rang its members' phones; the record names the pilot, and at most the
+    # member that answered (docs/trace-rules.md, "A call to a hunt group")
+    cdef uint64_t pilot = 0
+    if out.received[i] and (d.c_hunt >= 0 or d.c_pattern >= 0):
+        s = col(f, nf, d.c_hunt)
+        pilot = normalize(s.p, s.n, cc)
+        if pilot == 0 and span_is(col(f, nf, d.c_pattern), b"7", 1):
+            pilot = called
+        if pilot != 0:
+            out.hunt_row[out.hunt_n] = i
+            out.hunt_pilot[out.hunt_n] = pilot
+            out.hunt_n += 1
     if activated != 0 and line != 0:
         out.act_row[out.act_n] = i
         out.act_us[out.act_n] = activated
@@ -1339,8 +1357,13 @@ DIALECT_FIELDS = (
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
     "c_cot", "c_comment", "c_asserted", "escaped", "c_method", "c_early_media",
-    "progress_complete",
+    "progress_complete", "c_hunt", "c_pattern",
 )
+# a call through a hunt pilot (take_hunts): when it began and ended, its call id, the pilot,
+# and the member the record names (finalCalledPartyNumber once a member answered, with the
+# cluster's 'Show Line Group Member DN in finalCalledPartyNumber CDR Field' on), or 0
+HUNT_DTYPE = np.dtype([("start_us", "<i8"), ("end_us", "<i8"), ("call_id", "<u8"),
+                       ("pilot", "<u8"), ("named", "<u8")])
 
 
 cdef class CdrParser:
@@ -1374,6 +1397,7 @@ cdef class CdrParser:
     cdef set _seen
     cdef dict _identities
     cdef list _activations
+    cdef list _hunts
     cdef dict _spare      # the last feed's arrays, written again once nothing else holds them
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
@@ -1381,7 +1405,7 @@ cdef class CdrParser:
                  dict dispositions=None, dict presentations=None, int64_t start_record=0,
                  plan=None):
         fill_plan(&self.plan, plan, country_code)
-        self._seen, self._identities, self._activations = set(), {}, []
+        self._seen, self._identities, self._activations, self._hunts = set(), {}, [], []
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -1453,6 +1477,11 @@ cdef class CdrParser:
         switch itself recorded in the records parsed since the last call."""
         taken, self._activations = self._activations, []
         return taken
+
+    def take_hunts(self):
+        """The calls through a hunt pilot parsed since the last call (HUNT_DTYPE)."""
+        taken, self._hunts = self._hunts, []
+        return np.concatenate(taken) if taken else np.empty(0, HUNT_DTYPE)
 
     def take_identities(self):
         """{packed identity: its text} of the caller identities parsed since the last call."""
@@ -1541,6 +1570,7 @@ cdef class CdrParser:
                 return spare
         kinds = tuple(CALL_FIELDS) + (
             ("act_row", np.int64), ("act_us", np.int64), ("act_line", np.uint64),
+            ("hunt_row", np.int64), ("hunt_pilot", np.uint64),
             ("ident_at", np.int64), ("ident_len", np.int64))
         self._spare = {name: np.empty(capacity, kind) for name, kind in kinds}
         return self._spare
@@ -1566,6 +1596,10 @@ cdef class CdrParser:
         act_line = arrays["act_line"]
         cdef int64_t[::1] a_act_row = act_row, a_act_us = act_us
         cdef uint64_t[::1] a_act_line = act_line
+        hunt_row = arrays["hunt_row"]       # calls through a hunt pilot
+        hunt_pilot = arrays["hunt_pilot"]
+        cdef int64_t[::1] a_hunt_row = hunt_row
+        cdef uint64_t[::1] a_hunt_pilot = hunt_pilot
         ident_at = arrays["ident_at"]       # never returned: only identity rows
         ident_len = arrays["ident_len"]     # are written (and cost memory)
         cdef int64_t[::1] a_ident_at = ident_at, a_ident_len = ident_len
@@ -1597,6 +1631,9 @@ cdef class CdrParser:
         out.act_us = &a_act_us[0]
         out.act_line = &a_act_line[0]
         out.act_n = 0
+        out.hunt_row = &a_hunt_row[0]
+        out.hunt_pilot = &a_hunt_pilot[0]
+        out.hunt_n = 0
 
         cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
         cdef Reject* grown
@@ -1760,6 +1797,14 @@ cdef class CdrParser:
                 self._activations.append((int(act_line[k]), int(act_us[k]),
                                           int(rows["record"][act_row[k]]),
                                           int(rows["offset"][act_row[k]])))
+            if out.hunt_n:
+                at = hunt_row[:out.hunt_n]
+                hunts = np.empty(out.hunt_n, HUNT_DTYPE)
+                for name in ("start_us", "end_us", "call_id"):
+                    hunts[name] = rows[name][at]
+                hunts["pilot"] = hunt_pilot[:out.hunt_n]
+                hunts["named"] = rows["final"][at]
+                self._hunts.append(hunts)
             errors = []     # codes: cdrtrace.parsing.native maps them to their messages
             for k in range(nrej):
                 errors.append((

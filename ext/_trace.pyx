@@ -122,6 +122,21 @@ cdef bint _shared_local(itxn, meta_db, uint64_t packed) except -1:
     return feeds is not None and len(feeds) > 2
 
 
+cdef bint _hunt_feed(itxn, meta_db, const Entry* entries, Py_ssize_t count) except -1:
+    """True if a feed of the line's calls has noted calls through a hunt pilot (store.
+    hunts.HUNT_FEEDS, 2 bytes a feed): the reference says whether one rang the line."""
+    feeds = itxn.get(b"hunt_feeds", None, meta_db)
+    if feeds is None:
+        return False
+    cdef const unsigned char* b = <const unsigned char*>PyBytes_AS_STRING(feeds)
+    cdef Py_ssize_t i, k, n = len(feeds) - 1
+    for i in range(count):
+        for k in range(0, n, 2):
+            if ((<unsigned int>b[k] << 8) | b[k + 1]) == entries[i].feed:
+                return True
+    return False
+
+
 cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
     """True if the call is from a source of a switch that may leave calls that rang a
     line unlogged, and its feed had not shown it logs them by the call (store.lookup.
@@ -264,6 +279,8 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
             return None                      # a later call may be missing: the reference says
         if _shared_local(itxn, meta_db, packed):
             return None                      # whose extension dialled: the reference says
+        if _hunt_feed(itxn, meta_db, entries, count):
+            return None                      # a hunt pilot's call may have rung it: the reference
         for i in range(first + 1, count):    # calls from other callers at the same instant
             r = &entries[i]
             if r.start_us < at_us and r.start_us == e.start_us and r.calling != e.calling:

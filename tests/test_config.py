@@ -282,7 +282,7 @@ def test_feeds_command_and_ingest_by_feed(tmp_path):
     listed = json.loads(run("feeds", "--json").stdout)
     assert listed == [{"feed": "denver", "format": "asterisk", "zone": "America/Denver",
                        "country_code": 1, "served": ["+1303"], "min_ring_seconds": 0.0,
-                       "cdr_delay_seconds": None,
+                       "cdr_delay_seconds": None, "hunt_groups": {},
                        "feed_id": None}]       # listing writes nothing: no id before its first ingest
     assert json.loads(run("ingest", str(src), "--feed", "denver", "--json").stdout)["indexed"] == 1
     assert json.loads(run("feeds", "--json").stdout)[0]["feed_id"] == 1
@@ -307,6 +307,17 @@ def test_feeds_command_and_ingest_by_feed(tmp_path):
     ("[dialects.asterisk]\n", "dialects.asterisk: 'asterisk' is a built-in format"),
     ("[dialects.x]\nbase = 'asterisk'\ndelimiter = ';;'\n", "dialects.x: delimiter must be one character"),
     ("not toml [", "is not valid TOML"),
+    ("[feeds.a]\nhunt_groups = ['2000']\n", "feeds.a: hunt_groups must be a table of hunt pilots"),
+    ("[feeds.a.hunt_groups]\n'2000' = []\n",
+     "feeds.a.hunt_groups: '2000' must be a non-empty list of its members' numbers"),
+    ("[feeds.a.hunt_groups]\n'2000' = [3001]\n",
+     "feeds.a.hunt_groups: '2000' must be a non-empty list of its members' numbers"),
+    ("[feeds.a.hunt_groups]\n'2000' = '3001'\n",
+     "feeds.a.hunt_groups: '2000' must be a non-empty list of its members' numbers"),
+    ("[feeds.a.hunt_groups]\n'2000' = ['3001', 'front desk']\n",
+     "feeds.a.hunt_groups: 'front desk' is not a number a line can have"),
+    ("[feeds.a.hunt_groups]\n'pilot' = ['3001']\n",
+     "feeds.a.hunt_groups: 'pilot' is not a number a line can have"),
 ])
 def test_config_errors_say_where(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -384,3 +395,10 @@ def test_a_dialect_cannot_map_a_value_to_a_late_refusal(tmp_path):
     text = ACME.replace('BUSY = "busy"', 'BUSY = "late_refusal"')
     with pytest.raises(cdrtrace.errors.ConfigError, match="'BUSY' = 'late_refusal': must be one of"):
         config.load(write(tmp_path, text)).format("acme")
+
+
+def test_a_feed_lists_its_hunt_pilots_members(tmp_path):
+    feed = config.load(write(tmp_path, "[feeds.east]\nformat = 'cucm'\n[feeds.east.hunt_groups]\n"
+                                       "'2000' = ['3001', '3002']\n'+13035550100' = ['3003']\n")).feed("east")
+    assert feed.hunt_groups == (("2000", ("3001", "3002")), ("+13035550100", ("3003",)))
+    assert feed.describe()["hunt_groups"] == {"2000": ["3001", "3002"], "+13035550100": ["3003"]}

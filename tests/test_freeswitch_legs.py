@@ -119,7 +119,7 @@ def test_each_kind_of_switch_is_held_to_its_own_proof(store, tmp_path):
 
 def cucm_row(call_id: str, start: int, connect: int, line: str, *, orig: str, dest: str) -> dict:
     row = dict.fromkeys(CUCM_RELEASES[129], "0")
-    row.update(globalCallID_callManagerId="1", globalCallID_callId=call_id,
+    row.update(huntPilotDN="", globalCallID_callManagerId="1", globalCallID_callId=call_id,
                callingPartyNumber="7205550155", originalCalledPartyNumber=line,
                finalCalledPartyNumber=line, lastRedirectDn="", comment="",
                dateTimeOrigination=str(start), dateTimeConnect=str(connect),

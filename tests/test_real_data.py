@@ -527,7 +527,8 @@ def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
 def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path):
     names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
     row = dict.fromkeys(names, "0")
-    row.update(globalCallID_callManagerId="1", globalCallID_callId="77", callingPartyNumber="7205550199",
+    row.update(huntPilotDN="", globalCallID_callManagerId="1", globalCallID_callId="77",
+               callingPartyNumber="7205550199",
                originalCalledPartyNumber="3035550110", finalCalledPartyNumber="3035550110",
                dateTimeOrigination="1772460000", dateTimeConnect="1772460005",
                dateTimeDisconnect="1772460100", origCause_value="16", destCause_value="16",
@@ -600,7 +601,8 @@ def _cucm_off_hook(start: int) -> dict:
     caller cleared, never connected) only with its Zero Duration flag on, as it must be."""
     names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
     row = dict.fromkeys(names, "0")
-    row.update(globalCallID_callManagerId="1", globalCallID_callId=str(start), callingPartyNumber="2001",
+    row.update(huntPilotDN="", globalCallID_callManagerId="1", globalCallID_callId=str(start),
+               callingPartyNumber="2001",
                originalCalledPartyNumber="", finalCalledPartyNumber="", lastRedirectDn="",
                dateTimeOrigination=str(start), dateTimeDisconnect=str(start + 5),
                origCause_value="16", destCause_value="0", comment="")
@@ -610,7 +612,7 @@ def _cucm_off_hook(start: int) -> dict:
 def _cucm_call(start: int, connect: int, dest_cause: str, caller: str, call_id: str) -> dict:
     names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
     row = dict.fromkeys(names, "0")
-    row.update(globalCallID_callManagerId="1", globalCallID_callId=call_id, callingPartyNumber=caller,
+    row.update(huntPilotDN="", globalCallID_callManagerId="1", globalCallID_callId=call_id, callingPartyNumber=caller,
                originalCalledPartyNumber="3035550110", finalCalledPartyNumber="3035550110",
                dateTimeOrigination=str(start), dateTimeConnect=str(connect),
                dateTimeDisconnect=str(start + 20), origCause_value="16" if connect else "0",

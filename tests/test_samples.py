@@ -376,3 +376,25 @@ def test_real_freeswitch_file_rewritten_by_a_spreadsheet(tmp_path):
     assert summary.unreadable == 2
     assert traced(store, "2002", "2021-03-04T09:09:00Z")[:2] == ("untraceable", "2021-03-04T09:07:59Z")
     assert traced(store, "2002", "2021-03-04T10:00:00Z")[:2] == ("untraceable", "2021-03-04T09:10:59Z")
+
+
+def test_the_cucm_hunt_group_sample(tmp_path):
+    """A cluster with 'Show Line Group Member DN in finalCalledPartyNumber CDR Field' off
+    (its default): the 14:30 call to hunt pilot 2000 was answered on 3002's phone, the
+    14:40 one rang 3001's and was abandoned (destDeviceName names the phones, the numbers
+    name the pilot alone), the 14:45 one found every member busy. No member of 2000 is
+    listed, so each line whose last call is older than 14:40 is held; 3004's call came
+    after, and the pilot's own line names its last call that rang."""
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [str(SAMPLES / "cucm" / "cdr_HuntCluster_01_202603021500_1")],
+                              fmt="auto")
+    assert (summary.records, summary.rejected, summary.markers) == (8, 0, 2)
+    expected = {"3001": ("untraceable", None), "3002": ("untraceable", None),
+                "3003": ("untraceable", None), "3004": ("success", "2026-03-02T14:50:00Z"),
+                "2000": ("success", "2026-03-02T14:40:00Z"), "3009": ("no_call", None)}
+    for line, outcome in expected.items():
+        result = store.trace(line, at="2026-03-02T15:00:00Z")
+        assert (result.outcome.value, result.call_time) == outcome, line
+    (record,) = store.trace_records("3001", analyst="cic")
+    assert record["call"]["hunt_unnamed"] == {"pilot": "2000", "start": "2026-03-02T14:30:00Z"}
+    store.close()

@@ -143,7 +143,7 @@ def test_a_pending_trace_that_named_its_feed_resolves_among_its_calls(store, tmp
 def _cucm(call_id: str, caller: str, start: int, connect: int, *, called: str = "2001",
           comment: str = "") -> dict:
     row = dict.fromkeys(CUCM_RELEASES[129], "0")
-    row.update(globalCallID_callManagerId="1", globalCallID_callId=call_id,
+    row.update(huntPilotDN="", globalCallID_callManagerId="1", globalCallID_callId=call_id,
                callingPartyNumber=caller, originalCalledPartyNumber=called,
                finalCalledPartyNumber=called, dateTimeOrigination=str(start),
                dateTimeConnect=str(connect), dateTimeDisconnect=str(start + 100),

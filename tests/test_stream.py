@@ -293,7 +293,7 @@ def test_a_live_cucm_feed_notes_what_it_shows_of_calls_that_never_connected(stor
 
     def row(call_id, start, connect, orig, called):
         values = dict.fromkeys(names, "0")
-        values.update(globalCallID_callManagerId="1", globalCallID_callId=str(call_id),
+        values.update(huntPilotDN="", globalCallID_callManagerId="1", globalCallID_callId=str(call_id),
                       callingPartyNumber="7205550100", originalCalledPartyNumber=called,
                       finalCalledPartyNumber=called, lastRedirectDn="", comment="",
                       dateTimeOrigination=str(start), dateTimeConnect=str(connect),

@@ -7,6 +7,8 @@
     served = ["+1303", "+1720"]      # only these lines are indexed (optional)
     min_ring_seconds = 0
     cdr_delay_seconds = 2            # live feeds: how late the switch writes a CDR
+    [feeds.denver-pbx.hunt_groups]   # Cisco UCM: each hunt pilot's members, the phones it rings
+    "2000" = ["3001", "3002"]
 
     [dialects.acme]                  # a switch that needs configuration, not code
     base = "asterisk"                # optional: start from a built-in format
@@ -67,9 +69,11 @@ from .parsing.formats import (
     Format,
     Presentation,
 )
+from .parsing.parsers import normalize_number
 
 TIMES = {"local": TIME_LOCAL, "epoch": TIME_EPOCH, "compact": TIME_COMPACT}
-FEED_KEYS = {"format", "zone", "country_code", "served", "min_ring_seconds", "cdr_delay_seconds"}
+FEED_KEYS = {"format", "zone", "country_code", "served", "min_ring_seconds", "cdr_delay_seconds",
+             "hunt_groups"}
 DIALECT_KEYS = {"base", "columns", "header", "delimiter", "quote", "time", "fields",
                 "dispositions", "presentations", "min_columns", "end_required",
                 "lenient_quotes"}
@@ -114,12 +118,16 @@ class Feed:
     served: tuple[str, ...] = ()
     min_ring_seconds: float = 0.0
     cdr_delay_seconds: float | None = None   # how late the switch writes a CDR (live feeds)
+    # each hunt pilot's members, as configured: the lines its calls may ring unnamed
+    # (store.hunts); a pilot not listed may ring any line of the feed
+    hunt_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def describe(self) -> dict:
         return {"feed": self.name, "format": self.format.name, "zone": self.zone,
                 "country_code": self.country_code, "served": list(self.served),
                 "min_ring_seconds": self.min_ring_seconds,
-                "cdr_delay_seconds": self.cdr_delay_seconds}
+                "cdr_delay_seconds": self.cdr_delay_seconds,
+                "hunt_groups": {pilot: list(members) for pilot, members in self.hunt_groups}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,7 +394,28 @@ def _feed(path, name: str, spec: dict, dialects: dict) -> Feed:
                               or delay < 0):
         raise ConfigError(f"{path}: {where}: cdr_delay_seconds must be a number >= 0")
     return Feed(name, fmt, zone, country_code, tuple(served), float(ring),
-                None if delay is None else float(delay))
+                None if delay is None else float(delay),
+                _hunt_groups(path, where, spec.get("hunt_groups", {}), country_code))
+
+
+def _hunt_groups(path, where: str, spec: Any, country_code: int) -> tuple:
+    """[feeds.NAME.hunt_groups]: each hunt pilot's members, numbers the feed's switch
+    writes (docs/trace-rules.md, "A call to a hunt group")."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: {where}: hunt_groups must be a table of hunt pilots, "
+                          "each a list of its members' numbers (\"2000\" = [\"3001\", \"3002\"])")
+    groups = []
+    for pilot, members in spec.items():
+        if (not isinstance(members, list) or not members
+                or not all(isinstance(m, str) for m in members)):
+            raise ConfigError(f"{path}: {where}.hunt_groups: {pilot!r} must be a non-empty "
+                              f"list of its members' numbers (not {members!r})")
+        bad = [n for n in (pilot, *members) if not normalize_number(n, country_code)]
+        if bad:
+            raise ConfigError(f"{path}: {where}.hunt_groups: {', '.join(map(repr, bad))} "
+                              "is not a number a line can have")
+        groups.append((pilot, tuple(members)))
+    return tuple(groups)
 
 
 def _dialect(path, name: str, spec: dict) -> Format:

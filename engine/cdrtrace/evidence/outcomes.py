@@ -147,7 +147,7 @@ def call_time(call: dict | None) -> str | None:
 
 
 _NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "unconnected_unlogged",
-                 "legs_unlogged", "line_shared")
+                 "legs_unlogged", "line_shared", "hunt_unnamed")
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
@@ -249,6 +249,20 @@ def untraceable_reason(call: dict) -> str | None:
                 "service parameter is off, its default; Kamailio's acc table without "
                 "failed_transaction_flag, read without its missed_calls table): a later call "
                 "may be missing, so the last call is not known, and none is named")
+    if "hunt_unnamed" in call and "trimmed_to" in call["hunt_unnamed"]:
+        return ("this line's last recorded call is from a feed whose calls through a hunt "
+                "pilot ring phones their CDRs do not name, and a purge removed the note of "
+                f"those calls up to {call['hunt_unnamed']['trimmed_to']}, after this call: one "
+                "may have rung this line since, so the last call is not known, and none is named")
+    if "hunt_unnamed" in call:
+        hunt = call["hunt_unnamed"]
+        return (f"a call through hunt pilot {hunt['pilot']} began at {hunt['start']}, after "
+                "this line's last recorded call and before the activation. Its CDR names the "
+                "pilot and at most the member that answered, not the members' phones it rang "
+                "(Cisco UCM: 'Show Line Group Member DN in finalCalledPartyNumber CDR Field' "
+                "off, its default, or a call no member answered), and this line may be one of "
+                "them (the feed's configuration lists no members for the pilot, or lists this "
+                "line): the last call is not known, and none is named")
     if "legs_unlogged" in call:
         shown = call["legs_unlogged"]
         return ("this line's last recorded call is from a FreeSWITCH feed that "

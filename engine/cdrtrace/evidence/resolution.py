@@ -110,6 +110,10 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     if (unlogged := tracer.lookup.unlogged_after(index_txn, e)) is not None:
         view[unlogged[0]] = unlogged[1]     # a later call may be missing (CUCM, FreeSWITCH)
         return Outcome.UNTRACEABLE, view, e, None
+    if (own is None or (e["offset"], e["source"]) != own) and (
+            hunt := tracer.lookup.hunt_after(index_txn, key, entries, e, at_us)) is not None:
+        view["hunt_unnamed"] = hunt     # a later call through a hunt pilot may have rung it
+        return Outcome.UNTRACEABLE, view, e, None
     original = None
     if outcome is Outcome.SUCCESS:
         original = marks.traced_as(txn, tracer.db, key, e["call_id"], e["start_us"])

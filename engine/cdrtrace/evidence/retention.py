@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..parsing import timezones
-from ..store import archive
+from ..store import archive, hunts
 from ..store.environments import Environments
 from . import rows as trace_rows
 from .audit import AuditLog
@@ -35,7 +35,7 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
         raise ConfigError(f"the retention period is at most {MAX_DAYS} days (not {days:g})")
     now_us = now_us or time.time_ns() // 1000
     cutoff = now_us - int(days * DAY_US)
-    unreadable = _trim_unreadable(envs, cutoff)
+    unreadable = _trim_index_logs(envs, cutoff)
 
     def work(txn: Any) -> dict:
         removed = set()
@@ -65,14 +65,18 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
     return envs.ewrite(work)
 
 
-def _trim_unreadable(envs: Environments, cutoff: int) -> int:
-    """The unreadable-record log (index environment) kept for the same period: entries
-    of records that started before cutoff are removed. Keys: feed, start, call id."""
-    db = envs.db.get("unreadable")
-    if db is None or envs.readonly_index:
+def _trim_index_logs(envs: Environments, cutoff: int) -> int:
+    """The unreadable-record log and the calls through a hunt pilot (store.hunts), in the
+    index environment, kept for the same period: entries of records that started before
+    cutoff are removed (keys: feed, start, call id). How many unreadable ones."""
+    if envs.readonly_index:
         return 0
 
     def work(txn: Any) -> int:
+        if (db := envs.db.get("hunts")) is not None:
+            hunts.trim(txn, db, envs.db["meta"], cutoff)
+        if (db := envs.db.get("unreadable")) is None:
+            return 0
         old = [bytes(k) for k, _ in txn.cursor(db) if int.from_bytes(k[2:10], "big") < cutoff]
         for key in old:
             txn.delete(key, db=db)

@@ -15,7 +15,14 @@ from typing import Any
 from ..config import Feed, both_served
 from ..errors import ConfigError, FormatError, ParseError, SourceError
 from ..parsing.formats import TIME_LOCAL, CallBatch, Format
-from ..parsing.parsers import MAX_HEADER, detect_format, get_format, make_parser, read_header
+from ..parsing.parsers import (
+    MAX_HEADER,
+    detect_format,
+    get_format,
+    make_parser,
+    normalizer,
+    read_header,
+)
 from ..store import index
 from ..store.catalog import ArchiveMark, Position
 from . import sqlite
@@ -45,6 +52,7 @@ class FeedSettings:
     min_ring_seconds: float
     served: tuple[str, ...]
     cdr_delay_seconds: float | None
+    hunt_groups: dict[int, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
 def feed_settings(store, feed: Feed | None = None, fmt: str | Format | None = None,
@@ -71,7 +79,17 @@ def feed_settings(store, feed: Feed | None = None, fmt: str | Format | None = No
         feed_id=feed_id,
         min_ring_seconds=feed.min_ring_seconds if feed is not None else cfg["min_ring_seconds"],
         served=served,
-        cdr_delay_seconds=feed.cdr_delay_seconds if feed is not None else None)
+        cdr_delay_seconds=feed.cdr_delay_seconds if feed is not None else None,
+        hunt_groups=_hunt_groups(feed))
+
+
+def _hunt_groups(feed: Feed | None) -> dict[int, tuple[int, ...]]:
+    """A feed's hunt pilots' members (Feed.hunt_groups) as the index writes lines."""
+    if feed is None:
+        return {}
+    number = normalizer(feed.country_code)
+    return {number(pilot): tuple(number(m) for m in members)
+            for pilot, members in feed.hunt_groups}
 
 
 @dataclasses.dataclass
@@ -269,7 +287,8 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
                                                 parser, archiver),
                        checkpoint=checkpoint, zone=s.zone, confirm=known_identity.confirm,
                        local=form.time_kind == TIME_LOCAL,
-                       omits_unconnected=form.unconnected_shown_by(header))
+                       omits_unconnected=form.unconnected_shown_by(header),
+                       hunt_groups=s.hunt_groups)
         if archiver is not None:
             archiver.close()
         if not resume:
@@ -386,17 +405,19 @@ def _flush_before_commit(rejects, archiver) -> None:
 def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, progress,
                    batch_pairs=BATCH_PAIRS, served=(), archiver=None, finish=None,
                    checkpoint=None, zone="UTC", confirm=None, local=False,
-                   omits_unconnected: str | None = None):
+                   omits_unconnected: str | None = None, hunt_groups=None):
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction; confirm(),
     if given, runs once before the first. local: the format's times are local (zone's
     repeated hours are noted for the trace, lookup.FOLDS). omits_unconnected: the switch
-    may leave calls that never connected unlogged (lookup.note_unconnected)."""
+    may leave calls that never connected unlogged (lookup.note_unconnected). hunt_groups:
+    the feed's hunt pilots' members (store.hunts)."""
     pending = Pending(store, batch_pairs + batch_pairs // 8)   # a last chunk's pairs past it
     pending.feed = parser.feed_id
     pending.zone = zone
     pending.local_zone = zone if local else None
     pending.omits_unconnected = omits_unconnected
+    pending.hunt_groups = hunt_groups or {}
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
     committer = Committer()

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..parsing import salvage
 from ..parsing.formats import UNLOGGED_LEGS
-from ..store import index, lookup
+from ..store import hunts, index, lookup
 
 
 class Pending:
@@ -48,6 +48,8 @@ class Pending:
         self.unconnected_sources: set[int] = set()
         self.legs_shown = False     # this run found FreeSWITCH's legs shown: not sought again
         self.local_noted = False    # this run noted its feed indexes local lines (lookup.LOCAL_FEEDS)
+        self.hunts: list[np.ndarray] = []   # calls through a hunt pilot parsed (store.hunts)
+        self.hunt_groups: dict[int, tuple[int, ...]] = {}   # the feed's pilots' members, configured
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
@@ -66,6 +68,8 @@ class Pending:
         taken = parser.take_activations()
         if taken:
             self.activations.append((source, taken))
+        if len(hunted := parser.take_hunts()):
+            self.hunts.append(hunted)
         if len(columns["start_us"]):
             self.last_end = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
@@ -120,6 +124,8 @@ class Pending:
         identities, self.identities = self.identities, {}
         identity_db = self.store.envs.db["identities"]
         activations, self.activations = self.activations, []
+        hunted, self.hunts = self.hunts, []
+        hunt_db = self.store.envs.db["hunts"]
         checkpoint, (offset, record) = self.checkpoint, self.position
         local_zone, meta_db = self.local_zone, self.store.envs.db["meta"]
         omits, unconnected, self.unconnected = self.omits_unconnected, self.unconnected, None
@@ -143,6 +149,10 @@ class Pending:
                 txn.put(key, value, db=log_db)
             for packed, text in identities.items():
                 txn.put(packed.to_bytes(8, "big"), text.encode("latin-1"), db=identity_db)
+            if hunted:
+                hunts.note_feed(txn, meta_db, self.feed)
+                for part in hunted:
+                    txn.cursor(hunt_db).putmulti(hunts.items(self.feed, part, self.hunt_groups))
             for source, taken in activations:
                 self.store.catalog.queue_activations(txn, self.feed, source, taken)
             self.store.catalog.count_feed(txn, self.feed, *counts)

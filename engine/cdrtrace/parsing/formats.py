@@ -76,7 +76,10 @@ def columns_of(fields: tuple[tuple[str, str], ...]) -> tuple[tuple[str, np.dtype
 
 COLUMNS = columns_of(_native.CALL_FIELDS)
 MAX_COLUMNS = int(_native.MAX_COLUMNS)    # the widest record (or header) the parser reads
+HUNT_DTYPE = _native.HUNT_DTYPE     # a call through a hunt pilot (CdrParser.take_hunts)
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+
+
 @functools.cache
 def arrow_schema() -> pa.Schema:
     """The Arrow schema of a CallBatch, made when first needed: an ingest without an archive
@@ -104,7 +107,8 @@ PK_NONE, PK_ASTERISK_USERFIELD, PK_PUBLIC_PRIVATE, PK_SIP_PRIVACY, PK_VOCABULARY
 ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "channel",
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
-         "srcchannel", "callid_peer", "cot", "comment", "asserted", "method", "early_media")
+         "srcchannel", "callid_peer", "cot", "comment", "asserted", "method", "early_media",
+         "hunt", "pattern")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -294,7 +298,7 @@ CUCM = Format(
            "end": "dateTimeDisconnect", "duration": "duration",
            "orig_cause": "origCause_value", "dest_cause": "destCause_value",
            "callid": "globalCallID_callManagerId", "callid2": "globalCallID_callId",
-           "comment": "comment"},
+           "comment": "comment", "hunt": "huntPilotDN", "pattern": "calledPartyPatternUsage"},
     required=("calling", "called", "final", "start", "answer", "orig_cause", "dest_cause",
               "callid", "callid2"))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import numbers, timezones
-from .formats import BOM, COLUMNS
+from .formats import BOM, COLUMNS, HUNT_DTYPE
 from .reference_fields import (
     ERR_UNTERMINATED,
     MAX_FIELDS,
@@ -103,11 +103,18 @@ class CdrParser:
         self.skipping = False
         self._identities: dict[int, str] = {}
         self._activations: list[tuple[int, int, int, int]] = []
+        self._hunts: list[tuple[int, int, int, int, int]] = []
 
     def take_activations(self) -> list:
         """As the native take_activations: [(line, activated_us, record, offset)]."""
         taken, self._activations = self._activations, []
         return taken
+
+    def take_hunts(self) -> np.ndarray:
+        """As the native take_hunts: the calls through a hunt pilot parsed since the last
+        call (HUNT_DTYPE)."""
+        taken, self._hunts = self._hunts, []
+        return np.array(taken, HUNT_DTYPE)
 
     def take_identities(self) -> dict:
         """As the native take_identities: {packed: text} parsed since the last call."""
@@ -226,6 +233,9 @@ class CdrParser:
                 row["record"] = self.record
                 if "_activated" in row:
                     self._activations.append((*row.pop("_activated"), row["record"], row["offset"]))
+                if "_hunt" in row:
+                    self._hunts.append((row["start_us"], row["end_us"], row["call_id"],
+                                        row.pop("_hunt"), row["final"]))
                 rows.append(row)
                 p = nxt
                 continue

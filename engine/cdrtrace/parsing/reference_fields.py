@@ -451,4 +451,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         row["_identity"] = identity
     if activated and line:
         row["_activated"] = (line, activated)
+    # a call through a hunt pilot rang its members' phones, of which the record names at
+    # most the one that answered (huntPilotDN once a member answered; pattern usage 7)
+    if received and (d["c_hunt"] >= 0 or d["c_pattern"] >= 0) and (
+            pilot := numbers.normalize(col("hunt"), cc) or (called if col("pattern") == b"7" else 0)):
+        row["_hunt"] = pilot
     return 0, 0, row

@@ -34,13 +34,13 @@ T = TypeVar("T")
 FORMAT_VERSION = 3
 READ_FORMATS = (2, 3)
 INITIAL_MAP_SIZE = 64 << 20
-INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due")
+INDEX_DBS = ("index", "sources", "unreadable", "identities", "activations_due", "hunts")
 EVIDENCE_DBS = ("emeta", "traces", "by_line", "directory", "audit", "cases", "trace_rows",
                 "trace_segments", "pending", "activations", "tokens", "requests", "outbox",
                 "case_lines")
 FORMAT_2_EVIDENCE_DBS = ("pseudonyms",)   # format 3 keeps them in by_line
 DEFAULT_THRESHOLD = 3     # successful traces of one origin before the customer may ask for action
-LATER_INDEX_DBS = ("unreadable", "identities", "activations_due")   # absent from older stores
+LATER_INDEX_DBS = ("unreadable", "identities", "activations_due", "hunts")   # absent from older stores
 DEFAULTS: dict[str, Any] = {
     "threshold": DEFAULT_THRESHOLD, "zone": "UTC", "country_code": 1, "min_ring_seconds": 0.0,
     "keep": index.DEFAULT_KEEP, "retention_days": 365, "archive_dir": None,

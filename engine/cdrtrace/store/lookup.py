@@ -10,7 +10,7 @@ import numpy as np
 
 from ..parsing import numbers, salvage, timezones
 from ..parsing.formats import UNLOGGED_CLEARED, UNLOGGED_LEGS, Disposition
-from . import index
+from . import hunts, index
 from .environments import Environments
 
 UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
@@ -283,6 +283,14 @@ class Lookup:
         # (a feed with no mark of its source's kind, which no ingest leaves: held, fail closed)
         return (UNLOGGED_VIEW.get(suffix, "unconnected_unlogged"),
                 None if since in (None, NEVER) else timezones.format_utc(since))
+
+    def hunt_after(self, txn: Any, key: bytes, entries: list, e: dict, at_us: int) -> dict | None:
+        """A call through a hunt pilot, of a feed of the line's calls (entries, as tolist()
+        gives them), that began from the call of entry e on and before at_us, and may have
+        rung the line without its record naming it (store.hunts.rang_unnamed); else None."""
+        return hunts.rang_unnamed(txn, self.db.get("hunts"), self.db["meta"],
+                                  {r[_FEED] for r in entries}, int.from_bytes(key, "big"),
+                                  int(e["start_us"]), int(e["call_id"]), at_us)
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.

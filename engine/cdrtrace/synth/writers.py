@@ -140,7 +140,7 @@ CUCM_INTEGERS = {
     "origCause_location", "origCause_value", "origPrecedenceLevel", "destLegIdentifier",
     "destNodeId", "destSpan", "destIpAddr", "destCause_location", "destCause_value",
     "destPrecedenceLevel", "dateTimeConnect", "dateTimeDisconnect", "duration",
-    "origCalledPartyRedirectReason", "lastRedirectRedirectReason"}
+    "origCalledPartyRedirectReason", "lastRedirectRedirectReason", "calledPartyPatternUsage"}
 # synth disposition index (ANSWERED, NO ANSWER, CANCEL, BUSY, FAILED, CONGESTION) ->
 # (origCause_value, destCause_value) of a call that was not connected
 CUCM_CAUSES = np.array([[16, 16], [0, 19], [16, 0], [0, 17], [0, 41], [0, 34]])

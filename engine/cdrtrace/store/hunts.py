@@ -1,0 +1,101 @@
+"""Calls through a hunt pilot: the phones they rang that their records do not name.
+
+Cisco UCM writes one record for a call to a hunt pilot. It names the pilot, and at most
+the member that answered: `finalCalledPartyNumber` holds the pilot unless the cluster's
+'Show Line Group Member DN in finalCalledPartyNumber CDR Field' service parameter is on
+(off by default), and a call no member answered names none. The members' phones that
+rang are in no record, so a trace of such a phone's line would pass over the call to an
+older one (docs/trace-rules.md, "A call to a hunt group"). Ingest notes each such call
+(CdrParser.take_hunts) here; a trace whose call is older than one of them that may have
+rung its line fails closed.
+
+The index environment's `hunts` database: feed (2 bytes), start (8) and call id (8),
+big-endian, to the pilot, the member named (0: none) and the end, then the members the
+feed's configuration lists for the pilot (8 bytes each, little-endian; none listed: any
+line of the feed may have rung). HUNT_FEEDS in the index's meta lists the feeds that have
+noted any, 2 bytes each, ascending; TRIMMED, the time before which a purge removed them
+(int64, little-endian): a trace whose call is older cannot know what rang after it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..parsing import numbers, timezones
+
+HUNT_FEEDS, TRIMMED = b"hunt_feeds", b"hunts_trimmed"
+_KEY = np.dtype([("feed", ">u2"), ("start_us", ">i8"), ("call_id", ">u8")])
+_HEAD = np.dtype([("pilot", "<u8"), ("named", "<u8"), ("end_us", "<i8")])
+
+
+def items(feed: int, hunts: np.ndarray, groups: dict[int, tuple[int, ...]]) -> list[tuple[bytes, bytes]]:
+    """The (key, value) pairs that note a feed's calls through a hunt pilot (HUNT_DTYPE).
+    groups: the members configured for each pilot of the feed (packed lines)."""
+    keys = np.empty(len(hunts), _KEY)
+    keys["feed"], keys["start_us"], keys["call_id"] = feed, hunts["start_us"], hunts["call_id"]
+    heads = np.empty(len(hunts), _HEAD)
+    for name in _HEAD.names or ():
+        heads[name] = hunts[name]
+    members = {pilot: np.array(lines, "<u8").tobytes() for pilot, lines in groups.items()}
+    return [(k.tobytes(), h.tobytes() + members.get(int(h["pilot"]), b""))
+            for k, h in zip(keys, heads, strict=True)]
+
+
+def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
+    """The feeds that have noted calls through a hunt pilot (HUNT_FEEDS)."""
+    held = bytes(txn.get(HUNT_FEEDS, b"", db=meta_db))
+    return [int.from_bytes(held[i:i + 2], "big") for i in range(0, len(held), 2)]
+
+
+def note_feed(txn: Any, meta_db: Any, feed: int) -> None:
+    """Note, in an index write, that a feed noted calls through a hunt pilot."""
+    feeds = noted_feeds(txn, meta_db)
+    if feed not in feeds:
+        txn.put(HUNT_FEEDS, b"".join(f.to_bytes(2, "big") for f in sorted([*feeds, feed])),
+                db=meta_db)
+
+
+def trim(txn: Any, db: Any, meta_db: Any, cutoff: int) -> None:
+    """Remove, in an index write, the calls through a hunt pilot that began before cutoff
+    (a purge's), and note that their time is no longer known (TRIMMED)."""
+    old = [bytes(k) for k, _ in txn.cursor(db) if int.from_bytes(k[2:10], "big") < cutoff]
+    for key in old:
+        txn.delete(key, db=db)
+    if old:
+        held = txn.get(TRIMMED, db=meta_db)
+        since = max(cutoff, int.from_bytes(held, "little", signed=True) if held else cutoff)
+        txn.put(TRIMMED, since.to_bytes(8, "little", signed=True), db=meta_db)
+
+
+def _start(us: int) -> bytes:
+    return max(us, 0).to_bytes(8, "big")
+
+
+def rang_unnamed(txn: Any, db: Any, meta_db: Any, feeds: set[int], line: int, after_us: int,
+                 call_id: int, before_us: int) -> dict | None:
+    """The first call through a hunt pilot, of one of feeds, that began from after_us on
+    and before before_us, is not the call call_id, and may have rung line without naming
+    it (its pilot's members are not configured, or list the line; a member it names has
+    the call in its line's index): its pilot and start as the CIC reads them; where a purge removed the calls
+    after after_us (TRIMMED), when it removed them to; None if there is none. txn: the
+    index's (index.native_txn)."""
+    if db is None or not (feeds := feeds.intersection(noted_feeds(txn, meta_db))):
+        return None
+    held = txn.get(TRIMMED, db=meta_db)
+    if held is not None and after_us < (trimmed := int.from_bytes(held, "little", signed=True)):
+        return {"trimmed_to": timezones.format_utc(trimmed)}
+    for feed in sorted(feeds):
+        prefix = feed.to_bytes(2, "big")
+        stop = prefix + _start(before_us)
+        key = txn.next_key(prefix + _start(after_us), db=db)
+        while key is not None and key < stop:
+            value = txn.get(key, db=db)
+            head = np.frombuffer(value, _HEAD, 1)[0]
+            members = np.frombuffer(value, "<u8", offset=_HEAD.itemsize)
+            if (int.from_bytes(key[10:18], "big") != call_id
+                    and (not len(members) or (members == line).any())):
+                return {"pilot": numbers.format_number(int(head["pilot"])),
+                        "start": timezones.format_utc(int.from_bytes(key[2:10], "big"))}
+            key = txn.next_key(key + b"\x00", db=db)
+    return None
