@@ -20,6 +20,9 @@ The records are ingested shuffled, in small batches. The model:
   until it shows two different legs of a call: a call from before the first such is
   `untraceable`; so is an unanswered FreeSWITCH `NORMAL_CLEARING` a second or more
   long (it may have rung);
+- a CUCM call to a hunt pilot whose record names no member (the pilot in
+  finalCalledPartyNumber) may have rung any line of its feed: a call older than one that
+  may have rung, and that began before the activation, is `untraceable`;
 - the index holds a line's newest four received calls; a trace names the newest of them
   that began before its activation (R1): `untraceable` if its caller delivered no number
   (R4, however withheld its display: a restricted number is traced, R5), `already_traced`
@@ -53,10 +56,17 @@ class Switch:
         return str(folder / "cdr.log")
 
     @classmethod
-    def held(cls, made: list[tuple], call: tuple) -> bool:
-        """Whether a later call may be missing from the switch's records (docs/trace-rules.md,
-        "A switch that leaves unanswered calls unlogged"): not for this switch."""
+    def held(cls, made: list[tuple], call: tuple, minute: int) -> bool:
+        """Whether a later call, before a *57 at minute:30, may be missing from the
+        switch's records (docs/trace-rules.md, "A switch that leaves unanswered calls
+        unlogged"): not for this switch."""
         return False
+
+    @classmethod
+    def lines_of(cls, call: tuple) -> set:
+        """The lines a call rang that its records name: the dialled line, and the one
+        it was forwarded to."""
+        return {call[1], other(call[1])} if call[2] else {call[1]}
 
     @classmethod
     def records(cls, *call) -> list[bytes]:
@@ -161,9 +171,35 @@ class Cucm(Switch):
         return cucm_file(folder, records)
 
     @classmethod
-    def held(cls, made: list[tuple], call: tuple) -> bool:
+    def held(cls, made: list[tuple], call: tuple, minute: int) -> bool:
         shown = [c[0] for c in made if cls.ends[c[4]][5]]
         return not shown or min(shown) > call[0]
+
+
+class CucmHunt(Cucm):
+    """The same cluster, where a call marked forwarded goes to hunt pilot 2000 instead,
+    whose record names only the pilot ('Show Line Group Member DN in finalCalledPartyNumber
+    CDR Field' off; huntPilotDN once answered, pattern usage 7): it rang a member's
+    phone, either line, unnamed. No member is listed, so such a call that may have rung
+    holds every line whose last call is older (docs/trace-rules.md, "A call to a hunt
+    group")."""
+
+    @classmethod
+    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> dict:
+        row = super().record(minute, line, False, caller, end)
+        if forwarded:
+            row.update(originalCalledPartyNumber="2000", finalCalledPartyNumber="2000",
+                       calledPartyPatternUsage=7, huntPilotDN="2000" if cls.ends[end][0] else "")
+        return row
+
+    @classmethod
+    def lines_of(cls, call: tuple) -> set:
+        return set() if call[2] else {call[1]}
+
+    @classmethod
+    def held(cls, made: list[tuple], call: tuple, minute: int) -> bool:
+        return super().held(made, call, minute) or any(
+            c[2] and cls.ends[c[4]][-2] and call[0] <= c[0] <= minute for c in made)
 
 
 class BroadWorks(Switch):
@@ -243,7 +279,7 @@ class FreeSwitch(Switch):
                 leg(f"b-{minute}", "", other(line) if forwarded else line)]
 
     @classmethod
-    def held(cls, made: list[tuple], call: tuple) -> bool:
+    def held(cls, made: list[tuple], call: tuple, minute: int) -> bool:
         shown = [c[0] for c in made if c[2]]
         return not shown or min(shown) > call[0]
 
@@ -266,15 +302,14 @@ def expected(switch, made: list[tuple], line: str, minute: int, keep: int, trace
     """The outcome by the rules; 'refused' for a trace the store refuses. made: (minute,
     dialled line, forwarded, caller, end) of every call, the caller and end indices into
     the switch's tables."""
-    def lines_of(c: tuple) -> set:
-        return {c[1], other(c[1])} if c[2] else {c[1]}
-    held = sorted((c for c in made if switch.ends[c[4]][-2] and line in lines_of(c)),
+    held = sorted((c for c in made if switch.ends[c[4]][-2] and line in switch.lines_of(c)),
                   reverse=True)[:keep]
     candidates = [c for c in held if c[0] <= minute]      # begun at :00, *57 at :30
     if not candidates:
         return "refused" if len(held) >= keep else "no_call"
     newest = candidates[0]
-    if switch.ends[newest[4]][-1] or not switch.callers[newest[3]][-1] or switch.held(made, newest):
+    if (switch.ends[newest[4]][-1] or not switch.callers[newest[3]][-1]
+            or switch.held(made, newest, minute)):
         return "untraceable"
     if (line, newest) in traced:
         return "already_traced"
@@ -282,8 +317,8 @@ def expected(switch, made: list[tuple], line: str, minute: int, keep: int, trace
     return "success"
 
 
-@pytest.mark.parametrize("switch", [Asterisk, Kamailio, Cucm, BroadWorks, FreeSwitch],
-                         ids=lambda s: s.fmt)
+@pytest.mark.parametrize("switch", [Asterisk, Kamailio, Cucm, CucmHunt, BroadWorks, FreeSwitch],
+                         ids=lambda s: s.__name__.lower())
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls=calls, traces=traces, batch=st.integers(1, 5), shuffle=st.randoms(use_true_random=False))
@@ -340,6 +375,16 @@ def test_the_model_reads_the_rules():
     traced: set = set()
     assert [expected(Asterisk, one, LINES[0], 5, 4, traced) for _ in range(2)] == [
         "success", "already_traced"]
+    # CUCM: a call to the hunt pilot that rang holds the line's older call; one busy at
+    # once (it rang nothing) or begun after the *57 does not (the feed trusted from 0)
+    cleared, busy = 3, 5
+    trusted = [(0, LINES[1], False, 0, cleared), (2, LINES[0], False, *answered)]
+    for hunt, minute, want in (((4, LINES[1], True, 0, cleared), 5, "untraceable"),
+                               ((4, LINES[1], True, 0, busy), 5, "success"),
+                               ((6, LINES[1], True, 0, cleared), 5, "success")):
+        assert expected(CucmHunt, trusted + [hunt], LINES[0], minute, 4, set()) == want
+    assert expected(CucmHunt, trusted + [(4, LINES[1], True, 0, cleared)], LINES[1], 5, 4,
+                    set()) == "untraceable"           # its own last call is older
     # Kamailio: a busy that rang (a user who rejected the ringing call) masks, at once not
     for end, want in ((8, "success"), (7, "no_call")):
         assert expected(Kamailio, [(2, LINES[0], False, 0, end)], LINES[0], 3, 4, set()) == want
