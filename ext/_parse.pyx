@@ -1360,8 +1360,9 @@ DIALECT_FIELDS = (
     "progress_complete", "c_hunt", "c_pattern",
 )
 # a call through a hunt pilot (take_hunts): when it began and ended, its call id, the pilot,
-# and the member the record names (finalCalledPartyNumber once a member answered, with the
-# cluster's 'Show Line Group Member DN in finalCalledPartyNumber CDR Field' on), or 0
+# and the number its record names beyond the dialled one (finalCalledPartyNumber: the member
+# that answered, with the cluster's 'Show Line Group Member DN in finalCalledPartyNumber CDR
+# Field' on), or 0
 HUNT_DTYPE = np.dtype([("start_us", "<i8"), ("end_us", "<i8"), ("call_id", "<u8"),
                        ("pilot", "<u8"), ("named", "<u8")])
 

@@ -89,7 +89,8 @@ def test_a_hunt_call_that_names_no_member_holds_every_line_of_its_feed(store, tm
     ingest(store, tmp_path, call(1, T14, INNOCENT, "3001"),
            call(2, T14 + 1800, HARASSER, "2000", **hunt))
     record = held_from_the_customer(store, "3001", AT, INNOCENT, "2026-03-02T14:00:00Z")
-    assert record["call"]["hunt_unnamed"] == {"pilot": "2000", "start": "2026-03-02T14:30:00Z"}
+    assert record["call"]["hunt_unnamed"] == {"pilot": "2000", "start": "2026-03-02T14:30:00Z",
+                                              "named": None}
     assert "hunt pilot 2000 began at 2026-03-02T14:30:00Z" in record["reason"]
     assert HARASSER not in repr(store.status("3001"))
 
@@ -105,7 +106,9 @@ def test_the_member_a_hunt_call_names_traces_it_and_the_others_are_held(store, t
     got = store.trace("3001", at=AT)
     (record,) = store.trace_records("3001", analyst="cic")
     assert (got.outcome.value, record["call"]["calling"]) == ("success", "+17205550199")
-    held_from_the_customer(store, "3002", AT, INNOCENT, "2026-03-02T14:01:00Z")
+    record = held_from_the_customer(store, "3002", AT, INNOCENT, "2026-03-02T14:01:00Z")
+    assert record["call"]["hunt_unnamed"]["named"] == "3001"
+    assert "(its CDR names 3001 too)" in record["reason"]
 
 
 def test_a_hunt_call_outside_the_window_changes_nothing(store, tmp_path):

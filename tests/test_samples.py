@@ -396,5 +396,6 @@ def test_the_cucm_hunt_group_sample(tmp_path):
         result = store.trace(line, at="2026-03-02T15:00:00Z")
         assert (result.outcome.value, result.call_time) == outcome, line
     (record,) = store.trace_records("3001", analyst="cic")
-    assert record["call"]["hunt_unnamed"] == {"pilot": "2000", "start": "2026-03-02T14:30:00Z"}
+    assert record["call"]["hunt_unnamed"] == {"pilot": "2000", "start": "2026-03-02T14:30:00Z",
+                                              "named": None}
     store.close()

@@ -257,7 +257,9 @@ def untraceable_reason(call: dict) -> str | None:
     if "hunt_unnamed" in call:
         hunt = call["hunt_unnamed"]
         return (f"a call through hunt pilot {hunt['pilot']} began at {hunt['start']}, after "
-                "this line's last recorded call and before the activation. Its CDR names the "
+                "this line's last recorded call and before the activation"
+                + (f" (its CDR names {hunt['named']} too)" if hunt.get("named") else "")
+                + ". Its CDR names the "
                 "pilot and at most the member that answered, not the members' phones it rang "
                 "(Cisco UCM: 'Show Line Group Member DN in finalCalledPartyNumber CDR Field' "
                 "off, its default, or a call no member answered), and this line may be one of "

@@ -77,7 +77,8 @@ def rang_unnamed(txn: Any, db: Any, meta_db: Any, feeds: set[int], line: int, af
     """The first call through a hunt pilot, of one of feeds, that began from after_us on
     and before before_us, is not the call call_id, and may have rung line without naming
     it (its pilot's members are not configured, or list the line; a member it names has
-    the call in its line's index): its pilot and start as the CIC reads them; where a purge removed the calls
+    the call in its line's index): its pilot, start and the number its record names
+    beyond the pilot (None: none) as the CIC reads them; where a purge removed the calls
     after after_us (TRIMMED), when it removed them to; None if there is none. txn: the
     index's (index.native_txn)."""
     if db is None or not (feeds := feeds.intersection(noted_feeds(txn, meta_db))):
@@ -96,6 +97,7 @@ def rang_unnamed(txn: Any, db: Any, meta_db: Any, feeds: set[int], line: int, af
             if (int.from_bytes(key[10:18], "big") != call_id
                     and (not len(members) or (members == line).any())):
                 return {"pilot": numbers.format_number(int(head["pilot"])),
-                        "start": timezones.format_utc(int.from_bytes(key[2:10], "big"))}
+                        "start": timezones.format_utc(int.from_bytes(key[2:10], "big")),
+                        "named": numbers.format_number(int(head["named"])) or None}
             key = txn.next_key(key + b"\x00", db=db)
     return None
