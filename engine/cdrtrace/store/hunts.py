@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..parsing import numbers, timezones
+from . import feedlists
 
 HUNT_FEEDS, TRIMMED = b"hunt_feeds", b"hunts_trimmed"
 _KEY = np.dtype([("feed", ">u2"), ("start_us", ">i8"), ("call_id", ">u8")])
@@ -44,16 +45,12 @@ def items(feed: int, hunts: np.ndarray, groups: dict[int, tuple[int, ...]]) -> l
 
 def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
     """The feeds that have noted calls through a hunt pilot (HUNT_FEEDS)."""
-    held = bytes(txn.get(HUNT_FEEDS, b"", db=meta_db))
-    return [int.from_bytes(held[i:i + 2], "big") for i in range(0, len(held), 2)]
+    return feedlists.read(txn, meta_db, HUNT_FEEDS)
 
 
 def note_feed(txn: Any, meta_db: Any, feed: int) -> None:
     """Note, in an index write, that a feed noted calls through a hunt pilot."""
-    feeds = noted_feeds(txn, meta_db)
-    if feed not in feeds:
-        txn.put(HUNT_FEEDS, b"".join(f.to_bytes(2, "big") for f in sorted([*feeds, feed])),
-                db=meta_db)
+    feedlists.add(txn, meta_db, HUNT_FEEDS, feed)
 
 
 def trim(txn: Any, db: Any, meta_db: Any, cutoff: int) -> None:

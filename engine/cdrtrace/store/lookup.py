@@ -10,7 +10,7 @@ import numpy as np
 
 from ..parsing import numbers, salvage, timezones
 from ..parsing.formats import UNLOGGED_CLEARED, UNLOGGED_LEGS, Disposition
-from . import hunts, index
+from . import feedlists, hunts, index
 from .environments import Environments
 
 UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
@@ -141,16 +141,12 @@ def local_line(packed: int) -> bool:
 
 def local_feeds(txn: Any, meta_db: Any) -> list[int]:
     """The feeds that have indexed calls to lines of their switch's own (LOCAL_FEEDS)."""
-    held = bytes(txn.get(LOCAL_FEEDS, b"", db=meta_db))
-    return [int.from_bytes(held[i:i + 2], "big") for i in range(0, len(held), 2)]
+    return feedlists.read(txn, meta_db, LOCAL_FEEDS)
 
 
 def note_local_feed(txn: Any, meta_db: Any, feed: int) -> None:
     """Note, in an index write, that a feed indexed a call to a line of its switch's own."""
-    feeds = local_feeds(txn, meta_db)
-    if feed not in feeds:
-        txn.put(LOCAL_FEEDS, b"".join(f.to_bytes(2, "big") for f in sorted([*feeds, feed])),
-                db=meta_db)
+    feedlists.add(txn, meta_db, LOCAL_FEEDS, feed)
 
 
 # the first key of a line its switch numbers itself: its kind (bits 62-63) 2 or 3
