@@ -90,6 +90,27 @@ FAST = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, cdr_delay_s=3600)
 
 # ------------------------------------------------------------------ follow
 
+def test_a_first_follower_says_which_rotated_files_it_will_not_read(store, tmp_path, caplog):
+    """A follower that never ran before reads only the file at its path: the switch's
+    rotated files beside it (which no follower read) are named in a warning, once; a
+    restart, which resumes from its saved position, says nothing."""
+    (tmp_path / "Master.csv.1").write_bytes(cdr(start="2026-03-02 09:00:00") + b"\n")
+    (tmp_path / "Master.csv-20260301.gz").write_bytes(b"")
+    (tmp_path / "Other.csv").write_bytes(b"")
+    path = tmp_path / "Master.csv"
+    path.write_bytes(cdr() + b"\n")
+    options = StreamOptions(batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2)
+    with caplog.at_level(logging.WARNING, logger="cdrtrace"):
+        following.follow(store, str(path), options=options)
+    (warning,) = [r.getMessage() for r in caplog.records if "first start" in r.getMessage()]
+    assert "saved), and Master.csv-20260301.gz, Master.csv.1 lie(s) beside it" in warning
+    assert "cdrtrace ingest" in warning and "Other.csv" not in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cdrtrace"):
+        following.follow(store, str(path), options=options)
+    assert not [r for r in caplog.records if "first start" in r.getMessage()]
+
+
 def test_follow_sees_appends_split_records_and_partial_lines(store, tmp_path):
     path = tmp_path / "Master.csv"
     path.write_bytes(b"")

@@ -91,6 +91,8 @@ def follow(store, path: str, fmt: str | Format | None = None, *, zone=None, coun
     key = b"follow:" + os.path.abspath(path).encode()
     with store.envs.writer(f"follow {path}"):
         saved = store.catalog.position(key)
+        if saved is None:
+            _warn_of_rotated(path)
         generation = None
         if saved and saved.file:
             found = _find_generation(path, *saved.file)
@@ -160,6 +162,24 @@ def _changed(path: str, generation: _Generation) -> str | None:
     if st.st_size < generation.read_to:
         return "truncated"
     return None
+
+
+def _warn_of_rotated(path: str) -> None:
+    """A follower with no position saved for path reads the file at path alone: say so
+    where rotated files lie beside it (Master.csv.1, Master.csv-20260302.gz), whose calls
+    no follower may have read."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        rotated = sorted(e.name for e in os.scandir(directory)
+                         if e.name.startswith(name) and e.name != name and e.is_file())
+    except OSError:
+        return
+    if rotated:
+        shown = ", ".join(rotated[:3]) + (f" and {len(rotated) - 3} more" if len(rotated) > 3 else "")
+        log.warning("follow %s: first start (no position saved), and %s lie(s) beside it: a "
+                    "follower reads only the file now at %s, so calls in those files that no "
+                    "follower read are not indexed; ingest them with `cdrtrace ingest` (files "
+                    "already ingested are skipped)", path, shown, path)
 
 
 def _open_generation(live: LiveFeed, path: str, key: bytes, saved: Position | None):
