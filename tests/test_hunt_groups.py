@@ -142,6 +142,22 @@ def test_configured_members_hold_their_own_lines_alone(store, tmp_path):
     assert store.trace("3003", at=AT).outcome.value == "success"
 
 
+def test_stats_name_the_pilots_whose_members_are_not_listed(store, tmp_path):
+    """An operator reads in `cdrtrace stats` which pilots hold every line of their feed."""
+    import subprocess
+    import sys
+    feed = Feed("cucm-east", get_format("cucm"), hunt_groups=(("2000", ("3001",)),))
+    ingest(store, tmp_path, call(1, T14, INNOCENT, "3001"),
+           call(2, T14 + 1200, HARASSER, "2100", **ABANDONED),
+           call(3, T14 + 1800, HARASSER, "2000", **ABANDONED), feed=feed)
+    ingest(store, tmp_path, call(4, T14 + 2400, HARASSER, "2200", **ABANDONED), feed=feed)
+    (east,) = store.stats()["feeds"]
+    assert east["hunt_pilots_unlisted"] == ["2100", "2200"]
+    shown = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "stats", "--db", str(store.path)],
+                           capture_output=True, text=True, check=True).stdout
+    assert "HUNT PILOTS WITH NO MEMBERS LISTED (2100, 2200)" in shown
+
+
 def test_a_hunt_call_of_another_feed_holds_no_line_it_never_reached(store, tmp_path):
     """An unconfigured pilot may ring any line of its own feed, not another switch's."""
     east = Feed("cucm-east", get_format("cucm"))

@@ -194,6 +194,9 @@ def cmd_stats(args):
                 "its feed" if f["local_lines"] and shared > 1 else "")
              + (f"  holds records back: traces wait {f['learned_delay_seconds']} s"
                 if "learned_delay_seconds" in f else "")
+             + (f"  HUNT PILOTS WITH NO MEMBERS LISTED ({', '.join(f['hunt_pilots_unlisted'])}): "
+                "their calls hold every line of the feed (list each pilot's members in "
+                "the feed's hunt_groups)" if f.get("hunt_pilots_unlisted") else "")
              for f in stats["feeds"]]
     lines.append(f"index: {stats['index']['lines']:,} lines, {stats['index']['bytes']:,} bytes")
     emit(args, stats, "\n".join(lines))

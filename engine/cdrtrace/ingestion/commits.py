@@ -153,6 +153,7 @@ class Pending:
                 hunts.note_feed(txn, meta_db, self.feed)
                 for part in hunted:
                     txn.cursor(hunt_db).putmulti(hunts.items(self.feed, part, self.hunt_groups))
+                    hunts.note_unlisted(txn, meta_db, self.feed, part, self.hunt_groups)
             for source, taken in activations:
                 self.store.catalog.queue_activations(txn, self.feed, source, taken)
             self.store.catalog.count_feed(txn, self.feed, *counts)

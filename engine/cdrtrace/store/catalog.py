@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import StoreError, TraceError
-from ..parsing import timezones
+from ..parsing import numbers, timezones
+from . import hunts
 from .environments import Environments
 from .liveness import learned_delay
 from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, unconnected_mark
@@ -321,8 +322,9 @@ class Catalog:
         for a switch a follower saw hold its records back, how long (learned_delay_seconds:
         traces wait that long for it, ingestion.live); whether it indexed lines its switch
         numbers itself (local_lines: extensions, which another switch may have too; local:
-        those feeds, Lookup.local_feeds)."""
-        names = self.feed_names(txn)
+        those feeds, Lookup.local_feeds); for a feed with calls through hunt pilots, the
+        pilots it lists no members for (hunt_pilots_unlisted, store.hunts)."""
+        names, hunted = self.feed_names(txn), set(hunts.noted_feeds(txn, self.db["meta"]))
         feeds = []
         for key, value in txn.cursor(self.db["meta"]):
             if not key.startswith(b"feedstats:"):
@@ -346,6 +348,9 @@ class Catalog:
                 "ahead_of_clock": bool(mark) and mark - now_us > STAMPED_AHEAD_US,
                 "local_lines": number in local,
                 "last_commit": timezones.format_utc(stats["last_commit_us"])})
+            if number in hunted:
+                feeds[-1]["hunt_pilots_unlisted"] = [
+                    numbers.format_number(p) for p in hunts.unlisted(txn, self.db["meta"], number)]
             held, _ = learned_delay(txn, self.db["meta"], number, now_us)
             if held:
                 feeds[-1]["learned_delay_seconds"] = round(held / 1e6, 1)

@@ -14,7 +14,9 @@ big-endian, to the pilot, the member named (0: none) and the end, then the membe
 feed's configuration lists for the pilot (8 bytes each, little-endian; none listed: any
 line of the feed may have rung). HUNT_FEEDS in the index's meta lists the feeds that have
 noted any, 2 bytes each, ascending; TRIMMED, the time before which a purge removed them
-(int64, little-endian): a trace whose call is older cannot know what rang after it.
+(int64, little-endian): a trace whose call is older cannot know what rang after it;
+UNLISTED + the feed (2 bytes), the pilots it noted calls of with no members listed (8 bytes
+each, ascending, at most MAX_UNLISTED), for `cdrtrace stats`.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ import numpy as np
 from ..parsing import numbers, timezones
 from . import feedlists
 
-HUNT_FEEDS, TRIMMED = b"hunt_feeds", b"hunts_trimmed"
+HUNT_FEEDS, TRIMMED, UNLISTED = b"hunt_feeds", b"hunts_trimmed", b"hunt_unlisted/"
+MAX_UNLISTED = 1000
 _KEY = np.dtype([("feed", ">u2"), ("start_us", ">i8"), ("call_id", ">u8")])
 _HEAD = np.dtype([("pilot", "<u8"), ("named", "<u8"), ("end_us", "<i8")])
 
@@ -51,6 +54,25 @@ def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
 def note_feed(txn: Any, meta_db: Any, feed: int) -> None:
     """Note, in an index write, that a feed noted calls through a hunt pilot."""
     feedlists.add(txn, meta_db, HUNT_FEEDS, feed)
+
+
+def note_unlisted(txn: Any, meta_db: Any, feed: int, hunts: np.ndarray,
+                  groups: dict[int, tuple[int, ...]]) -> None:
+    """Note, in an index write, the pilots of a feed's calls (HUNT_DTYPE) that its
+    configuration lists no members for (UNLISTED)."""
+    pilots = set(hunts["pilot"].tolist()) - set(groups)
+    if pilots:
+        key = UNLISTED + feed.to_bytes(2, "big")
+        held = set(unlisted(txn, meta_db, feed))
+        if not pilots <= held:
+            merged = sorted(held | pilots)[:MAX_UNLISTED]
+            txn.put(key, np.array(merged, "<u8").tobytes(), db=meta_db)
+
+
+def unlisted(txn: Any, meta_db: Any, feed: int) -> list[int]:
+    """The pilots a feed noted calls of with no members listed (UNLISTED)."""
+    held = txn.get(UNLISTED + feed.to_bytes(2, "big"), b"", db=meta_db)
+    return np.frombuffer(bytes(held), "<u8").tolist()
 
 
 def trim(txn: Any, db: Any, meta_db: Any, cutoff: int) -> None:
