@@ -1359,12 +1359,12 @@ DIALECT_FIELDS = (
     "c_cot", "c_comment", "c_asserted", "escaped", "c_method", "c_early_media",
     "progress_complete", "c_hunt", "c_pattern",
 )
-# a call through a hunt pilot (take_hunts): when it began and ended, its call id, the pilot,
+# a call through a hunt pilot (take_hunts): when it began, its call id, the pilot,
 # and the number its record names beyond the dialled one (finalCalledPartyNumber: the member
 # that answered, with the cluster's 'Show Line Group Member DN in finalCalledPartyNumber CDR
 # Field' on), or 0
-HUNT_DTYPE = np.dtype([("start_us", "<i8"), ("end_us", "<i8"), ("call_id", "<u8"),
-                       ("pilot", "<u8"), ("named", "<u8")])
+HUNT_DTYPE = np.dtype([("start_us", "<i8"), ("call_id", "<u8"), ("pilot", "<u8"),
+                       ("named", "<u8")])
 
 
 cdef class CdrParser:
@@ -1801,7 +1801,7 @@ cdef class CdrParser:
             if out.hunt_n:
                 at = hunt_row[:out.hunt_n]
                 hunts = np.empty(out.hunt_n, HUNT_DTYPE)
-                for name in ("start_us", "end_us", "call_id"):
+                for name in ("start_us", "call_id"):
                     hunts[name] = rows[name][at]
                 hunts["pilot"] = hunt_pilot[:out.hunt_n]
                 hunts["named"] = rows["final"][at]

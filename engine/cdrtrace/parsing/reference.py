@@ -103,7 +103,7 @@ class CdrParser:
         self.skipping = False
         self._identities: dict[int, str] = {}
         self._activations: list[tuple[int, int, int, int]] = []
-        self._hunts: list[tuple[int, int, int, int, int]] = []
+        self._hunts: list[tuple[int, int, int, int]] = []
 
     def take_activations(self) -> list:
         """As the native take_activations: [(line, activated_us, record, offset)]."""
@@ -234,8 +234,8 @@ class CdrParser:
                 if "_activated" in row:
                     self._activations.append((*row.pop("_activated"), row["record"], row["offset"]))
                 if "_hunt" in row:
-                    self._hunts.append((row["start_us"], row["end_us"], row["call_id"],
-                                        row.pop("_hunt"), row["final"]))
+                    self._hunts.append((row["start_us"], row["call_id"], row.pop("_hunt"),
+                                        row["final"]))
                 rows.append(row)
                 p = nxt
                 continue

@@ -10,7 +10,7 @@ older one (docs/trace-rules.md, "A call to a hunt group"). Ingest notes each suc
 rung its line fails closed.
 
 The index environment's `hunts` database: feed (2 bytes), start (8) and call id (8),
-big-endian, to the pilot, the member named (0: none) and the end, then the members the
+big-endian, to the pilot and the number named beyond it (0: none), then the members the
 feed's configuration lists for the pilot (8 bytes each, little-endian; none listed: any
 line of the feed may have rung). HUNT_FEEDS in the index's meta lists the feeds that have
 noted any, 2 bytes each, ascending; TRIMMED, the time before which a purge removed them
@@ -30,7 +30,7 @@ from . import feedlists
 HUNT_FEEDS, TRIMMED, UNLISTED = b"hunt_feeds", b"hunts_trimmed", b"hunt_unlisted/"
 MAX_UNLISTED = 1000
 _KEY = np.dtype([("feed", ">u2"), ("start_us", ">i8"), ("call_id", ">u8")])
-_HEAD = np.dtype([("pilot", "<u8"), ("named", "<u8"), ("end_us", "<i8")])
+_HEAD = np.dtype([("pilot", "<u8"), ("named", "<u8")])
 
 
 def items(feed: int, hunts: np.ndarray, groups: dict[int, tuple[int, ...]]) -> list[tuple[bytes, bytes]]:
