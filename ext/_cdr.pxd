@@ -23,6 +23,7 @@ cdef enum Disposition:
     DISP_UNREADABLE = 10    # a record that could not be read (its line and time salvaged)
     DISP_ANSWERED_ELSEWHERE = 11    # it rang; another phone (or device of the line) took it
     DISP_LATE_REFUSAL = 12  # busy or rejected after a second or more, alerting not logged
+    DISP_LATE_FAILURE = 13  # another failure after a second or more, alerting not logged
 
 cdef enum Role:
     ROLE_DIALLED = 0

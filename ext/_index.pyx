@@ -64,8 +64,8 @@ cdef inline bint primary_leg(const Entry* a, const Entry* b) noexcept nogil:
 cdef inline uint8_t disposition_rank(uint8_t disposition) noexcept nogil:
     """Where a disposition ranks among a call's legs: by its code (answered, no answer,
     cancelled, busy, ...), except that answered elsewhere, a leg that rang, ranks with the
-    legs that rang, before the ones that only may have (unknown, unreadable, late
-    refusal: a trace of them fails closed)."""
+    legs that rang, before the ones that only may have (unknown, unreadable, a late
+    refusal or failure: a trace of them fails closed)."""
     return 7 if disposition == DISP_ANSWERED_ELSEWHERE else 2 * disposition
 
 

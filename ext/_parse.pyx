@@ -19,7 +19,7 @@ from _cdr cimport (
     PRES_ALLOWED, PRES_RESTRICTED, PRES_UNAVAILABLE,
     DISP_ANSWERED, DISP_NO_ANSWER, DISP_CANCELLED, DISP_BUSY, DISP_FAILED,
     DISP_CONGESTION, DISP_REJECTED, DISP_UNALLOCATED, DISP_UNKNOWN, DISP_ANSWERED_ELSEWHERE,
-    DISP_LATE_REFUSAL,
+    DISP_LATE_REFUSAL, DISP_LATE_FAILURE,
     CallRecord, field_types,
 )
 
@@ -1012,6 +1012,36 @@ cdef inline bint late_refusal(int disp, bint logs_alerting, int64_t start,
     return (disp == DISP_BUSY or disp == DISP_REJECTED) and may_have_rung(logs_alerting, start, end_)
 
 
+cdef inline bint late_failure(int disp, bint reached_none, bint logs_alerting, int64_t start,
+                              int64_t end_) noexcept nogil:
+    """A call that failed, for a cause that does not say it reached no phone, and may have
+    rung (may_have_rung): a phone or proxy that gives up on a ringing call may end it with
+    a timeout (408, Q.850 102) or whatever reply its software is set to send (a 5xx, a
+    302 to a forwarding target), so it may have been received (docs/trace-rules.md)."""
+    return ((disp == DISP_FAILED or disp == DISP_CONGESTION) and not reached_none
+            and may_have_rung(logs_alerting, start, end_))
+
+
+cdef inline bint cause_reaches_no_phone(int64_t cause) noexcept nogil:
+    """Q.850 causes of a call that reached no phone of the line: no route to the
+    destination (3), subscriber absent (20), number changed (22), destination out of
+    order (27), invalid number format (28), incompatible destination (88). Unallocated (1)
+    has its own disposition."""
+    return (cause == 3 or cause == 20 or cause == 22 or cause == 27 or cause == 28
+            or cause == 88)
+
+
+cdef bint q850_name_reaches_no_phone(Span s) noexcept nogil:
+    """FreeSWITCH's names of cause_reaches_no_phone's causes, its own USER_NOT_REGISTERED,
+    and PROGRESS_TIMEOUT (no ringing nor progress before its timeout)."""
+    return (span_is(s, b"PROGRESS_TIMEOUT", 16) or span_is(s, b"USER_NOT_REGISTERED", 19)
+            or span_is(s, b"SUBSCRIBER_ABSENT", 17) or span_is(s, b"NO_ROUTE_DESTINATION", 20)
+            or span_is(s, b"NO_ROUTE_TRANSIT_NET", 20) or span_is(s, b"NUMBER_CHANGED", 14)
+            or span_is(s, b"INVALID_NUMBER_FORMAT", 21)
+            or span_is(s, b"DESTINATION_OUT_OF_ORDER", 24)
+            or span_is(s, b"INCOMPATIBLE_DESTINATION", 24))
+
+
 cdef int cause_disposition(int64_t cause) noexcept nogil:
     """Q.850 cause of a call that was not connected -> disposition."""
     if cause == 18 or cause == 19:
@@ -1077,6 +1107,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     """Fill row i of out from one record, as the dialect's column map says."""
     cdef int64_t start, answer = 0, end_ = 0, v, dest = 0, orig = 0
     cdef int disp, t
+    cdef bint reached_none = False   # a cause that says the call reached no phone of the line
     cdef uint64_t calling, called, redirecting = 0, final_ = 0, h
     cdef int pres = PRES_ALLOWED
     cdef Span s
@@ -1128,6 +1159,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             disp = DISP_CANCELLED
         else:
             disp = cause_disposition(dest)
+            reached_none = cause_reaches_no_phone(dest)
     elif d.disp_kind == DK_VOCABULARY:
         disp = lookup(dispositions, col(f, nf, d.c_disposition))
         if disp == DISP_ANSWERED and d.c_answer >= 0 and not answer:
@@ -1135,6 +1167,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     elif d.disp_kind == DK_Q850_NAME:
         disp = q850_name_disposition(col(f, nf, d.c_disposition), answer != 0,
                                      col(f, nf, d.c_progress).n > 0)
+        reached_none = q850_name_reaches_no_phone(col(f, nf, d.c_disposition))
     else:                          # DK_BROADWORKS: answerIndicator, then terminationCause
         s = col(f, nf, d.c_disposition)
         if s.n == 3 and span_starts_nocase(s, b"yes", 3):
@@ -1143,6 +1176,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             disp = DISP_ANSWERED_ELSEWHERE    # the user's line forwarded it; another answered
         elif span_is(s, b"No", 2):
             disp = DISP_CANCELLED if dest == 16 else cause_disposition(dest)
+            reached_none = cause_reaches_no_phone(dest)
         else:
             disp = -1
     if disp < 0:
@@ -1182,6 +1216,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             rang = False          # no destination channel: nothing rang
         elif final_ == 0 and is_local_channel(col(f, nf, d.c_srcchannel)):
             rang = False          # a call placed through a Local channel to a trunk
+        # a Local channel is no phone: what it dialled is its other half's own record, so
+        # a failure to it (the Congestion half of a Local pair) is no late failure
+        reached_none = reached_none or is_local_channel(s)
         if called == 0:
             called = final_       # a ring group member: the phone in the channel rang
     elif d.c_final >= 0:
@@ -1255,9 +1292,12 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # a record that logs the line alerting (Kamailio's rang, FreeSWITCH's progress_stamp)
     # shows it received the call (R3), however it ended: a phone whose user rejects a
     # ringing call answers busy or declined; one that shows none never rang. Else (no such
-    # column, or early media without ringing) its times decide (late_refusal).
+    # column, or early media without ringing) its times decide (late_refusal), as they do
+    # for a failure whose cause does not say it reached no phone (late_failure).
     if late_refusal(disp, alerted or shows_none, start, end_):
         disp = DISP_LATE_REFUSAL
+    elif late_failure(disp, reached_none, alerted or shows_none, start, end_):
+        disp = DISP_LATE_FAILURE
     out.disposition[i] = disp
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed). An
     # unknown end (FreeSWITCH's NORMAL_CLEARING unanswered: a dialplan's hangup after its
@@ -1265,6 +1305,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
         ((rang_unanswered(disp) or alerted or disp == DISP_LATE_REFUSAL
+          or disp == DISP_LATE_FAILURE
           or (disp == DISP_UNKNOWN and may_have_rung(shows_none, start, end_)))
          and (end_ - start >= min_ring_us or end_ < start)))
     out.call_id[i] = h
@@ -1344,7 +1385,7 @@ DISPOSITION_CODES = {"ANSWERED": DISP_ANSWERED, "NO_ANSWER": DISP_NO_ANSWER,
                      "CONGESTION": DISP_CONGESTION, "REJECTED": DISP_REJECTED,
                      "UNALLOCATED": DISP_UNALLOCATED, "UNKNOWN": DISP_UNKNOWN,
                      "ANSWERED_ELSEWHERE": DISP_ANSWERED_ELSEWHERE,
-                     "LATE_REFUSAL": DISP_LATE_REFUSAL}
+                     "LATE_REFUSAL": DISP_LATE_REFUSAL, "LATE_FAILURE": DISP_LATE_FAILURE}
 LATE_REFUSAL_MICROSECONDS = LATE_REFUSAL_US
 PRESENTATION_CODES = {"ALLOWED": PRES_ALLOWED, "RESTRICTED": PRES_RESTRICTED,
                       "UNAVAILABLE": PRES_UNAVAILABLE}

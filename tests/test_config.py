@@ -197,6 +197,21 @@ def test_freeswitch_logging_both_alerting_stamps_decides(tmp_path, ringing, earl
     assert (got, record["call"]["start"]) == (outcome, start)
 
 
+@pytest.mark.parametrize("logs, ringing, outcome, start, disposition", [
+    ("both", "", "success", "2026-03-02T14:00:00Z", "answered"),    # it never alerted
+    ("both", "2026-03-02 14:30:01", "success", "2026-03-02T14:30:00Z", "failed"),  # it rang
+    ("progress", "", "untraceable", "2026-03-02T14:30:00Z", "late_failure")])  # no telling
+def test_a_failure_after_it_may_have_rung_where_alerting_is_logged(tmp_path, logs, ringing,
+                                                                   outcome, start, disposition):
+    """A call that failed 8 s after it began (RECOVERY_ON_TIMER_EXPIRE: a 408, as a phone
+    that gave up on its ringing answers) is a late failure only where the record cannot
+    tell whether the line alerted: with both stamps logged, none shows it never rang (the
+    trace names the call before it), progress_stamp shows it rang (the trace names it)."""
+    got, record = _fs_alerting(tmp_path, logs, "RECOVERY_ON_TIMER_EXPIRE", ringing, "")
+    assert (got, record["call"]["start"], record["call"]["disposition"]) == (
+        outcome, start, disposition)
+
+
 def test_a_dialect_reads_answered_elsewhere_and_its_alerting(tmp_path):
     """A dialect's value meaning answered_elsewhere (a group's phone another took the call
     from) is received like no_answer, and, where the dialect logs alerting, only once the
@@ -389,11 +404,13 @@ def test_a_store_made_with_settings_in_range_keeps_them(tmp_path):
         assert {k: store.config[k] for k in settings} == settings
 
 
-def test_a_dialect_cannot_map_a_value_to_a_late_refusal(tmp_path):
-    """late_refusal is the parsers' reading of a busy or rejected call's times, not a
-    switch's value: a dialect maps values to busy or rejected, and its table says so."""
-    text = ACME.replace('BUSY = "busy"', 'BUSY = "late_refusal"')
-    with pytest.raises(cdrtrace.errors.ConfigError, match="'BUSY' = 'late_refusal': must be one of"):
+@pytest.mark.parametrize("reading", ["late_refusal", "late_failure"])
+def test_a_dialect_cannot_map_a_value_to_a_late_refusal(tmp_path, reading):
+    """late_refusal and late_failure are the parsers' reading of a busy, rejected or
+    failed call's times, not a switch's value: a dialect maps values to busy, rejected or
+    failed, and its table says so."""
+    text = ACME.replace('BUSY = "busy"', f'BUSY = "{reading}"')
+    with pytest.raises(cdrtrace.errors.ConfigError, match=f"'BUSY' = '{reading}': must be one of"):
         config.load(write(tmp_path, text)).format("acme")
 
 

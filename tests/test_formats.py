@@ -345,6 +345,69 @@ def test_freeswitch_hangup_causes(cause, answered, received, disposition):
     assert (bool(row["received"]), row["disposition"]) == (received, disposition)
 
 
+# A failure (not busy, refused or an unknown number) in a record that logs no alerting:
+# a phone or proxy that gives up on a ringing call may end it with a timeout (SIP 408,
+# Q.850 102, FreeSWITCH RECOVERY_ON_TIMER_EXPIRE) or the reply it is set to send (a 5xx),
+# so one that ended a second or more after it began may have rung (docs/trace-rules.md,
+# "A call that failed after it may have rung"). A cause that says the call reached no
+# phone (no route, absent, out of order, no progress before the timeout) never rang.
+LATE_FAILURES = [
+    ("cucm", "102", 30, True, Disposition.LATE_FAILURE),     # recovery on timer expiry
+    ("cucm", "41", 25, True, Disposition.LATE_FAILURE),      # temporary failure (a 503)
+    ("cucm", "31", 1, True, Disposition.LATE_FAILURE),       # a second on: it may have rung
+    ("cucm", "102", 0, False, Disposition.FAILED),           # in its first second: it did not
+    ("cucm", "27", 30, False, Disposition.FAILED),           # destination out of order
+    ("cucm", "20", 30, False, Disposition.FAILED),           # subscriber absent
+    ("cucm", "3", 30, False, Disposition.FAILED),            # no route to the destination
+    ("broadworks", "102", 30, True, Disposition.LATE_FAILURE),
+    ("broadworks", "041", 30, True, Disposition.LATE_FAILURE),
+    ("broadworks", "102", 0, False, Disposition.FAILED),
+    ("broadworks", "027", 30, False, Disposition.FAILED),
+    ("broadworks", "028", 30, False, Disposition.FAILED),    # invalid number format
+    ("freeswitch", "RECOVERY_ON_TIMER_EXPIRE", 30, True, Disposition.LATE_FAILURE),
+    ("freeswitch", "NORMAL_TEMPORARY_FAILURE", 18, True, Disposition.LATE_FAILURE),
+    ("freeswitch", "RECOVERY_ON_TIMER_EXPIRE", 0, False, Disposition.FAILED),
+    ("freeswitch", "PROGRESS_TIMEOUT", 30, False, Disposition.FAILED),   # never rang
+    ("freeswitch", "USER_NOT_REGISTERED", 18, False, Disposition.FAILED),
+    ("freeswitch", "DESTINATION_OUT_OF_ORDER", 32, False, Disposition.FAILED),
+    ("freeswitch", "NO_ROUTE_DESTINATION", 5, False, Disposition.FAILED),
+    ("freeswitch", "SUBSCRIBER_ABSENT", 5, False, Disposition.FAILED),
+    ("freeswitch", "INCOMPATIBLE_DESTINATION", 5, False, Disposition.FAILED),
+    ("freeswitch", "INVALID_NUMBER_FORMAT", 5, False, Disposition.FAILED),
+    ("freeswitch", "NUMBER_CHANGED", 5, False, Disposition.FAILED),
+    ("freeswitch", "NO_ROUTE_TRANSIT_NET", 5, False, Disposition.FAILED),
+]
+
+
+def late_failure_record(tmp_path, fmt: str, cause: str, seconds: int) -> tuple[str, bytes]:
+    if fmt == "cucm":
+        return "cucm", open(cucm_file(tmp_path, [cucm_row(7, T0, 0, 0, int(cause),
+                                                          end=T0 + seconds)]), "rb").read()
+    if fmt == "broadworks":
+        row = bw_row("1", indicator="No", cause=cause, answer="")
+        row["releaseTime"] = f"202603021403{seconds:02d}.398"    # its start: 14:03:00.398
+        return "broadworks", open(broadworks_file(tmp_path, [row]), "rb").read()
+    line = FS.format(name="Pat", number="7205550101", cause=cause, billsec="0", answer="")
+    return "freeswitch", line.replace('"2026-03-02 14:03:29","18"',
+                                      f'"2026-03-02 14:03:{11 + seconds:02d}","{seconds}"').encode()
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["native", "reference"])
+@pytest.mark.parametrize("fmt,cause,seconds,received,disposition", LATE_FAILURES)
+def test_a_failure_after_it_may_have_rung_is_received(tmp_path, monkeypatch, pure, fmt, cause,
+                                                      seconds, received, disposition):
+    if pure:
+        monkeypatch.setenv("CDRTRACE_PURE", "1")
+    name, data = late_failure_record(tmp_path, fmt, cause, seconds)
+    form = cdrtrace.parsing.formats.FORMATS[name]
+    header, skip = parsers.read_header(form, data)
+    parser = parsers.make_parser(name, header=header, start_offset=skip)
+    cols, bad, _ = parser.feed(data[skip:], True)
+    assert bad == [] and len(cols["received"]) == 1
+    assert (bool(cols["received"][0]), int(cols["disposition"][0])) == (received, disposition)
+    assert cols["end_us"][0] - cols["start_us"][0] == seconds * 10**6
+
+
 def test_freeswitch_anonymous_is_unavailable_and_bad_cause_rejected():
     good = FS.format(name="Anonymous", number="anonymous", answer="", billsec="0",
                      cause="ORIGINATOR_CANCEL")

@@ -35,8 +35,8 @@ def test_only_received_calls_are_indexed(store, ingest_records):
         cdr(dst="3035550102", disposition="NO ANSWER"),
         cdr(dst="3035550103", disposition="CANCEL"),
         cdr(dst="3035550104", disposition="BUSY", end="2026-03-02 14:03:11"),   # at once
-        cdr(dst="3035550105", disposition="FAILED"),
-        cdr(dst="3035550106", disposition="CONGESTION"),
+        cdr(dst="3035550105", disposition="FAILED", end="2026-03-02 14:03:11"),
+        cdr(dst="3035550106", disposition="CONGESTION", end="2026-03-02 14:03:11"),
         cdr(dst="s"),                                    # no indexable line
     )
     assert summary.records == 7 and summary.indexed == 3

@@ -133,7 +133,9 @@ def test_blank_lines_are_not_records():
 
 @pytest.mark.parametrize("disposition,seconds,received", [
     ("ANSWERED", 69, True), ("NO ANSWER", 69, True), ("CANCEL", 69, True), ("BUSY", 0, False),
-    ("FAILED", 69, False), ("CONGESTION", 69, False),
+    ("FAILED", 0, False), ("CONGESTION", 0, False),
+    # failed 69 s on, alerting not logged: a phone or proxy may have ended its ringing so
+    ("FAILED", 69, True), ("CONGESTION", 69, True), ("FAILED", 1, True),
     ("UNKNOWN", 69, True),     # an end the record does not explain: the line may have rung
     ("UNKNOWN", 0, False),
     ("BUSY", 1, True),    # refused a second on: its user may have refused it while it rang

@@ -811,6 +811,45 @@ def test_a_call_refused_after_it_may_have_rung_fails_closed(tmp_path, fmt, cause
                 "success", "2026-03-02T14:00:00Z", "+17205550100")
 
 
+@pytest.mark.parametrize("fmt, cause, rang", [
+    ("asterisk", "FAILED", True), ("asterisk", "CONGESTION", True),
+    ("freeswitch", "RECOVERY_ON_TIMER_EXPIRE", True),
+    ("freeswitch", "NORMAL_TEMPORARY_FAILURE", True),
+    ("freeswitch", "PROGRESS_TIMEOUT", False),        # no ringing nor progress: never rang
+    ("cucm", "102", True), ("cucm", "41", True),
+    ("cucm", "27", False),                            # destination out of order
+    ("broadworks", "102", True), ("broadworks", "047", True),
+    ("broadworks", "020", False)])                    # subscriber absent
+def test_a_call_that_failed_after_it_may_have_rung_fails_closed(tmp_path, fmt, cause, rang):
+    """A phone or proxy that gives up on a ringing call ends it with a timeout (SIP 408,
+    which gateways map to Q.850 102 and FreeSWITCH to RECOVERY_ON_TIMER_EXPIRE) or with
+    the reply its software is set to send (a 503, cause 41 or 47): the record says it
+    failed. Where the record logs no alerting, one that ended a second or more after it
+    began may have rung (R3): it is the line's last call, and untraceable, never a success
+    against the older caller. A cause that says the call reached no phone, or a failure
+    within the second it began, never rang: the older call is traced."""
+    for after, store_path in ((6, tmp_path / "late"), (0, tmp_path / "at-once")):
+        data = _refused(fmt, cause, after)
+        form = get_format(fmt)
+        header, skip = cdrtrace.parsing.parsers.read_header(form, data)
+        native = parse_all(data[skip:], parser=make_parser(form, "UTC", header=header))
+        assert native == parse_all(data[skip:], parser=twin.CdrParser(form.dialect(header), "UTC"))
+        assert native[1] == []
+        (path := tmp_path / f"cdr-{after}.csv").write_bytes(data)
+        s = cdrtrace.open(store_path, create=True)
+        if fmt == "freeswitch":
+            show_freeswitch_legs(s, tmp_path)
+        assert cdrtrace.ingest(s, [str(path)], fmt=fmt).rejected == 0
+        outcome, record = trace(s, "3035550110")
+        if after and rang:
+            assert (outcome, record["call"]["start"], record["call"]["disposition"]) == (
+                "untraceable", "2026-03-02T14:30:00Z", "late_failure")
+            assert "gives up on a ringing call" in record["reason"]
+        else:
+            assert (outcome, record["call"]["start"], record["call"]["calling"]) == (
+                "success", "2026-03-02T14:00:00Z", "+17205550100")
+
+
 @pytest.mark.parametrize("after, outcome, start", [
     (20, "untraceable", "2026-03-02T14:30:00Z"),     # it may have rung: the last call
     (0, "success", "2026-03-02T14:00:00Z")])         # over in its first second: never rang

@@ -364,6 +364,38 @@ def test_real_asterisk_reject_key_is_a_call_that_may_have_rung(tmp_path):
     assert [p.traced_calls for p in store.status("200").progress] == [1]
 
 
+def test_real_freeswitch_ring_timeouts(tmp_path):
+    """A PBX's phones behind DIDs, both legs logged: a phone that gave up on a ringing
+    call answered it `408 Request Timeout` (RECOVERY_ON_TIMER_EXPIRE, which PBX software's
+    own reports count with the unanswered calls), a softphone whose ring time ran out
+    answered `503` (NORMAL_TEMPORARY_FAILURE), and a phone that sent nothing before the
+    bridge's progress_timeout (PROGRESS_TIMEOUT) never rang. The template logs no
+    alerting: the first two may have rung, so each is its line's last call, untraceable,
+    never a success against the caller before it (the build before named Dana's and
+    Priya's calls); the third never rang."""
+    store, summary = real_store(tmp_path, "freeswitch-ring-timeout.csv", "auto",
+                                zone="America/Chicago")
+    assert (summary.records, summary.rejected) == (14, 0)
+    at = "2026-03-02T{}:00-06:00".format
+    timed_out = ("untraceable", "2026-03-02T16:30:00Z", "+17735550188", False)
+    assert traced(store, "2001", at("10:35")) == timed_out
+    assert traced(store, "3125550100", at("10:35")) == timed_out     # the DID: the same call
+    record = store.trace_records("2001", analyst="cic")[-1]
+    assert record["call"]["disposition"] == "late_failure"
+    assert "gives up on a ringing call" in record["reason"]
+    assert traced(store, "2001", at("10:20")) == (
+        "success", "2026-03-02T15:00:00Z", "+13125550147", True)
+    assert traced(store, "2004", at("11:05")) == (
+        "untraceable", "2026-03-02T17:00:00Z", "+14085550166", False)
+    assert traced(store, "2004", at("10:30")) == (
+        "success", "2026-03-02T16:15:00Z", "+16505550122", True)
+    # no progress before the timeout: it never rang; the caller who hung up while it rang
+    assert traced(store, "2003", at("10:55")) == (
+        "success", "2026-03-02T16:20:00Z", "+12245550111", False)
+    assert traced(store, "2002", at("10:45")) == (
+        "success", "2026-03-02T16:10:00Z", "+18155550161", True)
+
+
 def test_real_freeswitch_file_rewritten_by_a_spreadsheet(tmp_path):
     store, summary = real_store(tmp_path, "freeswitch-after-spreadsheet.csv", "freeswitch")
     assert (summary.records, summary.rejected) == (3, 3)

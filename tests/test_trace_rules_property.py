@@ -12,7 +12,9 @@ The records are ingested shuffled, in small batches. The model:
   who declined or rejected it ringing); a call that never alerted it was not (a busy or
   failed Asterisk call within its first second, a Kamailio refusal with `rang` empty);
   an Asterisk refusal a second or more after its start may have rung: received, and
-  `untraceable` if named (a late refusal);
+  `untraceable` if named (a late refusal); so may a failure a second or more long, in
+  any of the four, whose cause does not say it reached no phone (a late failure; a
+  Kamailio failure decided by `rang`);
 - a forwarded call is a call to the dialled line and to the line that rang (R2), traced
   once from each;
 - a CUCM feed may leave a call that rang unanswered unlogged until a record shows a call
@@ -86,7 +88,8 @@ class Asterisk(Switch):
     ends = (("ANSWERED", 60, True, True, False), ("NO ANSWER", 20, False, True, False),
             ("CANCEL", 9, False, True, False), ("BUSY", 0, False, False, False),
             ("BUSY", 8, False, True, True), ("FAILED", 0, False, False, False),
-            ("CONGESTION", 0, False, False, False))
+            ("CONGESTION", 0, False, False, False),
+            ("FAILED", 7, False, True, True), ("CONGESTION", 5, False, True, True))
 
     @classmethod
     def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> bytes:
@@ -117,6 +120,8 @@ class Kamailio(Switch):
             ("486|Busy Here", "", 0, False, False, False),
             ("486|Busy Here", "1", 6, False, True, False),
             ("404|Not Found", "", 0, False, False, False),
+            ("503|Service Unavailable", "1", 20, False, True, False),   # it rang: traced
+            ("503|Service Unavailable", "", 25, False, False, False),
             ("302|Moved Temporarily", "", 0, False, False, False))
 
     @classmethod
@@ -152,7 +157,9 @@ class Cucm(Switch):
             (False, 0, 17, 8, False, False, True, True),         # busy after it may have rung
             (False, 0, 21, 0, False, False, False, False),
             (False, 0, 21, 6, False, False, True, True),
-            (False, 0, 1, 0, False, False, False, False))        # unallocated
+            (False, 0, 1, 0, False, False, False, False),        # unallocated
+            (False, 0, 102, 30, False, False, True, True),       # a late failure (a 408)
+            (False, 0, 27, 30, False, False, False, False))      # out of order: no phone
 
     @classmethod
     def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> dict:
@@ -221,7 +228,9 @@ class BroadWorks(Switch):
             ("No", "017", 7, False, True, True),             # busy after it may have rung
             ("No", "021", 0, False, False, False),
             ("No", "021", 5, False, True, True),
-            ("No", "001", 0, False, False, False))           # unallocated
+            ("No", "001", 0, False, False, False),           # unallocated
+            ("No", "102", 30, False, True, True),            # a late failure (a 408)
+            ("No", "027", 30, False, False, False))          # out of order: no phone
 
     @classmethod
     def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> bytes:
@@ -263,7 +272,9 @@ class FreeSwitch(Switch):
             ("CALL_REJECTED", 6, False, True, True),
             ("NORMAL_CLEARING", 12, False, True, True),       # unanswered: it may have rung
             ("NORMAL_CLEARING", 0, False, False, False),      # over within its first second
-            ("UNALLOCATED_NUMBER", 0, False, False, False))
+            ("UNALLOCATED_NUMBER", 0, False, False, False),
+            ("RECOVERY_ON_TIMER_EXPIRE", 30, False, True, True),   # a late failure (a 408)
+            ("PROGRESS_TIMEOUT", 30, False, False, False))         # nothing heard: no phone
 
     @classmethod
     def records(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> list[bytes]:

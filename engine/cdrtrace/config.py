@@ -476,8 +476,10 @@ def _dialect(path, name: str, spec: dict) -> Format:
 
 def _vocabulary(path, where: str, table: dict, kind) -> dict:
     out = {}
-    # a late refusal is the parser's reading of a busy or rejected value, not a value's
-    names = {m.name.lower(): m for m in kind if m is not Disposition.LATE_REFUSAL}
+    # a late refusal or failure is the parser's reading of a busy, rejected or failed
+    # value's times, not a value's
+    names = {m.name.lower(): m for m in kind
+             if m not in (Disposition.LATE_REFUSAL, Disposition.LATE_FAILURE)}
     for value, meaning in table.items():
         if not isinstance(meaning, str) or meaning.lower() not in names:
             raise ConfigError(f"{path}: {where}: {value!r} = {meaning!r}: must be one of "

@@ -46,7 +46,7 @@ def outcome_for(entry) -> Outcome:
     unreadable record, and a call that may not have rung, fail closed, docs/trace-rules.md,
     "Imperfect data")."""
     if int(entry["flags"]) >> 4 in (Disposition.UNREADABLE, Disposition.LATE_REFUSAL,
-                                    Disposition.UNKNOWN):
+                                    Disposition.LATE_FAILURE, Disposition.UNKNOWN):
         return Outcome.UNTRACEABLE
     if int(entry["calling"]) == 0 or int(entry["presentation"]) == Presentation.UNAVAILABLE:
         return Outcome.UNTRACEABLE
@@ -234,6 +234,12 @@ def untraceable_reason(call: dict) -> str | None:
         return ("the last call to this line ended busy or rejected a second or more after it "
                 "began, and its CDR does not log whether the line rang first: its user may have "
                 "refused it while it rang, so it is the last call, and it cannot be traced")
+    if call["disposition"] == "late_failure":
+        return ("the last call to this line failed a second or more after it began, for a "
+                "cause that does not say it reached no phone, and its CDR does not log whether "
+                "the line rang first: a phone or proxy that gives up on a ringing call may end "
+                "it so (a timeout, or the reply it is set to send), so it is the last call, and "
+                "it cannot be traced")
     if call["disposition"] == "unknown":
         return ("the last call to this line ended unanswered a second or more after it began, "
                 "and its CDR does not tell whether the line rang first: it may have rung, so it "

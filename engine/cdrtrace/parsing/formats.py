@@ -38,6 +38,10 @@ class Disposition(enum.IntEnum):
     # busy or rejected LATE_REFUSAL_US or more after it began, in a record that logs no
     # alerting: its user may have refused it while it rang (received; traces fail closed)
     LATE_REFUSAL = 12
+    # failed (not busy, refused or an unknown number; not a cause that reached no phone)
+    # LATE_REFUSAL_US or more after it began, in a record that logs no alerting: a phone
+    # or proxy may have ended its ringing so (received; traces fail closed)
+    LATE_FAILURE = 13
 
 
 # a person takes longer than this to refuse a ringing call: a busy or rejected call that
@@ -57,7 +61,7 @@ COLUMN_DOCS = {
     "redirecting": "redirecting / original-called line, 0 = none",
     "final": "the line that finally rang when it differs, 0 = same",
     "disposition": "Disposition",
-    "received": "the line was alerted (it rang), or may have been (a late refusal)",
+    "received": "the line was alerted (it rang), or may have been (a late refusal or failure)",
     "call_id": "hash of the switch's call id, or of the record",
     "feed": "feed (switch) id",
     "offset": "byte offset of the record in its source",

@@ -247,6 +247,28 @@ def late_refusal(disp: Disposition, logs_alerting: bool, start: int, end: int) -
             and may_have_rung(logs_alerting, start, end))
 
 
+def late_failure(disp: Disposition, reached_none: bool, logs_alerting: bool, start: int,
+                 end: int) -> bool:
+    """A call that failed, for a cause that does not say it reached no phone, and may have
+    rung (may_have_rung): a phone or proxy that gives up on a ringing call may end it with
+    a timeout (408, Q.850 102) or whatever reply its software is set to send (a 5xx, a
+    302 to a forwarding target), so it may have been received (docs/trace-rules.md)."""
+    return (disp in (Disposition.FAILED, Disposition.CONGESTION) and not reached_none
+            and may_have_rung(logs_alerting, start, end))
+
+
+# Q.850 causes of a call that reached no phone of the line: no route to the destination,
+# subscriber absent, number changed, destination out of order, invalid number format,
+# incompatible destination (unallocated, 1, has its own disposition)
+CAUSES_REACHING_NO_PHONE = frozenset((3, 20, 22, 27, 28, 88))
+# FreeSWITCH's names of those causes, its own USER_NOT_REGISTERED, and PROGRESS_TIMEOUT (no
+# ringing nor progress before its timeout)
+NAMES_REACHING_NO_PHONE = frozenset((
+    b"PROGRESS_TIMEOUT", b"USER_NOT_REGISTERED", b"SUBSCRIBER_ABSENT", b"NO_ROUTE_DESTINATION",
+    b"NO_ROUTE_TRANSIT_NET", b"NUMBER_CHANGED", b"INVALID_NUMBER_FORMAT",
+    b"DESTINATION_OUT_OF_ORDER", b"INCOMPATIBLE_DESTINATION"))
+
+
 def _q850_name_disposition(name: bytes, answered: bool, alerted: bool):
     if not 0 < len(name) <= 48 or not all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789"
                                           for c in name):
@@ -315,6 +337,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             if value is None:
                 return ERR_CAUSE, d[f"c_{name}"] + 1, None
             causes[name] = value
+    reached_none = False     # a cause that says the call reached no phone of the line
     if d["disp_kind"] == DK_ASTERISK:
         disp = DISPOSITIONS.get(col("disposition"))
     elif d["disp_kind"] == DK_CUCM:
@@ -324,12 +347,14 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             disp = Disposition.CANCELLED
         else:
             disp = _cause_disposition(causes["dest_cause"])
+            reached_none = causes["dest_cause"] in CAUSES_REACHING_NO_PHONE
     elif d["disp_kind"] == DK_VOCABULARY:
         disp = (dispositions or {}).get(col("disposition"))
         if disp == Disposition.ANSWERED and d["c_answer"] >= 0 and not answer:
             disp = None
     elif d["disp_kind"] == DK_Q850_NAME:
         disp = _q850_name_disposition(col("disposition"), answer != 0, bool(col("progress")))
+        reached_none = col("disposition") in NAMES_REACHING_NO_PHONE
     else:
         indicator = col("disposition")
         if indicator.lower() == b"yes":
@@ -339,6 +364,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         elif indicator == b"No":
             disp = (Disposition.CANCELLED if causes["dest_cause"] == 16
                     else _cause_disposition(causes["dest_cause"]))
+            reached_none = causes["dest_cause"] in CAUSES_REACHING_NO_PHONE
         else:
             disp = None
     if disp is None:
@@ -372,6 +398,10 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             rang = False              # no destination channel: nothing rang
         elif final == 0 and col("srcchannel").startswith(b"Local/") and len(col("srcchannel")) > 6:
             rang = False              # a call placed through a Local channel to a trunk
+        # a Local channel is no phone: what it dialled is its other half's own record, so
+        # a failure to it (the Congestion half of a Local pair) is no late failure
+        reached_none = reached_none or (col("channel").startswith(b"Local/")
+                                        and len(col("channel")) > 6)
         if called == 0:
             called = final            # a ring group member: the phone in the channel rang
     elif d["c_final"] >= 0:
@@ -434,14 +464,18 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     # a record that logs the line alerting (Kamailio's rang, FreeSWITCH's progress_stamp)
     # shows it received the call (R3), however it ended: a phone whose user rejects a
     # ringing call answers busy or declined; one that shows none never rang. Else (no such
-    # column, or early media without ringing) its times decide (late_refusal).
+    # column, or early media without ringing) its times decide (late_refusal), as they do
+    # for a failure whose cause does not say it reached no phone (late_failure).
     if late_refusal(disp, alerted or shows_none, start, end):
         disp = Disposition.LATE_REFUSAL
+    elif late_failure(disp, reached_none, alerted or shows_none, start, end):
+        disp = Disposition.LATE_FAILURE
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed). An
     # unknown end (FreeSWITCH's NORMAL_CLEARING unanswered: a dialplan's hangup after its
     # bridge) may have rung too, as a late refusal may: received, and traces fail closed
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
-        (disp in RANG_UNANSWERED or alerted or disp == Disposition.LATE_REFUSAL
+        (disp in RANG_UNANSWERED or alerted
+         or disp in (Disposition.LATE_REFUSAL, Disposition.LATE_FAILURE)
          or (disp == Disposition.UNKNOWN and may_have_rung(shows_none, start, end)))
         and (end - start >= min_ring_us or end < start)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
