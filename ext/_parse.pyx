@@ -1167,7 +1167,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     elif d.disp_kind == DK_Q850_NAME:
         disp = q850_name_disposition(col(f, nf, d.c_disposition), answer != 0,
                                      col(f, nf, d.c_progress).n > 0)
-        reached_none = q850_name_reaches_no_phone(col(f, nf, d.c_disposition))
+        if disp == DISP_FAILED:    # the names compared only where they can matter
+            reached_none = q850_name_reaches_no_phone(col(f, nf, d.c_disposition))
     else:                          # DK_BROADWORKS: answerIndicator, then terminationCause
         s = col(f, nf, d.c_disposition)
         if s.n == 3 and span_starts_nocase(s, b"yes", 3):

@@ -362,7 +362,9 @@ SIP_FINAL = {                      # final SIP reply -> disposition (CDR_FORMATS
     "404": Disposition.UNALLOCATED, "484": Disposition.UNALLOCATED,
     "410": Disposition.UNALLOCATED,
     **{str(code): Disposition.FAILED for code in (403, 488, 500, 501, 502, 503, 504)},
-    # redirected before it rang (302 and the like): the new target's call is its own record
+    # redirected (302 and the like): the new target's call is its own record; it rang the
+    # line first only where `rang` says so (a phone's forward on no answer), or may have
+    # where no `rang` is logged and it took a second or more (a late failure)
     **{str(code): Disposition.FAILED for code in (300, 301, 302, 305, 380)},
 }
 KAMAILIO = Format(

@@ -354,7 +354,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             disp = None
     elif d["disp_kind"] == DK_Q850_NAME:
         disp = _q850_name_disposition(col("disposition"), answer != 0, bool(col("progress")))
-        reached_none = col("disposition") in NAMES_REACHING_NO_PHONE
+        reached_none = disp == Disposition.FAILED and col("disposition") in NAMES_REACHING_NO_PHONE
     else:
         indicator = col("disposition")
         if indicator.lower() == b"yes":
