@@ -781,6 +781,23 @@ def _refused(fmt: str, cause: str, after: int) -> bytes:
     return data.replace(end, refused_end.encode())
 
 
+def _traced_after_ending(tmp_path, fmt: str, cause: str, after: int):
+    """(outcome, record) of a trace of 3035550110 at 15:00 on a store of _refused(fmt,
+    cause, after) alone; both parsers read it alike and reject nothing."""
+    data = _refused(fmt, cause, after)
+    form = get_format(fmt)
+    header, skip = cdrtrace.parsing.parsers.read_header(form, data)
+    native = parse_all(data[skip:], parser=make_parser(form, "UTC", header=header))
+    assert native == parse_all(data[skip:], parser=twin.CdrParser(form.dialect(header), "UTC"))
+    assert native[1] == []
+    (path := tmp_path / f"cdr-{after}.csv").write_bytes(data)
+    s = cdrtrace.open(tmp_path / f"store-{after}", create=True)
+    if fmt == "freeswitch":
+        show_freeswitch_legs(s, tmp_path)
+    assert cdrtrace.ingest(s, [str(path)], fmt=fmt).rejected == 0
+    return trace(s, "3035550110")
+
+
 @pytest.mark.parametrize("fmt, cause", [
     ("asterisk", "BUSY"), ("freeswitch", "USER_BUSY"), ("freeswitch", "CALL_REJECTED"),
     ("cucm", "17"), ("cucm", "21"), ("broadworks", "017"), ("broadworks", "021")])
@@ -790,18 +807,8 @@ def test_a_call_refused_after_it_may_have_rung_fails_closed(tmp_path, fmt, cause
     no alerting, one that ended a second or more after it began may have rung (R3): it is
     the line's last call, and untraceable, never a success against the older caller. One
     that ended in the second it began never rang: busy, not received (R3)."""
-    for after, store_path in ((6, tmp_path / "late"), (0, tmp_path / "at-once")):
-        data = _refused(fmt, cause, after)
-        form = get_format(fmt)
-        header, skip = cdrtrace.parsing.parsers.read_header(form, data)
-        native = parse_all(data[skip:], parser=make_parser(form, "UTC", header=header))
-        assert native == parse_all(data[skip:], parser=twin.CdrParser(form.dialect(header), "UTC"))
-        (path := tmp_path / f"cdr-{after}.csv").write_bytes(data)
-        s = cdrtrace.open(store_path, create=True)
-        if fmt == "freeswitch":
-            show_freeswitch_legs(s, tmp_path)
-        assert cdrtrace.ingest(s, [str(path)], fmt=fmt).rejected == 0
-        outcome, record = trace(s, "3035550110")
+    for after in (6, 0):
+        outcome, record = _traced_after_ending(tmp_path, fmt, cause, after)
         if after:
             assert (outcome, record["call"]["start"], record["call"]["disposition"]) == (
                 "untraceable", "2026-03-02T14:30:00Z", "late_refusal")
@@ -828,19 +835,8 @@ def test_a_call_that_failed_after_it_may_have_rung_fails_closed(tmp_path, fmt, c
     began may have rung (R3): it is the line's last call, and untraceable, never a success
     against the older caller. A cause that says the call reached no phone, or a failure
     within the second it began, never rang: the older call is traced."""
-    for after, store_path in ((6, tmp_path / "late"), (0, tmp_path / "at-once")):
-        data = _refused(fmt, cause, after)
-        form = get_format(fmt)
-        header, skip = cdrtrace.parsing.parsers.read_header(form, data)
-        native = parse_all(data[skip:], parser=make_parser(form, "UTC", header=header))
-        assert native == parse_all(data[skip:], parser=twin.CdrParser(form.dialect(header), "UTC"))
-        assert native[1] == []
-        (path := tmp_path / f"cdr-{after}.csv").write_bytes(data)
-        s = cdrtrace.open(store_path, create=True)
-        if fmt == "freeswitch":
-            show_freeswitch_legs(s, tmp_path)
-        assert cdrtrace.ingest(s, [str(path)], fmt=fmt).rejected == 0
-        outcome, record = trace(s, "3035550110")
+    for after in (6, 0):
+        outcome, record = _traced_after_ending(tmp_path, fmt, cause, after)
         if after and rang:
             assert (outcome, record["call"]["start"], record["call"]["disposition"]) == (
                 "untraceable", "2026-03-02T14:30:00Z", "late_failure")
