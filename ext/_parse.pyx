@@ -1534,10 +1534,14 @@ cdef class CdrParser:
     def salvage(self, raw):
         """What a rejected record still tells, for failing closed (a trace must not pass
         over it to an older call): (dialled line, line that rang, start in UTC microseconds
-        or None), lines 0 where not recovered; None for a record that is not an incoming
-        call. Fields are split at every delimiter with quotes stripped, and each is read
-        where the layout puts it, counted from the front and, when the record has too
-        many fields, from the back too. A record that is well-formed CSV (only a value
+        or None, hunt pilot), lines 0 where not recovered; None for a record that is not an
+        incoming call. The hunt pilot (0: none) is the one a CUCM record names (huntPilotDN,
+        or its dialled line with pattern usage 7), or its dialled line when huntPilotDN holds
+        something that is no number: the call may have rung the pilot's members, whom no
+        record names (docs/trace-rules.md, "A call to a hunt group"). Fields are split at
+        every delimiter with quotes stripped, and each is read where the layout puts it,
+        counted from the front and, when the record has too many fields, from the back
+        too. A record that is well-formed CSV (only a value
         was bad) is split by the format's own rules instead."""
         cdef Dialect* d = &self.dialect
         cdef bytes data = bytes(raw)
@@ -1590,14 +1594,27 @@ cdef class CdrParser:
             called, rang = rang, 0
         if rang == called:
             rang = 0
+        cdef uint64_t pilot = 0
+        for c in _candidates(d.c_hunt, n, d.max_cols):
+            t = tokens[c].strip()
+            if t:
+                pilot = normalize(<const char*>t, len(t), &self.plan)
+                if pilot == 0:
+                    pilot = called
+                break
+        if pilot == 0:
+            for c in _candidates(d.c_pattern, n, d.max_cols):
+                if tokens[c].strip() == b"7":
+                    pilot = called
+                    break
         for role in (d.c_start, d.c_end):
             for c in _candidates(role, n, d.max_cols):
                 t = tokens[c]
                 sp.p = <const char*>t
                 sp.n = len(t)
                 if parse_time(d.time_kind, sp, &self.zone, &when) == 0:
-                    return called, rang, when
-        return called, rang, None
+                    return called, rang, when, pilot
+        return called, rang, None, pilot
 
     cdef dict _arrays(self, Py_ssize_t capacity):
         """The output arrays of a feed of up to capacity records: the last feed's again if

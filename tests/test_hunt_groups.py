@@ -19,7 +19,7 @@ import pytest
 
 import cdrtrace
 from cdrtrace.config import Feed
-from cdrtrace.parsing import formats
+from cdrtrace.parsing import formats, numbers
 from cdrtrace.parsing.parsers import get_format, make_parser, read_header
 from cdrtrace.parsing.reference import CdrParser as Reference
 from conftest import held_from_the_customer
@@ -109,6 +109,57 @@ def test_the_member_a_hunt_call_names_traces_it_and_the_others_are_held(store, t
     record = held_from_the_customer(store, "3002", AT, INNOCENT, "2026-03-02T14:01:00Z")
     assert record["call"]["hunt_unnamed"]["named"] == "3001"
     assert "(its CDR names 3001 too)" in record["reason"]
+
+
+REJECTED = {"abandoned": dict(hunt=ABANDONED, pilot="2000"),
+            "answered": dict(hunt=dict(final="2000", hunt_pilot="2000"), pilot="2000"),
+            "pilot-unreadable": dict(hunt=dict(final="2000", hunt_pilot="2O00"), pilot="2000"),
+            "pilot-beyond-dialled": dict(hunt=dict(final="2100", hunt_pilot="2100"), pilot="2100")}
+
+
+@pytest.mark.parametrize("shape", REJECTED.values(), ids=REJECTED.keys())
+def test_a_rejected_hunt_call_holds_the_lines_it_may_have_rung(store, tmp_path, shape):
+    """The 14:30 hunt call's record cannot be read (its dateTimeConnect is no time). It is
+    rejected, yet it still names a hunt pilot: by huntPilotDN (even one that is no
+    number: the call came through a pilot, taken to be the line it dialled), or by
+    pattern usage 7. Its members' phones may have rung, so 3001's trace does not pass
+    over it to the innocent 14:00 caller."""
+    bad = call(2, T14 + 1800, HARASSER, "2000", **shape["hunt"])
+    bad["dateTimeConnect"] = "x17"
+    ingest(store, tmp_path, call(1, T14, INNOCENT, "3001"), bad)
+    record = held_from_the_customer(store, "3001", AT, INNOCENT, "2026-03-02T14:00:00Z")
+    assert record["call"]["hunt_unnamed"]["pilot"] == shape["pilot"]
+    assert record["call"]["hunt_unnamed"]["start"] == "2026-03-02T14:30:00Z"
+    assert store.trace("2000", at=AT).outcome.value == "untraceable"    # its own line
+
+
+def test_a_rejected_records_hunt_pilot_is_read_alike_by_the_native_parser_and_its_reference(tmp_path):
+    """What salvage reads of each rejected record: its dialled line, no line beyond it
+    unless the record names one, and the pilot its call came through (0: none)."""
+    shapes = [*(shape["hunt"] for shape in REJECTED.values()), {}]
+    rows = [{**call(k, T14 + 60 * k, HARASSER, "2000", **hunt), "dateTimeConnect": "x17"}
+            for k, hunt in enumerate(shapes)]
+    data = open(cucm_file(tmp_path, "cdr_x", *rows), "rb").read()
+    form = get_format("cucm")
+    header, skip = read_header(form, data)
+    native, reference = make_parser(form, header=header), Reference(form.dialect(header))
+    rejected = [raw for *_, raw in native.feed(data[skip:], True)[1]]
+    assert len(rejected) == len(shapes)
+    line, pilot_2100 = (numbers.normalize(n, 1) for n in (b"2000", b"2100"))
+    for k, raw in enumerate(rejected):
+        got = native.salvage(raw)
+        assert got == reference.salvage(raw), raw
+        assert got == (line, pilot_2100 if k == 3 else 0, (T14 + 60 * k) * 1_000_000,
+                       [line, line, line, pilot_2100, 0][k])
+
+
+def test_a_rejected_call_through_no_hunt_pilot_holds_no_other_line(store, tmp_path):
+    """A rejected call to 3002 that names no hunt pilot holds 3002's line alone."""
+    bad = call(2, T14 + 1800, HARASSER, "3002")
+    bad["dateTimeConnect"] = "x17"
+    ingest(store, tmp_path, call(1, T14, INNOCENT, "3001"), bad)
+    assert store.trace("3001", at=AT).outcome.value == "success"
+    assert store.trace("3002", at=AT).outcome.value == "untraceable"
 
 
 def test_a_hunt_call_outside_the_window_changes_nothing(store, tmp_path):

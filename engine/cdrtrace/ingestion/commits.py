@@ -80,6 +80,8 @@ class Pending:
             lines, _ = index.entries_for_batch(lost.batch, source, served, into=self.room_for)
             self.lost_pairs += len(lines)
         self.unreadable += lost.log
+        if len(lost.hunts):
+            self.hunts.append(lost.hunts)
         return bad
 
     def room_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:

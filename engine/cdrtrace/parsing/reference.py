@@ -144,7 +144,7 @@ class CdrParser:
 
     def salvage(self, raw: bytes):
         """As the native CdrParser.salvage: (dialled line, line that rang, start us or
-        None) of a rejected record; None if it is not an incoming call."""
+        None, hunt pilot) of a rejected record; None if it is not an incoming call."""
         d, cc = self.dialect, self.country_code
         keep = max(3, 1 + max(v for k, v in d.items() if k.startswith("c_")))
         status, fields, _, _ = tokenize(bytes(raw), 0, True, bool(d["lenient_quotes"]),
@@ -172,12 +172,19 @@ class CdrParser:
             called, rang = rang, 0
         if rang == called:
             rang = 0
+        pilot = 0
+        for c in _candidates(d["c_hunt"], n, d["max_cols"]):
+            if token := tokens[c].strip():
+                pilot = numbers.normalize(token, cc) or called
+                break
+        if pilot == 0 and any(tokens[c].strip() == b"7" for c in _candidates(d["c_pattern"], n, d["max_cols"])):
+            pilot = called
         for role in ("c_start", "c_end"):
             for c in _candidates(d[role], n, d["max_cols"]):
                 status, when = _time(d["time_kind"], tokens[c], self.zone)
                 if status == 0:
-                    return called, rang, when
-        return called, rang, None
+                    return called, rang, when, pilot
+        return called, rang, None, pilot
 
     def feed(self, buffer, final: bool = False):
         buf = bytes(buffer)

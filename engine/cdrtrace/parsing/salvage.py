@@ -6,7 +6,9 @@ still tells: the line or lines it was for, and when it started (parser.salvage, 
 and reference alike). Where a line is found, the line's index gets an *unreadable call*:
 a trace that resolves to it is untraceable, with the reason in the evidence. Every reject
 with a time, line or not, is also logged per feed, so a trace's evidence can say how many
-unreadable records its feed had around the traced call.
+unreadable records its feed had around the traced call. A reject that names a hunt
+pilot is noted as a call through it, as a good record is (store.hunts): it may have rung
+the pilot's members, whom no record names.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import re
 
 import numpy as np
 
-from .formats import COLUMNS, CallBatch, Disposition, Presentation
+from .formats import COLUMNS, HUNT_DTYPE, CallBatch, Disposition, Presentation
 
 
 def _call_id(feed: int, raw: bytes) -> int:
@@ -26,13 +28,16 @@ def _call_id(feed: int, raw: bytes) -> int:
 
 
 class Unreadable:
-    """The unreadable calls of one parsed chunk: a batch to index, and log entries."""
+    """The unreadable calls of one parsed chunk: a batch to index, log entries, and the
+    calls through a hunt pilot among them (HUNT_DTYPE)."""
 
-    __slots__ = ("batch", "log")
+    __slots__ = ("batch", "log", "hunts")
 
-    def __init__(self, batch: CallBatch | None, log: list[tuple[bytes, bytes]]):
+    def __init__(self, batch: CallBatch | None, log: list[tuple[bytes, bytes]],
+                 hunts: np.ndarray | None = None):
         self.batch = batch
         self.log = log
+        self.hunts = np.empty(0, HUNT_DTYPE) if hunts is None else hunts
 
 
 def log_key(feed: int, start_us: int, call_id: int) -> bytes:
@@ -76,12 +81,12 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
     feed = int(parser.feed_id)
     offsets = columns["offset"]
     starts, ends = columns["start_us"], columns["end_us"]
-    rows, log = [], []
+    rows, log, hunted = [], [], []
     for record, offset, reason, raw in bad:
         found = parser.salvage(raw)
         if found is None:          # not an incoming call (an originating record)
             continue
-        called, rang, start = found
+        called, rang, start, pilot = found
         estimated = start is None
         if start is None:
             start = loose_time(raw, zone)      # its own time, in a form the format does not use
@@ -101,8 +106,11 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
             "line_found": bool(called), "time_estimated": estimated, "reason": reason}).encode()))
         if called:
             rows.append((start, called, rang, call_id, offset, record))
+        if pilot:
+            hunted.append((start, call_id, pilot, rang))
+    hunts = np.array(hunted, HUNT_DTYPE)
     if not rows:
-        return Unreadable(None, log)
+        return Unreadable(None, log, hunts)
     n = len(rows)
     cols = {name: np.zeros(n, dtype) for name, dtype in COLUMNS}
     for i, (start, called, rang, call_id, offset, record) in enumerate(rows):
@@ -117,7 +125,7 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
     cols["disposition"][:] = Disposition.UNREADABLE
     cols["received"][:] = True
     cols["feed"][:] = feed
-    return Unreadable(CallBatch(cols, source), log)
+    return Unreadable(CallBatch(cols, source), log, hunts)
 
 
 HEADER_WORDS = frozenset(w.lower() for w in (
