@@ -116,6 +116,8 @@ cdef struct Dialect:
     int progress_complete   # an empty progress shows no alerting (beside empty early media)
     int c_hunt           # the hunt pilot a call came through (CUCM huntPilotDN: answered)
     int c_pattern        # the called pattern's kind (CUCM calledPartyPatternUsage: 7 a pilot)
+    int c_app            # the last dialplan application (Asterisk lastapp) ...
+    int c_data           # ... and its arguments (lastdata: Dial's devices, joined by '&')
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
@@ -187,6 +189,8 @@ cdef struct Columns:
     Py_ssize_t act_n
     int64_t* hunt_row      # calls through a hunt pilot, which name no phone they rang but
     uint64_t* hunt_pilot   # the one that answered, if that: the record's row and the pilot
+    int64_t* hunt_data_at  # a Dial to several devices: where its devices are written in the
+    int64_t* hunt_data_len  # record, and their length (0: a hunt pilot's call)
     Py_ssize_t hunt_n
 
 
@@ -729,6 +733,37 @@ cdef uint64_t channel_number(Span s, const Plan* cc) noexcept nogil:
     if k <= i:
         return 0
     return normalize(s.p + i, k - i, cc)
+
+
+cdef Py_ssize_t dial_devices_length(Span s) noexcept nogil:
+    """The length of a Dial's devices (its arguments up to the first ',', or '|' as
+    Asterisk 1.4 wrote them) if they are two or more (joined by '&'), else 0."""
+    cdef Py_ssize_t k
+    cdef bint several = False
+    for k in range(s.n):
+        if s.p[k] == b',' or s.p[k] == b'|':
+            return k if several else 0
+        several = several or s.p[k] == b'&'
+    return s.n if several else 0
+
+
+cdef tuple dial_members(bytes devices, const Plan* cc):
+    """The lines of a Dial's devices ('SIP/301&PJSIP/302&DAHDI/g1/5551234'), each read as
+    a channel's (channel_number), in order, each once; a Local channel is skipped: the
+    dialplan it runs writes a record of its own (its other half's)."""
+    cdef Span sp
+    cdef uint64_t v
+    found = []
+    for device in devices.split(b"&"):
+        device = device.strip()
+        if device[:6].lower() == b"local/":
+            continue
+        sp.p = <const char*>device
+        sp.n = len(device)
+        v = channel_number(sp, cc)
+        if v and v not in found:
+            found.append(v)
+    return tuple(found)
 
 
 # ---------------------------------------------------------------- records
@@ -1323,7 +1358,22 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         if pilot != 0:
             out.hunt_row[out.hunt_n] = i
             out.hunt_pilot[out.hunt_n] = pilot
+            out.hunt_data_len[out.hunt_n] = 0
             out.hunt_n += 1
+    # an Asterisk Dial to several devices at once (a ring group: Dial(SIP/301&SIP/302)) rang
+    # them all; Asterisk up to 11 writes one record, naming at most one of them (its
+    # dstchannel): the devices are read after the loop (dial_members)
+    if out.received[i] and d.c_app >= 0 and d.c_data >= 0:
+        s = col(f, nf, d.c_app)
+        if s.n == 4 and span_starts_nocase(s, b"dial", 4):
+            s = col(f, nf, d.c_data)
+            s.n = dial_devices_length(s)
+            if s.n > 0:
+                out.hunt_row[out.hunt_n] = i
+                out.hunt_pilot[out.hunt_n] = called
+                out.hunt_data_at[out.hunt_n] = s.p - r
+                out.hunt_data_len[out.hunt_n] = s.n
+                out.hunt_n += 1
     if activated != 0 and line != 0:
         out.act_row[out.act_n] = i
         out.act_us[out.act_n] = activated
@@ -1399,7 +1449,7 @@ DIALECT_FIELDS = (
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
     "c_cot", "c_comment", "c_asserted", "escaped", "c_method", "c_early_media",
-    "progress_complete", "c_hunt", "c_pattern",
+    "progress_complete", "c_hunt", "c_pattern", "c_app", "c_data",
 )
 # a call through a hunt pilot (take_hunts): when it began, its call id, the pilot,
 # and the number its record names beyond the dialled one (finalCalledPartyNumber: the member
@@ -1441,6 +1491,7 @@ cdef class CdrParser:
     cdef dict _identities
     cdef list _activations
     cdef list _hunts
+    cdef dict _hunt_members
     cdef dict _spare      # the last feed's arrays, written again once nothing else holds them
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
@@ -1449,6 +1500,7 @@ cdef class CdrParser:
                  plan=None):
         fill_plan(&self.plan, plan, country_code)
         self._seen, self._identities, self._activations, self._hunts = set(), {}, [], []
+        self._hunt_members = {}
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -1525,6 +1577,30 @@ cdef class CdrParser:
         """The calls through a hunt pilot parsed since the last call (HUNT_DTYPE)."""
         taken, self._hunts = self._hunts, []
         return np.concatenate(taken) if taken else np.empty(0, HUNT_DTYPE)
+
+    def take_hunt_members(self):
+        """{(start_us, call_id): the lines it rang} of the calls take_hunts returns that
+        name their devices (an Asterisk Dial to several): the members the record names."""
+        taken, self._hunt_members = self._hunt_members, {}
+        return taken
+
+    def _dial_groups(self, buffer, int64_t base_offset, dict rows, hunts, hunt_row,
+                     hunt_data_at, hunt_data_len):
+        """The rows of hunts to keep: every hunt pilot's call, and each Dial to two or more
+        devices whose lines can be read (dial_members), its members noted, its pilot the
+        dialled line (a received call has one)."""
+        keep = []
+        for k in range(len(hunts)):
+            n = int(hunt_data_len[k])
+            if n == 0:
+                keep.append(k)
+                continue
+            at = int(rows["offset"][hunt_row[k]]) - base_offset + int(hunt_data_at[k])
+            members = dial_members(bytes(buffer[at:at + n]), &self.plan)
+            if len(members) >= 2:
+                self._hunt_members[(int(hunts["start_us"][k]), int(hunts["call_id"][k]))] = members
+                keep.append(k)
+        return np.array(keep, np.int64)
 
     def take_identities(self):
         """{packed identity: its text} of the caller identities parsed since the last call."""
@@ -1630,7 +1706,8 @@ cdef class CdrParser:
                 return spare
         kinds = tuple(CALL_FIELDS) + (
             ("act_row", np.int64), ("act_us", np.int64), ("act_line", np.uint64),
-            ("hunt_row", np.int64), ("hunt_pilot", np.uint64),
+            ("hunt_row", np.int64), ("hunt_pilot", np.uint64), ("hunt_data_at", np.int64),
+            ("hunt_data_len", np.int64),
             ("ident_at", np.int64), ("ident_len", np.int64))
         self._spare = {name: np.empty(capacity, kind) for name, kind in kinds}
         return self._spare
@@ -1658,8 +1735,10 @@ cdef class CdrParser:
         cdef uint64_t[::1] a_act_line = act_line
         hunt_row = arrays["hunt_row"]       # calls through a hunt pilot
         hunt_pilot = arrays["hunt_pilot"]
+        hunt_data_at, hunt_data_len = arrays["hunt_data_at"], arrays["hunt_data_len"]
         cdef int64_t[::1] a_hunt_row = hunt_row
         cdef uint64_t[::1] a_hunt_pilot = hunt_pilot
+        cdef int64_t[::1] a_hunt_data_at = hunt_data_at, a_hunt_data_len = hunt_data_len
         ident_at = arrays["ident_at"]       # never returned: only identity rows
         ident_len = arrays["ident_len"]     # are written (and cost memory)
         cdef int64_t[::1] a_ident_at = ident_at, a_ident_len = ident_len
@@ -1693,6 +1772,8 @@ cdef class CdrParser:
         out.act_n = 0
         out.hunt_row = &a_hunt_row[0]
         out.hunt_pilot = &a_hunt_pilot[0]
+        out.hunt_data_at = &a_hunt_data_at[0]
+        out.hunt_data_len = &a_hunt_data_len[0]
         out.hunt_n = 0
 
         cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
@@ -1864,7 +1945,10 @@ cdef class CdrParser:
                     hunts[name] = rows[name][at]
                 hunts["pilot"] = hunt_pilot[:out.hunt_n]
                 hunts["named"] = rows["final"][at]
-                self._hunts.append(hunts)
+                keep = self._dial_groups(buffer, base_offset, rows, hunts, hunt_row,
+                                         hunt_data_at, hunt_data_len)
+                if len(keep):
+                    self._hunts.append(hunts[keep])
             errors = []     # codes: cdrtrace.parsing.native maps them to their messages
             for k in range(nrej):
                 errors.append((

@@ -262,15 +262,15 @@ def untraceable_reason(call: dict) -> str | None:
                 "may have rung this line since, so the last call is not known, and none is named")
     if "hunt_unnamed" in call:
         hunt = call["hunt_unnamed"]
-        return (f"a call through hunt pilot {hunt['pilot']} began at {hunt['start']}, after "
-                "this line's last recorded call and before the activation"
-                + (f" (its CDR names {hunt['named']} too)" if hunt.get("named") else "")
-                + ". Its CDR names the "
-                "pilot and at most the member that answered, not the members' phones it rang "
-                "(Cisco UCM: 'Show Line Group Member DN in finalCalledPartyNumber CDR Field' "
-                "off, its default, or a call no member answered), and this line may be one of "
-                "them (the feed's configuration lists no members for the pilot, or lists this "
-                "line): the last call is not known, and none is named")
+        return (f"a call through hunt pilot or ring group {hunt['pilot']} began at "
+                f"{hunt['start']}, after this line's last recorded call and before the "
+                "activation" + (f" (its CDR names {hunt['named']} too)" if hunt.get("named") else "")
+                + ". Its CDR names at most one of the phones it rang (Cisco UCM: the pilot "
+                "and at most the member that answered, with 'Show Line Group Member DN in "
+                "finalCalledPartyNumber CDR Field' off, its default; Asterisk up to 11: one "
+                "record of a Dial to several phones), and this line may be one of them (the "
+                "Dial names it, or the feed's configuration lists no members for the pilot, or "
+                "lists this line): the last call is not known, and none is named")
     if "legs_unlogged" in call:
         shown = call["legs_unlogged"]
         return ("this line's last recorded call is from a FreeSWITCH feed that "

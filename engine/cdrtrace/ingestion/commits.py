@@ -50,6 +50,7 @@ class Pending:
         self.local_noted = False    # this run noted its feed indexes local lines (lookup.LOCAL_FEEDS)
         self.hunts: list[np.ndarray] = []   # calls through a hunt pilot parsed (store.hunts)
         self.hunt_groups: dict[int, tuple[int, ...]] = {}   # the feed's pilots' members, configured
+        self.hunt_members: dict[tuple[int, int], tuple[int, ...]] = {}   # those a record names
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
@@ -70,6 +71,7 @@ class Pending:
             self.activations.append((source, taken))
         if len(hunted := parser.take_hunts()):
             self.hunts.append(hunted)
+            self.hunt_members.update(parser.take_hunt_members())
         if len(columns["start_us"]):
             self.last_end = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
@@ -127,6 +129,7 @@ class Pending:
         identity_db = self.store.envs.db["identities"]
         activations, self.activations = self.activations, []
         hunted, self.hunts = self.hunts, []
+        members, self.hunt_members = self.hunt_members, {}
         hunt_db = self.store.envs.db["hunts"]
         checkpoint, (offset, record) = self.checkpoint, self.position
         local_zone, meta_db = self.local_zone, self.store.envs.db["meta"]
@@ -154,8 +157,8 @@ class Pending:
             if hunted:
                 hunts.note_feed(txn, meta_db, self.feed)
                 for part in hunted:
-                    txn.cursor(hunt_db).putmulti(hunts.items(self.feed, part, self.hunt_groups))
-                    hunts.note_unlisted(txn, meta_db, self.feed, part, self.hunt_groups)
+                    txn.cursor(hunt_db).putmulti(hunts.items(self.feed, part, self.hunt_groups, members))
+                    hunts.note_unlisted(txn, meta_db, self.feed, part, self.hunt_groups, members)
             for source, taken in activations:
                 self.store.catalog.queue_activations(txn, self.feed, source, taken)
             self.store.catalog.count_feed(txn, self.feed, *counts)

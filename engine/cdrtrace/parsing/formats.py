@@ -112,7 +112,7 @@ ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "c
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
          "srcchannel", "callid_peer", "cot", "comment", "asserted", "method", "early_media",
-         "hunt", "pattern")
+         "hunt", "pattern", "app", "data")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -288,7 +288,8 @@ ASTERISK = Format(
     roles={"calling": "src", "clid": "clid", "called": "dst", "channel": "dstchannel",
            "start": "start", "answer": "answer", "end": "end", "duration": "duration",
            "billsec": "billsec", "disposition": "disposition", "callid": "uniqueid",
-           "presentation": "userfield", "srcchannel": "channel", "callid_peer": "linkedid"})
+           "presentation": "userfield", "srcchannel": "channel", "callid_peer": "linkedid",
+           "app": "lastapp", "data": "lastdata"})
 
 # Cisco Unified CM: a header row of names (quoted or not), then usually a row of types;
 # exports may lack either (headerless: mapped by the release's field count). UTC epoch

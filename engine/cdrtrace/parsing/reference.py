@@ -10,13 +10,13 @@ import numpy as np
 
 from . import numbers, timezones
 from .formats import BOM, COLUMNS, HUNT_DTYPE
+from .reference_channels import channel_number, dial_members
 from .reference_fields import (
     ERR_UNTERMINATED,
     MAX_FIELDS,
     MAX_RECORD,
     NEED_MORE,
     REASONS,
-    _channel_number,
     _time,
     extract,
     tokenize,
@@ -104,6 +104,7 @@ class CdrParser:
         self._identities: dict[int, str] = {}
         self._activations: list[tuple[int, int, int, int]] = []
         self._hunts: list[tuple[int, int, int, int]] = []
+        self._hunt_members: dict[tuple[int, int], tuple[int, ...]] = {}
 
     def take_activations(self) -> list:
         """As the native take_activations: [(line, activated_us, record, offset)]."""
@@ -115,6 +116,12 @@ class CdrParser:
         call (HUNT_DTYPE)."""
         taken, self._hunts = self._hunts, []
         return np.array(taken, HUNT_DTYPE)
+
+    def take_hunt_members(self) -> dict:
+        """As the native take_hunt_members: {(start_us, call_id): lines} of the calls
+        take_hunts returns that name their devices (an Asterisk Dial to several)."""
+        taken, self._hunt_members = self._hunt_members, {}
+        return taken
 
     def take_identities(self) -> dict:
         """As the native take_identities: {packed: text} parsed since the last call."""
@@ -163,7 +170,7 @@ class CdrParser:
         rang = 0
         column = d["c_channel"] if d["c_channel"] >= 0 else d["c_final"]
         for c in _candidates(column, n, d["max_cols"]):
-            v = (_channel_number(tokens[c], cc) if d["c_channel"] >= 0
+            v = (channel_number(tokens[c], cc) if d["c_channel"] >= 0
                  else numbers.normalize(tokens[c], cc))
             if v:
                 rang = v
@@ -243,6 +250,9 @@ class CdrParser:
                 if "_hunt" in row:
                     self._hunts.append((row["start_us"], row["call_id"], row.pop("_hunt"),
                                         row["final"]))
+                if "_dial" in row and len(members := dial_members(row.pop("_dial"), self.country_code)) >= 2:
+                    self._hunts.append((row["start_us"], row["call_id"], row["called"], row["final"]))
+                    self._hunt_members[(row["start_us"], row["call_id"])] = members
                 rows.append(row)
                 p = nxt
                 continue

@@ -24,6 +24,7 @@ from .formats import (
     Disposition,
     Presentation,
 )
+from .reference_channels import channel_number, clid_number, dial_devices
 
 MAX_RECORD = 65536
 MAX_FIELDS = 1024
@@ -184,35 +185,6 @@ def _uint(text: bytes):
     if not 0 < len(text) <= 12 or not all(0x30 <= c <= 0x39 for c in text):
         return None
     return int(text)
-
-
-def _clid_number(text: bytes, cc: int) -> int:
-    i = text.rfind(b"<")
-    if i < 0:
-        return 0
-    j = text.find(b">", i + 1)
-    if j < 0:
-        return 0
-    return numbers.normalize(text[i + 1:j], cc)
-
-
-def _channel_number(text: bytes, cc: int) -> int:
-    i = text.find(b"/")
-    if i < 0:
-        return 0
-    rest = text[i + 1:]
-    cut = len(rest)
-    for stop in b"@/;":
-        k = rest.find(bytes([stop]))
-        if 0 <= k < cut:
-            cut = k
-    if cut == len(rest) or rest[cut] == 0x3B:  # no '@' or '/': drop the '-suffix'
-        dash = rest.rfind(b"-", 1, cut)
-        if dash > 0:
-            cut = dash
-    if cut <= 0:
-        return 0
-    return numbers.normalize(rest[:cut], cc)
 
 
 Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposition.NO_ANSWER,
@@ -376,7 +348,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     caller = col("asserted") or col("calling")    # P-Asserted-Identity wins over From
     calling = numbers.normalize(caller, cc)
     if calling == 0 and d["c_clid"] >= 0:
-        calling = _clid_number(col("clid"), cc)
+        calling = clid_number(col("clid"), cc)
         if calling and caller and numbers.identity_text(caller) is None:
             pres = Presentation.RESTRICTED
     identity = None
@@ -393,7 +365,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     final = 0
     rang = True
     if d["c_channel"] >= 0:
-        final = _channel_number(col("channel"), cc)
+        final = channel_number(col("channel"), cc)
         if not col("channel"):
             rang = False              # no destination channel: nothing rang
         elif final == 0 and col("srcchannel").startswith(b"Local/") and len(col("srcchannel")) > 6:
@@ -490,4 +462,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     if received and (d["c_hunt"] >= 0 or d["c_pattern"] >= 0) and (
             pilot := numbers.normalize(col("hunt"), cc) or (called if col("pattern") == b"7" else 0)):
         row["_hunt"] = pilot
+    # an Asterisk Dial to several devices at once rang them all; up to Asterisk 11 its
+    # one record names at most one of them (dstchannel)
+    if received and d["c_app"] >= 0 and d["c_data"] >= 0 and col("app").lower() == b"dial" and (
+            devices := dial_devices(col("data"))):
+        row["_dial"] = devices
     return 0, 0, row

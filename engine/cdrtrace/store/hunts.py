@@ -7,12 +7,14 @@ the member that answered: `finalCalledPartyNumber` holds the pilot unless the cl
 rang are in no record, so a trace of such a phone's line would pass over the call to an
 older one (docs/trace-rules.md, "A call to a hunt group"). Ingest notes each such call
 (CdrParser.take_hunts) here; a trace whose call is older than one of them that may have
-rung its line fails closed.
+rung its line fails closed. An Asterisk Dial to several phones at once is noted alike: up
+to Asterisk 11 its one record names at most one of them, and its members are the phones
+its devices name (CdrParser.take_hunt_members).
 
 The index environment's `hunts` database: feed (2 bytes), start (8) and call id (8),
 big-endian, to the pilot and the number named beyond it (0: none), then the members the
-feed's configuration lists for the pilot (8 bytes each, little-endian; none listed: any
-line of the feed may have rung). HUNT_FEEDS in the index's meta lists the feeds that have
+call's record names, else those the feed's configuration lists for the pilot (8 bytes
+each, little-endian; none: any line of the feed may have rung). HUNT_FEEDS in the index's meta lists the feeds that have
 noted any, 2 bytes each, ascending; TRIMMED, the time before which a purge removed them
 (int64, little-endian): a trace whose call is older cannot know what rang after it;
 UNLISTED + the feed (2 bytes), the pilots it noted calls of with no members listed (8 bytes
@@ -33,17 +35,22 @@ _KEY = np.dtype([("feed", ">u2"), ("start_us", ">i8"), ("call_id", ">u8")])
 _HEAD = np.dtype([("pilot", "<u8"), ("named", "<u8")])
 
 
-def items(feed: int, hunts: np.ndarray, groups: dict[int, tuple[int, ...]]) -> list[tuple[bytes, bytes]]:
+def items(feed: int, hunts: np.ndarray, groups: dict[int, tuple[int, ...]],
+          named: dict[tuple[int, int], tuple[int, ...]] | None = None) -> list[tuple[bytes, bytes]]:
     """The (key, value) pairs that note a feed's calls through a hunt pilot (HUNT_DTYPE).
-    groups: the members configured for each pilot of the feed (packed lines)."""
+    groups: the members configured for each pilot of the feed (packed lines); named: the
+    members a call's own record names, by (start, call id) (an Asterisk Dial to several
+    devices), which are its members whatever is configured."""
     keys = np.empty(len(hunts), _KEY)
     keys["feed"], keys["start_us"], keys["call_id"] = feed, hunts["start_us"], hunts["call_id"]
     heads = np.empty(len(hunts), _HEAD)
     for name in _HEAD.names or ():
         heads[name] = hunts[name]
     members = {pilot: np.array(lines, "<u8").tobytes() for pilot, lines in groups.items()}
-    return [(k.tobytes(), h.tobytes() + members.get(int(h["pilot"]), b""))
-            for k, h in zip(keys, heads, strict=True)]
+    named = named or {}
+    return [(k.tobytes(), h.tobytes() + (np.array(own, "<u8").tobytes() if (own := named.get(
+                (int(row["start_us"]), int(row["call_id"])))) else members.get(int(h["pilot"]), b"")))
+            for k, h, row in zip(keys, heads, hunts, strict=True)]
 
 
 def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
@@ -57,10 +64,14 @@ def note_feed(txn: Any, meta_db: Any, feed: int) -> None:
 
 
 def note_unlisted(txn: Any, meta_db: Any, feed: int, hunts: np.ndarray,
-                  groups: dict[int, tuple[int, ...]]) -> None:
+                  groups: dict[int, tuple[int, ...]],
+                  named: dict[tuple[int, int], tuple[int, ...]] | None = None) -> None:
     """Note, in an index write, the pilots of a feed's calls (HUNT_DTYPE) that its
-    configuration lists no members for (UNLISTED)."""
-    pilots = set(hunts["pilot"].tolist()) - set(groups)
+    configuration lists no members for (UNLISTED), and whose records name none (named,
+    as for items)."""
+    named = named or {}
+    pilots = {int(row["pilot"]) for row in hunts
+              if (int(row["start_us"]), int(row["call_id"])) not in named} - set(groups)
     if pilots:
         key = UNLISTED + feed.to_bytes(2, "big")
         held = set(unlisted(txn, meta_db, feed))

@@ -1,0 +1,168 @@
+"""An Asterisk Dial to several phones at once (docs/trace-rules.md, "A call to a hunt group").
+
+`Dial(SIP/301&SIP/302&SIP/303,20)` rings the three phones together. Asterisk up to 11
+writes one record for it: the caller's channel, `dstchannel` set to each phone in turn as
+it is called, and left at the last one called (or at the one that answered); the dialled
+phones' own records are never posted (cdr.c: "don't post CDRs that are for dialed
+channels"). Phones 301 and 303 rang with no record naming them, and a *57 from 301 that
+passed over the call would name the caller of an older one: an innocent person. The
+record's `lastdata` still names every phone dialled. Asterisk 12 and later write a
+record per phone dialled, each with the same `uniqueid`: each phone's own record names
+its call.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cdrtrace
+from cdrtrace.parsing import formats, numbers
+from cdrtrace.parsing.parsers import get_format, make_parser
+from cdrtrace.parsing.reference import CdrParser as Reference
+from conftest import held_from_the_customer
+
+AT = "2026-03-02T10:00:00Z"
+INNOCENT, HARASSER = "7205550100", "7205550199"
+
+
+def record(caller: str, dst: str, dstchannel: str, data: str, start: str, *, answered: bool = False,
+           disposition: str | None = None, seconds: int = 20, uniqueid: str = "1772442600.7",
+           app: str = "Dial") -> str:
+    """One row of Master.csv (18 columns), begun at 2026-03-02 `start` (UTC)."""
+    hh, mm = (int(x) for x in start.split(":"))
+    end = f"2026-03-02 {hh:02d}:{mm + seconds // 60:02d}:{seconds % 60:02d}"
+    answer = f'"2026-03-02 {hh:02d}:{mm:02d}:05"' if answered else ""
+    disposition = disposition or ("ANSWERED" if answered else "NO ANSWER")
+    return (f'"","{caller}","{dst}","from-pstn","""Caller"" <{caller}>","PJSIP/trunk-00000001",'
+            f'"{dstchannel}","{app}","{data}","2026-03-02 {hh:02d}:{mm:02d}:00",{answer},"{end}",'
+            f'{seconds},{seconds - 5 if answered else 0},"{disposition}","DOCUMENTATION","{uniqueid}",""')
+
+
+OLDER = [record(INNOCENT, "301", "SIP/301-00000001", "SIP/301,20", "09:00", answered=True,
+                uniqueid="1772442000.1"),
+         record(INNOCENT, "302", "SIP/302-00000002", "SIP/302,20", "09:05", answered=True,
+                uniqueid="1772442300.2"),
+         record(INNOCENT, "303", "SIP/303-00000003", "SIP/303,20", "09:10", answered=True,
+                uniqueid="1772442600.3")]
+GROUP = "SIP/301&SIP/302&SIP/303,20,tT"
+
+
+@pytest.fixture(params=["native", "reference"])
+def store(request, tmp_path):
+    s = cdrtrace.open(tmp_path / "store", create=True)
+    if request.param == "reference":
+        s._tracer.native = False
+    yield s
+    s.close()
+
+
+def ingest(store, tmp_path, *rows: str) -> None:
+    path = tmp_path / "Master.csv"
+    path.write_text("\n".join(rows) + "\n")
+    cdrtrace.ingest(store, [str(path)], fmt="asterisk")
+
+
+def traced(store, line: str) -> tuple[str, str | None]:
+    result = store.trace(line, at=AT)
+    record_ = store.trace_records(line, analyst="cic")[-1]
+    return result.outcome.value, (record_["call"] or {}).get("calling")
+
+
+def test_one_record_of_a_dial_to_several_phones_holds_the_phones_it_does_not_name(store, tmp_path):
+    """Asterisk 11: the 09:30 group call rang 301, 302 and 303 unanswered; its one record
+    names 303, the last phone called. 303's trace names the harasser; 301's and 302's
+    last recorded calls are older (the innocent caller's): untraceable, never a success
+    against them."""
+    ingest(store, tmp_path, *OLDER, record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30"))
+    assert traced(store, "303") == ("success", "+17205550199")
+    assert traced(store, "600") == ("success", "+17205550199")
+    for line, start in (("301", "09:00"), ("302", "09:05")):
+        held = held_from_the_customer(store, line, AT, INNOCENT, f"2026-03-02T{start}:00Z")
+        assert held["call"]["hunt_unnamed"] == {"pilot": "600", "start": "2026-03-02T09:30:00Z",
+                                                "named": "303"}
+        assert "ring group 600 began at 2026-03-02T09:30:00Z" in held["reason"]
+        assert "Asterisk up to 11" in held["reason"]
+        assert HARASSER not in repr(store.status(line))
+
+
+def test_the_phone_that_answered_is_named_and_the_others_are_held(store, tmp_path):
+    """302 answered the group call: the record names it (dstchannel), ANSWERED. 301 and
+    303 rang too."""
+    ingest(store, tmp_path, *OLDER,
+           record(HARASSER, "600", "SIP/302-00000005", GROUP, "09:30", answered=True))
+    assert traced(store, "302") == ("success", "+17205550199")
+    held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
+    held_from_the_customer(store, "303", AT, INNOCENT, "2026-03-02T09:10:00Z")
+
+
+def test_a_record_per_phone_dialled_names_each_phones_call(store, tmp_path):
+    """Asterisk 12 and later: a record per phone dialled, the same uniqueid, the same
+    lastdata. Each phone's own record is its line's last call, and the group call is
+    traced from each; a phone with no record of its own (303, not reachable) is held."""
+    group = [record(HARASSER, "600", f"SIP/{phone}-0000000{k}", GROUP, "09:30", uniqueid="1772443800.9")
+             for k, phone in enumerate(("301", "302"), 5)]
+    ingest(store, tmp_path, *OLDER, *group)
+    assert traced(store, "301") == ("success", "+17205550199")
+    assert traced(store, "302") == ("success", "+17205550199")
+    held_from_the_customer(store, "303", AT, INNOCENT, "2026-03-02T09:10:00Z")
+
+
+@pytest.mark.parametrize("data, disposition, seconds", [
+    ("SIP/301,20", "NO ANSWER", 20),                                # one phone: it is named
+    (GROUP, "BUSY", 0),                                             # every phone busy: none rang
+    ("Local/301@from-internal/n&Local/302@from-internal/n,20", "NO ANSWER", 20),
+    ("DAHDI/g1/5551234&SIP/trunk/5559999,20", "NO ANSWER", 20),     # no phone of a line
+], ids=["one-phone", "busy", "local-channels", "trunks"])
+def test_a_dial_that_names_no_other_phone_of_a_line_holds_none(store, tmp_path, data, disposition,
+                                                                seconds):
+    """A Local channel runs the dialplan, whose own record names the phone it rang; a
+    trunk's device names no line; a busy group rang no phone."""
+    ingest(store, tmp_path, *OLDER, record(HARASSER, "600", "SIP/302-00000005", data, "09:30",
+                                           disposition=disposition, seconds=seconds))
+    assert traced(store, "301") == ("success", "+17205550100")
+    assert traced(store, "303") == ("success", "+17205550100")
+
+
+def test_dial_arguments_as_asterisk_1_4_wrote_them(store, tmp_path):
+    """Asterisk 1.4 separated an application's arguments with '|'."""
+    ingest(store, tmp_path, *OLDER,
+           record(HARASSER, "600", "SIP/303-00000004", "SIP/301&SIP/303|20|tT", "09:30"))
+    held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
+    assert traced(store, "302") == ("success", "+17205550100")
+
+
+def test_stats_do_not_list_a_ring_group_as_a_pilot_with_no_members(store, tmp_path):
+    """The Dial names its members: `cdrtrace stats` has nothing for the operator to list."""
+    ingest(store, tmp_path, *OLDER, record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30"))
+    (feed,) = store.stats()["feeds"]
+    assert feed["hunt_pilots_unlisted"] == []
+
+
+def test_dial_groups_are_read_alike_by_the_native_parser_and_its_reference():
+    rows = [*OLDER,
+            record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30"),
+            record(HARASSER, "s", "PJSIP/302-00000005", "PJSIP/302&PJSIP/301&PJSIP/302,20", "09:31"),
+            record(HARASSER, "601", "SIP/301-00000006", "SIP/301&Local/302@from-internal,20", "09:32"),
+            record(HARASSER, "602", "SIP/301-00000007", GROUP, "09:33", app="Queue"),
+            record(HARASSER, "603", "", " SIP/301 & SIP/303 ", "09:34", disposition="FAILED", seconds=0),
+            record(HARASSER, "604", "SIP/303-00000008", "sip/301&sip/303", "09:35", app="dial"),
+            record(HARASSER, "605", "SIP/303-00000009", "SIP/303|20&SIP/301", "09:36"),   # one device
+            record(HARASSER, "606", "SIP/303-0000000a", "SIP/301&SIP/303|20|tT", "09:37")]
+    data = ("\n".join(rows) + "\n").encode()
+    form = get_format("asterisk")
+    got = []
+    for parser in (make_parser(form), Reference(form.dialect(None))):
+        parser.feed(data, True)
+        got.append((parser.take_hunts(), parser.take_hunt_members()))
+    (native, native_members), (reference, reference_members) = got
+    assert native.dtype == reference.dtype == formats.HUNT_DTYPE
+    assert np.array_equal(native, reference) and native_members == reference_members
+    line = {n: numbers.normalize(n.encode(), 1) for n in ("301", "302", "303", "600", "604", "606")}
+    # the group call (named 303); the 's' call, whose line is the phone that rang (302, so
+    # nothing beyond it is named); the lowercase dial; Asterisk 1.4's arguments
+    assert [(int(r["pilot"]), int(r["named"])) for r in native] == [
+        (line["600"], line["303"]), (line["302"], 0), (line["604"], line["303"]),
+        (line["606"], line["303"])]
+    assert list(native_members.values()) == [(line["301"], line["302"], line["303"]),
+                                             (line["302"], line["301"]), (line["301"], line["303"]),
+                                             (line["301"], line["303"])]
