@@ -364,6 +364,36 @@ def test_real_asterisk_reject_key_is_a_call_that_may_have_rung(tmp_path):
     assert [p.traced_calls for p in store.status("200").progress] == [1]
 
 
+def test_real_asterisk_11_ring_all_group(tmp_path):
+    """A small chan_sip PBX on Asterisk 1.8/11 (France, callers written nationally), whose
+    ring group 900 is Dial(SIP/6001&SIP/6002&SIP/6003,10). Its one record of a group call
+    names the last phone called (dstchannel) or the one that answered; the other phones
+    rang with no record of their own. Before this rule, 6001's *57 at 09:50 named
+    Camille's 09:00 call: an innocent person."""
+    store, summary = real_store(tmp_path, "asterisk-11-ring-all-fr.csv", "auto",
+                                zone="Europe/Paris", country_code=33)
+    assert (summary.records, summary.rejected) == (6, 0)
+    at = "2013-03-12T{}:00+01:00".format
+    # 09:40 the group rang unanswered, its record naming 6003: 6003 and the group's number
+    # name the caller; 6001 and 6002 may have rung, and are held
+    assert traced(store, "6003", at("09:50")) == (
+        "success", "2013-03-12T08:40:00Z", "+33699887766", False)
+    assert traced(store, "900", at("09:50")) == (
+        "success", "2013-03-12T08:40:00Z", "+33699887766", False)
+    assert traced(store, "6001", at("09:50")) == (
+        "untraceable", "2013-03-12T08:00:00Z", "+33145678901", True)
+    held = store.trace_records("6001", analyst="cic")[-1]
+    assert held["call"]["hunt_unnamed"] == {"pilot": "900", "start": "2013-03-12T08:40:00Z",
+                                            "named": "6003"}
+    assert traced(store, "6002", at("09:50")) == (
+        "untraceable", "2013-03-12T08:10:00Z", "+33478123456", True)
+    # 10:05 6002 answered the group: its call; 6003 rang too (after its 09:40 call)
+    assert traced(store, "6002", at("10:30")) == (
+        "success", "2013-03-12T09:05:00Z", "+33388112233", True)
+    assert traced(store, "6003", at("10:30")) == (
+        "untraceable", "2013-03-12T08:40:00Z", "+33699887766", False)
+
+
 def test_real_freeswitch_ring_timeouts(tmp_path):
     """A PBX's phones behind DIDs, both legs logged: a phone that gave up on a ringing
     call answered it `408 Request Timeout` (RECOVERY_ON_TIMER_EXPIRE, which PBX software's
