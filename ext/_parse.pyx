@@ -189,9 +189,12 @@ cdef struct Columns:
     Py_ssize_t act_n
     int64_t* hunt_row      # calls through a hunt pilot, which name no phone they rang but
     uint64_t* hunt_pilot   # the one that answered, if that: the record's row and the pilot
-    int64_t* hunt_data_at  # a Dial to several devices: where its devices are written in the
-    int64_t* hunt_data_len  # record, and their length (0: a hunt pilot's call)
+    int64_t* hunt_members  # how many lines its record names as rung (a Dial to several)
     Py_ssize_t hunt_n
+    uint64_t* member       # those lines, in hunt order: member_n of member_cap (malloc'd;
+    Py_ssize_t member_n    # NULL until the first)
+    Py_ssize_t member_cap
+    bint member_oom        # no memory for them: the feed fails
 
 
 # the block tokenizer for this processor (its AVX2 scan where it has one)
@@ -735,35 +738,62 @@ cdef uint64_t channel_number(Span s, const Plan* cc) noexcept nogil:
     return normalize(s.p + i, k - i, cc)
 
 
+cdef inline uint32_t load_u32(const char* p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+
+cdef uint32_t DIAL_LOWER = load_u32(b"dial")     # an application's name, lowercased (| 0x20)
+
+
 cdef Py_ssize_t dial_devices_length(Span s) noexcept nogil:
     """The length of a Dial's devices (its arguments up to the first ',', or '|' as
-    Asterisk 1.4 wrote them) if they are two or more (joined by '&'), else 0."""
-    cdef Py_ssize_t k
-    cdef bint several = False
-    for k in range(s.n):
-        if s.p[k] == b',' or s.p[k] == b'|':
-            return k if several else 0
-        several = several or s.p[k] == b'&'
-    return s.n if several else 0
+    Asterisk 1.4 wrote them) if they are two or more (joined by '&'), else 0. Most Dials
+    name one device: one search, to the first '&', ',' or '|', is all they cost."""
+    cdef const char* end = s.p + s.n
+    cdef const char* q = cdr_find3(s.p, end, b'&', b',', b'|')
+    if q == end or q[0] != b'&':
+        return 0
+    return cdr_find3(q, end, b',', b'|', b',') - s.p
 
 
-cdef tuple dial_members(bytes devices, const Plan* cc):
-    """The lines of a Dial's devices ('SIP/301&PJSIP/302&DAHDI/g1/5551234'), each read as
-    a channel's (channel_number), in order, each once; a Local channel is skipped: the
-    dialplan it runs writes a record of its own (its other half's)."""
-    cdef Span sp
+cdef int dial_members(Span s, const Plan* cc, Columns* out) noexcept nogil:
+    """Append to out.member the lines of a Dial's devices ('SIP/301&PJSIP/302'), each read
+    as a channel's (channel_number), in order, each once; a Local channel is skipped: the
+    dialplan it runs writes a record of its own (its other half's). Their count, or -1
+    when there is no memory for them."""
+    cdef const char* end = s.p + s.n
+    cdef const char* p = s.p
+    cdef const char* q
+    cdef Span dev
     cdef uint64_t v
-    found = []
-    for device in devices.split(b"&"):
-        device = device.strip()
-        if device[:6].lower() == b"local/":
+    cdef uint64_t* grown
+    cdef Py_ssize_t first = out.member_n, k
+    while p < end:
+        q = cdr_find3(p, end, b'&', b'&', b'&')
+        dev.p, dev.n = p, q - p
+        while dev.n and dev.p[0] == b' ':
+            dev.p += 1
+            dev.n -= 1
+        p = q + 1
+        if dev.n >= 6 and span_starts_nocase(dev, b"local/", 6):
             continue
-        sp.p = <const char*>device
-        sp.n = len(device)
-        v = channel_number(sp, cc)
-        if v and v not in found:
-            found.append(v)
-    return tuple(found)
+        v = channel_number(dev, cc)
+        if v == 0:
+            continue
+        for k in range(first, out.member_n):
+            if out.member[k] == v:
+                break
+        else:
+            if out.member_n == out.member_cap:
+                grown = <uint64_t*>realloc(out.member, (out.member_cap * 2 + 64) * sizeof(uint64_t))
+                if grown == NULL:
+                    return -1
+                out.member, out.member_cap = grown, out.member_cap * 2 + 64
+            out.member[out.member_n] = v
+            out.member_n += 1
+    return out.member_n - first
 
 
 # ---------------------------------------------------------------- records
@@ -1358,22 +1388,28 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         if pilot != 0:
             out.hunt_row[out.hunt_n] = i
             out.hunt_pilot[out.hunt_n] = pilot
-            out.hunt_data_len[out.hunt_n] = 0
+            out.hunt_members[out.hunt_n] = 0
             out.hunt_n += 1
     # an Asterisk Dial to several devices at once (a ring group: Dial(SIP/301&SIP/302)) rang
     # them all; Asterisk up to 11 writes one record, naming at most one of them (its
-    # dstchannel): the devices are read after the loop (dial_members)
+    # dstchannel): its members are the lines its devices name, two at least
+    cdef int n_members
     if out.received[i] and d.c_app >= 0 and d.c_data >= 0:
         s = col(f, nf, d.c_app)
-        if s.n == 4 and span_starts_nocase(s, b"dial", 4):
+        if s.n == 4 and (load_u32(s.p) | <uint32_t>0x20202020) == DIAL_LOWER:    # any case
             s = col(f, nf, d.c_data)
             s.n = dial_devices_length(s)
             if s.n > 0:
-                out.hunt_row[out.hunt_n] = i
-                out.hunt_pilot[out.hunt_n] = called
-                out.hunt_data_at[out.hunt_n] = s.p - r
-                out.hunt_data_len[out.hunt_n] = s.n
-                out.hunt_n += 1
+                n_members = dial_members(s, cc, out)
+                if n_members < 0:
+                    out.member_oom = True        # feed raises MemoryError: nothing is lost
+                elif n_members >= 2:
+                    out.hunt_row[out.hunt_n] = i
+                    out.hunt_pilot[out.hunt_n] = called
+                    out.hunt_members[out.hunt_n] = n_members
+                    out.hunt_n += 1
+                else:
+                    out.member_n -= n_members
     if activated != 0 and line != 0:
         out.act_row[out.act_n] = i
         out.act_us[out.act_n] = activated
@@ -1456,7 +1492,7 @@ DIALECT_FIELDS = (
 # that answered, with the cluster's 'Show Line Group Member DN in finalCalledPartyNumber CDR
 # Field' on), or 0
 HUNT_DTYPE = np.dtype([("start_us", "<i8"), ("call_id", "<u8"), ("pilot", "<u8"),
-                       ("named", "<u8")])
+                       ("named", "<u8"), ("members", "<i8")])
 
 
 cdef class CdrParser:
@@ -1491,7 +1527,7 @@ cdef class CdrParser:
     cdef dict _identities
     cdef list _activations
     cdef list _hunts
-    cdef dict _hunt_members
+    cdef list _hunt_members
     cdef dict _spare      # the last feed's arrays, written again once nothing else holds them
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
@@ -1500,7 +1536,7 @@ cdef class CdrParser:
                  plan=None):
         fill_plan(&self.plan, plan, country_code)
         self._seen, self._identities, self._activations, self._hunts = set(), {}, [], []
-        self._hunt_members = {}
+        self._hunt_members = []
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -1579,28 +1615,10 @@ cdef class CdrParser:
         return np.concatenate(taken) if taken else np.empty(0, HUNT_DTYPE)
 
     def take_hunt_members(self):
-        """{(start_us, call_id): the lines it rang} of the calls take_hunts returns that
-        name their devices (an Asterisk Dial to several): the members the record names."""
-        taken, self._hunt_members = self._hunt_members, {}
-        return taken
-
-    def _dial_groups(self, buffer, int64_t base_offset, dict rows, hunts, hunt_row,
-                     hunt_data_at, hunt_data_len):
-        """The rows of hunts to keep: every hunt pilot's call, and each Dial to two or more
-        devices whose lines can be read (dial_members), its members noted, its pilot the
-        dialled line (a received call has one)."""
-        keep = []
-        for k in range(len(hunts)):
-            n = int(hunt_data_len[k])
-            if n == 0:
-                keep.append(k)
-                continue
-            at = int(rows["offset"][hunt_row[k]]) - base_offset + int(hunt_data_at[k])
-            members = dial_members(bytes(buffer[at:at + n]), &self.plan)
-            if len(members) >= 2:
-                self._hunt_members[(int(hunts["start_us"][k]), int(hunts["call_id"][k]))] = members
-                keep.append(k)
-        return np.array(keep, np.int64)
+        """The lines the records of take_hunts' calls name as rung, in their order (each
+        call's `members` of them; an Asterisk Dial to several devices), as uint64."""
+        taken, self._hunt_members = self._hunt_members, []
+        return np.concatenate(taken) if taken else np.empty(0, np.uint64)
 
     def take_identities(self):
         """{packed identity: its text} of the caller identities parsed since the last call."""
@@ -1706,8 +1724,7 @@ cdef class CdrParser:
                 return spare
         kinds = tuple(CALL_FIELDS) + (
             ("act_row", np.int64), ("act_us", np.int64), ("act_line", np.uint64),
-            ("hunt_row", np.int64), ("hunt_pilot", np.uint64), ("hunt_data_at", np.int64),
-            ("hunt_data_len", np.int64),
+            ("hunt_row", np.int64), ("hunt_pilot", np.uint64), ("hunt_members", np.int64),
             ("ident_at", np.int64), ("ident_len", np.int64))
         self._spare = {name: np.empty(capacity, kind) for name, kind in kinds}
         return self._spare
@@ -1735,10 +1752,9 @@ cdef class CdrParser:
         cdef uint64_t[::1] a_act_line = act_line
         hunt_row = arrays["hunt_row"]       # calls through a hunt pilot
         hunt_pilot = arrays["hunt_pilot"]
-        hunt_data_at, hunt_data_len = arrays["hunt_data_at"], arrays["hunt_data_len"]
-        cdef int64_t[::1] a_hunt_row = hunt_row
+        hunt_members = arrays["hunt_members"]
+        cdef int64_t[::1] a_hunt_row = hunt_row, a_hunt_members = hunt_members
         cdef uint64_t[::1] a_hunt_pilot = hunt_pilot
-        cdef int64_t[::1] a_hunt_data_at = hunt_data_at, a_hunt_data_len = hunt_data_len
         ident_at = arrays["ident_at"]       # never returned: only identity rows
         ident_len = arrays["ident_len"]     # are written (and cost memory)
         cdef int64_t[::1] a_ident_at = ident_at, a_ident_len = ident_len
@@ -1772,9 +1788,9 @@ cdef class CdrParser:
         out.act_n = 0
         out.hunt_row = &a_hunt_row[0]
         out.hunt_pilot = &a_hunt_pilot[0]
-        out.hunt_data_at = &a_hunt_data_at[0]
-        out.hunt_data_len = &a_hunt_data_len[0]
+        out.hunt_members = &a_hunt_members[0]
         out.hunt_n = 0
+        out.member, out.member_n, out.member_cap, out.member_oom = NULL, 0, 0, False
 
         cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
         cdef Reject* grown
@@ -1927,6 +1943,8 @@ cdef class CdrParser:
                     nrej += 1
             if out_of_memory:
                 raise MemoryError("parser output capacity exceeded")
+            if out.member_oom:
+                raise MemoryError("no memory for the lines of a Dial to several devices")
             consumed = p - base
             self.offset = base_offset + consumed
             self.record = record
@@ -1945,10 +1963,11 @@ cdef class CdrParser:
                     hunts[name] = rows[name][at]
                 hunts["pilot"] = hunt_pilot[:out.hunt_n]
                 hunts["named"] = rows["final"][at]
-                keep = self._dial_groups(buffer, base_offset, rows, hunts, hunt_row,
-                                         hunt_data_at, hunt_data_len)
-                if len(keep):
-                    self._hunts.append(hunts[keep])
+                hunts["members"] = hunt_members[:out.hunt_n]
+                self._hunts.append(hunts)
+                if out.member_n:
+                    self._hunt_members.append(np.frombuffer(
+                        (<char*>out.member)[:out.member_n * sizeof(uint64_t)], np.uint64))
             errors = []     # codes: cdrtrace.parsing.native maps them to their messages
             for k in range(nrej):
                 errors.append((
@@ -1961,3 +1980,4 @@ cdef class CdrParser:
             return rows, errors, consumed
         finally:
             free(rejects)
+            free(out.member)

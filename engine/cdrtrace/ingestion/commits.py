@@ -48,9 +48,9 @@ class Pending:
         self.unconnected_sources: set[int] = set()
         self.legs_shown = False     # this run found FreeSWITCH's legs shown: not sought again
         self.local_noted = False    # this run noted its feed indexes local lines (lookup.LOCAL_FEEDS)
-        self.hunts: list[np.ndarray] = []   # calls through a hunt pilot parsed (store.hunts)
+        # calls through a hunt pilot parsed (store.hunts), and the members their records name
+        self.hunts: list[tuple[np.ndarray, np.ndarray | None]] = []
         self.hunt_groups: dict[int, tuple[int, ...]] = {}   # the feed's pilots' members, configured
-        self.hunt_members: dict[tuple[int, int], tuple[int, ...]] = {}   # those a record names
 
     def note_parsed(self, parser, bad, columns, source: int, served=()) -> list:
         """What a parsed chunk adds besides its calls: the text of new caller identities,
@@ -70,8 +70,7 @@ class Pending:
         if taken:
             self.activations.append((source, taken))
         if len(hunted := parser.take_hunts()):
-            self.hunts.append(hunted)
-            self.hunt_members.update(parser.take_hunt_members())
+            self.hunts.append((hunted, parser.take_hunt_members()))
         if len(columns["start_us"]):
             self.last_end = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
@@ -83,7 +82,7 @@ class Pending:
             self.lost_pairs += len(lines)
         self.unreadable += lost.log
         if len(lost.hunts):
-            self.hunts.append(lost.hunts)
+            self.hunts.append((lost.hunts, None))
         return bad
 
     def room_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +128,6 @@ class Pending:
         identity_db = self.store.envs.db["identities"]
         activations, self.activations = self.activations, []
         hunted, self.hunts = self.hunts, []
-        members, self.hunt_members = self.hunt_members, {}
         hunt_db = self.store.envs.db["hunts"]
         checkpoint, (offset, record) = self.checkpoint, self.position
         local_zone, meta_db = self.local_zone, self.store.envs.db["meta"]
@@ -156,9 +154,9 @@ class Pending:
                 txn.put(packed.to_bytes(8, "big"), text.encode("latin-1"), db=identity_db)
             if hunted:
                 hunts.note_feed(txn, meta_db, self.feed)
-                for part in hunted:
-                    txn.cursor(hunt_db).putmulti(hunts.items(self.feed, part, self.hunt_groups, members))
-                    hunts.note_unlisted(txn, meta_db, self.feed, part, self.hunt_groups, members)
+                for part, named in hunted:
+                    txn.cursor(hunt_db).putmulti(hunts.items(self.feed, part, self.hunt_groups, named))
+                    hunts.note_unlisted(txn, meta_db, self.feed, part, self.hunt_groups)
             for source, taken in activations:
                 self.store.catalog.queue_activations(txn, self.feed, source, taken)
             self.store.catalog.count_feed(txn, self.feed, *counts)

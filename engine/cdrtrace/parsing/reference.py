@@ -103,8 +103,8 @@ class CdrParser:
         self.skipping = False
         self._identities: dict[int, str] = {}
         self._activations: list[tuple[int, int, int, int]] = []
-        self._hunts: list[tuple[int, int, int, int]] = []
-        self._hunt_members: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._hunts: list[tuple[int, int, int, int, int]] = []
+        self._hunt_members: list[int] = []
 
     def take_activations(self) -> list:
         """As the native take_activations: [(line, activated_us, record, offset)]."""
@@ -117,11 +117,11 @@ class CdrParser:
         taken, self._hunts = self._hunts, []
         return np.array(taken, HUNT_DTYPE)
 
-    def take_hunt_members(self) -> dict:
-        """As the native take_hunt_members: {(start_us, call_id): lines} of the calls
-        take_hunts returns that name their devices (an Asterisk Dial to several)."""
-        taken, self._hunt_members = self._hunt_members, {}
-        return taken
+    def take_hunt_members(self) -> np.ndarray:
+        """As the native take_hunt_members: the lines the records of take_hunts' calls
+        name as rung, in their order (each call's `members` of them)."""
+        taken, self._hunt_members = self._hunt_members, []
+        return np.array(taken, np.uint64)
 
     def take_identities(self) -> dict:
         """As the native take_identities: {packed: text} parsed since the last call."""
@@ -249,10 +249,11 @@ class CdrParser:
                     self._activations.append((*row.pop("_activated"), row["record"], row["offset"]))
                 if "_hunt" in row:
                     self._hunts.append((row["start_us"], row["call_id"], row.pop("_hunt"),
-                                        row["final"]))
+                                        row["final"], 0))
                 if "_dial" in row and len(members := dial_members(row.pop("_dial"), self.country_code)) >= 2:
-                    self._hunts.append((row["start_us"], row["call_id"], row["called"], row["final"]))
-                    self._hunt_members[(row["start_us"], row["call_id"])] = members
+                    self._hunts.append((row["start_us"], row["call_id"], row["called"], row["final"],
+                                        len(members)))
+                    self._hunt_members += members
                 rows.append(row)
                 p = nxt
                 continue

@@ -28,7 +28,7 @@ def dial_members(devices: bytes, cc: int) -> tuple[int, ...]:
     Local channels skipped (the dialplan they run writes its own record)."""
     found: list[int] = []
     for device in devices.split(b"&"):
-        device = device.strip()
+        device = device.lstrip(b" ")
         if device[:6].lower() != b"local/" and (v := channel_number(device, cc)) and v not in found:
             found.append(v)
     return tuple(found)

@@ -107,7 +107,7 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
         if called:
             rows.append((start, called, rang, call_id, offset, record))
         if pilot:
-            hunted.append((start, call_id, pilot, rang))
+            hunted.append((start, call_id, pilot, rang, 0))
     hunts = np.array(hunted, HUNT_DTYPE)
     if not rows:
         return Unreadable(None, log, hunts)

@@ -36,21 +36,21 @@ _HEAD = np.dtype([("pilot", "<u8"), ("named", "<u8")])
 
 
 def items(feed: int, hunts: np.ndarray, groups: dict[int, tuple[int, ...]],
-          named: dict[tuple[int, int], tuple[int, ...]] | None = None) -> list[tuple[bytes, bytes]]:
+          named: np.ndarray | None = None) -> list[tuple[bytes, bytes]]:
     """The (key, value) pairs that note a feed's calls through a hunt pilot (HUNT_DTYPE).
     groups: the members configured for each pilot of the feed (packed lines); named: the
-    members a call's own record names, by (start, call id) (an Asterisk Dial to several
-    devices), which are its members whatever is configured."""
+    lines the calls' own records name as rung, each call's `members` of them in order (an
+    Asterisk Dial to several devices), which are its members whatever is configured."""
     keys = np.empty(len(hunts), _KEY)
     keys["feed"], keys["start_us"], keys["call_id"] = feed, hunts["start_us"], hunts["call_id"]
     heads = np.empty(len(hunts), _HEAD)
     for name in _HEAD.names or ():
         heads[name] = hunts[name]
     members = {pilot: np.array(lines, "<u8").tobytes() for pilot, lines in groups.items()}
-    named = named or {}
-    return [(k.tobytes(), h.tobytes() + (np.array(own, "<u8").tobytes() if (own := named.get(
-                (int(row["start_us"]), int(row["call_id"])))) else members.get(int(h["pilot"]), b"")))
-            for k, h, row in zip(keys, heads, hunts, strict=True)]
+    own = (np.empty(0, "<u8") if named is None else named.astype("<u8")).tobytes()
+    ends = np.cumsum(hunts["members"]) * 8
+    return [(k.tobytes(), h.tobytes() + (own[end - 8 * int(n):end] if n else members.get(int(h["pilot"]), b"")))
+            for k, h, n, end in zip(keys, heads, hunts["members"], ends.tolist(), strict=True)]
 
 
 def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
@@ -64,14 +64,10 @@ def note_feed(txn: Any, meta_db: Any, feed: int) -> None:
 
 
 def note_unlisted(txn: Any, meta_db: Any, feed: int, hunts: np.ndarray,
-                  groups: dict[int, tuple[int, ...]],
-                  named: dict[tuple[int, int], tuple[int, ...]] | None = None) -> None:
+                  groups: dict[int, tuple[int, ...]]) -> None:
     """Note, in an index write, the pilots of a feed's calls (HUNT_DTYPE) that its
-    configuration lists no members for (UNLISTED), and whose records name none (named,
-    as for items)."""
-    named = named or {}
-    pilots = {int(row["pilot"]) for row in hunts
-              if (int(row["start_us"]), int(row["call_id"])) not in named} - set(groups)
+    configuration lists no members for (UNLISTED), and whose records name none."""
+    pilots = set(hunts["pilot"][hunts["members"] == 0].tolist()) - set(groups)
     if pilots:
         key = UNLISTED + feed.to_bytes(2, "big")
         held = set(unlisted(txn, meta_db, feed))
