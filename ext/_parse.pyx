@@ -1392,9 +1392,10 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             out.hunt_n += 1
     # an Asterisk Dial to several devices at once (a ring group: Dial(SIP/301&SIP/302)) rang
     # them all; Asterisk up to 11 writes one record, naming at most one of them (its
-    # dstchannel): its members are the lines its devices name, two at least
+    # dstchannel): its members are the lines its devices name, two at least (one note a
+    # record at most: the hunt arrays hold one a record)
     cdef int n_members
-    if out.received[i] and d.c_app >= 0 and d.c_data >= 0:
+    if pilot == 0 and out.received[i] and d.c_app >= 0 and d.c_data >= 0:
         s = col(f, nf, d.c_app)
         if s.n == 4 and (load_u32(s.p) | <uint32_t>0x20202020) == DIAL_LOWER:    # any case
             s = col(f, nf, d.c_data)
@@ -1635,8 +1636,8 @@ cdef class CdrParser:
         record names (docs/trace-rules.md, "A call to a hunt group"). Fields are split at
         every delimiter with quotes stripped, and each is read where the layout puts it,
         counted from the front and, when the record has too many fields, from the back
-        too. A record that is well-formed CSV (only a value
-        was bad) is split by the format's own rules instead."""
+        too. A record that is well-formed CSV (only a value was bad) is split by the
+        format's own rules instead."""
         cdef Dialect* d = &self.dialect
         cdef bytes data = bytes(raw)
         cdef Span fields[MAX_FIELDS]

@@ -464,7 +464,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         row["_hunt"] = pilot
     # an Asterisk Dial to several devices at once rang them all; up to Asterisk 11 its
     # one record names at most one of them (dstchannel)
-    if received and d["c_app"] >= 0 and d["c_data"] >= 0 and col("app").lower() == b"dial" and (
+    elif received and d["c_app"] >= 0 and d["c_data"] >= 0 and col("app").lower() == b"dial" and (
             devices := dial_devices(col("data"))):
         row["_dial"] = devices
     return 0, 0, row

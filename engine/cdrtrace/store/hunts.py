@@ -14,11 +14,12 @@ its devices name (CdrParser.take_hunt_members).
 The index environment's `hunts` database: feed (2 bytes), start (8) and call id (8),
 big-endian, to the pilot and the number named beyond it (0: none), then the members the
 call's record names, else those the feed's configuration lists for the pilot (8 bytes
-each, little-endian; none: any line of the feed may have rung). HUNT_FEEDS in the index's meta lists the feeds that have
-noted any, 2 bytes each, ascending; TRIMMED, the time before which a purge removed them
-(int64, little-endian): a trace whose call is older cannot know what rang after it;
-UNLISTED + the feed (2 bytes), the pilots it noted calls of with no members listed (8 bytes
-each, ascending, at most MAX_UNLISTED), for `cdrtrace stats`.
+each, little-endian; none: any line of the feed may have rung). HUNT_FEEDS in the
+index's meta lists the feeds that have noted any, 2 bytes each, ascending; TRIMMED, the
+time before which a purge removed them (int64, little-endian): a trace whose call is
+older cannot know what rang after it; UNLISTED + the feed (2 bytes), the pilots it noted
+calls of with no members listed (8 bytes each, ascending, at most MAX_UNLISTED), for
+`cdrtrace stats`.
 """
 from __future__ import annotations
 
