@@ -1629,11 +1629,13 @@ cdef class CdrParser:
     def salvage(self, raw):
         """What a rejected record still tells, for failing closed (a trace must not pass
         over it to an older call): (dialled line, line that rang, start in UTC microseconds
-        or None, hunt pilot), lines 0 where not recovered; None for a record that is not an
-        incoming call. The hunt pilot (0: none) is the one a CUCM record names (huntPilotDN,
-        or its dialled line with pattern usage 7), or its dialled line when huntPilotDN holds
-        something that is no number: the call may have rung the pilot's members, whom no
-        record names (docs/trace-rules.md, "A call to a hunt group"). Fields are split at
+        or None, hunt pilot, members), lines 0 where not recovered; None for a record that
+        is not an incoming call. The hunt pilot (0: none) is the one a CUCM record names
+        (huntPilotDN, or its dialled line with pattern usage 7), or its dialled line when
+        huntPilotDN holds something that is no number: the call may have rung the pilot's
+        members, whom no record names (docs/trace-rules.md, "A call to a hunt group"). An
+        Asterisk Dial to several devices names its members (two or more lines, else ()),
+        its pilot the dialled line, else the line that rang, else its first member. Fields are split at
         every delimiter with quotes stripped, and each is read where the layout puts it,
         counted from the front and, when the record has too many fields, from the back
         too. A record that is well-formed CSV (only a value was bad) is split by the
@@ -1702,14 +1704,36 @@ cdef class CdrParser:
                 if tokens[c].strip() == b"7":
                     pilot = called
                     break
+        cdef Columns group         # an Asterisk Dial to several devices: their lines
+        cdef int found
+        members = ()
+        for c in (_candidates(d.c_app, n, d.max_cols) if pilot == 0 else ())[:1]:
+            if tokens[c].lower() == b"dial":
+                for c2 in _candidates(d.c_data, n, d.max_cols)[:1]:
+                    t = tokens[c2]
+                    sp.p = <const char*>t
+                    sp.n = len(t)
+                    sp.n = dial_devices_length(sp)
+                    group.member, group.member_n, group.member_cap = NULL, 0, 0
+                    try:
+                        found = dial_members(sp, &self.plan, &group)
+                        if found < 0:
+                            raise MemoryError()
+                        members = tuple([group.member[k] for k in range(group.member_n)])
+                    finally:
+                        free(group.member)
+        if len(members) < 2:
+            members = ()
+        elif pilot == 0:
+            pilot = called or rang or members[0]
         for role in (d.c_start, d.c_end):
             for c in _candidates(role, n, d.max_cols):
                 t = tokens[c]
                 sp.p = <const char*>t
                 sp.n = len(t)
                 if parse_time(d.time_kind, sp, &self.zone, &when) == 0:
-                    return called, rang, when, pilot
-        return called, rang, None, pilot
+                    return called, rang, when, pilot, members
+        return called, rang, None, pilot, members
 
     cdef dict _arrays(self, Py_ssize_t capacity):
         """The output arrays of a feed of up to capacity records: the last feed's again if

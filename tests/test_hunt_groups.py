@@ -150,7 +150,7 @@ def test_a_rejected_records_hunt_pilot_is_read_alike_by_the_native_parser_and_it
         got = native.salvage(raw)
         assert got == reference.salvage(raw), raw
         assert got == (line, pilot_2100 if k == 3 else 0, (T14 + 60 * k) * 1_000_000,
-                       [line, line, line, pilot_2100, 0][k])
+                       [line, line, line, pilot_2100, 0][k], ())
 
 
 def test_a_rejected_call_through_no_hunt_pilot_holds_no_other_line(store, tmp_path):

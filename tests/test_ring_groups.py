@@ -56,10 +56,10 @@ def store(request, tmp_path):
     s.close()
 
 
-def ingest(store, tmp_path, *rows: str) -> None:
+def ingest(store, tmp_path, *rows: str):
     path = tmp_path / "Master.csv"
     path.write_text("\n".join(rows) + "\n")
-    cdrtrace.ingest(store, [str(path)], fmt="asterisk")
+    return cdrtrace.ingest(store, [str(path)], fmt="asterisk")
 
 
 def traced(store, line: str) -> tuple[str, str | None]:
@@ -129,6 +129,49 @@ def test_dial_arguments_as_asterisk_1_4_wrote_them(store, tmp_path):
            record(HARASSER, "600", "SIP/303-00000004", "SIP/301&SIP/303|20|tT", "09:30"))
     held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
     assert traced(store, "302") == ("success", "+17205550100")
+
+
+def rejected(row: str) -> str:
+    """The row with an answer time that is no time: rejected, its fields in place."""
+    return row.replace('"2026-03-02 09:30:00",,', '"2026-03-02 09:30:00",x,')
+
+
+def test_a_rejected_record_of_a_dial_to_several_phones_holds_them(store, tmp_path):
+    """The group call's record cannot be read: it still names the phones it dialled, and
+    only those (304 was not dialled)."""
+    other = record(INNOCENT, "304", "SIP/304-00000009", "SIP/304,20", "09:20", answered=True,
+                   uniqueid="1772443200.4")
+    summary = ingest(store, tmp_path, *OLDER, other,
+                     rejected(record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30")))
+    assert (summary.records, summary.rejected) == (5, 1)
+    assert traced(store, "304") == ("success", "+17205550100")
+    held = held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
+    assert held["call"]["hunt_unnamed"] == {"pilot": "600", "start": "2026-03-02T09:30:00Z",
+                                            "named": "303"}
+    assert store.trace("303", at=AT).outcome.value == "untraceable"    # its unreadable call
+
+
+def test_what_salvage_reads_of_a_rejected_dial_alike_native_and_reference():
+    form = get_format("asterisk")
+    native, reference = make_parser(form), Reference(form.dialect(None))
+    line = {n: numbers.normalize(n.encode(), 1) for n in ("301", "302", "303", "600")}
+    start = 1772443800 * 1_000_000      # 09:30
+    group = rejected(record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30")).encode()
+    # a stray quote: not CSV, so split at every comma (Dial's arguments too: the fields
+    # after them are found counted from the back)
+    cut = group.replace(b'"DOCUMENTATION"', b'"DOCUMENT"ATION"')
+    local = rejected(record(HARASSER, "600", "SIP/303-00000004",
+                            "SIP/301&Local/302@from-internal/n,20", "09:30")).encode()
+    queue = rejected(record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30",
+                            app="Queue")).encode()
+    expected = {group: (line["600"], line["303"], start, line["600"],
+                        (line["301"], line["302"], line["303"])),
+                cut: (line["600"], line["303"], start, line["600"],
+                      (line["301"], line["302"], line["303"])),
+                local: (line["600"], line["303"], start, 0, ()),
+                queue: (line["600"], line["303"], start, 0, ())}
+    for raw, want in expected.items():
+        assert native.salvage(raw) == reference.salvage(raw) == want, raw
 
 
 def test_stats_do_not_list_a_ring_group_as_a_pilot_with_no_members(store, tmp_path):

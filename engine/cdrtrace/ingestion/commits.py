@@ -82,7 +82,7 @@ class Pending:
             self.lost_pairs += len(lines)
         self.unreadable += lost.log
         if len(lost.hunts):
-            self.hunts.append((lost.hunts, None))
+            self.hunts.append((lost.hunts, lost.members))
         return bad
 
     def room_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import numbers, timezones
 from .formats import BOM, COLUMNS, HUNT_DTYPE
-from .reference_channels import channel_number, dial_members
+from .reference_channels import channel_number, dial_devices, dial_members
 from .reference_fields import (
     ERR_UNTERMINATED,
     MAX_FIELDS,
@@ -151,7 +151,7 @@ class CdrParser:
 
     def salvage(self, raw: bytes):
         """As the native CdrParser.salvage: (dialled line, line that rang, start us or
-        None, hunt pilot) of a rejected record; None if it is not an incoming call."""
+        None, hunt pilot, members) of a rejected record; None if it is not an incoming call."""
         d, cc = self.dialect, self.country_code
         keep = max(3, 1 + max(v for k, v in d.items() if k.startswith("c_")))
         status, fields, _, _ = tokenize(bytes(raw), 0, True, bool(d["lenient_quotes"]),
@@ -186,12 +186,21 @@ class CdrParser:
                 break
         if pilot == 0 and any(tokens[c].strip() == b"7" for c in _candidates(d["c_pattern"], n, d["max_cols"])):
             pilot = called
+        members: tuple[int, ...] = ()
+        for c in (_candidates(d["c_app"], n, d["max_cols"]) if pilot == 0 else [])[:1]:
+            if tokens[c].lower() == b"dial":
+                for c2 in _candidates(d["c_data"], n, d["max_cols"])[:1]:
+                    members = dial_members(dial_devices(tokens[c2]), cc)
+        if len(members) < 2:
+            members = ()
+        elif pilot == 0:
+            pilot = called or rang or members[0]
         for role in ("c_start", "c_end"):
             for c in _candidates(d[role], n, d["max_cols"]):
                 status, when = _time(d["time_kind"], tokens[c], self.zone)
                 if status == 0:
-                    return called, rang, when, pilot
-        return called, rang, None, pilot
+                    return called, rang, when, pilot, members
+        return called, rang, None, pilot, members
 
     def feed(self, buffer, final: bool = False):
         buf = bytes(buffer)

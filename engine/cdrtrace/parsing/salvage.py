@@ -7,8 +7,8 @@ and reference alike). Where a line is found, the line's index gets an *unreadabl
 a trace that resolves to it is untraceable, with the reason in the evidence. Every reject
 with a time, line or not, is also logged per feed, so a trace's evidence can say how many
 unreadable records its feed had around the traced call. A reject that names a hunt
-pilot is noted as a call through it, as a good record is (store.hunts): it may have rung
-the pilot's members, whom no record names.
+pilot, or an Asterisk Dial to several devices, is noted as a call through it, as a good
+record is (store.hunts): it may have rung phones no record names.
 """
 from __future__ import annotations
 
@@ -29,15 +29,17 @@ def _call_id(feed: int, raw: bytes) -> int:
 
 class Unreadable:
     """The unreadable calls of one parsed chunk: a batch to index, log entries, and the
-    calls through a hunt pilot among them (HUNT_DTYPE)."""
+    calls through a hunt pilot among them (HUNT_DTYPE) with the members their records
+    name (as CdrParser.take_hunt_members)."""
 
-    __slots__ = ("batch", "log", "hunts")
+    __slots__ = ("batch", "log", "hunts", "members")
 
     def __init__(self, batch: CallBatch | None, log: list[tuple[bytes, bytes]],
-                 hunts: np.ndarray | None = None):
+                 hunts: np.ndarray | None = None, members: np.ndarray | None = None):
         self.batch = batch
         self.log = log
         self.hunts = np.empty(0, HUNT_DTYPE) if hunts is None else hunts
+        self.members = np.empty(0, np.uint64) if members is None else members
 
 
 def log_key(feed: int, start_us: int, call_id: int) -> bytes:
@@ -81,12 +83,12 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
     feed = int(parser.feed_id)
     offsets = columns["offset"]
     starts, ends = columns["start_us"], columns["end_us"]
-    rows, log, hunted = [], [], []
+    rows, log, hunted, members = [], [], [], []
     for record, offset, reason, raw in bad:
         found = parser.salvage(raw)
         if found is None:          # not an incoming call (an originating record)
             continue
-        called, rang, start, pilot = found
+        called, rang, start, pilot, named = found
         estimated = start is None
         if start is None:
             start = loose_time(raw, zone)      # its own time, in a form the format does not use
@@ -107,10 +109,11 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
         if called:
             rows.append((start, called, rang, call_id, offset, record))
         if pilot:
-            hunted.append((start, call_id, pilot, rang, 0))
-    hunts = np.array(hunted, HUNT_DTYPE)
+            hunted.append((start, call_id, pilot, rang, len(named)))
+            members += named
+    hunts, named_lines = np.array(hunted, HUNT_DTYPE), np.array(members, np.uint64)
     if not rows:
-        return Unreadable(None, log, hunts)
+        return Unreadable(None, log, hunts, named_lines)
     n = len(rows)
     cols = {name: np.zeros(n, dtype) for name, dtype in COLUMNS}
     for i, (start, called, rang, call_id, offset, record) in enumerate(rows):
@@ -125,7 +128,7 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
     cols["disposition"][:] = Disposition.UNREADABLE
     cols["received"][:] = True
     cols["feed"][:] = feed
-    return Unreadable(CallBatch(cols, source), log, hunts)
+    return Unreadable(CallBatch(cols, source), log, hunts, named_lines)
 
 
 HEADER_WORDS = frozenset(w.lower() for w in (
