@@ -1635,11 +1635,11 @@ cdef class CdrParser:
         huntPilotDN holds something that is no number: the call may have rung the pilot's
         members, whom no record names (docs/trace-rules.md, "A call to a hunt group"). An
         Asterisk Dial to several devices names its members (two or more lines, else ()),
-        its pilot the dialled line, else the line that rang, else its first member. Fields are split at
-        every delimiter with quotes stripped, and each is read where the layout puts it,
-        counted from the front and, when the record has too many fields, from the back
-        too. A record that is well-formed CSV (only a value was bad) is split by the
-        format's own rules instead."""
+        its pilot the dialled line, else the line that rang, else its first member. Fields
+        are split at every delimiter with quotes stripped, and each is read where the
+        layout puts it, counted from the front and, when the record has too many fields,
+        from the back too. A record that is well-formed CSV (only a value was bad) is split
+        by the format's own rules instead."""
         cdef Dialect* d = &self.dialect
         cdef bytes data = bytes(raw)
         cdef Span fields[MAX_FIELDS]

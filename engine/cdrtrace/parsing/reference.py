@@ -151,7 +151,8 @@ class CdrParser:
 
     def salvage(self, raw: bytes):
         """As the native CdrParser.salvage: (dialled line, line that rang, start us or
-        None, hunt pilot, members) of a rejected record; None if it is not an incoming call."""
+        None, hunt pilot, members) of a rejected record; None if it is not an incoming
+        call."""
         d, cc = self.dialect, self.country_code
         keep = max(3, 1 + max(v for k, v in d.items() if k.startswith("c_")))
         status, fields, _, _ = tokenize(bytes(raw), 0, True, bool(d["lenient_quotes"]),
