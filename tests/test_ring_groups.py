@@ -181,6 +181,23 @@ def test_stats_do_not_list_a_ring_group_as_a_pilot_with_no_members(store, tmp_pa
     assert feed["hunt_pilots_unlisted"] == []
 
 
+def test_a_record_is_noted_once_when_a_dialect_maps_both_a_pilot_and_a_dial():
+    """A dialect may map a hunt pilot's column and a Dial's (here `accountcode` as the
+    pilot): a record naming both is one note, the pilot's, so that the notes never
+    outnumber the records (the native parser holds one a record)."""
+    import dataclasses
+
+    form = get_format("asterisk")
+    both = dataclasses.replace(form, roles={**form.roles, "hunt": "accountcode"})
+    row = record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30").replace('""', '"2000"', 1)
+    for parser in (make_parser(both), Reference(both.dialect(None))):
+        parser.feed((row + "\n").encode(), True)
+        noted = parser.take_hunts()
+        assert [(int(r["pilot"]), int(r["members"])) for r in noted] == [
+            (numbers.normalize(b"2000", 1), 0)], parser
+        assert len(parser.take_hunt_members()) == 0
+
+
 def test_dial_groups_are_read_alike_by_the_native_parser_and_its_reference():
     rows = [*OLDER,
             record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30"),
