@@ -1173,7 +1173,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     cdef int64_t start, answer = 0, end_ = 0, v, dest = 0, orig = 0
     cdef int disp, t
     cdef bint reached_none = False   # a cause that says the call reached no phone of the line
-    cdef uint64_t calling, called, redirecting = 0, final_ = 0, h
+    cdef uint64_t calling, called, dialled, redirecting = 0, final_ = 0, h
     cdef int pres = PRES_ALLOWED
     cdef Span s
     if check_nul and memchr(r, 0, rec_end - r) != NULL:
@@ -1268,6 +1268,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         pres = PRES_UNAVAILABLE
     s = col(f, nf, d.c_called)
     called = normalize(s.p, s.n, cc)
+    dialled = called
     if d.c_redirecting >= 0:
         s = col(f, nf, d.c_redirecting)
         redirecting = normalize(s.p, s.n, cc)
@@ -1329,10 +1330,13 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         activated = 0
     if d.c_comment >= 0 and span_contains(col(f, nf, d.c_comment), b"callFlag=MALICIOUS", 18):
         activated = end_         # malicious call id, flagged during the call
+    cdef bint incoming = True
     if d.c_direction >= 0 and not span_starts_nocase(col(f, nf, d.c_direction), b"terminating", 11):
         called = redirecting = final_ = 0     # not an incoming call: nothing to index
+        incoming = False
     if d.c_method >= 0 and not span_is(col(f, nf, d.c_method), b"INVITE", 6):
         called = redirecting = final_ = 0     # a BYE's row (or another method's): no call
+        incoming = False
     s = col(f, nf, d.c_callid_peer)
     if s.n == 0:
         s = col(f, nf, d.c_callid)
@@ -1393,11 +1397,16 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # an Asterisk Dial to several devices at once (a ring group: Dial(SIP/301&SIP/302)) rang
     # them all; Asterisk up to 11 writes one record, naming at most one of them (its
     # dstchannel): its members are the lines its devices name, two at least (one note a
-    # record at most: the hunt arrays hold one a record)
+    # record at most: the hunt arrays hold one a record). An Asterisk Queue rang its
+    # members (queues.conf's), and up to 11 the caller's one record names at most the one
+    # that answered, answered or not (its disposition is the queue's, BUSY where one member
+    # was): its pilot is the number dialled (0 where none, such as 's'), its members those
+    # the feed's configuration lists, else any line of the feed
     cdef int n_members
-    if pilot == 0 and out.received[i] and d.c_app >= 0 and d.c_data >= 0:
+    if pilot == 0 and incoming and d.c_app >= 0:
         s = col(f, nf, d.c_app)
-        if s.n == 4 and (load_u32(s.p) | <uint32_t>0x20202020) == DIAL_LOWER:    # any case
+        if (s.n == 4 and (load_u32(s.p) | <uint32_t>0x20202020) == DIAL_LOWER    # any case
+                and out.received[i] and d.c_data >= 0):
             s = col(f, nf, d.c_data)
             s.n = dial_devices_length(s)
             if s.n > 0:
@@ -1411,6 +1420,12 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
                     out.hunt_n += 1
                 else:
                     out.member_n -= n_members
+        elif (s.n == 5 and span_starts_nocase(s, b"queue", 5)
+                and (end_ - start >= min_ring_us or end_ < start)):
+            out.hunt_row[out.hunt_n] = i
+            out.hunt_pilot[out.hunt_n] = dialled
+            out.hunt_members[out.hunt_n] = 0
+            out.hunt_n += 1
     if activated != 0 and line != 0:
         out.act_row[out.act_n] = i
         out.act_us[out.act_n] = activated
@@ -1635,7 +1650,9 @@ cdef class CdrParser:
         huntPilotDN holds something that is no number: the call may have rung the pilot's
         members, whom no record names (docs/trace-rules.md, "A call to a hunt group"). An
         Asterisk Dial to several devices names its members (two or more lines, else ()),
-        its pilot the dialled line, else the line that rang, else its first member. Fields
+        its pilot the dialled line, else the line that rang, else its first member; an
+        Asterisk Queue none, its pilot the dialled line, else the line that rang (0 if
+        neither: a queue reached at no number leaves no note from a rejected record). Fields
         are split at every delimiter with quotes stripped, and each is read where the
         layout puts it, counted from the front and, when the record has too many fields,
         from the back too. A record that is well-formed CSV (only a value was bad) is split
@@ -1708,7 +1725,9 @@ cdef class CdrParser:
         cdef int found
         members = ()
         for c in (_candidates(d.c_app, n, d.max_cols) if pilot == 0 else ())[:1]:
-            if tokens[c].lower() == b"dial":
+            if tokens[c].lower() == b"queue":
+                pilot = called     # its dialled line, else the member that answered
+            elif tokens[c].lower() == b"dial":
                 for c2 in _candidates(d.c_data, n, d.max_cols)[:1]:
                     t = tokens[c2]
                     sp.p = <const char*>t

@@ -91,7 +91,7 @@ def test_a_hunt_call_that_names_no_member_holds_every_line_of_its_feed(store, tm
     record = held_from_the_customer(store, "3001", AT, INNOCENT, "2026-03-02T14:00:00Z")
     assert record["call"]["hunt_unnamed"] == {"pilot": "2000", "start": "2026-03-02T14:30:00Z",
                                               "named": None}
-    assert "hunt pilot or ring group 2000 began at 2026-03-02T14:30:00Z" in record["reason"]
+    assert "hunt pilot, queue or ring group 2000 began at 2026-03-02T14:30:00Z" in record["reason"]
     assert HARASSER not in repr(store.status("3001"))
 
 

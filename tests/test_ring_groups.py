@@ -169,7 +169,7 @@ def test_what_salvage_reads_of_a_rejected_dial_alike_native_and_reference():
                 cut: (line["600"], line["303"], start, line["600"],
                       (line["301"], line["302"], line["303"])),
                 local: (line["600"], line["303"], start, 0, ()),
-                queue: (line["600"], line["303"], start, 0, ())}
+                queue: (line["600"], line["303"], start, line["600"], ())}
     for raw, want in expected.items():
         assert native.salvage(raw) == reference.salvage(raw) == want, raw
 
@@ -181,7 +181,8 @@ def test_stats_do_not_list_a_ring_group_as_a_pilot_with_no_members(store, tmp_pa
     assert feed["hunt_pilots_unlisted"] == []
 
 
-def test_a_record_is_noted_once_when_a_dialect_maps_both_a_pilot_and_a_dial():
+@pytest.mark.parametrize("app", ["Dial", "Queue"])
+def test_a_record_is_noted_once_when_a_dialect_maps_both_a_pilot_and_a_dial(app):
     """A dialect may map a hunt pilot's column and a Dial's (here `accountcode` as the
     pilot): a record naming both is one note, the pilot's, so that the notes never
     outnumber the records (the native parser holds one a record)."""
@@ -189,7 +190,7 @@ def test_a_record_is_noted_once_when_a_dialect_maps_both_a_pilot_and_a_dial():
 
     form = get_format("asterisk")
     both = dataclasses.replace(form, roles={**form.roles, "hunt": "accountcode"})
-    row = record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30").replace('""', '"2000"', 1)
+    row = record(HARASSER, "600", "SIP/303-00000004", GROUP, "09:30", app=app).replace('""', '"2000"', 1)
     for parser in (make_parser(both), Reference(both.dialect(None))):
         parser.feed((row + "\n").encode(), True)
         noted = parser.take_hunts()
@@ -218,14 +219,16 @@ def test_dial_groups_are_read_alike_by_the_native_parser_and_its_reference():
     (native, native_members), (reference, reference_members) = got
     assert native.dtype == reference.dtype == formats.HUNT_DTYPE
     assert np.array_equal(native, reference) and np.array_equal(native_members, reference_members)
-    line = {n: numbers.normalize(n.encode(), 1) for n in ("301", "302", "303", "600", "603", "604", "606")}
+    line = {n: numbers.normalize(n.encode(), 1)
+            for n in ("301", "302", "303", "600", "602", "603", "604", "606")}
     # the group call (named 303); the 's' call, whose line is the phone that rang (302, so
-    # nothing beyond it is named); devices written with spaces (a failure at once rang
-    # none); the lowercase dial; Asterisk 1.4's arguments
+    # nothing beyond it is named); a Queue, whose members its data does not name
+    # (tests/test_queues.py); devices written with spaces (a failure at once rang none);
+    # the lowercase dial; Asterisk 1.4's arguments
     assert [(int(r["pilot"]), int(r["named"])) for r in native] == [
-        (line["600"], line["303"]), (line["302"], 0), (line["603"], line["301"]),
-        (line["604"], line["303"]), (line["606"], line["303"])]
-    assert list(native["members"]) == [3, 2, 2, 2, 2]
+        (line["600"], line["303"]), (line["302"], 0), (line["602"], line["301"]),
+        (line["603"], line["301"]), (line["604"], line["303"]), (line["606"], line["303"])]
+    assert list(native["members"]) == [3, 2, 0, 2, 2, 2]
     assert native_members.tolist() == [line["301"], line["302"], line["303"], line["302"], line["301"],
                                        line["301"], line["303"], line["301"], line["303"],
                                        line["301"], line["303"]]

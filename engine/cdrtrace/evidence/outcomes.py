@@ -262,15 +262,18 @@ def untraceable_reason(call: dict) -> str | None:
                 "may have rung this line since, so the last call is not known, and none is named")
     if "hunt_unnamed" in call:
         hunt = call["hunt_unnamed"]
-        return (f"a call through hunt pilot or ring group {hunt['pilot']} began at "
+        through = (f"hunt pilot, queue or ring group {hunt['pilot']}" if hunt["pilot"]
+                   else "a queue reached at no number")
+        return (f"a call through {through} began at "
                 f"{hunt['start']}, after this line's last recorded call and before the "
                 "activation" + (f" (its CDR names {hunt['named']} too)" if hunt.get("named") else "")
                 + ". Its CDR names at most one of the phones it rang (Cisco UCM: the pilot "
                 "and at most the member that answered, with 'Show Line Group Member DN in "
                 "finalCalledPartyNumber CDR Field' off, its default; Asterisk up to 11: one "
-                "record of a Dial to several phones), and this line may be one of them (the "
-                "Dial names it, or the feed's configuration lists no members for the pilot, or "
-                "lists this line): the last call is not known, and none is named")
+                "record of a Dial to several phones, or of a call to a Queue), and this line "
+                "may be one of them (the Dial names it, or the feed's configuration lists no "
+                "members for the pilot, or lists this line): the last call is not known, and "
+                "none is named")
     if "legs_unlogged" in call:
         shown = call["legs_unlogged"]
         return ("this line's last recorded call is from a FreeSWITCH feed that "

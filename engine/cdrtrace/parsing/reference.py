@@ -189,7 +189,9 @@ class CdrParser:
             pilot = called
         members: tuple[int, ...] = ()
         for c in (_candidates(d["c_app"], n, d["max_cols"]) if pilot == 0 else [])[:1]:
-            if tokens[c].lower() == b"dial":
+            if tokens[c].lower() == b"queue":
+                pilot = called     # its dialled line, else the member that answered
+            elif tokens[c].lower() == b"dial":
                 for c2 in _candidates(d["c_data"], n, d["max_cols"])[:1]:
                     members = dial_members(dial_devices(tokens[c2]), cc)
         if len(members) < 2:
@@ -259,6 +261,9 @@ class CdrParser:
                     self._activations.append((*row.pop("_activated"), row["record"], row["offset"]))
                 if "_hunt" in row:
                     self._hunts.append((row["start_us"], row["call_id"], row.pop("_hunt"),
+                                        row["final"], 0))
+                if "_queue" in row:
+                    self._hunts.append((row["start_us"], row["call_id"], row.pop("_queue"),
                                         row["final"], 0))
                 if "_dial" in row and len(members := dial_members(row.pop("_dial"), self.country_code)) >= 2:
                     self._hunts.append((row["start_us"], row["call_id"], row["called"], row["final"],

@@ -358,7 +358,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             calling = numbers.pack_identity(identity)
     if calling == 0:
         pres = Presentation.UNAVAILABLE
-    called = numbers.normalize(col("called"), cc)
+    called = dialled = numbers.normalize(col("called"), cc)
     redirecting = numbers.normalize(col("redirecting"), cc) if d["c_redirecting"] >= 0 else 0
     if redirecting == 0 and d["c_redirecting2"] >= 0:
         redirecting = numbers.normalize(col("redirecting2"), cc)
@@ -418,10 +418,13 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         activated = when if status == 0 else 0
     if d["c_comment"] >= 0 and b"callFlag=MALICIOUS" in col("comment"):
         activated = end                          # malicious call id, flagged during the call
+    incoming = True
     if d["c_direction"] >= 0 and not col("direction").lower().startswith(b"terminating"):
         called = redirecting = final = 0
+        incoming = False
     if d["c_method"] >= 0 and col("method") != b"INVITE":
         called = redirecting = final = 0         # a BYE's row (or another method's): no call
+        incoming = False
     seed = 14695981039346656037 ^ feed
     if col("callid_peer"):
         call_id = _hash_chain(seed, b"u", col("callid_peer"))
@@ -467,4 +470,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     elif received and d["c_app"] >= 0 and d["c_data"] >= 0 and col("app").lower() == b"dial" and (
             devices := dial_devices(col("data"))):
         row["_dial"] = devices
+    # an Asterisk Queue rang its members, whom up to 11 the caller's one record does not
+    # name but the one that answered, however it ended: its pilot is the number dialled
+    elif (incoming and d["c_app"] >= 0 and col("app").lower() == b"queue"
+          and (end - start >= min_ring_us or end < start)):
+        row["_queue"] = dialled
     return 0, 0, row

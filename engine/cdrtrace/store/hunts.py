@@ -9,7 +9,9 @@ older one (docs/trace-rules.md, "A call to a hunt group"). Ingest notes each suc
 (CdrParser.take_hunts) here; a trace whose call is older than one of them that may have
 rung its line fails closed. An Asterisk Dial to several phones at once is noted alike: up
 to Asterisk 11 its one record names at most one of them, and its members are the phones
-its devices name (CdrParser.take_hunt_members).
+its devices name (CdrParser.take_hunt_members). So is a call to an Asterisk Queue, whose
+one record up to Asterisk 11 names at most the member that answered: its pilot is the
+number dialled (0 where none: any line of the feed), its members the configuration's.
 
 The index environment's `hunts` database: feed (2 bytes), start (8) and call id (8),
 big-endian, to the pilot and the number named beyond it (0: none), then the members the
@@ -67,8 +69,9 @@ def note_feed(txn: Any, meta_db: Any, feed: int) -> None:
 def note_unlisted(txn: Any, meta_db: Any, feed: int, hunts: np.ndarray,
                   groups: dict[int, tuple[int, ...]]) -> None:
     """Note, in an index write, the pilots of a feed's calls (HUNT_DTYPE) that its
-    configuration lists no members for (UNLISTED), and whose records name none."""
-    pilots = set(hunts["pilot"][hunts["members"] == 0].tolist()) - set(groups)
+    configuration lists no members for (UNLISTED), and whose records name none (not 0:
+    an Asterisk queue reached at no number, which no configuration can list)."""
+    pilots = set(hunts["pilot"][hunts["members"] == 0].tolist()) - set(groups) - {0}
     if pilots:
         key = UNLISTED + feed.to_bytes(2, "big")
         held = set(unlisted(txn, meta_db, feed))
