@@ -394,6 +394,33 @@ def test_real_asterisk_11_ring_all_group(tmp_path):
         "untraceable", "2013-03-12T08:40:00Z", "+33699887766", False)
 
 
+def test_real_asterisk_11_queue(tmp_path):
+    """A small chan_sip office on Asterisk 11 (Italy, callers written nationally), whose
+    queue `assistenza` at 700 rings 201, 202 and 203 (queues.conf, ringall), cdr.conf as
+    shipped. The dialplan answers the caller before Queue, so a call no member answered
+    is written ANSWERED with no dstchannel; one a member answered names it. The members
+    that rang are in no record. Before this rule, 201's *57 at 09:40 named Giulia's 09:00
+    call: an innocent person."""
+    store, summary = real_store(tmp_path, "asterisk-11-queue-it.csv", "auto",
+                                zone="Europe/Rome", country_code=39)
+    assert (summary.records, summary.rejected) == (6, 0)
+    at = "2013-03-12T{}:00+01:00".format
+    # 09:30 a caller waited 45 s in the queue and no member answered: every
+    # line of the feed may have rung (no members listed for 700), and each is held
+    for line, start, caller in (("201", "08:00", "+390612345678"), ("202", "08:05", "+393331234567"),
+                                ("203", "08:08", "+390287654321")):
+        assert traced(store, line, at("09:40")) == (
+            "untraceable", f"2013-03-12T{start}:00Z", caller, True)
+        held = store.trace_records(line, analyst="cic")[-1]
+        assert held["call"]["hunt_unnamed"] == {"pilot": "700", "start": "2013-03-12T08:30:00Z",
+                                                "named": None}
+    (feed,) = store.stats()["feeds"]
+    assert feed["hunt_pilots_unlisted"] == ["700"]
+    # 10:00 202 answered a queue call: its call, named by the record
+    assert traced(store, "202", at("10:10")) == (
+        "success", "2013-03-12T09:00:00Z", "+390551234567", True)
+
+
 def test_real_freeswitch_ring_timeouts(tmp_path):
     """A PBX's phones behind DIDs, both legs logged: a phone that gave up on a ringing
     call answered it `408 Request Timeout` (RECOVERY_ON_TIMER_EXPIRE, which PBX software's
