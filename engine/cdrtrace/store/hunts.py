@@ -51,9 +51,17 @@ def items(feed: int, hunts: np.ndarray, groups: dict[int, tuple[int, ...]],
         heads[name] = hunts[name]
     members = {pilot: np.array(lines, "<u8").tobytes() for pilot, lines in groups.items()}
     own = (np.empty(0, "<u8") if named is None else named.astype("<u8")).tobytes()
+    # sliced from one buffer each, and the members added to the few that have any (a
+    # numpy scalar's tobytes costs a microsecond a note: a call centre's file of queue
+    # calls is a note a record)
+    kb, hb, ks, hs = keys.tobytes(), heads.tobytes(), _KEY.itemsize, _HEAD.itemsize
+    values = [hb[i:i + hs] for i in range(0, len(hb), hs)]
     ends = np.cumsum(hunts["members"]) * 8
-    return [(k.tobytes(), h.tobytes() + (own[end - 8 * int(n):end] if n else members.get(int(h["pilot"]), b"")))
-            for k, h, n, end in zip(keys, heads, hunts["members"], ends.tolist(), strict=True)]
+    listed = np.isin(hunts["pilot"], np.array(list(members), np.uint64))
+    for i in np.flatnonzero((hunts["members"] > 0) | listed).tolist():
+        n, end = int(hunts["members"][i]), int(ends[i])
+        values[i] += own[end - 8 * n:end] if n else members[int(hunts["pilot"][i])]
+    return list(zip([kb[i:i + ks] for i in range(0, len(kb), ks)], values, strict=True))
 
 
 def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
@@ -71,7 +79,7 @@ def note_unlisted(txn: Any, meta_db: Any, feed: int, hunts: np.ndarray,
     """Note, in an index write, the pilots of a feed's calls (HUNT_DTYPE) that its
     configuration lists no members for (UNLISTED), and whose records name none (not 0:
     an Asterisk queue reached at no number, which no configuration can list)."""
-    pilots = set(hunts["pilot"][hunts["members"] == 0].tolist()) - set(groups) - {0}
+    pilots = set(np.unique(hunts["pilot"][hunts["members"] == 0]).tolist()) - set(groups) - {0}
     if pilots:
         key = UNLISTED + feed.to_bytes(2, "big")
         held = set(unlisted(txn, meta_db, feed))
