@@ -1401,7 +1401,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # members (queues.conf's), and up to 11 the caller's one record names at most the one
     # that answered, answered or not (its disposition is the queue's, BUSY where one member
     # was): its pilot is the number dialled (0 where none, such as 's'), its members those
-    # the feed's configuration lists, else any line of the feed
+    # the feed's configuration lists, else any line of the feed. Not a record that names a
+    # phone that never rang (Asterisk 12+ writes one per member tried, a busy one's too)
     cdef int n_members
     if pilot == 0 and incoming and d.c_app >= 0:
         s = col(f, nf, d.c_app)
@@ -1420,7 +1421,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
                     out.hunt_n += 1
                 else:
                     out.member_n -= n_members
-        elif (s.n == 5 and span_starts_nocase(s, b"queue", 5)
+        elif (s.n == 5 and span_starts_nocase(s, b"queue", 5) and (out.received[i] or not rang)
                 and (end_ - start >= min_ring_us or end_ < start)):
             out.hunt_row[out.hunt_n] = i
             out.hunt_pilot[out.hunt_n] = dialled

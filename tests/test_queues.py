@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 import pytest
-from test_ring_groups import AT, HARASSER, INNOCENT, OLDER, record, rejected, traced
+from test_ring_groups import AT, HARASSER, INNOCENT, OLDER, record, rejected, sixteen, traced
 
 import cdrtrace
 from cdrtrace.config import Feed
@@ -108,6 +108,25 @@ def test_a_record_per_member_rung_names_each_members_call(store, tmp_path):
     held_from_the_customer(store, "303", AT, INNOCENT, "2026-03-02T09:10:00Z")
 
 
+def test_records_per_member_with_no_uniqueid_are_one_call(store, tmp_path):
+    """Asterisk 12+ with cdr_csv as shipped (16 columns, no uniqueid): a record per member
+    tried, each its own id. 301 rang unanswered and 302 answered: the same call, from the
+    same caller in the same second, and each member's trace names it. 303 was busy at once:
+    its record names a phone that never rang, and notes nothing that would hold the others.
+    303 itself is held (a queue call followed its last call: the records cannot tell it did
+    not ring)."""
+    feed = Feed("pbx", ASTERISK, hunt_groups=(("600", ("301", "302", "303")),))
+    tried = [sixteen(queue_call(dstchannel="SIP/301-00000005", disposition="NO ANSWER",
+                                answered=False)),
+             sixteen(queue_call(dstchannel="SIP/303-00000006", disposition="BUSY", answered=False,
+                                seconds=0)),
+             sixteen(queue_call(dstchannel="SIP/302-00000007"))]
+    ingest(store, tmp_path, *OLDER, *tried, feed=feed)
+    assert traced(store, "301") == ("success", "+17205550199")
+    assert traced(store, "302") == ("success", "+17205550199")
+    held_from_the_customer(store, "303", AT, INNOCENT, "2026-03-02T09:10:00Z")
+
+
 def test_a_queue_reached_at_no_number_holds_every_line(store, tmp_path):
     """A dialplan that queues its callers in extension `s` (an analogue line's context)
     dials no number: the call may have rung any line of the feed, and no configuration
@@ -188,3 +207,18 @@ def test_a_queue_record_of_an_outgoing_call_is_not_noted():
     for parser in (make_parser(directed), Reference(directed.dialect(None))):
         parser.feed(data, True)
         assert parser.take_hunts()["pilot"].tolist() == [numbers.normalize(b"600", 1)], parser
+
+
+def test_a_record_of_a_member_that_never_rang_notes_nothing():
+    """Asterisk 12+ writes a record per member tried: one busy at once names a phone that
+    never rang (no note; the others' records note the call), while the caller's record
+    of a call no member was rung for names none (noted)."""
+    rows = [queue_call(dstchannel="SIP/303-00000009", disposition="BUSY", answered=False,
+                       seconds=0, uniqueid="q.8"),
+            queue_call(disposition="NO ANSWER", answered=False, seconds=0, uniqueid="q.9")]
+    data = ("\n".join(rows) + "\n").encode()
+    for parser in (make_parser(ASTERISK), Reference(ASTERISK.dialect(None))):
+        parser.feed(data, True)
+        noted = parser.take_hunts()
+        assert [(int(r["pilot"]), int(r["named"])) for r in noted] == [
+            (numbers.normalize(b"600", 1), 0)], parser

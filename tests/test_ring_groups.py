@@ -107,6 +107,59 @@ def test_a_record_per_phone_dialled_names_each_phones_call(store, tmp_path):
     held_from_the_customer(store, "303", AT, INNOCENT, "2026-03-02T09:10:00Z")
 
 
+def sixteen(row: str) -> str:
+    """The row as cdr_csv writes it as shipped (no loguniqueid, no loguserfield): 16
+    columns, no uniqueid, so each record has an id of its own."""
+    return row.rsplit(",", 2)[0]
+
+
+OTHER = "7205550177"
+
+
+def test_records_per_phone_with_no_uniqueid_are_one_call(store, tmp_path):
+    """Asterisk 12+ with cdr_csv as shipped: a record per phone dialled, none with a
+    uniqueid. The record naming 302 began with 301's, from the same caller: it is the
+    same call, and 301's trace names it; 303, which has none, is held."""
+    group = [sixteen(record(HARASSER, "600", f"SIP/{phone}-0000000{k}", GROUP, "09:30"))
+             for k, phone in enumerate(("301", "302"), 5)]
+    ingest(store, tmp_path, *OLDER, *group)
+    assert traced(store, "301") == ("success", "+17205550199")
+    assert traced(store, "302") == ("success", "+17205550199")
+    held_from_the_customer(store, "303", AT, INNOCENT, "2026-03-02T09:10:00Z")
+
+
+def test_another_callers_group_call_in_the_same_second_holds_the_line(store, tmp_path):
+    """With no uniqueid, a group call is told from another by its caller and start: one
+    from another caller in the same second, its record naming 302, may have rung 301
+    after 301's own record of the 09:30 call: 301 is held, with that call."""
+    ingest(store, tmp_path, *OLDER, sixteen(record(HARASSER, "600", "SIP/301-00000005", GROUP, "09:30")),
+           sixteen(record(OTHER, "600", "SIP/302-00000006", GROUP, "09:30")))
+    held = held_from_the_customer(store, "301", AT, HARASSER, "2026-03-02T09:30:00Z")
+    assert held["call"]["hunt_unnamed"] == {"pilot": "600", "start": "2026-03-02T09:30:00Z",
+                                            "named": "302"}
+
+
+def test_an_unknown_callers_records_per_phone_hold_each_other(store, tmp_path):
+    """With no uniqueid and no caller's number ('anonymous'), the records cannot tell
+    one call from two in the same second: each phone is held (fail closed)."""
+    group = [sixteen(record("anonymous", "600", f"SIP/{phone}-0000000{k}", GROUP, "09:30"))
+             for k, phone in enumerate(("301", "302"), 5)]
+    ingest(store, tmp_path, *OLDER, *group)
+    for line in ("301", "302"):
+        result = store.trace(line, at=AT)
+        assert (result.outcome.value, result.call_time) == ("untraceable", None)
+
+
+def test_the_same_callers_later_group_call_holds_the_line(store, tmp_path):
+    """The same caller's group call ten minutes later, its one record naming 302, may
+    have rung 301 after 301's record of the first: 301 is held, with the later call."""
+    ingest(store, tmp_path, *OLDER, sixteen(record(HARASSER, "600", "SIP/301-00000005", GROUP, "09:30")),
+           sixteen(record(HARASSER, "600", "SIP/302-00000006", GROUP, "09:40")))
+    held = held_from_the_customer(store, "301", AT, HARASSER, "2026-03-02T09:30:00Z")
+    assert held["call"]["hunt_unnamed"] == {"pilot": "600", "start": "2026-03-02T09:40:00Z",
+                                            "named": "302"}
+
+
 @pytest.mark.parametrize("data, disposition, seconds", [
     ("SIP/301,20", "NO ANSWER", 20),                                # one phone: it is named
     (GROUP, "BUSY", 0),                                             # every phone busy: none rang

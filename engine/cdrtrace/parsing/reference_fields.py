@@ -472,7 +472,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         row["_dial"] = devices
     # an Asterisk Queue rang its members, whom up to 11 the caller's one record does not
     # name but the one that answered, however it ended: its pilot is the number dialled
-    elif (incoming and d["c_app"] >= 0 and col("app").lower() == b"queue"
+    # (not a record naming a phone that never rang: 12+ writes one per member tried)
+    elif (incoming and d["c_app"] >= 0 and col("app").lower() == b"queue" and (received or not rang)
           and (end - start >= min_ring_us or end < start)):
         row["_queue"] = dialled
     return 0, 0, row

@@ -25,6 +25,7 @@ calls of with no members listed (8 bytes each, ascending, at most MAX_UNLISTED),
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -111,14 +112,17 @@ def _start(us: int) -> bytes:
 
 
 def rang_unnamed(txn: Any, db: Any, meta_db: Any, feeds: set[int], line: int, after_us: int,
-                 call_id: int, before_us: int) -> dict | None:
+                 call_id: int, before_us: int,
+                 same_call: Callable[[int, int], bool] | None = None) -> dict | None:
     """The first call through a hunt pilot, of one of feeds, that began from after_us on
     and before before_us, is not the call call_id, and may have rung line without naming
     it (its pilot's members are not configured, or list the line; a member it names has
     the call in its line's index): its pilot, start and the number its record names
     beyond the pilot (None: none) as the CIC reads them; where a purge removed the calls
     after after_us (TRIMMED), when it removed them to; None if there is none. txn: the
-    index's (index.native_txn)."""
+    index's (index.native_txn). same_call(named, the note's call id): whether a call that
+    began at after_us is the call call_id itself, written in another record (an Asterisk
+    12+ record per phone dialled, in a file with no uniqueid: each its own id)."""
     if db is None or not (feeds := feeds.intersection(noted_feeds(txn, meta_db))):
         return None
     held = txn.get(TRIMMED, db=meta_db)
@@ -132,8 +136,10 @@ def rang_unnamed(txn: Any, db: Any, meta_db: Any, feeds: set[int], line: int, af
             value = txn.get(key, db=db)
             head = np.frombuffer(value, _HEAD, 1)[0]
             members = np.frombuffer(value, "<u8", offset=_HEAD.itemsize)
-            if (int.from_bytes(key[10:18], "big") != call_id
-                    and (not len(members) or (members == line).any())):
+            note_id = int.from_bytes(key[10:18], "big")
+            if (note_id != call_id and (not len(members) or (members == line).any())
+                    and not (same_call is not None and int.from_bytes(key[2:10], "big") == after_us
+                             and same_call(int(head["named"]), note_id))):
                 return {"pilot": numbers.format_number(int(head["pilot"])),
                         "start": timezones.format_utc(int.from_bytes(key[2:10], "big")),
                         "named": numbers.format_number(int(head["named"])) or None}
