@@ -280,3 +280,36 @@ def test_a_live_cucm_feed_notes_its_hunt_calls_and_their_configured_members(stor
     following.follow(store, path, feed=feed, options=options)
     held_from_the_customer(store, "3001", AT, INNOCENT, "2026-03-02T14:00:00Z")
     assert store.trace("3003", at=AT).outcome.value == "success"
+
+
+def test_calls_dialled_to_a_listed_pilot_are_noted_as_through_it():
+    """store.hunts.dialled_to_listed against the rule: a call dialled to a listed pilot
+    that may have rung (received, however it ended: a record that logs alerting shows a
+    busy one rang; or answered, unanswered, unknown, late), not one that ended at once
+    busy, failed or refused, nor one dialled elsewhere, nor one the parser noted."""
+    from cdrtrace.store import hunts
+
+    D = formats.Disposition
+    pilot, other = numbers.normalize(b"2000", 1), numbers.normalize(b"3001", 1)
+    rows = [  # called, received, disposition, call id
+        (pilot, True, D.BUSY, 1),           # it rang, then the member was busy: noted
+        (pilot, False, D.ANSWERED, 2),      # voicemail answered, no phone named: noted
+        (pilot, False, D.LATE_FAILURE, 3),  # noted
+        (pilot, False, D.BUSY, 4),          # busy at once
+        (pilot, False, D.REJECTED, 5),
+        (other, True, D.ANSWERED, 6),       # not a pilot
+        (pilot, True, D.NO_ANSWER, 7),      # the parser noted it
+    ]
+    columns = {"called": np.array([r[0] for r in rows], np.uint64),
+               "received": np.array([r[1] for r in rows]),
+               "disposition": np.array([r[2] for r in rows], np.uint8),
+               "call_id": np.array([r[3] for r in rows], np.uint64),
+               "start_us": np.arange(len(rows), dtype=np.int64) * 1_000_000,
+               "final": np.full(len(rows), other, np.uint64)}
+    noted = np.zeros(1, formats.HUNT_DTYPE)
+    noted["call_id"] = 7
+    calls = hunts.dialled_to_listed(columns, {pilot: (other,)}, noted)
+    assert calls["call_id"].tolist() == [1, 2, 3]
+    assert calls["pilot"].tolist() == [pilot] * 3 and calls["named"].tolist() == [other] * 3
+    assert calls["start_us"].tolist() == [0, 1_000_000, 2_000_000]
+    assert calls["members"].tolist() == [0, 0, 0]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import cdrtrace
+from cdrtrace.config import Feed
 from cdrtrace.parsing import formats, numbers
 from cdrtrace.parsing.parsers import get_format, make_parser
 from cdrtrace.parsing.reference import CdrParser as Reference
@@ -173,6 +174,55 @@ def test_a_dial_that_names_no_other_phone_of_a_line_holds_none(store, tmp_path, 
     ingest(store, tmp_path, *OLDER, record(HARASSER, "600", "SIP/302-00000005", data, "09:30",
                                            disposition=disposition, seconds=seconds))
     assert traced(store, "301") == ("success", "+17205550100")
+    assert traced(store, "303") == ("success", "+17205550100")
+
+
+def ingest_fed(store, tmp_path, *rows: str, groups=(("600", ("301", "302", "303")),)):
+    """As ingest, through a feed whose cdrtrace.toml lists group 600's members."""
+    path = tmp_path / "Master.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return cdrtrace.ingest(store, [str(path)], feed=Feed("pbx", get_format("asterisk"),
+                                                         hunt_groups=groups))
+
+
+def test_a_call_to_a_listed_group_holds_its_members_whatever_its_record_names(store, tmp_path):
+    """`exten => 600,1,Dial(SIP/301,15)`, then `Dial(SIP/302,15)`, then `VoiceMail(600)`:
+    Asterisk up to 11 writes one record, naming 302 (the last Dial's dstchannel) and
+    VoiceMail, its lastdata no longer the Dials'. 301 rang first. The feed lists 600's
+    members: 301 and 303 are held, 302 names the call."""
+    ingest_fed(store, tmp_path, *OLDER,
+               record(HARASSER, "600", "SIP/302-00000005", "600@default,u", "09:30", answered=True,
+                      app="VoiceMail"))
+    assert traced(store, "302") == ("success", "+17205550199")
+    held = held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
+    assert held["call"]["hunt_unnamed"] == {"pilot": "600", "start": "2026-03-02T09:30:00Z",
+                                            "named": "302"}
+    held_from_the_customer(store, "303", AT, INNOCENT, "2026-03-02T09:10:00Z")
+
+
+@pytest.mark.parametrize("disposition, seconds, held", [
+    ("ANSWERED", 40, True),      # voicemail answered after the queue timed out
+    ("NO ANSWER", 40, True),     # cdr.conf's unanswered = yes
+    ("BUSY", 0, False),          # every member busy at once: none rang
+    ("FAILED", 0, False),
+], ids=["voicemail", "no-answer", "busy-at-once", "failed-at-once"])
+def test_a_call_to_a_listed_group_that_names_no_phone(store, tmp_path, disposition, seconds, held):
+    """`Queue(support)` in 600, then `VoiceMail(600)` when it timed out: the record names
+    no phone (dstchannel empty) and no Queue (lastapp VoiceMail)."""
+    ingest_fed(store, tmp_path, *OLDER,
+               record(HARASSER, "600", "", "600@default,u", "09:30", answered=disposition == "ANSWERED",
+                      disposition=disposition, seconds=seconds, app="VoiceMail"))
+    if held:
+        held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
+    else:
+        assert traced(store, "301") == ("success", "+17205550100")
+
+
+def test_a_dial_names_its_members_over_the_listed_ones(store, tmp_path):
+    """The record's own Dial names 301 and 302 of the listed 301-303: 303 did not ring."""
+    ingest_fed(store, tmp_path, *OLDER,
+               record(HARASSER, "600", "SIP/302-00000005", "SIP/301&SIP/302,20", "09:30"))
+    held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
     assert traced(store, "303") == ("success", "+17205550100")
 
 

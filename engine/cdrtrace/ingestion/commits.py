@@ -71,6 +71,8 @@ class Pending:
             self.activations.append((source, taken))
         if len(hunted := parser.take_hunts()):
             self.hunts.append((hunted, parser.take_hunt_members()))
+        if self.hunt_groups and len(listed := hunts.dialled_to_listed(columns, self.hunt_groups, hunted)):
+            self.hunts.append((listed, None))
         if len(columns["start_us"]):
             self.last_end = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:

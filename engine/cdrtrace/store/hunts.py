@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..parsing import numbers, timezones
+from ..parsing.formats import HUNT_DTYPE, Disposition
 from . import feedlists
 
 HUNT_FEEDS, TRIMMED, UNLISTED = b"hunt_feeds", b"hunts_trimmed", b"hunt_unlisted/"
@@ -63,6 +64,34 @@ def items(feed: int, hunts: np.ndarray, groups: dict[int, tuple[int, ...]],
         n, end = int(hunts["members"][i]), int(ends[i])
         values[i] += own[end - 8 * n:end] if n else members[int(hunts["pilot"][i])]
     return list(zip([kb[i:i + ks] for i in range(0, len(kb), ks)], values, strict=True))
+
+
+# how a call that may have rung a pilot's members ended, where its own line did not ring
+# (a Queue or Dial that went on to voicemail; a call the switch's record names no phone of)
+_MAY_RING = np.array([Disposition.ANSWERED, Disposition.NO_ANSWER, Disposition.CANCELLED,
+                      Disposition.UNKNOWN, Disposition.ANSWERED_ELSEWHERE,
+                      Disposition.LATE_REFUSAL, Disposition.LATE_FAILURE], np.uint8)
+
+
+def dialled_to_listed(columns: dict, groups: dict[int, tuple[int, ...]],
+                      noted: np.ndarray) -> np.ndarray:
+    """The calls of a parsed chunk (its columns) dialled to a pilot the feed lists members
+    for (groups), as calls through it (HUNT_DTYPE): whatever the record says of the phones
+    it rang (Asterisk's one record of Dials made in turn, or of a Queue the dialplan left
+    for voicemail, names the last phone at most), they may have rung its members. Not one
+    that ended at once busy, failed or refused (no member rang), nor a call the parser
+    noted (noted: its own notes, whose members the record may name)."""
+    pilots = np.fromiter(groups, np.uint64, len(groups))
+    mask = np.isin(columns["called"], pilots) & (
+        columns["received"] | np.isin(columns["disposition"], _MAY_RING))
+    if len(noted):
+        mask &= ~np.isin(columns["call_id"], noted["call_id"])
+    at = np.flatnonzero(mask)
+    calls = np.zeros(len(at), HUNT_DTYPE)
+    for name, column in (("start_us", "start_us"), ("call_id", "call_id"), ("pilot", "called"),
+                         ("named", "final")):
+        calls[name] = columns[column][at]
+    return calls
 
 
 def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
