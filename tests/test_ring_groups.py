@@ -218,6 +218,17 @@ def test_a_call_to_a_listed_group_that_names_no_phone(store, tmp_path, dispositi
         assert traced(store, "301") == ("success", "+17205550100")
 
 
+def test_a_rejected_record_of_a_call_to_a_listed_group_holds_its_members(store, tmp_path):
+    """The queue-then-voicemail call's record cannot be read (its answer time is no
+    time): it was still dialled to 600, whose members the feed lists."""
+    summary = ingest_fed(store, tmp_path, *OLDER, rejected(
+        record(HARASSER, "600", "", "600@default,u", "09:30", app="VoiceMail")))
+    assert (summary.records, summary.rejected) == (4, 1)
+    held = held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
+    assert held["call"]["hunt_unnamed"] == {"pilot": "600", "start": "2026-03-02T09:30:00Z",
+                                            "named": None}
+
+
 def test_a_dial_names_its_members_over_the_listed_ones(store, tmp_path):
     """The record's own Dial names 301 and 302 of the listed 301-303: 303 did not ring."""
     ingest_fed(store, tmp_path, *OLDER,

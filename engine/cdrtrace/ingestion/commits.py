@@ -85,6 +85,9 @@ class Pending:
         self.unreadable += lost.log
         if len(lost.hunts):
             self.hunts.append((lost.hunts, lost.members))
+        if self.hunt_groups and lost.batch is not None and len(
+                listed := hunts.dialled_to_listed(lost.batch.columns, self.hunt_groups, lost.hunts)):
+            self.hunts.append((listed, None))
         return bad
 
     def room_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:
