@@ -120,6 +120,18 @@ def show_freeswitch_legs(store, tmp_path, **kwargs) -> None:
     cdrtrace.ingest(store, [str(path)], fmt="freeswitch", **kwargs)
 
 
+@pytest.fixture(params=["native", "reference"])
+def store_either(request, tmp_path):
+    """A store whose traces are made as the service makes them (in C where it can, which
+    leaves those a hunt note holds to its reference), or by the reference alone (py-lmdb's
+    own calls)."""
+    s = cdrtrace.open(tmp_path / "store", create=True)
+    if request.param == "reference":
+        s._tracer.native = False
+    yield s
+    s.close()
+
+
 @pytest.fixture
 def store(tmp_path):
     s = cdrtrace.open(tmp_path / "store", create=True)

@@ -66,15 +66,9 @@ def ingest(store, tmp_path, *rows: dict, feed: Feed | None = None) -> None:
                     fmt=None if feed else "cucm", feed=feed)
 
 
-@pytest.fixture(params=["native", "reference"])
-def store(request, tmp_path):
-    """A store whose traces are made as the service makes them (in C where it can, which
-    leaves these to its reference), or by the reference alone (py-lmdb's own calls)."""
-    s = cdrtrace.open(tmp_path / "store", create=True)
-    if request.param == "reference":
-        s._tracer.native = False
-    yield s
-    s.close()
+@pytest.fixture
+def store(store_either):
+    return store_either     # native and reference tracers (conftest)
 
 
 ANSWERED_PILOT_NAMED = dict(final="2000", hunt_pilot="2000", pattern="7")

@@ -40,13 +40,9 @@ def queue_call(dst: str = "600", dstchannel: str = "", *, disposition: str | Non
                   disposition=disposition, seconds=seconds, uniqueid=uniqueid, app="Queue")
 
 
-@pytest.fixture(params=["native", "reference"])
-def store(request, tmp_path):
-    s = cdrtrace.open(tmp_path / "store", create=True)
-    if request.param == "reference":
-        s._tracer.native = False
-    yield s
-    s.close()
+@pytest.fixture
+def store(store_either):
+    return store_either     # native and reference tracers (conftest)
 
 
 def ingest(store, tmp_path, *rows: str, feed: Feed | None = None, name: str = "Master.csv"):

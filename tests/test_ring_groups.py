@@ -48,13 +48,9 @@ OLDER = [record(INNOCENT, "301", "SIP/301-00000001", "SIP/301,20", "09:00", answ
 GROUP = "SIP/301&SIP/302&SIP/303,20,tT"
 
 
-@pytest.fixture(params=["native", "reference"])
-def store(request, tmp_path):
-    s = cdrtrace.open(tmp_path / "store", create=True)
-    if request.param == "reference":
-        s._tracer.native = False
-    yield s
-    s.close()
+@pytest.fixture
+def store(store_either):
+    return store_either     # native and reference tracers (conftest)
 
 
 def ingest(store, tmp_path, *rows: str):
