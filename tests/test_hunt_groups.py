@@ -307,3 +307,49 @@ def test_calls_dialled_to_a_listed_pilot_are_noted_as_through_it():
     assert calls["pilot"].tolist() == [pilot] * 3 and calls["named"].tolist() == [other] * 3
     assert calls["start_us"].tolist() == [0, 1_000_000, 2_000_000]
     assert calls["members"].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("name, groups", [
+    ("asterisk", True), ("asterisk-custom", True), ("cucm", True), ("freeswitch", False),
+    ("broadworks", False), ("kamailio", False), ("kamailio-acc", False), ("kamailio-dbtext", False)])
+def test_which_formats_write_one_record_of_a_group_call(name, groups):
+    """Cisco UCM (a hunt pilot's call) and Asterisk (a Dial to several phones, Dials in
+    turn, a Queue) may write one record naming at most one phone rung; FreeSWITCH writes
+    a B leg per phone, Kamailio a row per branch's transaction, BroadWorks a record per
+    user alerted. A dialect that reads CUCM's pattern usage alone notes calls too."""
+    import dataclasses
+
+    assert get_format(name).groups_in_one_record() is groups
+    cucm = get_format("cucm")
+    pattern_only = {role: column for role, column in cucm.roles.items() if role != "hunt"}
+    assert dataclasses.replace(cucm, roles=pattern_only).groups_in_one_record()
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["batch", "live"])
+def test_a_freeswitch_feeds_listed_group_holds_nothing(tmp_path, live):
+    """A FreeSWITCH feed whose cdrtrace.toml lists ring group 2000 (2001, 2002): its
+    records name each phone rung (a B leg each), so the 09:30 call to 2000, whose one B
+    leg rang 2001, did not ring 2002, whose trace names its own last call."""
+    from conftest import FS_TWO_LEGS
+
+    feed = Feed("fs", get_format("freeswitch"), hunt_groups=(("2000", ("2001", "2002")),))
+    rows = (b'"Pat","7205550100","2002","public","2026-03-02 09:00:00","2026-03-02 09:00:05",'
+            b'"2026-03-02 09:02:00","120","115","NORMAL_CLEARING","inno-a","","","PCMU","PCMU"\n'
+            b'"Sam","7205550199","2000","public","2026-03-02 09:30:00","2026-03-02 09:30:06",'
+            b'"2026-03-02 09:31:00","60","54","NORMAL_CLEARING","grp-a","grp-b","","PCMU","PCMU"\n'
+            b'"Sam","7205550199","2001","default","2026-03-02 09:30:01","2026-03-02 09:30:06",'
+            b'"2026-03-02 09:31:00","59","54","NORMAL_CLEARING","grp-b","","","PCMU","PCMU"\n')
+    path = tmp_path / "Master.csv"
+    path.write_bytes(FS_TWO_LEGS + rows)
+    with cdrtrace.open(tmp_path / "store", create=True) as s:
+        if live:
+            from cdrtrace.ingestion import following
+            from cdrtrace.ingestion.live import StreamOptions
+            following.follow(s, str(path), feed=feed, options=StreamOptions(
+                batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2))
+        else:
+            cdrtrace.ingest(s, [str(path)], feed=feed)
+        assert s.trace("2001", at=AT).outcome.value == "success"
+        result = s.trace("2002", at=AT)
+        assert result.outcome.value == "success", s.trace_records("2002", analyst="cic")
+        assert s.trace_records("2002", analyst="cic")[-1]["call"]["calling"] == "+17205550100"

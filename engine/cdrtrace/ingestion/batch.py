@@ -288,7 +288,7 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
                        checkpoint=checkpoint, zone=s.zone, confirm=known_identity.confirm,
                        local=form.time_kind == TIME_LOCAL,
                        omits_unconnected=form.unconnected_shown_by(header),
-                       hunt_groups=s.hunt_groups)
+                       hunt_groups=s.hunt_groups if form.groups_in_one_record() else {})
         if archiver is not None:
             archiver.close()
         if not resume:

@@ -114,7 +114,7 @@ class LiveFeed:
         self.checkpoint: Any = None   # checkpoint(txn, offset, record): the source's position
         self.pending = Pending(store)
         self.pending.feed = feed_id
-        self.pending.hunt_groups = settings.hunt_groups
+        self.pending.hunt_groups = settings.hunt_groups if self.form.groups_in_one_record() else {}
         self.pending.zone = self.zone
         self.pending.local_zone = self.zone if self.form.time_kind == TIME_LOCAL else None
         # the call archive: archive=False turns it off (a source that cannot archive)

@@ -213,6 +213,14 @@ class Format:
     dispositions: dict = dataclasses.field(default_factory=dict)   # value -> Disposition
     presentations: dict = dataclasses.field(default_factory=dict)  # value -> Presentation
 
+    def groups_in_one_record(self) -> bool:
+        """Whether one record of its switch may stand for a call that rang several phones,
+        naming at most one (a Cisco UCM hunt pilot's call; an Asterisk Dial to several
+        phones, Dials made in turn, a Queue): it reads what shows that (`hunt`, `pattern`
+        or `app`), and its feed's hunt_groups apply (store.hunts). A switch that writes a
+        record per phone rung (FreeSWITCH's B legs, Kamailio's branches) has none."""
+        return any(role in self.roles for role in ("hunt", "pattern", "app"))
+
     def unconnected_shown_by(self, header: list[str] | None = None) -> str | None:
         """Whether its switch may write no record of a call that rang a line, and which
         records show it does (store.lookup.unconnected_proof): UNLOGGED_CLEARED for Cisco
