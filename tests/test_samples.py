@@ -421,6 +421,28 @@ def test_real_asterisk_11_queue(tmp_path):
         "success", "2013-03-12T09:00:00Z", "+390551234567", True)
 
 
+def test_real_asterisk_13_ring_group_without_uniqueid(tmp_path):
+    """A small PJSIP office on Asterisk 13 (Spain, callers written nationally), cdr_csv
+    as shipped: 16 columns, no uniqueid. Its ring group 600, Dial(PJSIP/101&PJSIP/102&
+    PJSIP/103,20), writes a record per phone dialled, each an id of its own. Before this
+    rule each phone's record held the others': even 102, which answered the caller at
+    10:00, could not trace the call (untraceable)."""
+    store, summary = real_store(tmp_path, "asterisk-13-ring-group-es.csv", "auto",
+                                zone="Europe/Madrid", country_code=34)
+    assert (summary.records, summary.rejected) == (10, 0)
+    at = "2024-05-14T{}:00+02:00".format
+    # 10:00 the group rang 101, 102 and 103 together; 102 answered
+    assert traced(store, "102", at("10:10")) == (
+        "success", "2024-05-14T08:00:00Z", "+34698765432", True)
+    for line in ("101", "103"):
+        assert traced(store, line, at("10:10")) == (
+            "success", "2024-05-14T08:00:00Z", "+34698765432", False)
+    # 10:30 the same caller again, nobody answered: each phone's second traced call
+    assert traced(store, "101", at("10:40")) == (
+        "success", "2024-05-14T08:30:00Z", "+34698765432", False)
+    assert {p.label: p.traced_calls for p in store.status("101").progress} == {"Caller A": 2}
+
+
 def test_real_freeswitch_ring_timeouts(tmp_path):
     """A PBX's phones behind DIDs, both legs logged: a phone that gave up on a ringing
     call answered it `408 Request Timeout` (RECOVERY_ON_TIMER_EXPIRE, which PBX software's
