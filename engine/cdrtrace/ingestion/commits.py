@@ -69,10 +69,7 @@ class Pending:
         taken = parser.take_activations()
         if taken:
             self.activations.append((source, taken))
-        if len(hunted := parser.take_hunts()):
-            self.hunts.append((hunted, parser.take_hunt_members()))
-        if self.hunt_groups and len(listed := hunts.dialled_to_listed(columns, self.hunt_groups, hunted)):
-            self.hunts.append((listed, None))
+        self._note_hunts(parser.take_hunts(), parser.take_hunt_members(), columns)
         if len(columns["start_us"]):
             self.last_end = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
@@ -83,12 +80,18 @@ class Pending:
             lines, _ = index.entries_for_batch(lost.batch, source, served, into=self.room_for)
             self.lost_pairs += len(lines)
         self.unreadable += lost.log
-        if len(lost.hunts):
-            self.hunts.append((lost.hunts, lost.members))
-        if self.hunt_groups and lost.batch is not None and len(
-                listed := hunts.dialled_to_listed(lost.batch.columns, self.hunt_groups, lost.hunts)):
-            self.hunts.append((listed, None))
+        self._note_hunts(lost.hunts, lost.members, None if lost.batch is None else lost.batch.columns)
         return bad
+
+    def _note_hunts(self, noted, members, columns) -> None:
+        """Calls through a hunt pilot: the parser's (or salvage's) notes with the members
+        their records name, and the calls of columns dialled to a pilot the feed lists
+        that it did not note (store.hunts.dialled_to_listed)."""
+        if len(noted):
+            self.hunts.append((noted, members))
+        if self.hunt_groups and columns is not None and len(
+                listed := hunts.dialled_to_listed(columns, self.hunt_groups, noted)):
+            self.hunts.append((listed, None))
 
     def room_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Arrays for the next n pairs (lines, entries), pending from now on: the caller

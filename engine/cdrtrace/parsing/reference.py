@@ -189,9 +189,10 @@ class CdrParser:
             pilot = called
         members: tuple[int, ...] = ()
         for c in (_candidates(d["c_app"], n, d["max_cols"]) if pilot == 0 else [])[:1]:
-            if tokens[c].lower() == b"queue":
+            app = tokens[c].lower()
+            if app == b"queue":
                 pilot = called     # its dialled line, else the member that answered
-            elif tokens[c].lower() == b"dial":
+            elif app == b"dial":
                 for c2 in _candidates(d["c_data"], n, d["max_cols"])[:1]:
                     members = dial_members(dial_devices(tokens[c2]), cc)
         if len(members) < 2:
