@@ -14,7 +14,8 @@ import zstandard
 from test_formats import projection, write
 
 import cdrtrace
-from cdrtrace import synth, testing
+from cdrtrace import config, synth, testing
+from cdrtrace.errors import FormatError
 from cdrtrace.parsing.parsers import detect_format
 
 COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
@@ -106,6 +107,45 @@ def test_auto_detects_every_format(tmp_path, day, fmt):
     write(columns, fmt, path, zone="UTC")
     assert detect_format(path.read_bytes()[:65536]) == fmt
     summary = cdrtrace.ingest(fresh(tmp_path), [str(path)], fmt="auto", zone="UTC")
+    assert summary.rejected == 0 and summary.records == len(columns["line"])
+
+
+@pytest.mark.parametrize("named, fmt", [("asterisk", "freeswitch"), ("asterisk", "cucm"),
+                                         ("asterisk", "asterisk-custom"), ("cucm", "broadworks"),
+                                         ("freeswitch", "asterisk")])
+def test_a_file_of_another_format_than_the_one_named_is_refused_whole(tmp_path, day, named, fmt):
+    """Read as the format named (a feed's, or the default asterisk), every record of
+    another format's file would be rejected, and the columns of each taken for a line and
+    a time to hold (the rejects fail closed): the file is refused before a record is read,
+    its format named; the other sources of the run are ingested."""
+    columns, plain = day
+    path = tmp_path / f"cdr.{fmt}"
+    write(columns, fmt, path, zone="UTC")
+    s = fresh(tmp_path)
+    with pytest.raises(FormatError, match=f"begins as {fmt} files do, not as {named} ones: "
+                                          f"name its format \\(--format {fmt}, or auto\\)"):
+        cdrtrace.ingest(s, [str(path)], fmt=named, zone="UTC", rejects_path=tmp_path / "r")
+    assert s.stats()["index"]["lines"] == 0 and not (tmp_path / "r").exists()
+    summary = cdrtrace.ingest(s, [str(path), str(plain)], fmt="asterisk", zone="UTC",
+                              keep_going=True) if named == "asterisk" else None
+    if summary is not None:
+        assert [f["source"] for f in summary.failed] == [str(path)]
+        assert summary.records == len(columns["line"]) and summary.rejected == 0
+    assert cdrtrace.ingest(s, [str(path)], fmt="auto", zone="UTC").rejected == 0
+
+
+def test_a_configured_dialect_is_read_as_configured_though_its_file_begins_as_a_format_does(
+        tmp_path, day):
+    """A dialect of FreeSWITCH's own 15 columns that reads a record with no end time:
+    its files begin as FreeSWITCH's do, and are the operator's to name."""
+    columns, _ = day
+    path = tmp_path / "Master.csv"
+    write(columns, "freeswitch", path, zone="UTC")
+    (tmp_path / "cdrtrace.toml").write_text(
+        '[dialects.fs-site]\nbase = "freeswitch"\nend_required = false\n')
+    form = config.load(str(tmp_path / "cdrtrace.toml")).format("fs-site")
+    assert detect_format(path.read_bytes()[:65536]) == "freeswitch" != form.name
+    summary = cdrtrace.ingest(fresh(tmp_path), [str(path)], fmt=form, zone="UTC")
     assert summary.rejected == 0 and summary.records == len(columns["line"])
 
 

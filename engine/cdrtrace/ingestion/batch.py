@@ -17,6 +17,7 @@ from ..errors import ConfigError, FormatError, ParseError, SourceError
 from ..parsing.formats import TIME_LOCAL, CallBatch, Format
 from ..parsing.parsers import (
     MAX_HEADER,
+    check_named_format,
     detect_format,
     get_format,
     make_parser,
@@ -243,6 +244,8 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
                 get_format(detect_format(first, name) if fmt == "auto" else fmt))
         if rendered and not form.typed_header:
             form = get_format("kamailio-dbtext")     # what the table became
+        elif fmt != "auto":
+            check_named_format(form, first, name)    # not another format's file
         header, skip = read_header(form, first, name)
         reader.consume(skip)
         # an interrupted earlier run of this content resumes where it committed;

@@ -101,6 +101,21 @@ def detect_format(head: bytes, source: str = "source") -> str:
                       f"{', '.join(FORMATS)} (name it with --format)")
 
 
+def check_named_format(form: Format, head: bytes, source: str = "source") -> None:
+    """FormatError where a source read as a built-in format begins as another one does,
+    beyond doubt (detect_format names that one alone): read as named, every record would
+    be rejected, and what its columns seemed to hold taken for lines and times."""
+    if FORMATS.get(form.name) is not form:
+        return                  # a configured dialect: its layout is the operator's
+    try:
+        seen = detect_format(head, source)
+    except (FormatError, csv.Error):
+        return                  # no other format shows either: the records say what is wrong
+    if seen != form.name:
+        raise FormatError(f"{source} begins as {seen} files do, not as {form.name} ones: name "
+                          f"its format (--format {seen}, or auto) or a feed of that format")
+
+
 TYPED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\([a-z]+(,[a-z]+)*\)$")
 
 
