@@ -105,6 +105,39 @@ columns = ["caller_id_name", "caller_id_number", "destination_number", "context"
     assert cdrtrace.parsing.numbers.format_number(row["redirecting"]) == "+13035550177"
 
 
+def test_a_dialects_own_disposition_column_is_read_by_its_table_alone(tmp_path):
+    """FreeSWITCH's hangup causes read by the parser; a dialect that logs
+    `${sip_hangup_disposition}` and names it the disposition column reads it by its
+    table. A table on the base's own column would replace the parser's reading of the
+    causes, and is refused (test_config_errors_say_where)."""
+    text = """
+[dialects.fs-sip]
+base = "freeswitch"
+columns = ["caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
+           "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid",
+           "bleg_uuid", "accountcode", "read_codec", "write_codec", "sip_hangup_disposition"]
+[dialects.fs-sip.fields]
+disposition = "sip_hangup_disposition"
+[dialects.fs-sip.dispositions]
+recv_bye = "answered"
+recv_cancel = "cancelled"
+send_refuse = "busy"
+"""
+    form = config.load(write(tmp_path, text)).format("fs-sip")
+    rows = [f'"Pat","7205550101","3035550110","public","2026-03-02 14:03:11",{answer},'
+            f'"2026-03-02 14:03:29","18","{billsec}","{cause}","u-{k}","","","PCMU","PCMU",'
+            f'"{value}"' for k, (answer, billsec, cause, value) in enumerate((
+                ('"2026-03-02 14:03:13"', 16, "NORMAL_CLEARING", "recv_bye"),
+                ('""', 0, "NORMAL_CLEARING", "recv_cancel"),
+                ('""', 0, "USER_BUSY", "send_refuse"),
+                ('""', 0, "ORIGINATOR_CANCEL", "send_bye")))]
+    got, bad = parse_all(("\n".join(rows) + "\n").encode(), parser=parsers.make_parser(form))
+    assert [row["disposition"] for row in got] == [
+        Disposition.ANSWERED, Disposition.CANCELLED, Disposition.LATE_REFUSAL]
+    assert [(record, reason) for record, _, reason, _ in bad] == [
+        (4, "unknown disposition in column 16")]    # not in the table: the cause is not read
+
+
 FS_15 = ('"caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp", '
          '"answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", '
          '"bleg_uuid", "accountcode", "read_codec", "write_codec"')
@@ -320,6 +353,14 @@ def test_feeds_command_and_ingest_by_feed(tmp_path):
     ("[dialects.x]\nbase = 'asterisk'\n[dialects.x.dispositions]\nOK = 'fine'\n",
      "dialects.x.dispositions: 'OK' = 'fine': must be one of answered, no_answer"),
     ("[dialects.asterisk]\n", "dialects.asterisk: 'asterisk' is a built-in format"),
+    ("[dialects.x]\nbase = 'freeswitch'\n[dialects.x.dispositions]\nSITE_GAVE_UP = 'failed'\n",
+     "dialects.x.dispositions: freeswitch reads its dispositions itself, and a table would "
+     "replace that reading, not add to it"),
+    ("[dialects.x]\nbase = 'cucm'\n[dialects.x.dispositions]\n'41' = 'failed'\n",
+     "dialects.x.dispositions: cucm reads its dispositions itself"),
+    ("[dialects.x]\nbase = 'asterisk'\n[dialects.x.presentations]\nprivate = 'restricted'\n",
+     "dialects.x.presentations: asterisk reads its presentations itself, and a table would "
+     "replace that reading"),
     ("[dialects.x]\nbase = 'asterisk'\ndelimiter = ';;'\n", "dialects.x: delimiter must be one character"),
     ("not toml [", "is not valid TOML"),
     ("[feeds.a]\nhunt_groups = ['2000']\n", "feeds.a: hunt_groups must be a table of hunt pilots"),

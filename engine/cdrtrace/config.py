@@ -454,6 +454,14 @@ def _dialect(path, name: str, spec: dict) -> Format:
     if not dispositions and not base and "disposition" in roles:
         raise ConfigError(f"{path}: {where}: a disposition column needs a dispositions table")
     template = base or Format(name, roles, TIME_LOCAL, DK_VOCABULARY)
+    for role, table, own in (("disposition", dispositions, template.disp_kind != DK_VOCABULARY),
+                             ("presentation", presentations, template.pres_kind != PK_VOCABULARY)):
+        if table and base and own and roles.get(role) == base.roles.get(role):
+            raise ConfigError(
+                f"{path}: {where}.{role}s: {template.name} reads its {role}s itself, and a "
+                f"table would replace that reading, not add to it (every value it leaves out "
+                f"unread): give one only with a {role} column of the dialect's own "
+                f"(fields.{role}), naming each value that column holds")
     return dataclasses.replace(
         template, name=name, roles=roles,
         columns=None if header else tuple(columns or ()),
