@@ -18,7 +18,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_ring_groups import AT, HARASSER, INNOCENT, OLDER, record, rejected, sixteen, traced
 
 import cdrtrace
@@ -26,7 +29,7 @@ from cdrtrace.config import Feed
 from cdrtrace.parsing import numbers
 from cdrtrace.parsing.parsers import get_format, make_parser
 from cdrtrace.parsing.reference import CdrParser as Reference
-from conftest import held_from_the_customer
+from conftest import held_from_the_customer, parse_all
 
 ASTERISK = get_format("asterisk")
 
@@ -218,3 +221,39 @@ def test_a_record_of_a_member_that_never_rang_notes_nothing():
         noted = parser.take_hunts()
         assert [(int(r["pilot"]), int(r["named"])) for r in noted] == [
             (numbers.normalize(b"600", 1), 0)], parser
+
+
+GROUP_CALLS = ("\n".join([
+    *OLDER,
+    record(HARASSER, "600", "SIP/303-00000004", "SIP/301&SIP/302&SIP/303,20,tT", "09:30"),
+    record(HARASSER, "s", "PJSIP/302-00000005", "PJSIP/302&PJSIP/301&PJSIP/302,20", "09:31"),
+    record(HARASSER, "601", "SIP/301-00000006", "SIP/301& Local/302@from-internal,20", "09:32"),
+    record(HARASSER, "603", "", "SIP/301&SIP/303", "09:34", disposition="FAILED", seconds=0),
+    record(HARASSER, "606", "SIP/303-0000000a", "SIP/301&SIP/303|20|tT", "09:37", app="dial"),
+    queue_call(uniqueid="q.1"), queue_call(dstchannel="SIP/302-00000006", uniqueid="q.2"),
+    queue_call(dst="s", uniqueid="q.3").replace('"Queue"', '"QUEUE"'),
+    queue_call(seconds=1, uniqueid="q.4", answered=False),
+    queue_call(dstchannel="SIP/303-00000009", disposition="BUSY", answered=False, seconds=0,
+               uniqueid="q.8")]) + "\n").encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, len(GROUP_CALLS) - 1), st.sampled_from(
+           [b'"', b",", b"\n", b"\r", b"\x00", b"", b"9", b"&", b"/", b"Local/", b"Queue",
+            b"SIP/3", b"SIP/-", b" ", b"|", b"\xe9", b'""']), st.integers(0, 3)), max_size=6),
+       chunk=st.integers(1, 3000), min_ring=st.sampled_from([0, 2]))
+def test_the_notes_are_read_alike_by_the_native_parser_and_its_reference_whatever_the_bytes(
+        edits, chunk, min_ring):
+    """Group calls and queue calls, their bytes mutated, fed to the native parser in
+    chunks and to the reference whole: the same records, rejects and notes."""
+    data = bytearray(GROUP_CALLS)
+    for pos, insert, delete in edits:
+        pos = min(pos, len(data))
+        data[pos:pos + delete] = insert
+    data = bytes(data)
+    native = make_parser(ASTERISK, min_ring_seconds=min_ring)
+    reference = Reference(ASTERISK.dialect(None), min_ring_seconds=min_ring)
+    got = parse_all(data, parser=native, chunks=[chunk] * (len(data) // chunk + 2))
+    assert got == parse_all(data, parser=reference)
+    assert np.array_equal(native.take_hunts(), reference.take_hunts())
+    assert np.array_equal(native.take_hunt_members(), reference.take_hunt_members())
