@@ -1202,6 +1202,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     if d.c_duration >= 0 and parse_uint(col(f, nf, d.c_duration), &v) != 0:
         bad_column[0] = d.c_duration + 1
         return ERR_DURATION
+    if d.c_end < 0 and d.c_duration >= 0:
+        end_ = start + v * 1000000    # no end column (Asterisk's database table): duration
     if d.c_billsec >= 0 and parse_uint(col(f, nf, d.c_billsec), &v) != 0:
         bad_column[0] = d.c_billsec + 1
         return ERR_DURATION

@@ -138,6 +138,58 @@ send_refuse = "busy"
         (4, "unknown disposition in column 16")]    # not in the table: the cause is not read
 
 
+DB_EXPORT = """
+[dialects.asterisk-db]
+base = "asterisk"
+header = true
+[dialects.asterisk-db.fields]
+start = "calldate"
+"""
+
+
+def test_a_dialect_without_an_end_column_ends_each_call_its_duration_after_its_start(tmp_path):
+    """Asterisk's database table (cdr_mysql, cdr_adaptive_odbc), exported with its column
+    names: `calldate` is the start, and no column holds the answer or the end, only
+    `duration` (end - start). A user who refused the 10:00 call with the phone's reject
+    key, 6 s after it began, is logged BUSY: that call may have rung (a late refusal), so
+    a trace of 200 is untraceable, never a success against the 09:00 caller. Read with
+    the end at the start, the refusal looked immediate (never rang) and the older caller
+    was named."""
+    form = config.load(write(tmp_path, DB_EXPORT)).format("asterisk-db")
+    head = ('"calldate","clid","src","dst","dcontext","channel","dstchannel","lastapp",'
+            '"lastdata","duration","billsec","disposition","amaflags","accountcode",'
+            '"uniqueid","userfield"')
+    rows = [f'"2026-03-02 {start}","""Caller"" <{caller}>","{caller}","200","from-pstn",'
+            f'"PJSIP/trunk-0000000{k}","PJSIP/200-0000000{k}","Dial","PJSIP/200,20","{seconds}",'
+            f'"{billsec}","{disposition}","3","","1772442000.{k}",""'
+            for k, (start, caller, seconds, billsec, disposition) in enumerate((
+                ("09:00:00", "7205550100", 60, 50, "ANSWERED"),
+                ("10:00:00", "7205550199", 6, 0, "BUSY"),
+                ("10:10:00", "7205550199", 0, 0, "BUSY")))]
+    data = ("\n".join([head, *rows]) + "\n").encode()
+    header, skip = parsers.read_header(form, data)
+    got = []
+    for parser in (parsers.make_parser(form, header=header),
+                   twin.CdrParser(form.dialect(header), "UTC")):
+        (answered, refused, busy), bad = parse_all(data[skip:], parser=parser)
+        assert bad == []
+        got.append([(row["end_us"] - row["start_us"]) // 1_000_000
+                    for row in (answered, refused, busy)])
+        assert refused["disposition"] == Disposition.LATE_REFUSAL and refused["received"]
+        assert busy["disposition"] == Disposition.BUSY and not busy["received"]
+    assert got == [[60, 6, 0]] * 2
+    path = tmp_path / "cdr-export.csv"
+    path.write_bytes(data)
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    cdrtrace.ingest(store, [str(path)], fmt=form, zone="UTC")
+    result = store.trace("200", at="2026-03-02T10:20:00Z")
+    assert (result.outcome.value, result.call_time) == ("untraceable", "2026-03-02T10:00:00Z")
+    assert "7205550100" not in repr(result) and "7205550199" not in repr(result)
+    (record,) = store.trace_records("200", analyst="cic")
+    assert (record["call"]["start"], record["call"]["disposition"]) == (
+        "2026-03-02T10:00:00Z", "late_refusal")
+
+
 FS_15 = ('"caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp", '
          '"answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", '
          '"bleg_uuid", "accountcode", "read_codec", "write_codec"')

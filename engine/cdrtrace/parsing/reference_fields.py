@@ -301,6 +301,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     for name in ("duration", "billsec"):
         if d[f"c_{name}"] >= 0 and _uint(col(name)) is None:
             return ERR_DURATION, d[f"c_{name}"] + 1, None
+    if d["c_end"] < 0 and d["c_duration"] >= 0:
+        end = start + int(col("duration")) * 1_000_000   # no end column: end - start
     causes = {}
     for name in ("dest_cause", "orig_cause"):
         causes[name] = 0
