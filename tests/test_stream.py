@@ -111,6 +111,23 @@ def test_a_first_follower_says_which_rotated_files_it_will_not_read(store, tmp_p
     assert not [r for r in caplog.records if "first start" in r.getMessage()]
 
 
+def test_a_followed_file_of_another_format_than_the_feeds_is_refused(store, tmp_path):
+    """As a batch ingest: a file that begins as FreeSWITCH's do, followed as the default
+    asterisk, is refused before a record is read (every record would be rejected), with
+    its format named; nothing of it is registered or indexed."""
+    from cdrtrace.errors import FormatError
+    from conftest import FS_TWO_LEGS
+
+    path = tmp_path / "Master.csv"
+    path.write_bytes(FS_TWO_LEGS)
+    options = StreamOptions(batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2)
+    with pytest.raises(FormatError, match="begins as freeswitch files do, not as asterisk ones"):
+        following.follow(store, str(path), options=options)
+    assert store.stats()["index"]["lines"] == 0
+    assert not (store.path / "rejects.jsonl").exists()
+    assert following.follow(store, str(path), fmt="freeswitch", options=options).records == 2
+
+
 def test_follow_sees_appends_split_records_and_partial_lines(store, tmp_path):
     path = tmp_path / "Master.csv"
     path.write_bytes(b"")

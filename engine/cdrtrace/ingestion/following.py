@@ -9,9 +9,9 @@ import select
 import sys
 import threading
 
-from ..errors import SourceError
+from ..errors import FormatError, SourceError
 from ..parsing.formats import Format
-from ..parsing.parsers import MAX_HEADER, read_header
+from ..parsing.parsers import MAX_HEADER, check_named_format, read_header
 from ..store.catalog import Position
 from .live import LiveFeed, StreamOptions, StreamSummary, log
 from .sources import ChunkReader
@@ -197,8 +197,14 @@ def _open_generation(live: LiveFeed, path: str, key: bytes, saved: Position | No
         log.warning("follow %s: the file is shorter than the saved position; reading it "
                     "from the start", path)
         saved = None
+    first = os.pread(handle.fileno(), MAX_HEADER, 0)
+    if saved is None and b"\n" in first:
+        try:
+            check_named_format(live.form, first, path)   # not another format's file
+        except FormatError:
+            handle.close()
+            raise
     if live.form.header_lines:
-        first = os.pread(handle.fileno(), MAX_HEADER, 0)
         if first.count(b"\n") < live.form.header_lines:
             handle.close()                        # the header is still being written
             return None
