@@ -1062,29 +1062,34 @@ cdef inline bint rang_unanswered(int disp) noexcept nogil:
 cdef int64_t LATE_REFUSAL_US = 1000000
 
 
-cdef inline bint may_have_rung(bint logs_alerting, int64_t start, int64_t end_) noexcept nogil:
+cdef inline bint may_have_rung(bint logs_alerting, bint untimed, int64_t start,
+                               int64_t end_) noexcept nogil:
     """A record that shows neither that the line alerted nor that it did not, of a call
-    that ended a second or more after it began (or a second or more before: clocks apart):
-    the line may have rung. Less is a whole-second end in the start's second: it did not."""
-    return not logs_alerting and (end_ - start >= LATE_REFUSAL_US or start - end_ >= LATE_REFUSAL_US)
+    that ended a second or more after it began (or a second or more before: clocks apart),
+    or whose record tells no time it lasted (untimed: no end, no duration; a Kamailio
+    transaction row's one time): the line may have rung. Less is a whole-second end in the
+    start's second: it did not."""
+    return not logs_alerting and (untimed or end_ - start >= LATE_REFUSAL_US
+                                  or start - end_ >= LATE_REFUSAL_US)
 
 
-cdef inline bint late_refusal(int disp, bint logs_alerting, int64_t start,
+cdef inline bint late_refusal(int disp, bint logs_alerting, bint untimed, int64_t start,
                               int64_t end_) noexcept nogil:
     """A busy or rejected call that may have rung (may_have_rung: logs_alerting false is
     no such column, or early media without ringing): the line's user may have refused it
     while it rang, so it may have been received (docs/formats.md)."""
-    return (disp == DISP_BUSY or disp == DISP_REJECTED) and may_have_rung(logs_alerting, start, end_)
+    return ((disp == DISP_BUSY or disp == DISP_REJECTED)
+            and may_have_rung(logs_alerting, untimed, start, end_))
 
 
-cdef inline bint late_failure(int disp, bint reached_none, bint logs_alerting, int64_t start,
-                              int64_t end_) noexcept nogil:
+cdef inline bint late_failure(int disp, bint reached_none, bint logs_alerting, bint untimed,
+                              int64_t start, int64_t end_) noexcept nogil:
     """A call that failed, for a cause that does not say it reached no phone, and may have
     rung (may_have_rung): a phone or proxy that gives up on a ringing call may end it with
     a timeout (408, Q.850 102) or whatever reply its software is set to send (a 5xx, a
     302 to a forwarding target), so it may have been received (docs/trace-rules.md)."""
     return ((disp == DISP_FAILED or disp == DISP_CONGESTION) and not reached_none
-            and may_have_rung(logs_alerting, start, end_))
+            and may_have_rung(logs_alerting, untimed, start, end_))
 
 
 cdef inline bint cause_reaches_no_phone(int64_t cause) noexcept nogil:
@@ -1366,9 +1371,10 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # ringing call answers busy or declined; one that shows none never rang. Else (no such
     # column, or early media without ringing) its times decide (late_refusal), as they do
     # for a failure whose cause does not say it reached no phone (late_failure).
-    if late_refusal(disp, alerted or shows_none, start, end_):
+    cdef bint untimed = d.c_end < 0 and d.c_duration < 0   # no time the call lasted
+    if late_refusal(disp, alerted or shows_none, untimed, start, end_):
         disp = DISP_LATE_REFUSAL
-    elif late_failure(disp, reached_none, alerted or shows_none, start, end_):
+    elif late_failure(disp, reached_none, alerted or shows_none, untimed, start, end_):
         disp = DISP_LATE_FAILURE
     out.disposition[i] = disp
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed). An
@@ -1378,8 +1384,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         disp == DISP_ANSWERED or
         ((rang_unanswered(disp) or alerted or disp == DISP_LATE_REFUSAL
           or disp == DISP_LATE_FAILURE
-          or (disp == DISP_UNKNOWN and may_have_rung(shows_none, start, end_)))
-         and (end_ - start >= min_ring_us or end_ < start)))
+          or (disp == DISP_UNKNOWN and may_have_rung(shows_none, untimed, start, end_)))
+         and (end_ - start >= min_ring_us or end_ < start or untimed)))
     out.call_id[i] = h
     out.feed[i] = feed
     # a call through a hunt pilot (CUCM: huntPilotDN once a member answered, pattern usage

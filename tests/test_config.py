@@ -190,6 +190,41 @@ def test_a_dialect_without_an_end_column_ends_each_call_its_duration_after_its_s
         "2026-03-02T10:00:00Z", "late_refusal")
 
 
+def test_a_dialect_that_tells_no_time_a_call_lasted_reads_each_end_as_one_that_may_have_rung(
+        tmp_path):
+    """A layout with one time a record (no end, no duration, no alerting) cannot tell a
+    line busy at once from a user who refused the ringing call, nor a failure before it
+    rang from one after: busy is a late refusal, a failure a late failure and an unknown
+    end received (each untraceable), and a call that rang unanswered meets any minimum
+    ring time. An unallocated number still reached no phone."""
+    text = """
+[dialects.one-time]
+columns = ["at", "from", "to", "status"]
+[dialects.one-time.fields]
+start = "at"
+calling = "from"
+called = "to"
+disposition = "status"
+[dialects.one-time.dispositions]
+BUSY = "busy"
+FAIL = "failed"
+GONE = "unknown"
+RANG = "no_answer"
+NONE = "unallocated"
+"""
+    form = config.load(write(tmp_path, text)).format("one-time")
+    data = "".join(f"2026-03-02 10:0{k}:00,7205550101,3035550110,{status}\n"
+                   for k, status in enumerate(("BUSY", "FAIL", "GONE", "RANG", "NONE"))).encode()
+    want = [(Disposition.LATE_REFUSAL, True), (Disposition.LATE_FAILURE, True),
+            (Disposition.UNKNOWN, True), (Disposition.NO_ANSWER, True),
+            (Disposition.UNALLOCATED, False)]
+    for parser in (parsers.make_parser(form, min_ring_seconds=2),
+                   twin.CdrParser(form.dialect(None), "UTC", min_ring_seconds=2,
+                                  dispositions=form.vocabularies()[0])):
+        rows, bad = parse_all(data, parser=parser)
+        assert bad == [] and [(r["disposition"], r["received"]) for r in rows] == want
+
+
 FS_15 = ('"caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp", '
          '"answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", '
          '"bleg_uuid", "accountcode", "read_codec", "write_codec"')

@@ -21,7 +21,7 @@ from cdrtrace.ingestion import sqlite as sqlite_source
 from cdrtrace.parsing import native as parsing_native
 from cdrtrace.parsing import parsers, timezones
 from cdrtrace.parsing import reference as twin
-from cdrtrace.parsing.formats import FORMATS
+from cdrtrace.parsing.formats import FORMATS, Disposition
 from conftest import parse_all
 
 SCHEMA = Path(__file__).parent.parent / "docs" / "kamailio" / "sqlite.sql"
@@ -95,9 +95,11 @@ def test_a_db_text_header_must_be_typed_and_name_the_columns(tmp_path):
 
 # ------------------------------------------------------------------ transaction rows
 
-def acc_row(method, code, reason, when, caller, callee, callid="c1", dst=None):
+def acc_row(method, code, reason, when, caller, callee, callid="c1", dst=None, rang=None):
+    """A transaction row; with rang (its column, the shipped configuration's last), 14
+    columns, else 13 (a configuration without it)."""
     return (f"{method}|ft|tt|{callid}|{code}|{reason}|{when}|{caller}|||{callee}|"
-            f"{dst or callee}|\n").encode()
+            f"{dst or callee}|{'' if rang is None else '|' + rang}\n").encode()
 
 
 def test_a_bye_row_is_no_call(tmp_path):
@@ -118,16 +120,42 @@ def test_a_bye_row_is_no_call(tmp_path):
 
 
 def test_missed_call_rows_trace_by_the_final_reply(tmp_path):
-    """missed_calls: a 487 (cancelled while ringing) is received; a 486 after it (busy)
-    never rang, so the trace names the cancelled call, not an older answered one."""
+    """missed_calls: a 487 (cancelled while ringing) is received; a 486 after it whose
+    `rang` is empty (busy at once) never rang, so the trace names the cancelled call, not
+    an older answered one."""
+    acc, missed = tmp_path / "acc.log", tmp_path / "missed_calls.log"
+    acc.write_bytes(acc_row("INVITE", 200, "OK", T0, "2125550101", VICTIM, "c1", rang="1"))
+    missed.write_bytes(acc_row("INVITE", 487, "Request Terminated", T0 + 60, "2125550102",
+                               VICTIM, "c2", rang="1")
+                       + acc_row("INVITE", 486, "Busy Here", T0 + 120, "2125550103", VICTIM,
+                                 "c3", rang=""))
+    summary, outcome, caller = traced_caller(tmp_path, [str(acc), str(missed)])
+    assert (summary.records, outcome, caller) == (3, "success", "+12125550102")
+
+
+@pytest.mark.parametrize("code, reason, disposition", [
+    (486, "Busy Here", "late_refusal"), (600, "Busy Everywhere", "late_refusal"),
+    (503, "Service Unavailable", "late_failure")])
+def test_a_refused_row_without_rang_may_have_rung(tmp_path, code, reason, disposition):
+    """A transaction row has one time, the final reply's: it cannot tell how long the call
+    rang before a 486 (a user who rejected the ringing call, as many phones answer) or a
+    503 (a phone whose ring time ran out). Without `rang` (a configuration before it), the
+    call may have rung: a trace that reaches it is untraceable, never a success against
+    the 487's caller before it. A 404 (no such user) reached no phone: passed over."""
     acc, missed = tmp_path / "acc.log", tmp_path / "missed_calls.log"
     acc.write_bytes(acc_row("INVITE", 200, "OK", T0, "2125550101", VICTIM, "c1"))
     missed.write_bytes(acc_row("INVITE", 487, "Request Terminated", T0 + 60, "2125550102",
                                VICTIM, "c2")
-                       + acc_row("INVITE", 486, "Busy Here", T0 + 120, "2125550103", VICTIM,
-                                 "c3"))
+                       + acc_row("INVITE", code, reason, T0 + 120, "2125550103", VICTIM, "c3")
+                       + acc_row("INVITE", 404, "Not Found", T0 + 180, "2125550104", VICTIM,
+                                 "c4"))
+    native, reference = both("kamailio-acc", missed.read_bytes())
+    assert native == reference
+    assert [(r["disposition"], r["received"]) for r in native[0]] == [
+        (Disposition.CANCELLED, True), (Disposition[disposition.upper()], True),
+        (Disposition.UNALLOCATED, False)]
     summary, outcome, caller = traced_caller(tmp_path, [str(acc), str(missed)])
-    assert (summary.records, outcome, caller) == (3, "success", "+12125550102")
+    assert (summary.records, outcome, caller) == (4, "untraceable", "+12125550103")
 
 
 @pytest.mark.parametrize("code", ["487", "480", "408"])

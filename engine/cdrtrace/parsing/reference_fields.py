@@ -204,29 +204,32 @@ Q850_NAMES = {b"ORIGINATOR_CANCEL": Disposition.CANCELLED, b"NO_ANSWER": Disposi
 RANG_UNANSWERED = (Disposition.NO_ANSWER, Disposition.CANCELLED, Disposition.ANSWERED_ELSEWHERE)
 
 
-def may_have_rung(logs_alerting: bool, start: int, end: int) -> bool:
+def may_have_rung(logs_alerting: bool, untimed: bool, start: int, end: int) -> bool:
     """A record that shows neither that the line alerted nor that it did not, of a call
-    that ended a second or more after it began (or a second or more before: clocks apart):
-    the line may have rung. Less is a whole-second end in the start's second: it did not."""
-    return not logs_alerting and abs(end - start) >= LATE_REFUSAL_US
+    that ended a second or more after it began (or a second or more before: clocks apart),
+    or whose record tells no time it lasted (untimed: no end, no duration; a Kamailio
+    transaction row's one time): the line may have rung. Less is a whole-second end in the
+    start's second: it did not."""
+    return not logs_alerting and (untimed or abs(end - start) >= LATE_REFUSAL_US)
 
 
-def late_refusal(disp: Disposition, logs_alerting: bool, start: int, end: int) -> bool:
+def late_refusal(disp: Disposition, logs_alerting: bool, untimed: bool, start: int,
+                 end: int) -> bool:
     """A busy or rejected call that may have rung (may_have_rung: logs_alerting false is
     no such column, or early media without ringing): the line's user may have refused it
     while it rang, so it may have been received (docs/formats.md)."""
     return (disp in (Disposition.BUSY, Disposition.REJECTED)
-            and may_have_rung(logs_alerting, start, end))
+            and may_have_rung(logs_alerting, untimed, start, end))
 
 
-def late_failure(disp: Disposition, reached_none: bool, logs_alerting: bool, start: int,
-                 end: int) -> bool:
+def late_failure(disp: Disposition, reached_none: bool, logs_alerting: bool, untimed: bool,
+                 start: int, end: int) -> bool:
     """A call that failed, for a cause that does not say it reached no phone, and may have
     rung (may_have_rung): a phone or proxy that gives up on a ringing call may end it with
     a timeout (408, Q.850 102) or whatever reply its software is set to send (a 5xx, a
     302 to a forwarding target), so it may have been received (docs/trace-rules.md)."""
     return (disp in (Disposition.FAILED, Disposition.CONGESTION) and not reached_none
-            and may_have_rung(logs_alerting, start, end))
+            and may_have_rung(logs_alerting, untimed, start, end))
 
 
 # Q.850 causes of a call that reached no phone of the line: no route to the destination,
@@ -443,9 +446,10 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     # ringing call answers busy or declined; one that shows none never rang. Else (no such
     # column, or early media without ringing) its times decide (late_refusal), as they do
     # for a failure whose cause does not say it reached no phone (late_failure).
-    if late_refusal(disp, alerted or shows_none, start, end):
+    untimed = d["c_end"] < 0 and d["c_duration"] < 0     # no time the call lasted
+    if late_refusal(disp, alerted or shows_none, untimed, start, end):
         disp = Disposition.LATE_REFUSAL
-    elif late_failure(disp, reached_none, alerted or shows_none, start, end):
+    elif late_failure(disp, reached_none, alerted or shows_none, untimed, start, end):
         disp = Disposition.LATE_FAILURE
     # an end before the start (clocks apart) tells no ring time: it rang (fail closed). An
     # unknown end (FreeSWITCH's NORMAL_CLEARING unanswered: a dialplan's hangup after its
@@ -453,8 +457,8 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
         (disp in RANG_UNANSWERED or alerted
          or disp in (Disposition.LATE_REFUSAL, Disposition.LATE_FAILURE)
-         or (disp == Disposition.UNKNOWN and may_have_rung(shows_none, start, end)))
-        and (end - start >= min_ring_us or end < start)))
+         or (disp == Disposition.UNKNOWN and may_have_rung(shows_none, untimed, start, end)))
+        and (end - start >= min_ring_us or end < start or untimed)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,
                presentation=int(pres), called=called, redirecting=redirecting, final=final,
                disposition=int(disp), received=received, call_id=call_id, feed=feed)
