@@ -1178,6 +1178,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     cdef int64_t start, answer = 0, end_ = 0, v, dest = 0, orig = 0
     cdef int disp, t
     cdef bint reached_none = False   # a cause that says the call reached no phone of the line
+    cdef bint untimed = d.c_end < 0 and d.c_duration < 0   # no time the call lasted
     cdef uint64_t calling, called, dialled, redirecting = 0, final_ = 0, h
     cdef int pres = PRES_ALLOWED
     cdef Span s
@@ -1204,6 +1205,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             return ERR_TIMESTAMP
         if t == 1:
             end_ = start
+            untimed = True        # no end given: no time the call lasted
     if d.c_duration >= 0 and parse_uint(col(f, nf, d.c_duration), &v) != 0:
         bad_column[0] = d.c_duration + 1
         return ERR_DURATION
@@ -1371,7 +1373,6 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # ringing call answers busy or declined; one that shows none never rang. Else (no such
     # column, or early media without ringing) its times decide (late_refusal), as they do
     # for a failure whose cause does not say it reached no phone (late_failure).
-    cdef bint untimed = d.c_end < 0 and d.c_duration < 0   # no time the call lasted
     if late_refusal(disp, alerted or shows_none, untimed, start, end_):
         disp = DISP_LATE_REFUSAL
     elif late_failure(disp, reached_none, alerted or shows_none, untimed, start, end_):

@@ -225,6 +225,32 @@ NONE = "unallocated"
         assert bad == [] and [(r["disposition"], r["received"]) for r in rows] == want
 
 
+def test_a_record_whose_end_is_empty_tells_no_time_its_call_lasted(tmp_path):
+    """A layout with an end column, where a record leaves it empty (the column is not
+    required): that record cannot tell how long its call rang before it was refused, and
+    its busy is a late refusal; the same record ended in its first second never rang."""
+    text = """
+[dialects.ends]
+columns = ["at", "until", "from", "to", "status"]
+[dialects.ends.fields]
+start = "at"
+end = "until"
+calling = "from"
+called = "to"
+disposition = "status"
+[dialects.ends.dispositions]
+BUSY = "busy"
+"""
+    form = config.load(write(tmp_path, text)).format("ends")
+    data = (b"2026-03-02 10:00:00,,7205550101,3035550110,BUSY\n"
+            b"2026-03-02 10:01:00,2026-03-02 10:01:00,7205550101,3035550110,BUSY\n")
+    for parser in (parsers.make_parser(form),
+                   twin.CdrParser(form.dialect(None), "UTC", dispositions=form.vocabularies()[0])):
+        rows, bad = parse_all(data, parser=parser)
+        assert bad == [] and [(r["disposition"], r["received"]) for r in rows] == [
+            (Disposition.LATE_REFUSAL, True), (Disposition.BUSY, False)]
+
+
 FS_15 = ('"caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp", '
          '"answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", '
          '"bleg_uuid", "accountcode", "read_codec", "write_codec"')

@@ -295,12 +295,14 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         if status < 0:
             return ERR_TIMESTAMP, d["c_answer"] + 1, None
     end = start
+    untimed = d["c_end"] < 0 and d["c_duration"] < 0     # no time the call lasted
     if d["c_end"] >= 0:
         status, end = _time(d["time_kind"], col("end"), zone)
         if status < 0 or (status == 1 and d["end_required"]):
             return ERR_TIMESTAMP, d["c_end"] + 1, None
         if status == 1:
             end = start
+            untimed = True        # no end given: no time the call lasted
     for name in ("duration", "billsec"):
         if d[f"c_{name}"] >= 0 and _uint(col(name)) is None:
             return ERR_DURATION, d[f"c_{name}"] + 1, None
@@ -446,7 +448,6 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     # ringing call answers busy or declined; one that shows none never rang. Else (no such
     # column, or early media without ringing) its times decide (late_refusal), as they do
     # for a failure whose cause does not say it reached no phone (late_failure).
-    untimed = d["c_end"] < 0 and d["c_duration"] < 0     # no time the call lasted
     if late_refusal(disp, alerted or shows_none, untimed, start, end):
         disp = Disposition.LATE_REFUSAL
     elif late_failure(disp, reached_none, alerted or shows_none, untimed, start, end):
