@@ -1175,7 +1175,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
                  int* bad_column, bint check_nul, Vocabulary* dispositions,
                  Vocabulary* presentations) noexcept nogil:
     """Fill row i of out from one record, as the dialect's column map says."""
-    cdef int64_t start, answer = 0, end_ = 0, v, dest = 0, orig = 0
+    cdef int64_t start, answer = 0, end_ = 0, v, dest = 0, orig = 0, billsec = -1
     cdef int disp, t
     cdef bint reached_none = False   # a cause that says the call reached no phone of the line
     cdef bint untimed = d.c_end < 0 and d.c_duration < 0   # no time the call lasted
@@ -1211,9 +1211,10 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         return ERR_DURATION
     if d.c_end < 0 and d.c_duration >= 0:
         end_ = start + v * 1000000    # no end column (Asterisk's database table): duration
-    if d.c_billsec >= 0 and parse_uint(col(f, nf, d.c_billsec), &v) != 0:
-        bad_column[0] = d.c_billsec + 1
-        return ERR_DURATION
+    if d.c_billsec >= 0:
+        if parse_uint(col(f, nf, d.c_billsec), &billsec) != 0:
+            bad_column[0] = d.c_billsec + 1
+            return ERR_DURATION
     if d.c_dest_cause >= 0:
         s = col(f, nf, d.c_dest_cause)
         if s.n and parse_uint(s, &dest) != 0:
@@ -1259,6 +1260,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         return ERR_DISPOSITION
     if disp != DISP_ANSWERED:
         answer = 0      # voicemail or an IVR answered the caller's channel, not the line
+    elif d.c_answer < 0 and billsec >= 0:
+        # no answer column (Asterisk's database table): billsec is the end less the answer
+        answer = max(start, end_ - billsec * 1000000)
 
     s = col(f, nf, d.c_calling)
     if d.c_asserted >= 0 and col(f, nf, d.c_asserted).n > 0:

@@ -150,7 +150,7 @@ start = "calldate"
 def test_a_dialect_without_an_end_column_ends_each_call_its_duration_after_its_start(tmp_path):
     """Asterisk's database table (cdr_mysql, cdr_adaptive_odbc), exported with its column
     names: `calldate` is the start, and no column holds the answer or the end, only
-    `duration` (end - start). A user who refused the 10:00 call with the phone's reject
+    `duration` (end - start) and `billsec` (end - answer). A user who refused the 10:00 call with the phone's reject
     key, 6 s after it began, is logged BUSY: that call may have rung (a late refusal), so
     a trace of 200 is untraceable, never a success against the 09:00 caller. Read with
     the end at the start, the refusal looked immediate (never rang) and the older caller
@@ -165,16 +165,21 @@ def test_a_dialect_without_an_end_column_ends_each_call_its_duration_after_its_s
             for k, (start, caller, seconds, billsec, disposition) in enumerate((
                 ("09:00:00", "7205550100", 60, 50, "ANSWERED"),
                 ("10:00:00", "7205550199", 6, 0, "BUSY"),
-                ("10:10:00", "7205550199", 0, 0, "BUSY")))]
+                ("10:10:00", "7205550199", 0, 0, "BUSY"),
+                ("10:20:00", "7205550101", 5, 9, "ANSWERED")))]   # billsec past duration
     data = ("\n".join([head, *rows]) + "\n").encode()
     header, skip = parsers.read_header(form, data)
     got = []
     for parser in (parsers.make_parser(form, header=header),
                    twin.CdrParser(form.dialect(header), "UTC")):
-        (answered, refused, busy), bad = parse_all(data[skip:], parser=parser)
+        (answered, refused, busy, odd), bad = parse_all(data[skip:], parser=parser)
         assert bad == []
         got.append([(row["end_us"] - row["start_us"]) // 1_000_000
                     for row in (answered, refused, busy)])
+        # nor an answer column: billsec (50 s) is the end less the answer
+        assert answered["answer_us"] == answered["start_us"] + 10_000_000
+        assert refused["answer_us"] == busy["answer_us"] == 0
+        assert odd["answer_us"] == odd["start_us"]       # never before the start
         assert refused["disposition"] == Disposition.LATE_REFUSAL and refused["received"]
         assert busy["disposition"] == Disposition.BUSY and not busy["received"]
     assert got == [[60, 6, 0]] * 2
@@ -182,7 +187,7 @@ def test_a_dialect_without_an_end_column_ends_each_call_its_duration_after_its_s
     path.write_bytes(data)
     store = cdrtrace.open(tmp_path / "s", create=True)
     cdrtrace.ingest(store, [str(path)], fmt=form, zone="UTC")
-    result = store.trace("200", at="2026-03-02T10:20:00Z")
+    result = store.trace("200", at="2026-03-02T10:15:00Z")
     assert (result.outcome.value, result.call_time) == ("untraceable", "2026-03-02T10:00:00Z")
     assert "7205550100" not in repr(result) and "7205550199" not in repr(result)
     (record,) = store.trace_records("200", analyst="cic")

@@ -350,6 +350,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         return ERR_DISPOSITION, d["c_disposition"] + 1, None
     if disp != Disposition.ANSWERED:
         answer = 0        # voicemail or an IVR answered the caller's channel, not the line
+    elif d["c_answer"] < 0 and d["c_billsec"] >= 0:
+        # no answer column (Asterisk's database table): billsec is the end less the answer
+        answer = max(start, end - int(col("billsec")) * 1_000_000)
 
     pres = Presentation.ALLOWED
     caller = col("asserted") or col("calling")    # P-Asserted-Identity wins over From
