@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import cdrtrace
+from cdrtrace import config
 from cdrtrace.parsing import parsers
 from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.parsers import detect_format
@@ -441,6 +442,37 @@ def test_real_asterisk_13_ring_group_without_uniqueid(tmp_path):
     assert traced(store, "101", at("10:40")) == (
         "success", "2024-05-14T08:30:00Z", "+34698765432", False)
     assert {p.label: p.traced_calls for p in store.status("101").progress} == {"Caller A": 2}
+
+
+def test_real_asterisk_database_export(tmp_path):
+    """A FreePBX office (the Netherlands, callers written nationally) whose CDRs are in
+    Asterisk's database table, exported with its column names as phpMyAdmin writes CSV
+    (every value quoted): `calldate` is the start, no column holds the answer or the end.
+    Read by the dialect docs/formats.md gives. At 10:00 200's user refused a ringing
+    call with the reject key, 7 s in (BUSY): it may have rung, so 200's trace is
+    untraceable; the build that ended each call when it began read that refusal as
+    immediate and named Jan de Vries's 09:00 call. The line busy at once at 10:10 (201)
+    never rang. Read as `auto` or as cdr_csv, the file is refused, naming the dialect."""
+    path = SAMPLES / "real" / "asterisk-db-export-nl.csv"
+    store = cdrtrace.open(tmp_path / "s", create=True, zone="Europe/Amsterdam", country_code=31)
+    for fmt in ("auto", "asterisk"):       # read as cdr_csv, its columns would be misread
+        with pytest.raises(cdrtrace.FormatError, match="Asterisk's database table.*dialect"):
+            cdrtrace.ingest(store, [str(path)], fmt=fmt, rejects_path=tmp_path / "r.jsonl")
+    assert not (tmp_path / "r.jsonl").exists()
+    (tmp_path / "cdrtrace.toml").write_text(
+        '[dialects.asterisk-db]\nbase = "asterisk"\nheader = true\n'
+        '[dialects.asterisk-db.fields]\nstart = "calldate"\n')
+    form = config.load(str(tmp_path / "cdrtrace.toml")).format("asterisk-db")
+    summary = cdrtrace.ingest(store, [str(path)], fmt=form, rejects_path=tmp_path / "r.jsonl")
+    assert (summary.records, summary.rejected) == (5, 0)
+    at = "2026-03-02T{}:00+01:00".format
+    assert traced(store, "200", at("09:50")) == (
+        "success", "2026-03-02T08:00:00Z", "+31201110001", True)
+    assert traced(store, "200", at("10:05")) == (
+        "untraceable", "2026-03-02T09:00:00Z", "+31612345678", False)
+    assert store.trace_records("200", analyst="cic")[-1]["call"]["disposition"] == "late_refusal"
+    assert traced(store, "201", at("10:15")) == (
+        "success", "2026-03-02T08:30:00Z", "+31611100002", True)
 
 
 def test_real_freeswitch_ring_timeouts(tmp_path):

@@ -59,11 +59,25 @@ def _fields(line: bytes, delimiter: str = ",", quote: str = '"') -> list[str]:
                                                quotechar=quote, skipinitialspace=True), [])]
 
 
+def _asterisk_table(source: str, fields: list[str]) -> FormatError | None:
+    """The error for a first line naming the columns of Asterisk's database table
+    (cdr_mysql, cdr_pgsql, cdr_adaptive_odbc), which no built-in format reads: its
+    `calldate` is the start, and the table has no answer or end column."""
+    if not {"calldate", "dst", "dstchannel", "disposition"} <= set(fields):
+        return None
+    return FormatError(f"{source} is an export of Asterisk's database table (calldate, no "
+                       "end column): read it with a dialect of base asterisk, header = true "
+                       "and start = \"calldate\" (docs/formats.md, Asterisk's database "
+                       "backends)")
+
+
 def detect_format(head: bytes, source: str = "source") -> str:
     """The format of a source from its first bytes, or FormatError naming the candidates."""
     head = head.removeprefix(BOM)
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     fields = _fields(first)
+    if table := _asterisk_table(source, fields):
+        raise table
     if fields[:1] == ["cdrRecordType"] or (
             fields[:1] in (["1"], ["2"]) and len(fields) in CUCM_RELEASES):
         return "cucm"           # a header, quoted or not, or a headerless record
@@ -107,6 +121,13 @@ def check_named_format(form: Format, head: bytes, source: str = "source") -> Non
     be rejected, and what its columns seemed to hold taken for lines and times."""
     if FORMATS.get(form.name) is not form:
         return                  # a configured dialect: its layout is the operator's
+    first = head.removeprefix(BOM).split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        table = _asterisk_table(source, _fields(first))
+    except csv.Error:
+        table = None
+    if table is not None:
+        raise table             # read as named, its columns would be taken for others
     try:
         seen = detect_format(head, source)
     except (FormatError, csv.Error):
