@@ -1066,9 +1066,9 @@ cdef inline bint may_have_rung(bint logs_alerting, bint untimed, int64_t start,
                                int64_t end_) noexcept nogil:
     """A record that shows neither that the line alerted nor that it did not, of a call
     that ended a second or more after it began (or a second or more before: clocks apart),
-    or whose record tells no time it lasted (untimed: no end, no duration; a Kamailio
-    transaction row's one time): the line may have rung. Less is a whole-second end in the
-    start's second: it did not."""
+    or whose record tells no time it lasted (untimed: its end empty, or no end and no
+    duration in the layout, as a Kamailio transaction row's one time): the line may have
+    rung. Less is a whole-second end in the start's second: it did not."""
     return not logs_alerting and (untimed or end_ - start >= LATE_REFUSAL_US
                                   or start - end_ >= LATE_REFUSAL_US)
 

@@ -207,9 +207,9 @@ RANG_UNANSWERED = (Disposition.NO_ANSWER, Disposition.CANCELLED, Disposition.ANS
 def may_have_rung(logs_alerting: bool, untimed: bool, start: int, end: int) -> bool:
     """A record that shows neither that the line alerted nor that it did not, of a call
     that ended a second or more after it began (or a second or more before: clocks apart),
-    or whose record tells no time it lasted (untimed: no end, no duration; a Kamailio
-    transaction row's one time): the line may have rung. Less is a whole-second end in the
-    start's second: it did not."""
+    or whose record tells no time it lasted (untimed: its end empty, or no end and no
+    duration in the layout, as a Kamailio transaction row's one time): the line may have
+    rung. Less is a whole-second end in the start's second: it did not."""
     return not logs_alerting and (untimed or abs(end - start) >= LATE_REFUSAL_US)
 
 
