@@ -236,6 +236,28 @@ def test_stdin_records_are_visible_while_the_pipe_is_open(store):
     assert store.liveness.attached() == {}          # detached: its data is complete
 
 
+def test_stdin_of_another_format_than_the_feeds_is_refused(store):
+    """As a file: a pipe whose first line is FreeSWITCH's, read as the default asterisk,
+    is refused before a record is read (every record would be rejected); nothing of it
+    is indexed or rejected."""
+    from cdrtrace.errors import FormatError
+    from conftest import FS_TWO_LEGS
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, FS_TWO_LEGS[:30])            # the first line comes in two writes
+    source = io.FileIO(read_end, "rb")
+    run = Runner(following.stream_stdin, store=store, stream=source, options=FAST)
+    time.sleep(0.05)
+    os.write(write_end, FS_TWO_LEGS[30:])
+    run.thread.join(WAIT)
+    os.close(write_end)
+    source.close()
+    assert not run.thread.is_alive() and isinstance(run.error, FormatError)
+    assert "<stdin> begins as freeswitch files do, not as asterisk ones" in str(run.error)
+    assert store.stats()["index"]["lines"] == 0
+    assert not (store.path / "rejects.jsonl").exists()
+
+
 def test_stdin_stopped_while_the_pipe_is_open_holds_its_feed(store):
     """Stopped (a signal) while its writer goes on: what the pipe carries next is read by
     nobody, so the feed stays attached, stalled, as for a follower stopped for a restart."""

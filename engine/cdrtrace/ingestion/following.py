@@ -238,6 +238,7 @@ def stream_stdin(store, fmt: str | Format | None = None, *, zone=None, country_c
     with store.envs.writer("stream stdin"):
         reader = ChunkReader(raw, options.chunk_bytes)
         header_pending = bool(live.form.header_lines)
+        unchecked = True         # the first line not yet seen to be no other format's
         source = store.catalog.register_source("<stdin stream>", None, None, live.form.name)
         if not header_pending:
             live.start_source("<stdin>", source)
@@ -250,6 +251,12 @@ def stream_stdin(store, fmt: str | Format | None = None, *, zone=None, country_c
                     continue
                 live.busy()
                 got = reader.fill()
+                if unchecked:
+                    with reader.pending() as head:
+                        first = bytes(head[:MAX_HEADER])
+                    if b"\n" in first or not got:
+                        unchecked = False
+                        check_named_format(live.form, first, "<stdin>")
                 if header_pending:
                     with reader.pending() as head:
                         first = bytes(head[:MAX_HEADER])
