@@ -8,6 +8,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import config, testing
@@ -578,3 +580,51 @@ def test_a_feed_lists_its_hunt_pilots_members(tmp_path):
                                        "'2000' = ['3001', '3002']\n'+13035550100' = ['3003']\n")).feed("east")
     assert feed.hunt_groups == (("2000", ("3001", "3002")), ("+13035550100", ("3003",)))
     assert feed.describe()["hunt_groups"] == {"2000": ["3001", "3002"], "+13035550100": ["3003"]}
+
+
+def _untimed_forms():
+    """The database table's dialect and a layout of one time a record (above), loaded
+    once for the property test below."""
+    import tempfile
+    from pathlib import Path
+    folder = Path(tempfile.mkdtemp())
+    one_time = ('[dialects.one-time]\ncolumns = ["at", "from", "to", "status"]\n'
+                '[dialects.one-time.fields]\nstart = "at"\ncalling = "from"\ncalled = "to"\n'
+                'disposition = "status"\n[dialects.one-time.dispositions]\nBUSY = "busy"\n'
+                'FAIL = "failed"\nGONE = "unknown"\nRANG = "no_answer"\nOK = "answered"\n')
+    loaded = config.load(write(folder, DB_EXPORT + one_time))
+    sample = (Path(__file__).parent.parent / "data" / "samples" / "real"
+              / "asterisk-db-export-nl.csv").read_bytes()
+    rows = b"".join(f"2026-03-02 10:0{k}:00,7205550101,3035550110,{s}\n".encode()
+                    for k, s in enumerate(("BUSY", "FAIL", "GONE", "RANG", "OK", "BUSY")))
+    return {"asterisk-db": (loaded.format("asterisk-db"), sample),
+            "one-time": (loaded.format("one-time"), rows)}
+
+
+UNTIMED = _untimed_forms()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(UNTIMED)),
+       edits=st.lists(st.tuples(st.floats(0, 1), st.sampled_from(
+           [b'"', b",", b"\n", b"", b"9", b"0", b"BUSY", b"ANSWERED", b" ", b"-", b":"]),
+           st.integers(0, 3)), max_size=6),
+       chunk=st.integers(1, 2000), min_ring=st.sampled_from([0, 2]))
+def test_a_layout_without_an_end_or_an_answer_is_read_alike_by_both_parsers(
+        name, edits, chunk, min_ring):
+    """The end from the duration, the answer from billsec and a record that tells no
+    time, in the native parser fed in chunks and in its reference fed whole."""
+    form, data = UNTIMED[name]
+    header, skip = parsers.read_header(form, data)
+    body = bytearray(data[skip:])
+    for where, insert, delete in edits:
+        pos = int(where * len(body))
+        body[pos:pos + delete] = insert
+    body = bytes(body)
+    native = parsers.make_parser(form, header=header, min_ring_seconds=min_ring)
+    reference = twin.CdrParser(form.dialect(header), "UTC", min_ring_seconds=min_ring,
+                               dispositions=form.vocabularies()[0])
+    got = parse_all(body, parser=native, chunks=[chunk] * (len(body) // chunk + 2))
+    assert got == parse_all(body, parser=reference)
+    if not edits:
+        assert got[1] == [] and len(got[0]) == body.count(b"\n")
