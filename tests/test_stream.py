@@ -114,7 +114,7 @@ def test_a_first_follower_says_which_rotated_files_it_will_not_read(store, tmp_p
 def test_a_followed_file_of_another_format_than_the_feeds_is_refused(store, tmp_path):
     """As a batch ingest: a file that begins as FreeSWITCH's do, followed as the default
     asterisk, is refused before a record is read (every record would be rejected), with
-    its format named; nothing of it is registered or indexed."""
+    its format named; nothing of it is indexed or rejected."""
     from cdrtrace.errors import FormatError
     from conftest import FS_TWO_LEGS
 
