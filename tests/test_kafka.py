@@ -114,6 +114,29 @@ def test_consumes_every_record_exactly_once_with_offsets_in_the_store(cluster, t
     batch.close()
 
 
+def test_a_topic_of_another_format_than_the_feeds_is_refused(cluster, tmp_path):
+    """As a file: a partition whose first message is a FreeSWITCH record, consumed as
+    the default asterisk, is refused before a record is read (every record would be
+    rejected), its format named; nothing of it is indexed or rejected. As for a
+    consumer that died, its feed stays attached (its traces pending) until a consumer
+    reads the topic to its end."""
+    from cdrtrace.errors import FormatError
+    from conftest import FS_TWO_LEGS
+
+    address, producer = cluster
+    produce(producer, "switch-fs", FS_TWO_LEGS.splitlines(keepends=True), partition=0)
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    url = f"kafka://{address}/switch-fs?group=cdrtrace"
+    with pytest.raises(FormatError, match="begins as freeswitch files do, not as asterisk ones"):
+        kafka.consume(store, url, options=ONCE)
+    assert store.stats()["index"]["lines"] == 0 and list(store.liveness.attached()) == [0]
+    assert not (store.path / "rejects.jsonl").exists()
+    again = kafka.consume(store, url.replace("cdrtrace", "cdrtrace-2"), "freeswitch",
+                          options=ONCE)
+    assert again.records == 2 and store.liveness.attached() == {}
+    store.close()
+
+
 def test_records_are_visible_while_consuming(cluster, tmp_path):
     address, producer = cluster
     store = cdrtrace.open(tmp_path / "store", create=True)

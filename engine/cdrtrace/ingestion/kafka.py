@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..parsing.formats import Format
+from ..parsing.parsers import check_named_format
 from ..store.archive import FLUSH_ROWS, ArchiveWriter
 from ..store.catalog import ArchiveMark, Position
 from .live import LiveFeed, StreamOptions, StreamSummary
@@ -310,7 +311,8 @@ def _feed_messages(live: LiveFeed, partitions: dict, messages) -> None:
         base = part.parser.offset
         starts = base + np.concatenate(([0], np.cumsum(sizes)[:-1]))
         offsets = np.fromiter((m.offset() for m in group), np.int64, len(group))
-        if part.next is None:
+        if part.next is None:     # the partition's first message this run: no other format's
+            check_named_format(live.form, payloads[0], part.name)
             part.begin(int(offsets[0]))
         live.use(part.name, part.source, part.parser, archiver=part.archiver,
                  skip_until=part.skip_until)
