@@ -165,12 +165,12 @@ def rang_unnamed(txn: Any, db: Any, meta_db: Any, feeds: set[int], line: int, af
             value = txn.get(key, db=db)
             head = np.frombuffer(value, _HEAD, 1)[0]
             members = np.frombuffer(value, "<u8", offset=_HEAD.itemsize)
-            note_id = int.from_bytes(key[10:18], "big")
+            began, note_id = int.from_bytes(key[2:10], "big"), int.from_bytes(key[10:18], "big")
             if (note_id != call_id and (not len(members) or (members == line).any())
-                    and not (same_call is not None and int.from_bytes(key[2:10], "big") == after_us
+                    and not (same_call is not None and began == after_us
                              and same_call(int(head["named"]), note_id))):
                 return {"pilot": numbers.format_number(int(head["pilot"])),
-                        "start": timezones.format_utc(int.from_bytes(key[2:10], "big")),
+                        "start": timezones.format_utc(began),
                         "named": numbers.format_number(int(head["named"])) or None}
             key = txn.next_key(key + b"\x00", db=db)
     return None
