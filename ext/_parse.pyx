@@ -118,6 +118,8 @@ cdef struct Dialect:
     int c_pattern        # the called pattern's kind (CUCM calledPartyPatternUsage: 7 a pilot)
     int c_app            # the last dialplan application (Asterisk lastapp) ...
     int c_data           # ... and its arguments (lastdata: Dial's devices, joined by '&')
+    int c_tenant         # the tenant a multi-tenant switch names the line's (BroadWorks group)
+    int tenant_domains   # ... read only where it is a domain name (FreeSWITCH's context)
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
@@ -195,6 +197,8 @@ cdef struct Columns:
     Py_ssize_t member_n    # NULL until the first)
     Py_ssize_t member_cap
     bint member_oom        # no memory for them: the feed fails
+    uint64_t tenant_lo     # the two least tenants (hashed) the records name for a line
+    uint64_t tenant_hi     # of their switch's own, 0 while none (note_tenant)
 
 
 # the block tokenizer for this processor (its AVX2 scan where it has one)
@@ -585,6 +589,37 @@ cdef inline uint64_t hash_bytes(uint64_t h, const char* p, Py_ssize_t n) noexcep
     h *= 0x94d049bb133111ebULL
     h ^= h >> 31
     return h
+
+
+cdef inline uint64_t hash_lower(uint64_t h, Span s) noexcept nogil:
+    # hash_bytes of the span with ASCII letters lowered (domain names ignore case)
+    cdef Py_ssize_t i
+    cdef uint8_t c
+    for i in range(s.n):
+        c = <uint8_t>s.p[i]
+        if 65 <= c <= 90:
+            c += 32
+        h ^= c
+        h *= 1099511628211ULL
+    h ^= h >> 30
+    h *= 0xbf58476d1ce4e5b9ULL
+    h ^= h >> 27
+    h *= 0x94d049bb133111ebULL
+    h ^= h >> 31
+    return h
+
+
+cdef inline void note_tenant(Columns* out, uint64_t h) noexcept nogil:
+    """Keep h among the two least distinct tenants noted (0 is none: h 0 counts as 1)."""
+    if h == 0:
+        h = 1
+    if h == out.tenant_lo or h == out.tenant_hi:
+        return
+    if out.tenant_lo == 0 or h < out.tenant_lo:
+        out.tenant_hi = out.tenant_lo
+        out.tenant_lo = h
+    elif out.tenant_hi == 0 or h < out.tenant_hi:
+        out.tenant_hi = h
 
 
 cdef inline bint span_is(Span s, const char* text, Py_ssize_t n) noexcept nogil:
@@ -1440,6 +1475,15 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             out.hunt_pilot[out.hunt_n] = dialled
             out.hunt_members[out.hunt_n] = 0
             out.hunt_n += 1
+    # a switch that hosts several customers' PBXs names whose line a record is for (a
+    # BroadWorks group, a FreeSWITCH domain's context): a feed whose records name two
+    # for lines the switch numbers itself cannot tell whose extension dialled *57
+    # (take_tenants; docs/trace-rules.md, "A line a switch numbers itself")
+    if d.c_tenant >= 0 and incoming and (
+            (called != 0 and called >> 62 != 1) or (final_ != 0 and final_ >> 62 != 1)):
+        s = col(f, nf, d.c_tenant)
+        if s.n > 0 and (not d.tenant_domains or memchr(s.p, b'.', s.n) != NULL):
+            note_tenant(out, hash_lower(14695981039346656037ULL, s))
     if activated != 0 and line != 0:
         out.act_row[out.act_n] = i
         out.act_us[out.act_n] = activated
@@ -1515,7 +1559,7 @@ DIALECT_FIELDS = (
     "c_disposition", "c_orig_cause", "c_dest_cause", "c_callid", "c_callid2",
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
     "c_cot", "c_comment", "c_asserted", "escaped", "c_method", "c_early_media",
-    "progress_complete", "c_hunt", "c_pattern", "c_app", "c_data",
+    "progress_complete", "c_hunt", "c_pattern", "c_app", "c_data", "c_tenant", "tenant_domains",
 )
 # a call through a hunt pilot (take_hunts): when it began, its call id, the pilot,
 # and the number its record names beyond the dialled one (finalCalledPartyNumber: the member
@@ -1558,6 +1602,7 @@ cdef class CdrParser:
     cdef list _activations
     cdef list _hunts
     cdef list _hunt_members
+    cdef tuple _tenants   # the two least tenants noted since take_tenants (note_tenant)
     cdef dict _spare      # the last feed's arrays, written again once nothing else holds them
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
@@ -1567,6 +1612,7 @@ cdef class CdrParser:
         fill_plan(&self.plan, plan, country_code)
         self._seen, self._identities, self._activations, self._hunts = set(), {}, [], []
         self._hunt_members = []
+        self._tenants = ()
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -1649,6 +1695,13 @@ cdef class CdrParser:
         call's `members` of them; an Asterisk Dial to several devices), as uint64."""
         taken, self._hunt_members = self._hunt_members, []
         return np.concatenate(taken) if taken else np.empty(0, np.uint64)
+
+    def take_tenants(self):
+        """The tenants (hashed, as ints) the records parsed since the last call name for
+        lines their switch numbers itself: the two least distinct, ascending ((): none).
+        Two show a switch that hosts several customers' PBXs in the feed."""
+        taken, self._tenants = self._tenants, ()
+        return taken
 
     def take_identities(self):
         """{packed identity: its text} of the caller identities parsed since the last call."""
@@ -1850,6 +1903,7 @@ cdef class CdrParser:
         out.hunt_members = &a_hunt_members[0]
         out.hunt_n = 0
         out.member, out.member_n, out.member_cap, out.member_oom = NULL, 0, 0, False
+        out.tenant_lo = out.tenant_hi = 0
 
         cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
         cdef Reject* grown
@@ -2027,6 +2081,9 @@ cdef class CdrParser:
                 if out.member_n:
                     self._hunt_members.append(np.frombuffer(
                         (<char*>out.member)[:out.member_n * sizeof(uint64_t)], np.uint64))
+            if out.tenant_lo:
+                # the two least distinct, whatever order the records came in
+                self._tenants = tuple(sorted({*self._tenants, out.tenant_lo, out.tenant_hi} - {0})[:2])
             errors = []     # codes: cdrtrace.parsing.native maps them to their messages
             for k in range(nrej):
                 errors.append((

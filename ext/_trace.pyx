@@ -122,6 +122,16 @@ cdef bint _shared_local(itxn, meta_db, uint64_t packed) except -1:
     return feeds is not None and len(feeds) > 2
 
 
+cdef bint _tenants_shared(itxn, meta_db, uint64_t packed, int feed) except -1:
+    """True if the line is one its switch numbers itself and its call's feed noted two
+    tenants for such lines (store.lookup.TENANTS: 8 bytes a tenant; the reference writes
+    why)."""
+    if packed >> 62 == 1:
+        return False
+    held = itxn.get(b"tenants/" + bytes((feed >> 8, feed & 255)), None, meta_db)
+    return held is not None and len(held) > 8
+
+
 cdef bint _hunt_feed(itxn, meta_db, const Entry* entries, Py_ssize_t count) except -1:
     """True if a feed of the line's calls has noted calls through a hunt pilot (store.
     hunts.HUNT_FEEDS, 2 bytes a feed): the reference says whether one rang the line."""
@@ -280,6 +290,8 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
             return None                      # a later call may be missing: the reference says
         if _shared_local(itxn, meta_db, packed):
             return None                      # whose extension dialled: the reference says
+        if _tenants_shared(itxn, meta_db, packed, e.feed):
+            return None                      # whose tenant's extension: the reference says
         if _hunt_feed(itxn, meta_db, entries, count):
             return None                      # a hunt pilot's call may have rung it: the reference
         for i in range(first + 1, count):    # calls from other callers at the same instant

@@ -476,6 +476,9 @@ def _dialect(path, name: str, spec: dict) -> Format:
         quote=spec.get("quote", template.quote),
         end_required=spec.get("end_required", template.end_required),
         lenient_quotes=spec.get("lenient_quotes", template.lenient_quotes),
+        # a tenant column the dialect names is read whatever it holds (its base's, such as
+        # FreeSWITCH's context, counts only domain names)
+        tenant_domains=template.tenant_domains and "tenant" not in fields,
         # a base's own value table (Kamailio's SIP codes) is kept; the dialect's adds to it
         dispositions={**template.dispositions, **dispositions},
         presentations={**template.presentations, **presentations},

@@ -147,7 +147,7 @@ def call_time(call: dict | None) -> str | None:
 
 
 _NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "unconnected_unlogged",
-                 "legs_unlogged", "line_shared", "hunt_unnamed")
+                 "legs_unlogged", "line_shared", "tenants_shared", "hunt_unnamed")
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
@@ -207,6 +207,15 @@ def untraceable_reason(call: dict) -> str | None:
                 "*57, and the last call to another's would be named, so none is named. A trace "
                 "that names its feed (HTTP 'feed', FastAGI's second argument, `cdrtrace trace "
                 "--feed`) is resolved among that feed's calls")
+    if "tenants_shared" in call:
+        return (f"this line is not an E.164 number but one a switch numbers itself (an "
+                f"extension, other digits or a SIP user), and the records of feed "
+                f"{call['tenants_shared']} name two or more tenants for such lines (BroadWorks "
+                "groups, FreeSWITCH domains, or the column a dialect names its tenant by): "
+                "the switch hosts several customers' PBXs, each may have this line, the "
+                "records cannot tell which one's line dialled *57, and the last call to "
+                "another's would be named, so none is named. Give each tenant's records a "
+                "feed of their own")
     if "stamped_ahead" in call:
         return (f"the newest call to this line is stamped {call['start']}, more than "
                 f"{STAMPED_AHEAD_US // 60_000_000} minutes after the trace was made: its feed's "

@@ -94,6 +94,12 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         # dialled *57, and the last call to another's would be named
         view["line_shared"] = tracer.catalog.names_of(index_txn, shared)
         return Outcome.UNTRACEABLE, view, e, None
+    if lookup.local_line(int.from_bytes(key, "big")) and lookup.tenants_shared(
+            index_txn, tracer.lookup.db["meta"], e["feed"]):
+        # a switch that hosts several customers' PBXs in the feed: whose extension dialled
+        # *57 the records cannot tell, even where the trace names the feed
+        view["tenants_shared"] = tracer.catalog.names_of(index_txn, [e["feed"]])[0]
+        return Outcome.UNTRACEABLE, view, e, None
     tied = [dict(zip(_FIELDS, r, strict=True)) for r in before[1:] if r[_START] == e["start_us"]]
     if any(t["calling"] != e["calling"] for t in tied):
         # calls from different callers began at the same instant (whole-second CDR

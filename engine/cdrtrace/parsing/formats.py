@@ -112,7 +112,7 @@ ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "c
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
          "srcchannel", "callid_peer", "cot", "comment", "asserted", "method", "early_media",
-         "hunt", "pattern", "app", "data")
+         "hunt", "pattern", "app", "data", "tenant")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -212,6 +212,7 @@ class Format:
     typed_header: bool = False
     dispositions: dict = dataclasses.field(default_factory=dict)   # value -> Disposition
     presentations: dict = dataclasses.field(default_factory=dict)  # value -> Presentation
+    tenant_domains: bool = False  # a tenant value counts only where it is a domain name
 
     def groups_in_one_record(self) -> bool:
         """Whether one record of its switch may stand for a call that rang several phones,
@@ -271,7 +272,7 @@ class Format:
                    "lenient_quotes": int(self.lenient_quotes),
                    "end_required": int(self.end_required), "time_kind": self.time_kind,
                    "disp_kind": self.disp_kind, "pres_kind": self.pres_kind,
-                   "markers": int(self.markers)}
+                   "markers": int(self.markers), "tenant_domains": int(self.tenant_domains)}
         for role in ROLES:
             dialect[f"c_{role}"] = self.column(role, where)
         # where a format stamps early media apart from ringing (FreeSWITCH: a 183 Session
@@ -328,7 +329,7 @@ BROADWORKS = Format(
            "end": "releaseTime", "disposition": "answerIndicator",
            "dest_cause": "terminationCause", "callid": "recordId",
            "presentation": "callingPresentationIndicator", "direction": "direction",
-           "cot": "customerOriginatedTrace.invocationTime"},
+           "cot": "customerOriginatedTrace.invocationTime", "tenant": "group"},
     required=("calling", "called", "final", "start", "disposition", "callid", "direction"))
 
 # Asterisk cdr_custom's legacy default mapping: every field quoted but sequence.
@@ -352,7 +353,8 @@ FREESWITCH = Format(
            "duration": "duration", "billsec": "billsec", "disposition": "hangup_cause",
            "callid": "uuid", "callid_peer": "bleg_uuid", "progress": "progress_stamp",
            "early_media": "progress_media_stamp", "presentation": "sip_Privacy",
-           "redirecting": "rdnis"})
+           "redirecting": "rdnis", "tenant": "context"},
+    tenant_domains=True)
 
 # Kamailio (and OpenSIPS) accounting: the dialog CDRs of the acc module (acc_cdrs) as
 # db_flatstore writes them, '|' between values, no header, appended live. The columns are

@@ -105,6 +105,7 @@ class CdrParser:
         self._activations: list[tuple[int, int, int, int]] = []
         self._hunts: list[tuple[int, int, int, int, int]] = []
         self._hunt_members: list[int] = []
+        self._tenants: set[int] = set()
 
     def take_activations(self) -> list:
         """As the native take_activations: [(line, activated_us, record, offset)]."""
@@ -122,6 +123,12 @@ class CdrParser:
         name as rung, in their order (each call's `members` of them)."""
         taken, self._hunt_members = self._hunt_members, []
         return np.array(taken, np.uint64)
+
+    def take_tenants(self) -> tuple[int, ...]:
+        """As the native take_tenants: the two least distinct tenants (hashed) the records
+        parsed since the last call name for lines their switch numbers itself."""
+        taken, self._tenants = self._tenants, set()
+        return tuple(sorted(taken)[:2])
 
     def take_identities(self) -> dict:
         """As the native take_identities: {packed: text} parsed since the last call."""
@@ -258,6 +265,8 @@ class CdrParser:
                     self._identities[row["calling"]] = row.pop("_identity")
                 row["offset"] = self.offset + p
                 row["record"] = self.record
+                if "_tenant" in row:
+                    self._tenants.add(row.pop("_tenant"))
                 if "_activated" in row:
                     self._activations.append((*row.pop("_activated"), row["record"], row["offset"]))
                 if "_hunt" in row:

@@ -261,6 +261,10 @@ class FeedStats(Open):
     local_lines: bool = Field(description=(
         "it indexed calls to lines its switch numbers itself (extensions): once two feeds "
         "have, a trace of such a line names its feed, or is untraceable"))
+    tenants_shared: bool = Field(description=(
+        "its records name two or more tenants for lines its switch numbers itself (a "
+        "BroadWorks group, a FreeSWITCH domain): a switch hosting several customers' PBXs, "
+        "whose extensions' traces are untraceable until each tenant has a feed of its own"))
     last_commit: str | None
 
 

@@ -20,7 +20,7 @@ from ..parsing import numbers, timezones
 from . import hunts
 from .environments import Environments
 from .liveness import learned_delay
-from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, unconnected_mark
+from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, tenants_shared, unconnected_mark
 
 NO_FEED = "(no feed)"       # how stats names the feed of files ingested with none named
 # stats' key, by the suffix of a feed's mark (lookup.UNCONNECTED), for since when the feed
@@ -322,7 +322,9 @@ class Catalog:
         for a switch a follower saw hold its records back, how long (learned_delay_seconds:
         traces wait that long for it, ingestion.live); whether it indexed lines its switch
         numbers itself (local_lines: extensions, which another switch may have too; local:
-        those feeds, Lookup.local_feeds); for a feed with calls through hunt pilots, the
+        those feeds, Lookup.local_feeds); whether its records name several tenants for
+        such lines (tenants_shared: a switch hosting several customers' PBXs, lookup.
+        TENANTS: traces of its extensions are untraceable); for a feed with calls through hunt pilots, the
         pilots it lists no members for (hunt_pilots_unlisted, store.hunts)."""
         names, hunted = self.feed_names(txn), set(hunts.noted_feeds(txn, self.db["meta"]))
         feeds = []
@@ -347,6 +349,7 @@ class Catalog:
                 "lag_seconds": round((now_us - mark) / 1e6, 1) if mark else None,
                 "ahead_of_clock": bool(mark) and mark - now_us > STAMPED_AHEAD_US,
                 "local_lines": number in local,
+                "tenants_shared": tenants_shared(txn, self.db["meta"], number),
                 "last_commit": timezones.format_utc(stats["last_commit_us"])})
             if number in hunted:
                 feeds[-1]["hunt_pilots_unlisted"] = [

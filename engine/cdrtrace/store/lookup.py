@@ -38,6 +38,11 @@ UNLOGGED_VIEW = {b"": "unconnected_unlogged", LEGS: "legs_unlogged"}
 # other digits, a SIP user: a switch's own, which another switch may have too), in the
 # index's meta: their ids, 2 bytes each, ascending (note_local_feed, shared_local)
 LOCAL_FEEDS = b"local_feeds"
+# the tenants a feed's records name for such lines (a BroadWorks group, a FreeSWITCH
+# domain's context: CdrParser.take_tenants), in the index's meta, TENANTS + the feed (2
+# bytes, big-endian): the two least distinct (hashed), uint64 little-endian, ascending.
+# Two show a switch that hosts several customers' PBXs in one feed (tenants_shared)
+TENANTS = b"tenants/"
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
@@ -147,6 +152,32 @@ def local_feeds(txn: Any, meta_db: Any) -> list[int]:
 def note_local_feed(txn: Any, meta_db: Any, feed: int) -> None:
     """Note, in an index write, that a feed indexed a call to a line of its switch's own."""
     feedlists.add(txn, meta_db, LOCAL_FEEDS, feed)
+
+
+def least_two(held: tuple[int, ...], more: tuple[int, ...]) -> tuple[int, ...]:
+    """The two least distinct nonzero tenants of held and more, ascending: what a feed
+    notes (TENANTS), the same whatever order its records came in."""
+    return tuple(sorted({v for v in held + more if v})[:2])
+
+
+def tenants_of(txn: Any, meta_db: Any, feed: int) -> tuple[int, ...]:
+    """The tenants a feed noted (TENANTS): at most two, ascending."""
+    held = txn.get(TENANTS + feed.to_bytes(2, "big"), b"", db=meta_db)
+    return tuple(np.frombuffer(bytes(held), "<u8").tolist())
+
+
+def note_tenants(txn: Any, meta_db: Any, feed: int, tenants: tuple[int, ...]) -> None:
+    """Note, in an index write, tenants a feed's records named (CdrParser.take_tenants)."""
+    held = tenants_of(txn, meta_db, feed)
+    merged = least_two(held, tenants)
+    if merged != held:
+        txn.put(TENANTS + feed.to_bytes(2, "big"), np.array(merged, "<u8").tobytes(), db=meta_db)
+
+
+def tenants_shared(txn: Any, meta_db: Any, feed: int) -> bool:
+    """Whether a feed's records name two or more tenants for lines their switch numbers
+    itself: whose extension a trace of one is, the records cannot tell."""
+    return len(tenants_of(txn, meta_db, feed)) > 1
 
 
 # the first key of a line its switch numbers itself: its kind (bits 62-63) 2 or 3

@@ -1,0 +1,204 @@
+"""A switch that hosts several customers' PBXs in one feed (a BroadWorks system of many
+groups, a FreeSWITCH of many domains) numbers each customer's extensions alike: two
+tenants may each have a 2001. A *57 from one cannot tell whose 2001 dialled it, and the
+last call to the other's would be named, an innocent person. A feed whose records name two
+or more tenants for lines their switch numbers itself fails closed on such lines, even for
+a trace that names the feed (docs/trace-rules.md, "A line a switch numbers itself")."""
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cdrtrace
+from cdrtrace import cli
+from cdrtrace.config import Feed
+from cdrtrace.parsing import parsers, timezones
+from cdrtrace.parsing import reference as twin
+from cdrtrace.parsing.formats import BROADWORKS_COLUMNS
+from cdrtrace.parsing.parsers import get_format
+from conftest import cdr, cdr_file, parse_all
+
+AT = "2026-03-02T15:00:00Z"
+FREESWITCH = get_format("freeswitch")
+BROADWORKS = get_format("broadworks")
+PAT = "3035550100"          # the caller of tenant A's 2001
+
+
+def fs(caller: str, dest: str, context: str, clock: str, uuid: str, bleg: str = "") -> bytes:
+    """A FreeSWITCH 'example' template record on 2026-03-02 (UTC): answered at clock
+    (HH:MM), a minute long."""
+    day = "2026-03-02"
+    return (f'"Caller","{caller}","{dest}","{context}","{day} {clock}:00","{day} {clock}:05",'
+            f'"{day} {clock}:59","59","54","NORMAL_CLEARING","{uuid}","{bleg}","","PCMU","PCMU"'
+            ).encode()
+
+
+# the feed shows its calls' two legs (a DID's A leg and the B leg to the phone it rang), so
+# its switch writes B legs, and its traces are not held for want of them (UNLOGGED_LEGS)
+LEGS = (fs("3035550999", "+13035552000", "public", "08:00", "a-0", "b-0"),
+        fs("3035550999", "2000", "public", "08:00", "b-0"))
+
+
+def ingest(store, tmp_path, feed: str, *records: bytes, fmt=FREESWITCH) -> None:
+    path = cdr_file(tmp_path, *records, name=f"{feed}-{len(list(tmp_path.iterdir()))}.csv")
+    cdrtrace.ingest(store, [path], feed=Feed(feed, fmt))
+
+
+def traced(store, line: str, **kw) -> tuple:
+    got = store.trace(line, at=AT, **kw)
+    return got.outcome.value, got.call_time
+
+
+def test_a_feed_of_two_domains_names_no_extensions_caller(store_either, tmp_path):
+    """a.example.com's 2001 was called at 14:00; b.example.com's 2001 was never called,
+    and its subscriber, harassed on a line the records leave out, dials *57."""
+    store = store_either
+    ingest(store, tmp_path, "pbx", *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"))
+    assert traced(store, "2001") == ("success", "2026-03-02T14:00:00Z")    # one tenant so far
+    ingest(store, tmp_path, "pbx", fs("3035550177", "2002", "b.example.com", "14:10", "b-1"))
+    assert traced(store, "2001") == ("untraceable", None)
+    assert traced(store, "2001", feed="pbx") == ("untraceable", None)   # naming it tells no more
+    assert PAT not in repr(store.trace("2001", at=AT)) + repr(store.status("2001", "pbx"))
+    record = store.trace_records("2001", analyst="cic")[-1]
+    assert record["call"]["calling"] == "+1" + PAT            # the CIC sees what was recorded
+    assert record["call"]["tenants_shared"] == "pbx"
+    assert "two or more tenants" in record["reason"] and "feed of their own" in record["reason"]
+    # b's own extension is no better off; an E.164 line of the feed is traced as before
+    assert traced(store, "2002") == ("untraceable", None)
+    ingest(store, tmp_path, "pbx", fs(PAT, "+13035550110", "a.example.com", "14:20", "a-2"))
+    assert traced(store, "3035550110") == ("success", "2026-03-02T14:20:00Z")
+
+
+def test_the_order_the_tenants_came_in_does_not_matter(store, tmp_path):
+    ingest(store, tmp_path, "pbx", *LEGS, fs("3035550177", "2002", "b.example.com", "14:10", "b-1"))
+    ingest(store, tmp_path, "pbx", fs(PAT, "2001", "a.example.com", "14:00", "a-1"))
+    assert traced(store, "2001") == ("untraceable", None)
+
+
+def test_one_domain_beside_the_dialplans_own_contexts_is_one_tenant(store, tmp_path):
+    """A FreeSWITCH context counts as a tenant only where it is a domain name (a multi-
+    tenant PBX's, such as FusionPBX's): `public`, `default` and an empty one are the
+    dialplan's own, in any installation. A domain's case is not the tenant's."""
+    ingest(store, tmp_path, "pbx", *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"),
+           fs("3035550177", "2001", "public", "13:00", "p-1"),
+           fs("3035550178", "2002", "default", "13:10", "d-1"),
+           fs("3035550179", "2003", "", "13:20", "e-1"),
+           fs("3035550180", "2004", "A.Example.COM", "13:30", "c-1"))
+    assert traced(store, "2001") == ("success", "2026-03-02T14:00:00Z")
+    assert not store.stats()["feeds"][0]["tenants_shared"]
+
+
+def test_a_domain_that_calls_only_e164_lines_names_no_extension(store, tmp_path):
+    ingest(store, tmp_path, "pbx", *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"),
+           fs("3035550177", "+13035550110", "c.example.com", "14:10", "c-1"))
+    assert traced(store, "2001") == ("success", "2026-03-02T14:00:00Z")
+
+
+def bw(record_id: str, user: str, called: str, group: str, clock: str,
+       direction: str = "Terminating") -> bytes:
+    """A BroadWorks record (positional, GMT), answered at clock (HH:MM), a minute long."""
+    v = dict.fromkeys(BROADWORKS_COLUMNS, "")
+    v.update(recordId=record_id, serviceProvider="sp1", type="Normal", userNumber=user,
+             direction=direction, callingNumber="+1" + PAT, callingPresentationIndicator="Public",
+             calledNumber=called, startTime=f"20260302{clock.replace(':', '')}00.000",
+             userTimeZone="1-000000", answerIndicator="Yes",
+             answerTime=f"20260302{clock.replace(':', '')}05.000",
+             releaseTime=f"20260302{clock.replace(':', '')}59.000", terminationCause="016",
+             group=group)
+    return ",".join(v[name] for name in BROADWORKS_COLUMNS).encode()
+
+
+def test_a_broadworks_feed_of_two_groups_names_no_extensions_caller(store, tmp_path):
+    """Extension-only users (no number of their own) in two groups of one system."""
+    ingest(store, tmp_path, "bw", bw("1", "2001", "2001", "east", "14:00"), fmt=BROADWORKS)
+    assert traced(store, "2001") == ("success", "2026-03-02T14:00:00Z")
+    # a call a user of another group placed (its originating record) is not its line's
+    ingest(store, tmp_path, "bw", bw("2", "2001", "2001", "west", "14:05", "Originating"),
+           fmt=BROADWORKS)
+    assert traced(store, "2001") == ("already_traced", "2026-03-02T14:00:00Z")
+    ingest(store, tmp_path, "bw", bw("3", "2002", "2002", "west", "14:10"), fmt=BROADWORKS)
+    assert traced(store, "2001") == ("untraceable", None)
+    # a user with a number of its own, dialled by extension, is traced by that number
+    ingest(store, tmp_path, "bw", bw("4", "+13035550110", "2010", "east", "14:20"), fmt=BROADWORKS)
+    assert traced(store, "+13035550110") == ("success", "2026-03-02T14:20:00Z")
+    assert traced(store, "2010") == ("untraceable", None)
+
+
+def test_a_dialect_names_its_tenant_column(store, tmp_path):
+    """An Asterisk that keeps each customer's account code in `accountcode`: a dialect's
+    `tenant` field reads every value its column holds."""
+    conf = tmp_path / "cdrtrace.toml"
+    conf.write_text('[dialects.hosted]\nbase = "asterisk"\nfields = { tenant = "accountcode" }\n')
+    form = cdrtrace.config.load(str(conf)).format("hosted")
+    ingest(store, tmp_path, "hosted", cdr(accountcode="acme", src=PAT, dst="2001",
+                                          start="2026-03-02 14:00:00", uniqueid="x1"), fmt=form)
+    assert traced(store, "2001") == ("success", "2026-03-02T14:00:00Z")
+    ingest(store, tmp_path, "hosted", cdr(accountcode="globex", src="3035550177", dst="2002",
+                                          start="2026-03-02 14:10:00", uniqueid="x2"), fmt=form)
+    assert traced(store, "2001") == ("untraceable", None)
+
+
+def test_a_freeswitch_dialect_naming_its_context_reads_every_context(tmp_path):
+    conf = tmp_path / "cdrtrace.toml"
+    conf.write_text('[dialects.fs-tenants]\nbase = "freeswitch"\nfields = { tenant = "context" }\n')
+    form = cdrtrace.config.load(str(conf)).format("fs-tenants")
+    parser = parsers.make_parser(form)
+    parse_all(fs(PAT, "2001", "tenant_a", "14:00", "a") + b"\n"
+              + fs(PAT, "2001", "tenant_b", "14:10", "b") + b"\n", parser=parser)
+    assert len(parser.take_tenants()) == 2
+    plain = parsers.make_parser(FREESWITCH)     # the built-in format: domain names alone
+    parse_all(fs(PAT, "2001", "tenant_a", "14:00", "a") + b"\n"
+              + fs(PAT, "2001", "tenant_b", "14:10", "b") + b"\n", parser=plain)
+    assert plain.take_tenants() == ()
+
+
+def test_stats_say_which_feed_holds_several_tenants(store, tmp_path, capsys):
+    ingest(store, tmp_path, "pbx", *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"),
+           fs("3035550177", "2002", "b.example.com", "14:10", "b-1"))
+    ingest(store, tmp_path, "single", *LEGS, fs(PAT, "2001", "c.example.com", "14:00", "c-1"))
+    assert {f["feed"]: f["tenants_shared"] for f in store.stats()["feeds"]} == {
+        "pbx": True, "single": False}
+    store.close()
+    assert cli.main(["--db", str(store.path), "stats"]) == 0
+    out = capsys.readouterr().out
+    pbx, single = (next(x for x in out.splitlines() if x.startswith(name)) for name in ("pbx", "single"))
+    assert "SEVERAL TENANTS' EXTENSIONS" in pbx and "SEVERAL TENANTS" not in single
+
+
+# ------------------------------------------------------------ native and reference alike
+
+CONTEXTS = ["a.example.com", "A.EXAMPLE.com", "b.example.com", "public", "default", "", "c.x"]
+DESTS = ["2001", "2002", "+13035550110", "3035550111", "alice", "*97"]
+
+
+def expected_tenants(records: list[tuple[str, str]]) -> int:
+    """How many distinct tenants the rule reads (at most two): the domain-name contexts, in
+    any case, of records to a line that is not an E.164 number."""
+    local = {"2001", "2002"}      # (a SIP user dialled is no line: called 0)
+    return min(2, len({c.lower() for dest, c in records if dest in local and "." in c}))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.tuples(st.sampled_from(DESTS), st.sampled_from(CONTEXTS)), max_size=12),
+       chunk=st.integers(1, 400))
+def test_tenants_are_read_alike_by_the_native_parser_and_its_reference(records, chunk):
+    data = b"".join(fs(PAT, dest, context, "14:00", f"u-{i}") + b"\n"
+                    for i, (dest, context) in enumerate(records))
+    starts, offsets = timezones.zone_table("UTC")
+    native = parsers.native.CdrParser(FREESWITCH.dialect(), starts, offsets)
+    reference = twin.CdrParser(FREESWITCH.dialect(), "UTC")
+    assert (parse_all(data, parser=native, chunks=[chunk] * (len(data) // chunk + 2))
+            == parse_all(data, parser=reference))
+    got = native.take_tenants()
+    assert got == reference.take_tenants() and list(got) == sorted(set(got))
+    assert len(got) == expected_tenants(records)
+    assert native.take_tenants() == ()                       # taken once
+
+
+def test_the_tenants_noted_are_the_same_in_any_order(store, tmp_path):
+    from cdrtrace.store import lookup
+
+    assert lookup.least_two((5, 9), (7, 0)) == lookup.least_two((7,), (9, 5)) == (5, 7)
+    assert json.dumps(lookup.least_two((), ())) == "[]"
