@@ -1478,8 +1478,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # a switch that hosts several customers' PBXs names whose line a record is for (a
     # BroadWorks group, a FreeSWITCH domain's context): a feed whose records name two
     # for lines the switch numbers itself cannot tell whose extension dialled *57
-    # (take_tenants; docs/trace-rules.md, "A line a switch numbers itself")
-    if d.c_tenant >= 0 and incoming and (
+    # (take_tenants; docs/trace-rules.md, "A line a switch numbers itself"). An outgoing
+    # call's record (BroadWorks' originating) has no line here: none of its own is named
+    if d.c_tenant >= 0 and (
             (called != 0 and called >> 62 != 1) or (final_ != 0 and final_ >> 62 != 1)):
         s = col(f, nf, d.c_tenant)
         if s.n > 0 and (not d.tenant_domains or memchr(s.p, b'.', s.n) != NULL):

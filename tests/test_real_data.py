@@ -974,6 +974,7 @@ def test_generated_traffic_has_legs_unreadable_records_zero_rings_and_named_rest
     ("real/asterisk-ring-groups-ru.csv", "asterisk"), ("real/asterisk-custom-sip-users.csv", "asterisk-custom"),
     ("real/freeswitch-after-spreadsheet.csv", "freeswitch"), ("real/asterisk-queue-ua.csv", "asterisk"),
     ("real/freeswitch-groups-kr.csv", "freeswitch"), ("real/asterisk-reject-key-de.csv", "asterisk"),
+    ("real/freeswitch-multi-domain.csv", "freeswitch"),
 ])
 @pytest.mark.parametrize("chunk", [None, 7, 4096])
 def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):

@@ -471,8 +471,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     if activated and line:
         row["_activated"] = (line, activated)
     # the tenant a multi-tenant switch names the record's line of its own for (a
-    # BroadWorks group, a FreeSWITCH domain's context), ASCII case ignored
-    if d["c_tenant"] >= 0 and incoming and any(v and v >> 62 != numbers.E164 for v in (called, final)):
+    # BroadWorks group, a FreeSWITCH domain's context), ASCII case ignored (an outgoing
+    # call's record has no line here)
+    if d["c_tenant"] >= 0 and any(v and v >> 62 != numbers.E164 for v in (called, final)):
         tenant = col("tenant")
         if tenant and (not d["tenant_domains"] or b"." in tenant):
             row["_tenant"] = hash_bytes(14695981039346656037, tenant.lower()) or 1
