@@ -580,18 +580,22 @@ cdef int parse_uint(Span s, int64_t* out) noexcept nogil:
 
 # ---------------------------------------------------------------- helpers
 
-cdef inline uint64_t hash_bytes(uint64_t h, const char* p, Py_ssize_t n) noexcept nogil:
-    # FNV-1a over the bytes, then the splitmix64 finaliser for good high bits.
-    cdef Py_ssize_t i
-    for i in range(n):
-        h ^= <uint8_t>p[i]
-        h *= 1099511628211ULL
+cdef inline uint64_t finish_hash(uint64_t h) noexcept nogil:
+    # the splitmix64 finaliser, for good high bits
     h ^= h >> 30
     h *= 0xbf58476d1ce4e5b9ULL
     h ^= h >> 27
     h *= 0x94d049bb133111ebULL
-    h ^= h >> 31
-    return h
+    return h ^ (h >> 31)
+
+
+cdef inline uint64_t hash_bytes(uint64_t h, const char* p, Py_ssize_t n) noexcept nogil:
+    # FNV-1a over the bytes, then finished
+    cdef Py_ssize_t i
+    for i in range(n):
+        h ^= <uint8_t>p[i]
+        h *= 1099511628211ULL
+    return finish_hash(h)
 
 
 cdef inline uint64_t hash_lower(uint64_t h, Span s) noexcept nogil:
@@ -604,12 +608,7 @@ cdef inline uint64_t hash_lower(uint64_t h, Span s) noexcept nogil:
             c += 32
         h ^= c
         h *= 1099511628211ULL
-    h ^= h >> 30
-    h *= 0xbf58476d1ce4e5b9ULL
-    h ^= h >> 27
-    h *= 0x94d049bb133111ebULL
-    h ^= h >> 31
-    return h
+    return finish_hash(h)
 
 
 cdef inline void note_tenant(Columns* out, uint64_t h) noexcept nogil:
