@@ -431,8 +431,10 @@ def both(fmt: str, data: bytes, chunk: int):
     ref = twin.CdrParser(dialect, "UTC", start_offset=skip, dispositions=dispositions,
                          presentations=presentations)
     body = data[skip:]
-    return (parse_all(body, parser=native, chunks=[chunk] * (len(body) // chunk + 2)),
-            parse_all(body, parser=ref))
+    # rows and rejects, then the tenants the records named (take_tenants)
+    return ((*parse_all(body, parser=native, chunks=[chunk] * (len(body) // chunk + 2)),
+             native.take_tenants()),
+            (*parse_all(body, parser=ref), ref.take_tenants()))
 
 
 SAMPLES = {}

@@ -324,8 +324,8 @@ class Catalog:
         numbers itself (local_lines: extensions, which another switch may have too; local:
         those feeds, Lookup.local_feeds); whether its records name several tenants for
         such lines (tenants_shared: a switch hosting several customers' PBXs, lookup.
-        TENANTS: traces of its extensions are untraceable); for a feed with calls through hunt pilots, the
-        pilots it lists no members for (hunt_pilots_unlisted, store.hunts)."""
+        TENANTS: traces of its extensions are untraceable); for a feed with calls through
+        hunt pilots, the pilots it lists no members for (hunt_pilots_unlisted, store.hunts)."""
         names, hunted = self.feed_names(txn), set(hunts.noted_feeds(txn, self.db["meta"]))
         feeds = []
         for key, value in txn.cursor(self.db["meta"]):
