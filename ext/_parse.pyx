@@ -120,6 +120,7 @@ cdef struct Dialect:
     int c_data           # ... and its arguments (lastdata: Dial's devices, joined by '&')
     int c_tenant         # the tenant a multi-tenant switch names the line's (BroadWorks group)
     int tenant_domains   # ... read only where it is a domain name (FreeSWITCH's context)
+    int c_tenant_scope   # what the tenant's name is unique within (BroadWorks serviceProvider)
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
@@ -202,6 +203,8 @@ cdef struct Columns:
     const char* tenant_last   # the last tenant value hashed and its hash: a feed's records
     Py_ssize_t tenant_last_n  # repeat their few tenants, each hashed once in a run of them
     uint64_t tenant_last_h
+    const char* scope_last    # ... and the scope it was hashed with
+    Py_ssize_t scope_last_n
 
 
 # the block tokenizer for this processor (its AVX2 scan where it has one)
@@ -1482,14 +1485,23 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     # for lines the switch numbers itself cannot tell whose extension dialled *57
     # (take_tenants; docs/trace-rules.md, "A line a switch numbers itself"). An outgoing
     # call's record (BroadWorks' originating) has no line here: none of its own is named
+    cdef Span scope
+    cdef uint64_t th
     if d.c_tenant >= 0 and (
             (called != 0 and called >> 62 != 1) or (final_ != 0 and final_ >> 62 != 1)):
         s = col(f, nf, d.c_tenant)
-        if s.n > 0 and s.n == out.tenant_last_n and memcmp(s.p, out.tenant_last, s.n) == 0:
+        scope = col(f, nf, d.c_tenant_scope)     # (empty where the layout has none)
+        if (s.n > 0 and s.n == out.tenant_last_n and memcmp(s.p, out.tenant_last, s.n) == 0
+                and scope.n == out.scope_last_n
+                and memcmp(scope.p, out.scope_last, scope.n) == 0):
             note_tenant(out, out.tenant_last_h)
         elif s.n > 0 and (not d.tenant_domains or memchr(s.p, b'.', s.n) != NULL):
+            th = 14695981039346656037ULL
+            if d.c_tenant_scope >= 0:            # a group's name is its provider's alone
+                th = hash_lower(th, scope)
             out.tenant_last, out.tenant_last_n = s.p, s.n
-            out.tenant_last_h = hash_lower(14695981039346656037ULL, s)
+            out.scope_last, out.scope_last_n = scope.p, scope.n
+            out.tenant_last_h = hash_lower(th, s)
             note_tenant(out, out.tenant_last_h)
     if activated != 0 and line != 0:
         out.act_row[out.act_n] = i
@@ -1567,6 +1579,7 @@ DIALECT_FIELDS = (
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
     "c_cot", "c_comment", "c_asserted", "escaped", "c_method", "c_early_media",
     "progress_complete", "c_hunt", "c_pattern", "c_app", "c_data", "c_tenant", "tenant_domains",
+    "c_tenant_scope",
 )
 # a call through a hunt pilot (take_hunts): when it began, its call id, the pilot,
 # and the number its record names beyond the dialled one (finalCalledPartyNumber: the member
@@ -1912,6 +1925,7 @@ cdef class CdrParser:
         out.member, out.member_n, out.member_cap, out.member_oom = NULL, 0, 0, False
         out.tenant_lo = out.tenant_hi = out.tenant_last_h = 0
         out.tenant_last, out.tenant_last_n = NULL, 0
+        out.scope_last, out.scope_last_n = NULL, 0
 
         cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
         cdef Reject* grown

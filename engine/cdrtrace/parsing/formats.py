@@ -112,7 +112,7 @@ ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "c
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
          "srcchannel", "callid_peer", "cot", "comment", "asserted", "method", "early_media",
-         "hunt", "pattern", "app", "data", "tenant")
+         "hunt", "pattern", "app", "data", "tenant", "tenant_scope")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -329,7 +329,8 @@ BROADWORKS = Format(
            "end": "releaseTime", "disposition": "answerIndicator",
            "dest_cause": "terminationCause", "callid": "recordId",
            "presentation": "callingPresentationIndicator", "direction": "direction",
-           "cot": "customerOriginatedTrace.invocationTime", "tenant": "group"},
+           "cot": "customerOriginatedTrace.invocationTime", "tenant": "group",
+           "tenant_scope": "serviceProvider"},
     required=("calling", "called", "final", "start", "disposition", "callid", "direction"))
 
 # Asterisk cdr_custom's legacy default mapping: every field quoted but sequence.

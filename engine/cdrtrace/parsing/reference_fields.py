@@ -476,7 +476,10 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     if d["c_tenant"] >= 0 and any(v and v >> 62 != numbers.E164 for v in (called, final)):
         tenant = col("tenant")
         if tenant and (not d["tenant_domains"] or b"." in tenant):
-            row["_tenant"] = hash_bytes(14695981039346656037, tenant.lower()) or 1
+            seed = 14695981039346656037     # (a BroadWorks group's name is its provider's)
+            if d["c_tenant_scope"] >= 0:
+                seed = hash_bytes(seed, col("tenant_scope").lower())
+            row["_tenant"] = hash_bytes(seed, tenant.lower()) or 1
     # a call through a hunt pilot rang its members' phones, of which the record names at
     # most the one that answered (huntPilotDN once a member answered; pattern usage 7)
     if received and (d["c_hunt"] >= 0 or d["c_pattern"] >= 0) and (
