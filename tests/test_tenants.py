@@ -168,6 +168,23 @@ def test_a_freeswitch_dialect_naming_its_context_reads_every_context(tmp_path):
     assert plain.take_tenants() == ()
 
 
+def test_a_store_indexed_before_tenants_were_read_notes_them_on_ingesting_again(store, tmp_path):
+    """docs/operations.md, "Upgrades": a release before this one noted no tenant; ingesting
+    the feed's files again with force notes them, and leaves its calls as they were."""
+    from cdrtrace.store import lookup
+
+    path = cdr_file(tmp_path, *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"),
+                    fs("3035550177", "2002", "b.example.com", "14:10", "b-1"), name="pbx.csv")
+    cdrtrace.ingest(store, [path], feed=Feed("pbx", FREESWITCH))
+    key = lookup.TENANTS + store.catalog.known_feed_id("pbx").to_bytes(2, "big")
+    store.envs.write(lambda txn: txn.delete(key, db=store.envs.db["meta"]))    # as before
+    calls = store.last_calls("2001", analyst="cic")
+    assert traced(store, "2001") == ("success", "2026-03-02T14:00:00Z")
+    cdrtrace.ingest(store, [path], feed=Feed("pbx", FREESWITCH), force=True)
+    assert traced(store, "2001") == ("untraceable", None)
+    assert store.last_calls("2001", analyst="cic") == calls
+
+
 def test_stats_say_which_feed_holds_several_tenants(store, tmp_path, capsys):
     ingest(store, tmp_path, "pbx", *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"),
            fs("3035550177", "2002", "b.example.com", "14:10", "b-1"))
