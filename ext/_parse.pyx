@@ -205,6 +205,8 @@ cdef struct Columns:
     uint64_t tenant_last_h
     const char* scope_last    # ... and the scope it was hashed with
     Py_ssize_t scope_last_n
+    Span lo_name, lo_scope    # where the two least tenants' names (and scopes) were read,
+    Span hi_name, hi_scope    # in this buffer (take_tenant_names)
 
 
 # the block tokenizer for this processor (its AVX2 scan where it has one)
@@ -614,17 +616,26 @@ cdef inline uint64_t hash_lower(uint64_t h, Span s) noexcept nogil:
     return finish_hash(h)
 
 
-cdef inline void note_tenant(Columns* out, uint64_t h) noexcept nogil:
-    """Keep h among the two least distinct tenants noted (0 is none: h 0 counts as 1)."""
+cdef inline void note_tenant(Columns* out, uint64_t h, Span name, Span scope) noexcept nogil:
+    """Keep h among the two least distinct tenants noted (0 is none: h 0 counts as 1),
+    with where its name was read."""
     if h == 0:
         h = 1
     if h == out.tenant_lo or h == out.tenant_hi:
         return
     if out.tenant_lo == 0 or h < out.tenant_lo:
-        out.tenant_hi = out.tenant_lo
-        out.tenant_lo = h
+        out.tenant_hi, out.hi_name, out.hi_scope = out.tenant_lo, out.lo_name, out.lo_scope
+        out.tenant_lo, out.lo_name, out.lo_scope = h, name, scope
     elif out.tenant_hi == 0 or h < out.tenant_hi:
-        out.tenant_hi = h
+        out.tenant_hi, out.hi_name, out.hi_scope = h, name, scope
+
+
+cdef str tenant_name(Span scope, Span name):
+    """A tenant as an operator reads it: scope/name, or the name where there is no scope."""
+    text = name.p[:name.n]
+    if scope.n > 0:
+        text = scope.p[:scope.n] + b"/" + text
+    return text.decode("latin-1")
 
 
 cdef inline bint span_is(Span s, const char* text, Py_ssize_t n) noexcept nogil:
@@ -1494,7 +1505,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         if (s.n > 0 and s.n == out.tenant_last_n and memcmp(s.p, out.tenant_last, s.n) == 0
                 and scope.n == out.scope_last_n
                 and memcmp(scope.p, out.scope_last, scope.n) == 0):
-            note_tenant(out, out.tenant_last_h)
+            note_tenant(out, out.tenant_last_h, s, scope)
         elif s.n > 0 and (not d.tenant_domains or memchr(s.p, b'.', s.n) != NULL):
             th = 14695981039346656037ULL
             if d.c_tenant_scope >= 0:            # a group's name is its provider's alone
@@ -1502,7 +1513,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             out.tenant_last, out.tenant_last_n = s.p, s.n
             out.scope_last, out.scope_last_n = scope.p, scope.n
             out.tenant_last_h = hash_lower(th, s)
-            note_tenant(out, out.tenant_last_h)
+            note_tenant(out, out.tenant_last_h, s, scope)
     if activated != 0 and line != 0:
         out.act_row[out.act_n] = i
         out.act_us[out.act_n] = activated
@@ -1623,6 +1634,7 @@ cdef class CdrParser:
     cdef list _hunts
     cdef list _hunt_members
     cdef tuple _tenants   # the two least tenants noted since take_tenants (note_tenant)
+    cdef dict _tenant_names
     cdef dict _spare      # the last feed's arrays, written again once nothing else holds them
 
     def __init__(self, dict dialect not None, tz_starts, tz_offsets, int country_code=1,
@@ -1632,7 +1644,7 @@ cdef class CdrParser:
         fill_plan(&self.plan, plan, country_code)
         self._seen, self._identities, self._activations, self._hunts = set(), {}, [], []
         self._hunt_members = []
-        self._tenants = ()
+        self._tenants, self._tenant_names = (), {}
         missing = [name for name in DIALECT_FIELDS if name not in dialect]
         if missing:
             raise ValueError(f"dialect lacks {', '.join(missing)}")
@@ -1721,6 +1733,13 @@ cdef class CdrParser:
         lines their switch numbers itself: the two least distinct, ascending ((): none).
         Two show a switch that hosts several customers' PBXs in the feed."""
         taken, self._tenants = self._tenants, ()
+        return taken
+
+    def take_tenant_names(self):
+        """Called after take_tenants: {tenant: its name} of the tenants it gave, as the
+        first record to name each wrote it (scope/name where the layout scopes them:
+        BroadWorks' serviceProvider/group)."""
+        taken, self._tenant_names = self._tenant_names, {}
         return taken
 
     def take_identities(self):
@@ -2104,8 +2123,12 @@ cdef class CdrParser:
                     self._hunt_members.append(np.frombuffer(
                         (<char*>out.member)[:out.member_n * sizeof(uint64_t)], np.uint64))
             if out.tenant_lo:
-                # the two least distinct, whatever order the records came in
-                self._tenants = tuple(sorted({*self._tenants, out.tenant_lo, out.tenant_hi} - {0})[:2])
+                # the two least distinct, whatever order the records came in, and their names
+                names = {out.tenant_lo: tenant_name(out.lo_scope, out.lo_name)}
+                if out.tenant_hi:
+                    names[out.tenant_hi] = tenant_name(out.hi_scope, out.hi_name)
+                self._tenants = tuple(sorted({*self._tenants, *names})[:2])
+                self._tenant_names = {t: self._tenant_names.get(t) or names[t] for t in self._tenants}
             errors = []     # codes: cdrtrace.parsing.native maps them to their messages
             for k in range(nrej):
                 errors.append((

@@ -433,8 +433,8 @@ def both(fmt: str, data: bytes, chunk: int):
     body = data[skip:]
     # rows and rejects, then the tenants the records named (take_tenants)
     return ((*parse_all(body, parser=native, chunks=[chunk] * (len(body) // chunk + 2)),
-             native.take_tenants()),
-            (*parse_all(body, parser=ref), ref.take_tenants()))
+             native.take_tenants(), native.take_tenant_names()),
+            (*parse_all(body, parser=ref), ref.take_tenants(), ref.take_tenant_names()))
 
 
 SAMPLES = {}

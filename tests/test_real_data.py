@@ -994,6 +994,7 @@ def test_native_and_reference_agree_on_every_sample(name, fmt, chunk):
     assert native.take_identities() == reference.take_identities()
     assert native.take_activations() == reference.take_activations()
     assert native.take_tenants() == reference.take_tenants()
+    assert native.take_tenant_names() == reference.take_tenant_names()
     assert (native.markers, native.record) == (reference.markers, reference.record)
 
 

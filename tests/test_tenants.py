@@ -137,6 +137,8 @@ def test_a_broadworks_groups_name_is_its_service_providers(store, tmp_path):
     ingest(store, tmp_path, "bw", bw("3", "2002", "2002", "main", "14:10", provider="sp2"),
            fmt=BROADWORKS)
     assert traced(store, "2001") == ("untraceable", None)
+    # named as the first record of each wrote them, its provider first
+    assert sorted(store.stats()["feeds"][0]["tenants"]) == ["sp1/main", "sp2/main"]
 
 
 def test_a_dialect_names_its_tenant_column(store, tmp_path):
@@ -188,13 +190,15 @@ def test_stats_say_which_feed_holds_several_tenants(store, tmp_path, capsys):
     ingest(store, tmp_path, "pbx", *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"),
            fs("3035550177", "2002", "b.example.com", "14:10", "b-1"))
     ingest(store, tmp_path, "single", *LEGS, fs(PAT, "2001", "c.example.com", "14:00", "c-1"))
-    assert {f["feed"]: f["tenants_shared"] for f in store.stats()["feeds"]} == {
-        "pbx": True, "single": False}
+    assert {f["feed"]: (f["tenants_shared"], f["tenants"]) for f in store.stats()["feeds"]} == {
+        "pbx": (True, ["a.example.com", "b.example.com"]),       # (in the order of their hash)
+        "single": (False, ["c.example.com"])}
     store.close()
     assert cli.main(["--db", str(store.path), "stats"]) == 0
     out = capsys.readouterr().out
     pbx, single = (next(x for x in out.splitlines() if x.startswith(name)) for name in ("pbx", "single"))
-    assert "SEVERAL TENANTS' EXTENSIONS" in pbx and "SEVERAL TENANTS" not in single
+    assert "SEVERAL TENANTS' EXTENSIONS (among them a.example.com, b.example.com)" in pbx
+    assert "SEVERAL TENANTS" not in single
 
 
 def test_real_freeswitch_of_two_domains(tmp_path):
@@ -259,6 +263,14 @@ def test_tenants_are_read_alike_by_the_native_parser_and_its_reference(records, 
     got = native.take_tenants()
     assert got == reference.take_tenants() and list(got) == sorted(set(got))
     assert got == expected_tenants(records)
+    names = native.take_tenant_names()
+    assert names == reference.take_tenant_names() and list(names) == list(got)
+    # each named as the first record to name it wrote it
+    first: dict = {}
+    for dest, context in records:
+        if dest in ("2001", "2002") and "." in context:      # the records the rule reads
+            first.setdefault(hash_bytes(14695981039346656037, context.lower().encode()) or 1, context)
+    assert names == {t: first[t] for t in got}
     assert native.take_tenants() == ()                       # taken once
 
 
@@ -289,6 +301,11 @@ def test_broadworks_tenants_are_read_alike_native_and_reference(records, chunk):
     expected = sorted({bw_tenant(p, g) for p, g, called, direction in records
                        if g and called == "2001" and direction == "Terminating"})[:2]
     assert native.take_tenants() == reference.take_tenants() == tuple(expected)
+    first: dict = {}
+    for provider, group, called, direction in records:
+        if group and called == "2001" and direction == "Terminating":
+            first.setdefault(bw_tenant(provider, group), f"{provider}/{group}" if provider else group)
+    assert native.take_tenant_names() == reference.take_tenant_names() == {t: first[t] for t in expected}
 
 
 def test_the_tenants_noted_are_the_same_in_any_order(store, tmp_path):
@@ -299,8 +316,18 @@ def test_the_tenants_noted_are_the_same_in_any_order(store, tmp_path):
     assert lookup.least_two((5, 9), (7, 0)) == lookup.least_two((7,), (9, 5)) == (5, 7)
     assert lookup.least_two((), ()) == () and lookup.least_two((3,), (3,)) == (3,)
     meta = store.envs.db["meta"]
-    for taken in [(9,), (7, 9), (5, 7)]:
-        store.envs.write(lambda txn, t=taken: lookup.note_tenants(txn, meta, 4, t))
+    for taken, names in [((9,), {9: "nine"}), ((7, 9), {7: "seven", 9: "NINE"}),
+                         ((5, 7), {5: "five", 7: "SEVEN"})]:
+        store.envs.write(lambda txn, t=taken, n=names: lookup.note_tenants(txn, meta, 4, t, n))
     with store.envs.read() as txn:
         assert lookup.tenants_of(txn, meta, 4) == (5, 7)
+        assert lookup.tenant_names(txn, meta, 4) == ["five", "seven"]    # as first named
         assert lookup.tenants_shared(txn, meta, 4) and not lookup.tenants_shared(txn, meta, 5)
+
+
+def test_a_tenant_is_named_as_its_first_record_wrote_it_in_any_chunking(store, tmp_path):
+    path = cdr_file(tmp_path, *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"),
+                    *(fs(PAT, "2001", "A.EXAMPLE.COM", f"14:{i:02d}", f"a-{i}") for i in range(2, 9)),
+                    fs("3035550177", "2002", "b.example.com", "14:10", "b-1"), name="pbx.csv")
+    cdrtrace.ingest(store, [path], feed=Feed("pbx", FREESWITCH), chunk_bytes=64, batch_pairs=1)
+    assert store.stats()["feeds"][0]["tenants"] == ["a.example.com", "b.example.com"]

@@ -192,9 +192,10 @@ def cmd_stats(args):
              + (AHEAD if f["ahead_of_clock"] else "") + _unconnected(f)
              + (f"  EXTENSIONS SHARED WITH {shared - 1} OTHER FEED(S): a trace of one names "
                 "its feed" if f["local_lines"] and shared > 1 else "")
-             + ("  SEVERAL TENANTS' EXTENSIONS: its records name two or more tenants for "
-                "lines its switch numbers itself, and traces of such lines are untraceable "
-                "(give each tenant's records a feed of their own)" if f["tenants_shared"] else "")
+             + (f"  SEVERAL TENANTS' EXTENSIONS (among them {', '.join(f['tenants'])}): its records name "
+                "two or more tenants for lines its switch numbers itself, and traces of such "
+                "lines are untraceable (give each tenant's records a feed of their own)"
+                if f["tenants_shared"] else "")
              + (f"  holds records back: traces wait {f['learned_delay_seconds']} s"
                 if "learned_delay_seconds" in f else "")
              + (f"  HUNT PILOTS WITH NO MEMBERS LISTED ({', '.join(f['hunt_pilots_unlisted'])}): "

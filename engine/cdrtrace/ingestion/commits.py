@@ -49,6 +49,7 @@ class Pending:
         self.legs_shown = False     # this run found FreeSWITCH's legs shown: not sought again
         self.local_noted = False    # this run noted its feed indexes local lines (lookup.LOCAL_FEEDS)
         self.tenants: tuple[int, ...] = ()   # the tenants its records named (lookup.TENANTS)
+        self.tenant_names: dict[int, str] = {}                  # ... and their names
         # calls through a hunt pilot parsed (store.hunts), and the members their records name
         self.hunts: list[tuple[np.ndarray, np.ndarray | None]] = []
         self.hunt_groups: dict[int, tuple[int, ...]] = {}   # the feed's pilots' members, configured
@@ -60,7 +61,9 @@ class Pending:
         the rejects, their likely cause added to the reason (salvage.explain)."""
         self.identities.update(parser.take_identities())
         if tenants := parser.take_tenants():
+            names, held = parser.take_tenant_names(), self.tenant_names
             self.tenants = lookup.least_two(self.tenants, tenants)
+            self.tenant_names = {t: held.get(t) or names[t] for t in self.tenants}
         if self.omits_unconnected:
             self.unconnected_sources.add(source)
             # (two legs are sought until found, a sort of each chunk's call ids: one missed
@@ -150,14 +153,14 @@ class Pending:
         local = (not self.local_noted and pairs is not None
                  and lookup.has_local_lines(pairs[0]))
         self.local_noted = self.local_noted or local
-        tenants, self.tenants = self.tenants, ()
+        (tenants, names), self.tenants, self.tenant_names = (self.tenants, self.tenant_names), (), {}
 
         def work(txn, last: dict | None):
             written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
             if local:
                 lookup.note_local_feed(txn, meta_db, self.feed)
             if tenants:                    # whose extensions its records are (lookup.TENANTS)
-                lookup.note_tenants(txn, meta_db, self.feed, tenants)
+                lookup.note_tenants(txn, meta_db, self.feed, tenants, names)
             if local_zone is not None:     # its repeated hours, for the trace (lookup.FOLDS)
                 lookup.add_fold_zone(txn, meta_db, local_zone)
             if omits:                      # what it showed of calls that never connected

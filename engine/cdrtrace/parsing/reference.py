@@ -105,7 +105,8 @@ class CdrParser:
         self._activations: list[tuple[int, int, int, int]] = []
         self._hunts: list[tuple[int, int, int, int, int]] = []
         self._hunt_members: list[int] = []
-        self._tenants: set[int] = set()
+        self._tenants: dict[int, str] = {}     # tenant -> its name, as first read
+        self._named: dict[int, str] = {}       # take_tenants' tenants -> their names
 
     def take_activations(self) -> list:
         """As the native take_activations: [(line, activated_us, record, offset)]."""
@@ -127,8 +128,14 @@ class CdrParser:
     def take_tenants(self) -> tuple[int, ...]:
         """As the native take_tenants: the two least distinct tenants (hashed) the records
         parsed since the last call name for lines their switch numbers itself."""
-        taken, self._tenants = self._tenants, set()
-        return tuple(sorted(taken)[:2])
+        least = sorted(self._tenants)[:2]
+        self._named, self._tenants = {t: self._tenants[t] for t in least}, {}
+        return tuple(least)
+
+    def take_tenant_names(self) -> dict[int, str]:
+        """As the native take_tenant_names, called after take_tenants: their names."""
+        taken, self._named = self._named, {}
+        return taken
 
     def take_identities(self) -> dict:
         """As the native take_identities: {packed: text} parsed since the last call."""
@@ -266,7 +273,8 @@ class CdrParser:
                 row["offset"] = self.offset + p
                 row["record"] = self.record
                 if "_tenant" in row:
-                    self._tenants.add(row.pop("_tenant"))
+                    tenant, name = row.pop("_tenant")
+                    self._tenants.setdefault(tenant, name)
                 if "_activated" in row:
                     self._activations.append((*row.pop("_activated"), row["record"], row["offset"]))
                 if "_hunt" in row:

@@ -470,16 +470,14 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         row["_identity"] = identity
     if activated and line:
         row["_activated"] = (line, activated)
-    # the tenant a multi-tenant switch names the record's line of its own for (a
-    # BroadWorks group, a FreeSWITCH domain's context), ASCII case ignored (an outgoing
-    # call's record has no line here)
+    # the tenant a multi-tenant switch names the record's line of its own for (a BroadWorks
+    # group within its provider, a FreeSWITCH domain's context), case aside; its name
     if d["c_tenant"] >= 0 and any(v and v >> 62 != numbers.E164 for v in (called, final)):
-        tenant = col("tenant")
+        tenant, scope, seed = col("tenant"), col("tenant_scope"), 14695981039346656037
         if tenant and (not d["tenant_domains"] or b"." in tenant):
-            seed = 14695981039346656037     # (a BroadWorks group's name is its provider's)
-            if d["c_tenant_scope"] >= 0:
-                seed = hash_bytes(seed, col("tenant_scope").lower())
-            row["_tenant"] = hash_bytes(seed, tenant.lower()) or 1
+            seed = hash_bytes(seed, scope.lower()) if d["c_tenant_scope"] >= 0 else seed
+            row["_tenant"] = (hash_bytes(seed, tenant.lower()) or 1,
+                              ((scope + b"/" if scope else b"") + tenant).decode("latin-1"))
     # a call through a hunt pilot rang its members' phones, of which the record names at
     # most the one that answered (huntPilotDN once a member answered; pattern usage 7)
     if received and (d["c_hunt"] >= 0 or d["c_pattern"] >= 0) and (

@@ -265,6 +265,10 @@ class FeedStats(Open):
         "its records name two or more tenants for lines its switch numbers itself (a "
         "BroadWorks group, a FreeSWITCH domain): a switch hosting several customers' PBXs, "
         "whose extensions' traces are untraceable until each tenant has a feed of its own"))
+    tenants: list[str] = Field(default_factory=list, description=(
+        "two of the tenants its records named for such lines (the two least by their "
+        "hash, whatever order the records came in), as they wrote them (BroadWorks: "
+        "serviceProvider/group)"))
     last_commit: str | None
 
 

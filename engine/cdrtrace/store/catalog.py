@@ -20,7 +20,7 @@ from ..parsing import numbers, timezones
 from . import hunts
 from .environments import Environments
 from .liveness import learned_delay
-from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, tenants_shared, unconnected_mark
+from .lookup import LEGS, NEVER, STAMPED_AHEAD_US, tenant_names, tenants_shared, unconnected_mark
 
 NO_FEED = "(no feed)"       # how stats names the feed of files ingested with none named
 # stats' key, by the suffix of a feed's mark (lookup.UNCONNECTED), for since when the feed
@@ -324,7 +324,8 @@ class Catalog:
         numbers itself (local_lines: extensions, which another switch may have too; local:
         those feeds, Lookup.local_feeds); whether its records name several tenants for
         such lines (tenants_shared: a switch hosting several customers' PBXs, lookup.
-        TENANTS: traces of its extensions are untraceable); for a feed with calls through
+        TENANTS: traces of its extensions are untraceable; tenants: two of them, the least
+        by their hash, named as its records wrote them); for a feed with calls through
         hunt pilots, the pilots it lists no members for (hunt_pilots_unlisted, store.hunts)."""
         names, hunted = self.feed_names(txn), set(hunts.noted_feeds(txn, self.db["meta"]))
         feeds = []
@@ -350,6 +351,7 @@ class Catalog:
                 "ahead_of_clock": bool(mark) and mark - now_us > STAMPED_AHEAD_US,
                 "local_lines": number in local,
                 "tenants_shared": tenants_shared(txn, self.db["meta"], number),
+                "tenants": tenant_names(txn, self.db["meta"], number),
                 "last_commit": timezones.format_utc(stats["last_commit_us"])})
             if number in hunted:
                 feeds[-1]["hunt_pilots_unlisted"] = [

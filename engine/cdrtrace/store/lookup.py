@@ -43,6 +43,7 @@ LOCAL_FEEDS = b"local_feeds"
 # bytes, big-endian): the two least distinct (hashed), uint64 little-endian, ascending.
 # Two show a switch that hosts several customers' PBXs in one feed (tenants_shared)
 TENANTS = b"tenants/"
+TENANT_NAMES = b"tenant_names/"    # + the feed: their names, JSON {hex tenant: name}
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
@@ -166,12 +167,25 @@ def tenants_of(txn: Any, meta_db: Any, feed: int) -> tuple[int, ...]:
     return tuple(np.frombuffer(bytes(held), "<u8").tolist())
 
 
-def note_tenants(txn: Any, meta_db: Any, feed: int, tenants: tuple[int, ...]) -> None:
-    """Note, in an index write, tenants a feed's records named (CdrParser.take_tenants)."""
+def tenant_names(txn: Any, meta_db: Any, feed: int) -> list[str]:
+    """The names of the tenants a feed noted (TENANT_NAMES), in their order."""
+    held = json.loads(txn.get(TENANT_NAMES + feed.to_bytes(2, "big"), b"{}", db=meta_db))
+    return [held[f"{t:016x}"] for t in tenants_of(txn, meta_db, feed) if f"{t:016x}" in held]
+
+
+def note_tenants(txn: Any, meta_db: Any, feed: int, tenants: tuple[int, ...],
+                 names: dict[int, str] | None = None) -> None:
+    """Note, in an index write, tenants a feed's records named (CdrParser.take_tenants),
+    and their names (take_tenant_names)."""
     held = tenants_of(txn, meta_db, feed)
     merged = least_two(held, tenants)
     if merged != held:
-        txn.put(TENANTS + feed.to_bytes(2, "big"), np.array(merged, "<u8").tobytes(), db=meta_db)
+        key = feed.to_bytes(2, "big")
+        known = json.loads(txn.get(TENANT_NAMES + key, b"{}", db=meta_db))
+        given = {f"{t:016x}": n for t, n in (names or {}).items()}
+        kept = {h: n for h in (f"{t:016x}" for t in merged) if (n := known.get(h) or given.get(h))}
+        txn.put(TENANTS + key, np.array(merged, "<u8").tobytes(), db=meta_db)
+        txn.put(TENANT_NAMES + key, json.dumps(kept).encode(), db=meta_db)
 
 
 def tenants_shared(txn: Any, meta_db: Any, feed: int) -> bool:
