@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -250,6 +251,8 @@ def expected_tenants(records: list[tuple[str, str]]) -> tuple[int, ...]:
 @example(records=[("2001", "a.example.com"), ("2002", "b.example.com"), ("2001", "c.x")], chunk=4000)
 # (a domain that begins as the one before it is another: its hash is its own)
 @example(records=[("2001", "a.example.com"), ("2001", "a.example.co")], chunk=4000)
+# (one domain written two ways in two chunks: named as the first wrote it)
+@example(records=[("2001", "a.example.com"), ("2001", "A.EXAMPLE.com")], chunk=200)
 @given(records=st.lists(st.tuples(st.sampled_from(DESTS), st.sampled_from(CONTEXTS)), max_size=12),
        chunk=st.integers(1, 400))
 def test_tenants_are_read_alike_by_the_native_parser_and_its_reference(records, chunk):
@@ -325,9 +328,10 @@ def test_the_tenants_noted_are_the_same_in_any_order(store, tmp_path):
         assert lookup.tenants_shared(txn, meta, 4) and not lookup.tenants_shared(txn, meta, 5)
 
 
-def test_a_tenant_is_named_as_its_first_record_wrote_it_in_any_chunking(store, tmp_path):
+@pytest.mark.parametrize("commits", [{}, {"batch_pairs": 1}])     # one commit, or one a chunk
+def test_a_tenant_is_named_as_its_first_record_wrote_it_in_any_chunking(store, tmp_path, commits):
     path = cdr_file(tmp_path, *LEGS, fs(PAT, "2001", "a.example.com", "14:00", "a-1"),
                     *(fs(PAT, "2001", "A.EXAMPLE.COM", f"14:{i:02d}", f"a-{i}") for i in range(2, 9)),
                     fs("3035550177", "2002", "b.example.com", "14:10", "b-1"), name="pbx.csv")
-    cdrtrace.ingest(store, [path], feed=Feed("pbx", FREESWITCH), chunk_bytes=64, batch_pairs=1)
+    cdrtrace.ingest(store, [path], feed=Feed("pbx", FREESWITCH), chunk_bytes=64, **commits)
     assert store.stats()["feeds"][0]["tenants"] == ["a.example.com", "b.example.com"]
