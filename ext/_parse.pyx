@@ -616,7 +616,8 @@ cdef inline uint64_t hash_lower(uint64_t h, Span s) noexcept nogil:
     return finish_hash(h)
 
 
-cdef inline void note_tenant(Columns* out, uint64_t h, Span name, Span scope) noexcept nogil:
+cdef inline void note_tenant(Columns* out, uint64_t h, const Span* name,
+                             const Span* scope) noexcept nogil:
     """Keep h among the two least distinct tenants noted (0 is none: h 0 counts as 1),
     with where its name was read."""
     if h == 0:
@@ -625,9 +626,9 @@ cdef inline void note_tenant(Columns* out, uint64_t h, Span name, Span scope) no
         return
     if out.tenant_lo == 0 or h < out.tenant_lo:
         out.tenant_hi, out.hi_name, out.hi_scope = out.tenant_lo, out.lo_name, out.lo_scope
-        out.tenant_lo, out.lo_name, out.lo_scope = h, name, scope
+        out.tenant_lo, out.lo_name, out.lo_scope = h, name[0], scope[0]
     elif out.tenant_hi == 0 or h < out.tenant_hi:
-        out.tenant_hi, out.hi_name, out.hi_scope = h, name, scope
+        out.tenant_hi, out.hi_name, out.hi_scope = h, name[0], scope[0]
 
 
 cdef str tenant_name(Span scope, Span name):
@@ -1504,8 +1505,8 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
         scope = col(f, nf, d.c_tenant_scope)     # (empty where the layout has none)
         if (s.n > 0 and s.n == out.tenant_last_n and memcmp(s.p, out.tenant_last, s.n) == 0
                 and scope.n == out.scope_last_n
-                and memcmp(scope.p, out.scope_last, scope.n) == 0):
-            note_tenant(out, out.tenant_last_h, s, scope)
+                and (scope.n == 0 or memcmp(scope.p, out.scope_last, scope.n) == 0)):
+            note_tenant(out, out.tenant_last_h, &s, &scope)
         elif s.n > 0 and (not d.tenant_domains or memchr(s.p, b'.', s.n) != NULL):
             th = 14695981039346656037ULL
             if d.c_tenant_scope >= 0:            # a group's name is its provider's alone
@@ -1513,7 +1514,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             out.tenant_last, out.tenant_last_n = s.p, s.n
             out.scope_last, out.scope_last_n = scope.p, scope.n
             out.tenant_last_h = hash_lower(th, s)
-            note_tenant(out, out.tenant_last_h, s, scope)
+            note_tenant(out, out.tenant_last_h, &s, &scope)
     if activated != 0 and line != 0:
         out.act_row[out.act_n] = i
         out.act_us[out.act_n] = activated
