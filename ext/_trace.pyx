@@ -190,8 +190,9 @@ cdef str _decimal(unsigned long long v):
 
 cdef bytes _row(uint64_t trace, uint64_t line, int outcome, int64_t activated_us,
                 uint64_t origin, uint64_t call_id, int64_t call_start_us,
-                int presentation, bint enriched):
-    """evidence.rows.pack: one ROW_DTYPE row (little-endian, as "<QQQQqqBBB5x")."""
+                int presentation, bint enriched, int origin_feed):
+    """evidence.rows.pack: one ROW_DTYPE row (little-endian, as "<QQQQqqBBBBH2x"); an
+    origin_feed >= 0 scopes the origin to it (rows.SCOPE_FEED)."""
     cdef unsigned char row[ROW_SIZE]
     cdef int i
     _le64(row, trace)
@@ -203,6 +204,8 @@ cdef bytes _row(uint64_t trace, uint64_t line, int outcome, int64_t activated_us
     row[48], row[49], row[50] = <uint8_t>outcome, <uint8_t>presentation, enriched
     for i in range(51, ROW_SIZE):
         row[i] = 0
+    if origin_feed >= 0:
+        row[51], row[52], row[53] = 1, <uint8_t>(origin_feed & 255), <uint8_t>(origin_feed >> 8)
     return PyBytes_FromStringAndSize(<char*>row, ROW_SIZE)
 
 
@@ -272,7 +275,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         return None                          # a time that names two instants: the reference
     cdef int code, presentation = 0, disposition = 0, flags = 0
     cdef dict call = None
-    original = None
+    original = origin = None
     if first < 0:
         if count >= keep:
             return None                      # the reference's error: older calls not held
@@ -318,6 +321,12 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
             "source": source_name(itxn, e.source),
             "offset": e.offset,
         }
+        if e.calling == 0 or (e.calling >> 62) == 1:
+            origin = call["calling"]             # evidence.pseudonyms.origin_key
+        elif _tenants_shared(itxn, meta_db, e.calling, e.feed):
+            return None                          # whose tenant's caller: the reference notes
+        else:
+            origin = f"{call['calling']} (feed {e.feed})"
         if code == CODE_SUCCESS:
             original = etxn.get(key + b"c" + key_bytes(e.call_id), None, by_line_db)
             if original is not None:     # its trace's call: this one, or one a day away
@@ -341,7 +350,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
     record = {
         "trace_id": trace_id, "line": line, "activated_us": at_us,
         "traced_at_us": <int64_t>now.tv_sec * 1000000 + now.tv_nsec // 1000,
-        "outcome": _OUTCOMES[code], "call": call, "enrichment": enrichment,
+        "outcome": _OUTCOMES[code], "call": call, "origin": origin, "enrichment": enrichment,
         "original_trace": original.decode() if original else None,
     }
     if requested_by is not None:
@@ -351,15 +360,16 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         e.start_us if e != NULL else at_us, at_us, window, format_utc, loads, unreadable_near)
     if e != NULL:
         row = _row(number, packed, code, at_us, e.calling, e.call_id, e.start_us,
-                   presentation, enrichment is not None)
+                   presentation, enrichment is not None,
+                   -1 if e.calling == 0 or (e.calling >> 62) == 1 else e.feed)
     else:
-        row = _row(number, packed, code, at_us, 0, 0, 0, 0, False)
+        row = _row(number, packed, code, at_us, 0, 0, 0, 0, False, -1)
     if code == CODE_SUCCESS:
         etxn.put(key + b"c" + key_bytes(e.call_id), trace_id.encode(), by_line_db)
-        origin = key + b"o" + call["calling"].encode()     # evidence.pseudonyms.assign
-        if etxn.get(origin, None, pseudonyms_db) is None:
+        label = key + b"o" + origin.encode()     # evidence.pseudonyms.assign
+        if etxn.get(label, None, pseudonyms_db) is None:
             labels = int(etxn.get(key + b"#", b"0", pseudonyms_db))
-            etxn.put(origin, str(labels).encode(), pseudonyms_db)
+            etxn.put(label, str(labels).encode(), pseudonyms_db)
             etxn.put(key + b"#", str(labels + 1).encode(), pseudonyms_db)
     if not etxn.put(key_bytes(number), encode(record), traces_db, True):
         raise trace_error(f"trace number {number} is not past the last recorded: "

@@ -164,3 +164,33 @@ def test_a_call_id_reused_days_later_counts_as_another_call_on_spark(spark, tmp_
     assert hot["traced_calls"] == 3
     assert [tuple(r) for r in spark_reports.repeat_origins(spark, str(path), 3, 2).collect()] \
         == _rows(analytics.repeat_origins(pq.read_table(path), 3, 2))
+
+
+def test_an_extensions_origin_is_its_feeds_on_spark(spark, tmp_path):
+    """Rows of one extension caller to one line: two traced calls scoped to feed 3, one to
+    feed 4, two of a feed of several tenants (each call alone), and one of a row written
+    before origins were scoped. Spark groups and names them as DuckDB does."""
+    from cdrtrace.evidence import rows as trace_rows
+    from cdrtrace.parsing import numbers
+    from cdrtrace.reports import spark as spark_reports
+
+    rows = np.zeros(6, trace_rows.ROW_DTYPE)
+    rows["trace"] = range(1, 7)
+    rows["line"] = numbers.normalize("+13035550142")
+    rows["origin"], rows["outcome"] = numbers.normalize("4417"), 1
+    rows["call_id"] = [1, 2, 3, 0xab, 0xac, 6]
+    rows["call_start_us"] = [1772409600 * 10**6 + k * 3_600 * 10**6 for k in range(6)]
+    rows["origin_scope"] = [1, 1, 1, 2, 2, 0]
+    rows["origin_feed"] = [3, 3, 4, 5, 5, 0]
+    path = tmp_path / "traces.parquet"
+    pq.write_table(trace_rows.to_arrow(rows, analytics.REPEAT_COLUMNS), path)
+    expected = [("4417 (feed 3)", 2), ("4417", 1), ("4417 (feed 4)", 1),
+                ("4417 (feed 5, call 00000000000000ab)", 1),
+                ("4417 (feed 5, call 00000000000000ac)", 1)]
+    duck = analytics.repeat_origins(pq.read_table(path), 3, 1).to_pylist()
+    assert [(r["origin"], r["traced_calls"]) for r in duck] == expected
+    assert [(r["origin"], r["traced_calls"]) for r in
+            spark_reports.repeat_origins(spark, str(path), 3, 1).collect()] == expected
+    hot = spark_reports.hot_origins(spark, str(path), 1).collect()
+    assert [(r["origin"], r["traced_calls"]) for r in hot] == [
+        (r["origin"], r["traced_calls"]) for r in analytics.hot_origins(pq.read_table(path), 1).to_pylist()]

@@ -13,8 +13,9 @@ from typing import Any
 
 from ..errors import AccessError, CaseError, UnknownCaseError
 from ..parsing import numbers, timezones
-from ..store import index
+from ..store import index, lookup
 from ..store.environments import Environments
+from . import pseudonyms
 from .audit import AuditLog
 from .outcomes import traced_for
 from .requests import case_line_key, numbered, of_line
@@ -31,12 +32,16 @@ class Cases:
         self.envs, self.tracer, self.audit, self.line = envs, tracer, audit, line
         self.db = envs.db
 
-    def origin(self, packed_line: int, origin: str, line_number: int | None) -> str:
-        """An origin named by the customer's label ('Caller A') or by number -> E.164 text.
-        line_number: the origin's packed number when it was given as a number."""
+    def origin(self, packed_line: int, origin: str, line_number: int | None,
+               feed: int | None = None) -> str:
+        """An origin named by the customer's label ('Caller A') or by number -> the origin
+        (pseudonyms.origin_key). line_number: the origin's packed number when it was given
+        as a number. One a switch numbers itself (an extension) is the origin of the
+        line's traces (of the customer of feed, where the case has one) that named it:
+        refused where none did, or where two or more feeds' callers wrote it alike."""
         label = str(origin).strip()
+        key = index.line_key(packed_line)
         if label.lower().startswith("caller "):
-            key = index.line_key(packed_line)
             labels = self.tracer.labels(key, self.tracer.records(key))
             for number, name in labels.items():
                 if name.lower() == label.lower():
@@ -45,7 +50,22 @@ class Cases:
                             f"(its origins: {', '.join(labels.values()) or 'none'})")
         if line_number is None:
             raise CaseError(f"not an origin: {origin!r}")
-        return numbers.format_number(line_number)
+        text = numbers.format_number(line_number)
+        if not lookup.local_line(line_number):
+            return text
+        records = [r for r in self.tracer.records(key) if of_case({"feed": feed}, r)]
+        found = {o for r in records
+                 if (o := pseudonyms.origin_of(r)) is not None and pseudonyms.caller_of(o)[0] == text}
+        if len(found) == 1:
+            return found.pop()
+        labels = self.tracer.labels(key, records)
+        raise CaseError(
+            f"line {numbers.format_number(packed_line)} has "
+            + (f"traces of {len(found)} callers written {text} (on different feeds' switches, "
+               f"or from a switch of several tenants): name the origin by its label "
+               f"({', '.join(sorted(labels.get(o, o) for o in found))})" if found
+               else f"no traced call from {text}, which its switch numbers itself: name the "
+               "origin by its label"))
 
     def open(self, packed_line: int, origin: str, origin_packed: int | None, *, agency: str,
              officer: str, case_number: str, analyst: str, waive_reason: str | None = None,
@@ -63,7 +83,7 @@ class Cases:
         if missing:
             raise CaseError(f"a case needs {', '.join(missing)}")
         line_text = numbers.format_number(packed_line)
-        origin_number = self.origin(packed_line, origin, origin_packed)
+        origin_number = self.origin(packed_line, origin, origin_packed, feed)
 
         def work(txn: Any) -> dict:
             cursor = txn.cursor(self.db["cases"])
@@ -119,7 +139,8 @@ class Cases:
             ({"trace_id": r["trace_id"], "outcome": r["outcome"],
               "call_time": timezones.format_utc(r["call"]["start_us"]),
               "trace_time": timezones.format_utc(r["activated_us"])}
-             for r in records if r["call"] and r["call"]["calling"] == case["origin"] and of_case(case, r)),
+             for r in records if r["call"] and pseudonyms.origin_of(r) == case["origin"]
+             and of_case(case, r)),
             key=lambda t: (t["call_time"], t["trace_time"], t["trace_id"]))
         self.audit.add_now(who, "case_read", case_id=case_id)
         return {**case, "timeline": timeline}
@@ -146,7 +167,7 @@ class Cases:
         """The evidence records of the case's line whose traced call came from its origin."""
         key = index.line_key(self.line(case["line"]))
         return [r for r in self.tracer.records(key)
-                if r["call"] and r["call"]["calling"] == case["origin"]
+                if r["call"] and pseudonyms.origin_of(r) == case["origin"]
                 and r["outcome"] == "success" and of_case(case, r)]
 
 

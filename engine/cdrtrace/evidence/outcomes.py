@@ -12,6 +12,7 @@ import json
 from ..parsing.formats import Disposition, Presentation
 from ..parsing.timezones import format_utc
 from ..store.lookup import STAMPED_AHEAD_US
+from .pseudonyms import origin_of
 
 
 class Outcome(enum.StrEnum):
@@ -165,7 +166,7 @@ def customer_status(line: str, records: list[dict], threshold: int, labels: dict
     for r in records:
         if r["outcome"] == Outcome.SUCCESS.value:    # a call: its id and start (ids recur)
             call = r["call"]["call_id"], r["call"]["start_us"]
-            per_origin.setdefault(r["call"]["calling"], {})[call] = r["call"]["start_us"]
+            per_origin.setdefault(str(origin_of(r)), {})[call] = r["call"]["start_us"]
     order = list(labels)
     requests = requests or {}
     progress = tuple(

@@ -131,7 +131,7 @@ def apply(txn: Any, db: dict, event: dict) -> bool:
             log.warning("replication: %s and %s both named one call as traced (answered by "
                         "two replicas before either heard of the other)", first.decode(),
                         record["trace_id"])
-        pseudonyms.assign(txn, db["pseudonyms"], key, str(record["call"]["calling"]))
+        pseudonyms.assign(txn, db["pseudonyms"], key, str(pseudonyms.origin_of(record)))
     return True
 
 

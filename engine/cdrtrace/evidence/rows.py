@@ -13,31 +13,46 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .pseudonyms import caller_of
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
 ROW_DTYPE = np.dtype([
     ("trace", "<u8"), ("line", "<u8"), ("origin", "<u8"), ("call_id", "<u8"),
     ("call_start_us", "<i8"), ("activated_us", "<i8"),
-    ("outcome", "u1"), ("presentation", "u1"), ("enriched", "u1"), ("pad", "V5"),
+    ("outcome", "u1"), ("presentation", "u1"), ("enriched", "u1"),
+    ("origin_scope", "u1"), ("origin_feed", "<u2"), ("pad", "V2"),
 ])
+# what the origin counted (evidence.pseudonyms) is beside its packed caller: the number
+# the world over (and a row written before origins were scoped); the caller in its feed
+# (an extension: origin_feed's alone); that one call alone (a feed of several tenants)
+SCOPE_NONE, SCOPE_FEED, SCOPE_CALL = 0, 1, 2
 assert ROW_DTYPE.itemsize == 56
 BLOCK = 32                     # 32 x 56 = 1792 bytes: inline in a 4 KiB page
 SEGMENT = 1 << 16              # rows per compacted segment (3.5 MiB, overflow pages)
 OUTCOME_CODES = {"success": 1, "untraceable": 2, "no_call": 3, "already_traced": 4,
                  "pending": 5}
 
-_ROW = struct.Struct("<QQQQqqBBB5x")   # ROW_DTYPE's layout, for one row without numpy
+_ROW = struct.Struct("<QQQQqqBBBBH2x")   # ROW_DTYPE's layout, for one row without numpy
 assert _ROW.size == ROW_DTYPE.itemsize
 
 
 def pack(trace: int, line: int, outcome: str, activated_us: int, origin: int = 0,
          call_id: int = 0, call_start_us: int = 0, presentation: int = 0,
-         enriched: bool = False) -> bytes:
+         enriched: bool = False, scope: tuple[int, int] = (SCOPE_NONE, 0)) -> bytes:
     """One row as ROW_DTYPE bytes (a trace writes one: numpy's per-call cost is most of
-    a small write's)."""
+    a small write's). scope: the origin's (origin_scope, origin_feed)."""
     return _ROW.pack(trace, line, origin, call_id, call_start_us, activated_us,
-                     OUTCOME_CODES[outcome], presentation, enriched)
+                     OUTCOME_CODES[outcome], presentation, enriched, *scope)
+
+
+def scope_of(origin: str | None) -> tuple[int, int]:
+    """(origin_scope, origin_feed) of an origin as a trace records it."""
+    if origin is None:
+        return SCOPE_NONE, 0
+    _, feed, one_call = caller_of(origin)
+    return (SCOPE_NONE, 0) if feed is None else (SCOPE_CALL if one_call else SCOPE_FEED, feed)
 
 
 def append_one(txn, db, trace: int, row: bytes) -> None:

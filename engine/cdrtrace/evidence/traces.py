@@ -292,11 +292,11 @@ class Tracer:
                 *(self.replica or (0, 1)))
             txn.put(b"last_trace", str(number).encode(), db=self.db["emeta"])
         enriched = enrichment(txn, self.db, int(e["calling"])) if outcome is Outcome.SUCCESS else None
-        calling_text = call["calling"] if call is not None else None
+        origin = None if call is None else self.origin(index_txn, call, int(e["calling"]))
         record: dict[str, Any] = {
             "trace_id": trace_id(number), "line": numbers.format_number(packed),
             "activated_us": at_us, "traced_at_us": time.time_ns() // 1000,
-            "outcome": outcome.value, "call": call, "enrichment": enriched,
+            "outcome": outcome.value, "call": call, "origin": origin, "enrichment": enriched,
             "original_trace": original.decode() if original else None,
         }
         if activated_by is not None:
@@ -319,7 +319,7 @@ class Tracer:
         if call is not None:
             row = trace_rows.pack(number, packed, outcome.value, at_us, int(e["calling"]),
                                   int(e["call_id"]), int(e["start_us"]), int(e["presentation"]),
-                                  enriched is not None)
+                                  enriched is not None, trace_rows.scope_of(origin))
         else:
             row = trace_rows.pack(number, packed, outcome.value, at_us)
         if pending:
@@ -329,7 +329,7 @@ class Tracer:
         if outcome is Outcome.SUCCESS:
             txn.put(key + CALL_MARK + u64(int(e["call_id"])), trace_id(number).encode(),
                     db=self.db["by_line"])
-            pseudonyms.assign(txn, self.db["pseudonyms"], key, str(calling_text))
+            pseudonyms.assign(txn, self.db["pseudonyms"], key, str(origin))
         call_id = int(e["call_id"]) if e is not None else None
         if resolving:   # a pending trace resolved: same id, its record completed
             earlier = json.loads(txn.get(u64(number), db=self.db["traces"]))
@@ -393,6 +393,16 @@ class Tracer:
         return record
 
     # ------------------------------------------------------------ reading the evidence
+
+    def origin(self, index_txn: Any, call: dict, calling: int) -> str | None:
+        """The origin a call's trace counts toward (pseudonyms.origin_key). A caller its
+        switch numbers itself, from a feed that names several tenants, is noted in the
+        call's view (`caller_tenants_shared`): whose tenant's it is the records cannot tell."""
+        local = lookup.local_line(calling)
+        if calling and local and lookup.tenants_shared(index_txn, self.lookup.db["meta"],
+                                                       int(call["feed"])):
+            call["caller_tenants_shared"] = True
+        return pseudonyms.origin_key(call, local)
 
     def labels(self, line_key: bytes, records: list[dict]) -> dict[str, str]:
         """origin -> its pseudonym on this line ("Caller A"): one place computes them."""

@@ -26,6 +26,10 @@ CREATE MACRO number_text(x) AS CASE
                                         CAST((x >> 56) & 63 AS INTEGER), '0')
     ELSE lpad(CAST(x & {_MASK}::UBIGINT AS VARCHAR), CAST((x >> 56) & 63 AS INTEGER), '0')
 END;
+CREATE MACRO origin_text(x, scope, feed, one_id) AS number_text(x) || CASE scope
+    WHEN 1 THEN ' (feed ' || feed || ')'
+    WHEN 2 THEN ' (feed ' || feed || ', call ' || printf('%016x', one_id) || ')'
+    ELSE '' END;
 CREATE MACRO outcome_text(o) AS CASE o WHEN 1 THEN 'success' WHEN 2 THEN 'untraceable'
     WHEN 3 THEN 'no_call' WHEN 4 THEN 'already_traced' ELSE 'pending' END;
 CREATE MACRO disposition_text(d) AS {case_of("d", Disposition)};
@@ -33,7 +37,17 @@ CREATE MACRO presentation_text(p) AS {case_of("p", Presentation)};
 """
 
 
-REPEAT_COLUMNS = ("line", "origin", "call_id", "call_start_us", "outcome")
+REPEAT_COLUMNS = ("line", "origin", "call_id", "call_start_us", "outcome", "origin_scope",
+                  "origin_feed")
+# the successful traces, each keyed by the origin its trace counted (evidence.pseudonyms):
+# the packed caller, and for a caller its switch numbers itself its feed (and for one of
+# a feed of several tenants, the call itself), so that two switches' 1002s are two origins
+_ORIGINS = """
+    SELECT line, origin, call_id, call_start_us, origin_scope AS scope,
+           CASE WHEN origin_scope = 0 THEN 0 ELSE origin_feed END AS feed,
+           CASE WHEN origin_scope = 2 THEN call_id ELSE 0 END AS one_id,
+           CASE WHEN origin_scope = 2 THEN call_start_us ELSE 0 END AS one_start
+    FROM traces WHERE outcome = 1"""
 
 
 def _connect(table, name: str = "traces"):
@@ -47,13 +61,15 @@ def repeat_origins(traces: pa.Table, threshold: int = 3, min_calls: int = 2) -> 
     """Per (line, origin) traced at least min_calls times: distinct successfully traced
     calls (a call: its id and start, as a switch reuses ids), first and last call,
     eligible (at least threshold)."""
-    return _connect(traces).sql("""
+    return _connect(traces).sql(f"""
         WITH grouped AS (
-            SELECT line, origin, count(DISTINCT (call_id, call_start_us)) AS traced_calls,
+            SELECT line, origin, scope, feed, one_id,
+                   count(DISTINCT (call_id, call_start_us)) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
-            FROM traces WHERE outcome = 1 GROUP BY line, origin
+            FROM ({_ORIGINS}) GROUP BY line, origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT (call_id, call_start_us)) >= $min_calls)
-        SELECT number_text(line) AS line, number_text(origin) AS origin, traced_calls,
+        SELECT number_text(line) AS line, origin_text(origin, scope, feed, one_id) AS origin,
+               traced_calls,
                make_timestamp(first_us) AS first_call, make_timestamp(last_us) AS last_call,
                traced_calls >= $threshold AS eligible
         FROM grouped
@@ -63,13 +79,14 @@ def repeat_origins(traces: pa.Table, threshold: int = 3, min_calls: int = 2) -> 
 
 def hot_origins(traces: pa.Table, min_lines: int = 2) -> pa.Table:
     """Origins traced by many different lines (serial harassers, robocallers), ranked."""
-    return _connect(traces).sql("""
+    return _connect(traces).sql(f"""
         WITH grouped AS (
-            SELECT origin, count(DISTINCT line) AS lines,
+            SELECT origin, scope, feed, one_id, count(DISTINCT line) AS lines,
                    count(DISTINCT (line, call_id, call_start_us)) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
-            FROM traces WHERE outcome = 1 GROUP BY origin HAVING count(DISTINCT line) >= ?)
-        SELECT number_text(origin) AS origin, lines, traced_calls,
+            FROM ({_ORIGINS}) GROUP BY origin, scope, feed, one_id, one_start
+            HAVING count(DISTINCT line) >= ?)
+        SELECT origin_text(origin, scope, feed, one_id) AS origin, lines, traced_calls,
                make_timestamp(first_us) AS first_call, make_timestamp(last_us) AS last_call
         FROM grouped
         ORDER BY lines DESC, traced_calls DESC, origin

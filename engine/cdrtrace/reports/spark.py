@@ -34,6 +34,24 @@ def number_text(column: str) -> str:
             f"ELSE {digits} END")
 
 
+def origin_text(column: str) -> str:
+    """Spark SQL for an origin's text, as the DuckDB reports' origin_text macro: a caller
+    its switch numbers itself names its feed (and, of a feed of several tenants, its call)."""
+    one_id = "lower(lpad(conv(CAST(one_id AS STRING), 10, 16), 16, '0'))"
+    return (f"concat({number_text(column)}, CASE scope "
+            "WHEN 1 THEN concat(' (feed ', feed, ')') "
+            f"WHEN 2 THEN concat(' (feed ', feed, ', call ', {one_id}, ')') ELSE '' END)")
+
+
+# the successful traces keyed by the origin each counted (reports.analytics._ORIGINS)
+_ORIGINS = """
+    SELECT line, origin, call_id, call_start_us, origin_scope AS scope,
+           CASE WHEN origin_scope = 0 THEN 0 ELSE origin_feed END AS feed,
+           CASE WHEN origin_scope = 2 THEN call_id ELSE 0 END AS one_id,
+           CASE WHEN origin_scope = 2 THEN call_start_us ELSE 0 END AS one_start
+    FROM traces WHERE outcome = 1"""
+
+
 def _time(column: str) -> str:
     """Epoch microseconds as a timestamp without a zone (UTC), as DuckDB's make_timestamp."""
     return f"CAST(timestamp_micros({column}) AS TIMESTAMP_NTZ)"
@@ -65,11 +83,12 @@ def repeat_origins(spark: Any, traces: str, threshold: int = 3, min_calls: int =
     spark.read.parquet(traces).createOrReplaceTempView("traces")
     return spark.sql(f"""
         WITH grouped AS (
-            SELECT line, origin, count(DISTINCT call_id, call_start_us) AS traced_calls,
+            SELECT line, origin, scope, feed, one_id,
+                   count(DISTINCT call_id, call_start_us) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
-            FROM traces WHERE outcome = 1 GROUP BY line, origin
+            FROM ({_ORIGINS}) GROUP BY line, origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT call_id, call_start_us) >= {int(min_calls)})
-        SELECT {number_text('line')} AS line, {number_text('origin')} AS origin, traced_calls,
+        SELECT {number_text('line')} AS line, {origin_text('origin')} AS origin, traced_calls,
                {_time('first_us')} AS first_call, {_time('last_us')} AS last_call,
                traced_calls >= {int(threshold)} AS eligible
         FROM grouped
@@ -82,12 +101,12 @@ def hot_origins(spark: Any, traces: str, min_lines: int = 2) -> Any:
     spark.read.parquet(traces).createOrReplaceTempView("traces")
     return spark.sql(f"""
         WITH grouped AS (
-            SELECT origin, count(DISTINCT line) AS lines,
+            SELECT origin, scope, feed, one_id, count(DISTINCT line) AS lines,
                    count(DISTINCT line, call_id, call_start_us) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
-            FROM traces WHERE outcome = 1 GROUP BY origin
+            FROM ({_ORIGINS}) GROUP BY origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT line) >= {int(min_lines)})
-        SELECT {number_text('origin')} AS origin, lines, traced_calls,
+        SELECT {origin_text('origin')} AS origin, lines, traced_calls,
                {_time('first_us')} AS first_call, {_time('last_us')} AS last_call
         FROM grouped
         ORDER BY lines DESC, traced_calls DESC, origin

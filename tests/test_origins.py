@@ -1,0 +1,226 @@
+"""R8 counts a line's traced calls per origin, and an origin is one caller. An E.164 number
+names one caller the world over, whichever switch's record named it; a caller a switch
+numbers itself (an extension, a SIP user) is that switch's alone: two PBXs' 4417s are two
+people, and traces of calls from each must never add up to one caller's three. Where one
+feed hosts several customers' PBXs (it names two tenants), its records cannot tell one
+tenant's 4417 from another's: each such call is an origin of its own
+(docs/trace-rules.md, "Who called")."""
+from __future__ import annotations
+
+import pytest
+
+import cdrtrace
+from cdrtrace.config import Feed
+from cdrtrace.errors import CaseError
+from cdrtrace.evidence import pseudonyms
+from cdrtrace.evidence.outcomes import customer_status
+from cdrtrace.parsing.parsers import get_format
+from cdrtrace.reports import analytics
+from conftest import cdr, cdr_file
+
+LINE = "3035550142"          # the harassed customer, an E.164 line
+EXT = "4417"                 # a caller known by its extension alone
+ASTERISK = get_format("asterisk")
+FREESWITCH = get_format("freeswitch")
+
+
+def call(src: str, clock: str, uniqueid: str, dst: str = LINE) -> bytes:
+    """An answered Asterisk call from src on 2026-03-02 at clock (HH:MM), a minute long."""
+    return cdr(src=src, dst=dst, clid=f'"" <{src}>', start=f"2026-03-02 {clock}:00",
+               answer=f"2026-03-02 {clock}:05", end=f"2026-03-02 {clock}:59", uniqueid=uniqueid)
+
+
+def fs(caller: str, dest: str, context: str, clock: str, uuid: str, bleg: str = "") -> bytes:
+    """A FreeSWITCH 'example' template record on 2026-03-02 (UTC), answered, a minute long."""
+    day = "2026-03-02"
+    return (f'"Caller","{caller}","{dest}","{context}","{day} {clock}:00","{day} {clock}:05",'
+            f'"{day} {clock}:59","59","54","NORMAL_CLEARING","{uuid}","{bleg}","","PCMU","PCMU"'
+            ).encode()
+
+
+# the feed shows a call's two legs, so its switch writes B legs (none left unlogged)
+LEGS = (fs("3035550999", "+13035552000", "public", "08:00", "a-0", "b-0"),
+        fs("3035550999", "2000", "public", "08:00", "b-0"))
+
+
+def ingest(store, tmp_path, feed: str, *records: bytes, fmt=ASTERISK) -> None:
+    path = cdr_file(tmp_path, *records, name=f"{feed}-{len(list(tmp_path.iterdir()))}.csv")
+    cdrtrace.ingest(store, [path], feed=Feed(feed, fmt))
+
+
+def traced_after(store, tmp_path, feed: str, record: bytes, clock: str, fmt=ASTERISK) -> None:
+    """Ingest one call, then trace the line five minutes after it began: a success."""
+    ingest(store, tmp_path, feed, record, fmt=fmt)
+    hour, minute = clock.split(":")
+    got = store.trace(LINE, at=f"2026-03-02T{hour}:{int(minute) + 5:02d}:00Z")
+    assert got.outcome.value == "success"
+    assert EXT not in repr(got)
+
+
+def progress(store) -> list[tuple[str, int, bool]]:
+    status = store.status(LINE)
+    assert EXT not in repr(status) and EXT not in status.to_json()     # never the caller
+    return [(p.label, p.traced_calls, p.eligible_for_action) for p in status.progress]
+
+
+def test_two_switches_extensions_written_alike_are_two_callers(store_either, tmp_path):
+    """East's 4417 called the line twice and west's 4417 once: three traced calls, but
+    from two people; neither is past the threshold."""
+    store = store_either
+    traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
+    traced_after(store, tmp_path, "west", call(EXT, "11:00", "w1"), "11:00")
+    traced_after(store, tmp_path, "east", call(EXT, "12:00", "e2"), "12:00")
+    assert progress(store) == [("Caller A", 2, False), ("Caller B", 1, False)]
+    east, west = (store.catalog.known_feed_id(f) for f in ("east", "west"))
+    records = store.trace_records(LINE, analyst="cic")
+    assert [r["origin"] for r in records] == [f"{EXT} (feed {east})", f"{EXT} (feed {west})",
+                                              f"{EXT} (feed {east})"]
+    assert [r["call"]["calling"] for r in records] == [EXT] * 3      # the CIC reads the caller
+    with pytest.raises(CaseError, match="2 of 3"):
+        store.request_action(LINE, "Caller A")
+
+
+def test_one_switchs_extension_is_one_caller(store_either, tmp_path):
+    store = store_either
+    for n, clock in enumerate(("10:00", "11:00", "12:00")):
+        traced_after(store, tmp_path, "east", call(EXT, clock, f"e{n}"), clock)
+    assert progress(store) == [("Caller A", 3, True)]
+    assert store.request_action(LINE, "Caller A")["state"] == "queued"
+
+
+def test_an_e164_caller_is_one_whichever_switch_recorded_it(store_either, tmp_path):
+    store = store_either
+    for n, (feed, clock) in enumerate((("east", "10:00"), ("west", "11:00"), ("east", "12:00"))):
+        traced_after(store, tmp_path, feed, call("3035550177", clock, f"c{n}"), clock)
+    assert progress(store) == [("Caller A", 3, True)]
+    assert {r["origin"] for r in store.trace_records(LINE, analyst="cic")} == {"+13035550177"}
+
+
+def test_a_sip_user_is_its_switchs_alone(store, tmp_path):
+    """A SIP user the switch authenticated is an identity, scoped like an extension."""
+    records = [call("client7", "10:00", "e1"), call("client7", "11:00", "w1")]
+    traced_after(store, tmp_path, "east", records[0], "10:00")
+    traced_after(store, tmp_path, "west", records[1], "11:00")
+    assert progress(store) == [("Caller A", 1, False), ("Caller B", 1, False)]
+
+
+def test_a_feed_of_several_tenants_counts_each_extension_call_alone(store_either, tmp_path):
+    """A hosted FreeSWITCH whose records name two domains: each domain may have a 4417,
+    and its calls out name the caller without saying whose. Before it named the second,
+    its 4417 was one caller."""
+    store = store_either
+    ingest(store, tmp_path, "pbx", *LEGS,
+           fs("3035550900", "2001", "a.example.com", "09:00", "t-a"), fmt=FREESWITCH)
+    traced_after(store, tmp_path, "pbx", fs(EXT, "+1" + LINE, "a.example.com", "10:00", "x-1"),
+                 "10:00", fmt=FREESWITCH)
+    ingest(store, tmp_path, "pbx", fs("3035550901", "2002", "b.example.com", "09:30", "t-b"),
+           fmt=FREESWITCH)
+    traced_after(store, tmp_path, "pbx", fs(EXT, "+1" + LINE, "a.example.com", "11:00", "x-2"),
+                 "11:00", fmt=FREESWITCH)
+    traced_after(store, tmp_path, "pbx", fs(EXT, "+1" + LINE, "b.example.com", "12:00", "x-3"),
+                 "12:00", fmt=FREESWITCH)
+    assert progress(store) == [("Caller A", 1, False), ("Caller B", 1, False),
+                               ("Caller C", 1, False)]
+    records = store.trace_records(LINE, analyst="cic")
+    pbx = store.catalog.known_feed_id("pbx")
+    assert records[0]["origin"] == f"{EXT} (feed {pbx})"
+    assert "caller_tenants_shared" not in records[0]["call"]
+    for r in records[1:]:
+        assert r["call"]["caller_tenants_shared"] is True
+        assert r["origin"] == f"{EXT} (feed {pbx}, call {r['call']['call_id']})"
+        assert r["call"]["calling"] == EXT
+
+
+def test_a_case_names_one_switchs_extension(store, tmp_path):
+    """The CIC names an origin by number: an extension two switches' callers wrote alike
+    is refused (the customer's labels name each); one switch's is that switch's."""
+    traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
+    traced_after(store, tmp_path, "west", call(EXT, "11:00", "w1"), "11:00")
+    officer = {"agency": "Denver PD", "officer": "Sgt. Ruiz", "case_number": "2026-1"}
+    with pytest.raises(CaseError, match=r"2 callers written 4417.*Caller A, Caller B"):
+        store.open_case(LINE, EXT, analyst="cic", **officer)
+    with pytest.raises(CaseError, match="no traced call from 4418"):
+        store.open_case(LINE, "4418", analyst="cic", **officer)
+    case = store.open_case(LINE, "Caller B", analyst="cic", waive_reason="threats", **officer)
+    west = store.catalog.known_feed_id("west")
+    assert case["origin"] == f"{EXT} (feed {west})"
+    timeline = store.case(case["case_id"], analyst="cic")["timeline"]
+    assert [t["call_time"] for t in timeline] == ["2026-03-02T11:00:00Z"]    # west's alone
+    assert progress(store) == [("Caller A", 1, False), ("Caller B", 1, True)]   # waived
+
+
+def test_a_case_by_number_of_one_switchs_extension(store, tmp_path):
+    traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
+    case = store.open_case(LINE, EXT, analyst="cic", agency="Denver PD", officer="Sgt. Ruiz",
+                           case_number="2026-2")
+    assert case["origin"] == f"{EXT} (feed {store.catalog.known_feed_id('east')})"
+    assert len(store.case(case["case_id"], analyst="cic")["timeline"]) == 1
+
+
+def test_an_origin_names_its_caller_and_feed():
+    call_ = {"calling": EXT, "feed": 3, "call_id": "00000000000000ab"}
+    assert pseudonyms.origin_key(call_, True) == "4417 (feed 3)"
+    assert pseudonyms.caller_of("4417 (feed 3)") == ("4417", 3, False)
+    assert pseudonyms.origin_key({**call_, "caller_tenants_shared": True}, True) == \
+        "4417 (feed 3, call 00000000000000ab)"
+    assert pseudonyms.caller_of("4417 (feed 3, call 00000000000000ab)") == ("4417", 3, True)
+    assert pseudonyms.origin_key({**call_, "calling": "+13035550177"}, False) == "+13035550177"
+    assert pseudonyms.caller_of("+13035550177") == ("+13035550177", None, False)
+    assert pseudonyms.origin_key({**call_, "calling": None}, True) is None
+
+
+def test_a_record_from_before_origins_counts_toward_its_callers_text():
+    """A trace recorded by a release that wrote no origin counted toward its caller's text:
+    it still does, so its customer's labels and progress do not move."""
+    def success(n: int, calling: str, origin: str | None = None) -> dict:
+        r = {"trace_id": f"T{n:08d}", "activated_us": n, "outcome": "success",
+             "call": {"calling": calling, "call_id": f"{n:016x}", "start_us": n, "feed": n % 2,
+                      "start": f"2026-03-02T10:00:0{n}Z"}}
+        return r if origin is None else {**r, "origin": origin}
+    old = [success(1, EXT), success(2, EXT)]
+    assert [pseudonyms.origin_of(r) for r in old] == [EXT, EXT]
+    new = success(3, EXT, f"{EXT} (feed 1)")
+    labels = {EXT: "Caller A", f"{EXT} (feed 1)": "Caller B"}
+    status = customer_status(LINE, [*old, new], 3, labels)
+    assert [(p.label, p.traced_calls) for p in status.progress] == [("Caller A", 2), ("Caller B", 1)]
+
+
+def test_the_cics_reports_count_each_switchs_extension_apart(store, tmp_path):
+    """The repeat-origins and hot-origins reports count as the customer's progress does:
+    east's 4417 twice on one line, west's 4417 once there and once on another line."""
+    traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
+    traced_after(store, tmp_path, "west", call(EXT, "11:00", "w1"), "11:00")
+    traced_after(store, tmp_path, "east", call(EXT, "12:00", "e2"), "12:00")
+    ingest(store, tmp_path, "west", call(EXT, "13:00", "w2", dst="3035550143"))
+    assert store.trace("3035550143", at="2026-03-02T13:05:00Z").outcome.value == "success"
+    east, west = (store.catalog.known_feed_id(f) for f in ("east", "west"))
+    table = store.trace_columns(analyst="cic", columns=analytics.REPEAT_COLUMNS)
+    repeat = analytics.repeat_origins(table, threshold=3, min_calls=1).to_pylist()
+    assert [(r["line"], r["origin"], r["traced_calls"], r["eligible"]) for r in repeat] == [
+        ("+13035550142", f"{EXT} (feed {east})", 2, False),
+        ("+13035550142", f"{EXT} (feed {west})", 1, False),
+        ("+13035550143", f"{EXT} (feed {west})", 1, False)]
+    hot = analytics.hot_origins(table, min_lines=1).to_pylist()
+    assert [(r["origin"], r["lines"], r["traced_calls"]) for r in hot] == [
+        (f"{EXT} (feed {west})", 2, 2), (f"{EXT} (feed {east})", 1, 2)]
+    # the rows say what each trace's record says it counted
+    rows = store.trace_table(analyst="cic").to_pylist()
+    assert [(r["origin_scope"], r["origin_feed"]) for r in rows] == [
+        (1, east), (1, west), (1, east), (1, west)]
+
+
+def test_the_reports_count_a_tenants_feeds_extension_call_alone(store_either, tmp_path):
+    store = store_either
+    ingest(store, tmp_path, "pbx", *LEGS, fs("3035550900", "2001", "a.example.com", "09:00", "t-a"),
+           fs("3035550901", "2002", "b.example.com", "09:30", "t-b"), fmt=FREESWITCH)
+    for n, clock in enumerate(("10:00", "11:00")):
+        traced_after(store, tmp_path, "pbx", fs(EXT, "+1" + LINE, "a.example.com", clock, f"x-{n}"),
+                     clock, fmt=FREESWITCH)
+    table = store.trace_columns(analyst="cic", columns=analytics.REPEAT_COLUMNS)
+    repeat = analytics.repeat_origins(table, threshold=3, min_calls=1).to_pylist()
+    records = store.trace_records(LINE, analyst="cic")
+    assert sorted(r["origin"] for r in repeat) == sorted(r["origin"] for r in records)
+    assert [r["traced_calls"] for r in repeat] == [1, 1]
+    rows = store.trace_table(analyst="cic").to_pylist()
+    assert {(r["origin_scope"], r["origin_feed"]) for r in rows} == {
+        (2, store.catalog.known_feed_id("pbx"))}
