@@ -185,9 +185,10 @@ def test_a_record_from_before_origins_counts_toward_its_callers_text():
     assert [(p.label, p.traced_calls) for p in status.progress] == [("Caller A", 2), ("Caller B", 1)]
 
 
-def test_the_cics_reports_count_each_switchs_extension_apart(store, tmp_path):
+def test_the_cics_reports_count_each_switchs_extension_apart(store_either, tmp_path):
     """The repeat-origins and hot-origins reports count as the customer's progress does:
     east's 4417 twice on one line, west's 4417 once there and once on another line."""
+    store = store_either
     traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
     traced_after(store, tmp_path, "west", call(EXT, "11:00", "w1"), "11:00")
     traced_after(store, tmp_path, "east", call(EXT, "12:00", "e2"), "12:00")
@@ -224,3 +225,49 @@ def test_the_reports_count_a_tenants_feeds_extension_call_alone(store_either, tm
     rows = store.trace_table(analyst="cic").to_pylist()
     assert {(r["origin_scope"], r["origin_feed"]) for r in rows} == {
         (2, store.catalog.known_feed_id("pbx"))}
+
+
+AUTHORITY = {"kind": "subpoena", "reference": "SUB-2026-7", "agency": "Denver PD",
+             "officer": "Sgt. Ruiz", "case_number": "26-0077"}
+
+
+def report_text(store, case: dict) -> str:
+    import io
+
+    import pypdf
+
+    store.disclose(AUTHORITY, analyst="lee", line=LINE)
+    pdf = store.case_report(case["case_id"], analyst="ann")
+    return " ".join(" ".join(p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+                    .split())
+
+
+def open_case(store, label: str) -> dict:
+    return store.open_case(LINE, label, analyst="ann", waive_reason="threats",
+                           **{k: AUTHORITY[k] for k in ("agency", "officer", "case_number")})
+
+
+def test_a_case_report_lists_the_calls_of_its_origins_switch_alone(tmp_path):
+    """West's 4417 is the case's origin: the report's archived calls are west's, not those
+    east's 4417 made to the same line."""
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(tmp_path / "archive"))
+    traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
+    traced_after(store, tmp_path, "west", call(EXT, "11:00", "w1"), "11:00")
+    ingest(store, tmp_path, "east", call(EXT, "12:00", "e2"))
+    text = report_text(store, open_case(store, "Caller B"))
+    assert "Every call from the origin to the line" in text
+    assert "2026-03-02 11:00:00 UTC" in text
+    assert "2026-03-02 10:00:00" not in text and "2026-03-02 12:00:00" not in text
+    store.close()
+
+
+def test_a_case_report_of_a_tenants_feeds_caller_lists_its_call_alone(tmp_path):
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(tmp_path / "archive"))
+    ingest(store, tmp_path, "pbx", *LEGS, fs("3035550900", "2001", "a.example.com", "09:00", "t-a"),
+           fs("3035550901", "2002", "b.example.com", "09:30", "t-b"), fmt=FREESWITCH)
+    for n, clock in enumerate(("10:00", "11:00")):
+        traced_after(store, tmp_path, "pbx", fs(EXT, "+1" + LINE, "a.example.com", clock, f"x-{n}"),
+                     clock, fmt=FREESWITCH)
+    text = report_text(store, open_case(store, "Caller B"))
+    assert "2026-03-02 11:00:00 UTC" in text and "2026-03-02 10:00:00" not in text
+    store.close()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from .errors import CaseError, CdrTraceError, NumberError, TraceError
-from .evidence import activations, directory, pseudonyms, retention, traces
+from .evidence import activations, directory, retention, traces
 from .evidence import rows as trace_rows
 from .evidence.audit import UNPRINTABLE, AuditLog, actor
 from .evidence.cases import Cases
@@ -379,11 +379,7 @@ class Store:
         who = self._audit.actor(analyst, "a case report")
         case, releases, covering = self._casebook.released(case_id)
         records = self._casebook.traced_calls(case)
-        caller, origin_feed, one_call = pseudonyms.caller_of(case["origin"])
-        calls = self._disclosure.case_calls(self.line(case["line"]), self.line(caller),
-                                            case.get("feed") if origin_feed is None else origin_feed)
-        if one_call:     # a caller of a feed of several tenants: its traced call's alone
-            calls = [c for c in calls if c["start_us"] in {r["call"]["start_us"] for r in records}]
+        calls = self._casebook.archived_calls(case, records, self._disclosure.case_calls)
         page = case_report(case, releases[-1]["details"]["authority"], releases[-1], records, calls, covering,
                            self.carrier, self.config["zone"], generated or timezones.format_utc(time.time_ns() // 1000),
                            self.config["threshold"])

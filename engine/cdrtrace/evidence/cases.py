@@ -163,6 +163,20 @@ class Cases:
                               f"{case['case_number']})")
         return case, releases, log
 
+    def archived_calls(self, case: dict, records: list[dict],
+                       calls: Callable[[int, int, int | None], list[dict]]) -> list[dict]:
+        """The archived calls a case's report lists: from its origin to its line, read by
+        calls(line, caller, feed) (Disclosure.case_calls). Those of the origin's feed, for
+        a caller its switch numbers itself (else of the case's); for one of a feed of
+        several tenants, those of its traced calls (records) alone."""
+        caller, feed, one_call = pseudonyms.caller_of(case["origin"])
+        found = calls(self.line(case["line"]), self.line(caller),
+                      case.get("feed") if feed is None else feed)
+        if one_call:
+            starts = {r["call"]["start_us"] for r in records}
+            found = [c for c in found if c["start_us"] in starts]
+        return found
+
     def traced_calls(self, case: dict) -> list[dict]:
         """The evidence records of the case's line whose traced call came from its origin."""
         key = index.line_key(self.line(case["line"]))
