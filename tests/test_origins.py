@@ -271,3 +271,28 @@ def test_a_case_report_of_a_tenants_feeds_caller_lists_its_call_alone(tmp_path):
     text = report_text(store, open_case(store, "Caller B"))
     assert "2026-03-02 11:00:00 UTC" in text and "2026-03-02 10:00:00" not in text
     store.close()
+
+
+def test_a_case_on_an_extension_line_names_its_feeds_caller(store, tmp_path):
+    """East's 2001 and west's 2001 were each called by their own switch's 4417. A case for
+    east's customer, its origin given by number, is east's 4417: west's is not its."""
+    ingest(store, tmp_path, "east", call(EXT, "10:00", "e1", dst="2001"))
+    ingest(store, tmp_path, "west", call(EXT, "11:00", "w1", dst="2001"))
+    for feed in ("east", "west"):
+        assert store.trace("2001", at="2026-03-02T12:00:00Z", feed=feed).outcome.value == "success"
+    case = store.open_case("2001", EXT, analyst="cic", agency="Denver PD", officer="Sgt. Ruiz",
+                           case_number="2026-3", feed="east")
+    assert case["origin"] == f"{EXT} (feed {store.catalog.known_feed_id('east')})"
+    assert [t["call_time"] for t in store.case(case["case_id"], analyst="cic")["timeline"]] == [
+        "2026-03-02T10:00:00Z"]
+
+
+def test_a_call_without_a_caller_has_no_caller_to_scope(store_either, tmp_path):
+    store = store_either
+    ingest(store, tmp_path, "pbx", *LEGS, fs("3035550900", "2001", "a.example.com", "09:00", "t-a"),
+           fs("3035550901", "2002", "b.example.com", "09:30", "t-b"),
+           fs("anonymous", "+1" + LINE, "a.example.com", "10:00", "x-0"), fmt=FREESWITCH)
+    assert store.trace(LINE, at="2026-03-02T10:05:00Z").outcome.value == "untraceable"
+    record = store.trace_records(LINE, analyst="cic")[-1]
+    assert record["origin"] is None and "caller_tenants_shared" not in record["call"]
+    assert store.status(LINE).progress == ()

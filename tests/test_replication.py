@@ -451,3 +451,34 @@ def cdrtrace_records(path) -> list[dict]:
         return store.trace_records(analyst="ann")
     finally:
         store.close()
+
+
+def test_replicas_label_an_extension_callers_origin_alike(topic, tmp_path, calls_file):
+    """An extension's origin is scoped to its feed (evidence.pseudonyms): the replica that
+    applies the trace labels that origin, not the extension's bare text."""
+    url, _ = topic
+    more = tmp_path / "more.csv"
+    more.write_bytes(b"".join(
+        cdr(src=caller, dst="3035550009", clid=f'"" <{caller}>', start=f"2026-03-02 {t}",
+            answer="", end=f"2026-03-02 {t}", disposition="NO ANSWER", uniqueid=f"m{t}") + b"\n"
+        for caller, t in (("4417", "10:00:00"), ("2125550108", "10:30:00"))))
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    for store in (a, b):
+        cdrtrace.ingest(store, [str(more)])
+    ra, rb = Replicator(a, url), Replicator(b, url)
+    try:
+        assert a.trace("3035550009", at="2026-03-02T10:10:00Z").successful
+        settle(ra, rb)
+        assert b.trace("3035550009", at="2026-03-02T10:40:00Z").successful
+        settle(ra, rb)
+        for store in (a, b):
+            assert [(p.label, p.traced_calls) for p in store.status("3035550009").progress] == [
+                ("Caller A", 1), ("Caller B", 1)]
+            first = store.trace_records("3035550009", analyst="ann")[0]
+            assert first["origin"].startswith("4417 (feed ")
+    finally:
+        ra.close()
+        rb.close()
+        a.close()
+        b.close()

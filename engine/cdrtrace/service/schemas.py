@@ -183,6 +183,9 @@ class Call(Open):
     feed: int
     source: str | None
     offset: int | None
+    caller_tenants_shared: bool | None = Field(None, description=(
+        "a caller its switch numbers itself, of a feed whose records name several tenants: "
+        "whose tenant's it is the records cannot tell, and the call is an origin of its own"))
 
 
 class TraceRecord(Open):
@@ -193,6 +196,9 @@ class TraceRecord(Open):
     traced_at_us: int
     outcome: Outcome
     call: Call | None
+    origin: str | None = Field(None, description=(
+        "the origin the call counts toward (R8): an E.164 number, or a caller its switch "
+        "numbers itself in its feed ('1002 (feed 3)'); absent from records made before"))
     enrichment: dict[str, Any] | None = Field(
         description="the directory's row for the caller when traced (name, address, ...)")
     original_trace: str | None
