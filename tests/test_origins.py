@@ -296,3 +296,27 @@ def test_a_call_without_a_caller_has_no_caller_to_scope(store_either, tmp_path):
     record = store.trace_records(LINE, analyst="cic")[-1]
     assert record["origin"] is None and "caller_tenants_shared" not in record["call"]
     assert store.status(LINE).progress == ()
+
+
+def test_a_feed_numbered_past_255_is_kept_whole_in_the_rows(store_either, tmp_path):
+    store = store_either
+    store.envs.write(lambda txn: txn.put(b"next_feed", b"299", db=store.envs.db["meta"]))
+    traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
+    assert store.catalog.known_feed_id("east") == 300
+    rows = store.trace_table(analyst="cic").to_pylist()
+    assert [(r["origin_scope"], r["origin_feed"]) for r in rows] == [(1, 300)]
+
+
+def test_labels_of_traces_kept_without_them_follow_the_origins(tmp_path):
+    """A line whose labels were not kept (traces recorded before they were) labels its
+    origins in the order its traces first named them: two feeds' 4417s are two."""
+    import lmdb
+
+    env = lmdb.open(str(tmp_path / "env"), max_dbs=1)
+    db = env.open_db(b"pseudonyms")
+    records = [{"outcome": "success", "origin": origin, "call": {"calling": EXT}}
+               for origin in ("4417 (feed 1)", "4417 (feed 2)", "4417 (feed 1)")]
+    with env.begin(db=db) as txn:
+        labels = pseudonyms.of_line(txn, db, b"\x00" * 8, records)
+    assert labels == {"4417 (feed 1)": "Caller A", "4417 (feed 2)": "Caller B"}
+    env.close()
