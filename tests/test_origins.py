@@ -320,3 +320,18 @@ def test_labels_of_traces_kept_without_them_follow_the_origins(tmp_path):
         labels = pseudonyms.of_line(txn, db, b"\x00" * 8, records)
     assert labels == {"4417 (feed 1)": "Caller A", "4417 (feed 2)": "Caller B"}
     env.close()
+
+
+def test_a_timeline_says_whose_each_extension_call_and_trace_is(tmp_path):
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(tmp_path / "archive"))
+    traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
+    ingest(store, tmp_path, "west", call(EXT, "11:00", "w1"))
+    ingest(store, tmp_path, "east", call("3035550177", "12:00", "e2"))
+    east, west = (store.catalog.known_feed_id(f) for f in ("east", "west"))
+    rows = store.timeline(LINE, EXT, analyst="cic").to_pylist()
+    assert [(r["event"], str(r["call_time"])[11:16], r["origin"]) for r in rows] == [
+        ("call", "10:00", f"{EXT} (feed {east})"), ("trace", "10:00", f"{EXT} (feed {east})"),
+        ("call", "11:00", f"{EXT} (feed {west})")]
+    e164 = store.timeline(LINE, "3035550177", analyst="cic").to_pylist()
+    assert [r["origin"] for r in e164] == ["+13035550177"]
+    store.close()

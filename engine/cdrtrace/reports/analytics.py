@@ -96,25 +96,30 @@ def hot_origins(traces: pa.Table, min_lines: int = 2) -> pa.Table:
 def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.Table:
     """One line and one origin (packed numbers): every trace and, when a call archive is
     kept, every call, in time order. Columns: time, event ('call' or 'trace'), trace_id,
-    outcome (a trace's outcome or a call's disposition), call_time."""
+    outcome (a trace's outcome or a call's disposition), call_time, and origin: the origin
+    a trace counted toward (evidence.pseudonyms), or a call's caller in its feed where its
+    switch numbers it (two feeds' 1002s are two callers, the rows say whose each is)."""
     con = _connect(traces)
     calls = "SELECT NULL::BIGINT AS t, NULL AS event, NULL AS trace_id, NULL AS outcome, " \
-            "NULL::BIGINT AS call_us WHERE false"
+            "NULL::BIGINT AS call_us, NULL AS origin WHERE false"
     files = archive.day_files(archive_root) if archive_root is not None else []
     if files:
         calls = """
             SELECT start_us AS t, 'call' AS event, NULL AS trace_id,
-                   disposition_text(disposition) AS outcome, start_us AS call_us
+                   disposition_text(disposition) AS outcome, start_us AS call_us,
+                   origin_text(calling, CASE WHEN (calling >> 62) = 1 THEN 0 ELSE 1 END,
+                               feed, 0) AS origin
             FROM read_parquet($files, hive_partitioning = true)
             WHERE (called = $line OR redirecting = $line OR final = $line)
               AND calling = $origin AND received"""
     return con.sql(f"""
         SELECT make_timestamp(t) AS time, event, trace_id, outcome,
-               make_timestamp(call_us) AS call_time
+               make_timestamp(call_us) AS call_time, origin
         FROM (
             SELECT activated_us AS t, 'trace' AS event,
                    'T' || lpad(CAST(trace AS VARCHAR), 8, '0') AS trace_id,
-                   outcome_text(outcome) AS outcome, call_start_us AS call_us
+                   outcome_text(outcome) AS outcome, call_start_us AS call_us,
+                   origin_text(origin, origin_scope, origin_feed, call_id) AS origin
             FROM traces WHERE line = $line::UBIGINT AND origin = $origin::UBIGINT
             UNION ALL {calls})
         ORDER BY t, event

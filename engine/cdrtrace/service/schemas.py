@@ -337,6 +337,9 @@ class TimelineEntry(Row):
     trace_id: str | None
     outcome: str | None = Field(description="a trace's outcome, or a call's disposition")
     call_time: str | None
+    origin: str | None = Field(description=(
+        "the origin a trace counted toward, or a call's caller; one its switch numbers "
+        "itself (an extension) names its feed: '1002 (feed 3)'"))
 
 
 class ArchivedCall(Row):
