@@ -8,6 +8,7 @@ tenant's 4417 from another's: each such call is an origin of its own
 from __future__ import annotations
 
 import pytest
+from test_tenants import LEGS, fs  # FreeSWITCH records; both legs, so none left unlogged
 
 import cdrtrace
 from cdrtrace.config import Feed
@@ -30,17 +31,6 @@ def call(src: str, clock: str, uniqueid: str, dst: str = LINE) -> bytes:
                answer=f"2026-03-02 {clock}:05", end=f"2026-03-02 {clock}:59", uniqueid=uniqueid)
 
 
-def fs(caller: str, dest: str, context: str, clock: str, uuid: str, bleg: str = "") -> bytes:
-    """A FreeSWITCH 'example' template record on 2026-03-02 (UTC), answered, a minute long."""
-    day = "2026-03-02"
-    return (f'"Caller","{caller}","{dest}","{context}","{day} {clock}:00","{day} {clock}:05",'
-            f'"{day} {clock}:59","59","54","NORMAL_CLEARING","{uuid}","{bleg}","","PCMU","PCMU"'
-            ).encode()
-
-
-# the feed shows a call's two legs, so its switch writes B legs (none left unlogged)
-LEGS = (fs("3035550999", "+13035552000", "public", "08:00", "a-0", "b-0"),
-        fs("3035550999", "2000", "public", "08:00", "b-0"))
 
 
 def ingest(store, tmp_path, feed: str, *records: bytes, fmt=ASTERISK) -> None:

@@ -203,18 +203,15 @@ def test_a_record_of_a_call_that_reused_an_id_replaces_the_older_calls_mark(topi
     b.close()
 
 
-def test_replicas_give_an_origin_one_label_and_keep_the_first_trace_of_a_call(
-        topic, tmp_path, calls_file, caplog):
-    """Caller A on one replica is Caller A on the other, whichever replica traced the
-    next origin. Two replicas that both named one call before either heard of the other
-    (a failover in between) each keep the trace they made first: its next trace of the
-    call is already_traced after that one, and the clash is logged."""
-    url, _ = topic
+def traced_by_each(tmp_path, url: str, calls_file, first: str, second: str) -> tuple:
+    """Two replicas and their replicators: each ingested calls from first (at 10:00) and
+    second (at 10:30) to 3035550009; replica a traced the first, then b, having heard of
+    it, the second."""
     more = tmp_path / "more.csv"
     more.write_bytes(b"".join(
-        cdr(src=caller, dst="3035550009", start=f"2026-03-02 {t}", answer="",
-            end=f"2026-03-02 {t}", disposition="NO ANSWER", uniqueid=f"m{t}") + b"\n"
-        for caller, t in (("2125550109", "10:00:00"), ("2125550108", "10:30:00"))))
+        cdr(src=caller, dst="3035550009", clid=f'"" <{caller}>', start=f"2026-03-02 {t}",
+            answer="", end=f"2026-03-02 {t}", disposition="NO ANSWER", uniqueid=f"m{t}") + b"\n"
+        for caller, t in ((first, "10:00:00"), (second, "10:30:00"))))
     a = replica(tmp_path / "a", 0, url, calls_file)
     b = replica(tmp_path / "b", 1, url, calls_file)
     for store in (a, b):
@@ -225,6 +222,22 @@ def test_replicas_give_an_origin_one_label_and_keep_the_first_trace_of_a_call(
         settle(ra, rb)
         assert b.trace("3035550009", at="2026-03-02T10:40:00Z").successful
         settle(ra, rb)
+    except BaseException:
+        for held in (ra, rb, a, b):
+            held.close()
+        raise
+    return a, b, ra, rb
+
+
+def test_replicas_give_an_origin_one_label_and_keep_the_first_trace_of_a_call(
+        topic, tmp_path, calls_file, caplog):
+    """Caller A on one replica is Caller A on the other, whichever replica traced the
+    next origin. Two replicas that both named one call before either heard of the other
+    (a failover in between) each keep the trace they made first: its next trace of the
+    call is already_traced after that one, and the clash is logged."""
+    url, _ = topic
+    a, b, ra, rb = traced_by_each(tmp_path, url, calls_file, "2125550109", "2125550108")
+    try:
         for store in (a, b):
             assert [p.label for p in store.status("3035550009").progress] == [
                 "Caller A", "Caller B"]
@@ -457,21 +470,8 @@ def test_replicas_label_an_extension_callers_origin_alike(topic, tmp_path, calls
     """An extension's origin is scoped to its feed (evidence.pseudonyms): the replica that
     applies the trace labels that origin, not the extension's bare text."""
     url, _ = topic
-    more = tmp_path / "more.csv"
-    more.write_bytes(b"".join(
-        cdr(src=caller, dst="3035550009", clid=f'"" <{caller}>', start=f"2026-03-02 {t}",
-            answer="", end=f"2026-03-02 {t}", disposition="NO ANSWER", uniqueid=f"m{t}") + b"\n"
-        for caller, t in (("4417", "10:00:00"), ("2125550108", "10:30:00"))))
-    a = replica(tmp_path / "a", 0, url, calls_file)
-    b = replica(tmp_path / "b", 1, url, calls_file)
-    for store in (a, b):
-        cdrtrace.ingest(store, [str(more)])
-    ra, rb = Replicator(a, url), Replicator(b, url)
+    a, b, ra, rb = traced_by_each(tmp_path, url, calls_file, "4417", "2125550108")
     try:
-        assert a.trace("3035550009", at="2026-03-02T10:10:00Z").successful
-        settle(ra, rb)
-        assert b.trace("3035550009", at="2026-03-02T10:40:00Z").successful
-        settle(ra, rb)
         for store in (a, b):
             assert [(p.label, p.traced_calls) for p in store.status("3035550009").progress] == [
                 ("Caller A", 1), ("Caller B", 1)]

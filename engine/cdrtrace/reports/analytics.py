@@ -16,7 +16,7 @@ import pyarrow as pa
 from ..parsing import timezones
 from ..parsing.formats import Disposition, Presentation
 from ..store import archive
-from . import case_of
+from . import ORIGINS, case_of
 
 _MASK = (1 << 56) - 1
 _MACROS = f"""
@@ -39,15 +39,6 @@ CREATE MACRO presentation_text(p) AS {case_of("p", Presentation)};
 
 REPEAT_COLUMNS = ("line", "origin", "call_id", "call_start_us", "outcome", "origin_scope",
                   "origin_feed")
-# the successful traces, each keyed by the origin its trace counted (evidence.pseudonyms):
-# the packed caller, and for a caller its switch numbers itself its feed (and for one of
-# a feed of several tenants, the call itself), so that two switches' 1002s are two origins
-_ORIGINS = """
-    SELECT line, origin, call_id, call_start_us, origin_scope AS scope,
-           CASE WHEN origin_scope = 0 THEN 0 ELSE origin_feed END AS feed,
-           CASE WHEN origin_scope = 2 THEN call_id ELSE 0 END AS one_id,
-           CASE WHEN origin_scope = 2 THEN call_start_us ELSE 0 END AS one_start
-    FROM traces WHERE outcome = 1"""
 
 
 def _connect(table, name: str = "traces"):
@@ -66,7 +57,7 @@ def repeat_origins(traces: pa.Table, threshold: int = 3, min_calls: int = 2) -> 
             SELECT line, origin, scope, feed, one_id,
                    count(DISTINCT (call_id, call_start_us)) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
-            FROM ({_ORIGINS}) GROUP BY line, origin, scope, feed, one_id, one_start
+            FROM ({ORIGINS}) GROUP BY line, origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT (call_id, call_start_us)) >= $min_calls)
         SELECT number_text(line) AS line, origin_text(origin, scope, feed, one_id) AS origin,
                traced_calls,
@@ -84,7 +75,7 @@ def hot_origins(traces: pa.Table, min_lines: int = 2) -> pa.Table:
             SELECT origin, scope, feed, one_id, count(DISTINCT line) AS lines,
                    count(DISTINCT (line, call_id, call_start_us)) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
-            FROM ({_ORIGINS}) GROUP BY origin, scope, feed, one_id, one_start
+            FROM ({ORIGINS}) GROUP BY origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT line) >= ?)
         SELECT origin_text(origin, scope, feed, one_id) AS origin, lines, traced_calls,
                make_timestamp(first_us) AS first_call, make_timestamp(last_us) AS last_call

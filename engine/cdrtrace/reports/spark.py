@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from ..parsing.formats import Disposition, Presentation
-from . import case_of
+from . import ORIGINS, case_of
 
 TOP, KIND_SHIFT = 1 << 56, 1 << 62
 
@@ -41,15 +41,6 @@ def origin_text(column: str) -> str:
     return (f"concat({number_text(column)}, CASE scope "
             "WHEN 1 THEN concat(' (feed ', feed, ')') "
             f"WHEN 2 THEN concat(' (feed ', feed, ', call ', {one_id}, ')') ELSE '' END)")
-
-
-# the successful traces keyed by the origin each counted (reports.analytics._ORIGINS)
-_ORIGINS = """
-    SELECT line, origin, call_id, call_start_us, origin_scope AS scope,
-           CASE WHEN origin_scope = 0 THEN 0 ELSE origin_feed END AS feed,
-           CASE WHEN origin_scope = 2 THEN call_id ELSE 0 END AS one_id,
-           CASE WHEN origin_scope = 2 THEN call_start_us ELSE 0 END AS one_start
-    FROM traces WHERE outcome = 1"""
 
 
 def _time(column: str) -> str:
@@ -86,7 +77,7 @@ def repeat_origins(spark: Any, traces: str, threshold: int = 3, min_calls: int =
             SELECT line, origin, scope, feed, one_id,
                    count(DISTINCT call_id, call_start_us) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
-            FROM ({_ORIGINS}) GROUP BY line, origin, scope, feed, one_id, one_start
+            FROM ({ORIGINS}) GROUP BY line, origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT call_id, call_start_us) >= {int(min_calls)})
         SELECT {number_text('line')} AS line, {origin_text('origin')} AS origin, traced_calls,
                {_time('first_us')} AS first_call, {_time('last_us')} AS last_call,
@@ -104,7 +95,7 @@ def hot_origins(spark: Any, traces: str, min_lines: int = 2) -> Any:
             SELECT origin, scope, feed, one_id, count(DISTINCT line) AS lines,
                    count(DISTINCT line, call_id, call_start_us) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
-            FROM ({_ORIGINS}) GROUP BY origin, scope, feed, one_id, one_start
+            FROM ({ORIGINS}) GROUP BY origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT line) >= {int(min_lines)})
         SELECT {origin_text('origin')} AS origin, lines, traced_calls,
                {_time('first_us')} AS first_call, {_time('last_us')} AS last_call
