@@ -325,3 +325,40 @@ def test_a_timeline_says_whose_each_extension_call_and_trace_is(tmp_path):
     e164 = store.timeline(LINE, "3035550177", analyst="cic").to_pylist()
     assert [r["origin"] for r in e164] == ["+13035550177"]
     store.close()
+
+
+def test_a_store_upgraded_keeps_its_earlier_traces_counts_and_labels(store, tmp_path):
+    """A trace recorded by a release before origins (its record names none, its label is
+    the extension's bare text, its row unscoped) keeps its label and count; a later trace
+    of the same caller counts toward the scoped origin, apart: an undercount, as
+    docs/operations.md says, never two callers counted as one."""
+    import orjson
+
+    from cdrtrace.evidence import rows as trace_rows
+    from cdrtrace.store import index
+
+    traced_after(store, tmp_path, "east", call(EXT, "10:00", "e1"), "10:00")
+    east = store.catalog.known_feed_id("east")
+    tracer, key = store._tracer, index.line_key(store.line(LINE))
+
+    def as_before(txn) -> None:             # what the release before wrote
+        number = (1).to_bytes(8, "big")
+        record = orjson.loads(txn.get(number, db=tracer.db["traces"]))
+        del record["origin"]
+        txn.put(number, orjson.dumps(record), db=tracer.db["traces"])
+        assert txn.delete(key + b"o" + f"{EXT} (feed {east})".encode(), db=tracer.db["pseudonyms"])
+        txn.put(key + b"o" + EXT.encode(), b"0", db=tracer.db["pseudonyms"])
+        row = trace_rows.read_all(txn, tracer.db["trace_rows"], tracer.db["trace_segments"]).copy()
+        row["origin_scope"], row["origin_feed"] = 0, 0
+        trace_rows.replace(txn, tracer.db["trace_rows"], tracer.db["trace_segments"], row[:1])
+    store.envs.ewrite(as_before)
+    assert progress(store) == [("Caller A", 1, False)]
+    traced_after(store, tmp_path, "east", call(EXT, "11:00", "e2"), "11:00")
+    assert progress(store) == [("Caller A", 1, False), ("Caller B", 1, False)]
+    table = store.trace_columns(analyst="cic", columns=analytics.REPEAT_COLUMNS)
+    assert sorted(r["origin"] for r in analytics.repeat_origins(table, 3, 1).to_pylist()) == [
+        EXT, f"{EXT} (feed {east})"]
+    case = open_case(store, "Caller A")
+    assert case["origin"] == EXT
+    assert [t["call_time"] for t in store.case(case["case_id"], analyst="cic")["timeline"]] == [
+        "2026-03-02T10:00:00Z"]
