@@ -117,7 +117,7 @@ def test_a_feed_of_several_tenants_counts_each_extension_call_alone(store_either
     assert "caller_tenants_shared" not in records[0]["call"]
     for r in records[1:]:
         assert r["call"]["caller_tenants_shared"] is True
-        assert r["origin"] == f"{EXT} (feed {pbx}, call {r['call']['call_id']})"
+        assert r["origin"] == f"{EXT} (feed {pbx}, call {r['call']['call_id']} at {r['call']['start']})"
         assert r["call"]["calling"] == EXT
 
 
@@ -148,12 +148,14 @@ def test_a_case_by_number_of_one_switchs_extension(store, tmp_path):
 
 
 def test_an_origin_names_its_caller_and_feed():
-    call_ = {"calling": EXT, "feed": 3, "call_id": "00000000000000ab"}
+    call_ = {"calling": EXT, "feed": 3, "call_id": "00000000000000ab",
+             "start": "2026-03-02T10:00:00.000120Z"}
     assert pseudonyms.origin_key(call_, True) == "4417 (feed 3)"
     assert pseudonyms.caller_of("4417 (feed 3)") == ("4417", 3, False)
     assert pseudonyms.origin_key({**call_, "caller_tenants_shared": True}, True) == \
-        "4417 (feed 3, call 00000000000000ab)"
-    assert pseudonyms.caller_of("4417 (feed 3, call 00000000000000ab)") == ("4417", 3, True)
+        "4417 (feed 3, call 00000000000000ab at 2026-03-02T10:00:00.000120Z)"
+    assert pseudonyms.caller_of("4417 (feed 3, call 00000000000000ab at 2026-03-02T10:00:00Z)") \
+        == ("4417", 3, True)
     assert pseudonyms.origin_key({**call_, "calling": "+13035550177"}, False) == "+13035550177"
     assert pseudonyms.caller_of("+13035550177") == ("+13035550177", None, False)
     assert pseudonyms.origin_key({**call_, "calling": None}, True) is None
@@ -362,3 +364,24 @@ def test_a_store_upgraded_keeps_its_earlier_traces_counts_and_labels(store, tmp_
     assert case["origin"] == EXT
     assert [t["call_time"] for t in store.case(case["case_id"], analyst="cic")["timeline"]] == [
         "2026-03-02T10:00:00Z"]
+
+
+def test_a_call_id_a_switch_reused_is_another_calls_origin():
+    """A call is its id and its start (a switch reuses ids): two calls of a feed of several
+    tenants with one id, days apart, are two origins, in the record and in the reports."""
+    import numpy as np
+
+    from cdrtrace.evidence import rows as trace_rows
+    from cdrtrace.parsing import numbers
+
+    call_ = {"calling": EXT, "feed": 3, "call_id": "00000000000000ab", "caller_tenants_shared": True}
+    keys = {pseudonyms.origin_key({**call_, "start": s}, True)
+            for s in ("2026-03-02T10:00:00Z", "2026-03-05T10:00:00Z")}
+    assert len(keys) == 2
+    rows = np.zeros(2, trace_rows.ROW_DTYPE)
+    rows["trace"], rows["outcome"], rows["call_id"] = [1, 2], 1, 0xAB
+    rows["line"], rows["origin"] = numbers.normalize("+1" + LINE), numbers.normalize(EXT)
+    rows["call_start_us"] = [1772445600 * 10**6, 1772704800 * 10**6]
+    rows["origin_scope"], rows["origin_feed"] = 2, 3
+    repeat = analytics.repeat_origins(trace_rows.to_arrow(rows), 3, 1).to_pylist()
+    assert sorted(r["origin"] for r in repeat) == sorted(keys)

@@ -179,14 +179,15 @@ def test_an_extensions_origin_is_its_feeds_on_spark(spark, tmp_path):
     rows["line"] = numbers.normalize("+13035550142")
     rows["origin"], rows["outcome"] = numbers.normalize("4417"), 1
     rows["call_id"] = [1, 2, 3, 0xab, 0xac, 6]
-    rows["call_start_us"] = [1772409600 * 10**6 + k * 3_600 * 10**6 for k in range(6)]
+    rows["call_start_us"] = [1772409600 * 10**6 + k * 3_600 * 10**6 + (k == 4) * 7
+                             for k in range(6)]
     rows["origin_scope"] = [1, 1, 1, 2, 2, 0]
     rows["origin_feed"] = [3, 3, 4, 5, 5, 0]
     path = tmp_path / "traces.parquet"
     pq.write_table(trace_rows.to_arrow(rows, analytics.REPEAT_COLUMNS), path)
     expected = [("4417 (feed 3)", 2), ("4417", 1), ("4417 (feed 4)", 1),
-                ("4417 (feed 5, call 00000000000000ab)", 1),
-                ("4417 (feed 5, call 00000000000000ac)", 1)]
+                ("4417 (feed 5, call 00000000000000ab at 2026-03-02T03:00:00Z)", 1),
+                ("4417 (feed 5, call 00000000000000ac at 2026-03-02T04:00:00.000007Z)", 1)]
     duck = analytics.repeat_origins(pq.read_table(path), 3, 1).to_pylist()
     assert [(r["origin"], r["traced_calls"]) for r in duck] == expected
     assert [(r["origin"], r["traced_calls"]) for r in

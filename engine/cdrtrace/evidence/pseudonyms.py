@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 ORIGIN, COUNT = b"o", b"#"
-_SCOPED = re.compile(r"(.*) \(feed (\d+)(, call [0-9a-f]+)?\)", re.DOTALL)
+_SCOPED = re.compile(r"(.*) \(feed (\d+)(, call [0-9a-f]+ at [^)]+)?\)", re.DOTALL)
 
 
 def origin_key(call: dict, local: bool) -> str | None:
@@ -35,7 +35,8 @@ def origin_key(call: dict, local: bool) -> str | None:
     if calling is None or not local:
         return calling
     if call.get("caller_tenants_shared"):
-        return f"{calling} (feed {call['feed']}, call {call['call_id']})"
+        # a call: its id and its start, as a switch reuses ids
+        return f"{calling} (feed {call['feed']}, call {call['call_id']} at {call['start']})"
     return f"{calling} (feed {call['feed']})"
 
 

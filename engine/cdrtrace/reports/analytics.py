@@ -26,9 +26,13 @@ CREATE MACRO number_text(x) AS CASE
                                         CAST((x >> 56) & 63 AS INTEGER), '0')
     ELSE lpad(CAST(x & {_MASK}::UBIGINT AS VARCHAR), CAST((x >> 56) & 63 AS INTEGER), '0')
 END;
-CREATE MACRO origin_text(x, scope, feed, one_id) AS number_text(x) || CASE scope
+CREATE MACRO utc_text(us) AS strftime(make_timestamp(us), '%Y-%m-%dT%H:%M:%S')
+    || CASE WHEN us % 1000000 = 0 THEN '' ELSE '.' || lpad(CAST(us % 1000000 AS VARCHAR), 6, '0')
+       END || 'Z';
+CREATE MACRO origin_text(x, scope, feed, one_id, one_start) AS number_text(x) || CASE scope
     WHEN 1 THEN ' (feed ' || feed || ')'
-    WHEN 2 THEN ' (feed ' || feed || ', call ' || printf('%016x', one_id) || ')'
+    WHEN 2 THEN ' (feed ' || feed || ', call ' || printf('%016x', one_id) || ' at '
+                || utc_text(one_start) || ')'
     ELSE '' END;
 CREATE MACRO outcome_text(o) AS CASE o WHEN 1 THEN 'success' WHEN 2 THEN 'untraceable'
     WHEN 3 THEN 'no_call' WHEN 4 THEN 'already_traced' ELSE 'pending' END;
@@ -54,12 +58,12 @@ def repeat_origins(traces: pa.Table, threshold: int = 3, min_calls: int = 2) -> 
     eligible (at least threshold)."""
     return _connect(traces).sql(f"""
         WITH grouped AS (
-            SELECT line, origin, scope, feed, one_id,
+            SELECT line, origin, scope, feed, one_id, one_start,
                    count(DISTINCT (call_id, call_start_us)) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
             FROM ({ORIGINS}) GROUP BY line, origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT (call_id, call_start_us)) >= $min_calls)
-        SELECT number_text(line) AS line, origin_text(origin, scope, feed, one_id) AS origin,
+        SELECT number_text(line) AS line, origin_text(origin, scope, feed, one_id, one_start) AS origin,
                traced_calls,
                make_timestamp(first_us) AS first_call, make_timestamp(last_us) AS last_call,
                traced_calls >= $threshold AS eligible
@@ -72,12 +76,12 @@ def hot_origins(traces: pa.Table, min_lines: int = 2) -> pa.Table:
     """Origins traced by many different lines (serial harassers, robocallers), ranked."""
     return _connect(traces).sql(f"""
         WITH grouped AS (
-            SELECT origin, scope, feed, one_id, count(DISTINCT line) AS lines,
+            SELECT origin, scope, feed, one_id, one_start, count(DISTINCT line) AS lines,
                    count(DISTINCT (line, call_id, call_start_us)) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
             FROM ({ORIGINS}) GROUP BY origin, scope, feed, one_id, one_start
             HAVING count(DISTINCT line) >= ?)
-        SELECT origin_text(origin, scope, feed, one_id) AS origin, lines, traced_calls,
+        SELECT origin_text(origin, scope, feed, one_id, one_start) AS origin, lines, traced_calls,
                make_timestamp(first_us) AS first_call, make_timestamp(last_us) AS last_call
         FROM grouped
         ORDER BY lines DESC, traced_calls DESC, origin
@@ -99,7 +103,7 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
             SELECT start_us AS t, 'call' AS event, NULL AS trace_id,
                    disposition_text(disposition) AS outcome, start_us AS call_us,
                    origin_text(calling, CASE WHEN (calling >> 62) = 1 THEN 0 ELSE 1 END,
-                               feed, 0) AS origin
+                               feed, 0, 0) AS origin
             FROM read_parquet($files, hive_partitioning = true)
             WHERE (called = $line OR redirecting = $line OR final = $line)
               AND calling = $origin AND received"""
@@ -110,7 +114,7 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
             SELECT activated_us AS t, 'trace' AS event,
                    'T' || lpad(CAST(trace AS VARCHAR), 8, '0') AS trace_id,
                    outcome_text(outcome) AS outcome, call_start_us AS call_us,
-                   origin_text(origin, origin_scope, origin_feed, call_id) AS origin
+                   origin_text(origin, origin_scope, origin_feed, call_id, call_start_us) AS origin
             FROM traces WHERE line = $line::UBIGINT AND origin = $origin::UBIGINT
             UNION ALL {calls})
         ORDER BY t, event

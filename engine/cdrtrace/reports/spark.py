@@ -38,9 +38,13 @@ def origin_text(column: str) -> str:
     """Spark SQL for an origin's text, as the DuckDB reports' origin_text macro: a caller
     its switch numbers itself names its feed (and, of a feed of several tenants, its call)."""
     one_id = "lower(lpad(conv(CAST(one_id AS STRING), 10, 16), 16, '0'))"
+    start = ("concat(date_format(timestamp_micros(one_start), \"yyyy-MM-dd'T'HH:mm:ss\"), "
+             "CASE WHEN one_start % 1000000 = 0 THEN '' "
+             "ELSE concat('.', lpad(CAST(one_start % 1000000 AS STRING), 6, '0')) END, 'Z')")
     return (f"concat({number_text(column)}, CASE scope "
             "WHEN 1 THEN concat(' (feed ', feed, ')') "
-            f"WHEN 2 THEN concat(' (feed ', feed, ', call ', {one_id}, ')') ELSE '' END)")
+            f"WHEN 2 THEN concat(' (feed ', feed, ', call ', {one_id}, ' at ', {start}, ')') "
+            "ELSE '' END)")
 
 
 def _time(column: str) -> str:
@@ -74,7 +78,7 @@ def repeat_origins(spark: Any, traces: str, threshold: int = 3, min_calls: int =
     spark.read.parquet(traces).createOrReplaceTempView("traces")
     return spark.sql(f"""
         WITH grouped AS (
-            SELECT line, origin, scope, feed, one_id,
+            SELECT line, origin, scope, feed, one_id, one_start,
                    count(DISTINCT call_id, call_start_us) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
             FROM ({ORIGINS}) GROUP BY line, origin, scope, feed, one_id, one_start
@@ -92,7 +96,7 @@ def hot_origins(spark: Any, traces: str, min_lines: int = 2) -> Any:
     spark.read.parquet(traces).createOrReplaceTempView("traces")
     return spark.sql(f"""
         WITH grouped AS (
-            SELECT origin, scope, feed, one_id, count(DISTINCT line) AS lines,
+            SELECT origin, scope, feed, one_id, one_start, count(DISTINCT line) AS lines,
                    count(DISTINCT line, call_id, call_start_us) AS traced_calls,
                    min(call_start_us) AS first_us, max(call_start_us) AS last_us
             FROM ({ORIGINS}) GROUP BY origin, scope, feed, one_id, one_start
