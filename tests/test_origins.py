@@ -385,3 +385,62 @@ def test_a_call_id_a_switch_reused_is_another_calls_origin():
     rows["origin_scope"], rows["origin_feed"] = 2, 3
     repeat = analytics.repeat_origins(trace_rows.to_arrow(rows), 3, 1).to_pylist()
     assert sorted(r["origin"] for r in repeat) == sorted(keys)
+
+
+def test_the_cics_reports_name_a_sip_user_by_its_text(tmp_path):
+    """A SIP user is kept as a hash of its text; the reports name it as the evidence does
+    (before, a 63-digit run of its hash's decimal digits, as if a number)."""
+    from cdrtrace.parsing import numbers
+
+    store = cdrtrace.open(tmp_path / "s", create=True, archive_dir=str(tmp_path / "archive"))
+    for n, clock in enumerate(("10:00", "11:00")):
+        traced_after(store, tmp_path, "east", call("client7", clock, f"e{n}"), clock)
+    east = store.catalog.known_feed_id("east")
+    table = store.trace_columns(analyst="cic", columns=analytics.REPEAT_COLUMNS)
+    raw = analytics.repeat_origins(table, 3, 1).to_pylist()
+    digest = numbers.pack_identity("client7") & ((1 << 56) - 1)
+    assert [r["origin"] for r in raw] == [f"id:{digest:014x} (feed {east})"]
+    named = store.named(analytics.repeat_origins(table, 3, 1)).to_pylist()
+    assert [(r["origin"], r["traced_calls"]) for r in named] == [(f"client7 (feed {east})", 2)]
+    assert [r["origin"] for r in store.named(analytics.hot_origins(table, 1)).to_pylist()] == [
+        f"client7 (feed {east})"]
+    timeline = store.named(analytics.timeline(     # (Store.timeline takes a number)
+        store.trace_table(analyst="cic"), store.line(LINE), numbers.pack_identity("client7"),
+        store.config["archive_dir"])).to_pylist()
+    assert [(r["event"], r["origin"]) for r in timeline] == [
+        (event, f"client7 (feed {east})") for event in ("call", "trace", "call", "trace")]
+    calls = store.archived_calls(LINE, analyst="cic").to_pylist()
+    assert [r["calling"] for r in calls] == ["client7", "client7"]
+    # one the index keeps no text for stays written by its hash
+    unknown = analytics.named(analytics.repeat_origins(table, 3, 1), lambda packed: None)
+    assert unknown.to_pylist() == raw
+    store.close()
+
+
+def test_the_cli_and_http_reports_name_a_sip_user(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from test_service import Service
+    from test_service import call as http
+
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    for n, clock in enumerate(("10:00", "11:00")):
+        traced_after(store, tmp_path, "east", call("client7", clock, f"e{n}"), clock)
+    origin = f"client7 (feed {store.catalog.known_feed_id('east')})"
+    running = Service(store)
+    try:
+        token = store.tokens.create("ann", "analyst")
+        for path in ("repeat-origins?min_calls=1", "hot-origins?min_lines=1"):
+            answer = http(running, "GET", f"/v1/reports/{path}", token)
+            assert [r["origin"] for r in answer.json()] == [origin], path
+    finally:
+        running.stop()
+        store.close()
+    for report, least in (("repeat-origins", "--min-calls"), ("hot-origins", "--min-lines")):
+        printed = subprocess.run(
+            [sys.executable, "-m", "cdrtrace.cli", "report", report, "--analyst", "ann", least,
+             "1", "--json", "--db", str(tmp_path / "s")],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True).stdout
+        assert [r["origin"] for r in json.loads(printed)] == [origin], report

@@ -195,3 +195,21 @@ def test_an_extensions_origin_is_its_feeds_on_spark(spark, tmp_path):
     hot = spark_reports.hot_origins(spark, str(path), 1).collect()
     assert [(r["origin"], r["traced_calls"]) for r in hot] == [
         (r["origin"], r["traced_calls"]) for r in analytics.hot_origins(pq.read_table(path), 1).to_pylist()]
+
+
+def test_a_sip_user_is_written_by_its_hash_on_spark_as_on_duckdb(spark, tmp_path):
+    from cdrtrace.evidence import rows as trace_rows
+    from cdrtrace.parsing import numbers
+    from cdrtrace.reports import spark as spark_reports
+
+    rows = np.zeros(2, trace_rows.ROW_DTYPE)
+    rows["trace"], rows["outcome"], rows["call_id"] = [1, 2], 1, [1, 2]
+    rows["line"], rows["origin"] = numbers.normalize("+13035550142"), numbers.pack_identity("client7")
+    rows["call_start_us"] = [1772409600 * 10**6, 1772413200 * 10**6]
+    path = tmp_path / "traces.parquet"
+    pq.write_table(trace_rows.to_arrow(rows, analytics.REPEAT_COLUMNS), path)
+    expected = [(f"id:{numbers.pack_identity('client7') & ((1 << 56) - 1):014x}", 2)]
+    assert [(r["origin"], r["traced_calls"]) for r in
+            analytics.repeat_origins(pq.read_table(path), 3, 1).to_pylist()] == expected
+    assert [(r["origin"], r["traced_calls"]) for r in
+            spark_reports.repeat_origins(spark, str(path), 3, 1).collect()] == expected

@@ -46,7 +46,6 @@ from .store.environments import Environments
 from .store.liveness import Liveness
 from .store.lookup import Lookup
 
-MAX_AT_US = 7_258_118_400 * 1_000_000     # 2200-01-01T00:00:00Z
 MAX_WAIT = 3600.0          # seconds a trace may wait for a live feed (the API: 10)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,19 +160,6 @@ class Store:
     def _key(self, line: str) -> bytes:
         return index.line_key(self.line(line))
 
-    def _at_us(self, at: str | int | None) -> int:
-        """An activation time: now, or a given one no later than now plus the store's
-        activation_window_days and within 1970-2200 (refused before anything is written)."""
-        now_us = time.time_ns() // 1000
-        if at is None:
-            return now_us
-        at_us = at if isinstance(at, int) else timezones.parse_instant(at, self.config["zone"])
-        latest = min(MAX_AT_US, now_us + int(self.config["activation_window_days"] * 86400e6))
-        if not 0 <= at_us <= latest:
-            raise TraceError(f"activation time {at!r} out of range: traces are activated from "
-                             f"1970 up to {timezones.format_utc(latest)}")
-        return at_us
-
     # ------------------------------------------------------------ the customer's side
 
     def trace(self, line: str, at: str | int | None = None, wait: float = 0.0,
@@ -197,7 +183,8 @@ class Store:
     def _activation(self, line: str, at: str | int | None, wait: float = 0.0, feed: str | None = None) -> _Activation:
         """(line packed, activation time, Catalog.named_feed), of a line this shard traces now."""
         _check_trace_inputs(at, wait)
-        packed, at_us = self.line(line), self._at_us(at)
+        packed = self.line(line)
+        at_us = traces.activation_us(at, self.config["zone"], self.config["activation_window_days"])
         if self.shard is not None:
             shards.check(self.shard, self.liveness, packed)
         return packed, at_us, self.catalog.named_feed(feed)
@@ -328,9 +315,9 @@ class Store:
         the caller as text, presentation and disposition by name; audited."""
         from .reports import analytics
 
-        return analytics.calls(self._disclosure.archived_calls(
+        return self.named(analytics.calls(self._disclosure.archived_calls(
             line, self.line(line), self.line(origin) if origin else None, analyst=analyst,
-            origin_text=origin, days=days, now_us=now_us))
+            origin_text=origin, days=days, now_us=now_us)))
 
     @_refusals_audited("read_trace_table")
     def report_rows(self, *, analyst: str) -> np.ndarray:
@@ -344,6 +331,10 @@ class Store:
     def trace_columns(self, *, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> dict:
         """The same as numpy views over one copy of the rows: what reports hand DuckDB."""
         return self._disclosure.trace_columns(analyst, columns)
+
+    def named(self, report: pa.Table) -> pa.Table:
+        """A report (cdrtrace.reports.analytics) with each SIP identity caller by its text."""
+        return self._disclosure.named(report)
 
     @_refusals_audited("read_timeline")
     def timeline(self, line: str, origin: str, *, analyst: str) -> pa.Table:

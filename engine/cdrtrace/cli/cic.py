@@ -162,9 +162,10 @@ def cmd_report(args):
         return _print_table(args, store.timeline(args.line, args.origin, analyst=args.analyst))
     table = store.trace_columns(analyst=args.analyst, columns=analytics.REPEAT_COLUMNS)
     if args.name == "repeat-origins":
-        result = analytics.repeat_origins(table, store.config["threshold"], args.min_calls)
+        result = store.named(analytics.repeat_origins(table, store.config["threshold"],
+                                                      args.min_calls))
     else:
-        result = analytics.hot_origins(table, args.min_lines)
+        result = store.named(analytics.hot_origins(table, args.min_lines))
     _print_table(args, result)
 
 

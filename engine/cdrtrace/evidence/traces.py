@@ -36,6 +36,7 @@ from .marks import CALL_MARK, TRACE_MARK
 from .outcomes import Outcome, TraceResult, call_time, untraceable_reason
 
 log = logging.getLogger("cdrtrace.trace")
+MAX_AT_US = 7_258_118_400 * 1_000_000     # 2200-01-01T00:00:00Z
 PENDING_POLL = 0.005     # how often a waiting trace looks at the watermark again
 _NativeTxn = index._index.Txn
 _PRESENTATIONS, _DISPOSITIONS = resolution.PRESENTATIONS, resolution.DISPOSITIONS
@@ -441,3 +442,18 @@ def trace_then(tracer: Tracer, packed: int, at_us: int, feed: int | None, by: st
         else:
             then(None, error)
     tracer.group.submit(tracer._work(packed, at_us, by, clocked, feed), settled)
+
+
+def activation_us(at: str | int | None, zone: str, window_days: float) -> int:
+    """An activation time: now, or a given one (an instant, read in zone where it names
+    none) no later than now plus window_days (the store's activation_window_days) and
+    within 1970-2200, refused (TraceError) before anything is written."""
+    now_us = time.time_ns() // 1000
+    if at is None:
+        return now_us
+    at_us = at if isinstance(at, int) else timezones.parse_instant(at, zone)
+    latest = min(MAX_AT_US, now_us + int(window_days * 86400e6))
+    if not 0 <= at_us <= latest:
+        raise TraceError(f"activation time {at!r} out of range: traces are activated from "
+                         f"1970 up to {timezones.format_utc(latest)}")
+    return at_us

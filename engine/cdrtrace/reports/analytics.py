@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import calendar
 import datetime
+from collections.abc import Callable
 
 import duckdb
 import pyarrow as pa
 
-from ..parsing import timezones
+from ..parsing import numbers, timezones
 from ..parsing.formats import Disposition, Presentation
 from ..store import archive
 from . import ORIGINS, case_of
 
 _MASK = (1 << 56) - 1
+_IDENTITY = (numbers.OTHER << 62) | (numbers.IDENTITY_LENGTH << 56)   # an identity's, bar its hash
 _MACROS = f"""
 CREATE MACRO number_text(x) AS CASE
     WHEN x = 0 THEN NULL
     WHEN (x >> 62) = 1 THEN '+' || lpad(CAST(x & {_MASK}::UBIGINT AS VARCHAR),
                                         CAST((x >> 56) & 63 AS INTEGER), '0')
+    WHEN (x >> 62) = 3 AND ((x >> 56) & 63) = 63 THEN 'id:' || printf('%014x', x & {_MASK}::UBIGINT)
     ELSE lpad(CAST(x & {_MASK}::UBIGINT AS VARCHAR), CAST((x >> 56) & 63 AS INTEGER), '0')
 END;
 CREATE MACRO utc_text(us) AS strftime(make_timestamp(us), '%Y-%m-%dT%H:%M:%S')
@@ -120,6 +123,29 @@ def timeline(traces: pa.Table, line: int, origin: int, archive_root=None) -> pa.
         ORDER BY t, event
     """, params={"line": line, "origin": origin, **({"files": files} if files else {})}
                    ).to_arrow_table()
+
+
+def named(report: pa.Table, text_of: Callable[[int], str | None]) -> pa.Table:
+    """A report with each caller identity (a SIP user: packed as a hash, which number_text
+    writes `id:` and 14 hex digits) written by its text, as the evidence records name it:
+    text_of(its packed number), None where the store keeps no text for it."""
+    import pyarrow.compute as pc
+
+    for name in ("line", "origin", "calling"):
+        if name not in report.column_names:
+            continue
+        column = report.column(name)
+        if not pc.any(pc.starts_with(column, "id:")).as_py():
+            continue
+        values = column.to_pylist()        # the rows naming an identity alone are rewritten
+        for i in pc.indices_nonzero(pc.starts_with(column, "id:")).to_pylist():
+            hash_text, rest = values[i][3:17], values[i][17:]
+            text = text_of(_IDENTITY | int(hash_text, 16))
+            if text is not None:
+                values[i] = text + rest
+        report = report.set_column(report.column_names.index(name), name,
+                                   pa.array(values, pa.string()))
+    return report
 
 
 def calls(archived: pa.Table) -> pa.Table:

@@ -27,10 +27,14 @@ TOP, KIND_SHIFT = 1 << 56, 1 << 62
 
 def number_text(column: str) -> str:
     """Spark SQL for a packed number's text, as the DuckDB reports' number_text macro:
-    '+' and the digits for an international number, the digits alone otherwise."""
+    '+' and the digits for an international number, `id:` and the hash for a caller
+    identity (a SIP user), the digits alone otherwise."""
     digits = f"lpad(CAST({column} % {TOP} AS STRING), CAST(floor({column} / {TOP}) % 64 AS INT), '0')"
+    identity = f"concat('id:', lower(lpad(conv(CAST({column} % {TOP} AS STRING), 10, 16), 14, '0')))"
     return (f"CASE WHEN {column} = 0 THEN NULL "
             f"WHEN floor({column} / {KIND_SHIFT}) = 1 THEN concat('+', {digits}) "
+            f"WHEN floor({column} / {KIND_SHIFT}) = 3 AND floor({column} / {TOP}) % 64 = 63 "
+            f"THEN {identity} "
             f"ELSE {digits} END")
 
 

@@ -107,7 +107,8 @@ def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None
         with reporting():
             table = store.trace_columns(analyst=str(principal),
                                         columns=analytics.REPEAT_COLUMNS)
-            report = analytics.repeat_origins(table, store.config["threshold"], min_calls)
+            report = store.named(analytics.repeat_origins(table, store.config["threshold"],
+                                                          min_calls))
         return page(report, offset, limit)
 
     @app.get("/v1/reports/hot-origins", tags=["analyst"], response_model=None,
@@ -121,7 +122,7 @@ def add_routes(app: FastAPI, store: Any, as_analyst: Any, as_legal: Any) -> None
         with reporting():
             table = store.trace_columns(analyst=str(principal),
                                         columns=analytics.REPEAT_COLUMNS)
-            report = analytics.hot_origins(table, min_lines)
+            report = store.named(analytics.hot_origins(table, min_lines))
         return page(report, offset, limit)
 
     @app.get("/v1/reports/timeline", tags=["analyst"], response_model=None,
