@@ -334,7 +334,9 @@ class Store:
 
     def named(self, report: pa.Table) -> pa.Table:
         """A report (cdrtrace.reports.analytics) with each SIP identity caller by its text."""
-        return self._disclosure.named(report)
+        from .reports import analytics
+
+        return self._disclosure.named(report, analytics.named)
 
     @_refusals_audited("read_timeline")
     def timeline(self, line: str, origin: str, *, analyst: str) -> pa.Table:

@@ -11,7 +11,7 @@ import json
 import os
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,11 +185,9 @@ class Disclosure:
     def trace_columns(self, analyst: str, columns: tuple[str, ...] = trace_rows.FIELDS) -> dict:
         return trace_rows.columns_of(self.report_rows(analyst), columns)
 
-    def named(self, report: pa.Table) -> pa.Table:
-        """A report with each caller identity written by the text the index keeps for it
-        (reports.analytics.named)."""
-        from ..reports import analytics
-
+    def named(self, report: pa.Table, naming: Callable[..., pa.Table]) -> pa.Table:
+        """A report with each caller identity written by the text the index keeps for it:
+        naming(report, text_of(packed) -> its text or None), reports.analytics.named."""
         db = self.db.get("identities")
         if db is None:          # an older store, before identities were kept
             return report
@@ -197,7 +195,7 @@ class Disclosure:
             def text_of(packed: int) -> str | None:
                 stored = txn.get(packed.to_bytes(8, "big"), db=db)
                 return None if stored is None else bytes(stored).decode()
-            return analytics.named(report, text_of)
+            return naming(report, text_of)
 
     def archived_calls(self, line: str, packed: int, origin: int | None, *, analyst: str,
                        origin_text: str | None = None, days: float | None = None,
