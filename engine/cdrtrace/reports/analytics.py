@@ -134,17 +134,17 @@ def named(report: pa.Table, text_of: Callable[[int], str | None]) -> pa.Table:
     for name in ("line", "origin", "calling"):
         if name not in report.column_names:
             continue
-        column = report.column(name)
-        if not pc.any(pc.starts_with(column, "id:")).as_py():
+        column = report.column(name).combine_chunks()
+        marked = pc.fill_null(pc.starts_with(column, "id:"), False)
+        if not pc.any(marked).as_py():
             continue
-        values = column.to_pylist()        # the rows naming an identity alone are rewritten
-        for i in pc.indices_nonzero(pc.starts_with(column, "id:")).to_pylist():
-            hash_text, rest = values[i][3:17], values[i][17:]
-            text = text_of(_IDENTITY | int(hash_text, 16))
-            if text is not None:
-                values[i] = text + rest
+        # only the rows naming an identity become Python strings, to be rewritten
+        texts = []
+        for value in pc.filter(column, marked).to_pylist():
+            text = text_of(_IDENTITY | int(value[3:17], 16))
+            texts.append(value if text is None else text + value[17:])
         report = report.set_column(report.column_names.index(name), name,
-                                   pa.array(values, pa.string()))
+                                   pc.replace_with_mask(column, marked, pa.array(texts, column.type)))
     return report
 
 
