@@ -114,14 +114,15 @@ class Phone:
     # ---------------------------------------------------------------- calling
 
     def call(self, callee: str, *, hang_up_after: float = 0.2, cancel_after: float | None = None,
-             give_up_after: float | None = None, headers: list[tuple[str, str]] = ()) -> int:
-        """INVITE callee through the proxy; the final status. Answered calls are hung up
-        with BYE; cancel_after: CANCEL once it rang that long; give_up_after: CANCEL that
+             give_up_after: float | None = None, headers: list[tuple[str, str]] = (),
+             domain: str = "127.0.0.1") -> int:
+        """INVITE callee@domain through the proxy; the final status. Answered calls are hung
+        up with BYE; cancel_after: CANCEL once it rang that long; give_up_after: CANCEL that
         long after dialling, rung or not."""
         # as a phone on an IPv6 network writes it: db_text escapes its colons ('\\:')
         call_id, tag = f"{uuid.uuid4().hex}@[2001:db8::57]", uuid.uuid4().hex[:8]
-        to = f"<sip:{callee}@127.0.0.1>"
-        invite = self._request("INVITE", f"sip:{callee}@127.0.0.1", call_id, tag, to,
+        to = f"<sip:{callee}@{domain}>"
+        invite = self._request("INVITE", f"sip:{callee}@{domain}", call_id, tag, to,
                                [*headers, ("Content-Type", "application/sdp")])
         invite.body = ("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
                        "t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
@@ -136,7 +137,7 @@ class Phone:
                 sent_at = time.monotonic()
             if cancel_after is not None and rang_at is not None \
                     and time.monotonic() - rang_at >= cancel_after:
-                cancel = self._request("CANCEL", f"sip:{callee}@127.0.0.1", call_id, tag, to,
+                cancel = self._request("CANCEL", f"sip:{callee}@{domain}", call_id, tag, to,
                                        cseq=int(invite.get("CSeq").split()[0]), branch=branch)
                 self.send(cancel)
                 cancel_after = None
@@ -161,7 +162,7 @@ class Phone:
                 continue
             self.last_reply = reply
             if reply.status >= 300:               # the proxy's transaction wants an ACK
-                ack = Message(f"ACK sip:{callee}@127.0.0.1 SIP/2.0", [
+                ack = Message(f"ACK sip:{callee}@{domain} SIP/2.0", [
                     ("Via", invite.get("Via")), ("Max-Forwards", "70"),
                     ("From", invite.get("From")), ("To", reply.get("To")),
                     ("Call-ID", call_id), ("CSeq", f"{invite.get('CSeq').split()[0]} ACK")])

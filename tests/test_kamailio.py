@@ -159,6 +159,61 @@ def test_kamailio_db_text_and_sqlite_tables_trace_as_the_wire_says(backend, tmp_
                  len(placed), rows=True)
 
 
+def test_a_proxy_of_two_domains_names_no_extensions_caller(tmp_path):
+    """A proxy that serves two customers' domains, each with its own 1001 (one phone
+    registered here: the proxy finds it by its user alone, as the shipped configuration's
+    usrloc does). a.example.com's 1001 is called at one second, b.example.com's at the
+    next; a.example.com's customer dials *57. The build before named the second call:
+    b's caller, to another customer's line. The records of both tables name each call's
+    domain (`dst_domain`), so the feed names two tenants and such a line fails closed;
+    an E.164 line of the same proxy is traced as before."""
+    proc, port = start_kamailio(tmp_path)
+    try:
+        phone, victim = Phone("1001", port), Phone(VICTIM, port)
+        phone.register()
+        victim.register()
+        placed = []
+        for caller, callee, domain, answering in (
+                # (a failed call first: a feed of transaction rows is trusted from the first
+                # one it shows, docs/formats.md)
+                ("2125550100", OFFLINE, "127.0.0.1", None),
+                ("2125550101", "1001", "a.example.com", phone),
+                ("2125550102", "1001", "b.example.com", phone),
+                ("2125550103", VICTIM, "127.0.0.1", victim)):
+            time.sleep(1.05 - time.time() % 1)           # each in its own second
+            answers = answering and threading.Thread(target=answering.answer, args=("answer",))
+            if answers:
+                answers.start()
+            calling = Phone(caller, port)
+            assert calling.call(callee, domain=domain) == (200 if answers else 404)
+            if answers:
+                answers.join(10)
+            calling.close()
+            placed.append(int(time.time()))
+        phone.close()
+        victim.close()
+        time.sleep(0.5)
+    finally:
+        stop(proc)
+    acc = tmp_path / "acc"
+    at = (placed[-1] + 1) * 1_000_000
+    for name, tables in (("cdrs", ("acc_cdrs",)), ("rows", ("acc", "missed_calls"))):
+        files = [str(f) for t in tables for f in acc.glob(f"{t}_[0-9]*.log") if f.stat().st_size]
+        store = cdrtrace.open(tmp_path / name, create=True)
+        summary = cdrtrace.ingest(store, files, fmt="auto")
+        assert (summary.records, summary.rejected) == (4, 0), name
+        assert store.trace("1001", at=at).outcome.value == "untraceable", name
+        call = store.trace_records("1001", analyst="cic")[-1]["call"]
+        assert call["calling"] == "+12125550102" and call["tenants_shared"], name
+        feed = store.stats()["feeds"][0]
+        assert (feed["tenants_shared"], sorted(feed["tenants"])) == (
+            True, ["a.example.com", "b.example.com"]), name
+        got = store.trace(VICTIM, at=at)
+        assert got.outcome.value == "success", name
+        assert store.trace_records(VICTIM, analyst="cic")[-1]["call"]["calling"] == "+12125550103"
+        store.close()
+
+
 def check_traces(db: Path, sources: list[str], fmt: str, placed: list[dict], count: int,
                  rows: bool = False) -> None:
     """Ingest Kamailio's records of the placed calls and trace each as of its own moment:

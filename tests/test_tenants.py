@@ -99,6 +99,79 @@ def test_a_domain_that_calls_only_e164_lines_names_no_extension(store, tmp_path)
     assert traced(store, "2001") == ("success", "2026-03-02T14:00:00Z")
 
 
+KAMAILIO = get_format("kamailio")
+KAMAILIO_ACC = get_format("kamailio-acc")
+T14 = 1772460000            # 2026-03-02 14:00:00 UTC
+
+
+def kam(caller: str, line: str, domain: str | None, minute: int, callid: str,
+        rang: str | None = "1") -> bytes:
+    """A dialog CDR of the shipped configuration (acc_cdrs by db_flatstore), answered at
+    14:mm: 15 columns, or 14 (domain None: the configuration before dst_domain), or 13
+    (rang None too)."""
+    t = T14 + 60 * minute
+    fields = [t + 5, t + 59, "54.0", callid, f"{t}.000000", caller, "", "", line, line, "",
+              "200", "OK"] + [v for v in (rang, domain) if v is not None]
+    return "|".join(str(v) for v in fields).encode()
+
+
+def test_a_kamailio_proxy_of_two_domains_names_no_extensions_caller(store_either, tmp_path):
+    """A proxy serving two customers' domains (docs/kamailio/kamailio.cfg logs the domain
+    a call was for as `dst_domain`), each with a 1001. Files written before the column
+    was added name no domain, and are read as they were."""
+    store = store_either
+    ingest(store, tmp_path, "proxy", kam(PAT, "1001", "a.example.com", 0, "c1"),
+           kam("3035550176", "1001", None, 1, "c0"), kam("3035550175", "1001", None, 2, "c00", None),
+           fmt=KAMAILIO)
+    assert traced(store, "1001") == ("success", "2026-03-02T14:02:00Z")    # one tenant so far
+    ingest(store, tmp_path, "proxy", kam("3035550177", "1001", "b.example.com", 10, "c2"),
+           fmt=KAMAILIO)
+    assert traced(store, "1001") == ("untraceable", None)
+    assert store.trace_records("1001", analyst="cic")[-1]["call"]["tenants_shared"] == "proxy"
+    assert store.stats()["feeds"][0]["tenants"] == ["a.example.com", "b.example.com"]
+    assert "3035550177" not in repr(store.trace("1001", at=AT)) + repr(store.status("1001", "proxy"))
+    ingest(store, tmp_path, "proxy", kam(PAT, "3035550110", "b.example.com", 20, "c3"), fmt=KAMAILIO)
+    assert traced(store, "3035550110") == ("success", "2026-03-02T14:20:00Z")     # E.164
+
+
+def test_a_kamailio_proxy_of_one_domain_is_one_tenant(store, tmp_path):
+    """One domain in any case, beside its IPv6 literal (no domain name) and an empty one,
+    is one customer's: its extensions are traced. The transaction rows name it alike."""
+    ingest(store, tmp_path, "proxy", kam(PAT, "1001", "pbx.example.com", 0, "c1"),
+           kam("3035550177", "1002", "PBX.Example.COM", 10, "c2"),
+           kam("3035550178", "1003", "[2001:db8::57]", 20, "c3"),
+           kam("3035550179", "1004", "", 30, "c4"), fmt=KAMAILIO)
+    assert traced(store, "1001") == ("success", "2026-03-02T14:00:00Z")
+    assert store.stats()["feeds"][0]["tenants"] == ["pbx.example.com"]
+    parser = parsers.make_parser(KAMAILIO_ACC)
+    row = "INVITE|f1|t1|c{0}|200|OK|{0}|{1}|||1001|1001|{2}\n".format
+    got, bad = parse_all((row(T14, PAT, "|1|a.example.com") + row(T14 + 60, PAT, "|1|b.example.com")
+                          + row(T14 + 120, PAT, "|1") + row(T14 + 180, PAT, "")).encode(),
+                         parser=parser)       # (and rows of the configurations before)
+    assert (len(got), bad, len(parser.take_tenants())) == (4, [], 2)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.tuples(st.sampled_from(["1001", "1002", "+13035550110", "alice"]),
+                                  st.sampled_from(["a.example.com", "A.example.COM",
+                                                   "b.example.com", "10.0.0.1", "", None])),
+                        max_size=10),
+       chunk=st.integers(1, 600))
+def test_kamailio_tenants_are_read_alike_native_and_reference(records, chunk):
+    data = b"".join(kam(PAT, line, domain, i, f"c{i}") + b"\n"
+                    for i, (line, domain) in enumerate(records))
+    starts, offsets = timezones.zone_table("UTC")
+    words = KAMAILIO.vocabularies()          # (its SIP codes)
+    native = parsers.native.CdrParser(KAMAILIO.dialect(), starts, offsets, 1, 0, 0.0, 0, *words)
+    reference = twin.CdrParser(KAMAILIO.dialect(), "UTC", 1, 0, 0.0, 0, *words)
+    assert (parse_all(data, parser=native, chunks=[chunk] * (len(data) // chunk + 2))
+            == parse_all(data, parser=reference))
+    # a domain name (a dot in it: an IPv4 address too) of a call to an extension
+    named = {d.lower() for line, d in records if line in ("1001", "1002") and d and "." in d}
+    expected = tuple(sorted(hash_bytes(14695981039346656037, d.encode()) or 1 for d in named)[:2])
+    assert native.take_tenants() == reference.take_tenants() == expected
+
+
 def bw(record_id: str, user: str, called: str, group: str, clock: str,
        direction: str = "Terminating", provider: str = "sp1") -> bytes:
     """A BroadWorks record (positional, GMT), answered at clock (HH:MM), a minute long."""

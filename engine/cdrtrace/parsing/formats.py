@@ -361,10 +361,12 @@ FREESWITCH = Format(
 # db_flatstore writes them, '|' between values, no header, appended live. The columns are
 # start_time, end_time, duration, then the cdr_extra list of the configuration cdrtrace
 # ships (docs/formats.md, "Kamailio"): user parts of the SIP identities, the INVITE's
-# time, and the final SIP reply. start_time is when the dialog was confirmed (answered).
+# time, the final SIP reply, and the domain the call was for (a multi-domain proxy's
+# tenant). start_time is when the dialog was confirmed (answered).
 KAMAILIO_COLUMNS = ("start_time", "end_time", "duration", "callid", "invite_time", "src_user",
                     "pai", "privacy", "dst_ouser", "dst_user", "diversion", "sip_code",
-                    "sip_reason", "rang")   # rang: logged since 2026-11-30 (13 columns before)
+                    "sip_reason", "rang",   # rang: logged since 2026-11-30 (13 columns before)
+                    "dst_domain")           # since 2026-12-04 (14 columns before)
 SIP_FINAL = {                      # final SIP reply -> disposition (CDR_FORMATS: R3)
     "200": Disposition.ANSWERED,
     "487": Disposition.CANCELLED,      # the caller cancelled while it rang
@@ -380,13 +382,14 @@ SIP_FINAL = {                      # final SIP reply -> disposition (CDR_FORMATS
     **{str(code): Disposition.FAILED for code in (300, 301, 302, 305, 380)},
 }
 KAMAILIO = Format(
-    "kamailio", columns=KAMAILIO_COLUMNS, min_cols=len(KAMAILIO_COLUMNS) - 1, delimiter="|",
+    "kamailio", columns=KAMAILIO_COLUMNS, min_cols=len(KAMAILIO_COLUMNS) - 2, delimiter="|",
     time_kind=TIME_EPOCH, disp_kind=DK_VOCABULARY, pres_kind=PK_SIP_PRIVACY,
     roles={"calling": "src_user", "asserted": "pai", "called": "dst_ouser",
            "final": "dst_user", "redirecting": "diversion", "start": "invite_time",
            "answer": "start_time", "end": "end_time", "disposition": "sip_code",
-           "callid": "callid", "presentation": "privacy", "progress": "rang"},
-    dispositions=SIP_FINAL)
+           "callid": "callid", "presentation": "privacy", "progress": "rang",
+           "tenant": "dst_domain"},
+    dispositions=SIP_FINAL, tenant_domains=True)
 
 # The acc module's transaction rows (tables acc and missed_calls), by db_flatstore: one
 # row per final reply to an INVITE (a missed call's per failed branch) and one per BYE.
@@ -394,10 +397,10 @@ KAMAILIO = Format(
 # The row's time is the reply's: a 200's is when the call was answered.
 KAMAILIO_ACC_COLUMNS = ("method", "from_tag", "to_tag", "callid", "sip_code", "sip_reason",
                         "time", "src_user", "pai", "privacy", "dst_ouser", "dst_user",
-                        "diversion", "rang")
+                        "diversion", "rang", "dst_domain")
 KAMAILIO_ACC = dataclasses.replace(
     KAMAILIO, name="kamailio-acc", columns=KAMAILIO_ACC_COLUMNS,
-    min_cols=len(KAMAILIO_ACC_COLUMNS) - 1,
+    min_cols=len(KAMAILIO_ACC_COLUMNS) - 2,
     roles={**{r: c for r, c in KAMAILIO.roles.items() if r != "end"},
            "start": "time", "answer": "time", "method": "method"})
 

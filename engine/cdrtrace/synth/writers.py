@@ -241,6 +241,9 @@ SIP_FINALS = np.array([b"200|OK", b"480|Temporarily Unavailable", b"487|Request 
                        b"503|Service Unavailable"], dtype=object)   # by synth disposition
 
 
+DOMAIN = b"127.0.0.1"    # dst_domain: the proxy's one domain, as the tests' phones address it
+
+
 def format_kamailio(columns, lo: int, hi: int) -> bytes:
     """Rows lo..hi as Kamailio's acc_cdrs written by db_flatstore with the configuration
     cdrtrace ships (docs/kamailio/kamailio.cfg): '|' between values, epoch seconds. A
@@ -254,7 +257,8 @@ KAMAILIO_DBTEXT_HEADER = (
     b"id(int,auto) start_time(int) end_time(int) duration(double) callid(string,null) "
     b"invite_time(string,null) src_user(string,null) pai(string,null) privacy(string,null) "
     b"dst_ouser(string,null) dst_user(string,null) diversion(string,null) "
-    b"sip_code(string,null) sip_reason(string,null) rang(string,null)\n")
+    b"sip_code(string,null) sip_reason(string,null) rang(string,null) "
+    b"dst_domain(string,null)\n")
 
 
 def format_kamailio_dbtext(columns, lo: int, hi: int) -> bytes:
@@ -285,7 +289,7 @@ def _kamailio(columns, lo: int, hi: int, delimiter: bytes, host: bytes, first=No
         pc.if_else(forwarded, _text(np.where(c["redirecting"] != 0, c["redirecting"], 0)),
                    pa.scalar(b"")),
         pa.array([f.replace(b"|", delimiter) for f in SIP_FINALS[c["disposition"]]], pa.binary()),
-        _rang(c)]
+        _rang(c), DOMAIN]
     parts: list = []
     for i, value in enumerate(values):
         parts += ([delimiter] if i else []) + [value]
@@ -309,7 +313,7 @@ def format_kamailio_acc(columns, lo: int, hi: int) -> bytes:
                pc.if_else(pa.array(c["redirecting"] != 0),
                           _text(np.where(c["redirecting"] != 0, c["redirecting"], 0)),
                           pa.scalar(b"")),
-               _rang(c)]
+               _rang(c), DOMAIN]
     invite = [b"INVITE|f", _text(c["seq"]), b"|t", _text(c["seq"]), b"|", callid, b"|",
               pa.array(SIP_FINALS[c["disposition"]], pa.binary()), b"|",
               _text(np.where(answered, c["answer"], c["end"]))]
