@@ -162,8 +162,9 @@ def test_kamailio_db_text_and_sqlite_tables_trace_as_the_wire_says(backend, tmp_
 def test_a_proxy_of_two_domains_names_no_extensions_caller(tmp_path):
     """A proxy that serves two customers' domains, each with its own 1001 (one phone
     registered here: the proxy finds it by its user alone, as the shipped configuration's
-    usrloc does). a.example.com's 1001 is called at one second, b.example.com's at the
-    next; a.example.com's customer dials *57. The build before named the second call:
+    usrloc does). a.example.com's 1001 is called at one second (after a call sent to the
+    proxy's own address, which names no domain), b.example.com's at the next;
+    a.example.com's customer dials *57. The build before named the second call:
     b's caller, to another customer's line. The records of both tables name each call's
     domain (`dst_domain`), so the feed names two tenants and such a line fails closed;
     an E.164 line of the same proxy is traced as before."""
@@ -177,6 +178,7 @@ def test_a_proxy_of_two_domains_names_no_extensions_caller(tmp_path):
                 # (a failed call first: a feed of transaction rows is trusted from the first
                 # one it shows, docs/formats.md)
                 ("2125550100", OFFLINE, "127.0.0.1", None),
+                ("2125550099", "1001", "127.0.0.1", phone),      # by the proxy's address
                 ("2125550101", "1001", "a.example.com", phone),
                 ("2125550102", "1001", "b.example.com", phone),
                 ("2125550103", VICTIM, "127.0.0.1", victim)):
@@ -197,11 +199,21 @@ def test_a_proxy_of_two_domains_names_no_extensions_caller(tmp_path):
         stop(proc)
     acc = tmp_path / "acc"
     at = (placed[-1] + 1) * 1_000_000
+    # up to a.example.com's call: one customer's domain, and the proxy's own address,
+    # which names none (the configuration logs no domain for it)
+    cdrs = next(f for f in acc.glob("acc_cdrs_[0-9]*.log") if f.stat().st_size).read_bytes()
+    (tmp_path / "first.log").write_bytes(b"".join(cdrs.splitlines(keepends=True)[:3]))
+    store = cdrtrace.open(tmp_path / "first", create=True)
+    assert cdrtrace.ingest(store, [str(tmp_path / "first.log")], fmt="kamailio").records == 3
+    assert store.trace("1001", at=at).outcome.value == "success"
+    assert store.trace_records("1001", analyst="cic")[-1]["call"]["calling"] == "+12125550101"
+    assert store.stats()["feeds"][0]["tenants"] == ["a.example.com"]
+    store.close()
     for name, tables in (("cdrs", ("acc_cdrs",)), ("rows", ("acc", "missed_calls"))):
         files = [str(f) for t in tables for f in acc.glob(f"{t}_[0-9]*.log") if f.stat().st_size]
         store = cdrtrace.open(tmp_path / name, create=True)
         summary = cdrtrace.ingest(store, files, fmt="auto")
-        assert (summary.records, summary.rejected) == (4, 0), name
+        assert (summary.records, summary.rejected) == (5, 0), name
         assert store.trace("1001", at=at).outcome.value == "untraceable", name
         call = store.trace_records("1001", analyst="cic")[-1]["call"]
         assert call["calling"] == "+12125550102" and call["tenants_shared"], name
