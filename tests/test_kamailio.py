@@ -166,7 +166,7 @@ def test_a_proxy_of_two_domains_names_no_extensions_caller(tmp_path):
     proxy's own address, which names no domain), b.example.com's at the next;
     a.example.com's customer dials *57. The build before named the second call:
     b's caller, to another customer's line. The records of both tables name each call's
-    domain (`dst_domain`), so the feed names two tenants and such a line fails closed;
+    domain (`called_domain`), so the feed names two tenants and such a line fails closed;
     an E.164 line of the same proxy is traced as before."""
     proc, port = start_kamailio(tmp_path)
     try:

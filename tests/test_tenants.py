@@ -107,7 +107,7 @@ T14 = 1772460000            # 2026-03-02 14:00:00 UTC
 def kam(caller: str, line: str, domain: str | None, minute: int, callid: str,
         rang: str | None = "1") -> bytes:
     """A dialog CDR of the shipped configuration (acc_cdrs by db_flatstore), answered at
-    14:mm: 15 columns, or 14 (domain None: the configuration before dst_domain), or 13
+    14:mm: 15 columns, or 14 (domain None: the configuration before called_domain), or 13
     (rang None too)."""
     t = T14 + 60 * minute
     fields = [t + 5, t + 59, "54.0", callid, f"{t}.000000", caller, "", "", line, line, "",
@@ -117,7 +117,7 @@ def kam(caller: str, line: str, domain: str | None, minute: int, callid: str,
 
 def test_a_kamailio_proxy_of_two_domains_names_no_extensions_caller(store_either, tmp_path):
     """A proxy serving two customers' domains (docs/kamailio/kamailio.cfg logs the domain
-    a call was for as `dst_domain`), each with a 1001. Files written before the column
+    a call was for as `called_domain`), each with a 1001. Files written before the column
     was added name no domain, and are read as they were."""
     store = store_either
     ingest(store, tmp_path, "proxy", kam(PAT, "1001", "a.example.com", 0, "c1"),
@@ -149,6 +149,25 @@ def test_a_kamailio_proxy_of_one_domain_is_one_tenant(store, tmp_path):
                           + row(T14 + 120, PAT, "|1") + row(T14 + 180, PAT, "")).encode(),
                          parser=parser)       # (and rows of the configurations before)
     assert (len(got), bad, len(parser.take_tenants())) == (4, [], 2)
+
+
+def test_the_phones_address_kamailios_default_configuration_logs_is_no_tenant(tmp_path):
+    """Kamailio's default configuration logs `dst_domain=$rd` in its transaction rows,
+    which the acc module evaluates after the location lookup: the phone's address (the
+    real Kamailio writes its contact's host there), one per phone, not a customer's
+    domain. A table of that configuration read by its columns' names names no tenant."""
+    header = ("id(int,auto) method(string) from_tag(string) to_tag(string) callid(string) "
+              "sip_code(string) sip_reason(string) time(int) src_user(string,null) "
+              "src_domain(string,null) src_ip(string,null) dst_ouser(string,null) "
+              "dst_user(string,null) dst_domain(string,null)\n")
+    row = "{0}:INVITE:f{0}:t{0}:c{0}:200:OK:{1}:{2}:pbx.example.com:10.0.0.9:{3}:{3}:{4}\n".format
+    data = (header + row(2, T14 + 60, "3035550177", "1002", "10.0.0.22")
+            + row(1, T14, PAT, "1001", "10.0.0.21")).encode()
+    form = get_format("kamailio-dbtext")
+    names, skip = parsers.read_header(form, data)
+    parser = parsers.make_parser(form, header=names, start_offset=skip)
+    got, bad = parse_all(data[skip:], parser=parser)
+    assert (len(got), bad, parser.take_tenants()) == (2, [], ())
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -366,7 +366,7 @@ FREESWITCH = Format(
 KAMAILIO_COLUMNS = ("start_time", "end_time", "duration", "callid", "invite_time", "src_user",
                     "pai", "privacy", "dst_ouser", "dst_user", "diversion", "sip_code",
                     "sip_reason", "rang",   # rang: logged since 2026-11-30 (13 columns before)
-                    "dst_domain")           # since 2026-12-04 (14 columns before)
+                    "called_domain")        # since 2026-12-04 (14 columns before)
 SIP_FINAL = {                      # final SIP reply -> disposition (CDR_FORMATS: R3)
     "200": Disposition.ANSWERED,
     "487": Disposition.CANCELLED,      # the caller cancelled while it rang
@@ -388,7 +388,7 @@ KAMAILIO = Format(
            "final": "dst_user", "redirecting": "diversion", "start": "invite_time",
            "answer": "start_time", "end": "end_time", "disposition": "sip_code",
            "callid": "callid", "presentation": "privacy", "progress": "rang",
-           "tenant": "dst_domain"},
+           "tenant": "called_domain"},
     dispositions=SIP_FINAL, tenant_domains=True)
 
 # The acc module's transaction rows (tables acc and missed_calls), by db_flatstore: one
@@ -397,7 +397,7 @@ KAMAILIO = Format(
 # The row's time is the reply's: a 200's is when the call was answered.
 KAMAILIO_ACC_COLUMNS = ("method", "from_tag", "to_tag", "callid", "sip_code", "sip_reason",
                         "time", "src_user", "pai", "privacy", "dst_ouser", "dst_user",
-                        "diversion", "rang", "dst_domain")
+                        "diversion", "rang", "called_domain")
 KAMAILIO_ACC = dataclasses.replace(
     KAMAILIO, name="kamailio-acc", columns=KAMAILIO_ACC_COLUMNS,
     min_cols=len(KAMAILIO_ACC_COLUMNS) - 2,
