@@ -1,6 +1,6 @@
 """SQLite tables as a CDR source: `sqlite:///PATH/acc.db?table=acc_cdrs`.
 
-Kamailio's db_sqlite (and OpenSIPS's) keeps the acc module's tables in SQLite. A table is
+Kamailio's db_sqlite keeps the acc module's tables in SQLite. A table is
 read in rowid order, read-only, and written out in the db_text layout (a typed header
 naming the columns, ':' between values, '\\' escapes) to a file in the store's private
 folder, which ingest then reads like any file: by the same parser, with positions (the

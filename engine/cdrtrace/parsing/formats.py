@@ -357,7 +357,7 @@ FREESWITCH = Format(
            "redirecting": "rdnis", "tenant": "context"},
     tenant_domains=True)
 
-# Kamailio (and OpenSIPS) accounting: the dialog CDRs of the acc module (acc_cdrs) as
+# Kamailio accounting: the dialog CDRs of the acc module (acc_cdrs) as
 # db_flatstore writes them, '|' between values, no header, appended live. The columns are
 # start_time, end_time, duration, then the cdr_extra list of the configuration cdrtrace
 # ships (docs/formats.md, "Kamailio"): user parts of the SIP identities, the INVITE's
