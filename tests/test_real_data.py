@@ -577,6 +577,30 @@ def test_a_cucm_malicious_call_id_names_the_flagged_call_not_one_waiting(store, 
     assert (dialled["outcome"], dialled["call"]["calling"]) == ("success", "+17205550100")
 
 
+def test_a_malicious_call_id_names_its_call_over_one_waiting_from_the_same_second(store, tmp_path):
+    """CUCM's times are whole seconds. A call that began waiting in the second the flagged
+    call began ties with it by time, from another caller: by time alone the records could
+    not tell which was the last (untraceable). The switch flagged one of them by its own
+    record, and that call is named, in either order of the records."""
+    names = cdrtrace.parsing.formats.CUCM_RELEASES[129]
+    flagged = _cucm_call(1772460000, 1772460005, "16", "7205550199", "77")
+    flagged.update(dateTimeDisconnect="1772460100", comment="callFlag=MALICIOUS")
+    waiting = _cucm_call(1772460000, 0, "0", "7205550100", "78")     # the same second
+    waiting.update(origCause_value="16", dateTimeDisconnect="1772460020")
+    for i, rows in enumerate(((waiting, flagged), (flagged, waiting))):
+        path = tmp_path / f"cdr_mcid_tie_{i}"
+        path.write_text("\n".join([",".join(names)] + [",".join(r[n] for n in names)
+                                                        for r in (_cucm_off_hook(1772459990), *rows)]) + "\n")
+        db = cdrtrace.open(tmp_path / f"s{i}", create=True)
+        assert cdrtrace.ingest(db, [str(path)], fmt="cucm").switch_traces == 1
+        (record,) = db.trace_records("3035550110", analyst="cic")
+        assert (record["outcome"], record["call"]["calling"]) == ("success", "+17205550199"), i
+        # a *57 dialled afterwards has no flag to go by: the two calls tie
+        _, dialled = trace(db, "3035550110", at="2026-03-02T14:05:00Z")
+        assert dialled["outcome"] == "untraceable" and dialled["call"]["tied_with"], i
+        db.close()
+
+
 def test_a_trace_the_switch_recorded_minutes_ago_names_the_call_it_flagged(store, tmp_path):
     """A trace a switch recorded is timed by the switch's own clock, as its calls are: a
     call stamped after its activation began after it (here the harasser calling again a

@@ -100,7 +100,10 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         # *57 the records cannot tell, even where the trace names the feed
         view["tenants_shared"] = tracer.catalog.names_of(index_txn, [e["feed"]])[0]
         return Outcome.UNTRACEABLE, view, e, None
-    tied = [dict(zip(_FIELDS, r, strict=True)) for r in before[1:] if r[_START] == e["start_us"]]
+    # the call whose own record the switch recorded the activation in: named by the switch
+    flagged = own is not None and (e["offset"], e["source"]) == own
+    tied = [] if flagged else [dict(zip(_FIELDS, r, strict=True)) for r in before[1:]
+                               if r[_START] == e["start_us"]]
     if any(t["calling"] != e["calling"] for t in tied):
         # calls from different callers began at the same instant (whole-second CDR
         # times): the records cannot tell which was the last, so none is named
@@ -116,7 +119,7 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     if (unlogged := tracer.lookup.unlogged_after(index_txn, e)) is not None:
         view[unlogged[0]] = unlogged[1]     # a later call may be missing (CUCM, FreeSWITCH)
         return Outcome.UNTRACEABLE, view, e, None
-    if (own is None or (e["offset"], e["source"]) != own) and (
+    if not flagged and (
             hunt := tracer.lookup.hunt_after(index_txn, key, entries, e, at_us)) is not None:
         view["hunt_unnamed"] = hunt     # a later call through a hunt pilot may have rung it
         return Outcome.UNTRACEABLE, view, e, None

@@ -241,11 +241,14 @@ _START, _OFFSET, _SOURCE, _FEED = (_NAMES.index(name)
 def up_to_own_call(before: list, own: tuple[int, int] | None) -> list:
     """Of a line's entries that began before an activation (as tolist() gives them, newest
     first), those that began no later than the call whose own record a switch recorded
-    the activation in (own: that record's offset and source), where it is one of them.
-    CUCM flags a call for malicious call id in its record, written at its end: a call
-    that began during it (call waiting) is newer, and not the one the customer flagged."""
+    the activation in (own: that record's offset and source), where it is one of them,
+    that call first. CUCM flags a call for malicious call id in its record, written at its
+    end: a call that began during it (call waiting), even within the same second, is not
+    the one the customer flagged."""
     flagged = None if own is None else next((r for r in before if (r[_OFFSET], r[_SOURCE]) == own), None)
-    return before if flagged is None else [r for r in before if r[_START] <= flagged[_START]]
+    if flagged is None:
+        return before
+    return [flagged] + [r for r in before if r is not flagged and r[_START] <= flagged[_START]]
 
 
 def of_feed(entries: list, feed: int) -> list:
