@@ -61,6 +61,14 @@ cdef packed struct Entry:
     uint8_t flags   # bit0 answered, bit1 forwarded, bits2-3 role, bits4-7 disposition
 
 
+# The most entries a line's value holds: its newest `keep` calls (at most 64) and, past
+# them, the calls that began at the same instant as the keep-th, which a trace resolving
+# to that instant must see (a call of it from another caller leaves the last call
+# unknown). A value this full may have dropped one.
+cdef enum:
+    LINE_ROOM = 128
+
+
 # How far apart legs of one call may start. A switch reuses its call ids (CUCM's are
 # unique "at least for some days", 4.x's reused under heavy traffic): records with one
 # call id that start further apart are two calls.

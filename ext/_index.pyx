@@ -2,15 +2,16 @@
 """Native kernels of the last-call index: per-line merge of new calls into stored values.
 
 A value is the concatenation of up to `keep` Entry structs (40 bytes each), newest
-first. The merge is a union by call id, ordered by a total order (start desc, call id
-desc, then the remaining bytes), cut to `keep`. Entries with one call id are legs of one
-call (or the same record again) and merge into one, if they start at most a day apart
-(one_call: a switch reuses its ids): the earliest leg speaks for it, it is answered if
-any leg was. Within a batch the result does not depend on the order of
-its records, and a record given again changes nothing: ingest is idempotent. Across
-batches one case depends on order: a call whose earliest leg arrives in a later batch
-moves down, and a call the stored value no longer holds (pushed out by the call's later
-leg) cannot take its place (docs/trace-rules.md).
+first, and past them any that began at the same instant as the keep-th (at most
+LINE_ROOM in all). The merge is a union by call id, ordered by a total order (start desc,
+call id desc, then the remaining bytes), cut to `keep` but for the keep-th's instant.
+Entries with one call id are legs of one call (or the same record again) and merge into
+one, if they start at most a day apart (one_call: a switch reuses its ids): the earliest
+leg speaks for it, it is answered if any leg was. Within a batch the result does not
+depend on the order of its records, and a record given again changes nothing: ingest is
+idempotent. Across batches one case depends on order: a call whose earliest leg arrives
+in a later batch moves down, and a call the stored value no longer holds (pushed out by
+the call's later leg) cannot take its place (docs/trace-rules.md).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -18,7 +19,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort, realloc
 from libc.string cimport memcpy, memcmp, memset
 
-from _cdr cimport CALL_SPAN_S, DISP_ANSWERED_ELSEWHERE, Entry, field_types, key_bytes, one_call
+from _cdr cimport (CALL_SPAN_S, DISP_ANSWERED_ELSEWHERE, LINE_ROOM, Entry, field_types,
+                   key_bytes, one_call)
 
 DEF_KEEP = 4
 CALL_SPAN_US = <int64_t>CALL_SPAN_S * 1_000_000   # legs of one call start at most this far apart
@@ -33,6 +35,7 @@ cdef tuple _entry_fields():
 
 
 ENTRY_FIELDS = _entry_fields()   # the numpy dtype of cdrtrace.store.index is built from it
+ROOM = LINE_ROOM                 # the most entries a line's value holds
 
 cdef enum:
     ENTRY_SIZE = 40
@@ -80,8 +83,9 @@ cdef inline uint8_t merge_flags(uint8_t a, uint8_t b) noexcept nogil:
 
 
 cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept nogil:
-    """Insert e into top (sorted, one entry per call, at most keep); a call already there
-    (another leg, or the same record again: one_call) is merged with it."""
+    """Insert e into top (sorted, one entry per call, at most keep but for the calls of the
+    keep-th's instant, at most LINE_ROOM in all); a call already there (another leg, or the
+    same record again: one_call) is merged with it."""
     cdef int i, pos
     cdef Entry merged
     for i in range(n[0]):
@@ -97,15 +101,18 @@ cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept no
     pos = n[0]
     while pos > 0 and rank_before(e, &top[pos - 1]):
         pos -= 1
-    if pos >= keep:
+    if pos >= LINE_ROOM or (pos >= keep and e.start_us != top[keep - 1].start_us):
         return
-    i = n[0] if n[0] < keep else keep - 1
+    i = n[0] if n[0] < LINE_ROOM else LINE_ROOM - 1
     while i > pos:
         top[i] = top[i - 1]
         i -= 1
     top[pos] = e[0]
-    if n[0] < keep:
+    if n[0] < LINE_ROOM:
         n[0] += 1
+    # past keep, only the calls of the keep-th's instant: a trace of it must see them all
+    while n[0] > keep and top[n[0] - 1].start_us != top[keep - 1].start_us:
+        n[0] -= 1
 
 
 cdef int by_call(const void* a, const void* b) noexcept nogil:
@@ -207,7 +214,7 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
     cdef Py_ssize_t n = lines.shape[0]
     if entries.shape[0] != n or (n and entries.shape[1] != ENTRY_SIZE):
         raise ValueError("entries must be one row of 40 bytes per line")
-    cdef Entry top[MAX_KEEP]
+    cdef Entry top[LINE_ROOM]
     cdef Entry* fresh
     cdef int count
     cdef Py_ssize_t i = 0, j, m, nold, g = 0, s = 0
@@ -486,7 +493,7 @@ cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
     cdef ct_val key, value
     cdef unsigned char kbuf[8]
     cdef unsigned char last[8]
-    cdef Entry top[MAX_KEEP]
+    cdef Entry top[LINE_ROOM]
     cdef Entry* fresh = NULL
     cdef Entry* grown
     cdef const char* old

@@ -253,7 +253,6 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
     cdef bytes value = itxn.get(key, None, index_db)
     cdef const Entry* entries = NULL
     cdef const Entry* e = NULL
-    cdef const Entry* r
     cdef Py_ssize_t count = 0, i, first = -1
     if value is not None:
         if len(value) % ENTRY_SIZE:
@@ -297,9 +296,12 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
             return None                      # whose tenant's extension: the reference says
         if _hunt_feed(itxn, meta_db, entries, count):
             return None                      # a hunt pilot's call may have rung it: the reference
-        for i in range(first + 1, count):    # calls from other callers at the same instant
-            r = &entries[i]
-            if r.start_us < at_us and r.start_us == e.start_us and r.calling != e.calling:
+        # another call at the same instant: another caller's (none named), or another
+        # record of this caller's call (which of them is named, and whether a trace named
+        # one before), or one the index no longer holds (a line whose room the instant
+        # fills, LINE_ROOM): the reference says
+        for i in range(first + 1, count):
+            if entries[i].start_us == e.start_us:
                 return None
         if presentation >= len(presentations) or disposition >= len(dispositions) \
                 or presentations[presentation] is None or dispositions[disposition] is None \

@@ -76,6 +76,56 @@ def test_keeps_the_newest_four_calls_newest_first(store, ingest_records):
     assert store.stats()["index"]["lines"] == 1
 
 
+def at_second(minute: int, caller: str) -> bytes:
+    return cdr(src=caller, clid=f'"" <{caller}>', start=f"2026-03-02 10:0{minute}:00",
+               answer=f"2026-03-02 10:0{minute}:05", end=f"2026-03-02 10:0{minute}:30")
+
+
+@pytest.mark.parametrize("later", [None, "7205550101", "7205550102"])
+def test_past_the_fourth_call_it_keeps_the_calls_of_the_fourths_instant(store, ingest_records,
+                                                                        later):
+    """Two callers' calls began in the same second, the fourth newest: the index keeps both
+    (a trace resolving to that second must see that it cannot tell them apart), whether the
+    second's record comes in with the others or once the line holds four calls. Before, it
+    kept the one whose call id ranked first, and a trace made once three later calls were
+    in named its caller. A later call moves the fourth place to a newer call, and the two
+    are let go."""
+    calls = [at_second(m, "7205550103") for m in (2, 3, 4)]
+    first = [at_second(1, c) for c in ("7205550101", "7205550102") if c != later]
+    ingest_records(*first, *calls)
+    if later:
+        ingest_records(at_second(1, later))
+    starts = [c["start"] for c in store.last_calls("3035550110", analyst="ann")]
+    assert starts == [f"2026-03-02T10:0{m}:00Z" for m in (4, 3, 2, 1, 1)]
+    result = store.trace("3035550110", at="2026-03-02T10:01:40Z")
+    assert result.outcome is cdrtrace.Outcome.UNTRACEABLE
+    (record,) = store.trace_records("3035550110", analyst="cic")
+    assert {record["call"]["calling"], *(t["calling"] for t in record["call"]["tied_with"])} == {
+        "+17205550101", "+17205550102"}
+    ingest_records(at_second(5, "7205550103"))
+    starts = [c["start"] for c in store.last_calls("3035550110", analyst="ann")]
+    assert starts == [f"2026-03-02T10:0{m}:00Z" for m in (5, 4, 3, 2)]
+
+
+def test_a_line_whose_room_one_instant_fills_names_no_call_of_it(store, ingest_records):
+    """One caller's calls, more in one second than a line's value has room for: a call of
+    that second beyond them, another caller's, may be the last, so a trace resolving to it
+    names none (untraceable), however many of the held ones are that caller's. One fewer
+    than the room names the caller."""
+    flood = [cdr(src="7205550101", start="2026-03-02 10:01:00", end="2026-03-02 10:01:30",
+                 uniqueid=f"flood.{k}") for k in range(index.LINE_ROOM + 2)]
+    ingest_records(*flood[:index.LINE_ROOM - 1])
+    assert len(store.last_calls("3035550110", analyst="ann")) == index.LINE_ROOM - 1
+    assert store.trace("3035550110", at="2026-03-02T10:02:00Z").outcome is cdrtrace.Outcome.SUCCESS
+    ingest_records(*flood[index.LINE_ROOM - 1:])
+    assert len(store.last_calls("3035550110", analyst="ann")) == index.LINE_ROOM
+    result = store.trace("3035550110", at="2026-03-02T10:03:00Z")
+    assert result.outcome is cdrtrace.Outcome.UNTRACEABLE
+    record = store.trace_records("3035550110", analyst="cic")[-1]
+    assert record["call"]["tie_not_held"] == index.LINE_ROOM
+    assert "no longer held" in record["reason"]
+
+
 def test_ingesting_the_same_file_twice_leaves_the_index_byte_identical(store, tmp_path):
     columns, _ = synth.generate(3000, 400, seed=5)
     path = tmp_path / "day.csv"

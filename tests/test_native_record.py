@@ -95,8 +95,7 @@ def leaves(history: list[dict], at_us: int, keep: int, shared: bool = False) -> 
     calling = e["calling"]
     identity = calling >> 62 == numbers.OTHER and (calling >> 56) & 0x3F == numbers.IDENTITY_LENGTH
     return (disposition in (9, 10) or identity      # unknown (it may have rung), unreadable
-            or any(t["start_us"] == e["start_us"] and t["calling"] != calling
-                   for t in before[1:])
+            or any(t["start_us"] == e["start_us"] for t in before[1:])   # another call then
             or held(history, at_us)                                  # a later call may be missing
             or shared                                 # whose line dialled *57 is not known
             or e["presentation"] > 2 or not 1 <= disposition <= 11 or role == 3)

@@ -125,6 +125,46 @@ def test_records_per_phone_with_no_uniqueid_are_one_call(store, tmp_path):
     held_from_the_customer(store, "303", AT, INNOCENT, "2026-03-02T09:10:00Z")
 
 
+def group_records(phones, answered: str | None = None) -> list[str]:
+    """The 09:30 group call's records per phone as cdr_csv writes them as shipped (16
+    columns: each an id of its own), all dialled to 600; `answered` the phone that took it."""
+    return [sixteen(record(HARASSER, "600", f"SIP/{phone}-0000000{k}", GROUP, "09:30",
+                           answered=phone == answered))
+            for k, phone in enumerate(phones, 5)]
+
+
+@pytest.mark.parametrize("order", [("301", "302", "303"), ("303", "302", "301"),
+                                   ("302", "301", "303")])
+def test_the_number_dialled_names_the_record_that_says_the_call_was_answered(
+        store, tmp_path, order):
+    """Each record of the group call is indexed under the number dialled, 600, at one
+    instant, from one caller: one call. 302 answered it. The evidence of 600's trace
+    names the call as answered, whichever record the index ranks first."""
+    ingest(store, tmp_path, *group_records(order, answered="302"))
+    assert store.trace("600", at=AT).outcome.value == "success"
+    call = store.trace_records("600", analyst="cic")[-1]["call"]
+    assert (call["calling"], call["answered"], call["disposition"]) == (
+        "+17205550199", True, "answered")
+
+
+def test_a_trace_of_one_record_of_a_call_has_named_the_call_for_its_others(store, tmp_path):
+    """The records of the phones that did not answer come in first (Asterisk writes each
+    leg's record as it ends), and 600's trace names the call by one of them. The record
+    of 302, which answered, comes in later: a second trace names the same call, so it is
+    already traced, and the caller counts once toward action."""
+    path = tmp_path / "Master.csv"
+    early, late = group_records(("301", "303")), group_records(("302",), answered="302")
+    path.write_text("\n".join(early) + "\n")
+    cdrtrace.ingest(store, [str(path)], fmt="asterisk")
+    assert store.trace("600", at=AT).outcome.value == "success"
+    with path.open("a") as f:
+        f.write("\n".join(late) + "\n")
+    cdrtrace.ingest(store, [str(path)], fmt="asterisk")
+    assert store.trace("600", at=AT).outcome.value == "already_traced"
+    assert [p.traced_calls for p in store.status("600").progress] == [1]
+    assert store.trace_records("600", analyst="cic")[-1]["call"]["answered"] is True
+
+
 def test_another_callers_group_call_in_the_same_second_holds_the_line(store, tmp_path):
     """With no uniqueid, a group call is told from another by its caller and start: one
     from another caller in the same second, its record naming 302, may have rung 301

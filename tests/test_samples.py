@@ -438,6 +438,11 @@ def test_real_asterisk_13_ring_group_without_uniqueid(tmp_path):
     for line in ("101", "103"):
         assert traced(store, line, at("10:10")) == (
             "success", "2024-05-14T08:00:00Z", "+34698765432", False)
+    # the number dialled, 600, holds the three records (one call, ids of their own), and
+    # all three still once the 10:30 call's have come in: named by 102's, answered (the
+    # build before named the first record's, unanswered)
+    assert traced(store, "600", at("10:10")) == (
+        "success", "2024-05-14T08:00:00Z", "+34698765432", True)
     # 10:30 the same caller again, nobody answered: each phone's second traced call
     assert traced(store, "101", at("10:40")) == (
         "success", "2024-05-14T08:30:00Z", "+34698765432", False)

@@ -139,6 +139,24 @@ def test_calls_from_two_callers_in_the_same_second_name_neither(store, ingest_re
     assert store.trace_records(LINE, analyst="cic")[-1]["call"]["calling"] == "+17205550103"
 
 
+@pytest.mark.parametrize("ids", [("u-a", "u-b"), ("u-b", "u-a")])
+def test_one_callers_records_of_an_instant_are_one_call_named_as_answered(store, ingest_records,
+                                                                         ids):
+    """Two records from one caller that began in the same second, ids of their own (cdr_csv
+    as shipped writes no uniqueid): a phone that rang unanswered, its record written first,
+    and the one that answered. Traced before the second came in, the call is named; traced
+    again after, it is the same call (already traced, counted once), and the evidence
+    names the record that says it was answered, whichever the index ranks first."""
+    ingest_records(call(5, src="7205550103", uniqueid=ids[0], disposition="NO ANSWER", answer=""))
+    assert store.trace(LINE, at=AFTER).outcome is Outcome.SUCCESS
+    ingest_records(call(5, src="7205550103", uniqueid=ids[1]))
+    assert store.trace(LINE, at=AFTER).outcome is Outcome.ALREADY_TRACED
+    records = store.trace_records(LINE, analyst="cic")
+    assert [(r["call"]["answered"], r["call"]["disposition"]) for r in records] == [
+        (False, "no_answer"), (True, "answered")]
+    assert [p.traced_calls for p in store.status(LINE).progress] == [1]
+
+
 def _utc_text(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 

@@ -237,6 +237,12 @@ def untraceable_reason(call: dict) -> str | None:
         return (f"{len(call['tied_with']) + 1} calls from different callers began at "
                 f"{call['start']} on this line; the records cannot tell which was the last, so "
                 "none is named")
+    if "tie_not_held" in call:
+        return (f"the index holds {call['tie_not_held']} calls to this line, as many as a "
+                f"line holds, and the oldest of them began at {call['start']}, as this call "
+                "did: calls of that instant beyond them are no longer held, another caller's "
+                "among them may have been the last, and the records held cannot tell, so none "
+                "is named")
     if call["disposition"] == "unreadable":
         return (f"the last call to this line is a CDR record that could not be read (record at "
                 f"byte {call['offset']} of {call['source']}); only its line and time are known, "

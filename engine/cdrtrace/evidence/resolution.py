@@ -57,6 +57,7 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     # the line's few entries as plain values (numpy costs more per field than it saves)
     entries = tracer.lookup.last_calls(key, index_txn).tolist()
     held = len(entries)
+    oldest = entries[-1][_START] if entries else None     # the oldest call the index holds
     if feed is not None and lookup.local_line(int.from_bytes(key, "big")):
         entries, shared = lookup.of_feed(entries, feed), None
     else:
@@ -75,7 +76,9 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         view = tracer.call_view(index_txn, e)
         view["stamped_after_activation"] = True
         return Outcome.UNTRACEABLE, view, e, None
-    before = lookup.up_to_own_call(before, own)    # a malicious call id: the call flagged
+    # a malicious call id: the call flagged; else, of one caller's records of an instant, the
+    # one that says the line answered
+    before = lookup.up_to_own_call(lookup.answered_first(before), own)
     if not before:
         if held >= keep:
             raise TraceError(
@@ -109,6 +112,12 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         # times): the records cannot tell which was the last, so none is named
         view["tied_with"] = [tracer.call_view(index_txn, t) for t in tied]
         return Outcome.UNTRACEABLE, view, e, None
+    if not flagged and held >= index.LINE_ROOM and oldest == e["start_us"]:
+        # the index holds past `keep` every call of its keep-th's instant, up to its room,
+        # which this line's fill: a call of the instant it dropped (another caller's) may
+        # have been the last
+        view["tie_not_held"] = held
+        return Outcome.UNTRACEABLE, view, e, None
     if moved := lookup.may_be_later(tracer.lookup.folds(index_txn),
                                     [r[_START] for r in before], at_us):
         # a local time in the hour daylight saving's end repeats: an hour later, the
@@ -125,7 +134,12 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         return Outcome.UNTRACEABLE, view, e, None
     original = None
     if outcome is Outcome.SUCCESS:
-        original = marks.traced_as(txn, tracer.db, key, e["call_id"], e["start_us"])
-        if original is not None:
-            outcome = Outcome.ALREADY_TRACED
+        # the call's other records of that instant (the caller's, each an id of its own):
+        # a trace that named one of them, before the record that was answered came in,
+        # named this call
+        for r in [e, *tied]:
+            original = marks.traced_as(txn, tracer.db, key, r["call_id"], r["start_us"])
+            if original is not None:
+                outcome = Outcome.ALREADY_TRACED
+                break
     return outcome, view, e, original

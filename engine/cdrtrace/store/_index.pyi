@@ -4,6 +4,7 @@ from typing import Any
 import numpy as np
 
 DEF_KEEP: int
+ROOM: int
 ENTRY_BYTES: int
 CALL_SPAN_US: int
 ENTRY_FIELDS: tuple[tuple[str, str], ...]

@@ -1,7 +1,8 @@
 """The last-call index: per line, its most recent received calls, newest first (LMDB).
 
 Key: the line's packed number, 8 bytes big-endian (so key order is numeric order).
-Value: up to `keep` 40-byte entries (ENTRY_DTYPE), newest first. A received call is
+Value: up to `keep` 40-byte entries (ENTRY_DTYPE), newest first, and past them any that
+began at the same instant as the keep-th (LINE_ROOM in all at most). A received call is
 indexed under its dialled line, its redirecting line and the line that finally rang
 (docs/trace-rules.md, "Which call a trace names"); calls that never alerted
 the line are not indexed.
@@ -61,6 +62,8 @@ EMPTY = np.empty(0, ENTRY_DTYPE)
 EMPTY.flags.writeable = False
 
 ANSWERED, FORWARDED = 0x01, 0x02
+# the most entries a line holds: `keep`, and past them the calls of the keep-th's instant
+LINE_ROOM: int = _index.ROOM
 ROLE_DIALLED, ROLE_REDIRECTING, ROLE_FINAL = 0, 1, 2
 ROLE_NAMES = ("dialled", "redirecting", "final")
 DEFAULT_KEEP = 4

@@ -234,8 +234,22 @@ def has_local_lines(lines: np.ndarray) -> bool:
 
 
 _NAMES = index.ENTRY_DTYPE.names or ()      # an entry's fields, as tolist() gives them
-_START, _OFFSET, _SOURCE, _FEED = (_NAMES.index(name)
-                                   for name in ("start_us", "offset", "source", "feed"))
+_START, _OFFSET, _SOURCE, _FEED, _CALLING, _FLAGS = (
+    _NAMES.index(name) for name in ("start_us", "offset", "source", "feed", "calling", "flags"))
+
+
+def answered_first(before: list) -> list:
+    """Of a line's entries that began before an activation (as tolist() gives them, newest
+    first), the same entries with the one the line answered first among the newest
+    instant's, where every call of that instant is from one caller. Those are records of
+    one call (Asterisk 12 and later, without a uniqueid, write one per phone a ring group
+    dialled, each an id of its own, each indexed under the number dialled), and the
+    evidence names the record that says the call was answered where one does."""
+    tied = [i for i, r in enumerate(before) if i and r[_START] == before[0][_START]]
+    if not tied or any(before[i][_CALLING] != before[0][_CALLING] for i in tied):
+        return before       # callers apart: the records cannot tell which was the last
+    i = next((i for i in [0, *tied] if before[i][_FLAGS] & index.ANSWERED), 0)
+    return before if i == 0 else [before[i]] + before[:i] + before[i + 1:]
 
 
 def up_to_own_call(before: list, own: tuple[int, int] | None) -> list:
