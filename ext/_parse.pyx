@@ -1758,8 +1758,8 @@ cdef class CdrParser:
         members, whom no record names (docs/trace-rules.md, "A call to a hunt group"). An
         Asterisk Dial to several devices names its members (two or more lines, else ()),
         its pilot the dialled line, else the line that rang, else its first member; an
-        Asterisk Queue none, its pilot the dialled line, else the line that rang (0 if
-        neither: a queue reached at no number leaves no note from a rejected record). Fields
+        Asterisk Queue none, its pilot the dialled line, else the line that rang (-1 if
+        neither: a queue reached at no number, which may have rung any line). Fields
         are split at every delimiter with quotes stripped, and each is read where the
         layout puts it, counted from the front and, when the record has too many fields,
         from the back too. A record that is well-formed CSV (only a value was bad) is split
@@ -1816,6 +1816,7 @@ cdef class CdrParser:
         if rang == called:
             rang = 0
         cdef uint64_t pilot = 0
+        cdef bint nowhere = False      # a Queue reached at no number
         for c in _candidates(d.c_hunt, n, d.max_cols):
             t = tokens[c].strip()
             if t:
@@ -1835,6 +1836,7 @@ cdef class CdrParser:
             app = tokens[c].lower()
             if app == b"queue":
                 pilot = called     # its dialled line, else the member that answered
+                nowhere = called == 0
             elif app == b"dial":
                 for c2 in _candidates(d.c_data, n, d.max_cols)[:1]:
                     t = tokens[c2]
@@ -1859,8 +1861,8 @@ cdef class CdrParser:
                 sp.p = <const char*>t
                 sp.n = len(t)
                 if parse_time(d.time_kind, sp, &self.zone, &when) == 0:
-                    return called, rang, when, pilot, members
-        return called, rang, None, pilot, members
+                    return called, rang, when, -1 if nowhere else pilot, members
+        return called, rang, None, -1 if nowhere else pilot, members
 
     cdef dict _arrays(self, Py_ssize_t capacity):
         """The output arrays of a feed of up to capacity records: the last feed's again if

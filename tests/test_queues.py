@@ -160,6 +160,21 @@ def test_a_rejected_record_of_a_queue_call_holds_its_lines(store, tmp_path):
                                             "named": None}
 
 
+def test_a_rejected_record_of_a_queue_call_at_no_number_holds_every_line(store, tmp_path):
+    """A queue in extension `s` whose record cannot be read: no line and no number to note
+    it by, yet the call may have rung any line of the feed, as its good record would say.
+    301's last recorded call is the innocent caller's: held (before, a success against
+    him). What salvage reads of it, natively and by the reference: no line, pilot -1."""
+    row = rejected(queue_call(dst="s", answered=False))
+    summary = ingest(store, tmp_path, *OLDER, row)
+    assert (summary.records, summary.rejected) == (4, 1)
+    held = held_from_the_customer(store, "301", AT, INNOCENT, "2026-03-02T09:00:00Z")
+    assert held["call"]["hunt_unnamed"] == {"pilot": "", "start": "2026-03-02T09:30:00Z",
+                                            "named": None}
+    for parser in (make_parser(ASTERISK), Reference(ASTERISK.dialect(None))):
+        assert parser.salvage(row.encode()) == (0, 0, 1772443800 * 1_000_000, -1, ())
+
+
 def test_stats_and_the_cli_name_an_unlisted_queue(tmp_path):
     with cdrtrace.open(tmp_path / "store", create=True) as s:
         ingest(s, tmp_path, *OLDER, queue_call())

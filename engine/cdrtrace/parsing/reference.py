@@ -205,7 +205,8 @@ class CdrParser:
         for c in (_candidates(d["c_app"], n, d["max_cols"]) if pilot == 0 else [])[:1]:
             app = tokens[c].lower()
             if app == b"queue":
-                pilot = called     # its dialled line, else the member that answered
+                # its dialled line, else the member that answered; -1: at no number
+                pilot = called or -1
             elif app == b"dial":
                 for c2 in _candidates(d["c_data"], n, d["max_cols"])[:1]:
                     members = dial_members(dial_devices(tokens[c2]), cc)

@@ -8,7 +8,8 @@ a trace that resolves to it is untraceable, with the reason in the evidence. Eve
 with a time, line or not, is also logged per feed, so a trace's evidence can say how many
 unreadable records its feed had around the traced call. A reject that names a hunt
 pilot, or an Asterisk Dial to several devices, is noted as a call through it, as a good
-record is (store.hunts): it may have rung phones no record names.
+record is (store.hunts): it may have rung phones no record names (a Queue reached at no
+number, any line of its feed).
 """
 from __future__ import annotations
 
@@ -108,8 +109,8 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
             "line_found": bool(called), "time_estimated": estimated, "reason": reason}).encode()))
         if called:
             rows.append((start, called, rang, call_id, offset, record))
-        if pilot:
-            hunted.append((start, call_id, pilot, rang, len(named)))
+        if pilot:       # -1: a Queue reached at no number (pilot 0: it may have rung any line)
+            hunted.append((start, call_id, max(pilot, 0), rang, len(named)))
             members += named
     hunts, named_lines = np.array(hunted, HUNT_DTYPE), np.array(members, np.uint64)
     if not rows:
