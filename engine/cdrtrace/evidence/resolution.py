@@ -113,9 +113,9 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         view["tied_with"] = [tracer.call_view(index_txn, t) for t in tied]
         return Outcome.UNTRACEABLE, view, e, None
     if not flagged and held >= index.LINE_ROOM and oldest == e["start_us"]:
-        # the index holds past `keep` every call of its keep-th's instant, up to its room,
-        # which this line's fill: a call of the instant it dropped (another caller's) may
-        # have been the last
+        # past `keep`, the index holds every call of the keep-th's instant up to a line's
+        # room, and this line's calls fill it: a call of the instant it let go (another
+        # caller's) may have been the last
         view["tie_not_held"] = held
         return Outcome.UNTRACEABLE, view, e, None
     if moved := lookup.may_be_later(tracer.lookup.folds(index_txn),

@@ -240,11 +240,11 @@ _START, _OFFSET, _SOURCE, _FEED, _CALLING, _FLAGS = (
 
 def answered_first(before: list) -> list:
     """Of a line's entries that began before an activation (as tolist() gives them, newest
-    first), the same entries with the one the line answered first among the newest
-    instant's, where every call of that instant is from one caller. Those are records of
-    one call (Asterisk 12 and later, without a uniqueid, write one per phone a ring group
-    dialled, each an id of its own, each indexed under the number dialled), and the
-    evidence names the record that says the call was answered where one does."""
+    first), the same entries, but where every call of the newest instant is from one
+    caller, the first of them that says the call was answered goes first. Those are
+    records of one call (Asterisk 12 and later, without a uniqueid, write one per phone a
+    ring group dialled, each an id of its own, each indexed under the number dialled), and
+    the evidence names the record that says the call was answered where one does."""
     tied = [i for i, r in enumerate(before) if i and r[_START] == before[0][_START]]
     if not tied or any(before[i][_CALLING] != before[0][_CALLING] for i in tied):
         return before       # callers apart: the records cannot tell which was the last
