@@ -13,7 +13,7 @@ import pytest
 import cdrtrace
 from cdrtrace import ANNOUNCEMENTS, Outcome
 from cdrtrace.parsing import timezones
-from conftest import cdr
+from conftest import cdr, cdr_file, show_freeswitch_legs
 
 LINE = "3035550110"
 AFTER = "2026-03-02T23:00:00Z"
@@ -155,6 +155,42 @@ def test_one_callers_records_of_an_instant_are_one_call_named_as_answered(store,
     assert [(r["call"]["answered"], r["call"]["disposition"]) for r in records] == [
         (False, "no_answer"), (True, "answered")]
     assert [p.traced_calls for p in store.status(LINE).progress] == [1]
+
+
+@pytest.mark.parametrize("ids", [("u-a", "u-b"), ("u-b", "u-a")])
+def test_one_callers_records_of_an_instant_name_the_one_that_rang(store, ingest_records, ids):
+    """One caller's two records of one second, neither answered: a phone that rang
+    unanswered, and one whose user refused it 30 s in (BUSY, no alerting logged: a late
+    refusal, which alone fails closed). One call that rang the line: the trace names it by
+    the record that rang, whichever the index ranks first."""
+    refused = cdr(dst=LINE, src="7205550103", start="2026-03-02 14:05:00", answer="",
+                  end="2026-03-02 14:05:30", disposition="BUSY", uniqueid=ids[0])
+    ingest_records(refused, call(5, src="7205550103", uniqueid=ids[1], disposition="NO ANSWER",
+                                 answer=""))
+    assert store.trace(LINE, at=AFTER).outcome is Outcome.SUCCESS
+    (record,) = store.trace_records(LINE, analyst="cic")
+    assert (record["call"]["calling"], record["call"]["disposition"]) == ("+17205550103",
+                                                                        "no_answer")
+
+
+@pytest.mark.parametrize("uuids", [("fs-a", "fs-b"), ("fs-b", "fs-a")])
+def test_a_phone_that_lost_the_race_rang_beside_one_that_may_have(store, tmp_path, uuids):
+    """FreeSWITCH, one caller's two B legs of one second to the line: one lost the race to
+    answer (LOSE_RACE: it rang, another phone took the call), the other ended unanswered
+    with NORMAL_CLEARING 12 s in (unknown: it may have rung, which alone fails closed). The
+    call rang the line: named by the leg that lost the race, whichever ranks first."""
+    show_freeswitch_legs(store, tmp_path)
+
+    def leg(uuid: str, cause: str) -> bytes:
+        return (f'"Caller","7205550103","{LINE}","default","2026-03-02 14:05:00","",'
+                f'"2026-03-02 14:05:12","12","0","{cause}","{uuid}","","","PCMU","PCMU"').encode()
+
+    path = cdr_file(tmp_path, leg(uuids[0], "LOSE_RACE"), leg(uuids[1], "NORMAL_CLEARING"),
+                    name="legs.csv")
+    cdrtrace.ingest(store, [path], fmt="freeswitch")
+    assert store.trace(LINE, at=AFTER).outcome is Outcome.SUCCESS
+    (record,) = store.trace_records(LINE, analyst="cic")
+    assert record["call"]["disposition"] == "answered_elsewhere"
 
 
 def _utc_text(seconds: float) -> str:

@@ -77,8 +77,8 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         view["stamped_after_activation"] = True
         return Outcome.UNTRACEABLE, view, e, None
     # a malicious call id: the call flagged; else, of one caller's records of an instant, the
-    # one that says the line answered
-    before = lookup.up_to_own_call(lookup.answered_first(before), own)
+    # one that says most surely the call rang the line
+    before = lookup.up_to_own_call(lookup.surest_first(before), own)
     if not before:
         if held >= keep:
             raise TraceError(

@@ -238,17 +238,29 @@ _START, _OFFSET, _SOURCE, _FEED, _CALLING, _FLAGS = (
     _NAMES.index(name) for name in ("start_us", "offset", "source", "feed", "calling", "flags"))
 
 
-def answered_first(before: list) -> list:
+def disposition_rank(flags: int) -> int:
+    """Where an entry's disposition ranks among one call's records, as the index ranks a
+    call's legs (ext/_index.pyx): answered, then the ones that rang (answered elsewhere
+    with them), then the ones that only may have (a trace of them fails closed)."""
+    disposition = flags >> 4
+    return 7 if disposition == Disposition.ANSWERED_ELSEWHERE else 2 * disposition
+
+
+def surest_first(before: list) -> list:
     """Of a line's entries that began before an activation (as tolist() gives them, newest
     first), the same entries, but where every call of the newest instant is from one
-    caller, the first of them that says the call was answered goes first. Those are
-    records of one call (Asterisk 12 and later, without a uniqueid, write one per phone a
-    ring group dialled, each an id of its own, each indexed under the number dialled), and
-    the evidence names the record that says the call was answered where one does."""
+    caller, the one that says most surely that the call rang the line goes first: one
+    that says it was answered, else by disposition_rank. Those are records of one call
+    (Asterisk 12 and later, without a uniqueid, write one per phone a ring group dialled,
+    each an id of its own, each indexed under the number dialled), and which of them the
+    trace names must not turn on the order the index holds them in: a phone's refusal
+    (a late refusal, which may have rung) beside another phone's ringing is a call that
+    rang."""
     tied = [i for i, r in enumerate(before) if i and r[_START] == before[0][_START]]
     if not tied or any(before[i][_CALLING] != before[0][_CALLING] for i in tied):
         return before       # callers apart: the records cannot tell which was the last
-    i = next((i for i in [0, *tied] if before[i][_FLAGS] & index.ANSWERED), 0)
+    i = min([0, *tied], key=lambda k: (not before[k][_FLAGS] & index.ANSWERED,
+                                       disposition_rank(before[k][_FLAGS]), k))
     return before if i == 0 else [before[i]] + before[:i] + before[i + 1:]
 
 
