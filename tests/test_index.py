@@ -99,6 +99,7 @@ def test_past_the_fourth_call_it_keeps_the_calls_of_the_fourths_instant(store, i
     assert starts == [f"2026-03-02T10:0{m}:00Z" for m in (4, 3, 2, 1, 1)]
     result = store.trace("3035550110", at="2026-03-02T10:01:40Z")
     assert result.outcome is cdrtrace.Outcome.UNTRACEABLE
+    assert "720555" not in repr(result) + repr(store.status("3035550110"))   # no caller
     (record,) = store.trace_records("3035550110", analyst="cic")
     assert {record["call"]["calling"], *(t["calling"] for t in record["call"]["tied_with"])} == {
         "+17205550101", "+17205550102"}
@@ -121,6 +122,7 @@ def test_a_line_whose_room_one_instant_fills_names_no_call_of_it(store, ingest_r
     assert len(store.last_calls("3035550110", analyst="ann")) == index.LINE_ROOM
     result = store.trace("3035550110", at="2026-03-02T10:03:00Z")
     assert result.outcome is cdrtrace.Outcome.UNTRACEABLE
+    assert "720555" not in repr(result)                     # no caller for the customer
     record = store.trace_records("3035550110", analyst="cic")[-1]
     assert record["call"]["tie_not_held"] == index.LINE_ROOM
     assert "no longer held" in record["reason"]
