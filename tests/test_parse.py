@@ -382,6 +382,25 @@ def test_ingest_in_any_chunk_size_keeps_every_good_record(store, tmp_path, chunk
     assert store.last_calls("3035550199", analyst="ann")[0]["calling"] == "+13035550142"
 
 
+@pytest.mark.parametrize("fmt", ["cucm", "auto"])
+def test_a_header_longer_than_a_chunk_is_read_whole(store, tmp_path, fmt):
+    """A CUCM file's two header lines run to kilobytes: read in chunks smaller than them,
+    the format and header are still found (before, such an ingest stopped with 'no
+    complete cucm header in its first 65536 bytes')."""
+    from test_formats import cucm_file
+    rows = [{"globalCallID_callManagerId": 1, "globalCallID_callId": 70 + i,
+             "dateTimeOrigination": 1772445600 + 60 * i, "dateTimeConnect": 1772445605 + 60 * i,
+             "dateTimeDisconnect": 1772445660 + 60 * i, "callingPartyNumber": "7205550101",
+             "originalCalledPartyNumber": "3035550110", "finalCalledPartyNumber": "3035550110",
+             "origCause_value": 16, "destCause_value": 16, "duration": 55} for i in range(3)]
+    path = cucm_file(tmp_path, rows)
+    header = len(b"".join(open(path, "rb").readlines()[:2]))
+    for chunk in (64, 1000, header - 1, header, header + 1):
+        summary = cdrtrace.ingest(store, [path], fmt=fmt, chunk_bytes=chunk, force=True)
+        assert (summary.records, summary.rejected, summary.indexed) == (3, 0, 3), chunk
+    assert len(store.last_calls("3035550110", analyst="ann")) == 3
+
+
 def test_ingest_writes_rejects_file_and_counts(store, tmp_path):
     bad = cdr(disposition="ANSWERD")
     path = cdr_file(tmp_path, cdr(), bad, cdr(src="7205550101"))

@@ -234,7 +234,11 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
                       if prefixes.get(v["size"]) == v["identity"]), None)
         reader = reader_for(stream, run.chunk_bytes, name)
         try:
-            reader.fill()
+            # a format and its header are read from the first two lines (within MAX_HEADER
+            # bytes), however small the chunk
+            while (reader.fill() and reader.end - reader.start < MAX_HEADER
+                   and reader.buffer.count(b"\n", reader.start, reader.end) < 2):
+                pass
         except SourceError as exc:
             raise SourceError(f"cannot read {name}: {exc}") from None
         with reader.pending() as head:
