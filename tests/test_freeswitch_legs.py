@@ -164,6 +164,49 @@ def test_the_proof_is_two_records_of_one_call_that_differ():
         assert lookup.legs_proof(changed) is None, name   # records alike show nothing
 
 
+def test_legs_a_read_ends_between_show_them(tmp_path):
+    """A file is read a chunk at a time and a followed one as it grows, and FreeSWITCH
+    writes a call's two legs one after the other: a read may end between them. They show
+    the feed's legs all the same: at every chunk size, the feed is trusted from that call
+    (before, a chunk that ended between them left the feed untrusted until a later call's
+    legs fell in one read, and the calls between were untraceable)."""
+    legs = pair("7205550122", "3035550110", "2003", "2026-03-02 14:40:00", "2026-03-02 14:40:01",
+                "2026-03-02 14:41:00", answer="2026-03-02 14:40:04", a="a-3", b="b-3")
+    path = cdr_file(tmp_path, ANSWERED, GROUP, *legs)
+    for chunk in range(64, 640, 9):
+        store = cdrtrace.open(tmp_path / f"store-{chunk}", create=True)
+        try:
+            cdrtrace.ingest(store, [path], fmt="freeswitch", chunk_bytes=chunk)
+            (feed,) = store.stats()["feeds"]
+            assert feed["legs_logged_from"] == "2026-03-02T14:40:00Z", chunk
+            got = store.trace("2003", at=AT)
+            assert (got.outcome.value, got.call_time) == ("success", "2026-03-02T14:40:01Z"), chunk
+        finally:
+            store.close()
+
+
+def test_the_seam_between_reads_is_searched_for_two_legs():
+    """lookup.legs_across: the last records of one read and the first of the next, however
+    few each read holds; a read of none changes nothing."""
+    def read(ids, called, start):
+        return {"call_id": np.array(ids, np.uint64), "called": np.array(called, np.uint64),
+                "start_us": np.array(start, np.int64), "answer_us": np.zeros(len(ids), np.int64),
+                "end_us": np.full(len(ids), 90, np.int64), "disposition": np.ones(len(ids), np.int64)}
+    shown, tail = lookup.legs_across(None, read([1, 2], [7, 8], [10, 20]))
+    assert shown is None                                   # nothing before the first read
+    shown, tail = lookup.legs_across(tail, read([], [], []))
+    assert shown is None
+    shown, tail = lookup.legs_across(tail, read([3], [9], [30]))
+    assert shown is None
+    assert lookup.legs_across(tail, read([2], [5], [21]))[0] == 20     # a read back
+    far = read(list(range(100, 100 + lookup.LEGS_SEAM)), [1] * lookup.LEGS_SEAM,
+               [40] * lookup.LEGS_SEAM)
+    _, tail = lookup.legs_across(tail, far)
+    assert lookup.legs_across(tail, read([2], [5], [21]))[0] is None  # no longer the last read
+    assert lookup.legs_across(tail, read([100], [5], [41]))[0] == 40
+    assert lookup.legs_across(tail, read([100], [1], [40]))[0] is None    # alike: nothing
+
+
 def test_a_followed_feed_says_what_it_waits_for(store, tmp_path):
     """A FreeSWITCH file followed live: `stats` says the feed has shown no call's two legs
     and how to make FreeSWITCH write them; once it shows two, it names the calls after."""

@@ -47,6 +47,7 @@ class Pending:
         self.unconnected: int | None = None
         self.unconnected_sources: set[int] = set()
         self.legs_shown = False     # this run found FreeSWITCH's legs shown: not sought again
+        self.legs_tail: dict | None = None      # ... and until then, the last records read
         self.local_noted = False    # this run noted its feed indexes local lines (lookup.LOCAL_FEEDS)
         self.tenants: tuple[int, ...] = ()   # the tenants its records named (lookup.TENANTS)
         self.tenant_names: dict[int, str] = {}                  # ... and their names
@@ -68,7 +69,7 @@ class Pending:
             self.unconnected_sources.add(source)
             # (two legs are sought until found, a sort of each chunk's call ids: one missed
             # later could only have moved the feed's mark earlier, so more calls are held)
-            if not self.legs_shown and (shown := lookup.unconnected_proof(
+            if not self.legs_shown and (shown := self._unconnected_shown(
                     columns, self.omits_unconnected)) is not None:
                 self.unconnected = shown if self.unconnected is None else min(self.unconnected, shown)
                 self.legs_shown = self.omits_unconnected == UNLOGGED_LEGS
@@ -88,6 +89,17 @@ class Pending:
         self.unreadable += lost.log
         self._note_hunts(lost.hunts, lost.members, None if lost.batch is None else lost.batch.columns)
         return bad
+
+    def _unconnected_shown(self, columns, kind: str) -> int | None:
+        """The earliest start among the records read that show the feed's switch logs what
+        it may leave unlogged (lookup.unconnected_proof); for FreeSWITCH's two legs, those
+        of a call the end of the last read fell between too (lookup.legs_across)."""
+        shown = lookup.unconnected_proof(columns, kind)
+        if kind == UNLOGGED_LEGS:
+            across, self.legs_tail = lookup.legs_across(self.legs_tail, columns)
+            if across is not None:
+                shown = across if shown is None else min(shown, across)
+        return shown
 
     def _note_hunts(self, noted, members, columns) -> None:
         """Calls through a hunt pilot: the parser's (or salvage's) notes with the members

@@ -110,6 +110,24 @@ def legs_proof(columns: dict) -> int | None:
     return int(min(start[:-1][shown].min(), start[1:][shown].min()))
 
 
+LEGS_SEAM = 64      # the records each side of a read's end that legs_across compares
+
+
+def legs_across(tail: dict | None, columns: dict) -> tuple[int | None, dict]:
+    """legs_proof across the end of a read: FreeSWITCH writes a call's legs one after the
+    other, and a read (a chunk of a file, what a followed file had grown by) may end
+    between them. tail: the last records read before columns (as this returned it; None
+    before the first read). Returns (the proof of the seam, or None; the tail for the
+    next read)."""
+    keys = ("call_id", *_LEG_FIELDS)
+    shown = None
+    if tail is not None and len(columns["call_id"]):
+        shown = legs_proof({k: np.concatenate([tail[k], columns[k][:LEGS_SEAM]]) for k in keys})
+    last = {k: (columns[k][-LEGS_SEAM:] if tail is None
+                else np.concatenate([tail[k], columns[k][-LEGS_SEAM:]])) for k in keys}
+    return shown, {k: v[-LEGS_SEAM:].copy() for k, v in last.items()}
+
+
 def unconnected_mark(txn: Any, meta_db: Any, feed: int, suffix: bytes = b"") -> int | None:
     """A feed's UNCONNECTED mark (suffix: LEGS for FreeSWITCH's): the earliest start of
     a record that showed it logs what it may leave unlogged (NEVER: none yet); None for
