@@ -1,11 +1,14 @@
 """The trace rules (docs/trace-rules.md, docs/formats.md), checked over generated traffic
-of two switches against a model written from their text, not from the code.
+of five kinds of switch against a model written from their text, not from the code.
 
 Two lines are called by callers who present their number, restrict it, or deliver none,
 with the outcomes each switch writes: Asterisk `cdr_csv`, FreeSWITCH `mod_cdr_csv` (both
 legs), Cisco UCM and BroadWorks, whose records do not log alerting, and Kamailio's
 `acc_cdrs` with `rang`, which do. Some calls are forwarded from one line to the other.
-The records are ingested shuffled, in small batches. The model:
+Some begin in the same second as the call before (whole-second CDR times), from another
+caller or from the same one. The calls are written in any order (a FreeSWITCH call's
+legs together, each other switch's records shuffled), and read whole or a few records a
+read, into a store that keeps four calls a line or two. The model:
 
 - a call that rang the line was received (R3): answered, unanswered or cancelled while
   ringing, and where the record logs alerting, any call that alerted the line (a user
@@ -23,13 +26,18 @@ The records are ingested shuffled, in small batches. The model:
   `untraceable`; so is an unanswered FreeSWITCH `NORMAL_CLEARING` a second or more
   long (it may have rung);
 - a CUCM call to a hunt pilot whose record names no member (the pilot in
-  finalCalledPartyNumber) may have rung any line of its feed: a call older than one that
-  may have rung, and that began before the activation, is `untraceable`;
-- the index holds a line's newest four received calls; a trace names the newest of them
-  that began before its activation (R1): `untraceable` if its caller delivered no number
-  (R4, however withheld its display: a restricted number is traced, R5), `already_traced`
-  if a trace named it before, `success` otherwise; with none, `no_call`, or refused where
-  the line holds four calls, all begun after it (older ones are no longer held);
+  finalCalledPartyNumber) may have rung any line of its feed: a call no newer than one
+  that may have rung, and that began before the activation, is `untraceable` (one of its
+  instant too, from its caller even: the record names no line that has it as its call);
+- the index holds a line's newest `keep` received calls, and every call of the keep-th's
+  instant; a trace names the newest of them that began before its activation (R1):
+  `untraceable` if its caller delivered no number (R4, however withheld its display: a
+  restricted number is traced, R5), `already_traced` if a trace named it before,
+  `success` otherwise; with none, `no_call`, or refused where the line holds `keep`
+  calls, all begun after it (older ones are no longer held);
+- calls of that instant from two callers are `untraceable` (neither can be named); one
+  caller's are one call, named by a record that surely rang where one does (a late
+  refusal beside a call that rang is not untraceable);
 - a customer's status counts, by origin, the calls traced with success (R8), and names
   no caller (R7)."""
 from __future__ import annotations
@@ -49,6 +57,7 @@ T0 = 1772445600                       # 2026-03-02 10:00:00 UTC
 
 class Switch:
     fmt = ""
+    together = False    # whether a call's records are written one after the other
     callers: tuple = ()
     ends: tuple = ()
 
@@ -92,14 +101,15 @@ class Asterisk(Switch):
             ("FAILED", 7, False, True, True), ("CONGESTION", 5, False, True, True))
 
     @classmethod
-    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> bytes:
+    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int,
+               ident: int) -> bytes:
         src, clid, userfield, _ = cls.callers[caller]
         disposition, seconds, answered, _, _ = cls.ends[end]
         rang = other(line) if forwarded else line
         return cdr(src=src, clid=clid, userfield=userfield, dst=line,
                    dstchannel=f"PJSIP/{rang}-0000001b", start=clock(minute),
                    answer=clock(minute, 5) if answered else "", end=clock(minute, seconds),
-                   disposition=disposition, uniqueid=f"1772445600.{minute}")
+                   disposition=disposition, uniqueid=f"1772445600.{ident}")
 
 
 class Kamailio(Switch):
@@ -125,7 +135,8 @@ class Kamailio(Switch):
             ("302|Moved Temporarily", "", 0, False, False, False))
 
     @classmethod
-    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> bytes:
+    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int,
+               ident: int) -> bytes:
         src, pai, privacy, _ = cls.callers[caller]
         code, rang, seconds, answered, _, _ = cls.ends[end]
         start = T0 + 60 * minute
@@ -133,7 +144,7 @@ class Kamailio(Switch):
         confirmed = start + 5 if answered else finish
         return "|".join([
             str(confirmed), str(finish), f"{finish - confirmed if answered else 0}.000000",
-            f"call-{minute}@192.0.2.1", f"{start}.000000", src, pai, privacy, line,
+            f"call-{ident}@192.0.2.1", f"{start}.000000", src, pai, privacy, line,
             other(line) if forwarded else line, line if forwarded else "", code,
             rang]).encode()
 
@@ -162,10 +173,11 @@ class Cucm(Switch):
             (False, 0, 27, 30, False, False, False, False))      # out of order: no phone
 
     @classmethod
-    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> dict:
+    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int,
+               ident: int) -> dict:
         connected, orig, dest, seconds, *_ = cls.ends[end]
         start = T0 + 60 * minute
-        return {"globalCallID_callManagerId": 1, "globalCallID_callId": minute + 1,
+        return {"globalCallID_callManagerId": 1, "globalCallID_callId": ident + 1,
                 "dateTimeOrigination": start, "dateTimeConnect": start + 5 if connected else 0,
                 "dateTimeDisconnect": start + seconds,
                 "callingPartyNumber": cls.callers[caller][0], "originalCalledPartyNumber": line,
@@ -192,8 +204,9 @@ class CucmHunt(Cucm):
     group")."""
 
     @classmethod
-    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> dict:
-        row = super().record(minute, line, False, caller, end)
+    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int,
+               ident: int) -> dict:
+        row = super().record(minute, line, False, caller, end, ident)
         if forwarded:
             row.update(originalCalledPartyNumber="2000", finalCalledPartyNumber="2000",
                        calledPartyPatternUsage=7, huntPilotDN="2000" if cls.ends[end][0] else "")
@@ -205,6 +218,8 @@ class CucmHunt(Cucm):
 
     @classmethod
     def held(cls, made: list[tuple], call: tuple, minute: int) -> bool:
+        # from the call's instant on: one of its instant, even from its caller, names no
+        # line that has it as its call (the pilot's record names no member)
         return super().held(made, call, minute) or any(
             c[2] and cls.ends[c[4]][-2] and call[0] <= c[0] <= minute for c in made)
 
@@ -233,7 +248,8 @@ class BroadWorks(Switch):
             ("No", "027", 30, False, False, False))          # out of order: no phone
 
     @classmethod
-    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> bytes:
+    def record(cls, minute: int, line: str, forwarded: bool, caller: int, end: int,
+               ident: int) -> bytes:
         from cdrtrace.synth.writers import BROADWORKS_FIELDS
 
         number, presentation, _ = cls.callers[caller]
@@ -243,7 +259,7 @@ class BroadWorks(Switch):
         def compact(second: int) -> str:
             return clock(0, second).replace("-", "").replace(" ", "").replace(":", "") + ".000"
         values = {
-            "recordId": f"{minute + 1:04d}", "serviceProvider": "sp1", "type": "Normal",
+            "recordId": f"{ident + 1:04d}", "serviceProvider": "sp1", "type": "Normal",
             "userNumber": "+1" + (other(line) if forwarded else line), "groupNumber": "grp1",
             "direction": "Terminating", "callingNumber": number,
             "callingPresentationIndicator": presentation, "calledNumber": line,
@@ -258,8 +274,10 @@ class BroadWorks(Switch):
 class FreeSwitch(Switch):
     """mod_cdr_csv's example template, both legs of each call written (an A leg naming
     its B leg's uuid), no alerting logged. A feed is held until it shows two legs of a
-    call that differ (here, a forwarded call's numbers), and trusted from that call on."""
+    call that differ (here, a forwarded call's numbers), and trusted from that call on.
+    The legs of a call are written together, when it ends."""
     fmt = "freeswitch"
+    together = True
     callers = (("7205550101", True), ("7205550102", True), ("anonymous", False),
                ("7205550103", True))
     # (hangup_cause, seconds to its end, answered, received, untraceable if named)
@@ -277,7 +295,8 @@ class FreeSwitch(Switch):
             ("PROGRESS_TIMEOUT", 30, False, False, False))         # nothing heard: no phone
 
     @classmethod
-    def records(cls, minute: int, line: str, forwarded: bool, caller: int, end: int) -> list[bytes]:
+    def records(cls, minute: int, line: str, forwarded: bool, caller: int, end: int,
+                ident: int) -> list[bytes]:
         number, _ = cls.callers[caller]
         cause, seconds, answered, *_ = cls.ends[end]
 
@@ -286,8 +305,8 @@ class FreeSwitch(Switch):
                 "Caller", number, destination, "public", clock(minute),
                 clock(minute, 5) if answered else "", clock(minute, seconds), str(seconds),
                 str(seconds - 5) if answered else "0", cause, uuid, bleg, "", "PCMU", "PCMU"))
-        return [leg(f"a-{minute}", f"b-{minute}", line),
-                leg(f"b-{minute}", "", other(line) if forwarded else line)]
+        return [leg(f"a-{ident}", f"b-{ident}", line),
+                leg(f"b-{ident}", "", other(line) if forwarded else line)]
 
     @classmethod
     def held(cls, made: list[tuple], call: tuple, minute: int) -> bool:
@@ -304,48 +323,69 @@ def clock(minute: int, second: int = 0) -> str:
     return f"2026-03-02 {10 + minute // 60:02d}:{minute % 60:02d}:{second:02d}"
 
 
+# (dialled line, forwarded, caller, end, minutes after the call before: 0 begins it at the
+# same instant, as whole-second CDR times tie two calls, and whether such a call is from
+# the caller before: one call's records, as a ring group's phones each have one)
 calls = st.lists(st.tuples(st.sampled_from(LINES), st.booleans(), st.integers(0, 3),
-                           st.integers(0, 99)), min_size=1, max_size=16)
-traces = st.lists(st.tuples(st.sampled_from(LINES), st.integers(0, 34)), min_size=1, max_size=10)
+                           st.integers(0, 99), st.sampled_from((2, 0, 2)), st.booleans()),
+                 min_size=1, max_size=24)
+# (line, minute, whether the *57 is instead half a minute after the call minute % calls began:
+# a trace resolving to an instant of several calls)
+traces = st.lists(st.tuples(st.sampled_from(LINES), st.integers(0, 34), st.booleans()),
+                  min_size=1, max_size=10)
 
 
 def expected(switch, made: list[tuple], line: str, minute: int, keep: int, traced: set) -> str:
     """The outcome by the rules; 'refused' for a trace the store refuses. made: (minute,
     dialled line, forwarded, caller, end) of every call, the caller and end indices into
-    the switch's tables."""
-    held = sorted((c for c in made if switch.ends[c[4]][-2] and line in switch.lines_of(c)),
-                  reverse=True)[:keep]
+    the switch's tables. traced: (line, minute, caller) of each call a trace named."""
+    received = sorted((c for c in made if switch.ends[c[4]][-2] and line in switch.lines_of(c)),
+                      reverse=True)
+    # the newest `keep`, and every call of the keep-th's instant
+    held = [c for c in received if len(received) <= keep or c[0] >= received[keep - 1][0]]
     candidates = [c for c in held if c[0] <= minute]      # begun at :00, *57 at :30
     if not candidates:
         return "refused" if len(held) >= keep else "no_call"
-    newest = candidates[0]
+    tied = [c for c in candidates if c[0] == candidates[0][0]]
+    if len({c[3] for c in tied}) > 1:
+        return "untraceable"               # two callers at the same instant: neither named
+    # one caller's calls of an instant are one call, named by a record that surely rang
+    newest = ([c for c in tied if not switch.ends[c[4]][-1]] or tied)[0]
     if (switch.ends[newest[4]][-1] or not switch.callers[newest[3]][-1]
             or switch.held(made, newest, minute)):
         return "untraceable"
-    if (line, newest) in traced:
+    if (line, newest[0], newest[3]) in traced:
         return "already_traced"
-    traced.add((line, newest))
+    traced.add((line, newest[0], newest[3]))
     return "success"
 
 
 @pytest.mark.parametrize("switch", [Asterisk, Kamailio, Cucm, CucmHunt, BroadWorks, FreeSwitch],
                          ids=lambda s: s.__name__.lower())
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(calls=calls, traces=traces, batch=st.integers(1, 5), shuffle=st.randoms(use_true_random=False))
+@given(calls=calls, traces=traces, batch=st.integers(1, 5), shuffle=st.randoms(use_true_random=False),
+       keep=st.sampled_from((4, 2)), chunk=st.sampled_from((4 << 20, 256, 1024)))
 def test_a_trace_names_the_call_the_rules_name(tmp_path_factory, switch, calls, traces, batch,
-                                              shuffle):
+                                              shuffle, keep, chunk):
     folder = tmp_path_factory.mktemp("rules")
-    store = cdrtrace.open(folder / "store", create=True)
+    store = cdrtrace.open(folder / "store", create=True, keep=keep)    # the default, and fewer
     try:
-        keep = store.config["keep"]
-        made = [(2 * i, line, forwarded, caller % len(switch.callers), end % len(switch.ends))
-                for i, (line, forwarded, caller, end) in enumerate(calls)]   # no two tie
-        records = [r for c in made for r in switch.records(*c)]
-        shuffle.shuffle(records)
-        cdrtrace.ingest(store, [switch.write(folder, records)], fmt=switch.fmt, batch_pairs=batch)
+        made, minute = [], 0
+        for line, forwarded, caller, end, gap, again in calls:
+            minute += gap if made else 0
+            caller = made[-1][3] if made and not gap and again else caller % len(switch.callers)
+            made.append((minute, line, forwarded, caller, end % len(switch.ends)))
+        written = [switch.records(*c, i) for i, c in enumerate(made)]
+        shuffle.shuffle(written)                     # calls in any order, and their records
+        records = [r for call in written for r in call]
+        if not switch.together:
+            shuffle.shuffle(records)
+        cdrtrace.ingest(store, [switch.write(folder, records)], fmt=switch.fmt, batch_pairs=batch,
+                        chunk_bytes=chunk)      # a whole file at once, or a few records a batch
         traced: set = set()
-        for line, minute in traces:
+        for line, minute, after_a_call in traces:
+            minute = made[minute % len(made)][0] if after_a_call else minute
             at = clock(minute, 30).replace(" ", "T") + "Z"
             want = expected(switch, made, line, minute, keep, traced)
             if want == "refused":
@@ -356,9 +396,9 @@ def test_a_trace_names_the_call_the_rules_name(tmp_path_factory, switch, calls, 
             assert got.outcome.value == want, (line, at)
         for line in LINES:
             counts: dict[str, int] = {}
-            for traced_line, call in traced:
+            for traced_line, _, caller in traced:
                 if traced_line == line:
-                    number = switch.callers[call[3]][0]
+                    number = switch.callers[caller][0]
                     counts[number] = counts.get(number, 0) + 1
             progress = store.status(line).progress
             assert sorted(p.traced_calls for p in progress) == sorted(counts.values()), line
@@ -399,4 +439,23 @@ def test_the_model_reads_the_rules():
     # Kamailio: a busy that rang (a user who rejected the ringing call) masks, at once not
     for end, want in ((8, "success"), (7, "no_call")):
         assert expected(Kamailio, [(2, LINES[0], False, 0, end)], LINES[0], 3, 4, set()) == want
+    # one instant: two callers name neither; one caller's records are one call, named by
+    # the one that rang (a late refusal beside it), traced once
+    tie = [(2, LINES[0], False, 0, 0), (2, LINES[0], False, 1, 0)]
+    assert expected(Asterisk, tie, LINES[0], 3, 4, set()) == "untraceable"
+    assert expected(Asterisk, tie[:1] + [(2, LINES[0], False, 1, 3)], LINES[0], 3, 4,
+                    set()) == "success"                       # the other never rang
+    traced = set()
+    same = [(2, LINES[0], False, 0, 4), (2, LINES[0], False, 0, 1)]
+    assert [expected(Asterisk, same, LINES[0], 3, 4, traced) for _ in range(2)] == [
+        "success", "already_traced"]
+    assert expected(Asterisk, same[:1], LINES[0], 3, 4, set()) == "untraceable"
+    # the keep-th's instant is held whole: a trace resolving to it sees both callers
+    later = [(m, LINES[0], False, 0, 0) for m in (4, 6, 8)]
+    assert expected(Asterisk, tie + later, LINES[0], 3, 4, set()) == "untraceable"
+    assert expected(Asterisk, tie + later + [(10, LINES[0], False, 0, 0)], LINES[0], 3, 4,
+                    set()) == "refused"
+    # a hunt call of the instant holds the line, even from its caller
+    hunted = trusted + [(4, LINES[0], False, 0, 0), (4, LINES[1], True, 0, cleared)]
+    assert expected(CucmHunt, hunted, LINES[0], 5, 4, set()) == "untraceable"
     assert expected(Kamailio, [(2, LINES[0], False, 1, 0)], LINES[0], 3, 4, set()) == "success"
