@@ -56,6 +56,19 @@ def test_text_output_and_environment_store(tmp_path, capsys, monkeypatch):
     assert "Caller A: 1 of 3 traced calls" in capsys.readouterr().out
 
 
+def test_ingest_names_a_cucm_cmr_file_it_did_not_ingest(tmp_path, capsys):
+    """A CUCM CMR file among the sources is named with what it is, and the run succeeds."""
+    from pathlib import Path
+    samples = Path(__file__).resolve().parent.parent / "data" / "samples" / "cucm"
+    db = str(tmp_path / "db")
+    assert cli.main(["init", "--db", db]) == 0
+    capsys.readouterr()
+    cmr = str(samples / "cmr_StandAloneCluster_01_202603021403_1")
+    assert cli.main(["ingest", "--db", db, "--format", "cucm", cmr]) == 0
+    assert (f"not ingested {cmr}: a CUCM CMR file (call management records: voice quality, "
+            "no calls)") in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("traced, phrase", [
     (1, "1 of 3 traced calls"), (3, "3 of 3 traced calls"), (4, "4 traced calls (3 needed)")])
 def test_the_customer_reads_traced_calls_against_the_threshold(tmp_path, capsys, traced, phrase):

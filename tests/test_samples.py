@@ -547,3 +547,31 @@ def test_the_cucm_hunt_group_sample(tmp_path):
     assert record["call"]["hunt_unnamed"] == {"pilot": "2000", "start": "2026-03-02T14:30:00Z",
                                               "named": None}
     store.close()
+
+
+@pytest.mark.parametrize("fmt", ["cucm", "auto"])
+def test_a_cucm_cmr_file_beside_the_cdrs_is_not_ingested(tmp_path, fmt):
+    """With call diagnostics on, CUCM writes a CMR file (call management records: each
+    phone's voice quality, no caller, no number dialled) beside each CDR file, and its
+    header begins as a CDR file's does. A directory of both is ingested: the CDR file's
+    calls are indexed, the CMR file is named as holding no calls, and the run succeeds
+    (before, it stopped on the CMR file, 'cucm header lacks the column(s) ...'). Read on
+    its own (a followed file), it is refused, saying what it is."""
+    folder = tmp_path / "cdr_repository"
+    folder.mkdir()
+    for name in ("cdr_StandAloneCluster_01_202603021403_1", "cmr_StandAloneCluster_01_202603021403_1"):
+        (folder / name).write_bytes((SAMPLES / "cucm" / name).read_bytes())
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [str(folder)], fmt=fmt)
+    cmr = str(folder / "cmr_StandAloneCluster_01_202603021403_1")
+    assert summary.no_calls == [{"source": cmr, "reason": "a CUCM CMR file (call management "
+                                 "records: voice quality, no calls)"}]
+    assert (summary.sources, summary.failed, summary.rejected) == (1, [], 1)
+    result = store.trace("3035550110", at="2026-03-02T15:00:00Z")
+    assert (result.outcome.value, result.call_time) == ("success", "2026-03-02T14:03:00Z")
+    store.close()
+    with pytest.raises(cdrtrace.ParseError, match="is a CUCM CMR file .* read the cdr_ files"):
+        parsers.read_header(parsers.get_format("cucm"), (SAMPLES / "cucm" / Path(cmr).name)
+                            .read_bytes(), cmr)
+    assert not parsers.cucm_cmr((SAMPLES / "cucm" / "cdr_StandAloneCluster_01_202603021403_1")
+                                .read_bytes())

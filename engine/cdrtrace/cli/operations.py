@@ -80,6 +80,8 @@ def cmd_ingest(args):
         text += f"\nrejected records written to {summary.rejects_path}"
     for name in summary.skipped:
         text += f"\nskipped {name}: already ingested (--force to ingest it again)"
+    for other in summary.no_calls:
+        text += f"\nnot ingested {other['source']}: {other['reason']}"
     for failed in summary.failed:
         text += f"\ncould not read {failed['source']}: {failed['reason']}"
     name = feed.name if feed is not None else NO_FEED

@@ -18,6 +18,7 @@ from ..parsing.formats import TIME_LOCAL, CallBatch, Format
 from ..parsing.parsers import (
     MAX_HEADER,
     check_named_format,
+    cucm_cmr,
     detect_format,
     get_format,
     make_parser,
@@ -109,6 +110,7 @@ class IngestSummary:
     resumed: list = dataclasses.field(default_factory=list)   # continued after a crash
     appended: list = dataclasses.field(default_factory=list)  # grown since: read from its end
     failed: list = dataclasses.field(default_factory=list)    # {source, reason}: not read
+    no_calls: list = dataclasses.field(default_factory=list)  # {source, reason}: not CDRs
 
     @property
     def records_per_second(self) -> float:
@@ -246,6 +248,10 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
         fmt = s.fmt
         form = (fmt if isinstance(fmt, Format) else
                 get_format(detect_format(first, name) if fmt == "auto" else fmt))
+        if form.types_line and cucm_cmr(first):
+            summary.no_calls.append({"source": name, "reason": (
+                "a CUCM CMR file (call management records: voice quality, no calls)")})
+            return False
         if rendered and not form.typed_header:
             form = get_format("kamailio-dbtext")     # what the table became
         elif fmt != "auto":

@@ -115,6 +115,17 @@ def detect_format(head: bytes, source: str = "source") -> str:
                       f"{', '.join(FORMATS)} (name it with --format)")
 
 
+def cucm_cmr(head: bytes) -> bool:
+    """Whether a source is a CUCM CMR file (call management records: a call's voice
+    quality, per phone, with no caller or number dialled), which CUCM writes beside its
+    CDR files (cmr_CLUSTER_NODE_DATETIME_SEQ) when call diagnostics are on. Its header
+    begins as a CDR file's does."""
+    fields = _fields(head.removeprefix(BOM).split(b"\n", 1)[0].rstrip(b"\r"))
+    return (fields[:1] in (["cdrRecordType"], ["cmrRecordType"])
+            and {"numberPacketsSent", "directoryNum"} <= set(fields)
+            and "dateTimeOrigination" not in fields)
+
+
 def check_named_format(form: Format, head: bytes, source: str = "source") -> None:
     """FormatError where a source read as a built-in format begins as another one does,
     beyond doubt (detect_format names that one alone): read as named, every record would
@@ -180,6 +191,9 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
             raise ParseError(f"{source}: its first line is no {fmt.name} header "
                              "(`name(type)` words, as db_text writes them)")
         return typed, lines[0][1]
+    if fmt.types_line and cucm_cmr(lines[0][0]):
+        raise ParseError(f"{source} is a CUCM CMR file (call management records: voice "
+                         "quality, no calls): read the cdr_ files beside it")
     names = _fields(lines[0][0], fmt.delimiter, fmt.quote)
     required = [fmt.roles[r] for r in fmt.required]
     known = fmt.columns or next(iter((fmt.releases or {}).values()), ())
