@@ -185,6 +185,27 @@ def test_legs_a_read_ends_between_show_them(tmp_path):
             store.close()
 
 
+def test_a_later_read_may_show_an_earlier_call_s_legs(tmp_path):
+    """Records are written as calls end: a long call's legs come after a later, shorter
+    call's. Read a few records at a time, the feed is still trusted from the earlier call
+    (before, the legs were no longer sought once found, and the long call, its line's last
+    before a *57 at 14:45, was untraceable)."""
+    short = pair("7205550111", "3035550111", "2001", "2026-03-02 14:50:00", "2026-03-02 14:50:00",
+                 "2026-03-02 14:51:00", answer="2026-03-02 14:50:03", a="a-5", b="b-5")
+    long = pair("7205550122", "3035550110", "2003", "2026-03-02 14:40:00", "2026-03-02 14:40:01",
+                "2026-03-02 14:58:00", answer="2026-03-02 14:40:04", a="a-6", b="b-6")
+    path = cdr_file(tmp_path, *short, *long)
+    for chunk in (100, 300, 1 << 20):
+        store = cdrtrace.open(tmp_path / f"store-{chunk}", create=True)
+        try:
+            cdrtrace.ingest(store, [path], fmt="freeswitch", chunk_bytes=chunk)
+            assert store.stats()["feeds"][0]["legs_logged_from"] == "2026-03-02T14:40:00Z", chunk
+            got = store.trace("2003", at="2026-03-02T14:45:00Z")
+            assert (got.outcome.value, got.call_time) == ("success", "2026-03-02T14:40:01Z"), chunk
+        finally:
+            store.close()
+
+
 def test_the_seam_between_reads_is_searched_for_two_legs():
     """lookup.legs_across: the last records of one read and the first of the next, however
     few each read holds; a read of none changes nothing."""
@@ -194,6 +215,11 @@ def test_the_seam_between_reads_is_searched_for_two_legs():
                 "end_us": np.full(len(ids), 90, np.int64), "disposition": np.ones(len(ids), np.int64)}
     shown, tail = lookup.legs_across(None, read([1, 2], [7, 8], [10, 20]))
     assert shown is None                                   # nothing before the first read
+    # a read is sought in once legs were found only where it, or the tail before it, holds
+    # a call begun before theirs
+    assert lookup.begins_before(15, read([], [], []), tail)
+    assert lookup.begins_before(15, read([3], [9], [12]), None)
+    assert not lookup.begins_before(10, read([3], [9], [12]), tail)
     shown, tail = lookup.legs_across(tail, read([], [], []))
     assert shown is None
     shown, tail = lookup.legs_across(tail, read([3], [9], [30]))

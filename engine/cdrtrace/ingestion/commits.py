@@ -46,8 +46,8 @@ class Pending:
         self.omits_unconnected: str | None = None
         self.unconnected: int | None = None
         self.unconnected_sources: set[int] = set()
-        self.legs_shown = False     # this run found FreeSWITCH's legs shown: not sought again
-        self.legs_tail: dict | None = None      # ... and until then, the last records read
+        self.legs_from: int | None = None    # the earliest call this run found FreeSWITCH's legs of
+        self.legs_tail: dict | None = None   # the last records read, for legs a read's end split
         self.local_noted = False    # this run noted its feed indexes local lines (lookup.LOCAL_FEEDS)
         self.tenants: tuple[int, ...] = ()   # the tenants its records named (lookup.TENANTS)
         self.tenant_names: dict[int, str] = {}                  # ... and their names
@@ -67,12 +67,8 @@ class Pending:
             self.tenant_names = {t: held.get(t) or names[t] for t in self.tenants}
         if self.omits_unconnected:
             self.unconnected_sources.add(source)
-            # (two legs are sought until found, a sort of each chunk's call ids: one missed
-            # later could only have moved the feed's mark earlier, so more calls are held)
-            if not self.legs_shown and (shown := self._unconnected_shown(
-                    columns, self.omits_unconnected)) is not None:
+            if (shown := self._unconnected_shown(columns, self.omits_unconnected)) is not None:
                 self.unconnected = shown if self.unconnected is None else min(self.unconnected, shown)
-                self.legs_shown = self.omits_unconnected == UNLOGGED_LEGS
         taken = parser.take_activations()
         if taken:
             self.activations.append((source, taken))
@@ -94,11 +90,21 @@ class Pending:
         """The earliest start among the records read that show the feed's switch logs what
         it may leave unlogged (lookup.unconnected_proof); for FreeSWITCH's two legs, those
         of a call the end of the last read fell between too (lookup.legs_across)."""
+        if kind != UNLOGGED_LEGS:
+            return lookup.unconnected_proof(columns, kind)
+        # two legs are sought (a sort of each read's call ids) until found, and then only in
+        # a read with a call begun before the one found: in a file written as calls end,
+        # seldom. (A read passed over leaves the tail as it was: a proof with a leg of an
+        # older read is still a call's two legs.)
+        if self.legs_from is not None and not lookup.begins_before(
+                self.legs_from, columns, self.legs_tail):
+            return None
         shown = lookup.unconnected_proof(columns, kind)
-        if kind == UNLOGGED_LEGS:
-            across, self.legs_tail = lookup.legs_across(self.legs_tail, columns)
-            if across is not None:
-                shown = across if shown is None else min(shown, across)
+        across, self.legs_tail = lookup.legs_across(self.legs_tail, columns)
+        if across is not None:
+            shown = across if shown is None else min(shown, across)
+        if shown is not None:
+            self.legs_from = shown if self.legs_from is None else min(self.legs_from, shown)
         return shown
 
     def _note_hunts(self, noted, members, columns) -> None:

@@ -113,6 +113,13 @@ def legs_proof(columns: dict) -> int | None:
 LEGS_SEAM = 64      # the records each side of a read's end that legs_across compares
 
 
+def begins_before(start_us: int, columns: dict, tail: dict | None) -> bool:
+    """Whether a read (columns), or the tail legs_across kept before it, holds a call
+    begun before start_us."""
+    return any(len(c["start_us"]) and int(c["start_us"].min()) < start_us
+               for c in (columns, tail) if c is not None)
+
+
 def legs_across(tail: dict | None, columns: dict) -> tuple[int | None, dict]:
     """legs_proof across the end of a read: FreeSWITCH writes a call's legs one after the
     other, and a read (a chunk of a file, what a followed file had grown by) may end
