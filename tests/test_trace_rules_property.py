@@ -7,8 +7,10 @@ legs), Cisco UCM and BroadWorks, whose records do not log alerting, and Kamailio
 `acc_cdrs` with `rang`, which do. Some calls are forwarded from one line to the other.
 Some begin in the same second as the call before (whole-second CDR times), from another
 caller or from the same one. The calls are written in any order (a FreeSWITCH call's
-legs together, each other switch's records shuffled), and read whole or a few records a
-read, into a store that keeps four calls a line or two. The model:
+legs together, each other switch's records shuffled), in one file or in two with traces
+made before the second is read (each trace judged on the calls read by then), each read
+whole or a few records a read, into a store that keeps four calls a line or two. The
+model:
 
 - a call that rang the line was received (R3): answered, unanswered or cancelled while
   ringing, and where the record logs alerting, any call that alerted the line (a user
@@ -330,9 +332,10 @@ calls = st.lists(st.tuples(st.sampled_from(LINES), st.booleans(), st.integers(0,
                            st.integers(0, 99), st.sampled_from((2, 0, 2)), st.booleans()),
                  min_size=1, max_size=24)
 # (line, minute, whether the *57 is instead half a minute after the call minute % calls began:
-# a trace resolving to an instant of several calls)
-traces = st.lists(st.tuples(st.sampled_from(LINES), st.integers(0, 34), st.booleans()),
-                  min_size=1, max_size=10)
+# a trace resolving to an instant of several calls, whether it is made before the calls'
+# records are all read)
+traces = st.lists(st.tuples(st.sampled_from(LINES), st.integers(0, 34), st.booleans(),
+                            st.booleans()), min_size=1, max_size=10)
 
 
 def expected(switch, made: list[tuple], line: str, minute: int, keep: int, traced: set) -> str:
@@ -365,9 +368,10 @@ def expected(switch, made: list[tuple], line: str, minute: int, keep: int, trace
 @settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls=calls, traces=traces, batch=st.integers(1, 5), shuffle=st.randoms(use_true_random=False),
-       keep=st.sampled_from((4, 2)), chunk=st.sampled_from((4 << 20, 256, 1024)))
+       keep=st.sampled_from((4, 2)), chunk=st.sampled_from((4 << 20, 256, 1024)),
+       split=st.integers(0, 24))
 def test_a_trace_names_the_call_the_rules_name(tmp_path_factory, switch, calls, traces, batch,
-                                              shuffle, keep, chunk):
+                                              shuffle, keep, chunk, split):
     folder = tmp_path_factory.mktemp("rules")
     store = cdrtrace.open(folder / "store", create=True, keep=keep)    # the default, and fewer
     try:
@@ -376,24 +380,32 @@ def test_a_trace_names_the_call_the_rules_name(tmp_path_factory, switch, calls, 
             minute += gap if made else 0
             caller = made[-1][3] if made and not gap and again else caller % len(switch.callers)
             made.append((minute, line, forwarded, caller, end % len(switch.ends)))
-        written = [switch.records(*c, i) for i, c in enumerate(made)]
-        shuffle.shuffle(written)                     # calls in any order, and their records
-        records = [r for call in written for r in call]
-        if not switch.together:
-            shuffle.shuffle(records)
-        cdrtrace.ingest(store, [switch.write(folder, records)], fmt=switch.fmt, batch_pairs=batch,
-                        chunk_bytes=chunk)      # a whole file at once, or a few records a batch
+        order = list(range(len(made)))
+        shuffle.shuffle(order)                       # calls in any order, and their records
+        first = split % (len(made) + 1)              # the calls of a first file, traces, the rest
         traced: set = set()
-        for line, minute, after_a_call in traces:
-            minute = made[minute % len(made)][0] if after_a_call else minute
-            at = clock(minute, 30).replace(" ", "T") + "Z"
-            want = expected(switch, made, line, minute, keep, traced)
-            if want == "refused":
-                with pytest.raises(TraceError, match="no longer held"):
-                    store.trace(line, at=at)
-                continue
-            got = store.trace(line, at=at)
-            assert got.outcome.value == want, (line, at)
+        for n, part in enumerate((order[:first], order[first:])):
+            if part:
+                records = [r for i in part for r in switch.records(*made[i], i)]
+                if not switch.together:
+                    shuffle.shuffle(records)
+                (folder / f"part{n}").mkdir()
+                cdrtrace.ingest(store, [switch.write(folder / f"part{n}", records)],
+                                fmt=switch.fmt, batch_pairs=batch,
+                                chunk_bytes=chunk)   # a whole file at once, or a few records a batch
+            read = [made[i] for i in order[:first]] if n == 0 else made
+            for line, minute, after_a_call, early in traces:
+                if early != (n == 0):
+                    continue
+                minute = made[minute % len(made)][0] if after_a_call else minute
+                at = clock(minute, 30).replace(" ", "T") + "Z"
+                want = expected(switch, read, line, minute, keep, traced)
+                if want == "refused":
+                    with pytest.raises(TraceError, match="no longer held"):
+                        store.trace(line, at=at)
+                    continue
+                got = store.trace(line, at=at)
+                assert got.outcome.value == want, (line, at, n)
         for line in LINES:
             counts: dict[str, int] = {}
             for traced_line, _, caller in traced:
