@@ -74,8 +74,8 @@ def customer(line: str, feed: str | None, call: tuple | None) -> str | None:
 
 @settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(calls, traces)
-def test_a_trace_names_the_call_the_rule_names(tmp_path_factory, calls, traces):
+@given(calls, traces, st.sampled_from((4 << 20, 300)))
+def test_a_trace_names_the_call_the_rule_names(tmp_path_factory, calls, traces, chunk):
     folder = tmp_path_factory.mktemp("shared")
     store = cdrtrace.open(folder / "store", create=True)
     try:
@@ -88,7 +88,8 @@ def test_a_trace_names_the_call_the_rule_names(tmp_path_factory, calls, traces):
                        for minute, f, line, caller in made if f == feed]
             if records:
                 path = cdr_file(folder, *records, name=f"{feed}.csv")
-                cdrtrace.ingest(store, [path], feed=Feed(feed, get_format("asterisk")))
+                cdrtrace.ingest(store, [path], feed=Feed(feed, get_format("asterisk")),
+                                chunk_bytes=chunk)    # whole, or a record or two a read
         traced: set = set()
         counted: dict[tuple, int] = {}       # (line, customer, caller) -> traced calls
         made_for: list[tuple] = []            # (line, customer, activation) of each trace
