@@ -9,8 +9,8 @@ Some begin in the same second as the call before (whole-second CDR times), from 
 caller or from the same one. The calls are written in any order (a FreeSWITCH call's
 legs together, each other switch's records shuffled), in one file or in two with traces
 made before the second is read (each trace judged on the calls read by then), each read
-whole or a few records a read, into a store that keeps four calls a line or two, traced
-by the native record where it can or by the reference alone. The model:
+whole or a few records a read, into a store that keeps four calls a line or two; its
+index written and its traces recorded in C, or either by the reference. The model:
 
 - a call that rang the line was received (R3): answered, unanswered or cancelled while
   ringing, and where the record logs alerting, any call that alerted the line (a user
@@ -43,6 +43,8 @@ by the native record where it can or by the reference alone. The model:
 - a customer's status counts, by origin, the calls traced with success (R8), and names
   no caller (R7)."""
 from __future__ import annotations
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -369,13 +371,16 @@ def expected(switch, made: list[tuple], line: str, minute: int, keep: int, trace
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(calls=calls, traces=traces, batch=st.integers(1, 5), shuffle=st.randoms(use_true_random=False),
        keep=st.sampled_from((4, 2)), chunk=st.sampled_from((4 << 20, 256, 1024)),
-       split=st.integers(0, 24), native=st.booleans())
+       split=st.integers(0, 24), native=st.sampled_from(("all", "index", "none")))
 def test_a_trace_names_the_call_the_rules_name(tmp_path_factory, switch, calls, traces, batch,
                                               shuffle, keep, chunk, split, native):
     folder = tmp_path_factory.mktemp("rules")
+    saved = os.environ.get("CDRTRACE_INDEX_WRITER")
+    if native == "none":     # the index written by the reference writer, traces by theirs
+        os.environ["CDRTRACE_INDEX_WRITER"] = "python"
     store = cdrtrace.open(folder / "store", create=True, keep=keep)    # the default, and fewer
-    if not native:
-        store._tracer.native = False    # traces recorded by the reference alone, not in C
+    if native == "index":
+        store._tracer.native = False    # the index written in C, traces by the reference
     try:
         made, minute = [], 0
         for line, forwarded, caller, end, gap, again in calls:
@@ -419,6 +424,10 @@ def test_a_trace_names_the_call_the_rules_name(tmp_path_factory, switch, calls, 
             assert not any(number in repr(progress) for number in counts)   # R7
     finally:
         store.close()
+        if saved is None:
+            os.environ.pop("CDRTRACE_INDEX_WRITER", None)
+        else:
+            os.environ["CDRTRACE_INDEX_WRITER"] = saved
 
 
 def test_the_model_reads_the_rules():
