@@ -401,6 +401,32 @@ def test_a_header_longer_than_a_chunk_is_read_whole(store, tmp_path, fmt):
     assert len(store.last_calls("3035550110", analyst="ann")) == 3
 
 
+def test_a_reject_with_no_time_holds_its_line_whatever_the_chunk(tmp_path):
+    """3035550110 was called at 09:00 by Pat (answered); the next record, for 3035550110
+    too, has a start that is no time; a call to another line ended at 12:00. The reject
+    ended after 09:00's call (records are written as calls end), so a *57 at 11:00 may
+    be for it: untraceable, at every chunk size. Before, a read that began with the
+    reject placed it at the start of the 12:00 record, and the *57 named Pat."""
+    path = cdr_file(tmp_path,
+                    cdr(dst="3035550199", start="2026-03-02 08:00:00", answer="2026-03-02 08:00:05",
+                        end="2026-03-02 08:01:00"),
+                    cdr(start="2026-03-02 09:00:00", answer="2026-03-02 09:00:05",
+                        end="2026-03-02 09:01:00"),
+                    cdr(src="7205550188", clid='"Lee" <7205550188>', start="2026-02-31 09:30:00",
+                        answer="", end="2026-02-31 10:30:00", disposition="NO ANSWER"),
+                    cdr(dst="3035550198", start="2026-03-02 12:00:00", answer="2026-03-02 12:00:05",
+                        end="2026-03-02 12:01:00"))
+    for chunk in range(40, 900, 11):
+        store = cdrtrace.open(tmp_path / f"s{chunk}", create=True)
+        try:
+            cdrtrace.ingest(store, [path], chunk_bytes=chunk, rejects_path=tmp_path / "r.jsonl")
+            result = store.trace("3035550110", at="2026-03-02T11:00:00Z")
+            assert (result.outcome.value, result.call_time) == (
+                "untraceable", "2026-03-02T09:01:00Z"), chunk
+        finally:
+            store.close()
+
+
 def test_ingest_writes_rejects_file_and_counts(store, tmp_path):
     bad = cdr(disposition="ANSWERD")
     path = cdr_file(tmp_path, cdr(), bad, cdr(src="7205550101"))

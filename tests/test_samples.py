@@ -28,6 +28,28 @@ def sample_store(tmp_path_factory):
     return store, summary, rejects
 
 
+def test_a_reject_with_no_time_is_placed_alike_however_the_file_is_read(tmp_path):
+    """Record 11 (31 February) is placed when record 10 ended, at every chunk size: before,
+    a chunk that began with it placed it at the start of the record after it, record 12
+    (November's repeated hour), and a trace activated between the two found no unreadable
+    call and named 3035550116's older call. Live, a read of a followed file that begins with
+    such a record is such a chunk."""
+    size = len(SAMPLE.read_bytes())
+    for chunk in (64, 300, 700, 1500, size):
+        store = cdrtrace.open(tmp_path / f"s{chunk}", create=True)
+        try:
+            cdrtrace.ingest(store, [str(SAMPLE)], zone="America/Denver", chunk_bytes=chunk,
+                            rejects_path=tmp_path / f"r{chunk}.jsonl")
+            (call,) = store.last_calls("3035550116", analyst="ann")
+            assert (call["start"], call["disposition"]) == ("2026-03-03T00:30:20Z",
+                                                            "unreadable"), chunk
+            result = store.trace("3035550116", at="2026-03-04T00:00:00Z")
+            assert (result.outcome.value, result.call_time) == ("untraceable",
+                                                                "2026-03-03T00:30:20Z"), chunk
+        finally:
+            store.close()
+
+
 def test_sample_counts_and_the_one_reject(sample_store):
     _, summary, rejects = sample_store
     assert (summary.records, summary.rejected) == (13, 1)

@@ -73,12 +73,13 @@ class Pending:
         if taken:
             self.activations.append((source, taken))
         self._note_hunts(parser.take_hunts(), parser.take_hunt_members(), columns)
+        before = self.last_end      # the good record before this chunk's: a reject's time
         if len(columns["start_us"]):
             self.last_end = max(int(columns["end_us"][-1]), int(columns["start_us"][-1]) + 1)
         if not bad:
             return bad
         bad = salvage.explain(bad, parser.delimiter, 3)
-        lost = salvage.unreadable(parser, bad, columns, source, self.last_end, self.zone)
+        lost = salvage.unreadable(parser, bad, columns, source, before, self.zone)
         if lost.batch is not None:
             lines, _ = index.entries_for_batch(lost.batch, source, served, into=self.room_for)
             self.lost_pairs += len(lines)

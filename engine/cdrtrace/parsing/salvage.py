@@ -77,8 +77,9 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
     2020/2/10 22:41) is read loosely (loose_time). One with no time at all is placed as late as the file
     allows, failing closed: switches write a record when its call ends, so it ended after
     the good record just before it, and is taken to start when that one ended (at least
-    a microsecond after it started); with none before it in the chunk, at the start of
-    the one after it, else at fallback_us (when the source's last good record ended)."""
+    a microsecond after it started): in the chunk, else at fallback_us (when the last good
+    record before the chunk ended; however the source is cut into chunks, the same time);
+    with no good record before it in the source, at the start of the one after it."""
     if not bad:
         return Unreadable(None, [])
     feed = int(parser.feed_id)
@@ -97,10 +98,10 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
             i = int(np.searchsorted(offsets, offset))
             if i > 0:
                 start = max(int(ends[i - 1]), int(starts[i - 1]) + 1)
+            elif fallback_us is not None:
+                start = fallback_us
             elif i < len(starts):
                 start = int(starts[i])
-            else:
-                start = fallback_us
         if start is None:
             continue               # no time at all: the reject stays counted
         call_id = _call_id(feed, raw)
