@@ -333,9 +333,9 @@ def clock(minute: int, second: int = 0) -> str:
 calls = st.lists(st.tuples(st.sampled_from(LINES), st.booleans(), st.integers(0, 3),
                            st.integers(0, 99), st.sampled_from((2, 0, 2)), st.booleans()),
                  min_size=1, max_size=24)
-# (line, minute, whether the *57 is instead half a minute after the call minute % calls began:
-# a trace resolving to an instant of several calls, whether it is made before the calls'
-# records are all read)
+# (line, minute; whether the *57 is made instead half a minute after call minute % len(calls)
+# began, to resolve to an instant several calls may share; whether it is made before the
+# second file is read)
 traces = st.lists(st.tuples(st.sampled_from(LINES), st.integers(0, 34), st.booleans(),
                             st.booleans()), min_size=1, max_size=10)
 
@@ -376,7 +376,7 @@ def test_a_trace_names_the_call_the_rules_name(tmp_path_factory, switch, calls, 
                                               shuffle, keep, chunk, split, native):
     folder = tmp_path_factory.mktemp("rules")
     saved = os.environ.get("CDRTRACE_INDEX_WRITER")
-    if native == "none":     # the index written by the reference writer, traces by theirs
+    if native == "none":     # the index written through py-lmdb, traces by the reference
         os.environ["CDRTRACE_INDEX_WRITER"] = "python"
     store = cdrtrace.open(folder / "store", create=True, keep=keep)    # the default, and fewer
     if native == "index":
