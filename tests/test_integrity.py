@@ -134,7 +134,9 @@ def test_an_exception_inside_a_live_commit_loses_nothing(store, tmp_path, monkey
             raise OSError("disk went away")
         return count_feed(txn, feed, records, *args)
     monkeypatch.setattr(store.catalog, "count_feed", failing)
-    options = StreamOptions(batch_records=10, batch_ms=60_000, poll_ms=1, idle_exit_s=0.05)
+    # the file in one read (its 100 records in the first commit), whatever the default read
+    options = StreamOptions(batch_records=10, batch_ms=60_000, poll_ms=1, idle_exit_s=0.05,
+                            chunk_bytes=1 << 20)
     with pytest.raises(OSError, match="disk went away"):
         following.follow(store, str(path), options=options)
     assert 100 in calls and testing.position(store, b"follow:" + str(path).encode()).record == 0
