@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -374,6 +375,43 @@ def test_bad_line_and_time_are_clear_errors(store):
         store.trace("hello")
     with pytest.raises(cdrtrace.TraceError, match="not an ISO-8601 time: 'noon'"):
         store.trace(LINE, at="noon")
+
+
+@pytest.mark.parametrize(("at", "named"), [
+    ("2026-11-01T01:30-07:00", "+17205550102"),     # the hour's second pass: 08:30 UTC
+    ("2026-11-01T01:30-06:00", "+17205550101"),     # its first pass: 07:30 UTC
+    ("2026-11-01T03:00", "+17205550102"),           # no offset, one instant: 10:00 UTC
+    ("2026-11-01T00:59", "+17205550101"),           # no offset, one instant: 06:59 UTC
+])
+def test_an_activation_time_the_zone_shows_twice_or_never_is_refused(tmp_path, at, named):
+    """A store in Denver, a feed whose times name their instant (UTC): a call at 06:30
+    UTC (00:30 in Denver), then one at 08:10 UTC (01:10, the second time Denver's clocks
+    show that hour). '01:30' with no offset is 07:30 or 08:30 UTC: read as either, the
+    trace could name the 06:30 caller for a *57 made after the 08:10 call. It is
+    refused, naming both instants and offsets, and nothing is recorded; a time with an
+    offset, or one the clocks show once, is traced. '02:30' on 8 March, an hour Denver's
+    clocks skip, is refused too."""
+    store = cdrtrace.open(tmp_path / "denver", create=True, zone="America/Denver")
+    path = cdr_file(tmp_path, cdr(src="7205550101", dst=LINE, start="2026-11-01 06:30:00",
+                                  answer="", end="2026-11-01 06:30:30", disposition="NO ANSWER",
+                                  uniqueid="a"),
+                    cdr(src="7205550102", dst=LINE, start="2026-11-01 08:10:00", answer="",
+                        end="2026-11-01 08:10:30", disposition="NO ANSWER", uniqueid="b"))
+    cdrtrace.ingest(store, [path], zone="UTC")
+    with pytest.raises(cdrtrace.TraceError, match=re.escape(
+            "the time '2026-11-01T01:30' is shown twice by the clocks of America/Denver (they "
+            "go back across it): 2026-11-01T07:30:00Z or 2026-11-01T08:30:00Z; give its "
+            "offset, -06:00 or -07:00")):
+        store.trace(LINE, at="2026-11-01T01:30")
+    with pytest.raises(cdrtrace.TraceError, match=re.escape(
+            "the time '2026-03-08T02:30' is never shown by the clocks of America/Denver (they "
+            "go forward across it); give its offset")):
+        store.trace(LINE, at="2026-03-08T02:30")
+    assert store.trace_records(LINE, analyst="cic") == []
+    assert store.trace(LINE, at=at).outcome is Outcome.SUCCESS
+    (record,) = store.trace_records(LINE, analyst="cic")
+    assert (record["trace_id"], record["call"]["calling"]) == ("T00000001", named)
+    store.close()
 
 
 # once per call per line; R8: three distinct traced calls

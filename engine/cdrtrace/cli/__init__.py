@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("trace", parents=[common], help="*57: trace the last call to LINE")
     p.add_argument("line")
-    p.add_argument("--at", help="activation time, ISO-8601 (default: now)")
+    p.add_argument("--at", help="activation time, ISO-8601 (default: now); without an "
+                   "offset, in the store's zone (refused where its clocks show it twice)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="if a live feed "
                    "has not caught up with the activation time, wait this long before the "
                    "trace is recorded as pending (default 0)")

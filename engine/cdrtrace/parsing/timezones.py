@@ -116,12 +116,35 @@ def reference_format_utc(us: int) -> str:
 
 
 def parse_instant(text: str, zone_name: str = "UTC") -> int:
-    """ISO-8601 instant to UTC microseconds; without an offset it is read in zone_name."""
+    """ISO-8601 instant to UTC microseconds; without an offset it is read in zone_name.
+
+    A time without an offset that zone_name's clocks show twice (the hour they go back)
+    or never (the hour they skip) is refused (TraceError), naming the offsets that make
+    it one instant. Read at either instant, a trace activated then could name a call
+    other than the one that rang the line before the *57: one of a feed whose times
+    name their instant (CUCM, BroadWorks, Kamailio) begun between the two."""
     try:
         value = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
         raise TraceError(f"not an ISO-8601 time: {text!r}") from exc
     if value.tzinfo is None:
-        value = value.replace(tzinfo=get_zone(zone_name))
+        zone = get_zone(zone_name)
+        value, other = value.replace(tzinfo=zone), value.replace(tzinfo=zone, fold=1)
+        first, second = value.astimezone(_UTC), other.astimezone(_UTC)
+        if first < second:
+            raise TraceError(
+                f"the time {text!r} is shown twice by the clocks of {zone_name} (they go "
+                f"back across it): {first:%Y-%m-%dT%H:%M:%SZ} or {second:%Y-%m-%dT%H:%M:%SZ}; "
+                f"give its offset, {_offset(value)} or {_offset(other)}")
+        if first > second:
+            raise TraceError(f"the time {text!r} is never shown by the clocks of {zone_name} "
+                             f"(they go forward across it); give its offset")
     delta = value - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _offset(value: _dt.datetime) -> str:
+    """A datetime's UTC offset as ISO-8601 writes it (-06:00)."""
+    minutes = int(value.utcoffset().total_seconds()) // 60      # type: ignore[union-attr]
+    sign, minutes = ("-" if minutes < 0 else "+"), abs(minutes)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"

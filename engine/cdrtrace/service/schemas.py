@@ -28,7 +28,9 @@ CUSTOMER_FEED = ("the customer's switch's feed: needed for an extension two feed
 
 class TraceRequest(Strict):
     line: str = Field(max_length=64, description="the line that dialled *57")
-    at: str | None = Field(None, max_length=40, description="activation time, ISO-8601 (default now)")
+    at: str | None = Field(None, max_length=40, description=(
+        "activation time, ISO-8601 (default now); without an offset, in the store's zone, "
+        "refused where its clocks show it twice or never"))
     wait: float = Field(0.0, ge=0, le=10, description="seconds to wait for a live feed to catch up")
     feed: str | None = Field(None, max_length=64, description=(
         "the feed of the switch the *57 was dialled on: an extension is traced among its "
