@@ -337,6 +337,54 @@ def test_a_repeated_hour_call_read_later_still_after_the_activation_changes_noth
     assert store.trace_records(LINE, analyst="cic")[0]["call"]["calling"] == "+17205550102"
 
 
+@pytest.mark.parametrize(("cot", "second", "named"), [
+    ("01:10:00", "01:40:00", None),            # 07:10 or 08:10 UTC: the 01:40 call between
+    ("01:10:00", "02:30:00", "+17205550101"),  # 02:30 (09:30 UTC) after either reading
+    ("00:45:00", "01:40:00", "+17205550101"),  # 06:45 UTC, one instant: 01:40 after it
+    ("mcid", "01:40:00", "+17205550104"),      # the call flagged in its own record
+])
+def test_a_switch_recorded_activation_in_the_repeated_hour_may_be_an_hour_later(
+        tmp_path, cot, second, named):
+    """A switch that records *57s in its CDRs at local times (a dialect's `cot` column):
+    in the hour Denver's clocks show twice, an activation stamped 01:10 may be 07:10 or
+    08:10 UTC. A call at 01:40 of the first pass (07:40 UTC) lies between: read at 07:10,
+    the trace would name the 00:30 caller, though at 08:10 the 01:40 call was the last.
+    It is untraceable, the 01:40 call in its record. With no call between the two
+    readings, or an activation the clocks show once, the 00:30 call is named. A call the
+    switch flagged in its own record (malicious call id, at its end, 01:10) is named."""
+    from cdrtrace import config
+
+    (tmp_path / "cdrtrace.toml").write_text(
+        '[dialects.recorder]\nheader = true\ndelimiter = ";"\ntime = "local"\n'
+        '[dialects.recorder.fields]\ncallid = "id"\ncalling = "from"\ncalled = "to"\n'
+        'start = "begin"\nanswer = "connect"\nend = "finish"\ndisposition = "status"\n'
+        'cot = "trace"\ncomment = "note"\n[dialects.recorder.dispositions]\nOK = "answered"\nBUSY = "busy"\n')
+    form = config.load(tmp_path / "cdrtrace.toml").format("recorder")
+    rows = ["id;from;to;begin;connect;finish;status;trace;note",
+            "1;7205550101;3035550110;2026-11-01 00:30:00;2026-11-01 00:30:05;"
+            "2026-11-01 00:31:00;OK;;",
+            f"2;7205550102;3035550110;2026-11-01 {second};;2026-11-01 {second};BUSY;;",
+            f"3;7205550103;3035550110;2026-11-01 {second};2026-11-01 {second};"
+            f"2026-11-01 {second[:-2]}59;OK;;",
+            f"4;3035550110;3035550110;2026-11-01 {cot};;2026-11-01 {cot};BUSY;2026-11-01 {cot};"
+            if cot != "mcid" else "4;7205550104;3035550110;2026-11-01 01:05:00;"
+            "2026-11-01 01:05:02;2026-11-01 01:10:00;OK;;callFlag=MALICIOUS"]
+    (tmp_path / "calls.cdr").write_text("\n".join(rows) + "\n")
+    store = cdrtrace.open(tmp_path / "s", create=True, zone="America/Denver")
+    summary = cdrtrace.ingest(store, [str(tmp_path / "calls.cdr")], fmt=form,
+                              zone="America/Denver")
+    assert summary.switch_traces == 1
+    (record,) = store.trace_records(LINE, analyst="cic")
+    if named is None:
+        assert record["outcome"] == "untraceable"
+        assert [c["calling"] for c in record["call"]["activation_folded"]] == ["+17205550103"]
+        assert "names two instants an hour apart" in record["reason"]
+        assert store.status(LINE).traces[0]["call_time"] is None
+    else:
+        assert (record["outcome"], record["call"]["calling"]) == ("success", named)
+    store.close()
+
+
 def test_only_local_times_bring_their_zone_s_repeated_hours(store, ingest_records):
     """CUCM's epoch times name one instant each, in any zone: its ingest notes no repeated
     hour; an Asterisk file's local times bring their zone's (and no more once noted)."""

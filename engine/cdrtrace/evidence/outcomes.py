@@ -147,8 +147,9 @@ def call_time(call: dict | None) -> str | None:
     return call["start"]
 
 
-_NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "unconnected_unlogged",
-                 "legs_unlogged", "line_shared", "tenants_shared", "hunt_unnamed")
+_NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "activation_folded",
+                 "unconnected_unlogged", "legs_unlogged", "line_shared", "tenants_shared",
+                 "hunt_unnamed")
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
@@ -233,6 +234,12 @@ def untraceable_reason(call: dict) -> str | None:
                 "that the end of daylight saving repeats, where a local time names two instants "
                 "an hour apart; read at the later one, the last call before the activation would "
                 "not be the one these records name, so none is named")
+    if "activation_folded" in call:
+        return (f"the switch recorded this *57 at a local time of the hour that the end of "
+                "daylight saving repeats, which names two instants an hour apart; "
+                f"{len(call['activation_folded'])} call(s) to this line began between them, "
+                "and read at the later one, the last call before the activation would be one "
+                "of them, so none is named")
     if "tied_with" in call:
         return (f"{len(call['tied_with']) + 1} calls from different callers began at "
                 f"{call['start']} on this line; the records cannot tell which was the last, so "

@@ -16,7 +16,7 @@ from . import marks
 from .outcomes import Outcome, outcome_for
 
 _FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
-_START = _FIELDS.index("start_us")
+_START, _OFFSET, _SOURCE = (_FIELDS.index(f) for f in ("start_us", "offset", "source"))
 # an entry's presentation and disposition as a call's view names them
 PRESENTATIONS = {int(p): p.name.lower() for p in Presentation}
 DISPOSITIONS = {int(d): d.name.lower() for d in Disposition}
@@ -79,6 +79,16 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     # a malicious call id: the call flagged; else, of one caller's records of an instant, the
     # one that says most surely the call rang the line
     before = lookup.up_to_own_call(lookup.surest_first(before), own)
+    if own is not None and not (before and (before[0][_OFFSET], before[0][_SOURCE]) == own) and (
+            moved := lookup.begun_before_a_later_reading(
+                tracer.lookup.folds(index_txn), [r[_START] for r in entries], at_us)):
+        # a *57 its switch recorded at a local time of the hour daylight saving's end
+        # repeats: an hour later, a call begun after its earlier reading came before it
+        e = dict(zip(_FIELDS, entries[moved[-1]], strict=True))
+        view = tracer.call_view(index_txn, e)
+        view["activation_folded"] = [tracer.call_view(index_txn, dict(zip(
+            _FIELDS, entries[i], strict=True))) for i in moved]
+        return Outcome.UNTRACEABLE, view, e, None
     if not before:
         if held >= keep:
             raise TraceError(
@@ -118,10 +128,11 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         # caller's) may have been the last
         view["tie_not_held"] = held
         return Outcome.UNTRACEABLE, view, e, None
-    if moved := lookup.may_be_later(tracer.lookup.folds(index_txn),
-                                    [r[_START] for r in before], at_us):
+    if not flagged and (moved := lookup.may_be_later(tracer.lookup.folds(index_txn),
+                                                     [r[_START] for r in before], at_us)):
         # a local time in the hour daylight saving's end repeats: an hour later, the
-        # last call before the activation would be another
+        # last call before the activation would be another (not where the switch named
+        # the call: its record's own times move together)
         view["folded"] = [tracer.call_view(index_txn, dict(zip(_FIELDS, before[i], strict=True)))
                           for i in moved]
         return Outcome.UNTRACEABLE, view, e, None

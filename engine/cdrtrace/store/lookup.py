@@ -330,6 +330,15 @@ def may_be_later(folds: np.ndarray, starts: list[int], at_us: int) -> list[int]:
     return moved
 
 
+def begun_before_a_later_reading(folds: np.ndarray, starts: list[int], at_us: int) -> list[int]:
+    """Of a line's calls (their starts, newest first), those begun at or after an
+    activation a switch recorded at at_us, a time in a repeated hour (FOLDS), but before
+    its later reading: the activation's own record may name the hour's second pass, and
+    then one of these was the last call before the *57. Their indices."""
+    shift = fold_shift(folds, at_us) if len(folds) else 0
+    return [i for i, start in enumerate(starts) if at_us <= start < at_us + shift]
+
+
 class Lookup:
     """Reads of the last-call index and what explains its entries."""
 
