@@ -8,7 +8,7 @@ The contract is the one of cdrtrace.parsing.reference (the pure-Python reference
 """
 cimport cython
 from libc.stdint cimport int64_t, uint64_t, uint8_t, uint16_t, uint32_t, INT64_MIN
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset
 from libc.stdlib cimport malloc, realloc, free
 from cpython.ref cimport Py_REFCNT
 
@@ -264,6 +264,7 @@ cdef struct Plan:
     char intl[16][8]
     uint32_t lengths     # bit k: k digits is a possible national number length
     bint nanp            # the North American plan: 10 digits, trunk 1, 011
+    uint64_t zero_trunk[16]   # bit c: calling code c's trunk prefix is 0 ('+44 (0)20 ...')
 
 
 cdef inline uint64_t normalize(const char* p, Py_ssize_t n, const Plan* plan) noexcept nogil:
@@ -307,7 +308,7 @@ cdef Py_ssize_t after_uri_scheme(const char* p, Py_ssize_t n, Py_ssize_t k) noex
 cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) noexcept nogil:
     cdef char digits[24]
     cdef char body[24]
-    cdef int nd = 0, nb = 0, i, kind = 0, best = -1
+    cdef int nd = 0, nb = 0, i, kind = 0, best = -1, bracketed = -1, lead = -1, code
     cdef Py_ssize_t k = 0
     cdef bint plus = False
     cdef char c
@@ -329,6 +330,8 @@ cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) n
             break               # a URI user part's parameters, or its host (numbers.uri_user)
         elif not is_format_char(c):
             return 0
+        elif c == b'(' and bracketed < 0 and k + 2 < n and p[k + 1] == b'0' and p[k + 2] == b')':
+            bracketed = nd      # the digits before the first '(0)'
         k += 1
     if nd == 0:
         return 0
@@ -337,6 +340,16 @@ cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) n
             if has_prefix(digits, nd, plan.intl[i], plan.intl_len[i]) and (
                     best < 0 or plan.intl_len[i] > plan.intl_len[best]):
                 best = i
+    lead = 0 if plus else (plan.intl_len[best] if best >= 0 else -1)
+    if lead >= 0 and 1 <= bracketed - lead <= 3:
+        code = 0
+        for i in range(lead, bracketed):
+            code = code * 10 + (digits[i] - 48)
+        if (plan.zero_trunk[code >> 6] >> (code & 63)) & 1:
+            # the country's trunk prefix in brackets after its code ('+44 (0)20 ...'):
+            # dialled at home only
+            memmove(digits + bracketed, digits + bracketed + 1, nd - bracketed - 1)
+            nd -= 1
     if plus:
         kind = 1
         memcpy(body, digits, nd)
@@ -373,14 +386,15 @@ cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) n
 
 cdef int fill_plan(Plan* plan, object given, int country_code) except -1:
     """Copy a dialling plan (country code, trunk prefix, international prefixes, possible
-    lengths: DiallingPlan.as_tuple()) into the C struct. None: the North American plan,
-    the only one known without libphonenumber's metadata."""
+    lengths, the calling codes whose trunk prefix is 0: DiallingPlan.as_tuple()) into the
+    C struct. None: the North American plan (the codes from libphonenumber's metadata)."""
     if given is None:
         if country_code != 1:
             raise ValueError("a country other than NANP (1) needs its dialling plan: "
                              "cdrtrace.parsing.numbers.dialling_plan(country_code).as_tuple()")
-        given = (1, "1", ("011",), (10,))
-    cc, trunk, intl, lengths = given
+        from cdrtrace.parsing.numbers import bracketed_trunk_codes
+        given = (1, "1", ("011",), (10,), tuple(sorted(bracketed_trunk_codes())))
+    cc, trunk, intl, lengths, zero_trunk = given
     if cc != country_code:
         raise ValueError(f"the dialling plan is country {cc}'s, not {country_code}'s")
     digits = str(cc).encode()
@@ -405,6 +419,10 @@ cdef int fill_plan(Plan* plan, object given, int country_code) except -1:
             plan.lengths |= (<uint32_t>1) << length
     plan.nanp = (cc == 1 and trunk_b == b"1" and tuple(intl) == ("011",)
                  and tuple(lengths) == (10,))
+    for code in zero_trunk:
+        if not 1 <= code <= 999:
+            raise ValueError(f"not a calling code: {code!r}")
+        plan.zero_trunk[code >> 6] |= (<uint64_t>1) << (code & 63)
     return 0
 
 

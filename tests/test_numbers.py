@@ -85,6 +85,51 @@ def test_numbers_by_the_countrys_own_plan(text, cc, expected):
         numbers.normalize(text, cc)
 
 
+@pytest.mark.parametrize("text,cc,expected", [
+    # the trunk prefix written in brackets after the country code, as numbers are written
+    # for callers at home and abroad alike: dialled at home only
+    ("+44 (0)20 7946 0018", 44, "+442079460018"), ("+44(0)2079460018", 1, "+442079460018"),
+    ("0049 (0)30 1234567", 49, "+49301234567"), ("011 44 (0) 20 7946 0018", 1, "+442079460018"),
+    ("+33 (0)1 42 68 53 00", 33, "+33142685300"), ("+61 (0)2 9374 4000", 61, "+61293744000"),
+    # not where the country's numbers keep their 0 (Italy), nor its trunk prefix is not 0
+    ("+39 (0)6 1234 5678", 39, "+390612345678"), ("+7 (0)924 555 5937", 7, "+709245555937"),
+    # nor without a country code before it, nor after more digits than a code has
+    ("020 (0) 7946 0018", 44, "020079460018"), ("+4420 (0) 7946", 1, "+442007946"),
+    ("+(0)44 20 7946 0018", 44, ""),
+])
+def test_a_trunk_prefix_in_brackets_after_the_country_code(text, cc, expected):
+    assert numbers.format_number(numbers.normalize(text, cc)) == expected
+    assert _parse.normalize_number(text, cc, numbers.dialling_plan(cc).as_tuple()) == \
+        numbers.normalize(text, cc)
+
+
+@given(st.sampled_from(["+", "00", "011", "810", "", "+0"]), st.integers(1, 999),
+       st.sampled_from(["(0)", " (0) ", "(0", "(00)", "((0)", "(0)(0)", "-(0)-"]),
+       st.text("0123456789 (0)", max_size=12), st.sampled_from([1, 44, 49, 39, 7, 33, 61]))
+def test_a_bracketed_zero_reads_alike_natively(lead, code, mark, rest, cc):
+    text = f"{lead}{code}{mark}{rest}"
+    plan = numbers.dialling_plan(cc).as_tuple()
+    assert _parse.normalize_number(text, cc, plan) == numbers.normalize(text, cc)
+    if cc == 1:
+        assert _parse.normalize_number(text) == numbers.normalize(text)   # the default plan
+
+
+def test_a_line_written_with_its_bracketed_trunk_prefix_is_traced(tmp_path):
+    """A UK store: a call to 020 7946 0018 as the switch writes it; the care agent types
+    the line as the customer gives it, '+44 (0)20 7946 0018'. Before, that was
+    +4402079460018, a line with no call: 'not successful' for a call that rang."""
+    from conftest import cdr, cdr_file
+
+    store = cdrtrace.open(tmp_path / "uk", create=True, zone="Europe/London", country_code=44)
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(src="01632960123", dst="02079460018",
+                                                   clid='"" <01632960123>'))])
+    result = store.trace("+44 (0)20 7946 0018", at="2026-03-02T15:00:00Z")
+    assert result.outcome.value == "success"
+    (record,) = store.trace_records("02079460018", analyst="cic")
+    assert record["line"] == "+442079460018" and record["call"]["calling"] == "+441632960123"
+    store.close()
+
+
 def test_an_unknown_country_code_is_a_clear_error():
     with pytest.raises(cdrtrace.NumberError, match="no country has the calling code 999"):
         numbers.normalize("0612345678", 999)

@@ -106,10 +106,13 @@ class DiallingPlan:
     trunk: str
     international: tuple[str, ...]
     lengths: frozenset[int]
+    # the calling codes whose trunk prefix is 0 (bracketed_trunk_codes): '+44 (0)20 ...'
+    zero_trunk: frozenset[int] = frozenset()
 
     def as_tuple(self) -> tuple:
         """The form the native parser takes."""
-        return (self.country_code, self.trunk, self.international, tuple(sorted(self.lengths)))
+        return (self.country_code, self.trunk, self.international, tuple(sorted(self.lengths)),
+                tuple(sorted(self.zero_trunk)))
 
 
 MAX_PREFIXES, MAX_PREFIX_DIGITS = 16, 7
@@ -184,6 +187,23 @@ def _prefixes(pattern: str | None, preferred: str | None) -> tuple[str, ...]:
 
 
 @functools.cache
+def bracketed_trunk_codes() -> frozenset[int]:
+    """The calling codes whose countries' national trunk prefix is 0 (libphonenumber's
+    metadata, each code's main country): a '(0)' written after one ('+44 (0)20 7946
+    0018', '0049 (0)30 ...', as numbers are written for callers at home and abroad alike)
+    is that prefix, dialled at home only. Not Italy's: its numbers keep their 0."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    codes = set()
+    for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        meta = PhoneMetadata.metadata_for_region(regions[0]) if regions else None
+        if meta is not None and meta.national_prefix == "0" and code < 1000:
+            codes.add(int(code))
+    return frozenset(codes)
+
+
+@functools.cache
 def dialling_plan(country_code: int = 1) -> DiallingPlan:
     """The country's plan from libphonenumber's metadata (the phonenumbers package),
     read once per country: trunk prefix 1 in NANP, 8 in Russia, none in Italy, ..."""
@@ -197,7 +217,8 @@ def dialling_plan(country_code: int = 1) -> DiallingPlan:
     return DiallingPlan(int(country_code), meta.national_prefix or "",
                         _prefixes(meta.international_prefix, meta.preferred_international_prefix),
                         frozenset(meta.general_desc.possible_length or ())
-                        if meta.general_desc is not None else frozenset())
+                        if meta.general_desc is not None else frozenset(),
+                        bracketed_trunk_codes())
 
 
 def uri_user(text: str) -> str:
@@ -219,7 +240,8 @@ def normalize(text: str | bytes, country_code: int = 1) -> int:
 
     Rules (docs/trace-rules.md, "Who called"), by the country's dialling plan: formatting characters are
     ignored; ``+`` or an international prefix (011 in NANP, 00, 810 in Russia, ...) gives
-    E.164; 1-7 digits are an extension; the national trunk prefix (1, 0, 8) followed by a
+    E.164, a trunk prefix 0 written in brackets after its country code dropped ('+44
+    (0)20 ...'); 1-7 digits are an extension; the national trunk prefix (1, 0, 8) followed by a
     national number of a possible length, or a national number of a possible length
     written without it (Italy keeps its leading 0), gets the country code; any other
     digit string up to 15 digits is kept as "other".
@@ -234,8 +256,17 @@ def normalize(text: str | bytes, country_code: int = 1) -> int:
     digits = "".join(c for c in s if c not in _FORMATTING)
     if not digits or not all("0" <= c <= "9" for c in digits) or len(digits) > 20:
         return 0
+    # the digits before the first '(0)': a trunk prefix in brackets after the country code
+    bracketed = s.find("(0)")
+    bracketed = -1 if bracketed < 0 else sum("0" <= c <= "9" for c in s[:bracketed])
     cc = str(plan.country_code)
     prefix = next((p for p in plan.international if digits.startswith(p) and len(digits) > len(p)), None)
+    lead = 0 if plus else None if prefix is None else len(prefix)
+    if (lead is not None and 1 <= bracketed - lead <= 3
+            and int(digits[lead:bracketed]) in plan.zero_trunk):
+        # '+44 (0)20 7946 0018', '0049 (0)30 ...': written for callers at home and
+        # abroad alike, the country's trunk prefix is dialled at home only
+        digits = digits[:bracketed] + digits[bracketed + 1:]
     if plus:
         kind, body = E164, digits
     elif prefix is not None:
