@@ -73,6 +73,18 @@ def test_directory_import_errors_say_which_row(store, tmp_path):
     flags = directory_file(tmp_path, ['3035550142,"Pat","1 Elm",maybe'], "flags.csv")
     with pytest.raises(cdrtrace.CdrTraceError, match="row 2: served must be true or false"):
         store.import_directory(flags, operator="ops")
+    # one number, two subscribers (the old holder's row kept, here written another way):
+    # a trace would snapshot whichever came last
+    twice = directory_file(tmp_path, ['303-555-0142,"Pat","1 Elm",true',
+                                      '+17205550199,"Lee","9 Oak",true',
+                                      '+1 303 555 0142,"Sam","4 Ash",true'], "twice.csv")
+    with pytest.raises(cdrtrace.CdrTraceError, match=re.escape(
+            f"{twice} rows 2 and 4: one number ('303-555-0142', '+1 303 555 0142') with two "
+            "different subscribers; keep one row for it")):
+        store.import_directory(twice, operator="ops")
+    same = directory_file(tmp_path, ['303-555-0142,"Pat","1 Elm",true',
+                                     '3035550142,"Pat","1 Elm",yes'], "same.csv")
+    assert store.import_directory(same, operator="ops") == 1     # the same row twice: one
 
 
 def test_identifying_reads_are_audited(traced):

@@ -57,7 +57,7 @@ def entries(table: pa.Table, country_code: int, source: str = "directory"):
     addresses = table.column("address").cast(pa.string()).to_pylist()
     served = (table.column("served").cast(pa.string()).to_pylist()
               if "served" in table.column_names else ["true"] * len(numbers))
-    pairs = {}
+    pairs: dict[bytes, tuple[int, str, bytes]] = {}
     for row, (number, name, address, flag) in enumerate(
             zip(numbers, names, addresses, served, strict=True), start=2):
         packed = normalize_number(number or "", country_code)
@@ -66,9 +66,17 @@ def entries(table: pa.Table, country_code: int, source: str = "directory"):
         flag = (flag or "").strip().lower()
         if flag not in TRUE | FALSE:
             raise DirectoryError(f"{source} row {row}: served must be true or false, not {flag!r}")
-        pairs[packed.to_bytes(8, "big")] = json.dumps(
+        key, value = packed.to_bytes(8, "big"), json.dumps(
             {"name": name or "", "address": address or "", "served": flag in TRUE}).encode()
-    return sorted(pairs.items())
+        if key in pairs and pairs[key][2] != value:
+            # a number reassigned and its old row kept, or one written two ways: whose
+            # name and address a trace of its calls would snapshot cannot be told
+            first, written, _ = pairs[key]
+            raise DirectoryError(
+                f"{source} rows {first} and {row}: one number ({written!r}, {number!r}) with "
+                "two different subscribers; keep one row for it")
+        pairs.setdefault(key, (row, number, value))
+    return sorted((key, value) for key, (_, _, value) in pairs.items())
 
 
 def import_file(envs: Environments, audit: AuditLog, path: str | os.PathLike, operator: str) -> int:
