@@ -369,6 +369,9 @@ def test_a_switch_recorded_activation_in_the_repeated_hour_may_be_an_hour_later(
             f"4;3035550110;3035550110;2026-11-01 {cot};;2026-11-01 {cot};BUSY;2026-11-01 {cot};"
             if cot != "mcid" else "4;7205550104;3035550110;2026-11-01 01:05:00;"
             "2026-11-01 01:05:02;2026-11-01 01:10:00;OK;;callFlag=MALICIOUS"]
+    if named is None:       # and a call at 01:20 (07:20 UTC), between the readings too
+        rows.append("5;7205550105;3035550110;2026-11-01 01:20:00;2026-11-01 01:20:05;"
+                    "2026-11-01 01:20:30;OK;;")
     (tmp_path / "calls.cdr").write_text("\n".join(rows) + "\n")
     store = cdrtrace.open(tmp_path / "s", create=True, zone="America/Denver")
     summary = cdrtrace.ingest(store, [str(tmp_path / "calls.cdr")], fmt=form,
@@ -377,7 +380,9 @@ def test_a_switch_recorded_activation_in_the_repeated_hour_may_be_an_hour_later(
     (record,) = store.trace_records(LINE, analyst="cic")
     if named is None:
         assert record["outcome"] == "untraceable"
-        assert [c["calling"] for c in record["call"]["activation_folded"]] == ["+17205550103"]
+        assert [c["calling"] for c in record["call"]["activation_folded"]] == [
+            "+17205550103", "+17205550105"]
+        assert record["call"]["calling"] == "+17205550103"      # the last, read later
         assert "names two instants an hour apart" in record["reason"]
         assert store.status(LINE).traces[0]["call_time"] is None
     else:

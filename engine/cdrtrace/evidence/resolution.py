@@ -84,7 +84,8 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
                 tracer.lookup.folds(index_txn), [r[_START] for r in entries], at_us)):
         # a *57 its switch recorded at a local time of the hour daylight saving's end
         # repeats: an hour later, a call begun after its earlier reading came before it
-        e = dict(zip(_FIELDS, entries[moved[-1]], strict=True))
+        # (the newest of them would then be the last: its record names it)
+        e = dict(zip(_FIELDS, entries[moved[0]], strict=True))
         view = tracer.call_view(index_txn, e)
         view["activation_folded"] = [tracer.call_view(index_txn, dict(zip(
             _FIELDS, entries[i], strict=True))) for i in moved]
