@@ -24,9 +24,9 @@ from conftest import cdr
 SHARDS = {"east": ("+1303", (0, 1)), "west": ("+1720", (2, 3))}   # prefix, partitions
 
 
-def shard_store(path, name: str, lag: float | None = None) -> str:
+def shard_store(path, name: str, lag: float | None = None, zone: str = "UTC") -> str:
     prefix, partitions = SHARDS[name]
-    cdrtrace.open(path, create=True).close()
+    cdrtrace.open(path, create=True, zone=zone).close()
     (path / "cdrtrace.toml").write_text(
         f'[shard]\nname = "{name}"\nprefixes = ["{prefix}"]\n'
         f'partitions = [{", ".join(map(str, partitions))}]\n'
@@ -246,7 +246,7 @@ def test_the_service_forwards_a_trace_to_a_ready_replica_of_the_shard_that_holds
         capture_output=True, text=True, timeout=60)
     assert installed.returncode == 0 and router_token not in installed.stdout, installed.stderr
     services = {replica: Service(store) for replica, store in west.items()}
-    shard_store(tmp_path / "east", "east")
+    shard_store(tmp_path / "east", "east", zone="America/Denver")    # west's is UTC
     with open(tmp_path / "east" / "cdrtrace.toml", "a") as f:
         f.write('[shard.peers.west]\nprefixes = ["+1720"]\n'
                 f'replicas = ["{services["a"].url}", "{services["b"].url}"]\n'
@@ -269,6 +269,13 @@ def test_the_service_forwards_a_trace_to_a_ready_replica_of_the_shard_that_holds
         assert west["a"].trace_records(analyst="ann") == east.trace_records(analyst="ann") == []
         commands, _ = agi(front, asterisk(callerid=west_line, agi_arg_1="2026-03-02T11:00:00Z"))
         assert commands[0] == 'SET VARIABLE COT_OUTCOME "already_traced"'   # b named it before
+        # a time without an offset is east's, 04:00 in Denver: 11:00 UTC, forwarded as
+        # such (read in west's zone, 04:00 UTC, it came before the call: no_call)
+        local = httpx.post(front.url + "/v1/trace", timeout=20,
+                           json={"line": west_line, "at": "2026-03-02T04:00:00"},
+                           headers={"Authorization": f"Bearer {switch}"})
+        assert local.json()["outcome"] == "already_traced", local.text
+        assert west["b"].trace_records(analyst="ann")[-1]["activated_us"] == 1772449200 * 10**6
         named = httpx.post(front.url + "/v1/trace", timeout=20,   # the feed goes with it
                            json={"line": west_line, "at": "2026-03-02T11:00:00Z", "feed": "pbx-9"},
                            headers={"Authorization": f"Bearer {switch}"})

@@ -55,8 +55,11 @@ class Router:
             if not forward or exc.peer is None:
                 raise
             peer = exc.peer
-        when = at if isinstance(at, str) and at else timezones.format_utc(
-            at if isinstance(at, int) else time.time_ns() // 1000)
+        # the instant in UTC: a time without an offset is read in this store's zone, which
+        # the peer's need not be (read there, it could name another call)
+        when = timezones.format_utc(
+            at if isinstance(at, int) else timezones.parse_instant(at, self.store.config["zone"])
+            if isinstance(at, str) and at else time.time_ns() // 1000)
         self.forwarded += 1
         return await asyncio.to_thread(self._post, peer, line, when, wait, feed)
 
