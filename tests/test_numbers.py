@@ -146,3 +146,44 @@ def test_a_dialled_number_with_any_byte_changed_reads_as_the_reference_reads_it(
     text[min(at, len(text) - 1)] = byte
     text = bytes(text)
     assert _parse.normalize_number(text) == numbers.normalize(text.decode("latin-1"))
+
+
+CARRIER_COUNTRIES = ("US", "CA", "GB", "DE", "FR", "IT", "ES", "NL", "BE", "CH", "AT", "SE",
+                     "NO", "DK", "FI", "PL", "PT", "IE", "GR", "RU", "UA", "TR", "IN", "JP",
+                     "KR", "CN", "AU", "NZ", "BR", "MX", "ZA", "NG", "IL", "SA", "AE", "SG")
+
+
+@pytest.mark.parametrize("region", CARRIER_COUNTRIES)
+def test_every_written_form_of_a_number_is_one_number(region):
+    """One caller, one origin (R8): libphonenumber's example numbers of each country, written
+    as its own subscribers write them (nationally, where a national number has more digits
+    than an extension), internationally, as E.164 and tel: URIs, dialled from abroad (with
+    that country's international prefix, read by a feed of that country), and with the
+    trunk prefix in brackets after the code where it is 0 ('+44 (0)20 ...'): each reads as
+    the number libphonenumber itself formats as E.164."""
+    import phonenumbers as pn
+    from phonenumbers import PhoneNumberFormat as F
+    from phonenumbers import PhoneNumberType as T
+
+    cc = pn.country_code_for_region(region)
+    checked = 0
+    for kind in (T.FIXED_LINE, T.MOBILE):
+        number = pn.example_number_for_type(region, kind)
+        e164 = pn.format_number(number, F.E164)
+        forms = [(pn.format_number(number, f), cc) for f in (F.INTERNATIONAL, F.E164, F.RFC3966)]
+        national = pn.national_significant_number(number)
+        if len(national) > numbers.MAX_EXTENSION_DIGITS:
+            forms.append((pn.format_number(number, F.NATIONAL), cc))
+        for abroad in ("US", "GB", "DE", "RU", "JP", "BR"):
+            written = pn.format_out_of_country_calling_number(number, abroad)
+            if "~" not in written and abroad != region:    # '8~10': wait for a tone
+                forms.append((written, pn.country_code_for_region(abroad)))
+        if numbers.dialling_plan(cc).trunk == "0":
+            forms.append((f"+{cc} (0){national}", 1))
+        for text, feed_cc in forms:
+            got = numbers.normalize(text, feed_cc)
+            assert numbers.format_number(got) == e164, (text, feed_cc)
+            plan = numbers.dialling_plan(feed_cc).as_tuple()
+            assert _parse.normalize_number(text, feed_cc, plan) == got, (text, feed_cc)
+            checked += 1
+    assert checked >= 12
