@@ -5,6 +5,7 @@ expected answer from the rules, by hand. Native and reference parsers must agree
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -522,6 +523,57 @@ def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
     assert cdrtrace.ingest(store, [str(path)], fmt="broadworks", force=True).switch_traces == 0
     assert len(store.trace_records("3035550110", analyst="cic")) == 1
     assert store.status("3035550110").progress[0].traced_calls == 1
+
+
+@pytest.mark.parametrize("cot", ["20261101073000.000", "20261101074500.000"])
+def test_a_cot_invocation_in_gmt_names_one_instant_whatever_zones_the_store_noted(store, tmp_path,
+                                                                                  cot):
+    """BroadWorks writes the *57's invocation time in GMT: one instant, even in the hour
+    Denver's clocks repeat (07:00-08:00 UTC on 1 November), in a store that an Asterisk
+    file in Denver's local times has made note that hour. A call to the line at 07:50,
+    after the invocation, is no candidate: the 06:30 call is named (a local time there
+    would have named two instants, and the 07:50 call could have been the last)."""
+    header = ",".join(cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + ",customerOriginatedTrace.invocationTime\n"
+    blank = [""] * len(cdrtrace.parsing.formats.BROADWORKS_COLUMNS)
+
+    def bw(**values):
+        row = dict(zip(cdrtrace.parsing.formats.BROADWORKS_COLUMNS, blank, strict=True))
+        row.update(values)
+        cot = row.pop("cot", "")
+        return ",".join(row[c] for c in cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + f",{cot}\n"
+
+    def call(record, caller, start, release):
+        return bw(recordId=record, userNumber="+13035550110", direction="Terminating",
+                  callingNumber=caller, callingPresentationIndicator="Public",
+                  calledNumber="3035550110", startTime=start, answerIndicator="No",
+                  releaseTime=release, terminationCause="016")
+    star57 = bw(recordId="0003", userNumber="+13035550110", direction="Originating",
+                callingNumber="+13035550110", calledNumber="*57", startTime=cot,
+                answerIndicator="Yes", answerTime=cot, releaseTime=cot, terminationCause="016",
+                cot=cot)
+    cdrtrace.ingest(store, [cdr_file(tmp_path, cdr(dst="3035550999", start="2026-11-01 01:10:00",
+                                                   answer="", end="2026-11-01 01:10:30",
+                                                   disposition="NO ANSWER"), name="denver.csv")],
+                    zone="America/Denver")
+    path = tmp_path / "bw.csv"
+    path.write_text(header + call("0001", "+17205550101", "20261101063000.000",
+                                  "20261101063020.000")
+                    + call("0002", "+17205550102", "20261101075000.000", "20261101075020.000")
+                    + star57)
+    assert cdrtrace.ingest(store, [str(path)], fmt="broadworks").switch_traces == 1
+    (record,) = store.trace_records("3035550110", analyst="cic")
+    assert (record["outcome"], record["call"]["calling"]) == ("success", "+17205550101")
+    assert "zone" not in record["activated_by"]
+    # one queued by a build that kept no zone with it is read against every zone the
+    # store noted (Denver's): the 07:50 call may then have been the last
+    line, at_us = cdrtrace.parsing.numbers.normalize("3035550110"), record["activated_us"] + 1
+    key = record["activated_by"]["feed"].to_bytes(2, "big") + line.to_bytes(8, "big") + \
+        at_us.to_bytes(8, "big")
+    source = store.trace_records("3035550110", analyst="cic")[0]["call"]["source"]
+    store.envs.write(lambda txn: txn.put(key, json.dumps(
+        {"source": 2, "record": 3, "offset": 0}).encode(), db=store.envs.db["activations_due"]))
+    (legacy,) = store.run_activations()
+    assert legacy.outcome.value == "untraceable" and source.endswith("bw.csv")
 
 
 def test_a_cucm_malicious_call_id_is_a_trace_of_the_flagged_call(store, tmp_path):

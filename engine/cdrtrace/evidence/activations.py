@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from ..errors import TraceError
+from ..parsing import timezones
 from ..store import index
 from .outcomes import TraceResult
 from .traces import Tracer, result_of
@@ -32,12 +33,16 @@ def run(tracer: Tracer) -> list[TraceResult]:
             if txn.get(key, db=db["activations"]) is not None:
                 return None
             by = {"switch_record": True, "feed": feed, **where}
+            # the repeated hours of the zone the switch wrote the time in (UTC's: none, for
+            # an instant); one queued before the zone was kept: every zone the store noted
+            zone = by.pop("zone", True)
+            folds = None if zone is True else timezones.fold_intervals(zone or "UTC")
             with envs.read() as index_txn:
                 by["source"] = tracer.catalog.source_name(index_txn, where["source"])
                 try:
                     record = tracer.record(txn, index_txn, index.line_key(line), line, at_us,
                                            activated_by=by, own=(where["offset"], where["source"]),
-                                           feed=feed)
+                                           feed=feed, activation_folds=folds)
                 except TraceError as exc:     # its call is no longer held
                     record = None
                     by["error"] = str(exc)

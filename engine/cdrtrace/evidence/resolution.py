@@ -44,7 +44,7 @@ def call_view(lookup: Lookup, catalog: Catalog, index_txn: Any, e: Any) -> dict:
 
 def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
             own: tuple[int, int] | None = None, current: bool = False,
-            feed: int | None = None) -> tuple:
+            feed: int | None = None, activation_folds: Any = None) -> tuple:
     """The rules on one line's entries: (outcome, the call's view, its entry, the trace
     that already named this call). own: (offset, source) of the record that recorded
     the activation, where the switch recorded it in the call's own record. current: a
@@ -52,7 +52,9 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     pending one resolved later), whose line's calls were all recorded before it. feed:
     the feed whose switch the *57 was dialled on, named by the trace (or the feed whose
     record recorded it): a line of a switch's own (an extension) is resolved among that
-    feed's calls alone; an E.164 line among every feed's."""
+    feed's calls alone; an E.164 line among every feed's. activation_folds: for an
+    activation a switch recorded, the repeated hours of the zone it wrote its time in
+    (lookup.FOLDS' rows; empty for an instant; None: every zone the store noted)."""
     keep = tracer.config["keep"]
     # the line's few entries as plain values (numpy costs more per field than it saves)
     entries = tracer.lookup.last_calls(key, index_txn).tolist()
@@ -81,7 +83,8 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     before = lookup.up_to_own_call(lookup.surest_first(before), own)
     if own is not None and not (before and (before[0][_OFFSET], before[0][_SOURCE]) == own) and (
             moved := lookup.begun_before_a_later_reading(
-                tracer.lookup.folds(index_txn), [r[_START] for r in entries], at_us)):
+                tracer.lookup.folds(index_txn) if activation_folds is None else activation_folds,
+                [r[_START] for r in entries], at_us)):
         # a *57 its switch recorded at a local time of the hour daylight saving's end
         # repeats: an hour later, a call begun after its earlier reading came before it
         # (the newest of them would then be the last: its record names it)

@@ -241,9 +241,10 @@ class Tracer:
 
     def resolve(self, txn: Any, index_txn: Any, key: bytes, at_us: int,
                 own: tuple[int, int] | None = None, current: bool = False,
-                feed: int | None = None) -> tuple:
+                feed: int | None = None, activation_folds: Any = None) -> tuple:
         """The rules on one line's entries (resolution.resolve)."""
-        return resolution.resolve(self, txn, index_txn, key, at_us, own, current, feed)
+        return resolution.resolve(self, txn, index_txn, key, at_us, own, current, feed,
+                                  activation_folds)
 
     def call_view(self, index_txn: Any, e: Any) -> dict:
         """An index entry as the CIC reads it (identifying)."""
@@ -254,7 +255,7 @@ class Tracer:
                activated_by: dict | None = None, requested_by: str | None = None,
                own: tuple[int, int] | None = None, line: str | None = None,
                made: tuple[Any, Any, Any] | None = None, current: bool = False,
-               feed: int | None = None) -> dict:
+               feed: int | None = None, activation_folds: Any = None) -> dict:
         """Resolve and write one trace's evidence record and report row. A pending trace
         is written with no call; resolving it later (number given) rewrites both.
         own: (offset, source) of the record a switch recorded the activation in, where that
@@ -262,7 +263,8 @@ class Tracer:
         Snapshot.native, the two transactions as index.native_txn gives them, made once for
         a commit's traces (used when txn is the commit's own). current: a trace on the
         service's clock, made as it is activated (resolve). feed: the feed the trace
-        names (resolve)."""
+        names (resolve). activation_folds: the repeated hours of the zone a switch wrote
+        the activation's time in (resolve)."""
         e: Any
         # its dozen reads and writes made in C, holding the GIL (index.native_txn)
         if made is not None and made[0] is txn:
@@ -283,7 +285,7 @@ class Tracer:
             outcome, call, e, original = Outcome.PENDING, None, None, None
         else:
             outcome, call, e, original = self.resolve(txn, index_txn, key, at_us, own, current,
-                                                      feed)
+                                                      feed, activation_folds)
         resolving = number is not None
         if number is None:   # never reused, even once a purge emptied the table
             last = txn.last_key(self.db["traces"])

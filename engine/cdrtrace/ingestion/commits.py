@@ -194,7 +194,7 @@ class Pending:
                     txn.cursor(hunt_db).putmulti(hunts.items(self.feed, part, self.hunt_groups, named))
                     hunts.note_unlisted(txn, meta_db, self.feed, part, self.hunt_groups)
             for source, taken in activations:
-                self.store.catalog.queue_activations(txn, self.feed, source, taken)
+                self.store.catalog.queue_activations(txn, self.feed, source, taken, local_zone)
             self.store.catalog.count_feed(txn, self.feed, *counts)
             if finish is not None:
                 finish(txn)

@@ -229,13 +229,16 @@ class Catalog:
         txn.delete(b"position:" + key, db=self.db["sources"])
 
     def queue_activations(self, txn: Any, feed: int, source: int,
-                          activations: Iterable[tuple[int, int, int, int]]) -> None:
+                          activations: Iterable[tuple[int, int, int, int]],
+                          zone: str | None = None) -> None:
         """Inside an ingest's commit: (line, time, record, offset) of each *57 the switch
         recorded in the committed records, to be traced once their calls are in the index
-        (evidence.activations). Keyed by feed, line and time: a replay adds none."""
+        (evidence.activations). Keyed by feed, line and time: a replay adds none. zone:
+        where the switch wrote its times as local times, their zone (None: instants)."""
         for line, at_us, record, offset in activations:
             txn.put(feed.to_bytes(2, "big") + line.to_bytes(8, "big") + at_us.to_bytes(8, "big"),
-                    json.dumps({"source": source, "record": record, "offset": offset}).encode(),
+                    json.dumps({"source": source, "record": record, "offset": offset,
+                                "zone": zone}).encode(),
                     db=self.db["activations_due"])
 
     # ------------------------------------------------------------ feeds
