@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace.parsing import numbers, salvage
-from cdrtrace.store import index, lookup
+from cdrtrace.store import folds, index, lookup
 
 A, B = numbers.normalize("7205550101"), numbers.normalize("7205550102")
 IDENTITY = numbers.pack_identity("alice@pbx.example")
@@ -23,7 +23,7 @@ CALLERS = (A, B, 0, IDENTITY, SERVED, LOCAL)
 T0 = 1_772_460_000_000_000
 STARTS = tuple(T0 + k * 60_000_000 for k in range(5))    # few: calls tie
 AHEAD = 4_102_444_800_000_000            # 2100-01-01: stamped after any trace is made
-# a repeated hour (as lookup.FOLDS holds them) over the fourth start, and one long before
+# a repeated hour (as store.folds.FOLDS holds them) over the fourth start, and one long before
 FOLDS = ((T0 - 10**12, T0 - 10**12 + 3_600_000_000, 3_600_000_000),
          (STARTS[3], STARTS[3] + 60_000_000, 3_600_000_000))
 EVIDENCE = ("traces", "emeta", "by_line", "pseudonyms", "trace_rows")
@@ -69,7 +69,7 @@ def store(tmp_path_factory):
               db=s.envs.db["directory"])
         w.put(b"directory_import", b"3", db=s.envs.db["emeta"])
     with s.envs.env.begin(write=True) as w:
-        w.put(lookup.FOLDS, np.array(FOLDS, np.int64).tobytes(), db=s.envs.db["meta"])
+        w.put(folds.FOLDS, np.array(FOLDS, np.int64).tobytes(), db=s.envs.db["meta"])
         for source, (marks, kind) in HELD.items():
             for feed, since in marks.items():
                 lookup.note_unconnected(w, s.envs.db["meta"], feed,

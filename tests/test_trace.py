@@ -393,7 +393,7 @@ def test_a_switch_recorded_activation_in_the_repeated_hour_may_be_an_hour_later(
 def test_only_local_times_bring_their_zone_s_repeated_hours(store, ingest_records):
     """CUCM's epoch times name one instant each, in any zone: its ingest notes no repeated
     hour; an Asterisk file's local times bring their zone's (and no more once noted)."""
-    from cdrtrace.store import lookup
+    from cdrtrace.store import folds
 
     sample = os.path.join(os.path.dirname(__file__), "..", "data", "samples", "cucm",
                           "cdr_StandAloneCluster_01_202603021403_1")
@@ -403,11 +403,37 @@ def test_only_local_times_bring_their_zone_s_repeated_hours(store, ingest_record
     ingest_records(call(3), zone="America/Denver")
     ingest_records(call(4), zone="America/Denver")
     with store.envs.read() as txn:
-        folds = store._tracer.lookup.folds(txn)
-        assert txn.get(lookup.FOLD_ZONES, db=store.envs.db["meta"]) == b'["America/Denver"]'
+        held = store._tracer.lookup.folds(txn)
+        assert txn.get(folds.FOLD_ZONES, db=store.envs.db["meta"]) == b'["America/Denver"]'
+        # the zone is the Asterisk file's feed's (the unnamed feed 0), not every feed's
+        assert txn.get(folds.FOLD_FEEDS, db=store.envs.db["meta"]) == b'{"0": ["America/Denver"]}'
     first = 1_793_516_400 * 10**6                     # 2026-11-01T07:00:00Z: 01:00 MDT
-    assert [first, first + 3600 * 10**6, 3600 * 10**6] in folds.tolist()
-    assert len(folds) == len(timezones.fold_intervals("America/Denver"))
+    assert [first, first + 3600 * 10**6, 3600 * 10**6] in held.tolist()
+    assert len(held) == len(timezones.fold_intervals("America/Denver"))
+
+
+def test_zones_noted_before_their_feeds_were_hold_every_feed(store):
+    """A store whose repeated hours were noted before the feeds that read them were kept
+    (FOLDS and FOLD_ZONES alone) holds every feed's calls of those hours as ones that may
+    have begun later, and still does once a feed's own zone is noted beside them."""
+    from cdrtrace.store import folds
+
+    meta, hour = store.envs.db["meta"], 3600 * 10**6
+    denver = 1_793_518_200 * 10**6        # 2026-11-01T07:30:00Z, Denver's repeated hour
+    london = 1_792_887_600 * 10**6        # 2026-10-25T00:20:00Z, London's
+
+    def legacy(txn):
+        txn.put(folds.FOLDS, folds.of_zone("America/Denver").tobytes(), db=meta)
+        txn.put(folds.FOLD_ZONES, b'["America/Denver"]', db=meta)
+    store.envs.write(legacy)
+    with store.envs.read() as txn:
+        assert folds.shifts(txn, meta, [(5, denver), (5, london)]) == [hour, 0]
+    store.envs.write(lambda txn: folds.add_zone(txn, meta, "Europe/London", 2))
+    with store.envs.read() as txn:
+        assert json.loads(txn.get(folds.FOLD_FEEDS, db=meta)) == {
+            "*": ["America/Denver"], "2": ["Europe/London"]}
+        assert folds.shifts(txn, meta, [(5, denver), (5, london), (2, london), (2, denver)]) == [
+            hour, 0, hour, hour]
 
 
 def test_no_call_before_any_call(store, ingest_records):

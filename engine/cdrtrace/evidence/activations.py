@@ -12,8 +12,7 @@ import json
 from typing import Any
 
 from ..errors import TraceError
-from ..parsing import timezones
-from ..store import index
+from ..store import folds, index
 from .outcomes import TraceResult
 from .traces import Tracer, result_of
 
@@ -36,13 +35,13 @@ def run(tracer: Tracer) -> list[TraceResult]:
             # the repeated hours of the zone the switch wrote the time in (UTC's: none, for
             # an instant); one queued before the zone was kept: every zone the store noted
             zone = by.pop("zone", True)
-            folds = None if zone is True else timezones.fold_intervals(zone or "UTC")
+            repeated = None if zone is True else folds.of_zone(zone or "UTC")
             with envs.read() as index_txn:
                 by["source"] = tracer.catalog.source_name(index_txn, where["source"])
                 try:
                     record = tracer.record(txn, index_txn, index.line_key(line), line, at_us,
                                            activated_by=by, own=(where["offset"], where["source"]),
-                                           feed=feed, activation_folds=folds)
+                                           feed=feed, activation_folds=repeated)
                 except TraceError as exc:     # its call is no longer held
                     record = None
                     by["error"] = str(exc)

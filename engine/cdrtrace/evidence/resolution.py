@@ -9,14 +9,15 @@ from typing import Any
 from ..errors import TraceError
 from ..parsing import numbers, timezones
 from ..parsing.formats import Disposition, Presentation
-from ..store import index, lookup
+from ..store import folds, index, lookup
 from ..store.catalog import Catalog
 from ..store.lookup import Lookup
 from . import marks
 from .outcomes import Outcome, outcome_for
 
 _FIELDS: tuple[str, ...] = index.ENTRY_DTYPE.names or ()   # an entry's fields, as tolist() gives them
-_START, _OFFSET, _SOURCE = (_FIELDS.index(f) for f in ("start_us", "offset", "source"))
+_START, _OFFSET, _SOURCE, _FEED = (_FIELDS.index(f) for f in ("start_us", "offset", "source",
+                                                              "feed"))
 # an entry's presentation and disposition as a call's view names them
 PRESENTATIONS = {int(p): p.name.lower() for p in Presentation}
 DISPOSITIONS = {int(d): d.name.lower() for d in Disposition}
@@ -54,7 +55,7 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     record recorded it): a line of a switch's own (an extension) is resolved among that
     feed's calls alone; an E.164 line among every feed's. activation_folds: for an
     activation a switch recorded, the repeated hours of the zone it wrote its time in
-    (lookup.FOLDS' rows; empty for an instant; None: every zone the store noted)."""
+    (store.folds' rows; empty for an instant; None: every zone the store noted)."""
     keep = tracer.config["keep"]
     # the line's few entries as plain values (numpy costs more per field than it saves)
     entries = tracer.lookup.last_calls(key, index_txn).tolist()
@@ -82,7 +83,7 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     # one that says most surely the call rang the line
     before = lookup.up_to_own_call(lookup.surest_first(before), own)
     if own is not None and not (before and (before[0][_OFFSET], before[0][_SOURCE]) == own) and (
-            moved := lookup.begun_before_a_later_reading(
+            moved := folds.begun_before_a_later_reading(
                 tracer.lookup.folds(index_txn) if activation_folds is None else activation_folds,
                 [r[_START] for r in entries], at_us)):
         # a *57 its switch recorded at a local time of the hour daylight saving's end
@@ -132,8 +133,10 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         # caller's) may have been the last
         view["tie_not_held"] = held
         return Outcome.UNTRACEABLE, view, e, None
-    if not flagged and (moved := lookup.may_be_later(tracer.lookup.folds(index_txn),
-                                                     [r[_START] for r in before], at_us)):
+    if not flagged and (moved := folds.may_be_later(
+            folds.shifts(index_txn, tracer.lookup.db["meta"],
+                         [(r[_FEED], r[_START]) for r in before]),
+            [r[_START] for r in before], at_us)):
         # a local time in the hour daylight saving's end repeats: an hour later, the
         # last call before the activation would be another (not where the switch named
         # the call: its record's own times move together)

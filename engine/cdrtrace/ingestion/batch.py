@@ -422,7 +422,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
     """Parse what the reader holds, index it, read more; until the end of the source.
     Each mid-source commit saves the source's position in the same transaction; confirm(),
     if given, runs once before the first. local: the format's times are local (zone's
-    repeated hours are noted for the trace, lookup.FOLDS). omits_unconnected: the switch
+    repeated hours are noted for the trace, store.folds). omits_unconnected: the switch
     may leave calls that never connected unlogged (lookup.note_unconnected). hunt_groups:
     the feed's hunt pilots' members (store.hunts)."""
     pending = Pending(store, batch_pairs + batch_pairs // 8)   # a last chunk's pairs past it

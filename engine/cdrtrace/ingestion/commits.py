@@ -13,7 +13,7 @@ import numpy as np
 
 from ..parsing import salvage
 from ..parsing.formats import UNLOGGED_LEGS
-from ..store import hunts, index, lookup
+from ..store import folds, hunts, index, lookup
 
 
 class Pending:
@@ -180,8 +180,8 @@ class Pending:
                 lookup.note_local_feed(txn, meta_db, self.feed)
             if tenants:                    # whose extensions its records are (lookup.TENANTS)
                 lookup.note_tenants(txn, meta_db, self.feed, tenants, names)
-            if local_zone is not None:     # its repeated hours, for the trace (lookup.FOLDS)
-                lookup.add_fold_zone(txn, meta_db, local_zone)
+            if local_zone is not None:     # its repeated hours, for the trace (store.folds)
+                folds.add_zone(txn, meta_db, local_zone, self.feed)
             if omits:                      # what it showed of calls that never connected
                 lookup.note_unconnected(txn, meta_db, self.feed, unconnected, sources, omits)
             for key, value in unreadable:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..parsing import numbers, salvage, timezones
 from ..parsing.formats import UNLOGGED_CLEARED, UNLOGGED_LEGS, Disposition
-from . import feedlists, hunts, index
+from . import feedlists, folds, hunts, index
 from .environments import Environments
 
 UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this long before a traced call
@@ -18,10 +18,6 @@ UNREADABLE_WINDOW_US = 3600 * 1_000_000   # unreadable records noted from this l
 # its switch's clock is wrong, and so may be every time it gave (docs/trace-rules.md,
 # "Imperfect data"): a trace of its line is untraceable, `stats` says so of its feed
 STAMPED_AHEAD_US = 300 * 1_000_000
-# the hours that daylight saving's end repeats in the zones that read a feed's local times,
-# in the index's meta: rows of int64 (first_us, end_us, shift_us), sorted (timezones.
-# fold_intervals), and the zones they are from
-FOLDS, FOLD_ZONES = b"folds", b"fold_zones"
 # a feed whose switch may leave a call that rang a line unlogged (Format.
 # unconnected_shown_by: CUCM, Kamailio's transaction rows, FreeSWITCH's A legs alone)
 # names no call that began before it showed a record that proves it logs them: in the
@@ -47,19 +43,6 @@ TENANT_NAMES = b"tenant_names/"    # + the feed: their names, JSON {hex tenant: 
 _frombuffer = np.frombuffer
 _read_value, _NativeError = index._index.read_value, index._index.NativeLmdbError
 _ENTRY, _EMPTY = index.ENTRY_DTYPE, index.EMPTY
-_NO_FOLDS = np.zeros((0, 3), np.int64)
-
-
-def add_fold_zone(txn: Any, meta_db: Any, zone: str) -> None:
-    """Note, in an index write, that zone read local times: its repeated hours join FOLDS."""
-    zones = json.loads(txn.get(FOLD_ZONES, b"[]", db=meta_db))
-    if zone in zones:
-        return
-    held = np.frombuffer(txn.get(FOLDS, b"", db=meta_db), np.int64).reshape(-1, 3)
-    merged = np.concatenate([held, timezones.fold_intervals(zone)])
-    merged = merged[np.argsort(merged[:, 0], kind="stable")]
-    txn.put(FOLDS, merged.tobytes(), db=meta_db)
-    txn.put(FOLD_ZONES, json.dumps(sorted([*zones, zone])).encode(), db=meta_db)
 
 
 def unconnected_proof(columns: dict, kind: str) -> int | None:
@@ -307,38 +290,6 @@ def of_feed(entries: list, feed: int) -> list:
     return [r for r in entries if r[_FEED] == feed]
 
 
-def fold_shift(folds: np.ndarray, start_us: int) -> int:
-    """How much later than read a call stamped start_us may have begun: the largest shift
-    of a repeated hour that holds it (a local time there names two instants); 0 if none."""
-    inside = (folds[:, 0] <= start_us) & (start_us < folds[:, 1])
-    return int(folds[inside, 2].max()) if inside.any() else 0
-
-
-def may_be_later(folds: np.ndarray, starts: list[int], at_us: int) -> list[int]:
-    """Of the calls before an activation at at_us (their starts, newest first), those
-    stamped in a repeated hour (FOLDS) whose later reading would change the last call:
-    the newest, if it would then begin at or after the activation; an older one, if it
-    would then begin at or after the newest and before the activation. Their indices."""
-    if not len(folds) or not starts:
-        return []
-    moved = []
-    for i, start in enumerate(starts):
-        shift = fold_shift(folds, start)
-        later = start + shift
-        if shift and (later >= at_us if i == 0 else starts[0] <= later < at_us):
-            moved.append(i)
-    return moved
-
-
-def begun_before_a_later_reading(folds: np.ndarray, starts: list[int], at_us: int) -> list[int]:
-    """Of a line's calls (their starts, newest first), those begun at or after an
-    activation a switch recorded at at_us, a time in a repeated hour (FOLDS), but before
-    its later reading: the activation's own record may name the hour's second pass, and
-    then one of these was the last call before the *57. Their indices."""
-    shift = fold_shift(folds, at_us) if len(folds) else 0
-    return [i for i, start in enumerate(starts) if at_us <= start < at_us + shift]
-
-
 class Lookup:
     """Reads of the last-call index and what explains its entries."""
 
@@ -353,9 +304,8 @@ class Lookup:
         self.unnoted = note_feeds_held(envs)
 
     def folds(self, txn: Any) -> np.ndarray:
-        """The repeated hours of the zones that read local times into the index (FOLDS)."""
-        value = txn.get(FOLDS, db=self.db["meta"])
-        return _frombuffer(value, np.int64).reshape(-1, 3) if value else _NO_FOLDS
+        """The repeated hours of the zones that read local times into the index (folds)."""
+        return folds.held(txn, self.db["meta"])
 
     def shared_local(self, txn: Any, key: bytes) -> list[int] | None:
         """The feeds that index lines of their switch's own, where the line of key is one
