@@ -265,6 +265,7 @@ cdef struct Plan:
     uint32_t lengths     # bit k: k digits is a possible national number length
     bint nanp            # the North American plan: 10 digits, trunk 1, 011
     uint64_t zero_trunk[16]   # bit c: calling code c's trunk prefix is 0 ('+44 (0)20 ...')
+    uint64_t bare_zero[16]    # bit c: and its numbers never begin with 0 ('+44 020 ...')
 
 
 cdef inline uint64_t normalize(const char* p, Py_ssize_t n, const Plan* plan) noexcept nogil:
@@ -350,6 +351,18 @@ cdef uint64_t normalize_general(const char* p, Py_ssize_t n, const Plan* plan) n
             # dialled at home only
             memmove(digits + bracketed, digits + bracketed + 1, nd - bracketed - 1)
             nd -= 1
+    if lead >= 0 and lead < nd and digits[lead] != b'0':
+        # '+44 020 ...': the trunk prefix after a code whose numbers never begin with 0
+        # (calling codes are prefix-free: one length at most names one)
+        code = 0
+        for i in range(lead, lead + 3):
+            if i + 1 >= nd:
+                break
+            code = code * 10 + (digits[i] - 48)
+            if digits[i + 1] == b'0' and (plan.bare_zero[code >> 6] >> (code & 63)) & 1:
+                memmove(digits + i + 1, digits + i + 2, nd - i - 2)
+                nd -= 1
+                break
     if plus:
         kind = 1
         memcpy(body, digits, nd)
@@ -392,9 +405,10 @@ cdef int fill_plan(Plan* plan, object given, int country_code) except -1:
         if country_code != 1:
             raise ValueError("a country other than NANP (1) needs its dialling plan: "
                              "cdrtrace.parsing.numbers.dialling_plan(country_code).as_tuple()")
-        from cdrtrace.parsing.numbers import bracketed_trunk_codes
-        given = (1, "1", ("011",), (10,), tuple(sorted(bracketed_trunk_codes())))
-    cc, trunk, intl, lengths, zero_trunk = given
+        from cdrtrace.parsing.numbers import bare_trunk_codes, bracketed_trunk_codes
+        given = (1, "1", ("011",), (10,), tuple(sorted(bracketed_trunk_codes())),
+                 tuple(sorted(bare_trunk_codes())))
+    cc, trunk, intl, lengths, zero_trunk, bare_zero = given
     if cc != country_code:
         raise ValueError(f"the dialling plan is country {cc}'s, not {country_code}'s")
     digits = str(cc).encode()
@@ -423,6 +437,10 @@ cdef int fill_plan(Plan* plan, object given, int country_code) except -1:
         if not 1 <= code <= 999:
             raise ValueError(f"not a calling code: {code!r}")
         plan.zero_trunk[code >> 6] |= (<uint64_t>1) << (code & 63)
+    for code in bare_zero:
+        if not 1 <= code <= 999:
+            raise ValueError(f"not a calling code: {code!r}")
+        plan.bare_zero[code >> 6] |= (<uint64_t>1) << (code & 63)
     return 0
 
 

@@ -96,6 +96,12 @@ def test_numbers_by_the_countrys_own_plan(text, cc, expected):
     # nor without a country code before it, nor after more digits than a code has
     ("020 (0) 7946 0018", 44, "020079460018"), ("+4420 (0) 7946", 1, "+442007946"),
     ("+(0)44 20 7946 0018", 44, ""),
+    # written without brackets, as a PBX that puts the code before a national number
+    # writes it, where the code's numbers never begin with 0
+    ("+44 020 7946 0018", 44, "+442079460018"), ("0044 020 7946 0018", 49, "+442079460018"),
+    ("+49 (030) 1234567", 49, "+49301234567"), ("+44 (0)020 7946 0018", 1, "+442079460018"),
+    ("+39 06 1234 5678", 39, "+390612345678"),        # Italy's numbers begin with 0
+    ("+81 03 1234 5678", 81, "+810312345678"),        # Japan's may (its pattern admits it)
 ])
 def test_a_trunk_prefix_in_brackets_after_the_country_code(text, cc, expected):
     assert numbers.format_number(numbers.normalize(text, cc)) == expected
@@ -104,9 +110,10 @@ def test_a_trunk_prefix_in_brackets_after_the_country_code(text, cc, expected):
 
 
 @given(st.sampled_from(["+", "00", "011", "810", "", "+0"]), st.integers(1, 999),
-       st.sampled_from(["(0)", " (0) ", "(0", "(00)", "((0)", "(0)(0)", "-(0)-"]),
+       st.sampled_from(["(0)", " (0) ", "(0", "(00)", "((0)", "(0)(0)", "-(0)-", " 0", "0",
+                        "00", " (0)0"]),
        st.text("0123456789 (0)", max_size=12), st.sampled_from([1, 44, 49, 39, 7, 33, 61]))
-def test_a_bracketed_zero_reads_alike_natively(lead, code, mark, rest, cc):
+def test_a_written_trunk_zero_reads_alike_natively(lead, code, mark, rest, cc):
     text = f"{lead}{code}{mark}{rest}"
     plan = numbers.dialling_plan(cc).as_tuple()
     assert _parse.normalize_number(text, cc, plan) == numbers.normalize(text, cc)
@@ -180,6 +187,9 @@ def test_every_written_form_of_a_number_is_one_number(region):
                 forms.append((written, pn.country_code_for_region(abroad)))
         if numbers.dialling_plan(cc).trunk == "0":
             forms.append((f"+{cc} (0){national}", 1))
+        if cc in numbers.bare_trunk_codes():
+            forms.append((f"+{cc} 0{national}", 1))
+            assert pn.format_number(pn.parse(f"+{cc} 0{national}"), F.E164) == e164
         for text, feed_cc in forms:
             got = numbers.normalize(text, feed_cc)
             assert numbers.format_number(got) == e164, (text, feed_cc)

@@ -108,11 +108,13 @@ class DiallingPlan:
     lengths: frozenset[int]
     # the calling codes whose trunk prefix is 0 (bracketed_trunk_codes): '+44 (0)20 ...'
     zero_trunk: frozenset[int] = frozenset()
+    # those whose numbers never begin with 0 (bare_trunk_codes): '+44 020 ...'
+    bare_zero: frozenset[int] = frozenset()
 
     def as_tuple(self) -> tuple:
         """The form the native parser takes."""
         return (self.country_code, self.trunk, self.international, tuple(sorted(self.lengths)),
-                tuple(sorted(self.zero_trunk)))
+                tuple(sorted(self.zero_trunk)), tuple(sorted(self.bare_zero)))
 
 
 MAX_PREFIXES, MAX_PREFIX_DIGITS = 16, 7
@@ -203,6 +205,67 @@ def bracketed_trunk_codes() -> frozenset[int]:
     return frozenset(codes)
 
 
+def _first_digits(node) -> tuple[set[str], bool]:
+    """The characters a parsed regular expression (libphonenumber's number patterns) may
+    begin with, and whether it may match nothing."""
+    import re._constants as c  # the regex parser's own tables
+
+    found: set[str] = set()
+    for op, av in node:
+        if op is c.LITERAL:
+            first, empty = {chr(av)}, False
+        elif op is c.IN or (op is c.CATEGORY and av is c.CATEGORY_DIGIT):
+            first, empty = set("0123456789"), False
+            if op is c.IN and all(kind is c.LITERAL or kind is c.RANGE for kind, _ in av):
+                first = {chr(x) for kind, v in av
+                         for x in ((v,) if kind is c.LITERAL else range(v[0], v[1] + 1))}
+        elif op is c.SUBPATTERN:
+            first, empty = _first_digits(av[-1])
+        elif op is c.BRANCH:
+            branches = [_first_digits(b) for b in av[1]]
+            first, empty = set().union(*(f for f, _ in branches)), any(e for _, e in branches)
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            first, empty = _first_digits(av[2])
+            empty = empty or av[0] == 0
+        else:
+            return set("0123456789"), True          # not understood: anything
+        found |= first
+        if not empty:
+            return found, False
+    return found, True
+
+
+@functools.cache
+def bare_trunk_codes() -> frozenset[int]:
+    """The calling codes of bracketed_trunk_codes whose countries' numbers never begin
+    with 0 (by each of the code's countries' number pattern, libphonenumber's metadata): a
+    0 written right after one ('+44 020 7946 0018', as a PBX that puts +44 before a
+    national number writes it) is the trunk prefix. Not Japan's or Korea's, whose
+    patterns admit a leading 0."""
+    import re._parser as sre
+
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    codes = set()
+    for code in bracketed_trunk_codes():
+        found = [PhoneMetadata.metadata_for_region(region)
+                 for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ())]
+        metas = [m for m in found if m is not None]
+        if metas and all(m.national_prefix == "0" and m.general_desc is not None
+                         and not {"0", ""} & _first_zero(sre.parse(
+                             m.general_desc.national_number_pattern)) for m in metas):
+            codes.add(code)
+    return frozenset(codes)
+
+
+def _first_zero(tree) -> set[str]:
+    """Of a pattern's first characters, '0' if it may begin with one, '' if it may be
+    empty."""
+    first, empty = _first_digits(list(tree))
+    return (first & {"0"}) | ({""} if empty else set())
+
+
 @functools.cache
 def dialling_plan(country_code: int = 1) -> DiallingPlan:
     """The country's plan from libphonenumber's metadata (the phonenumbers package),
@@ -218,7 +281,7 @@ def dialling_plan(country_code: int = 1) -> DiallingPlan:
                         _prefixes(meta.international_prefix, meta.preferred_international_prefix),
                         frozenset(meta.general_desc.possible_length or ())
                         if meta.general_desc is not None else frozenset(),
-                        bracketed_trunk_codes())
+                        bracketed_trunk_codes(), bare_trunk_codes())
 
 
 def uri_user(text: str) -> str:
@@ -238,10 +301,11 @@ def uri_user(text: str) -> str:
 def normalize(text: str | bytes, country_code: int = 1) -> int:
     """Normalise a written number; 0 if it is not a number (the caller id is withheld).
 
-    Rules (docs/trace-rules.md, "Who called"), by the country's dialling plan: formatting characters are
-    ignored; ``+`` or an international prefix (011 in NANP, 00, 810 in Russia, ...) gives
-    E.164, a trunk prefix 0 written in brackets after its country code dropped ('+44
-    (0)20 ...'); 1-7 digits are an extension; the national trunk prefix (1, 0, 8) followed by a
+    Rules (docs/trace-rules.md, "Who called"), by the country's dialling plan:
+    formatting characters are ignored; ``+`` or an international prefix (011 in NANP,
+    00, 810 in Russia, ...) gives E.164, a trunk prefix 0 written after its country code
+    dropped ('+44 (0)20 ...', '+44 020 ...': bracketed_trunk_codes, bare_trunk_codes);
+    1-7 digits are an extension; the national trunk prefix (1, 0, 8) followed by a
     national number of a possible length, or a national number of a possible length
     written without it (Italy keeps its leading 0), gets the country code; any other
     digit string up to 15 digits is kept as "other".
@@ -267,6 +331,14 @@ def normalize(text: str | bytes, country_code: int = 1) -> int:
         # '+44 (0)20 7946 0018', '0049 (0)30 ...': written for callers at home and
         # abroad alike, the country's trunk prefix is dialled at home only
         digits = digits[:bracketed] + digits[bracketed + 1:]
+    if lead is not None and digits[lead:lead + 1] not in ("", "0"):
+        # '+44 020 7946 0018': the trunk prefix after a code whose numbers never begin
+        # with 0 (calling codes are prefix-free: one length at most names one)
+        for k in (1, 2, 3):
+            if (digits[lead + k:lead + k + 1] == "0"
+                    and int(digits[lead:lead + k]) in plan.bare_zero):
+                digits = digits[:lead + k] + digits[lead + k + 1:]
+                break
     if plus:
         kind, body = E164, digits
     elif prefix is not None:
