@@ -241,7 +241,8 @@ def block_masks(bytes block, int delim, int quote):
 # ---------------------------------------------------------------- numbers
 
 cdef inline bint is_format_char(char c) noexcept nogil:
-    return c == b' ' or c == b'-' or c == b'(' or c == b')' or c == b'.' or c == b'\t'
+    return (c == b' ' or c == b'-' or c == b'(' or c == b')' or c == b'.' or c == b'\t'
+            or c == b'/')
 
 
 cdef inline uint64_t pack_number(int kind, const char* d, int n) noexcept nogil:

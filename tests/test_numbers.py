@@ -50,7 +50,7 @@ def test_packing_is_lossless(kind, digits):
     assert packed < 1 << 64
 
 
-@given(st.text(alphabet="0123456789+-() .\t#*abc\n", max_size=24),
+@given(st.text(alphabet="0123456789+-() .\t#*abc\n/", max_size=24),
        st.sampled_from([1, 44, 33, 353, 61, 7, 39, 52, 81, 84]))
 def test_native_normalisation_equals_reference(text, cc):
     plan = numbers.dialling_plan(cc).as_tuple()
@@ -102,6 +102,7 @@ def test_numbers_by_the_countrys_own_plan(text, cc, expected):
     ("+49 (030) 1234567", 49, "+49301234567"), ("+44 (0)020 7946 0018", 1, "+442079460018"),
     ("+39 06 1234 5678", 39, "+390612345678"),        # Italy's numbers begin with 0
     ("+81 03 1234 5678", 81, "+810312345678"),        # Japan's may (its pattern admits it)
+    ("030/1234567", 49, "+49301234567"), ("+49 30/1234567", 1, "+49301234567"),  # a slash
 ])
 def test_a_trunk_prefix_in_brackets_after_the_country_code(text, cc, expected):
     assert numbers.format_number(numbers.normalize(text, cc)) == expected

@@ -28,7 +28,7 @@ _IDENTITY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-+@")
 MAX_DIGITS = 15
 MAX_EXTENSION_DIGITS = 7
 MIN_E164_DIGITS = 7
-_FORMATTING = " -().\t"
+_FORMATTING = " -().\t/"        # '/': '030/1234567', as German numbers are written
 
 
 def pack(kind: int, digits: str) -> int:
