@@ -492,15 +492,20 @@ def test_sip_user_callers_are_identities_traced_and_counted(store, tmp_path):
 
 # ------------------------------------------------------------------ traces a switch recorded
 
-def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
-    header = ",".join(cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + ",customerOriginatedTrace.invocationTime\n"
-    blank = [""] * len(cdrtrace.parsing.formats.BROADWORKS_COLUMNS)
+# a BroadWorks file with a header naming its columns and the service field of the *57s it
+# recorded (customerOriginatedTrace.invocationTime), and one of its records
+BW_HEADER = (",".join(cdrtrace.parsing.formats.BROADWORKS_COLUMNS)
+             + ",customerOriginatedTrace.invocationTime\n")
 
-    def bw(**values):
-        row = dict(zip(cdrtrace.parsing.formats.BROADWORKS_COLUMNS, blank, strict=True))
-        row.update(values)
-        cot = row.pop("cot", "")
-        return ",".join(row[c] for c in cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + f",{cot}\n"
+
+def bw(**values) -> str:
+    row = dict.fromkeys(cdrtrace.parsing.formats.BROADWORKS_COLUMNS, "")
+    row.update(values)
+    cot = row.pop("cot", "")
+    return ",".join(row[c] for c in cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + f",{cot}\n"
+
+
+def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
     call = bw(recordId="0001", userNumber="+13035550110", direction="Terminating",
               callingNumber="+17205550199", callingPresentationIndicator="Public",
               calledNumber="3035550110", startTime="20260302140000.000", answerIndicator="No",
@@ -511,7 +516,7 @@ def test_a_broadworks_cot_invocation_is_a_trace_of_that_line(store, tmp_path):
                 answerIndicator="Yes", answerTime="20260302140101.000",
                 releaseTime="20260302140110.000", terminationCause="016", cot="20260302140105.000")
     path = tmp_path / "bw.csv"
-    path.write_text(header + call + star57)
+    path.write_text(BW_HEADER + call + star57)
     summary = cdrtrace.ingest(store, [str(path)], fmt="broadworks")
     assert (summary.records, summary.switch_traces) == (2, 1)
     with store.envs.read() as txn:              # traced: nothing left due for the next run
@@ -533,15 +538,6 @@ def test_a_cot_invocation_in_gmt_names_one_instant_whatever_zones_the_store_note
     file in Denver's local times has made note that hour. A call to the line at 07:50,
     after the invocation, is no candidate: the 06:30 call is named (a local time there
     would have named two instants, and the 07:50 call could have been the last)."""
-    header = ",".join(cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + ",customerOriginatedTrace.invocationTime\n"
-    blank = [""] * len(cdrtrace.parsing.formats.BROADWORKS_COLUMNS)
-
-    def bw(**values):
-        row = dict(zip(cdrtrace.parsing.formats.BROADWORKS_COLUMNS, blank, strict=True))
-        row.update(values)
-        cot = row.pop("cot", "")
-        return ",".join(row[c] for c in cdrtrace.parsing.formats.BROADWORKS_COLUMNS) + f",{cot}\n"
-
     def call(record, caller, start, release):
         return bw(recordId=record, userNumber="+13035550110", direction="Terminating",
                   callingNumber=caller, callingPresentationIndicator="Public",
@@ -556,7 +552,7 @@ def test_a_cot_invocation_in_gmt_names_one_instant_whatever_zones_the_store_note
                                                    disposition="NO ANSWER"), name="denver.csv")],
                     zone="America/Denver")
     path = tmp_path / "bw.csv"
-    path.write_text(header + call("0001", "+17205550101", "20261101063000.000",
+    path.write_text(BW_HEADER + call("0001", "+17205550101", "20261101063000.000",
                                   "20261101063020.000")
                     + call("0002", "+17205550102", "20261101075000.000", "20261101075020.000")
                     + star57)
