@@ -83,7 +83,7 @@ def test_directory_import_errors_say_which_row(store, tmp_path):
             "different subscribers; keep one row for it")):
         store.import_directory(twice, operator="ops")
     same = directory_file(tmp_path, ['303-555-0142,"Pat","1 Elm",true',
-                                     '3035550142,"Pat","1 Elm",yes'], "same.csv")
+                                     '303\u2013555\u20130142,"Pat","1 Elm",yes'], "same.csv")
     assert store.import_directory(same, operator="ops") == 1     # the same row twice: one
 
 

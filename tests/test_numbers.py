@@ -198,3 +198,20 @@ def test_every_written_form_of_a_number_is_one_number(region):
             assert _parse.normalize_number(text, feed_cc, plan) == got, (text, feed_cc)
             checked += 1
     assert checked >= 12
+
+
+@pytest.mark.parametrize("text", [
+    "303\u2013555\u20130110", "303\u2012555\u20120110", "303\u2212555\u22120110",   # dashes, minus
+    "303\u00a0555\u00a00110", "\u200b303 555 0110\u200b",                    # no-break, zero-width
+    "\uff13\uff10\uff13\uff15\uff15\uff15\uff10\uff11\uff11\uff10",    # fullwidth digits
+    "\uff0b\uff11 303 555 0110",                                               # fullwidth plus
+])
+def test_a_line_pasted_from_a_document_is_the_line(tmp_path, text):
+    """A care agent pastes the customer's number from a letter or a web page: its dashes,
+    spaces and digits may not be ASCII. The line is the one written plainly; a line that
+    is no number is still refused."""
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    assert store.line(text) == numbers.normalize("3035550110")
+    with pytest.raises(cdrtrace.NumberError, match="not a telephone line"):
+        store.line("303\u2013555\u2013O11O")                     # letters O, not zeros
+    store.close()

@@ -150,7 +150,7 @@ class Store:
     def line(self, text: str) -> int:
         """A line as its packed number; NumberError if it is not a telephone line."""
         try:
-            packed = self._normalize(str(text))
+            packed = self._normalize(numbers.typed(str(text)))
         except (UnicodeError, ValueError):     # not text a number is written in
             packed = 0
         if packed == 0:

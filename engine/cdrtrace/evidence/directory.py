@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from ..errors import DirectoryError
+from ..parsing.numbers import typed
 from ..parsing.parsers import normalize_number
 from ..store.environments import Environments
 from .audit import AuditLog
@@ -60,7 +61,7 @@ def entries(table: pa.Table, country_code: int, source: str = "directory"):
     pairs: dict[bytes, tuple[int, str, bytes]] = {}
     for row, (number, name, address, flag) in enumerate(
             zip(numbers, names, addresses, served, strict=True), start=2):
-        packed = normalize_number(number or "", country_code)
+        packed = normalize_number(typed(number or ""), country_code)
         if packed == 0:
             raise DirectoryError(f"{source} row {row}: not a telephone number: {number!r}")
         flag = (flag or "").strip().lower()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import unicodedata
 
 from ..errors import NumberError
 
@@ -282,6 +283,22 @@ def dialling_plan(country_code: int = 1) -> DiallingPlan:
                         frozenset(meta.general_desc.possible_length or ())
                         if meta.general_desc is not None else frozenset(),
                         bracketed_trunk_codes(), bare_trunk_codes())
+
+
+# what a number pasted from a document or a web page holds beside ASCII: dashes and a
+# minus sign as '-', zero-width spaces dropped (NFKC turns fullwidth digits and a
+# no-break space into ASCII ones)
+_TYPED = {**dict.fromkeys([*range(0x2010, 0x2016), 0x2212, 0x30FC, 0xFE58, 0xFE63], "-"),
+          **dict.fromkeys((0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD))}
+
+
+def typed(text: str) -> str:
+    """A number as a person typed or pasted it (a line to trace, a directory's row), in
+    the ASCII it is normalised from: '303\u2013555\u20130110', fullwidth digits and a
+    no-break space read as written plainly. ASCII text is returned as it is."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", text).translate(_TYPED)
 
 
 def uri_user(text: str) -> str:
