@@ -1184,6 +1184,31 @@ def test_http_answers_a_refused_trace_and_a_fault(service, fault):
     assert traced.json()["outcome"] == "success"
 
 
+def test_a_time_the_store_s_clocks_show_twice_is_refused_over_http_and_fastagi(tmp_path):
+    """A store in Denver: '2026-11-01T01:30' names 07:30 and 08:30 UTC. Over HTTP the
+    trace is refused (400, naming both), the switch over FastAGI announces a failure, and
+    nothing is recorded; with its offset it is traced."""
+    store = cdrtrace.open(tmp_path / "denver", create=True, zone="America/Denver")
+    switch = store.tokens.create("switch-1", "switch")
+    running = Service(store)
+    try:
+        refused = httpx.post(running.url + "/v1/trace", timeout=10,
+                             json={"line": LINE, "at": "2026-11-01T01:30"},
+                             headers={"Authorization": f"Bearer {switch}"})
+        assert refused.status_code == 400
+        assert "2026-11-01T07:30:00Z or 2026-11-01T08:30:00Z" in refused.json()["error"]
+        commands, _ = agi(running, asterisk(agi_arg_1="2026-11-01T01:30"))
+        assert commands[0] == 'SET VARIABLE COT_OUTCOME "failure"'
+        assert store.trace_records(analyst="ann") == []
+        traced = httpx.post(running.url + "/v1/trace", timeout=10,
+                            json={"line": LINE, "at": "2026-11-01T01:30-07:00"},
+                            headers={"Authorization": f"Bearer {switch}"})
+        assert traced.json()["activated_at"] == "2026-11-01T08:30:00Z"
+    finally:
+        running.stop()
+        store.close()
+
+
 def test_http_answers_500_when_a_durable_trace_cannot_be_written_out(service, monkeypatch):
     """The answer's JSON fails after the trace is durable: a 500 (the trace is recorded),
     never a connection left waiting; the next trace is answered."""
