@@ -41,14 +41,13 @@ def add_zone(txn: Any, meta_db: Any, zone: str, feed: int) -> None:
     zones = json.loads(txn.get(FOLD_ZONES, b"[]", db=meta_db))
     known = txn.get(FOLD_FEEDS, db=meta_db)
     feeds = json.loads(known) if known else ({EVERY_FEED: zones} if zones else {})
-    if zone in feeds.get(str(feed), ()) and known:
+    if zone in feeds.get(str(feed), ()):
         return
     feeds[str(feed)] = sorted({*feeds.get(str(feed), ()), zone})
     txn.put(FOLD_FEEDS, json.dumps(feeds, sort_keys=True).encode(), db=meta_db)
     if zone in zones:
         return
-    held = np.frombuffer(txn.get(FOLDS, b"", db=meta_db), np.int64).reshape(-1, 3)
-    merged = np.concatenate([held, of_zone(zone)])
+    merged = np.concatenate([held(txn, meta_db), of_zone(zone)])
     merged = merged[np.argsort(merged[:, 0], kind="stable")]
     txn.put(FOLDS, merged.tobytes(), db=meta_db)
     txn.put(FOLD_ZONES, json.dumps(sorted([*zones, zone])).encode(), db=meta_db)
