@@ -61,6 +61,10 @@ cdef enum:
 
 assert sizeof(Entry) == ENTRY_SIZE
 
+# how far apart two feeds' records of one call may begin (store.lookup.FORWARDED_CALL_US)
+cdef int64_t _TWIN_US = 300_000_000
+TWIN_US = _TWIN_US
+
 _OUTCOMES = {CODE_SUCCESS: "success", CODE_UNTRACEABLE: "untraceable",
              CODE_NO_CALL: "no_call", CODE_ALREADY_TRACED: "already_traced"}
 
@@ -330,6 +334,12 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         else:
             origin = f"{call['calling']} (feed {e.feed})"
         if code == CODE_SUCCESS:
+            # a record of this caller's in another feed near this call may be another
+            # switch's record of it (store.lookup.same_call_elsewhere): the reference says
+            for i in range(count):
+                if entries[i].feed != e.feed and entries[i].calling == e.calling and \
+                        -_TWIN_US <= entries[i].start_us - e.start_us <= _TWIN_US:
+                    return None
             original = etxn.get(key + b"c" + key_bytes(e.call_id), None, by_line_db)
             if original is not None:     # its trace's call: this one, or one a day away
                 held = etxn.get(key_bytes(int(original[1:])), None, traces_db)  # (evidence.marks)

@@ -160,4 +160,13 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
             if original is not None:
                 outcome = Outcome.ALREADY_TRACED
                 break
+        # the call's record in another switch's feed (a call through two switches): a
+        # trace that named it, before this feed's record came in, named this call
+        for twin in [] if original is not None else lookup.same_call_elsewhere(entries, before[0]):
+            t = dict(zip(_FIELDS, twin, strict=True))
+            original = marks.traced_as(txn, tracer.db, key, t["call_id"], t["start_us"])
+            if original is not None:
+                outcome = Outcome.ALREADY_TRACED
+                view["recorded_by_another_feed"] = tracer.call_view(index_txn, t)
+                break
     return outcome, view, e, original

@@ -244,6 +244,15 @@ def has_local_lines(lines: np.ndarray) -> bool:
 _NAMES = index.ENTRY_DTYPE.names or ()      # an entry's fields, as tolist() gives them
 _START, _OFFSET, _SOURCE, _FEED, _CALLING, _FLAGS = (
     _NAMES.index(name) for name in ("start_us", "offset", "source", "feed", "calling", "flags"))
+# Two switches' records of one call (docs/trace-rules.md, "One call in two switches'
+# records"): an E.164 line's call that passed through two switches whose CDRs are both
+# ingested (an SBC and the PBX behind it; a line of one switch forwarded to a line of
+# another) is in the line's index twice, under two feeds and two call ids, its starts
+# apart by the switches' rounding to whole seconds and their clocks (SAME_CALL_US), or,
+# where it was forwarded, by the ring time before the forward as well (FORWARDED_CALL_US:
+# past a forward on no answer's ring time, which a phone's setting puts at 120 s at most)
+SAME_CALL_US = 2_000_000
+FORWARDED_CALL_US = 300_000_000
 
 
 def disposition_rank(flags: int) -> int:
@@ -283,6 +292,23 @@ def up_to_own_call(before: list, own: tuple[int, int] | None) -> list:
     if flagged is None:
         return before
     return [flagged] + [r for r in before if r is not flagged and r[_START] <= flagged[_START]]
+
+
+def same_call_elsewhere(entries: list, e: list) -> list:
+    """Of a line's entries (as tolist() gives them), the records other feeds wrote of the
+    call whose entry is e (one of them): per other feed, its entry from e's caller nearest
+    e in time, within SAME_CALL_US of it (FORWARDED_CALL_US where either says the call was
+    forwarded), where e is in turn its own feed's entry from that caller nearest that one.
+    A caller who calls again soon makes a record in each feed per call: each call's are
+    nearest each other."""
+    def nearest(of: list, feed: int) -> list | None:
+        near = [r for r in entries if r[_FEED] == feed and r[_CALLING] == of[_CALLING]
+                and abs(r[_START] - of[_START]) <= (
+                    FORWARDED_CALL_US if (r[_FLAGS] | of[_FLAGS]) & index.FORWARDED
+                    else SAME_CALL_US)]
+        return min(near, key=lambda r: abs(r[_START] - of[_START]), default=None)
+    twins = (nearest(e, feed) for feed in sorted({r[_FEED] for r in entries} - {e[_FEED]}))
+    return [r for r in twins if r is not None and nearest(r, e[_FEED]) is e]
 
 
 def of_feed(entries: list, feed: int) -> list:
