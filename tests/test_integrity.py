@@ -173,7 +173,7 @@ def two_origins(store, tmp_path, first: bool = True, second: bool = True) -> Non
     """Traces of LINE naming 7205550101 (its Caller A) then 7205550102 (Caller B)."""
     if first:
         cdrtrace.ingest(store, [cdr_file(tmp_path, call(3, src="7205550101"), name="a.csv")])
-        store.trace(LINE, at="2026-03-02T15:00:00Z")
+        store.trace(LINE, at="2026-03-02T14:10:00Z")     # before the second call began
     if second:
         cdrtrace.ingest(store, [cdr_file(tmp_path, call(33, src="7205550102"), name="b.csv")])
         store.trace(LINE, at="2026-03-02T16:00:00Z")

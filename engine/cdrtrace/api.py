@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from .errors import CaseError, CdrTraceError, NumberError, TraceError
-from .evidence import activations, directory, retention, traces
+from .evidence import activations, directory, later, retention, traces
 from .evidence import rows as trace_rows
 from .evidence.audit import UNPRINTABLE, AuditLog, actor
 from .evidence.cases import Cases
@@ -132,6 +132,8 @@ class Store:
         self.carrier: dict[str, Any] = (own.carrier if own is not None else None) or {}
         self.shard = own.shard if own is not None else None     # the lines this store holds
         self._tracer.replica = shards.residue(self.shard)    # trace numbers among replicas
+        # the lines that have traces (packed, sorted): ingest queues their calls (evidence.later)
+        self.traced_lines: Callable[[], np.ndarray] = self._tracer.traced.get
         self._audit = AuditLog(self.envs, own.roles if own is not None else None)
         self._requests = Requests(self.envs, self._audit)
         self._disclosure = Disclosure(self.envs, self._tracer, self._audit)
@@ -248,6 +250,10 @@ class Store:
     def run_activations(self) -> list[TraceResult]:
         """Trace the *57s the switches recorded in ingested CDRs, each once."""
         return activations.run(self._tracer)
+
+    def note_later_calls(self) -> int:
+        """Note each success a call ingested after it contradicts (evidence.later)."""
+        return later.run(self._tracer)
 
     # ------------------------------------------------------------ operations
 

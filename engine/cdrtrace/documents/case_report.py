@@ -16,8 +16,10 @@ from .render import Page, latin1
 
 
 def record_hash(record: dict) -> str:
-    """The SHA-256 of an evidence record's canonical JSON."""
-    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The SHA-256 of an evidence record's canonical JSON, as the store keeps it (a note
+    read beside it, `later_call`, is not part of it)."""
+    kept = {k: v for k, v in record.items() if k != "later_call"}
+    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -60,6 +62,15 @@ def case_report(case: dict, authority: dict, disclosure: dict, records: list[dic
     if addresses:
         page.heading("Subscriber of the calling number, as at each trace")
         page.fields(addresses)
+    contested = [(r["trace_id"], f"a call to the line that began {r['later_call']['start']}, "
+                                 f"ingested later (feed {r['later_call']['feed']}, noted "
+                                 f"{r['later_call']['noted_at']}), came between the traced call "
+                                 "and the activation, from another caller or none known: the "
+                                 "traced call may not be the one the customer traced")
+                 for r in records if r.get("later_call")]
+    if contested:
+        page.heading("Traces contested by a call that came in later")
+        page.fields(contested)
     page.heading("Timeline")
     _timeline(page, records, archived, threshold)
     if archived:

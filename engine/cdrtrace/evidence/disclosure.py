@@ -23,6 +23,7 @@ from ..errors import AccessError, StoreError
 from ..parsing import numbers
 from ..store import archive
 from ..store.environments import Environments
+from . import later
 from . import rows as trace_rows
 from .audit import UNPRINTABLE, AuditLog, page
 from .outcomes import Outcome
@@ -168,7 +169,9 @@ class Disclosure:
         self.envs.ewrite(lambda txn: trace_rows.compact(txn, self.db["trace_rows"],
                                                        self.db["trace_segments"], self.db["emeta"]))
         with self.envs.eenv.begin(buffers=True) as txn:   # views into the map: one copy in all
-            return trace_rows.read_all(txn, self.db["trace_rows"], self.db["trace_segments"])
+            rows = trace_rows.read_all(txn, self.db["trace_rows"], self.db["trace_segments"])
+            # a success a call that came in later contests counts no more (evidence.later)
+            return later.contest(rows, set(later.noted(self.tracer, txn)))
 
     def timeline_columns(self, line: int, origin: int, analyst: str) -> dict:
         """The trace rows a timeline between one line and one origin reads (a report

@@ -160,12 +160,14 @@ def customer_status(line: str, records: list[dict], threshold: int, labels: dict
     traces = tuple({
         "trace_id": r["trace_id"],
         "activated_at": format_utc(r["activated_us"]),
-        "call_time": call_time(r.get("call")),
+        "call_time": None if "later_call" in r else call_time(r.get("call")),
         "outcome": r["outcome"],
     } for r in records)
     per_origin: dict[str, dict[tuple[str, int], int]] = {}
     for r in records:
-        if r["outcome"] == Outcome.SUCCESS.value:    # a call: its id and start (ids recur)
+        # a call: its id and start (ids recur); not one a call that came in later showed
+        # was not the last (evidence.later)
+        if r["outcome"] == Outcome.SUCCESS.value and "later_call" not in r:
             call = r["call"]["call_id"], r["call"]["start_us"]
             per_origin.setdefault(str(origin_of(r)), {})[call] = r["call"]["start_us"]
     order = list(labels)

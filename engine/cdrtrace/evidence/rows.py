@@ -33,6 +33,8 @@ BLOCK = 32                     # 32 x 56 = 1792 bytes: inline in a 4 KiB page
 SEGMENT = 1 << 16              # rows per compacted segment (3.5 MiB, overflow pages)
 OUTCOME_CODES = {"success": 1, "untraceable": 2, "no_call": 3, "already_traced": 4,
                  "pending": 5}
+# a success a call that came in later contests, as the reports read its row (evidence.later)
+CONTESTED = 6
 
 _ROW = struct.Struct("<QQQQqqBBBBH2x")   # ROW_DTYPE's layout, for one row without numpy
 assert _ROW.size == ROW_DTYPE.itemsize
@@ -95,6 +97,17 @@ def read_all(txn, db, segments_db=None) -> np.ndarray:
     parts = list(txn.cursor(segments_db).iternext(keys=False)) if segments_db else []
     parts += txn.cursor(db).iternext(keys=False)
     return np.frombuffer(b"".join(parts), ROW_DTYPE)
+
+
+def read_since(txn, db, segments_db, after: int) -> np.ndarray:
+    """The rows of traces numbered past after, in trace order (a copy)."""
+    parts = []
+    for table, key in ((segments_db, after // SEGMENT), (db, after // BLOCK)):
+        cursor = txn.cursor(table)
+        if cursor.set_range(key.to_bytes(8, "big")):
+            parts += [bytes(v) for v in cursor.iternext(keys=False)]
+    rows = np.frombuffer(b"".join(parts), ROW_DTYPE)
+    return rows[rows["trace"] > after]
 
 
 def compact(txn, db, segments_db, meta_db) -> int:

@@ -29,7 +29,7 @@ from ..store.catalog import Catalog
 from ..store.environments import Environments
 from ..store.liveness import Liveness
 from ..store.lookup import Lookup
-from . import _trace, pseudonyms, replication, resolution
+from . import _trace, later, pseudonyms, replication, resolution
 from . import rows as trace_rows
 from .groupcommit import GroupCommit
 from .marks import CALL_MARK, TRACE_MARK
@@ -169,6 +169,7 @@ class Tracer:
         self.replica: tuple[int, int] | None = None   # (K, N) when a shard's replicas share evidence
         self.group = GroupCommit(envs, self.opened)   # concurrent traces share durable commits
         self.native = index.native_calls()
+        self.traced = later.TracedLines(self)     # the lines ingest checks (evidence.later)
         self.native_record = NativeRecord(self)       # the common case in C
 
     def trace(self, packed: int, at_us: int, feed: int | None = None, wait: float = 0.0,
@@ -416,15 +417,20 @@ class Tracer:
         """Every evidence record, or a line's, in trace order (identifying: callers audit)."""
         with self.envs.eread() as txn:
             if line_key is None:
-                return [json.loads(v) for _, v in txn.cursor(self.db["traces"])]
-            prefix = line_key + TRACE_MARK
-            cursor = txn.cursor(self.db["by_line"])
-            found = []
-            if cursor.set_range(prefix):
-                for k, _ in cursor:
-                    if not k.startswith(prefix):
-                        break
-                    found.append(json.loads(txn.get(k[9:], db=self.db["traces"])))
+                found = [json.loads(v) for _, v in txn.cursor(self.db["traces"])]
+            else:
+                prefix = line_key + TRACE_MARK
+                cursor = txn.cursor(self.db["by_line"])
+                found = []
+                if cursor.set_range(prefix):
+                    for k, _ in cursor:
+                        if not k.startswith(prefix):
+                            break
+                        found.append(json.loads(txn.get(k[9:], db=self.db["traces"])))
+            for record in found:      # a call that came in later, where one did (evidence.later)
+                if record["outcome"] == Outcome.SUCCESS.value and (note := txn.get(
+                        later.NOTED + u64(int(record["trace_id"][1:])), db=self.db["emeta"])):
+                    record["later_call"] = json.loads(note)
             return found
 
 

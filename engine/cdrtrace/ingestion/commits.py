@@ -33,6 +33,8 @@ class Pending:
         self.unreadable: list[tuple[bytes, bytes]] = []   # (key, value) of the unreadable-record log
         self.lost_pairs = 0         # pending pairs that are unreadable calls
         self.switch_traces = 0      # traces run for activations the switch recorded
+        self.later_calls = 0        # successes a call committed since contradicts (evidence.later)
+        self.later_checked = False  # this run has checked them once
         self.unreadable_total = 0   # unreadable-call pairs committed
         self.identities: dict[int, str] = {}   # caller identities parsed: {packed: text}
         self.activations: list[tuple[int, Any]] = []   # (source, traces the switch recorded) parsed
@@ -174,8 +176,10 @@ class Pending:
         self.local_noted = self.local_noted or local
         (tenants, names), self.tenants, self.tenant_names = (self.tenants, self.tenant_names), (), {}
 
-        def work(txn, last: dict | None):
+        def work(txn, last: dict | None, due: list[bytes]):
             written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
+            for key in due:                # calls of lines with traces (evidence.later)
+                txn.put(key, b"", db=meta_db)
             if local:
                 lookup.note_local_feed(txn, meta_db, self.feed)
             if tenants:                    # whose extensions its records are (lookup.TENANTS)
@@ -203,12 +207,13 @@ class Pending:
             return written
 
         def run() -> int:
-            written, last = 0, None
+            written, last, due = 0, None, []
             try:
                 if pairs is not None:
                     lines, entries = pairs
                     self.store.envs.reserve(len(lines))
                     ordered, order = index.line_order(lines)
+                    due = index.later_due(self.store.traced_lines(), ordered, order, entries)
                     ranges = [{"lines": ordered[part], "entries": entries, "order": order[part]}
                               for part in index.key_ranges(ordered, self.store.envs.index_bytes())]
                     # all but the last range of lines in transactions of their own, so no
@@ -218,13 +223,17 @@ class Pending:
                     for part in ranges:
                         written += self.store.envs.write(functools.partial(
                             index.write_entries, db=db, keep=keep, **part))
-                written += self.store.envs.write(functools.partial(work, last=last))
+                written += self.store.envs.write(functools.partial(work, last=last, due=due))
             finally:
                 if room is not None and len(self._free) < 2:
                     self._free.append(room)      # written or not, nothing reads it again
             self.unreadable_total += lost
             if activations:          # their calls are in the index now: trace them
                 self.switch_traces += len(self.store.run_activations())
+            if due or not self.later_checked:   # calls of traced lines (and, once a run,
+                # any a crash left queued): do they contradict a success?
+                self.later_calls += self.store.note_later_calls()
+                self.later_checked = True
             return written - lost
         return run
 

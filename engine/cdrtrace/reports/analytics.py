@@ -38,7 +38,8 @@ CREATE MACRO origin_text(x, scope, feed, one_id, one_start) AS number_text(x) ||
                 || utc_text(one_start) || ')'
     ELSE '' END;
 CREATE MACRO outcome_text(o) AS CASE o WHEN 1 THEN 'success' WHEN 2 THEN 'untraceable'
-    WHEN 3 THEN 'no_call' WHEN 4 THEN 'already_traced' ELSE 'pending' END;
+    WHEN 3 THEN 'no_call' WHEN 4 THEN 'already_traced' WHEN 6 THEN 'contested'
+    ELSE 'pending' END;
 CREATE MACRO disposition_text(d) AS {case_of("d", Disposition)};
 CREATE MACRO presentation_text(p) AS {case_of("p", Presentation)};
 """

@@ -276,3 +276,21 @@ def write_entries_py(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int 
         cursor.putmulti(pairs, append=append)
         lo = hi
     return len(lines)
+
+
+# a call indexed on a line that has traces, queued in the index's meta with its commit for
+# the evidence to check (evidence.later): + the line (8 bytes) + the entry (40)
+LATER_DUE = b"later_due/"
+
+
+def later_due(traced: np.ndarray, ordered: np.ndarray, order: np.ndarray,
+              entries: np.ndarray) -> list[bytes]:
+    """The LATER_DUE keys of a batch's pairs (ordered: its lines sorted, order: entries[order[i]]
+    is the entry of ordered[i]) whose line has a trace."""
+    if not len(traced) or not len(ordered):
+        return []
+    lo, hi = np.searchsorted(ordered, traced, "left"), np.searchsorted(ordered, traced, "right")
+    raw = entries.view(np.uint8).reshape(-1, ENTRY_DTYPE.itemsize)
+    return [LATER_DUE + int(ordered[i]).to_bytes(8, "big") + raw[order[i]].tobytes()
+            for a, b in zip(lo[lo < hi].tolist(), hi[lo < hi].tolist(), strict=True)
+            for i in range(a, b)]
