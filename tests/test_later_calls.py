@@ -125,7 +125,7 @@ def test_a_trace_the_commit_did_not_see_is_checked_at_the_next_ingest(store, tmp
     trace was in): the next ingest checks it against the index."""
     first_trace(store, tmp_path)
     with monkeypatch.context() as m:
-        m.setattr(store, "traced_lines", lambda: np.empty(0, np.uint64))
+        m.setattr(store, "traced_lines", lambda: (np.empty(0, np.uint64), np.empty(0, np.int64)))
         m.setattr(store, "note_later_calls", lambda: 0)
         ingest(store, tmp_path, MAL, feed=2)
     assert "later_call" not in record(store)

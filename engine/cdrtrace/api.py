@@ -132,8 +132,9 @@ class Store:
         self.carrier: dict[str, Any] = (own.carrier if own is not None else None) or {}
         self.shard = own.shard if own is not None else None     # the lines this store holds
         self._tracer.replica = shards.residue(self.shard)    # trace numbers among replicas
-        # the lines that have traces (packed, sorted): ingest queues their calls (evidence.later)
-        self.traced_lines: Callable[[], np.ndarray] = self._tracer.traced.get
+        # the lines that have traces (packed, sorted) and each one's latest activation:
+        # ingest queues the calls that began before it (evidence.later)
+        self.traced_lines: Callable[[], tuple] = self._tracer.traced.get
         self._audit = AuditLog(self.envs, own.roles if own is not None else None)
         self._requests = Requests(self.envs, self._audit)
         self._disclosure = Disclosure(self.envs, self._tracer, self._audit)

@@ -38,24 +38,29 @@ _ENTRY = index.ENTRY_DTYPE
 
 
 class TracedLines:
-    """The lines that have a trace (any outcome: a pending one may succeed), as a sorted
-    array, read from the report rows as traces are added (a line's is never forgotten)."""
+    """The lines that have a trace (any outcome: a pending one may succeed), sorted, and
+    beside each the latest activation among its traces (a call that began after it
+    contradicts none of them), read from the report rows as traces are added."""
 
     def __init__(self, tracer: Any) -> None:
         self.tracer = tracer
         self.lines = np.empty(0, np.uint64)
+        self.until = np.empty(0, np.int64)
         self.upto = 0        # the last trace number read
 
-    def get(self) -> np.ndarray:
+    def get(self) -> tuple[np.ndarray, np.ndarray]:
         envs, db = self.tracer.envs, self.tracer.db
         with envs.eread() as txn:
             last = int(txn.get(b"last_trace", b"0", db=db["emeta"]))
             if last <= self.upto:
-                return self.lines
+                return self.lines, self.until
             new = trace_rows.read_since(txn, db["trace_rows"], db["trace_segments"], self.upto)
-        self.lines = np.union1d(self.lines, new["line"].astype(np.uint64))
-        self.upto = last
-        return self.lines
+        lines, at = np.unique(np.concatenate([self.lines, new["line"].astype(np.uint64)]),
+                              return_inverse=True)
+        until = np.full(len(lines), np.iinfo(np.int64).min, np.int64)
+        np.maximum.at(until, at, np.concatenate([self.until, new["activated_us"]]))
+        self.lines, self.until, self.upto = lines, until, last
+        return lines, until
 
 
 def contradicts(tracer: Any, index_txn: Any, key: bytes, record: dict, e: Any) -> bool:

@@ -283,14 +283,22 @@ def write_entries_py(txn, db, lines: np.ndarray, entries: np.ndarray, keep: int 
 LATER_DUE = b"later_due/"
 
 
-def later_due(traced: np.ndarray, ordered: np.ndarray, order: np.ndarray,
+def later_due(traced: tuple[np.ndarray, np.ndarray], ordered: np.ndarray, order: np.ndarray,
               entries: np.ndarray) -> list[bytes]:
-    """The LATER_DUE keys of a batch's pairs (ordered: its lines sorted, order: entries[order[i]]
-    is the entry of ordered[i]) whose line has a trace."""
-    if not len(traced) or not len(ordered):
+    """The LATER_DUE keys of a batch's pairs (ordered: its lines sorted, order:
+    entries[order[i]] is the entry of ordered[i]) whose line has a trace activated after
+    the call began (traced: the lines, sorted, and each one's latest activation)."""
+    lines, until = traced
+    if not len(lines) or not len(ordered):
         return []
-    lo, hi = np.searchsorted(ordered, traced, "left"), np.searchsorted(ordered, traced, "right")
+    lo, hi = np.searchsorted(ordered, lines, "left"), np.searchsorted(ordered, lines, "right")
+    held = lo < hi
+    lo, counts, until = lo[held], (hi - lo)[held], until[held]
+    if not len(lo):
+        return []
+    # every pair of those lines: its place in ordered, and its line's latest activation
+    at = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+    at = at[entries["start_us"][order[at]] < np.repeat(until, counts)]
     raw = entries.view(np.uint8).reshape(-1, ENTRY_DTYPE.itemsize)
     return [LATER_DUE + int(ordered[i]).to_bytes(8, "big") + raw[order[i]].tobytes()
-            for a, b in zip(lo[lo < hi].tolist(), hi[lo < hi].tolist(), strict=True)
-            for i in range(a, b)]
+            for i in at.tolist()]
