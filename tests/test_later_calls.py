@@ -16,6 +16,8 @@ from test_real_data import _cucm_call, _cucm_off_hook
 
 import cdrtrace
 from cdrtrace.config import Feed
+from cdrtrace.ingestion import following
+from cdrtrace.ingestion.live import StreamOptions
 from cdrtrace.parsing.formats import CUCM_RELEASES
 from cdrtrace.parsing.parsers import get_format
 from cdrtrace.reports import analytics
@@ -200,3 +202,18 @@ def test_a_case_report_says_which_traces_are_contested_and_hashes_them_as_kept(t
                                ensure_ascii=False)
         assert hashlib.sha256(canonical.encode()).hexdigest() in text
     store.close()
+
+
+def test_a_late_record_a_follower_reads_contests_the_trace(store, tmp_path):
+    """A followed file: Pat's call, the *57 traced, then the switch writes Mal's record
+    of 14:03 late; the follower's commit notes the trace, as a batch ingest's does."""
+    once = StreamOptions(batch_ms=5, poll_ms=2, heartbeat_s=0.05, idle_exit_s=0.1)
+    path = tmp_path / "Master.csv"
+    path.write_bytes(INNOCENT + b"\n")
+    assert following.follow(store, str(path), options=once).records == 1
+    assert store.trace(LINE, at=AT).outcome.value == "success"
+    with path.open("ab") as f:
+        f.write(MAL + b"\n")
+    assert following.follow(store, str(path), options=once).records == 1
+    assert record(store)["later_call"]["start"] == "2026-03-02T14:03:12Z"
+    assert store.status(LINE).progress == ()
