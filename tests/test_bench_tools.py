@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -268,3 +269,15 @@ def test_the_benchmarks_say_when_their_folder_is_in_memory(tmp_path):
                     "disk's; set TMPDIR elsewhere")
     assert disk.in_memory("/zz-run/store/s", mounts_file=str(mounts)) is None
     assert disk.filesystem("/", str(tmp_path / "none")) == ""
+
+
+def test_the_later_calls_benchmark_runs_both_sides_and_says_the_ratio():
+    """bench.later_calls: the next day's ingest with the check and without it, and the
+    first check alone (no time asserted: a benchmark's figures are its own)."""
+    done = subprocess.run([sys.executable, "-m", "bench.later_calls", "--calls", "20000",
+                           "--lines", "2000", "--traced", "100", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=BENCH.parent)
+    assert done.returncode == 0, done.stderr
+    assert "100 lines traced of 2,000" in done.stdout and "ratio" in done.stdout
+    assert "us a trace" in done.stdout
