@@ -56,7 +56,8 @@ def test_a_call_read_after_a_trace_that_came_between_contests_it(store_either, t
     store = store_either
     first_trace(store, tmp_path)
     assert [p.traced_calls for p in store.status(LINE).progress] == [1]
-    ingest(store, tmp_path, MAL, feed=2)      # the other switch's file, read after the *57
+    summary = ingest(store, tmp_path, MAL, feed=2)   # the other switch's file, read after the *57
+    assert summary.contested == 1
     note = record(store)["later_call"]
     assert (note["start"], note["feed"], note["disposition"]) == (
         "2026-03-02T14:03:12Z", 2, "answered")
@@ -214,6 +215,7 @@ def test_a_late_record_a_follower_reads_contests_the_trace(store, tmp_path):
     assert store.trace(LINE, at=AT).outcome.value == "success"
     with path.open("ab") as f:
         f.write(MAL + b"\n")
-    assert following.follow(store, str(path), options=once).records == 1
+    late = following.follow(store, str(path), options=once)
+    assert (late.records, late.contested) == (1, 1)
     assert record(store)["later_call"]["start"] == "2026-03-02T14:03:12Z"
     assert store.status(LINE).progress == ()

@@ -76,6 +76,9 @@ def cmd_ingest(args):
                  "trace reaching one answers untraceable (the rejects fail closed)")
     if summary.switch_traces:
         text += f"\n{summary.switch_traces:,} trace(s) the switch recorded (*57, malicious call id) run"
+    if summary.contested:
+        text += (f"\n{summary.contested:,} successful trace(s) contested: a call read now began "
+                 "between the call each named and its *57 (`later_call` in its record)")
     if summary.rejects_path:
         text += f"\nrejected records written to {summary.rejects_path}"
     for name in summary.skipped:

@@ -101,6 +101,7 @@ class IngestSummary:
     indexed: int = 0        # (line, call) pairs written to the index
     unreadable: int = 0     # (line, unreadable call) pairs held for rejects (fail closed)
     switch_traces: int = 0  # traces the switch itself recorded (docs/trace-rules.md), run
+    contested: int = 0      # successes a call it read contradicts (evidence.later)
     rejected: int = 0
     markers: int = 0        # header, types, version, Start and End lines: checked, not calls
     bytes: int = 0
@@ -466,6 +467,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
                 summary.indexed += pending.commit(finish)
                 summary.unreadable += pending.unreadable_total
                 summary.switch_traces += pending.switch_traces
+                summary.contested += pending.later_calls
                 return
             if progress:
                 progress(done, size)

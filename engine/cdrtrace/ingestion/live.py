@@ -72,6 +72,7 @@ class StreamSummary:
     rotations: int = 0
     truncations: int = 0
     resolved: int = 0             # pending traces resolved by this feed
+    contested: int = 0            # successes a call it read contradicts (evidence.later)
     seconds: float = 0.0
     resumed: bool = False
 
@@ -324,6 +325,7 @@ class LiveFeed:
         if learned is not None:
             self.late_said = learned
         self.summary.unreadable = self.pending.unreadable_total
+        self.summary.contested = self.pending.later_calls
         self.summary.commits += 1
         self.first_waiting = None
         self.last_commit = time.monotonic()
