@@ -16,6 +16,7 @@ from test_real_data import _cucm_call, _cucm_off_hook
 
 import cdrtrace
 from cdrtrace.config import Feed
+from cdrtrace.evidence import later
 from cdrtrace.ingestion import following
 from cdrtrace.ingestion.live import StreamOptions
 from cdrtrace.parsing.formats import CUCM_RELEASES
@@ -78,6 +79,11 @@ def test_a_call_read_after_a_trace_that_came_between_contests_it(store_either, t
     result = store.trace(LINE, at=AT)
     assert (result.outcome.value, result.call_time) == ("success", "2026-03-02T14:03:12Z")
     assert [p.traced_calls for p in store.status(LINE).progress] == [1]
+    # purged past retention, the trace takes its note with it
+    now = 1772460600 * 10**6 + 60 * 10**6          # a minute after both were activated
+    assert store.purge(operator="ops", older_than_days=1 / 86400 * 30, now_us=now)["traces"] == 2
+    with store.envs.eread() as txn:
+        assert txn.get(later.NOTED + (1).to_bytes(8, "big"), db=store.envs.db["emeta"]) is None
 
 
 def test_calls_read_later_that_show_nothing_contest_nothing(store_either, tmp_path):

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..parsing import timezones
 from ..store import archive, hunts
 from ..store.environments import Environments
+from . import later
 from . import rows as trace_rows
 from .audit import AuditLog
 from .marks import CALL_MARK, TRACE_MARK
@@ -54,6 +55,8 @@ def purge(envs: Environments, audit: AuditLog, *, operator: str,
             for key, _ in list(txn.cursor(db["pending"])):   # never resolved
                 if key[8:] in removed:
                     txn.delete(key, db=db["pending"])
+            for key in removed:                  # a later call's note (evidence.later)
+                txn.delete(later.NOTED + key, db=db["emeta"])
         archive_days = 0
         if (root := envs.archive_dir()) is not None:
             archive_days = archive.purge(root,
