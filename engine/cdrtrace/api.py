@@ -132,8 +132,7 @@ class Store:
         self.carrier: dict[str, Any] = (own.carrier if own is not None else None) or {}
         self.shard = own.shard if own is not None else None     # the lines this store holds
         self._tracer.replica = shards.residue(self.shard)    # trace numbers among replicas
-        # the lines that have traces (packed, sorted) and each one's latest activation:
-        # ingest queues the calls that began before it (evidence.later)
+        # traced lines and each one's latest activation: ingest checks calls before it (later.py)
         self.traced_lines: Callable[[], tuple] = self._tracer.traced.get
         self._audit = AuditLog(self.envs, own.roles if own is not None else None)
         self._requests = Requests(self.envs, self._audit)
