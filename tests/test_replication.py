@@ -482,3 +482,34 @@ def test_replicas_label_an_extension_callers_origin_alike(topic, tmp_path, calls
         rb.close()
         a.close()
         b.close()
+
+
+def test_another_replicas_trace_applied_late_is_checked_against_calls_read_before_it(
+        topic, tmp_path, calls_file):
+    """Replica a traces 3035550001 (its 10:00 call, from 2125550101) as trace 2; replica b
+    has made traces 1 and 3 and checked them. A call to 3035550001 at 11:00 from another
+    caller, in a file read by both before a's record reaches b, came before the *57 at
+    12:00: a notes its trace as contested as it reads the call (docs/trace-rules.md, "A
+    call that comes in after the trace"), and b at its next ingest once the record came."""
+    url, _ = topic
+    a = replica(tmp_path / "a", 0, url, calls_file)
+    b = replica(tmp_path / "b", 1, url, calls_file)
+    assert b.trace("3035550002", at=AT).trace_id == "T00000001"
+    assert b.trace("3035550003", at=AT).trace_id == "T00000003"
+    assert a.trace("3035550001", at=AT).trace_id == "T00000002"
+    late, other = tmp_path / "late.csv", tmp_path / "other.csv"
+    late.write_bytes(cdr(src="2125550177", dst="3035550001", start="2026-03-02 11:00:00",
+                         uniqueid="x1") + b"\n")
+    other.write_bytes(cdr(src="2125550177", dst="3035550099", start="2026-03-02 13:00:00",
+                          uniqueid="x2") + b"\n")
+    assert cdrtrace.ingest(a, [str(late)]).contested == 1
+    assert cdrtrace.ingest(b, [str(late)]).contested == 0     # b checks its traces 1 and 3
+    event = json.loads(outbox_event(a))
+    assert b.envs.ewrite(lambda txn: replication.apply(txn, b.envs.db, event))
+    assert cdrtrace.ingest(b, [str(other)]).contested == 1
+    for store in (a, b):
+        (record,) = store.trace_records("3035550001", analyst="ann")
+        assert (record["trace_id"], record["later_call"]["start"]) == (
+            "T00000002", "2026-03-02T11:00:00Z")
+    a.close()
+    b.close()

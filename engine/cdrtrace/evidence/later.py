@@ -34,6 +34,10 @@ from .marks import TRACE_MARK
 DUE = index.LATER_DUE        # index meta: + line (8 bytes) + entry (40): a traced line's call
 NOTED = b"later_call/"       # evidence meta: + trace number (8 bytes) -> JSON, the call
 CHECKED = b"later_checked"   # evidence meta: the traces up to this number were checked
+# evidence meta: + trace number (8 bytes) -> line (8) + activation (8, signed): a success
+# another replica of the shard made (evidence.replication), applied here after traces of
+# higher numbers were checked, to be checked as one made here
+APPLIED = b"later_applied/"
 _ENTRY = index.ENTRY_DTYPE
 
 
@@ -52,14 +56,17 @@ class TracedLines:
         envs, db = self.tracer.envs, self.tracer.db
         with envs.eread() as txn:
             last = int(txn.get(b"last_trace", b"0", db=db["emeta"]))
-            if last <= self.upto:
+            applied = [bytes(v) for _, v in _items(txn, db["emeta"], APPLIED)]
+            if last <= self.upto and not applied:
                 return self.lines, self.until
             new = trace_rows.read_since(txn, db["trace_rows"], db["trace_segments"], self.upto)
-        lines, at = np.unique(np.concatenate([self.lines, new["line"].astype(np.uint64)]),
-                              return_inverse=True)
+        more = np.frombuffer(b"".join(applied), np.dtype([("line", ">u8"), ("at", ">i8")]))
+        lines, at = np.unique(np.concatenate([self.lines, new["line"].astype(np.uint64),
+                                              more["line"].astype(np.uint64)]), return_inverse=True)
         until = np.full(len(lines), np.iinfo(np.int64).min, np.int64)
-        np.maximum.at(until, at, np.concatenate([self.until, new["activated_us"]]))
-        self.lines, self.until, self.upto = lines, until, last
+        np.maximum.at(until, at, np.concatenate([self.until, new["activated_us"],
+                                                 more["at"].astype(np.int64)]))
+        self.lines, self.until, self.upto = lines, until, max(last, self.upto)
         return lines, until
 
 
@@ -146,11 +153,27 @@ def run(tracer: Any) -> int:
                 noted += hit is not None and _note(tracer, txn, index_txn, number, hit)
             if len(new):
                 txn.put(CHECKED, str(int(new["trace"].max())).encode(), db=db["emeta"])
+            for k, v in _items(txn, db["emeta"], APPLIED):   # another replica's successes
+                number, key = int.from_bytes(bytes(k)[len(APPLIED):], "big"), bytes(v)[:8]
+                record = json.loads(txn.get(number.to_bytes(8, "big"), db=db["traces"]))
+                hit = next((e for e in tracer.lookup.last_calls(key, index_txn)
+                            if contradicts(tracer, index_txn, key, record, e)), None)
+                noted += hit is not None and _note(tracer, txn, index_txn, number, hit)
+                txn.delete(bytes(k), db=db["emeta"])
         return noted
     noted = envs.ewrite(work)
     if due:
         envs.write(lambda txn: [txn.delete(k, db=db["meta"]) for k in due])
     return noted
+
+
+def applied(txn: Any, db: dict, number: int, key: bytes, record: dict) -> None:
+    """A success another replica made, applied here (evidence.replication): its line is
+    a traced line, and the trace is checked at the next ingest's commit, whatever traces
+    of higher numbers were checked before it came."""
+    if record["outcome"] == "success":
+        txn.put(APPLIED + number.to_bytes(8, "big"),
+                key + int(record["activated_us"]).to_bytes(8, "big", signed=True), db=db["emeta"])
 
 
 def noted(tracer: Any, txn: Any) -> dict[int, dict]:

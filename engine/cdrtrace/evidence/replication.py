@@ -36,7 +36,7 @@ import urllib.parse
 from typing import Any
 
 from ..errors import ConfigError
-from . import marks, pseudonyms
+from . import later, marks, pseudonyms
 from . import rows as trace_rows
 from .marks import CALL_MARK, TRACE_MARK
 
@@ -132,6 +132,7 @@ def apply(txn: Any, db: dict, event: dict) -> bool:
                         "two replicas before either heard of the other)", first.decode(),
                         record["trace_id"])
         pseudonyms.assign(txn, db["pseudonyms"], key, str(pseudonyms.origin_of(record)))
+        later.applied(txn, db, number, key, record)   # checked as one made here
     return True
 
 
