@@ -307,6 +307,14 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         for i in range(first + 1, count):
             if entries[i].start_us == e.start_us:
                 return None
+        # a call of the second before, written in whole seconds, where this one's time is
+        # finer: it may have begun after it (store.lookup.within_its_second): the reference
+        if e.start_us % 1000000 != 0:
+            for i in range(first + 1, count):
+                if e.start_us - entries[i].start_us >= 1000000:
+                    break
+                if entries[i].start_us % 1000000 == 0:
+                    return None
         if presentation >= len(presentations) or disposition >= len(dispositions) \
                 or presentations[presentation] is None or dispositions[disposition] is None \
                 or (flags >> 2) & 3 >= len(roles):

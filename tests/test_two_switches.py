@@ -5,6 +5,8 @@ once from a line, and counts once toward action (R8), whichever record a trace n
 first. Expected answers come from the rules, worked out by hand."""
 from __future__ import annotations
 
+from test_formats import broadworks_file, bw_row
+
 import cdrtrace
 from cdrtrace.evidence import _trace
 from cdrtrace.store import lookup
@@ -102,3 +104,32 @@ def test_the_native_record_defers_every_pair_the_reference_may_make():
     """The C record hands a call with another feed's record of its caller this near to the
     reference: as far as a forwarded pair may lie apart."""
     assert _trace.TWIN_US == lookup.FORWARDED_CALL_US >= lookup.SAME_CALL_US
+
+
+def test_a_call_in_the_second_before_written_in_whole_seconds_leaves_the_last_unknown(
+        store_either, tmp_path):
+    """Pat's call reached the line through an Asterisk (whole seconds: 14:03:11 is any
+    instant of that second); Mal's through a BroadWorks (milliseconds: 14:03:11.400). Mal's
+    seems the newer, but Pat's may have begun at 14:03:11.9: the records cannot tell which
+    was the last (docs/trace-rules.md, "Two callers at the same instant"). A second later,
+    or the same caller, it can."""
+    store = store_either
+    ingest(store, tmp_path, 1, INNOCENT, cdr(src="7205550123", clid='"Pat" <7205550123>',
+                                             start="2026-03-02 14:03:11", uniqueid="a.1"))
+    rows = [bw_row("0001", calling="+17205550100", start="20260302140311.400"),
+            bw_row("0002", calling="+17205550100", start="20260302140412.400"),
+            bw_row("0003", calling="+17205550123", start="20260302140413.200")]
+    cdrtrace.ingest(store, [broadworks_file(tmp_path, rows)], fmt="broadworks", feed_id=2)
+    got = store.trace(LINE, at="2026-03-02T14:04:00Z")
+    assert (got.outcome.value, got.call_time) == ("untraceable", "2026-03-02T14:03:11.400000Z")
+    record = store.trace_records(LINE, analyst="cic")[-1]
+    assert [c["calling"] for c in record["call"]["within_a_second"]] == ["+17205550123"]
+    assert "less than a second before" in record["reason"]
+    assert "7205550123" not in repr(got) + repr(store.status(LINE))
+    assert traced(store, "2026-03-02T14:04:12.300Z") == ("untraceable", "2026-03-02T14:03:11.400000Z")
+    # Mal's call at 14:04:12.400 began after any instant of Pat's second: named
+    assert traced(store, "2026-03-02T14:04:13Z") == ("success", "2026-03-02T14:04:12.400000Z")
+    # Pat's call through both switches (14:04:13, and 14:04:13.200): one caller, named
+    ingest(store, tmp_path, 1, cdr(src="7205550123", clid='"Pat" <7205550123>',
+                                   start="2026-03-02 14:04:13", uniqueid="a.2"))
+    assert traced(store, "2026-03-02T14:05:00Z") == ("success", "2026-03-02T14:04:13.200000Z")

@@ -246,6 +246,12 @@ def untraceable_reason(call: dict) -> str | None:
         return (f"{len(call['tied_with']) + 1} calls from different callers began at "
                 f"{call['start']} on this line; the records cannot tell which was the last, so "
                 "none is named")
+    if "within_a_second" in call:
+        return (f"this call began at {call['start']}, and a call from another caller began "
+                f"at {call['within_a_second'][0]['start']}, less than a second before, as its "
+                "switch writes times, in whole seconds: it may have begun up to a second later, "
+                "after this one, so the records cannot tell which was the last, and none is "
+                "named")
     if "tie_not_held" in call:
         return (f"the index holds {call['tie_not_held']} calls to this line, as many as a "
                 f"line holds, and the oldest of them began at {call['start']}, as this call "

@@ -127,6 +127,12 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         # times): the records cannot tell which was the last, so none is named
         view["tied_with"] = [tracer.call_view(index_txn, t) for t in tied]
         return Outcome.UNTRACEABLE, view, e, None
+    if not flagged and (close := lookup.within_its_second(before)):
+        # another caller's call written in whole seconds, in the second before this one's
+        # finer time: it may have begun after it, and the records cannot tell the last
+        view["within_a_second"] = [tracer.call_view(index_txn, dict(zip(_FIELDS, r, strict=True)))
+                                   for r in close]
+        return Outcome.UNTRACEABLE, view, e, None
     if not flagged and held >= index.LINE_ROOM and oldest == e["start_us"]:
         # past `keep`, the index holds every call of the keep-th's instant up to a line's
         # room, and this line's calls fill it: a call of the instant it let go (another

@@ -252,6 +252,7 @@ _START, _OFFSET, _SOURCE, _FEED, _CALLING, _FLAGS = (
 # where it was forwarded, by the ring time before the forward as well (FORWARDED_CALL_US:
 # past a forward on no answer's ring time, which a phone's setting puts at 120 s at most)
 SAME_CALL_US = 2_000_000
+SECOND_US = 1_000_000
 FORWARDED_CALL_US = 300_000_000
 
 
@@ -309,6 +310,17 @@ def same_call_elsewhere(entries: list, e: list) -> list:
         return min(near, key=lambda r: abs(r[_START] - of[_START]), default=None)
     twins = (nearest(e, feed) for feed in sorted({r[_FEED] for r in entries} - {e[_FEED]}))
     return [r for r in twins if r is not None and nearest(r, e[_FEED]) is e]
+
+
+def within_its_second(before: list) -> list:
+    """Of a line's entries that began before an activation (newest first), the calls from
+    other callers than the newest's, written in whole seconds, that began less than a
+    second before it, where its own time is finer (a switch that writes milliseconds,
+    beside one that writes seconds): such a call may have begun up to a second after the
+    time written, after the newest, and the records cannot tell which was the last."""
+    start, calling = before[0][_START], before[0][_CALLING]
+    return [r for r in before[1:] if 0 < start - r[_START] < SECOND_US
+            and r[_START] % SECOND_US == 0 and r[_CALLING] != calling]
 
 
 def of_feed(entries: list, feed: int) -> list:
