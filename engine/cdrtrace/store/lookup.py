@@ -252,8 +252,9 @@ _START, _OFFSET, _SOURCE, _FEED, _CALLING, _FLAGS = (
 # where it was forwarded, by the ring time before the forward as well (FORWARDED_CALL_US:
 # past a forward on no answer's ring time, which a phone's setting puts at 120 s at most)
 SAME_CALL_US = 2_000_000
-SECOND_US = 1_000_000
 FORWARDED_CALL_US = 300_000_000
+# a time written in whole seconds is any instant of its second (within_its_second)
+SECOND_US = 1_000_000
 
 
 def disposition_rank(flags: int) -> int:
