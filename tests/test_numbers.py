@@ -66,6 +66,13 @@ def test_normalised_numbers_round_trip(n):
         assert numbers.normalize(numbers.format_number(packed)) == packed
 
 
+def reads_as(text: str, cc: int, expected: str) -> None:
+    """text, written in country cc, is the number expected, natively and by the reference."""
+    assert numbers.format_number(numbers.normalize(text, cc)) == expected
+    assert _parse.normalize_number(text, cc, numbers.dialling_plan(cc).as_tuple()) == \
+        numbers.normalize(text, cc)
+
+
 @pytest.mark.parametrize("text,cc,expected", [
     # Russia: trunk prefix 8, international prefix 810: one caller, one origin
     ("89245555937", 7, "+79245555937"), ("81079246516548", 7, "+79246516548"),
@@ -80,9 +87,7 @@ def test_normalised_numbers_round_trip(n):
     ("0123", 39, "0123"), ("012345678901234", 33, "012345678901234"),
 ])
 def test_numbers_by_the_countrys_own_plan(text, cc, expected):
-    assert numbers.format_number(numbers.normalize(text, cc)) == expected
-    assert _parse.normalize_number(text, cc, numbers.dialling_plan(cc).as_tuple()) == \
-        numbers.normalize(text, cc)
+    reads_as(text, cc, expected)
 
 
 @pytest.mark.parametrize("text,cc,expected", [
@@ -105,9 +110,7 @@ def test_numbers_by_the_countrys_own_plan(text, cc, expected):
     ("030/1234567", 49, "+49301234567"), ("+49 30/1234567", 1, "+49301234567"),  # a slash
 ])
 def test_a_trunk_prefix_in_brackets_after_the_country_code(text, cc, expected):
-    assert numbers.format_number(numbers.normalize(text, cc)) == expected
-    assert _parse.normalize_number(text, cc, numbers.dialling_plan(cc).as_tuple()) == \
-        numbers.normalize(text, cc)
+    reads_as(text, cc, expected)
 
 
 @given(st.sampled_from(["+", "00", "011", "810", "", "+0"]), st.integers(1, 999),

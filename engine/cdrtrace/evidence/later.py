@@ -111,16 +111,12 @@ def _note(tracer: Any, txn: Any, index_txn: Any, number: int, e: Any) -> bool:
 
 def _successes(tracer: Any, txn: Any, key: bytes) -> list[tuple[int, dict]]:
     """A line's successful traces: (number, record)."""
-    prefix, found = key + TRACE_MARK, []
-    cursor = txn.cursor(tracer.db["by_line"])
-    if cursor.set_range(prefix):
-        for k, _ in cursor:
-            if not k.startswith(prefix):
-                break
-            number = int.from_bytes(k[len(prefix):], "big")
-            record = json.loads(txn.get(number.to_bytes(8, "big"), db=tracer.db["traces"]))
-            if record["outcome"] == "success":
-                found.append((number, record))
+    found = []
+    for k, _ in _items(txn, tracer.db["by_line"], key + TRACE_MARK):
+        number = bytes(k[len(key) + len(TRACE_MARK):])
+        record = json.loads(txn.get(number, db=tracer.db["traces"]))
+        if record["outcome"] == "success":
+            found.append((int.from_bytes(number, "big"), record))
     return found
 
 

@@ -168,8 +168,8 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
                 break
         # the call's record in another switch's feed (a call through two switches): a
         # trace that named it, before this feed's record came in, named this call
-        for twin in [] if original is not None else lookup.same_call_elsewhere(entries, before[0]):
-            t = dict(zip(_FIELDS, twin, strict=True))
+        twins = [] if original is not None else lookup.same_call_elsewhere(entries, before[0])
+        for t in (dict(zip(_FIELDS, twin, strict=True)) for twin in twins):
             original = marks.traced_as(txn, tracer.db, key, t["call_id"], t["start_us"])
             if original is not None:
                 outcome = Outcome.ALREADY_TRACED
