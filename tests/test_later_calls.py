@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 from test_documents import AUTHORITY, text_of
@@ -225,3 +226,23 @@ def test_a_late_record_a_follower_reads_contests_the_trace(store, tmp_path):
     assert (late.records, late.contested) == (1, 1)
     assert record(store)["later_call"]["start"] == "2026-03-02T14:03:12Z"
     assert store.status(LINE).progress == ()
+
+
+def test_a_real_pbx_file_read_in_two_parts_contests_the_trace_of_the_first(store, tmp_path):
+    """data/samples/real/asterisk-reject-key-de.csv read in two parts, a *57 between: the
+    user of 200 refused Mal's ringing call at 10:00 with the reject key (a late refusal);
+    read whole, a *57 at 10:05 is untraceable. With only the 09:00 and 09:30 records read,
+    it named the 09:00 caller; the rest, read after, contests that trace."""
+    real = (Path(__file__).resolve().parent.parent / "data/samples/real/"
+            "asterisk-reject-key-de.csv").read_bytes().splitlines(keepends=True)
+    for n, part in enumerate((real[:2], real[2:])):
+        (tmp_path / f"part{n}.csv").write_bytes(b"".join(part))
+        summary = cdrtrace.ingest(store, [str(tmp_path / f"part{n}.csv")], fmt="asterisk",
+                                  zone="Europe/Berlin", country_code=49)
+        if n == 0:
+            got = store.trace("200", at="2023-11-14T10:05:00+01:00")
+            assert (got.outcome.value, got.call_time) == ("success", "2023-11-14T08:00:00Z")
+    assert summary.contested == 1
+    note = store.trace_records("200", analyst="cic")[0]["later_call"]
+    assert (note["start"], note["disposition"]) == ("2023-11-14T09:00:00Z", "late_refusal")
+    assert store.status("200").progress == ()
