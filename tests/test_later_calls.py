@@ -158,13 +158,20 @@ def test_a_queued_call_a_crash_left_is_checked_at_the_next_ingest(store, tmp_pat
 
 def test_calls_a_trace_s_rules_pass_over_contest_nothing(store, tmp_path):
     """A call to another switch's extension of the same number, where the trace named its
-    feed; a call that began waiting during the call a customer flagged with CUCM's
-    malicious call id (the switch named its call): read later, neither contests."""
+    feed (and a group call of that switch that dialled it); a call that began waiting
+    during the call a customer flagged with CUCM's malicious call id (the switch named its
+    call), and calls through a hunt pilot then: read later, none contests."""
     east, west = Feed("east", get_format("asterisk")), Feed("west", get_format("asterisk"))
     cdrtrace.ingest(store, [cdr_file(tmp_path, call("3035550100", "14:00:00", "e1", dst="2001"),
                                      name="east.csv")], feed=east)
     assert store.trace("2001", at="2026-03-02T14:30:00Z", feed="east").outcome.value == "success"
+    cdrtrace.ingest(store, [cdr_file(tmp_path, call("3035550100", "15:00:00", "e2", dst="2009"),
+                                     name="east2.csv")], feed=east)   # checks the trace
     cdrtrace.ingest(store, [cdr_file(tmp_path, call("3035550177", "14:20:00", "w1", dst="2001"),
+                                     call("3035550166", "14:25:00", "w2", dst="900",
+                                          dstchannel="SIP/2002-00000002", answer="",
+                                          lastdata="SIP/2001&SIP/2002,10",
+                                          disposition="NO ANSWER"),   # a group that dialled 2001
                                      name="west.csv")], feed=west)
     assert "later_call" not in store.trace_records("2001", analyst="cic")[0]
     assert [p.traced_calls for p in store.status("2001", "east").progress] == [1]
@@ -174,7 +181,15 @@ def test_calls_a_trace_s_rules_pass_over_contest_nothing(store, tmp_path):
     flagged.update(dateTimeDisconnect="1772460100", comment="callFlag=MALICIOUS")
     waiting = _cucm_call(1772460030, 0, "0", "7205550100", "78")     # rang 14:00:30, unanswered
     waiting.update(origCause_value="16", dateTimeDisconnect="1772460045")
-    for n, records in enumerate(((_cucm_off_hook(1772459990), flagged), (waiting,))):
+    # and calls through a hunt pilot, offered to its members (pattern usage 7) at 14:00:35
+    # (in the flagged call's file) and 14:00:40 (read later)
+    hunted = [_cucm_call(start, 0, "0", "7205550111", call_id)
+              for start, call_id in ((1772460035, "80"), (1772460040, "79"))]
+    for row in hunted:
+        row.update(originalCalledPartyNumber="2000", finalCalledPartyNumber="2000",
+                   calledPartyPatternUsage="7", origCause_value="16")
+    for n, records in enumerate(((_cucm_off_hook(1772459990), flagged, hunted[0]),
+                                 (waiting, hunted[1]))):
         path = tmp_path / f"cdr_mcid_{n}"
         path.write_text("\n".join([",".join(names)] + [",".join(r[k] for k in names)
                                                         for r in records]) + "\n")

@@ -62,12 +62,8 @@ def case_report(case: dict, authority: dict, disclosure: dict, records: list[dic
     if addresses:
         page.heading("Subscriber of the calling number, as at each trace")
         page.fields(addresses)
-    contested = [(r["trace_id"], f"a call to the line that began {r['later_call']['start']}, "
-                                 f"ingested later (feed {r['later_call']['feed']}, noted "
-                                 f"{r['later_call']['noted_at']}), came between the traced call "
-                                 "and the activation, from another caller or none known: the "
-                                 "traced call may not be the one the customer traced")
-                 for r in records if r.get("later_call")]
+    contested = [(r["trace_id"], _contesting(r["later_call"])) for r in records
+                 if r.get("later_call")]
     if contested:
         page.heading("Traces contested by a call that came in later")
         page.fields(contested)
@@ -91,6 +87,19 @@ def case_report(case: dict, authority: dict, disclosure: dict, records: list[dic
                    "are links of the carrier's keyed audit chain, verifiable with "
                    "'cdrtrace audit verify'.")
     return page
+
+
+def _contesting(note: dict) -> str:
+    """What a contested trace's note (evidence.later) says of the call that came later."""
+    if "through_hunt_pilot" in note:
+        return (f"a call through hunt pilot {note['through_hunt_pilot']} that began "
+                f"{note['start']}, ingested later (noted {note['noted_at']}), may have rung "
+                "the line between the traced call and the activation without its record "
+                "naming it: the traced call may not be the one the customer traced")
+    return (f"a call to the line that began {note['start']}, ingested later (feed "
+            f"{note['feed']}, noted {note['noted_at']}), came between the traced call and the "
+            "activation, from another caller or none known: the traced call may not be the "
+            "one the customer traced")
 
 
 def _disposition(code: int) -> str:

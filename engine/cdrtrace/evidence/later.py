@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..parsing import timezones
-from ..store import index, lookup
+from ..store import hunts, index, lookup
 from . import rows as trace_rows
 from .marks import TRACE_MARK
 
@@ -39,33 +39,56 @@ CHECKED = b"later_checked"   # evidence meta: the traces up to this number were 
 # higher numbers were checked, to be checked as one made here
 APPLIED = b"later_applied/"
 _ENTRY = index.ENTRY_DTYPE
+_FIELDS: tuple[str, ...] = _ENTRY.names or ()
+# a trace that is or may become a success (a pending one), as TracedLines keeps it: a call
+# through a hunt pilot that began from call_start_us on and before activated_us may
+# contradict it (the earliest instant where its call is not known yet)
+_MAYBE = np.dtype([("trace", "<u8"), ("line", "<u8"), ("call_start_us", "<i8"),
+                   ("activated_us", "<i8")])
+_EARLIEST = np.iinfo(np.int64).min
 
 
 class TracedLines:
     """The lines that have a trace (any outcome: a pending one may succeed), sorted, and
     beside each the latest activation among its traces (a call that began after it
-    contradicts none of them), read from the report rows as traces are added."""
+    contradicts none of them), read from the report rows as traces are added; and the
+    traces that are or may become successes (maybe, _MAYBE), for the calls through a hunt
+    pilot an ingest reads later."""
 
     def __init__(self, tracer: Any) -> None:
         self.tracer = tracer
         self.lines = np.empty(0, np.uint64)
         self.until = np.empty(0, np.int64)
+        self.maybe = np.empty(0, _MAYBE)
         self.upto = 0        # the last trace number read
 
     def get(self) -> tuple[np.ndarray, np.ndarray]:
         envs, db = self.tracer.envs, self.tracer.db
         with envs.eread() as txn:
             last = int(txn.get(b"last_trace", b"0", db=db["emeta"]))
-            applied = [bytes(v) for _, v in _items(txn, db["emeta"], APPLIED)]
+            applied = [(bytes(k), bytes(v)) for k, v in _items(txn, db["emeta"], APPLIED)]
             if last <= self.upto and not applied:
                 return self.lines, self.until
             new = trace_rows.read_since(txn, db["trace_rows"], db["trace_segments"], self.upto)
-        more = np.frombuffer(b"".join(applied), np.dtype([("line", ">u8"), ("at", ">i8")]))
+        more = np.frombuffer(b"".join(v for _, v in applied),
+                             np.dtype([("line", ">u8"), ("at", ">i8")]))
         lines, at = np.unique(np.concatenate([self.lines, new["line"].astype(np.uint64),
                                               more["line"].astype(np.uint64)]), return_inverse=True)
-        until = np.full(len(lines), np.iinfo(np.int64).min, np.int64)
+        until = np.full(len(lines), _EARLIEST, np.int64)
         np.maximum.at(until, at, np.concatenate([self.until, new["activated_us"],
                                                  more["at"].astype(np.int64)]))
+        new = new[(new["outcome"] == trace_rows.OUTCOME_CODES["success"])
+                  | (new["outcome"] == trace_rows.OUTCOME_CODES["pending"])]
+        maybe = np.empty(len(new) + len(more), _MAYBE)
+        maybe["trace"] = [*new["trace"].tolist(),
+                          *(int.from_bytes(k[len(APPLIED):], "big") for k, _ in applied)]
+        maybe["line"] = np.concatenate([new["line"], more["line"]])
+        maybe["call_start_us"] = np.concatenate([np.where(
+            new["outcome"] == trace_rows.OUTCOME_CODES["success"], new["call_start_us"],
+            _EARLIEST), np.full(len(more), _EARLIEST)])
+        maybe["activated_us"] = np.concatenate([new["activated_us"], more["at"]])
+        maybe = np.concatenate([self.maybe, maybe])
+        self.maybe = maybe[np.unique(maybe["trace"], return_index=True)[1]]
         self.lines, self.until, self.upto = lines, until, max(last, self.upto)
         return lines, until
 
@@ -88,25 +111,118 @@ def contradicts(tracer: Any, index_txn: Any, key: bytes, record: dict, e: Any) -
     if named_feed is not None and int(e["feed"]) != named_feed and \
             lookup.local_line(int.from_bytes(key, "big")):
         return False
-    by = record.get("activated_by") or {}
-    return not (by.get("switch_record") and (by.get("offset"), by.get("source")) ==
-                (call["offset"], call["source"]))
+    return not _flagged(record)
 
 
-def _note(tracer: Any, txn: Any, index_txn: Any, number: int, e: Any) -> bool:
-    """Note that the call of entry e contradicts trace number's success (the first noted
-    stands). True if noted now."""
+def _flagged(record: dict) -> bool:
+    """Whether the trace named the call its switch flagged (a malicious call id)."""
+    call, by = record["call"], record.get("activated_by") or {}
+    return bool(by.get("switch_record")) and (by.get("offset"), by.get("source")) == (
+        call["offset"], call["source"])
+
+
+def _named(tracer: Any, index_txn: Any, key: bytes, record: dict) -> tuple[set[int], dict]:
+    """The feeds of the line's (key) calls a successful trace's rules look at (a line of
+    its switch's own: the feed the trace named), and the call it named as the index holds
+    it (its caller tells its other records), else as the record names it (a call newer
+    calls pushed out of the index)."""
+    call = record["call"]
+    entries = tracer.lookup.last_calls(key, index_txn)
+    named_feed = record.get("feed_named")
+    if named_feed is not None and lookup.local_line(int.from_bytes(key, "big")):
+        entries = entries[entries["feed"] == named_feed]
+    call_id = int(call["call_id"], 16)
+    own = entries[(entries["call_id"] == call_id) & (entries["start_us"] == call["start_us"])]
+    e = dict(zip(_FIELDS, own[0].tolist(), strict=True)) if len(own) else {
+        "start_us": call["start_us"], "call_id": call_id, "calling": 0}
+    return {*entries["feed"].tolist(), call["feed"]}, e
+
+
+def hunt_between(tracer: Any, index_txn: Any, key: bytes, record: dict) -> dict | None:
+    """A call through a hunt pilot that may have rung the line (key) and began from the
+    call the successful trace of the record named on and before its activation, as a
+    trace made now would find it (lookup.hunt_after: of a feed of the line's calls, not
+    the call named written in another record), as the CIC reads it; None if there is
+    none, or the switch named the call (a malicious call id)."""
+    if _flagged(record):
+        return None
+    feeds, e = _named(tracer, index_txn, key, record)
+    trimmed = index_txn.get(hunts.TRIMMED, db=tracer.db["meta"])
+    if trimmed is not None and (since := int.from_bytes(trimmed, "little", signed=True)) > \
+            e["start_us"]:
+        # a purge removed the older calls through a pilot: the trace was checked against
+        # them when it was made, and the calls since are looked at
+        e = {"start_us": since, "call_id": e["call_id"], "calling": 0}
+    return tracer.lookup.hunt_after(index.native_txn(index_txn, tracer.db["index"], tracer.native),
+                                    key, feeds, e, int(record["activated_us"]))
+
+
+def _due_hunts(tracer: Any, txn: Any, index_txn: Any, keys: list[bytes]) -> int:
+    """Check the queued calls through a hunt pilot (hunts.LATER_DUE keys) against each
+    success whose call and activation one came between (and each pending trace since
+    resolved); note each so contradicted, by the rule of hunt_between, the queued calls
+    alone looked at (the others were, when the trace was made or at their commit).
+    Returns how many were noted."""
+    calls, members = hunts.due_calls(index_txn, tracer.db["hunts"], keys)
+    if not len(calls):
+        return 0
+    owner, noted = np.repeat(np.arange(len(calls)), calls["members"]), 0
+    for number, line in _between(tracer.traced.maybe, calls["start_us"]):
+        value = txn.get(number.to_bytes(8, "big"), db=tracer.db["traces"])
+        record = None if value is None else json.loads(value)     # None: purged
+        if (record is None or record["outcome"] != "success" or _flagged(record)
+                or txn.get(NOTED + number.to_bytes(8, "big"), db=tracer.db["emeta"]) is not None):
+            continue
+        feeds, e = _named(tracer, index_txn, line.to_bytes(8, "big"), record)
+        listed = np.zeros(len(calls), bool)
+        listed[owner[members == line]] = True
+        begun = calls["start_us"]
+        hit = np.flatnonzero((begun >= e["start_us"]) & (begun < record["activated_us"])
+                             & np.isin(calls["feed"], list(feeds)) & (calls["call_id"] != e["call_id"])
+                             & ((calls["members"] == 0) | listed))
+        for c in calls[hit[np.argsort(begun[hit], kind="stable")]].tolist():
+            feed, start, call_id, pilot, named, _ = c
+            if not (start == e["start_us"] and tracer.lookup.written_again(
+                    index_txn, named, call_id, int(e["calling"]))):
+                noted += _note(tracer, txn, number, _hunt_note(hunts.view(pilot, start, named)))
+                break
+    return noted
+
+
+def _note(tracer: Any, txn: Any, number: int, note: dict) -> bool:
+    """Note that a call (note: what the CIC reads of it) contradicts trace number's
+    success (the first noted stands). True if noted now."""
     key = NOTED + number.to_bytes(8, "big")
     if txn.get(key, db=tracer.db["emeta"]) is not None:
         return False
-    view = tracer.call_view(index_txn, e)
-    txn.put(key, json.dumps({
-        "start": view["start"], "start_us": view["start_us"], "feed": view["feed"],
-        "source": view["source"], "offset": view["offset"],
-        "disposition": view["disposition"],
-        "noted_at": timezones.format_utc(time.time_ns() // 1000),
-    }).encode(), db=tracer.db["emeta"])
+    note["noted_at"] = timezones.format_utc(time.time_ns() // 1000)
+    txn.put(key, json.dumps(note).encode(), db=tracer.db["emeta"])
     return True
+
+
+def _call_note(tracer: Any, index_txn: Any, e: Any) -> dict:
+    """The note of a call to the line (an index entry): where and when it began, how it
+    ended; never its caller."""
+    view = tracer.call_view(index_txn, e)
+    return {k: view[k] for k in ("start", "start_us", "feed", "source", "offset", "disposition")}
+
+
+def _hunt_note(hunt: dict) -> dict:
+    """The note of a call through a hunt pilot (hunt_between's): when it began, its pilot
+    and the number its record names beyond it; never its caller."""
+    return {"start": hunt["start"], "through_hunt_pilot": hunt["pilot"], "named": hunt["named"]}
+
+
+def _check(tracer: Any, txn: Any, index_txn: Any, number: int, key: bytes) -> bool:
+    """Check a successful trace (its number; its line, key) against its line's index and
+    the calls through a hunt pilot; note what contradicts it. True if noted now."""
+    record = json.loads(txn.get(number.to_bytes(8, "big"), db=tracer.db["traces"]))
+    hit = next((e for e in tracer.lookup.last_calls(key, index_txn)
+                if contradicts(tracer, index_txn, key, record, e)), None)
+    if hit is not None:
+        return _note(tracer, txn, number, _call_note(tracer, index_txn, hit))
+    hunt = hunt_between(tracer, index_txn, key, record)
+    return hunt is not None and _note(tracer, txn, number, _hunt_note(hunt))
 
 
 def _successes(tracer: Any, txn: Any, key: bytes) -> list[tuple[int, dict]]:
@@ -120,12 +236,23 @@ def _successes(tracer: Any, txn: Any, key: bytes) -> list[tuple[int, dict]]:
     return found
 
 
+def _between(maybe: np.ndarray, starts: np.ndarray) -> list[tuple[int, int]]:
+    """The traces of maybe (_MAYBE) that a call begun at one of starts may contradict:
+    (number, line) of each with one from its call's start on and before its activation."""
+    at = np.sort(starts.astype(np.int64))
+    i = np.minimum(np.searchsorted(at, maybe["call_start_us"], "left"), len(at) - 1)
+    hit = (at[i] >= maybe["call_start_us"]) & (at[i] < maybe["activated_us"])
+    return maybe[["trace", "line"]][hit].tolist()
+
+
 def run(tracer: Any) -> int:
     """Check the queued calls and the traces not yet checked; note each contradicted
     trace. Returns how many were noted."""
     envs, db = tracer.envs, tracer.db
     with envs.read() as index_txn:
         due = [bytes(k) for k, _ in _items(index_txn, db["meta"], DUE)]
+        hunts_due = [bytes(k) for k, _ in _items(index_txn, db["meta"], hunts.LATER_DUE)]
+    tracer.traced.get()           # the traces, to the last (TracedLines.maybe)
 
     def work(txn: Any) -> int:
         noted = 0
@@ -138,28 +265,24 @@ def run(tracer: Any) -> int:
                 for number, record in _successes(tracer, txn, key):
                     hit = next((e for e in calls
                                 if contradicts(tracer, index_txn, key, record, e)), None)
-                    noted += hit is not None and _note(tracer, txn, index_txn, number, hit)
+                    noted += hit is not None and _note(
+                        tracer, txn, number, _call_note(tracer, index_txn, hit))
+            # calls through a hunt pilot, which may have rung lines their records do not name
+            noted += _due_hunts(tracer, txn, index_txn, hunts_due) if hunts_due else 0
             checked = int(txn.get(CHECKED, b"0", db=db["emeta"]))
             new = trace_rows.read_since(txn, db["trace_rows"], db["trace_segments"], checked)
             for number, line in new[["trace", "line"]][new["outcome"] == 1].tolist():
-                record = json.loads(txn.get(number.to_bytes(8, "big"), db=db["traces"]))
-                key = line.to_bytes(8, "big")
-                hit = next((e for e in tracer.lookup.last_calls(key, index_txn)
-                            if contradicts(tracer, index_txn, key, record, e)), None)
-                noted += hit is not None and _note(tracer, txn, index_txn, number, hit)
+                noted += _check(tracer, txn, index_txn, number, line.to_bytes(8, "big"))
             if len(new):
                 txn.put(CHECKED, str(int(new["trace"].max())).encode(), db=db["emeta"])
             for k, v in _items(txn, db["emeta"], APPLIED):   # another replica's successes
-                number, key = int.from_bytes(bytes(k)[len(APPLIED):], "big"), bytes(v)[:8]
-                record = json.loads(txn.get(number.to_bytes(8, "big"), db=db["traces"]))
-                hit = next((e for e in tracer.lookup.last_calls(key, index_txn)
-                            if contradicts(tracer, index_txn, key, record, e)), None)
-                noted += hit is not None and _note(tracer, txn, index_txn, number, hit)
+                noted += _check(tracer, txn, index_txn,
+                                int.from_bytes(bytes(k)[len(APPLIED):], "big"), bytes(v)[:8])
                 txn.delete(bytes(k), db=db["emeta"])
         return noted
     noted = envs.ewrite(work)
-    if due:
-        envs.write(lambda txn: [txn.delete(k, db=db["meta"]) for k in due])
+    if due or hunts_due:
+        envs.write(lambda txn: [txn.delete(k, db=db["meta"]) for k in due + hunts_due])
     return noted
 
 

@@ -153,7 +153,8 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         view[unlogged[0]] = unlogged[1]     # a later call may be missing (CUCM, FreeSWITCH)
         return Outcome.UNTRACEABLE, view, e, None
     if not flagged and (
-            hunt := tracer.lookup.hunt_after(index_txn, key, entries, e, at_us)) is not None:
+            hunt := tracer.lookup.hunt_after(index_txn, key, {r[_FEED] for r in entries}, e,
+                                             at_us)) is not None:
         view["hunt_unnamed"] = hunt     # a later call through a hunt pilot may have rung it
         return Outcome.UNTRACEABLE, view, e, None
     original = None

@@ -178,8 +178,8 @@ class Pending:
 
         def work(txn, last: dict | None, due: list[bytes]):
             written = index.write_entries(txn, db=db, keep=keep, **last) if last else 0
-            for key in due:                # calls of lines with traces (evidence.later)
-                txn.put(key, b"", db=meta_db)
+            for key in due:                # calls of lines with traces, and through hunt
+                txn.put(key, b"", db=meta_db)  # pilots before a trace (evidence.later)
             if local:
                 lookup.note_local_feed(txn, meta_db, self.feed)
             if tenants:                    # whose extensions its records are (lookup.TENANTS)
@@ -207,13 +207,15 @@ class Pending:
             return written
 
         def run() -> int:
-            written, last, due = 0, None, []
+            written, last = 0, None
+            due = hunts.later_due(self.store.traced_lines(), self.feed,
+                                  [part for part, _ in hunted]) if hunted else []
             try:
                 if pairs is not None:
                     lines, entries = pairs
                     self.store.envs.reserve(len(lines))
                     ordered, order = index.line_order(lines)
-                    due = index.later_due(self.store.traced_lines(), ordered, order, entries)
+                    due += index.later_due(self.store.traced_lines(), ordered, order, entries)
                     ranges = [{"lines": ordered[part], "entries": entries, "order": order[part]}
                               for part in index.key_ranges(ordered, self.store.envs.index_bytes())]
                     # all but the last range of lines in transactions of their own, so no

@@ -94,6 +94,53 @@ def dialled_to_listed(columns: dict, groups: dict[int, tuple[int, ...]],
     return calls
 
 
+# a call through a hunt pilot that began before a trace's activation, queued in the index's
+# meta with its commit for the evidence to check (evidence.later): + its key here
+LATER_DUE = b"later_hunt/"
+
+
+def later_due(traced: tuple[np.ndarray, np.ndarray], feed: int,
+              parts: list[np.ndarray]) -> list[bytes]:
+    """The LATER_DUE keys of a commit's calls through a hunt pilot of feed (HUNT_DTYPE
+    arrays) that began before the latest activation of a traced line (traced: the lines,
+    and each one's latest activation): each may have rung a traced line after the call
+    its trace named. (Which lines it may have rung, the check reads.)"""
+    until = traced[1]
+    if not len(until) or not parts:
+        return []
+    calls = np.concatenate(parts)
+    calls = calls[calls["start_us"] < int(until.max())]
+    keys = np.empty(len(calls), _KEY)
+    keys["feed"], keys["start_us"], keys["call_id"] = feed, np.maximum(calls["start_us"], 0), \
+        calls["call_id"]
+    raw, size = keys.tobytes(), _KEY.itemsize
+    return [LATER_DUE + raw[i:i + size] for i in range(0, len(raw), size)]
+
+
+# calls through a hunt pilot as due_calls reads them
+DUE_DTYPE = np.dtype([("feed", "<u2"), ("start_us", "<i8"), ("call_id", "<u8"), ("pilot", "<u8"),
+                      ("named", "<u8"), ("members", "<u4")])
+
+
+def due_calls(txn: Any, db: Any, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The calls through a hunt pilot of LATER_DUE keys that are still held (a purge may
+    have removed some): (DUE_DTYPE, each call's count of members; the members, in order)."""
+    calls, members = [], []
+    for k in keys:
+        value = txn.get(k[len(LATER_DUE):], db=db)
+        if value is None:
+            continue
+        value = bytes(value)
+        key = np.frombuffer(k[len(LATER_DUE):], _KEY)[0]
+        head = np.frombuffer(value, _HEAD, 1)[0]
+        listed = np.frombuffer(value, "<u8", offset=_HEAD.itemsize)
+        calls.append((key["feed"], key["start_us"], key["call_id"], head["pilot"], head["named"],
+                      len(listed)))
+        members.append(listed)
+    return (np.array(calls, DUE_DTYPE),
+            np.concatenate(members) if members else np.empty(0, "<u8"))
+
+
 def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
     """The feeds that have noted calls through a hunt pilot (HUNT_FEEDS)."""
     return feedlists.read(txn, meta_db, HUNT_FEEDS)
@@ -136,6 +183,13 @@ def trim(txn: Any, db: Any, meta_db: Any, cutoff: int) -> None:
         txn.put(TRIMMED, since.to_bytes(8, "little", signed=True), db=meta_db)
 
 
+def view(pilot: int, start_us: int, named: int) -> dict:
+    """A call through a hunt pilot as the CIC reads it: its pilot, start and the number its
+    record names beyond the pilot (None: none)."""
+    return {"pilot": numbers.format_number(pilot), "start": timezones.format_utc(start_us),
+            "named": numbers.format_number(named) or None}
+
+
 def _start(us: int) -> bytes:
     return max(us, 0).to_bytes(8, "big")
 
@@ -169,8 +223,6 @@ def rang_unnamed(txn: Any, db: Any, meta_db: Any, feeds: set[int], line: int, af
             if (note_id != call_id and (not len(members) or (members == line).any())
                     and not (same_call is not None and began == after_us
                              and same_call(int(head["named"]), note_id))):
-                return {"pilot": numbers.format_number(int(head["pilot"])),
-                        "start": timezones.format_utc(began),
-                        "named": numbers.format_number(int(head["named"])) or None}
+                return view(int(head["pilot"]), began, int(head["named"]))
             key = txn.next_key(key + b"\x00", db=db)
     return None

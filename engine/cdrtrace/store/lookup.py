@@ -377,25 +377,28 @@ class Lookup:
         return (UNLOGGED_VIEW.get(suffix, "unconnected_unlogged"),
                 None if since in (None, NEVER) else timezones.format_utc(since))
 
-    def hunt_after(self, txn: Any, key: bytes, entries: list, e: dict, at_us: int) -> dict | None:
-        """A call through a hunt pilot, of a feed of the line's calls (entries, as tolist()
-        gives them), that began from the call of entry e on and before at_us, and may have
-        rung the line without its record naming it (store.hunts.rang_unnamed); else None.
+    def hunt_after(self, txn: Any, key: bytes, feeds: set[int], e: dict, at_us: int) -> dict | None:
+        """A call through a hunt pilot, of a feed of the line's calls (feeds), that began
+        from the call of entry e on and before at_us, and may have rung the line without
+        its record naming it (store.hunts.rang_unnamed); else None.
         One that began with e, whose record names a line that has it as a call from e's
         caller (a known one), is e's call written in another record: the phones of a group
         call each have one in Asterisk 12+, and with no uniqueid each its own id. (Were it
         another call from that caller in the same second, the caller it names is e's.)"""
         start, calling = int(e["start_us"]), int(e["calling"])
-
-        def same_call(named: int, note_id: int) -> bool:
-            if not named or not calling:
-                return False
-            rows = self.last_calls(named.to_bytes(8, "big"), txn)
-            return bool(((rows["call_id"] == note_id) & (rows["calling"] == calling)).any())
-
         return hunts.rang_unnamed(txn, self.db.get("hunts"), self.db["meta"],
-                                  {r[_FEED] for r in entries}, int.from_bytes(key, "big"),
-                                  start, int(e["call_id"]), at_us, same_call)
+                                  feeds, int.from_bytes(key, "big"), start, int(e["call_id"]),
+                                  at_us, lambda named, note_id: self.written_again(
+                                      txn, named, note_id, calling))
+
+    def written_again(self, txn: Any, named: int, note_id: int, calling: int) -> bool:
+        """Whether the call through a hunt pilot note_id, whose record names the line named,
+        is a call from calling (a known caller) that the index holds for that line: a call
+        from that caller written in another record than the one a trace named."""
+        if not named or not calling:
+            return False
+        rows = self.last_calls(named.to_bytes(8, "big"), txn)
+        return bool(((rows["call_id"] == note_id) & (rows["calling"] == calling)).any())
 
     def last_calls(self, line_key: bytes, txn: Any = None) -> np.ndarray:
         """The index entries of a line (index.ENTRY_DTYPE, newest first): the trace lookup.
