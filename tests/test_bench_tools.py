@@ -273,7 +273,8 @@ def test_the_benchmarks_say_when_their_folder_is_in_memory(tmp_path):
 
 def test_the_later_calls_benchmark_runs_both_sides_and_says_the_ratio():
     """bench.later_calls: the next day's ingest with the check and without it, and the
-    first check alone (no time asserted: a benchmark's figures are its own)."""
+    first check alone; then another switch's file of the same day read late, a tenth of
+    its calls ring groups (no time asserted: a benchmark's figures are its own)."""
     done = subprocess.run([sys.executable, "-m", "bench.later_calls", "--calls", "20000",
                            "--lines", "2000", "--traced", "100", "--rounds", "1"],
                           capture_output=True, text=True, timeout=120,
@@ -281,3 +282,9 @@ def test_the_later_calls_benchmark_runs_both_sides_and_says_the_ratio():
     assert done.returncode == 0, done.stderr
     assert "100 lines traced of 2,000" in done.stdout and "ratio" in done.stdout
     assert "us a trace" in done.stdout
+    late = subprocess.run([sys.executable, "-m", "bench.later_calls", "--calls", "20000",
+                           "--lines", "2000", "--traced", "100", "--rounds", "1", "--late",
+                           "--groups", "0.1"], capture_output=True, text=True, timeout=120,
+                          cwd=BENCH.parent)
+    assert late.returncode == 0, late.stderr
+    assert "of the same day (10% ring groups)" in late.stdout and "ratio" in late.stdout

@@ -17,9 +17,11 @@ from test_documents import AUTHORITY, text_of
 from test_stream import Runner, append, stamp, wait_until
 
 import cdrtrace
+from cdrtrace.config import Feed
 from cdrtrace.evidence.outcomes import Outcome
 from cdrtrace.ingestion import following
 from cdrtrace.ingestion.live import StreamOptions
+from cdrtrace.parsing.parsers import get_format
 from conftest import cdr, cdr_file
 
 LINE = "6001"
@@ -228,3 +230,32 @@ def test_a_real_ring_all_pbx_file_read_in_two_parts_contests_the_traces_between(
     assert note_of(store, "6001")["through_hunt_pilot"] == "900"
     assert note_of(store, "6003")["disposition"] == "no_answer"
     assert all(store.status(line).progress == () for line in ("6001", "6002", "6003"))
+
+
+@pytest.mark.parametrize("listed", [(), ("3001", "3002")], ids=["unlisted", "listed"])
+def test_a_cucm_hunt_cluster_s_file_read_in_two_parts_contests_the_traces_between(
+        store, tmp_path, listed):
+    """data/samples/cucm/cdr_HuntCluster_01_202603021500_1 read in two parts, *57s at 15:00
+    between: its calls through the pilot 2000 from 14:30 name no member, so read whole,
+    3001, 3002 and 3003 are untraceable where no member is listed for it. With only the
+    direct calls of 14:00 to 14:10 read, each named its own caller; the pilot's calls, read
+    after (an ingest of 3004's call between checked the traces), contest all three; where
+    the feed lists 3001 and 3002 as its members, those two."""
+    feed = Feed("hunts", get_format("cucm"), hunt_groups=(("2000", listed),) if listed else ())
+    rows = (Path(__file__).resolve().parent.parent / "data/samples/cucm/"
+            "cdr_HuntCluster_01_202603021500_1").read_bytes().splitlines(keepends=True)
+    parts = (rows[:6], rows[:2] + rows[9:], rows[:2] + rows[6:9])   # 3004's call between
+    for n, part in enumerate(parts):
+        path = tmp_path / f"cdr_HuntCluster_01_20260302150{n}_1"
+        path.write_bytes(b"".join(part))
+        summary = cdrtrace.ingest(store, [str(path)], feed=feed)
+        if n == 0:
+            assert [store.trace(line, at="2026-03-02T15:00:00Z").call_time
+                    for line in ("3001", "3002", "3003")] == [
+                "2026-03-02T14:00:00Z", "2026-03-02T14:05:00Z", "2026-03-02T14:10:00Z"]
+    members = listed or ("3001", "3002", "3003")
+    assert summary.contested == len(members)
+    assert [{k: note_of(store, line)[k] for k in ("start", "through_hunt_pilot", "named")}
+            for line in members] == [
+        {"start": "2026-03-02T14:30:00Z", "through_hunt_pilot": "2000", "named": None}] * len(members)
+    assert listed == () or note_of(store, "3003") is None

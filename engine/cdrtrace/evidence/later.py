@@ -163,24 +163,25 @@ def _due_hunts(tracer: Any, txn: Any, index_txn: Any, keys: list[bytes]) -> int:
     resolved); note each so contradicted, by the rule of hunt_between, the queued calls
     alone looked at (the others were, when the trace was made or at their commit).
     Returns how many were noted."""
-    calls, members = hunts.due_calls(index_txn, tracer.db["hunts"], keys)
+    calls, listed, owner = hunts.due_calls(index_txn, tracer.db["hunts"], keys)
     if not len(calls):
         return 0
-    owner, noted = np.repeat(np.arange(len(calls)), calls["members"]), 0
-    for number, line in _between(tracer.traced.maybe, calls["start_us"]):
+    begun, unlisted, noted = calls["start_us"], np.flatnonzero(calls["members"] == 0), 0
+    for number, line in _between(tracer.traced.maybe, begun):
         value = txn.get(number.to_bytes(8, "big"), db=tracer.db["traces"])
         record = None if value is None else json.loads(value)     # None: purged
         if (record is None or record["outcome"] != "success" or _flagged(record)
                 or txn.get(NOTED + number.to_bytes(8, "big"), db=tracer.db["emeta"]) is not None):
             continue
         feeds, e = _named(tracer, index_txn, line.to_bytes(8, "big"), record)
-        listed = np.zeros(len(calls), bool)
-        listed[owner[members == line]] = True
-        begun = calls["start_us"]
-        hit = np.flatnonzero((begun >= e["start_us"]) & (begun < record["activated_us"])
-                             & np.isin(calls["feed"], list(feeds)) & (calls["call_id"] != e["call_id"])
-                             & ((calls["members"] == 0) | listed))
-        for c in calls[hit[np.argsort(begun[hit], kind="stable")]].tolist():
+        # the calls that may have rung the line (their members list it, or are not known),
+        # of those that began in the time (calls are in order of their start)
+        lo, hi = np.searchsorted(begun, [e["start_us"], record["activated_us"]], "left")
+        lists = owner[np.searchsorted(listed, line, "left"):np.searchsorted(listed, line, "right")]
+        near = np.union1d(lists[(lists >= lo) & (lists < hi)],
+                          unlisted[np.searchsorted(unlisted, lo):np.searchsorted(unlisted, hi)])
+        near = near[np.isin(calls["feed"][near], list(feeds)) & (calls["call_id"][near] != e["call_id"])]
+        for c in calls[near].tolist():
             feed, start, call_id, pilot, named, _ = c
             if not (start == e["start_us"] and tracer.lookup.written_again(
                     index_txn, named, call_id, int(e["calling"]))):

@@ -208,8 +208,8 @@ class Pending:
 
         def run() -> int:
             written, last = 0, None
-            due = hunts.later_due(self.store.traced_lines(), self.feed,
-                                  [part for part, _ in hunted]) if hunted else []
+            due = hunts.later_due(self.store.traced_lines(), self.feed, hunted,
+                                  self.hunt_groups) if hunted else []
             try:
                 if pairs is not None:
                     lines, entries = pairs

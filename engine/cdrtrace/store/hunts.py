@@ -100,21 +100,36 @@ LATER_DUE = b"later_hunt/"
 
 
 def later_due(traced: tuple[np.ndarray, np.ndarray], feed: int,
-              parts: list[np.ndarray]) -> list[bytes]:
-    """The LATER_DUE keys of a commit's calls through a hunt pilot of feed (HUNT_DTYPE
-    arrays) that began before the latest activation of a traced line (traced: the lines,
-    and each one's latest activation): each may have rung a traced line after the call
-    its trace named. (Which lines it may have rung, the check reads.)"""
-    until = traced[1]
-    if not len(until) or not parts:
+              hunted: list[tuple[np.ndarray, np.ndarray | None]],
+              groups: dict[int, tuple[int, ...]]) -> list[bytes]:
+    """The LATER_DUE keys of a commit's calls through a hunt pilot of feed (as items takes
+    them: each HUNT_DTYPE array with the members its records name, groups the members
+    configured) that began before the latest activation of a traced line (traced: the
+    lines, sorted, and each one's latest activation) and may have rung one: its members
+    are not known, or list one. Each may have rung that line after the call its trace
+    named."""
+    lines, until = traced
+    if not len(until) or not hunted:
         return []
-    calls = np.concatenate(parts)
-    calls = calls[calls["start_us"] < int(until.max())]
-    keys = np.empty(len(calls), _KEY)
-    keys["feed"], keys["start_us"], keys["call_id"] = feed, np.maximum(calls["start_us"], 0), \
-        calls["call_id"]
-    raw, size = keys.tobytes(), _KEY.itemsize
-    return [LATER_DUE + raw[i:i + size] for i in range(0, len(raw), size)]
+    latest = int(until.max())
+    pilots = np.fromiter(groups, np.uint64, len(groups))
+    reach = np.fromiter((p for p, members in groups.items()
+                         if np.isin(np.array(members, np.uint64), lines).any()), np.uint64)
+    keys = []
+    for part, named in hunted:
+        listing = np.zeros(len(part), bool)
+        if named is not None and len(named):
+            owner = np.repeat(np.arange(len(part)), part["members"])
+            listing[owner[np.isin(named, lines)]] = True
+        may = np.where(part["members"] > 0, listing,
+                       ~np.isin(part["pilot"], pilots) | np.isin(part["pilot"], reach))
+        calls = part[may & (part["start_us"] < latest)]
+        raw = np.empty(len(calls), _KEY)
+        raw["feed"], raw["start_us"], raw["call_id"] = feed, np.maximum(calls["start_us"], 0), \
+            calls["call_id"]
+        kb, size = raw.tobytes(), _KEY.itemsize
+        keys += [LATER_DUE + kb[i:i + size] for i in range(0, len(kb), size)]
+    return keys
 
 
 # calls through a hunt pilot as due_calls reads them
@@ -122,23 +137,31 @@ DUE_DTYPE = np.dtype([("feed", "<u2"), ("start_us", "<i8"), ("call_id", "<u8"), 
                       ("named", "<u8"), ("members", "<u4")])
 
 
-def due_calls(txn: Any, db: Any, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+def due_calls(txn: Any, db: Any, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The calls through a hunt pilot of LATER_DUE keys that are still held (a purge may
-    have removed some): (DUE_DTYPE, each call's count of members; the members, in order)."""
-    calls, members = [], []
+    have removed some), in order of their start (DUE_DTYPE, each call's count of
+    members), and the lines their members list, sorted, beside each the call that lists
+    it (its place among the calls)."""
+    heads, members = [], []
     for k in keys:
         value = txn.get(k[len(LATER_DUE):], db=db)
-        if value is None:
-            continue
-        value = bytes(value)
-        key = np.frombuffer(k[len(LATER_DUE):], _KEY)[0]
-        head = np.frombuffer(value, _HEAD, 1)[0]
-        listed = np.frombuffer(value, "<u8", offset=_HEAD.itemsize)
-        calls.append((key["feed"], key["start_us"], key["call_id"], head["pilot"], head["named"],
-                      len(listed)))
-        members.append(listed)
-    return (np.array(calls, DUE_DTYPE),
-            np.concatenate(members) if members else np.empty(0, "<u8"))
+        if value is not None:
+            value = bytes(value)
+            heads.append(k[len(LATER_DUE):] + value[:_HEAD.itemsize])
+            members.append(value[_HEAD.itemsize:])
+    both = np.dtype(_KEY.descr + _HEAD.descr)
+    read = np.frombuffer(b"".join(heads), both)
+    calls = np.empty(len(read), DUE_DTYPE)
+    for name in both.names or ():
+        calls[name] = read[name]
+    calls["members"] = [len(m) // 8 for m in members]
+    order = np.argsort(calls["start_us"], kind="stable")
+    place = np.empty(len(order), np.int64)
+    place[order] = np.arange(len(order))
+    listed = np.frombuffer(b"".join(members), "<u8")
+    owner = place[np.repeat(np.arange(len(calls)), calls["members"])]
+    by = np.argsort(listed, kind="stable")
+    return calls[order], listed[by], owner[by]
 
 
 def noted_feeds(txn: Any, meta_db: Any) -> list[int]:
