@@ -206,30 +206,40 @@ def test_a_case_report_says_a_group_call_contests_the_trace(tmp_path):
     store.close()
 
 
-def test_a_real_ring_all_pbx_file_read_in_two_parts_contests_the_traces_between(store, tmp_path):
-    """data/samples/real/asterisk-11-ring-all-fr.csv read in two parts, *57s between: its
-    09:40 call to the group 900 dialled 6001, 6002 and 6003 (Asterisk 11 writes one record,
-    naming 6003). Read whole, 6001 and 6002 at 09:50 are untraceable. With the first three
-    records only, they named Camille's 09:00 and the Lyon office's 09:10 calls, and 6003
-    its 09:15 caller; the rest, read after, contests all three (6003's by the record that
-    names it, the others' by the group call)."""
-    real = (Path(__file__).resolve().parent.parent / "data/samples/real/"
-            "asterisk-11-ring-all-fr.csv").read_bytes().splitlines(keepends=True)
+REAL = {   # file, zone, country code; the three phones' calls named before, and the late
+    # record that contests each trace (its start, and the pilot it came through, if any)
+    "ring-all": ("asterisk-11-ring-all-fr.csv", "Europe/Paris", 33,
+                 {"6001": ("08:00", "900"), "6002": ("08:10", "900"), "6003": ("08:15", None)}),
+    "queue": ("asterisk-11-queue-it.csv", "Europe/Rome", 39,
+              {"201": ("08:00", "700"), "202": ("08:05", "700"), "203": ("08:08", "700")}),
+}
+
+
+@pytest.mark.parametrize("sample", REAL)
+def test_a_real_pbx_file_read_in_two_parts_contests_the_traces_between(store, tmp_path, sample):
+    """data/samples/real's two Asterisk 11 offices read in two parts, *57s at 09:50 between:
+    the French one's 09:40 call to its group 900 dialled 6001, 6002 and 6003 (its one
+    record names 6003); the Italian one's 09:30 call waited in its queue 700 (no members
+    listed: any phone of the office may have rung). Read whole, the phones the records do
+    not name are untraceable. With the first three records only (each phone's direct call),
+    each named its caller; the rest, read after, contests every trace (6003's by the record
+    that names it, the others' by the call through the pilot)."""
+    name, zone, country_code, phones = REAL[sample]
+    real = (Path(__file__).resolve().parent.parent / "data/samples/real" / name
+            ).read_bytes().splitlines(keepends=True)
     for n, part in enumerate((real[:3], real[3:])):
         (tmp_path / f"part{n}.csv").write_bytes(b"".join(part))
         summary = cdrtrace.ingest(store, [str(tmp_path / f"part{n}.csv")], fmt="asterisk",
-                                  zone="Europe/Paris", country_code=33)
+                                  zone=zone, country_code=country_code)
         if n == 0:
             assert [(r.outcome.value, r.call_time) for r in (
-                store.trace(line, at="2013-03-12T09:50:00+01:00") for line in ("6001", "6002", "6003"))
-            ] == [("success", "2013-03-12T08:00:00Z"), ("success", "2013-03-12T08:10:00Z"),
-                  ("success", "2013-03-12T08:15:00Z")]
+                store.trace(line, at="2013-03-12T09:50:00+01:00") for line in phones)] == [
+                ("success", f"2013-03-12T{named}:00Z") for named, _ in phones.values()]
     assert summary.contested == 3
-    assert [note_of(store, line)["start"] for line in ("6001", "6002", "6003")] == [
-        "2013-03-12T08:40:00Z"] * 3
-    assert note_of(store, "6001")["through_hunt_pilot"] == "900"
-    assert note_of(store, "6003")["disposition"] == "no_answer"
-    assert all(store.status(line).progress == () for line in ("6001", "6002", "6003"))
+    late = "2013-03-12T08:40:00Z" if sample == "ring-all" else "2013-03-12T08:30:00Z"
+    assert [(note_of(store, line)["start"], note_of(store, line).get("through_hunt_pilot"))
+            for line in phones] == [(late, pilot) for _, pilot in phones.values()]
+    assert all(store.status(line).progress == () for line in phones)
 
 
 @pytest.mark.parametrize("listed", [(), ("3001", "3002")], ids=["unlisted", "listed"])

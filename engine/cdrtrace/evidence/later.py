@@ -144,8 +144,8 @@ def hunt_between(tracer: Any, index_txn: Any, key: bytes, record: dict) -> dict 
     trace made now would find it (lookup.hunt_after: of a feed of the line's calls, not
     the call named written in another record), as the CIC reads it; None if there is
     none, or the switch named the call (a malicious call id)."""
-    if _flagged(record):
-        return None
+    if _flagged(record) or not hunts.noted_feeds(index_txn, tracer.db["meta"]):
+        return None       # (a store with no call through a pilot: the common case, at once)
     feeds, e = _named(tracer, index_txn, key, record)
     trimmed = index_txn.get(hunts.TRIMMED, db=tracer.db["meta"])
     if trimmed is not None and (since := int.from_bytes(trimmed, "little", signed=True)) > \
