@@ -261,3 +261,37 @@ def test_a_real_pbx_file_read_in_two_parts_contests_the_trace_of_the_first(store
     note = store.trace_records("200", analyst="cic")[0]["later_call"]
     assert (note["start"], note["disposition"]) == ("2023-11-14T09:00:00Z", "late_refusal")
     assert store.status("200").progress == ()
+
+
+def test_unreadable_records_read_after_a_trace_are_counted_beside_its_evidence(tmp_path):
+    """The trace found no unreadable record near Pat's call; a file read after holds one
+    of the feed's, 12:30 (in the hour before the call), whose line cannot be recovered (no called number): the record,
+    read, counts it now beside the count written, and its hash is the record's as kept."""
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    first_trace(store, tmp_path)
+    written = record(store)["unreadable_nearby"]
+    assert (written["records"], "unreadable_nearby_now" in record(store)) == (0, False)
+    lineless = cdr(dst="", dstchannel="", start="2026-03-02 12:30:00", end="2026-03-02 12:30:10",
+                   disposition="NO ANSWR", uniqueid="x.1")
+    far = cdr(dst="", dstchannel="", start="2026-03-02 10:00:00", end="2026-03-02 10:00:10",
+              disposition="NO ANSWR", uniqueid="x.2")          # before the hour: not counted
+    ingest(store, tmp_path, far, lineless)
+    read = record(store)
+    assert read["unreadable_nearby"] == written                 # as written
+    assert read["unreadable_nearby_now"] == {**written, "records": 1, "without_line": 1}
+    assert "later_call" not in read                             # the line is not known
+    ingest(store, tmp_path, cdr(dst="", dstchannel="", start="2026-03-02 13:40:00",
+                                end="2026-03-02 13:40:10", disposition="NO ANSWR",
+                                uniqueid="x.3"), feed=2)        # another switch's: not its feed
+    assert record(store)["unreadable_nearby_now"]["records"] == 1
+    case = store.open_case(LINE, "Caller A", agency=AUTHORITY["agency"],
+                           officer=AUTHORITY["officer"], case_number=AUTHORITY["case_number"],
+                           analyst="ann", waive_reason="threats")
+    store.disclose(AUTHORITY, analyst="ann", line=LINE)
+    text = " ".join(text_of(store.case_report(case["case_id"], analyst="ann")).split())
+    with store.envs.eread() as txn:
+        stored = bytes(txn.get((1).to_bytes(8, "big"), db=store.envs.db["traces"]))
+    canonical = json.dumps(json.loads(stored), sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False)
+    assert hashlib.sha256(canonical.encode()).hexdigest() in text
+    store.close()

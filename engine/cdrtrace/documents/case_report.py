@@ -14,11 +14,14 @@ import zoneinfo
 from ..parsing.formats import Disposition
 from .render import Page, latin1
 
+# what a record, read, carries beside it of what came in later (evidence.later.beside)
+READ_BESIDE = ("later_call", "unreadable_nearby_now")
+
 
 def record_hash(record: dict) -> str:
-    """The SHA-256 of an evidence record's canonical JSON, as the store keeps it (a note
-    read beside it, `later_call`, is not part of it)."""
-    kept = {k: v for k, v in record.items() if k != "later_call"}
+    """The SHA-256 of an evidence record's canonical JSON, as the store keeps it (what is
+    read beside it, READ_BESIDE, is not part of it)."""
+    kept = {k: v for k, v in record.items() if k not in READ_BESIDE}
     canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest()
 

@@ -16,7 +16,10 @@ contradicts (NOTED in the evidence's meta: the trace's number -> where and when 
 began, never its caller). A noted trace keeps its record as written; it no longer counts
 toward action (R8), the CIC's reports read it as `contested`, and its record, read, holds
 the note as `later_call`. A crash between the commit and the notes leaves the queue to
-the next ingest's start.
+the next ingest's start. Calls through a hunt pilot, which may have rung lines their
+records do not name, are queued alike (hunts.LATER_DUE) and checked against the successes
+they came between. Unreadable records read after a trace near its call are counted again
+when its record is read (beside).
 """
 from __future__ import annotations
 
@@ -294,6 +297,28 @@ def applied(txn: Any, db: dict, number: int, key: bytes, record: dict) -> None:
     if record["outcome"] == "success":
         txn.put(APPLIED + number.to_bytes(8, "big"),
                 key + int(record["activated_us"]).to_bytes(8, "big", signed=True), db=db["emeta"])
+
+
+def beside(tracer: Any, txn: Any, records: list[dict]) -> None:
+    """Add to evidence records, as they are read (txn: the evidence's), what came in after
+    them: the note of a call that contradicts a success (`later_call`), and where more
+    unreadable records of a trace's feed near its call have been read since it was made,
+    their count as it is now (`unreadable_nearby_now`, beside `unreadable_nearby` as
+    written: the CIC's measure of how far the data around the trace can be trusted)."""
+    with tracer.envs.read() as index_txn:
+        near = index.native_txn(index_txn, tracer.db["index"], tracer.native)
+        for record in records:
+            if record["outcome"] == "success" and (note := txn.get(
+                    NOTED + int(record["trace_id"][1:]).to_bytes(8, "big"), db=tracer.db["emeta"])):
+                record["later_call"] = json.loads(note)
+            written, call = record.get("unreadable_nearby"), record.get("call")
+            if written is None:
+                continue
+            at = int(record["activated_us"])
+            now = tracer.lookup.unreadable_near(near, None if call is None else int(call["feed"]),
+                                                at if call is None else int(call["start_us"]), at)
+            if now["records"] > written["records"]:     # (fewer: a purge removed some)
+                record["unreadable_nearby_now"] = now
 
 
 def noted(tracer: Any, txn: Any) -> dict[int, dict]:

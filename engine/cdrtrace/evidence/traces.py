@@ -427,10 +427,7 @@ class Tracer:
                         if not k.startswith(prefix):
                             break
                         found.append(json.loads(txn.get(k[9:], db=self.db["traces"])))
-            for record in found:      # a call that came in later, where one did (evidence.later)
-                if record["outcome"] == Outcome.SUCCESS.value and (note := txn.get(
-                        later.NOTED + u64(int(record["trace_id"][1:])), db=self.db["emeta"])):
-                    record["later_call"] = json.loads(note)
+            later.beside(self, txn, found)     # what came in after them
             return found
 
 

@@ -207,6 +207,12 @@ class TraceRecord(Open):
     requested_by: str | None = None
     reason: str | None = None
     unreadable_nearby: dict[str, Any] | None = None
+    later_call: dict[str, Any] | None = Field(None, description=(
+        "read beside the record, not part of it: a call read after this success that shows "
+        "it named the wrong call (when and where it began; never its caller)"))
+    unreadable_nearby_now: dict[str, Any] | None = Field(None, description=(
+        "read beside the record, not part of it: unreadable_nearby as it is now, where more "
+        "unreadable records near the call have been read since the trace"))
 
 
 class ActionRequestEntry(Open):
