@@ -184,8 +184,7 @@ def _due_hunts(tracer: Any, txn: Any, index_txn: Any, keys: list[bytes]) -> int:
         near = np.union1d(lists[(lists >= lo) & (lists < hi)],
                           unlisted[np.searchsorted(unlisted, lo):np.searchsorted(unlisted, hi)])
         near = near[np.isin(calls["feed"][near], list(feeds)) & (calls["call_id"][near] != e["call_id"])]
-        for c in calls[near].tolist():
-            feed, start, call_id, pilot, named, _ = c
+        for _, start, call_id, pilot, named, _ in calls[near].tolist():
             if not (start == e["start_us"] and tracer.lookup.written_again(
                     index_txn, named, call_id, int(e["calling"]))):
                 noted += _note(tracer, txn, number, _hunt_note(hunts.view(pilot, start, named)))
