@@ -18,6 +18,7 @@ from test_stream import Runner, append, stamp, wait_until
 
 import cdrtrace
 from cdrtrace.config import Feed
+from cdrtrace.evidence import later
 from cdrtrace.evidence.outcomes import Outcome
 from cdrtrace.ingestion import following
 from cdrtrace.ingestion.live import StreamOptions
@@ -269,3 +270,25 @@ def test_a_cucm_hunt_cluster_s_file_read_in_two_parts_contests_the_traces_betwee
             for line in members] == [
         {"start": "2026-03-02T14:30:00Z", "through_hunt_pilot": "2000", "named": None}] * len(members)
     assert listed == () or note_of(store, "3003") is None
+
+
+def test_a_store_from_the_release_before_checks_its_successes_against_group_calls_once(
+        store, tmp_path, monkeypatch):
+    """A release before this one checked late calls against the lines' indexes alone: a
+    group call read after a trace left it standing, and its store marks every trace
+    checked. The first ingest of this release checks every success once against the
+    calls through a pilot it holds."""
+    first_trace(store, tmp_path)
+    with monkeypatch.context() as m:      # as that release ingested it
+        m.setattr(later, "hunt_between", lambda *args: None)
+        m.setattr(later, "_due_hunts", lambda *args: 0)
+        ingest(store, tmp_path, group("14:03:00", "sw.02"))
+    assert note_of(store) is None
+    store.envs.ewrite(lambda txn: txn.delete(later.HUNTS_CHECKED, db=store.envs.db["emeta"]))
+    checked(store, tmp_path)
+    assert note_of(store)["through_hunt_pilot"] == "900"
+    # and once only: a success noted no more is not looked at again
+    store.envs.ewrite(lambda txn: txn.delete(later.NOTED + (1).to_bytes(8, "big"),
+                                             db=store.envs.db["emeta"]))
+    ingest(store, tmp_path, call("7205550145", "16:05:00", "sw.09", dst="6009"))
+    assert note_of(store) is None

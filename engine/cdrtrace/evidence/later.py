@@ -41,6 +41,9 @@ CHECKED = b"later_checked"   # evidence meta: the traces up to this number were 
 # another replica of the shard made (evidence.replication), applied here after traces of
 # higher numbers were checked, to be checked as one made here
 APPLIED = b"later_applied/"
+# evidence meta: every success was checked against the calls through a hunt pilot (once,
+# in a store from a release that checked the index alone)
+HUNTS_CHECKED = b"later_hunts_checked"
 _ENTRY = index.ENTRY_DTYPE
 _FIELDS: tuple[str, ...] = _ENTRY.names or ()
 # a trace that is or may become a success (a pending one), as TracedLines keeps it: a call
@@ -272,6 +275,13 @@ def run(tracer: Any) -> int:
                         tracer, txn, number, _call_note(tracer, index_txn, hit))
             # calls through a hunt pilot, which may have rung lines their records do not name
             noted += _due_hunts(tracer, txn, index_txn, hunts_due) if hunts_due else 0
+            if txn.get(HUNTS_CHECKED, db=db["emeta"]) is None:     # once a store
+                old = trace_rows.read_since(txn, db["trace_rows"], db["trace_segments"], 0)
+                for number, line in old[["trace", "line"]][old["outcome"] == 1].tolist():
+                    record = json.loads(txn.get(number.to_bytes(8, "big"), db=db["traces"]))
+                    hunt = hunt_between(tracer, index_txn, line.to_bytes(8, "big"), record)
+                    noted += hunt is not None and _note(tracer, txn, number, _hunt_note(hunt))
+                txn.put(HUNTS_CHECKED, b"1", db=db["emeta"])
             checked = int(txn.get(CHECKED, b"0", db=db["emeta"]))
             new = trace_rows.read_since(txn, db["trace_rows"], db["trace_segments"], checked)
             for number, line in new[["trace", "line"]][new["outcome"] == 1].tolist():
