@@ -858,6 +858,58 @@ cdef class Txn:
         """The first key of db at or past key (bytes), or None."""
         return self._key_at(db, key, CT_SET_RANGE if PyBytes_GET_SIZE(key) else CT_FIRST)
 
+    def next_hunt(self, bytes start not None, bytes stop not None, uint64_t line,
+                  uint64_t call_id, db=None):
+        """The first (key, value) of db, a store's `hunts` (store.hunts: a key of feed, start
+        and call id, big-endian; a value of a 16-byte head, then members of 8 bytes each,
+        little-endian), with start <= key < stop, that is not of the call call_id and may
+        have rung line (it lists no member, or lists line); None if there is none. Read in
+        C, no object made for the calls passed over."""
+        cdef unsigned int dbi = self._dbi(db)
+        cdef void* cursor = NULL
+        cdef ct_val k, v
+        cdef const char* end = PyBytes_AS_STRING(stop)
+        cdef const uint8_t* p
+        cdef size_t end_size = PyBytes_GET_SIZE(stop), n, j, members
+        cdef uint64_t note, member
+        cdef int c, b, rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
+        cdef bint hit = False
+        if rc != 0:
+            raise _lmdb_error(self.api, "mdb_cursor_open", rc)
+        try:
+            k.mv_size, k.mv_data = PyBytes_GET_SIZE(start), PyBytes_AS_STRING(start)
+            rc = self.api.cursor_get(cursor, &k, &v, CT_SET_RANGE if k.mv_size else CT_FIRST)
+            while rc == 0:
+                n = k.mv_size if k.mv_size < end_size else end_size
+                c = memcmp(k.mv_data, end, n)
+                if c > 0 or (c == 0 and k.mv_size >= end_size):
+                    break
+                if k.mv_size >= 18 and v.mv_size >= 16:
+                    p = <const uint8_t*>k.mv_data
+                    note = 0
+                    for b in range(10, 18):
+                        note = (note << 8) | p[b]
+                    if note != call_id:
+                        members = (v.mv_size - 16) // 8
+                        hit = members == 0
+                        p = <const uint8_t*>v.mv_data + 16
+                        j = 0
+                        while not hit and j < members:
+                            member = 0
+                            for b in range(7, -1, -1):
+                                member = (member << 8) | p[8 * j + b]
+                            hit = member == line
+                            j += 1
+                        if hit:
+                            return (PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size),
+                                    PyBytes_FromStringAndSize(<const char*>v.mv_data, v.mv_size))
+                rc = self.api.cursor_get(cursor, &k, &v, CT_NEXT)
+        finally:
+            self.api.cursor_close(cursor)
+        if rc != 0 and rc != CT_NOTFOUND:
+            raise _lmdb_error(self.api, "mdb_cursor_get", rc)
+        return None
+
     def range(self, bytes start not None, bytes stop not None, db=None):
         """[(key, value)] of db with start <= key < stop (bytes order, as LMDB's), in order."""
         cdef unsigned int dbi = self._dbi(db)

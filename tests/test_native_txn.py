@@ -171,3 +171,35 @@ def test_unreadable_records_near_a_trace_are_counted_by_window_and_feed(tmp_path
         everywhere = lookup.unreadable_near(w, None, at, at)    # no call: the hour before at
         assert (everywhere["records"], everywhere["without_line"]) == (5, 3)   # 3, 4, 6, 7, 8
         assert lookup.unreadable_near(w, None, call, at)["records"] == 6
+
+
+HUNT_NOTES = st.dictionaries(
+    st.tuples(st.integers(1, 2), st.integers(0, 40), st.integers(1, 6)),     # feed, start, id
+    st.lists(st.integers(1, 4), max_size=3),                                 # members
+    max_size=30)
+
+
+def hunt_key(feed: int, start: int, call_id: int) -> bytes:
+    return feed.to_bytes(2, "big") + start.to_bytes(8, "big") + call_id.to_bytes(8, "big")
+
+
+@settings(max_examples=80, deadline=None)
+@given(HUNT_NOTES, st.integers(1, 2), st.integers(0, 41), st.integers(0, 41),
+       st.integers(1, 5), st.integers(0, 7))
+def test_the_next_call_through_a_pilot_that_may_have_rung_a_line(tmp_path_factory, notes, feed,
+                                                                  after, before, line, call_id):
+    """store.hunts' search (Txn.next_hunt, in C, and py-lmdb's): the first call of the range
+    that is not call_id and lists no member or the line, as the definition reads."""
+    env, db = open_env(tmp_path_factory.mktemp("h") / "e")
+    with env.begin(write=True) as txn:
+        for (f, start, note), members in notes.items():
+            txn.put(hunt_key(f, start, note), bytes(16) + b"".join(
+                m.to_bytes(8, "little") for m in members), db=db)
+    expected = next(((hunt_key(*k), bytes(16) + b"".join(m.to_bytes(8, "little") for m in v))
+                     for k, v in sorted(notes.items())
+                     if k[0] == feed and after <= k[1] < before and k[2] != call_id
+                     and (not v or line in v)), None)
+    start, stop = hunt_key(feed, after, 0)[:10], hunt_key(feed, before, 0)[:10]
+    with env.begin() as txn:
+        assert _index.Txn(txn, db).next_hunt(start, stop, line, call_id, db=db) == expected
+        assert index.PyTxn(txn).next_hunt(start, stop, line, call_id, db=db) == expected

@@ -202,6 +202,20 @@ class PyTxn:
         cursor = self.txn.cursor(db)
         return bytes(cursor.key()) if cursor.set_range(key) else None
 
+    def next_hunt(self, start: bytes, stop: bytes, line: int, call_id: int,
+                  db=None) -> tuple[bytes, bytes] | None:
+        cursor = self.txn.cursor(db)
+        if cursor.set_range(start):
+            for key, value in cursor:
+                if key >= stop:
+                    break
+                listed = bytes(value)[16:]
+                if int.from_bytes(key[10:18], "big") != call_id and (not listed or any(
+                        int.from_bytes(listed[i:i + 8], "little") == line
+                        for i in range(0, len(listed), 8))):
+                    return bytes(key), bytes(value)
+        return None
+
     def range(self, start: bytes, stop: bytes, db=None) -> list[tuple[bytes, bytes]]:
         found = []
         cursor = self.txn.cursor(db)
