@@ -288,3 +288,13 @@ def test_the_later_calls_benchmark_runs_both_sides_and_says_the_ratio():
                           cwd=BENCH.parent)
     assert late.returncode == 0, late.stderr
     assert "of the same day (10% ring groups)" in late.stdout and "ratio" in late.stdout
+
+
+def test_the_hunt_traces_benchmark_runs_both_sides_and_says_the_ratio():
+    """bench.hunt_traces: the same traces with and without ring groups in the day (no time
+    asserted: a benchmark's figures are its own)."""
+    done = subprocess.run([sys.executable, "-m", "bench.hunt_traces", "--calls", "20000",
+                           "--traces", "50"], capture_output=True, text=True, timeout=120,
+                          cwd=BENCH.parent)
+    assert done.returncode == 0, done.stderr
+    assert "ms a trace without ring groups" in done.stdout and "ratio" in done.stdout
