@@ -774,6 +774,39 @@ cdef object _lmdb_error(const ct_engine* api, str what, int rc):
     return cls(f"{what}: {api.strerror_fn(rc).decode('utf-8', 'replace')}")
 
 
+cdef inline bint _past(const ct_val* k, const char* end, size_t end_size) noexcept nogil:
+    """Whether key k is at or past end (bytes order, as LMDB's)."""
+    cdef size_t n = k.mv_size if k.mv_size < end_size else end_size
+    cdef int c = memcmp(k.mv_data, end, n)
+    return c > 0 or (c == 0 and k.mv_size >= end_size)
+
+
+cdef inline bint _may_ring(const ct_val* k, const ct_val* v, uint64_t line,
+                           uint64_t call_id) noexcept nogil:
+    """Whether a store's `hunts` entry (key k: feed, start, call id, big-endian; value v: a
+    16-byte head, then members of 8 bytes each, little-endian) is of another call than
+    call_id and lists no member, or line."""
+    cdef const uint8_t* p = <const uint8_t*>k.mv_data
+    cdef uint64_t note = 0, member
+    cdef size_t j, members
+    cdef int b
+    if k.mv_size < 18 or v.mv_size < 16:
+        return False
+    for b in range(10, 18):
+        note = (note << 8) | p[b]
+    if note == call_id:
+        return False
+    members = (v.mv_size - 16) // 8
+    p = <const uint8_t*>v.mv_data + 16
+    for j in range(members):
+        member = 0
+        for b in range(7, -1, -1):
+            member = (member << 8) | p[8 * j + b]
+        if member == line:
+            return True
+    return members == 0
+
+
 cdef class Txn:
     """get, put and ordered reads of a py-lmdb transaction (a read-only one: all but put),
     get and put called as py-lmdb's are (`get(key, default, db=)`, `put(key, value, db=,
@@ -865,59 +898,21 @@ cdef class Txn:
         little-endian), with start <= key < stop, that is not of the call call_id and may
         have rung line (it lists no member, or lists line); None if there is none. Read in
         C, no object made for the calls passed over."""
-        cdef unsigned int dbi = self._dbi(db)
-        cdef void* cursor = NULL
-        cdef ct_val k, v
-        cdef const char* end = PyBytes_AS_STRING(stop)
-        cdef const uint8_t* p
-        cdef size_t end_size = PyBytes_GET_SIZE(stop), n, j, members
-        cdef uint64_t note, member
-        cdef int c, b, rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
-        cdef bint hit = False
-        if rc != 0:
-            raise _lmdb_error(self.api, "mdb_cursor_open", rc)
-        try:
-            k.mv_size, k.mv_data = PyBytes_GET_SIZE(start), PyBytes_AS_STRING(start)
-            rc = self.api.cursor_get(cursor, &k, &v, CT_SET_RANGE if k.mv_size else CT_FIRST)
-            while rc == 0:
-                n = k.mv_size if k.mv_size < end_size else end_size
-                c = memcmp(k.mv_data, end, n)
-                if c > 0 or (c == 0 and k.mv_size >= end_size):
-                    break
-                if k.mv_size >= 18 and v.mv_size >= 16:
-                    p = <const uint8_t*>k.mv_data
-                    note = 0
-                    for b in range(10, 18):
-                        note = (note << 8) | p[b]
-                    if note != call_id:
-                        members = (v.mv_size - 16) // 8
-                        hit = members == 0
-                        p = <const uint8_t*>v.mv_data + 16
-                        j = 0
-                        while not hit and j < members:
-                            member = 0
-                            for b in range(7, -1, -1):
-                                member = (member << 8) | p[8 * j + b]
-                            hit = member == line
-                            j += 1
-                        if hit:
-                            return (PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size),
-                                    PyBytes_FromStringAndSize(<const char*>v.mv_data, v.mv_size))
-                rc = self.api.cursor_get(cursor, &k, &v, CT_NEXT)
-        finally:
-            self.api.cursor_close(cursor)
-        if rc != 0 and rc != CT_NOTFOUND:
-            raise _lmdb_error(self.api, "mdb_cursor_get", rc)
-        return None
+        return self._scan(start, stop, db, True, line, call_id)
 
     def range(self, bytes start not None, bytes stop not None, db=None):
         """[(key, value)] of db with start <= key < stop (bytes order, as LMDB's), in order."""
+        return self._scan(start, stop, db, False, 0, 0)
+
+    cdef object _scan(self, bytes start, bytes stop, db, bint first_hunt, uint64_t line,
+                      uint64_t call_id):
+        """range's pairs; with first_hunt, next_hunt's pair (or None)."""
         cdef unsigned int dbi = self._dbi(db)
         cdef void* cursor = NULL
         cdef ct_val k, v
         cdef const char* end = PyBytes_AS_STRING(stop)
-        cdef size_t end_size = PyBytes_GET_SIZE(stop), n
-        cdef int c, rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
+        cdef size_t end_size = PyBytes_GET_SIZE(stop)
+        cdef int rc = self.api.cursor_open(self.t.txn, dbi, &cursor)
         if rc != 0:
             raise _lmdb_error(self.api, "mdb_cursor_open", rc)
         found = []
@@ -925,15 +920,17 @@ cdef class Txn:
             k.mv_size, k.mv_data = PyBytes_GET_SIZE(start), PyBytes_AS_STRING(start)
             rc = self.api.cursor_get(cursor, &k, &v, CT_SET_RANGE if k.mv_size else CT_FIRST)
             while rc == 0:
-                n = k.mv_size if k.mv_size < end_size else end_size
-                c = memcmp(k.mv_data, end, n)
-                if c > 0 or (c == 0 and k.mv_size >= end_size):
+                if _past(&k, end, end_size):
                     break
-                found.append((PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size),
-                              PyBytes_FromStringAndSize(<const char*>v.mv_data, v.mv_size)))
+                if not first_hunt or _may_ring(&k, &v, line, call_id):
+                    pair = (PyBytes_FromStringAndSize(<const char*>k.mv_data, k.mv_size),
+                            PyBytes_FromStringAndSize(<const char*>v.mv_data, v.mv_size))
+                    if first_hunt:
+                        return pair
+                    found.append(pair)
                 rc = self.api.cursor_get(cursor, &k, &v, CT_NEXT)
         finally:
             self.api.cursor_close(cursor)
         if rc != 0 and rc != CT_NOTFOUND:
             raise _lmdb_error(self.api, "mdb_cursor_get", rc)
-        return found
+        return None if first_hunt else found

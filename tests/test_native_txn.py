@@ -7,7 +7,7 @@ import json
 
 import lmdb
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cdrtrace.parsing import salvage
@@ -174,7 +174,7 @@ def test_unreadable_records_near_a_trace_are_counted_by_window_and_feed(tmp_path
 
 
 HUNT_NOTES = st.dictionaries(
-    st.tuples(st.integers(1, 2), st.integers(0, 40), st.integers(1, 6)),     # feed, start, id
+    st.tuples(st.integers(1, 2), st.integers(0, 12), st.integers(1, 3)),     # feed, start, id
     st.lists(st.integers(1, 4), max_size=3),                                 # members
     max_size=30)
 
@@ -183,9 +183,11 @@ def hunt_key(feed: int, start: int, call_id: int) -> bytes:
     return feed.to_bytes(2, "big") + start.to_bytes(8, "big") + call_id.to_bytes(8, "big")
 
 
-@settings(max_examples=80, deadline=None)
-@given(HUNT_NOTES, st.integers(1, 2), st.integers(0, 41), st.integers(0, 41),
-       st.integers(1, 5), st.integers(0, 7))
+@settings(max_examples=150, deadline=None)
+@given(HUNT_NOTES, st.integers(1, 2), st.integers(0, 13), st.integers(0, 13),
+       st.integers(1, 5), st.integers(0, 4))
+@example({(1, 2, 1): [], (1, 3, 2): [2]}, 1, 0, 13, 2, 1)    # the call itself passed over
+@example({(1, 2, 1): [1, 3], (1, 3, 2): [4, 2]}, 1, 0, 13, 2, 0)   # the line listed second
 def test_the_next_call_through_a_pilot_that_may_have_rung_a_line(tmp_path_factory, notes, feed,
                                                                   after, before, line, call_id):
     """store.hunts' search (Txn.next_hunt, in C, and py-lmdb's): the first call of the range
