@@ -484,13 +484,23 @@ def test_replicas_label_an_extension_callers_origin_alike(topic, tmp_path, calls
         b.close()
 
 
+LATE_CALLS = {   # the late call to 3035550001: its own record, or a ring group's naming another
+    "direct": cdr(src="2125550177", dst="3035550001", start="2026-03-02 11:00:00", uniqueid="x1"),
+    "group": cdr(src="2125550177", dst="3035550050", start="2026-03-02 11:00:00", uniqueid="x1",
+                 dstchannel="PJSIP/3035550098-00000001", lastdata="PJSIP/3035550001&PJSIP/3035550098,20",
+                 disposition="NO ANSWER", answer=""),
+}
+
+
+@pytest.mark.parametrize("late_call", LATE_CALLS)
 def test_another_replicas_trace_applied_late_is_checked_against_calls_read_before_it(
-        topic, tmp_path, calls_file):
+        topic, tmp_path, calls_file, late_call):
     """Replica a traces 3035550001 (its 10:00 call, from 2125550101) as trace 2; replica b
     has made traces 1 and 3 and checked them. A call to 3035550001 at 11:00 from another
-    caller, in a file read by both before a's record reaches b, came before the *57 at
-    12:00: a notes its trace as contested as it reads the call (docs/trace-rules.md, "A
-    call that comes in after the trace"), and b at its next ingest once the record came."""
+    caller (its own record, or a ring group's that dialled it and names another phone), in
+    a file read by both before a's record reaches b, came before the *57 at 12:00: a notes
+    its trace as contested as it reads the call (docs/trace-rules.md, "A call that comes in
+    after the trace"), and b at its next ingest once the record came."""
     url, _ = topic
     a = replica(tmp_path / "a", 0, url, calls_file)
     b = replica(tmp_path / "b", 1, url, calls_file)
@@ -498,8 +508,7 @@ def test_another_replicas_trace_applied_late_is_checked_against_calls_read_befor
     assert b.trace("3035550003", at=AT).trace_id == "T00000003"
     assert a.trace("3035550001", at=AT).trace_id == "T00000002"
     late, other = tmp_path / "late.csv", tmp_path / "other.csv"
-    late.write_bytes(cdr(src="2125550177", dst="3035550001", start="2026-03-02 11:00:00",
-                         uniqueid="x1") + b"\n")
+    late.write_bytes(LATE_CALLS[late_call] + b"\n")
     other.write_bytes(cdr(src="2125550177", dst="3035550099", start="2026-03-02 13:00:00",
                           uniqueid="x2") + b"\n")
     assert cdrtrace.ingest(a, [str(late)]).contested == 1
