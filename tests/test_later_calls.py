@@ -295,3 +295,34 @@ def test_unreadable_records_read_after_a_trace_are_counted_beside_its_evidence(t
                            ensure_ascii=False)
     assert hashlib.sha256(canonical.encode()).hexdigest() in text
     store.close()
+
+
+def test_a_trace_made_while_the_late_call_is_committed_is_contested(store, tmp_path,
+                                                                    monkeypatch):
+    """The *57 is traced while the file holding Mal's 14:03 call and four calls after the
+    *57 is being committed (from the index as it was before: Pat's call), a commit after
+    the file's first (which checked the traces), two records a commit. Once the file is in,
+    the line's index no longer holds the 14:03 call; the commit, seeing a trace made while
+    it was written, checks its calls of that line all the same."""
+    ingest(store, tmp_path, INNOCENT)
+    after = [call(f"72055502{n}0", f"15:0{n}:00", f"sw.a{n}") for n in range(4)]
+    late = cdr_file(tmp_path, *(call("7205550144", f"16:0{n}:00", f"sw.x{n}", dst="3035550199")
+                                for n in range(2)), MAL, *after, name="late.csv")
+    made, commits = [], []
+    ranges = cdrtrace.store.index.key_ranges
+
+    def trace_meanwhile(ordered, *args, **kwargs):
+        commits.append(ordered.tolist())
+        if len(commits) == 2:             # the commit of the 14:03 call
+            made.append(store.trace(LINE, at=AT))
+        return ranges(ordered, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(cdrtrace.store.index, "key_ranges", trace_meanwhile)
+        summary = cdrtrace.ingest(store, [late], fmt="asterisk", zone="UTC", feed_id=2,
+                                  chunk_bytes=64, batch_pairs=1)
+    assert len(commits) == 4
+    assert (made[0].outcome.value, made[0].call_time) == ("success", "2026-03-02T13:00:00Z")
+    assert "2026-03-02T14:03:12Z" not in repr(store.last_calls(LINE, analyst="cic"))
+    assert summary.contested == 1
+    assert record(store)["later_call"]["start"] == "2026-03-02T14:03:12Z"

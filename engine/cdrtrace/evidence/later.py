@@ -9,9 +9,10 @@ was not the one named, and the success is evidence against the wrong person
 
 Ingest (ingestion.commits) queues, inside the commit of its records, each (line, call)
 pair of a line that has traces (DUE in the index's meta: the line, then the entry's 40
-bytes); `run` then checks each queued call against its line's successful traces, and
+bytes), and, once written, those of lines traced while it was written (from a snapshot
+before it); `run` then checks each queued call against its line's successful traces, and
 every trace not yet checked against its line's index (a trace made while those records
-were being committed, from a snapshot before them), and notes each trace such a call
+were being committed), and notes each trace such a call
 contradicts (NOTED in the evidence's meta: the trace's number -> where and when the call
 began, never its caller). A noted trace keeps its record as written; it no longer counts
 toward action (R8), the CIC's reports read it as `contested`, and its record, read, holds

@@ -215,7 +215,8 @@ class Pending:
                     lines, entries = pairs
                     self.store.envs.reserve(len(lines))
                     ordered, order = index.line_order(lines)
-                    due += index.later_due(self.store.traced_lines(), ordered, order, entries)
+                    seen = self.store.traced_lines()
+                    due += index.later_due(seen, ordered, order, entries)
                     ranges = [{"lines": ordered[part], "entries": entries, "order": order[part]}
                               for part in index.key_ranges(ordered, self.store.envs.index_bytes())]
                     # all but the last range of lines in transactions of their own, so no
@@ -226,6 +227,14 @@ class Pending:
                         written += self.store.envs.write(functools.partial(
                             index.write_entries, db=db, keep=keep, **part))
                 written += self.store.envs.write(functools.partial(work, last=last, due=due))
+                if pairs is not None and (now := self.store.traced_lines())[0] is not seen[0]:
+                    # a trace made while this was written (from a snapshot before it): its
+                    # line's calls here are queued too, before newer calls push them out
+                    more = sorted(set(index.later_due(now, ordered, order, entries)) - set(due))
+                    if more:
+                        self.store.envs.write(lambda txn: [txn.put(k, b"", db=meta_db)
+                                                           for k in more])
+                        due += more
             finally:
                 if room is not None and len(self._free) < 2:
                     self._free.append(room)      # written or not, nothing reads it again
