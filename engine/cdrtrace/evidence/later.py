@@ -95,7 +95,9 @@ class TracedLines:
             _EARLIEST), np.full(len(more), _EARLIEST)])
         maybe["activated_us"] = np.concatenate([new["activated_us"], more["at"]])
         maybe = np.concatenate([self.maybe, maybe])
-        self.maybe = maybe[np.unique(maybe["trace"], return_index=True)[1]]
+        if applied:      # (read again until checked; the rows' numbers are new each time)
+            maybe = maybe[np.unique(maybe["trace"], return_index=True)[1]]
+        self.maybe = maybe
         self.lines, self.until, self.upto = lines, until, max(last, self.upto)
         return lines, until
 
