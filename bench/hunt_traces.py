@@ -11,7 +11,6 @@ and the ratio.
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -45,20 +44,16 @@ def main() -> None:
     parser.add_argument("--groups", type=float, default=0.1)
     parser.add_argument("--traces", type=int, default=1_000)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="cdrtrace-hunts-"))
-    try:
-        lines = max(args.calls // 10, 1)
+    with tempfile.TemporaryDirectory(prefix="cdrtrace-hunts-") as name:
+        folder, lines = Path(name), max(args.calls // 10, 1)
         plain = write_day(folder, "plain.csv", args.calls, lines, 11, "2026-03-02")
         grouped = write_day(folder, "groups.csv", args.calls, lines, 11, "2026-03-02", args.groups)
         without, _ = traced(folder, "plain", plain, args.traces)
         with_groups, noted = traced(folder, "groups", grouped, args.traces)
-        print(f"{args.calls:,} calls over {lines:,} lines, {args.traces:,} traces at the day's "
-              f"end: {without * 1e3:.3f} ms a trace without ring groups, "
-              f"{with_groups * 1e3:.3f} ms with {args.groups:.0%} of the calls ring groups "
-              f"({noted:,} calls through a pilot noted), ratio {with_groups / without:.2f}x")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
+    print(f"{args.calls:,} calls over {lines:,} lines, {args.traces:,} traces at the day's "
+          f"end: {without * 1e3:.3f} ms a trace without ring groups, "
+          f"{with_groups * 1e3:.3f} ms with {args.groups:.0%} of the calls ring groups "
+          f"({noted:,} calls through a pilot noted), ratio {with_groups / without:.2f}x")
 
 if __name__ == "__main__":
     main()
