@@ -24,6 +24,7 @@ cdef enum Disposition:
     DISP_ANSWERED_ELSEWHERE = 11    # it rang; another phone (or device of the line) took it
     DISP_LATE_REFUSAL = 12  # busy or rejected after a second or more, alerting not logged
     DISP_LATE_FAILURE = 13  # another failure after a second or more, alerting not logged
+    DISP_TRANSFERRED = 14   # split off by a transfer (CUCM): a call may have been joined
 
 cdef enum Role:
     ROLE_DIALLED = 0

@@ -19,7 +19,7 @@ from _cdr cimport (
     PRES_ALLOWED, PRES_RESTRICTED, PRES_UNAVAILABLE,
     DISP_ANSWERED, DISP_NO_ANSWER, DISP_CANCELLED, DISP_BUSY, DISP_FAILED,
     DISP_CONGESTION, DISP_REJECTED, DISP_UNALLOCATED, DISP_UNKNOWN, DISP_ANSWERED_ELSEWHERE,
-    DISP_LATE_REFUSAL, DISP_LATE_FAILURE,
+    DISP_LATE_REFUSAL, DISP_LATE_FAILURE, DISP_TRANSFERRED,
     CallRecord, field_types,
 )
 
@@ -1201,6 +1201,12 @@ cdef bint q850_name_reaches_no_phone(Span s) noexcept nogil:
             or span_is(s, b"INCOMPATIBLE_DESTINATION", 24))
 
 
+cdef inline bint cause_split(int64_t cause) noexcept nogil:
+    """CUCM's cause of a call split off by a transfer: 393216, 126 before release 5
+    (formats.CAUSES_SPLIT)."""
+    return cause == 393216 or cause == 126
+
+
 cdef int cause_disposition(int64_t cause) noexcept nogil:
     """Q.850 cause of a call that was not connected -> disposition."""
     if cause == 18 or cause == 19:
@@ -1316,8 +1322,10 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
             return ERR_CAUSE
     if d.disp_kind == DK_ASTERISK:
         disp = disposition_code(col(f, nf, d.c_disposition))
-    elif d.disp_kind == DK_CUCM:   # connected, else the causes (CDR_FORMATS.md table)
-        if answer:
+    elif d.disp_kind == DK_CUCM:   # split by a transfer, connected, else the causes
+        if cause_split(dest) or cause_split(orig):
+            disp = DISP_TRANSFERRED
+        elif answer:
             disp = DISP_ANSWERED
         elif dest == 0 and orig == 16:
             disp = DISP_CANCELLED
@@ -1347,7 +1355,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     if disp < 0:
         bad_column[0] = d.c_disposition + 1
         return ERR_DISPOSITION
-    if disp != DISP_ANSWERED:
+    if disp != DISP_ANSWERED and disp != DISP_TRANSFERRED:
         answer = 0      # voicemail or an IVR answered the caller's channel, not the line
     elif d.c_answer < 0 and billsec >= 0:
         # no answer column (Asterisk's database table): billsec is the end less the answer
@@ -1477,7 +1485,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     out.received[i] = called != 0 and rang and (
         disp == DISP_ANSWERED or
         ((rang_unanswered(disp) or alerted or disp == DISP_LATE_REFUSAL
-          or disp == DISP_LATE_FAILURE
+          or disp == DISP_LATE_FAILURE or disp == DISP_TRANSFERRED
           or (disp == DISP_UNKNOWN and may_have_rung(shows_none, untimed, start, end_)))
          and (end_ - start >= min_ring_us or end_ < start or untimed)))
     out.call_id[i] = h
@@ -1614,7 +1622,8 @@ DISPOSITION_CODES = {"ANSWERED": DISP_ANSWERED, "NO_ANSWER": DISP_NO_ANSWER,
                      "CONGESTION": DISP_CONGESTION, "REJECTED": DISP_REJECTED,
                      "UNALLOCATED": DISP_UNALLOCATED, "UNKNOWN": DISP_UNKNOWN,
                      "ANSWERED_ELSEWHERE": DISP_ANSWERED_ELSEWHERE,
-                     "LATE_REFUSAL": DISP_LATE_REFUSAL, "LATE_FAILURE": DISP_LATE_FAILURE}
+                     "LATE_REFUSAL": DISP_LATE_REFUSAL, "LATE_FAILURE": DISP_LATE_FAILURE,
+                     "TRANSFERRED": DISP_TRANSFERRED}
 LATE_REFUSAL_MICROSECONDS = LATE_REFUSAL_US
 PRESENTATION_CODES = {"ALLOWED": PRES_ALLOWED, "RESTRICTED": PRES_RESTRICTED,
                       "UNAVAILABLE": PRES_UNAVAILABLE}

@@ -47,7 +47,8 @@ def outcome_for(entry) -> Outcome:
     unreadable record, and a call that may not have rung, fail closed, docs/trace-rules.md,
     "Imperfect data")."""
     if int(entry["flags"]) >> 4 in (Disposition.UNREADABLE, Disposition.LATE_REFUSAL,
-                                    Disposition.LATE_FAILURE, Disposition.UNKNOWN):
+                                    Disposition.LATE_FAILURE, Disposition.UNKNOWN,
+                                    Disposition.TRANSFERRED):
         return Outcome.UNTRACEABLE
     if int(entry["calling"]) == 0 or int(entry["presentation"]) == Presentation.UNAVAILABLE:
         return Outcome.UNTRACEABLE
@@ -141,8 +142,10 @@ def call_time(call: dict | None) -> str | None:
     """The time of a trace's call as its customer is told it: none where there is no call,
     where the call is stamped after the trace was made (its feed's times are wrong), or
     where a call's time in a repeated hour leaves the last call unknown, or where a later
-    call may be missing from a switch that may leave calls that rang a line unlogged."""
-    if call is None or any(k in call for k in _NO_CALL_TIME):
+    call may be missing from a switch that may leave calls that rang a line unlogged, or
+    where the call was split off by a transfer (the line was joined to a call of its own)."""
+    if call is None or any(k in call for k in _NO_CALL_TIME) \
+            or call.get("disposition") == "transferred":
         return None
     return call["start"]
 
@@ -272,6 +275,12 @@ def untraceable_reason(call: dict) -> str | None:
                 "the line rang first: a phone or proxy that gives up on a ringing call may end "
                 "it so (a timeout, or the reply it is set to send), so it is the last call, and "
                 "it cannot be traced")
+    if call["disposition"] == "transferred":
+        return ("the last call to this line was split off by a transfer (its CDR's cause "
+                "says so): the line's phone was then joined to the caller it was transferred "
+                "from, or passed its own caller on, and this record does not tell which nor "
+                "name the caller the line was left with, so the last call is not known, and "
+                "none is named")
     if call["disposition"] == "unknown":
         return ("the last call to this line ended unanswered a second or more after it began, "
                 "and its CDR does not tell whether the line rang first: it may have rung, so it "

@@ -42,11 +42,19 @@ class Disposition(enum.IntEnum):
     # LATE_REFUSAL_US or more after it began, in a record that logs no alerting: a phone
     # or proxy may have ended its ringing so (received; traces fail closed)
     LATE_FAILURE = 13
+    # split off by a transfer (CUCM's cause 393216, 126 before release 5): the line's
+    # phone may have been joined to another caller when it ended (received; traces
+    # fail closed)
+    TRANSFERRED = 14
 
 
 # a person takes longer than this to refuse a ringing call: a busy or rejected call that
 # ended sooner never rang (as R3 reads a busy), one that ended later may have
 LATE_REFUSAL_US = 1_000_000
+# CUCM's causes of a call a transfer (or a conference) split off: 393216, 126 before
+# release 5 (no Q.850 cause). Its record ends where the line's phone was handed on:
+# joined to another caller (the transfer's target), or passing its caller on
+CAUSES_SPLIT = frozenset((393216, 126))
 
 
 # The canonical columnar record every format is parsed into, as the native parser

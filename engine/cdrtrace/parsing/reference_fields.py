@@ -10,6 +10,7 @@ import re
 from ..errors import REJECT_REASONS
 from . import numbers, timezones
 from .formats import (
+    CAUSES_SPLIT,
     DK_ASTERISK,
     DK_CUCM,
     DK_Q850_NAME,
@@ -320,7 +321,9 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     if d["disp_kind"] == DK_ASTERISK:
         disp = DISPOSITIONS.get(col("disposition"))
     elif d["disp_kind"] == DK_CUCM:
-        if answer:
+        if causes["dest_cause"] in CAUSES_SPLIT or causes["orig_cause"] in CAUSES_SPLIT:
+            disp = Disposition.TRANSFERRED
+        elif answer:
             disp = Disposition.ANSWERED
         elif causes["dest_cause"] == 0 and causes["orig_cause"] == 16:
             disp = Disposition.CANCELLED
@@ -348,7 +351,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
             disp = None
     if disp is None:
         return ERR_DISPOSITION, d["c_disposition"] + 1, None
-    if disp != Disposition.ANSWERED:
+    if disp not in (Disposition.ANSWERED, Disposition.TRANSFERRED):
         answer = 0        # voicemail or an IVR answered the caller's channel, not the line
     elif d["c_answer"] < 0 and d["c_billsec"] >= 0:
         # no answer column (Asterisk's database table): billsec is the end less the answer
@@ -460,7 +463,7 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
     # bridge) may have rung too, as a late refusal may: received, and traces fail closed
     received = called != 0 and rang and (disp == Disposition.ANSWERED or (
         (disp in RANG_UNANSWERED or alerted
-         or disp in (Disposition.LATE_REFUSAL, Disposition.LATE_FAILURE)
+         or disp in (Disposition.LATE_REFUSAL, Disposition.LATE_FAILURE, Disposition.TRANSFERRED)
          or (disp == Disposition.UNKNOWN and may_have_rung(shows_none, untimed, start, end)))
         and (end - start >= min_ring_us or end < start or untimed)))
     row = dict(start_us=start, answer_us=answer, end_us=end, calling=calling,

@@ -357,9 +357,10 @@ class ArchivedCall(Row):
     calling: str | None = Field(description="the caller's number (null: none was delivered)")
     presentation: str | None = Field(description="allowed, restricted or unavailable")
     disposition: str | None = Field(
-        description="answered, no_answer, cancelled, answered_elsewhere, late_refusal, late_failure, busy, ...")
+        description="answered, no_answer, cancelled, answered_elsewhere, late_refusal, late_failure, "
+                    "transferred, busy, ...")
     received: bool = Field(
-        description="the line was alerted (rang), or may have been (late_refusal, late_failure, unknown)")
+        description="the line was alerted (rang), or may have been (late_refusal, late_failure, unknown, transferred)")
     feed: int
     record: int = Field(description="the record's number in its source")
 
