@@ -19,8 +19,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort, realloc
 from libc.string cimport memcpy, memcmp, memset
 
-from _cdr cimport (CALL_SPAN_S, DISP_ANSWERED_ELSEWHERE, DISP_TRANSFERRED, LINE_ROOM, Entry, field_types,
-                   key_bytes, one_call)
+from _cdr cimport (CALL_SPAN_S, DISP_ANSWERED_ELSEWHERE, DISP_TRANSFERRED, LINE_ROOM, Entry,
+                   field_types, key_bytes, one_call)
 
 DEF_KEEP = 4
 CALL_SPAN_US = <int64_t>CALL_SPAN_S * 1_000_000   # legs of one call start at most this far apart
@@ -54,13 +54,13 @@ cdef inline int rank_before(const Entry* a, const Entry* b) noexcept nogil:
 
 cdef inline bint primary_leg(const Entry* a, const Entry* b) noexcept nogil:
     """True if a, not b, speaks for a call both are legs of: the one not split off by a
-    transfer where one was and their callers differ (a consultation call to the line, under
-    the id of the call transferred to it: its caller handed the line another's call), then
-    the earlier start, then a fixed order of the remaining bytes (flags aside: the merge
-    combines them)."""
+    transfer where one was (a consultation call to the line, under the id of the call
+    transferred to it: its caller handed the line another's call), then the earlier start,
+    then a fixed order of the remaining bytes (flags aside: the merge combines them). A
+    total order: which leg speaks does not turn on the order the legs are merged in."""
     cdef int c
     cdef bint a_split = a.flags >> 4 == DISP_TRANSFERRED, b_split = b.flags >> 4 == DISP_TRANSFERRED
-    if a_split != b_split and a.calling != b.calling:
+    if a_split != b_split:
         return b_split
     if a.start_us != b.start_us:
         return a.start_us < b.start_us

@@ -18,9 +18,12 @@ closed where they do not.
 """
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from test_hunt_groups import INNOCENT, T14, call, cucm_file, ingest
 
+import cdrtrace
 from cdrtrace.parsing.formats import Disposition
 from cdrtrace.parsing.parsers import get_format, make_parser, read_header
 from cdrtrace.parsing.reference import CdrParser as Reference
@@ -103,16 +106,13 @@ def test_a_transferred_call_under_the_consultation_calls_id_names_its_caller(sto
     assert (outcome, caller) == ("success", "+17205550199")
 
 
-@pytest.mark.parametrize("final_id,start", [(10, "2026-03-02T14:00:00Z"),
-                                            (11, "2026-03-02T14:03:00Z")],
-                         ids=["original-id", "consultation-id"])
-def test_the_transferring_line_names_the_caller_it_passed_on(store, tmp_path, final_id, start):
+@pytest.mark.parametrize("final_id", [10, 11], ids=["original-id", "consultation-id"])
+def test_the_transferring_line_names_the_caller_it_passed_on(store, tmp_path, final_id):
     """3001's last incoming call is the harasser's, which she transferred: the final
-    record names her as the last redirecting party. Under the original call's id it is one
-    call with the original record, which rang 3001 first (14:00) and speaks for it, their
-    caller being one; under another id it is a call of its own, the newest."""
+    record names her as the last redirecting party, and it speaks for the call (under the
+    original call's id, one call with the original record, which a transfer split off)."""
     ingest(store, tmp_path, *transfer(T14 + 180, final_id))
-    assert named(store, RECEPTIONIST) == ("success", "+17205550199", start)
+    assert named(store, RECEPTIONIST) == ("success", "+17205550199", "2026-03-02T14:03:00Z")
 
 
 def test_a_split_record_is_read_alike_by_the_native_parser_and_its_reference(tmp_path):
@@ -152,3 +152,21 @@ def test_a_hunt_call_split_off_by_a_transfer_still_holds_the_members_lines(store
     ingest(store, tmp_path, call(1, T14 - 1800, INNOCENT, "3002"), hunt)
     record = held_from_the_customer(store, "3002", AT, INNOCENT, "2026-03-02T13:30:00Z")
     assert record["call"]["hunt_unnamed"]["pilot"] == "2000"
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_which_leg_speaks_for_a_call_does_not_turn_on_the_order_they_came_in(tmp_path, order):
+    """Three records of one call id to 3005, read one file at a time in every order: one a
+    transfer split off (from 7205550111, 14:00), two not (from 7205550122 at 14:05, and
+    from 7205550111 at 14:03). The legs not split off speak, the earliest of them: the
+    14:03 call from 7205550111, whichever came first (a rule that weighed the callers too
+    named 7205550122 in some orders)."""
+    rows = [split(call(30, T14, "7205550111", "3005"), T14 + 60),
+            call(30, T14 + 300, "7205550122", "3005"), call(30, T14 + 180, "7205550111", "3005")]
+    s = cdrtrace.open(tmp_path / "store", create=True)
+    try:
+        for k in order:
+            cdrtrace.ingest(s, [cucm_file(tmp_path, f"cdr_leg{k}", rows[k])], fmt="cucm")
+        assert named(s, "3005") == ("success", "+17205550111", "2026-03-02T14:03:00Z")
+    finally:
+        s.close()

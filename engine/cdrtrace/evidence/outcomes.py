@@ -276,11 +276,11 @@ def untraceable_reason(call: dict) -> str | None:
                 "it so (a timeout, or the reply it is set to send), so it is the last call, and "
                 "it cannot be traced")
     if call["disposition"] == "transferred":
-        return ("the last call to this line was split off by a transfer (its CDR's cause "
-                "says so): the line's phone was then joined to the caller it was transferred "
-                "from, or passed its own caller on, and this record does not tell which nor "
-                "name the caller the line was left with, so the last call is not known, and "
-                "none is named")
+        return ("the last call to this line was split off by a transfer or a conference (its "
+                "CDR's cause says so): the line's phone was then joined to another caller (one "
+                "transferred to it), or passed its own caller on, and this record tells neither "
+                "which nor whom the line was left with, so the last call is not known, and none "
+                "is named")
     if call["disposition"] == "unknown":
         return ("the last call to this line ended unanswered a second or more after it began, "
                 "and its CDR does not tell whether the line rang first: it may have rung, so it "
