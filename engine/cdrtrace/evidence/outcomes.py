@@ -143,7 +143,8 @@ def call_time(call: dict | None) -> str | None:
     where the call is stamped after the trace was made (its feed's times are wrong), or
     where a call's time in a repeated hour leaves the last call unknown, or where a later
     call may be missing from a switch that may leave calls that rang a line unlogged, or
-    where the call was split off by a transfer (the line was joined to a call of its own)."""
+    where the call was split off by a transfer (the line may have been joined to another
+    caller after it)."""
     if call is None or any(k in call for k in _NO_CALL_TIME) \
             or call.get("disposition") == "transferred":
         return None
