@@ -571,6 +571,34 @@ def test_the_cucm_hunt_group_sample(tmp_path):
     store.close()
 
 
+def test_the_cucm_transfer_sample(tmp_path):
+    """A cluster's transfers in the shapes of Cisco's CDR guide (its transfer examples):
+    the harasser's 14:00 call to the receptionist 3001, her 14:02 consultation call to
+    3002 and the final call between the harasser and 3002 (dated at the harasser's
+    origination, under the original call's id, 3001 its last redirecting party); a 15:00
+    call to 3001 she transferred blind to 3003 at 15:01 (the consultation call split while
+    it rang, the final call dated at the transfer, under the consultation's id). 3002's
+    newest record is the consultation call from the receptionist: it names nobody (the
+    build before named the receptionist). 3001 and 3003 name the 15:00 caller, through
+    the final record (its start, 15:01)."""
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    summary = cdrtrace.ingest(store, [str(SAMPLES / "cucm" / "cdr_TransferCluster_01_202603021600_1")],
+                              fmt="auto")
+    assert (summary.records, summary.rejected, summary.markers) == (8, 0, 2)
+    expected = {"3002": ("untraceable", None, "2026-03-02T14:02:00Z", "transferred"),
+                "3001": ("success", "2026-03-02T15:01:00Z", "2026-03-02T15:01:00Z", "answered"),
+                "3003": ("success", "2026-03-02T15:01:00Z", "2026-03-02T15:01:00Z", "answered")}
+    for line, (outcome, call_time, start, disposition) in expected.items():
+        result = store.trace(line, at="2026-03-02T16:00:00Z")
+        (record,) = store.trace_records(line, analyst="cic")
+        assert (result.outcome.value, result.call_time, record["call"]["start"],
+                record["call"]["disposition"]) == (outcome, call_time, start, disposition), line
+        if outcome == "success":
+            assert record["call"]["calling"] == "+17205550188", line
+    assert "7205550199" not in repr(store.status("3002"))
+    store.close()
+
+
 @pytest.mark.parametrize("fmt", ["cucm", "auto"])
 def test_a_cucm_cmr_file_beside_the_cdrs_is_not_ingested(tmp_path, fmt):
     """With call diagnostics on, CUCM writes a CMR file (call management records: each
