@@ -121,6 +121,8 @@ cdef struct Dialect:
     int c_tenant         # the tenant a multi-tenant switch names the line's (BroadWorks group)
     int tenant_domains   # ... read only where it is a domain name (FreeSWITCH's context)
     int c_tenant_scope   # what the tenant's name is unique within (BroadWorks serviceProvider)
+    int c_dest_leg       # the called party's leg, kept through a transfer (CUCM destLegIdentifier)
+    int c_join           # why the call was joined to the line (CUCM joinOnBehalfOf: 10 a transfer)
 
 cdef const char* EMPTY = b""
 # anonymity markers (cdrtrace.parsing.numbers.ANONYMOUS that an identity could spell)
@@ -1276,7 +1278,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     cdef bint untimed = d.c_end < 0 and d.c_duration < 0   # no time the call lasted
     cdef uint64_t calling, called, dialled, redirecting = 0, final_ = 0, h
     cdef int pres = PRES_ALLOWED
-    cdef Span s
+    cdef Span s, leg
     if check_nul and memchr(r, 0, rec_end - r) != NULL:
         return ERR_NUL
     if nf < d.min_cols or nf > d.max_cols:
@@ -1450,7 +1452,17 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     s = col(f, nf, d.c_callid_peer)
     if s.n == 0:
         s = col(f, nf, d.c_callid)
-    if s.n > 0:
+    leg = col(f, nf, d.c_dest_leg)
+    if s.n > 0 and leg.n > 0 and not span_is(leg, b"0", 1) and (
+            disp == DISP_TRANSFERRED or (col(f, nf, d.c_join).n > 0
+                                         and not span_is(col(f, nf, d.c_join), b"0", 1))):
+        # split off by a transfer, or joined to the line by one: the call is the called
+        # party's leg, which the transfer keeps (the consultation call and the final one)
+        h = hash_bytes(14695981039346656037ULL ^ feed, b"l", 1)
+        h = hash_bytes(h, s.p, s.n)
+        h = hash_bytes(h, b"|", 1)
+        h = hash_bytes(h, leg.p, leg.n)
+    elif s.n > 0:
         h = hash_bytes(14695981039346656037ULL ^ feed, b"u", 1)
         h = hash_bytes(h, s.p, s.n)
         if d.c_callid2 >= 0:
@@ -1637,7 +1649,7 @@ DIALECT_FIELDS = (
     "c_presentation", "c_direction", "c_progress", "c_srcchannel", "c_callid_peer", "markers",
     "c_cot", "c_comment", "c_asserted", "escaped", "c_method", "c_early_media",
     "progress_complete", "c_hunt", "c_pattern", "c_app", "c_data", "c_tenant", "tenant_domains",
-    "c_tenant_scope",
+    "c_tenant_scope", "c_dest_leg", "c_join",
 )
 # a call through a hunt pilot (take_hunts): when it began, its call id, the pilot,
 # and the number its record names beyond the dialled one (finalCalledPartyNumber: the member

@@ -577,24 +577,23 @@ def test_the_cucm_transfer_sample(tmp_path):
     3002 and the final call between the harasser and 3002 (dated at the harasser's
     origination, under the original call's id, 3001 its last redirecting party); a 15:00
     call to 3001 she transferred blind to 3003 at 15:01 (the consultation call split while
-    it rang, the final call dated at the transfer, under the consultation's id). 3002's
-    newest record is the consultation call from the receptionist: it names nobody (the
-    build before named the receptionist). 3001 and 3003 name the 15:00 caller, through
-    the final record (its start, 15:01)."""
+    it rang, the final call dated at the transfer, under the consultation's id). The
+    consultation and final records carry the target's leg (destLegIdentifier): one call
+    to the target, which the final record names. 3002 names the harasser (the build
+    before named the receptionist, its newest record by start the consultation call);
+    3001 and 3003 name the 15:00 caller, through the final record (its start, 15:01)."""
     store = cdrtrace.open(tmp_path / "s", create=True)
     summary = cdrtrace.ingest(store, [str(SAMPLES / "cucm" / "cdr_TransferCluster_01_202603021600_1")],
                               fmt="auto")
     assert (summary.records, summary.rejected, summary.markers) == (8, 0, 2)
-    expected = {"3002": ("untraceable", None, "2026-03-02T14:02:00Z", "transferred"),
-                "3001": ("success", "2026-03-02T15:01:00Z", "2026-03-02T15:01:00Z", "answered"),
-                "3003": ("success", "2026-03-02T15:01:00Z", "2026-03-02T15:01:00Z", "answered")}
-    for line, (outcome, call_time, start, disposition) in expected.items():
+    expected = {"3002": ("2026-03-02T14:00:00Z", "+17205550199"),
+                "3001": ("2026-03-02T15:01:00Z", "+17205550188"),
+                "3003": ("2026-03-02T15:01:00Z", "+17205550188")}
+    for line, (start, caller) in expected.items():
         result = store.trace(line, at="2026-03-02T16:00:00Z")
         (record,) = store.trace_records(line, analyst="cic")
-        assert (result.outcome.value, result.call_time, record["call"]["start"],
-                record["call"]["disposition"]) == (outcome, call_time, start, disposition), line
-        if outcome == "success":
-            assert record["call"]["calling"] == "+17205550188", line
+        assert (result.outcome.value, result.call_time, record["call"]["calling"],
+                record["call"]["disposition"]) == ("success", start, caller, "answered"), line
     assert "7205550199" not in repr(store.status("3002"))
     store.close()
 

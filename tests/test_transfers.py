@@ -42,8 +42,10 @@ def split(row: dict, end: int, cause: str = SPLIT) -> dict:
 
 
 def transfer(final_start: int, final_id: int, *, consult_answered: bool = True,
-             cause: str = SPLIT) -> tuple[dict, ...]:
-    """The innocent 13:30 call to 3002, then the three records of the transfer."""
+             cause: str = SPLIT, legs: bool = False) -> tuple[dict, ...]:
+    """The innocent 13:30 call to 3002, then the three records of the transfer; with legs,
+    their leg identifiers as the guide's tables show them (the harasser's leg 101 and
+    3002's leg 104 go on in the final record), else none (0)."""
     older = call(1, T14 - 1800, INNOCENT, "3002")
     original = split(call(10, T14, HARASSER, RECEPTIONIST), T14 + 180, cause)
     consult = split(call(11, T14 + 120, RECEPTIONIST, "3002", answered=consult_answered),
@@ -52,6 +54,9 @@ def transfer(final_start: int, final_id: int, *, consult_answered: bool = True,
     final.update(lastRedirectDn=RECEPTIONIST, joinOnBehalfOf="10",
                  lastRedirectRedirectOnBehalfOf="10", dateTimeConnect=str(T14 + 180),
                  dateTimeDisconnect=str(T14 + 600))
+    if legs:
+        for row, (o, d) in ((original, (101, 102)), (consult, (103, 104)), (final, (101, 104))):
+            row.update(origLegCallIdentifier=str(o), destLegIdentifier=str(d))
     return older, original, consult, final
 
 
@@ -69,15 +74,37 @@ def store(store_either):
 
 @pytest.mark.parametrize("cause", [SPLIT, "126"], ids=["release-5-on", "release-4"])
 def test_a_consultation_call_newest_by_start_names_nobody(store, tmp_path, cause):
-    """The final record dated at the original call's origination (14:00), under its id:
-    3002's newest record by start is the 14:02 consultation call from the receptionist.
-    The line was joined to another caller when it ended, and its record does not say whom:
-    untraceable, never the receptionist (nor the innocent 13:30 caller)."""
+    """The final record dated at the original call's origination (14:00), under its id,
+    and no leg identifiers to tie it to the consultation call: 3002's newest record by
+    start is the 14:02 consultation call from the receptionist. The line was joined to
+    another caller when it ended, and its record does not say whom: untraceable, never
+    the receptionist (nor the innocent 13:30 caller)."""
     ingest(store, tmp_path, *transfer(T14, 10, cause=cause))
     record = held_from_the_customer(store, "3002", AT, RECEPTIONIST, "2026-03-02T14:02:00Z")
     assert record["call"]["disposition"] == "transferred"
     assert "split off by a transfer" in record["reason"]
     assert INNOCENT not in repr(store.status("3002"))
+
+
+@pytest.mark.parametrize("final_start,final_id,start", [
+    (T14, 10, "2026-03-02T14:00:00Z"), (T14 + 180, 10, "2026-03-02T14:03:00Z"),
+    (T14, 11, "2026-03-02T14:00:00Z"), (T14 + 180, 11, "2026-03-02T14:03:00Z")],
+    ids=["original-start-own-id", "transfer-time-own-id", "original-start-consultation-id",
+         "transfer-time-consultation-id"])
+@pytest.mark.parametrize("consult_answered", [True, False], ids=["consultative", "blind"])
+def test_the_leg_the_transfer_kept_makes_the_two_records_one_call(store, tmp_path, final_start,
+                                                                    final_id, start,
+                                                                    consult_answered):
+    """With the leg identifiers the guide's tables show (3002's leg, 104, is the
+    consultation call's called leg and the final call's), the consultation and final
+    records are one call to 3002, whatever their dates and ids: the final record speaks
+    for it and names the harasser (its start the call's: its own, the consultation
+    being split off)."""
+    ingest(store, tmp_path, *transfer(final_start, final_id, legs=True,
+                                      consult_answered=consult_answered))
+    assert named(store, "3002") == ("success", "+17205550199", start)
+    outcome, caller, _ = named(store, RECEPTIONIST)
+    assert (outcome, caller) == ("success", "+17205550199")
 
 
 def test_a_blind_transfers_consultation_call_names_nobody(store, tmp_path):
@@ -133,6 +160,7 @@ def test_a_split_record_is_read_alike_by_the_native_parser_and_its_reference(tmp
         cols, bad, _ = parser.feed(data[skip:], True)
         assert bad == []
         both.append(cols)
+    assert list(both[0]["call_id"]) == list(both[1]["call_id"])
     for cols in both:
         got = [(int(cols["disposition"][i]), bool(cols["received"][i]),
                 int(cols["answer_us"][i]) // 10**6) for i in range(1, 6)]
@@ -141,6 +169,28 @@ def test_a_split_record_is_read_alike_by_the_native_parser_and_its_reference(tmp
                        (Disposition.TRANSFERRED, True, 0),
                        (Disposition.TRANSFERRED, True, T14 + 180 + 5),
                        (Disposition.ANSWERED, True, T14 + 240 + 5)]
+
+
+def test_the_leg_a_transfer_kept_is_read_alike_by_the_native_parser_and_its_reference(tmp_path):
+    """A record split off by a transfer, or joined to the line by one (joinOnBehalfOf set),
+    is a call of its called party's leg (destLegIdentifier), whatever its global call id:
+    the consultation call and the final one are one call. A record neither split nor
+    joined keeps its global id, and so does one whose leg is not written (0)."""
+    consult = split(call(11, T14, RECEPTIONIST, "3002"), T14 + 60)
+    final = call(10, T14 - 60, HARASSER, "3002")
+    final["joinOnBehalfOf"] = "10"
+    plain, unwritten = call(12, T14 + 120, HARASSER, "3002"), split(call(13, T14, INNOCENT, "3002"),
+                                                                     T14 + 60)
+    for row, leg in ((consult, "104"), (final, "104"), (plain, "104"), (unwritten, "0")):
+        row["destLegIdentifier"] = leg
+    data = open(cucm_file(tmp_path, "cdr_legs", consult, final, plain, unwritten), "rb").read()
+    form = get_format("cucm")
+    header, skip = read_header(form, data)
+    both = [parser.feed(data[skip:], True)[0] for parser in (make_parser(form, header=header),
+                                                             Reference(form.dialect(header)))]
+    assert list(both[0]["call_id"]) == list(both[1]["call_id"])
+    ids = [int(i) for i in both[0]["call_id"][1:]]
+    assert ids[0] == ids[1] and len(set(ids)) == 3
 
 
 def test_a_hunt_call_split_off_by_a_transfer_still_holds_the_members_lines(store, tmp_path):

@@ -120,7 +120,7 @@ ROLES = ("calling", "clid", "called", "redirecting", "redirecting2", "final", "c
          "start", "answer", "end", "duration", "billsec", "disposition", "orig_cause",
          "dest_cause", "callid", "callid2", "presentation", "direction", "progress",
          "srcchannel", "callid_peer", "cot", "comment", "asserted", "method", "early_media",
-         "hunt", "pattern", "app", "data", "tenant", "tenant_scope")
+         "hunt", "pattern", "app", "data", "tenant", "tenant_scope", "dest_leg", "join")
 ASTERISK_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
                     "lastapp", "lastdata", "start", "answer", "end", "duration", "billsec",
                     "disposition", "amaflags", "uniqueid", "userfield", "peeraccount",
@@ -320,7 +320,8 @@ CUCM = Format(
            "end": "dateTimeDisconnect", "duration": "duration",
            "orig_cause": "origCause_value", "dest_cause": "destCause_value",
            "callid": "globalCallID_callManagerId", "callid2": "globalCallID_callId",
-           "comment": "comment", "hunt": "huntPilotDN", "pattern": "calledPartyPatternUsage"},
+           "comment": "comment", "hunt": "huntPilotDN", "pattern": "calledPartyPatternUsage",
+           "dest_leg": "destLegIdentifier", "join": "joinOnBehalfOf"},
     required=("calling", "called", "final", "start", "answer", "orig_cause", "dest_cause",
               "callid", "callid2"))
 

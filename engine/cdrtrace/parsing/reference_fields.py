@@ -439,12 +439,12 @@ def extract(raw: bytes, fields, d: dict, zone: str, cc: int, min_ring_us: int, f
         called = redirecting = final = 0         # a BYE's row (or another method's): no call
         incoming = False
     seed = 14695981039346656037 ^ feed
-    if col("callid_peer"):
-        call_id = _hash_chain(seed, b"u", col("callid_peer"))
-        if d["c_callid2"] >= 0:
-            call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
-    elif col("callid"):
-        call_id = _hash_chain(seed, b"u", col("callid"))
+    callid, leg = col("callid_peer") or col("callid"), col("dest_leg")
+    if callid and leg not in (b"", b"0") and (disp == Disposition.TRANSFERRED or col("join") not in (b"", b"0")):
+        # split off by a transfer, or joined to the line by one: the called party's leg
+        call_id = hash_bytes(hash_bytes(_hash_chain(seed, b"l", callid), b"|"), leg)
+    elif callid:
+        call_id = _hash_chain(seed, b"u", callid)
         if d["c_callid2"] >= 0:
             call_id = hash_bytes(hash_bytes(call_id, b"|"), col("callid2"))
     else:
