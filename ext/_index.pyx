@@ -54,8 +54,9 @@ cdef inline int rank_before(const Entry* a, const Entry* b) noexcept nogil:
 
 cdef inline bint primary_leg(const Entry* a, const Entry* b) noexcept nogil:
     """True if a, not b, speaks for a call both are legs of: the one not split off by a
-    transfer where one was (a consultation call to the line, under the id of the call
-    transferred to it: its caller handed the line another's call), then the earlier start,
+    transfer where one was (the consultation call to a transfer's target and the final
+    call on the target's leg: the consultation's caller handed the line another's call),
+    then the earlier start,
     then a fixed order of the remaining bytes (flags aside: the merge combines them). A
     total order: which leg speaks does not turn on the order the legs are merged in."""
     cdef int c

@@ -1278,7 +1278,7 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     cdef bint untimed = d.c_end < 0 and d.c_duration < 0   # no time the call lasted
     cdef uint64_t calling, called, dialled, redirecting = 0, final_ = 0, h
     cdef int pres = PRES_ALLOWED
-    cdef Span s, leg
+    cdef Span s, leg, join
     if check_nul and memchr(r, 0, rec_end - r) != NULL:
         return ERR_NUL
     if nf < d.min_cols or nf > d.max_cols:
@@ -1452,10 +1452,9 @@ cdef int extract(const char* r, const char* rec_end, Span* f, int nf, Dialect* d
     s = col(f, nf, d.c_callid_peer)
     if s.n == 0:
         s = col(f, nf, d.c_callid)
-    leg = col(f, nf, d.c_dest_leg)
+    leg, join = col(f, nf, d.c_dest_leg), col(f, nf, d.c_join)
     if s.n > 0 and leg.n > 0 and not span_is(leg, b"0", 1) and (
-            disp == DISP_TRANSFERRED or (col(f, nf, d.c_join).n > 0
-                                         and not span_is(col(f, nf, d.c_join), b"0", 1))):
+            disp == DISP_TRANSFERRED or (join.n > 0 and not span_is(join, b"0", 1))):
         # split off by a transfer, or joined to the line by one: the call is the called
         # party's leg, which the transfer keeps (the consultation call and the final one)
         h = hash_bytes(14695981039346656037ULL ^ feed, b"l", 1)

@@ -34,8 +34,7 @@ from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
 from _cdr cimport (DISP_LATE_FAILURE, DISP_LATE_REFUSAL, DISP_TRANSFERRED, DISP_UNKNOWN,
-                   DISP_UNREADABLE,
-                   PRES_UNAVAILABLE, Entry, key_bytes, within_a_call)
+                   DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes, within_a_call)
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
