@@ -15,6 +15,10 @@ import cdrtrace
 from cdrtrace.parsing import numbers, salvage
 from cdrtrace.store import folds, index, lookup
 
+# how far apart two switches' records of one call may begin: the native record leaves such
+# a success to the reference (ext/_trace.pyx)
+TWIN_US = 300_000_000
+
 A, B = numbers.normalize("7205550101"), numbers.normalize("7205550102")
 IDENTITY = numbers.pack_identity("alice@pbx.example")
 SERVED = numbers.normalize("3035550177")       # a caller the directory serves
@@ -98,7 +102,12 @@ def leaves(history: list[dict], at_us: int, keep: int, shared: bool = False) -> 
             or any(t["start_us"] == e["start_us"] for t in before[1:])   # another call then
             or held(history, at_us)                                  # a later call may be missing
             or shared                                 # whose line dialled *57 is not known
-            or e["presentation"] > 2 or not 1 <= disposition <= 11 or role == 3)
+            or e["presentation"] > 2 or not 1 <= disposition <= 11 or role == 3
+            # a success with a record of its caller's in another feed within TWIN_US of it:
+            # another switch's record of the call, maybe (lookup.same_call_elsewhere)
+            or (calling != 0 and e["presentation"] != 2
+                and any(t["feed"] != e["feed"] and t["calling"] == calling
+                        and abs(t["start_us"] - e["start_us"]) <= TWIN_US for t in history)))
 
 
 def held(history: list[dict], at_us: int) -> bool:
@@ -172,6 +181,11 @@ def run(store, native: bool, key: bytes, packed: int, at_us: int, by: str | None
                    "feed": 0, "presentation": 0, "flags": 1 << 4 | 1}],
          at_us=STARTS[3], by=None, traced_before=False, line=6006,
          kind="extension", local_feeds=b"\x00\x00\x00\x02")   # an extension two feeds index
+@example(history=[{"start_us": s, "calling": A, "call_id": 1, "offset": 0, "source": 1,
+                   "feed": feed, "presentation": 0, "flags": 1 << 4}
+                  for s, feed in ((STARTS[2], 2), (STARTS[0], 0))],
+         at_us=STARTS[3], by=None, traced_before=False, line=0,
+         kind="other", local_feeds=b"")   # its caller's record in another feed, 2 min before
 def test_the_native_record_writes_what_the_reference_writes(store, history, at_us, by,
                                                              traced_before, line, kind,
                                                              local_feeds):
