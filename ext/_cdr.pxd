@@ -25,6 +25,7 @@ cdef enum Disposition:
     DISP_LATE_REFUSAL = 12  # busy or rejected after a second or more, alerting not logged
     DISP_LATE_FAILURE = 13  # another failure after a second or more, alerting not logged
     DISP_TRANSFERRED = 14   # split off by a transfer (CUCM): a call may have been joined
+    DISP_CALLERS_DIFFER = 15    # the index's: legs of one call on a line name two callers
 
 cdef enum Role:
     ROLE_DIALLED = 0

@@ -7,7 +7,8 @@ LINE_ROOM in all). The merge is a union by call id, ordered by a total order (st
 call id desc, then the remaining bytes), cut to `keep` but for the keep-th's instant.
 Entries with one call id are legs of one call (or the same record again) and merge into
 one, if they start at most a day apart (one_call: a switch reuses its ids): the earliest
-leg speaks for it, it is answered if any leg was. Within a batch the result does not
+leg speaks for it, it is answered if any leg was, and where its legs (but those a transfer
+split off) name two callers, it is neither's (merge_legs). Within a batch the result does not
 depend on the order of its records, and a record given again changes nothing: ingest is
 idempotent. Across batches one case depends on order: a call whose earliest leg arrives
 in a later batch moves down, and a call the stored value no longer holds (pushed out by
@@ -19,8 +20,8 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, qsort, realloc
 from libc.string cimport memcpy, memcmp, memset
 
-from _cdr cimport (CALL_SPAN_S, DISP_ANSWERED_ELSEWHERE, DISP_TRANSFERRED, LINE_ROOM, Entry,
-                   field_types, key_bytes, one_call)
+from _cdr cimport (CALL_SPAN_S, DISP_ANSWERED_ELSEWHERE, DISP_CALLERS_DIFFER, DISP_TRANSFERRED,
+                   LINE_ROOM, Entry, field_types, key_bytes, one_call)
 
 DEF_KEEP = 4
 CALL_SPAN_US = <int64_t>CALL_SPAN_S * 1_000_000   # legs of one call start at most this far apart
@@ -36,6 +37,7 @@ cdef tuple _entry_fields():
 
 ENTRY_FIELDS = _entry_fields()   # the numpy dtype of cdrtrace.store.index is built from it
 ROOM = LINE_ROOM                 # the most entries a line's value holds
+CALLERS_DIFFER = DISP_CALLERS_DIFFER   # a call whose legs name two callers (merge_legs)
 
 cdef enum:
     ENTRY_SIZE = 40
@@ -89,6 +91,23 @@ cdef inline uint8_t merge_flags(uint8_t a, uint8_t b) noexcept nogil:
     return ((a | b) & 0x03) | (role << 2) | (disposition << 4)
 
 
+cdef inline Entry merge_legs(const Entry* a, const Entry* b) noexcept nogil:
+    """One entry for two legs of one call (or merged groups of them): the primary leg
+    speaks, with the legs' merged flags. Where the legs, but those a transfer split off,
+    name two callers, the call's disposition is callers_differ, whatever else is merged
+    into it later: the records disagree on who called the line (an Asterisk 12+ transfer
+    gives the consultation call from the transferring phone and the transferred caller's
+    call one linkedid, and the consultation began first), and a trace of it fails closed.
+    Order-free: a group's speaker is one of its unsplit legs where it has any."""
+    cdef Entry merged = a[0] if primary_leg(a, b) else b[0]
+    cdef uint8_t da = a.flags >> 4, db = b.flags >> 4
+    merged.flags = merge_flags(a.flags, b.flags)
+    if (da == DISP_CALLERS_DIFFER or db == DISP_CALLERS_DIFFER
+            or (da != DISP_TRANSFERRED and db != DISP_TRANSFERRED and a.calling != b.calling)):
+        merged.flags = (merged.flags & 0x0F) | (DISP_CALLERS_DIFFER << 4)
+    return merged
+
+
 cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept nogil:
     """Insert e into top (sorted, one entry per call, at most keep but for the calls of the
     keep-th's instant, at most LINE_ROOM in all); a call already there (another leg, or the
@@ -97,8 +116,7 @@ cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept no
     cdef Entry merged
     for i in range(n[0]):
         if one_call(&top[i], e):
-            merged = top[i] if primary_leg(&top[i], e) else e[0]
-            merged.flags = merge_flags(top[i].flags, e.flags)
+            merged = merge_legs(&top[i], e)
             while i + 1 < n[0]:     # take it out; it goes back in at its place
                 top[i] = top[i + 1]
                 i += 1
@@ -141,7 +159,7 @@ cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entr
     earliest leg arrived, would rank behind.)"""
     cdef int count = 0, i
     cdef Py_ssize_t j, k = 0, u = 0
-    cdef Entry e, merged
+    cdef Entry e
     cdef bint stored
     for j in range(nold):
         memcpy(&e, old + j * ENTRY_SIZE, ENTRY_SIZE)
@@ -150,9 +168,7 @@ cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entr
         qsort(fresh, m, sizeof(Entry), by_call)
     for j in range(m):              # legs of one call: one entry
         if k and one_call(&fresh[k - 1], &fresh[j]):
-            merged = fresh[k - 1] if primary_leg(&fresh[k - 1], &fresh[j]) else fresh[j]
-            merged.flags = merge_flags(fresh[k - 1].flags, fresh[j].flags)
-            fresh[k - 1] = merged
+            fresh[k - 1] = merge_legs(&fresh[k - 1], &fresh[j])
         else:
             fresh[k] = fresh[j]
             k += 1

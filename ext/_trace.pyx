@@ -33,8 +33,9 @@ from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
-from _cdr cimport (DISP_LATE_FAILURE, DISP_LATE_REFUSAL, DISP_TRANSFERRED, DISP_UNKNOWN,
-                   DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes, within_a_call)
+from _cdr cimport (DISP_CALLERS_DIFFER, DISP_LATE_FAILURE, DISP_LATE_REFUSAL, DISP_TRANSFERRED,
+                   DISP_UNKNOWN, DISP_UNREADABLE, PRES_UNAVAILABLE, Entry, key_bytes,
+                   within_a_call)
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -290,7 +291,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         # the reference writes their reason, or the identity
         if (disposition == DISP_UNREADABLE or disposition == DISP_LATE_REFUSAL
                 or disposition == DISP_LATE_FAILURE or disposition == DISP_UNKNOWN
-                or disposition == DISP_TRANSFERRED
+                or disposition == DISP_TRANSFERRED or disposition == DISP_CALLERS_DIFFER
                 or _identity(e.calling)):
             return None
         if _unconnected_unlogged(itxn, meta_db, e):

@@ -565,11 +565,12 @@ def test_a_store_made_with_settings_in_range_keeps_them(tmp_path):
         assert {k: store.config[k] for k in settings} == settings
 
 
-@pytest.mark.parametrize("reading", ["late_refusal", "late_failure", "transferred"])
+@pytest.mark.parametrize("reading", ["late_refusal", "late_failure", "transferred", "callers_differ"])
 def test_a_dialect_cannot_map_a_value_to_a_late_refusal(tmp_path, reading):
     """late_refusal and late_failure are the parsers' reading of a busy, rejected or
     failed call's times, not a switch's value (transferred, their reading of CUCM's split
-    causes): a dialect maps values to busy, rejected or failed, and its table says so."""
+    causes; callers_differ, the index's of a call's legs): a dialect maps values to busy,
+    rejected or failed, and its table says so."""
     text = ACME.replace('BUSY = "busy"', f'BUSY = "{reading}"')
     with pytest.raises(cdrtrace.errors.ConfigError, match=f"'BUSY' = '{reading}': must be one of"):
         config.load(write(tmp_path, text)).format("acme")

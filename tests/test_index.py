@@ -233,7 +233,9 @@ def test_the_native_layout_is_checked_against_python_at_import():
     index.check_native(_index)             # the real build passes
     parsers.check_native(_parse)
     with pytest.raises(cdrtrace.NativeModuleError, match="built for 48-byte entries"):
-        index.check_native(types.SimpleNamespace(ENTRY_BYTES=48, DEF_KEEP=4))
+        index.check_native(types.SimpleNamespace(ENTRY_BYTES=48, DEF_KEEP=4, CALLERS_DIFFER=15))
+    with pytest.raises(cdrtrace.NativeModuleError, match="callers_differ 14"):
+        index.check_native(types.SimpleNamespace(ENTRY_BYTES=40, DEF_KEEP=4, CALLERS_DIFFER=14))
     shifted = {**_parse.DISPOSITION_CODES, "BUSY": 5, "FAILED": 4}
     with pytest.raises(cdrtrace.NativeModuleError, match="numbers dispositions"):
         parsers.check_native(types.SimpleNamespace(DISPOSITION_CODES=shifted,

@@ -402,7 +402,8 @@ legs = st.lists(st.tuples(st.just(1), st.integers(0, 6), st.integers(0, 2), st.i
 def test_legs_split_off_by_a_transfer_merge_alike_in_any_order(tmp_path_factory, drawn, keep,
                                                                 shuffle, cut):
     """Which leg speaks for a call (a leg split off by a transfer never does where another
-    is not, then the earliest) does not turn on the order the legs arrive in: in one batch
+    is not, then the earliest), and whether its other legs name two callers (callers_differ),
+    does not turn on the order the legs arrive in: in one batch
     whatever the line's room, or in two (the second merged into what the first stored)
     where the line has room for every call (three ids here). Past its room, a late leg
     read first may push out a call its earliest leg, read in a later batch, ranks behind:
@@ -425,3 +426,42 @@ def test_legs_split_off_by_a_transfer_merge_alike_in_any_order(tmp_path_factory,
             with env.begin(write=True) as txn:
                 index.write_entries(txn, db, lines, e, keep)
     assert dump(*stores[0]) == dump(*stores[1])
+
+
+X, Y, Z = 11, 22, 33                  # three callers
+ANSWERED, SPLIT, DIFFER = 1, 14, 15   # dispositions: answered, transferred, callers_differ
+
+
+@pytest.mark.parametrize("legs,expected", [
+    ([(0, X, ANSWERED), (3, X, ANSWERED)], (0, X, ANSWERED)),
+    ([(0, X, ANSWERED), (2, Y, ANSWERED)], (0, X, DIFFER)),
+    ([(0, X, ANSWERED), (2, Y, ANSWERED), (3, X, ANSWERED)], (0, X, DIFFER)),
+    ([(2, Y, SPLIT), (3, X, ANSWERED)], (3, X, ANSWERED)),
+    ([(0, X, SPLIT), (2, Y, SPLIT)], (0, X, SPLIT)),
+    ([(2, Y, SPLIT), (3, X, ANSWERED), (4, Z, ANSWERED)], (3, X, DIFFER)),
+], ids=["one-caller", "two-callers", "two-callers-three-legs", "split-and-not",
+        "all-split", "split-and-two-callers"])
+@pytest.mark.parametrize("batches", [1, 3], ids=["one-batch", "a-batch-each"])
+def test_legs_of_one_call_that_name_two_callers_are_neither_callers(tmp_path_factory, legs,
+                                                                    expected, batches):
+    """Legs of one call on a line (one call id; start minutes, caller, disposition): the
+    earliest leg speaks for the call but a leg a transfer split off never does where
+    another was not; where the other legs name two callers, the call is callers_differ
+    (a trace of it fails closed), in every order and batching of its legs."""
+    import itertools
+    for order in itertools.permutations(range(len(legs))):
+        env, db = open_env(tmp_path_factory.mktemp("legs") / "i")
+        drawn = [legs[i] for i in order]
+        parts = [drawn] if batches == 1 else [[leg] for leg in drawn]
+        for part in parts:
+            minutes, callers, dispositions = zip(*part, strict=True)
+            lines, e = entries_from([5] * len(part), [m * 60_000_000 for m in minutes],
+                                    [9] * len(part), [d << 4 | 1 for d in dispositions])
+            e["calling"] = np.asarray(callers, np.uint64)
+            with env.begin(write=True) as txn:
+                index.write_entries(txn, db, lines, e, 4)
+        ((_, value),) = dump(env, db)
+        (entry,) = np.frombuffer(value, index.ENTRY_DTYPE)
+        got = (int(entry["start_us"]) // 60_000_000, int(entry["calling"]), int(entry["flags"]) >> 4)
+        assert got == expected, order
+        env.close()

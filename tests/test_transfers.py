@@ -208,15 +208,22 @@ def test_a_hunt_call_split_off_by_a_transfer_still_holds_the_members_lines(store
 def test_which_leg_speaks_for_a_call_does_not_turn_on_the_order_they_came_in(tmp_path, order):
     """Three records of one call id to 3005, read one file at a time in every order: one a
     transfer split off (from 7205550111, 14:00), two not (from 7205550122 at 14:05, and
-    from 7205550111 at 14:03). The legs not split off speak, the earliest of them: the
-    14:03 call from 7205550111, whichever came first (a rule that weighed the callers too
-    named 7205550122 in some orders)."""
+    from 7205550111 at 14:03). The legs not split off speak, the earliest of them (the
+    14:03 call), whichever came first (a rule that weighed the callers too named
+    7205550122 in some orders); they name two callers, so the call is neither's
+    (callers_differ), in every order. Without the 14:05 leg, the 14:03 call names its
+    caller."""
     rows = [split(call(30, T14, "7205550111", "3005"), T14 + 60),
             call(30, T14 + 300, "7205550122", "3005"), call(30, T14 + 180, "7205550111", "3005")]
-    s = cdrtrace.open(tmp_path / "store", create=True)
-    try:
-        for k in order:
-            cdrtrace.ingest(s, [cucm_file(tmp_path, f"cdr_leg{k}", rows[k])], fmt="cucm")
-        assert named(s, "3005") == ("success", "+17205550111", "2026-03-02T14:03:00Z")
-    finally:
-        s.close()
+    for legs in (order, [k for k in order if k != 1]):
+        s = cdrtrace.open(tmp_path / f"store-{len(legs)}", create=True)
+        try:
+            for k in legs:
+                cdrtrace.ingest(s, [cucm_file(tmp_path, f"cdr_leg{k}", rows[k])], fmt="cucm")
+            if len(legs) == 3:
+                record = held_from_the_customer(s, "3005", AT, "7205550122", "2026-03-02T14:03:00Z")
+                assert record["call"]["disposition"] == "callers_differ"
+            else:
+                assert named(s, "3005") == ("success", "+17205550111", "2026-03-02T14:03:00Z")
+        finally:
+            s.close()

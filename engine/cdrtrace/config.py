@@ -487,11 +487,11 @@ def _dialect(path, name: str, spec: dict) -> Format:
 
 def _vocabulary(path, where: str, table: dict, kind) -> dict:
     out = {}
-    # a late refusal or failure is the parser's reading of a busy, rejected or failed
-    # value's times, not a value's; transferred, its reading of CUCM's split causes
+    # a late refusal or failure is the parser's reading of a busy, rejected or failed value's
+    # times, not a value's; transferred, of CUCM's split causes; callers_differ, the index's
     names = {m.name.lower(): m for m in kind
              if m not in (Disposition.LATE_REFUSAL, Disposition.LATE_FAILURE,
-                          Disposition.TRANSFERRED)}
+                          Disposition.TRANSFERRED, Disposition.CALLERS_DIFFER)}
     for value, meaning in table.items():
         if not isinstance(meaning, str) or meaning.lower() not in names:
             raise ConfigError(f"{path}: {where}: {value!r} = {meaning!r}: must be one of "

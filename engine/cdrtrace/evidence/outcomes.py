@@ -48,7 +48,7 @@ def outcome_for(entry) -> Outcome:
     "Imperfect data")."""
     if int(entry["flags"]) >> 4 in (Disposition.UNREADABLE, Disposition.LATE_REFUSAL,
                                     Disposition.LATE_FAILURE, Disposition.UNKNOWN,
-                                    Disposition.TRANSFERRED):
+                                    Disposition.TRANSFERRED, Disposition.CALLERS_DIFFER):
         return Outcome.UNTRACEABLE
     if int(entry["calling"]) == 0 or int(entry["presentation"]) == Presentation.UNAVAILABLE:
         return Outcome.UNTRACEABLE
@@ -144,9 +144,10 @@ def call_time(call: dict | None) -> str | None:
     where a call's time in a repeated hour leaves the last call unknown, or where a later
     call may be missing from a switch that may leave calls that rang a line unlogged, or
     where the call was split off by a transfer (the line may have been joined to another
-    caller after it)."""
+    caller after it), or where its records name two callers (a transfer may have joined
+    one to it)."""
     if call is None or any(k in call for k in _NO_CALL_TIME) \
-            or call.get("disposition") == "transferred":
+            or call.get("disposition") in ("transferred", "callers_differ"):
         return None
     return call["start"]
 
@@ -282,6 +283,12 @@ def untraceable_reason(call: dict) -> str | None:
                 "transferred to it), or passed its own caller on, and this record tells neither "
                 "which nor whom the line was left with, so the last call is not known, and none "
                 "is named")
+    if call["disposition"] == "callers_differ":
+        return ("the last call to this line has records (one call id) that name different "
+                "callers: a transfer may have joined another caller to the line's call (the "
+                "transferring phone's consultation call and the caller it passed on are then "
+                "one call, as an Asterisk 12+ linkedid makes them), and the records do not tell "
+                "whom the line was left with, so none is named")
     if call["disposition"] == "unknown":
         return ("the last call to this line ended unanswered a second or more after it began, "
                 "and its CDR does not tell whether the line rang first: it may have rung, so it "

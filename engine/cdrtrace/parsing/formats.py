@@ -46,6 +46,11 @@ class Disposition(enum.IntEnum):
     # phone may have been joined to another caller when it ended (received; traces
     # fail closed)
     TRANSFERRED = 14
+    # the index's, not a record's: legs of one call on a line (one call id) that name two
+    # callers, but legs a transfer split off (an Asterisk 12+ transfer gives the
+    # consultation call and the transferred caller's one linkedid): the records disagree
+    # on who called the line (received; traces fail closed)
+    CALLERS_DIFFER = 15
 
 
 # a person takes longer than this to refuse a ringing call: a busy or rejected call that

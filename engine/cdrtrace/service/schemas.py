@@ -358,7 +358,7 @@ class ArchivedCall(Row):
     presentation: str | None = Field(description="allowed, restricted or unavailable")
     disposition: str | None = Field(
         description="answered, no_answer, cancelled, answered_elsewhere, late_refusal, late_failure, "
-                    "transferred, busy, ...")
+                    "transferred, callers_differ (the call's records name two callers), busy, ...")
     received: bool = Field(
         description="the line was alerted (rang), or may have been (late_refusal, late_failure, unknown, transferred)")
     feed: int

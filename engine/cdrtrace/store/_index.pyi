@@ -5,6 +5,7 @@ import numpy as np
 
 DEF_KEEP: int
 ROOM: int
+CALLERS_DIFFER: int
 ENTRY_BYTES: int
 CALL_SPAN_US: int
 ENTRY_FIELDS: tuple[tuple[str, str], ...]

@@ -22,7 +22,7 @@ except ImportError as exc:   # never fall back silently: say what to do
     raise NativeModuleError(
         f"cdrtrace's native index kernel did not import ({exc}); reinstall with `pip install .` "
         "so the extensions are built") from exc
-from ..parsing.formats import CallBatch
+from ..parsing.formats import CallBatch, Disposition
 
 # An index entry as the native kernel declares it (ext/_cdr.pxd, Entry: packed,
 # little-endian). What each field holds:
@@ -52,12 +52,15 @@ ENTRY_DTYPE = entry_dtype(_index.ENTRY_FIELDS, _index.ENTRY_BYTES)
 
 
 def check_native(kernel) -> None:
-    """The compiled kernel must share this module's entry layout and default depth."""
-    if (kernel.ENTRY_BYTES, kernel.DEF_KEEP) != (ENTRY_DTYPE.itemsize, DEFAULT_KEEP):
+    """The compiled kernel must share this module's entry layout, default depth and the
+    disposition it gives a call whose legs name two callers."""
+    if (kernel.ENTRY_BYTES, kernel.DEF_KEEP, kernel.CALLERS_DIFFER) != (
+            ENTRY_DTYPE.itemsize, DEFAULT_KEEP, Disposition.CALLERS_DIFFER):
         raise NativeModuleError(
             f"cdrtrace's native index kernel was built for {kernel.ENTRY_BYTES}-byte entries, "
-            f"{kernel.DEF_KEEP} per line; this cdrtrace uses {ENTRY_DTYPE.itemsize} and "
-            f"{DEFAULT_KEEP}: reinstall with `pip install .`")
+            f"{kernel.DEF_KEEP} per line, callers_differ {kernel.CALLERS_DIFFER}; this cdrtrace "
+            f"uses {ENTRY_DTYPE.itemsize}, {DEFAULT_KEEP} and {int(Disposition.CALLERS_DIFFER)}: "
+            "reinstall with `pip install .`")
 EMPTY = np.empty(0, ENTRY_DTYPE)
 EMPTY.flags.writeable = False
 
