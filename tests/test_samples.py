@@ -12,7 +12,7 @@ from cdrtrace import config
 from cdrtrace.parsing import parsers
 from cdrtrace.parsing import reference as twin
 from cdrtrace.parsing.parsers import detect_format
-from conftest import parse_all, show_freeswitch_legs
+from conftest import held_from_the_customer, parse_all, show_freeswitch_legs
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "samples" / "asterisk" / "Master.csv"
 AT = "2026-11-02T00:00:00Z"
@@ -469,6 +469,33 @@ def test_real_asterisk_13_ring_group_without_uniqueid(tmp_path):
     assert traced(store, "101", at("10:40")) == (
         "success", "2024-05-14T08:30:00Z", "+34698765432", False)
     assert {p.label: p.traced_calls for p in store.status("101").progress} == {"Caller A": 2}
+
+
+def test_real_asterisk_transfers(tmp_path):
+    """A small PJSIP office in Poland on Asterisk 13 (callers written nationally), cdr_csv
+    with newcdrcolumns (21 columns: linkedid). At 10:00 the receptionist, 200, takes a
+    caller's call and transfers it to 201 with FreePBX's attended transfer code: the
+    consultation call through a Local channel from 200 at 10:02 shares the caller's
+    linkedid, as does the record of the caller with 201 from the transfer (10:03), its dst
+    the number dialled. 201's call is one call whose records name two callers: its trace
+    fails closed (the build before named the receptionist). At 10:20 200 transfers another
+    caller blind to 202, which does not answer (the caller's channel up, its record has an
+    answer time)."""
+    store, summary = real_store(tmp_path, "asterisk-13-transfers-pl.csv", "auto",
+                                zone="Europe/Warsaw", country_code=48)
+    assert (summary.records, summary.rejected) == (6, 0)
+    at = "2025-03-11T{}:00+01:00".format
+    record = held_from_the_customer(store, "201", at("10:10"), "225550199",
+                                    "2025-03-11T09:02:00Z")
+    assert record["call"]["disposition"] == "callers_differ"
+    assert traced(store, "201", at("09:30")) == (
+        "success", "2025-03-11T08:00:00Z", "+48601100200", True)
+    assert traced(store, "200", at("10:10")) == (
+        "success", "2025-03-11T09:00:00Z", "+48225550199", True)
+    assert traced(store, "202", at("10:30")) == (
+        "success", "2025-03-11T09:21:00Z", "+48501300400", False)
+    assert traced(store, "200", at("10:30")) == (
+        "success", "2025-03-11T09:20:00Z", "+48501300400", True)
 
 
 def test_real_asterisk_database_export(tmp_path):
