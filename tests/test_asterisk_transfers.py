@@ -110,3 +110,58 @@ def test_any_order_of_the_records_fails_closed_alike(tmp_path, order, files):
         assert [(c["start"], c["disposition"]) for c in calls] == [
             ("2026-03-02T14:02:00Z", "callers_differ"), ("2026-03-02T13:30:00Z", "answered")]
         assert store.trace("3002", at=AT).outcome.value == "untraceable"
+
+
+def test_a_trace_made_before_the_final_record_came_in_is_contested_by_it(tmp_path):
+    """A file read late: 3002 is traced at 14:11 with the consultation call alone in (its
+    records name the receptionist: the trace names her), then the final record comes in,
+    a leg of the call named from another caller. A trace made now would name nobody, so
+    the success is noted (later_call) and counts toward nothing; a trace made again is
+    untraceable. A record of the call named from its own caller contests nothing."""
+    older, original, consult, final = records()
+    with cdrtrace.open(tmp_path / "s", create=True) as store:
+        cdrtrace.ingest(store, [cdr_file(tmp_path, older, original, consult, name="a.csv")])
+        got = store.trace("3002", at=AT)
+        (record,) = store.trace_records("3002", analyst="cic")
+        assert (got.outcome.value, record["call"]["calling"]) == ("success", RECEPTIONIST)
+        again = cdr(21, src=RECEPTIONIST, clid='"Reception" <3001>', dst="3002",
+                    channel="Local/3002@from-internal-xfer-00000009;2",
+                    dstchannel="PJSIP/3002-00000009", start="2026-03-02 14:02:30",
+                    answer="2026-03-02 14:02:34", end="2026-03-02 14:02:50",
+                    uniqueid="1772460150.9", linkedid=L1)
+        cdrtrace.ingest(store, [cdr_file(tmp_path, again, name="b.csv")])
+        (record,) = store.trace_records("3002", analyst="cic")
+        assert "later_call" not in record
+        cdrtrace.ingest(store, [cdr_file(tmp_path, final, name="c.csv")])
+        (record,) = store.trace_records("3002", analyst="cic")
+        assert record["later_call"]["disposition"] in ("answered", "callers_differ")
+        assert not store.status("3002").progress
+        assert store.trace("3002", at=AT).outcome.value == "untraceable"
+
+
+def test_the_index_call_named_now_neither_callers_contradicts_the_trace(tmp_path):
+    """The check of a trace made while the final record's commit was written (not queued
+    by that commit) reads the line's index: the call named is there once, now
+    callers_differ, under the caller named (its earliest leg's). It contradicts the trace;
+    the same call answered by one caller does not."""
+    from cdrtrace.evidence import later
+    from cdrtrace.store import index
+
+    older, original, consult, final = records()
+    with cdrtrace.open(tmp_path / "s", create=True) as store:
+        cdrtrace.ingest(store, [cdr_file(tmp_path, older, original, consult, name="a.csv")])
+        store.trace("3002", at=AT)
+        (record,) = store.trace_records("3002", analyst="cic")
+        key = index.line_key(store.line("3002"))
+        tracer = store._tracer
+        with store.envs.read() as txn:
+            (named,) = [e for e in tracer.lookup.last_calls(key, txn)
+                        if f"{int(e['call_id']):016x}" == record["call"]["call_id"]]
+            assert not later.contradicts(tracer, txn, key, record, named)
+        cdrtrace.ingest(store, [cdr_file(tmp_path, final, name="c.csv")])
+        with store.envs.read() as txn:
+            (named,) = [e for e in tracer.lookup.last_calls(key, txn)
+                        if f"{int(e['call_id']):016x}" == record["call"]["call_id"]]
+            assert int(named["flags"]) >> 4 == 15 and \
+                tracer.lookup.caller_text(txn, int(named["calling"])) == RECEPTIONIST
+            assert later.contradicts(tracer, txn, key, record, named)
