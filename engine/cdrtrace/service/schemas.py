@@ -180,7 +180,9 @@ class Call(Open):
     answered: bool
     forwarded: bool
     indexed_as: str
-    disposition: str
+    disposition: str = Field(description=(
+        "answered, no_answer, cancelled, ..., or callers_differ: the call's records (one call "
+        "id) name two callers, and a trace of it names none"))
     call_id: str
     feed: int
     source: str | None
@@ -358,7 +360,7 @@ class ArchivedCall(Row):
     presentation: str | None = Field(description="allowed, restricted or unavailable")
     disposition: str | None = Field(
         description="answered, no_answer, cancelled, answered_elsewhere, late_refusal, late_failure, "
-                    "transferred, callers_differ (the call's records name two callers), busy, ...")
+                    "transferred, busy, ...")
     received: bool = Field(
         description="the line was alerted (rang), or may have been (late_refusal, late_failure, unknown, transferred)")
     feed: int
