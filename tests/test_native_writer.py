@@ -6,6 +6,8 @@ table py-lmdb exports; it must give the same index, byte for byte, as the Python
 """
 from __future__ import annotations
 
+import itertools
+
 import lmdb
 import numpy as np
 import pytest
@@ -320,7 +322,6 @@ def test_legs_merge_before_calls_compete_for_the_places():
     """One call's legs are one call, ranked by its earliest leg (docs/trace-rules.md). A
     late leg seen first must not push out a call the whole call ranks behind: with one
     place, X's legs at 10 and 5 and Y at 9 keep Y, in every order."""
-    import itertools
 
     legs = [(1, 10, 7, 1), (1, 9, 8, 0), (1, 5, 7, 0)]      # line, start, call id, flags
     for perm in itertools.permutations(legs):
@@ -338,7 +339,6 @@ def test_a_reused_call_id_is_two_calls_in_every_order():
     """Records of one call id starting more than a day apart are two calls (a switch
     reuses its ids), each merged from its own legs: the call at 0, and the one three days
     later with its second leg 20 s on, whatever the order (docs/trace-rules.md)."""
-    import itertools
 
     day = 86_400 * 1_000_000
     assert _index.CALL_SPAN_US == day
@@ -448,7 +448,6 @@ def test_legs_of_one_call_that_name_two_callers_are_neither_callers(tmp_path_fac
     earliest leg speaks for the call but a leg a transfer split off never does where
     another was not; where the other legs name two callers, the call is callers_differ
     (a trace of it fails closed), in every order and batching of its legs."""
-    import itertools
     for order in itertools.permutations(range(len(legs))):
         env, db = open_env(tmp_path_factory.mktemp("legs") / "i")
         drawn = [legs[i] for i in order]
