@@ -629,3 +629,15 @@ def test_a_layout_without_an_end_or_an_answer_is_read_alike_by_both_parsers(
     assert got == parse_all(body, parser=reference)
     if not edits:
         assert got[1] == [] and len(got[0]) == body.count(b"\n")
+
+
+@pytest.mark.parametrize("text,error", [
+    ('roles = "analyst"\n', r"roles must be a table \(\[roles\]\)"),
+    ('[roles]\nadmin = ["pat"]\n', r"roles: unknown role\(s\) admin \(roles: analyst, legal, operator\)"),
+    ('[roles]\nanalyst = "pat"\n', "roles.analyst must be a list of user names"),
+], ids=["not-a-table", "unknown-role", "not-a-list"])
+def test_a_roles_section_that_names_no_roles_is_refused_with_where(tmp_path, text, error):
+    """[roles] names each role's users: another shape, or a role cdrtrace has not, is an
+    error naming the file and the section, never a role granted to nobody."""
+    with pytest.raises(cdrtrace.errors.ConfigError, match=error):
+        config.load(write(tmp_path, text))

@@ -221,12 +221,7 @@ ROLE_NAMES = ("analyst", "legal", "operator")
 
 def _roles(path, spec: Any) -> dict[str, tuple[str, ...]]:
     """[roles]: which operating-system users (and @groups) may act in each role."""
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: roles must be a table ([roles])")
-    unknown = set(spec) - set(ROLE_NAMES)
-    if unknown:
-        raise ConfigError(f"{path}: roles: unknown role(s) {', '.join(sorted(unknown))} "
-                          f"(roles: {', '.join(ROLE_NAMES)})")
+    check_table(path, "roles", spec, ROLE_NAMES, noun="role")
     for role, members in spec.items():
         if not isinstance(members, list) or not all(isinstance(m, str) and m.strip()
                                                     for m in members):

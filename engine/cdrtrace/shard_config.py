@@ -44,14 +44,15 @@ SHARD_KEYS = ("name", "prefixes", "partitions", "max_lag_seconds", "peers", "rep
 PEER_KEYS = ("prefixes", "replicas", "token_file")
 
 
-def check_table(path, where: str, spec: Any, keys: tuple[str, ...]) -> None:
-    """A TOML table ([where]) holding only the keys its section knows."""
+def check_table(path, where: str, spec: Any, keys: tuple[str, ...], noun: str = "key") -> None:
+    """A TOML table ([where]) holding only the keys (each a noun: a key, a role) its
+    section knows."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: {where} must be a table ([{where}])")
     unknown = set(spec) - set(keys)
     if unknown:
-        raise ConfigError(f"{path}: {where}: unknown key(s) {', '.join(sorted(unknown))} "
-                          f"(keys: {', '.join(keys)})")
+        raise ConfigError(f"{path}: {where}: unknown {noun}(s) {', '.join(sorted(unknown))} "
+                          f"({noun}s: {', '.join(keys)})")
 
 
 def prefixes_ok(value: Any) -> bool:
