@@ -54,17 +54,24 @@ cdef inline int rank_before(const Entry* a, const Entry* b) noexcept nogil:
                   ENTRY_SIZE - 24) < 0
 
 
-cdef inline bint primary_leg(const Entry* a, const Entry* b) noexcept nogil:
-    """True if a, not b, speaks for a call both are legs of: the one not split off by a
-    transfer where one was (the consultation call to a transfer's target and the final
-    call on the target's leg: the consultation's caller handed the line another's call),
-    then the earlier start,
+cdef inline int leg_rank(const Entry* e, uint64_t line) noexcept nogil:
+    """0 for a leg that may speak for its call; 1 for one whose caller is the line itself
+    (the line's own phone's record, as Asterisk 12+ writes the transferring phone's channel
+    bridged to its consultation call, its caller the number dialled); 2 for one split off
+    by a transfer, 3 for both: such legs never speak where a leg of a lower rank does."""
+    return 2 * (e.flags >> 4 == DISP_TRANSFERRED) + (e.calling == line)
+
+
+cdef inline bint primary_leg(const Entry* a, const Entry* b, uint64_t line) noexcept nogil:
+    """True if a, not b, speaks for a call both are legs of (on the line): the one of the
+    lower leg_rank (not split off by a transfer where one was: the consultation call to a
+    transfer's target and the final call on the target's leg: the consultation's caller
+    handed the line another's call), then the earlier start,
     then a fixed order of the remaining bytes (flags aside: the merge combines them). A
     total order: which leg speaks does not turn on the order the legs are merged in."""
-    cdef int c
-    cdef bint a_split = a.flags >> 4 == DISP_TRANSFERRED, b_split = b.flags >> 4 == DISP_TRANSFERRED
-    if a_split != b_split:
-        return b_split
+    cdef int c, ra = leg_rank(a, line), rb = leg_rank(b, line)
+    if ra != rb:
+        return ra < rb
     if a.start_us != b.start_us:
         return a.start_us < b.start_us
     c = memcmp(<const char*>&a.offset, <const char*>&b.offset, ENTRY_SIZE - 25)
@@ -91,24 +98,25 @@ cdef inline uint8_t merge_flags(uint8_t a, uint8_t b) noexcept nogil:
     return ((a | b) & 0x03) | (role << 2) | (disposition << 4)
 
 
-cdef inline Entry merge_legs(const Entry* a, const Entry* b) noexcept nogil:
-    """One entry for two legs of one call (or merged groups of them): the primary leg
-    speaks, with the legs' merged flags. Where the legs, but those a transfer split off,
-    name two callers, the call's disposition is callers_differ, whatever else is merged
-    into it later: the records disagree on who called the line (an Asterisk 12+ transfer
-    gives the consultation call from the transferring phone and the transferred caller's
-    call one linkedid, and the consultation began first), and a trace of it fails closed.
-    Order-free: a group's speaker is one of its unsplit legs where it has any."""
-    cdef Entry merged = a[0] if primary_leg(a, b) else b[0]
+cdef inline Entry merge_legs(const Entry* a, const Entry* b, uint64_t line) noexcept nogil:
+    """One entry for two legs of one call on the line (or merged groups of them): the
+    primary leg speaks, with the legs' merged flags. Where the legs that may speak (rank
+    0: not split off by a transfer, the caller not the line itself) name two callers, the
+    call's disposition is callers_differ, whatever else is merged into it later: the
+    records disagree on who called the line (an Asterisk 12+ transfer gives the
+    consultation call from the transferring phone and the transferred caller's call one
+    linkedid, and the consultation began first), and a trace of it fails closed.
+    Order-free: a group's speaker is one of its legs of the lowest rank."""
+    cdef Entry merged = a[0] if primary_leg(a, b, line) else b[0]
     cdef uint8_t da = a.flags >> 4, db = b.flags >> 4
     merged.flags = merge_flags(a.flags, b.flags)
     if (da == DISP_CALLERS_DIFFER or db == DISP_CALLERS_DIFFER
-            or (da != DISP_TRANSFERRED and db != DISP_TRANSFERRED and a.calling != b.calling)):
+            or (leg_rank(a, line) == 0 and leg_rank(b, line) == 0 and a.calling != b.calling)):
         merged.flags = (merged.flags & 0x0F) | (DISP_CALLERS_DIFFER << 4)
     return merged
 
 
-cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept nogil:
+cdef inline void offer(Entry* top, int* n, int keep, const Entry* e, uint64_t line) noexcept nogil:
     """Insert e into top (sorted, one entry per call, at most keep but for the calls of the
     keep-th's instant, at most LINE_ROOM in all); a call already there (another leg, or the
     same record again: one_call) is merged with it."""
@@ -116,7 +124,7 @@ cdef inline void offer(Entry* top, int* n, int keep, const Entry* e) noexcept no
     cdef Entry merged
     for i in range(n[0]):
         if one_call(&top[i], e):
-            merged = merge_legs(&top[i], e)
+            merged = merge_legs(&top[i], e, line)
             while i + 1 < n[0]:     # take it out; it goes back in at its place
                 top[i] = top[i + 1]
                 i += 1
@@ -150,7 +158,7 @@ cdef int by_call(const void* a, const void* b) noexcept nogil:
 
 
 cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entry* fresh,
-                    Py_ssize_t m) noexcept nogil:
+                    Py_ssize_t m, uint64_t line) noexcept nogil:
     """A line's stored entries (old, nold) merged with its new ones (fresh, m; reordered
     here) into top; returns how many. The result does not depend on the order of the new
     entries: legs of one call are merged first (sorted by call id), then merged into the
@@ -163,12 +171,12 @@ cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entr
     cdef bint stored
     for j in range(nold):
         memcpy(&e, old + j * ENTRY_SIZE, ENTRY_SIZE)
-        offer(top, &count, keep, &e)
+        offer(top, &count, keep, &e, line)
     if m > 1:
         qsort(fresh, m, sizeof(Entry), by_call)
     for j in range(m):              # legs of one call: one entry
         if k and one_call(&fresh[k - 1], &fresh[j]):
-            fresh[k - 1] = merge_legs(&fresh[k - 1], &fresh[j])
+            fresh[k - 1] = merge_legs(&fresh[k - 1], &fresh[j], line)
         else:
             fresh[k] = fresh[j]
             k += 1
@@ -177,12 +185,12 @@ cdef int merge_line(Entry* top, int keep, const char* old, Py_ssize_t nold, Entr
         for i in range(count):
             stored = stored or one_call(&top[i], &fresh[j])
         if stored:
-            offer(top, &count, keep, &fresh[j])
+            offer(top, &count, keep, &fresh[j], line)
         else:
             fresh[u] = fresh[j]
             u += 1
     for j in range(u):              # then the new calls, each with its rank settled
-        offer(top, &count, keep, &fresh[j])
+        offer(top, &count, keep, &fresh[j], line)
     return count
 
 
@@ -266,7 +274,7 @@ def merge(const uint64_t[::1] lines not None, const unsigned char[:, ::1] entrie
         fresh = scratch.fit(j - i)
         for m in range(i, j):
             memcpy(&fresh[m - i], &entries[m, 0], ENTRY_SIZE)
-        count = merge_line(top, keep, old, nold, fresh, j - i)
+        count = merge_line(top, keep, old, nold, fresh, j - i, line)
         pairs.append((key, PyBytes_FromStringAndSize(<char*>top, count * ENTRY_SIZE)))
         i = j
     if s != nstored:
@@ -565,7 +573,7 @@ cdef int _write(const ct_engine* api, void* txn, unsigned int dbi,
             if order != NULL and m + PREFETCH_AHEAD < n:
                 __builtin_prefetch(&entries[order[m + PREFETCH_AHEAD], 0])
             memcpy(&fresh[m - i], &entries[order[m] if order != NULL else m, 0], ENTRY_SIZE)
-        count = merge_line(top, keep, old, nold, fresh, j - i)
+        count = merge_line(top, keep, old, nold, fresh, j - i, line)
         value.mv_size, value.mv_data = count * ENTRY_SIZE, top
         key.mv_size, key.mv_data = 8, kbuf
         rc = api.cursor_put(cursor, &key, &value,

@@ -56,6 +56,18 @@ def records(columns: int = 21) -> list[bytes]:
     return [older, original, consult, final]
 
 
+def transferring_phone(columns: int = 21) -> bytes:
+    """The record the receptionist's own channel may leave (main/cdr.c: bridged with the
+    Local channel of her consultation, both channels dialled, hers the older, so party A):
+    its caller the number dialled (app_dial stores it on the dialled channel), 3001."""
+    return cdr(columns, src=RECEPTIONIST, clid=f'"Reception" <{RECEPTIONIST}>', dst=RECEPTIONIST,
+               channel="PJSIP/3001-00000003",
+               dstchannel="Local/3002@from-internal-xfer-00000001;1", lastapp="AppDial",
+               lastdata="(Outgoing Line)", start="2026-03-02 14:02:00",
+               answer="2026-03-02 14:02:00", end="2026-03-02 14:03:00",
+               uniqueid="1772460000.3", linkedid=L1)
+
+
 @pytest.fixture
 def store(store_either):
     return store_either     # native and reference tracers (conftest)
@@ -165,3 +177,31 @@ def test_the_index_call_named_now_neither_callers_contradicts_the_trace(tmp_path
             assert int(named["flags"]) >> 4 == 15 and \
                 tracer.lookup.caller_text(txn, int(named["calling"])) == RECEPTIONIST
             assert later.contradicts(tracer, txn, key, record, named)
+
+
+def test_the_transferring_phones_own_record_names_nobody_else(store, tmp_path):
+    """With the receptionist's own channel's record too (under the caller's linkedid, its
+    caller her own number, 3001): on her line it is her phone's, not a call from another
+    caller, so her line's call still names the caller; on 3002 the call's records still
+    name two callers."""
+    cdrtrace.ingest(store, [cdr_file(tmp_path, *records(), transferring_phone())])
+    got = store.trace(RECEPTIONIST, at=AT)
+    (record,) = store.trace_records(RECEPTIONIST, analyst="cic")
+    assert (got.outcome.value, record["call"]["calling"], record["call"]["start"]) == \
+        ("success", "+17205550199", "2026-03-02T14:00:00Z")
+    record = held_from_the_customer(store, "3002", AT, HARASSER, "2026-03-02T14:02:00Z")
+    assert record["call"]["disposition"] == "callers_differ"
+
+
+def test_the_transferring_phones_record_read_later_contests_nothing(tmp_path):
+    """The receptionist's trace, made with the caller's records in, names the caller; her
+    own channel's record of the transfer, read later (a leg of that call whose caller is
+    her line), contests nothing."""
+    older, original, consult, final = records()
+    with cdrtrace.open(tmp_path / "s", create=True) as store:
+        cdrtrace.ingest(store, [cdr_file(tmp_path, older, original, consult, final, name="a.csv")])
+        assert store.trace(RECEPTIONIST, at=AT).outcome.value == "success"
+        cdrtrace.ingest(store, [cdr_file(tmp_path, transferring_phone(), name="b.csv")])
+        (record,) = store.trace_records(RECEPTIONIST, analyst="cic")
+        assert "later_call" not in record
+        assert [p.traced_calls for p in store.status(RECEPTIONIST).progress] == [1]

@@ -429,6 +429,7 @@ def test_legs_split_off_by_a_transfer_merge_alike_in_any_order(tmp_path_factory,
 
 
 X, Y, Z = 11, 22, 33                  # three callers
+OWN = 5                               # the line itself, as a caller (the tests' line: 5)
 ANSWERED, SPLIT, DIFFER = 1, 14, 15   # dispositions: answered, transferred, callers_differ
 
 
@@ -439,15 +440,22 @@ ANSWERED, SPLIT, DIFFER = 1, 14, 15   # dispositions: answered, transferred, cal
     ([(2, Y, SPLIT), (3, X, ANSWERED)], (3, X, ANSWERED)),
     ([(0, X, SPLIT), (2, Y, SPLIT)], (0, X, SPLIT)),
     ([(2, Y, SPLIT), (3, X, ANSWERED), (4, Z, ANSWERED)], (3, X, DIFFER)),
+    ([(0, X, ANSWERED), (2, OWN, ANSWERED)], (0, X, ANSWERED)),
+    ([(0, OWN, ANSWERED), (2, X, ANSWERED)], (2, X, ANSWERED)),
+    ([(2, OWN, ANSWERED), (3, X, ANSWERED), (4, Y, ANSWERED)], (3, X, DIFFER)),
+    ([(0, OWN, ANSWERED), (2, OWN, ANSWERED)], (0, OWN, ANSWERED)),
+    ([(0, Y, SPLIT), (2, OWN, ANSWERED)], (2, OWN, ANSWERED)),
 ], ids=["one-caller", "two-callers", "two-callers-three-legs", "split-and-not",
-        "all-split", "split-and-two-callers"])
+        "all-split", "split-and-two-callers", "own-after", "own-before", "own-and-two-callers",
+        "own-only", "own-and-split"])
 @pytest.mark.parametrize("batches", [1, 3], ids=["one-batch", "a-batch-each"])
 def test_legs_of_one_call_that_name_two_callers_are_neither_callers(tmp_path_factory, legs,
                                                                     expected, batches):
     """Legs of one call on a line (one call id; start minutes, caller, disposition): the
     earliest leg speaks for the call but a leg a transfer split off never does where
-    another was not; where the other legs name two callers, the call is callers_differ
-    (a trace of it fails closed), in every order and batching of its legs."""
+    another was not, nor one whose caller is the line itself (its own phone's record)
+    where another's is not; where the other legs name two callers, the call is
+    callers_differ (a trace of it fails closed), in every order and batching of its legs."""
     for order in itertools.permutations(range(len(legs))):
         env, db = open_env(tmp_path_factory.mktemp("legs") / "i")
         drawn = [legs[i] for i in order]

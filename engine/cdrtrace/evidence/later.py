@@ -111,14 +111,16 @@ def contradicts(tracer: Any, index_txn: Any, key: bytes, record: dict, e: Any) -
     have looked at (its feed's, where the trace named the feed of a line of its own; not
     one a switch's malicious call id passed over, its flagged call named by the switch).
     Or e is the call named, whose records now name two callers: a leg of it (not one a
-    transfer split off) from another caller, or the index's call, callers_differ (a trace
-    made now would name none: docs/trace-rules.md, "A transferred call")."""
+    transfer split off, nor the line's own phone's, its caller the line) from another
+    caller, or the index's call, callers_differ (a trace made now would name none:
+    docs/trace-rules.md, "A transferred call")."""
     call = record["call"]
     if f"{int(e['call_id']):016x}" == call["call_id"] and \
             abs(int(e["start_us"]) - call["start_us"]) <= index.CALL_SPAN_US:
         disposition = int(e["flags"]) >> 4
         return not _flagged(record) and (disposition == Disposition.CALLERS_DIFFER or (
             disposition != Disposition.TRANSFERRED
+            and int(e["calling"]) != int.from_bytes(key, "big")
             and tracer.lookup.caller_text(index_txn, int(e["calling"])) != call["calling"]))
     if not call["start_us"] <= int(e["start_us"]) < record["activated_us"]:
         return False
