@@ -110,12 +110,26 @@ def leaves(history: list[dict], at_us: int, keep: int, shared: bool = False) -> 
                         and abs(t["start_us"] - e["start_us"]) <= TWIN_US for t in history)))
 
 
+def named(before: list[dict]) -> dict:
+    """The entry a trace resolves to of those before its activation (as stored: newest
+    first): of one caller's entries of the newest instant, one that says it was answered,
+    else the first by disposition rank, answered elsewhere with the ones that rang
+    (docs/trace-rules.md, "Two callers at the same instant"); else the newest."""
+    tied = [e for e in before if e["start_us"] == before[0]["start_us"]]
+    if any(e["calling"] != before[0]["calling"] for e in tied):
+        return before[0]
+    return min(tied, key=lambda e: (not e["flags"] & 1,
+                                    7 if e["flags"] >> 4 == 11 else 2 * (e["flags"] >> 4)))
+
+
 def held(history: list[dict], at_us: int) -> bool:
-    """Whether the last call before at_us is from a source held to its feed's mark (HELD)
-    and began before it (or its feed has none of that kind)."""
+    """Whether the last call before at_us (the entry a trace names of it) is from a source
+    held to its feed's mark (HELD) and began before it (or its feed has none of that kind)."""
     before = [e for e in history if e["start_us"] < at_us]
-    return bool(before) and before[0]["source"] in HELD and (
-        HELD[before[0]["source"]][0].get(before[0]["feed"], lookup.NEVER) > before[0]["start_us"])
+    if not before:
+        return False
+    e = named(before)
+    return e["source"] in HELD and HELD[e["source"]][0].get(e["feed"], lookup.NEVER) > e["start_us"]
 
 
 def dump(store, txn) -> dict:
@@ -186,6 +200,16 @@ def run(store, native: bool, key: bytes, packed: int, at_us: int, by: str | None
                   for s, feed in ((STARTS[2], 2), (STARTS[0], 0))],
          at_us=STARTS[3], by=None, traced_before=False, line=0,
          kind="other", local_feeds=b"")   # its caller's record in another feed, 2 min before
+@example(history=[{"start_us": STARTS[1], "calling": 1, "call_id": 1, "offset": 0, "source": 1,
+                   "feed": 0, "presentation": 0, "flags": 16},
+                  {"start_us": STARTS[0], "calling": 5_404_319_570_050_145_301, "call_id": 1,
+                   "offset": 0, "source": 1, "feed": 0, "presentation": 0, "flags": 16},
+                  {"start_us": STARTS[0], "calling": 5_404_319_570_050_145_301, "call_id": 1,
+                   "offset": 0, "source": 1, "feed": 0, "presentation": 0, "flags": 16},
+                  {"start_us": STARTS[1], "calling": 1, "call_id": 1, "offset": 0, "source": 2,
+                   "feed": 0, "presentation": 0, "flags": 17}],
+         at_us=STARTS[2], by=None, traced_before=False, line=0,
+         kind="other", local_feeds=b"")   # one caller's two records of an instant: the answered named
 def test_the_native_record_writes_what_the_reference_writes(store, history, at_us, by,
                                                              traced_before, line, kind,
                                                              local_feeds):
