@@ -292,7 +292,7 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
         if (disposition == DISP_UNREADABLE or disposition == DISP_LATE_REFUSAL
                 or disposition == DISP_LATE_FAILURE or disposition == DISP_UNKNOWN
                 or disposition == DISP_TRANSFERRED or disposition == DISP_CALLERS_DIFFER
-                or _identity(e.calling)):
+                or _identity(e.calling) or e.calling == packed):   # (the line's own number)
             return None
         if _unconnected_unlogged(itxn, meta_db, e):
             return None                      # a later call may be missing: the reference says

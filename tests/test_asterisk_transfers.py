@@ -205,3 +205,14 @@ def test_the_transferring_phones_record_read_later_contests_nothing(tmp_path):
         (record,) = store.trace_records(RECEPTIONIST, analyst="cic")
         assert "later_call" not in record
         assert [p.traced_calls for p in store.status(RECEPTIONIST).progress] == [1]
+
+
+def test_a_call_whose_caller_is_the_line_itself_names_no_one(store, tmp_path):
+    """cdr_csv's 18 columns: the receptionist's channel's record is a call of its own
+    (its uniqueid), begun at 14:02, from her own number. Her trace at 14:11 resolves to it:
+    it names the line itself, no one else, so it is untraceable, with the reason, and the
+    customer is told no call time (the build before: a success naming her own number)."""
+    cdrtrace.ingest(store, [cdr_file(tmp_path, *records(18), transferring_phone(18))])
+    record = held_from_the_customer(store, RECEPTIONIST, AT, HARASSER, "2026-03-02T14:02:00Z")
+    assert record["call"]["caller_is_line"] is True
+    assert "names the line itself as its caller" in record["reason"]

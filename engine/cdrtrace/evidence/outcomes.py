@@ -154,7 +154,7 @@ def call_time(call: dict | None) -> str | None:
 
 _NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "activation_folded",
                  "unconnected_unlogged", "legs_unlogged", "line_shared", "tenants_shared",
-                 "hunt_unnamed")
+                 "hunt_unnamed", "caller_is_line")
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
@@ -208,6 +208,12 @@ def traced_for(record: dict) -> int | None:
 def untraceable_reason(call: dict) -> str | None:
     """Why a call a trace resolved to cannot be traced, where the rules fail closed
     (docs/trace-rules.md, "Imperfect data"), for the evidence; None otherwise."""
+    if "caller_is_line" in call:
+        return ("the last call to this line names the line itself as its caller: a record of "
+                "the line's own phone (Asterisk writes a phone that transferred a call, "
+                "bridged to its consultation call, as a call of its own, its caller the number "
+                "dialled), or a caller who sent the line's own number; it names no one else, "
+                "so none is named")
     if "line_shared" in call:
         return (f"this line is not an E.164 number but one a switch numbers itself (an "
                 f"extension, other digits or a SIP user), and {len(call['line_shared'])} feeds "

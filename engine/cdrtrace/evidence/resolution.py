@@ -118,6 +118,12 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
         # *57 the records cannot tell, even where the trace names the feed
         view["tenants_shared"] = tracer.catalog.names_of(index_txn, [e["feed"]])[0]
         return Outcome.UNTRACEABLE, view, e, None
+    if int(e["calling"]) == int.from_bytes(key, "big"):
+        # the record names the line itself as the caller: the line's own phone's record (the
+        # channel Asterisk writes for a phone that transferred a call), or a caller who sent
+        # the line's own number: it names no one else
+        view["caller_is_line"] = True
+        return Outcome.UNTRACEABLE, view, e, None
     # the call whose own record the switch recorded the activation in: named by the switch
     flagged = own is not None and (e["offset"], e["source"]) == own
     tied = [] if flagged else [dict(zip(_FIELDS, r, strict=True)) for r in before[1:]
