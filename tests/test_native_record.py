@@ -82,11 +82,12 @@ def store(tmp_path_factory):
     s.close()
 
 
-def leaves(history: list[dict], at_us: int, keep: int, shared: bool = False) -> bool:
+def leaves(history: list[dict], at_us: int, keep: int, shared: bool = False,
+           line: int = 0) -> bool:
     """Whether the native record leaves this trace to the reference, by its documented
     cases, worked out from the history (not from either implementation). shared: the
     line is one its switch numbers itself and two feeds have indexed such lines
-    (lookup.LOCAL_FEEDS)."""
+    (lookup.LOCAL_FEEDS); line: the line, packed (a call from the line itself names no one)."""
     if history and history[0]["start_us"] == AHEAD:    # the first held (the index: the newest)
         return True
     before = [e for e in history if e["start_us"] < at_us]
@@ -99,6 +100,7 @@ def leaves(history: list[dict], at_us: int, keep: int, shared: bool = False) -> 
     calling = e["calling"]
     identity = calling >> 62 == numbers.OTHER and (calling >> 56) & 0x3F == numbers.IDENTITY_LENGTH
     return (disposition in (9, 10) or identity      # unknown (it may have rung), unreadable
+            or (line != 0 and calling == line)      # the line itself as its caller
             or any(t["start_us"] == e["start_us"] for t in before[1:])   # another call then
             or held(history, at_us)                                  # a later call may be missing
             or shared                                 # whose line dialled *57 is not known
@@ -210,6 +212,11 @@ def run(store, native: bool, key: bytes, packed: int, at_us: int, by: str | None
                    "feed": 0, "presentation": 0, "flags": 17}],
          at_us=STARTS[2], by=None, traced_before=False, line=0,
          kind="other", local_feeds=b"")   # one caller's two records of an instant: the answered named
+@example(history=[{"start_us": STARTS[2], "calling": numbers.normalize("30355000007"),
+                   "call_id": 1, "offset": 0, "source": 1, "feed": 2, "presentation": 0,
+                   "flags": 1 << 4 | 1}],
+         at_us=STARTS[3], by=None, traced_before=False, line=7,
+         kind="other", local_feeds=b"")   # a call from the line itself
 def test_the_native_record_writes_what_the_reference_writes(store, history, at_us, by,
                                                              traced_before, line, kind,
                                                              local_feeds):
@@ -226,7 +233,7 @@ def test_the_native_record_writes_what_the_reference_writes(store, history, at_u
                      index.ENTRY_DTYPE).tobytes()
     with store.envs.env.begin(write=True) as w:
         w.put(key, value, db=store.envs.db["index"])
-    if traced_before and not leaves(history, at_us, store.config["keep"], shared):
+    if traced_before and not leaves(history, at_us, store.config["keep"], shared, packed):
         store.trace(numbers.format_number(packed), at=at_us)   # kept: traced already
     with store.envs.eread() as r:
         before = dump(store, r)
@@ -254,7 +261,7 @@ def test_the_native_record_writes_what_the_reference_writes(store, history, at_u
             made = tracer.native_record(index.native_txn(txn, tracer.db["traces"]),
                                         index.native_txn(index_txn, tracer.db["index"]),
                                         key, packed, at_us, by)
-        assert (made is None) == leaves(history, at_us, tracer.config["keep"], shared)
+        assert (made is None) == leaves(history, at_us, tracer.config["keep"], shared, packed)
         if made is None:
             assert dump(store, txn) == before
     finally:
