@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import random
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +16,8 @@ from hypothesis import strategies as st
 
 import cdrtrace
 from cdrtrace import synth, testing
+from cdrtrace.ingestion import following
+from cdrtrace.ingestion.following import StreamOptions
 from cdrtrace.parsing import native as parsing_native
 from cdrtrace.parsing import numbers, parsers, timezones
 from cdrtrace.parsing import reference as twin
@@ -21,6 +25,8 @@ from cdrtrace.parsing.formats import BROADWORKS, CUCM, Disposition, Presentation
 from cdrtrace.parsing.timezones import format_utc
 from cdrtrace.store import index
 from conftest import parse_all
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 
 FORMATS = ("asterisk", "asterisk-custom", "freeswitch", "cucm", "broadworks", "kamailio",
            "kamailio-acc", "kamailio-dbtext")
@@ -196,6 +202,54 @@ def test_cucm_header_lacking_a_needed_column_is_a_clear_error(tmp_path):
     path.write_bytes(b'"cdrRecordType"')
     with pytest.raises(cdrtrace.FormatError, match="no complete cucm header \\(2 line\\(s\\)\\)"):
         cdrtrace.ingest(store, [str(path)], fmt="cucm")
+
+
+@pytest.mark.parametrize("fmt, sample, bom", [
+    ("cucm", "cucm/cdr_StandAloneCluster_01_202603021403_1", False),   # in a quoted name
+    ("cucm", "cucm/car_export_no_types.csv", True),                    # an unquoted header
+    ("broadworks", "broadworks/BW-CDR-20260302140000-2-000001.csv", False),
+    ("auto", "broadworks/BW-CDR-20260302140000-2-000001.csv", True),
+    ("auto", "asterisk/Master.csv", False),
+])
+def test_a_carriage_return_inside_the_first_line_is_a_clear_error_saying_where(tmp_path, fmt,
+                                                                              sample, bom):
+    """A header (or, read as auto, a first line) cut by a stray carriage return, as files
+    joined or edited on another system give: the csv module cannot read it. Refused
+    whole, with the byte it stands at (it was an internal error, exit 70); nothing of it
+    is indexed or rejected; a follower refuses it alike."""
+    data = b"\xef\xbb\xbf" * bom + (SAMPLE_DIR / sample).read_bytes()   # a byte-order mark
+    at = data.index(b",", 40) + 3
+    path = tmp_path / "cdr_x.csv"
+    path.write_bytes(data[:at] + b"\r" + data[at:])
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    message = f"{path}: its first line cannot be read: a carriage return at byte {at}"
+    hint = "; its format cannot be told (name it with --format)" if fmt == "auto" else ""
+    with pytest.raises(cdrtrace.ParseError, match=f"^{re.escape(message + hint)}$"):
+        cdrtrace.ingest(store, [str(path)], fmt=fmt)
+    assert store.stats()["index"]["lines"] == 0 and not (store.path / "rejects.jsonl").exists()
+    if fmt != "auto":
+        options = StreamOptions(batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2)
+        with pytest.raises(cdrtrace.ParseError, match=f"^{re.escape(message)}$"):
+            following.follow(store, str(path), fmt=fmt, options=options)
+
+
+def test_a_carriage_return_inside_what_may_be_cucms_types_line_leaves_it_a_record(tmp_path):
+    """A CUCM file's second line is its types line or its first record: one the csv
+    module cannot read is no types line, and its parse rejects it as the record it is,
+    with its position, keeping the rest (it was an internal error, exit 70)."""
+    data = (SAMPLE_DIR / "cucm/car_export_no_types.csv").read_bytes()
+    second = data.index(b"\n") + 1
+    at = data.index(b",", second) + 1
+    path = tmp_path / "car.csv"
+    path.write_bytes(data[:at] + b"\r" + data[at:])
+    store = cdrtrace.open(tmp_path / "s", create=True)
+    clean = cdrtrace.open(tmp_path / "c", create=True)
+    whole = cdrtrace.ingest(clean, [str(SAMPLE_DIR / "cucm/car_export_no_types.csv")], fmt="cucm")
+    summary = cdrtrace.ingest(store, [str(path)], fmt="cucm", rejects_path=tmp_path / "r.jsonl")
+    assert (summary.records, summary.rejected) == (whole.records, 1)
+    (reject,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert (reject["record"], reject["offset"]) == (1, second)
+    assert "carriage return" in reject["reason"]
 
 
 def test_cucm_bad_records_are_rejected_with_positions(tmp_path):

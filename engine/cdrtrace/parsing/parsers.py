@@ -54,9 +54,23 @@ def get_format(name: str) -> Format:
         raise FormatError(f"unknown format {name!r} (known: {', '.join(FORMATS)})") from None
 
 
-def _fields(line: bytes, delimiter: str = ",", quote: str = '"') -> list[str]:
-    return [f.strip() for f in next(csv.reader([line.decode("latin-1")], delimiter=delimiter,
-                                               quotechar=quote, skipinitialspace=True), [])]
+def _fields(line: bytes, delimiter: str = ",", quote: str = '"', *, source: str = "source",
+            start: int = 0) -> list[str]:
+    """The fields of a source's first line (its header, or a record read for its format),
+    which starts at byte `start` of the source; ParseError, saying where, for one the csv
+    module cannot read: a carriage return inside it (files joined or edited on another
+    system), not the line's end."""
+    try:
+        return [f.strip() for f in next(csv.reader([line.decode("latin-1")], delimiter=delimiter,
+                                                   quotechar=quote, skipinitialspace=True), [])]
+    except csv.Error as exc:
+        raise _unreadable(line, source, start, str(exc)) from None
+
+
+def _unreadable(line: bytes, source: str, start: int, why: str = "") -> ParseError:
+    cr = line.find(b"\r")
+    where = f"a carriage return at byte {start + cr}" if cr >= 0 else why
+    return ParseError(f"{source}: its first line cannot be read: {where}")
 
 
 def _asterisk_table(source: str, fields: list[str]) -> FormatError | None:
@@ -73,9 +87,12 @@ def _asterisk_table(source: str, fields: list[str]) -> FormatError | None:
 
 def detect_format(head: bytes, source: str = "source") -> str:
     """The format of a source from its first bytes, or FormatError naming the candidates."""
-    head = head.removeprefix(BOM)
-    first = head.split(b"\n", 1)[0].rstrip(b"\r")
-    fields = _fields(first)
+    start = len(BOM) if head.startswith(BOM) else 0
+    first = head[start:].split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        fields = _fields(first, source=source, start=start)
+    except ParseError as exc:
+        raise ParseError(f"{exc}; its format cannot be told (name it with --format)") from None
     if table := _asterisk_table(source, fields):
         raise table
     if fields[:1] == ["cdrRecordType"] or (
@@ -120,7 +137,10 @@ def cucm_cmr(head: bytes) -> bool:
     quality, per phone, with no caller or number dialled), which CUCM writes beside its
     CDR files (cmr_CLUSTER_NODE_DATETIME_SEQ) when call diagnostics are on. Its header
     begins as a CDR file's does."""
-    fields = _fields(head.removeprefix(BOM).split(b"\n", 1)[0].rstrip(b"\r"))
+    try:
+        fields = _fields(head.removeprefix(BOM).split(b"\n", 1)[0].rstrip(b"\r"))
+    except ParseError:
+        return False            # not a CMR header: read_header says what the line is
     return (fields[:1] in (["cdrRecordType"], ["cmrRecordType"])
             and {"numberPacketsSent", "directoryNum"} <= set(fields)
             and "dateTimeOrigination" not in fields)
@@ -135,13 +155,13 @@ def check_named_format(form: Format, head: bytes, source: str = "source") -> Non
     first = head.removeprefix(BOM).split(b"\n", 1)[0].rstrip(b"\r")
     try:
         table = _asterisk_table(source, _fields(first))
-    except csv.Error:
-        table = None
+    except ParseError:
+        table = None            # read_header or the records say what is wrong
     if table is not None:
         raise table             # read as named, its columns would be taken for others
     try:
         seen = detect_format(head, source)
-    except (FormatError, csv.Error):
+    except FormatError:
         return                  # no other format shows either: the records say what is wrong
     if seen != form.name:
         raise FormatError(f"{source} begins as {seen} files do, not as {form.name} ones: name "
@@ -194,7 +214,9 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
     if fmt.types_line and cucm_cmr(lines[0][0]):
         raise ParseError(f"{source} is a CUCM CMR file (call management records: voice "
                          "quality, no calls): read the cdr_ files beside it")
-    names = _fields(lines[0][0], fmt.delimiter, fmt.quote)
+    names = _fields(lines[0][0], fmt.delimiter, fmt.quote, source=source, start=pos)
+    if any("\r" in name for name in names):    # inside quotes: no column is named so
+        raise _unreadable(lines[0][0], source, pos)
     required = [fmt.roles[r] for r in fmt.required]
     known = fmt.columns or next(iter((fmt.releases or {}).values()), ())
     if not fmt.header_optional or set(required) <= set(names) or names[:1] == list(known[:1]):
@@ -203,7 +225,10 @@ def read_header(fmt: Format, head: bytes, source: str = "source") -> tuple[list[
                               f"({fmt.header_lines} line(s)) in its first {MAX_HEADER} bytes")
         pos = lines[0][1] if fmt.types_line else lines[-1][1]
         if fmt.types_line and len(lines) > 1:
-            types = _fields(lines[1][0], fmt.delimiter, fmt.quote)
+            try:
+                types = _fields(lines[1][0], fmt.delimiter, fmt.quote)
+            except ParseError:
+                types = []      # no types line: a record, which its parse accepts or rejects
             if len(types) == len(names) and all(TYPE_NAME.match(t) for t in types):
                 pos = lines[1][1]
         return names, pos
