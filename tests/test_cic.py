@@ -87,6 +87,32 @@ def test_directory_import_errors_say_which_row(store, tmp_path):
     assert store.import_directory(same, operator="ops") == 1     # the same row twice: one
 
 
+@pytest.mark.parametrize("content, where", [
+    # a Latin-1 export (it was the reader's 'In CSV column #1: ... invalid UTF8 data')
+    (b'number,name,address\n3035550142,"Jos\xe9","1 Elm"\n', "row 2 (byte {}) is not UTF-8 text"),
+    # in the header (it was an internal error, exit 70)
+    (b'number,n\xe4me,address\n3035550142,"Pat","1 Elm"\n', "row 1 (byte {}) is not UTF-8 text"),
+    # after a byte-order mark, in a row of another field count
+    (b'\xef\xbb\xbfnumber,name,address\n3035550142,Pat,"1 Elm"\n720555,L\xe9e\n',
+     "row 3 (byte {}) is not UTF-8 text"),
+    # a row of another field count, after an address over two lines and a blank line (it
+    # was the row's text)
+    (b'number,name,address\n3035550142,Pat,"1 Elm\nDenver"\n\n7205550199,Lee\n',
+     "row 5 has 2 field(s), not 3"),
+])
+def test_a_directory_the_reader_refuses_is_an_error_saying_which_row(store, tmp_path, content,
+                                                                     where):
+    """Not the reader's words alone, which named no row, or the row's own text (names,
+    addresses), or an internal error; nothing of the file is imported, the refusal audited."""
+    path = tmp_path / "directory.csv"
+    path.write_bytes(content)
+    at = next((i for i, b in enumerate(content) if b in b"\xe4\xe9"), None)
+    with pytest.raises(cdrtrace.DirectoryError,
+                       match=re.escape(f"cannot read {path}: {where.format(at)}")):
+        store.import_directory(str(path), operator="ops")
+    assert [e["action"] for e in testing.audit_entries(store)] == ["directory_import_refused"]
+
+
 def test_identifying_reads_are_audited(traced):
     store, _, _ = traced
     store.last_calls(LINE, analyst="ann")

@@ -7,6 +7,8 @@ changes never rewrite evidence.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -38,15 +40,40 @@ def read(path: str | os.PathLike) -> pa.Table:
         else:
             table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in COLUMNS}))
+        names = table.column_names      # decoded here: a header not UTF-8 raises now
     except FileNotFoundError:
         raise DirectoryError(f"cannot read {path}: no such file") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DirectoryError(f"cannot read {path}: {exc}") from None
-    missing = [c for c in ("number", "name", "address") if c not in table.column_names]
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+        raise DirectoryError(f"cannot read {path}: {_where(path, exc)}") from None
+    missing = [c for c in ("number", "name", "address") if c not in names]
     if missing:
         raise DirectoryError(f"{path} lacks the column(s) {', '.join(missing)} "
                              f"(expected {', '.join(COLUMNS)})")
     return table
+
+
+def _where(path: Path, exc: Exception) -> str:
+    """What is wrong with a CSV directory the reader refused, with the row it is in where
+    the reader's words do not say (text that is not UTF-8, as a Latin-1 export gives, in
+    its header too; a row of another field count), not the row's text: names, addresses."""
+    try:
+        data = b"" if path.suffix.lower() == ".parquet" else path.read_bytes()
+    except OSError:
+        data = b""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        line = data.count(b"\n", 0, bad.start) + 1
+        return f"row {line} (byte {bad.start}) is not UTF-8 text: save the directory as UTF-8"
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        width = len(next(rows, []))
+        for row in rows:
+            if row and len(row) != width:
+                return f"row {rows.line_num} has {len(row)} field(s), not {width}"
+    except csv.Error:
+        pass
+    return str(exc)
 
 
 def entries(table: pa.Table, country_code: int, source: str = "directory"):
