@@ -257,6 +257,36 @@ def test_an_sqlite_row_that_cannot_be_read_is_rejected_by_its_place(tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("column, value, rejected", [
+    ("sip_reason", b"Occup\xe9", 0),       # not UTF-8 (was: the whole table refused)
+    ("start_time", "2026-02-30 10:00:00", 1),   # no such day (was: an internal error)
+    ("start_time", "1e999", 1),            # an infinite Julian day (was: an internal error)
+])
+def test_an_sqlite_value_that_is_no_text_or_time_is_its_rows_alone(tmp_path, column, value,
+                                                                  rejected):
+    """A value of one row that is not UTF-8 text, or a time that is none, costs no other
+    row: text is read as its bytes (as a file's would be), a bad time rejects its row by its
+    place, which fails closed, and the rows around it are read."""
+    db = tmp_path / "acc.db"
+    acc_db(db, [(T0, "2125550101", "200"), (T0 + 60, "2125550102", "486"),
+                (T0 + 120, "2125550103", "200")])
+    with sqlite3.connect(db) as conn:
+        stored = (f"CAST(x'{value.hex()}' AS TEXT)" if isinstance(value, bytes) else
+                  value if value == "1e999" else f"'{value}'")
+        conn.execute(f"UPDATE acc_cdrs SET {column} = {stored} WHERE callid = 'call-{T0 + 60}:1'")
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    summary = cdrtrace.ingest(store, [f"sqlite://{db}?table=acc_cdrs"])
+    assert (summary.records, summary.rejected) == (3, rejected)
+    if rejected:
+        (reject,) = [json.loads(line) for line in open(summary.rejects_path)]
+        assert (reject["record"], reject["reason"]) == (2, "bad timestamp in column 2")
+    assert store.trace(VICTIM, at=(T0 + 30) * 1_000_000).outcome.value == "success"
+    assert store.trace(VICTIM, at=(T0 + 180) * 1_000_000).outcome.value == "success"
+    assert [r["call"]["calling"] for r in store.trace_records(VICTIM, analyst="ann")] == [
+        "+12125550101", "+12125550103"]
+    store.close()
+
+
 def test_an_sqlite_database_in_a_folder_with_url_characters(tmp_path):
     """A path is percent-encoded in the URL ('#' and '?' would end it) and opened as
     that file, not as SQLite URI text."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import math
 import os
 import re
 import sqlite3
@@ -68,6 +69,9 @@ def render(url: str, folder: str | os.PathLike) -> Path:
         db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise SourceError(f"cannot read {url}: {exc}") from None
+    # a value's bytes as stored: text that is not UTF-8 (a caller's name as a phone sent
+    # it) is its row's to answer for, not the table's (sqlite3 refuses the whole read)
+    db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
     private.make_dir(folder)
     key = hashlib.sha256(f"{os.path.abspath(path)}\0{table}".encode()).hexdigest()[:16]
     out = Path(folder) / f"{table}-{key}.dbtext"
@@ -80,7 +84,8 @@ def render(url: str, folder: str | os.PathLike) -> Path:
         quoted = ", ".join(f'"{n}"' for n in names)
         rows = db.execute(f'SELECT {quoted} FROM "{table}" ORDER BY rowid')
         tmp = out.with_suffix(".tmp")
-        with private.open_file(tmp, "w", encoding="utf-8", newline="") as f:
+        with private.open_file(tmp, "w", encoding="utf-8", errors="surrogateescape",
+                               newline="") as f:
             f.write(" ".join(f"{n}({_type(c[2])})"
                              for n, c in zip(names, columns, strict=True)) + "\n")
             while batch := rows.fetchmany(ROWS_PER_FETCH):
@@ -106,12 +111,20 @@ def _type(declared: str | None) -> str:
 
 
 def _value(value, timed: bool) -> str:
+    """A value as db_text writes it. A time that is none (a Julian day that is infinite or
+    not a number, a date that does not exist) is written as it is: the parser rejects its
+    row, with its place, and reads the others."""
     if value is None:
         return ""
-    if timed and isinstance(value, float):
+    if timed and isinstance(value, float) and math.isfinite(value):
         return str(julian_to_epoch(value))
     if timed and isinstance(value, str) and _DATETIME.match(value):
-        return str(calendar.timegm(time.strptime(value.replace("T", " "), "%Y-%m-%d %H:%M:%S")))
+        try:
+            moment = time.strptime(value.replace("T", " "), "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            moment = None           # 30 February, 25 o'clock
+        if moment is not None:
+            return str(calendar.timegm(moment))
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     return str(value).translate(_ESCAPES)
