@@ -31,6 +31,7 @@ from . import sqlite
 from .commits import Committer, Pending
 from .sources import (
     CHUNK_BYTES,
+    CorruptData,
     IdentityThread,
     RejectsWriter,
     _Decompressing,
@@ -435,11 +436,16 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
     committer = Committer()
+    cut: CorruptData | None = None   # the compressed data ended early: read up to its end
+    cut_record = None                # the record it ended inside, rejected: never read whole
+    records = 0
     try:
         while True:
             with reader.pending() as buffer:
                 columns, bad, consumed = parser.feed(buffer, reader.eof)
             reader.consume(consumed)
+            if cut_record is not None:
+                bad, cut_record = [*bad, cut_record], None
             batch = CallBatch(columns, source)
             if len(batch):
                 index.entries_for_batch(batch, source, served, into=pending.room_for)
@@ -459,6 +465,7 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
                          if checkpoint is not None else None)
                 summary.indexed += committer.submit(pending.take(saved))
             summary.records += len(batch) + len(bad)
+            records += len(batch) + len(bad)
             if reader.eof:
                 if confirm is not None:
                     confirm()
@@ -468,11 +475,28 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
                 summary.unreadable += pending.unreadable_total
                 summary.switch_traces += pending.switch_traces
                 summary.contested += pending.later_calls
+                if cut is not None:
+                    raise SourceError(
+                        f"cannot read {name}: {cut}: its {records:,} record(s) to the cut "
+                        "were ingested, as a file's ending there would be, the record it cuts "
+                        "rejected; ingest a whole copy for the rest (what is read again "
+                        "changes nothing)")
                 return
             if progress:
                 progress(done, size)
             try:
                 got = reader.fill()
+            except CorruptData as exc:
+                if not exc.truncated:     # damage may have reached the bytes before it
+                    raise SourceError(f"cannot read {name}: {exc}") from None
+                cut, got = exc, 0     # what came before the cut is the file's: read to it
+                reader.eof = True
+                with reader.pending() as rest:
+                    tail = bytes(rest)
+                if tail.strip():      # a record it ends inside: rejected, its line held
+                    reader.consume(len(tail))
+                    cut_record = (parser.record + 1, parser.offset, "cut short where the "
+                                  "source's compressed data ends", tail)
             except SourceError as exc:
                 raise SourceError(f"cannot read {name}: {exc}") from None
             done += got

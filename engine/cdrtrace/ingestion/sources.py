@@ -13,6 +13,7 @@ import os
 import stat
 import sys
 import threading
+import zlib
 from collections.abc import Iterable
 from typing import IO, Any, Protocol
 
@@ -90,30 +91,107 @@ def open_source(name: str) -> tuple[ByteStream, int | None]:
     elif kind == "xz":
         stream = lzma.LZMAFile(raw)
     else:
-        import zstandard  # a dependency: the stdlib has no zstd before Python 3.14
-
-        stream = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        stream = _Zstd(raw)
     return _Decompressing(stream, raw, kind), None
 
 
+class _Zstd:
+    """zstd frames one after another, decompressed as they are read. Its stream reader
+    ends at a frame cut short as at the end of a whole one (the rest silently lost): here
+    that is EOFError, as gzip, bzip2 and xz raise it."""
+
+    READ = 1 << 17
+
+    def __init__(self, raw: Any):
+        import zstandard  # a dependency: the stdlib has no zstd before Python 3.14
+
+        self.raw, self.context = raw, zstandard.ZstdDecompressor()
+        self.frame: Any = None      # the frame being decompressed, None between frames
+        self.out = b""
+
+    def readinto1(self, view: Any) -> int:
+        while not self.out:
+            data = self.raw.read(self.READ)
+            if not data:
+                if self.frame is not None:
+                    raise EOFError("Compressed file ended before the end-of-stream marker "
+                                   "was reached")
+                return 0
+            while data:
+                self.frame = self.frame or self.context.decompressobj()
+                self.out += self.frame.decompress(data)
+                data = self.frame.unused_data if self.frame.eof else b""
+                if self.frame.eof:
+                    self.frame = None
+        n = min(len(view), len(self.out))
+        view[:n] = self.out[:n]
+        self.out = self.out[n:]
+        return n
+
+    readinto = readinto1
+
+    def close(self) -> None:
+        """The file is closed by the stream that holds it."""
+
+
+class CorruptData(SourceError):
+    """A compressed source's data is damaged here, or ends before its end (truncated: what
+    came before it is the source's own; damage may have reached what came before it
+    unseen: a stream's checksum is checked at its end)."""
+
+    def __init__(self, message: str, truncated: bool):
+        super().__init__(message)
+        self.truncated = truncated
+
+
 class _Decompressing(io.RawIOBase):
-    """A decompressing stream whose errors name the compression, closing its file too."""
+    """A decompressing stream whose errors name the compression and the bytes read before
+    them (CorruptData), closing its file too."""
 
     def __init__(self, stream, raw, kind: str):
         self.stream, self.raw, self.kind = stream, raw, kind
+        self.read_some = getattr(stream, "readinto1", stream.readinto)
+        self.done = 0
+        self.error: CorruptData | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        try:
-            return self.stream.readinto(buffer)
-        except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
-            raise SourceError(f"corrupt {self.kind} data ({exc})") from None
-        except Exception as exc:   # zstandard.ZstdError is not an OSError
-            if type(exc).__name__ == "ZstdError":
-                raise SourceError(f"corrupt {self.kind} data ({exc})") from None
-            raise
+        """Fills buffer a read of the compressed file at a time (readinto1, which returns
+        what one read gave: a larger read that meets the damage loses what it decompressed
+        before it); at damaged data returns what came before it, and raises CorruptData at
+        the next call (at once if nothing came before it)."""
+        if self.error is not None:
+            raise self.error
+        total = 0
+        with memoryview(buffer) as view:
+            while total < len(view):
+                try:
+                    got = self.read_some(view[total:])
+                except (OSError, EOFError, lzma.LZMAError, ValueError, zlib.error) as exc:
+                    self.error = self._corrupt(exc, total)
+                except Exception as exc:   # zstandard.ZstdError is not an OSError
+                    if type(exc).__name__ != "ZstdError":
+                        raise
+                    self.error = self._corrupt(exc, total)
+                if self.error is not None:
+                    if total:
+                        break
+                    raise self.error
+                if not got:
+                    break
+                total += got
+        self.done += total
+        return total
+
+    def _corrupt(self, exc: Exception, more: int) -> CorruptData:
+        done = self.done + more
+        if isinstance(exc, EOFError):
+            return CorruptData(f"its {self.kind} data is cut short after {done:,} bytes of CDRs",
+                               truncated=True)
+        return CorruptData(f"corrupt {self.kind} data after {done:,} bytes of CDRs ({exc})",
+                           truncated=False)
 
     def close(self) -> None:
         if not self.closed:
