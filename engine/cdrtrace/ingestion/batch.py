@@ -31,10 +31,11 @@ from . import sqlite
 from .commits import Committer, Pending
 from .sources import (
     CHUNK_BYTES,
-    CorruptData,
+    CUT_RECORD,
     IdentityThread,
     RejectsWriter,
     _Decompressing,
+    cut_message,
     expand,
     identity,
     open_source,
@@ -436,16 +437,15 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
     done = reader.end            # the first fill was read to find the header
     summary.bytes += done
     committer = Committer()
-    cut: CorruptData | None = None   # the compressed data ended early: read up to its end
-    cut_record = None                # the record it ended inside, rejected: never read whole
     records = 0
     try:
         while True:
+            cut = reader.take_cut_record()     # a compressed source cut short inside it
             with reader.pending() as buffer:
                 columns, bad, consumed = parser.feed(buffer, reader.eof)
             reader.consume(consumed)
-            if cut_record is not None:
-                bad, cut_record = [*bad, cut_record], None
+            if cut:                           # rejected, its line held: never read whole
+                bad = [*bad, (parser.record + 1, parser.offset, CUT_RECORD, cut)]
             batch = CallBatch(columns, source)
             if len(batch):
                 index.entries_for_batch(batch, source, served, into=pending.room_for)
@@ -475,28 +475,13 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
                 summary.unreadable += pending.unreadable_total
                 summary.switch_traces += pending.switch_traces
                 summary.contested += pending.later_calls
-                if cut is not None:
-                    raise SourceError(
-                        f"cannot read {name}: {cut}: its {records:,} record(s) to the cut "
-                        "were ingested, as a file's ending there would be, the record it cuts "
-                        "rejected; ingest a whole copy for the rest (what is read again "
-                        "changes nothing)")
+                if reader.cut is not None:
+                    raise SourceError(cut_message(name, reader.cut, records))
                 return
             if progress:
                 progress(done, size)
             try:
                 got = reader.fill()
-            except CorruptData as exc:
-                if not exc.truncated:     # damage may have reached the bytes before it
-                    raise SourceError(f"cannot read {name}: {exc}") from None
-                cut, got = exc, 0     # what came before the cut is the file's: read to it
-                reader.eof = True
-                with reader.pending() as rest:
-                    tail = bytes(rest)
-                if tail.strip():      # a record it ends inside: rejected, its line held
-                    reader.consume(len(tail))
-                    cut_record = (parser.record + 1, parser.offset, "cut short where the "
-                                  "source's compressed data ends", tail)
             except SourceError as exc:
                 raise SourceError(f"cannot read {name}: {exc}") from None
             done += got

@@ -134,6 +134,15 @@ class _Zstd:
         """The file is closed by the stream that holds it."""
 
 
+CUT_RECORD = "cut short where the source's compressed data ends"
+
+
+def cut_message(name: str, cut: CorruptData, records: int) -> str:
+    return (f"cannot read {name}: {cut}: its {records:,} record(s) to the cut were ingested, "
+            "as a file's ending there would be, the record it cuts rejected; ingest a whole "
+            "copy for the rest (what is read again changes nothing)")
+
+
 class CorruptData(SourceError):
     """A compressed source's data is damaged here, or ends before its end (truncated: what
     came before it is the source's own; damage may have reached what came before it
@@ -266,6 +275,7 @@ class ChunkReader:
         self.buffer = bytearray(size)
         self.start = self.end = 0
         self.eof = False
+        self.cut: CorruptData | None = None    # a compressed source cut short: it ends there
         self.name = name
         self.read_total = 0
         # a named file (batch ingest) is checked at its end for having shrunk; a followed
@@ -283,6 +293,10 @@ class ChunkReader:
         with memoryview(self.buffer) as view:
             try:
                 got = self.stream.readinto(view[tail:])
+            except CorruptData as exc:
+                if not exc.truncated:   # damage may have reached what came before it unseen
+                    raise
+                self.cut, got = exc, 0  # what came before the cut is the source's own
             except SourceError:
                 raise
             except OSError as exc:
@@ -305,6 +319,16 @@ class ChunkReader:
 
     def consume(self, count: int) -> None:
         self.start += count
+
+    def take_cut_record(self) -> bytes:
+        """At a cut (self.cut): the record it ends inside, taken out of what is pending, so
+        that it is not read as a whole one; b"" where the cut fell between records."""
+        if self.cut is None:
+            return b""
+        last = self.buffer.rfind(b"\n", self.start, self.end) + 1 or self.start
+        cut_record = bytes(self.buffer[last:self.end])
+        self.end = last
+        return cut_record if cut_record.strip() else b""
 
     def close(self) -> None:
         """Nothing to release: the buffer is ordinary memory."""
