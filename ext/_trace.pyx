@@ -183,6 +183,18 @@ cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
     return <int64_t>since > e.start_us
 
 
+cdef bint _damaged_source(itxn, meta_db, const Entry* e):
+    """True if the call's source was found damaged after it was indexed (store.lookup.
+    DAMAGED_SOURCE, Lookup.damaged: the reference writes what was found)."""
+    cdef unsigned char mark[19]
+    memcpy(mark, b"damaged-source/", 15)
+    mark[15] = (e.source >> 24) & 0xFF
+    mark[16] = (e.source >> 16) & 0xFF
+    mark[17] = (e.source >> 8) & 0xFF
+    mark[18] = e.source & 0xFF
+    return itxn.get(PyBytes_FromStringAndSize(<char*>mark, 19), None, meta_db) is not None
+
+
 cdef inline bint _identity(uint64_t packed) noexcept:
     return (packed >> 62) == KIND_OTHER and ((packed >> 56) & 0x3F) == IDENTITY_LENGTH
 
@@ -294,6 +306,8 @@ def record(etxn, itxn, tuple dbs, bytes key, uint64_t packed, int64_t at_us, str
                 or disposition == DISP_TRANSFERRED or disposition == DISP_CALLERS_DIFFER
                 or _identity(e.calling) or e.calling == packed):   # (the line's own number)
             return None
+        if _damaged_source(itxn, meta_db, e):
+            return None                      # its file was found damaged: the reference says
         if _unconnected_unlogged(itxn, meta_db, e):
             return None                      # a later call may be missing: the reference says
         if _shared_local(itxn, meta_db, packed):

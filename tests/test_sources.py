@@ -20,6 +20,7 @@ from test_formats import projection, write
 import cdrtrace
 from cdrtrace import config, synth, testing
 from cdrtrace.errors import FormatError
+from cdrtrace.parsing import numbers
 from cdrtrace.parsing.parsers import detect_format
 
 COMPRESSORS = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
@@ -293,3 +294,44 @@ def test_a_commit_in_flight_saves_the_archive_as_it_was_when_its_batch_was_taken
     cdrtrace.ingest(s, [str(plain)], archive=archive)
     total = len(columns["line"])
     assert archived(archive) == (total, total)
+
+
+@pytest.fixture(params=["native", "reference"])
+def either(request, tmp_path):
+    """A store whose traces are made in C where it can, or by the reference alone."""
+    s = fresh(tmp_path, "either")
+    if request.param == "reference":
+        s._tracer.native = False
+    yield s
+    s.close()
+
+
+def test_calls_committed_from_a_file_found_damaged_later_name_no_caller(tmp_path, day, either):
+    """gzip checks its checksum at its end: damage in the middle of a file larger than one
+    write transaction shows once its earlier transactions are committed, and what they read
+    may be damaged too, unseen (a digit of a caller's number). A trace that resolves to a
+    call of such a file is untraceable, with what was found, and tells no call time; the
+    same calls of a sound copy are named."""
+    columns, plain = day
+    data = bytearray(gzip.compress(plain.read_bytes()))
+    for i in range(len(data) // 2, len(data) // 2 + 16):
+        data[i] ^= 0x55                          # shows only as its checksum at the end
+    broken = tmp_path / "Master.csv.gz"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(cdrtrace.SourceError, match="CRC check failed"):
+        cdrtrace.ingest(either, [str(broken)], chunk_bytes=65536, batch_pairs=1000)
+    sound = fresh(tmp_path, "sound")
+    cdrtrace.ingest(sound, [str(plain)])
+    committed = projection(either)
+    assert 0 < len(committed) < len(projection(sound))
+    named = [line for line in sorted(committed)[:40]
+             if sound.trace(numbers.format_number(int.from_bytes(line, "big")))
+             .outcome.value == "success"]
+    assert len(named) > 10
+    for line in named:
+        text = numbers.format_number(int.from_bytes(line, "big"))
+        result = either.trace(text)
+        assert (result.outcome.value, result.call_time) == ("untraceable", None)
+        (record,) = either.trace_records(text, analyst="cic")
+        assert record["call"]["source_damaged"].startswith(f"{broken}: corrupt gzip data")
+        assert "was found damaged further on" in record["reason"]

@@ -154,7 +154,7 @@ def call_time(call: dict | None) -> str | None:
 
 _NO_CALL_TIME = ("stamped_ahead", "stamped_after_activation", "folded", "activation_folded",
                  "unconnected_unlogged", "legs_unlogged", "line_shared", "tenants_shared",
-                 "hunt_unnamed", "caller_is_line")
+                 "hunt_unnamed", "caller_is_line", "source_damaged")
 
 
 def customer_status(line: str, records: list[dict], threshold: int, labels: dict[str, str],
@@ -208,6 +208,11 @@ def traced_for(record: dict) -> int | None:
 def untraceable_reason(call: dict) -> str | None:
     """Why a call a trace resolved to cannot be traced, where the rules fail closed
     (docs/trace-rules.md, "Imperfect data"), for the evidence; None otherwise."""
+    if "source_damaged" in call:
+        return ("the CDR file this call was read from was found damaged further on, after "
+                f"this call was indexed ({call['source_damaged']}): compressed data is checked "
+                "at its end, so the bytes this call was read from may be damaged too, a digit "
+                "of its caller's number among them, so none is named")
     if "caller_is_line" in call:
         return ("the last call to this line names the line itself as its caller: a record of "
                 "the line's own phone (Asterisk writes a phone that transferred a call, "

@@ -107,6 +107,11 @@ def resolve(tracer: Any, txn: Any, index_txn: Any, key: bytes, at_us: int,
     e = dict(zip(_FIELDS, before[0], strict=True))
     outcome = outcome_for(e)
     view = tracer.call_view(index_txn, e)
+    if (damage := tracer.lookup.damaged(index_txn, e)) is not None:
+        # its file's compressed data was found damaged past it, after it was indexed: the
+        # bytes it was read from may be damaged too (a digit of its caller's number)
+        view["source_damaged"] = damage
+        return Outcome.UNTRACEABLE, view, e, None
     if shared is not None:
         # an extension that two switches may each have: the records cannot tell whose line
         # dialled *57, and the last call to another's would be named

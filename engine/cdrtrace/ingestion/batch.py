@@ -25,13 +25,14 @@ from ..parsing.parsers import (
     normalizer,
     read_header,
 )
-from ..store import index
+from ..store import index, lookup
 from ..store.catalog import ArchiveMark, Position
 from . import sqlite
 from .commits import Committer, Pending
 from .sources import (
     CHUNK_BYTES,
     CUT_RECORD,
+    CorruptData,
     IdentityThread,
     RejectsWriter,
     _Decompressing,
@@ -483,6 +484,10 @@ def _ingest_stream(store, reader, parser, source, name, rejects, summary, size, 
             try:
                 got = reader.fill()
             except SourceError as exc:
+                if isinstance(exc, CorruptData):      # what it committed may be damaged too
+                    store.envs.write(functools.partial(
+                        lookup.note_damaged, meta_db=store.envs.db["meta"], source=source,
+                        found=f"{name}: {exc}"))
                 raise SourceError(f"cannot read {name}: {exc}") from None
             done += got
             summary.bytes += got

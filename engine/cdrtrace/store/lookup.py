@@ -27,6 +27,10 @@ STAMPED_AHEAD_US = 300 * 1_000_000
 # its feed's mark), so that the calls of other formats ingested under the same feed (the
 # unnamed feed 0) are not held to it
 UNCONNECTED, UNCONNECTED_SOURCE, NEVER = b"unconnected/", b"unconnected-source/", 2**63 - 1
+# a source whose compressed data was found damaged once some of it was committed (gzip
+# checks its checksum at its end: what it gave before may be damaged unseen): in the
+# index's meta, DAMAGED_SOURCE + 4 bytes -> what was found, as text
+DAMAGED_SOURCE = b"damaged-source/"
 LEGS = b"/legs"
 # what a held call's view names its reason by, by its mark's suffix
 UNLOGGED_VIEW = {b"": "unconnected_unlogged", LEGS: "legs_unlogged"}
@@ -145,6 +149,11 @@ def note_unconnected(txn: Any, meta_db: Any, feed: int, since: int | None,
     if mark != held:
         txn.put(UNCONNECTED + feed.to_bytes(2, "big") + suffix,
                 mark.to_bytes(8, "little", signed=True), db=meta_db)
+
+
+def note_damaged(txn: Any, meta_db: Any, source: int, found: str) -> None:
+    """Note, in an index write, that a source's data was found damaged (DAMAGED_SOURCE)."""
+    txn.put(DAMAGED_SOURCE + source.to_bytes(4, "big"), found.encode(), db=meta_db)
 
 
 def local_line(packed: int) -> bool:
@@ -358,6 +367,11 @@ class Lookup:
         """The feeds that have indexed calls to lines of their switch's own: as noted
         (LOCAL_FEEDS), else as a read-only open found them (unnoted)."""
         return local_feeds(txn, self.db["meta"]) or self.unnoted or []
+
+    def damaged(self, txn: Any, e: dict) -> str | None:
+        """What was found damaged in the source of entry e's call (note_damaged), or None."""
+        held = txn.get(DAMAGED_SOURCE + int(e["source"]).to_bytes(4, "big"), db=self.db["meta"])
+        return None if held is None else bytes(held).decode()
 
     def unlogged_after(self, txn: Any, e: dict) -> tuple[str, str | None] | None:
         """None if no call may be missing after the call of entry e for want of its
