@@ -113,6 +113,27 @@ def test_a_directory_the_reader_refuses_is_an_error_saying_which_row(store, tmp_
     assert [e["action"] for e in testing.audit_entries(store)] == ["directory_import_refused"]
 
 
+@pytest.mark.parametrize("columns, message", [
+    ({"number": [[3035550142]]}, "{}: its column number holds list<element: int64>, not text"),
+    ({"name": [{"first": "Pat"}]}, "{}: its column name holds struct<first: string>, not text"),
+    ({"number": [b"3035550142", b"303555\xe90143"]}, "{} row 3: its number is not UTF-8 text"),
+])
+def test_a_parquet_directory_whose_column_holds_no_text_is_an_error_saying_which(
+        store, tmp_path, columns, message):
+    """A Parquet file's columns have types of their own: one that holds no text (it was
+    an internal error: Arrow cannot cast it), or bytes that are not UTF-8 (the row)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = len(next(iter(columns.values())))
+    table = {"number": ["3035550142"] * rows, "name": ["Pat"] * rows, "address": ["1 Elm"] * rows,
+             **columns}
+    path = tmp_path / "directory.parquet"
+    pq.write_table(pa.table(table), path)
+    with pytest.raises(cdrtrace.DirectoryError, match=f"^{re.escape(message.format(path))}$"):
+        store.import_directory(str(path), operator="ops")
+
+
 def test_identifying_reads_are_audited(traced):
     store, _, _ = traced
     store.last_calls(LINE, analyst="ann")

@@ -76,15 +76,35 @@ def _where(path: Path, exc: Exception) -> str:
     return str(exc)
 
 
-def entries(table: pa.Table, country_code: int, source: str = "directory"):
+def _texts(table: pa.Table, column: str, source: str) -> list:
+    """A column's values as text; DirectoryError for a column that holds none (a Parquet
+    file's lists or structs, or bytes that are not UTF-8, with the first such row)."""
     import pyarrow as pa
 
+    try:
+        return table.column(column).cast(pa.string()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    kind = table.schema.field(column).type
+    for row, value in enumerate(table.column(column).to_pylist(), start=2):
+        if isinstance(value, bytes) and not _utf8(value):
+            raise DirectoryError(f"{source} row {row}: its {column} is not UTF-8 text")
+    raise DirectoryError(f"{source}: its column {column} holds {kind}, not text")
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def entries(table: pa.Table, country_code: int, source: str = "directory"):
     """(key, value) pairs sorted by key, or DirectoryError naming the first bad row."""
-    numbers = table.column("number").cast(pa.string()).to_pylist()
-    names = table.column("name").cast(pa.string()).to_pylist()
-    addresses = table.column("address").cast(pa.string()).to_pylist()
-    served = (table.column("served").cast(pa.string()).to_pylist()
-              if "served" in table.column_names else ["true"] * len(numbers))
+    numbers, names, addresses = (_texts(table, c, source) for c in ("number", "name", "address"))
+    served = (_texts(table, "served", source) if "served" in table.column_names
+              else ["true"] * len(numbers))
     pairs: dict[bytes, tuple[int, str, bytes]] = {}
     for row, (number, name, address, flag) in enumerate(
             zip(numbers, names, addresses, served, strict=True), start=2):
