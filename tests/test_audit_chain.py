@@ -201,6 +201,11 @@ def test_cli_checkpoint_and_verify(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["audit", "verify", "--db", db, "--checkpoint", str(points)]) == 0
     assert "extends all 1 checkpoints" in capsys.readouterr().out
+    # a checkpoint file emptied (by whoever could also rewrite the store) proves nothing:
+    # it must not pass as 'chain intact' (it did, with no word of checkpoints)
+    (empty := tmp_path / "elsewhere" / "emptied.jsonl").write_text("")
+    assert cli.main(["audit", "verify", "--db", db, "--checkpoint", str(empty)]) == 2
+    assert f"{empty} holds no checkpoint" in capsys.readouterr().err
     with cdrtrace.open(db) as store:
         testing.forge_audit_log(store, [], None)
     assert cli.main(["audit", "verify", "--db", db, "--checkpoint", str(points)]) == 2

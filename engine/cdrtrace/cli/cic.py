@@ -219,4 +219,6 @@ def _checkpoints(path: str) -> list[dict]:
         except ValueError:
             raise CdrTraceError(f"{path} line {n}: not a checkpoint") from None
         points.append(point)
+    if not points:      # emptied, or the wrong file: it proves nothing, and must not pass
+        raise CdrTraceError(f"{path} holds no checkpoint: the log cannot be proved against it")
     return points
