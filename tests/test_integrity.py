@@ -98,6 +98,63 @@ def test_audit_export_needs_an_identity_and_is_audited(store, tmp_path):
         assert testing.audit_entries(store)[-1]["action"] == "audit_export"
 
 
+def test_an_export_replaces_a_file_of_its_own_and_makes_it_private(store, tmp_path):
+    out = tmp_path / "a.jsonl"
+    out.write_text("an older export, longer than this one\n" * 100)
+    out.chmod(0o644)
+    db = str(store.path)
+    store.close()
+    assert cli.main(["audit", "export", "--operator", "ops", "--out", str(out), "--db", db]) == 0
+    assert "older" not in out.read_text() and stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "another user's", "a folder",
+                                     "a pipe"])
+@pytest.mark.parametrize("command", ["audit export", "ingest --rejects"])
+def test_callers_data_is_never_written_into_a_file_another_planted(store, tmp_path, monkeypatch,
+                                                                   capsys, planted, command):
+    """A path in a folder other local users can write (--out /tmp/...) may hold what one of
+    them planted: a symbolic link or a hard link to a file of theirs (or, for a privileged
+    process, to /etc/passwd), or a file of their own they could read once written. It is
+    refused (exit 2, saying why) and left as it was; it was written through."""
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_text("theirs\n")
+    out = tmp_path / "out.jsonl"
+    if planted == "symlink":
+        out.symlink_to(theirs)
+    elif planted == "hard link":
+        os.link(theirs, out)
+    elif planted == "a folder":
+        out.mkdir()
+    elif planted == "a pipe":
+        os.mkfifo(out)          # nobody reads it: opened for writing, it would wait for ever
+    else:
+        out.write_text("theirs\n")
+        real = os.fstat
+
+        def fstat(fd):       # out's owner another user (a test that runs as root could chown)
+            found = real(fd)
+            if os.readlink(f"/proc/self/fd/{fd}") != str(out):
+                return found
+            fields = list(found)
+            fields[stat.ST_UID] = os.geteuid() + 1
+            return os.stat_result(fields)
+        monkeypatch.setattr(os, "fstat", fstat)
+    db = str(store.path)
+    store.close()
+    argv = (["audit", "export", "--operator", "ops", "--out", str(out)] if command == "audit export"
+            else ["ingest", "--rejects", str(out), cdr_file(tmp_path, b"not a record")])
+    assert cli.main([*argv, "--db", db]) == 2
+    err = capsys.readouterr().err
+    why = {"symlink": "is a symbolic link", "hard link": "is a file with 1 other name(s)",
+           "another user's": "is another user's file", "a folder": "not a plain file",
+           "a pipe": "is not a plain file"}[planted]
+    assert f"{out} {why}" in err or (planted == "a folder" and "Is a directory" in err), err
+    assert theirs.read_text() == "theirs\n"
+    if planted == "another user's":
+        assert out.read_text() == "theirs\n"
+
+
 # ------------------------------------------------------------------ evidence integrity
 
 def test_trace_ids_are_never_reused_after_a_purge(store, ingest_records):

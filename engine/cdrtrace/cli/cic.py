@@ -55,6 +55,8 @@ def cmd_case(args):
         try:
             with private.open_file(args.out, "wb") as f:
                 f.write(pdf)
+        except CdrTraceError:
+            raise                   # a file it must not write: says why
         except OSError as exc:
             raise CdrTraceError(f"cannot write {args.out}: {exc.strerror}") from None
         emit(args, {"case_id": args.line, "out": args.out},
@@ -138,6 +140,8 @@ def cmd_audit(args):
         try:
             with private.open_file(args.out, "w", encoding="utf-8") as f:
                 f.write(lines)
+        except CdrTraceError:
+            raise                   # a file it must not write: says why
         except OSError as exc:
             raise CdrTraceError(f"cannot write {args.out}: {exc.strerror}") from None
     else:
@@ -180,6 +184,8 @@ def _export_trace_table(args, store):
     try:
         with private.open_file(args.out, "wb") as sink:     # private before the first byte
             pq.write_table(table, sink, compression="zstd")
+    except CdrTraceError:
+        raise                   # a file it must not write: says why
     except OSError as exc:
         raise CdrTraceError(f"cannot write {args.out}: {exc.strerror}") from None
     emit(args, {"traces": table.num_rows, "out": args.out},

@@ -4,6 +4,7 @@ directory is created 0700 and every file 0600, whatever the process umask, and a
 others can read is refused on open."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -35,13 +36,39 @@ def make_dir(path: str | os.PathLike) -> Path:
 
 
 def open_file(path: str | os.PathLike, mode: str = "a", **kwargs: Any) -> IO[Any]:
-    """open(path, mode), the file created 0600 (an existing one is made 0600 too)."""
-    flags = {"a": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-             "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    """open(path, mode), the file created 0600 (an existing one is made 0600 too). What
+    it is written holds callers' numbers (a case report, rejected records), and its path
+    may lie where another local user can write (--out /tmp/...): it is never opened
+    through a symbolic link, nor is it another user's file, or a file with another name
+    too (a hard link: /etc/passwd's, say, under a name in /tmp), which a privileged
+    process would write into and another could read or break. StoreError then, the file
+    as it was (it is emptied for "w" once it is known to be the process's own)."""
+    flags = {"a": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "w": os.O_WRONLY | os.O_CREAT,
+             "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "wb": os.O_WRONLY | os.O_CREAT,
              "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
-    fd = os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
+    try:        # (non-blocking: a named pipe nobody reads would hold the process for ever)
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreError(f"{path} is a symbolic link: name the file itself (cdrtrace writes "
+                             "callers' data only to a file of its own)") from None
+        if exc.errno == errno.ENXIO:
+            raise StoreError(f"{path} is not a plain file: cdrtrace writes callers' data only "
+                             "to a file of its own; remove it, or name another") from None
+        raise
     try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid() or found.st_nlink != 1:
+            raise StoreError(
+                f"{path} is " + ("not a plain file" if not stat.S_ISREG(found.st_mode) else
+                                 "another user's file" if found.st_uid != os.geteuid() else
+                                 f"a file with {found.st_nlink - 1} other name(s) (hard links)")
+                + ": cdrtrace writes callers' data only to a file of its own; remove it, or "
+                "name another")
         os.fchmod(fd, FILE_MODE)
+        if mode.startswith("w"):
+            os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
         return os.fdopen(fd, mode, **kwargs)
     except BaseException:
         os.close(fd)
