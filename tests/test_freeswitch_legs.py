@@ -254,3 +254,61 @@ def test_a_followed_feed_says_what_it_waits_for(store, tmp_path):
     got = store.trace("2001", at="2026-03-02T15:01:00Z")
     assert (got.outcome.value, got.call_time) == ("success", "2026-03-02T14:50:01Z")
     assert "both legs of calls logged from 2026-03-02T14:50:00Z" in stats()
+
+
+# An attended transfer on FreeSWITCH (legs = ab), in the shapes its source gives: the
+# receptionist 1000 takes the harasser's call (A leg a1, its B leg b1 to her phone), puts
+# it on hold and calls 1001 (A leg a2 from her phone, B leg b2 to 1001's), then transfers:
+# her phone's REFER with Replaces makes mod_sofia bridge the harasser's A leg to 1001's B
+# leg (switch_ivr_uuid_bridge) and end her two legs. The bridge gives each channel a new
+# caller profile: since about 1.2 the B leg b2 is the bridge's originator, an outbound leg
+# whose caller id is flipped to its callee's (1001's own number), its bleg_uuid the
+# harasser's leg, and the harasser's leg, the originatee, takes b2's caller id; before,
+# the harasser's leg was the originator and b2 took the harasser's number, its bleg_uuid
+# left empty. Either way 1001's records must never name the receptionist, whose call
+# began first, nor 1001's caller before.
+HARASSER, RECEPTIONIST, TARGET, EARLIER = "7205550199", "1000", "1001", "7205550142"
+
+
+def transfer(modern: bool, rang: str = "2026-03-02 10:01:00") -> list[bytes]:
+    def fs_leg(number, line, start, end, cause, uuid, bleg, context="default"):
+        return leg(number, line, start, end, answer=start, cause=cause, uuid=uuid, bleg=bleg,
+                   context=context)
+    return [
+        *pair(EARLIER, TARGET, TARGET, "2026-03-02 09:00:00", "2026-03-02 09:00:00",
+              "2026-03-02 09:05:00", answer="2026-03-02 09:00:02", a="a-0", b="b-0"),
+        fs_leg(TARGET if modern else HARASSER, RECEPTIONIST, "2026-03-02 10:00:00",
+               "2026-03-02 10:08:00", "NORMAL_CLEARING", "a-1", "" if modern else "b-1", "public"),
+        fs_leg(HARASSER, RECEPTIONIST, "2026-03-02 10:00:00", "2026-03-02 10:03:00",
+               "NORMAL_CLEARING", "b-1", ""),
+        fs_leg(RECEPTIONIST, TARGET, "2026-03-02 10:01:00", "2026-03-02 10:03:00",
+               "ATTENDED_TRANSFER", "a-2", "b-2"),
+        fs_leg(TARGET if modern else HARASSER, TARGET, rang, "2026-03-02 10:08:00",
+               "NORMAL_CLEARING", "b-2", "a-1" if modern else ""),
+    ]
+
+
+@pytest.mark.parametrize("modern, rang", [
+    (True, "2026-03-02 10:01:00"),     # the B leg begun in its A leg's second: a tie
+    (True, "2026-03-02 10:01:01"),     # or in the next: its caller is the line itself
+    (False, "2026-03-02 10:01:00"),    # one call whose legs name two callers
+])
+def test_a_freeswitch_attended_transfer_never_names_the_receptionist(store_either, tmp_path,
+                                                                      modern, rang):
+    """Pinned from the source alone (no FreeSWITCH could be run here): each shape fails
+    closed by a rule of its own (a tie of two callers, a caller that is the line itself,
+    callers_differ)."""
+    store = store_either
+    cdrtrace.ingest(store, [cdr_file(tmp_path, *transfer(modern, rang))], fmt="freeswitch")
+    at = "2026-03-02T10:10:00Z"
+    result = store.trace(TARGET, at=at)
+    assert result.outcome.value == "untraceable"
+    (record,) = store.trace_records(TARGET, analyst="cic")
+    assert record["call"]["start"] == rang.replace(" ", "T") + "Z"      # not the 09:00 call
+    for number in (RECEPTIONIST, HARASSER, EARLIER):
+        assert number not in repr(result) and number not in repr(store.status(TARGET))
+    # the receptionist's own line names her caller, or no one: never the target
+    named = store.trace(RECEPTIONIST, at=at)
+    calls = [r["call"] for r in store.trace_records(RECEPTIONIST, analyst="cic")]
+    assert named.outcome.value in ("success", "untraceable")
+    assert named.outcome.value == "untraceable" or calls[-1]["calling"] == "+1" + HARASSER
