@@ -29,7 +29,7 @@ a SIP identity, or a presentation or disposition it does not know. Everything el
 traces recorded from CDRs) never comes here: Tracer.record decides that before calling.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
@@ -152,19 +152,24 @@ cdef bint _hunt_feed(itxn, meta_db, const Entry* entries, Py_ssize_t count) exce
     return False
 
 
+cdef inline bytes _source_mark(bytes prefix, uint32_t source):
+    """A meta key of a source: prefix, then the source's id in 4 bytes, big-endian (as
+    store.lookup writes them)."""
+    cdef unsigned char id_[4]
+    id_[0] = (source >> 24) & 0xFF
+    id_[1] = (source >> 16) & 0xFF
+    id_[2] = (source >> 8) & 0xFF
+    id_[3] = source & 0xFF
+    return prefix + PyBytes_FromStringAndSize(<char*>id_, 4)
+
+
 cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
     """True if the call is from a source of a switch that may leave calls that rang a
     line unlogged, and its feed had not shown it logs them by the call (store.lookup.
     UNCONNECTED, Lookup.unlogged_after: the reference writes why): the index's meta marks
     such sources with the suffix of their feed's mark, which holds the earliest start the
     feed showed it at, as int64."""
-    cdef unsigned char mark[23]
-    memcpy(mark, b"unconnected-source/", 19)
-    mark[19] = (e.source >> 24) & 0xFF
-    mark[20] = (e.source >> 16) & 0xFF
-    mark[21] = (e.source >> 8) & 0xFF
-    mark[22] = e.source & 0xFF
-    suffix = itxn.get(PyBytes_FromStringAndSize(<char*>mark, 23), None, meta_db)
+    suffix = itxn.get(_source_mark(b"unconnected-source/", e.source), None, meta_db)
     if suffix is None:
         return False
     cdef unsigned char key[14]
@@ -186,13 +191,7 @@ cdef bint _unconnected_unlogged(itxn, meta_db, const Entry* e):
 cdef bint _damaged_source(itxn, meta_db, const Entry* e):
     """True if the call's source was found damaged after it was indexed (store.lookup.
     DAMAGED_SOURCE, Lookup.damaged: the reference writes what was found)."""
-    cdef unsigned char mark[19]
-    memcpy(mark, b"damaged-source/", 15)
-    mark[15] = (e.source >> 24) & 0xFF
-    mark[16] = (e.source >> 16) & 0xFF
-    mark[17] = (e.source >> 8) & 0xFF
-    mark[18] = e.source & 0xFF
-    return itxn.get(PyBytes_FromStringAndSize(<char*>mark, 19), None, meta_db) is not None
+    return itxn.get(_source_mark(b"damaged-source/", e.source), None, meta_db) is not None
 
 
 cdef inline bint _identity(uint64_t packed) noexcept:
