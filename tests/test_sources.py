@@ -296,22 +296,14 @@ def test_a_commit_in_flight_saves_the_archive_as_it_was_when_its_batch_was_taken
     assert archived(archive) == (total, total)
 
 
-@pytest.fixture(params=["native", "reference"])
-def either(request, tmp_path):
-    """A store whose traces are made in C where it can, or by the reference alone."""
-    s = fresh(tmp_path, "either")
-    if request.param == "reference":
-        s._tracer.native = False
-    yield s
-    s.close()
-
-
-def test_calls_committed_from_a_file_found_damaged_later_name_no_caller(tmp_path, day, either):
+def test_calls_committed_from_a_file_found_damaged_later_name_no_caller(tmp_path, day,
+                                                                          store_either):
     """gzip checks its checksum at its end: damage in the middle of a file larger than one
     write transaction shows once its earlier transactions are committed, and what they read
     may be damaged too, unseen (a digit of a caller's number). A trace that resolves to a
     call of such a file is untraceable, with what was found, and tells no call time; the
-    same calls of a sound copy are named."""
+    same calls of a sound copy are named. Both tracers (store_either)."""
+    either = store_either
     columns, plain = day
     data = bytearray(gzip.compress(plain.read_bytes()))
     for i in range(len(data) // 2, len(data) // 2 + 16):
