@@ -110,7 +110,7 @@ def test_an_export_replaces_a_file_of_its_own_and_makes_it_private(store, tmp_pa
 
 @pytest.mark.parametrize("planted", ["symlink", "hard link", "another user's", "a folder",
                                      "a pipe"])
-@pytest.mark.parametrize("command", ["audit export", "ingest --rejects"])
+@pytest.mark.parametrize("command", ["audit export", "ingest --rejects", "status --pdf"])
 def test_callers_data_is_never_written_into_a_file_another_planted(store, tmp_path, monkeypatch,
                                                                    capsys, planted, command):
     """A path in a folder other local users can write (--out /tmp/...) may hold what one of
@@ -142,8 +142,10 @@ def test_callers_data_is_never_written_into_a_file_another_planted(store, tmp_pa
         monkeypatch.setattr(os, "fstat", fstat)
     db = str(store.path)
     store.close()
-    argv = (["audit", "export", "--operator", "ops", "--out", str(out)] if command == "audit export"
-            else ["ingest", "--rejects", str(out), cdr_file(tmp_path, b"not a record")])
+    argv = {"audit export": ["audit", "export", "--operator", "ops", "--out", str(out)],
+            "ingest --rejects": ["ingest", "--rejects", str(out),
+                                 cdr_file(tmp_path, b"not a record")],
+            "status --pdf": ["status", "3035550110", "--pdf", str(out)]}[command]
     assert cli.main([*argv, "--db", db]) == 2
     err = capsys.readouterr().err
     why = {"symlink": "is a symbolic link", "hard link": "is a file with 1 other name(s)",

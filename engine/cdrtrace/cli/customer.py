@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import CdrTraceError
+from ..store import private
 from .common import emit, open_store
 
 
@@ -45,16 +46,21 @@ def cmd_status(args):
 
         page = customer_log(status, store.carrier, store.config["zone"],
                             format_utc(time.time_ns() // 1000))
-        _write(args.pdf, page.pdf_bytes())
-        _write(args.html, page.html_text().encode())
+        _write(args.pdf, page.pdf_bytes(), personal=True)
+        _write(args.html, page.html_text().encode(), personal=True)
     emit(args, status.to_dict(), "\n".join(lines))
 
 
-def _write(path: str | None, data: bytes) -> None:
+def _write(path: str | None, data: bytes, personal: bool = False) -> None:
+    """A document to path. A customer's trace log (personal: the line and the dates of
+    its calls) is written as callers' data is (store.private.open_file): never through a
+    link another user planted, nor into their file; the public guide as any file."""
     if path:
         try:
-            with open(path, "wb") as f:
+            with private.open_file(path, "wb") if personal else open(path, "wb") as f:
                 f.write(data)
+        except CdrTraceError:
+            raise                   # a file it must not write: says why
         except OSError as exc:
             raise CdrTraceError(f"cannot write {path}: {exc.strerror}") from None
 
