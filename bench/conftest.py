@@ -9,6 +9,14 @@ from pathlib import Path
 
 import pytest
 
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """One process (`-n auto`, pyproject.toml's default, asks here): pytest-benchmark
+    turns itself off under pytest-xdist, and two benchmarks at once would time each other."""
+    return 0
+
+
 RECORDS = int(os.environ.get("CDRTRACE_BENCH_RECORDS", 2_000_000))
 LINES = int(os.environ.get("CDRTRACE_BENCH_LINES", RECORDS // 2))
 DATA = Path(os.environ.get("CDRTRACE_BENCH_DATA", Path(__file__).parent / ".data"))

@@ -12,6 +12,15 @@ FIELDS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchanne
 UNQUOTED = {"duration", "billsec", "sequence"}
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """Two worker processes for `-n auto` (pyproject.toml's default), whatever the cores:
+    the slow tests wait on sockets, a Kafka broker, a Kamailio and child processes more
+    than they compute, so two share two cores well (the suite ran in 4.6-4.8 min against
+    8.5 in one process), and more would crowd the tests that time out a peer."""
+    return 2
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _audit_keys_in_a_scratch_home(tmp_path_factory):
     """Stores' audit keys go to the service user's configuration folder: for the tests, a
