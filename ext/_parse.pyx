@@ -28,6 +28,7 @@ cnp.import_array()
 cdef enum:
     MAX_RECORD = 65536
     MAX_FIELDS = 1024        # one more than the widest layout, to detect too many
+    ZERO_BLOCK = 8           # NUL bytes in a row that are zeros where records were, no record's
 
 # Reason codes; cdrtrace.parsing.native maps them to cdrtrace.errors.REJECT_REASONS.
 cdef enum Status:
@@ -44,6 +45,8 @@ cdef enum Status:
     ERR_DURATION = 9
     ERR_DISPOSITION = 10
     ERR_CAUSE = 11
+    ERR_ZEROS = 12           # a run of ZERO_BLOCK or more NUL bytes: no record
+    ERR_CUT_BY_ZEROS = 13    # a record cut short by such a run
 
 cdef enum TimeKind:
     TIME_LOCAL = 0       # 'YYYY-MM-DD HH:MM:SS' in the feed's zone
@@ -161,6 +164,29 @@ cdef struct Reject:
     Py_ssize_t length    # raw bytes kept (capped at MAX_RECORD)
     int code
     int detail           # field count, or the 1-based column of a bad field
+
+cdef inline const char* zero_block(const char* p, const char* stop, const char* end,
+                                   bint final, const char** pending) noexcept nogil:
+    """The first run of ZERO_BLOCK or more NUL bytes that begins in [p, stop) (it may go
+    on past stop), or NULL. A run that reaches end with fewer, before any that qualifies,
+    is undecided while more bytes may come (not final): *pending is set to its start."""
+    cdef const char* q
+    pending[0] = NULL
+    while p < stop:
+        p = <const char*>memchr(p, 0, stop - p)
+        if p == NULL:
+            return NULL
+        q = p
+        while q < end and q[0] == 0:
+            q += 1
+        if q - p >= ZERO_BLOCK:
+            return p
+        if q == end and not final:
+            pending[0] = p
+            return NULL
+        p = q
+    return NULL
+
 
 cdef struct Zone:
     char last_date[10]           # the date part last converted, and its day number
@@ -1679,6 +1705,7 @@ cdef class CdrParser:
     cdef readonly int64_t min_ring_us
     cdef readonly str expected_fields
     cdef bint skipping
+    cdef bint zeros          # the last buffer ended inside a run of zeros, rejected already
     cdef object _tz
     cdef Zone zone
     cdef Dialect dialect
@@ -1747,6 +1774,7 @@ cdef class CdrParser:
         self.offset = start_offset   # where the records begin (after a header)
         self.record = start_record   # records before start_offset (a resumed source)
         self.skipping = False
+        self.zeros = False
 
     def _intern(self, buffer, int64_t base_offset, dict rows, ident_at, ident_len):
         """Keep the text of each caller identity not seen before (take_identities)."""
@@ -2031,6 +2059,10 @@ cdef class CdrParser:
         cdef int keep_fields = self.keep_fields
         cdef const char* line_end
         cdef int want, failed, failed_detail
+        cdef bint zeros = self.zeros
+        cdef const char* zero_at
+        cdef const char* undecided
+        cdef const char* q
         try:
             with nogil:
                 has_nul = memchr(base, 0, size) != NULL
@@ -2044,13 +2076,23 @@ cdef class CdrParser:
                 if size == 0:
                     p = base
                     end = base
+                if zeros:
+                    # the run of zeros the last buffer ended in goes on: rejected already
+                    while p < end and p[0] == 0:
+                        p += 1
+                    zeros = p == end and not final
                 if skipping:
+                    # the rest of a line too long to keep, up to its end or a run of zeros
                     nl = <const char*>memchr(p, b'\n', end - p)
-                    if nl == NULL:
-                        p = end
-                    else:
+                    zero_at = zero_block(p, nl if nl != NULL else end, end, final, &undecided)
+                    if zero_at != NULL:
+                        p = zero_at
+                        skipping = False
+                    elif nl != NULL:
                         p = nl + 1
                         skipping = False
+                    else:
+                        p = undecided if undecided != NULL else end
                 while p < end and not skipping:
                     # blank lines are not records
                     if p[0] == b'\n':
@@ -2063,6 +2105,34 @@ cdef class CdrParser:
                         if final:
                             p = end
                         break
+                    if p[0] == 0:
+                        # zeros where records were (a crash, or a file truncated under a
+                        # writer that kept its offset): one reject, no record; the next
+                        # record begins after them
+                        q = p
+                        while q < end and q[0] == 0:
+                            q += 1
+                        if q - p >= ZERO_BLOCK:
+                            if nrej == reject_capacity:
+                                grown = <Reject*>realloc(rejects, 2 * reject_capacity * sizeof(Reject))
+                                if grown == NULL:
+                                    out_of_memory = True
+                                    break
+                                rejects = grown
+                                reject_capacity *= 2
+                            record += 1
+                            rejects[nrej].record = record
+                            rejects[nrej].offset = base_offset + (p - base)
+                            rejects[nrej].start = p - base
+                            rejects[nrej].length = 0
+                            rejects[nrej].code = ERR_ZEROS
+                            rejects[nrej].detail = 0
+                            nrej += 1
+                            p = q
+                            zeros = q == end and not final
+                            continue
+                        if q == end and not final:
+                            break          # too few yet to tell
                     detail = 0
                     rec_end = p
                     if escaped:
@@ -2134,19 +2204,36 @@ cdef class CdrParser:
                         # a quote opened on this line ran past its end into records
                         # that do not fit: the quote is the fault, not what follows
                         status = ERR_UNTERMINATED
+                    # a run of zeros inside the line cuts the record short there: the
+                    # records written after the zeros are read (a crash's zeros end where
+                    # the switch went on writing)
+                    zero_at = zero_block(p, nl if nl != NULL else end, end, final, &undecided)
+                    if zero_at == NULL and undecided != NULL and undecided - p <= MAX_RECORD:
+                        record -= 1    # too few zeros yet to tell: wait for more
+                        break
+                    # a line longer than is kept is rejected as that, whatever fault lies
+                    # past what a read of its first 64 KiB shows
+                    q = zero_at if zero_at != NULL else nl if nl != NULL else end
+                    if q - p > MAX_RECORD:
+                        status, detail = ERR_TOO_LONG, 0
+                    elif zero_at != NULL:
+                        status, detail = ERR_CUT_BY_ZEROS, 0
                     rejects[nrej].record = record
                     rejects[nrej].offset = base_offset + (p - base)
                     rejects[nrej].start = p - base
                     rejects[nrej].code = status
                     rejects[nrej].detail = detail
-                    if nl == NULL and not final and end - p <= MAX_RECORD:
+                    if zero_at != NULL:
+                        rejects[nrej].length = zero_at - p
+                        p = zero_at
+                    elif nl == NULL and not final and end - p <= MAX_RECORD:
                         record -= 1    # wait for the rest of the line
                         break
-                    if nl == NULL:
+                    elif nl == NULL:
                         rejects[nrej].length = end - p
                         if not final:
                             skipping = True
-                        p = end
+                        p = undecided if undecided != NULL else end
                     else:
                         rejects[nrej].length = nl - p
                         p = nl + 1
@@ -2164,6 +2251,7 @@ cdef class CdrParser:
             self.record = record
             self.markers = markers
             self.skipping = skipping
+            self.zeros = zeros
             rows = {name: column[:nrows] for name, column in cols.items()}
             self._intern(buffer, base_offset, rows, ident_at, ident_len)
             for k in range(out.act_n):

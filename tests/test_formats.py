@@ -519,7 +519,7 @@ HEADER_LINES = {"cucm": 2, "broadworks": 1, "freeswitch": 0, "asterisk-custom": 
 @given(fmt=st.sampled_from(sorted(HEADER_LINES)),
        edits=st.lists(st.tuples(st.floats(0, 1), st.sampled_from(
            [b'"', b",", b"\n", b"\r", b"\x00", b"", b"9", b"\xe9", b".", b"-", b"No", b"x", b"\\",
-            b":", b"|", b"BYE"]),
+            b":", b"|", b"BYE", b"\x00" * 7, b"\x00" * 8, b"\x00" * 300]),
            st.integers(0, 3)), max_size=6),
        chunk=st.integers(1, 4000))
 def test_native_equals_reference_for_every_format(fmt, edits, chunk):

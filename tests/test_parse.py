@@ -369,6 +369,85 @@ def test_record_over_64_kib_is_rejected_and_parsing_resumes():
         assert len(rejects[0][3]) == 65536
 
 
+# ------------------------------------------------------------------ zeros where records were
+
+ZEROS = ("a run of NUL bytes where records should be (a crash, or a file truncated while its "
+         "writer kept its place): whatever records they replaced are lost")
+CUT = "cut short by a run of NUL bytes"
+PAT = cdr(src="7205550101")
+CHUNKINGS = (None, [1] * 600 + [10_000] * 30, [7] * 2000 + [9_000] * 30, [4096] * 100,
+             [65_000, 10, 70_000, 70_000, 70_000], [65_536 + 3] * 6,
+             # a read that ends 4 bytes into zeros that begin 65,533 bytes into a line
+             [len(PAT) + 1 + 65_537] + [1] * 20 + [10_000] * 30)
+
+
+def _zeros_cases():
+    """(data, rows' callers, rejects) for the shapes zeros take in a switch's file: after a
+    crash (the file's size written, its last pages never: zeros from a page's start to
+    where the file ended, in the middle of a record) or a rotation that truncated the
+    file under a writer that kept its offset (zeros from the file's start), the switch
+    writes on after them. The expected rejects follow from the rule: eight NUL bytes or
+    more in a row are no record's; they end the record they cut into, and the record
+    after them is read."""
+    pat, mal = PAT, cdr(src="7205550199", start="2026-03-02 11:00:00")
+    lee = cdr(src="7205550188", dst="3035550177")
+    cut = lee[:150]
+    for run in (8, 300, 4096, 70_000):
+        zeros = b"\0" * run
+        yield (pat + b"\n" + zeros + mal + b"\n", ["+17205550101", "+17205550199"],
+               [(2, len(pat) + 1, ZEROS, b"")])
+        yield (zeros + mal + b"\n", ["+17205550199"], [(1, 0, ZEROS, b"")])
+        yield (pat + b"\n" + cut + zeros + mal + b"\n", ["+17205550101", "+17205550199"],
+               [(2, len(pat) + 1, CUT, cut), (3, len(pat) + 1 + len(cut), ZEROS, b"")])
+        yield (pat + b"\n" + zeros + b"\n" + mal, ["+17205550101", "+17205550199"],
+               [(2, len(pat) + 1, ZEROS, b"")])
+        # a line too long to keep, then zeros: the reject keeps its first 64 KiB, and
+        # the record after the zeros is read
+        junk = b"x" * 70_000
+        yield (pat + b"\n" + junk + zeros + mal + b"\n", ["+17205550101", "+17205550199"],
+               [(2, len(pat) + 1, "record over 64 KiB", junk[:65_536]),
+                (3, len(pat) + 1 + len(junk), ZEROS, b"")])
+        # ... or just short of what is kept: the zeros cut it short
+        junk = b"x" * 65_533
+        yield (pat + b"\n" + junk + zeros + mal + b"\n", ["+17205550101", "+17205550199"],
+               [(2, len(pat) + 1, CUT, junk), (3, len(pat) + 1 + len(junk), ZEROS, b"")])
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_zeros_where_records_were_are_one_reject_and_the_records_after_them_are_read(case):
+    """Before, zeros and the record written after them were one line: rejected, the call
+    in it lost (past 64 KiB of zeros unseen, so that its line was not even held), and a
+    *57 named the caller before it."""
+    data, callers, rejects = list(_zeros_cases())[case]
+    for chunks in CHUNKINGS:
+        got = parse_all(data, chunks=chunks)
+        assert [numbers.format_number(r["calling"]) for r in got[0]] == callers, chunks
+        assert got[1] == rejects, chunks
+    assert reference(data) == got
+
+
+@pytest.mark.parametrize("run", [1, 7])
+def test_fewer_than_eight_nul_bytes_leave_the_line_one_reject(run):
+    """A NUL byte or a few inside a line are a damaged record, not zeros where records
+    were: the line is one reject, its line and time held by the salvage (fail closed)."""
+    pat, mal = PAT, cdr(src="7205550199")
+    for line in (b"\0" * run + mal, mal[:150] + b"\0" * run + mal[150:]):
+        data = pat + b"\n" + line + b"\n" + pat + b"\n"
+        for chunks in CHUNKINGS[:4]:
+            rows, rejects = parse_all(data, chunks=chunks)
+            assert len(rows) == 2 and [(r[0], r[1], r[3]) for r in rejects] == [
+                (2, len(pat) + 1, line)], chunks
+        assert reference(data) == (rows, rejects)
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=st.integers(0, 23), chunk=st.integers(1, 9000), cut=st.integers(0, 200))
+def test_zeros_read_in_any_chunking_as_the_reference_reads_them(case, chunk, cut):
+    data, _, _ = list(_zeros_cases())[case]
+    data = data[:len(data) - cut]             # cut anywhere near the end as well
+    assert parse_all(data, chunks=[chunk] * (len(data) // chunk + 2)) == reference(data)
+
+
 @pytest.mark.parametrize("chunk_bytes", [1000, 70_000, 4 << 20])
 def test_ingest_in_any_chunk_size_keeps_every_good_record(store, tmp_path, chunk_bytes):
     records = [cdr(src=f"72055501{i:02d}", dst=f"30355501{i:02d}") for i in range(40)]
@@ -461,7 +540,8 @@ BASE = _sample(7, 40)
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.integers(0, len(BASE) - 1),
                                 st.sampled_from([b'"', b",", b"\n", b"\r", b"\x00", b"", b"9",
-                                                 b"\xe9", b"<", b"-", b" ", b'""', b"\r\n"]),
+                                                 b"\xe9", b"<", b"-", b" ", b'""', b"\r\n",
+                                                 b"\x00" * 7, b"\x00" * 8, b"\x00" * 300]),
                                 st.integers(0, 3)), min_size=1, max_size=8),
        chunk=st.integers(1, 3000))
 def test_native_equals_reference_on_mutated_bytes(scan, edits, chunk):

@@ -96,6 +96,39 @@ def test_a_rejected_record_never_lets_the_trace_blame_the_previous_caller(store,
                            "case_number": "1"}, analyst="cic", line="3035550110") == []
 
 
+@pytest.mark.parametrize("zeros", [8, 4096, 200_000])
+@pytest.mark.parametrize("how", ["ingest", "follow"])
+def test_zeros_a_crash_left_never_hide_the_call_written_after_them(tmp_path, zeros, how):
+    """A switch's host crashed: the file's size had reached the disk, its last page had
+    not, so where Lee's call to 3035550177 was being written it reads as zeros, from the
+    page's start (in Lee's record) to where the file ended. The switch came back and
+    wrote Mal's 14:30 call to 3035550110 after them. Before, the zeros and Mal's record
+    were one line, rejected: the *57 at 15:00 named the Innocent 14:00 caller (past 64
+    KiB of zeros, Mal's line was not even held). Now Mal's call is named, and Lee's line,
+    its record cut short, is held as an unreadable call (fail closed)."""
+    from cdrtrace.ingestion import following
+    from cdrtrace.ingestion.live import StreamOptions
+
+    lee = cdr(src="7205550188", dst="3035550177", start="2026-03-02 14:20:00",
+              answer="2026-03-02 14:20:05", end="2026-03-02 14:21:00", uniqueid="lee.1")
+    mal = cdr(src="7205550199", clid='"Mal" <7205550199>', start="2026-03-02 14:30:00",
+              answer="", end="2026-03-02 14:30:20", disposition="NO ANSWER", uniqueid="mal.1")
+    path = tmp_path / "Master.csv"
+    path.write_bytes(cdr(**OLD) + b"\n" + lee[:120] + b"\0" * zeros + mal + b"\n")
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    if how == "ingest":
+        summary = cdrtrace.ingest(store, [str(path)], chunk_bytes=4096)
+    else:
+        summary = following.follow(store, str(path), options=StreamOptions(
+            batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2))
+    assert (summary.records, summary.rejected, summary.indexed) == (4, 2, 2)
+    outcome, record = trace(store, "3035550110")
+    assert (outcome, record["call"]["start"], record["call"]["calling"]) == (
+        "success", "2026-03-02T14:30:00Z", "+17205550199")
+    assert trace(store, "3035550177")[0] == "untraceable"
+    store.close()
+
+
 def test_an_unreadable_call_fails_closed_even_with_a_caller_in_its_entry():
     """The rule itself (evidence.outcomes.outcome_for): a call whose record could not be
     read is untraceable whatever its index entry says of the caller. The salvage writes no

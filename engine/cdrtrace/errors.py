@@ -1,6 +1,6 @@
 """One exception hierarchy; each class also inherits the matching built-in."""
 
-# Why a CDR record was rejected, indexed by the parsers' reason codes (1-11).
+# Why a CDR record was rejected, indexed by the parsers' reason codes (1-13).
 REJECT_REASONS = (
     "",
     "wrong field count: {detail} (expected {expected})",
@@ -14,6 +14,9 @@ REJECT_REASONS = (
     "bad duration in column {detail}",
     "unknown disposition in column {detail}",
     "bad cause in column {detail}",
+    "a run of NUL bytes where records should be (a crash, or a file truncated while its "
+    "writer kept its place): whatever records they replaced are lost",
+    "cut short by a run of NUL bytes",
 )
 
 

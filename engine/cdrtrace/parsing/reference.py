@@ -12,11 +12,15 @@ from . import numbers, timezones
 from .formats import BOM, COLUMNS, HUNT_DTYPE
 from .reference_channels import channel_number, dial_devices, dial_members
 from .reference_fields import (
+    ERR_CUT_BY_ZEROS,
+    ERR_TOO_LONG,
     ERR_UNTERMINATED,
+    ERR_ZEROS,
     MAX_FIELDS,
     MAX_RECORD,
     NEED_MORE,
     REASONS,
+    ZERO_BLOCK,
     _time,
     extract,
     tokenize,
@@ -71,6 +75,25 @@ def _candidates(column: int, n: int, max_cols: int) -> list[int]:
     return out
 
 
+def _zero_block(buf: bytes, p: int, stop: int, final: bool) -> tuple[int, int]:
+    """As the native zero_block: (where the first run of ZERO_BLOCK or more NUL bytes that
+    begins in [p, stop) begins, or -1; where a shorter run that reaches the buffer's end
+    begins, before any that qualifies, while more may come, or -1)."""
+    while p < stop:
+        p = buf.find(b"\0", p, stop)
+        if p < 0:
+            return -1, -1
+        q = p
+        while q < len(buf) and buf[q] == 0:
+            q += 1
+        if q - p >= ZERO_BLOCK:
+            return p, -1
+        if q == len(buf) and not final:
+            return -1, p
+        p = q
+    return -1, -1
+
+
 def _is_marker(fields) -> bool:
     """As the native is_marker: a BroadWorks version line, or a Start or End record."""
     values = [f for f, _ in fields]
@@ -101,6 +124,7 @@ class CdrParser:
         self.record = start_record
         self.markers = 0
         self.skipping = False
+        self.zeros = False      # the last buffer ended inside a run of zeros, rejected already
         self._identities: dict[int, str] = {}
         self._activations: list[tuple[int, int, int, int]] = []
         self._hunts: list[tuple[int, int, int, int, int]] = []
@@ -231,12 +255,19 @@ class CdrParser:
                 p = 3
             elif end < 3 and not final and BOM.startswith(buf):
                 buf, end = b"", 0    # too few bytes to tell yet: consume nothing
+        if self.zeros:
+            while p < end and buf[p] == 0:
+                p += 1
+            self.zeros = p == end and not final
         if self.skipping:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                p = end
-            else:
+            nl = buf.find(b"\n", p)
+            zero_at, undecided = _zero_block(buf, p, nl if nl >= 0 else end, final)
+            if zero_at >= 0:
+                p, self.skipping = zero_at, False
+            elif nl >= 0:
                 p, self.skipping = nl + 1, False
+            else:
+                p = undecided if undecided >= 0 else end
         while p < end and not self.skipping:
             if buf[p] == 0x0A:
                 p += 1
@@ -248,6 +279,18 @@ class CdrParser:
                 if final:
                     p = end
                 break
+            if buf[p] == 0:
+                q = p
+                while q < end and buf[q] == 0:
+                    q += 1
+                if q - p >= ZERO_BLOCK:     # zeros where records were: one reject
+                    self.record += 1
+                    rejects.append((self.record, self.offset + p, REASONS[ERR_ZEROS], b""))
+                    p = q
+                    self.zeros = q == end and not final
+                    continue
+                if q == end and not final:
+                    break
             status, fields, rec_end, nxt = tokenize(buf, p, final, bool(self.dialect["lenient_quotes"]),
                                                     self.dialect["delimiter"], self.dialect["quote"],
                                                     bool(self.dialect["escaped"]))
@@ -294,20 +337,30 @@ class CdrParser:
             nl = buf.find(b"\n", p)
             if nl >= 0 and rec_end is not None and rec_end > nl:
                 status = ERR_UNTERMINATED   # a quote ran past its line into a bad record
-            if nl < 0 and not final and end - p <= MAX_RECORD:
+            zero_at, undecided = _zero_block(buf, p, nl if nl >= 0 else end, final)
+            if zero_at < 0 <= undecided and undecided - p <= MAX_RECORD:
                 self.record -= 1
                 break
-            stop = end if nl < 0 else nl
+            stop = zero_at if zero_at >= 0 else end if nl < 0 else nl
+            if stop - p > MAX_RECORD:       # past what is kept: rejected as that
+                status, detail = ERR_TOO_LONG, 0
+            elif zero_at >= 0:
+                status, detail = ERR_CUT_BY_ZEROS, 0
+            if zero_at < 0 and nl < 0 and not final and end - p <= MAX_RECORD:
+                self.record -= 1
+                break
             raw = buf[p:stop]
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             rejects.append((self.record, self.offset + p,
                             REASONS[status].format(detail=detail, expected=self.expected_fields),
                             raw[:MAX_RECORD]))
-            if nl < 0:
+            if zero_at >= 0:
+                p = zero_at
+            elif nl < 0:
                 if not final:
                     self.skipping = True
-                p = end
+                p = undecided if undecided >= 0 else end
             else:
                 p = nl + 1
         self.offset += p

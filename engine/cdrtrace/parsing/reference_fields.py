@@ -38,11 +38,13 @@ from .reference_dispositions import (
 )
 
 MAX_RECORD = 65536
+ZERO_BLOCK = 8     # NUL bytes in a row that are zeros where records were, no record's
 MAX_FIELDS = 1024
 
 REASONS = REJECT_REASONS   # shared with the native parser: one table of messages
 (ERR_FIELD_COUNT, ERR_UNTERMINATED, ERR_AFTER_QUOTE, ERR_QUOTE_UNQUOTED, ERR_CR, ERR_NUL,
- ERR_TOO_LONG, ERR_TIMESTAMP, ERR_DURATION, ERR_DISPOSITION, ERR_CAUSE) = range(1, 12)
+ ERR_TOO_LONG, ERR_TIMESTAMP, ERR_DURATION, ERR_DISPOSITION, ERR_CAUSE, ERR_ZEROS,
+ ERR_CUT_BY_ZEROS) = range(1, 14)
 NEED_MORE = -1
 
 _MASK64 = (1 << 64) - 1
