@@ -165,6 +165,20 @@ cdef struct Reject:
     int code
     int detail           # field count, or the 1-based column of a bad field
 
+cdef inline int room_for_reject(Reject** rejects, Py_ssize_t* capacity,
+                                Py_ssize_t used) noexcept nogil:
+    """Room for one more reject: the array doubled when full; -1 if no memory (the
+    array kept as it was)."""
+    cdef Reject* grown
+    if used == capacity[0]:
+        grown = <Reject*>realloc(rejects[0], 2 * capacity[0] * sizeof(Reject))
+        if grown == NULL:
+            return -1
+        rejects[0] = grown
+        capacity[0] *= 2
+    return 0
+
+
 cdef inline const char* zero_block(const char* p, const char* stop, const char* end,
                                    bint final, const char** pending) noexcept nogil:
     """The first run of ZERO_BLOCK or more NUL bytes that begins in [p, stop) (it may go
@@ -2035,7 +2049,6 @@ cdef class CdrParser:
         out.scope_last, out.scope_last_n = NULL, 0
 
         cdef Reject* rejects = <Reject*>malloc(reject_capacity * sizeof(Reject))
-        cdef Reject* grown
         if rejects == NULL:
             raise MemoryError()
         cdef Py_ssize_t nrows = 0, nrej = 0
@@ -2113,13 +2126,9 @@ cdef class CdrParser:
                         while q < end and q[0] == 0:
                             q += 1
                         if q - p >= ZERO_BLOCK:
-                            if nrej == reject_capacity:
-                                grown = <Reject*>realloc(rejects, 2 * reject_capacity * sizeof(Reject))
-                                if grown == NULL:
-                                    out_of_memory = True
-                                    break
-                                rejects = grown
-                                reject_capacity *= 2
+                            if room_for_reject(&rejects, &reject_capacity, nrej) < 0:
+                                out_of_memory = True
+                                break
                             record += 1
                             rejects[nrej].record = record
                             rejects[nrej].offset = base_offset + (p - base)
@@ -2192,13 +2201,9 @@ cdef class CdrParser:
                         continue
                     # Reject the first physical line only, so a stray quote cannot
                     # swallow the good records after it.
-                    if nrej == reject_capacity:
-                        grown = <Reject*>realloc(rejects, 2 * reject_capacity * sizeof(Reject))
-                        if grown == NULL:
-                            out_of_memory = True
-                            break
-                        rejects = grown
-                        reject_capacity *= 2
+                    if room_for_reject(&rejects, &reject_capacity, nrej) < 0:
+                        out_of_memory = True
+                        break
                     nl = <const char*>memchr(p, b'\n', end - p)
                     if nl != NULL and rec_end > nl:
                         # a quote opened on this line ran past its end into records
