@@ -1790,6 +1790,11 @@ cdef class CdrParser:
         self.skipping = False
         self.zeros = False
 
+    @property
+    def min_fields(self):
+        """The fewest fields a record of the dialect has."""
+        return self.dialect.min_cols
+
     def _intern(self, buffer, int64_t base_offset, dict rows, ident_at, ident_len):
         """Keep the text of each caller identity not seen before (take_identities)."""
         calling = rows["calling"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..parsing import salvage
+from ..parsing import glued, salvage
 from ..parsing.formats import UNLOGGED_LEGS
 from ..store import folds, hunts, index, lookup
 
@@ -87,7 +87,7 @@ class Pending:
             self.lost_pairs += len(lines)
         self.unreadable += lost.log
         self._note_hunts(lost.hunts, lost.members, None if lost.batch is None else lost.batch.columns)
-        return bad
+        return glued.annotate(bad, lost.glued)
 
     def _unconnected_shown(self, columns, kind: str) -> int | None:
         """The earliest start among the records read that show the feed's switch logs what

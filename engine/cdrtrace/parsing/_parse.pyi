@@ -32,6 +32,8 @@ class CdrParser:
     feed_id: int
     min_ring_us: int
     expected_fields: str
+    @property
+    def min_fields(self) -> int: ...
     delimiter: int
     def __init__(self, dialect: dict[str, int], tz_starts: npt.ArrayLike, tz_offsets: npt.ArrayLike,
                  country_code: int = ..., feed_id: int = ..., min_ring_seconds: float = ...,

@@ -28,6 +28,26 @@ def reject_message(code: int, detail: int, expected: str) -> str:
 class CdrParser(_parse.CdrParser):
     """The native parser; feed(buffer, final) -> (columns, rejects, bytes consumed)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._made_with = (args, kwargs)
+
+    def fresh(self) -> CdrParser:
+        """A parser of the same dialect, zone, plan and feed that has read nothing."""
+        args, kwargs = self._made_with
+        return type(self)(*args, **kwargs)
+
+    @property
+    def reads_first_field(self) -> bool:
+        """Whether any role of the dialect is its first column."""
+        dialect = self._made_with[0][0] if self._made_with[0] else self._made_with[1]["dialect"]
+        return any(v == 0 for k, v in dialect.items() if k.startswith("c_"))
+
+    def rows_of(self, buffer: Any) -> dict:
+        """The records of a whole buffer, as feed(buffer, final=True) reads them, without
+        the rejects' messages (parsing.glued tries many tails that are no records)."""
+        return super().feed(buffer, True)[0]
+
     def feed(self, buffer: Any, final: bool = False  # type: ignore[override]  # words, not codes
              ) -> tuple[dict, list[Reject], int]:
         rows, coded, consumed = super().feed(buffer, final)

@@ -109,11 +109,14 @@ class CdrParser:
                  min_ring_seconds: float = 0.0, start_offset: int = 0,
                  dispositions: dict | None = None, presentations: dict | None = None,
                  start_record: int = 0):
+        self._made_with = (dialect, zone, country_code, feed_id, min_ring_seconds, start_offset,
+                           dispositions, presentations, start_record)
         self.vocab = (dispositions or {}, presentations or {})
         timezones.get_zone(zone)
         numbers.dialling_plan(country_code)      # an unknown country code fails here
         self.dialect = dialect
         self.delimiter = dialect["delimiter"]
+        self.min_fields = dialect["min_cols"]
         self.expected_fields = (str(dialect["min_cols"]) if dialect["min_cols"] == dialect["max_cols"]
                                 else f"{dialect['min_cols']} to {dialect['max_cols']}")
         self.zone = zone
@@ -131,6 +134,19 @@ class CdrParser:
         self._hunt_members: list[int] = []
         self._tenants: dict[int, str] = {}     # tenant -> its name, as first read
         self._named: dict[int, str] = {}       # take_tenants' tenants -> their names
+
+    def fresh(self) -> CdrParser:
+        """As the native fresh: a parser like this one that has read nothing."""
+        return CdrParser(*self._made_with)
+
+    @property
+    def reads_first_field(self) -> bool:
+        """As the native reads_first_field."""
+        return any(v == 0 for k, v in self.dialect.items() if k.startswith("c_"))
+
+    def rows_of(self, buffer) -> dict:
+        """As the native rows_of: feed(buffer, final=True)'s records."""
+        return self.feed(buffer, True)[0]
 
     def take_activations(self) -> list:
         """As the native take_activations: [(line, activated_us, record, offset)]."""

@@ -9,7 +9,8 @@ with a time, line or not, is also logged per feed, so a trace's evidence can say
 unreadable records its feed had around the traced call. A reject that names a hunt
 pilot, or an Asterisk Dial to several devices, is noted as a call through it, as a good
 record is (store.hunts): it may have rung phones no record names (a Queue reached at no
-number, any line of its feed).
+number, any line of its feed). A whole record glued to a reject's end (parsing.glued) is
+held as an unreadable call of its own.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import re
 
 import numpy as np
 
+from . import glued as glued_records
 from .formats import COLUMNS, HUNT_DTYPE, CallBatch, Disposition, Presentation
 
 
@@ -33,14 +35,16 @@ class Unreadable:
     calls through a hunt pilot among them (HUNT_DTYPE) with the members their records
     name (as CdrParser.take_hunt_members)."""
 
-    __slots__ = ("batch", "log", "hunts", "members")
+    __slots__ = ("batch", "log", "hunts", "members", "glued")
 
     def __init__(self, batch: CallBatch | None, log: list[tuple[bytes, bytes]],
-                 hunts: np.ndarray | None = None, members: np.ndarray | None = None):
+                 hunts: np.ndarray | None = None, members: np.ndarray | None = None,
+                 glued: dict[int, list[glued_records.Tail]] | None = None):
         self.batch = batch
         self.log = log
         self.hunts = np.empty(0, HUNT_DTYPE) if hunts is None else hunts
         self.members = np.empty(0, np.uint64) if members is None else members
+        self.glued = glued or {}      # whole records glued to rejects' ends, by reject
 
 
 def log_key(feed: int, start_us: int, call_id: int) -> bytes:
@@ -86,12 +90,16 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
     offsets = columns["offset"]
     starts, ends = columns["start_us"], columns["end_us"]
     rows, log, hunted, members = [], [], [], []
-    for record, offset, reason, raw in bad:
+    glued = glued_records.search(parser, bad)
+    for k, (record, offset, reason, raw) in enumerate(bad):
         found = parser.salvage(raw)
         if found is None:          # not an incoming call (an originating record)
             continue
         called, rang, start, pilot, named = found
         estimated = start is None
+        if k in glued and not estimated:   # a tail that tells what the line does: itself, shifted
+            glued[k] = [t for t in glued[k] if t.start_us != start or t.redirecting
+                        or {t.called, t.rang} - {called, rang, 0}]
         if start is None:
             start = loose_time(raw, zone)      # its own time, in a form the format does not use
         if start is None:
@@ -109,20 +117,37 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
             "source": source, "record": int(record), "offset": int(offset),
             "line_found": bool(called), "time_estimated": estimated, "reason": reason}).encode()))
         if called:
-            rows.append((start, called, rang, call_id, offset, record))
+            rows.append((start, called, rang, 0, call_id, offset, record))
         if pilot:       # -1: a Queue reached at no number (pilot 0: it may have rung any line)
             hunted.append((start, call_id, max(pilot, 0), rang, len(named)))
             members += named
+    glued = {k: tails for k, tails in glued.items() if tails}
+    for k, tails in glued.items():      # whole records glued to a reject's end
+        record, offset, reason, _ = bad[k]
+        for tail in tails:
+            call_id = _call_id(feed, tail.raw)
+            log.append((log_key(feed, tail.start_us, call_id), json.dumps({
+                "source": source, "record": int(record), "offset": int(offset) + tail.at,
+                "line_found": bool(tail.called), "time_estimated": False,
+                "reason": f"{reason}; from byte {tail.at} of the line on, a whole record, glued "
+                          "to the record cut short before it"}).encode()))
+            if tail.called:
+                rows.append((tail.start_us, tail.called, tail.rang, tail.redirecting, call_id,
+                             offset + tail.at, record))
+            if tail.pilot:
+                hunted.append((tail.start_us, call_id, tail.pilot, tail.rang, len(tail.members)))
+                members += tail.members
     hunts, named_lines = np.array(hunted, HUNT_DTYPE), np.array(members, np.uint64)
     if not rows:
-        return Unreadable(None, log, hunts, named_lines)
+        return Unreadable(None, log, hunts, named_lines, glued)
     n = len(rows)
     cols = {name: np.zeros(n, dtype) for name, dtype in COLUMNS}
-    for i, (start, called, rang, call_id, offset, record) in enumerate(rows):
+    for i, (start, called, rang, redirecting, call_id, offset, record) in enumerate(rows):
         cols["start_us"][i] = start
         cols["end_us"][i] = start
         cols["called"][i] = called
         cols["final"][i] = rang
+        cols["redirecting"][i] = redirecting
         cols["call_id"][i] = call_id
         cols["offset"][i] = offset
         cols["record"][i] = record
@@ -130,7 +155,7 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
     cols["disposition"][:] = Disposition.UNREADABLE
     cols["received"][:] = True
     cols["feed"][:] = feed
-    return Unreadable(CallBatch(cols, source), log, hunts, named_lines)
+    return Unreadable(CallBatch(cols, source), log, hunts, named_lines, glued)
 
 
 HEADER_WORDS = frozenset(w.lower() for w in (
