@@ -6,11 +6,12 @@ lacked its last newline do the same. The line is rejected, and the call written 
 its end would go with it: a *57 would pass over it to an older, innocent caller. So each
 rejected line is searched for a tail that the parser itself, by its own rules, reads as
 one whole valid record. A tail is tried from each byte past the line's first field that
-leaves the format's fewest fields room (its separators), within WINDOW bytes of the
+leaves the format's fewest fields room (its separators), within WINDOW positions of the
 shortest such and no longer than LONGEST (where the dialect does not read its first
-column, from its second byte on, and from the first byte of each run of letters and
-digits only: the others read alike): a line rejected for one bad value has no such tail, or a few, and a record cut
-anywhere and glued to the next has one that begins where the next record does.
+column, from the line's second byte on, and of a run of letters and digits from its
+first byte only: the others read alike). A line rejected for one bad value has no such
+tail, or a few; a record cut anywhere and glued to the next has one that begins where
+the next record does.
 
 What a tail found tells (its lines, its time, the hunt pilot it went through) is held by
 the salvage as an unreadable call, never read as a call: a tail that parses may still be
