@@ -1933,6 +1933,7 @@ cdef class CdrParser:
                 if tokens[c].strip() == b"7":
                     pilot = called
                     break
+        cdef int role              # typed: Cython 3.3.1 inferred it as bint once (below)
         cdef Columns group         # an Asterisk Dial to several devices: their lines
         cdef int found
         members = ()
@@ -1959,6 +1960,8 @@ cdef class CdrParser:
             members = ()
         elif pilot == 0:
             pilot = called or rang or members[0]
+        # (with a bint argument added to feed, Cython 3.3.1 inferred `role` as bint when
+        # it was not declared: every start column read as 1, and no time was found)
         for role in (d.c_start, d.c_end):
             for c in _candidates(role, n, d.max_cols):
                 t = tokens[c]
