@@ -1707,7 +1707,8 @@ cdef class CdrParser:
     (columns, rejects, consumed): columns is a dict of numpy arrays (the canonical
     record), rejects a list of (record, offset, reason, raw bytes), and consumed the
     number of bytes used; the caller keeps buffer[consumed:] and prepends it to the
-    next chunk. Offsets and record numbers continue across calls.
+    next chunk. Offsets and record numbers continue across calls. With rejects_wanted
+    false, no rejects are returned (parsing.glued: tails tried that are no records).
     """
     cdef readonly int64_t offset
     cdef readonly int64_t record
@@ -1992,7 +1993,8 @@ cdef class CdrParser:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    def feed(self, const unsigned char[::1] buffer not None, bint final=False):
+    def feed(self, const unsigned char[::1] buffer not None, bint final=False,
+             bint rejects_wanted=True):
         cdef Py_ssize_t size = buffer.shape[0]
         cdef const char* base = EMPTY
         if size > 0:
@@ -2291,7 +2293,7 @@ cdef class CdrParser:
                 self._tenants = tuple(sorted({*self._tenants, *names})[:2])
                 self._tenant_names = {t: self._tenant_names.get(t) or names[t] for t in self._tenants}
             errors = []     # codes: cdrtrace.parsing.native maps them to their messages
-            for k in range(nrej):
+            for k in range(nrej if rejects_wanted else 0):
                 errors.append((
                     rejects[k].record,
                     rejects[k].offset,

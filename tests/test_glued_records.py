@@ -222,3 +222,20 @@ def test_two_files_joined_without_a_last_newline_on_stdin(tmp_path):
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "untraceable" in proc.stdout and "7205550" not in proc.stdout
+
+
+def test_rows_of_reads_the_records_feed_reads_and_returns_no_rejects():
+    """The tails are parsed by rows_of: the rows feed(data, final=True) gives, its
+    rejects not built (native: feed's rejects_wanted=False)."""
+    from cdrtrace.parsing import _parse
+
+    data = (SAMPLES / "asterisk" / "Master.csv").read_bytes() + LEE[:90] + MAL + b"\n"
+    expected, bad, _ = make_parser("asterisk", "America/Denver").feed(data, True)
+    assert len(bad) == 2        # the sample's 31 February, and the line glued
+    for parser in (make_parser("asterisk", "America/Denver"), parser_maker(
+            "asterisk", "asterisk/Master.csv", "America/Denver", True)[0]()):
+        rows = parser.rows_of(data)
+        assert {k: v.tolist() for k, v in rows.items()} == {k: v.tolist() for k, v in expected.items()}
+    native = make_parser("asterisk", "America/Denver")
+    assert _parse.CdrParser.feed(native, data, True, False)[1] == []
+    assert len(_parse.CdrParser.feed(make_parser("asterisk", "America/Denver"), data, True)[1]) == 2

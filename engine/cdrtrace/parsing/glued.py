@@ -70,55 +70,68 @@ def search(parser, bad: list) -> dict[int, list[Tail]]:
     reason, raw) list), by the reject's index: for each, the distinct calls its tails
     read as, each at the first (longest) tail that reads so."""
     found: dict[int, dict[tuple[int, int, int, int], Tail]] = {}
-    tried: list[tuple[int, int, bytes]] = []
-    size = 0
+    batch = _Batch()
+    every = parser.reads_first_field
     for k, (_, _, _, raw) in enumerate(bad):
         raw = bytes(raw)
-        for p in starts(raw, parser.delimiter, parser.min_fields, parser.reads_first_field).tolist():
-            tried.append((k, p, raw[p:]))
-            size += len(raw) - p
-            if size >= _BATCH:
-                _read(parser, tried, found)
-                tried, size = [], 0
-    if tried:
-        _read(parser, tried, found)
+        tried = starts(raw, parser.delimiter, parser.min_fields, every)
+        if len(tried):
+            batch.add(k, raw, tried)
+            if batch.size >= _BATCH:
+                batch.read(parser, found)
+                batch = _Batch()
+    if batch.size:
+        batch.read(parser, found)
     return {k: list(calls.values()) for k, calls in sorted(found.items())}
 
 
-def _read(parser, tried: list[tuple[int, int, bytes]],
-          found: dict[int, dict[tuple[int, int, int, int], Tail]]) -> None:
-    """Parse the tails tried with a fresh parser like `parser`, in one buffer, and note
-    each that reads as one valid record into found."""
-    reader = parser.fresh()
-    base = reader.offset
-    buf = bytearray(b"\n")          # a blank line first: no tail is taken for a BOM
-    at: dict[int, int] = {}
-    for i, (_, _, tail) in enumerate(tried):
-        at[base + len(buf)] = i
-        buf += tail
-        buf += _APART
-    rows = reader.rows_of(bytes(buf))
-    pilots: dict[int, tuple[int, tuple[int, ...]]] = {}
-    hunts, members = reader.take_hunts(), reader.take_hunt_members()
-    m = 0
-    for hunt in hunts:
-        n = int(hunt["members"])
-        pilots[int(hunt["call_id"])] = (int(hunt["pilot"]), tuple(int(v) for v in members[m:m + n]))
-        m += n
-    for j in range(len(rows["offset"])):
-        which = at.get(int(rows["offset"][j]))
-        if which is None:
-            continue
-        k, p, tail = tried[which]
-        called, rang = int(rows["called"][j]), int(rows["final"][j])
-        if rang == called:
-            rang = 0
-        start, redirecting = int(rows["start_us"][j]), int(rows["redirecting"][j])
-        pilot, named = pilots.get(int(rows["call_id"][j]), (0, ()))
-        calls = found.setdefault(k, {})
-        if (called, rang, redirecting, start) not in calls:
-            calls[(called, rang, redirecting, start)] = Tail(p, tail, called, rang, redirecting,
-                                                             start, pilot, named)
+class _Batch:
+    """Tails of rejected lines, in one buffer (each followed by _APART), with where each
+    begins in it, the reject it is of and where in that reject's line it begins."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = [b"\n"]     # a blank line first: no tail taken for a BOM
+        self.size = 1
+        self.begins: list[np.ndarray] = []
+        self.lines: list[tuple[int, bytes, np.ndarray]] = []
+
+    def add(self, k: int, raw: bytes, tried: np.ndarray) -> None:
+        spans = len(raw) - tried + len(_APART)
+        self.begins.append(self.size + np.concatenate(([0], np.cumsum(spans)[:-1])))
+        self.lines.append((k, raw, tried))
+        self.parts.append(_APART.join([raw[p:] for p in tried.tolist()]) + _APART)
+        self.size += int(spans.sum())
+
+    def read(self, parser, found: dict[int, dict[tuple[int, int, int, int], Tail]]) -> None:
+        """Parse the tails with a fresh parser like `parser`, and note each that reads as
+        one valid record into found."""
+        reader = parser.fresh()
+        rows = reader.rows_of(b"".join(self.parts))
+        if not len(rows["offset"]):
+            return
+        pilots: dict[int, tuple[int, tuple[int, ...]]] = {}
+        hunts, members = reader.take_hunts(), reader.take_hunt_members()
+        m = 0
+        for hunt in hunts:
+            n = int(hunt["members"])
+            pilots[int(hunt["call_id"])] = (int(hunt["pilot"]), tuple(int(v) for v in members[m:m + n]))
+            m += n
+        begins = np.concatenate(self.begins) + reader.offset - self.size
+        which = np.searchsorted(begins, rows["offset"])
+        owner = np.repeat(np.arange(len(self.lines)), [len(t) for _, _, t in self.lines])
+        at = np.concatenate([t for _, _, t in self.lines])
+        for j in np.flatnonzero(begins[np.minimum(which, len(begins) - 1)] == rows["offset"]).tolist():
+            k, raw, _ = self.lines[int(owner[which[j]])]
+            p = int(at[which[j]])
+            called, rang = int(rows["called"][j]), int(rows["final"][j])
+            if rang == called:
+                rang = 0
+            start, redirecting = int(rows["start_us"][j]), int(rows["redirecting"][j])
+            pilot, named = pilots.get(int(rows["call_id"][j]), (0, ()))
+            calls = found.setdefault(k, {})
+            if (called, rang, redirecting, start) not in calls:
+                calls[(called, rang, redirecting, start)] = Tail(p, raw[p:], called, rang,
+                                                                 redirecting, start, pilot, named)
 
 
 def annotate(bad: list, glued: dict[int, list[Tail]]) -> list:

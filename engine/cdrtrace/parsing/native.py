@@ -45,8 +45,8 @@ class CdrParser(_parse.CdrParser):
 
     def rows_of(self, buffer: Any) -> dict:
         """The records of a whole buffer, as feed(buffer, final=True) reads them, without
-        the rejects' messages (parsing.glued tries many tails that are no records)."""
-        return super().feed(buffer, True)[0]
+        its rejects (parsing.glued tries many tails that are no records)."""
+        return super().feed(buffer, True, False)[0]
 
     def feed(self, buffer: Any, final: bool = False  # type: ignore[override]  # words, not codes
              ) -> tuple[dict, list[Reject], int]:
