@@ -35,10 +35,10 @@ from .sources import (
     CorruptData,
     IdentityThread,
     RejectsWriter,
-    _Decompressing,
     cut_message,
     expand,
     identity,
+    is_plain,
     open_source,
     reader_for,
 )
@@ -222,7 +222,7 @@ def _ingest_source(run: _Run, name: str, read: str, rendered: bool, summary: Ing
     reader = hashing = None
     try:
         path = os.path.abspath(read) if name != "-" else None
-        plain = not isinstance(stream, _Decompressing)
+        plain = is_plain(stream)
         versions = (store.catalog.ingested_versions(path)
                     if path and plain and not force else [])
         prefixes: dict[int, str] = {}

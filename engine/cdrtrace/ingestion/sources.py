@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import bz2
+import codecs
 import concurrent.futures
 import glob
 import gzip
@@ -20,6 +21,7 @@ from typing import IO, Any, Protocol
 import xxhash
 
 from ..errors import SourceError
+from ..parsing.parsers import wide_encoding
 from ..store import private
 from . import sqlite
 
@@ -65,7 +67,8 @@ class ByteStream(Protocol):
 
 def open_source(name: str) -> tuple[ByteStream, int | None]:
     """(binary stream of CDR bytes, file size or None); '-' is stdin. gzip, bzip2, xz and
-    zstd sources are recognised by their first bytes and decompressed as they stream."""
+    zstd sources are recognised by their first bytes and decompressed as they stream; UTF-16
+    and UTF-32 ones (parsing.parsers.wide_encoding) are read as UTF-8 (Transcoding)."""
     raw: Any
     if name == "-":
         raw = sys.stdin.buffer
@@ -78,9 +81,11 @@ def open_source(name: str) -> tuple[ByteStream, int | None]:
             raise SourceError(f"cannot read {name}: it is a directory") from None
         except OSError as exc:
             raise SourceError(f"cannot read {name}: {exc.strerror}") from None
-    head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
+    head = raw.peek(64)[:64] if hasattr(raw, "peek") else b""
     kind = next((k for magic, k in _MAGIC if head.startswith(magic)), None)
     size = os.fstat(raw.fileno()).st_size if name != "-" else None
+    if kind is None and (codec := wide_encoding(head)) is not None:
+        return Transcoding(raw, codec), None
     if kind is None:
         return raw, size
     stream: Any
@@ -92,7 +97,46 @@ def open_source(name: str) -> tuple[ByteStream, int | None]:
         stream = lzma.LZMAFile(raw)
     else:
         stream = _Zstd(raw)
-    return _Decompressing(stream, raw, kind), None
+    decompressing = _Decompressing(stream, raw, kind)
+    if (codec := wide_encoding(decompressing.peek_head(64))) is not None:
+        return Transcoding(decompressing, codec), None
+    return decompressing, None
+
+
+def is_plain(stream: ByteStream) -> bool:
+    """Whether the stream's bytes are its file's own (not decompressed, not transcoded)."""
+    return not isinstance(stream, _Decompressing | Transcoding)
+
+
+class Transcoding(io.RawIOBase):
+    """A source written in UTF-16 or UTF-32, read as UTF-8: what the parser reads, its
+    offsets those of the UTF-8 text. A code unit that is no character (an odd byte at the
+    end, a lone surrogate) reads as U+FFFD: the record it is in is rejected, and held."""
+
+    def __init__(self, raw: Any, codec: str):
+        self.raw, self.codec = raw, codec
+        self.decoder = codecs.getincrementaldecoder(codec)(errors="replace")
+        self.pending = b""
+        self.ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending and not self.ended:
+            data = self.raw.read(1 << 16)
+            self.ended = not data
+            self.pending = self.decoder.decode(data, final=self.ended).encode("utf-8")
+        with memoryview(buffer) as view:
+            n = min(len(view), len(self.pending))
+            view[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed and self.raw is not sys.stdin.buffer:
+            self.raw.close()
+        super().close()
 
 
 class _Zstd:
@@ -162,15 +206,33 @@ class _Decompressing(io.RawIOBase):
         self.read_some = getattr(stream, "readinto1", stream.readinto)
         self.done = 0
         self.error: CorruptData | None = None
+        self.head = b""         # bytes peek_head read, given first
 
     def readable(self) -> bool:
         return True
+
+    def peek_head(self, n: int) -> bytes:
+        """Up to the first n bytes, read now and given again by the next read (damage
+        met is raised after them, as readinto raises it)."""
+        buffer = bytearray(n)
+        try:
+            got = self.readinto(buffer)
+        except CorruptData as exc:
+            self.error, got = exc, 0
+        self.head = bytes(buffer[:got])
+        return self.head
 
     def readinto(self, buffer) -> int:
         """Fills buffer a read of the compressed file at a time (readinto1, which returns
         what one read gave: a larger read that meets the damage loses what it decompressed
         before it); at damaged data returns what came before it, and raises CorruptData at
         the next call (at once if nothing came before it)."""
+        if self.head:
+            with memoryview(buffer) as view:
+                n = min(len(view), len(self.head))
+                view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
         if self.error is not None:
             raise self.error
         total = 0

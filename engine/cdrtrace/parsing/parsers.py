@@ -146,10 +146,47 @@ def cucm_cmr(head: bytes) -> bool:
             and "dateTimeOrigination" not in fields)
 
 
+# text written two or four bytes a character (a Windows tool's "Unicode"), by its
+# byte-order mark: the codec that reads it (and drops the mark)
+_WIDE_MARKS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+               (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """The codec of a source written in UTF-16 or UTF-32 (PowerShell's and Excel's
+    "Unicode"), else None: by its byte-order mark, or, with none, by a NUL byte beside
+    each of its first 16 characters, all ASCII text (UTF-16 without a mark). Read as
+    bytes, every record of it is rejected, and no line is found to hold."""
+    for mark, codec in _WIDE_MARKS:
+        if head.startswith(mark):
+            return codec
+    sample = head[:32]
+    if len(sample) < 32:
+        return None
+    text = set(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+    for chars, zeros, codec in ((sample[0::2], sample[1::2], "utf-16-le"),
+                                (sample[1::2], sample[0::2], "utf-16-be")):
+        if not any(zeros) and all(c in text for c in chars):
+            return codec
+    return None
+
+
+def check_wide(head: bytes, source: str = "source") -> None:
+    """FormatError for a source in UTF-16 or UTF-32, where it is read as bytes as it comes
+    (following a file, a stream): what to do instead."""
+    if (codec := wide_encoding(head)) is not None:
+        name = codec.upper().removesuffix("-LE").removesuffix("-BE")
+        raise FormatError(f"{source} is {name} text (two or four bytes a character, as Windows "
+                          f"tools write \"Unicode\"): to stream it, convert it to UTF-8 (iconv -f "
+                          f"{name} -t UTF-8); a batch ingest (without --follow) reads it as it is")
+
+
 def check_named_format(form: Format, head: bytes, source: str = "source") -> None:
     """FormatError where a source read as a built-in format begins as another one does,
     beyond doubt (detect_format names that one alone): read as named, every record would
-    be rejected, and what its columns seemed to hold taken for lines and times."""
+    be rejected, and what its columns seemed to hold taken for lines and times. A source
+    in UTF-16 or UTF-32 is refused (check_wide)."""
+    check_wide(head, source)
     if FORMATS.get(form.name) is not form:
         return                  # a configured dialect: its layout is the operator's
     first = head.removeprefix(BOM).split(b"\n", 1)[0].rstrip(b"\r")

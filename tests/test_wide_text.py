@@ -1,0 +1,140 @@
+"""CDR files in UTF-16 or UTF-32 (docs/formats.md): what Windows tools save as "Unicode"
+(PowerShell's Out-File, Excel's Unicode text) when an export passes through them.
+
+Before, such a file was read as bytes: every record rejected, no line found to hold (the
+digits have NUL bytes between them), and a *57 for its calls named the caller before
+them, from an earlier file.
+"""
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cdrtrace
+from cdrtrace.errors import FormatError
+from cdrtrace.parsing.parsers import wide_encoding
+from conftest import cdr
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+OLD = cdr(src="7205550100", clid='"Innocent" <7205550100>', start="2026-03-02 14:00:00",
+          answer="2026-03-02 14:00:05", end="2026-03-02 14:01:00", uniqueid="old.1")
+MAL = cdr(src="7205550199", clid='"José Mal" <7205550199>'.encode().decode("latin-1"),
+          start="2026-03-02 14:30:00", answer="", end="2026-03-02 14:30:20",
+          disposition="NO ANSWER", uniqueid="mal.1")
+OTHER = cdr(src="7205550111", dst="3035550177", start="2026-03-02 14:40:00",
+            answer="2026-03-02 14:40:05", end="2026-03-02 14:41:00", uniqueid="other.1")
+# the file a Windows tool saved: Mal's call, then another, CRLF line ends
+TEXT = (MAL + b"\r\n" + OTHER + b"\r\n").decode("utf-8")
+AT = "2026-03-02T15:00:00Z"
+
+ENCODED = {
+    "utf-16-le-marked": ("\ufeff" + TEXT).encode("utf-16-le"),
+    "utf-16-be-marked": ("\ufeff" + TEXT).encode("utf-16-be"),
+    "utf-16-le-unmarked": TEXT.encode("utf-16-le"),
+    "utf-16-be-unmarked": TEXT.encode("utf-16-be"),
+    "utf-32-le-marked": ("\ufeff" + TEXT).encode("utf-32-le"),
+    "utf-32-be-marked": ("\ufeff" + TEXT).encode("utf-32-be"),
+}
+
+
+def older_store(tmp_path):
+    """A store holding the innocent 14:00 call to 3035550110, from an earlier file."""
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    (tmp_path / "earlier.csv").write_bytes(OLD + b"\n")
+    cdrtrace.ingest(store, [str(tmp_path / "earlier.csv")])
+    return store
+
+
+def assert_mal_named(store):
+    result = store.trace("3035550110", at=AT)
+    assert (result.outcome.value, result.call_time) == ("success", "2026-03-02T14:30:00Z")
+    (record,) = store.trace_records("3035550110", analyst="cic")
+    assert record["call"]["calling"] == "+17205550199"
+    assert store.trace("3035550177", at=AT).call_time == "2026-03-02T14:40:00Z"
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("encoding", sorted(ENCODED))
+def test_a_file_in_utf16_or_utf32_is_read_and_its_calls_traced(tmp_path, encoding, compressed):
+    data = ENCODED[encoding]
+    path = tmp_path / ("export.csv.gz" if compressed else "export.csv")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    store = older_store(tmp_path)
+    try:
+        summary = cdrtrace.ingest(store, [str(path)], chunk_bytes=64)
+        assert (summary.records, summary.rejected) == (2, 0)
+        assert_mal_named(store)
+        # the same file again: its content is known, skipped
+        assert cdrtrace.ingest(store, [str(path)]).skipped == [str(path)]
+    finally:
+        store.close()
+
+
+def test_a_code_unit_that_is_no_character_rejects_only_its_own_line(tmp_path):
+    """An odd byte at the end (a copy cut short): it reads as U+FFFD on a line of its
+    own, one reject; the records before it are read."""
+    path = tmp_path / "export.csv"
+    path.write_bytes(ENCODED["utf-16-le-marked"] + b"1")
+    store = older_store(tmp_path)
+    try:
+        summary = cdrtrace.ingest(store, [str(path)])
+        assert (summary.records, summary.rejected) == (3, 1)
+        assert_mal_named(store)
+    finally:
+        store.close()
+
+
+def test_utf16_on_stdin_is_read(tmp_path):
+    store = older_store(tmp_path)
+    store.close()
+    proc = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "ingest", "-", "--db",
+                           str(tmp_path / "store")], input=ENCODED["utf-16-le-marked"],
+                          capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    store = cdrtrace.open(tmp_path / "store")
+    try:
+        assert_mal_named(store)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le-marked", "utf-16-be-unmarked",
+                                      "utf-32-le-marked"])
+def test_following_or_streaming_utf16_is_refused_with_what_to_do(tmp_path, encoding):
+    from cdrtrace.ingestion import following
+    from cdrtrace.ingestion.live import StreamOptions
+
+    path = tmp_path / "Master.csv"
+    path.write_bytes(ENCODED[encoding])
+    name = "UTF-32" if "32" in encoding else "UTF-16"
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    try:
+        with pytest.raises(FormatError, match=f"is {name} text .*iconv -f {name} -t UTF-8"):
+            following.follow(store, str(path), options=StreamOptions(
+                batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2))
+    finally:
+        store.close()
+    proc = subprocess.run([sys.executable, "-m", "cdrtrace.cli", "ingest", "--follow", "-",
+                           "--db", str(tmp_path / "store")], input=ENCODED[encoding],
+                          capture_output=True, text=False, check=False)
+    assert proc.returncode == 2 and f"is {name} text".encode() in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["asterisk/Master.csv", "cucm/cdr_StandAloneCluster_01_202603021403_1",
+                                  "freeswitch/Master.csv", "kamailio/acc_cdrs.dbtext",
+                                  "broadworks/BW-CDR-20260302150000-1-000002.csv"])
+def test_no_sample_reads_as_wide_text(name):
+    head = (SAMPLES / name).read_bytes()[:64]
+    assert wide_encoding(head) is None
+    assert wide_encoding(b"\xef\xbb\xbf" + head) is None
+    assert wide_encoding("é,ü,ß".encode("latin-1") * 20) is None
+
+
+def test_wide_encoding_needs_sixteen_characters_of_text_without_a_mark():
+    assert wide_encoding('"","3035'.encode("utf-16-le")) is None          # 8: too few to tell
+    assert wide_encoding('"","3035550142",'.encode("utf-16-le")) == "utf-16-le"      # 16
+    assert wide_encoding(b"\x01\x00" * 16) is None                      # not text
