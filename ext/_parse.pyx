@@ -2128,6 +2128,12 @@ cdef class CdrParser:
                         if final:
                             p = end
                         break
+                    if p[0] == BOM[0] and end - p >= 3 and memcmp(p, BOM, 3) == 0:
+                        # a UTF-8 byte-order mark where a record begins: files joined, each
+                        # saved with one (`cat a.csv b.csv`): not data. (Fewer of its bytes
+                        # at a read's end wait, as any record without its line end.)
+                        p += 3
+                        continue
                     if p[0] == 0:
                         # zeros where records were (a crash, or a file truncated under a
                         # writer that kept its offset): one reject, no record; the next

@@ -295,6 +295,9 @@ class CdrParser:
                 if final:
                     p = end
                 break
+            if buf.startswith(BOM, p):      # files joined, each saved with a mark
+                p += 3
+                continue
             if buf[p] == 0:
                 q = p
                 while q < end and buf[q] == 0:
