@@ -29,6 +29,7 @@ cdef enum:
     MAX_RECORD = 65536
     MAX_FIELDS = 1024        # one more than the widest layout, to detect too many
     ZERO_BLOCK = 8           # NUL bytes in a row that are zeros where records were, no record's
+    NAME_SEPARATORS = 2      # `","` a recovered FreeSWITCH caller name may hold; more: a record
 
 # Reason codes; cdrtrace.parsing.native maps them to cdrtrace.errors.REJECT_REASONS.
 cdef enum Status:
@@ -1084,8 +1085,9 @@ cdef int split_quoted(const char* r, const char* e, char delim, char quote, int 
     """Split a line whose every field is quoted but whose quotes are not escaped
     (FreeSWITCH) into exactly `want` fields: fields end at quote-delimiter-quote (spaces
     allowed before the opening quote); separators beyond `want` fields are taken to be
-    inside the first field, the caller's name. 0 on success, -1 if the line is not
-    of that shape or has fewer fields."""
+    inside the first field, the caller's name, at most NAME_SEPARATORS of them (more
+    are fields of another record: files joined, a record cut short with the next after
+    it). 0 on success, -1 if the line is not of that shape, or has fewer fields or more."""
     cdef const char* ends[MAX_FIELDS]     # closing quote of field k
     cdef const char* starts[MAX_FIELDS]   # first byte of field k
     cdef const char* p
@@ -1110,7 +1112,7 @@ cdef int split_quoted(const char* r, const char* e, char delim, char quote, int 
                 continue
         p += 1
     ends[n - 1] = e - 1
-    if n < want:
+    if n < want or n - want > NAME_SEPARATORS:
         return -1
     excess = n - want
     for k in range(want):

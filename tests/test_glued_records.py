@@ -48,6 +48,7 @@ LEE = cdr(src="7205550188", dst="3035550177", clid='"Lee" <7205550188>',
 MAL = cdr(src="7205550199", clid='"Mal" <7205550199>', start="2026-03-02 14:30:00", answer="",
           end="2026-03-02 14:30:20", disposition="NO ANSWER", uniqueid="mal.1")
 AT = "2026-03-02T15:00:00Z"
+LEE_AT, MAL_AT = 1772461200000000, 1772461800000000      # 14:20 and 14:30 UTC, in us
 
 
 def parser_maker(fmt: str, name: str, zone: str, reference: bool):
@@ -239,3 +240,49 @@ def test_rows_of_reads_the_records_feed_reads_and_returns_no_rejects():
     native = make_parser("asterisk", "America/Denver")
     assert _parse.CdrParser.feed(native, data, True, False)[1] == []
     assert len(_parse.CdrParser.feed(make_parser("asterisk", "America/Denver"), data, True)[1]) == 2
+
+
+def test_a_freeswitch_record_glued_whole_to_another_is_no_caller_name(tmp_path):
+    """FreeSWITCH does not escape quotes, so a caller name holding `","` is rebuilt from
+    the field count: the separators beyond it are the name's. Before, a line of two whole
+    records (files joined where the first lacked its last newline) was read as the second,
+    the first's fields its caller's name: the first call lost with no reject, and a *57
+    for it named the caller before it. A name holds at most two `","`; a line with more
+    is rejected, the first record's line held, the glued one's too."""
+    from test_real_data import fs_call
+
+    from cdrtrace.parsing.parsers import normalize_number
+    from conftest import show_freeswitch_legs
+
+    old = fs_call("Innocent", "7205550100", "3035550177", "2026-03-02 14:00:00",
+                  "2026-03-02 14:00:05", "2026-03-02 14:01:00", uuid="u-old")
+    lee = fs_call("Lee", "7205550188", "3035550177", "2026-03-02 14:20:00",
+                  "2026-03-02 14:20:05", "2026-03-02 14:21:00", uuid="u-lee")
+    mal = fs_call("Mal", "7205550199", "3035550110", "2026-03-02 14:30:00", uuid="u-mal",
+                  cause="ORIGINATOR_CANCEL")
+    two = fs_call('Doe","John","Jr', "7205550111", "3035550112", "2026-03-02 14:35:00",
+                  uuid="u-two", cause="ORIGINATOR_CANCEL")     # two `","`: still a name
+    data = old + b"\n" + lee + mal + b"\n" + two + b"\n"
+    for make in (lambda: make_parser("freeswitch"), parser_maker(
+            "freeswitch", "freeswitch/Master.csv", "UTC", True)[0]):
+        rows, held, lost = read(make, data, "UTC")
+        assert [r[0] for r in rows] == [normalize_number("3035550177"),
+                                        normalize_number("3035550112")]
+        assert (normalize_number("3035550177"), LEE_AT) in held      # the first record's line
+        assert (normalize_number("3035550110"), MAL_AT) in held      # the glued one's
+        assert len(lost.log) == 2 and set(lost.glued) == {0}
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    try:
+        show_freeswitch_legs(store, tmp_path)
+        (tmp_path / "Master.csv").write_bytes(data)
+        summary = cdrtrace.ingest(store, [str(tmp_path / "Master.csv")], fmt="freeswitch")
+        assert (summary.records, summary.rejected) == (3, 1)
+        for line, start in (("3035550177", "2026-03-02T14:20:00Z"), ("3035550110", "2026-03-02T14:30:00Z")):
+            result = store.trace(line, at=AT)
+            assert (result.outcome.value, result.call_time) == ("untraceable", start), line
+        result = store.trace("3035550112", at=AT)
+        assert (result.outcome.value, result.call_time) == ("success", "2026-03-02T14:35:00Z")
+        (record,) = store.trace_records("3035550112", analyst="cic")
+        assert record["call"]["calling"] == "+17205550111"
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ from .reference_fields import (
     ERR_ZEROS,
     MAX_FIELDS,
     MAX_RECORD,
+    NAME_SEPARATORS,
     NEED_MORE,
     REASONS,
     ZERO_BLOCK,
@@ -30,8 +31,9 @@ from .reference_fields import (
 def split_quoted(line: bytes, delim: int, quote: int, want: int):
     """Fields of a line whose every field is quoted but whose quotes are not escaped
     (FreeSWITCH), as (bytes, True) pairs: exactly `want` of them, the separators beyond
-    that taken to be inside the first field (the caller's name); None if the line is not
-    of that shape or has fewer fields (as the native split_quoted)."""
+    that taken to be inside the first field (the caller's name), at most NAME_SEPARATORS
+    of them; None if the line is not of that shape, or has fewer fields or more (as the
+    native split_quoted)."""
     q = bytes([quote])
     if len(line) < 2 or line[:1] != q or line[-1:] != q or not 1 <= want < MAX_FIELDS:
         return None
@@ -51,7 +53,7 @@ def split_quoted(line: bytes, delim: int, quote: int, want: int):
                 continue
         p += 1
     ends.append(e - 1)
-    if len(starts) < want:
+    if len(starts) < want or len(starts) - want > NAME_SEPARATORS:
         return None
     excess = len(starts) - want
     fields = [(line[1:ends[excess]], True)]

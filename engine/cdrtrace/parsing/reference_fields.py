@@ -40,6 +40,7 @@ from .reference_dispositions import (
 MAX_RECORD = 65536
 ZERO_BLOCK = 8     # NUL bytes in a row that are zeros where records were, no record's
 MAX_FIELDS = 1024
+NAME_SEPARATORS = 2   # `","` a recovered FreeSWITCH caller name may hold; more: a record's
 
 REASONS = REJECT_REASONS   # shared with the native parser: one table of messages
 (ERR_FIELD_COUNT, ERR_UNTERMINATED, ERR_AFTER_QUOTE, ERR_QUOTE_UNQUOTED, ERR_CR, ERR_NUL,
