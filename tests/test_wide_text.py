@@ -1,9 +1,12 @@
-"""CDR files in UTF-16 or UTF-32 (docs/formats.md): what Windows tools save as "Unicode"
-(PowerShell's Out-File, Excel's Unicode text) when an export passes through them.
+"""CDR files as other systems' tools leave their text (docs/formats.md).
 
-Before, such a file was read as bytes: every record rejected, no line found to hold (the
-digits have NUL bytes between them), and a *57 for its calls named the caller before
-them, from an earlier file.
+In UTF-16 or UTF-32: what Windows tools save as "Unicode" (PowerShell's Out-File,
+Excel's Unicode text) when an export passes through them. Before, such a file was read
+as bytes: every record rejected, no line found to hold (the digits have NUL bytes
+between them), and a *57 for its calls named the caller before them, from an earlier
+file. With lines that end in CR alone (classic Mac OS) or in CR CR LF (CRLF converted
+to CRLF again): before, the whole file was one reject (only its first record's line
+held), or every record was rejected.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import pytest
 
 import cdrtrace
 from cdrtrace.errors import FormatError
-from cdrtrace.parsing.parsers import wide_encoding
+from cdrtrace.ingestion.text import Relined
+from cdrtrace.parsing.parsers import line_ends, wide_encoding
 from conftest import cdr
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
@@ -138,3 +142,85 @@ def test_wide_encoding_needs_sixteen_characters_of_text_without_a_mark():
     assert wide_encoding('"","3035'.encode("utf-16-le")) is None          # 8: too few to tell
     assert wide_encoding('"","3035550142",'.encode("utf-16-le")) == "utf-16-le"      # 16
     assert wide_encoding(b"\x01\x00" * 16) is None                      # not text
+
+
+def older_calls_store(tmp_path):
+    """A store holding innocent older calls to 3035550110 and 3035550177."""
+    store = older_store(tmp_path)
+    (tmp_path / "earlier2.csv").write_bytes(cdr(
+        src="7205550101", dst="3035550177", start="2026-03-02 14:02:00",
+        answer="2026-03-02 14:02:05", end="2026-03-02 14:03:00", uniqueid="old.2") + b"\n")
+    cdrtrace.ingest(store, [str(tmp_path / "earlier2.csv")])
+    return store
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 4 << 20])
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("ends", [b"\r", b"\r\r\n"], ids=["cr", "crcrlf"])
+def test_lines_ending_in_cr_alone_or_cr_cr_lf_are_read(tmp_path, ends, compressed, chunk_bytes):
+    data = TEXT.encode("utf-8").replace(b"\r\n", ends)
+    path = tmp_path / ("export.csv.gz" if compressed else "export.csv")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    store = older_calls_store(tmp_path)
+    try:
+        summary = cdrtrace.ingest(store, [str(path)], chunk_bytes=chunk_bytes)
+        assert (summary.records, summary.rejected) == (2, 0)
+        assert_mal_named(store)
+        (record,) = store.trace_records("3035550177", analyst="cic")
+        assert record["call"]["calling"] == "+17205550111"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("ends", [b"\r", b"\r\r\n"], ids=["cr", "crcrlf"])
+def test_following_lines_ending_in_cr_alone_or_cr_cr_lf_is_refused(tmp_path, ends):
+    from cdrtrace.ingestion import following
+    from cdrtrace.ingestion.live import StreamOptions
+
+    path = tmp_path / "Master.csv"
+    path.write_bytes(TEXT.encode("utf-8").replace(b"\r\n", ends))
+    store = cdrtrace.open(tmp_path / "store", create=True)
+    try:
+        with pytest.raises(FormatError, match="lines end in CR .*a batch ingest"):
+            following.follow(store, str(path), options=StreamOptions(
+                batch_ms=1, poll_ms=1, heartbeat_s=0.01, idle_exit_s=0.2))
+    finally:
+        store.close()
+
+
+def test_line_ends_are_told_only_where_they_are_so():
+    assert line_ends(b"a,b\nc,d\n") is None and line_ends(b"a,b\r\nc,d\r\n") is None
+    assert line_ends(b"a,b\r") is None                 # one record, a CR at its end
+    assert line_ends(b'"x\ry",b\r\nc\r\n') is None    # a CR inside a field
+    assert line_ends(b"a,b\rc,d\r") == "cr"
+    assert line_ends(b"a,b\r\r\nc,d\r\r\n") == "crcrlf"
+    for name in ("asterisk/Master.csv", "cucm/cdr_StandAloneCluster_01_202603021403_1",
+                 "freeswitch/Master.csv", "kamailio/acc_cdrs.dbtext"):
+        assert line_ends((SAMPLES / name).read_bytes()[:8192]) is None
+
+
+class Dribble:
+    """A raw stream that gives a few bytes a read."""
+
+    def __init__(self, data: bytes, sizes):
+        self.data, self.sizes, self.at = data, sizes, 0
+
+    def read(self, n):
+        k = min(n, next(self.sizes))
+        out, self.at = self.data[self.at:self.at + k], self.at + k
+        return out
+
+
+@pytest.mark.parametrize("ends,expected", [("crcrlf", b"a\r\nb\r\n\r\nc\r\n"),
+                                           ("cr", b"a\r\nb\r\n\r\nc\r\n")])
+def test_relined_reads_alike_however_its_source_is_read(ends, expected):
+    data = (b"a\r\r\nb\r\r\n\r\r\nc\r\r\n" if ends == "crcrlf" else b"a\rb\r\rc\r")
+    for sizes in ([1], [2], [3], [1, 2], [5, 1], [1 << 16]):
+        def cycle(sizes=sizes):
+            while True:
+                yield from sizes
+        stream = Relined(Dribble(data, cycle()), ends)
+        out, buffer = b"", bytearray(3)
+        while n := stream.readinto(buffer):
+            out += bytes(buffer[:n])
+        assert out == expected, sizes

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import bz2
-import codecs
 import concurrent.futures
 import glob
 import gzip
@@ -21,9 +20,10 @@ from typing import IO, Any, Protocol
 import xxhash
 
 from ..errors import SourceError
-from ..parsing.parsers import wide_encoding
+from ..parsing.parsers import line_ends, wide_encoding
 from ..store import private
 from . import sqlite
+from .text import Relined, Transcoding
 
 CHUNK_BYTES = 4 << 20     # what every ingest reads a source in (batch, following, live)
 
@@ -81,13 +81,11 @@ def open_source(name: str) -> tuple[ByteStream, int | None]:
             raise SourceError(f"cannot read {name}: it is a directory") from None
         except OSError as exc:
             raise SourceError(f"cannot read {name}: {exc.strerror}") from None
-    head = raw.peek(64)[:64] if hasattr(raw, "peek") else b""
+    head = raw.peek(HEAD)[:HEAD] if hasattr(raw, "peek") else b""
     kind = next((k for magic, k in _MAGIC if head.startswith(magic)), None)
     size = os.fstat(raw.fileno()).st_size if name != "-" else None
-    if kind is None and (codec := wide_encoding(head)) is not None:
-        return Transcoding(raw, codec), None
     if kind is None:
-        return raw, size
+        return _as_text(raw, head, size)
     stream: Any
     if kind == "gzip":
         stream = gzip.GzipFile(fileobj=raw)
@@ -98,45 +96,27 @@ def open_source(name: str) -> tuple[ByteStream, int | None]:
     else:
         stream = _Zstd(raw)
     decompressing = _Decompressing(stream, raw, kind)
-    if (codec := wide_encoding(decompressing.peek_head(64))) is not None:
-        return Transcoding(decompressing, codec), None
-    return decompressing, None
+    return _as_text(decompressing, decompressing.peek_head(HEAD), None)
+
+
+HEAD = 8192     # bytes of a source looked at for its text's encoding and line ends
+
+
+def _as_text(stream: Any, head: bytes, size: int | None) -> tuple[ByteStream, int | None]:
+    """The stream, read as UTF-8 where it is UTF-16 or UTF-32 (Transcoding), with CRLF
+    line ends where its lines end in CR alone or in CR CR LF (Relined); size where it is
+    read as it is."""
+    if (codec := wide_encoding(head)) is not None:
+        stream, size = Transcoding(stream, codec), None
+        head = b""      # its line ends are not told from its bytes as they are
+    if (ends := line_ends(head)) is not None:
+        stream, size = Relined(stream, ends), None
+    return stream, size
 
 
 def is_plain(stream: ByteStream) -> bool:
     """Whether the stream's bytes are its file's own (not decompressed, not transcoded)."""
-    return not isinstance(stream, _Decompressing | Transcoding)
-
-
-class Transcoding(io.RawIOBase):
-    """A source written in UTF-16 or UTF-32, read as UTF-8: what the parser reads, its
-    offsets those of the UTF-8 text. A code unit that is no character (an odd byte at the
-    end, a lone surrogate) reads as U+FFFD: the record it is in is rejected, and held."""
-
-    def __init__(self, raw: Any, codec: str):
-        self.raw, self.codec = raw, codec
-        self.decoder = codecs.getincrementaldecoder(codec)(errors="replace")
-        self.pending = b""
-        self.ended = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self.pending and not self.ended:
-            data = self.raw.read(1 << 16)
-            self.ended = not data
-            self.pending = self.decoder.decode(data, final=self.ended).encode("utf-8")
-        with memoryview(buffer) as view:
-            n = min(len(view), len(self.pending))
-            view[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n
-
-    def close(self) -> None:
-        if not self.closed and self.raw is not sys.stdin.buffer:
-            self.raw.close()
-        super().close()
+    return not isinstance(stream, _Decompressing | Transcoding | Relined)
 
 
 class _Zstd:

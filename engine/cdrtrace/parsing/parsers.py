@@ -152,6 +152,11 @@ _WIDE_MARKS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
                (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 
 
+CONVERT = {"cr": "tr '\\r' '\\n'", "crcrlf": "sed 's/\\r\\r$/\\r/'"}
+ENDS = {"cr": "CR alone (as classic Mac OS wrote them)",
+        "crcrlf": "CR CR LF (CRLF converted to CRLF again)"}
+
+
 def wide_encoding(head: bytes) -> str | None:
     """The codec of a source written in UTF-16 or UTF-32 (PowerShell's and Excel's
     "Unicode"), else None: by its byte-order mark, or, with none, by a NUL byte beside
@@ -171,9 +176,23 @@ def wide_encoding(head: bytes) -> str | None:
     return None
 
 
+def line_ends(head: bytes) -> str | None:
+    """How a source's lines end where it is not as the parser reads them: `cr` (CR
+    alone, classic Mac OS: two or more in its head, and no LF), `crcrlf` (its first line
+    ends in CR CR LF: CRLF converted to CRLF again); else None."""
+    if b"\n" not in head:
+        return "cr" if head.count(b"\r") >= 2 else None
+    return "crcrlf" if head.split(b"\n", 1)[0].endswith(b"\r\r") else None
+
+
 def check_wide(head: bytes, source: str = "source") -> None:
-    """FormatError for a source in UTF-16 or UTF-32, where it is read as bytes as it comes
-    (following a file, a stream): what to do instead."""
+    """FormatError for a source in UTF-16 or UTF-32, or with lines that end in CR alone
+    or in CR CR LF (line_ends), where it is read as bytes as it comes (following a file,
+    a stream): what to do instead."""
+    if (ends := line_ends(head)) is not None and wide_encoding(head) is None:
+        raise FormatError(f"{source}'s lines end in {ENDS[ends]}: to stream it, convert it "
+                          f"({CONVERT[ends]}); a batch ingest (without --follow) reads it as "
+                          "it is")
     if (codec := wide_encoding(head)) is not None:
         name = codec.upper().removesuffix("-LE").removesuffix("-BE")
         raise FormatError(f"{source} is {name} text (two or four bytes a character, as Windows "
