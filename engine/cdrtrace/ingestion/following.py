@@ -11,7 +11,7 @@ import threading
 
 from ..errors import FormatError, SourceError
 from ..parsing.formats import Format
-from ..parsing.parsers import MAX_HEADER, check_named_format, check_wide, read_header
+from ..parsing.parsers import MAX_HEADER, check_named_format, check_text, read_header
 from ..store.catalog import Position
 from .live import LiveFeed, StreamOptions, StreamSummary, log
 from .sources import ChunkReader
@@ -199,7 +199,7 @@ def _open_generation(live: LiveFeed, path: str, key: bytes, saved: Position | No
         saved = None
     first = os.pread(handle.fileno(), MAX_HEADER, 0)
     try:
-        check_wide(first, path)              # UTF-16, CR line ends: read where they are
+        check_text(first, path)              # UTF-16, CR line ends: read where they are
         if saved is None and b"\n" in first:
             check_named_format(live.form, first, path)   # not another format's file
     except FormatError:

@@ -68,7 +68,8 @@ class ByteStream(Protocol):
 def open_source(name: str) -> tuple[ByteStream, int | None]:
     """(binary stream of CDR bytes, file size or None); '-' is stdin. gzip, bzip2, xz and
     zstd sources are recognised by their first bytes and decompressed as they stream; UTF-16
-    and UTF-32 ones (parsing.parsers.wide_encoding) are read as UTF-8 (Transcoding)."""
+    and UTF-32 ones are read as UTF-8, and lines that end in CR alone or in CR CR LF with
+    CRLF (_as_text)."""
     raw: Any
     if name == "-":
         raw = sys.stdin.buffer

@@ -152,11 +152,6 @@ _WIDE_MARKS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
                (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 
 
-CONVERT = {"cr": "tr '\\r' '\\n'", "crcrlf": "sed 's/\\r\\r$/\\r/'"}
-ENDS = {"cr": "CR alone (as classic Mac OS wrote them)",
-        "crcrlf": "CR CR LF (CRLF converted to CRLF again)"}
-
-
 def wide_encoding(head: bytes) -> str | None:
     """The codec of a source written in UTF-16 or UTF-32 (PowerShell's and Excel's
     "Unicode"), else None: by its byte-order mark, or, with none, by a NUL byte beside
@@ -185,7 +180,13 @@ def line_ends(head: bytes) -> str | None:
     return "crcrlf" if head.split(b"\n", 1)[0].endswith(b"\r\r") else None
 
 
-def check_wide(head: bytes, source: str = "source") -> None:
+# how to convert a source whose lines end so, and what to call those ends
+CONVERT = {"cr": "tr '\\r' '\\n'", "crcrlf": "sed 's/\\r\\r$/\\r/'"}
+ENDS = {"cr": "CR alone (as classic Mac OS wrote them)",
+        "crcrlf": "CR CR LF (CRLF converted to CRLF again)"}
+
+
+def check_text(head: bytes, source: str = "source") -> None:
     """FormatError for a source in UTF-16 or UTF-32, or with lines that end in CR alone
     or in CR CR LF (line_ends), where it is read as bytes as it comes (following a file,
     a stream): what to do instead."""
@@ -204,8 +205,9 @@ def check_named_format(form: Format, head: bytes, source: str = "source") -> Non
     """FormatError where a source read as a built-in format begins as another one does,
     beyond doubt (detect_format names that one alone): read as named, every record would
     be rejected, and what its columns seemed to hold taken for lines and times. A source
-    in UTF-16 or UTF-32 is refused (check_wide)."""
-    check_wide(head, source)
+    in UTF-16 or UTF-32, or whose lines end in CR alone or CR CR LF, is refused
+    (check_text: a batch ingest reads them as UTF-8 text with CRLF line ends first)."""
+    check_text(head, source)
     if FORMATS.get(form.name) is not form:
         return                  # a configured dialect: its layout is the operator's
     first = head.removeprefix(BOM).split(b"\n", 1)[0].rstrip(b"\r")
