@@ -101,11 +101,11 @@ def test_a_record_glued_to_one_cut_short_is_never_passed_over_at_any_cut(fmt, na
         if len(alone) != 1 or alone[0][0] == 0:
             continue        # rejected alone, or no line: nothing to find
         (whole,) = alone
-        lines = {(line, whole[1]) for line in (whole[0], whole[3], whole[5]) if line}
+        its_lines = {(line, whole[1]) for line in (whole[0], whole[3], whole[5]) if line}
         for cut in range(1, len(a), 13 if reference else 1):
             rows, held, _ = read(make, a[:cut] + b + b"\n", zone)
             same_time = [r for r in rows if r[:2] == whole[:2]]
-            assert same_time == [whole] or (not same_time and lines <= held), (cut, a[:cut])
+            assert same_time == [whole] or (not same_time and its_lines <= held), (cut, a[:cut])
             tried += 1
             forwarded += whole[5] != 0
     assert tried >= 20 and bool(forwarded) == (name in FORWARDED)
