@@ -224,3 +224,58 @@ def test_relined_reads_alike_however_its_source_is_read(ends, expected):
         while n := stream.readinto(buffer):
             out += bytes(buffer[:n])
         assert out == expected, sizes
+
+
+def excel_saved(record: bytes, day_first: bool = False, two_digit_year: bool = False) -> bytes:
+    """A record as a spreadsheet saves it: quotes only where needed, times as its locale
+    shows them (3/2/2026 14:30, no seconds; 2/3/2026 day first)."""
+    import csv
+    import io
+
+    fields = next(csv.reader([record.decode("latin-1")]))
+    for i in (9, 10, 11):                     # start, answer, end
+        if fields[i]:
+            date, clock = fields[i].split(" ")
+            y, m, d = date.split("-")
+            y = y[2:] if two_digit_year else y
+            fields[i] = f"{int(d)}/{int(m)}/{y} {clock[:5]}" if day_first else \
+                f"{int(m)}/{int(d)}/{y} {clock[:5]}"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue().encode("latin-1")
+
+
+@pytest.mark.parametrize("day_first,two_digit_year", [(False, False), (True, False), (False, True)])
+def test_a_file_saved_from_a_spreadsheet_holds_its_calls_at_each_reading(tmp_path, day_first,
+                                                                         two_digit_year):
+    """Every record of a CDR file opened in a spreadsheet and saved is rejected (its
+    times are 3/2/2026 14:30). Before, no time was read in any, so nothing was held, and
+    the *57 named the innocent caller of an earlier file. Now each record's first such
+    date is read both ways where day and month could be either (2 March or 3 February),
+    at the end of its minute, and its line held at each reading."""
+    path = tmp_path / "saved.csv"
+    path.write_bytes(excel_saved(MAL, day_first, two_digit_year) + b"\r\n" +
+                     excel_saved(OTHER, day_first, two_digit_year) + b"\r\n")
+    store = older_calls_store(tmp_path)
+    try:
+        summary = cdrtrace.ingest(store, [str(path)])
+        assert (summary.records, summary.rejected, summary.unreadable) == (2, 2, 4)
+        for at, call in (("2026-03-02T15:00:00Z", "2026-03-02T14:30:59Z"),    # after both
+                         ("2026-02-10T12:00:00Z", "2026-02-03T14:30:59Z")):   # between them
+            result = store.trace("3035550110", at=at)
+            assert (result.outcome.value, result.call_time) == ("untraceable", call), at
+    finally:
+        store.close()
+
+
+def test_spreadsheet_dates_are_read_every_way_they_can_be():
+    from cdrtrace.parsing.salvage import loose_times
+
+    march, feb = 1772461859000000, 1770129059000000      # 2 March, 3 February, 14:30:59 UTC
+    assert loose_times(b"x,3/2/2026 14:30,y", "UTC") == [feb, march]
+    assert loose_times(b"x,02.03.26 14:30,y", "UTC") == [feb, march]
+    assert loose_times(b"x,2/13/2026 14:30:05,y", "UTC") == [1770993005000000]   # 13 Feb only
+    assert loose_times(b"x,13/2/2026 14:30:05,y", "UTC") == [1770993005000000]
+    assert loose_times(b"x,2026/3/2 14:30,y", "UTC") == [march]                   # year first
+    assert loose_times(b"x,13/13/2026 14:30,y", "UTC") == []                      # no date
+    assert loose_times(b'"","3035550110","2026-03-02 14:30:00"', "UTC") == []

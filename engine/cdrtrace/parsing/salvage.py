@@ -72,13 +72,46 @@ def loose_time(raw: bytes, zone: str) -> int | None:
     return None
 
 
+# dates as a spreadsheet writes them, day and month in the order of its locale: 3/2/2026
+# 14:30 (month first), 02.03.26 14:30:11 (day first)
+_SHEET_TIME = re.compile(rb"(?<![\d/.])(\d{1,2})[/.](\d{1,2})[/.](\d{4}|\d\d)(?![\d/.])[ T]"
+                         rb"(\d{1,2}):(\d\d)(?::(\d\d))?")
+
+
+def loose_times(raw: bytes, zone: str) -> list[int]:
+    """A reject's own time in a form its format does not use: the year-first one
+    (loose_time), else the first date a spreadsheet wrote, read both ways where its day
+    and month could be either (3/2/2026: 2 March or 3 February). The call is held at each
+    reading: at the later one a trace after it fails closed, at the earlier one a trace
+    between the two (where the call was the earlier, it was the last). Ascending."""
+    from . import timezones
+
+    one = loose_time(raw, zone)
+    if one is not None:
+        return [one]
+    for match in _SHEET_TIME.finditer(raw):
+        a, b, y, h, mi = (int(match.group(k)) for k in range(1, 6))
+        y += 2000 if len(match.group(3)) == 2 else 0
+        sec = int(match.group(6)) if match.group(6) else 59     # as loose_time: fail closed
+        found = set()
+        for mo, d in ((a, b), (b, a)):
+            try:
+                found.add(timezones.local_to_utc_seconds(y, mo, d, h, mi, sec, zone) * 1_000_000)
+            except (ValueError, OverflowError):
+                continue
+        if found:
+            return sorted(found)
+    return []
+
+
 def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int | None,
                zone: str = "UTC") -> Unreadable:
     """What the rejects of one parsed chunk still tell.
 
     bad: the parser's (record, offset, reason, raw) rejects; columns: the good records of
     the same chunk. A reject whose time is written in another form (a spreadsheet's
-    2020/2/10 22:41) is read loosely (loose_time). One with no time at all is placed as late as the file
+    2020/2/10 22:41, or 3/2/2026 14:30 read both ways) is read loosely (loose_times),
+    held at each reading. One with no time at all is placed as late as the file
     allows, failing closed: switches write a record when its call ends, so it ended after
     the good record just before it, and is taken to start when that one ended (at least
     a microsecond after it started): in the chunk, else at fallback_us (when the last good
@@ -100,27 +133,28 @@ def unreadable(parser, bad: list, columns: dict, source: int, fallback_us: int |
         if k in glued and not estimated:   # a tail that tells what the line does: itself, shifted
             glued[k] = [t for t in glued[k] if t.start_us != start or t.redirecting
                         or {t.called, t.rang} - {called, rang, 0}]
-        if start is None:
-            start = loose_time(raw, zone)      # its own time, in a form the format does not use
-        if start is None:
+        # its own time, else in a form the format does not use (a spreadsheet's: read
+        # both ways where day and month could be either), else placed
+        times = [start] if start is not None else loose_times(raw, zone)
+        if not times:
             i = int(np.searchsorted(offsets, offset))
             if i > 0:
-                start = max(int(ends[i - 1]), int(starts[i - 1]) + 1)
+                times = [max(int(ends[i - 1]), int(starts[i - 1]) + 1)]
             elif fallback_us is not None:
-                start = fallback_us
+                times = [fallback_us]
             elif i < len(starts):
-                start = int(starts[i])
-        if start is None:
-            continue               # no time at all: the reject stays counted
+                times = [int(starts[i])]
         call_id = _call_id(feed, raw)
-        log.append((log_key(feed, start, call_id), json.dumps({
-            "source": source, "record": int(record), "offset": int(offset),
-            "line_found": bool(called), "time_estimated": estimated, "reason": reason}).encode()))
-        if called:
-            rows.append((start, called, rang, 0, call_id, offset, record))
-        if pilot:       # -1: a Queue reached at no number (pilot 0: it may have rung any line)
-            hunted.append((start, call_id, max(pilot, 0), rang, len(named)))
-            members += named
+        for when in times:         # none at all: the reject stays counted
+            log.append((log_key(feed, when, call_id), json.dumps({
+                "source": source, "record": int(record), "offset": int(offset),
+                "line_found": bool(called), "time_estimated": estimated, "reason": reason,
+                **({"times_read": len(times)} if len(times) > 1 else {})}).encode()))
+            if called:
+                rows.append((when, called, rang, 0, call_id, offset, record))
+            if pilot:   # -1: a Queue reached at no number (pilot 0: it may have rung any line)
+                hunted.append((when, call_id, max(pilot, 0), rang, len(named)))
+                members += named
     glued = {k: tails for k, tails in glued.items() if tails}
     for k, tails in glued.items():      # whole records glued to a reject's end
         record, offset, reason, _ = bad[k]
